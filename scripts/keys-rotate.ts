@@ -1,0 +1,15 @@
+/**
+ * `npm run keys:rotate`: retire the active token-signing key, add a new active one, and drop
+ * retired keys whose tokens have all expired. Reads the same configuration as the server.
+ */
+import { loadConfig } from '../src/config/load.js';
+import { rotateSigningKeys } from '../src/keys/keystore.js';
+
+const config = loadConfig();
+const alg = (process.argv.find((a) => a.startsWith('--alg='))?.slice(6) ?? config.keys.signingAlg) as typeof config.keys.signingAlg;
+if (!['ES256', 'RS256', 'EdDSA'].includes(alg)) {
+  process.stderr.write(`keys:rotate: --alg must be ES256, RS256 or EdDSA\n`);
+  process.exit(2);
+}
+const kid = await rotateSigningKeys(config.keys.dir, alg, config.tokens.accessTokenTTL);
+process.stdout.write(`new active signing key: ${kid} (${alg}) in ${config.keys.dir}\nRestart the Deputy instances so they sign with it; the previous key stays published until its tokens expire.\n`);

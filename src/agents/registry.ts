@@ -1,0 +1,171 @@
+/**
+ * The agent registry: every agent is an OAuth client (`private_key_jwt`, RFC 7523 §2.2) with an
+ * accountable human owner and delegation limits (scopes, audiences, maximum chain depth).
+ *
+ * Agents come from configuration (synced at each start, `source = 'config'`) or from the admin
+ * API (`source = 'api'`). Status is owned by the store once an agent exists: an agent disabled
+ * through the API stays disabled across restarts even if the configuration says `active`.
+ *
+ * @module
+ */
+import type { AgentConfig } from '../config/schema.js';
+import { Conflict, NotFound } from '../errors/index.js';
+import type { Queryable, Store } from '../store/index.js';
+
+export type AgentStatus = 'active' | 'disabled';
+
+export interface Agent {
+  id: string;
+  name: string;
+  owner: string;
+  scopes: string[];
+  audiences: string[];
+  maxDelegationDepth: number;
+  status: AgentStatus;
+  jwks?: { keys: Array<{ kty: string; [member: string]: unknown }> };
+  jwks_uri?: string;
+  source: 'config' | 'api';
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** Fields the admin API may change. */
+export type AgentPatch = Partial<Pick<Agent, 'name' | 'owner' | 'scopes' | 'audiences' | 'maxDelegationDepth' | 'status' | 'jwks' | 'jwks_uri'>>;
+
+interface AgentRow {
+  id: string;
+  name: string;
+  owner: string;
+  scopes: string[];
+  audiences: string[];
+  max_delegation_depth: number;
+  status: AgentStatus;
+  jwks: Agent['jwks'] | null;
+  jwks_uri: string | null;
+  source: 'config' | 'api';
+  created_at: Date;
+  updated_at: Date;
+}
+
+const COLUMNS = 'id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source, created_at, updated_at';
+
+/** Listeners learn about every change so caches (oidc-provider clients, PDP entities) can drop entries. */
+export type AgentChangeListener = (agent: Agent) => void | Promise<void>;
+
+export class AgentRegistry {
+  readonly #store: Store;
+  readonly #listeners: AgentChangeListener[] = [];
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  onChange(listener: AgentChangeListener): void {
+    this.#listeners.push(listener);
+  }
+
+  async get(id: string, db: Queryable = this.#store): Promise<Agent | undefined> {
+    const rows = await db.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
+    return rows[0] ? fromRow(rows[0]) : undefined;
+  }
+
+  /** Agents ordered by id; `after` is the last id of the previous page. */
+  async list(options: { limit: number; after?: string }): Promise<{ agents: Agent[]; next?: string }> {
+    const rows = await this.#store.query<AgentRow>(
+      `SELECT ${COLUMNS} FROM agents WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2`,
+      [options.after ?? null, options.limit + 1],
+    );
+    const page = rows.slice(0, options.limit).map(fromRow);
+    return rows.length > options.limit ? { agents: page, next: page[page.length - 1]!.id } : { agents: page };
+  }
+
+  async create(input: AgentConfig): Promise<Agent> {
+    const rows = await this.#store.query<AgentRow>(
+      `INSERT INTO agents (id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source)
+       VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8::jsonb, $9, 'api')
+       ON CONFLICT (id) DO NOTHING RETURNING ${COLUMNS}`,
+      toParams(input),
+    );
+    if (!rows[0]) throw new Conflict(`agent "${input.id}" already exists`);
+    return this.#changed(fromRow(rows[0]));
+  }
+
+  /**
+   * Applies a patch. Agents defined in configuration only accept status changes through the
+   * API: anything else would be overwritten at the next start.
+   */
+  async update(id: string, patch: AgentPatch): Promise<Agent> {
+    const agent = await this.#store.transaction(async (tx) => {
+      const rows = await tx.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
+      if (!rows[0]) throw new NotFound(`agent "${id}" does not exist`);
+      const current = fromRow(rows[0]);
+      const changed = Object.keys(patch).filter((k) => k !== 'status');
+      if (current.source === 'config' && changed.length > 0) {
+        throw new Conflict(`agent "${id}" is defined in configuration; only "status" can be changed through the API (tried: ${changed.join(', ')})`);
+      }
+      const next = { ...current, ...patch };
+      if (patch.jwks !== undefined) delete next.jwks_uri;
+      if (patch.jwks_uri !== undefined) delete next.jwks;
+      const updated = await tx.query<AgentRow>(
+        `UPDATE agents SET name = $2, owner = $3, scopes = $4::jsonb, audiences = $5::jsonb, max_delegation_depth = $6,
+           status = $7, jwks = $8::jsonb, jwks_uri = $9, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
+        toParams(next),
+      );
+      return fromRow(updated[0]!);
+    });
+    return this.#changed(agent);
+  }
+
+  /** Makes the configuration's agents exist as written (status: see the module comment). */
+  async syncFromConfig(agents: readonly AgentConfig[]): Promise<void> {
+    await this.#store.transaction(async (tx) => {
+      for (const a of agents) {
+        await tx.query(
+          `INSERT INTO agents (id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source)
+           VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8::jsonb, $9, 'config')
+           ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner, scopes = EXCLUDED.scopes,
+             audiences = EXCLUDED.audiences, max_delegation_depth = EXCLUDED.max_delegation_depth,
+             status = CASE WHEN agents.status = 'disabled' THEN 'disabled' ELSE EXCLUDED.status END,
+             jwks = EXCLUDED.jwks, jwks_uri = EXCLUDED.jwks_uri, source = 'config', updated_at = now()`,
+          toParams(a),
+        );
+      }
+    });
+  }
+
+  async #changed(agent: Agent): Promise<Agent> {
+    for (const l of this.#listeners) await l(agent);
+    return agent;
+  }
+}
+
+function toParams(a: Omit<AgentConfig, 'status'> & { status?: AgentStatus }): unknown[] {
+  return [
+    a.id,
+    a.name,
+    a.owner,
+    JSON.stringify(a.scopes ?? []),
+    JSON.stringify(a.audiences ?? []),
+    a.maxDelegationDepth ?? 3,
+    a.status ?? 'active',
+    a.jwks ? JSON.stringify(a.jwks) : null,
+    a.jwks_uri ?? null,
+  ];
+}
+
+function fromRow(r: AgentRow): Agent {
+  return {
+    id: r.id,
+    name: r.name,
+    owner: r.owner,
+    scopes: r.scopes,
+    audiences: r.audiences,
+    maxDelegationDepth: Number(r.max_delegation_depth),
+    status: r.status,
+    ...(r.jwks ? { jwks: r.jwks } : {}),
+    ...(r.jwks_uri ? { jwks_uri: r.jwks_uri } : {}),
+    source: r.source,
+    createdAt: new Date(r.created_at).toISOString(),
+    updatedAt: new Date(r.updated_at).toISOString(),
+  };
+}

@@ -1,0 +1,179 @@
+/**
+ * Deputy's configuration: one typed, documented object.
+ *
+ * Every option is documented here, where it is defined; `config/deputy.yaml` carries the same
+ * defaults with the same words for operators. `loadConfig()` (./load.ts) is the only reader of
+ * files and environment variables; everything else receives the frozen result.
+ *
+ * @module
+ */
+import { z } from 'zod';
+
+const seconds = (label: string) => z.number({ error: `${label} must be a number of seconds` }).int().positive();
+
+/** An agent's public keys, inline (RFC 7517 JWK Set). Private members are refused. */
+const publicJwks = z.object({
+  keys: z
+    .array(
+      z
+        .looseObject({ kty: z.string() })
+        .refine((k) => !('d' in k) && !('p' in k) && !('k' in k), {
+          message: 'must contain public keys only (found a private or symmetric key member)',
+        }),
+    )
+    .min(1, 'must contain at least one key'),
+});
+
+const agentId = z.string().regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -');
+const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'must be a valid scope token (RFC 6749 §3.3)');
+const agentFields = {
+  /** Human-readable name shown in receipts and admin listings. */
+  name: z.string().min(1).max(200),
+  /** The accountable human (an email or IdP subject) who answers for this agent. */
+  owner: z.string().min(1).max(320),
+  /** Scopes the agent may ever hold; an exchange can only narrow them. */
+  scopes: z.array(scopeToken).max(100),
+  /** Audiences (RFC 8707 resource indicators or logical names) the agent may obtain tokens for. */
+  audiences: z.array(z.string().min(1).max(2048)).max(100),
+  /** Longest delegation chain (number of agents, this one included) the agent may appear at the end of. */
+  maxDelegationDepth: z.number().int().min(1).max(10),
+  /** `disabled` agents cannot authenticate, and their tokens stop working. */
+  status: z.enum(['active', 'disabled']),
+  /** Inline public keys (`private_key_jwt`). Exactly one of `jwks` / `jwks_uri`. */
+  jwks: publicJwks,
+  /** Where the agent publishes its public keys. Exactly one of `jwks` / `jwks_uri`. */
+  jwks_uri: z.url({ protocol: /^https?$/ }),
+};
+
+/**
+ * A registered agent: an OAuth client that authenticates with `private_key_jwt`
+ * (RFC 7523 §2.2) using the keys in `jwks` or at `jwks_uri`.
+ */
+export const agentSchema = z
+  .strictObject({
+    /** The OAuth `client_id`. */
+    id: agentId,
+    name: agentFields.name,
+    owner: agentFields.owner,
+    scopes: agentFields.scopes.default([]),
+    audiences: agentFields.audiences.default([]),
+    maxDelegationDepth: agentFields.maxDelegationDepth.default(3),
+    status: agentFields.status.default('active'),
+    jwks: agentFields.jwks.optional(),
+    jwks_uri: agentFields.jwks_uri.optional(),
+  })
+  .refine((a) => (a.jwks === undefined) !== (a.jwks_uri === undefined), {
+    message: 'exactly one of "jwks" or "jwks_uri" is required',
+  });
+
+/** A change to an agent through the admin API: any field but `id`, no defaults. */
+export const agentPatchSchema = z
+  .strictObject({
+    name: agentFields.name.optional(),
+    owner: agentFields.owner.optional(),
+    scopes: agentFields.scopes.optional(),
+    audiences: agentFields.audiences.optional(),
+    maxDelegationDepth: agentFields.maxDelegationDepth.optional(),
+    status: agentFields.status.optional(),
+    jwks: agentFields.jwks.optional(),
+    jwks_uri: agentFields.jwks_uri.optional(),
+  })
+  .refine((a) => a.jwks === undefined || a.jwks_uri === undefined, { message: 'give at most one of "jwks" or "jwks_uri"' })
+  .refine((a) => Object.keys(a).length > 0, { message: 'nothing to change' });
+
+export type AgentConfig = z.infer<typeof agentSchema>;
+
+/** An administrative client: obtains `deputy:admin` tokens with client_credentials. */
+export const adminClientSchema = z
+  .strictObject({
+    client_id: z.string().regex(/^[A-Za-z0-9._~:-]{1,128}$/),
+    /** Scopes this client may request: `deputy:admin` for the admin API, `authzen:evaluate` for the PDP. */
+    scopes: z.array(z.enum(['deputy:admin', 'authzen:evaluate'])).min(1),
+    jwks: publicJwks.optional(),
+    jwks_uri: z.url({ protocol: /^https?$/ }).optional(),
+  })
+  .refine((a) => (a.jwks === undefined) !== (a.jwks_uri === undefined), {
+    message: 'exactly one of "jwks" or "jwks_uri" is required',
+  });
+
+export type AdminClientConfig = z.infer<typeof adminClientSchema>;
+
+export const configSchema = z.strictObject({
+  server: z
+    .strictObject({
+      /** TCP port (env `PORT`). 0 picks a free port (tests). */
+      port: z.number().int().min(0).max(65535).default(3000),
+      /** Interface to bind (env `HOST`). */
+      host: z.string().default('0.0.0.0'),
+      /**
+       * The issuer identifier (RFC 8414 §2), env `DEPUTY_ISSUER`. Must be the externally visible
+       * base URL; DPoP `htu` and client assertion `aud` are checked against it. Defaults to
+       * `http://localhost:<port>`.
+       */
+      issuer: z.url({ protocol: /^https?$/ }).optional(),
+      /** Trust `X-Forwarded-*` headers (set when behind a TLS-terminating proxy). */
+      trustProxy: z.boolean().default(false),
+      /** Largest accepted request body in bytes, for every endpoint. */
+      bodyLimitBytes: z.number().int().min(1024).max(10 * 1024 * 1024).default(64 * 1024),
+      /** How long SIGTERM waits for in-flight requests before closing connections. */
+      shutdownGraceSeconds: seconds('server.shutdownGraceSeconds').default(10),
+    })
+    .prefault({}),
+  store: z
+    .strictObject({
+      /** PostgreSQL URL (env `DATABASE_URL`). When absent, Deputy runs on embedded PGlite. */
+      databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL').optional(),
+      /** PGlite data folder when no `databaseUrl` is set (env `DEPUTY_DATA_DIR`). `memory://` keeps nothing. */
+      dataDir: z.string().default('./data'),
+      /** Connection pool size for PostgreSQL. */
+      poolSize: z.number().int().min(1).max(200).default(10),
+    })
+    .prefault({}),
+  keys: z
+    .strictObject({
+      /** Folder holding signing keys and the vault key-encryption key (env `DEPUTY_KEYS_DIR`). */
+      dir: z.string().default('./keys'),
+      /** Algorithm of newly generated token-signing keys. */
+      signingAlg: z.enum(['ES256', 'RS256', 'EdDSA']).default('ES256'),
+      /**
+       * Generate missing keys on start. Meant for development: defaults to true unless
+       * `NODE_ENV=production`, where missing keys stop the start.
+       */
+      generate: z.boolean().optional(),
+    })
+    .prefault({}),
+  tokens: z
+    .strictObject({
+      /** Lifetime of issued access tokens. Kept short: JWT access tokens are self-contained. */
+      accessTokenTTL: seconds('tokens.accessTokenTTL').max(3600).default(300),
+    })
+    .prefault({}),
+  dpop: z
+    .strictObject({
+      /** Require server-provided nonces in DPoP proofs (RFC 9449 §8). */
+      requireNonce: z.boolean().default(false),
+      /** Accepted proof age window in seconds around the server clock (RFC 9449 §11.1). */
+      iatWindowSeconds: seconds('dpop.iatWindowSeconds').max(300).default(60),
+    })
+    .prefault({}),
+  /** Clients of the admin API and PDP (PEPs). */
+  admin: z.strictObject({ clients: z.array(adminClientSchema).default([]) }).prefault({}),
+  /** Agents defined in configuration. They are kept in sync with the registry at each start. */
+  agents: z.array(agentSchema).default([]),
+  log: z
+    .strictObject({
+      /** pino level (env `LOG_LEVEL`). */
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+/** The configuration file as written (input), before defaults. */
+export type ConfigInput = z.input<typeof configSchema>;
+
+/** The validated configuration, with defaults applied. */
+export type DeputyConfig = Readonly<
+  Omit<z.infer<typeof configSchema>, 'keys'> & {
+    keys: z.infer<typeof configSchema>['keys'] & { generate: boolean };
+  }
+>;

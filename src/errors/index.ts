@@ -1,0 +1,112 @@
+/**
+ * Deputy's typed errors. Each carries the protocol code a client sees and its HTTP status;
+ * `src/http/errors.ts` is the one place that turns them into responses.
+ *
+ * Messages (`description`) are written for clients and name the failed check. They never
+ * contain a token, a secret or a raw request value; diagnostics go in `cause`, which is logged
+ * at debug level and never sent.
+ *
+ * OAuth errors raised inside oidc-provider's own pipeline (the token endpoint) use
+ * oidc-provider's error classes instead, so its error handler renders them.
+ *
+ * @module
+ */
+
+/** Stable error codes: the OAuth / RFC 6750 / RFC 9449 ones and Deputy's own. */
+export type DeputyErrorCode =
+  | 'invalid_request'
+  | 'invalid_token'
+  | 'insufficient_scope'
+  | 'invalid_dpop_proof'
+  | 'use_dpop_nonce'
+  | 'access_denied'
+  | 'not_found'
+  | 'conflict'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'server_error'
+  | 'temporarily_unavailable';
+
+export class DeputyError extends Error {
+  /** Whether `description` may be shown to the client. */
+  readonly expose: boolean;
+  constructor(
+    readonly status: number,
+    readonly code: DeputyErrorCode,
+    readonly description: string,
+    options?: { cause?: unknown; headers?: Record<string, string> },
+  ) {
+    super(description, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.expose = status < 500;
+    this.headers = options?.headers ?? {};
+  }
+  /** Extra response headers (e.g. `DPoP-Nonce`). */
+  readonly headers: Record<string, string>;
+}
+
+export class InvalidRequest extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown }) {
+    super(400, 'invalid_request', description, options);
+  }
+}
+
+/** RFC 6750 §3.1: the access token is missing, malformed, expired or revoked. */
+export class InvalidToken extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown }) {
+    super(401, 'invalid_token', description, options);
+  }
+}
+
+/** RFC 6750 §3.1: the token lacks the scope the resource requires. */
+export class InsufficientScope extends DeputyError {
+  constructor(readonly requiredScope: string) {
+    super(403, 'insufficient_scope', `the access token lacks the "${requiredScope}" scope`);
+  }
+}
+
+/** RFC 9449 §7.1: the DPoP proof is missing, malformed or does not match the request or token. */
+export class InvalidDpopProof extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown }) {
+    super(401, 'invalid_dpop_proof', description, options);
+  }
+}
+
+/** RFC 9449 §9: the resource server requires a nonce; `nonce` goes out in `DPoP-Nonce`. */
+export class UseDpopNonce extends DeputyError {
+  constructor(nonce: string) {
+    super(401, 'use_dpop_nonce', 'a DPoP nonce is required; retry with the nonce in the DPoP-Nonce header', {
+      headers: { 'DPoP-Nonce': nonce },
+    });
+  }
+}
+
+export class NotFound extends DeputyError {
+  constructor(description: string) {
+    super(404, 'not_found', description);
+  }
+}
+
+export class Conflict extends DeputyError {
+  constructor(description: string) {
+    super(409, 'conflict', description);
+  }
+}
+
+export class PayloadTooLarge extends DeputyError {
+  constructor(limit: number) {
+    super(413, 'payload_too_large', `request body exceeds ${limit} bytes`);
+  }
+}
+
+export class UnsupportedMediaType extends DeputyError {
+  constructor(expected: string) {
+    super(415, 'unsupported_media_type', `request body must be ${expected}`);
+  }
+}
+
+export class TemporarilyUnavailable extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown }) {
+    super(503, 'temporarily_unavailable', description, options);
+  }
+}

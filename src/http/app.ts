@@ -1,0 +1,82 @@
+/**
+ * The Koa application: cross-cutting middleware, Deputy's routes, then oidc-provider for the
+ * OAuth endpoints (`/token`, `/jwks`, discovery, `/introspect`, `/revoke`).
+ *
+ * This is the only folder that imports Koa; services receive plain values.
+ *
+ * @module
+ */
+import Koa from 'koa';
+import mount from 'koa-mount';
+import type Provider from 'oidc-provider';
+import type { AgentRegistry } from '../agents/registry.js';
+import type { DeputyConfig } from '../config/schema.js';
+import type { KeyStore } from '../keys/keystore.js';
+import type { Logger } from '../log.js';
+import type { AccessTokenVerifier } from '../oauth/access-token.js';
+import { deputyResources } from '../oauth/provider.js';
+import type { Store } from '../store/index.js';
+import { adminRoutes } from './admin.js';
+import { errorBoundary } from './errors.js';
+import { healthRoutes } from './health.js';
+import { accessLog, bodyLimit, requestContext, securityHeaders } from './middleware.js';
+import { koaAuthenticate } from './util.js';
+
+export interface AppDeps {
+  config: DeputyConfig;
+  issuer: string;
+  logger: Logger;
+  store: Store;
+  keys: KeyStore;
+  agents: AgentRegistry;
+  provider: Provider;
+  verifier: AccessTokenVerifier;
+}
+
+export function createApp(deps: AppDeps): Koa {
+  const app = new Koa();
+  app.proxy = deps.config.server.trustProxy;
+  app.silent = true;
+  const authenticate = koaAuthenticate(deps.verifier, deps.issuer);
+
+  app.use(requestContext(deps.logger));
+  app.use(accessLog());
+  app.use(securityHeaders());
+  app.use(errorBoundary());
+  app.use(bodyLimit(deps.config.server.bodyLimitBytes));
+  app.use(oauthAuthorizationServerMetadata());
+
+  for (const router of [
+    healthRoutes({ store: deps.store, keys: deps.keys }),
+    adminRoutes({ agents: deps.agents, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes }),
+  ]) {
+    app.use(router.routes()).use(router.allowedMethods());
+  }
+  app.use(publishedJwks(deps.keys));
+  app.use(mount(deps.provider));
+  return app;
+}
+
+/**
+ * RFC 8414 §3: `/.well-known/oauth-authorization-server` serves the same metadata as OpenID
+ * discovery (the issuer has no path component, so both live at the root).
+ */
+function oauthAuthorizationServerMetadata(): Koa.Middleware {
+  return async function rfc8414Metadata(ctx, next) {
+    if (ctx.path === '/.well-known/oauth-authorization-server') ctx.path = '/.well-known/openid-configuration';
+    await next();
+  };
+}
+
+/**
+ * `/jwks` publishes the active signing key and retired keys whose tokens may still be live
+ * (oidc-provider only knows the active key).
+ */
+function publishedJwks(keys: KeyStore): Koa.Middleware {
+  return async function jwks(ctx, next) {
+    if (ctx.path !== '/jwks' || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
+    ctx.type = 'application/jwk-set+json; charset=utf-8';
+    ctx.set('Cache-Control', 'public, max-age=60');
+    ctx.body = keys.publicJwks();
+  };
+}

@@ -1,0 +1,58 @@
+/**
+ * The one error boundary of Deputy's own routes: typed errors become their protocol response;
+ * anything else becomes a generic `server_error` with no detail, logged with its stack.
+ *
+ * @module
+ */
+import type Koa from 'koa';
+import { DeputyError } from '../errors/index.js';
+import type { Logger } from '../log.js';
+
+export interface ErrorBody {
+  error: string;
+  error_description?: string;
+}
+
+export function errorBoundary(): Koa.Middleware {
+  return async function renderErrors(ctx, next) {
+    try {
+      await next();
+    } catch (err) {
+      const log = ctx.state.log as Logger;
+      if (err instanceof DeputyError) {
+        log.debug({ err: { code: err.code, cause: describeCause(err.cause) } }, 'request refused');
+        ctx.status = err.status;
+        ctx.set(err.headers);
+        ctx.set('Cache-Control', 'no-store');
+        ctx.body = { error: err.code, error_description: err.description } satisfies ErrorBody;
+        return;
+      }
+      const status = httpStatusOf(err);
+      if (status !== undefined && status < 500) {
+        // Errors thrown by Koa middleware (body parser limits, malformed JSON): expose the status only.
+        ctx.status = status;
+        ctx.body = { error: status === 413 ? 'payload_too_large' : 'invalid_request', error_description: safeMessage(status) } satisfies ErrorBody;
+        return;
+      }
+      log.error({ err }, 'unhandled error');
+      ctx.status = 500;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' } satisfies ErrorBody;
+    }
+  };
+}
+
+function httpStatusOf(err: unknown): number | undefined {
+  const s = (err as { status?: unknown; statusCode?: unknown })?.status ?? (err as { statusCode?: unknown })?.statusCode;
+  return typeof s === 'number' && s >= 400 && s < 600 ? s : undefined;
+}
+
+function safeMessage(status: number): string {
+  if (status === 413) return 'request body is too large';
+  if (status === 415) return 'unsupported content type';
+  return 'malformed request';
+}
+
+function describeCause(cause: unknown): string | undefined {
+  return cause instanceof Error ? `${cause.name}: ${cause.message}` : undefined;
+}

@@ -1,0 +1,29 @@
+/**
+ * Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the store answers and
+ * keys are loaded). Load balancers route only to ready instances.
+ *
+ * @module
+ */
+import Router from '@koa/router';
+import type { KeyStore } from '../keys/keystore.js';
+import type { Store } from '../store/index.js';
+
+export function healthRoutes(deps: { store: Store; keys: KeyStore | undefined }): Router {
+  const router = new Router();
+  router.get('/healthz', (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    ctx.body = { status: 'ok' };
+  });
+  router.get('/readyz', async (ctx) => {
+    ctx.set('Cache-Control', 'no-store');
+    const store = await deps.store.ping().then(
+      () => 'ok' as const,
+      () => 'unavailable' as const,
+    );
+    const keys = deps.keys?.activeSigningKey ? ('ok' as const) : ('missing' as const);
+    const ready = store === 'ok' && keys === 'ok';
+    ctx.status = ready ? 200 : 503;
+    ctx.body = { status: ready ? 'ready' : 'not_ready', checks: { store, keys } };
+  });
+  return router;
+}

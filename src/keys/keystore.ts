@@ -1,0 +1,286 @@
+/**
+ * Deputy's key material: token-signing keys (a JWKS), the vault key-encryption key (KEK) and
+ * server secrets (DPoP nonce secret, cookie keys).
+ *
+ * Sources, in order: environment variables (`DEPUTY_SIGNING_KEYS`, `DEPUTY_VAULT_KEK`,
+ * `DEPUTY_SERVER_SECRETS`, each the JSON content of the matching file), then files in the keys
+ * folder. Missing files are generated (mode 0600) only when generation is allowed, i.e. in
+ * development. Private keys never leave this module except as the provider's signing JWKS.
+ *
+ * Signing-key lifecycle: exactly one key is `active` (signs); `retired` keys no longer sign but
+ * stay in the published JWKS until every token they signed has expired (RFC 7517 §5 key sets;
+ * retention = the longest token lifetime plus clock skew).
+ *
+ * @module
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { exportJWK, generateKeyPair, calculateJwkThumbprint, type JWK } from 'jose';
+
+export type SigningAlg = 'ES256' | 'RS256' | 'EdDSA';
+
+export interface SigningKeyRecord {
+  /** Private JWK with `kid`, `alg` and `use: "sig"`. */
+  jwk: JWK & { kid: string; alg: SigningAlg };
+  status: 'active' | 'retired';
+  /** Seconds since the epoch. */
+  createdAt: number;
+  retiredAt?: number;
+}
+
+export interface KekRecord {
+  kid: string;
+  /** 32 random bytes, base64url. */
+  k: string;
+  status: 'active' | 'retired';
+  createdAt: number;
+}
+
+export interface ServerSecrets {
+  /** 32 bytes, base64url: HKDF input for stateless DPoP nonces (same on every instance). */
+  dpopNonceSecret: string;
+  /** Keys for signed cookies (oidc-provider). */
+  cookieKeys: string[];
+}
+
+export interface KeyStoreOptions {
+  dir: string;
+  signingAlg: SigningAlg;
+  generate: boolean;
+  /** Longest lifetime of a token signed by these keys, in seconds (retention of retired keys). */
+  maxTokenLifetime: number;
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+export const SIGNING_KEYS_FILE = 'signing-keys.json';
+export const VAULT_KEK_FILE = 'vault-kek.json';
+export const SERVER_SECRETS_FILE = 'server-secrets.json';
+/** Clock skew allowed to verifiers beyond a token's `exp` when deciding to drop a retired key. */
+const RETENTION_SKEW = 60;
+
+/** Key material missing or malformed. The message names the file or variable and the problem. */
+export class KeyError extends Error {
+  readonly code = 'ERR_DEPUTY_KEYS';
+  constructor(message: string) {
+    super(message);
+    this.name = 'KeyError';
+  }
+}
+
+export class KeyStore {
+  readonly #signing: readonly SigningKeyRecord[];
+  readonly #kek: readonly KekRecord[];
+  readonly #secrets: ServerSecrets;
+  readonly #retention: number;
+
+  constructor(signing: readonly SigningKeyRecord[], kek: readonly KekRecord[], secrets: ServerSecrets, maxTokenLifetime: number) {
+    assertOneActive(signing.map((k) => k.status), 'signing keys');
+    assertOneActive(kek.map((k) => k.status), 'vault key-encryption keys');
+    this.#signing = signing;
+    this.#kek = kek;
+    this.#secrets = secrets;
+    this.#retention = maxTokenLifetime + RETENTION_SKEW;
+  }
+
+  /** The key that signs new tokens. */
+  get activeSigningKey(): SigningKeyRecord {
+    return this.#signing.find((k) => k.status === 'active')!;
+  }
+
+  /** Public keys to publish: the active key and retired keys whose tokens may still be live. */
+  publicJwks(now = epoch()): { keys: JWK[] } {
+    const live = this.#signing.filter((k) => k.status === 'active' || (k.retiredAt ?? 0) + this.#retention > now);
+    return { keys: live.map((k) => toPublicJwk(k.jwk)) };
+  }
+
+  /** The private JWKS handed to oidc-provider: only the active key, so it is the one that signs. */
+  providerJwks(): { keys: JWK[] } {
+    return { keys: [{ ...this.activeSigningKey.jwk }] };
+  }
+
+  /** The active vault key-encryption key and every KEK still able to unwrap data keys. */
+  vaultKeks(): { active: { kid: string; key: Buffer }; all: ReadonlyMap<string, Buffer> } {
+    const all = new Map(this.#kek.map((k) => [k.kid, Buffer.from(k.k, 'base64url')] as const));
+    const active = this.#kek.find((k) => k.status === 'active')!;
+    return { active: { kid: active.kid, key: all.get(active.kid)! }, all };
+  }
+
+  get dpopNonceSecret(): Buffer {
+    return Buffer.from(this.#secrets.dpopNonceSecret, 'base64url');
+  }
+
+  get cookieKeys(): string[] {
+    return [...this.#secrets.cookieKeys];
+  }
+}
+
+/** Loads (and in development generates) every key Deputy needs. */
+export async function loadKeyStore(options: KeyStoreOptions): Promise<KeyStore> {
+  const env = options.env ?? process.env;
+  const signing = await loadOrCreate(options, env.DEPUTY_SIGNING_KEYS, 'DEPUTY_SIGNING_KEYS', SIGNING_KEYS_FILE, async () => ({
+    keys: [await generateSigningKey(options.signingAlg)],
+  }), parseSigningFile);
+  const kek = await loadOrCreate(options, env.DEPUTY_VAULT_KEK, 'DEPUTY_VAULT_KEK', VAULT_KEK_FILE, async () => ({
+    keys: [generateKek()],
+  }), parseKekFile);
+  const secrets = await loadOrCreate(options, env.DEPUTY_SERVER_SECRETS, 'DEPUTY_SERVER_SECRETS', SERVER_SECRETS_FILE, async () =>
+    generateServerSecrets(), parseSecretsFile);
+  return new KeyStore(signing.keys, kek.keys, secrets, options.maxTokenLifetime);
+}
+
+/**
+ * Rotates token-signing keys in `dir`: the active key retires, a new key becomes active, and
+ * retired keys whose tokens have all expired are dropped. Returns the new active `kid`.
+ */
+export async function rotateSigningKeys(dir: string, alg: SigningAlg, maxTokenLifetime: number, now = epoch()): Promise<string> {
+  const path = join(dir, SIGNING_KEYS_FILE);
+  const file = parseSigningFile(readFileOrThrow(path), path);
+  const kept = file.keys
+    .map((k): SigningKeyRecord => (k.status === 'active' ? { ...k, status: 'retired', retiredAt: now } : k))
+    .filter((k) => (k.retiredAt ?? now) + maxTokenLifetime + RETENTION_SKEW > now);
+  const next = await generateSigningKey(alg, now);
+  writeSecretFile(path, { keys: [next, ...kept] }, true);
+  return next.jwk.kid;
+}
+
+async function loadOrCreate<T>(
+  options: KeyStoreOptions,
+  fromEnv: string | undefined,
+  envName: string,
+  fileName: string,
+  create: () => Promise<T>,
+  parse: (text: string, where: string) => T,
+): Promise<T> {
+  if (fromEnv) return parse(fromEnv, envName);
+  const path = join(options.dir, fileName);
+  const text = readFileIfExists(path);
+  if (text !== undefined) return parse(text, path);
+  if (!options.generate) {
+    throw new KeyError(`${path} is missing and key generation is off (NODE_ENV=production?): provide it or set ${envName}`);
+  }
+  mkdirSync(options.dir, { recursive: true, mode: 0o700 });
+  const value = await create();
+  // Exclusive create: when two instances start at once, one writes and the other reads its file.
+  if (!writeSecretFile(path, value, false)) return parse(readFileOrThrow(path), path);
+  return value;
+}
+
+/** Writes JSON with mode 0600. `replace: false` fails (returns false) if the file exists. */
+function writeSecretFile(path: string, value: unknown, replace: boolean): boolean {
+  const text = `${JSON.stringify(value, null, 2)}\n`;
+  if (!replace) {
+    try {
+      writeFileSync(path, text, { mode: 0o600, flag: 'wx' });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    }
+  }
+  const tmp = `${path}.${randomUUID()}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
+  return true;
+}
+
+function readFileIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new KeyError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code})`);
+  }
+}
+
+function readFileOrThrow(path: string): string {
+  const text = readFileIfExists(path);
+  if (text === undefined) throw new KeyError(`${path} does not exist`);
+  return text;
+}
+
+export async function generateSigningKey(alg: SigningAlg, now = epoch()): Promise<SigningKeyRecord> {
+  const { privateKey } = await generateKeyPair(alg, { extractable: true, ...(alg === 'RS256' ? { modulusLength: 2048 } : {}) });
+  const jwk = await exportJWK(privateKey);
+  const kid = await calculateJwkThumbprint(jwk);
+  return { jwk: { ...jwk, kid, alg, use: 'sig' }, status: 'active', createdAt: now };
+}
+
+function generateKek(now = epoch()): KekRecord {
+  return { kid: `kek-${now}-${randomBytes(4).toString('hex')}`, k: randomBytes(32).toString('base64url'), status: 'active', createdAt: now };
+}
+
+function generateServerSecrets(): ServerSecrets {
+  return { dpopNonceSecret: randomBytes(32).toString('base64url'), cookieKeys: [randomBytes(32).toString('base64url')] };
+}
+
+function parseJson(text: string, where: string): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new KeyError(`${where}: not valid JSON`);
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new KeyError(`${where}: must be a JSON object`);
+  return doc as Record<string, unknown>;
+}
+
+function parseSigningFile(text: string, where: string): { keys: SigningKeyRecord[] } {
+  const doc = parseJson(text, where);
+  if (!Array.isArray(doc.keys) || doc.keys.length === 0) throw new KeyError(`${where}: "keys" must be a non-empty array`);
+  const keys = doc.keys.map((k: unknown, i: number): SigningKeyRecord => {
+    const r = k as Partial<SigningKeyRecord>;
+    const at = `${where}: keys[${i}]`;
+    if (typeof r.jwk !== 'object' || r.jwk === null) throw new KeyError(`${at}.jwk must be a JWK object`);
+    if (typeof r.jwk.kid !== 'string' || !r.jwk.kid) throw new KeyError(`${at}.jwk.kid is required`);
+    if (!['ES256', 'RS256', 'EdDSA'].includes(r.jwk.alg as string)) throw new KeyError(`${at}.jwk.alg must be ES256, RS256 or EdDSA`);
+    if (typeof r.jwk.d !== 'string') throw new KeyError(`${at}.jwk must be a private key (no "d")`);
+    if (r.status !== 'active' && r.status !== 'retired') throw new KeyError(`${at}.status must be "active" or "retired"`);
+    if (typeof r.createdAt !== 'number') throw new KeyError(`${at}.createdAt must be a number`);
+    return r as SigningKeyRecord;
+  });
+  return { keys };
+}
+
+function parseKekFile(text: string, where: string): { keys: KekRecord[] } {
+  const doc = parseJson(text, where);
+  if (!Array.isArray(doc.keys) || doc.keys.length === 0) throw new KeyError(`${where}: "keys" must be a non-empty array`);
+  const keys = doc.keys.map((k: unknown, i: number): KekRecord => {
+    const r = k as Partial<KekRecord>;
+    const at = `${where}: keys[${i}]`;
+    if (typeof r.kid !== 'string' || !r.kid) throw new KeyError(`${at}.kid is required`);
+    if (typeof r.k !== 'string' || Buffer.from(r.k, 'base64url').length !== 32) throw new KeyError(`${at}.k must be 32 bytes, base64url`);
+    if (r.status !== 'active' && r.status !== 'retired') throw new KeyError(`${at}.status must be "active" or "retired"`);
+    return { kid: r.kid, k: r.k, status: r.status, createdAt: typeof r.createdAt === 'number' ? r.createdAt : 0 };
+  });
+  return { keys };
+}
+
+function parseSecretsFile(text: string, where: string): ServerSecrets {
+  const doc = parseJson(text, where);
+  const nonce = doc.dpopNonceSecret;
+  if (typeof nonce !== 'string' || Buffer.from(nonce, 'base64url').length !== 32) {
+    throw new KeyError(`${where}: dpopNonceSecret must be 32 bytes, base64url`);
+  }
+  const cookieKeys = doc.cookieKeys;
+  if (!Array.isArray(cookieKeys) || cookieKeys.length === 0 || !cookieKeys.every((c) => typeof c === 'string' && c.length >= 16)) {
+    throw new KeyError(`${where}: cookieKeys must be a non-empty array of strings of at least 16 characters`);
+  }
+  return { dpopNonceSecret: nonce, cookieKeys };
+}
+
+function assertOneActive(statuses: readonly string[], what: string): void {
+  const n = statuses.filter((s) => s === 'active').length;
+  if (n !== 1) throw new KeyError(`${what}: exactly one must be "active" (found ${n})`);
+}
+
+/** Strips private members (RFC 7518 §6) and keeps the metadata verifiers need. */
+export function toPublicJwk(jwk: JWK): JWK {
+  const { kty, crv, x, y, n, e, kid, alg, use } = jwk;
+  return Object.fromEntries(Object.entries({ kty, crv, x, y, n, e, kid, alg, use }).filter(([, v]) => v !== undefined)) as JWK;
+}
+
+function epoch(): number {
+  return Math.floor(Date.now() / 1000);
+}

@@ -1,0 +1,171 @@
+/**
+ * Composition root: config → store → keys → registry → services → Koa app → listen.
+ *
+ * `startDeputy()` is used by `npm start` (below) and by the tests; it either returns a running
+ * server or, on any failure, closes what it opened and throws: nothing is left half-started.
+ *
+ * @module
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type Provider from 'oidc-provider';
+import { AgentRegistry } from './agents/registry.js';
+import { ConfigError, loadConfig } from './config/load.js';
+import type { DeputyConfig } from './config/schema.js';
+import { createApp } from './http/app.js';
+import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
+import { createLogger, type Logger } from './log.js';
+import { AccessTokenVerifier } from './oauth/access-token.js';
+import { purgeExpired } from './oauth/adapter.js';
+import { DpopVerifier } from './oauth/dpop.js';
+import { createProvider } from './oauth/provider.js';
+import { migrate, openStore, type Store } from './store/index.js';
+
+export interface StartOptions {
+  config: DeputyConfig;
+  logger?: Logger;
+  env?: Readonly<Record<string, string | undefined>>;
+}
+
+export interface DeputyServer {
+  /** Base URL the server listens on (loopback form when bound to all interfaces). */
+  readonly url: string;
+  readonly issuer: string;
+  readonly config: DeputyConfig;
+  readonly server: Server;
+  readonly store: Store;
+  readonly keys: KeyStore;
+  readonly agents: AgentRegistry;
+  readonly provider: Provider;
+  readonly logger: Logger;
+  /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
+  close(graceMs?: number): Promise<void>;
+}
+
+const PURGE_INTERVAL_MS = 5 * 60_000;
+
+export async function startDeputy(options: StartOptions): Promise<DeputyServer> {
+  const { config } = options;
+  const logger = options.logger ?? createLogger(config.log.level);
+  const store = await openStore(config.store);
+  const server = createServer({ requestTimeout: 30_000, headersTimeout: 15_000 });
+  try {
+    const applied = await migrate(store);
+    if (applied.length) logger.info({ applied, store: store.kind }, 'migrations applied');
+    const keys = await loadKeyStore({
+      dir: config.keys.dir,
+      signingAlg: config.keys.signingAlg,
+      generate: config.keys.generate,
+      maxTokenLifetime: config.tokens.accessTokenTTL,
+      ...(options.env ? { env: options.env } : {}),
+    });
+    const agents = new AgentRegistry(store);
+    await agents.syncFromConfig(config.agents);
+
+    const port = await listen(server, config.server.port, config.server.host);
+    const issuer = config.server.issuer ?? `http://localhost:${port}`;
+    const provider = createProvider({
+      config, issuer, store, keys, agents,
+      onServerError: (err) => logger.error({ err }, 'oauth server error'),
+    });
+    const dpop = new DpopVerifier({
+      db: store,
+      iatWindowSeconds: config.dpop.iatWindowSeconds,
+      requireNonce: config.dpop.requireNonce,
+      nonceSecret: keys.dpopNonceSecret,
+    });
+    const verifier = new AccessTokenVerifier({ issuer, keys, dpop });
+    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier });
+    server.removeAllListeners('request');
+    server.on('request', app.callback());
+
+    const purge = setInterval(() => {
+      purgeExpired(store).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
+    }, PURGE_INTERVAL_MS);
+    purge.unref();
+
+    logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
+    return {
+      url: `http://127.0.0.1:${port}`,
+      issuer, config, server, store, keys, agents, provider, logger,
+      close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
+        clearInterval(purge);
+        await closeServer(server, graceMs);
+        await store.close();
+      },
+    };
+  } catch (err) {
+    server.close();
+    await store.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** Listens; until the app is attached, requests get 503 rather than hanging. */
+function listen(server: Server, port: number, host: string): Promise<number> {
+  server.on('request', (_req, res) => {
+    res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '1' });
+    res.end('{"error":"temporarily_unavailable","error_description":"starting"}');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+async function closeServer(server: Server, graceMs: number): Promise<void> {
+  if (!server.listening) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+  timer.unref();
+  await closed;
+  clearTimeout(timer);
+}
+
+/** `npm start`: load configuration, start, stop gracefully on SIGTERM / SIGINT. */
+async function main(): Promise<void> {
+  let config: DeputyConfig;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`deputy: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const logger = createLogger(config.log.level);
+  let deputy: DeputyServer;
+  try {
+    deputy = await startDeputy({ config, logger });
+  } catch (err) {
+    if (err instanceof KeyError) process.stderr.write(`deputy: ${err.message}\n`);
+    else logger.fatal({ err }, 'start failed');
+    process.exit(1);
+  }
+  process.stdout.write(`Deputy is listening on ${deputy.issuer} (store: ${deputy.store.kind})\n`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    deputy.close().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  void main();
+}

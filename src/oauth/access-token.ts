@@ -1,0 +1,142 @@
+/**
+ * Verifying Deputy's own JWT access tokens (RFC 9068) at Deputy's resource endpoints, including
+ * sender-constraint checks: a token with `cnf.jkt` is usable only with the `DPoP` scheme and a
+ * valid proof for that key (RFC 9449 §7); a Bearer token is usable only if it is not bound.
+ *
+ * @module
+ */
+import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
+import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
+import type { KeyStore } from '../keys/keystore.js';
+import type { DpopVerifier } from './dpop.js';
+
+/** Claims of a Deputy access token (RFC 9068 §2.2 plus RFC 8693 `act`, RFC 9449 `cnf`). */
+export interface AccessTokenClaims extends JWTPayload {
+  client_id: string;
+  scope?: string;
+  cnf?: { jkt?: string };
+  act?: ActorClaim;
+}
+
+/** RFC 8693 §4.1: the current actor, with prior actors nested inside. */
+export interface ActorClaim {
+  sub: string;
+  act?: ActorClaim;
+  [claim: string]: unknown;
+}
+
+export interface AuthenticatedRequest {
+  token: string;
+  claims: AccessTokenClaims;
+  scopes: ReadonlySet<string>;
+  scheme: 'Bearer' | 'DPoP';
+}
+
+/** What the HTTP layer hands over: plain values, no framework objects. */
+export interface ResourceRequest {
+  authorization: string | undefined;
+  dpopProofs: readonly string[];
+  method: string;
+  url: string;
+}
+
+const ALGORITHMS = ['ES256', 'RS256', 'EdDSA'];
+const MAX_TOKEN_LENGTH = 16 * 1024;
+const JWKS_REFRESH_MS = 30_000;
+
+export class AccessTokenVerifier {
+  readonly #issuer: string;
+  readonly #keys: KeyStore;
+  readonly #dpop: DpopVerifier;
+  #jwks: { set: ReturnType<typeof createLocalJWKSet>; at: number } | undefined;
+
+  constructor(options: { issuer: string; keys: KeyStore; dpop: DpopVerifier }) {
+    this.#issuer = options.issuer;
+    this.#keys = options.keys;
+    this.#dpop = options.dpop;
+  }
+
+  /**
+   * Authenticates a request to a Deputy resource: parses the `Authorization` header
+   * (RFC 6750 §2.1 / RFC 9449 §7.1), verifies the token for `audience`, enforces DPoP binding
+   * and, when given, a required scope. Errors carry the `WWW-Authenticate` challenge.
+   */
+  async authenticate(req: ResourceRequest, audience: string, requiredScope?: string): Promise<AuthenticatedRequest> {
+    const { scheme, token } = parseAuthorization(req.authorization);
+    try {
+      const claims = await this.verify(token, audience);
+      const jkt = claims.cnf?.jkt;
+      if (jkt !== undefined && scheme !== 'DPoP') throw new InvalidToken('this access token is DPoP-bound: use the DPoP authorization scheme with a proof');
+      if (jkt === undefined && scheme === 'DPoP') throw new InvalidToken('this access token is not DPoP-bound: use the Bearer scheme');
+      if (jkt !== undefined) {
+        await this.#dpop.verify({ proofs: req.dpopProofs, method: req.method, url: req.url, accessToken: token, expectedJkt: jkt });
+      }
+      const scopes = new Set((claims.scope ?? '').split(' ').filter(Boolean));
+      if (requiredScope !== undefined && !scopes.has(requiredScope)) throw new InsufficientScope(requiredScope);
+      return { token, claims, scopes, scheme };
+    } catch (err) {
+      throw withChallenge(err, scheme, requiredScope);
+    }
+  }
+
+  /** Verifies signature, `typ: at+jwt`, issuer, audience and lifetime (RFC 9068 §4). */
+  async verify(token: string, audience: string): Promise<AccessTokenClaims> {
+    if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('access token is too large');
+    try {
+      const { payload } = await jwtVerify(token, this.#keySet(), {
+        issuer: this.#issuer,
+        audience,
+        typ: 'at+jwt',
+        algorithms: ALGORITHMS,
+        requiredClaims: ['exp', 'iat', 'jti', 'client_id'],
+      });
+      return payload as AccessTokenClaims;
+    } catch (cause) {
+      throw new InvalidToken(describeJoseError(cause), { cause });
+    }
+  }
+
+  #keySet(): ReturnType<typeof createLocalJWKSet> {
+    const now = Date.now();
+    if (!this.#jwks || now - this.#jwks.at > JWKS_REFRESH_MS) {
+      this.#jwks = { set: createLocalJWKSet(this.#keys.publicJwks()), at: now };
+    }
+    return this.#jwks.set;
+  }
+}
+
+function parseAuthorization(header: string | undefined): { scheme: 'Bearer' | 'DPoP'; token: string } {
+  if (!header) {
+    throw withChallenge(new InvalidToken('an access token is required (Authorization: DPoP <token> or Bearer <token>)'), 'DPoP');
+  }
+  const m = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header.trim());
+  if (!m) throw withChallenge(new InvalidRequest('malformed Authorization header'), 'DPoP');
+  return { scheme: m[1]!.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer', token: m[2]! };
+}
+
+function describeJoseError(err: unknown): string {
+  if (err instanceof joseErrors.JWTExpired) return 'access token has expired';
+  if (err instanceof joseErrors.JWTClaimValidationFailed) return `access token "${err.claim}" claim check failed`;
+  if (err instanceof joseErrors.JWKSNoMatchingKey) return 'access token is signed with an unknown key';
+  if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'access token signature is invalid';
+  if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'access token algorithm is not allowed';
+  return 'access token is malformed or invalid';
+}
+
+/** Adds the RFC 6750 §3 / RFC 9449 §7.1 challenge to 401/403 errors. */
+function withChallenge(err: unknown, scheme: 'Bearer' | 'DPoP', scope?: string): unknown {
+  if (!(err instanceof DeputyError) || (err.status !== 401 && err.status !== 403 && err.status !== 400)) return err;
+  if (err.headers['WWW-Authenticate']) return err;
+  const params = [`realm="deputy"`];
+  if (err.code !== 'invalid_request' || err.status !== 400) params.push(`error="${err.code}"`);
+  params.push(`error_description="${quote(err.description)}"`);
+  if (scope) params.push(`scope="${quote(scope)}"`);
+  if (scheme === 'DPoP') params.push(`algs="ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256"`);
+  err.headers['WWW-Authenticate'] = `${scheme} ${params.join(', ')}`;
+  return err;
+}
+
+/** Values end up in a quoted-string (RFC 9110 §5.6.4): escape `\` and `"`. */
+function quote(s: string): string {
+  return s.replace(/[\\"]/g, (c) => `\\${c}`);
+}

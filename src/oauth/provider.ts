@@ -1,0 +1,202 @@
+/**
+ * oidc-provider set up as Deputy's OAuth machinery: discovery, JWKS, `/token` (client
+ * authentication, DPoP proof checks, grants), introspection (RFC 7662) and revocation (RFC 7009).
+ *
+ * Deputy-specific choices, each for a reason:
+ * - Only `private_key_jwt` client authentication (RFC 7523 §2.2): agents hold keys, not secrets.
+ * - JWT access tokens (RFC 9068) for every resource Deputy knows; unknown resources are
+ *   `invalid_target` (RFC 8707 §2).
+ * - Replay detection (DPoP and client-assertion `jti`) is an insert-or-fail in the shared store,
+ *   strict under concurrency and across instances (oidc-provider's default is find-then-insert).
+ * - DPoP nonces use one secret shared by all instances (RFC 9449 §8).
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC, type TokenEndpointGrantContext } from 'oidc-provider';
+import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { DeputyConfig } from '../config/schema.js';
+import type { KeyStore } from '../keys/keystore.js';
+import type { Store } from '../store/index.js';
+import { AgentClientAdapter, recordOnce, StoreAdapter } from './adapter.js';
+
+/** RFC 8693 §2.1 grant type. */
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+
+/** Client-authentication and DPoP algorithms Deputy accepts (asymmetric only). */
+export const CLIENT_AUTH_ALGS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'Ed25519', 'EdDSA'] as const;
+export const DPOP_ALGS = ['ES256', 'ES384', 'ES512', 'PS256', 'Ed25519', 'EdDSA', 'RS256'] as const;
+
+/** Deputy's own protected resources and the scope each one accepts. */
+export interface DeputyResources {
+  /** Admin API: scope `deputy:admin`. */
+  admin: string;
+  /** AuthZEN PDP: scope `authzen:evaluate`. */
+  access: string;
+}
+
+export function deputyResources(issuer: string): DeputyResources {
+  const base = issuer.replace(/\/$/, '');
+  return { admin: `${base}/admin`, access: `${base}/access` };
+}
+
+const RESOURCE_SCOPES: Readonly<Record<keyof DeputyResources, string>> = { admin: 'deputy:admin', access: 'authzen:evaluate' };
+
+export interface ProviderDeps {
+  config: DeputyConfig;
+  issuer: string;
+  store: Store;
+  keys: KeyStore;
+  agents: AgentRegistry;
+  /** Called with errors the provider could not turn into a protocol error (server errors). */
+  onServerError?: (err: unknown) => void;
+  /** Custom grants to register (token exchange). */
+  grants?: ReadonlyArray<GrantRegistration>;
+}
+
+/** A grant for `Provider#registerGrantType` (node-oidc-provider §Custom Grant Types). */
+export interface GrantRegistration {
+  grantType: string;
+  parameters: readonly string[];
+  allowedDuplicateParameters?: readonly string[];
+  handler: (ctx: TokenEndpointGrantContext) => Promise<void>;
+}
+
+/** An agent as oidc-provider client metadata. */
+export function agentClientMetadata(agent: Agent): AdapterPayload {
+  return {
+    client_id: agent.id,
+    client_name: agent.name,
+    token_endpoint_auth_method: 'private_key_jwt',
+    grant_types: [TOKEN_EXCHANGE_GRANT],
+    response_types: [],
+    redirect_uris: [],
+    dpop_bound_access_tokens: true,
+    ...(agent.jwks ? { jwks: agent.jwks } : { jwks_uri: agent.jwks_uri }),
+  };
+}
+
+function adminClientMetadata(c: DeputyConfig['admin']['clients'][number]): ClientMetadata {
+  return {
+    client_id: c.client_id,
+    token_endpoint_auth_method: 'private_key_jwt',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: c.scopes.join(' '),
+    ...(c.jwks ? { jwks: c.jwks as ClientMetadata['jwks'] } : { jwks_uri: c.jwks_uri }),
+  };
+}
+
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, issuer, store, keys } = deps;
+  const resources = deputyResources(issuer);
+  const clientAdapter = new AgentClientAdapter(deps.agents, agentClientMetadata);
+  const adapters = new Map<string, Adapter>();
+  const adapter = (name: string): Adapter => {
+    if (name === 'Client') return clientAdapter;
+    let a = adapters.get(name);
+    if (!a) adapters.set(name, (a = new StoreAdapter(name, store)));
+    return a;
+  };
+
+  const configuration: Configuration = {
+    adapter,
+    clients: config.admin.clients.map(adminClientMetadata),
+    clientAuthMethods: ['private_key_jwt'],
+    clientDefaults: {
+      grant_types: [TOKEN_EXCHANGE_GRANT],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      id_token_signed_response_alg: keys.activeSigningKey.jwk.alg,
+    },
+    jwks: keys.providerJwks() as Configuration['jwks'],
+    cookies: { keys: keys.cookieKeys },
+    scopes: Object.values(RESOURCE_SCOPES),
+    claims: { openid: ['sub'] },
+    responseTypes: ['none'],
+    enabledJWA: {
+      clientAuthSigningAlgValues: [...CLIENT_AUTH_ALGS],
+      dPoPSigningAlgValues: [...DPOP_ALGS],
+      idTokenSigningAlgValues: [keys.activeSigningKey.jwk.alg],
+    },
+    routes: { introspection: '/introspect', revocation: '/revoke', jwks: '/jwks' },
+    ttl: {
+      AccessToken: config.tokens.accessTokenTTL,
+      ClientCredentials: config.tokens.accessTokenTTL,
+    },
+    features: {
+      devInteractions: { enabled: false },
+      userinfo: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      dPoP: {
+        enabled: true,
+        nonceSecret: keys.dpopNonceSecret,
+        requireNonce: () => config.dpop.requireNonce,
+        allowReplay: false,
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: (ctx) => defaultResourceFor(ctx, resources),
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resource, client) => {
+          const kind = (Object.keys(resources) as Array<keyof DeputyResources>).find((k) => resources[k] === resource);
+          if (!kind) throw new errors.InvalidTarget(`unknown resource indicator`);
+          const scope = RESOURCE_SCOPES[kind];
+          if (!(client.scope ?? '').split(' ').includes(scope)) {
+            throw new errors.InvalidTarget(`client is not allowed to obtain tokens for this resource`);
+          }
+          return {
+            scope,
+            audience: resource,
+            accessTokenTTL: config.tokens.accessTokenTTL,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: keys.activeSigningKey.jwk.alg, kid: keys.activeSigningKey.jwk.kid } },
+          };
+        },
+      },
+    },
+    // P2 in shared/notes/oauth-libraries.md: without this, `extra` set by a grant is dropped.
+    extraTokenClaims: (_ctx, token) => (token as { extra?: Record<string, unknown> }).extra,
+    renderError: (ctx, out) => {
+      ctx.type = 'json';
+      ctx.body = out;
+    },
+  };
+
+  const provider = new Provider(issuer, configuration);
+  provider.proxy = config.server.trustProxy;
+  useStrictReplayDetection(provider, store);
+  for (const g of deps.grants ?? []) {
+    provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
+  }
+  if (deps.onServerError) provider.on('server_error', (_ctx, err) => deps.onServerError!(err));
+  return provider;
+}
+
+/**
+ * The resource a client_credentials request without `resource` targets, from its scope:
+ * `deputy:admin` → the admin API, `authzen:evaluate` → the PDP.
+ */
+function defaultResourceFor(ctx: KoaContextWithOIDC, resources: DeputyResources): string | undefined {
+  const scope = String(ctx.oidc.params?.scope ?? '').split(' ');
+  if (scope.includes(RESOURCE_SCOPES.admin)) return resources.admin;
+  if (scope.includes(RESOURCE_SCOPES.access)) return resources.access;
+  return undefined;
+}
+
+/**
+ * Replaces `ReplayDetection.unique` (find-then-upsert) with one insert-or-fail statement, so a
+ * DPoP proof or client assertion `jti` is accepted exactly once even when two requests race on
+ * two instances.
+ */
+function useStrictReplayDetection(provider: Provider, store: Store): void {
+  const unique = async (iss: string, jti: string, exp: number): Promise<boolean> => {
+    const key = createHash('sha256').update(`${iss}\0${jti}`).digest('base64url');
+    return recordOnce(store, 'ReplayDetection', key, exp - Math.floor(Date.now() / 1000));
+  };
+  Object.defineProperty(provider.ReplayDetection, 'unique', { value: unique, configurable: true });
+}

@@ -1,0 +1,18 @@
+/**
+ * Opens the configured store: PostgreSQL when a URL is given, embedded PGlite otherwise.
+ *
+ * @module
+ */
+import type { DeputyConfig } from '../config/schema.js';
+import { createPGliteStore } from './pglite.js';
+import { createPostgresStore } from './postgres.js';
+import type { Store } from './store.js';
+
+export type { Queryable, Store } from './store.js';
+export { StoreUnavailable } from './store.js';
+export { migrate } from './migrate.js';
+
+export async function openStore(cfg: DeputyConfig['store']): Promise<Store> {
+  if (cfg.databaseUrl) return createPostgresStore({ connectionString: cfg.databaseUrl, poolSize: cfg.poolSize });
+  return createPGliteStore({ dataDir: cfg.dataDir });
+}

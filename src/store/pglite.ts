@@ -1,0 +1,61 @@
+/**
+ * {@link Store} over embedded PGlite (PostgreSQL compiled to WebAssembly), the zero-setup default.
+ *
+ * PGlite is a single connection inside this process: it serialises statements and a transaction
+ * holds it exclusively, so one data folder serves exactly one Deputy process.
+ *
+ * @module
+ */
+import { mkdirSync } from 'node:fs';
+import { PGlite } from '@electric-sql/pglite';
+import { StoreUnavailable, withTimeout, type Queryable, type Store } from './store.js';
+
+export interface PGliteStoreOptions {
+  /** A folder path, or `memory://` for a database that keeps nothing. */
+  dataDir: string;
+}
+
+export async function createPGliteStore(options: PGliteStoreOptions): Promise<Store> {
+  const inMemory = options.dataDir.startsWith('memory://');
+  if (!inMemory) mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+  const db = await PGlite.create(inMemory ? undefined : options.dataDir);
+
+  const query = async <R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> => {
+    if (db.closed) throw new StoreUnavailable('store is closed');
+    const res = await db.query<R>(sql, params as unknown[] | undefined);
+    return res.rows;
+  };
+
+  return {
+    kind: 'pglite',
+    query,
+    async exec(sql: string) {
+      if (db.closed) throw new StoreUnavailable('store is closed');
+      await db.exec(sql);
+    },
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+      if (db.closed) throw new StoreUnavailable('store is closed');
+      return db.transaction(async (t) =>
+        fn({
+          async query<R extends object>(sql: string, params?: readonly unknown[]) {
+            return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
+          },
+          async exec(sql: string) {
+            await t.exec(sql);
+          },
+        }),
+      );
+    },
+    async ping(timeoutMs = 2_000) {
+      if (db.closed) throw new StoreUnavailable('store is closed');
+      try {
+        await withTimeout(db.query('SELECT 1'), timeoutMs, 'store ping');
+      } catch (err) {
+        throw err instanceof StoreUnavailable ? err : new StoreUnavailable('embedded database failed', { cause: err });
+      }
+    },
+    async close() {
+      if (!db.closed) await db.close();
+    },
+  };
+}
