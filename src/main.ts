@@ -20,6 +20,7 @@ import { AccessTokenVerifier } from './oauth/access-token.js';
 import { purgeExpired } from './oauth/adapter.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { createProvider } from './oauth/provider.js';
+import { tokenExchangeGrant } from './oauth/token-exchange.js';
 import { migrate, openStore, type Store } from './store/index.js';
 
 export interface StartOptions {
@@ -67,6 +68,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const issuer = config.server.issuer ?? `http://localhost:${port}`;
     const provider = createProvider({
       config, issuer, store, keys, agents,
+      grants: [tokenExchangeGrant()],
       onServerError: (err) => logger.error({ err }, 'oauth server error'),
     });
     const dpop = new DpopVerifier({
