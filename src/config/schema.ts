@@ -8,6 +8,7 @@
  * @module
  */
 import { z } from 'zod';
+import { trustedIssuerSchema } from '../federation/config.js';
 
 const seconds = (label: string) => z.number({ error: `${label} must be a number of seconds` }).int().positive();
 
@@ -146,6 +147,11 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Lifetime of issued access tokens. Kept short: JWT access tokens are self-contained. */
       accessTokenTTL: seconds('tokens.accessTokenTTL').max(3600).default(300),
+      /**
+       * Longest delegation chain (agents in `act`, RFC 8693 §4.1) any token may carry, whatever
+       * the agents' own `maxDelegationDepth`.
+       */
+      maxChainDepth: z.number().int().min(1).max(10).default(5),
     })
     .prefault({}),
   dpop: z
@@ -158,6 +164,14 @@ export const configSchema = z.strictObject({
     .prefault({}),
   /** Clients of the admin API and PDP (PEPs). */
   admin: z.strictObject({ clients: z.array(adminClientSchema).default([]) }).prefault({}),
+  /**
+   * Enterprise IdPs whose tokens agents may exchange (RFC 8693 `subject_token`), each with a
+   * preset: `okta`, `entra` or `oidc`. See src/federation/config.ts for every option.
+   */
+  trustedIssuers: z
+    .array(trustedIssuerSchema)
+    .default([])
+    .refine((list) => new Set(list.map((i) => i.id)).size === list.length, { message: 'trusted issuer ids must be unique' }),
   /** Agents defined in configuration. They are kept in sync with the registry at each start. */
   agents: z.array(agentSchema).default([]),
   log: z
