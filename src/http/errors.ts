@@ -17,6 +17,14 @@ export function errorBoundary(): Koa.Middleware {
   return async function renderErrors(ctx, next) {
     try {
       await next();
+      // Nothing answered (no route, or a route without this method): still an OAuth-style JSON error.
+      const status = ctx.status;
+      if ((status === 404 || status === 405) && ctx.body == null) {
+        ctx.status = status; // explicit, or Koa turns the status into 200 when the body is set
+        ctx.body = (status === 404
+          ? { error: 'not_found', error_description: 'no such endpoint' }
+          : { error: 'invalid_request', error_description: 'method not allowed on this endpoint' }) satisfies ErrorBody;
+      }
     } catch (err) {
       const log = ctx.state.log as Logger;
       if (err instanceof DeputyError) {

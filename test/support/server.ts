@@ -27,6 +27,8 @@ export interface TestDeputyOptions {
   keysDir?: string;
   /** Reuse a database (restarts, several instances). */
   database?: TestDatabase;
+  /** Environment the key store reads (`DEPUTY_SIGNING_KEYS`…); empty by default. */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 export async function startTestDeputy(options: TestDeputyOptions = {}): Promise<TestDeputy> {
@@ -50,7 +52,7 @@ export async function startTestDeputy(options: TestDeputyOptions = {}): Promise<
       cb();
     },
   });
-  const deputy = await startDeputy({ config, logger: createLogger('debug', sink), env: {} });
+  const deputy = await startDeputy({ config, logger: createLogger('debug', sink), env: options.env ?? {} });
   const owned = { keys: !options.keysDir, db: !options.database };
   return Object.assign(Object.create(null), deputy, {
     logs,
