@@ -1,0 +1,267 @@
+/**
+ * Verification of subject tokens (RFC 8693 §2.1 `subject_token`) issued by trusted enterprise
+ * IdPs: Okta, Microsoft Entra ID, generic OpenID Connect.
+ *
+ * The checks run in this order; the first failure throws a {@link FederationError} whose code
+ * names the check:
+ *
+ * | # | check | code |
+ * |---|-------|------|
+ * | 1 | at most {@link MAX_SUBJECT_TOKEN_BYTES} bytes | `ERR_FEDERATION_TOO_LARGE` |
+ * | 2 | a compact JWS (RFC 7515 §7.1) with a JSON header and a JSON-object claims set; a JWE (5 parts) is refused | `ERR_FEDERATION_MALFORMED` |
+ * | 3 | `iss` names a trusted issuer (exact match, or an Entra v2.0/v1.0 template) | `ERR_FEDERATION_UNTRUSTED_ISSUER` |
+ * | 4 | Entra: the tenant in `iss` is allowed | `ERR_FEDERATION_TENANT` |
+ * | 5 | header `alg` is in the issuer's `algorithms` (so `none` and HS256-with-the-public-key are refused before any key is used) | `ERR_FEDERATION_ALG` |
+ * | 6 | Entra: not a Microsoft Graph token (header `nonce`) | `ERR_FEDERATION_UNVERIFIABLE` |
+ * | 7 | Okta: not an access token of the org authorization server | `ERR_FEDERATION_UNVERIFIABLE` |
+ * | 8 | the issuer's keys can be obtained (discovery, JWKS) | `ERR_FEDERATION_ISSUER_UNAVAILABLE` |
+ * | 9 | a key of the issuer's JWKS matches the header `kid` (after one refetch) | `ERR_FEDERATION_UNKNOWN_KID` |
+ * | 10 | the signature verifies | `ERR_FEDERATION_SIGNATURE` |
+ * | 11 | `exp` present and not past, `nbf` / `iat` not in the future (with `clockToleranceSeconds`) | `ERR_FEDERATION_EXPIRED`, `ERR_FEDERATION_NOT_YET_VALID` |
+ * | 12 | `aud` names one of the configured audiences | `ERR_FEDERATION_AUDIENCE` |
+ * | 13 | `sub` present; the preset's own claims (Entra `tid` = tenant of `iss`, `oid`) | `ERR_FEDERATION_CLAIMS` |
+ *
+ * Steps 1–7 only look at the unverified token and never fetch anything, so refused tokens cost
+ * no request to the IdP. Keys come only from the issuer's discovered `jwks_uri`: header members
+ * such as `jku`, `x5u` or `jwk` are never used to find a key.
+ *
+ * Token kinds (from RFC 8693 `subject_token_type`):
+ * - `access_token`: the configured `audience` is Deputy's API as registered at the IdP (Okta:
+ *   the custom authorization server's audience, e.g. `api://deputy`; Entra: the API's
+ *   application id GUID for v2.0 tokens, its App ID URI for v1.0 tokens).
+ * - `id_token`: an OpenID Connect ID Token; for ID tokens the configured `audience` is the
+ *   **OIDC client id** the ID token was issued to (OpenID Connect Core §2 `aud`). No other
+ *   check differs: the same issuer, signature, `exp` and `sub` rules apply. Okta org
+ *   authorization server ID tokens are accepted.
+ * - `jwt`: any JWT; an Okta org authorization server token carrying `cid` or `scp` counts as
+ *   an access token and is refused.
+ *
+ * @see {@link https://www.rfc-editor.org/rfc/rfc8693#section-2.1 RFC 8693 §2.1}
+ * @see {@link https://www.rfc-editor.org/rfc/rfc7519#section-7.2 RFC 7519 §7.2} (validating a JWT)
+ * @see {@link https://www.rfc-editor.org/rfc/rfc8725 RFC 8725} (JWT best current practices)
+ * @module
+ */
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey, type ProtectedHeaderParameters } from 'jose';
+import type { TrustedIssuerConfig } from './config.js';
+import { FederationError, refuse } from './errors.js';
+import type { FederatedIdentity } from './identity.js';
+import { TrustedIssuer, type IssuerMatch, type RemoteKeySet } from './issuer.js';
+import { entraIdentity, refuseGraphToken } from './presets/entra.js';
+import { oidcIdentity } from './presets/oidc.js';
+import { oktaIdentity, refuseOktaOrgAccessToken } from './presets/okta.js';
+
+/** What the client says the subject token is (RFC 8693 §3 token type identifiers). */
+export type SubjectTokenKind = 'access_token' | 'id_token' | 'jwt';
+
+/** Largest accepted subject token, in UTF-8 bytes. Real Okta / Entra tokens are 1–4 KiB. */
+export const MAX_SUBJECT_TOKEN_BYTES = 16 * 1024;
+
+/** Three base64url segments; the signature may be empty so that `alg: none` reaches the alg check. */
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/** The longest `iss` copied into an error's `cause` (logs only). */
+const MAX_LOGGED_ISS = 200;
+
+type Trusted = Extract<IssuerMatch, { kind: 'trusted' }>;
+
+/**
+ * Verifies subject tokens against the configured trusted issuers. One instance per process:
+ * it owns the issuers' discovery results and JWKS caches. When several configured issuers
+ * match one `iss`, the first in configuration order verifies the token (an Entra entry that
+ * allows the tenant wins over one that does not).
+ */
+export class FederationVerifier {
+  readonly #issuers: readonly TrustedIssuer[];
+
+  constructor(issuers: readonly TrustedIssuerConfig[]) {
+    this.#issuers = issuers.map((config) => new TrustedIssuer(config));
+  }
+
+  /** The configured issuers, in configuration order. */
+  get issuers(): readonly TrustedIssuer[] {
+    return this.#issuers;
+  }
+
+  /** The TrustedIssuer whose iss matches (unverified peek), for routing; undefined if none. */
+  issuerFor(iss: string): TrustedIssuer | undefined {
+    const routed = this.#route(iss);
+    return routed?.match.kind === 'trusted' ? routed.issuer : undefined;
+  }
+
+  /** Verifies a subject token and returns the identity, or throws FederationError. */
+  async verify(token: string, kind: SubjectTokenKind): Promise<FederatedIdentity> {
+    const { header, claims } = decode(token);
+    const { issuer, match } = this.#trustedIssuerOf(claims);
+    const { config } = issuer;
+
+    const alg = header.alg;
+    if (typeof alg !== 'string' || !(config.algorithms as readonly string[]).includes(alg)) {
+      throw refuse('ERR_FEDERATION_ALG', `the token's signing algorithm (header alg) is not accepted for trusted issuer "${config.id}"; accepted: ${config.algorithms.join(', ')}`);
+    }
+    if (config.preset === 'entra') refuseGraphToken(header, config.audience);
+    if (config.preset === 'okta') refuseOktaOrgAccessToken(match.iss, claims, kind);
+
+    const keys = await keysOf(issuer);
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, keys, {
+        issuer: match.iss,
+        audience: config.audience,
+        algorithms: config.algorithms,
+        clockTolerance: config.clockToleranceSeconds,
+        requiredClaims: ['exp', 'sub'],
+      }));
+    } catch (cause) {
+      throw verificationError(cause, config, kind);
+    }
+    // jose checks `iat` against the clock only with `maxTokenAge`; a token from the future is refused here.
+    if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + config.clockToleranceSeconds) {
+      throw refuse('ERR_FEDERATION_NOT_YET_VALID', 'the subject token was issued in the future (iat; check clock skew)');
+    }
+    return identityOf(payload, config, match);
+  }
+
+  /** The issuer to verify with: a trusted match wins over an Entra match of a disallowed tenant. */
+  #route(iss: string): { issuer: TrustedIssuer; match: IssuerMatch } | undefined {
+    let disallowed: { issuer: TrustedIssuer; match: IssuerMatch } | undefined;
+    for (const issuer of this.#issuers) {
+      const match = issuer.match(iss);
+      if (match.kind === 'trusted') return { issuer, match };
+      if (match.kind === 'tenant_not_allowed') disallowed ??= { issuer, match };
+    }
+    return disallowed;
+  }
+
+  #trustedIssuerOf(claims: JWTPayload): { issuer: TrustedIssuer; match: Trusted } {
+    const iss = claims.iss;
+    if (typeof iss !== 'string' || iss.length === 0) throw refuse('ERR_FEDERATION_UNTRUSTED_ISSUER', 'the token has no "iss" (issuer) claim');
+    const routed = this.#route(iss);
+    if (routed === undefined) {
+      const ids = this.#issuers.map((i) => i.id);
+      const configured = ids.length === 0 ? 'no trusted issuers are configured' : `trusted issuers: ${ids.join(', ')}`;
+      throw refuse('ERR_FEDERATION_UNTRUSTED_ISSUER', `the token's issuer is not trusted (${configured})`, { iss: iss.slice(0, MAX_LOGGED_ISS) });
+    }
+    if (routed.match.kind !== 'trusted') {
+      throw refuse('ERR_FEDERATION_TENANT', `the token's Entra ID tenant is not allowed by trusted issuer "${routed.issuer.id}"`, { iss: iss.slice(0, MAX_LOGGED_ISS) });
+    }
+    return { issuer: routed.issuer, match: routed.match };
+  }
+}
+
+/** Steps 1–2: size, compact JWS syntax, decodable header and claims set. */
+function decode(token: string): { header: ProtectedHeaderParameters; claims: JWTPayload } {
+  if (typeof token !== 'string' || token.length === 0) throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token is empty');
+  if (token.length > MAX_SUBJECT_TOKEN_BYTES || Buffer.byteLength(token, 'utf8') > MAX_SUBJECT_TOKEN_BYTES) {
+    throw refuse('ERR_FEDERATION_TOO_LARGE', `the subject token is larger than ${MAX_SUBJECT_TOKEN_BYTES} bytes`);
+  }
+  const parts = token.split('.').length;
+  if (parts === 5) throw refuse('ERR_FEDERATION_MALFORMED', 'encrypted tokens (JWE) are not accepted; the subject token must be a signed JWT (compact JWS)');
+  if (parts !== 3 || !COMPACT_JWS.test(token)) throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token is not a JWT in compact JWS serialization (three base64url parts)');
+  let header: ProtectedHeaderParameters;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token\'s header is not a base64url-encoded JSON object');
+  }
+  let claims: JWTPayload;
+  try {
+    claims = decodeJwt(token);
+  } catch {
+    throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token\'s claims set is not a base64url-encoded JSON object');
+  }
+  return { header, claims };
+}
+
+/**
+ * The issuer's key resolver. Failures to obtain keys (discovery, JWKS fetch, timeout, bad JWKS)
+ * become `ISSUER_UNAVAILABLE`; "no key for this kid" and "several keys match" pass through
+ * unchanged, because jose handles them (the latter carries the candidates to try).
+ */
+async function keysOf(issuer: TrustedIssuer): Promise<JWTVerifyGetKey> {
+  let keys: RemoteKeySet;
+  try {
+    keys = await issuer.keySet();
+  } catch (cause) {
+    throw cause instanceof FederationError ? cause : unavailable(issuer.config, cause);
+  }
+  return async (header: JWTHeaderParameters, token) => {
+    try {
+      return await keys(header, token);
+    } catch (cause) {
+      if (cause instanceof errors.JWKSNoMatchingKey || cause instanceof errors.JWKSMultipleMatchingKeys) throw cause;
+      throw unavailable(issuer.config, cause);
+    }
+  };
+}
+
+function unavailable(config: TrustedIssuerConfig, error: unknown): FederationError {
+  const timeout = error instanceof errors.JWKSTimeout;
+  return refuse('ERR_FEDERATION_ISSUER_UNAVAILABLE', `the signing keys of trusted issuer "${config.id}" could not be fetched${timeout ? ' (timeout)' : ''}; try again later`, diagnostic(error));
+}
+
+/**
+ * What of a jose error may go to logs: jose's claim errors carry the whole claims set
+ * (`payload`, and again in `cause`), which a {@link FederationError} cause must not hold.
+ */
+function diagnostic(error: unknown): unknown {
+  if (!(error instanceof errors.JOSEError)) return error;
+  const claim = error instanceof errors.JWTClaimValidationFailed || error instanceof errors.JWTExpired ? { claim: error.claim, reason: error.reason } : {};
+  // jose's claim errors also put the claims set in `cause` (a plain object); keep only real errors (network, timeout).
+  return { name: error.name, code: error.code, message: error.message, ...claim, ...(error.cause instanceof Error ? { cause: error.cause } : {}) };
+}
+
+function audienceText(config: TrustedIssuerConfig): string {
+  return typeof config.audience === 'string' ? config.audience : config.audience.join(' or ');
+}
+
+/** Maps an error of `jwtVerify` (or of the key resolver) to a {@link FederationError}. */
+function verificationError(error: unknown, config: TrustedIssuerConfig, kind: SubjectTokenKind): FederationError {
+  if (error instanceof FederationError) return error;
+  const cause = diagnostic(error);
+  const id = config.id;
+  if (error instanceof errors.JWTExpired) {
+    return refuse('ERR_FEDERATION_EXPIRED', 'the subject token has expired (exp)', cause);
+  }
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    const { claim, reason } = error;
+    if (reason === 'missing') return refuse('ERR_FEDERATION_CLAIMS', `the subject token must carry a "${claim}" claim`, cause);
+    if (reason === 'check_failed') {
+      if (claim === 'nbf') return refuse('ERR_FEDERATION_NOT_YET_VALID', 'the subject token is not yet valid (nbf is in the future; check clock skew)', cause);
+      if (claim === 'iat') return refuse('ERR_FEDERATION_NOT_YET_VALID', 'the subject token was issued in the future (iat; check clock skew)', cause);
+      if (claim === 'aud') {
+        const what = kind === 'id_token' ? 'the OIDC client id configured' : 'the audience required';
+        return refuse('ERR_FEDERATION_AUDIENCE', `the subject token's audience (aud) does not include ${what} by trusted issuer "${id}": ${audienceText(config)}`, cause);
+      }
+    }
+    return refuse('ERR_FEDERATION_CLAIMS', `the subject token's "${claim}" claim is invalid`, cause);
+  }
+  if (error instanceof errors.JWSSignatureVerificationFailed) {
+    return refuse('ERR_FEDERATION_SIGNATURE', `the subject token's signature does not verify with the keys of trusted issuer "${id}"`, cause);
+  }
+  if (error instanceof errors.JWKSNoMatchingKey) {
+    return refuse('ERR_FEDERATION_UNKNOWN_KID', `no signing key of trusted issuer "${id}" matches the subject token's key id (kid) and algorithm`, cause);
+  }
+  if (error instanceof errors.JWKSMultipleMatchingKeys) {
+    return refuse('ERR_FEDERATION_SIGNATURE', `the subject token's signature does not verify with the keys of trusted issuer "${id}"`, cause);
+  }
+  if (error instanceof errors.JOSEAlgNotAllowed || error instanceof errors.JOSENotSupported) {
+    return refuse('ERR_FEDERATION_ALG', `the subject token's signing algorithm or key type is not accepted for trusted issuer "${id}"`, cause);
+  }
+  if (error instanceof errors.JWSInvalid || error instanceof errors.JWTInvalid) {
+    return refuse('ERR_FEDERATION_MALFORMED', 'the subject token is not a valid signed JWT', cause);
+  }
+  return refuse('ERR_FEDERATION_SIGNATURE', `the subject token could not be verified with the keys of trusted issuer "${id}"`, cause);
+}
+
+/** Step 13: the preset's identity mapping of the verified claims. */
+function identityOf(payload: JWTPayload, config: TrustedIssuerConfig, match: Trusted): FederatedIdentity {
+  switch (config.preset) {
+    case 'okta':
+      return oktaIdentity(payload, config.id);
+    case 'entra':
+      if (match.tenant === undefined) throw refuse('ERR_FEDERATION_TENANT', `the token's Entra ID tenant could not be determined for trusted issuer "${config.id}"`);
+      return entraIdentity(payload, config.id, match.tenant);
+    case 'oidc':
+      return oidcIdentity(payload, config.id);
+  }
+}
