@@ -42,7 +42,8 @@ export interface LoadConfigOptions {
 /** Reads, merges, validates and freezes the configuration. */
 export function loadConfig(options: LoadConfigOptions = {}): DeputyConfig {
   const env = options.env ?? process.env;
-  const file = options.file ?? env.DEPUTY_CONFIG ?? DEFAULT_CONFIG_FILE;
+  // An empty DEPUTY_CONFIG (e.g. `DEPUTY_CONFIG=${DEPUTY_CONFIG}` in a compose file) means unset, like other variables.
+  const file = options.file ?? (env.DEPUTY_CONFIG || DEFAULT_CONFIG_FILE);
   const fromFile = readConfigFile(file);
   const merged = applyEnv(deepMerge(fromFile, (options.overrides ?? {}) as Record<string, unknown>), env, file);
   return validateConfig(merged, file, env);
