@@ -20,7 +20,11 @@ import { AccessTokenVerifier } from './oauth/access-token.js';
 import { purgeExpired } from './oauth/adapter.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { createProvider } from './oauth/provider.js';
+import { FederationVerifier } from './federation/verify.js';
+import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
+import { agentTokenIntrospection } from './oauth/introspection.js';
 import { tokenExchangeGrant } from './oauth/token-exchange.js';
+import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { migrate, openStore, type Store } from './store/index.js';
 
 export interface StartOptions {
@@ -39,6 +43,8 @@ export interface DeputyServer {
   readonly keys: KeyStore;
   readonly agents: AgentRegistry;
   readonly provider: Provider;
+  readonly records: TokenRecords;
+  readonly revocations: RevocationCache;
   readonly logger: Logger;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
@@ -66,11 +72,6 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
 
     const port = await listen(server, config.server.port, config.server.host);
     const issuer = config.server.issuer ?? `http://localhost:${port}`;
-    const provider = createProvider({
-      config, issuer, store, keys, agents,
-      grants: [tokenExchangeGrant()],
-      onServerError: (err) => logger.error({ err }, 'oauth server error'),
-    });
     const dpop = new DpopVerifier({
       db: store,
       iatWindowSeconds: config.dpop.iatWindowSeconds,
@@ -78,19 +79,44 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       nonceSecret: keys.dpopNonceSecret,
     });
     const verifier = new AccessTokenVerifier({ issuer, keys, dpop });
+    const records = new TokenRecords(store);
+    const revocations = new RevocationCache(records);
+    const exchange = tokenExchangeGrant({
+      issuer, store, agents, verifier, records, keys, logger,
+      federation: new FederationVerifier(config.trustedIssuers),
+      authorizer: new RegistryAuthorizer(config.tokens.maxChainDepth),
+      accessTokenTTL: config.tokens.accessTokenTTL,
+      dpopIatWindowSeconds: config.dpop.iatWindowSeconds,
+    });
+    const provider = createProvider({
+      config, issuer, store, keys, agents,
+      grants: [exchange],
+      onServerError: (err) => logger.error({ err }, 'oauth server error'),
+    });
+    provider.use(agentTokenIntrospection({
+      verifier, records, revocations, logger,
+      adminClients: new Set(config.admin.clients.map((c) => c.client_id)),
+    }));
+    // Disabling an agent revokes its tokens and everything delegated from them.
+    agents.onChange(async (agent) => {
+      if (agent.status !== 'disabled') return;
+      const revoked = await records.revokeByAgent(agent.id, 'agent disabled');
+      revocations.forget(revoked);
+      if (revoked.length) logger.info({ agent: agent.id, revoked: revoked.length }, 'tokens of disabled agent revoked');
+    });
     const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier });
     server.removeAllListeners('request');
     server.on('request', app.callback());
 
     const purge = setInterval(() => {
-      purgeExpired(store).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
+      Promise.all([purgeExpired(store), records.purgeExpired()]).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
     }, PURGE_INTERVAL_MS);
     purge.unref();
 
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, agents, provider, logger,
+      issuer, config, server, store, keys, agents, provider, records, revocations, logger,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         await closeServer(server, graceMs);

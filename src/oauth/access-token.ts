@@ -8,7 +8,10 @@
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
 import type { KeyStore } from '../keys/keystore.js';
+import type { ActorClaim } from './delegation-chain.js';
 import type { DpopVerifier } from './dpop.js';
+
+export type { ActorClaim } from './delegation-chain.js';
 
 /** Claims of a Deputy access token (RFC 9068 §2.2 plus RFC 8693 `act`, RFC 9449 `cnf`). */
 export interface AccessTokenClaims extends JWTPayload {
@@ -18,12 +21,6 @@ export interface AccessTokenClaims extends JWTPayload {
   act?: ActorClaim;
 }
 
-/** RFC 8693 §4.1: the current actor, with prior actors nested inside. */
-export interface ActorClaim {
-  sub: string;
-  act?: ActorClaim;
-  [claim: string]: unknown;
-}
 
 export interface AuthenticatedRequest {
   token: string;
@@ -79,13 +76,17 @@ export class AccessTokenVerifier {
     }
   }
 
-  /** Verifies signature, `typ: at+jwt`, issuer, audience and lifetime (RFC 9068 §4). */
-  async verify(token: string, audience: string): Promise<AccessTokenClaims> {
+  /**
+   * Verifies signature, `typ: at+jwt`, issuer, audience and lifetime (RFC 9068 §4).
+   * `audience: undefined` skips the audience check (a token presented back to Deputy as an
+   * RFC 8693 `subject_token`, whose audience is some other service).
+   */
+  async verify(token: string, audience: string | undefined): Promise<AccessTokenClaims> {
     if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('access token is too large');
     try {
       const { payload } = await jwtVerify(token, this.#keySet(), {
         issuer: this.#issuer,
-        audience,
+        ...(audience === undefined ? {} : { audience }),
         typ: 'at+jwt',
         algorithms: ALGORITHMS,
         requiredClaims: ['exp', 'iat', 'jti', 'client_id'],

@@ -1,11 +1,43 @@
 /**
- * OAuth 2.0 Token Exchange (RFC 8693) at `/token`.
+ * OAuth 2.0 Token Exchange (RFC 8693) at `/token`: an agent exchanges a user's token (from a
+ * trusted enterprise IdP, or an agent token Deputy issued) for a short-lived, DPoP-bound agent
+ * token with the delegation chain in nested `act` claims.
+ *
+ * One path serves every request; each step below runs for every exchange, in this order:
+ *
+ * 1. `readRequest` — parameters present, well-formed, supported (RFC 8693 §2.1).
+ * 2. `requireDpop` — a valid DPoP proof (RFC 9449 §4.3, §5): the issued token is bound to its key.
+ * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
+ * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
+ * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
+ *    names them or they prove possession of its key; a `may_act` in any subject token binds.
+ * 6. `chooseAudience` / `chooseScopes` — one audience (RFC 8707), scopes never wider than the
+ *    request, the agent, and the subject token.
+ * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
+ * 8. `checkDpopReplay` — the proof `jti` recorded once, across instances (insert-or-fail).
+ * 9. `issue` — sign the RFC 9068 JWT, then record it (and the encrypted upstream token) in one
+ *    transaction. A failed exchange writes nothing but the proof's replay entry.
  *
  * @module
  */
-import { errors } from 'oidc-provider';
+import { createHash } from 'node:crypto';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
+import validateDpop, { getDpopJwt, type DpopResult } from 'oidc-provider/lib/helpers/validate_dpop.js';
+import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { FederationVerifier } from '../federation/verify.js';
+import type { KeyStore } from '../keys/keystore.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../store/index.js';
+import { EnvelopeVault, newHandle } from '../vault/envelope.js';
+import type { AccessTokenVerifier } from './access-token.js';
+import { recordOnce } from './adapter.js';
+import { DelegationDenied, type DelegationAuthorizer } from './delegation-authorizer.js';
+import { actFromChain, extendChain, handoffTarget, mayActNames, type DelegationChain } from './delegation-chain.js';
 import type { GrantRegistration } from './provider.js';
 import { TOKEN_EXCHANGE_GRANT } from './provider.js';
+import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
+import { ParentRevoked, type TokenRecords } from './token-records.js';
 
 /** RFC 8693 §2.1 request parameters (plus RFC 8707 `resource`). */
 export const TOKEN_EXCHANGE_PARAMETERS = [
@@ -19,13 +51,329 @@ export const TOKEN_EXCHANGE_PARAMETERS = [
   'scope',
 ] as const;
 
-export function tokenExchangeGrant(): GrantRegistration {
+/** The only token type Deputy issues (RFC 8693 §3). */
+export const ACCESS_TOKEN_TYPE = TOKEN_TYPES.access_token;
+/** `gty` recorded on issued tokens. */
+const GTY = 'token_exchange';
+/** Vault `kind` of an upstream subject token. */
+export const UPSTREAM_TOKEN_KIND = 'upstream_subject_token';
+/** Parameter sizes beyond which the request is refused before any parsing. */
+const MAX_TOKEN_PARAM = 16 * 1024;
+const MAX_TARGET = 2048;
+
+export interface TokenExchangeDeps {
+  issuer: string;
+  store: Store;
+  agents: AgentRegistry;
+  federation: FederationVerifier;
+  verifier: AccessTokenVerifier;
+  records: TokenRecords;
+  authorizer: DelegationAuthorizer;
+  keys: KeyStore;
+  /** Lifetime of issued tokens, in seconds (capped by the subject token's expiry). */
+  accessTokenTTL: number;
+  /** DPoP proofs without a server nonce must have `iat` within this many seconds (RFC 9449 §11.1). */
+  dpopIatWindowSeconds: number;
+  logger: Logger;
+}
+
+/** An OAuth error (RFC 6749 §5.2) with a description naming the failed check. */
+function oauthError(error: string, description: string, status = 400): Error {
+  const err = new errors.CustomOIDCProviderError(error, description);
+  if (status !== 400) Object.assign(err, { status, statusCode: status });
+  return err;
+}
+
+interface ExchangeRequest {
+  subjectToken: string;
+  subjectKind: ReturnType<typeof subjectTokenKind>;
+  actorToken: string | undefined;
+  targets: string[];
+  scopes: string[] | undefined;
+}
+
+function single(ctx: KoaContextWithOIDC, name: string): string | undefined {
+  const value = (ctx.oidc.params as Record<string, unknown> | undefined)?.[name];
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') throw oauthError('invalid_request', `"${name}" must be given once`);
+  return value;
+}
+
+function many(ctx: KoaContextWithOIDC, name: string): string[] {
+  const value = (ctx.oidc.params as Record<string, unknown> | undefined)?.[name];
+  if (value === undefined || value === null || value === '') return [];
+  return (Array.isArray(value) ? value : [value]).map(String);
+}
+
+/** Step 1: RFC 8693 §2.1 parameters. */
+export function readRequest(ctx: KoaContextWithOIDC): ExchangeRequest {
+  const subjectToken = single(ctx, 'subject_token');
+  const subjectType = single(ctx, 'subject_token_type');
+  if (subjectToken === undefined) throw oauthError('invalid_request', 'missing required parameter "subject_token"');
+  if (subjectType === undefined) throw oauthError('invalid_request', 'missing required parameter "subject_token_type"');
+  if (subjectToken.length > MAX_TOKEN_PARAM) throw oauthError('invalid_request', 'subject_token is too large');
+  const actorToken = single(ctx, 'actor_token');
+  const actorType = single(ctx, 'actor_token_type');
+  if (actorToken !== undefined && actorType === undefined) throw oauthError('invalid_request', '"actor_token_type" is required with "actor_token" (RFC 8693 §2.1)');
+  if (actorToken === undefined && actorType !== undefined) throw oauthError('invalid_request', '"actor_token_type" was sent without "actor_token"');
+  if (actorType !== undefined && actorType !== TOKEN_TYPES.jwt) throw oauthError('invalid_request', `actor_token_type must be ${TOKEN_TYPES.jwt}`);
+  if (actorToken !== undefined && actorToken.length > MAX_TOKEN_PARAM) throw oauthError('invalid_request', 'actor_token is too large');
+  const requested = single(ctx, 'requested_token_type');
+  if (requested !== undefined && requested !== ACCESS_TOKEN_TYPE) {
+    throw oauthError('invalid_request', `requested_token_type "${requested.slice(0, 100)}" is not supported; Deputy issues ${ACCESS_TOKEN_TYPE}`);
+  }
+  const targets = [...new Set([...many(ctx, 'resource'), ...many(ctx, 'audience')])];
+  if (targets.some((t) => t.length > MAX_TARGET)) throw oauthError('invalid_target', 'a resource or audience value is too long');
+  const scope = single(ctx, 'scope');
+  let subjectKind;
+  try {
+    subjectKind = subjectTokenKind(subjectType);
+  } catch (err) {
+    if (err instanceof SubjectTokenError) throw oauthError(err.error, err.description);
+    throw err;
+  }
+  return { subjectToken, subjectKind, actorToken, targets, scopes: scope === undefined ? undefined : [...new Set(scope.split(' ').filter(Boolean))] };
+}
+
+/** Step 2: the DPoP proof (RFC 9449 §4.3), with Deputy's tighter `iat` window. */
+async function requireDpop(ctx: KoaContextWithOIDC, windowSeconds: number): Promise<DpopResult> {
+  const provider = ctx.oidc.provider;
+  const dpop = await validateDpop(provider, ctx);
+  if (dpop === undefined) {
+    throw oauthError('invalid_dpop_proof', 'a DPoP proof is required: agent tokens are always bound to the agent\'s key (RFC 9449)');
+  }
+  const payload = getDpopJwt(provider, ctx)?.payload;
+  if (payload !== undefined && payload.nonce === undefined && Math.abs(Date.now() / 1000 - dpop.iat) > windowSeconds) {
+    throw oauthError('invalid_dpop_proof', `DPoP proof iat is not within ${windowSeconds} seconds of the server time`);
+  }
+  return dpop;
+}
+
+/**
+ * Step 8: the proof's `jti` is accepted once (RFC 9449 §11.1), through the store's
+ * insert-or-fail replay cache, so a proof replayed at another instance is refused too.
+ */
+async function checkDpopReplay(ctx: KoaContextWithOIDC, dpop: DpopResult, clientId: string): Promise<void> {
+  const unique = await ctx.oidc.provider.ReplayDetection.unique(clientId, dpop.jti, Math.floor(Date.now() / 1000) + 300);
+  if (!unique) throw oauthError('invalid_dpop_proof', 'DPoP proof jti has already been used (replay)');
+}
+
+const remoteKeySets = new Map<string, JWTVerifyGetKey>();
+
+function agentKeys(agent: Agent): JWTVerifyGetKey {
+  if (agent.jwks) return createLocalJWKSet(agent.jwks as Parameters<typeof createLocalJWKSet>[0]);
+  const uri = agent.jwks_uri!;
+  let set = remoteKeySets.get(uri);
+  if (!set) remoteKeySets.set(uri, (set = createRemoteJWKSet(new URL(uri), { timeoutDuration: 5000 })));
+  return set;
+}
+
+/**
+ * Step 4: an `actor_token` (RFC 8693 §2.1) is a JWT the agent signed with one of its registered
+ * keys (`iss` = `sub` = its client id, `aud` = Deputy, short-lived, single-use `jti`). It must
+ * identify the authenticated client; the chain records the client either way.
+ */
+async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: string): Promise<void> {
+  let payload;
+  try {
+    ({ payload } = await jwtVerify(token, agentKeys(agent), {
+      issuer: agent.id,
+      subject: agent.id,
+      audience: deps.issuer,
+      maxTokenAge: '5m',
+      requiredClaims: ['exp', 'iat', 'jti'],
+    }));
+  } catch {
+    throw oauthError('invalid_grant', 'actor_token must be a JWT signed with the authenticated agent\'s key, with iss and sub = its client_id and aud = Deputy\'s issuer');
+  }
+  const key = createHash('sha256').update(`${agent.id}\0${String(payload.jti)}`).digest('base64url');
+  if (!(await recordOnce(deps.store, 'ActorToken', key, 600))) {
+    throw oauthError('invalid_grant', 'actor_token has already been used');
+  }
+}
+
+/**
+ * Step 5: who may present this subject token. RFC 8693 §4.4 `may_act` names the party allowed
+ * to act; when present in any subject token, the agent must be that party. A Deputy agent token
+ * additionally needs one of: `may_act` naming the agent (a handoff), or a DPoP proof made with
+ * the key the token is bound to (the holder itself). A leaked agent token alone is useless.
+ */
+function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dpop: DpopResult): void {
+  const named = mayActNames(subject.mayAct, agent.id, deps.issuer);
+  if (subject.mayAct !== undefined && !named) {
+    throw oauthError('invalid_grant', `the subject token's may_act does not name agent "${agent.id}"`);
+  }
+  if (subject.kind === 'deputy' && !named && subject.record.cnfJkt !== dpop.thumbprint) {
+    throw oauthError(
+      'invalid_grant',
+      'the subject token is bound to another key and its may_act does not name this agent: present it with a DPoP proof of its key, or have its holder hand it over (audience urn:deputy:agent:<id>)',
+    );
+  }
+}
+
+/** Step 6a: exactly one audience (RFC 8707 §2, RFC 8693 §2.1), defaulting to the agent's only one. */
+function chooseAudience(targets: string[], agent: Agent): string {
+  if (targets.length > 1) throw oauthError('invalid_target', 'request one resource or audience per token');
+  const audience = targets[0] ?? (agent.audiences.length === 1 && !agent.audiences[0]!.endsWith('*') ? agent.audiences[0] : undefined);
+  if (audience === undefined) throw oauthError('invalid_target', 'a "resource" or "audience" parameter is required (the agent has several allowed audiences)');
+  return audience;
+}
+
+/**
+ * Step 6b: the granted scopes. Requested scopes must all be allowed by the agent and by the
+ * subject token (no silent escalation, shared notes P6); without `scope`, the intersection.
+ */
+function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Subject): string[] {
+  const allowedBySubject = (s: string) => subject.scopes === undefined || subject.scopes.includes(s);
+  if (requested !== undefined) {
+    const beyondSubject = requested.filter((s) => !allowedBySubject(s));
+    if (beyondSubject.length > 0) throw oauthError('invalid_scope', `the subject token does not grant the scope "${beyondSubject.join(' ')}"`);
+    return requested;
+  }
+  const granted = agent.scopes.filter(allowedBySubject);
+  if (granted.length === 0) throw oauthError('invalid_scope', 'no scope is allowed by both the agent and the subject token');
+  return granted;
+}
+
+async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[]): Promise<void> {
+  try {
+    await deps.authorizer.authorize({ user: subject.user, agent, chain, audience, scopes });
+  } catch (err) {
+    if (err instanceof DelegationDenied) throw oauthError(err.error, err.description);
+    throw err;
+  }
+}
+
+/** A handoff audience must name an active agent; the token then carries `may_act` for it. */
+async function handoffMayAct(deps: TokenExchangeDeps, audience: string): Promise<Record<string, unknown> | undefined> {
+  const target = handoffTarget(audience);
+  if (target === undefined) return undefined;
+  const next = await deps.agents.get(target);
+  if (!next || next.status !== 'active') throw oauthError('invalid_target', `audience "${audience}" names no active agent`);
+  return { sub: next.id, iss: deps.issuer };
+}
+
+interface Issued {
+  value: string;
+  expiresIn: number;
+}
+
+/** Step 9: sign, then record (one transaction). */
+async function issue(
+  ctx: KoaContextWithOIDC,
+  deps: TokenExchangeDeps,
+  input: { agent: Agent; subject: Subject; subjectToken: string; chain: DelegationChain; audience: string; scopes: string[]; dpop: DpopResult; mayAct: Record<string, unknown> | undefined },
+): Promise<Issued> {
+  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
+  const now = Math.floor(Date.now() / 1000);
+  const expiresIn = Math.min(deps.accessTokenTTL, subject.expiresAt - now);
+  if (expiresIn < 1) throw oauthError('invalid_grant', 'the subject token has expired');
+  const provider = ctx.oidc.provider;
+  const signing = deps.keys.activeSigningKey.jwk;
+  const info: ResourceServer = {
+    scope: scopes.join(' '),
+    audience,
+    accessTokenTTL: expiresIn,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: signing.alg, kid: signing.kid } },
+  };
+  // No Grant model backs an exchanged token (nothing to consent to interactively); the typings
+  // require `grantId`, the JWT format does not.
+  const at = new provider.AccessToken({
+    grantId: undefined as unknown as string,
+    accountId: subject.user.id,
+    client: ctx.oidc.client!,
+    scope: scopes.join(' '),
+    gty: GTY,
+    expiresIn,
+    extra: { act: actFromChain(chain), ...(mayAct ? { may_act: mayAct } : {}) },
+  });
+  at.resourceServer = new provider.ResourceServer(audience, info);
+  at.setThumbprint('jkt', dpop.thumbprint);
+  ctx.oidc.entity('AccessToken', at);
+  const value = await at.save();
+  const jti = at.jti;
+  const parent = subject.kind === 'deputy' ? subject.record : undefined;
+  const vault = new EnvelopeVault(deps.keys.vaultKeks());
+  try {
+    await deps.store.transaction(async (tx) => {
+      let upstream: string | undefined;
+      if (subject.kind === 'federated') {
+        upstream = newHandle('upt');
+        await vault.put(tx, { handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
+      }
+      await deps.records.insert(tx, {
+        jti,
+        parentJti: parent?.jti,
+        rootJti: parent?.rootJti ?? jti,
+        agentId: agent.id,
+        userId: subject.user.id,
+        userAttrs: { groups: subject.user.groups, roles: subject.user.roles, ...(subject.user.email ? { email: subject.user.email } : {}), ...(subject.user.tenant ? { tenant: subject.user.tenant } : {}) },
+        issuerId: subject.user.issuerId,
+        audience,
+        scope: scopes.join(' '),
+        chain,
+        cnfJkt: dpop.thumbprint,
+        mayAct,
+        upstream: upstream ?? parent?.upstream,
+        issuedAt: now,
+        expiresAt: now + expiresIn,
+      });
+    });
+  } catch (err) {
+    if (err instanceof ParentRevoked) throw oauthError('invalid_grant', 'the subject token has been revoked');
+    throw err;
+  }
+  return { value, expiresIn };
+}
+
+async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promise<void> {
+  const request = readRequest(ctx);
+  const clientId = ctx.oidc.client!.clientId;
+  const agent = await deps.agents.get(clientId);
+  if (!agent || agent.status !== 'active') throw oauthError('unauthorized_client', 'only active registered agents may exchange tokens');
+
+  const dpop = await requireDpop(ctx, deps.dpopIatWindowSeconds);
+  let subject: Subject;
+  try {
+    subject = await resolveSubject(deps, request.subjectToken, request.subjectKind);
+  } catch (err) {
+    if (err instanceof SubjectTokenError) {
+      deps.logger.info({ client_id: clientId, reason: err.description, cause: err.cause instanceof Error ? err.cause.message : undefined }, 'subject token refused');
+      throw oauthError(err.error, err.description);
+    }
+    throw err;
+  }
+  if (request.actorToken !== undefined) await checkActorToken(deps, agent, request.actorToken);
+  checkMayAct(deps, subject, agent, dpop);
+
+  const chain = extendChain(subject.chain, agent.id);
+  const audience = chooseAudience(request.targets, agent);
+  const scopes = chooseScopes(request.scopes, agent, subject);
+  await authorize(deps, agent, subject, chain, audience, scopes);
+  const mayAct = await handoffMayAct(deps, audience);
+
+  await checkDpopReplay(ctx, dpop, clientId);
+  const issued = await issue(ctx, deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct });
+
+  ctx.body = {
+    access_token: issued.value,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'DPoP',
+    expires_in: issued.expiresIn,
+    scope: scopes.join(' '),
+  };
+  deps.logger.info({ client_id: clientId, user: subject.user.id, chain, audience, scope: scopes.join(' '), depth: chain.length }, 'token exchanged');
+}
+
+/** The grant registration for `createProvider({ grants })`. */
+export function tokenExchangeGrant(deps: TokenExchangeDeps): GrantRegistration {
   return {
     grantType: TOKEN_EXCHANGE_GRANT,
     parameters: TOKEN_EXCHANGE_PARAMETERS,
     allowedDuplicateParameters: ['resource', 'audience'],
-    handler: async () => {
-      throw new errors.UnsupportedGrantType();
+    handler: async (ctx) => {
+      await exchange(ctx as unknown as KoaContextWithOIDC, deps);
     },
   };
 }

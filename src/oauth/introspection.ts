@@ -1,0 +1,112 @@
+/**
+ * Introspection (RFC 7662) and revocation (RFC 7009) of Deputy's JWT agent tokens.
+ *
+ * oidc-provider authenticates the caller at `/introspect` and `/revoke` (private_key_jwt) and
+ * then refuses JWT access tokens (`unsupported_token_type`: it stores none). This middleware runs
+ * after it: when the caller authenticated and the token is one of Deputy's own JWTs, it answers
+ * from the token records instead — with the whole delegation chain for introspection (Keycloak
+ * drops `act`), and with a cascade for revocation.
+ *
+ * Who may ask: admin / PEP clients (from configuration) about any token; an agent about tokens
+ * issued to it. Who may revoke: admin clients, the token's agent, and any agent earlier in its
+ * chain (revoking what was delegated from you). Anyone else gets `active: false` / a silent 200,
+ * as RFC 7662 §2.2 and RFC 7009 §2.2 prescribe for tokens a caller may not see.
+ *
+ * @module
+ */
+import type Koa from 'koa';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from '../log.js';
+import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
+import type { RevocationCache, TokenRecord, TokenRecords } from './token-records.js';
+
+export interface IntrospectionDeps {
+  verifier: AccessTokenVerifier;
+  records: TokenRecords;
+  revocations: RevocationCache;
+  /** Client ids of admin / PEP clients (configuration `admin.clients`). */
+  adminClients: ReadonlySet<string>;
+  logger: Logger;
+}
+
+/** oidc-provider refused the token because it is a JWT: the case this module takes over. */
+function refusedAsStructured(ctx: KoaContextWithOIDC): boolean {
+  const body = ctx.body as { error?: unknown } | undefined;
+  return ctx.status === 400 && body?.error === 'unsupported_token_type';
+}
+
+async function verified(deps: IntrospectionDeps, token: string): Promise<AccessTokenClaims | undefined> {
+  try {
+    return await deps.verifier.verify(token, undefined);
+  } catch {
+    return undefined;
+  }
+}
+
+/** RFC 7662 §2.2 response for a live token, with Deputy's chain members. */
+function introspectionResponse(claims: AccessTokenClaims, record: TokenRecord | undefined): Record<string, unknown> {
+  const response: Record<string, unknown> = {
+    active: true,
+    iss: claims.iss,
+    sub: claims.sub,
+    aud: claims.aud,
+    client_id: claims.client_id,
+    scope: claims.scope,
+    exp: claims.exp,
+    iat: claims.iat,
+    jti: claims.jti,
+    token_type: claims.cnf?.jkt ? 'DPoP' : 'Bearer',
+  };
+  if (claims.cnf) response.cnf = claims.cnf;
+  if (claims.act) response.act = claims.act;
+  if (claims.may_act) response.may_act = claims.may_act;
+  if (record) {
+    response.delegation_chain = record.chain;
+    response.delegation_depth = record.chain.length;
+    response.subject_issuer = record.issuerId;
+    if (record.parentJti) response.parent_jti = record.parentJti;
+  }
+  return response;
+}
+
+async function introspect(deps: IntrospectionDeps, caller: string, token: string): Promise<Record<string, unknown>> {
+  const claims = await verified(deps, token);
+  if (!claims?.jti) return { active: false };
+  if (!deps.adminClients.has(caller) && claims.client_id !== caller) return { active: false };
+  const record = await deps.records.find(claims.jti);
+  if (record?.revokedAt !== undefined) return { active: false };
+  return introspectionResponse(claims, record);
+}
+
+async function revoke(deps: IntrospectionDeps, caller: string, token: string): Promise<void> {
+  const claims = await verified(deps, token);
+  if (!claims?.jti) return;
+  const record = await deps.records.find(claims.jti);
+  if (!record) return;
+  const allowed = deps.adminClients.has(caller) || record.agentId === caller || record.chain.includes(caller);
+  if (!allowed) return;
+  const revoked = await deps.records.revokeCascade(record.jti, `revoked by ${caller}`);
+  deps.revocations.forget(revoked);
+  deps.logger.info({ by: caller, jti: record.jti, cascade: revoked.length }, 'token revoked');
+}
+
+/** Install with `provider.use(...)`. */
+export function agentTokenIntrospection(deps: IntrospectionDeps): Koa.Middleware {
+  return async function introspectAgentTokens(ctx, next) {
+    await next();
+    const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
+    if (!oidc || (oidc.route !== 'introspection' && oidc.route !== 'revocation')) return;
+    if (!refusedAsStructured(ctx as unknown as KoaContextWithOIDC)) return;
+    const caller = oidc.client?.clientId;
+    const token = (oidc.params as Record<string, unknown> | undefined)?.token;
+    if (caller === undefined || typeof token !== 'string') return;
+    if (oidc.route === 'introspection') {
+      ctx.status = 200;
+      ctx.body = await introspect(deps, caller, token);
+    } else {
+      await revoke(deps, caller, token);
+      ctx.status = 200;
+      ctx.body = '';
+    }
+  };
+}
