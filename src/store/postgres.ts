@@ -22,7 +22,13 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
   pool.on('error', () => {});
   let closed = false;
 
+  // Like the PGlite store: use after close() is StoreUnavailable, not pg's "Cannot use a pool after calling end".
+  const assertOpen = () => {
+    if (closed) throw new StoreUnavailable('store is closed');
+  };
+
   const query = async <R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> => {
+    assertOpen();
     const res = await pool.query(sql, params as unknown[] | undefined);
     return res.rows as R[];
   };
@@ -31,9 +37,11 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
     kind: 'postgres',
     query,
     async exec(sql: string) {
+      assertOpen();
       await pool.query(sql);
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+      assertOpen();
       const client = await pool.connect();
       const tx: Queryable = {
         async query<R extends object>(sql: string, params?: readonly unknown[]) {
@@ -43,20 +51,25 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
           await client.query(sql);
         },
       };
+      // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than pool it.
+      let broken = false;
       try {
         await client.query('BEGIN');
         const result = await fn(tx);
         await client.query('COMMIT');
         return result;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
+        broken = await client.query('ROLLBACK').then(
+          () => false,
+          () => true,
+        );
         throw err;
       } finally {
-        client.release();
+        client.release(broken);
       }
     },
     async ping(timeoutMs = 2_000) {
-      if (closed) throw new StoreUnavailable('store is closed');
+      assertOpen();
       try {
         await withTimeout(pool.query('SELECT 1'), timeoutMs, 'store ping');
       } catch (err) {

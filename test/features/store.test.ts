@@ -1,0 +1,325 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AdapterPayload } from 'oidc-provider';
+import { purgeExpired, recordOnce, StoreAdapter } from '../../src/oauth/adapter.js';
+import { listMigrations } from '../../src/store/migrate.js';
+import { migrate, openStore, StoreUnavailable, type Store } from '../../src/store/index.js';
+import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
+
+function openTestStore(db: TestDatabase, poolSize = 5): Promise<Store> {
+  return openStore({ databaseUrl: db.url, dataDir: 'memory://', poolSize });
+}
+
+/** Tables, columns, indexes and constraints of the public schema, for before/after comparisons. */
+async function schemaOf(store: Store): Promise<unknown[]> {
+  const columns = await store.query(
+    `SELECT table_name, column_name, data_type, is_nullable, column_default
+       FROM information_schema.columns WHERE table_schema = 'public' ORDER BY table_name, column_name`,
+  );
+  const indexes = await store.query(`SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY indexname`);
+  const constraints = await store.query(
+    `SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def
+       FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY conrelid::regclass::text, conname`,
+  );
+  return [columns, indexes, constraints];
+}
+
+async function tables(store: Store): Promise<string[]> {
+  const rows = await store.query<{ table_name: string }>(
+    `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`,
+  );
+  return rows.map((r) => r.table_name);
+}
+
+const allVersions = listMigrations().map((m) => m.version);
+
+describe('migrations', () => {
+  let db: TestDatabase;
+  let store: Store;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    store = await openTestStore(db);
+  });
+  afterAll(async () => {
+    await store?.close();
+    await db?.drop();
+  });
+
+  it('a failing migration rolls back entirely, with nothing recorded', async () => {
+    const [first] = listMigrations();
+    const broken = { version: 998, name: 'broken', sql: 'CREATE TABLE half_done (id int); SELECT * FROM no_such_table;' };
+    await expect(migrate(store, [first!, broken])).rejects.toThrow(/no_such_table/);
+    expect(await tables(store)).toEqual([]);
+  });
+
+  it('applies every migration once, and a second run applies nothing and changes nothing', async () => {
+    expect(allVersions.length).toBeGreaterThan(0);
+    expect(await migrate(store)).toEqual(allVersions);
+    const after = await schemaOf(store);
+    expect(await tables(store)).toEqual(expect.arrayContaining(['agents', 'deputy_migrations', 'oidc_models']));
+
+    expect(await migrate(store)).toEqual([]);
+    expect(await schemaOf(store)).toEqual(after);
+    const recorded = await store.query<{ version: number; name: string }>('SELECT version, name FROM deputy_migrations ORDER BY version');
+    expect(recorded.map((r) => r.version)).toEqual(allVersions);
+    expect(recorded.map((r) => r.name)).toEqual(listMigrations().map((m) => m.name));
+  });
+
+  it('a later failing migration leaves the applied ones and the schema as they were', async () => {
+    const before = await schemaOf(store);
+    const extra = [
+      { version: 990, name: 'extra', sql: 'CREATE TABLE extra_table (id int)' },
+      { version: 991, name: 'broken', sql: 'ALTER TABLE agents ADD COLUMN nope int; SELECT 1/0;' },
+    ];
+    await expect(migrate(store, [...listMigrations(), ...extra])).rejects.toThrow(/division by zero/);
+    expect(await schemaOf(store)).toEqual(before);
+    expect((await store.query<{ n: number }>('SELECT count(*)::int AS n FROM deputy_migrations'))[0]!.n).toBe(allVersions.length);
+  });
+  it('once closed, refuses work with StoreUnavailable; close is idempotent', async () => {
+    await store.ping();
+    await store.close();
+    await store.close();
+    await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(store.query('SELECT 1')).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(store.exec('SELECT 1')).rejects.toBeInstanceOf(StoreUnavailable);
+    await expect(store.transaction(async () => 1)).rejects.toBeInstanceOf(StoreUnavailable);
+  });
+});
+
+describe.skipIf(!usingPostgres)('migrations on PostgreSQL, several instances at once', () => {
+  it('instances migrating concurrently end with one schema and each migration recorded once', async () => {
+    const db = await createTestDatabase();
+    const stores = await Promise.all([openTestStore(db, 2), openTestStore(db, 2), openTestStore(db, 2)]);
+    try {
+      const results = await Promise.all(stores.map((s) => migrate(s)));
+      // Exactly one instance applied everything; the others waited on the lock and found nothing to do.
+      expect(results.filter((r) => r.length > 0)).toEqual([allVersions]);
+      expect(results.filter((r) => r.length === 0)).toHaveLength(stores.length - 1);
+      const counts = await stores[0]!.query<{ version: number; n: number }>(
+        'SELECT version, count(*)::int AS n FROM deputy_migrations GROUP BY version ORDER BY version',
+      );
+      expect(counts).toEqual(allVersions.map((version) => ({ version, n: 1 })));
+      // Every instance sees the same schema.
+      const schemas = await Promise.all(stores.map(schemaOf));
+      for (const s of schemas.slice(1)) expect(s).toEqual(schemas[0]);
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+      await db.drop();
+    }
+  });
+});
+
+describe('store', () => {
+  let db: TestDatabase;
+  let store: Store;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    store = await openTestStore(db);
+    await migrate(store);
+  });
+  afterAll(async () => {
+    await store?.close();
+    await db?.drop();
+  });
+
+  const rowExists = async (id: string) =>
+    (await store.query(`SELECT 1 FROM oidc_models WHERE model = 'TxTest' AND id = $1`, [id])).length === 1;
+  const insert = `INSERT INTO oidc_models (model, id, payload) VALUES ('TxTest', $1, '{}'::jsonb)`;
+
+  describe('transactions', () => {
+    it('commit when the function resolves, and return its value', async () => {
+      const id = randomUUID();
+      const out = await store.transaction(async (tx) => {
+        await tx.query(insert, [id]);
+        return (await tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM oidc_models WHERE id = $1`, [id]))[0]!.n;
+      });
+      expect(out).toBe(1);
+      expect(await rowExists(id)).toBe(true);
+    });
+
+    it('roll back when the function throws, rethrowing the same error', async () => {
+      const id = randomUUID();
+      const boom = new Error('boom');
+      await expect(
+        store.transaction(async (tx) => {
+          await tx.query(insert, [id]);
+          await tx.exec(`UPDATE oidc_models SET payload = '{"touched":true}' WHERE model = 'TxTest'`);
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
+      expect(await rowExists(id)).toBe(false);
+      expect(await store.query(`SELECT 1 FROM oidc_models WHERE model = 'TxTest' AND payload ? 'touched'`)).toEqual([]);
+    });
+
+    it('roll back earlier statements when a later one fails', async () => {
+      const a = randomUUID();
+      const b = randomUUID();
+      await store.query(insert, [b]);
+      await expect(
+        store.transaction(async (tx) => {
+          await tx.query(insert, [a]);
+          await tx.query(insert, [b]); // primary key violation
+        }),
+      ).rejects.toThrow(/duplicate key/);
+      expect(await rowExists(a)).toBe(false);
+      expect(await rowExists(b)).toBe(true);
+      // The store is usable afterwards (the connection went back clean).
+      const c = randomUUID();
+      await store.transaction((tx) => tx.query(insert, [c]));
+      expect(await rowExists(c)).toBe(true);
+    });
+
+    it.skipIf(!usingPostgres)('are isolated: uncommitted rows are invisible to other connections', async () => {
+      const id = randomUUID();
+      await store.transaction(async (tx) => {
+        await tx.query(insert, [id]);
+        expect(await rowExists(id)).toBe(false);
+      });
+      expect(await rowExists(id)).toBe(true);
+    });
+  });
+
+  describe('oidc-provider adapter', () => {
+    const adapter = (model: string) => new StoreAdapter(model, store);
+    const expire = (model: string, id: string) =>
+      store.query(`UPDATE oidc_models SET expires_at = now() - interval '1 second' WHERE model = $1 AND id = $2`, [model, id]);
+
+    it('upsert then find returns the payload; upsert replaces it; models are separate', async () => {
+      const id = randomUUID();
+      const payload: AdapterPayload = { jti: id, kind: 'AccessToken', clientId: 'c1', grantId: 'g-upsert', scope: 'a b', extra: { nested: [1, 'x'] } };
+      await adapter('AccessToken').upsert(id, payload, 60);
+      expect(await adapter('AccessToken').find(id)).toEqual(payload);
+      expect(await adapter('RefreshToken').find(id)).toBeUndefined();
+      expect(await adapter('AccessToken').find(randomUUID())).toBeUndefined();
+
+      await adapter('AccessToken').upsert(id, { ...payload, scope: 'a' }, 60);
+      expect((await adapter('AccessToken').find(id))?.scope).toBe('a');
+    });
+
+    it('honours expiry: expired rows are not found by any lookup', async () => {
+      const a = adapter('Session');
+      const id = randomUUID();
+      const uid = randomUUID();
+      await a.upsert(id, { uid, kind: 'Session' }, 60);
+      expect(await a.find(id)).toBeDefined();
+      expect(await a.findByUid(uid)).toBeDefined();
+      await expire('Session', id);
+      expect(await a.find(id)).toBeUndefined();
+      expect(await a.findByUid(uid)).toBeUndefined();
+
+      const d = adapter('DeviceCode');
+      const did = randomUUID();
+      await d.upsert(did, { userCode: 'EXPI-RED1', kind: 'DeviceCode' }, 60);
+      expect(await d.findByUserCode('EXPI-RED1')).toBeDefined();
+      await expire('DeviceCode', did);
+      expect(await d.findByUserCode('EXPI-RED1')).toBeUndefined();
+    });
+
+    it('expiresIn is in seconds, counted by the database clock', async () => {
+      const a = adapter('Interaction');
+      const short = randomUUID();
+      const long = randomUUID();
+      const forever = randomUUID();
+      await a.upsert(short, { kind: 'Interaction' }, 1);
+      await a.upsert(long, { kind: 'Interaction' }, 3600);
+      await a.upsert(forever, { kind: 'Interaction' }, undefined as unknown as number);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(await a.find(short)).toBeUndefined();
+      expect(await a.find(long)).toBeDefined();
+      expect(await a.find(forever)).toBeDefined();
+    });
+
+    it('findByUid and findByUserCode find by their secondary keys, within the model', async () => {
+      const uid = randomUUID();
+      const session = { uid, accountId: 'alice', kind: 'Session' };
+      await adapter('Session').upsert(randomUUID(), session, 60);
+      expect(await adapter('Session').findByUid(uid)).toEqual(session);
+      expect(await adapter('Session').findByUid(randomUUID())).toBeUndefined();
+      expect(await adapter('Interaction').findByUid(uid)).toBeUndefined();
+
+      const userCode = `UC-${randomUUID().slice(0, 8)}`;
+      const device = { userCode, clientId: 'tv', kind: 'DeviceCode' };
+      await adapter('DeviceCode').upsert(randomUUID(), device, 60);
+      expect(await adapter('DeviceCode').findByUserCode(userCode)).toEqual(device);
+      expect(await adapter('DeviceCode').findByUserCode('nope')).toBeUndefined();
+    });
+
+    it('consume marks the row: find returns it with a truthy consumed (epoch seconds)', async () => {
+      const a = adapter('AuthorizationCode');
+      const id = randomUUID();
+      const payload = { kind: 'AuthorizationCode', grantId: 'g-consume' };
+      await a.upsert(id, payload, 60);
+      expect((await a.find(id))?.consumed).toBeFalsy();
+      await a.consume(id);
+      const consumed = await a.find(id);
+      expect(consumed).toMatchObject(payload);
+      expect(consumed?.consumed).toBeTruthy();
+      expect(Math.abs(Number(consumed?.consumed) - Date.now() / 1000)).toBeLessThan(600);
+      await a.consume(id); // again: still consumed, no error
+      expect((await a.find(id))?.consumed).toBeTruthy();
+      await a.consume(randomUUID()); // unknown id: no error
+    });
+
+    it('destroy removes one row and nothing else', async () => {
+      const a = adapter('AccessToken');
+      const gone = randomUUID();
+      const kept = randomUUID();
+      await a.upsert(gone, { kind: 'AccessToken' }, 60);
+      await a.upsert(kept, { kind: 'AccessToken' }, 60);
+      await adapter('RefreshToken').upsert(gone, { kind: 'RefreshToken' }, 60);
+      await a.destroy(gone);
+      expect(await a.find(gone)).toBeUndefined();
+      expect(await a.find(kept)).toBeDefined();
+      expect(await adapter('RefreshToken').find(gone)).toBeDefined();
+      await a.destroy(randomUUID()); // unknown id: no error
+    });
+
+    it('revokeByGrantId removes every row of that grant, whatever its model, and only those', async () => {
+      const grantId = randomUUID();
+      const otherGrant = randomUUID();
+      const revoked = [
+        ['AccessToken', randomUUID()],
+        ['RefreshToken', randomUUID()],
+        ['AuthorizationCode', randomUUID()],
+        ['Grant', randomUUID()],
+      ] as const;
+      const kept = [
+        ['AccessToken', randomUUID(), { grantId: otherGrant }],
+        ['RefreshToken', randomUUID(), { grantId: otherGrant }],
+        ['Session', randomUUID(), {}],
+      ] as const;
+      for (const [model, id] of revoked) await adapter(model).upsert(id, { kind: model, grantId }, 60);
+      for (const [model, id, extra] of kept) await adapter(model).upsert(id, { kind: model, ...extra }, 60);
+
+      await adapter('AccessToken').revokeByGrantId(grantId);
+
+      for (const [model, id] of revoked) expect(await adapter(model).find(id)).toBeUndefined();
+      for (const [model, id] of kept) expect(await adapter(model).find(id)).toBeDefined();
+      expect(await store.query('SELECT 1 FROM oidc_models WHERE grant_id = $1', [grantId])).toEqual([]);
+    });
+
+    it('purgeExpired deletes expired rows only', async () => {
+      const a = adapter('PurgeTest');
+      const dead = randomUUID();
+      const alive = randomUUID();
+      await a.upsert(dead, { kind: 'PurgeTest' }, 60);
+      await a.upsert(alive, { kind: 'PurgeTest' }, 60);
+      await expire('PurgeTest', dead);
+      expect(await purgeExpired(store)).toBeGreaterThanOrEqual(1);
+      const left = await store.query<{ id: string }>(`SELECT id FROM oidc_models WHERE model = 'PurgeTest'`);
+      expect(left.map((r) => r.id)).toEqual([alive]);
+    });
+
+    it('recordOnce accepts a key once until it expires, even under concurrency', async () => {
+      const key = randomUUID();
+      const results = await Promise.all(Array.from({ length: 8 }, () => recordOnce(store, 'ReplayTest', key, 60)));
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect(await recordOnce(store, 'ReplayTest', key, 60)).toBe(false);
+      await expire('ReplayTest', key);
+      expect(await recordOnce(store, 'ReplayTest', key, 60)).toBe(true);
+      expect(await recordOnce(store, 'ReplayTest', key, 60)).toBe(false);
+    });
+  });
+});
