@@ -1,0 +1,200 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, validateConfig } from '../../src/config/load.js';
+
+let dir: string;
+let n = 0;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'deputy-config-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Writes a configuration file and returns its path. */
+function file(text: string, ext = 'yaml'): string {
+  const path = join(dir, `config-${++n}.${ext}`);
+  writeFileSync(path, text);
+  return path;
+}
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('expected a ConfigError, nothing was thrown');
+}
+
+const DEFAULTS = {
+  server: { port: 3000, host: '0.0.0.0', trustProxy: false, bodyLimitBytes: 65536, shutdownGraceSeconds: 10 },
+  store: { dataDir: './data', poolSize: 10 },
+  keys: { dir: './keys', signingAlg: 'ES256', generate: true },
+  tokens: { accessTokenTTL: 300, maxChainDepth: 5 },
+  dpop: { requireNonce: false, iatWindowSeconds: 60 },
+  admin: { clients: [] },
+  trustedIssuers: [],
+  agents: [],
+  log: { level: 'info' },
+};
+
+describe('defaults', () => {
+  it('the shipped file and an empty configuration give the same documented defaults', () => {
+    const fromFile = loadConfig({ env: {} });
+    expect(fromFile).toMatchObject(DEFAULTS);
+    expect(fromFile.server.issuer).toBeUndefined();
+    expect(fromFile.store.databaseUrl).toBeUndefined();
+    expect(validateConfig({}, 'empty')).toEqual(fromFile);
+    expect(loadConfig({ env: {}, file: file('') })).toEqual(fromFile);
+  });
+
+  it('key generation defaults to off in production only', () => {
+    expect(loadConfig({ env: { NODE_ENV: 'production' } }).keys.generate).toBe(false);
+    expect(loadConfig({ env: { NODE_ENV: 'development' } }).keys.generate).toBe(true);
+    expect(loadConfig({ env: { NODE_ENV: 'production', DEPUTY_GENERATE_KEYS: 'true' } }).keys.generate).toBe(true);
+  });
+
+  it('a partial file keeps the defaults for what it leaves out', () => {
+    const cfg = loadConfig({ env: {}, file: file('server:\n  port: 8443\ntokens:\n  accessTokenTTL: 120\n') });
+    expect(cfg.server).toMatchObject({ ...DEFAULTS.server, port: 8443 });
+    expect(cfg.tokens).toEqual({ ...DEFAULTS.tokens, accessTokenTTL: 120 });
+    expect(cfg.store).toEqual(DEFAULTS.store);
+  });
+
+  it('is frozen', () => {
+    const cfg = loadConfig({ env: {} });
+    expect(Object.isFrozen(cfg)).toBe(true);
+    expect(Object.isFrozen(cfg.server)).toBe(true);
+    expect(() => {
+      (cfg.server as { port: number }).port = 1;
+    }).toThrow(TypeError);
+  });
+});
+
+describe('environment overrides', () => {
+  it('each documented variable sets its field, over the file', () => {
+    const path = file('server:\n  port: 1234\n  host: 10.0.0.1\nstore:\n  dataDir: /from/file\nlog:\n  level: error\n');
+    const cfg = loadConfig({
+      file: path,
+      env: {
+        PORT: '8080',
+        HOST: '127.0.0.1',
+        DEPUTY_ISSUER: 'https://deputy.example.com',
+        DEPUTY_TRUST_PROXY: 'true',
+        DATABASE_URL: 'postgres://deputy@db:5432/deputy',
+        DEPUTY_DATA_DIR: '/var/lib/deputy',
+        DEPUTY_KEYS_DIR: '/etc/deputy/keys',
+        DEPUTY_GENERATE_KEYS: 'no',
+        DEPUTY_ACCESS_TOKEN_TTL: '120',
+        DEPUTY_DPOP_REQUIRE_NONCE: '1',
+        LOG_LEVEL: 'debug',
+      },
+    });
+    expect(cfg.server).toMatchObject({ port: 8080, host: '127.0.0.1', issuer: 'https://deputy.example.com', trustProxy: true });
+    expect(cfg.store).toMatchObject({ databaseUrl: 'postgres://deputy@db:5432/deputy', dataDir: '/var/lib/deputy' });
+    expect(cfg.keys).toMatchObject({ dir: '/etc/deputy/keys', generate: false });
+    expect(cfg.tokens.accessTokenTTL).toBe(120);
+    expect(cfg.dpop.requireNonce).toBe(true);
+    expect(cfg.log.level).toBe('debug');
+  });
+
+  it('empty variables are ignored, including DEPUTY_CONFIG', () => {
+    const cfg = loadConfig({ env: { PORT: '', DATABASE_URL: '', DEPUTY_CONFIG: '', LOG_LEVEL: '' } });
+    expect(cfg.server.port).toBe(3000);
+    expect(cfg.store.databaseUrl).toBeUndefined();
+    expect(cfg.log.level).toBe('info');
+  });
+
+  it('DEPUTY_CONFIG selects the file; an explicit file wins over it', () => {
+    const a = file('server:\n  port: 4001\n');
+    const b = file('server:\n  port: 4002\n');
+    expect(loadConfig({ env: { DEPUTY_CONFIG: a } }).server.port).toBe(4001);
+    expect(loadConfig({ env: { DEPUTY_CONFIG: a }, file: b }).server.port).toBe(4002);
+  });
+
+  it('overrides (tests, embedding) sit between the file and the environment', () => {
+    const path = file('server:\n  port: 4001\n  host: 10.0.0.1\n');
+    const cfg = loadConfig({ file: path, env: { PORT: '4003' }, overrides: { server: { port: 4002, bodyLimitBytes: 2048 } } });
+    expect(cfg.server).toMatchObject({ port: 4003, host: '10.0.0.1', bodyLimitBytes: 2048 });
+  });
+
+  it('a malformed variable is refused, naming the variable and its field', () => {
+    for (const [name, value, message] of [
+      ['PORT', 'eighty', /PORT \(server\.port\): must be an integer/],
+      ['DEPUTY_TRUST_PROXY', 'maybe', /DEPUTY_TRUST_PROXY \(server\.trustProxy\): must be true or false/],
+      ['DEPUTY_ACCESS_TOKEN_TTL', '-5', /DEPUTY_ACCESS_TOKEN_TTL \(tokens\.accessTokenTTL\): must be an integer/],
+    ] as const) {
+      const err = configError(() => loadConfig({ env: { [name]: value } }));
+      expect(err.message).toMatch(message);
+      expect(err.message).toContain(DEFAULT_CONFIG_FILE);
+    }
+  });
+
+  it('a well-formed variable out of range is refused by the schema, naming the field', () => {
+    expect(configError(() => loadConfig({ env: { PORT: '70000' } })).message).toMatch(/server\.port: .*65535/);
+    // The field is named; the message is the schema's generic one for durations (it does not state the 3600 bound).
+    expect(configError(() => loadConfig({ env: { DEPUTY_ACCESS_TOKEN_TTL: '4000' } })).message).toMatch(/tokens\.accessTokenTTL: /);
+    expect(configError(() => loadConfig({ env: { DATABASE_URL: 'mysql://x' } })).message).toMatch(
+      /store\.databaseUrl: must be a postgres:\/\/ or postgresql:\/\/ URL/,
+    );
+    expect(configError(() => loadConfig({ env: { LOG_LEVEL: 'loud' } })).message).toMatch(/log\.level: /);
+  });
+});
+
+describe('invalid files', () => {
+  it('name the file, the field path and the problem, for every failing field', () => {
+    const path = file('server:\n  port: "80"\n  bodyLimitBytes: 10\nkeys:\n  signingAlg: HS256\n');
+    const err = configError(() => loadConfig({ env: {}, file: path }));
+    expect(err.source).toBe(path);
+    expect(err.message).toContain(`invalid configuration (${path})`);
+    expect(err.issues).toHaveLength(3);
+    expect(err.message).toMatch(/server\.port: Invalid input: expected number, received string/);
+    expect(err.message).toMatch(/server\.bodyLimitBytes: .*1024/);
+    expect(err.message).toMatch(/keys\.signingAlg: .*ES256/);
+  });
+
+  it('nested paths name the array index', () => {
+    const path = file(
+      'agents:\n  - id: ok\n    name: OK\n    owner: a@example.com\n    jwks_uri: https://x.example/jwks\n  - id: bad\n    name: Bad\n    owner: b@example.com\n    maxDelegationDepth: 0\n    jwks_uri: https://x.example/jwks\n',
+    );
+    expect(configError(() => loadConfig({ env: {}, file: path })).message).toMatch(/agents\.1\.maxDelegationDepth: /);
+  });
+
+  it('refuse unknown keys, at the top level and inside sections', () => {
+    const top = configError(() => loadConfig({ env: {}, file: file('sever:\n  port: 80\n') }));
+    expect(top.message).toMatch(/\(root\): Unrecognized key: "sever"/);
+    const nested = configError(() => loadConfig({ env: {}, file: file('server:\n  prot: 80\n') }));
+    expect(nested.message).toMatch(/server: Unrecognized key: "prot"/);
+  });
+
+  it('refuse a client id used twice across agents and admin clients', () => {
+    const path = file(
+      'admin:\n  clients:\n    - client_id: same\n      scopes: [deputy:admin]\n      jwks_uri: https://x.example/jwks\nagents:\n  - id: same\n    name: S\n    owner: o@example.com\n    jwks_uri: https://x.example/jwks\n',
+    );
+    expect(configError(() => loadConfig({ env: {}, file: path })).message).toMatch(
+      /admin\.clients\.0\.client_id: client id "same" is already used by agents\.0\.id/,
+    );
+  });
+
+  it('report a YAML syntax error with the file name', () => {
+    const path = file('server:\n  port: 80\n    host: [unclosed\n');
+    const err = configError(() => loadConfig({ env: {}, file: path }));
+    expect(err.message).toContain(path);
+    expect(err.message).toMatch(/not valid YAML\/JSON: /);
+    expect(err.message.split('\n')).toHaveLength(2);
+  });
+
+  it('refuse a document that is not a mapping, and a missing file', () => {
+    expect(configError(() => loadConfig({ env: {}, file: file('- a\n- b\n') })).message).toMatch(/\(root\): must be a mapping/);
+    const missing = join(dir, 'missing.yaml');
+    const err = configError(() => loadConfig({ env: {}, file: missing }));
+    expect(err.message).toContain(missing);
+    expect(err.message).toMatch(/cannot read file: ENOENT/);
+  });
+
+  it('accept JSON too (YAML is a superset)', () => {
+    expect(loadConfig({ env: {}, file: file('{"server": {"port": 4444}}', 'json') }).server.port).toBe(4444);
+  });
+});
