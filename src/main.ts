@@ -93,6 +93,11 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       grants: [exchange],
       onServerError: (err) => logger.error({ err }, 'oauth server error'),
     });
+    // RFC 6749 §5.2 refusals are normal traffic: log the code and the check, never the request.
+    provider.on('grant.error', (_ctx, err) => {
+      const e = err as { error?: string; error_description?: string };
+      logger.info({ error: e.error, reason: e.error_description }, 'token request refused');
+    });
     provider.use(agentTokenIntrospection({
       verifier, records, revocations, logger,
       adminClients: new Set(config.admin.clients.map((c) => c.client_id)),
