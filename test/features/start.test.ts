@@ -1,0 +1,166 @@
+/**
+ * `npm start` as an operator runs it: a separate process, configured by a file and the
+ * environment, stopped with SIGTERM.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
+import { json } from '../support/http.js';
+
+let tmp: string;
+const running = new Set<ChildProcess>();
+
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'deputy-start-'));
+});
+afterEach(() => {
+  // A test that failed half-way must not leave a server behind: kill our own process group.
+  for (const child of running) if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
+  running.clear();
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+interface Spawned {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first match of `re` on stdout; rejects if the process exits first. */
+  waitFor(re: RegExp): Promise<RegExpMatchArray>;
+}
+
+/** `npm start` (tsx src/main.ts) with exactly `env` plus PATH / HOME. */
+function startProcess(env: Record<string, string>): Spawned {
+  const child = spawn('node_modules/.bin/tsx', ['src/main.ts'], {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmp, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // own process group, so cleanup can reach tsx's node child too
+  });
+  running.add(child);
+  let out = '';
+  let err = '';
+  const waiters: Array<() => void> = [];
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+    out += s;
+    for (const w of waiters) w();
+  });
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    waitFor: (re) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const m = re.exec(out);
+          if (m) resolve(m);
+        };
+        waiters.push(check);
+        check();
+        void exited.then(({ code, signal }) => {
+          check();
+          reject(new Error(`deputy exited (code ${code}, signal ${signal}) before printing ${re}\nstdout:\n${out}\nstderr:\n${err}`));
+        });
+      }),
+  };
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address() as { port: number };
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+function isListening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+describe('npm start', () => {
+  it('an invalid configuration stops the start: exit code 2, the field named, nothing created', async () => {
+    const bad = join(tmp, 'bad.yaml');
+    writeFileSync(bad, 'server:\n  bodyLimitBytes: big\n');
+    const dataDir = join(tmp, 'bad-data');
+    const keysDir = join(tmp, 'bad-keys');
+    const port = await freePort();
+    const proc = startProcess({ DEPUTY_CONFIG: bad, PORT: String(port), DEPUTY_DATA_DIR: dataDir, DEPUTY_KEYS_DIR: keysDir });
+    const { code } = await proc.exited;
+    expect(code).toBe(2);
+    expect(proc.stderr()).toContain(`deputy: invalid configuration (${bad}):`);
+    expect(proc.stderr()).toMatch(/ {2}- server\.bodyLimitBytes: Invalid input: expected number, received string/);
+    expect(proc.stdout()).not.toMatch(/listening/);
+    expect(existsSync(dataDir)).toBe(false);
+    expect(existsSync(keysDir)).toBe(false);
+    expect(await isListening(port)).toBe(false);
+  });
+
+  it(
+    'starts on the default configuration, is ready, and stops cleanly on SIGTERM',
+    async () => {
+      const dataDir = join(tmp, 'data');
+      const keysDir = join(tmp, 'keys');
+      let db: TestDatabase | undefined;
+      const env: Record<string, string> = {
+        PORT: '0',
+        HOST: '127.0.0.1',
+        DEPUTY_DATA_DIR: dataDir,
+        DEPUTY_KEYS_DIR: keysDir,
+        LOG_LEVEL: 'info',
+      };
+      if (usingPostgres) {
+        db = await createTestDatabase();
+        env.DATABASE_URL = db.url!;
+      }
+      try {
+        const proc = startProcess(env);
+        const [, url, port, kind] = await proc.waitFor(/Deputy is listening on (http:\/\/localhost:(\d+)) \(store: (\w+)\)\n/);
+        // PORT=0: the printed URL carries the port actually bound.
+        expect(Number(port)).toBeGreaterThan(0);
+        expect(kind).toBe(usingPostgres ? 'postgres' : 'pglite');
+
+        const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+        expect(ready.status).toBe(200);
+        expect((await json(ready)).status).toBe('ready');
+        const discovery = await json(await fetch(`http://127.0.0.1:${port}/.well-known/openid-configuration`));
+        expect(discovery.issuer).toBe(url);
+
+        // Keys generated (development default), the embedded database created when it is the store.
+        expect(readdirSync(keysDir).sort()).toEqual(['server-secrets.json', 'signing-keys.json', 'vault-kek.json']);
+        expect(existsSync(dataDir)).toBe(!usingPostgres);
+        if (!usingPostgres) expect(statSync(dataDir).mode & 0o777).toBe(0o700);
+
+        proc.child.kill('SIGTERM');
+        const { code, signal } = await proc.exited;
+        expect({ code, signal }).toEqual({ code: 0, signal: null });
+        expect(await isListening(Number(port))).toBe(false);
+        const logs = proc
+          .stdout()
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as { msg: string; signal?: string });
+        expect(logs.map((l) => l.msg)).toEqual(expect.arrayContaining(['deputy started', 'shutting down']));
+        expect(logs.find((l) => l.msg === 'shutting down')?.signal).toBe('SIGTERM');
+        expect(proc.stderr()).not.toMatch(/Error|fatal/i);
+      } finally {
+        await db?.drop();
+      }
+    },
+    90_000,
+  );
+});
