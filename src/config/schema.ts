@@ -10,7 +10,12 @@
 import { z } from 'zod';
 import { trustedIssuerSchema } from '../federation/config.js';
 
-const seconds = (label: string) => z.number({ error: `${label} must be a number of seconds` }).int().positive();
+/** A positive whole number of seconds; the type message names the unit, range checks keep zod's own. */
+const seconds = () =>
+  z
+    .number({ error: (issue) => (issue.code === 'invalid_type' ? 'must be a number of seconds' : undefined) })
+    .int()
+    .positive();
 
 /** An agent's public keys, inline (RFC 7517 JWK Set). Private members are refused. */
 const publicJwks = z.object({
@@ -117,7 +122,7 @@ export const configSchema = z.strictObject({
       /** Largest accepted request body in bytes, for every endpoint. */
       bodyLimitBytes: z.number().int().min(1024).max(10 * 1024 * 1024).default(64 * 1024),
       /** How long SIGTERM waits for in-flight requests before closing connections. */
-      shutdownGraceSeconds: seconds('server.shutdownGraceSeconds').default(10),
+      shutdownGraceSeconds: seconds().default(10),
     })
     .prefault({}),
   store: z
@@ -146,7 +151,7 @@ export const configSchema = z.strictObject({
   tokens: z
     .strictObject({
       /** Lifetime of issued access tokens. Kept short: JWT access tokens are self-contained. */
-      accessTokenTTL: seconds('tokens.accessTokenTTL').max(3600).default(300),
+      accessTokenTTL: seconds().max(3600).default(300),
       /**
        * Longest delegation chain (agents in `act`, RFC 8693 §4.1) any token may carry, whatever
        * the agents' own `maxDelegationDepth`.
@@ -159,7 +164,49 @@ export const configSchema = z.strictObject({
       /** Require server-provided nonces in DPoP proofs (RFC 9449 §8). */
       requireNonce: z.boolean().default(false),
       /** Accepted proof age window in seconds around the server clock (RFC 9449 §11.1). */
-      iatWindowSeconds: seconds('dpop.iatWindowSeconds').max(300).default(60),
+      iatWindowSeconds: seconds().max(300).default(60),
+    })
+    .prefault({}),
+  /**
+   * The AuthZEN PDP (`/access/v1/*`): Cedar policies, PEP authentication, caches and limits.
+   * README "Authorization (PDP)" describes the policy folder and the delegation-chain semantics.
+   */
+  pdp: z
+    .strictObject({
+      /**
+       * Folder holding the active Cedar policy set: one schema (`*.cedarschema` or
+       * `*.cedarschema.json`), policies (`*.cedar`), and optionally `entities.json` (Cedar
+       * entities the PDP holds as its own data) and `aliases.json`. Relative to the working folder.
+       */
+      policies: z.string().min(1).default('config/policies'),
+      /** Reload the policy set when a file in the folder changes (debounced). SIGHUP and the admin API always reload. */
+      watch: z.boolean().default(true),
+      /**
+       * How PEPs authenticate. `token`: an access token Deputy issued (client_credentials) for the
+       * resource `<issuer>/access` with the `authzen:evaluate` scope. `none`: no authentication —
+       * only for a PDP reachable solely by trusted PEPs (it is never the default; decisions then
+       * carry no administrator reasons).
+       */
+      auth: z.enum(['token', 'none']).default('token'),
+      /**
+       * Send `reason_admin` (which chain link denied, which policies) to authenticated PEPs.
+       * `reason_user` is always sent with a deny.
+       */
+      adminReasons: z.boolean().default(true),
+      /** Most evaluations accepted in one `/access/v1/evaluations` request. */
+      maxBatch: z.number().int().min(1).max(10_000).default(500),
+      /** Deepest JSON nesting accepted in a request body (AuthZEN 1.0 §12.9: nested JSON attacks). */
+      maxJsonDepth: z.number().int().min(4).max(256).default(32),
+      /** Page size of search responses when the request gives no `page.limit`, and the largest accepted. */
+      searchPageSize: z.number().int().min(1).max(10_000).default(100),
+      searchMaxPageSize: z.number().int().min(1).max(10_000).default(1000),
+      /**
+       * How long agent entities (from the registry) are cached. Changes made through this instance
+       * apply at once; changes made on another instance apply within this bound.
+       */
+      entityCacheSeconds: z.number().int().min(0).max(3600).default(5),
+      /** Decisions kept in the in-memory decision cache (0 disables it). Emptied on every reload. */
+      decisionCacheSize: z.number().int().min(0).max(1_000_000).default(50_000),
     })
     .prefault({}),
   /** Clients of the admin API and PDP (PEPs). */

@@ -53,8 +53,30 @@ export function createApp(deps: AppDeps): Koa {
     app.use(router.routes()).use(router.allowedMethods());
   }
   app.use(publishedJwks(deps.keys));
+  app.use(canonicalOrigin(deps.issuer, deps.config.server.trustProxy));
   app.use(mount(deps.provider));
   return app;
+}
+
+/**
+ * oidc-provider builds endpoint URLs (discovery) and the expected DPoP `htu` (RFC 9449 §4.3)
+ * from the request's Host and scheme. Deputy knows its public URL — the issuer — so every
+ * request reaching the provider is presented as addressed to it: discovery never advertises an
+ * internal host name, and proofs are checked against the URL clients were told to use, exactly
+ * as Deputy's own resource endpoints do (`koaAuthenticate`). Client-supplied `X-Forwarded-*`
+ * headers are dropped unless `server.trustProxy` is set (the provider runs with `proxy = true`).
+ */
+function canonicalOrigin(issuer: string, trustProxy: boolean): Koa.Middleware {
+  const url = new URL(issuer);
+  const proto = url.protocol.slice(0, -1);
+  return async function presentAsIssuer(ctx, next) {
+    const headers = ctx.req.headers;
+    if (!trustProxy) delete headers['x-forwarded-for'];
+    headers.host = url.host;
+    headers['x-forwarded-host'] = url.host;
+    headers['x-forwarded-proto'] = proto;
+    await next();
+  };
 }
 
 /**

@@ -168,7 +168,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const provider = new Provider(issuer, configuration);
-  provider.proxy = config.server.trustProxy;
+  // Requests arrive normalised to the issuer's origin (src/http/app.ts `canonicalOrigin`).
+  provider.proxy = true;
   useStrictReplayDetection(provider, store);
   for (const g of deps.grants ?? []) {
     provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);

@@ -189,6 +189,15 @@ describe('discovery and keys', () => {
     expect(metadata.token_endpoint_auth_methods_supported).toEqual(['private_key_jwt']);
   });
 
+  it('advertises the issuer\'s URLs whatever Host or X-Forwarded-* the request carried', async () => {
+    const viaLoopback = await json(await fetch(`${deputy.url}/.well-known/openid-configuration`));
+    expect(viaLoopback.token_endpoint).toBe(`${deputy.issuer}/token`);
+    const spoofed = await json(
+      await fetch(`${deputy.url}/.well-known/openid-configuration`, { headers: { 'x-forwarded-host': 'evil.example.com', 'x-forwarded-proto': 'https' } }),
+    );
+    expect(spoofed.token_endpoint).toBe(`${deputy.issuer}/token`);
+  });
+
   it('publishes the active signing key, public part only', async () => {
     const res = await fetch(metadata.jwks_uri as string);
     expect(res.status).toBe(200);

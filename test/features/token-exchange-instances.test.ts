@@ -46,7 +46,7 @@ describe('concurrency on one instance', () => {
   it('accepts one DPoP proof exactly once when the same proof races', async () => {
     const agent = { id: 'agent-a', keys: agentKeys, dpop: await dpopKeys() };
     const subject = await idp.oktaAccessToken();
-    const proof = await dpopProof(agent.dpop, `${deputy.url}/token`);
+    const proof = await dpopProof(agent.dpop, `${deputy.issuer}/token`);
     const results = await Promise.all(
       Array.from({ length: 8 }, () => rawExchange(deputy.url, deputy.issuer, agent, { subject_token: subject, resource: API }, { proof }).then((r) => json(r))),
     );

@@ -257,7 +257,7 @@ describe('token exchange: DPoP', () => {
     const a = agents['agent-a']!;
     const subject = await idp.oktaAccessToken();
     const params = { subject_token: subject, resource: API, scope: 'deputy.read' };
-    const proof = await dpopProof(a.dpop, `${deputy.url}/token`);
+    const proof = await dpopProof(a.dpop, `${deputy.issuer}/token`);
     const first = await rawExchange(deputy.url, deputy.issuer, a, params, { proof });
     expect(await first.text()).toMatch(/access_token/);
     const replay = await rawExchange(deputy.url, deputy.issuer, a, params, { proof });
@@ -265,7 +265,7 @@ describe('token exchange: DPoP', () => {
 
     const bad: Array<[Parameters<typeof dpopProof>[2], RegExp]> = [
       [{ htm: 'GET' }, /htm/],
-      [{ htu: `${deputy.url}/introspect` }, /htu/],
+      [{ htu: `${deputy.issuer}/introspect` }, /htu/],
       [{ htu: 'https://evil.example.com/token' }, /htu/],
       [{ iat: Math.floor(Date.now() / 1000) - 120 }, /iat/],
       [{ typ: 'JWT' }, /DPoP/],

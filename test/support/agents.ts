@@ -156,7 +156,7 @@ export async function rawExchange(
   body.set('client_id', agent.id);
   body.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
   body.set('client_assertion', await clientAssertion(agent, issuer));
-  const proof = options.proof === undefined ? await dpopProof(agent.dpop, `${url}/token`, options.proofOptions) : options.proof;
+  const proof = options.proof === undefined ? await dpopProof(agent.dpop, `${issuer}/token`, options.proofOptions) : options.proof;
   return fetch(`${url}/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', ...(proof === null ? {} : { dpop: proof }) },
