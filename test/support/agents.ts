@@ -116,8 +116,11 @@ export async function dpopProof(keys: DpopKeys, htu: string, options: ProofOptio
     .sign(k.privateKey);
 }
 
-/** A private_key_jwt client assertion (RFC 7523 §2.2). */
-export async function clientAssertion(agent: { id: string; keys: ClientKeys }, issuer: string): Promise<string> {
+/**
+ * A short-lived JWT the agent signs about itself (`iss` = `sub` = its id, `aud` = Deputy): both a
+ * private_key_jwt client assertion (RFC 7523 §2.2) and Deputy's form of RFC 8693 `actor_token`.
+ */
+async function selfSignedJwt(agent: { id: string; keys: ClientKeys }, issuer: string, key: CryptoKey = agent.keys.privateKey): Promise<string> {
   return new SignJWT({ jti: randomUUID() })
     .setProtectedHeader({ alg: 'ES256' })
     .setIssuer(agent.id)
@@ -125,20 +128,13 @@ export async function clientAssertion(agent: { id: string; keys: ClientKeys }, i
     .setAudience(issuer)
     .setIssuedAt()
     .setExpirationTime('60s')
-    .sign(agent.keys.privateKey);
+    .sign(key);
 }
 
-/** An RFC 8693 `actor_token`: a JWT the agent signs with its client key. */
-export async function actorToken(agent: { id: string; keys: ClientKeys }, issuer: string, key?: CryptoKey): Promise<string> {
-  return new SignJWT({ jti: randomUUID() })
-    .setProtectedHeader({ alg: 'ES256' })
-    .setIssuer(agent.id)
-    .setSubject(agent.id)
-    .setAudience(issuer)
-    .setIssuedAt()
-    .setExpirationTime('60s')
-    .sign(key ?? agent.keys.privateKey);
-}
+export const clientAssertion = (agent: { id: string; keys: ClientKeys }, issuer: string): Promise<string> => selfSignedJwt(agent, issuer);
+
+/** An actor token, signed with the agent's key or (to test refusals) another one. */
+export const actorToken = (agent: { id: string; keys: ClientKeys }, issuer: string, key?: CryptoKey): Promise<string> => selfSignedJwt(agent, issuer, key);
 
 /**
  * A raw token-exchange POST. `proof: null` sends no DPoP header; a string sends that proof;
