@@ -171,6 +171,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   // Requests arrive normalised to the issuer's origin (src/http/app.ts `canonicalOrigin`).
   provider.proxy = true;
   useStrictReplayDetection(provider, store);
+  withoutInteractiveEndpoints(provider);
   for (const g of deps.grants ?? []) {
     provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
   }
@@ -187,6 +188,39 @@ function defaultResourceFor(ctx: KoaContextWithOIDC, resources: DeputyResources)
   if (scope.includes(RESOURCE_SCOPES.admin)) return resources.admin;
   if (scope.includes(RESOURCE_SCOPES.access)) return resources.access;
   return undefined;
+}
+
+/** Endpoints oidc-provider always mounts for browser flows Deputy does not offer. */
+const INTERACTIVE_PATHS = ['/auth', '/request', '/session/end'];
+/** Discovery members that would advertise them (RFC 8414 §2: omitted when no grant uses them). */
+const INTERACTIVE_METADATA = [
+  'authorization_endpoint',
+  'pushed_authorization_request_endpoint',
+  'end_session_endpoint',
+  'response_modes_supported',
+  'authorization_response_iss_parameter_supported',
+  'code_challenge_methods_supported',
+  'claims_parameter_supported',
+  'request_uri_parameter_supported',
+  'claim_types_supported',
+] as const;
+
+/**
+ * Deputy issues tokens only at `/token` (client_credentials, token exchange): no user ever logs
+ * in here. The authorization, PAR and logout endpoints answer 404 and are not advertised.
+ */
+function withoutInteractiveEndpoints(provider: Provider): void {
+  provider.use(async function noInteractiveEndpoints(ctx, next) {
+    if (INTERACTIVE_PATHS.some((p) => ctx.path === p || ctx.path.startsWith(`${p}/`))) {
+      ctx.status = 404;
+      ctx.body = { error: 'not_found', error_description: 'Deputy has no interactive endpoints; tokens are issued at /token' };
+      return;
+    }
+    await next();
+    if ((ctx as unknown as KoaContextWithOIDC).oidc?.route === 'discovery' && ctx.body && typeof ctx.body === 'object') {
+      for (const member of INTERACTIVE_METADATA) delete (ctx.body as Record<string, unknown>)[member];
+    }
+  });
 }
 
 /**

@@ -198,6 +198,15 @@ describe('discovery and keys', () => {
     expect(spoofed.token_endpoint).toBe(`${deputy.issuer}/token`);
   });
 
+  it('neither advertises nor serves browser endpoints (authorization, PAR, logout)', async () => {
+    for (const member of ['authorization_endpoint', 'pushed_authorization_request_endpoint', 'end_session_endpoint']) expect(metadata).not.toHaveProperty(member);
+    for (const path of ['/auth', '/request', '/session/end']) {
+      const res = await fetch(`${deputy.url}${path}`, { method: path === '/request' ? 'POST' : 'GET' });
+      expect(res.status).toBe(404);
+      expect((await json(res)).error).toBe('not_found');
+    }
+  });
+
   it('publishes the active signing key, public part only', async () => {
     const res = await fetch(metadata.jwks_uri as string);
     expect(res.status).toBe(200);
