@@ -35,6 +35,8 @@ export interface KekRecord {
   k: string;
   status: 'active' | 'retired';
   createdAt: number;
+  /** When `vault:rotate` retired it (seconds since the epoch); retired KEKs still unwrap. */
+  retiredAt?: number;
 }
 
 export interface ServerSecrets {
@@ -70,15 +72,24 @@ export class KeyError extends Error {
 
 export class KeyStore {
   readonly #signing: readonly SigningKeyRecord[];
-  readonly #kek: readonly KekRecord[];
+  #kek: readonly KekRecord[];
+  /** Re-reads the KEK source (the file; undefined for `DEPUTY_VAULT_KEK`) for {@link reloadVaultKeks}. */
+  readonly #readKeks: (() => readonly KekRecord[]) | undefined;
   readonly #secrets: ServerSecrets;
   readonly #retention: number;
 
-  constructor(signing: readonly SigningKeyRecord[], kek: readonly KekRecord[], secrets: ServerSecrets, maxTokenLifetime: number) {
+  constructor(
+    signing: readonly SigningKeyRecord[],
+    kek: readonly KekRecord[],
+    secrets: ServerSecrets,
+    maxTokenLifetime: number,
+    readKeks?: () => readonly KekRecord[],
+  ) {
     assertOneActive(signing.map((k) => k.status), 'signing keys');
     assertOneActive(kek.map((k) => k.status), 'vault key-encryption keys');
     this.#signing = signing;
     this.#kek = kek;
+    this.#readKeks = readKeks;
     this.#secrets = secrets;
     this.#retention = maxTokenLifetime + RETENTION_SKEW;
   }
@@ -101,9 +112,21 @@ export class KeyStore {
 
   /** The active vault key-encryption key and every KEK still able to unwrap data keys. */
   vaultKeks(): { active: { kid: string; key: Buffer }; all: ReadonlyMap<string, Buffer> } {
-    const all = new Map(this.#kek.map((k) => [k.kid, Buffer.from(k.k, 'base64url')] as const));
-    const active = this.#kek.find((k) => k.status === 'active')!;
-    return { active: { kid: active.kid, key: all.get(active.kid)! }, all };
+    return kekSet(this.#kek);
+  }
+
+  /**
+   * Re-reads the KEKs from where they were loaded (after `vault:rotate` replaced the file) and
+   * returns them. A source that became unreadable or invalid keeps the loaded KEKs and throws
+   * {@link KeyError}: a half-written or broken file must never drop a key still in use.
+   */
+  reloadVaultKeks(): ReturnType<KeyStore['vaultKeks']> {
+    if (this.#readKeks) {
+      const next = this.#readKeks();
+      assertOneActive(next.map((k) => k.status), 'vault key-encryption keys');
+      this.#kek = next;
+    }
+    return this.vaultKeks();
   }
 
   get dpopNonceSecret(): Buffer {
@@ -126,7 +149,10 @@ export async function loadKeyStore(options: KeyStoreOptions): Promise<KeyStore> 
   }), parseKekFile);
   const secrets = await loadOrCreate(options, env.DEPUTY_SERVER_SECRETS, 'DEPUTY_SERVER_SECRETS', SERVER_SECRETS_FILE, async () =>
     generateServerSecrets(), parseSecretsFile);
-  return new KeyStore(signing.keys, kek.keys, secrets, options.maxTokenLifetime);
+  // The environment of a running process does not change: only a file can bring a rotated KEK.
+  const kekPath = join(options.dir, VAULT_KEK_FILE);
+  const readKeks = env.DEPUTY_VAULT_KEK ? undefined : () => parseKekFile(readFileOrThrow(kekPath), kekPath).keys;
+  return new KeyStore(signing.keys, kek.keys, secrets, options.maxTokenLifetime, readKeks);
 }
 
 /**
@@ -142,6 +168,70 @@ export async function rotateSigningKeys(dir: string, alg: SigningAlg, maxTokenLi
   const next = await generateSigningKey(alg, now);
   writeSecretFile(path, { keys: [next, ...kept] }, true);
   return next.jwk.kid;
+}
+
+/** KEK records as the vault takes them: the active KEK and every KEK by id. */
+export function kekSet(records: readonly KekRecord[]): { active: { kid: string; key: Buffer }; all: ReadonlyMap<string, Buffer> } {
+  assertOneActive(records.map((k) => k.status), 'vault key-encryption keys');
+  const all = new Map(records.map((k) => [k.kid, Buffer.from(k.k, 'base64url')] as const));
+  const active = records.find((k) => k.status === 'active')!;
+  return { active: { kid: active.kid, key: all.get(active.kid)! }, all };
+}
+
+export interface VaultKekRotation {
+  /** The new active KEK. */
+  kid: string;
+  /** The KEK it replaced (now `retired`, still able to unwrap). */
+  previous: string;
+  /** The complete new KEK file content, e.g. for `DEPUTY_VAULT_KEK`. */
+  file: { keys: KekRecord[] };
+}
+
+/**
+ * Rotates the vault key-encryption key: the active KEK retires (it keeps unwrapping the data
+ * keys it wrapped until they are re-wrapped), a new one becomes active. `json` is the current
+ * KEK set when it comes from `DEPUTY_VAULT_KEK` rather than the file in `dir`; with `write`, the
+ * result replaces the file atomically (mode 0600), so an instance re-reading it never sees a
+ * partial file.
+ */
+export function rotateVaultKek(options: { dir: string; json?: string; write: boolean; now?: number }): VaultKekRotation {
+  const now = options.now ?? epoch();
+  const { path, current } = readKekSet(options);
+  const previous = current.find((k) => k.status === 'active');
+  if (!previous) throw new KeyError(`${path}: no active key-encryption key`);
+  const next = generateKek(now);
+  const file = { keys: [next, ...current.map((k): KekRecord => (k.status === 'active' ? { ...k, status: 'retired', retiredAt: now } : k))] };
+  if (options.write) writeSecretFile(join(options.dir, VAULT_KEK_FILE), file, true);
+  return { kid: next.kid, previous: previous.kid, file };
+}
+
+/**
+ * Drops retired KEKs that no stored data key uses any more and that retired at least
+ * `minRetiredSeconds` ago: an instance keeps wrapping new rows with the KEK it loaded until it
+ * re-reads the file (the vault's refresh interval), so a KEK dropped sooner could still be in
+ * use. Returns the kids dropped and the resulting KEK set.
+ */
+export function pruneVaultKeks(options: {
+  dir: string;
+  json?: string;
+  inUse: ReadonlySet<string>;
+  minRetiredSeconds: number;
+  write: boolean;
+  now?: number;
+}): { dropped: string[]; file: { keys: KekRecord[] } } {
+  const now = options.now ?? epoch();
+  const { current } = readKekSet(options);
+  const droppable = (k: KekRecord) =>
+    k.status === 'retired' && !options.inUse.has(k.kid) && k.retiredAt !== undefined && now - k.retiredAt >= options.minRetiredSeconds;
+  const dropped = current.filter(droppable).map((k) => k.kid);
+  const file = { keys: current.filter((k) => !droppable(k)) };
+  if (options.write && dropped.length > 0) writeSecretFile(join(options.dir, VAULT_KEK_FILE), file, true);
+  return { dropped, file };
+}
+
+function readKekSet(options: { dir: string; json?: string }): { path: string; current: KekRecord[] } {
+  const path = options.json === undefined ? join(options.dir, VAULT_KEK_FILE) : 'DEPUTY_VAULT_KEK';
+  return { path, current: parseKekFile(options.json ?? readFileOrThrow(path), path).keys };
 }
 
 async function loadOrCreate<T>(
@@ -252,7 +342,10 @@ function parseKekFile(text: string, where: string): { keys: KekRecord[] } {
     if (typeof r.kid !== 'string' || !r.kid) throw new KeyError(`${at}.kid is required`);
     if (typeof r.k !== 'string' || Buffer.from(r.k, 'base64url').length !== 32) throw new KeyError(`${at}.k must be 32 bytes, base64url`);
     if (r.status !== 'active' && r.status !== 'retired') throw new KeyError(`${at}.status must be "active" or "retired"`);
-    return { kid: r.kid, k: r.k, status: r.status, createdAt: typeof r.createdAt === 'number' ? r.createdAt : 0 };
+    return {
+      kid: r.kid, k: r.k, status: r.status, createdAt: typeof r.createdAt === 'number' ? r.createdAt : 0,
+      ...(typeof r.retiredAt === 'number' ? { retiredAt: r.retiredAt } : {}),
+    };
   });
   return { keys };
 }

@@ -1,11 +1,15 @@
 /**
  * Envelope encryption of secrets at rest: each secret gets its own random 256-bit data key
- * (DEK); the secret is encrypted with AES-256-GCM under the DEK, and the DEK is wrapped with
- * AES-256-GCM under the vault key-encryption key (KEK, `keys/vault-kek.json`). The KEK id is
- * stored with the row so that KEKs can be rotated: old rows stay readable while their KEK is kept.
+ * (DEK); the secret is encrypted with AES-256-GCM under the DEK, and the DEK is wrapped by a
+ * key-encryption key (KEK) through a {@link KeyWrapper} — the local KEK file
+ * (`keys/vault-kek.json`) by default, an external KMS if a deployment plugs one in. The KEK id
+ * is stored with the row, so KEKs rotate without downtime: {@link EnvelopeVault.rewrap} re-wraps
+ * the data keys (the secrets themselves are never re-encrypted), and rows not yet re-wrapped
+ * stay readable while their KEK is kept.
  *
- * The row's handle and kind are bound as additional authenticated data, so a ciphertext copied
- * into another row (or relabelled as another kind) fails to decrypt.
+ * The row's handle and kind are bound as additional authenticated data to both the secret and
+ * its wrapped data key, so a ciphertext copied into another row (or relabelled as another kind)
+ * fails to decrypt.
  *
  * Node's `crypto` does the cryptography; nothing here is hand-rolled beyond choosing parameters
  * (NIST SP 800-38D: 96-bit random IVs, 128-bit tags, one IV per key — every DEK encrypts once).
@@ -14,21 +18,18 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import type { Queryable } from '../store/index.js';
+import { toKeyWrapper, UnknownKeyEncryptionKey, type KeyEncryptionKeys, type KeyWrapper } from './key-wrapper.js';
+
+export type { KeyEncryptionKeys, KeyWrapper } from './key-wrapper.js';
 
 const ALGORITHM = 'aes-256-gcm';
 const IV_BYTES = 12;
 
-/** The KEKs Deputy holds: the active one wraps new data keys, any listed one unwraps. */
-export interface KeyEncryptionKeys {
-  active: { kid: string; key: Buffer };
-  all: ReadonlyMap<string, Buffer>;
-}
-
 /** A secret could not be decrypted (unknown KEK, tampered row). Never carries the plaintext. */
 export class VaultDecryptError extends Error {
   readonly code = 'ERR_VAULT_DECRYPT';
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'VaultDecryptError';
   }
 }
@@ -54,16 +55,6 @@ function open(key: Buffer, sealed: Sealed, aad: Buffer): Buffer {
   return Buffer.concat([decipher.update(sealed.ciphertext), decipher.final()]);
 }
 
-/** Wrapped DEK layout: iv (12) ‖ tag (16) ‖ encrypted DEK (32). */
-function wrapKey(kek: Buffer, dek: Buffer, aad: Buffer): Buffer {
-  const { iv, ciphertext, tag } = seal(kek, dek, aad);
-  return Buffer.concat([iv, tag, ciphertext]);
-}
-
-function unwrapKey(kek: Buffer, wrapped: Buffer, aad: Buffer): Buffer {
-  return open(kek, { iv: wrapped.subarray(0, IV_BYTES), tag: wrapped.subarray(IV_BYTES, IV_BYTES + 16), ciphertext: wrapped.subarray(IV_BYTES + 16) }, aad);
-}
-
 const aadOf = (handle: string, kind: string) => Buffer.from(`deputy-vault\0${kind}\0${handle}`, 'utf8');
 
 /** An opaque, unguessable handle for a stored secret. */
@@ -73,53 +64,147 @@ export function newHandle(prefix: string): string {
 
 export interface PutSecret {
   handle: string;
-  /** What the secret is (`upstream_token`, `credential`, …); bound into the AAD. */
+  /** What the secret is (`upstream_subject_token`, `connection_secret`, …); bound into the AAD. */
   kind: string;
   plaintext: string;
   /** Seconds since the epoch after which the secret may be purged. */
   expiresAt?: number;
 }
 
+/** What one {@link EnvelopeVault.rewrap} pass did. Handles only: never a secret. */
+export interface RewrapResult {
+  /** The KEK every re-wrapped data key is now under. */
+  kid: string;
+  rewrapped: number;
+  /** Rows changed or deleted by someone else between read and update (left as they are). */
+  raced: number;
+  /** Rows whose data key could not be unwrapped (unknown KEK, tampered): they need attention. */
+  failed: Array<{ handle: string; kid: string; reason: string }>;
+}
+
+interface Row {
+  handle: string;
+  kind: string;
+  kek_id: string;
+  wrapped_key: Uint8Array;
+  iv: Uint8Array;
+  ciphertext: Uint8Array;
+  tag: Uint8Array;
+}
+
+const INSERT = `INSERT INTO vault_secrets (handle, kind, kek_id, wrapped_key, iv, ciphertext, tag, expires_at)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8::bigint IS NULL THEN NULL ELSE to_timestamp($8::bigint) END)`;
+
 /** Encrypts and stores secrets in `vault_secrets`. */
 export class EnvelopeVault {
-  constructor(readonly keks: KeyEncryptionKeys) {}
+  readonly wrapper: KeyWrapper;
 
+  /** `keys`: the local KEK set (as `KeyStore.vaultKeks()` returns it) or any {@link KeyWrapper}. */
+  constructor(keys: KeyEncryptionKeys | KeyWrapper) {
+    this.wrapper = toKeyWrapper(keys);
+  }
+
+  /** Stores a new secret; fails if `handle` exists. */
   async put(db: Queryable, secret: PutSecret): Promise<void> {
-    const aad = aadOf(secret.handle, secret.kind);
-    const dek = randomBytes(32);
+    await db.query(INSERT, await this.#encrypt(secret));
+  }
+
+  /** Stores a secret, replacing whatever `handle` held (a new data key every time). */
+  async replace(db: Queryable, secret: PutSecret): Promise<void> {
+    await db.query(
+      `${INSERT} ON CONFLICT (handle) DO UPDATE SET kind = EXCLUDED.kind, kek_id = EXCLUDED.kek_id, wrapped_key = EXCLUDED.wrapped_key,
+         iv = EXCLUDED.iv, ciphertext = EXCLUDED.ciphertext, tag = EXCLUDED.tag, expires_at = EXCLUDED.expires_at`,
+      await this.#encrypt(secret),
+    );
+  }
+
+  /** Deletes secrets; returns how many existed. */
+  async delete(db: Queryable, ...handles: string[]): Promise<number> {
+    if (handles.length === 0) return 0;
+    const rows = await db.query<{ handle: string }>('DELETE FROM vault_secrets WHERE handle = ANY($1::text[]) RETURNING handle', [handles]);
+    return rows.length;
+  }
+
+  /** Decrypts the secret behind `handle`, or undefined when there is none. */
+  async get(db: Queryable, handle: string, kind: string): Promise<string | undefined> {
+    const rows = await db.query<Row>(
+      'SELECT handle, kind, kek_id, wrapped_key, iv, ciphertext, tag FROM vault_secrets WHERE handle = $1 AND kind = $2',
+      [handle, kind],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    const aad = aadOf(handle, kind);
+    const dek = await this.#unwrap(row, aad);
     try {
-      const sealed = seal(dek, Buffer.from(secret.plaintext, 'utf8'), aad);
-      const wrapped = wrapKey(this.keks.active.key, dek, aad);
-      await db.query(
-        `INSERT INTO vault_secrets (handle, kind, kek_id, wrapped_key, iv, ciphertext, tag, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8::bigint IS NULL THEN NULL ELSE to_timestamp($8::bigint) END)`,
-        [secret.handle, secret.kind, this.keks.active.kid, wrapped, sealed.iv, sealed.ciphertext, sealed.tag, secret.expiresAt ?? null],
-      );
+      return open(dek, { iv: Buffer.from(row.iv), ciphertext: Buffer.from(row.ciphertext), tag: Buffer.from(row.tag) }, aad).toString('utf8');
+    } catch (cause) {
+      throw new VaultDecryptError('the secret failed authentication (tampered row or wrong key)', { cause });
     } finally {
       dek.fill(0);
     }
   }
 
-  /** Decrypts the secret behind `handle`, or undefined when there is none. */
-  async get(db: Queryable, handle: string, kind: string): Promise<string | undefined> {
-    const rows = await db.query<{ kek_id: string; wrapped_key: Uint8Array; iv: Uint8Array; ciphertext: Uint8Array; tag: Uint8Array }>(
-      'SELECT kek_id, wrapped_key, iv, ciphertext, tag FROM vault_secrets WHERE handle = $1 AND kind = $2',
-      [handle, kind],
-    );
-    const row = rows[0];
-    if (!row) return undefined;
-    const kek = this.keks.all.get(row.kek_id);
-    if (!kek) throw new VaultDecryptError(`the key-encryption key "${row.kek_id}" of this secret is not loaded`);
-    const aad = aadOf(handle, kind);
-    try {
-      const dek = unwrapKey(kek, Buffer.from(row.wrapped_key), aad);
-      try {
-        return open(dek, { iv: Buffer.from(row.iv), ciphertext: Buffer.from(row.ciphertext), tag: Buffer.from(row.tag) }, aad).toString('utf8');
-      } finally {
-        dek.fill(0);
+  /**
+   * Re-wraps every data key that is not under the active KEK (KEK rotation). Only the wrapped
+   * keys change; the secrets' ciphertexts stay as they are. Each row is updated only if it is
+   * still what was read (same KEK id and wrapped key), so a concurrent write or delete wins and
+   * the pass never needs a lock: instances keep serving while it runs.
+   */
+  async rewrap(db: Queryable, options: { batchSize?: number } = {}): Promise<RewrapResult> {
+    const batchSize = options.batchSize ?? 200;
+    const kid = this.wrapper.activeKeyId();
+    const result: RewrapResult = { kid, rewrapped: 0, raced: 0, failed: [] };
+    let after = '';
+    for (;;) {
+      const rows = await db.query<Row>(
+        `SELECT handle, kind, kek_id, wrapped_key, iv, ciphertext, tag FROM vault_secrets
+         WHERE kek_id <> $1 AND handle > $2 ORDER BY handle LIMIT $3`,
+        [kid, after, batchSize],
+      );
+      for (const row of rows) {
+        const aad = aadOf(row.handle, row.kind);
+        let dek: Buffer;
+        try {
+          dek = await this.#unwrap(row, aad);
+        } catch (err) {
+          result.failed.push({ handle: row.handle, kid: row.kek_id, reason: err instanceof Error ? err.message : 'unwrap failed' });
+          continue;
+        }
+        try {
+          const next = await this.wrapper.wrap(dek, aad);
+          const updated = await db.query(
+            'UPDATE vault_secrets SET kek_id = $1, wrapped_key = $2 WHERE handle = $3 AND kek_id = $4 AND wrapped_key = $5 RETURNING handle',
+            [next.kid, next.wrapped, row.handle, row.kek_id, Buffer.from(row.wrapped_key)],
+          );
+          if (updated.length === 1) result.rewrapped += 1;
+          else result.raced += 1;
+        } finally {
+          dek.fill(0);
+        }
       }
-    } catch {
-      throw new VaultDecryptError('the secret failed authentication (tampered row or wrong key)');
+      if (rows.length < batchSize) return result;
+      after = rows.at(-1)!.handle;
+    }
+  }
+
+  async #encrypt(secret: PutSecret): Promise<unknown[]> {
+    const aad = aadOf(secret.handle, secret.kind);
+    const dek = randomBytes(32);
+    try {
+      const sealed = seal(dek, Buffer.from(secret.plaintext, 'utf8'), aad);
+      const wrapped = await this.wrapper.wrap(dek, aad);
+      return [secret.handle, secret.kind, wrapped.kid, wrapped.wrapped, sealed.iv, sealed.ciphertext, sealed.tag, secret.expiresAt ?? null];
+    } finally {
+      dek.fill(0);
+    }
+  }
+
+  async #unwrap(row: Row, aad: Buffer): Promise<Buffer> {
+    try {
+      return await this.wrapper.unwrap({ kid: row.kek_id, wrapped: Buffer.from(row.wrapped_key) }, aad);
+    } catch (cause) {
+      if (cause instanceof UnknownKeyEncryptionKey) throw new VaultDecryptError(`the key-encryption key "${row.kek_id}" of this secret is not loaded`, { cause });
+      throw new VaultDecryptError('the secret failed authentication (tampered row or wrong key)', { cause });
     }
   }
 }
