@@ -1,0 +1,37 @@
+/**
+ * The request digest a receipt carries instead of the request: whoever holds the original
+ * request can recompute it and match it to the receipt; whoever holds only the receipt learns
+ * nothing from it (SHA-256 preimage resistance, and every hashed request holds high-entropy
+ * tokens or proofs).
+ *
+ * Format: `sha-256:` + base64url (RFC 4648 §5) of SHA-256 over the canonical JSON of the
+ * request's fields: object members sorted by name at every level, no whitespace, `undefined`
+ * members left out (RFC 8785-style canonicalization for the string / array / object values
+ * requests carry).
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+
+/** A request reduced to JSON values (form parameters, AuthZEN bodies). */
+export type DigestValue = string | number | boolean | null | undefined | readonly DigestValue[] | { readonly [k: string]: DigestValue };
+
+/** Deterministic JSON: sorted member names, no insignificant whitespace. */
+export function canonicalJson(value: DigestValue): string {
+  if (value === undefined) return 'null';
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError('canonical JSON has no representation for non-finite numbers');
+    return JSON.stringify(value);
+  }
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`;
+  const members = Object.entries(value as { readonly [k: string]: DigestValue })
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`);
+  return `{${members.join(',')}}`;
+}
+
+/** `sha-256:<base64url>` of the canonical JSON of `request`. */
+export function requestDigest(request: { readonly [k: string]: DigestValue }): string {
+  return `sha-256:${createHash('sha256').update(canonicalJson(request), 'utf8').digest('base64url')}`;
+}

@@ -1,0 +1,209 @@
+/**
+ * A receipt: one signed statement of something Deputy decided or did for an agent (a token
+ * exchange, a PDP decision, a gateway call), linked into that agent's hash chain.
+ *
+ * Wire format: a JWS Compact Serialization (RFC 7515 §7.1) with protected header
+ * `{ "alg": "ES256" | "EdDSA", "kid", "typ": "deputy-receipt+jwt" }` and a JSON payload of
+ * {@link ReceiptClaims}. The explicit `typ` (RFC 8725 §3.11) keeps a receipt from ever being
+ * accepted as a token and vice versa; receipt keys are separate from token keys for the same
+ * reason.
+ *
+ * Chain: `seq` counts this agent's receipts from 1; `prev` is {@link receiptHash} of the
+ * agent's previous receipt, or {@link genesisHash} of the agent for `seq` 1. Hashing the exact
+ * compact serialization (not re-encoded claims) means a verifier needs no canonical JSON: what
+ * it hashes is byte for byte what was signed and stored.
+ *
+ * Receipts never carry a token, a secret or a raw request body: only identifiers, the decision,
+ * and a digest of the request ({@link requestDigest} in `./digest.ts`).
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { CompactSign, importJWK, type CryptoKey, type JWK } from 'jose';
+
+/** RFC 8725 §3.11 explicit typing: the `typ` header of every receipt. */
+export const RECEIPT_TYP = 'deputy-receipt+jwt';
+/** Receipt signature algorithms (RFC 7518 §3.4 ES256, RFC 8037 EdDSA). */
+export const RECEIPT_ALGORITHMS = ['ES256', 'EdDSA'] as const;
+export type ReceiptAlgorithm = (typeof RECEIPT_ALGORITHMS)[number];
+/** Domain-separation prefix of the genesis value (versioned so the format can evolve). */
+export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
+
+/** What produced the receipt. */
+export const RECEIPT_EVENTS = ['token_exchange', 'access_evaluation', 'gateway_call'] as const;
+export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
+export type ReceiptDecision = 'permit' | 'deny';
+
+/**
+ * What a caller (token exchange, PDP, gateway) states in a receipt. Identifiers and outcomes
+ * only: never a token, a credential or a request body (pass {@link ReceiptInput.requestDigest}).
+ */
+export interface ReceiptInput {
+  /** The agent whose chain this receipt joins (the acting agent, last element of `chain`). */
+  agent: string;
+  /** The user the chain acts for (`okta:…`, `entra:…`, `{iss}#{sub}`), when known. */
+  user?: string;
+  /** The delegation chain, first agent first (subjects only, RFC 8693 §4.1 order reversed). */
+  chain: readonly string[];
+  event: ReceiptEvent;
+  /** The action decided: `delegate` for an exchange, the Cedar / AuthZEN action otherwise. */
+  action: string;
+  /** What the action is on: an audience, a resource id or a URL (without query string). */
+  resource: string;
+  decision: ReceiptDecision;
+  /** Ids of the policies that decided (Cedar policy ids); empty when rules, not policies, did. */
+  policies?: readonly string[];
+  /** Why, for a deny: the failed check, as the client was told (never a secret). */
+  reason?: string;
+  /** Scopes granted (exchange) or requested. */
+  scope?: string;
+  /** The `X-Request-ID` of the request that caused it. */
+  requestId?: string;
+  /** `sha-256:` + base64url digest of the request (see `./digest.ts`). */
+  requestDigest?: string;
+  /** The `jti` of a token issued by this action (an identifier, not the token). */
+  tokenId?: string;
+}
+
+/** The signed payload. Registered claim names follow RFC 7519 §4.1. */
+export interface ReceiptClaims {
+  /** Deputy's issuer. */
+  iss: string;
+  /** Receipt id (RFC 7519 §4.1.7). */
+  jti: string;
+  /** Seconds since the epoch (RFC 7519 §4.1.6). */
+  iat: number;
+  seq: number;
+  prev: string;
+  agent: string;
+  user?: string;
+  chain: string[];
+  event: ReceiptEvent;
+  action: string;
+  resource: string;
+  decision: ReceiptDecision;
+  policies: string[];
+  reason?: string;
+  scope?: string;
+  request_id?: string;
+  request_digest?: string;
+  token_id?: string;
+}
+
+/** A receipt as stored and exported. */
+export interface SignedReceipt {
+  id: string;
+  agent: string;
+  seq: number;
+  /** {@link receiptHash} of `jws`. */
+  hash: string;
+  prev: string;
+  jws: string;
+}
+
+/** The receipt-signing key: a private JWK with `kid` and `alg`. */
+export interface ReceiptSigningKey {
+  jwk: JWK & { kid: string; alg: string };
+}
+
+const b64url = (bytes: Buffer) => bytes.toString('base64url');
+
+/** SHA-256 (FIPS 180-4) of the receipt's compact serialization, base64url (RFC 4648 §5). */
+export function receiptHash(jws: string): string {
+  return b64url(createHash('sha256').update(jws, 'utf8').digest());
+}
+
+/**
+ * `prev` of an agent's first receipt: SHA-256 of a fixed prefix and the agent id. Bound to the
+ * agent so the first receipt of one chain cannot start another.
+ */
+export function genesisHash(agent: string): string {
+  return b64url(createHash('sha256').update(GENESIS_PREFIX + agent, 'utf8').digest());
+}
+
+const LIMITS = { id: 256, text: 2048, chain: 64, policies: 64 } as const;
+/** Three base64url segments, the first a JSON header: the shape of any JWS / JWT (RFC 7515 §7.1). */
+const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
+
+/**
+ * Checks a caller's input. Mistakes here are programming errors (a `TypeError`, STYLE habit 3),
+ * not client errors: callers build the input from values they already validated. Any field that
+ * looks like a JWS is refused outright, a last defence for "receipts never contain a token".
+ */
+export function assertReceiptInput(input: ReceiptInput): void {
+  const text = (name: string, v: unknown, max: number, optional = false) => {
+    if (v === undefined && optional) return;
+    if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new TypeError(`receipt ${name} must be a string of 1 to ${max} characters`);
+    if (JWS_SHAPE.test(v)) throw new TypeError(`receipt ${name} looks like a token; receipts never carry tokens`);
+  };
+  const list = (name: string, v: unknown, max: number) => {
+    if (!Array.isArray(v) || v.length > max) throw new TypeError(`receipt ${name} must be an array of at most ${max} strings`);
+    v.forEach((s, i) => text(`${name}[${i}]`, s, LIMITS.id));
+  };
+  text('agent', input.agent, LIMITS.id);
+  text('user', input.user, LIMITS.text, true);
+  list('chain', input.chain, LIMITS.chain);
+  if (!(RECEIPT_EVENTS as readonly string[]).includes(input.event)) throw new TypeError(`receipt event must be one of ${RECEIPT_EVENTS.join(', ')}`);
+  text('action', input.action, LIMITS.id);
+  text('resource', input.resource, LIMITS.text);
+  if (input.decision !== 'permit' && input.decision !== 'deny') throw new TypeError('receipt decision must be "permit" or "deny"');
+  if (input.policies !== undefined) list('policies', input.policies, LIMITS.policies);
+  text('reason', input.reason, LIMITS.text, true);
+  text('scope', input.scope, LIMITS.text, true);
+  text('requestId', input.requestId, LIMITS.id, true);
+  text('requestDigest', input.requestDigest, LIMITS.id, true);
+  text('tokenId', input.tokenId, LIMITS.id, true);
+}
+
+/** The claims of the receipt at `seq` after `prev`. Optional members are left out when absent. */
+export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: string; iat: number; seq: number; prev: string }): ReceiptClaims {
+  const optional = {
+    user: input.user,
+    reason: input.reason,
+    scope: input.scope,
+    request_id: input.requestId,
+    request_digest: input.requestDigest,
+    token_id: input.tokenId,
+  };
+  return {
+    iss: at.iss,
+    jti: at.jti,
+    iat: at.iat,
+    seq: at.seq,
+    prev: at.prev,
+    agent: input.agent,
+    chain: [...input.chain],
+    event: input.event,
+    action: input.action,
+    resource: input.resource,
+    decision: input.decision,
+    policies: [...(input.policies ?? [])],
+    ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Partial<ReceiptClaims>),
+  };
+}
+
+/**
+ * Signs receipts with one key. The private key is imported once: signing is then a single
+ * ECDSA / Ed25519 operation (tens of microseconds), cheap enough to do while the chain head is
+ * locked.
+ */
+export class ReceiptSigner {
+  readonly kid: string;
+  readonly alg: ReceiptAlgorithm;
+  readonly #key: Promise<CryptoKey>;
+
+  constructor(key: ReceiptSigningKey) {
+    if (!(RECEIPT_ALGORITHMS as readonly string[]).includes(key.jwk.alg)) throw new TypeError('receipt keys must be ES256 or EdDSA');
+    this.kid = key.jwk.kid;
+    this.alg = key.jwk.alg as ReceiptAlgorithm;
+    this.#key = importJWK(key.jwk, this.alg) as Promise<CryptoKey>;
+    this.#key.catch(() => {}); // reported by sign(); no unhandled rejection before first use
+  }
+
+  /** RFC 7515 §7.1 compact serialization of `claims`. */
+  async sign(claims: ReceiptClaims): Promise<string> {
+    return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
+      .setProtectedHeader({ alg: this.alg, kid: this.kid, typ: RECEIPT_TYP })
+      .sign(await this.#key);
+  }
+}
