@@ -1,0 +1,150 @@
+/**
+ * The AuthZEN Authorization API 1.0 HTTPS binding (§12): `POST /access/v1/evaluation`,
+ * `/access/v1/evaluations`, `/access/v1/search/{subject,resource,action}`, and the PDP metadata
+ * at `GET /.well-known/authzen-configuration` (§11).
+ *
+ * - PEPs authenticate (§13.2 "the PDP SHOULD authenticate the calling PEP") with an access token
+ *   Deputy issued for `<issuer>/access` with the `authzen:evaluate` scope, unless the deployment
+ *   explicitly configured `pdp.auth: none`. A missing or bad token is a 401 with
+ *   `WWW-Authenticate` (§13.3).
+ * - A deny is `200 {"decision": false}`; a malformed request is a 400 with a message (§12.4);
+ *   the body must be `application/json` (§12.1), within the size limit, UTF-8, and not nested
+ *   deeper than `pdp.maxJsonDepth` (§13.9).
+ * - `X-Request-ID` is echoed (§12.5): the middleware echoes log-safe ids; any other printable id
+ *   a PEP sends is echoed here as well, as the spec requires.
+ *
+ * @module
+ */
+import Router from '@koa/router';
+import type Koa from 'koa';
+import { InvalidRequest, PayloadTooLarge } from '../errors/index.js';
+import type { AuthenticatedRequest } from '../oauth/access-token.js';
+import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type Explain, type SearchKind } from '../pdp/authzen.js';
+import type { PolicyDecisionPoint } from '../pdp/pdp.js';
+import type { Search } from '../pdp/search.js';
+import type { Authenticate } from './util.js';
+
+export const AUTHZEN_SCOPE = 'authzen:evaluate';
+
+export interface AuthzenDeps {
+  pdp: PolicyDecisionPoint;
+  search: Search;
+  issuer: string;
+  authenticate: Authenticate;
+  /** The PDP's resource identifier (PEP token audience). */
+  audience: string;
+  auth: 'token' | 'none';
+  adminReasons: boolean;
+  bodyLimitBytes: number;
+  maxBatch: number;
+  maxJsonDepth: number;
+}
+
+/** Deputy's capability URNs in the metadata (§11.1.2): what this PDP adds to the base API. */
+export const CAPABILITIES = ['urn:deputy:authzen:delegation-chain', 'urn:deputy:authzen:cedar'] as const;
+
+export function authzenRoutes(deps: AuthzenDeps): Router {
+  const router = new Router();
+  const base = deps.issuer.replace(/\/$/, '');
+  const explain: Explain = deps.auth === 'token' && deps.adminReasons ? 'admin' : 'user';
+
+  router.get('/.well-known/authzen-configuration', async function authzenMetadata(ctx) {
+    ctx.set('Cache-Control', 'public, max-age=300');
+    ctx.body = {
+      policy_decision_point: base,
+      access_evaluation_endpoint: `${base}/access/v1/evaluation`,
+      access_evaluations_endpoint: `${base}/access/v1/evaluations`,
+      search_subject_endpoint: `${base}/access/v1/search/subject`,
+      search_resource_endpoint: `${base}/access/v1/search/resource`,
+      search_action_endpoint: `${base}/access/v1/search/action`,
+      capabilities: [...CAPABILITIES],
+    };
+  });
+
+  const api = new Router({ prefix: '/access/v1' });
+  api.use(echoRequestId, noStore, authenticatePep(deps), jsonRequest(deps));
+
+  api.post('/evaluation', async function evaluation(ctx) {
+    const decision = await deps.pdp.evaluate(parseEvaluation(ctx.state.authzenBody));
+    ctx.body = decisionBody(decision, explain);
+  });
+
+  api.post('/evaluations', async function evaluations(ctx) {
+    const input = parseEvaluations(ctx.state.authzenBody, deps.maxBatch);
+    if (input.kind === 'single') {
+      ctx.body = decisionBody(await deps.pdp.evaluate(input.evaluation), explain);
+      return;
+    }
+    const results = await deps.pdp.evaluateAll(input.items, input.semantic);
+    ctx.body = { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };
+  });
+
+  for (const kind of ['subject', 'resource', 'action'] as const satisfies readonly SearchKind[]) {
+    api.post(`/search/${kind}`, async function search(ctx) {
+      ctx.body = await deps.search.run(parseSearch(kind, ctx.state.authzenBody));
+    });
+  }
+
+  router.use(api.routes(), api.allowedMethods());
+  return router;
+}
+
+function authenticatePep(deps: AuthzenDeps): Koa.Middleware {
+  return async function authenticateCaller(ctx, next) {
+    if (deps.auth === 'token') {
+      const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, AUTHZEN_SCOPE);
+      ctx.state.pep = auth.claims.client_id;
+    }
+    await next();
+  };
+}
+
+/** Reads the body as JSON (§12.1): 400 for a wrong content type, an empty body, bad UTF-8 or bad JSON. */
+function jsonRequest(deps: AuthzenDeps): Koa.Middleware {
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  return async function readJson(ctx, next) {
+    if (ctx.method !== 'POST') return next();
+    if (!ctx.request.length && !ctx.get('Transfer-Encoding')) throw new InvalidRequest('a JSON request body is required');
+    if (!ctx.is('application/json')) throw new InvalidRequest('Content-Type must be application/json');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > deps.bodyLimitBytes) {
+        ctx.set('Connection', 'close');
+        throw new PayloadTooLarge(deps.bodyLimitBytes);
+      }
+      chunks.push(chunk);
+    }
+    let text: string;
+    try {
+      text = utf8.decode(Buffer.concat(chunks));
+    } catch {
+      throw new InvalidRequest('request body is not valid UTF-8');
+    }
+    if (text.trim() === '') throw new InvalidRequest('a JSON request body is required');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new InvalidRequest('request body is not valid JSON');
+    }
+    checkDepth(body, deps.maxJsonDepth);
+    ctx.state.authzenBody = body;
+    await next();
+  };
+}
+
+/** Printable ASCII (RFC 9110 field value without controls), short enough to be a header. */
+const PRINTABLE_ID = /^[\x21-\x7E](?:[\x20-\x7E]{0,254}[\x21-\x7E])?$/;
+
+async function echoRequestId(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+  const given = ctx.get('X-Request-ID');
+  if (given && given !== ctx.state.requestId && PRINTABLE_ID.test(given)) ctx.set('X-Request-ID', given);
+  await next();
+}
+
+async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+  ctx.set('Cache-Control', 'no-store');
+  await next();
+}

@@ -1,0 +1,192 @@
+/**
+ * The AuthZEN Authorization API 1.0 wire format ↔ the PDP's own types: request parsing and
+ * validation, and the response bodies. No HTTP here (src/http/authzen.ts is the transport).
+ *
+ * Parsing follows the spec where it is strict and is liberal where drafts differed:
+ * - §5 / §12.4: `subject`, `action`, `resource` are required, with string `type` / `id` /
+ *   `name`; a missing or ill-typed one is a 400 (InvalidRequest). Unknown members are ignored.
+ * - Draft 00 put attributes directly on the subject / resource (`"ownerID": …`); those members
+ *   are read as properties (a `properties` member wins over a top-level one of the same name).
+ * - §7.1 `evaluations`: top-level `subject` / `action` / `resource` / `context` are defaults
+ *   for each item; an item that is still incomplete gets `decision: false` with an error in its
+ *   place (§7.2 "Errors"), the rest of the batch is evaluated. A missing or empty `evaluations`
+ *   is a single evaluation.
+ * - §8.2 pagination: `page.token` (and the older `page.next_token`), `page.limit`.
+ *
+ * @module
+ */
+import { InvalidRequest } from '../errors/index.js';
+import type { Decision } from './decision.js';
+import type { EntityInput } from './entities.js';
+import { isObject } from './schema.js';
+
+export interface ActionInput {
+  name: string;
+  properties: Readonly<Record<string, unknown>>;
+}
+
+export interface EvaluationInput {
+  subject: EntityInput;
+  action: ActionInput;
+  resource: EntityInput;
+  context: Readonly<Record<string, unknown>>;
+}
+
+/** One item of a batch: a complete evaluation, or why it is not one. */
+export type BatchItem = { ok: true; evaluation: EvaluationInput } | { ok: false; error: string };
+
+export type EvaluationsSemantic = 'execute_all' | 'deny_on_first_deny' | 'permit_on_first_permit';
+const SEMANTICS: readonly EvaluationsSemantic[] = ['execute_all', 'deny_on_first_deny', 'permit_on_first_permit'];
+
+export type EvaluationsInput = { kind: 'single'; evaluation: EvaluationInput } | { kind: 'batch'; items: BatchItem[]; semantic: EvaluationsSemantic };
+
+export type SearchKind = 'subject' | 'resource' | 'action';
+
+export interface SearchInput {
+  kind: SearchKind;
+  /** For a subject search, only `type` (and `properties`) matter: the id is ignored (§8.4). */
+  subject: EntityInput;
+  /** Absent for an action search. */
+  action: ActionInput | undefined;
+  /** For a resource search, only `type` (and `properties`) matter. */
+  resource: EntityInput;
+  context: Readonly<Record<string, unknown>>;
+  page: { token: string | undefined; limit: number | undefined };
+}
+
+const ENTITY_MEMBERS = new Set(['type', 'id', 'properties']);
+const MAX_STRING = 8 * 1024;
+
+/** Rejects JSON nested deeper than `max` (AuthZEN 1.0 §12.9: nested JSON attacks). Iterative. */
+export function checkDepth(value: unknown, max: number): void {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > max) throw new InvalidRequest(`request body is nested deeper than ${max} levels`);
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+}
+
+/** `POST /access/v1/evaluation` (§6.1). */
+export function parseEvaluation(body: unknown): EvaluationInput {
+  const b = requireObject(body, 'request body');
+  return {
+    subject: entity(b.subject, 'subject', true),
+    action: action(b.action, 'action'),
+    resource: entity(b.resource, 'resource', true),
+    context: optionalObject(b.context, 'context'),
+  };
+}
+
+/** `POST /access/v1/evaluations` (§7.1). */
+export function parseEvaluations(body: unknown, maxBatch: number): EvaluationsInput {
+  const b = requireObject(body, 'request body');
+  if (b.evaluations !== undefined && b.evaluations !== null && !Array.isArray(b.evaluations)) throw new InvalidRequest('evaluations must be an array');
+  const list = (b.evaluations ?? []) as unknown[];
+  if (list.length === 0) return { kind: 'single', evaluation: parseEvaluation(b) };
+  if (list.length > maxBatch) throw new InvalidRequest(`evaluations has ${list.length} items; at most ${maxBatch} are accepted`);
+  const options = optionalObject(b.options, 'options');
+  const semantic = options.evaluations_semantic ?? 'execute_all';
+  if (!SEMANTICS.includes(semantic as EvaluationsSemantic)) throw new InvalidRequest(`options.evaluations_semantic must be one of ${SEMANTICS.join(', ')}`);
+  // Defaults are parsed when they are used, so a malformed default fails only the items relying on it.
+  const items = list.map((raw, i): BatchItem => {
+    try {
+      const item = requireObject(raw, `evaluations[${i}]`);
+      const pick = (name: 'subject' | 'action' | 'resource' | 'context') => (item[name] !== undefined ? item[name] : b[name]);
+      return {
+        ok: true,
+        evaluation: {
+          subject: entity(pick('subject'), 'subject', true),
+          action: action(pick('action'), 'action'),
+          resource: entity(pick('resource'), 'resource', true),
+          context: optionalObject(pick('context'), 'context'),
+        },
+      };
+    } catch (err) {
+      if (err instanceof InvalidRequest) return { ok: false, error: err.description };
+      throw err;
+    }
+  });
+  return { kind: 'batch', items, semantic: semantic as EvaluationsSemantic };
+}
+
+/** `POST /access/v1/search/{subject,resource,action}` (§8). */
+export function parseSearch(kind: SearchKind, body: unknown): SearchInput {
+  const b = requireObject(body, 'request body');
+  const page = optionalObject(b.page, 'page');
+  const token = page.token ?? page.next_token;
+  if (token !== undefined && token !== null && typeof token !== 'string') throw new InvalidRequest('page.token must be a string');
+  const limit = page.limit;
+  if (limit !== undefined && limit !== null && (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 0)) {
+    throw new InvalidRequest('page.limit must be a non-negative integer');
+  }
+  return {
+    kind,
+    subject: entity(b.subject, 'subject', kind !== 'subject'),
+    action: kind === 'action' ? undefined : action(b.action, 'action'),
+    resource: entity(b.resource, 'resource', kind !== 'resource'),
+    context: optionalObject(b.context, 'context'),
+    page: { token: typeof token === 'string' && token !== '' ? token : undefined, limit: typeof limit === 'number' ? limit : undefined },
+  };
+}
+
+function entity(raw: unknown, what: 'subject' | 'resource', idRequired: boolean): EntityInput {
+  if (raw === undefined || raw === null) throw new InvalidRequest(`${what} is required`);
+  const e = requireObject(raw, what);
+  const type = requireString(e.type, `${what}.type`);
+  let id = '';
+  if (idRequired) id = requireString(e.id, `${what}.id`, true);
+  else if (e.id !== undefined && e.id !== null && typeof e.id !== 'string') throw new InvalidRequest(`${what}.id must be a string`);
+  const properties: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(e)) if (!ENTITY_MEMBERS.has(k)) properties[k] = v; // draft 00
+  Object.assign(properties, optionalObject(e.properties, `${what}.properties`));
+  return { type, id, properties };
+}
+
+function action(raw: unknown, what: string): ActionInput {
+  if (raw === undefined || raw === null) throw new InvalidRequest(`${what} is required`);
+  const a = requireObject(raw, what);
+  return { name: requireString(a.name, `${what}.name`), properties: optionalObject(a.properties, `${what}.properties`) };
+}
+
+function requireObject(v: unknown, what: string): Record<string, unknown> {
+  if (!isObject(v)) throw new InvalidRequest(`${what} must be a JSON object`);
+  return v;
+}
+
+function optionalObject(v: unknown, what: string): Record<string, unknown> {
+  if (v === undefined || v === null) return {};
+  return requireObject(v, what);
+}
+
+function requireString(v: unknown, what: string, allowEmpty = false): string {
+  if (v === undefined || v === null) throw new InvalidRequest(`${what} is required`);
+  if (typeof v !== 'string') throw new InvalidRequest(`${what} must be a string`);
+  if (!allowEmpty && v.length === 0) throw new InvalidRequest(`${what} must not be empty`);
+  if (v.length > MAX_STRING) throw new InvalidRequest(`${what} is longer than ${MAX_STRING} characters`);
+  return v;
+}
+
+/** How much of a denial a caller sees (AuthZEN 1.0 §5.5: `reason_admin` must not reach end users). */
+export type Explain = 'admin' | 'user';
+
+/** A Decision (§5.5) as the wire object: `{ decision }`, and `context` with reasons on a deny. */
+export function decisionBody(d: Decision, explain: Explain): Record<string, unknown> {
+  if (d.decision) return { decision: true };
+  const { denial } = d;
+  const context: Record<string, unknown> = { id: denial.kind, reason_user: { en: denial.user } };
+  if (explain === 'admin') {
+    context.reason_admin = { en: denial.admin };
+    if (denial.link) context.link = denial.link;
+    if (denial.policies.length > 0) context.policies = denial.policies;
+  }
+  return { decision: false, context };
+}
+
+/** A batch item that could not be parsed: denied in place (§7.2 "Errors"). */
+export function itemErrorBody(message: string): Record<string, unknown> {
+  return { decision: false, context: { id: 'invalid_request', error: { status: 400, message } } };
+}

@@ -1,0 +1,45 @@
+/**
+ * The one import of `@cedar-policy/cedar-wasm`, with the few types Deputy uses.
+ *
+ * The Node build (`/nodejs`) loads the WebAssembly module synchronously at import. Policy sets
+ * and schemas are parsed once into the module's own storage (`preparsePolicySet`,
+ * `preparseSchema`) and every decision refers to them by id (`statefulIsAuthorized`): nothing
+ * Cedar-textual is parsed per request.
+ *
+ * @module
+ */
+import * as wasm from '@cedar-policy/cedar-wasm/nodejs';
+
+export type {
+  AuthorizationAnswer,
+  CedarValueJson,
+  DetailedError,
+  EntityJson,
+  SchemaJson,
+  StatefulAuthorizationCall,
+} from '@cedar-policy/cedar-wasm/nodejs';
+
+export const cedar = {
+  version: wasm.getCedarVersion,
+  checkParseSchema: wasm.checkParseSchema,
+  checkParseEntities: wasm.checkParseEntities,
+  schemaToJsonWithResolvedTypes: wasm.schemaToJsonWithResolvedTypes,
+  schemaToText: wasm.schemaToText,
+  policySetTextToParts: wasm.policySetTextToParts,
+  policyToJson: wasm.policyToJson,
+  validate: wasm.validate,
+  preparsePolicySet: wasm.preparsePolicySet,
+  preparseSchema: wasm.preparseSchema,
+  statefulIsAuthorized: wasm.statefulIsAuthorized,
+} as const;
+
+/** A Cedar entity uid in JSON form. */
+export interface EntityUid {
+  type: string;
+  id: string;
+}
+
+/** Cedar diagnostics as one line each (message, then help when Cedar gives one). */
+export function describeCedarErrors(errors: ReadonlyArray<{ message: string; help?: string | null }>): string[] {
+  return errors.map((e) => (e.help ? `${e.message} (${e.help})` : e.message));
+}

@@ -1,0 +1,252 @@
+/**
+ * Deputy's delegation-chain semantics — its own contribution beyond RFC 8693, whose §4.1 calls
+ * nested `act` claims informational only. README "Delegation chain semantics" is the prose
+ * version; this is the code.
+ *
+ * A request by a delegated subject (user → agent 1 → … → agent n) is permitted only if
+ *
+ * 1. every link is valid (delegated-subject.ts: records, revocation, registry rules), and each
+ *    link is still authorized by the `delegate` policy, evaluated with these same semantics;
+ * 2. the user and every agent are each permitted the action on the resource, each evaluated as
+ *    the Cedar principal with its own place in the chain in `context.chain`;
+ * 3. no `forbid` applies to any of them (and none errored: engine.ts fails closed).
+ *
+ * The first member that is not permitted decides the denial, which names it (position, agent
+ * id) and the policies involved. A plain subject (no token) is a chain of one.
+ *
+ * `context.chain` (declare the attributes a policy set uses; the rest is left out):
+ * `position` (0 = user or plain subject, 1 = first agent), `depth` (agents in the chain),
+ * `current` (the principal is the one acting now), `delegated` (the subject is a verified agent
+ * token), `scopes` (scopes granted at this link), `audience` (the token audience at this link),
+ * `delegator` (the agent that delegated to this one, positions ≥ 2), `user` (the user).
+ *
+ * @module
+ */
+import type { Agent } from '../agents/registry.js';
+import type { DelegatingUser } from '../oauth/delegation-authorizer.js';
+import type { CedarValueJson, EntityJson } from './cedar.js';
+import { deny, quoted, type Decision, type DeniedLink } from './decision.js';
+import type { DelegatedSubject } from './delegated-subject.js';
+import type { CedarEngine } from './engine.js';
+import { agentEntity, bareEntity, deputyType, userEntity, type BuiltEntity } from './entities.js';
+import type { PolicySnapshot } from './policy-store.js';
+import type { ActionInfo } from './schema.js';
+
+/** A principal's place in the chain, as `context.chain` gives it to policies. */
+export interface ChainPosition {
+  position: number;
+  depth: number;
+  current: boolean;
+  delegated: boolean;
+  scopes: readonly string[];
+  audience?: string;
+  delegator?: string;
+  user?: string;
+}
+
+/** One principal the decision must permit. */
+export interface Member {
+  principal: BuiltEntity;
+  chain: ChainPosition;
+  /** How a denial names this member. */
+  link: DeniedLink;
+  label: string;
+}
+
+export interface ActionRequest {
+  action: ActionInfo;
+  resource: BuiltEntity;
+  /** AuthZEN `context` (members the action's schema declares become Cedar context). */
+  context: Readonly<Record<string, unknown>>;
+  /** AuthZEN `action.properties` (Cedar `context.action`, when declared). */
+  actionProperties: Readonly<Record<string, unknown>>;
+}
+
+/** The chain of one for a plain subject. */
+export function plainMember(principal: BuiltEntity, input: { type: string; id: string }): Member {
+  return {
+    principal,
+    chain: { position: 0, depth: 0, current: true, delegated: false, scopes: [] },
+    link: { position: 0, depth: 0, type: input.type, id: input.id },
+    label: `subject ${quoted(input.type)} ${quoted(input.id)}`,
+  };
+}
+
+/**
+ * The members of a delegation: the user at position 0, then each agent. `at(position)` gives
+ * the scopes and audience of that link.
+ */
+export function delegationMembers(
+  snapshot: PolicySnapshot,
+  user: DelegatingUser,
+  agents: readonly Agent[],
+  at: (position: number) => { scopes: readonly string[]; audience: string | undefined },
+): Member[] | Decision {
+  const userType = deputyType(snapshot, 'User');
+  const agentType = deputyType(snapshot, 'Agent');
+  if (!userType || !agentType) return deny('invalid_input', 'the policy set declares no "User" and "Agent" entity types, which delegated subjects need');
+  const depth = agents.length;
+  const members: Member[] = [];
+  const u = at(0);
+  members.push({
+    principal: userEntity(snapshot, userType, user),
+    chain: { position: 0, depth, current: depth === 0, delegated: true, scopes: u.scopes, ...(u.audience ? { audience: u.audience } : {}), user: user.id },
+    link: { position: 0, depth, type: 'User' },
+    label: `the user (link 0 of ${depth})`,
+  });
+  agents.forEach((agent, i) => {
+    const position = i + 1;
+    const l = at(position);
+    members.push({
+      principal: agentEntity(snapshot, agentType, agent),
+      chain: {
+        position,
+        depth,
+        current: position === depth,
+        delegated: true,
+        scopes: l.scopes,
+        ...(l.audience ? { audience: l.audience } : {}),
+        ...(position >= 2 ? { delegator: agents[i - 1]!.id } : {}),
+        user: user.id,
+      },
+      link: { position, depth, type: 'Agent', id: agent.id },
+      label: `agent "${agent.id}" (link ${position} of ${depth})`,
+    });
+  });
+  return members;
+}
+
+/** The members evaluated for a delegated subject's request: each at its own link. */
+export function delegatedMembers(snapshot: PolicySnapshot, subject: DelegatedSubject): Member[] | Decision {
+  const root = subject.records[0]!;
+  return delegationMembers(
+    snapshot,
+    subject.user,
+    subject.links.map((l) => l.agent),
+    (position) => {
+      const r = position === 0 ? root : subject.links[position - 1]!.record;
+      return { scopes: scopesOf(r.scope), audience: r.audience };
+    },
+  );
+}
+
+/**
+ * Whether every link of a delegated subject is still authorized by the `delegate` policy
+ * (step 1 of the module comment). Undefined when all are, or when the policy set has no
+ * `delegate` action (links are then held to the registry's rules only).
+ */
+export function revalidateLinks(engine: CedarEngine, snapshot: PolicySnapshot, subject: DelegatedSubject): Decision | undefined {
+  if (!snapshot.schema.action('delegate')) return undefined;
+  for (const record of subject.records) {
+    const agents = record.chain.map((id) => subject.links.find((l) => l.agent.id === id)!.agent);
+    const decision = decideDelegation(engine, snapshot, subject.user, agents, scopesOf(record.scope), record.audience);
+    if (!decision.decision) {
+      const d = decision.denial;
+      return deny('invalid_chain', `link ${record.chain.length} is no longer authorized: ${d.admin}`, {
+        user: d.kind === 'forbidden' ? d.user : undefined,
+        ...(d.link ? { link: d.link } : {}),
+        policies: d.policies,
+      });
+    }
+  }
+  return undefined;
+}
+
+/** The `delegate` decision (token exchange, and each link at evaluation): user and every agent permitted. */
+export function decideDelegation(engine: CedarEngine, snapshot: PolicySnapshot, user: DelegatingUser, agents: readonly Agent[], scopes: readonly string[], audience: string): Decision {
+  const action = snapshot.schema.action('delegate');
+  const audienceType = deputyType(snapshot, 'Audience');
+  if (!action || !audienceType) return deny('invalid_input', 'the policy set declares no "delegate" action on an "Audience" entity type');
+  const members = delegationMembers(snapshot, user, agents, () => ({ scopes, audience }));
+  if (!Array.isArray(members)) return members;
+  return evaluateMembers(engine, snapshot, members, { action, resource: bareEntity(snapshot, audienceType, audience), context: {}, actionProperties: {} });
+}
+
+/** Steps 2 and 3 of the module comment. Throws ProjectionError when the context does not fit the schema. */
+export function evaluateMembers(engine: CedarEngine, snapshot: PolicySnapshot, members: readonly Member[], req: ActionRequest): Decision {
+  const entities = dedupe([...members.flatMap((m) => m.principal.entities), ...req.resource.entities]);
+  const permitted: string[] = [];
+  for (const m of members) {
+    const what = `${quoted(req.action.name)} on ${quoted(req.resource.uid.type)} ${quoted(req.resource.uid.id)}`;
+    if (!req.action.principalTypes.has(m.principal.uid.type) || !req.action.resourceTypes.has(req.resource.uid.type)) {
+      return deny('not_permitted', `${m.label} may not ${what}: the schema does not apply action ${quoted(req.action.name)} to principal type ${m.principal.uid.type} and resource type ${req.resource.uid.type}`, { link: m.link });
+    }
+    const verdict = engine.authorize(snapshot, {
+      principal: m.principal.uid,
+      action: req.action.uid,
+      resource: req.resource.uid,
+      context: cedarContext(snapshot, req, m.chain),
+      entities,
+    });
+    if (verdict.allowed) {
+      permitted.push(...verdict.policies);
+      continue;
+    }
+    const ids = verdict.policies.map((p) => `"${p}"`).join(', ');
+    switch (verdict.kind) {
+      case 'not_permitted':
+        return deny('not_permitted', `${m.label} may not ${what}: no policy permits it`, { link: m.link });
+      case 'forbidden':
+        return deny('forbidden', `${m.label} may not ${what}: forbidden by policy ${ids}`, {
+          link: m.link,
+          policies: verdict.policies,
+          ...firstReason(snapshot, verdict.policies),
+        });
+      case 'policy_error':
+        return deny('policy_error', `${m.label} may not ${what}: forbid policy ${ids} could not be evaluated (failing closed)`, { link: m.link, policies: verdict.policies });
+      case 'request_error':
+        return deny('invalid_input', `${m.label}: the request does not fit the schema of action ${quoted(req.action.name)}`, { link: m.link });
+    }
+  }
+  return { decision: true, policies: [...new Set(permitted)] };
+}
+
+function firstReason(snapshot: PolicySnapshot, policies: readonly string[]): { user?: string } {
+  for (const id of policies) {
+    const reason = snapshot.policies.get(id)?.reason;
+    if (reason) return { user: reason };
+  }
+  return {};
+}
+
+/** The Cedar context for one member: declared AuthZEN context members, `action`, and Deputy's `chain`. */
+function cedarContext(snapshot: PolicySnapshot, req: ActionRequest, chain: ChainPosition): Record<string, CedarValueJson> {
+  const declared = req.action.context;
+  if (!declared) return {};
+  const source: Record<string, unknown> = {
+    ...req.context,
+    ...(Object.keys(req.actionProperties).length > 0 ? { action: req.actionProperties } : {}),
+    chain: chainRecord(snapshot, chain),
+  };
+  return snapshot.schema.project(source, declared, 'context') as Record<string, CedarValueJson>;
+}
+
+function chainRecord(snapshot: PolicySnapshot, c: ChainPosition): Record<string, unknown> {
+  const agentType = deputyType(snapshot, 'Agent')?.name;
+  const userType = deputyType(snapshot, 'User')?.name;
+  return {
+    position: c.position,
+    depth: c.depth,
+    current: c.current,
+    delegated: c.delegated,
+    scopes: c.scopes,
+    ...(c.audience !== undefined ? { audience: c.audience } : {}),
+    ...(c.delegator !== undefined && agentType ? { delegator: { __entity: { type: agentType, id: c.delegator } } } : {}),
+    ...(c.user !== undefined && userType ? { user: { __entity: { type: userType, id: c.user } } } : {}),
+  };
+}
+
+function dedupe(entities: EntityJson[]): EntityJson[] {
+  const seen = new Set<string>();
+  return entities.filter((e) => {
+    const u = '__entity' in e.uid ? e.uid.__entity : e.uid;
+    const key = `${u.type}\0${u.id}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+function scopesOf(scope: string): string[] {
+  return scope.split(' ').filter(Boolean);
+}

@@ -1,0 +1,83 @@
+/**
+ * One Cedar authorization call against the current pre-parsed policy set, and a cache of
+ * answers. No HTTP, no store: callers hand over fully built entities and context.
+ *
+ * Cedar's own rule is "deny unless a permit applies and no forbid applies"; a policy whose
+ * evaluation errors is skipped. Deputy tightens the last part: if a `forbid` policy errored
+ * (for example it reads an attribute the entity lacks), the answer is deny, because skipping
+ * it could permit exactly what the policy author meant to forbid (fail closed).
+ *
+ * The cache is keyed by the policy set's generation and the complete request (entities
+ * included), so any change in an entity's data is a different key; it is emptied on reload.
+ * Cedar decisions are pure functions of these inputs, which is what makes this safe.
+ *
+ * @module
+ */
+import { cedar, type CedarValueJson, type EntityJson, type EntityUid } from './cedar.js';
+import type { PolicySnapshot } from './policy-store.js';
+
+export interface CedarRequest {
+  principal: EntityUid;
+  action: EntityUid;
+  resource: EntityUid;
+  context: Record<string, CedarValueJson>;
+  entities: EntityJson[];
+}
+
+export type CedarVerdict =
+  /** A permit applied and no forbid did. `policies`: the permits that applied. */
+  | { allowed: true; policies: readonly string[] }
+  /** `forbidden`: a forbid applied (`policies`); `not_permitted`: no permit applied; `error`: see `message`. */
+  | { allowed: false; kind: 'forbidden' | 'not_permitted' | 'policy_error' | 'request_error'; policies: readonly string[]; message?: string };
+
+export class CedarEngine {
+  readonly #maxEntries: number;
+  readonly #cache = new Map<string, CedarVerdict>();
+  /** Cedar calls made (cache misses), for tests and metrics. */
+  calls = 0;
+
+  constructor(options: { cacheSize: number }) {
+    this.#maxEntries = options.cacheSize;
+  }
+
+  clearCache(): void {
+    this.#cache.clear();
+  }
+
+  authorize(snapshot: PolicySnapshot, request: CedarRequest): CedarVerdict {
+    if (this.#maxEntries === 0) return this.#evaluate(snapshot, request);
+    const key = `${snapshot.generation}\0${JSON.stringify(request)}`;
+    const hit = this.#cache.get(key);
+    if (hit) {
+      // Least recently used goes first: re-insert on every hit.
+      this.#cache.delete(key);
+      this.#cache.set(key, hit);
+      return hit;
+    }
+    const verdict = this.#evaluate(snapshot, request);
+    if (this.#cache.size >= this.#maxEntries) this.#cache.delete(this.#cache.keys().next().value!);
+    this.#cache.set(key, verdict);
+    return verdict;
+  }
+
+  #evaluate(snapshot: PolicySnapshot, request: CedarRequest): CedarVerdict {
+    this.calls++;
+    const answer = cedar.statefulIsAuthorized({
+      ...request,
+      preparsedPolicySetId: snapshot.policySetId,
+      preparsedSchemaName: snapshot.schemaName,
+      validateRequest: true,
+    });
+    if (answer.type === 'failure') {
+      // Entities or context that do not fit the schema. Cedar's message may quote values, so it
+      // goes to the log through `message`, never to the PEP.
+      return { allowed: false, kind: 'request_error', policies: [], message: answer.errors.map((e) => e.message).join('; ') };
+    }
+    const { decision, diagnostics } = answer.response;
+    const erroredForbids = diagnostics.errors.map((e) => e.policyId).filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
+    if (erroredForbids.length > 0) return { allowed: false, kind: 'policy_error', policies: erroredForbids };
+    if (decision === 'allow') return { allowed: true, policies: diagnostics.reason };
+    const forbids = diagnostics.reason.filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
+    return forbids.length > 0 ? { allowed: false, kind: 'forbidden', policies: forbids } : { allowed: false, kind: 'not_permitted', policies: [] };
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * Cedar entities for a decision, and the caches that keep the store off the decision path.
+ *
+ * - Agents come from the registry through {@link AgentCache}: cached for a bounded time and
+ *   dropped at once when the registry reports a change made through this instance.
+ * - Users of delegated subjects come from the token record (attributes the IdP asserted at
+ *   exchange time), optionally completed by the policy set's own entity data.
+ * - Plain subjects and resources come from the policy set's entity data (which wins) completed
+ *   by the AuthZEN `properties` the PEP sent, projected onto the schema's attributes.
+ *
+ * Builders are synchronous and take the policy snapshot they build for (see policy-store.ts).
+ *
+ * @module
+ */
+import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { DelegatingUser } from '../oauth/delegation-authorizer.js';
+import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
+import type { PolicySnapshot } from './policy-store.js';
+import type { EntityTypeInfo } from './schema.js';
+
+/** A principal or resource: its uid and the entities Cedar needs for it (itself and its ancestors). */
+export interface BuiltEntity {
+  uid: EntityUid;
+  entities: EntityJson[];
+}
+
+/** AuthZEN subject / resource as the PDP reads it (draft-00 top-level members already folded into `properties`). */
+export interface EntityInput {
+  type: string;
+  id: string;
+  properties: Readonly<Record<string, unknown>>;
+}
+
+/** A request names something the policy set does not know; the message is safe to return. */
+export class UnknownEntityType extends Error {
+  readonly code = 'ERR_PDP_UNKNOWN_TYPE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'UnknownEntityType';
+  }
+}
+
+/** Registry agents for the PDP, cached (see the module comment). */
+export class AgentCache {
+  readonly #registry: AgentRegistry;
+  readonly #ttlMs: number;
+  readonly #entries = new Map<string, { agent: Agent | undefined; until: number }>();
+  #all: { agents: Agent[]; until: number } | undefined;
+  static readonly MAX_ENTRIES = 10_000;
+
+  constructor(registry: AgentRegistry, ttlSeconds: number) {
+    this.#registry = registry;
+    this.#ttlMs = ttlSeconds * 1000;
+    registry.onChange((agent) => {
+      this.#entries.delete(agent.id);
+      this.#all = undefined;
+    });
+  }
+
+  async get(id: string, now = Date.now()): Promise<Agent | undefined> {
+    const hit = this.#entries.get(id);
+    if (hit && hit.until > now) return hit.agent;
+    const agent = await this.#registry.get(id);
+    if (this.#entries.size >= AgentCache.MAX_ENTRIES) this.#entries.clear();
+    this.#entries.set(id, { agent, until: now + this.#ttlMs });
+    return agent;
+  }
+
+  /** Every registered agent (subject search), up to `max`. */
+  async list(max = 10_000, now = Date.now()): Promise<readonly Agent[]> {
+    if (this.#all && this.#all.until > now) return this.#all.agents;
+    const agents: Agent[] = [];
+    let after: string | undefined;
+    do {
+      const page = await this.#registry.list({ limit: 200, ...(after ? { after } : {}) });
+      agents.push(...page.agents);
+      after = page.next;
+    } while (after !== undefined && agents.length < max);
+    this.#all = { agents, until: now + this.#ttlMs };
+    return agents;
+  }
+}
+
+/** The policy set's `User`, `Agent` and `Audience` types (the names Deputy's own entities use). */
+export function deputyType(snapshot: PolicySnapshot, name: 'User' | 'Agent' | 'Audience'): EntityTypeInfo | undefined {
+  return snapshot.schema.entityType(name);
+}
+
+/** The user a delegation acts for, as a Cedar entity of the `User` type. */
+export function userEntity(snapshot: PolicySnapshot, type: EntityTypeInfo, user: DelegatingUser): BuiltEntity {
+  const pip = snapshot.data.find(type.name, user.id);
+  const source: Record<string, unknown> = {
+    ...(pip?.attrs ?? {}),
+    id: user.id,
+    issuer: user.issuerId,
+    groups: [...user.groups],
+    roles: [...user.roles],
+    ...(user.email !== undefined ? { email: user.email } : {}),
+    ...(user.tenant !== undefined ? { tenant: user.tenant } : {}),
+  };
+  const attrs = snapshot.schema.projectAttributes(source, type, 'user');
+  const group = type.memberOfTypes.find((t) => t === 'Group' || t.endsWith('::Group'));
+  const parents: EntityUid[] = [...(pip?.parents ?? []).map(plainUid), ...(group ? user.groups.map((id) => ({ type: group, id })) : [])];
+  return finish(snapshot, { type: type.name, id: user.id }, attrs, parents);
+}
+
+/** A registered agent as a Cedar entity of the `Agent` type. */
+export function agentEntity(snapshot: PolicySnapshot, type: EntityTypeInfo, agent: Agent): BuiltEntity {
+  const pip = snapshot.data.find(type.name, agent.id);
+  const source: Record<string, unknown> = {
+    ...(pip?.attrs ?? {}),
+    id: agent.id,
+    name: agent.name,
+    owner: agent.owner,
+    status: agent.status,
+    scopes: agent.scopes,
+    audiences: agent.audiences,
+    maxDelegationDepth: agent.maxDelegationDepth,
+  };
+  const attrs = snapshot.schema.projectAttributes(source, type, 'agent');
+  return finish(snapshot, { type: type.name, id: agent.id }, attrs, (pip?.parents ?? []).map(plainUid));
+}
+
+/**
+ * A subject or resource the PEP named. The policy set's own data wins over `properties`
+ * (the PDP's information is authoritative; the PEP fills in what the PDP does not hold).
+ * Throws {@link UnknownEntityType} or a ProjectionError (schema.ts).
+ */
+export function requestEntity(snapshot: PolicySnapshot, input: EntityInput, role: 'subject' | 'resource'): BuiltEntity {
+  const type = snapshot.schema.entityType(input.type);
+  if (!type) throw new UnknownEntityType(`${role} type ${JSON.stringify(input.type.slice(0, 80))} is not an entity type of the policy set`);
+  const id = snapshot.data.canonicalId(type.name, input.id);
+  const pip = snapshot.data.find(type.name, id);
+  const source: Record<string, unknown> = { ...input.properties, ...(pip?.attrs ?? {}), id };
+  const attrs = snapshot.schema.projectAttributes(source, type, `${role}.properties`);
+  return finish(snapshot, { type: type.name, id }, attrs, (pip?.parents ?? []).map(plainUid));
+}
+
+/** A resource known only by type and id (the `delegate` action's audience). */
+export function bareEntity(snapshot: PolicySnapshot, type: EntityTypeInfo, id: string): BuiltEntity {
+  const attrs = snapshot.schema.projectAttributes({ id }, type, 'resource');
+  return finish(snapshot, { type: type.name, id }, attrs, []);
+}
+
+function finish(snapshot: PolicySnapshot, uid: EntityUid, attrs: Record<string, CedarValueJson>, parents: EntityUid[]): BuiltEntity {
+  return { uid, entities: [{ uid, attrs, parents }, ...snapshot.data.ancestors(parents)] };
+}
+
+function plainUid(u: EntityJson['uid']): EntityUid {
+  return '__entity' in u ? u.__entity : u;
+}

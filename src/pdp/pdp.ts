@@ -1,0 +1,186 @@
+/**
+ * The Policy Decision Point: AuthZEN evaluations (single and batch), the `delegate` decision of
+ * the token exchange, and the entry points of search (search.ts). No HTTP.
+ *
+ * Every decision runs in two phases. The asynchronous one gathers what may need the store —
+ * the subject token's records, revocation state, registry agents — through caches. The
+ * synchronous one takes the current policy snapshot once and makes every Cedar call of the
+ * decision against it, so a decision never straddles a policy reload (policy-store.ts).
+ *
+ * @module
+ */
+import type { Agent } from '../agents/registry.js';
+import type { Logger } from '../log.js';
+import type { DelegationRequest } from '../oauth/delegation-authorizer.js';
+import type { EvaluationInput, EvaluationsSemantic } from './authzen.js';
+import { decideDelegation, delegatedMembers, evaluateMembers, plainMember, revalidateLinks, type Member } from './chain.js';
+import { deny, quoted, type Decision } from './decision.js';
+import type { DelegatedSubject, DelegatedSubjects, InvalidSubject } from './delegated-subject.js';
+import type { CedarEngine } from './engine.js';
+import { agentEntity, deputyType, requestEntity, UnknownEntityType, type AgentCache, type BuiltEntity, type EntityInput } from './entities.js';
+import type { PolicySnapshot, PolicyStore } from './policy-store.js';
+import { ProjectionError } from './schema.js';
+
+export interface PdpDeps {
+  store: PolicyStore;
+  engine: CedarEngine;
+  subjects: DelegatedSubjects;
+  agents: AgentCache;
+  logger: Logger;
+}
+
+/** A subject after the asynchronous phase. */
+export type PreparedSubject =
+  | { kind: 'plain'; input: EntityInput; agent: Agent | undefined }
+  | DelegatedSubject
+  | InvalidSubject
+  | { kind: 'malformed'; message: string };
+
+/** An entity (resource, or plain subject) and, when it names a registry agent, that agent. */
+interface PreparedEntity {
+  input: EntityInput;
+  agent: Agent | undefined;
+}
+
+/** Where a delegated subject's token goes in an AuthZEN request. */
+export const SUBJECT_TOKEN_PROPERTY = 'token';
+
+export class PolicyDecisionPoint {
+  readonly store: PolicyStore;
+  readonly engine: CedarEngine;
+  readonly #subjects: DelegatedSubjects;
+  readonly #agents: AgentCache;
+  readonly #logger: Logger;
+
+  constructor(deps: PdpDeps) {
+    this.store = deps.store;
+    this.engine = deps.engine;
+    this.#subjects = deps.subjects;
+    this.#agents = deps.agents;
+    this.#logger = deps.logger;
+  }
+
+  /** One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason. */
+  async evaluate(input: EvaluationInput, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Decision> {
+    const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.#prepareEntity(input.resource)]);
+    return this.decide(this.store.current, subject, input, resource);
+  }
+
+  /**
+   * A batch (§7): items in order; the short-circuit semantics stop at the first deny / permit,
+   * and the response then holds the items up to it (§7.1.2). Items share subject preparation
+   * (a batch usually repeats one subject).
+   */
+  async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic): Promise<Array<Decision | { error: string }>> {
+    const memo = new Map<string, Promise<PreparedSubject>>();
+    const out: Array<Decision | { error: string }> = [];
+    for (const item of items) {
+      const result = item.ok ? await this.evaluate(item.evaluation, memo) : { error: item.error };
+      out.push(result);
+      const permitted = 'decision' in result && result.decision;
+      if (semantic === 'deny_on_first_deny' && !permitted) break;
+      if (semantic === 'permit_on_first_permit' && permitted) break;
+    }
+    return out;
+  }
+
+  /**
+   * The Cedar half of the token-exchange authorization (action `delegate`): the user and every
+   * agent of the new chain must be permitted to delegate to the audience with the scopes.
+   */
+  async decideDelegation(request: DelegationRequest): Promise<Decision> {
+    const agents: Agent[] = [];
+    for (const id of request.chain) {
+      const agent = id === request.agent.id ? request.agent : await this.#agents.get(id);
+      if (!agent) return deny('invalid_chain', `agent "${id}" in the chain is not registered`);
+      agents.push(agent);
+    }
+    const snapshot = this.store.current;
+    return this.#guard(() => decideDelegation(this.engine, snapshot, request.user, agents, request.scopes, request.audience));
+  }
+
+  /** The asynchronous phase for a subject; memoised per request (batches, searches). */
+  prepareSubject(input: EntityInput, memo: Map<string, Promise<PreparedSubject>>): Promise<PreparedSubject> {
+    const key = JSON.stringify([input.type, input.id, input.properties]);
+    let p = memo.get(key);
+    if (!p) memo.set(key, (p = this.#prepareSubject(input)));
+    return p;
+  }
+
+  async #prepareSubject(input: EntityInput): Promise<PreparedSubject> {
+    const token = input.properties[SUBJECT_TOKEN_PROPERTY];
+    if (token === undefined) return { kind: 'plain', input, agent: await this.#registryAgent(input) };
+    if (typeof token !== 'string') return { kind: 'malformed', message: `subject.properties.${SUBJECT_TOKEN_PROPERTY} must be a string (a Deputy agent token)` };
+    const resolved = await this.#subjects.resolve(token);
+    if (resolved.kind === 'delegated' && input.id !== resolved.user.id && input.id !== resolved.chain.at(-1)) {
+      return { kind: 'invalid', reason: 'invalid_subject', message: "subject.id names neither the token's user nor its current agent" };
+    }
+    return resolved;
+  }
+
+  async #prepareEntity(input: EntityInput): Promise<PreparedEntity> {
+    return { input, agent: await this.#registryAgent(input) };
+  }
+
+  /** The registry agent an entity names, when its type is the policy set's `Agent` type. */
+  async #registryAgent(input: EntityInput): Promise<Agent | undefined> {
+    const agentType = deputyType(this.store.current, 'Agent');
+    if (!agentType || this.store.current.schema.entityType(input.type)?.name !== agentType.name) return undefined;
+    return this.#agents.get(input.id);
+  }
+
+  /** The synchronous phase: all Cedar calls of one decision against one snapshot. */
+  decide(snapshot: PolicySnapshot, subject: PreparedSubject, input: Pick<EvaluationInput, 'action' | 'context'>, resource: PreparedEntity): Decision {
+    return this.#guard(() => {
+      const action = snapshot.schema.action(input.action.name);
+      if (!action) return deny('invalid_input', `action ${quoted(input.action.name)} is not declared by the policy set`);
+      const members = this.#members(snapshot, subject);
+      if (!Array.isArray(members)) return members;
+      if (subject.kind === 'delegated') {
+        const invalid = revalidateLinks(this.engine, snapshot, subject);
+        if (invalid) return invalid;
+      }
+      const resourceEntity = this.#entity(snapshot, resource, 'resource');
+      if (!('uid' in resourceEntity)) return resourceEntity;
+      return evaluateMembers(this.engine, snapshot, members, { action, resource: resourceEntity, context: input.context, actionProperties: input.action.properties });
+    });
+  }
+
+  #members(snapshot: PolicySnapshot, subject: PreparedSubject): Member[] | Decision {
+    switch (subject.kind) {
+      case 'malformed':
+        return deny('invalid_input', subject.message);
+      case 'invalid':
+        return deny(subject.reason, subject.message, {
+          ...(subject.position !== undefined ? { link: { position: subject.position, depth: subject.depth ?? subject.position, type: 'Agent', ...(subject.agentId ? { id: subject.agentId } : {}) } } : {}),
+        });
+      case 'delegated':
+        return delegatedMembers(snapshot, subject);
+      case 'plain': {
+        const principal = this.#entity(snapshot, { input: subject.input, agent: subject.agent }, 'subject');
+        if (!('uid' in principal)) return principal;
+        return [plainMember(principal, subject.input)];
+      }
+    }
+  }
+
+  #entity(snapshot: PolicySnapshot, e: PreparedEntity, role: 'subject' | 'resource'): BuiltEntity | Decision {
+    const agentType = deputyType(snapshot, 'Agent');
+    if (agentType && snapshot.schema.entityType(e.input.type)?.name === agentType.name) {
+      if (!e.agent) return deny('invalid_input', `${role} names agent ${quoted(e.input.id)}, which is not registered`);
+      return agentEntity(snapshot, agentType, e.agent);
+    }
+    return requestEntity(snapshot, e.input, role);
+  }
+
+  /** Bad input found while building entities or context becomes a deny with a reason; anything else is a bug. */
+  #guard(fn: () => Decision): Decision {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof ProjectionError || err instanceof UnknownEntityType) return deny('invalid_input', err.message);
+      this.#logger.error({ err }, 'pdp evaluation failed');
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,344 @@
+/**
+ * The active Cedar policy set: loaded from a folder, validated against its schema, pre-parsed
+ * into Cedar's storage, and swapped atomically on reload.
+ *
+ * A folder holds one schema (`*.cedarschema`, or `*.cedarschema.json` in Cedar's JSON schema
+ * format), policies (`*.cedar`, in name order; a policy's id is its `@id("…")` annotation, or
+ * `file.cedar#n`), and optionally `entities.json` (Cedar entity JSON the PDP holds as its own
+ * data) and `aliases.json` (`{ "<type>": { "<alias id>": "<id>" } }`).
+ *
+ * Loading is all-or-nothing: the schema must parse, every policy must parse and validate in
+ * strict mode, the entities must conform to the schema. Only then is the new set pre-parsed
+ * into the *inactive* of two slots and made current in one assignment. Decisions read
+ * {@link PolicyStore.current} synchronously, right before their Cedar calls, so a decision never
+ * mixes two policy sets, and a refused reload leaves the previous set serving untouched.
+ *
+ * @module
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { watch as watchFolder, type FSWatcher } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Logger } from '../log.js';
+import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
+import { EntityData } from './entity-data.js';
+import { isObject, SchemaInfo } from './schema.js';
+
+export interface PolicyInfo {
+  id: string;
+  effect: 'permit' | 'forbid';
+  file: string;
+  /** The `@reason("…")` annotation: text that may be shown to the end user (AuthZEN `reason_user`). */
+  reason?: string;
+}
+
+/** One loaded, validated, pre-parsed policy set. Immutable. */
+export interface PolicySnapshot {
+  /** Increases by one with every successful load. */
+  readonly generation: number;
+  /** Where Cedar holds this set and its schema (`statefulIsAuthorized` ids). */
+  readonly policySetId: string;
+  readonly schemaName: string;
+  readonly schema: SchemaInfo;
+  readonly policies: ReadonlyMap<string, PolicyInfo>;
+  readonly data: EntityData;
+  /** SHA-256 over the files that made this set. */
+  readonly digest: string;
+  readonly loadedAt: string;
+  /** Validator warnings (the set loaded anyway). */
+  readonly warnings: readonly string[];
+}
+
+/** A policy set that cannot be loaded; `issues` names each problem with its file. */
+export class PolicyLoadError extends Error {
+  readonly code = 'ERR_PDP_POLICIES';
+  constructor(
+    readonly dir: string,
+    readonly issues: readonly string[],
+  ) {
+    super(`invalid policy set (${dir}):\n  - ${issues.join('\n  - ')}`);
+    this.name = 'PolicyLoadError';
+  }
+}
+
+export interface ReloadResult {
+  changed: boolean;
+  generation: number;
+  policies: number;
+  entities: number;
+  digest: string;
+  warnings: readonly string[];
+}
+
+export type ReloadTrigger = 'start' | 'file' | 'signal' | 'admin';
+
+interface Files {
+  schema: { file: string; text: string };
+  policies: Array<{ file: string; text: string }>;
+  entities: { file: string; text: string } | undefined;
+  aliases: { file: string; text: string } | undefined;
+  digest: string;
+}
+
+const MAX_FILE_BYTES = 16 * 1024 * 1024;
+let instances = 0;
+
+export class PolicyStore {
+  readonly dir: string;
+  readonly #logger: Logger;
+  readonly #slotPrefix: string;
+  #current: PolicySnapshot | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  readonly #listeners: Array<(s: PolicySnapshot) => void> = [];
+
+  constructor(options: { dir: string; logger: Logger }) {
+    this.dir = resolve(options.dir);
+    this.#logger = options.logger;
+    // Cedar's storage is per process: several stores (tests run several servers) need their own ids.
+    this.#slotPrefix = `deputy-${++instances}-${randomBytes(4).toString('hex')}`;
+  }
+
+  /** The policy set decisions use now. Read it synchronously, right before evaluating. */
+  get current(): PolicySnapshot {
+    if (!this.#current) throw new Error('PolicyStore.load() has not completed');
+    return this.#current;
+  }
+
+  /** Called after every successful swap (caches keyed on the old set are dropped there). */
+  onReload(listener: (s: PolicySnapshot) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /** First load (start): throws {@link PolicyLoadError}. */
+  async load(): Promise<PolicySnapshot> {
+    await this.reload('start');
+    return this.current;
+  }
+
+  /**
+   * Loads the folder again and swaps when it is valid and different. Throws
+   * {@link PolicyLoadError} (the previous set stays current). Reloads run one at a time.
+   */
+  reload(trigger: ReloadTrigger): Promise<ReloadResult> {
+    const run = this.#queue.then(() => this.#reload(trigger));
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(trigger: ReloadTrigger): Promise<ReloadResult> {
+    let files: Files;
+    try {
+      files = await readPolicyFiles(this.dir);
+    } catch (err) {
+      if (err instanceof PolicyLoadError) this.#logRefused(trigger, err);
+      throw err;
+    }
+    const previous = this.#current;
+    if (previous && previous.digest === files.digest) {
+      return { changed: false, ...summary(previous) };
+    }
+    const generation = (previous?.generation ?? 0) + 1;
+    const slot = `${this.#slotPrefix}-${generation % 2 === 0 ? 'b' : 'a'}`;
+    let snapshot: PolicySnapshot;
+    try {
+      snapshot = compile(this.dir, files, generation, slot);
+    } catch (err) {
+      if (err instanceof PolicyLoadError) this.#logRefused(trigger, err);
+      throw err;
+    }
+    this.#current = snapshot;
+    for (const l of this.#listeners) l(snapshot);
+    this.#logger.info(
+      { trigger, generation, policies: snapshot.policies.size, entities: snapshot.data.size, digest: snapshot.digest.slice(0, 16), warnings: snapshot.warnings.length },
+      'policy set loaded',
+    );
+    for (const w of snapshot.warnings) this.#logger.warn({ warning: w }, 'policy validation warning');
+    return { changed: true, ...summary(snapshot) };
+  }
+
+  #logRefused(trigger: ReloadTrigger, err: PolicyLoadError): void {
+    if (trigger === 'start') return; // start failures are reported by the caller, which stops
+    this.#logger.error({ trigger, issues: err.issues.slice(0, 20), serving: this.#current?.generation }, 'policy set refused; the previous set keeps serving');
+  }
+
+  /**
+   * Reloads when a file in the folder changes, after `debounceMs` of quiet (editors write in
+   * several steps). Returns a function that stops watching.
+   */
+  watch(debounceMs = 250): () => void {
+    let timer: NodeJS.Timeout | undefined;
+    let watcher: FSWatcher;
+    try {
+      watcher = watchFolder(this.dir, { persistent: false }, () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          this.reload('file').catch(() => undefined); // refusals are logged in #reload
+        }, debounceMs);
+        timer.unref();
+      });
+    } catch (err) {
+      this.#logger.warn({ dir: this.dir, err: String(err) }, 'cannot watch the policy folder; reload with SIGHUP or the admin API');
+      return () => {};
+    }
+    watcher.on('error', (err) => this.#logger.warn({ err: String(err) }, 'policy folder watch failed'));
+    return () => {
+      clearTimeout(timer);
+      watcher.close();
+    };
+  }
+}
+
+function summary(s: PolicySnapshot): Omit<ReloadResult, 'changed'> {
+  return { generation: s.generation, policies: s.policies.size, entities: s.data.size, digest: s.digest, warnings: s.warnings };
+}
+
+async function readPolicyFiles(dir: string): Promise<Files> {
+  let names: string[];
+  try {
+    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name).sort();
+  } catch (err) {
+    throw new PolicyLoadError(dir, [`cannot read the policy folder: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`]);
+  }
+  const schemaFiles = names.filter((n) => n.endsWith('.cedarschema') || n.endsWith('.cedarschema.json'));
+  const issues: string[] = [];
+  if (schemaFiles.length !== 1) issues.push(`expected exactly one schema file (*.cedarschema or *.cedarschema.json), found ${schemaFiles.length}`);
+  const policyFiles = names.filter((n) => n.endsWith('.cedar'));
+  if (policyFiles.length === 0) issues.push('no policy files (*.cedar)');
+  if (issues.length) throw new PolicyLoadError(dir, issues);
+  const read = async (file: string) => {
+    const text = await readFile(join(dir, file), 'utf8');
+    if (text.length > MAX_FILE_BYTES) throw new PolicyLoadError(dir, [`${file}: larger than ${MAX_FILE_BYTES} bytes`]);
+    return { file, text };
+  };
+  const schema = await read(schemaFiles[0]!);
+  const policies = await Promise.all(policyFiles.map(read));
+  const entities = names.includes('entities.json') ? await read('entities.json') : undefined;
+  const aliases = names.includes('aliases.json') ? await read('aliases.json') : undefined;
+  const hash = createHash('sha256');
+  for (const f of [schema, ...policies, entities, aliases]) if (f) hash.update(`${f.file}\0${f.text}\0`);
+  return { schema, policies, entities, aliases, digest: hash.digest('hex') };
+}
+
+/** Parses, validates and pre-parses; throws {@link PolicyLoadError} with every problem found. */
+function compile(dir: string, files: Files, generation: number, slot: string): PolicySnapshot {
+  const schemaText = schemaAsText(dir, files.schema);
+  const resolved = cedar.schemaToJsonWithResolvedTypes(schemaText);
+  if (resolved.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(resolved.errors).map((m) => `${files.schema.file}: ${m}`));
+  const schema = new SchemaInfo(resolved.json as SchemaJson<string>);
+
+  const { texts, infos, issues } = splitPolicies(files.policies);
+  if (issues.length) throw new PolicyLoadError(dir, issues);
+
+  const validation = cedar.validate({ schema: schemaText, policies: { staticPolicies: texts }, validationSettings: { mode: 'strict' } });
+  if (validation.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(validation.errors));
+  const located = (policyId: string, message: string) => `${infos.get(policyId)?.file ?? '?'} policy "${policyId}": ${message}`;
+  if (validation.validationErrors.length > 0) {
+    throw new PolicyLoadError(dir, validation.validationErrors.map((e) => located(e.policyId, describeCedarErrors([e.error])[0]!)));
+  }
+  const warnings = [
+    ...validation.validationWarnings.map((w) => located(w.policyId, describeCedarErrors([w.error])[0]!)),
+    ...describeCedarErrors(validation.otherWarnings),
+  ];
+
+  const entities = files.entities ? parseEntities(dir, files.entities, schemaText) : [];
+  const aliases = files.aliases ? parseAliases(dir, files.aliases, schema) : new Map<string, Map<string, string>>();
+
+  const schemaName = `${slot}-schema`;
+  const schemaAnswer = cedar.preparseSchema(schemaName, schemaText);
+  if (schemaAnswer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(schemaAnswer.errors));
+  const setAnswer = cedar.preparsePolicySet(slot, { staticPolicies: texts });
+  if (setAnswer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(setAnswer.errors));
+
+  return {
+    generation,
+    policySetId: slot,
+    schemaName,
+    schema,
+    policies: infos,
+    data: new EntityData(entities, aliases),
+    digest: files.digest,
+    loadedAt: new Date().toISOString(),
+    warnings,
+  };
+}
+
+function schemaAsText(dir: string, f: { file: string; text: string }): string {
+  if (!f.file.endsWith('.json')) {
+    const parsed = cedar.checkParseSchema(f.text);
+    if (parsed.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(parsed.errors).map((m) => `${f.file}: ${m}`));
+    return f.text;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(f.text);
+  } catch {
+    throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
+  }
+  const text = cedar.schemaToText(json as SchemaJson<string>);
+  if (text.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(text.errors).map((m) => `${f.file}: ${m}`));
+  return text.text;
+}
+
+/** Splits each file into policies and gives each its id (`@id`, or `file#n`). */
+function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { texts: Record<string, string>; infos: Map<string, PolicyInfo>; issues: string[] } {
+  const texts: Record<string, string> = {};
+  const infos = new Map<string, PolicyInfo>();
+  const issues: string[] = [];
+  for (const { file, text } of files) {
+    const parts = cedar.policySetTextToParts(text);
+    if (parts.type === 'failure') {
+      issues.push(...describeCedarErrors(parts.errors).map((m) => `${file}: ${m}`));
+      continue;
+    }
+    if (parts.policy_templates.length > 0) issues.push(`${file}: policy templates are not supported`);
+    parts.policies.forEach((policy, i) => {
+      const json = cedar.policyToJson(policy);
+      if (json.type === 'failure') {
+        issues.push(...describeCedarErrors(json.errors).map((m) => `${file}: ${m}`));
+        return;
+      }
+      const annotations = json.json.annotations ?? {};
+      const id = annotations.id ?? `${file}#${i + 1}`;
+      if (infos.has(id)) {
+        issues.push(`${file}: policy id "${id}" is also used in ${infos.get(id)!.file}`);
+        return;
+      }
+      texts[id] = policy;
+      infos.set(id, { id, effect: json.json.effect, file, ...(annotations.reason ? { reason: annotations.reason } : {}) });
+    });
+  }
+  return { texts, infos, issues };
+}
+
+function parseEntities(dir: string, f: { file: string; text: string }, schemaText: string): EntityJson[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(f.text);
+  } catch {
+    throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
+  }
+  if (!Array.isArray(json)) throw new PolicyLoadError(dir, [`${f.file}: must be a JSON array of Cedar entities`]);
+  const checked = cedar.checkParseEntities({ entities: json as EntityJson[], schema: schemaText });
+  if (checked.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(checked.errors).map((m) => `${f.file}: ${m}`));
+  return json as EntityJson[];
+}
+
+function parseAliases(dir: string, f: { file: string; text: string }, schema: SchemaInfo): Map<string, Map<string, string>> {
+  let json: unknown;
+  try {
+    json = JSON.parse(f.text);
+  } catch {
+    throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
+  }
+  const issues: string[] = [];
+  const out = new Map<string, Map<string, string>>();
+  if (!isObject(json)) throw new PolicyLoadError(dir, [`${f.file}: must be an object { "<type>": { "<alias>": "<id>" } }`]);
+  for (const [type, map] of Object.entries(json)) {
+    const t = schema.entityType(type);
+    if (!t) issues.push(`${f.file}: "${type}" is not an entity type of the schema`);
+    else if (!isObject(map) || !Object.values(map).every((v) => typeof v === 'string')) issues.push(`${f.file}: "${type}" must map alias ids to ids (strings)`);
+    else out.set(t.name, new Map(Object.entries(map as Record<string, string>)));
+  }
+  if (issues.length) throw new PolicyLoadError(dir, issues);
+  return out;
+}
