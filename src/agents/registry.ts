@@ -52,19 +52,42 @@ const COLUMNS = 'id, name, owner, scopes, audiences, max_delegation_depth, statu
 /** Listeners learn about every change so caches (oidc-provider clients, PDP entities) can drop entries. */
 export type AgentChangeListener = (agent: Agent) => void | Promise<void>;
 
+/**
+ * How long a read agent is reused without asking the store. Every authentication and exchange
+ * reads its agent, so this keeps the store off the hot path. Changes made through this instance
+ * take effect at once; changes made on another instance within this bound (documented in the
+ * README as the staleness bound of agent status across instances).
+ */
+export const AGENT_CACHE_TTL_MS = 2000;
+
 export class AgentRegistry {
   readonly #store: Store;
   readonly #listeners: AgentChangeListener[] = [];
+  readonly #cache = new Map<string, { agent: Agent | undefined; until: number }>();
+  readonly #ttlMs: number;
 
-  constructor(store: Store) {
+  constructor(store: Store, options: { cacheTtlMs?: number } = {}) {
     this.#store = store;
+    this.#ttlMs = options.cacheTtlMs ?? AGENT_CACHE_TTL_MS;
   }
 
   onChange(listener: AgentChangeListener): void {
     this.#listeners.push(listener);
   }
 
-  async get(id: string, db: Queryable = this.#store): Promise<Agent | undefined> {
+  /** The agent, from a short-lived cache (see {@link AGENT_CACHE_TTL_MS}); `db` reads through. */
+  async get(id: string, db?: Queryable): Promise<Agent | undefined> {
+    if (db !== undefined) return this.#read(id, db);
+    const now = Date.now();
+    const hit = this.#cache.get(id);
+    if (hit && hit.until > now) return hit.agent;
+    const agent = await this.#read(id, this.#store);
+    if (this.#cache.size >= 10_000) this.#cache.clear();
+    this.#cache.set(id, { agent, until: now + this.#ttlMs });
+    return agent;
+  }
+
+  async #read(id: string, db: Queryable): Promise<Agent | undefined> {
     const rows = await db.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
@@ -118,6 +141,7 @@ export class AgentRegistry {
 
   /** Makes the configuration's agents exist as written (status: see the module comment). */
   async syncFromConfig(agents: readonly AgentConfig[]): Promise<void> {
+    this.#cache.clear();
     await this.#store.transaction(async (tx) => {
       for (const a of agents) {
         await tx.query(
@@ -134,6 +158,7 @@ export class AgentRegistry {
   }
 
   async #changed(agent: Agent): Promise<Agent> {
+    this.#cache.delete(agent.id);
     for (const l of this.#listeners) await l(agent);
     return agent;
   }

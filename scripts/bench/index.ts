@@ -1,0 +1,292 @@
+/**
+ * `npm run bench [-- --quick] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ *
+ * Measures Deputy against yardsticks started in the same run, so the figures that matter are
+ * ratios that survive a noisy machine:
+ * - crypto floor: jose sign / verify rates in-process for the algorithms on the exchange path;
+ * - HTTP floor: a bare Koa JSON endpoint in its own process;
+ * - client_credentials: oidc-provider's own grant with private_key_jwt + DPoP on Deputy;
+ * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign).
+ * Each server-side scenario runs on PGlite, and on PostgreSQL when `DATABASE_URL` is set.
+ * Load comes from this process; servers run in child processes. Loopback only.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { SignJWT, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JWK } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
+import { runLoad, type LoadResult, type RequestSpec } from './load.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AUDIENCE = 'https://api.example.com';
+
+interface Options {
+  quick: boolean;
+  durationMs: number;
+  warmupMs: number;
+  concurrency: number[];
+  out: string;
+  markdown: string | undefined;
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      out: { type: 'string', default: 'bench-results/latest.json' },
+      markdown: { type: 'string' },
+      'duration-ms': { type: 'string' },
+      concurrency: { type: 'string' },
+    },
+  });
+  const quick = values.quick ?? false;
+  const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1500 : 5000;
+  return {
+    quick,
+    durationMs,
+    warmupMs: Math.min(1000, Math.round(durationMs / 3)),
+    concurrency: values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32],
+    out: values.out!,
+    markdown: values.markdown,
+  };
+}
+
+/** Starts a child process running a TypeScript entry and waits for its `READY …` line. */
+async function startProcess(entry: string, env: Record<string, string>): Promise<{ child: ChildProcess; ready: string[] }> {
+  // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of each server process there (`--cpu-prof`).
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, entry)], {
+    env: { ...process.env, ...env, NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const ready = await new Promise<string[]>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('READY '));
+      if (line) resolve(line.split(' ').slice(1));
+    });
+    child.once('exit', (code) => reject(new Error(`${entry} exited (${code}) before it was ready: ${stderr.slice(-2000)}`)));
+  });
+  return { child, ready };
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Operations per second of `fn` over about `ms` milliseconds. */
+async function rate(ms: number, fn: () => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 50; i += 1) await fn();
+  let n = 0;
+  const start = performance.now();
+  while (performance.now() - start < ms) {
+    await fn();
+    n += 1;
+  }
+  return Math.round((n / (performance.now() - start)) * 1000);
+}
+
+async function cryptoFloor(ms: number): Promise<Record<string, number>> {
+  const es = await generateKeyPair('ES256');
+  const rs = await generateKeyPair('RS256');
+  const claims = { sub: 'u', aud: 'a', scope: 'x', act: { sub: 'agent' } };
+  const esToken = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256' }).setIssuedAt().setExpirationTime('5m').sign(es.privateKey);
+  const rsToken = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256' }).setIssuedAt().setExpirationTime('5m').sign(rs.privateKey);
+  return {
+    es256_sign_per_s: await rate(ms, () => new SignJWT(claims).setProtectedHeader({ alg: 'ES256' }).sign(es.privateKey)),
+    es256_verify_per_s: await rate(ms, () => jwtVerify(esToken, es.publicKey)),
+    rs256_verify_per_s: await rate(ms, () => jwtVerify(rsToken, rs.publicKey)),
+  };
+}
+
+interface ClientIdentity {
+  id: string;
+  privateKey: CryptoKey;
+  jwks: { keys: JWK[] };
+  dpop: { privateKey: CryptoKey; jwk: JWK };
+}
+
+async function clientIdentity(id: string): Promise<ClientIdentity> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  const dpop = await generateKeyPair('ES256', { extractable: true });
+  const jwk = { ...(await exportJWK(publicKey)), alg: 'ES256', use: 'sig' };
+  return { id, privateKey, jwks: { keys: [jwk] }, dpop: { privateKey: dpop.privateKey, jwk: await exportJWK(dpop.publicKey) } };
+}
+
+async function assertion(client: ClientIdentity, issuer: string): Promise<string> {
+  return new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES256' }).setIssuer(client.id).setSubject(client.id)
+    .setAudience(issuer).setIssuedAt().setExpirationTime('60s').sign(client.privateKey);
+}
+
+async function proof(client: ClientIdentity, htu: string): Promise<string> {
+  return new SignJWT({ htm: 'POST', htu, jti: randomUUID() }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: client.dpop.jwk })
+    .setIssuedAt().sign(client.dpop.privateKey);
+}
+
+function form(values: Record<string, string>): string {
+  return new URLSearchParams(values).toString();
+}
+
+interface Figure {
+  name: string;
+  store?: string;
+  result: LoadResult;
+}
+
+async function withDeputy<T>(config: Record<string, unknown>, database: TestDatabase, fn: (url: string, issuer: string) => Promise<T>): Promise<T> {
+  const keysDir = mkdtempSync(join(tmpdir(), 'deputy-bench-keys-'));
+  const full = {
+    ...config,
+    server: { port: 0, host: '127.0.0.1' },
+    store: database.url ? { databaseUrl: database.url, poolSize: 10 } : { dataDir: 'memory://' },
+    keys: { dir: keysDir, generate: true },
+    log: { level: 'warn' },
+  };
+  const { child, ready } = await startProcess('deputy-process.ts', { BENCH_DEPUTY_CONFIG: JSON.stringify(full) });
+  try {
+    return await fn(ready[0]!, ready[1]!);
+  } finally {
+    await stopProcess(child);
+    rmSync(keysDir, { recursive: true, force: true });
+  }
+}
+
+async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, database: TestDatabase): Promise<Figure[]> {
+  const agent = await clientIdentity('bench-agent');
+  const admin = await clientIdentity('bench-admin');
+  const config = {
+    trustedIssuers: [idp.issuerConfig('okta')],
+    admin: { clients: [{ client_id: admin.id, scopes: ['authzen:evaluate'], jwks: admin.jwks }] },
+    agents: [{ id: agent.id, name: 'Bench agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [AUDIENCE], jwks: agent.jwks }],
+  };
+  const subject = await idp.oktaAccessToken({ expiresIn: 3600 });
+  return withDeputy(config, database, async (url, issuer) => {
+    const figures: Figure[] = [];
+    const token = `${issuer}/token`;
+    for (const concurrency of opts.concurrency) {
+      const clientCredentials = async (): Promise<RequestSpec> => ({
+        method: 'POST',
+        path: '/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(admin, token) },
+        body: form({
+          grant_type: 'client_credentials', scope: 'authzen:evaluate', client_id: admin.id,
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(admin, issuer),
+        }),
+      });
+      figures.push({ name: 'client_credentials (yardstick)', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }) });
+      const exchange = async (): Promise<RequestSpec> => ({
+        method: 'POST',
+        path: '/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, token) },
+        body: form({
+          grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+          resource: AUDIENCE, scope: 'deputy.read', client_id: agent.id,
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
+        }),
+      });
+      figures.push({ name: 'token exchange', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }) });
+    }
+    return figures;
+  });
+}
+
+async function httpFloor(opts: Options): Promise<Figure[]> {
+  const { child, ready } = await startProcess('floor-process.ts', {});
+  try {
+    const figures: Figure[] = [];
+    for (const concurrency of opts.concurrency) {
+      const result = await runLoad({ origin: ready[0]!, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'GET', path: '/' }) });
+      figures.push({ name: 'HTTP floor (bare Koa)', result });
+    }
+    return figures;
+  } finally {
+    await stopProcess(child);
+  }
+}
+
+function ratios(figures: Figure[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const f of figures.filter((x) => x.name === 'token exchange')) {
+    const yard = figures.find((y) => y.name.startsWith('client_credentials') && y.store === f.store && y.result.concurrency === f.result.concurrency);
+    if (yard && yard.result.rps > 0) out[`exchange_vs_client_credentials.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / yard.result.rps) * 100) / 100;
+  }
+  return out;
+}
+
+function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number> }): string {
+  const rows = results.figures.map((f) =>
+    `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.result.rps} | ${f.result.latencyMs.p50} | ${f.result.latencyMs.p90} | ${f.result.latencyMs.p99} | ${f.result.errors} |`);
+  return [
+    `Machine: ${results.machine.cpus} × ${results.machine.cpuModel}, ${results.machine.memoryGiB} GiB, Node ${results.machine.node}. Run: ${results.machine.date}.`,
+    '',
+    '| scenario | store | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    '',
+    '| crypto floor (in-process, one core) | ops/s |',
+    '| --- | --- |',
+    ...Object.entries(results.crypto).map(([k, v]) => `| ${k} | ${v} |`),
+    '',
+    '| ratio | value |',
+    '| --- | --- |',
+    ...Object.entries(results.ratios).map(([k, v]) => `| ${k} | ${v} |`),
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const opts = options();
+  const startedAt = Date.now();
+  const idp = await startMockIdp({ alg: 'RS256' });
+  const figures: Figure[] = [];
+  try {
+    const crypto = await cryptoFloor(opts.quick ? 300 : 1000);
+    figures.push(...(await httpFloor(opts)));
+    const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
+    if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
+    for (const [name, database] of stores) {
+      try {
+        figures.push(...(await deputyScenarios(opts, idp, name, database)));
+      } finally {
+        await database.drop();
+      }
+    }
+    const results = {
+      machine: {
+        cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
+        node: process.version, date: new Date().toISOString(), quick: opts.quick, durationMs: opts.durationMs,
+      },
+      crypto,
+      figures,
+      ratios: ratios(figures),
+      elapsedMs: Date.now() - startedAt,
+    };
+    mkdirSync(dirname(opts.out), { recursive: true });
+    writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
+    const summary = markdown(results);
+    if (opts.markdown) writeFileSync(opts.markdown, summary);
+    process.stdout.write(`${summary}\nresults written to ${opts.out}\n`);
+  } finally {
+    await idp.close();
+  }
+}
+
+await main();

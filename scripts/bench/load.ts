@@ -1,0 +1,114 @@
+/**
+ * A small closed-loop HTTP load generator over undici: `concurrency` workers each send a request,
+ * wait for the whole response, record the latency, and send the next, for `durationMs`.
+ *
+ * It runs in the bench process, never in the server's: the server under test is a child process.
+ * Requests may be built per call (`next`), so every request can carry fresh DPoP proofs and
+ * client assertions, as real agents' requests do; that work happens in this process and is not
+ * counted in the server's latency (the clock starts when the request is handed to undici).
+ *
+ * @module
+ */
+import { Pool } from 'undici';
+
+export interface RequestSpec {
+  method: 'GET' | 'POST';
+  path: string;
+  headers?: Record<string, string>;
+  body?: string;
+}
+
+export interface LoadOptions {
+  origin: string;
+  concurrency: number;
+  durationMs: number;
+  /** Builds the next request. */
+  next: () => RequestSpec | Promise<RequestSpec>;
+  /** Status that counts as success (default 200). */
+  expectStatus?: number;
+  /** Warm-up before measuring (JIT, caches, connection setup). */
+  warmupMs?: number;
+}
+
+export interface LoadResult {
+  concurrency: number;
+  requests: number;
+  errors: number;
+  /** Status codes other than the expected one, with counts. */
+  unexpected: Record<string, number>;
+  durationMs: number;
+  /** Successful requests per second. */
+  rps: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
+  /** The first unexpected response body, to diagnose a broken scenario. */
+  sample?: string;
+}
+
+function percentile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return 0;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[index]!;
+}
+
+const round = (n: number) => Math.round(n * 1000) / 1000;
+
+async function phase(pool: Pool, options: LoadOptions, durationMs: number): Promise<{ latencies: number[]; errors: number; unexpected: Record<string, number>; sample?: string; elapsed: number }> {
+  const expect = options.expectStatus ?? 200;
+  const latencies: number[] = [];
+  const unexpected: Record<string, number> = {};
+  let errors = 0;
+  let sample: string | undefined;
+  const start = performance.now();
+  const deadline = start + durationMs;
+  const worker = async () => {
+    while (performance.now() < deadline) {
+      const spec = await options.next();
+      const t0 = performance.now();
+      try {
+        const res = await pool.request({ method: spec.method, path: spec.path, headers: spec.headers, body: spec.body });
+        const text = await res.body.text();
+        const t1 = performance.now();
+        if (res.statusCode === expect) latencies.push(t1 - t0);
+        else {
+          errors += 1;
+          unexpected[res.statusCode] = (unexpected[res.statusCode] ?? 0) + 1;
+          sample ??= text.slice(0, 300);
+        }
+      } catch (err) {
+        errors += 1;
+        unexpected.network = (unexpected.network ?? 0) + 1;
+        sample ??= String(err);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency }, worker));
+  return { latencies, errors, unexpected, ...(sample === undefined ? {} : { sample }), elapsed: performance.now() - start };
+}
+
+export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+  const pool = new Pool(options.origin, { connections: options.concurrency, pipelining: 1 });
+  try {
+    if (options.warmupMs) await phase(pool, options, options.warmupMs);
+    const run = await phase(pool, options, options.durationMs);
+    const sorted = Float64Array.from(run.latencies).sort();
+    const mean = sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : 0;
+    return {
+      concurrency: options.concurrency,
+      requests: run.latencies.length + run.errors,
+      errors: run.errors,
+      unexpected: run.unexpected,
+      durationMs: Math.round(run.elapsed),
+      rps: Math.round((run.latencies.length / run.elapsed) * 1000),
+      latencyMs: {
+        p50: round(percentile(sorted, 0.5)),
+        p90: round(percentile(sorted, 0.9)),
+        p99: round(percentile(sorted, 0.99)),
+        max: round(sorted.at(-1) ?? 0),
+        mean: round(mean),
+      },
+      ...(run.sample === undefined ? {} : { sample: run.sample }),
+    };
+  } finally {
+    await pool.close();
+  }
+}
