@@ -11,9 +11,11 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type Provider from 'oidc-provider';
 import { AgentRegistry } from './agents/registry.js';
+import { ReceiptService } from './audit/receipts.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
 import { createApp } from './http/app.js';
+import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
 import { AccessTokenVerifier } from './oauth/access-token.js';
@@ -46,6 +48,8 @@ export interface DeputyServer {
   readonly records: TokenRecords;
   readonly revocations: RevocationCache;
   readonly logger: Logger;
+  /** Signed receipts in per-agent hash chains (DESIGN capability 4). */
+  readonly receipts: ReceiptService;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -81,16 +85,19 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const verifier = new AccessTokenVerifier({ issuer, keys, dpop });
     const records = new TokenRecords(store);
     const revocations = new RevocationCache(records);
+    const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
     const exchange = tokenExchangeGrant({
       issuer, store, agents, verifier, records, keys, logger,
       federation: new FederationVerifier(config.trustedIssuers),
       authorizer: new RegistryAuthorizer(config.tokens.maxChainDepth),
+      receipts,
       accessTokenTTL: config.tokens.accessTokenTTL,
       dpopIatWindowSeconds: config.dpop.iatWindowSeconds,
     });
     const provider = createProvider({
       config, issuer, store, keys, agents,
       grants: [exchange],
+      discovery: { receipts_jwks_uri: `${issuer.replace(/\/$/, '')}${RECEIPTS_JWKS_PATH}` },
       onServerError: (err) => logger.error({ err }, 'oauth server error'),
     });
     // RFC 6749 §5.2 refusals are normal traffic: log the code and the check, never the request.
@@ -109,7 +116,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       revocations.forget(revoked);
       if (revoked.length) logger.info({ agent: agent.id, revoked: revoked.length }, 'tokens of disabled agent revoked');
     });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier });
+    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts });
     server.removeAllListeners('request');
     server.on('request', app.callback());
 
@@ -121,10 +128,11 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, agents, provider, records, revocations, logger,
+      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         await closeServer(server, graceMs);
+        await receipts.flush();
         await store.close();
       },
     };

@@ -62,7 +62,8 @@ export function adminRoutes(deps: AdminDeps): Router {
   return router;
 }
 
-function requireAdmin(deps: AdminDeps): Koa.Middleware {
+/** Authenticates an admin call: a Deputy token for the admin resource with `deputy:admin`. */
+export function requireAdmin(deps: Pick<AdminDeps, 'authenticate' | 'audience'>): Koa.Middleware {
   return async function authenticateAdmin(ctx, next) {
     const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, ADMIN_SCOPE);
     ctx.state.auth = auth;
@@ -71,7 +72,7 @@ function requireAdmin(deps: AdminDeps): Koa.Middleware {
   };
 }
 
-async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+export async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
   ctx.set('Cache-Control', 'no-store');
   await next();
 }

@@ -10,6 +10,7 @@ import Koa from 'koa';
 import mount from 'koa-mount';
 import type Provider from 'oidc-provider';
 import type { AgentRegistry } from '../agents/registry.js';
+import type { ReceiptService } from '../audit/receipts.js';
 import type { DeputyConfig } from '../config/schema.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
@@ -19,6 +20,7 @@ import type { Store } from '../store/index.js';
 import { adminRoutes } from './admin.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
+import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate } from './util.js';
 
@@ -31,6 +33,7 @@ export interface AppDeps {
   agents: AgentRegistry;
   provider: Provider;
   verifier: AccessTokenVerifier;
+  receipts: ReceiptService;
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -49,6 +52,7 @@ export function createApp(deps: AppDeps): Koa {
   for (const router of [
     healthRoutes({ store: deps.store, keys: deps.keys }),
     adminRoutes({ agents: deps.agents, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes }),
+    receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }

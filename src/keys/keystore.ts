@@ -1,15 +1,19 @@
 /**
- * Deputy's key material: token-signing keys (a JWKS), the vault key-encryption key (KEK) and
- * server secrets (DPoP nonce secret, cookie keys).
+ * Deputy's key material: token-signing keys (a JWKS), receipt-signing keys (a separate JWKS),
+ * the vault key-encryption key (KEK) and server secrets (DPoP nonce secret, cookie keys).
  *
  * Sources, in order: environment variables (`DEPUTY_SIGNING_KEYS`, `DEPUTY_VAULT_KEK`,
- * `DEPUTY_SERVER_SECRETS`, each the JSON content of the matching file), then files in the keys
- * folder. Missing files are generated (mode 0600) only when generation is allowed, i.e. in
+ * `DEPUTY_SERVER_SECRETS`, `DEPUTY_RECEIPT_KEYS`, each the JSON content of the matching file),
+ * then files in the keys folder. Missing files are generated (mode 0600) only when generation is allowed, i.e. in
  * development. Private keys never leave this module except as the provider's signing JWKS.
  *
  * Signing-key lifecycle: exactly one key is `active` (signs); `retired` keys no longer sign but
  * stay in the published JWKS until every token they signed has expired (RFC 7517 §5 key sets;
  * retention = the longest token lifetime plus clock skew).
+ *
+ * Receipt keys are separate from token keys so that a receipt can never be mistaken for a token
+ * (and vice versa) and so that auditors pin only the receipt JWKS. Receipts are long-lived
+ * evidence: every receipt key, active or retired, stays published for good.
  *
  * @module
  */
@@ -19,6 +23,9 @@ import { join } from 'node:path';
 import { exportJWK, generateKeyPair, calculateJwkThumbprint, type JWK } from 'jose';
 
 export type SigningAlg = 'ES256' | 'RS256' | 'EdDSA';
+/** Receipt signatures: ES256 (RFC 7518 §3.4) or EdDSA (RFC 8037); compact and fast to verify offline. */
+export type ReceiptAlg = 'ES256' | 'EdDSA';
+export const RECEIPT_ALGS: readonly ReceiptAlg[] = ['ES256', 'EdDSA'];
 
 export interface SigningKeyRecord {
   /** Private JWK with `kid`, `alg` and `use: "sig"`. */
@@ -58,6 +65,7 @@ export interface KeyStoreOptions {
 export const SIGNING_KEYS_FILE = 'signing-keys.json';
 export const VAULT_KEK_FILE = 'vault-kek.json';
 export const SERVER_SECRETS_FILE = 'server-secrets.json';
+export const RECEIPT_KEYS_FILE = 'receipt-keys.json';
 /** Clock skew allowed to verifiers beyond a token's `exp` when deciding to drop a retired key. */
 const RETENTION_SKEW = 60;
 
@@ -77,21 +85,35 @@ export class KeyStore {
   readonly #readKeks: (() => readonly KekRecord[]) | undefined;
   readonly #secrets: ServerSecrets;
   readonly #retention: number;
+  readonly #receipt: readonly SigningKeyRecord[];
 
   constructor(
     signing: readonly SigningKeyRecord[],
     kek: readonly KekRecord[],
     secrets: ServerSecrets,
     maxTokenLifetime: number,
+    receipt: readonly SigningKeyRecord[],
     readKeks?: () => readonly KekRecord[],
   ) {
     assertOneActive(signing.map((k) => k.status), 'signing keys');
     assertOneActive(kek.map((k) => k.status), 'vault key-encryption keys');
+    assertOneActive(receipt.map((k) => k.status), 'receipt keys');
     this.#signing = signing;
     this.#kek = kek;
     this.#readKeks = readKeks;
     this.#secrets = secrets;
     this.#retention = maxTokenLifetime + RETENTION_SKEW;
+    this.#receipt = receipt;
+  }
+
+  /** The key that signs new receipts. */
+  get activeReceiptKey(): SigningKeyRecord & { jwk: { alg: ReceiptAlg } } {
+    return this.#receipt.find((k) => k.status === 'active')! as SigningKeyRecord & { jwk: { alg: ReceiptAlg } };
+  }
+
+  /** Public receipt keys: all of them, retired included (receipts are kept indefinitely). */
+  receiptJwks(): { keys: JWK[] } {
+    return { keys: this.#receipt.map((k) => toPublicJwk(k.jwk)) };
   }
 
   /** The key that signs new tokens. */
@@ -149,10 +171,13 @@ export async function loadKeyStore(options: KeyStoreOptions): Promise<KeyStore> 
   }), parseKekFile);
   const secrets = await loadOrCreate(options, env.DEPUTY_SERVER_SECRETS, 'DEPUTY_SERVER_SECRETS', SERVER_SECRETS_FILE, async () =>
     generateServerSecrets(), parseSecretsFile);
+  const receipt = await loadOrCreate(options, env.DEPUTY_RECEIPT_KEYS, 'DEPUTY_RECEIPT_KEYS', RECEIPT_KEYS_FILE, async () => ({
+    keys: [await generateSigningKey('ES256')],
+  }), parseReceiptFile);
   // The environment of a running process does not change: only a file can bring a rotated KEK.
   const kekPath = join(options.dir, VAULT_KEK_FILE);
   const readKeks = env.DEPUTY_VAULT_KEK ? undefined : () => parseKekFile(readFileOrThrow(kekPath), kekPath).keys;
-  return new KeyStore(signing.keys, kek.keys, secrets, options.maxTokenLifetime, readKeks);
+  return new KeyStore(signing.keys, kek.keys, secrets, options.maxTokenLifetime, receipt.keys, readKeks);
 }
 
 /**
@@ -232,6 +257,19 @@ export function pruneVaultKeks(options: {
 function readKekSet(options: { dir: string; json?: string }): { path: string; current: KekRecord[] } {
   const path = options.json === undefined ? join(options.dir, VAULT_KEK_FILE) : 'DEPUTY_VAULT_KEK';
   return { path, current: parseKekFile(options.json ?? readFileOrThrow(path), path).keys };
+}
+
+/**
+ * Rotates receipt keys in `dir`: the active key retires and a new one becomes active. Unlike
+ * token keys, no receipt key is ever dropped: receipts signed years ago must still verify.
+ */
+export async function rotateReceiptKeys(dir: string, alg: ReceiptAlg, now = epoch()): Promise<string> {
+  const path = join(dir, RECEIPT_KEYS_FILE);
+  const file = parseReceiptFile(readFileOrThrow(path), path);
+  const kept = file.keys.map((k): SigningKeyRecord => (k.status === 'active' ? { ...k, status: 'retired', retiredAt: now } : k));
+  const next = await generateSigningKey(alg, now);
+  writeSecretFile(path, { keys: [next, ...kept] }, true);
+  return next.jwk.kid;
 }
 
 async function loadOrCreate<T>(
@@ -331,6 +369,16 @@ function parseSigningFile(text: string, where: string): { keys: SigningKeyRecord
     return r as SigningKeyRecord;
   });
   return { keys };
+}
+
+/** A signing-key file whose keys may only be receipt algorithms (ES256, EdDSA). */
+function parseReceiptFile(text: string, where: string): { keys: SigningKeyRecord[] } {
+  const file = parseSigningFile(text, where);
+  file.keys.forEach((k, i) => {
+    if (!(RECEIPT_ALGS as readonly string[]).includes(k.jwk.alg)) throw new KeyError(`${where}: keys[${i}].jwk.alg must be ES256 or EdDSA for receipts`);
+  });
+  assertOneActive(file.keys.map((k) => k.status), `${where}: receipt keys`);
+  return file;
 }
 
 function parseKekFile(text: string, where: string): { keys: KekRecord[] } {

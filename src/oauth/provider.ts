@@ -52,6 +52,8 @@ export interface ProviderDeps {
   onServerError?: (err: unknown) => void;
   /** Custom grants to register (token exchange). */
   grants?: ReadonlyArray<GrantRegistration>;
+  /** Extra discovery metadata (RFC 8414 §2 allows additional members), e.g. `receipts_jwks_uri`. */
+  discovery?: Readonly<Record<string, unknown>>;
 }
 
 /** A grant for `Provider#registerGrantType` (node-oidc-provider §Custom Grant Types). */
@@ -159,6 +161,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         },
       },
     },
+    ...(deps.discovery ? { discovery: { ...deps.discovery } } : {}),
     // P2 in shared/notes/oauth-libraries.md: without this, `extra` set by a grant is dropped.
     extraTokenClaims: (_ctx, token) => (token as { extra?: Record<string, unknown> }).extra,
     renderError: (ctx, out) => {

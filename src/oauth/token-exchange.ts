@@ -15,8 +15,9 @@
  *    request, the agent, and the subject token.
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
  * 8. `checkDpopReplay` — the proof `jti` recorded once, across instances (insert-or-fail).
- * 9. `issue` — sign the RFC 9068 JWT, then record it (and the encrypted upstream token) in one
- *    transaction. A failed exchange writes nothing but the proof's replay entry.
+ * 9. `issue` — sign the RFC 9068 JWT, then record it (and the encrypted upstream token) and its
+ *    `permit` receipt (src/audit) in one transaction. A failed exchange writes nothing but the
+ *    proof's replay entry and, when policy refused it at step 7, a `deny` receipt.
  *
  * @module
  */
@@ -25,6 +26,9 @@ import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey 
 import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 import validateDpop, { getDpopJwt, type DpopResult } from 'oidc-provider/lib/helpers/validate_dpop.js';
 import type { Agent, AgentRegistry } from '../agents/registry.js';
+import { requestDigest, type DigestValue } from '../audit/digest.js';
+import type { ReceiptInput } from '../audit/receipt.js';
+import type { ReceiptAppender } from '../audit/receipts.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
@@ -69,6 +73,8 @@ export interface TokenExchangeDeps {
   verifier: AccessTokenVerifier;
   records: TokenRecords;
   authorizer: DelegationAuthorizer;
+  /** Where each exchange's receipt goes (a `permit` with the token record, a `deny` on refusal). */
+  receipts: ReceiptAppender;
   keys: KeyStore;
   /** Lifetime of issued tokens, in seconds (capped by the subject token's expiry). */
   accessTokenTTL: number;
@@ -235,13 +241,45 @@ function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Su
   return granted;
 }
 
-async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[]): Promise<void> {
+/** Step 7. A refusal is a `delegate` decision too: it gets a `deny` receipt (its only write). */
+async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<void> {
   try {
     await deps.authorizer.authorize({ user: subject.user, agent, chain, audience, scopes });
   } catch (err) {
-    if (err instanceof DelegationDenied) throw oauthError(err.error, err.description);
+    if (err instanceof DelegationDenied) {
+      // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
+      await deps.receipts.append({ ...receipt, decision: 'deny', reason: err.description }).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
+      throw oauthError(err.error, err.description);
+    }
     throw err;
   }
+}
+
+/**
+ * The exchange's receipt, `permit` until decided otherwise. `requestDigest` covers the RFC 8693
+ * parameters, the client and the DPoP key and proof `jti`: whoever holds the request can match
+ * it; the receipt itself holds no token (DESIGN invariant).
+ */
+function exchangeReceipt(ctx: KoaContextWithOIDC, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], dpop: DpopResult): ReceiptInput {
+  const params = (ctx.oidc.params ?? {}) as Record<string, unknown>;
+  const request: Record<string, DigestValue> = { grant_type: TOKEN_EXCHANGE_GRANT, client_id: agent.id, dpop_jkt: dpop.thumbprint, dpop_jti: dpop.jti };
+  for (const name of TOKEN_EXCHANGE_PARAMETERS) {
+    const v = params[name];
+    if (v !== undefined && v !== null && v !== '') request[name] = Array.isArray(v) ? v.map(String) : String(v);
+  }
+  const requestId = (ctx.state as { requestId?: unknown }).requestId;
+  return {
+    agent: agent.id,
+    user: subject.user.id,
+    chain,
+    event: 'token_exchange',
+    action: 'delegate',
+    resource: audience,
+    decision: 'permit',
+    scope: scopes.join(' '),
+    requestDigest: requestDigest(request),
+    ...(typeof requestId === 'string' ? { requestId } : {}),
+  };
 }
 
 /** A handoff audience must name an active agent; the token then carries `may_act` for it. */
@@ -262,7 +300,7 @@ interface Issued {
 async function issue(
   ctx: KoaContextWithOIDC,
   deps: TokenExchangeDeps,
-  input: { agent: Agent; subject: Subject; subjectToken: string; chain: DelegationChain; audience: string; scopes: string[]; dpop: DpopResult; mayAct: Record<string, unknown> | undefined },
+  input: { agent: Agent; subject: Subject; subjectToken: string; chain: DelegationChain; audience: string; scopes: string[]; dpop: DpopResult; mayAct: Record<string, unknown> | undefined; receipt: ReceiptInput },
 ): Promise<Issued> {
   const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
   const now = Math.floor(Date.now() / 1000);
@@ -319,6 +357,8 @@ async function issue(
         issuedAt: now,
         expiresAt: now + expiresIn,
       });
+      // Last, so the agent's chain head is locked only for the end of this transaction.
+      await deps.receipts.append({ ...input.receipt, tokenId: jti }, tx);
     });
   } catch (err) {
     if (err instanceof ParentRevoked) throw oauthError('invalid_grant', 'the subject token has been revoked');
@@ -350,11 +390,12 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const chain = extendChain(subject.chain, agent.id);
   const audience = chooseAudience(request.targets, agent);
   const scopes = chooseScopes(request.scopes, agent, subject);
-  await authorize(deps, agent, subject, chain, audience, scopes);
+  const receipt = exchangeReceipt(ctx, agent, subject, chain, audience, scopes, dpop);
+  await authorize(deps, agent, subject, chain, audience, scopes, receipt);
   const mayAct = await handoffMayAct(deps, audience);
 
   await checkDpopReplay(ctx, dpop, clientId);
-  const issued = await issue(ctx, deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct });
+  const issued = await issue(ctx, deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
 
   ctx.body = {
     access_token: issued.value,

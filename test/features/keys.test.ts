@@ -148,8 +148,9 @@ describe('generated keys, restart and rotation', () => {
 });
 
 describe('keys from the environment', () => {
-  it('starts on DEPUTY_SIGNING_KEYS / DEPUTY_VAULT_KEK / DEPUTY_SERVER_SECRETS, writing no file', async () => {
+  it('starts on DEPUTY_SIGNING_KEYS / DEPUTY_VAULT_KEK / DEPUTY_SERVER_SECRETS / DEPUTY_RECEIPT_KEYS, writing no file', async () => {
     const signing = await generateSigningKey('ES256');
+    const receipt = await generateSigningKey('EdDSA');
     const kek = { kid: 'kek-env', k: randomBytes(32).toString('base64url'), status: 'active', createdAt: 1 };
     const secrets = { dpopNonceSecret: randomBytes(32).toString('base64url'), cookieKeys: [randomBytes(32).toString('base64url')] };
     const keysDir = fresh('env-keys');
@@ -161,12 +162,14 @@ describe('keys from the environment', () => {
         DEPUTY_SIGNING_KEYS: JSON.stringify({ keys: [signing] }),
         DEPUTY_VAULT_KEK: JSON.stringify({ keys: [kek] }),
         DEPUTY_SERVER_SECRETS: JSON.stringify(secrets),
+        DEPUTY_RECEIPT_KEYS: JSON.stringify({ keys: [receipt] }),
       },
     });
     try {
       expect(deputy.keys.activeSigningKey.jwk.kid).toBe(signing.jwk.kid);
       expect(deputy.keys.vaultKeks().active.kid).toBe('kek-env');
       expect(deputy.keys.dpopNonceSecret.toString('base64url')).toBe(secrets.dpopNonceSecret);
+      expect(deputy.keys.activeReceiptKey.jwk.kid).toBe(receipt.jwk.kid);
       expect(readdirSync(keysDir)).toEqual([]);
 
       const published = (await servedJwks(deputy)).keys;
