@@ -27,6 +27,7 @@ import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
 import { agentTokenIntrospection } from './oauth/introspection.js';
 import { tokenExchangeGrant } from './oauth/token-exchange.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
+import { PolicyLoadError, startPdp, type PdpService } from './pdp/service.js';
 import { migrate, openStore, type Store } from './store/index.js';
 
 export interface StartOptions {
@@ -47,6 +48,8 @@ export interface DeputyServer {
   readonly provider: Provider;
   readonly records: TokenRecords;
   readonly revocations: RevocationCache;
+  /** The AuthZEN PDP (Cedar policies, delegation-chain evaluation). */
+  readonly pdp: PdpService;
   readonly logger: Logger;
   /** Signed receipts in per-agent hash chains (DESIGN capability 4). */
   readonly receipts: ReceiptService;
@@ -85,11 +88,12 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const verifier = new AccessTokenVerifier({ issuer, keys, dpop });
     const records = new TokenRecords(store);
     const revocations = new RevocationCache(records);
+    const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
     const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
     const exchange = tokenExchangeGrant({
       issuer, store, agents, verifier, records, keys, logger,
       federation: new FederationVerifier(config.trustedIssuers),
-      authorizer: new RegistryAuthorizer(config.tokens.maxChainDepth),
+      authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
       receipts,
       accessTokenTTL: config.tokens.accessTokenTTL,
       dpopIatWindowSeconds: config.dpop.iatWindowSeconds,
@@ -116,7 +120,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       revocations.forget(revoked);
       if (revoked.length) logger.info({ agent: agent.id, revoked: revoked.length }, 'tokens of disabled agent revoked');
     });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts });
+    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp });
     server.removeAllListeners('request');
     server.on('request', app.callback());
 
@@ -128,9 +132,10 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts,
+      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
+        pdp.close();
         await closeServer(server, graceMs);
         await receipts.flush();
         await store.close();
@@ -185,7 +190,7 @@ async function main(): Promise<void> {
   try {
     deputy = await startDeputy({ config, logger });
   } catch (err) {
-    if (err instanceof KeyError) process.stderr.write(`deputy: ${err.message}\n`);
+    if (err instanceof KeyError || err instanceof PolicyLoadError) process.stderr.write(`deputy: ${err.message}\n`);
     else logger.fatal({ err }, 'start failed');
     process.exit(1);
   }
@@ -205,6 +210,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // SIGHUP reloads the Cedar policy set; a refused set is logged and the previous one keeps serving.
+  process.on('SIGHUP', () => void deputy.pdp.reload('signal').catch(() => undefined));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

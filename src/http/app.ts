@@ -16,8 +16,10 @@ import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { deputyResources } from '../oauth/provider.js';
+import type { PdpService } from '../pdp/service.js';
 import type { Store } from '../store/index.js';
 import { adminRoutes } from './admin.js';
+import { pdpRoutes } from './authzen.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
 import { receiptRoutes } from './receipts.js';
@@ -34,6 +36,8 @@ export interface AppDeps {
   provider: Provider;
   verifier: AccessTokenVerifier;
   receipts: ReceiptService;
+  /** The AuthZEN PDP and its policy admin routes. */
+  pdp: PdpService;
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -53,6 +57,7 @@ export function createApp(deps: AppDeps): Koa {
     healthRoutes({ store: deps.store, keys: deps.keys }),
     adminRoutes({ agents: deps.agents, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes }),
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
+    ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate }),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }

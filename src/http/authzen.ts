@@ -17,11 +17,15 @@
  */
 import Router from '@koa/router';
 import type Koa from 'koa';
+import type { DeputyConfig } from '../config/schema.js';
 import { InvalidRequest, PayloadTooLarge } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
+import { deputyResources } from '../oauth/provider.js';
 import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type Explain, type SearchKind } from '../pdp/authzen.js';
 import type { PolicyDecisionPoint } from '../pdp/pdp.js';
 import type { Search } from '../pdp/search.js';
+import type { PdpService } from '../pdp/service.js';
+import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 
 export const AUTHZEN_SCOPE = 'authzen:evaluate';
@@ -147,4 +151,25 @@ async function echoRequestId(ctx: Koa.Context, next: Koa.Next): Promise<void> {
 async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
   ctx.set('Cache-Control', 'no-store');
   await next();
+}
+
+/** Every PDP router for the app: the AuthZEN API and metadata, and the policy admin routes. */
+export function pdpRoutes(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate }): Router[] {
+  const { config, issuer, pdp, authenticate } = deps;
+  const resources = deputyResources(issuer);
+  return [
+    authzenRoutes({
+      pdp: pdp.pdp,
+      search: pdp.search,
+      issuer,
+      authenticate,
+      audience: resources.access,
+      auth: config.pdp.auth,
+      adminReasons: config.pdp.adminReasons,
+      bodyLimitBytes: config.server.bodyLimitBytes,
+      maxBatch: config.pdp.maxBatch,
+      maxJsonDepth: config.pdp.maxJsonDepth,
+    }),
+    policyAdminRoutes({ pdp, authenticate, audience: resources.admin }),
+  ];
 }

@@ -54,7 +54,15 @@ export class ProjectionError extends Error {
 
 /** Cedar extension types and the constructor function each takes its string form with. */
 const EXTENSIONS: Readonly<Record<string, string>> = { ipaddr: 'ip', decimal: 'decimal', datetime: 'datetime', duration: 'duration' };
-const PRIMITIVES = new Set(['String', 'Long', 'Boolean', 'Set', 'Record', 'Entity', 'EntityOrCommon', 'Extension']);
+const PRIMITIVES = new Set(['String', 'Long', 'Boolean', 'Bool', 'Set', 'Record', 'Entity', 'EntityOrCommon', 'Extension']);
+/** Names the JSON form may carry for built-in types (`Bool` from the text syntax, `__cedar::` qualified). */
+const BUILTIN_ALIASES: Readonly<Record<string, string>> = {
+  Bool: 'Boolean',
+  '__cedar::Bool': 'Boolean',
+  '__cedar::Boolean': 'Boolean',
+  '__cedar::String': 'String',
+  '__cedar::Long': 'Long',
+};
 
 export class SchemaInfo {
   readonly entityTypes: ReadonlyMap<string, EntityTypeInfo>;
@@ -128,7 +136,7 @@ export class SchemaInfo {
   /** Projects `value` onto `type` (see the module comment). */
   project(value: unknown, type: SchemaType, path: string): CedarValueJson {
     const t = this.#resolve(type);
-    switch (t.type) {
+    switch (BUILTIN_ALIASES[t.type] ?? t.type) {
       case 'String':
         if (typeof value !== 'string') throw new ProjectionError(path, 'a string');
         return value;
@@ -191,7 +199,7 @@ export class SchemaInfo {
   /** Follows common-type references (`{ "type": "Ns::Chain" }`) to the structural type. */
   #resolve(type: SchemaType): SchemaType {
     let t = type;
-    for (let hops = 0; hops < 32 && !PRIMITIVES.has(t.type) && !EXTENSIONS[t.type]; hops++) {
+    for (let hops = 0; hops < 32 && !PRIMITIVES.has(t.type) && !EXTENSIONS[t.type] && !BUILTIN_ALIASES[t.type]; hops++) {
       const common = this.#commonTypes.get(t.type);
       if (common) {
         t = { ...common, ...(t.required === false ? { required: false } : {}) };

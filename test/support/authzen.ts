@@ -1,0 +1,60 @@
+/**
+ * A Deputy serving a given Cedar policy folder, with a PEP client that holds a real
+ * `authzen:evaluate` token (client_credentials, private_key_jwt), and JSON POST helpers.
+ */
+import { fileURLToPath } from 'node:url';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type ClientKeys } from './clients.js';
+import { json, type Json } from './http.js';
+import { startTestDeputy, type TestDeputy } from './server.js';
+
+export const REPO = fileURLToPath(new URL('../../', import.meta.url));
+export const EXAMPLES = `${REPO}config/policies/examples`;
+export const FIXTURES = `${REPO}test/fixtures/authzen`;
+
+export interface PdpHarness {
+  deputy: TestDeputy;
+  /** A PEP access token (scope authzen:evaluate, audience <issuer>/access). */
+  pepToken: string;
+  /** An admin token (scope deputy:admin). */
+  adminToken: string;
+  pep: { id: string; keys: ClientKeys };
+  admin: { id: string; keys: ClientKeys };
+  /** POSTs JSON to `path` as the PEP; returns status, headers and parsed body. */
+  post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; headers: Headers; body: Json }>;
+  stop(): Promise<void>;
+}
+
+export async function startPdpHarness(options: { policies: string; config?: ConfigInput }): Promise<PdpHarness> {
+  const adminClient = await adminSetup();
+  const pepKeys = await clientKeys();
+  const input = options.config ?? {};
+  const deputy = await startTestDeputy({
+    config: {
+      ...input,
+      pdp: { policies: options.policies, watch: false, ...input.pdp },
+      admin: { clients: [adminClient.config, { client_id: 'test-pep', scopes: ['authzen:evaluate'], jwks: pepKeys.jwks }, ...(input.admin?.clients ?? [])] },
+    },
+  });
+  const pepToken = await clientCredentialsToken(await oauthClient(deputy.issuer, 'test-pep', pepKeys), 'authzen:evaluate');
+  const adminToken = await clientCredentialsToken(await oauthClient(deputy.issuer, adminClient.clientId, adminClient.keys), 'deputy:admin');
+  return {
+    deputy,
+    pepToken,
+    adminToken,
+    pep: { id: 'test-pep', keys: pepKeys },
+    admin: { id: adminClient.clientId, keys: adminClient.keys },
+    async post(path, body, headers = {}) {
+      const res = await fetch(`${deputy.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${pepToken}`, ...headers },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await res.text();
+      return { status: res.status, headers: res.headers, body: text ? (JSON.parse(text) as Json) : {} };
+    },
+    stop: () => deputy.stop(),
+  };
+}
+
+export { json };
