@@ -102,7 +102,7 @@ export class DelegatedSubjects {
     // 4. Agents registered and active; each link passes the registry's rules as they are now.
     const agents = new Map<string, Agent>();
     for (const id of new Set(chain)) {
-      const agent = await this.#agents.get(id, now);
+      const agent = await this.#agents.get(id);
       const position = chain.indexOf(id) + 1;
       const depth = chain.length;
       if (!agent) return { kind: 'invalid', reason: 'invalid_chain', message: `agent "${id}" at link ${position} is not registered`, position, depth, agentId: id };

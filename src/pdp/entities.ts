@@ -1,8 +1,8 @@
 /**
  * Cedar entities for a decision, and the caches that keep the store off the decision path.
  *
- * - Agents come from the registry through {@link AgentCache}: cached for a bounded time and
- *   dropped at once when the registry reports a change made through this instance.
+ * - Agents come from the registry through {@link AgentCache} (the registry's read cache; the
+ *   list for subject search cached here), dropped at once on a change made through this instance.
  * - Users of delegated subjects come from the token record (attributes the IdP asserted at
  *   exchange time), optionally completed by the policy set's own entity data.
  * - Plain subjects and resources come from the policy set's entity data (which wins) completed
@@ -40,30 +40,26 @@ export class UnknownEntityType extends Error {
   }
 }
 
-/** Registry agents for the PDP, cached (see the module comment). */
+/**
+ * Registry agents for the PDP. Single agents come from the registry's own read cache (bounded
+ * staleness, dropped at once on a local change: src/agents/registry.ts); the full list (subject
+ * search over agents) is cached here for `ttlSeconds` and dropped on any local change.
+ */
 export class AgentCache {
   readonly #registry: AgentRegistry;
   readonly #ttlMs: number;
-  readonly #entries = new Map<string, { agent: Agent | undefined; until: number }>();
   #all: { agents: Agent[]; until: number } | undefined;
-  static readonly MAX_ENTRIES = 10_000;
 
   constructor(registry: AgentRegistry, ttlSeconds: number) {
     this.#registry = registry;
     this.#ttlMs = ttlSeconds * 1000;
-    registry.onChange((agent) => {
-      this.#entries.delete(agent.id);
+    registry.onChange(() => {
       this.#all = undefined;
     });
   }
 
-  async get(id: string, now = Date.now()): Promise<Agent | undefined> {
-    const hit = this.#entries.get(id);
-    if (hit && hit.until > now) return hit.agent;
-    const agent = await this.#registry.get(id);
-    if (this.#entries.size >= AgentCache.MAX_ENTRIES) this.#entries.clear();
-    this.#entries.set(id, { agent, until: now + this.#ttlMs });
-    return agent;
+  get(id: string): Promise<Agent | undefined> {
+    return this.#registry.get(id);
   }
 
   /** Every registered agent (subject search), up to `max`. */

@@ -103,4 +103,64 @@ describe('AuthZEN interop: search (subject, resource, action) and IdP', () => {
     expect(list.some((c) => (c.expected as { results: unknown[] }).results.length > 0)).toBe(true);
     expect(await run(h, `/access/v1/search/${kind}`, list, sameResults(keyOf))).toEqual([]);
   });
+
+  describe('pagination (§8.2) and search semantics (§8.3–8.5)', () => {
+    const query = { subject: { type: 'user', id: 'alice' }, action: { name: 'view' }, resource: { type: 'record' } };
+
+    it('pages with opaque tokens: count per page, total, and next_token "" on the last page', async () => {
+      const ids: string[] = [];
+      const counts: number[] = [];
+      let page: Json = { limit: 7 };
+      for (let i = 0; i < 10; i++) {
+        const res = await h.post('/access/v1/search/resource', { ...query, page });
+        expect(res.status).toBe(200);
+        expect(Object.keys(res.body)[0]).toBe('page');
+        expect(res.body.page.total).toBe(20);
+        counts.push(res.body.page.count);
+        ids.push(...(res.body.results as Json[]).map((r) => r.id as string));
+        if (res.body.page.next_token === '') break;
+        page = { token: res.body.page.next_token };
+      }
+      expect(counts).toEqual([7, 7, 6]);
+      expect(ids).toEqual(Array.from({ length: 20 }, (_, i) => String(101 + i)));
+    });
+
+    it('a token used with another request, with another limit, or forged is a 400', async () => {
+      const first = await h.post('/access/v1/search/resource', { ...query, page: { limit: 5 } });
+      const token = first.body.page.next_token as string;
+      expect(token).not.toBe('');
+      const other = await h.post('/access/v1/search/resource', { ...query, action: { name: 'edit' }, page: { token } });
+      expect(other.status).toBe(400);
+      expect(other.body.error_description).toMatch(/different search request/);
+      expect((await h.post('/access/v1/search/resource', { ...query, page: { token, limit: 6 } })).status).toBe(400);
+      expect((await h.post('/access/v1/search/resource', { ...query, page: { token: 'eyJvIjo1fQ' } })).status).toBe(400);
+      expect((await h.post('/access/v1/search/resource', { ...query, page: { limit: -1 } })).status).toBe(400);
+      // The older drafts' `page.next_token` in a request is read as the token; the same limit may be repeated.
+      const second = await h.post('/access/v1/search/resource', { ...query, page: { next_token: token, limit: 5 } });
+      expect((second.body.results as Json[]).map((r) => r.id)).toEqual(['106', '107', '108', '109', '110']);
+    });
+
+    it('ignores the id of the searched entity; an unknown type or action is an empty result', async () => {
+      const withId = await h.post('/access/v1/search/resource', { ...query, resource: { type: 'record', id: '999' } });
+      expect(withId.body.page.total).toBe(20);
+      const subjects = await h.post('/access/v1/search/subject', { subject: { type: 'user', id: 'zed' }, action: { name: 'delete' }, resource: { type: 'record', id: '101' } });
+      expect(subjects.body.results).toEqual([{ type: 'user', id: 'alice' }]);
+      for (const [kind, body] of [
+        ['resource', { ...query, resource: { type: 'spaceship' } }],
+        ['subject', { subject: { type: 'robot' }, action: { name: 'view' }, resource: { type: 'record', id: '101' } }],
+        ['action', { subject: { type: 'user', id: 'alice' }, resource: { type: 'spaceship', id: '1' } }],
+        ['resource', { ...query, action: { name: 'fly' } }],
+      ] as const) {
+        const res = await h.post(`/access/v1/search/${kind}`, body);
+        expect(res.status).toBe(200);
+        expect(res.body).toMatchObject({ results: [], page: { next_token: '', count: 0, total: 0 } });
+      }
+    });
+
+    it('a search request without its required members is a 400', async () => {
+      expect((await h.post('/access/v1/search/resource', { subject: { type: 'user', id: 'alice' }, resource: { type: 'record' } })).status).toBe(400);
+      expect((await h.post('/access/v1/search/subject', { subject: { id: 'x' }, action: { name: 'view' }, resource: { type: 'record', id: '1' } })).status).toBe(400);
+      expect((await h.post('/access/v1/search/action', { subject: { type: 'user', id: 'alice' } })).status).toBe(400);
+    });
+  });
 });
