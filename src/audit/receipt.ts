@@ -177,7 +177,7 @@ export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: strin
     action: input.action,
     resource: input.resource,
     decision: input.decision,
-    policies: [...(input.policies ?? [])],
+    policies: [...new Set(input.policies ?? [])],
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Partial<ReceiptClaims>),
   };
 }

@@ -35,20 +35,29 @@ export interface DelegationRequest {
 /** Which check refused, as an OAuth error code (RFC 6749 §5.2, RFC 8693 §2.2.2). */
 export type DenialCode = 'invalid_scope' | 'invalid_target' | 'invalid_grant' | 'unauthorized_client';
 
-/** A refused delegation. `description` names the failed check; it becomes `error_description`. */
+/**
+ * A refused delegation. `description` names the failed check; it becomes `error_description`.
+ * `policies` are the ids of the policies that refused (recorded in the exchange's receipt).
+ */
 export class DelegationDenied extends Error {
   constructor(
     readonly error: DenialCode,
     readonly description: string,
+    readonly policies: readonly string[] = [],
   ) {
     super(description);
     this.name = 'DelegationDenied';
   }
 }
 
+/** What a permit may report: the ids of the policies that decided (recorded in the receipt). */
+export interface DelegationPermit {
+  policies: readonly string[];
+}
+
 export interface DelegationAuthorizer {
-  /** Resolves when allowed; rejects with {@link DelegationDenied} otherwise. */
-  authorize(request: DelegationRequest): Promise<void>;
+  /** Resolves when allowed (with the deciding policies, if any); rejects with {@link DelegationDenied} otherwise. */
+  authorize(request: DelegationRequest): Promise<void | DelegationPermit>;
 }
 
 /** Whether `agent` may target `audience`: listed, or a handoff covered by `urn:deputy:agent:*`. */

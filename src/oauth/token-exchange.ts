@@ -241,14 +241,19 @@ function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Su
   return granted;
 }
 
-/** Step 7. A refusal is a `delegate` decision too: it gets a `deny` receipt (its only write). */
-async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<void> {
+/**
+ * Step 7. Returns the receipt completed with the deciding policies. A refusal is a `delegate`
+ * decision too: it gets a `deny` receipt (its only write).
+ */
+async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<ReceiptInput> {
   try {
-    await deps.authorizer.authorize({ user: subject.user, agent, chain, audience, scopes });
+    const permit = await deps.authorizer.authorize({ user: subject.user, agent, chain, audience, scopes });
+    return permit ? { ...receipt, policies: permit.policies } : receipt;
   } catch (err) {
     if (err instanceof DelegationDenied) {
       // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
-      await deps.receipts.append({ ...receipt, decision: 'deny', reason: err.description }).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
+      const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: err.description, policies: err.policies };
+      await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
       throw oauthError(err.error, err.description);
     }
     throw err;
@@ -390,8 +395,7 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const chain = extendChain(subject.chain, agent.id);
   const audience = chooseAudience(request.targets, agent);
   const scopes = chooseScopes(request.scopes, agent, subject);
-  const receipt = exchangeReceipt(ctx, agent, subject, chain, audience, scopes, dpop);
-  await authorize(deps, agent, subject, chain, audience, scopes, receipt);
+  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(ctx, agent, subject, chain, audience, scopes, dpop));
   const mayAct = await handoffMayAct(deps, audience);
 
   await checkDpopReplay(ctx, dpop, clientId);

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { DelegationDenied, RegistryAuthorizer, type DelegationAuthorizer, type DelegationRequest } from '../oauth/delegation-authorizer.js';
+import { DelegationDenied, RegistryAuthorizer, type DelegationAuthorizer, type DelegationPermit, type DelegationRequest } from '../oauth/delegation-authorizer.js';
 import type { PolicyDecisionPoint } from './pdp.js';
 
 export class PdpDelegationAuthorizer implements DelegationAuthorizer {
@@ -23,13 +23,13 @@ export class PdpDelegationAuthorizer implements DelegationAuthorizer {
     this.#pdp = pdp;
   }
 
-  async authorize(request: DelegationRequest): Promise<void> {
+  async authorize(request: DelegationRequest): Promise<DelegationPermit> {
     await this.#registry.authorize(request);
     const decision = await this.#pdp.decideDelegation(request);
-    if (decision.decision) return;
+    if (decision.decision) return { policies: decision.policies };
     const { denial } = decision;
     const code = denial.link?.type === 'Agent' ? 'unauthorized_client' : 'invalid_grant';
     const policies = denial.policies.length > 0 ? ` (policy ${denial.policies.map((p) => `"${p}"`).join(', ')})` : '';
-    throw new DelegationDenied(code, `delegation denied by the PDP: ${denial.admin}${policies && !denial.admin.includes('policy') ? policies : ''}`);
+    throw new DelegationDenied(code, `delegation denied by the PDP: ${denial.admin}${policies && !denial.admin.includes('policy') ? policies : ''}`, denial.policies);
   }
 }

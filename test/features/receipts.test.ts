@@ -5,7 +5,7 @@
  * tampering where it happened; chains stay linear under concurrency and across instances.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -26,6 +26,7 @@ import { startTestDeputy, type TestDeputy } from '../support/server.js';
 
 const run = promisify(execFile);
 const API = 'https://api.example.com';
+const PAY = 'https://pay.example.com';
 const handoff = (id: string) => `urn:deputy:agent:${id}`;
 
 let idp: MockIdp;
@@ -39,6 +40,13 @@ beforeAll(async () => {
   idp = await startMockIdp();
   admin = await adminSetup();
   tmp = mkdtempSync(join(tmpdir(), 'deputy-receipts-'));
+  // The default policies plus one Cedar forbid, so that a policy decides a refusal.
+  mkdirSync(join(tmp, 'policies'));
+  for (const f of ['default.cedar', 'schema.cedarschema']) copyFileSync(join('config/policies', f), join(tmp, 'policies', f));
+  writeFileSync(
+    join(tmp, 'policies', 'payments.cedar'),
+    `@id("no-pay-delegation")\n@reason("Payments are never delegated.")\nforbid (principal, action == Action::"delegate", resource == Audience::"${PAY}");\n`,
+  );
   for (const id of ['agent-a', 'agent-b', 'agent-p']) keys[id] = await clientKeys();
 });
 afterAll(async () => {
@@ -50,10 +58,11 @@ const config = (extra: ConfigInput = {}): ConfigInput => ({
   admin: { clients: [admin.config] },
   trustedIssuers: [idp.issuerConfig('okta')],
   agents: [
-    agentConfig('agent-a', keys['agent-a']!, { scopes: ['deputy.read'], audiences: [API, handoff('agent-b')] }),
+    agentConfig('agent-a', keys['agent-a']!, { scopes: ['deputy.read'], audiences: [API, PAY, handoff('agent-b')] }),
     agentConfig('agent-b', keys['agent-b']!, { scopes: ['deputy.read'], audiences: [API] }),
     agentConfig('agent-p', keys['agent-p']!, { scopes: ['deputy.read'], audiences: [API] }),
   ],
+  pdp: { policies: join(tmp, 'policies') },
   ...extra,
 });
 
@@ -203,13 +212,15 @@ describe('a scripted session on one instance', () => {
       user,
       chain: ['agent-a'],
       scope: 'deputy.read',
-      policies: [],
+      // Cedar's `delegate` permit decided (for the user and the agent: one id).
+      policies: ['delegate'],
       token_id: issued[0]!.jti,
       request_id: issued[0]!.requestId,
       request_digest: issued[0]!.digest,
       prev: genesisHash('agent-a'),
     });
-    expect(claims[1]).toMatchObject({ scope: 'openid', reason: 'agent "agent-a" is not allowed the scope "openid"' });
+    // Refused by the registry's rules, before any policy: no policy id.
+    expect(claims[1]).toMatchObject({ scope: 'openid', reason: 'agent "agent-a" is not allowed the scope "openid"', policies: [] });
     expect(claims[1]).not.toHaveProperty('token_id');
     expect(claims[2]!.token_id).toBe(issued[1]!.jti);
     expect(decodeProtectedHeader(lines[0]!.receipt)).toEqual({ alg: 'ES256', kid: deputy.keys.activeReceiptKey.jwk.kid, typ: 'deputy-receipt+jwt' });
@@ -341,15 +352,22 @@ describe('a scripted session on one instance', () => {
     const a = { id: 'agent-a', keys: keys['agent-a']!, dpop: agents['agent-a']!.dpop };
     const user = await idp.oktaAccessToken();
     secrets.add(user);
-    // Refused before the decision (no `resource` the agent may use): nothing written.
-    expect((await json(await rawExchange(deputy.url, deputy.issuer, a, { subject_token: user, resource: 'https://other.example.com', scope: 'openid' }))).error).toMatch(/invalid_/);
+    // Refused before the decision (a scope the user's token does not grant): nothing written.
+    expect((await json(await rawExchange(deputy.url, deputy.issuer, a, { subject_token: user, resource: API, scope: 'calendar.write' }))).error).toBe('invalid_scope');
     const afterFirst = await count('receipts');
     // Refused by the decision: one deny receipt, no token, no vault secret.
     expect((await json(await rawExchange(deputy.url, deputy.issuer, a, { subject_token: user, resource: API, scope: 'profile' }))).error).toBe('invalid_scope');
     expect(await count('receipts')).toBe(afterFirst + 1);
+    // Refused by a Cedar policy: a deny receipt naming the policy.
+    const pay = await json(await rawExchange(deputy.url, deputy.issuer, a, { subject_token: user, resource: PAY }));
+    expect(pay.error).toMatch(/invalid_grant|unauthorized_client/);
+    expect(await count('receipts')).toBe(afterFirst + 2);
+    const last = await json(await get(deputy, '/admin/agents/agent-a/receipts?limit=500', token));
+    expect(last.receipts.at(-1).claims).toMatchObject({ decision: 'deny', resource: PAY, policies: ['no-pay-delegation'], reason: expect.stringContaining('no-pay-delegation') });
+    expect(last.receipts.at(-1).claims).not.toHaveProperty('token_id');
     expect(await count('token_records')).toBe(before.tokens);
     expect(await count('vault_secrets')).toBe(before.vault);
-    expect(afterFirst - before.receipts).toBeLessThanOrEqual(1);
+    expect(afterFirst).toBe(before.receipts);
   });
 
   it('no receipt, export or stored row contains a token, proof, assertion or key (scan)', async () => {
