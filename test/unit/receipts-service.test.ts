@@ -1,0 +1,114 @@
+/**
+ * The receipt service on an embedded database: append order, transactions that roll back,
+ * input checks, request digests. (Concurrency across connections and instances is in
+ * test/features/receipts.test.ts.)
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canonicalJson, requestDigest } from '../../src/audit/digest.js';
+import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
+import { ReceiptService } from '../../src/audit/receipts.js';
+import { verifyReceipts } from '../../src/audit/verify.js';
+import { formatLine } from '../../src/audit/jsonl.js';
+import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
+import { migrate, type Store } from '../../src/store/index.js';
+import { createPGliteStore } from '../../src/store/pglite.js';
+
+let store: Store;
+let service: ReceiptService;
+let jwks: { keys: ReturnType<typeof toPublicJwk>[] };
+
+beforeAll(async () => {
+  store = await createPGliteStore({ dataDir: 'memory://' });
+  await migrate(store);
+  const key = await generateSigningKey('EdDSA');
+  jwks = { keys: [toPublicJwk(key.jwk)] };
+  service = new ReceiptService({ store, issuer: 'https://deputy.example.com', key, maxBatch: 7, now: () => 1_800_000_000_000 });
+});
+afterAll(() => store?.close());
+
+const input = (agent: string, n: number, extra: Partial<ReceiptInput> = {}): ReceiptInput => ({
+  agent,
+  chain: [agent],
+  event: 'gateway_call',
+  action: 'invoke',
+  resource: `https://api.example.com/items/${n}`,
+  decision: 'permit',
+  ...extra,
+});
+
+async function exported(agent: string): Promise<string> {
+  let text = '';
+  for await (const r of service.range(agent, 1, Number.MAX_SAFE_INTEGER, 4)) text += formatLine(r);
+  return text;
+}
+
+describe('ReceiptService', () => {
+  it('gives one agent\'s concurrent appends seqs in call order, in groups, on one chain', async () => {
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => service.append(input('ordered', i))));
+    expect(results.map((r) => r.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+    expect(results.map((r) => r.claims.resource)).toEqual(Array.from({ length: 30 }, (_, i) => `https://api.example.com/items/${i}`));
+    expect(results[0]!.prev).toBe(genesisHash('ordered'));
+    results.slice(1).forEach((r, i) => expect(r.prev).toBe(results[i]!.hash));
+    expect(results[0]!.claims).toMatchObject({ iss: 'https://deputy.example.com', iat: 1_800_000_000, policies: [] });
+    expect(await service.head('ordered')).toEqual({ seq: 30, hash: results[29]!.hash });
+    // Paging through `range` (page size 4) returns the same chain, which verifies.
+    const report = await verifyReceipts(await exported('ordered'), jwks);
+    expect(report).toMatchObject({ ok: true, chains: [{ agent: 'ordered', first: 1, last: 30 }] });
+  });
+
+  it('an append inside a transaction that rolls back leaves no receipt and no gap', async () => {
+    const first = await service.append(input('tx', 1));
+    await expect(
+      store.transaction(async (tx) => {
+        const r = await service.append(input('tx', 2), tx);
+        expect(r.seq).toBe(2);
+        throw new Error('the exchange failed after its receipt');
+      }),
+    ).rejects.toThrow('the exchange failed');
+    const next = await store.transaction((tx) => service.append(input('tx', 3), tx));
+    expect(next).toMatchObject({ seq: 2, prev: first.hash });
+    expect((await verifyReceipts(await exported('tx'), jwks)).ok).toBe(true);
+  });
+
+  it('refuses bad input before writing: wrong types, oversize values, anything shaped like a token', async () => {
+    const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl';
+    const bad: Array<[Partial<ReceiptInput>, RegExp]> = [
+      [{ agent: '' }, /receipt agent must be a string/],
+      [{ decision: 'allow' as 'permit' }, /decision must be "permit" or "deny"/],
+      [{ event: 'other' as 'gateway_call' }, /receipt event must be one of/],
+      [{ resource: 'x'.repeat(2049) }, /receipt resource must be a string of 1 to 2048/],
+      [{ chain: 'a' as unknown as string[] }, /receipt chain must be an array/],
+      [{ reason: `upstream said: Bearer ${jwt}` }, /receipt reason looks like a token/],
+      [{ requestDigest: jwt }, /receipt requestDigest looks like a token/],
+      [{ policies: [jwt] }, /receipt policies\[0\] looks like a token/],
+    ];
+    for (const [extra, message] of bad) {
+      await expect(service.append(input('checked', 1, extra))).rejects.toThrow(message);
+      await expect(service.append(input('checked', 1, extra))).rejects.toBeInstanceOf(TypeError);
+    }
+    expect(await service.head('checked')).toBeUndefined();
+  });
+
+  it('lists in pages and finds a receipt by id', async () => {
+    const page1 = await service.list('ordered', { limit: 20 });
+    expect(page1.receipts.map((r) => r.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(page1.next).toBe(20);
+    const page2 = await service.list('ordered', { afterSeq: page1.next, limit: 20 });
+    expect(page2.receipts.map((r) => r.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 21));
+    expect(page2.next).toBeUndefined();
+    expect(await service.get(page2.receipts[0]!.id)).toEqual(page2.receipts[0]);
+    expect(await service.get('missing')).toBeUndefined();
+  });
+});
+
+describe('request digests', () => {
+  it('are canonical: member order and undefined members do not matter, values do', () => {
+    expect(canonicalJson({ b: 1, a: [true, null, 'x'], c: { z: 'é', y: undefined } })).toBe('{"a":[true,null,"x"],"b":1,"c":{"z":"é"}}');
+    const d = requestDigest({ grant_type: 'g', resource: ['r1', 'r2'], scope: 's' });
+    expect(d).toMatch(/^sha-256:[A-Za-z0-9_-]{43}$/);
+    expect(requestDigest({ scope: 's', resource: ['r1', 'r2'], grant_type: 'g', audience: undefined })).toBe(d);
+    expect(requestDigest({ grant_type: 'g', resource: ['r2', 'r1'], scope: 's' })).not.toBe(d);
+    expect(requestDigest({ grant_type: 'g', resource: ['r1', 'r2'], scope: 's ' })).not.toBe(d);
+    expect(() => canonicalJson({ n: Number.NaN })).toThrow(TypeError);
+  });
+});
