@@ -68,9 +68,10 @@ export class SchemaInfo {
   readonly entityTypes: ReadonlyMap<string, EntityTypeInfo>;
   readonly actions: readonly ActionInfo[];
   readonly #commonTypes = new Map<string, SchemaType>();
-  /** AuthZEN name (qualified or not) → qualified entity type; `null` when ambiguous across namespaces. */
+  /** Unqualified name → qualified entity type; `null` when ambiguous across namespaces. Qualified names are looked up first. */
   readonly #typeNames = new Map<string, string | null>();
   readonly #actionNames = new Map<string, ActionInfo | null>();
+  readonly #qualifiedActions = new Map<string, ActionInfo>();
 
   constructor(json: SchemaJson<string>) {
     const entityTypes = new Map<string, EntityTypeInfo>();
@@ -83,7 +84,6 @@ export class SchemaInfo {
         const info: EntityTypeInfo = { name: q(name), shape: std.shape, memberOfTypes: std.memberOfTypes ?? [] };
         entityTypes.set(info.name, info);
         this.#alias(this.#typeNames, name, info.name);
-        this.#typeNames.set(info.name, info.name);
       }
       for (const [name, a] of Object.entries(def.actions ?? {})) {
         const applies = a.appliesTo;
@@ -96,7 +96,7 @@ export class SchemaInfo {
         };
         actions.push(info);
         this.#alias(this.#actionNames, name, info);
-        if (ns) this.#actionNames.set(`${ns}::${name}`, info);
+        this.#qualifiedActions.set(ns ? `${ns}::${name}` : name, info);
       }
     }
     this.entityTypes = entityTypes;
@@ -109,28 +109,21 @@ export class SchemaInfo {
 
   /** The Cedar entity type an AuthZEN `type` names: exact, or unqualified when unambiguous. */
   entityType(authzenType: string): EntityTypeInfo | undefined {
+    const exact = this.entityTypes.get(authzenType);
+    if (exact) return exact;
     const name = this.#typeNames.get(authzenType);
     return name ? this.entityTypes.get(name) : undefined;
   }
 
-  /** The action an AuthZEN `action.name` names. */
+  /** The action an AuthZEN `action.name` names: the empty namespace's or a qualified one exactly, else unqualified when unambiguous. */
   action(name: string): ActionInfo | undefined {
-    return this.#actionNames.get(name) ?? undefined;
+    return this.#qualifiedActions.get(name) ?? this.#actionNames.get(name) ?? undefined;
   }
 
   /** Projects a JSON object onto an entity type's attributes (`partial`: missing required attributes allowed). */
   projectAttributes(source: Readonly<Record<string, unknown>>, entityType: EntityTypeInfo, path: string, partial = false): Record<string, CedarValueJson> {
     if (!entityType.shape) return {};
     return this.#record(source, this.#resolve(entityType.shape), path, partial);
-  }
-
-  /** Checks that every required attribute of `entityType` is present in `attrs`. */
-  missingRequired(attrs: Readonly<Record<string, unknown>>, entityType: EntityTypeInfo): string | undefined {
-    const shape = entityType.shape ? this.#resolve(entityType.shape) : undefined;
-    for (const [name, t] of Object.entries(shape?.attributes ?? {})) {
-      if (t.required !== false && !(name in attrs)) return name;
-    }
-    return undefined;
   }
 
   /** Projects `value` onto `type` (see the module comment). */
