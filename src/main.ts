@@ -14,6 +14,7 @@ import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
+import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
 import { createApp } from './http/app.js';
 import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
@@ -53,6 +54,8 @@ export interface DeputyServer {
   readonly logger: Logger;
   /** Signed receipts in per-agent hash chains (DESIGN capability 4). */
   readonly receipts: ReceiptService;
+  /** Vault connections, connect flows and the credential-injecting gateway (DESIGN capability 3). */
+  readonly isolation: CredentialIsolation;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -120,23 +123,27 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       revocations.forget(revoked);
       if (revoked.length) logger.info({ agent: agent.id, revoked: revoked.length }, 'tokens of disabled agent revoked');
     });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp });
+    const isolation = await createCredentialIsolation({
+      config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, env: options.env ?? process.env,
+    });
+    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation });
     server.removeAllListeners('request');
     server.on('request', app.callback());
 
     const purge = setInterval(() => {
-      Promise.all([purgeExpired(store), records.purgeExpired()]).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
+      Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired()]).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
     }, PURGE_INTERVAL_MS);
     purge.unref();
 
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp,
+      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp, isolation,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         pdp.close();
         await closeServer(server, graceMs);
+        await isolation.close();
         await receipts.flush();
         await store.close();
       },

@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { trustedIssuerSchema } from '../federation/config.js';
+import { connectionConfigSchema, gatewayConfigSchema } from '../vault/connections/config.js';
 
 /** A positive whole number of seconds; the type message names the unit, range checks keep zod's own. */
 const seconds = () =>
@@ -221,6 +222,17 @@ export const configSchema = z.strictObject({
     .refine((list) => new Set(list.map((i) => i.id)).size === list.length, { message: 'trusted issuer ids must be unique' }),
   /** Agents defined in configuration. They are kept in sync with the registry at each start. */
   agents: z.array(agentSchema).default([]),
+  /**
+   * Downstream APIs reached through the gateway (`/gw/{id}/…`), each with the credential Deputy
+   * injects. Secrets are referenced (`secret: { env: NAME }` or `{ file: path }`), never written
+   * here. Every option: src/vault/connections/config.ts.
+   */
+  connections: z
+    .array(connectionConfigSchema)
+    .default([])
+    .refine((list) => new Set(list.map((c) => c.id)).size === list.length, { message: 'connection ids must be unique' }),
+  /** The credential-injecting gateway: timeouts, size limits, pooling. See src/vault/connections/config.ts. */
+  gateway: gatewayConfigSchema,
   log: z
     .strictObject({
       /** pino level (env `LOG_LEVEL`). */

@@ -25,7 +25,10 @@ export type DeputyErrorCode =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'server_error'
-  | 'temporarily_unavailable';
+  | 'temporarily_unavailable'
+  | 'connection_required'
+  | 'bad_gateway'
+  | 'gateway_timeout';
 
 export class DeputyError extends Error {
   /** Whether `description` may be shown to the client. */
@@ -34,15 +37,18 @@ export class DeputyError extends Error {
     readonly status: number,
     readonly code: DeputyErrorCode,
     readonly description: string,
-    options?: { cause?: unknown; headers?: Record<string, string> },
+    options?: { cause?: unknown; headers?: Record<string, string>; details?: Record<string, string> },
   ) {
     super(description, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.expose = status < 500;
     this.headers = options?.headers ?? {};
+    this.details = options?.details ?? {};
   }
   /** Extra response headers (e.g. `DPoP-Nonce`). */
   readonly headers: Record<string, string>;
+  /** Extra members of the error body beside `error` / `error_description` (e.g. `connect_uri`). */
+  readonly details: Readonly<Record<string, string>>;
 }
 
 export class InvalidRequest extends DeputyError {
@@ -103,6 +109,40 @@ export class UnsupportedMediaType extends DeputyError {
   constructor(expected: string) {
     super(415, 'unsupported_media_type', `request body must be ${expected}`);
   }
+}
+
+/** The caller is authenticated but not allowed: `description` is the policy's reason. */
+export class AccessDenied extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown; details?: Record<string, string> }) {
+    super(403, 'access_denied', description, options);
+  }
+}
+
+/**
+ * RFC 9110 §15.5.21-style 424 (Failed Dependency, RFC 4918 §11.4): the call needs the user to
+ * connect a downstream account first; `connect_uri` is where the user does that.
+ */
+export class ConnectionRequired extends DeputyError {
+  constructor(description: string, connectUri: string) {
+    super(424, 'connection_required', description, { details: { connect_uri: connectUri } });
+  }
+}
+
+/** RFC 9110 §15.6.3: the upstream (or its token endpoint) failed or answered unusably. */
+export class BadGateway extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown }) {
+    super(502, 'bad_gateway', description, options);
+  }
+  // The description names which upstream step failed, never an upstream body: safe to show.
+  override readonly expose = true;
+}
+
+/** RFC 9110 §15.6.5: the upstream did not answer in time. */
+export class GatewayTimeout extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown }) {
+    super(504, 'gateway_timeout', description, options);
+  }
+  override readonly expose = true;
 }
 
 export class TemporarilyUnavailable extends DeputyError {

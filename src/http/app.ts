@@ -18,13 +18,15 @@ import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { deputyResources } from '../oauth/provider.js';
 import type { PdpService } from '../pdp/service.js';
 import type { Store } from '../store/index.js';
+import type { CredentialIsolation } from '../gateway/index.js';
 import { adminRoutes } from './admin.js';
 import { pdpRoutes } from './authzen.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
 import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, requestContext, securityHeaders } from './middleware.js';
-import { koaAuthenticate } from './util.js';
+import { koaAuthenticate, type Authenticate } from './util.js';
+import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
 
 export interface AppDeps {
   config: DeputyConfig;
@@ -38,6 +40,8 @@ export interface AppDeps {
   receipts: ReceiptService;
   /** The AuthZEN PDP and its policy admin routes. */
   pdp: PdpService;
+  /** Connections, connect flow and gateway (`/gw`, `/connect`, `/admin/connections`). */
+  isolation?: CredentialIsolation;
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -50,6 +54,8 @@ export function createApp(deps: AppDeps): Koa {
   app.use(accessLog());
   app.use(securityHeaders());
   app.use(errorBoundary());
+  // Before the server-wide body limit: the gateway streams bodies under its own limit.
+  if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
 
@@ -58,6 +64,7 @@ export function createApp(deps: AppDeps): Koa {
     adminRoutes({ agents: deps.agents, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes }),
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
     ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate }),
+    ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }
@@ -86,6 +93,20 @@ function canonicalOrigin(issuer: string, trustProxy: boolean): Koa.Middleware {
     headers['x-forwarded-proto'] = proto;
     await next();
   };
+}
+
+function isolationRoutes(deps: AppDeps, isolation: CredentialIsolation, authenticate: Authenticate) {
+  return [
+    connectRoutes({ flows: isolation.flows, secureCookies: deps.issuer.startsWith('https:') }),
+    connectionAdminRoutes({
+      connections: isolation.connections,
+      grants: isolation.grants,
+      authenticate,
+      audience: deputyResources(deps.issuer).admin,
+      issuer: deps.issuer,
+      bodyLimitBytes: deps.config.server.bodyLimitBytes,
+    }),
+  ];
 }
 
 /**

@@ -32,7 +32,7 @@ export function errorBoundary(): Koa.Middleware {
         ctx.status = err.status;
         ctx.set(err.headers);
         ctx.set('Cache-Control', 'no-store');
-        ctx.body = { error: err.code, error_description: err.description } satisfies ErrorBody;
+        ctx.body = { ...err.details, error: err.code, error_description: err.description } satisfies ErrorBody;
         return;
       }
       const status = httpStatusOf(err);

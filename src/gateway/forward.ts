@@ -1,0 +1,322 @@
+/**
+ * Forwarding one call upstream (undici) and shaping what comes back. No framework, no policy:
+ * the pipeline (./gateway.ts) has already authenticated, authorized and chosen the credential.
+ *
+ * Request (RFC 9110 §7.6 intermediaries): hop-by-hop fields (`Connection` and the fields it
+ * names, `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) and the
+ * agent's own credentials (`Authorization`, `DPoP`, `Cookie`) are removed, as are forwarding
+ * headers a client could forge (`Forwarded`, `X-Forwarded-*`). The injected credential is set
+ * last, so an agent cannot pre-empt it. `Accept-Encoding: identity` is requested so the
+ * response can be checked for the credential (below).
+ *
+ * Response: hop-by-hop fields and credential-bearing ones (`Set-Cookie`, `WWW-Authenticate`,
+ * `Authentication-Info`, the injected header's name) are removed; `Location` under the upstream
+ * base is rewritten to the gateway URL. The body streams through, with any occurrence of an
+ * injected secret replaced by `[redacted]` — an upstream that echoes the credential (an error
+ * page quoting the API key, a redirect carrying it) must not hand it to the agent. A body the
+ * upstream compressed anyway is decoded first (gzip, deflate, br); any other encoding cannot be
+ * checked and is refused (502).
+ *
+ * @module
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import { Agent } from 'undici';
+import { BadGateway, GatewayTimeout, PayloadTooLarge } from '../errors/index.js';
+
+/** RFC 9110 §7.6.1 hop-by-hop fields, plus `Proxy-Connection` (non-standard, still sent). */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization'];
+
+/** Agent-side fields that must never reach the upstream. */
+const STRIP_REQUEST = new Set([
+  ...HOP_BY_HOP,
+  'host', // undici sets the upstream's
+  'authorization', // the agent's Deputy token
+  'dpop', // the agent's proof
+  'cookie', // Deputy's or the browser's, never the upstream's
+  'expect', // 100-continue is between the agent and Deputy
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-forwarded-port',
+  'x-real-ip',
+  'accept-encoding', // replaced by identity
+  'content-length', // set again from the checked value
+]);
+
+/** Upstream fields that carry or solicit credentials, or belong to the upstream's origin only. */
+const STRIP_RESPONSE = new Set([
+  ...HOP_BY_HOP,
+  'set-cookie',
+  'set-cookie2',
+  'www-authenticate',
+  'authentication-info',
+  'proxy-authentication-info',
+  'authorization',
+  'strict-transport-security', // the upstream's policy is not Deputy's origin's
+  'alt-svc',
+]);
+
+export const REDACTED = Buffer.from('[redacted]');
+
+export interface ForwarderOptions {
+  connectionsPerOrigin: number;
+  connectTimeoutMs: number;
+  bodyTimeoutMs: number;
+  maxResponseBytes: number;
+}
+
+export interface UpstreamRequest {
+  method: string;
+  url: URL;
+  headers: Record<string, string>;
+  body: Readable | undefined;
+  headersTimeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export interface UpstreamResponse {
+  status: number;
+  headers: Record<string, string | string[]>;
+  body: Readable | undefined;
+}
+
+export interface ShapeOptions {
+  /** Secrets to redact wherever they appear. */
+  secrets: readonly string[];
+  /** Header names the credential was injected in (removed from the response too). */
+  credentialHeaders: readonly string[];
+  /** Maps an absolute upstream URL under the base to the gateway URL; undefined when outside. */
+  rewriteLocation: (location: string) => string | undefined;
+  method: string;
+}
+
+/** Upstream connections pooled per origin (undici Agent: one keep-alive pool per origin). */
+export class Forwarder {
+  readonly #agent: Agent;
+  readonly #o: ForwarderOptions;
+
+  constructor(options: ForwarderOptions) {
+    this.#o = options;
+    this.#agent = new Agent({
+      connections: options.connectionsPerOrigin,
+      connect: { timeout: options.connectTimeoutMs },
+      bodyTimeout: options.bodyTimeoutMs,
+      keepAliveTimeout: 10_000,
+    });
+  }
+
+  /** Sends the request; resolves once the upstream's response headers arrived. */
+  async send(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const limit = req.body ? requestLimitOf(req.body) : undefined;
+    try {
+      const res = await this.#agent.request({
+        origin: req.url.origin,
+        path: `${req.url.pathname}${req.url.search}`,
+        method: req.method as 'GET',
+        headers: req.headers,
+        body: req.body ?? null,
+        headersTimeout: req.headersTimeoutMs,
+        bodyTimeout: this.#o.bodyTimeoutMs,
+        ...(req.signal ? { signal: req.signal } : {}),
+      });
+      return { status: res.statusCode, headers: compact(res.headers), body: res.body };
+    } catch (err) {
+      if (limit?.exceeded) throw new PayloadTooLarge(limit.max);
+      throw upstreamError(err);
+    }
+  }
+
+  /** Filters headers and wraps the body (decode, size limit, redaction). */
+  shape(res: UpstreamResponse, options: ShapeOptions): UpstreamResponse {
+    const headers: Record<string, string | string[]> = {};
+    const named = connectionTokens(res.headers.connection);
+    const dropped = new Set([...STRIP_RESPONSE, ...named, ...options.credentialHeaders.map((h) => h.toLowerCase())]);
+    for (const [name, value] of Object.entries(res.headers)) {
+      if (dropped.has(name)) continue;
+      headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, options.secrets)) : redactText(value, options.secrets);
+    }
+    if (typeof headers.location === 'string') {
+      const rewritten = options.rewriteLocation(headers.location);
+      if (rewritten !== undefined) headers.location = rewritten;
+    }
+    const declared = Number(res.headers['content-length']);
+    if (Number.isFinite(declared) && declared > this.#o.maxResponseBytes) {
+      res.body?.destroy();
+      throw new BadGateway(`the upstream response (${declared} bytes) exceeds the gateway limit of ${this.#o.maxResponseBytes} bytes`);
+    }
+    const noBody = options.method === 'HEAD' || res.status === 204 || res.status === 304 || (res.status >= 100 && res.status < 200);
+    if (noBody || !res.body) {
+      res.body?.resume();
+      return { status: res.status, headers, body: undefined };
+    }
+    const stages: Array<NodeJS.ReadableStream | NodeJS.ReadWriteStream> = [res.body];
+    const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase().trim();
+    if (encoding !== 'identity' && encoding !== '') {
+      const decoder = decoderFor(encoding);
+      if (!decoder) {
+        res.body.destroy();
+        throw new BadGateway(`the upstream answered with content-encoding "${encoding.slice(0, 40)}", which the gateway cannot inspect`);
+      }
+      stages.push(decoder);
+      delete headers['content-encoding'];
+    }
+    stages.push(new ByteLimit(this.#o.maxResponseBytes));
+    if (options.secrets.length) stages.push(new SecretScrubber(options.secrets));
+    // Decoding and redaction change the length: the response is re-framed (chunked).
+    if (stages.length > 2) delete headers['content-length'];
+    const body = pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.ReadWriteStream], () => {}) as unknown as Readable;
+    return { status: res.status, headers, body };
+  }
+
+  async close(): Promise<void> {
+    await this.#agent.close();
+  }
+}
+
+/** The upstream request headers: the agent's, filtered, with the credential set last. */
+export function upstreamHeaders(incoming: IncomingHttpHeaders, inject: ReadonlyArray<readonly [string, string]>, extra: Record<string, string>): Record<string, string> {
+  const dropped = new Set([...STRIP_REQUEST, ...connectionTokens(incoming.connection), ...inject.map(([n]) => n.toLowerCase())]);
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || dropped.has(name)) continue;
+    out[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  Object.assign(out, extra, { 'accept-encoding': 'identity' });
+  for (const [name, value] of inject) out[name.toLowerCase()] = value;
+  return out;
+}
+
+/** Field names listed in `Connection` (RFC 9110 §7.6.1): hop-by-hop for this hop only. */
+function connectionTokens(value: string | string[] | undefined): string[] {
+  const text = Array.isArray(value) ? value.join(',') : (value ?? '');
+  return text.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
+}
+
+function compact(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+function decoderFor(encoding: string): NodeJS.ReadWriteStream | undefined {
+  if (encoding === 'gzip' || encoding === 'x-gzip') return createGunzip();
+  if (encoding === 'deflate') return createInflate();
+  if (encoding === 'br') return createBrotliDecompress();
+  return undefined;
+}
+
+/** Maps undici / socket failures to 504 (no answer in time) or 502 (no usable answer). */
+export function upstreamError(err: unknown): BadGateway | GatewayTimeout {
+  const code = (err as { code?: unknown })?.code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return new GatewayTimeout('the upstream did not answer in time', { cause: err });
+  }
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH') {
+    return new BadGateway('the upstream could not be reached', { cause: err });
+  }
+  return new BadGateway('the upstream connection failed', { cause: err });
+}
+
+/** Replaces each secret (and its URL-encoded form) in a header value. */
+export function redactText(value: string, secrets: readonly string[]): string {
+  let out = value;
+  for (const p of patternsOf(secrets)) out = out.split(p.toString('utf8')).join(REDACTED.toString());
+  return out;
+}
+
+function patternsOf(secrets: readonly string[]): Buffer[] {
+  const forms = new Set<string>();
+  for (const s of secrets) {
+    if (s.length === 0) continue;
+    forms.add(s);
+    forms.add(encodeURIComponent(s));
+  }
+  // Longest first: at one position, the longer form wins.
+  return [...forms].sort((a, b) => b.length - a.length).map((s) => Buffer.from(s, 'utf8'));
+}
+
+/**
+ * Replaces every occurrence of the secrets in a byte stream, also across chunk boundaries: the
+ * last (longest pattern − 1) bytes are held back until the next chunk shows whether they start
+ * an occurrence.
+ */
+export class SecretScrubber extends Transform {
+  readonly #patterns: Buffer[];
+  readonly #keep: number;
+  #tail = Buffer.alloc(0);
+
+  constructor(secrets: readonly string[]) {
+    super();
+    this.#patterns = patternsOf(secrets);
+    this.#keep = Math.max(0, ...this.#patterns.map((p) => p.length - 1));
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    const buf = this.#tail.length ? Buffer.concat([this.#tail, chunk]) : chunk;
+    const out: Buffer[] = [];
+    let i = 0;
+    for (;;) {
+      let at = -1;
+      let len = 0;
+      for (const p of this.#patterns) {
+        const m = buf.indexOf(p, i);
+        if (m !== -1 && (at === -1 || m < at || (m === at && p.length > len))) {
+          at = m;
+          len = p.length;
+        }
+      }
+      if (at === -1) break;
+      out.push(buf.subarray(i, at), REDACTED);
+      i = at + len;
+    }
+    const keep = Math.min(this.#keep, buf.length - i);
+    out.push(buf.subarray(i, buf.length - keep));
+    this.#tail = Buffer.from(buf.subarray(buf.length - keep));
+    done(null, Buffer.concat(out));
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(null, this.#tail);
+  }
+}
+
+/** Errors the stream once more than `max` bytes passed. */
+class ByteLimit extends Transform {
+  #seen = 0;
+  constructor(readonly max: number) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.#seen += chunk.length;
+    if (this.#seen > this.max) return done(new Error(`body exceeds ${this.max} bytes`));
+    done(null, chunk);
+  }
+}
+
+/** The request-side limit, found again when undici reports the body stream's error. */
+const requestLimits = new WeakMap<Readable, RequestBodyLimit>();
+
+function requestLimitOf(body: Readable): RequestBodyLimit | undefined {
+  return requestLimits.get(body);
+}
+
+/** An agent's request body, counted as it streams: more than `max` bytes aborts the upload. */
+export class RequestBodyLimit extends Transform {
+  #seen = 0;
+  exceeded = false;
+  constructor(readonly max: number) {
+    super();
+    requestLimits.set(this, this);
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.#seen += chunk.length;
+    if (this.#seen > this.max) {
+      this.exceeded = true;
+      return done(new PayloadTooLarge(this.max));
+    }
+    done(null, chunk);
+  }
+}

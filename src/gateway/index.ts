@@ -1,0 +1,125 @@
+/**
+ * Credential isolation (DESIGN capability 3), assembled: connections, credential sources, the
+ * connect flow and the gateway, from configuration and the core services. The composition root
+ * (src/main.ts) calls {@link createCredentialIsolation} once.
+ *
+ * @module
+ */
+import type { ReceiptAppender } from '../audit/index.js';
+import type { DeputyConfig } from '../config/schema.js';
+import type { KeyStore } from '../keys/keystore.js';
+import type { Logger } from '../log.js';
+import type { AccessTokenVerifier } from '../oauth/access-token.js';
+import type { RevocationCache, TokenRecords } from '../oauth/token-records.js';
+import type { Store } from '../store/index.js';
+import { ConnectFlows } from '../vault/connections/connect-flows.js';
+import { ApiKeySource, ClientCredentialsSource, CredentialBroker } from '../vault/connections/credentials.js';
+import { DownstreamClients } from '../vault/connections/oauth-client.js';
+import { OnBehalfOfSource } from '../vault/connections/on-behalf-of.js';
+import { ConnectionStore } from '../vault/connections/store.js';
+import { UserGrants } from '../vault/connections/user-grants.js';
+import { EnvelopeVault } from '../vault/envelope.js';
+import { LocalKeyWrapper } from '../vault/key-wrapper.js';
+import type { PolicyDecisionPoint } from '../pdp/pdp.js';
+import { ScopeAuthorizer, type GatewayAuthorizer } from './authorizer.js';
+import { AllOf, PdpGatewayAuthorizer } from './pdp-authorizer.js';
+import { Forwarder } from './forward.js';
+import { Gateway } from './gateway.js';
+
+export { gatewayAudience, GATEWAY_PREFIX, Gateway } from './gateway.js';
+export type { GatewayAuthorizer, GatewayAuthorizationRequest, GatewayDecision } from './authorizer.js';
+
+export interface CredentialIsolationDeps {
+  config: DeputyConfig;
+  issuer: string;
+  store: Store;
+  keys: KeyStore;
+  logger: Logger;
+  verifier: AccessTokenVerifier;
+  records: TokenRecords;
+  revocations: RevocationCache;
+  /** Where configured connection secrets (`secret: { env }`) are read from. */
+  env: Readonly<Record<string, string | undefined>>;
+  /** The PDP, asked after the connection's own limits when `gateway.authorizer` is `pdp`. */
+  pdp?: PolicyDecisionPoint;
+  /** Overrides the authorizer entirely (tests, embedding). */
+  authorizer?: GatewayAuthorizer;
+  receipts?: ReceiptAppender;
+}
+
+export interface CredentialIsolation {
+  vault: EnvelopeVault;
+  connections: ConnectionStore;
+  grants: UserGrants;
+  flows: ConnectFlows;
+  gateway: Gateway;
+  close(): Promise<void>;
+}
+
+export async function createCredentialIsolation(deps: CredentialIsolationDeps): Promise<CredentialIsolation> {
+  const { config, store, logger } = deps;
+  // The vault re-reads the KEK file when a row names a KEK it has not loaded (`vault:rotate`
+  // ran) and every 60 s before wrapping, so a rotated KEK needs no restart.
+  const vault = new EnvelopeVault(
+    new LocalKeyWrapper(deps.keys.vaultKeks(), {
+      reload: () => deps.keys.reloadVaultKeks(),
+      onReloadError: (err) => logger.warn({ err: { message: err instanceof Error ? err.message : String(err) } }, 'vault KEK file could not be re-read; keeping the loaded keys'),
+    }),
+  );
+  const connections = new ConnectionStore(store, vault);
+  const { removed } = await connections.syncFromConfig(config.connections, deps.env);
+  if (removed.length) logger.info({ removed }, 'connections removed from configuration were deleted with their credentials');
+
+  const gw = config.gateway;
+  const clients = new DownstreamClients(connections, { timeoutSeconds: gw.tokenEndpointTimeoutSeconds });
+  let flows: ConnectFlows | undefined;
+  const grants = new UserGrants({
+    store, vault, clients,
+    connectUri: (connection, who) => flows!.connectUri(connection, who),
+    onRefresh: (e) => logger.info({ connection: e.connectionId, user: e.userId, outcome: e.outcome }, 'user token refresh'),
+  });
+  flows = new ConnectFlows({ store, vault, connections, clients, grants, issuer: deps.issuer, ticketSeconds: gw.connectTicketSeconds });
+  const credentials = new CredentialBroker({
+    api_key: new ApiKeySource(connections),
+    oauth2_client_credentials: new ClientCredentialsSource(clients),
+    oauth2_user: grants,
+    on_behalf_of: new OnBehalfOfSource({ store, vault, clients }),
+  });
+  const forwarder = new Forwarder({
+    connectionsPerOrigin: gw.connectionsPerOrigin,
+    connectTimeoutMs: gw.connectTimeoutSeconds * 1000,
+    bodyTimeoutMs: gw.bodyTimeoutSeconds * 1000,
+    maxResponseBytes: gw.maxResponseBytes,
+  });
+  const gateway = new Gateway({
+    issuer: deps.issuer,
+    verifier: deps.verifier,
+    records: deps.records,
+    revocations: deps.revocations,
+    connections,
+    credentials,
+    authorizer: deps.authorizer ?? authorizerFor(deps),
+    forwarder,
+    logger,
+    ...(deps.receipts ? { receipts: deps.receipts } : {}),
+    upstreamTimeoutMs: gw.upstreamTimeoutSeconds * 1000,
+    maxRequestBytes: gw.maxRequestBytes,
+  });
+  return { vault, connections, grants, flows, gateway, close: () => forwarder.close() };
+}
+
+/** The connection's scopes and routes always apply; the PDP decides after them when configured. */
+function authorizerFor(deps: CredentialIsolationDeps): GatewayAuthorizer {
+  const scopes = new ScopeAuthorizer();
+  if (deps.config.gateway.authorizer === 'scopes') return scopes;
+  const pdp = deps.pdp;
+  if (!pdp) throw new TypeError('gateway.authorizer is "pdp" but no PDP was given');
+  return new AllOf(
+    scopes,
+    new PdpGatewayAuthorizer(pdp, {
+      issuer: deps.issuer,
+      declaresAction: (name) => pdp.store.current.schema.action(name) !== undefined,
+      adminReasons: deps.config.pdp.adminReasons,
+    }),
+  );
+}

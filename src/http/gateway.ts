@@ -1,0 +1,202 @@
+/**
+ * HTTP surfaces of credential isolation: the gateway (`/gw/{connection}/{path…}`), the connect
+ * flow (`/connect/…`) and the connections admin API (`/admin/connections…`).
+ *
+ * The gateway is plain middleware, not a router route: it must see the raw request stream (no
+ * body parser) and runs before the server-wide body limit, enforcing its own
+ * (`gateway.maxRequestBytes`). Responses are written straight to the socket so bodies stream.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { pipeline } from 'node:stream';
+import Router from '@koa/router';
+import type Koa from 'koa';
+import { InvalidRequest, NotFound } from '../errors/index.js';
+import { GATEWAY_PREFIX, gatewayAudience, type Gateway } from '../gateway/gateway.js';
+import type { Logger } from '../log.js';
+import type { AuthenticatedRequest } from '../oauth/access-token.js';
+import { CONNECTION_ID, connectionInputSchema, secretRotationSchema } from '../vault/connections/config.js';
+import { CONNECT_COOKIE, type ConnectFlows } from '../vault/connections/connect-flows.js';
+import type { Connection, ConnectionStore } from '../vault/connections/store.js';
+import type { UserGrants } from '../vault/connections/user-grants.js';
+import { ADMIN_SCOPE } from './admin.js';
+import { jsonBody, parseWith, type Authenticate } from './util.js';
+
+const GATEWAY_PATH = new RegExp(`^${GATEWAY_PREFIX}/([^/]+)(/.*)?$`);
+
+/** `/gw/{connection}/{path…}`: every method, streamed both ways. */
+export function gatewayMiddleware(gateway: Gateway): Koa.Middleware {
+  return async function gatewayCall(ctx, next) {
+    const m = GATEWAY_PATH.exec(ctx.path);
+    if (!m) return next();
+    if (!CONNECTION_ID.test(m[1]!)) throw new NotFound(`connection "${m[1]!.slice(0, 64)}" does not exist`);
+    // The agent went away before the response was written: abandon the upstream request.
+    const abort = new AbortController();
+    ctx.res.once('close', () => {
+      if (!ctx.res.writableFinished) abort.abort();
+    });
+    const res = await gateway.handle({
+      connectionId: m[1]!,
+      path: m[2] ?? '',
+      query: ctx.querystring,
+      method: ctx.method,
+      headers: ctx.req.headers,
+      body: ctx.req,
+      requestId: String(ctx.state.requestId),
+      signal: abort.signal,
+    });
+    ctx.status = res.status;
+    ctx.respond = false;
+    ctx.res.writeHead(res.status, res.headers);
+    if (!res.body) {
+      ctx.res.end();
+      return;
+    }
+    pipeline(res.body, ctx.res, (err) => {
+      // Headers are gone: a body that fails midway (upstream reset, size limit) can only be cut off.
+      if (err) (ctx.state.log as Logger).warn({ err: { message: err.message } }, 'gateway response stream ended early');
+    });
+  };
+}
+
+export interface ConnectRoutesDeps {
+  flows: ConnectFlows;
+  /** Whether the connect cookie needs `Secure` (an https issuer). */
+  secureCookies: boolean;
+}
+
+/** The per-flow cookie name: several flows may run in one browser at once. */
+function cookieName(state: string): string {
+  return `${CONNECT_COOKIE}_${createHash('sha256').update(state).digest('base64url').slice(0, 12)}`;
+}
+
+/** `/connect/{connection}?ticket=…` (start) and `/connect/callback` (the provider's redirect). */
+export function connectRoutes(deps: ConnectRoutesDeps): Router {
+  const router = new Router({ prefix: '/connect' });
+  router.use(async (ctx, next) => {
+    ctx.set('Cache-Control', 'no-store');
+    await next();
+  });
+
+  router.get('/callback', async function connectCallback(ctx) {
+    const state = typeof ctx.query.state === 'string' ? ctx.query.state : '';
+    const cookie = state ? ctx.cookies.get(cookieName(state)) : undefined;
+    const done = await deps.flows.complete(ctx.querystring, cookie);
+    if (state) ctx.append('Set-Cookie', `${cookieName(state)}=; Path=/connect; Max-Age=0; HttpOnly; SameSite=Lax${deps.secureCookies ? '; Secure' : ''}`);
+    ctx.type = 'text/html; charset=utf-8';
+    ctx.set('Content-Security-Policy', "default-src 'none'");
+    ctx.body = page('Connected', `Your account is now connected to <b>${escapeHtml(done.connectionId)}</b>. You can close this window and return to the agent.`);
+  });
+
+  router.get('/:connection', async function connectStart(ctx) {
+    const ticket = typeof ctx.query.ticket === 'string' ? ctx.query.ticket : undefined;
+    const started = await deps.flows.start(ctx.params.connection!, ticket);
+    // SameSite=Lax: sent on the provider's top-level redirect back, not on cross-site subrequests.
+    // Written by hand: behind a TLS-terminating proxy Koa may not know the request was https.
+    ctx.append('Set-Cookie', `${cookieName(started.state)}=${started.state}; Path=/connect; Max-Age=900; HttpOnly; SameSite=Lax${deps.secureCookies ? '; Secure' : ''}`);
+    ctx.redirect(started.redirectTo);
+  });
+  return router;
+}
+
+export interface ConnectionAdminDeps {
+  connections: ConnectionStore;
+  grants: UserGrants;
+  authenticate: Authenticate;
+  /** The admin resource identifier (token audience). */
+  audience: string;
+  issuer: string;
+  bodyLimitBytes: number;
+}
+
+/**
+ * `/admin/connections`: create, list, read, rotate the secret, delete, disconnect a user.
+ * Write-only for secrets: no route returns one, only whether one is set and its version.
+ */
+export function connectionAdminRoutes(deps: ConnectionAdminDeps): Router {
+  const router = new Router({ prefix: '/admin/connections' });
+  router.use(async function authenticateAdmin(ctx, next) {
+    ctx.set('Cache-Control', 'no-store');
+    const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, ADMIN_SCOPE);
+    (ctx.state.log as Logger).info({ admin: auth.claims.client_id, method: ctx.method, path: ctx.path }, 'admin call');
+    await next();
+  }, jsonBody(deps.bodyLimitBytes));
+
+  const view = (c: Connection) => ({
+    id: c.id,
+    kind: c.kind,
+    name: c.settings.name ?? null,
+    audience: gatewayAudience(deps.issuer, c.id),
+    gateway_url: gatewayAudience(deps.issuer, c.id),
+    settings: c.settings,
+    has_secret: c.hasSecret,
+    secret_version: c.secretVersion,
+    secret_updated_at: c.secretUpdatedAt ?? null,
+    source: c.source,
+    created_at: c.createdAt,
+    updated_at: c.updatedAt,
+  });
+
+  router.get('/', async function listConnections(ctx) {
+    const limit = parseLimit(ctx.query.limit);
+    const after = typeof ctx.query.cursor === 'string' && ctx.query.cursor ? decodeCursor(ctx.query.cursor) : undefined;
+    const page = await deps.connections.list({ limit, ...(after ? { after } : {}) });
+    ctx.body = { connections: page.connections.map(view), next_cursor: page.next ? Buffer.from(page.next).toString('base64url') : null };
+  });
+
+  router.post('/', async function createConnection(ctx) {
+    const input = parseWith(connectionInputSchema, ctx.request.body, 'connection');
+    const created = await deps.connections.create(input);
+    ctx.status = 201;
+    ctx.set('Location', `/admin/connections/${created.id}`);
+    ctx.body = view(created);
+  });
+
+  router.get('/:id', async function readConnection(ctx) {
+    ctx.body = view(await mustGet(deps.connections, ctx.params.id!));
+  });
+
+  router.post('/:id/secret', async function rotateSecret(ctx) {
+    const { secret } = parseWith(secretRotationSchema, ctx.request.body, 'secret rotation');
+    ctx.body = view(await deps.connections.rotateSecret(ctx.params.id!, secret));
+  });
+
+  router.delete('/:id', async function deleteConnection(ctx) {
+    await deps.connections.delete(ctx.params.id!);
+    ctx.status = 204;
+  });
+
+  router.delete('/:id/users/:user', async function disconnectUser(ctx) {
+    await mustGet(deps.connections, ctx.params.id!);
+    if (!(await deps.grants.disconnect(ctx.params.id!, ctx.params.user!))) throw new NotFound(`user "${ctx.params.user!.slice(0, 200)}" has not connected "${ctx.params.id}"`);
+    ctx.status = 204;
+  });
+  return router;
+}
+
+async function mustGet(connections: ConnectionStore, id: string): Promise<Connection> {
+  const c = await connections.get(id);
+  if (!c) throw new NotFound(`connection "${id.slice(0, 64)}" does not exist`);
+  return c;
+}
+
+function parseLimit(raw: unknown): number {
+  if (raw === undefined) return 50;
+  const n = Number(raw);
+  if (typeof raw !== 'string' || !/^\d+$/.test(raw) || n < 1 || n > 200) throw new InvalidRequest('limit must be an integer from 1 to 200');
+  return n;
+}
+
+function decodeCursor(cursor: string): string {
+  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw new InvalidRequest('cursor is malformed');
+  return Buffer.from(cursor, 'base64url').toString('utf8');
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title: string, html: string): string {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head><body><h1>${escapeHtml(title)}</h1><p>${html}</p></body></html>`;
+}

@@ -1,0 +1,158 @@
+/**
+ * Deputy as an OAuth client of downstream authorization servers (openid-client): one
+ * `Configuration` per connection and secret version, from discovery (RFC 8414 / OpenID
+ * Discovery) or from the configured endpoints; the error mapping every token request shares;
+ * and a small in-memory token cache with one fetch at a time per key.
+ *
+ * @module
+ */
+import * as client from 'openid-client';
+import { BadGateway, GatewayTimeout } from '../../errors/index.js';
+import type { Connection, ConnectionStore } from './store.js';
+import type { ConnectionSettings } from './config.js';
+
+type OAuthSettings = Extract<ConnectionSettings, { clientId: string }>;
+
+export function isOAuthSettings(s: ConnectionSettings): s is OAuthSettings {
+  return s.kind !== 'api_key';
+}
+
+export class DownstreamClients {
+  readonly #connections: ConnectionStore;
+  readonly #timeoutSeconds: number;
+  readonly #configs = new Map<string, Promise<client.Configuration>>();
+
+  constructor(connections: ConnectionStore, options: { timeoutSeconds: number }) {
+    this.#connections = connections;
+    this.#timeoutSeconds = options.timeoutSeconds;
+    connections.onChange((id) => {
+      for (const key of this.#configs.keys()) if (key.startsWith(`${id}\0`)) this.#configs.delete(key);
+    });
+  }
+
+  /** The openid-client configuration of an OAuth connection (discovered once, then reused). */
+  async config(connection: Connection): Promise<client.Configuration> {
+    const key = `${connection.id}\0${connection.secretVersion}\0${connection.updatedAt}`;
+    let pending = this.#configs.get(key);
+    if (!pending) {
+      pending = this.#build(connection);
+      this.#configs.set(key, pending);
+      // A failed discovery is retried by the next call rather than cached.
+      pending.catch(() => this.#configs.delete(key));
+    }
+    return pending;
+  }
+
+  async #build(connection: Connection): Promise<client.Configuration> {
+    const s = connection.settings;
+    if (!isOAuthSettings(s)) throw new TypeError(`connection "${connection.id}" is not an OAuth connection`);
+    const secret = s.clientAuth === 'none' ? undefined : await this.#connections.secret(connection);
+    if (s.clientAuth !== 'none' && secret === undefined) {
+      throw new BadGateway(`connection "${connection.id}" has no client secret configured`);
+    }
+    const auth = s.clientAuth === 'none' ? client.None() : s.clientAuth === 'client_secret_post' ? client.ClientSecretPost(secret) : client.ClientSecretBasic(secret);
+    const execute = s.allowInsecureHttp ? [client.allowInsecureRequests] : [];
+    let config: client.Configuration;
+    if (s.tokenEndpoint === undefined) {
+      try {
+        config = await client.discovery(new URL(s.issuer!), s.clientId, undefined, auth, { execute, timeout: this.#timeoutSeconds });
+      } catch (cause) {
+        throw downstreamError(cause, `discovery of ${new URL(s.issuer!).origin} failed`);
+      }
+    } else {
+      // Explicit endpoints, no discovery; `issuer` (when given) is the identifier RFC 9207
+      // authorization responses are checked against.
+      const authorizationEndpoint = 'authorizationEndpoint' in s ? s.authorizationEndpoint : undefined;
+      config = new client.Configuration(
+        {
+          issuer: s.issuer ?? new URL(s.tokenEndpoint).origin,
+          token_endpoint: s.tokenEndpoint,
+          ...(authorizationEndpoint ? { authorization_endpoint: authorizationEndpoint } : {}),
+        },
+        s.clientId,
+        undefined,
+        auth,
+      );
+      for (const e of execute) e(config);
+    }
+    config.timeout = this.#timeoutSeconds;
+    return config;
+  }
+}
+
+/** An OAuth error code from a token endpoint (RFC 6749 §5.2), if that is what `err` is. */
+export function oauthErrorCode(err: unknown): string | undefined {
+  return err instanceof client.ResponseBodyError ? err.error : undefined;
+}
+
+/**
+ * A downstream failure as the agent sees it: which step failed and the AS's error code, never
+ * its `error_description` (free text from another system) or anything Deputy sent.
+ */
+export function downstreamError(err: unknown, what: string): BadGateway | GatewayTimeout {
+  if (err instanceof BadGateway || err instanceof GatewayTimeout) return err;
+  const name = (err as { name?: unknown })?.name;
+  const causeName = ((err as { cause?: { name?: unknown } })?.cause)?.name;
+  if (name === 'TimeoutError' || name === 'AbortError' || causeName === 'TimeoutError') return new GatewayTimeout(`${what}: no answer in time`, { cause: err });
+  const code = oauthErrorCode(err);
+  const safe = code && /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(code) ? code : undefined;
+  return new BadGateway(safe ? `${what}: the authorization server answered "${safe}"` : `${what}: the authorization server could not be used`, { cause: err });
+}
+
+/** A token and when to stop using it (milliseconds since the epoch). */
+export interface CachedToken {
+  value: string;
+  useUntil: number;
+}
+
+/** Lifetime assumed when a token response has no `expires_in` (RFC 6749 §5.1 makes it optional). */
+export const DEFAULT_TOKEN_SECONDS = 300;
+
+/**
+ * When to stop using a token that expires in `expiresIn` seconds: a margin before expiry so a
+ * token is never sent that expires in flight (10% of its life, between 5 s and 60 s).
+ */
+export function useUntil(expiresIn: number | undefined, now = Date.now()): number {
+  const life = expiresIn ?? DEFAULT_TOKEN_SECONDS;
+  const margin = Math.min(60, Math.max(5, life / 10));
+  return now + Math.max(0, life - margin) * 1000;
+}
+
+/** In-memory tokens by key, fetched once at a time per key (concurrent callers share one fetch). */
+export class TokenCache {
+  readonly #tokens = new Map<string, CachedToken>();
+  readonly #inflight = new Map<string, Promise<CachedToken>>();
+  readonly #max: number;
+
+  constructor(options: { maxEntries?: number } = {}) {
+    this.#max = options.maxEntries ?? 10_000;
+  }
+
+  async get(key: string, fetch: () => Promise<CachedToken>, now = Date.now()): Promise<string> {
+    const hit = this.#tokens.get(key);
+    if (hit && hit.useUntil > now) return hit.value;
+    let pending = this.#inflight.get(key);
+    if (!pending) {
+      pending = fetch().finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, pending);
+      pending.then(
+        (token) => {
+          if (this.#tokens.size >= this.#max) this.#tokens.clear();
+          this.#tokens.set(key, token);
+        },
+        () => {},
+      );
+    }
+    return (await pending).value;
+  }
+
+  /** Forgets the token (the upstream refused it); the next call fetches a new one. */
+  drop(key: string): void {
+    this.#tokens.delete(key);
+  }
+
+  /** Forgets every token whose key starts with `prefix`. */
+  dropPrefix(prefix: string): void {
+    for (const key of this.#tokens.keys()) if (key.startsWith(prefix)) this.#tokens.delete(key);
+  }
+}
