@@ -51,6 +51,11 @@ export class PolicyDecisionPoint {
   readonly #subjects: DelegatedSubjects;
   readonly #agents: AgentCache;
   readonly #logger: Logger;
+  /**
+   * Per delegated subject (one object per request, shared by a batch's items) and policy
+   * generation: its members and the verdict on its links, built once rather than per item.
+   */
+  readonly #perSubject = new WeakMap<DelegatedSubject, { generation: number; members: Member[] | Decision; links: Decision | undefined }>();
 
   constructor(deps: PdpDeps) {
     this.store = deps.store;
@@ -134,12 +139,20 @@ export class PolicyDecisionPoint {
     return this.#guard(() => {
       const action = snapshot.schema.action(input.action.name);
       if (!action) return deny('invalid_input', `action ${quoted(input.action.name)} is not declared by the policy set`);
-      const members = this.#members(snapshot, subject);
-      if (!Array.isArray(members)) return members;
+      let members: Member[] | Decision;
       if (subject.kind === 'delegated') {
-        const invalid = revalidateLinks(this.engine, snapshot, subject);
-        if (invalid) return invalid;
+        let memo = this.#perSubject.get(subject);
+        if (memo?.generation !== snapshot.generation) {
+          const built = delegatedMembers(snapshot, subject);
+          memo = { generation: snapshot.generation, members: built, links: Array.isArray(built) ? revalidateLinks(this.engine, snapshot, subject) : undefined };
+          this.#perSubject.set(subject, memo);
+        }
+        if (memo.links) return memo.links;
+        members = memo.members;
+      } else {
+        members = this.#members(snapshot, subject);
       }
+      if (!Array.isArray(members)) return members;
       const resourceEntity = this.#entity(snapshot, resource, 'resource');
       if (!('uid' in resourceEntity)) return resourceEntity;
       return evaluateMembers(this.engine, snapshot, members, { action, resource: resourceEntity, context: input.context, actionProperties: input.action.properties });
@@ -155,7 +168,7 @@ export class PolicyDecisionPoint {
           ...(subject.position !== undefined ? { link: { position: subject.position, depth: subject.depth ?? subject.position, type: 'Agent', ...(subject.agentId ? { id: subject.agentId } : {}) } } : {}),
         });
       case 'delegated':
-        return delegatedMembers(snapshot, subject);
+        return delegatedMembers(snapshot, subject); // decide() memoises this per subject
       case 'plain': {
         const principal = this.#entity(snapshot, { input: subject.input, agent: subject.agent }, 'subject');
         if (!('uid' in principal)) return principal;

@@ -1,0 +1,189 @@
+/**
+ * `npm run bench:pdp [-- --quick] [--out FILE] [--duration-ms N] [--concurrency 1,8,32]`
+ *
+ * The PDP over HTTP: decisions per second and latency (p50/p99) for single evaluations and
+ * batches of 10 and 100, with a plain subject, a one-link delegated subject (user → agent, the
+ * token verified and the chain evaluated) and a three-link chain; with the decision cache on
+ * and off. Yardstick: the raw Cedar `statefulIsAuthorized` rate in this process (the policy
+ * engine's floor) on the same policy set. Deputy runs in a child process (deputy-process.ts);
+ * load comes from this one (load.ts). Loopback only.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { createLogger } from '../../src/log.js';
+import { PolicyStore } from '../../src/pdp/policy-store.js';
+import { cedar, type StatefulAuthorizationCall } from '../../src/pdp/cedar.js';
+import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
+import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
+import { startMockIdp } from '../../test/support/mock-idp.js';
+import { runLoad, type LoadResult } from './load.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = join(HERE, '../..');
+const API = 'https://docs.example.com';
+const handoff = (id: string) => `urn:deputy:agent:${id}`;
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string', default: 'bench-results/pdp.json' },
+    'duration-ms': { type: 'string' },
+    concurrency: { type: 'string' },
+  },
+});
+const quick = values.quick ?? false;
+const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1500 : 4000;
+const concurrency = values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32];
+
+async function startDeputy(config: object): Promise<{ child: ChildProcess; url: string; issuer: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'deputy-process.ts')], {
+    env: { ...process.env, BENCH_DEPUTY_CONFIG: JSON.stringify(config), NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const [url, issuer] = await new Promise<string[]>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('READY '));
+      if (line) resolve(line.split(' ').slice(1));
+    });
+    child.once('exit', (code) => reject(new Error(`deputy exited with ${code}`)));
+  });
+  return { child, url: url!, issuer: issuer! };
+}
+
+/** The policy engine's floor: raw pre-parsed Cedar calls in this process, on the default policy set. */
+async function cedarFloor(): Promise<number> {
+  const store = new PolicyStore({ dir: join(REPO, 'config/policies'), logger: createLogger('silent') });
+  const s = await store.load();
+  const call: StatefulAuthorizationCall = {
+    principal: { type: 'User', id: 'u' },
+    action: { type: 'Action', id: 'read' },
+    resource: { type: 'Resource', id: 'r' },
+    context: { chain: { position: 0, depth: 1, current: false, delegated: true, scopes: ['docs.read'] } },
+    entities: [
+      { uid: { type: 'User', id: 'u' }, attrs: { id: 'u', email: 'alice@example.com', groups: [], roles: [] }, parents: [] },
+      { uid: { type: 'Resource', id: 'r' }, attrs: { id: 'r', owner: 'alice@example.com', scope: 'docs.read' }, parents: [] },
+    ],
+    preparsedPolicySetId: s.policySetId,
+    preparsedSchemaName: s.schemaName,
+    validateRequest: true,
+  };
+  const n = quick ? 3000 : 20000;
+  for (let i = 0; i < 1000; i++) cedar.statefulIsAuthorized(call);
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) cedar.statefulIsAuthorized(call);
+  return Math.round(n / ((performance.now() - t0) / 1000));
+}
+
+interface Row {
+  scenario: string;
+  cache: boolean;
+  batch: number;
+  result: LoadResult;
+  decisionsPerSecond: number;
+}
+
+async function main(): Promise<void> {
+  const idp = await startMockIdp();
+  const dataDir = mkdtempSync(join(tmpdir(), 'deputy-bench-pdp-'));
+  const pepKeys = await clientKeys();
+  const keys = { a: await clientKeys(), b: await clientKeys(), c: await clientKeys() };
+  const rows: Row[] = [];
+  const floor = await cedarFloor();
+  try {
+    for (const cache of [true, false]) {
+      const config = {
+        server: { port: 0, host: '127.0.0.1', bodyLimitBytes: 1024 * 1024 },
+        store: { dataDir: 'memory://' },
+        keys: { dir: join(dataDir, `keys-${cache}`), generate: true },
+        log: { level: 'warn' },
+        pdp: { watch: false, decisionCacheSize: cache ? 50_000 : 0, maxBatch: 1000 },
+        trustedIssuers: [idp.issuerConfig('okta')],
+        admin: { clients: [{ client_id: 'bench-pep', scopes: ['authzen:evaluate'], jwks: pepKeys.jwks }] },
+        agents: [
+          agentConfig('agent-a', keys.a, { scopes: ['docs.read'], audiences: [API, handoff('agent-b')], maxDelegationDepth: 3 }),
+          agentConfig('agent-b', keys.b, { scopes: ['docs.read'], audiences: [API, handoff('agent-c')], maxDelegationDepth: 3 }),
+          agentConfig('agent-c', keys.c, { scopes: ['docs.read'], audiences: [API], maxDelegationDepth: 3 }),
+        ],
+      };
+      const deputy = await startDeputy(config);
+      try {
+        const pep = await clientCredentialsToken(await oauthClient(deputy.issuer, 'bench-pep', pepKeys), 'authzen:evaluate');
+        const [a, b, c] = await Promise.all([testAgent(deputy.issuer, 'agent-a', keys.a), testAgent(deputy.issuer, 'agent-b', keys.b), testAgent(deputy.issuer, 'agent-c', keys.c)]);
+        const user = await idp.oktaAccessToken({ email: 'alice@example.com', scp: ['docs.read'] });
+        const one = (await exchange(a, { subject_token: user, resource: API, scope: 'docs.read' })).access_token;
+        const toB = (await exchange(a, { subject_token: user, audience: handoff('agent-b'), scope: 'docs.read' })).access_token;
+        const toC = (await exchange(b, { subject_token: toB, audience: handoff('agent-c') })).access_token;
+        const three = (await exchange(c, { subject_token: toC, resource: API })).access_token;
+        const sub = (t: string) => JSON.parse(Buffer.from(t.split('.')[1]!, 'base64url').toString()).sub as string;
+
+        const subjects = {
+          plain: { type: 'User', id: 'alice', properties: { email: 'alice@example.com' } },
+          'one-link': { type: 'User', id: sub(one), properties: { token: one } },
+          'three-link': { type: 'User', id: sub(three), properties: { token: three } },
+        };
+        let n = 0;
+        const resource = () => ({ type: 'Resource', id: `doc-${n++ % 1000}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } });
+        const headers = { 'content-type': 'application/json', authorization: `Bearer ${pep}` };
+        const scenarios: Array<[string, keyof typeof subjects, number]> = [
+          ['single', 'plain', 1],
+          ['single', 'one-link', 1],
+          ['single', 'three-link', 1],
+          ['batch 10', 'one-link', 10],
+          ['batch 100', 'one-link', 100],
+          ['batch 100', 'three-link', 100],
+        ];
+        for (const [name, subject, batch] of scenarios) {
+          const probe = await fetch(`${deputy.url}/access/v1/evaluation`, { method: 'POST', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) });
+          const verdict = (await probe.json()) as { decision?: boolean };
+          if (verdict.decision !== true) throw new Error(`scenario ${name}/${subject} is not a permit: ${JSON.stringify(verdict)}`);
+          for (const c of concurrency) {
+            const result = await runLoad({
+              origin: deputy.url,
+              concurrency: c,
+              durationMs,
+              warmupMs: Math.min(1000, durationMs / 3),
+              next: () =>
+                batch === 1
+                  ? { method: 'POST', path: '/access/v1/evaluation', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) }
+                  : { method: 'POST', path: '/access/v1/evaluations', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, evaluations: Array.from({ length: batch }, () => ({ resource: resource() })) }) },
+            });
+            rows.push({ scenario: `${name}, ${subject} subject`, cache, batch, result, decisionsPerSecond: result.rps * batch });
+            process.stderr.write(`${cache ? 'cache' : 'no cache'} | ${name} ${subject} c=${c}: ${result.rps * batch} decisions/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms${result.errors ? `, ${result.errors} errors ${JSON.stringify(result.unexpected)}` : ''}\n`);
+          }
+        }
+      } finally {
+        deputy.child.kill('SIGTERM');
+      }
+    }
+  } finally {
+    await idp.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  const report = {
+    date: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
+    durationMs,
+    yardstick: { cedarStatefulIsAuthorizedPerSecond: floor },
+    rows: rows.map((r) => ({ scenario: r.scenario, decisionCache: r.cache, batch: r.batch, concurrency: r.result.concurrency, decisionsPerSecond: r.decisionsPerSecond, requestsPerSecond: r.result.rps, latencyMs: r.result.latencyMs, errors: r.result.errors })),
+  };
+  mkdirSync(dirname(values.out!), { recursive: true });
+  writeFileSync(values.out!, `${JSON.stringify(report, null, 2)}\n`);
+  const lines = [
+    `Cedar floor (statefulIsAuthorized, in-process): ${floor} calls/s`,
+    '',
+    '| scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | vs Cedar floor |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...report.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${(r.decisionsPerSecond / floor).toFixed(2)} |`),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+await main();
