@@ -11,6 +11,7 @@ import {
   generateSigningKey,
   KeyError,
   loadKeyStore,
+  RECEIPT_KEYS_FILE,
   rotateSigningKeys,
   SERVER_SECRETS_FILE,
   SIGNING_KEYS_FILE,
@@ -88,7 +89,7 @@ describe('generated keys, restart and rotation', () => {
       let oldKid: string;
       try {
         expect(mode(keysDir)).toBe(0o700);
-        for (const file of [SIGNING_KEYS_FILE, VAULT_KEK_FILE, SERVER_SECRETS_FILE]) {
+        for (const file of [SIGNING_KEYS_FILE, VAULT_KEK_FILE, SERVER_SECRETS_FILE, RECEIPT_KEYS_FILE]) {
           expect(existsSync(join(keysDir, file))).toBe(true);
           expect(mode(join(keysDir, file))).toBe(0o600);
         }

@@ -141,7 +141,7 @@ describe('npm start', () => {
         expect(discovery.issuer).toBe(url);
 
         // Keys generated (development default), the embedded database created when it is the store.
-        expect(readdirSync(keysDir).sort()).toEqual(['server-secrets.json', 'signing-keys.json', 'vault-kek.json']);
+        expect(readdirSync(keysDir).sort()).toEqual(['receipt-keys.json', 'server-secrets.json', 'signing-keys.json', 'vault-kek.json']);
         expect(existsSync(dataDir)).toBe(!usingPostgres);
         if (!usingPostgres) expect(statSync(dataDir).mode & 0o777).toBe(0o700);
 
