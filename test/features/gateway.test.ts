@@ -314,7 +314,17 @@ describe('gateway: refusals happen before anything reaches the upstream', () => 
     const mid = upstreamCount();
     await expectRefused(await call(b, bToken, 'routes', '/items/7', { method: 'DELETE' }), 403, 'access_denied', /sub-agent-no-delete|Sub-agents may not delete/);
     expect(upstreamCount()).toBe(mid);
-    expect((await call(b, await (async () => bToken)(), 'routes', '/items/7')).status).toBe(200);
+    expect((await call(b, bToken, 'routes', '/items/7')).status).toBe(200);
+
+    // Each decision left a signed receipt in agent-b's chain: the denied delete, then the permitted read.
+    await deputy.receipts.flush();
+    const { receipts } = await deputy.receipts.list('agent-b', { limit: 1000 });
+    const gatewayReceipts = receipts.map((r) => claimsOf(r.jws)).filter((c) => c.event === 'gateway_call');
+    expect(gatewayReceipts.slice(-2)).toMatchObject([
+      { action: 'items.delete', decision: 'deny', resource: `${gw('routes')}/items/7`, chain: ['agent-a', 'agent-b'], reason: expect.stringMatching(/delete/i) },
+      { action: 'items.list', decision: 'permit', resource: `${gw('routes')}/items/7`, chain: ['agent-a', 'agent-b'] },
+    ]);
+    for (const r of receipts) expect(JSON.stringify(claimsOf(r.jws))).not.toContain(API_KEY);
   });
 
   it('refuses dot segments (also encoded) rather than resolving them upstream', async () => {
