@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { createHash } from 'node:crypto';
 import { cedar, type CedarValueJson, type EntityJson, type EntityUid } from './cedar.js';
 import type { PolicySnapshot } from './policy-store.js';
 
@@ -46,7 +47,8 @@ export class CedarEngine {
 
   authorize(snapshot: PolicySnapshot, request: CedarRequest): CedarVerdict {
     if (this.#maxEntries === 0) return this.#evaluate(snapshot, request);
-    const key = `${snapshot.generation}\0${JSON.stringify(request)}`;
+    // A digest, not the JSON itself: requests carry whole entities, and the cache holds many.
+    const key = `${snapshot.generation}:${createHash('sha256').update(JSON.stringify(request)).digest('base64url')}`;
     const hit = this.#cache.get(key);
     if (hit) {
       // Least recently used goes first: re-insert on every hit.
