@@ -67,14 +67,14 @@ beforeAll(async () => {
         agentConfig('agent-b', keys['agent-b'], { scopes: ['deputy.read', 'deputy.write'], audiences: connections.map((c) => `http://localhost:${port}/gw/${c}`) }),
       ],
       connections: [
-        { id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, in: 'header', name: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
-        { id: 'qkey', kind: 'api_key', baseUrl: `${up.base}/q`, allowInsecureHttp: true, in: 'query', name: 'api_key', secret: { env: 'QUERY_KEY' }, requiredScopes: ['deputy.read'] },
+        { id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
+        { id: 'qkey', kind: 'api_key', baseUrl: `${up.base}/q`, allowInsecureHttp: true, query: 'api_key', secret: { env: 'QUERY_KEY' }, requiredScopes: ['deputy.read'] },
         {
           id: 'cc', kind: 'oauth2_client_credentials', baseUrl: `${up.base}/cc`, allowInsecureHttp: true,
           tokenEndpoint: `${up.base}/oauth/token`, clientId: 'deputy-cc', secret: { env: 'CC_SECRET' }, scopes: ['api.read'], requiredScopes: ['deputy.read'],
         },
         {
-          id: 'routes', kind: 'api_key', baseUrl: `${up.base}/r`, allowInsecureHttp: true, in: 'header', name: 'Authorization', scheme: 'Bearer',
+          id: 'routes', kind: 'api_key', baseUrl: `${up.base}/r`, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer',
           secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'],
           routes: [
             { methods: ['GET'], path: '/items/**', action: 'items.list' },
@@ -89,8 +89,8 @@ beforeAll(async () => {
           id: 'rfc8693', kind: 'on_behalf_of', grant: 'token_exchange', baseUrl: `${up.base}/x`, allowInsecureHttp: true,
           tokenEndpoint: `${up.base}/oauth/token`, clientId: 'deputy-obo', secret: { env: 'OBO_SECRET' }, audience: 'https://downstream.example.com', requiredScopes: ['deputy.read'],
         },
-        { id: 'slow', kind: 'api_key', baseUrl: `${up.base}/s`, allowInsecureHttp: true, name: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'], timeoutSeconds: 1 },
-        { id: 'down', kind: 'api_key', baseUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, name: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
+        { id: 'slow', kind: 'api_key', baseUrl: `${up.base}/s`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'], timeoutSeconds: 1 },
+        { id: 'down', kind: 'api_key', baseUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
       ],
     },
   });
@@ -453,13 +453,13 @@ describe('connections admin API (write-only secrets)', () => {
 
   it('creates, lists, reads, rotates and deletes; never returns a secret', async () => {
     const created = await adminCall('POST', '', {
-      id: 'created', kind: 'api_key', baseUrl: `${up.base}/made`, allowInsecureHttp: true, name: 'X-Api-Key', secret: ADMIN_KEY, requiredScopes: ['deputy.read'],
+      id: 'created', kind: 'api_key', baseUrl: `${up.base}/made`, allowInsecureHttp: true, header: 'X-Api-Key', secret: ADMIN_KEY, requiredScopes: ['deputy.read'],
     });
     expect(created.status).toBe(201);
     const view = await created.text();
     expect(view).not.toContain(ADMIN_KEY);
     expect(JSON.parse(view)).toMatchObject({ id: 'created', kind: 'api_key', has_secret: true, secret_version: 1, source: 'api', audience: gw('created') });
-    expect((await adminCall('POST', '', { id: 'created', kind: 'api_key', baseUrl: `${up.base}/made`, allowInsecureHttp: true, name: 'X-Api-Key', secret: 'x' })).status).toBe(409);
+    expect((await adminCall('POST', '', { id: 'created', kind: 'api_key', baseUrl: `${up.base}/made`, allowInsecureHttp: true, header: 'X-Api-Key', secret: 'x' })).status).toBe(409);
 
     const a = agents['agent-a']!;
     await call(a, await tokenFor(a, 'created'), 'created', '/v');
@@ -477,7 +477,7 @@ describe('connections admin API (write-only secrets)', () => {
     for (const s of [API_KEY, QUERY_KEY, CC_SECRET, OBO_SECRET, ADMIN_KEY, ROTATED_KEY]) expect(list).not.toContain(s);
     const ids = (JSON.parse(list) as Json).connections.map((c: Json) => c.id);
     expect(ids).toEqual(expect.arrayContaining(['echo', 'cc', 'created']));
-    expect(await (await adminCall('GET', '/echo')).json()).toMatchObject({ id: 'echo', source: 'config', has_secret: true, settings: { in: 'header', name: 'X-Api-Key' } });
+    expect(await (await adminCall('GET', '/echo')).json()).toMatchObject({ id: 'echo', source: 'config', has_secret: true, settings: { header: 'X-Api-Key' } });
 
     expect((await adminCall('DELETE', '/created')).status).toBe(204);
     expect((await adminCall('GET', '/created')).status).toBe(404);
@@ -490,9 +490,9 @@ describe('connections admin API (write-only secrets)', () => {
   it('refuses to rotate or delete a connection defined in configuration, and invalid input, naming the field', async () => {
     expect(await json(await adminCall('POST', '/echo/secret', { secret: 'x' }))).toMatchObject({ error: 'conflict', error_description: expect.stringMatching(/defined in configuration/) });
     expect((await adminCall('DELETE', '/echo')).status).toBe(409);
-    const bad = await json(await adminCall('POST', '', { id: 'Bad Id', kind: 'api_key', baseUrl: 'http://x', name: 'X' }));
+    const bad = await json(await adminCall('POST', '', { id: 'Bad Id', kind: 'api_key', baseUrl: 'http://x', header: 'X' }));
     expect(bad).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/id:.*slug/) });
-    const insecure = await json(await adminCall('POST', '', { id: 'insecure', kind: 'api_key', baseUrl: 'http://plain.example.com', name: 'X-Key', secret: 's' }));
+    const insecure = await json(await adminCall('POST', '', { id: 'insecure', kind: 'api_key', baseUrl: 'http://plain.example.com', header: 'X-Key', secret: 's' }));
     expect(insecure.error_description).toMatch(/allowInsecureHttp/);
     expect((await fetch(`${deputy.url}/admin/connections`)).status).toBe(401);
   });

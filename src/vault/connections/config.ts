@@ -9,8 +9,7 @@
  *   - id: github
  *     kind: api_key
  *     baseUrl: https://api.github.com
- *     in: header
- *     name: Authorization
+ *     header: Authorization
  *     scheme: Bearer
  *     secret: { env: GITHUB_TOKEN }
  *     requiredScopes: [github]
@@ -122,10 +121,10 @@ function kinds<S extends z.ZodType>(secret: S) {
   const apiKey = z.strictObject({
     kind: z.literal('api_key'),
     ...common,
-    /** Send the key in a request header or a query parameter. */
-    in: z.enum(['header', 'query']).default('header'),
-    /** Header or query parameter name, e.g. `Authorization`, `X-API-Key`, `api_key`. */
-    name: z.string().min(1).max(128),
+    /** Send the key in this request header (e.g. `Authorization`, `X-API-Key`). Exactly one of `header` / `query`. */
+    header: headerName.optional(),
+    /** Send the key in this query parameter (e.g. `api_key`). */
+    query: z.string().regex(/^[A-Za-z0-9._~-]{1,128}$/, 'must be a query parameter name').optional(),
     /** Header only: a scheme put before the key, e.g. `Bearer` gives `Authorization: Bearer <key>`. */
     scheme: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/).optional(),
     secret: secret.optional(),
@@ -175,11 +174,11 @@ function kinds<S extends z.ZodType>(secret: S) {
         }
       }
       if (c.kind === 'api_key') {
-        if (c.in === 'header' && !headerName.safeParse(c.name).success) ctx.addIssue({ code: 'custom', path: ['name'], message: 'must be an HTTP header name' });
-        if (c.in === 'header' && /^(host|connection|content-length|transfer-encoding|te|upgrade|keep-alive|dpop|cookie)$/i.test(c.name)) {
-          ctx.addIssue({ code: 'custom', path: ['name'], message: `"${c.name}" cannot carry a credential` });
+        if ((c.header === undefined) === (c.query === undefined)) ctx.addIssue({ code: 'custom', path: ['header'], message: 'give exactly one of header or query' });
+        if (c.header !== undefined && /^(host|connection|content-length|transfer-encoding|te|upgrade|keep-alive|dpop|cookie)$/i.test(c.header)) {
+          ctx.addIssue({ code: 'custom', path: ['header'], message: `"${c.header}" cannot carry a credential` });
         }
-        if (c.in === 'query' && c.scheme !== undefined) ctx.addIssue({ code: 'custom', path: ['scheme'], message: 'scheme applies to headers only' });
+        if (c.query !== undefined && c.scheme !== undefined) ctx.addIssue({ code: 'custom', path: ['scheme'], message: 'scheme applies to headers only' });
         return;
       }
       if (c.issuer === undefined && c.tokenEndpoint === undefined) ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'give issuer (discovery) or tokenEndpoint' });

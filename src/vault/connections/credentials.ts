@@ -60,8 +60,8 @@ export class ApiKeySource implements CredentialSource {
     if (secret === undefined) throw new BadGateway(`connection "${connection.id}" has no credential configured`);
     const value = s.scheme ? `${s.scheme} ${secret}` : secret;
     return {
-      headers: s.in === 'header' ? [[s.name.toLowerCase(), value]] : [],
-      query: s.in === 'query' ? [[s.name, secret]] : [],
+      headers: s.header !== undefined ? [[s.header.toLowerCase(), value]] : [],
+      query: s.query !== undefined ? [[s.query, secret]] : [],
       secrets: [secret],
       rejected: async () => {},
     };

@@ -1,0 +1,183 @@
+/**
+ * Gateway building blocks without HTTP: secret redaction across chunk boundaries, route
+ * matching, path checks, request header filtering, connection configuration, the PDP mapping,
+ * and the token cache's single flight.
+ */
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { matchRoute, ScopeAuthorizer, type GatewayAuthorizationRequest } from '../../src/gateway/authorizer.js';
+import { redactText, SecretScrubber, upstreamHeaders } from '../../src/gateway/forward.js';
+import { upstreamPath } from '../../src/gateway/gateway.js';
+import { AllOf, PdpGatewayAuthorizer } from '../../src/gateway/pdp-authorizer.js';
+import { connectionConfigSchema, connectionInputSchema, routeSchema, type RouteConfig } from '../../src/vault/connections/config.js';
+import { TokenCache, useUntil } from '../../src/vault/connections/oauth-client.js';
+import type { Connection } from '../../src/vault/connections/store.js';
+
+async function scrub(chunks: string[], secrets: string[]): Promise<string> {
+  const out: Buffer[] = [];
+  const s = Readable.from(chunks.map((c) => Buffer.from(c))).pipe(new SecretScrubber(secrets));
+  for await (const c of s) out.push(c as Buffer);
+  return Buffer.concat(out).toString();
+}
+
+describe('SecretScrubber', () => {
+  const secret = 'sk_live_ABCDEFGHIJKLMNOP';
+  const text = `{"key":"${secret}","again":"${secret}${secret}","url":"/x?k=${encodeURIComponent('a b&c')}"}`;
+  const expected = text.split(secret).join('[redacted]');
+
+  it('redacts every occurrence, whatever the chunk boundaries', async () => {
+    for (let cut = 1; cut < text.length; cut++) {
+      expect(await scrub([text.slice(0, cut), text.slice(cut)], [secret]), `cut at ${cut}`).toBe(expected);
+    }
+    expect(await scrub(text.split(''), [secret])).toBe(expected);
+  });
+
+  it('redacts URL-encoded forms and the longest of overlapping secrets, and passes other bytes unchanged', async () => {
+    const odd = 'p@ss word/+=';
+    expect(await scrub([`a=${encodeURIComponent(odd)}&b=${odd}`], [odd])).toBe('a=[redacted]&b=[redacted]');
+    expect(await scrub(['xx-secret-long-yy'], ['secret', 'secret-long'])).toBe('xx-[redacted]-yy');
+    const binary = Buffer.from([0, 255, 1, 254, 2]).toString('latin1');
+    expect(await scrub([binary], [secret])).toBe(binary);
+    expect(await scrub(['nothing here'], [])).toBe('nothing here');
+  });
+
+  it('redacts header values', () => {
+    expect(redactText(`https://x/cb?api_key=${secret}`, [secret])).toBe('https://x/cb?api_key=[redacted]');
+  });
+});
+
+describe('routes and paths', () => {
+  const routes: RouteConfig[] = [
+    routeSchema.parse({ methods: ['GET'], path: '/repos/**', action: 'read' }),
+    routeSchema.parse({ methods: ['POST'], path: '/repos/*/*/issues', action: 'create_issue', scopes: ['w'] }),
+  ];
+  it('matches methods, single-segment and rest wildcards; HEAD follows GET', () => {
+    expect(matchRoute(routes, 'GET', '/repos/a/b/contents/x')?.action).toBe('read');
+    expect(matchRoute(routes, 'GET', '/repos')?.action).toBe('read');
+    expect(matchRoute(routes, 'HEAD', '/repos/a')?.action).toBe('read');
+    expect(matchRoute(routes, 'POST', '/repos/a/b/issues')?.action).toBe('create_issue');
+    expect(matchRoute(routes, 'POST', '/repos/a/b/c/issues')).toBeUndefined();
+    expect(matchRoute(routes, 'POST', '/repos/a/issues')).toBeUndefined();
+    expect(matchRoute(routes, 'DELETE', '/repos/a')).toBeUndefined();
+    expect(matchRoute(routes, 'GET', '/users')).toBeUndefined();
+  });
+
+  it('keeps paths under the base: dot segments in any spelling are refused, encoded slashes kept', () => {
+    expect(upstreamPath('')).toBe('/');
+    expect(upstreamPath('/projects/group%2Fproject')).toBe('/projects/group%2Fproject');
+    for (const bad of ['/a/../b', '/%2e%2e/x', '/.%2E/x', '/a/..%2fb', '/a/.', '/a\\b', '/a%5c..', '/a%00']) {
+      expect(() => upstreamPath(bad), bad).toThrow(/not allowed|malformed/);
+    }
+  });
+});
+
+describe('upstream request headers', () => {
+  it('drops the agent\'s credentials, hop-by-hop and forwarding fields; the injected credential wins', () => {
+    const out = upstreamHeaders(
+      {
+        authorization: 'DPoP agent-token', dpop: 'proof', cookie: 'a=1', connection: 'close, x-hop', 'x-hop': '1', te: 'trailers',
+        'x-forwarded-for': '1.2.3.4', forwarded: 'for=1.2.3.4', host: 'deputy', 'accept-encoding': 'gzip', 'x-api-key': 'agent', accept: 'application/json',
+        'proxy-authorization': 'Basic x',
+      },
+      [['X-Api-Key', 'injected']],
+      { 'x-request-id': 'r1' },
+    );
+    expect(out).toEqual({ accept: 'application/json', 'x-request-id': 'r1', 'accept-encoding': 'identity', 'x-api-key': 'injected' });
+  });
+});
+
+describe('connection configuration', () => {
+  const base = { id: 'gh', baseUrl: 'https://api.github.com' };
+  it('accepts each kind and names the field of a mistake', () => {
+    expect(connectionConfigSchema.parse({ ...base, kind: 'api_key', header: 'Authorization', scheme: 'Bearer', secret: { env: 'GH' } })).toMatchObject({ requiredScopes: [], routes: [], allowInsecureHttp: false });
+    expect(connectionInputSchema.parse({ ...base, kind: 'api_key', query: 'api_key', secret: 'inline' }).secret).toBe('inline');
+    const issues = (input: unknown) => connectionConfigSchema.safeParse(input).error?.issues.map((i) => `${i.path.join('.')}: ${i.message}`) ?? [];
+    expect(issues({ ...base, kind: 'api_key' })).toEqual(['header: give exactly one of header or query']);
+    expect(issues({ ...base, kind: 'api_key', header: 'Cookie' })).toEqual(['header: "Cookie" cannot carry a credential']);
+    expect(issues({ ...base, kind: 'api_key', header: 'X', secret: 'inline' })[0]).toMatch(/^secret:/); // config takes references only
+    expect(issues({ ...base, id: 'callback', kind: 'api_key', header: 'X' })[0]).toMatch(/reserved/);
+    expect(issues({ ...base, baseUrl: 'http://plain', kind: 'api_key', header: 'X' })[0]).toMatch(/allowInsecureHttp/);
+    expect(issues({ ...base, kind: 'oauth2_client_credentials', clientId: 'c' })).toEqual(['issuer: give issuer (discovery) or tokenEndpoint']);
+    expect(issues({ ...base, kind: 'oauth2_user', clientId: 'c', tokenEndpoint: 'https://as/token' })[0]).toMatch(/authorizationEndpoint/);
+    expect(issues({ ...base, kind: 'on_behalf_of', grant: 'entra_obo', clientId: 'c', issuer: 'https://as', clientAuth: 'none' })[0]).toMatch(/public clients/);
+  });
+});
+
+const connection = (settings: Record<string, unknown>): Connection => ({
+  id: 'crm', kind: 'api_key', settings: connectionConfigSchema.parse({ id: 'crm', kind: 'api_key', baseUrl: 'https://crm', header: 'X', ...settings }) as Connection['settings'],
+  hasSecret: true, secretVersion: 1, secretUpdatedAt: 0, source: 'config', createdAt: 0, updatedAt: 0,
+});
+
+function request(conn: Connection, method: string, path: string, scopes: string[]): GatewayAuthorizationRequest {
+  const route = matchRoute(conn.settings.routes, method, path);
+  return {
+    subject: { userId: 'u1', userAttrs: { groups: [], roles: [] }, chain: ['a', 'b'], agentId: 'b', scopes: new Set(scopes), token: 'tok', jti: 'j' },
+    action: { name: route?.action ?? `http:${method}`, method, path, route },
+    resource: { type: 'connection', id: conn.id, kind: conn.kind, connection: conn },
+  };
+}
+
+describe('authorizers', () => {
+  const conn = connection({ requiredScopes: ['crm'], routes: [{ methods: ['DELETE'], path: '/c/*', action: 'crm.delete', scopes: ['crm.write'] }] });
+
+  it('scopes: required and route scopes, and a route for every call when routes are listed', async () => {
+    const a = new ScopeAuthorizer();
+    expect(await a.authorize(request(conn, 'DELETE', '/c/1', ['crm', 'crm.write']))).toEqual({ allowed: true });
+    expect(await a.authorize(request(conn, 'DELETE', '/c/1', ['crm']))).toMatchObject({ allowed: false, reason: expect.stringMatching(/"crm.write"/) });
+    expect(await a.authorize(request(conn, 'GET', '/c/1', ['crm', 'crm.write']))).toMatchObject({ allowed: false, reason: expect.stringMatching(/no route for GET \/c\/1/) });
+  });
+
+  it('pdp: the AuthZEN evaluation carries the token as subject, the tool or method action, the connection as resource', async () => {
+    const seen: unknown[] = [];
+    const pdp = new PdpGatewayAuthorizer(
+      { evaluate: async (input) => (seen.push(input), { decision: false, denial: { kind: 'forbidden', admin: 'admin reason', user: 'user reason', policies: ['p1'] } }) },
+      { issuer: 'https://deputy', declaresAction: (n) => n === 'crm.delete', adminReasons: false },
+    );
+    expect(await pdp.authorize(request(conn, 'DELETE', '/c/1', ['crm']))).toMatchObject({ allowed: false, reason: 'user reason' });
+    expect(seen[0]).toEqual({
+      subject: { type: 'Agent', id: 'b', properties: { token: 'tok' } },
+      action: { name: 'crm.delete', properties: { method: 'DELETE', path: '/c/1', connection: 'crm', tool: 'crm.delete' } },
+      resource: { type: 'Resource', id: 'crm', properties: { audience: 'https://deputy/gw/crm', owner: 'u1', scope: 'crm.write' } },
+      context: {},
+    });
+    const plain = connection({ requiredScopes: ['crm'] });
+    expect(pdp.evaluation(request(plain, 'PATCH', '/x', [])).action.name).toBe('write');
+    expect(pdp.evaluation(request(plain, 'HEAD', '/x', [])).action.name).toBe('read');
+    // AllOf: the first refusal wins and later authorizers are not asked.
+    const count = seen.length;
+    const denied = await new AllOf(new ScopeAuthorizer(), pdp).authorize(request(conn, 'GET', '/c/1', ['crm']));
+    expect(denied).toMatchObject({ allowed: false, reason: expect.stringMatching(/no route/) });
+    expect(seen.length).toBe(count);
+  });
+});
+
+describe('token cache', () => {
+  it('shares one fetch among concurrent callers, reuses until the margin before expiry, and refetches after drop', async () => {
+    const cache = new TokenCache();
+    let fetches = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const fetch = async () => {
+      fetches += 1;
+      await gate;
+      return { value: `t${fetches}`, useUntil: 10_000 };
+    };
+    const all = Promise.all([cache.get('k', fetch, 0), cache.get('k', fetch, 0), cache.get('k', fetch, 0)]);
+    release();
+    expect(await all).toEqual(['t1', 't1', 't1']);
+    expect(await cache.get('k', fetch, 9_999)).toBe('t1');
+    expect(await cache.get('k', fetch, 10_000)).toBe('t2');
+    cache.drop('k');
+    expect(await cache.get('k', fetch, 0)).toBe('t3');
+    // A failed fetch is not cached.
+    await expect(cache.get('x', async () => { throw new Error('down'); }, 0)).rejects.toThrow('down');
+    expect(await cache.get('x', async () => ({ value: 'ok', useUntil: 1 }), 0)).toBe('ok');
+  });
+
+  it('uses a token until 10% of its life (5-60 s) before expiry; 300 s when the AS gave no expires_in', () => {
+    expect(useUntil(3600, 0)).toBe((3600 - 60) * 1000);
+    expect(useUntil(100, 0)).toBe((100 - 10) * 1000);
+    expect(useUntil(20, 0)).toBe((20 - 5) * 1000);
+    expect(useUntil(undefined, 0)).toBe((300 - 30) * 1000);
+  });
+});
