@@ -239,28 +239,44 @@ describe('a scripted session on one instance', () => {
     expect(report.chains).toEqual([{ agent: 'agent-a', first: 1, last: 4, count: 4, head: linesOf(text)[3]!.hash, fromGenesis: true }]);
 
     const file = join(tmp, 'agent-a.jsonl');
+    const cut = join(tmp, 'agent-a-cut.jsonl');
     const jwksFile = join(tmp, 'receipts-jwks.json');
     writeFileSync(file, text);
+    const lines = text.split('\n');
+    writeFileSync(cut, [lines[0], ...lines.slice(2)].join('\n')); // one receipt removed
     writeFileSync(jwksFile, JSON.stringify(jwks));
-    const ok = await run('node_modules/.bin/tsx', ['scripts/receipts-verify.ts', file, '--jwks', jwksFile]);
+    // Each run starts tsx: run them side by side (the CLI is what an auditor runs).
+    const cli = (args: string[], env: Record<string, string> = {}) =>
+      run('node_modules/.bin/tsx', ['scripts/receipts-verify.ts', ...args], { env: { ...process.env, ...env } }).then(
+        (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+        (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+      );
+    const [ok, online, failed, usage, local] = await Promise.all([
+      cli([file, '--jwks', jwksFile]),
+      cli([file, `--jwks=${deputy.url}/receipts/jwks`]), // the JWKS straight from the server
+      cli([cut, '--jwks', jwksFile]),
+      cli([]),
+      // No --jwks on the server's own machine: the public parts of keys/receipt-keys.json; JSON report.
+      cli([cut, '--json', '--agent', 'agent-a'], { DEPUTY_KEYS_DIR: deputy.keysDir }),
+    ]);
+    expect(ok.code).toBe(0);
     expect(ok.stdout).toContain('chain agent-a: seq 1..4 (4 receipts, from genesis)');
     expect(ok.stdout).toMatch(/^OK/m);
-    // The JWKS straight from the server works too.
-    const online = await run('node_modules/.bin/tsx', ['scripts/receipts-verify.ts', file, `--jwks=${deputy.url}/receipts/jwks`]);
+    expect(online.code).toBe(0);
     expect(online.stdout).toMatch(/^OK/m);
-
-    // One receipt removed: exit 1, the line named.
-    const lines = text.split('\n');
-    writeFileSync(file, [lines[0], ...lines.slice(2)].join('\n'));
-    const failed = (await run('node_modules/.bin/tsx', ['scripts/receipts-verify.ts', file, '--jwks', jwksFile]).catch((e: unknown) => e)) as { code: number; stdout: string };
     expect(failed.code).toBe(1);
     expect(failed.stdout).toContain('line 2: removed: 1 receipt missing before this one (seq 2)');
     expect(failed.stdout).toMatch(/^FAILED: 1 problem$/m);
-
-    const usage = (await run('node_modules/.bin/tsx', ['scripts/receipts-verify.ts']).catch((e: unknown) => e)) as { code: number; stderr: string };
     expect(usage.code).toBe(2);
     expect(usage.stderr).toMatch(/FILE is required/);
-  });
+    expect(local.code).toBe(1);
+    expect(JSON.parse(local.stdout)).toMatchObject({
+      ok: false,
+      records: 3,
+      chains: [{ agent: 'agent-a', first: 1, last: 4, count: 3, fromGenesis: true }],
+      problems: [{ position: 2, code: 'removed', agent: 'agent-a', seq: 3 }],
+    });
+  }, 120_000);
 
   it('finds deletion, swaps, edits of any field and re-signing in the export, at the right line', async () => {
     const lines = linesOf(await exportText(deputy, token, 'agent-a'));
