@@ -202,8 +202,9 @@ export const configSchema = z.strictObject({
       searchPageSize: z.number().int().min(1).max(10_000).default(100),
       searchMaxPageSize: z.number().int().min(1).max(10_000).default(1000),
       /**
-       * How long agent entities (from the registry) are cached. Changes made through this instance
-       * apply at once; changes made on another instance apply within this bound.
+       * How long the list of registered agents (candidates of a subject search over agents) is
+       * cached. Changes made through this instance apply at once. Single agents come from the
+       * registry's own read cache (src/agents/registry.ts).
        */
       entityCacheSeconds: z.number().int().min(0).max(3600).default(5),
       /** Decisions kept in the in-memory decision cache (0 disables it). Emptied on every reload. */
