@@ -17,7 +17,8 @@ import { genesisHash, receiptHash, type ReceiptClaims, type ReceiptInput } from 
 import { verifyReceipts } from '../../src/audit/verify.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { RECEIPT_KEYS_FILE, SERVER_SECRETS_FILE, SIGNING_KEYS_FILE, VAULT_KEK_FILE } from '../../src/keys/keystore.js';
-import { ACCESS_TOKEN_TYPE, agentConfig, claimsOf, dpopProof, exchange, rawExchange, testAgent, TOKEN_EXCHANGE, type TestAgent } from '../support/agents.js';
+import { request } from 'undici';
+import { ACCESS_TOKEN_TYPE, agentConfig, claimsOf, clientAssertion, dpopKeys, dpopProof, exchange, rawExchange, testAgent, TOKEN_EXCHANGE, type TestAgent } from '../support/agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type ClientKeys } from '../support/clients.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 import { json, type Json } from '../support/http.js';
@@ -463,8 +464,29 @@ describe.skipIf(!usingPostgres)('two instances on one PostgreSQL', () => {
     const appends = Array.from({ length: 160 }, (_, i) => (i % 2 ? one : two).receipts.append(decision('agent-p', i)));
     // And appends inside transactions (the exchange's path), racing the group writers.
     const inTx = Array.from({ length: 20 }, (_, i) => (i % 2 ? two : one).store.transaction((tx) => (i % 2 ? two : one).receipts.append(decision('agent-p', 1000 + i), tx)));
-    await Promise.all([...appends, ...inTx]);
-    await assertLinearChain(one, 'agent-p', 180);
+    // And real token exchanges at both instances, as a load balancer would spread them.
+    const user = await idp.oktaAccessToken();
+    const dpop = await dpopKeys();
+    const exchanges = Array.from({ length: 8 }, async (_, i) => {
+      const body = new URLSearchParams({
+        grant_type: TOKEN_EXCHANGE,
+        subject_token: user,
+        subject_token_type: ACCESS_TOKEN_TYPE,
+        resource: API,
+        client_id: 'agent-p',
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+        client_assertion: await clientAssertion({ id: 'agent-p', keys: keys['agent-p']! }, ISSUER),
+      });
+      const res = await request(`${(i % 2 ? one : two).url}/token`, {
+        method: 'POST',
+        headers: { host: 'deputy.test', 'content-type': 'application/x-www-form-urlencoded', dpop: await dpopProof(dpop, `${ISSUER}/token`) },
+        body: body.toString(),
+      });
+      return (await res.body.json()) as Json;
+    });
+    const [, , exchanged] = await Promise.all([Promise.all(appends), Promise.all(inTx), Promise.all(exchanges)]);
+    expect(exchanged.map((e) => e.token_type)).toEqual(Array(8).fill('DPoP'));
+    await assertLinearChain(one, 'agent-p', 188);
 
     // The export as the admin API streams it (read from instance two this time).
     let text = '';
@@ -474,7 +496,7 @@ describe.skipIf(!usingPostgres)('two instances on one PostgreSQL', () => {
     expect(jwksTwo).toEqual(jwksOne);
     const report = await verifyReceipts(text, jwksTwo);
     expect(report.problems).toEqual([]);
-    expect(report.chains).toMatchObject([{ agent: 'agent-p', first: 1, last: 180, count: 180, fromGenesis: true }]);
+    expect(report.chains).toMatchObject([{ agent: 'agent-p', first: 1, last: 188, count: 188, fromGenesis: true }]);
     const issuers = new Set(parseJsonLines(text).map((l) => ('value' in l ? claimsOfReceipt(l.value.receipt).iss : '')));
     expect(issuers).toEqual(new Set([ISSUER]));
   });

@@ -9,7 +9,11 @@ import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { formatLine } from '../../src/audit/jsonl.js';
-import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeProtectedHeader } from 'jose';
+import { generateSigningKey, KeyError, loadKeyStore, RECEIPT_KEYS_FILE, rotateReceiptKeys, toPublicJwk } from '../../src/keys/keystore.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 
@@ -110,5 +114,49 @@ describe('request digests', () => {
     expect(requestDigest({ grant_type: 'g', resource: ['r2', 'r1'], scope: 's' })).not.toBe(d);
     expect(requestDigest({ grant_type: 'g', resource: ['r1', 'r2'], scope: 's ' })).not.toBe(d);
     expect(() => canonicalJson({ n: Number.NaN })).toThrow(TypeError);
+  });
+});
+
+describe('receipt keys', () => {
+  it('rotation keeps every retired receipt key published: receipts signed before still verify', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'deputy-receipt-keys-'));
+    try {
+      const opts = { dir, signingAlg: 'ES256' as const, generate: true, maxTokenLifetime: 300 };
+      const before = await loadKeyStore(opts);
+      const oldKid = before.activeReceiptKey.jwk.kid;
+      expect(before.activeReceiptKey.jwk.alg).toBe('ES256');
+      expect(oldKid).not.toBe(before.activeSigningKey.jwk.kid);
+      const first = await new ReceiptService({ store, issuer: 'https://deputy.example.com', key: before.activeReceiptKey }).append(input('rotated', 1));
+
+      // Years later: token keys would have been dropped by now; receipt keys never are.
+      const newKid = await rotateReceiptKeys(dir, 'EdDSA', 2_000_000_000);
+      const after = await loadKeyStore(opts);
+      expect(after.activeReceiptKey.jwk).toMatchObject({ kid: newKid, alg: 'EdDSA' });
+      const second = await new ReceiptService({ store, issuer: 'https://deputy.example.com', key: after.activeReceiptKey }).append(input('rotated', 2));
+      expect([decodeProtectedHeader(first.jws).kid, decodeProtectedHeader(second.jws).kid]).toEqual([oldKid, newKid]);
+      expect(second.prev).toBe(first.hash);
+
+      const published = after.receiptJwks();
+      expect(published.keys.map((k) => k.kid)).toEqual([newKid, oldKid]);
+      for (const k of published.keys) for (const m of ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k']) expect(k).not.toHaveProperty(m);
+      const report = await verifyReceipts([first.jws, second.jws], published);
+      expect(report).toMatchObject({ ok: true, chains: [{ agent: 'rotated', first: 1, last: 2 }] });
+      // Without the retired key, the old receipt no longer verifies: the key set is what proves it.
+      expect((await verifyReceipts([first.jws, second.jws], { keys: [published.keys[0]!] })).problems).toMatchObject([{ position: 1, code: 'unknown_key' }]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a receipt key file with a token-only algorithm, naming the file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'deputy-receipt-keys-'));
+    try {
+      writeFileSync(join(dir, RECEIPT_KEYS_FILE), JSON.stringify({ keys: [await generateSigningKey('RS256')] }), { mode: 0o600 });
+      const err = await loadKeyStore({ dir, signingAlg: 'ES256', generate: true, maxTokenLifetime: 300 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KeyError);
+      expect((err as Error).message).toBe(`${join(dir, RECEIPT_KEYS_FILE)}: keys[0].jwk.alg must be ES256 or EdDSA for receipts`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
