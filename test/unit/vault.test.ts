@@ -281,7 +281,9 @@ describe('KEK rotation', () => {
   });
 });
 
-describe('npm run vault:rotate', () => {
+// These start `tsx` child processes and a file-backed PGlite: slow on a busy machine, so they get
+// more time than the default (a harness limit, not an assertion about speed).
+describe('npm run vault:rotate', { timeout: 120_000 }, () => {
   it('rotates the KEK file, re-wraps every row, prunes, and prints no secret', async () => {
     const dir = freshDir();
     const db = await createTestDatabase();
