@@ -2,9 +2,8 @@
  * The one import of `@cedar-policy/cedar-wasm`, with the few types Deputy uses.
  *
  * The Node build (`/nodejs`) loads the WebAssembly module synchronously at import. Policy sets
- * and schemas are parsed once into the module's own storage (`preparsePolicySet`,
- * `preparseSchema`) and every decision refers to them by id (`statefulIsAuthorized`): nothing
- * Cedar-textual is parsed per request.
+ * are parsed once into the module's own storage (`preparsePolicySet`) and every decision refers
+ * to them by id (`statefulIsAuthorized`): nothing Cedar-textual is parsed per request.
  *
  * @module
  */
@@ -29,7 +28,6 @@ export const cedar = {
   policyToJson: wasm.policyToJson,
   validate: wasm.validate,
   preparsePolicySet: wasm.preparsePolicySet,
-  preparseSchema: wasm.preparseSchema,
   statefulIsAuthorized: wasm.statefulIsAuthorized,
 } as const;
 

@@ -164,7 +164,7 @@ export function decideDelegation(engine: CedarEngine, snapshot: PolicySnapshot, 
 
 /** Steps 2 and 3 of the module comment. Throws ProjectionError when the context does not fit the schema. */
 export function evaluateMembers(engine: CedarEngine, snapshot: PolicySnapshot, members: readonly Member[], req: ActionRequest): Decision {
-  const entities = dedupe([...members.flatMap((m) => m.principal.entities), ...req.resource.entities]);
+  const entities = dedupe([...members.flatMap((m) => m.principal.entities), ...req.resource.entities, ...req.action.entities]);
   const permitted: string[] = [];
   for (const m of members) {
     const what = `${quoted(req.action.name)} on ${quoted(req.resource.uid.type)} ${quoted(req.resource.uid.id)}`;

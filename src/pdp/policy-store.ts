@@ -36,9 +36,8 @@ export interface PolicyInfo {
 export interface PolicySnapshot {
   /** Increases by one with every successful load. */
   readonly generation: number;
-  /** Where Cedar holds this set and its schema (`statefulIsAuthorized` ids). */
+  /** Where Cedar holds this set (`statefulIsAuthorized`'s `preparsedPolicySetId`). */
   readonly policySetId: string;
-  readonly schemaName: string;
   readonly schema: SchemaInfo;
   readonly policies: ReadonlyMap<string, PolicyInfo>;
   readonly data: EntityData;
@@ -243,16 +242,12 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
   const entities = files.entities ? parseEntities(dir, files.entities, schemaText) : [];
   const aliases = files.aliases ? parseAliases(dir, files.aliases, schema) : new Map<string, Map<string, string>>();
 
-  const schemaName = `${slot}-schema`;
-  const schemaAnswer = cedar.preparseSchema(schemaName, schemaText);
-  if (schemaAnswer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(schemaAnswer.errors));
   const setAnswer = cedar.preparsePolicySet(slot, { staticPolicies: texts });
   if (setAnswer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(setAnswer.errors));
 
   return {
     generation,
     policySetId: slot,
-    schemaName,
     schema,
     policies: infos,
     data: new EntityData(entities, aliases),

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { CedarValueJson, EntityUid, SchemaJson } from './cedar.js';
+import type { CedarValueJson, EntityJson, EntityUid, SchemaJson } from './cedar.js';
 
 /** A schema type in Cedar's JSON schema format, names qualified. */
 export interface SchemaType {
@@ -38,6 +38,8 @@ export interface ActionInfo {
   resourceTypes: ReadonlySet<string>;
   /** The declared `context` record type (undefined: the action takes an empty context). */
   context: SchemaType | undefined;
+  /** The action entity and its ancestors (action groups, schema `memberOf`), for Cedar's `in`. */
+  entities: EntityJson[];
 }
 
 /** A value that does not fit the schema. `path` names the member; the value is never included. */
@@ -76,6 +78,7 @@ export class SchemaInfo {
   constructor(json: SchemaJson<string>) {
     const entityTypes = new Map<string, EntityTypeInfo>();
     const actions: ActionInfo[] = [];
+    const actionParents = new Map<string, EntityUid[]>();
     for (const [ns, def] of Object.entries(json)) {
       const q = (n: string) => (ns ? `${ns}::${n}` : n);
       for (const [name, t] of Object.entries(def.commonTypes ?? {})) this.#commonTypes.set(q(name), t as SchemaType);
@@ -93,7 +96,9 @@ export class SchemaInfo {
           principalTypes: new Set(applies?.principalTypes ?? []),
           resourceTypes: new Set(applies?.resourceTypes ?? []),
           context: applies?.context as SchemaType | undefined,
+          entities: [],
         };
+        actionParents.set(uidKey(info.uid), (a.memberOf ?? []).map((m) => ({ type: m.type ?? q('Action'), id: m.id })));
         actions.push(info);
         this.#alias(this.#actionNames, name, info);
         this.#qualifiedActions.set(ns ? `${ns}::${name}` : name, info);
@@ -101,6 +106,18 @@ export class SchemaInfo {
     }
     this.entityTypes = entityTypes;
     this.actions = actions;
+    for (const a of actions) {
+      const seen = new Set<string>();
+      const queue: EntityUid[] = [a.uid];
+      while (queue.length > 0) {
+        const uid = queue.shift()!;
+        if (seen.has(uidKey(uid))) continue;
+        seen.add(uidKey(uid));
+        const parents = actionParents.get(uidKey(uid)) ?? [];
+        a.entities.push({ uid, attrs: {}, parents });
+        queue.push(...parents);
+      }
+    }
   }
 
   #alias<V>(map: Map<string, V | null>, key: string, value: V): void {
@@ -214,6 +231,10 @@ function describe(t: SchemaType | undefined): string {
   if (t.type === 'Set') return `Set<${describe(t.element)}>`;
   if (t.type === 'Entity') return t.name ?? 'Entity';
   return t.type;
+}
+
+function uidKey(u: EntityUid): string {
+  return `${u.type}\0${u.id}`;
 }
 
 export function isObject(v: unknown): v is Record<string, unknown> {

@@ -160,11 +160,29 @@ describe('engine', () => {
     expect(engine.authorize(s.current, request('alice', { context: { depth: 4 } }))).toEqual({ allowed: false, kind: 'policy_error', policies: ['overflow'] });
   });
 
-  it('a request that does not fit the schema is a request error, not an exception', async () => {
+  it('a request Cedar cannot parse is a request error (a deny), not an exception', async () => {
     const s = store(folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES }));
     await s.load();
     const engine = new CedarEngine({ cacheSize: 0 });
-    expect(engine.authorize(s.current, request('alice', { context: { depth: 'deep' } }))).toMatchObject({ allowed: false, kind: 'request_error' });
+    expect(engine.authorize(s.current, request('alice', { context: { depth: 1, ip: { __extn: { fn: 'ip', arg: 'not an address' } } } }))).toMatchObject({ allowed: false, kind: 'request_error' });
+  });
+
+  it('action groups declared in the schema reach Cedar as action entities', async () => {
+    const schema = `${SCHEMA}\naction readish in [read] appliesTo { principal: [User], resource: [Doc], context: { depth: Long } };`;
+    const s = store(folder({ 'schema.cedarschema': schema, 'p.cedar': '@id("readers")\npermit (principal, action in Action::"read", resource);' }));
+    await s.load();
+    const readish = s.current.schema.action('readish')!;
+    expect(readish.entities).toEqual([
+      { uid: { type: 'Action', id: 'readish' }, attrs: {}, parents: [{ type: 'Action', id: 'read' }] },
+      { uid: { type: 'Action', id: 'read' }, attrs: {}, parents: [] },
+    ]);
+    const engine = new CedarEngine({ cacheSize: 0 });
+    const ask = (withHierarchy: boolean) => {
+      const base = request('bob', { action: readish.uid });
+      return engine.authorize(s.current, { ...base, entities: [...base.entities, ...(withHierarchy ? readish.entities : [])] }).allowed;
+    };
+    expect(ask(true)).toBe(true);
+    expect(ask(false)).toBe(false);
   });
 
   it('caches answers per policy generation and complete request', async () => {
