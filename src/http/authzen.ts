@@ -93,11 +93,28 @@ export function authzenRoutes(deps: AuthzenDeps): Router {
   return router;
 }
 
+/**
+ * PEPs call on every request of every agent, so a verified Bearer PEP token is remembered until
+ * it expires: its signature is checked once, not per call. (A DPoP-bound token is verified every
+ * time: each request carries a new proof. Deputy's JWT access tokens cannot be revoked before
+ * they expire, so remembering one changes nothing about who is let in.)
+ */
 function authenticatePep(deps: AuthzenDeps): Koa.Middleware {
+  const verified = new Map<string, { pep: string; expiresAt: number }>();
   return async function authenticateCaller(ctx, next) {
     if (deps.auth === 'token') {
-      const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, AUTHZEN_SCOPE);
-      ctx.state.pep = auth.claims.client_id;
+      const header = ctx.get('Authorization');
+      const hit = verified.get(header);
+      if (hit && hit.expiresAt > Date.now()) {
+        ctx.state.pep = hit.pep;
+      } else {
+        const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, AUTHZEN_SCOPE);
+        ctx.state.pep = auth.claims.client_id;
+        if (auth.scheme === 'Bearer' && auth.claims.cnf === undefined && typeof auth.claims.exp === 'number') {
+          if (verified.size >= 1000) verified.clear();
+          verified.set(header, { pep: auth.claims.client_id, expiresAt: auth.claims.exp * 1000 });
+        }
+      }
     }
     await next();
   };
