@@ -8,8 +8,10 @@
  * development. Private keys never leave this module except as the provider's signing JWKS.
  *
  * Signing-key lifecycle: exactly one key is `active` (signs); `retired` keys no longer sign but
- * stay in the published JWKS until every token they signed has expired (RFC 7517 §5 key sets;
- * retention = the longest token lifetime plus clock skew).
+ * stay in the published JWKS until every token they signed has expired (RFC 7517 §5 key sets).
+ * A running instance keeps signing with the key it loaded until it restarts, so retention counts
+ * from the rotation plus a rollout grace (the time operators have to roll every instance), then
+ * the longest token lifetime and clock skew.
  *
  * Receipt keys are separate from token keys so that a receipt can never be mistaken for a token
  * (and vice versa) and so that auditors pin only the receipt JWKS. Receipts are long-lived
@@ -68,6 +70,11 @@ export const SERVER_SECRETS_FILE = 'server-secrets.json';
 export const RECEIPT_KEYS_FILE = 'receipt-keys.json';
 /** Clock skew allowed to verifiers beyond a token's `exp` when deciding to drop a retired key. */
 const RETENTION_SKEW = 60;
+/**
+ * After `keys:rotate`, instances not yet restarted still sign with the retired key. Its public
+ * part stays published this long beyond the token lifetime: roll every instance within it.
+ */
+export const ROLLOUT_GRACE_SECONDS = 24 * 3600;
 
 /** Key material missing or malformed. The message names the file or variable and the problem. */
 export class KeyError extends Error {
@@ -102,7 +109,7 @@ export class KeyStore {
     this.#kek = kek;
     this.#readKeks = readKeks;
     this.#secrets = secrets;
-    this.#retention = maxTokenLifetime + RETENTION_SKEW;
+    this.#retention = ROLLOUT_GRACE_SECONDS + maxTokenLifetime + RETENTION_SKEW;
     this.#receipt = receipt;
   }
 
@@ -189,7 +196,7 @@ export async function rotateSigningKeys(dir: string, alg: SigningAlg, maxTokenLi
   const file = parseSigningFile(readFileOrThrow(path), path);
   const kept = file.keys
     .map((k): SigningKeyRecord => (k.status === 'active' ? { ...k, status: 'retired', retiredAt: now } : k))
-    .filter((k) => (k.retiredAt ?? now) + maxTokenLifetime + RETENTION_SKEW > now);
+    .filter((k) => (k.retiredAt ?? now) + ROLLOUT_GRACE_SECONDS + maxTokenLifetime + RETENTION_SKEW > now);
   const next = await generateSigningKey(alg, now);
   writeSecretFile(path, { keys: [next, ...kept] }, true);
   return next.jwk.kid;

@@ -63,7 +63,10 @@ export class AccessTokenVerifier {
     try {
       const claims = await this.verify(token, audience);
       const jkt = claims.cnf?.jkt;
-      if (jkt !== undefined && scheme !== 'DPoP') throw new InvalidToken('this access token is DPoP-bound: use the DPoP authorization scheme with a proof');
+      // RFC 9449 §7.1: the challenge for a bound token names the DPoP scheme, whatever was used.
+      if (jkt !== undefined && scheme !== 'DPoP') {
+        throw withChallenge(new InvalidToken('this access token is DPoP-bound: use the DPoP authorization scheme with a proof'), 'DPoP', requiredScope);
+      }
       if (jkt === undefined && scheme === 'DPoP') throw new InvalidToken('this access token is not DPoP-bound: use the Bearer scheme');
       if (jkt !== undefined) {
         await this.#dpop.verify({ proofs: req.dpopProofs, method: req.method, url: req.url, accessToken: token, expectedJkt: jkt });

@@ -6,6 +6,7 @@ import { startTestDeputy, type TestDeputy } from '../support/server.js';
 
 let deputy: TestDeputy;
 let adminToken: string;
+let adminIdentity: Awaited<ReturnType<typeof adminSetup>>;
 let pepToken: string;
 let agentKeys: ClientKeys;
 
@@ -20,7 +21,7 @@ const api = (path: string, init: RequestInit & { token?: string } = {}) =>
   });
 
 beforeAll(async () => {
-  const admin = await adminSetup();
+  const admin = (adminIdentity = await adminSetup());
   const pep = await clientKeys();
   agentKeys = await clientKeys();
   deputy = await startTestDeputy({
@@ -161,6 +162,18 @@ describe('admin API: authentication', () => {
     } finally {
       await other.stop();
     }
+  });
+
+  it('serves a DPoP-bound admin token only with a proof, and challenges a Bearer use with the DPoP scheme', async () => {
+    const cfg = await oauthClient(deputy.issuer, adminIdentity.clientId, adminIdentity.keys);
+    const dpop = client.getDPoPHandle(cfg, await client.randomDPoPKeyPair('ES256'));
+    const bound = await client.clientCredentialsGrant(cfg, { scope: 'deputy:admin' }, { DPoP: dpop });
+    expect(bound.token_type).toBe('dpop');
+    const asBearer = await api('/admin/agents', { token: bound.access_token });
+    expect(asBearer.status).toBe(401);
+    expect(asBearer.headers.get('www-authenticate')).toMatch(/^DPoP .*error="invalid_token"/);
+    const withProof = await client.fetchProtectedResource(cfg, bound.access_token, new URL(`${deputy.issuer}/admin/agents`), 'GET', undefined, undefined, { DPoP: dpop });
+    expect(withProof.status).toBe(200);
   });
 
   it('never writes tokens to the log', () => {

@@ -12,6 +12,7 @@ import {
   KeyError,
   loadKeyStore,
   RECEIPT_KEYS_FILE,
+  ROLLOUT_GRACE_SECONDS,
   rotateSigningKeys,
   SERVER_SECRETS_FILE,
   SIGNING_KEYS_FILE,
@@ -71,7 +72,7 @@ function readSigningFile(dir: string): { keys: Array<{ jwk: Json; status: string
   return JSON.parse(readFileSync(join(dir, SIGNING_KEYS_FILE), 'utf8'));
 }
 
-describe('generated keys, restart and rotation', () => {
+describe('generated keys, restart and rotation', { timeout: 120_000 }, () => {
   it('generates key files (0600 in a 0700 folder), reuses them, and rotates without breaking live tokens', async () => {
     const keysDir = fresh('keys');
     const database = await createTestDatabase();
@@ -148,7 +149,7 @@ describe('generated keys, restart and rotation', () => {
   });
 });
 
-describe('keys from the environment', () => {
+describe('keys from the environment', { timeout: 120_000 }, () => {
   it('starts on DEPUTY_SIGNING_KEYS / DEPUTY_VAULT_KEK / DEPUTY_SERVER_SECRETS / DEPUTY_RECEIPT_KEYS, writing no file', async () => {
     const signing = await generateSigningKey('ES256');
     const receipt = await generateSigningKey('EdDSA');
@@ -298,14 +299,16 @@ describe('rotation retention', () => {
     expect(store.providerJwks().keys.map((k) => k.kid)).toEqual([k3]);
     const published = (now: number) => store.publicJwks(now).keys.map((k) => k.kid).sort();
     expect(published(t0 + 10)).toEqual([k1, k2, k3].sort());
-    // k1 retired at t0: its tokens are gone after ttl + 60 s of skew.
-    expect(published(t0 + ttl + 59)).toEqual([k1, k2, k3].sort());
-    expect(published(t0 + ttl + 61)).toEqual([k2, k3].sort());
-    expect(published(t0 + 100 + ttl + 61)).toEqual([k3]);
+    // k1 retired at t0: instances may sign with it until they are rolled (the grace), and its
+    // tokens are gone ttl + 60 s of skew after that.
+    const grace = ROLLOUT_GRACE_SECONDS;
+    expect(published(t0 + grace + ttl + 59)).toEqual([k1, k2, k3].sort());
+    expect(published(t0 + grace + ttl + 61)).toEqual([k2, k3].sort());
+    expect(published(t0 + 100 + grace + ttl + 61)).toEqual([k3]);
     for (const key of store.publicJwks(t0).keys) for (const m of PRIVATE_MEMBERS) expect(key).not.toHaveProperty(m);
 
     // A later rotation drops the keys whose retention has passed from the file.
-    const k4 = await rotateSigningKeys(dir, 'ES256', ttl, t0 + 100 + ttl + 61);
+    const k4 = await rotateSigningKeys(dir, 'ES256', ttl, t0 + 100 + grace + ttl + 61);
     const left = readSigningFile(dir).keys.map((k) => [k.jwk.kid, k.status]);
     expect(left).toEqual([
       [k4, 'active'],
