@@ -40,9 +40,13 @@ const { values } = parseArgs({
 const quick = values.quick ?? false;
 const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1500 : 4000;
 const concurrency = values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32];
+/** BENCH_PDP_ONLY=<substring>: run only the scenarios whose name contains it (profiling). */
+const only = process.env.BENCH_PDP_ONLY;
 
 async function startDeputy(config: object): Promise<{ child: ChildProcess; url: string; issuer: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'deputy-process.ts')], {
+  // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of the server process there (`--cpu-prof`).
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, 'deputy-process.ts')], {
     env: { ...process.env, BENCH_DEPUTY_CONFIG: JSON.stringify(config), NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -139,7 +143,7 @@ async function main(): Promise<void> {
           ['batch 100', 'one-link', 100],
           ['batch 100', 'three-link', 100],
         ];
-        for (const [name, subject, batch] of scenarios) {
+        for (const [name, subject, batch] of scenarios.filter(([n, sub]) => !only || `${n} ${sub}`.includes(only))) {
           const probe = await fetch(`${deputy.url}/access/v1/evaluation`, { method: 'POST', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) });
           const verdict = (await probe.json()) as { decision?: boolean };
           if (verdict.decision !== true) throw new Error(`scenario ${name}/${subject} is not a permit: ${JSON.stringify(verdict)}`);
