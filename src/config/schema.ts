@@ -196,7 +196,7 @@ export const configSchema = z.strictObject({
       adminReasons: z.boolean().default(true),
       /** Most evaluations accepted in one `/access/v1/evaluations` request. */
       maxBatch: z.number().int().min(1).max(10_000).default(500),
-      /** Deepest JSON nesting accepted in a request body (AuthZEN 1.0 §12.9: nested JSON attacks). */
+      /** Deepest JSON nesting accepted in a request body (AuthZEN 1.0 §11.7: nested JSON attacks). */
       maxJsonDepth: z.number().int().min(4).max(256).default(32),
       /** Page size of search responses when the request gives no `page.limit`, and the largest accepted. */
       searchPageSize: z.number().int().min(1).max(10_000).default(100),

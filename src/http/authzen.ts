@@ -1,16 +1,16 @@
 /**
- * The AuthZEN Authorization API 1.0 HTTPS binding (§12): `POST /access/v1/evaluation`,
+ * The AuthZEN Authorization API 1.0 HTTPS binding (§10.1): `POST /access/v1/evaluation`,
  * `/access/v1/evaluations`, `/access/v1/search/{subject,resource,action}`, and the PDP metadata
- * at `GET /.well-known/authzen-configuration` (§11).
+ * at `GET /.well-known/authzen-configuration` (§9).
  *
- * - PEPs authenticate (§13.2 "the PDP SHOULD authenticate the calling PEP") with an access token
+ * - PEPs authenticate (§11.2 "the PDP SHOULD authenticate the calling PEP") with an access token
  *   Deputy issued for `<issuer>/access` with the `authzen:evaluate` scope, unless the deployment
  *   explicitly configured `pdp.auth: none`. A missing or bad token is a 401 with
- *   `WWW-Authenticate` (§13.3).
- * - A deny is `200 {"decision": false}`; a malformed request is a 400 with a message (§12.4);
- *   the body must be `application/json` (§12.1), within the size limit, UTF-8, and not nested
- *   deeper than `pdp.maxJsonDepth` (§13.9).
- * - `X-Request-ID` is echoed (§12.5): the middleware echoes log-safe ids; any other printable id
+ *   `WWW-Authenticate` (§11.3).
+ * - A deny is `200 {"decision": false}`; a malformed request is a 400 with a message (§10.1.1, §10.1.2);
+ *   the body must be `application/json` (§10.1), within the size limit, UTF-8, and not nested
+ *   deeper than `pdp.maxJsonDepth` (§11.7).
+ * - `X-Request-ID` is echoed (§10.1.3): the middleware echoes log-safe ids; any other printable id
  *   a PEP sends is echoed here as well, as the spec requires.
  *
  * @module
@@ -44,7 +44,7 @@ export interface AuthzenDeps {
   maxJsonDepth: number;
 }
 
-/** Deputy's capability URNs in the metadata (§11.1.2): what this PDP adds to the base API. */
+/** Deputy's capability URNs in the metadata (§9.1.2): what this PDP adds to the base API. */
 export const CAPABILITIES = ['urn:deputy:authzen:delegation-chain', 'urn:deputy:authzen:cedar'] as const;
 
 export function authzenRoutes(deps: AuthzenDeps): Router {
@@ -120,7 +120,7 @@ function authenticatePep(deps: AuthzenDeps): Koa.Middleware {
   };
 }
 
-/** Reads the body as JSON (§12.1): 400 for a wrong content type, an empty body, bad UTF-8 or bad JSON. */
+/** Reads the body as JSON (§10.1, §10.1.1): 400 for a wrong content type, an empty body, bad UTF-8 or bad JSON. */
 function jsonRequest(deps: AuthzenDeps): Koa.Middleware {
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   return async function readJson(ctx, next) {

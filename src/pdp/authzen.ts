@@ -3,13 +3,13 @@
  * validation, and the response bodies. No HTTP here (src/http/authzen.ts is the transport).
  *
  * Parsing follows the spec where it is strict and is liberal where drafts differed:
- * - §5 / §12.4: `subject`, `action`, `resource` are required, with string `type` / `id` /
+ * - §5, §6.1 and §10.1.1 (JSON Serialization): `subject`, `action`, `resource` are required, with string `type` / `id` /
  *   `name`; a missing or ill-typed one is a 400 (InvalidRequest). Unknown members are ignored.
  * - Draft 00 put attributes directly on the subject / resource (`"ownerID": …`); those members
  *   are read as properties (a `properties` member wins over a top-level one of the same name).
  * - §7.1 `evaluations`: top-level `subject` / `action` / `resource` / `context` are defaults
  *   for each item; an item that is still incomplete gets `decision: false` with an error in its
- *   place (§7.2 "Errors"), the rest of the batch is evaluated. A missing or empty `evaluations`
+ *   place (§7.2.1 "Errors"), the rest of the batch is evaluated. A missing or empty `evaluations`
  *   is a single evaluation.
  * - §8.2 pagination: `page.token` (and the older `page.next_token`), `page.limit`.
  *
@@ -44,7 +44,7 @@ export type SearchKind = 'subject' | 'resource' | 'action';
 
 export interface SearchInput {
   kind: SearchKind;
-  /** For a subject search, only `type` (and `properties`) matter: the id is ignored (§8.4). */
+  /** For a subject search, only `type` (and `properties`) matter: the id is ignored (§8.4.1). */
   subject: EntityInput;
   /** Absent for an action search. */
   action: ActionInput | undefined;
@@ -57,7 +57,7 @@ export interface SearchInput {
 const ENTITY_MEMBERS = new Set(['type', 'id', 'properties']);
 const MAX_STRING = 8 * 1024;
 
-/** Rejects JSON nested deeper than `max` (AuthZEN 1.0 §12.9: nested JSON attacks). Iterative. */
+/** Rejects JSON nested deeper than `max` (AuthZEN 1.0 §11.7: nested JSON attacks). Iterative. */
 export function checkDepth(value: unknown, max: number): void {
   const stack: Array<[unknown, number]> = [[value, 1]];
   while (stack.length > 0) {
@@ -170,7 +170,7 @@ function requireString(v: unknown, what: string, allowEmpty = false): string {
   return v;
 }
 
-/** How much of a denial a caller sees (AuthZEN 1.0 §5.5: `reason_admin` must not reach end users). */
+/** How much of a denial a caller sees (AuthZEN 1.0 §5.5.2: `reason_admin` must not be shared with end users). */
 export type Explain = 'admin' | 'user';
 
 /** A Decision (§5.5) as the wire object: `{ decision }`, and `context` with reasons on a deny. */
@@ -186,7 +186,7 @@ export function decisionBody(d: Decision, explain: Explain): Record<string, unkn
   return { decision: false, context };
 }
 
-/** A batch item that could not be parsed: denied in place (§7.2 "Errors"). */
+/** A batch item that could not be parsed: denied in place (§7.2.1 "Errors"). */
 export function itemErrorBody(message: string): Record<string, unknown> {
   return { decision: false, context: { id: 'invalid_request', error: { status: 400, message } } };
 }

@@ -2,7 +2,7 @@
  * A PDP decision and, when it denies, why: which kind of check failed, which link of the
  * delegation chain, which policies. Messages are built from identifiers Deputy controls
  * (agent ids, policy ids, schema paths) and never quote a token, a claim value or a property
- * value, so they are safe to send to an authenticated PEP (AuthZEN 1.0 §5.5 `reason_admin`).
+ * value, so they are safe to send to an authenticated PEP (AuthZEN 1.0 §5.5.1–5.5.2, `reason_admin`).
  *
  * @module
  */

@@ -73,7 +73,7 @@ export class PolicyDecisionPoint {
 
   /**
    * A batch (§7): items in order; the short-circuit semantics stop at the first deny / permit,
-   * and the response then holds the items up to it (§7.1.2). Items share subject preparation
+   * and the response then holds the items up to it (§7.1.2, "Evaluations semantics"). Items share subject preparation
    * (a batch usually repeats one subject).
    */
   async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic): Promise<Array<Decision | { error: string }>> {

@@ -5,7 +5,7 @@
  *
  * It also turns untrusted JSON (AuthZEN `properties` and `context`, Deputy's own chain record)
  * into Cedar values of the declared types ({@link SchemaInfo.project}): members the schema does
- * not declare are dropped (AuthZEN 1.0 §7.1: unknown fields are ignored), a value of the wrong
+ * not declare are dropped (AuthZEN 1.0 §10.1.1: receivers MUST ignore unknown fields), a value of the wrong
  * type is refused with the path and the expected type — never with the value itself.
  *
  * @module
@@ -177,7 +177,7 @@ export class SchemaInfo {
     const out: Record<string, CedarValueJson> = {};
     for (const [name, attrType] of Object.entries(t.attributes ?? {})) {
       const value = Object.hasOwn(source, name) ? source[name] : undefined;
-      // AuthZEN 1.0 §12.5: a null member is treated as absent.
+      // AuthZEN 1.0 §11.5: a null member is treated as absent (I-JSON guidance to omit nulls).
       if (value === undefined || value === null) {
         if (attrType.required !== false && !partial) throw new ProjectionError(`${path}.${name}`, 'required');
         continue;

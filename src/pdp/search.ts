@@ -6,7 +6,7 @@
  * again, gives `decision: true` (§8.1).
  *
  * Pagination (§8.2): an opaque `next_token` carries the offset, the page size and a digest of
- * the request; a token used with a different request is refused (400), as §8.2 recommends.
+ * the request; a token used with a different request is refused (400), as §8.2 recommends ("PDPs SHOULD return an error").
  * `next_token` is "" on the last page; `count` is the number of results in this page, `total`
  * the number of matches. Search with no candidates (an unknown type, say) is an empty result.
  *
@@ -134,7 +134,7 @@ function candidates(snapshot: PolicySnapshot, type: string, agents: readonly Age
   return [...ids].sort();
 }
 
-/** Everything that must stay the same between pages; the searched entity's id is ignored (§8.3–8.5). */
+/** Everything that must stay the same between pages; the searched entity's id is ignored (§8.4.1, §8.5.1). */
 function requestDigest(input: SearchInput): string {
   const subject = input.kind === 'subject' ? { ...input.subject, id: '' } : input.subject;
   const resource = input.kind === 'resource' ? { ...input.resource, id: '' } : input.resource;

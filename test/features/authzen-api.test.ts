@@ -22,7 +22,7 @@ async function raw(path: string, init: RequestInit & { headers?: Record<string, 
   return { status: res.status, headers: res.headers, text: await res.text() };
 }
 
-describe('metadata (AuthZEN 1.0 §11)', () => {
+describe('metadata (AuthZEN 1.0 §9)', () => {
   it('GET /.well-known/authzen-configuration names the PDP, every endpoint and the capabilities, without authentication', async () => {
     const res = await fetch(`${h.deputy.url}/.well-known/authzen-configuration`);
     expect(res.status).toBe(200);
@@ -50,7 +50,7 @@ describe('metadata (AuthZEN 1.0 §11)', () => {
   });
 });
 
-describe('PEP authentication (§13.2, §13.3)', () => {
+describe('PEP authentication (§11.2, §11.3)', () => {
   it('is required by default: no token → 401 with WWW-Authenticate', async () => {
     const res = await raw('/access/v1/evaluation', { headers: { authorization: '', 'content-type': 'application/json' }, body: JSON.stringify(valid) });
     expect(res.status).toBe(401);
@@ -75,14 +75,14 @@ describe('PEP authentication (§13.2, §13.3)', () => {
   });
 });
 
-describe('request ids (§12.5)', () => {
+describe('request ids (§10.1.3)', () => {
   it.each(['bfe9eb29-ab87-4ca3-be83-a1d5d8305716', 'pep/42 retry#1'])('X-Request-ID %j is echoed, on success and on error', async (id) => {
     expect((await h.post('/access/v1/evaluation', valid, { 'x-request-id': id })).headers.get('x-request-id')).toBe(id);
     expect((await h.post('/access/v1/evaluation', { subject: alice }, { 'x-request-id': id })).headers.get('x-request-id')).toBe(id);
   });
 });
 
-describe('malformed requests are 400 with a message (§12.4)', () => {
+describe('malformed requests are 400 with a message (§10.1.1, §10.1.2)', () => {
   it.each([
     ['non-JSON', 'application/json', '{"subject": '],
     ['empty body', 'application/json', ''],

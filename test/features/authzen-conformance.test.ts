@@ -104,7 +104,7 @@ describe('AuthZEN interop: search (subject, resource, action) and IdP', () => {
     expect(await run(h, `/access/v1/search/${kind}`, list, sameResults(keyOf))).toEqual([]);
   });
 
-  describe('pagination (§8.2) and search semantics (§8.3–8.5)', () => {
+  describe('pagination (§8.2) and search semantics (§8.1, §8.4–8.6)', () => {
     const query = { subject: { type: 'user', id: 'alice' }, action: { name: 'view' }, resource: { type: 'record' } };
 
     it('pages with opaque tokens: count per page, total, and next_token "" on the last page', async () => {

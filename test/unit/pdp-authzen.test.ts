@@ -34,7 +34,7 @@ describe('parseEvaluation (§6.1)', () => {
     expect(() => parseEvaluation({ subject: { type: '', id: 'a' }, action, resource })).toThrow(/subject.type must not be empty/);
   });
 
-  it('treats null members as absent (§13.8)', () => {
+  it('treats null members as absent (§11.5)', () => {
     expect(() => parseEvaluation({ subject: null, action, resource })).toThrow(/subject is required/);
     expect(parseEvaluation({ subject, action, resource, context: null }).context).toEqual({});
   });
@@ -80,7 +80,7 @@ describe('parseSearch (§8)', () => {
   });
 });
 
-describe('checkDepth (§13.9)', () => {
+describe('checkDepth (§11.7)', () => {
   it('refuses nesting beyond the limit, objects and arrays alike, without recursion', () => {
     let deep: unknown = 1;
     for (let i = 0; i < 100_000; i++) deep = [deep];
