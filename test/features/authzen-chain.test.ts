@@ -240,4 +240,17 @@ describe('links that are no longer valid', () => {
     const { body } = await ask(delegated(bToken), 'read', doc('doc-5'));
     expect(denial(body)).toMatchObject({ id: 'invalid_chain', link: { position: 2, id: 'agent-b' } });
   });
+
+  // Last: agent-b stays disabled.
+  it('disabling an agent denies every chain through it, naming that agent\'s link', async () => {
+    expect((await ask(delegated(tokens.three), 'read', doc('doc-5'))).body).toEqual({ decision: true });
+    const res = await fetch(`${h.deputy.url}/admin/agents/agent-b/disable`, { method: 'POST', headers: { authorization: `Bearer ${h.adminToken}` } });
+    expect(res.status).toBe(200);
+    for (const token of [tokens.two, tokens.three]) {
+      const { body } = await ask(delegated(token), 'read', doc('doc-5'));
+      expect(denial(body, token)).toMatchObject({ id: 'invalid_chain', link: { position: 2, id: 'agent-b' } });
+    }
+    // A chain that does not go through agent-b is unaffected.
+    expect((await ask(delegated(tokens.one), 'read', doc('doc-1'))).body).toEqual({ decision: true });
+  });
 });
