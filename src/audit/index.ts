@@ -6,6 +6,7 @@
 export {
   genesisHash,
   receiptHash,
+  receiptText,
   ReceiptSigner,
   RECEIPT_ALGORITHMS,
   RECEIPT_EVENTS,

@@ -126,6 +126,18 @@ const LIMITS = { id: 256, text: 2048, chain: 64, policies: 64 } as const;
 const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
 
 /**
+ * Makes caller-derived text (a gateway path, a resource id) fit a receipt field: token-shaped
+ * runs become `[token]`, and text longer than `max` keeps its start plus a SHA-256 of the whole,
+ * so the receipt still identifies it exactly without carrying it.
+ */
+export function receiptText(value: string, max: number = LIMITS.text): string {
+  const cleaned = value.replace(new RegExp(JWS_SHAPE.source, 'g'), '[token]');
+  if (cleaned.length <= max) return cleaned;
+  const digest = `…#sha256:${b64url(createHash('sha256').update(value, 'utf8').digest())}`;
+  return cleaned.slice(0, max - digest.length) + digest;
+}
+
+/**
  * Checks a caller's input. Mistakes here are programming errors (a `TypeError`, STYLE habit 3),
  * not client errors: callers build the input from values they already validated. Any field that
  * looks like a JWS is refused outright, a last defence for "receipts never contain a token".

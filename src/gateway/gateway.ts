@@ -26,7 +26,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { pipeline, type Readable } from 'node:stream';
 import type { ReceiptAppender } from '../audit/index.js';
-import { requestDigest } from '../audit/index.js';
+import { receiptText, requestDigest } from '../audit/index.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier, AuthenticatedRequest } from '../oauth/access-token.js';
@@ -208,7 +208,7 @@ export class Gateway {
         chain: who.chain,
         event: 'gateway_call',
         action,
-        resource: `${gatewayAudience(this.#base, connection.id)}${path}`,
+        resource: receiptText(`${gatewayAudience(this.#base, connection.id)}${path}`),
         decision: decision.allowed ? 'permit' : 'deny',
         ...(decision.allowed ? {} : { reason: decision.reason }),
         scope: [...auth.scopes].join(' '),
