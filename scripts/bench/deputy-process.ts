@@ -1,13 +1,19 @@
 /**
  * The server under test, in its own process: starts Deputy from the JSON configuration in
  * `BENCH_DEPUTY_CONFIG` and prints `READY <url> <issuer>` once it accepts requests.
+ *
+ * `BENCH_NO_RECEIPTS=1` replaces receipt appends with a no-op, for the "receipts off" figures
+ * only: Deputy itself has no switch to stop writing receipts.
  */
 import { validateConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
 import { startDeputy } from '../../src/main.js';
 
 const config = validateConfig(JSON.parse(process.env.BENCH_DEPUTY_CONFIG ?? '{}'), 'bench', {});
-const deputy = await startDeputy({ config, logger: createLogger('warn'), env: {} });
+const deputy = await startDeputy({ config, logger: createLogger('warn'), env: process.env });
+if (process.env.BENCH_NO_RECEIPTS === '1') {
+  Object.defineProperty(deputy.receipts, 'append', { value: async () => undefined });
+}
 process.stdout.write(`READY ${deputy.url} ${deputy.issuer}\n`);
 process.on('SIGTERM', () => {
   void deputy.close(500).finally(() => process.exit(0));

@@ -13,13 +13,13 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SignJWT, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JWK } from 'jose';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { runLoad, type LoadResult, type RequestSpec } from './load.js';
@@ -35,6 +35,7 @@ interface Options {
   concurrency: number[];
   out: string;
   markdown: string | undefined;
+  skipPdp: boolean;
 }
 
 function options(): Options {
@@ -45,10 +46,11 @@ function options(): Options {
       markdown: { type: 'string' },
       'duration-ms': { type: 'string' },
       concurrency: { type: 'string' },
+      'skip-pdp': { type: 'boolean', default: false },
     },
   });
   const quick = values.quick ?? false;
-  const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1500 : 5000;
+  const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1000 : 4000;
   return {
     quick,
     durationMs,
@@ -56,6 +58,7 @@ function options(): Options {
     concurrency: values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32],
     out: values.out!,
     markdown: values.markdown,
+    skipPdp: values['skip-pdp'] ?? false,
   };
 }
 
@@ -151,16 +154,21 @@ interface Figure {
   result: LoadResult;
 }
 
-async function withDeputy<T>(config: Record<string, unknown>, database: TestDatabase, fn: (url: string, issuer: string) => Promise<T>): Promise<T> {
+async function withDeputy<T>(
+  config: Record<string, unknown>,
+  database: TestDatabase,
+  fn: (url: string, issuer: string) => Promise<T>,
+  extra: { env?: Record<string, string>; port?: number } = {},
+): Promise<T> {
   const keysDir = mkdtempSync(join(tmpdir(), 'deputy-bench-keys-'));
   const full = {
     ...config,
-    server: { port: 0, host: '127.0.0.1' },
+    server: { port: extra.port ?? 0, host: '127.0.0.1' },
     store: database.url ? { databaseUrl: database.url, poolSize: 10 } : { dataDir: 'memory://' },
     keys: { dir: keysDir, generate: true },
     log: { level: 'warn' },
   };
-  const { child, ready } = await startProcess('deputy-process.ts', { BENCH_DEPUTY_CONFIG: JSON.stringify(full) });
+  const { child, ready } = await startProcess('deputy-process.ts', { ...extra.env, BENCH_DEPUTY_CONFIG: JSON.stringify(full) });
   try {
     return await fn(ready[0]!, ready[1]!);
   } finally {
@@ -208,6 +216,102 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
   });
 }
 
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = srv.address() as { port: number };
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+async function tokenExchange(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string): Promise<string> {
+  const res = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, `${issuer}/token`) },
+    body: form({
+      grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      resource, scope: 'deputy.read', client_id: agent.id,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
+    }),
+  });
+  const body = (await res.json()) as { access_token?: string };
+  if (!body.access_token) throw new Error(`bench setup: exchange failed: ${JSON.stringify(body)}`);
+  return body.access_token;
+}
+
+/** A DPoP proof for a resource request (RFC 9449 §4.2: `ath` binds it to the token). */
+async function resourceProof(client: ClientIdentity, htm: string, htu: string, token: string): Promise<string> {
+  const ath = createHash('sha256').update(token).digest('base64url');
+  return new SignJWT({ htm, htu, jti: randomUUID(), ath }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: client.dpop.jwk })
+    .setIssuedAt().sign(client.dpop.privateKey);
+}
+
+/**
+ * Gateway: a proxied call (token + DPoP proof verified, revocation, PDP, receipt, credential
+ * injected, forwarded) against calling the same upstream directly; and the exchange and the
+ * gateway with receipts on and off.
+ */
+async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, storeName: string, database: TestDatabase, receipts: boolean): Promise<Figure[]> {
+  const agent = await clientIdentity('bench-gw-agent');
+  const port = await freePort();
+  const issuer = `http://localhost:${port}`;
+  const gw = `${issuer}/gw/echo`;
+  const config = {
+    trustedIssuers: [idp.issuerConfig('okta')],
+    agents: [{ id: agent.id, name: 'Bench gateway agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [gw, AUDIENCE], jwks: agent.jwks }],
+    connections: [{ id: 'echo', kind: 'api_key', baseUrl: upstream, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'BENCH_ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
+  };
+  const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+  const env = { BENCH_ECHO_KEY: 'bench-secret-value', ...(receipts ? {} : { BENCH_NO_RECEIPTS: '1' }) };
+  const label = receipts ? 'receipts on' : 'receipts off';
+  return withDeputy(config, database, async (url) => {
+    const figures: Figure[] = [];
+    const token = await tokenExchange(url, issuer, agent, subject, gw);
+    for (const concurrency of opts.concurrency) {
+      const call = async (): Promise<RequestSpec> => ({
+        method: 'GET',
+        path: '/gw/echo/items',
+        headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
+      });
+      figures.push({ name: `gateway call (${label})`, store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }) });
+      const exchange = async (): Promise<RequestSpec> => ({
+        method: 'POST',
+        path: '/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, `${issuer}/token`) },
+        body: form({
+          grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+          resource: AUDIENCE, scope: 'deputy.read', client_id: agent.id,
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
+        }),
+      });
+      figures.push({ name: `token exchange (${label})`, store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }) });
+    }
+    return figures;
+  }, { env, port });
+}
+
+async function directUpstream(opts: Options, upstream: string): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  for (const concurrency of opts.concurrency) {
+    const result = await runLoad({ origin: upstream, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'GET', path: '/items', headers: { 'x-api-key': 'bench-secret-value' } }) });
+    figures.push({ name: 'upstream called directly (yardstick)', result });
+  }
+  return figures;
+}
+
+/** The PDP figures come from `pdp.ts`, run as its own process with the same load settings. */
+async function pdpBench(opts: Options): Promise<unknown> {
+  const out = join(mkdtempSync(join(tmpdir(), 'deputy-bench-pdp-out-')), 'pdp.json');
+  const args = ['--import', 'tsx', join(HERE, 'pdp.ts'), '--out', out, '--duration-ms', String(opts.durationMs), '--concurrency', opts.concurrency.join(',')];
+  if (opts.quick) args.push('--quick');
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: process.env });
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pdp bench exited with ${code}`))));
+  });
+  return JSON.parse(readFileSync(out, 'utf8')) as unknown;
+}
+
 async function httpFloor(opts: Options): Promise<Figure[]> {
   const { child, ready } = await startProcess('floor-process.ts', {});
   try {
@@ -228,10 +332,38 @@ function ratios(figures: Figure[]): Record<string, number> {
     const yard = figures.find((y) => y.name.startsWith('client_credentials') && y.store === f.store && y.result.concurrency === f.result.concurrency);
     if (yard && yard.result.rps > 0) out[`exchange_vs_client_credentials.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / yard.result.rps) * 100) / 100;
   }
+  for (const f of figures.filter((x) => x.name === 'gateway call (receipts on)')) {
+    const direct = figures.find((y) => y.name.startsWith('upstream called directly') && y.result.concurrency === f.result.concurrency);
+    if (direct && direct.result.rps > 0) {
+      out[`gateway_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
+      out[`gateway_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
+    }
+  }
+  for (const kind of ['gateway call', 'token exchange']) {
+    for (const on of figures.filter((x) => x.name === `${kind} (receipts on)`)) {
+      const off = figures.find((y) => y.name === `${kind} (receipts off)` && y.store === on.store && y.result.concurrency === on.result.concurrency);
+      if (off && off.result.rps > 0) out[`${kind.replace(' ', '_')}_receipts_on_vs_off.${on.store}.c${on.result.concurrency}`] = Math.round((on.result.rps / off.result.rps) * 100) / 100;
+    }
+  }
   return out;
 }
 
-function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number> }): string {
+interface PdpReport {
+  yardstick: { cedarStatefulIsAuthorizedPerSecond: number };
+  rows: Array<{ scenario: string; decisionCache: boolean; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number }; errors: number }>;
+}
+
+function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; pdp?: PdpReport }): string {
+  const pdp = results.pdp
+    ? [
+        '',
+        `PDP (AuthZEN over HTTP, PGlite). Cedar floor (statefulIsAuthorized in-process): ${results.pdp.yardstick.cedarStatefulIsAuthorizedPerSecond} calls/s.`,
+        '',
+        '| PDP scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | errors |',
+        '| --- | --- | --- | --- | --- | --- | --- |',
+        ...results.pdp.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.errors} |`),
+      ]
+    : [];
   const rows = results.figures.map((f) =>
     `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.result.rps} | ${f.result.latencyMs.p50} | ${f.result.latencyMs.p90} | ${f.result.latencyMs.p99} | ${f.result.errors} |`);
   return [
@@ -248,6 +380,7 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| ratio | value |',
     '| --- | --- |',
     ...Object.entries(results.ratios).map(([k, v]) => `| ${k} | ${v} |`),
+    ...pdp,
     '',
   ].join('\n');
 }
@@ -260,6 +393,8 @@ async function main(): Promise<void> {
   try {
     const crypto = await cryptoFloor(opts.quick ? 300 : 1000);
     figures.push(...(await httpFloor(opts)));
+    const upstream = await startProcess('floor-process.ts', {});
+    const upstreamUrl = upstream.ready[0]!;
     const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
     if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
     for (const [name, database] of stores) {
@@ -268,7 +403,18 @@ async function main(): Promise<void> {
       } finally {
         await database.drop();
       }
+      for (const receipts of [true, false]) {
+        const db = name === 'postgres' ? await createTestDatabase() : database;
+        try {
+          figures.push(...(await gatewayScenarios(opts, idp, upstreamUrl, name, db, receipts)));
+        } finally {
+          if (db !== database) await db.drop();
+        }
+      }
     }
+    figures.push(...(await directUpstream(opts, upstreamUrl)));
+    await stopProcess(upstream.child);
+    const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -277,6 +423,7 @@ async function main(): Promise<void> {
       crypto,
       figures,
       ratios: ratios(figures),
+      ...(pdp ? { pdp } : {}),
       elapsedMs: Date.now() - startedAt,
     };
     mkdirSync(dirname(opts.out), { recursive: true });

@@ -1,0 +1,48 @@
+/**
+ * The benchmark is not part of the suite, but its quick mode must keep working: run it with
+ * tiny durations and check the results file is complete and well-formed.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const run = promisify(execFile);
+const dir = mkdtempSync(join(tmpdir(), 'deputy-bench-smoke-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
+  it('runs every scenario and writes a well-formed results file and summary', async () => {
+    const out = join(dir, 'results.json');
+    const md = join(dir, 'summary.md');
+    await run('node_modules/.bin/tsx', ['scripts/bench/index.ts', '--quick', '--duration-ms', '150', '--out', out, '--markdown', md], {
+      env: process.env,
+      timeout: 580_000,
+    });
+    const results = JSON.parse(readFileSync(out, 'utf8')) as {
+      machine: { cpus: number; node: string };
+      crypto: Record<string, number>;
+      figures: Array<{ name: string; store?: string; result: { rps: number; errors: number; latencyMs: { p50: number; p99: number } } }>;
+      ratios: Record<string, number>;
+      pdp: { yardstick: { cedarStatefulIsAuthorizedPerSecond: number }; rows: Array<{ decisionsPerSecond: number; errors: number }> };
+    };
+    expect(results.machine.cpus).toBeGreaterThan(0);
+    expect(Object.values(results.crypto).every((v) => v > 0)).toBe(true);
+    const names = new Set(results.figures.map((f) => f.name));
+    for (const name of ['HTTP floor (bare Koa)', 'client_credentials (yardstick)', 'token exchange', 'gateway call (receipts on)', 'gateway call (receipts off)', 'upstream called directly (yardstick)']) {
+      expect(names).toContain(name);
+    }
+    for (const f of results.figures) {
+      expect(f.result.errors).toBe(0);
+      expect(f.result.rps).toBeGreaterThan(0);
+      expect(f.result.latencyMs.p99).toBeGreaterThanOrEqual(f.result.latencyMs.p50);
+    }
+    expect(Object.keys(results.ratios)).toEqual(expect.arrayContaining([expect.stringMatching(/^exchange_vs_client_credentials\.pglite/), expect.stringMatching(/^gateway_vs_direct\.pglite/)]));
+    expect(results.pdp.yardstick.cedarStatefulIsAuthorizedPerSecond).toBeGreaterThan(0);
+    expect(results.pdp.rows.length).toBeGreaterThan(0);
+    expect(results.pdp.rows.every((r) => r.errors === 0 && r.decisionsPerSecond > 0)).toBe(true);
+    expect(readFileSync(md, 'utf8')).toMatch(/\| token exchange \| pglite \|/);
+  });
+});
