@@ -6,6 +6,7 @@
  *
  * @module
  */
+import cluster from 'node:cluster';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -193,6 +194,10 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.log.level);
+  if (config.server.workers > 1 && cluster.isPrimary) {
+    superviseWorkers(config.server.workers, logger);
+    return;
+  }
   let deputy: DeputyServer;
   try {
     deputy = await startDeputy({ config, logger });
@@ -201,7 +206,8 @@ async function main(): Promise<void> {
     else logger.fatal({ err }, 'start failed');
     process.exit(1);
   }
-  process.stdout.write(`Deputy is listening on ${deputy.issuer} (store: ${deputy.store.kind})\n`);
+  if (cluster.isPrimary) process.stdout.write(`Deputy is listening on ${deputy.issuer} (store: ${deputy.store.kind})\n`);
+  else process.send?.({ listening: deputy.issuer, store: deputy.store.kind });
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -219,6 +225,47 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   // SIGHUP reloads the Cedar policy set; a refused set is logged and the previous one keeps serving.
   process.on('SIGHUP', () => void deputy.pdp.reload('signal').catch(() => undefined));
+}
+
+/**
+ * `server.workers > 1`: the primary forks that many workers sharing the port (`node:cluster`
+ * round-robins connections), replaces a worker that dies, and passes SIGTERM / SIGINT (graceful
+ * stop) and SIGHUP (policy reload) on to every worker. Workers start exactly as a single process
+ * does; key generation (exclusive create) and migrations (advisory lock) are safe when they race.
+ */
+function superviseWorkers(count: number, logger: Logger): void {
+  let stopping = false;
+  let announced = false;
+  const fork = () => {
+    const worker = cluster.fork();
+    worker.on('message', (message: { listening?: string; store?: string }) => {
+      if (message.listening && !announced) {
+        announced = true;
+        process.stdout.write(`Deputy is listening on ${message.listening} (store: ${message.store}, ${count} workers)\n`);
+      }
+    });
+  };
+  for (let i = 0; i < count; i += 1) fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    logger.error({ worker: worker.process.pid, code, signal }, 'worker exited; starting a replacement');
+    if (code === 1 || code === 2) {
+      // A worker that could not start (configuration, keys) would fail again: stop.
+      logger.fatal('a worker could not start; stopping');
+      process.exit(code);
+    }
+    fork();
+  });
+  const forward = (signal: NodeJS.Signals) => {
+    if (signal !== 'SIGHUP') stopping = true;
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
+  };
+  process.on('SIGTERM', () => forward('SIGTERM'));
+  process.on('SIGINT', () => forward('SIGINT'));
+  process.on('SIGHUP', () => forward('SIGHUP'));
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

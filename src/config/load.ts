@@ -83,6 +83,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['HOST', ['server', 'host'], 'string'],
   ['DEPUTY_ISSUER', ['server', 'issuer'], 'string'],
   ['DEPUTY_TRUST_PROXY', ['server', 'trustProxy'], 'bool'],
+  ['DEPUTY_WORKERS', ['server', 'workers'], 'int'],
   ['DATABASE_URL', ['store', 'databaseUrl'], 'string'],
   ['DEPUTY_DATA_DIR', ['store', 'dataDir'], 'string'],
   ['DEPUTY_KEYS_DIR', ['keys', 'dir'], 'string'],

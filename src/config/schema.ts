@@ -124,6 +124,12 @@ export const configSchema = z.strictObject({
       bodyLimitBytes: z.number().int().min(1024).max(10 * 1024 * 1024).default(64 * 1024),
       /** How long SIGTERM waits for in-flight requests before closing connections. */
       shutdownGraceSeconds: seconds().default(10),
+      /**
+       * Worker processes sharing the port (`node:cluster`, env `DEPUTY_WORKERS`), to use every
+       * core. More than 1 needs PostgreSQL: PGlite is one process's database. Every piece of
+       * state instances must agree on (replay, nonces, revocation, receipts) is in the store.
+       */
+      workers: z.number().int().min(1).max(64).default(1),
     })
     .prefault({}),
   store: z
@@ -240,6 +246,10 @@ export const configSchema = z.strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     })
     .prefault({}),
+}).superRefine((config, ctx) => {
+  if (config.server.workers > 1 && config.store.databaseUrl === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['server', 'workers'], message: 'more than one worker needs PostgreSQL (store.databaseUrl / DATABASE_URL): embedded PGlite serves one process' });
+  }
 });
 
 /** The configuration file as written (input), before defaults. */

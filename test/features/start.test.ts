@@ -163,4 +163,34 @@ describe('npm start', () => {
     },
     90_000,
   );
+
+  it('refuses several workers on embedded PGlite (exit 2, the field named)', async () => {
+    const proc = startProcess({ DEPUTY_WORKERS: '2', PORT: String(await freePort()), DEPUTY_DATA_DIR: join(tmp, 'w-data'), DEPUTY_KEYS_DIR: join(tmp, 'w-keys') });
+    expect((await proc.exited).code).toBe(2);
+    expect(proc.stderr()).toMatch(/server\.workers: more than one worker needs PostgreSQL/);
+  });
+
+  it.skipIf(!usingPostgres)(
+    'runs several workers on one port with PostgreSQL, and SIGTERM stops them all',
+    async () => {
+      const db = await createTestDatabase();
+      try {
+        const port = await freePort();
+        const proc = startProcess({ DEPUTY_WORKERS: '2', PORT: String(port), HOST: '127.0.0.1', DATABASE_URL: db.url!, DEPUTY_KEYS_DIR: join(tmp, 'cluster-keys'), LOG_LEVEL: 'info' });
+        await proc.waitFor(/Deputy is listening on http:\/\/localhost:\d+ \(store: postgres, 2 workers\)\n/);
+        // Both workers come up (each logs its start); the port answers throughout.
+        await new Promise<void>((resolve) => {
+          const check = () => ((proc.stdout().match(/"msg":"deputy started"/g) ?? []).length >= 2 ? resolve() : setTimeout(check, 100));
+          check();
+        });
+        for (let i = 0; i < 4; i += 1) expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+        proc.child.kill('SIGTERM');
+        expect((await proc.exited).code).toBe(0);
+        expect(await isListening(port)).toBe(false);
+      } finally {
+        await db.drop();
+      }
+    },
+    120_000,
+  );
 });
