@@ -33,9 +33,9 @@ interface Spawned {
   waitFor(re: RegExp): Promise<RegExpMatchArray>;
 }
 
-/** `npm start` (tsx src/main.ts) with exactly `env` plus PATH / HOME. */
+/** `npm start` (node --import tsx src/main.ts) with exactly `env` plus PATH / HOME. */
 function startProcess(env: Record<string, string>): Spawned {
-  const child = spawn('node_modules/.bin/tsx', ['src/main.ts'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmp, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true, // own process group, so cleanup can reach tsx's node child too
