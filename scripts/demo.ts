@@ -17,7 +17,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -31,6 +30,7 @@ import { agentConfig, authenticatedPost, exchange, testAgent, type TestAgent } f
 import { adminSetup, clientKeys } from '../test/support/clients.js';
 import { startMockIdp, type MockIdp } from '../test/support/mock-idp.js';
 import { startMockUpstream, type MockUpstream } from '../test/support/upstream.js';
+import { freePort } from '../test/support/net.js';
 
 const CRM_KEY = `sk_live_${randomBytes(24).toString('hex')}`;
 const out = (s = '') => process.stdout.write(`${s}\n`);
@@ -43,13 +43,6 @@ const check = (ok: boolean, what: string) => {
   if (!ok) failures += 1;
 };
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 async function main(): Promise<void> {
   out('Deputy demo — an agent acts for a user, through a sub-agent, without ever holding the API key.');

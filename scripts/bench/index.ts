@@ -23,6 +23,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { runLoad, type LoadResult, type RequestSpec } from './load.js';
+import { freePort } from '../../test/support/net.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -216,14 +217,6 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
   });
 }
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 async function tokenExchange(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string): Promise<string> {
   const res = await fetch(`${url}/token`, {

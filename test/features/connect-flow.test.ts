@@ -5,7 +5,6 @@
  * when it expires (also with concurrent callers and two service instances), and sends them
  * through the flow again when the provider revoked the grant.
  */
-import { createServer } from 'node:net';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
@@ -17,6 +16,7 @@ import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
 import { DownstreamClients } from '../../src/vault/connections/oauth-client.js';
 import { USER_REFRESH_TOKEN_KIND, UserGrants } from '../../src/vault/connections/user-grants.js';
+import { freePort } from '../support/net.js';
 
 const CLIENT_SECRET = 'downstream-client-secret-0123456789abcdef';
 
@@ -30,13 +30,6 @@ let userId: string;
 const seenTokens = new Set<string>();
 const gw = (c: string) => `${issuer}/gw/${c}`;
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 beforeAll(async () => {
   idp = await startMockIdp();

@@ -4,7 +4,6 @@
  * reaches it. Every refusal is checked to happen before anything reaches the upstream.
  */
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +13,7 @@ import { json, type Json } from '../support/http.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
+import { freePort } from '../support/net.js';
 
 const API_KEY = `sk_live_${randomBytes(16).toString('hex')}`;
 const QUERY_KEY = `qk_${randomBytes(16).toString('hex')}`;
@@ -33,13 +33,6 @@ let adminToken: string;
 const agents: Record<string, TestAgent> = {};
 const gw = (connection: string) => `${issuer}/gw/${connection}`;
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port: p } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return p;
-}
 
 beforeAll(async () => {
   idp = await startMockIdp();

@@ -1,7 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -23,6 +22,7 @@ import { adminSetup, clientCredentialsToken, oauthClient } from '../support/clie
 import { createTestDatabase, usingPostgres } from '../support/database.js';
 import { json, type Json } from '../support/http.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { freePort } from '../support/net.js';
 
 const run = promisify(execFile);
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k', 'oth'];
@@ -54,13 +54,6 @@ async function verifyWithServedJwks(deputy: TestDeputy, token: string) {
   return jwtVerify(token, createLocalJWKSet(await servedJwks(deputy)), { issuer: deputy.issuer, typ: 'at+jwt' });
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 /** `npm run keys:rotate` on `keysDir`, with the default configuration file. */
 function rotateScript(keysDir: string) {
