@@ -63,7 +63,7 @@ export function createApp(deps: AppDeps): Koa {
     healthRoutes({ store: deps.store, keys: deps.keys }),
     adminRoutes({ agents: deps.agents, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes }),
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
-    ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate }),
+    ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());

@@ -18,11 +18,14 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
 import type { DeputyConfig } from '../config/schema.js';
-import { InvalidRequest, PayloadTooLarge } from '../errors/index.js';
+import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, type ReceiptAppender } from '../audit/index.js';
+import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { deputyResources } from '../oauth/provider.js';
-import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type Explain, type SearchKind } from '../pdp/authzen.js';
-import type { PolicyDecisionPoint } from '../pdp/pdp.js';
+import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type EvaluationInput, type Explain, type SearchKind } from '../pdp/authzen.js';
+import type { Decision } from '../pdp/decision.js';
+import type { DelegatedSubject } from '../pdp/delegated-subject.js';
+import type { PolicyDecisionPoint, PreparedSubject } from '../pdp/pdp.js';
 import type { Search } from '../pdp/search.js';
 import type { PdpService } from '../pdp/service.js';
 import { policyAdminRoutes } from './policies.js';
@@ -32,6 +35,8 @@ export const AUTHZEN_SCOPE = 'authzen:evaluate';
 
 export interface AuthzenDeps {
   pdp: PolicyDecisionPoint;
+  /** Where receipts go when a PEP asks for one (`Deputy-Receipt: request`). */
+  receipts?: ReceiptAppender;
   search: Search;
   issuer: string;
   authenticate: Authenticate;
@@ -69,8 +74,27 @@ export function authzenRoutes(deps: AuthzenDeps): Router {
   api.use(echoRequestId, noStore, authenticatePep(deps), jsonRequest(deps));
 
   api.post('/evaluation', async function evaluation(ctx) {
-    const decision = await deps.pdp.evaluate(parseEvaluation(ctx.state.authzenBody));
-    ctx.body = decisionBody(decision, explain);
+    const input = parseEvaluation(ctx.state.authzenBody);
+    if (!receiptRequested(ctx)) {
+      ctx.body = decisionBody(await deps.pdp.evaluate(input), explain);
+      return;
+    }
+    const memo = new Map<string, Promise<PreparedSubject>>();
+    const subject = await deps.pdp.prepareSubject(input.subject, memo);
+    if (subject.kind === 'plain' || subject.kind === 'malformed') {
+      throw new InvalidRequest('a receipt is written for a delegated subject only: pass the agent token in subject.properties.token');
+    }
+    const decision = await deps.pdp.evaluate(input, memo);
+    if (subject.kind !== 'delegated') {
+      // An invalid token or chain (revoked, expired, forged): denied, and there is no verified
+      // chain to attribute a receipt to.
+      ctx.body = decisionBody(decision, explain);
+      return;
+    }
+    const receipt = await writeEvaluationReceipt(deps, ctx, input, subject, decision);
+    ctx.set(RECEIPT_ID_HEADER, receipt.claims.jti);
+    const body = decisionBody(decision, explain) as { context?: Record<string, unknown> };
+    ctx.body = { ...body, context: { ...body.context, receipt: { id: receipt.claims.jti, agent: receipt.claims.agent, seq: receipt.claims.seq } } };
   });
 
   api.post('/evaluations', async function evaluations(ctx) {
@@ -170,13 +194,52 @@ async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
   await next();
 }
 
+/** Request header with which a PEP asks for a receipt of a decision (value `request`). */
+export const RECEIPT_REQUEST_HEADER = 'Deputy-Receipt';
+/** Response header naming the receipt written. */
+export const RECEIPT_ID_HEADER = 'Deputy-Receipt-Id';
+
+function receiptRequested(ctx: Koa.Context): boolean {
+  const value = ctx.get(RECEIPT_REQUEST_HEADER).trim().toLowerCase();
+  if (value === '') return false;
+  if (value !== 'request') throw new InvalidRequest(`${RECEIPT_REQUEST_HEADER} must be "request"`);
+  return true;
+}
+
+/**
+ * A PEP-requested receipt (DESIGN capability 4): the decision joins the acting agent's hash
+ * chain. The request digest covers the whole evaluation, token included, so whoever holds the
+ * request can match it; the receipt itself holds only identifiers.
+ */
+async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, subject: DelegatedSubject, decision: Decision): Promise<AppendedReceipt> {
+  if (!deps.receipts) throw new TemporarilyUnavailable('receipts are not available on this instance');
+  const requestId = (ctx.state as { requestId?: unknown }).requestId;
+  const presented = subject.records.at(-1);
+  return deps.receipts.append({
+    agent: subject.chain.at(-1)!,
+    user: subject.user.id,
+    chain: subject.chain,
+    event: 'access_evaluation',
+    action: receiptText(input.action.name, 256),
+    resource: receiptText(`${input.resource.type}:${input.resource.id}`),
+    decision: decision.decision ? 'permit' : 'deny',
+    policies: decision.decision ? decision.policies : decision.denial.policies,
+    ...(decision.decision ? {} : { reason: receiptText(decision.denial.admin) }),
+    scope: subject.scopes.join(' ') || undefined,
+    requestDigest: requestDigest(JSON.parse(JSON.stringify(input)) as { readonly [k: string]: DigestValue }),
+    ...(typeof requestId === 'string' ? { requestId } : {}),
+    ...(presented ? { tokenId: presented.jti } : {}),
+  });
+}
+
 /** Every PDP router for the app: the AuthZEN API and metadata, and the policy admin routes. */
-export function pdpRoutes(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate }): Router[] {
+export function pdpRoutes(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate; receipts?: ReceiptAppender }): Router[] {
   const { config, issuer, pdp, authenticate } = deps;
   const resources = deputyResources(issuer);
   return [
     authzenRoutes({
       pdp: pdp.pdp,
+      ...(deps.receipts ? { receipts: deps.receipts } : {}),
       search: pdp.search,
       issuer,
       authenticate,

@@ -213,6 +213,45 @@ describe('the token exchange is a PDP decision (action delegate)', () => {
   });
 });
 
+describe('receipts a PEP asks for (Deputy-Receipt: request)', () => {
+  const exportChain = async (agent: string): Promise<Json[]> => {
+    const res = await fetch(`${h.deputy.url}/admin/agents/${agent}/receipts/export`, { headers: { authorization: `Bearer ${h.adminToken}` } });
+    expect(res.status).toBe(200);
+    return (await res.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Json);
+  };
+  const claims = (line: Json): Json => JSON.parse(Buffer.from(String(line.receipt ?? line.jws ?? line.token ?? Object.values(line).find((v) => typeof v === 'string' && v.split('.').length === 3)).split('.')[1]!, 'base64url').toString());
+
+  it('writes a permit and a deny into the acting agent\'s chain, named in the response, with no token inside', async () => {
+    const before = (await exportChain('agent-b')).length;
+    const permit = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2') }, { 'Deputy-Receipt': 'request' });
+    expect(permit.body).toMatchObject({ decision: true });
+    expect(permit.status).toBe(200);
+    expect(permit.body).toMatchObject({ decision: true, context: { receipt: { agent: 'agent-b', id: expect.any(String), seq: expect.any(Number) } } });
+    expect(permit.headers.get('deputy-receipt-id')).toBe(permit.body.context.receipt.id);
+    const deny = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two), action: { name: 'read' }, resource: doc('doc-4') }, { 'Deputy-Receipt': 'request' });
+    expect(deny.body).toMatchObject({ decision: false, context: { receipt: { agent: 'agent-b' } } });
+
+    const lines = await exportChain('agent-b');
+    expect(lines.length).toBe(before + 2);
+    const [p, d] = lines.slice(-2).map(claims);
+    expect(p).toMatchObject({ event: 'access_evaluation', action: 'read', decision: 'permit', chain: ['agent-a', 'agent-b'], jti: permit.body.context.receipt.id });
+    expect(d).toMatchObject({ event: 'access_evaluation', decision: 'deny', seq: (p!.seq as number) + 1 });
+    expect(d!.reason).toEqual(expect.any(String));
+    const text = JSON.stringify(lines.slice(-2));
+    for (const t of [tokens.two, tokens.handToB]) expect(text).not.toContain(t.split('.')[2]!);
+  });
+
+  it('without the header writes nothing; a plain subject or a bad header value is a 400', async () => {
+    const before = (await exportChain('agent-b')).length;
+    expect((await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2') })).body).toEqual({ decision: true });
+    expect((await exportChain('agent-b')).length).toBe(before);
+    const plain = await h.post('/access/v1/evaluation', { subject: { type: 'User', id: ALICE.email, properties: { email: ALICE.email } }, action: { name: 'read' }, resource: doc('doc-2') }, { 'Deputy-Receipt': 'request' });
+    expect(plain.status).toBe(400);
+    const bad = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2') }, { 'Deputy-Receipt': 'yes please' });
+    expect(bad.status).toBe(400);
+  });
+});
+
 describe('links that are no longer valid', () => {
   it('a revoked link denies every token delegated from it (cascade), naming the revoked link', async () => {
     const subject = await userToken();
@@ -254,3 +293,4 @@ describe('links that are no longer valid', () => {
     expect((await ask(delegated(tokens.one), 'read', doc('doc-1'))).body).toEqual({ decision: true });
   });
 });
+
