@@ -1,32 +1,48 @@
 /**
- * `npm run keys:rotate`: retire the active token-signing key, add a new active one, and drop
- * retired keys whose tokens have all expired. Reads the same configuration as the server.
+ * `npm run keys:rotate [-- --alg=ES256|RS256|EdDSA]`: retire the active token-signing key, add a
+ * new active one, and drop retired keys whose tokens have all expired.
+ * `npm run keys:rotate -- --receipts [--alg=ES256|EdDSA]`: the same for the receipt-signing key;
+ * retired receipt keys stay published for good (receipts are long-lived evidence).
+ * Reads the same configuration as the server.
  *
  * Exit codes: 0 rotated, 2 invalid configuration or arguments, 1 key material missing/malformed.
  */
 import { ConfigError, loadConfig } from '../src/config/load.js';
 import type { DeputyConfig } from '../src/config/schema.js';
-import { KeyError, rotateSigningKeys } from '../src/keys/keystore.js';
+import { KeyError, rotateReceiptKeys, rotateSigningKeys, ROLLOUT_GRACE_SECONDS, type ReceiptAlg, type SigningAlg } from '../src/keys/keystore.js';
+
+function fail(code: 1 | 2, message: string): never {
+  process.stderr.write(`keys:rotate: ${message}\n`);
+  process.exit(code);
+}
 
 let config: DeputyConfig;
 try {
   config = loadConfig();
 } catch (err) {
   if (!(err instanceof ConfigError)) throw err;
-  process.stderr.write(`keys:rotate: ${err.message}\n`);
-  process.exit(2);
+  fail(2, err.message);
 }
-const alg = (process.argv.find((a) => a.startsWith('--alg='))?.slice(6) ?? config.keys.signingAlg) as typeof config.keys.signingAlg;
-if (!['ES256', 'RS256', 'EdDSA'].includes(alg)) {
-  process.stderr.write(`keys:rotate: --alg must be ES256, RS256 or EdDSA\n`);
-  process.exit(2);
+const receipts = process.argv.includes('--receipts');
+const algArg = process.argv.find((a) => a.startsWith('--alg='))?.slice(6);
+
+async function rotate(): Promise<string> {
+  if (receipts) {
+    const alg = (algArg ?? 'ES256') as ReceiptAlg;
+    if (!['ES256', 'EdDSA'].includes(alg)) fail(2, '--alg must be ES256 or EdDSA for receipt keys');
+    const kid = await rotateReceiptKeys(config.keys.dir, alg);
+    return `new active receipt key: ${kid} (${alg}) in ${config.keys.dir}\nRestart the Deputy instances so they sign receipts with it; every earlier receipt key stays published at /receipts/jwks.\n`;
+  }
+  const alg = (algArg ?? config.keys.signingAlg) as SigningAlg;
+  if (!['ES256', 'RS256', 'EdDSA'].includes(alg)) fail(2, '--alg must be ES256, RS256 or EdDSA');
+  const kid = await rotateSigningKeys(config.keys.dir, alg, config.tokens.accessTokenTTL);
+  const hours = ROLLOUT_GRACE_SECONDS / 3600;
+  return `new active signing key: ${kid} (${alg}) in ${config.keys.dir}\nRestart every Deputy instance within ${hours} hours so they sign with it; the previous key stays published until its tokens expire.\n`;
 }
-let kid: string;
+
 try {
-  kid = await rotateSigningKeys(config.keys.dir, alg, config.tokens.accessTokenTTL);
+  process.stdout.write(await rotate());
 } catch (err) {
   if (!(err instanceof KeyError)) throw err;
-  process.stderr.write(`keys:rotate: ${err.message}\n`);
-  process.exit(1);
+  fail(1, err.message);
 }
-process.stdout.write(`new active signing key: ${kid} (${alg}) in ${config.keys.dir}\nRestart the Deputy instances so they sign with it; the previous key stays published until its tokens expire.\n`);

@@ -56,9 +56,9 @@ async function verifyWithServedJwks(deputy: TestDeputy, token: string) {
 
 
 /** `npm run keys:rotate` on `keysDir`, with the default configuration file. */
-function rotateScript(keysDir: string) {
+function rotateScript(keysDir: string, args: string[] = []) {
   const { DEPUTY_CONFIG: _ignored, ...env } = process.env;
-  return run('node_modules/.bin/tsx', ['scripts/keys-rotate.ts'], { env: { ...env, DEPUTY_KEYS_DIR: keysDir } });
+  return run('node_modules/.bin/tsx', ['scripts/keys-rotate.ts', ...args], { env: { ...env, DEPUTY_KEYS_DIR: keysDir } });
 }
 
 function readSigningFile(dir: string): { keys: Array<{ jwk: Json; status: string; retiredAt?: number }> } {
@@ -276,6 +276,20 @@ describe('rotation retention', () => {
     expect(err.code).toBe(1);
     expect(err.stderr).toBe(`keys:rotate: ${join(keysDir, SIGNING_KEYS_FILE)} does not exist\n`);
     expect(existsSync(keysDir)).toBe(false);
+  });
+
+  it('rotates the receipt key with --receipts, keeping every earlier receipt key', async () => {
+    const dir = fresh('receipt-rotation');
+    await loadKeyStore({ dir, signingAlg: 'ES256', generate: true, maxTokenLifetime: 300 });
+    const signingBefore = readFileSync(join(dir, SIGNING_KEYS_FILE), 'utf8');
+    const { stdout } = await rotateScript(dir, ['--receipts', '--alg=EdDSA']);
+    const receipts = JSON.parse(readFileSync(join(dir, RECEIPT_KEYS_FILE), 'utf8')) as { keys: Array<{ status: string; jwk: Json }> };
+    expect(receipts.keys.map((k) => [k.status, k.jwk.alg])).toEqual([['active', 'EdDSA'], ['retired', 'ES256']]);
+    expect(stdout).toContain(String(receipts.keys[0]!.jwk.kid));
+    expect(readFileSync(join(dir, SIGNING_KEYS_FILE), 'utf8')).toBe(signingBefore);
+    expect(mode(join(dir, RECEIPT_KEYS_FILE))).toBe(0o600);
+    const err = (await rotateScript(dir, ['--receipts', '--alg=RS256']).catch((e: unknown) => e)) as { code?: number; stderr?: string };
+    expect(err.code).toBe(2);
   });
 
   it('keeps retired keys published while their tokens may live, then drops them', async () => {
