@@ -51,7 +51,7 @@ function options(): Options {
     },
   });
   const quick = values.quick ?? false;
-  const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1000 : 4000;
+  const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 600 : 4000;
   return {
     quick,
     durationMs,
