@@ -7,22 +7,11 @@
  *
  * Exit codes: 0 rotated, 2 invalid configuration or arguments, 1 key material missing/malformed.
  */
-import { ConfigError, loadConfig } from '../src/config/load.js';
-import type { DeputyConfig } from '../src/config/schema.js';
+import { cliFail, loadConfigOrExit } from './cli.js';
 import { KeyError, rotateReceiptKeys, rotateSigningKeys, ROLLOUT_GRACE_SECONDS, type ReceiptAlg, type SigningAlg } from '../src/keys/keystore.js';
 
-function fail(code: 1 | 2, message: string): never {
-  process.stderr.write(`keys:rotate: ${message}\n`);
-  process.exit(code);
-}
-
-let config: DeputyConfig;
-try {
-  config = loadConfig();
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  fail(2, err.message);
-}
+const fail = (code: 1 | 2, message: string): never => cliFail('keys:rotate', code, message);
+const config = loadConfigOrExit('keys:rotate');
 const receipts = process.argv.includes('--receipts');
 const algArg = process.argv.find((a) => a.startsWith('--alg='))?.slice(6);
 

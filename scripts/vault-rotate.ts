@@ -17,8 +17,7 @@
  * Output names KEK ids and counts only. Exit codes: 0 done, 2 invalid configuration or
  * arguments, 1 key material or store problem, 3 some rows could not be re-wrapped.
  */
-import { ConfigError, loadConfig } from '../src/config/load.js';
-import type { DeputyConfig } from '../src/config/schema.js';
+import { cliFail, loadConfigOrExit } from './cli.js';
 import { kekSet, KeyError, pruneVaultKeks, rotateVaultKek, VAULT_KEK_FILE, type KekRecord } from '../src/keys/keystore.js';
 import { openStore } from '../src/store/index.js';
 import { EnvelopeVault } from '../src/vault/envelope.js';
@@ -26,10 +25,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
-const fail = (code: number, message: string): never => {
-  process.stderr.write(`vault:rotate: ${message}\n`);
-  process.exit(code);
-};
+const fail = (code: number, message: string): never => cliFail('vault:rotate', code, message);
 
 const args = process.argv.slice(2);
 const known = /^--(rewrap-only|prune(=\d+)?)$/;
@@ -39,14 +35,8 @@ const rewrapOnly = args.includes('--rewrap-only');
 const pruneArg = args.find((a) => a.startsWith('--prune'));
 const pruneAfter = pruneArg === undefined ? undefined : pruneArg.includes('=') ? Number(pruneArg.split('=')[1]) : 600;
 
-let config: DeputyConfig;
-try {
-  config = loadConfig();
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err;
-  fail(2, err.message);
-}
-const dir = config!.keys.dir;
+const config = loadConfigOrExit('vault:rotate');
+const dir = config.keys.dir;
 const fromEnv = process.env.DEPUTY_VAULT_KEK || undefined;
 
 try {
@@ -66,7 +56,7 @@ try {
     records = rotation.file.keys;
   }
 
-  const store = await openStore(config!.store);
+  const store = await openStore(config.store);
   try {
     const vault = new EnvelopeVault(kekSet(records));
     const result = await vault.rewrap(store);
