@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type Provider from 'oidc-provider';
 import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
+import { localVault } from './vault/local-vault.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
 import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
@@ -94,8 +95,9 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const revocations = new RevocationCache(records);
     const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
     const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
+    const vault = localVault(keys, logger);
     const exchange = tokenExchangeGrant({
-      issuer, store, agents, verifier, records, keys, logger,
+      issuer, store, agents, verifier, records, keys, logger, vault,
       federation: new FederationVerifier(config.trustedIssuers),
       authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
       receipts,
@@ -125,7 +127,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       if (revoked.length) logger.info({ agent: agent.id, revoked: revoked.length }, 'tokens of disabled agent revoked');
     });
     const isolation = await createCredentialIsolation({
-      config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, env: options.env ?? process.env,
+      config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,
     });
     const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation });
     server.removeAllListeners('request');

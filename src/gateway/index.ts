@@ -18,8 +18,7 @@ import { DownstreamClients } from '../vault/connections/oauth-client.js';
 import { OnBehalfOfSource } from '../vault/connections/on-behalf-of.js';
 import { ConnectionStore } from '../vault/connections/store.js';
 import { UserGrants } from '../vault/connections/user-grants.js';
-import { EnvelopeVault } from '../vault/envelope.js';
-import { LocalKeyWrapper } from '../vault/key-wrapper.js';
+import type { EnvelopeVault } from '../vault/envelope.js';
 import type { PolicyDecisionPoint } from '../pdp/pdp.js';
 import { ScopeAuthorizer, type GatewayAuthorizer } from './authorizer.js';
 import { AllOf, PdpGatewayAuthorizer } from './pdp-authorizer.js';
@@ -45,6 +44,8 @@ export interface CredentialIsolationDeps {
   /** Overrides the authorizer entirely (tests, embedding). */
   authorizer?: GatewayAuthorizer;
   receipts?: ReceiptAppender;
+  /** The process's vault (src/vault/local-vault.ts), shared with the token exchange. */
+  vault: EnvelopeVault;
 }
 
 export interface CredentialIsolation {
@@ -58,14 +59,7 @@ export interface CredentialIsolation {
 
 export async function createCredentialIsolation(deps: CredentialIsolationDeps): Promise<CredentialIsolation> {
   const { config, store, logger } = deps;
-  // The vault re-reads the KEK file when a row names a KEK it has not loaded (`vault:rotate`
-  // ran) and every 60 s before wrapping, so a rotated KEK needs no restart.
-  const vault = new EnvelopeVault(
-    new LocalKeyWrapper(deps.keys.vaultKeks(), {
-      reload: () => deps.keys.reloadVaultKeks(),
-      onReloadError: (err) => logger.warn({ err: { message: err instanceof Error ? err.message : String(err) } }, 'vault KEK file could not be re-read; keeping the loaded keys'),
-    }),
-  );
+  const { vault } = deps;
   const connections = new ConnectionStore(store, vault);
   const { removed } = await connections.syncFromConfig(config.connections, deps.env);
   if (removed.length) logger.info({ removed }, 'connections removed from configuration were deleted with their credentials');

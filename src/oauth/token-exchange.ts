@@ -33,7 +33,7 @@ import type { FederationVerifier } from '../federation/verify.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/index.js';
-import { EnvelopeVault, newHandle } from '../vault/envelope.js';
+import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce } from './adapter.js';
 import { DelegationDenied, type DelegationAuthorizer } from './delegation-authorizer.js';
@@ -75,6 +75,8 @@ export interface TokenExchangeDeps {
   authorizer: DelegationAuthorizer;
   /** Where each exchange's receipt goes (a `permit` with the token record, a `deny` on refusal). */
   receipts: ReceiptAppender;
+  /** Where the upstream subject token is kept, envelope-encrypted (the process's one vault). */
+  vault: EnvelopeVault;
   keys: KeyStore;
   /** Lifetime of issued tokens, in seconds (capped by the subject token's expiry). */
   accessTokenTTL: number;
@@ -337,7 +339,7 @@ async function issue(
   const value = await at.save();
   const jti = at.jti;
   const parent = subject.kind === 'deputy' ? subject.record : undefined;
-  const vault = new EnvelopeVault(deps.keys.vaultKeks());
+  const { vault } = deps;
   try {
     await deps.store.transaction(async (tx) => {
       let upstream: string | undefined;
