@@ -167,9 +167,15 @@ async function checkDpopReplay(ctx: KoaContextWithOIDC, dpop: DpopResult, client
 }
 
 const remoteKeySets = new Map<string, JWTVerifyGetKey>();
+/** Inline key sets, per agent object: the registry hands out the same object while it is cached, so keys are imported once. */
+const localKeySets = new WeakMap<Agent, JWTVerifyGetKey>();
 
 function agentKeys(agent: Agent): JWTVerifyGetKey {
-  if (agent.jwks) return createLocalJWKSet(agent.jwks as Parameters<typeof createLocalJWKSet>[0]);
+  if (agent.jwks) {
+    let set = localKeySets.get(agent);
+    if (!set) localKeySets.set(agent, (set = createLocalJWKSet(agent.jwks as Parameters<typeof createLocalJWKSet>[0])));
+    return set;
+  }
   const uri = agent.jwks_uri!;
   let set = remoteKeySets.get(uri);
   if (!set) remoteKeySets.set(uri, (set = createRemoteJWKSet(new URL(uri), { timeoutDuration: 5000 })));
