@@ -20,7 +20,7 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, calculateJwkThumbprint, type JWK } from 'jose';
 
@@ -301,23 +301,29 @@ async function loadOrCreate<T>(
   return value;
 }
 
-/** Writes JSON with mode 0600. `replace: false` fails (returns false) if the file exists. */
+/**
+ * Writes JSON with mode 0600, always complete: the content goes to a temporary file first, so a
+ * reader never sees a half-written file. Without `replace`, the temporary file is hard-linked to
+ * `path`, which fails if `path` exists — exclusive and atomic, for instances generating keys at
+ * the same moment (one wins, the others read its file).
+ */
 function writeSecretFile(path: string, value: unknown, replace: boolean): boolean {
-  const text = `${JSON.stringify(value, null, 2)}\n`;
-  if (!replace) {
-    try {
-      writeFileSync(path, text, { mode: 0o600, flag: 'wx' });
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw err;
-    }
-  }
   const tmp = `${path}.${randomUUID()}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600, flag: 'wx' });
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
   chmodSync(tmp, 0o600);
-  renameSync(tmp, path);
-  return true;
+  if (replace) {
+    renameSync(tmp, path);
+    return true;
+  }
+  try {
+    linkSync(tmp, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    unlinkSync(tmp);
+  }
 }
 
 function readFileIfExists(path: string): string | undefined {

@@ -142,6 +142,20 @@ describe('generated keys, restart and rotation', { timeout: 120_000 }, () => {
   });
 });
 
+describe('instances generating keys at the same moment', { timeout: 120_000 }, () => {
+  it('agree on one set of keys, and none reads a half-written file', async () => {
+    const dir = fresh('race');
+    const code = `import { loadKeyStore } from './src/keys/keystore.ts';
+const k = await loadKeyStore({ dir: ${JSON.stringify(dir)}, signingAlg: 'ES256', generate: true, maxTokenLifetime: 300 });
+console.log(k.activeSigningKey.jwk.kid + ' ' + k.vaultKeks().active.kid);`;
+    const results = await Promise.all(Array.from({ length: 4 }, () => run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code])));
+    const seen = new Set(results.map((r) => r.stdout.trim()));
+    expect(seen.size).toBe(1);
+    expect(readdirSync(dir).sort()).toEqual([RECEIPT_KEYS_FILE, SERVER_SECRETS_FILE, SIGNING_KEYS_FILE, VAULT_KEK_FILE].sort());
+    for (const file of readdirSync(dir)) expect(mode(join(dir, file))).toBe(0o600);
+  });
+});
+
 describe('keys from the environment', { timeout: 120_000 }, () => {
   it('starts on DEPUTY_SIGNING_KEYS / DEPUTY_VAULT_KEK / DEPUTY_SERVER_SECRETS / DEPUTY_RECEIPT_KEYS, writing no file', async () => {
     const signing = await generateSigningKey('ES256');
