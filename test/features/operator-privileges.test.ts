@@ -7,7 +7,7 @@
  * 2. A matrix of token kinds × surfaces: only the pair the token was issued for is accepted;
  *    tokens forged with operator scopes for an agent (defence in depth) are refused too.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -105,7 +105,10 @@ beforeAll(async () => {
   adminToken = await clientCredentialsToken(await oauthClient(issuer, admin.clientId, admin.keys), 'deputy:admin');
   pepToken = await clientCredentialsToken(await oauthClient(issuer, 'test-pep', pepKeys), 'authzen:evaluate');
 });
+/** Processes `npm start` tests spawned: killed at the end if a start was not refused as expected. */
+const spawned = new Set<ChildProcess>();
 afterAll(async () => {
+  for (const child of spawned) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await deputy?.stop();
   await up?.close();
   await idp?.close();
@@ -247,6 +250,7 @@ describe("Deputy's own scopes and resources are never granted to an agent", () =
         env: { PATH: process.env.PATH ?? '', HOME: dir, DEPUTY_CONFIG: file, PORT: String(await freePort()), DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys') },
         stdio: ['ignore', 'ignore', 'pipe'],
       });
+      spawned.add(child);
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
       const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
