@@ -14,7 +14,7 @@ import type Provider from 'oidc-provider';
 import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
 import { localVault } from './vault/local-vault.js';
-import { ConfigError, loadConfig } from './config/load.js';
+import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
 import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
 import { createApp } from './http/app.js';
@@ -79,11 +79,12 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       maxTokenLifetime: config.tokens.accessTokenTTL,
       ...(options.env ? { env: options.env } : {}),
     });
-    const agents = new AgentRegistry(store);
-    await agents.syncFromConfig(config.agents);
-
     const port = await listen(server, config.server.port, config.server.host);
     const issuer = config.server.issuer ?? `http://localhost:${port}`;
+    // Now that the issuer is known: no configured agent may be granted Deputy's own resources.
+    checkAgentGrants(config.agents, issuer, 'configuration');
+    const agents = new AgentRegistry(store);
+    await agents.syncFromConfig(config.agents);
     const dpop = new DpopVerifier({
       db: store,
       iatWindowSeconds: config.dpop.iatWindowSeconds,
@@ -204,6 +205,10 @@ async function main(): Promise<void> {
   try {
     deputy = await startDeputy({ config, logger });
   } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`deputy: ${err.message}\n`);
+      process.exit(2);
+    }
     if (err instanceof KeyError || err instanceof PolicyLoadError) process.stderr.write(`deputy: ${err.message}\n`);
     else logger.fatal({ err }, 'start failed');
     process.exit(1);

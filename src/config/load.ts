@@ -11,7 +11,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import { configSchema, type ConfigInput, type DeputyConfig } from './schema.js';
+import { deputyOwnGrantIssues } from '../oauth/deputy-own.js';
+import { configSchema, type AgentConfig, type ConfigInput, type DeputyConfig } from './schema.js';
 
 /** The shipped, documented default file. */
 export const DEFAULT_CONFIG_FILE = fileURLToPath(new URL('../../config/deputy.yaml', import.meta.url));
@@ -55,6 +56,8 @@ export function validateConfig(input: unknown, source: string, env: Env = {}): D
   if (!result.success) throw new ConfigError(source, formatIssues(result.error));
   const cfg = result.data;
   checkUniqueIds(cfg, source);
+  const issuer = cfg.server.issuer ?? (cfg.server.port !== 0 ? `http://localhost:${cfg.server.port}` : undefined);
+  if (issuer !== undefined) checkAgentGrants(cfg.agents, issuer, source);
   const generate = cfg.keys.generate ?? env.NODE_ENV !== 'production';
   return deepFreeze({ ...cfg, keys: { ...cfg.keys, generate } });
 }
@@ -154,6 +157,18 @@ function checkUniqueIds(cfg: z.infer<typeof configSchema>, source: string): void
   };
   cfg.agents.forEach((a, i) => check(a.id, `agents.${i}.id`));
   cfg.admin.clients.forEach((c, i) => check(c.client_id, `admin.clients.${i}.client_id`));
+  if (issues.length) throw new ConfigError(source, issues);
+}
+
+/**
+ * Configured agents may not list Deputy's own resources (src/oauth/deputy-own.ts) among their
+ * audiences. Needs the issuer: `validateConfig` runs it when the issuer is known from the
+ * configuration, `startDeputy` once the server listens (port 0 picks the port then).
+ *
+ * @throws {ConfigError} naming each field, e.g. `agents.0.audiences.1`.
+ */
+export function checkAgentGrants(agents: readonly AgentConfig[], issuer: string, source: string): void {
+  const issues = agents.flatMap((a, i) => deputyOwnGrantIssues({ audiences: a.audiences }, issuer).map((issue) => `agents.${i}.${issue}`));
   if (issues.length) throw new ConfigError(source, issues);
 }
 

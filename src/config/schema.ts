@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { trustedIssuerSchema } from '../federation/config.js';
+import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
 import { connectionConfigSchema, gatewayConfigSchema } from '../vault/connections/config.js';
 
 /** A positive whole number of seconds; the type message names the unit, range checks keep zod's own. */
@@ -33,14 +34,20 @@ const publicJwks = z.object({
 
 const agentId = z.string().regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -');
 const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'must be a valid scope token (RFC 6749 §3.3)');
+/** A scope an agent may hold: never one of Deputy's own (src/oauth/deputy-own.ts). */
+const agentScope = scopeToken.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });
 const agentFields = {
   /** Human-readable name shown in receipts and admin listings. */
   name: z.string().min(1).max(200),
   /** The accountable human (an email or IdP subject) who answers for this agent. */
   owner: z.string().min(1).max(320),
-  /** Scopes the agent may ever hold; an exchange can only narrow them. */
-  scopes: z.array(scopeToken).max(100),
-  /** Audiences (RFC 8707 resource indicators or logical names) the agent may obtain tokens for. */
+  /** Scopes the agent may ever hold; an exchange can only narrow them. Never Deputy's own (`deputy:*`, `authzen:*`). */
+  scopes: z.array(agentScope).max(100),
+  /**
+   * Audiences (RFC 8707 resource indicators or logical names) the agent may obtain tokens for.
+   * Never Deputy's own resources (a URL under the issuer other than `<issuer>/gw/{connection}`);
+   * that check needs the issuer, so it runs where the issuer is known (load.ts, main.ts, the admin API).
+   */
   audiences: z.array(z.string().min(1).max(2048)).max(100),
   /** Longest delegation chain (number of agents, this one included) the agent may appear at the end of. */
   maxDelegationDepth: z.number().int().min(1).max(10),
@@ -95,7 +102,7 @@ export const adminClientSchema = z
   .strictObject({
     client_id: z.string().regex(/^[A-Za-z0-9._~:-]{1,128}$/),
     /** Scopes this client may request: `deputy:admin` for the admin API, `authzen:evaluate` for the PDP. */
-    scopes: z.array(z.enum(['deputy:admin', 'authzen:evaluate'])).min(1),
+    scopes: z.array(z.enum([ADMIN_SCOPE, AUTHZEN_SCOPE])).min(1),
     jwks: publicJwks.optional(),
     jwks_uri: z.url({ protocol: /^https?$/ }).optional(),
   })

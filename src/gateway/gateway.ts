@@ -30,14 +30,15 @@ import { receiptText, requestDigest } from '../audit/index.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier, AuthenticatedRequest } from '../oauth/access-token.js';
+import { GATEWAY_PREFIX } from '../oauth/deputy-own.js';
 import type { RevocationCache, TokenRecord, TokenRecords } from '../oauth/token-records.js';
 import type { CallIdentity, CredentialSource } from '../vault/connections/credentials.js';
 import type { Connection, ConnectionStore } from '../vault/connections/store.js';
 import { actionFor, type GatewayAuthorizer, type GatewayDecision } from './authorizer.js';
 import { RequestBodyLimit, upstreamHeaders, type Forwarder, type UpstreamResponse } from './forward.js';
 
-/** The gateway's route prefix; `{issuer}/gw/{connection}` is each connection's audience. */
-export const GATEWAY_PREFIX = '/gw';
+/** The gateway's route prefix (defined with Deputy's own resources, src/oauth/deputy-own.ts). */
+export { GATEWAY_PREFIX };
 
 export function gatewayAudience(issuer: string, connectionId: string): string {
   return `${issuer.replace(/\/$/, '')}${GATEWAY_PREFIX}/${connectionId}`;

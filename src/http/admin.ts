@@ -11,17 +11,22 @@ import type { Agent, AgentPatch, AgentRegistry } from '../agents/registry.js';
 import { agentPatchSchema, agentSchema } from '../config/schema.js';
 import { InvalidRequest, NotFound } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
+import { ADMIN_SCOPE, deputyOwnGrantIssues } from '../oauth/deputy-own.js';
 import { jsonBody, parseWith, type Authenticate } from './util.js';
 
 export interface AdminDeps {
   agents: AgentRegistry;
   authenticate: Authenticate;
+  /** Deputy's issuer: agents may not be granted resources under it (src/oauth/deputy-own.ts). */
+  issuer: string;
   /** The admin resource identifier (token audience). */
   audience: string;
+  /** `admin.clients` ids: an agent may not take an operator client's id. */
+  operatorClientIds: ReadonlySet<string>;
   bodyLimitBytes: number;
 }
 
-export const ADMIN_SCOPE = 'deputy:admin';
+export { ADMIN_SCOPE };
 
 export function adminRoutes(deps: AdminDeps): Router {
   const router = new Router({ prefix: '/admin' });
@@ -36,6 +41,8 @@ export function adminRoutes(deps: AdminDeps): Router {
 
   router.post('/agents', async function createAgent(ctx) {
     const input = parseWith(agentSchema, ctx.request.body, 'agent');
+    if (deps.operatorClientIds.has(input.id)) throw new InvalidRequest(`invalid agent: id: "${input.id}" is the client_id of an operator client (admin.clients)`);
+    refuseDeputyOwn(input, deps.issuer, 'agent');
     const agent = await deps.agents.create(input);
     ctx.status = 201;
     ctx.set('Location', `/admin/agents/${encodeURIComponent(agent.id)}`);
@@ -48,6 +55,7 @@ export function adminRoutes(deps: AdminDeps): Router {
 
   router.patch('/agents/:id', async function updateAgent(ctx) {
     const patch = parseWith(agentPatchSchema, ctx.request.body, 'agent change') as AgentPatch;
+    refuseDeputyOwn(patch, deps.issuer, 'agent change');
     ctx.body = view(await deps.agents.update(ctx.params.id!, patch));
   });
 
@@ -75,6 +83,16 @@ export function requireAdmin(deps: Pick<AdminDeps, 'authenticate' | 'audience'>)
 export async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
   ctx.set('Cache-Control', 'no-store');
   await next();
+}
+
+/**
+ * Deputy's own scopes and resources are never an agent's (DESIGN invariant): 400
+ * `invalid_request` naming each field (`scopes.0`, `audiences.1`). The schema already refuses
+ * Deputy's scopes; audiences need the issuer, so they are checked here.
+ */
+function refuseDeputyOwn(agent: Pick<AgentPatch, 'scopes' | 'audiences'>, issuer: string, what: string): void {
+  const issues = deputyOwnGrantIssues(agent, issuer);
+  if (issues.length) throw new InvalidRequest(`invalid ${what}: ${issues.slice(0, 10).join('; ')}`);
 }
 
 async function mustGet(agents: AgentRegistry, id: string): Promise<Agent> {

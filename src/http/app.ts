@@ -25,7 +25,7 @@ import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
 import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, requestContext, securityHeaders } from './middleware.js';
-import { koaAuthenticate, type Authenticate } from './util.js';
+import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
 
 export interface AppDeps {
@@ -48,7 +48,9 @@ export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = deps.config.server.trustProxy;
   app.silent = true;
-  const authenticate = koaAuthenticate(deps.verifier, deps.issuer);
+  // Every route below that authenticates is an operator surface (admin API, receipts, PDP,
+  // connections): only `admin.clients` tokens pass. Agents reach the gateway, which verifies on its own.
+  const authenticate = operatorAuthenticate(koaAuthenticate(deps.verifier, deps.issuer), operatorClients(deps.config.admin.clients));
 
   app.use(requestContext(deps.logger));
   app.use(accessLog());
@@ -61,7 +63,10 @@ export function createApp(deps: AppDeps): Koa {
 
   for (const router of [
     healthRoutes({ store: deps.store, keys: deps.keys }),
-    adminRoutes({ agents: deps.agents, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes }),
+    adminRoutes({
+      agents: deps.agents, authenticate, issuer: deps.issuer, audience: deputyResources(deps.issuer).admin,
+      operatorClientIds: new Set(deps.config.admin.clients.map((c) => c.client_id)), bodyLimitBytes: deps.config.server.bodyLimitBytes,
+    }),
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
     ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),

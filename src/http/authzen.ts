@@ -21,6 +21,7 @@ import type { DeputyConfig } from '../config/schema.js';
 import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, type ReceiptAppender } from '../audit/index.js';
 import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
+import { AUTHZEN_SCOPE } from '../oauth/deputy-own.js';
 import { deputyResources } from '../oauth/provider.js';
 import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type EvaluationInput, type Explain, type SearchKind } from '../pdp/authzen.js';
 import type { Decision } from '../pdp/decision.js';
@@ -31,7 +32,7 @@ import type { PdpService } from '../pdp/service.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 
-export const AUTHZEN_SCOPE = 'authzen:evaluate';
+export { AUTHZEN_SCOPE };
 
 export interface AuthzenDeps {
   pdp: PolicyDecisionPoint;

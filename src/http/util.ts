@@ -8,8 +8,9 @@
 import { bodyParser } from '@koa/bodyparser';
 import type Koa from 'koa';
 import type { z } from 'zod';
-import { InvalidRequest, UnsupportedMediaType } from '../errors/index.js';
-import type { AccessTokenVerifier, AuthenticatedRequest } from '../oauth/access-token.js';
+import type { AdminClientConfig } from '../config/schema.js';
+import { InvalidRequest, InvalidToken, UnsupportedMediaType } from '../errors/index.js';
+import { withChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
 
 /** Authenticates a Koa request for a Deputy resource (audience) and optional scope. */
 export type Authenticate = (ctx: Koa.Context, audience: string, scope?: string) => Promise<AuthenticatedRequest>;
@@ -31,6 +32,36 @@ export function koaAuthenticate(verifier: AccessTokenVerifier, issuer: string): 
       audience,
       scope,
     );
+}
+
+/** Operator clients (`admin.clients`): client_id → the scopes the client may hold. */
+export type OperatorClients = ReadonlyMap<string, ReadonlySet<string>>;
+
+export function operatorClients(clients: readonly AdminClientConfig[]): OperatorClients {
+  return new Map(clients.map((c) => [c.client_id, new Set<string>(c.scopes)]));
+}
+
+/**
+ * `authenticate` for Deputy's operator surfaces (`/admin/*`, `/access/v1/*`): besides audience
+ * and scope, the token must have been issued by client_credentials to an operator client
+ * configured with that scope — never by token exchange (no `act`, RFC 8693 §4.1) and never to an
+ * agent. Defence in depth: the token endpoint already refuses Deputy's own scopes and resources
+ * to agents (src/oauth/deputy-own.ts), so such a token should not exist; if it does, it is
+ * refused here with 401 `invalid_token` (RFC 6750 §3.1) and the scheme's challenge.
+ */
+export function operatorAuthenticate(authenticate: Authenticate, operators: OperatorClients): Authenticate {
+  return async (ctx, audience, scope) => {
+    const auth = await authenticate(ctx, audience, scope);
+    const allowed = operators.get(auth.claims.client_id);
+    if (auth.claims.act !== undefined || allowed === undefined || (scope !== undefined && !allowed.has(scope))) {
+      throw withChallenge(
+        new InvalidToken(`this resource accepts only tokens issued to its operator clients (admin.clients${scope ? ` with ${scope}` : ''}); agent tokens are refused`),
+        auth.scheme,
+        scope,
+      );
+    }
+    return auth;
+  };
 }
 
 function headerValues(v: string[] | undefined): string[] {

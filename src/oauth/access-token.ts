@@ -127,8 +127,8 @@ function describeJoseError(err: unknown): string {
   return 'access token is malformed or invalid';
 }
 
-/** Adds the RFC 6750 §3 / RFC 9449 §7.1 challenge to 401/403 errors. */
-function withChallenge(err: unknown, scheme: 'Bearer' | 'DPoP', scope?: string): unknown {
+/** Adds the RFC 6750 §3 / RFC 9449 §7.1 challenge to 401/403 errors (and 400s of the Authorization header). */
+export function withChallenge(err: unknown, scheme: 'Bearer' | 'DPoP', scope?: string): unknown {
   if (!(err instanceof DeputyError) || (err.status !== 401 && err.status !== 403 && err.status !== 400)) return err;
   if (err.headers['WWW-Authenticate']) return err;
   const params = [`realm="deputy"`];

@@ -19,6 +19,7 @@ import type { DeputyConfig } from '../config/schema.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Store } from '../store/index.js';
 import { AgentClientAdapter, recordOnce, StoreAdapter } from './adapter.js';
+import { ADMIN_SCOPE, AUTHZEN_SCOPE } from './deputy-own.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -40,7 +41,7 @@ export function deputyResources(issuer: string): DeputyResources {
   return { admin: `${base}/admin`, access: `${base}/access` };
 }
 
-const RESOURCE_SCOPES: Readonly<Record<keyof DeputyResources, string>> = { admin: 'deputy:admin', access: 'authzen:evaluate' };
+const RESOURCE_SCOPES: Readonly<Record<keyof DeputyResources, string>> = { admin: ADMIN_SCOPE, access: AUTHZEN_SCOPE };
 
 export interface ProviderDeps {
   config: DeputyConfig;

@@ -5,14 +5,17 @@
  *
  * One path serves every request; each step below runs for every exchange, in this order:
  *
- * 1. `readRequest` — parameters present, well-formed, supported (RFC 8693 §2.1).
+ * 1. `readRequest` — parameters present, well-formed, supported (RFC 8693 §2.1); then
+ *    `refuseDeputyOwn` — no `scope` / `resource` / `audience` naming Deputy's own scopes or
+ *    resources (src/oauth/deputy-own.ts): those belong to operator clients, never to an agent.
  * 2. `requireDpop` — a valid DPoP proof (RFC 9449 §4.3, §5): the issued token is bound to its key.
  * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
  * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
  * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
  *    names them or they prove possession of its key; a `may_act` in any subject token binds.
  * 6. `chooseAudience` / `chooseScopes` — one audience (RFC 8707), scopes never wider than the
- *    request, the agent, and the subject token.
+ *    request, the agent, and the subject token, and never Deputy's own — also when they come
+ *    from an agent's stored defaults (rows written before registration refused them).
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
  * 8. `checkDpopReplay` — the proof `jti` recorded once, across instances (insert-or-fail).
  * 9. `issue` — sign the RFC 9068 JWT, then record it (and the encrypted upstream token) and its
@@ -36,6 +39,7 @@ import type { Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce } from './adapter.js';
+import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { DelegationDenied, type DelegationAuthorizer } from './delegation-authorizer.js';
 import { actFromChain, extendChain, handoffTarget, mayActNames, type DelegationChain } from './delegation-chain.js';
 import type { GrantRegistration } from './provider.js';
@@ -143,6 +147,17 @@ export function readRequest(ctx: KoaContextWithOIDC): ExchangeRequest {
   return { subjectToken, subjectKind, actorToken, targets, scopes: scope === undefined ? undefined : [...new Set(scope.split(' ').filter(Boolean))] };
 }
 
+/**
+ * Step 1b: Deputy's own scopes (`invalid_scope`, RFC 6749 §5.2) and resources (`invalid_target`,
+ * RFC 8707 §2 / RFC 8693 §2.2.2) are never issued to an agent, whatever its registration says.
+ */
+export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scopes'>, issuer: string): void {
+  const scope = request.scopes?.find(isDeputyScope);
+  if (scope !== undefined) throw oauthError('invalid_scope', `the scope "${scope.slice(0, 100)}" is one of Deputy's own scopes and is never granted to an agent`);
+  const target = request.targets.find((t) => isDeputyResource(t, issuer));
+  if (target !== undefined) throw oauthError('invalid_target', `"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer.replace(/\/$/, '')}/gw/{connection})`);
+}
+
 /** Step 2: the DPoP proof (RFC 9449 §4.3), with Deputy's tighter `iat` window. */
 async function requireDpop(ctx: KoaContextWithOIDC, windowSeconds: number): Promise<DpopResult> {
   const provider = ctx.oidc.provider;
@@ -225,11 +240,15 @@ function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dp
   }
 }
 
-/** Step 6a: exactly one audience (RFC 8707 §2, RFC 8693 §2.1), defaulting to the agent's only one. */
-function chooseAudience(targets: string[], agent: Agent): string {
+/**
+ * Step 6a: exactly one audience (RFC 8707 §2, RFC 8693 §2.1), defaulting to the agent's only one.
+ * A stored default naming one of Deputy's own resources is refused like a requested one.
+ */
+function chooseAudience(targets: string[], agent: Agent, issuer: string): string {
   if (targets.length > 1) throw oauthError('invalid_target', 'request one resource or audience per token');
   const audience = targets[0] ?? (agent.audiences.length === 1 && !agent.audiences[0]!.endsWith('*') ? agent.audiences[0] : undefined);
   if (audience === undefined) throw oauthError('invalid_target', 'a "resource" or "audience" parameter is required (the agent has several allowed audiences)');
+  refuseDeputyOwn({ targets: [audience], scopes: undefined }, issuer);
   return audience;
 }
 
@@ -244,7 +263,8 @@ function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Su
     if (beyondSubject.length > 0) throw oauthError('invalid_scope', `the subject token does not grant the scope "${beyondSubject.join(' ')}"`);
     return requested;
   }
-  const granted = agent.scopes.filter(allowedBySubject);
+  // Deputy's own scopes never reach an agent, even if a stored registration still lists them.
+  const granted = agent.scopes.filter((s) => !isDeputyScope(s) && allowedBySubject(s));
   if (granted.length === 0) throw oauthError('invalid_scope', 'no scope is allowed by both the agent and the subject token');
   return granted;
 }
@@ -382,6 +402,7 @@ async function issue(
 
 async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promise<void> {
   const request = readRequest(ctx);
+  refuseDeputyOwn(request, deps.issuer);
   const clientId = ctx.oidc.client!.clientId;
   const agent = await deps.agents.get(clientId);
   if (!agent || agent.status !== 'active') throw oauthError('unauthorized_client', 'only active registered agents may exchange tokens');
@@ -401,7 +422,7 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   checkMayAct(deps, subject, agent, dpop);
 
   const chain = extendChain(subject.chain, agent.id);
-  const audience = chooseAudience(request.targets, agent);
+  const audience = chooseAudience(request.targets, agent, deps.issuer);
   const scopes = chooseScopes(request.scopes, agent, subject);
   const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(ctx, agent, subject, chain, audience, scopes, dpop));
   const mayAct = await handoffMayAct(deps, audience);
