@@ -241,12 +241,18 @@ function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Su
   const allowedBySubject = (s: string) => subject.scopes === undefined || subject.scopes.includes(s);
   if (requested !== undefined) {
     const beyondSubject = requested.filter((s) => !allowedBySubject(s));
-    if (beyondSubject.length > 0) throw oauthError('invalid_scope', `the subject token does not grant the scope "${beyondSubject.join(' ')}"`);
+    if (beyondSubject.length > 0) throw oauthError('invalid_scope', `the subject token does not grant the scope "${beyondSubject.join(' ')}"${idTokenHint(subject)}`);
     return requested;
   }
   const granted = agent.scopes.filter(allowedBySubject);
-  if (granted.length === 0) throw oauthError('invalid_scope', 'no scope is allowed by both the agent and the subject token');
+  if (granted.length === 0) throw oauthError('invalid_scope', `no scope is allowed by both the agent and the subject token${idTokenHint(subject)}`);
   return granted;
+}
+
+/** An ID token delegates only what the operator granted its issuer's ID-token subjects: say where. */
+function idTokenHint(subject: Subject): string {
+  if (subject.kind !== 'federated' || subject.identity.tokenKind !== 'id_token') return '';
+  return ` (an ID token delegates only the scopes trusted issuer "${subject.identity.issuerId}" grants in idToken.scopes)`;
 }
 
 /**
