@@ -224,6 +224,14 @@ describe('malformed restricting claims refuse the token (issue 10, part 3)', () 
     await expectOutcome({ name: 'may_act', make: token, presenter: beta }, ACCESS_TOKEN_TYPE, ok('deputy.read'));
   });
 
+  it('a well-formed cnf still binds: a sender-constrained IdP token needs a proof of its key', async () => {
+    const bound = () => idp.oktaAccessToken({ cnf: { jkt: alpha().dpop.jkt } });
+    await expectOutcome({ name: 'cnf', make: bound, presenter: alpha }, ACCESS_TOKEN_TYPE, ok('deputy.read'));
+    await expectOutcome({ name: 'cnf', make: bound, presenter: beta }, ACCESS_TOKEN_TYPE, refused('invalid_grant', /sender-constrained \(cnf\)/));
+    const mtls = () => idp.oktaAccessToken({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } });
+    await expectOutcome({ name: 'cnf', make: mtls, presenter: alpha }, ACCESS_TOKEN_TYPE, refused('invalid_grant', /sender-constrained \(cnf\)/));
+  });
+
   /** A Deputy agent token re-signed with Deputy's own key, its record untouched, one claim changed. */
   async function tamperedAgentToken(claim: string, value: unknown): Promise<string> {
     const genuine = await agentToken();
