@@ -37,7 +37,13 @@ beforeAll(async () => {
     config: {
       // Okta and Entra accept ID tokens but grant ID-token subjects no scope (the default); the
       // generic issuer grants them deputy.read.
-      trustedIssuers: [idp.issuerConfig('okta'), idp.issuerConfig('entra'), idp.issuerConfig('oidc', { idToken: { clientId: OIDC_CLIENT_ID, scopes: ['deputy.read'] } })],
+      // The Okta org authorization server is trusted without idToken: it accepts no ID tokens.
+      trustedIssuers: [
+        idp.issuerConfig('okta'),
+        idp.issuerConfig('entra'),
+        idp.issuerConfig('oidc', { idToken: { clientId: OIDC_CLIENT_ID, scopes: ['deputy.read'] } }),
+        idp.issuerConfig('okta', { id: 'okta-org', issuer: idp.oktaOrgIssuer, audience: idp.base, idToken: undefined }),
+      ],
       agents: [
         agentConfig('alpha', keys.alpha!, { scopes: ['deputy.read', 'deputy.write', 'Deputy.Read', 'Deputy.Write'], audiences: [API, handoff('beta')], maxDelegationDepth: 3 }),
         agentConfig('beta', keys.beta!, { scopes: ['deputy.read', 'deputy.write', 'Deputy.Read'], audiences: [API], maxDelegationDepth: 3 }),
@@ -70,6 +76,7 @@ interface Kind {
 const KINDS: Record<string, Kind> = {
   oktaAccessToken: { name: 'Okta access token', make: () => idp.oktaAccessToken({ scp: ['deputy.read'] }), presenter: alpha },
   oktaIdToken: { name: 'Okta ID token', make: () => idp.oktaIdToken(), presenter: alpha },
+  oktaOrgIdToken: { name: 'Okta org ID token (issuer without idToken)', make: () => idp.oktaIdToken({ server: 'org' }), presenter: alpha },
   entraV2AccessToken: { name: 'Entra v2 access token', make: () => idp.entraAccessToken({ scp: 'Deputy.Read' }), presenter: alpha },
   entraV1AccessToken: { name: 'Entra v1 access token', make: () => idp.entraAccessToken({ version: 1, scp: 'Deputy.Read' }), presenter: alpha },
   entraIdToken: { name: 'Entra ID token', make: () => idp.entraIdToken(), presenter: alpha },
@@ -117,6 +124,11 @@ const UNSUPPORTED = [
 const MATRIX: Record<keyof typeof KINDS, Record<'access_token' | 'id_token' | 'jwt', Outcome>> = {
   oktaAccessToken: { access_token: ok('deputy.read'), id_token: notAnIdToken, jwt: ok('deputy.read') },
   oktaIdToken: { access_token: notAnAccessToken, id_token: noIdTokenScope, jwt: noIdTokenScope },
+  oktaOrgIdToken: {
+    access_token: refused('invalid_grant', /Okta org authorization server .* cannot be verified by third parties/),
+    id_token: refused('invalid_request', /trusted issuer "okta-org" accepts no ID tokens .*idToken\.clientId/),
+    jwt: notAnAccessToken,
+  },
   entraV2AccessToken: { access_token: ok('Deputy.Read'), id_token: notAnIdToken, jwt: ok('Deputy.Read') },
   entraV1AccessToken: { access_token: ok('Deputy.Read'), id_token: notAnIdToken, jwt: ok('Deputy.Read') },
   entraIdToken: { access_token: notAnAccessToken, id_token: noIdTokenScope, jwt: noIdTokenScope },
