@@ -11,6 +11,9 @@
  *     preset: okta
  *     issuer: https://example.okta.com/oauth2/default
  *     audience: api://deputy
+ *     idToken:                      # optional: accept OIDC ID tokens as subject tokens
+ *       clientId: 0oa1clientid2345678
+ *       scopes: [calendar.read]     # what an ID-token subject may delegate (default: nothing)
  *   - id: entra
  *     preset: entra
  *     issuer: https://login.microsoftonline.com/{tenantid}/v2.0
@@ -71,6 +74,24 @@ const common = {
     .optional(),
   /** The audience Deputy requires in tokens (`aud`, RFC 7519 §4.1.3); the token must name one of these. */
   audience: z.union([z.string().min(1, 'audience must not be empty'), z.array(z.string().min(1)).min(1, 'audience must list at least one value')]),
+  /**
+   * OpenID Connect ID tokens (OIDC Core §2) as subject tokens. Absent: `id_token` subject tokens
+   * from this issuer are refused. An ID token's `aud` is the OIDC client id it was issued to —
+   * a different setting from the API `audience` access tokens carry, and the main defence
+   * against token-type confusion (RFC 8725 §3.11–3.12).
+   */
+  idToken: z
+    .strictObject({
+      /** The OIDC client id(s) ID tokens must be issued to (`aud`). */
+      clientId: z.union([z.string().min(1, 'idToken.clientId must not be empty'), z.array(z.string().min(1)).min(1, 'idToken.clientId must list at least one value')]),
+      /**
+       * The scopes an ID-token subject may delegate. An ID token is proof of authentication,
+       * not an authorization: it carries no delegated scope, so by default it delegates none.
+       * The agent's allowed scopes and the `delegate` policy still narrow this.
+       */
+      scopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'idToken.scopes must list scope tokens (RFC 6749 §3.3)')).default([]),
+    })
+    .optional(),
   /** Accepted JWS algorithms, checked before signature verification. */
   algorithms: z.array(z.enum(asymmetricAlgorithms, { error: 'algorithms may only list asymmetric JWS algorithms (never HS* or none)' })).min(1).default(['RS256']),
   /** Leeway for `exp` / `nbf` / `iat` comparisons. */
@@ -170,6 +191,9 @@ export type TrustedIssuerConfigInput = z.input<typeof trustedIssuerSchema>;
 
 /** The Entra variant of {@link TrustedIssuerConfig}. */
 export type EntraIssuerConfig = Extract<TrustedIssuerConfig, { preset: 'entra' }>;
+
+/** The `idToken` option of a trusted issuer, when set. */
+export type IdTokenConfig = NonNullable<TrustedIssuerConfig['idToken']>;
 
 /** The preset names. */
 export type FederationPreset = TrustedIssuerConfig['preset'];

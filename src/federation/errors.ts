@@ -33,8 +33,16 @@ export type FederationErrorCode =
   | 'ERR_FEDERATION_TENANT'
   /** A token the IdP documents as not verifiable by third parties (Graph, Okta org AS access). */
   | 'ERR_FEDERATION_UNVERIFIABLE'
-  /** A claim the preset requires is missing or has the wrong type. */
+  /** A claim the preset requires is missing, or a claim that restricts the token is malformed. */
   | 'ERR_FEDERATION_CLAIMS'
+  /**
+   * The token is not of the declared `subject_token_type` (RFC 8693 §3): it fails that kind's
+   * rules (audience, `typ`, claims only the other kind carries), or, declared `jwt`, it
+   * satisfies the rules of both kinds or of neither.
+   */
+  | 'ERR_FEDERATION_TOKEN_TYPE'
+  /** The declared type is not accepted from this issuer (ID tokens without `idToken.clientId`). */
+  | 'ERR_FEDERATION_TOKEN_TYPE_NOT_ACCEPTED'
   /** Discovery or the JWKS of the issuer could not be fetched. */
   | 'ERR_FEDERATION_ISSUER_UNAVAILABLE';
 

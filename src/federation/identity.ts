@@ -7,6 +7,7 @@
 import type { JWTPayload } from 'jose';
 import type { FederationPreset } from './config.js';
 import { refuse } from './errors.js';
+import type { FederatedTokenKind } from './token-kind.js';
 
 /**
  * A verified subject (RFC 8693 §2.1 `subject_token`) as Deputy sees it.
@@ -29,6 +30,8 @@ export interface FederatedIdentity {
   /** The `id` of the trusted issuer configuration that accepted the token. */
   issuerId: string;
   preset: FederationPreset;
+  /** What the verified token is (`./token-kind.ts`); for a `jwt` subject token, the kind it proved to be. */
+  tokenKind: FederatedTokenKind;
   /** The raw `sub` claim. */
   subject: string;
   /** Entra tenant id (`tid`). */
@@ -38,7 +41,11 @@ export interface FederatedIdentity {
   name?: string;
   groups: string[];
   roles: string[];
-  /** Okta `scp` (array), Entra `scp` (space-separated), OIDC `scope` (RFC 8693 §4.2) or `scp`. */
+  /**
+   * What the subject may delegate. Access tokens: Okta `scp` (array), Entra `scp`
+   * (space-separated), OIDC `scope` (RFC 8693 §4.2) or `scp`. ID tokens: the issuer's
+   * configured `idToken.scopes` (none by default).
+   */
   scopes: string[];
   /** The client the token was issued to: Okta `cid`, Entra `azp`/`appid`, OIDC `azp`/`client_id`. */
   clientId?: string;
@@ -46,13 +53,16 @@ export interface FederatedIdentity {
   expiresAt: number;
   /** `iat`, epoch seconds. */
   issuedAt?: number;
-  /** RFC 8693 §4.4 `may_act`, when present and an object. */
+  /** RFC 8693 §4.4 `may_act`, when present (a malformed one refuses the token, `./claims.ts`). */
   mayAct?: Record<string, unknown>;
   /** `jti` (RFC 7519 §4.1.7) or Entra `uti`. */
   tokenId?: string;
   /** Every verified claim. */
   claims: Readonly<Record<string, unknown>>;
 }
+
+/** A {@link FederatedIdentity} as a preset maps it, before the token's kind is known. */
+export type PresetIdentity = Omit<FederatedIdentity, 'tokenKind'>;
 
 /** A string claim, or undefined when absent or not a non-empty string. */
 export function stringClaim(claims: JWTPayload, name: string): string | undefined {
@@ -88,8 +98,8 @@ export function objectClaim(claims: JWTPayload, name: string): Record<string, un
 }
 
 /** The fields every preset fills the same way. `sub` and `exp` are required by verification. */
-export function commonIdentity(claims: JWTPayload, issuerId: string): Omit<FederatedIdentity, 'userId' | 'preset' | 'scopes' | 'clientId' | 'email'> {
-  const identity: Omit<FederatedIdentity, 'userId' | 'preset' | 'scopes' | 'clientId' | 'email'> = {
+export function commonIdentity(claims: JWTPayload, issuerId: string): Omit<PresetIdentity, 'userId' | 'preset' | 'scopes' | 'clientId' | 'email'> {
+  const identity: Omit<PresetIdentity, 'userId' | 'preset' | 'scopes' | 'clientId' | 'email'> = {
     issuer: requiredStringClaim(claims, 'iss'),
     issuerId,
     subject: requiredStringClaim(claims, 'sub'),

@@ -18,23 +18,29 @@
  * | 9 | a key of the issuer's JWKS matches the header `kid` (after one refetch) | `ERR_FEDERATION_UNKNOWN_KID` |
  * | 10 | the signature verifies | `ERR_FEDERATION_SIGNATURE` |
  * | 11 | `exp` present and not past, `nbf` / `iat` not in the future (with `clockToleranceSeconds`) | `ERR_FEDERATION_EXPIRED`, `ERR_FEDERATION_NOT_YET_VALID` |
- * | 12 | `aud` names one of the configured audiences | `ERR_FEDERATION_AUDIENCE` |
- * | 13 | `sub` present; the preset's own claims (Entra `tid` = tenant of `iss`, `oid`) | `ERR_FEDERATION_CLAIMS` |
+ * | 12 | every restricting claim present is well-formed (`./claims.ts`) | `ERR_FEDERATION_CLAIMS` |
+ * | 13 | the token is of the declared kind (`./token-kind.ts`): `aud` names that kind's audience (API audience, or OIDC client id) | `ERR_FEDERATION_AUDIENCE` |
+ * | 14 | …and it satisfies that kind's `typ` and claim rules; `jwt`: exactly one kind's | `ERR_FEDERATION_TOKEN_TYPE` |
+ * | 15 | `sub` present; the preset's own claims (Entra `tid` = tenant of `iss`, `oid`) | `ERR_FEDERATION_CLAIMS` |
+ *
+ * Before any of this, an `id_token` from an issuer without `idToken.clientId` is refused
+ * (`ERR_FEDERATION_TOKEN_TYPE_NOT_ACCEPTED`).
  *
  * Steps 1–7 only look at the unverified token and never fetch anything, so refused tokens cost
  * no request to the IdP. Keys come only from the issuer's discovered `jwks_uri`: header members
  * such as `jku`, `x5u` or `jwk` are never used to find a key.
  *
- * Token kinds (from RFC 8693 `subject_token_type`):
- * - `access_token`: the configured `audience` is Deputy's API as registered at the IdP (Okta:
- *   the custom authorization server's audience, e.g. `api://deputy`; Entra: the API's
- *   application id GUID for v2.0 tokens, its App ID URI for v1.0 tokens).
- * - `id_token`: an OpenID Connect ID Token; for ID tokens the configured `audience` is the
- *   **OIDC client id** the ID token was issued to (OpenID Connect Core §2 `aud`). No other
- *   check differs: the same issuer, signature, `exp` and `sub` rules apply. Okta org
- *   authorization server ID tokens are accepted.
- * - `jwt`: any JWT; an Okta org authorization server token carrying `cid` or `scp` counts as
- *   an access token and is refused.
+ * Token kinds (from RFC 8693 `subject_token_type`; rules in `./token-kind.ts`):
+ * - `access_token`: `aud` is the configured `audience`, Deputy's API as registered at the IdP
+ *   (Okta: the custom authorization server's audience, e.g. `api://deputy`; Entra: the API's
+ *   application id GUID for v2.0 tokens, its App ID URI for v1.0 tokens). Its scopes are the
+ *   token's `scp` / `scope`.
+ * - `id_token`: an OpenID Connect ID Token; `aud` is the **OIDC client id** configured in
+ *   `idToken.clientId` (OpenID Connect Core §2), never the API audience, and it must not carry
+ *   the claims of access tokens. It delegates the scopes of `idToken.scopes` only (default none).
+ *   Okta org authorization server ID tokens are accepted.
+ * - `jwt`: either kind, when the token satisfies the rules of exactly one; an Okta org
+ *   authorization server token carrying `cid` or `scp` counts as an access token and is refused.
  *
  * @see {@link https://www.rfc-editor.org/rfc/rfc8693#section-2.1 RFC 8693 §2.1}
  * @see {@link https://www.rfc-editor.org/rfc/rfc7519#section-7.2 RFC 7519 §7.2} (validating a JWT)
@@ -42,9 +48,11 @@
  * @module
  */
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey, type ProtectedHeaderParameters } from 'jose';
+import { checkClaimShapes } from './claims.js';
 import type { TrustedIssuerConfig } from './config.js';
 import { FederationError, refuse } from './errors.js';
-import type { FederatedIdentity } from './identity.js';
+import type { FederatedIdentity, PresetIdentity } from './identity.js';
+import { audienceOf, kindName, kindProblem, type FederatedTokenKind } from './token-kind.js';
 import { TrustedIssuer, type IssuerMatch, type RemoteKeySet } from './issuer.js';
 import { entraIdentity, refuseGraphToken } from './presets/entra.js';
 import { oidcIdentity } from './presets/oidc.js';
@@ -100,13 +108,14 @@ export class FederationVerifier {
     }
     if (config.preset === 'entra') refuseGraphToken(header, config.audience);
     if (config.preset === 'okta') refuseOktaOrgAccessToken(match.iss, claims, kind);
+    const candidates = candidateKinds(kind, config);
 
     const keys = await keysOf(issuer);
     let payload: JWTPayload;
     try {
       ({ payload } = await jwtVerify(token, keys, {
         issuer: match.iss,
-        audience: config.audience,
+        audience: candidates.flatMap((k) => audienceOf(k, config) ?? []),
         algorithms: config.algorithms,
         clockTolerance: config.clockToleranceSeconds,
         requiredClaims: ['exp', 'sub'],
@@ -118,7 +127,13 @@ export class FederationVerifier {
     if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + config.clockToleranceSeconds) {
       throw refuse('ERR_FEDERATION_NOT_YET_VALID', 'the subject token was issued in the future (iat; check clock skew)');
     }
-    return identityOf(payload, config, match);
+    checkClaimShapes(payload);
+    const tokenKind = kindOf(kind, candidates, header, payload, config);
+    const identity = identityOf(payload, config, match);
+    // An ID token authenticates the user; it grants no client anything (OpenID Connect Core §2).
+    // What an ID-token subject may delegate is the operator's decision, per issuer.
+    const scopes = tokenKind === 'id_token' ? [...(config.idToken?.scopes ?? [])] : identity.scopes;
+    return { ...identity, tokenKind, scopes };
   }
 
   /** The issuer to verify with: a trusted match wins over an Entra match of a disallowed tenant. */
@@ -146,6 +161,53 @@ export class FederationVerifier {
     }
     return { issuer: routed.issuer, match: routed.match };
   }
+}
+
+/**
+ * The kinds a declared `subject_token_type` may turn out to be. `id_token` from an issuer
+ * without `idToken.clientId` is refused here, before any key is fetched.
+ */
+function candidateKinds(declared: SubjectTokenKind, config: TrustedIssuerConfig): FederatedTokenKind[] {
+  if (declared === 'access_token') return ['access_token'];
+  if (declared === 'id_token') {
+    if (config.idToken === undefined) {
+      throw refuse(
+        'ERR_FEDERATION_TOKEN_TYPE_NOT_ACCEPTED',
+        `trusted issuer "${config.id}" accepts no ID tokens as subject tokens: its OIDC client id is not configured (trustedIssuers[].idToken.clientId)`,
+      );
+    }
+    return ['id_token'];
+  }
+  return config.idToken === undefined ? ['access_token'] : ['access_token', 'id_token'];
+}
+
+/**
+ * Steps 13–14: the kind the verified token is. Declared `access_token` / `id_token`: it must
+ * satisfy that kind's rules. Declared `jwt`: it must satisfy exactly one candidate's rules.
+ */
+function kindOf(declared: SubjectTokenKind, candidates: readonly FederatedTokenKind[], header: ProtectedHeaderParameters, claims: JWTPayload, config: TrustedIssuerConfig): FederatedTokenKind {
+  const problems = candidates.map((kind) => ({ kind, problem: kindProblem(kind, header, claims, config) }));
+  const satisfied = problems.filter((p) => p.problem === undefined).map((p) => p.kind);
+  if (satisfied.length === 1) return satisfied[0]!;
+  // Unreachable with today's rules (access tokens need a claim ID tokens must not carry); kept so
+  // that a future rule change can never make `jwt` mean "whichever kind suits the presenter".
+  if (satisfied.length > 1) {
+    throw refuse(
+      'ERR_FEDERATION_TOKEN_TYPE',
+      `the subject token of type jwt is ambiguous: it satisfies the rules of both access tokens and ID tokens of trusted issuer "${config.id}"; send it as subject_token_type access_token or id_token`,
+    );
+  }
+  const failed = problems.map((p) => ({ kind: p.kind, problem: p.problem! }));
+  const code = failed.every((f) => f.problem.rule === 'audience') ? 'ERR_FEDERATION_AUDIENCE' : 'ERR_FEDERATION_TOKEN_TYPE';
+  if (declared !== 'jwt') {
+    return reject(code, `the subject token is not ${kindName(failed[0]!.kind)} of trusted issuer "${config.id}": ${failed[0]!.problem.description}`);
+  }
+  const reasons = failed.map((f) => `not ${kindName(f.kind)} (${f.problem.description})`).join('; ');
+  return reject(code, `the subject token of type jwt is neither kind of token trusted issuer "${config.id}" accepts: ${reasons}`);
+}
+
+function reject(code: 'ERR_FEDERATION_AUDIENCE' | 'ERR_FEDERATION_TOKEN_TYPE', description: string): never {
+  throw refuse(code, description);
 }
 
 /** Steps 1–2: size, compact JWS syntax, decodable header and claims set. */
@@ -210,8 +272,9 @@ function diagnostic(error: unknown): unknown {
   return { name: error.name, code: error.code, message: error.message, ...claim, ...(error.cause instanceof Error ? { cause: error.cause } : {}) };
 }
 
-function audienceText(config: TrustedIssuerConfig): string {
-  return typeof config.audience === 'string' ? config.audience : config.audience.join(' or ');
+function audienceText(config: TrustedIssuerConfig, kind: SubjectTokenKind): string {
+  const kinds: FederatedTokenKind[] = kind === 'jwt' ? ['access_token', 'id_token'] : [kind];
+  return kinds.flatMap((k) => audienceOf(k, config) ?? []).join(' or ');
 }
 
 /** Maps an error of `jwtVerify` (or of the key resolver) to a {@link FederationError}. */
@@ -229,8 +292,8 @@ function verificationError(error: unknown, config: TrustedIssuerConfig, kind: Su
       if (claim === 'nbf') return refuse('ERR_FEDERATION_NOT_YET_VALID', 'the subject token is not yet valid (nbf is in the future; check clock skew)', cause);
       if (claim === 'iat') return refuse('ERR_FEDERATION_NOT_YET_VALID', 'the subject token was issued in the future (iat; check clock skew)', cause);
       if (claim === 'aud') {
-        const what = kind === 'id_token' ? 'the OIDC client id configured' : 'the audience required';
-        return refuse('ERR_FEDERATION_AUDIENCE', `the subject token's audience (aud) does not include ${what} by trusted issuer "${id}": ${audienceText(config)}`, cause);
+        const what = kind === 'id_token' ? 'the OIDC client id configured' : kind === 'jwt' && config.idToken !== undefined ? 'the audience (or OIDC client id) required' : 'the audience required';
+        return refuse('ERR_FEDERATION_AUDIENCE', `the subject token's audience (aud) does not include ${what} by trusted issuer "${id}": ${audienceText(config, kind)}`, cause);
       }
     }
     return refuse('ERR_FEDERATION_CLAIMS', `the subject token's "${claim}" claim is invalid`, cause);
@@ -253,8 +316,8 @@ function verificationError(error: unknown, config: TrustedIssuerConfig, kind: Su
   return refuse('ERR_FEDERATION_SIGNATURE', `the subject token could not be verified with the keys of trusted issuer "${id}"`, cause);
 }
 
-/** Step 13: the preset's identity mapping of the verified claims. */
-function identityOf(payload: JWTPayload, config: TrustedIssuerConfig, match: Trusted): FederatedIdentity {
+/** Step 15: the preset's identity mapping of the verified claims. */
+function identityOf(payload: JWTPayload, config: TrustedIssuerConfig, match: Trusted): PresetIdentity {
   switch (config.preset) {
     case 'okta':
       return oktaIdentity(payload, config.id);

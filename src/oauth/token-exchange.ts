@@ -12,7 +12,8 @@
  * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
  * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
  * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
- *    names them or they prove possession of its key; a `may_act` in any subject token binds.
+ *    names them or they prove possession of its key; a `may_act` in any subject token binds;
+ *    `checkConfirmation` — a sender-constrained IdP token (`cnf`) needs a proof of its key.
  * 6. `chooseAudience` / `chooseScopes` — one audience (RFC 8707), scopes never wider than the
  *    request, the agent, and the subject token, and never Deputy's own — also when they come
  *    from an agent's stored defaults (rows written before registration refused them).
@@ -241,6 +242,20 @@ function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dp
 }
 
 /**
+ * Step 5b: an IdP subject token that is sender-constrained (`cnf`, RFC 7800 §3.1) may be
+ * presented only with proof of its key: `cnf.jkt` (RFC 9449 §6.1) must be the key of this
+ * request's DPoP proof. Other confirmation methods (mTLS `x5t#S256`, `jwk`, …) cannot be proven
+ * at this endpoint, so such a token is refused rather than its binding dropped.
+ */
+function checkConfirmation(subject: Subject, dpop: DpopResult): void {
+  if (subject.kind !== 'federated' || subject.identity.claims.cnf === undefined) return;
+  const { jkt } = subject.identity.claims.cnf as { jkt?: unknown };
+  if (jkt !== dpop.thumbprint) {
+    throw oauthError('invalid_grant', 'the subject token is sender-constrained (cnf) to a key this request\'s DPoP proof does not prove possession of');
+  }
+}
+
+/**
  * Step 6a: exactly one audience (RFC 8707 §2, RFC 8693 §2.1), defaulting to the agent's only one.
  * A stored default naming one of Deputy's own resources is refused like a requested one.
  */
@@ -260,13 +275,19 @@ function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Su
   const allowedBySubject = (s: string) => subject.scopes === undefined || subject.scopes.includes(s);
   if (requested !== undefined) {
     const beyondSubject = requested.filter((s) => !allowedBySubject(s));
-    if (beyondSubject.length > 0) throw oauthError('invalid_scope', `the subject token does not grant the scope "${beyondSubject.join(' ')}"`);
+    if (beyondSubject.length > 0) throw oauthError('invalid_scope', `the subject token does not grant the scope "${beyondSubject.join(' ')}"${idTokenHint(subject)}`);
     return requested;
   }
   // Deputy's own scopes never reach an agent, even if a stored registration still lists them.
   const granted = agent.scopes.filter((s) => !isDeputyScope(s) && allowedBySubject(s));
-  if (granted.length === 0) throw oauthError('invalid_scope', 'no scope is allowed by both the agent and the subject token');
+  if (granted.length === 0) throw oauthError('invalid_scope', `no scope is allowed by both the agent and the subject token${idTokenHint(subject)}`);
   return granted;
+}
+
+/** An ID token delegates only what the operator granted its issuer's ID-token subjects: say where. */
+function idTokenHint(subject: Subject): string {
+  if (subject.kind !== 'federated' || subject.identity.tokenKind !== 'id_token') return '';
+  return ` (an ID token delegates only the scopes trusted issuer "${subject.identity.issuerId}" grants in idToken.scopes)`;
 }
 
 /**
@@ -420,6 +441,7 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   }
   if (request.actorToken !== undefined) await checkActorToken(deps, agent, request.actorToken);
   checkMayAct(deps, subject, agent, dpop);
+  checkConfirmation(subject, dpop);
 
   const chain = extendChain(subject.chain, agent.id);
   const audience = chooseAudience(request.targets, agent, deps.issuer);

@@ -21,7 +21,7 @@ import {
 } from '../support/agents.js';
 import { adminSetup, clientKeys, type ClientKeys } from '../support/clients.js';
 import { json } from '../support/http.js';
-import { ENTRA_TENANT, OKTA_USER_ID, ENTRA_USER_OID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { ENTRA_TENANT, OKTA_CLIENT_ID, OKTA_USER_ID, ENTRA_USER_OID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 import { UPSTREAM_TOKEN_KIND } from '../../src/oauth/token-exchange.js';
@@ -45,7 +45,7 @@ beforeAll(async () => {
   deputy = await startTestDeputy({
     config: {
       admin: { clients: [a.config] },
-      trustedIssuers: [idp.issuerConfig('okta'), idp.issuerConfig('entra'), idp.issuerConfig('oidc')],
+      trustedIssuers: [idp.issuerConfig('okta', { idToken: { clientId: OKTA_CLIENT_ID, scopes: ['deputy.read', 'calendar.read'] } }), idp.issuerConfig('entra'), idp.issuerConfig('oidc')],
       agents: [
         agentConfig('agent-a', keys['agent-a']!, {
           scopes: ['deputy.read', 'deputy.write', 'Deputy.Read', 'Deputy.Write', 'calendar.read'],
@@ -113,10 +113,10 @@ describe('token exchange: enterprise IdP token → DPoP-bound agent token', () =
   });
 
   it('exchanges an OIDC ID token and a generic JWT; without `scope` the grant is the intersection', async () => {
-    const id = await idp.oktaIdToken({ aud: 'api://deputy' });
+    const id = await idp.oktaIdToken();
     const fromId = await exchange(agents['agent-b']!, { subject_token: id, subject_token_type: ID_TOKEN_TYPE, resource: API });
-    // An ID token carries no delegated scopes: the agent's own scopes are the limit.
-    expect(fromId.scope!.split(' ').sort()).toEqual(['Deputy.Read', 'deputy.read']);
+    // An ID token carries no delegated scopes: the issuer's idToken.scopes and the agent's scopes are the limit.
+    expect(fromId.scope).toBe('deputy.read');
 
     const jwt = await idp.oidcToken({ scope: 'deputy.read other' });
     const fromJwt = await exchange(agents['agent-b']!, { subject_token: jwt, subject_token_type: JWT_TYPE, resource: API });

@@ -15,6 +15,8 @@
  * `v1Issuer` at `${base}/sts/{tenantid}/` (see {@link MockIdp.issuerConfig}).
  *
  * Every endpoint publishes the same signing keys (RS256 by default, like Okta and Entra).
+ * {@link MockIdp.issuerConfig} accepts ID tokens for {@link OKTA_CLIENT_ID},
+ * {@link ENTRA_CLIENT_APP_ID} and {@link OIDC_CLIENT_ID} (`idToken.clientId`), delegating no scope.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -117,7 +119,24 @@ export type OidcTokenOptions = TimeOptions & {
   sub?: string;
   /** Default `deputy`. */
   aud?: string | string[];
+  /** Default `openid deputy.read`. */
   scope?: string;
+} & ClaimOverrides;
+
+export type EntraIdTokenOptions = TimeOptions & {
+  /** 2 (default): `iss = ${base}/{tid}/v2.0`; 1: `iss = ${base}/sts/{tid}/`, `upn`. */
+  version?: 1 | 2;
+  tid?: string;
+  oid?: string;
+  /** The client app the ID token is for. Default {@link ENTRA_CLIENT_APP_ID}. */
+  aud?: string | string[];
+  username?: string;
+} & ClaimOverrides;
+
+export type OidcIdTokenOptions = TimeOptions & {
+  sub?: string;
+  /** Default {@link OIDC_CLIENT_ID}. */
+  aud?: string | string[];
 } & ClaimOverrides;
 
 /** Default audiences / ids the token builders and {@link MockIdp.issuerConfig} agree on. */
@@ -131,6 +150,8 @@ export const ENTRA_APP_ID_URI = 'api://deputy';
 export const ENTRA_CLIENT_APP_ID = '3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
 export const ENTRA_USER_OID = '11111111-2222-4333-8444-555555555555';
 export const OIDC_AUDIENCE = 'deputy';
+/** The OIDC client id ID tokens of the generic issuer are issued to. */
+export const OIDC_CLIENT_ID = 'deputy-web';
 
 export type MockUnavailable = false | 'all' | 'discovery' | 'jwks';
 
@@ -169,7 +190,12 @@ export interface MockIdp {
   oktaAccessToken(options?: OktaAccessTokenOptions): Promise<string>;
   oktaIdToken(options?: OktaIdTokenOptions): Promise<string>;
   entraAccessToken(options?: EntraAccessTokenOptions): Promise<string>;
+  /** An Entra ID token (v2 by default) for the client app {@link ENTRA_CLIENT_APP_ID}. */
+  entraIdToken(options?: EntraIdTokenOptions): Promise<string>;
+  /** A generic OIDC access token (RFC 9068 claims, `scope`). */
   oidcToken(options?: OidcTokenOptions): Promise<string>;
+  /** A generic OIDC ID token for {@link OIDC_CLIENT_ID}. */
+  oidcIdToken(options?: OidcIdTokenOptions): Promise<string>;
   /** A new key of the IdP's algorithm that is not published. */
   createKey(alg?: MockKeyAlg): Promise<MockKey>;
   /**
@@ -394,6 +420,30 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
       return sign(merge({ ...common, ...versioned }, split(o, [...TIME_KEYS, 'version', 'tid', 'oid', 'scp', 'roles', 'aud', 'clientId', 'username'])), signOptions);
     },
 
+    entraIdToken(o = {}) {
+      const version = o.version ?? 2;
+      const tid = o.tid ?? ENTRA_TENANT;
+      const iat = o.iat ?? now();
+      const username = o.username ?? 'alice@contoso.example';
+      const claims = {
+        aud: o.aud ?? ENTRA_CLIENT_APP_ID,
+        iss: idp.entraIssuer(tid, version),
+        iat,
+        nbf: o.nbf ?? iat,
+        exp: now() + (o.expiresIn ?? 3600),
+        aio: randomBytes(32).toString('base64url'),
+        name: 'Alice Example',
+        oid: o.oid ?? ENTRA_USER_OID,
+        rh: '0.AAAA',
+        sid: randomUUID(),
+        sub: randomBytes(32).toString('base64url').slice(0, 43),
+        tid,
+        uti: randomBytes(16).toString('base64url'),
+        ...(version === 2 ? { preferred_username: username, ver: '2.0' } : { upn: username, unique_name: username, amr: ['pwd'], ver: '1.0' }),
+      };
+      return sign(merge(claims, split(o, [...TIME_KEYS, 'version', 'tid', 'oid', 'aud', 'username'])), o.sign);
+    },
+
     oidcToken(o = {}) {
       const claims = {
         iss: oidcIssuer,
@@ -401,9 +451,21 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
         aud: o.aud ?? OIDC_AUDIENCE,
         ...times(o, now()),
         jti: randomUUID(),
-        ...(o.scope === undefined ? {} : { scope: o.scope }),
+        scope: o.scope ?? 'openid deputy.read',
       };
       return sign(merge(claims, split(o, [...TIME_KEYS, 'sub', 'aud', 'scope'])), o.sign);
+    },
+
+    oidcIdToken(o = {}) {
+      const claims = {
+        iss: oidcIssuer,
+        sub: o.sub ?? 'user-1234',
+        aud: o.aud ?? OIDC_CLIENT_ID,
+        ...times(o, now()),
+        auth_time: now() - 60,
+        email: 'bob@example.org',
+      };
+      return sign(merge(claims, split(o, [...TIME_KEYS, 'sub', 'aud'])), o.sign);
     },
 
     createKey(keyAlg = alg) {
@@ -430,9 +492,9 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
     issuerConfig(preset, overrides) {
       const common = { id: preset, preset, allowInsecureHttp: true, jwksCooldownSeconds: 0 };
       const defaults: Record<FederationPreset, Record<string, unknown>> = {
-        okta: { issuer: oktaIssuer, audience: OKTA_AUDIENCE },
-        entra: { issuer: entraTemplate, tenants: [ENTRA_TENANT], v1Issuer: entraV1Template, audience: [ENTRA_API_CLIENT_ID, ENTRA_APP_ID_URI] },
-        oidc: { issuer: oidcIssuer, audience: OIDC_AUDIENCE },
+        okta: { issuer: oktaIssuer, audience: OKTA_AUDIENCE, idToken: { clientId: OKTA_CLIENT_ID } },
+        entra: { issuer: entraTemplate, tenants: [ENTRA_TENANT], v1Issuer: entraV1Template, audience: [ENTRA_API_CLIENT_ID, ENTRA_APP_ID_URI], idToken: { clientId: ENTRA_CLIENT_APP_ID } },
+        oidc: { issuer: oidcIssuer, audience: OIDC_AUDIENCE, idToken: { clientId: OIDC_CLIENT_ID } },
       };
       return { ...common, ...defaults[preset], ...overrides } as unknown as Extract<TrustedIssuerConfigInput, { preset: typeof preset }>;
     },

@@ -87,8 +87,8 @@ describe('FederationVerifier: accepted tokens', () => {
     await expect(v.verify(token, 'jwt')).resolves.toMatchObject({ userId: `okta:${host()}:${OKTA_USER_ID}` });
   });
 
-  it('Okta ID token (audience = the OIDC client id), custom and org authorization servers', async () => {
-    const custom = verifier(idp.issuerConfig('okta', { audience: OKTA_CLIENT_ID }));
+  it('Okta ID token (aud = idToken.clientId, not the API audience), custom and org authorization servers', async () => {
+    const custom = verifier(idp.issuerConfig('okta', { idToken: { clientId: OKTA_CLIENT_ID } }));
     const identity = await custom.verify(await idp.oktaIdToken(), 'id_token');
     expect(identity).toMatchObject({
       userId: `okta:${host()}:${OKTA_USER_ID}`,
@@ -99,7 +99,7 @@ describe('FederationVerifier: accepted tokens', () => {
     });
     expect(identity.clientId).toBeUndefined();
 
-    const org = verifier(idp.issuerConfig('okta', { id: 'okta-org', issuer: idp.oktaOrgIssuer, audience: OKTA_CLIENT_ID }));
+    const org = verifier(idp.issuerConfig('okta', { id: 'okta-org', issuer: idp.oktaOrgIssuer, audience: idp.base, idToken: { clientId: OKTA_CLIENT_ID } }));
     const orgIdentity = await org.verify(await idp.oktaIdToken({ server: 'org' }), 'id_token');
     // same org, same user id, whichever authorization server
     expect(orgIdentity).toMatchObject({ userId: identity.userId, issuerId: 'okta-org', issuer: idp.base });
@@ -221,7 +221,7 @@ describe('FederationVerifier: refusals', () => {
     const entra = verifier(idp.issuerConfig('entra'));
     const graphAud = await expectRefusal(entra, await idp.entraAccessToken({ aud: 'https://management.azure.com' }), 'access_token', 'ERR_FEDERATION_AUDIENCE');
     expect(graphAud.description).toContain(`${ENTRA_API_CLIENT_ID} or ${ENTRA_APP_ID_URI}`);
-    const idToken = verifier(idp.issuerConfig('okta', { audience: OKTA_CLIENT_ID }));
+    const idToken = verifier(idp.issuerConfig('okta', { idToken: { clientId: OKTA_CLIENT_ID } }));
     const id = await expectRefusal(idToken, await idp.oktaIdToken({ aud: '0oaSomeOtherClient' }), 'id_token', 'ERR_FEDERATION_AUDIENCE');
     expect(id.description).toMatch(/client id/);
     // an access token's audience presented as an ID token does not pass either
@@ -336,7 +336,7 @@ describe('FederationVerifier: refusals', () => {
   });
 
   it('Okta org authorization server access token is unverifiable (ID tokens are fine)', async () => {
-    const v = verifier(idp.issuerConfig('okta', { id: 'okta-org', issuer: idp.oktaOrgIssuer, audience: [OKTA_CLIENT_ID, idp.base] }));
+    const v = verifier(idp.issuerConfig('okta', { id: 'okta-org', issuer: idp.oktaOrgIssuer, audience: idp.base, idToken: { clientId: OKTA_CLIENT_ID } }));
     const error = await expectRefusal(v, await idp.oktaAccessToken({ server: 'org' }), 'access_token', 'ERR_FEDERATION_UNVERIFIABLE');
     expect(error.description).toMatch(/org authorization server/);
     await expectRefusal(v, await idp.oktaAccessToken({ server: 'org' }), 'jwt', 'ERR_FEDERATION_UNVERIFIABLE');

@@ -16,7 +16,7 @@
 import type { JWTPayload, ProtectedHeaderParameters } from 'jose';
 import { TENANT_ID, TENANT_PLACEHOLDER, tenantOfIssuerUrl, type EntraIssuerConfig } from '../config.js';
 import { refuse } from '../errors.js';
-import { commonIdentity, listClaim, requiredStringClaim, stringClaim, withOptional, type FederatedIdentity } from '../identity.js';
+import { commonIdentity, listClaim, requiredStringClaim, stringClaim, withOptional, type PresetIdentity } from '../identity.js';
 
 /** The issuer shapes and tenants one Entra configuration accepts. */
 export interface EntraIssuerPatterns {
@@ -73,10 +73,10 @@ export function refuseGraphToken(header: ProtectedHeaderParameters, audience: st
 }
 
 /**
- * Maps verified Entra claims to a {@link FederatedIdentity}: `userId` is `entra:{tid}:{oid}`.
+ * Maps verified Entra claims to a {@link PresetIdentity}: `userId` is `entra:{tid}:{oid}`.
  * `tenant` is the tenant named by the (verified) `iss`; `tid` must agree with it.
  */
-export function entraIdentity(claims: JWTPayload, issuerId: string, tenant: string): FederatedIdentity {
+export function entraIdentity(claims: JWTPayload, issuerId: string, tenant: string): PresetIdentity {
   const tid = requiredStringClaim(claims, 'tid', 'an Entra ID token');
   if (tid.toLowerCase() !== tenant.toLowerCase()) throw refuse('ERR_FEDERATION_CLAIMS', 'the Entra ID token\'s "tid" claim does not match the tenant of its issuer');
   const oid = requiredStringClaim(claims, 'oid', 'an Entra ID token');

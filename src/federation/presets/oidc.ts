@@ -6,7 +6,7 @@
  * @module
  */
 import type { JWTPayload } from 'jose';
-import { commonIdentity, listClaim, stringClaim, withOptional, type FederatedIdentity } from '../identity.js';
+import { commonIdentity, listClaim, stringClaim, withOptional, type PresetIdentity } from '../identity.js';
 
 /** `scope` (RFC 8693 §4.2, space-separated) or, failing that, `scp` (string or array). */
 function scopesOf(claims: JWTPayload): string[] {
@@ -14,8 +14,8 @@ function scopesOf(claims: JWTPayload): string[] {
   return scope.length > 0 ? scope : listClaim(claims, 'scp');
 }
 
-/** Maps verified claims to a {@link FederatedIdentity}: `userId` is `{iss}#{sub}`. */
-export function oidcIdentity(claims: JWTPayload, issuerId: string): FederatedIdentity {
+/** Maps verified claims to a {@link PresetIdentity}: `userId` is `{iss}#{sub}`. */
+export function oidcIdentity(claims: JWTPayload, issuerId: string): PresetIdentity {
   const common = commonIdentity(claims, issuerId);
   const identity = { ...common, preset: 'oidc' as const, userId: `${common.issuer}#${common.subject}`, scopes: scopesOf(claims) };
   return withOptional(identity, {

@@ -10,7 +10,7 @@
  */
 import type { JWTPayload } from 'jose';
 import { refuse } from '../errors.js';
-import { commonIdentity, listClaim, stringClaim, withOptional, type FederatedIdentity } from '../identity.js';
+import { commonIdentity, listClaim, stringClaim, withOptional, type PresetIdentity } from '../identity.js';
 
 /**
  * Whether `issuer` is an Okta org authorization server: no `/oauth2/{id}` path. Its access
@@ -41,10 +41,10 @@ export function refuseOktaOrgAccessToken(issuer: string, claims: JWTPayload, tok
 }
 
 /**
- * Maps verified Okta claims to a {@link FederatedIdentity}: `userId` is
+ * Maps verified Okta claims to a {@link PresetIdentity}: `userId` is
  * `okta:{issuerHost}:{uid ?? sub}`.
  */
-export function oktaIdentity(claims: JWTPayload, issuerId: string): FederatedIdentity {
+export function oktaIdentity(claims: JWTPayload, issuerId: string): PresetIdentity {
   const common = commonIdentity(claims, issuerId);
   const user = stringClaim(claims, 'uid') ?? common.subject;
   const identity = { ...common, preset: 'okta' as const, userId: `okta:${new URL(common.issuer).host}:${user}`, scopes: listClaim(claims, 'scp') };

@@ -1,0 +1,84 @@
+/**
+ * Shapes of the claims that restrict or identify a subject token. A claim Deputy honours is
+ * either well-formed or the token is refused: a malformed restriction is never dropped
+ * silently (fail closed). Absent claims are fine; presence rules belong to the presets.
+ *
+ * | claim | shape | why it matters |
+ * |-------|-------|----------------|
+ * | `aud` | string, or non-empty array of strings (RFC 7519 §4.1.3) | audience restriction |
+ * | `may_act` | object naming `sub` and/or `client_id` (strings), optional string `iss` (RFC 8693 §4.4) | who may act |
+ * | `act` | object with a string `sub`, nested the same way (RFC 8693 §4.1) | delegation chain |
+ * | `cnf` | object; `jkt` a string when present (RFC 7800 §3.1, RFC 9449 §6.1) | sender constraint |
+ * | `scope`, `scp` | space-separated string or array of strings (RFC 8693 §4.2; Okta, Entra) | delegated scopes |
+ * | `groups`, `roles` | array of strings, or a string | policy attributes |
+ * | `tid`, `oid`, `uid`, `sub`, `azp`, `client_id`, `cid`, `appid`, `email`, `preferred_username`, `upn`, `name`, `jti`, `uti` | non-empty string | identity and tenant |
+ *
+ * `exp`, `nbf`, `iat` and `iss` are type-checked by jose during verification.
+ *
+ * @module
+ */
+import type { JWTPayload } from 'jose';
+import { chainFromAct, ChainClaimError } from '../oauth/delegation-chain.js';
+import { refuse } from './errors.js';
+
+const STRING_CLAIMS = ['sub', 'tid', 'oid', 'uid', 'azp', 'client_id', 'cid', 'appid', 'email', 'preferred_username', 'upn', 'name', 'jti', 'uti'] as const;
+const LIST_CLAIMS = ['scope', 'scp', 'groups', 'roles'] as const;
+
+function isNonEmptyString(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isStringList(value: unknown): boolean {
+  return typeof value === 'string' || (Array.isArray(value) && value.every(isNonEmptyString));
+}
+
+function isAudience(value: unknown): boolean {
+  return isNonEmptyString(value) || (Array.isArray(value) && value.length > 0 && value.every(isNonEmptyString));
+}
+
+/** RFC 8693 §4.4: an object identifying the party allowed to act. */
+function isMayAct(value: unknown): boolean {
+  if (!isObject(value)) return false;
+  const { sub, client_id: clientId, iss } = value;
+  if (sub === undefined && clientId === undefined) return false;
+  return [sub, clientId, iss].every((member) => member === undefined || isNonEmptyString(member));
+}
+
+function isAct(value: unknown): boolean {
+  try {
+    chainFromAct(value);
+    return true;
+  } catch (err) {
+    if (err instanceof ChainClaimError) return false;
+    throw err;
+  }
+}
+
+function isCnf(value: unknown): boolean {
+  return isObject(value) && (value.jkt === undefined || isNonEmptyString(value.jkt));
+}
+
+const SHAPES: ReadonlyArray<readonly [string, (value: unknown) => boolean, string]> = [
+  ['aud', isAudience, 'a string or a non-empty array of strings'],
+  ['may_act', isMayAct, 'an object naming "sub" or "client_id" (strings)'],
+  ['act', isAct, 'an object with a string "sub", nested the same way'],
+  ['cnf', isCnf, 'an object ("jkt" a string)'],
+  ...LIST_CLAIMS.map((name) => [name, isStringList, 'a string or an array of strings'] as const),
+  ...STRING_CLAIMS.map((name) => [name, isNonEmptyString, 'a non-empty string'] as const),
+];
+
+/**
+ * Refuses (`ERR_FEDERATION_CLAIMS`, naming the claim) a verified claims set in which a claim of
+ * the table above is present but malformed. The description never quotes the value.
+ */
+export function checkClaimShapes(claims: JWTPayload): void {
+  for (const [name, valid, shape] of SHAPES) {
+    if (Object.hasOwn(claims, name) && !valid(claims[name])) {
+      throw refuse('ERR_FEDERATION_CLAIMS', `the subject token's "${name}" claim is malformed: it must be ${shape}`);
+    }
+  }
+}
