@@ -145,7 +145,7 @@ describe.skipIf(!usingPostgres)('two instances on one PostgreSQL', () => {
 
 describe.skipIf(!usingPostgres)('revocation racing exchanges, two instances on one PostgreSQL', () => {
   const ISSUER = 'http://deputy.test';
-  const TRIES = 8;
+  const TRIES = 16;
   const handoff = (id: string) => `urn:deputy:agent:${id}`;
   let database: TestDatabase;
   let one: TestDeputy;
@@ -218,7 +218,8 @@ describe.skipIf(!usingPostgres)('revocation racing exchanges, two instances on o
       const toD = await issued(near, 'agent-c', toC, 'agent-d');
       // Four exchanges of C's token by D, on both instances, while an admin revokes the root or the middle link.
       const exchanges = Array.from({ length: 4 }, (_, n) => exchangeAt(n % 2 === 0 ? one : two, 'agent-d', toD, { audience: handoff('agent-e') }));
-      const revocation = post(far, '/revoke', admin, { token: i % 4 < 2 ? toB : toC });
+      // Started a little later each try, so it lands at different points of the exchanges' work.
+      const revocation = new Promise((resolve) => setTimeout(resolve, (i * 25) % 200)).then(() => post(far, '/revoke', admin, { token: i % 4 < 2 ? toB : toC }));
       const results = await Promise.all(exchanges);
       expect((await revocation).status).toBe(200);
       const children = results.filter((r) => typeof r.body.access_token === 'string').map((r) => r.body.access_token as string);
