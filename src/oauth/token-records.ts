@@ -42,9 +42,16 @@ export interface TokenRecord {
   mayAct: Record<string, unknown> | undefined;
   /** Vault handle of the encrypted upstream subject token (first link only). */
   upstream: string | undefined;
+  /** Epoch seconds. */
   issuedAt: number;
+  /** Epoch seconds. */
   expiresAt: number;
+  /**
+   * Epoch seconds of the *effective* revocation (as read by {@link TokenRecords.find}): this
+   * token's own, or the earliest of any token it was exchanged from. Undefined while live.
+   */
   revokedAt: number | undefined;
+  /** Why, as recorded by that revocation. */
   revokedReason: string | undefined;
 }
 
