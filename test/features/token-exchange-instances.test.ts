@@ -5,7 +5,7 @@
  */
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentConfig, clientAssertion, dpopProof, dpopKeys, exchange, rawExchange, testAgent, TOKEN_EXCHANGE, ACCESS_TOKEN_TYPE } from '../support/agents.js';
+import { agentConfig, claimsOf, clientAssertion, dpopProof, dpopKeys, exchange, rawExchange, testAgent, TOKEN_EXCHANGE, ACCESS_TOKEN_TYPE } from '../support/agents.js';
 import { adminSetup, clientKeys, type ClientKeys } from '../support/clients.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 import { json } from '../support/http.js';
@@ -231,6 +231,8 @@ describe.skipIf(!usingPostgres)('revocation racing exchanges, two instances on o
           if (introspection.body.active !== false) survivors++;
         }
       }
+      // The revocation cache the PDP and gateway read: on the revoking instance, at once.
+      for (const token of [toC, toD, ...children]) if (!(await far.revocations.isRevoked(claimsOf(token).jti!))) survivors++;
       for (const token of children) {
         const again = await exchangeAt(i % 2 === 0 ? two : one, 'agent-e', token, { resource: API });
         if (again.body.error !== 'invalid_grant') survivors++;
