@@ -84,6 +84,13 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     // Now that the issuer is known: no configured agent may be granted Deputy's own resources.
     checkAgentGrants(config.agents, issuer, 'configuration');
     const agents = new AgentRegistry(store);
+    const records = new TokenRecords(store);
+    // Disabling an agent revokes its tokens, and so everything delegated from them, in the same
+    // transaction as the status change (see TokenRecords.insert for the other side of the race).
+    agents.onDisable(async (agentId, tx) => {
+      const revoked = await records.revokeByAgent(agentId, 'agent disabled', tx);
+      if (revoked.length) logger.info({ agent: agentId, revoked: revoked.length }, 'tokens of disabled agent revoked');
+    });
     await agents.syncFromConfig(config.agents);
     const dpop = new DpopVerifier({
       db: store,
@@ -92,7 +99,6 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       nonceSecret: keys.dpopNonceSecret,
     });
     const verifier = new AccessTokenVerifier({ issuer, keys, dpop });
-    const records = new TokenRecords(store);
     const revocations = new RevocationCache(records);
     const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
     const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
@@ -120,12 +126,9 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       verifier, records, revocations, logger,
       adminClients: new Set(config.admin.clients.map((c) => c.client_id)),
     }));
-    // Disabling an agent revokes its tokens and everything delegated from them.
-    agents.onChange(async (agent) => {
-      if (agent.status !== 'disabled') return;
-      const revoked = await records.revokeByAgent(agent.id, 'agent disabled');
-      revocations.forget(revoked);
-      if (revoked.length) logger.info({ agent: agent.id, revoked: revoked.length }, 'tokens of disabled agent revoked');
+    // Disabled agents' tokens were revoked in the disabling transaction (onDisable above).
+    agents.onChange((agent) => {
+      if (agent.status === 'disabled') revocations.forget();
     });
     const isolation = await createCredentialIsolation({
       config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,

@@ -53,6 +53,12 @@ const COLUMNS = 'id, name, owner, scopes, audiences, max_delegation_depth, statu
 export type AgentChangeListener = (agent: Agent) => void | Promise<void>;
 
 /**
+ * Runs inside the transaction that leaves an agent disabled, while its row is locked: what it
+ * writes commits (or rolls back) with the status change. Used to revoke the agent's tokens.
+ */
+export type AgentDisableHook = (agentId: string, tx: Queryable) => Promise<void>;
+
+/**
  * How long a read agent is reused without asking the store. Every authentication and exchange
  * reads its agent, so this keeps the store off the hot path. Changes made through this instance
  * take effect at once; changes made on another instance within this bound (documented in the
@@ -63,6 +69,7 @@ export const AGENT_CACHE_TTL_MS = 2000;
 export class AgentRegistry {
   readonly #store: Store;
   readonly #listeners: AgentChangeListener[] = [];
+  readonly #disableHooks: AgentDisableHook[] = [];
   readonly #cache = new Map<string, { agent: Agent | undefined; until: number }>();
   readonly #ttlMs: number;
 
@@ -73,6 +80,18 @@ export class AgentRegistry {
 
   onChange(listener: AgentChangeListener): void {
     this.#listeners.push(listener);
+  }
+
+  /**
+   * Registers `hook` to run in every transaction that sets an agent's status to `disabled`
+   * (admin API, or configuration at start). Register before {@link syncFromConfig}.
+   */
+  onDisable(hook: AgentDisableHook): void {
+    this.#disableHooks.push(hook);
+  }
+
+  async #disabled(agentId: string, tx: Queryable): Promise<void> {
+    for (const hook of this.#disableHooks) await hook(agentId, tx);
   }
 
   /** The agent, from a short-lived cache (see {@link AGENT_CACHE_TTL_MS}); `db` reads through. */
@@ -134,6 +153,7 @@ export class AgentRegistry {
            status = $7, jwks = $8::jsonb, jwks_uri = $9, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
         toParams(next),
       );
+      if (patch.status === 'disabled') await this.#disabled(id, tx);
       return fromRow(updated[0]!);
     });
     return this.#changed(agent);
@@ -144,15 +164,18 @@ export class AgentRegistry {
     this.#cache.clear();
     await this.#store.transaction(async (tx) => {
       for (const a of agents) {
-        await tx.query(
+        const rows = await tx.query<{ status: AgentStatus }>(
           `INSERT INTO agents (id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source)
            VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8::jsonb, $9, 'config')
            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner, scopes = EXCLUDED.scopes,
              audiences = EXCLUDED.audiences, max_delegation_depth = EXCLUDED.max_delegation_depth,
              status = CASE WHEN agents.status = 'disabled' THEN 'disabled' ELSE EXCLUDED.status END,
-             jwks = EXCLUDED.jwks, jwks_uri = EXCLUDED.jwks_uri, source = 'config', updated_at = now()`,
+             jwks = EXCLUDED.jwks, jwks_uri = EXCLUDED.jwks_uri, source = 'config', updated_at = now()
+           RETURNING status`,
           toParams(a),
         );
+        // Also when it was disabled already: revoking the tokens of a disabled agent again is a no-op.
+        if (rows[0]?.status === 'disabled') await this.#disabled(a.id, tx);
       }
     });
   }

@@ -86,7 +86,7 @@ async function revoke(deps: IntrospectionDeps, caller: string, token: string): P
   const allowed = deps.adminClients.has(caller) || record.agentId === caller || record.chain.includes(caller);
   if (!allowed) return;
   const revoked = await deps.records.revokeCascade(record.jti, `revoked by ${caller}`);
-  deps.revocations.forget(revoked);
+  deps.revocations.forget();
   deps.logger.info({ by: caller, jti: record.jti, cascade: revoked.length }, 'token revoked');
 }
 

@@ -46,7 +46,7 @@ import { actFromChain, extendChain, handoffTarget, mayActNames, type DelegationC
 import type { GrantRegistration } from './provider.js';
 import { TOKEN_EXCHANGE_GRANT } from './provider.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
-import { ParentRevoked, type TokenRecords } from './token-records.js';
+import { AgentNotActive, ParentRevoked, type TokenRecords } from './token-records.js';
 
 /** RFC 8693 §2.1 request parameters (plus RFC 8707 `resource`). */
 export const TOKEN_EXCHANGE_PARAMETERS = [
@@ -416,6 +416,8 @@ async function issue(
     });
   } catch (err) {
     if (err instanceof ParentRevoked) throw oauthError('invalid_grant', 'the subject token has been revoked');
+    // Disabled while this exchange ran (the check in `exchange` read it still active).
+    if (err instanceof AgentNotActive) throw oauthError('unauthorized_client', 'only active registered agents may exchange tokens');
     throw err;
   }
   return { value, expiresIn };

@@ -3,10 +3,20 @@
  * access tokens, so introspection (RFC 7662), revocation (RFC 7009) and its cascade work from
  * these rows: revoking a token revokes every token exchanged from it, transitively.
  *
- * Concurrency: an exchange locks its parent row (`FOR SHARE`) and refuses a revoked parent in
- * the same transaction that inserts the child; a revocation updates the parent first
- * (conflicting lock), then walks the descendants. Whichever commits second sees the other's
- * row, so no child of a revoked token can survive the race.
+ * Liveness is derived, never copied. A revocation marks one row (the token revoked, or the
+ * tokens an agent holds); a token is revoked when it **or any token it was exchanged from**
+ * (its lineage, walked up `parent_jti` at read time) is marked, or when a link of that lineage
+ * is missing. {@link TokenRecords.find} applies this rule in one statement, so every reader
+ * (introspection, exchange of a Deputy subject token, gateway, PDP, {@link RevocationCache})
+ * sees the same answer. A child committed after its ancestor's revocation — whatever the
+ * interleaving of the two transactions, on any number of instances — is dead the moment it is
+ * read: its lineage contains the revoked row, which existed before the child did.
+ *
+ * The insert still refuses a parent that is already revoked (to answer `invalid_grant` rather
+ * than issue a dead token), and refuses an agent that is no longer active, under a share lock
+ * on the agent's row: disabling an agent updates that row and revokes the agent's tokens in
+ * the same transaction, so either the disable sees the new token or the insert sees the
+ * disabled agent.
  *
  * @module
  */
@@ -32,9 +42,16 @@ export interface TokenRecord {
   mayAct: Record<string, unknown> | undefined;
   /** Vault handle of the encrypted upstream subject token (first link only). */
   upstream: string | undefined;
+  /** Epoch seconds. */
   issuedAt: number;
+  /** Epoch seconds. */
   expiresAt: number;
+  /**
+   * Epoch seconds of the *effective* revocation (as read by {@link TokenRecords.find}): this
+   * token's own, or the earliest of any token it was exchanged from. Undefined while live.
+   */
   revokedAt: number | undefined;
+  /** Why, as recorded by that revocation. */
   revokedReason: string | undefined;
 }
 
@@ -60,9 +77,34 @@ interface Row {
   revoked_reason: string | null;
 }
 
-const COLUMNS = `jti, parent_jti, root_jti, agent_id, user_id, user_attrs, issuer_id, audience, scope, chain, cnf_jkt, may_act, upstream,
-  extract(epoch FROM issued_at)::bigint AS issued_at, extract(epoch FROM expires_at)::bigint AS expires_at,
-  extract(epoch FROM revoked_at)::bigint AS revoked_at, revoked_reason`;
+/** Longest lineage walked; a deeper (or cyclic) one is treated as broken, hence revoked. */
+export const MAX_LINEAGE = 64;
+
+/**
+ * One record with its effective revocation ($1 = jti): the earliest revocation marked on the
+ * record or on any token of its lineage; a lineage whose top still names a parent (a purged or
+ * missing row, or deeper than {@link MAX_LINEAGE}) counts as revoked.
+ */
+const FIND_LIVE = `
+  WITH RECURSIVE lineage(jti, parent_jti, revoked_at, revoked_reason, hops) AS (
+    SELECT jti, parent_jti, revoked_at, revoked_reason, 0 FROM token_records WHERE jti = $1
+    UNION ALL
+    SELECT p.jti, p.parent_jti, p.revoked_at, p.revoked_reason, l.hops + 1
+      FROM lineage l JOIN token_records p ON p.jti = l.parent_jti
+     WHERE l.hops < ${MAX_LINEAGE}
+  )
+  SELECT t.jti, t.parent_jti, t.root_jti, t.agent_id, t.user_id, t.user_attrs, t.issuer_id, t.audience, t.scope, t.chain,
+         t.cnf_jkt, t.may_act, t.upstream,
+         extract(epoch FROM t.issued_at)::bigint AS issued_at, extract(epoch FROM t.expires_at)::bigint AS expires_at,
+         extract(epoch FROM CASE WHEN top.broken THEN coalesce(mark.revoked_at, now()) ELSE mark.revoked_at END)::bigint AS revoked_at,
+         CASE WHEN mark.revoked_at IS NOT NULL THEN mark.revoked_reason
+              WHEN top.broken THEN 'a token it was exchanged from no longer exists' END AS revoked_reason
+    FROM token_records t
+    LEFT JOIN LATERAL (
+      SELECT revoked_at, revoked_reason FROM lineage WHERE revoked_at IS NOT NULL ORDER BY revoked_at, hops DESC LIMIT 1
+    ) mark ON true
+    CROSS JOIN LATERAL (SELECT parent_jti IS NOT NULL AS broken FROM lineage ORDER BY hops DESC LIMIT 1) top
+   WHERE t.jti = $1`;
 
 function fromRow(row: Row): TokenRecord {
   return {
@@ -95,25 +137,42 @@ export class ParentRevoked extends Error {
   }
 }
 
+/** The agent a new token is for was disabled (or removed) while the exchange ran. */
+export class AgentNotActive extends Error {
+  readonly code = 'ERR_AGENT_NOT_ACTIVE';
+  constructor(readonly agentId: string) {
+    super(`agent "${agentId}" is not active`);
+    this.name = 'AgentNotActive';
+  }
+}
+
 export class TokenRecords {
   constructor(readonly store: Store) {}
 
+  /**
+   * The record of `jti` with its **effective** revocation: `revokedAt` / `revokedReason` are
+   * set when the token itself, or any token it was exchanged from, was revoked (epoch
+   * seconds; the earliest such revocation), or when a link of its lineage is missing. This is
+   * the one liveness rule every reader uses. Undefined when Deputy never recorded `jti`.
+   */
   async find(jti: string, db: Queryable = this.store): Promise<TokenRecord | undefined> {
-    const rows = await db.query<Row>(`SELECT ${COLUMNS} FROM token_records WHERE jti = $1`, [jti]);
+    const rows = await db.query<Row>(FIND_LIVE, [jti]);
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 
   /**
-   * Inserts a record inside `tx`. With a parent, first takes a share lock on it and refuses
-   * ({@link ParentRevoked}) if it was revoked meanwhile.
+   * Inserts a record inside `tx`, after two checks made in the same transaction:
+   * - the agent's row, share-locked until commit, is still `active` (else {@link AgentNotActive});
+   *   this is what makes a concurrent disable ({@link revokeByAgent}) see the new token;
+   * - the parent, if any, is live by {@link find}'s rule (else {@link ParentRevoked}). This
+   *   check is for a clear refusal only: a parent revoked after it still kills the new token.
    */
   async insert(tx: Queryable, record: NewTokenRecord): Promise<void> {
+    const agent = await tx.query<{ status: string }>('SELECT status FROM agents WHERE id = $1 FOR SHARE', [record.agentId]);
+    if (agent[0]?.status !== 'active') throw new AgentNotActive(record.agentId);
     if (record.parentJti !== undefined) {
-      const parent = await tx.query<{ revoked: boolean }>(
-        'SELECT revoked_at IS NOT NULL AS revoked FROM token_records WHERE jti = $1 FOR SHARE',
-        [record.parentJti],
-      );
-      if (!parent[0] || parent[0].revoked) throw new ParentRevoked();
+      const parent = await this.find(record.parentJti, tx);
+      if (!parent || parent.revokedAt !== undefined) throw new ParentRevoked();
     }
     await tx.query(
       `INSERT INTO token_records (jti, parent_jti, root_jti, agent_id, user_id, user_attrs, issuer_id, audience, scope, chain, depth, cnf_jkt, may_act, upstream, issued_at, expires_at)
@@ -127,45 +186,47 @@ export class TokenRecords {
   }
 
   /**
-   * Revokes `jti` and, transitively, every token exchanged from it. Returns the jtis newly
-   * revoked (empty when the token was unknown or already revoked with its whole subtree).
+   * Revokes `jti` (RFC 7009) and so, by the lineage rule of {@link find}, every token exchanged
+   * from it — including ones whose exchange commits after this call. Only `jti`'s row is
+   * marked. Returns `jti` and the descendants recorded so far (for logs; empty when the token is
+   * unknown or was already revoked).
    */
   async revokeCascade(jti: string, reason: string): Promise<string[]> {
-    return this.store.transaction(async (tx) => {
-      await tx.query('UPDATE token_records SET revoked_at = now(), revoked_reason = $2 WHERE jti = $1 AND revoked_at IS NULL', [jti, reason]);
-      return this.#revokeDescendants(tx, [jti], reason, [jti]);
-    });
-  }
-
-  /** Revokes every live token held by `agentId` and everything delegated from them. */
-  async revokeByAgent(agentId: string, reason: string): Promise<string[]> {
-    return this.store.transaction(async (tx) => {
-      const held = await tx.query<{ jti: string }>(
-        `UPDATE token_records SET revoked_at = now(), revoked_reason = $2
-         WHERE agent_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
-        [agentId, reason],
-      );
-      const roots = held.map((r) => r.jti);
-      const all = await tx.query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1 AND expires_at > now()', [agentId]);
-      return this.#revokeDescendants(tx, all.map((r) => r.jti), reason, roots);
-    });
-  }
-
-  /** Marks every live descendant of `parents` revoked; returns `already` plus those jtis. */
-  async #revokeDescendants(tx: Queryable, parents: string[], reason: string, already: string[]): Promise<string[]> {
-    if (parents.length === 0) return already;
-    const rows = await tx.query<{ jti: string }>(
-      `WITH RECURSIVE subtree(jti) AS (
-         SELECT jti FROM token_records WHERE parent_jti = ANY($1::text[])
-         UNION
-         SELECT t.jti FROM token_records t JOIN subtree s ON t.parent_jti = s.jti
-       )
-       UPDATE token_records SET revoked_at = now(), revoked_reason = $2
-       WHERE jti IN (SELECT jti FROM subtree) AND revoked_at IS NULL
-       RETURNING jti`,
-      [parents, reason],
+    const marked = await this.store.query<{ jti: string }>(
+      'UPDATE token_records SET revoked_at = now(), revoked_reason = $2 WHERE jti = $1 AND revoked_at IS NULL RETURNING jti',
+      [jti, reason],
     );
-    return [...already, ...rows.map((r) => r.jti)];
+    return marked.length === 0 ? [] : [jti, ...(await this.#descendants(this.store, [jti]))];
+  }
+
+  /**
+   * Revokes every live token held by `agentId` and so, by the lineage rule, everything
+   * delegated from them. Run it in the transaction that disables the agent (`tx`): with the
+   * insert's share lock on the agent row, no token of the agent can commit unseen. Returns the
+   * tokens marked and their descendants recorded so far.
+   */
+  async revokeByAgent(agentId: string, reason: string, tx: Queryable = this.store): Promise<string[]> {
+    const held = await tx.query<{ jti: string }>(
+      `UPDATE token_records SET revoked_at = now(), revoked_reason = $2
+       WHERE agent_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING jti`,
+      [agentId, reason],
+    );
+    const roots = held.map((r) => r.jti);
+    return roots.length === 0 ? [] : [...roots, ...(await this.#descendants(tx, roots))];
+  }
+
+  /** Every recorded descendant of `parents` (not including them). */
+  async #descendants(db: Queryable, parents: string[]): Promise<string[]> {
+    const rows = await db.query<{ jti: string }>(
+      `WITH RECURSIVE subtree(jti, hops) AS (
+         SELECT jti, 1 FROM token_records WHERE parent_jti = ANY($1::text[])
+         UNION
+         SELECT t.jti, s.hops + 1 FROM token_records t JOIN subtree s ON t.parent_jti = s.jti WHERE s.hops < ${MAX_LINEAGE}
+       )
+       SELECT DISTINCT jti FROM subtree`,
+      [parents],
+    );
+    return rows.map((r) => r.jti).filter((j) => !parents.includes(j));
   }
 
   /** Deletes records that expired more than `graceSeconds` ago; returns how many. */
@@ -180,6 +241,7 @@ export class TokenRecords {
 
 /**
  * Answers "is this token revoked?" for resource-side checks (PDP, gateway), caching answers.
+ * The answer is {@link TokenRecords.find}'s: the token or a token of its lineage was revoked.
  *
  * Staleness bound: a revocation made on another instance is seen here at most
  * `activeTtlMs` later (default 2 s), because "not revoked" answers are cached only that long.
@@ -190,6 +252,8 @@ export class RevocationCache {
   readonly #records: TokenRecords;
   readonly #activeTtlMs: number;
   readonly #entries = new Map<string, { revoked: boolean; until: number }>();
+  /** Bumped by {@link forget}: a lookup that started before a local revocation caches nothing. */
+  #generation = 0;
   static readonly MAX_ENTRIES = 50_000;
 
   constructor(records: TokenRecords, options: { activeTtlMs?: number } = {}) {
@@ -197,19 +261,26 @@ export class RevocationCache {
     this.#activeTtlMs = options.activeTtlMs ?? 2000;
   }
 
-  /** True when the token is revoked, or unknown to Deputy (never issued by an exchange). */
+  /** True when the token (or one it was exchanged from) is revoked, or unknown to Deputy. */
   async isRevoked(jti: string, now = Date.now()): Promise<boolean> {
     const hit = this.#entries.get(jti);
     if (hit && hit.until > now) return hit.revoked;
+    const generation = this.#generation;
     const record = await this.#records.find(jti);
     const revoked = record === undefined || record.revokedAt !== undefined;
+    if (!revoked && generation !== this.#generation) return revoked;
     if (this.#entries.size >= RevocationCache.MAX_ENTRIES) this.#entries.clear();
     this.#entries.set(jti, { revoked, until: revoked ? (record?.expiresAt ?? 0) * 1000 + 60_000 : now + this.#activeTtlMs });
     return revoked;
   }
 
-  /** Drops cached answers for tokens this instance just revoked. */
-  forget(jtis: Iterable<string>): void {
-    for (const jti of jtis) this.#entries.delete(jti);
+  /**
+   * Call after this instance committed a revocation. Drops every cached "not revoked" answer:
+   * a revocation reaches descendants the revoker never listed (children committed late), so
+   * no per-jti list can be complete. Revocations are rare; re-reading is cheap.
+   */
+  forget(): void {
+    this.#generation++;
+    for (const [jti, entry] of this.#entries) if (!entry.revoked) this.#entries.delete(jti);
   }
 }

@@ -1,11 +1,12 @@
 /**
  * Token exchange across instances and under concurrency: DPoP replay refused exactly once-only
- * (insert-or-fail in the shared store), server nonces valid on every instance.
+ * (insert-or-fail in the shared store), server nonces valid on every instance, and revocation
+ * racing exchanges (no descendant of a revoked token survives; store-level race: test/store/contract.ts).
  */
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentConfig, clientAssertion, dpopProof, dpopKeys, exchange, rawExchange, testAgent, TOKEN_EXCHANGE, ACCESS_TOKEN_TYPE } from '../support/agents.js';
-import { clientKeys, type ClientKeys } from '../support/clients.js';
+import { agentConfig, claimsOf, clientAssertion, dpopProof, dpopKeys, exchange, rawExchange, testAgent, TOKEN_EXCHANGE, ACCESS_TOKEN_TYPE } from '../support/agents.js';
+import { adminSetup, clientKeys, type ClientKeys } from '../support/clients.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 import { json } from '../support/http.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
@@ -139,5 +140,104 @@ describe.skipIf(!usingPostgres)('two instances on one PostgreSQL', () => {
     expect(await post(two, proof, subject)).toMatchObject({ error: 'invalid_dpop_proof', error_description: expect.stringMatching(/replay/) });
     // A fresh proof works at instance two: the refusal was the replay, nothing else.
     expect(await post(two, await dpopProof(dpop, `${ISSUER}/token`), subject)).toMatchObject({ token_type: 'DPoP' });
+  });
+});
+
+describe.skipIf(!usingPostgres)('revocation racing exchanges, two instances on one PostgreSQL', () => {
+  const ISSUER = 'http://deputy.test';
+  const TRIES = 16;
+  const handoff = (id: string) => `urn:deputy:agent:${id}`;
+  let database: TestDatabase;
+  let one: TestDeputy;
+  let two: TestDeputy;
+  let admin: { id: string; keys: ClientKeys };
+  const keys: Record<string, ClientKeys> = {};
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    const a = await adminSetup();
+    admin = { id: a.clientId, keys: a.keys };
+    for (const id of ['agent-a', 'agent-b', 'agent-c', 'agent-d', 'agent-e']) keys[id] = await clientKeys();
+    const link = (id: string, audiences: string[]) => agentConfig(id, keys[id]!, { scopes: ['deputy.read'], audiences, maxDelegationDepth: 5 });
+    const shared: ConfigInput = {
+      server: { issuer: ISSUER },
+      admin: { clients: [a.config] },
+      trustedIssuers: [idp.issuerConfig('okta')],
+      agents: [
+        link('agent-a', [handoff('agent-b')]),
+        link('agent-b', [handoff('agent-c')]),
+        link('agent-c', [handoff('agent-d')]),
+        link('agent-d', [handoff('agent-e')]),
+        link('agent-e', [API]),
+      ],
+    };
+    one = await startTestDeputy({ config: shared, keysDir, database });
+    two = await startTestDeputy({ config: shared, keysDir, database });
+  });
+  afterAll(async () => {
+    await one?.stop();
+    await two?.stop();
+    await database?.drop();
+  });
+
+  /** A form POST as a load balancer would forward it (Host is the public name), authenticated with private_key_jwt. */
+  async function post(instance: TestDeputy, path: string, caller: { id: string; keys: ClientKeys }, fields: Record<string, string>, dpop?: string) {
+    const body = new URLSearchParams({
+      ...fields,
+      client_id: caller.id,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion(caller, ISSUER),
+    });
+    const res = await request(`${instance.url}${path}`, {
+      method: 'POST',
+      headers: { host: 'deputy.test', 'content-type': 'application/x-www-form-urlencoded', ...(dpop ? { dpop } : {}) },
+      body: body.toString(),
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, body: (text ? JSON.parse(text) : {}) as Record<string, unknown> };
+  }
+
+  const dpopOf: Record<string, Awaited<ReturnType<typeof dpopKeys>>> = {};
+  async function exchangeAt(instance: TestDeputy, agentId: string, subject: string, target: Record<string, string>) {
+    dpopOf[agentId] ??= await dpopKeys();
+    const fields = { grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: ACCESS_TOKEN_TYPE, ...target };
+    return post(instance, '/token', { id: agentId, keys: keys[agentId]! }, fields, await dpopProof(dpopOf[agentId]!, `${ISSUER}/token`));
+  }
+  async function issued(instance: TestDeputy, agentId: string, subject: string, next: string): Promise<string> {
+    const res = await exchangeAt(instance, agentId, subject, { audience: handoff(next) });
+    expect(res.body).toMatchObject({ token_type: 'DPoP' });
+    return res.body.access_token as string;
+  }
+
+  it(`no token exchanged from a revoked root or middle link stays active or exchangeable (${TRIES} tries)`, async () => {
+    let survivors = 0;
+    for (let i = 0; i < TRIES; i++) {
+      const [near, far] = i % 2 === 0 ? [one, two] : [two, one];
+      const toB = await issued(near, 'agent-a', await idp.oktaAccessToken(), 'agent-b');
+      const toC = await issued(far, 'agent-b', toB, 'agent-c');
+      const toD = await issued(near, 'agent-c', toC, 'agent-d');
+      // Four exchanges of C's token by D, on both instances, while an admin revokes the root or the middle link.
+      const exchanges = Array.from({ length: 4 }, (_, n) => exchangeAt(n % 2 === 0 ? one : two, 'agent-d', toD, { audience: handoff('agent-e') }));
+      // Started a little later each try, so it lands at different points of the exchanges' work.
+      const revocation = new Promise((resolve) => setTimeout(resolve, (i * 25) % 200)).then(() => post(far, '/revoke', admin, { token: i % 4 < 2 ? toB : toC }));
+      const results = await Promise.all(exchanges);
+      expect((await revocation).status).toBe(200);
+      const children = results.filter((r) => typeof r.body.access_token === 'string').map((r) => r.body.access_token as string);
+      // Each exchange either won the race (and its token died with the revocation) or was refused.
+      for (const r of results) if (!r.body.access_token) expect(r.body).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/revoked/) });
+      for (const token of [toC, toD, ...children]) {
+        for (const instance of [one, two]) {
+          const introspection = await post(instance, '/introspect', admin, { token });
+          if (introspection.body.active !== false) survivors++;
+        }
+      }
+      // The revocation cache the PDP and gateway read: on the revoking instance, at once.
+      for (const token of [toC, toD, ...children]) if (!(await far.revocations.isRevoked(claimsOf(token).jti!))) survivors++;
+      for (const token of children) {
+        const again = await exchangeAt(i % 2 === 0 ? two : one, 'agent-e', token, { resource: API });
+        if (again.body.error !== 'invalid_grant') survivors++;
+      }
+    }
+    expect(survivors).toBe(0);
   });
 });

@@ -1,0 +1,85 @@
+/**
+ * RevocationCache: what it caches and for how long, over a stub of TokenRecords.find (whose
+ * answer already applies the lineage rule; see test/store/contract.ts for that rule).
+ */
+import { describe, expect, it } from 'vitest';
+import { RevocationCache, type TokenRecord, type TokenRecords } from '../../src/oauth/token-records.js';
+
+/** A TokenRecords stand-in: `state` decides each answer; `gate`, when set, holds lookups until released. */
+function stubRecords() {
+  const state = new Map<string, 'live' | 'revoked'>();
+  let gate: Promise<void> | undefined;
+  let lookups = 0;
+  const records = {
+    async find(jti: string): Promise<TokenRecord | undefined> {
+      lookups++;
+      const answer = state.get(jti);
+      if (gate) await gate;
+      if (answer === undefined) return undefined;
+      return { jti, expiresAt: Math.floor(Date.now() / 1000) + 600, revokedAt: answer === 'revoked' ? 1 : undefined } as TokenRecord;
+    },
+  } as unknown as TokenRecords;
+  return {
+    records,
+    state,
+    lookups: () => lookups,
+    hold(): () => void {
+      let release!: () => void;
+      gate = new Promise<void>((r) => (release = r));
+      return () => {
+        gate = undefined;
+        release();
+      };
+    },
+  };
+}
+
+describe('RevocationCache', () => {
+  it('caches "live" for activeTtlMs only; unknown tokens count as revoked', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 2000 });
+    stub.state.set('t', 'live');
+    expect(await cache.isRevoked('t', 10_000)).toBe(false);
+    stub.state.set('t', 'revoked');
+    expect(await cache.isRevoked('t', 11_999)).toBe(false); // within the bound: the cached answer
+    expect(await cache.isRevoked('t', 12_000)).toBe(true); // bound reached: read again
+    expect(await cache.isRevoked('unknown', 10_000)).toBe(true);
+  });
+
+  it('after a local revocation (forget), no cached "live" answer survives, whichever token it was for', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records);
+    // A descendant the revoker never listed (committed late): cached live before the revocation.
+    for (const jti of ['root', 'late-child']) stub.state.set(jti, 'live');
+    expect(await cache.isRevoked('late-child', 0)).toBe(false);
+    stub.state.set('late-child', 'revoked');
+    cache.forget();
+    expect(await cache.isRevoked('late-child', 1)).toBe(true);
+  });
+
+  it('a lookup that started before a local revocation does not cache its stale "live" answer', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records);
+    stub.state.set('t', 'live');
+    const release = stub.hold();
+    const pending = cache.isRevoked('t', 0); // reads "live", then waits
+    stub.state.set('t', 'revoked');
+    cache.forget();
+    release();
+    expect(await pending).toBe(false); // its own answer, read before the revocation
+    const before = stub.lookups();
+    expect(await cache.isRevoked('t', 1)).toBe(true); // not served from a stale entry
+    expect(stub.lookups()).toBe(before + 1);
+  });
+
+  it('"revoked" is final: served from the cache without reading again', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records);
+    stub.state.set('t', 'revoked');
+    expect(await cache.isRevoked('t', 0)).toBe(true);
+    const before = stub.lookups();
+    cache.forget();
+    expect(await cache.isRevoked('t', 100_000)).toBe(true);
+    expect(stub.lookups()).toBe(before);
+  });
+});
