@@ -442,6 +442,17 @@ describe('FederationVerifier: IdP key rotation without a wait (issue 11.5)', () 
     expect(fetches() - before).toBe(1);
   });
 
+  it('concurrent tokens with a newly published kid share one refetch and all verify', async () => {
+    const v = rotationVerifier();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    const before = fetches();
+    await idpR.rotate({ keepOld: true });
+    const tokens = await Promise.all(Array.from({ length: 6 }, (_, i) => idpR.oktaAccessToken({ uid: `00u${i}` })));
+    const results = await Promise.all(tokens.map((t) => v.verify(t, 'access_token')));
+    expect(results.every((r) => r.preset === 'okta')).toBe(true);
+    expect(fetches() - before).toBe(1);
+  });
+
   it('a key published right after a cache-expiry fetch verifies at once', async () => {
     const v = rotationVerifier();
     await v.verify(await idpR.oktaAccessToken(), 'access_token');
