@@ -99,8 +99,9 @@ const common = {
   /** How long a fetched JWKS is used before it is fetched again. */
   jwksCacheMaxAgeSeconds: seconds('jwksCacheMaxAgeSeconds', 86_400).min(1).default(600),
   /**
-   * Minimum time between two JWKS fetches triggered by an unknown `kid` (and between two
-   * discovery attempts after a failure). 0 disables the limit (tests only).
+   * Minimum time between two JWKS refetches triggered by an unknown `kid` (and between two
+   * discovery attempts after a failure). Other fetches (first use, cache expiry) do not count:
+   * a key published just after one verifies at once. 0 disables the limit (tests only).
    */
   jwksCooldownSeconds: seconds('jwksCooldownSeconds', 3600).default(30),
   /**

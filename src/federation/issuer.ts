@@ -4,17 +4,18 @@
  *
  * @module
  */
-import { createRemoteJWKSet } from 'jose';
+import type { JWTVerifyGetKey } from 'jose';
 import * as client from 'openid-client';
 import { TENANT_PLACEHOLDER, type TrustedIssuerConfig } from './config.js';
 import { FederationError, refuse } from './errors.js';
+import { CachedJwks } from './jwks.js';
 import { entraIssuerPatterns, entraTenantOf, type EntraIssuerPatterns } from './presets/entra.js';
 
 /** Timeout of discovery and JWKS requests. */
 const FETCH_TIMEOUT_SECONDS = 5;
 
-/** The verification key resolver jose's `createRemoteJWKSet` returns (cached, rotation-aware). */
-export type RemoteKeySet = ReturnType<typeof createRemoteJWKSet>;
+/** The issuer's verification key resolver ({@link CachedJwks}: cached, rotation-aware). */
+export type RemoteKeySet = JWTVerifyGetKey;
 
 /** How a token's `iss` relates to one trusted issuer. */
 export type IssuerMatch =
@@ -72,9 +73,10 @@ async function discoverJwksUri(config: TrustedIssuerConfig, acceptedIssuers: rea
 /**
  * A trusted issuer built from one {@link TrustedIssuerConfig} entry.
  *
- * Keys come from jose's `createRemoteJWKSet`, which caches the JWK Set for
- * `jwksCacheMaxAgeSeconds`, refetches it when a token names an unknown `kid` (at most once per
- * `jwksCooldownSeconds`), and so follows key rotation without a restart. The `jwks_uri` itself
+ * Keys come from a {@link CachedJwks}, which caches the JWK Set for `jwksCacheMaxAgeSeconds`
+ * and refetches it once when a token names an unknown `kid` — at once, however recent the last
+ * fetch; only another unknown-`kid` refetch within `jwksCooldownSeconds` prevents it — and so
+ * follows key rotation without a wait or a restart. The `jwks_uri` itself
  * is discovered once per process; a failed discovery is retried by a later call, no sooner than
  * `jwksCooldownSeconds` after the failure. Concurrent callers share one discovery request.
  */
@@ -119,10 +121,10 @@ export class TrustedIssuer {
     const accepted = this.#entra === undefined ? [this.config.issuer] : [this.config.issuer, this.#entra.v2Template];
     const jwksUri = await discoverJwksUri(this.config, accepted);
     this.#failure = undefined;
-    return createRemoteJWKSet(jwksUri, {
-      cacheMaxAge: this.config.jwksCacheMaxAgeSeconds * 1000,
-      cooldownDuration: this.config.jwksCooldownSeconds * 1000,
-      timeoutDuration: FETCH_TIMEOUT_SECONDS * 1000,
-    });
+    return new CachedJwks(jwksUri, {
+      cacheMaxAgeMs: this.config.jwksCacheMaxAgeSeconds * 1000,
+      unknownKidCooldownMs: this.config.jwksCooldownSeconds * 1000,
+      timeoutMs: FETCH_TIMEOUT_SECONDS * 1000,
+    }).getKey;
   }
 }

@@ -11,8 +11,9 @@
  *
  * Response: hop-by-hop fields and credential-bearing ones (`Set-Cookie`, `WWW-Authenticate`,
  * `Authentication-Info`, the injected header's name) are removed; `Location` under the upstream
- * base is rewritten to the gateway URL. The body streams through, with any occurrence of an
- * injected secret replaced by `[redacted]` — an upstream that echoes the credential (an error
+ * base is rewritten to the gateway URL. Header values and the body (streamed through) have any
+ * occurrence of the injected secret or header value — as it is or in a common encoding, see
+ * ./redact.ts — replaced by `[redacted]`: an upstream that echoes the credential (an error
  * page quoting the API key, a redirect carrying it) must not hand it to the agent. A body the
  * upstream compressed anyway is decoded first (gzip, deflate, br); any other encoding cannot be
  * checked and is refused (502).
@@ -24,6 +25,7 @@ import { pipeline, Readable, Transform, type TransformCallback } from 'node:stre
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Agent } from 'undici';
 import { BadGateway, GatewayTimeout, PayloadTooLarge } from '../errors/index.js';
+import { Redactor } from './redact.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields, plus `Proxy-Connection` (non-standard, still sent). */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization'];
@@ -84,7 +86,7 @@ export interface UpstreamResponse {
 }
 
 export interface ShapeOptions {
-  /** Secrets to redact wherever they appear. */
+  /** Credential values to redact wherever they appear, in any encoding ./redact.ts knows: the secrets and the injected header values. */
   secrets: readonly string[];
   /** Header names the credential was injected in (removed from the response too). */
   credentialHeaders: readonly string[];
@@ -134,9 +136,11 @@ export class Forwarder {
     const headers: Record<string, string | string[]> = {};
     const named = connectionTokens(res.headers.connection);
     const dropped = new Set([...STRIP_RESPONSE, ...named, ...options.credentialHeaders.map((h) => h.toLowerCase())]);
+    // Built once per response: headers and every body chunk share the needles.
+    const redactor = new Redactor(options.secrets);
     for (const [name, value] of Object.entries(res.headers)) {
       if (dropped.has(name)) continue;
-      headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, options.secrets)) : redactText(value, options.secrets);
+      headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, redactor)) : redactText(value, redactor);
     }
     if (typeof headers.location === 'string') {
       const rewritten = options.rewriteLocation(headers.location);
@@ -164,7 +168,7 @@ export class Forwarder {
       delete headers['content-encoding'];
     }
     stages.push(new ByteLimit(this.#o.maxResponseBytes));
-    if (options.secrets.length) stages.push(new SecretScrubber(options.secrets));
+    if (!redactor.empty) stages.push(new SecretScrubber(redactor));
     // Decoding and redaction change the length: the response is re-framed (chunked).
     if (stages.length > 2) delete headers['content-length'];
     const body = pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.ReadWriteStream], () => {}) as unknown as Readable;
@@ -220,66 +224,57 @@ export function upstreamError(err: unknown): BadGateway | GatewayTimeout {
   return new BadGateway('the upstream connection failed', { cause: err });
 }
 
-/** Replaces each secret (and its URL-encoded form) in a header value. */
-export function redactText(value: string, secrets: readonly string[]): string {
-  let out = value;
-  for (const p of patternsOf(secrets)) out = out.split(p.toString('utf8')).join(REDACTED.toString());
-  return out;
-}
-
-function patternsOf(secrets: readonly string[]): Buffer[] {
-  const forms = new Set<string>();
-  for (const s of secrets) {
-    if (s.length === 0) continue;
-    forms.add(s);
-    forms.add(encodeURIComponent(s));
-  }
-  // Longest first: at one position, the longer form wins.
-  return [...forms].sort((a, b) => b.length - a.length).map((s) => Buffer.from(s, 'utf8'));
+/**
+ * Replaces each credential value, in any encoding {@link Redactor} knows, in a header value.
+ *
+ * @param value a response header value.
+ * @param secrets the secrets and injected header values, or a {@link Redactor} built from them.
+ */
+export function redactText(value: string, secrets: readonly string[] | Redactor): string {
+  const redactor = secrets instanceof Redactor ? secrets : new Redactor(secrets);
+  if (redactor.empty) return value;
+  const bytes = Buffer.from(value, 'utf8');
+  const out = redactor.redact(bytes, REDACTED);
+  return out === bytes ? value : out.toString('utf8');
 }
 
 /**
- * Replaces every occurrence of the secrets in a byte stream, also across chunk boundaries: the
- * last (longest pattern − 1) bytes are held back until the next chunk shows whether they start
- * an occurrence.
+ * Replaces every occurrence of the credential values (in the encodings of {@link Redactor}) in
+ * a byte stream, also across chunk boundaries: the last (longest occurrence − 1) bytes are held
+ * back until the next chunk shows whether they start an occurrence. An occurrence that starts
+ * before the held-back bytes lies wholly in the buffer, so it is found whole.
  */
 export class SecretScrubber extends Transform {
-  readonly #patterns: Buffer[];
+  readonly #redactor: Redactor;
   readonly #keep: number;
   #tail = Buffer.alloc(0);
 
-  constructor(secrets: readonly string[]) {
+  /** @param secrets the secrets and injected header values, or a {@link Redactor} built from them (once per response). */
+  constructor(secrets: readonly string[] | Redactor) {
     super();
-    this.#patterns = patternsOf(secrets);
-    this.#keep = Math.max(0, ...this.#patterns.map((p) => p.length - 1));
+    this.#redactor = secrets instanceof Redactor ? secrets : new Redactor(secrets);
+    this.#keep = Math.max(0, this.#redactor.maxOccurrenceLength - 1);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     const buf = this.#tail.length ? Buffer.concat([this.#tail, chunk]) : chunk;
+    const safe = buf.length - Math.min(this.#keep, buf.length);
     const out: Buffer[] = [];
     let i = 0;
-    for (;;) {
-      let at = -1;
-      let len = 0;
-      for (const p of this.#patterns) {
-        const m = buf.indexOf(p, i);
-        if (m !== -1 && (at === -1 || m < at || (m === at && p.length > len))) {
-          at = m;
-          len = p.length;
-        }
-      }
-      if (at === -1) break;
-      out.push(buf.subarray(i, at), REDACTED);
-      i = at + len;
+    for (const [start, end] of this.#redactor.find(buf)) {
+      // Occurrences starting in the held-back bytes are found again with the next chunk.
+      if (start >= safe) break;
+      out.push(buf.subarray(i, start), REDACTED);
+      i = end;
     }
-    const keep = Math.min(this.#keep, buf.length - i);
-    out.push(buf.subarray(i, buf.length - keep));
-    this.#tail = Buffer.from(buf.subarray(buf.length - keep));
+    const from = Math.max(i, safe);
+    out.push(buf.subarray(i, from));
+    this.#tail = Buffer.from(buf.subarray(from));
     done(null, Buffer.concat(out));
   }
 
   override _flush(done: TransformCallback): void {
-    done(null, this.#tail);
+    done(null, this.#redactor.redact(this.#tail, REDACTED));
   }
 }
 

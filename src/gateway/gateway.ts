@@ -141,7 +141,8 @@ export class Gateway {
     const base = new URL(connection.settings.baseUrl);
     const gatewayBase = `${gatewayAudience(this.#base, connection.id)}`;
     return this.#d.forwarder.shape(res, {
-      secrets: credential.secrets,
+      // The header value too (`Bearer <token>`): its encodings differ from the bare secret's.
+      secrets: [...credential.secrets, ...credential.headers.map(([, value]) => value)],
       credentialHeaders: credential.headers.map(([n]) => n),
       method: call.method,
       rewriteLocation: (location) => {

@@ -8,9 +8,13 @@
  * - Draft 00 put attributes directly on the subject / resource (`"ownerID": …`); those members
  *   are read as properties (a `properties` member wins over a top-level one of the same name).
  * - §7.1 `evaluations`: top-level `subject` / `action` / `resource` / `context` are defaults
- *   for each item; an item that is still incomplete gets `decision: false` with an error in its
- *   place (§7.2.1 "Errors"), the rest of the batch is evaluated. A missing or empty `evaluations`
- *   is a single evaluation.
+ *   for each item (§7.1.1 "Default values"). An item that omits a member — or sends it as
+ *   `null`, as typed PEP SDKs serialise an unset field — inherits the default whole; an item
+ *   that gives a member replaces the default whole (entity-level override: no merging of `type`,
+ *   `id`, `name` or `properties` between the two, as the AuthZEN certification scenario c-3-2-7
+ *   states). An item that is still incomplete gets `decision: false` with an error in its place
+ *   (§7.2.1 "Errors"), the rest of the batch is evaluated. A missing or empty `evaluations` is a
+ *   single evaluation.
  * - §8.2 pagination: `page.token` (and the older `page.next_token`), `page.limit`.
  *
  * @module
@@ -81,7 +85,14 @@ export function parseEvaluation(body: unknown): EvaluationInput {
   };
 }
 
-/** `POST /access/v1/evaluations` (§7.1). */
+/**
+ * `POST /access/v1/evaluations` (§7.1): a single evaluation when `evaluations` is absent or empty,
+ * else one {@link BatchItem} per item, its members taken from the item or, when the item omits
+ * them (or sends `null`), from the top-level defaults — whole, never merged member by member.
+ *
+ * @throws InvalidRequest (400) for a malformed batch: `evaluations` not an array or over
+ *   `maxBatch` items, `options` not an object, an unknown `options.evaluations_semantic`.
+ */
 export function parseEvaluations(body: unknown, maxBatch: number): EvaluationsInput {
   const b = requireObject(body, 'request body');
   if (b.evaluations !== undefined && b.evaluations !== null && !Array.isArray(b.evaluations)) throw new InvalidRequest('evaluations must be an array');
@@ -95,7 +106,8 @@ export function parseEvaluations(body: unknown, maxBatch: number): EvaluationsIn
   const items = list.map((raw, i): BatchItem => {
     try {
       const item = requireObject(raw, `evaluations[${i}]`);
-      const pick = (name: 'subject' | 'action' | 'resource' | 'context') => (item[name] !== undefined ? item[name] : b[name]);
+      // Omitted and null alike inherit the default; a given value replaces it whole.
+      const pick = (name: 'subject' | 'action' | 'resource' | 'context') => item[name] ?? b[name];
       return {
         ok: true,
         evaluation: {

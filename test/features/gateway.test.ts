@@ -12,7 +12,8 @@ import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type Clien
 import { json, type Json } from '../support/http.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
-import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
+import { reflections, startMockUpstream, type MockUpstream } from '../support/upstream.js';
+import { leaks } from '../support/leaks.js';
 import { freePort } from '../support/net.js';
 
 const API_KEY = `sk_live_${randomBytes(16).toString('hex')}`;
@@ -160,6 +161,32 @@ describe('gateway: the upstream gets the credential, the agent never does', () =
     expect(text).not.toContain(API_KEY);
     expect((JSON.parse(text) as Json).headers['x-api-key']).toBe('[redacted]');
     expect(res.headers.get('x-upstream')).toBe('kept');
+  });
+
+  it('redacts a reflected credential in other encodings (case, base64, hex, JSON and percent escapes), in headers and a chunked body', async () => {
+    const a = agents['agent-a']!;
+    // An API key header (the value is the bare secret) and an OAuth bearer header (`Bearer <token>`).
+    for (const [connection, path] of [['echo', '/reflect'], ['routes', '/items/reflect']] as const) {
+      const res = await call(a, await tokenFor(a, connection), connection, path);
+      expect(res.status).toBe(200);
+      const seen = up.requests.at(-1)!;
+      const value = String(seen.headers.authorization ?? seen.headers['x-api-key']);
+      const secret = value.replace(/^Bearer /, '');
+      expect(secret.length).toBeGreaterThan(20);
+      const text = await res.text();
+      const fields = JSON.parse(text) as Record<string, string>;
+      expect(Object.keys(fields).sort()).toEqual([...Object.keys(reflections(value)), 'json'].sort());
+      for (const [name, field] of Object.entries(fields)) {
+        expect(field, `${connection}: ${name}`).toContain('[redacted]');
+        expect(leaks(field, secret), `${connection}: ${name}`).toBe(false);
+      }
+      expect(leaks(text, secret)).toBe(false);
+      for (const name of ['x-reflect-upper', 'x-reflect-base64', 'x-reflect-hex', 'x-reflect-percent']) {
+        const header = res.headers.get(name) ?? '';
+        expect(header, `${connection}: ${name}`).toContain('[redacted]');
+        expect(leaks(header, secret), `${connection}: ${name}`).toBe(false);
+      }
+    }
   });
 
   it('injects a query-parameter key (overriding the agent\'s), and rewrites and redacts a redirect', async () => {

@@ -11,6 +11,10 @@
  * - `…/gzip` — a gzip-encoded JSON echo (despite `Accept-Encoding: identity`).
  * - `…/headers` — hop-by-hop, cookie and challenge headers, plus `X-Upstream: kept`.
  * - `…/redirect` — 302 to `…/echo/next` with the request's query (a query-parameter key included).
+ * - `…/reflect` — echoes the credential it received (the `Authorization` value, else `X-Api-Key`,
+ *   else the `api_key` query parameter) and its bare secret in other encodings (upper-case,
+ *   base64, base64url, hex, JSON `\uXXXX`, percent escapes), in response headers and in a body
+ *   written a few bytes at a time: the gateway must redact every form.
  * - `…/unauthorized` — 401 with a challenge.
  * - `…/hang` — never answers (timeout tests; closed with the server).
  *
@@ -154,6 +158,22 @@ export async function startMockUpstream(): Promise<MockUpstream> {
       case 'redirect':
         res.writeHead(302, { location: `${base}${url.pathname.replace(/redirect$/, 'echo/next')}${url.search}` });
         return void res.end();
+      case 'reflect': {
+        const value = String(req.headers.authorization ?? req.headers['x-api-key'] ?? url.searchParams.get('api_key') ?? '');
+        const forms = reflections(value);
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'x-reflect-upper': forms.upper,
+          'x-reflect-base64': forms.base64,
+          'x-reflect-hex': forms.hex,
+          'x-reflect-percent': forms.percent,
+        });
+        // JSON with every character of the value as a `\uXXXX` escape (JSON.stringify would not).
+        const escaped = [...value].map((c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).join('');
+        const text = `${JSON.stringify(forms).slice(0, -1)},"json":"${escaped}"}`;
+        for (let i = 0; i < text.length; i += 7) res.write(text.slice(i, i + 7));
+        return void res.end();
+      }
       case 'unauthorized':
         res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"', 'content-type': 'text/plain' });
         return void res.end('bad key');
@@ -183,4 +203,18 @@ export async function startMockUpstream(): Promise<MockUpstream> {
       }),
   };
   return upstream;
+}
+
+/** A credential value and its bare secret (after the scheme) in the encodings of `…/reflect`. */
+export function reflections(value: string): Record<string, string> {
+  const secret = value.replace(/^\S+ /, '');
+  const bytes = Buffer.from(value);
+  return {
+    upper: value.toUpperCase(),
+    base64: bytes.toString('base64'),
+    base64url: Buffer.from(secret).toString('base64url'),
+    hex: Buffer.from(secret).toString('hex').toUpperCase(),
+    percent: [...bytes].map((b) => `%${b.toString(16).padStart(2, '0')}`).join(''),
+    form: new URLSearchParams({ v: value }).toString(),
+  };
 }

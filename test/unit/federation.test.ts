@@ -2,7 +2,8 @@
  * FederationVerifier against a real-HTTP mock enterprise IdP (Okta, Entra ID, generic OIDC):
  * discovery with openid-client, remote JWKS with jose, every refusal with its own code.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { trustedIssuerSchema, type TrustedIssuerConfigInput } from '../../src/federation/config.js';
 import { FederationError, type FederationErrorCode } from '../../src/federation/errors.js';
 import { FederationVerifier, MAX_SUBJECT_TOKEN_BYTES, type SubjectTokenKind } from '../../src/federation/verify.js';
@@ -400,6 +401,112 @@ describe('FederationVerifier: key rotation and availability', () => {
     const token = await gone.oktaAccessToken();
     await gone.close();
     await expectRefusal(verifier(config), token, 'access_token', 'ERR_FEDERATION_ISSUER_UNAVAILABLE');
+  });
+});
+
+describe('FederationVerifier: IdP key rotation without a wait (issue 11.5)', () => {
+  const COOLDOWN_S = 30;
+  const MAX_AGE_S = 600;
+  let idpR: MockIdp;
+
+  beforeAll(async () => {
+    idpR = await startMockIdp();
+  });
+
+  afterAll(async () => {
+    await idpR?.close();
+  });
+
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  /** Production-like limits (the mock's default config has no cooldown); only `Date` is faked, frozen. */
+  function rotationVerifier(): FederationVerifier {
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+    return verifier(idpR.issuerConfig('okta', { jwksCooldownSeconds: COOLDOWN_S, jwksCacheMaxAgeSeconds: MAX_AGE_S }));
+  }
+
+  const advance = (seconds: number) => vi.setSystemTime(Date.now() + seconds * 1000);
+  const fetches = () => idpR.requests.jwks;
+
+  it('a key published right after the first fetch verifies at once, with one refetch', async () => {
+    const v = rotationVerifier();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    const before = fetches();
+    await idpR.rotate({ keepOld: true });
+    await expect(v.verify(await idpR.oktaAccessToken(), 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+    expect(fetches() - before).toBe(1);
+    // Cached from now on: no more fetches for the new key.
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    expect(fetches() - before).toBe(1);
+  });
+
+  it('concurrent tokens with a newly published kid share one refetch and all verify', async () => {
+    const v = rotationVerifier();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    const before = fetches();
+    await idpR.rotate({ keepOld: true });
+    const tokens = await Promise.all(Array.from({ length: 6 }, (_, i) => idpR.oktaAccessToken({ uid: `00u${i}` })));
+    const results = await Promise.all(tokens.map((t) => v.verify(t, 'access_token')));
+    expect(results.every((r) => r.preset === 'okta')).toBe(true);
+    expect(fetches() - before).toBe(1);
+  });
+
+  it('a key published right after a cache-expiry fetch verifies at once', async () => {
+    const v = rotationVerifier();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    advance(MAX_AGE_S + 1);
+    const before = fetches();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    expect(fetches() - before).toBe(1);
+    await idpR.rotate({ keepOld: true });
+    await expect(v.verify(await idpR.oktaAccessToken(), 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+    expect(fetches() - before).toBe(2);
+  });
+
+  it('only an unknown-kid refetch within the cooldown delays the next one', async () => {
+    const v = rotationVerifier();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    await idpR.rotate({ keepOld: true });
+    await v.verify(await idpR.oktaAccessToken(), 'access_token'); // unknown kid: refetch
+    const before = fetches();
+    await idpR.rotate({ keepOld: true }); // a second rotation within the cooldown
+    await expectRefusal(v, await idpR.oktaAccessToken(), 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
+    expect(fetches() - before).toBe(0);
+    advance(COOLDOWN_S);
+    await expect(v.verify(await idpR.oktaAccessToken(), 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+    expect(fetches() - before).toBe(1);
+  });
+
+  it('a flood of tokens with unknown kids causes at most one refetch per cooldown', async () => {
+    const v = rotationVerifier();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    const flood = () => Promise.all(Array.from({ length: 25 }, async () => idpR.oktaAccessToken({ sign: { kid: randomBytes(12).toString('base64url') } })));
+    for (const round of [1, 2]) {
+      const before = fetches();
+      const tokens = await flood();
+      // Concurrent, then one after another.
+      await Promise.all(tokens.map((t) => expectRefusal(v, t, 'access_token', 'ERR_FEDERATION_UNKNOWN_KID')));
+      for (const t of await flood()) await expectRefusal(v, t, 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
+      expect(fetches() - before, `round ${round}`).toBe(1);
+      // The published key keeps verifying throughout, without fetches.
+      await v.verify(await idpR.oktaAccessToken(), 'access_token');
+      expect(fetches() - before, `round ${round}`).toBe(1);
+      advance(COOLDOWN_S);
+    }
+  });
+
+  it('a key removed from the JWKS stops verifying once the cache max age has passed', async () => {
+    const v = rotationVerifier();
+    await v.verify(await idpR.oktaAccessToken(), 'access_token');
+    const { previous } = await idpR.rotate({ keepOld: false });
+    // Still cached: the removed key verifies until the set is fetched again.
+    advance(MAX_AGE_S - 1);
+    await expect(v.verify(await idpR.oktaAccessToken({ sign: { key: previous } }), 'access_token')).resolves.toBeTruthy();
+    advance(2);
+    await expectRefusal(v, await idpR.oktaAccessToken({ sign: { key: previous } }), 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
+    await expect(v.verify(await idpR.oktaAccessToken(), 'access_token')).resolves.toBeTruthy();
   });
 });
 

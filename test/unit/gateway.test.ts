@@ -8,14 +8,20 @@ import { describe, expect, it } from 'vitest';
 import { matchRoute, ScopeAuthorizer, type GatewayAuthorizationRequest } from '../../src/gateway/authorizer.js';
 import { redactText, SecretScrubber, upstreamHeaders } from '../../src/gateway/forward.js';
 import { upstreamPath } from '../../src/gateway/gateway.js';
+import { MIN_DERIVED_LENGTH, Redactor } from '../../src/gateway/redact.js';
 import { AllOf, PdpGatewayAuthorizer } from '../../src/gateway/pdp-authorizer.js';
 import { connectionConfigSchema, connectionInputSchema, routeSchema, type RouteConfig } from '../../src/vault/connections/config.js';
 import { TokenCache, useUntil } from '../../src/vault/connections/oauth-client.js';
 import type { Connection } from '../../src/vault/connections/store.js';
+import { leaks } from '../support/leaks.js';
 
 async function scrub(chunks: string[], secrets: string[]): Promise<string> {
+  return scrubBytes(chunks.map((c) => Buffer.from(c)), secrets);
+}
+
+async function scrubBytes(chunks: Buffer[], secrets: string[]): Promise<string> {
   const out: Buffer[] = [];
-  const s = Readable.from(chunks.map((c) => Buffer.from(c))).pipe(new SecretScrubber(secrets));
+  const s = Readable.from(chunks).pipe(new SecretScrubber(secrets));
   for await (const c of s) out.push(c as Buffer);
   return Buffer.concat(out).toString();
 }
@@ -43,6 +49,134 @@ describe('SecretScrubber', () => {
 
   it('redacts header values', () => {
     expect(redactText(`https://x/cb?api_key=${secret}`, [secret])).toBe('https://x/cb?api_key=[redacted]');
+  });
+});
+
+/** `\uXXXX` for the characters `pick` selects (UTF-16 code units: surrogate pairs for astral ones). */
+function jsonEscape(value: string, pick: (c: string, i: number) => boolean = () => true, upper = false): string {
+  let out = '';
+  [...value].forEach((c, i) => {
+    if (!pick(c, i)) return void (out += c);
+    for (let k = 0; k < c.length; k++) {
+      const hex = c.charCodeAt(k).toString(16).padStart(4, '0');
+      out += `\\u${upper ? hex.toUpperCase() : hex}`;
+    }
+  });
+  return out;
+}
+
+/** `%XX` for the UTF-8 bytes of the characters `pick` selects. */
+function percentEscape(value: string, pick: (c: string, i: number) => boolean = () => true, upper = false): string {
+  return [...value]
+    .map((c, i) => (pick(c, i) ? [...Buffer.from(c)].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('') : c))
+    .map((s) => (upper ? s.replace(/%[0-9a-f]{2}/g, (m) => m.toUpperCase()) : s))
+    .join('');
+}
+
+/** base64 of `value` inside a larger buffer, starting at byte offset `align` of it. */
+function embedded(value: string, align: number, encoding: 'base64' | 'base64url'): string {
+  return Buffer.concat([Buffer.from('{"x":"'.slice(0, align + 3)), Buffer.from(value), Buffer.from('","more":"data"}')]).toString(encoding);
+}
+
+const everyOther = (_: string, i: number) => i % 2 === 0;
+const nonAlnum = (c: string) => !/[A-Za-z0-9]/.test(c);
+
+/** Encodings of a value an upstream may echo, each of which must be redacted (issue 10.5). */
+const ENCODINGS: ReadonlyArray<readonly [string, (v: string) => string]> = [
+  ['as is', (v) => v],
+  ['upper case', (v) => v.toUpperCase()],
+  ['lower case', (v) => v.toLowerCase()],
+  ['alternating case', (v) => [...v].map((c, i) => (i % 2 ? c.toUpperCase() : c.toLowerCase())).join('')],
+  ['base64, padded', (v) => Buffer.from(v).toString('base64')],
+  ['base64, unpadded', (v) => Buffer.from(v).toString('base64').replace(/=+$/, '')],
+  ['base64url', (v) => Buffer.from(v).toString('base64url')],
+  ['base64 inside a larger blob, alignment 0', (v) => embedded(v, 0, 'base64')],
+  ['base64 inside a larger blob, alignment 1', (v) => embedded(v, 1, 'base64')],
+  ['base64 inside a larger blob, alignment 2', (v) => embedded(v, 2, 'base64')],
+  ['base64url inside a larger blob, alignment 1', (v) => embedded(v, 1, 'base64url')],
+  ['base64url inside a larger blob, alignment 2', (v) => embedded(v, 2, 'base64url')],
+  ['base64, percent-encoded', (v) => encodeURIComponent(Buffer.from(v).toString('base64'))],
+  ['hex, lower case', (v) => Buffer.from(v).toString('hex')],
+  ['hex, upper case', (v) => Buffer.from(v).toString('hex').toUpperCase()],
+  ['JSON \\u escapes, every character', (v) => jsonEscape(v)],
+  ['JSON \\u escapes, upper-case digits', (v) => jsonEscape(v, undefined, true)],
+  ['JSON \\u escapes, every other character', (v) => jsonEscape(v, everyOther)],
+  ['JSON \\u escapes, punctuation only', (v) => jsonEscape(v, nonAlnum)],
+  ['JSON with escaped solidus', (v) => JSON.stringify(v).slice(1, -1).replace(/\//g, '\\/')],
+  ['percent escapes, lower case', (v) => percentEscape(v)],
+  ['percent escapes, upper case', (v) => percentEscape(v, undefined, true)],
+  ['percent escapes, every other character', (v) => percentEscape(v, everyOther)],
+  ['encodeURIComponent', (v) => encodeURIComponent(v)],
+  ['form encoding (+ for space)', (v) => new URLSearchParams({ v }).toString().slice(2)],
+  ['form encoding, upper case', (v) => new URLSearchParams({ v }).toString().slice(2).toUpperCase()],
+];
+
+/** Credential values: an API key with base64 punctuation, a header value with a scheme, non-ASCII. */
+const VALUES = ['sk_live_Ab/+9xYz=Q-Ru~long', 'Bearer eyJhbGciOi.J9-_x/Y+z==', 'pässwörd-ünïcode-Ω-🔑-key'];
+
+describe('credential redaction in other encodings (issue 10.5)', () => {
+  for (const value of VALUES) {
+    for (const [name, encode] of ENCODINGS) {
+      // Case-insensitivity is for ASCII letters (credentials are ASCII); non-ASCII ones are matched
+      // in the value's own, all-upper and all-lower case only.
+      if (name === 'alternating case' && !/^[\x00-\x7f]*$/.test(value)) continue;
+      it(`${JSON.stringify(value)}: ${name}`, async () => {
+        const form = encode(value);
+        const text = `before ${form} after`;
+        expect(leaks(text, value), 'the oracle sees the unredacted form').toBe(true);
+        const header = redactText(text, [value]);
+        expect(leaks(header, value), header).toBe(false);
+        // Exactly the encoded value is replaced (base64 padding aside); inside a larger blob, the
+        // characters that also encode the neighbouring bytes remain.
+        expect(header).toMatch(name.includes('larger blob') ? /^before .*\[redacted\].* after$/ : /^before \[redacted\](=|%3D)* after$/);
+        // Whatever the chunk boundaries: every two-chunk cut, and one byte at a time.
+        const bytes = Buffer.from(text);
+        for (let cut = 1; cut < bytes.length; cut++) {
+          const out = await scrubBytes([bytes.subarray(0, cut), bytes.subarray(cut)], [value]);
+          expect(out, `cut at ${cut}`).toBe(header);
+        }
+        expect(await scrubBytes([...bytes].map((b) => Buffer.from([b])), [value])).toBe(header);
+      });
+    }
+  }
+
+  it('finds the bare secret inside an encoded header value that quotes it with other text', async () => {
+    const secret = 'tok_9f8e7d6c5b4a39281706';
+    for (const blob of [Buffer.from(`{"headers":{"authorization":"Bearer ${secret}"}}`).toString('base64'), jsonEscape(`Authorization: Bearer ${secret}`)]) {
+      expect(leaks(await scrubBytes([Buffer.from(blob)], [secret, `Bearer ${secret}`]), secret)).toBe(false);
+    }
+  });
+
+  it('redacts a raw secret right after a percent sign or a backslash (no escape swallows its first characters)', async () => {
+    const hexKey = 'deadbeefcafe0123456789ab';
+    expect(await scrub([`100%${hexKey}`], [hexKey])).toBe('100%[redacted]');
+    expect(await scrub([`a\\${hexKey}`], [hexKey])).toBe('a\\[redacted]');
+    expect(await scrub([`C:\\u0041${hexKey}`], [hexKey])).toBe('C:\\u0041[redacted]');
+  });
+
+  it('passes unrelated text unchanged: other base64, hex, escapes, and values too short for encoded forms', async () => {
+    const value = 'sk_live_Ab/+9xYz=Q-Ru~long';
+    const unrelated = [
+      Buffer.from('some other credential entirely, sk_test_zzzz').toString('base64'),
+      Buffer.from('another value').toString('hex'),
+      '\\u0041\\u00e9 %41%2b %zz \\x \\u12 100% a+b',
+      JSON.stringify({ lorem: 'ipsum dolor sit amet', n: 12345678 }),
+    ].join('\n');
+    expect(await scrub([unrelated], [value])).toBe(unrelated);
+    expect(redactText(unrelated, [value])).toBe(unrelated);
+    const short = 'k'.repeat(MIN_DERIVED_LENGTH - 1);
+    expect(new Redactor([short]).needles.map(String)).toEqual([short]);
+    expect(new Redactor([]).empty).toBe(true);
+    expect(new Redactor(['']).empty).toBe(true);
+  });
+
+  it('builds the needles once: one redactor serves headers and every chunk of a body', async () => {
+    const value = 'sk_live_Ab/+9xYz=Q-Ru~long';
+    const redactor = new Redactor([value, `Bearer ${value}`]);
+    expect(redactText(Buffer.from(value).toString('base64'), redactor)).toMatch(/^\[redacted\]=*$/);
+    const out: Buffer[] = [];
+    for await (const c of Readable.from([Buffer.from(`x ${value.toUpperCase()} y`)]).pipe(new SecretScrubber(redactor))) out.push(c as Buffer);
+    expect(Buffer.concat(out).toString()).toBe('x [redacted] y');
   });
 });
 

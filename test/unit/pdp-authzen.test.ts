@@ -56,6 +56,54 @@ describe('parseEvaluations (§7)', () => {
     expect(parsed.items[2]).toEqual({ ok: false, error: 'resource is required' });
   });
 
+  /** The parsed items of a batch (the test fails when it is not one). */
+  function items(body: Record<string, unknown>) {
+    const parsed = parseEvaluations(body, 10);
+    if (parsed.kind !== 'batch') throw new Error('expected a batch');
+    return parsed.items;
+  }
+
+  it('an item member sent as null inherits the default, like an omitted one (§11.5: null means absent)', () => {
+    const defaults = { subject, action, resource, context: { t: 1 } };
+    const [omitted, nulls] = items({ ...defaults, evaluations: [{}, { subject: null, action: null, resource: null, context: null }] });
+    const inherited = { subject: { ...subject, properties: {} }, action: { ...action, properties: {} }, resource: { ...resource, properties: {} }, context: { t: 1 } };
+    expect(omitted).toEqual({ ok: true, evaluation: inherited });
+    expect(nulls).toEqual({ ok: true, evaluation: inherited });
+    // Without a default, null is as missing as ever.
+    expect(items({ subject, action, evaluations: [{ resource: null }] })[0]).toEqual({ ok: false, error: 'resource is required' });
+  });
+
+  it('an item member replaces the default whole: type, id, name, properties and context members are never merged', () => {
+    const defaults = {
+      subject: { type: 'user', id: 'alice', properties: { role: 'admin' } },
+      action: { name: 'write', properties: { soft: true } },
+      resource: { type: 'record', id: 'record-1', properties: { status: 'active' } },
+      context: { time: 't0', ip: '10.0.0.1' },
+    };
+    const [replaced, noType, noId, noName] = items({
+      ...defaults,
+      evaluations: [
+        { subject: { type: 'user', id: 'bob' }, action: { name: 'read' }, resource: { type: 'record', id: 'record-2' }, context: { time: 't1' } },
+        // The superseded certification draft's "default value merging" shape: no type in the item.
+        { resource: { id: 'record-1', properties: { status: 'active' } } },
+        { subject: { type: 'user' } },
+        { action: { properties: { soft: false } } },
+      ],
+    });
+    expect(replaced).toEqual({
+      ok: true,
+      evaluation: {
+        subject: { type: 'user', id: 'bob', properties: {} },
+        action: { name: 'read', properties: {} },
+        resource: { type: 'record', id: 'record-2', properties: {} },
+        context: { time: 't1' },
+      },
+    });
+    expect(noType).toEqual({ ok: false, error: 'resource.type is required' });
+    expect(noId).toEqual({ ok: false, error: 'subject.id is required' });
+    expect(noName).toEqual({ ok: false, error: 'action.name is required' });
+  });
+
   it('a malformed default fails only the items that rely on it', () => {
     const parsed = parseEvaluations({ subject, action: { name: 5 }, evaluations: [{ action, resource }, { resource }] }, 10);
     if (parsed.kind !== 'batch') throw new Error('expected a batch');
