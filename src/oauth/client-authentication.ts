@@ -40,12 +40,19 @@ interface RenderedError {
   error_description?: unknown;
 }
 
-/** Install with `provider.use(...)`; throws {@link InvalidClient}, rendered by src/http/errors.ts. */
+/**
+ * Install with `provider.use(...)`; throws {@link InvalidClient}, rendered by src/http/errors.ts.
+ * Also marks every error of these endpoints `Cache-Control: no-store` (oidc-provider leaves its
+ * own 401s cacheable).
+ */
 export function clientAuthenticationErrors(): Koa.Middleware {
   return async function classifyClientAuthentication(ctx, next) {
     await next();
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
-    if (!oidc?.route || !CLIENT_AUTHENTICATED_ROUTES.has(oidc.route) || ctx.status !== 400) return;
+    if (!oidc?.route || !CLIENT_AUTHENTICATED_ROUTES.has(oidc.route) || ctx.status < 400) return;
+    // RFC 6749 §5.2 (example) / §5.1: errors of these endpoints are not cached either.
+    ctx.set('Cache-Control', 'no-store');
+    if (ctx.status !== 400) return;
     if (oidc.client !== undefined) return; // the client authenticated: a later check refused the request
     const body = ctx.body as RenderedError | undefined;
     if (body?.error !== 'invalid_request' || typeof body.error_description !== 'string') return;
