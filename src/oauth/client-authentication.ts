@@ -33,6 +33,8 @@ const MISSING_OR_UNUSABLE: ReadonlyMap<string, string> = new Map([
   ['invalid client_assertion format', 'client_assertion is not a JWT'],
   ['client_id mismatch', 'client_id does not match the subject of the client authentication'],
   ['invalid authorization header value format', 'the Authorization header is not a supported client authentication: use a private_key_jwt client_assertion'],
+  ['client_id and client_secret in the authorization header are not properly encoded', 'HTTP Basic client authentication is not supported: use a private_key_jwt client_assertion'],
+  ['client_secret must be provided in the Authorization header', 'HTTP Basic client authentication is not supported: use a private_key_jwt client_assertion'],
 ]);
 
 interface RenderedError {

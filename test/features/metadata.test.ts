@@ -282,6 +282,8 @@ describe('client authentication at /token, /introspect, /revoke: 401 invalid_cli
     ['an unknown client', async () => ({ body: { client_id: 'nobody', client_assertion_type: JWT_BEARER, client_assertion: await assertion('nobody', adminKeys, deputy.issuer) } }), null],
     ['another client\'s assertion under this client_id', async () => ({ body: { client_id: 'm-admin', client_assertion_type: JWT_BEARER, client_assertion: await assertion('m-pep', pepKeys, deputy.issuer) } }), null],
     ['HTTP Basic, a method Deputy does not support', async () => ({ body: {}, headers: { authorization: `Basic ${Buffer.from('m-admin:secret').toString('base64')}` } }), /^Basic realm="[^"]+", error="invalid_client"/],
+    ['a malformed HTTP Basic header', async () => ({ body: {}, headers: { authorization: `Basic ${Buffer.from('no-colon').toString('base64')}` } }), /^Basic realm="[^"]+", error="invalid_client"/],
+    ['client_secret_post, a method Deputy does not support', async () => ({ body: { client_id: 'm-admin', client_secret: 'secret' } }), null],
     ['another client\'s access token as credentials', async (token) => ({ body: {}, headers: { authorization: `Bearer ${token}` } }), null],
   ];
 
