@@ -9,6 +9,12 @@
  * requires `invalid_client` for a client assertion that is not a valid JWT. This middleware
  * re-classifies exactly those refusals, which happen before any client is identified.
  *
+ * oidc-provider's own `invalid_client` always says "client authentication failed" and keeps the
+ * check in `error_detail`. Deputy names the check (a wrong `aud`, a missing `exp`, a replayed
+ * assertion, an unknown client): client identifiers are not secrets (RFC 6749 §2.2), and an
+ * agent misconfigured behind a proxy learns which claim to fix. Signature-verification details
+ * (from jose) are summarised, not passed on.
+ *
  * `WWW-Authenticate`: RFC 6749 §5.2 requires a challenge matching the scheme when the client
  * used the `Authorization` header (`Basic`, which oidc-provider also names on its own 401s).
  * Deputy supports no HTTP authentication scheme for clients (`private_key_jwt` travels in the
@@ -17,6 +23,7 @@
  * @module
  */
 import type Koa from 'koa';
+import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { InvalidClient } from '../errors/index.js';
 
@@ -37,31 +44,63 @@ const MISSING_OR_UNUSABLE: ReadonlyMap<string, string> = new Map([
   ['client_secret must be provided in the Authorization header', 'HTTP Basic client authentication is not supported: use a private_key_jwt client_assertion'],
 ]);
 
+/**
+ * `error_detail`s of oidc-provider's `invalid_client` (lib/shared/jwt_client_auth.js,
+ * client_auth.js, 9.13.3) and what Deputy says. Any other detail (signature or time checks of
+ * the assertion, reported by jose) becomes {@link FAILED_GENERIC}.
+ */
+const SAFE_DETAILS: ReadonlyMap<string, string> = new Map([
+  ['alg mismatch', 'client_assertion is signed with an algorithm that is not accepted (see token_endpoint_auth_signing_alg_values_supported)'],
+  ['expiration must be specified in the client_assertion JWT', 'client_assertion has no "exp"'],
+  ['unique jti (JWT ID) must be provided in the client_assertion JWT', 'client_assertion has no "jti"'],
+  ['iss (JWT issuer) must be provided in the client_assertion JWT', 'client_assertion has no "iss"'],
+  ['iss (JWT issuer) must be the client_id', 'client_assertion "iss" must be the client_id'],
+  ['sub (JWT subject) must be provided in the client_assertion JWT', 'client_assertion has no "sub"'],
+  ['aud (JWT audience) must be provided in the client_assertion JWT', 'client_assertion has no "aud"'],
+  ['list of audience (aud) must include the endpoint url, issuer identifier or token endpoint url', 'client_assertion "aud" must include the issuer, the token endpoint URL or this endpoint\'s URL'],
+  ['audience (aud) must equal the endpoint url, issuer identifier or token endpoint url', 'client_assertion "aud" must be the issuer, the token endpoint URL or this endpoint\'s URL'],
+  ['client assertion tokens must only be used once', 'client_assertion was already used (its "jti" must be unique)'],
+  ['the provided authentication mechanism does not match the registered client authentication method', 'clients authenticate with a private_key_jwt client_assertion only'],
+  ['client not found', 'unknown or disabled client'],
+]);
+const FAILED_GENERIC = 'client_assertion did not verify: it must be signed with a key registered for the client, and be neither expired nor issued in the future';
+
+/** The oidc-provider events of the endpoints above, each carrying the error it rendered. */
+const ERROR_EVENTS = ['grant.error', 'introspection.error', 'revocation.error'] as const;
+
 interface RenderedError {
   error?: unknown;
   error_description?: unknown;
 }
 
 /**
- * Install with `provider.use(...)`; throws {@link InvalidClient}, rendered by src/http/errors.ts.
- * Also marks every error of these endpoints `Cache-Control: no-store` (oidc-provider leaves its
- * own 401s cacheable).
+ * Installs the re-classification on `provider` (its error events and a `provider.use`
+ * middleware); refusals are thrown as {@link InvalidClient}, rendered by src/http/errors.ts.
+ * Every error of these endpoints is also marked `Cache-Control: no-store` (oidc-provider leaves
+ * its own 401s cacheable).
  */
-export function clientAuthenticationErrors(): Koa.Middleware {
-  return async function classifyClientAuthentication(ctx, next) {
+export function useClientAuthenticationErrors(provider: Provider): void {
+  const rendered = new WeakMap<object, { error_detail?: unknown }>();
+  for (const event of ERROR_EVENTS) provider.on(event, (ctx: object, err: { error_detail?: unknown }) => rendered.set(ctx, err));
+  provider.use(async function classifyClientAuthentication(ctx, next) {
     await next();
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
     if (!oidc?.route || !CLIENT_AUTHENTICATED_ROUTES.has(oidc.route) || ctx.status < 400) return;
     // RFC 6749 §5.2 (example) / §5.1: errors of these endpoints are not cached either.
     ctx.set('Cache-Control', 'no-store');
-    if (ctx.status !== 400) return;
-    if (oidc.client !== undefined) return; // the client authenticated: a later check refused the request
     const body = ctx.body as RenderedError | undefined;
-    if (body?.error !== 'invalid_request' || typeof body.error_description !== 'string') return;
-    const description = MISSING_OR_UNUSABLE.get(body.error_description);
+    let description: string | undefined;
+    // Both kinds are thrown only while authenticating the client (before any grant, token or
+    // introspection check), whether or not oidc-provider had already looked the client up.
+    if (ctx.status === 401 && body?.error === 'invalid_client') {
+      const detail = rendered.get(ctx)?.error_detail;
+      description = (typeof detail === 'string' ? SAFE_DETAILS.get(detail) : undefined) ?? FAILED_GENERIC;
+    } else if (ctx.status === 400 && body?.error === 'invalid_request' && typeof body.error_description === 'string') {
+      description = MISSING_OR_UNUSABLE.get(body.error_description);
+    }
     if (description === undefined) return;
     throw new InvalidClient(description, { headers: basicChallenge(ctx, description) });
-  };
+  });
 }
 
 /** RFC 6749 §5.2: the challenge for a client that tried HTTP Basic authentication. */

@@ -19,7 +19,7 @@ import type { DeputyConfig } from '../config/schema.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Store } from '../store/index.js';
 import { AgentClientAdapter, recordOnce, StoreAdapter } from './adapter.js';
-import { clientAuthenticationErrors } from './client-authentication.js';
+import { useClientAuthenticationErrors } from './client-authentication.js';
 import { authorizationServerMetadata, type MetadataOptions } from './metadata.js';
 
 /** RFC 8693 §2.1 grant type. */
@@ -177,7 +177,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.proxy = true;
   useStrictReplayDetection(provider, store);
   withoutInteractiveEndpoints(provider, { scopes: Object.values(RESOURCE_SCOPES), extraMembers: Object.keys(deps.discovery ?? {}) });
-  provider.use(clientAuthenticationErrors());
+  useClientAuthenticationErrors(provider);
   for (const g of deps.grants ?? []) {
     provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
   }
