@@ -65,23 +65,24 @@ const SAFE_DETAILS: ReadonlyMap<string, string> = new Map([
 ]);
 const FAILED_GENERIC = 'client_assertion did not verify: it must be signed with a key registered for the client, and be neither expired nor issued in the future';
 
-/** The oidc-provider events of the endpoints above, each carrying the error it rendered. */
-const ERROR_EVENTS = ['grant.error', 'introspection.error', 'revocation.error'] as const;
-
 interface RenderedError {
   error?: unknown;
   error_description?: unknown;
 }
 
 /**
- * Installs the re-classification on `provider` (its error events and a `provider.use`
+ * Installs the re-classification on `provider` (its `grant.error`, `introspection.error` and
+ * `revocation.error` events, which carry the error each endpoint rendered, and a `provider.use`
  * middleware); refusals are thrown as {@link InvalidClient}, rendered by src/http/errors.ts.
  * Every error of these endpoints is also marked `Cache-Control: no-store` (oidc-provider leaves
  * its own 401s cacheable).
  */
 export function useClientAuthenticationErrors(provider: Provider): void {
   const rendered = new WeakMap<object, { error_detail?: unknown }>();
-  for (const event of ERROR_EVENTS) provider.on(event, (ctx: object, err: { error_detail?: unknown }) => rendered.set(ctx, err));
+  const remember = (ctx: object, err: { error_detail?: unknown }): void => void rendered.set(ctx, err);
+  provider.on('grant.error', remember);
+  provider.on('introspection.error', remember);
+  provider.on('revocation.error', remember);
   provider.use(async function classifyClientAuthentication(ctx, next) {
     await next();
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
