@@ -49,7 +49,7 @@ const MISSING_OR_UNUSABLE: ReadonlyMap<string, string> = new Map([
  * client_auth.js, 9.13.3) and what Deputy says. Any other detail (signature or time checks of
  * the assertion, reported by jose) becomes {@link FAILED_GENERIC}.
  */
-const SAFE_DETAILS: ReadonlyMap<string, string> = new Map([
+const CHECK_DESCRIPTIONS: ReadonlyMap<string, string> = new Map([
   ['alg mismatch', 'client_assertion is signed with an algorithm that is not accepted (see token_endpoint_auth_signing_alg_values_supported)'],
   ['expiration must be specified in the client_assertion JWT', 'client_assertion has no "exp"'],
   ['unique jti (JWT ID) must be provided in the client_assertion JWT', 'client_assertion has no "jti"'],
@@ -95,7 +95,7 @@ export function useClientAuthenticationErrors(provider: Provider): void {
     // introspection check), whether or not oidc-provider had already looked the client up.
     if (ctx.status === 401 && body?.error === 'invalid_client') {
       const detail = rendered.get(ctx)?.error_detail;
-      description = (typeof detail === 'string' ? SAFE_DETAILS.get(detail) : undefined) ?? FAILED_GENERIC;
+      description = (typeof detail === 'string' ? CHECK_DESCRIPTIONS.get(detail) : undefined) ?? FAILED_GENERIC;
     } else if (ctx.status === 400 && body?.error === 'invalid_request' && typeof body.error_description === 'string') {
       description = MISSING_OR_UNUSABLE.get(body.error_description);
     }
