@@ -15,6 +15,9 @@
 /** Stable error codes: the OAuth / RFC 6750 / RFC 9449 ones and Deputy's own. */
 export type DeputyErrorCode =
   | 'invalid_request'
+  | 'invalid_client'
+  | 'unauthorized_client'
+  | 'unsupported_token_type'
   | 'invalid_token'
   | 'insufficient_scope'
   | 'invalid_dpop_proof'
@@ -54,6 +57,34 @@ export class DeputyError extends Error {
 export class InvalidRequest extends DeputyError {
   constructor(description: string, options?: { cause?: unknown }) {
     super(400, 'invalid_request', description, options);
+  }
+}
+
+/**
+ * RFC 6749 §5.2 / RFC 7662 §2.3 / RFC 7523 §3.2: client authentication at `/token`,
+ * `/introspect` or `/revoke` is missing or failed. 401; `headers` carries the
+ * `WWW-Authenticate` challenge when the client used the `Authorization` header.
+ */
+export class InvalidClient extends DeputyError {
+  constructor(description: string, options?: { cause?: unknown; headers?: Record<string, string> }) {
+    super(401, 'invalid_client', description, options);
+  }
+}
+
+/**
+ * RFC 6749 §5.2 (used by RFC 7009 §2.1): the client authenticated but may not do this, e.g.
+ * revoke a token that was neither issued to it nor delegated from one of its tokens.
+ */
+export class UnauthorizedClient extends DeputyError {
+  constructor(description: string) {
+    super(400, 'unauthorized_client', description);
+  }
+}
+
+/** RFC 7009 §2.2.1: the server cannot revoke this kind of token. */
+export class UnsupportedTokenType extends DeputyError {
+  constructor(description: string) {
+    super(400, 'unsupported_token_type', description);
   }
 }
 

@@ -59,7 +59,7 @@ export class AccessTokenVerifier {
    * and, when given, a required scope. Errors carry the `WWW-Authenticate` challenge.
    */
   async authenticate(req: ResourceRequest, audience: string, requiredScope?: string): Promise<AuthenticatedRequest> {
-    const { scheme, token } = parseAuthorization(req.authorization);
+    const { scheme, token } = parseAuthorization(req.authorization, requiredScope);
     try {
       const claims = await this.verify(token, audience);
       const jkt = claims.cnf?.jkt;
@@ -109,13 +109,30 @@ export class AccessTokenVerifier {
   }
 }
 
-function parseAuthorization(header: string | undefined): { scheme: 'Bearer' | 'DPoP'; token: string } {
-  if (!header) {
-    throw withChallenge(new InvalidToken('an access token is required (Authorization: DPoP <token> or Bearer <token>)'), 'DPoP');
-  }
+/**
+ * RFC 6750 §2.1 / RFC 9449 §7.1 credentials. No `Authorization` header, or one with a scheme
+ * Deputy does not accept, is a request without authentication information (RFC 6750 §3.1);
+ * a `Bearer` / `DPoP` header whose value is not a token is malformed (400 `invalid_request`).
+ */
+function parseAuthorization(header: string | undefined, scope: string | undefined): { scheme: 'Bearer' | 'DPoP'; token: string } {
+  const scheme = /^(Bearer|DPoP)(?: |$)/i.exec(header?.trim() ?? '')?.[1];
+  if (!header || scheme === undefined) throw credentialsRequired(scope);
   const m = /^(Bearer|DPoP) +([A-Za-z0-9\-._~+/]+=*)$/i.exec(header.trim());
-  if (!m) throw withChallenge(new InvalidRequest('malformed Authorization header'), 'DPoP');
-  return { scheme: m[1]!.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer', token: m[2]! };
+  const used = scheme.toLowerCase() === 'dpop' ? 'DPoP' : 'Bearer';
+  if (!m) throw withChallenge(new InvalidRequest('malformed Authorization header'), used, scope);
+  return { scheme: used, token: m[2]! };
+}
+
+/**
+ * RFC 6750 §3.1: a request without credentials gets the challenges and no error code. Both
+ * schemes Deputy's resources accept are offered (RFC 9449 §7.1): `Bearer` first — PEPs and
+ * admin clients use Bearer tokens — then `DPoP` for DPoP-bound tokens.
+ */
+function credentialsRequired(scope: string | undefined): InvalidToken {
+  const err = new InvalidToken('an access token is required (Authorization: Bearer <token> or DPoP <token>)');
+  const scopeParam = scope ? `, scope="${quote(scope)}"` : '';
+  err.headers['WWW-Authenticate'] = `Bearer realm="deputy"${scopeParam}, DPoP realm="deputy"${scopeParam}, algs="${DPOP_CHALLENGE_ALGS}"`;
+  return err;
 }
 
 function describeJoseError(err: unknown): string {
@@ -131,14 +148,15 @@ function describeJoseError(err: unknown): string {
 export function withChallenge(err: unknown, scheme: 'Bearer' | 'DPoP', scope?: string): unknown {
   if (!(err instanceof DeputyError) || (err.status !== 401 && err.status !== 403 && err.status !== 400)) return err;
   if (err.headers['WWW-Authenticate']) return err;
-  const params = [`realm="deputy"`];
-  if (err.code !== 'invalid_request' || err.status !== 400) params.push(`error="${err.code}"`);
-  params.push(`error_description="${quote(err.description)}"`);
+  const params = [`realm="deputy"`, `error="${err.code}"`, `error_description="${quote(err.description)}"`];
   if (scope) params.push(`scope="${quote(scope)}"`);
-  if (scheme === 'DPoP') params.push(`algs="ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256"`);
+  if (scheme === 'DPoP') params.push(`algs="${DPOP_CHALLENGE_ALGS}"`);
   err.headers['WWW-Authenticate'] = `${scheme} ${params.join(', ')}`;
   return err;
 }
+
+/** RFC 9449 §7.1 `algs`: the proof algorithms Deputy's resources accept. */
+const DPOP_CHALLENGE_ALGS = 'ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256';
 
 /** Values end up in a quoted-string (RFC 9110 §5.6.4): escape `\` and `"`. */
 function quote(s: string): string {

@@ -8,14 +8,22 @@
  * drops `act`), and with a cascade for revocation.
  *
  * Who may ask: admin / PEP clients (from configuration) about any token; an agent about tokens
- * issued to it. Who may revoke: admin clients, the token's agent, and any agent earlier in its
- * chain (revoking what was delegated from you). Anyone else gets `active: false` / a silent 200,
- * as RFC 7662 §2.2 and RFC 7009 §2.2 prescribe for tokens a caller may not see.
+ * issued to it. Anyone else gets `active: false`, as RFC 7662 §2.2 prescribes for tokens a
+ * caller may not introspect.
+ *
+ * Who may revoke: admin clients, the token's agent, and any agent earlier in its chain (revoking
+ * what was delegated from you). RFC 7009 §2.1 refuses anyone else with an error, and nothing
+ * changes: `400 unauthorized_client` (RFC 6749 §5.2 — the client did authenticate, so this is
+ * not `invalid_client`, whose 401 would tell it to fix its credentials). A token Deputy cannot
+ * revoke (a `client_credentials` token, which is not recorded) is `unsupported_token_type`
+ * (RFC 7009 §2.2.1) rather than a 200 that would claim it was revoked. An invalid, expired or
+ * foreign token is a 200 (RFC 7009 §2.2: revoking it has no purpose left).
  *
  * @module
  */
 import type Koa from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
+import { UnauthorizedClient, UnsupportedTokenType } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
 import type { RevocationCache, TokenRecord, TokenRecords } from './token-records.js';
@@ -78,13 +86,18 @@ async function introspect(deps: IntrospectionDeps, caller: string, token: string
   return introspectionResponse(claims, record);
 }
 
+/**
+ * RFC 7009 §2.1 for one of Deputy's JWTs. Resolves when the token is revoked (cascading to
+ * everything delegated from it) or was not a live Deputy token; throws
+ * {@link UnauthorizedClient} / {@link UnsupportedTokenType} and changes nothing otherwise.
+ */
 async function revoke(deps: IntrospectionDeps, caller: string, token: string): Promise<void> {
   const claims = await verified(deps, token);
   if (!claims?.jti) return;
   const record = await deps.records.find(claims.jti);
-  if (!record) return;
-  const allowed = deps.adminClients.has(caller) || record.agentId === caller || record.chain.includes(caller);
-  if (!allowed) return;
+  const allowed = deps.adminClients.has(caller) || (record ? record.agentId === caller || record.chain.includes(caller) : claims.client_id === caller);
+  if (!allowed) throw new UnauthorizedClient('this token was not issued to the client, nor delegated from one of its tokens');
+  if (!record) throw new UnsupportedTokenType('only tokens issued by token exchange can be revoked; this one expires at its "exp"');
   const revoked = await deps.records.revokeCascade(record.jti, `revoked by ${caller}`);
   deps.revocations.forget();
   deps.logger.info({ by: caller, jti: record.jti, cascade: revoked.length }, 'token revoked');

@@ -19,7 +19,9 @@ import type { DeputyConfig } from '../config/schema.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Store } from '../store/index.js';
 import { AgentClientAdapter, recordOnce, StoreAdapter } from './adapter.js';
+import { useClientAuthenticationErrors } from './client-authentication.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE } from './deputy-own.js';
+import { authorizationServerMetadata, type MetadataOptions } from './metadata.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -175,7 +177,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   // Requests arrive normalised to the issuer's origin (src/http/app.ts `canonicalOrigin`).
   provider.proxy = true;
   useStrictReplayDetection(provider, store);
-  withoutInteractiveEndpoints(provider);
+  withoutInteractiveEndpoints(provider, { scopes: Object.values(RESOURCE_SCOPES), extraMembers: Object.keys(deps.discovery ?? {}) });
+  useClientAuthenticationErrors(provider);
   for (const g of deps.grants ?? []) {
     provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
   }
@@ -196,24 +199,12 @@ function defaultResourceFor(ctx: KoaContextWithOIDC, resources: DeputyResources)
 
 /** Endpoints oidc-provider always mounts for browser flows Deputy does not offer. */
 const INTERACTIVE_PATHS = ['/auth', '/request', '/session/end'];
-/** Discovery members that would advertise them (RFC 8414 §2: omitted when no grant uses them). */
-const INTERACTIVE_METADATA = [
-  'authorization_endpoint',
-  'pushed_authorization_request_endpoint',
-  'end_session_endpoint',
-  'response_modes_supported',
-  'authorization_response_iss_parameter_supported',
-  'code_challenge_methods_supported',
-  'claims_parameter_supported',
-  'request_uri_parameter_supported',
-  'claim_types_supported',
-] as const;
-
 /**
  * Deputy issues tokens only at `/token` (client_credentials, token exchange): no user ever logs
- * in here. The authorization, PAR and logout endpoints answer 404 and are not advertised.
+ * in here. The authorization, PAR and logout endpoints answer 404, and discovery serves the
+ * RFC 8414 document of what Deputy does implement (./metadata.ts).
  */
-function withoutInteractiveEndpoints(provider: Provider): void {
+function withoutInteractiveEndpoints(provider: Provider, metadata: MetadataOptions): void {
   provider.use(async function noInteractiveEndpoints(ctx, next) {
     if (INTERACTIVE_PATHS.some((p) => ctx.path === p || ctx.path.startsWith(`${p}/`))) {
       ctx.status = 404;
@@ -222,7 +213,7 @@ function withoutInteractiveEndpoints(provider: Provider): void {
     }
     await next();
     if ((ctx as unknown as KoaContextWithOIDC).oidc?.route === 'discovery' && ctx.body && typeof ctx.body === 'object') {
-      for (const member of INTERACTIVE_METADATA) delete (ctx.body as Record<string, unknown>)[member];
+      ctx.body = authorizationServerMetadata(ctx.body as Record<string, unknown>, metadata);
     }
   });
 }

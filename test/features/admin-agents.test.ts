@@ -128,10 +128,11 @@ describe('admin API: agents', () => {
 });
 
 describe('admin API: authentication', () => {
-  it('refuses a request without a token, with a WWW-Authenticate challenge', async () => {
+  it('refuses a request without a token, with a WWW-Authenticate challenge and no error code (RFC 6750 §3.1)', async () => {
     const res = await api('/admin/agents');
     expect(res.status).toBe(401);
-    expect(res.headers.get('www-authenticate')).toMatch(/^DPoP realm="deputy", error="invalid_token"/);
+    expect(res.headers.get('www-authenticate')).toMatch(/^Bearer realm="deputy"/);
+    expect(res.headers.get('www-authenticate')).not.toMatch(/error=/);
     expect((await json(res)).error).toBe('invalid_token');
   });
 

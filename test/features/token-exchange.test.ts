@@ -353,8 +353,10 @@ describe('sub-delegation and the chain', () => {
     const cToken = await exchange(c, { subject_token: bToC.access_token, resource: PAY });
     const sibling = await exchange(a, { subject_token: subject, resource: API, scope: 'deputy.read' });
 
-    // E is not in the chain: its revocation request is silently ignored (RFC 7009 §2.2).
-    expect((await revoke(toB.access_token, { id: 'agent-e', keys: keys['agent-e']! })).status).toBe(200);
+    // E is not in the chain: its revocation request is refused (RFC 7009 §2.1) and changes nothing.
+    const refused = await revoke(toB.access_token, { id: 'agent-e', keys: keys['agent-e']! });
+    expect(refused.status).toBe(400);
+    expect((await json(refused)).error).toBe('unauthorized_client');
     expect((await introspect(cToken.access_token)).active).toBe(true);
 
     expect((await revoke(toB.access_token, { id: 'agent-a', keys: keys['agent-a']! })).status).toBe(200);

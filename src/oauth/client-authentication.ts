@@ -1,0 +1,112 @@
+/**
+ * Client-authentication refusals at `/token`, `/introspect` and `/revoke` as the RFCs define
+ * them: `401 invalid_client` (RFC 6749 §5.2, RFC 7662 §2.3, RFC 7523 §3.2).
+ *
+ * oidc-provider already answers a failed authentication (unknown client, bad signature, replayed
+ * assertion, wrong method) with 401 `invalid_client`. It answers `400 invalid_request` when the
+ * client sent no usable authentication at all; RFC 6749 §5.2 lists "no client authentication
+ * included" and "unsupported authentication method" under `invalid_client`, and RFC 7523 §3.2
+ * requires `invalid_client` for a client assertion that is not a valid JWT. This middleware
+ * re-classifies exactly those refusals, which happen before any client is identified.
+ *
+ * oidc-provider's own `invalid_client` always says "client authentication failed" and keeps the
+ * check in `error_detail`. Deputy names the check (a wrong `aud`, a missing `exp`, a replayed
+ * assertion, an unknown client): client identifiers are not secrets (RFC 6749 §2.2), and an
+ * agent misconfigured behind a proxy learns which claim to fix. Signature-verification details
+ * (from jose) are summarised, not passed on.
+ *
+ * `WWW-Authenticate`: RFC 6749 §5.2 requires a challenge matching the scheme when the client
+ * used the `Authorization` header (`Basic`, which oidc-provider also names on its own 401s).
+ * Deputy supports no HTTP authentication scheme for clients (`private_key_jwt` travels in the
+ * body), so a request without that header gets no challenge to advertise.
+ *
+ * @module
+ */
+import type Koa from 'koa';
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import { InvalidClient } from '../errors/index.js';
+
+/** The endpoints where oidc-provider authenticates clients. */
+const CLIENT_AUTHENTICATED_ROUTES = new Set(['token', 'introspection', 'revocation']);
+
+/**
+ * oidc-provider's `invalid_request` descriptions (lib/shared/client_auth.js, 9.13.3) that mean
+ * "no or unusable client authentication", and what Deputy says instead. A version that changes
+ * them fails test/features/metadata.test.ts rather than silently answering 400.
+ */
+const MISSING_OR_UNUSABLE: ReadonlyMap<string, string> = new Map([
+  ['no client authentication mechanism provided', 'client authentication is required: send client_id with a private_key_jwt client_assertion (RFC 7523)'],
+  ['invalid client_assertion format', 'client_assertion is not a JWT'],
+  ['client_id mismatch', 'client_id does not match the subject of the client authentication'],
+  ['invalid authorization header value format', 'the Authorization header is not a supported client authentication: use a private_key_jwt client_assertion'],
+  ['client_id and client_secret in the authorization header are not properly encoded', 'HTTP Basic client authentication is not supported: use a private_key_jwt client_assertion'],
+  ['client_secret must be provided in the Authorization header', 'HTTP Basic client authentication is not supported: use a private_key_jwt client_assertion'],
+]);
+
+/**
+ * `error_detail`s of oidc-provider's `invalid_client` (lib/shared/jwt_client_auth.js,
+ * client_auth.js, 9.13.3) and what Deputy says. Any other detail (signature or time checks of
+ * the assertion, reported by jose) becomes {@link FAILED_GENERIC}.
+ */
+const CHECK_DESCRIPTIONS: ReadonlyMap<string, string> = new Map([
+  ['alg mismatch', 'client_assertion is signed with an algorithm that is not accepted (see token_endpoint_auth_signing_alg_values_supported)'],
+  ['expiration must be specified in the client_assertion JWT', 'client_assertion has no "exp"'],
+  ['unique jti (JWT ID) must be provided in the client_assertion JWT', 'client_assertion has no "jti"'],
+  ['iss (JWT issuer) must be provided in the client_assertion JWT', 'client_assertion has no "iss"'],
+  ['iss (JWT issuer) must be the client_id', 'client_assertion "iss" must be the client_id'],
+  ['sub (JWT subject) must be provided in the client_assertion JWT', 'client_assertion has no "sub"'],
+  ['aud (JWT audience) must be provided in the client_assertion JWT', 'client_assertion has no "aud"'],
+  ['list of audience (aud) must include the endpoint url, issuer identifier or token endpoint url', 'client_assertion "aud" must include the issuer, the token endpoint URL or this endpoint\'s URL'],
+  ['audience (aud) must equal the endpoint url, issuer identifier or token endpoint url', 'client_assertion "aud" must be the issuer, the token endpoint URL or this endpoint\'s URL'],
+  ['client assertion tokens must only be used once', 'client_assertion was already used (its "jti" must be unique)'],
+  ['the provided authentication mechanism does not match the registered client authentication method', 'clients authenticate with a private_key_jwt client_assertion only'],
+  ['client not found', 'unknown or disabled client'],
+]);
+const FAILED_GENERIC = 'client_assertion did not verify: it must be signed with a key registered for the client, and be neither expired nor issued in the future';
+
+interface RenderedError {
+  error?: unknown;
+  error_description?: unknown;
+}
+
+/**
+ * Installs the re-classification on `provider` (its `grant.error`, `introspection.error` and
+ * `revocation.error` events, which carry the error each endpoint rendered, and a `provider.use`
+ * middleware); refusals are thrown as {@link InvalidClient}, rendered by src/http/errors.ts.
+ * Every error of these endpoints is also marked `Cache-Control: no-store` (oidc-provider leaves
+ * its own 401s cacheable).
+ */
+export function useClientAuthenticationErrors(provider: Provider): void {
+  const rendered = new WeakMap<object, { error_detail?: unknown }>();
+  const remember = (ctx: object, err: { error_detail?: unknown }): void => void rendered.set(ctx, err);
+  provider.on('grant.error', remember);
+  provider.on('introspection.error', remember);
+  provider.on('revocation.error', remember);
+  provider.use(async function classifyClientAuthentication(ctx, next) {
+    await next();
+    const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
+    if (!oidc?.route || !CLIENT_AUTHENTICATED_ROUTES.has(oidc.route) || ctx.status < 400) return;
+    // RFC 6749 §5.2 (example) / §5.1: errors of these endpoints are not cached either.
+    ctx.set('Cache-Control', 'no-store');
+    const body = ctx.body as RenderedError | undefined;
+    let description: string | undefined;
+    // Both kinds are thrown only while authenticating the client (before any grant, token or
+    // introspection check), whether or not oidc-provider had already looked the client up.
+    if (ctx.status === 401 && body?.error === 'invalid_client') {
+      const detail = rendered.get(ctx)?.error_detail;
+      description = (typeof detail === 'string' ? CHECK_DESCRIPTIONS.get(detail) : undefined) ?? FAILED_GENERIC;
+    } else if (ctx.status === 400 && body?.error === 'invalid_request' && typeof body.error_description === 'string') {
+      description = MISSING_OR_UNUSABLE.get(body.error_description);
+    }
+    if (description === undefined) return;
+    throw new InvalidClient(description, { headers: basicChallenge(ctx, description) });
+  });
+}
+
+/** RFC 6749 §5.2: the challenge for a client that tried HTTP Basic authentication. */
+function basicChallenge(ctx: Koa.Context, description: string): Record<string, string> {
+  if (!/^basic\b/i.test(ctx.get('Authorization'))) return {};
+  const realm = (ctx as unknown as KoaContextWithOIDC).oidc.issuer;
+  return { 'WWW-Authenticate': `Basic realm="${realm}", error="invalid_client", error_description="${description.replace(/[\\"]/g, '\\$&')}"` };
+}

@@ -1,0 +1,80 @@
+/**
+ * Deputy's authorization server metadata (RFC 8414 §2): exactly what Deputy implements today,
+ * served at `/.well-known/oauth-authorization-server` and, unchanged, at
+ * `/.well-known/openid-configuration`.
+ *
+ * Why one document at both addresses: Deputy is an OAuth 2.0 authorization server, not an
+ * OpenID Provider (no authorization endpoint, no ID tokens, no UserInfo), so it cannot serve
+ * the document OpenID Connect Discovery 1.0 §3 requires (`authorization_endpoint`,
+ * `subject_types_supported`, `id_token_signing_alg_values_supported`). RFC 8414 §5 states that
+ * the `openid-configuration` suffix, despite its name, refers to the general OAuth 2.0 metadata
+ * feature; and openid-client's `discovery()` (what the README and agents use) fetches
+ * `/.well-known/openid-configuration` by default with no fallback. Serving the RFC 8414 document
+ * there keeps unmodified clients working without claiming to be an OpenID Provider.
+ *
+ * The document is built from an allow-list, so a member oidc-provider adds for a feature Deputy
+ * does not offer (OIDC claims, response modes, PKCE, request objects…) is never advertised.
+ *
+ * @module
+ */
+
+/**
+ * RFC 8414 §2 and RFC 9449 §5.1 members Deputy serves, each backed by a working endpoint or
+ * check (test/features/metadata.test.ts exercises every one).
+ */
+const SERVED_MEMBERS = [
+  'issuer',
+  'token_endpoint',
+  'jwks_uri',
+  'scopes_supported',
+  'response_types_supported',
+  'grant_types_supported',
+  'token_endpoint_auth_methods_supported',
+  'token_endpoint_auth_signing_alg_values_supported',
+  'introspection_endpoint',
+  'introspection_endpoint_auth_methods_supported',
+  'introspection_endpoint_auth_signing_alg_values_supported',
+  'revocation_endpoint',
+  'revocation_endpoint_auth_methods_supported',
+  'revocation_endpoint_auth_signing_alg_values_supported',
+  'dpop_signing_alg_values_supported',
+] as const;
+
+export interface MetadataOptions {
+  /** The scopes clients can obtain at `/token` (RFC 8414 §2 `scopes_supported`). */
+  scopes: readonly string[];
+  /** Deputy's own additional members (RFC 8414 §2 allows them), e.g. `receipts_jwks_uri`. */
+  extraMembers: readonly string[];
+}
+
+/**
+ * The RFC 8414 document from the one oidc-provider rendered (`served`, its discovery body).
+ *
+ * - `response_types_supported` (REQUIRED by RFC 8414 §2) is `[]`: there is no authorization
+ *   endpoint, so no `response_type` value is supported.
+ * - `scopes_supported` lists only `options.scopes` (oidc-provider always adds `openid`).
+ * - `/introspect` and `/revoke` authenticate clients with the same mechanism and algorithms as
+ *   `/token` (oidc-provider's one client-authentication step), so their
+ *   `*_auth_methods_supported` / `*_auth_signing_alg_values_supported` say so; left out, RFC 8414
+ *   §2 would default them to `client_secret_basic`, which Deputy does not accept.
+ */
+export function authorizationServerMetadata(served: Readonly<Record<string, unknown>>, options: MetadataOptions): Record<string, unknown> {
+  const methods = served.token_endpoint_auth_methods_supported;
+  const algs = served.token_endpoint_auth_signing_alg_values_supported;
+  const scopes = Array.isArray(served.scopes_supported) ? served.scopes_supported.filter((s) => options.scopes.includes(s as string)) : [...options.scopes];
+  const complete: Record<string, unknown> = {
+    ...served,
+    scopes_supported: scopes,
+    response_types_supported: [],
+  };
+  for (const endpoint of ['introspection', 'revocation'] as const) {
+    if (served[`${endpoint}_endpoint`] === undefined) continue;
+    complete[`${endpoint}_endpoint_auth_methods_supported`] = methods;
+    complete[`${endpoint}_endpoint_auth_signing_alg_values_supported`] = algs;
+  }
+  const metadata: Record<string, unknown> = {};
+  for (const member of [...SERVED_MEMBERS, ...options.extraMembers]) {
+    if (complete[member] !== undefined) metadata[member] = complete[member];
+  }
+  return metadata;
+}
