@@ -174,6 +174,17 @@ export const configSchema = z.strictObject({
       iatWindowSeconds: seconds().max(300).default(60),
     })
     .prefault({}),
+  oauth: z
+    .strictObject({
+      /**
+       * Accepted `aud` of `private_key_jwt` client assertions (RFC 7523 §3,
+       * draft-ietf-oauth-rfc7523bis): a single string. `issuer`: Deputy's issuer identifier only.
+       * `issuer-or-token-endpoint`: the token endpoint URL too — a legacy switch for clients that
+       * still address assertions to the endpoint. Env `DEPUTY_CLIENT_ASSERTION_AUDIENCE`.
+       */
+      clientAssertionAudience: z.enum(['issuer', 'issuer-or-token-endpoint']).default('issuer'),
+    })
+    .prefault({}),
   /**
    * The AuthZEN PDP (`/access/v1/*`): Cedar policies, PEP authentication, caches and limits.
    * README "Authorization (PDP)" describes the policy folder and the delegation-chain semantics.
