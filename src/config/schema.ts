@@ -114,11 +114,12 @@ export const configSchema = z.strictObject({
       host: z.string().default('0.0.0.0'),
       /**
        * The issuer identifier (RFC 8414 §2), env `DEPUTY_ISSUER`. Must be the externally visible
-       * base URL; DPoP `htu` and client assertion `aud` are checked against it. Defaults to
-       * `http://localhost:<port>`.
+       * base URL. Every advertised URL and every DPoP `htu` / client assertion `aud` check derives
+       * from it alone, whatever the transport, `Host` or `X-Forwarded-*` say (RFC 9449 §4.3).
+       * Defaults to `http://localhost:<port>`.
        */
       issuer: z.url({ protocol: /^https?$/ }).optional(),
-      /** Trust `X-Forwarded-*` headers (set when behind a TLS-terminating proxy). */
+      /** Trust `X-Forwarded-*` headers (the client address) from a TLS-terminating proxy; URLs never depend on them. */
       trustProxy: z.boolean().default(false),
       /** Largest accepted request body in bytes, for every endpoint. */
       bodyLimitBytes: z.number().int().min(1024).max(10 * 1024 * 1024).default(64 * 1024),
