@@ -8,7 +8,8 @@
  *   from the issuer (RFC 8414 §2, RFC 9449 §4.3, RFC 7523 §3).
  * - `htu` is compared after RFC 3986 §6.2.2-§6.2.3 normalization, at `/token` and the gateway.
  * - One nonce for the whole origin (RFC 9449 §8-§9).
- * - A proof's `jti` is spent as soon as the proof verifies, whatever happens next (§11.1).
+ * - A proof's `jti` is spent as soon as the proof verifies, whatever happens next (§11.1), at
+ *   `/token`, the gateway, the PDP and the admin API.
  */
 import { request as httpRequest } from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -65,7 +66,7 @@ beforeAll(async () => {
           server: { issuer: ISSUER, trustProxy: s.trustProxy },
           dpop: { requireNonce: s.requireNonce },
           oauth: { clientAssertionAudience: s.clientAssertionAudience },
-          admin: { clients: [{ client_id: 'pep', scopes: ['authzen:evaluate'], jwks: keys.pep!.jwks }] },
+          admin: { clients: [{ client_id: 'pep', scopes: ['authzen:evaluate', 'deputy:admin'], jwks: keys.pep!.jwks }] },
           trustedIssuers: [idp.issuerConfig('okta')],
           agents: [
             agentConfig('agent-a', keys['agent-a']!, {
@@ -394,6 +395,19 @@ describe('a proof is spent as soon as it verifies (RFC 9449 §11.1)', () => {
     const p2 = await proof(deputy(), dpop, url, { accessToken: pep });
     expect((await evaluate(deputy(), pep, p2, '{not json')).status).toBe(400);
     const replay = await evaluate(deputy(), pep, p2);
+    expect(replay.status).toBe(401);
+    replayed(replay);
+  });
+
+  it('the admin API: after a request for an agent that does not exist', async () => {
+    const dpop = await dpopKeys();
+    const issued = await rawPepToken(deputy(), await proof(deputy(), dpop, `${ISSUER}/token`), { scope: 'deputy:admin' });
+    expect(issued.body.token_type, JSON.stringify(issued.body)).toBe('DPoP');
+    const admin = issued.body.access_token as string;
+    const p = await proof(deputy(), dpop, `${ISSUER}/admin/agents/nobody`, { htm: 'GET', accessToken: admin });
+    const missing = await send(deputy(), 'GET', '/admin/agents/nobody', { authorization: `DPoP ${admin}`, dpop: p });
+    expect(missing.status).toBe(404);
+    const replay = await send(deputy(), 'GET', '/admin/agents/nobody', { authorization: `DPoP ${admin}`, dpop: p });
     expect(replay.status).toBe(401);
     replayed(replay);
   });
