@@ -109,10 +109,9 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
       receipts,
       accessTokenTTL: config.tokens.accessTokenTTL,
-      dpopIatWindowSeconds: config.dpop.iatWindowSeconds,
     });
     const provider = createProvider({
-      config, issuer, store, keys, agents,
+      config, issuer, store, keys, agents, dpop,
       grants: [exchange],
       discovery: { receipts_jwks_uri: `${issuer.replace(/\/$/, '')}${RECEIPTS_JWKS_PATH}` },
       onServerError: (err) => logger.error({ err }, 'oauth server error'),

@@ -93,6 +93,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['DEPUTY_GENERATE_KEYS', ['keys', 'generate'], 'bool'],
   ['DEPUTY_ACCESS_TOKEN_TTL', ['tokens', 'accessTokenTTL'], 'int'],
   ['DEPUTY_DPOP_REQUIRE_NONCE', ['dpop', 'requireNonce'], 'bool'],
+  ['DEPUTY_CLIENT_ASSERTION_AUDIENCE', ['oauth', 'clientAssertionAudience'], 'string'],
   ['LOG_LEVEL', ['log', 'level'], 'string'],
 ];
 

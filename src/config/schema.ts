@@ -121,11 +121,12 @@ export const configSchema = z.strictObject({
       host: z.string().default('0.0.0.0'),
       /**
        * The issuer identifier (RFC 8414 §2), env `DEPUTY_ISSUER`. Must be the externally visible
-       * base URL; DPoP `htu` and client assertion `aud` are checked against it. Defaults to
-       * `http://localhost:<port>`.
+       * base URL. Every advertised URL and every DPoP `htu` / client assertion `aud` check derives
+       * from it alone, whatever the transport, `Host` or `X-Forwarded-*` say (RFC 9449 §4.3).
+       * Defaults to `http://localhost:<port>`.
        */
       issuer: z.url({ protocol: /^https?$/ }).optional(),
-      /** Trust `X-Forwarded-*` headers (set when behind a TLS-terminating proxy). */
+      /** Trust `X-Forwarded-*` headers (the client address) from a TLS-terminating proxy; URLs never depend on them. */
       trustProxy: z.boolean().default(false),
       /** Largest accepted request body in bytes, for every endpoint. */
       bodyLimitBytes: z.number().int().min(1024).max(10 * 1024 * 1024).default(64 * 1024),
@@ -179,6 +180,17 @@ export const configSchema = z.strictObject({
       requireNonce: z.boolean().default(false),
       /** Accepted proof age window in seconds around the server clock (RFC 9449 §11.1). */
       iatWindowSeconds: seconds().max(300).default(60),
+    })
+    .prefault({}),
+  oauth: z
+    .strictObject({
+      /**
+       * Accepted `aud` of `private_key_jwt` client assertions (RFC 7523 §3,
+       * draft-ietf-oauth-rfc7523bis): a single string. `issuer`: Deputy's issuer identifier only.
+       * `issuer-or-token-endpoint`: the token endpoint URL too — a legacy switch for clients that
+       * still address assertions to the endpoint. Env `DEPUTY_CLIENT_ASSERTION_AUDIENCE`.
+       */
+      clientAssertionAudience: z.enum(['issuer', 'issuer-or-token-endpoint']).default('issuer'),
     })
     .prefault({}),
   /**

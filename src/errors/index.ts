@@ -111,8 +111,8 @@ export class InvalidDpopProof extends DeputyError {
 
 /** RFC 9449 §9: the resource server requires a nonce; `nonce` goes out in `DPoP-Nonce`. */
 export class UseDpopNonce extends DeputyError {
-  constructor(nonce: string) {
-    super(401, 'use_dpop_nonce', 'a DPoP nonce is required; retry with the nonce in the DPoP-Nonce header', {
+  constructor(nonce: string, description = 'a DPoP nonce is required; retry with the nonce in the DPoP-Nonce header') {
+    super(401, 'use_dpop_nonce', description, {
       headers: { 'DPoP-Nonce': nonce },
     });
   }

@@ -6,7 +6,9 @@
  * 2. authenticate — the agent's Deputy token for the audience `{issuer}/gw/{connection}`
  *    (RFC 8707: one resource per connection, so a token for one connection is useless at
  *    another), DPoP-bound, with a proof for this exact method and URL, used once
- *    (RFC 9449 §4.3, §7.1; query and fragment excluded from `htu` by §4.3 step 9). 401 with a
+ *    (RFC 9449 §4.3, §7.1; query and fragment excluded from `htu` by §4.3 step 9, URLs compared
+ *    after RFC 3986 normalization). The proof's `jti` is spent here, whatever happens next
+ *    (§11.1); server nonces are those of `/token` (one per origin, §8). 401 with a
  *    `WWW-Authenticate: DPoP` challenge otherwise.
  * 3. revocation — the token and every token it was exchanged from must be live (revocation
  *    cascades at revoke time, so the token's own record answers for the chain). 401.
@@ -140,7 +142,7 @@ export class Gateway {
     );
     const base = new URL(connection.settings.baseUrl);
     const gatewayBase = `${gatewayAudience(this.#base, connection.id)}`;
-    return this.#d.forwarder.shape(res, {
+    const shaped = this.#d.forwarder.shape(res, {
       // The header value too (`Bearer <token>`): its encodings differ from the bare secret's.
       secrets: [...credential.secrets, ...credential.headers.map(([, value]) => value)],
       credentialHeaders: credential.headers.map(([n]) => n),
@@ -156,6 +158,11 @@ export class Gateway {
         }
       },
     });
+    // DPoP-Nonce is about Deputy's origin, where the agent's client keeps one nonce (RFC 9449 §8.2,
+    // §9): an upstream's own nonce must not reach it; Deputy's fresher one does.
+    delete shaped.headers['dpop-nonce'];
+    if (auth.dpopNonce !== undefined) shaped.headers['dpop-nonce'] = auth.dpopNonce;
+    return shaped;
   }
 
   async #authenticate(call: GatewayCall): Promise<AuthenticatedRequest> {

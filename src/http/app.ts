@@ -80,12 +80,11 @@ export function createApp(deps: AppDeps): Koa {
 }
 
 /**
- * oidc-provider builds endpoint URLs (discovery) and the expected DPoP `htu` (RFC 9449 §4.3)
- * from the request's Host and scheme. Deputy knows its public URL — the issuer — so every
- * request reaching the provider is presented as addressed to it: discovery never advertises an
- * internal host name, and proofs are checked against the URL clients were told to use, exactly
- * as Deputy's own resource endpoints do (`koaAuthenticate`). Client-supplied `X-Forwarded-*`
- * headers are dropped unless `server.trustProxy` is set (the provider runs with `proxy = true`).
+ * Requests reaching oidc-provider are presented as addressed to the issuer's host and scheme.
+ * The URLs the provider derives do not depend on this any more (`issuerDerivedUrls` in
+ * src/oauth/provider.ts builds them from the issuer alone); it keeps anything else that reads
+ * the request's origin consistent with the issuer. Client-supplied `X-Forwarded-For` is dropped
+ * unless `server.trustProxy` is set.
  */
 function canonicalOrigin(issuer: string, trustProxy: boolean): Koa.Middleware {
   const url = new URL(issuer);

@@ -17,12 +17,13 @@ export type Authenticate = (ctx: Koa.Context, audience: string, scope?: string) 
 
 /**
  * `verifier.authenticate` for a Koa request. The DPoP `htu` is built from the issuer, not from
- * the Host header, so a proof is checked against the URL the client was told to use.
+ * the Host header, so a proof is checked against the URL the client was told to use. A fresher
+ * DPoP nonce goes out in `DPoP-Nonce` (RFC 9449 §9).
  */
 export function koaAuthenticate(verifier: AccessTokenVerifier, issuer: string): Authenticate {
   const base = issuer.replace(/\/$/, '');
-  return (ctx, audience, scope) =>
-    verifier.authenticate(
+  return async (ctx, audience, scope) => {
+    const auth = await verifier.authenticate(
       {
         authorization: ctx.get('Authorization') || undefined,
         dpopProofs: headerValues(ctx.req.headersDistinct?.dpop),
@@ -32,6 +33,9 @@ export function koaAuthenticate(verifier: AccessTokenVerifier, issuer: string): 
       audience,
       scope,
     );
+    if (auth.dpopNonce !== undefined) ctx.set('DPoP-Nonce', auth.dpopNonce);
+    return auth;
+  };
 }
 
 /** Operator clients (`admin.clients`): client_id → the scopes the client may hold. */

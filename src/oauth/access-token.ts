@@ -27,6 +27,8 @@ export interface AuthenticatedRequest {
   claims: AccessTokenClaims;
   scopes: ReadonlySet<string>;
   scheme: 'Bearer' | 'DPoP';
+  /** A fresher DPoP nonce for the client (`DPoP-Nonce` response header, RFC 9449 §9). */
+  dpopNonce?: string;
 }
 
 /** What the HTTP layer hands over: plain values, no framework objects. */
@@ -68,12 +70,13 @@ export class AccessTokenVerifier {
         throw withChallenge(new InvalidToken('this access token is DPoP-bound: use the DPoP authorization scheme with a proof'), 'DPoP', requiredScope);
       }
       if (jkt === undefined && scheme === 'DPoP') throw new InvalidToken('this access token is not DPoP-bound: use the Bearer scheme');
-      if (jkt !== undefined) {
-        await this.#dpop.verify({ proofs: req.dpopProofs, method: req.method, url: req.url, accessToken: token, expectedJkt: jkt });
-      }
+      // The proof's jti is spent here, before anything else about the request is decided (RFC 9449 §11.1).
+      const proof = jkt === undefined
+        ? undefined
+        : await this.#dpop.verify({ proofs: req.dpopProofs, method: req.method, url: req.url, accessToken: token, expectedJkt: jkt });
       const scopes = new Set((claims.scope ?? '').split(' ').filter(Boolean));
       if (requiredScope !== undefined && !scopes.has(requiredScope)) throw new InsufficientScope(requiredScope);
-      return { token, claims, scopes, scheme };
+      return { token, claims, scopes, scheme, ...(proof?.nextNonce !== undefined ? { dpopNonce: proof.nextNonce } : {}) };
     } catch (err) {
       throw withChallenge(err, scheme, requiredScope);
     }

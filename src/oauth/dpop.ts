@@ -1,27 +1,36 @@
 /**
- * DPoP proof verification at Deputy's resource endpoints (admin API, PDP, gateway): RFC 9449 §4.3
- * and §7.1. (At `/token`, oidc-provider checks proofs itself.)
+ * DPoP proof verification (RFC 9449 §4.3) for every Deputy surface: `/token` (through
+ * {@link tokenEndpointDpop}, ahead of oidc-provider's grants), and the resource endpoints — admin
+ * API, PDP, gateway (§7.1).
  *
  * The checks run in the order of §4.3, each with its own error: one header; `typ` `dpop+jwt`;
- * an allowed asymmetric `alg`; a public `jwk` in the header; signature; `jti`; `htm`; `htu`;
- * `iat` window; nonce when required; `ath` for the presented token; key thumbprint equal to the
- * token's `cnf.jkt`; and `jti` single use across every instance (store insert-or-fail).
+ * an allowed asymmetric `alg`; a public `jwk` in the header; signature; `jti`; `htm`; `htu`
+ * (RFC 3986 §6 normalized, ./uri.ts); freshness — a valid server nonce, or `iat` within the
+ * window; `ath` for the presented token; key thumbprint equal to the token's `cnf.jkt`. Then the
+ * `jti` is spent (§11.1), once across every instance (store insert-or-fail), *before* anything
+ * else about the request is looked at: a proof that verified is never accepted again, whatever
+ * happens to the request it came with.
+ *
+ * Nonces (§8, §9) are one mechanism for the whole origin: {@link DpopNonces} computes exactly
+ * the values oidc-provider computes from the same secret, so a nonce from `/token` is good at
+ * the gateway and the PDP, and the other way round.
  *
  * @module
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
 import { recordOnce } from './adapter.js';
 import { DPOP_ALGS } from './provider.js';
+import { normalizeHttpUrl } from './uri.js';
 
 export interface DpopVerifierOptions {
   db: Queryable;
-  /** Accepted |now - iat| in seconds. */
+  /** Accepted |now - iat| in seconds for a proof without a nonce. */
   iatWindowSeconds: number;
   requireNonce: boolean;
-  /** 32 bytes shared by every instance; nonces are stateless HMACs of a time step. */
+  /** 32 bytes shared by every instance; the secret oidc-provider's `features.dPoP.nonceSecret` gets too. */
   nonceSecret: Buffer;
   algorithms?: readonly string[];
 }
@@ -30,7 +39,7 @@ export interface DpopRequest {
   /** Every `DPoP` header value received (more than one is an error). */
   proofs: readonly string[];
   method: string;
-  /** The full request URL; query and fragment are ignored (RFC 9449 §4.3 step 9). */
+  /** The request URL as the issuer names it; query and fragment are ignored (RFC 9449 §4.3 step 9). */
   url: string;
   /** The access token presented with the proof: its hash must equal `ath`. */
   accessToken?: string;
@@ -39,58 +48,120 @@ export interface DpopRequest {
 }
 
 export interface VerifiedDpopProof {
+  /** RFC 7638 thumbprint of the proof key. */
   jkt: string;
   jti: string;
+  /** Seconds since the epoch. */
   iat: number;
+  /** The proof's `htu` as sent (it matched the request URL after normalization). */
+  htu: string;
+  /** The nonce to hand out in `DPoP-Nonce` (§8.2, §9) when the proof's is not the newest. */
+  nextNonce?: string;
 }
 
 const MAX_PROOF_LENGTH = 8 * 1024;
-const NONCE_STEP_SECONDS = 60;
+
+/**
+ * Stateless DPoP nonces (RFC 9449 §8): HKDF-SHA256(secret, salt = the 60-second time step as a
+ * 64-bit big-endian integer, info "DPoP"), base64url — the algorithm of oidc-provider 9.13.3
+ * (`lib/helpers/challenge.js`, `ServerChallenge(nonceSecret, 'DPoP')`), so both accept each
+ * other's nonces. Steps -2..+2 around now are accepted; the one handed out is step +1.
+ */
+export class DpopNonces {
+  static readonly STEP_SECONDS = 60;
+  /** How long after it is handed out a nonce can still be accepted, in seconds. */
+  static readonly LIFETIME_SECONDS = 4 * DpopNonces.STEP_SECONDS;
+  readonly #secret: Buffer;
+
+  constructor(secret: Buffer) {
+    if (secret.byteLength !== 32) throw new TypeError('the DPoP nonce secret must be 32 bytes');
+    this.#secret = secret;
+  }
+
+  /** The nonce to hand out now. `now` in seconds since the epoch. */
+  next(now = Date.now() / 1000): string {
+    return this.#forStep(DpopNonces.#step(now) + 1);
+  }
+
+  /** Whether `nonce` is one of the currently accepted values. */
+  check(nonce: string, now = Date.now() / 1000): boolean {
+    const step = DpopNonces.#step(now);
+    let ok = false;
+    for (let d = -2; d <= 2; d++) ok = safeEqual(nonce, this.#forStep(step + d)) || ok;
+    return ok;
+  }
+
+  static #step(now: number): number {
+    return Math.floor(now / DpopNonces.STEP_SECONDS);
+  }
+
+  #forStep(step: number): string {
+    const salt = Buffer.alloc(8);
+    salt.writeBigUInt64BE(BigInt(step));
+    return Buffer.from(hkdfSync('sha256', this.#secret, salt, 'DPoP', 32)).toString('base64url');
+  }
+}
 
 export class DpopVerifier {
   readonly #o: Required<DpopVerifierOptions>;
+  readonly #nonces: DpopNonces;
 
   constructor(options: DpopVerifierOptions) {
     this.#o = { algorithms: DPOP_ALGS, ...options };
+    this.#nonces = new DpopNonces(options.nonceSecret);
   }
 
-  /** The nonce clients should use now (sent in `DPoP-Nonce`). */
+  /** The nonce clients should use now (sent in `DPoP-Nonce`). `now` in milliseconds. */
   currentNonce(now = Date.now()): string {
-    return this.#nonceFor(Math.floor(now / 1000 / NONCE_STEP_SECONDS));
+    return this.#nonces.next(now / 1000);
   }
 
+  /**
+   * Verifies a proof for a request and spends its `jti`.
+   *
+   * @param now seconds since the epoch
+   * @throws InvalidDpopProof (`invalid_dpop_proof`) naming the failed check, including a replay
+   * @throws UseDpopNonce (`use_dpop_nonce`, with `DPoP-Nonce`) when a nonce is required, the
+   *   proof's nonce is not (or no longer) valid, or a proof without nonce is outside the `iat` window
+   */
   async verify(req: DpopRequest, now = Math.floor(Date.now() / 1000)): Promise<VerifiedDpopProof> {
     const proof = singleProof(req.proofs);
     const { payload, jwk } = await verifySignature(proof, this.#o.algorithms);
-    const jti = checkClaims(payload, req, now, this.#o.iatWindowSeconds);
-    this.#checkNonce(payload.nonce, now);
+    const { jti, htu, iat } = checkClaims(payload, req);
+    const nonce = this.#checkFreshness(payload.nonce, iat, now);
     checkAth(payload.ath, req.accessToken);
     const jkt = await calculateJwkThumbprint(jwk);
     if (req.expectedJkt !== undefined && jkt !== req.expectedJkt) {
       throw new InvalidDpopProof('DPoP proof key does not match the key the access token is bound to (cnf.jkt)');
     }
-    await this.#checkReplay(jkt, jti);
-    return { jkt, jti, iat: payload.iat as number };
+    await this.#spend(jkt, jti);
+    const next = this.#nonces.next(now);
+    // As oidc-provider does at /token: whoever does not hold the newest nonce is handed it.
+    return { jkt, jti, iat, htu, ...(nonce === next ? {} : { nextNonce: next }) };
   }
 
-  #checkNonce(nonce: unknown, now: number): void {
-    if (!this.#o.requireNonce) return;
-    if (typeof nonce !== 'string' || !this.#isValidNonce(nonce, now)) throw new UseDpopNonce(this.currentNonce(now * 1000));
+  /**
+   * A valid nonce proves freshness (§8, §11.1); without one, `iat` must be within the window.
+   * A stale proof is answered with a nonce, so a client with a wrong clock can still succeed.
+   */
+  #checkFreshness(nonce: unknown, iat: number, now: number): string | undefined {
+    if (nonce !== undefined) {
+      if (typeof nonce !== 'string') throw new InvalidDpopProof('DPoP proof nonce must be a string');
+      if (!this.#nonces.check(nonce, now)) throw new UseDpopNonce(this.#nonces.next(now), 'DPoP proof nonce is not valid (or no longer); retry with the nonce in the DPoP-Nonce header');
+      return nonce;
+    }
+    if (this.#o.requireNonce) throw new UseDpopNonce(this.#nonces.next(now));
+    if (Math.abs(now - iat) > this.#o.iatWindowSeconds) {
+      throw new UseDpopNonce(this.#nonces.next(now), `DPoP proof iat is not within ${this.#o.iatWindowSeconds} seconds of the server time; retry with the nonce in the DPoP-Nonce header`);
+    }
+    return undefined;
   }
 
-  #isValidNonce(nonce: string, now: number): boolean {
-    const step = Math.floor(now / NONCE_STEP_SECONDS);
-    return [-2, -1, 0, 1].some((d) => safeEqual(nonce, this.#nonceFor(step + d)));
-  }
-
-  #nonceFor(step: number): string {
-    return createHmac('sha256', this.#o.nonceSecret).update(`deputy-dpop-nonce:${step}`).digest('base64url');
-  }
-
-  async #checkReplay(jkt: string, jti: string): Promise<void> {
+  /** RFC 9449 §11.1: the `jti` is accepted once, on every instance, for as long as the proof could be. */
+  async #spend(jkt: string, jti: string): Promise<void> {
     const key = createHash('sha256').update(`${jkt}\0${jti}`).digest('base64url');
-    // Kept for the whole window a proof can be accepted in, on both sides of the clock.
-    const fresh = await recordOnce(this.#o.db, 'DPoPProof', key, 2 * this.#o.iatWindowSeconds + 5);
+    const ttl = Math.max(2 * this.#o.iatWindowSeconds, DpopNonces.LIFETIME_SECONDS + DpopNonces.STEP_SECONDS) + 5;
+    const fresh = await recordOnce(this.#o.db, 'DPoPProof', key, ttl);
     if (!fresh) throw new InvalidDpopProof('DPoP proof has already been used (jti replay)');
   }
 }
@@ -125,16 +196,13 @@ async function verifySignature(proof: string, algorithms: readonly string[]) {
   }
 }
 
-function checkClaims(payload: Record<string, unknown>, req: DpopRequest, now: number, window: number): string {
+function checkClaims(payload: Record<string, unknown>, req: DpopRequest): { jti: string; htu: string; iat: number } {
   const { jti, htm, htu, iat } = payload;
   if (typeof jti !== 'string' || jti.length < 8 || jti.length > 256) throw new InvalidDpopProof('DPoP proof jti is missing or malformed');
   if (htm !== req.method) throw new InvalidDpopProof('DPoP proof htm does not match the request method');
-  if (typeof htu !== 'string' || normalizeHtu(htu) !== normalizeHtu(req.url)) {
-    throw new InvalidDpopProof('DPoP proof htu does not match the request URL');
-  }
+  if (typeof htu !== 'string' || !sameHtu(htu, req.url)) throw new InvalidDpopProof('DPoP proof htu does not match the request URL');
   if (typeof iat !== 'number' || !Number.isFinite(iat)) throw new InvalidDpopProof('DPoP proof iat is missing');
-  if (Math.abs(now - iat) > window) throw new InvalidDpopProof('DPoP proof iat is outside the accepted window');
-  return jti;
+  return { jti, htu, iat };
 }
 
 function checkAth(ath: unknown, accessToken: string | undefined): void {
@@ -144,17 +212,17 @@ function checkAth(ath: unknown, accessToken: string | undefined): void {
   if (!safeEqual(ath, expected)) throw new InvalidDpopProof('DPoP proof ath does not match the access token');
 }
 
-/** RFC 9449 §4.3 step 9: compare without query and fragment, with URL normalisation (RFC 3986 §6). */
-export function normalizeHtu(value: string): string | undefined {
-  try {
-    const u = new URL(value);
-    u.search = '';
-    u.hash = '';
-    return u.href;
-  } catch {
-    return undefined;
-  }
+/**
+ * RFC 9449 §4.3 step 9: `htu` names the request URL, compared without query and fragment after
+ * RFC 3986 §6.2.2-§6.2.3 normalization ({@link normalizeHttpUrl}); a malformed value never matches.
+ */
+export function sameHtu(htu: string, requestUrl: string): boolean {
+  const a = normalizeHttpUrl(htu);
+  return a !== undefined && a === normalizeHttpUrl(requestUrl);
 }
+
+/** The normal form of a DPoP `htu` (or request URL): see {@link normalizeHttpUrl}. */
+export const normalizeHtu = normalizeHttpUrl;
 
 function safeEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);

@@ -8,7 +8,13 @@
  *   `invalid_target` (RFC 8707 §2).
  * - Replay detection (DPoP and client-assertion `jti`) is an insert-or-fail in the shared store,
  *   strict under concurrency and across instances (oidc-provider's default is find-then-insert).
- * - DPoP nonces use one secret shared by all instances (RFC 9449 §8).
+ * - DPoP proofs at `/token` are verified by Deputy's own verifier, the gateway's and PDP's
+ *   (./token-dpop.ts): one `htu` normalization, one nonce mechanism for the whole origin
+ *   (RFC 9449 §8; the same secret as oidc-provider's), `jti` spent as soon as the proof verifies.
+ * - Every URL the provider derives (discovery, expected `htu`) comes from the issuer, never from
+ *   the request's scheme or Host (RFC 8414 §2, RFC 9449 §4.3): see {@link issuerDerivedUrls}.
+ * - Client assertions are addressed to the issuer, single-valued (RFC 7523 §3,
+ *   draft-ietf-oauth-rfc7523bis); `oauth.clientAssertionAudience` may also allow the token endpoint.
  *
  * @module
  */
@@ -21,7 +27,9 @@ import type { Store } from '../store/index.js';
 import { AgentClientAdapter, recordOnce, StoreAdapter } from './adapter.js';
 import { useClientAuthenticationErrors } from './client-authentication.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE } from './deputy-own.js';
+import type { DpopVerifier } from './dpop.js';
 import { authorizationServerMetadata, type MetadataOptions } from './metadata.js';
+import { tokenEndpointDpop, verifiedTokenProof } from './token-dpop.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -51,6 +59,8 @@ export interface ProviderDeps {
   store: Store;
   keys: KeyStore;
   agents: AgentRegistry;
+  /** Verifies DPoP proofs at `/token`, as at every other Deputy endpoint. */
+  dpop: DpopVerifier;
   /** Called with errors the provider could not turn into a protocol error (server errors). */
   onServerError?: (err: unknown) => void;
   /** Custom grants to register (token exchange). */
@@ -167,6 +177,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     ...(deps.discovery ? { discovery: { ...deps.discovery } } : {}),
     // P2 in shared/notes/oauth-libraries.md: without this, `extra` set by a grant is dropped.
     extraTokenClaims: (_ctx, token) => (token as { extra?: Record<string, unknown> }).extra,
+    assertJwtClientAuthClaimsAndHeader: (ctx, claims) => checkClientAssertionAudience(claims.aud, clientAssertionAudiences(config, ctx.oidc.provider)),
     renderError: (ctx, out) => {
       ctx.type = 'json';
       ctx.body = out;
@@ -174,8 +185,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   };
 
   const provider = new Provider(issuer, configuration);
-  // Requests arrive normalised to the issuer's origin (src/http/app.ts `canonicalOrigin`).
-  provider.proxy = true;
+  issuerDerivedUrls(provider);
+  provider.use(tokenEndpointDpop({ verifier: deps.dpop, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
   useStrictReplayDetection(provider, store);
   withoutInteractiveEndpoints(provider, { scopes: Object.values(RESOURCE_SCOPES), extraMembers: Object.keys(deps.discovery ?? {}) });
   useClientAuthenticationErrors(provider);
@@ -184,6 +195,71 @@ export function createProvider(deps: ProviderDeps): Provider {
   }
   if (deps.onServerError) provider.on('server_error', (_ctx, err) => deps.onServerError!(err));
   return provider;
+}
+
+/**
+ * Every URL oidc-provider builds for a request — discovery members, the `htu` it expects in a
+ * DPoP proof, the audiences of a client assertion — derives from the issuer (RFC 8414 §2,
+ * RFC 9449 §4.3), whatever the transport (TLS terminated by a proxy), `Host`, `X-Forwarded-*`
+ * and `server.trustProxy` say. (oidc-provider's own `urlFor` reads them from the request, and
+ * koa-mount runs it with Deputy's Koa app, so `provider.proxy` would not even apply.)
+ *
+ * At `/token`, the request's DPoP proof was already verified by Deputy (./token-dpop.ts) against
+ * the issuer's token endpoint URL, with RFC 3986 normalization. oidc-provider's built-in grants
+ * check it again by plain string equality against this URL; for those the URL is the one the
+ * proof names, so both checks agree and Deputy's is the one that decides.
+ */
+function issuerDerivedUrls(provider: Provider): void {
+  interface Context { route: string; ctx: object }
+  const prototype = provider.OIDCContext.prototype as unknown as Record<string, unknown>;
+  Object.defineProperty(prototype, 'urlFor', {
+    configurable: true,
+    writable: true,
+    value: function urlFor(this: Context, name: string, options?: Record<string, unknown>): string {
+      const proof = name === this.route ? verifiedTokenProof(this.ctx) : undefined;
+      if (proof !== undefined) {
+        const named = URL.parse(proof.htu);
+        if (named) {
+          named.search = '';
+          named.hash = '';
+          return named.href;
+        }
+      }
+      return provider.urlFor(name, options);
+    },
+  });
+  // The audience rule has one home, checkClientAssertionAudience(), which runs after the
+  // assertion's signature is verified and names the failed check; oidc-provider's broader
+  // pre-check (issuer, token endpoint or endpoint URL, any member of an array) defers to it.
+  Object.defineProperty(prototype, 'clientJwtAuthExpectedAudience', {
+    configurable: true,
+    writable: true,
+    value: () => ({ has: () => true }),
+  });
+}
+
+/** The `aud` values a client assertion may carry: the issuer, and the token endpoint URL if configured. */
+function clientAssertionAudiences(config: DeputyConfig, provider: Provider): ReadonlySet<string> {
+  const accepted = new Set([provider.issuer]);
+  if (config.oauth.clientAssertionAudience === 'issuer-or-token-endpoint') accepted.add(provider.urlFor('token'));
+  return accepted;
+}
+
+/**
+ * RFC 7523 §3 as draft-ietf-oauth-rfc7523bis tightens it: a client assertion's `aud` is the
+ * issuer identifier, a single string (a list, or another URL, could make an assertion minted for
+ * another server usable here). `invalid_client`, HTTP 401 (RFC 6749 §5.2).
+ */
+function checkClientAssertionAudience(aud: unknown, accepted: ReadonlySet<string>): void {
+  const expected = [...accepted].map((a) => `"${a}"`).join(' or ');
+  if (typeof aud !== 'string') {
+    throw invalidClient(`client assertion aud must be a single string, the issuer identifier ${expected} (RFC 7523 §3)`);
+  }
+  if (!accepted.has(aud)) throw invalidClient(`client assertion aud must be ${expected}`);
+}
+
+function invalidClient(description: string): Error {
+  return Object.assign(new errors.CustomOIDCProviderError('invalid_client', description), { status: 401, statusCode: 401 });
 }
 
 /**

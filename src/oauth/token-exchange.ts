@@ -8,7 +8,8 @@
  * 1. `readRequest` — parameters present, well-formed, supported (RFC 8693 §2.1); then
  *    `refuseDeputyOwn` — no `scope` / `resource` / `audience` naming Deputy's own scopes or
  *    resources (src/oauth/deputy-own.ts): those belong to operator clients, never to an agent.
- * 2. `requireDpop` — a valid DPoP proof (RFC 9449 §4.3, §5): the issued token is bound to its key.
+ * 2. `requireDpop` — the request's DPoP proof (RFC 9449 §4.3, §5), verified and its `jti` spent
+ *    before the client was authenticated (./token-dpop.ts): the issued token is bound to its key.
  * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
  * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
  * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
@@ -18,17 +19,16 @@
  *    request, the agent, and the subject token, and never Deputy's own — also when they come
  *    from an agent's stored defaults (rows written before registration refused them).
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
- * 8. `checkDpopReplay` — the proof `jti` recorded once, across instances (insert-or-fail).
- * 9. `issue` — sign the RFC 9068 JWT, then record it (and the encrypted upstream token) and its
+ * 8. `issue` — sign the RFC 9068 JWT, then record it (and the encrypted upstream token) and its
  *    `permit` receipt (src/audit) in one transaction. A failed exchange writes nothing but the
- *    proof's replay entry and, when policy refused it at step 7, a `deny` receipt.
+ *    proof's replay entry (a verified proof is spent whatever happens next, RFC 9449 §11.1) and,
+ *    when policy refused it at step 7, a `deny` receipt.
  *
  * @module
  */
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
-import validateDpop, { getDpopJwt, type DpopResult } from 'oidc-provider/lib/helpers/validate_dpop.js';
 import type { Agent, AgentRegistry } from '../agents/registry.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
 import type { ReceiptInput } from '../audit/receipt.js';
@@ -46,6 +46,7 @@ import { actFromChain, extendChain, handoffTarget, mayActNames, type DelegationC
 import type { GrantRegistration } from './provider.js';
 import { TOKEN_EXCHANGE_GRANT } from './provider.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
+import { verifiedTokenProof } from './token-dpop.js';
 import { AgentNotActive, ParentRevoked, type TokenRecords } from './token-records.js';
 
 /** RFC 8693 §2.1 request parameters (plus RFC 8707 `resource`). */
@@ -85,8 +86,6 @@ export interface TokenExchangeDeps {
   keys: KeyStore;
   /** Lifetime of issued tokens, in seconds (capped by the subject token's expiry). */
   accessTokenTTL: number;
-  /** DPoP proofs without a server nonce must have `iat` within this many seconds (RFC 9449 §11.1). */
-  dpopIatWindowSeconds: number;
   logger: Logger;
 }
 
@@ -159,27 +158,20 @@ export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scop
   if (target !== undefined) throw oauthError('invalid_target', `"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer.replace(/\/$/, '')}/gw/{connection})`);
 }
 
-/** Step 2: the DPoP proof (RFC 9449 §4.3), with Deputy's tighter `iat` window. */
-async function requireDpop(ctx: KoaContextWithOIDC, windowSeconds: number): Promise<DpopResult> {
-  const provider = ctx.oidc.provider;
-  const dpop = await validateDpop(provider, ctx);
-  if (dpop === undefined) {
-    throw oauthError('invalid_dpop_proof', 'a DPoP proof is required: agent tokens are always bound to the agent\'s key (RFC 9449)');
-  }
-  const payload = getDpopJwt(provider, ctx)?.payload;
-  if (payload !== undefined && payload.nonce === undefined && Math.abs(Date.now() / 1000 - dpop.iat) > windowSeconds) {
-    throw oauthError('invalid_dpop_proof', `DPoP proof iat is not within ${windowSeconds} seconds of the server time`);
-  }
-  return dpop;
+/** The verified proof of an exchange: the key the issued token is bound to. */
+interface DpopResult {
+  /** RFC 7638 thumbprint of the proof key (`cnf.jkt`). */
+  thumbprint: string;
+  jti: string;
 }
 
-/**
- * Step 8: the proof's `jti` is accepted once (RFC 9449 §11.1), through the store's
- * insert-or-fail replay cache, so a proof replayed at another instance is refused too.
- */
-async function checkDpopReplay(ctx: KoaContextWithOIDC, dpop: DpopResult, clientId: string): Promise<void> {
-  const unique = await ctx.oidc.provider.ReplayDetection.unique(clientId, dpop.jti, Math.floor(Date.now() / 1000) + 300);
-  if (!unique) throw oauthError('invalid_dpop_proof', 'DPoP proof jti has already been used (replay)');
+/** Step 2: the proof was verified, and its `jti` spent, ahead of the grant (./token-dpop.ts). */
+function requireDpop(ctx: KoaContextWithOIDC): DpopResult {
+  const proof = verifiedTokenProof(ctx);
+  if (proof === undefined) {
+    throw oauthError('invalid_dpop_proof', 'a DPoP proof is required: agent tokens are always bound to the agent\'s key (RFC 9449)');
+  }
+  return { thumbprint: proof.jkt, jti: proof.jti };
 }
 
 const remoteKeySets = new Map<string, JWTVerifyGetKey>();
@@ -430,7 +422,7 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const agent = await deps.agents.get(clientId);
   if (!agent || agent.status !== 'active') throw oauthError('unauthorized_client', 'only active registered agents may exchange tokens');
 
-  const dpop = await requireDpop(ctx, deps.dpopIatWindowSeconds);
+  const dpop = requireDpop(ctx);
   let subject: Subject;
   try {
     subject = await resolveSubject(deps, request.subjectToken, request.subjectKind);
@@ -451,7 +443,6 @@ async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promi
   const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(ctx, agent, subject, chain, audience, scopes, dpop));
   const mayAct = await handoffMayAct(deps, audience);
 
-  await checkDpopReplay(ctx, dpop, clientId);
   const issued = await issue(ctx, deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
 
   ctx.body = {

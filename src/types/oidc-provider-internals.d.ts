@@ -16,3 +16,12 @@ declare module 'oidc-provider/lib/helpers/validate_dpop.js' {
   export function checkDpopReplay(provider: Provider, ctx: KoaContextWithOIDC, dPoP: DpopResult, clientId: string): Promise<void>;
   export function getDpopJwt(provider: Provider, ctx: KoaContextWithOIDC): { payload: Record<string, unknown> } | undefined;
 }
+
+/** oidc-provider's stateless server challenges (DPoP nonces): Deputy's nonces must equal them. */
+declare module 'oidc-provider/lib/helpers/challenge.js' {
+  export default class ServerChallenge {
+    constructor(secret: Buffer, info: string);
+    nextChallenge(): string;
+    checkChallenge(challenge: string): boolean;
+  }
+}
