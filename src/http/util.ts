@@ -8,7 +8,7 @@
 import { bodyParser } from '@koa/bodyparser';
 import type Koa from 'koa';
 import type { z } from 'zod';
-import { InvalidRequest, UnsupportedMediaType } from '../errors/index.js';
+import { InvalidRequest, PayloadTooLarge, UnsupportedMediaType } from '../errors/index.js';
 import type { AccessTokenVerifier, AuthenticatedRequest } from '../oauth/access-token.js';
 
 /** Authenticates a Koa request for a Deputy resource (audience) and optional scope. */
@@ -45,7 +45,7 @@ export function jsonBody(limitBytes: number): Koa.Middleware {
     encoding: 'utf-8',
     onError: (err) => {
       const status = (err as { status?: number }).status;
-      if (status === 413) throw err;
+      if (status === 413) throw new PayloadTooLarge(limitBytes);
       throw new InvalidRequest('request body is not valid JSON');
     },
   });
