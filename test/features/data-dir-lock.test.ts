@@ -61,7 +61,7 @@ describe('the data folder lock', () => {
     ['its pid now belongs to another process (recycled)', () => ({ pid: process.pid, startedAt: 'x', command: 'node', host: hostname(), procStart: '1', token: 'old' })],
   ])('a stale lock is taken over when %s', (_what, holder) => {
     const dir = fresh('stale');
-    writeFileSync(join(dir, LOCK_FILE), JSON.stringify(holder(dir)));
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify(holder()));
     const lock = lockDataDir(dir);
     expect(lockContent(dir).pid).toBe(process.pid);
     expect(lockContent(dir).token).not.toBe('old');
