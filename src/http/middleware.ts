@@ -84,7 +84,9 @@ export function closeGracefullyWhenBodyUnread(limits: DrainLimits = DEFAULT_DRAI
     try {
       await next();
     } finally {
-      if (!ctx.req.complete) {
+      // Error responses only: a successful streamed response (the gateway) may still be
+      // forwarding the request body upstream, and that body is not ours to discard.
+      if (!ctx.req.complete && ctx.status >= 400) {
         ctx.set('Connection', 'close');
         drainThenClose(ctx.req, limits);
       }
