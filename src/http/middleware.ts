@@ -62,11 +62,13 @@ export function securityHeaders(): Koa.Middleware {
 export interface DrainLimits {
   /** Bytes of the unread request body discarded before the connection is cut. */
   maxBytes: number;
-  /** Milliseconds the client gets to finish sending and close before the connection is cut. */
+  /** Milliseconds without a byte from the client (it stopped sending but did not close) before the cut. */
+  maxIdleMs: number;
+  /** Milliseconds in all the client gets to finish sending and close before the connection is cut. */
   maxMs: number;
 }
 
-export const DEFAULT_DRAIN_LIMITS: DrainLimits = { maxBytes: 16 * 1024 * 1024, maxMs: 5_000 };
+export const DEFAULT_DRAIN_LIMITS: DrainLimits = { maxBytes: 16 * 1024 * 1024, maxIdleMs: 5_000, maxMs: 30_000 };
 
 /**
  * Closes a connection gracefully when the response is decided before the request body was read
@@ -76,8 +78,8 @@ export const DEFAULT_DRAIN_LIMITS: DrainLimits = { maxBytes: 16 * 1024 * 1024, m
  * answers it with a reset, which can reach the client before it has read the response
  * (ECONNRESET instead of the 413). So the response carries `Connection: close`, the write side
  * is shut after it (FIN: the client can read the response to its end), and what the client still
- * sends is read and discarded — up to `limits.maxBytes` or `limits.maxMs`, whichever comes
- * first — until the client closes its side. Must run outermost (before the error renderer).
+ * sends is read and discarded — up to `limits.maxBytes`, `limits.maxMs` in all, or
+ * `limits.maxIdleMs` without a byte, whichever comes first — until the client closes its side. Must run outermost (before the error renderer).
  */
 export function closeGracefullyWhenBodyUnread(limits: DrainLimits = DEFAULT_DRAIN_LIMITS): Koa.Middleware {
   return async function gracefulClose(ctx, next) {
@@ -102,16 +104,25 @@ export function drainThenClose(req: IncomingMessage, limits: DrainLimits): void 
   if (draining.has(socket)) return;
   draining.add(socket);
   const cut = () => socket.destroy();
-  const timer = setTimeout(cut, limits.maxMs);
-  timer.unref();
-  socket.once('close', () => clearTimeout(timer));
+  const total = setTimeout(cut, limits.maxMs);
+  total.unref();
+  const idle = setTimeout(cut, limits.maxIdleMs);
+  idle.unref();
+  socket.once('close', () => {
+    clearTimeout(total);
+    clearTimeout(idle);
+  });
   let seen = 0;
   req.on('data', (chunk: Buffer) => {
     seen += chunk.length;
-    if (seen > limits.maxBytes) cut();
+    if (seen > limits.maxBytes) return cut();
+    idle.refresh();
   });
+  req.on('end', () => idle.refresh()); // now waiting for the client to close its side
   req.on('error', () => {}); // an aborted upload is expected here
   req.resume();
+  // A body reader still detaching (its 'readable' listener keeps the stream paused): resume again once it has.
+  setImmediate(() => req.resume());
   // Node's server calls destroySoon() once a `Connection: close` response is written: end the
   // write side only (http.Server sockets allow half-open) and let the drain above finish; the
   // socket closes when the client closes its side, or when a bound is hit.
