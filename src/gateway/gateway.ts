@@ -24,7 +24,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { pipeline, Readable } from 'node:stream';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { ReceiptAppender } from '../audit/index.js';
 import { receiptText, requestDigest } from '../audit/index.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
@@ -266,5 +266,16 @@ function challenge(err: DeputyError): DeputyError {
  * An agent that aborts its upload still errors the stream, so the upstream request is aborted.
  */
 function undestroyed(body: Readable): Readable {
-  return Readable.from(body.iterator({ destroyOnReturn: false }), { objectMode: false });
+  const copy = new PassThrough();
+  body.pipe(copy); // pipe(), not pipeline(): destroying `copy` only unpipes `body`
+  const abort = () => {
+    if (!body.readableEnded) copy.destroy(new Error('the agent aborted its upload'));
+  };
+  body.once('error', abort);
+  body.once('close', abort);
+  copy.once('close', () => {
+    body.off('error', abort);
+    body.off('close', abort);
+  });
+  return copy;
 }
