@@ -116,7 +116,8 @@ export class Gateway {
 
     const credential = await this.#d.credentials.credential(connection, who);
     const url = this.#upstreamUrl(connection, path, call.query, credential.query);
-    // pipeline(), not pipe(): an agent that aborts its upload must abort the upstream request too.
+    // pipeline(), not pipe(): an agent that aborts its upload must abort the upstream request too
+    // (undestroyed() passes the abort on, but a refused upload leaves the agent's request intact).
     const body = call.body && (!BODYLESS.has(call.method) || declared > 0 || call.headers['transfer-encoding'] !== undefined)
       ? pipeline(undestroyed(call.body), new RequestBodyLimit(this.#d.maxRequestBytes), () => {})
       : undefined;

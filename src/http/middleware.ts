@@ -79,7 +79,8 @@ export const DEFAULT_DRAIN_LIMITS: DrainLimits = { maxBytes: 16 * 1024 * 1024, m
  * (ECONNRESET instead of the 413). So the response carries `Connection: close`, the write side
  * is shut after it (FIN: the client can read the response to its end), and what the client still
  * sends is read and discarded — up to `limits.maxBytes`, `limits.maxMs` in all, or
- * `limits.maxIdleMs` without a byte, whichever comes first — until the client closes its side. Must run outermost (before the error renderer).
+ * `limits.maxIdleMs` without a byte, whichever comes first — until the client closes its side.
+ * Must run outermost (around the error renderer, so it sees the final status).
  */
 export function closeGracefullyWhenBodyUnread(limits: DrainLimits = DEFAULT_DRAIN_LIMITS): Koa.Middleware {
   return async function gracefulClose(ctx, next) {
