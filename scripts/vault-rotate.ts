@@ -14,13 +14,17 @@
  * key, so rotation has two phases: this script prints the new KEK set and re-wraps nothing;
  * roll the instances out with it, then run `--rewrap-only`.
  *
+ * On embedded PGlite the script needs the data folder to itself: while Deputy runs it refuses
+ * (exit 1, naming the process that holds the folder) and changes nothing. With PostgreSQL it
+ * runs beside live instances.
+ *
  * Output names KEK ids and counts only. Exit codes: 0 done, 2 invalid configuration or
  * arguments, 1 key material or store problem, 3 some rows could not be re-wrapped.
  */
 import { cliFail, loadConfigOrExit } from './cli.js';
-import { kekSet, KeyError, pruneVaultKeks, rotateVaultKek, VAULT_KEK_FILE, type KekRecord } from '../src/keys/keystore.js';
-import { openStore } from '../src/store/index.js';
-import { EnvelopeVault } from '../src/vault/envelope.js';
+import { kekSet, KeyError, pruneVaultKeks, restoreVaultKeks, rotateVaultKek, VAULT_KEK_FILE, type KekRecord } from '../src/keys/keystore.js';
+import { DataDirLocked, openStore, type Store } from '../src/store/index.js';
+import { EnvelopeVault, kekIdsInUse } from '../src/vault/envelope.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -39,38 +43,69 @@ const config = loadConfigOrExit('vault:rotate');
 const dir = config.keys.dir;
 const fromEnv = process.env.DEPUTY_VAULT_KEK || undefined;
 
-try {
-  let records: readonly KekRecord[];
-  if (rewrapOnly) {
-    records = JSON.parse(fromEnv ?? readFileSync(join(dir, VAULT_KEK_FILE), 'utf8')).keys as KekRecord[];
-    kekSet(records); // validates: exactly one active
-  } else {
-    const rotation = rotateVaultKek({ dir, ...(fromEnv ? { json: fromEnv } : {}), write: !fromEnv });
-    out(`new active KEK: ${rotation.kid} (previous ${rotation.previous} is retired and still unwraps)`);
-    if (fromEnv) {
-      out('KEKs come from DEPUTY_VAULT_KEK: set it to the JSON below on every instance, roll them out, then run --rewrap-only.');
-      out(JSON.stringify(rotation.file));
-      process.exit(0);
-    }
-    out(`wrote ${join(dir, VAULT_KEK_FILE)}`);
-    records = rotation.file.keys;
-  }
-
-  const store = await openStore(config.store);
+/**
+ * Opens the store before anything changes: on embedded PGlite this takes the data folder's lock,
+ * so while the server runs the script stops here with the KEK file untouched (its writes to a
+ * second copy of the database would be lost, and a pruned KEK with them).
+ */
+async function openStoreOrExit(): Promise<Store> {
   try {
+    return await openStore(config.store);
+  } catch (err) {
+    if (err instanceof DataDirLocked) {
+      fail(1, `${err.message}\nOn embedded PGlite, run vault:rotate while Deputy is stopped (stop it, rotate, start it again); with PostgreSQL (DATABASE_URL) it runs beside live instances.`);
+    }
+    throw err;
+  }
+}
+
+/**
+ * `--prune`: drops retired KEKs that no stored row references — asked of the store at prune time
+ * — then asks again for the ones dropped: a row an instance wrapped meanwhile with a KEK it still
+ * held puts that KEK back in the file, so no stored secret ever loses its KEK.
+ */
+async function prune(store: Store, minRetiredSeconds: number): Promise<void> {
+  const before: readonly KekRecord[] = fromEnv ? [] : JSON.parse(readFileSync(join(dir, VAULT_KEK_FILE), 'utf8')).keys;
+  const inUse = await kekIdsInUse(store);
+  const pruned = pruneVaultKeks({ dir, ...(fromEnv ? { json: fromEnv } : {}), inUse, minRetiredSeconds, write: !fromEnv });
+  if (!fromEnv && pruned.dropped.length) {
+    const late = await kekIdsInUse(store, pruned.dropped);
+    if (late.size) {
+      const restored = restoreVaultKeks({ dir, records: before.filter((k) => late.has(k.kid)) });
+      out(`kept retired KEK(s) still referenced by stored rows: ${restored.join(', ')}`);
+      pruned.dropped = pruned.dropped.filter((kid) => !late.has(kid));
+    }
+  }
+  out(pruned.dropped.length ? `dropped retired KEK(s): ${pruned.dropped.join(', ')}` : 'no retired KEK can be dropped yet');
+  if (fromEnv && pruned.dropped.length) out(JSON.stringify(pruned.file));
+}
+
+try {
+  const store = fromEnv && !rewrapOnly ? undefined : await openStoreOrExit();
+  try {
+    let records: readonly KekRecord[];
+    if (rewrapOnly) {
+      records = JSON.parse(fromEnv ?? readFileSync(join(dir, VAULT_KEK_FILE), 'utf8')).keys as KekRecord[];
+      kekSet(records); // validates: exactly one active
+    } else {
+      const rotation = rotateVaultKek({ dir, ...(fromEnv ? { json: fromEnv } : {}), write: !fromEnv });
+      out(`new active KEK: ${rotation.kid} (previous ${rotation.previous} is retired and still unwraps)`);
+      if (fromEnv) {
+        out('KEKs come from DEPUTY_VAULT_KEK: set it to the JSON below on every instance, roll them out, then run --rewrap-only.');
+        out(JSON.stringify(rotation.file));
+        process.exit(0);
+      }
+      out(`wrote ${join(dir, VAULT_KEK_FILE)}`);
+      records = rotation.file.keys;
+    }
     const vault = new EnvelopeVault(kekSet(records));
-    const result = await vault.rewrap(store);
+    const result = await vault.rewrap(store!);
     out(`re-wrapped ${result.rewrapped} data key(s) under ${result.kid}${result.raced ? ` (${result.raced} changed meanwhile, left as written)` : ''}`);
     for (const f of result.failed) out(`  could not re-wrap ${f.handle} (KEK ${f.kid}): ${f.reason}`);
-    if (pruneAfter !== undefined) {
-      const inUse = new Set((await store.query<{ kek_id: string }>('SELECT DISTINCT kek_id FROM vault_secrets')).map((r) => r.kek_id));
-      const pruned = pruneVaultKeks({ dir, ...(fromEnv ? { json: fromEnv } : {}), inUse, minRetiredSeconds: pruneAfter, write: !fromEnv });
-      out(pruned.dropped.length ? `dropped retired KEK(s): ${pruned.dropped.join(', ')}` : 'no retired KEK can be dropped yet');
-      if (fromEnv && pruned.dropped.length) out(JSON.stringify(pruned.file));
-    }
+    if (pruneAfter !== undefined) await prune(store!, pruneAfter);
     if (result.failed.length) process.exitCode = 3;
   } finally {
-    await store.close();
+    await store?.close();
   }
 } catch (err) {
   if (err instanceof KeyError || err instanceof SyntaxError) fail(1, err.message);

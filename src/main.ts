@@ -7,7 +7,7 @@
  * @module
  */
 import cluster from 'node:cluster';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type Provider from 'oidc-provider';
@@ -31,7 +31,7 @@ import { agentTokenIntrospection } from './oauth/introspection.js';
 import { tokenExchangeGrant } from './oauth/token-exchange.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { PolicyLoadError, startPdp, type PdpService } from './pdp/service.js';
-import { migrate, openStore, type Store } from './store/index.js';
+import { DataDirLocked, migrate, openStore, type Store } from './store/index.js';
 
 export interface StartOptions {
   config: DeputyConfig;
@@ -133,8 +133,9 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,
     });
     const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation });
+    const lifecycle = new ConnectionLifecycle(server);
     server.removeAllListeners('request');
-    server.on('request', app.callback());
+    server.on('request', lifecycle.track(app.callback()));
 
     const purge = setInterval(() => {
       Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired()]).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
@@ -148,7 +149,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         pdp.close();
-        await closeServer(server, graceMs);
+        await lifecycle.close(graceMs);
         await isolation.close();
         await receipts.flush();
         await store.close();
@@ -176,14 +177,48 @@ function listen(server: Server, port: number, host: string): Promise<number> {
   });
 }
 
-async function closeServer(server: Server, graceMs: number): Promise<void> {
-  if (!server.listening) return;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-  timer.unref();
-  await closed;
-  clearTimeout(timer);
+/**
+ * Graceful stop of the HTTP server (SIGTERM): no new connections; every response from now on —
+ * including those of requests already in flight — carries `Connection: close`, so each
+ * keep-alive connection closes after its current response instead of being reused; idle
+ * keep-alive connections are closed at once. The server is closed (and the process may exit)
+ * as soon as in-flight requests are done; only requests still running after `graceMs` are cut.
+ */
+class ConnectionLifecycle {
+  readonly #server: Server;
+  readonly #inFlight = new Set<ServerResponse>();
+  #closing = false;
+
+  constructor(server: Server) {
+    this.#server = server;
+  }
+
+  /** Wraps the request handler: remembers responses in flight, and marks them closing after SIGTERM. */
+  track(handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+    return (req, res) => {
+      if (this.#closing) res.shouldKeepAlive = false;
+      this.#inFlight.add(res);
+      res.once('close', () => {
+        this.#inFlight.delete(res);
+        // A streamed response whose headers went out before SIGTERM left its connection
+        // keep-alive: once it is idle, close it too.
+        if (this.#closing) setImmediate(() => this.#server.closeIdleConnections());
+      });
+      handler(req, res);
+    };
+  }
+
+  async close(graceMs: number): Promise<void> {
+    this.#closing = true;
+    if (!this.#server.listening) return;
+    for (const res of this.#inFlight) if (!res.headersSent) res.shouldKeepAlive = false;
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeIdleConnections();
+    const timer = setTimeout(() => this.#server.closeAllConnections(), graceMs);
+    timer.unref();
+    await closed;
+    clearTimeout(timer);
+  }
 }
 
 /** `npm start`: load configuration, start, stop gracefully on SIGTERM / SIGINT. */
@@ -211,7 +246,7 @@ async function main(): Promise<void> {
       process.stderr.write(`deputy: ${err.message}\n`);
       process.exit(2);
     }
-    if (err instanceof KeyError || err instanceof PolicyLoadError) process.stderr.write(`deputy: ${err.message}\n`);
+    if (err instanceof KeyError || err instanceof PolicyLoadError || err instanceof DataDirLocked) process.stderr.write(`deputy: ${err.message}\n`);
     else logger.fatal({ err }, 'start failed');
     process.exit(1);
   }
@@ -236,40 +271,63 @@ async function main(): Promise<void> {
   process.on('SIGHUP', () => void deputy.pdp.reload('signal').catch(() => undefined));
 }
 
+/** Backoff before re-forking a worker that exited: doubles from the first value up to the cap. */
+const WORKER_BACKOFF_MS = { first: 500, cap: 30_000 } as const;
+/** A worker that served this long is healthy: its next exit restarts the backoff from the start. */
+const WORKER_HEALTHY_MS = 10_000;
+
 /**
  * `server.workers > 1`: the primary forks that many workers sharing the port (`node:cluster`
- * round-robins connections), replaces a worker that dies, and passes SIGTERM / SIGINT (graceful
- * stop) and SIGHUP (policy reload) on to every worker. Workers start exactly as a single process
- * does; key generation (exclusive create) and migrations (advisory lock) are safe when they race.
+ * round-robins connections) and passes SIGTERM / SIGINT (graceful stop) and SIGHUP (policy
+ * reload) on to every worker. Workers start exactly as a single process does; key generation
+ * (exclusive create) and migrations (advisory lock) are safe when they race.
+ *
+ * Each worker slot is supervised on its own: a worker that exits — crashed at runtime, killed,
+ * or unable to start (the database is away, a key file is missing) — is replaced after a backoff
+ * (0.5 s doubling to 30 s; back to 0.5 s once a replacement has served for 10 s), and the other
+ * workers keep serving meanwhile. The primary never gives up on a slot: when the database
+ * returns, the next attempt starts. Configuration errors never reach this point (the primary
+ * validates the configuration before forking).
  */
 function superviseWorkers(count: number, logger: Logger): void {
   let stopping = false;
   let announced = false;
-  const fork = () => {
+  const fork = (slot: number, backoffMs: number) => {
+    if (stopping) return;
     const worker = cluster.fork();
+    let listeningAt: number | undefined;
     worker.on('message', (message: { listening?: string; store?: string }) => {
-      if (message.listening && !announced) {
+      if (!message.listening) return;
+      listeningAt = Date.now();
+      logger.info({ worker: worker.process.pid, slot }, 'worker started');
+      if (!announced) {
         announced = true;
         process.stdout.write(`Deputy is listening on ${message.listening} (store: ${message.store}, ${count} workers)\n`);
       }
     });
+    worker.on('exit', (code, signal) => {
+      if (stopping) {
+        if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+        return;
+      }
+      const healthy = listeningAt !== undefined && Date.now() - listeningAt >= WORKER_HEALTHY_MS;
+      const delay = healthy ? WORKER_BACKOFF_MS.first : backoffMs;
+      logger.error(
+        { worker: worker.process.pid, slot, code, signal, started: listeningAt !== undefined, retryInMs: delay },
+        listeningAt === undefined ? 'worker could not start; retrying' : 'worker exited; starting a replacement',
+      );
+      setTimeout(() => fork(slot, Math.min(delay * 2, WORKER_BACKOFF_MS.cap)), delay).unref();
+    });
   };
-  for (let i = 0; i < count; i += 1) fork();
-  cluster.on('exit', (worker, code, signal) => {
-    if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
-      return;
-    }
-    logger.error({ worker: worker.process.pid, code, signal }, 'worker exited; starting a replacement');
-    if (code === 1 || code === 2) {
-      // A worker that could not start (configuration, keys) would fail again: stop.
-      logger.fatal('a worker could not start; stopping');
-      process.exit(code);
-    }
-    fork();
-  });
+  for (let slot = 0; slot < count; slot += 1) fork(slot, WORKER_BACKOFF_MS.first);
+  // The primary serves nothing itself: keep it alive while replacements wait for their backoff.
+  const keepAlive = setInterval(() => {}, 1 << 30);
   const forward = (signal: NodeJS.Signals) => {
-    if (signal !== 'SIGHUP') stopping = true;
+    if (signal !== 'SIGHUP') {
+      stopping = true;
+      clearInterval(keepAlive);
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    }
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal);
   };
   process.on('SIGTERM', () => forward('SIGTERM'));

@@ -176,8 +176,17 @@ export class GatewayTimeout extends DeputyError {
   override readonly expose = true;
 }
 
+/** Seconds a client is told to wait (`Retry-After`, RFC 9110 §10.2.3) before retrying a 503. */
+export const RETRY_AFTER_SECONDS = 5;
+
+/**
+ * RFC 6749 §4.1.2.1 `temporarily_unavailable` as HTTP 503 with `Retry-After`: a dependency (the
+ * store, the receipt log) is away; nothing was decided, and the same request may succeed later.
+ */
 export class TemporarilyUnavailable extends DeputyError {
   constructor(description: string, options?: { cause?: unknown }) {
-    super(503, 'temporarily_unavailable', description, options);
+    super(503, 'temporarily_unavailable', description, { ...options, headers: { 'Retry-After': String(RETRY_AFTER_SECONDS) } });
   }
+  // The description names the dependency that is away, never a detail of it: safe to show.
+  override readonly expose = true;
 }

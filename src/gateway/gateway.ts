@@ -26,7 +26,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { pipeline, type Readable } from 'node:stream';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { ReceiptAppender } from '../audit/index.js';
 import { receiptText, requestDigest } from '../audit/index.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
@@ -119,9 +119,10 @@ export class Gateway {
 
     const credential = await this.#d.credentials.credential(connection, who);
     const url = this.#upstreamUrl(connection, path, call.query, credential.query);
-    // pipeline(), not pipe(): an agent that aborts its upload must abort the upstream request too.
+    // pipeline(), not pipe(): an agent that aborts its upload must abort the upstream request too
+    // (undestroyed() passes the abort on, but a refused upload leaves the agent's request intact).
     const body = call.body && (!BODYLESS.has(call.method) || declared > 0 || call.headers['transfer-encoding'] !== undefined)
-      ? pipeline(call.body, new RequestBodyLimit(this.#d.maxRequestBytes), () => {})
+      ? pipeline(undestroyed(call.body), new RequestBodyLimit(this.#d.maxRequestBytes), () => {})
       : undefined;
     if (call.body && !body) call.body.resume();
     const headers = upstreamHeaders(call.headers, credential.headers, {
@@ -266,4 +267,25 @@ function proofsOf(v: string | string[] | undefined): string[] {
 function challenge(err: DeputyError): DeputyError {
   err.headers['WWW-Authenticate'] = `DPoP realm="deputy", error="${err.code}", error_description="${err.description.replace(/[\\"]/g, '\\$&')}", algs="ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256"`;
   return err;
+}
+
+/**
+ * `body` as a stream pipeline() may destroy without destroying `body` itself: an upload refused
+ * part-way (413) or an upstream that fails must not destroy the agent's request, whose socket
+ * still has to carry the error response (the rest of the body is drained by the HTTP layer).
+ * An agent that aborts its upload still errors the stream, so the upstream request is aborted.
+ */
+function undestroyed(body: Readable): Readable {
+  const copy = new PassThrough();
+  body.pipe(copy); // pipe(), not pipeline(): destroying `copy` only unpipes `body`
+  const abort = () => {
+    if (!body.readableEnded) copy.destroy(new Error('the agent aborted its upload'));
+  };
+  body.once('error', abort);
+  body.once('close', abort);
+  copy.once('close', () => {
+    body.off('error', abort);
+    body.off('close', abort);
+  });
+  return copy;
 }

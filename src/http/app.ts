@@ -21,10 +21,10 @@ import type { Store } from '../store/index.js';
 import type { CredentialIsolation } from '../gateway/index.js';
 import { adminRoutes } from './admin.js';
 import { pdpRoutes } from './authzen.js';
-import { errorBoundary } from './errors.js';
+import { errorBoundary, providerErrorRenderer } from './errors.js';
 import { healthRoutes } from './health.js';
 import { receiptRoutes } from './receipts.js';
-import { accessLog, bodyLimit, requestContext, securityHeaders } from './middleware.js';
+import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
 
@@ -52,6 +52,7 @@ export function createApp(deps: AppDeps): Koa {
   // connections): only `admin.clients` tokens pass. Agents reach the gateway, which verifies on its own.
   const authenticate = operatorAuthenticate(koaAuthenticate(deps.verifier, deps.issuer), operatorClients(deps.config.admin.clients));
 
+  app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
   app.use(accessLog());
   app.use(securityHeaders());
@@ -75,6 +76,7 @@ export function createApp(deps: AppDeps): Koa {
   }
   app.use(publishedJwks(deps.keys));
   app.use(canonicalOrigin(deps.issuer, deps.config.server.trustProxy));
+  providerErrorRenderer(deps.provider, deps.logger);
   app.use(mount(deps.provider));
   return app;
 }

@@ -154,7 +154,9 @@ function jsonRequest(deps: AuthzenDeps): Koa.Middleware {
     if (!ctx.is('application/json')) throw new InvalidRequest('Content-Type must be application/json');
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    // destroyOnReturn: false — refusing an oversized body must not destroy the request (and the
+    // socket with it): the 413 has to reach the client (closeGracefullyWhenBodyUnread drains the rest).
+    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
       size += chunk.length;
       if (size > deps.bodyLimitBytes) {
         ctx.set('Connection', 'close');

@@ -1,12 +1,19 @@
 /**
- * The one error boundary of Deputy's own routes: typed errors become their protocol response;
- * anything else becomes a generic `server_error` with no detail, logged with its stack.
+ * The one error renderer of Deputy: typed errors become their protocol response; a store that
+ * is away becomes `503 temporarily_unavailable` with `Retry-After`; anything else becomes a
+ * generic `server_error` with no detail, logged with its stack.
+ *
+ * Deputy's own routes reach it through {@link errorBoundary}; oidc-provider's endpoints (`/token`,
+ * `/introspect`, `/revoke`) through {@link providerErrorRenderer}, which reclassifies the errors
+ * oidc-provider's own handler turned into a 500 or a generic 400.
  *
  * @module
  */
 import type Koa from 'koa';
-import { DeputyError } from '../errors/index.js';
+import type Provider from 'oidc-provider';
+import { DeputyError, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { Logger } from '../log.js';
+import { findStoreUnavailable } from '../store/index.js';
 
 export interface ErrorBody {
   error: string;
@@ -27,12 +34,11 @@ export function errorBoundary(): Koa.Middleware {
       }
     } catch (err) {
       const log = ctx.state.log as Logger;
-      if (err instanceof DeputyError) {
-        log.debug({ err: { code: err.code, cause: describeCause(err.cause) } }, 'request refused');
-        ctx.status = err.status;
-        ctx.set(err.headers);
-        ctx.set('Cache-Control', 'no-store');
-        ctx.body = { ...err.details, error: err.code, error_description: err.description } satisfies ErrorBody;
+      const typed = asDeputyError(err);
+      if (typed) {
+        if (typed.status >= 500) log.warn({ err: { code: typed.code, cause: describeCause(err) } }, 'request not served');
+        else log.debug({ err: { code: typed.code, cause: describeCause(typed.cause) } }, 'request refused');
+        renderError(ctx, typed);
         return;
       }
       const status = httpStatusOf(err);
@@ -48,6 +54,59 @@ export function errorBoundary(): Koa.Middleware {
       ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' } satisfies ErrorBody;
     }
   };
+}
+
+/** Writes `err` as the response: its status, headers and `{error, error_description, …details}`. */
+export function renderError(ctx: Koa.Context, err: DeputyError): void {
+  ctx.status = err.status;
+  ctx.set(err.headers);
+  ctx.set('Cache-Control', 'no-store');
+  ctx.type = 'json';
+  ctx.body = { ...err.details, error: err.code, error_description: err.description } satisfies ErrorBody;
+}
+
+/** The typed error `err` stands for: itself, or 503 when the store is away (even wrapped). */
+function asDeputyError(err: unknown): DeputyError | undefined {
+  const unavailable = findStoreUnavailable(err);
+  if (unavailable) return new TemporarilyUnavailable('the store is unavailable; retry later', { cause: unavailable });
+  return err instanceof DeputyError ? err : undefined;
+}
+
+/** oidc-provider's error events: each `(ctx, err)` after its handler set the response. */
+const PROVIDER_ERROR_EVENTS = ['server_error', 'grant.error', 'introspection.error', 'revocation.error', 'jwks.error', 'discovery.error'] as const;
+
+/**
+ * oidc-provider renders its own errors (RFC 6749 §5.2) and turns anything it does not know into
+ * `500 server_error`. Its error events fire before the response is written, so this rewrites the
+ * two kinds Deputy classifies differently: a store that is away (503 with `Retry-After`, not
+ * "oops! something went wrong") and a body over its 56 KiB parser limit (413, not a generic
+ * `invalid_request`).
+ */
+export function providerErrorRenderer(provider: Provider, logger: Logger): void {
+  // Provider is an EventEmitter; its typings only overload single literal event names.
+  const events = provider as unknown as NodeJS.EventEmitter;
+  for (const event of PROVIDER_ERROR_EVENTS) {
+    events.on(event, (ctx: Koa.Context, err: unknown) => {
+      const unavailable = findStoreUnavailable(err);
+      if (unavailable) {
+        logger.warn({ err: { cause: describeCause(unavailable.cause) }, path: ctx.path }, 'oauth request not served: store unavailable');
+        renderError(ctx, new TemporarilyUnavailable('the store is unavailable; retry later', { cause: unavailable }));
+        return;
+      }
+      if (isBodyTooLarge(err)) {
+        ctx.set('Connection', 'close');
+        renderError(ctx, new PayloadTooLarge(PROVIDER_BODY_LIMIT));
+      }
+    });
+  }
+}
+
+/** oidc-provider's request-body limit (lib/shared/selective_body.js: 56 KiB, not configurable). */
+export const PROVIDER_BODY_LIMIT = 56 * 1024;
+
+function isBodyTooLarge(err: unknown): boolean {
+  const cause = (err as { cause?: unknown }).cause;
+  return cause instanceof Error && cause.message === 'request entity too large';
 }
 
 function httpStatusOf(err: unknown): number | undefined {

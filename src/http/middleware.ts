@@ -4,6 +4,8 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type Koa from 'koa';
 import { PayloadTooLarge } from '../errors/index.js';
 import type { Logger } from '../log.js';
@@ -53,5 +55,79 @@ export function securityHeaders(): Koa.Middleware {
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Referrer-Policy', 'no-referrer');
     await next();
+  };
+}
+
+/** Bounds of the drain after an early response: what a refused client may still send. */
+export interface DrainLimits {
+  /** Bytes of the unread request body discarded before the connection is cut. */
+  maxBytes: number;
+  /** Milliseconds without a byte from the client (it stopped sending but did not close) before the cut. */
+  maxIdleMs: number;
+  /** Milliseconds in all the client gets to finish sending and close before the connection is cut. */
+  maxMs: number;
+}
+
+export const DEFAULT_DRAIN_LIMITS: DrainLimits = { maxBytes: 16 * 1024 * 1024, maxIdleMs: 5_000, maxMs: 30_000 };
+
+/**
+ * Closes a connection gracefully when the response is decided before the request body was read
+ * (413 on a declared or streamed body, 401 before an upload, 503…), RFC 9112 §9.6.
+ *
+ * Closing at once would leave the client's unsent body arriving at a closed socket: the kernel
+ * answers it with a reset, which can reach the client before it has read the response
+ * (ECONNRESET instead of the 413). So the response carries `Connection: close`, the write side
+ * is shut after it (FIN: the client can read the response to its end), and what the client still
+ * sends is read and discarded — up to `limits.maxBytes`, `limits.maxMs` in all, or
+ * `limits.maxIdleMs` without a byte, whichever comes first — until the client closes its side.
+ * Must run outermost (around the error renderer, so it sees the final status).
+ */
+export function closeGracefullyWhenBodyUnread(limits: DrainLimits = DEFAULT_DRAIN_LIMITS): Koa.Middleware {
+  return async function gracefulClose(ctx, next) {
+    try {
+      await next();
+    } finally {
+      // Error responses only: a successful streamed response (the gateway) may still be
+      // forwarding the request body upstream, and that body is not ours to discard.
+      if (!ctx.req.complete && ctx.status >= 400) {
+        ctx.set('Connection', 'close');
+        drainThenClose(ctx.req, limits);
+      }
+    }
+  };
+}
+
+const draining = new WeakSet<Socket>();
+
+/** Discards the rest of `req`'s body (bounded) and replaces the socket's close with a half-close. */
+export function drainThenClose(req: IncomingMessage, limits: DrainLimits): void {
+  const socket = req.socket;
+  if (draining.has(socket)) return;
+  draining.add(socket);
+  const cut = () => socket.destroy();
+  const total = setTimeout(cut, limits.maxMs);
+  total.unref();
+  const idle = setTimeout(cut, limits.maxIdleMs);
+  idle.unref();
+  socket.once('close', () => {
+    clearTimeout(total);
+    clearTimeout(idle);
+  });
+  let seen = 0;
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > limits.maxBytes) return cut();
+    idle.refresh();
+  });
+  req.on('end', () => idle.refresh()); // now waiting for the client to close its side
+  req.on('error', () => {}); // an aborted upload is expected here
+  req.resume();
+  // A body reader still detaching (its 'readable' listener keeps the stream paused): resume again once it has.
+  setImmediate(() => req.resume());
+  // Node's server calls destroySoon() once a `Connection: close` response is written: end the
+  // write side only (http.Server sockets allow half-open) and let the drain above finish; the
+  // socket closes when the client closes its side, or when a bound is hit.
+  socket.destroySoon = function halfClose(this: Socket) {
+    if (this.writable) this.end();
   };
 }

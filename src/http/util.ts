@@ -9,7 +9,7 @@ import { bodyParser } from '@koa/bodyparser';
 import type Koa from 'koa';
 import type { z } from 'zod';
 import type { AdminClientConfig } from '../config/schema.js';
-import { InvalidRequest, InvalidToken, UnsupportedMediaType } from '../errors/index.js';
+import { InvalidRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType } from '../errors/index.js';
 import { withChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
 
 /** Authenticates a Koa request for a Deputy resource (audience) and optional scope. */
@@ -80,7 +80,7 @@ export function jsonBody(limitBytes: number): Koa.Middleware {
     encoding: 'utf-8',
     onError: (err) => {
       const status = (err as { status?: number }).status;
-      if (status === 413) throw err;
+      if (status === 413) throw new PayloadTooLarge(limitBytes);
       throw new InvalidRequest('request body is not valid JSON');
     },
   });

@@ -261,6 +261,19 @@ export function pruneVaultKeks(options: {
   return { dropped, file };
 }
 
+/**
+ * Puts `records` back into the KEK file in `dir` (those whose kid it no longer has), e.g. a KEK
+ * that {@link pruneVaultKeks} dropped while an instance was still wrapping rows with it. Returns
+ * the kids restored.
+ */
+export function restoreVaultKeks(options: { dir: string; records: readonly KekRecord[] }): string[] {
+  const { current } = readKekSet({ dir: options.dir });
+  const have = new Set(current.map((k) => k.kid));
+  const missing = options.records.filter((k) => !have.has(k.kid)).map((k): KekRecord => ({ ...k, status: 'retired' }));
+  if (missing.length > 0) writeSecretFile(join(options.dir, VAULT_KEK_FILE), { keys: [...current, ...missing] }, true);
+  return missing.map((k) => k.kid);
+}
+
 function readKekSet(options: { dir: string; json?: string }): { path: string; current: KekRecord[] } {
   const path = options.json === undefined ? join(options.dir, VAULT_KEK_FILE) : 'DEPUTY_VAULT_KEK';
   return { path, current: parseKekFile(options.json ?? readFileOrThrow(path), path).keys };

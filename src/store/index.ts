@@ -9,7 +9,8 @@ import { createPostgresStore } from './postgres.js';
 import type { Store } from './store.js';
 
 export type { Queryable, Store } from './store.js';
-export { StoreUnavailable } from './store.js';
+export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError } from './store.js';
+export { DataDirLocked, lockDataDir, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';
 
 export async function openStore(cfg: DeputyConfig['store']): Promise<Store> {

@@ -2,12 +2,16 @@
  * {@link Store} over embedded PGlite (PostgreSQL compiled to WebAssembly), the zero-setup default.
  *
  * PGlite is a single connection inside this process: it serialises statements and a transaction
- * holds it exclusively, so one data folder serves exactly one Deputy process.
+ * holds it exclusively, so one data folder serves exactly one Deputy process — enforced by the
+ * folder lock of `./lock.ts`, taken before the database is opened and released after it is
+ * closed (a second server or an operator script fails at once with {@link DataDirLocked}).
+ * In-memory databases (`memory://`) belong to their process by construction: no lock.
  *
  * @module
  */
 import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
+import { lockDataDir, type DataDirLock } from './lock.js';
 import { StoreUnavailable, withTimeout, type Queryable, type Store } from './store.js';
 
 export interface PGliteStoreOptions {
@@ -37,20 +41,26 @@ function emptyClusterDump(): Promise<File | Blob> {
   return emptyCluster;
 }
 
-async function openPGlite(dataDir: string): Promise<PGlite> {
+async function openPGlite(dataDir: string): Promise<{ db: PGlite; lock?: DataDirLock }> {
   if (!dataDir.startsWith('memory://')) {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    return PGlite.create(dataDir);
+    const lock = lockDataDir(dataDir);
+    try {
+      return { db: await PGlite.create(dataDir), lock };
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
   }
   // An in-memory database keeps nothing across a crash anyway: skip waiting for WAL flushes
   // (about a quarter of each write's cost in PGlite).
   const db = await PGlite.create({ loadDataDir: await emptyClusterDump(), relaxedDurability: true });
   await db.exec('SET synchronous_commit = off');
-  return db;
+  return { db };
 }
 
 export async function createPGliteStore(options: PGliteStoreOptions): Promise<Store> {
-  const db = await openPGlite(options.dataDir);
+  const { db, lock } = await openPGlite(options.dataDir);
 
   const query = async <R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> => {
     if (db.closed) throw new StoreUnavailable('store is closed');
@@ -87,7 +97,11 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
       }
     },
     async close() {
-      if (!db.closed) await db.close();
+      try {
+        if (!db.closed) await db.close();
+      } finally {
+        lock?.release();
+      }
     },
   };
 }

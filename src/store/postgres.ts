@@ -1,10 +1,14 @@
 /**
  * {@link Store} over a PostgreSQL server through a `pg` connection pool.
  *
+ * Every operation reports a refused, lost or timed-out connection as `StoreUnavailableError`
+ * ({@link classifyStoreError}), so callers and the HTTP layer see one typed error (503) rather
+ * than a driver error (500).
+ *
  * @module
  */
 import pg from 'pg';
-import { StoreUnavailable, withTimeout, type Queryable, type Store } from './store.js';
+import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type Store } from './store.js';
 
 export interface PostgresStoreOptions {
   connectionString: string;
@@ -29,8 +33,12 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
 
   const query = async <R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> => {
     assertOpen();
-    const res = await pool.query(sql, params as unknown[] | undefined);
-    return res.rows as R[];
+    try {
+      const res = await pool.query(sql, params as unknown[] | undefined);
+      return res.rows as R[];
+    } catch (err) {
+      throw classifyStoreError(err);
+    }
   };
 
   return {
@@ -38,17 +46,27 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
     query,
     async exec(sql: string) {
       assertOpen();
-      await pool.query(sql);
+      await pool.query(sql).catch((err: unknown) => {
+        throw classifyStoreError(err);
+      });
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       assertOpen();
-      const client = await pool.connect();
+      const client = await pool.connect().catch((err: unknown) => {
+        throw classifyStoreError(err);
+      });
       const tx: Queryable = {
         async query<R extends object>(sql: string, params?: readonly unknown[]) {
-          return (await client.query(sql, params as unknown[] | undefined)).rows as R[];
+          try {
+            return (await client.query(sql, params as unknown[] | undefined)).rows as R[];
+          } catch (err) {
+            throw classifyStoreError(err);
+          }
         },
         async exec(sql: string) {
-          await client.query(sql);
+          await client.query(sql).catch((err: unknown) => {
+            throw classifyStoreError(err);
+          });
         },
       };
       // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than pool it.
@@ -63,7 +81,7 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
           () => false,
           () => true,
         );
-        throw err;
+        throw classifyStoreError(err);
       } finally {
         client.release(broken);
       }

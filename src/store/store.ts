@@ -24,26 +24,85 @@ export interface Store extends Queryable {
    * Statements inside must go through the `tx` argument.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** Throws {@link StoreUnavailable} when the database cannot answer. */
+  /** Throws {@link StoreUnavailableError} when the database cannot answer. */
   ping(timeoutMs?: number): Promise<void>;
   /** Releases connections / closes the embedded database. Idempotent. */
   close(): Promise<void>;
 }
 
-/** The database cannot be reached or answered with an infrastructure error. */
-export class StoreUnavailable extends Error {
+/**
+ * The database cannot be reached or answered with an infrastructure error (refused or dropped
+ * connection, server shutting down or starting, pool timeout). Every surface answers it with
+ * `503 temporarily_unavailable` and `Retry-After` (src/http/errors.ts): the request may succeed
+ * once the store is back, and nothing was decided about it.
+ */
+export class StoreUnavailableError extends Error {
   readonly code = 'ERR_STORE_UNAVAILABLE';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = 'StoreUnavailable';
+    this.name = 'StoreUnavailableError';
   }
+}
+
+/** Former name of {@link StoreUnavailableError}, kept for existing imports. */
+export const StoreUnavailable = StoreUnavailableError;
+export type StoreUnavailable = StoreUnavailableError;
+
+/**
+ * SQLSTATE classes and codes that mean "the server is not there for us", not "your statement is
+ * wrong" (PostgreSQL Appendix A): 08xxx connection exceptions, 57P01 admin_shutdown, 57P02
+ * crash_shutdown, 57P03 cannot_connect_now, 53300 too_many_connections.
+ */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+/** Node socket errors of a connection that could not be made or was lost. */
+const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED']);
+/** node-postgres reports a lost or timed-out connection with these messages and no code. */
+const UNAVAILABLE_MESSAGES = [
+  /^Connection terminated/,
+  /timeout exceeded when trying to connect/,
+  /Client has encountered a connection error and is not queryable/,
+  /Client was closed and is not queryable/,
+  /Connection ended unexpectedly/,
+];
+
+/**
+ * Whether a raw driver error (node-postgres, PGlite, a socket) means the database is not there:
+ * a refused, lost or timed-out connection, or a server shutting down or starting. Statement
+ * errors (syntax, constraint, serialization) are not.
+ */
+export function isConnectionFailure(err: unknown): boolean {
+  if (err instanceof AggregateError) return err.errors.some((x) => isConnectionFailure(x));
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && ((code.length === 5 && code.startsWith('08')) || UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_ERRNOS.has(code))) return true;
+  const message = (err as { message?: unknown } | null)?.message;
+  return typeof message === 'string' && UNAVAILABLE_MESSAGES.some((re) => re.test(message));
+}
+
+/**
+ * What a store operation throws: a connection failure becomes {@link StoreUnavailableError}
+ * (the driver's error as its `cause`); anything else is returned unchanged.
+ */
+export function classifyStoreError(err: unknown): unknown {
+  if (err instanceof StoreUnavailableError || !isConnectionFailure(err)) return err;
+  return new StoreUnavailableError('the database is unreachable', { cause: err });
+}
+
+/**
+ * The {@link StoreUnavailableError} in `err` or its `cause` chain (services may wrap it), if any.
+ * Only the store classifies driver errors: an upstream API's ECONNRESET is not the store's.
+ */
+export function findStoreUnavailable(err: unknown): StoreUnavailableError | undefined {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth += 1) {
+    if (e instanceof StoreUnavailableError) return e;
+  }
+  return undefined;
 }
 
 /** Rejects after `ms` unless `p` settles first. */
 export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreUnavailable(`${what} timed out after ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new StoreUnavailableError(`${what} timed out after ${ms} ms`)), ms);
   });
   try {
     return await Promise.race([p, timeout]);

@@ -208,3 +208,14 @@ export class EnvelopeVault {
     }
   }
 }
+
+/**
+ * The key-encryption keys that stored rows reference, read from the store now (not from any
+ * process's memory): what `vault:rotate --prune` must keep. `among` limits the check to those ids.
+ */
+export async function kekIdsInUse(db: Queryable, among?: readonly string[]): Promise<Set<string>> {
+  const rows = among
+    ? await db.query<{ kek_id: string }>('SELECT DISTINCT kek_id FROM vault_secrets WHERE kek_id = ANY($1::text[])', [among])
+    : await db.query<{ kek_id: string }>('SELECT DISTINCT kek_id FROM vault_secrets');
+  return new Set(rows.map((r) => r.kek_id));
+}
