@@ -63,6 +63,8 @@ const CHECK_DESCRIPTIONS: ReadonlyMap<string, string> = new Map([
   ['the provided authentication mechanism does not match the registered client authentication method', 'clients authenticate with a private_key_jwt client_assertion only'],
   ['client not found', 'unknown or disabled client'],
 ]);
+/** What oidc-provider 9.13.3 says of every client-authentication failure (`InvalidClientAuth`). */
+const PROVIDER_GENERIC = 'client authentication failed';
 const FAILED_GENERIC = 'client_assertion did not verify: it must be signed with a key registered for the client, and be neither expired nor issued in the future';
 
 interface RenderedError {
@@ -95,13 +97,22 @@ export function useClientAuthenticationErrors(provider: Provider): void {
     // introspection check), whether or not oidc-provider had already looked the client up.
     if (ctx.status === 401 && body?.error === 'invalid_client') {
       const detail = rendered.get(ctx)?.error_detail;
-      description = (typeof detail === 'string' ? CHECK_DESCRIPTIONS.get(detail) : undefined) ?? FAILED_GENERIC;
+      description = (typeof detail === 'string' ? CHECK_DESCRIPTIONS.get(detail) : undefined) ?? deputyCheck(body) ?? FAILED_GENERIC;
     } else if (ctx.status === 400 && body?.error === 'invalid_request' && typeof body.error_description === 'string') {
       description = MISSING_OR_UNUSABLE.get(body.error_description);
     }
     if (description === undefined) return;
     throw new InvalidClient(description, { headers: basicChallenge(ctx, description) });
   });
+}
+
+/**
+ * A refusal Deputy's own checks wrote (the client-assertion audience rule in ./provider.ts) names
+ * its check already; oidc-provider's own refusals all say {@link PROVIDER_GENERIC}.
+ */
+function deputyCheck(body: RenderedError): string | undefined {
+  const description = body.error_description;
+  return typeof description === 'string' && description !== PROVIDER_GENERIC ? description : undefined;
 }
 
 /** RFC 6749 §5.2: the challenge for a client that tried HTTP Basic authentication. */

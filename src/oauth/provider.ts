@@ -253,9 +253,9 @@ function clientAssertionAudiences(config: DeputyConfig, provider: Provider): Rea
 function checkClientAssertionAudience(aud: unknown, accepted: ReadonlySet<string>): void {
   const expected = [...accepted].map((a) => `"${a}"`).join(' or ');
   if (typeof aud !== 'string') {
-    throw invalidClient(`client assertion aud must be a single string, the issuer identifier ${expected} (RFC 7523 §3)`);
+    throw invalidClient(`client_assertion "aud" must be a single string, the issuer identifier ${expected} (RFC 7523 §3)`);
   }
-  if (!accepted.has(aud)) throw invalidClient(`client assertion aud must be ${expected}`);
+  if (!accepted.has(aud)) throw invalidClient(`client_assertion "aud" must be ${expected}`);
 }
 
 function invalidClient(description: string): Error {
