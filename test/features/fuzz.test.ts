@@ -14,6 +14,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fc from 'fast-check';
+import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentConfig, clientAssertion, dpopProof, exchange, testAgent, TOKEN_EXCHANGE, type TestAgent } from '../support/agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type ClientKeys } from '../support/clients.js';
@@ -48,20 +49,32 @@ let userToken: string;
 
 const TABLES = ['token_records', 'agents', 'connections', 'connection_grants', 'connect_flows', 'vault_secrets', 'receipts', 'receipt_chains'];
 
-/** A refusal that is itself a decision (policy denial) is receipted by design; other refusals write nothing. */
-const RECEIPTED_REFUSALS = new Set(['access_denied']);
+/**
+ * Receipts a refusal may add: a refusal that is itself a decision (policy or registry rules)
+ * is receipted by design as a `deny`; at the gateway a permitted call whose upstream answered an
+ * error is receipted as the decision it was. Every other refusal writes nothing.
+ */
+type ReceiptRule = 'deny-only' | 'gateway-decisions';
 
-/** Row counts and chain heads: what a refusal must leave as it was (receipts apart, see {@link probe}). */
-async function snapshot(): Promise<{ grants: string; receipts: string }> {
+/**
+ * Row counts of everything a refusal must leave as it was, and the receipt count (a refusal may
+ * add decision receipts only, see {@link probe}; each one moves its chain's head).
+ */
+async function snapshot(): Promise<{ grants: string; receipts: number }> {
   const counts: Record<string, unknown> = {};
   for (const table of TABLES) {
     const [row] = await deputy.store.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`);
     counts[table] = row?.n;
   }
-  const heads = await deputy.store.query('SELECT * FROM receipt_chains ORDER BY 1');
   const revoked = await deputy.store.query<{ n: string }>('SELECT count(*)::text AS n FROM token_records WHERE revoked_at IS NOT NULL');
-  const { receipts, receipt_chains: chains, ...grants } = counts;
-  return { grants: JSON.stringify({ grants, revoked }), receipts: JSON.stringify({ receipts, chains, heads }) };
+  const { receipts, receipt_chains: _chains, ...grants } = counts;
+  return { grants: JSON.stringify({ grants, revoked }), receipts: Number(receipts) };
+}
+
+/** The claims of the receipts added since `count` (in order). */
+async function receiptsSince(count: number): Promise<Array<{ event: string; decision: string }>> {
+  const rows = await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts ORDER BY created_at, seq OFFSET $1', [count]);
+  return rows.map((r) => decodeJwt(r.jws) as { event: string; decision: string });
 }
 
 /**
@@ -85,15 +98,17 @@ async function checkResponse(res: Response, codes: ReadonlySet<string>): Promise
 }
 
 /** Sends a request and asserts the surface's rules; a refusal must not change state. */
-async function probe(send: () => Promise<Response>, codes: ReadonlySet<string>): Promise<void> {
+async function probe(send: () => Promise<Response>, codes: ReadonlySet<string>, receiptRule: ReceiptRule = 'deny-only'): Promise<void> {
   const before = await snapshot();
   const res = await send();
-  const code = await checkResponse(res, codes);
+  await checkResponse(res, codes);
   if (res.status < 400) return;
   const after = await snapshot();
   expect(after.grants).toBe(before.grants);
-  // Receipts record decisions: a policy denial, or an upstream's own error relayed after a permit.
-  if (code !== undefined && !RECEIPTED_REFUSALS.has(code)) expect(after.receipts).toBe(before.receipts);
+  for (const receipt of await receiptsSince(before.receipts)) {
+    if (receiptRule === 'deny-only') expect(receipt.decision, `a refusal added a ${receipt.event} receipt`).toBe('deny');
+    else expect(receipt.event).toBe('gateway_call');
+  }
 }
 
 beforeAll(async () => {
@@ -294,7 +309,7 @@ describe('fuzzing (fast-check, seeded)', () => {
             headers.authorization = `DPoP ${agentToken}`;
             headers.dpop = await dpopProof(agent.dpop, proofKind === 'valid' ? htu : `${htu}/other`, { htm: method, accessToken: agentToken });
           }
-          await probe(() => fetch(url, { method, headers, ...(method === 'POST' || method === 'PUT' ? { body: 'x' } : {}) }), ROUTE_ERRORS);
+          await probe(() => fetch(url, { method, headers, ...(method === 'POST' || method === 'PUT' ? { body: 'x' } : {}) }), ROUTE_ERRORS, 'gateway-decisions');
         },
       ),
       { numRuns: RUNS, seed: SEED },
