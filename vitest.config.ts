@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // The bench smoke run is its own CI step (`npm run test:bench`, vitest.bench.config.ts).
+    exclude: ['test/bench/**', '**/node_modules/**'],
     testTimeout: 60_000,
     hookTimeout: 180_000,
     pool: 'forks',

@@ -61,14 +61,12 @@ type ReceiptRule = 'deny-only' | 'gateway-decisions';
  * add decision receipts only, see {@link probe}; each one moves its chain's head).
  */
 async function snapshot(): Promise<{ grants: string; receipts: number }> {
-  const counts: Record<string, unknown> = {};
-  for (const table of TABLES) {
-    const [row] = await deputy.store.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`);
-    counts[table] = row?.n;
-  }
-  const revoked = await deputy.store.query<{ n: string }>('SELECT count(*)::text AS n FROM token_records WHERE revoked_at IS NOT NULL');
-  const { receipts, receipt_chains: _chains, ...grants } = counts;
-  return { grants: JSON.stringify({ grants, revoked }), receipts: Number(receipts) };
+  const counts = TABLES.map((t) => `(SELECT count(*) FROM ${t})::text AS ${t}`).join(', ');
+  const [row] = await deputy.store.query<Record<string, string>>(
+    `SELECT ${counts}, (SELECT count(*) FROM token_records WHERE revoked_at IS NOT NULL)::text AS revoked`,
+  );
+  const { receipts, receipt_chains: _chains, ...grants } = row!;
+  return { grants: JSON.stringify(grants), receipts: Number(receipts) };
 }
 
 /** The claims of the receipts added since `count` (in order). */
