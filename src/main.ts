@@ -23,6 +23,7 @@ import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
 import { AccessTokenVerifier } from './oauth/access-token.js';
 import { purgeExpired } from './oauth/adapter.js';
+import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { createProvider } from './oauth/provider.js';
 import { FederationVerifier } from './federation/verify.js';
@@ -124,6 +125,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     provider.use(agentTokenIntrospection({
       verifier, records, revocations, logger,
       adminClients: new Set(config.admin.clients.map((c) => c.client_id)),
+      revokingClients: new Set(config.admin.clients.filter((c) => (c.scopes as readonly string[]).includes(ADMIN_SCOPE)).map((c) => c.client_id)),
     }));
     // Disabled agents' tokens were revoked in the disabling transaction (onDisable above).
     agents.onChange((agent) => {

@@ -11,8 +11,10 @@
  * issued to it. Anyone else gets `active: false`, as RFC 7662 §2.2 prescribes for tokens a
  * caller may not introspect.
  *
- * Who may revoke: admin clients, the token's agent, and any agent earlier in its chain (revoking
- * what was delegated from you). RFC 7009 §2.1 refuses anyone else with an error, and nothing
+ * Who may revoke: admin clients holding `deputy:admin`, the token's agent, and any agent earlier
+ * in its chain (revoking what was delegated from you). A PEP (an admin client with only
+ * `authzen:evaluate`) may introspect any token but revoke none: a compromised PEP must not be
+ * able to cut every agent off. RFC 7009 §2.1 refuses anyone else with an error, and nothing
  * changes: `400 unauthorized_client` (RFC 6749 §5.2 — the client did authenticate, so this is
  * not `invalid_client`, whose 401 would tell it to fix its credentials). A token Deputy cannot
  * revoke (a `client_credentials` token, which is not recorded) is `unsupported_token_type`
@@ -32,8 +34,10 @@ export interface IntrospectionDeps {
   verifier: AccessTokenVerifier;
   records: TokenRecords;
   revocations: RevocationCache;
-  /** Client ids of admin / PEP clients (configuration `admin.clients`). */
+  /** Client ids of admin / PEP clients (configuration `admin.clients`): they may introspect any token. */
   adminClients: ReadonlySet<string>;
+  /** Client ids of the admin clients holding `deputy:admin`: they may revoke any token. */
+  revokingClients: ReadonlySet<string>;
   logger: Logger;
 }
 
@@ -95,7 +99,7 @@ async function revoke(deps: IntrospectionDeps, caller: string, token: string): P
   const claims = await verified(deps, token);
   if (!claims?.jti) return;
   const record = await deps.records.find(claims.jti);
-  const allowed = deps.adminClients.has(caller) || (record ? record.agentId === caller || record.chain.includes(caller) : claims.client_id === caller);
+  const allowed = deps.revokingClients.has(caller) || (record ? record.agentId === caller || record.chain.includes(caller) : claims.client_id === caller);
   if (!allowed) throw new UnauthorizedClient('this token was not issued to the client, nor delegated from one of its tokens');
   if (!record) throw new UnsupportedTokenType('only tokens issued by token exchange can be revoked; this one expires at its "exp"');
   const revoked = await deps.records.revokeCascade(record.jti, `revoked by ${caller}`);

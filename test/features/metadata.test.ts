@@ -347,6 +347,16 @@ describe('revocation (RFC 7009 §2.1): a refusal is an error and changes nothing
     expect((await json(res)).error).toBe('unauthorized_client');
   });
 
+  it('a PEP (authzen:evaluate only) may introspect any agent token but revoke none: 400 unauthorized_client; an admin may', async () => {
+    const token = await agentToken();
+    const res = await revoke('m-pep', pepKeys, token);
+    expect(res.status).toBe(400);
+    expect((await json(res)).error).toBe('unauthorized_client');
+    expect((await introspectAsAdmin(token)).active).toBe(true);
+    expect((await revoke('m-admin', adminKeys, token)).status).toBe(200);
+    expect((await introspectAsAdmin(token)).active).toBe(false);
+  });
+
   it('a token Deputy cannot revoke (client_credentials) is unsupported_token_type, not a 200 that lies', async () => {
     const adminToken = await ccToken('m-admin', adminKeys, ADMIN_SCOPE);
     const res = await revoke('m-admin', adminKeys, adminToken);
