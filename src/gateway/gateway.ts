@@ -31,7 +31,7 @@ import type { ReceiptAppender } from '../audit/index.js';
 import { receiptText, requestDigest } from '../audit/index.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { Logger } from '../log.js';
-import type { AccessTokenVerifier, AuthenticatedRequest } from '../oauth/access-token.js';
+import { dpopOnlyChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
 import { GATEWAY_PREFIX } from '../oauth/deputy-own.js';
 import type { RevocationCache, TokenRecord, TokenRecords } from '../oauth/token-records.js';
 import type { CallIdentity, CredentialSource } from '../vault/connections/credentials.js';
@@ -263,11 +263,8 @@ function proofsOf(v: string | string[] | undefined): string[] {
   return values.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
 }
 
-/** RFC 9449 §7.1: 401s carry a DPoP challenge naming the error. */
-function challenge(err: DeputyError): DeputyError {
-  err.headers['WWW-Authenticate'] = `DPoP realm="deputy", error="${err.code}", error_description="${err.description.replace(/[\\"]/g, '\\$&')}", algs="ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256"`;
-  return err;
-}
+/** RFC 9449 §7.1: 401s carry a DPoP challenge, naming the error when credentials were sent. */
+const challenge = dpopOnlyChallenge;
 
 /**
  * `body` as a stream pipeline() may destroy without destroying `body` itself: an upload refused

@@ -126,13 +126,30 @@ function parseAuthorization(header: string | undefined, scope: string | undefine
   return { scheme: used, token: m[2]! };
 }
 
+/** A request without authentication information (RFC 6750 §3.1): its challenge names no error. */
+export class CredentialsRequired extends InvalidToken {}
+
+/**
+ * The challenge of a resource that takes DPoP-bound tokens only (Deputy's gateways): one `DPoP`
+ * challenge (RFC 9449 §7.1) naming the error, or none when no credentials were sent
+ * (RFC 6750 §3.1), whatever scheme the request tried.
+ */
+export function dpopOnlyChallenge(err: DeputyError): DeputyError {
+  if (err instanceof CredentialsRequired) {
+    err.headers['WWW-Authenticate'] = `DPoP realm="deputy", algs="${DPOP_CHALLENGE_ALGS}"`;
+    return err;
+  }
+  delete err.headers['WWW-Authenticate'];
+  return withChallenge(err, 'DPoP') as DeputyError;
+}
+
 /**
  * RFC 6750 §3.1: a request without credentials gets the challenges and no error code. Both
  * schemes Deputy's resources accept are offered (RFC 9449 §7.1): `Bearer` first — PEPs and
  * admin clients use Bearer tokens — then `DPoP` for DPoP-bound tokens.
  */
 function credentialsRequired(scope: string | undefined): InvalidToken {
-  const err = new InvalidToken('an access token is required (Authorization: Bearer <token> or DPoP <token>)');
+  const err = new CredentialsRequired('an access token is required (Authorization: Bearer <token> or DPoP <token>)');
   const scopeParam = scope ? `, scope="${quote(scope)}"` : '';
   err.headers['WWW-Authenticate'] = `Bearer realm="deputy"${scopeParam}, DPoP realm="deputy"${scopeParam}, algs="${DPOP_CHALLENGE_ALGS}"`;
   return err;
