@@ -27,7 +27,8 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
+import { CachedJwks } from '../federation/jwks.js';
 import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 import type { Agent, AgentRegistry } from '../agents/registry.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
@@ -44,7 +45,7 @@ import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { DelegationDenied, type DelegationAuthorizer } from './delegation-authorizer.js';
 import { actFromChain, extendChain, handoffTarget, mayActNames, type DelegationChain } from './delegation-chain.js';
 import type { GrantRegistration } from './provider.js';
-import { TOKEN_EXCHANGE_GRANT } from './provider.js';
+import { CLIENT_AUTH_ALGS, TOKEN_EXCHANGE_GRANT } from './provider.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
 import { verifiedTokenProof } from './token-dpop.js';
 import { AgentNotActive, ParentRevoked, type TokenRecords } from './token-records.js';
@@ -174,6 +175,10 @@ function requireDpop(ctx: KoaContextWithOIDC): DpopResult {
   return { thumbprint: proof.jkt, jti: proof.jti };
 }
 
+/**
+ * Agents' published key sets (`jwks_uri`), one per URI: refetched at once when an actor token
+ * names a `kid` not seen yet (key rotation needs no wait), at most once per cooldown otherwise.
+ */
 const remoteKeySets = new Map<string, JWTVerifyGetKey>();
 /** Inline key sets, per agent object: the registry hands out the same object while it is cached, so keys are imported once. */
 const localKeySets = new WeakMap<Agent, JWTVerifyGetKey>();
@@ -186,8 +191,17 @@ function agentKeys(agent: Agent): JWTVerifyGetKey {
   }
   const uri = agent.jwks_uri!;
   let set = remoteKeySets.get(uri);
-  if (!set) remoteKeySets.set(uri, (set = createRemoteJWKSet(new URL(uri), { timeoutDuration: 5000 })));
+  if (!set) remoteKeySets.set(uri, (set = new CachedJwks(new URL(uri), { cacheMaxAgeMs: 600_000, unknownKidCooldownMs: 30_000, timeoutMs: 5000 }).getKey));
   return set;
+}
+
+/**
+ * `typ` values an actor token may carry: none, or the generic `JWT` (RFC 7519 §5.1). Any other
+ * names another kind of token (`at+jwt`, `dpop+jwt`, a receipt), which is never an actor token
+ * (RFC 8725 §3.11).
+ */
+function plainJwtType(typ: unknown): boolean {
+  return typ === undefined || (typeof typ === 'string' && typ.toUpperCase() === 'JWT');
 }
 
 /**
@@ -197,8 +211,10 @@ function agentKeys(agent: Agent): JWTVerifyGetKey {
  */
 async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: string): Promise<void> {
   let payload;
+  let header: JWTHeaderParameters;
   try {
-    ({ payload } = await jwtVerify(token, agentKeys(agent), {
+    ({ payload, protectedHeader: header } = await jwtVerify(token, agentKeys(agent), {
+      algorithms: [...CLIENT_AUTH_ALGS],
       issuer: agent.id,
       subject: agent.id,
       audience: deps.issuer,
@@ -208,6 +224,7 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
   } catch {
     throw oauthError('invalid_grant', 'actor_token must be a JWT signed with the authenticated agent\'s key, with iss and sub = its client_id and aud = Deputy\'s issuer');
   }
+  if (!plainJwtType(header.typ)) throw oauthError('invalid_grant', 'actor_token must be a plain JWT (header typ absent or "JWT"), not another kind of token');
   const key = createHash('sha256').update(`${agent.id}\0${String(payload.jti)}`).digest('base64url');
   if (!(await recordOnce(deps.store, 'ActorToken', key, 600))) {
     throw oauthError('invalid_grant', 'actor_token has already been used');

@@ -2,7 +2,8 @@
  * Token exchange end to end: a mock Okta / Entra / OIDC IdP over HTTP, Deputy, and agents as
  * real openid-client clients with DPoP.
  */
-import { createLocalJWKSet, jwtVerify } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { createLocalJWKSet, jwtVerify, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ACCESS_TOKEN_TYPE,
@@ -226,6 +227,14 @@ describe('token exchange: refusals', () => {
     await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: good, actor_token_type: JWT_TYPE }, 'invalid_grant', /already been used/);
     const foreign = await actorToken(a, deputy.issuer, keys['agent-b']!.privateKey);
     await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: foreign, actor_token_type: JWT_TYPE }, 'invalid_grant', /actor_token/);
+    // Another kind of token signed with the agent's own key is not an actor token (RFC 8725 §3.11),
+    // nor is one signed with a symmetric algorithm.
+    for (const typ of ['at+jwt', 'dpop+jwt', 'deputy-receipt+jwt']) {
+      const typed = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES256', typ }).setIssuer(a.id).setSubject(a.id).setAudience(deputy.issuer).setIssuedAt().setExpirationTime('60s').sign(a.keys.privateKey);
+      await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: typed, actor_token_type: JWT_TYPE }, 'invalid_grant', /plain JWT/);
+    }
+    const hs = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'HS256' }).setIssuer(a.id).setSubject(a.id).setAudience(deputy.issuer).setIssuedAt().setExpirationTime('60s').sign(new Uint8Array(32));
+    await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: hs, actor_token_type: JWT_TYPE }, 'invalid_grant', /actor_token/);
   });
 
   it('honours may_act in an IdP token', async () => {
