@@ -232,6 +232,8 @@ describe('gateway: the upstream gets the credential, the agent never does', () =
     // Deputy's own connection may be keep-alive; the upstream's Keep-Alive parameters are not passed on.
     expect(res.headers.get('keep-alive') ?? '').not.toContain('max=7');
     expect(res.headers.get('x-upstream')).toBe('kept');
+    // A DPoP-Nonce is Deputy's (one per origin, RFC 9449 §8), never the upstream's.
+    expect(res.headers.get('dpop-nonce')).not.toBe('upstream-nonce');
     expect(await res.text()).toBe('ok');
   });
 

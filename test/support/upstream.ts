@@ -153,6 +153,7 @@ export async function startMockUpstream(): Promise<MockUpstream> {
           'www-authenticate': 'Bearer realm="upstream"',
           'x-upstream': 'kept',
           'strict-transport-security': 'max-age=1',
+          'dpop-nonce': 'upstream-nonce',
         });
         return void res.end('ok');
       case 'redirect':
