@@ -19,9 +19,10 @@
  *
  * @module
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import { chmodSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeCompleteFile } from '../util/complete-file.js';
 import { exportJWK, generateKeyPair, calculateJwkThumbprint, type JWK } from 'jose';
 
 export type SigningAlg = 'ES256' | 'RS256' | 'EdDSA';
@@ -315,28 +316,11 @@ async function loadOrCreate<T>(
 }
 
 /**
- * Writes JSON with mode 0600, always complete: the content goes to a temporary file first, so a
- * reader never sees a half-written file. Without `replace`, the temporary file is hard-linked to
- * `path`, which fails if `path` exists — exclusive and atomic, for instances generating keys at
- * the same moment (one wins, the others read its file).
+ * Writes JSON with mode 0600, always complete (see {@link writeCompleteFile}); without `replace`,
+ * exclusively, for instances generating keys at the same moment (one wins, the others read its file).
  */
 function writeSecretFile(path: string, value: unknown, replace: boolean): boolean {
-  const tmp = `${path}.${randomUUID()}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600, flag: 'wx' });
-  chmodSync(tmp, 0o600);
-  if (replace) {
-    renameSync(tmp, path);
-    return true;
-  }
-  try {
-    linkSync(tmp, path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  } finally {
-    unlinkSync(tmp);
-  }
+  return writeCompleteFile(path, `${JSON.stringify(value, null, 2)}\n`, { replace });
 }
 
 function readFileIfExists(path: string): string | undefined {

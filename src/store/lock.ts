@@ -21,9 +21,10 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { readFileSync, statSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { writeCompleteFile } from '../util/complete-file.js';
 
 /** The lock file's name inside the data folder. */
 export const LOCK_FILE = 'deputy.lock';
@@ -111,23 +112,7 @@ function held(path: string, token: string): DataDirLock {
 
 /** Creates `path` with `content`, complete, only if it does not exist. */
 function createExclusive(path: string, content: object): boolean {
-  const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    writeSync(fd, `${JSON.stringify(content)}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    linkSync(tmp, path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  } finally {
-    unlinkQuietly(tmp);
-  }
+  return writeCompleteFile(path, `${JSON.stringify(content)}\n`, { replace: false });
 }
 
 function readHolder(path: string): LockHolder | 'missing' | 'unreadable' {

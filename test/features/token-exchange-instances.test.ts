@@ -143,7 +143,7 @@ describe.skipIf(!usingPostgres)('two instances on one PostgreSQL', () => {
   });
 });
 
-describe.skipIf(!usingPostgres)('revocation racing exchanges, two instances on one PostgreSQL', () => {
+describe.skipIf(!usingPostgres)('revocation racing exchanges, two instances on one PostgreSQL', { timeout: 240_000 }, () => {
   const ISSUER = 'http://deputy.test';
   const TRIES = 16;
   const handoff = (id: string) => `urn:deputy:agent:${id}`;
