@@ -20,6 +20,7 @@ import type { PdpService } from '../pdp/service.js';
 import type { Store } from '../store/index.js';
 import type { CredentialIsolation } from '../gateway/index.js';
 import { adminRoutes } from './admin.js';
+import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
 import { errorBoundary, providerErrorRenderer } from './errors.js';
 import { healthRoutes } from './health.js';
@@ -56,6 +57,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(requestContext(deps.logger));
   app.use(accessLog());
   app.use(securityHeaders());
+  app.use(adminNoStore());
   app.use(errorBoundary());
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));

@@ -12,16 +12,19 @@ import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream';
 import Router from '@koa/router';
 import type Koa from 'koa';
-import { InvalidRequest, NotFound } from '../errors/index.js';
+import { NotFound } from '../errors/index.js';
 import { GATEWAY_PREFIX, gatewayAudience, type Gateway } from '../gateway/gateway.js';
 import type { Logger } from '../log.js';
-import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { CONNECTION_ID, connectionInputSchema, secretRotationSchema } from '../vault/connections/config.js';
 import { CONNECT_COOKIE, type ConnectFlows } from '../vault/connections/connect-flows.js';
 import type { Connection, ConnectionStore } from '../vault/connections/store.js';
 import type { UserGrants } from '../vault/connections/user-grants.js';
-import { ADMIN_SCOPE } from './admin.js';
-import { jsonBody, parseWith, type Authenticate } from './util.js';
+import { nextCursor, pageRequest, parseAdminBody, requireAdmin, schemaMembers, toWire, wireFields, wireTime } from './admin-api.js';
+import { jsonBody, type Authenticate } from './util.js';
+
+/** Connection members: `baseUrl` in the YAML, `base_url` in the admin API. */
+const CONNECTION_FIELDS = wireFields(schemaMembers(connectionInputSchema));
+const SECRET_ROTATION_FIELDS = wireFields(schemaMembers(secretRotationSchema));
 
 const GATEWAY_PATH = new RegExp(`^${GATEWAY_PREFIX}/([^/]+)(/.*)?$`);
 
@@ -113,40 +116,36 @@ export interface ConnectionAdminDeps {
 /**
  * `/admin/connections`: create, list, read, rotate the secret, delete, disconnect a user.
  * Write-only for secrets: no route returns one, only whether one is set and its version.
+ * The admin API's dialect (./admin-api.ts): snake_case members (`base_url`, `required_scopes`)
+ * on read and write, although the YAML spells them `baseUrl`, `requiredScopes`.
  */
 export function connectionAdminRoutes(deps: ConnectionAdminDeps): Router {
   const router = new Router({ prefix: '/admin/connections' });
-  router.use(async function authenticateAdmin(ctx, next) {
-    ctx.set('Cache-Control', 'no-store');
-    const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, ADMIN_SCOPE);
-    (ctx.state.log as Logger).info({ admin: auth.claims.client_id, method: ctx.method, path: ctx.path }, 'admin call');
-    await next();
-  }, jsonBody(deps.bodyLimitBytes));
+  router.use(requireAdmin(deps), jsonBody(deps.bodyLimitBytes));
 
+  /** The wire view (./admin-api.ts): snake_case members (settings too), RFC 3339 times. */
   const view = (c: Connection) => ({
     id: c.id,
     kind: c.kind,
     name: c.settings.name ?? null,
     audience: gatewayAudience(deps.issuer, c.id),
     gateway_url: gatewayAudience(deps.issuer, c.id),
-    settings: c.settings,
+    settings: toWire(c.settings),
     has_secret: c.hasSecret,
     secret_version: c.secretVersion,
-    secret_updated_at: c.secretUpdatedAt ?? null,
+    secret_updated_at: wireTime(c.secretUpdatedAt),
     source: c.source,
-    created_at: c.createdAt,
-    updated_at: c.updatedAt,
+    created_at: wireTime(c.createdAt),
+    updated_at: wireTime(c.updatedAt),
   });
 
   router.get('/', async function listConnections(ctx) {
-    const limit = parseLimit(ctx.query.limit);
-    const after = typeof ctx.query.cursor === 'string' && ctx.query.cursor ? decodeCursor(ctx.query.cursor) : undefined;
-    const page = await deps.connections.list({ limit, ...(after ? { after } : {}) });
-    ctx.body = { connections: page.connections.map(view), next_cursor: page.next ? Buffer.from(page.next).toString('base64url') : null };
+    const page = await deps.connections.list(pageRequest(ctx.query, 'connections'));
+    ctx.body = { connections: page.connections.map(view), next_cursor: nextCursor('connections', page.next) };
   });
 
   router.post('/', async function createConnection(ctx) {
-    const input = parseWith(connectionInputSchema, ctx.request.body, 'connection');
+    const input = parseAdminBody(connectionInputSchema, ctx.request.body, 'connection', CONNECTION_FIELDS);
     const created = await deps.connections.create(input);
     ctx.status = 201;
     ctx.set('Location', `/admin/connections/${created.id}`);
@@ -158,7 +157,7 @@ export function connectionAdminRoutes(deps: ConnectionAdminDeps): Router {
   });
 
   router.post('/:id/secret', async function rotateSecret(ctx) {
-    const { secret } = parseWith(secretRotationSchema, ctx.request.body, 'secret rotation');
+    const { secret } = parseAdminBody(secretRotationSchema, ctx.request.body, 'secret rotation', SECRET_ROTATION_FIELDS);
     ctx.body = view(await deps.connections.rotateSecret(ctx.params.id!, secret));
   });
 
@@ -179,18 +178,6 @@ async function mustGet(connections: ConnectionStore, id: string): Promise<Connec
   const c = await connections.get(id);
   if (!c) throw new NotFound(`connection "${id.slice(0, 64)}" does not exist`);
   return c;
-}
-
-function parseLimit(raw: unknown): number {
-  if (raw === undefined) return 50;
-  const n = Number(raw);
-  if (typeof raw !== 'string' || !/^\d+$/.test(raw) || n < 1 || n > 200) throw new InvalidRequest('limit must be an integer from 1 to 200');
-  return n;
-}
-
-function decodeCursor(cursor: string): string {
-  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw new InvalidRequest('cursor is malformed');
-  return Buffer.from(cursor, 'base64url').toString('utf8');
 }
 
 function escapeHtml(s: string): string {

@@ -1,7 +1,8 @@
 /**
  * Admin API for the PDP's policy set (requires a `deputy:admin` token, like every admin route):
  *
- * - `GET /admin/policies`: the set serving now (generation, digest, policy ids and effects).
+ * - `GET /admin/policies`: the set serving now (generation, digest, `loaded_at` as RFC 3339, policy
+ *   ids and effects). One resource, not a paged listing: the set is served and digested whole.
  * - `POST /admin/policies/reload`: reload the policy folder now. An invalid set is refused with
  *   422 and the validation errors; the previous set keeps serving.
  *
@@ -10,7 +11,7 @@
 import Router from '@koa/router';
 import { DeputyError } from '../errors/index.js';
 import { PolicyLoadError, type PdpService } from '../pdp/service.js';
-import { noStore, requireAdmin } from './admin.js';
+import { requireAdmin, wireTime } from './admin-api.js';
 import type { Authenticate } from './util.js';
 
 export interface PolicyAdminDeps {
@@ -29,7 +30,7 @@ export class PolicySetRefused extends DeputyError {
 
 export function policyAdminRoutes(deps: PolicyAdminDeps): Router {
   const router = new Router({ prefix: '/admin/policies' });
-  router.use(noStore, requireAdmin(deps));
+  router.use(requireAdmin(deps));
 
   router.get('/', async function showPolicies(ctx) {
     const s = deps.pdp.policies.current;
@@ -37,7 +38,7 @@ export function policyAdminRoutes(deps: PolicyAdminDeps): Router {
       dir: deps.pdp.policies.dir,
       generation: s.generation,
       digest: s.digest,
-      loaded_at: s.loadedAt,
+      loaded_at: wireTime(s.loadedAt),
       policies: [...s.policies.values()].map((p) => ({ id: p.id, effect: p.effect, file: p.file })),
       entities: s.data.size,
       warnings: s.warnings,

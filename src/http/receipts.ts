@@ -9,7 +9,10 @@
  *   head when the export starts) as JSON Lines, streamed.
  * - `GET /admin/receipts/:id` — one receipt.
  *
- * Admin routes require a `deputy:admin` token for the admin resource, like `/admin/agents`.
+ * Admin routes require a `deputy:admin` token for the admin resource, like `/admin/agents`, and
+ * follow the admin API's dialect (./admin-api.ts): the listing pages like every other, and each
+ * receipt carries `issued_at` (RFC 3339) beside its `claims`, which are reproduced as signed
+ * (`iat` stays a JWT NumericDate).
  *
  * @module
  */
@@ -20,7 +23,7 @@ import { formatLine, JSONL_MEDIA_TYPE } from '../audit/jsonl.js';
 import type { SignedReceipt } from '../audit/receipt.js';
 import { InvalidRequest, NotFound } from '../errors/index.js';
 import type { KeyStore } from '../keys/keystore.js';
-import { noStore, requireAdmin } from './admin.js';
+import { nextCursor, pageRequest, requireAdmin, wireTime } from './admin-api.js';
 import type { Authenticate } from './util.js';
 
 export const RECEIPTS_JWKS_PATH = '/receipts/jwks';
@@ -35,7 +38,7 @@ export interface ReceiptRoutesDeps {
 
 export function receiptRoutes(deps: ReceiptRoutesDeps): Router {
   const router = new Router();
-  const admin = [noStore, requireAdmin(deps)];
+  const admin = requireAdmin(deps);
 
   router.get(RECEIPTS_JWKS_PATH, async function receiptJwks(ctx) {
     ctx.type = 'application/jwk-set+json; charset=utf-8';
@@ -43,20 +46,20 @@ export function receiptRoutes(deps: ReceiptRoutesDeps): Router {
     ctx.body = deps.keys.receiptJwks();
   });
 
-  router.get('/admin/agents/:id/receipts', ...admin, async function listReceipts(ctx) {
+  router.get('/admin/agents/:id/receipts', admin, async function listReceipts(ctx) {
     const agent = agentParam(ctx.params.id);
-    const limit = intParam(ctx.query.limit, 'limit', 1, 500) ?? 100;
-    const after = typeof ctx.query.cursor === 'string' && ctx.query.cursor ? decodeCursor(ctx.query.cursor) : 0;
-    const [page, head] = await Promise.all([deps.receipts.list(agent, { afterSeq: after, limit }), deps.receipts.head(agent)]);
+    const { limit, after } = pageRequest(ctx.query, `receipts/${agent}`, (key) => /^\d{1,15}$/.test(key));
+    const afterSeq = after === undefined ? 0 : Number(after);
+    const [page, head] = await Promise.all([deps.receipts.list(agent, { afterSeq, limit }), deps.receipts.head(agent)]);
     ctx.body = {
       agent,
       head: head ?? null,
       receipts: page.receipts.map(view),
-      next_cursor: page.next === undefined ? null : encodeCursor(page.next),
+      next_cursor: nextCursor(`receipts/${agent}`, page.next === undefined ? undefined : String(page.next)),
     };
   });
 
-  router.get('/admin/agents/:id/receipts/export', ...admin, async function exportReceipts(ctx) {
+  router.get('/admin/agents/:id/receipts/export', admin, async function exportReceipts(ctx) {
     const agent = agentParam(ctx.params.id);
     const from = intParam(ctx.query.from, 'from', 1) ?? 1;
     // Up to the head as the export starts: receipts appended meanwhile belong to the next export.
@@ -67,7 +70,7 @@ export function receiptRoutes(deps: ReceiptRoutesDeps): Router {
     ctx.body = Readable.from(lines(deps.receipts.range(agent, from, to)));
   });
 
-  router.get('/admin/receipts/:id', ...admin, async function readReceipt(ctx) {
+  router.get('/admin/receipts/:id', admin, async function readReceipt(ctx) {
     const id = ctx.params.id!;
     const receipt = id.length <= 256 ? await deps.receipts.get(id) : undefined;
     if (!receipt) throw new NotFound(`receipt "${id.slice(0, 256)}" does not exist`);
@@ -81,10 +84,14 @@ async function* lines(receipts: AsyncIterable<SignedReceipt>): AsyncGenerator<st
   for await (const r of receipts) yield formatLine(r);
 }
 
-/** The wire view: the stored receipt and, for reading, its claims (decoded, as signed). */
+/**
+ * The wire view: the stored receipt, its claims (decoded, as signed) and `issued_at`, the claims'
+ * `iat` (NumericDate, seconds) as the admin API's RFC 3339 timestamp.
+ */
 function view(r: SignedReceipt): Record<string, unknown> {
   const claims = JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString('utf8')) as Record<string, unknown>;
-  return { id: r.id, agent: r.agent, seq: r.seq, hash: r.hash, prev: r.prev, receipt: r.jws, claims };
+  const issuedAt = typeof claims.iat === 'number' ? wireTime(claims.iat) : null;
+  return { id: r.id, agent: r.agent, seq: r.seq, hash: r.hash, prev: r.prev, issued_at: issuedAt, receipt: r.jws, claims };
 }
 
 function agentParam(raw: string | undefined): string {
@@ -99,14 +106,4 @@ function intParam(raw: unknown, name: string, min: number, max = Number.MAX_SAFE
     throw new InvalidRequest(`${name} must be an integer from ${min}${max === Number.MAX_SAFE_INTEGER ? '' : ` to ${max}`}`);
   }
   return n;
-}
-
-function encodeCursor(seq: number): string {
-  return Buffer.from(String(seq), 'utf8').toString('base64url');
-}
-
-function decodeCursor(cursor: string): number {
-  const seq = /^[A-Za-z0-9_-]{1,24}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : '';
-  if (!/^\d{1,15}$/.test(seq)) throw new InvalidRequest('cursor is malformed');
-  return Number(seq);
 }

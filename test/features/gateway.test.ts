@@ -479,13 +479,16 @@ describe('connections admin API (write-only secrets)', () => {
 
   it('creates, lists, reads, rotates and deletes; never returns a secret', async () => {
     const created = await adminCall('POST', '', {
-      id: 'created', kind: 'api_key', baseUrl: `${up.base}/made`, allowInsecureHttp: true, header: 'X-Api-Key', secret: ADMIN_KEY, requiredScopes: ['deputy.read'],
+      id: 'created', kind: 'api_key', base_url: `${up.base}/made`, allow_insecure_http: true, header: 'X-Api-Key', secret: ADMIN_KEY, required_scopes: ['deputy.read'],
     });
     expect(created.status).toBe(201);
     const view = await created.text();
     expect(view).not.toContain(ADMIN_KEY);
-    expect(JSON.parse(view)).toMatchObject({ id: 'created', kind: 'api_key', has_secret: true, secret_version: 1, source: 'api', audience: gw('created') });
-    expect((await adminCall('POST', '', { id: 'created', kind: 'api_key', baseUrl: `${up.base}/made`, allowInsecureHttp: true, header: 'X-Api-Key', secret: 'x' })).status).toBe(409);
+    expect(JSON.parse(view)).toMatchObject({
+      id: 'created', kind: 'api_key', has_secret: true, secret_version: 1, source: 'api', audience: gw('created'),
+      settings: { base_url: `${up.base}/made`, allow_insecure_http: true, required_scopes: ['deputy.read'] },
+    });
+    expect((await adminCall('POST', '', { id: 'created', kind: 'api_key', base_url: `${up.base}/made`, allow_insecure_http: true, header: 'X-Api-Key', secret: 'x' })).status).toBe(409);
 
     const a = agents['agent-a']!;
     await call(a, await tokenFor(a, 'created'), 'created', '/v');
@@ -516,10 +519,15 @@ describe('connections admin API (write-only secrets)', () => {
   it('refuses to rotate or delete a connection defined in configuration, and invalid input, naming the field', async () => {
     expect(await json(await adminCall('POST', '/echo/secret', { secret: 'x' }))).toMatchObject({ error: 'conflict', error_description: expect.stringMatching(/defined in configuration/) });
     expect((await adminCall('DELETE', '/echo')).status).toBe(409);
-    const bad = await json(await adminCall('POST', '', { id: 'Bad Id', kind: 'api_key', baseUrl: 'http://x', header: 'X' }));
+    const bad = await json(await adminCall('POST', '', { id: 'Bad Id', kind: 'api_key', base_url: 'http://x', header: 'X' }));
     expect(bad).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/id:.*slug/) });
-    const insecure = await json(await adminCall('POST', '', { id: 'insecure', kind: 'api_key', baseUrl: 'http://plain.example.com', header: 'X-Key', secret: 's' }));
-    expect(insecure.error_description).toMatch(/allowInsecureHttp/);
+    // Messages written for the YAML name the admin API's spelling of the member.
+    const insecure = await json(await adminCall('POST', '', { id: 'insecure', kind: 'api_key', base_url: 'http://plain.example.com', header: 'X-Key', secret: 's' }));
+    expect(insecure.error_description).toMatch(/set allow_insecure_http/);
+    expect(insecure.error_description).not.toMatch(/allowInsecureHttp/);
+    const camel = await json(await adminCall('POST', '', { id: 'camel', kind: 'api_key', baseUrl: `${up.base}/c`, allow_insecure_http: true, header: 'X-Key', secret: 's' }));
+    expect(camel).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/baseUrl is not a field; use base_url/) });
+    expect((await adminCall('GET', '/camel')).status).toBe(404);
     expect((await fetch(`${deputy.url}/admin/connections`)).status).toBe(401);
   });
 });

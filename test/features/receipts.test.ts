@@ -327,6 +327,8 @@ describe('a scripted session on one instance', () => {
     expect(second.next_cursor).toBeNull();
     expect(first.head).toEqual({ seq: 4, hash: second.receipts[0].hash });
     expect(first.receipts[1]).toMatchObject({ agent: 'agent-a', seq: 2, prev: first.receipts[0].hash, claims: { decision: 'deny', seq: 2 } });
+    // The admin API's timestamp (RFC 3339 UTC) beside the claims, which stay as signed (iat: NumericDate).
+    for (const r of first.receipts as Json[]) expect(r.issued_at).toBe(new Date(r.claims.iat * 1000).toISOString());
 
     const one = await get(deputy, `/admin/receipts/${first.receipts[1].id}`, token);
     expect(one.status).toBe(200);
@@ -345,7 +347,9 @@ describe('a scripted session on one instance', () => {
 
     expect(await exportText(deputy, token, 'nobody')).toBe('');
     expect(await json(await get(deputy, '/admin/agents/nobody/receipts', token))).toEqual({ agent: 'nobody', head: null, receipts: [], next_cursor: null });
-    for (const bad of ['?limit=0', '?limit=x', '?cursor=%21%21']) {
+    // A cursor belongs to its listing: agent-a's cursor does not page agent-b's chain.
+    expect((await get(deputy, `/admin/agents/agent-b/receipts?cursor=${first.next_cursor}`, token)).status).toBe(400);
+    for (const bad of ['?limit=0', '?limit=x', '?limit=201', '?cursor=%21%21']) {
       const res = await get(deputy, `/admin/agents/agent-a/receipts${bad}`, token);
       expect(res.status, bad).toBe(400);
       expect((await json(res)).error).toBe('invalid_request');
@@ -379,7 +383,7 @@ describe('a scripted session on one instance', () => {
     const pay = await json(await rawExchange(deputy.url, deputy.issuer, a, { subject_token: user, resource: PAY }));
     expect(pay.error).toMatch(/invalid_grant|unauthorized_client/);
     expect(await count('receipts')).toBe(afterFirst + 2);
-    const last = await json(await get(deputy, '/admin/agents/agent-a/receipts?limit=500', token));
+    const last = await json(await get(deputy, '/admin/agents/agent-a/receipts?limit=200', token));
     expect(last.receipts.at(-1).claims).toMatchObject({ decision: 'deny', resource: PAY, policies: ['no-pay-delegation'], reason: expect.stringContaining('no-pay-delegation') });
     expect(last.receipts.at(-1).claims).not.toHaveProperty('token_id');
     expect(await count('token_records')).toBe(before.tokens);
