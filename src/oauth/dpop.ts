@@ -21,7 +21,7 @@ import { createHash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
-import { recordOnce } from './adapter.js';
+import { recordOnce, type OnceKey } from './adapter.js';
 import { DPOP_ALGS } from './provider.js';
 import { normalizeHttpUrl } from './uri.js';
 
@@ -57,6 +57,25 @@ export interface VerifiedDpopProof {
   htu: string;
   /** The nonce to hand out in `DPoP-Nonce` (§8.2, §9) when the proof's is not the newest. */
   nextNonce?: string;
+}
+
+/**
+ * A proof that verified but whose `jti` is not spent yet ({@link DpopVerifier.check}). Whoever
+ * holds one must spend `replayKey` before acting on the request — alone
+ * ({@link DpopVerifier.spend}) or in the same transaction as the first thing the request
+ * writes (the gateway's receipt) — and on every path that refuses the request after it, so the
+ * proof is never accepted twice.
+ */
+export interface UnspentDpopProof extends VerifiedDpopProof {
+  replayKey: OnceKey;
+}
+
+/** The store namespace of spent proofs (`oidc_models.model`). */
+export const DPOP_REPLAY_NAMESPACE = 'DPoPProof';
+
+/** RFC 9449 §11.1: the error for a proof whose `jti` was spent already. */
+export function dpopReplayed(): InvalidDpopProof {
+  return new InvalidDpopProof('DPoP proof has already been used (jti replay)');
 }
 
 const MAX_PROOF_LENGTH = 8 * 1024;
@@ -125,6 +144,18 @@ export class DpopVerifier {
    *   proof's nonce is not (or no longer) valid, or a proof without nonce is outside the `iat` window
    */
   async verify(req: DpopRequest, now = Math.floor(Date.now() / 1000)): Promise<VerifiedDpopProof> {
+    const { replayKey, ...verified } = await this.check(req, now);
+    await this.spend(replayKey);
+    return verified;
+  }
+
+  /**
+   * Every check of {@link verify} except spending the `jti`: the caller must spend the returned
+   * `replayKey` (see {@link UnspentDpopProof}). Same errors as {@link verify}, replay excepted.
+   *
+   * @param now seconds since the epoch
+   */
+  async check(req: DpopRequest, now = Math.floor(Date.now() / 1000)): Promise<UnspentDpopProof> {
     const proof = singleProof(req.proofs);
     const { payload, jwk } = await verifySignature(proof, this.#o.algorithms);
     const { jti, htu, iat } = checkClaims(payload, req);
@@ -134,10 +165,19 @@ export class DpopVerifier {
     if (req.expectedJkt !== undefined && jkt !== req.expectedJkt) {
       throw new InvalidDpopProof('DPoP proof key does not match the key the access token is bound to (cnf.jkt)');
     }
-    await this.#spend(jkt, jti);
     const next = this.#nonces.next(now);
     // As oidc-provider does at /token: whoever does not hold the newest nonce is handed it.
-    return { jkt, jti, iat, htu, ...(nonce === next ? {} : { nextNonce: next }) };
+    return { jkt, jti, iat, htu, ...(nonce === next ? {} : { nextNonce: next }), replayKey: this.#replayKey(jkt, jti) };
+  }
+
+  /**
+   * RFC 9449 §11.1: spends a checked proof's `jti`, once across every instance (insert-or-fail).
+   *
+   * @throws InvalidDpopProof when it was spent already (a replay)
+   */
+  async spend(replayKey: OnceKey): Promise<void> {
+    const fresh = await recordOnce(this.#o.db, replayKey.namespace, replayKey.key, replayKey.ttlSeconds);
+    if (!fresh) throw dpopReplayed();
   }
 
   /**
@@ -158,11 +198,10 @@ export class DpopVerifier {
   }
 
   /** RFC 9449 §11.1: the `jti` is accepted once, on every instance, for as long as the proof could be. */
-  async #spend(jkt: string, jti: string): Promise<void> {
+  #replayKey(jkt: string, jti: string): OnceKey {
     const key = createHash('sha256').update(`${jkt}\0${jti}`).digest('base64url');
-    const ttl = Math.max(2 * this.#o.iatWindowSeconds, DpopNonces.LIFETIME_SECONDS + DpopNonces.STEP_SECONDS) + 5;
-    const fresh = await recordOnce(this.#o.db, 'DPoPProof', key, ttl);
-    if (!fresh) throw new InvalidDpopProof('DPoP proof has already been used (jti replay)');
+    const ttlSeconds = Math.max(2 * this.#o.iatWindowSeconds, DpopNonces.LIFETIME_SECONDS + DpopNonces.STEP_SECONDS) + 5;
+    return { namespace: DPOP_REPLAY_NAMESPACE, key, ttlSeconds };
   }
 }
 
