@@ -7,11 +7,13 @@
  *    (RFC 8707: one resource per connection, so a token for one connection is useless at
  *    another), DPoP-bound, with a proof for this exact method and URL, used once
  *    (RFC 9449 §4.3, §7.1; query and fragment excluded from `htu` by §4.3 step 9, URLs compared
- *    after RFC 3986 normalization). The proof's `jti` is spent here, whatever happens next
- *    (§11.1); server nonces are those of `/token` (one per origin, §8). 401 with a
- *    `WWW-Authenticate: DPoP` challenge otherwise.
- * 3. revocation — the token and every token it was exchanged from must be live (revocation
- *    cascades at revoke time, so the token's own record answers for the chain). 401.
+ *    after RFC 3986 normalization). The proof's `jti` is spent whatever happens next (§11.1):
+ *    with receipts, in the receipt's transaction (step 5: one commit for both); on a refusal
+ *    before that, on its own first. Server nonces are those of `/token` (one per origin, §8).
+ *    401 with a `WWW-Authenticate: DPoP` challenge otherwise.
+ * 3. revocation — the token and every token it was exchanged from must be live (the token's own
+ *    record answers for the chain, read through the RevocationCache: 2-second bound across
+ *    instances, at once for a revocation made here). 401.
  * 4. connection — 404 when it does not exist.
  * 5. authorize — the {@link GatewayAuthorizer} (scopes/routes, or the PDP) with the chain as
  *    subject; 403 with its reason. A receipt is written for the decision (fail closed: no

@@ -9,7 +9,9 @@
  * window; `ath` for the presented token; key thumbprint equal to the token's `cnf.jkt`. Then the
  * `jti` is spent (§11.1), once across every instance (store insert-or-fail), *before* anything
  * else about the request is looked at: a proof that verified is never accepted again, whatever
- * happens to the request it came with.
+ * happens to the request it came with. {@link DpopVerifier.check} leaves the spending to a
+ * caller that folds it into its own first write (the gateway's receipt transaction) and spends
+ * it alone on every path that refuses the request before that write.
  *
  * Nonces (§8, §9) are one mechanism for the whole origin: {@link DpopNonces} computes exactly
  * the values oidc-provider computes from the same secret, so a nonce from `/token` is good at
