@@ -230,11 +230,34 @@ async function verifySignature(proof: string, algorithms: readonly string[]) {
   if (!jwk || typeof jwk !== 'object') throw new InvalidDpopProof('DPoP proof header must carry the public key (jwk)');
   if ('d' in jwk || 'k' in jwk) throw new InvalidDpopProof('DPoP proof jwk must be a public key');
   try {
-    const { payload } = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...algorithms] });
+    const { payload } = await jwtVerify(proof, cachedEmbeddedJwk, { typ: 'dpop+jwt', algorithms: [...algorithms] });
     return { payload, jwk };
   } catch (cause) {
     throw new InvalidDpopProof('DPoP proof signature is invalid', { cause });
   }
+}
+
+/** Imported proof keys, by `alg` and the header's `jwk` as sent: a client signs every proof with one key. */
+const importedProofKeys = new Map<string, ReturnType<typeof EmbeddedJWK>>();
+const MAX_IMPORTED_PROOF_KEYS = 1_000;
+
+/**
+ * jose's {@link EmbeddedJWK} (every check it makes on the header's `jwk`), remembering the
+ * imported key for identical `alg` + `jwk`: importing an EC / RSA public key costs about as much
+ * as verifying with it, and an agent sends the same key in every proof. Failures are not kept.
+ */
+function cachedEmbeddedJwk(...args: Parameters<typeof EmbeddedJWK>): ReturnType<typeof EmbeddedJWK> {
+  const [header] = args;
+  if (!header) return EmbeddedJWK(...args);
+  const id = `${String(header.alg)}\0${JSON.stringify(header.jwk)}`;
+  let key = importedProofKeys.get(id);
+  if (!key) {
+    key = EmbeddedJWK(...args);
+    if (importedProofKeys.size >= MAX_IMPORTED_PROOF_KEYS) importedProofKeys.clear();
+    importedProofKeys.set(id, key);
+    key.catch(() => importedProofKeys.delete(id));
+  }
+  return key;
 }
 
 function checkClaims(payload: Record<string, unknown>, req: DpopRequest): { jti: string; htu: string; iat: number } {
