@@ -3,16 +3,25 @@
  * `BENCH_DEPUTY_CONFIG` and prints `READY <url> <issuer>` once it accepts requests.
  *
  * `BENCH_NO_RECEIPTS=1` replaces receipt appends with a no-op, for the "receipts off" figures
- * only: Deputy itself has no switch to stop writing receipts.
+ * only: Deputy itself has no switch to stop writing receipts. The gateway's `appendOnce` still
+ * records its once-key (the DPoP proof's `jti`), which a call must spend with or without receipts.
  */
 import { validateConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
+import { AlreadyRecorded } from '../../src/audit/index.js';
+import { recordOnce, type OnceKey } from '../../src/oauth/adapter.js';
 import { startDeputy } from '../../src/main.js';
 
 const config = validateConfig(JSON.parse(process.env.BENCH_DEPUTY_CONFIG ?? '{}'), 'bench', {});
 const deputy = await startDeputy({ config, logger: createLogger('warn'), env: process.env });
 if (process.env.BENCH_NO_RECEIPTS === '1') {
   Object.defineProperty(deputy.receipts, 'append', { value: async () => undefined });
+  Object.defineProperty(deputy.receipts, 'appendOnce', {
+    value: async (_input: unknown, once: OnceKey) => {
+      if (!(await recordOnce(deputy.store, once.namespace, once.key, once.ttlSeconds))) throw new AlreadyRecorded(once);
+      return undefined;
+    },
+  });
 }
 process.stdout.write(`READY ${deputy.url} ${deputy.issuer}\n`);
 process.on('SIGTERM', () => {

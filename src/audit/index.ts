@@ -20,7 +20,7 @@ export {
   type SignedReceipt,
 } from './receipt.js';
 export { canonicalJson, requestDigest, type DigestValue } from './digest.js';
-export { ReceiptService, type AppendedReceipt, type ReceiptAppender, type ReceiptServiceOptions } from './receipts.js';
+export { AlreadyRecorded, ReceiptService, type AppendedReceipt, type ReceiptAppender, type ReceiptServiceOptions } from './receipts.js';
 export type { ChainHead } from './chain.js';
 export { formatLine, JSONL_MEDIA_TYPE, parseJsonLines, toReceiptLine, type ReceiptLine } from './jsonl.js';
 export {

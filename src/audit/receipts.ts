@@ -9,6 +9,10 @@
  *   a group, one transaction per group (group commit). The first append starts at once, so a
  *   lone append waits for nothing; appends that arrive while a transaction is in flight share the
  *   next one. One connection per busy agent waits on the chain lock instead of one per request.
+ * - `appendOnce(input, key)`: the same group commit, and the group's transaction first records
+ *   each append's once-key (the gateway's DPoP proof `jti`); an append whose key was recorded
+ *   already writes nothing and rejects with {@link AlreadyRecorded}. One commit — on PostgreSQL
+ *   one WAL flush — spends the proof and records the decision.
  *
  * Signing happens while the head is locked, because `prev` must be the hash of the previous
  * receipt's signed bytes; an ES256 / Ed25519 signature costs tens of microseconds, small next to
@@ -17,6 +21,7 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
+import { onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
 import type { Queryable, Store } from '../store/index.js';
 import { appendLocked, lockHead, readById, readHead, readRange, type ChainHead } from './chain.js';
 import { assertReceiptInput, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
@@ -25,6 +30,23 @@ import { assertReceiptInput, receiptClaims, receiptHash, ReceiptSigner, type Rec
 export interface ReceiptAppender {
   /** Appends one receipt to `input.agent`'s chain; inside `tx` when given. */
   append(input: ReceiptInput, tx?: Queryable): Promise<AppendedReceipt>;
+  /**
+   * Records `once` and appends the receipt in one transaction (group-committed like
+   * {@link append}): either both are written or neither. Rejects with {@link AlreadyRecorded},
+   * writing nothing, when `once` was recorded before (the gateway's DPoP `jti`, RFC 9449 §11.1:
+   * spending the proof and recording the decision cost one commit, not two). Absent on
+   * appenders that cannot; callers then record the key themselves first.
+   */
+  appendOnce?(input: ReceiptInput, once: OnceKey): Promise<AppendedReceipt>;
+}
+
+/** {@link ReceiptAppender.appendOnce}: the key was recorded already, so no receipt was written. */
+export class AlreadyRecorded extends Error {
+  readonly code = 'ERR_ALREADY_RECORDED';
+  constructor(readonly once: OnceKey) {
+    super(`"${once.namespace}" key was recorded already`);
+    this.name = 'AlreadyRecorded';
+  }
 }
 
 export interface AppendedReceipt extends SignedReceipt {
@@ -44,6 +66,8 @@ export interface ReceiptServiceOptions {
 
 interface Pending {
   input: ReceiptInput;
+  /** Recorded in the group's transaction first; the receipt is written only if that succeeds. */
+  once?: OnceKey;
   resolve: (r: AppendedReceipt) => void;
   reject: (err: unknown) => void;
 }
@@ -70,9 +94,18 @@ export class ReceiptService implements ReceiptAppender {
   async append(input: ReceiptInput, tx?: Queryable): Promise<AppendedReceipt> {
     assertReceiptInput(input);
     if (tx) return (await this.#appendLocked(tx, input.agent, [input]))[0]!;
+    return this.#enqueue(input);
+  }
+
+  async appendOnce(input: ReceiptInput, once: OnceKey): Promise<AppendedReceipt> {
+    assertReceiptInput(input);
+    return this.#enqueue(input, once);
+  }
+
+  #enqueue(input: ReceiptInput, once?: OnceKey): Promise<AppendedReceipt> {
     return new Promise<AppendedReceipt>((resolve, reject) => {
       const queue = this.#queues.get(input.agent) ?? [];
-      queue.push({ input, resolve, reject });
+      queue.push({ input, ...(once ? { once } : {}), resolve, reject });
       this.#queues.set(input.agent, queue);
       if (!this.#writers.has(input.agent)) this.#writers.set(input.agent, this.#write(input.agent));
     });
@@ -119,8 +152,14 @@ export class ReceiptService implements ReceiptAppender {
         if (!queue || queue.length === 0) return;
         const group = queue.splice(0, this.#maxBatch);
         try {
-          const written = await this.#store.transaction((tx) => this.#appendLocked(tx, agent, group.map((p) => p.input)));
-          group.forEach((p, i) => p.resolve(written[i]!));
+          const { admitted, refused, written } = await this.#store.transaction(async (tx) => {
+            const { admitted, refused } = await this.#admit(tx, group);
+            const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input)) : [];
+            return { admitted, refused, written };
+          });
+          // Settled after the commit: a resolved append is durable, a refused one wrote nothing.
+          admitted.forEach((p, i) => p.resolve(written[i]!));
+          for (const p of refused) p.reject(new AlreadyRecorded(p.once!));
         } catch (err) {
           for (const p of group) p.reject(err);
         }
@@ -129,6 +168,30 @@ export class ReceiptService implements ReceiptAppender {
       this.#queues.delete(agent);
       this.#writers.delete(agent);
     }
+  }
+
+  /**
+   * Records the group's once-keys (one statement) and splits the group: appends whose key was
+   * recorded already — before, or earlier in this same group — are refused and get no receipt
+   * (their `seq` is never assigned, so the chain has no gap).
+   */
+  async #admit(tx: Queryable, group: readonly Pending[]): Promise<{ admitted: Pending[]; refused: Pending[] }> {
+    const guarded = group.filter((p) => p.once);
+    if (guarded.length === 0) return { admitted: [...group], refused: [] };
+    const firsts = new Map<string, Pending>();
+    for (const p of guarded) {
+      const id = onceKeyId(p.once!.namespace, p.once!.key);
+      if (!firsts.has(id)) firsts.set(id, p);
+    }
+    const fresh = await recordEachOnce(tx, [...firsts.values()].map((p) => p.once!));
+    const admitted: Pending[] = [];
+    const refused: Pending[] = [];
+    for (const p of group) {
+      const id = p.once && onceKeyId(p.once.namespace, p.once.key);
+      if (id === undefined || (firsts.get(id) === p && fresh.has(id))) admitted.push(p);
+      else refused.push(p);
+    }
+    return { admitted, refused };
   }
 
   /** Locks the head, signs `inputs` in order after it, inserts them and moves the head. */

@@ -7,11 +7,13 @@
  *    (RFC 8707: one resource per connection, so a token for one connection is useless at
  *    another), DPoP-bound, with a proof for this exact method and URL, used once
  *    (RFC 9449 §4.3, §7.1; query and fragment excluded from `htu` by §4.3 step 9, URLs compared
- *    after RFC 3986 normalization). The proof's `jti` is spent here, whatever happens next
- *    (§11.1); server nonces are those of `/token` (one per origin, §8). 401 with a
- *    `WWW-Authenticate: DPoP` challenge otherwise.
- * 3. revocation — the token and every token it was exchanged from must be live (revocation
- *    cascades at revoke time, so the token's own record answers for the chain). 401.
+ *    after RFC 3986 normalization). The proof's `jti` is spent whatever happens next (§11.1):
+ *    with receipts, in the receipt's transaction (step 5: one commit for both); on a refusal
+ *    before that, on its own first. Server nonces are those of `/token` (one per origin, §8).
+ *    401 with a `WWW-Authenticate: DPoP` challenge otherwise.
+ * 3. revocation — the token and every token it was exchanged from must be live (the token's own
+ *    record answers for the chain, read through the RevocationCache: 2-second bound across
+ *    instances, at once for a revocation made here). 401.
  * 4. connection — 404 when it does not exist.
  * 5. authorize — the {@link GatewayAuthorizer} (scopes/routes, or the PDP) with the chain as
  *    subject; 403 with its reason. A receipt is written for the decision (fail closed: no
@@ -28,12 +30,14 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { PassThrough, pipeline, type Readable } from 'node:stream';
 import type { ReceiptAppender } from '../audit/index.js';
-import { receiptText, requestDigest } from '../audit/index.js';
+import { AlreadyRecorded, receiptText, requestDigest } from '../audit/index.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import { dpopOnlyChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
+import type { OnceKey } from '../oauth/adapter.js';
+import { dpopReplayed } from '../oauth/dpop.js';
 import { GATEWAY_PREFIX } from '../oauth/deputy-own.js';
-import type { RevocationCache, TokenRecord, TokenRecords } from '../oauth/token-records.js';
+import type { RevocationCache, TokenRecord } from '../oauth/token-records.js';
 import type { CallIdentity, CredentialSource } from '../vault/connections/credentials.js';
 import type { Connection, ConnectionStore } from '../vault/connections/store.js';
 import { actionFor, type GatewayAuthorizer, type GatewayDecision } from './authorizer.js';
@@ -64,7 +68,7 @@ export interface GatewayCall {
 export interface GatewayDeps {
   issuer: string;
   verifier: AccessTokenVerifier;
-  records: TokenRecords;
+  /** Liveness of the token and its lineage, with the token's record (one cached read). */
   revocations: RevocationCache;
   connections: ConnectionStore;
   credentials: CredentialSource;
@@ -93,27 +97,9 @@ export class Gateway {
     if (declared > this.#d.maxRequestBytes) throw new PayloadTooLarge(this.#d.maxRequestBytes);
 
     const auth = await this.#authenticate(call);
-    const record = await this.#liveRecord(auth);
-    const connection = await this.#d.connections.get(call.connectionId);
-    if (!connection) throw new NotFound(`connection "${call.connectionId}" does not exist`);
-    const path = upstreamPath(call.path);
-    const who: CallIdentity = {
-      userId: record.userId,
-      agentId: auth.claims.client_id,
-      chain: record.chain,
-      tokenJti: record.jti,
-      upstreamHandle: record.upstream,
-    };
-
-    const action = actionFor(connection, call.method, path);
-    const decision = await this.#d.authorizer.authorize({
-      subject: { userId: record.userId, userAttrs: record.userAttrs, chain: record.chain, agentId: who.agentId, scopes: auth.scopes, token: auth.token, jti: record.jti },
-      action: { name: action.name, method: call.method, path, route: action.route },
-      resource: { type: 'connection', id: connection.id, kind: connection.kind, connection },
-    });
-    await this.#receipt(call, connection, who, action.name, path, auth, decision);
+    const { connection, path, who, action, decision } = await this.#decideSpending(call, auth);
     if (!decision.allowed) {
-      this.#d.logger.info({ reqId: call.requestId, connection: connection.id, agent: who.agentId, user: who.userId, action: action.name, reason: decision.reason }, 'gateway call denied');
+      this.#d.logger.info({ reqId: call.requestId, connection: connection.id, agent: who.agentId, user: who.userId, action, reason: decision.reason }, 'gateway call denied');
       throw new AccessDenied(decision.reason);
     }
 
@@ -138,7 +124,7 @@ export class Gateway {
       throw new BadGateway(`the upstream of connection "${connection.id}" refused Deputy's credential for it`);
     }
     this.#d.logger.info(
-      { reqId: call.requestId, connection: connection.id, agent: who.agentId, user: who.userId, chain: who.chain, action: action.name, method: call.method, upstreamStatus: res.status },
+      { reqId: call.requestId, connection: connection.id, agent: who.agentId, user: who.userId, chain: who.chain, action, method: call.method, upstreamStatus: res.status },
       'gateway call',
     );
     const base = new URL(connection.settings.baseUrl);
@@ -174,8 +160,9 @@ export class Gateway {
       method: call.method,
       url: `${audience}${call.path}`,
     };
+    // With receipts, the proof's jti is spent in the receipt's transaction (#decideSpending).
     const auth = await this.#d.verifier
-      .authenticate(request, audience)
+      .authenticate(request, audience, { deferProofSpend: this.#d.receipts !== undefined })
       .catch((err: unknown) => {
         // The gateway takes DPoP only: its challenge is always DPoP (RFC 9449 §7.1), also when
         // the agent tried the Bearer scheme.
@@ -186,11 +173,53 @@ export class Gateway {
     return auth;
   }
 
+  /**
+   * Steps 3-5 (revocation, connection, authorization, receipt) with the proof's `jti` spent on
+   * every path (RFC 9449 §11.1; README "DPoP"): when receipts are written, the spend shares the
+   * receipt's transaction — one commit for both, and a replayed proof leaves no receipt;
+   * a refusal before the receipt spends it on its own first. Either way a replay is refused as
+   * one (401 `invalid_dpop_proof`), whatever else was wrong with the request, as when the
+   * proof was spent before anything else was looked at.
+   */
+  async #decideSpending(call: GatewayCall, auth: AuthenticatedRequest): Promise<{ connection: Connection; path: string; who: CallIdentity; action: string; decision: GatewayDecision }> {
+    const unspent = auth.unspentProof;
+    let pending = unspent;
+    try {
+      const record = await this.#liveRecord(auth);
+      const connection = await this.#d.connections.get(call.connectionId);
+      if (!connection) throw new NotFound(`connection "${call.connectionId}" does not exist`);
+      const path = upstreamPath(call.path);
+      const who: CallIdentity = {
+        userId: record.userId,
+        agentId: auth.claims.client_id,
+        chain: record.chain,
+        tokenJti: record.jti,
+        upstreamHandle: record.upstream,
+      };
+      const action = actionFor(connection, call.method, path);
+      const decision = await this.#d.authorizer.authorize({
+        subject: { userId: record.userId, userAttrs: record.userAttrs, chain: record.chain, agentId: who.agentId, scopes: auth.scopes, token: auth.token, jti: record.jti },
+        action: { name: action.name, method: call.method, path, route: action.route },
+        resource: { type: 'connection', id: connection.id, kind: connection.kind, connection },
+      });
+      pending = undefined; // from here on the receipt's transaction spends it, or nothing does
+      await this.#receipt(call, connection, who, action.name, path, auth, decision, unspent);
+      return { connection, path, who, action: action.name, decision };
+    } catch (err) {
+      if (pending) await this.#d.verifier.spendProof(pending).catch((spendErr: unknown) => {
+        throw spendErr instanceof DeputyError && spendErr.status === 401 ? challenge(spendErr) : spendErr;
+      });
+      throw err;
+    }
+  }
+
+  /**
+   * The token's record, live: the revocation cache's answer (a revocation through this instance
+   * at once, through another within its 2-second bound; README "Configuration").
+   */
   async #liveRecord(auth: AuthenticatedRequest): Promise<TokenRecord> {
-    const jti = auth.claims.jti!;
-    if (await this.#d.revocations.isRevoked(jti)) throw challenge(new InvalidToken('the access token, or a token it was delegated from, has been revoked'));
-    const record = await this.#d.records.find(jti);
-    if (!record || record.revokedAt !== undefined) throw challenge(new InvalidToken('the access token, or a token it was delegated from, has been revoked'));
+    const record = await this.#d.revocations.liveRecord(auth.claims.jti!);
+    if (!record) throw challenge(new InvalidToken('the access token, or a token it was delegated from, has been revoked'));
     return record;
   }
 
@@ -209,25 +238,40 @@ export class Gateway {
     return url;
   }
 
-  async #receipt(call: GatewayCall, connection: Connection, who: CallIdentity, action: string, path: string, auth: AuthenticatedRequest, decision: GatewayDecision): Promise<void> {
-    if (!this.#d.receipts) return;
+  /**
+   * The decision's receipt, written before anything reaches the upstream (fail closed: no
+   * receipt, no call — 503). With `unspent`, the proof's `jti` is recorded in the same
+   * transaction; a replay writes nothing and is 401 `invalid_dpop_proof`.
+   */
+  async #receipt(call: GatewayCall, connection: Connection, who: CallIdentity, action: string, path: string, auth: AuthenticatedRequest, decision: GatewayDecision, unspent: OnceKey | undefined): Promise<void> {
+    const receipts = this.#d.receipts;
+    if (!receipts) return;
+    const input = {
+      agent: who.agentId,
+      user: who.userId,
+      chain: who.chain,
+      event: 'gateway_call' as const,
+      action,
+      resource: receiptText(`${gatewayAudience(this.#base, connection.id)}${path}`),
+      decision: decision.allowed ? ('permit' as const) : ('deny' as const),
+      ...(decision.allowed ? {} : { reason: decision.reason }),
+      scope: [...auth.scopes].join(' '),
+      requestId: call.requestId,
+      requestDigest: requestDigest({ method: call.method, connection: connection.id, path, query: call.query }),
+      tokenId: who.tokenJti,
+    };
     try {
-      await this.#d.receipts.append({
-        agent: who.agentId,
-        user: who.userId,
-        chain: who.chain,
-        event: 'gateway_call',
-        action,
-        resource: receiptText(`${gatewayAudience(this.#base, connection.id)}${path}`),
-        decision: decision.allowed ? 'permit' : 'deny',
-        ...(decision.allowed ? {} : { reason: decision.reason }),
-        scope: [...auth.scopes].join(' '),
-        requestId: call.requestId,
-        requestDigest: requestDigest({ method: call.method, connection: connection.id, path, query: call.query }),
-        tokenId: who.tokenJti,
-      });
+      if (unspent && receipts.appendOnce) {
+        await receipts.appendOnce(input, unspent);
+      } else {
+        if (unspent) await this.#d.verifier.spendProof(unspent);
+        await receipts.append(input);
+      }
     } catch (cause) {
+      if (cause instanceof AlreadyRecorded || (cause instanceof DeputyError && cause.code === 'invalid_dpop_proof')) throw challenge(dpopReplayed());
       this.#d.logger.error({ err: cause, reqId: call.requestId }, 'gateway receipt could not be written');
+      // Not written, so not spent either: spend the proof on its own if the store lets us.
+      if (unspent) await this.#d.verifier.spendProof(unspent).catch(() => {});
       throw new TemporarilyUnavailable('the call could not be recorded; it was not forwarded', { cause });
     }
   }

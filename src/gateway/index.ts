@@ -88,7 +88,6 @@ export async function createCredentialIsolation(deps: CredentialIsolationDeps): 
   const gateway = new Gateway({
     issuer: deps.issuer,
     verifier: deps.verifier,
-    records: deps.records,
     revocations: deps.revocations,
     connections,
     credentials,

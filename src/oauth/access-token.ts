@@ -5,10 +5,12 @@
  *
  * @module
  */
+import { createHash } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { ActorClaim } from './delegation-chain.js';
+import type { OnceKey } from './adapter.js';
 import type { DpopVerifier } from './dpop.js';
 
 export type { ActorClaim } from './delegation-chain.js';
@@ -29,6 +31,22 @@ export interface AuthenticatedRequest {
   scheme: 'Bearer' | 'DPoP';
   /** A fresher DPoP nonce for the client (`DPoP-Nonce` response header, RFC 9449 §9). */
   dpopNonce?: string;
+  /**
+   * Only with `{ deferProofSpend: true }` and a DPoP proof: the proof's replay key, **not spent
+   * yet**. The caller must spend it before acting on the request and on every path that refuses
+   * it (see `UnspentDpopProof` in ./dpop.ts).
+   */
+  unspentProof?: OnceKey;
+}
+
+export interface AuthenticateOptions {
+  /** The scope the token must carry (`insufficient_scope` otherwise). */
+  requiredScope?: string;
+  /**
+   * Leave the DPoP proof's `jti` unspent and hand its key back (`unspentProof`), so the caller
+   * can spend it in the same transaction as its first write (the gateway's receipt).
+   */
+  deferProofSpend?: boolean;
 }
 
 /** What the HTTP layer hands over: plain values, no framework objects. */
@@ -42,12 +60,23 @@ export interface ResourceRequest {
 const ALGORITHMS = ['ES256', 'RS256', 'EdDSA'];
 const MAX_TOKEN_LENGTH = 16 * 1024;
 const JWKS_REFRESH_MS = 30_000;
+/** Verified tokens remembered at most (each entry: a digest and the claims, well under 1 KiB). */
+const MAX_VERIFIED = 10_000;
 
 export class AccessTokenVerifier {
   readonly #issuer: string;
   readonly #keys: KeyStore;
   readonly #dpop: DpopVerifier;
-  #jwks: { set: ReturnType<typeof createLocalJWKSet>; at: number } | undefined;
+  #jwks: { set: ReturnType<typeof createLocalJWKSet>; at: number; kids: string } | undefined;
+  /**
+   * Tokens whose signature, `typ`, issuer, audience and required claims verified, by SHA-256 of
+   * (audience, token): an agent presents the same token on every gateway call, and its
+   * signature cannot stop being valid. Only the time checks (`exp`, `nbf`) depend on when, and
+   * they are made again on every hit. Dropped whenever the token-signing key set changes (a key
+   * removed from the JWKS must stop verifying at once). Revocation is not this cache's concern:
+   * callers check it on every call (RevocationCache).
+   */
+  readonly #verified = new Map<string, AccessTokenClaims>();
 
   constructor(options: { issuer: string; keys: KeyStore; dpop: DpopVerifier }) {
     this.#issuer = options.issuer;
@@ -60,7 +89,8 @@ export class AccessTokenVerifier {
    * (RFC 6750 §2.1 / RFC 9449 §7.1), verifies the token for `audience`, enforces DPoP binding
    * and, when given, a required scope. Errors carry the `WWW-Authenticate` challenge.
    */
-  async authenticate(req: ResourceRequest, audience: string, requiredScope?: string): Promise<AuthenticatedRequest> {
+  async authenticate(req: ResourceRequest, audience: string, options?: string | AuthenticateOptions): Promise<AuthenticatedRequest> {
+    const { requiredScope, deferProofSpend = false } = typeof options === 'string' ? { requiredScope: options } : (options ?? {});
     const { scheme, token } = parseAuthorization(req.authorization, requiredScope);
     try {
       const claims = await this.verify(token, audience);
@@ -70,16 +100,36 @@ export class AccessTokenVerifier {
         throw withChallenge(new InvalidToken('this access token is DPoP-bound: use the DPoP authorization scheme with a proof'), 'DPoP', requiredScope);
       }
       if (jkt === undefined && scheme === 'DPoP') throw new InvalidToken('this access token is not DPoP-bound: use the Bearer scheme');
-      // The proof's jti is spent here, before anything else about the request is decided (RFC 9449 §11.1).
+      // The proof's jti is spent here, before anything else about the request is decided (RFC 9449 §11.1),
+      // unless the caller takes that over (deferProofSpend).
+      const proofRequest = { proofs: req.dpopProofs, method: req.method, url: req.url, accessToken: token, expectedJkt: jkt };
       const proof = jkt === undefined
         ? undefined
-        : await this.#dpop.verify({ proofs: req.dpopProofs, method: req.method, url: req.url, accessToken: token, expectedJkt: jkt });
+        : deferProofSpend ? await this.#dpop.check(proofRequest) : { ...(await this.#dpop.verify(proofRequest)), replayKey: undefined };
       const scopes = new Set((claims.scope ?? '').split(' ').filter(Boolean));
-      if (requiredScope !== undefined && !scopes.has(requiredScope)) throw new InsufficientScope(requiredScope);
-      return { token, claims, scopes, scheme, ...(proof?.nextNonce !== undefined ? { dpopNonce: proof.nextNonce } : {}) };
+      if (requiredScope !== undefined && !scopes.has(requiredScope)) {
+        // A refusal after the proof verified still spends it (replay, if it was one, wins).
+        if (proof?.replayKey !== undefined) await this.#dpop.spend(proof.replayKey);
+        throw new InsufficientScope(requiredScope);
+      }
+      return {
+        token, claims, scopes, scheme,
+        ...(proof?.nextNonce !== undefined ? { dpopNonce: proof.nextNonce } : {}),
+        ...(proof?.replayKey !== undefined ? { unspentProof: proof.replayKey } : {}),
+      };
     } catch (err) {
       throw withChallenge(err, scheme, requiredScope);
     }
+  }
+
+  /**
+   * Spends the `unspentProof` of an {@link authenticate} call made with `deferProofSpend`
+   * (RFC 9449 §11.1, once across every instance).
+   *
+   * @throws InvalidDpopProof when it was spent already (a replay)
+   */
+  async spendProof(unspentProof: OnceKey): Promise<void> {
+    await this.#dpop.spend(unspentProof);
   }
 
   /**
@@ -87,26 +137,44 @@ export class AccessTokenVerifier {
    * `audience: undefined` skips the audience check (a token presented back to Deputy as an
    * RFC 8693 `subject_token`, whose audience is some other service).
    */
-  async verify(token: string, audience: string | undefined): Promise<AccessTokenClaims> {
+  async verify(token: string, audience: string | undefined, now = Date.now()): Promise<AccessTokenClaims> {
     if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('access token is too large');
+    const keySet = this.#keySet(now);
+    const cacheKey = createHash('sha256').update(audience ?? '').update('\0').update(token).digest('base64url');
+    const hit = this.#verified.get(cacheKey);
+    if (hit) {
+      const seconds = Math.floor(now / 1000);
+      // jose's own time rules (RFC 7519 §4.1.4-§4.1.5, no clock tolerance): expired at `exp`.
+      if (hit.exp! <= seconds) {
+        this.#verified.delete(cacheKey);
+        throw new InvalidToken('access token has expired');
+      }
+      if (hit.nbf === undefined || hit.nbf <= seconds) return hit;
+    }
     try {
-      const { payload } = await jwtVerify(token, this.#keySet(), {
+      const { payload } = await jwtVerify(token, keySet, {
         issuer: this.#issuer,
         ...(audience === undefined ? {} : { audience }),
         typ: 'at+jwt',
         algorithms: ALGORITHMS,
         requiredClaims: ['exp', 'iat', 'jti', 'client_id'],
+        currentDate: new Date(now),
       });
+      if (this.#verified.size >= MAX_VERIFIED) this.#verified.clear();
+      this.#verified.set(cacheKey, payload as AccessTokenClaims);
       return payload as AccessTokenClaims;
     } catch (cause) {
       throw new InvalidToken(describeJoseError(cause), { cause });
     }
   }
 
-  #keySet(): ReturnType<typeof createLocalJWKSet> {
-    const now = Date.now();
-    if (!this.#jwks || now - this.#jwks.at > JWKS_REFRESH_MS) {
-      this.#jwks = { set: createLocalJWKSet(this.#keys.publicJwks()), at: now };
+  #keySet(now: number): ReturnType<typeof createLocalJWKSet> {
+    if (!this.#jwks || now - this.#jwks.at > JWKS_REFRESH_MS || now < this.#jwks.at) {
+      const jwks = this.#keys.publicJwks(Math.floor(now / 1000));
+      const kids = JSON.stringify(jwks.keys);
+      // A key left the set (or another came): what was verified under the old set is re-verified.
+      if (this.#jwks && this.#jwks.kids !== kids) this.#verified.clear();
+      this.#jwks = { set: createLocalJWKSet(jwks), at: now, kids };
     }
     return this.#jwks.set;
   }

@@ -128,6 +128,38 @@ export async function recordOnce(db: Queryable, namespace: string, key: string, 
   return rows.length === 1;
 }
 
+/** A key that may be recorded once only ({@link recordOnce}): replay detection's unit. */
+export interface OnceKey {
+  namespace: string;
+  key: string;
+  /** How long the record must outlive the thing it guards (a proof's acceptance window), in seconds. */
+  ttlSeconds: number;
+}
+
+/**
+ * {@link recordOnce} for several keys in one statement (one round trip inside a caller's
+ * transaction, e.g. a receipt group). Returns the keys this call recorded, as
+ * `namespace\0key`; a key already recorded and unexpired is missing from the result. The
+ * keys must be distinct (one statement cannot claim a row twice): callers dedupe first.
+ */
+export async function recordEachOnce(db: Queryable, keys: readonly OnceKey[]): Promise<Set<string>> {
+  if (keys.length === 0) return new Set();
+  const rows = await db.query<{ model: string; id: string }>(
+    `INSERT INTO oidc_models (model, id, payload, expires_at)
+     SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM unnest($1::text[], $2::text[], $3::int[]) AS k(m, i, t)
+     ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
+       WHERE oidc_models.expires_at <= now()
+     RETURNING model, id`,
+    [keys.map((k) => k.namespace), keys.map((k) => k.key), keys.map((k) => Math.max(1, Math.ceil(k.ttlSeconds)))],
+  );
+  return new Set(rows.map((r) => onceKeyId(r.model, r.id)));
+}
+
+/** The identity of a {@link OnceKey} in {@link recordEachOnce}'s result. */
+export function onceKeyId(namespace: string, key: string): string {
+  return `${namespace}\0${key}`;
+}
+
 /** Deletes expired rows; returns how many. Run periodically by the server. */
 export async function purgeExpired(db: Queryable): Promise<number> {
   const rows = await db.query<{ n: number }>(

@@ -9,7 +9,9 @@
  * window; `ath` for the presented token; key thumbprint equal to the token's `cnf.jkt`. Then the
  * `jti` is spent (§11.1), once across every instance (store insert-or-fail), *before* anything
  * else about the request is looked at: a proof that verified is never accepted again, whatever
- * happens to the request it came with.
+ * happens to the request it came with. {@link DpopVerifier.check} leaves the spending to a
+ * caller that folds it into its own first write (the gateway's receipt transaction) and spends
+ * it alone on every path that refuses the request before that write.
  *
  * Nonces (§8, §9) are one mechanism for the whole origin: {@link DpopNonces} computes exactly
  * the values oidc-provider computes from the same secret, so a nonce from `/token` is good at
@@ -21,7 +23,7 @@ import { createHash, hkdfSync, timingSafeEqual } from 'node:crypto';
 import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
-import { recordOnce } from './adapter.js';
+import { recordOnce, type OnceKey } from './adapter.js';
 import { DPOP_ALGS } from './provider.js';
 import { normalizeHttpUrl } from './uri.js';
 
@@ -57,6 +59,25 @@ export interface VerifiedDpopProof {
   htu: string;
   /** The nonce to hand out in `DPoP-Nonce` (§8.2, §9) when the proof's is not the newest. */
   nextNonce?: string;
+}
+
+/**
+ * A proof that verified but whose `jti` is not spent yet ({@link DpopVerifier.check}). Whoever
+ * holds one must spend `replayKey` before acting on the request — alone
+ * ({@link DpopVerifier.spend}) or in the same transaction as the first thing the request
+ * writes (the gateway's receipt) — and on every path that refuses the request after it, so the
+ * proof is never accepted twice.
+ */
+export interface UnspentDpopProof extends VerifiedDpopProof {
+  replayKey: OnceKey;
+}
+
+/** The store namespace of spent proofs (`oidc_models.model`). */
+export const DPOP_REPLAY_NAMESPACE = 'DPoPProof';
+
+/** RFC 9449 §11.1: the error for a proof whose `jti` was spent already. */
+export function dpopReplayed(): InvalidDpopProof {
+  return new InvalidDpopProof('DPoP proof has already been used (jti replay)');
 }
 
 const MAX_PROOF_LENGTH = 8 * 1024;
@@ -125,6 +146,18 @@ export class DpopVerifier {
    *   proof's nonce is not (or no longer) valid, or a proof without nonce is outside the `iat` window
    */
   async verify(req: DpopRequest, now = Math.floor(Date.now() / 1000)): Promise<VerifiedDpopProof> {
+    const { replayKey, ...verified } = await this.check(req, now);
+    await this.spend(replayKey);
+    return verified;
+  }
+
+  /**
+   * Every check of {@link verify} except spending the `jti`: the caller must spend the returned
+   * `replayKey` (see {@link UnspentDpopProof}). Same errors as {@link verify}, replay excepted.
+   *
+   * @param now seconds since the epoch
+   */
+  async check(req: DpopRequest, now = Math.floor(Date.now() / 1000)): Promise<UnspentDpopProof> {
     const proof = singleProof(req.proofs);
     const { payload, jwk } = await verifySignature(proof, this.#o.algorithms);
     const { jti, htu, iat } = checkClaims(payload, req);
@@ -134,10 +167,19 @@ export class DpopVerifier {
     if (req.expectedJkt !== undefined && jkt !== req.expectedJkt) {
       throw new InvalidDpopProof('DPoP proof key does not match the key the access token is bound to (cnf.jkt)');
     }
-    await this.#spend(jkt, jti);
     const next = this.#nonces.next(now);
     // As oidc-provider does at /token: whoever does not hold the newest nonce is handed it.
-    return { jkt, jti, iat, htu, ...(nonce === next ? {} : { nextNonce: next }) };
+    return { jkt, jti, iat, htu, ...(nonce === next ? {} : { nextNonce: next }), replayKey: this.#replayKey(jkt, jti) };
+  }
+
+  /**
+   * RFC 9449 §11.1: spends a checked proof's `jti`, once across every instance (insert-or-fail).
+   *
+   * @throws InvalidDpopProof when it was spent already (a replay)
+   */
+  async spend(replayKey: OnceKey): Promise<void> {
+    const fresh = await recordOnce(this.#o.db, replayKey.namespace, replayKey.key, replayKey.ttlSeconds);
+    if (!fresh) throw dpopReplayed();
   }
 
   /**
@@ -158,11 +200,10 @@ export class DpopVerifier {
   }
 
   /** RFC 9449 §11.1: the `jti` is accepted once, on every instance, for as long as the proof could be. */
-  async #spend(jkt: string, jti: string): Promise<void> {
+  #replayKey(jkt: string, jti: string): OnceKey {
     const key = createHash('sha256').update(`${jkt}\0${jti}`).digest('base64url');
-    const ttl = Math.max(2 * this.#o.iatWindowSeconds, DpopNonces.LIFETIME_SECONDS + DpopNonces.STEP_SECONDS) + 5;
-    const fresh = await recordOnce(this.#o.db, 'DPoPProof', key, ttl);
-    if (!fresh) throw new InvalidDpopProof('DPoP proof has already been used (jti replay)');
+    const ttlSeconds = Math.max(2 * this.#o.iatWindowSeconds, DpopNonces.LIFETIME_SECONDS + DpopNonces.STEP_SECONDS) + 5;
+    return { namespace: DPOP_REPLAY_NAMESPACE, key, ttlSeconds };
   }
 }
 
@@ -189,11 +230,34 @@ async function verifySignature(proof: string, algorithms: readonly string[]) {
   if (!jwk || typeof jwk !== 'object') throw new InvalidDpopProof('DPoP proof header must carry the public key (jwk)');
   if ('d' in jwk || 'k' in jwk) throw new InvalidDpopProof('DPoP proof jwk must be a public key');
   try {
-    const { payload } = await jwtVerify(proof, EmbeddedJWK, { typ: 'dpop+jwt', algorithms: [...algorithms] });
+    const { payload } = await jwtVerify(proof, cachedEmbeddedJwk, { typ: 'dpop+jwt', algorithms: [...algorithms] });
     return { payload, jwk };
   } catch (cause) {
     throw new InvalidDpopProof('DPoP proof signature is invalid', { cause });
   }
+}
+
+/** Imported proof keys, by `alg` and the header's `jwk` as sent: a client signs every proof with one key. */
+const importedProofKeys = new Map<string, ReturnType<typeof EmbeddedJWK>>();
+const MAX_IMPORTED_PROOF_KEYS = 1_000;
+
+/**
+ * jose's {@link EmbeddedJWK} (every check it makes on the header's `jwk`), remembering the
+ * imported key for identical `alg` + `jwk`: importing an EC / RSA public key costs about as much
+ * as verifying with it, and an agent sends the same key in every proof. Failures are not kept.
+ */
+function cachedEmbeddedJwk(...args: Parameters<typeof EmbeddedJWK>): ReturnType<typeof EmbeddedJWK> {
+  const [header] = args;
+  if (!header) return EmbeddedJWK(...args);
+  const id = `${String(header.alg)}\0${JSON.stringify(header.jwk)}`;
+  let key = importedProofKeys.get(id);
+  if (!key) {
+    key = EmbeddedJWK(...args);
+    if (importedProofKeys.size >= MAX_IMPORTED_PROOF_KEYS) importedProofKeys.clear();
+    importedProofKeys.set(id, key);
+    key.catch(() => importedProofKeys.delete(id));
+  }
+  return key;
 }
 
 function checkClaims(payload: Record<string, unknown>, req: DpopRequest): { jti: string; htu: string; iat: number } {

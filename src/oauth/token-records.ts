@@ -240,18 +240,21 @@ export class TokenRecords {
 }
 
 /**
- * Answers "is this token revoked?" for resource-side checks (PDP, gateway), caching answers.
+ * Answers "is this token revoked?" for resource-side checks (PDP, gateway), caching answers —
+ * and, for live tokens, the record itself ({@link liveRecord}), so the gateway reads a token's
+ * record once per staleness bound rather than once per call.
  * The answer is {@link TokenRecords.find}'s: the token or a token of its lineage was revoked.
  *
  * Staleness bound: a revocation made on another instance is seen here at most
  * `activeTtlMs` later (default 2 s), because "not revoked" answers are cached only that long.
  * Revocations made through this instance are seen immediately ({@link forget}). "Revoked" is
- * final and cached until the token would have expired anyway.
+ * final and cached until the token would have expired anyway. A record's other fields never
+ * change after issue, so a cached live record differs from the store's only in revocation.
  */
 export class RevocationCache {
   readonly #records: TokenRecords;
   readonly #activeTtlMs: number;
-  readonly #entries = new Map<string, { revoked: boolean; until: number }>();
+  readonly #entries = new Map<string, { record: TokenRecord | undefined; until: number }>();
   /** Bumped by {@link forget}: a lookup that started before a local revocation caches nothing. */
   #generation = 0;
   static readonly MAX_ENTRIES = 50_000;
@@ -263,15 +266,24 @@ export class RevocationCache {
 
   /** True when the token (or one it was exchanged from) is revoked, or unknown to Deputy. */
   async isRevoked(jti: string, now = Date.now()): Promise<boolean> {
+    return (await this.liveRecord(jti, now)) === undefined;
+  }
+
+  /**
+   * The token's record while it is live (by {@link TokenRecords.find}'s rule, within this cache's
+   * staleness bound); undefined when it, or a token it was exchanged from, is revoked, or when
+   * Deputy never recorded it. `now` in milliseconds since the epoch.
+   */
+  async liveRecord(jti: string, now = Date.now()): Promise<TokenRecord | undefined> {
     const hit = this.#entries.get(jti);
-    if (hit && hit.until > now) return hit.revoked;
+    if (hit && hit.until > now) return hit.record;
     const generation = this.#generation;
-    const record = await this.#records.find(jti);
-    const revoked = record === undefined || record.revokedAt !== undefined;
-    if (!revoked && generation !== this.#generation) return revoked;
+    const found = await this.#records.find(jti);
+    const record = found === undefined || found.revokedAt !== undefined ? undefined : found;
+    if (record && generation !== this.#generation) return record;
     if (this.#entries.size >= RevocationCache.MAX_ENTRIES) this.#entries.clear();
-    this.#entries.set(jti, { revoked, until: revoked ? (record?.expiresAt ?? 0) * 1000 + 60_000 : now + this.#activeTtlMs });
-    return revoked;
+    this.#entries.set(jti, { record, until: record ? now + this.#activeTtlMs : (found?.expiresAt ?? 0) * 1000 + 60_000 });
+    return record;
   }
 
   /**
@@ -281,6 +293,6 @@ export class RevocationCache {
    */
   forget(): void {
     this.#generation++;
-    for (const [jti, entry] of this.#entries) if (!entry.revoked) this.#entries.delete(jti);
+    for (const [jti, entry] of this.#entries) if (entry.record) this.#entries.delete(jti);
   }
 }

@@ -308,6 +308,44 @@ describe('gateway: refusals happen before anything reaches the upstream', () => 
     expect(upstreamCount()).toBe(before + 1);
   });
 
+  it('a proof is spent on every path: reused after a denial or a revocation refusal, or sent twice at once, it is a replay that leaves no receipt', async () => {
+    const a = agents['agent-a']!;
+    const receiptCount = async () => {
+      await deputy.receipts.flush();
+      return (await deputy.receipts.list('agent-a', { limit: 100_000 })).receipts.length;
+    };
+
+    // A denial (403, with its deny receipt), then the same proof again: a replay, no second receipt.
+    const routesToken = await tokenFor(a, 'routes', 'deputy.read');
+    const deniedUrl = `${gw('routes')}/admin/users`;
+    const deniedProof = await dpopProof(a.dpop, deniedUrl, { htm: 'GET', accessToken: routesToken });
+    await expectRefused(await rawCall(deniedUrl, { authorization: `DPoP ${routesToken}`, proof: deniedProof }), 403, 'access_denied');
+    const afterDenial = await receiptCount();
+    await expectRefused(await rawCall(deniedUrl, { authorization: `DPoP ${routesToken}`, proof: deniedProof }), 401, 'invalid_dpop_proof', /already been used/);
+    expect(await receiptCount()).toBe(afterDenial);
+
+    // The same proof twice at once: exactly one call reaches the upstream and leaves a receipt.
+    const token = await tokenFor(a, 'echo');
+    const twiceUrl = `${gw('echo')}/twice`;
+    const twice = await dpopProof(a.dpop, twiceUrl, { htm: 'GET', accessToken: token });
+    const [upstreamBefore, receiptsBefore] = [up.requests.length, await receiptCount()];
+    const both = await Promise.all([1, 2].map(() => rawCall(twiceUrl, { authorization: `DPoP ${token}`, proof: twice })));
+    expect(both.map((r) => r.status).sort()).toEqual([200, 401]);
+    await expectRefused(both.find((r) => r.status === 401)!, 401, 'invalid_dpop_proof', /already been used/);
+    expect(up.requests.length).toBe(upstreamBefore + 1);
+    expect(await receiptCount()).toBe(receiptsBefore + 1);
+
+    // Revoked through this instance right after a call cached the token as live: refused at once,
+    // and that refusal spends the proof as well.
+    expect((await call(a, token, 'echo', '/live')).status).toBe(200);
+    expect((await authenticatedPost(`${deputy.url}/revoke`, deputy.issuer, admin, { token })).status).toBe(200);
+    const goneUrl = `${gw('echo')}/gone`;
+    const goneProof = await dpopProof(a.dpop, goneUrl, { htm: 'GET', accessToken: token });
+    await expectRefused(await rawCall(goneUrl, { authorization: `DPoP ${token}`, proof: goneProof }), 401, 'invalid_token', /revoked/);
+    await expectRefused(await rawCall(goneUrl, { authorization: `DPoP ${token}`, proof: goneProof }), 401, 'invalid_dpop_proof', /already been used/);
+    expect(up.requests.length).toBe(upstreamBefore + 2);
+  });
+
   it('a revoked chain: revoking the delegating agent\'s token stops the sub-agent at the gateway', async () => {
     const [a, b] = [agents['agent-a']!, agents['agent-b']!];
     const subject = await idp.oktaAccessToken({ scp: ['deputy.read', 'deputy.write'] });
@@ -491,7 +529,10 @@ describe('connections admin API (write-only secrets)', () => {
     expect((await adminCall('POST', '', { id: 'created', kind: 'api_key', base_url: `${up.base}/made`, allow_insecure_http: true, header: 'X-Api-Key', secret: 'x' })).status).toBe(409);
 
     const a = agents['agent-a']!;
-    await call(a, await tokenFor(a, 'created'), 'created', '/v');
+    const createdToken = await tokenFor(a, 'created');
+    await call(a, createdToken, 'created', '/v');
+    expect(up.requests.at(-1)!.headers['x-api-key']).toBe(ADMIN_KEY);
+    await call(a, createdToken, 'created', '/v'); // served from the decrypted-secret cache
     expect(up.requests.at(-1)!.headers['x-api-key']).toBe(ADMIN_KEY);
 
     const rotated = await adminCall('POST', '/created/secret', { secret: ROTATED_KEY });
@@ -499,7 +540,8 @@ describe('connections admin API (write-only secrets)', () => {
     const rotatedText = await rotated.text();
     expect(rotatedText).not.toContain(ROTATED_KEY);
     expect(JSON.parse(rotatedText)).toMatchObject({ secret_version: 2 });
-    await call(a, await tokenFor(a, 'created'), 'created', '/v');
+    // The rotation went through this instance: the cached secret is not used again, not even once.
+    await call(a, createdToken, 'created', '/v');
     expect(up.requests.at(-1)!.headers['x-api-key']).toBe(ROTATED_KEY);
 
     const list = await (await adminCall('GET', '?limit=200')).text();

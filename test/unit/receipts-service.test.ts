@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalJson, requestDigest } from '../../src/audit/digest.js';
 import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
-import { ReceiptService } from '../../src/audit/receipts.js';
+import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { formatLine } from '../../src/audit/jsonl.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -72,6 +72,30 @@ describe('ReceiptService', () => {
     const next = await store.transaction((tx) => service.append(input('tx', 3), tx));
     expect(next).toMatchObject({ seq: 2, prev: first.hash });
     expect((await verifyReceipts(await exported('tx'), jwks)).ok).toBe(true);
+  });
+
+  it('appendOnce: the key and the receipt are written together; a key seen before (or twice in one group) writes nothing and leaves no gap', async () => {
+    const once = (key: string) => ({ namespace: 'DPoPProof', key, ttlSeconds: 300 });
+    // A first append holds the writer, so the next four queue up as one group: two of them share
+    // a key, a third has its own; only the first of the pair is written.
+    const first = service.append(input('once', 0));
+    const settled = await Promise.allSettled([
+      service.appendOnce(input('once', 1), once('k1')),
+      service.appendOnce(input('once', 2), once('k1')),
+      service.appendOnce(input('once', 3), once('k2')),
+      service.append(input('once', 4)),
+    ]);
+    expect((await first).seq).toBe(1);
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect((settled[1] as PromiseRejectedResult).reason).toBeInstanceOf(AlreadyRecorded);
+    const written = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    expect(written.map((r) => [r.seq, r.claims.resource])).toEqual([[2, 'https://api.example.com/items/1'], [3, 'https://api.example.com/items/3'], [4, 'https://api.example.com/items/4']]);
+    // A later group: the key recorded before is refused, whatever the receipt says.
+    await expect(service.appendOnce(input('once', 5), once('k2'))).rejects.toBeInstanceOf(AlreadyRecorded);
+    expect((await service.appendOnce(input('once', 6), once('k3'))).seq).toBe(5);
+    const keys = await store.query<{ id: string }>("SELECT id FROM oidc_models WHERE model = 'DPoPProof' AND id = ANY($1::text[]) ORDER BY id", [['k1', 'k2', 'k3']]);
+    expect(keys.map((k) => k.id)).toEqual(['k1', 'k2', 'k3']);
+    expect(await verifyReceipts(await exported('once'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'once', first: 1, last: 5 }] });
   });
 
   it('refuses bad input before writing: wrong types, oversize values, anything shaped like a token', async () => {

@@ -82,4 +82,18 @@ describe('RevocationCache', () => {
     expect(await cache.isRevoked('t', 100_000)).toBe(true);
     expect(stub.lookups()).toBe(before);
   });
+
+  it('liveRecord: the record while live, read once per bound; undefined once revoked (at once after a local revocation)', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 2000 });
+    stub.state.set('t', 'live');
+    expect(await cache.liveRecord('t', 10_000)).toMatchObject({ jti: 't' });
+    const before = stub.lookups();
+    expect(await cache.liveRecord('t', 11_999)).toMatchObject({ jti: 't' });
+    expect(stub.lookups()).toBe(before);
+    stub.state.set('t', 'revoked');
+    cache.forget();
+    expect(await cache.liveRecord('t', 11_999)).toBeUndefined();
+    expect(await cache.liveRecord('unknown', 10_000)).toBeUndefined();
+  });
 });

@@ -111,6 +111,14 @@ export class ConnectionStore {
   readonly #vault: EnvelopeVault;
   readonly #ttlMs: number;
   readonly #cache = new Map<string, { value: Stored | undefined; until: number }>();
+  /**
+   * Decrypted secrets by connection id, valid for the cached row they were read for (same
+   * handle and version) and for the row cache's TTL at most: the gateway injects a secret on
+   * every call, and a vault read + unwrap + decrypt per call bought nothing the TTL does not
+   * already allow. Dropped with the row on a change through this instance.
+   */
+  readonly #secrets = new Map<string, { handle: string; version: number; value: string; until: number }>();
+  static readonly MAX_CACHED_SECRETS = 1_000;
   readonly #listeners: Array<(id: string) => void> = [];
 
   /**
@@ -182,11 +190,21 @@ export class ConnectionStore {
     this.#changed(id);
   }
 
-  /** The decrypted credential, for injection only. Undefined when none is set. */
-  async secret(connection: Connection): Promise<string | undefined> {
+  /**
+   * The decrypted credential, for injection only. Undefined when none is set. Reused for at most
+   * `cacheTtlMs` (the bound on seeing another instance's rotation, as for the row itself); a
+   * rotation or deletion through this instance is seen at once.
+   */
+  async secret(connection: Connection, now = Date.now()): Promise<string | undefined> {
     const stored = await this.#get(connection.id);
     if (!stored?.secretHandle) return undefined;
-    return this.#vault.get(this.#store, stored.secretHandle, CONNECTION_SECRET_KIND);
+    const hit = this.#secrets.get(stored.id);
+    if (hit && hit.until > now && hit.handle === stored.secretHandle && hit.version === stored.secretVersion) return hit.value;
+    const value = await this.#vault.get(this.#store, stored.secretHandle, CONNECTION_SECRET_KIND);
+    if (value === undefined) return undefined;
+    if (this.#secrets.size >= ConnectionStore.MAX_CACHED_SECRETS) this.#secrets.clear();
+    this.#secrets.set(stored.id, { handle: stored.secretHandle, version: stored.secretVersion, value, until: now + this.#ttlMs });
+    return value;
   }
 
   /**
@@ -226,6 +244,7 @@ export class ConnectionStore {
       return stale.map((r) => r.id);
     });
     this.#cache.clear();
+    this.#secrets.clear();
     for (const c of configs) this.#changed(c.id);
     for (const id of removed) this.#changed(id);
     return { removed };
@@ -279,6 +298,7 @@ export class ConnectionStore {
 
   #changed(id: string): void {
     this.#cache.delete(id);
+    this.#secrets.delete(id);
     for (const l of this.#listeners) l(id);
   }
 }
