@@ -5,6 +5,9 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // The bench smoke run is its own CI step (`npm run test:bench`, vitest.bench.config.ts).
     exclude: ['test/bench/**', '**/node_modules/**'],
+    // One PGlite initdb per run, not one per test file / spawned process (test/support/global-setup.ts).
+    globalSetup: ['test/support/global-setup.ts'],
+    setupFiles: ['test/support/pglite-setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 180_000,
     pool: 'forks',
