@@ -306,7 +306,7 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
     const oldKid = readKekFile(dir).keys[0]!.kid;
     const { DEPUTY_CONFIG: _c, DATABASE_URL: _d, DEPUTY_VAULT_KEK: _k, ...env } = process.env;
     const scriptEnv = { ...env, DEPUTY_KEYS_DIR: dir, DEPUTY_DATA_DIR: dataDir, ...(db.url ? { DATABASE_URL: db.url } : {}) };
-    const { stdout } = await run('node_modules/.bin/tsx', ['scripts/vault-rotate.ts', '--prune=0'], { env: scriptEnv });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts', '--prune=0'], { env: scriptEnv });
     const file = readKekFile(dir);
     expect(file.keys).toHaveLength(1); // the old KEK: retired, unused after the re-wrap, pruned
     expect(file.keys[0]!.kid).not.toBe(oldKid);
@@ -330,7 +330,7 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
     await keyStoreIn(dir);
     const current = readFileSync(join(dir, VAULT_KEK_FILE), 'utf8');
     const { DEPUTY_CONFIG: _c, DATABASE_URL: _d, ...env } = process.env;
-    const { stdout } = await run('node_modules/.bin/tsx', ['scripts/vault-rotate.ts'], {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts'], {
       env: { ...env, DEPUTY_KEYS_DIR: freshDir(), DEPUTY_VAULT_KEK: current, DEPUTY_DATA_DIR: 'memory://' },
     });
     const printed = JSON.parse(stdout.trim().split('\n').at(-1)!) as { keys: KekRecord[] };
@@ -341,7 +341,7 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
   });
 
   it('refuses unknown arguments with exit code 2', async () => {
-    const err = await run('node_modules/.bin/tsx', ['scripts/vault-rotate.ts', '--bogus'], { env: { ...process.env, DEPUTY_KEYS_DIR: freshDir() } }).then(
+    const err = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts', '--bogus'], { env: { ...process.env, DEPUTY_KEYS_DIR: freshDir() } }).then(
       () => undefined,
       (e: { code: number; stderr: string }) => e,
     );
