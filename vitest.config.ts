@@ -11,6 +11,10 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 180_000,
     pool: 'forks',
+    // A worker process runs several files in turn and keeps what it loaded (oidc-provider, the
+    // compiled PGlite and Cedar WebAssembly): each file still starts its own servers, databases
+    // and keys, so no test shares state with another file's.
+    isolate: false,
     // Two cores: a few files at once keeps the suite quick without starving the servers under test.
     maxWorkers: 3,
     reporters: ['default'],
