@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { StoreUnavailable, withTimeout, type Queryable, type Store } from './store.js';
@@ -22,23 +23,50 @@ export interface PGliteStoreOptions {
 /**
  * A freshly initialised cluster, dumped once per process. Creating a PGlite database runs
  * `initdb` (seconds); restoring this dump takes a fraction of that, so every further in-memory
- * database (tests, benchmarks, several instances in one process) starts from a copy of it.
+ * database (tests, benchmarks, several instances in one process) starts from a copy of it. The
+ * first in-memory database of a process is the one `initdb` made (dumped before first use), not
+ * a restored copy: a process with one database pays `initdb` alone, no restore on top.
  */
 let emptyCluster: Promise<File | Blob> | undefined;
+/** Set by {@link provideEmptyCluster}: a dump handed in, so no database here needs `initdb`. */
+let providedCluster: File | Blob | undefined;
 
-function emptyClusterDump(): Promise<File | Blob> {
-  emptyCluster ??= (async () => {
-    const db = await PGlite.create();
-    try {
-      return await db.dumpDataDir('none');
-    } finally {
-      await db.close();
-    }
-  })();
-  emptyCluster.catch(() => {
-    emptyCluster = undefined;
+/**
+ * Hands this process a dump of a freshly initialised cluster (`dumpDataDir('none')` of a new
+ * `PGlite.create()`, same PGlite version) made elsewhere — the test suite makes one per run — so
+ * every database opened here afterwards, in memory or in a new data folder, starts from a copy of
+ * it instead of running `initdb` (seconds each). The resulting databases are the same as ones
+ * `initdb` would have made; an existing data folder is opened as it is.
+ *
+ * @param dump the tarball (uncompressed) of an empty cluster's data directory
+ */
+export function provideEmptyCluster(dump: File | Blob): void {
+  providedCluster = dump;
+  emptyCluster = Promise.resolve(dump);
+}
+
+/**
+ * An empty in-memory database: restored from the dump when there is one; otherwise made by
+ * `initdb`, its pristine state dumped for the next ones. Concurrent first calls share that one
+ * `initdb` (the dump promise is set synchronously).
+ */
+async function createInMemory(): Promise<PGlite> {
+  // An in-memory database keeps nothing across a crash anyway: skip waiting for WAL flushes
+  // (about a quarter of each write's cost in PGlite).
+  if (emptyCluster) return PGlite.create({ loadDataDir: await emptyCluster, relaxedDurability: true });
+  const first = PGlite.create({ relaxedDurability: true });
+  const dump = first.then((db) => db.dumpDataDir('none'));
+  emptyCluster = dump;
+  dump.catch(() => {
+    if (emptyCluster === dump) emptyCluster = undefined;
   });
-  return emptyCluster;
+  try {
+    await dump;
+    return await first;
+  } catch (err) {
+    await first.then((db) => db.close()).catch(() => {});
+    throw err;
+  }
 }
 
 async function openPGlite(dataDir: string): Promise<{ db: PGlite; lock?: DataDirLock }> {
@@ -46,15 +74,16 @@ async function openPGlite(dataDir: string): Promise<{ db: PGlite; lock?: DataDir
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     const lock = lockDataDir(dataDir);
     try {
-      return { db: await PGlite.create(dataDir), lock };
+      // A new folder starts from the provided empty cluster when there is one (PGlite would run
+      // initdb there otherwise: it does so exactly when PG_VERSION is absent).
+      const fresh = providedCluster && !existsSync(join(dataDir, 'PG_VERSION'));
+      return { db: await (fresh ? PGlite.create({ dataDir, loadDataDir: providedCluster }) : PGlite.create(dataDir)), lock };
     } catch (err) {
       lock.release();
       throw err;
     }
   }
-  // An in-memory database keeps nothing across a crash anyway: skip waiting for WAL flushes
-  // (about a quarter of each write's cost in PGlite).
-  const db = await PGlite.create({ loadDataDir: await emptyClusterDump(), relaxedDurability: true });
+  const db = await createInMemory();
   await db.exec('SET synchronous_commit = off');
   return { db };
 }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REPO } from '../support/authzen.js';
+import { initialisedDataDir } from '../support/database.js';
 
 let dir: string;
 let child: ChildProcess;
@@ -36,7 +37,8 @@ beforeAll(async () => {
     join(dir, 'deputy.yaml'),
     [
       'server: { port: 0, host: 127.0.0.1, shutdownGraceSeconds: 1 }',
-      `store: { dataDir: "memory://" }`,
+      // A folder holding an initialised, empty cluster: the process skips initdb.
+      `store: { dataDir: ${JSON.stringify(initialisedDataDir(join(dir, 'data')))} }`,
       `keys: { dir: ${JSON.stringify(join(dir, 'keys'))}, generate: true }`,
       `pdp: { policies: ${JSON.stringify(policies)}, watch: false, auth: none }`,
       'log: { level: warn }',

@@ -17,7 +17,7 @@ import { kekSet, loadKeyStore, VAULT_KEK_FILE, type KekRecord } from '../../src/
 import { DataDirLocked, lockDataDir, migrate, openStore } from '../../src/store/index.js';
 import { LOCK_FILE } from '../../src/store/lock.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
-import { createTestDatabase } from '../support/database.js';
+import { createTestDatabase, initialisedDataDir } from '../support/database.js';
 import { isListening, killAll, LISTENING, runScript, startDeputyProcess } from '../support/process.js';
 
 let tmp: string;
@@ -79,7 +79,9 @@ describe('the data folder lock', () => {
 
 describe('npm start and vault:rotate on one data folder', { timeout: 300_000 }, () => {
   it('a second server exits naming the first, which keeps serving; vault:rotate refuses while it runs and works once it is stopped; a killed server’s lock is taken over', async () => {
-    const dataDir = join(tmp, 'shared-data');
+    // An initialised, empty cluster (the lock is the subject here, not the folder's creation:
+    // that is test/features/start.test.ts), so the first server skips initdb.
+    const dataDir = initialisedDataDir(join(tmp, 'shared-data'));
     const keysDir = join(tmp, 'shared-keys');
     const configFile = join(tmp, 'deputy.yaml');
     writeFileSync(

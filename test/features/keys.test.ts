@@ -58,7 +58,7 @@ async function verifyWithServedJwks(deputy: TestDeputy, token: string) {
 /** `npm run keys:rotate` on `keysDir`, with the default configuration file. */
 function rotateScript(keysDir: string, args: string[] = []) {
   const { DEPUTY_CONFIG: _ignored, ...env } = process.env;
-  return run('node_modules/.bin/tsx', ['scripts/keys-rotate.ts', ...args], { env: { ...env, DEPUTY_KEYS_DIR: keysDir } });
+  return run(process.execPath, ['--import', 'tsx', 'scripts/keys-rotate.ts', ...args], { env: { ...env, DEPUTY_KEYS_DIR: keysDir } });
 }
 
 function readSigningFile(dir: string): { keys: Array<{ jwk: Json; status: string; retiredAt?: number }> } {

@@ -248,7 +248,7 @@ describe('a scripted session on one instance', () => {
     writeFileSync(jwksFile, JSON.stringify(jwks));
     // Each run starts tsx: run them side by side (the CLI is what an auditor runs).
     const cli = (args: string[], env: Record<string, string> = {}) =>
-      run('node_modules/.bin/tsx', ['scripts/receipts-verify.ts', ...args], { env: { ...process.env, ...env } }).then(
+      run(process.execPath, ['--import', 'tsx', 'scripts/receipts-verify.ts', ...args], { env: { ...process.env, ...env } }).then(
         (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
         (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
       );

@@ -141,30 +141,11 @@ describe('envelope encryption behind the key-wrapping interface', () => {
 });
 
 describe('KEK rotation', () => {
-  // Each rotation test is one deployment: its own database, so no other test's rows (under
-  // other KEKs) are in the re-wrap pass.
-  let shared: Store;
-  beforeAll(() => {
-    shared = store;
+  // Each rotation test is one deployment: no other test's rows (under other KEKs) are in the
+  // re-wrap pass. Emptying the vault table gives that without a new database and migrations.
+  beforeEach(async () => {
+    await store.query('DELETE FROM vault_secrets');
   });
-  afterAll(() => {
-    store = shared;
-  });
-  const ownDatabase = async () => {
-    const db = await createTestDatabase();
-    store = await openStore({ ...(db.url ? { databaseUrl: db.url } : {}), dataDir: 'memory://', poolSize: 3 });
-    await migrate(store);
-    const mine = store;
-    cleanups.push(async () => {
-      await mine.close();
-      await db.drop();
-    });
-  };
-  const cleanups: Array<() => Promise<void>> = [];
-  afterAll(async () => {
-    for (const c of cleanups) await c();
-  });
-  beforeEach(ownDatabase);
 
   it('re-wraps every data key; every secret stays readable, also from an instance that loaded only the old KEK', async () => {
     const dir = freshDir();
@@ -306,7 +287,7 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
     const oldKid = readKekFile(dir).keys[0]!.kid;
     const { DEPUTY_CONFIG: _c, DATABASE_URL: _d, DEPUTY_VAULT_KEK: _k, ...env } = process.env;
     const scriptEnv = { ...env, DEPUTY_KEYS_DIR: dir, DEPUTY_DATA_DIR: dataDir, ...(db.url ? { DATABASE_URL: db.url } : {}) };
-    const { stdout } = await run('node_modules/.bin/tsx', ['scripts/vault-rotate.ts', '--prune=0'], { env: scriptEnv });
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts', '--prune=0'], { env: scriptEnv });
     const file = readKekFile(dir);
     expect(file.keys).toHaveLength(1); // the old KEK: retired, unused after the re-wrap, pruned
     expect(file.keys[0]!.kid).not.toBe(oldKid);
@@ -330,7 +311,7 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
     await keyStoreIn(dir);
     const current = readFileSync(join(dir, VAULT_KEK_FILE), 'utf8');
     const { DEPUTY_CONFIG: _c, DATABASE_URL: _d, ...env } = process.env;
-    const { stdout } = await run('node_modules/.bin/tsx', ['scripts/vault-rotate.ts'], {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts'], {
       env: { ...env, DEPUTY_KEYS_DIR: freshDir(), DEPUTY_VAULT_KEK: current, DEPUTY_DATA_DIR: 'memory://' },
     });
     const printed = JSON.parse(stdout.trim().split('\n').at(-1)!) as { keys: KekRecord[] };
@@ -341,7 +322,7 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
   });
 
   it('refuses unknown arguments with exit code 2', async () => {
-    const err = await run('node_modules/.bin/tsx', ['scripts/vault-rotate.ts', '--bogus'], { env: { ...process.env, DEPUTY_KEYS_DIR: freshDir() } }).then(
+    const err = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts', '--bogus'], { env: { ...process.env, DEPUTY_KEYS_DIR: freshDir() } }).then(
       () => undefined,
       (e: { code: number; stderr: string }) => e,
     );

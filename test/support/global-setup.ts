@@ -1,0 +1,38 @@
+/**
+ * Once per test run (vitest `globalSetup`): one freshly initialised PGlite cluster, made by
+ * `initdb` here once instead of in every test file and every spawned process.
+ *
+ * - `pgliteEmptyCluster`: the path of its dump (`dumpDataDir('none')`); `./pglite-setup.ts` hands
+ *   it to the store of each test file (`provideEmptyCluster`), so in-memory databases and new
+ *   data folders opened by tests start from a copy of it.
+ * - `pgliteDataDirTemplate`: a data folder holding it (no lock, no Deputy tables), which
+ *   `initialisedDataDir()` copies for tests that start Deputy or a script as a separate process
+ *   on a new folder. `test/features/start.test.ts` still starts on a folder that does not exist.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import type { TestProject } from 'vitest/node';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    pgliteEmptyCluster: string;
+    pgliteDataDirTemplate: string;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => void> {
+  const dir = mkdtempSync(join(tmpdir(), 'deputy-test-cluster-'));
+  const db = await PGlite.create();
+  const dump = await db.dumpDataDir('none');
+  await db.close();
+  const dumpFile = join(dir, 'empty-cluster.tar');
+  writeFileSync(dumpFile, Buffer.from(await dump.arrayBuffer()));
+  const template = join(dir, 'data');
+  const folder = await PGlite.create({ dataDir: template, loadDataDir: dump });
+  await folder.close();
+  project.provide('pgliteEmptyCluster', dumpFile);
+  project.provide('pgliteDataDirTemplate', template);
+  return () => rmSync(dir, { recursive: true, force: true });
+}
