@@ -25,7 +25,7 @@
 import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { InvalidClient } from '../errors/index.js';
+import { InvalidClient, type Challenge } from '../../errors/index.js';
 
 /** The endpoints where oidc-provider authenticates clients. */
 const CLIENT_AUTHENTICATED_ROUTES = new Set(['token', 'introspection', 'revocation']);
@@ -102,7 +102,7 @@ export function useClientAuthenticationErrors(provider: Provider): void {
       description = MISSING_OR_UNUSABLE.get(body.error_description);
     }
     if (description === undefined) return;
-    throw new InvalidClient(description, { headers: basicChallenge(ctx, description) });
+    throw new InvalidClient(description, basicChallenge(ctx));
   });
 }
 
@@ -116,8 +116,7 @@ function deputyCheck(body: RenderedError): string | undefined {
 }
 
 /** RFC 6749 §5.2: the challenge for a client that tried HTTP Basic authentication. */
-function basicChallenge(ctx: Koa.Context, description: string): Record<string, string> {
+function basicChallenge(ctx: Koa.Context): { challenge?: Challenge } {
   if (!/^basic\b/i.test(ctx.get('Authorization'))) return {};
-  const realm = (ctx as unknown as KoaContextWithOIDC).oidc.issuer;
-  return { 'WWW-Authenticate': `Basic realm="${realm}", error="invalid_client", error_description="${description.replace(/[\\"]/g, '\\$&')}"` };
+  return { challenge: { schemes: ['Basic'], realm: (ctx as unknown as KoaContextWithOIDC).oidc.issuer, error: true } };
 }
