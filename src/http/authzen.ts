@@ -215,7 +215,7 @@ function receiptRequested(ctx: Koa.Context): boolean {
  */
 async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, subject: DelegatedSubject, decision: Decision): Promise<AppendedReceipt> {
   if (!deps.receipts) throw new TemporarilyUnavailable('receipts are not available on this instance');
-  const requestId = (ctx.state as { requestId?: unknown }).requestId;
+  const requestId: unknown = ctx.state.requestId;
   const presented = subject.records.at(-1);
   return deps.receipts.append({
     agent: subject.chain.at(-1)!,
