@@ -11,7 +11,9 @@
  * What changes against oidc-provider's own rendering: a store that is away is `503
  * temporarily_unavailable` with `Retry-After` (not "oops! something went wrong"), a body over its
  * 56 KiB parser limit is `413 payload_too_large` (not a generic `invalid_request`), a typed
- * Deputy error thrown by a grant keeps its status, and every error is `Cache-Control: no-store`.
+ * Deputy error thrown by a grant keeps its status, a client-authentication refusal is
+ * `401 invalid_client` naming its check (./client-authentication.ts), and every error is
+ * `Cache-Control: no-store` (oidc-provider leaves its own 401s cacheable).
  *
  * @module
  */
@@ -21,6 +23,7 @@ import { errors } from 'oidc-provider';
 import { DeputyError, PayloadTooLarge, ProtocolError, ServerError, TemporarilyUnavailable } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
 import { findStoreUnavailable } from '../../store/index.js';
+import { asClientAuthenticationError } from './client-authentication.js';
 
 /** Writes a typed error as the response (src/http/errors.ts `writeError`). */
 export type ErrorWriter = (ctx: Koa.Context, err: DeputyError) => void;
@@ -58,7 +61,7 @@ function fromProviderError(err: errors.OIDCProviderError): DeputyError {
 
 /** The `renderError` configuration member: oidc-provider's HTML-preferring path, same writer. */
 export function renderErrorWith(write: ErrorWriter): (ctx: Koa.Context, out: unknown, err: unknown) => void {
-  return (ctx, _out, err) => write(ctx, toDeputyError(err));
+  return (ctx, _out, err) => write(ctx, asClientAuthenticationError(ctx, err, toDeputyError(err)));
 }
 
 /**
@@ -70,7 +73,7 @@ export function useErrorRendering(provider: Provider, write: ErrorWriter, logger
   const events = provider as unknown as NodeJS.EventEmitter;
   for (const event of PROVIDER_ERROR_EVENTS) {
     events.on(event, (ctx: Koa.Context, err: unknown) => {
-      const typed = toDeputyError(err);
+      const typed = asClientAuthenticationError(ctx, err, toDeputyError(err));
       logProviderError(logger, ctx, typed);
       // A body oidc-provider did not read to its end: the connection closes after the answer.
       if (typed instanceof PayloadTooLarge) ctx.set('Connection', 'close');

@@ -30,7 +30,6 @@ import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deput
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
-import { useClientAuthenticationErrors } from './client-authentication.js';
 import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
 import { withoutInteractiveEndpoints } from './interactive.js';
 import { useStrictReplayDetection } from './replay.js';
@@ -101,7 +100,6 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.use(tokenEndpointDpop({ verifier: deps.dpop, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
   useStrictReplayDetection(provider, deps.store);
   withoutInteractiveEndpoints(provider, { scopes: Object.values(RESOURCE_SCOPES), extraMembers: Object.keys(deps.discovery ?? {}) });
-  useClientAuthenticationErrors(provider);
   useErrorRendering(provider, deps.writeError, deps.logger);
   for (const g of deps.grants ?? []) {
     provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
