@@ -17,6 +17,5 @@ export interface DeputyState {
 
 declare module 'koa' {
   // Koa's documented way to type `ctx.state` application-wide (DefaultState is meant to be augmented).
-  // eslint-disable-next-line @typescript-eslint/no-empty-object-type
   interface DefaultState extends DeputyState {}
 }
