@@ -28,6 +28,7 @@ import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { FederationVerifier } from './federation/verify.js';
+import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
 import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { PolicyLoadError, startPdp, type PdpService } from './pdp/service.js';
@@ -103,9 +104,12 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
     const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
     const vault = localVault(keys, logger);
+    const federation = new FederationVerifier(config.trustedIssuers);
+    const signIn = new SignIn({ issuer, trustedIssuers: config.trustedIssuers, federation, keys, store, vault, env: options.env ?? process.env, logger });
+    await signIn.storeSecrets();
     const exchange = tokenExchangeGrant({
       issuer, store, agents, verifier, records, keys, logger, vault,
-      federation: new FederationVerifier(config.trustedIssuers),
+      federation,
       authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
       receipts,
       accessTokenTTL: config.tokens.accessTokenTTL,
@@ -128,7 +132,10 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const isolation = await createCredentialIsolation({
       config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,
     });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation });
+    const app = createApp({
+      config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation,
+      signIn: { service: signIn, sealer: new CookieSealer(keys.cookieKeys), sessionSeconds: SESSION_SECONDS },
+    });
     const lifecycle = new ConnectionLifecycle(server);
     server.removeAllListeners('request');
     server.on('request', lifecycle.track(app.callback()));

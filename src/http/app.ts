@@ -28,6 +28,8 @@ import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
+import { signInRoutes } from './signin.js';
+import type { CookieSealer, SignIn } from '../signin/index.js';
 
 export interface AppDeps {
   config: DeputyConfig;
@@ -43,6 +45,15 @@ export interface AppDeps {
   pdp: PdpService;
   /** Connections, connect flow and gateway (`/gw`, `/connect`, `/admin/connections`). */
   isolation?: CredentialIsolation;
+  /** Enterprise sign-in (`/signin…`, `/signout`) and the session cookies. */
+  signIn: AppSignIn;
+}
+
+/** What the browser surfaces need: the relying party, the cookie sealer, the session lifetime (seconds). */
+export interface AppSignIn {
+  service: SignIn;
+  sealer: CookieSealer;
+  sessionSeconds: number;
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -72,6 +83,7 @@ export function createApp(deps: AppDeps): Koa {
     }),
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
     ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
+    signInRoutes({ signIn: deps.signIn.service, sealer: deps.signIn.sealer, sessionSeconds: deps.signIn.sessionSeconds, secure: deps.issuer.startsWith('https:'), issuer: deps.issuer }),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
@@ -104,7 +116,7 @@ function canonicalOrigin(issuer: string, trustProxy: boolean): Koa.Middleware {
 
 function isolationRoutes(deps: AppDeps, isolation: CredentialIsolation, authenticate: Authenticate) {
   return [
-    connectRoutes({ flows: isolation.flows, secureCookies: deps.issuer.startsWith('https:') }),
+    connectRoutes({ flows: isolation.flows, secureCookies: deps.issuer.startsWith('https:'), sealer: deps.signIn.sealer }),
     connectionAdminRoutes({
       connections: isolation.connections,
       grants: isolation.grants,

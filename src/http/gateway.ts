@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream';
 import Router from '@koa/router';
 import type Koa from 'koa';
-import { NotFound } from '../errors/index.js';
+import { AccessDenied, NotFound } from '../errors/index.js';
 import { GATEWAY_PREFIX, gatewayAudience, type Gateway } from '../gateway/gateway.js';
 import type { Logger } from '../log.js';
 import { CONNECTION_ID, connectionInputSchema, secretRotationSchema } from '../vault/connections/config.js';
@@ -21,6 +21,9 @@ import type { Connection, ConnectionStore } from '../vault/connections/store.js'
 import type { UserGrants } from '../vault/connections/user-grants.js';
 import { nextCursor, pageRequest, parseAdminBody, requireAdmin, schemaMembers, toWire, wireFields, wireTime } from './admin-api.js';
 import { jsonBody, type Authenticate } from './util.js';
+import { escapeHtml, sendPage } from './pages.js';
+import { currentSession, signInLocation } from './signin.js';
+import type { CookieSealer } from '../signin/session.js';
 
 /** Connection members: `baseUrl` in the YAML, `base_url` in the admin API. */
 const CONNECTION_FIELDS = wireFields(schemaMembers(connectionInputSchema));
@@ -67,6 +70,8 @@ export interface ConnectRoutesDeps {
   flows: ConnectFlows;
   /** Whether the connect cookie needs `Secure` (an https issuer). */
   secureCookies: boolean;
+  /** Opens the sign-in session: a connect flow is only for the signed-in user the link names. */
+  sealer: CookieSealer;
 }
 
 /** The per-flow cookie name: several flows may run in one browser at once. */
@@ -85,16 +90,23 @@ export function connectRoutes(deps: ConnectRoutesDeps): Router {
   router.get('/callback', async function connectCallback(ctx) {
     const state = typeof ctx.query.state === 'string' ? ctx.query.state : '';
     const cookie = state ? ctx.cookies.get(cookieName(state)) : undefined;
-    const done = await deps.flows.complete(ctx.querystring, cookie);
+    const session = await currentSession(ctx, deps.sealer);
+    if (!session) throw new AccessDenied('you are not signed in (or your session expired): open the connect link again');
+    const done = await deps.flows.complete(ctx.querystring, cookie, session.userId);
     if (state) ctx.append('Set-Cookie', `${cookieName(state)}=; Path=/connect; Max-Age=0; HttpOnly; SameSite=Lax${deps.secureCookies ? '; Secure' : ''}`);
-    ctx.type = 'text/html; charset=utf-8';
-    ctx.set('Content-Security-Policy', "default-src 'none'");
-    ctx.body = page('Connected', `Your account is now connected to <b>${escapeHtml(done.connectionId)}</b>. You can close this window and return to the agent.`);
+    sendPage(ctx, 'Connected', `<p>Your account is now connected to <b>${escapeHtml(done.connectionId)}</b>. You can close this window and return to the agent.</p>`);
   });
 
   router.get('/:connection', async function connectStart(ctx) {
     const ticket = typeof ctx.query.ticket === 'string' ? ctx.query.ticket : undefined;
-    const started = await deps.flows.start(ctx.params.connection!, ticket);
+    const session = await currentSession(ctx, deps.sealer);
+    if (!session) {
+      // Sign in first, then come back to this very link (a path on Deputy).
+      ctx.set('Cache-Control', 'no-store');
+      ctx.redirect(signInLocation(ctx.originalUrl));
+      return;
+    }
+    const started = await deps.flows.start(ctx.params.connection!, ticket, session.userId);
     // SameSite=Lax: sent on the provider's top-level redirect back, not on cross-site subrequests.
     // Written by hand: behind a TLS-terminating proxy Koa may not know the request was https.
     ctx.append('Set-Cookie', `${cookieName(started.state)}=${started.state}; Path=/connect; Max-Age=900; HttpOnly; SameSite=Lax${deps.secureCookies ? '; Secure' : ''}`);
@@ -180,10 +192,3 @@ async function mustGet(connections: ConnectionStore, id: string): Promise<Connec
   return c;
 }
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function page(title: string, html: string): string {
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head><body><h1>${escapeHtml(title)}</h1><p>${html}</p></body></html>`;
-}
