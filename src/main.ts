@@ -26,7 +26,7 @@ import { AccessTokenVerifier } from './oauth/access-token.js';
 import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { agentTokenIntrospection, createProvider, enableCodeFlow, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { FederationVerifier } from './federation/verify.js';
 import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
 import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
@@ -120,6 +120,10 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       discovery: { receipts_jwks_uri: `${issuer.replace(/\/$/, '')}${RECEIPTS_JWKS_PATH}` },
       writeError, logger,
     });
+    const interactions = enableCodeFlow(provider, {
+      config: config.oauth.authorizationCode, issuer, store, records, receipts, logger,
+      sessionSeconds: SESSION_SECONDS, refreshTokenSeconds: 8 * 3600, accessTokenSeconds: config.tokens.accessTokenTTL,
+    }, agents);
     provider.use(agentTokenIntrospection({
       verifier, records, revocations, logger,
       adminClients: new Set(config.admin.clients.map((c) => c.client_id)),
@@ -135,6 +139,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const app = createApp({
       config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation,
       signIn: { service: signIn, sealer: new CookieSealer(keys.cookieKeys), sessionSeconds: SESSION_SECONDS },
+      ...(interactions ? { interactions } : {}),
     });
     const lifecycle = new ConnectionLifecycle(server);
     server.removeAllListeners('request');

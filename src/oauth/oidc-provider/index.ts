@@ -23,3 +23,4 @@ export { agentTokenIntrospection } from './introspection-hook.js';
 export { agentClientMetadata, createProvider, type GrantRegistration, type ProviderDeps } from './provider.js';
 export { tokenExchangeGrant, type TokenExchangeGrantDeps } from './token-exchange-grant.js';
 export { verifiedTokenProof } from './token-dpop.js';
+export { enableCodeFlow, Interactions, type CodeFlowDeps, type ConsentRequest } from './authorization-code.js';

@@ -1,0 +1,289 @@
+/**
+ * The authorization endpoint (RFC 6749 §4.1) as oidc-provider serves it for Deputy: only
+ * `response_type=code` with PKCE S256 (RFC 7636, RFC 9700 §2.1.1), `resource` required and
+ * within the client's allowed audiences (RFC 8707), RFC 9207 `iss` in every response, DPoP
+ * (RFC 9449 §10 `dpop_jkt`; required for public clients), refresh tokens rotating and — for
+ * public clients — DPoP-bound. Users are identified by Deputy's enterprise sign-in; the
+ * interaction (sign-in, consent) is Deputy's own (src/http/interaction.ts over
+ * {@link Interactions}).
+ *
+ * The issued access token has the shape of an exchanged one: `sub` the user, `act.sub` the client
+ * (a one-link delegation chain, RFC 8693 §4.1), `cnf.jkt`, one audience; it is recorded and
+ * receipted through the exchange's own `recordIssuedToken` (../token-exchange.ts).
+ *
+ * Clients: registered agents listed in `oauth.authorizationCode.clients`, and Client ID Metadata
+ * Documents (./client-id-metadata.ts).
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type Koa from 'koa';
+import Provider, { interactionPolicy, type Adapter, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { Agent } from '../../agents/registry.js';
+import { requestDigest } from '../../audit/digest.js';
+import type { ReceiptAppender } from '../../audit/receipts.js';
+import type { AuthorizationCodeConfig } from '../authorization-code/config.js';
+import { InvalidRequest } from '../../errors/index.js';
+import type { Logger } from '../../log.js';
+import type { Store } from '../../store/index.js';
+import { isDeputyResource, isDeputyScope } from '../deputy-own.js';
+import { recordIssuedToken, userAttributes } from '../token-exchange.js';
+import { AgentNotActive, type TokenRecords } from '../token-records.js';
+import type { DelegatingUser } from '../delegation-authorizer.js';
+import { StoreAdapter } from './adapter.js';
+
+/** The grant type and `gty` of the code flow (RFC 6749 §4.1.3). */
+export const AUTHORIZATION_CODE_GRANT = 'authorization_code';
+/** Where oidc-provider sends the browser for Deputy's interaction: `/interaction/{uid}`. */
+export const INTERACTION_PATH = '/interaction';
+/** oidc-provider model under which the signed-in user's attributes are kept for the token records. */
+const ACCOUNT_MODEL = 'DeputyAccount';
+
+/** A client of the code flow, as Deputy configured or fetched it. */
+export interface CodeFlowClient {
+  clientId: string;
+  /** Audiences (RFC 8707 resources) it may obtain tokens for. */
+  audiences: readonly string[];
+  /** Scopes it may be granted. */
+  scopes: readonly string[];
+  preApproved: boolean;
+}
+
+/** The agents (and their code-flow settings) the code flow knows. */
+export interface CodeFlowDeps {
+  config: AuthorizationCodeConfig;
+  issuer: string;
+  store: Store;
+  records: TokenRecords;
+  receipts: ReceiptAppender;
+  logger: Logger;
+  /** Session and refresh-token lifetimes, seconds. */
+  sessionSeconds: number;
+  refreshTokenSeconds: number;
+  accessTokenSeconds: number;
+}
+
+/** The code-flow members of an agent's client metadata, when `oauth.authorizationCode.clients` lists it. */
+export function codeFlowClientMetadata(config: AuthorizationCodeConfig, agent: Agent): Partial<AdapterPayload> {
+  const entry = config.enabled ? config.clients.find((c) => c.clientId === agent.id) : undefined;
+  if (!entry) return {};
+  return { response_types: ['code'], redirect_uris: [...entry.redirectUris], grant_types: [AUTHORIZATION_CODE_GRANT, 'refresh_token'] };
+}
+
+/** The code-flow client `clientId` is: a listed agent, a metadata-document client, or none. */
+export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string, agent: Agent | undefined): CodeFlowClient | undefined {
+  if (!config.enabled) return undefined;
+  const entry = config.clients.find((c) => c.clientId === clientId);
+  if (entry && agent) return { clientId, audiences: agent.audiences, scopes: agent.scopes, preApproved: entry.preApproved };
+  return undefined;
+}
+
+/**
+ * A Check that always asks for Deputy's interaction, unless this very request is resuming from it:
+ * whatever oidc-provider's own session says, the user signed in at Deputy *now* is who authorizes
+ * (no grant from an earlier session is reused silently), and every client gets its consent page.
+ */
+function deputyInteractionRequired(): interactionPolicy.Check {
+  return new interactionPolicy.Check('deputy_interaction', 'Deputy signs the user in and asks for consent', (ctx) =>
+    ctx.oidc.result?.login && ctx.oidc.result?.consent ? interactionPolicy.Check.NO_NEED_TO_PROMPT : interactionPolicy.Check.REQUEST_PROMPT,
+  );
+}
+
+/** The configuration members the code flow sets (merged into ./provider.ts's). */
+export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config'>): Partial<Configuration> {
+  if (!deps.config.enabled) return { responseTypes: ['none'] };
+  const policy = interactionPolicy.base();
+  policy.get('login')!.checks.add(deputyInteractionRequired(), 0);
+  return {
+    responseTypes: ['code'],
+    // PKCE for every client; oidc-provider accepts only S256 (RFC 9700 §2.1.1).
+    pkce: { required: () => true },
+    interactions: { url: (_ctx, interaction) => `${INTERACTION_PATH}/${interaction.uid}`, policy },
+    findAccount: async (_ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // Rotation at every use (RFC 9700 §4.14.2): a reused refresh token revokes the grant.
+    rotateRefreshToken: () => true,
+    // A new authorization always asks (policy above); the grant of this interaction is the one used.
+    loadExistingGrant: async (ctx) => {
+      const grantId = ctx.oidc.result?.consent?.grantId;
+      return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
+    },
+  };
+}
+
+/** Extra claims of code-flow tokens: `act` names the client acting for the user (RFC 8693 §4.1). */
+export function codeFlowTokenClaims(token: { gty?: string; clientId?: string }): Record<string, unknown> | undefined {
+  if (!token.gty?.split(' ').includes(AUTHORIZATION_CODE_GRANT) || !token.clientId) return undefined;
+  return { act: { sub: token.clientId } };
+}
+
+/**
+ * RFC 8707 for the code flow: `resource` must be one of the client's allowed audiences and never
+ * one of Deputy's own; the token's scopes are those the client may hold. `undefined` when the
+ * resource is not for this client (the caller refuses it).
+ */
+export function codeFlowResourceScopes(client: CodeFlowClient, resource: string, issuer: string): string | undefined {
+  if (isDeputyResource(resource, issuer) || !client.audiences.includes(resource)) return undefined;
+  return client.scopes.filter((s) => !isDeputyScope(s)).join(' ');
+}
+
+/** What the consent page shows (all from the authorization request, checked by oidc-provider). */
+export interface ConsentRequest {
+  uid: string;
+  clientId: string;
+  clientName: string | undefined;
+  /** Where the client receives the code (its host is shown). */
+  redirectUri: string;
+  scopes: string[];
+  resource: string;
+  preApproved: boolean;
+}
+
+/**
+ * Deputy's side of oidc-provider's interactions (node-oidc-provider "User flows":
+ * `interactionDetails`, `interactionResult`, the Grant API). Works on Node's `req`/`res`.
+ */
+export class Interactions {
+  readonly #accounts: Adapter;
+
+  constructor(
+    private readonly provider: Provider,
+    private readonly deps: CodeFlowDeps,
+    private readonly clientOf: (clientId: string) => Promise<CodeFlowClient | undefined>,
+  ) {
+    this.#accounts = new StoreAdapter(ACCOUNT_MODEL, deps.store);
+  }
+
+  /**
+   * The pending authorization request of this browser.
+   * @throws InvalidRequest when there is none (expired, or another browser's)
+   */
+  async details(req: IncomingMessage, res: ServerResponse): Promise<ConsentRequest> {
+    let details;
+    try {
+      details = await this.provider.interactionDetails(req, res);
+    } catch {
+      throw new InvalidRequest('this authorization request has expired or belongs to another browser: start again from the application');
+    }
+    const params = details.params as Record<string, unknown>;
+    const clientId = String(params.client_id);
+    const client = await this.provider.Client.find(clientId);
+    const codeFlow = await this.clientOf(clientId);
+    const resource = typeof params.resource === 'string' ? params.resource : '';
+    return {
+      uid: details.uid,
+      clientId,
+      clientName: client?.clientName,
+      redirectUri: String(params.redirect_uri),
+      scopes: String(params.scope ?? '').split(' ').filter(Boolean),
+      resource,
+      preApproved: codeFlow?.preApproved ?? false,
+    };
+  }
+
+  /**
+   * The user approved (or the client is pre-approved): a Grant for the requested resource and
+   * scopes, the login of the signed-in user. Returns where to send the browser (back to the
+   * authorization endpoint, which redirects to the client with the code).
+   */
+  async approve(req: IncomingMessage, res: ServerResponse, request: ConsentRequest, user: DelegatingUser): Promise<string> {
+    const grant = new this.provider.Grant({ accountId: user.id, clientId: request.clientId });
+    const client = await this.clientOf(request.clientId);
+    const allowed = client ? new Set((codeFlowResourceScopes(client, request.resource, this.deps.issuer) ?? '').split(' ')) : new Set<string>();
+    const granted = request.scopes.filter((s) => allowed.has(s));
+    if (request.resource) grant.addResourceScope(request.resource, granted.join(' '));
+    const grantId = await grant.save();
+    await this.#accounts.upsert(user.id, { issuerId: user.issuerId, ...userAttributes(user) } as unknown as AdapterPayload, this.deps.refreshTokenSeconds);
+    return this.provider.interactionResult(req, res, { login: { accountId: user.id }, consent: { grantId } }, { mergeWithLastSubmission: false });
+  }
+
+  /** The user declined: the client gets `error=access_denied` (RFC 6749 §4.1.2.1). */
+  deny(req: IncomingMessage, res: ServerResponse): Promise<string> {
+    return this.provider.interactionResult(req, res, { error: 'access_denied', error_description: 'the user declined' }, { mergeWithLastSubmission: false });
+  }
+
+  /** The signed-in user's attributes as kept at approval, for the token record. */
+  async account(userId: string): Promise<DelegatingUser | undefined> {
+    const payload = (await this.#accounts.find(userId)) as unknown as (Omit<DelegatingUser, 'id'> & { issuerId: string }) | undefined;
+    return payload ? { ...payload, id: userId } : undefined;
+  }
+}
+
+/**
+ * Provider middleware: after `/token` issued a code-flow token (authorization code or refresh),
+ * records it and its receipt in one transaction (`recordIssuedToken`). A token that cannot be
+ * recorded is not delivered: the response becomes the error (fail closed).
+ */
+export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowDeps): Koa.Middleware {
+  return async function recordCodeFlowToken(ctx, next) {
+    await next();
+    const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
+    if (oidc?.route !== 'token' || ctx.status !== 200) return;
+    const at = oidc.entities.AccessToken;
+    if (!at || !at.gty?.split(' ').includes(AUTHORIZATION_CODE_GRANT)) return;
+    const user = await interactions.account(at.accountId);
+    if (!user) throw new InvalidRequest('the user of this grant is no longer known: authorize again');
+    const clientId = at.clientId;
+    if (!clientId) return;
+    const audience = String(at.aud ?? at.resourceServer?.audience ?? '');
+    const now = Math.floor(Date.now() / 1000);
+    const jkt = (at as unknown as { jkt?: string }).jkt;
+    const receiptRequest = { grant_type: String((oidc.params as Record<string, unknown>).grant_type), client_id: clientId, ...(jkt ? { dpop_jkt: jkt } : {}), resource: audience, scope: at.scope ?? '' };
+    try {
+      await deps.store.transaction((tx) =>
+        recordIssuedToken(
+          deps,
+          tx,
+          {
+            jti: at.jti,
+            parentJti: undefined,
+            rootJti: at.jti,
+            agentId: clientId,
+            userId: user.id,
+            userAttrs: userAttributes(user),
+            issuerId: user.issuerId,
+            audience,
+            scope: at.scope ?? '',
+            chain: [clientId],
+            cnfJkt: jkt,
+            mayAct: undefined,
+            upstream: undefined,
+            issuedAt: now,
+            expiresAt: now + at.expiration,
+          },
+          {
+            agent: clientId,
+            user: user.id,
+            chain: [clientId],
+            event: 'authorization_code',
+            action: 'delegate',
+            resource: audience,
+            decision: 'permit',
+            scope: at.scope ?? '',
+            requestDigest: requestDigest(receiptRequest),
+            ...(typeof ctx.state.requestId === 'string' ? { requestId: ctx.state.requestId } : {}),
+          },
+        ),
+      );
+    } catch (err) {
+      if (err instanceof AgentNotActive) throw new InvalidRequest('the client is not an active agent', { status: 400 });
+      throw err;
+    }
+    deps.logger.info({ client_id: clientId, user: user.id, audience, scope: at.scope }, 'code flow token issued');
+  };
+}
+
+/**
+ * Turns the code flow on for `provider` (configured by ./provider.ts with `codeFlowConfiguration`):
+ * installs the recording of its tokens and returns the interaction service for the HTTP routes.
+ * `undefined` when `oauth.authorizationCode` is off.
+ */
+export function enableCodeFlow(provider: Provider, deps: CodeFlowDeps, agents: { get(id: string): Promise<Agent | undefined> }): Interactions | undefined {
+  if (!deps.config.enabled) return undefined;
+  const interactions = new Interactions(provider, deps, async (clientId) => {
+    const agent = await agents.get(clientId);
+    return codeFlowClient(deps.config, clientId, agent && agent.status === 'active' ? agent : undefined);
+  });
+  provider.use(recordCodeFlowTokens(interactions, deps));
+  return interactions;
+}
