@@ -15,6 +15,7 @@
  *       enabled: true
  *       allowedHosts: [claude.ai, vscode.dev]
  *       scopes: [deputy.read]          # what such a client may ask for
+ *       audiences: [https://deputy.example.com/gw/drive]
  * ```
  *
  * @module
@@ -69,8 +70,8 @@ export const authorizationCodeSchema = z
         maxBytes: z.number().int().min(256).max(65_536).default(5120),
         /** Scopes such a client may be granted (with the user's consent); the PDP still decides each call. */
         scopes: z.array(scopeToken).max(100).default([]),
-        /** Whether such clients may skip the consent page. Never by default. */
-        preApproved: z.literal(false).default(false),
+        /** Resources (RFC 8707; e.g. `<issuer>/gw/{connection}`) such a client may obtain tokens for. */
+        audiences: z.array(z.string().min(1).max(2048)).max(100).default([]),
       })
       .prefault({}),
   })

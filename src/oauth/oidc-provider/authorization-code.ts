@@ -23,7 +23,7 @@ import type { Agent } from '../../agents/registry.js';
 import { requestDigest } from '../../audit/digest.js';
 import type { ReceiptAppender } from '../../audit/receipts.js';
 import type { AuthorizationCodeConfig } from '../authorization-code/config.js';
-import { InvalidRequest } from '../../errors/index.js';
+import { InvalidDpopProof, InvalidRequest, UnauthorizedClient } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { isDeputyResource, isDeputyScope } from '../deputy-own.js';
@@ -31,6 +31,7 @@ import { recordIssuedToken, userAttributes } from '../token-exchange.js';
 import { AgentNotActive, type TokenRecords } from '../token-records.js';
 import type { DelegatingUser } from '../delegation-authorizer.js';
 import { StoreAdapter } from './adapter.js';
+import { documentFetch, documentProblem, isAllowedDocumentUrl, isDocumentClientId, type DocumentMetadata } from '../client-id-metadata.js';
 
 /** The grant type and `gty` of the code flow (RFC 6749 §4.1.3). */
 export const AUTHORIZATION_CODE_GRANT = 'authorization_code';
@@ -75,6 +76,11 @@ export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string
   if (!config.enabled) return undefined;
   const entry = config.clients.find((c) => c.clientId === clientId);
   if (entry && agent) return { clientId, audiences: agent.audiences, scopes: agent.scopes, preApproved: entry.preApproved };
+  const documents = config.clientIdMetadataDocuments;
+  if (documents.enabled && isDocumentClientId(clientId) && isAllowedDocumentUrl(clientId, documents)) {
+    // Never pre-approved: anyone can publish a document; the user consents every time.
+    return { clientId, audiences: documents.audiences, scopes: documents.scopes, preApproved: false };
+  }
   return undefined;
 }
 
@@ -90,8 +96,9 @@ function deputyInteractionRequired(): interactionPolicy.Check {
 }
 
 /** The configuration members the code flow sets (merged into ./provider.ts's). */
-export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config'>): Partial<Configuration> {
+export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config' | 'logger'>): Partial<Configuration> {
   if (!deps.config.enabled) return { responseTypes: ['none'] };
+  const documents = deps.config.clientIdMetadataDocuments;
   const policy = interactionPolicy.base();
   policy.get('login')!.checks.add(deputyInteractionRequired(), 0);
   return {
@@ -108,6 +115,28 @@ export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config'>): Parti
       const grantId = ctx.oidc.result?.consent?.grantId;
       return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
     },
+    ...(documents.enabled ? documentClients(documents, deps.logger) : {}),
+  };
+}
+
+/** oidc-provider's Client ID Metadata Document support (draft-02), under Deputy's policy (../client-id-metadata.ts). */
+function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDocuments'], logger: Logger): Partial<Configuration> {
+  return {
+    fetch: documentFetch(documents, logger) as unknown as Configuration['fetch'],
+    fetchResponseBodyLimits: { 'client_id metadata document': documents.maxBytes },
+    features: {
+      clientIdMetadataDocument: {
+        enabled: true,
+        ack: 'draft-02',
+        allowFetch: (_ctx, clientId) => isAllowedDocumentUrl(clientId, documents),
+        allowClient: (_ctx, client) => {
+          const problem = documentProblem(client.metadata() as DocumentMetadata);
+          if (problem !== undefined) logger.info({ client_id: client.clientId, problem }, 'client metadata document refused');
+          return problem === undefined;
+        },
+        cacheDuration: { min: 60, max: 3600 },
+      },
+    } as Configuration['features'],
   };
 }
 
@@ -228,6 +257,10 @@ export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowD
     const audience = String(at.aud ?? at.resourceServer?.audience ?? '');
     const now = Math.floor(Date.now() / 1000);
     const jkt = (at as unknown as { jkt?: string }).jkt;
+    // RFC 9449 / MCP authorization: a public client's token is only ever sender-constrained.
+    if (oidc.client?.clientAuthMethod === 'none' && !jkt) {
+      throw new InvalidDpopProof('a DPoP proof is required: tokens of public clients are always bound to the client\'s key (RFC 9449)', { status: 400 });
+    }
     const receiptRequest = { grant_type: String((oidc.params as Record<string, unknown>).grant_type), client_id: clientId, ...(jkt ? { dpop_jkt: jkt } : {}), resource: audience, scope: at.scope ?? '' };
     try {
       await deps.store.transaction((tx) =>
@@ -266,7 +299,9 @@ export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowD
         ),
       );
     } catch (err) {
-      if (err instanceof AgentNotActive) throw new InvalidRequest('the client is not an active agent', { status: 400 });
+      // A metadata-document client has no row in the agent registry, which token records require:
+      // its tokens cannot be recorded yet, so none is delivered (fail closed).
+      if (err instanceof AgentNotActive) throw new UnauthorizedClient(isDocumentClientId(clientId) ? 'tokens for clients identified by a metadata document cannot be recorded yet (the agent registry does not know them); register the client as an agent' : 'the client is not an active agent');
       throw err;
     }
     deps.logger.info({ client_id: clientId, user: user.id, audience, scope: at.scope }, 'code flow token issued');

@@ -119,10 +119,13 @@ export function createProvider(deps: ProviderDeps): Provider {
 /** oidc-provider's configuration: clients and storage, keys and algorithms, features, hooks. */
 function providerConfiguration(deps: ProviderDeps): Configuration {
   const { config, keys } = deps;
+  const { features: codeFlowFeatures, ...codeFlowOptions } = codeFlowConfiguration({ config: config.oauth.authorizationCode, logger: deps.logger });
+  const documents = config.oauth.authorizationCode.enabled && config.oauth.authorizationCode.clientIdMetadataDocuments.enabled;
   return {
     adapter: modelAdapters(deps),
     clients: config.admin.clients.map(adminClientMetadata),
-    clientAuthMethods: ['private_key_jwt'],
+    // `none`: public clients identified by a metadata document (DPoP then required, ./authorization-code.ts).
+    clientAuthMethods: documents ? ['private_key_jwt', 'none'] : ['private_key_jwt'],
     clientDefaults: {
       grant_types: [TOKEN_EXCHANGE_GRANT],
       response_types: [],
@@ -149,8 +152,8 @@ function providerConfiguration(deps: ProviderDeps): Configuration {
       Interaction: INTERACTION_SECONDS,
       Session: INTERACTION_SECONDS,
     },
-    ...codeFlowConfiguration({ config: config.oauth.authorizationCode }),
-    features: providerFeatures(deps),
+    ...codeFlowOptions,
+    features: { ...providerFeatures(deps), ...codeFlowFeatures } as Configuration['features'],
     ...(deps.discovery ? { discovery: { ...deps.discovery } } : {}),
     // P2 in shared/notes/oauth-libraries.md: without this, `extra` set by a grant is dropped.
     // Code-flow tokens carry `act` too: the client acting for the user (./authorization-code.ts).
