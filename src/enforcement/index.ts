@@ -16,7 +16,7 @@
  * `{ admission, … }`):
  * 1. `spendProofOnRefusal` — a refusal before the first receipt still spends the proof.
  * 2. *resolve* (the PEP's own) — what is called: adds `connection` ({@link Targeted}), `action`
- *    ({@link Described}: receipt event, action name, resource text, request digest) and what its
+ *    ({@link Described}: receipt event, action name, resource, the request's digest parts) and what its
  *    decide/forward need (HTTP: path and route; MCP: method, tool, arguments; LLM: model,
  *    `max_tokens`, estimated cost). 404 / 400 here.
  * 3. `decide` — the PEP's question ({@link decide}); adds `decision`, never refuses by itself.
