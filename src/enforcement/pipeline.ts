@@ -133,7 +133,9 @@ export class Pipeline<In extends object, C extends object> {
     let i = 0;
     try {
       for (; i < steps.length; i++) {
-        const added = await steps[i]!.run(ctx);
+        const result = steps[i]!.run(ctx);
+        // A synchronous step costs no microtask turn (per-call overhead: issue 16).
+        const added = result instanceof Promise ? await result : result;
         if (added !== NOTHING) Object.assign(ctx, added);
       }
     } catch (error) {
