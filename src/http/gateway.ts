@@ -123,7 +123,21 @@ export function connectionAdminRoutes(deps: ConnectionAdminDeps): Router {
   const router = new Router({ prefix: '/admin/connections' });
   router.use(requireAdmin(deps), jsonBody(deps.bodyLimitBytes));
 
-  const view = (c: Connection) => connectionView(c, deps.issuer);
+  /** The wire view (./admin-api.ts): snake_case members (settings too), RFC 3339 times. */
+  const view = (c: Connection) => ({
+    id: c.id,
+    kind: c.kind,
+    name: c.settings.name ?? null,
+    audience: gatewayAudience(deps.issuer, c.id),
+    gateway_url: gatewayAudience(deps.issuer, c.id),
+    settings: toWire(c.settings),
+    has_secret: c.hasSecret,
+    secret_version: c.secretVersion,
+    secret_updated_at: wireTime(c.secretUpdatedAt),
+    source: c.source,
+    created_at: wireTime(c.createdAt),
+    updated_at: wireTime(c.updatedAt),
+  });
 
   router.get('/', async function listConnections(ctx) {
     const page = await deps.connections.list(pageRequest(ctx.query, 'connections'));
@@ -158,24 +172,6 @@ export function connectionAdminRoutes(deps: ConnectionAdminDeps): Router {
     ctx.status = 204;
   });
   return router;
-}
-
-/** A connection's wire view (./admin-api.ts): snake_case members (settings too), RFC 3339 times; never a secret. */
-function connectionView(c: Connection, issuer: string) {
-  return {
-    id: c.id,
-    kind: c.kind,
-    name: c.settings.name ?? null,
-    audience: gatewayAudience(issuer, c.id),
-    gateway_url: gatewayAudience(issuer, c.id),
-    settings: toWire(c.settings),
-    has_secret: c.hasSecret,
-    secret_version: c.secretVersion,
-    secret_updated_at: wireTime(c.secretUpdatedAt),
-    source: c.source,
-    created_at: wireTime(c.createdAt),
-    updated_at: wireTime(c.updatedAt),
-  };
 }
 
 async function mustGet(connections: ConnectionStore, id: string): Promise<Connection> {
