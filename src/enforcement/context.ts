@@ -14,8 +14,7 @@
 import type { DeputyError } from '../errors/index.js';
 import type { AuthenticatedRequest, ResourceRequest } from '../oauth/access-token.js';
 import type { OnceKey } from '../oauth/adapter.js';
-import type { DelegationChain } from '../oauth/delegation-chain.js';
-import type { TokenRecord, UserAttributes } from '../oauth/token-records.js';
+import type { TokenRecord } from '../oauth/token-records.js';
 import type { DigestValue } from '../audit/digest.js';
 import type { ReceiptEvent } from '../audit/receipt.js';
 import type { Connection } from '../vault/connections/store.js';
@@ -95,11 +94,11 @@ export interface Authenticated {
  */
 export interface Principal {
   userId: string;
-  userAttrs: UserAttributes;
+  userAttrs: TokenRecord['userAttrs'];
   /** The agent presenting the token (the current actor). */
   agentId: string;
   /** Agents in delegation order, the current actor last. */
-  chain: DelegationChain;
+  chain: TokenRecord['chain'];
   scopes: ReadonlySet<string>;
   /** The verified agent token, for a PDP that evaluates the chain from it. */
   token: string;

@@ -11,11 +11,11 @@
  *
  * @module
  */
-import type { PepDecision } from '../enforcement/index.js';
 import type { DelegationChain } from '../oauth/delegation-chain.js';
 import type { UserAttributes } from '../oauth/token-records.js';
 import type { RouteConfig } from '../vault/connections/config.js';
 import type { Connection } from '../vault/connections/store.js';
+import type { PepDecision } from '../enforcement/index.js';
 
 export interface GatewayAuthorizationRequest {
   subject: {

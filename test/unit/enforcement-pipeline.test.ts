@@ -37,6 +37,11 @@ import type { Connection } from '../../src/vault/connections/store.js';
 
 const logger = pino({ level: 'silent' });
 
+/** The `WWW-Authenticate` value a refusal is rendered with. */
+function challengeOf(err: DeputyError): string | undefined {
+  return err.headers['WWW-Authenticate'];
+}
+
 /** A step that records its name in `log` and adds `{ [name]: true }`. */
 function recorder(name: string, log: string[], hooks: Partial<Pick<Step<object>, 'refused' | 'settle'>> = {}): Step<object, Record<string, boolean>> {
   return { name, run: () => (log.push(name), { [name]: true }), ...hooks };
@@ -230,14 +235,14 @@ describe('admission: authenticate and liveChain', () => {
     const { verifier } = fakeVerifier(new InvalidToken('access token has expired'));
     const err = (await admit(verifier, record, 'https://deputy.test/.well-known/oauth-protected-resource/mcp/x').run({ ...request }).catch((e: unknown) => e)) as DeputyError;
     expect(err.status).toBe(401);
-    expect(err.headers['WWW-Authenticate']).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="access token has expired", algs="[^"]+", resource_metadata="https:\/\/deputy\.test\/\.well-known\/oauth-protected-resource\/mcp\/x"$/);
+    expect(challengeOf(err)).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="access token has expired", algs="[^"]+", resource_metadata="https:\/\/deputy\.test\/\.well-known\/oauth-protected-resource\/mcp\/x"$/);
   });
 
   it('a Bearer token is refused with the DPoP challenge', async () => {
     const { verifier } = fakeVerifier({ scheme: 'Bearer' });
     const err = (await admit(verifier).run({ ...request }).catch((e: unknown) => e)) as DeputyError;
     expect([err.status, err.code]).toEqual([401, 'invalid_token']);
-    expect(err.headers['WWW-Authenticate']).toMatch(/^DPoP /);
+    expect(challengeOf(err)).toMatch(/^DPoP /);
   });
 
   it('a revoked chain is 401 and still spends the proof (a replayed proof then wins as invalid_dpop_proof)', async () => {
@@ -246,7 +251,7 @@ describe('admission: authenticate and liveChain', () => {
     expect([revoked.code, spent.has('jti-1')]).toEqual(['invalid_token', true]);
     const replayed = (await admit(verifier, null).run({ ...request }).catch((e: unknown) => e)) as DeputyError;
     expect(replayed.code).toBe('invalid_dpop_proof');
-    expect(replayed.headers['WWW-Authenticate']).toMatch(/^DPoP .*error="invalid_dpop_proof"/);
+    expect(challengeOf(replayed)).toMatch(/^DPoP .*error="invalid_dpop_proof"/);
   });
 });
 
