@@ -34,6 +34,7 @@ import type { OnceKey } from '../../src/oauth/adapter.js';
 import { dpopReplayed } from '../../src/oauth/dpop.js';
 import type { TokenRecord } from '../../src/oauth/token-records.js';
 import type { Connection } from '../../src/vault/connections/store.js';
+import { Gateway, type GatewayDeps } from '../../src/gateway/gateway.js';
 
 const logger = pino({ level: 'silent' });
 
@@ -342,5 +343,15 @@ describe('streamEnding', () => {
     cut.destroy();
     expect((await a).kind).toBe('completed');
     expect((await b).kind).toBe('cut');
+  });
+});
+
+describe('the HTTP gateway as a composition', () => {
+  it('lists its steps in order: admission once, then the call', () => {
+    const deps = { issuer: 'https://deputy.test', logger, upstreamTimeoutMs: 1000, maxRequestBytes: 1024 } as unknown as GatewayDeps;
+    expect(new Gateway(deps).steps).toEqual({
+      admission: ['refuseOversized', 'authenticate', 'liveChain'],
+      call: ['spendProofOnRefusal', 'resolveCall', 'decide', 'budget', 'receipt', 'refuseDenied', 'credential', 'forwardUpstream'],
+    });
   });
 });
