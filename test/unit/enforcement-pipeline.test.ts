@@ -28,6 +28,7 @@ import {
   type ProofVerifier,
   type Step,
 } from '../../src/enforcement/index.js';
+import { serializeError } from '../../src/errors/serialize.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, TemporarilyUnavailable } from '../../src/errors/index.js';
 import type { AuthenticatedRequest } from '../../src/oauth/access-token.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
@@ -38,9 +39,9 @@ import { Gateway, type GatewayDeps } from '../../src/gateway/gateway.js';
 
 const logger = pino({ level: 'silent' });
 
-/** The `WWW-Authenticate` value a refusal is rendered with. */
+/** The `WWW-Authenticate` value a refusal is rendered with (by the one serializer). */
 function challengeOf(err: DeputyError): string | undefined {
-  return err.headers['WWW-Authenticate'];
+  return serializeError(err).headers['WWW-Authenticate'];
 }
 
 /** A step that records its name in `log` and adds `{ [name]: true }`. */
@@ -236,7 +237,7 @@ describe('admission: authenticate and liveChain', () => {
     const { verifier } = fakeVerifier(new InvalidToken('access token has expired'));
     const err = (await admit(verifier, record, 'https://deputy.test/.well-known/oauth-protected-resource/mcp/x').run({ ...request }).catch((e: unknown) => e)) as DeputyError;
     expect(err.status).toBe(401);
-    expect(challengeOf(err)).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="access token has expired", algs="[^"]+", resource_metadata="https:\/\/deputy\.test\/\.well-known\/oauth-protected-resource\/mcp\/x"$/);
+    expect(challengeOf(err)).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="access token has expired", resource_metadata="https:\/\/deputy\.test\/\.well-known\/oauth-protected-resource\/mcp\/x", algs="[^"]+"$/);
   });
 
   it('a Bearer token is refused with the DPoP challenge', async () => {
