@@ -2,7 +2,10 @@
  * The enforcement pipeline (src/enforcement): the runner's order, refusals, `refused` / `settle`
  * hooks (upstream failure, cut stream), and the shared steps' contracts with fake ports.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { AlreadyRecorded, type ReceiptAppender } from '../../src/audit/index.js';
@@ -354,5 +357,15 @@ describe('the HTTP gateway as a composition', () => {
       admission: ['refuseOversized', 'authenticate', 'liveChain'],
       call: ['spendProofOnRefusal', 'resolveCall', 'decide', 'budget', 'receipt', 'refuseDenied', 'credential', 'forwardUpstream'],
     });
+  });
+});
+
+describe('import direction', () => {
+  it('src/enforcement and src/gateway import neither Koa nor oidc-provider (HTTP → services)', () => {
+    const root = fileURLToPath(new URL('../../src', import.meta.url));
+    const files = ['enforcement', 'gateway'].flatMap((dir) => readdirSync(join(root, dir), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => join(root, dir, f)));
+    expect(files.length).toBeGreaterThan(10);
+    const offending = files.filter((f) => /from\s+'(koa|@koa\/[^']+|oidc-provider(\/[^']*)?)'/.test(readFileSync(f, 'utf8')));
+    expect(offending).toEqual([]);
   });
 });
