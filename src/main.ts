@@ -114,7 +114,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const provider = createProvider({
       config, issuer, store, keys, agents, dpop,
       grants: [exchange],
-      discovery: { receipts_jwks_uri: `${issuer.replace(/\/$/, '')}${RECEIPTS_JWKS_PATH}` },
+      discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
       onServerError: (err) => logger.error({ err }, 'oauth server error'),
     });
     // RFC 6749 §5.2 refusals are normal traffic: log the code and the check, never the request.

@@ -47,7 +47,7 @@ import { RequestBodyLimit, upstreamHeaders, type Forwarder, type UpstreamRespons
 export { GATEWAY_PREFIX };
 
 export function gatewayAudience(issuer: string, connectionId: string): string {
-  return `${issuer.replace(/\/$/, '')}${GATEWAY_PREFIX}/${connectionId}`;
+  return `${issuer}${GATEWAY_PREFIX}/${connectionId}`;
 }
 
 /** One call as the HTTP layer hands it over: plain values and the raw body stream. */
@@ -89,7 +89,7 @@ export class Gateway {
 
   constructor(deps: GatewayDeps) {
     this.#d = deps;
-    this.#base = deps.issuer.replace(/\/$/, '');
+    this.#base = deps.issuer;
   }
 
   async handle(call: GatewayCall): Promise<UpstreamResponse> {

@@ -14,6 +14,7 @@ import type Provider from 'oidc-provider';
 import { DeputyError, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import { findStoreUnavailable } from '../store/index.js';
+import { noStore } from '../util/http.js';
 
 export interface ErrorBody {
   error: string;
@@ -50,7 +51,7 @@ export function errorBoundary(): Koa.Middleware {
       }
       log.error({ err }, 'unhandled error');
       ctx.status = 500;
-      ctx.set('Cache-Control', 'no-store');
+      noStore(ctx);
       ctx.body = { error: 'server_error', error_description: 'an unexpected error occurred' } satisfies ErrorBody;
     }
   };
@@ -60,7 +61,7 @@ export function errorBoundary(): Koa.Middleware {
 export function renderError(ctx: Koa.Context, err: DeputyError): void {
   ctx.status = err.status;
   ctx.set(err.headers);
-  ctx.set('Cache-Control', 'no-store');
+  noStore(ctx);
   ctx.type = 'json';
   ctx.body = { ...err.details, error: err.code, error_description: err.description } satisfies ErrorBody;
 }

@@ -21,6 +21,7 @@ import type { Connection, ConnectionStore } from '../vault/connections/store.js'
 import type { UserGrants } from '../vault/connections/user-grants.js';
 import { nextCursor, pageRequest, parseAdminBody, requireAdmin, schemaMembers, toWire, wireFields, wireTime } from './admin-api.js';
 import { jsonBody, type Authenticate } from './util.js';
+import { noStore } from '../util/http.js';
 
 /** Connection members: `baseUrl` in the YAML, `base_url` in the admin API. */
 const CONNECTION_FIELDS = wireFields(schemaMembers(connectionInputSchema));
@@ -78,7 +79,7 @@ function cookieName(state: string): string {
 export function connectRoutes(deps: ConnectRoutesDeps): Router {
   const router = new Router({ prefix: '/connect' });
   router.use(async (ctx, next) => {
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     await next();
   });
 

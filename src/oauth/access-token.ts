@@ -6,6 +6,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
+import { ACCESS_TOKEN_ALGS, DPOP_CHALLENGE_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
 import type { KeyStore } from '../keys/keystore.js';
@@ -57,7 +58,6 @@ export interface ResourceRequest {
   url: string;
 }
 
-const ALGORITHMS = ['ES256', 'RS256', 'EdDSA'];
 const MAX_TOKEN_LENGTH = 16 * 1024;
 const JWKS_REFRESH_MS = 30_000;
 /** Verified tokens remembered at most (each entry: a digest and the claims, well under 1 KiB). */
@@ -156,7 +156,7 @@ export class AccessTokenVerifier {
         issuer: this.#issuer,
         ...(audience === undefined ? {} : { audience }),
         typ: 'at+jwt',
-        algorithms: ALGORITHMS,
+        algorithms: [...ACCESS_TOKEN_ALGS],
         requiredClaims: ['exp', 'iat', 'jti', 'client_id'],
         currentDate: new Date(now),
       });
@@ -243,8 +243,6 @@ export function withChallenge(err: unknown, scheme: 'Bearer' | 'DPoP', scope?: s
   return err;
 }
 
-/** RFC 9449 §7.1 `algs`: the proof algorithms Deputy's resources accept. */
-const DPOP_CHALLENGE_ALGS = 'ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256';
 
 /** Values end up in a quoted-string (RFC 9110 §5.6.4): escape `\` and `"`. */
 function quote(s: string): string {

@@ -26,6 +26,7 @@ import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { InvalidClient } from '../errors/index.js';
+import { noStore } from '../util/http.js';
 
 /** The endpoints where oidc-provider authenticates clients. */
 const CLIENT_AUTHENTICATED_ROUTES = new Set(['token', 'introspection', 'revocation']);
@@ -90,7 +91,7 @@ export function useClientAuthenticationErrors(provider: Provider): void {
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
     if (!oidc?.route || !CLIENT_AUTHENTICATED_ROUTES.has(oidc.route) || ctx.status < 400) return;
     // RFC 6749 §5.2 (example) / §5.1: errors of these endpoints are not cached either.
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     const body = ctx.body as RenderedError | undefined;
     let description: string | undefined;
     // Both kinds are thrown only while authenticating the client (before any grant, token or

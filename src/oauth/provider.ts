@@ -28,15 +28,15 @@ import { AgentClientAdapter, recordOnce, StoreAdapter } from './adapter.js';
 import { useClientAuthenticationErrors } from './client-authentication.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE } from './deputy-own.js';
 import type { DpopVerifier } from './dpop.js';
+import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../util/algorithms.js';
 import { authorizationServerMetadata, type MetadataOptions } from './metadata.js';
 import { tokenEndpointDpop, verifiedTokenProof } from './token-dpop.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
-/** Client-authentication and DPoP algorithms Deputy accepts (asymmetric only). */
-export const CLIENT_AUTH_ALGS = ['ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512', 'RS256', 'Ed25519', 'EdDSA'] as const;
-export const DPOP_ALGS = ['ES256', 'ES384', 'ES512', 'PS256', 'Ed25519', 'EdDSA', 'RS256'] as const;
+/** Client-authentication and DPoP algorithms Deputy accepts: src/util/algorithms.ts. */
+export { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../util/algorithms.js';
 
 /** Deputy's own protected resources and the scope each one accepts. */
 export interface DeputyResources {
@@ -47,8 +47,7 @@ export interface DeputyResources {
 }
 
 export function deputyResources(issuer: string): DeputyResources {
-  const base = issuer.replace(/\/$/, '');
-  return { admin: `${base}/admin`, access: `${base}/access` };
+  return { admin: `${issuer}/admin`, access: `${issuer}/access` };
 }
 
 const RESOURCE_SCOPES: Readonly<Record<keyof DeputyResources, string>> = { admin: ADMIN_SCOPE, access: AUTHZEN_SCOPE };

@@ -16,6 +16,7 @@ import type Koa from 'koa';
 import { DeputyError } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { DpopVerifier, VerifiedDpopProof } from './dpop.js';
+import { noStore } from '../util/http.js';
 
 const verified = new WeakMap<object, VerifiedDpopProof>();
 
@@ -50,7 +51,7 @@ export function tokenEndpointDpop(options: TokenEndpointDpopOptions): Koa.Middle
       (ctx.state.log as Logger | undefined)?.info({ error: err.code, reason: err.description }, 'token request refused');
       ctx.status = 400;
       ctx.set(err.headers);
-      ctx.set('Cache-Control', 'no-store');
+      noStore(ctx);
       ctx.body = { error: err.code, error_description: err.description };
       return;
     }

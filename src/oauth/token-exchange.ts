@@ -45,7 +45,8 @@ import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { DelegationDenied, type DelegationAuthorizer } from './delegation-authorizer.js';
 import { actFromChain, extendChain, handoffTarget, mayActNames, type DelegationChain } from './delegation-chain.js';
 import type { GrantRegistration } from './provider.js';
-import { CLIENT_AUTH_ALGS, TOKEN_EXCHANGE_GRANT } from './provider.js';
+import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
+import { TOKEN_EXCHANGE_GRANT } from './provider.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
 import { verifiedTokenProof } from './token-dpop.js';
 import { AgentNotActive, ParentRevoked, type TokenRecords } from './token-records.js';
@@ -156,7 +157,7 @@ export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scop
   const scope = request.scopes?.find(isDeputyScope);
   if (scope !== undefined) throw oauthError('invalid_scope', `the scope "${scope.slice(0, 100)}" is one of Deputy's own scopes and is never granted to an agent`);
   const target = request.targets.find((t) => isDeputyResource(t, issuer));
-  if (target !== undefined) throw oauthError('invalid_target', `"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer.replace(/\/$/, '')}/gw/{connection})`);
+  if (target !== undefined) throw oauthError('invalid_target', `"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer}/gw/{connection})`);
 }
 
 /** The verified proof of an exchange: the key the issued token is bound to. */
@@ -214,7 +215,7 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
   let header: JWTHeaderParameters;
   try {
     ({ payload, protectedHeader: header } = await jwtVerify(token, agentKeys(agent), {
-      algorithms: [...CLIENT_AUTH_ALGS],
+      algorithms: [...ACTOR_TOKEN_ALGS],
       issuer: agent.id,
       subject: agent.id,
       audience: deps.issuer,
