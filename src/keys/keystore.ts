@@ -372,7 +372,7 @@ function parseSigningFile(text: string, where: string): { keys: SigningKeyRecord
     const at = `${where}: keys[${i}]`;
     if (typeof r.jwk !== 'object' || r.jwk === null) throw new KeyError(`${at}.jwk must be a JWK object`);
     if (typeof r.jwk.kid !== 'string' || !r.jwk.kid) throw new KeyError(`${at}.jwk.kid is required`);
-    if (!(SIGNING_ALGS as readonly string[]).includes(r.jwk.alg as string)) throw new KeyError(`${at}.jwk.alg must be ${SIGNING_ALGS.join(', ')}`);
+    if (!(SIGNING_ALGS as readonly string[]).includes(r.jwk.alg as string)) throw new KeyError(`${at}.jwk.alg must be ${SIGNING_ALGS.slice(0, -1).join(', ')} or ${SIGNING_ALGS.at(-1)}`);
     if (typeof r.jwk.d !== 'string') throw new KeyError(`${at}.jwk must be a private key (no "d")`);
     if (r.status !== 'active' && r.status !== 'retired') throw new KeyError(`${at}.status must be "active" or "retired"`);
     if (typeof r.createdAt !== 'number') throw new KeyError(`${at}.createdAt must be a number`);
