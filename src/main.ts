@@ -10,14 +10,16 @@ import cluster from 'node:cluster';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import type Provider from 'oidc-provider';
 import type { AgentRegistry } from './agents/registry.js';
 import type { ReceiptService } from './audit/receipts.js';
 import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
+import { TemporarilyUnavailable } from './errors/index.js';
 import type { CredentialIsolation } from './gateway/index.js';
+import { writeNodeError } from './http/errors.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
+import type { Provider } from './oauth/oidc-provider/index.js';
 import type { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import type { PdpService } from './pdp/service.js';
 import type { Services } from './services.js';
@@ -131,10 +133,7 @@ function schedulePurge(services: Pick<Services, 'purgeExpired'>, logger: Logger)
 
 /** Listens; until the app is attached, requests get 503 rather than hanging. */
 function listen(server: Server, port: number, host: string): Promise<number> {
-  server.on('request', (_req, res) => {
-    res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '1' });
-    res.end('{"error":"temporarily_unavailable","error_description":"starting"}');
-  });
+  server.on('request', (_req, res) => writeNodeError(res, new TemporarilyUnavailable('starting', { retryAfterSeconds: 1 })));
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

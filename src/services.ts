@@ -12,13 +12,13 @@
  * @module
  */
 import type Koa from 'koa';
-import type Provider from 'oidc-provider';
 import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
 import type { DeputyConfig } from './config/schema.js';
 import { FederationVerifier } from './federation/verify.js';
 import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
 import { createApp } from './http/app.js';
+import { writeError } from './http/errors.js';
 import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
 import type { KeyStore } from './keys/keystore.js';
 import type { Logger } from './log.js';
@@ -27,9 +27,7 @@ import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection } from './oauth/introspection.js';
-import { createProvider } from './oauth/provider.js';
-import { tokenExchangeGrant } from './oauth/token-exchange.js';
+import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import type { Store } from './store/index.js';
@@ -87,9 +85,9 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     config, issuer, store, keys, agents, dpop,
     grants: [exchange],
     discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
-    onServerError: (err) => logger.error({ err }, 'oauth server error'),
+    writeError, logger,
   });
-  observeProvider(base, provider, { verifier, records, revocations });
+  addIntrospection(base, provider, { verifier, records, revocations });
   // Disabled agents' tokens were revoked in the disabling transaction (agentRegistry below).
   agents.onChange((agent) => {
     if (agent.status === 'disabled') revocations.forget();
@@ -133,18 +131,13 @@ function accessTokenVerification(base: ServiceBase): { dpop: DpopVerifier; verif
   return { dpop, verifier: new AccessTokenVerifier({ issuer, keys, dpop }) };
 }
 
-/** Logs refused token requests and adds agent-token introspection to the authorization server. */
-function observeProvider(
+/** Adds agent-token introspection to the authorization server. */
+function addIntrospection(
   base: ServiceBase,
   provider: Provider,
   tokens: { verifier: AccessTokenVerifier; records: TokenRecords; revocations: RevocationCache },
 ): void {
   const { config, logger } = base;
-  // RFC 6749 §5.2 refusals are normal traffic: log the code and the check, never the request.
-  provider.on('grant.error', (_ctx, err) => {
-    const e = err as { error?: string; error_description?: string };
-    logger.info({ error: e.error, reason: e.error_description }, 'token request refused');
-  });
   provider.use(agentTokenIntrospection({
     ...tokens, logger,
     adminClients: new Set(config.admin.clients.map((c) => c.client_id)),

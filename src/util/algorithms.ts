@@ -37,9 +37,6 @@ export const ACTOR_TOKEN_ALGS: readonly string[] = CLIENT_AUTH_ALGS;
  */
 export const DPOP_ALGS = ['ES256', 'ES384', 'ES512', 'PS256', 'Ed25519', 'EdDSA', 'RS256'] as const;
 
-/** The `algs` value of a `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1): {@link DPOP_ALGS}, space-separated. */
-export const DPOP_CHALLENGE_ALGS: string = DPOP_ALGS.join(' ');
-
 /**
  * What a trusted enterprise IdP (`trustedIssuers[].algorithms`) may be configured to sign subject
  * tokens with: every asymmetric JWS algorithm jose verifies.

@@ -12,7 +12,7 @@ import type { KeyStore } from '../../src/keys/keystore.js';
 import { AccessTokenVerifier, CredentialsRequired, dpopOnlyChallenge, type ResourceRequest } from '../../src/oauth/access-token.js';
 import { DpopVerifier } from '../../src/oauth/dpop.js';
 import type { Queryable } from '../../src/store/index.js';
-import { DPOP_CHALLENGE_ALGS } from '../../src/util/algorithms.js';
+import { DPOP_ALGS } from '../../src/util/algorithms.js';
 import { dpopKeys, dpopProof, type DpopKeys } from '../support/agents.js';
 
 const ISSUER = 'https://deputy.example.com';
@@ -147,7 +147,7 @@ describe('dpopOnlyChallenge (the gateways)', () => {
   it('no credentials: a DPoP challenge without error; other refusals: one DPoP challenge naming the error', async () => {
     const none = await refused(verifier().authenticate(req(undefined), AUD));
     expect(none).toBeInstanceOf(CredentialsRequired);
-    expect(dpopOnlyChallenge(none).headers['WWW-Authenticate']).toBe(`DPoP realm="deputy", algs="${DPOP_CHALLENGE_ALGS}"`);
+    expect(dpopOnlyChallenge(none).headers['WWW-Authenticate']).toBe(`DPoP realm="deputy", algs="${DPOP_ALGS.join(' ')}"`);
     const bearer = await refused(verifier().authenticate(req(`Bearer ${await token({ aud: 'https://x.example' })}`), AUD));
     expect(dpopOnlyChallenge(bearer).headers['WWW-Authenticate']).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="(?:[^"\\]|\\.)+", algs="ES256 /);
   });
