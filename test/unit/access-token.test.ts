@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { DeputyError } from '../../src/errors/index.js';
+import { serializeError } from '../../src/errors/serialize.js';
 import type { KeyStore } from '../../src/keys/keystore.js';
 import { AccessTokenVerifier, CredentialsRequired, dpopOnlyChallenge, type ResourceRequest } from '../../src/oauth/access-token.js';
 import { DpopVerifier } from '../../src/oauth/dpop.js';
@@ -72,6 +73,9 @@ async function refused(p: Promise<unknown>): Promise<DeputyError> {
   return err as DeputyError;
 }
 
+/** The `WWW-Authenticate` header the one serializer (src/errors/serialize.ts) writes for `err`. */
+const challengeOf = (err: DeputyError): string | undefined => serializeError(err).headers['WWW-Authenticate'];
+
 describe('AccessTokenVerifier.authenticate: accepted', () => {
   it('a Bearer token for the audience with the scope', async () => {
     const t = await token();
@@ -89,7 +93,7 @@ describe('AccessTokenVerifier.authenticate: accepted', () => {
     expect(auth.dpopNonce).toBeDefined();
     const replay = await refused(v.authenticate(req(`DPoP ${t}`, [proof]), AUD, 'deputy:admin'));
     expect(replay).toMatchObject({ status: 401, code: 'invalid_dpop_proof' });
-    expect(replay.headers['WWW-Authenticate']).toMatch(/^DPoP realm="deputy", error="invalid_dpop_proof"/);
+    expect(challengeOf(replay)).toMatch(/^DPoP realm="deputy", error="invalid_dpop_proof"/);
   });
 
   it('deferProofSpend leaves the proof unspent until spendProof', async () => {
@@ -132,14 +136,14 @@ describe('AccessTokenVerifier.authenticate: refusal matrix', () => {
     const err = await refused(verifier().authenticate(await make(), AUD, 'deputy:admin'));
     expect({ status: err.status, code: err.code }).toEqual({ status, code });
     expect(err.description).toMatch(description);
-    expect(err.headers['WWW-Authenticate']).toMatch(challenge);
+    expect(challengeOf(err)).toMatch(challenge);
     expect(err.expose).toBe(true);
   });
 
   it('a refusal never echoes the token', async () => {
     const t = await token({ aud: 'https://elsewhere.example.com' });
     const err = await refused(verifier().authenticate(req(`Bearer ${t}`), AUD));
-    expect(JSON.stringify({ d: err.description, h: err.headers })).not.toContain(t);
+    expect(JSON.stringify(serializeError(err))).not.toContain(t);
   });
 });
 
@@ -147,8 +151,8 @@ describe('dpopOnlyChallenge (the gateways)', () => {
   it('no credentials: a DPoP challenge without error; other refusals: one DPoP challenge naming the error', async () => {
     const none = await refused(verifier().authenticate(req(undefined), AUD));
     expect(none).toBeInstanceOf(CredentialsRequired);
-    expect(dpopOnlyChallenge(none).headers['WWW-Authenticate']).toBe(`DPoP realm="deputy", algs="${DPOP_ALGS.join(' ')}"`);
+    expect(challengeOf(dpopOnlyChallenge(none))).toBe(`DPoP realm="deputy", algs="${DPOP_ALGS.join(' ')}"`);
     const bearer = await refused(verifier().authenticate(req(`Bearer ${await token({ aud: 'https://x.example' })}`), AUD));
-    expect(dpopOnlyChallenge(bearer).headers['WWW-Authenticate']).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="(?:[^"\\]|\\.)+", algs="ES256 /);
+    expect(challengeOf(dpopOnlyChallenge(bearer))).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="(?:[^"\\]|\\.)+", algs="ES256 /);
   });
 });
