@@ -8,6 +8,7 @@
  */
 import Router from '@koa/router';
 import type Koa from 'koa';
+import { noStore } from '../util/http.js';
 import { AccessDenied, InvalidRequest } from '../errors/index.js';
 import type { ConsentRequest, Interactions } from '../oauth/oidc-provider/index.js';
 import type { CookieSealer, SignInSession } from '../signin/index.js';
@@ -60,7 +61,7 @@ export function interactionRoutes(deps: InteractionRoutesDeps): Router {
     if (!UID.test(uid)) throw new InvalidRequest('malformed interaction id');
     const session = await currentSession(ctx, deps.sealer);
     if (!session) {
-      ctx.set('Cache-Control', 'no-store');
+      noStore(ctx);
       ctx.redirect(signInLocation(`/interaction/${uid}`));
       return;
     }
@@ -83,7 +84,7 @@ export function interactionRoutes(deps: InteractionRoutesDeps): Router {
     const decision = formField(ctx, 'decision');
     if (decision !== 'approve' && decision !== 'deny') throw new InvalidRequest('decision must be "approve" or "deny"');
     const next = decision === 'approve' ? await deps.interactions.approve(ctx.req, ctx.res, request, userOf(session)) : await deps.interactions.deny(ctx.req, ctx.res);
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     ctx.status = 303;
     ctx.redirect(next);
   });

@@ -6,6 +6,7 @@
  * @module
  */
 import type Koa from 'koa';
+import { noStore } from '../util/http.js';
 
 /** HTML-escapes text for element content and quoted attribute values. */
 export function escapeHtml(s: string): string {
@@ -21,7 +22,7 @@ export function page(title: string, html: string): string {
 export function sendPage(ctx: Koa.Context, title: string, html: string, status = 200): void {
   ctx.status = status;
   ctx.type = 'text/html; charset=utf-8';
-  ctx.set('Cache-Control', 'no-store');
+  noStore(ctx);
   ctx.set('Content-Security-Policy', "default-src 'none'; form-action 'self' http: https:; frame-ancestors 'none'");
   ctx.set('X-Frame-Options', 'DENY');
   ctx.body = page(title, html);

@@ -9,10 +9,11 @@
  *
  * @module
  */
-import { timingSafeEqual } from 'node:crypto';
 import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
 import type Koa from 'koa';
+import { constantTimeEqual } from '../util/constant-time.js';
+import { noStore } from '../util/http.js';
 import { AccessDenied, InvalidRequest, PayloadTooLarge } from '../errors/index.js';
 import type { SignIn } from '../signin/relying-party.js';
 import { safeReturnPath, type CookieSealer, type SignInSession } from '../signin/session.js';
@@ -88,9 +89,7 @@ export function formField(ctx: Koa.Context, name: string): string | undefined {
 export function checkCsrf(ctx: Koa.Context, session: SignInSession, issuer: string): void {
   const origin = ctx.get('Origin');
   if (origin && origin !== new URL(issuer).origin) throw new AccessDenied('this form was posted from another site');
-  const sent = Buffer.from(formField(ctx, 'csrf') ?? '');
-  const expected = Buffer.from(session.csrf);
-  if (sent.length !== expected.length || !timingSafeEqual(sent, expected)) throw new AccessDenied('the form\'s CSRF token is missing or wrong: reload the page and try again');
+  if (!constantTimeEqual(formField(ctx, 'csrf') ?? '', session.csrf)) throw new AccessDenied('the form\'s CSRF token is missing or wrong: reload the page and try again');
 }
 
 /** The hidden CSRF field of every form. */
@@ -101,7 +100,7 @@ export function csrfField(session: SignInSession): string {
 /** `/signin`, `/signin/callback`, `/signin/session`, `POST /signout`. */
 export function signInRoutes(deps: SignInRoutesDeps): Router {
   const router = new Router();
-  const base = deps.issuer.replace(/\/$/, '');
+  const base = deps.issuer;
 
   router.get('/signin', async function startSignIn(ctx) {
     const returnTo = safeReturnPath(ctx.query.return_to);
@@ -116,13 +115,13 @@ export function signInRoutes(deps: SignInRoutesDeps): Router {
     }
     const started = await deps.signIn.start(issuerId, returnTo);
     const sealed = await deps.sealer.sealTransaction(started.transaction, TRANSACTION_SECONDS);
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     ctx.append('Set-Cookie', cookie(SIGNIN_TX_COOKIE, sealed, '/signin', TRANSACTION_SECONDS, deps.secure));
     ctx.redirect(started.redirectTo);
   });
 
   router.get('/signin/callback', async function signInCallback(ctx) {
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     const transaction = await deps.sealer.openTransaction(ctx.cookies.get(SIGNIN_TX_COOKIE));
     // No transaction cookie: this response was not asked for by this browser (login CSRF, RFC 9700 §4.7.1).
     if (!transaction) throw new InvalidRequest('this sign-in was not started in this browser, or took too long: start again');

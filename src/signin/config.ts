@@ -25,6 +25,7 @@
  * @module
  */
 import { z } from 'zod';
+import { SCOPE_TOKEN } from '../util/scope.js';
 import { secretSourceSchema } from '../vault/connections/config.js';
 
 /** Client authentication at the IdP's token endpoint (OpenID Connect Core §9). */
@@ -44,7 +45,7 @@ export const signInClientSchema = z
     /** The client secret (`client_secret_basic` / `client_secret_post` only). */
     secret: secretSourceSchema.optional(),
     /** Scopes requested at sign-in; `openid` is always included. */
-    scopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'signIn.scopes must list scope tokens (RFC 6749 §3.3)')).max(20).default(['openid', 'profile', 'email']),
+    scopes: z.array(z.string().regex(SCOPE_TOKEN, 'signIn.scopes must list scope tokens (RFC 6749 §3.3)')).max(20).default(['openid', 'profile', 'email']),
   })
   .superRefine((value, ctx) => {
     const needsSecret = value.clientAuth !== 'private_key_jwt';

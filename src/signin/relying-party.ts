@@ -22,6 +22,7 @@ import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/index.js';
 import type { EnvelopeVault } from '../vault/envelope.js';
+import { ERROR_CODE } from '../util/scope.js';
 import { readSecretSource } from '../vault/connections/store.js';
 import type { SignInClientConfig } from './config.js';
 import type { SignInTransaction } from './session.js';
@@ -66,7 +67,7 @@ export class SignIn {
 
   /** Where IdPs send the browser back: register it as the redirect URI of Deputy's client there. */
   get redirectUri(): string {
-    return `${this.#d.issuer.replace(/\/$/, '')}/signin/callback`;
+    return `${this.#d.issuer}/signin/callback`;
   }
 
   /** The ids of the issuers users can sign in at, in configuration order. */
@@ -128,7 +129,7 @@ export class SignIn {
     if (!issuer) throw new InvalidRequest('this sign-in was started at an issuer that is no longer configured');
     const error = callback.searchParams.get('error');
     if (error !== null) {
-      const code = /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(error) ? error : 'error';
+      const code = ERROR_CODE.test(error) ? error : 'error';
       throw new AccessDenied(`the identity provider did not sign you in ("${code}")`);
     }
     const config = await this.#configuration(issuer);

@@ -21,8 +21,9 @@
  * @module
  */
 import { z } from 'zod';
+import { SCOPE_TOKEN } from '../../util/scope.js';
 
-const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'must be a scope token (RFC 6749 §3.3)');
+const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a scope token (RFC 6749 §3.3)');
 
 /** A redirect URI: https, or http on a loopback host (RFC 8252 §7.3); no fragment (RFC 6749 §3.1.2). */
 const redirectUri = z.string().refine(

@@ -23,9 +23,11 @@
  *
  * @module
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import { AccessDenied, InvalidRequest, NotFound } from '../../errors/index.js';
+import { constantTimeEqual } from '../../util/constant-time.js';
+import { ERROR_CODE } from '../../util/scope.js';
 import type { Store } from '../../store/index.js';
 import type { EnvelopeVault } from '../envelope.js';
 import type { ConnectionSettings } from './config.js';
@@ -56,7 +58,7 @@ export class ConnectFlows {
 
   constructor(deps: ConnectFlowsDeps) {
     this.#d = deps;
-    this.#base = deps.issuer.replace(/\/$/, '');
+    this.#base = deps.issuer;
   }
 
   /** Where the provider sends the user back; register it as a redirect URI there. */
@@ -119,7 +121,7 @@ export class ConnectFlows {
     const params = new URLSearchParams(query);
     const state = params.get('state');
     if (!state) throw new InvalidRequest('the callback carries no state');
-    if (!cookieState || !safeEqual(cookieState, state)) {
+    if (!cookieState || !constantTimeEqual(cookieState, state)) {
       throw new InvalidRequest('this callback does not belong to a connect flow started in this browser');
     }
     const flow = (
@@ -134,7 +136,7 @@ export class ConnectFlows {
     requireLinkUser(flow.user_id, signedInUser);
     const error = params.get('error');
     if (error) {
-      const code = /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(error) ? error : 'error';
+      const code = ERROR_CODE.test(error) ? error : 'error';
       throw new InvalidRequest(`the provider did not authorize the connection ("${code}")`);
     }
     const connection = await this.#d.connections.get(flow.connection_id);
@@ -188,13 +190,7 @@ export class ConnectFlows {
  * @throws AccessDenied (403 `access_denied`) otherwise; the flow is left untouched
  */
 function requireLinkUser(linkUser: string, signedInUser: string): void {
-  if (!safeEqual(linkUser, signedInUser)) {
+  if (!constantTimeEqual(linkUser, signedInUser)) {
     throw new AccessDenied('this connect link was made for another user than the one signed in: nothing was connected. Sign out, or ask your agent for your own link');
   }
-}
-
-function safeEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
