@@ -79,10 +79,11 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   // Enterprise sign-in reuses the federation verifier: a signed-in user is the user their subject tokens name.
   const signIn = new SignIn({ issuer, trustedIssuers: config.trustedIssuers, federation, keys, store, vault, env: base.env, logger });
   await signIn.storeSecrets();
+  const authorizer = pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth));
   const exchange = tokenExchangeGrant({
     issuer, store, agents, verifier, records, keys, logger, vault,
     federation,
-    authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
+    authorizer,
     receipts,
     accessTokenTTL: config.tokens.accessTokenTTL,
   });
@@ -93,9 +94,9 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     writeError, logger,
   });
   const interactions = enableCodeFlow(provider, {
-    config: config.oauth.authorizationCode, issuer, store, records, receipts, logger,
+    config: config.oauth.authorizationCode, issuer, store, records, receipts, logger, authorizer, agents,
     sessionSeconds: SESSION_SECONDS, refreshTokenSeconds: REFRESH_TOKEN_SECONDS, accessTokenSeconds: config.tokens.accessTokenTTL,
-  }, agents);
+  });
   addIntrospection(base, provider, { verifier, records, revocations });
   // Disabled agents' tokens were revoked in the disabling transaction (agentRegistry below).
   agents.onChange((agent) => {

@@ -21,15 +21,16 @@ import type Koa from 'koa';
 import Provider, { interactionPolicy, type Adapter, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Agent } from '../../agents/registry.js';
 import { requestDigest } from '../../audit/digest.js';
+import type { ReceiptInput } from '../../audit/receipt.js';
 import type { ReceiptAppender } from '../../audit/receipts.js';
 import type { AuthorizationCodeConfig } from '../authorization-code/config.js';
-import { InvalidDpopProof, InvalidRequest, UnauthorizedClient } from '../../errors/index.js';
+import { InvalidDpopProof, InvalidGrant, InvalidRequest, UnauthorizedClient } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { isDeputyResource, isDeputyScope } from '../deputy-own.js';
 import { recordIssuedToken, userAttributes } from '../token-exchange.js';
 import { AgentNotActive, type TokenRecords } from '../token-records.js';
-import type { DelegatingUser } from '../delegation-authorizer.js';
+import { DelegationDenied, type DelegatingUser, type DelegationAuthorizer } from '../delegation-authorizer.js';
 import { StoreAdapter } from './adapter.js';
 import { documentFetch, documentProblem, isAllowedDocumentUrl, isDocumentClientId, type DocumentMetadata } from '../client-id-metadata.js';
 
@@ -58,6 +59,10 @@ export interface CodeFlowDeps {
   records: TokenRecords;
   receipts: ReceiptAppender;
   logger: Logger;
+  /** The `delegate` decision every agent token passes (registry rules, then Cedar): a one-link chain here. */
+  authorizer: DelegationAuthorizer;
+  /** The agent registry: the client of a code-flow token is a registered agent. */
+  agents: { get(id: string): Promise<Agent | undefined> };
   /** Session and refresh-token lifetimes, seconds. */
   sessionSeconds: number;
   refreshTokenSeconds: number;
@@ -262,6 +267,19 @@ export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowD
       throw new InvalidDpopProof('a DPoP proof is required: tokens of public clients are always bound to the client\'s key (RFC 9449)', { status: 400 });
     }
     const receiptRequest = { grant_type: String((oidc.params as Record<string, unknown>).grant_type), client_id: clientId, ...(jkt ? { dpop_jkt: jkt } : {}), resource: audience, scope: at.scope ?? '' };
+    const receipt: ReceiptInput = {
+      agent: clientId,
+      user: user.id,
+      chain: [clientId],
+      event: 'authorization_code',
+      action: 'delegate',
+      resource: audience,
+      decision: 'permit',
+      scope: at.scope ?? '',
+      requestDigest: requestDigest(receiptRequest),
+      ...(typeof ctx.state.requestId === 'string' ? { requestId: ctx.state.requestId } : {}),
+    };
+    const decided = await decideDelegation(deps, clientId, user, audience, at.scope ?? '', receipt);
     try {
       await deps.store.transaction((tx) =>
         recordIssuedToken(
@@ -284,18 +302,7 @@ export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowD
             issuedAt: now,
             expiresAt: now + at.expiration,
           },
-          {
-            agent: clientId,
-            user: user.id,
-            chain: [clientId],
-            event: 'authorization_code',
-            action: 'delegate',
-            resource: audience,
-            decision: 'permit',
-            scope: at.scope ?? '',
-            requestDigest: requestDigest(receiptRequest),
-            ...(typeof ctx.state.requestId === 'string' ? { requestId: ctx.state.requestId } : {}),
-          },
+          decided,
         ),
       );
     } catch (err) {
@@ -309,14 +316,32 @@ export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowD
 }
 
 /**
+ * The `delegate` decision for a code-flow token, as for an exchanged one (a one-link chain: the
+ * client acting for the user). Returns the receipt completed with the deciding policies; a
+ * refusal writes a `deny` receipt and is the grant's error (nothing is delivered).
+ */
+async function decideDelegation(deps: CodeFlowDeps, clientId: string, user: DelegatingUser, audience: string, scope: string, receipt: ReceiptInput): Promise<ReceiptInput> {
+  const agent = await deps.agents.get(clientId);
+  if (!agent) throw new UnauthorizedClient(isDocumentClientId(clientId) ? 'tokens for clients identified by a metadata document cannot be issued yet (the agent registry does not know them); register the client as an agent' : 'the client is not a registered agent');
+  try {
+    const permit = await deps.authorizer.authorize({ user, agent, chain: [clientId], audience, scopes: scope.split(' ').filter(Boolean) });
+    return permit ? { ...receipt, policies: permit.policies } : receipt;
+  } catch (err) {
+    if (!(err instanceof DelegationDenied)) throw err;
+    await deps.receipts.append({ ...receipt, decision: 'deny', reason: err.description, policies: err.policies }).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
+    throw err.error === 'unauthorized_client' ? new UnauthorizedClient(err.description) : new InvalidGrant(err.description);
+  }
+}
+
+/**
  * Turns the code flow on for `provider` (configured by ./provider.ts with `codeFlowConfiguration`):
  * installs the recording of its tokens and returns the interaction service for the HTTP routes.
  * `undefined` when `oauth.authorizationCode` is off.
  */
-export function enableCodeFlow(provider: Provider, deps: CodeFlowDeps, agents: { get(id: string): Promise<Agent | undefined> }): Interactions | undefined {
+export function enableCodeFlow(provider: Provider, deps: CodeFlowDeps): Interactions | undefined {
   if (!deps.config.enabled) return undefined;
   const interactions = new Interactions(provider, deps, async (clientId) => {
-    const agent = await agents.get(clientId);
+    const agent = await deps.agents.get(clientId);
     return codeFlowClient(deps.config, clientId, agent && agent.status === 'active' ? agent : undefined);
   });
   provider.use(recordCodeFlowTokens(interactions, deps));
