@@ -41,9 +41,12 @@ beforeAll(async () => {
     config: {
       server: { port },
       trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
-      agents: [agentConfig('code-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] })],
+      agents: [
+        agentConfig('code-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] }),
+        agentConfig('trusted-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] }),
+      ],
       connections: [{ id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
-      oauth: { authorizationCode: { enabled: true, clients: [{ clientId: 'code-agent', redirectUris: [REDIRECT] }] } },
+      oauth: { authorizationCode: { enabled: true, clients: [{ clientId: 'code-agent', redirectUris: [REDIRECT] }, { clientId: 'trusted-agent', redirectUris: [REDIRECT], preApproved: true }] } },
     },
   });
   idp.oktaSignIn.registerClient({ clientId: 'deputy-signin', redirectUri: `${issuer}/signin/callback`, jwksUri: `${deputy.url}/jwks` });
@@ -177,6 +180,22 @@ describe('authorization code + PKCE for agents', () => {
     const res = await signedInAtIdp().visit((await authorizationRequest({ redirect_uri: 'https://evil.example/cb' })).url.href, { stopAt: () => true });
     expect(res.status).toBe(400);
     expect(res.location).toBeUndefined();
+  });
+
+  it('an operator-pre-approved client gets its code without a consent page (the user still signs in)', async () => {
+    const trusted = await testAgent(deputy.issuer, 'trusted-agent', agent.keys);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(trusted.config, {
+      redirect_uri: REDIRECT, scope: 'deputy.read', resource: gw('echo'), state: 'st',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const browser = signedInAtIdp();
+    const res = await browser.visit(url.href, { stopAt: toClient });
+    const back = new URL(res.location!);
+    expect(back.searchParams.get('code')).toBeTruthy();
+    expect(browser.cookies('localhost').has('deputy_session')).toBe(true);
+    const tokens = await client.authorizationCodeGrant(trusted.config, back, { pkceCodeVerifier: verifier, expectedState: 'st' }, undefined, { DPoP: trusted.handle });
+    expect(decodeJwt(tokens.access_token)).toMatchObject({ act: { sub: 'trusted-agent' } });
   });
 
   it('refuses a consent posted without the CSRF token', async () => {
