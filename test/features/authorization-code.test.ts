@@ -146,6 +146,14 @@ describe('authorization code + PKCE for agents', () => {
     await expect(client.refreshTokenGrant(agent.config, tokens.refresh_token!, undefined, { DPoP: agent.handle })).rejects.toMatchObject({ error: 'invalid_grant' });
   });
 
+  it('grants no OpenID Connect scope: openid is ignored, no ID token is issued', async () => {
+    const request = await authorizationRequest({ scope: 'openid deputy.read' });
+    const back = await authorize(signedInAtIdp(), request);
+    const tokens = await client.authorizationCodeGrant(agent.config, back, { pkceCodeVerifier: request.verifier, expectedState: request.state }, undefined, { DPoP: agent.handle });
+    expect(tokens.id_token).toBeUndefined();
+    expect(decodeJwt(tokens.access_token).scope).toBe('deputy.read');
+  });
+
   it('refuses a code redeemed with another DPoP key than dpop_jkt named', async () => {
     const request = await authorizationRequest();
     const back = await authorize(signedInAtIdp(), request);

@@ -106,6 +106,10 @@ export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config' | 'logge
   const documents = deps.config.clientIdMetadataDocuments;
   const policy = interactionPolicy.base();
   policy.get('login')!.checks.add(deputyInteractionRequired(), 0);
+  // Consent is Deputy's own page, on every authorization (the check above). oidc-provider's
+  // consent prompt would ask again for what Deputy never grants — OpenID Connect scopes (`openid`:
+  // Deputy issues no ID tokens) — and so loop; the grant made at approval is the whole consent.
+  policy.remove('consent');
   return {
     responseTypes: ['code'],
     // PKCE for every client; oidc-provider accepts only S256 (RFC 9700 §2.1.1).
