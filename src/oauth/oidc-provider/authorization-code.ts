@@ -29,7 +29,7 @@ import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { isDeputyResource, isDeputyScope } from '../deputy-own.js';
 import { recordIssuedToken, userAttributes } from '../token-exchange.js';
-import { AgentNotActive, type TokenRecords } from '../token-records.js';
+import { AgentNotActive, type NewTokenRecord, type TokenRecords } from '../token-records.js';
 import { DelegationDenied, type DelegatingUser, type DelegationAuthorizer } from '../delegation-authorizer.js';
 import { StoreAdapter } from './adapter.js';
 import { documentFetch, documentProblem, isAllowedDocumentUrl, isDocumentClientId, type DocumentMetadata } from '../client-id-metadata.js';
@@ -247,76 +247,106 @@ export class Interactions {
   }
 }
 
+/** A code-flow token just minted at `/token`, as plain values. */
+interface CodeFlowIssuance {
+  jti: string;
+  clientId: string;
+  user: DelegatingUser;
+  audience: string;
+  scope: string;
+  /** `cnf.jkt`, when DPoP-bound. */
+  jkt: string | undefined;
+  /** Lifetime, seconds. */
+  expiresIn: number;
+  grantType: string;
+}
+
 /**
  * Provider middleware: after `/token` issued a code-flow token (authorization code or refresh),
- * records it and its receipt in one transaction (`recordIssuedToken`). A token that cannot be
- * recorded is not delivered: the response becomes the error (fail closed).
+ * checks it (DPoP for public clients), runs the `delegate` decision, and records it and its
+ * receipt in one transaction (`recordIssuedToken`). A token refused or not recorded is not
+ * delivered: the response becomes the error (fail closed).
  */
 export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowDeps): Koa.Middleware {
   return async function recordCodeFlowToken(ctx, next) {
     await next();
     const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
     if (oidc?.route !== 'token' || ctx.status !== 200) return;
-    const at = oidc.entities.AccessToken;
-    if (!at || !at.gty?.split(' ').includes(AUTHORIZATION_CODE_GRANT)) return;
-    const user = await interactions.account(at.accountId);
-    if (!user) throw new InvalidRequest('the user of this grant is no longer known: authorize again');
-    const clientId = at.clientId;
-    if (!clientId) return;
-    const audience = String(at.aud ?? at.resourceServer?.audience ?? '');
-    const now = Math.floor(Date.now() / 1000);
-    const jkt = (at as unknown as { jkt?: string }).jkt;
+    const issued = await codeFlowIssuance(oidc, interactions);
+    if (!issued) return;
     // RFC 9449 / MCP authorization: a public client's token is only ever sender-constrained.
-    if (oidc.client?.clientAuthMethod === 'none' && !jkt) {
+    if (oidc.client?.clientAuthMethod === 'none' && !issued.jkt) {
       throw new InvalidDpopProof('a DPoP proof is required: tokens of public clients are always bound to the client\'s key (RFC 9449)', { status: 400 });
     }
-    const receiptRequest = { grant_type: String((oidc.params as Record<string, unknown>).grant_type), client_id: clientId, ...(jkt ? { dpop_jkt: jkt } : {}), resource: audience, scope: at.scope ?? '' };
-    const receipt: ReceiptInput = {
-      agent: clientId,
-      user: user.id,
-      chain: [clientId],
-      event: 'authorization_code',
-      action: 'delegate',
-      resource: audience,
-      decision: 'permit',
-      scope: at.scope ?? '',
-      requestDigest: requestDigest(receiptRequest),
-      ...(typeof ctx.state.requestId === 'string' ? { requestId: ctx.state.requestId } : {}),
-    };
-    const decided = await decideDelegation(deps, clientId, user, audience, at.scope ?? '', receipt);
-    try {
-      await deps.store.transaction((tx) =>
-        recordIssuedToken(
-          deps,
-          tx,
-          {
-            jti: at.jti,
-            parentJti: undefined,
-            rootJti: at.jti,
-            agentId: clientId,
-            userId: user.id,
-            userAttrs: userAttributes(user),
-            issuerId: user.issuerId,
-            audience,
-            scope: at.scope ?? '',
-            chain: [clientId],
-            cnfJkt: jkt,
-            mayAct: undefined,
-            upstream: undefined,
-            issuedAt: now,
-            expiresAt: now + at.expiration,
-          },
-          decided,
-        ),
-      );
-    } catch (err) {
-      // A metadata-document client has no row in the agent registry, which token records require:
-      // its tokens cannot be recorded yet, so none is delivered (fail closed).
-      if (err instanceof AgentNotActive) throw new UnauthorizedClient(isDocumentClientId(clientId) ? 'tokens for clients identified by a metadata document cannot be recorded yet (the agent registry does not know them); register the client as an agent' : 'the client is not an active agent');
-      throw err;
-    }
-    deps.logger.info({ client_id: clientId, user: user.id, audience, scope: at.scope }, 'code flow token issued');
+    const requestId = typeof ctx.state.requestId === 'string' ? ctx.state.requestId : undefined;
+    const receipt = await decideDelegation(deps, issued, codeFlowReceipt(issued, requestId));
+    await recordIssuance(deps, issued, receipt);
+    deps.logger.info({ client_id: issued.clientId, user: issued.user.id, audience: issued.audience, scope: issued.scope }, 'code flow token issued');
   };
+}
+
+/** The code-flow token of this `/token` response, or undefined when it issued another kind. */
+async function codeFlowIssuance(oidc: KoaContextWithOIDC['oidc'], interactions: Interactions): Promise<CodeFlowIssuance | undefined> {
+  const at = oidc.entities.AccessToken;
+  if (!at?.clientId || !at.gty?.split(' ').includes(AUTHORIZATION_CODE_GRANT)) return undefined;
+  const user = await interactions.account(at.accountId);
+  if (!user) throw new InvalidGrant('the user of this grant is no longer known: authorize again');
+  return {
+    jti: at.jti,
+    clientId: at.clientId,
+    user,
+    audience: String(at.aud ?? at.resourceServer?.audience ?? ''),
+    scope: at.scope ?? '',
+    jkt: (at as unknown as { jkt?: string }).jkt,
+    expiresIn: at.expiration,
+    grantType: String((oidc.params as Record<string, unknown>).grant_type),
+  };
+}
+
+/** The `permit` receipt of a code-flow token (its request digest names no token). */
+function codeFlowReceipt(issued: CodeFlowIssuance, requestId: string | undefined): ReceiptInput {
+  const request = { grant_type: issued.grantType, client_id: issued.clientId, ...(issued.jkt ? { dpop_jkt: issued.jkt } : {}), resource: issued.audience, scope: issued.scope };
+  return {
+    agent: issued.clientId,
+    user: issued.user.id,
+    chain: [issued.clientId],
+    event: 'authorization_code',
+    action: 'delegate',
+    resource: issued.audience,
+    decision: 'permit',
+    scope: issued.scope,
+    requestDigest: requestDigest(request),
+    ...(requestId !== undefined ? { requestId } : {}),
+  };
+}
+
+/** The token record (a root: a one-link chain) and its receipt, in one transaction. */
+async function recordIssuance(deps: CodeFlowDeps, issued: CodeFlowIssuance, receipt: ReceiptInput): Promise<void> {
+  const now = Math.floor(Date.now() / 1000);
+  const record: NewTokenRecord = {
+    jti: issued.jti,
+    parentJti: undefined,
+    rootJti: issued.jti,
+    agentId: issued.clientId,
+    userId: issued.user.id,
+    userAttrs: userAttributes(issued.user),
+    issuerId: issued.user.issuerId,
+    audience: issued.audience,
+    scope: issued.scope,
+    chain: [issued.clientId],
+    cnfJkt: issued.jkt,
+    mayAct: undefined,
+    upstream: undefined,
+    issuedAt: now,
+    expiresAt: now + issued.expiresIn,
+  };
+  try {
+    await deps.store.transaction((tx) => recordIssuedToken(deps, tx, record, receipt));
+  } catch (err) {
+    // Disabled while this request ran (decideDelegation read it active).
+    if (err instanceof AgentNotActive) throw new UnauthorizedClient('the client is not an active agent');
+    throw err;
+  }
 }
 
 /**
@@ -324,7 +354,8 @@ export function recordCodeFlowTokens(interactions: Interactions, deps: CodeFlowD
  * client acting for the user). Returns the receipt completed with the deciding policies; a
  * refusal writes a `deny` receipt and is the grant's error (nothing is delivered).
  */
-async function decideDelegation(deps: CodeFlowDeps, clientId: string, user: DelegatingUser, audience: string, scope: string, receipt: ReceiptInput): Promise<ReceiptInput> {
+async function decideDelegation(deps: CodeFlowDeps, issued: CodeFlowIssuance, receipt: ReceiptInput): Promise<ReceiptInput> {
+  const { clientId, user, audience, scope } = issued;
   const agent = await deps.agents.get(clientId);
   if (!agent) throw new UnauthorizedClient(isDocumentClientId(clientId) ? 'tokens for clients identified by a metadata document cannot be issued yet (the agent registry does not know them); register the client as an agent' : 'the client is not a registered agent');
   try {
