@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { clientKeys } from '../support/clients.js';
-import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { ENTRA_CLIENT_APP_ID, ENTRA_TENANT, ENTRA_USER_OID, OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { Browser } from '../support/oauth-provider.js';
 import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
@@ -150,5 +150,47 @@ describe('sign-in at a trusted IdP', () => {
     expect(res.status).toBe(404);
     const json = await fetch(`${issuer}/signout`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     expect(json.status).toBe(415);
+  });
+});
+
+describe('sign-in at an Entra ID tenant', () => {
+  let entraDeputy: TestDeputy;
+  let entraIssuer: string;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    entraIssuer = `http://localhost:${port}`;
+    entraDeputy = await startTestDeputy({
+      env: { ENTRA_SIGNIN_SECRET: 'entra-signin-secret-0123456789' },
+      config: {
+        server: { port },
+        trustedIssuers: [
+          idp.issuerConfig('entra', {
+            issuer: `${idp.base}/${ENTRA_TENANT}/v2.0`, tenants: undefined, acceptV1: false,
+            signIn: { clientId: ENTRA_CLIENT_APP_ID, clientAuth: 'client_secret_post', secret: { env: 'ENTRA_SIGNIN_SECRET' } },
+          }),
+          idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } }),
+        ],
+      },
+    });
+    idp.entraSignIn.registerClient({ clientId: ENTRA_CLIENT_APP_ID, redirectUri: `${entraIssuer}/signin/callback`, secret: 'entra-signin-secret-0123456789' });
+  });
+  afterAll(async () => {
+    await entraDeputy?.stop();
+  });
+
+  it('offers a choice of IdPs, and identifies an Entra user by tenant and object id (client_secret_post from the vault)', async () => {
+    const chooser = await fetch(`${entraIssuer}/signin?return_to=/signin/session`);
+    const body = await chooser.text();
+    expect(body).toContain('/signin?issuer=entra&amp;return_to=%2Fsignin%2Fsession');
+    expect(body).toContain('/signin?issuer=okta');
+    const browser = new Browser();
+    browser.setCookie('127.0.0.1', 'entra_user', ENTRA_USER_OID);
+    const done = await browser.visit(`${entraIssuer}/signin?issuer=entra&return_to=/signin/session`);
+    expect(done.status).toBe(200);
+    expect(done.body).toContain(`<code>entra:${ENTRA_TENANT}:${ENTRA_USER_OID}</code>`);
+    // The secret is in the vault, encrypted; never in a log.
+    expect(entraDeputy.logs.join('')).not.toContain('entra-signin-secret-0123456789');
+    expect(await entraDeputy.store.query("SELECT kind FROM vault_secrets WHERE handle = 'signin_secret_entra'")).toEqual([{ kind: 'signin_client_secret' }]);
   });
 });

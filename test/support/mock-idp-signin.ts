@@ -4,6 +4,9 @@
  * (OpenID Connect Core §3.1, RFC 7636), `state`, `nonce`, RFC 9207 `iss` in the response, ID
  * tokens shaped like Okta's (`sub` = the Okta user id `00u…`, `aud` = the client id).
  *
+ * The same endpoints serve an Entra-shaped tenant (`/{tid}/oauth2/v2.0/authorize`, ID tokens with
+ * `tid` and `oid`) with other `paths` and `idToken`.
+ *
  * Who is signed in at the "IdP" is a cookie of the browser, `okta_user` = the Okta user id, set
  * with `Browser.setCookie` (the user's IdP session). Without it the authorize endpoint answers a
  * login page (200), as Okta would.
@@ -51,12 +54,18 @@ export interface MockOktaSignIn {
 export function mockOktaSignIn(options: {
   issuer: string;
   idToken: (claims: { sub: string; aud: string; nonce?: string; email?: string; name?: string; groups?: string[] }) => Promise<string>;
+  /** Endpoint paths; default Okta's `{issuer path}/v1/authorize` and `/v1/token`. */
+  paths?: { authorize: string; token: string };
+  /** The cookie naming the signed-in user; default `okta_user`. */
+  cookie?: string;
 }): MockOktaSignIn {
   const clients = new Map<string, MockSignInClient>();
   const users = new Map<string, MockOktaUser>();
   const codes = new Map<string, PendingCode>();
   const redeemed: Record<string, number> = {};
   const path = new URL(options.issuer).pathname;
+  const paths = options.paths ?? { authorize: `${path}/v1/authorize`, token: `${path}/v1/token` };
+  const cookieName = options.cookie ?? 'okta_user';
   let deny = false;
 
   function authorize(req: IncomingMessage, res: ServerResponse): void {
@@ -76,7 +85,7 @@ export function mockOktaSignIn(options: {
     };
     if (q.get('response_type') !== 'code' || !(q.get('scope') ?? '').split(' ').includes('openid')) return fail('invalid_request');
     if (q.get('code_challenge_method') !== 'S256' || !q.get('code_challenge')) return fail('invalid_request');
-    const uid = /(?:^|;\s*)okta_user=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
+    const uid = new RegExp(`(?:^|;\\s*)${cookieName}=([^;]+)`).exec(req.headers.cookie ?? '')?.[1];
     if (!uid) {
       res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>Okta sign-in</title><form><label>Username <input name="username"></label></form>');
       return;
@@ -103,7 +112,8 @@ export function mockOktaSignIn(options: {
       const c = clients.get(form.get('client_id') ?? '');
       if (!c?.jwksUri) return undefined;
       try {
-        await jwtVerify(assertion, createRemoteJWKSet(new URL(c.jwksUri)), { issuer: c.clientId, subject: c.clientId, audience: [options.issuer, `${options.issuer}/v1/token`] });
+        const tokenEndpoint = new URL(paths.token, options.issuer).href;
+        await jwtVerify(assertion, createRemoteJWKSet(new URL(c.jwksUri)), { issuer: c.clientId, subject: c.clientId, audience: [options.issuer, tokenEndpoint] });
         return c;
       } catch {
         return undefined;
@@ -141,11 +151,11 @@ export function mockOktaSignIn(options: {
     },
     redeemed,
     handle(req, res, requestPath) {
-      if (req.method === 'GET' && requestPath === `${path}/v1/authorize`) {
+      if (req.method === 'GET' && requestPath === paths.authorize) {
         authorize(req, res);
         return true;
       }
-      if (req.method === 'POST' && requestPath === `${path}/v1/token`) {
+      if (req.method === 'POST' && requestPath === paths.token) {
         token(req, res).catch((err: unknown) => res.writeHead(500).end(String(err)));
         return true;
       }

@@ -210,6 +210,11 @@ export interface MockIdp {
   setUnavailable(what: MockUnavailable): void;
   /** Browser sign-in at the Okta custom authorization server (./mock-idp-signin.ts). */
   readonly oktaSignIn: MockOktaSignIn;
+  /**
+   * Browser sign-in at the Entra v2 tenant {@link ENTRA_TENANT} (`/{tid}/oauth2/v2.0/…`): the
+   * `entra_user` cookie names the user's object id (`oid`).
+   */
+  readonly entraSignIn: MockOktaSignIn;
   /** A Deputy trusted-issuer entry for this IdP (http allowed, no JWKS cooldown). */
   issuerConfig<P extends FederationPreset>(preset: P, overrides?: Partial<Extract<TrustedIssuerConfigInput, { preset: P }>>): Extract<TrustedIssuerConfigInput, { preset: P }>;
   close(): Promise<void>;
@@ -311,7 +316,7 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
   function handle(req: IncomingMessage, res: ServerResponse): void {
     const path = new URL(req.url ?? '/', base).pathname;
     requests.byPath[path] = (requests.byPath[path] ?? 0) + 1;
-    if (oktaSignIn.handle(req, res, path)) return;
+    if (oktaSignIn.handle(req, res, path) || entraSignIn.handle(req, res, path)) return;
     const found = req.method === 'GET' ? route(path) : undefined;
     if (found) requests[found.kind] += 1;
     if (found && (unavailable === 'all' || unavailable === found.kind)) {
@@ -337,6 +342,13 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
   }
 
   const now = () => Math.floor(Date.now() / 1000);
+  const entraSignIn = mockOktaSignIn({
+    issuer: `${base}/${ENTRA_TENANT}/v2.0`,
+    // As the mock's Entra discovery document names them.
+    paths: { authorize: `/${ENTRA_TENANT}/oauth2/v2.0/v1/authorize`, token: `/${ENTRA_TENANT}/oauth2/v2.0/v1/token` },
+    cookie: 'entra_user',
+    idToken: ({ sub, aud, nonce, email }) => idp.entraIdToken({ oid: sub, aud, ...(email ? { username: email } : {}), ...(nonce ? { nonce } : {}) }),
+  });
   const oktaSignIn = mockOktaSignIn({
     issuer: oktaIssuer,
     idToken: ({ sub, aud, nonce, email, name, groups }) =>
@@ -358,6 +370,7 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
     },
     requests,
     oktaSignIn,
+    entraSignIn,
     entraIssuer(tid, version = 2) {
       return (version === 1 ? entraV1Template : entraTemplate).replace('{tenantid}', tid);
     },
