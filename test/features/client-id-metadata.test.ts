@@ -27,6 +27,7 @@ let idp: MockIdp;
 let deputy: TestDeputy;
 let guarded: TestDeputy;
 let issuer: string;
+const fetches: Record<string, number> = {};
 
 function documentOf(path: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -40,6 +41,7 @@ beforeAll(async () => {
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost',
     '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
   docs = createServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (req, res) => {
+    fetches[req.url ?? ''] = (fetches[req.url ?? ''] ?? 0) + 1;
     const json = (body: unknown, type = 'application/json') => res.writeHead(200, { 'content-type': type, 'cache-control': 'max-age=60' }).end(JSON.stringify(body));
     switch (req.url) {
       case '/good.json': return json(documentOf('/good.json'));
@@ -114,6 +116,15 @@ describe('client ID metadata documents', () => {
     });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ error: 'invalid_dpop_proof' });
+  });
+
+  it('caches a document by its HTTP caching headers (max-age=60): a second request fetches nothing', async () => {
+    await fetch((await authorizeUrl(issuer, `${docsBase}/good.json`)).url, { redirect: 'manual' });
+    const before = fetches['/good.json'] ?? 0;
+    expect(before).toBeGreaterThanOrEqual(1);
+    const res = await fetch((await authorizeUrl(issuer, `${docsBase}/good.json`)).url, { redirect: 'manual' });
+    expect(res.status).toBe(303);
+    expect(fetches['/good.json']).toBe(before);
   });
 
   it('refuses a redirect URI that is not in the document, without redirecting', async () => {
