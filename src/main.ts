@@ -27,7 +27,8 @@ import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { createProvider } from './oauth/provider.js';
 import { FederationVerifier } from './federation/verify.js';
-import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
+import { RegistryAuthorizer } from './delegation/index.js';
+import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { agentTokenIntrospection } from './oauth/introspection.js';
 import { tokenExchangeGrant } from './oauth/token-exchange.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
@@ -101,7 +102,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     });
     const verifier = new AccessTokenVerifier({ issuer, keys, dpop });
     const revocations = new RevocationCache(records);
-    const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
+    const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
     const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
     const vault = localVault(keys, logger);
     const exchange = tokenExchangeGrant({

@@ -18,6 +18,7 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
 import type { DeputyConfig } from '../config/schema.js';
+import type { DelegatedSubject } from '../delegation/index.js';
 import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, type ReceiptAppender } from '../audit/index.js';
 import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
@@ -25,7 +26,6 @@ import { AUTHZEN_SCOPE } from '../oauth/deputy-own.js';
 import { deputyResources } from '../oauth/provider.js';
 import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type EvaluationInput, type Explain, type SearchKind } from '../pdp/authzen.js';
 import type { Decision } from '../pdp/decision.js';
-import type { DelegatedSubject } from '../pdp/delegated-subject.js';
 import type { PolicyDecisionPoint, PreparedSubject } from '../pdp/pdp.js';
 import type { Search } from '../pdp/search.js';
 import type { PdpService } from '../pdp/service.js';
@@ -217,7 +217,7 @@ function receiptRequested(ctx: Koa.Context): boolean {
 async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, subject: DelegatedSubject, decision: Decision): Promise<AppendedReceipt> {
   if (!deps.receipts) throw new TemporarilyUnavailable('receipts are not available on this instance');
   const requestId = (ctx.state as { requestId?: unknown }).requestId;
-  const presented = subject.records.at(-1);
+  const presented = subject.grants.at(-1);
   return deps.receipts.append({
     agent: subject.chain.at(-1)!,
     user: subject.user.id,

@@ -5,7 +5,7 @@
  *
  * A request by a delegated subject (user → agent 1 → … → agent n) is permitted only if
  *
- * 1. every link is valid (delegated-subject.ts: records, revocation, registry rules), and each
+ * 1. every link is valid (delegation/subject-resolution.ts: records, revocation, registry rules), and each
  *    link is still authorized by the `delegate` policy, evaluated with these same semantics;
  * 2. the user and every agent are each permitted the action on the resource, each evaluated as
  *    the Cedar principal with its own place in the chain in `context.chain`;
@@ -23,10 +23,9 @@
  * @module
  */
 import type { Agent } from '../agents/registry.js';
-import type { DelegatingUser } from '../oauth/delegation-authorizer.js';
+import { scopesOf, type DelegatedSubject, type DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson } from './cedar.js';
 import { deny, quoted, type Decision, type DeniedLink } from './decision.js';
-import type { DelegatedSubject } from './delegated-subject.js';
 import type { CedarEngine } from './engine.js';
 import { agentEntity, bareEntity, deputyType, userEntity, type BuiltEntity } from './entities.js';
 import type { PolicySnapshot } from './policy-store.js';
@@ -118,14 +117,14 @@ export function delegationMembers(
 
 /** The members evaluated for a delegated subject's request: each at its own link. */
 export function delegatedMembers(snapshot: PolicySnapshot, subject: DelegatedSubject): Member[] | Decision {
-  const root = subject.records[0]!;
+  const root = subject.grants[0]!;
   return delegationMembers(
     snapshot,
     subject.user,
     subject.links.map((l) => l.agent),
     (position) => {
-      const r = position === 0 ? root : subject.links[position - 1]!.record;
-      return { scopes: scopesOf(r.scope), audience: r.audience };
+      const g = position === 0 ? root : subject.links[position - 1]!.grant;
+      return { scopes: scopesOf(g), audience: g.audience };
     },
   );
 }
@@ -137,12 +136,12 @@ export function delegatedMembers(snapshot: PolicySnapshot, subject: DelegatedSub
  */
 export function revalidateLinks(engine: CedarEngine, snapshot: PolicySnapshot, subject: DelegatedSubject): Decision | undefined {
   if (!snapshot.schema.action('delegate')) return undefined;
-  for (const record of subject.records) {
-    const agents = record.chain.map((id) => subject.links.find((l) => l.agent.id === id)!.agent);
-    const decision = decideDelegation(engine, snapshot, subject.user, agents, scopesOf(record.scope), record.audience);
+  for (const grant of subject.grants) {
+    const agents = grant.chain.map((id) => subject.links.find((l) => l.agent.id === id)!.agent);
+    const decision = decideDelegation(engine, snapshot, subject.user, agents, scopesOf(grant), grant.audience);
     if (!decision.decision) {
       const d = decision.denial;
-      return deny('invalid_chain', `link ${record.chain.length} is no longer authorized: ${d.admin}`, {
+      return deny('invalid_chain', `link ${grant.chain.length} is no longer authorized: ${d.admin}`, {
         user: d.kind === 'forbidden' ? d.user : undefined,
         ...(d.link ? { link: d.link } : {}),
         policies: d.policies,
@@ -245,8 +244,4 @@ function dedupe(entities: EntityJson[]): EntityJson[] {
     seen.add(key);
     return true;
   });
-}
-
-function scopesOf(scope: string): string[] {
-  return scope.split(' ').filter(Boolean);
 }
