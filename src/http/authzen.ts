@@ -24,11 +24,22 @@ import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../erro
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { AUTHZEN_SCOPE } from '../oauth/deputy-own.js';
 import { deputyResources } from '../oauth/provider.js';
-import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type EvaluationInput, type Explain, type SearchKind } from '../pdp/authzen.js';
-import type { Decision } from '../pdp/decision.js';
-import type { PolicyDecisionPoint, PreparedSubject } from '../pdp/pdp.js';
-import type { Search } from '../pdp/search.js';
-import type { PdpService } from '../pdp/service.js';
+import {
+  checkDepth,
+  decisionBody,
+  itemErrorBody,
+  parseEvaluation,
+  parseEvaluations,
+  parseSearch,
+  type Decision,
+  type EvaluationInput,
+  type Explain,
+  type PdpService,
+  type PolicyDecisionPoint,
+  type PreparedSubject,
+  type Search,
+  type SearchKind,
+} from '../pdp/index.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 

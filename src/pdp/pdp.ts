@@ -32,7 +32,10 @@ export interface PdpDeps {
   logger: Logger;
 }
 
-/** A subject after the asynchronous phase. */
+/**
+ * A subject after the asynchronous phase: a plain subject (with its registry agent, when it
+ * names one), a delegated subject (all four resolution steps passed), or why it is neither.
+ */
 export type PreparedSubject =
   | { kind: 'plain'; input: EntityInput; agent: Agent | undefined }
   | DelegatedSubject

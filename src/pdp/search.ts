@@ -21,8 +21,10 @@ import { deputyType, type AgentCache, type EntityInput } from './entities.js';
 import type { PolicyDecisionPoint, PreparedSubject } from './pdp.js';
 import type { PolicySnapshot } from './policy-store.js';
 
+/** One search result: an entity (subject and resource search) or an action (§8). */
 export type SearchResult = { type: string; id: string } | { name: string };
 
+/** A search response page (§8.2): `next_token` is empty on the last page. */
 export interface SearchResponse {
   page: { next_token: string; count: number; total: number };
   results: SearchResult[];
@@ -37,6 +39,10 @@ interface PageToken {
   d: string;
 }
 
+/**
+ * AuthZEN search (§8) by evaluation: each candidate is decided like an evaluation, and the
+ * permitted ones are returned a page at a time. Page tokens bind to the request's digest.
+ */
 export class Search {
   readonly #pdp: PolicyDecisionPoint;
   readonly #agents: AgentCache;
@@ -50,6 +56,11 @@ export class Search {
     this.#maxLimit = options.maxLimit;
   }
 
+  /**
+   * One page of results.
+   *
+   * @throws InvalidRequest for a page token of another request, or a changed `page.limit`.
+   */
   async run(input: SearchInput): Promise<SearchResponse> {
     const digest = requestDigest(input);
     const page = this.#page(input, digest);
