@@ -51,7 +51,7 @@ export type EvaluationsInput = { kind: 'single'; evaluation: EvaluationInput } |
 /** What a search (§8) enumerates. */
 export type SearchKind = 'subject' | 'resource' | 'action';
 
-/** A parsed search request (§8.3–8.5), page included (§8.2). */
+/** A parsed search request (§8), page included (§8.2). */
 export interface SearchInput {
   kind: SearchKind;
   /** For a subject search, only `type` (and `properties`) matter: the id is ignored (§8.4.1). */
