@@ -9,7 +9,7 @@
  * - registry-rules.ts — the registry's rules (active agent, allowed audiences and scopes, depth);
  * - denial.ts — {@link DelegationDenied}, a refusal carrying its OAuth error code;
  * - subject-resolution.ts — the {@link SubjectResolver} port (implemented by `oauth/`) and the
- *   resolved chain types; live-chain.ts — the registry half of resolution.
+ *   resolved chain types; registry-check.ts — the registry half of resolution.
  *
  * @module
  */
@@ -17,7 +17,7 @@ export { ACT_PARSE_LIMIT, actFromChain, ChainClaimError, chainFromAct, extendCha
 export type { DelegatingUser } from './delegating-user.js';
 export { DelegationDenied, type DenialCode } from './denial.js';
 export { AGENT_AUDIENCE_PREFIX, handoffTarget } from './handoff.js';
-export { liveChain, type AgentLookup } from './live-chain.js';
+export { checkAgainstRegistry, type AgentLookup } from './registry-check.js';
 export { agentMayTarget, RegistryAuthorizer, type DelegationAuthorizer, type DelegationPermit, type DelegationRequest } from './registry-rules.js';
 export {
   checkGrantSequence,

@@ -6,7 +6,7 @@
  * {@link RegistryAuthorizer} answers from the agent registry (allowed scopes, audiences, depth).
  * The PDP wraps it with Cedar policies; the grant only ever sees {@link DelegationAuthorizer}.
  * The same rules are applied again, link by link, whenever a chain is presented to the PDP
- * (live-chain.ts), so a narrowed registry entry takes effect on tokens already issued.
+ * (registry-check.ts), so a narrowed registry entry takes effect on tokens already issued.
  *
  * @module
  */

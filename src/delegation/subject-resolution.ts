@@ -14,11 +14,11 @@
  *    expired, the chain only grows by the exchanging agent, and scopes only narrow
  *    ({@link checkGrantSequence});
  * 4. every agent in the chain is registered and active, and each link still passes the
- *    registry's rules as they are now (live-chain.ts).
+ *    registry's rules as they are now (registry-check.ts).
  *
  * Steps 1–3 need the token verifier, the token records and the revocation cache: the OAuth side
  * implements them behind {@link SubjectResolver}. Step 4 needs only the registry and is done by
- * whoever holds the agents (the PDP), with `liveChain` (live-chain.ts).
+ * whoever holds the agents (the PDP), with `checkAgainstRegistry` (registry-check.ts).
  *
  * @module
  */

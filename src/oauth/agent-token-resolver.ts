@@ -2,7 +2,7 @@
  * The OAuth side of subject resolution (delegation/subject-resolution.ts, steps 1–3): a Deputy
  * agent token presented as an AuthZEN subject (in `subject.properties.token`) is verified and
  * matched against Deputy's issuance records, and every link is checked against revocation and
- * expiry. Step 4 (registry agents and rules) is the PDP's, through `liveChain`.
+ * expiry. Step 4 (registry agents and rules) is the PDP's, through `checkAgainstRegistry`.
  *
  * The static part (steps 1, 2 and the records' structure) is cached per token until it expires;
  * revocation (through the shared RevocationCache) and expiry are checked on every call.

@@ -11,7 +11,7 @@
  */
 import type { Agent } from '../agents/registry.js';
 import type { Logger } from '../log.js';
-import { liveChain, type DelegatedSubject, type DelegationRequest, type InvalidSubject, type RegistryAuthorizer, type SubjectResolution, type SubjectResolver } from '../delegation/index.js';
+import { checkAgainstRegistry, type DelegatedSubject, type DelegationRequest, type InvalidSubject, type RegistryAuthorizer, type SubjectResolution, type SubjectResolver } from '../delegation/index.js';
 import type { EvaluationInput, EvaluationsSemantic } from './authzen.js';
 import { decideDelegation, delegatedMembers, evaluateMembers, plainMember, revalidateLinks, type Member } from './chain-evaluation.js';
 import { deny, quoted, type Decision } from './decision.js';
@@ -135,10 +135,10 @@ export class PolicyDecisionPoint {
     return resolved;
   }
 
-  /** All four steps of subject resolution: the resolver's, then the registry's (live chain). */
+  /** All four steps of subject resolution: the resolver's (1–3), then the registry's (4). */
   async #resolve(token: string): Promise<SubjectResolution> {
     const verified = await this.#subjects.resolve(token);
-    return verified.kind === 'verified' ? liveChain(verified, this.#agents, this.#registry) : verified;
+    return verified.kind === 'verified' ? checkAgainstRegistry(verified, this.#agents, this.#registry) : verified;
   }
 
   async #prepareEntity(input: EntityInput): Promise<PreparedEntity> {

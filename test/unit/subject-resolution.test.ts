@@ -1,12 +1,12 @@
 /**
  * Subject resolution in its two halves, without a server: the OAuth side's resolver
  * (AgentTokenResolver, steps 1–3 over stub verifier, records and revocation cache) and the
- * registry half (`liveChain`, step 4 over a stub agent lookup). The server-level behaviour is
+ * registry half (`checkAgainstRegistry`, step 4 over a stub agent lookup). The server-level behaviour is
  * test/features/authzen-chain.test.ts; these tables pin each refusal and its message.
  */
 import { describe, expect, it } from 'vitest';
 import type { Agent } from '../../src/agents/registry.js';
-import { actFromChain, liveChain, RegistryAuthorizer, type AgentLookup, type VerifiedChain } from '../../src/delegation/index.js';
+import { actFromChain, checkAgainstRegistry, RegistryAuthorizer, type AgentLookup, type VerifiedChain } from '../../src/delegation/index.js';
 import { InvalidToken } from '../../src/errors/index.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from '../../src/oauth/access-token.js';
 import { AgentTokenResolver } from '../../src/oauth/agent-token-resolver.js';
@@ -105,9 +105,9 @@ const VERIFIED: VerifiedChain = {
 
 const lookup = (...agents: Agent[]): AgentLookup => ({ get: async (id) => agents.find((a) => a.id === id) });
 
-describe('liveChain (step 4)', () => {
+describe('checkAgainstRegistry (step 4)', () => {
   it('gives each agent with the latest grant it held at its position', async () => {
-    const live = await liveChain(VERIFIED, lookup(agent('a'), agent('b')), new RegistryAuthorizer(5));
+    const live = await checkAgainstRegistry(VERIFIED, lookup(agent('a'), agent('b')), new RegistryAuthorizer(5));
     expect(live.kind).toBe('delegated');
     if (live.kind !== 'delegated') return;
     expect(live.links.map((l) => [l.position, l.agent.id, l.grant.jti])).toEqual([[1, 'a', 'r1b'], [2, 'b', 'r2']]);
@@ -121,7 +121,7 @@ describe('liveChain (step 4)', () => {
     ['an audience the registry no longer allows', [agent('a'), agent('b', { audiences: [] })], 5, /link 2: agent "b" is not allowed the audience/, 2],
     ['a chain deeper than the deployment now allows', [agent('a'), agent('b')], 1, /link 2: delegation depth 2 exceeds the limit of 1/, 2],
   ])('refuses %s', async (_what, agents, maxDepth, message, position) => {
-    const live = await liveChain(VERIFIED, lookup(...agents), new RegistryAuthorizer(maxDepth));
+    const live = await checkAgainstRegistry(VERIFIED, lookup(...agents), new RegistryAuthorizer(maxDepth));
     expect(live).toMatchObject({ kind: 'invalid', reason: 'invalid_chain', position, depth: 2 });
     expect(live.kind === 'invalid' && live.message).toMatch(message);
   });

@@ -1,8 +1,8 @@
 /**
- * Step 4 of subject resolution (subject-resolution.ts): a verified chain is live only while
- * every agent in it is registered and active and each of its links still passes the registry's
- * rules as they are now — so disabling an agent, or narrowing its scopes or audiences, takes
- * effect on tokens already issued, at the next decision.
+ * Step 4 of subject resolution (subject-resolution.ts), the registry check: a verified chain
+ * stands only while every agent in it is registered and active and each of its links still
+ * passes the registry's rules as they are now — so disabling an agent, or narrowing its scopes
+ * or audiences, takes effect on tokens already issued, at the next decision.
  *
  * @module
  */
@@ -25,7 +25,7 @@ export interface AgentLookup {
  * @returns The delegated subject with its agents link by link, or the first link that fails.
  * @throws only what `agents.get` throws (store failure); a refusal is a returned InvalidSubject.
  */
-export async function liveChain(verified: VerifiedChain, agents: AgentLookup, rules: RegistryAuthorizer): Promise<DelegatedSubject | InvalidSubject> {
+export async function checkAgainstRegistry(verified: VerifiedChain, agents: AgentLookup, rules: RegistryAuthorizer): Promise<DelegatedSubject | InvalidSubject> {
   const registered = await activeAgents(verified.chain, agents);
   if (!(registered instanceof Map)) return registered;
   const refused = await refusedLink(verified, registered, rules);
