@@ -116,10 +116,14 @@ describe('import direction', () => {
     },
   );
 
+  // oidc-provider is itself a Koa application: its hooks (client authentication, the grant's
+  // DPoP check, introspection, error rendering) receive Koa contexts, so the one folder that
+  // adapts it may name Koa's types. The protocol core (the exchange, the PDP, delegation) may not.
   it.skipIf(!coreLanded)(
-    'nothing outside src/http/ and src/main.ts imports koa or @koa/* (skipped until w-core, issue 12 item 2, makes the protocol core Koa-free)',
+    `nothing outside src/http/, src/main.ts and ${OIDC_PROVIDER_FOLDER}/ imports koa or @koa/* (skipped until w-core, issue 12 item 2, makes the protocol core Koa-free)`,
     () => {
-      expect(offenders((file) => !under('src/http')(file) && file !== 'src/main.ts', isKoa)).toEqual([]);
+      const allowed = (file: string) => under('src/http')(file) || file === 'src/main.ts' || under(OIDC_PROVIDER_FOLDER)(file);
+      expect(offenders((file) => !allowed(file), isKoa)).toEqual([]);
     },
   );
 });
