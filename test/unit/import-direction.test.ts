@@ -2,9 +2,7 @@
  * Dependencies point inward (issue 12, DESIGN "HTTP → services → store"): every file under `src/`
  * is read and its import specifiers matched, and each rule below names the files that break it.
  *
- * A rule that cannot hold until another branch of issue 12 lands is a declared skip naming that
- * branch, not a vacuous pass; the scanner's own test below keeps the others from passing by
- * seeing nothing.
+ * The scanner's own test below keeps the rules from passing by seeing nothing.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -65,9 +63,8 @@ function offenders(from: (file: string) => boolean, forbidden: (e: ImportEdge) =
   return ALL.filter((e) => from(e.file) && forbidden(e)).map((e) => `${e.file} → ${e.specifier}`);
 }
 
-/** Set when w-core (issue 12 items 1–2) has moved oidc-provider's glue into its own folder. */
+/** The one folder that adapts oidc-provider (issue 12 item 2). */
 const OIDC_PROVIDER_FOLDER = 'src/oauth/oidc-provider';
-const coreLanded = existsSync(join(ROOT, OIDC_PROVIDER_FOLDER));
 
 describe('import scanner', () => {
   it.each([
@@ -109,21 +106,16 @@ describe('import direction', () => {
     expect(offenders(under('src/delegation'), forbidden)).toEqual([]);
   });
 
-  it.skipIf(!coreLanded)(
-    `only ${OIDC_PROVIDER_FOLDER}/ imports oidc-provider (skipped until w-core, issue 12 item 2, creates that folder)`,
-    () => {
-      expect(offenders((file) => !under(OIDC_PROVIDER_FOLDER)(file), isPackage('oidc-provider'))).toEqual([]);
-    },
-  );
+  it(`only ${OIDC_PROVIDER_FOLDER}/ imports oidc-provider (types included)`, () => {
+    expect(existsSync(join(ROOT, OIDC_PROVIDER_FOLDER))).toBe(true);
+    expect(offenders((file) => !under(OIDC_PROVIDER_FOLDER)(file), isPackage('oidc-provider'))).toEqual([]);
+  });
 
   // oidc-provider is itself a Koa application: its hooks (client authentication, the grant's
   // DPoP check, introspection, error rendering) receive Koa contexts, so the one folder that
   // adapts it may name Koa's types. The protocol core (the exchange, the PDP, delegation) may not.
-  it.skipIf(!coreLanded)(
-    `nothing outside src/http/, src/main.ts and ${OIDC_PROVIDER_FOLDER}/ imports koa or @koa/* (skipped until w-core, issue 12 item 2, makes the protocol core Koa-free)`,
-    () => {
-      const allowed = (file: string) => under('src/http')(file) || file === 'src/main.ts' || under(OIDC_PROVIDER_FOLDER)(file);
-      expect(offenders((file) => !allowed(file), isKoa)).toEqual([]);
-    },
-  );
+  it(`nothing outside src/http/, src/main.ts and ${OIDC_PROVIDER_FOLDER}/ imports koa or @koa/*`, () => {
+    const allowed = (file: string) => under('src/http')(file) || file === 'src/main.ts' || under(OIDC_PROVIDER_FOLDER)(file);
+    expect(offenders((file) => !allowed(file), isKoa)).toEqual([]);
+  });
 });
