@@ -41,6 +41,7 @@ import {
 } from '../pdp/index.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
+import { NO_STORE } from '../util/http.js';
 
 export { AUTHZEN_SCOPE };
 
@@ -90,7 +91,7 @@ const SEARCH_KINDS = ['subject', 'resource', 'action'] as const satisfies readon
 
 /** `GET /.well-known/authzen-configuration` (§9.1): every endpoint and Deputy's capabilities. */
 function metadataHandler(issuer: string): Koa.Middleware {
-  const base = issuer.replace(/\/$/, '');
+  const base = issuer; // without its trailing slash: normalized once, in config
   return async function authzenMetadata(ctx) {
     ctx.set('Cache-Control', 'public, max-age=300');
     ctx.body = {
@@ -248,7 +249,7 @@ async function echoRequestId(ctx: Koa.Context, next: Koa.Next): Promise<void> {
 }
 
 async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
-  ctx.set('Cache-Control', 'no-store');
+  ctx.set('Cache-Control', NO_STORE);
   await next();
 }
 
