@@ -49,10 +49,9 @@ import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
-import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
+import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
 import { AgentNotActive, ParentRevoked, type NewTokenRecord, type TokenRecords, type UserAttributes } from './token-records.js';
-import type { DelegatingUser } from './delegation-authorizer.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';

@@ -30,7 +30,7 @@ import type { Store } from '../../store/index.js';
 import { isDeputyResource, isDeputyScope } from '../deputy-own.js';
 import { recordIssuedToken, userAttributes } from '../token-exchange.js';
 import { AgentNotActive, type NewTokenRecord, type TokenRecords } from '../token-records.js';
-import { DelegationDenied, type DelegatingUser, type DelegationAuthorizer } from '../delegation-authorizer.js';
+import { DelegationDenied, type DelegatingUser, type DelegationAuthorizer } from '../../delegation/index.js';
 import { StoreAdapter } from './adapter.js';
 import { documentFetch, documentProblem, isAllowedDocumentUrl, isDocumentClientId, type DocumentMetadata } from '../client-id-metadata.js';
 
