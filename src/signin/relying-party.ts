@@ -59,6 +59,8 @@ export class SignIn {
   readonly #d: SignInDeps;
   readonly #issuers: ReadonlyMap<string, SignInIssuer>;
   readonly #configs = new Map<string, Promise<client.Configuration>>();
+  /** Deputy's signing key as imported for client assertions, by `kid`. */
+  #imported: { kid: string; key: Promise<CryptoKey> } | undefined;
 
   constructor(deps: SignInDeps) {
     this.#d = deps;
@@ -181,12 +183,19 @@ export class SignIn {
     return config;
   }
 
+  #signingKey(jwk: KeyStore['activeSigningKey']['jwk']): Promise<CryptoKey> {
+    if (this.#imported?.kid !== jwk.kid) this.#imported = { kid: jwk.kid, key: importJWK(jwk, jwk.alg) as Promise<CryptoKey> };
+    return this.#imported.key;
+  }
+
   async #clientAuth(issuer: SignInIssuer): Promise<client.ClientAuth> {
     const { signIn } = issuer;
     if (signIn.clientAuth === 'private_key_jwt') {
-      const { jwk } = this.#d.keys.activeSigningKey;
-      const key = (await importJWK(jwk, jwk.alg)) as CryptoKey;
-      return client.PrivateKeyJwt({ key, kid: jwk.kid });
+      // The active key at each request: a rotated key signs the next assertion without a restart.
+      return async (as, c, body, headers) => {
+        const { jwk } = this.#d.keys.activeSigningKey;
+        return client.PrivateKeyJwt({ key: await this.#signingKey(jwk), kid: jwk.kid })(as, c, body, headers);
+      };
     }
     const secret = await this.#d.vault.get(this.#d.store, secretHandle(issuer.id), SIGNIN_SECRET_KIND);
     if (secret === undefined) throw new Error(`the sign-in client secret of trusted issuer "${issuer.id}" is not in the vault`);
