@@ -23,7 +23,8 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/index.js';
 import type { EnvelopeVault } from '../vault/envelope.js';
 import { ERROR_CODE } from '../util/scope.js';
-import { readSecretSource } from '../vault/connections/store.js';
+import { ConnectionSecretUnavailable, readSecretSource } from '../vault/connections/store.js';
+import { ConfigError } from '../config/load.js';
 import type { SignInClientConfig } from './config.js';
 import type { SignInTransaction } from './session.js';
 
@@ -80,12 +81,18 @@ export class SignIn {
   /**
    * Copies configured client secrets into the vault (replacing older values), so the running
    * server reads them only from there. Call once at start.
-   * @throws ConnectionSecretUnavailable naming the variable or file when a secret is missing
+   * @throws ConfigError naming the option, the variable or the file when a secret is missing (exit 2)
    */
   async storeSecrets(): Promise<void> {
     for (const i of this.#issuers.values()) {
       if (i.signIn.secret === undefined) continue;
-      const plaintext = readSecretSource(`trustedIssuers.${i.id}.signIn`, i.signIn.secret, this.#d.env);
+      let plaintext: string;
+      try {
+        plaintext = readSecretSource(`trusted issuer ${i.id} (signIn.secret)`, i.signIn.secret, this.#d.env);
+      } catch (err) {
+        if (err instanceof ConnectionSecretUnavailable) throw new ConfigError('environment', [`trustedIssuers.${i.id}.signIn.secret: ${err.message}`]);
+        throw err;
+      }
       await this.#d.vault.replace(this.#d.store, { handle: secretHandle(i.id), kind: SIGNIN_SECRET_KIND, plaintext });
     }
   }

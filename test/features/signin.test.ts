@@ -194,3 +194,11 @@ describe('sign-in at an Entra ID tenant', () => {
     expect(await entraDeputy.store.query("SELECT kind FROM vault_secrets WHERE handle = 'signin_secret_entra'")).toEqual([{ kind: 'signin_client_secret' }]);
   });
 });
+
+describe('sign-in configuration', () => {
+  it('refuses to start when a sign-in client secret is missing, naming the option', async () => {
+    await expect(startTestDeputy({
+      config: { trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'x', clientAuth: 'client_secret_basic', secret: { env: 'NOT_SET_SIGNIN_SECRET' } } })] },
+    })).rejects.toMatchObject({ name: 'ConfigError', message: expect.stringMatching(/trustedIssuers\.okta\.signIn\.secret: .*NOT_SET_SIGNIN_SECRET/) });
+  });
+});
