@@ -23,6 +23,8 @@ export function sendPage(ctx: Koa.Context, title: string, html: string, status =
   ctx.status = status;
   ctx.type = 'text/html; charset=utf-8';
   noStore(ctx);
+  // form-action also governs the redirects that follow a submission (CSP3 §6.4.4 in Chromium): the
+  // consent form ends at the client's redirect URI, on any origin.
   ctx.set('Content-Security-Policy', "default-src 'none'; form-action 'self' http: https:; frame-ancestors 'none'");
   ctx.set('X-Frame-Options', 'DENY');
   ctx.body = page(title, html);
