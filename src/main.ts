@@ -32,6 +32,7 @@ import { agentTokenIntrospection } from './oauth/introspection.js';
 import { tokenExchangeGrant } from './oauth/token-exchange.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { PolicyLoadError, startPdp, type PdpService } from './pdp/service.js';
+import { startupSummary } from './startup-summary.js';
 import { DataDirLocked, migrate, openStore, type Store } from './store/index.js';
 
 export interface StartOptions {
@@ -252,7 +253,7 @@ async function main(): Promise<void> {
     else logger.fatal({ err }, 'start failed');
     process.exit(1);
   }
-  if (cluster.isPrimary) process.stdout.write(`Deputy is listening on ${deputy.issuer} (store: ${deputy.store.kind})\n`);
+  if (cluster.isPrimary) process.stdout.write(`Deputy is listening on ${deputy.issuer} (store: ${deputy.store.kind})\n${startupSummary(config, deputy.issuer)}`);
   else process.send?.({ listening: deputy.issuer, store: deputy.store.kind });
   let stopping = false;
   const stop = (signal: string) => {

@@ -11,7 +11,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { join, relative } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { newKeyPair, writeSecretJson } from '../cli/credentials.js';
 import { validateConfig } from '../config/load.js';
 import { createLogger, type Logger } from '../log.js';
@@ -35,7 +35,7 @@ export interface DevEnvironment {
   readonly idp: DevIdp;
   readonly upstream: DevUpstream;
   /** Files the printed commands use, relative to the working folder. */
-  readonly files: { admin: string; agent: string; agentDpop: string };
+  readonly files: { admin: string; agent: string; agentDpop: string; keys: string };
   /** The banner and ready-to-paste commands. */
   readonly instructions: string;
   close(): Promise<void>;
@@ -55,9 +55,10 @@ export async function startDevEnvironment(options: DevOptions): Promise<DevEnvir
     const admin = await newKeyPair();
     const agent = await newKeyPair();
     const files = {
-      admin: relative(process.cwd(), join(options.dir, 'admin-client.json')) || 'admin-client.json',
-      agent: relative(process.cwd(), join(options.dir, `${DEV_AGENT}.json`)),
-      agentDpop: relative(process.cwd(), join(options.dir, `${DEV_AGENT}-dpop.json`)),
+      admin: shortPath(join(options.dir, 'admin-client.json')),
+      agent: shortPath(join(options.dir, `${DEV_AGENT}.json`)),
+      agentDpop: shortPath(join(options.dir, `${DEV_AGENT}-dpop.json`)),
+      keys: shortPath(join(options.dir, 'keys')),
     };
     // The issuer must be known before the agent's audiences are: listen on the port asked for.
     const port = options.port || (await freePort());
@@ -83,6 +84,12 @@ export async function startDevEnvironment(options: DevOptions): Promise<DevEnvir
     await idp.close();
     throw err;
   }
+}
+
+/** A path as the printed commands use it: relative to the working folder when inside it, else absolute. */
+function shortPath(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : resolve(path);
 }
 
 function devConfig(o: DevOptions, idpIssuer: string, upstreamBase: string, adminJwk: object, agentJwk: object) {
@@ -122,7 +129,7 @@ function instructions(issuer: string, idp: string, upstream: string, f: DevEnvir
 DEVELOPMENT ONLY — nothing here is fit for production: the IdP below signs a token for any user
 who asks, is trusted over plain http (allowInsecureHttp), and the database lives in memory.
 
-  Deputy            ${issuer}   (embedded PGlite in memory, keys in ${join(f.admin, '..', 'keys')})
+  Deputy            ${issuer}   (embedded PGlite in memory, keys in ${f.keys})
   development IdP   ${idp}   (issuer trusted as "dev-idp", audience "${DEV_IDP_AUDIENCE}")
   dev CRM (echo)    ${upstream}/crm/v1   (connection "${DEV_CONNECTION}", its API key only in Deputy's vault)
   admin client      dev-admin   credentials ${f.admin}
@@ -137,11 +144,11 @@ USER_TOKEN=$(curl -s -X POST ${idp}/dev/user-token -d sub=${DEV_IDP_DEFAULT_USER
 # 2. The agent exchanges it (RFC 8693 + DPoP) for a token for the CRM connection
 AGENT_TOKEN=$(deputy exchange --credentials ${f.agent} --dpop-key ${f.agentDpop} --subject-token "$USER_TOKEN" --resource ${gw} --scope crm.read)
 # 3. A gateway call: the CRM receives the key Deputy injects; the agent sees it [redacted]
-curl -s ${gw}/customers/42 -H "authorization: DPoP $AGENT_TOKEN" \\
+curl -s -w '\\n' ${gw}/customers/42 -H "authorization: DPoP $AGENT_TOKEN" \\
   -H "dpop: $(deputy dpop-proof --key ${f.agentDpop} --htm GET --htu ${gw}/customers/42 --token "$AGENT_TOKEN")"
 # 4. An AuthZEN evaluation over the whole delegation chain (a PEP token, then the question)
 PEP=$(deputy token --scope authzen:evaluate)
-curl -s ${issuer}/access/v1/evaluation -H "authorization: Bearer $PEP" -H 'content-type: application/json' \\
+curl -s -w '\\n' ${issuer}/access/v1/evaluation -H "authorization: Bearer $PEP" -H 'content-type: application/json' \\
   -d '{"subject":{"type":"Agent","id":"${DEV_AGENT}","properties":{"token":"'"$AGENT_TOKEN"'"}},"action":{"name":"read"},
        "resource":{"type":"Resource","id":"customer-42","properties":{"owner":"${DEV_IDP_DEFAULT_USER}","scope":"crm.read","audience":"${gw}"}}}'
 # 5. The admin API
