@@ -23,10 +23,10 @@ export function startupSummary(config: DeputyConfig, issuer: string, env: Readon
     `  discovery         ${issuer.replace(/\/$/, '')}/.well-known/oauth-authorization-server`,
   ];
   const next = config.admin.clients.length
-    ? ['Next: `npm run deputy -- token` for an admin token; `npm run deputy -- --help` for every command.']
+    ? ['Next: `./bin/deputy.mjs token` for an admin token; `./bin/deputy.mjs --help` for every command.']
     : [
         'Next: no admin client is configured, so nobody can use the admin API yet.',
-        '  `npm run deputy -- init` writes one (key pair + deployment configuration); or try everything locally: `npm run dev`.',
+        '  `./bin/deputy.mjs init` writes one (key pair + deployment configuration); or try everything locally: `npm run dev`.',
       ];
   return `${[...lines, ...next].join('\n')}\n`;
 }

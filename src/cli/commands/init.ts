@@ -94,8 +94,8 @@ wrote ${credentials}   (its private key, mode 0600 — keep it out of version co
 
 Next:
   DEPUTY_CONFIG=${config} npm start        # Deputy on ${issuer}
-  npx deputy token                          # an admin token (deputy:admin)
-  npx deputy agents list                    # the admin API, authenticated with ${credentials}
+  ./bin/deputy.mjs token                    # an admin token (deputy:admin)
+  ./bin/deputy.mjs agents list              # the admin API, authenticated with ${credentials}
   edit ${config}: trustedIssuers (Okta, Entra ID, OIDC templates inside), agents
 Or try everything locally first: npm run dev
 `;
