@@ -17,7 +17,7 @@ import { devCommand } from './commands/dev.js';
 import { initCommand } from './commands/init.js';
 import { keysCommand, vaultCommand } from './commands/operator.js';
 import { receiptsCommand } from './commands/receipts.js';
-import { callCommand, dpopProofCommand, exchangeCommand, tokenCommand } from './commands/tokens.js';
+import { callCommand, clientAssertionCommand, dpopProofCommand, exchangeCommand, tokenCommand } from './commands/tokens.js';
 import { CliError, EXIT } from './errors.js';
 import type { Io } from './shared.js';
 
@@ -45,6 +45,7 @@ export function createProgram(io: Io, done: (code: number) => void): Command {
     tokenCommand(io, done),
     exchangeCommand(io, done),
     dpopProofCommand(io, done),
+    clientAssertionCommand(io, done),
     callCommand(io, done),
     agentsCommand(io, done),
     connectionsCommand(io, done),

@@ -14,9 +14,10 @@
  * @module
  */
 import { Command, Option } from 'commander';
-import { decodeJwt } from 'jose';
+import { randomUUID } from 'node:crypto';
+import { decodeJwt, SignJWT } from 'jose';
 import * as client from 'openid-client';
-import { readCredentials } from '../credentials.js';
+import { privateKey, readCredentials } from '../credentials.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 import { asCliError, clientCredentialsToken, discover, dpopKey, dpopProof, exchangeToken, insecureAllowed } from '../oauth.js';
 import { globals, printJson, resolveUrl, type Io } from '../shared.js';
@@ -91,6 +92,29 @@ export function exchangeCommand(io: Io, done: (code: number) => void): Command {
       });
       if (g.json) printJson(io, { ...tokenView(tokens), dpop_key: o.dpopKey, dpop_jkt: key.jkt });
       else io.out(`${tokens.access_token}\n`);
+      done(EXIT.ok);
+    });
+}
+
+/** `deputy client-assertion`. */
+export function clientAssertionCommand(io: Io, done: (code: number) => void): Command {
+  return new Command('client-assertion')
+    .description("print a private_key_jwt client assertion (RFC 7523 §2.2: iss = sub = client id, aud = Deputy's issuer, 60 s, single use) for a curl client_assertion parameter")
+    .action(async (_o: unknown, c: Command) => {
+      const g = globals(c, io);
+      const credentials = readCredentials(g.credentials);
+      const url = resolveUrl(g, io);
+      insecureAllowed(url);
+      const key = await privateKey(credentials.private_jwk, `private_jwk of ${credentials.client_id}`);
+      const assertion = await new SignJWT({ jti: randomUUID() })
+        .setProtectedHeader({ alg: credentials.private_jwk.alg ?? 'ES256', ...(credentials.private_jwk.kid ? { kid: credentials.private_jwk.kid } : {}) })
+        .setIssuer(credentials.client_id)
+        .setSubject(credentials.client_id)
+        .setAudience(url.replace(/\/$/, ''))
+        .setIssuedAt()
+        .setExpirationTime('60s')
+        .sign(key);
+      io.out(`${assertion}\n`);
       done(EXIT.ok);
     });
 }
