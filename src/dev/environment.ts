@@ -35,7 +35,7 @@ export interface DevEnvironment {
   readonly idp: DevIdp;
   readonly upstream: DevUpstream;
   /** Files the printed commands use, relative to the working folder. */
-  readonly files: { admin: string; agent: string; agentDpop: string; keys: string };
+  readonly files: { admin: string; agent: string; agentDpop: string; keys: string; dir: string };
   /** The banner and ready-to-paste commands. */
   readonly instructions: string;
   close(): Promise<void>;
@@ -59,6 +59,7 @@ export async function startDevEnvironment(options: DevOptions): Promise<DevEnvir
       agent: shortPath(join(options.dir, `${DEV_AGENT}.json`)),
       agentDpop: shortPath(join(options.dir, `${DEV_AGENT}-dpop.json`)),
       keys: shortPath(join(options.dir, 'keys')),
+      dir: shortPath(options.dir),
     };
     // The issuer must be known before the agent's audiences are: listen on the port asked for.
     const port = options.port || (await freePort());
@@ -123,8 +124,32 @@ function devConfig(o: DevOptions, idpIssuer: string, upstreamBase: string, admin
   );
 }
 
+/**
+ * The commands to paste. README "Try it by hand in five minutes" shows this very block (with
+ * http://localhost:3000, http://127.0.0.1:3001 and `.deputy-dev/`), and
+ * test/features/readme-snippets.test.ts checks that the two stay the same.
+ */
+export function quickStartCommands(issuer: string, idp: string, dir: string): string {
+  const d = dir.replace(/\/$/, '');
+  return `deputy() { node "$PWD/bin/deputy.mjs" "$@"; }    # or \`npm link\` once: deputy is then on your PATH
+export DEPUTY_URL=${issuer} DEPUTY_CREDENTIALS=${d}/admin-client.json
+# 1. Alice signs in at the development IdP; her app hands her token to the agent
+USER_TOKEN=$(curl -s -X POST ${idp}/dev/user-token -d sub=${DEV_IDP_DEFAULT_USER} -d scope='crm.read crm.write')
+# 2. The agent exchanges it (RFC 8693, DPoP) for a token for the CRM connection
+AGENT_TOKEN=$(deputy exchange --credentials ${d}/${DEV_AGENT}.json --dpop-key ${d}/${DEV_AGENT}-dpop.json \\
+  --subject-token "$USER_TOKEN" --resource $DEPUTY_URL/gw/${DEV_CONNECTION} --scope crm.read)
+# 3. A gateway call with the token and a fresh DPoP proof: the CRM gets the API key Deputy injects
+curl -s -w '\\n' $DEPUTY_URL/gw/${DEV_CONNECTION}/customers/42 -H "authorization: DPoP $AGENT_TOKEN" \\
+  -H "dpop: $(deputy dpop-proof --key ${d}/${DEV_AGENT}-dpop.json --htm GET --htu $DEPUTY_URL/gw/${DEV_CONNECTION}/customers/42 --token "$AGENT_TOKEN")"
+# 4. An AuthZEN evaluation over the whole delegation chain, as a PEP
+PEP=$(deputy token --scope authzen:evaluate)
+curl -s -w '\\n' $DEPUTY_URL/access/v1/evaluation -H "authorization: Bearer $PEP" -H 'content-type: application/json' \\
+  -d '{"subject":{"type":"Agent","id":"${DEV_AGENT}","properties":{"token":"'"$AGENT_TOKEN"'"}},"action":{"name":"read"},
+       "resource":{"type":"Resource","id":"customer-42","properties":{"owner":"${DEV_IDP_DEFAULT_USER}","scope":"crm.read"}}}'
+`;
+}
+
 function instructions(issuer: string, idp: string, upstream: string, f: DevEnvironment['files']): string {
-  const gw = `${issuer}/gw/${DEV_CONNECTION}`;
   return `
 DEVELOPMENT ONLY — nothing here is fit for production: the IdP below signs a token for any user
 who asks, is trusted over plain http (allowInsecureHttp), and the database lives in memory.
@@ -135,25 +160,10 @@ who asks, is trusted over plain http (allowInsecureHttp), and the database lives
   admin client      dev-admin   credentials ${f.admin}
   agent             ${DEV_AGENT}   credentials ${f.agent}
 
-Paste into another shell, in this folder:
+Paste into another shell, in this folder (README "Try it by hand in five minutes" goes on from here):
 
-deputy() { node "$PWD/bin/deputy.mjs" "$@"; }
-export DEPUTY_URL=${issuer} DEPUTY_CREDENTIALS=${f.admin}
-# 1. Alice signs in at the development IdP; her app hands her token to the agent
-USER_TOKEN=$(curl -s -X POST ${idp}/dev/user-token -d sub=${DEV_IDP_DEFAULT_USER} -d scope='crm.read crm.write')
-# 2. The agent exchanges it (RFC 8693 + DPoP) for a token for the CRM connection
-AGENT_TOKEN=$(deputy exchange --credentials ${f.agent} --dpop-key ${f.agentDpop} --subject-token "$USER_TOKEN" --resource ${gw} --scope crm.read)
-# 3. A gateway call: the CRM receives the key Deputy injects; the agent sees it [redacted]
-curl -s -w '\\n' ${gw}/customers/42 -H "authorization: DPoP $AGENT_TOKEN" \\
-  -H "dpop: $(deputy dpop-proof --key ${f.agentDpop} --htm GET --htu ${gw}/customers/42 --token "$AGENT_TOKEN")"
-# 4. An AuthZEN evaluation over the whole delegation chain (a PEP token, then the question)
-PEP=$(deputy token --scope authzen:evaluate)
-curl -s -w '\\n' ${issuer}/access/v1/evaluation -H "authorization: Bearer $PEP" -H 'content-type: application/json' \\
-  -d '{"subject":{"type":"Agent","id":"${DEV_AGENT}","properties":{"token":"'"$AGENT_TOKEN"'"}},"action":{"name":"read"},
-       "resource":{"type":"Resource","id":"customer-42","properties":{"owner":"${DEV_IDP_DEFAULT_USER}","scope":"crm.read","audience":"${gw}"}}}'
-# 5. The admin API
-deputy agents list
-deputy receipts export ${DEV_AGENT} | deputy receipts verify - --jwks ${issuer}/receipts/jwks
+${quickStartCommands(issuer, idp, f.dir)}
+More: deputy --help, deputy agents list, deputy receipts export ${DEV_AGENT} | deputy receipts verify - --jwks $DEPUTY_URL/receipts/jwks
 
 Stop with Ctrl-C.
 `;

@@ -17,6 +17,7 @@ import { SIGNING_KEYS_FILE } from '../../src/keys/keystore.js';
 import { agentConfig } from '../support/agents.js';
 import { clientKeys, type ClientKeys } from '../support/clients.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { killAll, spawnNode } from '../support/process.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 
 const runFile = promisify(execFile);
@@ -94,6 +95,24 @@ describe('the executable', () => {
     expect(unknownCommand.stderr).toMatch(/unknown command 'frobnicate'/);
     expect(token.code).toBe(0);
     expect(decodeJwt((JSON.parse(token.stdout) as { access_token: string }).access_token).aud).toBe(`${deputy.issuer}/admin`);
+  });
+});
+
+describe('deputy dev', () => {
+  it('starts Deputy with the development IdP, prints the commands, and stops cleanly on SIGTERM', async () => {
+    const dir = join(tmp, 'dev');
+    const proc = spawnNode(['bin/deputy.mjs', 'dev', '--port', '0', '--idp-port', '0', '--dir', dir], {});
+    try {
+      const [, url] = await proc.waitFor(/Deputy dev is ready on (http:\/\/localhost:\d+)/);
+      expect(proc.stdout()).toMatch(/^DEVELOPMENT ONLY/m);
+      expect(proc.stdout()).toContain(`export DEPUTY_URL=${url} DEPUTY_CREDENTIALS=${dir}/admin-client.json`);
+      expect((await fetch(`${url}/readyz`)).status).toBe(200);
+      expect(statSync(join(dir, 'researcher.json')).mode & 0o777).toBe(0o600);
+      proc.child.kill('SIGTERM');
+      expect((await proc.exited).code).toBe(0);
+    } finally {
+      killAll();
+    }
   });
 });
 

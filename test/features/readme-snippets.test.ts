@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { validateConfig } from '../../src/config/load.js';
-import { startDevEnvironment, type DevEnvironment } from '../../src/dev/environment.js';
+import { quickStartCommands, startDevEnvironment, type DevEnvironment } from '../../src/dev/environment.js';
 import { createLogger } from '../../src/log.js';
 
 const run = promisify(execFile);
@@ -94,6 +94,13 @@ describe('README sh and ts snippets, in order, against deputy dev', { timeout: 3
     }
     return { script: parts.join('\n'), tsFiles };
   }
+
+  it('the quick start block is exactly what deputy dev prints', () => {
+    const first = blocks.find((b) => b.tag === 'run' && b.lang === 'sh')!;
+    expect(quickStartCommands('http://localhost:3000', 'http://127.0.0.1:3001', '.deputy-dev')).toBe(`${first.body}\n`);
+    expect(dev.instructions).toContain(quickStartCommands(dev.deputy.issuer, dev.idp.issuer, dev.files.dir));
+    expect(dev.instructions).toMatch(/^DEVELOPMENT ONLY/m);
+  });
 
   it('runs every sh and ts run block as one session, with the results the README shows', async () => {
     const { script, tsFiles } = session();
