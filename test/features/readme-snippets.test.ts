@@ -117,6 +117,7 @@ describe('README sh and ts snippets, in order, against deputy dev', { timeout: 3
     const out = result.stdout;
     expect(out).toContain('"x-api-key":"[redacted]"'); // the quick start's gateway call
     expect(out).toContain('{"decision":true}'); // its evaluation
+    expect(out).toMatch(/crm\.delete_customer.*needs the scope \\"crm\.write\\"[^\n]*\nexit 3\n/); // deputy call, refused
     expect(out).toMatch(/"decision":false,"context":\{"id":"not_permitted".*agent \\"researcher\\" \(link 1 of 1\) may not \\"delete\\"/);
     expect(out).toMatch(/^dpop crm\.read \d+$/m); // the openid-client snippet
     expect(out).toMatch(/mailer\tdisabled\tbob@example.com/); // the admin API, then deputy agents list
