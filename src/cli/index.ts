@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { agentsCommand, connectionsCommand, policiesCommand } from './commands/admin.js';
 import { devCommand } from './commands/dev.js';
@@ -20,6 +21,9 @@ import { receiptsCommand } from './commands/receipts.js';
 import { callCommand, clientAssertionCommand, dpopProofCommand, exchangeCommand, tokenCommand } from './commands/tokens.js';
 import { CliError, EXIT } from './errors.js';
 import type { Io } from './shared.js';
+
+/** The package version: package.json is two folders up from both src/cli/ and dist/cli/. */
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 const EXIT_CODES_HELP = `
 Exit codes: 0 ok, 1 failure (unreachable server, unreadable file, key or store problem,
@@ -36,6 +40,7 @@ export function createProgram(io: Io, done: (code: number) => void): Command {
     .option('--url <url>', "Deputy's base URL (env DEPUTY_URL; default the credentials' issuer, else http://localhost:3000)")
     .option('--credentials <file>', 'client credentials file (env DEPUTY_CREDENTIALS; default keys/admin-client.json)')
     .option('--json', 'print results as JSON')
+    .version(VERSION, '-V, --version', 'print the version')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s), outputError: (s, write) => write(s) })
     .showHelpAfterError('(run with --help for usage)')

@@ -5,7 +5,7 @@
  * @module
  */
 import { Command, Option } from 'commander';
-import { EXIT, UsageError } from '../errors.js';
+import { CliError, EXIT, UsageError } from '../errors.js';
 import type { Io } from '../shared.js';
 
 const port = (name: string) => (v: string): number => {
@@ -23,7 +23,12 @@ export function devCommand(io: Io, done: (code: number) => void): Command {
     .action(async (o: { port: number; idpPort: number; dir: string }) => {
       // Loaded on use: the server's modules (oidc-provider…) are not needed by the other commands.
       const { startDevEnvironment } = await import('../../dev/environment.js');
-      const env = await startDevEnvironment({ port: o.port, idpPort: o.idpPort, dir: o.dir });
+      const env = await startDevEnvironment({ port: o.port, idpPort: o.idpPort, dir: o.dir }).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+          throw new CliError(`a port is in use (Deputy ${o.port}, IdP ${o.idpPort}): choose others with --port / --idp-port (0 = any free port)`);
+        }
+        throw err;
+      });
       io.out(env.instructions);
       io.out(`\nDeputy dev is ready on ${env.deputy.issuer}\n`);
       await new Promise<void>((resolve) => {
