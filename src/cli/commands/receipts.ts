@@ -118,7 +118,8 @@ export function receiptsCommand(io: Io, done: (code: number) => void): Command {
       if (!res.body) throw new CliError('empty export');
       const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
       if (o.output) await pipeline(body, createWriteStream(o.output));
-      else for await (const chunk of body) io.out(String(chunk));
+      // Decoded as a stream: a character split across two chunks stays whole.
+      else for await (const chunk of body.setEncoding('utf8')) io.out(chunk as string);
       done(EXIT.ok);
     });
   cmd
