@@ -8,7 +8,7 @@
 import { resolve } from 'node:path';
 import type { DeputyConfig } from './config/schema.js';
 
-/** The summary lines (each ends with a newline), given the configuration and the issuer serving. */
+/** The summary lines (each ends with a newline), given the configuration and the issuer serving (no trailing slash). */
 export function startupSummary(config: DeputyConfig, issuer: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
   const store = config.store.databaseUrl ? `PostgreSQL ${redactUrl(config.store.databaseUrl)}` : `embedded PGlite in ${config.store.dataDir.startsWith('memory://') ? 'memory' : resolve(config.store.dataDir)}`;
   const ids = (list: ReadonlyArray<{ id?: string; client_id?: string }>) => (list.length ? list.map((x) => x.id ?? x.client_id).join(', ') : 'none');
@@ -20,7 +20,7 @@ export function startupSummary(config: DeputyConfig, issuer: string, env: Readon
     `  trusted issuers   ${ids(config.trustedIssuers)}`,
     `  agents (config)   ${ids(config.agents)}`,
     `  policies          ${resolve(config.pdp.policies)}`,
-    `  discovery         ${issuer.replace(/\/$/, '')}/.well-known/oauth-authorization-server`,
+    `  discovery         ${issuer}/.well-known/oauth-authorization-server`,
   ];
   const next = config.admin.clients.length
     ? ['Next: `./bin/deputy.mjs token` for an admin token; `./bin/deputy.mjs --help` for every command.']

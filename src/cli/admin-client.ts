@@ -8,6 +8,7 @@
 import { readCredentials } from './credentials.js';
 import { asCliError, clientCredentialsToken, discover } from './oauth.js';
 import { ServerRefused } from './errors.js';
+import { baseOf } from './shared.js';
 
 export interface AdminClient {
   readonly issuer: string;
@@ -21,7 +22,7 @@ export interface AdminClient {
 export async function adminClient(url: string, credentialsFile: string): Promise<AdminClient> {
   const credentials = readCredentials(credentialsFile);
   const config = await discover(url, credentials);
-  const issuer = config.serverMetadata().issuer.replace(/\/$/, '');
+  const issuer = baseOf(config.serverMetadata().issuer);
   const token = (await clientCredentialsToken(config, 'deputy:admin')).access_token;
   const send = async (method: string, path: string, body?: unknown): Promise<Response> => {
     let res: Response;

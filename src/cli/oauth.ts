@@ -14,6 +14,7 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT,
 import * as client from 'openid-client';
 import { privateKey, publicPart, writeSecretJson, type ClientCredentials } from './credentials.js';
 import { CliError, ServerRefused, UsageError } from './errors.js';
+import { baseOf } from './shared.js';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TOKEN_TYPES: Readonly<Record<string, string>> = {
@@ -66,7 +67,7 @@ export async function discover(url: string, credentials: ClientCredentials): Pro
 
 /** Deputy's resource identifier for a scope: `<issuer>/admin` or `<issuer>/access` (README "Agents and admin clients"). */
 export function resourceForScope(issuer: string, scope: string): string | undefined {
-  const base = issuer.replace(/\/$/, '');
+  const base = baseOf(issuer);
   if (scope === 'deputy:admin') return `${base}/admin`;
   if (scope === 'authzen:evaluate') return `${base}/access`;
   return undefined;

@@ -60,3 +60,11 @@ export function resolveUrl(g: GlobalOptions, _io: Io): string {
   }
   return DEFAULT_URL;
 }
+
+/**
+ * A URL the user typed (or a server announced) as a base for paths: without its trailing slash,
+ * so `${base}/admin` has one. Deputy's own configuration normalizes its issuer the same way.
+ */
+export function baseOf(url: string): string {
+  return url.endsWith('/') ? url.slice(0, -1) : url;
+}

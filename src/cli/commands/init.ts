@@ -12,7 +12,7 @@ import { stringify } from 'yaml';
 import { newKeyPair, writeSecretJson, type PublicJwk } from '../credentials.js';
 import { CliError, EXIT } from '../errors.js';
 import { insecureAllowed } from '../oauth.js';
-import { DEFAULT_URL, globals, printJson, type Io } from '../shared.js';
+import { baseOf, DEFAULT_URL, globals, printJson, type Io } from '../shared.js';
 
 interface InitOptions {
   config: string;
@@ -79,7 +79,7 @@ export function initCommand(io: Io, done: (code: number) => void): Command {
       const existing = [o.config, g.credentials].filter((f) => existsSync(f));
       if (existing.length && !o.force) throw new CliError(`${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; nothing written (--force overwrites)`);
       const { privateJwk, publicJwk } = await newKeyPair();
-      const issuer = o.issuer.replace(/\/$/, '');
+      const issuer = baseOf(o.issuer);
       writeSecretJson(g.credentials, { client_id: o.clientId, issuer, private_jwk: privateJwk });
       writeFileSync(o.config, deploymentConfig({ clientId: o.clientId, issuer, publicJwk }), { mode: 0o644 });
       if (g.json) printJson(io, { config: o.config, credentials: g.credentials, client_id: o.clientId, issuer, kid: publicJwk.kid });

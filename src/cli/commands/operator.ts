@@ -11,7 +11,7 @@ import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from '../../config/load.js';
 import type { DeputyConfig } from '../../config/schema.js';
 import {
-  kekSet, KeyError, pruneVaultKeks, restoreVaultKeks, rotateReceiptKeys, rotateSigningKeys, rotateVaultKek,
+  kekSet, KeyError, pruneVaultKeks, RECEIPT_ALGS, restoreVaultKeks, rotateReceiptKeys, rotateSigningKeys, rotateVaultKek,
   ROLLOUT_GRACE_SECONDS, VAULT_KEK_FILE, type KekRecord, type ReceiptAlg, type SigningAlg,
 } from '../../keys/keystore.js';
 import { DataDirLocked, openStore, type Store } from '../../store/index.js';
@@ -34,7 +34,7 @@ async function rotateKeys(io: Io, o: { receipts?: boolean; alg?: string }): Prom
   try {
     if (o.receipts) {
       const alg = (o.alg ?? 'ES256') as ReceiptAlg;
-      if (!['ES256', 'EdDSA'].includes(alg)) throw new UsageError('--alg must be ES256 or EdDSA for receipt keys');
+      if (!(RECEIPT_ALGS as readonly string[]).includes(alg)) throw new UsageError(`--alg must be ${RECEIPT_ALGS.join(' or ')} for receipt keys`);
       const kid = await rotateReceiptKeys(config.keys.dir, alg);
       io.out(`new active receipt key: ${kid} (${alg}) in ${config.keys.dir}\nRestart the Deputy instances so they sign receipts with it; every earlier receipt key stays published at /receipts/jwks.\n`);
       return EXIT.ok;

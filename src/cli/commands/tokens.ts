@@ -20,7 +20,7 @@ import * as client from 'openid-client';
 import { privateKey, readCredentials } from '../credentials.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 import { asCliError, clientCredentialsToken, discover, dpopKey, dpopProof, exchangeToken, insecureAllowed } from '../oauth.js';
-import { globals, printJson, resolveUrl, type Io } from '../shared.js';
+import { baseOf, globals, printJson, resolveUrl, type Io } from '../shared.js';
 
 interface TokenOptions {
   scope: string;
@@ -110,7 +110,7 @@ export function clientAssertionCommand(io: Io, done: (code: number) => void): Co
         .setProtectedHeader({ alg: credentials.private_jwk.alg ?? 'ES256', ...(credentials.private_jwk.kid ? { kid: credentials.private_jwk.kid } : {}) })
         .setIssuer(credentials.client_id)
         .setSubject(credentials.client_id)
-        .setAudience(url.replace(/\/$/, ''))
+        .setAudience(baseOf(url))
         .setIssuedAt()
         .setExpirationTime('60s')
         .sign(key);
