@@ -15,6 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { NO_STORE } from '../util/http.js';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
 
 /** The audience of the development IdP's access tokens: what Deputy's trusted issuer entry expects. */
@@ -92,7 +93,7 @@ async function readBody(req: IncomingMessage): Promise<string> {
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string): void {
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(body);
+  res.writeHead(status, { 'content-type': type, 'cache-control': NO_STORE }).end(body);
 }
 
 /** Closes an HTTP server and its keep-alive connections. */

@@ -11,7 +11,7 @@ import { Command, Option } from 'commander';
 import { ConfigError, loadConfig } from '../../config/load.js';
 import type { DeputyConfig } from '../../config/schema.js';
 import {
-  kekSet, KeyError, pruneVaultKeks, RECEIPT_ALGS, restoreVaultKeks, rotateReceiptKeys, rotateSigningKeys, rotateVaultKek,
+  kekSet, KeyError, pruneVaultKeks, RECEIPT_ALGS, SIGNING_ALGS, restoreVaultKeks, rotateReceiptKeys, rotateSigningKeys, rotateVaultKek,
   ROLLOUT_GRACE_SECONDS, VAULT_KEK_FILE, type KekRecord, type ReceiptAlg, type SigningAlg,
 } from '../../keys/keystore.js';
 import { DataDirLocked, openStore, type Store } from '../../store/index.js';
@@ -40,7 +40,7 @@ async function rotateKeys(io: Io, o: { receipts?: boolean; alg?: string }): Prom
       return EXIT.ok;
     }
     const alg = (o.alg ?? config.keys.signingAlg) as SigningAlg;
-    if (!['ES256', 'RS256', 'EdDSA'].includes(alg)) throw new UsageError('--alg must be ES256, RS256 or EdDSA');
+    if (!(SIGNING_ALGS as readonly string[]).includes(alg)) throw new UsageError(`--alg must be ${SIGNING_ALGS.join(', ')}`);
     const kid = await rotateSigningKeys(config.keys.dir, alg, config.tokens.accessTokenTTL);
     io.out(`new active signing key: ${kid} (${alg}) in ${config.keys.dir}\nRestart every Deputy instance within ${ROLLOUT_GRACE_SECONDS / 3600} hours so they sign with it; the previous key stays published until its tokens expire.\n`);
     return EXIT.ok;
