@@ -15,8 +15,8 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { NO_STORE } from '../util/http.js';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import { NO_STORE } from '../util/http.js';
 
 /** The audience of the development IdP's access tokens: what Deputy's trusted issuer entry expects. */
 export const DEV_IDP_AUDIENCE = 'deputy';
