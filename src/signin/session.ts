@@ -113,10 +113,12 @@ export class CookieSealer {
     return { ...session, ...(email ? { email } : {}), ...(name ? { name } : {}), ...(tenant ? { tenant } : {}) };
   }
 
+  /** Seals a sign-in in progress (state, nonce, PKCE verifier, return path) for `ttlSeconds`. */
   sealTransaction(tx: SignInTransaction, ttlSeconds: number): Promise<string> {
     return this.seal('signin-tx', { ...tx }, ttlSeconds);
   }
 
+  /** Opens a sign-in transaction cookie; undefined when absent, expired, forged or incomplete. */
   async openTransaction(value: string | undefined): Promise<SignInTransaction | undefined> {
     const p = await this.open('signin-tx', value);
     const fields = ['issuerId', 'state', 'nonce', 'codeVerifier', 'returnTo'] as const;
