@@ -144,6 +144,15 @@ describe('authorization code + PKCE for agents', () => {
     expect(refreshed.refresh_token).not.toBe(tokens.refresh_token);
     expect(await deputy.store.query('SELECT 1 FROM token_records WHERE jti = $1', [decodeJwt(refreshed.access_token).jti])).toHaveLength(1);
     await expect(client.refreshTokenGrant(agent.config, tokens.refresh_token!, undefined, { DPoP: agent.handle })).rejects.toMatchObject({ error: 'invalid_grant' });
+
+    // Revocable like an exchanged token: the record's cascade, and the gateway refuses it.
+    const current = refreshed.access_token;
+    expect(await deputy.records.revokeCascade(decodeJwt(current).jti!, 'test')).toContain(decodeJwt(current).jti);
+    deputy.revocations.forget();
+    const before = up.requests.length;
+    const revoked = await client.fetchProtectedResource(agent.config, current, new URL(`${gw('echo')}/things`), 'GET', null, new Headers(), { DPoP: agent.handle }).catch((e: unknown) => e);
+    expect(revoked).toMatchObject({ status: 401 });
+    expect(up.requests.length).toBe(before);
   });
 
   it('grants no OpenID Connect scope: openid is ignored, no ID token is issued', async () => {
