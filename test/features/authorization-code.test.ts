@@ -7,7 +7,7 @@
 import { calculateJwkThumbprint, decodeJwt } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentConfig, testAgent, type TestAgent } from '../support/agents.js';
+import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { clientKeys } from '../support/clients.js';
 import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
@@ -153,6 +153,11 @@ describe('authorization code + PKCE for agents', () => {
     const revoked = await client.fetchProtectedResource(agent.config, current, new URL(`${gw('echo')}/things`), 'GET', null, new Headers(), { DPoP: agent.handle }).catch((e: unknown) => e);
     expect(revoked).toMatchObject({ status: 401 });
     expect(up.requests.length).toBe(before);
+  });
+
+  it('a code-flow agent keeps its token exchange grant', async () => {
+    const tokens = await exchange(agent, { subject_token: await idp.oktaAccessToken({ scp: ['deputy.read'] }), resource: gw('echo'), scope: 'deputy.read' });
+    expect(decodeJwt(tokens.access_token)).toMatchObject({ act: { sub: 'code-agent' }, aud: gw('echo') });
   });
 
   it('grants no OpenID Connect scope: openid is ignored, no ID token is issued', async () => {

@@ -69,11 +69,16 @@ export interface CodeFlowDeps {
   accessTokenSeconds: number;
 }
 
-/** The code-flow members of an agent's client metadata, when `oauth.authorizationCode.clients` lists it. */
-export function codeFlowClientMetadata(config: AuthorizationCodeConfig, agent: Agent): Partial<AdapterPayload> {
+/**
+ * An agent's client metadata with the code flow added, when `oauth.authorizationCode.clients`
+ * lists it: its redirect URIs, `response_types: ["code"]`, and the `authorization_code` and
+ * `refresh_token` grants besides the ones it already has (token exchange stays).
+ */
+export function withCodeFlow(config: AuthorizationCodeConfig, agent: Agent, metadata: AdapterPayload): AdapterPayload {
   const entry = config.enabled ? config.clients.find((c) => c.clientId === agent.id) : undefined;
-  if (!entry) return {};
-  return { response_types: ['code'], redirect_uris: [...entry.redirectUris], grant_types: [AUTHORIZATION_CODE_GRANT, 'refresh_token'] };
+  if (!entry) return metadata;
+  const grants = new Set([...((metadata.grant_types as string[] | undefined) ?? []), AUTHORIZATION_CODE_GRANT, 'refresh_token']);
+  return { ...metadata, response_types: ['code'], redirect_uris: [...entry.redirectUris], grant_types: [...grants] };
 }
 
 /** The code-flow client `clientId` is: a listed agent, a metadata-document client, or none. */

@@ -30,7 +30,7 @@ import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deput
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
-import { codeFlowClient, codeFlowClientMetadata, codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims } from './authorization-code.js';
+import { codeFlowClient, codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims, withCodeFlow } from './authorization-code.js';
 import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
 import { withoutInteractiveEndpoints } from './interactive.js';
 import { useStrictReplayDetection } from './replay.js';
@@ -167,7 +167,7 @@ function providerConfiguration(deps: ProviderDeps): Configuration {
 /** The storage adapter factory: agents for `Client`, the store for every other model. */
 function modelAdapters(deps: ProviderDeps): (name: string) => Adapter {
   const codeFlow = deps.config.oauth.authorizationCode;
-  const clientAdapter = new AgentClientAdapter(deps.agents, (agent) => ({ ...agentClientMetadata(agent), ...codeFlowClientMetadata(codeFlow, agent) }));
+  const clientAdapter = new AgentClientAdapter(deps.agents, (agent) => withCodeFlow(codeFlow, agent, agentClientMetadata(agent)));
   const adapters = new Map<string, Adapter>();
   return (name) => {
     if (name === 'Client') return clientAdapter;
