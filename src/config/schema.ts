@@ -35,7 +35,11 @@ const publicJwks = z.object({
     .min(1, 'must contain at least one key'),
 });
 
-const agentId = z.string().regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -');
+const agentId = z
+  .string()
+  .regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -')
+  // Reserved for clients identified by a metadata document (src/agents/document-client.ts).
+  .refine((id) => !id.startsWith('cimd-'), { message: 'ids starting with "cimd-" are reserved for client metadata document clients' });
 const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 /** A scope an agent may hold: never one of Deputy's own (src/oauth/deputy-own.ts). */
 const agentScope = scopeToken.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });

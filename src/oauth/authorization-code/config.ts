@@ -16,6 +16,7 @@
  *       allowedHosts: [claude.ai, vscode.dev]
  *       scopes: [deputy.read]          # what such a client may ask for
  *       audiences: [https://deputy.example.com/gw/drive]
+ *       maxDelegationDepth: 1          # default: acts directly for the user only
  * ```
  *
  * @module
@@ -73,6 +74,11 @@ export const authorizationCodeSchema = z
         scopes: z.array(scopeToken).max(100).default([]),
         /** Resources (RFC 8707; e.g. `<issuer>/gw/{connection}`) such a client may obtain tokens for. */
         audiences: z.array(z.string().min(1).max(2048)).max(100).default([]),
+        /**
+         * Longest delegation chain such a client may appear at the end of (agents counted, itself
+         * included): 1, acting directly for the user only. It cannot authenticate to exchange tokens.
+         */
+        maxDelegationDepth: z.number().int().min(1).max(10).default(1),
       })
       .prefault({}),
   })
