@@ -12,7 +12,7 @@
  * and the gateway, and stays disabled when its document is seen again.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -57,6 +57,7 @@ beforeAll(async () => {
       case '/good.json': return json(documentOf('/good.json'));
       case '/flow.json': return json(documentOf('/flow.json', { client_name: 'Flow Client' }));
       case '/disabled.json': return json(documentOf('/disabled.json'));
+      case '/blocked.json': return json(documentOf('/blocked.json'));
       case '/big.json': return json(documentOf('/big.json', { padding: 'x'.repeat(10_000) }));
       case '/redirect.json': return void res.writeHead(302, { location: '/good.json' }).end();
       case '/html.json': return json(documentOf('/html.json'), 'text/html');
@@ -68,6 +69,14 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => docs.listen(0, '127.0.0.1', resolve));
   docsBase = `https://localhost:${(docs.address() as AddressInfo).port}`;
+  // The default policies plus one that singles out a metadata-document client by its Agent attributes.
+  mkdirSync(join(dir, 'policies'));
+  for (const f of ['default.cedar', 'schema.cedarschema']) copyFileSync(join('config/policies', f), join(dir, 'policies', f));
+  writeFileSync(
+    join(dir, 'policies', 'documents.cedar'),
+    `@id("blocked-document-client")\n@reason("This client is blocked.")\nforbid (principal is Agent, action == Action::"delegate", resource)\n` +
+      `when { principal.source == "client_id_metadata" && principal has client_id_url && principal.client_id_url like "*/blocked.json" };\n`,
+  );
   idp = await startMockIdp();
   up = await startMockUpstream();
   const port = await freePort();
@@ -77,6 +86,7 @@ beforeAll(async () => {
     env: { ECHO_KEY: 'echo-upstream-key-0123456789' },
     config: {
       server: { port },
+      pdp: { policies: join(dir, 'policies'), watch: false },
       connections: [{ id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
       trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
       oauth: { authorizationCode: { enabled: true, clientIdMetadataDocuments: { ...documents, allowPrivateAddresses: true, caFile: join(dir, 'cert.pem') } } },
@@ -269,5 +279,16 @@ describe('a metadata-document client end to end: a registry agent of its own', (
     });
     expect(res.status).toBe(401);
     expect(await res.json()).toMatchObject({ error: 'invalid_client' });
+  });
+
+  it('the PDP sees its agent with source and client_id_url: a Cedar policy on them refuses the token, with a deny receipt', async () => {
+    const clientId = `${docsBase}/blocked.json`;
+    const agentId = documentAgentId(clientId);
+    const c = await documentClient(clientId);
+    const { back, verifier } = await authorizeDocumentClient(clientId, c.jkt);
+    await expect(client.authorizationCodeGrant(c.config, back, { pkceCodeVerifier: verifier, expectedState: 'st' }, undefined, { DPoP: c.handle })).rejects.toMatchObject({ error: 'unauthorized_client' });
+    const receipts = (await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1', [agentId])).map((r) => decodeJwt(r.jws));
+    expect(receipts).toContainEqual(expect.objectContaining({ action: 'delegate', decision: 'deny', chain: [agentId], policies: expect.arrayContaining(['blocked-document-client']) }));
+    expect(await deputy.store.query('SELECT 1 FROM token_records WHERE agent_id = $1', [agentId])).toHaveLength(0);
   });
 });
