@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ * `npm run bench [-- --quick] [--scale] [--out FILE] [--markdown FILE] [--duration-ms N]`
  *
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
@@ -44,6 +44,7 @@ interface Options {
   out: string;
   markdown: string | undefined;
   skipPdp: boolean;
+  scale: boolean;
 }
 
 function options(): Options {
@@ -55,6 +56,7 @@ function options(): Options {
       'duration-ms': { type: 'string' },
       concurrency: { type: 'string' },
       'skip-pdp': { type: 'boolean', default: false },
+      scale: { type: 'boolean', default: false },
     },
   });
   const quick = values.quick ?? false;
@@ -67,6 +69,7 @@ function options(): Options {
     out: values.out!,
     markdown: values.markdown,
     skipPdp: values['skip-pdp'] ?? false,
+    scale: values.scale ?? false,
   };
 }
 
@@ -499,6 +502,7 @@ async function main(): Promise<void> {
     figures.push(...(await directUpstream(opts, upstreamUrl)));
     await stopProcess(upstream.child);
     const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);
+    const scale = opts.scale ? await (await import('./scale.js')).scaleCurves(opts.quick) : undefined;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -508,11 +512,12 @@ async function main(): Promise<void> {
       figures,
       ratios: ratios(figures),
       ...(pdp ? { pdp } : {}),
+      ...(scale ? { scale } : {}),
       elapsedMs: Date.now() - startedAt,
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
-    const summary = markdown(results);
+    const summary = scale ? `${markdown(results)}\n${(await import('./scale.js')).scaleMarkdown(scale)}\n` : markdown(results);
     if (opts.markdown) writeFileSync(opts.markdown, summary);
     process.stdout.write(`${summary}\nresults written to ${opts.out}\n`);
   } finally {
