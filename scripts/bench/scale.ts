@@ -9,6 +9,9 @@
  *   the `FOR SHARE` status check) against the number of registered agents.
  * - Receipts: one append against the agent's chain length (the long chains are bulk-inserted by
  *   SQL: append reads only the head), and verification against the export's size.
+ * - Delegation depth 1 → 5: one AuthZEN evaluation over HTTP (decision cache off, concurrency 1)
+ *   for a subject token at the end of a chain of that many agents; Deputy runs in a child
+ *   process (deputy-process.ts), every link's token is verified and every member evaluated.
  *
  * Each curve is labelled by its fitted log-log slope: flat (cost within 20 % across the range,
  * or slope < 0.15), linear (slope ≥ 0.6) or logarithmic (in between). Figures are medians on this machine; under
@@ -16,7 +19,9 @@
  *
  * @module
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -29,6 +34,9 @@ import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
 import { AgentRegistry } from '../../src/agents/registry.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { migrate, type Store } from '../../src/store/index.js';
+import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
+import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
+import { startMockIdp } from '../../test/support/mock-idp.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -142,6 +150,65 @@ async function verifyPoint(service: ReceiptService, jwks: { keys: object[] }, si
   });
 }
 
+const API = 'https://docs.example.com';
+const handoff = (id: string) => `urn:deputy:agent:${id}`;
+
+/** PDP evaluation latency (median, ms) for subjects at the end of chains of 1 … `maxDepth` agents. */
+async function depthCurve(maxDepth: number, samples: number): Promise<Curve['points']> {
+  const idp = await startMockIdp();
+  const dir = mkdtempSync(join(tmpdir(), 'deputy-bench-depth-'));
+  const pepKeys = await clientKeys();
+  const ids = Array.from({ length: maxDepth }, (_, i) => `depth-agent-${i + 1}`);
+  const keys = await Promise.all(ids.map(() => clientKeys()));
+  const config = {
+    server: { port: 0, host: '127.0.0.1' }, store: { dataDir: 'memory://' }, keys: { dir, generate: true }, log: { level: 'warn' },
+    pdp: { watch: false, decisionCacheSize: 0 },
+    trustedIssuers: [idp.issuerConfig('okta')],
+    admin: { clients: [{ client_id: 'bench-pep', scopes: ['authzen:evaluate'], jwks: pepKeys.jwks }] },
+    agents: ids.map((id, i) => agentConfig(id, keys[i]!, { scopes: ['docs.read'], audiences: [API, ...(ids[i + 1] ? [handoff(ids[i + 1]!)] : [])], maxDelegationDepth: maxDepth })),
+  };
+  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'deputy-process.ts')], {
+    env: { ...process.env, BENCH_DEPUTY_CONFIG: JSON.stringify(config), NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const [url, issuer] = await new Promise<string[]>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        const line = out.split('\n').find((l) => l.startsWith('READY '));
+        if (line) resolve(line.split(' ').slice(1));
+      });
+      child.once('exit', (code) => reject(new Error(`deputy exited with ${code}`)));
+    });
+    const pep = await clientCredentialsToken(await oauthClient(issuer!, 'bench-pep', pepKeys), 'authzen:evaluate');
+    const agents = await Promise.all(ids.map((id, i) => testAgent(issuer!, id, keys[i]!)));
+    const user = await idp.oktaAccessToken({ email: 'alice@example.com', scp: ['docs.read'] });
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${pep}` };
+    const points: Curve['points'] = [];
+    for (let depth = 1; depth <= maxDepth; depth++) {
+      let token = user;
+      for (let i = 0; i < depth - 1; i++) {
+        token = (await exchange(agents[i]!, { subject_token: token, audience: handoff(ids[i + 1]!), ...(i === 0 ? { scope: 'docs.read' } : {}) })).access_token;
+      }
+      token = (await exchange(agents[depth - 1]!, { subject_token: token, resource: API, ...(depth === 1 ? { scope: 'docs.read' } : {}) })).access_token;
+      const sub = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub as string;
+      const body = (n: number) => JSON.stringify({ subject: { type: 'User', id: sub, properties: { token } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${n}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } });
+      const ms = await timeEach(samples, async (n) => {
+        const res = await fetch(`${url}/access/v1/evaluation`, { method: 'POST', headers, body: body(n) });
+        const verdict = (await res.json()) as { decision?: boolean };
+        if (verdict.decision !== true) throw new Error(`scale: depth ${depth} is not a permit: ${JSON.stringify(verdict)}`);
+      });
+      points.push({ n: depth, ms });
+    }
+    return points;
+  } finally {
+    child.kill('SIGTERM');
+    await idp.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** Runs every curve; `quick` uses smaller sizes (same shapes, seconds instead of minutes). */
 export async function scaleCurves(quick: boolean): Promise<Curve[]> {
   const curves: Curve[] = [];
@@ -154,6 +221,8 @@ export async function scaleCurves(quick: boolean): Promise<Curve[]> {
   const ePoints: Curve['points'] = [];
   for (const n of entities) ePoints.push({ n, ms: await cedarPoint(10, n, n >= 10_000 ? Math.max(3, s / 20) : s) });
   curves.push(curve('PDP: one Cedar decision vs entities in the request slice', 'entities', ePoints));
+
+  curves.push(curve('PDP: one evaluation vs delegation depth (HTTP, cache off, c1)', 'agents in the chain', await depthCurve(5, quick ? 20 : 200)));
 
   const store = await createPGliteStore({ dataDir: 'memory://' });
   try {
