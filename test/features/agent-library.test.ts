@@ -199,6 +199,7 @@ describe('agent library: delegation', () => {
     expect((denied as PolicyDeniedError).status).toBe(403);
     expect((denied as PolicyDeniedError).error).toBe('access_denied');
     expect((denied as PolicyDeniedError).reason).toMatch(/delete/i);
+    expect((denied as PolicyDeniedError).reason).toMatch(/sub-agent/i);
     // fetch itself answers as fetch does: the 403 response.
     expect((await b.fetch(`${gw('echo')}/items/1`, { method: 'DELETE' })).status).toBe(403);
     await b.dispose();
