@@ -20,7 +20,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, decodeJwt, SignJWT } from 'jose';
 import * as client from 'openid-client';
-import { DeputyAgentError, deputyErrorFromResponse, fromOpenIdClientError } from './errors.js';
+import { DeputyAgentError, deputyErrorFromResponse, fromOpenIdClientError, type DeputyProtocolError } from './errors.js';
 import { dpopKeyPair, importPrivateKey, publicJwkOf, type DpopKeyInput, type ImportedKey, type PrivateKeyInput, type SigningAlgorithm } from './keys.js';
 
 /** RFC 8693 §2.1 grant type. */
@@ -64,6 +64,13 @@ export interface DeputyAgentOptions {
   fetch?: typeof fetch;
   /** Allow `http:` URLs. For local development and tests only. */
   allowInsecureRequests?: boolean;
+  /**
+   * Called with the typed error whenever a gateway answers {@link DeputyAgent.fetch} with one of
+   * Deputy's refusals (401, 402, 403, 424; see `deputyErrorOf`). SDKs that wrap `fetch` keep
+   * only part of an error body (`openai`'s `APIError.error` is the body's `error` member alone,
+   * so a 402 problem's details are lost): this sees all of it.
+   */
+  onDeputyError?: (error: DeputyProtocolError, request: Request) => void;
 }
 
 /**
@@ -136,6 +143,7 @@ export class DeputyAgent {
   readonly #clientKey: ImportedKey;
   readonly #skewMs: number;
   readonly #maxBody: number;
+  readonly #onDeputyError: ((error: DeputyProtocolError, request: Request) => void) | undefined;
   readonly #tokens: DelegatedToken[] = [];
   readonly #issued: IssuedToken[] = [];
   #disposed = false;
@@ -147,7 +155,15 @@ export class DeputyAgent {
     readonly clientId: string,
     /** RFC 7638 thumbprint of the DPoP public key: every token's `cnf.jkt`. */
     readonly dpopThumbprint: string,
-    parts: { config: client.Configuration; resourceConfig: client.Configuration; dpop: client.DPoPHandle; clientKey: ImportedKey; skewMs: number; maxBody: number },
+    parts: {
+      config: client.Configuration;
+      resourceConfig: client.Configuration;
+      dpop: client.DPoPHandle;
+      clientKey: ImportedKey;
+      skewMs: number;
+      maxBody: number;
+      onDeputyError: ((error: DeputyProtocolError, request: Request) => void) | undefined;
+    },
   ) {
     this.#config = parts.config;
     this.#resourceConfig = parts.resourceConfig;
@@ -155,6 +171,7 @@ export class DeputyAgent {
     this.#clientKey = parts.clientKey;
     this.#skewMs = parts.skewMs;
     this.#maxBody = parts.maxBody;
+    this.#onDeputyError = parts.onDeputyError;
   }
 
   /**
@@ -185,7 +202,7 @@ export class DeputyAgent {
     const jkt = await calculateJwkThumbprint(await publicJwkOf(keys));
     const skewMs = Math.max(0, options.refreshSkewSeconds ?? 30) * 1000;
     const maxBody = options.maxBufferedBodyBytes ?? 16 * 1024 * 1024;
-    return new DeputyAgent(config.serverMetadata().issuer, options.clientId, jkt, { config, resourceConfig, dpop, clientKey, skewMs, maxBody });
+    return new DeputyAgent(config.serverMetadata().issuer, options.clientId, jkt, { config, resourceConfig, dpop, clientKey, skewMs, maxBody, onDeputyError: options.onDeputyError });
   }
 
   /** The tokens this agent holds, most recent first. */
@@ -348,7 +365,7 @@ export class DeputyAgent {
     const headers = new Headers(request.headers);
     headers.delete('authorization');
     headers.delete('dpop');
-    return callContext.run({ signal: request.signal }, async () => {
+    const res = await callContext.run({ signal: request.signal }, async () => {
       try {
         return await client.fetchProtectedResource(this.#resourceConfig, token, new URL(request.url), request.method, body, headers, { DPoP: this.#dpop });
       } catch (err) {
@@ -358,6 +375,11 @@ export class DeputyAgent {
         throw err;
       }
     });
+    if (this.#onDeputyError) {
+      const refusal = await deputyErrorFromResponse(res);
+      if (refusal) this.#onDeputyError(refusal, request);
+    }
+    return res;
   }
 
   /** Deputy's actor token: `iss` = `sub` = the client id, `aud` = the issuer, single use, 60 s. */

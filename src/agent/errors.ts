@@ -112,8 +112,9 @@ export class BudgetExceededError extends DeputyProtocolError {
  * | 424 | body `{"error":"connection_required"}` | {@link DeputyProtocolError} with `details.connect_uri` |
  *
  * @param body the parsed JSON body (or `undefined` when there was none). Works with SDK errors
- *   too: `openai`'s and `@anthropic-ai/sdk`'s `APIError` carry `status`, `headers` and the parsed
- *   body as `error`.
+ *   too: `@anthropic-ai/sdk`'s `APIError` carries `status`, `headers` and the parsed body as
+ *   `error`; `openai`'s keeps only the body's `error` member there (a string: the code, without
+ *   the description or a problem's details — see `onDeputyError` of `DeputyAgent`).
  */
 export function deputyErrorOf(status: number, headers: Headers | Record<string, string | null | undefined>, body: unknown): DeputyProtocolError | undefined {
   const h = headers instanceof Headers ? headers : new Headers(Object.entries(headers).filter((e): e is [string, string] => typeof e[1] === 'string'));
@@ -123,17 +124,17 @@ export function deputyErrorOf(status: number, headers: Headers | Record<string, 
     // body; a gateway never passes an upstream's WWW-Authenticate on.
     const header = h.get('www-authenticate') ?? '';
     if (!/(^|,)\s*(dpop|bearer)(\s|$)/i.test(header)) return undefined;
-    const error = stringMember(obj, 'error') ?? /\berror="([^"\\]*)"/.exec(header)?.[1];
+    const error = (typeof body === 'string' ? body : stringMember(obj, 'error')) ?? /\berror="([^"\\]*)"/.exec(header)?.[1];
     if (!error) return undefined;
     return new DeputyProtocolError({ error, status, description: stringMember(obj, 'error_description') });
   }
-  if (status === 402 && obj && /^application\/problem\+json\b/i.test(h.get('content-type') ?? 'application/problem+json')) {
-    return new BudgetExceededError(obj as ProblemDetails, retryAfter(h.get('retry-after')));
+  if (status === 402 && /^application\/problem\+json\b/i.test(h.get('content-type') ?? (obj ? 'application/problem+json' : ''))) {
+    return new BudgetExceededError(obj ? (obj as ProblemDetails) : {}, retryAfter(h.get('retry-after')));
   }
-  const error = stringMember(obj, 'error');
+  const error = typeof body === 'string' ? body : stringMember(obj, 'error');
   if (status === 403 && error === 'access_denied') return new PolicyDeniedError({ error, status, description: stringMember(obj, 'error_description') });
   if (status === 424 && error === 'connection_required') {
-    const { error: _e, error_description: _d, ...details } = obj!;
+    const { error: _e, error_description: _d, ...details } = obj ?? {};
     return new DeputyProtocolError({ error, status, description: stringMember(obj, 'error_description'), details });
   }
   return undefined;

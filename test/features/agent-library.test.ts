@@ -7,6 +7,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BudgetExceededError, DeputyAgent, DeputyAgentError, DeputyProtocolError, PolicyDeniedError, type DeputyAgentOptions } from 'deputy/agent';
 import { AuthZenPep } from 'deputy/agent/governance';
@@ -282,6 +283,22 @@ describe('agent library: lifetime', () => {
     expect(res.status).toBe(401);
     expect(res.headers.get('www-authenticate')).toMatch(/^DPoP .*error="invalid_token"/);
     await expect(a.request(`${gw('echo')}/after`)).rejects.toMatchObject({ name: 'DeputyProtocolError', error: 'invalid_token', status: 401 });
+    await a.dispose();
+  });
+});
+
+describe('agent library: refusals seen through an SDK', () => {
+  it('the SDK raises its own error; onDeputyError gets Deputy\'s typed one, description included', async () => {
+    const refusals: DeputyProtocolError[] = [];
+    const a = await agent('agent-a', { onDeputyError: (e) => refusals.push(e) });
+    await a.exchange({ subjectToken: await userToken(), resource: gw('openai') });
+    expect((await authenticatedPost(`${deputy.url}/revoke`, issuer, admin, { token: await a.token() })).status).toBe(200);
+    const openai = new OpenAI({ baseURL: `${gw('openai')}/v1`, apiKey: 'held-by-deputy', fetch: a.fetch, maxRetries: 0 });
+    const err = await openai.chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatchObject({ error: 'invalid_token', status: 401 });
+    expect(refusals[0]!.description).toMatch(/revoked/);
     await a.dispose();
   });
 });
