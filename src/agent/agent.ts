@@ -258,7 +258,7 @@ export class DeputyAgent {
    * @throws DeputyAgentError `ERR_DEPUTY_NO_TOKEN`, `ERR_DEPUTY_BODY_TOO_LARGE`, `ERR_DEPUTY_DISPOSED`
    * @throws DeputyProtocolError when a needed re-exchange is refused.
    */
-  readonly fetch = (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+  readonly fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
     this.#assertLive();
     const request = toRequest(input, init);
     return this.tokenFor(request.url).send(request);
@@ -355,6 +355,11 @@ export class DeputyAgent {
     const audience = Array.isArray(claims.aud) ? claims.aud[0] : claims.aud;
     if (typeof audience !== 'string') throw new DeputyAgentError('ERR_DEPUTY_INVALID_RESPONSE', 'the issued token names no audience');
     const issued = { value: res.access_token, expiresAt };
+    if (this.#disposed) {
+      // dispose() ran while this exchange was in flight: the new token must not outlive it.
+      await this.#revoke(issued.value).catch(() => undefined);
+      throw new DeputyAgentError('ERR_DEPUTY_DISPOSED', 'this agent was disposed');
+    }
     this.#issued.push(issued);
     return { ...issued, audience, scope: (res.scope ?? '').split(' ').filter(Boolean) };
   }

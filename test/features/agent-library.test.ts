@@ -269,7 +269,7 @@ describe('agent library: lifetime', () => {
     const err = await b.request(`${gw('echo')}/after`).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DeputyProtocolError);
     expect(err).toMatchObject({ error: 'invalid_token', status: 401 });
-    expect(() => a.fetch(`${gw('echo')}/x`)).toThrow(DeputyAgentError);
+    await expect(a.fetch(`${gw('echo')}/x`)).rejects.toBeInstanceOf(DeputyAgentError);
     await expect(a.exchange({ subjectToken: 'x' })).rejects.toMatchObject({ code: 'ERR_DEPUTY_DISPOSED' });
     await b.dispose();
   });

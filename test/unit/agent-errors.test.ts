@@ -121,3 +121,26 @@ describe('what the official SDKs keep of a Deputy refusal', () => {
     expect((deputyErrorOf(denied.status!, denied.headers!, denied.error) as PolicyDeniedError).reason).toBe('Sub-agents may not delete.');
   });
 });
+
+describe('the library stands alone', () => {
+  it('src/agent imports nothing from the server: only its own modules and client packages', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const root = new URL('../../src/agent/', import.meta.url).pathname;
+    const files = readdirSync(root, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+    expect(files.length).toBeGreaterThan(4);
+    const allowed = new Set(['jose', 'openid-client', 'canonicalize', '@microsoft/agent-governance-sdk']);
+    for (const f of files) {
+      const text = readFileSync(join(root, f), 'utf8');
+      for (const [, spec] of text.matchAll(/from '([^']+)'/g)) {
+        if (spec!.startsWith('node:')) continue;
+        if (spec!.startsWith('.')) {
+          const target = new URL(spec!, `file://${join(root, f)}`).pathname;
+          expect(target.startsWith(root), `${f} imports ${spec}`).toBe(true);
+        } else {
+          expect(allowed.has(spec!), `${f} imports ${spec}`).toBe(true);
+        }
+      }
+    }
+  });
+});
