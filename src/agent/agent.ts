@@ -122,6 +122,16 @@ interface IssuedToken {
   expiresAt: number;
 }
 
+/** What a {@link DelegatedToken} needs from its agent (kept off the agent's public API). */
+interface AgentSession {
+  readonly issuer: string;
+  readonly clientId: string;
+  /** One token-endpoint exchange; the issued token is remembered for `dispose()`. */
+  grant(params: URLSearchParams, actorToken: boolean): Promise<IssuedToken & { scope: string[]; audience: string }>;
+  /** A resource request with the token's DPoP proof; a 401 challenge is returned as its response. */
+  protectedRequest(token: string, request: Request): Promise<Response>;
+}
+
 /** Context of one resource request, read by the resource configuration's fetch. */
 const callContext = new AsyncLocalStorage<{ signal: AbortSignal | null }>();
 
@@ -146,6 +156,7 @@ export class DeputyAgent {
   readonly #onDeputyError: ((error: DeputyProtocolError, request: Request) => void) | undefined;
   readonly #tokens: DelegatedToken[] = [];
   readonly #issued: IssuedToken[] = [];
+  readonly #session: AgentSession;
   #disposed = false;
 
   private constructor(
@@ -172,6 +183,12 @@ export class DeputyAgent {
     this.#skewMs = parts.skewMs;
     this.#maxBody = parts.maxBody;
     this.#onDeputyError = parts.onDeputyError;
+    this.#session = {
+      issuer,
+      clientId,
+      grant: (params, actorToken) => this.#grant(params, actorToken),
+      protectedRequest: (token, request) => this.#protectedRequest(token, request),
+    };
   }
 
   /**
@@ -224,7 +241,7 @@ export class DeputyAgent {
     if ((request.subjectToken === undefined) === (request.handoff === undefined)) {
       throw new TypeError('exchange needs exactly one of "subjectToken" and "handoff"');
     }
-    const token = new DelegatedToken(this, request, this.#skewMs);
+    const token = new DelegatedToken(this.#session, request, this.#skewMs);
     await token.accessToken();
     this.#tokens.push(token);
     return token;
@@ -336,9 +353,9 @@ export class DeputyAgent {
 
   /**
    * One token-endpoint exchange with the agent's client authentication and DPoP handle
-   * (openid-client retries once on `use_dpop_nonce`). Used by {@link DelegatedToken}. @internal
+   * (openid-client retries once on `use_dpop_nonce`).
    */
-  async grant(params: URLSearchParams, actorToken: boolean): Promise<IssuedToken & { scope: string[]; audience: string }> {
+  async #grant(params: URLSearchParams, actorToken: boolean): Promise<IssuedToken & { scope: string[]; audience: string }> {
     this.#assertLive();
     if (actorToken) {
       params.set('actor_token', await this.#actorToken());
@@ -364,8 +381,8 @@ export class DeputyAgent {
     return { ...issued, audience, scope: (res.scope ?? '').split(' ').filter(Boolean) };
   }
 
-  /** A resource request with the token's DPoP proof; a challenge is returned as its response. @internal */
-  async protectedRequest(token: string, request: Request): Promise<Response> {
+  /** A resource request with the token's DPoP proof; a challenge is returned as its response. */
+  async #protectedRequest(token: string, request: Request): Promise<Response> {
     const body = request.body ? await readBody(request.body, this.#maxBody) : null;
     const headers = new Headers(request.headers);
     headers.delete('authorization');
@@ -413,7 +430,7 @@ export class DelegatedToken {
 
   /** @internal use {@link DeputyAgent.exchange} */
   constructor(
-    readonly agent: DeputyAgent,
+    private readonly agent: AgentSession,
     readonly request: Readonly<ExchangeRequest>,
     readonly skewMs: number,
   ) {}
@@ -452,7 +469,7 @@ export class DelegatedToken {
   /** {@link DeputyAgent.fetch} with this token, whatever the URL. */
   readonly fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => this.send(toRequest(input, init));
 
-  /** Sends a prepared request with this token. @internal */
+  /** Sends a request with this token (what {@link DeputyAgent.fetch} does once it has chosen the token). */
   async send(request: Request): Promise<Response> {
     return this.agent.protectedRequest(await this.accessToken(), request);
   }
