@@ -134,6 +134,17 @@ describe('agent library: the README examples, run as they are', () => {
     expect(req!.headers.dpop).toBeUndefined();
   });
 
+  it('the OpenAI SDK streaming (SSE) through agent.fetch and the gateway', async () => {
+    const a = await agent('agent-a');
+    await a.exchange({ subjectToken: await userToken(), resource: gw('openai') });
+    const openai = new OpenAI({ baseURL: `${gw('openai')}/v1`, apiKey: 'held-by-deputy', fetch: a.fetch });
+    const stream = await openai.chat.completions.create({ model: 'gpt-4o-mini', stream: true, messages: [{ role: 'user', content: 'hi' }] });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text).toBe('hello from a stream');
+    await a.dispose();
+  });
+
   it('the official Anthropic SDK with fetch: agent.fetch', async () => {
     const before = llm.requests.length;
     expect(await anthropicExample(await exampleEnv('anthropic'))).toBe('hello from the mock Anthropic');

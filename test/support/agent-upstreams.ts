@@ -4,7 +4,8 @@
  * agent's `Authorization` and `DPoP`):
  *
  * - {@link startLlmUpstream}: the JSON endpoints the official SDKs call — OpenAI
- *   `POST …/v1/chat/completions` and Anthropic `POST …/v1/messages` — answering in each format;
+ *   `POST …/v1/chat/completions` (also streamed, SSE) and Anthropic `POST …/v1/messages` —
+ *   answering in each format;
  * - {@link startMcpUpstream}: an MCP server of the official SDK (Streamable HTTP, stateless,
  *   SSE responses) at `…/mcp` with one tool, `lookup`.
  */
@@ -53,6 +54,15 @@ export async function startLlmUpstream(): Promise<RecordingUpstream> {
     requests.push({ method: req.method ?? '', path, headers: { ...req.headers } });
     const body = await readJson(req);
     const json = (status: number, value: unknown): void => void res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value));
+    if (req.method === 'POST' && path.endsWith('/v1/chat/completions') && body.stream === true) {
+      // Server-sent events (the OpenAI streaming format), one chunk per word, then [DONE].
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      for (const word of ['hello', ' from', ' a', ' stream']) {
+        res.write(`data: ${JSON.stringify({ id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 0, model: body.model, choices: [{ index: 0, delta: { content: word }, finish_reason: null }] })}\n\n`);
+      }
+      res.write(`data: ${JSON.stringify({ id: 'chatcmpl-2', object: 'chat.completion.chunk', created: 0, model: body.model, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`);
+      return void res.end('data: [DONE]\n\n');
+    }
     if (req.method === 'POST' && path.endsWith('/v1/chat/completions')) {
       return json(200, {
         id: 'chatcmpl-1', object: 'chat.completion', created: Math.floor(Date.now() / 1000), model: body.model,

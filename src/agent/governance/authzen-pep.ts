@@ -137,7 +137,8 @@ export class AuthZenPep {
     if (token) headers.authorization = `Bearer ${token}`;
     if (this.#options.receipts) headers['deputy-receipt'] = 'request';
     const res = await this.#fetch(this.#endpoint, { method: 'POST', headers, body: JSON.stringify(request), signal });
-    if (res.status === 401 && token && !retried && !('token' in (this.#options.pep as object))) {
+    const pep = this.#options.pep;
+    if (res.status === 401 && !retried && typeof pep === 'object' && 'clientId' in pep) {
       // The PEP token expired or the keys rotated: one fresh token.
       await res.body?.cancel();
       this.#pepToken = undefined;
