@@ -20,7 +20,8 @@ import type { AdapterPayload } from 'oidc-provider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentRegistry } from '../../src/agents/registry.js';
 import { appendLocked, lockHead, readRange } from '../../src/audit/chain.js';
-import { purgeExpired, recordOnce, StoreAdapter } from '../../src/oauth/adapter.js';
+import { purgeExpired, recordOnce } from '../../src/oauth/adapter.js';
+import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, Store } from '../../src/store/index.js';
 
