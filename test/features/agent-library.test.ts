@@ -6,7 +6,7 @@
  * Deputy's HTTP gateway to mock upstreams), and the refusals each surface as a typed error.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BudgetExceededError, DeputyAgent, DeputyAgentError, DeputyProtocolError, PolicyDeniedError, type DeputyAgentOptions } from 'deputy/agent';
@@ -389,6 +389,23 @@ describe('agent library: bad input', () => {
     expect((await a.request(`${gw('echo')}/ok`)).status).toBe(200);
     await a.dispose();
     void privateKey;
+  });
+});
+
+describe('agent library: DPoP keys', () => {
+  it('a supplied DPoP key (private JWK) is the one tokens are bound to; a generated Ed25519 key works too', async () => {
+    const dpopJwk = await exportJWK((await generateKeyPair('ES256', { extractable: true })).privateKey);
+    const a = await agent('agent-a', { dpopKey: dpopJwk });
+    const { d: _d, ...pub } = dpopJwk;
+    expect(a.dpopThumbprint).toBe(await calculateJwkThumbprint(pub));
+    const t = await a.exchange({ subjectToken: await userToken(), resource: gw('echo') });
+    expect(claimsOf(await t.accessToken()).cnf).toEqual({ jkt: a.dpopThumbprint });
+    expect((await a.request(`${gw('echo')}/ok`)).status).toBe(200);
+    await a.dispose();
+    const ed = await agent('agent-a', { dpopAlgorithm: 'Ed25519' });
+    await ed.exchange({ subjectToken: await userToken(), resource: gw('echo') });
+    expect((await ed.request(`${gw('echo')}/ok`)).status).toBe(200);
+    await ed.dispose();
   });
 });
 
