@@ -222,7 +222,7 @@ export class DeputyAgent {
     return new DeputyAgent(config.serverMetadata().issuer, options.clientId, jkt, { config, resourceConfig, dpop, clientKey, skewMs, maxBody, onDeputyError: options.onDeputyError });
   }
 
-  /** The tokens this agent holds, most recent first. */
+  /** The tokens this agent holds (the newest per audience), most recent first. */
   get tokens(): readonly DelegatedToken[] {
     return [...this.#tokens].reverse();
   }
@@ -243,7 +243,10 @@ export class DeputyAgent {
     }
     const token = new DelegatedToken(this.#session, request, this.#skewMs);
     await token.accessToken();
-    this.#tokens.push(token);
+    // fetch() uses the newest token of an audience: an older one stays usable through the
+    // DelegatedToken its caller holds, and revocable by dispose(), but the agent lets go of it.
+    const kept = this.#tokens.filter((t) => t.audience !== token.audience);
+    this.#tokens.splice(0, this.#tokens.length, ...kept, token);
     return token;
   }
 
@@ -377,7 +380,10 @@ export class DeputyAgent {
       await this.#revoke(issued.value).catch(() => undefined);
       throw new DeputyAgentError('ERR_DEPUTY_DISPOSED', 'this agent was disposed');
     }
-    this.#issued.push(issued);
+    // Expired tokens need no revocation: forget them, so a long-lived agent's list stays short.
+    const now = Date.now();
+    const live = this.#issued.filter((t) => t.expiresAt > now);
+    this.#issued.splice(0, this.#issued.length, ...live, issued);
     return { ...issued, audience, scope: (res.scope ?? '').split(' ').filter(Boolean) };
   }
 
