@@ -140,17 +140,26 @@ export function deputyErrorOf(status: number, headers: Headers | Record<string, 
   return undefined;
 }
 
+/** Deputy's error bodies are small JSON documents with a `Content-Length`; nothing else is read. */
+const MAX_ERROR_BODY = 64 * 1024;
+
 /**
- * {@link deputyErrorOf} for a `fetch` Response. Reads the body of a clone only when the status
- * can be one of Deputy's refusals, so the caller can still consume the original.
+ * {@link deputyErrorOf} for a `fetch` Response. Reads the body of a clone — only when the status
+ * can be one of Deputy's refusals and the body is JSON of a declared length of at most 64 KiB
+ * (an upstream's endless or huge error stream is never waited for) — so the caller can still
+ * consume the original.
  */
 export async function deputyErrorFromResponse(res: Response): Promise<DeputyProtocolError | undefined> {
   if (![401, 402, 403, 424].includes(res.status)) return undefined;
+  const length = Number(res.headers.get('content-length') ?? NaN);
+  const json = /^application\/(problem\+)?json\b/i.test(res.headers.get('content-type') ?? '');
   let body: unknown;
-  try {
-    body = await res.clone().json();
-  } catch {
-    body = undefined;
+  if (json && length >= 0 && length <= MAX_ERROR_BODY) {
+    try {
+      body = await res.clone().json();
+    } catch {
+      body = undefined;
+    }
   }
   return deputyErrorOf(res.status, res.headers, body);
 }
