@@ -164,6 +164,40 @@ describe('Agent Governance Toolkit + Deputy: both must allow', () => {
   });
 });
 
+describe('AuthZenPep: the PEP token', () => {
+  it('concurrent evaluations share one PEP token request; a refused PEP token is replaced once', async () => {
+    const a = await agentWithToken('agent-a');
+    const calls = { token: 0, evaluation: 0 };
+    const spoilFirst = { pending: true };
+    const countingFetch: typeof fetch = async (input, init) => {
+      const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
+      if (url.pathname === '/token') calls.token++;
+      if (url.pathname === '/access/v1/evaluation') {
+        calls.evaluation++;
+        if (spoilFirst.pending) {
+          // The PDP sees a PEP token it does not accept (as after a key rotation): 401.
+          spoilFirst.pending = false;
+          return fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization: 'Bearer not-a-token' } });
+        }
+      }
+      return fetch(input, init);
+    };
+    const pepClient = new AuthZenPep({ issuer, pep: pep(), fetch: countingFetch, cacheTtlMs: 0, allowInsecureRequests: true });
+    const token = await a.token();
+    const ask = (i: number) => pepClient.evaluate({ subject: { type: 'Agent', id: 'agent-a', properties: { token } }, action: { name: 'read' }, resource: { ...crm(user), id: `crm-${i}` } });
+    const first = await ask(0);
+    expect(first).toMatchObject({ decision: true });
+    expect(calls).toEqual({ token: 2, evaluation: 2 });
+    const many = await Promise.all(Array.from({ length: 20 }, (_, i) => ask(i + 1)));
+    expect(many.every((d) => d.decision)).toBe(true);
+    expect(calls).toEqual({ token: 2, evaluation: 22 });
+    const fresh = new AuthZenPep({ issuer, pep: pep(), fetch: countingFetch, allowInsecureRequests: true });
+    await Promise.all(Array.from({ length: 10 }, (_, i) => fresh.evaluate({ subject: { type: 'Agent', id: 'agent-a', properties: { token } }, action: { name: 'read' }, resource: { ...crm(user), id: `x-${i}` } })));
+    expect(calls.token).toBe(3);
+    await a.dispose();
+  });
+});
+
 describe('Agent Governance Toolkit + Deputy: fail closed', () => {
   it('Deputy unreachable → deny, with the error', async () => {
     const a = await agentWithToken('agent-a');

@@ -101,6 +101,7 @@ export class AuthZenPep {
   readonly #cache = new Map<string, { decision: Omit<PepDecision, 'cached'>; until: number }>();
   #pepToken: { value: string; until: number } | undefined;
   #pepConfig: Promise<client.Configuration> | undefined;
+  #pepTokenPending: Promise<string> | undefined;
 
   constructor(options: AuthZenPepOptions) {
     this.#options = options;
@@ -159,6 +160,14 @@ export class AuthZenPep {
     if (pep === 'none') return undefined;
     if ('token' in pep) return typeof pep.token === 'function' ? pep.token() : pep.token;
     if (this.#pepToken && this.#pepToken.until > Date.now()) return this.#pepToken.value;
+    // Concurrent evaluations share one token request.
+    this.#pepTokenPending ??= this.#clientCredentials(pep).finally(() => {
+      this.#pepTokenPending = undefined;
+    });
+    return this.#pepTokenPending;
+  }
+
+  async #clientCredentials(pep: { clientId: string; privateKey: PrivateKeyInput; algorithm?: SigningAlgorithm; kid?: string }): Promise<string> {
     this.#pepConfig ??= this.#discover(pep).catch((err: unknown) => {
       this.#pepConfig = undefined;
       throw err;
