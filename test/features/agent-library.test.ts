@@ -362,6 +362,25 @@ describe('agent library: bad input', () => {
     await a.dispose();
   });
 
+  it('concurrent calls with a stale nonce: each answers its own challenge once and succeeds', async () => {
+    const statuses: Array<{ path: string; status: number }> = [];
+    const a = await agent('agent-a', { fetch: recordingFetch(statuses) });
+    await a.exchange({ subjectToken: await userToken(), resource: gw('echo') });
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 240_000);
+    statuses.length = 0;
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => a.request(`${gw('echo')}/upload`, { method: 'POST', body: `payload ${i}` }).then((r) => r.json() as Promise<{ bytes: number }>)),
+    );
+    expect(results.map((r) => r.bytes)).toEqual(Array.from({ length: 12 }, (_, i) => `payload ${i}`.length));
+    const challenged = statuses.filter((s) => s.status === 401).length;
+    expect(challenged).toBeGreaterThanOrEqual(1);
+    expect(statuses.filter((s) => s.status === 200)).toHaveLength(12);
+    expect(statuses).toHaveLength(12 + challenged);
+    vi.useRealTimers();
+    await a.dispose();
+  });
+
   it('a body over maxBufferedBodyBytes is refused before anything is sent', async () => {
     const a = await agent('agent-a', { maxBufferedBodyBytes: 1024 });
     await a.exchange({ subjectToken: await userToken(), resource: gw('echo') });
