@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { KeyObject } from 'node:crypto';
+import { KeyObject as NodeKeyObject, type KeyObject } from 'node:crypto';
 import { exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import { DeputyAgentError } from './errors.js';
 
@@ -23,12 +23,13 @@ export interface ImportedKey {
 
 const CURVE_ALGS: Readonly<Record<string, SigningAlgorithm>> = { 'P-256': 'ES256', 'P-384': 'ES384', 'P-521': 'ES512', Ed25519: 'Ed25519' };
 
+/** WebCrypto keys identify themselves by their `Symbol.toStringTag` (as jose checks them). */
 function isCryptoKey(k: unknown): k is CryptoKey {
-  return typeof k === 'object' && k !== null && (k as { constructor?: { name?: string } }).constructor?.name === 'CryptoKey';
+  return typeof k === 'object' && k !== null && (k as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag] === 'CryptoKey';
 }
 
 function isKeyObject(k: unknown): k is KeyObject {
-  return typeof k === 'object' && k !== null && typeof (k as KeyObject).export === 'function' && typeof (k as KeyObject).type === 'string';
+  return k instanceof NodeKeyObject;
 }
 
 /** The algorithm a JWK signs with: its `alg`, else by key type and curve (RSA → RS256). */
