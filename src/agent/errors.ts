@@ -92,11 +92,13 @@ export interface ProblemDetails {
  */
 export class BudgetExceededError extends DeputyProtocolError {
   override name = 'BudgetExceededError';
+  /** @param code the body's own error code, when it names one (default `budget_exceeded`). */
   constructor(
     readonly problem: ProblemDetails,
     readonly retryAfterSeconds: number | undefined,
+    code = 'budget_exceeded',
   ) {
-    super({ error: 'budget_exceeded', status: 402, description: problem.detail ?? problem.title, details: { ...problem } });
+    super({ error: code, status: 402, description: problem.detail ?? problem.title, details: { ...problem } });
   }
 }
 
@@ -124,20 +126,43 @@ export function deputyErrorOf(status: number, headers: Headers | Record<string, 
     // body; a gateway never passes an upstream's WWW-Authenticate on.
     const header = h.get('www-authenticate') ?? '';
     if (!/(^|,)\s*(dpop|bearer)(\s|$)/i.test(header)) return undefined;
-    const error = (typeof body === 'string' ? body : stringMember(obj, 'error')) ?? /\berror="([^"\\]*)"/.exec(header)?.[1];
+    const error = errorCode(body).error ?? /\berror="([^"\\]*)"/.exec(header)?.[1];
     if (!error) return undefined;
-    return new DeputyProtocolError({ error, status, description: stringMember(obj, 'error_description') });
+    return new DeputyProtocolError({ error, status, description: errorCode(body).description });
   }
+  const { error, description } = errorCode(body);
   if (status === 402 && /^application\/problem\+json\b/i.test(h.get('content-type') ?? (obj ? 'application/problem+json' : ''))) {
-    return new BudgetExceededError(obj ? (obj as ProblemDetails) : {}, retryAfter(h.get('retry-after')));
+    return new BudgetExceededError(obj ? (obj as ProblemDetails) : {}, retryAfter(h.get('retry-after')), error);
   }
-  const error = typeof body === 'string' ? body : stringMember(obj, 'error');
-  if (status === 403 && error === 'access_denied') return new PolicyDeniedError({ error, status, description: stringMember(obj, 'error_description') });
+  if (status === 403 && error === 'access_denied') return new PolicyDeniedError({ error, status, description });
   if (status === 424 && error === 'connection_required') {
     const { error: _e, error_description: _d, ...details } = obj ?? {};
-    return new DeputyProtocolError({ error, status, description: stringMember(obj, 'error_description'), details });
+    return new DeputyProtocolError({ error, status, description, details });
   }
   return undefined;
+}
+
+/**
+ * The error code and description of a body, in each shape Deputy sends or an SDK keeps:
+ * `{"error": code, "error_description": …}` (RFC 6749 §5.2); `{"error": {"code", "message", …}}`
+ * (the LLM gateway's provider-compatible errors); that nested object alone (`openai`'s
+ * `APIError.error`); or the code alone, as a string.
+ */
+function errorCode(body: unknown): { error?: string; description?: string } {
+  if (typeof body === 'string') return { error: body };
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return {};
+  const obj = body as Record<string, unknown>;
+  const nested = obj.error;
+  if (typeof nested === 'string') return defined({ error: nested, description: stringMember(obj, 'error_description') });
+  if (nested !== null && typeof nested === 'object' && !Array.isArray(nested)) {
+    const n = nested as Record<string, unknown>;
+    return defined({ error: stringMember(n, 'code') ?? stringMember(n, 'type'), description: stringMember(n, 'message') ?? stringMember(obj, 'error_description') });
+  }
+  return defined({ error: stringMember(obj, 'code'), description: stringMember(obj, 'message') });
+}
+
+function defined(v: { error: string | undefined; description: string | undefined }): { error?: string; description?: string } {
+  return { ...(v.error !== undefined ? { error: v.error } : {}), ...(v.description !== undefined ? { description: v.description } : {}) };
 }
 
 /** Deputy's error bodies are small JSON documents with a `Content-Length`; nothing else is read. */

@@ -62,6 +62,20 @@ describe('deputyErrorOf', () => {
     expect(deputyErrorOf(404, {}, { error: 'not_found' })).toBeUndefined();
   });
 
+  it('provider-compatible bodies: a nested error object, or that object alone (openai\'s APIError.error)', () => {
+    const nested = { error: { type: 'access_denied', code: 'access_denied', message: 'Sub-agents may not use this model.' } };
+    expect(deputyErrorOf(403, {}, nested)).toMatchObject({ name: 'PolicyDeniedError', reason: 'Sub-agents may not use this model.' });
+    expect(deputyErrorOf(403, {}, nested.error)).toMatchObject({ name: 'PolicyDeniedError', reason: 'Sub-agents may not use this model.' });
+    const problem = { ...PROBLEM, error: { type: 'budget_exceeded', code: 'budget_exceeded', message: PROBLEM.detail, budget: 'travel-daily' } };
+    const fromBody = deputyErrorOf(402, problemHeaders, problem) as BudgetExceededError;
+    expect(fromBody).toMatchObject({ error: 'budget_exceeded', retryAfterSeconds: 120 });
+    expect(fromBody.problem.budget).toBe('travel-daily');
+    const fromSdk = deputyErrorOf(402, problemHeaders, problem.error) as BudgetExceededError;
+    expect(fromSdk).toBeInstanceOf(BudgetExceededError);
+    expect(fromSdk.problem.budget).toBe('travel-daily');
+    expect(deputyErrorOf(401, dpopChallenge, { error: { code: 'invalid_token', message: 'token revoked' } })).toMatchObject({ error: 'invalid_token', description: 'token revoked' });
+  });
+
   it('deputyErrorFromResponse leaves the response readable, and reads only small JSON bodies of a declared length', async () => {
     const text = JSON.stringify(PROBLEM);
     const res = new Response(text, { status: 402, headers: { ...problemHeaders, 'content-length': String(Buffer.byteLength(text)) } });
