@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { NO_STORE } from '../util/http.js';
 import type { Challenge, DeputyError } from './index.js';
 
 /** The JSON body of every error response. */
@@ -39,11 +40,11 @@ export const GENERIC_SERVER_ERROR: Readonly<ErrorBody> = { error: 'server_error'
  */
 export function serializeError(err: DeputyError): ErrorResponse {
   if (!err.expose) {
-    return { status: 500, headers: { 'Cache-Control': 'no-store' }, body: { ...GENERIC_SERVER_ERROR } };
+    return { status: 500, headers: { 'Cache-Control': NO_STORE }, body: { ...GENERIC_SERVER_ERROR } };
   }
   const headers: Record<string, string> = { ...err.headers };
   if (err.challenge) headers['WWW-Authenticate'] = challengeHeader(err.challenge, err.code, err.description);
-  headers['Cache-Control'] = 'no-store';
+  headers['Cache-Control'] = NO_STORE;
   const body: ErrorBody = { ...err.details, error: err.code };
   if (err.description !== '') body.error_description = err.description;
   return { status: err.status, headers, body };
