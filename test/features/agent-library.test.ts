@@ -186,6 +186,18 @@ describe('agent library: delegation', () => {
     await a.dispose();
   });
 
+  it('any subject token type: a short name or a URN; an ID token is validated as one', async () => {
+    const a = await agent('agent-a');
+    const jwt = await a.exchange({ subjectToken: await userToken(), subjectTokenType: 'jwt', resource: gw('echo') });
+    expect(jwt.scope).toEqual(['deputy.read', 'deputy.write']);
+    await a.exchange({ subjectToken: await userToken(), subjectTokenType: 'urn:ietf:params:oauth:token-type:access_token', resource: gw('echo') });
+    // Deputy's trusted Okta issuer delegates no scope through ID tokens: the type reached it.
+    const err = await a.exchange({ subjectToken: await idp.oktaIdToken(), subjectTokenType: 'id_token', resource: gw('echo') }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'DeputyProtocolError', error: 'invalid_scope' });
+    expect((err as DeputyProtocolError).description).toMatch(/ID token/);
+    await a.dispose();
+  });
+
   it('sends an actor token when asked (RFC 8693 actor_token signed with the client key)', async () => {
     const a = await agent('agent-a');
     await a.exchange({ subjectToken: await userToken(), resource: gw('echo'), actorToken: true });
