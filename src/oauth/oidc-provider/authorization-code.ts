@@ -188,8 +188,10 @@ function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDoc
         // `disabled` on the client's agent holds however often the document is fetched again.
         allowClient: async (_ctx, client) => {
           const problem = documentProblem(client.metadata() as DocumentMetadata);
-          if (problem !== undefined) logger.info({ client_id: client.clientId, problem }, 'client metadata document refused');
-          if (problem !== undefined) return false;
+          if (problem !== undefined) {
+            logger.info({ client_id: client.clientId, problem }, 'client metadata document refused');
+            return false;
+          }
           const agent = await agents?.get(documentAgentId(client.clientId));
           if (agent && agent.status !== 'active') logger.info({ client_id: client.clientId, agent: agent.id }, 'client metadata document client refused: its agent is disabled');
           return !agent || agent.status === 'active';
