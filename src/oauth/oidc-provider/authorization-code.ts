@@ -27,7 +27,7 @@ import { documentAgentId, type DocumentClient } from '../../agents/document-clie
 import { requestDigest } from '../../audit/digest.js';
 import type { ReceiptInput } from '../../audit/receipt.js';
 import type { ReceiptAppender } from '../../audit/receipts.js';
-import type { AuthorizationCodeConfig } from '../authorization-code/config.js';
+import { documentClientLimits, type AuthorizationCodeConfig } from '../authorization-code/config.js';
 import { InvalidDpopProof, InvalidGrant, InvalidRequest, UnauthorizedClient } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
@@ -74,9 +74,8 @@ export function codeFlowAgentId(clientId: string): string {
  * `client_name` (display only) and the operator's limits, never the document's.
  */
 export function documentClientAgent(config: AuthorizationCodeConfig, url: string, clientName: string | undefined): DocumentClient {
-  const documents = config.clientIdMetadataDocuments;
   const name = (clientName ?? '').trim().slice(0, 200) || url.slice(0, 200);
-  return { url, name, audiences: documents.audiences, scopes: documents.scopes, maxDelegationDepth: documents.maxDelegationDepth };
+  return { url, name, ...documentClientLimits(config.clientIdMetadataDocuments, url) };
 }
 
 /** The agents (and their code-flow settings) the code flow knows. */
@@ -127,7 +126,8 @@ export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string
   const documents = config.clientIdMetadataDocuments;
   if (documents.enabled && isDocumentClientId(clientId) && isAllowedDocumentUrl(clientId, documents)) {
     // Never pre-approved: anyone can publish a document; the user consents every time.
-    return { clientId, audiences: documents.audiences, scopes: documents.scopes, preApproved: false };
+    const { audiences, scopes } = documentClientLimits(documents, clientId);
+    return { clientId, audiences, scopes, preApproved: false };
   }
   return undefined;
 }
