@@ -27,7 +27,7 @@ import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { agentTokenIntrospection, createProvider, jwtBearerGrant, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import type { Store } from './store/index.js';
@@ -74,16 +74,18 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
   const vault = localVault(keys, logger);
-  const exchange = tokenExchangeGrant({
+  const grantDeps = {
     issuer, store, agents, verifier, records, keys, logger, vault,
     federation: new FederationVerifier(config.trustedIssuers),
     authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
     receipts,
     accessTokenTTL: config.tokens.accessTokenTTL,
-  });
+  };
+  // The jwt-bearer grant exists (registered, advertised in grant_types_supported) only when ID-JAGs are accepted.
+  const idJag = config.oauth.idJag;
   const provider = createProvider({
     config, issuer, store, keys, agents, dpop,
-    grants: [exchange],
+    grants: [tokenExchangeGrant(grantDeps), ...(idJag.issuers.length > 0 ? [jwtBearerGrant({ ...grantDeps, idJag })] : [])],
     discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
     writeError, logger,
   });
