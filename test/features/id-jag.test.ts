@@ -147,6 +147,14 @@ describe('ID-JAG: refused, naming the check', () => {
     expect(await grantError(a(), assertion)).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/already been used/) });
   });
 
+  it('presented twice at once → exactly one token, the other invalid_grant (the jti is spent once across requests)', async () => {
+    const assertion = await idJag('agent-a');
+    const results = await Promise.allSettled([grant(a(), assertion), grant(a(), assertion)]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!.reason as client.ResponseBodyError;
+    expect(refused.error).toBe('invalid_grant');
+  });
+
   it('expired, too old, or living too long → invalid_grant', async () => {
     const now = Math.floor(Date.now() / 1000);
     expect(await grantError(a(), await idJag('agent-a', { iat: now - 400, exp: now - 100 }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/expired|iat/) });
@@ -192,6 +200,7 @@ describe('ID-JAG: refused, naming the check', () => {
     expect(noProof.status).toBe(400);
     expect((await json(noProof)).error).toBe('invalid_dpop_proof');
     expect(await grantError(a(), '')).toMatchObject({ error: 'invalid_request' });
+    expect(await grantError(a(), `${await idJag('agent-a')}${'A'.repeat(17 * 1024)}`)).toMatchObject({ error: 'invalid_request', description: expect.stringMatching(/too large/) });
     expect(await grantError(a(), 'not.a.jwt')).toMatchObject({ error: 'invalid_grant' });
   });
 });

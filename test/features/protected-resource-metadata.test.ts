@@ -163,5 +163,7 @@ describe('the MCP TypeScript SDK finds Deputy from a gateway 401', () => {
     // Its next step, RFC 8414 metadata of authorization_servers[0], is served at the address it asks first.
     const as = await json(await fetch(`${metadata.authorization_servers![0]}/.well-known/oauth-authorization-server`));
     expect(as).toMatchObject({ issuer, token_endpoint: `${issuer}/token` });
+    // No ID-JAG issuer is configured here: the jwt-bearer grant is neither registered nor advertised.
+    expect(as.grant_types_supported).not.toContain('urn:ietf:params:oauth:grant-type:jwt-bearer');
   });
 });
