@@ -14,7 +14,6 @@ import Router from '@koa/router';
 import type Koa from 'koa';
 import { NotFound } from '../errors/index.js';
 import { GATEWAY_PREFIX, type Gateway } from '../gateway/gateway.js';
-import type { Logger } from '../log.js';
 import { CONNECTION_ID } from '../vault/connections/config.js';
 import { CONNECT_COOKIE, type ConnectFlows } from '../vault/connections/connect-flows.js';
 import { noStore } from '../util/http.js';
@@ -39,7 +38,7 @@ export function gatewayMiddleware(gateway: Gateway): Koa.Middleware {
       method: ctx.method,
       headers: ctx.req.headers,
       body: ctx.req,
-      requestId: String(ctx.state.requestId),
+      requestId: ctx.state.requestId,
       signal: abort.signal,
     });
     ctx.status = res.status;
@@ -51,7 +50,7 @@ export function gatewayMiddleware(gateway: Gateway): Koa.Middleware {
     }
     pipeline(res.body, ctx.res, (err) => {
       // Headers are gone: a body that fails midway (upstream reset, size limit) can only be cut off.
-      if (err) (ctx.state.log as Logger).warn({ err: { message: err.message } }, 'gateway response stream ended early');
+      if (err) ctx.state.log.warn({ err: { message: err.message } }, 'gateway response stream ended early');
     });
   };
 }
