@@ -12,6 +12,8 @@ import { DeputyError, NotFound } from '../errors/index.js';
 import { GATEWAY_PREFIX } from '../oauth/deputy-own.js';
 import {
   gatewayResource,
+  mcpServerResource,
+  MCP_PREFIX,
   pdpResource,
   protectedResourceMetadata,
   protectedResourceMetadataUrl,
@@ -51,6 +53,25 @@ export function connectionLookup(issuer: string, connections: { get(id: string):
     const { settings } = connection;
     const scopes = [...new Set([...settings.requiredScopes, ...settings.routes.flatMap((r) => r.scopes)])];
     return gatewayResource(issuer, { id, name: settings.name, scopes });
+  };
+}
+
+/**
+ * MCP servers of the MCP gateway (`/mcp/{server}`): for it to pass in
+ * `createApp({ protectedResources })`, so its documents and its 401s' `resource_metadata` (Bearer
+ * challenge first) come from here like the gateway's.
+ */
+export function mcpServerLookup(
+  issuer: string,
+  servers: { get(id: string): Promise<{ id: string; name?: string | undefined; requiredScopes: readonly string[] } | undefined> },
+): ProtectedResourceLookup {
+  const prefix = `${MCP_PREFIX}/`;
+  return async (path) => {
+    if (!path.startsWith(prefix)) return undefined;
+    const id = path.slice(prefix.length);
+    if (!CONNECTION_ID.test(id)) return undefined;
+    const server = await servers.get(id);
+    return server === undefined ? undefined : mcpServerResource(issuer, { id, name: server.name, scopes: server.requiredScopes });
   };
 }
 

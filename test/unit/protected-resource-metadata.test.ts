@@ -92,3 +92,12 @@ describe('withResourceMetadata (RFC 9728 §5.1)', () => {
     expect(withResourceMetadata(plain, url).challenge).toBeUndefined();
   });
 });
+
+describe('lookups (src/http/protected-resource-metadata.ts)', () => {
+  it('MCP servers: /mcp/{server} for a server the registry has, nothing else', async () => {
+    const { mcpServerLookup } = await import('../../src/http/protected-resource-metadata.js');
+    const lookup = mcpServerLookup(ISSUER, { get: async (id) => (id === 'files' ? { id, name: 'Files', requiredScopes: ['files.read'] } : undefined) });
+    expect(await lookup('/mcp/files')).toEqual({ resource: `${ISSUER}/mcp/files`, name: 'Files', scopes: ['files.read'], dpopRequired: true });
+    for (const path of ['/mcp/other', '/mcp/files/x', '/mcp/BAD', '/gw/files', '/mcp/']) expect(await lookup(path), path).toBeUndefined();
+  });
+});
