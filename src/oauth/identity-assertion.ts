@@ -42,8 +42,11 @@ import {
   checkMayAct,
   grantRequestDigest,
   issueDelegated,
+  many,
+  MAX_TARGET,
   refuseDeputyOwn,
   requireDpop,
+  single,
   ACCESS_TOKEN_TYPE,
   type ExchangeDeps,
   type ExchangeInput,
@@ -59,7 +62,6 @@ export const JWT_BEARER_PARAMETERS = ['assertion', 'scope', 'resource'] as const
 
 /** Largest accepted `assertion`, in characters (an ID-JAG is 1–2 KiB). */
 const MAX_ASSERTION = 16 * 1024;
-const MAX_TARGET = 2048;
 
 /** Which trusted issuers may send ID-JAGs, and how old one may be (`oauth.idJag`). */
 export interface IdentityAssertionPolicy {
@@ -81,13 +83,6 @@ interface AssertionRequest {
   scopes: string[] | undefined;
 }
 
-function single(params: TokenExchangeParameters, name: string): string | undefined {
-  const value = params[name];
-  if (value === undefined || value === null || value === '') return undefined;
-  if (typeof value !== 'string') throw new InvalidRequest(`"${name}" must be given once`);
-  return value;
-}
-
 /**
  * Step 1: the RFC 7523 §2.1 parameters.
  * @throws InvalidRequest / InvalidTarget naming the parameter at fault
@@ -96,8 +91,7 @@ export function readAssertionRequest(params: TokenExchangeParameters): Assertion
   const assertion = single(params, 'assertion');
   if (assertion === undefined) throw new InvalidRequest('missing required parameter "assertion"');
   if (assertion.length > MAX_ASSERTION) throw new InvalidRequest('assertion is too large');
-  const raw = params.resource;
-  const targets = raw === undefined || raw === null || raw === '' ? [] : [...new Set(typeof raw === 'string' ? [raw] : raw.map(String))];
+  const targets = [...new Set(many(params, 'resource'))];
   if (targets.some((t) => t.length > MAX_TARGET)) throw new InvalidTarget('a resource value is too long');
   const scope = single(params, 'scope');
   return { assertion, targets, scopes: scope === undefined ? undefined : [...new Set(scope.split(' ').filter(Boolean))] };

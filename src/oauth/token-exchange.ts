@@ -77,7 +77,8 @@ export const TOKEN_EXCHANGE_GTY = 'token_exchange';
 export const UPSTREAM_TOKEN_KIND = 'upstream_subject_token';
 /** Parameter sizes beyond which the request is refused before any parsing. */
 const MAX_TOKEN_PARAM = 16 * 1024;
-const MAX_TARGET = 2048;
+/** Longest accepted `resource` / `audience` value, in characters. */
+export const MAX_TARGET = 2048;
 
 export interface TokenExchangeDeps {
   issuer: string;
@@ -183,14 +184,19 @@ interface ExchangeRequest {
   scopes: string[] | undefined;
 }
 
-function single(params: TokenExchangeParameters, name: string): string | undefined {
+/**
+ * A parameter sent at most once (RFC 6749 §3.2); empty counts as absent.
+ * @throws InvalidRequest when it was repeated
+ */
+export function single(params: TokenExchangeParameters, name: string): string | undefined {
   const value = params[name];
   if (value === undefined || value === null || value === '') return undefined;
   if (typeof value !== 'string') throw new InvalidRequest(`"${name}" must be given once`);
   return value;
 }
 
-function many(params: TokenExchangeParameters, name: string): string[] {
+/** A parameter that may be repeated (RFC 8707 `resource`, RFC 8693 `audience`), as a list. */
+export function many(params: TokenExchangeParameters, name: string): string[] {
   const value = params[name];
   if (value === undefined || value === null || value === '') return [];
   return (typeof value === 'string' ? [value] : [...value]).map(String);
