@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentConfig, authenticatedPost, claimsOf, testAgent, type TestAgent } from '../support/agents.js';
+import { agentConfig, authenticatedPost, claimsOf, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { REPO, startPdpHarness, type PdpHarness } from '../support/authzen.js';
 import { clientKeys } from '../support/clients.js';
 import { json, type Json } from '../support/http.js';
@@ -102,6 +102,9 @@ describe('ID-JAG: accepted', () => {
     expect(claims.cnf).toEqual({ jkt: await calculateJwkThumbprint(agents['agent-a']!.dpop.publicJwk) });
     const introspected = await json(await authenticatedPost(`${h.deputy.url}/introspect`, issuer, h.admin, { token: res.access_token }));
     expect(introspected).toMatchObject({ active: true, sub: claims.sub, client_id: 'agent-a' });
+    // The same user as a token exchange of that user's Okta access token names.
+    const exchanged = await exchange(agents['agent-a']!, { subject_token: await idp.oktaAccessToken({ uid: OKTA_USER_ID, scp: ['docs.read'] }), resource: DOCS, scope: 'docs.read' });
+    expect(claimsOf(exchanged.access_token).sub).toBe(claims.sub);
   });
 
   it('is a one-link chain at the PDP: permitted when user and agent are, a deny names the agent as link 1 of 1', async () => {
