@@ -26,6 +26,10 @@
  *    proof's replay entry (a verified proof is spent whatever happens next, RFC 9449 §11.1) and,
  *    when policy refused it at step 7, a `deny` receipt.
  *
+ * Steps 6–8 are {@link issueDelegated}, shared with the ID-JAG grant (./identity-assertion.ts),
+ * which also reuses steps 1b, 2 and 5 (`refuseDeputyOwn`, `requireDpop`, `checkMayAct`,
+ * `checkConfirmation`): every agent token is issued, recorded and receipted the same way.
+ *
  * {@link exchange} works over plain values — the parsed parameters, the authenticated client's
  * id, the verified DPoP proof, the request id — and returns the RFC 8693 §2.2.1 response; it
  * knows neither Koa nor oidc-provider. Refusals are the typed errors of src/errors (RFC 6749
@@ -343,7 +347,7 @@ export function checkConfirmation(subject: Subject, dpop: VerifiedProof): void {
  * Step 6a: exactly one audience (RFC 8707 §2, RFC 8693 §2.1), defaulting to the agent's only one.
  * A stored default naming one of Deputy's own resources is refused like a requested one.
  */
-export function chooseAudience(targets: string[], agent: Agent, issuer: string): string {
+function chooseAudience(targets: string[], agent: Agent, issuer: string): string {
   if (targets.length > 1) throw new InvalidTarget('request one resource or audience per token');
   const audience = targets[0] ?? (agent.audiences.length === 1 && !agent.audiences[0]!.endsWith('*') ? agent.audiences[0] : undefined);
   if (audience === undefined) throw new InvalidTarget('a "resource" or "audience" parameter is required (the agent has several allowed audiences)');
@@ -355,7 +359,7 @@ export function chooseAudience(targets: string[], agent: Agent, issuer: string):
  * Step 6b: the granted scopes. Requested scopes must all be allowed by the agent and by the
  * subject token (no silent escalation, shared notes P6); without `scope`, the intersection.
  */
-export function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Subject): string[] {
+function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Subject): string[] {
   const allowedBySubject = (s: string) => subject.scopes === undefined || subject.scopes.includes(s);
   if (requested !== undefined) {
     const beyondSubject = requested.filter((s) => !allowedBySubject(s));
