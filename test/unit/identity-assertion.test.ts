@@ -32,3 +32,14 @@ describe('readAssertionRequest', () => {
     expect(code(() => readAssertionRequest(params))).toMatch(expected);
   });
 });
+
+describe('oauth.idJag configuration', () => {
+  it('names only trusted issuers; an unknown id stops the start naming the field', async () => {
+    const { validateConfig } = await import('../../src/config/load.js');
+    const okta = { id: 'okta', preset: 'okta', issuer: 'https://example.okta.com/oauth2/default', audience: 'api://deputy' };
+    expect(validateConfig({ trustedIssuers: [okta], oauth: { idJag: { issuers: ['okta'] } } }, 'test').oauth.idJag).toEqual({ issuers: ['okta'], maxAgeSeconds: 300 });
+    expect(validateConfig({}, 'test').oauth.idJag).toEqual({ issuers: [], maxAgeSeconds: 300 });
+    expect(() => validateConfig({ trustedIssuers: [okta], oauth: { idJag: { issuers: ['entra'] } } }, 'test')).toThrow(/oauth\.idJag\.issuers\.0.*"entra" is not the id of a trusted issuer/s);
+    expect(() => validateConfig({ oauth: { idJag: { maxAgeSeconds: 0 } } }, 'test')).toThrow(/oauth\.idJag\.maxAgeSeconds/);
+  });
+});
