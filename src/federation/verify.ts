@@ -198,7 +198,7 @@ export class FederationVerifier {
         throw idJagClaimError(cause, options.audience) ?? verificationError(cause, config, 'jwt');
       }
       if ((payload.exp as number) - (payload.iat as number) > options.maxAgeSeconds) {
-        throw refuse('ERR_FEDERATION_CLAIMS', `the subject token lives longer than ${options.maxAgeSeconds} seconds (exp - iat)`);
+        throw refuse('ERR_FEDERATION_CLAIMS', `the ID-JAG lives longer than ${options.maxAgeSeconds} seconds (exp - iat)`);
       }
       checkClaimShapes(payload);
       // An ID-JAG is an authorization grant, neither kind of subject token; `access_token` is the
