@@ -2,9 +2,11 @@
  * RFC 9728 protected resource metadata for what Deputy fronts — gateway connections and the
  * PDP — over real HTTP: the documents, 404 for anything unknown, `resource_metadata` on every
  * 401 of those resources (Bearer challenge first when no credentials were sent), and the MCP
- * TypeScript SDK's own discovery helpers finding Deputy from a gateway 401.
+ * TypeScript SDK's own discovery helpers finding Deputy from a gateway 401 (its RFC 8414 schema
+ * needs the authorization endpoint, so the code flow is on here; the whole SDK flow is
+ * test/features/mcp-client-auth.test.ts).
  */
-import { discoverOAuthProtectedResourceMetadata, extractResourceMetadataUrl } from '@modelcontextprotocol/sdk/client/auth.js';
+import { discoverAuthorizationServerMetadata, discoverOAuthProtectedResourceMetadata, extractResourceMetadataUrl } from '@modelcontextprotocol/sdk/client/auth.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentConfig, dpopProof, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { clientKeys } from '../support/clients.js';
@@ -36,6 +38,8 @@ beforeAll(async () => {
       server: { port },
       trustedIssuers: [idp.issuerConfig('okta')],
       gateway: { authorizer: 'scopes' },
+      // The authorization endpoint on (issue 13 §2): the MCP SDK's RFC 8414 schema requires it.
+      oauth: { authorizationCode: { enabled: true } },
       agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'deputy.write'], audiences: [gw('echo'), gw('routes')] })],
       connections: [
         { id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
@@ -160,10 +164,11 @@ describe('the MCP TypeScript SDK finds Deputy from a gateway 401', () => {
     expect(metadata.authorization_servers).toEqual([issuer]);
     // The SDK builds the same well-known address from the server URL alone (RFC 9728 §3.1).
     expect((await discoverOAuthProtectedResourceMetadata(gw('echo'))).resource).toBe(gw('echo'));
-    // Its next step, RFC 8414 metadata of authorization_servers[0], is served at the address it asks first.
-    const as = await json(await fetch(`${metadata.authorization_servers![0]}/.well-known/oauth-authorization-server`));
-    expect(as).toMatchObject({ issuer, token_endpoint: `${issuer}/token` });
+    // Its next step: RFC 8414 metadata of authorization_servers[0].
+    const as = await discoverAuthorizationServerMetadata(metadata.authorization_servers![0]!);
+    expect(as).toBeDefined();
+    expect(as).toMatchObject({ issuer, token_endpoint: `${issuer}/token`, authorization_endpoint: `${issuer}/auth` });
     // No ID-JAG issuer is configured here: the jwt-bearer grant is neither registered nor advertised.
-    expect(as.grant_types_supported).not.toContain('urn:ietf:params:oauth:grant-type:jwt-bearer');
+    expect(as!.grant_types_supported).not.toContain('urn:ietf:params:oauth:grant-type:jwt-bearer');
   });
 });
