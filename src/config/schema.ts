@@ -206,6 +206,20 @@ export const configSchema = z.strictObject({
       clientAssertionAudience: z.enum(['issuer', 'issuer-or-token-endpoint']).default('issuer'),
       /** The authorization endpoint and Client ID Metadata Documents: src/oauth/authorization-code/config.ts. */
       authorizationCode: authorizationCodeSchema,
+      /**
+       * The RFC 7523 jwt-bearer grant with an Identity Assertion JWT Authorization Grant (ID-JAG,
+       * draft-ietf-oauth-identity-assertion-authz-grant; Okta Cross App Access, MCP
+       * enterprise-managed authorization): src/oauth/identity-assertion.ts. Off while `issuers`
+       * is empty (the grant is then neither registered nor advertised).
+       */
+      idJag: z
+        .strictObject({
+          /** Ids of `trustedIssuers` whose ID-JAGs Deputy accepts. */
+          issuers: z.array(z.string().min(1)).max(50).default([]),
+          /** Longest accepted ID-JAG age (now − `iat`) and lifetime (`exp` − `iat`), in seconds. */
+          maxAgeSeconds: seconds().max(3600).default(300),
+        })
+        .prefault({}),
     })
     .prefault({}),
   /**
@@ -281,6 +295,10 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
 }).superRefine((config, ctx) => {
+  const trusted = new Set(config.trustedIssuers.map((i) => i.id));
+  config.oauth.idJag.issuers.forEach((id, i) => {
+    if (!trusted.has(id)) ctx.addIssue({ code: 'custom', path: ['oauth', 'idJag', 'issuers', i], message: `"${id}" is not the id of a trusted issuer (trustedIssuers[].id)` });
+  });
   if (config.server.workers > 1 && config.store.databaseUrl === undefined) {
     ctx.addIssue({ code: 'custom', path: ['server', 'workers'], message: 'more than one worker needs PostgreSQL (store.databaseUrl / DATABASE_URL): embedded PGlite serves one process' });
   }
