@@ -29,6 +29,7 @@ import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, se
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
 
+/** The services the Koa application routes to (configuration, verifier, provider, registry, PDP, receipts, isolation). */
 export interface AppDeps {
   config: DeputyConfig;
   issuer: string;
@@ -45,6 +46,11 @@ export interface AppDeps {
   isolation?: CredentialIsolation;
 }
 
+/**
+ * Builds the Koa application: request context, error boundary, security headers, body limits, Deputy's
+ * routes (admin, AuthZEN, receipts, policies, connections, gateway, health), then oidc-provider for
+ * the OAuth endpoints. Listens nowhere; the composition root mounts it.
+ */
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = deps.config.server.trustProxy;

@@ -26,6 +26,7 @@ import type { KeyStore } from '../keys/keystore.js';
 import { nextCursor, pageRequest, requireAdmin, wireTime } from './admin-api.js';
 import type { Authenticate } from './util.js';
 
+/** Where the receipt-signing JWKS (RFC 7517 §5) is published, for auditors. */
 export const RECEIPTS_JWKS_PATH = '/receipts/jwks';
 
 export interface ReceiptRoutesDeps {

@@ -40,6 +40,7 @@ const SERVED_MEMBERS = [
   'dpop_signing_alg_values_supported',
 ] as const;
 
+/** What Deputy adds to oidc-provider's RFC 8414 metadata: the scopes it supports and extra members. */
 export interface MetadataOptions {
   /** The scopes clients can obtain at `/token` (RFC 8414 §2 `scopes_supported`). */
   scopes: readonly string[];

@@ -78,6 +78,7 @@ export const UPSTREAM_TOKEN_KIND = 'upstream_subject_token';
 const MAX_TOKEN_PARAM = 16 * 1024;
 const MAX_TARGET = 2048;
 
+/** The services the token exchange reads: issuer, store, agent registry, federation, verifier, token records, the delegation authorizer, receipts, vault, token lifetime (seconds), logger. */
 export interface TokenExchangeDeps {
   issuer: string;
   store: Store;

@@ -33,6 +33,7 @@ import { SCOPE_TOKEN } from '../../util/scope.js';
 export const CONNECTION_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+/** An HTTP method a route may allow. */
 export type HttpMethod = (typeof HTTP_METHODS)[number];
 
 /** RFC 9110 §5.1 field-name (token). */
@@ -61,6 +62,7 @@ export const secretSourceSchema = z.union([
   z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name') }),
   z.strictObject({ file: z.string().min(1) }),
 ]);
+/** Where a configured connection's secret is read from (environment variable or file). */
 export type SecretSource = z.infer<typeof secretSourceSchema>;
 
 /** A secret as the admin API receives it: once, inline; stored in the vault, never returned. */
@@ -78,6 +80,7 @@ export const routeSchema = z.strictObject({
   action: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
   scopes: z.array(scopeToken).max(20).default([]),
 });
+/** One allowed route of a connection: methods and path pattern. */
 export type RouteConfig = z.infer<typeof routeSchema>;
 
 const common = {
@@ -194,11 +197,14 @@ function kinds<S extends z.ZodType>(secret: S) {
 
 /** A connection in the configuration file: secrets by reference (`{ env }` / `{ file }`). */
 export const connectionConfigSchema = kinds(secretSourceSchema);
+/** A connection as configured in the file (parsed). */
 export type ConnectionConfig = z.infer<typeof connectionConfigSchema>;
+/** A connection as written in the file (before defaults). */
 export type ConnectionConfigInput = z.input<typeof connectionConfigSchema>;
 
 /** A connection created through the admin API: the secret inline, write-only. */
 export const connectionInputSchema = kinds(inlineSecret);
+/** A connection as created through the admin API. */
 export type ConnectionInput = z.infer<typeof connectionInputSchema>;
 
 /** What `POST /admin/connections/{id}/secret` takes. */
@@ -206,6 +212,7 @@ export const secretRotationSchema = z.strictObject({ secret: inlineSecret });
 
 /** A connection's settings as stored and used: everything but the secret. */
 export type ConnectionSettings = DistributiveOmit<ConnectionConfig, 'secret'>;
+/** How a connection obtains its credential: `api_key`, `client_credentials`, `on_behalf_of`, `oauth2_user`. */
 export type ConnectionKind = ConnectionSettings['kind'];
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -237,4 +244,5 @@ export const gatewayConfigSchema = z
     tokenEndpointTimeoutSeconds: z.number().int().min(1).max(120).default(15),
   })
   .prefault({});
+/** The gateway section of the configuration. */
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;
