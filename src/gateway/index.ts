@@ -7,7 +7,7 @@
  */
 import type { ReceiptAppender } from '../audit/index.js';
 import type { DeputyConfig } from '../config/schema.js';
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import type { RevocationCache, TokenRecords } from '../oauth/token-records.js';

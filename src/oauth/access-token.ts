@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { ACCESS_TOKEN_ALGS, DPOP_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import type { ActorClaim } from '../delegation/index.js';
 import type { OnceKey } from './adapter.js';
 import type { DpopVerifier } from './dpop.js';

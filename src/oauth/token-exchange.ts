@@ -35,7 +35,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
-import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { Agent, AgentRegistry } from '../agents/index.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
 import type { ReceiptInput } from '../audit/receipt.js';
 import type { ReceiptAppender } from '../audit/receipts.js';
