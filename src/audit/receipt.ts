@@ -32,7 +32,7 @@ export type ReceiptAlgorithm = ReceiptAlg;
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 
 /** What produced the receipt. */
-export const RECEIPT_EVENTS = ['token_exchange', 'access_evaluation', 'gateway_call'] as const;
+export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'access_evaluation', 'gateway_call'] as const;
 /** What a receipt records: one of {@link RECEIPT_EVENTS}. */
 export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
 /** The PDP decision a receipt records. */

