@@ -16,9 +16,11 @@ import { Conflict, NotFound } from '../errors/index.js';
 import type { Queryable, Store } from '../store/index.js';
 import { documentAgentId, type DocumentClient } from './document-client.js';
 
+/** Whether an agent may authenticate and act (`disabled` refuses it everywhere). */
 export type AgentStatus = 'active' | 'disabled';
 export type AgentSource = 'config' | 'api' | 'client_id_metadata';
 
+/** A registered agent: client id, public keys, owner, status, source and delegation limits. */
 export interface Agent {
   id: string;
   name: string;
@@ -75,6 +77,10 @@ export type AgentDisableHook = (agentId: string, tx: Queryable) => Promise<void>
  */
 export const AGENT_CACHE_TTL_MS = 2000;
 
+/**
+ * The agent registry over the store: config sync at start, admin CRUD, a short read cache
+ * ({@link AGENT_CACHE_TTL_MS}), change listeners and disable hooks (revocation on disable).
+ */
 export class AgentRegistry {
   readonly #store: Store;
   readonly #listeners: AgentChangeListener[] = [];

@@ -102,6 +102,7 @@ export const agentPatchSchema = z
   .refine((a) => a.jwks === undefined || a.jwks_uri === undefined, { message: 'give at most one of "jwks" or "jwks_uri"' })
   .refine((a) => Object.keys(a).length > 0, { message: 'nothing to change' });
 
+/** An agent as configured (or created through the admin API): client id, keys, owner, delegation limits. */
 export type AgentConfig = z.infer<typeof agentSchema>;
 
 /** An administrative client: obtains `deputy:admin` tokens with client_credentials. */
@@ -117,6 +118,7 @@ export const adminClientSchema = z
     message: 'exactly one of "jwks" or "jwks_uri" is required',
   });
 
+/** An operator client (admin API, AuthZEN, receipts) as configured. */
 export type AdminClientConfig = z.infer<typeof adminClientSchema>;
 
 /** The issuer identifier without its trailing slash(es): `https://deputy.example/` → `https://deputy.example`. */
@@ -124,6 +126,7 @@ export function withoutTrailingSlash(url: string): string {
   return url.replace(/\/+$/, '');
 }
 
+/** The whole configuration (zod, strict: unknown keys are refused, naming the path). */
 export const configSchema = z.strictObject({
   server: z
     .strictObject({

@@ -33,6 +33,7 @@ import { connectionLookup, pdpLookup, protectedResourceChallenges, protectedReso
 import { signInRoutes } from './signin.js';
 import type { CookieSealer, SignIn } from '../signin/index.js';
 
+/** The services the Koa application routes to (configuration, verifier, provider, registry, PDP, receipts, isolation). */
 export interface AppDeps {
   config: DeputyConfig;
   issuer: string;
@@ -65,6 +66,11 @@ export interface AppSignIn {
   sessionSeconds: number;
 }
 
+/**
+ * Builds the Koa application: request context, error boundary, security headers, body limits, Deputy's
+ * routes (admin, AuthZEN, receipts, policies, connections, gateway, health), then oidc-provider for
+ * the OAuth endpoints. Listens nowhere; the composition root mounts it.
+ */
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = deps.config.server.trustProxy;

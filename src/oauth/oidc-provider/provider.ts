@@ -20,9 +20,9 @@
  * @module
  */
 import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC, type ResourceServer, type TokenEndpointGrantContext } from 'oidc-provider';
-import type { Agent, AgentRegistry } from '../../agents/registry.js';
+import type { Agent, AgentRegistry } from '../../agents/index.js';
 import type { DeputyConfig } from '../../config/schema.js';
-import type { KeyStore } from '../../keys/keystore.js';
+import type { KeyStore } from '../../keys/index.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../../util/algorithms.js';
