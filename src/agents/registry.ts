@@ -18,6 +18,7 @@ import { documentAgentId, type DocumentClient } from './document-client.js';
 
 /** Whether an agent may authenticate and act (`disabled` refuses it everywhere). */
 export type AgentStatus = 'active' | 'disabled';
+/** Where an agent comes from: configuration, the admin API, or a Client ID Metadata Document (./document-client.ts). */
 export type AgentSource = 'config' | 'api' | 'client_id_metadata';
 
 /** A registered agent: client id, public keys, owner, status, source and delegation limits. */
