@@ -18,6 +18,7 @@ import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
 import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
 import { createApp } from './http/app.js';
+import { createMcpGateway, type McpSurface } from './mcp/index.js';
 import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
@@ -59,6 +60,8 @@ export interface DeputyServer {
   readonly receipts: ReceiptService;
   /** Vault connections, connect flows and the credential-injecting gateway (DESIGN capability 3). */
   readonly isolation: CredentialIsolation;
+  /** The MCP gateway with signed tool pins (DESIGN capabilities 6, 7). */
+  readonly mcp: McpSurface;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -134,7 +137,10 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const isolation = await createCredentialIsolation({
       config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,
     });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation });
+    const mcp = await createMcpGateway({
+      config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials,
+    });
+    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, mcp });
     const lifecycle = new ConnectionLifecycle(server);
     server.removeAllListeners('request');
     server.on('request', lifecycle.track(app.callback()));
@@ -147,10 +153,11 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp, isolation,
+      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp, isolation, mcp,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         pdp.close();
+        await mcp.close();
         await lifecycle.close(graceMs);
         await isolation.close();
         await receipts.flush();

@@ -28,6 +28,8 @@ import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
+import { mcpAdminRoutes, mcpMetadataMiddleware, mcpMiddleware } from './mcp.js';
+import type { McpSurface } from '../mcp/index.js';
 
 export interface AppDeps {
   config: DeputyConfig;
@@ -43,6 +45,8 @@ export interface AppDeps {
   pdp: PdpService;
   /** Connections, connect flow and gateway (`/gw`, `/connect`, `/admin/connections`). */
   isolation?: CredentialIsolation;
+  /** The MCP gateway (`/mcp/{server}`, `/admin/mcp-servers`). */
+  mcp?: McpSurface;
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -61,6 +65,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(errorBoundary());
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
+  if (deps.mcp) app.use(mcpMiddleware(deps.mcp)).use(mcpMetadataMiddleware({ mcp: deps.mcp, issuer: deps.issuer }));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
 
@@ -73,6 +78,9 @@ export function createApp(deps: AppDeps): Koa {
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
     ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
+    ...(deps.mcp ? [mcpAdminRoutes({
+      mcp: deps.mcp, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin, issuer: deps.issuer, bodyLimitBytes: deps.config.server.bodyLimitBytes,
+    })] : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }

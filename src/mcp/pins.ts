@@ -136,6 +136,16 @@ export class ToolPins {
     return changed.length > 0 ? changed : ['definition'];
   }
 
+  /** The stored pins of a server, by tool (exports). */
+  stored(server: string): Promise<Map<string, StoredPin>> {
+    return this.#o.pins.forServer(server);
+  }
+
+  /** Removes a tool's pin (the tool is then unpinned). */
+  revoke(server: string, tool: string): Promise<boolean> {
+    return this.#o.pins.delete(server, tool);
+  }
+
   /** Forgets verified pins (after a trusted publisher key set changed). */
   forget(): void {
     this.#verified.clear();
