@@ -210,6 +210,13 @@ export class AgentSession {
     const caller = callerOf(extra);
     const server = this.#d.server.id;
     const detail: McpReceiptDetail = { server, method: 'tools/call', tool: params.name, arguments_digest: argumentsDigest(params.arguments) };
+    // The policy first: a call the chain may not make never causes an upstream request, not
+    // even the tools/list that learns a definition this session has not seen yet.
+    const [decision] = await this.#d.authorizer.decide(caller, this.#d.server, [{ method: 'tools/call', action: 'invoke', tool: params.name, arguments: params.arguments ?? {} }]);
+    if (!decision!.allowed) {
+      await this.#receipt(caller, detail, decision!);
+      throw new McpError(MCP_DENIED, `Deputy refused tools/call "${params.name.slice(0, 128)}": ${decision!.reason}`, { reason: decision!.reason });
+    }
     const entry = await this.#tool(caller, params.name);
     if (!entry) {
       await this.#receipt(caller, detail, { allowed: false, reason: `tool "${params.name}" is not offered by MCP server "${server}"`, policies: [] });
@@ -218,12 +225,10 @@ export class AgentSession {
     const pinDetail = { ...detail, pin_digest: entry.verdict.digest, pin: entry.verdict.status };
     if (!this.#pinAllows(entry.verdict)) {
       const reason = pinRefusal(server, params.name, entry.verdict);
-      await this.#receipt(caller, pinDetail, { allowed: false, reason, policies: [] });
+      await this.#receipt(caller, pinDetail, { allowed: false, reason, policies: decision!.policies });
       throw new McpError(MCP_DENIED, reason, { reason, tool: params.name, ...(entry.verdict.status === 'changed' ? { changed: entry.verdict.changed } : {}) });
     }
-    const [decision] = await this.#d.authorizer.decide(caller, this.#d.server, [{ method: 'tools/call', action: 'invoke', tool: params.name, arguments: params.arguments ?? {} }]);
     await this.#receipt(caller, pinDetail, decision!);
-    if (!decision!.allowed) throw new McpError(MCP_DENIED, `Deputy refused tools/call "${params.name}": ${decision!.reason}`, { reason: decision!.reason });
     // Budget slot (issue 13, w-budgets): reserve the tool's cost here, settle it below.
     const progressToken = extra._meta?.progressToken;
     const { _meta, ...forwarded } = params;
