@@ -6,10 +6,10 @@
  *
  * 1. server — 404 when it does not exist.
  * 2. size — a body over `limits.maxMessageBytes` is refused (413, JSON-RPC error).
- * 3. authenticate — the agent's DPoP-bound Deputy token for the audience `{issuer}/mcp/{server}`
- *    (RFC 8707), with a proof for this method and URL, used once (RFC 9449); 401 with a DPoP
- *    challenge carrying `resource_metadata` (RFC 9728 §5.1) otherwise. The token and every
- *    token it was exchanged from must be live.
+ * 3. admission (src/enforcement: `authenticate`, `liveChain`) — the agent's DPoP-bound Deputy
+ *    token for the audience `{issuer}/mcp/{server}` (RFC 8707), with a proof for this method and
+ *    URL, used once (RFC 9449); 401 with a DPoP challenge carrying `resource_metadata`
+ *    (RFC 9728 §5.1) otherwise. The token and every token it was exchanged from must be live.
  * 4. parse — malformed JSON (-32700), a batch over `limits.maxBatch` (-32600): 400.
  * 5. session — a new session on `initialize` (at most `limits.sessionsPerAgent` per agent),
  *    otherwise the session named by `Mcp-Session-Id`, which must belong to the same user and
@@ -27,9 +27,10 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, type ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
 import type { ReceiptAppender } from '../audit/index.js';
-import { DeputyError, InvalidToken, NotFound } from '../errors/index.js';
+import { authenticate, dpopChallenger, liveChain, Pipeline, type PepRequest } from '../enforcement/index.js';
+import { DeputyError, NotFound } from '../errors/index.js';
 import type { Logger } from '../log.js';
-import { dpopOnlyChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
+import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import type { RevocationCache } from '../oauth/token-records.js';
 import type { CredentialSource } from '../vault/connections/credentials.js';
 import type { ConnectionStore } from '../vault/connections/store.js';
@@ -92,9 +93,20 @@ export class McpGateway {
   readonly #d: McpGatewayDeps;
   readonly #sessions = new Map<string, AgentSession>();
   readonly #sweep: NodeJS.Timeout;
+  /**
+   * The admission of every HTTP request (src/enforcement): the DPoP-bound token for
+   * `{issuer}/mcp/{server}` and its live chain; 401s carry `resource_metadata` (RFC 9728 §5.1).
+   * The proof is spent at once: a request may carry no decided message (a notification, a GET),
+   * so no receipt can be counted on to spend it.
+   */
+  readonly #admission;
 
   constructor(deps: McpGatewayDeps) {
     this.#d = deps;
+    const challenge = dpopChallenger((audience) => mcpResourceMetadataUrl(deps.issuer, audience.slice(audience.lastIndexOf('/') + 1)));
+    this.#admission = Pipeline.start<PepRequest>()
+      .then(authenticate({ verifier: deps.verifier, deferProofSpend: false, challenge }))
+      .then(liveChain({ revocations: deps.revocations, challenge }));
     this.#sweep = setInterval(() => void this.#closeIdle(), 10_000);
     this.#sweep.unref();
   }
@@ -111,9 +123,8 @@ export class McpGateway {
     const server = stored.settings;
     const declared = Number(call.req.headers['content-length'] ?? 0);
     if (declared > server.limits.maxMessageBytes) throw new McpHttpError(413, -32600, `the message exceeds ${server.limits.maxMessageBytes} bytes`);
-    const auth = await this.#authenticate(call, server);
-    const caller = await this.#caller(auth, call.requestId);
-    if (auth.dpopNonce !== undefined) call.res.setHeader('DPoP-Nonce', auth.dpopNonce);
+    const { caller, dpopNonce } = await this.#admit(call, server);
+    if (dpopNonce !== undefined) call.res.setHeader('DPoP-Nonce', dpopNonce);
 
     const body = call.req.method === 'POST' ? await readJson(call.req, server.limits.maxMessageBytes) : undefined;
     if (Array.isArray(body) && body.length > server.limits.maxBatch) throw new McpHttpError(400, -32600, `a batch may hold at most ${server.limits.maxBatch} messages`);
@@ -178,29 +189,21 @@ export class McpGateway {
     await Promise.allSettled(all.map((s) => s.close()));
   }
 
-  async #authenticate(call: McpHttpCall, server: McpServerConfig): Promise<AuthenticatedRequest> {
+  /** Steps 3 (authenticate) and the live chain, through the enforcement pipeline's shared steps. */
+  async #admit(call: McpHttpCall, server: McpServerConfig): Promise<{ caller: McpCaller; dpopNonce: string | undefined }> {
     const audience = mcpAudience(this.#d.issuer, server.id);
-    const challenge = (err: DeputyError): DeputyError => {
-      const e = dpopOnlyChallenge(err);
-      const value = e.headers['WWW-Authenticate'];
-      if (value !== undefined) e.headers['WWW-Authenticate'] = `${value}, resource_metadata="${mcpResourceMetadataUrl(this.#d.issuer, server.id)}"`;
-      return e;
-    };
-    const auth = await this.#d.verifier
-      .authenticate({ authorization: header(call.req, 'authorization'), dpopProofs: proofsOf(call.req.headers.dpop), method: call.req.method ?? 'GET', url: audience }, audience)
-      .catch((err: unknown) => {
-        throw err instanceof DeputyError && err.status === 401 ? challenge(err) : err;
-      });
-    if (auth.scheme !== 'DPoP') throw challenge(new InvalidToken('the MCP gateway accepts DPoP-bound agent tokens only'));
-    return auth;
-  }
-
-  async #caller(auth: AuthenticatedRequest, requestId: string): Promise<McpCaller> {
-    const record = await this.#d.revocations.liveRecord(auth.claims.jti!);
-    if (!record) throw dpopOnlyChallenge(new InvalidToken('the access token, or a token it was delegated from, has been revoked'));
+    const admission = await this.#admission.run({
+      audience,
+      url: audience,
+      method: call.req.method ?? 'GET',
+      authorization: header(call.req, 'authorization'),
+      dpopProofs: proofsOf(call.req.headers.dpop),
+      requestId: call.requestId,
+    });
+    const p = admission.principal;
     return {
-      token: auth.token, jti: record.jti, userId: record.userId, agentId: auth.claims.client_id, chain: record.chain,
-      scopes: auth.scopes, upstreamHandle: record.upstream, requestId,
+      caller: { token: p.token, jti: p.tokenJti, userId: p.userId, agentId: p.agentId, chain: p.chain, scopes: p.scopes, upstreamHandle: p.upstreamHandle, requestId: call.requestId },
+      dpopNonce: admission.auth.dpopNonce,
     };
   }
 
