@@ -6,7 +6,8 @@
  * - crypto floor: jose sign / verify rates in-process for the algorithms on the exchange path;
  * - HTTP floor: a bare Koa JSON endpoint in its own process;
  * - client_credentials: oidc-provider's own grant with private_key_jwt + DPoP on Deputy;
- * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign).
+ * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign);
+ * - MCP: `tools/call` through the MCP gateway against the same SDK server called directly.
  * Each server-side scenario runs on PGlite, and on PostgreSQL when `DATABASE_URL` is set.
  * Load comes from this process; servers run in child processes. Loopback only.
  *
@@ -219,12 +220,16 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
 
 
 async function tokenExchange(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string): Promise<string> {
+  return tokenExchangeFor(url, issuer, agent, subject, resource, 'deputy.read');
+}
+
+async function tokenExchangeFor(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string, scope: string): Promise<string> {
   const res = await fetch(`${url}/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, `${issuer}/token`) },
     body: form({
       grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-      resource, scope: 'deputy.read', client_id: agent.id,
+      resource, scope, client_id: agent.id,
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
     }),
   });
@@ -293,6 +298,78 @@ async function directUpstream(opts: Options, upstream: string): Promise<Figure[]
   return figures;
 }
 
+const MCP_ACCEPT = 'application/json, text/event-stream';
+const MCP_VERSION = '2025-06-18';
+
+/** Opens an MCP session at `url` (initialize + initialized) and returns its id. */
+async function mcpSession(url: string, headers: () => Promise<Record<string, string>>): Promise<string> {
+  const init = await fetch(url, {
+    method: 'POST',
+    headers: { ...(await headers()), 'content-type': 'application/json', accept: MCP_ACCEPT },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: MCP_VERSION, capabilities: {}, clientInfo: { name: 'bench', version: '1' } } }),
+  });
+  const session = init.headers.get('mcp-session-id');
+  await init.text();
+  if (!session) throw new Error(`bench setup: MCP initialize failed (${init.status})`);
+  const done = await fetch(url, {
+    method: 'POST',
+    headers: { ...(await headers()), 'content-type': 'application/json', accept: MCP_ACCEPT, 'mcp-session-id': session, 'mcp-protocol-version': MCP_VERSION },
+    body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+  });
+  await done.text();
+  return session;
+}
+
+/** One `tools/call` of the upstream's `echo` in an open session. */
+function mcpCall(path: string, session: string, headers: Record<string, string>): RequestSpec {
+  return {
+    method: 'POST',
+    path,
+    headers: { ...headers, 'content-type': 'application/json', accept: MCP_ACCEPT, 'mcp-session-id': session, 'mcp-protocol-version': MCP_VERSION },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'bench' } } }),
+  };
+}
+
+/**
+ * MCP: `tools/call` through Deputy's MCP gateway (DPoP token and proof, live chain, PDP with
+ * the tool and arguments, pin verdict, receipts, credential injected, upstream session) against
+ * the same SDK server called directly. Pinning is off: a call's pin check is the session's
+ * cached verdict either way, so its cost is in both cases the same.
+ */
+async function mcpScenarios(opts: Options, idp: MockIdp, upstream: string, storeName: string, database: TestDatabase): Promise<Figure[]> {
+  const agent = await clientIdentity('bench-mcp-agent');
+  const port = await freePort();
+  const issuer = `http://localhost:${port}`;
+  const resource = `${issuer}/mcp/echo`;
+  const config = {
+    trustedIssuers: [idp.issuerConfig('okta')],
+    agents: [{ id: agent.id, name: 'Bench MCP agent', owner: 'bench@example.com', scopes: ['mcp:echo'], audiences: [resource], jwks: agent.jwks }],
+    connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: upstream, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'BENCH_MCP_KEY' } }],
+    mcpServers: [{ id: 'echo', url: upstream, allowInsecureHttp: true, connection: 'mcpkey', pinning: 'off', limits: { sessionsPerAgent: 1000 } }],
+  };
+  const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['mcp:echo'] });
+  return withDeputy(config, database, async (url) => {
+    const figures: Figure[] = [];
+    const token = await tokenExchangeFor(url, issuer, agent, subject, resource, 'mcp:echo');
+    const auth = async () => ({ authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'POST', resource, token) });
+    const session = await mcpSession(`${url}/mcp/echo`, auth);
+    for (const concurrency of opts.concurrency) {
+      figures.push({ name: 'MCP tools/call through Deputy', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: async () => mcpCall('/mcp/echo', session, await auth()) }) });
+    }
+    return figures;
+  }, { env: { BENCH_MCP_KEY: 'bench-mcp-secret' }, port });
+}
+
+async function mcpDirect(opts: Options, upstream: string): Promise<Figure[]> {
+  const u = new URL(upstream);
+  const session = await mcpSession(upstream, async () => ({}));
+  const figures: Figure[] = [];
+  for (const concurrency of opts.concurrency) {
+    figures.push({ name: 'MCP tools/call directly (yardstick)', result: await runLoad({ origin: u.origin, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => mcpCall(u.pathname, session, {}) }) });
+  }
+  return figures;
+}
+
 /** The PDP figures come from `pdp.ts`, run as its own process with the same load settings. */
 async function pdpBench(opts: Options): Promise<unknown> {
   const out = join(mkdtempSync(join(tmpdir(), 'deputy-bench-pdp-out-')), 'pdp.json');
@@ -330,6 +407,13 @@ function ratios(figures: Figure[]): Record<string, number> {
     if (direct && direct.result.rps > 0) {
       out[`gateway_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
       out[`gateway_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
+    }
+  }
+  for (const f of figures.filter((x) => x.name === 'MCP tools/call through Deputy')) {
+    const direct = figures.find((y) => y.name === 'MCP tools/call directly (yardstick)' && y.result.concurrency === f.result.concurrency);
+    if (direct && direct.result.rps > 0) {
+      out[`mcp_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
+      out[`mcp_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
     }
   }
   for (const kind of ['gateway call', 'token exchange']) {
@@ -407,6 +491,13 @@ async function main(): Promise<void> {
     }
     figures.push(...(await directUpstream(opts, upstreamUrl)));
     await stopProcess(upstream.child);
+    const mcpUpstream = await startProcess('mcp-upstream-process.ts', {});
+    try {
+      figures.push(...(await mcpScenarios(opts, idp, mcpUpstream.ready[0]!, 'pglite', { url: undefined, drop: async () => {} })));
+      figures.push(...(await mcpDirect(opts, mcpUpstream.ready[0]!)));
+    } finally {
+      await stopProcess(mcpUpstream.child);
+    }
     const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);
     const results = {
       machine: {

@@ -28,7 +28,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { isInitializeRequest, type ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
 import type { ReceiptAppender } from '../audit/index.js';
 import { authenticate, dpopChallenger, liveChain, Pipeline, type PepRequest } from '../enforcement/index.js';
-import { DeputyError, NotFound } from '../errors/index.js';
+import { Conflict, DeputyError, NotFound } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import type { RevocationCache } from '../oauth/token-records.js';
@@ -157,6 +157,10 @@ export class McpGateway {
    * @throws McpHttpError 502 when the upstream cannot be reached.
    */
   async liveTools(server: McpServerConfig): Promise<Array<Record<string, unknown>>> {
+    const connection = server.connection === undefined ? undefined : await this.#d.connections.get(server.connection);
+    if (connection && (connection.kind === 'oauth2_user' || connection.kind === 'on_behalf_of')) {
+      throw new Conflict(`MCP server "${server.id}" is reached with a per-user credential: Deputy cannot list its tools alone; approve the definitions instead`);
+    }
     const operator: McpCaller = { token: '', jti: 'operator', userId: 'deputy:operator', agentId: 'deputy', chain: [], scopes: new Set(), upstreamHandle: undefined, requestId: 'operator' };
     const client = new Client({ name: 'deputy', version: this.#d.version ?? '0' }, { capabilities: {} });
     const transport = new StreamableHTTPClientTransport(new URL(server.url), { fetch: (url, init) => this.#upstreamFetch(server, () => operator, url, init), redirectPolicy: 'same-origin' });
@@ -220,8 +224,12 @@ export class McpGateway {
     };
     const upstream = new Client({ name: 'deputy', version: this.#d.version ?? '0' }, { capabilities });
     let session: AgentSession | undefined;
+    let pendingSecrets: string[] = [];
     const transport = new StreamableHTTPClientTransport(new URL(server.url), {
-      fetch: (url, reqInit) => this.#upstreamFetch(server, () => session?.caller ?? caller, url, reqInit),
+      fetch: (url, reqInit) => this.#upstreamFetch(server, () => session?.caller ?? caller, url, reqInit, (values) => {
+        if (session) session.secrets = values;
+        else pendingSecrets = values;
+      }),
       redirectPolicy: 'same-origin',
     });
     try {
@@ -237,6 +245,7 @@ export class McpGateway {
       caller, upstream, agentCaps,
     );
     const created = session;
+    created.secrets = pendingSecrets;
     created.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => void this.#sessions.set(id, created),
@@ -251,7 +260,7 @@ export class McpGateway {
    * The upstream transport's fetch: the credential of the server's connection injected on every
    * request (fresh for the session's latest caller: refreshed user tokens, on-behalf-of).
    */
-  async #upstreamFetch(server: McpServerConfig, who: () => McpCaller, url: string | URL, init: RequestInit | undefined): Promise<Response> {
+  async #upstreamFetch(server: McpServerConfig, who: () => McpCaller, url: string | URL, init: RequestInit | undefined, onSecrets?: (values: string[]) => void): Promise<Response> {
     const headers = new Headers(init?.headers);
     let target = new URL(url);
     if (server.connection !== undefined) {
@@ -266,6 +275,11 @@ export class McpGateway {
         target = new URL(target);
         for (const [name, value] of credential.query) target.searchParams.set(name, value);
       }
+      onSecrets?.([...credential.secrets, ...credential.headers.map(([, value]) => value)]);
+      const res = await fetch(target, { ...init, headers });
+      // The upstream refused Deputy's credential: cached tokens are dropped so the next request gets new ones.
+      if (res.status === 401) await credential.rejected();
+      return res;
     }
     return fetch(target, { ...init, headers });
   }
@@ -279,9 +293,7 @@ export class McpGateway {
   async #closeIdle(): Promise<void> {
     const now = Date.now();
     for (const [id, s] of this.#sessions) {
-      const stored = await this.#d.servers.get(s.serverId).catch(() => undefined);
-      const idleMs = (stored?.settings.limits.idleSeconds ?? 900) * 1000;
-      if (now - s.lastUsed > idleMs) await this.#drop(id);
+      if (now - s.lastUsed > s.idleMs) await this.#drop(id);
     }
   }
 }

@@ -44,6 +44,7 @@ import canonicalize from 'canonicalize';
 import { createHash } from 'node:crypto';
 import type { McpReceiptDetail, ReceiptAppender } from '../audit/index.js';
 import { receiptText } from '../audit/index.js';
+import { Redactor } from '../gateway/redact.js';
 import type { Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
@@ -86,6 +87,13 @@ export class AgentSession {
   readonly agentId: string;
   readonly serverId: string;
   lastUsed = Date.now();
+  /** Closed after this long unused (the server's `limits.idleSeconds`). */
+  readonly idleMs: number;
+  /**
+   * The credential values last injected upstream (secrets and header values): redacted from
+   * everything relayed back, in the encodings src/gateway/redact.ts finds.
+   */
+  secrets: readonly string[] = [];
   /** The latest caller: the identity credentials are derived for (its token is the freshest). */
   caller: McpCaller;
   /** Verdicts and definitions from the last `tools/list` (undefined: list again before a call). */
@@ -101,6 +109,7 @@ export class AgentSession {
     this.owner = ownerOf(caller);
     this.agentId = caller.agentId;
     this.serverId = deps.server.id;
+    this.idleMs = deps.server.limits.idleSeconds * 1000;
     this.upstream = upstream;
     const caps = upstream.getServerCapabilities() ?? {};
     const capabilities: ServerCapabilities = {
@@ -309,7 +318,7 @@ export class AgentSession {
   async #settle<T>(caller: McpCaller, detail: McpReceiptDetail, run: () => Promise<T>): Promise<T> {
     let outcome = 'ok';
     try {
-      const result = await run();
+      const result = this.#redacted(await run());
       if ((result as { isError?: boolean }).isError) outcome = 'tool_error';
       return result;
     } catch (err) {
@@ -320,6 +329,31 @@ export class AgentSession {
       await this.#receipt(caller, { ...detail, outcome }, { allowed: true, policies: [] }, undefined, true).catch((err: unknown) => {
         this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP outcome receipt could not be written');
       });
+    }
+  }
+
+  /**
+   * `result` with any injected credential value replaced by `[redacted]` (an upstream that echoes
+   * its Authorization header must not hand Deputy's credential to the agent). A result that is
+   * no longer JSON after redaction is refused (fail closed).
+   */
+  #redacted<T>(result: T): T {
+    if (this.secrets.length === 0) return result;
+    const bytes = Buffer.from(JSON.stringify(result), 'utf8');
+    const ranges = new Redactor(this.secrets).find(bytes);
+    if (ranges.length === 0) return result;
+    const parts: Buffer[] = [];
+    let at = 0;
+    for (const [start, end] of ranges) {
+      parts.push(bytes.subarray(at, start), Buffer.from('[redacted]'));
+      at = end;
+    }
+    parts.push(bytes.subarray(at));
+    this.#d.logger.warn({ server: this.#d.server.id }, 'the upstream MCP server echoed the injected credential; redacted');
+    try {
+      return JSON.parse(Buffer.concat(parts).toString('utf8')) as T;
+    } catch {
+      throw new McpError(ErrorCode.InternalError, `the answer of MCP server "${this.#d.server.id}" contained Deputy's credential and was withheld`);
     }
   }
 

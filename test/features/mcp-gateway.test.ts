@@ -105,7 +105,7 @@ describe('MCP gateway', () => {
   it('lists only the tools the chain may call, each with its pin in _meta', async () => {
     const { client } = await connect(agents['agent-a']!);
     const { tools } = await client.listTools();
-    expect(names(tools)).toEqual(['count', 'create_issue', 'echo']); // secret_tool: policy; delete_thing: forbidden to agent-a
+    expect(names(tools)).toEqual(['count', 'create_issue', 'echo', 'whoami']); // secret_tool: policy; delete_thing: forbidden to agent-a
     const jwks = (await (await fetch(`${deputy.url}/receipts/jwks`)).json()) as JSONWebKeySet;
     for (const tool of tools) {
       const pin = (tool._meta as Record<string, { jws: string; digest: string }>)['dev.deputy/pin']!;
@@ -129,6 +129,10 @@ describe('MCP gateway', () => {
     expect(call).toMatchObject({ event: 'mcp_message', decision: 'permit', mcp: { server: 'tools', tool: 'echo', pin: 'pinned' } });
     expect((call.mcp as Record<string, string>).arguments_digest).toMatch(/^sha-256:/);
     expect(receipts.some((r) => r.action === 'tools/call:outcome' && (r.mcp as Record<string, string>).outcome === 'ok')).toBe(true);
+    // An upstream that echoes the credential back (plain and base64) does not hand it to the agent.
+    const echoed = await client.callTool({ name: 'whoami', arguments: {} });
+    expect(JSON.stringify(echoed)).toContain('[redacted]');
+    expect(leaks(JSON.stringify(echoed), MCP_KEY)).toBe(false);
     await client.close();
   });
 

@@ -40,6 +40,7 @@ export const baseTools = (): Tool[] => [
   },
   { name: 'delete_thing', description: 'Deletes a thing.', inputSchema: { type: 'object', properties: { id: { type: 'string' } } } },
   { name: 'count', description: 'Counts to n, reporting progress.', inputSchema: { type: 'object', properties: { n: { type: 'number' } } } },
+  { name: 'whoami', description: 'Echoes the Authorization header it received (a leaky upstream).', inputSchema: { type: 'object', properties: {} } },
 ];
 
 const hit = (hits: Map<string, number>, name: string) => hits.set(name, (hits.get(name) ?? 0) + 1);
@@ -67,6 +68,10 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
           if (token !== undefined) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: n } });
         }
         return { content: [{ type: 'text', text: `counted to ${n}` }] };
+      }
+      if (req.params.name === 'whoami') {
+        const auth = String(extra.requestInfo?.headers.authorization ?? '');
+        return { content: [{ type: 'text', text: `you sent ${auth} (${Buffer.from(auth).toString('base64')})` }] };
       }
       return { content: [{ type: 'text', text: `${req.params.name}: ${JSON.stringify(req.params.arguments ?? {})}` }] };
     });
