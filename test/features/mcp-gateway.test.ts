@@ -263,6 +263,23 @@ describe('MCP gateway', () => {
     await Promise.all([viaA.client.close(), direct.client.close()]);
   });
 
+  it('manages servers through the admin API and shows live tools with their pin verdicts', async () => {
+    const created = await admin('POST', '/admin/mcp-servers', { id: 'made', url: up.url, allow_insecure_http: true, connection: 'mcpkey', required_scopes: [SCOPE] });
+    expect(created.status).toBe(201);
+    expect(await created.json()).toMatchObject({ id: 'made', audience: mcpUrl('made'), source: 'api', settings: { pinning: 'enforce' } });
+    expect((await admin('POST', '/admin/mcp-servers', { id: 'made', url: up.url, allow_insecure_http: true })).status).toBe(409);
+    expect((await admin('POST', '/admin/mcp-servers', { id: 'Bad Id', url: 'ftp://x' })).status).toBe(400);
+    const tools = (await (await admin('GET', '/admin/mcp-servers/tools/tools')).json()) as { tools: Array<{ name: string; pin: string; digest: string }> };
+    expect(tools.tools.find((t) => t.name === 'echo')).toMatchObject({ pin: 'pinned', digest: expect.stringMatching(/^sha-256:/) });
+    const fresh = (await (await admin('GET', '/admin/mcp-servers/made/tools')).json()) as { tools: Array<{ pin: string }> };
+    expect(fresh.tools.every((t) => t.pin === 'unpinned')).toBe(true);
+    expect((await admin('DELETE', '/admin/mcp-servers/tools')).status).toBe(409); // configured: belongs to the file
+    expect((await admin('DELETE', '/admin/mcp-servers/made')).status).toBe(204);
+    expect((await admin('GET', '/admin/mcp-servers/made')).status).toBe(404);
+    const noAdmin = await fetch(`${deputy.url}/admin/mcp-servers`);
+    expect(noAdmin.status).toBe(401);
+  });
+
   describe('bad input', () => {
     const rpcHeaders = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
 
