@@ -245,6 +245,20 @@ describe('MCP gateway', () => {
       expect(names((await client.listTools()).tools)).toContain('echo');
       await client.close();
     });
+
+    it('hides a tool whose stored pin was written into the database with an untrusted key', async () => {
+      const echo = baseTools().find((t) => t.name === 'echo')!;
+      const rogue = await generateKeyPair('ES256', { extractable: true });
+      const forged = await new ToolPinSigner(issuer, { jwk: { ...(await exportJWK(rogue.privateKey)), kid: 'forged', alg: 'ES256' } }).sign('tools', echo);
+      await deputy.store.query('UPDATE mcp_tool_pins SET jws = $1 WHERE server_id = $2 AND tool = $3', [forged, 'tools', 'echo']);
+      const { client } = await connect(agents['agent-a']!);
+      expect(names((await client.listTools()).tools)).not.toContain('echo');
+      const err = await refusal(client.callTool({ name: 'echo', arguments: { text: 'x' } }));
+      expect(err.message).toMatch(/"echo".*does not verify/);
+      expect((await admin('POST', '/admin/mcp-servers/tools/pins', { approve: ['echo'] })).status).toBe(201);
+      expect(names((await client.listTools()).tools)).toContain('echo');
+      await client.close();
+    });
   });
 
   it('decides every link of a two-link chain', async () => {
@@ -335,9 +349,8 @@ describe('MCP gateway', () => {
       const second = await mcpAgent(mcpUrl('open'), agents['agent-b']!, token);
       await expect(mcpAgent(mcpUrl('open'), agents['agent-b']!, token)).rejects.toThrow(/429|open sessions/);
       await first.client.close();
-      await first.transport.terminateSession().catch(() => {});
-      await second.transport.terminateSession().catch(() => {});
       await second.client.close();
+      expect((await mcpAgent(mcpUrl('open'), agents['agent-b']!, token)).transport.sessionId).toBeDefined(); // closed sessions free their slots
     });
   });
 });

@@ -134,5 +134,11 @@ export async function mcpAgent(url: string, agent: TestAgent, token: string | ((
   const client = new Client({ name: `agent-${agent.id}`, version: '1.0.0' }, { capabilities });
   const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: dpopFetch(agent, get) });
   await client.connect(transport);
+  // Closing ends the session at the server too (HTTP DELETE), as a well-behaved agent does.
+  const close = client.close.bind(client);
+  client.close = async () => {
+    await transport.terminateSession().catch(() => {});
+    await close();
+  };
   return { client, transport };
 }
