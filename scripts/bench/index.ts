@@ -38,6 +38,8 @@ interface Options {
   out: string;
   markdown: string | undefined;
   skipPdp: boolean;
+  /** `mcp`: only the MCP figures (`--only mcp`). */
+  only: string | undefined;
 }
 
 function options(): Options {
@@ -49,6 +51,7 @@ function options(): Options {
       'duration-ms': { type: 'string' },
       concurrency: { type: 'string' },
       'skip-pdp': { type: 'boolean', default: false },
+      only: { type: 'string' },
     },
   });
   const quick = values.quick ?? false;
@@ -61,6 +64,7 @@ function options(): Options {
     out: values.out!,
     markdown: values.markdown,
     skipPdp: values['skip-pdp'] ?? false,
+    only: values.only,
   };
 }
 
@@ -320,13 +324,16 @@ async function mcpSession(url: string, headers: () => Promise<Record<string, str
   return session;
 }
 
-/** One `tools/call` of the upstream's `echo` in an open session. */
+let mcpRequestId = 0;
+
+/** One `tools/call` of the upstream's `echo` in an open session (ids unique: requests in flight share the session). */
 function mcpCall(path: string, session: string, headers: Record<string, string>): RequestSpec {
+  mcpRequestId += 1;
   return {
     method: 'POST',
     path,
     headers: { ...headers, 'content-type': 'application/json', accept: MCP_ACCEPT, 'mcp-session-id': session, 'mcp-protocol-version': MCP_VERSION },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'bench' } } }),
+    body: JSON.stringify({ jsonrpc: '2.0', id: mcpRequestId, method: 'tools/call', params: { name: 'echo', arguments: { text: 'bench' } } }),
   };
 }
 
@@ -462,6 +469,32 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
   ].join('\n');
 }
 
+/** The HTTP floor, the exchange and the HTTP gateway, on each store. */
+async function coreScenarios(opts: Options, idp: MockIdp, figures: Figure[]): Promise<void> {
+  figures.push(...(await httpFloor(opts)));
+  const upstream = await startProcess('floor-process.ts', {});
+  const upstreamUrl = upstream.ready[0]!;
+  const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
+  if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
+  for (const [name, database] of stores) {
+    try {
+      figures.push(...(await deputyScenarios(opts, idp, name, database)));
+    } finally {
+      await database.drop();
+    }
+    for (const receipts of [true, false]) {
+      const db = name === 'postgres' ? await createTestDatabase() : database;
+      try {
+        figures.push(...(await gatewayScenarios(opts, idp, upstreamUrl, name, db, receipts)));
+      } finally {
+        if (db !== database) await db.drop();
+      }
+    }
+  }
+  figures.push(...(await directUpstream(opts, upstreamUrl)));
+  await stopProcess(upstream.child);
+}
+
 async function main(): Promise<void> {
   const opts = options();
   const startedAt = Date.now();
@@ -469,28 +502,7 @@ async function main(): Promise<void> {
   const figures: Figure[] = [];
   try {
     const crypto = await cryptoFloor(opts.quick ? 300 : 1000);
-    figures.push(...(await httpFloor(opts)));
-    const upstream = await startProcess('floor-process.ts', {});
-    const upstreamUrl = upstream.ready[0]!;
-    const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
-    if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
-    for (const [name, database] of stores) {
-      try {
-        figures.push(...(await deputyScenarios(opts, idp, name, database)));
-      } finally {
-        await database.drop();
-      }
-      for (const receipts of [true, false]) {
-        const db = name === 'postgres' ? await createTestDatabase() : database;
-        try {
-          figures.push(...(await gatewayScenarios(opts, idp, upstreamUrl, name, db, receipts)));
-        } finally {
-          if (db !== database) await db.drop();
-        }
-      }
-    }
-    figures.push(...(await directUpstream(opts, upstreamUrl)));
-    await stopProcess(upstream.child);
+    if (opts.only !== 'mcp') await coreScenarios(opts, idp, figures);
     const mcpUpstream = await startProcess('mcp-upstream-process.ts', {});
     try {
       figures.push(...(await mcpScenarios(opts, idp, mcpUpstream.ready[0]!, 'pglite', { url: undefined, drop: async () => {} })));
@@ -498,7 +510,7 @@ async function main(): Promise<void> {
     } finally {
       await stopProcess(mcpUpstream.child);
     }
-    const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);
+    const pdp = opts.skipPdp || opts.only === 'mcp' ? undefined : ((await pdpBench(opts)) as PdpReport);
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),

@@ -103,12 +103,14 @@ export class PdpMcpAuthorizer implements McpAuthorizer {
       const reason = `MCP server "${server.id}" needs the scope "${missing.join(' ')}" in the agent token`;
       return questions.map(() => ({ allowed: false, reason, policies: [] }));
     }
-    const tooLong = (q: McpQuestion) => q.arguments !== undefined && (canonicalize(q.arguments)?.length ?? 0) > MAX_ARGUMENTS_TEXT;
-    const items = questions.map((q) => ({ ok: true as const, evaluation: this.evaluation(caller, server, q) }));
-    const results = await this.pdp.evaluateAll(items, 'execute_all');
-    return questions.map((q, i) => {
-      if (tooLong(q)) return { allowed: false, reason: `the arguments exceed ${MAX_ARGUMENTS_TEXT} bytes`, policies: [] };
-      const r = results[i];
+    // Oversized arguments are refused without being handed to the policy engine.
+    const tooLong = questions.map((q) => q.arguments !== undefined && (canonicalize(q.arguments)?.length ?? 0) > MAX_ARGUMENTS_TEXT);
+    const asked = questions.filter((_, i) => !tooLong[i]);
+    const results = asked.length ? await this.pdp.evaluateAll(asked.map((q) => ({ ok: true as const, evaluation: this.evaluation(caller, server, q) })), 'execute_all') : [];
+    let next = 0;
+    return questions.map((_, i) => {
+      if (tooLong[i]) return { allowed: false, reason: `the arguments exceed ${MAX_ARGUMENTS_TEXT} bytes`, policies: [] };
+      const r = results[next++];
       if (!r || !('decision' in r)) return { allowed: false, reason: r && 'error' in r ? r.error : 'not evaluated', policies: [] };
       if (r.decision) return { allowed: true, policies: r.policies };
       return { allowed: false, reason: this.options.adminReasons ? r.denial.admin : r.denial.user, policies: r.denial.policies };

@@ -118,7 +118,7 @@ export class McpGateway {
 
   /** Handles one HTTP request at `/mcp/{server}`; writes the response itself. */
   async handle(call: McpHttpCall): Promise<void> {
-    const stored = await this.#d.servers.get(call.serverId);
+    const stored = await this.#d.servers.cached(call.serverId);
     if (!stored) throw new NotFound(`MCP server "${call.serverId.slice(0, 64)}" does not exist`);
     const server = stored.settings;
     const declared = Number(call.req.headers['content-length'] ?? 0);

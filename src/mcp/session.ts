@@ -326,7 +326,9 @@ export class AgentSession {
       if (err instanceof McpError) throw err;
       throw new McpError(ErrorCode.InternalError, `the upstream MCP server "${this.#d.server.id}" could not be reached`);
     } finally {
-      await this.#receipt(caller, { ...detail, outcome }, { allowed: true, policies: [] }, undefined, true).catch((err: unknown) => {
+      // Not awaited: the answer is the agent's already, and the receipt service's group commit
+      // (flushed at shutdown) writes it; a failure is logged, the decision receipt stands.
+      void this.#receipt(caller, { ...detail, outcome }, { allowed: true, policies: [] }, undefined, true).catch((err: unknown) => {
         this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP outcome receipt could not be written');
       });
     }

@@ -70,8 +70,24 @@ const toPin = (r: PinRow): StoredPin => ({
   createdAt: Number(r.created_at),
 });
 
+/** How long a server read is reused: changes through another instance apply within this bound. */
+export const SERVER_CACHE_MS = 2000;
+
 export class McpServerStore {
+  /** id → the server (or its absence) and when it was read; every gateway request reads one. */
+  readonly #cache = new Map<string, { server: McpServer | undefined; at: number }>();
+
   constructor(readonly db: Store) {}
+
+  /** {@link get} through a read cache of {@link SERVER_CACHE_MS} (this instance's own writes apply at once). */
+  async cached(id: string, now = Date.now()): Promise<McpServer | undefined> {
+    const hit = this.#cache.get(id);
+    if (hit && now - hit.at < SERVER_CACHE_MS) return hit.server;
+    const server = await this.get(id);
+    if (this.#cache.size >= 1000) this.#cache.clear();
+    this.#cache.set(id, { server, at: now });
+    return server;
+  }
 
   /**
    * Makes the stored configured servers equal `configured`: upserts each, deletes configured
@@ -94,6 +110,7 @@ export class McpServerStore {
       [settings.id, JSON.stringify(settings)],
     );
     if (!rows[0]) throw new Conflict(`MCP server "${settings.id}" exists already`);
+    this.#cache.delete(settings.id);
     return toServer(rows[0]);
   }
 
@@ -117,6 +134,7 @@ export class McpServerStore {
     if (!server) throw new NotFound(`MCP server "${id.slice(0, 64)}" does not exist`);
     if (server.source === 'config') throw new Conflict(`MCP server "${id}" is defined in the configuration file; remove it there`);
     await this.db.query('DELETE FROM mcp_servers WHERE id = $1', [id]);
+    this.#cache.delete(id);
   }
 }
 

@@ -96,6 +96,7 @@ async function refusal(p: Promise<unknown>): Promise<McpError> {
 }
 
 async function receiptsOf(agent: string): Promise<Array<Record<string, unknown>>> {
+  await deputy.receipts.flush(); // outcome receipts are written after the answer, by the group commit
   const res = await admin('GET', `/admin/agents/${agent}/receipts?limit=200`);
   const body = (await res.json()) as { receipts: Array<{ claims: Record<string, unknown> }> };
   return body.receipts.map((r) => r.claims);
