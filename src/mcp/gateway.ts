@@ -218,8 +218,8 @@ export class McpGateway {
     const agentCaps = init.params.capabilities ?? {};
     const relay = server.serverRequests;
     const capabilities: ClientCapabilities = {
-      ...(relay.sampling === 'relay' && agentCaps.sampling ? { sampling: {} } : {}),
-      ...(relay.elicitation === 'relay' && agentCaps.elicitation ? { elicitation: {} } : {}),
+      ...(relay.sampling === 'relay' && agentCaps.sampling ? { sampling: agentCaps.sampling } : {}),
+      ...(relay.elicitation === 'relay' && agentCaps.elicitation ? { elicitation: agentCaps.elicitation } : {}),
       ...(relay.roots === 'relay' && agentCaps.roots ? { roots: { listChanged: agentCaps.roots.listChanged ?? false } } : {}),
     };
     const upstream = new Client({ name: 'deputy', version: this.#d.version ?? '0' }, { capabilities });

@@ -26,13 +26,16 @@ import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/se
 import {
   CallToolRequestSchema,
   CreateMessageRequestSchema,
+  CreateMessageResultSchema,
   ElicitRequestSchema,
+  ElicitResultSchema,
   ErrorCode,
   GetPromptRequestSchema,
   ListPromptsRequestSchema,
   ListResourcesRequestSchema,
   ListResourceTemplatesRequestSchema,
   ListRootsRequestSchema,
+  ListRootsResultSchema,
   ListToolsRequestSchema,
   McpError,
   ReadResourceRequestSchema,
@@ -40,6 +43,7 @@ import {
   type ServerCapabilities,
   type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
+import type { AnySchema, SchemaOutput } from '@modelcontextprotocol/sdk/server/zod-compat.js';
 import canonicalize from 'canonicalize';
 import { createHash } from 'node:crypto';
 import type { McpReceiptDetail, ReceiptAppender } from '../audit/index.js';
@@ -54,7 +58,13 @@ import { PIN_META_KEY } from './tool-pin.js';
 /** JSON-RPC error code of a refusal by Deputy (policy, pin): in the implementation-defined range. */
 export const MCP_DENIED = -32003;
 
-type Extra = { authInfo?: { extra?: Record<string, unknown> }; signal: AbortSignal; _meta?: { progressToken?: string | number } | undefined; sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number; progress: number; total?: number; message?: string } }) => Promise<void> };
+type Extra = {
+  authInfo?: { extra?: Record<string, unknown> };
+  signal: AbortSignal;
+  _meta?: { progressToken?: string | number } | undefined;
+  sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number; progress: number; total?: number; message?: string } }) => Promise<void>;
+  sendRequest: <U extends AnySchema>(request: { method: string; params?: Record<string, unknown> }, resultSchema: U) => Promise<SchemaOutput<U>>;
+};
 
 export interface SessionDeps {
   server: McpServerConfig;
@@ -98,6 +108,8 @@ export class AgentSession {
   caller: McpCaller;
   /** Verdicts and definitions from the last `tools/list` (undefined: list again before a call). */
   #tools: Map<string, { tool: Tool; verdict: PinVerdict }> | undefined;
+  /** Agent requests being forwarded now: the upstream's requests during a call go back on its stream. */
+  readonly #inflight: Extra[] = [];
   /** Pin mismatches already receipted in this session (`tool\0digest`). */
   readonly #mismatchReceipted = new Set<string>();
   readonly #d: SessionDeps;
@@ -183,14 +195,16 @@ export class AgentSession {
       await this.agent.notification(n as Parameters<Server['notification']>[0]).catch(() => {});
     };
     const relay = this.#d.server.serverRequests;
+    // During a call, on that call's own stream (the agent may have no standalone GET stream open).
+    const current = () => this.#inflight.at(-1);
     if (relay.sampling === 'relay' && agentCapabilities.sampling) {
-      this.upstream.setRequestHandler(CreateMessageRequestSchema, (req) => this.agent.createMessage(req.params));
+      this.upstream.setRequestHandler(CreateMessageRequestSchema, (req) => current()?.sendRequest(req, CreateMessageResultSchema) ?? this.agent.createMessage(req.params));
     }
     if (relay.elicitation === 'relay' && agentCapabilities.elicitation) {
-      this.upstream.setRequestHandler(ElicitRequestSchema, (req) => this.agent.elicitInput(req.params as Parameters<Server['elicitInput']>[0]));
+      this.upstream.setRequestHandler(ElicitRequestSchema, (req) => current()?.sendRequest(req, ElicitResultSchema) ?? this.agent.elicitInput(req.params as Parameters<Server['elicitInput']>[0]));
     }
     if (relay.roots === 'relay' && agentCapabilities.roots) {
-      this.upstream.setRequestHandler(ListRootsRequestSchema, (req) => this.agent.listRoots(req.params));
+      this.upstream.setRequestHandler(ListRootsRequestSchema, (req) => current()?.sendRequest(req, ListRootsResultSchema) ?? this.agent.listRoots(req.params));
     }
   }
 
@@ -242,6 +256,8 @@ export class AgentSession {
     const progressToken = extra._meta?.progressToken;
     const { _meta, ...forwarded } = params;
     const meta = _meta ? Object.fromEntries(Object.entries(_meta).filter(([k]) => k !== 'progressToken')) : undefined;
+    this.#inflight.push(extra);
+    const done = () => void this.#inflight.splice(this.#inflight.indexOf(extra), 1);
     return this.#settle(caller, pinDetail, () =>
       this.upstream.callTool({ ...forwarded, ...(meta && Object.keys(meta).length ? { _meta: meta } : {}) }, undefined, {
         ...this.#options(extra),
@@ -249,7 +265,7 @@ export class AgentSession {
         ...(progressToken !== undefined
           ? { onprogress: (p) => void extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}) }
           : {}),
-      }),
+      }).finally(done),
     );
   }
 

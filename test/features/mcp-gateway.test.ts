@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { ElicitRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { exportJWK, generateKeyPair, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ToolPinSigner, verifyToolPin } from '../../src/mcp/tool-pin.js';
@@ -55,7 +55,7 @@ beforeAll(async () => {
       connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } }],
       mcpServers: [
         { id: 'tools', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], trustedPublishers: [{ issuer: 'https://publisher.example', jwks: publisher.jwks as never, server: 'acme' }] },
-        { id: 'open', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off', limits: { maxBatch: 2, maxMessageBytes: 4096, sessionsPerAgent: 2 } },
+        { id: 'open', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off', serverRequests: { elicitation: 'relay' }, limits: { maxBatch: 2, maxMessageBytes: 4096, sessionsPerAgent: 2 } },
       ],
     },
   });
@@ -106,7 +106,7 @@ describe('MCP gateway', () => {
   it('lists only the tools the chain may call, each with its pin in _meta', async () => {
     const { client } = await connect(agents['agent-a']!);
     const { tools } = await client.listTools();
-    expect(names(tools)).toEqual(['count', 'create_issue', 'echo', 'whoami']); // secret_tool: policy; delete_thing: forbidden to agent-a
+    expect(names(tools)).toEqual(['ask', 'count', 'create_issue', 'echo', 'whoami']); // secret_tool: policy; delete_thing: forbidden to agent-a
     const jwks = (await (await fetch(`${deputy.url}/receipts/jwks`)).json()) as JSONWebKeySet;
     for (const tool of tools) {
       const pin = (tool._meta as Record<string, { jws: string; digest: string }>)['dev.deputy/pin']!;
@@ -159,6 +159,27 @@ describe('MCP gateway', () => {
     expect(result.content).toEqual([{ type: 'text', text: 'counted to 3' }]);
     expect(progress).toEqual([1, 2, 3]);
     await client.close();
+  });
+
+  it('relays server-initiated elicitation only where configured', async () => {
+    const asked: string[] = [];
+    const withElicitation = async (server: string) => {
+      const { client } = await mcpAgent(mcpUrl(server), agents['agent-a']!, await tokenFor(agents['agent-a']!, server), { elicitation: {} });
+      client.setRequestHandler(ElicitRequestSchema, async (req) => {
+        asked.push(req.params.message);
+        return { action: 'accept', content: { ok: true } };
+      });
+      return client;
+    };
+    const relaying = await withElicitation('open');
+    const relayed = await relaying.callTool({ name: 'ask', arguments: {} });
+    expect((relayed.content as Array<{ text: string }>)[0]!.text).toBe('answer: {"action":"accept","content":{"ok":true}}');
+    expect(asked).toEqual(['Proceed?']);
+    const refusing = await withElicitation('tools');
+    const refused = await refusing.callTool({ name: 'ask', arguments: {} });
+    expect(refused.isError).toBe(true);
+    expect(asked).toEqual(['Proceed?']); // the refusing server's question never reached the agent
+    await Promise.all([relaying.close(), refusing.close()]);
   });
 
   it('decides resources and prompts', async () => {

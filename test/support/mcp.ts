@@ -12,7 +12,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
-  CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema, type Tool,
+  CallToolRequestSchema, ElicitResultSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema, type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import { dpopProof, type TestAgent } from './agents.js';
 
@@ -40,6 +40,7 @@ export const baseTools = (): Tool[] => [
   },
   { name: 'delete_thing', description: 'Deletes a thing.', inputSchema: { type: 'object', properties: { id: { type: 'string' } } } },
   { name: 'count', description: 'Counts to n, reporting progress.', inputSchema: { type: 'object', properties: { n: { type: 'number' } } } },
+  { name: 'ask', description: 'Asks the user (elicitation) and returns the answer.', inputSchema: { type: 'object', properties: {} } },
   { name: 'whoami', description: 'Echoes the Authorization header it received (a leaky upstream).', inputSchema: { type: 'object', properties: {} } },
 ];
 
@@ -68,6 +69,14 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
           if (token !== undefined) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: n } });
         }
         return { content: [{ type: 'text', text: `counted to ${n}` }] };
+      }
+      if (req.params.name === 'ask') {
+        try {
+          const answer = await extra.sendRequest({ method: 'elicitation/create', params: { message: 'Proceed?', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } } }, ElicitResultSchema);
+          return { content: [{ type: 'text', text: `answer: ${JSON.stringify(answer)}` }] };
+        } catch (err) {
+          return { isError: true, content: [{ type: 'text', text: `could not ask: ${(err as Error).message}` }] };
+        }
       }
       if (req.params.name === 'whoami') {
         const auth = String(extra.requestInfo?.headers.authorization ?? '');
