@@ -202,7 +202,7 @@ export function mcpAdminRoutes(deps: McpRoutesDeps): Router {
       server: server.id,
       typ: TOOL_PIN_TYP,
       algorithms: TOOL_PIN_ALGORITHMS,
-      signers: all.map((s) => ({ issuer: s.issuer, jwks: s.issuer === deps.issuer ? deps.keys.receiptJwks() : s.jwks, ...(s.issuer === deps.issuer ? { jwks_uri: `${deps.issuer.replace(/\/$/, '')}${RECEIPTS_JWKS_PATH}` } : {}), ...(s.server ? { server: s.server } : {}) })),
+      signers: all.map((s) => ({ issuer: s.issuer, jwks: s.issuer === deps.issuer ? deps.keys.receiptJwks() : s.jwks, ...(s.issuer === deps.issuer ? { jwks_uri: `${deps.issuer}${RECEIPTS_JWKS_PATH}` } : {}), ...(s.server ? { server: s.server } : {}) })),
       pins: [...stored.values()].map(pinView),
     };
   });

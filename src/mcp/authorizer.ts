@@ -25,6 +25,7 @@ import type { EvaluationInput } from '../pdp/authzen.js';
 import type { Decision } from '../pdp/decision.js';
 import type { EvaluationsSemantic } from '../pdp/authzen.js';
 import { serverScope, type McpServerConfig } from './config.js';
+import { mcpAudience } from './resource.js';
 
 /** Who sends an MCP message: from the agent token of the HTTP request that carried it. */
 export interface McpCaller {
@@ -76,13 +77,12 @@ export class PdpMcpAuthorizer implements McpAuthorizer {
 
   /** The AuthZEN evaluation of one question (exported for tests and documentation). */
   evaluation(caller: McpCaller, server: McpServerConfig, q: McpQuestion): EvaluationInput {
-    const base = this.options.issuer.replace(/\/$/, '');
     const id = q.tool !== undefined ? `${server.id}/tools/${q.tool}` : q.prompt !== undefined ? `${server.id}/prompts/${q.prompt}` : q.uri !== undefined ? `${server.id}/resources/${q.uri}` : `${server.id}/resources`;
     const args = q.arguments === undefined ? undefined : canonicalize(q.arguments);
     return {
       subject: { type: 'Agent', id: caller.agentId, properties: { token: caller.token } },
       action: { name: q.action, properties: {} },
-      resource: { type: 'Resource', id, properties: { audience: `${base}/mcp/${server.id}`, owner: caller.userId, scope: serverScope(server) } },
+      resource: { type: 'Resource', id, properties: { audience: mcpAudience(this.options.issuer, server.id), owner: caller.userId, scope: serverScope(server) } },
       context: {
         mcp: {
           server: server.id,

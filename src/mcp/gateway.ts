@@ -37,22 +37,11 @@ import type { ConnectionStore } from '../vault/connections/store.js';
 import type { McpAuthorizer, McpCaller } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 import type { ToolPins } from './pins.js';
+import { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl } from './resource.js';
 import { AgentSession, ownerOf } from './session.js';
 import type { McpServerStore } from './store.js';
 
-/** The MCP gateway's route prefix; `{issuer}/mcp/{server}` is each server's audience. */
-export const MCP_PREFIX = '/mcp';
-
-/** `{issuer}/mcp/{server}`: the RFC 8707 resource (token audience) and the endpoint URL. */
-export function mcpAudience(issuer: string, server: string): string {
-  return `${issuer.replace(/\/$/, '')}${MCP_PREFIX}/${server}`;
-}
-
-/** RFC 9728 §3.1: the protected resource metadata URL of `{issuer}/mcp/{server}`. */
-export function mcpResourceMetadataUrl(issuer: string, server: string): string {
-  const base = new URL(issuer);
-  return `${base.origin}/.well-known/oauth-protected-resource${base.pathname.replace(/\/$/, '')}${MCP_PREFIX}/${server}`;
-}
+export { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl };
 
 export interface McpGatewayDeps {
   issuer: string;

@@ -21,7 +21,7 @@ function authorizer(decide: (e: EvaluationInput) => boolean) {
           : { decision: false as const, denial: { kind: 'forbidden' as const, admin: 'admin reason', user: 'user reason', policies: ['f'] } };
       }),
   };
-  return { a: new PdpMcpAuthorizer(pdp, { issuer: 'https://deputy.example/', adminReasons: false }), seen };
+  return { a: new PdpMcpAuthorizer(pdp, { issuer: 'https://deputy.example', adminReasons: false }), seen };
 }
 
 describe('PdpMcpAuthorizer', () => {
