@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { ElicitRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { exportJWK, generateKeyPair, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifyReceipts } from '../../src/audit/index.js';
 import { ToolPinSigner, verifyToolPin } from '../../src/mcp/tool-pin.js';
 import { agentConfig, dpopProof, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient } from '../support/clients.js';
@@ -314,6 +315,16 @@ describe('MCP gateway', () => {
     expect((await admin('GET', '/admin/mcp-servers/made')).status).toBe(404);
     const noAdmin = await fetch(`${deputy.url}/admin/mcp-servers`);
     expect(noAdmin.status).toBe(401);
+  });
+
+  it('leaves receipts that verify offline as one unbroken chain per agent', async () => {
+    await deputy.receipts.flush();
+    const exported = await (await admin('GET', '/admin/agents/agent-a/receipts/export')).text();
+    const jwks = (await (await fetch(`${deputy.url}/receipts/jwks`)).json()) as JSONWebKeySet;
+    const report = await verifyReceipts(exported, jwks);
+    expect(report.ok).toBe(true);
+    const events = exported.trim().split('\n').map((l) => JSON.parse(Buffer.from((JSON.parse(l) as { receipt: string }).receipt.split('.')[1]!, 'base64url').toString()) as { event: string });
+    expect(events.filter((c) => c.event === 'mcp_message').length).toBeGreaterThan(10);
   });
 
   describe('bad input', () => {
