@@ -27,7 +27,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, type ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
 import type { ReceiptAppender } from '../audit/index.js';
-import { authenticate, dpopChallenger, liveChain, Pipeline, type PepRequest } from '../enforcement/index.js';
+import { authenticate, dpopChallenger, liveChain, Pipeline, type Budgeter, type PepRequest } from '../enforcement/index.js';
 import { Conflict, DeputyError, NotFound } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
@@ -38,7 +38,7 @@ import type { McpAuthorizer, McpCaller } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 import type { ToolPins } from './pins.js';
 import { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl } from './resource.js';
-import { AgentSession, ownerOf } from './session.js';
+import { AgentSession, ownerOf, type McpBudgetContext } from './session.js';
 import type { McpServerStore } from './store.js';
 
 export { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl };
@@ -54,6 +54,8 @@ export interface McpGatewayDeps {
   pins: ToolPins;
   receipts?: ReceiptAppender;
   logger: Logger;
+  /** Per-tool budgets (issue 15): the `tools/call` budget slot (./session.ts). */
+  budgeter?: Budgeter<McpBudgetContext>;
   /** Deputy's version, told to upstream servers as its client info. */
   version?: string;
 }
@@ -230,7 +232,7 @@ export class McpGateway {
       throw new McpHttpError(502, -32603, `the upstream MCP server "${server.id}" could not be reached`);
     }
     session = new AgentSession(
-      { server, audience: mcpAudience(this.#d.issuer, server.id), authorizer: this.#d.authorizer, pins: this.#d.pins, receipts: this.#d.receipts, logger: this.#d.logger },
+      { server, audience: mcpAudience(this.#d.issuer, server.id), authorizer: this.#d.authorizer, pins: this.#d.pins, receipts: this.#d.receipts, logger: this.#d.logger, budgeter: this.#d.budgeter },
       caller, upstream, agentCaps,
     );
     const created = session;

@@ -47,6 +47,7 @@ import type { AnySchema, SchemaOutput } from '@modelcontextprotocol/sdk/server/z
 import canonicalize from 'canonicalize';
 import { createHash } from 'node:crypto';
 import type { McpReceiptDetail, ReceiptAppender } from '../audit/index.js';
+import type { BudgetHold, Budgeter, Outcome } from '../enforcement/index.js';
 import { receiptText } from '../audit/index.js';
 import { Redactor } from '../gateway/redact.js';
 import type { Logger } from '../log.js';
@@ -66,7 +67,21 @@ type Extra = {
   sendRequest: <U extends AnySchema>(request: { method: string; params?: Record<string, unknown> }, resultSchema: U) => Promise<SchemaOutput<U>>;
 };
 
+/** What a per-tool budget (issue 15) reads to reserve for one `tools/call`. */
+export interface McpBudgetContext {
+  caller: McpCaller;
+  server: McpServerConfig;
+  tool: string;
+  arguments: Readonly<Record<string, unknown>>;
+}
+
 export interface SessionDeps {
+  /**
+   * The budget slot of the enforcement pipeline (src/enforcement/steps/budget.ts) for
+   * `tools/call`: reserved after the decision, before the receipt; a denial (402) is receipted
+   * and refused; the hold is settled with the upstream outcome. Absent: no budget applies.
+   */
+  budgeter?: Budgeter<McpBudgetContext> | undefined;
   server: McpServerConfig;
   /** `{issuer}/mcp/{server}`: receipts' resource prefix. */
   audience: string;
@@ -251,13 +266,24 @@ export class AgentSession {
       await this.#receipt(caller, pinDetail, { allowed: false, reason, policies: decision!.policies });
       throw new McpError(MCP_DENIED, reason, { reason, tool: params.name, ...(entry.verdict.status === 'changed' ? { changed: entry.verdict.changed } : {}) });
     }
-    await this.#receipt(caller, pinDetail, decision!);
-    // Budget slot (issue 13, w-budgets): reserve the tool's cost here, settle it below.
+    // Budget slot (issue 15): reserve after the decision, before the receipt, as the pipeline's `budget` step does.
+    const held = await this.#d.budgeter?.reserve({ caller, server: this.#d.server, tool: params.name, arguments: params.arguments ?? {} });
+    const budgetDenial = held !== undefined && !('settle' in held) ? held : undefined;
+    const hold: BudgetHold | undefined = held !== undefined && 'settle' in held ? held : undefined;
+    await this.#receipt(caller, pinDetail, budgetDenial ? { allowed: false, reason: budgetDenial.reason, policies: [] } : decision!).catch(async (err: unknown) => {
+      await hold?.settle({ kind: 'refused', step: 'receipt', error: err });
+      throw err;
+    });
+    if (budgetDenial) throw new McpError(MCP_DENIED, `Deputy refused tools/call "${params.name.slice(0, 128)}": ${budgetDenial.reason}`, { reason: budgetDenial.reason, ...(budgetDenial.refusal ? { status: budgetDenial.refusal.status, error: budgetDenial.refusal.code } : {}) });
     const progressToken = extra._meta?.progressToken;
     const { _meta, ...forwarded } = params;
     const meta = _meta ? Object.fromEntries(Object.entries(_meta).filter(([k]) => k !== 'progressToken')) : undefined;
     this.#inflight.push(extra);
-    const done = () => void this.#inflight.splice(this.#inflight.indexOf(extra), 1);
+    let outcome: Outcome = { kind: 'completed' };
+    const done = () => {
+      this.#inflight.splice(this.#inflight.indexOf(extra), 1);
+      void hold?.settle(outcome).catch((err: unknown) => this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP budget hold could not be settled'));
+    };
     return this.#settle(caller, pinDetail, () =>
       this.upstream.callTool({ ...forwarded, ...(meta && Object.keys(meta).length ? { _meta: meta } : {}) }, undefined, {
         ...this.#options(extra),
@@ -265,6 +291,9 @@ export class AgentSession {
         ...(progressToken !== undefined
           ? { onprogress: (p) => void extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}) }
           : {}),
+      }).catch((err: unknown) => {
+        outcome = { kind: 'refused', step: 'forward', error: err };
+        throw err;
       }).finally(done),
     );
   }
