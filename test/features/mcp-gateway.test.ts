@@ -41,7 +41,7 @@ beforeAll(async () => {
   const keys = { 'agent-a': await clientKeys(), 'agent-b': await clientKeys() };
   const pair = await generateKeyPair('EdDSA', { extractable: true });
   publisher = { jwk: { ...(await exportJWK(pair.privateKey)), kid: 'pub-1', alg: 'EdDSA' }, jwks: { keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'pub-1', alg: 'EdDSA' }] } };
-  const audiences = [mcpUrl('tools'), mcpUrl('open')];
+  const audiences = [mcpUrl('tools'), mcpUrl('open'), mcpUrl('down')];
   deputy = await startTestDeputy({
     env: { MCP_KEY },
     config: {
@@ -56,6 +56,7 @@ beforeAll(async () => {
       connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } }],
       mcpServers: [
         { id: 'tools', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], trustedPublishers: [{ issuer: 'https://publisher.example', jwks: publisher.jwks as never, server: 'acme' }] },
+        { id: 'down', url: `http://127.0.0.1:${await freePort()}/mcp`, allowInsecureHttp: true, requiredScopes: [SCOPE], limits: { upstreamTimeoutSeconds: 5 } },
         { id: 'open', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off', serverRequests: { elicitation: 'relay' }, limits: { maxBatch: 2, maxMessageBytes: 4096, sessionsPerAgent: 2 } },
       ],
     },
@@ -374,6 +375,12 @@ describe('MCP gateway', () => {
 
       expect(up.requests).toBe(requests);
       await client.close();
+    });
+
+    it('answers 502 when the upstream cannot be reached, and opens no session', async () => {
+      const sessions = deputy.mcp.gateway.sessionCount;
+      await expect(mcpAgent(mcpUrl('down'), agents['agent-a']!, await tokenFor(agents['agent-a']!, 'down'))).rejects.toThrow(/could not be reached/);
+      expect(deputy.mcp.gateway.sessionCount).toBe(sessions);
     });
 
     it('limits the sessions one agent holds on a server', async () => {
