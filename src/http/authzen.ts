@@ -21,8 +21,7 @@ import type { DeputyConfig } from '../config/schema.js';
 import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, type ReceiptAppender } from '../audit/index.js';
 import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
-import { AUTHZEN_SCOPE } from '../oauth/deputy-own.js';
-import { deputyResources } from '../oauth/provider.js';
+import { AUTHZEN_SCOPE, deputyResources } from '../oauth/deputy-own.js';
 import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type EvaluationInput, type Explain, type SearchKind } from '../pdp/authzen.js';
 import type { Decision } from '../pdp/decision.js';
 import type { DelegatedSubject } from '../pdp/delegated-subject.js';
@@ -31,6 +30,7 @@ import type { Search } from '../pdp/search.js';
 import type { PdpService } from '../pdp/service.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
+import { NO_STORE } from '../util/http.js';
 
 export { AUTHZEN_SCOPE };
 
@@ -55,7 +55,7 @@ export const CAPABILITIES = ['urn:deputy:authzen:delegation-chain', 'urn:deputy:
 
 export function authzenRoutes(deps: AuthzenDeps): Router {
   const router = new Router();
-  const base = deps.issuer.replace(/\/$/, '');
+  const base = deps.issuer;
   const explain: Explain = deps.auth === 'token' && deps.adminReasons ? 'admin' : 'user';
 
   router.get('/.well-known/authzen-configuration', async function authzenMetadata(ctx) {
@@ -193,7 +193,7 @@ async function echoRequestId(ctx: Koa.Context, next: Koa.Next): Promise<void> {
 }
 
 async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
-  ctx.set('Cache-Control', 'no-store');
+  ctx.set('Cache-Control', NO_STORE);
   await next();
 }
 
@@ -216,7 +216,7 @@ function receiptRequested(ctx: Koa.Context): boolean {
  */
 async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, subject: DelegatedSubject, decision: Decision): Promise<AppendedReceipt> {
   if (!deps.receipts) throw new TemporarilyUnavailable('receipts are not available on this instance');
-  const requestId = (ctx.state as { requestId?: unknown }).requestId;
+  const requestId: unknown = ctx.state.requestId;
   const presented = subject.records.at(-1);
   return deps.receipts.append({
     agent: subject.chain.at(-1)!,

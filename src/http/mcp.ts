@@ -20,6 +20,7 @@ import { MCP_SERVER_ID, mcpServerSchema, type McpServerConfig } from '../mcp/con
 import { mcpAudience, McpHttpError, MCP_PREFIX, type McpSurface } from '../mcp/index.js';
 import type { StoredPin } from '../mcp/store.js';
 import { TOOL_PIN_ALGORITHMS, TOOL_PIN_TYP } from '../mcp/tool-pin.js';
+import { DPOP_ALGS } from '../util/algorithms.js';
 import { parseAdminBody, requireAdmin, schemaMembers, toWire, wireFields, wireTime } from './admin-api.js';
 import { RECEIPTS_JWKS_PATH } from './receipts.js';
 import { jsonBody, type Authenticate } from './util.js';
@@ -81,7 +82,7 @@ export function mcpMetadataMiddleware(deps: Pick<McpRoutesDeps, 'mcp' | 'issuer'
       authorization_servers: [deps.issuer],
       bearer_methods_supported: ['header'],
       dpop_bound_access_tokens_required: true,
-      dpop_signing_alg_values_supported: ['ES256', 'RS256', 'EdDSA'],
+      dpop_signing_alg_values_supported: DPOP_ALGS,
       scopes_supported: server.settings.requiredScopes.length ? server.settings.requiredScopes : [`mcp:${server.id}`],
       ...(server.settings.name ? { resource_name: server.settings.name } : {}),
     };

@@ -22,12 +22,13 @@
  * @module
  */
 import { z } from 'zod';
+import { SCOPE_TOKEN } from '../util/scope.js';
 import { CONNECTION_ID } from '../vault/connections/config.js';
 
 /** Server ids appear in URLs (`/mcp/{id}`, audience `{issuer}/mcp/{id}`): lowercase slugs. */
 export const MCP_SERVER_ID = CONNECTION_ID;
 
-const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,200}$/, 'must be a valid scope token (RFC 6749 §3.3)');
+const scopeToken = z.string().max(200).regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 
 /** A publisher's public keys (RFC 7517 JWK Set); private members refused. */
 const publicJwks = z.object({

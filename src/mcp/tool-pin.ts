@@ -20,12 +20,16 @@
  */
 import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
+import { SIGNING_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, errors, importJWK, jwtVerify, SignJWT, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
 
 /** RFC 8725 §3.11 explicit type of every pin. */
 export const TOOL_PIN_TYP = 'deputy-tool-pin+jwt';
-/** Accepted pin signature algorithms: RFC 7518 §3.4 ES256, RFC 8037 EdDSA, RFC 7518 §3.3 RS256. */
-export const TOOL_PIN_ALGORITHMS = ['ES256', 'EdDSA', 'RS256'] as const;
+/**
+ * Accepted pin signature algorithms: those of Deputy's own signing keys (RFC 7518 §3.4 ES256,
+ * §3.3 RS256, RFC 8037 EdDSA; src/util/algorithms.ts), for Deputy's pins and publishers' alike.
+ */
+export const TOOL_PIN_ALGORITHMS = SIGNING_ALGS;
 /**
  * The `_meta` key under which the agent receives each tool's pin (MCP `_meta` keys take a
  * reverse-DNS prefix for implementations' own members; MCP 2025-06-18 "General fields").

@@ -2,7 +2,10 @@
  * The enforcement pipeline (src/enforcement): the runner's order, refusals, `refused` / `settle`
  * hooks (upstream failure, cut stream), and the shared steps' contracts with fake ports.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { AlreadyRecorded, type ReceiptAppender } from '../../src/audit/index.js';
@@ -28,18 +31,20 @@ import {
   type ProofVerifier,
   type Step,
 } from '../../src/enforcement/index.js';
+import { serializeError } from '../../src/errors/serialize.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, TemporarilyUnavailable } from '../../src/errors/index.js';
 import type { AuthenticatedRequest } from '../../src/oauth/access-token.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
 import { dpopReplayed } from '../../src/oauth/dpop.js';
 import type { TokenRecord } from '../../src/oauth/token-records.js';
 import type { Connection } from '../../src/vault/connections/store.js';
+import { Gateway, type GatewayDeps } from '../../src/gateway/gateway.js';
 
 const logger = pino({ level: 'silent' });
 
-/** The `WWW-Authenticate` value a refusal is rendered with. */
+/** The `WWW-Authenticate` value a refusal is rendered with (by the one serializer). */
 function challengeOf(err: DeputyError): string | undefined {
-  return err.headers['WWW-Authenticate'];
+  return serializeError(err).headers['WWW-Authenticate'];
 }
 
 /** A step that records its name in `log` and adds `{ [name]: true }`. */
@@ -235,7 +240,7 @@ describe('admission: authenticate and liveChain', () => {
     const { verifier } = fakeVerifier(new InvalidToken('access token has expired'));
     const err = (await admit(verifier, record, 'https://deputy.test/.well-known/oauth-protected-resource/mcp/x').run({ ...request }).catch((e: unknown) => e)) as DeputyError;
     expect(err.status).toBe(401);
-    expect(challengeOf(err)).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="access token has expired", algs="[^"]+", resource_metadata="https:\/\/deputy\.test\/\.well-known\/oauth-protected-resource\/mcp\/x"$/);
+    expect(challengeOf(err)).toMatch(/^DPoP realm="deputy", error="invalid_token", error_description="access token has expired", resource_metadata="https:\/\/deputy\.test\/\.well-known\/oauth-protected-resource\/mcp\/x", algs="[^"]+"$/);
   });
 
   it('a Bearer token is refused with the DPoP challenge', async () => {
@@ -342,5 +347,25 @@ describe('streamEnding', () => {
     cut.destroy();
     expect((await a).kind).toBe('completed');
     expect((await b).kind).toBe('cut');
+  });
+});
+
+describe('the HTTP gateway as a composition', () => {
+  it('lists its steps in order: admission once, then the call', () => {
+    const deps = { issuer: 'https://deputy.test', logger, upstreamTimeoutMs: 1000, maxRequestBytes: 1024 } as unknown as GatewayDeps;
+    expect(new Gateway(deps).steps).toEqual({
+      admission: ['refuseOversized', 'authenticate', 'liveChain'],
+      call: ['spendProofOnRefusal', 'resolveCall', 'decide', 'budget', 'receipt', 'refuseDenied', 'credential', 'forwardUpstream'],
+    });
+  });
+});
+
+describe('import direction', () => {
+  it('src/enforcement and src/gateway import neither Koa nor oidc-provider (HTTP → services)', () => {
+    const root = fileURLToPath(new URL('../../src', import.meta.url));
+    const files = ['enforcement', 'gateway'].flatMap((dir) => readdirSync(join(root, dir), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => join(root, dir, f)));
+    expect(files.length).toBeGreaterThan(10);
+    const offending = files.filter((f) => /from\s+'(koa|@koa\/[^']+|oidc-provider(\/[^']*)?)'/.test(readFileSync(f, 'utf8')));
+    expect(offending).toEqual([]);
   });
 });

@@ -48,8 +48,7 @@ export function dpopChallenger(resourceMetadata?: (audience: string) => string |
     if (!(err instanceof DeputyError) || err.status !== 401) return err;
     const withDpop = dpopOnlyChallenge(err);
     const metadata = resourceMetadata?.(audience);
-    const header = withDpop.headers['WWW-Authenticate'];
-    if (metadata !== undefined && header !== undefined) withDpop.headers['WWW-Authenticate'] = `${header}, resource_metadata="${metadata}"`;
+    if (metadata !== undefined && withDpop.challenge) withDpop.challenge = { ...withDpop.challenge, resourceMetadata: metadata };
     return withDpop;
   };
 }
