@@ -104,6 +104,14 @@ export function callerOf(extra: { authInfo?: { extra?: Record<string, unknown> }
 
 const argumentsDigest = (args: unknown): string => `sha-256:${createHash('sha256').update(canonicalize(args ?? {}) ?? '{}', 'utf8').digest('base64url')}`;
 
+/** The parameters of a `tools/call` (MCP 2025-06-18 "Calling Tools"). */
+type ToolCall = { name: string; arguments?: Record<string, unknown> | undefined; _meta?: Record<string, unknown> | undefined };
+
+/** A refusal by Deputy: JSON-RPC error {@link MCP_DENIED} with the reason in `data`. */
+function refusal(message: string, data: Record<string, unknown>): McpError {
+  return new McpError(MCP_DENIED, message, data);
+}
+
 export class AgentSession {
   readonly upstream: Client;
   readonly agent: Server;
@@ -244,39 +252,65 @@ export class AgentSession {
     };
   }
 
-  async #callTool(params: { name: string; arguments?: Record<string, unknown> | undefined; _meta?: Record<string, unknown> | undefined }, extra: Extra) {
+  /**
+   * `tools/call`, in the enforcement pipeline's order: decide (policy, then the tool's pin) →
+   * budget → receipt → refuse a denial → forward (progress relayed) → settle (outcome receipt,
+   * budget hold). Each refusal is receipted before the agent gets its JSON-RPC error.
+   */
+  async #callTool(params: ToolCall, extra: Extra) {
     const caller = callerOf(extra);
-    const server = this.#d.server.id;
-    const detail: McpReceiptDetail = { server, method: 'tools/call', tool: params.name, arguments_digest: argumentsDigest(params.arguments) };
-    // The policy first: a call the chain may not make never causes an upstream request, not
-    // even the tools/list that learns a definition this session has not seen yet.
-    const [decision] = await this.#d.authorizer.decide(caller, this.#d.server, [{ method: 'tools/call', action: 'invoke', tool: params.name, arguments: params.arguments ?? {} }]);
-    if (!decision!.allowed) {
-      await this.#receipt(caller, detail, decision!);
-      throw new McpError(MCP_DENIED, `Deputy refused tools/call "${params.name.slice(0, 128)}": ${decision!.reason}`, { reason: decision!.reason });
-    }
-    const entry = await this.#tool(caller, params.name);
-    if (!entry) {
-      await this.#receipt(caller, detail, { allowed: false, reason: `tool "${params.name}" is not offered by MCP server "${server}"`, policies: [] });
-      throw new McpError(ErrorCode.InvalidParams, `tool "${params.name.slice(0, 128)}" is not offered by MCP server "${server}"`);
-    }
-    const pinDetail = { ...detail, pin_digest: entry.verdict.digest, pin: entry.verdict.status };
-    if (!this.#pinAllows(entry.verdict)) {
-      const reason = pinRefusal(server, params.name, entry.verdict);
-      await this.#receipt(caller, pinDetail, { allowed: false, reason, policies: decision!.policies });
-      throw new McpError(MCP_DENIED, reason, { reason, tool: params.name, ...(entry.verdict.status === 'changed' ? { changed: entry.verdict.changed } : {}) });
-    }
-    // Budget slot (issue 15): reserve after the decision, before the receipt, as the pipeline's `budget` step does.
-    const held = await this.#d.budgeter?.reserve({ caller, server: this.#d.server, tool: params.name, arguments: params.arguments ?? {} });
-    const budgetDenial = held !== undefined && !('settle' in held) ? held : undefined;
-    const hold: BudgetHold | undefined = held !== undefined && 'settle' in held ? held : undefined;
-    await this.#receipt(caller, pinDetail, budgetDenial ? { allowed: false, reason: budgetDenial.reason, policies: [] } : decision!).catch(async (err: unknown) => {
+    const { detail, decision } = await this.#decideCall(caller, params);
+    const { hold, denial } = await this.#reserve(caller, params, decision);
+    await this.#receipt(caller, detail, denial ?? decision).catch(async (err: unknown) => {
       await hold?.settle({ kind: 'refused', step: 'receipt', error: err });
       throw err;
     });
-    if (budgetDenial) throw new McpError(MCP_DENIED, `Deputy refused tools/call "${params.name.slice(0, 128)}": ${budgetDenial.reason}`, { reason: budgetDenial.reason, ...(budgetDenial.refusal ? { status: budgetDenial.refusal.status, error: budgetDenial.refusal.code } : {}) });
+    if (denial) throw refusal(`Deputy refused tools/call "${params.name.slice(0, 128)}": ${denial.reason}`, { reason: denial.reason, ...denial.data });
+    return this.#forwardCall(caller, params, extra, detail, hold);
+  }
+
+  /**
+   * The policy first, so that a call the chain may not make causes no upstream request at all
+   * (not even the tools/list that learns a definition this session has not seen); then the
+   * tool's pin. A refusal here is receipted and thrown.
+   */
+  async #decideCall(caller: McpCaller, params: ToolCall): Promise<{ detail: McpReceiptDetail; decision: McpDecision & { allowed: true } }> {
+    const server = this.#d.server.id;
+    const detail: McpReceiptDetail = { server, method: 'tools/call', tool: params.name, arguments_digest: argumentsDigest(params.arguments) };
+    const [decision] = await this.#d.authorizer.decide(caller, this.#d.server, [{ method: 'tools/call', action: 'invoke', tool: params.name, arguments: params.arguments ?? {} }]);
+    if (!decision!.allowed) {
+      await this.#receipt(caller, detail, decision!);
+      throw refusal(`Deputy refused tools/call "${params.name.slice(0, 128)}": ${decision!.reason}`, { reason: decision!.reason });
+    }
+    const entry = await this.#tool(caller, params.name);
+    if (!entry) {
+      const reason = `tool "${params.name.slice(0, 128)}" is not offered by MCP server "${server}"`;
+      await this.#receipt(caller, detail, { allowed: false, reason, policies: [] });
+      throw new McpError(ErrorCode.InvalidParams, reason);
+    }
+    const pinned = { ...detail, pin_digest: entry.verdict.digest, pin: entry.verdict.status };
+    if (!this.#pinAllows(entry.verdict)) {
+      const reason = pinRefusal(server, params.name, entry.verdict);
+      await this.#receipt(caller, pinned, { allowed: false, reason, policies: decision!.policies });
+      throw refusal(reason, { reason, tool: params.name, ...(entry.verdict.status === 'changed' ? { changed: entry.verdict.changed } : {}) });
+    }
+    return { detail: pinned, decision: decision! };
+  }
+
+  /** The budget slot (issue 15): a hold, a denial (402, receipted as one), or nothing. */
+  async #reserve(caller: McpCaller, params: ToolCall, decision: McpDecision): Promise<{ hold?: BudgetHold; denial?: McpDecision & { allowed: false; data: Record<string, unknown> } }> {
+    const held = await this.#d.budgeter?.reserve({ caller, server: this.#d.server, tool: params.name, arguments: params.arguments ?? {} });
+    if (held === undefined) return {};
+    if ('settle' in held) return { hold: held };
+    const data = held.refusal ? { status: held.refusal.status, error: held.refusal.code } : {};
+    return { denial: { allowed: false, reason: held.reason, policies: decision.policies, data } };
+  }
+
+  /** The upstream call: the agent's progress token relayed, the hold settled with the outcome. */
+  #forwardCall(caller: McpCaller, params: ToolCall, extra: Extra, detail: McpReceiptDetail, hold: BudgetHold | undefined) {
     const progressToken = extra._meta?.progressToken;
     const { _meta, ...forwarded } = params;
+    // The agent's progress token is its own: the upstream gets Deputy's, and progress is mapped back.
     const meta = _meta ? Object.fromEntries(Object.entries(_meta).filter(([k]) => k !== 'progressToken')) : undefined;
     this.#inflight.push(extra);
     let outcome: Outcome = { kind: 'completed' };
@@ -284,17 +318,20 @@ export class AgentSession {
       this.#inflight.splice(this.#inflight.indexOf(extra), 1);
       void hold?.settle(outcome).catch((err: unknown) => this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP budget hold could not be settled'));
     };
-    return this.#settle(caller, pinDetail, () =>
-      this.upstream.callTool({ ...forwarded, ...(meta && Object.keys(meta).length ? { _meta: meta } : {}) }, undefined, {
-        ...this.#options(extra),
-        resetTimeoutOnProgress: true,
-        ...(progressToken !== undefined
-          ? { onprogress: (p) => void extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}) }
-          : {}),
-      }).catch((err: unknown) => {
-        outcome = { kind: 'refused', step: 'forward', error: err };
-        throw err;
-      }).finally(done),
+    return this.#settle(caller, detail, () =>
+      this.upstream
+        .callTool({ ...forwarded, ...(meta && Object.keys(meta).length ? { _meta: meta } : {}) }, undefined, {
+          ...this.#options(extra),
+          resetTimeoutOnProgress: true,
+          ...(progressToken !== undefined
+            ? { onprogress: (p) => void extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}) }
+            : {}),
+        })
+        .catch((err: unknown) => {
+          outcome = { kind: 'refused', step: 'forward', error: err };
+          throw err;
+        })
+        .finally(done),
     );
   }
 
@@ -356,7 +393,7 @@ export class AgentSession {
       ...(q.arguments !== undefined ? { arguments_digest: argumentsDigest(q.arguments) } : {}),
     };
     await this.#receipt(caller, detail, decision!, q.uri);
-    if (!decision!.allowed) throw new McpError(MCP_DENIED, `Deputy refused ${q.method}: ${decision!.reason}`, { reason: decision!.reason });
+    if (!decision!.allowed) throw refusal(`Deputy refused ${q.method}: ${decision!.reason}`, { reason: decision!.reason });
   }
 
   /** Runs the upstream request and receipts its outcome. */
