@@ -216,10 +216,19 @@ export class McpGateway {
     const upstream = new Client({ name: 'deputy', version: this.#d.version ?? '0' }, { capabilities });
     let session: AgentSession | undefined;
     let pendingSecrets: string[] = [];
+    let credentialError: DeputyError | undefined;
     const transport = new StreamableHTTPClientTransport(new URL(server.url), {
       fetch: (url, reqInit) => this.#upstreamFetch(server, () => session?.caller ?? caller, url, reqInit, (values) => {
         if (session) session.secrets = values;
         else pendingSecrets = values;
+      }).catch((err: unknown) => {
+        // A credential Deputy cannot get (a user who has not connected: 424 with a connect link)
+        // is told to the agent as it is, not as an unreachable upstream.
+        if (err instanceof DeputyError) {
+          if (session) session.credentialError = err;
+          else credentialError = err;
+        }
+        throw err;
       }),
       redirectPolicy: 'same-origin',
     });
@@ -227,6 +236,7 @@ export class McpGateway {
       await upstream.connect(transport, { timeout: server.limits.upstreamTimeoutSeconds * 1000 });
     } catch (err) {
       await upstream.close().catch(() => {});
+      if (credentialError) throw credentialError;
       if (err instanceof DeputyError) throw err;
       this.#d.logger.warn({ server: server.id, err: { message: (err as Error).message } }, 'MCP upstream could not be initialized');
       throw new McpHttpError(502, -32603, `the upstream MCP server "${server.id}" could not be reached`);

@@ -49,6 +49,7 @@ import { createHash } from 'node:crypto';
 import type { McpReceiptDetail, ReceiptAppender } from '../audit/index.js';
 import type { BudgetHold, Budgeter, Outcome } from '../enforcement/index.js';
 import { receiptText } from '../audit/index.js';
+import type { DeputyError } from '../errors/index.js';
 import { Redactor } from '../gateway/redact.js';
 import type { Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
@@ -127,6 +128,8 @@ export class AgentSession {
    * everything relayed back, in the encodings src/gateway/redact.ts finds.
    */
   secrets: readonly string[] = [];
+  /** Why the last credential could not be obtained (set by the gateway's upstream fetch). */
+  credentialError: DeputyError | undefined;
   /** The latest caller: the identity credentials are derived for (its token is the freshest). */
   caller: McpCaller;
   /** Verdicts and definitions from the last `tools/list` (undefined: list again before a call). */
@@ -399,11 +402,17 @@ export class AgentSession {
   /** Runs the upstream request and receipts its outcome. */
   async #settle<T>(caller: McpCaller, detail: McpReceiptDetail, run: () => Promise<T>): Promise<T> {
     let outcome = 'ok';
+    this.credentialError = undefined;
     try {
       const result = this.#redacted(await run());
       if ((result as { isError?: boolean }).isError) outcome = 'tool_error';
       return result;
     } catch (err) {
+      const credential = this.#takeCredentialError();
+      if (credential) {
+        outcome = `credential:${credential.code}`;
+        throw new McpError(MCP_DENIED, credential.description, { error: credential.code, status: credential.status, ...credential.details });
+      }
       outcome = err instanceof McpError ? (err.code === ErrorCode.RequestTimeout ? 'timeout' : `error:${err.code}`) : 'unreachable';
       if (err instanceof McpError) throw err;
       throw new McpError(ErrorCode.InternalError, `the upstream MCP server "${this.#d.server.id}" could not be reached`);
@@ -414,6 +423,13 @@ export class AgentSession {
         this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP outcome receipt could not be written');
       });
     }
+  }
+
+  /** The credential error of the request that just failed, forgotten once read. */
+  #takeCredentialError(): DeputyError | undefined {
+    const err = this.credentialError;
+    this.credentialError = undefined;
+    return err;
   }
 
   /**

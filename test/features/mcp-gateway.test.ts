@@ -41,7 +41,7 @@ beforeAll(async () => {
   const keys = { 'agent-a': await clientKeys(), 'agent-b': await clientKeys() };
   const pair = await generateKeyPair('EdDSA', { extractable: true });
   publisher = { jwk: { ...(await exportJWK(pair.privateKey)), kid: 'pub-1', alg: 'EdDSA' }, jwks: { keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'pub-1', alg: 'EdDSA' }] } };
-  const audiences = [mcpUrl('tools'), mcpUrl('open'), mcpUrl('down')];
+  const audiences = [mcpUrl('tools'), mcpUrl('open'), mcpUrl('down'), mcpUrl('peruser')];
   deputy = await startTestDeputy({
     env: { MCP_KEY },
     config: {
@@ -53,8 +53,15 @@ beforeAll(async () => {
         agentConfig('agent-a', keys['agent-a'], { scopes: [SCOPE], audiences: [...audiences, handoff('agent-b')] }),
         agentConfig('agent-b', keys['agent-b'], { scopes: [SCOPE], audiences }),
       ],
-      connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } }],
+      connections: [
+        {
+          id: 'userauth', kind: 'oauth2_user', baseUrl: up.url, allowInsecureHttp: true, clientId: 'deputy', clientAuth: 'none',
+          tokenEndpoint: `${up.url}/token`, authorizationEndpoint: `${up.url}/authorize`,
+        },
+        { id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } },
+      ],
       mcpServers: [
+        { id: 'peruser', url: up.url, allowInsecureHttp: true, connection: 'userauth', requiredScopes: [SCOPE] },
         { id: 'tools', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], trustedPublishers: [{ issuer: 'https://publisher.example', jwks: publisher.jwks as never, server: 'acme' }] },
         { id: 'down', url: `http://127.0.0.1:${await freePort()}/mcp`, allowInsecureHttp: true, requiredScopes: [SCOPE], limits: { upstreamTimeoutSeconds: 5 } },
         { id: 'open', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off', serverRequests: { elicitation: 'relay' }, limits: { maxBatch: 2, maxMessageBytes: 4096, sessionsPerAgent: 2 } },
@@ -375,6 +382,21 @@ describe('MCP gateway', () => {
 
       expect(up.requests).toBe(requests);
       await client.close();
+    });
+
+    it('answers 424 with a connect link when the user has not connected the server\'s per-user OAuth connection', async () => {
+      const requests = up.requests;
+      const token = await tokenFor(agents['agent-a']!, 'peruser');
+      const res = await dpopFetch(agents['agent-a']!, () => token)(mcpUrl('peruser'), {
+        method: 'POST',
+        headers: rpcHeaders,
+        body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'a', version: '1' } } }),
+      });
+      expect(res.status).toBe(424);
+      const body = (await res.json()) as { error: string; connect_uri?: string };
+      expect(body.error).toBe('connection_required');
+      expect(body.connect_uri).toMatch(/\/connect\/userauth\?ticket=/);
+      expect(up.requests).toBe(requests);
     });
 
     it('answers 502 when the upstream cannot be reached, and opens no session', async () => {
