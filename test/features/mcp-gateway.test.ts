@@ -10,6 +10,7 @@ import { exportJWK, generateKeyPair, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyReceipts } from '../../src/audit/index.js';
 import { ToolPinSigner, verifyToolPin } from '../../src/mcp/tool-pin.js';
+import { verifyPinExport, type PinExport } from '../../src/mcp/verify.js';
 import { agentConfig, dpopProof, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient } from '../support/clients.js';
 import { leaks } from '../support/leaks.js';
@@ -271,6 +272,10 @@ describe('MCP gateway', () => {
         const claims = await verifyToolPin(p.jws, 'tools', exported.signers);
         expect(claims.tool).toBe(p.tool);
       }
+      // Offline, trusting only keys fetched independently: Deputy's receipt JWKS and the publisher's.
+      const deputyKeys = (await (await fetch(`${deputy.url}/receipts/jwks`)).json()) as JSONWebKeySet;
+      const report = await verifyPinExport(exported as unknown as PinExport, [{ issuer, jwks: deputyKeys }, { issuer: 'https://publisher.example', jwks: publisher.jwks as JSONWebKeySet, server: 'acme' }]);
+      expect(report).toMatchObject({ ok: true, verified: exported.pins.length });
       // The publisher's pin still verifies in use: echo stays listed.
       const { client } = await connect(agents['agent-a']!);
       expect(names((await client.listTools()).tools)).toContain('echo');

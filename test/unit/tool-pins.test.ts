@@ -4,6 +4,7 @@
  */
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { verifyPinExport } from '../../src/mcp/verify.js';
 import { changedMembers, TOOL_PIN_TYP, toolDigest, ToolPinError, ToolPinSigner, verifyToolPin, type PinSigner } from '../../src/mcp/tool-pin.js';
 
 const tool = {
@@ -81,5 +82,21 @@ describe('pins', () => {
     expect(claims.server).toBe('github');
     const [header] = jws.split('.');
     expect(JSON.parse(Buffer.from(header!, 'base64url').toString())).toMatchObject({ typ: TOOL_PIN_TYP, alg: 'EdDSA', kid: 'pub' });
+  });
+});
+
+describe('pin exports', () => {
+  it('verify offline: signatures with trusted keys, claims, and definitions against digests', async () => {
+    const key = await signingKey('ES256', 'k');
+    const signer = new ToolPinSigner('https://deputy.example', key);
+    const jws = await signer.sign('github', tool);
+    const good = { server: 'github', signers: [{ issuer: 'https://deputy.example', jwks: key.jwks }], pins: [{ tool: 'create_issue', digest: toolDigest(tool), jws, definition: tool }] };
+    expect(await verifyPinExport(good)).toMatchObject({ ok: true, verified: 1 });
+    const edited = { ...good, pins: [{ ...good.pins[0]!, definition: { ...tool, description: 'edited' } }] };
+    expect((await verifyPinExport(edited)).problems).toEqual([expect.objectContaining({ tool: 'create_issue', code: 'definition' })]);
+    const other = await signingKey('ES256', 'k');
+    expect((await verifyPinExport(good, [{ issuer: 'https://deputy.example', jwks: other.jwks }])).problems[0]!.code).toBe('signature');
+    const relabelled = { ...good, pins: [{ ...good.pins[0]!, tool: 'echo' }] };
+    expect((await verifyPinExport(relabelled)).problems[0]!.code).toBe('claims');
   });
 });
