@@ -163,32 +163,8 @@ export function mcpAdminRoutes(deps: McpRoutesDeps): Router {
    */
   router.post('/:id/pins', async function approveMcpPins(ctx) {
     const server = (await mustGet(ctx.params.id!)).settings;
-    const body = ctx.request.body as Record<string, unknown> | undefined;
-    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new InvalidRequest('the body must be a JSON object');
-    let stored: StoredPin[];
-    if (body.approve !== undefined) {
-      const names = body.approve === 'all' ? undefined : Array.isArray(body.approve) && body.approve.every((n) => typeof n === 'string') ? (body.approve as string[]) : null;
-      if (names === null) throw new InvalidRequest('approve must be "all" or an array of tool names');
-      const tools = await live(server);
-      const chosen = names === undefined ? tools : tools.filter((t) => names.includes(String(t.name)));
-      const missing = (names ?? []).filter((n) => !tools.some((t) => t.name === n));
-      if (missing.length) throw new InvalidRequest(`the server does not list ${missing.slice(0, 10).map((n) => `"${n.slice(0, 64)}"`).join(', ')}`);
-      stored = await pins.approve(server, chosen);
-    } else if (Array.isArray(body.definitions)) {
-      if (!body.definitions.every((d) => d && typeof d === 'object' && typeof (d as { name?: unknown }).name === 'string')) throw new InvalidRequest('definitions must be tool definitions with a name');
-      stored = await pins.approve(server, body.definitions as Array<Record<string, unknown>>);
-    } else if (Array.isArray(body.pins)) {
-      stored = [];
-      for (const p of body.pins as Array<{ jws?: unknown; definition?: unknown }>) {
-        if (!p || typeof p.jws !== 'string') throw new InvalidRequest('each pin needs a "jws"');
-        const def = p.definition !== undefined && p.definition !== null && typeof p.definition === 'object' ? (p.definition as Record<string, unknown>) : undefined;
-        stored.push(await pins.import(server, p.jws, def));
-      }
-    } else {
-      throw new InvalidRequest('give one of approve, definitions or pins');
-    }
     ctx.status = 201;
-    ctx.body = { pins: stored.map(pinView) };
+    ctx.body = { pins: (await storePins(deps.mcp, server, ctx.request.body, live)).map(pinView) };
   });
 
   /**
@@ -214,4 +190,46 @@ export function mcpAdminRoutes(deps: McpRoutesDeps): Router {
     ctx.status = 204;
   });
   return router;
+}
+
+/**
+ * What `POST /admin/mcp-servers/{id}/pins` stores, from its body:
+ * - `{ "approve": "all" | ["tool", …] }` — sign the upstream's live definitions of these tools;
+ * - `{ "definitions": [Tool, …] }` — sign these definitions (a server Deputy cannot list alone);
+ * - `{ "pins": [{ "jws": "…", "definition"?: Tool }, …] }` — import pins signed offline by a
+ *   publisher trusted for this server (or exported from Deputy).
+ *
+ * @throws InvalidRequest for a body that is none of these, a tool the server does not list, or a
+ *   pin refused (untrusted key, another server, a definition without the pin's digest).
+ */
+async function storePins(
+  mcp: McpSurface,
+  server: McpServerConfig,
+  body: unknown,
+  live: (server: McpServerConfig) => Promise<Array<Record<string, unknown>>>,
+): Promise<StoredPin[]> {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new InvalidRequest('the body must be a JSON object');
+  const b = body as Record<string, unknown>;
+  if (b.approve !== undefined) {
+    const names = b.approve === 'all' ? undefined : Array.isArray(b.approve) && b.approve.every((n) => typeof n === 'string') ? (b.approve as string[]) : null;
+    if (names === null) throw new InvalidRequest('approve must be "all" or an array of tool names');
+    const tools = await live(server);
+    const missing = (names ?? []).filter((n) => !tools.some((t) => t.name === n));
+    if (missing.length) throw new InvalidRequest(`the server does not list ${missing.slice(0, 10).map((n) => `"${n.slice(0, 64)}"`).join(', ')}`);
+    return mcp.pins.approve(server, names === undefined ? tools : tools.filter((t) => names.includes(String(t.name))));
+  }
+  if (Array.isArray(b.definitions)) {
+    if (!b.definitions.every((d) => d && typeof d === 'object' && typeof (d as { name?: unknown }).name === 'string')) throw new InvalidRequest('definitions must be tool definitions with a name');
+    return mcp.pins.approve(server, b.definitions as Array<Record<string, unknown>>);
+  }
+  if (Array.isArray(b.pins)) {
+    const stored: StoredPin[] = [];
+    for (const p of b.pins as Array<{ jws?: unknown; definition?: unknown } | null>) {
+      if (!p || typeof p.jws !== 'string') throw new InvalidRequest('each pin needs a "jws"');
+      const def = p.definition !== undefined && p.definition !== null && typeof p.definition === 'object' ? (p.definition as Record<string, unknown>) : undefined;
+      stored.push(await mcp.pins.import(server, p.jws, def));
+    }
+    return stored;
+  }
+  throw new InvalidRequest('give one of approve, definitions or pins');
 }
