@@ -127,8 +127,9 @@ export class McpGateway {
       session = await this.#open(server, caller, (Array.isArray(body) ? body[0] : body) as { params: { capabilities?: ClientCapabilities } });
     } else if (sessionId !== undefined) {
       session = this.#sessions.get(sessionId);
-      // Another user's or chain's session is as unknown as a made-up id: nothing is forwarded.
-      if (!session || session.owner !== ownerOf(caller)) throw new McpHttpError(404, -32001, 'Session not found');
+      // Another user's or chain's session, or one on another server, is as unknown as a made-up
+      // id: nothing is forwarded (a token for one server must not drive another's session).
+      if (!session || session.owner !== ownerOf(caller) || session.serverId !== server.id) throw new McpHttpError(404, -32001, 'Session not found');
       session.caller = caller;
     } else {
       throw new McpHttpError(400, -32000, 'Bad Request: Mcp-Session-Id header is required');

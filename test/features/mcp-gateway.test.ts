@@ -378,6 +378,10 @@ describe('MCP gateway', () => {
       const hijack = await dpopFetch(agents['agent-b']!, () => other)(url, { method: 'POST', headers: { ...rpcHeaders, ...session }, body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }) });
       expect(hijack.status).toBe(404);
 
+      const tokenForTools = await tokenFor(agents['agent-a']!, 'tools');
+      const crossServer = await dpopFetch(agents['agent-a']!, () => tokenForTools)(mcpUrl('tools'), { method: 'POST', headers: { ...rpcHeaders, ...session }, body: JSON.stringify(ping(6)) });
+      expect(crossServer.status).toBe(404);
+
       const replayedProof = await dpopProof(agents['agent-a']!.dpop, url, { accessToken: token });
       const first = await fetch(url.replace(issuer, deputy.url), { method: 'POST', headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: replayedProof }, body: JSON.stringify(ping(7)) });
       expect(first.status).toBe(200);
