@@ -124,6 +124,9 @@ export class McpGateway {
     const sessionId = header(call.req, 'mcp-session-id');
     let session: AgentSession | undefined;
     if (sessionId === undefined && body !== undefined && isInitializeRequest(Array.isArray(body) ? body[0] : body)) {
+      // Checked before an upstream session is opened for a request the transport would refuse.
+      const accept = header(call.req, 'accept') ?? '';
+      if (!accept.includes('application/json') || !accept.includes('text/event-stream')) throw new McpHttpError(406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream');
       session = await this.#open(server, caller, (Array.isArray(body) ? body[0] : body) as { params: { capabilities?: ClientCapabilities } });
     } else if (sessionId !== undefined) {
       session = this.#sessions.get(sessionId);
