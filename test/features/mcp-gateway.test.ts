@@ -4,11 +4,15 @@
  * request), through Deputy. Every refusal is checked to reach nothing upstream.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ElicitRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { exportJWK, generateKeyPair, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifyReceipts } from '../../src/audit/index.js';
+import { runCli } from '../../src/cli/index.js';
 import { ToolPinSigner, verifyToolPin } from '../../src/mcp/tool-pin.js';
 import { verifyPinExport, type PinExport } from '../../src/mcp/verify.js';
 import { agentConfig, dpopProof, exchange, testAgent, type TestAgent } from '../support/agents.js';
@@ -29,6 +33,7 @@ let up: McpUpstream;
 let deputy: TestDeputy;
 let issuer: string;
 let adminToken: string;
+let adminKeys: Awaited<ReturnType<typeof clientKeys>>;
 let publisher: { jwk: Awaited<ReturnType<typeof exportJWK>> & { kid: string; alg: string }; jwks: { keys: Array<Record<string, unknown>> } };
 const agents: Record<string, TestAgent> = {};
 const mcpUrl = (server: string) => `${issuer}/mcp/${server}`;
@@ -39,6 +44,7 @@ beforeAll(async () => {
   const port = await freePort();
   issuer = `http://localhost:${port}`;
   const a = await adminSetup();
+  adminKeys = a.keys;
   const keys = { 'agent-a': await clientKeys(), 'agent-b': await clientKeys() };
   const pair = await generateKeyPair('EdDSA', { extractable: true });
   publisher = { jwk: { ...(await exportJWK(pair.privateKey)), kid: 'pub-1', alg: 'EdDSA' }, jwks: { keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'pub-1', alg: 'EdDSA' }] } };
@@ -328,6 +334,34 @@ describe('MCP gateway', () => {
     expect((await admin('GET', '/admin/mcp-servers/made')).status).toBe(404);
     const noAdmin = await fetch(`${deputy.url}/admin/mcp-servers`);
     expect(noAdmin.status).toBe(401);
+  });
+
+  it('reviews, approves, exports and verifies pins with the deputy CLI', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'deputy-mcp-cli-'));
+    try {
+      const credentials = join(tmp, 'admin.json');
+      writeFileSync(credentials, JSON.stringify({ client_id: 'test-admin', issuer, private_jwk: { ...(await exportJWK(adminKeys.privateKey)), alg: 'ES256' } }), { mode: 0o600 });
+      const cli = async (args: string[]) => {
+        let out = '';
+        let err = '';
+        const code = await runCli(args, { out: (t) => void (out += t), err: (t) => void (err += t), env: { DEPUTY_CREDENTIALS: credentials } });
+        return { code, out, err };
+      };
+      const tools = await cli(['mcp', 'tools', 'tools']);
+      expect(tools.code).toBe(0);
+      expect(tools.out).toMatch(/^echo\tpinned\tsha-256:/m);
+      expect(await cli(['mcp', 'approve', 'tools', 'echo'])).toMatchObject({ code: 0, out: expect.stringMatching(/^echo\tsha-256:/) });
+      const file = join(tmp, 'pins.json');
+      expect((await cli(['mcp', 'pins', 'tools', '-o', file])).code).toBe(0);
+      expect(await cli(['mcp', 'verify', file])).toMatchObject({ code: 0, out: expect.stringContaining('OK:') });
+      const doc = JSON.parse(readFileSync(file, 'utf8')) as { pins: Array<{ tool: string; definition: Record<string, unknown> | null }> };
+      doc.pins = doc.pins.map((p) => (p.tool === 'echo' ? { ...p, definition: { ...p.definition, description: 'Echoes text, and more.' } } : p));
+      writeFileSync(file, JSON.stringify(doc));
+      expect(await cli(['mcp', 'verify', file])).toMatchObject({ code: 1, out: expect.stringContaining('echo: definition:') });
+      expect((await cli(['mcp', 'verify', join(tmp, 'missing.json')])).code).toBe(1);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   it('leaves receipts that verify offline as one unbroken chain per agent', async () => {
