@@ -48,7 +48,7 @@ beforeAll(async () => {
   const keys = { 'agent-a': await clientKeys(), 'agent-b': await clientKeys() };
   const pair = await generateKeyPair('EdDSA', { extractable: true });
   publisher = { jwk: { ...(await exportJWK(pair.privateKey)), kid: 'pub-1', alg: 'EdDSA' }, jwks: { keys: [{ ...(await exportJWK(pair.publicKey)), kid: 'pub-1', alg: 'EdDSA' }] } };
-  const audiences = [mcpUrl('tools'), mcpUrl('open'), mcpUrl('down'), mcpUrl('peruser')];
+  const audiences = [mcpUrl('tools'), mcpUrl('open'), mcpUrl('down'), mcpUrl('peruser'), mcpUrl('warned')];
   deputy = await startTestDeputy({
     env: { MCP_KEY },
     config: {
@@ -68,6 +68,7 @@ beforeAll(async () => {
         { id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } },
       ],
       mcpServers: [
+        { id: 'warned', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'warn' },
         { id: 'peruser', url: up.url, allowInsecureHttp: true, connection: 'userauth', requiredScopes: [SCOPE] },
         { id: 'tools', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], trustedPublishers: [{ issuer: 'https://publisher.example', jwks: publisher.jwks as never, server: 'acme' }] },
         { id: 'down', url: `http://127.0.0.1:${await freePort()}/mcp`, allowInsecureHttp: true, requiredScopes: [SCOPE], limits: { upstreamTimeoutSeconds: 5 } },
@@ -243,7 +244,7 @@ describe('MCP gateway', () => {
       });
     }
 
-    it('a tool without a pin is hidden under pinning: enforce and shown under pinning: off', async () => {
+    it('a tool without a pin is hidden under pinning: enforce, shown with a warning under warn, shown under off', async () => {
       up.tools = [...baseTools(), { name: 'newcomer', inputSchema: { type: 'object' } }];
       try {
         const enforced = await connect(agents['agent-a']!);
@@ -252,7 +253,10 @@ describe('MCP gateway', () => {
         expect(err.message).toMatch(/"newcomer".*not pinned/);
         const open = await connect(agents['agent-a']!, 'open');
         expect(names((await open.client.listTools()).tools)).toContain('newcomer');
-        await Promise.all([enforced.client.close(), open.client.close()]);
+        const warned = await connect(agents['agent-a']!, 'warned');
+        expect(names((await warned.client.listTools()).tools)).toContain('newcomer');
+        expect(deputy.logs.some((l) => l.includes('"tool":"newcomer"') && l.includes('pinning: warn'))).toBe(true);
+        await Promise.all([enforced.client.close(), open.client.close(), warned.client.close()]);
       } finally {
         up.tools = baseTools();
       }
