@@ -1,15 +1,20 @@
 /**
- * `npm run bench [-- --quick] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ * `npm run bench [-- --quick] [--scale] [--out FILE] [--markdown FILE] [--duration-ms N]`
  *
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
  * - crypto floor: jose sign / verify rates in-process for the algorithms on the exchange path;
  * - HTTP floor: a bare Koa JSON endpoint in its own process;
  * - client_credentials: oidc-provider's own grant with private_key_jwt + DPoP on Deputy;
- * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign);
- * - MCP: `tools/call` through the MCP gateway against the same SDK server called directly.
+ * - bare oidc-provider: the same grant on oidc-provider in its default configuration, same kind
+ *   of store (bare-oidc-process.ts), the yardstick's own yardstick;
+ * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign).
  * Each server-side scenario runs on PGlite, and on PostgreSQL when `DATABASE_URL` is set.
- * Load comes from this process; servers run in child processes. Loopback only.
+ * Load comes from this process; servers run in child processes. Loopback only. Requests that
+ * carry signatures (client assertions, DPoP proofs) are all built before each timed window
+ * (load.ts `prebuild`), so the figures measure the server, not the load generator's signing.
+ * Each server-side figure also carries what the server did per request (store statements,
+ * WebCrypto operations; counters.ts) and its RSS; `--scale` adds the scale curves (scale.ts).
  *
  * @module
  */
@@ -23,7 +28,8 @@ import { SignJWT, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JW
 import { createHash, randomUUID } from 'node:crypto';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
-import { runLoad, type LoadResult, type RequestSpec } from './load.js';
+import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
+import type { CounterSnapshot } from './counters.js';
 import { freePort } from '../../test/support/net.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -38,8 +44,7 @@ interface Options {
   out: string;
   markdown: string | undefined;
   skipPdp: boolean;
-  /** `mcp`: only the MCP figures (`--only mcp`). */
-  only: string | undefined;
+  scale: boolean;
 }
 
 function options(): Options {
@@ -51,7 +56,7 @@ function options(): Options {
       'duration-ms': { type: 'string' },
       concurrency: { type: 'string' },
       'skip-pdp': { type: 'boolean', default: false },
-      only: { type: 'string' },
+      scale: { type: 'boolean', default: false },
     },
   });
   const quick = values.quick ?? false;
@@ -64,7 +69,7 @@ function options(): Options {
     out: values.out!,
     markdown: values.markdown,
     skipPdp: values['skip-pdp'] ?? false,
-    only: values.only,
+    scale: values.scale ?? false,
   };
 }
 
@@ -158,12 +163,52 @@ interface Figure {
   name: string;
   store?: string;
   result: LoadResult;
+  /** Server-side work per request (warm-up included), from the bench's counters. */
+  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number> };
+  /** Server RSS in MiB: before the load, and the highest seen while it ran. */
+  rssMiB?: { idle: number; underLoad: number };
+}
+
+/** Requests prebuilt per second of phase: above any rate these signed scenarios reach here. */
+const PREBUILD_PER_S = 1500;
+
+async function counters(url: string, path = ''): Promise<CounterSnapshot> {
+  const res = await fetch(`${url}${path}`, { method: path ? 'POST' : 'GET' });
+  return (await res.json()) as CounterSnapshot;
+}
+
+/**
+ * One load point against a server with bench counters: resets them, runs the load while sampling
+ * RSS, and divides the counters by the requests sent.
+ */
+async function measured(name: string, store: string | undefined, countersUrl: string, load: LoadOptions): Promise<Figure> {
+  const idle = (await counters(countersUrl, '/gc')).memory.rssMiB;
+  await counters(countersUrl, '/reset');
+  let peak = idle;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, (await counters(countersUrl).catch(() => undefined))?.memory.rssMiB ?? 0);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const result = await runLoad({ prebuild: PREBUILD_PER_S, ...load });
+  sampling = false;
+  await sampler;
+  const after = await counters(countersUrl);
+  const per = (n: number) => Math.round((n / Math.max(1, result.sent)) * 100) / 100;
+  const perRequest = {
+    statements: per(after.statementTotal),
+    crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
+    topStatements: Object.fromEntries(Object.entries(after.statements).slice(0, 12).map(([k, v]) => [k, per(v)])),
+  };
+  return { name, ...(store ? { store } : {}), result, perRequest, rssMiB: { idle, underLoad: Math.max(peak, after.memory.rssMiB) } };
 }
 
 async function withDeputy<T>(
   config: Record<string, unknown>,
   database: TestDatabase,
-  fn: (url: string, issuer: string) => Promise<T>,
+  fn: (url: string, issuer: string, countersUrl: string) => Promise<T>,
   extra: { env?: Record<string, string>; port?: number } = {},
 ): Promise<T> {
   const keysDir = mkdtempSync(join(tmpdir(), 'deputy-bench-keys-'));
@@ -176,7 +221,7 @@ async function withDeputy<T>(
   };
   const { child, ready } = await startProcess('deputy-process.ts', { ...extra.env, BENCH_DEPUTY_CONFIG: JSON.stringify(full) });
   try {
-    return await fn(ready[0]!, ready[1]!);
+    return await fn(ready[0]!, ready[1]!, ready[2]!);
   } finally {
     await stopProcess(child);
     rmSync(keysDir, { recursive: true, force: true });
@@ -192,7 +237,7 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
     agents: [{ id: agent.id, name: 'Bench agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [AUDIENCE], jwks: agent.jwks }],
   };
   const subject = await idp.oktaAccessToken({ expiresIn: 3600 });
-  return withDeputy(config, database, async (url, issuer) => {
+  return withDeputy(config, database, async (url, issuer, countersUrl) => {
     const figures: Figure[] = [];
     const token = `${issuer}/token`;
     for (const concurrency of opts.concurrency) {
@@ -205,7 +250,7 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(admin, issuer),
         }),
       });
-      figures.push({ name: 'client_credentials (yardstick)', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }) });
+      figures.push(await measured('client_credentials (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -216,24 +261,49 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
         }),
       });
-      figures.push({ name: 'token exchange', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }) });
+      figures.push(await measured('token exchange', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }));
     }
     return figures;
   });
 }
 
 
-async function tokenExchange(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string): Promise<string> {
-  return tokenExchangeFor(url, issuer, agent, subject, resource, 'deputy.read');
+/**
+ * The same client_credentials grant (private_key_jwt + DPoP, JWT access token) on a bare
+ * oidc-provider with the same kind of store: what Deputy's configuration adds per grant.
+ */
+async function bareProviderScenario(opts: Options, storeName: string, database: TestDatabase): Promise<Figure[]> {
+  const client = await clientIdentity('bench-bare');
+  const store = database.url ? { databaseUrl: database.url } : { dataDir: 'memory://' };
+  const { child, ready } = await startProcess('bare-oidc-process.ts', { BENCH_CLIENT: JSON.stringify({ client_id: client.id, jwks: client.jwks }), BENCH_STORE: JSON.stringify(store) });
+  try {
+    const [url, issuer, countersUrl] = ready as [string, string, string];
+    const figures: Figure[] = [];
+    for (const concurrency of opts.concurrency) {
+      const grant = async (): Promise<RequestSpec> => ({
+        method: 'POST',
+        path: '/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(client, `${issuer}/token`) },
+        body: form({
+          grant_type: 'client_credentials', scope: 'authzen:evaluate', client_id: client.id,
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(client, issuer),
+        }),
+      });
+      figures.push(await measured('client_credentials on bare oidc-provider (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: grant }));
+    }
+    return figures;
+  } finally {
+    await stopProcess(child);
+  }
 }
 
-async function tokenExchangeFor(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string, scope: string): Promise<string> {
+async function tokenExchange(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string): Promise<string> {
   const res = await fetch(`${url}/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, `${issuer}/token`) },
     body: form({
       grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-      resource, scope, client_id: agent.id,
+      resource, scope: 'deputy.read', client_id: agent.id,
       client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
     }),
   });
@@ -267,7 +337,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
   const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
   const env = { BENCH_ECHO_KEY: 'bench-secret-value', ...(receipts ? {} : { BENCH_NO_RECEIPTS: '1' }) };
   const label = receipts ? 'receipts on' : 'receipts off';
-  return withDeputy(config, database, async (url) => {
+  return withDeputy(config, database, async (url, _issuer, countersUrl) => {
     const figures: Figure[] = [];
     const token = await tokenExchange(url, issuer, agent, subject, gw);
     for (const concurrency of opts.concurrency) {
@@ -276,7 +346,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
         path: '/gw/echo/items',
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
       });
-      figures.push({ name: `gateway call (${label})`, store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }) });
+      figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -287,7 +357,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
         }),
       });
-      figures.push({ name: `token exchange (${label})`, store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }) });
+      figures.push(await measured(`token exchange (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }));
     }
     return figures;
   }, { env, port });
@@ -298,81 +368,6 @@ async function directUpstream(opts: Options, upstream: string): Promise<Figure[]
   for (const concurrency of opts.concurrency) {
     const result = await runLoad({ origin: upstream, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'GET', path: '/items', headers: { 'x-api-key': 'bench-secret-value' } }) });
     figures.push({ name: 'upstream called directly (yardstick)', result });
-  }
-  return figures;
-}
-
-const MCP_ACCEPT = 'application/json, text/event-stream';
-const MCP_VERSION = '2025-06-18';
-
-/** Opens an MCP session at `url` (initialize + initialized) and returns its id. */
-async function mcpSession(url: string, headers: () => Promise<Record<string, string>>): Promise<string> {
-  const init = await fetch(url, {
-    method: 'POST',
-    headers: { ...(await headers()), 'content-type': 'application/json', accept: MCP_ACCEPT },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: MCP_VERSION, capabilities: {}, clientInfo: { name: 'bench', version: '1' } } }),
-  });
-  const session = init.headers.get('mcp-session-id');
-  await init.text();
-  if (!session) throw new Error(`bench setup: MCP initialize failed (${init.status})`);
-  const done = await fetch(url, {
-    method: 'POST',
-    headers: { ...(await headers()), 'content-type': 'application/json', accept: MCP_ACCEPT, 'mcp-session-id': session, 'mcp-protocol-version': MCP_VERSION },
-    body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
-  });
-  await done.text();
-  return session;
-}
-
-let mcpRequestId = 0;
-
-/** One `tools/call` of the upstream's `echo` in an open session (ids unique: requests in flight share the session). */
-function mcpCall(path: string, session: string, headers: Record<string, string>): RequestSpec {
-  mcpRequestId += 1;
-  return {
-    method: 'POST',
-    path,
-    headers: { ...headers, 'content-type': 'application/json', accept: MCP_ACCEPT, 'mcp-session-id': session, 'mcp-protocol-version': MCP_VERSION },
-    body: JSON.stringify({ jsonrpc: '2.0', id: mcpRequestId, method: 'tools/call', params: { name: 'echo', arguments: { text: 'bench' } } }),
-  };
-}
-
-/**
- * MCP: `tools/call` through Deputy's MCP gateway (DPoP token and proof, live chain, PDP with
- * the tool and arguments, pin verdict, receipts, credential injected, upstream session) against
- * the same SDK server called directly. Pinning is off: a call's pin check is the session's
- * cached verdict either way, so its cost is in both cases the same.
- */
-async function mcpScenarios(opts: Options, idp: MockIdp, upstream: string, storeName: string, database: TestDatabase): Promise<Figure[]> {
-  const agent = await clientIdentity('bench-mcp-agent');
-  const port = await freePort();
-  const issuer = `http://localhost:${port}`;
-  const resource = `${issuer}/mcp/echo`;
-  const config = {
-    trustedIssuers: [idp.issuerConfig('okta')],
-    agents: [{ id: agent.id, name: 'Bench MCP agent', owner: 'bench@example.com', scopes: ['mcp:echo'], audiences: [resource], jwks: agent.jwks }],
-    connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: upstream, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'BENCH_MCP_KEY' } }],
-    mcpServers: [{ id: 'echo', url: upstream, allowInsecureHttp: true, connection: 'mcpkey', pinning: 'off', limits: { sessionsPerAgent: 1000 } }],
-  };
-  const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['mcp:echo'] });
-  return withDeputy(config, database, async (url) => {
-    const figures: Figure[] = [];
-    const token = await tokenExchangeFor(url, issuer, agent, subject, resource, 'mcp:echo');
-    const auth = async () => ({ authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'POST', resource, token) });
-    const session = await mcpSession(`${url}/mcp/echo`, auth);
-    for (const concurrency of opts.concurrency) {
-      figures.push({ name: 'MCP tools/call through Deputy', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: async () => mcpCall('/mcp/echo', session, await auth()) }) });
-    }
-    return figures;
-  }, { env: { BENCH_MCP_KEY: 'bench-mcp-secret' }, port });
-}
-
-async function mcpDirect(opts: Options, upstream: string): Promise<Figure[]> {
-  const u = new URL(upstream);
-  const session = await mcpSession(upstream, async () => ({}));
-  const figures: Figure[] = [];
-  for (const concurrency of opts.concurrency) {
-    figures.push({ name: 'MCP tools/call directly (yardstick)', result: await runLoad({ origin: u.origin, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => mcpCall(u.pathname, session, {}) }) });
   }
   return figures;
 }
@@ -406,21 +401,18 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
 function ratios(figures: Figure[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const f of figures.filter((x) => x.name === 'token exchange')) {
-    const yard = figures.find((y) => y.name.startsWith('client_credentials') && y.store === f.store && y.result.concurrency === f.result.concurrency);
+    const yard = figures.find((y) => y.name === 'client_credentials (yardstick)' && y.store === f.store && y.result.concurrency === f.result.concurrency);
     if (yard && yard.result.rps > 0) out[`exchange_vs_client_credentials.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / yard.result.rps) * 100) / 100;
+  }
+  for (const f of figures.filter((x) => x.name === 'client_credentials (yardstick)')) {
+    const bare = figures.find((y) => y.name.startsWith('client_credentials on bare') && y.store === f.store && y.result.concurrency === f.result.concurrency);
+    if (bare && bare.result.rps > 0) out[`client_credentials_vs_bare_oidc_provider.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / bare.result.rps) * 100) / 100;
   }
   for (const f of figures.filter((x) => x.name === 'gateway call (receipts on)')) {
     const direct = figures.find((y) => y.name.startsWith('upstream called directly') && y.result.concurrency === f.result.concurrency);
     if (direct && direct.result.rps > 0) {
       out[`gateway_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
       out[`gateway_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
-    }
-  }
-  for (const f of figures.filter((x) => x.name === 'MCP tools/call through Deputy')) {
-    const direct = figures.find((y) => y.name === 'MCP tools/call directly (yardstick)' && y.result.concurrency === f.result.concurrency);
-    if (direct && direct.result.rps > 0) {
-      out[`mcp_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
-      out[`mcp_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
     }
   }
   for (const kind of ['gateway call', 'token exchange']) {
@@ -457,6 +449,11 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
+    '| scenario | store | c | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...results.figures.filter((f) => f.perRequest).map((f) =>
+      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
+    '',
     '| crypto floor (in-process, one core) | ops/s |',
     '| --- | --- |',
     ...Object.entries(results.crypto).map(([k, v]) => `| ${k} | ${v} |`),
@@ -469,32 +466,6 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
   ].join('\n');
 }
 
-/** The HTTP floor, the exchange and the HTTP gateway, on each store. */
-async function coreScenarios(opts: Options, idp: MockIdp, figures: Figure[]): Promise<void> {
-  figures.push(...(await httpFloor(opts)));
-  const upstream = await startProcess('floor-process.ts', {});
-  const upstreamUrl = upstream.ready[0]!;
-  const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
-  if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
-  for (const [name, database] of stores) {
-    try {
-      figures.push(...(await deputyScenarios(opts, idp, name, database)));
-    } finally {
-      await database.drop();
-    }
-    for (const receipts of [true, false]) {
-      const db = name === 'postgres' ? await createTestDatabase() : database;
-      try {
-        figures.push(...(await gatewayScenarios(opts, idp, upstreamUrl, name, db, receipts)));
-      } finally {
-        if (db !== database) await db.drop();
-      }
-    }
-  }
-  figures.push(...(await directUpstream(opts, upstreamUrl)));
-  await stopProcess(upstream.child);
-}
-
 async function main(): Promise<void> {
   const opts = options();
   const startedAt = Date.now();
@@ -502,15 +473,36 @@ async function main(): Promise<void> {
   const figures: Figure[] = [];
   try {
     const crypto = await cryptoFloor(opts.quick ? 300 : 1000);
-    if (opts.only !== 'mcp') await coreScenarios(opts, idp, figures);
-    const mcpUpstream = await startProcess('mcp-upstream-process.ts', {});
-    try {
-      figures.push(...(await mcpScenarios(opts, idp, mcpUpstream.ready[0]!, 'pglite', { url: undefined, drop: async () => {} })));
-      figures.push(...(await mcpDirect(opts, mcpUpstream.ready[0]!)));
-    } finally {
-      await stopProcess(mcpUpstream.child);
+    figures.push(...(await httpFloor(opts)));
+    const upstream = await startProcess('floor-process.ts', {});
+    const upstreamUrl = upstream.ready[0]!;
+    const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
+    if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
+    for (const [name, database] of stores) {
+      try {
+        figures.push(...(await deputyScenarios(opts, idp, name, database)));
+      } finally {
+        await database.drop();
+      }
+      const bareDb = name === 'postgres' ? await createTestDatabase() : database;
+      try {
+        figures.push(...(await bareProviderScenario(opts, name, bareDb)));
+      } finally {
+        if (bareDb !== database) await bareDb.drop();
+      }
+      for (const receipts of [true, false]) {
+        const db = name === 'postgres' ? await createTestDatabase() : database;
+        try {
+          figures.push(...(await gatewayScenarios(opts, idp, upstreamUrl, name, db, receipts)));
+        } finally {
+          if (db !== database) await db.drop();
+        }
+      }
     }
-    const pdp = opts.skipPdp || opts.only === 'mcp' ? undefined : ((await pdpBench(opts)) as PdpReport);
+    figures.push(...(await directUpstream(opts, upstreamUrl)));
+    await stopProcess(upstream.child);
+    const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);
+    const scale = opts.scale ? await (await import('./scale.js')).scaleCurves(opts.quick) : undefined;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -520,11 +512,12 @@ async function main(): Promise<void> {
       figures,
       ratios: ratios(figures),
       ...(pdp ? { pdp } : {}),
+      ...(scale ? { scale } : {}),
       elapsedMs: Date.now() - startedAt,
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
-    const summary = markdown(results);
+    const summary = scale ? `${markdown(results)}\n${(await import('./scale.js')).scaleMarkdown(scale)}\n` : markdown(results);
     if (opts.markdown) writeFileSync(opts.markdown, summary);
     process.stdout.write(`${summary}\nresults written to ${opts.out}\n`);
   } finally {

@@ -93,7 +93,7 @@ export function mcpMetadataMiddleware(deps: Pick<McpRoutesDeps, 'mcp' | 'issuer'
 export function mcpAdminRoutes(deps: McpRoutesDeps): Router {
   const router = new Router({ prefix: '/admin/mcp-servers' });
   router.use(requireAdmin(deps), jsonBody(deps.bodyLimitBytes));
-  const { servers, pins, gateway } = deps.mcp;
+  const { servers, gateway } = deps.mcp;
 
   const view = (s: { id: string; settings: McpServerConfig; source: string; createdAt: number; updatedAt: number }) => ({
     id: s.id,
@@ -105,7 +105,6 @@ export function mcpAdminRoutes(deps: McpRoutesDeps): Router {
     created_at: wireTime(s.createdAt),
     updated_at: wireTime(s.updatedAt),
   });
-  const pinView = (p: StoredPin) => ({ tool: p.tool, digest: p.digest, jws: p.jws, signer: p.signer, definition: p.definition === undefined ? null : (JSON.parse(p.definition) as unknown), created_at: wireTime(p.createdAt) });
   const mustGet = async (id: string) => {
     const s = MCP_SERVER_ID.test(id) ? await servers.get(id) : undefined;
     if (!s) throw new NotFound(`MCP server "${id.slice(0, 64)}" does not exist`);
@@ -141,6 +140,19 @@ export function mcpAdminRoutes(deps: McpRoutesDeps): Router {
     ctx.status = 204;
   });
 
+  addPinRoutes(router, deps, mustGet, live);
+  return router;
+}
+
+/** The pin routes of `/admin/mcp-servers/{id}`: live tools and verdicts, approve/import, export, revoke. */
+function addPinRoutes(
+  router: Router,
+  deps: McpRoutesDeps,
+  mustGet: (id: string) => Promise<{ id: string; settings: McpServerConfig }>,
+  live: (server: McpServerConfig) => Promise<Array<Record<string, unknown>>>,
+): void {
+  const { pins } = deps.mcp;
+  const pinView = (p: StoredPin) => ({ tool: p.tool, digest: p.digest, jws: p.jws, signer: p.signer, definition: p.definition === undefined ? null : (JSON.parse(p.definition) as unknown), created_at: wireTime(p.createdAt) });
   /** The live tools with each one's digest and pin verdict: what an operator reviews before approving. */
   router.get('/:id/tools', async function liveMcpTools(ctx) {
     const server = (await mustGet(ctx.params.id!)).settings;
@@ -189,7 +201,6 @@ export function mcpAdminRoutes(deps: McpRoutesDeps): Router {
     if (!(await deps.mcp.pins.revoke(server.id, ctx.params.tool!))) throw new NotFound(`tool "${ctx.params.tool!.slice(0, 64)}" has no pin`);
     ctx.status = 204;
   });
-  return router;
 }
 
 /**
