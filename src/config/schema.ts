@@ -14,6 +14,7 @@ import { trustedIssuerSchema } from '../federation/config.js';
 import { authorizationCodeSchema } from '../oauth/authorization-code/config.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
 import { connectionConfigSchema, gatewayConfigSchema } from '../vault/connections/config.js';
+import { mcpServersConfigSchema } from '../mcp/config.js';
 
 /** A positive whole number of seconds; the type message names the unit, range checks keep zod's own. */
 const seconds = () =>
@@ -291,6 +292,8 @@ export const configSchema = z.strictObject({
     .refine((list) => new Set(list.map((c) => c.id)).size === list.length, { message: 'connection ids must be unique' }),
   /** The credential-injecting gateway: timeouts, size limits, pooling. See src/vault/connections/config.ts. */
   gateway: gatewayConfigSchema,
+  /** Upstream MCP servers behind the MCP gateway (`/mcp/{id}`), with pinning and limits. See src/mcp/config.ts. */
+  mcpServers: mcpServersConfigSchema,
   log: z
     .strictObject({
       /** pino level (env `LOG_LEVEL`). */
