@@ -32,6 +32,7 @@ import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import type { Store } from './store/index.js';
 import { localVault } from './vault/local-vault.js';
+import { instrumentPdp } from './observability/instrument.js';
 
 /** What the services are built from: everything main.ts opened before loading them. */
 export interface ServiceBase {
@@ -72,6 +73,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const { dpop, verifier } = accessTokenVerification(base);
   const revocations = new RevocationCache(records);
   const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
+  instrumentPdp(pdp.pdp);
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
   const vault = localVault(keys, logger);
   const exchange = tokenExchangeGrant({

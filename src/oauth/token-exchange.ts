@@ -43,6 +43,7 @@ import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidSco
 import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import type { Logger } from '../log.js';
+import { traced } from '../observability/tracing.js';
 import type { Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
@@ -561,17 +562,17 @@ async function activeAgent(deps: ExchangeDeps, clientId: string): Promise<Agent>
 export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promise<TokenExchangeResponse> {
   const request = readRequest(input.params);
   refuseDeputyOwn(request, deps.issuer);
-  const agent = await activeAgent(deps, input.clientId);
+  const agent = await traced('token_exchange.client', () => activeAgent(deps, input.clientId));
   const dpop = requireDpop(input.dpop);
-  const subject = await authenticateSubject(deps, request, agent, dpop);
+  const subject = await traced('token_exchange.subject', () => authenticateSubject(deps, request, agent, dpop));
 
   const chain = extendChain(subject.chain, agent.id);
   const audience = chooseAudience(request.targets, agent, deps.issuer);
   const scopes = chooseScopes(request.scopes, agent, subject);
-  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(input, agent, subject, chain, audience, scopes, dpop));
+  const receipt = await traced('token_exchange.authorize', () => authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(input, agent, subject, chain, audience, scopes, dpop)));
   const mayAct = await handoffMayAct(deps, audience);
 
-  const issued = await issue(deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
+  const issued = await traced('token_exchange.issue', () => issue(deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt }));
   deps.logger.info({ client_id: agent.id, user: subject.user.id, chain, audience, scope: scopes.join(' '), depth: chain.length }, 'token exchanged');
   return {
     access_token: issued.value,
