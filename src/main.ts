@@ -17,6 +17,9 @@ import type { DeputyConfig } from './config/schema.js';
 import { TemporarilyUnavailable } from './errors/index.js';
 import type { CredentialIsolation } from './gateway/index.js';
 import { writeNodeError } from './http/errors.js';
+import { metricsListener } from './http/metrics.js';
+import { metrics } from './observability/metrics.js';
+import { startTracing, type TracingHandle } from './observability/tracing.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
 import type { Provider } from './oauth/oidc-provider/index.js';
@@ -50,6 +53,8 @@ export interface DeputyServer {
   readonly receipts: ReceiptService;
   /** Vault connections, connect flows and the credential-injecting gateway (DESIGN capability 3). */
   readonly isolation: CredentialIsolation;
+  /** Base URL of the separate metrics listener (`metrics.listen`; loopback form when bound to all interfaces), when configured. */
+  readonly metricsUrl: string | undefined;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -70,10 +75,13 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
   const logger = options.logger ?? createLogger(config.log.level);
   const store = await openStore(config.store);
   const server = createServer({ requestTimeout: 30_000, headersTimeout: 15_000 });
+  const metricsServer = config.metrics.listen === undefined ? undefined : createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, metricsListener());
   try {
     await migrateStore(store, logger);
     const keys = await loadKeys(config, options.env);
     const port = await listen(server, config.server.port, config.server.host);
+    const metricsUrl = metricsServer && (await listenForMetrics(metricsServer, config.metrics.listen!));
+    metrics.observeStore(store);
     const issuer = config.server.issuer ?? `http://localhost:${port}`;
     // Now that the issuer is known: no configured agent may be granted Deputy's own resources.
     checkAgentGrants(config.agents, issuer, 'configuration');
@@ -84,14 +92,15 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     server.removeAllListeners('request');
     server.on('request', lifecycle.track(services.app.callback()));
     const purge = schedulePurge(services, logger);
-    logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
+    logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid, ...(metricsUrl ? { metrics: metricsUrl } : {}) }, 'deputy started');
     const { app: _app, purgeExpired: _purge, ...running } = services;
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, logger, ...running,
+      issuer, config, server, store, keys, logger, metricsUrl, ...running,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         services.pdp.close();
+        await closeMetricsServer(metricsServer);
         await lifecycle.close(graceMs);
         await services.isolation.close();
         await services.receipts.flush();
@@ -100,9 +109,33 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     };
   } catch (err) {
     server.close();
+    await closeMetricsServer(metricsServer);
     await store.close().catch(() => {});
     throw err;
   }
+}
+
+/** Binds the separate metrics listener (`host:port`, IPv6 in brackets); returns its base URL. */
+async function listenForMetrics(server: Server, listen: string): Promise<string> {
+  const colon = listen.lastIndexOf(':');
+  const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(listen.slice(colon + 1)), host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  return `http://${shown}:${port}`;
+}
+
+async function closeMetricsServer(server: Server | undefined): Promise<void> {
+  if (!server?.listening) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // Scrapers keep connections alive: nothing in flight there is worth waiting for.
+  server.closeAllConnections();
+  await closed;
 }
 
 /** Applies pending migrations (advisory-locked: workers starting together apply each once). */
@@ -204,6 +237,14 @@ async function main(): Promise<void> {
     superviseWorkers(config.server.workers, logger);
     return;
   }
+  let tracing: TracingHandle;
+  try {
+    // Before the services load: off unless OTEL_* configure it (src/observability/tracing.ts).
+    tracing = await startTracing({ env: process.env });
+  } catch (err) {
+    process.stderr.write(`deputy: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
   let deputy: DeputyServer;
   try {
     deputy = await startDeputy({ config, logger });
@@ -224,7 +265,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     deputy.close().then(
-      () => process.exit(0),
+      () => tracing.shutdown().catch(() => undefined).then(() => process.exit(0)),
       (err) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);

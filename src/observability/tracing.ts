@@ -13,11 +13,7 @@
  * @module
  */
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { DeputyError } from '../errors/index.js';
 
 /** The instrumentation scope of every Deputy span. */
@@ -64,17 +60,28 @@ export interface StartTracingOptions {
 
 /**
  * Starts tracing when {@link tracingSettings} enable it; otherwise a handle that does nothing.
- * Process-wide (the global tracer provider): call once, from the process's entry point.
+ * Process-wide (the global tracer provider): call once, from the process's entry point. The SDK
+ * is loaded only when traces are on.
  *
  * @throws TypeError for an unsupported `OTEL_TRACES_EXPORTER`.
  */
-export function startTracing(options: StartTracingOptions): TracingHandle {
+export async function startTracing(options: StartTracingOptions): Promise<TracingHandle> {
   const settings = tracingSettings(options.env);
   if (!settings.enabled) return { enabled: false, shutdown: async () => {} };
-  const exporter: SpanExporter | undefined = options.processor ? undefined : new OTLPTraceExporter(settings.url ? { url: settings.url } : {});
+  const [{ NodeTracerProvider }, { BatchSpanProcessor }, { resourceFromAttributes }, { ATTR_SERVICE_NAME }] = await Promise.all([
+    import('@opentelemetry/sdk-trace-node'),
+    import('@opentelemetry/sdk-trace-base'),
+    import('@opentelemetry/resources'),
+    import('@opentelemetry/semantic-conventions'),
+  ]);
+  let processor = options.processor;
+  if (!processor) {
+    const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
+    processor = new BatchSpanProcessor(new OTLPTraceExporter(settings.url ? { url: settings.url } : {}));
+  }
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: settings.serviceName }),
-    spanProcessors: [options.processor ?? new BatchSpanProcessor(exporter!)],
+    spanProcessors: [processor],
   });
   provider.register();
   return {
