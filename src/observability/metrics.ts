@@ -141,9 +141,19 @@ export class DeputyMetrics {
     collectDefaultMetrics({ register: this.registry });
   }
 
-  /** The store whose pool the `deputy_store_pool_*` gauges read at scrape time; `undefined` to stop. */
+  /**
+   * The store whose pool the `deputy_store_pool_*` gauges read at scrape time; `undefined` to
+   * stop. The gauges are registered only for a store with a pool (PostgreSQL): PGlite gets no
+   * samples rather than misleading zeros.
+   */
   observeStore(store: PoolObservable | undefined): void {
     this.#pool = store;
+    for (const gauge of [this.storePoolTotal, this.storePoolIdle, this.storePoolWaiting]) {
+      const name = (gauge as unknown as { name: string }).name;
+      const registered = this.registry.getSingleMetric(name) !== undefined;
+      if (store?.poolStats && !registered) this.registry.registerMetric(gauge);
+      if (!store?.poolStats && registered) this.registry.removeSingleMetric(name);
+    }
   }
 
   /** Where the `deputy_pdp_policy_generation` gauge reads the serving generation at scrape time. */
@@ -160,12 +170,10 @@ export class DeputyMetrics {
     const gauge: Gauge = new Gauge({
       name,
       help,
-      registers: [this.registry],
+      registers: [], // registered by observeStore for a store with a pool
       collect: () => {
         const stats = this.#pool?.poolStats?.();
-        // PGlite (no pool): no sample rather than a misleading zero.
         if (stats) gauge.set(stats[field]);
-        else gauge.reset();
       },
     });
     return gauge;
