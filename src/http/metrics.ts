@@ -11,6 +11,7 @@ import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } f
 import type Koa from 'koa';
 import { metrics, secondsSince } from '../observability/metrics.js';
 import { tracer } from '../observability/tracing.js';
+import { NO_STORE, noStore } from '../util/http.js';
 import { requireAdmin } from './admin-api.js';
 import type { Authenticate } from './util.js';
 
@@ -85,7 +86,7 @@ export function metricsRoutes(deps: { authenticate: Authenticate; audience: stri
   const router = new Router();
   router.get(METRICS_PATH, requireAdmin(deps), async function scrape(ctx) {
     const { contentType, body } = await metrics.exposition();
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     ctx.type = contentType;
     ctx.body = body;
   });
@@ -105,7 +106,7 @@ export function metricsListener(): (req: IncomingMessage, res: ServerResponse) =
     }
     metrics.exposition().then(
       ({ contentType, body }) => {
-        res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
+        res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': NO_STORE });
         res.end(req.method === 'HEAD' ? undefined : body);
       },
       () => res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' }).end('metrics unavailable\n'),
