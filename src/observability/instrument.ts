@@ -91,7 +91,10 @@ export async function observeStep<A>(kind: ObservedStepKind, name: string, ctx: 
         return added;
       } catch (err) {
         failed(span, err);
-        if (kind === 'upstream') metrics.gatewayUpstreamDuration.observe({ connection: label, status: 'error' }, secondsSince(start));
+        if (kind === 'upstream') {
+          metrics.gatewayUpstreamDuration.observe({ connection: label, status: 'error' }, secondsSince(start));
+          metrics.gatewayUpstreamErrors.inc({ connection: label });
+        }
         throw err;
       } finally {
         span.end();

@@ -110,6 +110,14 @@ export class DeputyMetrics {
     registers: [this.registry],
   });
 
+  /** Upstream calls that got no response (refused, reset, timed out), per connection. */
+  readonly gatewayUpstreamErrors = new Counter({
+    name: 'deputy_gateway_upstream_errors_total',
+    help: 'Gateway upstream calls without a response (connection refused or reset, timeout), by connection',
+    labelNames: ['connection'] as const,
+    registers: [this.registry],
+  });
+
   readonly receiptAppendDuration = new Histogram({
     name: 'deputy_receipt_append_duration_seconds',
     help: 'Signed receipt append latency (hash-chain head lock, sign, insert), by outcome',
