@@ -43,8 +43,10 @@ beforeAll(async () => {
       },
       trustedIssuers: [idp.issuerConfig('okta')],
       server: { port },
-      agents: [agentConfig('agent-m', agentKeys, { scopes: ['deputy.read'], audiences: [`http://localhost:${port}/gw/echo`] })],
-      connections: [{ id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
+      agents: [agentConfig('agent-m', agentKeys, { scopes: ['deputy.read'], audiences: [`http://localhost:${port}/gw/echo`, `http://localhost:${port}/gw/down`] })],
+      connections: [{ id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
+        { id: 'down', kind: 'api_key', baseUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
+      ],
     },
   });
   agent = await testAgent(deputy.issuer, 'agent-m', agentKeys);
@@ -126,6 +128,18 @@ describe('/metrics on the main listener', () => {
     // Default process metrics on the same registry.
     expect(after.has('process_cpu_user_seconds_total')).toBe(true);
     expect(after.has('nodejs_eventloop_lag_seconds')).toBe(true);
+  });
+
+  it('counts an upstream that does not answer per connection (502)', async () => {
+    const before = await scrape();
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+    const token = (await exchange(agent, { subject_token: subject, resource: `${deputy.issuer}/gw/down`, scope: 'deputy.read' })).access_token;
+    const call = await client.fetchProtectedResource(agent.config, token, new URL(`${deputy.issuer}/gw/down/x`), 'GET', null, new Headers(), { DPoP: agent.handle });
+    expect(call.status).toBe(502);
+    const after = await scrape();
+    expect(sampleValue(after, 'deputy_gateway_upstream_errors_total', { connection: 'down' }) - sampleValue(before, 'deputy_gateway_upstream_errors_total', { connection: 'down' })).toBe(1);
+    expect(histogramCount(after, 'deputy_gateway_upstream_duration_seconds', { connection: 'down', status: 'error' })).toBe(1);
+    expect(sampleValue(after, 'deputy_http_requests_total', { route: '/gw/:connection/*', status: '502' })).toBe(1);
   });
 
   it('reports the PostgreSQL pool, and no pool gauges on PGlite', async () => {
