@@ -18,7 +18,7 @@ import { TemporarilyUnavailable } from './errors/index.js';
 import type { CredentialIsolation } from './gateway/index.js';
 import { writeNodeError } from './http/errors.js';
 import { metricsListener } from './http/metrics.js';
-import { metrics } from './observability/metrics.js';
+import { clusterExposition, metrics, shareWithClusterPrimary } from './observability/metrics.js';
 import { startTracing, type TracingHandle } from './observability/tracing.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
@@ -75,7 +75,9 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
   const logger = options.logger ?? createLogger(config.log.level);
   const store = await openStore(config.store);
   const server = createServer({ requestTimeout: 30_000, headersTimeout: 15_000 });
-  const metricsServer = config.metrics.listen === undefined ? undefined : createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, metricsListener());
+  // A cluster worker's metrics are served by the primary's listener, summed over the workers.
+  if (cluster.isWorker) shareWithClusterPrimary();
+  const metricsServer = config.metrics.listen === undefined || cluster.isWorker ? undefined : createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, metricsListener());
   try {
     await migrateStore(store, logger);
     const keys = await loadKeys(config, options.env);
@@ -235,6 +237,7 @@ async function main(): Promise<void> {
   const logger = createLogger(config.log.level);
   if (config.server.workers > 1 && cluster.isPrimary) {
     superviseWorkers(config.server.workers, logger);
+    if (config.metrics.listen !== undefined) await serveClusterMetrics(config.metrics.listen, logger);
     return;
   }
   let tracing: TracingHandle;
@@ -287,6 +290,24 @@ async function isOperatorError(err: unknown): Promise<boolean> {
   if (err instanceof KeyError || err instanceof DataDirLocked) return true;
   const { PolicyLoadError } = await import('./pdp/service.js');
   return err instanceof PolicyLoadError;
+}
+
+/**
+ * The primary's metrics listener (`metrics.listen` with `server.workers > 1`): every worker's
+ * metrics summed, through prom-client's cluster aggregation. Closed on SIGTERM / SIGINT with
+ * the workers. A listener that cannot bind stops the primary (exit 1), like a worker that cannot.
+ */
+async function serveClusterMetrics(listen: string, logger: Logger): Promise<void> {
+  const server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, metricsListener(clusterExposition()));
+  try {
+    const url = await listenForMetrics(server, listen);
+    logger.info({ metrics: url }, 'metrics listener started (all workers)');
+  } catch (err) {
+    logger.fatal({ err }, 'metrics listener could not start');
+    process.exit(1);
+  }
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void closeMetricsServer(server));
+  server.unref();
 }
 
 /** Backoff before re-forking a worker that exited: doubles from the first value up to the cap. */

@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import Router from '@koa/router';
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type Koa from 'koa';
-import { metrics, secondsSince } from '../observability/metrics.js';
+import { metrics, processExposition, secondsSince, type Exposition } from '../observability/metrics.js';
 import { tracer } from '../observability/tracing.js';
 import { NO_STORE, noStore } from '../util/http.js';
 import { requireAdmin } from './admin-api.js';
@@ -96,15 +96,17 @@ export function metricsRoutes(deps: { authenticate: Authenticate; audience: stri
 /**
  * The request handler of the separate metrics listener (`metrics.listen`): `GET`/`HEAD /metrics`
  * without authentication, 404 for anything else. No Koa: nothing else is served there.
+ *
+ * @param exposition - this process's metrics; in a cluster primary, every worker's summed.
  */
-export function metricsListener(): (req: IncomingMessage, res: ServerResponse) => void {
+export function metricsListener(exposition: Exposition = processExposition): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== METRICS_PATH || (req.method !== 'GET' && req.method !== 'HEAD')) {
       res.writeHead(path === METRICS_PATH ? 405 : 404, { 'Content-Type': 'text/plain; charset=utf-8', ...(path === METRICS_PATH ? { Allow: 'GET, HEAD' } : {}) }).end(path === METRICS_PATH ? 'method not allowed\n' : 'not found\n');
       return;
     }
-    metrics.exposition().then(
+    exposition().then(
       ({ contentType, body }) => {
         res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': NO_STORE });
         res.end(req.method === 'HEAD' ? undefined : body);

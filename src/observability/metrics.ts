@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Pool use of a PostgreSQL store (`pg.Pool` counts); PGlite has no pool. */
 export interface PoolStats {
@@ -95,6 +95,8 @@ export class DeputyMetrics {
     name: 'deputy_pdp_policy_generation',
     help: 'Generation of the policy set serving (1 at start, +1 per accepted reload)',
     registers: [this.registry],
+    // Across cluster workers: the newest generation any of them serves (not a sum).
+    aggregator: 'max',
     collect: () => {
       const generation = this.#policyGeneration?.();
       if (generation !== undefined) this.pdpPolicyGeneration.set(generation);
@@ -190,6 +192,30 @@ export class DeputyMetrics {
 
 /** The process's metrics. */
 export const metrics = new DeputyMetrics();
+
+/** What a metrics endpoint serves: the exposition text and its content type. */
+export type Exposition = () => Promise<{ contentType: string; body: string }>;
+
+/** This process's metrics ({@link metrics}). */
+export const processExposition: Exposition = () => metrics.exposition();
+
+/**
+ * In a `node:cluster` worker: answers the primary's aggregation requests (prom-client's
+ * AggregatorRegistry protocol over the cluster IPC channel) with {@link metrics}' registry.
+ */
+export function shareWithClusterPrimary(): void {
+  new AggregatorRegistry(); // installs the worker's IPC listener (idempotent)
+  AggregatorRegistry.setRegistries([metrics.registry]);
+}
+
+/**
+ * In the `node:cluster` primary: every worker's metrics, summed (gauges as their `aggregator`
+ * says). The primary serves nothing else, so this is what its metrics listener exposes.
+ */
+export function clusterExposition(): Exposition {
+  const aggregator = new AggregatorRegistry();
+  return async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() });
+}
 
 /**
  * The budgets' hook: adds `amount` to `deputy_budget_spend_total{budget,unit}`.
