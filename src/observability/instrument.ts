@@ -16,7 +16,11 @@ export interface ObservablePdp {
   evaluate(...args: never[]): Promise<{ decision: boolean }>;
   decideDelegation(...args: never[]): Promise<{ decision: boolean }>;
   readonly engine: ObservableEngine;
-  readonly store: { readonly current: { readonly generation: number } };
+  /** The policy store (src/pdp/policy-store.ts `PolicyStore` fits). */
+  readonly store: {
+    readonly current: { readonly generation: number; readonly digest: string };
+    reload(trigger: string): Promise<{ changed: boolean }>;
+  };
 }
 
 /** The Cedar engine as seen here (src/pdp/engine.ts): `calls` counts evaluations (cache misses). */
@@ -27,8 +31,8 @@ export interface ObservableEngine {
 
 /**
  * Counts every PDP decision (`deputy_pdp_decisions_total{decision,source}`), traces it (span
- * `pdp.evaluate` / `pdp.delegate`), counts decision-cache hits and misses, and exposes the
- * serving policy generation. Wraps the instance's methods: a batch's items (which call
+ * `pdp.evaluate` / `pdp.delegate`), counts decision-cache hits and misses and policy reloads,
+ * and exposes the serving policy set (generation, digest). Wraps the instance's methods: a batch's items (which call
  * `evaluate` on the instance) are counted one by one.
  */
 export function instrumentPdp(pdp: ObservablePdp): void {
@@ -50,7 +54,21 @@ export function instrumentPdp(pdp: ObservablePdp): void {
       return verdict;
     },
   });
-  metrics.observePolicyGeneration(() => pdp.store.current.generation);
+  const policies = pdp.store;
+  const reload = policies.reload.bind(policies);
+  Object.assign(policies, {
+    reload: async (trigger: string) => {
+      try {
+        const result = await reload(trigger);
+        metrics.pdpPolicyReloads.inc({ outcome: result.changed ? 'applied' : 'unchanged', trigger });
+        return result;
+      } catch (err) {
+        metrics.pdpPolicyReloads.inc({ outcome: 'refused', trigger });
+        throw err;
+      }
+    },
+  });
+  metrics.observePolicies(() => policies.current);
 }
 
 async function decision<D extends { decision: boolean }>(source: 'evaluation' | 'delegation', decide: () => Promise<D>): Promise<D> {

@@ -103,6 +103,27 @@ export class DeputyMetrics {
     },
   });
 
+  readonly pdpPolicyReloads = new Counter({
+    name: 'deputy_pdp_policy_reloads_total',
+    help: 'Policy reloads by outcome (applied, unchanged, refused) and trigger (file, signal, admin)',
+    labelNames: ['outcome', 'trigger'] as const,
+    registers: [this.registry],
+  });
+
+  #policyDigest: (() => string) | undefined;
+  /** Always 1, labelled with the serving policy set's digest (16 hex digits): drift across instances shows as several digests. */
+  readonly pdpPolicyInfo: Gauge<'digest'> = new Gauge({
+    name: 'deputy_pdp_policy_info',
+    help: 'The serving policy set, by digest (first 16 hex digits of its SHA-256); value 1',
+    labelNames: ['digest'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const digest = this.#policyDigest?.();
+      this.pdpPolicyInfo.reset();
+      if (digest !== undefined) this.pdpPolicyInfo.set({ digest: digest.slice(0, 16) }, 1);
+    },
+  });
+
   /** Seconds from sending to the upstream's response headers, per connection (config-bounded) and status class. */
   readonly gatewayUpstreamDuration = new Histogram({
     name: 'deputy_gateway_upstream_duration_seconds',
@@ -166,9 +187,10 @@ export class DeputyMetrics {
     }
   }
 
-  /** Where the `deputy_pdp_policy_generation` gauge reads the serving generation at scrape time. */
-  observePolicyGeneration(read: (() => number) | undefined): void {
-    this.#policyGeneration = read;
+  /** Where the policy gauges (`deputy_pdp_policy_generation`, `deputy_pdp_policy_info`) read the serving set at scrape time. */
+  observePolicies(read: (() => { generation: number; digest: string }) | undefined): void {
+    this.#policyGeneration = read && (() => read().generation);
+    this.#policyDigest = read && (() => read().digest);
   }
 
   /** The Prometheus text exposition (format 0.0.4) and its content type. */

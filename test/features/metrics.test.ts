@@ -142,6 +142,17 @@ describe('/metrics on the main listener', () => {
     expect(sampleValue(after, 'deputy_http_requests_total', { route: '/gw/:connection/*', status: '502' })).toBe(1);
   });
 
+  it('counts policy reloads by outcome and trigger, and names the serving set by digest', async () => {
+    const before = await scrape();
+    const res = await fetch(`${deputy.url}/admin/policies/reload`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` } });
+    expect(res.status).toBe(200);
+    const after = await scrape();
+    expect(sampleValue(after, 'deputy_pdp_policy_reloads_total', { outcome: 'unchanged', trigger: 'admin' }) - sampleValue(before, 'deputy_pdp_policy_reloads_total', { outcome: 'unchanged', trigger: 'admin' })).toBe(1);
+    const info = after.get('deputy_pdp_policy_info')!.metrics;
+    expect(info).toEqual([{ value: '1', labels: { digest: deputy.pdp.policies.current.digest.slice(0, 16) } }]);
+    expect(sampleValue(after, 'deputy_http_requests_total', { route: '/admin/policies/reload', method: 'POST', status: '200' })).toBe(1);
+  });
+
   it('reports the PostgreSQL pool, and no pool gauges on PGlite', async () => {
     const families = await scrape();
     if (deputy.store.kind === 'postgres') {
