@@ -69,6 +69,8 @@ export function createApp(deps: AppDeps): Koa {
 
   for (const router of [
     healthRoutes({ store: deps.store, keys: deps.keys }),
+    // With a separate metrics listener (src/main.ts), the main one does not serve /metrics.
+    ...(deps.config.metrics.listen === undefined ? [metricsRoutes({ authenticate, audience: deputyResources(deps.issuer).admin })] : []),
     adminRoutes({
       agents: deps.agents, authenticate, issuer: deps.issuer, audience: deputyResources(deps.issuer).admin,
       operatorClientIds: new Set(deps.config.admin.clients.map((c) => c.client_id)), bodyLimitBytes: deps.config.server.bodyLimitBytes,
@@ -76,8 +78,6 @@ export function createApp(deps: AppDeps): Koa {
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
     ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
-    // With a separate metrics listener (src/main.ts), the main one does not serve /metrics.
-    ...(deps.config.metrics.listen === undefined ? [metricsRoutes({ authenticate, audience: deputyResources(deps.issuer).admin })] : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }
