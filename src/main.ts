@@ -37,6 +37,8 @@ export interface StartOptions {
 export interface DeputyServer {
   /** Base URL the server listens on (loopback form when bound to all interfaces). */
   readonly url: string;
+  /** Base URL of the separate metrics listener (`metrics.listen`; loopback form when bound to all interfaces), when configured. */
+  readonly metricsUrl: string | undefined;
   readonly issuer: string;
   readonly config: DeputyConfig;
   readonly server: Server;
@@ -53,8 +55,6 @@ export interface DeputyServer {
   readonly receipts: ReceiptService;
   /** Vault connections, connect flows and the credential-injecting gateway (DESIGN capability 3). */
   readonly isolation: CredentialIsolation;
-  /** Base URL of the separate metrics listener (`metrics.listen`; loopback form when bound to all interfaces), when configured. */
-  readonly metricsUrl: string | undefined;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -102,11 +102,11 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         services.pdp.close();
-        await closeMetricsServer(metricsServer);
         await lifecycle.close(graceMs);
         await services.isolation.close();
         await services.receipts.flush();
         await store.close();
+        await closeMetricsServer(metricsServer);
       },
     };
   } catch (err) {
