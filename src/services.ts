@@ -29,10 +29,10 @@ import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
+import { instrumentPdp } from './observability/instrument.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import type { Store } from './store/index.js';
 import { localVault } from './vault/local-vault.js';
-import { instrumentPdp } from './observability/instrument.js';
 
 /** What the services are built from: everything main.ts opened before loading them. */
 export interface ServiceBase {
