@@ -74,6 +74,8 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const revocations = new RevocationCache(records);
   const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
+  // Decisions, cache, reloads and policy gauges: wrappers, so the PDP carries no metrics code.
+  instrumentPdp(pdp.pdp);
   const vault = localVault(keys, logger);
   const exchange = tokenExchangeGrant({
     issuer, store, agents, verifier, records, keys, logger, vault,
@@ -96,8 +98,6 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const isolation = await createCredentialIsolation({
     config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env,
   });
-  // Decisions, cache, reloads and policy gauges: wrappers, so the PDP carries no metrics code.
-  instrumentPdp(pdp.pdp);
   const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation });
   return {
     agents, records, revocations, provider, pdp, receipts, isolation, app,
