@@ -42,7 +42,7 @@ import type { ReceiptAppender } from '../audit/receipts.js';
 import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient } from '../errors/index.js';
 import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
-import { traced } from '../observability/tracing.js';
+import { traced, tracedStep } from '../observability/tracing.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
@@ -373,7 +373,7 @@ function idTokenHint(subject: Subject): string {
  * Step 7. Returns the receipt completed with the deciding policies. A refusal is a `delegate`
  * decision too: it gets a `deny` receipt (its only write).
  */
-async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<ReceiptInput> {
+const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<ReceiptInput> => {
   try {
     const permit = await deps.authorizer.authorize({ user: subject.user, agent, chain, audience, scopes });
     return permit ? { ...receipt, policies: permit.policies } : receipt;
@@ -386,7 +386,7 @@ async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject
     }
     throw err;
   }
-}
+});
 
 /** A delegation refusal (./delegation-authorizer.ts) as the member of the error family its code names. */
 function denialError(code: DenialCode, description: string): DeputyError {
@@ -455,7 +455,7 @@ interface Issued {
 }
 
 /** Step 8: sign, then record (one transaction). */
-async function issue(deps: ExchangeDeps, input: Issuance): Promise<Issued> {
+const issue = tracedStep('token_exchange.issue', async (deps: ExchangeDeps, input: Issuance): Promise<Issued> => {
   const now = Math.floor(Date.now() / 1000);
   const expiresIn = Math.min(deps.accessTokenTTL, input.subject.expiresAt - now);
   if (expiresIn < 1) throw new InvalidGrant('the subject token has expired');
@@ -466,7 +466,7 @@ async function issue(deps: ExchangeDeps, input: Issuance): Promise<Issued> {
     throw recordRefusal(err);
   }
   return { value: token.value, expiresIn };
-}
+});
 
 /** Step 8a: the RFC 9068 JWT with `act` (and `may_act` for a handoff), bound to the proof key. */
 function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Promise<MintedToken> {
@@ -569,10 +569,10 @@ export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promis
   const chain = extendChain(subject.chain, agent.id);
   const audience = chooseAudience(request.targets, agent, deps.issuer);
   const scopes = chooseScopes(request.scopes, agent, subject);
-  const receipt = await traced('token_exchange.authorize', () => authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(input, agent, subject, chain, audience, scopes, dpop)));
+  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(input, agent, subject, chain, audience, scopes, dpop));
   const mayAct = await handoffMayAct(deps, audience);
 
-  const issued = await traced('token_exchange.issue', () => issue(deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt }));
+  const issued = await issue(deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
   deps.logger.info({ client_id: agent.id, user: subject.user.id, chain, audience, scope: scopes.join(' '), depth: chain.length }, 'token exchanged');
   return {
     access_token: issued.value,

@@ -120,6 +120,14 @@ export async function traced<T>(name: string, fn: (span: Span) => Promise<T> | T
 }
 
 /**
+ * `fn` as a function whose every call runs in a span named `name` ({@link traced}): for named
+ * protocol steps (the token exchange's), wrapped where they are declared.
+ */
+export function tracedStep<A extends unknown[], R>(name: string, fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return (...args) => traced(name, () => fn(...args));
+}
+
+/**
  * Marks a span failed with the error's protocol code (`error` of a DeputyError) or type name:
  * never its message, which may quote input.
  */
