@@ -52,7 +52,9 @@ export interface TracingHandle {
   shutdown(): Promise<void>;
 }
 
+/** What {@link startTracing} reads. */
 export interface StartTracingOptions {
+  /** The `OTEL_*` variables ({@link tracingSettings}); `process.env` in production. */
   env: Readonly<Record<string, string | undefined>>;
   /** Tests: the processor to use instead of the batch processor over the OTLP exporter. */
   processor?: SpanProcessor;
@@ -163,4 +165,3 @@ export function activeTraceId(): string | undefined {
   return trace.isSpanContextValid(ctx) ? ctx.traceId : undefined;
 }
 
-export { SpanKind };
