@@ -155,6 +155,13 @@ export class DeputyMetrics {
     registers: [this.registry],
   });
 
+  /** Requests answered 503 because the store could not answer (src/http/errors.ts `classifyError`). */
+  readonly storeUnavailable = new Counter({
+    name: 'deputy_store_unavailable_total',
+    help: 'Requests answered 503 temporarily_unavailable because the store could not answer',
+    registers: [this.registry],
+  });
+
   #pool: PoolObservable | undefined;
   readonly storePoolTotal = this.#poolGauge('deputy_store_pool_total', 'PostgreSQL pool connections open', 'total');
   readonly storePoolIdle = this.#poolGauge('deputy_store_pool_idle', 'PostgreSQL pool connections idle', 'idle');

@@ -4,6 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, validateConfig } from '../../src/config/load.js';
+import { classifyError } from '../../src/http/errors.js';
+import { StoreUnavailableError } from '../../src/store/index.js';
 import { OTHER_ROUTE, routeOf } from '../../src/http/metrics.js';
 import { metrics, recordBudgetSpend, statusClass } from '../../src/observability/metrics.js';
 
@@ -32,6 +34,16 @@ describe('recordBudgetSpend', () => {
     recordBudgetSpend('b-unit', 'cost', Number.NaN);
     recordBudgetSpend('b-unit', 'cost', Number.POSITIVE_INFINITY);
     expect(await read()).toBe(2.5);
+  });
+});
+
+describe('deputy_store_unavailable_total', () => {
+  it('counts the errors rendered as 503 because the store could not answer, and nothing else', async () => {
+    const read = async () => (await metrics.storeUnavailable.get()).values[0]?.value ?? 0;
+    const before = await read();
+    expect(classifyError(new Error('wrapped', { cause: new StoreUnavailableError('connection refused') })).status).toBe(503);
+    expect(classifyError(new Error('a bug')).status).toBe(500);
+    expect(await read()).toBe(before + 1);
   });
 });
 
