@@ -84,6 +84,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const port = await listen(server, config.server.port, config.server.host);
     const metricsUrl = metricsServer && (await listenForMetrics(metricsServer, config.metrics.listen!));
     metrics.observeStore(store);
+    metrics.observeSigningKey(() => keys.activeSigningKey.createdAt);
     const issuer = config.server.issuer ?? `http://localhost:${port}`;
     // Now that the issuer is known: no configured agent may be granted Deputy's own resources.
     checkAgentGrants(config.agents, issuer, 'configuration');

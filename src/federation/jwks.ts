@@ -12,6 +12,7 @@
  * @module
  */
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { metrics } from '../observability/metrics.js';
 
 export interface CachedJwksOptions {
   /** How long a fetched JWK Set is used before it is fetched again (ms). */
@@ -88,6 +89,10 @@ export class CachedJwks {
         const fetched = { keys: createLocalJWKSet(jwks), at: Date.now() };
         this.#current = fetched;
         return fetched;
+      })
+      .catch((error: unknown) => {
+        metrics.federationJwksFetchFailures.inc();
+        throw error;
       })
       .finally(() => {
         this.#pending = undefined;

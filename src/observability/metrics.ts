@@ -162,6 +162,39 @@ export class DeputyMetrics {
     registers: [this.registry],
   });
 
+  /** RFC 9449 §11.1: proofs presented again (a client bug, or a stolen proof). */
+  readonly dpopReplays = new Counter({
+    name: 'deputy_dpop_replays_total',
+    help: 'DPoP proofs refused because their jti was already spent (RFC 9449 section 11.1)',
+    registers: [this.registry],
+  });
+
+  /** Fetches of a trusted IdP's JWK Set that failed (unreachable, timeout, not a JWK Set). */
+  readonly federationJwksFetchFailures = new Counter({
+    name: 'deputy_federation_jwks_fetch_failures_total',
+    help: "Failed fetches of a trusted issuer's JWK Set",
+    registers: [this.registry],
+  });
+
+  /** Vault data keys that could not be unwrapped (KEK not loaded here, or a tampered row). */
+  readonly vaultUnwrapFailures = new Counter({
+    name: 'deputy_vault_unwrap_failures_total',
+    help: 'Vault data keys that could not be unwrapped (key-encryption key not loaded, or tampered row)',
+    registers: [this.registry],
+  });
+
+  #signingKeyCreatedAt: (() => number) | undefined;
+  readonly signingKeyAge = new Gauge({
+    name: 'deputy_signing_key_age_seconds',
+    help: 'Age of the active token-signing key (seconds since it was created)',
+    registers: [this.registry],
+    aggregator: 'max',
+    collect: () => {
+      const createdAt = this.#signingKeyCreatedAt?.();
+      if (createdAt !== undefined) this.signingKeyAge.set(Math.max(0, Date.now() / 1000 - createdAt));
+    },
+  });
+
   #pool: PoolObservable | undefined;
   readonly storePoolTotal = this.#poolGauge('deputy_store_pool_total', 'PostgreSQL pool connections open', 'total');
   readonly storePoolIdle = this.#poolGauge('deputy_store_pool_idle', 'PostgreSQL pool connections idle', 'idle');
@@ -198,6 +231,11 @@ export class DeputyMetrics {
   observePolicies(read: (() => { generation: number; digest: string }) | undefined): void {
     this.#policyGeneration = read && (() => read().generation);
     this.#policyDigest = read && (() => read().digest);
+  }
+
+  /** Where `deputy_signing_key_age_seconds` reads the active signing key's creation time (epoch seconds). */
+  observeSigningKey(createdAt: (() => number) | undefined): void {
+    this.#signingKeyCreatedAt = createdAt;
   }
 
   /** The Prometheus text exposition (format 0.0.4) and its content type. */

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordBudgetSpend } from '../../src/observability/metrics.js';
-import { agentConfig, exchange, exchangeError, testAgent, type TestAgent } from '../support/agents.js';
+import { agentConfig, dpopProof, exchange, exchangeError, testAgent, type TestAgent } from '../support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient } from '../support/clients.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { histogramCount, parsePrometheus, sampleValue, type Family } from '../support/prometheus.js';
@@ -151,6 +151,24 @@ describe('/metrics on the main listener', () => {
     const info = after.get('deputy_pdp_policy_info')!.metrics;
     expect(info).toEqual([{ value: '1', labels: { digest: deputy.pdp.policies.current.digest.slice(0, 16) } }]);
     expect(sampleValue(after, 'deputy_http_requests_total', { route: '/admin/policies/reload', method: 'POST', status: '200' })).toBe(1);
+  });
+
+  it('counts a replayed DPoP proof, and reports the signing key\'s age', async () => {
+    const before = await scrape();
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+    const token = (await exchange(agent, { subject_token: subject, resource: gw(), scope: 'deputy.read' })).access_token;
+    const url = `${gw()}/items/7`;
+    const proof = await dpopProof(agent.dpop, url, { htm: 'GET', accessToken: token });
+    const send = () => fetch(url, { headers: { authorization: `DPoP ${token}`, dpop: proof } });
+    expect((await send()).status).toBe(200);
+    const replayed = await send();
+    expect(replayed.status).toBe(401);
+    expect(replayed.headers.get('www-authenticate')).toMatch(/invalid_dpop_proof/);
+    const after = await scrape();
+    expect(sampleValue(after, 'deputy_dpop_replays_total') - sampleValue(before, 'deputy_dpop_replays_total')).toBe(1);
+    const age = sampleValue(after, 'deputy_signing_key_age_seconds');
+    expect(age).toBeGreaterThanOrEqual(0);
+    expect(age).toBeLessThan(3600); // generated for this test's server
   });
 
   it('reports the PostgreSQL pool, and no pool gauges on PGlite', async () => {

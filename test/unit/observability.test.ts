@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, validateConfig } from '../../src/config/load.js';
+import { CachedJwks } from '../../src/federation/jwks.js';
 import { classifyError } from '../../src/http/errors.js';
 import { StoreUnavailableError } from '../../src/store/index.js';
 import { OTHER_ROUTE, routeOf } from '../../src/http/metrics.js';
@@ -43,6 +44,17 @@ describe('deputy_store_unavailable_total', () => {
     const before = await read();
     expect(classifyError(new Error('wrapped', { cause: new StoreUnavailableError('connection refused') })).status).toBe(503);
     expect(classifyError(new Error('a bug')).status).toBe(500);
+    expect(await read()).toBe(before + 1);
+  });
+});
+
+describe('deputy_federation_jwks_fetch_failures_total', () => {
+  it('counts a JWK Set that cannot be fetched', async () => {
+    const read = async () => (await metrics.federationJwksFetchFailures.get()).values[0]?.value ?? 0;
+    const before = await read();
+    // Port 9 (discard) on loopback: refused at once, no network needed.
+    const jwks = new CachedJwks(new URL('http://127.0.0.1:9/jwks'), { cacheMaxAgeMs: 60_000, unknownKidCooldownMs: 0, timeoutMs: 2_000 });
+    await expect(jwks.getKey({ alg: 'ES256', kid: 'k' }, { payload: '', signature: '' } as never)).rejects.toThrow();
     expect(await read()).toBe(before + 1);
   });
 });
