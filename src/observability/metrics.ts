@@ -169,10 +169,10 @@ export class DeputyMetrics {
     registers: [this.registry],
   });
 
-  /** Fetches of a trusted IdP's JWK Set that failed (unreachable, timeout, not a JWK Set). */
+  /** Failed fetches of a remote JWK Set (src/federation/jwks.ts: trusted IdPs, agents' `jwks_uri`): unreachable, timeout, not a JWK Set. */
   readonly federationJwksFetchFailures = new Counter({
     name: 'deputy_federation_jwks_fetch_failures_total',
-    help: "Failed fetches of a trusted issuer's JWK Set",
+    help: "Failed fetches of a remote JWK Set (trusted IdPs, agents' jwks_uri)",
     registers: [this.registry],
   });
 
