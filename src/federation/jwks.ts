@@ -14,6 +14,7 @@
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import { metrics } from '../observability/metrics.js';
 
+/** Cache tuning of {@link CachedJwks}, in milliseconds: cache age, cooldown between refetches for an unknown `kid`, fetch timeout. */
 export interface CachedJwksOptions {
   /** How long a fetched JWK Set is used before it is fetched again (ms). */
   cacheMaxAgeMs: number;
