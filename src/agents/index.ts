@@ -11,5 +11,7 @@ export {
   type AgentChangeListener,
   type AgentDisableHook,
   type AgentPatch,
+  type AgentSource,
   type AgentStatus,
 } from './registry.js';
+export { DOCUMENT_AGENT_PREFIX, documentAgentId, isDocumentAgentId, type DocumentClient } from './document-client.js';

@@ -13,7 +13,7 @@ import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import type { RevocationCache, TokenRecords } from '../oauth/token-records.js';
 import type { Store } from '../store/index.js';
 import { ConnectFlows } from '../vault/connections/connect-flows.js';
-import { ApiKeySource, ClientCredentialsSource, CredentialBroker } from '../vault/connections/credentials.js';
+import { ApiKeySource, ClientCredentialsSource, CredentialBroker, type CredentialSource } from '../vault/connections/credentials.js';
 import { DownstreamClients } from '../vault/connections/oauth-client.js';
 import { OnBehalfOfSource } from '../vault/connections/on-behalf-of.js';
 import { ConnectionStore } from '../vault/connections/store.js';
@@ -56,6 +56,8 @@ export interface CredentialIsolation {
   grants: UserGrants;
   flows: ConnectFlows;
   gateway: Gateway;
+  /** The credential of each connection kind (the MCP gateway injects them too). */
+  credentials: CredentialSource;
   close(): Promise<void>;
 }
 
@@ -107,7 +109,7 @@ export async function createCredentialIsolation(deps: CredentialIsolationDeps): 
     upstreamTimeoutMs: gw.upstreamTimeoutSeconds * 1000,
     maxRequestBytes: gw.maxRequestBytes,
   });
-  return { vault, connections, grants, flows, gateway, close: () => forwarder.close() };
+  return { vault, connections, grants, flows, gateway, credentials, close: () => forwarder.close() };
 }
 
 /** The connection's scopes and routes always apply; the PDP decides after them when configured. */

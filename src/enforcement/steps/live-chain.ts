@@ -35,7 +35,8 @@ export function liveChain(options: LiveChainOptions): Step<PepRequest & Authenti
         principal: {
           userId: record.userId,
           userAttrs: record.userAttrs,
-          agentId: auth.claims.client_id,
+          // The record's agent, not `client_id`: a metadata-document client's `client_id` is its URL, its agent `cimd-…`.
+          agentId: record.agentId,
           chain: record.chain,
           scopes: auth.scopes,
           token: auth.token,
