@@ -8,6 +8,7 @@
  * @module
  */
 import { z } from 'zod';
+import { budgetsConfigSchema } from '../budgets/config.js';
 import { trustedIssuerSchema } from '../federation/config.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
 import { connectionConfigSchema, gatewayConfigSchema } from '../vault/connections/config.js';
@@ -259,6 +260,12 @@ export const configSchema = z.strictObject({
     .refine((list) => new Set(list.map((c) => c.id)).size === list.length, { message: 'connection ids must be unique' }),
   /** The credential-injecting gateway: timeouts, size limits, pooling. See src/vault/connections/config.ts. */
   gateway: gatewayConfigSchema,
+  /**
+   * Budgets (reserve, then settle; 402 when exhausted): time zone of day / month windows,
+   * currency, per-model price table, reservation lifetime and budgets defined in the file.
+   * Every option: src/budgets/config.ts.
+   */
+  budgets: budgetsConfigSchema,
   log: z
     .strictObject({
       /** pino level (env `LOG_LEVEL`). */

@@ -31,7 +31,8 @@ export type DeputyErrorCode =
   | 'temporarily_unavailable'
   | 'connection_required'
   | 'bad_gateway'
-  | 'gateway_timeout';
+  | 'gateway_timeout'
+  | 'budget_exceeded';
 
 export class DeputyError extends Error {
   /** Whether `description` may be shown to the client. */
@@ -189,4 +190,17 @@ export class TemporarilyUnavailable extends DeputyError {
   }
   // The description names the dependency that is away, never a detail of it: safe to show.
   override readonly expose = true;
+}
+
+/**
+ * An error rendered as an RFC 9457 problem document (`application/problem+json`): `type`, `title`,
+ * `status`, `detail` and the extension `members`, beside Deputy's usual `error` /
+ * `error_description` (extension members too, RFC 9457 §3.2), so clients of either style read it.
+ */
+export abstract class ProblemError extends DeputyError {
+  /** The problem type URI (RFC 9457 §3.1.1) and its short, fixed title (§3.1.3). */
+  abstract readonly problemType: string;
+  abstract readonly title: string;
+  /** Extension members (RFC 9457 §3.2), snake_case. */
+  abstract readonly members: Readonly<Record<string, unknown>>;
 }

@@ -11,7 +11,7 @@
  */
 import type Koa from 'koa';
 import type Provider from 'oidc-provider';
-import { DeputyError, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
+import { DeputyError, PayloadTooLarge, ProblemError, TemporarilyUnavailable } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import { findStoreUnavailable } from '../store/index.js';
 
@@ -61,6 +61,12 @@ export function renderError(ctx: Koa.Context, err: DeputyError): void {
   ctx.status = err.status;
   ctx.set(err.headers);
   ctx.set('Cache-Control', 'no-store');
+  if (err instanceof ProblemError) {
+    // RFC 9457 §3: the problem members, then Deputy's own two (extension members, §3.2).
+    ctx.type = 'application/problem+json';
+    ctx.body = { type: err.problemType, title: err.title, status: err.status, detail: err.description, ...err.members, error: err.code, error_description: err.description };
+    return;
+  }
   ctx.type = 'json';
   ctx.body = { ...err.details, error: err.code, error_description: err.description } satisfies ErrorBody;
 }

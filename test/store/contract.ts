@@ -23,6 +23,7 @@ import { appendLocked, lockHead, readRange } from '../../src/audit/chain.js';
 import { purgeExpired, recordOnce, StoreAdapter } from '../../src/oauth/adapter.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, Store } from '../../src/store/index.js';
+import { budgetContract } from './budget-contract.js';
 
 export interface ContractFixture {
   /** Migrated stores over one database: two on PostgreSQL (separate pools), one on PGlite. */
@@ -58,6 +59,7 @@ export function storeContract(options: ContractOptions): void {
     receiptChainContract(one, two, concurrent);
     replayContract(one, two, concurrent);
     adapterContract(one);
+    budgetContract(one, two, concurrent);
   });
 }
 
