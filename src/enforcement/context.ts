@@ -1,0 +1,160 @@
+/**
+ * The context that flows through the enforcement steps, in two layers:
+ *
+ * - an {@link Admission} per HTTP request: who is calling — the DPoP-bound token, verified, its
+ *   proof's replay key while unspent, and the live delegation chain behind it;
+ * - an {@link ActionContext} per action decided (a gateway call, one MCP JSON-RPC message, one
+ *   LLM request) pointing at its admission: one authentication serves every message of a batch.
+ *
+ * Each step's contract names the fields it reads and the ones it adds; the interfaces below
+ * are those additions, so a PEP's context type is their intersection.
+ *
+ * @module
+ */
+import type { DeputyError } from '../errors/index.js';
+import type { AuthenticatedRequest, ResourceRequest } from '../oauth/access-token.js';
+import type { OnceKey } from '../oauth/adapter.js';
+import type { DelegationChain } from '../oauth/delegation-chain.js';
+import type { TokenRecord, UserAttributes } from '../oauth/token-records.js';
+import type { ReceiptEvent } from '../audit/receipt.js';
+import type { Connection } from '../vault/connections/store.js';
+
+/**
+ * One request to a protected resource as a PEP hands it over: plain values, no framework.
+ * `url` is the resource URL the DPoP proof's `htu` must match (RFC 9449 §4.3: no query).
+ */
+export interface PepRequest extends ResourceRequest {
+  /** The token's required audience: the protected resource's identifier (RFC 8707). */
+  audience: string;
+  /** The request's `X-Request-ID` (logs, receipts, the upstream request). */
+  requestId: string;
+  /** Aborted when the agent goes away: upstream work is abandoned too. */
+  signal?: AbortSignal;
+}
+
+/**
+ * The DPoP proof's replay key (RFC 9449 §11.1) while nothing has spent it: the first receipt
+ * spends it in its own transaction ({@link take}); a refusal before that spends it on its own
+ * ({@link spendIfPending}). Spent exactly once either way.
+ */
+export class PendingProof {
+  #key: OnceKey | undefined;
+  readonly #spend: (key: OnceKey) => Promise<void>;
+
+  /**
+   * @param key - the unspent key (`AuthenticatedRequest.unspentProof`); undefined: spent already.
+   * @param spend - records the key once across instances; throws the replay error when it was.
+   */
+  constructor(key: OnceKey | undefined, spend: (key: OnceKey) => Promise<void>) {
+    this.#key = key;
+    this.#spend = spend;
+  }
+
+  /** Whether the proof is still unspent. */
+  get pending(): boolean {
+    return this.#key !== undefined;
+  }
+
+  /** Hands the key to a transaction that spends it (a receipt's); later calls get undefined. */
+  take(): OnceKey | undefined {
+    const key = this.#key;
+    this.#key = undefined;
+    return key;
+  }
+
+  /**
+   * Spends the key unless something did already.
+   *
+   * @throws the verifier's `invalid_dpop_proof` (with its DPoP challenge) for a replayed proof.
+   */
+  async spendIfPending(): Promise<void> {
+    const key = this.take();
+    if (key) await this.#spend(key);
+  }
+
+  /**
+   * Spends a key {@link take}n for a transaction that then failed (so did not spend it).
+   *
+   * @throws as {@link spendIfPending}.
+   */
+  async spendTaken(key: OnceKey): Promise<void> {
+    await this.#spend(key);
+  }
+}
+
+/** Added by `authenticate`: the verified DPoP-bound token and its proof's pending spend. */
+export interface Authenticated {
+  auth: AuthenticatedRequest;
+  proof: PendingProof;
+}
+
+/**
+ * Who is calling, from the token's live record: the user at the root of the chain and the
+ * agents acting (structurally a vault `CallIdentity`, so credential sources take it as is).
+ */
+export interface Principal {
+  userId: string;
+  userAttrs: UserAttributes;
+  /** The agent presenting the token (the current actor). */
+  agentId: string;
+  /** Agents in delegation order, the current actor last. */
+  chain: DelegationChain;
+  scopes: ReadonlySet<string>;
+  /** The verified agent token, for a PDP that evaluates the chain from it. */
+  token: string;
+  /** `jti` of the agent token. */
+  tokenJti: string;
+  /** Vault handle of the user's upstream IdP token captured at the chain's first exchange. */
+  upstreamHandle: string | undefined;
+}
+
+/** Added by `liveChain`: the token's record (live: neither it nor its lineage revoked). */
+export interface LiveChain {
+  record: TokenRecord;
+  principal: Principal;
+}
+
+/** An authenticated request with a live chain: what every per-action step starts from. */
+export type Admission = PepRequest & Authenticated & LiveChain;
+
+/** The per-action context's root: the admission it runs under (one for many MCP messages). */
+export interface ActionContext {
+  readonly admission: Admission;
+}
+
+/**
+ * A PEP's decision on one action. A denial may carry the typed error the agent gets
+ * (`refusal`, e.g. a budget's 402); without one it is 403 `access_denied` with `reason`.
+ */
+export type PepDecision =
+  | { allowed: true; context?: Readonly<Record<string, unknown>> }
+  | { allowed: false; reason: string; refusal?: DeputyError; context?: Readonly<Record<string, unknown>> };
+
+/** Added by a decide step (and possibly replaced by `budget`). */
+export interface Decided {
+  decision: PepDecision;
+}
+
+/**
+ * The action as receipts and logs name it, stated by the PEP's own resolve step (each PEP
+ * names its actions and resources its way).
+ */
+export interface ActionDescription {
+  event: ReceiptEvent;
+  /** The action decided (route action or `http:{METHOD}`, MCP method or tool, model call). */
+  name: string;
+  /** What the action is on, as receipt text (no query string, no secret). */
+  resource: string;
+  /** `sha-256:` digest of the request (src/audit/digest.ts). */
+  requestDigest: string;
+}
+
+/** Added by the PEP's resolve step: how the action is receipted and logged. */
+export interface Described {
+  action: ActionDescription;
+}
+
+/** Added by a PEP's resolve step: the connection called (HTTP connection, MCP server, LLM provider). */
+export interface Targeted {
+  connection: Connection;
+}

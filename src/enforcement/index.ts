@@ -1,0 +1,95 @@
+/**
+ * The enforcement pipeline: what every policy enforcement point (PEP) of Deputy does to a call,
+ * as named steps over one typed context. The HTTP gateway (src/gateway/gateway.ts) is one
+ * composition; the MCP gateway and the LLM gateway are others, reusing the shared steps and
+ * bringing their own resolve / decide / forward (and, for the LLM gateway, a budgeter).
+ *
+ * ## The steps, in order
+ *
+ * Per HTTP request — the **admission** ({@link Admission}), run once:
+ * 1. `authenticate` — DPoP-bound token for the audience, proof for this method and URL; 401
+ *    with a `DPoP` challenge (RFC 9449 §7.1, RFC 6750 §3.1), `resource_metadata` optional
+ *    (RFC 9728 §5.1, {@link dpopChallenger}). Adds `auth`, `proof`.
+ * 2. `liveChain` — the token and its lineage unrevoked. Adds `record`, `principal`.
+ *
+ * Per action — a gateway call, one MCP JSON-RPC message, one LLM request ({@link ActionContext}:
+ * `{ admission, … }`):
+ * 1. `spendProofOnRefusal` — a refusal before the first receipt still spends the proof.
+ * 2. *resolve* (the PEP's own) — what is called: adds `connection` ({@link Targeted}), `action`
+ *    ({@link Described}: receipt event, action name, resource text, request digest) and what its
+ *    decide/forward need (HTTP: path and route; MCP: method, tool, arguments; LLM: model,
+ *    `max_tokens`, estimated cost). 404 / 400 here.
+ * 3. `decide` — the PEP's question ({@link decide}); adds `decision`, never refuses by itself.
+ * 4. `budget` — reserve before ({@link budget} with a {@link Budgeter}; the empty slot without).
+ *    May replace `decision` with a 402 denial; settles after.
+ * 5. `receipt` — written for permit and deny alike, before anything is forwarded; the first
+ *    receipt of a request spends the proof in its own transaction.
+ * 6. `refuseDenied` — a denial stops here (403, or the decision's own `refusal`).
+ * 7. `credential` — from the vault for `connection` and the principal. Adds `credential`.
+ * 8. forward (the PEP's own) — the upstream call; adds its response and `ended`
+ *    ({@link Forwarded}: resolves when the response was delivered or cut; {@link streamEnding}).
+ * 9. settle — not a step but the runner: every step that ran gets the {@link Outcome}
+ *    (`refused` at once; `completed` / `cut` when `ended` resolves), latest first.
+ *
+ * ## Composing a PEP
+ *
+ * ```ts
+ * // RFC 9728 §3.1: the well-known segment goes between the origin and the resource's path.
+ * const challenge = dpopChallenger((aud) => { const u = new URL(aud); return `${u.origin}/.well-known/oauth-protected-resource${u.pathname}`; });
+ * const admit = Pipeline.start<PepRequest>()
+ *   .then(authenticate({ verifier, deferProofSpend: receipts !== undefined, challenge }))
+ *   .then(liveChain({ revocations, challenge }));
+ * const act = Pipeline.start<{ admission: Admission; message: JsonRpcRequest; session: Session }>()
+ *   .then(spendProofOnRefusal({ challenge }))
+ *   .then(resolveMcpMessage)            // adds connection, action, tool
+ *   .then(decide(askPdpForToolCall))    // tool name + arguments as Cedar context
+ *   .then(budget(perToolBudgeter))
+ *   .then(receipt({ receipts, logger, challenge }))
+ *   .then(refuseDenied({ logger, message: 'mcp message denied' }))
+ *   .then(credential(credentials))      // once per upstream session is the PEP's business
+ *   .then(forwardToSession);            // adds result + ended
+ * // per HTTP request:
+ * const admission = await admit.run({ audience, url, method, authorization, dpopProofs, requestId });
+ * // per message of a batch (each refusal becomes that message's JSON-RPC error):
+ * for (const message of batch) await act.run({ admission, message, session }).catch(toJsonRpcError);
+ * ```
+ *
+ * The LLM gateway: `resolveLlmRequest` (model, `max_tokens`, estimated cost) → `decide` (PDP
+ * with those in context) → `budget(budgeter)` (reserve the worst case; 402) → `receipt` →
+ * `refuseDenied` → `credential` → a streaming forward that meters usage into the context as
+ * the SSE flows and may cut the stream at the cap; its `ended` resolves after the last event or
+ * the cut, and the budget hold's `settle` charges what was delivered.
+ *
+ * ## Adding a step
+ *
+ * A {@link Step} is `{ name, run(ctx) → additions, settle?(ctx, outcome) }`: type its input as
+ * the context fields it reads (`ActionContext & Decided`), return the fields it adds (an
+ * interface exported beside it; {@link NOTHING} when none), refuse by throwing a typed
+ * `DeputyError`, and put clean-up that depends on the outcome in `settle`. Insert it with
+ * `.then(step)` where its inputs exist: the builder does not compile otherwise. Steps hold no
+ * per-call state (one instance serves every call); per-call state goes in the context.
+ *
+ * @module
+ */
+export {
+  type Admission,
+  type ActionContext,
+  type ActionDescription,
+  type Authenticated,
+  type Decided,
+  type Described,
+  type LiveChain,
+  type PepDecision,
+  type PepRequest,
+  type Principal,
+  type Targeted,
+  PendingProof,
+} from './context.js';
+export { NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type RunOptions, type Step } from './pipeline.js';
+export { authenticate, dpopChallenger, type AuthenticateOptions, type Challenger, type ProofVerifier } from './steps/authenticate.js';
+export { liveChain, type LiveChainOptions } from './steps/live-chain.js';
+export { spendProofOnRefusal } from './steps/proof.js';
+export { decide, refuseDenied } from './steps/decide.js';
+export { budget, type Budgeted, type BudgetHold, type Budgeter } from './steps/budget.js';
+export { receipt, type ReceiptOptions } from './steps/receipt.js';
+export { credential, type Credentialed } from './steps/credential.js';

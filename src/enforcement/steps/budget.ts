@@ -1,0 +1,58 @@
+/**
+ * Step `budget`: the slot where budgets (issue 15) reserve before the upstream call and settle
+ * after it. Without a {@link Budgeter} it does nothing.
+ *
+ * - reads: `decision` (a denied action reserves nothing) and whatever the budgeter reads (the
+ *   principal, the connection, the model, `max_tokens`, a cost estimate).
+ * - adds: {@link Budgeted} — the hold, when one was made; or a replaced `decision`: a denial
+ *   whose `refusal` is the budget's error (402), so that `receipt` records the denial and
+ *   `refuseDenied` refuses with that error.
+ * - settles: the hold with the run's {@link Outcome} — `refused` (a later step or the upstream
+ *   failed): release all; `completed` / `cut`: charge what was used, release the rest.
+ *
+ * @module
+ */
+import type { Decided, PepDecision } from '../context.js';
+import { NOTHING, type Outcome, type Step } from '../pipeline.js';
+
+/** A reservation on every budget that applies, made all or none. */
+export interface BudgetHold {
+  /** Releases or charges the hold once the run's outcome is known (see the module doc). */
+  settle(outcome: Outcome): Promise<void>;
+}
+
+/**
+ * What fills the slot: reserves the worst case for the action, or denies it.
+ *
+ * @typeParam C - the context it reads.
+ */
+export interface Budgeter<C> {
+  /**
+   * @returns a hold (reserved), a denial (a budget is exhausted: carry a 402 `refusal`), or
+   *   undefined (no budget applies).
+   */
+  reserve(ctx: C): Promise<BudgetHold | Extract<PepDecision, { allowed: false }> | undefined>;
+}
+
+/** Added by `budget`. */
+export interface Budgeted {
+  budgetHold?: BudgetHold;
+}
+
+/** The `budget` step (see the module doc); `budgeter` undefined: the no-op slot. */
+export function budget<C extends Decided>(budgeter?: Budgeter<C>): Step<C, Budgeted & Partial<Decided>> {
+  // The empty slot has no settle: a pipeline whose steps have none skips settling altogether.
+  if (!budgeter) return { name: 'budget', run: () => NOTHING };
+  return {
+    name: 'budget',
+    async run(ctx) {
+      if (!ctx.decision.allowed) return NOTHING;
+      const held = await budgeter.reserve(ctx);
+      if (held === undefined) return NOTHING;
+      return 'settle' in held ? { budgetHold: held } : { decision: held };
+    },
+    async settle(ctx, outcome) {
+      await ctx.budgetHold?.settle(outcome);
+    },
+  };
+}

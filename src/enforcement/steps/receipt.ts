@@ -1,0 +1,80 @@
+/**
+ * Step `receipt`: the decision's signed receipt (issue 6), written before anything reaches the
+ * upstream — fail closed: no receipt, no call. The first receipt of a request spends the DPoP
+ * proof's `jti` in its own transaction (one commit for both, RFC 9449 §11.1); a replay writes
+ * nothing. Later receipts of the same admission (MCP: the other messages of a batch) are plain.
+ *
+ * - reads: `decision`, `action` ({@link Described}), the admission's principal, scopes,
+ *   request id and {@link PendingProof}.
+ * - adds: nothing.
+ * - refuses: 401 `invalid_dpop_proof` (with the resource's challenge) for a replayed proof;
+ *   503 `temporarily_unavailable` when the receipt cannot be written (the proof is then spent
+ *   on its own if the store lets us).
+ *
+ * Without an appender (receipts off) the step does nothing: `authenticate` spent the proof.
+ *
+ * @module
+ */
+import { AlreadyRecorded, type ReceiptAppender } from '../../audit/index.js';
+import type { ReceiptInput } from '../../audit/receipt.js';
+import { DeputyError, TemporarilyUnavailable } from '../../errors/index.js';
+import type { Logger } from '../../log.js';
+import { dpopReplayed } from '../../oauth/dpop.js';
+import type { ActionContext, Decided, Described } from '../context.js';
+import { NOTHING, type Step } from '../pipeline.js';
+import { dpopChallenger, type Challenger } from './authenticate.js';
+
+export interface ReceiptOptions {
+  /** Absent: receipts are off and the step does nothing. */
+  receipts: ReceiptAppender | undefined;
+  logger: Logger;
+  /** The resource's 401 challenge (the one given to `authenticate`). */
+  challenge?: Challenger;
+}
+
+/** The `receipt` step (see the module doc for its contract). */
+export function receipt(options: ReceiptOptions): Step<ActionContext & Decided & Described, typeof NOTHING> {
+  const { receipts, logger } = options;
+  const challenge = options.challenge ?? dpopChallenger();
+  if (!receipts) return { name: 'receipt', run: () => NOTHING };
+  return {
+    name: 'receipt',
+    async run(ctx) {
+      const { proof, audience, requestId } = ctx.admission;
+      const input = receiptInput(ctx);
+      const key = receipts.appendOnce ? proof.take() : undefined;
+      try {
+        if (key) await receipts.appendOnce!(input, key);
+        else {
+          await proof.spendIfPending();
+          await receipts.append(input);
+        }
+      } catch (cause) {
+        if (cause instanceof AlreadyRecorded || (cause instanceof DeputyError && cause.code === 'invalid_dpop_proof')) throw challenge(dpopReplayed(), audience);
+        logger.error({ err: cause, reqId: requestId }, 'gateway receipt could not be written');
+        // Not written, so not spent either: spend the proof on its own if the store lets us.
+        if (key) await proof.spendTaken(key).catch(() => {});
+        throw new TemporarilyUnavailable('the call could not be recorded; it was not forwarded', { cause });
+      }
+      return NOTHING;
+    },
+  };
+}
+
+function receiptInput({ admission, decision, action }: ActionContext & Decided & Described): ReceiptInput {
+  const { principal } = admission;
+  return {
+    agent: principal.agentId,
+    user: principal.userId,
+    chain: principal.chain,
+    event: action.event,
+    action: action.name,
+    resource: action.resource,
+    decision: decision.allowed ? 'permit' : 'deny',
+    ...(decision.allowed ? {} : { reason: decision.reason }),
+    scope: [...principal.scopes].join(' '),
+    requestId: admission.requestId,
+    requestDigest: action.requestDigest,
+    tokenId: principal.tokenJti,
+  };
+}
