@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import type Provider from 'oidc-provider';
 import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
+import { createBudgets, type Budgets } from './budgets/index.js';
 import { localVault } from './vault/local-vault.js';
 import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
@@ -59,6 +60,8 @@ export interface DeputyServer {
   readonly receipts: ReceiptService;
   /** Vault connections, connect flows and the credential-injecting gateway (DESIGN capability 3). */
   readonly isolation: CredentialIsolation;
+  /** Budgets: definitions, price table, reserve-then-settle ledger (DESIGN capability 5). */
+  readonly budgets: Budgets;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -131,23 +134,24 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     agents.onChange((agent) => {
       if (agent.status === 'disabled') revocations.forget();
     });
+    const budgets = await createBudgets(config.budgets, store);
     const isolation = await createCredentialIsolation({
       config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,
     });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation });
+    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets });
     const lifecycle = new ConnectionLifecycle(server);
     server.removeAllListeners('request');
     server.on('request', lifecycle.track(app.callback()));
 
     const purge = setInterval(() => {
-      Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired()]).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
+      Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired(), budgets.ledger.releaseExpired()]).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
     }, PURGE_INTERVAL_MS);
     purge.unref();
 
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp, isolation,
+      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp, isolation, budgets,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         pdp.close();

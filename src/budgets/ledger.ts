@@ -41,7 +41,7 @@ export interface ReservationItem {
 export interface Reservation {
   id: string;
   items: readonly ReservationItem[];
-  /** The amounts held (what the call may use at most, per unit). */
+  /** The amounts held: per unit, the least any budget holds (what the call may use at most). */
   held: Amounts;
   expiresAt: Date;
 }
@@ -65,6 +65,23 @@ export interface LedgerOptions {
   currency?: string;
   /** The clock (tests move it to cross a window). */
   now?: () => Date;
+}
+
+/** How a reservation is made. */
+export interface ReserveOptions {
+  /** Recorded with the reservation (admin listing). */
+  requestId?: string;
+  /**
+   * Per unit, the least a budget may hold for the call to go ahead: a budget with less left than
+   * `amounts[unit]` but at least this holds what it has left (the call is then capped to it).
+   * Absent: the full amount (all or nothing).
+   */
+  minimum?: Amounts;
+  /**
+   * A budget counts a unit `amounts` does not give (e.g. cost for a model without a price): the
+   * error to refuse with. Absent: such budgets are skipped.
+   */
+  unmeasured?: (budget: Budget) => Error;
 }
 
 /** Current counters of one budget window. */
@@ -96,17 +113,17 @@ export class BudgetLedger {
    *
    * @throws BudgetExceeded (402) naming the first budget (in id order) that cannot cover its share
    */
-  async reserve(scope: BudgetScope, amounts: Amounts, meta: { requestId?: string } = {}): Promise<Reservation> {
+  async reserve(scope: BudgetScope, amounts: Amounts, options: ReserveOptions = {}): Promise<Reservation> {
     try {
-      return await this.#reserveOnce(scope, amounts, meta);
+      return await this.#reserveOnce(scope, amounts, options);
     } catch (err) {
       // Abandoned holds of crashed instances may be what fills the budget: release them, then retry once.
       if (!(err instanceof BudgetExceeded) || (await this.releaseExpired()) === 0) throw err;
-      return this.#reserveOnce(scope, amounts, meta);
+      return this.#reserveOnce(scope, amounts, options);
     }
   }
 
-  async #reserveOnce(scope: BudgetScope, amounts: Amounts, meta: { requestId?: string }): Promise<Reservation> {
+  async #reserveOnce(scope: BudgetScope, amounts: Amounts, options: ReserveOptions): Promise<Reservation> {
     const now = this.now();
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + this.#ttlMs);
@@ -114,13 +131,16 @@ export class BudgetLedger {
       const budgets = await applicableBudgets(tx, scope);
       const items: ReservationItem[] = [];
       for (const b of budgets) {
-        const amount = amounts[b.unit] ?? 0;
-        if (amount <= 0) continue;
-        items.push(await this.#hold(tx, b, amount, now));
+        const amount = amounts[b.unit];
+        if (amount === undefined && options.unmeasured) throw options.unmeasured(b);
+        if (amount === undefined || amount <= 0) continue;
+        items.push(await this.#hold(tx, b, amount, Math.min(amount, options.minimum?.[b.unit] ?? amount), now));
       }
+      const held: Amounts = { ...amounts };
+      for (const item of items) held[item.unit] = Math.min(held[item.unit] ?? item.amount, item.amount);
       if (items.length) {
         await tx.query('INSERT INTO budget_reservations (id, request_id, agent_id, user_id, expires_at) VALUES ($1, $2, $3, $4, $5)', [
-          id, meta.requestId ?? null, scope.agents.at(-1) ?? null, scope.user, expiresAt.toISOString(),
+          id, options.requestId ?? null, scope.agents.at(-1) ?? null, scope.user, expiresAt.toISOString(),
         ]);
         for (const item of items) {
           await tx.query('INSERT INTO budget_reservation_items (reservation_id, budget_id, window_start, amount) VALUES ($1, $2, $3, $4)', [
@@ -128,31 +148,35 @@ export class BudgetLedger {
           ]);
         }
       }
-      return { id, items, held: { ...amounts }, expiresAt };
+      return { id, items, held, expiresAt };
     });
   }
 
-  /** One budget's share: the conditional increment of its window's counter. */
-  async #hold(tx: Queryable, b: Budget, amount: number, now: Date): Promise<ReservationItem> {
+  /**
+   * One budget's share: `amount`, or as much of it as is left when at least `minimum` is (a
+   * stream capped at what the budget still allows). The counter row is locked first, so the
+   * amount decided here is the one written.
+   */
+  async #hold(tx: Queryable, b: Budget, amount: number, minimum: number, now: Date): Promise<ReservationItem> {
     const span = windowAt(b.window, now, this.#tz);
     const start = span.start.toISOString();
     await tx.query('INSERT INTO budget_usage (budget_id, window_start) VALUES ($1, $2) ON CONFLICT DO NOTHING', [b.id, start]);
-    const held = await tx.query(
-      `UPDATE budget_usage SET reserved = reserved + $3
-        WHERE budget_id = $1 AND window_start = $2 AND spent + reserved + $3 <= $4 RETURNING spent`,
-      [b.id, start, amount, b.limit],
-    );
-    if (held.length === 0) {
-      const row = (await tx.query<{ spent: string; reserved: string }>('SELECT spent, reserved FROM budget_usage WHERE budget_id = $1 AND window_start = $2', [b.id, start]))[0];
+    const row = (await tx.query<{ spent: string; reserved: string }>('SELECT spent, reserved FROM budget_usage WHERE budget_id = $1 AND window_start = $2 FOR UPDATE', [b.id, start]))[0]!;
+    const spent = Number(row.spent);
+    const reserved = Number(row.reserved);
+    const left = b.limit - spent - reserved;
+    if (left < minimum) {
       throw new BudgetExceeded(
         {
-          budgetId: b.id, unit: b.unit, limit: b.limit, spent: Number(row?.spent ?? 0), reserved: Number(row?.reserved ?? 0), requested: amount, resetsAt: span.resetsAt,
+          budgetId: b.id, unit: b.unit, limit: b.limit, spent, reserved, requested: minimum, resetsAt: span.resetsAt,
           ...(this.#currency ? { currency: this.#currency } : {}),
         },
         now,
       );
     }
-    return { budgetId: b.id, unit: b.unit, limit: b.limit, windowStart: span.start, resetsAt: span.resetsAt, amount };
+    const take = Math.min(amount, left);
+    await tx.query('UPDATE budget_usage SET reserved = reserved + $3 WHERE budget_id = $1 AND window_start = $2', [b.id, start, take]);
+    return { budgetId: b.id, unit: b.unit, limit: b.limit, windowStart: span.start, resetsAt: span.resetsAt, amount: take };
   }
 
   /**

@@ -19,6 +19,8 @@ import { deputyResources } from '../oauth/provider.js';
 import type { PdpService } from '../pdp/service.js';
 import type { Store } from '../store/index.js';
 import type { CredentialIsolation } from '../gateway/index.js';
+import type { Budgets } from '../budgets/index.js';
+import { budgetAdminRoutes } from './budgets.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
@@ -43,6 +45,8 @@ export interface AppDeps {
   pdp: PdpService;
   /** Connections, connect flow and gateway (`/gw`, `/connect`, `/admin/connections`). */
   isolation?: CredentialIsolation;
+  /** Budgets (`/admin/budgets`). */
+  budgets?: Budgets;
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -73,6 +77,7 @@ export function createApp(deps: AppDeps): Koa {
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
     ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
+    ...(deps.budgets ? [budgetAdminRoutes({ budgets: deps.budgets, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes })] : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }

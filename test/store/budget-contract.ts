@@ -70,6 +70,23 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       expect(await counters(one(), l, id)).toMatchObject({ spent: 50, reserved: 0 });
     });
 
+    it('holds what is left when at least the minimum is (a capped stream), and refuses below it', async () => {
+      const c = clock();
+      const s = scope();
+      const id = await define(one(), { agent: s.agents[0], unit: 'output_tokens', window: 'total', limit: 100 });
+      const l = ledger(one(), c.now);
+      await l.settle(await l.reserve(s, { output_tokens: 80 }), { output_tokens: 80 });
+      const r = await l.reserve(s, { output_tokens: 50, requests: 1 }, { minimum: { output_tokens: 1 } });
+      expect(r.held).toEqual({ output_tokens: 20, requests: 1 });
+      await expect(ledger(two(), c.now).reserve(s, { output_tokens: 50 }, { minimum: { output_tokens: 1 } })).rejects.toBeInstanceOf(BudgetExceeded);
+      await expect(l.reserve({ ...s, model: 'm' }, { output_tokens: 1 }, { unmeasured: () => new Error('unmeasured') })).rejects.toBeInstanceOf(BudgetExceeded);
+      const priced = scope();
+      await define(one(), { agent: priced.agents[0], unit: 'cost', window: 'total', limit: 100 });
+      await expect(l.reserve(priced, { output_tokens: 1 }, { unmeasured: (b) => new Error(`no ${b.unit}`) })).rejects.toThrow('no cost');
+      await l.settle(r, { output_tokens: 20 });
+      expect(await counters(one(), l, id)).toMatchObject({ spent: 100, reserved: 0 });
+    });
+
     it('refuses with 402, the budget, its spend and Retry-After until the window resets; a new window starts from zero', async () => {
       const c = clock(new Date('2026-03-10T22:30:00Z'));
       const s = scope();
