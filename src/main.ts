@@ -14,6 +14,7 @@ import type Provider from 'oidc-provider';
 import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
 import { createBudgets, type Budgets } from './budgets/index.js';
+import { LlmGateway } from './llm/gateway.js';
 import { localVault } from './vault/local-vault.js';
 import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
@@ -138,7 +139,14 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     const isolation = await createCredentialIsolation({
       config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,
     });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets });
+    const llm = new LlmGateway({
+      issuer, verifier, revocations, connections: isolation.connections, budgets, logger, receipts,
+      ...(config.gateway.authorizer === 'pdp' ? { pdp: { evaluate: (input) => pdp.pdp.evaluate(input), declaresAction: (name) => pdp.pdp.store.current.schema.action(name) !== undefined } } : {}),
+      adminReasons: config.pdp.adminReasons,
+      upstreamTimeoutMs: config.gateway.upstreamTimeoutSeconds * 1000,
+      maxRequestBytes: config.gateway.maxRequestBytes,
+    });
+    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets, llm });
     const lifecycle = new ConnectionLifecycle(server);
     server.removeAllListeners('request');
     server.on('request', lifecycle.track(app.callback()));

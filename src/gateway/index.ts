@@ -24,6 +24,7 @@ import { ScopeAuthorizer, type GatewayAuthorizer } from './authorizer.js';
 import { AllOf, PdpGatewayAuthorizer } from './pdp-authorizer.js';
 import { Forwarder } from './forward.js';
 import { Gateway } from './gateway.js';
+import { NotAtHttpGateway } from '../llm/credential.js';
 
 export { gatewayAudience, GATEWAY_PREFIX, Gateway } from './gateway.js';
 export type { GatewayAuthorizer, GatewayAuthorizationRequest, GatewayDecision } from './authorizer.js';
@@ -78,6 +79,8 @@ export async function createCredentialIsolation(deps: CredentialIsolationDeps): 
     oauth2_client_credentials: new ClientCredentialsSource(clients),
     oauth2_user: grants,
     on_behalf_of: new OnBehalfOfSource({ store, vault, clients }),
+    // Providers are reached through the LLM gateway only (its budget step): src/llm.
+    llm: new NotAtHttpGateway(),
   });
   const forwarder = new Forwarder({
     connectionsPerOrigin: gw.connectionsPerOrigin,

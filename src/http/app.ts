@@ -21,6 +21,8 @@ import type { Store } from '../store/index.js';
 import type { CredentialIsolation } from '../gateway/index.js';
 import type { Budgets } from '../budgets/index.js';
 import { budgetAdminRoutes } from './budgets.js';
+import type { LlmGateway } from '../llm/gateway.js';
+import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
@@ -47,6 +49,8 @@ export interface AppDeps {
   isolation?: CredentialIsolation;
   /** Budgets (`/admin/budgets`). */
   budgets?: Budgets;
+  /** The LLM gateway (`/llm/{connection}`). */
+  llm?: LlmGateway;
 }
 
 export function createApp(deps: AppDeps): Koa {
@@ -65,6 +69,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(errorBoundary());
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
+  if (deps.llm) app.use(llmMiddleware(deps.llm));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
 

@@ -164,8 +164,28 @@ function kinds<S extends z.ZodType>(secret: S) {
     audience: z.string().min(1).max(2048).optional(),
     secret: secret.optional(),
   });
+  const llm = z.strictObject({
+    kind: z.literal('llm'),
+    ...common,
+    /**
+     * The wire format the provider speaks: `openai` (OpenAI and compatible servers:
+     * `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/models`) or `anthropic`
+     * (`/v1/messages`, `/v1/models`). Agents call `/llm/{id}/v1/…` in that format (src/llm).
+     */
+    provider: z.enum(['openai', 'anthropic']),
+    /** Models agents may ask for; empty: any model (a model without a price still cannot be charged in cost). */
+    models: z.array(z.string().min(1).max(200)).max(500).default([]),
+    /** `max_tokens` used (and enforced) when a request sets none; absent: such requests are refused. */
+    maxOutputTokens: z.number().int().min(1).max(10_000_000).optional(),
+    /** Largest prompt accepted, in estimated input tokens (400 beyond). */
+    maxInputTokens: z.number().int().min(1).max(10_000_000).default(200_000),
+    /** Wall-clock cap of one call, streams included, in seconds: the stream is ended cleanly after it. */
+    maxCallSeconds: z.number().int().min(1).max(3600).default(300),
+    /** The provider's API key (`Authorization: Bearer` for openai, `x-api-key` for anthropic). */
+    secret: secret.optional(),
+  });
   return z
-    .discriminatedUnion('kind', [apiKey, clientCredentials, user, onBehalfOf])
+    .discriminatedUnion('kind', [apiKey, clientCredentials, user, onBehalfOf, llm])
     .superRefine((c, ctx) => {
       const urls = [c.baseUrl, ...('issuer' in c ? [c.issuer, c.tokenEndpoint] : []), ...('authorizationEndpoint' in c ? [c.authorizationEndpoint] : [])];
       for (const u of urls) {
@@ -181,6 +201,7 @@ function kinds<S extends z.ZodType>(secret: S) {
         if (c.query !== undefined && c.scheme !== undefined) ctx.addIssue({ code: 'custom', path: ['scheme'], message: 'scheme applies to headers only' });
         return;
       }
+      if (c.kind === 'llm') return;
       if (c.issuer === undefined && c.tokenEndpoint === undefined) ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'give issuer (discovery) or tokenEndpoint' });
       if (c.kind === 'oauth2_user' && c.tokenEndpoint !== undefined && c.authorizationEndpoint === undefined) {
         ctx.addIssue({ code: 'custom', path: ['authorizationEndpoint'], message: 'give authorizationEndpoint with tokenEndpoint (or only issuer, for discovery)' });
