@@ -296,7 +296,7 @@ export class LlmGateway {
 
   // --- forward ---------------------------------------------------------------------------------
 
-  async #forward(ctx: Ctx & Credentialed): Promise<{ response: LlmResponse; ended: () => Promise<Ending> }> {
+  async #forward(ctx: Ctx & Credentialed): Promise<{ response: LlmResponse; ended: Promise<Ending> }> {
     const { call, connection, credential: cred, plan } = ctx;
     const s = connection.settings as LlmSettings;
     const url = `${s.baseUrl.replace(/\/$/, '')}${call.path}${call.query ? `?${call.query}` : ''}`;
@@ -350,14 +350,11 @@ export class LlmGateway {
       body = Readable.from([bytes]);
     }
     const done = body;
-    return {
-      response: { status: res.status, headers: outHeaders, body: done },
-      ended: async () => {
-        const ending = await streamEnding(done);
-        for (const sig of signals) sig.removeEventListener('abort', abortUpstream);
-        return ending;
-      },
-    };
+    const ended = streamEnding(done).then((ending) => {
+      for (const sig of signals) sig.removeEventListener('abort', abortUpstream);
+      return ending;
+    });
+    return { response: { status: res.status, headers: outHeaders, body: done }, ended };
   }
 }
 
