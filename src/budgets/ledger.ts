@@ -51,7 +51,7 @@ export interface Charge {
   budgetId: string;
   unit: BudgetUnit;
   charged: number;
-  /** Actual use beyond the reservation, not charged (the invariant wins); normally 0. */
+  /** Actual use that did not fit under the limit, not charged (the invariant wins); normally 0. */
   uncharged: number;
 }
 
@@ -180,8 +180,9 @@ export class BudgetLedger {
   }
 
   /**
-   * Charges `used` (per unit; never more than the reservation held: the excess is reported as
-   * `uncharged`) and releases the rest. Idempotent: a second settle of one reservation charges
+   * Charges `used` (per unit) and releases the rest of the reservation. Use beyond the
+   * reservation is charged only as far as the budget's limit allows; what does not fit is
+   * reported as `uncharged` (the invariant wins over the bill). Idempotent: a second settle of one reservation charges
    * nothing. A reservation already released as expired is charged what still fits in its budgets.
    */
   async settle(reservation: Reservation, used: Amounts): Promise<Charge[]> {
@@ -200,7 +201,10 @@ export class BudgetLedger {
           await tx.query('UPDATE budget_usage SET reserved = reserved - $3, spent = spent + $4 WHERE budget_id = $1 AND window_start = $2', [
             item.budgetId, item.windowStart.toISOString(), item.amount, charge,
           ]);
-          charges.push({ budgetId: item.budgetId, unit: item.unit, charged: charge, uncharged: want - charge });
+          // Used more than reserved (a provider counting more prompt tokens than Deputy's
+          // estimate): the excess is charged as far as the limit still allows, never beyond.
+          const extra = want > charge ? await this.#chargeWhatFits(tx, item, want - charge) : 0;
+          charges.push({ budgetId: item.budgetId, unit: item.unit, charged: charge + extra, uncharged: want - charge - extra });
         } else {
           // Released as expired meanwhile: charge what still fits under the limit.
           const fit = await this.#chargeWhatFits(tx, item, charge);

@@ -16,7 +16,8 @@ import type { Logger } from '../log.js';
 import { findStoreUnavailable } from '../store/index.js';
 
 export interface ErrorBody {
-  error: string;
+  /** The code; an object `{ type, code, message }` on the LLM gateway (the providers' shape). */
+  error: string | { type: string; code: string; message: string };
   error_description?: string;
 }
 
@@ -61,14 +62,17 @@ export function renderError(ctx: Koa.Context, err: DeputyError): void {
   ctx.status = err.status;
   ctx.set(err.headers);
   ctx.set('Cache-Control', 'no-store');
+  // The LLM gateway's clients are the providers' SDKs: they read `error.message` / `error.type`
+  // from an object (OpenAI and Anthropic error bodies), so there `error` is one (./llm.ts).
+  const error = ctx.state.nestedError === true ? { type: err.code, code: err.code, message: err.description } : err.code;
   if (err instanceof ProblemError) {
     // RFC 9457 §3: the problem members, then Deputy's own two (extension members, §3.2).
     ctx.type = 'application/problem+json';
-    ctx.body = { type: err.problemType, title: err.title, status: err.status, detail: err.description, ...err.members, error: err.code, error_description: err.description };
+    ctx.body = { type: err.problemType, title: err.title, status: err.status, detail: err.description, ...err.members, error, error_description: err.description };
     return;
   }
   ctx.type = 'json';
-  ctx.body = { ...err.details, error: err.code, error_description: err.description } satisfies ErrorBody;
+  ctx.body = { ...err.details, error, error_description: err.description };
 }
 
 /** The typed error `err` stands for: itself, or 503 when the store is away (even wrapped). */

@@ -19,6 +19,8 @@ export function llmMiddleware(gateway: LlmGateway): Koa.Middleware {
   return async function llmCall(ctx, next) {
     const m = LLM_PATH.exec(ctx.path);
     if (!m) return next();
+    // Errors in the shape the providers' SDKs read (src/http/errors.ts).
+    ctx.state.nestedError = true;
     if (!CONNECTION_ID.test(m[1]!)) throw new NotFound(`LLM connection "${m[1]!.slice(0, 64)}" does not exist`);
     const abort = new AbortController();
     ctx.res.once('close', () => {

@@ -58,7 +58,7 @@ export function parseModelRequest(endpoint: Exclude<Endpoint, 'models'>, raw: un
   if (typeof model !== 'string' || model.length === 0 || model.length > 200) throw new InvalidRequest('model is required (a string)');
   const capMember = { chat: raw.max_completion_tokens !== undefined ? 'max_completion_tokens' : 'max_tokens', responses: 'max_output_tokens', messages: 'max_tokens', embeddings: undefined }[endpoint];
   const cap = capMember === undefined ? 0 : raw[capMember];
-  if (cap !== undefined && cap !== null && !(Number.isSafeInteger(cap) && (cap as number) > 0)) throw new InvalidRequest(`${capMember} must be a positive integer`);
+  if (capMember !== undefined && cap !== undefined && cap !== null && !(Number.isSafeInteger(cap) && (cap as number) > 0)) throw new InvalidRequest(`${capMember} must be a positive integer`);
   if (endpoint === 'messages' && cap === undefined) throw new InvalidRequest('max_tokens is required');
   return {
     endpoint,

@@ -44,7 +44,7 @@ beforeAll(async () => {
       agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'llm'], audiences: ['openai', 'capped', 'claude'].map((c) => `http://localhost:${port}/llm/${c}`) })],
       connections: [
         { id: 'openai', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], models: ['gpt-test', 'gpt-unpriced'], maxInputTokens: 500 },
-        { id: 'capped', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, maxOutputTokens: 6 },
+        { id: 'capped', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], maxOutputTokens: 6 },
         { id: 'claude', kind: 'llm', provider: 'anthropic', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'ANTHROPIC_KEY' }, requiredScopes: ['llm'] },
       ],
       budgets: { prices: { 'gpt-test': PRICE, 'claude-test': PRICE } },
@@ -170,6 +170,8 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     const err = await openai('openai', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 5 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.APIError);
     expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(402);
+    expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded');
+    expect((err as Error).message).toMatch(/^402 budget "b-[0-9a-f]+" cannot cover this call/);
     expect(llm.requests.length).toBe(before);
   });
 
@@ -212,7 +214,7 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     const id = await budget({ user, unit: 'input_tokens', window: 'day', limit: 1000 });
     const client = openai('openai', token);
     const emb = await client.embeddings.create({ model: 'gpt-test', input: 'hello' });
-    expect(emb.data[0]!.embedding).toEqual([0.1, 0.2]);
+    expect(emb.data[0]!.embedding.map((x) => Math.round(x * 10) / 10)).toEqual([0.1, 0.2]);
     expect(await settled(id)).toMatchObject({ spent: 12 });
     const models = await client.models.list();
     expect(models.data.map((m) => m.id)).toEqual(['gpt-test']);
@@ -245,7 +247,7 @@ describe('budgets: refusals and failures hold nothing', () => {
     expect(retryAfter).toBeGreaterThan(0);
     expect(retryAfter).toBeLessThanOrEqual(86_400);
     const body = (await res.json()) as Record<string, unknown>;
-    expect(body).toMatchObject({ type: 'https://deputy.dev/problems/budget-exceeded', title: 'Budget exceeded', status: 402, budget: id, unit: 'requests', limit: 1, spent: 1, reserved: 0, error: 'budget_exceeded' });
+    expect(body).toMatchObject({ type: 'https://deputy.dev/problems/budget-exceeded', title: 'Budget exceeded', status: 402, budget: id, unit: 'requests', limit: 1, spent: 1, reserved: 0, error: { type: 'budget_exceeded', code: 'budget_exceeded' } });
     expect(new Date(String(body.resets_at)).getTime()).toBeGreaterThan(Date.now());
     expect(llm.requests.length).toBe(before);
     expect(await spend(id)).toMatchObject({ spent: 1, reserved: 0 });

@@ -70,7 +70,9 @@ export async function startMockLlm(): Promise<MockLlm> {
     const stream = body?.stream === true;
     if (path === '/v1/chat/completions') return stream ? chatStream(res, model, n, body) : json(res, 200, chat(model, n));
     if (path === '/v1/messages') return stream ? messagesStream(res, model, n) : json(res, 200, message(model, n));
-    if (path === '/v1/embeddings') return json(res, 200, { object: 'list', data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2] }], model, usage: { prompt_tokens: behavior.promptTokens, total_tokens: behavior.promptTokens } });
+    // The openai SDK asks for base64 (little-endian float32) unless told otherwise.
+    const vector = body?.encoding_format === 'base64' ? Buffer.from(new Float32Array([0.1, 0.2]).buffer).toString('base64') : [0.1, 0.2];
+    if (path === '/v1/embeddings') return json(res, 200, { object: 'list', data: [{ object: 'embedding', index: 0, embedding: vector }], model, usage: { prompt_tokens: behavior.promptTokens, total_tokens: behavior.promptTokens } });
     if (path === '/v1/responses') return json(res, 200, response(model, n));
     json(res, 404, { error: { message: 'no such route' } });
   }
