@@ -6,14 +6,16 @@
  */
 import { dpopProof, type DpopKeys } from './agents.js';
 
-export function dpopFetch(keys: DpopKeys, token: () => string): typeof fetch {
+export function dpopFetch(keys: DpopKeys, token: () => string, publicOrigin?: string): typeof fetch {
   return async (input, init) => {
     const request = new Request(input, init);
     const url = new URL(request.url);
+    // Behind a load balancer the proof names the public URL (the issuer's), not the instance's.
+    const htuOrigin = publicOrigin ?? url.origin;
     const headers = new Headers(request.headers);
     headers.delete('x-api-key');
     headers.set('authorization', `DPoP ${token()}`);
-    headers.set('dpop', await dpopProof(keys, `${url.origin}${url.pathname}`, { htm: request.method, accessToken: token() }));
+    headers.set('dpop', await dpopProof(keys, `${htuOrigin}${url.pathname}`, { htm: request.method, accessToken: token() }));
     const body = request.body ? await request.arrayBuffer() : undefined;
     return fetch(url, { method: request.method, headers, ...(body ? { body } : {}), ...(init?.signal ? { signal: init.signal } : {}) });
   };
