@@ -337,6 +337,8 @@ export class LlmGateway {
       if (FORWARDED_RESPONSE_HEADER.test(name)) outHeaders[name] = value;
     });
     const streamed = ctx.model?.stream === true && res.ok && (res.headers.get('content-type') ?? '').includes('text/event-stream') && res.body !== null;
+    // From here the stream ends itself cleanly at the deadline (./stream.ts): no abort of the body under it.
+    if (streamed) deadline.removeEventListener('abort', abortUpstream);
     if (!res.ok || !ctx.model) plan.meter.failed = !res.ok;
     let body: Readable | undefined;
     if (streamed) {

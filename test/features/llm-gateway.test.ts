@@ -5,6 +5,9 @@
  * no provider and to hold nothing; every charge is checked exactly.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -28,6 +31,19 @@ let llm: MockLlm;
 let deputy: TestDeputy;
 let agent: TestAgent;
 let adminToken: string;
+let policies: string;
+
+const LLM_POLICIES = `
+@id("no-expensive-calls")
+@reason("Requests over 0.50 USD are not allowed.")
+forbid (principal, action == Action::"complete", resource)
+when { context.llm has estimated_cost && context.llm.estimated_cost > 500000 };
+
+@id("no-model-x")
+@reason("Model x is not for agents.")
+forbid (principal is Agent, action == Action::"complete", resource)
+when { context.llm.model == "gpt-x" && context.llm.tools.contains("shell") };
+`;
 
 beforeAll(async () => {
   idp = await startMockIdp();
@@ -35,16 +51,23 @@ beforeAll(async () => {
   const a = await adminSetup();
   const keys = await clientKeys();
   const port = await freePort();
+  // The default policies plus two LLM rules (README "LLM gateway"), in a folder of the test's own.
+  policies = mkdtempSync(join(tmpdir(), 'deputy-llm-policies-'));
+  cpSync('config/policies/schema.cedarschema', join(policies, 'schema.cedarschema'));
+  cpSync('config/policies/default.cedar', join(policies, 'default.cedar'));
+  writeFileSync(join(policies, 'llm.cedar'), LLM_POLICIES);
   deputy = await startTestDeputy({
     env: { OPENAI_KEY, ANTHROPIC_KEY },
     config: {
       server: { port },
+      pdp: { policies, watch: false },
       admin: { clients: [a.config] },
       trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'llm'], audiences: ['openai', 'capped', 'claude'].map((c) => `http://localhost:${port}/llm/${c}`) })],
+      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'llm'], audiences: ['openai', 'capped', 'claude'].map((c) => `http://localhost:${port}/llm/${c}`).concat(`http://localhost:${port}/llm/slow`) })],
       connections: [
         { id: 'openai', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], models: ['gpt-test', 'gpt-unpriced'], maxInputTokens: 500 },
         { id: 'capped', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], maxOutputTokens: 6 },
+        { id: 'slow', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], maxCallSeconds: 1 },
         { id: 'claude', kind: 'llm', provider: 'anthropic', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'ANTHROPIC_KEY' }, requiredScopes: ['llm'] },
       ],
       budgets: { prices: { 'gpt-test': PRICE, 'claude-test': PRICE } },
@@ -58,6 +81,7 @@ afterAll(async () => {
   await deputy?.stop();
   await llm?.close();
   await idp?.close();
+  if (policies) rmSync(policies, { recursive: true, force: true });
 });
 beforeEach(() => llm.reset());
 
@@ -226,6 +250,46 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     const res = await openai('capped', token).chat.completions.create({ model: 'gpt-test', messages: hello });
     expect(res.choices[0]!.message.content).toBe(WORD.repeat(6));
     expect(llm.requests.at(-1)!.body).toMatchObject({ max_tokens: 6 });
+  });
+});
+
+describe('LLM gateway: policy and limits', () => {
+  it('the PDP sees model, max_tokens, tools and estimated cost: an expensive request is denied (403) and reserves nothing', async () => {
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'requests', window: 'day', limit: 10 });
+    const before = llm.requests.length;
+    // 300 000 output tokens at 2 micro-units each: 0.60 USD, over the policy's 0.50.
+    const err = (await openai('openai', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 300_000 }).catch((e: unknown) => e)) as InstanceType<typeof OpenAI.APIError>;
+    expect(err.status).toBe(403);
+    expect(err.message).toMatch(/forbidden by policy "no-expensive-calls"/);
+    expect(llm.requests.length).toBe(before);
+    expect(await spend(id)).toMatchObject({ spent: 0, reserved: 0 });
+    const ok = await openai('openai', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 200_000 });
+    expect(ok.choices[0]!.message.content).toBe(WORD.repeat(8));
+  });
+
+  it('a stream that outlives the wall-clock cap is ended cleanly and charged what it delivered', async () => {
+    llm.behavior.hangAfterFirst = true;
+    const { token, user } = await session('slow');
+    const id = await budget({ user, unit: 'output_tokens', window: 'day', limit: 100 });
+    const stream = await openai('slow', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 50, stream: true });
+    let text = '';
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(text).toBe(WORD);
+    expect(finish).toBe('length');
+    expect(await settled(id)).toMatchObject({ spent: 1, reserved: 0 });
+  });
+
+  it('OpenAI Responses API, whole: charged its usage', async () => {
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'output_tokens', window: 'day', limit: 100 });
+    const res = await openai('openai', token).responses.create({ model: 'gpt-test', input: 'Say hello', max_output_tokens: 3 });
+    expect(res.output_text).toBe(WORD.repeat(3));
+    expect(await settled(id)).toMatchObject({ spent: 3 });
   });
 });
 
