@@ -30,7 +30,7 @@ export type ReceiptAlgorithm = (typeof RECEIPT_ALGORITHMS)[number];
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 
 /** What produced the receipt. */
-export const RECEIPT_EVENTS = ['token_exchange', 'access_evaluation', 'gateway_call'] as const;
+export const RECEIPT_EVENTS = ['token_exchange', 'access_evaluation', 'gateway_call', 'budget_settlement'] as const;
 export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
 export type ReceiptDecision = 'permit' | 'deny';
 
@@ -63,6 +63,18 @@ export interface ReceiptInput {
   requestDigest?: string;
   /** The `jti` of a token issued by this action (an identifier, not the token). */
   tokenId?: string;
+  /**
+   * `budget_settlement`: what the settled call was charged on each budget it hit (src/budgets),
+   * in the budget's unit (cost in micro-units of `budgets.currency`).
+   */
+  charges?: ReadonlyArray<ReceiptCharge>;
+}
+
+/** One budget's charge in a `budget_settlement` receipt. */
+export interface ReceiptCharge {
+  budget: string;
+  unit: string;
+  amount: number;
 }
 
 /** The signed payload. Registered claim names follow RFC 7519 §4.1. */
@@ -88,6 +100,7 @@ export interface ReceiptClaims {
   request_id?: string;
   request_digest?: string;
   token_id?: string;
+  charges?: ReceiptCharge[];
 }
 
 /** A receipt as stored and exported. */
@@ -165,6 +178,14 @@ export function assertReceiptInput(input: ReceiptInput): void {
   text('requestId', input.requestId, LIMITS.id, true);
   text('requestDigest', input.requestDigest, LIMITS.id, true);
   text('tokenId', input.tokenId, LIMITS.id, true);
+  if (input.charges !== undefined) {
+    if (!Array.isArray(input.charges) || input.charges.length > LIMITS.policies) throw new TypeError(`receipt charges must be an array of at most ${LIMITS.policies}`);
+    input.charges.forEach((c, i) => {
+      text(`charges[${i}].budget`, c.budget, LIMITS.id);
+      text(`charges[${i}].unit`, c.unit, LIMITS.id);
+      if (!Number.isSafeInteger(c.amount) || c.amount < 0) throw new TypeError(`receipt charges[${i}].amount must be a non-negative integer`);
+    });
+  }
 }
 
 /** The claims of the receipt at `seq` after `prev`. Optional members are left out when absent. */
@@ -190,6 +211,7 @@ export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: strin
     resource: input.resource,
     decision: input.decision,
     policies: [...new Set(input.policies ?? [])],
+    ...(input.charges ? { charges: input.charges.map((c) => ({ budget: c.budget, unit: c.unit, amount: c.amount })) } : {}),
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Partial<ReceiptClaims>),
   };
 }

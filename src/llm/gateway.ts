@@ -286,12 +286,36 @@ export class LlmGateway {
           }
           const usage = usedBy(ctx.model!, meter, price);
           const charges = await ledger.settle(reservation, usage);
+          if (charges.length) await this.#settlementReceipt(ctx, charges);
           await this.#d.onSettled?.({ admission: ctx.admission, connection: ctx.connection, model: ctx.model!.model, usage, charges, cut: meter.cut });
         } catch (err) {
           this.#d.logger.error({ err, reqId: ctx.admission.requestId }, 'budget reservation could not be settled; it is released when it expires');
         }
       },
     };
+  }
+
+  /**
+   * The call's second receipt, after its decision's: what it was charged on each budget it hit
+   * (event `budget_settlement`, same request id and digest), so an auditor sees spend per call.
+   */
+  async #settlementReceipt(ctx: ActionIn & Resolved, charges: Charge[]): Promise<void> {
+    const receipts = this.#d.receipts;
+    if (!receipts) return;
+    const { principal, requestId } = ctx.admission;
+    await receipts.append({
+      agent: principal.agentId,
+      user: principal.userId,
+      chain: principal.chain,
+      event: 'budget_settlement',
+      action: ctx.action.name,
+      resource: ctx.action.resource,
+      decision: 'permit',
+      requestId,
+      requestDigest: ctx.action.requestDigest,
+      tokenId: principal.tokenJti,
+      charges: charges.map((c) => ({ budget: c.budgetId, unit: c.unit, amount: c.charged })),
+    });
   }
 
   // --- forward ---------------------------------------------------------------------------------

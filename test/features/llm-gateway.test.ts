@@ -140,6 +140,13 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     expect(seen.body).toMatchObject({ model: 'gpt-test', max_tokens: 50 });
     expect(await settled(tokens)).toMatchObject({ spent: 8 });
     expect(await settled(cost)).toMatchObject({ spent: 12 * 1 + 8 * 2 + 10 });
+    // The call's receipts: the decision, then the settlement with the charge on each budget hit.
+    await deputy.receipts.flush();
+    const rows = await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1 ORDER BY seq DESC LIMIT 2', ['agent-a']);
+    const [settlement, decision] = rows.map((r) => claimsOf(r.jws));
+    expect(decision).toMatchObject({ event: 'gateway_call', action: 'complete', decision: 'permit' });
+    expect(settlement).toMatchObject({ event: 'budget_settlement', action: 'complete', request_id: decision!.request_id });
+    expect(new Set((settlement!.charges as unknown[]))).toEqual(new Set([{ budget: tokens, unit: 'output_tokens', amount: 8 }, { budget: cost, unit: 'cost', amount: 38 }]));
     expect(JSON.stringify(deputy.logs)).not.toContain(OPENAI_KEY);
   });
 
