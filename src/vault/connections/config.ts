@@ -76,6 +76,8 @@ export const routeSchema = z.strictObject({
   path: z.string().regex(/^\/[^?#\s]*$/, 'must start with / and contain no query, fragment or spaces'),
   action: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
   scopes: z.array(scopeToken).max(20).default([]),
+  /** What one call of this route costs, for `cost` budgets (micro-units of `budgets.currency`); overrides `costPerCall`. */
+  cost: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
 });
 export type RouteConfig = z.infer<typeof routeSchema>;
 
@@ -97,6 +99,8 @@ const common = {
   routes: z.array(routeSchema).max(200).default([]),
   /** Upstream answer deadline for this connection (overrides `gateway.upstreamTimeoutSeconds`). */
   timeoutSeconds: z.number().int().min(1).max(300).optional(),
+  /** What one gateway call costs, for `cost` budgets (micro-units of `budgets.currency`; a route's `cost` wins). */
+  costPerCall: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
 };
 
 /** Where Deputy reaches a downstream authorization server: discovery or explicit endpoints. */
