@@ -17,7 +17,7 @@ import { findStoreUnavailable } from '../store/index.js';
 
 export interface ErrorBody {
   /** The code; an object `{ type, code, message }` on the LLM gateway (the providers' shape). */
-  error: string | { type: string; code: string; message: string };
+  error: string | { type: string; code: string; message: string; [member: string]: unknown };
   error_description?: string;
 }
 
@@ -64,7 +64,10 @@ export function renderError(ctx: Koa.Context, err: DeputyError): void {
   ctx.set('Cache-Control', 'no-store');
   // The LLM gateway's clients are the providers' SDKs: they read `error.message` / `error.type`
   // from an object (OpenAI and Anthropic error bodies), so there `error` is one (./llm.ts).
-  const error = ctx.state.nestedError === true ? { type: err.code, code: err.code, message: err.description } : err.code;
+  // A problem's members are repeated there: the OpenAI SDK exposes only that object (`err.error`).
+  const error = ctx.state.nestedError === true
+    ? { type: err.code, code: err.code, message: err.description, ...(err instanceof ProblemError ? err.members : {}) }
+    : err.code;
   if (err instanceof ProblemError) {
     // RFC 9457 §3: the problem members, then Deputy's own two (extension members, §3.2).
     ctx.type = 'application/problem+json';

@@ -202,6 +202,8 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     expect(err).toBeInstanceOf(OpenAI.APIError);
     expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(402);
     expect((err as InstanceType<typeof OpenAI.APIError>).code).toBe('budget_exceeded');
+    expect((err as InstanceType<typeof OpenAI.APIError>).error).toMatchObject({ budget: id, unit: 'output_tokens', limit: 25, spent: 25 });
+    expect((err as InstanceType<typeof OpenAI.APIError>).headers?.get('retry-after')).toMatch(/^\d+$/);
     expect((err as Error).message).toMatch(/^402 budget "b-[0-9a-f]+" cannot cover this call/);
     expect(llm.requests.length).toBe(before);
   });
