@@ -10,8 +10,8 @@ import cluster from 'node:cluster';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import type Provider from 'oidc-provider';
 import { AgentRegistry } from './agents/registry.js';
+import { TemporarilyUnavailable } from './errors/index.js';
 import { ReceiptService } from './audit/receipts.js';
 import { createBudgets, type Budgets } from './budgets/index.js';
 import { LlmGateway } from './llm/gateway.js';
@@ -20,6 +20,7 @@ import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
 import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
 import { createApp } from './http/app.js';
+import { writeError, writeNodeError } from './http/errors.js';
 import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
@@ -27,11 +28,9 @@ import { AccessTokenVerifier } from './oauth/access-token.js';
 import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { createProvider } from './oauth/provider.js';
+import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { FederationVerifier } from './federation/verify.js';
 import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
-import { agentTokenIntrospection } from './oauth/introspection.js';
-import { tokenExchangeGrant } from './oauth/token-exchange.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { PolicyLoadError, startPdp, type PdpService } from './pdp/service.js';
 import { DataDirLocked, migrate, openStore, type Store } from './store/index.js';
@@ -119,12 +118,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       config, issuer, store, keys, agents, dpop,
       grants: [exchange],
       discovery: { receipts_jwks_uri: `${issuer.replace(/\/$/, '')}${RECEIPTS_JWKS_PATH}` },
-      onServerError: (err) => logger.error({ err }, 'oauth server error'),
-    });
-    // RFC 6749 §5.2 refusals are normal traffic: log the code and the check, never the request.
-    provider.on('grant.error', (_ctx, err) => {
-      const e = err as { error?: string; error_description?: string };
-      logger.info({ error: e.error, reason: e.error_description }, 'token request refused');
+      writeError, logger,
     });
     provider.use(agentTokenIntrospection({
       verifier, records, revocations, logger,
@@ -178,10 +172,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
 
 /** Listens; until the app is attached, requests get 503 rather than hanging. */
 function listen(server: Server, port: number, host: string): Promise<number> {
-  server.on('request', (_req, res) => {
-    res.writeHead(503, { 'Content-Type': 'application/json', 'Retry-After': '1' });
-    res.end('{"error":"temporarily_unavailable","error_description":"starting"}');
-  });
+  server.on('request', (_req, res) => writeNodeError(res, new TemporarilyUnavailable('starting', { retryAfterSeconds: 1 })));
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {

@@ -51,7 +51,7 @@ export function requireAdmin(deps: { authenticate: Authenticate; audience: strin
   return async function authenticateAdmin(ctx, next) {
     const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, ADMIN_SCOPE);
     ctx.state.auth = auth;
-    (ctx.state.log as { info: (o: object, m: string) => void }).info({ admin: auth.claims.client_id, method: ctx.method, path: ctx.path }, 'admin call');
+    ctx.state.log.info({ admin: auth.claims.client_id, method: ctx.method, path: ctx.path }, 'admin call');
     await next();
   };
 }

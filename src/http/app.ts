@@ -8,14 +8,14 @@
  */
 import Koa from 'koa';
 import mount from 'koa-mount';
-import type Provider from 'oidc-provider';
+import type { Provider } from '../oauth/oidc-provider/index.js';
 import type { AgentRegistry } from '../agents/registry.js';
 import type { ReceiptService } from '../audit/receipts.js';
 import type { DeputyConfig } from '../config/schema.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
-import { deputyResources } from '../oauth/provider.js';
+import { deputyResources } from '../oauth/deputy-own.js';
 import type { PdpService } from '../pdp/service.js';
 import type { Store } from '../store/index.js';
 import type { CredentialIsolation } from '../gateway/index.js';
@@ -26,7 +26,7 @@ import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
-import { errorBoundary, providerErrorRenderer } from './errors.js';
+import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
 import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
@@ -88,7 +88,6 @@ export function createApp(deps: AppDeps): Koa {
   }
   app.use(publishedJwks(deps.keys));
   app.use(canonicalOrigin(deps.issuer, deps.config.server.trustProxy));
-  providerErrorRenderer(deps.provider, deps.logger);
   app.use(mount(deps.provider));
   return app;
 }
@@ -96,7 +95,7 @@ export function createApp(deps: AppDeps): Koa {
 /**
  * Requests reaching oidc-provider are presented as addressed to the issuer's host and scheme.
  * The URLs the provider derives do not depend on this any more (`issuerDerivedUrls` in
- * src/oauth/provider.ts builds them from the issuer alone); it keeps anything else that reads
+ * src/oauth/oidc-provider/urls.ts builds them from the issuer alone); it keeps anything else that reads
  * the request's origin consistent with the issuer. Client-supplied `X-Forwarded-For` is dropped
  * unless `server.trustProxy` is set.
  */

@@ -21,8 +21,7 @@ import type { DeputyConfig } from '../config/schema.js';
 import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, type ReceiptAppender } from '../audit/index.js';
 import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
-import { AUTHZEN_SCOPE } from '../oauth/deputy-own.js';
-import { deputyResources } from '../oauth/provider.js';
+import { AUTHZEN_SCOPE, deputyResources } from '../oauth/deputy-own.js';
 import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type EvaluationInput, type Explain, type SearchKind } from '../pdp/authzen.js';
 import type { Decision } from '../pdp/decision.js';
 import type { DelegatedSubject } from '../pdp/delegated-subject.js';
@@ -216,7 +215,7 @@ function receiptRequested(ctx: Koa.Context): boolean {
  */
 async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, subject: DelegatedSubject, decision: Decision): Promise<AppendedReceipt> {
   if (!deps.receipts) throw new TemporarilyUnavailable('receipts are not available on this instance');
-  const requestId = (ctx.state as { requestId?: unknown }).requestId;
+  const requestId: unknown = ctx.state.requestId;
   const presented = subject.records.at(-1);
   return deps.receipts.append({
     agent: subject.chain.at(-1)!,

@@ -20,7 +20,7 @@ export function llmMiddleware(gateway: LlmGateway): Koa.Middleware {
     const m = LLM_PATH.exec(ctx.path);
     if (!m) return next();
     // Errors in the shape the providers' SDKs read (src/http/errors.ts).
-    ctx.state.nestedError = true;
+    ctx.state.providerErrorShape = true;
     if (!CONNECTION_ID.test(m[1]!)) throw new NotFound(`LLM connection "${m[1]!.slice(0, 64)}" does not exist`);
     const abort = new AbortController();
     ctx.res.once('close', () => {

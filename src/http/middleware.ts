@@ -33,7 +33,7 @@ export function accessLog(): Koa.Middleware {
       await next();
     } finally {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      (ctx.state.log as Logger).info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10 }, 'request');
+      ctx.state.log.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10 }, 'request');
     }
   };
 }

@@ -204,10 +204,10 @@ export class CredentialsRequired extends InvalidToken {}
  */
 export function dpopOnlyChallenge(err: DeputyError): DeputyError {
   if (err instanceof CredentialsRequired) {
-    err.headers['WWW-Authenticate'] = `DPoP realm="deputy", algs="${DPOP_CHALLENGE_ALGS}"`;
+    err.challenge = { schemes: ['DPoP'], realm: REALM, error: false, algs: DPOP_CHALLENGE_ALGS };
     return err;
   }
-  delete err.headers['WWW-Authenticate'];
+  err.challenge = undefined;
   return withChallenge(err, 'DPoP') as DeputyError;
 }
 
@@ -218,8 +218,7 @@ export function dpopOnlyChallenge(err: DeputyError): DeputyError {
  */
 function credentialsRequired(scope: string | undefined): InvalidToken {
   const err = new CredentialsRequired('an access token is required (Authorization: Bearer <token> or DPoP <token>)');
-  const scopeParam = scope ? `, scope="${quote(scope)}"` : '';
-  err.headers['WWW-Authenticate'] = `Bearer realm="deputy"${scopeParam}, DPoP realm="deputy"${scopeParam}, algs="${DPOP_CHALLENGE_ALGS}"`;
+  err.challenge = { schemes: ['Bearer', 'DPoP'], realm: REALM, error: false, ...(scope ? { scope } : {}), algs: DPOP_CHALLENGE_ALGS };
   return err;
 }
 
@@ -232,21 +231,19 @@ function describeJoseError(err: unknown): string {
   return 'access token is malformed or invalid';
 }
 
-/** Adds the RFC 6750 §3 / RFC 9449 §7.1 challenge to 401/403 errors (and 400s of the Authorization header). */
+/**
+ * Adds the RFC 6750 §3 / RFC 9449 §7.1 challenge (naming the error) to 401/403 errors (and 400s
+ * of the Authorization header); an error that has one keeps it. The serializer writes it.
+ */
 export function withChallenge(err: unknown, scheme: 'Bearer' | 'DPoP', scope?: string): unknown {
   if (!(err instanceof DeputyError) || (err.status !== 401 && err.status !== 403 && err.status !== 400)) return err;
-  if (err.headers['WWW-Authenticate']) return err;
-  const params = [`realm="deputy"`, `error="${err.code}"`, `error_description="${quote(err.description)}"`];
-  if (scope) params.push(`scope="${quote(scope)}"`);
-  if (scheme === 'DPoP') params.push(`algs="${DPOP_CHALLENGE_ALGS}"`);
-  err.headers['WWW-Authenticate'] = `${scheme} ${params.join(', ')}`;
+  if (err.challenge) return err;
+  err.challenge = { schemes: [scheme], realm: REALM, error: true, ...(scope ? { scope } : {}), ...(scheme === 'DPoP' ? { algs: DPOP_CHALLENGE_ALGS } : {}) };
   return err;
 }
 
-/** RFC 9449 §7.1 `algs`: the proof algorithms Deputy's resources accept. */
-const DPOP_CHALLENGE_ALGS = 'ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256';
+/** RFC 6750 §3 `realm` of Deputy's protected resources. */
+const REALM = 'deputy';
 
-/** Values end up in a quoted-string (RFC 9110 §5.6.4): escape `\` and `"`. */
-function quote(s: string): string {
-  return s.replace(/[\\"]/g, (c) => `\\${c}`);
-}
+/** RFC 9449 §7.1 `algs`: the proof algorithms Deputy's resources accept. */
+const DPOP_CHALLENGE_ALGS: readonly string[] = ['ES256', 'ES384', 'ES512', 'PS256', 'Ed25519', 'EdDSA', 'RS256'];

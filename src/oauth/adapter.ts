@@ -1,115 +1,11 @@
 /**
- * oidc-provider's storage adapter over Deputy's store: one JSONB row per model instance in
- * `oidc_models`, with the secondary keys the contract needs (grant id, session uid, user code).
- *
- * The contract (oidc-provider `example/my_adapter.js`): `upsert(id, payload, expiresIn)`,
- * `find`, `findByUid`, `findByUserCode`, `consume`, `destroy`, `revokeByGrantId`. Expiry is
- * decided by the database clock so that every instance agrees. Expired rows are invisible and
- * removed by {@link purgeExpired}.
- *
- * The `Client` model is not stored here: clients are agents, read from the agent registry.
+ * Single-use records and expiry in `oidc_models` (the table oidc-provider's storage adapter,
+ * ./oidc-provider/adapter.ts, also uses): replay detection for DPoP proofs, client assertions,
+ * actor tokens and receipts, and the periodic purge of expired rows.
  *
  * @module
  */
-import type { Adapter, AdapterPayload } from 'oidc-provider';
-import type { Agent, AgentRegistry } from '../agents/registry.js';
 import type { Queryable } from '../store/index.js';
-
-interface ModelRow {
-  payload: AdapterPayload;
-  consumed: number | null;
-}
-
-const SELECT = `SELECT payload, extract(epoch FROM consumed_at)::int AS consumed FROM oidc_models`;
-const LIVE = `(expires_at IS NULL OR expires_at > now())`;
-
-export class StoreAdapter implements Adapter {
-  constructor(
-    readonly model: string,
-    readonly db: Queryable,
-  ) {}
-
-  async upsert(id: string, payload: AdapterPayload, expiresIn: number): Promise<void> {
-    await this.db.query(
-      `INSERT INTO oidc_models (model, id, payload, grant_id, uid, user_code, expires_at)
-       VALUES ($1, $2, $3::jsonb, $4, $5, $6, CASE WHEN $7::int IS NULL THEN NULL ELSE now() + make_interval(secs => $7::int) END)
-       ON CONFLICT (model, id) DO UPDATE SET payload = EXCLUDED.payload, grant_id = EXCLUDED.grant_id,
-         uid = EXCLUDED.uid, user_code = EXCLUDED.user_code, expires_at = EXCLUDED.expires_at, consumed_at = NULL`,
-      [
-        this.model,
-        id,
-        JSON.stringify(payload),
-        payload.grantId ?? null,
-        payload.uid ?? null,
-        payload.userCode ?? null,
-        typeof expiresIn === 'number' && Number.isFinite(expiresIn) ? Math.ceil(expiresIn) : null,
-      ],
-    );
-  }
-
-  async find(id: string): Promise<AdapterPayload | undefined> {
-    return this.#one(`${SELECT} WHERE model = $1 AND id = $2 AND ${LIVE}`, [this.model, id]);
-  }
-
-  async findByUid(uid: string): Promise<AdapterPayload | undefined> {
-    return this.#one(`${SELECT} WHERE model = $1 AND uid = $2 AND ${LIVE}`, [this.model, uid]);
-  }
-
-  async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-    return this.#one(`${SELECT} WHERE model = $1 AND user_code = $2 AND ${LIVE}`, [this.model, userCode]);
-  }
-
-  async consume(id: string): Promise<void> {
-    await this.db.query(`UPDATE oidc_models SET consumed_at = now() WHERE model = $1 AND id = $2 AND consumed_at IS NULL`, [this.model, id]);
-  }
-
-  async destroy(id: string): Promise<void> {
-    await this.db.query(`DELETE FROM oidc_models WHERE model = $1 AND id = $2`, [this.model, id]);
-  }
-
-  /** Revokes every token of the grant, whatever its model (as the reference memory adapter does). */
-  async revokeByGrantId(grantId: string): Promise<void> {
-    await this.db.query(`DELETE FROM oidc_models WHERE grant_id = $1`, [grantId]);
-  }
-
-  async #one(sql: string, params: unknown[]): Promise<AdapterPayload | undefined> {
-    const rows = await this.db.query<ModelRow>(sql, params);
-    const row = rows[0];
-    if (!row) return undefined;
-    return row.consumed === null ? row.payload : { ...row.payload, consumed: row.consumed };
-  }
-}
-
-/**
- * The `Client` model, read-only, backed by the agent registry. A disabled or unknown agent is
- * "not found", so its client authentication fails with `invalid_client`.
- */
-export class AgentClientAdapter implements Adapter {
-  constructor(
-    private readonly registry: AgentRegistry,
-    private readonly toMetadata: (agent: Agent) => AdapterPayload,
-  ) {}
-
-  async find(id: string): Promise<AdapterPayload | undefined> {
-    const agent = await this.registry.get(id);
-    return agent && agent.status === 'active' ? this.toMetadata(agent) : undefined;
-  }
-
-  async upsert(): Promise<void> {
-    throw new Error('agents are managed through the agent registry');
-  }
-  async findByUid(): Promise<undefined> {
-    return undefined;
-  }
-  async findByUserCode(): Promise<undefined> {
-    return undefined;
-  }
-  async consume(): Promise<void> {}
-  async destroy(): Promise<void> {
-    throw new Error('agents are managed through the agent registry');
-  }
-  async revokeByGrantId(): Promise<void> {}
-}
 
 /**
  * Single-use insert for replay detection (DPoP `jti`, client assertion `jti`): true when this

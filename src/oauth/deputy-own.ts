@@ -98,3 +98,20 @@ export function deputyOwnGrantIssues(agent: AgentGrants, issuer: string | undefi
 export const deputyScopeMessage = 'is one of Deputy\'s own scopes (deputy:*, authzen:*), which are never granted to an agent';
 /** Why a Deputy-own resource is refused. */
 export const deputyResourceMessage = `is one of Deputy's own resources (a URL under its issuer other than ${GATEWAY_PREFIX}/{connection} or ${LLM_PREFIX}/{connection}), which are never granted to an agent`;
+
+/** Deputy's own protected resources (RFC 8707 resource indicators) and the scope each accepts. */
+export interface DeputyResources {
+  /** Admin API: scope `deputy:admin`. */
+  admin: string;
+  /** AuthZEN PDP: scope `authzen:evaluate`. */
+  access: string;
+}
+
+/** The resource indicators of Deputy's own APIs under `issuer`. */
+export function deputyResources(issuer: string): DeputyResources {
+  const base = issuer.replace(/\/$/, '');
+  return { admin: `${base}/admin`, access: `${base}/access` };
+}
+
+/** The one scope each of Deputy's own resources accepts. */
+export const RESOURCE_SCOPES: Readonly<Record<keyof DeputyResources, string>> = { admin: ADMIN_SCOPE, access: AUTHZEN_SCOPE };

@@ -24,7 +24,7 @@ import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, 
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
 import { recordOnce, type OnceKey } from './adapter.js';
-import { DPOP_ALGS } from './provider.js';
+import { DPOP_ALGS } from './algorithms.js';
 import { normalizeHttpUrl } from './uri.js';
 
 export interface DpopVerifierOptions {

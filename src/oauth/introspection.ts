@@ -2,10 +2,11 @@
  * Introspection (RFC 7662) and revocation (RFC 7009) of Deputy's JWT agent tokens.
  *
  * oidc-provider authenticates the caller at `/introspect` and `/revoke` (private_key_jwt) and
- * then refuses JWT access tokens (`unsupported_token_type`: it stores none). This middleware runs
- * after it: when the caller authenticated and the token is one of Deputy's own JWTs, it answers
- * from the token records instead — with the whole delegation chain for introspection (Keycloak
- * drops `act`), and with a cascade for revocation.
+ * then refuses JWT access tokens (`unsupported_token_type`: it stores none). A hook
+ * (./oidc-provider/introspection-hook.ts) runs after it: when the caller authenticated and the
+ * token is one of Deputy's own JWTs, it answers with {@link introspect} / {@link revoke} from the
+ * token records instead — with the whole delegation chain for introspection (Keycloak drops
+ * `act`), and with a cascade for revocation. This module is plain functions over values.
  *
  * Who may ask: admin / PEP clients (from configuration) about any token; an agent about tokens
  * issued to it. Anyone else gets `active: false`, as RFC 7662 §2.2 prescribes for tokens a
@@ -23,8 +24,6 @@
  *
  * @module
  */
-import type Koa from 'koa';
-import type { KoaContextWithOIDC } from 'oidc-provider';
 import { UnauthorizedClient, UnsupportedTokenType } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
@@ -39,12 +38,6 @@ export interface IntrospectionDeps {
   /** Client ids of the admin clients holding `deputy:admin`: they may revoke any token. */
   revokingClients: ReadonlySet<string>;
   logger: Logger;
-}
-
-/** oidc-provider refused the token because it is a JWT: the case this module takes over. */
-function refusedAsStructured(ctx: KoaContextWithOIDC): boolean {
-  const body = ctx.body as { error?: unknown } | undefined;
-  return ctx.status === 400 && body?.error === 'unsupported_token_type';
 }
 
 async function verified(deps: IntrospectionDeps, token: string): Promise<AccessTokenClaims | undefined> {
@@ -81,7 +74,11 @@ function introspectionResponse(claims: AccessTokenClaims, record: TokenRecord | 
   return response;
 }
 
-async function introspect(deps: IntrospectionDeps, caller: string, token: string): Promise<Record<string, unknown>> {
+/**
+ * RFC 7662 §2.2: the introspection response for `token` as `caller` (a client id) may see it:
+ * `{ active: false }` for an invalid, revoked or foreign token.
+ */
+export async function introspect(deps: IntrospectionDeps, caller: string, token: string): Promise<Record<string, unknown>> {
   const claims = await verified(deps, token);
   if (!claims?.jti) return { active: false };
   if (!deps.adminClients.has(caller) && claims.client_id !== caller) return { active: false };
@@ -95,7 +92,7 @@ async function introspect(deps: IntrospectionDeps, caller: string, token: string
  * everything delegated from it) or was not a live Deputy token; throws
  * {@link UnauthorizedClient} / {@link UnsupportedTokenType} and changes nothing otherwise.
  */
-async function revoke(deps: IntrospectionDeps, caller: string, token: string): Promise<void> {
+export async function revoke(deps: IntrospectionDeps, caller: string, token: string): Promise<void> {
   const claims = await verified(deps, token);
   if (!claims?.jti) return;
   const record = await deps.records.find(claims.jti);
@@ -105,25 +102,4 @@ async function revoke(deps: IntrospectionDeps, caller: string, token: string): P
   const revoked = await deps.records.revokeCascade(record.jti, `revoked by ${caller}`);
   deps.revocations.forget();
   deps.logger.info({ by: caller, jti: record.jti, cascade: revoked.length }, 'token revoked');
-}
-
-/** Install with `provider.use(...)`. */
-export function agentTokenIntrospection(deps: IntrospectionDeps): Koa.Middleware {
-  return async function introspectAgentTokens(ctx, next) {
-    await next();
-    const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
-    if (!oidc || (oidc.route !== 'introspection' && oidc.route !== 'revocation')) return;
-    if (!refusedAsStructured(ctx as unknown as KoaContextWithOIDC)) return;
-    const caller = oidc.client?.clientId;
-    const token = (oidc.params as Record<string, unknown> | undefined)?.token;
-    if (caller === undefined || typeof token !== 'string') return;
-    if (oidc.route === 'introspection') {
-      ctx.status = 200;
-      ctx.body = await introspect(deps, caller, token);
-    } else {
-      await revoke(deps, caller, token);
-      ctx.status = 200;
-      ctx.body = '';
-    }
-  };
 }

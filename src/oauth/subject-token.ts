@@ -39,15 +39,18 @@ export const TOKEN_TYPES: Readonly<Record<SubjectTokenKind, string>> = {
   jwt: 'urn:ietf:params:oauth:token-type:jwt',
 };
 
-/** A refused subject or actor token: always `invalid_grant` (RFC 6749 §5.2) or `invalid_request`. */
-export class SubjectTokenError extends Error {
+/**
+ * A refused subject token: `invalid_grant` (RFC 6749 §5.2, RFC 8693 §2.2.2) or, for a token or
+ * type that can never be a subject token, `invalid_request`. HTTP 400; a member of the one error
+ * family, so the token endpoint renders it as it is.
+ */
+export class SubjectTokenError extends DeputyError {
   constructor(
-    readonly error: 'invalid_grant' | 'invalid_request',
-    readonly description: string,
+    error: 'invalid_grant' | 'invalid_request',
+    description: string,
     options?: { cause?: unknown },
   ) {
-    super(description, options);
-    this.name = 'SubjectTokenError';
+    super(400, error, description, options);
   }
 }
 

@@ -9,7 +9,8 @@
  *    `refuseDeputyOwn` — no `scope` / `resource` / `audience` naming Deputy's own scopes or
  *    resources (src/oauth/deputy-own.ts): those belong to operator clients, never to an agent.
  * 2. `requireDpop` — the request's DPoP proof (RFC 9449 §4.3, §5), verified and its `jti` spent
- *    before the client was authenticated (./token-dpop.ts): the issued token is bound to its key.
+ *    before the client was authenticated (./oidc-provider/token-dpop.ts): the issued token is
+ *    bound to its key.
  * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
  * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
  * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
@@ -19,36 +20,42 @@
  *    request, the agent, and the subject token, and never Deputy's own — also when they come
  *    from an agent's stored defaults (rows written before registration refused them).
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
- * 8. `issue` — sign the RFC 9068 JWT, then record it (and the encrypted upstream token) and its
- *    `permit` receipt (src/audit) in one transaction. A failed exchange writes nothing but the
+ * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
+ *    by ./oidc-provider/), then `recordIssued`: the token record (and the encrypted upstream
+ *    token) and its `permit` receipt (src/audit) in one transaction. A failed exchange writes nothing but the
  *    proof's replay entry (a verified proof is spent whatever happens next, RFC 9449 §11.1) and,
  *    when policy refused it at step 7, a `deny` receipt.
+ *
+ * {@link exchange} works over plain values — the parsed parameters, the authenticated client's
+ * id, the verified DPoP proof, the request id — and returns the RFC 8693 §2.2.1 response; it
+ * knows neither Koa nor oidc-provider. Refusals are the typed errors of src/errors (RFC 6749
+ * §5.2 codes), rendered by the one serializer.
  *
  * @module
  */
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
-import { CachedJwks } from '../federation/jwks.js';
-import { errors, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 import type { Agent, AgentRegistry } from '../agents/registry.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
 import type { ReceiptInput } from '../audit/receipt.js';
 import type { ReceiptAppender } from '../audit/receipts.js';
+import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient } from '../errors/index.js';
+import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
-import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce } from './adapter.js';
+import { CLIENT_AUTH_ALGS } from './algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
-import { DelegationDenied, type DelegationAuthorizer } from './delegation-authorizer.js';
-import { actFromChain, extendChain, handoffTarget, mayActNames, type DelegationChain } from './delegation-chain.js';
-import type { GrantRegistration } from './provider.js';
-import { CLIENT_AUTH_ALGS, TOKEN_EXCHANGE_GRANT } from './provider.js';
+import { DelegationDenied, type DelegationAuthorizer, type DenialCode } from './delegation-authorizer.js';
+import { actFromChain, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegationChain } from './delegation-chain.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
-import { verifiedTokenProof } from './token-dpop.js';
 import { AgentNotActive, ParentRevoked, type TokenRecords } from './token-records.js';
+
+/** RFC 8693 §2.1 grant type. */
+export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
 
 /** RFC 8693 §2.1 request parameters (plus RFC 8707 `resource`). */
 export const TOKEN_EXCHANGE_PARAMETERS = [
@@ -65,7 +72,7 @@ export const TOKEN_EXCHANGE_PARAMETERS = [
 /** The only token type Deputy issues (RFC 8693 §3). */
 export const ACCESS_TOKEN_TYPE = TOKEN_TYPES.access_token;
 /** `gty` recorded on issued tokens. */
-const GTY = 'token_exchange';
+export const TOKEN_EXCHANGE_GTY = 'token_exchange';
 /** Vault `kind` of an upstream subject token. */
 export const UPSTREAM_TOKEN_KIND = 'upstream_subject_token';
 /** Parameter sizes beyond which the request is refused before any parsing. */
@@ -84,17 +91,88 @@ export interface TokenExchangeDeps {
   receipts: ReceiptAppender;
   /** Where the upstream subject token is kept, envelope-encrypted (the process's one vault). */
   vault: EnvelopeVault;
-  keys: KeyStore;
   /** Lifetime of issued tokens, in seconds (capped by the subject token's expiry). */
   accessTokenTTL: number;
   logger: Logger;
 }
 
-/** An OAuth error (RFC 6749 §5.2) with a description naming the failed check. */
-function oauthError(error: string, description: string, status = 400): Error {
-  const err = new errors.CustomOIDCProviderError(error, description);
-  if (status !== 400) Object.assign(err, { status, statusCode: status });
-  return err;
+/**
+ * The port through which an exchange signs its token (RFC 9068 JWT access token): implemented on
+ * the oidc-provider side (src/oauth/oidc-provider/token-exchange-grant.ts), faked in unit tests.
+ */
+export interface AccessTokenMinter {
+  /**
+   * Signs the access token. Resolves with the compact JWT and its `jti`.
+   * @throws whatever the signer throws (rendered as `server_error`)
+   */
+  mint(request: MintRequest): Promise<MintedToken>;
+}
+
+/** What to sign: the claims of the issued token, as plain values. */
+export interface MintRequest {
+  /** `client_id`: the agent that holds the token. */
+  clientId: string;
+  /** `sub`: the delegating user's id. */
+  accountId: string;
+  /** `aud`: the one audience (RFC 8707). */
+  audience: string;
+  /** `scope`, space-separated. */
+  scope: string;
+  /** Lifetime in seconds (≥ 1). */
+  expiresIn: number;
+  /** `cnf.jkt` (RFC 9449 §6.1): the thumbprint of the DPoP key the token is bound to. */
+  jkt: string;
+  /** `gty` recorded by oidc-provider. */
+  gty: string;
+  /** Extra claims: `act` (RFC 8693 §4.1) and, for a handoff, `may_act` (§4.4). */
+  extra: { act: ActorClaim | undefined; may_act?: Record<string, unknown> };
+}
+
+/** A signed token. */
+export interface MintedToken {
+  /** The compact JWT. */
+  value: string;
+  /** Its `jti`, the key of its token record. */
+  jti: string;
+}
+
+/** RFC 8693 §2.1 parameters as parsed from the form: a repeated parameter is an array. */
+export type TokenExchangeParameters = Readonly<Record<string, string | readonly string[] | null | undefined>>;
+
+/** The verified DPoP proof of the request (RFC 9449 §4.3), already spent (§11.1). */
+export interface VerifiedProof {
+  /** RFC 7638 thumbprint of the proof key: the issued token's `cnf.jkt`. */
+  jkt: string;
+  /** The proof's `jti`, recorded in the receipt's request digest. */
+  jti: string;
+}
+
+/** One token-exchange request, as plain values. */
+export interface ExchangeInput {
+  /** The request's parameters (RFC 8693 §2.1, RFC 8707 `resource`). */
+  params: TokenExchangeParameters;
+  /** The authenticated client (RFC 6749 §2.3; `private_key_jwt`): its `client_id`. */
+  clientId: string;
+  /** The request's verified DPoP proof; `undefined` when it sent none (refused: DPoP is required). */
+  dpop: VerifiedProof | undefined;
+  /** The request id (`X-Request-ID`), recorded in the receipt. */
+  requestId?: string;
+}
+
+/** RFC 8693 §2.2.1 successful response. */
+export interface TokenExchangeResponse {
+  access_token: string;
+  issued_token_type: string;
+  /** RFC 9449 §5: always `DPoP` (every agent token is bound). */
+  token_type: 'DPoP';
+  /** Seconds. */
+  expires_in: number;
+  scope: string;
+}
+
+/** {@link TokenExchangeDeps} plus the signer of this request's token. */
+export interface ExchangeDeps extends TokenExchangeDeps {
+  minter: AccessTokenMinter;
 }
 
 interface ExchangeRequest {
@@ -105,46 +183,43 @@ interface ExchangeRequest {
   scopes: string[] | undefined;
 }
 
-function single(ctx: KoaContextWithOIDC, name: string): string | undefined {
-  const value = (ctx.oidc.params as Record<string, unknown> | undefined)?.[name];
+function single(params: TokenExchangeParameters, name: string): string | undefined {
+  const value = params[name];
   if (value === undefined || value === null || value === '') return undefined;
-  if (typeof value !== 'string') throw oauthError('invalid_request', `"${name}" must be given once`);
+  if (typeof value !== 'string') throw new InvalidRequest(`"${name}" must be given once`);
   return value;
 }
 
-function many(ctx: KoaContextWithOIDC, name: string): string[] {
-  const value = (ctx.oidc.params as Record<string, unknown> | undefined)?.[name];
+function many(params: TokenExchangeParameters, name: string): string[] {
+  const value = params[name];
   if (value === undefined || value === null || value === '') return [];
-  return (Array.isArray(value) ? value : [value]).map(String);
+  return (typeof value === 'string' ? [value] : [...value]).map(String);
 }
 
-/** Step 1: RFC 8693 §2.1 parameters. */
-export function readRequest(ctx: KoaContextWithOIDC): ExchangeRequest {
-  const subjectToken = single(ctx, 'subject_token');
-  const subjectType = single(ctx, 'subject_token_type');
-  if (subjectToken === undefined) throw oauthError('invalid_request', 'missing required parameter "subject_token"');
-  if (subjectType === undefined) throw oauthError('invalid_request', 'missing required parameter "subject_token_type"');
-  if (subjectToken.length > MAX_TOKEN_PARAM) throw oauthError('invalid_request', 'subject_token is too large');
-  const actorToken = single(ctx, 'actor_token');
-  const actorType = single(ctx, 'actor_token_type');
-  if (actorToken !== undefined && actorType === undefined) throw oauthError('invalid_request', '"actor_token_type" is required with "actor_token" (RFC 8693 §2.1)');
-  if (actorToken === undefined && actorType !== undefined) throw oauthError('invalid_request', '"actor_token_type" was sent without "actor_token"');
-  if (actorType !== undefined && actorType !== TOKEN_TYPES.jwt) throw oauthError('invalid_request', `actor_token_type must be ${TOKEN_TYPES.jwt}`);
-  if (actorToken !== undefined && actorToken.length > MAX_TOKEN_PARAM) throw oauthError('invalid_request', 'actor_token is too large');
-  const requested = single(ctx, 'requested_token_type');
+/**
+ * Step 1: RFC 8693 §2.1 parameters.
+ * @throws InvalidRequest / InvalidTarget naming the parameter at fault
+ */
+export function readRequest(params: TokenExchangeParameters): ExchangeRequest {
+  const subjectToken = single(params, 'subject_token');
+  const subjectType = single(params, 'subject_token_type');
+  if (subjectToken === undefined) throw new InvalidRequest('missing required parameter "subject_token"');
+  if (subjectType === undefined) throw new InvalidRequest('missing required parameter "subject_token_type"');
+  if (subjectToken.length > MAX_TOKEN_PARAM) throw new InvalidRequest('subject_token is too large');
+  const actorToken = single(params, 'actor_token');
+  const actorType = single(params, 'actor_token_type');
+  if (actorToken !== undefined && actorType === undefined) throw new InvalidRequest('"actor_token_type" is required with "actor_token" (RFC 8693 §2.1)');
+  if (actorToken === undefined && actorType !== undefined) throw new InvalidRequest('"actor_token_type" was sent without "actor_token"');
+  if (actorType !== undefined && actorType !== TOKEN_TYPES.jwt) throw new InvalidRequest(`actor_token_type must be ${TOKEN_TYPES.jwt}`);
+  if (actorToken !== undefined && actorToken.length > MAX_TOKEN_PARAM) throw new InvalidRequest('actor_token is too large');
+  const requested = single(params, 'requested_token_type');
   if (requested !== undefined && requested !== ACCESS_TOKEN_TYPE) {
-    throw oauthError('invalid_request', `requested_token_type "${requested.slice(0, 100)}" is not supported; Deputy issues ${ACCESS_TOKEN_TYPE}`);
+    throw new InvalidRequest(`requested_token_type "${requested.slice(0, 100)}" is not supported; Deputy issues ${ACCESS_TOKEN_TYPE}`);
   }
-  const targets = [...new Set([...many(ctx, 'resource'), ...many(ctx, 'audience')])];
-  if (targets.some((t) => t.length > MAX_TARGET)) throw oauthError('invalid_target', 'a resource or audience value is too long');
-  const scope = single(ctx, 'scope');
-  let subjectKind;
-  try {
-    subjectKind = subjectTokenKind(subjectType);
-  } catch (err) {
-    if (err instanceof SubjectTokenError) throw oauthError(err.error, err.description);
-    throw err;
-  }
+  const targets = [...new Set([...many(params, 'resource'), ...many(params, 'audience')])];
+  if (targets.some((t) => t.length > MAX_TARGET)) throw new InvalidTarget('a resource or audience value is too long');
+  const scope = single(params, 'scope');
+  const subjectKind = subjectTokenKind(subjectType);
   return { subjectToken, subjectKind, actorToken, targets, scopes: scope === undefined ? undefined : [...new Set(scope.split(' ').filter(Boolean))] };
 }
 
@@ -154,25 +229,20 @@ export function readRequest(ctx: KoaContextWithOIDC): ExchangeRequest {
  */
 export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scopes'>, issuer: string): void {
   const scope = request.scopes?.find(isDeputyScope);
-  if (scope !== undefined) throw oauthError('invalid_scope', `the scope "${scope.slice(0, 100)}" is one of Deputy's own scopes and is never granted to an agent`);
+  if (scope !== undefined) throw new InvalidScope(`the scope "${scope.slice(0, 100)}" is one of Deputy's own scopes and is never granted to an agent`);
   const target = request.targets.find((t) => isDeputyResource(t, issuer));
-  if (target !== undefined) throw oauthError('invalid_target', `"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer.replace(/\/$/, '')}/gw/{connection})`);
+  if (target !== undefined) throw new InvalidTarget(`"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer.replace(/\/$/, '')}/gw/{connection})`);
 }
 
-/** The verified proof of an exchange: the key the issued token is bound to. */
-interface DpopResult {
-  /** RFC 7638 thumbprint of the proof key (`cnf.jkt`). */
-  thumbprint: string;
-  jti: string;
-}
-
-/** Step 2: the proof was verified, and its `jti` spent, ahead of the grant (./token-dpop.ts). */
-function requireDpop(ctx: KoaContextWithOIDC): DpopResult {
-  const proof = verifiedTokenProof(ctx);
-  if (proof === undefined) {
-    throw oauthError('invalid_dpop_proof', 'a DPoP proof is required: agent tokens are always bound to the agent\'s key (RFC 9449)');
+/**
+ * Step 2: the proof was verified, and its `jti` spent, ahead of the grant
+ * (./oidc-provider/token-dpop.ts). At the token endpoint a DPoP refusal is a 400 (RFC 9449 §5).
+ */
+function requireDpop(dpop: VerifiedProof | undefined): VerifiedProof {
+  if (dpop === undefined) {
+    throw new InvalidDpopProof('a DPoP proof is required: agent tokens are always bound to the agent\'s key (RFC 9449)', { status: 400 });
   }
-  return { thumbprint: proof.jkt, jti: proof.jti };
+  return dpop;
 }
 
 /**
@@ -222,12 +292,12 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
       requiredClaims: ['exp', 'iat', 'jti'],
     }));
   } catch {
-    throw oauthError('invalid_grant', 'actor_token must be a JWT signed with the authenticated agent\'s key, with iss and sub = its client_id and aud = Deputy\'s issuer');
+    throw new InvalidGrant('actor_token must be a JWT signed with the authenticated agent\'s key, with iss and sub = its client_id and aud = Deputy\'s issuer');
   }
-  if (!plainJwtType(header.typ)) throw oauthError('invalid_grant', 'actor_token must be a plain JWT (header typ absent or "JWT"), not another kind of token');
+  if (!plainJwtType(header.typ)) throw new InvalidGrant('actor_token must be a plain JWT (header typ absent or "JWT"), not another kind of token');
   const key = createHash('sha256').update(`${agent.id}\0${String(payload.jti)}`).digest('base64url');
   if (!(await recordOnce(deps.store, 'ActorToken', key, 600))) {
-    throw oauthError('invalid_grant', 'actor_token has already been used');
+    throw new InvalidGrant('actor_token has already been used');
   }
 }
 
@@ -237,14 +307,13 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
  * additionally needs one of: `may_act` naming the agent (a handoff), or a DPoP proof made with
  * the key the token is bound to (the holder itself). A leaked agent token alone is useless.
  */
-function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dpop: DpopResult): void {
+function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dpop: VerifiedProof): void {
   const named = mayActNames(subject.mayAct, agent.id, deps.issuer);
   if (subject.mayAct !== undefined && !named) {
-    throw oauthError('invalid_grant', `the subject token's may_act does not name agent "${agent.id}"`);
+    throw new InvalidGrant(`the subject token's may_act does not name agent "${agent.id}"`);
   }
-  if (subject.kind === 'deputy' && !named && subject.record.cnfJkt !== dpop.thumbprint) {
-    throw oauthError(
-      'invalid_grant',
+  if (subject.kind === 'deputy' && !named && subject.record.cnfJkt !== dpop.jkt) {
+    throw new InvalidGrant(
       'the subject token is bound to another key and its may_act does not name this agent: present it with a DPoP proof of its key, or have its holder hand it over (audience urn:deputy:agent:<id>)',
     );
   }
@@ -256,11 +325,11 @@ function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dp
  * request's DPoP proof. Other confirmation methods (mTLS `x5t#S256`, `jwk`, …) cannot be proven
  * at this endpoint, so such a token is refused rather than its binding dropped.
  */
-function checkConfirmation(subject: Subject, dpop: DpopResult): void {
+function checkConfirmation(subject: Subject, dpop: VerifiedProof): void {
   if (subject.kind !== 'federated' || subject.identity.claims.cnf === undefined) return;
   const { jkt } = subject.identity.claims.cnf as { jkt?: unknown };
-  if (jkt !== dpop.thumbprint) {
-    throw oauthError('invalid_grant', 'the subject token is sender-constrained (cnf) to a key this request\'s DPoP proof does not prove possession of');
+  if (jkt !== dpop.jkt) {
+    throw new InvalidGrant('the subject token is sender-constrained (cnf) to a key this request\'s DPoP proof does not prove possession of');
   }
 }
 
@@ -269,9 +338,9 @@ function checkConfirmation(subject: Subject, dpop: DpopResult): void {
  * A stored default naming one of Deputy's own resources is refused like a requested one.
  */
 function chooseAudience(targets: string[], agent: Agent, issuer: string): string {
-  if (targets.length > 1) throw oauthError('invalid_target', 'request one resource or audience per token');
+  if (targets.length > 1) throw new InvalidTarget('request one resource or audience per token');
   const audience = targets[0] ?? (agent.audiences.length === 1 && !agent.audiences[0]!.endsWith('*') ? agent.audiences[0] : undefined);
-  if (audience === undefined) throw oauthError('invalid_target', 'a "resource" or "audience" parameter is required (the agent has several allowed audiences)');
+  if (audience === undefined) throw new InvalidTarget('a "resource" or "audience" parameter is required (the agent has several allowed audiences)');
   refuseDeputyOwn({ targets: [audience], scopes: undefined }, issuer);
   return audience;
 }
@@ -284,12 +353,12 @@ function chooseScopes(requested: string[] | undefined, agent: Agent, subject: Su
   const allowedBySubject = (s: string) => subject.scopes === undefined || subject.scopes.includes(s);
   if (requested !== undefined) {
     const beyondSubject = requested.filter((s) => !allowedBySubject(s));
-    if (beyondSubject.length > 0) throw oauthError('invalid_scope', `the subject token does not grant the scope "${beyondSubject.join(' ')}"${idTokenHint(subject)}`);
+    if (beyondSubject.length > 0) throw new InvalidScope(`the subject token does not grant the scope "${beyondSubject.join(' ')}"${idTokenHint(subject)}`);
     return requested;
   }
   // Deputy's own scopes never reach an agent, even if a stored registration still lists them.
   const granted = agent.scopes.filter((s) => !isDeputyScope(s) && allowedBySubject(s));
-  if (granted.length === 0) throw oauthError('invalid_scope', `no scope is allowed by both the agent and the subject token${idTokenHint(subject)}`);
+  if (granted.length === 0) throw new InvalidScope(`no scope is allowed by both the agent and the subject token${idTokenHint(subject)}`);
   return granted;
 }
 
@@ -312,9 +381,23 @@ async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject
       // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
       const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: err.description, policies: err.policies };
       await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
-      throw oauthError(err.error, err.description);
+      throw denialError(err.error, err.description);
     }
     throw err;
+  }
+}
+
+/** A delegation refusal (./delegation-authorizer.ts) as the member of the error family its code names. */
+function denialError(code: DenialCode, description: string): DeputyError {
+  switch (code) {
+    case 'invalid_scope':
+      return new InvalidScope(description);
+    case 'invalid_target':
+      return new InvalidTarget(description);
+    case 'invalid_grant':
+      return new InvalidGrant(description);
+    case 'unauthorized_client':
+      return new UnauthorizedClient(description);
   }
 }
 
@@ -323,14 +406,12 @@ async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject
  * parameters, the client and the DPoP key and proof `jti`: whoever holds the request can match
  * it; the receipt itself holds no token (DESIGN invariant).
  */
-function exchangeReceipt(ctx: KoaContextWithOIDC, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], dpop: DpopResult): ReceiptInput {
-  const params = (ctx.oidc.params ?? {}) as Record<string, unknown>;
-  const request: Record<string, DigestValue> = { grant_type: TOKEN_EXCHANGE_GRANT, client_id: agent.id, dpop_jkt: dpop.thumbprint, dpop_jti: dpop.jti };
+function exchangeReceipt(input: ExchangeInput, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], dpop: VerifiedProof): ReceiptInput {
+  const request: Record<string, DigestValue> = { grant_type: TOKEN_EXCHANGE_GRANT, client_id: agent.id, dpop_jkt: dpop.jkt, dpop_jti: dpop.jti };
   for (const name of TOKEN_EXCHANGE_PARAMETERS) {
-    const v = params[name];
-    if (v !== undefined && v !== null && v !== '') request[name] = Array.isArray(v) ? v.map(String) : String(v);
+    const v = input.params[name];
+    if (v !== undefined && v !== null && v !== '') request[name] = typeof v === 'string' ? v : v.map(String);
   }
-  const requestId = (ctx.state as { requestId?: unknown }).requestId;
   return {
     agent: agent.id,
     user: subject.user.id,
@@ -341,7 +422,7 @@ function exchangeReceipt(ctx: KoaContextWithOIDC, agent: Agent, subject: Subject
     decision: 'permit',
     scope: scopes.join(' '),
     requestDigest: requestDigest(request),
-    ...(typeof requestId === 'string' ? { requestId } : {}),
+    ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
   };
 }
 
@@ -350,8 +431,21 @@ async function handoffMayAct(deps: TokenExchangeDeps, audience: string): Promise
   const target = handoffTarget(audience);
   if (target === undefined) return undefined;
   const next = await deps.agents.get(target);
-  if (!next || next.status !== 'active') throw oauthError('invalid_target', `audience "${audience}" names no active agent`);
+  if (!next || next.status !== 'active') throw new InvalidTarget(`audience "${audience}" names no active agent`);
   return { sub: next.id, iss: deps.issuer };
+}
+
+/** What step 8 signs and records. */
+interface Issuance {
+  agent: Agent;
+  subject: Subject;
+  subjectToken: string;
+  chain: DelegationChain;
+  audience: string;
+  scopes: string[];
+  dpop: VerifiedProof;
+  mayAct: Record<string, unknown> | undefined;
+  receipt: ReceiptInput;
 }
 
 interface Issued {
@@ -359,127 +453,131 @@ interface Issued {
   expiresIn: number;
 }
 
-/** Step 9: sign, then record (one transaction). */
-async function issue(
-  ctx: KoaContextWithOIDC,
-  deps: TokenExchangeDeps,
-  input: { agent: Agent; subject: Subject; subjectToken: string; chain: DelegationChain; audience: string; scopes: string[]; dpop: DpopResult; mayAct: Record<string, unknown> | undefined; receipt: ReceiptInput },
-): Promise<Issued> {
-  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
+/** Step 8: sign, then record (one transaction). */
+async function issue(deps: ExchangeDeps, input: Issuance): Promise<Issued> {
   const now = Math.floor(Date.now() / 1000);
-  const expiresIn = Math.min(deps.accessTokenTTL, subject.expiresAt - now);
-  if (expiresIn < 1) throw oauthError('invalid_grant', 'the subject token has expired');
-  const provider = ctx.oidc.provider;
-  const signing = deps.keys.activeSigningKey.jwk;
-  const info: ResourceServer = {
-    scope: scopes.join(' '),
-    audience,
-    accessTokenTTL: expiresIn,
-    accessTokenFormat: 'jwt',
-    jwt: { sign: { alg: signing.alg, kid: signing.kid } },
-  };
-  // No Grant model backs an exchanged token (nothing to consent to interactively); the typings
-  // require `grantId`, the JWT format does not.
-  const at = new provider.AccessToken({
-    grantId: undefined as unknown as string,
-    accountId: subject.user.id,
-    client: ctx.oidc.client!,
-    scope: scopes.join(' '),
-    gty: GTY,
-    expiresIn,
-    extra: { act: actFromChain(chain), ...(mayAct ? { may_act: mayAct } : {}) },
-  });
-  at.resourceServer = new provider.ResourceServer(audience, info);
-  at.setThumbprint('jkt', dpop.thumbprint);
-  ctx.oidc.entity('AccessToken', at);
-  const value = await at.save();
-  const jti = at.jti;
-  const parent = subject.kind === 'deputy' ? subject.record : undefined;
-  const { vault } = deps;
+  const expiresIn = Math.min(deps.accessTokenTTL, input.subject.expiresAt - now);
+  if (expiresIn < 1) throw new InvalidGrant('the subject token has expired');
+  const token = await mint(deps.minter, input, expiresIn);
   try {
-    await deps.store.transaction(async (tx) => {
-      let upstream: string | undefined;
-      if (subject.kind === 'federated') {
-        upstream = newHandle('upt');
-        await vault.put(tx, { handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
-      }
-      await deps.records.insert(tx, {
-        jti,
-        parentJti: parent?.jti,
-        rootJti: parent?.rootJti ?? jti,
-        agentId: agent.id,
-        userId: subject.user.id,
-        userAttrs: { groups: subject.user.groups, roles: subject.user.roles, ...(subject.user.email ? { email: subject.user.email } : {}), ...(subject.user.tenant ? { tenant: subject.user.tenant } : {}) },
-        issuerId: subject.user.issuerId,
-        audience,
-        scope: scopes.join(' '),
-        chain,
-        cnfJkt: dpop.thumbprint,
-        mayAct,
-        upstream: upstream ?? parent?.upstream,
-        issuedAt: now,
-        expiresAt: now + expiresIn,
-      });
-      // Last, so the agent's chain head is locked only for the end of this transaction.
-      await deps.receipts.append({ ...input.receipt, tokenId: jti }, tx);
-    });
+    await recordIssued(deps, input, token.jti, now, expiresIn);
   } catch (err) {
-    if (err instanceof ParentRevoked) throw oauthError('invalid_grant', 'the subject token has been revoked');
-    // Disabled while this exchange ran (the check in `exchange` read it still active).
-    if (err instanceof AgentNotActive) throw oauthError('unauthorized_client', 'only active registered agents may exchange tokens');
-    throw err;
+    throw recordRefusal(err);
   }
-  return { value, expiresIn };
+  return { value: token.value, expiresIn };
 }
 
-async function exchange(ctx: KoaContextWithOIDC, deps: TokenExchangeDeps): Promise<void> {
-  const request = readRequest(ctx);
-  refuseDeputyOwn(request, deps.issuer);
-  const clientId = ctx.oidc.client!.clientId;
-  const agent = await deps.agents.get(clientId);
-  if (!agent || agent.status !== 'active') throw oauthError('unauthorized_client', 'only active registered agents may exchange tokens');
+/** Step 8a: the RFC 9068 JWT with `act` (and `may_act` for a handoff), bound to the proof key. */
+function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Promise<MintedToken> {
+  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
+  return minter.mint({
+    clientId: agent.id,
+    accountId: subject.user.id,
+    audience,
+    scope: scopes.join(' '),
+    expiresIn,
+    jkt: dpop.jkt,
+    gty: TOKEN_EXCHANGE_GTY,
+    extra: { act: actFromChain(chain), ...(mayAct ? { may_act: mayAct } : {}) },
+  });
+}
 
-  const dpop = requireDpop(ctx);
+/**
+ * Step 8b: one transaction — the encrypted upstream token (federated subjects), the token
+ * record (chained to its parent), and the `permit` receipt.
+ */
+async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, now: number, expiresIn: number): Promise<void> {
+  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
+  const parent = subject.kind === 'deputy' ? subject.record : undefined;
+  const { vault } = deps;
+  await deps.store.transaction(async (tx) => {
+    let upstream: string | undefined;
+    if (subject.kind === 'federated') {
+      upstream = newHandle('upt');
+      await vault.put(tx, { handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
+    }
+    await deps.records.insert(tx, {
+      jti,
+      parentJti: parent?.jti,
+      rootJti: parent?.rootJti ?? jti,
+      agentId: agent.id,
+      userId: subject.user.id,
+      userAttrs: { groups: subject.user.groups, roles: subject.user.roles, ...(subject.user.email ? { email: subject.user.email } : {}), ...(subject.user.tenant ? { tenant: subject.user.tenant } : {}) },
+      issuerId: subject.user.issuerId,
+      audience,
+      scope: scopes.join(' '),
+      chain,
+      cnfJkt: dpop.jkt,
+      mayAct,
+      upstream: upstream ?? parent?.upstream,
+      issuedAt: now,
+      expiresAt: now + expiresIn,
+    });
+    // Last, so the agent's chain head is locked only for the end of this transaction.
+    await deps.receipts.append({ ...input.receipt, tokenId: jti }, tx);
+  });
+}
+
+/** The races step 8b can lose, as protocol errors; anything else unchanged. */
+function recordRefusal(err: unknown): unknown {
+  if (err instanceof ParentRevoked) return new InvalidGrant('the subject token has been revoked');
+  // Disabled while this exchange ran (the check in `exchange` read it still active).
+  if (err instanceof AgentNotActive) return new UnauthorizedClient('only active registered agents may exchange tokens');
+  return err;
+}
+
+/** Steps 3–5: the subject token verified, the actor token and `may_act` / `cnf` checked. */
+async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest, agent: Agent, dpop: VerifiedProof): Promise<Subject> {
   let subject: Subject;
   try {
     subject = await resolveSubject(deps, request.subjectToken, request.subjectKind);
   } catch (err) {
     if (err instanceof SubjectTokenError) {
-      deps.logger.info({ client_id: clientId, reason: err.description, cause: err.cause instanceof Error ? err.cause.message : undefined }, 'subject token refused');
-      throw oauthError(err.error, err.description);
+      deps.logger.info({ client_id: agent.id, reason: err.description, cause: err.cause instanceof Error ? err.cause.message : undefined }, 'subject token refused');
     }
     throw err;
   }
   if (request.actorToken !== undefined) await checkActorToken(deps, agent, request.actorToken);
   checkMayAct(deps, subject, agent, dpop);
   checkConfirmation(subject, dpop);
+  return subject;
+}
+
+/** The authenticated client must be an active registered agent. */
+async function activeAgent(deps: ExchangeDeps, clientId: string): Promise<Agent> {
+  const agent = await deps.agents.get(clientId);
+  if (!agent || agent.status !== 'active') throw new UnauthorizedClient('only active registered agents may exchange tokens');
+  return agent;
+}
+
+/**
+ * RFC 8693 token exchange over plain values: runs steps 1–8 of the module documentation and
+ * returns the RFC 8693 §2.2.1 response. No HTTP framework is involved; `deps.minter` signs.
+ *
+ * @throws DeputyError (`invalid_request`, `invalid_grant`, `invalid_scope`, `invalid_target`,
+ *   `unauthorized_client`, `invalid_dpop_proof` — RFC 6749 §5.2, RFC 8707 §2, RFC 9449 §5), each
+ *   naming the failed check; a store outage propagates (rendered as 503).
+ */
+export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promise<TokenExchangeResponse> {
+  const request = readRequest(input.params);
+  refuseDeputyOwn(request, deps.issuer);
+  const agent = await activeAgent(deps, input.clientId);
+  const dpop = requireDpop(input.dpop);
+  const subject = await authenticateSubject(deps, request, agent, dpop);
 
   const chain = extendChain(subject.chain, agent.id);
   const audience = chooseAudience(request.targets, agent, deps.issuer);
   const scopes = chooseScopes(request.scopes, agent, subject);
-  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(ctx, agent, subject, chain, audience, scopes, dpop));
+  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(input, agent, subject, chain, audience, scopes, dpop));
   const mayAct = await handoffMayAct(deps, audience);
 
-  const issued = await issue(ctx, deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
-
-  ctx.body = {
+  const issued = await issue(deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
+  deps.logger.info({ client_id: agent.id, user: subject.user.id, chain, audience, scope: scopes.join(' '), depth: chain.length }, 'token exchanged');
+  return {
     access_token: issued.value,
     issued_token_type: ACCESS_TOKEN_TYPE,
     token_type: 'DPoP',
     expires_in: issued.expiresIn,
     scope: scopes.join(' '),
-  };
-  deps.logger.info({ client_id: clientId, user: subject.user.id, chain, audience, scope: scopes.join(' '), depth: chain.length }, 'token exchanged');
-}
-
-/** The grant registration for `createProvider({ grants })`. */
-export function tokenExchangeGrant(deps: TokenExchangeDeps): GrantRegistration {
-  return {
-    grantType: TOKEN_EXCHANGE_GRANT,
-    parameters: TOKEN_EXCHANGE_PARAMETERS,
-    allowedDuplicateParameters: ['resource', 'audience'],
-    handler: async (ctx) => {
-      await exchange(ctx as unknown as KoaContextWithOIDC, deps);
-    },
   };
 }

@@ -6,8 +6,9 @@
  * assertion, wrong method) with 401 `invalid_client`. It answers `400 invalid_request` when the
  * client sent no usable authentication at all; RFC 6749 §5.2 lists "no client authentication
  * included" and "unsupported authentication method" under `invalid_client`, and RFC 7523 §3.2
- * requires `invalid_client` for a client assertion that is not a valid JWT. This middleware
- * re-classifies exactly those refusals, which happen before any client is identified.
+ * requires `invalid_client` for a client assertion that is not a valid JWT. This module
+ * re-classifies exactly those refusals, which happen before any client is identified, as
+ * oidc-provider's errors are handed to Deputy's serializer (./errors.ts).
  *
  * oidc-provider's own `invalid_client` always says "client authentication failed" and keeps the
  * check in `error_detail`. Deputy names the check (a wrong `aud`, a missing `exp`, a replayed
@@ -23,9 +24,8 @@
  * @module
  */
 import type Koa from 'koa';
-import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { InvalidClient } from '../errors/index.js';
+import { InvalidClient, type Challenge, type DeputyError } from '../../errors/index.js';
 
 /** The endpoints where oidc-provider authenticates clients. */
 const CLIENT_AUTHENTICATED_ROUTES = new Set(['token', 'introspection', 'revocation']);
@@ -67,57 +67,38 @@ const CHECK_DESCRIPTIONS: ReadonlyMap<string, string> = new Map([
 const PROVIDER_GENERIC = 'client authentication failed';
 const FAILED_GENERIC = 'client_assertion did not verify: it must be signed with a key registered for the client, and be neither expired nor issued in the future';
 
-interface RenderedError {
-  error?: unknown;
-  error_description?: unknown;
-}
-
 /**
- * Installs the re-classification on `provider` (its `grant.error`, `introspection.error` and
- * `revocation.error` events, which carry the error each endpoint rendered, and a `provider.use`
- * middleware); refusals are thrown as {@link InvalidClient}, rendered by src/http/errors.ts.
- * Every error of these endpoints is also marked `Cache-Control: no-store` (oidc-provider leaves
- * its own 401s cacheable).
+ * The error a client-authentication refusal at `/token`, `/introspect` or `/revoke` stands for:
+ * {@link InvalidClient} naming the failed check (with a `Basic` challenge when the client used
+ * HTTP Basic), or `err` itself for anything else. Called by the error rendering (./errors.ts)
+ * with the error oidc-provider raised (`error_detail` names its check) and its typed form.
  */
-export function useClientAuthenticationErrors(provider: Provider): void {
-  const rendered = new WeakMap<object, { error_detail?: unknown }>();
-  const remember = (ctx: object, err: { error_detail?: unknown }): void => void rendered.set(ctx, err);
-  provider.on('grant.error', remember);
-  provider.on('introspection.error', remember);
-  provider.on('revocation.error', remember);
-  provider.use(async function classifyClientAuthentication(ctx, next) {
-    await next();
-    const oidc = (ctx as unknown as KoaContextWithOIDC).oidc;
-    if (!oidc?.route || !CLIENT_AUTHENTICATED_ROUTES.has(oidc.route) || ctx.status < 400) return;
-    // RFC 6749 §5.2 (example) / §5.1: errors of these endpoints are not cached either.
-    ctx.set('Cache-Control', 'no-store');
-    const body = ctx.body as RenderedError | undefined;
-    let description: string | undefined;
-    // Both kinds are thrown only while authenticating the client (before any grant, token or
-    // introspection check), whether or not oidc-provider had already looked the client up.
-    if (ctx.status === 401 && body?.error === 'invalid_client') {
-      const detail = rendered.get(ctx)?.error_detail;
-      description = (typeof detail === 'string' ? CHECK_DESCRIPTIONS.get(detail) : undefined) ?? deputyCheck(body) ?? FAILED_GENERIC;
-    } else if (ctx.status === 400 && body?.error === 'invalid_request' && typeof body.error_description === 'string') {
-      description = MISSING_OR_UNUSABLE.get(body.error_description);
-    }
-    if (description === undefined) return;
-    throw new InvalidClient(description, { headers: basicChallenge(ctx, description) });
-  });
+export function asClientAuthenticationError(ctx: Koa.Context, raised: unknown, err: DeputyError): DeputyError {
+  const route = (ctx as unknown as KoaContextWithOIDC).oidc?.route;
+  if (route === undefined || !CLIENT_AUTHENTICATED_ROUTES.has(route)) return err;
+  let description: string | undefined;
+  // Both kinds are thrown only while authenticating the client (before any grant, token or
+  // introspection check), whether or not oidc-provider had already looked the client up.
+  if (err.status === 401 && err.code === 'invalid_client') {
+    const detail = (raised as { error_detail?: unknown } | undefined)?.error_detail;
+    description = (typeof detail === 'string' ? CHECK_DESCRIPTIONS.get(detail) : undefined) ?? deputyCheck(err.description) ?? FAILED_GENERIC;
+  } else if (err.status === 400 && err.code === 'invalid_request') {
+    description = MISSING_OR_UNUSABLE.get(err.description);
+  }
+  if (description === undefined) return err;
+  return new InvalidClient(description, { cause: raised, ...basicChallenge(ctx) });
 }
 
 /**
- * A refusal Deputy's own checks wrote (the client-assertion audience rule in ./provider.ts) names
+ * A refusal Deputy's own checks wrote (the client-assertion audience rule in ./urls.ts) names
  * its check already; oidc-provider's own refusals all say {@link PROVIDER_GENERIC}.
  */
-function deputyCheck(body: RenderedError): string | undefined {
-  const description = body.error_description;
-  return typeof description === 'string' && description !== PROVIDER_GENERIC ? description : undefined;
+function deputyCheck(description: string): string | undefined {
+  return description !== PROVIDER_GENERIC ? description : undefined;
 }
 
 /** RFC 6749 §5.2: the challenge for a client that tried HTTP Basic authentication. */
-function basicChallenge(ctx: Koa.Context, description: string): Record<string, string> {
+function basicChallenge(ctx: Koa.Context): { challenge?: Challenge } {
   if (!/^basic\b/i.test(ctx.get('Authorization'))) return {};
-  const realm = (ctx as unknown as KoaContextWithOIDC).oidc.issuer;
-  return { 'WWW-Authenticate': `Basic realm="${realm}", error="invalid_client", error_description="${description.replace(/[\\"]/g, '\\$&')}"` };
+  return { challenge: { schemes: ['Basic'], realm: (ctx as unknown as KoaContextWithOIDC).oidc.issuer, error: true } };
 }

@@ -8,14 +8,13 @@
  *
  * The grants read the result with {@link verifiedTokenProof}; token exchange uses nothing else.
  * oidc-provider's built-in `client_credentials` grant still runs its own check of the same proof
- * (and binds the token); it can only agree, see `issuerDerivedUrls` in ./provider.ts.
+ * (and binds the token); it can only agree, see `issuerDerivedUrls` in ./urls.ts.
  *
  * @module
  */
 import type Koa from 'koa';
-import { DeputyError } from '../errors/index.js';
-import type { Logger } from '../log.js';
-import type { DpopVerifier, VerifiedDpopProof } from './dpop.js';
+import { DeputyError } from '../../errors/index.js';
+import type { DpopVerifier, VerifiedDpopProof } from '../dpop.js';
 
 const verified = new WeakMap<object, VerifiedDpopProof>();
 
@@ -35,7 +34,7 @@ export interface TokenEndpointDpopOptions {
 /**
  * Provider middleware (`provider.use`): verifies a `POST /token` request's DPoP proof. Refusals
  * are the authorization server's (§5, §8): HTTP 400 `invalid_dpop_proof` or `use_dpop_nonce`
- * with `DPoP-Nonce`. A fresher nonce goes out in `DPoP-Nonce` on success too (§8.2).
+ * with `DPoP-Nonce`, thrown to Deputy's error boundary (src/http/errors.ts). A fresher nonce goes out in `DPoP-Nonce` on success too (§8.2).
  */
 export function tokenEndpointDpop(options: TokenEndpointDpopOptions): Koa.Middleware {
   return async function verifyTokenRequestProof(ctx, next) {
@@ -47,12 +46,9 @@ export function tokenEndpointDpop(options: TokenEndpointDpopOptions): Koa.Middle
       proof = await options.verifier.verify({ proofs, method: ctx.method, url: options.tokenEndpoint });
     } catch (err) {
       if (!(err instanceof DeputyError)) throw err;
-      (ctx.state.log as Logger | undefined)?.info({ error: err.code, reason: err.description }, 'token request refused');
-      ctx.status = 400;
-      ctx.set(err.headers);
-      ctx.set('Cache-Control', 'no-store');
-      ctx.body = { error: err.code, error_description: err.description };
-      return;
+      ctx.state.log?.info({ error: err.code, reason: err.description }, 'token request refused');
+      // The authorization server answers DPoP refusals with 400 (RFC 9449 §5, §8), not 401.
+      throw err.withStatus(400);
     }
     verified.set(ctx, proof);
     if (proof.nextNonce !== undefined) ctx.set('DPoP-Nonce', proof.nextNonce);

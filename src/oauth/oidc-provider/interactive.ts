@@ -1,0 +1,30 @@
+/**
+ * The endpoints oidc-provider mounts for browser flows Deputy does not offer, closed; and the
+ * discovery document reduced to what Deputy implements.
+ *
+ * @module
+ */
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import { NotFound } from '../../errors/index.js';
+import { authorizationServerMetadata, type MetadataOptions } from '../metadata.js';
+
+/** Endpoints oidc-provider always mounts for browser flows Deputy does not offer. */
+const INTERACTIVE_PATHS = ['/auth', '/request', '/session/end'];
+
+/**
+ * Deputy issues tokens only at `/token` (client_credentials, token exchange): no user ever logs
+ * in here. The authorization, PAR and logout endpoints answer 404 `not_found`, and discovery
+ * serves the RFC 8414 document of what Deputy does implement (../metadata.ts).
+ */
+export function withoutInteractiveEndpoints(provider: Provider, metadata: MetadataOptions): void {
+  provider.use(async function noInteractiveEndpoints(ctx, next) {
+    if (INTERACTIVE_PATHS.some((p) => ctx.path === p || ctx.path.startsWith(`${p}/`))) {
+      throw new NotFound('Deputy has no interactive endpoints; tokens are issued at /token');
+    }
+    await next();
+    if ((ctx as unknown as KoaContextWithOIDC).oidc?.route === 'discovery' && ctx.body && typeof ctx.body === 'object') {
+      ctx.body = authorizationServerMetadata(ctx.body as Record<string, unknown>, metadata);
+    }
+  });
+}

@@ -1,0 +1,219 @@
+/**
+ * oidc-provider set up as Deputy's OAuth machinery: discovery, JWKS, `/token` (client
+ * authentication, DPoP proof checks, grants), introspection (RFC 7662) and revocation (RFC 7009).
+ *
+ * Deputy-specific choices, each for a reason:
+ * - Only `private_key_jwt` client authentication (RFC 7523 §2.2): agents hold keys, not secrets.
+ * - JWT access tokens (RFC 9068) for every resource Deputy knows; unknown resources are
+ *   `invalid_target` (RFC 8707 §2).
+ * - Replay detection (DPoP and client-assertion `jti`) is an insert-or-fail in the shared store,
+ *   strict under concurrency and across instances (oidc-provider's default is find-then-insert).
+ * - DPoP proofs at `/token` are verified by Deputy's own verifier, the gateway's and PDP's
+ *   (./token-dpop.ts): one `htu` normalization, one nonce mechanism for the whole origin
+ *   (RFC 9449 §8; the same secret as oidc-provider's), `jti` spent as soon as the proof verifies.
+ * - Every URL the provider derives (discovery, expected `htu`) comes from the issuer, never from
+ *   the request's scheme or Host (RFC 8414 §2, RFC 9449 §4.3): see `issuerDerivedUrls` (./urls.ts).
+ * - Errors are rendered by Deputy's one serializer (./errors.ts), not by oidc-provider.
+ * - Client assertions are addressed to the issuer, single-valued (RFC 7523 §3,
+ *   draft-ietf-oauth-rfc7523bis); `oauth.clientAssertionAudience` may also allow the token endpoint.
+ *
+ * @module
+ */
+import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC, type TokenEndpointGrantContext } from 'oidc-provider';
+import type { Agent, AgentRegistry } from '../../agents/registry.js';
+import type { DeputyConfig } from '../../config/schema.js';
+import type { KeyStore } from '../../keys/keystore.js';
+import type { Logger } from '../../log.js';
+import type { Store } from '../../store/index.js';
+import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../algorithms.js';
+import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deputy-own.js';
+import type { DpopVerifier } from '../dpop.js';
+import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
+import { AgentClientAdapter, StoreAdapter } from './adapter.js';
+import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
+import { withoutInteractiveEndpoints } from './interactive.js';
+import { useStrictReplayDetection } from './replay.js';
+import { tokenEndpointDpop } from './token-dpop.js';
+import { checkClientAssertionAudience, clientAssertionAudiences, issuerDerivedUrls } from './urls.js';
+
+/** What {@link createProvider} needs. */
+export interface ProviderDeps {
+  config: DeputyConfig;
+  issuer: string;
+  store: Store;
+  keys: KeyStore;
+  agents: AgentRegistry;
+  /** Verifies DPoP proofs at `/token`, as at every other Deputy endpoint. */
+  dpop: DpopVerifier;
+  /** Writes an error response: Deputy's one writer (src/http/errors.ts `writeError`). */
+  writeError: ErrorWriter;
+  /** Where refusals (info), outages (warn) and server errors (error) of the OAuth endpoints are logged. */
+  logger: Logger;
+  /** Custom grants to register (token exchange). */
+  grants?: ReadonlyArray<GrantRegistration>;
+  /** Extra discovery metadata (RFC 8414 §2 allows additional members), e.g. `receipts_jwks_uri`. */
+  discovery?: Readonly<Record<string, unknown>>;
+}
+
+/** A grant for `Provider#registerGrantType` (node-oidc-provider §Custom Grant Types). */
+export interface GrantRegistration {
+  grantType: string;
+  parameters: readonly string[];
+  allowedDuplicateParameters?: readonly string[];
+  handler: (ctx: TokenEndpointGrantContext) => Promise<void>;
+}
+
+/** An agent as oidc-provider client metadata. */
+export function agentClientMetadata(agent: Agent): AdapterPayload {
+  return {
+    client_id: agent.id,
+    client_name: agent.name,
+    token_endpoint_auth_method: 'private_key_jwt',
+    grant_types: [TOKEN_EXCHANGE_GRANT],
+    response_types: [],
+    redirect_uris: [],
+    dpop_bound_access_tokens: true,
+    ...(agent.jwks ? { jwks: agent.jwks } : { jwks_uri: agent.jwks_uri }),
+  };
+}
+
+function adminClientMetadata(c: DeputyConfig['admin']['clients'][number]): ClientMetadata {
+  return {
+    client_id: c.client_id,
+    token_endpoint_auth_method: 'private_key_jwt',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: c.scopes.join(' '),
+    ...(c.jwks ? { jwks: c.jwks as ClientMetadata['jwks'] } : { jwks_uri: c.jwks_uri }),
+  };
+}
+
+/**
+ * oidc-provider configured as Deputy's authorization server (see the module documentation),
+ * with its middleware (DPoP at `/token`, closed interactive endpoints, client-authentication
+ * errors), strict replay detection, Deputy's error rendering and `deps.grants` installed.
+ */
+export function createProvider(deps: ProviderDeps): Provider {
+  const provider = new Provider(deps.issuer, providerConfiguration(deps));
+  issuerDerivedUrls(provider);
+  provider.use(tokenEndpointDpop({ verifier: deps.dpop, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
+  useStrictReplayDetection(provider, deps.store);
+  withoutInteractiveEndpoints(provider, { scopes: Object.values(RESOURCE_SCOPES), extraMembers: Object.keys(deps.discovery ?? {}) });
+  useErrorRendering(provider, deps.writeError, deps.logger);
+  for (const g of deps.grants ?? []) {
+    provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
+  }
+  return provider;
+}
+
+/** oidc-provider's configuration: clients and storage, keys and algorithms, features, hooks. */
+function providerConfiguration(deps: ProviderDeps): Configuration {
+  const { config, keys } = deps;
+  return {
+    adapter: modelAdapters(deps),
+    clients: config.admin.clients.map(adminClientMetadata),
+    clientAuthMethods: ['private_key_jwt'],
+    clientDefaults: {
+      grant_types: [TOKEN_EXCHANGE_GRANT],
+      response_types: [],
+      redirect_uris: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      id_token_signed_response_alg: keys.activeSigningKey.jwk.alg,
+    },
+    jwks: keys.providerJwks() as Configuration['jwks'],
+    cookies: { keys: keys.cookieKeys },
+    scopes: Object.values(RESOURCE_SCOPES),
+    claims: { openid: ['sub'] },
+    responseTypes: ['none'],
+    enabledJWA: {
+      clientAuthSigningAlgValues: [...CLIENT_AUTH_ALGS],
+      dPoPSigningAlgValues: [...DPOP_ALGS],
+      idTokenSigningAlgValues: [keys.activeSigningKey.jwk.alg],
+    },
+    routes: { introspection: '/introspect', revocation: '/revoke', jwks: '/jwks' },
+    ttl: {
+      AccessToken: config.tokens.accessTokenTTL,
+      ClientCredentials: config.tokens.accessTokenTTL,
+    },
+    features: providerFeatures(deps),
+    ...(deps.discovery ? { discovery: { ...deps.discovery } } : {}),
+    // P2 in shared/notes/oauth-libraries.md: without this, `extra` set by a grant is dropped.
+    extraTokenClaims: (_ctx, token) => (token as { extra?: Record<string, unknown> }).extra,
+    assertJwtClientAuthClaimsAndHeader: (ctx, claims) => checkClientAssertionAudience(claims.aud, clientAssertionAudiences(config, ctx.oidc.provider)),
+    // Clients preferring HTML get the same JSON error as everyone (Deputy has no error page).
+    renderError: renderErrorWith(deps.writeError),
+  };
+}
+
+/** The storage adapter factory: agents for `Client`, the store for every other model. */
+function modelAdapters(deps: ProviderDeps): (name: string) => Adapter {
+  const clientAdapter = new AgentClientAdapter(deps.agents, agentClientMetadata);
+  const adapters = new Map<string, Adapter>();
+  return (name) => {
+    if (name === 'Client') return clientAdapter;
+    let a = adapters.get(name);
+    if (!a) adapters.set(name, (a = new StoreAdapter(name, deps.store)));
+    return a;
+  };
+}
+
+/** Features: only what Deputy serves (client_credentials, introspection, revocation, DPoP, RFC 8707). */
+function providerFeatures(deps: ProviderDeps): NonNullable<Configuration['features']> {
+  const { config, keys } = deps;
+  return {
+    devInteractions: { enabled: false },
+    userinfo: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    dPoP: {
+      enabled: true,
+      nonceSecret: keys.dpopNonceSecret,
+      requireNonce: () => config.dpop.requireNonce,
+      allowReplay: false,
+    },
+    resourceIndicators: resourceIndicators(deps),
+  };
+}
+
+/**
+ * RFC 8707: JWT access tokens (RFC 9068) for Deputy's own resources only, each with its one
+ * scope; any other resource is `invalid_target`.
+ */
+function resourceIndicators(deps: ProviderDeps): NonNullable<NonNullable<Configuration['features']>['resourceIndicators']> {
+  const { config, keys } = deps;
+  const resources = deputyResources(deps.issuer);
+  return {
+    enabled: true,
+    defaultResource: (ctx) => defaultResourceFor(ctx, resources),
+    useGrantedResource: () => true,
+    getResourceServerInfo: (_ctx, resource, client) => {
+      const kind = (Object.keys(resources) as Array<keyof DeputyResources>).find((k) => resources[k] === resource);
+      if (!kind) throw new errors.InvalidTarget(`unknown resource indicator`);
+      const scope = RESOURCE_SCOPES[kind];
+      if (!(client.scope ?? '').split(' ').includes(scope)) {
+        throw new errors.InvalidTarget(`client is not allowed to obtain tokens for this resource`);
+      }
+      return {
+        scope,
+        audience: resource,
+        accessTokenTTL: config.tokens.accessTokenTTL,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: keys.activeSigningKey.jwk.alg, kid: keys.activeSigningKey.jwk.kid } },
+      };
+    },
+  };
+}
+
+/**
+ * The resource a client_credentials request without `resource` targets, from its scope:
+ * `deputy:admin` → the admin API, `authzen:evaluate` → the PDP.
+ */
+function defaultResourceFor(ctx: KoaContextWithOIDC, resources: DeputyResources): string | undefined {
+  const scope = String(ctx.oidc.params?.scope ?? '').split(' ');
+  if (scope.includes(RESOURCE_SCOPES.admin)) return resources.admin;
+  if (scope.includes(RESOURCE_SCOPES.access)) return resources.access;
+  return undefined;
+}
+

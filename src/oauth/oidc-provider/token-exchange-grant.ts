@@ -1,0 +1,89 @@
+/**
+ * The RFC 8693 grant as oidc-provider sees it: `registerGrantType` glue that reads the request
+ * into plain values, runs the Koa-free {@link exchange} (../token-exchange.ts), and implements its
+ * {@link AccessTokenMinter} port with oidc-provider's `AccessToken` model (RFC 9068 JWT format).
+ *
+ * @module
+ */
+import type { KoaContextWithOIDC, ResourceServer } from 'oidc-provider';
+import type { KeyStore } from '../../keys/keystore.js';
+import {
+  exchange,
+  TOKEN_EXCHANGE_GRANT,
+  TOKEN_EXCHANGE_PARAMETERS,
+  type AccessTokenMinter,
+  type ExchangeInput,
+  type MintedToken,
+  type MintRequest,
+  type TokenExchangeDeps,
+  type TokenExchangeParameters,
+} from '../token-exchange.js';
+import type { GrantRegistration } from './provider.js';
+import { verifiedTokenProof } from './token-dpop.js';
+
+/** What the grant needs: the exchange's dependencies and the keys its tokens are signed with. */
+export interface TokenExchangeGrantDeps extends TokenExchangeDeps {
+  keys: KeyStore;
+}
+
+/** The grant registration for `createProvider({ grants })`. */
+export function tokenExchangeGrant(deps: TokenExchangeGrantDeps): GrantRegistration {
+  return {
+    grantType: TOKEN_EXCHANGE_GRANT,
+    parameters: TOKEN_EXCHANGE_PARAMETERS,
+    allowedDuplicateParameters: ['resource', 'audience'],
+    handler: async (ctx) => {
+      const oidc = ctx as unknown as KoaContextWithOIDC;
+      oidc.body = await exchange(exchangeInput(oidc), { ...deps, minter: new ProviderMinter(oidc, deps.keys) });
+    },
+  };
+}
+
+/** The request as plain values: parameters, the authenticated client, the verified proof, the request id. */
+function exchangeInput(ctx: KoaContextWithOIDC): ExchangeInput {
+  const proof = verifiedTokenProof(ctx);
+  const requestId = ctx.state.requestId as unknown;
+  return {
+    // oidc-provider parsed the form: strings, arrays for the allowed duplicates (resource, audience).
+    params: (ctx.oidc.params ?? {}) as TokenExchangeParameters,
+    clientId: ctx.oidc.client!.clientId,
+    dpop: proof === undefined ? undefined : { jkt: proof.jkt, jti: proof.jti },
+    ...(typeof requestId === 'string' ? { requestId } : {}),
+  };
+}
+
+/** {@link AccessTokenMinter} over oidc-provider's `AccessToken` model, for one request. */
+class ProviderMinter implements AccessTokenMinter {
+  constructor(
+    private readonly ctx: KoaContextWithOIDC,
+    private readonly keys: KeyStore,
+  ) {}
+
+  async mint(request: MintRequest): Promise<MintedToken> {
+    const provider = this.ctx.oidc.provider;
+    const signing = this.keys.activeSigningKey.jwk;
+    const info: ResourceServer = {
+      scope: request.scope,
+      audience: request.audience,
+      accessTokenTTL: request.expiresIn,
+      accessTokenFormat: 'jwt',
+      jwt: { sign: { alg: signing.alg, kid: signing.kid } },
+    };
+    // No Grant model backs an exchanged token (nothing to consent to interactively); the typings
+    // require `grantId`, the JWT format does not.
+    const at = new provider.AccessToken({
+      grantId: undefined as unknown as string,
+      accountId: request.accountId,
+      client: this.ctx.oidc.client!,
+      scope: request.scope,
+      gty: request.gty,
+      expiresIn: request.expiresIn,
+      extra: request.extra,
+    });
+    at.resourceServer = new provider.ResourceServer(request.audience, info);
+    at.setThumbprint('jkt', request.jkt);
+    this.ctx.oidc.entity('AccessToken', at);
+    const value = await at.save();
+    return { value, jti: at.jti };
+  }
+}
