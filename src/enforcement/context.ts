@@ -14,8 +14,8 @@
 import type { DeputyError } from '../errors/index.js';
 import type { AuthenticatedRequest, ResourceRequest } from '../oauth/access-token.js';
 import type { OnceKey } from '../oauth/adapter.js';
-import type { DelegationChain } from '../oauth/delegation-chain.js';
-import type { TokenRecord, UserAttributes } from '../oauth/token-records.js';
+import type { TokenRecord } from '../oauth/token-records.js';
+import type { DigestValue } from '../audit/digest.js';
 import type { ReceiptEvent } from '../audit/receipt.js';
 import type { Connection } from '../vault/connections/store.js';
 
@@ -94,11 +94,11 @@ export interface Authenticated {
  */
 export interface Principal {
   userId: string;
-  userAttrs: UserAttributes;
+  userAttrs: TokenRecord['userAttrs'];
   /** The agent presenting the token (the current actor). */
   agentId: string;
   /** Agents in delegation order, the current actor last. */
-  chain: DelegationChain;
+  chain: TokenRecord['chain'];
   scopes: ReadonlySet<string>;
   /** The verified agent token, for a PDP that evaluates the chain from it. */
   token: string;
@@ -143,10 +143,10 @@ export interface ActionDescription {
   event: ReceiptEvent;
   /** The action decided (route action or `http:{METHOD}`, MCP method or tool, model call). */
   name: string;
-  /** What the action is on, as receipt text (no query string, no secret). */
+  /** What the action is on: a URL without query string, a tool, a model (never a secret; the receipt step makes it receipt text). */
   resource: string;
-  /** `sha-256:` digest of the request (src/audit/digest.ts). */
-  requestDigest: string;
+  /** The request's identifying parts, digested into the receipt's `requestDigest` (src/audit/digest.ts) only when receipts are on. */
+  digest: Readonly<Record<string, DigestValue>>;
 }
 
 /** Added by the PEP's resolve step: how the action is receipted and logged. */

@@ -16,7 +16,7 @@
  * `{ admission, … }`):
  * 1. `spendProofOnRefusal` — a refusal before the first receipt still spends the proof.
  * 2. *resolve* (the PEP's own) — what is called: adds `connection` ({@link Targeted}), `action`
- *    ({@link Described}: receipt event, action name, resource text, request digest) and what its
+ *    ({@link Described}: receipt event, action name, resource, the request's digest parts) and what its
  *    decide/forward need (HTTP: path and route; MCP: method, tool, arguments; LLM: model,
  *    `max_tokens`, estimated cost). 404 / 400 here.
  * 3. `decide` — the PEP's question ({@link decide}); adds `decision`, never refuses by itself.
@@ -27,9 +27,10 @@
  * 6. `refuseDenied` — a denial stops here (403, or the decision's own `refusal`).
  * 7. `credential` — from the vault for `connection` and the principal. Adds `credential`.
  * 8. forward (the PEP's own) — the upstream call; adds its response and `ended`
- *    ({@link Forwarded}: resolves when the response was delivered or cut; {@link streamEnding}).
- * 9. settle — not a step but the runner: every step that ran gets the {@link Outcome}
- *    (`refused` at once; `completed` / `cut` when `ended` resolves), latest first.
+ *    ({@link Forwarded}: `() => streamEnding(body)`, when the response was delivered or cut).
+ * 9. settle — not a step but the runner: every step that ran is told how the run ended, latest
+ *    first: `refused(ctx, refusal)` at once when a step threw; `settle(ctx, ending)` with
+ *    `completed` / `cut` once `ended()` resolves.
  *
  * ## Composing a PEP
  *
@@ -65,7 +66,7 @@
  * A {@link Step} is `{ name, run(ctx) → additions, settle?(ctx, outcome) }`: type its input as
  * the context fields it reads (`ActionContext & Decided`), return the fields it adds (an
  * interface exported beside it; {@link NOTHING} when none), refuse by throwing a typed
- * `DeputyError`, and put clean-up that depends on the outcome in `settle`. Insert it with
+ * `DeputyError`, and put clean-up that depends on the outcome in `refused` / `settle`. Insert it with
  * `.then(step)` where its inputs exist: the builder does not compile otherwise. Steps hold no
  * per-call state (one instance serves every call); per-call state goes in the context.
  *
@@ -85,7 +86,7 @@ export {
   type Targeted,
   PendingProof,
 } from './context.js';
-export { NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type RunOptions, type Step } from './pipeline.js';
+export { NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type Refusal, type RunOptions, type Step } from './pipeline.js';
 export { authenticate, dpopChallenger, type AuthenticateOptions, type Challenger, type ProofVerifier } from './steps/authenticate.js';
 export { liveChain, type LiveChainOptions } from './steps/live-chain.js';
 export { spendProofOnRefusal } from './steps/proof.js';

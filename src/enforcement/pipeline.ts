@@ -3,17 +3,17 @@
  *
  * A {@link Step} reads fields of the context, returns the fields it adds (merged into the same
  * object, so no context is copied between steps), and refuses by throwing a typed
- * `DeputyError`. A step may also `settle`: once the outcome of the whole run is known, every
- * step that ran is told it, latest first — a budget releases on a refusal and settles after
- * the response, a pending DPoP proof is spent on a refusal. The outcome is known:
- * - on a refusal or failure (any step throws, the upstream call included): at once, before the
- *   error leaves {@link Pipeline.run};
- * - after a success: when the context's `ended` promise resolves ({@link Forwarded}: the
- *   response body was delivered, or cut), or at once when the run adds no `ended`.
+ * `DeputyError`. Every step whose `run` returned is then told how the run ended, latest first:
+ * - `refused(ctx, refusal)` when a later step threw (a refusal such as 403/402, or a failure
+ *   such as an upstream 502), before the error leaves {@link Pipeline.run} — a pending DPoP
+ *   proof is spent, a budget hold released;
+ * - `settle(ctx, ending)` after a success, once the response was delivered or cut (the
+ *   context's {@link Forwarded.ended}; at once when the run adds none) — a budget hold is
+ *   charged what was used.
  *
  * The runner renders nothing: exactly one error leaves `run` (the refusal, or the error a
- * `settle` replaced it with), and the one renderer at the HTTP edge writes it. Settle errors
- * after a success have no client left to tell: they go to `onSettleError`.
+ * `refused` hook replaced it with), and the one renderer at the HTTP edge writes it. Settle
+ * errors after a success have no client left to tell: they go to `onSettleError`.
  *
  * @module
  */
@@ -21,24 +21,33 @@ import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
 
 /**
- * How a run ended, as each step's `settle` sees it.
+ * How a run ended.
  * - `refused`: a step threw (a refusal such as 403/402, or a failure such as an upstream 502);
  *   `step` names it. Nothing, or no complete response, reached the agent.
  * - `completed`: the response was delivered whole (for a stream: it ended normally).
  * - `cut`: the response started but did not end normally (the agent went away, the upstream
  *   reset, a size limit or a budget cap ended it).
  */
-export type Outcome =
-  | { readonly kind: 'refused'; readonly step: string; readonly error: unknown }
-  | { readonly kind: 'completed' }
-  | { readonly kind: 'cut'; readonly error: unknown };
+export type Outcome = Refusal | Ending;
 
-/** The end of a delivered response: {@link Outcome} without `refused`. */
-export type Ending = Extract<Outcome, { kind: 'completed' | 'cut' }>;
+/** A run that a step refused: told to the `refused` hooks of the steps before it. */
+export interface Refusal {
+  readonly kind: 'refused';
+  /** The name of the step that threw. */
+  readonly step: string;
+  readonly error: unknown;
+}
 
-/** What a forward step adds: when its response was delivered or cut (see {@link streamEnding}). */
+/** The end of a delivered response: told to the `settle` hooks. */
+export type Ending = { readonly kind: 'completed' } | { readonly kind: 'cut'; readonly error: unknown };
+
+/**
+ * What a forward step adds: when its response was delivered or cut. A function, called by the
+ * runner right after the run and only when a step settles (no cost otherwise); for a body
+ * stream, `() => streamEnding(body)`.
+ */
 export interface Forwarded {
-  readonly ended: Promise<Ending>;
+  readonly ended: () => Promise<Ending>;
 }
 
 /**
@@ -53,11 +62,16 @@ export interface Step<In, Add extends object = object> {
   /** Does the step's work; throws a typed error to refuse (later steps do not run). */
   run(ctx: In): Add | Promise<Add>;
   /**
-   * Told the run's outcome when the step's `run` returned (never when it threw). Throwing
-   * replaces a refusal's error (the earliest step's wins, steps settle latest first); after a
-   * success it goes to `onSettleError`. A step that must not change the outcome catches.
+   * A later step refused (never called when this step's own `run` threw). Awaited before the
+   * error leaves the run; throwing replaces the error (steps are told latest first, so the
+   * earliest step's replacement wins). A hook that must not change the outcome catches.
    */
-  settle?(ctx: In & Add, outcome: Outcome): void | Promise<void>;
+  refused?(ctx: In & Add, refusal: Refusal): void | Promise<void>;
+  /**
+   * The run succeeded and its response ended ({@link Ending}); not awaited by the run. Errors
+   * go to {@link RunOptions.onSettleError}.
+   */
+  settle?(ctx: In & Add, ending: Ending): void | Promise<void>;
 }
 
 /** The addition of a step that adds nothing (shared: no allocation per call). */
@@ -81,11 +95,13 @@ type AnyStep = Step<object, object>;
  */
 export class Pipeline<In extends object, C extends object> {
   readonly #steps: readonly AnyStep[];
-  /** Whether any step has a `settle`: a run without one skips the bookkeeping. */
+  /** Whether any step has a `refused` / `settle` hook: runs without skip the bookkeeping. */
+  readonly #refusing: boolean;
   readonly #settling: boolean;
 
   private constructor(steps: readonly AnyStep[]) {
     this.#steps = steps;
+    this.#refusing = steps.some((s) => s.refused !== undefined);
     this.#settling = steps.some((s) => s.settle !== undefined);
   }
 
@@ -108,8 +124,8 @@ export class Pipeline<In extends object, C extends object> {
    * Runs the steps in order over `input` (which becomes the context).
    *
    * @returns the context with every step's additions.
-   * @throws the first refusal (or the error a `settle` replaced it with), after every step that
-   *   ran has settled.
+   * @throws the first refusal (or the error a `refused` hook replaced it with), after the
+   *   `refused` hooks of every step that ran.
    */
   async run(input: In, options: RunOptions = {}): Promise<C> {
     const ctx = input as unknown as Record<string, unknown>;
@@ -117,12 +133,14 @@ export class Pipeline<In extends object, C extends object> {
     let i = 0;
     try {
       for (; i < steps.length; i++) {
-        const added = await steps[i]!.run(ctx);
+        const result = steps[i]!.run(ctx);
+        // A synchronous step costs no microtask turn (per-call overhead: issue 16).
+        const added = result instanceof Promise ? await result : result;
         if (added !== NOTHING) Object.assign(ctx, added);
       }
     } catch (error) {
-      if (!this.#settling) throw error;
-      throw await settleRefused(steps, i, ctx, { kind: 'refused', step: steps[i]!.name, error });
+      if (!this.#refusing) throw error;
+      throw await tellRefused(steps, i, ctx, { kind: 'refused', step: steps[i]!.name, error });
     }
     if (this.#settling) this.#settleAfter(ctx, options);
     return ctx as unknown as C;
@@ -131,12 +149,12 @@ export class Pipeline<In extends object, C extends object> {
   /** Settles every step once the response ended (or at once without `ended`). */
   #settleAfter(ctx: Record<string, unknown>, options: RunOptions): void {
     const report = options.onSettleError ?? (() => {});
-    const ended = (ctx as Partial<Forwarded>).ended ?? Promise.resolve<Ending>({ kind: 'completed' });
-    void ended.then(async (outcome) => {
+    const ended = (ctx as Partial<Forwarded>).ended?.() ?? Promise.resolve<Ending>(COMPLETED);
+    void ended.then(async (ending) => {
       for (let i = this.#steps.length - 1; i >= 0; i--) {
         const step = this.#steps[i]!;
         try {
-          await step.settle?.(ctx, outcome);
+          await step.settle?.(ctx, ending);
         } catch (err) {
           report(err, step.name);
         }
@@ -145,12 +163,14 @@ export class Pipeline<In extends object, C extends object> {
   }
 }
 
-/** Settles the `ran` first steps latest first; returns the error to throw. */
-async function settleRefused(steps: readonly AnyStep[], ran: number, ctx: object, outcome: Outcome & { kind: 'refused' }): Promise<unknown> {
-  let error = outcome.error;
+const COMPLETED: Ending = Object.freeze({ kind: 'completed' });
+
+/** Tells the `ran` first steps latest first; returns the error to throw. */
+async function tellRefused(steps: readonly AnyStep[], ran: number, ctx: object, refusal: Refusal): Promise<unknown> {
+  let error = refusal.error;
   for (let i = ran - 1; i >= 0; i--) {
     try {
-      await steps[i]!.settle?.(ctx, outcome);
+      await steps[i]!.refused?.(ctx, refusal);
     } catch (replaced) {
       error = replaced;
     }
@@ -163,8 +183,8 @@ async function settleRefused(steps: readonly AnyStep[], ran: number, ctx: object
  * before its end: the agent went away, the upstream reset, a limit). No body: completed at once.
  */
 export function streamEnding(body: Readable | undefined): Promise<Ending> {
-  if (!body) return Promise.resolve({ kind: 'completed' });
+  if (!body) return Promise.resolve(COMPLETED);
   return new Promise((resolve) => {
-    finished(body, (error) => resolve(error ? { kind: 'cut', error } : { kind: 'completed' }));
+    finished(body, (error) => resolve(error ? { kind: 'cut', error } : COMPLETED));
   });
 }

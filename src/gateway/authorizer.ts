@@ -15,6 +15,7 @@ import type { DelegationChain } from '../oauth/delegation-chain.js';
 import type { UserAttributes } from '../oauth/token-records.js';
 import type { RouteConfig } from '../vault/connections/config.js';
 import type { Connection } from '../vault/connections/store.js';
+import type { PepDecision } from '../enforcement/index.js';
 
 export interface GatewayAuthorizationRequest {
   subject: {
@@ -41,9 +42,8 @@ export interface GatewayAuthorizationRequest {
   resource: { type: 'connection'; id: string; kind: Connection['kind']; connection: Connection };
 }
 
-export type GatewayDecision =
-  | { allowed: true; context?: Readonly<Record<string, unknown>> }
-  | { allowed: false; reason: string; context?: Readonly<Record<string, unknown>> };
+/** The authorizer's answer: the enforcement pipeline's decision (src/enforcement/context.ts). */
+export type GatewayDecision = PepDecision;
 
 export interface GatewayAuthorizer {
   authorize(request: GatewayAuthorizationRequest): Promise<GatewayDecision>;

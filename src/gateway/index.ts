@@ -26,7 +26,7 @@ import { Forwarder } from './forward.js';
 import { Gateway } from './gateway.js';
 import { NotAtHttpGateway } from '../llm/credential.js';
 
-export { gatewayAudience, GATEWAY_PREFIX, Gateway } from './gateway.js';
+export { gatewayAudience, GATEWAY_PREFIX, Gateway, type GatewayCall, type GatewayDeps } from './gateway.js';
 export type { GatewayAuthorizer, GatewayAuthorizationRequest, GatewayDecision } from './authorizer.js';
 
 export interface CredentialIsolationDeps {
@@ -58,6 +58,13 @@ export interface CredentialIsolation {
   close(): Promise<void>;
 }
 
+/**
+ * Builds credential isolation from configuration: syncs the configured connections into the
+ * store (deleting those removed from it, with their credentials), then wires the credential
+ * sources, the connect flow, the forwarder and the {@link Gateway}.
+ *
+ * @throws TypeError when `gateway.authorizer` is `pdp` and no PDP was given (a boot error).
+ */
 export async function createCredentialIsolation(deps: CredentialIsolationDeps): Promise<CredentialIsolation> {
   const { config, store, logger } = deps;
   const { vault } = deps;

@@ -8,7 +8,7 @@
  *   credentials were sent (RFC 6750 §3.1), whatever scheme the agent tried; a Bearer token is
  *   refused (every agent token Deputy issues is DPoP-bound). The challenge may carry
  *   `resource_metadata` (RFC 9728 §5.1, {@link dpopChallenger}).
- * - settles: on a refusal by a later step of the same run, spends the proof if still pending
+ * - on a refusal by a later step of the same run: spends the proof if still pending
  *   (a replay then wins as 401 `invalid_dpop_proof`, RFC 9449 §11.1).
  *
  * @module
@@ -16,7 +16,7 @@
 import { DeputyError, InvalidToken } from '../../errors/index.js';
 import { dpopOnlyChallenge, type AccessTokenVerifier } from '../../oauth/access-token.js';
 import { PendingProof, type Authenticated, type PepRequest } from '../context.js';
-import type { Outcome, Step } from '../pipeline.js';
+import type { Step } from '../pipeline.js';
 
 /** What `authenticate` needs from the verifier (src/oauth/access-token.ts fits). */
 export type ProofVerifier = Pick<AccessTokenVerifier, 'authenticate' | 'spendProof'>;
@@ -48,8 +48,7 @@ export function dpopChallenger(resourceMetadata?: (audience: string) => string |
     if (!(err instanceof DeputyError) || err.status !== 401) return err;
     const withDpop = dpopOnlyChallenge(err);
     const metadata = resourceMetadata?.(audience);
-    const header = withDpop.headers['WWW-Authenticate'];
-    if (metadata !== undefined && header !== undefined) withDpop.headers['WWW-Authenticate'] = `${header}, resource_metadata="${metadata}"`;
+    if (metadata !== undefined && withDpop.challenge) withDpop.challenge = { ...withDpop.challenge, resourceMetadata: metadata };
     return withDpop;
   };
 }
@@ -71,8 +70,7 @@ export function authenticate(options: AuthenticateOptions): Step<PepRequest, Aut
       if (auth.scheme !== 'DPoP') throw challenge(new InvalidToken('the gateway accepts DPoP-bound agent tokens only'), req.audience);
       return { auth, proof: new PendingProof(auth.unspentProof, spend) };
     },
-    async settle(ctx, outcome: Outcome) {
-      if (outcome.kind !== 'refused') return;
+    async refused(ctx) {
       await ctx.proof.spendIfPending().catch((err: unknown) => {
         throw challenge(err, ctx.audience);
       });

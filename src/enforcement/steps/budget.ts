@@ -7,8 +7,9 @@
  * - adds: {@link Budgeted} — the hold, when one was made; or a replaced `decision`: a denial
  *   whose `refusal` is the budget's error (402), so that `receipt` records the denial and
  *   `refuseDenied` refuses with that error.
- * - settles: the hold with the run's {@link Outcome} — `refused` (a later step or the upstream
- *   failed): release all; `completed` / `cut`: charge what was used, release the rest.
+ * - on a refusal (a later step or the upstream failed): the hold's `settle` with `refused`:
+ *   release all. After the response ended: `completed` / `cut`: charge what was used, release
+ *   the rest. (Errors of the first replace the refusal: a hold should catch and log its own.)
  *
  * @module
  */
@@ -17,7 +18,7 @@ import { NOTHING, type Outcome, type Step } from '../pipeline.js';
 
 /** A reservation on every budget that applies, made all or none. */
 export interface BudgetHold {
-  /** Releases or charges the hold once the run's outcome is known (see the module doc). */
+  /** Releases or charges the hold once the run's outcome is known (see the module doc). Should not throw. */
   settle(outcome: Outcome): Promise<void>;
 }
 
@@ -51,8 +52,11 @@ export function budget<C extends Decided>(budgeter?: Budgeter<C>): Step<C, Budge
       if (held === undefined) return NOTHING;
       return 'settle' in held ? { budgetHold: held } : { decision: held };
     },
-    async settle(ctx, outcome) {
-      await ctx.budgetHold?.settle(outcome);
+    async refused(ctx, refusal) {
+      await ctx.budgetHold?.settle(refusal);
+    },
+    async settle(ctx, ending) {
+      await ctx.budgetHold?.settle(ending);
     },
   };
 }

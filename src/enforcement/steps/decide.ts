@@ -7,7 +7,7 @@
  */
 import { AccessDenied } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
-import type { ActionContext, Decided, Described, PepDecision } from '../context.js';
+import type { ActionContext, Decided, Described, PepDecision, Targeted } from '../context.js';
 import { NOTHING, type Step } from '../pipeline.js';
 
 /**
@@ -31,18 +31,19 @@ export function decide<C>(question: (ctx: C) => Promise<PepDecision>): Step<C, D
 /**
  * Step `refuseDenied`: a denied action stops here.
  *
- * - reads: `decision`, `action`, the admission's principal and request id.
+ * - reads: `decision`, `action`, `connection` when there is one, the admission's principal and request id.
  * - adds: nothing.
  * - refuses: the decision's own `refusal` (e.g. 402 from a budget), else 403 `access_denied`
  *   with the decision's reason; logged at info level as `message`.
  */
-export function refuseDenied(options: { logger: Logger; message: string }): Step<ActionContext & Decided & Described, typeof NOTHING> {
+export function refuseDenied(options: { logger: Logger; message: string }): Step<ActionContext & Decided & Described & Partial<Targeted>, typeof NOTHING> {
   return {
     name: 'refuseDenied',
-    run({ decision, admission, action }) {
+    run({ decision, admission, action, connection }) {
       if (decision.allowed) return NOTHING;
       const { principal } = admission;
-      options.logger.info({ reqId: admission.requestId, resource: action.resource, agent: principal.agentId, user: principal.userId, action: action.name, reason: decision.reason }, options.message);
+      // The connection, not the resource URL: a path may carry identifiers logs should not keep.
+      options.logger.info({ reqId: admission.requestId, connection: connection?.id, agent: principal.agentId, user: principal.userId, action: action.name, reason: decision.reason }, options.message);
       throw decision.refusal ?? new AccessDenied(decision.reason);
     },
   };

@@ -5,7 +5,7 @@
  *
  * - reads: the admission's {@link PendingProof} and audience.
  * - adds: nothing.
- * - settles: on a refusal, spends the proof if still pending; a replay (401
+ * - on a refusal: spends the proof if still pending; a replay (401
  *   `invalid_dpop_proof`, with the resource's challenge) replaces the refusal.
  *
  * @module
@@ -20,8 +20,8 @@ export function spendProofOnRefusal(options: { challenge?: Challenger } = {}): S
   return {
     name: 'spendProofOnRefusal',
     run: () => NOTHING,
-    async settle({ admission }, outcome) {
-      if (outcome.kind !== 'refused' || !admission.proof.pending) return;
+    async refused({ admission }) {
+      if (!admission.proof.pending) return;
       await admission.proof.spendIfPending().catch((err: unknown) => {
         throw challenge(err, admission.audience);
       });

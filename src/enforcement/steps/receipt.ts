@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { AlreadyRecorded, type ReceiptAppender } from '../../audit/index.js';
+import { AlreadyRecorded, receiptText, requestDigest, type ReceiptAppender } from '../../audit/index.js';
 import type { ReceiptInput } from '../../audit/receipt.js';
 import { DeputyError, TemporarilyUnavailable } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
@@ -69,12 +69,12 @@ function receiptInput({ admission, decision, action }: ActionContext & Decided &
     chain: principal.chain,
     event: action.event,
     action: action.name,
-    resource: action.resource,
+    resource: receiptText(action.resource),
     decision: decision.allowed ? 'permit' : 'deny',
     ...(decision.allowed ? {} : { reason: decision.reason }),
     scope: [...principal.scopes].join(' '),
     requestId: admission.requestId,
-    requestDigest: action.requestDigest,
+    requestDigest: requestDigest(action.digest),
     tokenId: principal.tokenJti,
   };
 }
