@@ -131,7 +131,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     });
     const budgets = await createBudgets(config.budgets, store);
     const isolation = await createCredentialIsolation({
-      config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env,
+      config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env, budgets: budgets.ledger,
     });
     const llm = new LlmGateway({
       issuer, verifier, revocations, connections: isolation.connections, budgets, logger, receipts,

@@ -9,7 +9,8 @@
  *
  * @module
  */
-import type { Budgeter, BudgetHold, Outcome, PepDecision } from '../enforcement/index.js';
+import { requestDigest, type ReceiptAppender } from '../audit/index.js';
+import type { ActionContext, Budgeter, BudgetHold, Described, Outcome, PepDecision, Targeted } from '../enforcement/index.js';
 import type { Logger } from '../log.js';
 import type { BudgetScope } from './budgets.js';
 import { BudgetExceeded } from './errors.js';
@@ -75,4 +76,49 @@ export function fixedCostBudgeter<C>(options: FixedCostOptions<C>): Budgeter<C> 
 export function gatewayCallAmounts(connection: { settings: { costPerCall?: number | undefined } }, route: { cost?: number | undefined } | undefined): Amounts {
   const cost = route?.cost ?? connection.settings.costPerCall;
   return { requests: 1, ...(cost !== undefined ? { cost } : {}) };
+}
+
+/**
+ * The receipt of a settled call (event `budget_settlement`), after its decision's receipt: the
+ * charge on each budget it hit, under the same request id and digest, in the acting agent's
+ * hash chain. Written only for a call that was charged something.
+ */
+export async function settlementReceipt(receipts: ReceiptAppender | undefined, ctx: ActionContext & Described, charges: readonly Charge[]): Promise<void> {
+  if (!receipts || charges.length === 0) return;
+  const { principal, requestId } = ctx.admission;
+  await receipts.append({
+    agent: principal.agentId,
+    user: principal.userId,
+    chain: principal.chain,
+    event: 'budget_settlement',
+    action: ctx.action.name,
+    resource: ctx.action.resource,
+    decision: 'permit',
+    requestId,
+    requestDigest: requestDigest(ctx.action.digest),
+    tokenId: principal.tokenJti,
+    charges: charges.map((c) => ({ budget: c.budgetId, unit: c.unit, amount: c.charged })),
+  });
+}
+
+/**
+ * The HTTP gateway's budgeter: one request and the route's `cost` (else the connection's
+ * `costPerCall`) per call, on the budgets of the chain's agents, the user and the connection;
+ * a receipt of the charge after the call.
+ */
+export function gatewayBudgeter<C extends ActionContext & Targeted & Described & { route?: { cost?: number | undefined } | undefined }>(options: {
+  ledger: BudgetLedger;
+  logger: Logger;
+  receipts?: ReceiptAppender | undefined;
+}): Budgeter<C> {
+  return fixedCostBudgeter<C>({
+    ledger: options.ledger,
+    logger: options.logger,
+    demand: (ctx) => ({
+      scope: { agents: ctx.admission.principal.chain, user: ctx.admission.principal.userId, connection: ctx.connection.id },
+      amounts: gatewayCallAmounts(ctx.connection, ctx.route),
+      requestId: ctx.admission.requestId,
+    }),
+    onCharged: (ctx, charges) => settlementReceipt(options.receipts, ctx, charges),
+  });
 }

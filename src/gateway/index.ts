@@ -6,6 +6,7 @@
  * @module
  */
 import type { ReceiptAppender } from '../audit/index.js';
+import type { BudgetLedger } from '../budgets/index.js';
 import type { DeputyConfig } from '../config/schema.js';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Logger } from '../log.js';
@@ -47,6 +48,8 @@ export interface CredentialIsolationDeps {
   receipts?: ReceiptAppender;
   /** The process's vault (src/vault/local-vault.ts), shared with the token exchange. */
   vault: EnvelopeVault;
+  /** Budgets' ledger (src/budgets): the gateway's budget step; absent: no budgets apply. */
+  budgets?: BudgetLedger;
 }
 
 export interface CredentialIsolation {
@@ -105,6 +108,7 @@ export async function createCredentialIsolation(deps: CredentialIsolationDeps): 
     forwarder,
     logger,
     ...(deps.receipts ? { receipts: deps.receipts } : {}),
+    ...(deps.budgets ? { budgets: deps.budgets } : {}),
     upstreamTimeoutMs: gw.upstreamTimeoutSeconds * 1000,
     maxRequestBytes: gw.maxRequestBytes,
   });

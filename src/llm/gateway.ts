@@ -27,9 +27,10 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
-import { requestDigest, type ReceiptAppender } from '../audit/index.js';
+import type { ReceiptAppender } from '../audit/index.js';
 import { BudgetExceeded, type Amounts, type Budgets, type Charge, type ModelPrice, type Reservation } from '../budgets/index.js';
 import { costOf } from '../budgets/prices.js';
+import { settlementReceipt } from '../budgets/budgeter.js';
 import {
   authenticate, budget, credential, decide, liveChain, Pipeline, receipt, refuseDenied, spendProofOnRefusal, streamEnding,
   type ActionContext, type Admission, type Ending, type Budgeter, type BudgetHold, type Decided, type Described, type Outcome, type PepDecision, type PepRequest, type Targeted,
@@ -187,7 +188,7 @@ export class LlmGateway {
     const base = { connection, endpoint, plan: { cap: 0, meter: newMeter() } };
     if (endpoint === 'models') {
       call.body?.resume();
-      return { ...base, model: undefined, action: { event: 'gateway_call', name: 'read', resource: `${llmAudience(this.#d.issuer, connection.id)}${call.path}`, requestDigest: requestDigest({ method: call.method, connection: connection.id, path: call.path }) } };
+      return { ...base, model: undefined, action: { event: 'gateway_call', name: 'read', resource: `${llmAudience(this.#d.issuer, connection.id)}${call.path}`, digest: { method: call.method, connection: connection.id, path: call.path } } };
     }
     const raw = await readJson(call.body, this.#d.maxRequestBytes);
     const model = parseModelRequest(endpoint, raw);
@@ -205,7 +206,7 @@ export class LlmGateway {
         event: 'gateway_call',
         name: 'complete',
         resource: `${llmAudience(this.#d.issuer, connection.id)}${call.path}#${model.model.slice(0, 200)}`,
-        requestDigest: requestDigest({ method: call.method, connection: connection.id, path: call.path, model: model.model, max_tokens: cap, stream: model.stream, input_tokens: model.inputTokens }),
+        digest: { method: call.method, connection: connection.id, path: call.path, model: model.model, max_tokens: cap, stream: model.stream, input_tokens: model.inputTokens },
       },
     };
   }
@@ -286,7 +287,7 @@ export class LlmGateway {
           }
           const usage = usedBy(ctx.model!, meter, price);
           const charges = await ledger.settle(reservation, usage);
-          if (charges.length) await this.#settlementReceipt(ctx, charges);
+          await settlementReceipt(this.#d.receipts, ctx, charges);
           await this.#d.onSettled?.({ admission: ctx.admission, connection: ctx.connection, model: ctx.model!.model, usage, charges, cut: meter.cut });
         } catch (err) {
           this.#d.logger.error({ err, reqId: ctx.admission.requestId }, 'budget reservation could not be settled; it is released when it expires');
@@ -295,32 +296,9 @@ export class LlmGateway {
     };
   }
 
-  /**
-   * The call's second receipt, after its decision's: what it was charged on each budget it hit
-   * (event `budget_settlement`, same request id and digest), so an auditor sees spend per call.
-   */
-  async #settlementReceipt(ctx: ActionIn & Resolved, charges: Charge[]): Promise<void> {
-    const receipts = this.#d.receipts;
-    if (!receipts) return;
-    const { principal, requestId } = ctx.admission;
-    await receipts.append({
-      agent: principal.agentId,
-      user: principal.userId,
-      chain: principal.chain,
-      event: 'budget_settlement',
-      action: ctx.action.name,
-      resource: ctx.action.resource,
-      decision: 'permit',
-      requestId,
-      requestDigest: ctx.action.requestDigest,
-      tokenId: principal.tokenJti,
-      charges: charges.map((c) => ({ budget: c.budgetId, unit: c.unit, amount: c.charged })),
-    });
-  }
-
   // --- forward ---------------------------------------------------------------------------------
 
-  async #forward(ctx: Ctx & Credentialed): Promise<{ response: LlmResponse; ended: Promise<Ending> }> {
+  async #forward(ctx: Ctx & Credentialed): Promise<{ response: LlmResponse; ended: () => Promise<Ending> }> {
     const { call, connection, credential: cred, plan } = ctx;
     const s = connection.settings as LlmSettings;
     const url = `${s.baseUrl.replace(/\/$/, '')}${call.path}${call.query ? `?${call.query}` : ''}`;
@@ -376,7 +354,7 @@ export class LlmGateway {
       body = Readable.from([bytes]);
     }
     const done = body;
-    const ended = streamEnding(done).then((ending) => {
+    const ended = () => streamEnding(done).then((ending) => {
       for (const sig of signals) sig.removeEventListener('abort', abortUpstream);
       return ending;
     });

@@ -63,10 +63,14 @@ beforeAll(async () => {
       pdp: { policies, watch: false },
       admin: { clients: [a.config] },
       trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'llm'], audiences: ['openai', 'capped', 'claude'].map((c) => `http://localhost:${port}/llm/${c}`).concat(`http://localhost:${port}/llm/slow`) })],
+      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'llm'], audiences: ['openai', 'capped', 'claude'].map((c) => `http://localhost:${port}/llm/${c}`).concat(`http://localhost:${port}/llm/slow`, `http://localhost:${port}/gw/plain`) })],
       connections: [
         { id: 'openai', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], models: ['gpt-test', 'gpt-unpriced'], maxInputTokens: 500 },
         { id: 'capped', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], maxOutputTokens: 6 },
+        {
+          id: 'plain', kind: 'api_key', baseUrl: llm.base, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], costPerCall: 1,
+          routes: [{ methods: ['GET'], path: '/v1/models', action: 'models.list', cost: 250 }, { methods: ['GET'], path: '/v1/models/*', action: 'models.read' }],
+        },
         { id: 'slow', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], maxCallSeconds: 1 },
         { id: 'claude', kind: 'llm', provider: 'anthropic', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'ANTHROPIC_KEY' }, requiredScopes: ['llm'] },
       ],
@@ -388,6 +392,33 @@ describe('budgets: refusals and failures hold nothing', () => {
   it('an llm connection is not reachable through the HTTP gateway (no way around the budget step)', async () => {
     const res = await fetch(`${deputy.url}/gw/openai/v1/models`);
     expect([401, 404]).toContain(res.status);
+  });
+});
+
+describe('budgets at the HTTP gateway', () => {
+  it('a route\'s cost per call is reserved and charged; the call that would pass the budget is 402 and never forwarded', async () => {
+    const subject = await idp.oktaAccessToken({ uid: `00u${randomUUID().slice(0, 12)}`, scp: ['deputy.read', 'llm'] });
+    const token = (await exchange(agent, { subject_token: subject, resource: `${deputy.issuer}/gw/plain`, scope: 'llm' })).access_token;
+    const user = String(claimsOf(token).sub);
+    const cost = await budget({ user, connection: 'plain', unit: 'cost', window: 'day', limit: 501 });
+    const calls = await budget({ user, unit: 'requests', window: 'total', limit: 100 });
+    const call = async (path: string) => {
+      const url = `${deputy.issuer}/gw/plain${path}`;
+      return fetch(url, { headers: { authorization: `DPoP ${token}`, dpop: await dpopProof(agent.dpop, url, { htm: 'GET', accessToken: token }) } });
+    };
+    expect((await call('/v1/models')).status).toBe(200);
+    expect((await call('/v1/models')).status).toBe(200);
+    expect(await settled(cost)).toMatchObject({ spent: 500 });
+    const before = llm.requests.length;
+    const refused = await call('/v1/models');
+    expect(refused.status).toBe(402);
+    expect(refused.headers.get('content-type')).toMatch(/problem\+json/);
+    expect(await refused.json()).toMatchObject({ budget: cost, unit: 'cost', spent: 500, requested: 250, error: 'budget_exceeded' });
+    expect(llm.requests.length).toBe(before);
+    // The connection's costPerCall applies to a route without its own cost.
+    expect((await call('/v1/models/gpt-test')).status).toBe(404);
+    expect(await settled(cost)).toMatchObject({ spent: 501 });
+    expect(await settled(calls)).toMatchObject({ spent: 3 });
   });
 });
 
