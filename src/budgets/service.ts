@@ -13,6 +13,10 @@ import { PriceTable } from './prices.js';
 export interface Budgets {
   definitions: BudgetStore;
   ledger: BudgetLedger;
+  /**
+   * The current price table. Replaceable (a configuration reload): calls reserved after the
+   * change use the new prices; a call in flight settles at the price it was reserved with.
+   */
   prices: PriceTable;
   currency: string;
 }

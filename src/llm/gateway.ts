@@ -244,13 +244,14 @@ export class LlmGateway {
   // --- budget ----------------------------------------------------------------------------------
 
   #budgeter(): Budgeter<ActionIn & Resolved & Decided> {
-    const { ledger, prices } = this.#d.budgets;
+    const { ledger } = this.#d.budgets;
     return {
       reserve: async (ctx) => {
         const m = ctx.model;
         if (!m) return undefined;
         const { principal } = ctx.admission;
-        const price = prices.price(m.model);
+        // Read per call: the table may be replaced (a price change applies to later reservations).
+        const price = this.#d.budgets.prices.price(m.model);
         const cap = ctx.plan.cap;
         const worst: Amounts = { requests: 1, input_tokens: m.inputTokens, output_tokens: cap, ...(price ? { cost: costOf(price, { inputTokens: m.inputTokens, outputTokens: cap }) } : {}) };
         const least: Amounts = { requests: 1, input_tokens: m.inputTokens, output_tokens: Math.min(1, cap), ...(price ? { cost: costOf(price, { inputTokens: m.inputTokens, outputTokens: Math.min(1, cap) }) } : {}) };

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { BudgetDefinition } from '../../src/budgets/index.js';
+import { PriceTable, type BudgetDefinition } from '../../src/budgets/index.js';
 import { agentConfig, claimsOf, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient } from '../support/clients.js';
 import { dpopFetch } from '../support/dpop-fetch.js';
@@ -226,6 +226,22 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     const s = await settled(id);
     expect(s.spent).toBeLessThanOrEqual(30);
     expect(s.spent).toBe(8 + 6 * 2 + 10);
+  });
+
+  it('a price change applies to calls reserved after it', async () => {
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'cost', window: 'day', limit: 1_000_000 });
+    const client = openai('openai', token);
+    await client.chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 50 });
+    expect(await settled(id)).toMatchObject({ spent: 12 + 8 * 2 + 10 });
+    const before = deputy.budgets.prices;
+    deputy.budgets.prices = new PriceTable({ 'gpt-test': { input: 10_000_000, output: 20_000_000, request: 0 } });
+    try {
+      await client.chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 50 });
+      expect(await settled(id)).toMatchObject({ spent: 38 + 12 * 10 + 8 * 20 });
+    } finally {
+      deputy.budgets.prices = before;
+    }
   });
 
   it('Anthropic messages, whole and streamed; a stream cut at the budget ends with stop_reason max_tokens', async () => {
