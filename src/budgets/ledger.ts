@@ -142,11 +142,11 @@ export class BudgetLedger {
         await tx.query('INSERT INTO budget_reservations (id, request_id, agent_id, user_id, expires_at) VALUES ($1, $2, $3, $4, $5)', [
           id, options.requestId ?? null, scope.agents.at(-1) ?? null, scope.user, expiresAt.toISOString(),
         ]);
-        for (const item of items) {
-          await tx.query('INSERT INTO budget_reservation_items (reservation_id, budget_id, window_start, amount) VALUES ($1, $2, $3, $4)', [
-            id, item.budgetId, item.windowStart.toISOString(), item.amount,
-          ]);
-        }
+        await tx.query(
+          `INSERT INTO budget_reservation_items (reservation_id, budget_id, window_start, amount)
+           SELECT $1, b, w, a FROM unnest($2::text[], $3::timestamptz[], $4::bigint[]) AS t(b, w, a)`,
+          [id, items.map((i) => i.budgetId), items.map((i) => i.windowStart.toISOString()), items.map((i) => i.amount)],
+        );
       }
       return { id, items, held, expiresAt };
     });
@@ -160,8 +160,13 @@ export class BudgetLedger {
   async #hold(tx: Queryable, b: Budget, amount: number, minimum: number, now: Date): Promise<ReservationItem> {
     const span = windowAt(b.window, now, this.#tz);
     const start = span.start.toISOString();
-    await tx.query('INSERT INTO budget_usage (budget_id, window_start) VALUES ($1, $2) ON CONFLICT DO NOTHING', [b.id, start]);
-    const row = (await tx.query<{ spent: string; reserved: string }>('SELECT spent, reserved FROM budget_usage WHERE budget_id = $1 AND window_start = $2 FOR UPDATE', [b.id, start]))[0]!;
+    // Creates the window's counter or locks the existing one (ON CONFLICT DO UPDATE takes the row
+    // lock and returns the latest committed counts), in one statement.
+    const row = (await tx.query<{ spent: string; reserved: string }>(
+      `INSERT INTO budget_usage (budget_id, window_start) VALUES ($1, $2)
+       ON CONFLICT (budget_id, window_start) DO UPDATE SET reserved = budget_usage.reserved RETURNING spent, reserved`,
+      [b.id, start],
+    ))[0]!;
     const spent = Number(row.spent);
     const reserved = Number(row.reserved);
     const left = b.limit - spent - reserved;
@@ -182,38 +187,45 @@ export class BudgetLedger {
   /**
    * Charges `used` (per unit) and releases the rest of the reservation. Use beyond the
    * reservation is charged only as far as the budget's limit allows; what does not fit is
-   * reported as `uncharged` (the invariant wins over the bill). Idempotent: a second settle of one reservation charges
-   * nothing. A reservation already released as expired is charged what still fits in its budgets.
+   * reported as `uncharged` (the invariant wins over the bill). Idempotent: a second settle of
+   * one reservation charges nothing. A reservation already released as expired is charged what
+   * still fits in its budgets.
    */
   async settle(reservation: Reservation, used: Amounts): Promise<Charge[]> {
     if (reservation.items.length === 0) return [];
     return this.#store.transaction(async (tx) => {
-      // Deleting the items is the claim: a concurrent settle or expiry sweep finds none left.
-      const claimed = await tx.query<{ budget_id: string }>('DELETE FROM budget_reservation_items WHERE reservation_id = $1 RETURNING budget_id', [reservation.id]);
-      await tx.query('DELETE FROM budget_reservations WHERE id = $1', [reservation.id]);
-      const mine = new Set(claimed.map((r) => r.budget_id));
-      if (mine.size === 0 && (await this.#settledAlready(tx, reservation))) return [];
+      // Deleting the reservation is the claim (its items go with it): a concurrent settle or
+      // expiry sweep finds nothing left. The amounts are the ones this reservation holds.
+      const claimed = (await tx.query('DELETE FROM budget_reservations WHERE id = $1 RETURNING id', [reservation.id])).length > 0;
+      if (!claimed && !(await this.#sweptAsExpired(tx, reservation))) return [];
       const charges: Charge[] = [];
       for (const item of [...reservation.items].sort((a, b) => a.budgetId.localeCompare(b.budgetId))) {
         const want = Math.max(0, Math.floor(used[item.unit] ?? 0));
-        const charge = Math.min(want, item.amount);
-        if (mine.has(item.budgetId)) {
-          await tx.query('UPDATE budget_usage SET reserved = reserved - $3, spent = spent + $4 WHERE budget_id = $1 AND window_start = $2', [
-            item.budgetId, item.windowStart.toISOString(), item.amount, charge,
-          ]);
-          // Used more than reserved (a provider counting more prompt tokens than Deputy's
-          // estimate): the excess is charged as far as the limit still allows, never beyond.
-          const extra = want > charge ? await this.#chargeWhatFits(tx, item, want - charge) : 0;
-          charges.push({ budgetId: item.budgetId, unit: item.unit, charged: charge + extra, uncharged: want - charge - extra });
-        } else {
+        if (!claimed) {
           // Released as expired meanwhile: charge what still fits under the limit.
-          const fit = await this.#chargeWhatFits(tx, item, charge);
+          const fit = await this.#chargeWhatFits(tx, item, want);
           charges.push({ budgetId: item.budgetId, unit: item.unit, charged: fit, uncharged: want - fit });
+          continue;
         }
+        const charge = Math.min(want, item.amount);
+        await tx.query('UPDATE budget_usage SET reserved = reserved - $3, spent = spent + $4 WHERE budget_id = $1 AND window_start = $2', [
+          item.budgetId, item.windowStart.toISOString(), item.amount, charge,
+        ]);
+        // Used more than reserved (a provider counting more prompt tokens than Deputy's
+        // estimate): the excess is charged as far as the limit still allows, never beyond.
+        const extra = want > charge ? await this.#chargeWhatFits(tx, item, want - charge) : 0;
+        charges.push({ budgetId: item.budgetId, unit: item.unit, charged: charge + extra, uncharged: want - charge - extra });
       }
-      await tx.query('INSERT INTO budget_settlements (reservation_id) VALUES ($1) ON CONFLICT DO NOTHING', [reservation.id]);
       return charges;
     });
+  }
+
+  /**
+   * Whether an unclaimable reservation was released by the expiry sweep (and not yet settled):
+   * the sweep leaves a marker; this settle takes it, so a repeated settle charges nothing.
+   */
+  async #sweptAsExpired(tx: Queryable, reservation: Reservation): Promise<boolean> {
+    return (await tx.query('DELETE FROM budget_expired_reservations WHERE reservation_id = $1 RETURNING reservation_id', [reservation.id])).length > 0;
   }
 
   async #chargeWhatFits(tx: Queryable, item: ReservationItem, charge: number): Promise<number> {
@@ -225,12 +237,6 @@ export class BudgetLedger {
     const fit = Math.min(charge, Math.max(0, Number(row.limit) - Number(row.spent) - Number(row.reserved)));
     if (fit > 0) await tx.query('UPDATE budget_usage SET spent = spent + $3 WHERE budget_id = $1 AND window_start = $2', [item.budgetId, item.windowStart.toISOString(), fit]);
     return fit;
-  }
-
-  /** Whether `reservation` was settled before (a repeated settle charges nothing). */
-  async #settledAlready(tx: Queryable, reservation: Reservation): Promise<boolean> {
-    const rows = await tx.query('SELECT 1 FROM budget_settlements WHERE reservation_id = $1', [reservation.id]);
-    return rows.length > 0;
   }
 
   /** Releases everything `reservation` holds, charging nothing (a failed call). */
@@ -252,15 +258,17 @@ export class BudgetLedger {
         const items = await tx.query<{ budget_id: string; window_start: Date | string; amount: string }>(
           'DELETE FROM budget_reservation_items WHERE reservation_id = $1 RETURNING budget_id, window_start, amount', [id],
         );
-        await tx.query('DELETE FROM budget_reservations WHERE id = $1', [id]);
+        if ((await tx.query('DELETE FROM budget_reservations WHERE id = $1 RETURNING id', [id])).length === 0) return 0;
+        // A late settle of this reservation charges what still fits (it finds this marker).
+        await tx.query('INSERT INTO budget_expired_reservations (reservation_id) VALUES ($1) ON CONFLICT DO NOTHING', [id]);
         for (const it of items.sort((a, b) => a.budget_id.localeCompare(b.budget_id))) {
           await tx.query('UPDATE budget_usage SET reserved = reserved - $3 WHERE budget_id = $1 AND window_start = $2', [it.budget_id, new Date(it.window_start).toISOString(), Number(it.amount)]);
         }
-        return items.length ? 1 : 0;
+        return 1;
       });
     }
-    // Settled markers only guard against a repeated settle of a live reservation.
-    await this.#store.query('DELETE FROM budget_settlements WHERE settled_at < $1', [new Date(this.now().getTime() - 2 * this.#ttlMs).toISOString()]);
+    // Markers of reservations nobody came back to settle.
+    await this.#store.query('DELETE FROM budget_expired_reservations WHERE released_at < $1', [new Date(this.now().getTime() - 2 * this.#ttlMs).toISOString()]);
     return released;
   }
 

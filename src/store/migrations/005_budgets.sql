@@ -51,8 +51,9 @@ CREATE INDEX budget_reservation_items_budget ON budget_reservation_items (budget
 ALTER TABLE connections DROP CONSTRAINT connections_kind_check;
 ALTER TABLE connections ADD CONSTRAINT connections_kind_check CHECK (kind IN ('api_key', 'oauth2_client_credentials', 'oauth2_user', 'on_behalf_of', 'llm'));
 
--- Reservations settled recently: a repeated settle of one reservation charges nothing.
-CREATE TABLE budget_settlements (
+-- Reservations the expiry sweep released: a late settle finds its marker and charges what still
+-- fits; a settle that finds neither the reservation nor a marker was a repeat and charges nothing.
+CREATE TABLE budget_expired_reservations (
   reservation_id text        PRIMARY KEY,
-  settled_at     timestamptz NOT NULL DEFAULT now()
+  released_at    timestamptz NOT NULL DEFAULT now()
 );
