@@ -139,6 +139,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       adminReasons: config.pdp.adminReasons,
       upstreamTimeoutMs: config.gateway.upstreamTimeoutSeconds * 1000,
       maxRequestBytes: config.gateway.maxRequestBytes,
+      maxResponseBytes: config.gateway.maxResponseBytes,
     });
     const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets, llm });
     const lifecycle = new ConnectionLifecycle(server);

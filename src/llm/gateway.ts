@@ -96,6 +96,8 @@ export interface LlmGatewayDeps {
   receipts?: ReceiptAppender;
   upstreamTimeoutMs: number;
   maxRequestBytes: number;
+  /** Largest whole (non-streamed) provider response read (502 beyond). */
+  maxResponseBytes: number;
   /** Called with every settled call (receipts of the charge, metrics). */
   onSettled?: (settled: SettledCall) => void | Promise<void>;
 }
@@ -299,10 +301,48 @@ export class LlmGateway {
 
   // --- forward ---------------------------------------------------------------------------------
 
+  /**
+   * Step `forward`: the provider called with the reserved cap; a stream metered and cut
+   * (./stream.ts), a whole response read and metered. An error status marks the meter failed
+   * (the budget hold then releases everything).
+   */
   async #forward(ctx: Ctx & Credentialed): Promise<{ response: LlmResponse; ended: () => Promise<Ending> }> {
-    const { call, connection, credential: cred, plan } = ctx;
+    const { plan } = ctx;
+    // The wall-clock cap covers the whole call, streams included.
+    const deadline = AbortSignal.timeout(((ctx.connection.settings as LlmSettings).maxCallSeconds ?? 300) * 1000);
+    const { res, abortOn } = await this.#callProvider(ctx, deadline);
+    const headers: Record<string, string> = {};
+    res.headers.forEach((value, name) => {
+      if (FORWARDED_RESPONSE_HEADER.test(name)) headers[name] = value;
+    });
+    plan.meter.failed = !res.ok;
+    let body: Readable;
+    if (ctx.model?.stream === true && res.ok && (res.headers.get('content-type') ?? '').includes('text/event-stream') && res.body) {
+      // From here the stream ends itself cleanly at the deadline: the deadline must not abort the body under it.
+      abortOn.delete(deadline);
+      body = meteredStream({ req: ctx.model, upstream: res.body, cap: plan.cap, meter: plan.meter, deadline });
+      headers['cache-control'] = 'no-cache';
+    } else {
+      const bytes = await readUpstream(res, this.#d.maxResponseBytes);
+      if (res.ok && ctx.model) meterWhole(ctx.model, bytes, plan.meter);
+      headers['content-length'] = String(bytes.length);
+      body = Readable.from([bytes]);
+    }
+    const ended = () => streamEnding(body).finally(() => abortOn.clear());
+    return { response: { status: res.status, headers, body }, ended };
+  }
+
+  /**
+   * The upstream request: the agent's version headers, the provider key, the body with the
+   * reserved cap. Aborted when the agent goes away or `deadline` passes (the signals in the
+   * returned `abortOn`, which the caller may narrow); the headers must come within the
+   * connection's (or the gateway's) upstream timeout.
+   *
+   * @throws GatewayTimeout (504), BadGateway (502: unreachable, or the key refused)
+   */
+  async #callProvider(ctx: Ctx & Credentialed, deadline: AbortSignal): Promise<{ res: Response; abortOn: Set<AbortSignal> }> {
+    const { call, connection, credential: cred } = ctx;
     const s = connection.settings as LlmSettings;
-    const url = `${s.baseUrl.replace(/\/$/, '')}${call.path}${call.query ? `?${call.query}` : ''}`;
     const headers = new Headers();
     for (const name of FORWARDED_REQUEST_HEADERS) {
       const v = header(call.headers[name]);
@@ -311,20 +351,20 @@ export class LlmGateway {
     headers.set('accept-encoding', 'identity');
     headers.set('x-request-id', call.requestId);
     for (const [name, value] of cred.headers) headers.set(name, value);
-    // The wall-clock cap covers the whole call; the headers deadline is the gateway's usual one.
-    const deadline = AbortSignal.timeout((s.maxCallSeconds ?? 300) * 1000);
-    const signals = [deadline, ...(call.signal ? [call.signal] : [])];
+    const abort = new AbortController();
+    const abortOn = new Set([deadline, ...(call.signal ? [call.signal] : [])]);
+    const onAbort = (e: Event) => {
+      if (abortOn.has(e.target as AbortSignal)) abort.abort();
+    };
+    for (const sig of abortOn) sig.addEventListener('abort', onAbort, { once: true });
     const headersDeadline = AbortSignal.timeout((s.timeoutSeconds ?? 0) * 1000 || this.#d.upstreamTimeoutMs);
-    const upstreamAbort = new AbortController();
-    const abortUpstream = () => upstreamAbort.abort();
-    for (const sig of signals) sig.addEventListener('abort', abortUpstream, { once: true });
     let res: Response;
     try {
-      res = await fetch(url, {
+      res = await fetch(`${s.baseUrl.replace(/\/$/, '')}${call.path}${call.query ? `?${call.query}` : ''}`, {
         method: call.method,
         headers,
-        signal: AbortSignal.any([upstreamAbort.signal, headersDeadline]),
-        ...(ctx.model ? { body: JSON.stringify(upstreamBody(ctx.model, plan.cap)) } : {}),
+        signal: AbortSignal.any([abort.signal, headersDeadline]),
+        ...(ctx.model ? { body: JSON.stringify(upstreamBody(ctx.model, ctx.plan.cap)) } : {}),
       });
     } catch (cause) {
       if (headersDeadline.aborted || deadline.aborted) throw new GatewayTimeout(`the provider of connection "${connection.id}" did not answer in time`, { cause });
@@ -335,31 +375,7 @@ export class LlmGateway {
       this.#d.logger.warn({ reqId: call.requestId, connection: connection.id, status: res.status }, 'provider refused the injected key');
       throw new BadGateway(`the provider of connection "${connection.id}" refused Deputy's key for it`);
     }
-    const outHeaders: Record<string, string> = {};
-    res.headers.forEach((value, name) => {
-      if (FORWARDED_RESPONSE_HEADER.test(name)) outHeaders[name] = value;
-    });
-    const streamed = ctx.model?.stream === true && res.ok && (res.headers.get('content-type') ?? '').includes('text/event-stream') && res.body !== null;
-    // From here the stream ends itself cleanly at the deadline (./stream.ts): no abort of the body under it.
-    if (streamed) deadline.removeEventListener('abort', abortUpstream);
-    if (!res.ok || !ctx.model) plan.meter.failed = !res.ok;
-    let body: Readable | undefined;
-    if (streamed) {
-      // Deputy ends the stream when the upstream idles past the deadline too: the deadline races each read.
-      body = meteredStream({ req: ctx.model!, upstream: res.body!, cap: plan.cap, meter: plan.meter, deadline });
-      outHeaders['cache-control'] = 'no-cache';
-    } else {
-      const bytes = await readUpstream(res, this.#d.maxRequestBytes * 4);
-      if (res.ok && ctx.model) meterWhole(ctx.model, bytes, plan.meter);
-      outHeaders['content-length'] = String(bytes.length);
-      body = Readable.from([bytes]);
-    }
-    const done = body;
-    const ended = () => streamEnding(done).then((ending) => {
-      for (const sig of signals) sig.removeEventListener('abort', abortUpstream);
-      return ending;
-    });
-    return { response: { status: res.status, headers: outHeaders, body: done }, ended };
+    return { res, abortOn };
   }
 }
 
