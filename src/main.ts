@@ -10,29 +10,20 @@ import cluster from 'node:cluster';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { AgentRegistry } from './agents/registry.js';
-import { TemporarilyUnavailable } from './errors/index.js';
-import { ReceiptService } from './audit/receipts.js';
-import { createBudgets, type Budgets } from './budgets/index.js';
-import { LlmGateway } from './llm/gateway.js';
-import { localVault } from './vault/local-vault.js';
+import type { AgentRegistry } from './agents/registry.js';
+import type { Budgets } from './budgets/index.js';
+import type { ReceiptService } from './audit/receipts.js';
 import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
-import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
-import { createApp } from './http/app.js';
-import { writeError, writeNodeError } from './http/errors.js';
-import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
+import { TemporarilyUnavailable } from './errors/index.js';
+import type { CredentialIsolation } from './gateway/index.js';
+import { writeNodeError } from './http/errors.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
-import { AccessTokenVerifier } from './oauth/access-token.js';
-import { purgeExpired } from './oauth/adapter.js';
-import { ADMIN_SCOPE } from './oauth/deputy-own.js';
-import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
-import { FederationVerifier } from './federation/verify.js';
-import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
-import { RevocationCache, TokenRecords } from './oauth/token-records.js';
-import { PolicyLoadError, startPdp, type PdpService } from './pdp/service.js';
+import type { Provider } from './oauth/oidc-provider/index.js';
+import type { RevocationCache, TokenRecords } from './oauth/token-records.js';
+import type { PdpService } from './pdp/service.js';
+import type { Services } from './services.js';
 import { DataDirLocked, migrate, openStore, type Store } from './store/index.js';
 
 export interface StartOptions {
@@ -68,99 +59,45 @@ export interface DeputyServer {
 
 const PURGE_INTERVAL_MS = 5 * 60_000;
 
+/**
+ * Starts Deputy: store (data-folder lock, migrations) → keys → listen (503 until ready) → the
+ * issuer → services and app (src/services.ts, loaded only now) → serve.
+ *
+ * @throws DataDirLocked when another process holds the embedded data folder; KeyError for a
+ *   missing or damaged key file; ConfigError for a configured agent granted Deputy's own
+ *   resources; PolicyLoadError for a Cedar policy set that does not load. Whatever was opened
+ *   is closed before the error propagates.
+ */
 export async function startDeputy(options: StartOptions): Promise<DeputyServer> {
   const { config } = options;
   const logger = options.logger ?? createLogger(config.log.level);
   const store = await openStore(config.store);
   const server = createServer({ requestTimeout: 30_000, headersTimeout: 15_000 });
   try {
-    const applied = await migrate(store);
-    if (applied.length) logger.info({ applied, store: store.kind }, 'migrations applied');
-    const keys = await loadKeyStore({
-      dir: config.keys.dir,
-      signingAlg: config.keys.signingAlg,
-      generate: config.keys.generate,
-      maxTokenLifetime: config.tokens.accessTokenTTL,
-      ...(options.env ? { env: options.env } : {}),
-    });
+    await migrateStore(store, logger);
+    const keys = await loadKeys(config, options.env);
     const port = await listen(server, config.server.port, config.server.host);
     const issuer = config.server.issuer ?? `http://localhost:${port}`;
     // Now that the issuer is known: no configured agent may be granted Deputy's own resources.
     checkAgentGrants(config.agents, issuer, 'configuration');
-    const agents = new AgentRegistry(store);
-    const records = new TokenRecords(store);
-    // Disabling an agent revokes its tokens, and so everything delegated from them, in the same
-    // transaction as the status change (see TokenRecords.insert for the other side of the race).
-    agents.onDisable(async (agentId, tx) => {
-      const revoked = await records.revokeByAgent(agentId, 'agent disabled', tx);
-      if (revoked.length) logger.info({ agent: agentId, revoked: revoked.length }, 'tokens of disabled agent revoked');
-    });
-    await agents.syncFromConfig(config.agents);
-    const dpop = new DpopVerifier({
-      db: store,
-      iatWindowSeconds: config.dpop.iatWindowSeconds,
-      requireNonce: config.dpop.requireNonce,
-      nonceSecret: keys.dpopNonceSecret,
-    });
-    const verifier = new AccessTokenVerifier({ issuer, keys, dpop });
-    const revocations = new RevocationCache(records);
-    const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
-    const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
-    const vault = localVault(keys, logger);
-    const exchange = tokenExchangeGrant({
-      issuer, store, agents, verifier, records, keys, logger, vault,
-      federation: new FederationVerifier(config.trustedIssuers),
-      authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
-      receipts,
-      accessTokenTTL: config.tokens.accessTokenTTL,
-    });
-    const provider = createProvider({
-      config, issuer, store, keys, agents, dpop,
-      grants: [exchange],
-      discovery: { receipts_jwks_uri: `${issuer.replace(/\/$/, '')}${RECEIPTS_JWKS_PATH}` },
-      writeError, logger,
-    });
-    provider.use(agentTokenIntrospection({
-      verifier, records, revocations, logger,
-      adminClients: new Set(config.admin.clients.map((c) => c.client_id)),
-      revokingClients: new Set(config.admin.clients.filter((c) => (c.scopes as readonly string[]).includes(ADMIN_SCOPE)).map((c) => c.client_id)),
-    }));
-    // Disabled agents' tokens were revoked in the disabling transaction (onDisable above).
-    agents.onChange((agent) => {
-      if (agent.status === 'disabled') revocations.forget();
-    });
-    const budgets = await createBudgets(config.budgets, store);
-    const isolation = await createCredentialIsolation({
-      config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: options.env ?? process.env, budgets: budgets.ledger,
-    });
-    const llm = new LlmGateway({
-      issuer, verifier, revocations, connections: isolation.connections, budgets, logger, receipts,
-      ...(config.gateway.authorizer === 'pdp' ? { pdp: { evaluate: (input) => pdp.pdp.evaluate(input), declaresAction: (name) => pdp.pdp.store.current.schema.action(name) !== undefined } } : {}),
-      adminReasons: config.pdp.adminReasons,
-      upstreamTimeoutMs: config.gateway.upstreamTimeoutSeconds * 1000,
-      maxRequestBytes: config.gateway.maxRequestBytes,
-      maxResponseBytes: config.gateway.maxResponseBytes,
-    });
-    const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets, llm });
+    // Loaded only now: a process refused above never loads the protocol stack.
+    const { composeServices } = await import('./services.js');
+    const services = await composeServices({ config, logger, store, keys, issuer, env: options.env ?? process.env });
     const lifecycle = new ConnectionLifecycle(server);
     server.removeAllListeners('request');
-    server.on('request', lifecycle.track(app.callback()));
-
-    const purge = setInterval(() => {
-      Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired(), budgets.ledger.releaseExpired()]).catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
-    }, PURGE_INTERVAL_MS);
-    purge.unref();
-
+    server.on('request', lifecycle.track(services.app.callback()));
+    const purge = schedulePurge(services, logger);
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
+    const { app: _app, purgeExpired: _purge, ...running } = services;
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, agents, provider, records, revocations, logger, receipts, pdp, isolation, budgets,
+      issuer, config, server, store, keys, logger, ...running,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
-        pdp.close();
+        services.pdp.close();
         await lifecycle.close(graceMs);
-        await isolation.close();
-        await receipts.flush();
+        await services.isolation.close();
+        await services.receipts.flush();
         await store.close();
       },
     };
@@ -169,6 +106,32 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     await store.close().catch(() => {});
     throw err;
   }
+}
+
+/** Applies pending migrations (advisory-locked: workers starting together apply each once). */
+async function migrateStore(store: Store, logger: Logger): Promise<void> {
+  const applied = await migrate(store);
+  if (applied.length) logger.info({ applied, store: store.kind }, 'migrations applied');
+}
+
+/** The token-signing, receipt, DPoP-nonce and vault keys (`keys.dir`; generated on first start when allowed). */
+function loadKeys(config: DeputyConfig, env: StartOptions['env']): Promise<KeyStore> {
+  return loadKeyStore({
+    dir: config.keys.dir,
+    signingAlg: config.keys.signingAlg,
+    generate: config.keys.generate,
+    maxTokenLifetime: config.tokens.accessTokenTTL,
+    ...(env ? { env } : {}),
+  });
+}
+
+/** Deletes expired rows every {@link PURGE_INTERVAL_MS}; a failed purge is logged and retried next time. */
+function schedulePurge(services: Pick<Services, 'purgeExpired'>, logger: Logger): NodeJS.Timeout {
+  const purge = setInterval(() => {
+    services.purgeExpired().catch((err) => logger.warn({ err: String(err) }, 'purge of expired rows failed'));
+  }, PURGE_INTERVAL_MS);
+  purge.unref();
+  return purge;
 }
 
 /** Listens; until the app is attached, requests get 503 rather than hanging. */
@@ -252,7 +215,7 @@ async function main(): Promise<void> {
       process.stderr.write(`deputy: ${err.message}\n`);
       process.exit(2);
     }
-    if (err instanceof KeyError || err instanceof PolicyLoadError || err instanceof DataDirLocked) process.stderr.write(`deputy: ${err.message}\n`);
+    if (await isOperatorError(err)) process.stderr.write(`deputy: ${(err as Error).message}\n`);
     else logger.fatal({ err }, 'start failed');
     process.exit(1);
   }
@@ -275,6 +238,17 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
   // SIGHUP reloads the Cedar policy set; a refused set is logged and the previous one keeps serving.
   process.on('SIGHUP', () => void deputy.pdp.reload('signal').catch(() => undefined));
+}
+
+/**
+ * Start failures whose message is written for the operator (a locked data folder, a key file, a
+ * policy set), printed as they are rather than logged with a stack. PolicyLoadError is imported
+ * only here, on the failure path: its module loads Cedar.
+ */
+async function isOperatorError(err: unknown): Promise<boolean> {
+  if (err instanceof KeyError || err instanceof DataDirLocked) return true;
+  const { PolicyLoadError } = await import('./pdp/service.js');
+  return err instanceof PolicyLoadError;
 }
 
 /** Backoff before re-forking a worker that exited: doubles from the first value up to the cap. */

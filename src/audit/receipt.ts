@@ -20,12 +20,13 @@
  */
 import { createHash } from 'node:crypto';
 import { CompactSign, importJWK, type CryptoKey, type JWK } from 'jose';
+import { RECEIPT_ALGS, type ReceiptAlg } from '../util/algorithms.js';
 
 /** RFC 8725 §3.11 explicit typing: the `typ` header of every receipt. */
 export const RECEIPT_TYP = 'deputy-receipt+jwt';
-/** Receipt signature algorithms (RFC 7518 §3.4 ES256, RFC 8037 EdDSA). */
-export const RECEIPT_ALGORITHMS = ['ES256', 'EdDSA'] as const;
-export type ReceiptAlgorithm = (typeof RECEIPT_ALGORITHMS)[number];
+/** Receipt signature algorithms (RFC 7518 §3.4 ES256, RFC 8037 EdDSA): src/util/algorithms.ts. */
+export const RECEIPT_ALGORITHMS = RECEIPT_ALGS;
+export type ReceiptAlgorithm = ReceiptAlg;
 /** Domain-separation prefix of the genesis value (versioned so the format can evolve). */
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 

@@ -9,6 +9,8 @@
  */
 import { z } from 'zod';
 import { budgetsConfigSchema } from '../budgets/config.js';
+import { SIGNING_ALGS } from '../util/algorithms.js';
+import { SCOPE_TOKEN } from '../util/scope.js';
 import { trustedIssuerSchema } from '../federation/config.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
 import { connectionConfigSchema, gatewayConfigSchema } from '../vault/connections/config.js';
@@ -34,7 +36,7 @@ const publicJwks = z.object({
 });
 
 const agentId = z.string().regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -');
-const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'must be a valid scope token (RFC 6749 §3.3)');
+const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 /** A scope an agent may hold: never one of Deputy's own (src/oauth/deputy-own.ts). */
 const agentScope = scopeToken.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });
 const agentFields = {
@@ -113,6 +115,11 @@ export const adminClientSchema = z
 
 export type AdminClientConfig = z.infer<typeof adminClientSchema>;
 
+/** The issuer identifier without its trailing slash(es): `https://deputy.example/` → `https://deputy.example`. */
+export function withoutTrailingSlash(url: string): string {
+  return url.replace(/\/+$/, '');
+}
+
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -124,9 +131,10 @@ export const configSchema = z.strictObject({
        * The issuer identifier (RFC 8414 §2), env `DEPUTY_ISSUER`. Must be the externally visible
        * base URL. Every advertised URL and every DPoP `htu` / client assertion `aud` check derives
        * from it alone, whatever the transport, `Host` or `X-Forwarded-*` say (RFC 9449 §4.3).
-       * Defaults to `http://localhost:<port>`.
+       * Defaults to `http://localhost:<port>`. Normalized here, once: a trailing `/` is dropped, so
+       * every other module appends paths (`${issuer}/admin`) without stripping it again.
        */
-      issuer: z.url({ protocol: /^https?$/ }).optional(),
+      issuer: z.url({ protocol: /^https?$/ }).transform(withoutTrailingSlash).optional(),
       /** Trust `X-Forwarded-*` headers (the client address) from a TLS-terminating proxy; URLs never depend on them. */
       trustProxy: z.boolean().default(false),
       /** Largest accepted request body in bytes, for every endpoint. */
@@ -156,7 +164,7 @@ export const configSchema = z.strictObject({
       /** Folder holding signing keys and the vault key-encryption key (env `DEPUTY_KEYS_DIR`). */
       dir: z.string().default('./keys'),
       /** Algorithm of newly generated token-signing keys. */
-      signingAlg: z.enum(['ES256', 'RS256', 'EdDSA']).default('ES256'),
+      signingAlg: z.enum(SIGNING_ALGS).default('ES256'),
       /**
        * Generate missing keys on start. Meant for development: defaults to true unless
        * `NODE_ENV=production`, where missing keys stop the start.

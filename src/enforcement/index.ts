@@ -16,8 +16,8 @@
  * `{ admission, … }`):
  * 1. `spendProofOnRefusal` — a refusal before the first receipt still spends the proof.
  * 2. *resolve* (the PEP's own) — what is called: adds `connection` ({@link Targeted}), `action`
- *    ({@link Described}: receipt event, action name, resource, the request's digest parts) and what its
- *    decide/forward need (HTTP: path and route; MCP: method, tool, arguments; LLM: model,
+ *    ({@link Described}: `{ event, name, resource, digest }` — `digest` the request's identifying
+ *    parts, hashed into the receipt only when receipts are on) and what its decide/forward need (HTTP: path and route; MCP: method, tool, arguments; LLM: model,
  *    `max_tokens`, estimated cost). 404 / 400 here.
  * 3. `decide` — the PEP's question ({@link decide}); adds `decision`, never refuses by itself.
  * 4. `budget` — reserve before ({@link budget} with a {@link Budgeter}; the empty slot without).
@@ -63,7 +63,7 @@
  *
  * ## Adding a step
  *
- * A {@link Step} is `{ name, run(ctx) → additions, settle?(ctx, outcome) }`: type its input as
+ * A {@link Step} is `{ name, run(ctx) → additions, refused?(ctx, refusal), settle?(ctx, ending) }`: type its input as
  * the context fields it reads (`ActionContext & Decided`), return the fields it adds (an
  * interface exported beside it; {@link NOTHING} when none), refuse by throwing a typed
  * `DeputyError`, and put clean-up that depends on the outcome in `refused` / `settle`. Insert it with

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { NO_STORE } from '../util/http.js';
 import { ProblemError, type Challenge, type DeputyError } from './index.js';
 
 /** The JSON body of every error response. */
@@ -77,11 +78,11 @@ export const GENERIC_SERVER_ERROR: Readonly<ErrorBody> = { error: 'server_error'
 export function serializeError(err: DeputyError, options: SerializeOptions = {}): ErrorResponse {
   if (!err.expose) {
     const body = { ...GENERIC_SERVER_ERROR };
-    return { status: 500, headers: { 'Cache-Control': 'no-store' }, body: options.providerShape ? { ...body, error: { type: body.error, code: body.error, message: body.error_description! } } : body };
+    return { status: 500, headers: { 'Cache-Control': NO_STORE }, body: options.providerShape ? { ...body, error: { type: body.error, code: body.error, message: body.error_description! } } : body };
   }
   const headers: Record<string, string> = { ...err.headers };
   if (err.challenge) headers['WWW-Authenticate'] = challengeHeader(err.challenge, err.code, err.description);
-  headers['Cache-Control'] = 'no-store';
+  headers['Cache-Control'] = NO_STORE;
   const problem = err instanceof ProblemError ? err : undefined;
   const error = options.providerShape ? { type: err.code, code: err.code, message: err.description, ...(problem?.members ?? {}) } : err.code;
   if (problem) {

@@ -24,6 +24,8 @@
  * @module
  */
 import { z } from 'zod';
+import { DEFAULT_IDP_TOKEN_ALGS, IDP_TOKEN_ALGS } from '../util/algorithms.js';
+import { SCOPE_TOKEN } from '../util/scope.js';
 
 /** `{tenantid}`: the placeholder Entra ID uses in multi-tenant issuer templates. */
 export const TENANT_PLACEHOLDER = '{tenantid}';
@@ -32,7 +34,6 @@ export const TENANT_PLACEHOLDER = '{tenantid}';
 export const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Asymmetric JWS algorithms (RFC 7518 §3, RFC 8037). Symmetric `HS*` and `none` are never allowed. */
-const asymmetricAlgorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const;
 
 function parseUrl(value: string): URL | undefined {
   try {
@@ -89,11 +90,11 @@ const common = {
        * not an authorization: it carries no delegated scope, so by default it delegates none.
        * The agent's allowed scopes and the `delegate` policy still narrow this.
        */
-      scopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'idToken.scopes must list scope tokens (RFC 6749 §3.3)')).default([]),
+      scopes: z.array(z.string().regex(SCOPE_TOKEN, 'idToken.scopes must list scope tokens (RFC 6749 §3.3)')).default([]),
     })
     .optional(),
   /** Accepted JWS algorithms, checked before signature verification. */
-  algorithms: z.array(z.enum(asymmetricAlgorithms, { error: 'algorithms may only list asymmetric JWS algorithms (never HS* or none)' })).min(1).default(['RS256']),
+  algorithms: z.array(z.enum(IDP_TOKEN_ALGS, { error: 'algorithms may only list asymmetric JWS algorithms (never HS* or none)' })).min(1).default([...DEFAULT_IDP_TOKEN_ALGS]),
   /** Leeway for `exp` / `nbf` / `iat` comparisons. */
   clockToleranceSeconds: seconds('clockToleranceSeconds', 300).default(30),
   /** How long a fetched JWKS is used before it is fetched again. */

@@ -61,9 +61,9 @@ import { askAuthorizer, forwardUpstream, refuseOversized, resolveCall, type Gate
 export { GATEWAY_PREFIX };
 export { upstreamPath, type GatewayCall } from './steps.js';
 
-/** A connection's gateway URL, also the audience of tokens for it (RFC 8707): `{issuer}/gw/{connection}`. */
+/** A connection's gateway URL, also the audience of tokens for it (RFC 8707): `{issuer}/gw/{connection}` (the issuer without its trailing slash, as config gives it). */
 export function gatewayAudience(issuer: string, connectionId: string): string {
-  return `${issuer.replace(/\/$/, '')}${GATEWAY_PREFIX}/${connectionId}`;
+  return `${issuer}${GATEWAY_PREFIX}/${connectionId}`;
 }
 
 export interface GatewayDeps {
@@ -111,7 +111,7 @@ export class Gateway {
   readonly #logger: Logger;
 
   constructor(deps: GatewayDeps) {
-    this.#base = deps.issuer.replace(/\/$/, '');
+    this.#base = deps.issuer;
     this.#logger = deps.logger;
     ({ admit: this.#admit, call: this.#call } = pipelines(deps, (id) => gatewayAudience(this.#base, id)));
   }

@@ -24,6 +24,7 @@ import { InvalidRequest } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { ADMIN_SCOPE } from '../oauth/deputy-own.js';
 import type { Authenticate } from './util.js';
+import { noStore } from '../util/http.js';
 
 /** Where the admin API lives: `/admin` and everything under it. */
 export const ADMIN_PREFIX = '/admin';
@@ -35,7 +36,7 @@ export const ADMIN_PREFIX = '/admin';
  */
 export function adminNoStore(): Koa.Middleware {
   return async function adminResponsesNoStore(ctx, next) {
-    if (ctx.path === ADMIN_PREFIX || ctx.path.startsWith(`${ADMIN_PREFIX}/`)) ctx.set('Cache-Control', 'no-store');
+    if (ctx.path === ADMIN_PREFIX || ctx.path.startsWith(`${ADMIN_PREFIX}/`)) noStore(ctx);
     await next();
   };
 }

@@ -30,6 +30,7 @@ import type { Search } from '../pdp/search.js';
 import type { PdpService } from '../pdp/service.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
+import { NO_STORE } from '../util/http.js';
 
 export { AUTHZEN_SCOPE };
 
@@ -54,7 +55,7 @@ export const CAPABILITIES = ['urn:deputy:authzen:delegation-chain', 'urn:deputy:
 
 export function authzenRoutes(deps: AuthzenDeps): Router {
   const router = new Router();
-  const base = deps.issuer.replace(/\/$/, '');
+  const base = deps.issuer;
   const explain: Explain = deps.auth === 'token' && deps.adminReasons ? 'admin' : 'user';
 
   router.get('/.well-known/authzen-configuration', async function authzenMetadata(ctx) {
@@ -192,7 +193,7 @@ async function echoRequestId(ctx: Koa.Context, next: Koa.Next): Promise<void> {
 }
 
 async function noStore(ctx: Koa.Context, next: Koa.Next): Promise<void> {
-  ctx.set('Cache-Control', 'no-store');
+  ctx.set('Cache-Control', NO_STORE);
   await next();
 }
 

@@ -1,6 +1,6 @@
 /**
  * HTTP surfaces of credential isolation: the gateway (`/gw/{connection}/{path…}`), the connect
- * flow (`/connect/…`) and the connections admin API (`/admin/connections…`).
+ * flow (`/connect/…`); the connections admin API (`/admin/connections…`) is ./admin-connections.ts.
  *
  * The gateway is plain middleware, not a router route: it must see the raw request stream (no
  * body parser) and runs before the server-wide body limit, enforcing its own
@@ -13,18 +13,10 @@ import { pipeline } from 'node:stream';
 import Router from '@koa/router';
 import type Koa from 'koa';
 import { NotFound } from '../errors/index.js';
-import { GATEWAY_PREFIX, gatewayAudience, type Gateway } from '../gateway/gateway.js';
-import type { Logger } from '../log.js';
-import { CONNECTION_ID, connectionInputSchema, secretRotationSchema } from '../vault/connections/config.js';
+import { GATEWAY_PREFIX, type Gateway } from '../gateway/gateway.js';
+import { CONNECTION_ID } from '../vault/connections/config.js';
 import { CONNECT_COOKIE, type ConnectFlows } from '../vault/connections/connect-flows.js';
-import type { Connection, ConnectionStore } from '../vault/connections/store.js';
-import type { UserGrants } from '../vault/connections/user-grants.js';
-import { nextCursor, pageRequest, parseAdminBody, requireAdmin, schemaMembers, toWire, wireFields, wireTime } from './admin-api.js';
-import { jsonBody, type Authenticate } from './util.js';
-
-/** Connection members: `baseUrl` in the YAML, `base_url` in the admin API. */
-const CONNECTION_FIELDS = wireFields(schemaMembers(connectionInputSchema));
-const SECRET_ROTATION_FIELDS = wireFields(schemaMembers(secretRotationSchema));
+import { noStore } from '../util/http.js';
 
 const GATEWAY_PATH = new RegExp(`^${GATEWAY_PREFIX}/([^/]+)(/.*)?$`);
 
@@ -46,7 +38,7 @@ export function gatewayMiddleware(gateway: Gateway): Koa.Middleware {
       method: ctx.method,
       headers: ctx.req.headers,
       body: ctx.req,
-      requestId: String(ctx.state.requestId),
+      requestId: ctx.state.requestId,
       signal: abort.signal,
     });
     ctx.status = res.status;
@@ -58,7 +50,7 @@ export function gatewayMiddleware(gateway: Gateway): Koa.Middleware {
     }
     pipeline(res.body, ctx.res, (err) => {
       // Headers are gone: a body that fails midway (upstream reset, size limit) can only be cut off.
-      if (err) (ctx.state.log as Logger).warn({ err: { message: err.message } }, 'gateway response stream ended early');
+      if (err) ctx.state.log.warn({ err: { message: err.message } }, 'gateway response stream ended early');
     });
   };
 }
@@ -78,7 +70,7 @@ function cookieName(state: string): string {
 export function connectRoutes(deps: ConnectRoutesDeps): Router {
   const router = new Router({ prefix: '/connect' });
   router.use(async (ctx, next) => {
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     await next();
   });
 
@@ -103,82 +95,8 @@ export function connectRoutes(deps: ConnectRoutesDeps): Router {
   return router;
 }
 
-export interface ConnectionAdminDeps {
-  connections: ConnectionStore;
-  grants: UserGrants;
-  authenticate: Authenticate;
-  /** The admin resource identifier (token audience). */
-  audience: string;
-  issuer: string;
-  bodyLimitBytes: number;
-}
-
-/**
- * `/admin/connections`: create, list, read, rotate the secret, delete, disconnect a user.
- * Write-only for secrets: no route returns one, only whether one is set and its version.
- * The admin API's dialect (./admin-api.ts): snake_case members (`base_url`, `required_scopes`)
- * on read and write, although the YAML spells them `baseUrl`, `requiredScopes`.
- */
-export function connectionAdminRoutes(deps: ConnectionAdminDeps): Router {
-  const router = new Router({ prefix: '/admin/connections' });
-  router.use(requireAdmin(deps), jsonBody(deps.bodyLimitBytes));
-
-  /** The wire view (./admin-api.ts): snake_case members (settings too), RFC 3339 times. */
-  const view = (c: Connection) => ({
-    id: c.id,
-    kind: c.kind,
-    name: c.settings.name ?? null,
-    audience: gatewayAudience(deps.issuer, c.id),
-    gateway_url: gatewayAudience(deps.issuer, c.id),
-    settings: toWire(c.settings),
-    has_secret: c.hasSecret,
-    secret_version: c.secretVersion,
-    secret_updated_at: wireTime(c.secretUpdatedAt),
-    source: c.source,
-    created_at: wireTime(c.createdAt),
-    updated_at: wireTime(c.updatedAt),
-  });
-
-  router.get('/', async function listConnections(ctx) {
-    const page = await deps.connections.list(pageRequest(ctx.query, 'connections'));
-    ctx.body = { connections: page.connections.map(view), next_cursor: nextCursor('connections', page.next) };
-  });
-
-  router.post('/', async function createConnection(ctx) {
-    const input = parseAdminBody(connectionInputSchema, ctx.request.body, 'connection', CONNECTION_FIELDS);
-    const created = await deps.connections.create(input);
-    ctx.status = 201;
-    ctx.set('Location', `/admin/connections/${created.id}`);
-    ctx.body = view(created);
-  });
-
-  router.get('/:id', async function readConnection(ctx) {
-    ctx.body = view(await mustGet(deps.connections, ctx.params.id!));
-  });
-
-  router.post('/:id/secret', async function rotateSecret(ctx) {
-    const { secret } = parseAdminBody(secretRotationSchema, ctx.request.body, 'secret rotation', SECRET_ROTATION_FIELDS);
-    ctx.body = view(await deps.connections.rotateSecret(ctx.params.id!, secret));
-  });
-
-  router.delete('/:id', async function deleteConnection(ctx) {
-    await deps.connections.delete(ctx.params.id!);
-    ctx.status = 204;
-  });
-
-  router.delete('/:id/users/:user', async function disconnectUser(ctx) {
-    await mustGet(deps.connections, ctx.params.id!);
-    if (!(await deps.grants.disconnect(ctx.params.id!, ctx.params.user!))) throw new NotFound(`user "${ctx.params.user!.slice(0, 200)}" has not connected "${ctx.params.id}"`);
-    ctx.status = 204;
-  });
-  return router;
-}
-
-async function mustGet(connections: ConnectionStore, id: string): Promise<Connection> {
-  const c = await connections.get(id);
-  if (!c) throw new NotFound(`connection "${id.slice(0, 64)}" does not exist`);
-  return c;
-}
+/** `/admin/connections` moved to ./admin-connections.ts (re-exported here for existing imports). */
+export { connectionAdminRoutes, type ConnectionAdminDeps } from './admin-connections.js';
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

@@ -7,15 +7,16 @@
 import Router from '@koa/router';
 import type { KeyStore } from '../keys/keystore.js';
 import type { Store } from '../store/index.js';
+import { noStore } from '../util/http.js';
 
 export function healthRoutes(deps: { store: Store; keys: KeyStore | undefined }): Router {
   const router = new Router();
   router.get('/healthz', (ctx) => {
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     ctx.body = { status: 'ok' };
   });
   router.get('/readyz', async (ctx) => {
-    ctx.set('Cache-Control', 'no-store');
+    noStore(ctx);
     const store = await deps.store.ping().then(
       () => 'ok' as const,
       () => 'unavailable' as const,

@@ -21,14 +21,13 @@ export type Authenticate = (ctx: Koa.Context, audience: string, scope?: string) 
  * DPoP nonce goes out in `DPoP-Nonce` (RFC 9449 §9).
  */
 export function koaAuthenticate(verifier: AccessTokenVerifier, issuer: string): Authenticate {
-  const base = issuer.replace(/\/$/, '');
   return async (ctx, audience, scope) => {
     const auth = await verifier.authenticate(
       {
         authorization: ctx.get('Authorization') || undefined,
         dpopProofs: headerValues(ctx.req.headersDistinct?.dpop),
         method: ctx.method,
-        url: base + ctx.path,
+        url: issuer + ctx.path,
       },
       audience,
       scope,

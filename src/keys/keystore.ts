@@ -25,10 +25,10 @@ import { join } from 'node:path';
 import { writeCompleteFile } from '../util/complete-file.js';
 import { exportJWK, generateKeyPair, calculateJwkThumbprint, type JWK } from 'jose';
 
-export type SigningAlg = 'ES256' | 'RS256' | 'EdDSA';
-/** Receipt signatures: ES256 (RFC 7518 §3.4) or EdDSA (RFC 8037); compact and fast to verify offline. */
-export type ReceiptAlg = 'ES256' | 'EdDSA';
-export const RECEIPT_ALGS: readonly ReceiptAlg[] = ['ES256', 'EdDSA'];
+import { RECEIPT_ALGS, SIGNING_ALGS, type ReceiptAlg, type SigningAlg } from '../util/algorithms.js';
+
+/** Token-signing and receipt algorithms: one source, src/util/algorithms.ts. */
+export { RECEIPT_ALGS, SIGNING_ALGS, type ReceiptAlg, type SigningAlg };
 
 export interface SigningKeyRecord {
   /** Private JWK with `kid`, `alg` and `use: "sig"`. */
@@ -372,7 +372,7 @@ function parseSigningFile(text: string, where: string): { keys: SigningKeyRecord
     const at = `${where}: keys[${i}]`;
     if (typeof r.jwk !== 'object' || r.jwk === null) throw new KeyError(`${at}.jwk must be a JWK object`);
     if (typeof r.jwk.kid !== 'string' || !r.jwk.kid) throw new KeyError(`${at}.jwk.kid is required`);
-    if (!['ES256', 'RS256', 'EdDSA'].includes(r.jwk.alg as string)) throw new KeyError(`${at}.jwk.alg must be ES256, RS256 or EdDSA`);
+    if (!(SIGNING_ALGS as readonly string[]).includes(r.jwk.alg as string)) throw new KeyError(`${at}.jwk.alg must be ${SIGNING_ALGS.slice(0, -1).join(', ')} or ${SIGNING_ALGS.at(-1)}`);
     if (typeof r.jwk.d !== 'string') throw new KeyError(`${at}.jwk must be a private key (no "d")`);
     if (r.status !== 'active' && r.status !== 'retired') throw new KeyError(`${at}.status must be "active" or "retired"`);
     if (typeof r.createdAt !== 'number') throw new KeyError(`${at}.createdAt must be a number`);

@@ -6,6 +6,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
+import { ACCESS_TOKEN_ALGS, DPOP_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
 import type { KeyStore } from '../keys/keystore.js';
@@ -57,7 +58,6 @@ export interface ResourceRequest {
   url: string;
 }
 
-const ALGORITHMS = ['ES256', 'RS256', 'EdDSA'];
 const MAX_TOKEN_LENGTH = 16 * 1024;
 const JWKS_REFRESH_MS = 30_000;
 /** Verified tokens remembered at most (each entry: a digest and the claims, well under 1 KiB). */
@@ -156,7 +156,7 @@ export class AccessTokenVerifier {
         issuer: this.#issuer,
         ...(audience === undefined ? {} : { audience }),
         typ: 'at+jwt',
-        algorithms: ALGORITHMS,
+        algorithms: [...ACCESS_TOKEN_ALGS],
         requiredClaims: ['exp', 'iat', 'jti', 'client_id'],
         currentDate: new Date(now),
       });
@@ -204,7 +204,7 @@ export class CredentialsRequired extends InvalidToken {}
  */
 export function dpopOnlyChallenge(err: DeputyError): DeputyError {
   if (err instanceof CredentialsRequired) {
-    err.challenge = { schemes: ['DPoP'], realm: REALM, error: false, algs: DPOP_CHALLENGE_ALGS };
+    err.challenge = { schemes: ['DPoP'], realm: REALM, error: false, algs: DPOP_ALGS };
     return err;
   }
   err.challenge = undefined;
@@ -218,7 +218,7 @@ export function dpopOnlyChallenge(err: DeputyError): DeputyError {
  */
 function credentialsRequired(scope: string | undefined): InvalidToken {
   const err = new CredentialsRequired('an access token is required (Authorization: Bearer <token> or DPoP <token>)');
-  err.challenge = { schemes: ['Bearer', 'DPoP'], realm: REALM, error: false, ...(scope ? { scope } : {}), algs: DPOP_CHALLENGE_ALGS };
+  err.challenge = { schemes: ['Bearer', 'DPoP'], realm: REALM, error: false, ...(scope ? { scope } : {}), algs: DPOP_ALGS };
   return err;
 }
 
@@ -238,12 +238,10 @@ function describeJoseError(err: unknown): string {
 export function withChallenge(err: unknown, scheme: 'Bearer' | 'DPoP', scope?: string): unknown {
   if (!(err instanceof DeputyError) || (err.status !== 401 && err.status !== 403 && err.status !== 400)) return err;
   if (err.challenge) return err;
-  err.challenge = { schemes: [scheme], realm: REALM, error: true, ...(scope ? { scope } : {}), ...(scheme === 'DPoP' ? { algs: DPOP_CHALLENGE_ALGS } : {}) };
+  err.challenge = { schemes: [scheme], realm: REALM, error: true, ...(scope ? { scope } : {}), ...(scheme === 'DPoP' ? { algs: DPOP_ALGS } : {}) };
   return err;
 }
 
 /** RFC 6750 §3 `realm` of Deputy's protected resources. */
 const REALM = 'deputy';
 
-/** RFC 9449 §7.1 `algs`: the proof algorithms Deputy's resources accept. */
-const DPOP_CHALLENGE_ALGS: readonly string[] = ['ES256', 'ES384', 'ES512', 'PS256', 'Ed25519', 'EdDSA', 'RS256'];

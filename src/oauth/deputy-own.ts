@@ -109,8 +109,7 @@ export interface DeputyResources {
 
 /** The resource indicators of Deputy's own APIs under `issuer`. */
 export function deputyResources(issuer: string): DeputyResources {
-  const base = issuer.replace(/\/$/, '');
-  return { admin: `${base}/admin`, access: `${base}/access` };
+  return { admin: `${issuer}/admin`, access: `${issuer}/access` };
 }
 
 /** The one scope each of Deputy's own resources accepts. */

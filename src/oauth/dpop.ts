@@ -19,12 +19,13 @@
  *
  * @module
  */
-import { createHash, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { createHash, hkdfSync } from 'node:crypto';
+import { constantTimeEqual } from '../util/constant-time.js';
 import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
 import { recordOnce, type OnceKey } from './adapter.js';
-import { DPOP_ALGS } from './algorithms.js';
+import { DPOP_ALGS } from '../util/algorithms.js';
 import { normalizeHttpUrl } from './uri.js';
 
 export interface DpopVerifierOptions {
@@ -108,7 +109,7 @@ export class DpopNonces {
   check(nonce: string, now = Date.now() / 1000): boolean {
     const step = DpopNonces.#step(now);
     let ok = false;
-    for (let d = -2; d <= 2; d++) ok = safeEqual(nonce, this.#forStep(step + d)) || ok;
+    for (let d = -2; d <= 2; d++) ok = constantTimeEqual(nonce, this.#forStep(step + d)) || ok;
     return ok;
   }
 
@@ -273,7 +274,7 @@ function checkAth(ath: unknown, accessToken: string | undefined): void {
   if (accessToken === undefined) return;
   if (typeof ath !== 'string') throw new InvalidDpopProof('DPoP proof ath is missing');
   const expected = createHash('sha256').update(accessToken).digest('base64url');
-  if (!safeEqual(ath, expected)) throw new InvalidDpopProof('DPoP proof ath does not match the access token');
+  if (!constantTimeEqual(ath, expected)) throw new InvalidDpopProof('DPoP proof ath does not match the access token');
 }
 
 /**
@@ -287,9 +288,3 @@ export function sameHtu(htu: string, requestUrl: string): boolean {
 
 /** The normal form of a DPoP `htu` (or request URL): see {@link normalizeHttpUrl}. */
 export const normalizeHtu = normalizeHttpUrl;
-
-function safeEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}

@@ -47,7 +47,7 @@ import type { Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce } from './adapter.js';
-import { CLIENT_AUTH_ALGS } from './algorithms.js';
+import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { DelegationDenied, type DelegationAuthorizer, type DenialCode } from './delegation-authorizer.js';
 import { actFromChain, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegationChain } from './delegation-chain.js';
@@ -231,7 +231,7 @@ export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scop
   const scope = request.scopes?.find(isDeputyScope);
   if (scope !== undefined) throw new InvalidScope(`the scope "${scope.slice(0, 100)}" is one of Deputy's own scopes and is never granted to an agent`);
   const target = request.targets.find((t) => isDeputyResource(t, issuer));
-  if (target !== undefined) throw new InvalidTarget(`"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer.replace(/\/$/, '')}/gw/{connection})`);
+  if (target !== undefined) throw new InvalidTarget(`"${target.slice(0, 200)}" is one of Deputy's own resources and is never granted to an agent (agents may target ${issuer}/gw/{connection})`);
 }
 
 /**
@@ -284,7 +284,7 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
   let header: JWTHeaderParameters;
   try {
     ({ payload, protectedHeader: header } = await jwtVerify(token, agentKeys(agent), {
-      algorithms: [...CLIENT_AUTH_ALGS],
+      algorithms: [...ACTOR_TOKEN_ALGS],
       issuer: agent.id,
       subject: agent.id,
       audience: deps.issuer,

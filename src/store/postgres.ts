@@ -12,9 +12,17 @@ import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type
 
 export interface PostgresStoreOptions {
   connectionString: string;
+  /** Connections in the pool (default 10). */
   poolSize?: number;
 }
 
+/**
+ * A {@link Store} over a `pg` pool: queries on any pooled connection, each transaction on one
+ * connection of its own (BEGIN … COMMIT, ROLLBACK on any error).
+ *
+ * @throws StoreUnavailableError (from every operation) for a refused, lost or timed-out
+ *   connection, and StoreUnavailable after {@link Store.close}.
+ */
 export function createPostgresStore(options: PostgresStoreOptions): Store {
   const pool = new pg.Pool({
     connectionString: options.connectionString,
@@ -25,74 +33,28 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
   // An idle client losing its connection must not crash the process; the next query reports it.
   pool.on('error', () => {});
   let closed = false;
-
   // Like the PGlite store: use after close() is StoreUnavailable, not pg's "Cannot use a pool after calling end".
   const assertOpen = () => {
     if (closed) throw new StoreUnavailable('store is closed');
   };
-
-  const query = async <R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> => {
-    assertOpen();
-    try {
-      const res = await pool.query(sql, params as unknown[] | undefined);
-      return res.rows as R[];
-    } catch (err) {
-      throw classifyStoreError(err);
-    }
-  };
-
+  const onPool = queryable(pool);
   return {
     kind: 'postgres',
-    query,
+    async query<R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+      assertOpen();
+      return onPool.query<R>(sql, params);
+    },
     async exec(sql: string) {
       assertOpen();
-      await pool.query(sql).catch((err: unknown) => {
-        throw classifyStoreError(err);
-      });
+      await onPool.exec(sql);
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       assertOpen();
-      const client = await pool.connect().catch((err: unknown) => {
-        throw classifyStoreError(err);
-      });
-      const tx: Queryable = {
-        async query<R extends object>(sql: string, params?: readonly unknown[]) {
-          try {
-            return (await client.query(sql, params as unknown[] | undefined)).rows as R[];
-          } catch (err) {
-            throw classifyStoreError(err);
-          }
-        },
-        async exec(sql: string) {
-          await client.query(sql).catch((err: unknown) => {
-            throw classifyStoreError(err);
-          });
-        },
-      };
-      // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than pool it.
-      let broken = false;
-      try {
-        await client.query('BEGIN');
-        const result = await fn(tx);
-        await client.query('COMMIT');
-        return result;
-      } catch (err) {
-        broken = await client.query('ROLLBACK').then(
-          () => false,
-          () => true,
-        );
-        throw classifyStoreError(err);
-      } finally {
-        client.release(broken);
-      }
+      return inTransaction(pool, fn);
     },
     async ping(timeoutMs = 2_000) {
       assertOpen();
-      try {
-        await withTimeout(pool.query('SELECT 1'), timeoutMs, 'store ping');
-      } catch (err) {
-        throw err instanceof StoreUnavailable ? err : new StoreUnavailable('database unreachable', { cause: err });
-      }
+      await ping(pool, timeoutMs);
     },
     async close() {
       if (closed) return;
@@ -100,4 +62,54 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
       await pool.end();
     },
   };
+}
+
+/** {@link Queryable} over a pool or one client, with driver errors classified. */
+function queryable(db: pg.Pool | pg.PoolClient): Queryable {
+  return {
+    async query<R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+      try {
+        return (await db.query(sql, params as unknown[] | undefined)).rows as R[];
+      } catch (err) {
+        throw classifyStoreError(err);
+      }
+    },
+    async exec(sql: string) {
+      await db.query(sql).catch((err: unknown) => {
+        throw classifyStoreError(err);
+      });
+    },
+  };
+}
+
+/** Runs `fn` in a transaction on a connection of its own, released (or destroyed) afterwards. */
+async function inTransaction<T>(pool: pg.Pool, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  const client = await pool.connect().catch((err: unknown) => {
+    throw classifyStoreError(err);
+  });
+  // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than pool it.
+  let broken = false;
+  try {
+    await client.query('BEGIN');
+    const result = await fn(queryable(client));
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    broken = await client.query('ROLLBACK').then(
+      () => false,
+      () => true,
+    );
+    throw classifyStoreError(err);
+  } finally {
+    client.release(broken);
+  }
+}
+
+/** `SELECT 1` within `timeoutMs`; anything else is StoreUnavailable. */
+async function ping(pool: pg.Pool, timeoutMs: number): Promise<void> {
+  try {
+    await withTimeout(pool.query('SELECT 1'), timeoutMs, 'store ping');
+  } catch (err) {
+    throw err instanceof StoreUnavailable ? err : new StoreUnavailable('database unreachable', { cause: err });
+  }
 }

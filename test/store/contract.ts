@@ -59,6 +59,7 @@ export function storeContract(options: ContractOptions): void {
     revocationContract(one, two, concurrent, options.raceTries ?? 50);
     receiptChainContract(one, two, concurrent);
     replayContract(one, two, concurrent);
+    refreshLockContract(one, two, concurrent);
     adapterContract(one);
     budgetContract(one, two, concurrent);
   });
@@ -338,6 +339,55 @@ async function insertUnchecked(store: Store, r: NewTokenRecord): Promise<void> {
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, to_timestamp($11::bigint))`,
     [r.jti, r.parentJti ?? null, r.rootJti, r.agentId, r.userId, r.issuerId, r.audience, r.scope, JSON.stringify(r.chain), r.chain.length, r.expiresAt],
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh locks (src/vault/connections/user-grants.ts)
+
+/**
+ * A user's downstream token is refreshed under the grant row's lock (`SELECT … FOR UPDATE`); a
+ * refresher that waited for the lock re-reads the row and uses what the first one stored. With
+ * refresh-token rotation a second refresh would be reuse (RFC 9700 §4.14.2) and revoke the
+ * grant, so the store must serialise refreshers across instances. This drives that exact row
+ * protocol with a counting "token endpoint"; the end-to-end run is test/features/connect-flow.test.ts.
+ */
+function refreshLockContract(one: () => Store, two: () => Store, concurrent: boolean): void {
+  describe('refresh locks (connection_grants row lock)', () => {
+    it(`concurrent refreshers of one grant refresh once and all see the new token${concurrent ? ', across two instances' : ''}`, async () => {
+      const connection = `conn-${randomUUID().slice(0, 8)}`;
+      await one().query(
+        `INSERT INTO connections (id, kind, settings, source) VALUES ($1, 'oauth2_user', '{}'::jsonb, 'api')`,
+        [connection],
+      );
+      await one().query(
+        `INSERT INTO connection_grants (connection_id, user_id, refresh_handle, access_handle, access_expires_at)
+         VALUES ($1, 'alice', 'rt-0', 'at-0', now() - interval '1 second')`,
+        [connection],
+      );
+      let tokenRequests = 0;
+      const refresh = (store: Store) =>
+        store.transaction(async (tx) => {
+          const [row] = await tx.query<{ access_handle: string; fresh: boolean }>(
+            `SELECT access_handle, access_expires_at > now() AS fresh FROM connection_grants
+             WHERE connection_id = $1 AND user_id = 'alice' FOR UPDATE`,
+            [connection],
+          );
+          if (row!.fresh) return row!.access_handle; // refreshed by whoever held the lock before
+          tokenRequests += 1;
+          await pause(20); // the token request, made while holding the lock
+          const next = `at-${tokenRequests}`;
+          await tx.query(
+            `UPDATE connection_grants SET access_handle = $2, refresh_handle = $3, access_expires_at = now() + interval '1 hour'
+             WHERE connection_id = $1 AND user_id = 'alice'`,
+            [connection, next, `rt-${tokenRequests}`],
+          );
+          return next;
+        });
+      const seen = await Promise.all([refresh(one()), refresh(two()), refresh(one()), refresh(two())]);
+      expect(tokenRequests).toBe(1);
+      expect(new Set(seen)).toEqual(new Set(['at-1']));
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import type { DeputyConfig } from '../../config/schema.js';
 import type { KeyStore } from '../../keys/keystore.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
-import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../algorithms.js';
+import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../../util/algorithms.js';
 import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deputy-own.js';
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';

@@ -27,6 +27,7 @@
  * @module
  */
 import { z } from 'zod';
+import { SCOPE_TOKEN } from '../../util/scope.js';
 
 /** Connection ids appear in URLs (`/gw/{id}/…`, audience `{issuer}/gw/{id}`): lowercase slugs. */
 export const CONNECTION_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -36,7 +37,7 @@ export type HttpMethod = (typeof HTTP_METHODS)[number];
 
 /** RFC 9110 §5.1 field-name (token). */
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/, 'must be an HTTP header name');
-const scopeToken = z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]{1,200}$/, 'must be a valid scope token (RFC 6749 §3.3)');
+const scopeToken = z.string().max(200).regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 
 function parseUrl(value: string): URL | undefined {
   try {

@@ -20,9 +20,11 @@
  *
  * @module
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import { InvalidRequest, NotFound } from '../../errors/index.js';
+import { constantTimeEqual } from '../../util/constant-time.js';
+import { ERROR_CODE } from '../../util/scope.js';
 import type { Store } from '../../store/index.js';
 import type { EnvelopeVault } from '../envelope.js';
 import type { ConnectionSettings } from './config.js';
@@ -53,7 +55,7 @@ export class ConnectFlows {
 
   constructor(deps: ConnectFlowsDeps) {
     this.#d = deps;
-    this.#base = deps.issuer.replace(/\/$/, '');
+    this.#base = deps.issuer;
   }
 
   /** Where the provider sends the user back; register it as a redirect URI there. */
@@ -115,7 +117,7 @@ export class ConnectFlows {
     const params = new URLSearchParams(query);
     const state = params.get('state');
     if (!state) throw new InvalidRequest('the callback carries no state');
-    if (!cookieState || !safeEqual(cookieState, state)) {
+    if (!cookieState || !constantTimeEqual(cookieState, state)) {
       throw new InvalidRequest('this callback does not belong to a connect flow started in this browser');
     }
     const flow = (
@@ -128,7 +130,7 @@ export class ConnectFlows {
     if (!flow?.verifier_handle) throw new InvalidRequest('the connect flow has expired or was already completed: ask the agent for a new link');
     const error = params.get('error');
     if (error) {
-      const code = /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(error) ? error : 'error';
+      const code = ERROR_CODE.test(error) ? error : 'error';
       throw new InvalidRequest(`the provider did not authorize the connection ("${code}")`);
     }
     const connection = await this.#d.connections.get(flow.connection_id);
@@ -175,10 +177,4 @@ export class ConnectFlows {
       return rows.length;
     });
   }
-}
-
-function safeEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }

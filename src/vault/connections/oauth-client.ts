@@ -8,6 +8,7 @@
  */
 import * as client from 'openid-client';
 import { BadGateway, GatewayTimeout } from '../../errors/index.js';
+import { ERROR_CODE } from '../../util/scope.js';
 import type { Connection, ConnectionStore } from './store.js';
 import type { ConnectionSettings } from './config.js';
 
@@ -95,7 +96,7 @@ export function downstreamError(err: unknown, what: string): BadGateway | Gatewa
   const causeName = ((err as { cause?: { name?: unknown } })?.cause)?.name;
   if (name === 'TimeoutError' || name === 'AbortError' || causeName === 'TimeoutError') return new GatewayTimeout(`${what}: no answer in time`, { cause: err });
   const code = oauthErrorCode(err);
-  const safe = code && /^[\x20-\x21\x23-\x5B\x5D-\x7E]{1,64}$/.test(code) ? code : undefined;
+  const safe = code && ERROR_CODE.test(code) ? code : undefined;
   return new BadGateway(safe ? `${what}: the authorization server answered "${safe}"` : `${what}: the authorization server could not be used`, { cause: err });
 }
 

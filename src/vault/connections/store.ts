@@ -13,7 +13,8 @@
  *
  * @module
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { constantTimeEqual } from '../../util/constant-time.js';
 import { readFileSync } from 'node:fs';
 import { Conflict, NotFound } from '../../errors/index.js';
 import type { Queryable, Store } from '../../store/index.js';
@@ -96,12 +97,6 @@ function fromRow(r: Row): Connection & { secretHandle: string | undefined } {
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
-}
-
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 type Stored = Connection & { secretHandle: string | undefined };
@@ -233,7 +228,7 @@ export class ConnectionStore {
           if (current.secretHandle) await this.#clearSecret(tx, current);
         } else {
           const stored = current.secretHandle ? await this.#vault.get(tx, current.secretHandle, CONNECTION_SECRET_KIND).catch(() => undefined) : undefined;
-          if (stored === undefined || !sameSecret(stored, wanted)) await this.#setSecret(tx, current, wanted);
+          if (stored === undefined || !constantTimeEqual(stored, wanted)) await this.#setSecret(tx, current, wanted);
         }
       }
       const stale = await tx.query<Row>(

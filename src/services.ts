@@ -1,0 +1,171 @@
+/**
+ * Deputy's services, wired: the protocol half of the composition root (src/main.ts).
+ *
+ * main.ts opens the store (taking the data-folder lock), loads the keys and binds the port, then
+ * imports this module lazily: a process that stops early — a data folder locked by another
+ * Deputy, a missing key file — never loads oidc-provider, Cedar, the MCP SDK or openid-client.
+ *
+ * The order is the one of {@link composeServices}: agent registry and token records → DPoP and
+ * access-token verification → PDP → receipts and vault → the token exchange and the
+ * authorization server → credential isolation → the Koa app.
+ *
+ * @module
+ */
+import type Koa from 'koa';
+import { AgentRegistry } from './agents/registry.js';
+import { ReceiptService } from './audit/receipts.js';
+import { createBudgets, type Budgets } from './budgets/index.js';
+import type { DeputyConfig } from './config/schema.js';
+import { FederationVerifier } from './federation/verify.js';
+import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
+import { createApp } from './http/app.js';
+import { writeError } from './http/errors.js';
+import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
+import type { KeyStore } from './keys/keystore.js';
+import type { Logger } from './log.js';
+import { AccessTokenVerifier } from './oauth/access-token.js';
+import { purgeExpired } from './oauth/adapter.js';
+import { ADMIN_SCOPE } from './oauth/deputy-own.js';
+import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
+import { DpopVerifier } from './oauth/dpop.js';
+import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { RevocationCache, TokenRecords } from './oauth/token-records.js';
+import { startPdp, type PdpService } from './pdp/service.js';
+import type { Store } from './store/index.js';
+import { localVault } from './vault/local-vault.js';
+import { LlmGateway } from './llm/gateway.js';
+
+/** What the services are built from: everything main.ts opened before loading them. */
+export interface ServiceBase {
+  config: DeputyConfig;
+  logger: Logger;
+  store: Store;
+  keys: KeyStore;
+  /** The issuer identifier, without a trailing slash (src/config/schema.ts). */
+  issuer: string;
+  /** Environment for connection secrets (`{ env: NAME }`); `process.env` in production. */
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+/** Deputy's running services and the Koa app that serves them. */
+export interface Services {
+  agents: AgentRegistry;
+  records: TokenRecords;
+  revocations: RevocationCache;
+  provider: Provider;
+  pdp: PdpService;
+  receipts: ReceiptService;
+  isolation: CredentialIsolation;
+  /** Budgets (src/budgets): definitions, price table, ledger. */
+  budgets: Budgets;
+  /** The LLM gateway (`/llm/{connection}`, src/llm). */
+  llm: LlmGateway;
+  app: Koa;
+  /** Deletes expired rows (oidc-provider models, token records, connect flows); the caller schedules it. */
+  purgeExpired(): Promise<void>;
+}
+
+/**
+ * Builds every service over an open store and loaded keys, and the Koa app.
+ *
+ * @throws PolicyLoadError when the Cedar policy set does not load; ConfigError for a
+ *   configuration that only fails against the running services (e.g. a connection secret).
+ */
+export async function composeServices(base: ServiceBase): Promise<Services> {
+  const { config, logger, store, keys, issuer } = base;
+  const records = new TokenRecords(store);
+  const agents = await agentRegistry(base, records);
+  const { dpop, verifier } = accessTokenVerification(base);
+  const revocations = new RevocationCache(records);
+  const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
+  const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
+  const vault = localVault(keys, logger);
+  const exchange = tokenExchangeGrant({
+    issuer, store, agents, verifier, records, keys, logger, vault,
+    federation: new FederationVerifier(config.trustedIssuers),
+    authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
+    receipts,
+    accessTokenTTL: config.tokens.accessTokenTTL,
+  });
+  const provider = createProvider({
+    config, issuer, store, keys, agents, dpop,
+    grants: [exchange],
+    discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
+    writeError, logger,
+  });
+  addIntrospection(base, provider, { verifier, records, revocations });
+  // Disabled agents' tokens were revoked in the disabling transaction (agentRegistry below).
+  agents.onChange((agent) => {
+    if (agent.status === 'disabled') revocations.forget();
+  });
+  const budgets = await createBudgets(config.budgets, store);
+  const isolation = await createCredentialIsolation({
+    config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env, budgets: budgets.ledger,
+  });
+  const llm = llmGateway(base, { verifier, revocations, isolation, budgets, receipts, pdp });
+  const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets, llm });
+  return {
+    agents, records, revocations, provider, pdp, receipts, isolation, budgets, llm, app,
+    purgeExpired: async () => {
+      await Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired(), budgets.ledger.releaseExpired()]);
+    },
+  };
+}
+
+/** The LLM gateway over the shared verifier, connections, budgets, receipts and (with `gateway.authorizer: pdp`) the PDP. */
+function llmGateway(
+  base: ServiceBase,
+  deps: { verifier: AccessTokenVerifier; revocations: RevocationCache; isolation: CredentialIsolation; budgets: Budgets; receipts: ReceiptService; pdp: PdpService },
+): LlmGateway {
+  const { config, issuer, logger } = base;
+  const pdp = deps.pdp.pdp;
+  return new LlmGateway({
+    issuer, logger, verifier: deps.verifier, revocations: deps.revocations, connections: deps.isolation.connections, budgets: deps.budgets, receipts: deps.receipts,
+    ...(config.gateway.authorizer === 'pdp' ? { pdp: { evaluate: (input) => pdp.evaluate(input), declaresAction: (name) => pdp.store.current.schema.action(name) !== undefined } } : {}),
+    adminReasons: config.pdp.adminReasons,
+    upstreamTimeoutMs: config.gateway.upstreamTimeoutSeconds * 1000,
+    maxRequestBytes: config.gateway.maxRequestBytes,
+    maxResponseBytes: config.gateway.maxResponseBytes,
+  });
+}
+
+/**
+ * The agent registry, synchronised with the configured agents. Disabling an agent revokes its
+ * tokens, and so everything delegated from them, in the same transaction as the status change
+ * (see TokenRecords.insert for the other side of the race).
+ */
+async function agentRegistry(base: ServiceBase, records: TokenRecords): Promise<AgentRegistry> {
+  const agents = new AgentRegistry(base.store);
+  agents.onDisable(async (agentId, tx) => {
+    const revoked = await records.revokeByAgent(agentId, 'agent disabled', tx);
+    if (revoked.length) base.logger.info({ agent: agentId, revoked: revoked.length }, 'tokens of disabled agent revoked');
+  });
+  await agents.syncFromConfig(base.config.agents);
+  return agents;
+}
+
+/** DPoP proof checks (RFC 9449) and the access-token verifier of Deputy's own resources. */
+function accessTokenVerification(base: ServiceBase): { dpop: DpopVerifier; verifier: AccessTokenVerifier } {
+  const { config, store, keys, issuer } = base;
+  const dpop = new DpopVerifier({
+    db: store,
+    iatWindowSeconds: config.dpop.iatWindowSeconds,
+    requireNonce: config.dpop.requireNonce,
+    nonceSecret: keys.dpopNonceSecret,
+  });
+  return { dpop, verifier: new AccessTokenVerifier({ issuer, keys, dpop }) };
+}
+
+/** Adds agent-token introspection to the authorization server. */
+function addIntrospection(
+  base: ServiceBase,
+  provider: Provider,
+  tokens: { verifier: AccessTokenVerifier; records: TokenRecords; revocations: RevocationCache },
+): void {
+  const { config, logger } = base;
+  provider.use(agentTokenIntrospection({
+    ...tokens, logger,
+    adminClients: new Set(config.admin.clients.map((c) => c.client_id)),
+    revokingClients: new Set(config.admin.clients.filter((c) => (c.scopes as readonly string[]).includes(ADMIN_SCOPE)).map((c) => c.client_id)),
+  }));
+}
