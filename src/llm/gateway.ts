@@ -51,9 +51,9 @@ import { endpointOf, outputTextOf, parseModelRequest, upstreamBody, usageOf, typ
 
 export { LLM_PREFIX };
 
-/** `{issuer}/llm/{connection}`: the audience (RFC 8707 resource) of an LLM connection. */
+/** `{issuer}/llm/{connection}`: the audience (RFC 8707 resource) of an LLM connection (the issuer comes without a trailing slash). */
 export function llmAudience(issuer: string, connectionId: string): string {
-  return `${issuer.replace(/\/$/, '')}${LLM_PREFIX}/${connectionId}`;
+  return `${issuer}${LLM_PREFIX}/${connectionId}`;
 }
 
 /** One call as the HTTP layer hands it over. */
