@@ -260,6 +260,12 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     expect(final.content[0]).toMatchObject({ type: 'text', text: WORD.repeat(4) });
     expect(final.usage.output_tokens).toBe(4);
     expect(await settled(id)).toMatchObject({ spent: 12, reserved: 0 });
+    // Spent: the SDK surfaces the 402 as an APIError carrying the whole problem body.
+    const err = (await anthropic(token).messages.create({ model: 'claude-test', max_tokens: 100, messages: hello }).catch((e: unknown) => e)) as InstanceType<typeof Anthropic.APIError>;
+    expect(err).toBeInstanceOf(Anthropic.APIError);
+    expect(err.status).toBe(402);
+    expect(err.error).toMatchObject({ type: 'https://deputy.dev/problems/budget-exceeded', budget: id, spent: 12, error: { type: 'budget_exceeded' } });
+    expect(err.message).toMatch(/cannot cover this call/);
   });
 
   it('embeddings and models pass through; embeddings are charged their input', async () => {
@@ -310,6 +316,17 @@ describe('LLM gateway: policy and limits', () => {
     }
     expect(text).toBe(WORD);
     expect(finish).toBe('length');
+    expect(await settled(id)).toMatchObject({ spent: 1, reserved: 0 });
+  });
+
+  it('an agent that goes away mid-stream is charged what was delivered, and the provider call is abandoned', async () => {
+    llm.behavior.hangAfterFirst = true;
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'output_tokens', window: 'day', limit: 100 });
+    const stream = await openai('openai', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 50, stream: true });
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta.content) break; // leaving the loop aborts the request
+    }
     expect(await settled(id)).toMatchObject({ spent: 1, reserved: 0 });
   });
 
