@@ -1,5 +1,6 @@
 -- Budgets (src/budgets): limits on requests, tokens or cost per agent / user / connection /
--- user×agent / model, reserved before a call and settled after it.
+-- user×agent / model, reserved before a call and settled after it. Numbered after the issue (15)
+-- so parallel branches' migrations do not collide on a version.
 CREATE TABLE budgets (
   id            text        PRIMARY KEY,
   name          text,
