@@ -4,6 +4,7 @@
  * no budget is ever exceeded, under any concurrency, on any store.
  */
 import { randomUUID } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { BudgetExceeded, BudgetLedger, BudgetStore, type Amounts, type BudgetDefinition, type BudgetScope, type Reservation } from '../../src/budgets/index.js';
 import type { Store } from '../../src/store/index.js';
@@ -167,6 +168,40 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       expect(money.spent).toBeLessThanOrEqual(1_000);
       expect(admitted).toBeGreaterThanOrEqual(10);
       expect(admitted).toBeLessThanOrEqual(20); // released calls (n % 5 == 0) free their place
+    });
+
+    it('property: whatever calls reserve, use (even beyond their reservation), settle, release or abandon, spend never exceeds any limit', async () => {
+      const op = fc.record({
+        amount: fc.integer({ min: 1, max: 60 }),
+        minimum: fc.option(fc.integer({ min: 1, max: 60 }), { nil: undefined }),
+        end: fc.constantFrom('settle', 'release', 'abandon'),
+        used: fc.integer({ min: 0, max: 120 }),
+        instance: fc.constantFrom(0, 1),
+      });
+      await fc.assert(
+        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 12 }), fc.integer({ min: 0, max: 150 }), async (ops, limit) => {
+          const c = clock();
+          const s = scope();
+          const id = await define(one(), { agent: s.agents[0], unit: 'output_tokens', window: 'total', limit });
+          const ledgers = [ledger(one(), c.now), ledger(two(), c.now)];
+          await Promise.all(ops.map(async (o) => {
+            const l = ledgers[o.instance]!;
+            const r = await l.reserve(s, { output_tokens: o.amount }, o.minimum === undefined ? {} : { minimum: { output_tokens: o.minimum } }).catch((err: unknown) => {
+              if (err instanceof BudgetExceeded) return undefined;
+              throw err;
+            });
+            if (!r) return;
+            if (o.end === 'settle') await l.settle(r, { output_tokens: o.used });
+            else if (o.end === 'release') await l.release(r);
+          }));
+          c.advance(61_000);
+          await ledgers[0]!.releaseExpired();
+          const u = await counters(one(), ledgers[0]!, id);
+          expect(u.reserved).toBe(0);
+          expect(u.spent).toBeLessThanOrEqual(limit);
+        }),
+        { numRuns: 15 },
+      );
     });
 
     it('exactly the limit is admitted when every call settles in full', async () => {
