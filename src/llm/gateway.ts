@@ -290,6 +290,8 @@ export class LlmGateway {
           }
           const usage = usedBy(ctx.model!, meter, price);
           const charges = await ledger.settle(reservation, usage);
+          const uncharged = charges.filter((c) => c.uncharged > 0);
+          if (uncharged.length) this.#d.logger.warn({ reqId: ctx.admission.requestId, connection: ctx.connection.id, uncharged }, 'llm call used more than its budgets allowed; the excess was not charged');
           await settlementReceipt(this.#d.receipts, ctx, charges);
           await this.#d.onSettled?.({ admission: ctx.admission, connection: ctx.connection, model: ctx.model!.model, usage, charges, cut: meter.cut });
         } catch (err) {
