@@ -16,6 +16,7 @@ import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
 import { createBudgets, type Budgets } from './budgets/index.js';
 import type { DeputyConfig } from './config/schema.js';
+import { RegistryAuthorizer } from './delegation/index.js';
 import { FederationVerifier } from './federation/verify.js';
 import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
 import { createApp } from './http/app.js';
@@ -26,7 +27,7 @@ import type { Logger } from './log.js';
 import { AccessTokenVerifier } from './oauth/access-token.js';
 import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
-import { RegistryAuthorizer } from './oauth/delegation-authorizer.js';
+import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
@@ -77,7 +78,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const agents = await agentRegistry(base, records);
   const { dpop, verifier } = accessTokenVerification(base);
   const revocations = new RevocationCache(records);
-  const pdp = await startPdp({ config, verifier, records, revocations, agents, logger });
+  const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
   const vault = localVault(keys, logger);
   const exchange = tokenExchangeGrant({

@@ -6,6 +6,9 @@
  * API (`source = 'api'`). Status is owned by the store once an agent exists: an agent disabled
  * through the API stays disabled across restarts even if the configuration says `active`.
  *
+ * The delegation rules over these limits (who may act for whom, at which audience, how deep)
+ * live in the delegation model: src/delegation/registry-rules.ts.
+ *
  * @module
  */
 import type { AgentConfig } from '../config/schema.js';

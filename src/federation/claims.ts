@@ -18,7 +18,7 @@
  * @module
  */
 import type { JWTPayload } from 'jose';
-import { chainFromAct, ChainClaimError } from '../oauth/delegation-chain.js';
+import { chainFromAct, ChainClaimError } from '../delegation/index.js';
 import { refuse } from './errors.js';
 
 const STRING_CLAIMS = ['sub', 'tid', 'oid', 'uid', 'azp', 'client_id', 'cid', 'appid', 'email', 'preferred_username', 'upn', 'name', 'jti', 'uti'] as const;

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { DelegationChain } from '../oauth/delegation-chain.js';
+import type { DelegationChain } from '../delegation/index.js';
 import type { UserAttributes } from '../oauth/token-records.js';
 import type { RouteConfig } from '../vault/connections/config.js';
 import type { Connection } from '../vault/connections/store.js';

@@ -18,16 +18,27 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
 import type { DeputyConfig } from '../config/schema.js';
+import type { DelegatedSubject } from '../delegation/index.js';
 import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, type ReceiptAppender } from '../audit/index.js';
 import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { AUTHZEN_SCOPE, deputyResources } from '../oauth/deputy-own.js';
-import { checkDepth, decisionBody, itemErrorBody, parseEvaluation, parseEvaluations, parseSearch, type EvaluationInput, type Explain, type SearchKind } from '../pdp/authzen.js';
-import type { Decision } from '../pdp/decision.js';
-import type { DelegatedSubject } from '../pdp/delegated-subject.js';
-import type { PolicyDecisionPoint, PreparedSubject } from '../pdp/pdp.js';
-import type { Search } from '../pdp/search.js';
-import type { PdpService } from '../pdp/service.js';
+import {
+  checkDepth,
+  decisionBody,
+  itemErrorBody,
+  parseEvaluation,
+  parseEvaluations,
+  parseSearch,
+  type Decision,
+  type EvaluationInput,
+  type Explain,
+  type PdpService,
+  type PolicyDecisionPoint,
+  type PreparedSubject,
+  type Search,
+  type SearchKind,
+} from '../pdp/index.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 import { NO_STORE } from '../util/http.js';
@@ -53,12 +64,35 @@ export interface AuthzenDeps {
 /** Deputy's capability URNs in the metadata (§9.1.2): what this PDP adds to the base API. */
 export const CAPABILITIES = ['urn:deputy:authzen:delegation-chain', 'urn:deputy:authzen:cedar'] as const;
 
+/**
+ * The AuthZEN routes (§10.1) and the PDP metadata (§9), as one router. Every `/access/v1` route
+ * runs the same steps first: echo the request id, `no-store`, authenticate the PEP, read the
+ * JSON body; then its own handler.
+ *
+ * @throws nothing itself; handlers throw typed DeputyErrors (InvalidRequest, PayloadTooLarge,
+ *   TemporarilyUnavailable) that the error boundary renders.
+ */
 export function authzenRoutes(deps: AuthzenDeps): Router {
   const router = new Router();
-  const base = deps.issuer;
   const explain: Explain = deps.auth === 'token' && deps.adminReasons ? 'admin' : 'user';
+  router.get('/.well-known/authzen-configuration', metadataHandler(deps.issuer));
 
-  router.get('/.well-known/authzen-configuration', async function authzenMetadata(ctx) {
+  const api = new Router({ prefix: '/access/v1' });
+  api.use(echoRequestId, noStore, authenticatePep(deps), jsonRequest(deps));
+  api.post('/evaluation', evaluationHandler(deps, explain));
+  api.post('/evaluations', evaluationsHandler(deps, explain));
+  for (const kind of SEARCH_KINDS) api.post(`/search/${kind}`, searchHandler(deps, kind));
+
+  router.use(api.routes(), api.allowedMethods());
+  return router;
+}
+
+const SEARCH_KINDS = ['subject', 'resource', 'action'] as const satisfies readonly SearchKind[];
+
+/** `GET /.well-known/authzen-configuration` (§9.1): every endpoint and Deputy's capabilities. */
+function metadataHandler(issuer: string): Koa.Middleware {
+  const base = issuer; // without its trailing slash: normalized once, in config
+  return async function authzenMetadata(ctx) {
     ctx.set('Cache-Control', 'public, max-age=300');
     ctx.body = {
       policy_decision_point: base,
@@ -69,36 +103,42 @@ export function authzenRoutes(deps: AuthzenDeps): Router {
       search_action_endpoint: `${base}/access/v1/search/action`,
       capabilities: [...CAPABILITIES],
     };
-  });
+  };
+}
 
-  const api = new Router({ prefix: '/access/v1' });
-  api.use(echoRequestId, noStore, authenticatePep(deps), jsonRequest(deps));
-
-  api.post('/evaluation', async function evaluation(ctx) {
+/** `POST /access/v1/evaluation` (§6): one decision, with a receipt when the PEP asks for one. */
+function evaluationHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
+  return async function evaluation(ctx) {
     const input = parseEvaluation(ctx.state.authzenBody);
-    if (!receiptRequested(ctx)) {
-      ctx.body = decisionBody(await deps.pdp.evaluate(input), explain);
-      return;
-    }
-    const memo = new Map<string, Promise<PreparedSubject>>();
-    const subject = await deps.pdp.prepareSubject(input.subject, memo);
-    if (subject.kind === 'plain' || subject.kind === 'malformed') {
-      throw new InvalidRequest('a receipt is written for a delegated subject only: pass the agent token in subject.properties.token');
-    }
-    const decision = await deps.pdp.evaluate(input, memo);
-    if (subject.kind !== 'delegated') {
-      // An invalid token or chain (revoked, expired, forged): denied, and there is no verified
-      // chain to attribute a receipt to.
-      ctx.body = decisionBody(decision, explain);
-      return;
-    }
-    const receipt = await writeEvaluationReceipt(deps, ctx, input, subject, decision);
-    ctx.set(RECEIPT_ID_HEADER, receipt.claims.jti);
-    const body = decisionBody(decision, explain) as { context?: Record<string, unknown> };
-    ctx.body = { ...body, context: { ...body.context, receipt: { id: receipt.claims.jti, agent: receipt.claims.agent, seq: receipt.claims.seq } } };
-  });
+    ctx.body = receiptRequested(ctx) ? await evaluateWithReceipt(deps, ctx, input, explain) : decisionBody(await deps.pdp.evaluate(input), explain);
+  };
+}
 
-  api.post('/evaluations', async function evaluations(ctx) {
+/**
+ * One decision whose receipt the PEP asked for: only a delegated subject has a chain to
+ * attribute it to. The receipt's id goes in {@link RECEIPT_ID_HEADER} and in the body's `context`.
+ *
+ * @throws InvalidRequest for a plain or malformed subject; TemporarilyUnavailable without receipts.
+ */
+async function evaluateWithReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, explain: Explain): Promise<unknown> {
+  const memo = new Map<string, Promise<PreparedSubject>>();
+  const subject = await deps.pdp.prepareSubject(input.subject, memo);
+  if (subject.kind === 'plain' || subject.kind === 'malformed') {
+    throw new InvalidRequest('a receipt is written for a delegated subject only: pass the agent token in subject.properties.token');
+  }
+  const decision = await deps.pdp.evaluate(input, memo);
+  // An invalid token or chain (revoked, expired, forged): denied, and there is no verified chain
+  // to attribute a receipt to.
+  if (subject.kind !== 'delegated') return decisionBody(decision, explain);
+  const receipt = await writeEvaluationReceipt(deps, ctx, input, subject, decision);
+  ctx.set(RECEIPT_ID_HEADER, receipt.claims.jti);
+  const body = decisionBody(decision, explain) as { context?: Record<string, unknown> };
+  return { ...body, context: { ...body.context, receipt: { id: receipt.claims.jti, agent: receipt.claims.agent, seq: receipt.claims.seq } } };
+}
+
+/** `POST /access/v1/evaluations` (§7): a batch, or a single evaluation in batch clothing. */
+function evaluationsHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
+  return async function evaluations(ctx) {
     const input = parseEvaluations(ctx.state.authzenBody, deps.maxBatch);
     if (input.kind === 'single') {
       ctx.body = decisionBody(await deps.pdp.evaluate(input.evaluation), explain);
@@ -106,16 +146,14 @@ export function authzenRoutes(deps: AuthzenDeps): Router {
     }
     const results = await deps.pdp.evaluateAll(input.items, input.semantic);
     ctx.body = { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };
-  });
+  };
+}
 
-  for (const kind of ['subject', 'resource', 'action'] as const satisfies readonly SearchKind[]) {
-    api.post(`/search/${kind}`, async function search(ctx) {
-      ctx.body = await deps.search.run(parseSearch(kind, ctx.state.authzenBody));
-    });
-  }
-
-  router.use(api.routes(), api.allowedMethods());
-  return router;
+/** `POST /access/v1/search/{subject,resource,action}` (§8). */
+function searchHandler(deps: AuthzenDeps, kind: SearchKind): Koa.Middleware {
+  return async function search(ctx) {
+    ctx.body = await deps.search.run(parseSearch(kind, ctx.state.authzenBody));
+  };
 }
 
 /**
@@ -147,40 +185,58 @@ function authenticatePep(deps: AuthzenDeps): Koa.Middleware {
 
 /** Reads the body as JSON (§10.1, §10.1.1): 400 for a wrong content type, an empty body, bad UTF-8 or bad JSON. */
 function jsonRequest(deps: AuthzenDeps): Koa.Middleware {
-  const utf8 = new TextDecoder('utf-8', { fatal: true });
   return async function readJson(ctx, next) {
     if (ctx.method !== 'POST') return next();
     if (!ctx.request.length && !ctx.get('Transfer-Encoding')) throw new InvalidRequest('a JSON request body is required');
     if (!ctx.is('application/json')) throw new InvalidRequest('Content-Type must be application/json');
-    const chunks: Buffer[] = [];
-    let size = 0;
-    // destroyOnReturn: false — refusing an oversized body must not destroy the request (and the
-    // socket with it): the 413 has to reach the client (closeGracefullyWhenBodyUnread drains the rest).
-    for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > deps.bodyLimitBytes) {
-        ctx.set('Connection', 'close');
-        throw new PayloadTooLarge(deps.bodyLimitBytes);
-      }
-      chunks.push(chunk);
-    }
-    let text: string;
-    try {
-      text = utf8.decode(Buffer.concat(chunks));
-    } catch {
-      throw new InvalidRequest('request body is not valid UTF-8');
-    }
-    if (text.trim() === '') throw new InvalidRequest('a JSON request body is required');
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new InvalidRequest('request body is not valid JSON');
-    }
+    const body = parseJson(await readBody(ctx, deps.bodyLimitBytes));
     checkDepth(body, deps.maxJsonDepth);
     ctx.state.authzenBody = body;
     await next();
   };
+}
+
+/**
+ * The raw request body, at most `limitBytes`.
+ *
+ * @throws PayloadTooLarge (413) past the limit, with `Connection: close`.
+ */
+async function readBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  // destroyOnReturn: false — refusing an oversized body must not destroy the request (and the
+  // socket with it): the 413 has to reach the client (closeGracefullyWhenBodyUnread drains the rest).
+  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limitBytes) {
+      ctx.set('Connection', 'close');
+      throw new PayloadTooLarge(limitBytes);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A JSON body as a value (RFC 8259, UTF-8 only).
+ *
+ * @throws InvalidRequest for bad UTF-8, an empty (or blank) body, or bad JSON.
+ */
+function parseJson(bytes: Buffer): unknown {
+  let text: string;
+  try {
+    text = UTF8.decode(bytes);
+  } catch {
+    throw new InvalidRequest('request body is not valid UTF-8');
+  }
+  if (text.trim() === '') throw new InvalidRequest('a JSON request body is required');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new InvalidRequest('request body is not valid JSON');
+  }
 }
 
 /** Printable ASCII (RFC 9110 field value without controls), short enough to be a header. */
@@ -217,7 +273,7 @@ function receiptRequested(ctx: Koa.Context): boolean {
 async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, subject: DelegatedSubject, decision: Decision): Promise<AppendedReceipt> {
   if (!deps.receipts) throw new TemporarilyUnavailable('receipts are not available on this instance');
   const requestId: unknown = ctx.state.requestId;
-  const presented = subject.records.at(-1);
+  const presented = subject.grants.at(-1);
   return deps.receipts.append({
     agent: subject.chain.at(-1)!,
     user: subject.user.id,

@@ -10,11 +10,11 @@ import { ACCESS_TOKEN_ALGS, DPOP_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
 import type { KeyStore } from '../keys/keystore.js';
-import type { ActorClaim } from './delegation-chain.js';
+import type { ActorClaim } from '../delegation/index.js';
 import type { OnceKey } from './adapter.js';
 import type { DpopVerifier } from './dpop.js';
 
-export type { ActorClaim } from './delegation-chain.js';
+export type { ActorClaim } from '../delegation/index.js';
 
 /** Claims of a Deputy access token (RFC 9068 §2.2 plus RFC 8693 `act`, RFC 9449 `cnf`). */
 export interface AccessTokenClaims extends JWTPayload {

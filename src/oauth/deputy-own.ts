@@ -22,7 +22,7 @@
  * @module
  */
 import { CONNECTION_ID } from '../vault/connections/config.js';
-import { AGENT_AUDIENCE_PREFIX } from './delegation-chain.js';
+import { AGENT_AUDIENCE_PREFIX } from '../delegation/index.js';
 
 /** The scope of the admin API (`<issuer>/admin`). */
 export const ADMIN_SCOPE = 'deputy:admin';

@@ -28,8 +28,7 @@ import type { FederatedIdentity } from '../federation/identity.js';
 import type { FederationVerifier, SubjectTokenKind } from '../federation/verify.js';
 import { DeputyError } from '../errors/index.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
-import type { DelegatingUser } from './delegation-authorizer.js';
-import { chainFromAct, ChainClaimError, type DelegationChain } from './delegation-chain.js';
+import { chainFromAct, ChainClaimError, type DelegatingUser, type DelegationChain } from '../delegation/index.js';
 import type { TokenRecord, TokenRecords } from './token-records.js';
 
 /** RFC 8693 §3 token type identifiers Deputy accepts as `subject_token_type`. */

@@ -49,8 +49,7 @@ import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
-import { DelegationDenied, type DelegationAuthorizer, type DenialCode } from './delegation-authorizer.js';
-import { actFromChain, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegationChain } from './delegation-chain.js';
+import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
 import { AgentNotActive, ParentRevoked, type TokenRecords } from './token-records.js';
 
@@ -387,7 +386,7 @@ async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject
   }
 }
 
-/** A delegation refusal (./delegation-authorizer.ts) as the member of the error family its code names. */
+/** A delegation refusal (delegation/denial.ts) as the member of the error family its code names. */
 function denialError(code: DenialCode, description: string): DeputyError {
   switch (code) {
     case 'invalid_scope':

@@ -21,8 +21,7 @@
  * @module
  */
 import type { Queryable, Store } from '../store/index.js';
-import type { DelegatingUser } from './delegation-authorizer.js';
-import type { DelegationChain } from './delegation-chain.js';
+import type { DelegatingUser, DelegationChain } from '../delegation/index.js';
 
 /** The user attributes carried along a chain for policy. */
 export type UserAttributes = Omit<DelegatingUser, 'id' | 'issuerId'>;

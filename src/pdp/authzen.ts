@@ -24,11 +24,13 @@ import type { Decision } from './decision.js';
 import type { EntityInput } from './entities.js';
 import { isObject } from './schema.js';
 
+/** An AuthZEN Action (§5.3): its name and properties. */
 export interface ActionInput {
   name: string;
   properties: Readonly<Record<string, unknown>>;
 }
 
+/** One Access Evaluation request (§6.1): subject, action, resource, context (absent = `{}`). */
 export interface EvaluationInput {
   subject: EntityInput;
   action: ActionInput;
@@ -39,13 +41,17 @@ export interface EvaluationInput {
 /** One item of a batch: a complete evaluation, or why it is not one. */
 export type BatchItem = { ok: true; evaluation: EvaluationInput } | { ok: false; error: string };
 
+/** `options.evaluations_semantic` of a batch (§7.1.2); `execute_all` by default. */
 export type EvaluationsSemantic = 'execute_all' | 'deny_on_first_deny' | 'permit_on_first_permit';
 const SEMANTICS: readonly EvaluationsSemantic[] = ['execute_all', 'deny_on_first_deny', 'permit_on_first_permit'];
 
+/** A parsed `/evaluations` body: one evaluation (no `evaluations` member, §7.1), or a batch. */
 export type EvaluationsInput = { kind: 'single'; evaluation: EvaluationInput } | { kind: 'batch'; items: BatchItem[]; semantic: EvaluationsSemantic };
 
+/** What a search (§8) enumerates. */
 export type SearchKind = 'subject' | 'resource' | 'action';
 
+/** A parsed search request (§8), page included (§8.2). */
 export interface SearchInput {
   kind: SearchKind;
   /** For a subject search, only `type` (and `properties`) matter: the id is ignored (§8.4.1). */

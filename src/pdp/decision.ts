@@ -7,6 +7,7 @@
  * @module
  */
 
+/** Which kind of check denied; maps to the end-user text and to Deputy's `reason_admin`. */
 export type DenyKind =
   /** No permit policy applied to a principal of the chain. */
   | 'not_permitted'
@@ -32,6 +33,7 @@ export interface DeniedLink {
   id?: string;
 }
 
+/** Why a decision denies (AuthZEN 1.0 §5.5.2 reasons), and whom it concerns. */
 export interface Denial {
   kind: DenyKind;
   /** For administrators (AuthZEN `reason_admin`). */
@@ -42,6 +44,7 @@ export interface Denial {
   policies: readonly string[];
 }
 
+/** A PDP decision (AuthZEN 1.0 §5.5): a permit with the policies that decided, or a denial. */
 export type Decision = { decision: true; policies: readonly string[] } | { decision: false; denial: Denial };
 
 const USER_TEXT: Readonly<Record<DenyKind, string>> = {
@@ -54,6 +57,7 @@ const USER_TEXT: Readonly<Record<DenyKind, string>> = {
   not_evaluated: 'Not evaluated.',
 };
 
+/** A denial of `kind`; `extra.user` defaults to the kind's generic end-user text. */
 export function deny(kind: DenyKind, admin: string, extra: { user?: string; link?: DeniedLink; policies?: readonly string[] } = {}): Decision {
   return { decision: false, denial: { kind, admin, user: extra.user ?? USER_TEXT[kind], policies: extra.policies ?? [], ...(extra.link ? { link: extra.link } : {}) } };
 }

@@ -66,7 +66,7 @@ export class CedarEngine {
   #evaluate(snapshot: PolicySnapshot, request: CedarRequest): CedarVerdict {
     this.calls++;
     // No schema at evaluation: Deputy has already projected entities and context onto the schema
-    // (schema.ts) and checked the action applies (chain.ts), and passes the action hierarchy as
+    // (schema.ts) and checked the action applies (chain-evaluation.ts), and passes the action hierarchy as
     // entities. Cedar's schema-based parsing would repeat that work: measured 1.3-1.6x slower.
     const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: snapshot.policySetId });
     if (answer.type === 'failure') {

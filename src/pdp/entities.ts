@@ -13,7 +13,7 @@
  * @module
  */
 import type { Agent, AgentRegistry } from '../agents/registry.js';
-import type { DelegatingUser } from '../oauth/delegation-authorizer.js';
+import type { DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { PolicySnapshot } from './policy-store.js';
 import type { EntityTypeInfo } from './schema.js';

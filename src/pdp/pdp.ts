@@ -11,25 +11,31 @@
  */
 import type { Agent } from '../agents/registry.js';
 import type { Logger } from '../log.js';
-import type { DelegationRequest } from '../oauth/delegation-authorizer.js';
+import { checkAgainstRegistry, type DelegatedSubject, type DelegationRequest, type InvalidSubject, type RegistryAuthorizer, type SubjectResolution, type SubjectResolver } from '../delegation/index.js';
 import type { EvaluationInput, EvaluationsSemantic } from './authzen.js';
-import { decideDelegation, delegatedMembers, evaluateMembers, plainMember, revalidateLinks, type Member } from './chain.js';
+import { decideDelegation, delegatedMembers, evaluateMembers, plainMember, revalidateLinks, type Member } from './chain-evaluation.js';
 import { deny, quoted, type Decision } from './decision.js';
-import type { DelegatedSubject, DelegatedSubjects, InvalidSubject } from './delegated-subject.js';
 import type { CedarEngine } from './engine.js';
 import { agentEntity, deputyType, requestEntity, UnknownEntityType, type AgentCache, type BuiltEntity, type EntityInput } from './entities.js';
 import type { PolicySnapshot, PolicyStore } from './policy-store.js';
 import { ProjectionError } from './schema.js';
 
+/** What a {@link PolicyDecisionPoint} is built from. */
 export interface PdpDeps {
   store: PolicyStore;
   engine: CedarEngine;
-  subjects: DelegatedSubjects;
+  /** Resolves presented agent tokens (steps 1–3 of delegation/subject-resolution.ts); the OAuth side implements it. */
+  subjects: SubjectResolver;
+  /** The registry's rules, applied again to every link of a presented chain (step 4). */
+  registry: RegistryAuthorizer;
   agents: AgentCache;
   logger: Logger;
 }
 
-/** A subject after the asynchronous phase. */
+/**
+ * A subject after the asynchronous phase: a plain subject (with its registry agent, when it
+ * names one), a delegated subject (all four resolution steps passed), or why it is neither.
+ */
 export type PreparedSubject =
   | { kind: 'plain'; input: EntityInput; agent: Agent | undefined }
   | DelegatedSubject
@@ -45,10 +51,15 @@ interface PreparedEntity {
 /** Where a delegated subject's token goes in an AuthZEN request. */
 export const SUBJECT_TOKEN_PROPERTY = 'token';
 
+/**
+ * The PDP: AuthZEN evaluations over plain and delegated subjects, and the `delegate` decision.
+ * Bad input never throws: it is a deny with a reason. Store failures propagate (fail closed).
+ */
 export class PolicyDecisionPoint {
   readonly store: PolicyStore;
   readonly engine: CedarEngine;
-  readonly #subjects: DelegatedSubjects;
+  readonly #subjects: SubjectResolver;
+  readonly #registry: RegistryAuthorizer;
   readonly #agents: AgentCache;
   readonly #logger: Logger;
   /**
@@ -61,6 +72,7 @@ export class PolicyDecisionPoint {
     this.store = deps.store;
     this.engine = deps.engine;
     this.#subjects = deps.subjects;
+    this.#registry = deps.registry;
     this.#agents = deps.agents;
     this.#logger = deps.logger;
   }
@@ -116,11 +128,17 @@ export class PolicyDecisionPoint {
     const token = input.properties[SUBJECT_TOKEN_PROPERTY];
     if (token === undefined) return { kind: 'plain', input, agent: await this.#registryAgent(input) };
     if (typeof token !== 'string') return { kind: 'malformed', message: `subject.properties.${SUBJECT_TOKEN_PROPERTY} must be a string (a Deputy agent token)` };
-    const resolved = await this.#subjects.resolve(token);
+    const resolved = await this.#resolve(token);
     if (resolved.kind === 'delegated' && input.id !== resolved.user.id && input.id !== resolved.chain.at(-1)) {
       return { kind: 'invalid', reason: 'invalid_subject', message: "subject.id names neither the token's user nor its current agent" };
     }
     return resolved;
+  }
+
+  /** All four steps of subject resolution: the resolver's (1–3), then the registry's (4). */
+  async #resolve(token: string): Promise<SubjectResolution> {
+    const verified = await this.#subjects.resolve(token);
+    return verified.kind === 'verified' ? checkAgainstRegistry(verified, this.#agents, this.#registry) : verified;
   }
 
   async #prepareEntity(input: EntityInput): Promise<PreparedEntity> {

@@ -24,6 +24,7 @@ import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './
 import { EntityData } from './entity-data.js';
 import { isObject, SchemaInfo } from './schema.js';
 
+/** One policy of a set: its id (`@id`, else `file#n`), effect, file and `@reason`. */
 export interface PolicyInfo {
   id: string;
   effect: 'permit' | 'forbid';
@@ -60,6 +61,7 @@ export class PolicyLoadError extends Error {
   }
 }
 
+/** What a reload did: whether the set changed, and the set now serving. */
 export interface ReloadResult {
   changed: boolean;
   generation: number;
@@ -69,6 +71,7 @@ export interface ReloadResult {
   warnings: readonly string[];
 }
 
+/** What asked for a (re)load: start, the file watch, SIGHUP, or the admin API. */
 export type ReloadTrigger = 'start' | 'file' | 'signal' | 'admin';
 
 interface Files {
@@ -82,6 +85,10 @@ interface Files {
 const MAX_FILE_BYTES = 16 * 1024 * 1024;
 let instances = 0;
 
+/**
+ * The policy folder (Cedar schema, policies, entity data, aliases), loaded and validated as one
+ * immutable {@link PolicySnapshot}; reloads swap the snapshot atomically or keep the old one.
+ */
 export class PolicyStore {
   readonly dir: string;
   readonly #logger: Logger;

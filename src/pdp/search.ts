@@ -21,8 +21,10 @@ import { deputyType, type AgentCache, type EntityInput } from './entities.js';
 import type { PolicyDecisionPoint, PreparedSubject } from './pdp.js';
 import type { PolicySnapshot } from './policy-store.js';
 
+/** One search result: an entity (subject and resource search) or an action (§8). */
 export type SearchResult = { type: string; id: string } | { name: string };
 
+/** A search response page (§8.2): `next_token` is empty on the last page. */
 export interface SearchResponse {
   page: { next_token: string; count: number; total: number };
   results: SearchResult[];
@@ -37,6 +39,10 @@ interface PageToken {
   d: string;
 }
 
+/**
+ * AuthZEN search (§8) by evaluation: each candidate is decided like an evaluation, and the
+ * permitted ones are returned a page at a time. Page tokens bind to the request's digest.
+ */
 export class Search {
   readonly #pdp: PolicyDecisionPoint;
   readonly #agents: AgentCache;
@@ -50,6 +56,11 @@ export class Search {
     this.#maxLimit = options.maxLimit;
   }
 
+  /**
+   * One page of results.
+   *
+   * @throws InvalidRequest for a page token of another request, or a changed `page.limit`.
+   */
   async run(input: SearchInput): Promise<SearchResponse> {
     const digest = requestDigest(input);
     const page = this.#page(input, digest);
@@ -69,44 +80,58 @@ export class Search {
     return { offset: token.o, limit: token.l };
   }
 
+  /** Every permitted result, in candidate order (§8). */
   async #matches(input: SearchInput): Promise<SearchResult[]> {
-    const pdp = this.#pdp;
-    const memo = new Map<string, Promise<PreparedSubject>>();
     switch (input.kind) {
-      case 'subject': {
-        const [agents, resourceAgent] = await Promise.all([this.#agentsIfAgentType(input.subject.type), this.#agentIfAgentType(input.resource)]);
-        const snapshot = pdp.store.current;
-        const resource = { input: input.resource, agent: resourceAgent };
-        const byId = new Map(agents.map((a) => [a.id, a]));
-        return candidates(snapshot, input.subject.type, agents)
-          .filter((id) => {
-            const subject: PreparedSubject = { kind: 'plain', input: { ...input.subject, id }, agent: byId.get(id) };
-            return pdp.decide(snapshot, subject, { action: input.action!, context: input.context }, resource).decision;
-          })
-          .map((id) => ({ type: input.subject.type, id }));
-      }
-      case 'resource': {
-        const [subject, agents] = await Promise.all([pdp.prepareSubject(input.subject, memo), this.#agentsIfAgentType(input.resource.type)]);
-        const snapshot = pdp.store.current;
-        const byId = new Map(agents.map((a) => [a.id, a]));
-        return candidates(snapshot, input.resource.type, agents)
-          .filter((id) => {
-            const resource = { input: { ...input.resource, id }, agent: byId.get(id) };
-            return pdp.decide(snapshot, subject, { action: input.action!, context: input.context }, resource).decision;
-          })
-          .map((id) => ({ type: input.resource.type, id }));
-      }
-      case 'action': {
-        const [subject, resourceAgent] = await Promise.all([pdp.prepareSubject(input.subject, memo), this.#agentIfAgentType(input.resource)]);
-        const snapshot = pdp.store.current;
-        const resourceType = snapshot.schema.entityType(input.resource.type)?.name;
-        const resource = { input: input.resource, agent: resourceAgent };
-        return snapshot.schema.actions
-          .filter((a) => resourceType !== undefined && a.resourceTypes.has(resourceType))
-          .filter((a) => pdp.decide(snapshot, subject, { action: { name: a.name, properties: {} }, context: input.context }, resource).decision)
-          .map((a) => ({ name: a.name }));
-      }
+      case 'subject':
+        return this.#subjects(input);
+      case 'resource':
+        return this.#resources(input);
+      case 'action':
+        return this.#actions(input);
     }
+  }
+
+  /** Subject search (§8.4): each candidate subject of the type, decided as a plain subject. */
+  async #subjects(input: SearchInput): Promise<SearchResult[]> {
+    const pdp = this.#pdp;
+    const [agents, resourceAgent] = await Promise.all([this.#agentsIfAgentType(input.subject.type), this.#agentIfAgentType(input.resource)]);
+    const snapshot = pdp.store.current;
+    const resource = { input: input.resource, agent: resourceAgent };
+    const byId = new Map(agents.map((a) => [a.id, a]));
+    return candidates(snapshot, input.subject.type, agents)
+      .filter((id) => {
+        const subject: PreparedSubject = { kind: 'plain', input: { ...input.subject, id }, agent: byId.get(id) };
+        return pdp.decide(snapshot, subject, { action: input.action!, context: input.context }, resource).decision;
+      })
+      .map((id) => ({ type: input.subject.type, id }));
+  }
+
+  /** Resource search (§8.5): each candidate resource of the type, for the given subject. */
+  async #resources(input: SearchInput): Promise<SearchResult[]> {
+    const pdp = this.#pdp;
+    const [subject, agents] = await Promise.all([pdp.prepareSubject(input.subject, new Map()), this.#agentsIfAgentType(input.resource.type)]);
+    const snapshot = pdp.store.current;
+    const byId = new Map(agents.map((a) => [a.id, a]));
+    return candidates(snapshot, input.resource.type, agents)
+      .filter((id) => {
+        const resource = { input: { ...input.resource, id }, agent: byId.get(id) };
+        return pdp.decide(snapshot, subject, { action: input.action!, context: input.context }, resource).decision;
+      })
+      .map((id) => ({ type: input.resource.type, id }));
+  }
+
+  /** Action search (§8): each action the schema applies to the resource's type. */
+  async #actions(input: SearchInput): Promise<SearchResult[]> {
+    const pdp = this.#pdp;
+    const [subject, resourceAgent] = await Promise.all([pdp.prepareSubject(input.subject, new Map()), this.#agentIfAgentType(input.resource)]);
+    const snapshot = pdp.store.current;
+    const resourceType = snapshot.schema.entityType(input.resource.type)?.name;
+    const resource = { input: input.resource, agent: resourceAgent };
+    return snapshot.schema.actions
+      .filter((a) => resourceType !== undefined && a.resourceTypes.has(resourceType))
+      .filter((a) => pdp.decide(snapshot, subject, { action: { name: a.name, properties: {} }, context: input.context }, resource).decision)
+      .map((a) => ({ name: a.name }));
   }
 
   /** Registry agents, when `type` is the policy set's `Agent` type. */

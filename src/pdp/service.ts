@@ -8,11 +8,8 @@
 import type { AgentRegistry } from '../agents/registry.js';
 import type { DeputyConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import type { AccessTokenVerifier } from '../oauth/access-token.js';
-import type { DelegationAuthorizer, RegistryAuthorizer } from '../oauth/delegation-authorizer.js';
-import type { RevocationCache, TokenRecords } from '../oauth/token-records.js';
-import { DelegatedSubjects } from './delegated-subject.js';
-import { PdpDelegationAuthorizer } from './delegation.js';
+import { RegistryAuthorizer, type DelegationAuthorizer, type SubjectResolver } from '../delegation/index.js';
+import { PdpDelegationAuthorizer } from './exchange-authorizer.js';
 import { CedarEngine } from './engine.js';
 import { AgentCache } from './entities.js';
 import { PolicyDecisionPoint } from './pdp.js';
@@ -21,15 +18,16 @@ import { Search } from './search.js';
 
 export { PolicyLoadError } from './policy-store.js';
 
+/** What {@link startPdp} needs from the composition root. */
 export interface PdpServiceDeps {
   config: DeputyConfig;
-  verifier: AccessTokenVerifier;
-  records: TokenRecords;
-  revocations: RevocationCache;
+  /** Resolves agent tokens presented as subjects; the OAuth side implements it (oauth/agent-token-resolver.ts). */
+  subjects: SubjectResolver;
   agents: AgentRegistry;
   logger: Logger;
 }
 
+/** The PDP as the HTTP layer and the token exchange see it. */
 export interface PdpService {
   readonly pdp: PolicyDecisionPoint;
   readonly search: Search;
@@ -42,7 +40,11 @@ export interface PdpService {
   close(): void;
 }
 
-/** Loads and validates the policy set (throws PolicyLoadError), then builds the PDP. */
+/**
+ * Loads and validates the policy set, then builds the PDP, its search and its reload triggers.
+ *
+ * @throws PolicyLoadError when the policy folder does not load or validate.
+ */
 export async function startPdp(deps: PdpServiceDeps): Promise<PdpService> {
   const { config, logger } = deps;
   const policies = new PolicyStore({ dir: config.pdp.policies, logger });
@@ -50,14 +52,8 @@ export async function startPdp(deps: PdpServiceDeps): Promise<PdpService> {
   const engine = new CedarEngine({ cacheSize: config.pdp.decisionCacheSize });
   policies.onReload(() => engine.clearCache());
   const agents = new AgentCache(deps.agents, config.pdp.entityCacheSeconds);
-  const subjects = new DelegatedSubjects({
-    verifier: deps.verifier,
-    records: deps.records,
-    revocations: deps.revocations,
-    agents,
-    maxChainDepth: config.tokens.maxChainDepth,
-  });
-  const pdp = new PolicyDecisionPoint({ store: policies, engine, subjects, agents, logger });
+  const registry = new RegistryAuthorizer(config.tokens.maxChainDepth);
+  const pdp = new PolicyDecisionPoint({ store: policies, engine, subjects: deps.subjects, registry, agents, logger });
   const search = new Search(pdp, agents, { defaultLimit: config.pdp.searchPageSize, maxLimit: config.pdp.searchMaxPageSize });
   const unwatch = config.pdp.watch ? policies.watch() : () => {};
   if (config.pdp.auth === 'none') logger.warn('pdp.auth is "none": the AuthZEN endpoints accept unauthenticated requests');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { actFromChain, chainFromAct, ChainClaimError, extendChain, handoffTarget, mayActNames } from '../../src/oauth/delegation-chain.js';
+import { actFromChain, chainFromAct, ChainClaimError, extendChain, handoffTarget, mayActNames } from '../../src/delegation/index.js';
 
 describe('delegation chain (RFC 8693 §4.1 act)', () => {
   it('writes the current actor outermost and reads it back in delegation order', () => {

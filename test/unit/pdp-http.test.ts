@@ -7,12 +7,12 @@ import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentRegistry } from '../../src/agents/registry.js';
+import { RegistryAuthorizer, type SubjectResolver } from '../../src/delegation/index.js';
 import { authzenRoutes } from '../../src/http/authzen.js';
 import { errorBoundary } from '../../src/http/errors.js';
 import { requestContext } from '../../src/http/middleware.js';
 import type { Authenticate } from '../../src/http/util.js';
 import { createLogger } from '../../src/log.js';
-import type { DelegatedSubjects } from '../../src/pdp/delegated-subject.js';
 import { CedarEngine } from '../../src/pdp/engine.js';
 import { AgentCache } from '../../src/pdp/entities.js';
 import { PolicyDecisionPoint } from '../../src/pdp/pdp.js';
@@ -30,8 +30,8 @@ beforeAll(async () => {
   await store.load();
   const registry = { onChange: () => {}, get: async () => undefined, list: async () => ({ agents: [] }) } as unknown as AgentRegistry;
   const agents = new AgentCache(registry, 5);
-  const subjects = { resolve: () => Promise.reject(new Error('no delegated subjects here')) } as unknown as DelegatedSubjects;
-  const pdp = new PolicyDecisionPoint({ store, engine: new CedarEngine({ cacheSize: 100 }), subjects, agents, logger });
+  const subjects = { resolve: () => Promise.reject(new Error('no delegated subjects here')) } as unknown as SubjectResolver;
+  const pdp = new PolicyDecisionPoint({ store, engine: new CedarEngine({ cacheSize: 100 }), subjects, registry: new RegistryAuthorizer(3), agents, logger });
   const router = authzenRoutes({
     pdp,
     search: new Search(pdp, agents, { defaultLimit: 10, maxLimit: 10 }),

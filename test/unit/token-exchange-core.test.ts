@@ -13,8 +13,8 @@ import type { FederatedIdentity } from '../../src/federation/identity.js';
 import type { FederationVerifier } from '../../src/federation/verify.js';
 import type { Logger } from '../../src/log.js';
 import type { AccessTokenVerifier } from '../../src/oauth/access-token.js';
-import type { DelegationAuthorizer } from '../../src/oauth/delegation-authorizer.js';
-import { DelegationDenied, RegistryAuthorizer } from '../../src/oauth/delegation-authorizer.js';
+import type { DelegationAuthorizer } from '../../src/delegation/index.js';
+import { DelegationDenied, RegistryAuthorizer } from '../../src/delegation/index.js';
 import {
   exchange,
   type AccessTokenMinter,

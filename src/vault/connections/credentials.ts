@@ -14,7 +14,7 @@
  */
 import * as client from 'openid-client';
 import { BadGateway } from '../../errors/index.js';
-import type { DelegationChain } from '../../oauth/delegation-chain.js';
+import type { DelegationChain } from '../../delegation/index.js';
 import type { ConnectionSettings } from './config.js';
 import { downstreamError, TokenCache, useUntil, type DownstreamClients } from './oauth-client.js';
 import type { Connection, ConnectionStore } from './store.js';

@@ -5,7 +5,7 @@
  *
  * A request by a delegated subject (user → agent 1 → … → agent n) is permitted only if
  *
- * 1. every link is valid (delegated-subject.ts: records, revocation, registry rules), and each
+ * 1. every link is valid (delegation/subject-resolution.ts: records, revocation, registry rules), and each
  *    link is still authorized by the `delegate` policy, evaluated with these same semantics;
  * 2. the user and every agent are each permitted the action on the resource, each evaluated as
  *    the Cedar principal with its own place in the chain in `context.chain`;
@@ -23,11 +23,10 @@
  * @module
  */
 import type { Agent } from '../agents/registry.js';
-import type { DelegatingUser } from '../oauth/delegation-authorizer.js';
+import { scopesOf, type DelegatedSubject, type DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson } from './cedar.js';
 import { deny, quoted, type Decision, type DeniedLink } from './decision.js';
-import type { DelegatedSubject } from './delegated-subject.js';
-import type { CedarEngine } from './engine.js';
+import type { CedarEngine, CedarVerdict } from './engine.js';
 import { agentEntity, bareEntity, deputyType, userEntity, type BuiltEntity } from './entities.js';
 import type { PolicySnapshot } from './policy-store.js';
 import type { ActionInfo } from './schema.js';
@@ -80,52 +79,60 @@ export function delegationMembers(
   snapshot: PolicySnapshot,
   user: DelegatingUser,
   agents: readonly Agent[],
-  at: (position: number) => { scopes: readonly string[]; audience: string | undefined },
+  at: (position: number) => LinkGrant,
 ): Member[] | Decision {
   const userType = deputyType(snapshot, 'User');
   const agentType = deputyType(snapshot, 'Agent');
   if (!userType || !agentType) return deny('invalid_input', 'the policy set declares no "User" and "Agent" entity types, which delegated subjects need');
   const depth = agents.length;
-  const members: Member[] = [];
-  const u = at(0);
-  members.push({
+  const userMember: Member = {
     principal: userEntity(snapshot, userType, user),
-    chain: { position: 0, depth, current: depth === 0, delegated: true, scopes: u.scopes, ...(u.audience ? { audience: u.audience } : {}), user: user.id },
+    chain: linkPosition(0, depth, at(0), user),
     link: { position: 0, depth, type: 'User' },
     label: `the user (link 0 of ${depth})`,
-  });
-  agents.forEach((agent, i) => {
+  };
+  const agentMembers = agents.map((agent, i): Member => {
     const position = i + 1;
-    const l = at(position);
-    members.push({
+    return {
       principal: agentEntity(snapshot, agentType, agent),
-      chain: {
-        position,
-        depth,
-        current: position === depth,
-        delegated: true,
-        scopes: l.scopes,
-        ...(l.audience ? { audience: l.audience } : {}),
-        ...(position >= 2 ? { delegator: agents[i - 1]!.id } : {}),
-        user: user.id,
-      },
+      chain: linkPosition(position, depth, at(position), user, agents[i - 1]?.id),
       link: { position, depth, type: 'Agent', id: agent.id },
       label: `agent "${agent.id}" (link ${position} of ${depth})`,
-    });
+    };
   });
-  return members;
+  return [userMember, ...agentMembers];
+}
+
+/** What a link was granted: its scopes and token audience. */
+interface LinkGrant {
+  scopes: readonly string[];
+  audience: string | undefined;
+}
+
+/** `context.chain` for the member at `position` of a delegation of `depth` agents. */
+function linkPosition(position: number, depth: number, grant: LinkGrant, user: DelegatingUser, delegator?: string): ChainPosition {
+  return {
+    position,
+    depth,
+    current: position === depth,
+    delegated: true,
+    scopes: grant.scopes,
+    ...(grant.audience ? { audience: grant.audience } : {}),
+    ...(delegator !== undefined ? { delegator } : {}),
+    user: user.id,
+  };
 }
 
 /** The members evaluated for a delegated subject's request: each at its own link. */
 export function delegatedMembers(snapshot: PolicySnapshot, subject: DelegatedSubject): Member[] | Decision {
-  const root = subject.records[0]!;
+  const root = subject.grants[0]!;
   return delegationMembers(
     snapshot,
     subject.user,
     subject.links.map((l) => l.agent),
     (position) => {
-      const r = position === 0 ? root : subject.links[position - 1]!.record;
-      return { scopes: scopesOf(r.scope), audience: r.audience };
+      const g = position === 0 ? root : subject.links[position - 1]!.grant;
+      return { scopes: scopesOf(g), audience: g.audience };
     },
   );
 }
@@ -137,12 +144,12 @@ export function delegatedMembers(snapshot: PolicySnapshot, subject: DelegatedSub
  */
 export function revalidateLinks(engine: CedarEngine, snapshot: PolicySnapshot, subject: DelegatedSubject): Decision | undefined {
   if (!snapshot.schema.action('delegate')) return undefined;
-  for (const record of subject.records) {
-    const agents = record.chain.map((id) => subject.links.find((l) => l.agent.id === id)!.agent);
-    const decision = decideDelegation(engine, snapshot, subject.user, agents, scopesOf(record.scope), record.audience);
+  for (const grant of subject.grants) {
+    const agents = grant.chain.map((id) => subject.links.find((l) => l.agent.id === id)!.agent);
+    const decision = decideDelegation(engine, snapshot, subject.user, agents, scopesOf(grant), grant.audience);
     if (!decision.decision) {
       const d = decision.denial;
-      return deny('invalid_chain', `link ${record.chain.length} is no longer authorized: ${d.admin}`, {
+      return deny('invalid_chain', `link ${grant.chain.length} is no longer authorized: ${d.admin}`, {
         user: d.kind === 'forbidden' ? d.user : undefined,
         ...(d.link ? { link: d.link } : {}),
         policies: d.policies,
@@ -162,14 +169,18 @@ export function decideDelegation(engine: CedarEngine, snapshot: PolicySnapshot, 
   return evaluateMembers(engine, snapshot, members, { action, resource: bareEntity(snapshot, audienceType, audience), context: {}, actionProperties: {} });
 }
 
-/** Steps 2 and 3 of the module comment. Throws ProjectionError when the context does not fit the schema. */
+/**
+ * Steps 2 and 3 of the module comment: each member in chain order, the first refusal decides.
+ *
+ * @returns A permit with every permitting policy, or the first member's denial.
+ * @throws ProjectionError when the context does not fit the schema (the PDP turns it into a deny).
+ */
 export function evaluateMembers(engine: CedarEngine, snapshot: PolicySnapshot, members: readonly Member[], req: ActionRequest): Decision {
   const entities = dedupe([...members.flatMap((m) => m.principal.entities), ...req.resource.entities, ...req.action.entities]);
   const permitted: string[] = [];
   for (const m of members) {
-    const what = `${quoted(req.action.name)} on ${quoted(req.resource.uid.type)} ${quoted(req.resource.uid.id)}`;
     if (!req.action.principalTypes.has(m.principal.uid.type) || !req.action.resourceTypes.has(req.resource.uid.type)) {
-      return deny('not_permitted', `${m.label} may not ${what}: the schema does not apply action ${quoted(req.action.name)} to principal type ${m.principal.uid.type} and resource type ${req.resource.uid.type}`, { link: m.link });
+      return deny('not_permitted', `${m.label} may not ${described(req)}: the schema does not apply action ${quoted(req.action.name)} to principal type ${m.principal.uid.type} and resource type ${req.resource.uid.type}`, { link: m.link });
     }
     const verdict = engine.authorize(snapshot, {
       principal: m.principal.uid,
@@ -178,27 +189,31 @@ export function evaluateMembers(engine: CedarEngine, snapshot: PolicySnapshot, m
       context: cedarContext(snapshot, req, m.chain),
       entities,
     });
-    if (verdict.allowed) {
-      permitted.push(...verdict.policies);
-      continue;
-    }
-    const ids = verdict.policies.map((p) => `"${p}"`).join(', ');
-    switch (verdict.kind) {
-      case 'not_permitted':
-        return deny('not_permitted', `${m.label} may not ${what}: no policy permits it`, { link: m.link });
-      case 'forbidden':
-        return deny('forbidden', `${m.label} may not ${what}: forbidden by policy ${ids}`, {
-          link: m.link,
-          policies: verdict.policies,
-          ...firstReason(snapshot, verdict.policies),
-        });
-      case 'policy_error':
-        return deny('policy_error', `${m.label} may not ${what}: forbid policy ${ids} could not be evaluated (failing closed)`, { link: m.link, policies: verdict.policies });
-      case 'request_error':
-        return deny('invalid_input', `${m.label}: the request does not fit the schema of action ${quoted(req.action.name)}`, { link: m.link });
-    }
+    if (!verdict.allowed) return memberDenial(snapshot, m, req, verdict);
+    permitted.push(...verdict.policies);
   }
   return { decision: true, policies: [...new Set(permitted)] };
+}
+
+/** `"action" on "Type" "id"`, for messages. */
+function described(req: ActionRequest): string {
+  return `${quoted(req.action.name)} on ${quoted(req.resource.uid.type)} ${quoted(req.resource.uid.id)}`;
+}
+
+/** The denial naming the member Cedar refused, by why it refused (engine.ts fails closed). */
+function memberDenial(snapshot: PolicySnapshot, m: Member, req: ActionRequest, verdict: Extract<CedarVerdict, { allowed: false }>): Decision {
+  const ids = verdict.policies.map((p) => `"${p}"`).join(', ');
+  const what = described(req);
+  switch (verdict.kind) {
+    case 'not_permitted':
+      return deny('not_permitted', `${m.label} may not ${what}: no policy permits it`, { link: m.link });
+    case 'forbidden':
+      return deny('forbidden', `${m.label} may not ${what}: forbidden by policy ${ids}`, { link: m.link, policies: verdict.policies, ...firstReason(snapshot, verdict.policies) });
+    case 'policy_error':
+      return deny('policy_error', `${m.label} may not ${what}: forbid policy ${ids} could not be evaluated (failing closed)`, { link: m.link, policies: verdict.policies });
+    case 'request_error':
+      return deny('invalid_input', `${m.label}: the request does not fit the schema of action ${quoted(req.action.name)}`, { link: m.link });
+  }
 }
 
 function firstReason(snapshot: PolicySnapshot, policies: readonly string[]): { user?: string } {
@@ -245,8 +260,4 @@ function dedupe(entities: EntityJson[]): EntityJson[] {
     seen.add(key);
     return true;
   });
-}
-
-function scopesOf(scope: string): string[] {
-  return scope.split(' ').filter(Boolean);
 }

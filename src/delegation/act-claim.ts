@@ -1,6 +1,6 @@
 /**
- * The delegation chain of a token: who acts for the user, through whom (RFC 8693 §4.1 `act`),
- * and who may act next (RFC 8693 §4.4 `may_act`).
+ * The `act` claim codec: a token's delegation chain — who acts for the user, through whom
+ * (RFC 8693 §4.1 `act`) — and who may act next (RFC 8693 §4.4 `may_act`).
  *
  * Deputy writes `act` with the *current* actor outermost and prior actors nested inside, as
  * RFC 8693 §4.1 prescribes: user → A → B is `{ "sub": "B", "act": { "sub": "A" } }`. Internally
@@ -20,7 +20,7 @@ export interface ActorClaim {
 /** The agents of a chain in delegation order (first agent first, current actor last). */
 export type DelegationChain = readonly string[];
 
-/** A structurally invalid `act` / `may_act` claim. */
+/** A structurally invalid `act` claim; `message` names the defect and carries no token data. */
 export class ChainClaimError extends Error {
   readonly code = 'ERR_DELEGATION_CHAIN';
   constructor(message: string) {
@@ -30,17 +30,22 @@ export class ChainClaimError extends Error {
 }
 
 /** Nesting beyond this is refused outright, whatever the configured limits (parsing bound). */
-const PARSE_LIMIT = 32;
+export const ACT_PARSE_LIMIT = 32;
 
 /**
- * Reads an `act` claim into a chain, first agent first. Each level must be an object with a
- * non-empty string `sub`; anything else (arrays, loops of depth > 32, missing `sub`) is refused.
+ * Reads an `act` claim (RFC 8693 §4.1) into a chain, first agent first. Each level must be an
+ * object with a non-empty string `sub`; other members of a level are ignored.
+ *
+ * @param act The claim's value (untrusted JSON); `undefined` is the empty chain.
+ * @returns The agents in delegation order (outermost `sub` last).
+ * @throws {@link ChainClaimError} for a non-object level (arrays, null, strings), a missing or
+ *   empty `sub`, or nesting deeper than {@link ACT_ACT_PARSE_LIMIT} levels.
  */
 export function chainFromAct(act: unknown): DelegationChain {
   const reversed: string[] = [];
   let level: unknown = act;
   while (level !== undefined) {
-    if (reversed.length >= PARSE_LIMIT) throw new ChainClaimError(`"act" is nested deeper than ${PARSE_LIMIT} levels`);
+    if (reversed.length >= ACT_PARSE_LIMIT) throw new ChainClaimError(`"act" is nested deeper than ${ACT_PARSE_LIMIT} levels`);
     if (typeof level !== 'object' || level === null || Array.isArray(level)) throw new ChainClaimError('"act" must be a JSON object');
     const { sub, act: inner } = level as Record<string, unknown>;
     if (typeof sub !== 'string' || sub.length === 0) throw new ChainClaimError('every "act" level must carry a non-empty string "sub"');
@@ -50,21 +55,25 @@ export function chainFromAct(act: unknown): DelegationChain {
   return reversed.reverse();
 }
 
-/** Writes a chain (first agent first) as a nested `act` claim, current actor outermost. */
+/**
+ * Writes a chain (first agent first) as a nested `act` claim (RFC 8693 §4.1), current actor
+ * outermost: `["A", "B"]` becomes `{ sub: "B", act: { sub: "A" } }`. The inverse of
+ * {@link chainFromAct} for every chain of non-empty ids.
+ *
+ * @returns `undefined` for the empty chain (the token then carries no `act`).
+ */
 export function actFromChain(chain: DelegationChain): ActorClaim | undefined {
   let act: ActorClaim | undefined;
   for (const sub of chain) act = act === undefined ? { sub } : { sub, act };
   return act;
 }
 
-/** The chain after `actor` takes over: unchanged when `actor` is already the current actor. */
+/**
+ * The chain after `actor` takes over (a token exchange by `actor`): unchanged when `actor` is
+ * already the current actor, so re-exchanging one's own token does not deepen the chain.
+ */
 export function extendChain(chain: DelegationChain, actor: string): DelegationChain {
   return chain.at(-1) === actor ? chain : [...chain, actor];
-}
-
-/** The agent acting now, if any. */
-export function currentActor(chain: DelegationChain): string | undefined {
-  return chain.at(-1);
 }
 
 /**
@@ -77,14 +86,4 @@ export function mayActNames(mayAct: unknown, actorId: string, issuer: string): b
   const claim = mayAct as Record<string, unknown>;
   if (claim.iss !== undefined && claim.iss !== issuer) return false;
   return claim.sub === actorId || claim.client_id === actorId;
-}
-
-/** `urn:deputy:agent:{id}`: the audience that hands a token over to another agent. */
-export const AGENT_AUDIENCE_PREFIX = 'urn:deputy:agent:';
-
-/** The agent a handoff audience names, or undefined for an ordinary audience. */
-export function handoffTarget(audience: string): string | undefined {
-  return audience.startsWith(AGENT_AUDIENCE_PREFIX) && audience.length > AGENT_AUDIENCE_PREFIX.length
-    ? audience.slice(AGENT_AUDIENCE_PREFIX.length)
-    : undefined;
 }

@@ -1,53 +1,32 @@
 /**
- * The one question every token exchange asks before issuing: may this agent act for this user,
- * through this chain, with these scopes, at this audience? (DESIGN: action `delegate`.)
+ * The registry's delegation rules: the one question every token exchange asks before issuing —
+ * may this agent act for this user, through this chain, with these scopes, at this audience?
+ * (DESIGN: action `delegate`.)
  *
  * {@link RegistryAuthorizer} answers from the agent registry (allowed scopes, audiences, depth).
  * The PDP wraps it with Cedar policies; the grant only ever sees {@link DelegationAuthorizer}.
+ * The same rules are applied again, link by link, whenever a chain is presented to the PDP
+ * (registry-check.ts), so a narrowed registry entry takes effect on tokens already issued.
  *
  * @module
  */
 import type { Agent } from '../agents/registry.js';
-import { AGENT_AUDIENCE_PREFIX, handoffTarget, type DelegationChain } from './delegation-chain.js';
+import type { DelegationChain } from './act-claim.js';
+import type { DelegatingUser } from './delegating-user.js';
+import { DelegationDenied } from './denial.js';
+import { AGENT_AUDIENCE_PREFIX, handoffTarget } from './handoff.js';
 
-/** The user on whose behalf the chain acts. */
-export interface DelegatingUser {
-  /** Stable id (`entra:{tid}:{oid}`, `okta:{host}:{uid}`, `{iss}#{sub}`). */
-  id: string;
-  /** The trusted issuer (config id) that authenticated the user. */
-  issuerId: string;
-  email?: string;
-  tenant?: string;
-  groups: readonly string[];
-  roles: readonly string[];
-}
-
+/** One delegation to decide: the chain as it would be after the exchange. */
 export interface DelegationRequest {
   user: DelegatingUser;
   /** The agent that will hold the token (the authenticated client). */
   agent: Agent;
   /** The chain after this exchange, first agent first; its last element is `agent.id`. */
   chain: DelegationChain;
+  /** The token audience (RFC 8693 §2.1 `audience`; a handoff audience, or an API's). */
   audience: string;
+  /** The scopes the token would carry. */
   scopes: readonly string[];
-}
-
-/** Which check refused, as an OAuth error code (RFC 6749 §5.2, RFC 8693 §2.2.2). */
-export type DenialCode = 'invalid_scope' | 'invalid_target' | 'invalid_grant' | 'unauthorized_client';
-
-/**
- * A refused delegation. `description` names the failed check; it becomes `error_description`.
- * `policies` are the ids of the policies that refused (recorded in the exchange's receipt).
- */
-export class DelegationDenied extends Error {
-  constructor(
-    readonly error: DenialCode,
-    readonly description: string,
-    readonly policies: readonly string[] = [],
-  ) {
-    super(description);
-    this.name = 'DelegationDenied';
-  }
 }
 
 /** What a permit may report: the ids of the policies that decided (recorded in the receipt). */
@@ -55,8 +34,13 @@ export interface DelegationPermit {
   policies: readonly string[];
 }
 
+/** Decides delegations; implemented by {@link RegistryAuthorizer} and by the PDP on top of it. */
 export interface DelegationAuthorizer {
-  /** Resolves when allowed (with the deciding policies, if any); rejects with {@link DelegationDenied} otherwise. */
+  /**
+   * Resolves when allowed (with the deciding policies, if any).
+   *
+   * @throws {@link DelegationDenied} when refused.
+   */
   authorize(request: DelegationRequest): Promise<void | DelegationPermit>;
 }
 
@@ -66,10 +50,18 @@ export function agentMayTarget(agent: Agent, audience: string): boolean {
   return handoffTarget(audience) !== undefined && agent.audiences.includes(`${AGENT_AUDIENCE_PREFIX}*`);
 }
 
-/** The registry's rules: the agent's allowed scopes, audiences and maximum depth. */
+/**
+ * The registry's rules: the agent is active, and allowed the audience and every scope; the
+ * chain is no longer than the agent's `maxDelegationDepth` nor the deployment's limit.
+ */
 export class RegistryAuthorizer implements DelegationAuthorizer {
+  /** @param maxChainDepth The deployment's limit on agents in a chain (`tokens.maxChainDepth`). */
   constructor(readonly maxChainDepth: number) {}
 
+  /**
+   * @throws {@link DelegationDenied} `unauthorized_client` (agent disabled), `invalid_target`
+   *   (audience not allowed), `invalid_scope` (scope not allowed), `invalid_grant` (too deep).
+   */
   async authorize({ agent, chain, audience, scopes }: DelegationRequest): Promise<void> {
     if (agent.status !== 'active') throw new DelegationDenied('unauthorized_client', `agent "${agent.id}" is disabled`);
     if (!agentMayTarget(agent, audience)) {

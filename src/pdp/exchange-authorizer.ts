@@ -2,7 +2,7 @@
  * The token exchange's authorizer (DESIGN: "the token exchange itself is a PDP decision",
  * action `delegate`). It keeps every check of the registry's rules (agent active, allowed
  * audience and scopes, depth limits) and adds the Cedar `delegate` decision over the whole new
- * chain (chain.ts): the user and every agent must be permitted to delegate to the audience.
+ * chain (chain-evaluation.ts): the user and every agent must be permitted to delegate to the audience.
  *
  * A Cedar refusal about the user is `invalid_grant` (the grant — the user's token — may not be
  * delegated this way); about an agent it is `unauthorized_client` (RFC 6749 §5.2). The
@@ -11,9 +11,13 @@
  *
  * @module
  */
-import { DelegationDenied, RegistryAuthorizer, type DelegationAuthorizer, type DelegationPermit, type DelegationRequest } from '../oauth/delegation-authorizer.js';
+import { DelegationDenied, type DelegationAuthorizer, type DelegationPermit, type DelegationRequest, type RegistryAuthorizer } from '../delegation/index.js';
 import type { PolicyDecisionPoint } from './pdp.js';
 
+/**
+ * {@link DelegationAuthorizer} for the token exchange: the registry's rules first, then the
+ * Cedar `delegate` decision of the PDP.
+ */
 export class PdpDelegationAuthorizer implements DelegationAuthorizer {
   readonly #registry: RegistryAuthorizer;
   readonly #pdp: PolicyDecisionPoint;

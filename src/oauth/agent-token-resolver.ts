@@ -1,0 +1,128 @@
+/**
+ * The OAuth side of subject resolution (delegation/subject-resolution.ts, steps 1–3): a Deputy
+ * agent token presented as an AuthZEN subject (in `subject.properties.token`) is verified and
+ * matched against Deputy's issuance records, and every link is checked against revocation and
+ * expiry. Step 4 (registry agents and rules) is the PDP's, through `checkAgainstRegistry`.
+ *
+ * The static part (steps 1, 2 and the records' structure) is cached per token until it expires;
+ * revocation (through the shared RevocationCache) and expiry are checked on every call.
+ *
+ * @module
+ */
+import {
+  ChainClaimError,
+  chainFromAct,
+  checkGrantSequence,
+  invalidLink,
+  invalidToken,
+  sameChain,
+  type DelegatingUser,
+  type DelegationChain,
+  type InvalidSubject,
+  type SubjectResolver,
+  type VerifiedChain,
+} from '../delegation/index.js';
+import { DeputyError } from '../errors/index.js';
+import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
+import type { RevocationCache, TokenRecord, TokenRecords } from './token-records.js';
+
+/** Steps 1 and 2 of a token, as cached. */
+interface Verified {
+  claims: AccessTokenClaims;
+  chain: DelegationChain;
+  records: TokenRecord[];
+  expiresAtMs: number;
+}
+
+const MAX_TOKEN_LENGTH = 16 * 1024;
+const MAX_LINKS = 32;
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/** {@link SubjectResolver} over Deputy's access tokens, token records and revocation cache. */
+export class AgentTokenResolver implements SubjectResolver {
+  readonly #verifier: AccessTokenVerifier;
+  readonly #records: TokenRecords;
+  readonly #revocations: RevocationCache;
+  readonly #verified = new Map<string, Verified>();
+  /** Bound on cached tokens; the cache is emptied when reached. */
+  static readonly MAX_ENTRIES = 20_000;
+
+  constructor(deps: { verifier: AccessTokenVerifier; records: TokenRecords; revocations: RevocationCache }) {
+    this.#verifier = deps.verifier;
+    this.#records = deps.records;
+    this.#revocations = deps.revocations;
+  }
+
+  /** Steps 1–3 (see {@link SubjectResolver.resolve}). */
+  async resolve(token: string, now = Date.now()): Promise<VerifiedChain | InvalidSubject> {
+    const verified = await this.#verify(token, now);
+    if ('kind' in verified) return verified;
+    const { claims, chain, records } = verified;
+
+    // 3. Every link: not revoked, not expired (RevocationCache: a revocation made elsewhere shows within its bound).
+    for (const r of records) {
+      if (r.expiresAt * 1000 <= now) return invalidLink(r, 'has expired', chain.length);
+      if (await this.#revocations.isRevoked(r.jti, now)) return invalidLink(r, 'has been revoked', chain.length);
+    }
+    const root = records[0]!;
+    const user: DelegatingUser = { id: root.userId, issuerId: root.issuerId, ...root.userAttrs };
+    return { kind: 'verified', user, chain, grants: records, scopes: (claims.scope ?? '').split(' ').filter(Boolean) };
+  }
+
+  /** Steps 1 and 2, cached per token until it expires. */
+  async #verify(token: string, now: number): Promise<Verified | InvalidSubject> {
+    const hit = this.#verified.get(token);
+    if (hit && hit.expiresAtMs > now) return hit;
+    const step1 = await this.#claims(token);
+    if ('kind' in step1) return step1;
+    const { claims } = step1;
+    const chain = actChain(claims);
+    if ('kind' in chain) return chain;
+    const records = await this.#walk(claims.jti!);
+    if (!records) return invalidToken('the subject token was not issued by a Deputy token exchange');
+    const leaf = records[records.length - 1]!;
+    if (leaf.userId !== claims.sub || !sameChain(leaf.chain, chain)) return invalidToken('the subject token does not match its issuance record');
+    const problem = checkGrantSequence(records);
+    if (problem) return problem;
+    const entry: Verified = { claims, chain, records, expiresAtMs: Math.min(claims.exp! * 1000, leaf.expiresAt * 1000) };
+    if (this.#verified.size >= AgentTokenResolver.MAX_ENTRIES) this.#verified.clear();
+    this.#verified.set(token, entry);
+    return entry;
+  }
+
+  /** Step 1: the token's signature, issuer, type and expiry (RFC 9068 §4), not its audience. */
+  async #claims(token: string): Promise<{ claims: AccessTokenClaims } | InvalidSubject> {
+    if (token.length > MAX_TOKEN_LENGTH || !JWT_SHAPE.test(token)) return invalidToken('the subject token is not a JWT');
+    try {
+      return { claims: await this.#verifier.verify(token, undefined) };
+    } catch (err) {
+      if (err instanceof DeputyError) return invalidToken(`the subject token is not valid: ${err.description}`);
+      throw err;
+    }
+  }
+
+  /** The records from the user's token to `jti`, root first; undefined when one is missing. */
+  async #walk(jti: string): Promise<TokenRecord[] | undefined> {
+    const out: TokenRecord[] = [];
+    let next: string | undefined = jti;
+    while (next !== undefined) {
+      if (out.length >= MAX_LINKS) return undefined;
+      const record = await this.#records.find(next);
+      if (!record) return undefined;
+      out.push(record);
+      next = record.parentJti;
+    }
+    return out.reverse();
+  }
+}
+
+/** The chain a verified token's `act` claim names (RFC 8693 §4.1); an agent token must carry one. */
+function actChain(claims: AccessTokenClaims): DelegationChain | InvalidSubject {
+  if (claims.act === undefined) return invalidToken('the subject token carries no delegation ("act"): it is not an agent token');
+  try {
+    return chainFromAct(claims.act);
+  } catch (err) {
+    if (err instanceof ChainClaimError) return invalidToken(`the subject token's "act" claim is malformed: ${err.message}`);
+    throw err;
+  }
+}
