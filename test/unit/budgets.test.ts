@@ -114,6 +114,19 @@ describe('metered streams', () => {
     expect(meter).toMatchObject({ delivered: 1, cut: 'budget', usage: { inputTokens: 7 } });
   });
 
+  it('OpenAI Responses: the cut ends with response.incomplete (max_output_tokens) carrying the usage delivered', async () => {
+    const ev = (type: string, o: object) => `event: ${type}\ndata: ${JSON.stringify({ type, ...o })}\n\n`;
+    const req = parseModelRequest('responses', { model: 'm', max_output_tokens: 99, stream: true, input: 'hi' });
+    const meter = newMeter();
+    const sse = ev('response.created', { sequence_number: 0, response: { id: 'resp_1', object: 'response', model: 'm', status: 'in_progress', output: [] } })
+      + ev('response.output_text.delta', { sequence_number: 1, item_id: 'msg_1', output_index: 0, content_index: 0, delta: ' hello hello' })
+      + ev('response.output_text.delta', { sequence_number: 2, item_id: 'msg_1', output_index: 0, content_index: 0, delta: ' hello' });
+    const out = await text(meteredStream({ req, upstream: upstream(sse), cap: 2, meter, deadline: never }));
+    const last = JSON.parse(out.trim().split('\n').at(-1)!.replace(/^data: /, '')) as { type: string; sequence_number: number; response: { id: string; status: string; incomplete_details: { reason: string }; usage: { output_tokens: number } } };
+    expect(last).toMatchObject({ type: 'response.incomplete', sequence_number: 3, response: { id: 'resp_1', status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, usage: { output_tokens: 2 } } });
+    expect(meter).toMatchObject({ delivered: 2, cut: 'budget' });
+  });
+
   it('ends cleanly at the deadline, with what was delivered so far', async () => {
     const req = parseModelRequest('chat', { model: 'm', max_tokens: 99, stream: true, messages: [] });
     const meter = newMeter();
