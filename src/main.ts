@@ -24,6 +24,7 @@ import type { Provider } from './oauth/oidc-provider/index.js';
 import type { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import type { PdpService } from './pdp/service.js';
 import type { Services } from './services.js';
+import { startupSummary } from './startup-summary.js';
 import { DataDirLocked, migrate, openStore, type Store } from './store/index.js';
 
 export interface StartOptions {
@@ -219,7 +220,7 @@ async function main(): Promise<void> {
     else logger.fatal({ err }, 'start failed');
     process.exit(1);
   }
-  if (cluster.isPrimary) process.stdout.write(`Deputy is listening on ${deputy.issuer} (store: ${deputy.store.kind})\n`);
+  if (cluster.isPrimary) process.stdout.write(`Deputy is listening on ${deputy.issuer} (store: ${deputy.store.kind})\n${startupSummary(config, deputy.issuer)}`);
   else process.send?.({ listening: deputy.issuer, store: deputy.store.kind });
   let stopping = false;
   const stop = (signal: string) => {

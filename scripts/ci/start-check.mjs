@@ -1,4 +1,5 @@
 // CI: `npm start` on the current Node starts, answers /readyz, and stops cleanly on SIGTERM.
+// With --dist, the compiled start instead (`node dist/main.js`, after `npm run build`): no tsx.
 // Runs on a throwaway data and keys folder and a free port; exits non-zero on any failure.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,7 +14,9 @@ const port = await new Promise((resolve) => {
   });
 });
 const dir = mkdtempSync(join(tmpdir(), 'deputy-start-check-'));
-const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+const dist = process.argv.includes('--dist');
+const what = dist ? 'node dist/main.js' : 'npm start';
+const child = spawn(process.execPath, dist ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'], {
   env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys'), LOG_LEVEL: 'warn' },
   stdio: ['ignore', 'inherit', 'inherit'],
 });
@@ -34,7 +37,7 @@ async function ready(deadline) {
 
 let failed = false;
 if (!(await ready(Date.now() + 120_000))) {
-  console.error(`start-check: /readyz did not answer 200 within 120 s on Node ${process.version}`);
+  console.error(`start-check: ${what}: /readyz did not answer 200 within 120 s on Node ${process.version}`);
   failed = true;
 }
 child.kill('SIGTERM');
@@ -44,5 +47,5 @@ if (!failed && code !== 0) {
   failed = true;
 }
 rmSync(dir, { recursive: true, force: true });
-if (!failed) console.log(`start-check: npm start on Node ${process.version} is ready and stops cleanly`);
+if (!failed) console.log(`start-check: ${what} on Node ${process.version} is ready and stops cleanly`);
 process.exit(failed ? 1 : 0);

@@ -110,8 +110,8 @@ describe('npm start and vault:rotate on one data folder', { timeout: 300_000 }, 
     const kekBefore = readFileSync(join(keysDir, VAULT_KEK_FILE), 'utf8');
     const refused = runScript('vault-rotate', ['--prune=0'], env);
     expect((await refused.exited).code).toBe(1);
-    expect(refused.stderr()).toMatch(new RegExp(`vault:rotate: the data folder ${dataDir} is in use by another Deputy process \\(pid ${holderPid}`));
-    expect(refused.stderr()).toMatch(/run vault:rotate while Deputy is stopped/);
+    expect(refused.stderr()).toMatch(new RegExp(`deputy: the data folder ${dataDir} is in use by another Deputy process \\(pid ${holderPid}`));
+    expect(refused.stderr()).toMatch(/run vault rotate while Deputy is stopped/);
     expect(refused.stdout()).not.toMatch(/re-wrapped|new active KEK/);
     expect(readFileSync(join(keysDir, VAULT_KEK_FILE), 'utf8')).toBe(kekBefore); // nothing changed
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);

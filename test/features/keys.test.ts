@@ -288,7 +288,7 @@ describe('rotation retention', () => {
     const keysDir = fresh('no-keys');
     const err = (await rotateScript(keysDir).catch((e: unknown) => e)) as { code?: number; stderr?: string };
     expect(err.code).toBe(1);
-    expect(err.stderr).toBe(`keys:rotate: ${join(keysDir, SIGNING_KEYS_FILE)} does not exist\n`);
+    expect(err.stderr).toBe(`deputy: ${join(keysDir, SIGNING_KEYS_FILE)} does not exist\n`);
     expect(existsSync(keysDir)).toBe(false);
   });
 

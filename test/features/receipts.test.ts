@@ -269,7 +269,7 @@ describe('a scripted session on one instance', () => {
     expect(failed.stdout).toContain('line 2: removed: 1 receipt missing before this one (seq 2)');
     expect(failed.stdout).toMatch(/^FAILED: 1 problem$/m);
     expect(usage.code).toBe(2);
-    expect(usage.stderr).toMatch(/FILE is required/);
+    expect(usage.stderr).toMatch(/missing required argument 'file'/);
     expect(local.code).toBe(1);
     expect(JSON.parse(local.stdout)).toMatchObject({
       ok: false,

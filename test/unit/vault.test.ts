@@ -327,7 +327,7 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
       (e: { code: number; stderr: string }) => e,
     );
     expect(err?.code).toBe(2);
-    expect(err?.stderr).toMatch(/unknown argument --bogus/);
+    expect(err?.stderr).toMatch(/unknown option '--bogus'/);
   });
 });
 

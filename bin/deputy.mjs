@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// The `deputy` executable. In a checkout (src/ and the tsx development dependency present) it
+// runs the TypeScript sources through tsx; in a production install (`npm ci --omit=dev` after
+// `npm run build`) it runs the compiled dist/. See src/cli/index.ts.
+import { existsSync } from 'node:fs';
+
+const source = new URL('../src/cli/index.ts', import.meta.url);
+const compiled = new URL('../dist/cli/index.js', import.meta.url);
+
+async function entry() {
+  if (existsSync(source)) {
+    try {
+      const { register } = await import('tsx/esm/api');
+      register();
+      return source;
+    } catch {
+      // no tsx (production install): the compiled build below
+    }
+  }
+  if (existsSync(compiled)) return compiled;
+  process.stderr.write('deputy: neither tsx (npm install) nor a build (npm run build) is available\n');
+  process.exit(1);
+}
+
+const { runCli } = await import((await entry()).href);
+process.exitCode = await runCli(process.argv.slice(2));
