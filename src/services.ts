@@ -6,8 +6,8 @@
  * Deputy, a missing key file — never loads oidc-provider, Cedar, the MCP SDK or openid-client.
  *
  * The order is the one of {@link composeServices}: agent registry and token records → DPoP and
- * access-token verification → PDP → receipts and vault → the token exchange and the
- * authorization server → credential isolation → the Koa app.
+ * access-token verification → PDP → receipts and vault → enterprise sign-in → the token exchange
+ * and the authorization server (with the code flow) → credential isolation → the Koa app.
  *
  * @module
  */
@@ -29,9 +29,10 @@ import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection, createProvider, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { agentTokenIntrospection, createProvider, enableCodeFlow, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { startPdp, type PdpService } from './pdp/service.js';
+import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
 import type { Store } from './store/index.js';
 import { localVault } from './vault/local-vault.js';
 import { LlmGateway } from './llm/gateway.js';
@@ -81,10 +82,15 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
   const vault = localVault(keys, logger);
+  const federation = new FederationVerifier(config.trustedIssuers);
+  // Enterprise sign-in reuses the federation verifier: a signed-in user is the user their subject tokens name.
+  const signIn = new SignIn({ issuer, trustedIssuers: config.trustedIssuers, federation, keys, store, vault, env: base.env, logger });
+  await signIn.storeSecrets();
+  const authorizer = pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth));
   const exchange = tokenExchangeGrant({
     issuer, store, agents, verifier, records, keys, logger, vault,
-    federation: new FederationVerifier(config.trustedIssuers),
-    authorizer: pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth)),
+    federation,
+    authorizer,
     receipts,
     accessTokenTTL: config.tokens.accessTokenTTL,
   });
@@ -93,6 +99,10 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     grants: [exchange],
     discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
     writeError, logger,
+  });
+  const interactions = enableCodeFlow(provider, {
+    config: config.oauth.authorizationCode, issuer, store, records, receipts, logger, authorizer, agents,
+    sessionSeconds: SESSION_SECONDS, refreshTokenSeconds: REFRESH_TOKEN_SECONDS, accessTokenSeconds: config.tokens.accessTokenTTL,
   });
   addIntrospection(base, provider, { verifier, records, revocations });
   // Disabled agents' tokens were revoked in the disabling transaction (agentRegistry below).
@@ -104,7 +114,11 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env, budgets: budgets.ledger,
   });
   const llm = llmGateway(base, { verifier, revocations, isolation, budgets, receipts, pdp });
-  const app = createApp({ config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets, llm });
+  const app = createApp({
+    config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, budgets, llm,
+    signIn: { service: signIn, sealer: new CookieSealer(keys.cookieKeys), sessionSeconds: SESSION_SECONDS },
+    ...(interactions ? { interactions } : {}),
+  });
   return {
     agents, records, revocations, provider, pdp, receipts, isolation, budgets, llm, app,
     purgeExpired: async () => {

@@ -31,7 +31,7 @@ export type ReceiptAlgorithm = ReceiptAlg;
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 
 /** What produced the receipt. */
-export const RECEIPT_EVENTS = ['token_exchange', 'access_evaluation', 'gateway_call', 'budget_settlement'] as const;
+export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'access_evaluation', 'gateway_call', 'budget_settlement'] as const;
 export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
 export type ReceiptDecision = 'permit' | 'deny';
 

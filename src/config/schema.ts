@@ -12,6 +12,7 @@ import { budgetsConfigSchema } from '../budgets/config.js';
 import { SIGNING_ALGS } from '../util/algorithms.js';
 import { SCOPE_TOKEN } from '../util/scope.js';
 import { trustedIssuerSchema } from '../federation/config.js';
+import { authorizationCodeSchema } from '../oauth/authorization-code/config.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
 import { connectionConfigSchema, gatewayConfigSchema } from '../vault/connections/config.js';
 
@@ -200,6 +201,8 @@ export const configSchema = z.strictObject({
        * still address assertions to the endpoint. Env `DEPUTY_CLIENT_ASSERTION_AUDIENCE`.
        */
       clientAssertionAudience: z.enum(['issuer', 'issuer-or-token-endpoint']).default('issuer'),
+      /** The authorization endpoint and Client ID Metadata Documents: src/oauth/authorization-code/config.ts. */
+      authorizationCode: authorizationCodeSchema,
     })
     .prefault({}),
   /**

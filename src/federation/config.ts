@@ -24,6 +24,7 @@
  * @module
  */
 import { z } from 'zod';
+import { signInClientSchema } from '../signin/config.js';
 import { DEFAULT_IDP_TOKEN_ALGS, IDP_TOKEN_ALGS } from '../util/algorithms.js';
 import { SCOPE_TOKEN } from '../util/scope.js';
 
@@ -110,6 +111,11 @@ const common = {
    * plain HTTP can be replaced by anyone on the path.
    */
   allowInsecureHttp: z.boolean().default(false),
+  /**
+   * Deputy as an OpenID Connect relying party of this IdP (users sign in here before a connect
+   * flow or Deputy's authorization endpoint): src/signin/config.ts. Absent: no sign-in here.
+   */
+  signIn: signInClientSchema.optional(),
 };
 
 const oktaSchema = z.strictObject({ ...common, preset: z.literal('okta') });

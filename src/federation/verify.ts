@@ -96,11 +96,19 @@ export class FederationVerifier {
     return routed?.match.kind === 'trusted' ? routed.issuer : undefined;
   }
 
-  /** Verifies a subject token and returns the identity, or throws FederationError. */
-  async verify(token: string, kind: SubjectTokenKind): Promise<FederatedIdentity> {
+  /**
+   * Verifies a subject token and returns the identity, or throws FederationError.
+   *
+   * `options.signInClientId`: the token is the ID token of Deputy's own sign-in at that IdP
+   * (src/signin/): it must be an ID token issued to that client id, and delegates no scope. The
+   * checks and the identity mapping are otherwise exactly those of a subject token, so a user
+   * signed in is the same user id as their subject tokens name.
+   */
+  async verify(token: string, kind: SubjectTokenKind, options: { signInClientId?: string } = {}): Promise<FederatedIdentity> {
     const { header, claims } = decode(token);
     const { issuer, match } = this.#trustedIssuerOf(claims);
-    const { config } = issuer;
+    const config: TrustedIssuerConfig =
+      options.signInClientId === undefined ? issuer.config : { ...issuer.config, idToken: { clientId: options.signInClientId, scopes: [] } };
 
     const alg = header.alg;
     if (typeof alg !== 'string' || !(config.algorithms as readonly string[]).includes(alg)) {

@@ -8,7 +8,8 @@
  */
 import Koa from 'koa';
 import mount from 'koa-mount';
-import type { Provider } from '../oauth/oidc-provider/index.js';
+import type { Interactions, Provider } from '../oauth/oidc-provider/index.js';
+import { interactionRoutes } from './interaction.js';
 import type { AgentRegistry } from '../agents/registry.js';
 import type { ReceiptService } from '../audit/receipts.js';
 import type { DeputyConfig } from '../config/schema.js';
@@ -32,6 +33,8 @@ import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
+import { signInRoutes } from './signin.js';
+import type { CookieSealer, SignIn } from '../signin/index.js';
 
 export interface AppDeps {
   config: DeputyConfig;
@@ -51,11 +54,25 @@ export interface AppDeps {
   budgets?: Budgets;
   /** The LLM gateway (`/llm/{connection}`). */
   llm?: LlmGateway;
+  /** Enterprise sign-in (`/signin…`, `/signout`) and the session cookies. */
+  signIn: AppSignIn;
+  /** The authorization endpoint's interaction (`/interaction/{uid}`), when the code flow is on. */
+  interactions?: Interactions;
+}
+
+/** What the browser surfaces need: the relying party, the cookie sealer, the session lifetime (seconds). */
+export interface AppSignIn {
+  service: SignIn;
+  sealer: CookieSealer;
+  sessionSeconds: number;
 }
 
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = deps.config.server.trustProxy;
+  // oidc-provider runs mounted on this app's contexts: its signed cookies (the interaction's) are
+  // signed with these keys, and must verify when it reads them back (interactionDetails).
+  app.keys = deps.keys.cookieKeys;
   app.silent = true;
   // Every route below that authenticates is an operator surface (admin API, receipts, PDP,
   // connections): only `admin.clients` tokens pass. Agents reach the gateway, which verifies on its own.
@@ -81,6 +98,8 @@ export function createApp(deps: AppDeps): Koa {
     }),
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
     ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
+    signInRoutes({ signIn: deps.signIn.service, sealer: deps.signIn.sealer, sessionSeconds: deps.signIn.sessionSeconds, secure: deps.issuer.startsWith('https:'), issuer: deps.issuer }),
+    ...(deps.interactions ? [interactionRoutes({ interactions: deps.interactions, sealer: deps.signIn.sealer, issuer: deps.issuer })] : []),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
     ...(deps.budgets ? [budgetAdminRoutes({ budgets: deps.budgets, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes })] : []),
   ]) {
@@ -114,7 +133,7 @@ function canonicalOrigin(issuer: string, trustProxy: boolean): Koa.Middleware {
 
 function isolationRoutes(deps: AppDeps, isolation: CredentialIsolation, authenticate: Authenticate) {
   return [
-    connectRoutes({ flows: isolation.flows, secureCookies: deps.issuer.startsWith('https:') }),
+    connectRoutes({ flows: isolation.flows, secureCookies: deps.issuer.startsWith('https:'), sealer: deps.signIn.sealer }),
     connectionAdminRoutes({
       connections: isolation.connections,
       grants: isolation.grants,

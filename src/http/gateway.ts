@@ -12,11 +12,14 @@ import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream';
 import Router from '@koa/router';
 import type Koa from 'koa';
-import { NotFound } from '../errors/index.js';
+import { AccessDenied, NotFound } from '../errors/index.js';
 import { GATEWAY_PREFIX, type Gateway } from '../gateway/gateway.js';
 import { CONNECTION_ID } from '../vault/connections/config.js';
 import { CONNECT_COOKIE, type ConnectFlows } from '../vault/connections/connect-flows.js';
 import { noStore } from '../util/http.js';
+import { escapeHtml, sendPage } from './pages.js';
+import { currentSession, signInLocation } from './signin.js';
+import type { CookieSealer } from '../signin/session.js';
 
 const GATEWAY_PATH = new RegExp(`^${GATEWAY_PREFIX}/([^/]+)(/.*)?$`);
 
@@ -59,6 +62,8 @@ export interface ConnectRoutesDeps {
   flows: ConnectFlows;
   /** Whether the connect cookie needs `Secure` (an https issuer). */
   secureCookies: boolean;
+  /** Opens the sign-in session: a connect flow is only for the signed-in user the link names. */
+  sealer: CookieSealer;
 }
 
 /** The per-flow cookie name: several flows may run in one browser at once. */
@@ -77,16 +82,22 @@ export function connectRoutes(deps: ConnectRoutesDeps): Router {
   router.get('/callback', async function connectCallback(ctx) {
     const state = typeof ctx.query.state === 'string' ? ctx.query.state : '';
     const cookie = state ? ctx.cookies.get(cookieName(state)) : undefined;
-    const done = await deps.flows.complete(ctx.querystring, cookie);
+    const session = await currentSession(ctx, deps.sealer);
+    if (!session) throw new AccessDenied('you are not signed in (or your session expired): open the connect link again');
+    const done = await deps.flows.complete(ctx.querystring, cookie, session.userId);
     if (state) ctx.append('Set-Cookie', `${cookieName(state)}=; Path=/connect; Max-Age=0; HttpOnly; SameSite=Lax${deps.secureCookies ? '; Secure' : ''}`);
-    ctx.type = 'text/html; charset=utf-8';
-    ctx.set('Content-Security-Policy', "default-src 'none'");
-    ctx.body = page('Connected', `Your account is now connected to <b>${escapeHtml(done.connectionId)}</b>. You can close this window and return to the agent.`);
+    sendPage(ctx, 'Connected', `<p>Your account is now connected to <b>${escapeHtml(done.connectionId)}</b>. You can close this window and return to the agent.</p>`);
   });
 
   router.get('/:connection', async function connectStart(ctx) {
     const ticket = typeof ctx.query.ticket === 'string' ? ctx.query.ticket : undefined;
-    const started = await deps.flows.start(ctx.params.connection!, ticket);
+    const session = await currentSession(ctx, deps.sealer);
+    if (!session) {
+      // Sign in first, then come back to this very link (a path on Deputy).
+      ctx.redirect(signInLocation(ctx.originalUrl));
+      return;
+    }
+    const started = await deps.flows.start(ctx.params.connection!, ticket, session.userId);
     // SameSite=Lax: sent on the provider's top-level redirect back, not on cross-site subrequests.
     // Written by hand: behind a TLS-terminating proxy Koa may not know the request was https.
     ctx.append('Set-Cookie', `${cookieName(started.state)}=${started.state}; Path=/connect; Max-Age=900; HttpOnly; SameSite=Lax${deps.secureCookies ? '; Secure' : ''}`);
@@ -98,10 +109,3 @@ export function connectRoutes(deps: ConnectRoutesDeps): Router {
 /** `/admin/connections` moved to ./admin-connections.ts (re-exported here for existing imports). */
 export { connectionAdminRoutes, type ConnectionAdminDeps } from './admin-connections.js';
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function page(title: string, html: string): string {
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head><body><h1>${escapeHtml(title)}</h1><p>${html}</p></body></html>`;
-}

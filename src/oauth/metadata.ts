@@ -40,18 +40,31 @@ const SERVED_MEMBERS = [
   'dpop_signing_alg_values_supported',
 ] as const;
 
+/**
+ * Members of the authorization code flow (RFC 8414 §2, RFC 9207 §3, RFC 7636 §6.2,
+ * draft-ietf-oauth-client-id-metadata-document), served only when `oauth.authorizationCode` is on.
+ */
+const CODE_FLOW_MEMBERS = [
+  'authorization_endpoint',
+  'code_challenge_methods_supported',
+  'authorization_response_iss_parameter_supported',
+  'client_id_metadata_document_supported',
+] as const;
+
 export interface MetadataOptions {
   /** The scopes clients can obtain at `/token` (RFC 8414 §2 `scopes_supported`). */
   scopes: readonly string[];
   /** Deputy's own additional members (RFC 8414 §2 allows them), e.g. `receipts_jwks_uri`. */
   extraMembers: readonly string[];
+  /** Whether the authorization endpoint (code flow with PKCE S256) is served. */
+  authorizationEndpoint?: boolean;
 }
 
 /**
  * The RFC 8414 document from the one oidc-provider rendered (`served`, its discovery body).
  *
- * - `response_types_supported` (REQUIRED by RFC 8414 §2) is `[]`: there is no authorization
- *   endpoint, so no `response_type` value is supported.
+ * - `response_types_supported` (REQUIRED by RFC 8414 §2) is `["code"]` with the authorization
+ *   endpoint on (PKCE S256 only, RFC 9207 `iss` in responses), `[]` without it.
  * - `scopes_supported` lists only `options.scopes` (oidc-provider always adds `openid`).
  * - `/introspect` and `/revoke` authenticate clients with the same mechanism and algorithms as
  *   `/token` (oidc-provider's one client-authentication step), so their
@@ -62,18 +75,24 @@ export function authorizationServerMetadata(served: Readonly<Record<string, unkn
   const methods = served.token_endpoint_auth_methods_supported;
   const algs = served.token_endpoint_auth_signing_alg_values_supported;
   const scopes = Array.isArray(served.scopes_supported) ? served.scopes_supported.filter((s) => options.scopes.includes(s as string)) : [...options.scopes];
+  const codeFlow = options.authorizationEndpoint === true;
   const complete: Record<string, unknown> = {
     ...served,
     scopes_supported: scopes,
-    response_types_supported: [],
+    // RFC 8414 §2: REQUIRED; without an authorization endpoint, no response type is supported.
+    response_types_supported: codeFlow ? ['code'] : [],
+    ...(codeFlow ? { code_challenge_methods_supported: ['S256'], authorization_response_iss_parameter_supported: true } : {}),
   };
+  if (!codeFlow && Array.isArray(served.grant_types_supported)) {
+    complete.grant_types_supported = served.grant_types_supported.filter((g) => g !== 'authorization_code' && g !== 'refresh_token');
+  }
   for (const endpoint of ['introspection', 'revocation'] as const) {
     if (served[`${endpoint}_endpoint`] === undefined) continue;
     complete[`${endpoint}_endpoint_auth_methods_supported`] = methods;
     complete[`${endpoint}_endpoint_auth_signing_alg_values_supported`] = algs;
   }
   const metadata: Record<string, unknown> = {};
-  for (const member of [...SERVED_MEMBERS, ...options.extraMembers]) {
+  for (const member of [...SERVED_MEMBERS, ...(codeFlow ? CODE_FLOW_MEMBERS : []), ...options.extraMembers]) {
     if (complete[member] !== undefined) metadata[member] = complete[member];
   }
   return metadata;

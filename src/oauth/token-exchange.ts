@@ -43,15 +43,15 @@ import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidSco
 import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import type { Logger } from '../log.js';
-import type { Store } from '../store/index.js';
+import type { Queryable, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
-import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
+import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
-import { AgentNotActive, ParentRevoked, type TokenRecords } from './token-records.js';
+import { AgentNotActive, ParentRevoked, type NewTokenRecord, type TokenRecords, type UserAttributes } from './token-records.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -495,13 +495,13 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
       upstream = newHandle('upt');
       await vault.put(tx, { handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
     }
-    await deps.records.insert(tx, {
+    const record: NewTokenRecord = {
       jti,
       parentJti: parent?.jti,
       rootJti: parent?.rootJti ?? jti,
       agentId: agent.id,
       userId: subject.user.id,
-      userAttrs: { groups: subject.user.groups, roles: subject.user.roles, ...(subject.user.email ? { email: subject.user.email } : {}), ...(subject.user.tenant ? { tenant: subject.user.tenant } : {}) },
+      userAttrs: userAttributes(subject.user),
       issuerId: subject.user.issuerId,
       audience,
       scope: scopes.join(' '),
@@ -511,10 +511,29 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
       upstream: upstream ?? parent?.upstream,
       issuedAt: now,
       expiresAt: now + expiresIn,
-    });
-    // Last, so the agent's chain head is locked only for the end of this transaction.
-    await deps.receipts.append({ ...input.receipt, tokenId: jti }, tx);
+    };
+    await recordIssuedToken(deps, tx, record, input.receipt);
   });
+}
+
+/** The user attributes a token record keeps for policy (src/oauth/token-records.ts `user_attrs`). */
+export function userAttributes(user: DelegatingUser): UserAttributes {
+  return { groups: user.groups, roles: user.roles, ...(user.email ? { email: user.email } : {}), ...(user.tenant ? { tenant: user.tenant } : {}) };
+}
+
+/**
+ * Records an issued agent token inside `tx`: its token record (the agent's row share-locked and
+ * checked active, the parent checked live) and its `permit` receipt naming the token's `jti`.
+ * Every way Deputy issues an agent token — token exchange, the authorization code and refresh
+ * grants (./oidc-provider/authorization-code.ts) — records through here, so introspection,
+ * cascading revocation, the PDP's chain and the receipt chain see them all alike.
+ *
+ * @throws AgentNotActive / ParentRevoked (./token-records.ts); store errors propagate
+ */
+export async function recordIssuedToken(deps: Pick<TokenExchangeDeps, 'records' | 'receipts'>, tx: Queryable, record: NewTokenRecord, receipt: ReceiptInput): Promise<void> {
+  await deps.records.insert(tx, record);
+  // Last, so the agent's chain head is locked only for the end of this transaction.
+  await deps.receipts.append({ ...receipt, tokenId: record.jti }, tx);
 }
 
 /** The races step 8b can lose, as protocol errors; anything else unchanged. */

@@ -19,6 +19,16 @@ import { USER_REFRESH_TOKEN_KIND, UserGrants } from '../../src/vault/connections
 import { freePort } from '../support/net.js';
 
 const CLIENT_SECRET = 'downstream-client-secret-0123456789abcdef';
+const SIGNIN_SECRET = 'signin-client-secret-0123456789abcdef';
+/** The attacker's Okta user id (the victim is {@link OKTA_USER_ID}). */
+const MALLORY = '00u9mallory000000000';
+
+/** A browser whose user is signed in at the mock Okta as `uid` (Deputy still asks for sign-in). */
+function browserOf(uid = OKTA_USER_ID): Browser {
+  const browser = new Browser();
+  browser.setCookie('127.0.0.1', 'okta_user', uid);
+  return browser;
+}
 
 let idp: MockIdp;
 let up: MockUpstream;
@@ -39,10 +49,10 @@ beforeAll(async () => {
   op = await startOAuthProvider({ clientId: 'deputy', clientSecret: CLIENT_SECRET, redirectUri: `${issuer}/connect/callback`, accountId: 'downstream-alice', scopes: ['files.read'] });
   const keys = await clientKeys();
   deputy = await startTestDeputy({
-    env: { DRIVE_SECRET: CLIENT_SECRET },
+    env: { DRIVE_SECRET: CLIENT_SECRET, SIGNIN_SECRET },
     config: {
       server: { port },
-      trustedIssuers: [idp.issuerConfig('okta')],
+      trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin', clientAuth: 'client_secret_basic', secret: { env: 'SIGNIN_SECRET' } } })],
       agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/drive`] })],
       connections: [
         {
@@ -52,6 +62,7 @@ beforeAll(async () => {
       ],
     },
   });
+  idp.oktaSignIn.registerClient({ clientId: 'deputy-signin', redirectUri: `${issuer}/signin/callback`, secret: SIGNIN_SECRET });
   agent = await testAgent(deputy.issuer, 'agent-a', keys);
   userId = `okta:${new URL(idp.base).host}:${OKTA_USER_ID}`;
 });
@@ -62,8 +73,8 @@ afterAll(async () => {
   await idp?.close();
 });
 
-async function callDrive(path = '/files'): Promise<Response> {
-  const subject = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+async function callDrive(path = '/files', uid = OKTA_USER_ID): Promise<Response> {
+  const subject = await idp.oktaAccessToken({ scp: ['deputy.read'], uid });
   const token = (await exchange(agent, { subject_token: subject, resource: gw('drive'), scope: 'deputy.read' })).access_token;
   return client.fetchProtectedResource(agent.config, token, new URL(`${gw('drive')}${path}`), 'GET', null, new Headers(), { DPoP: agent.handle });
 }
@@ -81,7 +92,7 @@ async function lastUpstreamToken(): Promise<string> {
 const expireAccessToken = () => deputy.store.query("UPDATE connection_grants SET access_expires_at = now() - interval '1 minute'");
 
 async function connect(connectUri: string): Promise<void> {
-  const browser = new Browser();
+  const browser = browserOf();
   const done = await browser.visit(connectUri);
   expect(done.status).toBe(200);
   expect(done.url.startsWith(`${issuer}/connect/callback?`)).toBe(true);
@@ -101,7 +112,7 @@ describe('oauth2_user: connect, use, refresh, revoke', () => {
 
   it('the connect flow (authorization code + PKCE) stores the grant; the upstream then gets the user\'s token', async () => {
     const link = (await json(await callDrive())).connect_uri as string;
-    const browser = new Browser();
+    const browser = browserOf();
     // Stop at the provider's redirect back, to look at it before Deputy does.
     const atProvider = await browser.visit(link, { stopAt: (next) => next.href.startsWith(`${issuer}/connect/callback`) });
     const callback = new URL(atProvider.location!);
@@ -110,10 +121,16 @@ describe('oauth2_user: connect, use, refresh, revoke', () => {
     // The authorization request carried a S256 PKCE challenge (the provider requires it, too).
     expect(op.tokenGrants.authorization_code ?? 0).toBe(0);
 
-    // Without the browser's cookie, the callback is refused (CSRF binding) and the code is not redeemed.
+    // Without a sign-in session, the callback is refused and the code is not redeemed.
     const stranger = await fetch(callback, { redirect: 'manual' });
-    expect(stranger.status).toBe(400);
-    expect(await json(stranger)).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/started in this browser/) });
+    expect(stranger.status).toBe(403);
+    expect(await json(stranger)).toMatchObject({ error: 'access_denied', error_description: expect.stringMatching(/not signed in/) });
+    // Signed in as the same user in another browser, without the flow's cookie: refused (CSRF binding).
+    const sameUser = browserOf();
+    await sameUser.visit(`${issuer}/signin?return_to=/signin/session`);
+    const otherBrowser = await sameUser.visit(callback.href);
+    expect(otherBrowser.status).toBe(400);
+    expect(JSON.parse(otherBrowser.body)).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/started in this browser/) });
     expect(op.tokenGrants.authorization_code ?? 0).toBe(0);
 
     const done = await browser.visit(callback.href);
@@ -193,19 +210,45 @@ describe('oauth2_user: connect, use, refresh, revoke', () => {
       return json(await callDrive());
     })()).connect_uri as string;
     op.denyNextInteraction();
-    const declined = await new Browser().visit(link);
+    const declined = await browserOf().visit(link);
     expect(declined.status).toBe(400);
     expect(JSON.parse(declined.body)).toMatchObject({ error: 'invalid_request', error_description: expect.stringMatching(/did not authorize.*access_denied/) });
 
     const stale = (await json(await callDrive())).connect_uri as string;
     await deputy.store.query("UPDATE connect_flows SET expires_at = now() - interval '1 second' WHERE completed_at IS NULL");
-    const expired = await fetch(stale, { redirect: 'manual' });
+    const expired = await browserOf().visit(stale);
     expect(expired.status).toBe(400);
-    expect(await json(expired)).toMatchObject({ error_description: expect.stringMatching(/expired or was already used/) });
+    expect(JSON.parse(expired.body)).toMatchObject({ error_description: expect.stringMatching(/expired or was already used/) });
+  });
+
+  it('account-linking attack (RFC 9700 §4.7): the attacker\'s link opened by a victim signed in as someone else is refused; the attacker\'s calls carry no victim token', async () => {
+    await deputy.store.query('DELETE FROM connection_grants');
+    // The attacker's agent gets a 424 with a link for the attacker's own grant slot…
+    const attackerLink = (await json(await callDrive('/files', MALLORY))).connect_uri as string;
+    const codesBefore = op.tokenGrants.authorization_code ?? 0;
+    // …and lures the victim (signed in at the enterprise IdP as herself) into opening it.
+    const victim = browserOf(OKTA_USER_ID);
+    const opened = await victim.visit(attackerLink, { stopAt: (next) => next.origin === op.issuer });
+    expect(opened.status).toBe(403);
+    expect(JSON.parse(opened.body)).toMatchObject({ error: 'access_denied', error_description: expect.stringMatching(/another user/) });
+    // The victim never reached the downstream provider; nothing was redeemed or stored.
+    expect(opened.location).toBeUndefined();
+    expect(op.tokenGrants.authorization_code ?? 0).toBe(codesBefore);
+    expect(await deputy.store.query('SELECT 1 FROM connection_grants')).toHaveLength(0);
+    // The attacker's next gateway call still gets 424: no downstream token of anyone's.
+    const before = up.requests.length;
+    const next = await callDrive('/files', MALLORY);
+    expect(next.status).toBe(424);
+    expect(up.requests.length).toBe(before);
+    // The link's rightful user can still use it.
+    const mallory = browserOf(MALLORY);
+    const done = await mallory.visit(attackerLink);
+    expect(done.status).toBe(200);
+    expect((await callDrive('/files', MALLORY)).status).toBe(200);
   });
 
   it('no log line and no plaintext column contains the user\'s downstream tokens or the client secret', async () => {
-    const secrets = [CLIENT_SECRET, ...seenTokens];
+    const secrets = [CLIENT_SECRET, SIGNIN_SECRET, ...seenTokens];
     expect(seenTokens.size).toBeGreaterThanOrEqual(3);
     const logs = deputy.logs.join('');
     expect(logs).toContain('user token refresh');

@@ -23,6 +23,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTHeaderParameters } from 'jose';
 import type { FederationPreset, TrustedIssuerConfigInput } from '../../src/federation/config.js';
+import { mockOktaSignIn, type MockOktaSignIn } from './mock-idp-signin.js';
 
 /** Asymmetric algorithms the mock can generate keys for. */
 export type MockKeyAlg = 'RS256' | 'PS256' | 'ES256' | 'EdDSA';
@@ -207,6 +208,13 @@ export interface MockIdp {
   publicKeyPem(key?: MockKey): Promise<string>;
   /** Answers 503 for discovery, JWKS, or everything, until set back to false. */
   setUnavailable(what: MockUnavailable): void;
+  /** Browser sign-in at the Okta custom authorization server (./mock-idp-signin.ts). */
+  readonly oktaSignIn: MockOktaSignIn;
+  /**
+   * Browser sign-in at the Entra v2 tenant {@link ENTRA_TENANT} (`/{tid}/oauth2/v2.0/…`): the
+   * `entra_user` cookie names the user's object id (`oid`).
+   */
+  readonly entraSignIn: MockOktaSignIn;
   /** A Deputy trusted-issuer entry for this IdP (http allowed, no JWKS cooldown). */
   issuerConfig<P extends FederationPreset>(preset: P, overrides?: Partial<Extract<TrustedIssuerConfigInput, { preset: P }>>): Extract<TrustedIssuerConfigInput, { preset: P }>;
   close(): Promise<void>;
@@ -308,6 +316,7 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
   function handle(req: IncomingMessage, res: ServerResponse): void {
     const path = new URL(req.url ?? '/', base).pathname;
     requests.byPath[path] = (requests.byPath[path] ?? 0) + 1;
+    if (oktaSignIn.handle(req, res, path) || entraSignIn.handle(req, res, path)) return;
     const found = req.method === 'GET' ? route(path) : undefined;
     if (found) requests[found.kind] += 1;
     if (found && (unavailable === 'all' || unavailable === found.kind)) {
@@ -333,6 +342,18 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
   }
 
   const now = () => Math.floor(Date.now() / 1000);
+  const entraSignIn = mockOktaSignIn({
+    issuer: `${base}/${ENTRA_TENANT}/v2.0`,
+    // As the mock's Entra discovery document names them.
+    paths: { authorize: `/${ENTRA_TENANT}/oauth2/v2.0/v1/authorize`, token: `/${ENTRA_TENANT}/oauth2/v2.0/v1/token` },
+    cookie: 'entra_user',
+    idToken: ({ sub, aud, nonce, email }) => idp.entraIdToken({ oid: sub, aud, ...(email ? { username: email } : {}), ...(nonce ? { nonce } : {}) }),
+  });
+  const oktaSignIn = mockOktaSignIn({
+    issuer: oktaIssuer,
+    idToken: ({ sub, aud, nonce, email, name, groups }) =>
+      idp.oktaIdToken({ sub, aud, ...(email ? { email } : {}), ...(name ? { name } : {}), ...(nonce ? { nonce } : {}), ...(groups ? { groups } : {}) }),
+  });
 
   const idp: MockIdp = {
     base,
@@ -348,6 +369,8 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
       return published;
     },
     requests,
+    oktaSignIn,
+    entraSignIn,
     entraIssuer(tid, version = 2) {
       return (version === 1 ? entraV1Template : entraTemplate).replace('{tenantid}', tid);
     },

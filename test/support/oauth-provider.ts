@@ -129,6 +129,27 @@ export class Browser {
     throw new Error('too many redirects');
   }
 
+  /** Sets a cookie for `host` (e.g. the user's session at the mock IdP). */
+  setCookie(host: string, name: string, value: string): void {
+    const jar = this.#jar.get(host) ?? new Map<string, string>();
+    jar.set(name, value);
+    this.#jar.set(host, jar);
+  }
+
+  /** POSTs a form to `url` with this browser's cookies (redirects not followed). */
+  async submit(url: string, fields: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; body: string; location?: string }> {
+    const target = new URL(url);
+    const res = await fetch(target, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: this.#cookieHeader(target), 'content-type': 'application/x-www-form-urlencoded', ...headers },
+      body: new URLSearchParams(fields).toString(),
+    });
+    this.#store(target, res.headers.getSetCookie());
+    const location = res.headers.get('location');
+    return { status: res.status, body: await res.text(), ...(location ? { location: new URL(location, target).href } : {}) };
+  }
+
   cookies(host: string): ReadonlyMap<string, string> {
     return this.#jar.get(host) ?? new Map();
   }

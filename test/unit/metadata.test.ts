@@ -41,3 +41,33 @@ describe('authorizationServerMetadata (RFC 8414 §2)', () => {
     expect(metadata).not.toHaveProperty('revocation_endpoint_auth_signing_alg_values_supported');
   });
 });
+
+describe('authorizationServerMetadata with the authorization endpoint (issue 13 §2)', () => {
+  const codeFlow = {
+    ...served,
+    authorization_endpoint: 'https://deputy.example.com/auth',
+    grant_types_supported: ['client_credentials', 'authorization_code', 'refresh_token'],
+    code_challenge_methods_supported: ['S256'],
+    client_id_metadata_document_supported: true,
+    request_parameter_supported: true,
+  };
+
+  it('serves the code-flow members only when the endpoint is on', () => {
+    const on = authorizationServerMetadata(codeFlow, { scopes: ['deputy:admin'], extraMembers: [], authorizationEndpoint: true });
+    expect(on).toMatchObject({
+      authorization_endpoint: 'https://deputy.example.com/auth',
+      response_types_supported: ['code'],
+      code_challenge_methods_supported: ['S256'],
+      authorization_response_iss_parameter_supported: true,
+      client_id_metadata_document_supported: true,
+      grant_types_supported: ['client_credentials', 'authorization_code', 'refresh_token'],
+    });
+    expect(on).not.toHaveProperty('request_parameter_supported');
+    const off = authorizationServerMetadata(codeFlow, { scopes: ['deputy:admin'], extraMembers: [] });
+    for (const member of ['authorization_endpoint', 'code_challenge_methods_supported', 'authorization_response_iss_parameter_supported', 'client_id_metadata_document_supported']) {
+      expect(off).not.toHaveProperty(member);
+    }
+    expect(off.response_types_supported).toEqual([]);
+    expect(off.grant_types_supported).toEqual(['client_credentials']);
+  });
+});

@@ -20,6 +20,7 @@ export type { default as Provider } from 'oidc-provider';
 export { AgentClientAdapter, StoreAdapter } from './adapter.js';
 export { PROVIDER_BODY_LIMIT, toDeputyError, type ErrorWriter } from './errors.js';
 export { agentTokenIntrospection } from './introspection-hook.js';
-export { agentClientMetadata, createProvider, type GrantRegistration, type ProviderDeps } from './provider.js';
+export { agentClientMetadata, createProvider, REFRESH_TOKEN_SECONDS, type GrantRegistration, type ProviderDeps } from './provider.js';
 export { tokenExchangeGrant, type TokenExchangeGrantDeps } from './token-exchange-grant.js';
 export { verifiedTokenProof } from './token-dpop.js';
+export { enableCodeFlow, Interactions, type CodeFlowDeps, type ConsentRequest } from './authorization-code.js';

@@ -18,8 +18,10 @@ const INTERACTIVE_PATHS = ['/auth', '/request', '/session/end'];
  * serves the RFC 8414 document of what Deputy does implement (../metadata.ts).
  */
 export function withoutInteractiveEndpoints(provider: Provider, metadata: MetadataOptions): void {
+  // With the code flow on, `/auth` is served (./authorization-code.ts); PAR and logout stay closed.
+  const closed = metadata.authorizationEndpoint ? INTERACTIVE_PATHS.filter((p) => p !== '/auth') : INTERACTIVE_PATHS;
   provider.use(async function noInteractiveEndpoints(ctx, next) {
-    if (INTERACTIVE_PATHS.some((p) => ctx.path === p || ctx.path.startsWith(`${p}/`))) {
+    if (closed.some((p) => ctx.path === p || ctx.path.startsWith(`${p}/`))) {
       throw new NotFound('Deputy has no interactive endpoints; tokens are issued at /token');
     }
     await next();

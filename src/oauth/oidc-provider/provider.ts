@@ -19,7 +19,7 @@
  *
  * @module
  */
-import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC, type TokenEndpointGrantContext } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC, type ResourceServer, type TokenEndpointGrantContext } from 'oidc-provider';
 import type { Agent, AgentRegistry } from '../../agents/registry.js';
 import type { DeputyConfig } from '../../config/schema.js';
 import type { KeyStore } from '../../keys/keystore.js';
@@ -30,6 +30,7 @@ import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deput
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
+import { codeFlowClient, codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims, withCodeFlow } from './authorization-code.js';
 import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
 import { withoutInteractiveEndpoints } from './interactive.js';
 import { useStrictReplayDetection } from './replay.js';
@@ -89,6 +90,10 @@ function adminClientMetadata(c: DeputyConfig['admin']['clients'][number]): Clien
   };
 }
 
+/** Client lifetimes of the code flow (seconds): refresh tokens, and the sign-in session the consent runs in. */
+export const REFRESH_TOKEN_SECONDS = 8 * 3600;
+const INTERACTION_SECONDS = 15 * 60;
+
 /**
  * oidc-provider configured as Deputy's authorization server (see the module documentation),
  * with its middleware (DPoP at `/token`, closed interactive endpoints, client-authentication
@@ -99,7 +104,11 @@ export function createProvider(deps: ProviderDeps): Provider {
   issuerDerivedUrls(provider);
   provider.use(tokenEndpointDpop({ verifier: deps.dpop, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
   useStrictReplayDetection(provider, deps.store);
-  withoutInteractiveEndpoints(provider, { scopes: Object.values(RESOURCE_SCOPES), extraMembers: Object.keys(deps.discovery ?? {}) });
+  withoutInteractiveEndpoints(provider, {
+    scopes: Object.values(RESOURCE_SCOPES),
+    extraMembers: Object.keys(deps.discovery ?? {}),
+    authorizationEndpoint: deps.config.oauth.authorizationCode.enabled,
+  });
   useErrorRendering(provider, deps.writeError, deps.logger);
   for (const g of deps.grants ?? []) {
     provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
@@ -110,10 +119,13 @@ export function createProvider(deps: ProviderDeps): Provider {
 /** oidc-provider's configuration: clients and storage, keys and algorithms, features, hooks. */
 function providerConfiguration(deps: ProviderDeps): Configuration {
   const { config, keys } = deps;
+  const { features: codeFlowFeatures, ...codeFlowOptions } = codeFlowConfiguration({ config: config.oauth.authorizationCode, logger: deps.logger });
+  const documents = config.oauth.authorizationCode.enabled && config.oauth.authorizationCode.clientIdMetadataDocuments.enabled;
   return {
     adapter: modelAdapters(deps),
     clients: config.admin.clients.map(adminClientMetadata),
-    clientAuthMethods: ['private_key_jwt'],
+    // `none`: public clients identified by a metadata document (DPoP then required, ./authorization-code.ts).
+    clientAuthMethods: documents ? ['private_key_jwt', 'none'] : ['private_key_jwt'],
     clientDefaults: {
       grant_types: [TOKEN_EXCHANGE_GRANT],
       response_types: [],
@@ -125,7 +137,6 @@ function providerConfiguration(deps: ProviderDeps): Configuration {
     cookies: { keys: keys.cookieKeys },
     scopes: Object.values(RESOURCE_SCOPES),
     claims: { openid: ['sub'] },
-    responseTypes: ['none'],
     enabledJWA: {
       clientAuthSigningAlgValues: [...CLIENT_AUTH_ALGS],
       dPoPSigningAlgValues: [...DPOP_ALGS],
@@ -135,11 +146,18 @@ function providerConfiguration(deps: ProviderDeps): Configuration {
     ttl: {
       AccessToken: config.tokens.accessTokenTTL,
       ClientCredentials: config.tokens.accessTokenTTL,
+      AuthorizationCode: 60,
+      RefreshToken: REFRESH_TOKEN_SECONDS,
+      Grant: REFRESH_TOKEN_SECONDS,
+      Interaction: INTERACTION_SECONDS,
+      Session: INTERACTION_SECONDS,
     },
-    features: providerFeatures(deps),
+    ...codeFlowOptions,
+    features: { ...providerFeatures(deps), ...codeFlowFeatures } as Configuration['features'],
     ...(deps.discovery ? { discovery: { ...deps.discovery } } : {}),
     // P2 in shared/notes/oauth-libraries.md: without this, `extra` set by a grant is dropped.
-    extraTokenClaims: (_ctx, token) => (token as { extra?: Record<string, unknown> }).extra,
+    // Code-flow tokens carry `act` too: the client acting for the user (./authorization-code.ts).
+    extraTokenClaims: (_ctx, token) => (token as { extra?: Record<string, unknown> }).extra ?? codeFlowTokenClaims(token as { gty?: string; clientId?: string }),
     assertJwtClientAuthClaimsAndHeader: (ctx, claims) => checkClientAssertionAudience(claims.aud, clientAssertionAudiences(config, ctx.oidc.provider)),
     // Clients preferring HTML get the same JSON error as everyone (Deputy has no error page).
     renderError: renderErrorWith(deps.writeError),
@@ -148,7 +166,8 @@ function providerConfiguration(deps: ProviderDeps): Configuration {
 
 /** The storage adapter factory: agents for `Client`, the store for every other model. */
 function modelAdapters(deps: ProviderDeps): (name: string) => Adapter {
-  const clientAdapter = new AgentClientAdapter(deps.agents, agentClientMetadata);
+  const codeFlow = deps.config.oauth.authorizationCode;
+  const clientAdapter = new AgentClientAdapter(deps.agents, (agent) => withCodeFlow(codeFlow, agent, agentClientMetadata(agent)));
   const adapters = new Map<string, Adapter>();
   return (name) => {
     if (name === 'Client') return clientAdapter;
@@ -186,11 +205,15 @@ function resourceIndicators(deps: ProviderDeps): NonNullable<NonNullable<Configu
   const resources = deputyResources(deps.issuer);
   return {
     enabled: true,
-    defaultResource: (ctx) => defaultResourceFor(ctx, resources),
+    defaultResource: (ctx) => {
+      // RFC 8707 §2: at the authorization endpoint Deputy requires the resource (one audience per token).
+      if (ctx.oidc.route === 'authorization') throw new errors.InvalidTarget('the "resource" parameter is required (RFC 8707): name the API the token is for');
+      return defaultResourceFor(ctx, resources);
+    },
     useGrantedResource: () => true,
-    getResourceServerInfo: (_ctx, resource, client) => {
+    getResourceServerInfo: async (_ctx, resource, client) => {
       const kind = (Object.keys(resources) as Array<keyof DeputyResources>).find((k) => resources[k] === resource);
-      if (!kind) throw new errors.InvalidTarget(`unknown resource indicator`);
+      if (!kind) return codeFlowResourceServer(deps, resource, client.clientId);
       const scope = RESOURCE_SCOPES[kind];
       if (!(client.scope ?? '').split(' ').includes(scope)) {
         throw new errors.InvalidTarget(`client is not allowed to obtain tokens for this resource`);
@@ -203,6 +226,25 @@ function resourceIndicators(deps: ProviderDeps): NonNullable<NonNullable<Configu
         jwt: { sign: { alg: keys.activeSigningKey.jwk.alg, kid: keys.activeSigningKey.jwk.kid } },
       };
     },
+  };
+}
+
+/**
+ * A resource of the code flow: one of the client's allowed audiences, with the scopes it may hold
+ * (./authorization-code.ts); anything else is `invalid_target`.
+ */
+async function codeFlowResourceServer(deps: ProviderDeps, resource: string, clientId: string): Promise<ResourceServer> {
+  const { config, keys } = deps;
+  const agent = await deps.agents.get(clientId);
+  const client = codeFlowClient(config.oauth.authorizationCode, clientId, agent && agent.status === 'active' ? agent : undefined);
+  const scope = client ? codeFlowResourceScopes(client, resource, deps.issuer) : undefined;
+  if (scope === undefined) throw new errors.InvalidTarget('unknown resource indicator, or one this client may not obtain tokens for');
+  return {
+    scope,
+    audience: resource,
+    accessTokenTTL: config.tokens.accessTokenTTL,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: keys.activeSigningKey.jwk.alg, kid: keys.activeSigningKey.jwk.kid } },
   };
 }
 

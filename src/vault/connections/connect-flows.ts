@@ -14,15 +14,18 @@
  *    when the provider sends it) and redeems the code with the verifier. The grant is stored,
  *    the flow completed — both in one transaction, so a code is redeemed for one flow only.
  *
- * Who may complete a flow: whoever holds the link. Deliver `connect_uri` to the user (the agent
- * shows it, like a device-flow URL); the link alone grants nothing but the right to attach a
- * downstream account to that user's grant slot.
+ * Who may complete a flow: only the user the link was made for. Before step 2 the browser signs
+ * in at the enterprise IdP (src/signin/), and the signed-in user must be the link's user, at the
+ * start and again at the callback; anyone else is refused (`access_denied`) and nothing is
+ * attached. Without this, whoever opened a link — a victim lured by an attacker's agent —
+ * would attach *their* downstream account to the attacker's grant slot, and the attacker's next
+ * gateway call would carry the victim's token (RFC 9700 §4.7, account-linking CSRF).
  *
  * @module
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
-import { InvalidRequest, NotFound } from '../../errors/index.js';
+import { AccessDenied, InvalidRequest, NotFound } from '../../errors/index.js';
 import { constantTimeEqual } from '../../util/constant-time.js';
 import { ERROR_CODE } from '../../util/scope.js';
 import type { Store } from '../../store/index.js';
@@ -77,7 +80,7 @@ export class ConnectFlows {
    * Step 2: the browser opened the link. Returns where to send it and the state for the cookie.
    * Opening the link again (a reload) starts over with a new state and verifier.
    */
-  async start(connectionId: string, ticket: string | undefined): Promise<{ redirectTo: string; state: string }> {
+  async start(connectionId: string, ticket: string | undefined, signedInUser: string): Promise<{ redirectTo: string; state: string }> {
     if (!ticket || !/^[A-Za-z0-9_-]{20,100}$/.test(ticket)) throw new InvalidRequest('the connect link is malformed');
     const connection = await this.#d.connections.get(connectionId);
     if (!connection || connection.kind !== 'oauth2_user') throw new NotFound(`connection "${connectionId}" does not exist or needs no connect flow`);
@@ -86,12 +89,13 @@ export class ConnectFlows {
     const verifier = client.randomPKCECodeVerifier();
     const verifierHandle = `pkce_${randomBytes(18).toString('base64url')}`;
     await this.#d.store.transaction(async (tx) => {
-      const rows = await tx.query<{ verifier_handle: string | null }>(
-        `SELECT verifier_handle FROM connect_flows
+      const rows = await tx.query<{ verifier_handle: string | null; user_id: string }>(
+        `SELECT verifier_handle, user_id FROM connect_flows
          WHERE id = $1 AND connection_id = $2 AND completed_at IS NULL AND expires_at > now() FOR UPDATE`,
         [sha256(ticket), connectionId],
       );
       if (!rows[0]) throw new InvalidRequest('the connect link has expired or was already used: ask the agent for a new one');
+      requireLinkUser(rows[0].user_id, signedInUser);
       if (rows[0].verifier_handle) await this.#d.vault.delete(tx, rows[0].verifier_handle);
       await this.#d.vault.put(tx, { handle: verifierHandle, kind: PKCE_VERIFIER_KIND, plaintext: verifier });
       await tx.query('UPDATE connect_flows SET state_hash = $2, verifier_handle = $3, started_at = now() WHERE id = $1', [sha256(ticket), sha256(state), verifierHandle]);
@@ -113,7 +117,7 @@ export class ConnectFlows {
    * Step 3: the provider's redirect. `query` is the callback's raw query string; `cookieState`
    * the {@link CONNECT_COOKIE} value the browser sent.
    */
-  async complete(query: string, cookieState: string | undefined): Promise<{ connectionId: string; userId: string }> {
+  async complete(query: string, cookieState: string | undefined, signedInUser: string): Promise<{ connectionId: string; userId: string }> {
     const params = new URLSearchParams(query);
     const state = params.get('state');
     if (!state) throw new InvalidRequest('the callback carries no state');
@@ -128,6 +132,8 @@ export class ConnectFlows {
       )
     )[0];
     if (!flow?.verifier_handle) throw new InvalidRequest('the connect flow has expired or was already completed: ask the agent for a new link');
+    // Again here: the session may have changed (sign-out, another user) since the start.
+    requireLinkUser(flow.user_id, signedInUser);
     const error = params.get('error');
     if (error) {
       const code = ERROR_CODE.test(error) ? error : 'error';
@@ -176,5 +182,15 @@ export class ConnectFlows {
       await this.#d.vault.delete(tx, ...rows.map((r) => r.verifier_handle).filter((h): h is string => h !== null));
       return rows.length;
     });
+  }
+}
+
+/**
+ * The signed-in user must be the user the link was made for (RFC 9700 §4.7).
+ * @throws AccessDenied (403 `access_denied`) otherwise; the flow is left untouched
+ */
+function requireLinkUser(linkUser: string, signedInUser: string): void {
+  if (!constantTimeEqual(linkUser, signedInUser)) {
+    throw new AccessDenied('this connect link was made for another user than the one signed in: nothing was connected. Sign out, or ask your agent for your own link');
   }
 }

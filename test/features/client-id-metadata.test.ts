@@ -1,0 +1,162 @@
+/**
+ * Client ID Metadata Documents at Deputy's authorization endpoint: documents served over https
+ * by a local server (a throwaway CA-less self-signed certificate, trusted through `caFile`;
+ * loopback allowed by `allowPrivateAddresses`, as only tests may). A good document is accepted
+ * and named on the consent page; refusals for a host not allow-listed, an oversized, redirecting,
+ * non-JSON or mismatching document, shared-secret authentication, a redirect URI not in the
+ * document, a public client without DPoP, and — with the SSRF protection on — a private address.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as client from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { freePort } from '../support/net.js';
+import { Browser } from '../support/oauth-provider.js';
+import { startTestDeputy, type TestDeputy } from '../support/server.js';
+
+const REDIRECT = 'http://127.0.0.1:9/callback';
+let dir: string;
+let docs: Server;
+let docsBase: string;
+let idp: MockIdp;
+let deputy: TestDeputy;
+let guarded: TestDeputy;
+let issuer: string;
+const fetches: Record<string, number> = {};
+
+function documentOf(path: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    client_id: `${docsBase}${path}`, client_name: 'MCP Test Client', redirect_uris: [REDIRECT],
+    grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', ...extra,
+  };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'cimd-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+  docs = createServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (req, res) => {
+    fetches[req.url ?? ''] = (fetches[req.url ?? ''] ?? 0) + 1;
+    const json = (body: unknown, type = 'application/json') => res.writeHead(200, { 'content-type': type, 'cache-control': 'max-age=60' }).end(JSON.stringify(body));
+    switch (req.url) {
+      case '/good.json': return json(documentOf('/good.json'));
+      case '/big.json': return json(documentOf('/big.json', { padding: 'x'.repeat(10_000) }));
+      case '/redirect.json': return void res.writeHead(302, { location: '/good.json' }).end();
+      case '/html.json': return json(documentOf('/html.json'), 'text/html');
+      case '/mismatch.json': return json(documentOf('/good.json'));
+      case '/secret.json': return json(documentOf('/secret.json', { token_endpoint_auth_method: 'client_secret_basic' }));
+      case '/implicit.json': return json(documentOf('/implicit.json', { response_types: ['token'] }));
+      default: return void res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve) => docs.listen(0, '127.0.0.1', resolve));
+  docsBase = `https://localhost:${(docs.address() as AddressInfo).port}`;
+  idp = await startMockIdp();
+  const port = await freePort();
+  issuer = `http://localhost:${port}`;
+  const documents = { enabled: true, allowedHosts: [new URL(docsBase).host], scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] };
+  deputy = await startTestDeputy({
+    config: {
+      server: { port },
+      trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
+      oauth: { authorizationCode: { enabled: true, clientIdMetadataDocuments: { ...documents, allowPrivateAddresses: true, caFile: join(dir, 'cert.pem') } } },
+    },
+  });
+  idp.oktaSignIn.registerClient({ clientId: 'deputy-signin', redirectUri: `${issuer}/signin/callback`, jwksUri: `${deputy.url}/jwks` });
+  // The same policy with the SSRF protection on (the default): loopback is refused.
+  guarded = await startTestDeputy({ config: { oauth: { authorizationCode: { enabled: true, clientIdMetadataDocuments: { ...documents, caFile: join(dir, 'cert.pem') } } } } });
+});
+afterAll(async () => {
+  await guarded?.stop();
+  await deputy?.stop();
+  await idp?.close();
+  docs?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function authorizeUrl(base: string, clientId: string, params: Record<string, string> = {}): Promise<{ url: string; verifier: string }> {
+  const verifier = client.randomPKCECodeVerifier();
+  const q = new URLSearchParams({
+    client_id: clientId, response_type: 'code', redirect_uri: REDIRECT, scope: 'deputy.read', resource: `${issuer}/gw/echo`, state: 'st',
+    code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256', ...params,
+  });
+  return { url: `${base}/auth?${q}`, verifier };
+}
+
+describe('client ID metadata documents', () => {
+  it('advertises client_id_metadata_document_supported and public clients', async () => {
+    const meta = (await (await fetch(`${issuer}/.well-known/oauth-authorization-server`)).json()) as Record<string, unknown>;
+    expect(meta.client_id_metadata_document_supported).toBe(true);
+    expect(meta.token_endpoint_auth_methods_supported).toEqual(expect.arrayContaining(['none', 'private_key_jwt']));
+  });
+
+  it('accepts a good document: the consent page names the client; the code is issued; a token without DPoP is refused', async () => {
+    const browser = new Browser();
+    browser.setCookie('127.0.0.1', 'okta_user', OKTA_USER_ID);
+    const { url, verifier } = await authorizeUrl(issuer, `${docsBase}/good.json`);
+    const consent = await browser.visit(url, { stopAt: (next) => next.href.startsWith(REDIRECT) });
+    expect(consent.status).toBe(200);
+    expect(consent.body).toContain('MCP Test Client');
+    expect(consent.body).toContain(`${docsBase}/good.json`);
+    const csrf = /name="csrf" value="([^"]+)"/.exec(consent.body)![1]!;
+    const decided = await browser.submit(consent.url, { csrf, decision: 'approve' }, { origin: issuer });
+    const back = new URL((await browser.visit(decided.location!, { stopAt: (next) => next.href.startsWith(REDIRECT) })).location!);
+    expect(back.searchParams.get('code')).toBeTruthy();
+    expect(back.searchParams.get('iss')).toBe(issuer);
+    // A public client must bind its token with DPoP.
+    const res = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: back.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: verifier, client_id: `${docsBase}/good.json` }),
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: 'invalid_dpop_proof' });
+  });
+
+  it('caches a document by its HTTP caching headers (max-age=60): a second request fetches nothing', async () => {
+    await fetch((await authorizeUrl(issuer, `${docsBase}/good.json`)).url, { redirect: 'manual' });
+    const before = fetches['/good.json'] ?? 0;
+    expect(before).toBeGreaterThanOrEqual(1);
+    const res = await fetch((await authorizeUrl(issuer, `${docsBase}/good.json`)).url, { redirect: 'manual' });
+    expect(res.status).toBe(303);
+    expect(fetches['/good.json']).toBe(before);
+  });
+
+  it('refuses a redirect URI that is not in the document, without redirecting', async () => {
+    const res = await fetch((await authorizeUrl(issuer, `${docsBase}/good.json`, { redirect_uri: 'https://evil.example/cb' })).url, { redirect: 'manual' });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('location')).toBeNull();
+  });
+
+  it.each([
+    ['a host that is not allow-listed', 'https://evil.example/client.json'],
+    ['an oversized document', '/big.json'],
+    ['a redirecting document', '/redirect.json'],
+    ['a document that is not JSON', '/html.json'],
+    ['a document naming another client_id', '/mismatch.json'],
+    ['a document with shared-secret authentication', '/secret.json'],
+    ['a document for another flow than the code flow', '/implicit.json'],
+    ['a missing document', '/missing.json'],
+  ])('refuses %s (invalid_client, no redirect)', async (_what, target) => {
+    const clientId = target.startsWith('https://') ? target : `${docsBase}${target}`;
+    const res = await fetch((await authorizeUrl(issuer, clientId)).url, { redirect: 'manual' });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+    expect(res.headers.get('location')).toBeNull();
+    expect(await res.json()).toMatchObject({ error: expect.stringMatching(/^invalid_client/) });
+  });
+
+  it('with the SSRF protection on, refuses a document on a private (loopback) address', async () => {
+    const res = await fetch((await authorizeUrl(guarded.url, `${docsBase}/good.json`)).url, { redirect: 'manual' });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(res.status).toBeLessThan(500);
+    expect(await res.json()).toMatchObject({ error: 'invalid_client' });
+    // Refused for its address (the CA is trusted, so not for TLS), before any connection.
+    expect(guarded.logs.join('')).toMatch(/special-use/);
+  });
+});

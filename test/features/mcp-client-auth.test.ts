@@ -1,0 +1,191 @@
+/**
+ * The MCP TypeScript SDK's client auth (`@modelcontextprotocol/sdk` 1.32, `auth()` driven by the
+ * Streamable HTTP transport through an `OAuthClientProvider`), unmodified, against Deputy: a call
+ * through the gateway (`/gw/mcp/…`, an MCP server upstream) gets 401; the SDK discovers Deputy's
+ * RFC 8414 metadata, sends the user to `/auth` (code + PKCE S256 + `resource`); the browser step
+ * is scripted (cookie jar through the mock Okta's sign-in and Deputy's consent); the SDK redeems
+ * the code; its next connection lists and calls the upstream's tools.
+ *
+ * What is configuration, not modification: the provider (a registered agent's `client_id`, its
+ * `private_key_jwt` assertion through `addClientAuthentication`) and the transport's `fetch`,
+ * which adds DPoP proofs (RFC 9449) — the SDK has no DPoP of its own.
+ *
+ * Pending the RFC 9728 documents of issue 13 §4 (branch w-idjag): until the gateway's 401 names
+ * `resource_metadata`, the provider's saved discovery state points the SDK at a protected
+ * resource metadata document this test serves. Once merged, drop `discoveryState()`.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { OAuthClientProvider, OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js';
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { agentConfig, clientAssertion, dpopKeys, dpopProof, type DpopKeys } from '../support/agents.js';
+import { clientKeys, type ClientKeys } from '../support/clients.js';
+import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { freePort } from '../support/net.js';
+import { Browser } from '../support/oauth-provider.js';
+import { startTestDeputy, type TestDeputy } from '../support/server.js';
+
+const REDIRECT = 'http://127.0.0.1:9/mcp-callback';
+let idp: MockIdp;
+let deputy: TestDeputy;
+let issuer: string;
+let upstream: Server;
+let upstreamBase: string;
+let prm: Server;
+let prmUrl: string;
+let keys: ClientKeys;
+let proofKeys: DpopKeys;
+const upstreamKeys: string[] = [];
+
+/** An MCP server over Streamable HTTP (stateless), with one tool. */
+function mcpUpstream(): Server {
+  return createServer(async (req, res) => {
+    upstreamKeys.push(String(req.headers['x-api-key']));
+    const server = new McpServer({ name: 'upstream', version: '1.0.0' });
+    server.registerTool('echo', { description: 'echoes', inputSchema: { text: z.string() } }, async ({ text }) => ({ content: [{ type: 'text', text: `echo: ${text}` }] }));
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined });
+    res.on('close', () => void transport.close());
+    await server.connect(transport);
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    await transport.handleRequest(req, res, chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined);
+  });
+}
+
+/** The OAuthClientProvider of an MCP host: in-memory storage, the browser step recorded. */
+class TestProvider implements OAuthClientProvider {
+  authorizationUrl: URL | undefined;
+  #tokens: OAuthTokens | undefined;
+  #verifier = '';
+  #discovery: OAuthDiscoveryState | undefined;
+
+  get redirectUrl(): string {
+    return REDIRECT;
+  }
+  get clientMetadata(): OAuthClientMetadata {
+    return { client_name: 'MCP host', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'private_key_jwt', scope: 'deputy.read' };
+  }
+  clientInformation(): OAuthClientInformationMixed {
+    return { client_id: 'mcp-agent' };
+  }
+  tokens(): OAuthTokens | undefined {
+    return this.#tokens;
+  }
+  saveTokens(tokens: OAuthTokens): void {
+    this.#tokens = tokens;
+  }
+  redirectToAuthorization(url: URL): void {
+    this.authorizationUrl = url;
+  }
+  saveCodeVerifier(verifier: string): void {
+    this.#verifier = verifier;
+  }
+  codeVerifier(): string {
+    return this.#verifier;
+  }
+  /** RFC 7523 private_key_jwt: the registered agent authenticates with its key. */
+  async addClientAuthentication(_headers: Headers, params: URLSearchParams): Promise<void> {
+    params.set('client_id', 'mcp-agent');
+    params.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
+    params.set('client_assertion', await clientAssertion({ id: 'mcp-agent', keys }, issuer));
+  }
+  // Pending w-idjag's RFC 9728 documents (see the module comment).
+  discoveryState(): OAuthDiscoveryState | undefined {
+    return this.#discovery ?? { authorizationServerUrl: issuer, resourceMetadataUrl: prmUrl };
+  }
+  saveDiscoveryState(state: OAuthDiscoveryState): void {
+    this.#discovery = state;
+  }
+}
+
+/** The transport's fetch: DPoP proofs at the token endpoint, and `Authorization: DPoP` + proof (with `ath`) at the gateway. */
+const dpopFetch: typeof fetch = async (input, init) => {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const headers = new Headers(init?.headers);
+  const method = init?.method ?? 'GET';
+  const htu = `${url.origin}${url.pathname}`;
+  if (htu === `${issuer}/token`) headers.set('DPoP', await dpopProof(proofKeys, htu, { htm: method }));
+  const bearer = /^Bearer (.+)$/.exec(headers.get('authorization') ?? '');
+  if (bearer && url.origin === issuer) {
+    headers.set('authorization', `DPoP ${bearer[1]}`);
+    headers.set('DPoP', await dpopProof(proofKeys, htu, { htm: method, accessToken: bearer[1]! }));
+  }
+  return fetch(input, { ...init, headers });
+};
+
+beforeAll(async () => {
+  idp = await startMockIdp();
+  upstream = mcpUpstream();
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  upstreamBase = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  const port = await freePort();
+  issuer = `http://localhost:${port}`;
+  prm = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ resource: `${issuer}/gw/mcp`, authorization_servers: [issuer], scopes_supported: ['deputy.read'], bearer_methods_supported: ['header'] }));
+  });
+  await new Promise<void>((resolve) => prm.listen(0, '127.0.0.1', resolve));
+  prmUrl = `http://127.0.0.1:${(prm.address() as AddressInfo).port}/.well-known/oauth-protected-resource/gw/mcp`;
+  keys = await clientKeys();
+  proofKeys = await dpopKeys();
+  deputy = await startTestDeputy({
+    env: { MCP_KEY: 'mcp-upstream-key-0123456789' },
+    config: {
+      server: { port },
+      trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
+      agents: [agentConfig('mcp-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/mcp`] })],
+      connections: [{ id: 'mcp', kind: 'api_key', baseUrl: upstreamBase, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'MCP_KEY' }, requiredScopes: ['deputy.read'] }],
+      oauth: { authorizationCode: { enabled: true, clients: [{ clientId: 'mcp-agent', redirectUris: [REDIRECT] }] } },
+    },
+  });
+  idp.oktaSignIn.registerClient({ clientId: 'deputy-signin', redirectUri: `${issuer}/signin/callback`, jwksUri: `${deputy.url}/jwks` });
+});
+afterAll(async () => {
+  await deputy?.stop();
+  upstream?.closeAllConnections();
+  upstream?.close();
+  prm?.close();
+  await idp?.close();
+});
+
+describe('the MCP SDK client against Deputy', () => {
+  it('goes from a 401 at the gateway to a DPoP-bound token for the signed-in user and a successful tool call', async () => {
+    const provider = new TestProvider();
+    const serverUrl = new URL(`${issuer}/gw/mcp/mcp`);
+    const first = new Client({ name: 'host', version: '1.0.0' });
+    // The gateway answers 401; the SDK discovers Deputy and asks the user to authorize.
+    await expect(first.connect(new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: dpopFetch }))).rejects.toThrow(/Unauthorized/i);
+    const authorization = provider.authorizationUrl!;
+    expect(authorization.origin + authorization.pathname).toBe(`${issuer}/auth`);
+    expect(Object.fromEntries(authorization.searchParams)).toMatchObject({ client_id: 'mcp-agent', response_type: 'code', code_challenge_method: 'S256', resource: `${issuer}/gw/mcp` });
+
+    // The user's browser: sign-in at the IdP, consent at Deputy, back to the host with a code.
+    const browser = new Browser();
+    browser.setCookie('127.0.0.1', 'okta_user', OKTA_USER_ID);
+    const consent = await browser.visit(authorization.href, { stopAt: (next) => next.href.startsWith(REDIRECT) });
+    const csrf = /name="csrf" value="([^"]+)"/.exec(consent.body)![1]!;
+    const decided = await browser.submit(consent.url, { csrf, decision: 'approve' }, { origin: issuer });
+    const back = new URL((await browser.visit(decided.location!, { stopAt: (next) => next.href.startsWith(REDIRECT) })).location!);
+    expect(back.searchParams.get('iss')).toBe(issuer);
+
+    const transport = new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: dpopFetch });
+    await transport.finishAuth(back.searchParams.get('code')!);
+    const token = provider.tokens()!.access_token;
+    expect(decodeJwt(token)).toMatchObject({ sub: `okta:${new URL(idp.base).host}:${OKTA_USER_ID}`, act: { sub: 'mcp-agent' }, aud: `${issuer}/gw/mcp`, cnf: { jkt: expect.any(String) } });
+
+    const client = new Client({ name: 'host', version: '1.0.0' });
+    await client.connect(transport);
+    const tools = await client.listTools();
+    expect(tools.tools.map((t) => t.name)).toEqual(['echo']);
+    const result = await client.callTool({ name: 'echo', arguments: { text: 'hi' } });
+    expect(result.content).toEqual([{ type: 'text', text: 'echo: hi' }]);
+    expect(upstreamKeys.at(-1)).toBe('mcp-upstream-key-0123456789');
+    await client.close();
+  });
+});
