@@ -2,6 +2,9 @@
  * The server under test, in its own process: starts Deputy from the JSON configuration in
  * `BENCH_DEPUTY_CONFIG` and prints `READY <url> <issuer>` once it accepts requests.
  *
+ * A third word on the READY line is the URL of the bench's counters (counters.ts): store
+ * statements, WebCrypto operations and RSS, installed before Deputy starts.
+ *
  * `BENCH_NO_RECEIPTS=1` replaces receipt appends with a no-op, for the "receipts off" figures
  * only: Deputy itself has no switch to stop writing receipts. The gateway's `appendOnce` still
  * records its once-key (the DPoP proof's `jti`), which a call must spend with or without receipts.
@@ -11,6 +14,9 @@ import { createLogger } from '../../src/log.js';
 import { AlreadyRecorded } from '../../src/audit/index.js';
 import { recordOnce, type OnceKey } from '../../src/oauth/adapter.js';
 import { startDeputy } from '../../src/main.js';
+import { installCounters, serveCounters } from './counters.js';
+
+installCounters();
 
 const config = validateConfig(JSON.parse(process.env.BENCH_DEPUTY_CONFIG ?? '{}'), 'bench', {});
 const deputy = await startDeputy({ config, logger: createLogger('warn'), env: process.env });
@@ -23,7 +29,7 @@ if (process.env.BENCH_NO_RECEIPTS === '1') {
     },
   });
 }
-process.stdout.write(`READY ${deputy.url} ${deputy.issuer}\n`);
+process.stdout.write(`READY ${deputy.url} ${deputy.issuer} ${await serveCounters()}\n`);
 process.on('SIGTERM', () => {
   void deputy.close(500).finally(() => process.exit(0));
 });

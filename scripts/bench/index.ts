@@ -1,14 +1,20 @@
 /**
- * `npm run bench [-- --quick] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ * `npm run bench [-- --quick] [--scale] [--out FILE] [--markdown FILE] [--duration-ms N]`
  *
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
  * - crypto floor: jose sign / verify rates in-process for the algorithms on the exchange path;
  * - HTTP floor: a bare Koa JSON endpoint in its own process;
  * - client_credentials: oidc-provider's own grant with private_key_jwt + DPoP on Deputy;
+ * - bare oidc-provider: the same grant on oidc-provider in its default configuration, same kind
+ *   of store (bare-oidc-process.ts), the yardstick's own yardstick;
  * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign).
  * Each server-side scenario runs on PGlite, and on PostgreSQL when `DATABASE_URL` is set.
- * Load comes from this process; servers run in child processes. Loopback only.
+ * Load comes from this process; servers run in child processes. Loopback only. Requests that
+ * carry signatures (client assertions, DPoP proofs) are all built before each timed window
+ * (load.ts `prebuild`), so the figures measure the server, not the load generator's signing.
+ * Each server-side figure also carries what the server did per request (store statements,
+ * WebCrypto operations; counters.ts) and its RSS; `--scale` adds the scale curves (scale.ts).
  *
  * @module
  */
@@ -23,7 +29,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
-import { runLoad, type LoadResult, type RequestSpec } from './load.js';
+import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
+import type { CounterSnapshot } from './counters.js';
 import { freePort } from '../../test/support/net.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -38,6 +45,7 @@ interface Options {
   out: string;
   markdown: string | undefined;
   skipPdp: boolean;
+  scale: boolean;
 }
 
 function options(): Options {
@@ -49,6 +57,7 @@ function options(): Options {
       'duration-ms': { type: 'string' },
       concurrency: { type: 'string' },
       'skip-pdp': { type: 'boolean', default: false },
+      scale: { type: 'boolean', default: false },
     },
   });
   const quick = values.quick ?? false;
@@ -61,6 +70,7 @@ function options(): Options {
     out: values.out!,
     markdown: values.markdown,
     skipPdp: values['skip-pdp'] ?? false,
+    scale: values.scale ?? false,
   };
 }
 
@@ -154,12 +164,52 @@ interface Figure {
   name: string;
   store?: string;
   result: LoadResult;
+  /** Server-side work per request (warm-up included), from the bench's counters. */
+  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number> };
+  /** Server RSS in MiB: before the load, and the highest seen while it ran. */
+  rssMiB?: { idle: number; underLoad: number };
+}
+
+/** Requests prebuilt per second of phase: above any rate these signed scenarios reach here. */
+const PREBUILD_PER_S = 1500;
+
+async function counters(url: string, path = ''): Promise<CounterSnapshot> {
+  const res = await fetch(`${url}${path}`, { method: path ? 'POST' : 'GET' });
+  return (await res.json()) as CounterSnapshot;
+}
+
+/**
+ * One load point against a server with bench counters: resets them, runs the load while sampling
+ * RSS, and divides the counters by the requests sent.
+ */
+async function measured(name: string, store: string | undefined, countersUrl: string, load: LoadOptions): Promise<Figure> {
+  const idle = (await counters(countersUrl, '/gc')).memory.rssMiB;
+  await counters(countersUrl, '/reset');
+  let peak = idle;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      peak = Math.max(peak, (await counters(countersUrl).catch(() => undefined))?.memory.rssMiB ?? 0);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const result = await runLoad({ prebuild: PREBUILD_PER_S, ...load });
+  sampling = false;
+  await sampler;
+  const after = await counters(countersUrl);
+  const per = (n: number) => Math.round((n / Math.max(1, result.sent)) * 100) / 100;
+  const perRequest = {
+    statements: per(after.statementTotal),
+    crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
+    topStatements: Object.fromEntries(Object.entries(after.statements).slice(0, 12).map(([k, v]) => [k, per(v)])),
+  };
+  return { name, ...(store ? { store } : {}), result, perRequest, rssMiB: { idle, underLoad: Math.max(peak, after.memory.rssMiB) } };
 }
 
 async function withDeputy<T>(
   config: Record<string, unknown>,
   database: TestDatabase,
-  fn: (url: string, issuer: string) => Promise<T>,
+  fn: (url: string, issuer: string, countersUrl: string) => Promise<T>,
   extra: { env?: Record<string, string>; port?: number } = {},
 ): Promise<T> {
   const keysDir = mkdtempSync(join(tmpdir(), 'deputy-bench-keys-'));
@@ -172,7 +222,7 @@ async function withDeputy<T>(
   };
   const { child, ready } = await startProcess('deputy-process.ts', { ...extra.env, BENCH_DEPUTY_CONFIG: JSON.stringify(full) });
   try {
-    return await fn(ready[0]!, ready[1]!);
+    return await fn(ready[0]!, ready[1]!, ready[2]!);
   } finally {
     await stopProcess(child);
     rmSync(keysDir, { recursive: true, force: true });
@@ -188,7 +238,7 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
     agents: [{ id: agent.id, name: 'Bench agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [AUDIENCE], jwks: agent.jwks }],
   };
   const subject = await idp.oktaAccessToken({ expiresIn: 3600 });
-  return withDeputy(config, database, async (url, issuer) => {
+  return withDeputy(config, database, async (url, issuer, countersUrl) => {
     const figures: Figure[] = [];
     const token = `${issuer}/token`;
     for (const concurrency of opts.concurrency) {
@@ -201,7 +251,7 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(admin, issuer),
         }),
       });
-      figures.push({ name: 'client_credentials (yardstick)', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }) });
+      figures.push(await measured('client_credentials (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -212,12 +262,41 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
         }),
       });
-      figures.push({ name: 'token exchange', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }) });
+      figures.push(await measured('token exchange', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }));
     }
     return figures;
   });
 }
 
+
+/**
+ * The same client_credentials grant (private_key_jwt + DPoP, JWT access token) on a bare
+ * oidc-provider with the same kind of store: what Deputy's configuration adds per grant.
+ */
+async function bareProviderScenario(opts: Options, storeName: string, database: TestDatabase): Promise<Figure[]> {
+  const client = await clientIdentity('bench-bare');
+  const store = database.url ? { databaseUrl: database.url } : { dataDir: 'memory://' };
+  const { child, ready } = await startProcess('bare-oidc-process.ts', { BENCH_CLIENT: JSON.stringify({ client_id: client.id, jwks: client.jwks }), BENCH_STORE: JSON.stringify(store) });
+  try {
+    const [url, issuer, countersUrl] = ready as [string, string, string];
+    const figures: Figure[] = [];
+    for (const concurrency of opts.concurrency) {
+      const grant = async (): Promise<RequestSpec> => ({
+        method: 'POST',
+        path: '/token',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(client, `${issuer}/token`) },
+        body: form({
+          grant_type: 'client_credentials', scope: 'authzen:evaluate', client_id: client.id,
+          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(client, issuer),
+        }),
+      });
+      figures.push(await measured('client_credentials on bare oidc-provider (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: grant }));
+    }
+    return figures;
+  } finally {
+    await stopProcess(child);
+  }
+}
 
 async function tokenExchange(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string): Promise<string> {
   const res = await fetch(`${url}/token`, {
@@ -259,7 +338,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
   const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
   const env = { BENCH_ECHO_KEY: 'bench-secret-value', ...(receipts ? {} : { BENCH_NO_RECEIPTS: '1' }) };
   const label = receipts ? 'receipts on' : 'receipts off';
-  return withDeputy(config, database, async (url) => {
+  return withDeputy(config, database, async (url, _issuer, countersUrl) => {
     const figures: Figure[] = [];
     const token = await tokenExchange(url, issuer, agent, subject, gw);
     for (const concurrency of opts.concurrency) {
@@ -268,7 +347,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
         path: '/gw/echo/items',
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
       });
-      figures.push({ name: `gateway call (${label})`, store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }) });
+      figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -279,7 +358,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
         }),
       });
-      figures.push({ name: `token exchange (${label})`, store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }) });
+      figures.push(await measured(`token exchange (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }));
     }
     return figures;
   }, { env, port });
@@ -373,8 +452,12 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
 function ratios(figures: Figure[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const f of figures.filter((x) => x.name === 'token exchange')) {
-    const yard = figures.find((y) => y.name.startsWith('client_credentials') && y.store === f.store && y.result.concurrency === f.result.concurrency);
+    const yard = figures.find((y) => y.name === 'client_credentials (yardstick)' && y.store === f.store && y.result.concurrency === f.result.concurrency);
     if (yard && yard.result.rps > 0) out[`exchange_vs_client_credentials.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / yard.result.rps) * 100) / 100;
+  }
+  for (const f of figures.filter((x) => x.name === 'client_credentials (yardstick)')) {
+    const bare = figures.find((y) => y.name.startsWith('client_credentials on bare') && y.store === f.store && y.result.concurrency === f.result.concurrency);
+    if (bare && bare.result.rps > 0) out[`client_credentials_vs_bare_oidc_provider.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / bare.result.rps) * 100) / 100;
   }
   for (const f of figures.filter((x) => x.name === 'gateway call (receipts on)')) {
     const direct = figures.find((y) => y.name.startsWith('upstream called directly') && y.result.concurrency === f.result.concurrency);
@@ -424,6 +507,11 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
+    '| scenario | store | c | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...results.figures.filter((f) => f.perRequest).map((f) =>
+      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
+    '',
     '| crypto floor (in-process, one core) | ops/s |',
     '| --- | --- |',
     ...Object.entries(results.crypto).map(([k, v]) => `| ${k} | ${v} |`),
@@ -455,6 +543,12 @@ async function main(): Promise<void> {
       } finally {
         await database.drop();
       }
+      const bareDb = name === 'postgres' ? await createTestDatabase() : database;
+      try {
+        figures.push(...(await bareProviderScenario(opts, name, bareDb)));
+      } finally {
+        if (bareDb !== database) await bareDb.drop();
+      }
       for (const receipts of [true, false]) {
         const db = name === 'postgres' ? await createTestDatabase() : database;
         try {
@@ -475,6 +569,7 @@ async function main(): Promise<void> {
     figures.push(...(await directUpstream(opts, upstreamUrl)));
     await stopProcess(upstream.child);
     const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);
+    const scale = opts.scale ? await (await import('./scale.js')).scaleCurves(opts.quick) : undefined;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -484,11 +579,12 @@ async function main(): Promise<void> {
       figures,
       ratios: ratios(figures),
       ...(pdp ? { pdp } : {}),
+      ...(scale ? { scale } : {}),
       elapsedMs: Date.now() - startedAt,
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
-    const summary = markdown(results);
+    const summary = scale ? `${markdown(results)}\n${(await import('./scale.js')).scaleMarkdown(scale)}\n` : markdown(results);
     if (opts.markdown) writeFileSync(opts.markdown, summary);
     process.stdout.write(`${summary}\nresults written to ${opts.out}\n`);
   } finally {

@@ -4,8 +4,10 @@
  *
  * It runs in the bench process, never in the server's: the server under test is a child process.
  * Requests may be built per call (`next`), so every request can carry fresh DPoP proofs and
- * client assertions, as real agents' requests do; that work happens in this process and is not
- * counted in the server's latency (the clock starts when the request is handed to undici).
+ * client assertions, as real agents' requests do. With `prebuild`, each phase's requests (each
+ * still unique and valid) are all built before its window opens: the load generator shares the
+ * machine's cores with the server, and signing proofs inside the window would take CPU from the
+ * server under test and understate it. A phase that uses up its prebuilt requests ends early.
  *
  * @module
  */
@@ -28,6 +30,11 @@ export interface LoadOptions {
   expectStatus?: number;
   /** Warm-up before measuring (JIT, caches, connection setup). */
   warmupMs?: number;
+  /**
+   * Requests per second of phase to build before each phase's window (warm-up and measured),
+   * so no signing happens inside it. Unset: built per call, inside the window.
+   */
+  prebuild?: number;
 }
 
 export interface LoadResult {
@@ -42,6 +49,10 @@ export interface LoadResult {
   latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
   /** The first unexpected response body, to diagnose a broken scenario. */
   sample?: string;
+  /** Requests sent in warm-up and measured phases together (to divide server-side counters by). */
+  sent: number;
+  /** Whether the measured phase used up its prebuilt requests before its deadline. */
+  exhausted: boolean;
 }
 
 function percentile(sorted: Float64Array, q: number): number {
@@ -52,8 +63,27 @@ function percentile(sorted: Float64Array, q: number): number {
 
 const round = (n: number) => Math.round(n * 1000) / 1000;
 
-async function phase(pool: Pool, options: LoadOptions, durationMs: number): Promise<{ latencies: number[]; errors: number; unexpected: Record<string, number>; sample?: string; elapsed: number }> {
+async function prebuilt(options: LoadOptions, durationMs: number): Promise<(() => RequestSpec | Promise<RequestSpec>) & { exhausted: () => boolean }> {
+  if (!options.prebuild) return Object.assign(() => options.next(), { exhausted: () => false });
+  const count = Math.max(options.concurrency * 4, Math.ceil((options.prebuild * durationMs) / 1000));
+  const specs: RequestSpec[] = [];
+  for (let i = 0; i < count; i++) specs.push(await options.next());
+  let i = 0;
+  const next = () => {
+    const spec = specs[i];
+    if (spec === undefined) throw new Exhausted();
+    specs[i] = undefined as unknown as RequestSpec; // released once sent
+    i += 1;
+    return spec;
+  };
+  return Object.assign(next, { exhausted: () => i >= count });
+}
+
+class Exhausted extends Error {}
+
+async function phase(pool: Pool, options: LoadOptions, durationMs: number): Promise<{ latencies: number[]; errors: number; unexpected: Record<string, number>; sample?: string; elapsed: number; exhausted: boolean }> {
   const expect = options.expectStatus ?? 200;
+  const next = await prebuilt(options, durationMs);
   const latencies: number[] = [];
   const unexpected: Record<string, number> = {};
   let errors = 0;
@@ -61,8 +91,8 @@ async function phase(pool: Pool, options: LoadOptions, durationMs: number): Prom
   const start = performance.now();
   const deadline = start + durationMs;
   const worker = async () => {
-    while (performance.now() < deadline) {
-      const spec = await options.next();
+    while (performance.now() < deadline && !next.exhausted()) {
+      const spec = await next();
       const t0 = performance.now();
       try {
         const res = await pool.request({ method: spec.method, path: spec.path, headers: spec.headers, body: spec.body });
@@ -82,13 +112,13 @@ async function phase(pool: Pool, options: LoadOptions, durationMs: number): Prom
     }
   };
   await Promise.all(Array.from({ length: options.concurrency }, worker));
-  return { latencies, errors, unexpected, ...(sample === undefined ? {} : { sample }), elapsed: performance.now() - start };
+  return { latencies, errors, unexpected, ...(sample === undefined ? {} : { sample }), elapsed: performance.now() - start, exhausted: next.exhausted() };
 }
 
 export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const pool = new Pool(options.origin, { connections: options.concurrency, pipelining: 1 });
   try {
-    if (options.warmupMs) await phase(pool, options, options.warmupMs);
+    const warm = options.warmupMs ? await phase(pool, options, options.warmupMs) : undefined;
     const run = await phase(pool, options, options.durationMs);
     const sorted = Float64Array.from(run.latencies).sort();
     const mean = sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : 0;
@@ -107,6 +137,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         mean: round(mean),
       },
       ...(run.sample === undefined ? {} : { sample: run.sample }),
+      sent: run.latencies.length + run.errors + (warm ? warm.latencies.length + warm.errors : 0),
+      exhausted: run.exhausted,
     };
   } finally {
     await pool.close();

@@ -23,6 +23,7 @@ import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { runLoad, type LoadResult } from './load.js';
+import type { CounterSnapshot } from './counters.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '../..');
@@ -43,14 +44,14 @@ const concurrency = values.concurrency ? values.concurrency.split(',').map(Numbe
 /** BENCH_PDP_ONLY=<substring>: run only the scenarios whose name contains it (profiling). */
 const only = process.env.BENCH_PDP_ONLY;
 
-async function startDeputy(config: object): Promise<{ child: ChildProcess; url: string; issuer: string }> {
+async function startDeputy(config: object): Promise<{ child: ChildProcess; url: string; issuer: string; counters: string }> {
   // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of the server process there (`--cpu-prof`).
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, 'deputy-process.ts')], {
     env: { ...process.env, BENCH_DEPUTY_CONFIG: JSON.stringify(config), NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const [url, issuer] = await new Promise<string[]>((resolve, reject) => {
+  const [url, issuer, counters] = await new Promise<string[]>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
@@ -59,7 +60,7 @@ async function startDeputy(config: object): Promise<{ child: ChildProcess; url: 
     });
     child.once('exit', (code) => reject(new Error(`deputy exited with ${code}`)));
   });
-  return { child, url: url!, issuer: issuer! };
+  return { child, url: url!, issuer: issuer!, counters: counters! };
 }
 
 /** The policy engine's floor: raw pre-parsed Cedar calls in this process, on the default policy set. */
@@ -91,6 +92,12 @@ interface Row {
   batch: number;
   result: LoadResult;
   decisionsPerSecond: number;
+  /** Store statements and WebCrypto operations per request, from the server's counters (counters.ts). */
+  perRequest: { statements: number; crypto: Record<string, number> };
+}
+
+async function counters(url: string, reset: boolean): Promise<CounterSnapshot> {
+  return (await (await fetch(`${url}${reset ? '/reset' : ''}`, { method: reset ? 'POST' : 'GET' })).json()) as CounterSnapshot;
 }
 
 async function main(): Promise<void> {
@@ -148,6 +155,7 @@ async function main(): Promise<void> {
           const verdict = (await probe.json()) as { decision?: boolean };
           if (verdict.decision !== true) throw new Error(`scenario ${name}/${subject} is not a permit: ${JSON.stringify(verdict)}`);
           for (const c of concurrency) {
+            await counters(deputy.counters, true);
             const result = await runLoad({
               origin: deputy.url,
               concurrency: c,
@@ -158,7 +166,10 @@ async function main(): Promise<void> {
                   ? { method: 'POST', path: '/access/v1/evaluation', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) }
                   : { method: 'POST', path: '/access/v1/evaluations', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, evaluations: Array.from({ length: batch }, () => ({ resource: resource() })) }) },
             });
-            rows.push({ scenario: `${name}, ${subject} subject`, cache, batch, result, decisionsPerSecond: result.rps * batch });
+            const after = await counters(deputy.counters, false);
+            const per = (n: number) => Math.round((n / Math.max(1, result.sent)) * 100) / 100;
+            const perRequest = { statements: per(after.statementTotal), crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])) };
+            rows.push({ scenario: `${name}, ${subject} subject`, cache, batch, result, decisionsPerSecond: result.rps * batch, perRequest });
             process.stderr.write(`${cache ? 'cache' : 'no cache'} | ${name} ${subject} c=${c}: ${result.rps * batch} decisions/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms${result.errors ? `, ${result.errors} errors ${JSON.stringify(result.unexpected)}` : ''}\n`);
           }
         }
@@ -175,16 +186,16 @@ async function main(): Promise<void> {
     machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
     durationMs,
     yardstick: { cedarStatefulIsAuthorizedPerSecond: floor },
-    rows: rows.map((r) => ({ scenario: r.scenario, decisionCache: r.cache, batch: r.batch, concurrency: r.result.concurrency, decisionsPerSecond: r.decisionsPerSecond, requestsPerSecond: r.result.rps, latencyMs: r.result.latencyMs, errors: r.result.errors })),
+    rows: rows.map((r) => ({ scenario: r.scenario, decisionCache: r.cache, batch: r.batch, concurrency: r.result.concurrency, decisionsPerSecond: r.decisionsPerSecond, requestsPerSecond: r.result.rps, latencyMs: r.result.latencyMs, errors: r.result.errors, perRequest: r.perRequest })),
   };
   mkdirSync(dirname(values.out!), { recursive: true });
   writeFileSync(values.out!, `${JSON.stringify(report, null, 2)}\n`);
   const lines = [
     `Cedar floor (statefulIsAuthorized, in-process): ${floor} calls/s`,
     '',
-    '| scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | vs Cedar floor |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
-    ...report.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${(r.decisionsPerSecond / floor).toFixed(2)} |`),
+    '| scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | vs Cedar floor | statements / request | WebCrypto / request |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...report.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${(r.decisionsPerSecond / floor).toFixed(2)} | ${r.perRequest.statements} | ${Object.entries(r.perRequest.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} |`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -247,8 +247,12 @@ function requireDpop(dpop: VerifiedProof | undefined): VerifiedProof {
 /**
  * Agents' published key sets (`jwks_uri`), one per URI: refetched at once when an actor token
  * names a `kid` not seen yet (key rotation needs no wait), at most once per cooldown otherwise.
+ * Bounded (agents registered through the admin API can be many): past
+ * {@link MAX_REMOTE_KEY_SETS} URIs the least recently inserted is dropped and refetched on its
+ * next use.
  */
 const remoteKeySets = new Map<string, JWTVerifyGetKey>();
+const MAX_REMOTE_KEY_SETS = 1000;
 /** Inline key sets, per agent object: the registry hands out the same object while it is cached, so keys are imported once. */
 const localKeySets = new WeakMap<Agent, JWTVerifyGetKey>();
 
@@ -260,6 +264,7 @@ function agentKeys(agent: Agent): JWTVerifyGetKey {
   }
   const uri = agent.jwks_uri!;
   let set = remoteKeySets.get(uri);
+  if (!set && remoteKeySets.size >= MAX_REMOTE_KEY_SETS) remoteKeySets.delete(remoteKeySets.keys().next().value!);
   if (!set) remoteKeySets.set(uri, (set = new CachedJwks(new URL(uri), { cacheMaxAgeMs: 600_000, unknownKidCooldownMs: 30_000, timeoutMs: 5000 }).getKey));
   return set;
 }

@@ -79,6 +79,10 @@ interface Row {
 /** Longest lineage walked; a deeper (or cyclic) one is treated as broken, hence revoked. */
 export const MAX_LINEAGE = 64;
 
+const INSERT_RECORD = `INSERT INTO token_records (jti, parent_jti, root_jti, agent_id, user_id, user_attrs, issuer_id, audience, scope, chain, depth, cnf_jkt, may_act, upstream, issued_at, expires_at)`;
+/** Typed, so that `INSERT … SELECT` (which cannot infer parameter types from the columns) works too. */
+const RECORD_VALUES = `$1::text, $2::text, $3::text, $4::text, $5::text, $6::jsonb, $7::text, $8::text, $9::text, $10::jsonb, $11::int, $12::text, $13::jsonb, $14::text, to_timestamp($15::bigint), to_timestamp($16::bigint)`;
+
 /**
  * One record with its effective revocation ($1 = jti): the earliest revocation marked on the
  * record or on any token of its lineage; a lineage whose top still names a parent (a purged or
@@ -167,21 +171,29 @@ export class TokenRecords {
    *   check is for a clear refusal only: a parent revoked after it still kills the new token.
    */
   async insert(tx: Queryable, record: NewTokenRecord): Promise<void> {
+    const values = [
+      record.jti, record.parentJti ?? null, record.rootJti, record.agentId, record.userId, JSON.stringify(record.userAttrs), record.issuerId, record.audience,
+      record.scope, JSON.stringify(record.chain), record.chain.length, record.cnfJkt ?? null,
+      record.mayAct === undefined ? null : JSON.stringify(record.mayAct), record.upstream ?? null, record.issuedAt, record.expiresAt,
+    ];
+    if (record.parentJti === undefined) {
+      // No parent to check in between: the agent's share lock, its status check and the insert
+      // are one statement (one round trip fewer per first-link exchange; issue 16). The insert
+      // happens only when the locked row is active; the lock is held until commit as before.
+      const rows = await tx.query<{ status: string | null; inserted: number }>(
+        `WITH agent AS (SELECT status FROM agents WHERE id = $4 FOR SHARE),
+              inserted AS (${INSERT_RECORD} SELECT ${RECORD_VALUES} FROM agent WHERE agent.status = 'active' RETURNING 1)
+         SELECT (SELECT status FROM agent) AS status, (SELECT count(*) FROM inserted)::int AS inserted`,
+        values,
+      );
+      if (rows[0]?.inserted !== 1) throw new AgentNotActive(record.agentId);
+      return;
+    }
     const agent = await tx.query<{ status: string }>('SELECT status FROM agents WHERE id = $1 FOR SHARE', [record.agentId]);
     if (agent[0]?.status !== 'active') throw new AgentNotActive(record.agentId);
-    if (record.parentJti !== undefined) {
-      const parent = await this.find(record.parentJti, tx);
-      if (!parent || parent.revokedAt !== undefined) throw new ParentRevoked();
-    }
-    await tx.query(
-      `INSERT INTO token_records (jti, parent_jti, root_jti, agent_id, user_id, user_attrs, issuer_id, audience, scope, chain, depth, cnf_jkt, may_act, upstream, issued_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10::jsonb, $11, $12, $13::jsonb, $14, to_timestamp($15::bigint), to_timestamp($16::bigint))`,
-      [
-        record.jti, record.parentJti ?? null, record.rootJti, record.agentId, record.userId, JSON.stringify(record.userAttrs), record.issuerId, record.audience,
-        record.scope, JSON.stringify(record.chain), record.chain.length, record.cnfJkt ?? null,
-        record.mayAct === undefined ? null : JSON.stringify(record.mayAct), record.upstream ?? null, record.issuedAt, record.expiresAt,
-      ],
-    );
+    const parent = await this.find(record.parentJti, tx);
+    if (!parent || parent.revokedAt !== undefined) throw new ParentRevoked();
+    await tx.query(`${INSERT_RECORD} VALUES (${RECORD_VALUES})`, values);
   }
 
   /**

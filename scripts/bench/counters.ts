@@ -1,0 +1,110 @@
+/**
+ * Counters for the server under test, installed by the bench in its child process only (never in
+ * production code): store statements (each one a round trip on PostgreSQL, a serialised call into
+ * the single PGlite connection), transactions, and WebCrypto operations (jose signs, verifies and
+ * decrypts through `crypto.subtle`). Patched at the driver / WebCrypto prototypes so that Deputy's
+ * own code runs unchanged. {@link serveCounters} exposes them with RSS over a side HTTP port.
+ *
+ * @module
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
+import { PGlite } from '@electric-sql/pglite';
+
+/** What the server did since the last reset. */
+export interface CounterSnapshot {
+  /** Statements by their normalised text (first words, literals elided), with counts. */
+  statements: Record<string, number>;
+  /** All statements, BEGIN/COMMIT included (one round trip each on PostgreSQL). */
+  statementTotal: number;
+  crypto: Record<string, number>;
+  memory: { rssMiB: number; heapUsedMiB: number };
+}
+
+const statements = new Map<string, number>();
+const crypto = new Map<string, number>();
+
+/** A statement's shape: whitespace collapsed, cut at 90 characters. */
+function shape(sql: unknown): string {
+  const text = typeof sql === 'string' ? sql : (sql as { text?: string } | null)?.text ?? '?';
+  return text.replace(/\s+/g, ' ').trim().slice(0, 90);
+}
+
+function bump(map: Map<string, number>, key: string): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+let installed = false;
+
+/** Wraps pg's `Client#query`, PGlite's `query` / `exec` / `transaction` and `SubtleCrypto` methods. */
+export function installCounters(): void {
+  if (installed) return;
+  installed = true;
+  const pgQuery = pg.Client.prototype.query;
+  pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+    bump(statements, shape(args[0]));
+    return (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof pgQuery;
+  const proto = PGlite.prototype as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  for (const method of ['query', 'exec'] as const) {
+    const original = proto[method]!;
+    proto[method] = function (this: unknown, ...args: unknown[]) {
+      bump(statements, shape(args[0]));
+      return original.apply(this, args);
+    };
+  }
+  const transaction = proto.transaction!;
+  proto.transaction = function (this: unknown, fn: unknown) {
+    bump(statements, 'BEGIN … COMMIT (PGlite transaction)');
+    return transaction.call(this, async (t: Record<string, (...a: unknown[]) => Promise<unknown>>) => {
+      for (const method of ['query', 'exec'] as const) {
+        const original = t[method]!.bind(t);
+        t[method] = (...args: unknown[]) => {
+          bump(statements, shape(args[0]));
+          return original(...args);
+        };
+      }
+      return (fn as (t: unknown) => Promise<unknown>)(t);
+    });
+  };
+  const subtle = Object.getPrototypeOf(globalThis.crypto.subtle) as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  for (const method of ['sign', 'verify', 'encrypt', 'decrypt', 'importKey', 'digest', 'deriveBits']) {
+    const original = subtle[method]!;
+    subtle[method] = function (this: unknown, ...args: unknown[]) {
+      const alg = args[0] as { name?: string } | string;
+      bump(crypto, `${method} ${typeof alg === 'string' ? alg : alg?.name ?? '?'}`);
+      return original.apply(this, args);
+    };
+  }
+}
+
+/** The counters so far, and RSS / heap now. */
+export function snapshot(): CounterSnapshot {
+  const total = [...statements.values()].reduce((a, b) => a + b, 0);
+  const mem = process.memoryUsage();
+  return {
+    statements: Object.fromEntries([...statements].sort((a, b) => b[1] - a[1])),
+    statementTotal: total,
+    crypto: Object.fromEntries([...crypto].sort((a, b) => b[1] - a[1])),
+    memory: { rssMiB: Math.round(mem.rss / 2 ** 20), heapUsedMiB: Math.round(mem.heapUsed / 2 ** 20) },
+  };
+}
+
+/**
+ * Serves `GET /` (a {@link CounterSnapshot}) and `POST /reset` on a loopback port; resolves to
+ * its URL. `POST /gc` runs a full collection first when Node was started with `--expose-gc`.
+ */
+export function serveCounters(): Promise<string> {
+  const server = createServer((req, res) => {
+    if (req.method === 'POST' && req.url === '/reset') {
+      statements.clear();
+      crypto.clear();
+    }
+    if (req.method === 'POST' && req.url === '/gc') (globalThis as { gc?: () => void }).gc?.();
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify(snapshot()));
+  });
+  server.unref();
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
+}

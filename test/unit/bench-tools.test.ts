@@ -1,0 +1,49 @@
+/**
+ * The bench's pure helpers: the scale curves' shape labels (scripts/bench/scale.ts) and the CPU
+ * profile's grouping by origin (scripts/bench/profile-summary.ts).
+ */
+import { describe, expect, it } from 'vitest';
+import { fit } from '../../scripts/bench/scale.js';
+import { group, summarize } from '../../scripts/bench/profile-summary.js';
+
+const curve = (f: (n: number) => number) => [10, 1000, 100_000].map((n) => ({ n, ms: f(n) }));
+
+describe('scale curve fit', () => {
+  it('labels a constant cost flat, even with a little noise', () => {
+    expect(fit(curve(() => 2)).shape).toBe('flat');
+    expect(fit([{ n: 10, ms: 2.1 }, { n: 1000, ms: 1.9 }, { n: 100_000, ms: 2.2 }]).shape).toBe('flat');
+  });
+  it('labels a cost proportional to n linear, with a slope near 1', () => {
+    const f = fit(curve((n) => n * 0.01));
+    expect(f.shape).toBe('linear');
+    expect(f.slope).toBeCloseTo(1, 1);
+  });
+  it('labels a cost growing with log n logarithmic', () => {
+    expect(fit(curve((n) => Math.log(n))).shape).toBe('logarithmic');
+  });
+  it('calls a cost that falls with n flat (a cold first point), never logarithmic', () => {
+    expect(fit(curve((n) => 10 / Math.log10(n))).shape).toBe('flat');
+  });
+});
+
+describe('profile summary', () => {
+  it('books frames to Deputy folders, packages, WebAssembly and V8 pseudo-frames', () => {
+    expect(group({ functionName: 'f', url: 'file:///work/main/src/oauth/dpop.ts', lineNumber: 1 })).toBe('src/oauth');
+    expect(group({ functionName: 'f', url: 'file:///x/node_modules/@electric-sql/pglite/dist/a.js', lineNumber: 1 })).toBe('@electric-sql/pglite');
+    expect(group({ functionName: 'f', url: 'file:///x/node_modules/jose/dist/a.js', lineNumber: 1 })).toBe('jose');
+    expect(group({ functionName: 'wasm-function[1]', url: 'wasm://wasm/0a', lineNumber: 1 })).toBe('WebAssembly (PGlite, Cedar)');
+    expect(group({ functionName: '(garbage collector)', url: '', lineNumber: -1 })).toBe('(garbage collector)');
+  });
+  it('sums self time from samples and time deltas (µs) into ms', () => {
+    const s = summarize({
+      nodes: [
+        { id: 1, callFrame: { functionName: '(idle)', url: '', lineNumber: -1 } },
+        { id: 2, callFrame: { functionName: 'verify', url: 'file:///x/node_modules/jose/a.js', lineNumber: 0 } },
+      ],
+      samples: [1, 2, 2],
+      timeDeltas: [1000, 2000, 3000],
+    });
+    expect(s.totalMs).toBe(6);
+    expect(s.groups).toEqual([['jose', 5], ['(idle)', 1]]);
+  });
+});
