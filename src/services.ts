@@ -29,7 +29,7 @@ import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection, createProvider, enableCodeFlow, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { agentTokenIntrospection, createProvider, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
@@ -87,16 +87,18 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const signIn = new SignIn({ issuer, trustedIssuers: config.trustedIssuers, federation, keys, store, vault, env: base.env, logger });
   await signIn.storeSecrets();
   const authorizer = pdp.delegationAuthorizer(new RegistryAuthorizer(config.tokens.maxChainDepth));
-  const exchange = tokenExchangeGrant({
+  const grantDeps = {
     issuer, store, agents, verifier, records, keys, logger, vault,
     federation,
     authorizer,
     receipts,
     accessTokenTTL: config.tokens.accessTokenTTL,
-  });
+  };
+  // The jwt-bearer grant exists (registered, advertised in grant_types_supported) only when ID-JAGs are accepted.
+  const idJag = config.oauth.idJag;
   const provider = createProvider({
     config, issuer, store, keys, agents, dpop,
-    grants: [exchange],
+    grants: [tokenExchangeGrant(grantDeps), ...(idJag.issuers.length > 0 ? [jwtBearerGrant({ ...grantDeps, idJag })] : [])],
     discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
     writeError, logger,
   });

@@ -15,8 +15,10 @@ import type { AgentConfig } from '../config/schema.js';
 import { Conflict, NotFound } from '../errors/index.js';
 import type { Queryable, Store } from '../store/index.js';
 
+/** Whether an agent may authenticate and act (`disabled` refuses it everywhere). */
 export type AgentStatus = 'active' | 'disabled';
 
+/** A registered agent: client id, public keys, owner, status, source and delegation limits. */
 export interface Agent {
   id: string;
   name: string;
@@ -69,6 +71,10 @@ export type AgentDisableHook = (agentId: string, tx: Queryable) => Promise<void>
  */
 export const AGENT_CACHE_TTL_MS = 2000;
 
+/**
+ * The agent registry over the store: config sync at start, admin CRUD, a short read cache
+ * ({@link AGENT_CACHE_TTL_MS}), change listeners and disable hooks (revocation on disable).
+ */
 export class AgentRegistry {
   readonly #store: Store;
   readonly #listeners: AgentChangeListener[] = [];

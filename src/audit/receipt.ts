@@ -26,13 +26,16 @@ import { RECEIPT_ALGS, type ReceiptAlg } from '../util/algorithms.js';
 export const RECEIPT_TYP = 'deputy-receipt+jwt';
 /** Receipt signature algorithms (RFC 7518 §3.4 ES256, RFC 8037 EdDSA): src/util/algorithms.ts. */
 export const RECEIPT_ALGORITHMS = RECEIPT_ALGS;
+/** A JWS algorithm receipts may be signed with (RFC 7518 §3; the list is src/util/algorithms.ts). */
 export type ReceiptAlgorithm = ReceiptAlg;
 /** Domain-separation prefix of the genesis value (versioned so the format can evolve). */
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 
 /** What produced the receipt. */
-export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'access_evaluation', 'gateway_call', 'budget_settlement'] as const;
+export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'jwt_bearer', 'access_evaluation', 'gateway_call', 'budget_settlement'] as const;
+/** What a receipt records: one of {@link RECEIPT_EVENTS}. */
 export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
+/** The PDP decision a receipt records. */
 export type ReceiptDecision = 'permit' | 'deny';
 
 /**

@@ -99,6 +99,7 @@ export const agentPatchSchema = z
   .refine((a) => a.jwks === undefined || a.jwks_uri === undefined, { message: 'give at most one of "jwks" or "jwks_uri"' })
   .refine((a) => Object.keys(a).length > 0, { message: 'nothing to change' });
 
+/** An agent as configured (or created through the admin API): client id, keys, owner, delegation limits. */
 export type AgentConfig = z.infer<typeof agentSchema>;
 
 /** An administrative client: obtains `deputy:admin` tokens with client_credentials. */
@@ -114,6 +115,7 @@ export const adminClientSchema = z
     message: 'exactly one of "jwks" or "jwks_uri" is required',
   });
 
+/** An operator client (admin API, AuthZEN, receipts) as configured. */
 export type AdminClientConfig = z.infer<typeof adminClientSchema>;
 
 /** The issuer identifier without its trailing slash(es): `https://deputy.example/` → `https://deputy.example`. */
@@ -121,6 +123,7 @@ export function withoutTrailingSlash(url: string): string {
   return url.replace(/\/+$/, '');
 }
 
+/** The whole configuration (zod, strict: unknown keys are refused, naming the path). */
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -203,6 +206,20 @@ export const configSchema = z.strictObject({
       clientAssertionAudience: z.enum(['issuer', 'issuer-or-token-endpoint']).default('issuer'),
       /** The authorization endpoint and Client ID Metadata Documents: src/oauth/authorization-code/config.ts. */
       authorizationCode: authorizationCodeSchema,
+      /**
+       * The RFC 7523 jwt-bearer grant with an Identity Assertion JWT Authorization Grant (ID-JAG,
+       * draft-ietf-oauth-identity-assertion-authz-grant; Okta Cross App Access, MCP
+       * enterprise-managed authorization): src/oauth/identity-assertion.ts. Off while `issuers`
+       * is empty (the grant is then neither registered nor advertised).
+       */
+      idJag: z
+        .strictObject({
+          /** Ids of `trustedIssuers` whose ID-JAGs Deputy accepts. */
+          issuers: z.array(z.string().min(1)).max(50).default([]),
+          /** Longest accepted ID-JAG age (now − `iat`) and lifetime (`exp` − `iat`), in seconds. */
+          maxAgeSeconds: seconds().max(3600).default(300),
+        })
+        .prefault({}),
     })
     .prefault({}),
   /**
@@ -284,6 +301,10 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
 }).superRefine((config, ctx) => {
+  const trusted = new Set(config.trustedIssuers.map((i) => i.id));
+  config.oauth.idJag.issuers.forEach((id, i) => {
+    if (!trusted.has(id)) ctx.addIssue({ code: 'custom', path: ['oauth', 'idJag', 'issuers', i], message: `"${id}" is not the id of a trusted issuer (trustedIssuers[].id)` });
+  });
   if (config.server.workers > 1 && config.store.databaseUrl === undefined) {
     ctx.addIssue({ code: 'custom', path: ['server', 'workers'], message: 'more than one worker needs PostgreSQL (store.databaseUrl / DATABASE_URL): embedded PGlite serves one process' });
   }

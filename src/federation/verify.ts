@@ -169,7 +169,67 @@ export class FederationVerifier {
     }
     return { issuer: routed.issuer, match: routed.match };
   }
+
+  /**
+   * Verifies an Identity Assertion JWT Authorization Grant (ID-JAG,
+   * draft-ietf-oauth-identity-assertion-authz-grant §3.1) with its issuer's keys, by the same
+   * steps as a subject token where they apply (size, syntax, trusted `iss`, tenant, `alg`,
+   * JWKS, signature, times, claim shapes) and returns the identity the preset maps — the same
+   * user id a subject token of that IdP names. ID-JAG rules instead of the token-kind rules:
+   * header `typ` `oauth-id-jag+jwt` (RFC 8725 §3.11), `aud` = `options.audience` (Deputy's
+   * issuer), `iat`, `exp`, `jti`, `sub` and `client_id` required, at most `options.maxAgeSeconds`
+   * old and lived. Single use, the client and the issuer allow-list are the caller's checks.
+   *
+   * @throws FederationError naming the failed check (descriptions say "the ID-JAG")
+   */
+  async verifyIdJag(token: string, options: { audience: string; maxAgeSeconds: number }): Promise<FederatedIdentity> {
+    try {
+      const { header, claims } = decode(token);
+      const { issuer, match } = this.#trustedIssuerOf(claims);
+      const { config } = issuer;
+      const alg = header.alg;
+      if (typeof alg !== 'string' || !(config.algorithms as readonly string[]).includes(alg)) {
+        throw refuse('ERR_FEDERATION_ALG', `the token's signing algorithm (header alg) is not accepted for trusted issuer "${config.id}"; accepted: ${config.algorithms.join(', ')}`);
+      }
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(token, await keysOf(issuer), {
+          issuer: match.iss,
+          audience: options.audience,
+          typ: ID_JAG_TYP,
+          algorithms: config.algorithms,
+          clockTolerance: config.clockToleranceSeconds,
+          maxTokenAge: options.maxAgeSeconds,
+          requiredClaims: ['exp', 'iat', 'sub', 'jti', 'client_id'],
+        }));
+      } catch (cause) {
+        throw idJagClaimError(cause, options.audience) ?? verificationError(cause, config, 'jwt');
+      }
+      if ((payload.exp as number) - (payload.iat as number) > options.maxAgeSeconds) {
+        throw refuse('ERR_FEDERATION_CLAIMS', `the ID-JAG lives longer than ${options.maxAgeSeconds} seconds (exp - iat)`);
+      }
+      checkClaimShapes(payload);
+      // An ID-JAG is an authorization grant, neither kind of subject token; `access_token` is the
+      // kind whose scopes it carries (the preset's `scopes` are re-read by the grant from `scope`).
+      return { ...identityOf(payload, config, match), tokenKind: 'access_token' };
+    } catch (err) {
+      // One wording for both uses of the shared steps: here the token is an ID-JAG.
+      if (err instanceof FederationError) throw refuse(err.code, err.description.replaceAll('the subject token', 'the ID-JAG'), err.cause);
+      throw err;
+    }
+  }
 }
+
+/** The ID-JAG checks whose wording the subject-token mapping would get wrong: `aud` and `typ`. */
+function idJagClaimError(error: unknown, audience: string): FederationError | undefined {
+  if (!(error instanceof errors.JWTClaimValidationFailed) || error.reason !== 'check_failed') return undefined;
+  if (error.claim === 'aud') return refuse('ERR_FEDERATION_AUDIENCE', `the ID-JAG's audience (aud) is not Deputy's issuer ${audience}`, diagnostic(error));
+  if (error.claim === 'typ') return refuse('ERR_FEDERATION_TOKEN_TYPE', `the ID-JAG's header typ is not "${ID_JAG_TYP}"`, diagnostic(error));
+  return undefined;
+}
+
+/** Header `typ` of an ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant §3.1). */
+export const ID_JAG_TYP = 'oauth-id-jag+jwt';
 
 /**
  * The kinds a declared `subject_token_type` may turn out to be. `id_token` from an issuer

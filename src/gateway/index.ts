@@ -8,7 +8,7 @@
 import type { ReceiptAppender } from '../audit/index.js';
 import type { BudgetLedger } from '../budgets/index.js';
 import type { DeputyConfig } from '../config/schema.js';
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import type { RevocationCache, TokenRecords } from '../oauth/token-records.js';
@@ -30,6 +30,7 @@ import { NotAtHttpGateway } from '../llm/credential.js';
 export { gatewayAudience, GATEWAY_PREFIX, Gateway, type GatewayCall, type GatewayDeps } from './gateway.js';
 export type { GatewayAuthorizer, GatewayAuthorizationRequest, GatewayDecision } from './authorizer.js';
 
+/** The core services {@link createCredentialIsolation} assembles the connections, vault and gateway from. */
 export interface CredentialIsolationDeps {
   config: DeputyConfig;
   issuer: string;
@@ -52,6 +53,7 @@ export interface CredentialIsolationDeps {
   budgets?: BudgetLedger;
 }
 
+/** The assembled vault, connections, user grants, connect flows and gateway; `close()` stops their timers. */
 export interface CredentialIsolation {
   vault: EnvelopeVault;
   connections: ConnectionStore;

@@ -33,9 +33,11 @@ import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
+import { connectionLookup, pdpLookup, protectedResourceChallenges, protectedResourceMetadataRoute, type ProtectedResourceDeps, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 import { signInRoutes } from './signin.js';
 import type { CookieSealer, SignIn } from '../signin/index.js';
 
+/** The services the Koa application routes to (configuration, verifier, provider, registry, PDP, receipts, isolation). */
 export interface AppDeps {
   config: DeputyConfig;
   issuer: string;
@@ -54,6 +56,11 @@ export interface AppDeps {
   budgets?: Budgets;
   /** The LLM gateway (`/llm/{connection}`). */
   llm?: LlmGateway;
+  /**
+   * More RFC 9728 protected resources (e.g. the MCP gateway's `/mcp/{server}`), after the
+   * gateway connections and the PDP.
+   */
+  protectedResources?: readonly ProtectedResourceLookup[];
   /** Enterprise sign-in (`/signin…`, `/signout`) and the session cookies. */
   signIn: AppSignIn;
   /** The authorization endpoint's interaction (`/interaction/{uid}`), when the code flow is on. */
@@ -67,6 +74,11 @@ export interface AppSignIn {
   sessionSeconds: number;
 }
 
+/**
+ * Builds the Koa application: request context, error boundary, security headers, body limits, Deputy's
+ * routes (admin, AuthZEN, receipts, policies, connections, gateway, health), then oidc-provider for
+ * the OAuth endpoints. Listens nowhere; the composition root mounts it.
+ */
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = deps.config.server.trustProxy;
@@ -84,11 +96,14 @@ export function createApp(deps: AppDeps): Koa {
   app.use(securityHeaders());
   app.use(adminNoStore());
   app.use(errorBoundary());
+  const resources = protectedResources(deps);
+  app.use(protectedResourceChallenges(resources));
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
   if (deps.llm) app.use(llmMiddleware(deps.llm));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
+  app.use(protectedResourceMetadataRoute(resources));
 
   for (const router of [
     healthRoutes({ store: deps.store, keys: deps.keys }),
@@ -143,6 +158,18 @@ function isolationRoutes(deps: AppDeps, isolation: CredentialIsolation, authenti
       bodyLimitBytes: deps.config.server.bodyLimitBytes,
     }),
   ];
+}
+
+/** RFC 9728: what Deputy fronts — gateway connections, the PDP, then `deps.protectedResources`. */
+function protectedResources(deps: AppDeps): ProtectedResourceDeps {
+  return {
+    issuer: deps.issuer,
+    lookups: [
+      ...(deps.isolation ? [connectionLookup(deps.issuer, deps.isolation.connections)] : []),
+      pdpLookup(deps.issuer),
+      ...(deps.protectedResources ?? []),
+    ],
+  };
 }
 
 /**

@@ -26,6 +26,10 @@
  *    proof's replay entry (a verified proof is spent whatever happens next, RFC 9449 §11.1) and,
  *    when policy refused it at step 7, a `deny` receipt.
  *
+ * Steps 6–8 are {@link issueDelegated}, shared with the ID-JAG grant (./identity-assertion.ts),
+ * which also reuses steps 1b, 2 and 5 (`refuseDeputyOwn`, `requireDpop`, `checkMayAct`,
+ * `checkConfirmation`): every agent token is issued, recorded and receipted the same way.
+ *
  * {@link exchange} works over plain values — the parsed parameters, the authenticated client's
  * id, the verified DPoP proof, the request id — and returns the RFC 8693 §2.2.1 response; it
  * knows neither Koa nor oidc-provider. Refusals are the typed errors of src/errors (RFC 6749
@@ -35,7 +39,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
-import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { Agent, AgentRegistry } from '../agents/index.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
 import type { ReceiptInput } from '../audit/receipt.js';
 import type { ReceiptAppender } from '../audit/receipts.js';
@@ -76,8 +80,10 @@ export const TOKEN_EXCHANGE_GTY = 'token_exchange';
 export const UPSTREAM_TOKEN_KIND = 'upstream_subject_token';
 /** Parameter sizes beyond which the request is refused before any parsing. */
 const MAX_TOKEN_PARAM = 16 * 1024;
-const MAX_TARGET = 2048;
+/** Longest accepted `resource` / `audience` value, in characters. */
+export const MAX_TARGET = 2048;
 
+/** The services the token exchange reads: issuer, store, agent registry, federation, verifier, token records, the delegation authorizer, receipts, vault, token lifetime (seconds), logger. */
 export interface TokenExchangeDeps {
   issuer: string;
   store: Store;
@@ -182,14 +188,19 @@ interface ExchangeRequest {
   scopes: string[] | undefined;
 }
 
-function single(params: TokenExchangeParameters, name: string): string | undefined {
+/**
+ * A parameter sent at most once (RFC 6749 §3.2); empty counts as absent.
+ * @throws InvalidRequest when it was repeated
+ */
+export function single(params: TokenExchangeParameters, name: string): string | undefined {
   const value = params[name];
   if (value === undefined || value === null || value === '') return undefined;
   if (typeof value !== 'string') throw new InvalidRequest(`"${name}" must be given once`);
   return value;
 }
 
-function many(params: TokenExchangeParameters, name: string): string[] {
+/** A parameter that may be repeated (RFC 8707 `resource`, RFC 8693 `audience`), as a list. */
+export function many(params: TokenExchangeParameters, name: string): string[] {
   const value = params[name];
   if (value === undefined || value === null || value === '') return [];
   return (typeof value === 'string' ? [value] : [...value]).map(String);
@@ -237,7 +248,7 @@ export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scop
  * Step 2: the proof was verified, and its `jti` spent, ahead of the grant
  * (./oidc-provider/token-dpop.ts). At the token endpoint a DPoP refusal is a 400 (RFC 9449 §5).
  */
-function requireDpop(dpop: VerifiedProof | undefined): VerifiedProof {
+export function requireDpop(dpop: VerifiedProof | undefined): VerifiedProof {
   if (dpop === undefined) {
     throw new InvalidDpopProof('a DPoP proof is required: agent tokens are always bound to the agent\'s key (RFC 9449)', { status: 400 });
   }
@@ -311,7 +322,7 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
  * additionally needs one of: `may_act` naming the agent (a handoff), or a DPoP proof made with
  * the key the token is bound to (the holder itself). A leaked agent token alone is useless.
  */
-function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dpop: VerifiedProof): void {
+export function checkMayAct(deps: Pick<TokenExchangeDeps, 'issuer'>, subject: Subject, agent: Agent, dpop: VerifiedProof): void {
   const named = mayActNames(subject.mayAct, agent.id, deps.issuer);
   if (subject.mayAct !== undefined && !named) {
     throw new InvalidGrant(`the subject token's may_act does not name agent "${agent.id}"`);
@@ -329,7 +340,7 @@ function checkMayAct(deps: TokenExchangeDeps, subject: Subject, agent: Agent, dp
  * request's DPoP proof. Other confirmation methods (mTLS `x5t#S256`, `jwk`, …) cannot be proven
  * at this endpoint, so such a token is refused rather than its binding dropped.
  */
-function checkConfirmation(subject: Subject, dpop: VerifiedProof): void {
+export function checkConfirmation(subject: Subject, dpop: VerifiedProof): void {
   if (subject.kind !== 'federated' || subject.identity.claims.cnf === undefined) return;
   const { jkt } = subject.identity.claims.cnf as { jkt?: unknown };
   if (jkt !== dpop.jkt) {
@@ -406,27 +417,32 @@ function denialError(code: DenialCode, description: string): DeputyError {
 }
 
 /**
- * The exchange's receipt, `permit` until decided otherwise. `requestDigest` covers the RFC 8693
- * parameters, the client and the DPoP key and proof `jti`: whoever holds the request can match
- * it; the receipt itself holds no token (DESIGN invariant).
+ * What a grant's receipt digests (`requestDigest`): its grant type and parameters, the client and
+ * the DPoP key and proof `jti` — whoever holds the request can match it; the receipt itself holds
+ * no token (DESIGN invariant).
  */
-function exchangeReceipt(input: ExchangeInput, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], dpop: VerifiedProof): ReceiptInput {
-  const request: Record<string, DigestValue> = { grant_type: TOKEN_EXCHANGE_GRANT, client_id: agent.id, dpop_jkt: dpop.jkt, dpop_jti: dpop.jti };
-  for (const name of TOKEN_EXCHANGE_PARAMETERS) {
-    const v = input.params[name];
+export function grantRequestDigest(grantType: string, params: TokenExchangeParameters, names: readonly string[], clientId: string, dpop: VerifiedProof): string {
+  const request: Record<string, DigestValue> = { grant_type: grantType, client_id: clientId, dpop_jkt: dpop.jkt, dpop_jti: dpop.jti };
+  for (const name of names) {
+    const v = params[name];
     if (v !== undefined && v !== null && v !== '') request[name] = typeof v === 'string' ? v : v.map(String);
   }
+  return requestDigest(request);
+}
+
+/** The issuing grant's receipt, `permit` until decided otherwise (a `delegate` decision). */
+function grantReceipt(grant: DelegatedGrant, chain: DelegationChain, audience: string, scopes: string[]): ReceiptInput {
   return {
-    agent: agent.id,
-    user: subject.user.id,
+    agent: grant.agent.id,
+    user: grant.subject.user.id,
     chain,
-    event: 'token_exchange',
+    event: grant.event,
     action: 'delegate',
     resource: audience,
     decision: 'permit',
     scope: scopes.join(' '),
-    requestDigest: requestDigest(request),
-    ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
+    requestDigest: grant.requestDigest,
+    ...(grant.requestId !== undefined ? { requestId: grant.requestId } : {}),
   };
 }
 
@@ -443,7 +459,8 @@ async function handoffMayAct(deps: TokenExchangeDeps, audience: string): Promise
 interface Issuance {
   agent: Agent;
   subject: Subject;
-  subjectToken: string;
+  /** The federated subject token kept in the vault for the gateway; `undefined`: nothing kept. */
+  subjectToken: string | undefined;
   chain: DelegationChain;
   audience: string;
   scopes: string[];
@@ -496,7 +513,7 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
   const { vault } = deps;
   await deps.store.transaction(async (tx) => {
     let upstream: string | undefined;
-    if (subject.kind === 'federated') {
+    if (subject.kind === 'federated' && input.subjectToken !== undefined) {
       upstream = newHandle('upt');
       await vault.put(tx, { handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
     }
@@ -567,7 +584,7 @@ async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest,
 }
 
 /** The authenticated client must be an active registered agent. */
-async function activeAgent(deps: ExchangeDeps, clientId: string): Promise<Agent> {
+export async function activeAgent(deps: Pick<TokenExchangeDeps, 'agents'>, clientId: string): Promise<Agent> {
   const agent = await deps.agents.get(clientId);
   if (!agent || agent.status !== 'active') throw new UnauthorizedClient('only active registered agents may exchange tokens');
   return agent;
@@ -588,19 +605,63 @@ export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promis
   const dpop = requireDpop(input.dpop);
   const subject = await authenticateSubject(deps, request, agent, dpop);
 
-  const chain = extendChain(subject.chain, agent.id);
-  const audience = chooseAudience(request.targets, agent, deps.issuer);
-  const scopes = chooseScopes(request.scopes, agent, subject);
-  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, exchangeReceipt(input, agent, subject, chain, audience, scopes, dpop));
-  const mayAct = await handoffMayAct(deps, audience);
+  const issued = await issueDelegated(deps, {
+    agent, subject, subjectToken: request.subjectToken, targets: request.targets, scopes: request.scopes, dpop,
+    event: 'token_exchange',
+    requestDigest: grantRequestDigest(TOKEN_EXCHANGE_GRANT, input.params, TOKEN_EXCHANGE_PARAMETERS, agent.id, dpop),
+    ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
+  });
+  deps.logger.info({ client_id: agent.id, user: subject.user.id, chain: issued.chain, audience: issued.audience, scope: issued.scope, depth: issued.chain.length }, 'token exchanged');
+  return { access_token: issued.value, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'DPoP', expires_in: issued.expiresIn, scope: issued.scope };
+}
 
-  const issued = await issue(deps, { agent, subject, subjectToken: request.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
-  deps.logger.info({ client_id: agent.id, user: subject.user.id, chain, audience, scope: scopes.join(' '), depth: chain.length }, 'token exchanged');
-  return {
-    access_token: issued.value,
-    issued_token_type: ACCESS_TOKEN_TYPE,
-    token_type: 'DPoP',
-    expires_in: issued.expiresIn,
-    scope: scopes.join(' '),
-  };
+/** A verified subject and agent, ready for steps 6–8: what every agent-token grant hands over. */
+export interface DelegatedGrant {
+  /** The authenticated, active agent (the client): the chain's new last link. */
+  agent: Agent;
+  /** Who the token acts for, verified. */
+  subject: Subject;
+  /** The federated subject token to keep for the gateway (token exchange); `undefined`: none. */
+  subjectToken: string | undefined;
+  /** Requested RFC 8707 resources / RFC 8693 audiences (step 6a picks one). */
+  targets: string[];
+  /** Requested scopes; `undefined`: the intersection of the agent's and the subject's. */
+  scopes: string[] | undefined;
+  /** The request's verified proof: the token's `cnf.jkt`. */
+  dpop: VerifiedProof;
+  /** Receipt event of the grant. */
+  event: ReceiptInput['event'];
+  /** The receipt's `requestDigest` ({@link grantRequestDigest}). */
+  requestDigest: string;
+  requestId?: string;
+}
+
+/** An issued agent token and what it was issued for. */
+export interface DelegatedToken {
+  value: string;
+  /** Seconds. */
+  expiresIn: number;
+  chain: DelegationChain;
+  audience: string;
+  /** Granted scopes, space-separated. */
+  scope: string;
+}
+
+/**
+ * Steps 6–8 for a verified subject and agent, shared by token exchange and the ID-JAG grant
+ * (./identity-assertion.ts): the chain extended by the agent, one audience, scopes that only
+ * narrow, the `delegate` decision (a `deny` receipt on refusal), then the DPoP-bound token signed,
+ * recorded and receipted in one transaction.
+ *
+ * @throws InvalidTarget / InvalidScope / InvalidGrant / UnauthorizedClient naming the failed check
+ */
+export async function issueDelegated(deps: ExchangeDeps, grant: DelegatedGrant): Promise<DelegatedToken> {
+  const { agent, subject, dpop } = grant;
+  const chain = extendChain(subject.chain, agent.id);
+  const audience = chooseAudience(grant.targets, agent, deps.issuer);
+  const scopes = chooseScopes(grant.scopes, agent, subject);
+  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, grantReceipt(grant, chain, audience, scopes));
+  const mayAct = await handoffMayAct(deps, audience);
+  const issued = await issue(deps, { agent, subject, subjectToken: grant.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
+  return { ...issued, chain, audience, scope: scopes.join(' ') };
 }

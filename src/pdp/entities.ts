@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { Agent, AgentRegistry } from '../agents/index.js';
 import type { DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { PolicySnapshot } from './policy-store.js';

@@ -285,11 +285,12 @@ describe('gateway: refusals happen before anything reaches the upstream', () => 
     const url = `${gw('echo')}/things`;
     const before = upstreamCount();
 
-    // No credentials: a DPoP challenge without an error code (RFC 6750 §3.1, RFC 9449 §7.1).
+    // No credentials: challenges without an error code (RFC 6750 §3.1, RFC 9449 §7.1), Bearer
+    // first with RFC 9728 resource_metadata (what the MCP SDK reads), then DPoP.
     const bare = await rawCall(url);
     expect(bare.status).toBe(401);
     expect((await json(bare)).error_description).toMatch(/access token is required/);
-    expect(bare.headers.get('www-authenticate')).toMatch(/^DPoP realm="deputy", algs="[^"]+"$/);
+    expect(bare.headers.get('www-authenticate')).toMatch(/^Bearer realm="deputy", resource_metadata="[^"]+", DPoP realm="deputy", resource_metadata="[^"]+", algs="[^"]+"$/);
     await expectRefused(await rawCall(url, { authorization: `DPoP ${token}` }), 401, 'invalid_dpop_proof', /missing/);
     await expectRefused(await rawCall(url, { authorization: `DPoP ${token}`, proof: await dpopProof(a.dpop, `${gw('echo')}/other`, { htm: 'GET', accessToken: token }) }), 401, 'invalid_dpop_proof', /htu/);
     await expectRefused(await rawCall(url, { authorization: `DPoP ${token}`, proof: await dpopProof(a.dpop, url, { htm: 'POST', accessToken: token }) }), 401, 'invalid_dpop_proof', /htm/);

@@ -10,9 +10,9 @@
  * `private_key_jwt` assertion through `addClientAuthentication`) and the transport's `fetch`,
  * which adds DPoP proofs (RFC 9449) — the SDK has no DPoP of its own.
  *
- * Pending the RFC 9728 documents of issue 13 §4 (branch w-idjag): until the gateway's 401 names
- * `resource_metadata`, the provider's saved discovery state points the SDK at a protected
- * resource metadata document this test serves. Once merged, drop `discoveryState()`.
+ * Discovery is the SDK's own: the gateway's 401 offers a `Bearer` challenge first with RFC 9728
+ * `resource_metadata`, which names Deputy's protected resource metadata for `/gw/mcp`
+ * (issue 13 §4), whose `authorization_servers` is Deputy.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -38,8 +38,6 @@ let deputy: TestDeputy;
 let issuer: string;
 let upstream: Server;
 let upstreamBase: string;
-let prm: Server;
-let prmUrl: string;
 let keys: ClientKeys;
 let proofKeys: DpopKeys;
 const upstreamKeys: string[] = [];
@@ -96,9 +94,8 @@ class TestProvider implements OAuthClientProvider {
     params.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
     params.set('client_assertion', await clientAssertion({ id: 'mcp-agent', keys }, issuer));
   }
-  // Pending w-idjag's RFC 9728 documents (see the module comment).
   discoveryState(): OAuthDiscoveryState | undefined {
-    return this.#discovery ?? { authorizationServerUrl: issuer, resourceMetadataUrl: prmUrl };
+    return this.#discovery;
   }
   saveDiscoveryState(state: OAuthDiscoveryState): void {
     this.#discovery = state;
@@ -127,11 +124,6 @@ beforeAll(async () => {
   upstreamBase = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
   const port = await freePort();
   issuer = `http://localhost:${port}`;
-  prm = createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ resource: `${issuer}/gw/mcp`, authorization_servers: [issuer], scopes_supported: ['deputy.read'], bearer_methods_supported: ['header'] }));
-  });
-  await new Promise<void>((resolve) => prm.listen(0, '127.0.0.1', resolve));
-  prmUrl = `http://127.0.0.1:${(prm.address() as AddressInfo).port}/.well-known/oauth-protected-resource/gw/mcp`;
   keys = await clientKeys();
   proofKeys = await dpopKeys();
   deputy = await startTestDeputy({
@@ -150,7 +142,6 @@ afterAll(async () => {
   await deputy?.stop();
   upstream?.closeAllConnections();
   upstream?.close();
-  prm?.close();
   await idp?.close();
 });
 
@@ -161,6 +152,12 @@ describe('the MCP SDK client against Deputy', () => {
     const first = new Client({ name: 'host', version: '1.0.0' });
     // The gateway answers 401; the SDK discovers Deputy and asks the user to authorize.
     await expect(first.connect(new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: dpopFetch }))).rejects.toThrow(/Unauthorized/i);
+    // Found from the 401 alone: its resource_metadata → Deputy's RFC 9728 document → Deputy.
+    expect(provider.discoveryState()).toMatchObject({
+      authorizationServerUrl: issuer,
+      resourceMetadataUrl: `${issuer}/.well-known/oauth-protected-resource/gw/mcp`,
+      resourceMetadata: { resource: `${issuer}/gw/mcp`, authorization_servers: [issuer] },
+    });
     const authorization = provider.authorizationUrl!;
     expect(authorization.origin + authorization.pathname).toBe(`${issuer}/auth`);
     expect(Object.fromEntries(authorization.searchParams)).toMatchObject({ client_id: 'mcp-agent', response_type: 'code', code_challenge_method: 'S256', resource: `${issuer}/gw/mcp` });

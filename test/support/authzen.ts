@@ -25,11 +25,12 @@ export interface PdpHarness {
   stop(): Promise<void>;
 }
 
-export async function startPdpHarness(options: { policies: string; config?: ConfigInput }): Promise<PdpHarness> {
+export async function startPdpHarness(options: { policies: string; config?: ConfigInput; env?: Readonly<Record<string, string>> }): Promise<PdpHarness> {
   const adminClient = await adminSetup();
   const pepKeys = await clientKeys();
   const input = options.config ?? {};
   const deputy = await startTestDeputy({
+    ...(options.env ? { env: options.env } : {}),
     config: {
       ...input,
       pdp: { policies: options.policies, watch: false, ...input.pdp },

@@ -15,6 +15,7 @@ import type { Authenticated, LiveChain, PepRequest } from '../context.js';
 import type { Step } from '../pipeline.js';
 import { dpopChallenger, type Challenger } from './authenticate.js';
 
+/** Options of the `liveChain` step: the revocation cache and the challenge a refusal carries. */
 export interface LiveChainOptions {
   revocations: Pick<RevocationCache, 'liveRecord'>;
   /** The resource's 401 challenge (the one given to `authenticate`). */

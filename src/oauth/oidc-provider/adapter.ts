@@ -12,7 +12,7 @@
  * @module
  */
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import type { Agent, AgentRegistry } from '../../agents/registry.js';
+import type { Agent, AgentRegistry } from '../../agents/index.js';
 import type { Queryable } from '../../store/index.js';
 
 interface ModelRow {

@@ -11,6 +11,8 @@
  *   (./errors.ts).
  * - {@link tokenExchangeGrant}: the RFC 8693 grant glue over the Koa-free `exchange()`
  *   (../token-exchange.ts), minting through oidc-provider's `AccessToken` model.
+ * - {@link jwtBearerGrant}: the RFC 7523 jwt-bearer grant with an ID-JAG
+ *   (../identity-assertion.ts), same minter.
  * - {@link agentTokenIntrospection}: the `/introspect` / `/revoke` hook for Deputy's JWTs.
  * - {@link StoreAdapter} / {@link AgentClientAdapter}: the storage adapter over Deputy's store.
  *
@@ -21,6 +23,7 @@ export { AgentClientAdapter, StoreAdapter } from './adapter.js';
 export { PROVIDER_BODY_LIMIT, toDeputyError, type ErrorWriter } from './errors.js';
 export { agentTokenIntrospection } from './introspection-hook.js';
 export { agentClientMetadata, createProvider, REFRESH_TOKEN_SECONDS, type GrantRegistration, type ProviderDeps } from './provider.js';
+export { jwtBearerGrant, type JwtBearerGrantDeps } from './jwt-bearer-grant.js';
 export { tokenExchangeGrant, type TokenExchangeGrantDeps } from './token-exchange-grant.js';
 export { verifiedTokenProof } from './token-dpop.js';
 export { enableCodeFlow, Interactions, type CodeFlowDeps, type ConsentRequest } from './authorization-code.js';

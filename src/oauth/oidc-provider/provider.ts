@@ -20,9 +20,9 @@
  * @module
  */
 import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC, type ResourceServer, type TokenEndpointGrantContext } from 'oidc-provider';
-import type { Agent, AgentRegistry } from '../../agents/registry.js';
+import type { Agent, AgentRegistry } from '../../agents/index.js';
 import type { DeputyConfig } from '../../config/schema.js';
-import type { KeyStore } from '../../keys/keystore.js';
+import type { KeyStore } from '../../keys/index.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../../util/algorithms.js';
@@ -50,7 +50,7 @@ export interface ProviderDeps {
   writeError: ErrorWriter;
   /** Where refusals (info), outages (warn) and server errors (error) of the OAuth endpoints are logged. */
   logger: Logger;
-  /** Custom grants to register (token exchange). */
+  /** Custom grants to register (token exchange, jwt-bearer); agents may use each. */
   grants?: ReadonlyArray<GrantRegistration>;
   /** Extra discovery metadata (RFC 8414 §2 allows additional members), e.g. `receipts_jwks_uri`. */
   discovery?: Readonly<Record<string, unknown>>;
@@ -64,13 +64,17 @@ export interface GrantRegistration {
   handler: (ctx: TokenEndpointGrantContext) => Promise<void>;
 }
 
-/** An agent as oidc-provider client metadata. */
-export function agentClientMetadata(agent: Agent): AdapterPayload {
+/**
+ * An agent as oidc-provider client metadata. `grantTypes`: the custom grants registered (token
+ * exchange, and jwt-bearer when ID-JAGs are accepted); oidc-provider refuses a grant a client
+ * does not list (`unauthorized_client`).
+ */
+export function agentClientMetadata(agent: Agent, grantTypes: readonly string[] = [TOKEN_EXCHANGE_GRANT]): AdapterPayload {
   return {
     client_id: agent.id,
     client_name: agent.name,
     token_endpoint_auth_method: 'private_key_jwt',
-    grant_types: [TOKEN_EXCHANGE_GRANT],
+    grant_types: [...grantTypes],
     response_types: [],
     redirect_uris: [],
     dpop_bound_access_tokens: true,
@@ -167,7 +171,8 @@ function providerConfiguration(deps: ProviderDeps): Configuration {
 /** The storage adapter factory: agents for `Client`, the store for every other model. */
 function modelAdapters(deps: ProviderDeps): (name: string) => Adapter {
   const codeFlow = deps.config.oauth.authorizationCode;
-  const clientAdapter = new AgentClientAdapter(deps.agents, (agent) => withCodeFlow(codeFlow, agent, agentClientMetadata(agent)));
+  const grantTypes = (deps.grants ?? []).map((g) => g.grantType);
+  const clientAdapter = new AgentClientAdapter(deps.agents, (agent) => withCodeFlow(codeFlow, agent, agentClientMetadata(agent, grantTypes.length > 0 ? grantTypes : undefined)));
   const adapters = new Map<string, Adapter>();
   return (name) => {
     if (name === 'Client') return clientAdapter;

@@ -6,7 +6,7 @@
  * @module
  */
 import type { KoaContextWithOIDC, ResourceServer } from 'oidc-provider';
-import type { KeyStore } from '../../keys/keystore.js';
+import type { KeyStore } from '../../keys/index.js';
 import {
   exchange,
   TOKEN_EXCHANGE_GRANT,
@@ -39,8 +39,11 @@ export function tokenExchangeGrant(deps: TokenExchangeGrantDeps): GrantRegistrat
   };
 }
 
-/** The request as plain values: parameters, the authenticated client, the verified proof, the request id. */
-function exchangeInput(ctx: KoaContextWithOIDC): ExchangeInput {
+/**
+ * The request as plain values: parameters, the authenticated client, the verified proof, the
+ * request id. Shared by every grant issuing agent tokens (./jwt-bearer-grant.ts).
+ */
+export function exchangeInput(ctx: KoaContextWithOIDC): ExchangeInput {
   const proof = verifiedTokenProof(ctx);
   const requestId = ctx.state.requestId as unknown;
   return {
@@ -53,7 +56,7 @@ function exchangeInput(ctx: KoaContextWithOIDC): ExchangeInput {
 }
 
 /** {@link AccessTokenMinter} over oidc-provider's `AccessToken` model, for one request. */
-class ProviderMinter implements AccessTokenMinter {
+export class ProviderMinter implements AccessTokenMinter {
   constructor(
     private readonly ctx: KoaContextWithOIDC,
     private readonly keys: KeyStore,

@@ -1,0 +1,15 @@
+/**
+ * The agent registry: agents as OAuth clients (RFC 7523 §2.2 `private_key_jwt`) with an owner
+ * and delegation limits. The rules over those limits are in `src/delegation`.
+ *
+ * @module
+ */
+export {
+  AgentRegistry,
+  AGENT_CACHE_TTL_MS,
+  type Agent,
+  type AgentChangeListener,
+  type AgentDisableHook,
+  type AgentPatch,
+  type AgentStatus,
+} from './registry.js';

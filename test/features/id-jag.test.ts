@@ -1,0 +1,219 @@
+/**
+ * ID-JAG (draft-ietf-oauth-identity-assertion-authz-grant; Okta Cross App Access, MCP
+ * enterprise-managed authorization) end to end: a mock Okta signs Identity Assertion JWT
+ * Authorization Grants with its published keys, agents present them at `/token` through
+ * openid-client as an RFC 7523 jwt-bearer grant with DPoP, and the issued token is used at the
+ * gateway and judged by the PDP as a one-link chain. Every refusal names its check.
+ */
+import { randomUUID } from 'node:crypto';
+import { calculateJwkThumbprint } from 'jose';
+import * as client from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { agentConfig, authenticatedPost, claimsOf, exchange, testAgent, type TestAgent } from '../support/agents.js';
+import { REPO, startPdpHarness, type PdpHarness } from '../support/authzen.js';
+import { clientKeys } from '../support/clients.js';
+import { json, type Json } from '../support/http.js';
+import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { freePort } from '../support/net.js';
+import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
+
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const DOCS = 'https://docs.example.com';
+const ALICE_EMAIL = 'alice@example.com';
+
+let idp: MockIdp;
+let up: MockUpstream;
+let h: PdpHarness;
+let issuer: string;
+const agents: Record<string, TestAgent> = {};
+const gw = (connection: string) => `${issuer}/gw/${connection}`;
+
+beforeAll(async () => {
+  idp = await startMockIdp();
+  up = await startMockUpstream();
+  const port = await freePort();
+  issuer = `http://localhost:${port}`;
+  const keys = { 'agent-a': await clientKeys(), 'agent-b': await clientKeys() };
+  h = await startPdpHarness({
+    policies: `${REPO}test/fixtures/policies/chain`,
+    config: {
+      server: { port },
+      // The generic OIDC issuer is trusted for subject tokens, not for ID-JAGs.
+      trustedIssuers: [idp.issuerConfig('okta'), idp.issuerConfig('oidc')],
+      oauth: { idJag: { issuers: ['okta'], maxAgeSeconds: 300 } },
+      gateway: { authorizer: 'scopes' },
+      agents: [
+        agentConfig('agent-a', keys['agent-a'], { scopes: ['docs.read', 'docs.write'], audiences: [DOCS, gw('echo')] }),
+        agentConfig('agent-b', keys['agent-b'], { scopes: ['docs.read'], audiences: [DOCS] }),
+      ],
+      connections: [
+        { id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['docs.read'] },
+      ],
+    },
+    env: { ECHO_KEY: 'sk_test_echo' },
+  });
+  expect(h.deputy.issuer).toBe(issuer);
+  for (const id of Object.keys(keys) as Array<keyof typeof keys>) agents[id] = await testAgent(issuer, id, keys[id]);
+});
+afterAll(async () => {
+  await h?.stop();
+  await up?.close();
+  await idp?.close();
+});
+
+/** An ID-JAG as Okta issues one for `clientId` (claims overridable; `undefined` removes one). */
+async function idJag(clientId: string, claims: Record<string, unknown> = {}, header: Record<string, unknown> = { typ: 'oauth-id-jag+jwt' }): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  const all: Record<string, unknown> = {
+    iss: idp.oktaIssuer, sub: OKTA_USER_ID, aud: issuer, client_id: clientId, jti: randomUUID(),
+    iat: now, exp: now + 300, resource: DOCS, scope: 'docs.read docs.write', email: ALICE_EMAIL,
+    ...claims,
+  };
+  for (const [k, v] of Object.entries(all)) if (v === undefined) delete all[k];
+  return idp.sign(all, { header });
+}
+
+/** The jwt-bearer grant as a client makes it: openid-client, private_key_jwt, DPoP. */
+function grant(agent: TestAgent, assertion: string, params: Record<string, string> = {}): Promise<client.TokenEndpointResponse> {
+  return client.genericGrantRequest(agent.config, JWT_BEARER, new URLSearchParams({ assertion, ...params }), { DPoP: agent.handle });
+}
+
+async function grantError(agent: TestAgent, assertion: string, params: Record<string, string> = {}): Promise<{ error: string; description: string }> {
+  try {
+    await grant(agent, assertion, params);
+  } catch (err) {
+    if (err instanceof client.ResponseBodyError) return { error: err.error, description: err.error_description ?? '' };
+    throw err;
+  }
+  throw new Error('the grant unexpectedly succeeded');
+}
+
+describe('ID-JAG: accepted', () => {
+  it('is advertised: grant_types_supported lists jwt-bearer (the grant is on)', async () => {
+    const metadata = await json(await fetch(`${issuer}/.well-known/oauth-authorization-server`));
+    expect(metadata.grant_types_supported).toContain(JWT_BEARER);
+  });
+
+  it('issues a DPoP-bound token: sub the Okta user (as a subject token names them), act the client, recorded and receipted', async () => {
+    const res = await grant(agents['agent-a']!, await idJag('agent-a'), { scope: 'docs.read' });
+    expect(res.token_type.toLowerCase()).toBe('dpop');
+    const claims = claimsOf(res.access_token);
+    expect(claims).toMatchObject({ sub: `okta:${new URL(idp.base).host}:${OKTA_USER_ID}`, aud: DOCS, scope: 'docs.read', client_id: 'agent-a', act: { sub: 'agent-a' } });
+    expect(claims.cnf).toEqual({ jkt: await calculateJwkThumbprint(agents['agent-a']!.dpop.publicJwk) });
+    const introspected = await json(await authenticatedPost(`${h.deputy.url}/introspect`, issuer, h.admin, { token: res.access_token }));
+    expect(introspected).toMatchObject({ active: true, sub: claims.sub, client_id: 'agent-a' });
+    // The same user as a token exchange of that user's Okta access token names.
+    const exchanged = await exchange(agents['agent-a']!, { subject_token: await idp.oktaAccessToken({ uid: OKTA_USER_ID, scp: ['docs.read'] }), resource: DOCS, scope: 'docs.read' });
+    expect(claimsOf(exchanged.access_token).sub).toBe(claims.sub);
+  });
+
+  it('is a one-link chain at the PDP: permitted when user and agent are, a deny names the agent as link 1 of 1', async () => {
+    const token = (await grant(agents['agent-a']!, await idJag('agent-a'))).access_token;
+    const subject = { type: 'User', id: claimsOf(token).sub, properties: { token } };
+    expect((await h.post('/access/v1/evaluation', { subject, action: { name: 'read' }, resource: { type: 'Document', id: 'doc-1', properties: {} } })).body).toEqual({ decision: true });
+    const { body } = await h.post('/access/v1/evaluation', { subject, action: { name: 'read' }, resource: { type: 'Document', id: 'doc-4', properties: {} } });
+    expect(body.decision).toBe(false);
+    expect((body.context as Json).link).toMatchObject({ position: 1, depth: 1, type: 'Agent', id: 'agent-a' });
+  });
+
+  it('is usable at the gateway for the resource the ID-JAG names, and revocable', async () => {
+    const agent = agents['agent-a']!;
+    const token = (await grant(agent, await idJag('agent-a', { resource: [DOCS, gw('echo')] }), { resource: gw('echo'), scope: 'docs.read' })).access_token;
+    expect(claimsOf(token).aud).toBe(gw('echo'));
+    const before = up.requests.length;
+    const ok = await client.fetchProtectedResource(agent.config, token, new URL(`${gw('echo')}/things`), 'GET', null, new Headers(), { DPoP: agent.handle });
+    expect(ok.status).toBe(200);
+    expect(up.requests.length).toBe(before + 1);
+    expect((await authenticatedPost(`${h.deputy.url}/revoke`, issuer, h.admin, { token })).status).toBe(200);
+    // openid-client throws on a 401 with a challenge: the revoked token is refused.
+    const revoked = await client.fetchProtectedResource(agent.config, token, new URL(`${gw('echo')}/things`), 'GET', null, new Headers(), { DPoP: agent.handle }).catch((e: unknown) => e);
+    expect(revoked).toBeInstanceOf(client.WWWAuthenticateChallengeError);
+    expect((revoked as client.WWWAuthenticateChallengeError).status).toBe(401);
+    expect(up.requests.length).toBe(before + 1);
+  });
+});
+
+describe('ID-JAG: refused, naming the check', () => {
+  const a = () => agents['agent-a']!;
+
+  it('another audience → invalid_grant (aud)', async () => {
+    expect(await grantError(a(), await idJag('agent-a', { aud: 'https://other-as.example.com' }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/audience/) });
+  });
+
+  it('issued to another client → invalid_grant (client_id)', async () => {
+    expect(await grantError(a(), await idJag('agent-b'))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/another client \(client_id\)/) });
+  });
+
+  it('replayed → invalid_grant (jti), also when the first use succeeded', async () => {
+    const assertion = await idJag('agent-a');
+    await grant(a(), assertion);
+    expect(await grantError(a(), assertion)).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/already been used/) });
+  });
+
+  it('presented twice at once → exactly one token, the other invalid_grant (the jti is spent once across requests)', async () => {
+    const assertion = await idJag('agent-a');
+    const results = await Promise.allSettled([grant(a(), assertion), grant(a(), assertion)]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!.reason as client.ResponseBodyError;
+    expect(refused.error).toBe('invalid_grant');
+  });
+
+  it('expired, too old, or living too long → invalid_grant', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    expect(await grantError(a(), await idJag('agent-a', { iat: now - 400, exp: now - 100 }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/expired|iat/) });
+    expect(await grantError(a(), await idJag('agent-a', { iat: now - 600, exp: now + 60 }))).toMatchObject({ error: 'invalid_grant' });
+    expect(await grantError(a(), await idJag('agent-a', { exp: now + 3600 }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/longer than 300 seconds/) });
+    expect(await grantError(a(), await idJag('agent-a', { exp: undefined }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/"exp"/) });
+  });
+
+  it('wrong typ (an ID token, a plain JWT) → invalid_grant (typ)', async () => {
+    for (const typ of ['JWT', 'at+jwt']) {
+      expect(await grantError(a(), await idJag('agent-a', {}, { typ }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/typ/) });
+    }
+  });
+
+  it('an untrusted issuer, or a trusted one not allowed to send ID-JAGs → invalid_grant, no key fetched', async () => {
+    const fetched = idp.requests.jwks;
+    expect(await grantError(a(), await idJag('agent-a', { iss: 'https://evil.example.com' }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/not trusted to send ID-JAGs/) });
+    expect(await grantError(a(), await idJag('agent-a', { iss: idp.oidcIssuer }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/oauth\.idJag\.issuers: okta/) });
+    expect(idp.requests.jwks).toBe(fetched);
+  });
+
+  it('signed with a key the issuer does not publish → invalid_grant', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const forged = await idp.sign({ iss: idp.oktaIssuer, sub: OKTA_USER_ID, aud: issuer, client_id: 'agent-a', jti: randomUUID(), iat: now, exp: now + 60 }, { key: await idp.createKey(), header: { typ: 'oauth-id-jag+jwt' } });
+    expect(await grantError(a(), forged)).toMatchObject({ error: 'invalid_grant' });
+  });
+
+  it('a resource or scope beyond the client\'s, or beyond the ID-JAG\'s → invalid_target / invalid_scope', async () => {
+    // agent-b may hold docs.read for DOCS only.
+    expect(await grantError(agents['agent-b']!, await idJag('agent-b', { resource: gw('echo') }))).toMatchObject({ error: 'invalid_target' });
+    expect(await grantError(agents['agent-b']!, await idJag('agent-b'), { scope: 'docs.write' })).toMatchObject({ error: 'invalid_scope' });
+    expect(await grantError(a(), await idJag('agent-a', { scope: 'docs.read' }), { scope: 'docs.write' })).toMatchObject({ error: 'invalid_scope', description: expect.stringMatching(/docs\.write/) });
+    expect(await grantError(a(), await idJag('agent-a'), { resource: gw('echo') })).toMatchObject({ error: 'invalid_target', description: expect.stringMatching(/does not grant the resource/) });
+    expect(await grantError(a(), await idJag('agent-a', { resource: `${issuer}/admin` }))).toMatchObject({ error: 'invalid_target' });
+  });
+
+  it('no DPoP proof, no assertion, a malformed assertion → the protocol\'s error', async () => {
+    const noProof = await fetch(`${issuer}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: JWT_BEARER, assertion: await idJag('agent-a'), ...(await assertionAuth('agent-a')) }),
+    });
+    expect(noProof.status).toBe(400);
+    expect((await json(noProof)).error).toBe('invalid_dpop_proof');
+    expect(await grantError(a(), '')).toMatchObject({ error: 'invalid_request' });
+    expect(await grantError(a(), `${await idJag('agent-a')}${'A'.repeat(17 * 1024)}`)).toMatchObject({ error: 'invalid_request', description: expect.stringMatching(/too large/) });
+    expect(await grantError(a(), 'not.a.jwt')).toMatchObject({ error: 'invalid_grant' });
+  });
+});
+
+/** private_key_jwt client authentication parameters, for raw requests. */
+async function assertionAuth(id: 'agent-a'): Promise<Record<string, string>> {
+  const { clientAssertion } = await import('../support/agents.js');
+  return {
+    client_id: id,
+    client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+    client_assertion: await clientAssertion({ id, keys: agents[id]!.keys }, issuer),
+  };
+}
