@@ -25,34 +25,9 @@ export interface BudgetAdminDeps {
 export function budgetAdminRoutes(deps: BudgetAdminDeps): Router {
   const router = new Router({ prefix: '/admin/budgets' });
   router.use(requireAdmin(deps), jsonBody(deps.bodyLimitBytes));
-  const { definitions, ledger, currency } = deps.budgets;
+  const { definitions, ledger } = deps.budgets;
 
-  /** The wire view with the current window's counters. */
-  const view = async (b: Budget) => {
-    const usage = await ledger.usage(b);
-    return {
-      id: b.id,
-      name: b.name ?? null,
-      agent: b.agent ?? null,
-      user: b.user ?? null,
-      connection: b.connection ?? null,
-      model: b.model ?? null,
-      unit: b.unit,
-      ...(b.unit === 'cost' ? { currency } : {}),
-      window: b.window,
-      limit: b.limit,
-      current: {
-        window_start: b.window === 'total' ? null : wireTime(usage.windowStart),
-        resets_at: wireTime(usage.resetsAt),
-        spent: usage.spent,
-        reserved: usage.reserved,
-        remaining: Math.max(0, b.limit - usage.spent - usage.reserved),
-      },
-      source: b.source,
-      created_at: wireTime(b.createdAt),
-      updated_at: wireTime(b.updatedAt),
-    };
-  };
+  const view = (b: Budget) => budgetView(deps.budgets, b);
 
   router.get('/', async function listBudgets(ctx) {
     const page = await definitions.list(pageRequest(ctx.query, 'budgets', (k) => BUDGET_ID.test(k)));
@@ -96,4 +71,31 @@ async function mustGet(budgets: Budgets, id: string): Promise<Budget> {
   const b = await budgets.definitions.get(id);
   if (!b) throw new NotFound(`budget "${id.slice(0, 64)}" does not exist`);
   return b;
+}
+
+/** The wire view of a budget with its current window's counters (the admin dialect: snake_case, RFC 3339). */
+async function budgetView(budgets: Budgets, b: Budget): Promise<Record<string, unknown>> {
+  const usage = await budgets.ledger.usage(b);
+  return {
+    id: b.id,
+    name: b.name ?? null,
+    agent: b.agent ?? null,
+    user: b.user ?? null,
+    connection: b.connection ?? null,
+    model: b.model ?? null,
+    unit: b.unit,
+    ...(b.unit === 'cost' ? { currency: budgets.currency } : {}),
+    window: b.window,
+    limit: b.limit,
+    current: {
+      window_start: b.window === 'total' ? null : wireTime(usage.windowStart),
+      resets_at: wireTime(usage.resetsAt),
+      spent: usage.spent,
+      reserved: usage.reserved,
+      remaining: Math.max(0, b.limit - usage.spent - usage.reserved),
+    },
+    source: b.source,
+    created_at: wireTime(b.createdAt),
+    updated_at: wireTime(b.updatedAt),
+  };
 }
