@@ -282,6 +282,13 @@ describe('the admin API', () => {
     const local = await cli(['receipts', 'verify', file], { DEPUTY_KEYS_DIR: deputy.keysDir });
     expect(local.code).toBe(0);
     expect((await cli(['receipts', 'verify', join(tmp, 'none.jsonl'), '--jwks', jwks])).code).toBe(2);
+    // An empty input (an export that failed upstream of a pipe) verifies nothing: not OK.
+    const emptyFile = join(tmp, 'empty.jsonl');
+    writeFileSync(emptyFile, '');
+    const empty = await cli(['receipts', 'verify', emptyFile, '--jwks', jwks]);
+    expect(empty.code).toBe(1);
+    expect(empty.out).toMatch(/^FAILED: no receipts/m);
+    expect(JSON.parse((await cli(['--json', 'receipts', 'verify', emptyFile, '--jwks', jwks])).out)).toMatchObject({ ok: false, records: 0 });
 
     const id = (JSON.parse(lines[0]!) as { id: string }).id;
     expect(JSON.parse((await cli(['receipts', 'get', id])).out)).toMatchObject({ id, agent: 'agent-a', seq: 1 });
