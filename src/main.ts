@@ -16,6 +16,7 @@ import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
 import { TemporarilyUnavailable } from './errors/index.js';
 import type { CredentialIsolation } from './gateway/index.js';
+import type { McpSurface } from './mcp/index.js';
 import { writeNodeError } from './http/errors.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
@@ -51,6 +52,8 @@ export interface DeputyServer {
   readonly receipts: ReceiptService;
   /** Vault connections, connect flows and the credential-injecting gateway (DESIGN capability 3). */
   readonly isolation: CredentialIsolation;
+  /** The MCP gateway with signed tool pins (DESIGN capabilities 6, 7). */
+  readonly mcp: McpSurface;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -93,6 +96,8 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         services.pdp.close();
+        // MCP sessions first: their open SSE streams would hold the graceful stop for its whole grace.
+        await services.mcp.close();
         await lifecycle.close(graceMs);
         await services.isolation.close();
         await services.receipts.flush();

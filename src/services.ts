@@ -7,7 +7,7 @@
  *
  * The order is the one of {@link composeServices}: agent registry and token records → DPoP and
  * access-token verification → PDP → receipts and vault → enterprise sign-in → the token exchange
- * and the authorization server (with the code flow) → credential isolation → the Koa app.
+ * and the authorization server (with the code flow) → credential isolation → the MCP gateway → the Koa app.
  *
  * @module
  */
@@ -19,6 +19,7 @@ import { RegistryAuthorizer } from './delegation/index.js';
 import { FederationVerifier } from './federation/verify.js';
 import { createCredentialIsolation, type CredentialIsolation } from './gateway/index.js';
 import { createApp } from './http/app.js';
+import { createMcpGateway, type McpSurface } from './mcp/index.js';
 import { writeError } from './http/errors.js';
 import { RECEIPTS_JWKS_PATH } from './http/receipts.js';
 import type { KeyStore } from './keys/keystore.js';
@@ -56,6 +57,8 @@ export interface Services {
   pdp: PdpService;
   receipts: ReceiptService;
   isolation: CredentialIsolation;
+  /** The MCP gateway with signed tool pins (DESIGN capabilities 6, 7). */
+  mcp: McpSurface;
   app: Koa;
   /** Deletes expired rows (oidc-provider models, token records, connect flows); the caller schedules it. */
   purgeExpired(): Promise<void>;
@@ -108,13 +111,16 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const isolation = await createCredentialIsolation({
     config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env,
   });
+  const mcp = await createMcpGateway({
+    config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials,
+  });
   const app = createApp({
-    config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation,
+    config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, mcp,
     signIn: { service: signIn, sealer: new CookieSealer(keys.cookieKeys), sessionSeconds: SESSION_SECONDS },
     ...(interactions ? { interactions } : {}),
   });
   return {
-    agents, records, revocations, provider, pdp, receipts, isolation, app,
+    agents, records, revocations, provider, pdp, receipts, isolation, mcp, app,
     purgeExpired: async () => {
       await Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired()]);
     },

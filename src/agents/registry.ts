@@ -14,9 +14,14 @@
 import type { AgentConfig } from '../config/schema.js';
 import { Conflict, NotFound } from '../errors/index.js';
 import type { Queryable, Store } from '../store/index.js';
+import { documentAgentId, type DocumentClient } from './document-client.js';
 
+/** Whether an agent may authenticate and act (`disabled` refuses it everywhere). */
 export type AgentStatus = 'active' | 'disabled';
+/** Where an agent comes from: configuration, the admin API, or a Client ID Metadata Document (./document-client.ts). */
+export type AgentSource = 'config' | 'api' | 'client_id_metadata';
 
+/** A registered agent: client id, public keys, owner, status, source and delegation limits. */
 export interface Agent {
   id: string;
   name: string;
@@ -27,7 +32,10 @@ export interface Agent {
   status: AgentStatus;
   jwks?: { keys: Array<{ kty: string; [member: string]: unknown }> };
   jwks_uri?: string;
-  source: 'config' | 'api';
+  /** Where it comes from: configuration, the admin API, or a Client ID Metadata Document (./document-client.ts). */
+  source: AgentSource;
+  /** For `source: 'client_id_metadata'`: the `client_id` (the document's https URL). */
+  clientIdUrl?: string;
   createdAt: string;
   updatedAt: string;
 }
@@ -45,12 +53,13 @@ interface AgentRow {
   status: AgentStatus;
   jwks: Agent['jwks'] | null;
   jwks_uri: string | null;
-  source: 'config' | 'api';
+  source: AgentSource;
+  client_id_url: string | null;
   created_at: Date;
   updated_at: Date;
 }
 
-const COLUMNS = 'id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source, created_at, updated_at';
+const COLUMNS = 'id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source, client_id_url, created_at, updated_at';
 
 /** Listeners learn about every change so caches (oidc-provider clients, PDP entities) can drop entries. */
 export type AgentChangeListener = (agent: Agent) => void | Promise<void>;
@@ -69,6 +78,10 @@ export type AgentDisableHook = (agentId: string, tx: Queryable) => Promise<void>
  */
 export const AGENT_CACHE_TTL_MS = 2000;
 
+/**
+ * The agent registry over the store: config sync at start, admin CRUD, a short read cache
+ * ({@link AGENT_CACHE_TTL_MS}), change listeners and disable hooks (revocation on disable).
+ */
 export class AgentRegistry {
   readonly #store: Store;
   readonly #listeners: AgentChangeListener[] = [];
@@ -145,8 +158,9 @@ export class AgentRegistry {
       if (!rows[0]) throw new NotFound(`agent "${id}" does not exist`);
       const current = fromRow(rows[0]);
       const changed = Object.keys(patch).filter((k) => k !== 'status');
-      if (current.source === 'config' && changed.length > 0) {
-        throw new Conflict(`agent "${id}" is defined in configuration; only "status" can be changed through the API (tried: ${changed.join(', ')})`);
+      if (current.source !== 'api' && changed.length > 0) {
+        const where = current.source === 'config' ? 'is defined in configuration' : 'is a client metadata document client (its limits come from configuration)';
+        throw new Conflict(`agent "${id}" ${where}; only "status" can be changed through the API (tried: ${changed.join(', ')})`);
       }
       const next = { ...current, ...patch };
       if (patch.jwks !== undefined) delete next.jwks_uri;
@@ -160,6 +174,31 @@ export class AgentRegistry {
       return fromRow(updated[0]!);
     });
     return this.#changed(agent);
+  }
+
+  /**
+   * The agent of a Client ID Metadata Document client (id {@link documentAgentId}`(client.url)`),
+   * created on first use and kept in step with the configuration's limits and the document's name.
+   * Its status is never changed here: an operator's `disabled` holds however often the document is
+   * fetched again.
+   */
+  async upsertDocumentClient(client: DocumentClient): Promise<Agent> {
+    const id = documentAgentId(client.url);
+    const current = await this.get(id);
+    if (current && current.name === client.name && sameList(current.scopes, client.scopes) && sameList(current.audiences, client.audiences) && current.maxDelegationDepth === client.maxDelegationDepth) {
+      return current;
+    }
+    const rows = await this.#store.query<AgentRow>(
+      `INSERT INTO agents (id, name, owner, scopes, audiences, max_delegation_depth, status, source, client_id_url)
+       VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, 'active', 'client_id_metadata', $7)
+       ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, scopes = EXCLUDED.scopes, audiences = EXCLUDED.audiences,
+         max_delegation_depth = EXCLUDED.max_delegation_depth, updated_at = now()
+       WHERE agents.source = 'client_id_metadata' AND agents.client_id_url = EXCLUDED.client_id_url
+       RETURNING ${COLUMNS}`,
+      [id, client.name, new URL(client.url).host, JSON.stringify(client.scopes), JSON.stringify(client.audiences), client.maxDelegationDepth, client.url],
+    );
+    if (!rows[0]) throw new Conflict(`agent "${id}" exists and is not the client of ${client.url}`);
+    return this.#changed(fromRow(rows[0]));
   }
 
   /** Makes the configuration's agents exist as written (status: see the module comment). */
@@ -216,7 +255,12 @@ function fromRow(r: AgentRow): Agent {
     ...(r.jwks ? { jwks: r.jwks } : {}),
     ...(r.jwks_uri ? { jwks_uri: r.jwks_uri } : {}),
     source: r.source,
+    ...(r.client_id_url ? { clientIdUrl: r.client_id_url } : {}),
     createdAt: new Date(r.created_at).toISOString(),
     updatedAt: new Date(r.updated_at).toISOString(),
   };
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
 }

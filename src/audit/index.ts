@@ -17,6 +17,7 @@ export {
   type ReceiptEvent,
   type ReceiptInput,
   type ReceiptSigningKey,
+  type McpReceiptDetail,
   type SignedReceipt,
 } from './receipt.js';
 export { canonicalJson, requestDigest, type DigestValue } from './digest.js';

@@ -27,6 +27,7 @@ export interface ReceiptLine {
   receipt: string;
 }
 
+/** One receipt as its JSON Lines export record ({@link ReceiptLine}); the inverse of the parser's read. */
 export function toReceiptLine(r: SignedReceipt): ReceiptLine {
   return { agent: r.agent, seq: r.seq, id: r.id, hash: r.hash, prev: r.prev, receipt: r.jws };
 }

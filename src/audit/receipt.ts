@@ -26,13 +26,16 @@ import { RECEIPT_ALGS, type ReceiptAlg } from '../util/algorithms.js';
 export const RECEIPT_TYP = 'deputy-receipt+jwt';
 /** Receipt signature algorithms (RFC 7518 §3.4 ES256, RFC 8037 EdDSA): src/util/algorithms.ts. */
 export const RECEIPT_ALGORITHMS = RECEIPT_ALGS;
+/** A JWS algorithm receipts may be signed with (RFC 7518 §3; the list is src/util/algorithms.ts). */
 export type ReceiptAlgorithm = ReceiptAlg;
 /** Domain-separation prefix of the genesis value (versioned so the format can evolve). */
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 
 /** What produced the receipt. */
-export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'jwt_bearer', 'access_evaluation', 'gateway_call'] as const;
+export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'jwt_bearer', 'access_evaluation', 'gateway_call', 'mcp_message'] as const;
+/** What a receipt records: one of {@link RECEIPT_EVENTS}. */
 export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
+/** The PDP decision a receipt records. */
 export type ReceiptDecision = 'permit' | 'deny';
 
 /**
@@ -64,6 +67,24 @@ export interface ReceiptInput {
   requestDigest?: string;
   /** The `jti` of a token issued by this action (an identifier, not the token). */
   tokenId?: string;
+  /** An MCP gateway message (event `mcp_message`, src/mcp): digests and outcome, never the arguments. */
+  mcp?: McpReceiptDetail;
+}
+
+/** What an `mcp_message` receipt states about the message (claim `mcp`). */
+export interface McpReceiptDetail {
+  server: string;
+  /** The JSON-RPC method (`tools/call`, `tools/list`, …). */
+  method: string;
+  tool?: string;
+  /** `sha-256:` digest of the RFC 8785 JSON of the call's arguments. */
+  arguments_digest?: string;
+  /** The tool's definition digest when checked against its pin (the live one on a mismatch). */
+  pin_digest?: string;
+  /** `pinned`, `changed`, `unpinned`, `invalid`. */
+  pin?: string;
+  /** The upstream's answer: `ok`, `tool_error`, `error:<code>`, `timeout`, `unreachable` (outcome receipts). */
+  outcome?: string;
 }
 
 /** The signed payload. Registered claim names follow RFC 7519 §4.1. */
@@ -89,6 +110,7 @@ export interface ReceiptClaims {
   request_id?: string;
   request_digest?: string;
   token_id?: string;
+  mcp?: McpReceiptDetail;
 }
 
 /** A receipt as stored and exported. */
@@ -166,6 +188,9 @@ export function assertReceiptInput(input: ReceiptInput): void {
   text('requestId', input.requestId, LIMITS.id, true);
   text('requestDigest', input.requestDigest, LIMITS.id, true);
   text('tokenId', input.tokenId, LIMITS.id, true);
+  if (input.mcp !== undefined) {
+    for (const [k, v] of Object.entries(input.mcp)) text(`mcp.${k}`, v, LIMITS.text, true);
+  }
 }
 
 /** The claims of the receipt at `seq` after `prev`. Optional members are left out when absent. */
@@ -177,6 +202,7 @@ export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: strin
     request_id: input.requestId,
     request_digest: input.requestDigest,
     token_id: input.tokenId,
+    mcp: input.mcp === undefined ? undefined : { ...input.mcp },
   };
   return {
     iss: at.iss,

@@ -49,10 +49,12 @@ export class AlreadyRecorded extends Error {
   }
 }
 
+/** A receipt as appended: signed, with its place in the agent's chain, and its claims. */
 export interface AppendedReceipt extends SignedReceipt {
   claims: ReceiptClaims;
 }
 
+/** What {@link ReceiptService} needs: the store, issuer, signing key, the batch size of one group transaction and a clock (tests). */
 export interface ReceiptServiceOptions {
   store: Store;
   /** Deputy's issuer (`iss` of every receipt). */
@@ -72,6 +74,11 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+/**
+ * Appends signed receipts to per-agent hash chains (DESIGN capability 4). Concurrent appends for one
+ * agent are grouped into one transaction (in order, one chain head read and written); a store failure
+ * rejects every append of the group. Throws {@link AlreadyRecorded} when a receipt id was appended before.
+ */
 export class ReceiptService implements ReceiptAppender {
   readonly #store: Store;
   readonly #issuer: string;

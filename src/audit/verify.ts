@@ -31,6 +31,7 @@ import { compactVerify, createLocalJWKSet, errors, type JSONWebKeySet, type JWTV
 import { parseJsonLines, toLine, type ParsedLine, type ReceiptLine } from './jsonl.js';
 import { genesisHash, RECEIPT_ALGORITHMS, RECEIPT_TYP, receiptHash, type ReceiptClaims } from './receipt.js';
 
+/** Why one receipt failed verification (signature, sequence, link, claims). */
 export type ReceiptProblemCode =
   /** Not a receipt at all: not JSON, not a JWS, or claims missing / of the wrong type. */
   | 'malformed'
@@ -51,6 +52,7 @@ export type ReceiptProblemCode =
   /** `prev` of seq 1 is not the agent's genesis value. */
   | 'bad_genesis';
 
+/** One failed check: its code, the receipt (position, agent, seq) it concerns and a message for operators. */
 export interface ReceiptProblem {
   /** 1-based line of the export (or index + 1 of the records given). */
   position: number;
@@ -60,6 +62,7 @@ export interface ReceiptProblem {
   seq?: number;
 }
 
+/** One agent's chain as verified: first and last sequence, count, its head, whether it starts at genesis. */
 export interface ChainSummary {
   agent: string;
   /** Lowest and highest seq of the chain's valid receipts. */
@@ -73,6 +76,7 @@ export interface ChainSummary {
   fromGenesis: boolean;
 }
 
+/** The result of {@link verifyReceipts}: per-chain summaries and every problem found (empty: all verified). */
 export interface VerificationReport {
   ok: boolean;
   /** Records read (non-blank lines). */
@@ -82,6 +86,7 @@ export interface VerificationReport {
   problems: ReceiptProblem[];
 }
 
+/** What to verify: a partial export (chains need not start at genesis) and optionally one agent only. */
 export interface VerifyOptions {
   /**
    * Accept chains that start after seq 1 (an export of a range): the first receipt's `prev` is

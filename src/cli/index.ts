@@ -16,6 +16,7 @@ import { Command, CommanderError } from 'commander';
 import { agentsCommand, connectionsCommand, policiesCommand } from './commands/admin.js';
 import { devCommand } from './commands/dev.js';
 import { initCommand } from './commands/init.js';
+import { mcpCommand } from './commands/mcp.js';
 import { keysCommand, vaultCommand } from './commands/operator.js';
 import { receiptsCommand } from './commands/receipts.js';
 import { callCommand, clientAssertionCommand, dpopProofCommand, exchangeCommand, tokenCommand } from './commands/tokens.js';
@@ -56,6 +57,7 @@ export function createProgram(io: Io, done: (code: number) => void): Command {
     connectionsCommand(io, done),
     policiesCommand(io, done),
     receiptsCommand(io, done),
+    mcpCommand(io, done),
     keysCommand(io, done),
     vaultCommand(io, done),
     devCommand(io, done),

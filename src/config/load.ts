@@ -31,6 +31,7 @@ export class ConfigError extends Error {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
+/** What {@link loadConfig} reads: the environment (`env`), the deployment file and overrides (injectable for tests). */
 export interface LoadConfigOptions {
   /** Environment to read overrides from; defaults to `process.env`. */
   env?: Env;

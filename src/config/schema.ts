@@ -14,6 +14,7 @@ import { trustedIssuerSchema } from '../federation/config.js';
 import { authorizationCodeSchema } from '../oauth/authorization-code/config.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
 import { connectionConfigSchema, gatewayConfigSchema } from '../vault/connections/config.js';
+import { mcpServersConfigSchema } from '../mcp/config.js';
 
 /** A positive whole number of seconds; the type message names the unit, range checks keep zod's own. */
 const seconds = () =>
@@ -35,7 +36,11 @@ const publicJwks = z.object({
     .min(1, 'must contain at least one key'),
 });
 
-const agentId = z.string().regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -');
+const agentId = z
+  .string()
+  .regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -')
+  // Reserved for clients identified by a metadata document (src/agents/document-client.ts).
+  .refine((id) => !id.startsWith('cimd-'), { message: 'ids starting with "cimd-" are reserved for client metadata document clients' });
 const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 /** A scope an agent may hold: never one of Deputy's own (src/oauth/deputy-own.ts). */
 const agentScope = scopeToken.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });
@@ -98,6 +103,7 @@ export const agentPatchSchema = z
   .refine((a) => a.jwks === undefined || a.jwks_uri === undefined, { message: 'give at most one of "jwks" or "jwks_uri"' })
   .refine((a) => Object.keys(a).length > 0, { message: 'nothing to change' });
 
+/** An agent as configured (or created through the admin API): client id, keys, owner, delegation limits. */
 export type AgentConfig = z.infer<typeof agentSchema>;
 
 /** An administrative client: obtains `deputy:admin` tokens with client_credentials. */
@@ -113,6 +119,7 @@ export const adminClientSchema = z
     message: 'exactly one of "jwks" or "jwks_uri" is required',
   });
 
+/** An operator client (admin API, AuthZEN, receipts) as configured. */
 export type AdminClientConfig = z.infer<typeof adminClientSchema>;
 
 /** The issuer identifier without its trailing slash(es): `https://deputy.example/` → `https://deputy.example`. */
@@ -120,6 +127,7 @@ export function withoutTrailingSlash(url: string): string {
   return url.replace(/\/+$/, '');
 }
 
+/** The whole configuration (zod, strict: unknown keys are refused, naming the path). */
 export const configSchema = z.strictObject({
   server: z
     .strictObject({
@@ -284,6 +292,8 @@ export const configSchema = z.strictObject({
     .refine((list) => new Set(list.map((c) => c.id)).size === list.length, { message: 'connection ids must be unique' }),
   /** The credential-injecting gateway: timeouts, size limits, pooling. See src/vault/connections/config.ts. */
   gateway: gatewayConfigSchema,
+  /** Upstream MCP servers behind the MCP gateway (`/mcp/{id}`), with pinning and limits. See src/mcp/config.ts. */
+  mcpServers: mcpServersConfigSchema,
   log: z
     .strictObject({
       /** pino level (env `LOG_LEVEL`). */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { Agent } from '../agents/registry.js';
+import type { Agent } from '../agents/index.js';
 import type { DelegationChain } from './act-claim.js';
 import { DelegationDenied } from './denial.js';
 import type { RegistryAuthorizer } from './registry-rules.js';

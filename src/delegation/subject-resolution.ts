@@ -22,7 +22,7 @@
  *
  * @module
  */
-import type { Agent } from '../agents/registry.js';
+import type { Agent } from '../agents/index.js';
 import type { DelegationChain } from './act-claim.js';
 import type { DelegatingUser } from './delegating-user.js';
 

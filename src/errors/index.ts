@@ -126,6 +126,7 @@ export class DeputyError extends Error {
 
 type Described = { cause?: unknown };
 
+/** RFC 6749 §5.2 `invalid_request`: a parameter missing, repeated or malformed. 400 unless `status` says otherwise. */
 export class InvalidRequest extends DeputyError {
   constructor(description: string, options?: Described & { status?: number }) {
     super(options?.status ?? 400, 'invalid_request', description, options);
@@ -214,6 +215,7 @@ export class UseDpopNonce extends DeputyError {
   }
 }
 
+/** `not_found` (404): the named resource (agent, connection, receipt) does not exist. */
 export class NotFound extends DeputyError {
   constructor(description: string) {
     super(404, 'not_found', description);
@@ -227,6 +229,7 @@ export class MethodNotAllowed extends DeputyError {
   }
 }
 
+/** `conflict` (409): the change contradicts the resource's state (e.g. a configured connection edited through the API). */
 export class Conflict extends DeputyError {
   constructor(description: string) {
     super(409, 'conflict', description);
@@ -240,6 +243,7 @@ export class PayloadTooLarge extends DeputyError {
   }
 }
 
+/** `unsupported_media_type` (415): the request body is not of a media type the endpoint reads. */
 export class UnsupportedMediaType extends DeputyError {
   constructor(expected: string) {
     super(415, 'unsupported_media_type', `request body must be ${expected}`);
@@ -317,3 +321,5 @@ export class ProtocolError extends DeputyError {
     super(status, code as DeputyErrorCode, description ?? '', options);
   }
 }
+
+export { challengeHeader, GENERIC_SERVER_ERROR, serializeError, type ErrorBody, type ErrorResponse } from './serialize.js';

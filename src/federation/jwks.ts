@@ -13,6 +13,7 @@
  */
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 
+/** Cache tuning of {@link CachedJwks}, in milliseconds: cache age, cooldown between refetches for an unknown `kid`, fetch timeout. */
 export interface CachedJwksOptions {
   /** How long a fetched JWK Set is used before it is fetched again (ms). */
   cacheMaxAgeMs: number;

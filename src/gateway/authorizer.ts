@@ -17,6 +17,7 @@ import type { RouteConfig } from '../vault/connections/config.js';
 import type { Connection } from '../vault/connections/store.js';
 import type { PepDecision } from '../enforcement/index.js';
 
+/** One gateway call as the authorizer sees it: the agent, its chain, the connection, method and path. */
 export interface GatewayAuthorizationRequest {
   subject: {
     userId: string;
@@ -45,6 +46,7 @@ export interface GatewayAuthorizationRequest {
 /** The authorizer's answer: the enforcement pipeline's decision (src/enforcement/context.ts). */
 export type GatewayDecision = PepDecision;
 
+/** Decides one gateway call; the PDP-backed and scope-based authorizers implement it. */
 export interface GatewayAuthorizer {
   authorize(request: GatewayAuthorizationRequest): Promise<GatewayDecision>;
 }

@@ -65,6 +65,7 @@ export function gatewayAudience(issuer: string, connectionId: string): string {
   return `${issuer}${GATEWAY_PREFIX}/${connectionId}`;
 }
 
+/** What {@link Gateway} composes: the token verifier and records, connections, credential broker, authorizer, receipts and forwarder. */
 export interface GatewayDeps {
   issuer: string;
   verifier: ProofVerifier;

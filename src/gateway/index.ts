@@ -7,13 +7,13 @@
  */
 import type { ReceiptAppender } from '../audit/index.js';
 import type { DeputyConfig } from '../config/schema.js';
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import type { RevocationCache, TokenRecords } from '../oauth/token-records.js';
 import type { Store } from '../store/index.js';
 import { ConnectFlows } from '../vault/connections/connect-flows.js';
-import { ApiKeySource, ClientCredentialsSource, CredentialBroker } from '../vault/connections/credentials.js';
+import { ApiKeySource, ClientCredentialsSource, CredentialBroker, type CredentialSource } from '../vault/connections/credentials.js';
 import { DownstreamClients } from '../vault/connections/oauth-client.js';
 import { OnBehalfOfSource } from '../vault/connections/on-behalf-of.js';
 import { ConnectionStore } from '../vault/connections/store.js';
@@ -28,6 +28,7 @@ import { Gateway } from './gateway.js';
 export { gatewayAudience, GATEWAY_PREFIX, Gateway, type GatewayCall, type GatewayDeps } from './gateway.js';
 export type { GatewayAuthorizer, GatewayAuthorizationRequest, GatewayDecision } from './authorizer.js';
 
+/** The core services {@link createCredentialIsolation} assembles the connections, vault and gateway from. */
 export interface CredentialIsolationDeps {
   config: DeputyConfig;
   issuer: string;
@@ -48,12 +49,15 @@ export interface CredentialIsolationDeps {
   vault: EnvelopeVault;
 }
 
+/** The assembled vault, connections, user grants, connect flows and gateway; `close()` stops their timers. */
 export interface CredentialIsolation {
   vault: EnvelopeVault;
   connections: ConnectionStore;
   grants: UserGrants;
   flows: ConnectFlows;
   gateway: Gateway;
+  /** The credential of each connection kind (the MCP gateway injects them too). */
+  credentials: CredentialSource;
   close(): Promise<void>;
 }
 
@@ -105,7 +109,7 @@ export async function createCredentialIsolation(deps: CredentialIsolationDeps): 
     upstreamTimeoutMs: gw.upstreamTimeoutSeconds * 1000,
     maxRequestBytes: gw.maxRequestBytes,
   });
-  return { vault, connections, grants, flows, gateway, close: () => forwarder.close() };
+  return { vault, connections, grants, flows, gateway, credentials, close: () => forwarder.close() };
 }
 
 /** The connection's scopes and routes always apply; the PDP decides after them when configured. */

@@ -7,7 +7,7 @@
  * @module
  */
 import Router from '@koa/router';
-import type { Agent, AgentPatch, AgentRegistry } from '../agents/registry.js';
+import type { Agent, AgentPatch, AgentRegistry } from '../agents/index.js';
 import { agentPatchSchema, agentSchema } from '../config/schema.js';
 import { InvalidRequest, NotFound } from '../errors/index.js';
 import { ADMIN_SCOPE, deputyOwnGrantIssues } from '../oauth/deputy-own.js';

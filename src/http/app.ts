@@ -32,7 +32,10 @@ import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gatew
 import { connectionLookup, pdpLookup, protectedResourceChallenges, protectedResourceMetadataRoute, type ProtectedResourceDeps, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 import { signInRoutes } from './signin.js';
 import type { CookieSealer, SignIn } from '../signin/index.js';
+import { mcpAdminRoutes, mcpMetadataMiddleware, mcpMiddleware } from './mcp.js';
+import type { McpSurface } from '../mcp/index.js';
 
+/** The services the Koa application routes to (configuration, verifier, provider, registry, PDP, receipts, isolation). */
 export interface AppDeps {
   config: DeputyConfig;
   issuer: string;
@@ -56,6 +59,8 @@ export interface AppDeps {
   signIn: AppSignIn;
   /** The authorization endpoint's interaction (`/interaction/{uid}`), when the code flow is on. */
   interactions?: Interactions;
+  /** The MCP gateway (`/mcp/{server}`, `/admin/mcp-servers`). */
+  mcp?: McpSurface;
 }
 
 /** What the browser surfaces need: the relying party, the cookie sealer, the session lifetime (seconds). */
@@ -65,6 +70,11 @@ export interface AppSignIn {
   sessionSeconds: number;
 }
 
+/**
+ * Builds the Koa application: request context, error boundary, security headers, body limits, Deputy's
+ * routes (admin, AuthZEN, receipts, policies, connections, gateway, health), then oidc-provider for
+ * the OAuth endpoints. Listens nowhere; the composition root mounts it.
+ */
 export function createApp(deps: AppDeps): Koa {
   const app = new Koa();
   app.proxy = deps.config.server.trustProxy;
@@ -86,6 +96,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(protectedResourceChallenges(resources));
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
+  if (deps.mcp) app.use(mcpMiddleware(deps.mcp)).use(mcpMetadataMiddleware({ mcp: deps.mcp, issuer: deps.issuer }));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
   app.use(protectedResourceMetadataRoute(resources));
@@ -101,6 +112,9 @@ export function createApp(deps: AppDeps): Koa {
     signInRoutes({ signIn: deps.signIn.service, sealer: deps.signIn.sealer, sessionSeconds: deps.signIn.sessionSeconds, secure: deps.issuer.startsWith('https:'), issuer: deps.issuer }),
     ...(deps.interactions ? [interactionRoutes({ interactions: deps.interactions, sealer: deps.signIn.sealer, issuer: deps.issuer })] : []),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),
+    ...(deps.mcp ? [mcpAdminRoutes({
+      mcp: deps.mcp, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin, issuer: deps.issuer, bodyLimitBytes: deps.config.server.bodyLimitBytes,
+    })] : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }

@@ -5,7 +5,7 @@
  * @module
  */
 import Router from '@koa/router';
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import type { Store } from '../store/index.js';
 import { noStore } from '../util/http.js';
 

@@ -22,10 +22,11 @@ import type { ReceiptService } from '../audit/receipts.js';
 import { formatLine, JSONL_MEDIA_TYPE } from '../audit/jsonl.js';
 import type { SignedReceipt } from '../audit/receipt.js';
 import { InvalidRequest, NotFound } from '../errors/index.js';
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import { nextCursor, pageRequest, requireAdmin, wireTime } from './admin-api.js';
 import type { Authenticate } from './util.js';
 
+/** Where the receipt-signing JWKS (RFC 7517 §5) is published, for auditors. */
 export const RECEIPTS_JWKS_PATH = '/receipts/jwks';
 
 export interface ReceiptRoutesDeps {

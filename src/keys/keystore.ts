@@ -30,6 +30,7 @@ import { RECEIPT_ALGS, SIGNING_ALGS, type ReceiptAlg, type SigningAlg } from '..
 /** Token-signing and receipt algorithms: one source, src/util/algorithms.ts. */
 export { RECEIPT_ALGS, SIGNING_ALGS, type ReceiptAlg, type SigningAlg };
 
+/** A token-signing key as stored: private JWK, status (`active` / `retired`), creation and retirement times. */
 export interface SigningKeyRecord {
   /** Private JWK with `kid`, `alg` and `use: "sig"`. */
   jwk: JWK & { kid: string; alg: SigningAlg };
@@ -39,6 +40,7 @@ export interface SigningKeyRecord {
   retiredAt?: number;
 }
 
+/** A vault key-encryption key as stored: `kid`, the 256-bit key `k` (base64url), status, creation and retirement times. */
 export interface KekRecord {
   kid: string;
   /** 32 random bytes, base64url. */
@@ -49,6 +51,7 @@ export interface KekRecord {
   retiredAt?: number;
 }
 
+/** Server secrets: the DPoP nonce secret (RFC 9449 §8) and the cookie-signing keys. */
 export interface ServerSecrets {
   /** 32 bytes, base64url: HKDF input for stateless DPoP nonces (same on every instance). */
   dpopNonceSecret: string;
@@ -56,6 +59,7 @@ export interface ServerSecrets {
   cookieKeys: string[];
 }
 
+/** Where keys are loaded from (`dir`, `env`), the signing algorithm, whether missing files may be generated, and the longest token lifetime (seconds, for retired-key retention). */
 export interface KeyStoreOptions {
   dir: string;
   signingAlg: SigningAlg;
@@ -86,6 +90,10 @@ export class KeyError extends Error {
   }
 }
 
+/**
+ * Deputy's loaded key material: the signing JWKS (active key signs, retired keys stay published),
+ * receipt keys, vault KEKs (reloadable) and server secrets. Built by {@link loadKeyStore}, which throws {@link KeyError}.
+ */
 export class KeyStore {
   readonly #signing: readonly SigningKeyRecord[];
   #kek: readonly KekRecord[];
@@ -211,6 +219,7 @@ export function kekSet(records: readonly KekRecord[]): { active: { kid: string; 
   return { active: { kid: active.kid, key: all.get(active.kid)! }, all };
 }
 
+/** The result of a KEK rotation: the new active `kid`, the previous one, and the file written. */
 export interface VaultKekRotation {
   /** The new active KEK. */
   kid: string;

@@ -9,12 +9,10 @@ import { createHash } from 'node:crypto';
 import { ACCESS_TOKEN_ALGS, DPOP_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import type { ActorClaim } from '../delegation/index.js';
 import type { OnceKey } from './adapter.js';
 import type { DpopVerifier } from './dpop.js';
-
-export type { ActorClaim } from '../delegation/index.js';
 
 /** Claims of a Deputy access token (RFC 9068 §2.2 plus RFC 8693 `act`, RFC 9449 `cnf`). */
 export interface AccessTokenClaims extends JWTPayload {
@@ -25,6 +23,7 @@ export interface AccessTokenClaims extends JWTPayload {
 }
 
 
+/** A request whose access token verified: the token, its claims and scopes, the scheme, and for DPoP the next nonce and the unspent proof (RFC 9449 §7). */
 export interface AuthenticatedRequest {
   token: string;
   claims: AccessTokenClaims;
@@ -40,6 +39,7 @@ export interface AuthenticatedRequest {
   unspentProof?: OnceKey;
 }
 
+/** What a protected resource requires of a token: the scope (RFC 6750 §3.1), and whether the DPoP proof `jti` is spent later (in the receipt's transaction). */
 export interface AuthenticateOptions {
   /** The scope the token must carry (`insufficient_scope` otherwise). */
   requiredScope?: string;
@@ -63,6 +63,11 @@ const JWKS_REFRESH_MS = 30_000;
 /** Verified tokens remembered at most (each entry: a digest and the claims, well under 1 KiB). */
 const MAX_VERIFIED = 10_000;
 
+/**
+ * Verifies Deputy access tokens at protected resources (RFC 9068 §4: `typ` `at+jwt`, issuer,
+ * audience, expiry, pinned algorithms; RFC 9449 §7: a DPoP proof of `cnf.jkt`). Throws {@link InvalidToken},
+ * {@link InsufficientScope} or an `InvalidDpopProof` carrying the RFC 6750 §3 / RFC 9449 §7.1 challenge.
+ */
 export class AccessTokenVerifier {
   readonly #issuer: string;
   readonly #keys: KeyStore;

@@ -31,6 +31,8 @@ export const AUTHZEN_SCOPE = 'authzen:evaluate';
 export const DEPUTY_SCOPE_NAMESPACES = ['deputy:', 'authzen:'] as const;
 /** The gateway's route prefix; `<issuer>/gw/{connection}` is each connection's audience. */
 export const GATEWAY_PREFIX = '/gw';
+/** The MCP gateway's route prefix; `<issuer>/mcp/{server}` is each MCP server's audience (src/mcp). */
+export const MCP_GATEWAY_PREFIX = '/mcp';
 
 /** Whether `scope` (one RFC 6749 §3.3 scope token) is one of Deputy's own. */
 export function isDeputyScope(scope: string): boolean {
@@ -61,9 +63,10 @@ export function isDeputyResource(target: string, issuer: string): boolean {
 /** `<issuer>/gw/{connection}` exactly: no user info, query, fragment or deeper path. */
 function isGatewayAudience(url: URL, basePath: string): boolean {
   if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') return false;
-  const prefix = `${basePath}${GATEWAY_PREFIX}/`;
-  if (!url.pathname.startsWith(prefix)) return false;
-  return CONNECTION_ID.test(url.pathname.slice(prefix.length));
+  return [GATEWAY_PREFIX, MCP_GATEWAY_PREFIX].some((p) => {
+    const prefix = `${basePath}${p}/`;
+    return url.pathname.startsWith(prefix) && CONNECTION_ID.test(url.pathname.slice(prefix.length));
+  });
 }
 
 /** What an agent definition would be granted: its allowed scopes and audiences. */
@@ -93,7 +96,7 @@ export function deputyOwnGrantIssues(agent: AgentGrants, issuer: string | undefi
 /** Why a Deputy-own scope is refused (used as the zod message and in errors). */
 export const deputyScopeMessage = 'is one of Deputy\'s own scopes (deputy:*, authzen:*), which are never granted to an agent';
 /** Why a Deputy-own resource is refused. */
-export const deputyResourceMessage = `is one of Deputy's own resources (a URL under its issuer other than ${GATEWAY_PREFIX}/{connection}), which are never granted to an agent`;
+export const deputyResourceMessage = `is one of Deputy's own resources (a URL under its issuer other than ${GATEWAY_PREFIX}/{connection} and ${MCP_GATEWAY_PREFIX}/{server}), which are never granted to an agent`;
 
 /** Deputy's own protected resources (RFC 8707 resource indicators) and the scope each accepts. */
 export interface DeputyResources {

@@ -28,6 +28,7 @@ import { recordOnce, type OnceKey } from './adapter.js';
 import { DPOP_ALGS } from '../util/algorithms.js';
 import { normalizeHttpUrl } from './uri.js';
 
+/** DPoP verification settings: the store (spent `jti`s), the `iat` window in seconds, whether a nonce is required (RFC 9449 §8) and its secret, accepted algorithms. */
 export interface DpopVerifierOptions {
   db: Queryable;
   /** Accepted |now - iat| in seconds for a proof without a nonce. */
@@ -38,6 +39,7 @@ export interface DpopVerifierOptions {
   algorithms?: readonly string[];
 }
 
+/** The request a proof is checked against: the `DPoP` header values, method (`htm`), URL (`htu`), the access token (`ath`) and the key it is bound to (`cnf.jkt`). */
 export interface DpopRequest {
   /** Every `DPoP` header value received (more than one is an error). */
   proofs: readonly string[];
@@ -50,6 +52,7 @@ export interface DpopRequest {
   expectedJkt?: string;
 }
 
+/** A proof whose signature and claims verified: its key thumbprint (RFC 7638, `cnf.jkt`), `jti`, `iat`, `htu`, and the next nonce to send. */
 export interface VerifiedDpopProof {
   /** RFC 7638 thumbprint of the proof key. */
   jkt: string;
@@ -124,6 +127,10 @@ export class DpopNonces {
   }
 }
 
+/**
+ * Verifies DPoP proofs (RFC 9449 §4.3): `typ` `dpop+jwt`, pinned algorithms, embedded public key,
+ * `htm` / `htu` / `ath` / `iat`, and nonces (§8). Throws `InvalidDpopProof` or `UseDpopNonce`; the caller spends the `jti`.
+ */
 export class DpopVerifier {
   readonly #o: Required<DpopVerifierOptions>;
   readonly #nonces: DpopNonces;

@@ -29,6 +29,7 @@ import type { Logger } from '../log.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
 import type { RevocationCache, TokenRecord, TokenRecords } from './token-records.js';
 
+/** What introspection and revocation read: the access-token verifier, token records and revocation cache, and which clients may introspect or revoke. */
 export interface IntrospectionDeps {
   verifier: AccessTokenVerifier;
   records: TokenRecords;

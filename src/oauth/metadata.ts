@@ -51,6 +51,7 @@ const CODE_FLOW_MEMBERS = [
   'client_id_metadata_document_supported',
 ] as const;
 
+/** What Deputy adds to oidc-provider's RFC 8414 metadata: the scopes it supports, extra members, whether the authorization endpoint is served. */
 export interface MetadataOptions {
   /** The scopes clients can obtain at `/token` (RFC 8414 §2 `scopes_supported`). */
   scopes: readonly string[];

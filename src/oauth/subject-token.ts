@@ -63,19 +63,23 @@ interface SubjectBase {
   mayAct: Record<string, unknown> | undefined;
 }
 
+/** A subject token from a trusted enterprise IdP, verified: the federated identity. */
 export interface FederatedSubject extends SubjectBase {
   kind: 'federated';
   identity: FederatedIdentity;
 }
 
+/** A subject token Deputy issued (an agent token), verified: its claims and its token record. */
 export interface DeputySubject extends SubjectBase {
   kind: 'deputy';
   claims: AccessTokenClaims;
   record: TokenRecord;
 }
 
+/** The verified subject of an exchange (RFC 8693 §2.1 `subject_token`). */
 export type Subject = FederatedSubject | DeputySubject;
 
+/** What subject-token resolution reads: the issuer, the federation verifier, the access-token verifier, token records. */
 export interface SubjectTokenDeps {
   issuer: string;
   federation: FederationVerifier;

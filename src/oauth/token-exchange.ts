@@ -39,7 +39,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
-import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { Agent, AgentRegistry } from '../agents/index.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
 import type { ReceiptInput } from '../audit/receipt.js';
 import type { ReceiptAppender } from '../audit/receipts.js';
@@ -83,6 +83,7 @@ const MAX_TOKEN_PARAM = 16 * 1024;
 /** Longest accepted `resource` / `audience` value, in characters. */
 export const MAX_TARGET = 2048;
 
+/** The services the token exchange reads: issuer, store, agent registry, federation, verifier, token records, the delegation authorizer, receipts, vault, token lifetime (seconds), logger. */
 export interface TokenExchangeDeps {
   issuer: string;
   store: Store;

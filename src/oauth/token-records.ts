@@ -26,6 +26,7 @@ import type { DelegatingUser, DelegationChain } from '../delegation/index.js';
 /** The user attributes carried along a chain for policy. */
 export type UserAttributes = Omit<DelegatingUser, 'id' | 'issuerId'>;
 
+/** A token Deputy issued, as stored: `jti`, parent and root `jti`, agent, delegating user, audience, scope, chain, `cnf.jkt`, times (epoch seconds), revocation. */
 export interface TokenRecord {
   jti: string;
   parentJti: string | undefined;
@@ -54,6 +55,7 @@ export interface TokenRecord {
   revokedReason: string | undefined;
 }
 
+/** A token record as inserted (not yet revoked). */
 export type NewTokenRecord = Omit<TokenRecord, 'revokedAt' | 'revokedReason' | 'issuedAt'> & { issuedAt: number };
 
 interface Row {
@@ -149,6 +151,10 @@ export class AgentNotActive extends Error {
   }
 }
 
+/**
+ * Token records in the store: insert (refused when the parent is revoked or the agent not active),
+ * effective revocation across the lineage (cascade, RFC 7009 §2.1), purge of expired rows.
+ */
 export class TokenRecords {
   constructor(readonly store: Store) {}
 

@@ -22,7 +22,7 @@
  *
  * @module
  */
-import type { Agent } from '../agents/registry.js';
+import type { Agent } from '../agents/index.js';
 import { scopesOf, type DelegatedSubject, type DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson } from './cedar.js';
 import { deny, quoted, type Decision, type DeniedLink } from './decision.js';

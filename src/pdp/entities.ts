@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { Agent, AgentRegistry } from '../agents/registry.js';
+import type { Agent, AgentRegistry } from '../agents/index.js';
 import type { DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { PolicySnapshot } from './policy-store.js';
@@ -112,6 +112,9 @@ export function agentEntity(snapshot: PolicySnapshot, type: EntityTypeInfo, agen
     scopes: agent.scopes,
     audiences: agent.audiences,
     maxDelegationDepth: agent.maxDelegationDepth,
+    // "config" | "api" | "client_id_metadata": policies can single out metadata-document clients.
+    source: agent.source,
+    ...(agent.clientIdUrl !== undefined ? { client_id_url: agent.clientIdUrl } : {}),
   };
   const attrs = snapshot.schema.projectAttributes(source, type, 'agent');
   return finish(snapshot, { type: type.name, id: agent.id }, attrs, (pip?.parents ?? []).map(plainUid));

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Agent } from '../agents/registry.js';
+import type { Agent } from '../agents/index.js';
 import type { Logger } from '../log.js';
 import { checkAgainstRegistry, type DelegatedSubject, type DelegationRequest, type InvalidSubject, type RegistryAuthorizer, type SubjectResolution, type SubjectResolver } from '../delegation/index.js';
 import type { EvaluationInput, EvaluationsSemantic } from './authzen.js';

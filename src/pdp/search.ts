@@ -13,7 +13,7 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import type { Agent } from '../agents/registry.js';
+import type { Agent } from '../agents/index.js';
 import { InvalidRequest } from '../errors/index.js';
 import type { SearchInput } from './authzen.js';
 import { uidOf } from './entity-data.js';

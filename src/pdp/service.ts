@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { AgentRegistry } from '../agents/registry.js';
+import type { AgentRegistry } from '../agents/index.js';
 import type { DeputyConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { RegistryAuthorizer, type DelegationAuthorizer, type SubjectResolver } from '../delegation/index.js';

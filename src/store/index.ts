@@ -13,6 +13,10 @@ export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUna
 export { DataDirLocked, lockDataDir, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';
 
+/**
+ * Opens the configured store: PostgreSQL when `databaseUrl` is set, embedded PGlite (its data folder
+ * or `memory://`) otherwise. Connection failures surface as `StoreUnavailableError` on first use.
+ */
 export async function openStore(cfg: DeputyConfig['store']): Promise<Store> {
   if (cfg.databaseUrl) return createPostgresStore({ connectionString: cfg.databaseUrl, poolSize: cfg.poolSize });
   return createPGliteStore({ dataDir: cfg.dataDir });

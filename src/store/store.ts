@@ -16,6 +16,7 @@ export interface Queryable {
   exec(sql: string): Promise<void>;
 }
 
+/** Deputy's database (PGlite or PostgreSQL): queries and transactions (`Queryable`), its `kind`, a liveness `ping`, and `close`. */
 export interface Store extends Queryable {
   /** `postgres` for a server reached through `DATABASE_URL`, `pglite` for the embedded database. */
   readonly kind: 'postgres' | 'pglite';

@@ -62,6 +62,7 @@ export function newHandle(prefix: string): string {
   return `${prefix}_${randomBytes(18).toString('base64url')}`;
 }
 
+/** A secret to store: its handle, kind (both bound as additional authenticated data), plaintext and optional expiry. */
 export interface PutSecret {
   handle: string;
   /** What the secret is (`upstream_subject_token`, `connection_secret`, …); bound into the AAD. */

@@ -51,6 +51,7 @@ const ALGORITHM = 'aes-256-gcm';
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
+/** Reloading of the local KEK set: the reload function, refresh period and unknown-`kid` cooldown (ms), an error hook, the clock. */
 export interface LocalKeyWrapperOptions {
   /**
    * Re-reads the KEK source (file or environment). Called when a row names an unknown KEK

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { KeyStore } from '../keys/keystore.js';
+import type { KeyStore } from '../keys/index.js';
 import type { Logger } from '../log.js';
 import { EnvelopeVault } from './envelope.js';
 import { LocalKeyWrapper } from './key-wrapper.js';

@@ -70,6 +70,20 @@ describe('admin API: agents', () => {
     expect(ids).toEqual(expect.arrayContaining(['config-agent', 'travel']));
   });
 
+  it('reserves cimd- ids for client metadata document clients; such an agent is disabled like any, its limits are not the API\'s', async () => {
+    const refused = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent('cimd-0123456789abcdef0123456789abcdef')) });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(await json(refused))).toContain('reserved');
+
+    const url = 'https://mcp.example.com/client.json';
+    const agent = await deputy.agents.upsertDocumentClient({ url, name: 'MCP host', scopes: ['calendar.read'], audiences: ['https://api.example.com'], maxDelegationDepth: 1 });
+    const read = await json(await api(`/admin/agents/${agent.id}`, { token: adminToken }));
+    expect(read).toMatchObject({ id: agent.id, name: 'MCP host', owner: 'mcp.example.com', source: 'client_id_metadata', client_id_url: url, status: 'active' });
+    expect((await api(`/admin/agents/${agent.id}`, { method: 'PATCH', token: adminToken, body: JSON.stringify({ scopes: ['mail.send'] }) })).status).toBe(409);
+    const disabled = await api(`/admin/agents/${agent.id}/disable`, { method: 'POST', token: adminToken });
+    expect((await json(disabled)).status).toBe('disabled');
+  });
+
   it('pages the list with an opaque cursor', async () => {
     for (const id of ['page-a', 'page-b', 'page-c']) {
       expect((await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent(id)) })).status).toBe(201);

@@ -10,12 +10,22 @@
  * `private_key_jwt` assertion through `addClientAuthentication`) and the transport's `fetch`,
  * which adds DPoP proofs (RFC 9449) — the SDK has no DPoP of its own.
  *
+ * And an MCP host that knows nothing of Deputy: no registration, its `client_id` the https URL of
+ * its Client ID Metadata Document (the SDK's `clientMetadataUrl`, used because Deputy's metadata
+ * says `client_id_metadata_document_supported`), a public client (`none`) binding its token with
+ * DPoP; Deputy makes it the registry agent `cimd-…` (`act.sub`).
+ *
  * Discovery is the SDK's own: the gateway's 401 offers a `Bearer` challenge first with RFC 9728
  * `resource_metadata`, which names Deputy's protected resource metadata for `/gw/mcp`
  * (issue 13 §4), whose `authorization_servers` is Deputy.
  */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import type { OAuthClientProvider, OAuthDiscoveryState } from '@modelcontextprotocol/sdk/client/auth.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -31,6 +41,7 @@ import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js
 import { freePort } from '../support/net.js';
 import { Browser } from '../support/oauth-provider.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { documentAgentId } from '../../src/agents/document-client.js';
 
 const REDIRECT = 'http://127.0.0.1:9/mcp-callback';
 let idp: MockIdp;
@@ -41,6 +52,9 @@ let upstreamBase: string;
 let keys: ClientKeys;
 let proofKeys: DpopKeys;
 const upstreamKeys: string[] = [];
+let certDir: string;
+let docs: Server;
+let documentUrl: string;
 
 /** An MCP server over Streamable HTTP (stateless), with one tool. */
 function mcpUpstream(): Server {
@@ -58,7 +72,7 @@ function mcpUpstream(): Server {
 }
 
 /** The OAuthClientProvider of an MCP host: in-memory storage, the browser step recorded. */
-class TestProvider implements OAuthClientProvider {
+abstract class HostProvider {
   authorizationUrl: URL | undefined;
   #tokens: OAuthTokens | undefined;
   #verifier = '';
@@ -66,12 +80,6 @@ class TestProvider implements OAuthClientProvider {
 
   get redirectUrl(): string {
     return REDIRECT;
-  }
-  get clientMetadata(): OAuthClientMetadata {
-    return { client_name: 'MCP host', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'private_key_jwt', scope: 'deputy.read' };
-  }
-  clientInformation(): OAuthClientInformationMixed {
-    return { client_id: 'mcp-agent' };
   }
   tokens(): OAuthTokens | undefined {
     return this.#tokens;
@@ -88,17 +96,44 @@ class TestProvider implements OAuthClientProvider {
   codeVerifier(): string {
     return this.#verifier;
   }
+  discoveryState(): OAuthDiscoveryState | undefined {
+    return this.#discovery;
+  }
+  saveDiscoveryState(state: OAuthDiscoveryState): void {
+    this.#discovery = state;
+  }
+}
+
+/** A host configured with a registered agent's `client_id` and key. */
+class TestProvider extends HostProvider implements OAuthClientProvider {
+  get clientMetadata(): OAuthClientMetadata {
+    return { client_name: 'MCP host', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'private_key_jwt', scope: 'deputy.read' };
+  }
+  clientInformation(): OAuthClientInformationMixed {
+    return { client_id: 'mcp-agent' };
+  }
   /** RFC 7523 private_key_jwt: the registered agent authenticates with its key. */
   async addClientAuthentication(_headers: Headers, params: URLSearchParams): Promise<void> {
     params.set('client_id', 'mcp-agent');
     params.set('client_assertion_type', 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer');
     params.set('client_assertion', await clientAssertion({ id: 'mcp-agent', keys }, issuer));
   }
-  discoveryState(): OAuthDiscoveryState | undefined {
-    return this.#discovery;
+}
+
+/** A host Deputy never heard of: its `client_id` is the URL of its metadata document; a public client. */
+class DocumentProvider extends HostProvider implements OAuthClientProvider {
+  #info: OAuthClientInformationMixed | undefined;
+  get clientMetadataUrl(): string {
+    return documentUrl;
   }
-  saveDiscoveryState(state: OAuthDiscoveryState): void {
-    this.#discovery = state;
+  get clientMetadata(): OAuthClientMetadata {
+    return { client_name: 'Any MCP host', redirect_uris: [REDIRECT], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'deputy.read' };
+  }
+  clientInformation(): OAuthClientInformationMixed | undefined {
+    return this.#info;
+  }
+  saveClientInformation(info: OAuthClientInformationMixed): void {
+    this.#info = info;
   }
 }
 
@@ -126,6 +161,19 @@ beforeAll(async () => {
   issuer = `http://localhost:${port}`;
   keys = await clientKeys();
   proofKeys = await dpopKeys();
+  // The host's metadata document, over https (a throwaway self-signed certificate, trusted through caFile).
+  certDir = mkdtempSync(join(tmpdir(), 'mcp-cimd-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(certDir, 'key.pem'), '-out', join(certDir, 'cert.pem')], { stdio: 'ignore' });
+  docs = createHttpsServer({ key: readFileSync(join(certDir, 'key.pem')), cert: readFileSync(join(certDir, 'cert.pem')) }, (req, res) => {
+    if (req.url !== '/mcp-host.json') return void res.writeHead(404).end();
+    // Without `scope`: oidc-provider checks a document's `scope` against its own supported scopes
+    // (Deputy's are its resource scopes only), and Deputy takes a document client's scopes from configuration anyway.
+    const { scope: _scope, ...document } = new DocumentProvider().clientMetadata;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ client_id: documentUrl, ...document }));
+  });
+  await new Promise<void>((resolve) => docs.listen(0, '127.0.0.1', resolve));
+  documentUrl = `https://localhost:${(docs.address() as AddressInfo).port}/mcp-host.json`;
   deputy = await startTestDeputy({
     env: { MCP_KEY: 'mcp-upstream-key-0123456789' },
     config: {
@@ -133,7 +181,16 @@ beforeAll(async () => {
       trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
       agents: [agentConfig('mcp-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/mcp`] })],
       connections: [{ id: 'mcp', kind: 'api_key', baseUrl: upstreamBase, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'MCP_KEY' }, requiredScopes: ['deputy.read'] }],
-      oauth: { authorizationCode: { enabled: true, clients: [{ clientId: 'mcp-agent', redirectUris: [REDIRECT] }] } },
+      oauth: {
+        authorizationCode: {
+          enabled: true,
+          clients: [{ clientId: 'mcp-agent', redirectUris: [REDIRECT] }],
+          clientIdMetadataDocuments: {
+            enabled: true, allowedHosts: [new URL(documentUrl).host], scopes: ['deputy.read'], audiences: [`${issuer}/gw/mcp`],
+            allowPrivateAddresses: true, caFile: join(certDir, 'cert.pem'),
+          },
+        },
+      },
     },
   });
   idp.oktaSignIn.registerClient({ clientId: 'deputy-signin', redirectUri: `${issuer}/signin/callback`, jwksUri: `${deputy.url}/jwks` });
@@ -142,7 +199,9 @@ afterAll(async () => {
   await deputy?.stop();
   upstream?.closeAllConnections();
   upstream?.close();
+  docs?.close();
   await idp?.close();
+  if (certDir) rmSync(certDir, { recursive: true, force: true });
 });
 
 describe('the MCP SDK client against Deputy', () => {
@@ -183,6 +242,39 @@ describe('the MCP SDK client against Deputy', () => {
     const result = await client.callTool({ name: 'echo', arguments: { text: 'hi' } });
     expect(result.content).toEqual([{ type: 'text', text: 'echo: hi' }]);
     expect(upstreamKeys.at(-1)).toBe('mcp-upstream-key-0123456789');
+    await client.close();
+  });
+
+  it('an MCP host identified only by its client ID metadata document URL goes from a 401 to a DPoP-bound token acting as its cimd- agent, and calls a tool', async () => {
+    const provider = new DocumentProvider();
+    const serverUrl = new URL(`${issuer}/gw/mcp/mcp`);
+    const first = new Client({ name: 'any-host', version: '1.0.0' });
+    await expect(first.connect(new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: dpopFetch }))).rejects.toThrow(/Unauthorized/i);
+    // Found from the 401 alone (RFC 9728 resource_metadata → Deputy), with no registration.
+    expect(provider.discoveryState()).toMatchObject({ authorizationServerUrl: issuer, resourceMetadataUrl: `${issuer}/.well-known/oauth-protected-resource/gw/mcp` });
+    const authorization = provider.authorizationUrl!;
+    // The SDK used its document URL as client_id, because Deputy's metadata supports it.
+    expect(Object.fromEntries(authorization.searchParams)).toMatchObject({ client_id: documentUrl, response_type: 'code', code_challenge_method: 'S256', resource: `${issuer}/gw/mcp` });
+
+    const browser = new Browser();
+    browser.setCookie('127.0.0.1', 'okta_user', OKTA_USER_ID);
+    const consent = await browser.visit(authorization.href, { stopAt: (next) => next.href.startsWith(REDIRECT) });
+    expect(consent.body).toContain('Any MCP host');
+    const csrf = /name="csrf" value="([^"]+)"/.exec(consent.body)![1]!;
+    const decided = await browser.submit(consent.url, { csrf, decision: 'approve' }, { origin: issuer });
+    const back = new URL((await browser.visit(decided.location!, { stopAt: (next) => next.href.startsWith(REDIRECT) })).location!);
+
+    const transport = new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: dpopFetch });
+    await transport.finishAuth(back.searchParams.get('code')!);
+    const token = provider.tokens()!.access_token;
+    const agentId = documentAgentId(documentUrl);
+    expect(decodeJwt(token)).toMatchObject({ sub: `okta:${new URL(idp.base).host}:${OKTA_USER_ID}`, act: { sub: agentId }, client_id: documentUrl, aud: `${issuer}/gw/mcp`, cnf: { jkt: expect.any(String) } });
+    expect(await deputy.agents.get(agentId)).toMatchObject({ source: 'client_id_metadata', clientIdUrl: documentUrl, name: 'Any MCP host' });
+
+    const client = new Client({ name: 'any-host', version: '1.0.0' });
+    await client.connect(transport);
+    const result = await client.callTool({ name: 'echo', arguments: { text: 'from anywhere' } });
+    expect(result.content).toEqual([{ type: 'text', text: 'echo: from anywhere' }]);
     await client.close();
   });
 });

@@ -24,6 +24,8 @@ import { purgeExpired, recordOnce } from '../../src/oauth/adapter.js';
 import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, Store } from '../../src/store/index.js';
+import { mcpServerSchema } from '../../src/mcp/config.js';
+import { McpServerStore, PinStore } from '../../src/mcp/store.js';
 
 export interface ContractFixture {
   /** Migrated stores over one database: two on PostgreSQL (separate pools), one on PGlite. */
@@ -60,6 +62,7 @@ export function storeContract(options: ContractOptions): void {
     replayContract(one, two, concurrent);
     refreshLockContract(one, two, concurrent);
     adapterContract(one);
+    mcpPinContract(one, two);
   });
 }
 
@@ -577,6 +580,45 @@ function adapterContract(one: () => Store): void {
       expect(await purgeExpired(one())).toBeGreaterThanOrEqual(1);
       const left = await one().query<{ id: string }>(`SELECT id FROM oidc_models WHERE model = 'PurgeTest'`);
       expect(left.map((r) => r.id)).toEqual([alive]);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// MCP servers and tool pins (src/mcp/store.ts)
+
+function mcpPinContract(one: () => Store, two: () => Store): void {
+  describe('MCP servers and tool pins', () => {
+    const server = (id: string) => mcpServerSchema.parse({ id, url: 'https://mcp.example.com/mcp' });
+
+    it('stores one pin per server and tool: re-approval replaces it, another instance reads it, deleting the server drops its pins', async () => {
+      const id = `s${randomUUID().slice(0, 8)}`;
+      await new McpServerStore(one()).create(server(id));
+      const pins = new PinStore(one());
+      await pins.put({ server: id, tool: 'echo', digest: 'sha-256:a', jws: 'a.b.c', definition: '{"name":"echo"}', signer: 'deputy' });
+      await pins.put({ server: id, tool: 'echo', digest: 'sha-256:b', jws: 'a.b.d', definition: undefined, signer: 'publisher' });
+      const read = await new PinStore(two()).forServer(id);
+      expect([...read.keys()]).toEqual(['echo']);
+      expect(read.get('echo')).toMatchObject({ digest: 'sha-256:b', jws: 'a.b.d', definition: undefined, signer: 'publisher' });
+      expect(await pins.delete(id, 'echo')).toBe(true);
+      expect(await pins.delete(id, 'echo')).toBe(false);
+      await pins.put({ server: id, tool: 'other', digest: 'sha-256:c', jws: 'a.b.e', definition: undefined, signer: 'deputy' });
+      await new McpServerStore(two()).delete(id);
+      expect((await pins.forServer(id)).size).toBe(0);
+    });
+
+    it('syncs configured servers: an upsert keeps pins, a server removed from the file is deleted', async () => {
+      const id = `c${randomUUID().slice(0, 8)}`;
+      const servers = new McpServerStore(one());
+      await servers.syncFromConfig([server(id)]);
+      await new PinStore(one()).put({ server: id, tool: 't', digest: 'sha-256:x', jws: 'x.y.z', definition: undefined, signer: 'deputy' });
+      await servers.syncFromConfig([{ ...server(id), name: 'renamed' }]);
+      expect((await servers.get(id))?.settings.name).toBe('renamed');
+      expect((await new PinStore(one()).forServer(id)).size).toBe(1);
+      await expect(servers.delete(id)).rejects.toMatchObject({ status: 409 });
+      const { removed } = await servers.syncFromConfig([]);
+      expect(removed).toContain(id);
+      expect(await servers.get(id)).toBeUndefined();
     });
   });
 }

@@ -8,22 +8,34 @@
  * - `pgliteDataDirTemplate`: a data folder holding it (no lock, no Deputy tables), which
  *   `initialisedDataDir()` copies for tests that start Deputy or a script as a separate process
  *   on a new folder. `test/features/start.test.ts` still starts on a folder that does not exist.
+ * - `rsaKeyPool`: RSA private JWKs generated once, handed out by `./rsa-keys.ts`.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
+import { exportJWK, generateKeyPair, type JWK } from 'jose';
 import type { TestProject } from 'vitest/node';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     pgliteEmptyCluster: string;
     pgliteDataDirTemplate: string;
+    rsaKeyPool: JWK[];
   }
+}
+
+/** RSA keys handed out per test file (./rsa-keys.ts); a file needing more generates the rest. */
+const RSA_POOL_SIZE = 8;
+
+/** `count` RSA-2048 private JWKs, generated concurrently. */
+async function generateRsaPool(count: number): Promise<JWK[]> {
+  return Promise.all(Array.from({ length: count }, async () => exportJWK((await generateKeyPair('RS256', { extractable: true })).privateKey)));
 }
 
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'deputy-test-cluster-'));
+  const rsaPool = generateRsaPool(RSA_POOL_SIZE);
   const db = await PGlite.create();
   const dump = await db.dumpDataDir('none');
   await db.close();
@@ -34,5 +46,6 @@ export default async function setup(project: TestProject): Promise<() => void> {
   await folder.close();
   project.provide('pgliteEmptyCluster', dumpFile);
   project.provide('pgliteDataDirTemplate', template);
+  project.provide('rsaKeyPool', await rsaPool);
   return () => rmSync(dir, { recursive: true, force: true });
 }

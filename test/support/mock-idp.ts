@@ -22,6 +22,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWK, type JWTHeaderParameters } from 'jose';
+import { rsaKeyPair } from './rsa-keys.js';
 import type { FederationPreset, TrustedIssuerConfigInput } from '../../src/federation/config.js';
 import { mockOktaSignIn, type MockOktaSignIn } from './mock-idp-signin.js';
 
@@ -227,7 +228,7 @@ function b64url(value: unknown): string {
 }
 
 async function newKey(alg: MockKeyAlg): Promise<MockKey> {
-  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+  const { privateKey, publicKey } = alg === 'RS256' || alg === 'PS256' ? await rsaKeyPair(alg) : await generateKeyPair(alg, { extractable: true });
   const kid = randomBytes(16).toString('base64url');
   const publicJwk: JWK = { ...(await exportJWK(publicKey)), kid, alg, use: 'sig' };
   return { kid, alg, privateKey, publicKey, publicJwk };

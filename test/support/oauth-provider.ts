@@ -9,7 +9,8 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair } from 'jose';
+import { exportJWK } from 'jose';
+import { rsaKeyPair } from './rsa-keys.js';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
 
 export interface OAuthProviderOptions {
@@ -35,7 +36,7 @@ export async function startOAuthProvider(options: OAuthProviderOptions): Promise
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+  const { privateKey } = await rsaKeyPair('RS256');
   const tokenGrants: Record<string, number> = {};
   let deny = false;
 

@@ -201,7 +201,7 @@ function fakeVerifier(result: Partial<AuthenticatedRequest> | Error) {
   return { verifier, spent };
 }
 
-const record = { jti: 'at-1', userId: 'okta:alice', userAttrs: {}, chain: ['agent-a'], upstream: undefined } as unknown as TokenRecord;
+const record = { jti: 'at-1', userId: 'okta:alice', userAttrs: {}, agentId: 'agent-a', chain: ['agent-a'], upstream: undefined } as unknown as TokenRecord;
 const request: PepRequest = { audience: 'https://deputy.test/gw/github', url: 'https://deputy.test/gw/github/x', method: 'GET', authorization: 'DPoP tok', dpopProofs: ['p'], requestId: 'req-1' };
 
 function admit(verifier: ProofVerifier, live: TokenRecord | null = record, metadata?: string) {

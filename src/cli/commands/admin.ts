@@ -13,7 +13,7 @@ import { adminClient, type AdminClient } from '../admin-client.js';
 import { EXIT, UsageError } from '../errors.js';
 import { globals, printJson, resolveUrl, type GlobalOptions, type Io } from '../shared.js';
 
-interface BodyOptions {
+export interface BodyOptions {
   data?: string;
   file?: string;
 }
@@ -37,7 +37,7 @@ export function jsonBody(o: BodyOptions): Record<string, unknown> {
   return doc as Record<string, unknown>;
 }
 
-const withBody = (c: Command): Command =>
+export const withBody = (c: Command): Command =>
   c.option('-d, --data <json>', 'the JSON body').option('-f, --file <file>', 'read the JSON body from FILE (- for stdin)');
 
 const limitOption = () =>
@@ -46,19 +46,19 @@ const limitOption = () =>
     return Number(v);
   });
 
-type Run = (admin: AdminClient, g: GlobalOptions) => Promise<void>;
+export type Run = (admin: AdminClient, g: GlobalOptions) => Promise<void>;
 
 /** Runs `fn` with an authenticated admin client; the command's global options decide the output. */
-function withAdmin(io: Io, done: (code: number) => void, c: Command, fn: Run): Promise<void> {
+export function withAdmin(io: Io, done: (code: number) => void, c: Command, fn: Run): Promise<void> {
   const g = globals(c, io);
   return adminClient(resolveUrl(g, io), g.credentials)
     .then((admin) => fn(admin, g))
     .then(() => done(EXIT.ok));
 }
 
-const path = (...parts: string[]) => parts.map((p, i) => (i === 0 ? p : encodeURIComponent(p))).join('/');
+export const path = (...parts: string[]) => parts.map((p, i) => (i === 0 ? p : encodeURIComponent(p))).join('/');
 
-function printList(io: Io, g: GlobalOptions, doc: unknown, member: string, line: (item: Record<string, unknown>) => string): void {
+export function printList(io: Io, g: GlobalOptions, doc: unknown, member: string, line: (item: Record<string, unknown>) => string): void {
   if (g.json) return printJson(io, doc);
   const d = doc as Record<string, unknown>;
   const items = (d[member] as Array<Record<string, unknown>>) ?? [];

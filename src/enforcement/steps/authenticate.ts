@@ -21,6 +21,7 @@ import type { Step } from '../pipeline.js';
 /** What `authenticate` needs from the verifier (src/oauth/access-token.ts fits). */
 export type ProofVerifier = Pick<AccessTokenVerifier, 'authenticate' | 'spendProof'>;
 
+/** Options of the `authenticate` step: the token verifier, when the proof is spent, the 401 challenge. */
 export interface AuthenticateOptions {
   verifier: ProofVerifier;
   /**

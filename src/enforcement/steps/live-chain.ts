@@ -15,6 +15,7 @@ import type { Authenticated, LiveChain, PepRequest } from '../context.js';
 import type { Step } from '../pipeline.js';
 import { dpopChallenger, type Challenger } from './authenticate.js';
 
+/** Options of the `liveChain` step: the revocation cache and the challenge a refusal carries. */
 export interface LiveChainOptions {
   revocations: Pick<RevocationCache, 'liveRecord'>;
   /** The resource's 401 challenge (the one given to `authenticate`). */
@@ -34,7 +35,8 @@ export function liveChain(options: LiveChainOptions): Step<PepRequest & Authenti
         principal: {
           userId: record.userId,
           userAttrs: record.userAttrs,
-          agentId: auth.claims.client_id,
+          // The record's agent, not `client_id`: a metadata-document client's `client_id` is its URL, its agent `cimd-…`.
+          agentId: record.agentId,
           chain: record.chain,
           scopes: auth.scopes,
           token: auth.token,

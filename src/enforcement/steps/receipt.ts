@@ -24,6 +24,7 @@ import type { ActionContext, Decided, Described } from '../context.js';
 import { NOTHING, type Step } from '../pipeline.js';
 import { dpopChallenger, type Challenger } from './authenticate.js';
 
+/** Options of the `receipt` step: the appender, the logger and the challenge a refusal carries. */
 export interface ReceiptOptions {
   /** Absent: receipts are off and the step does nothing. */
   receipts: ReceiptAppender | undefined;

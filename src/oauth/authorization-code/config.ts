@@ -16,6 +16,11 @@
  *       allowedHosts: [claude.ai, vscode.dev]
  *       scopes: [deputy.read]          # what such a client may ask for
  *       audiences: [https://deputy.example.com/gw/drive]
+ *       maxDelegationDepth: 1          # default: acts directly for the user only
+ *       hosts:                         # optional: other limits for one allow-listed host
+ *         - host: vscode.dev
+ *           scopes: [deputy.read, deputy.write]
+ *           audiences: [https://deputy.example.com/gw/github]
  * ```
  *
  * @module
@@ -73,9 +78,49 @@ export const authorizationCodeSchema = z
         scopes: z.array(scopeToken).max(100).default([]),
         /** Resources (RFC 8707; e.g. `<issuer>/gw/{connection}`) such a client may obtain tokens for. */
         audiences: z.array(z.string().min(1).max(2048)).max(100).default([]),
+        /**
+         * Longest delegation chain such a client may appear at the end of (agents counted, itself
+         * included): 1, acting directly for the user only. It cannot authenticate to exchange tokens.
+         */
+        maxDelegationDepth: z.number().int().min(1).max(10).default(1),
+        /** Per allow-listed host, limits replacing the three above for documents on that host. */
+        hosts: z
+          .array(
+            z.strictObject({
+              host,
+              scopes: z.array(scopeToken).max(100).default([]),
+              audiences: z.array(z.string().min(1).max(2048)).max(100).default([]),
+              maxDelegationDepth: z.number().int().min(1).max(10).default(1),
+            }),
+          )
+          .max(1000)
+          .default([]),
+      })
+      .refine((d) => d.hosts.every((h) => d.allowedHosts.some((a) => a.toLowerCase() === h.host.toLowerCase())), {
+        message: 'every hosts[].host must also be in allowedHosts',
+        path: ['hosts'],
       })
       .prefault({}),
   })
   .prefault({});
 
 export type AuthorizationCodeConfig = z.infer<typeof authorizationCodeSchema>;
+
+/** The limits a metadata-document client gets: those of its host's `hosts` entry, else the defaults. */
+export interface DocumentClientLimits {
+  scopes: readonly string[];
+  audiences: readonly string[];
+  maxDelegationDepth: number;
+}
+
+/**
+ * The operator's limits for the metadata-document client `url` (never the document's): its host's
+ * entry in `clientIdMetadataDocuments.hosts` (host with its port, if not 443; case-insensitive),
+ * else the section's own `scopes`, `audiences` and `maxDelegationDepth`.
+ */
+export function documentClientLimits(documents: AuthorizationCodeConfig['clientIdMetadataDocuments'], url: string): DocumentClientLimits {
+  const host = URL.parse(url)?.host.toLowerCase();
+  const entry = documents.hosts.find((h) => h.host.toLowerCase() === host);
+  const { scopes, audiences, maxDelegationDepth } = entry ?? documents;
+  return { scopes, audiences, maxDelegationDepth };
+}

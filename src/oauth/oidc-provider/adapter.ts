@@ -12,7 +12,7 @@
  * @module
  */
 import type { Adapter, AdapterPayload } from 'oidc-provider';
-import type { Agent, AgentRegistry } from '../../agents/registry.js';
+import type { Agent, AgentRegistry } from '../../agents/index.js';
 import type { Queryable } from '../../store/index.js';
 
 interface ModelRow {
@@ -82,8 +82,9 @@ export class StoreAdapter implements Adapter {
 }
 
 /**
- * The `Client` model, read-only, backed by the agent registry. A disabled or unknown agent is
- * "not found", so its client authentication fails with `invalid_client`.
+ * The `Client` model, read-only, backed by the agent registry. A disabled or unknown agent, or the
+ * agent of a metadata-document client, is "not found", so its client authentication fails with
+ * `invalid_client`.
  */
 export class AgentClientAdapter implements Adapter {
   constructor(
@@ -93,7 +94,9 @@ export class AgentClientAdapter implements Adapter {
 
   async find(id: string): Promise<AdapterPayload | undefined> {
     const agent = await this.registry.get(id);
-    return agent && agent.status === 'active' ? this.toMetadata(agent) : undefined;
+    // A metadata-document client's agent has no keys: it is only ever the client of its URL (the
+    // document), never one that authenticates under its `cimd-…` id.
+    return agent && agent.status === 'active' && agent.source !== 'client_id_metadata' ? this.toMetadata(agent) : undefined;
   }
 
   async upsert(): Promise<void> {

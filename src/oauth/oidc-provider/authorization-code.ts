@@ -12,7 +12,10 @@
  * receipted through the exchange's own `recordIssuedToken` (../token-exchange.ts).
  *
  * Clients: registered agents listed in `oauth.authorizationCode.clients`, and Client ID Metadata
- * Documents (./client-id-metadata.ts).
+ * Documents (../client-id-metadata.ts). A metadata-document client is the registry agent
+ * `documentAgentId(url)` (src/agents/document-client.ts), created or updated at consent and at
+ * `/token` with the operator's limits: `act.sub`, the token record, the receipt and the PDP name
+ * that agent, never the URL, so everything downstream of `/token` treats it as any agent.
  *
  * @module
  */
@@ -20,10 +23,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import Provider, { interactionPolicy, type Adapter, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Agent } from '../../agents/registry.js';
+import { documentAgentId, type DocumentClient } from '../../agents/document-client.js';
 import { requestDigest } from '../../audit/digest.js';
 import type { ReceiptInput } from '../../audit/receipt.js';
 import type { ReceiptAppender } from '../../audit/receipts.js';
-import type { AuthorizationCodeConfig } from '../authorization-code/config.js';
+import { documentClientLimits, type AuthorizationCodeConfig } from '../authorization-code/config.js';
 import { InvalidDpopProof, InvalidGrant, InvalidRequest, UnauthorizedClient } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
@@ -51,6 +55,29 @@ export interface CodeFlowClient {
   preApproved: boolean;
 }
 
+/** What the code flow needs of the agent registry (src/agents/registry.ts). */
+export interface CodeFlowAgents {
+  get(id: string): Promise<Agent | undefined>;
+  upsertDocumentClient(client: DocumentClient): Promise<Agent>;
+}
+
+/**
+ * The registry agent id of a code-flow client: the `client_id` itself for a registered agent,
+ * the derived `cimd-…` id for a metadata-document client (its `client_id` is a URL).
+ */
+export function codeFlowAgentId(clientId: string): string {
+  return isDocumentClientId(clientId) ? documentAgentId(clientId) : clientId;
+}
+
+/**
+ * The agent of a metadata-document client as the registry should hold it: the document's
+ * `client_name` (display only) and the operator's limits, never the document's.
+ */
+export function documentClientAgent(config: AuthorizationCodeConfig, url: string, clientName: string | undefined): DocumentClient {
+  const name = (clientName ?? '').trim().slice(0, 200) || url.slice(0, 200);
+  return { url, name, ...documentClientLimits(config.clientIdMetadataDocuments, url) };
+}
+
 /** The agents (and their code-flow settings) the code flow knows. */
 export interface CodeFlowDeps {
   config: AuthorizationCodeConfig;
@@ -61,8 +88,8 @@ export interface CodeFlowDeps {
   logger: Logger;
   /** The `delegate` decision every agent token passes (registry rules, then Cedar): a one-link chain here. */
   authorizer: DelegationAuthorizer;
-  /** The agent registry: the client of a code-flow token is a registered agent. */
-  agents: { get(id: string): Promise<Agent | undefined> };
+  /** The agent registry: the client of a code-flow token is a registered agent (or becomes one: a metadata-document client). */
+  agents: CodeFlowAgents;
   /** Session and refresh-token lifetimes, seconds. */
   sessionSeconds: number;
   refreshTokenSeconds: number;
@@ -81,6 +108,16 @@ export function withCodeFlow(config: AuthorizationCodeConfig, agent: Agent, meta
   return { ...metadata, response_types: ['code'], redirect_uris: [...entry.redirectUris], grant_types: [...grants] };
 }
 
+/**
+ * The code-flow client `clientId` is, reading its agent from the registry: `undefined` when it is
+ * none, or when its agent (registered, or a metadata-document client's) is disabled.
+ */
+export async function resolveCodeFlowClient(config: AuthorizationCodeConfig, agents: Pick<CodeFlowAgents, 'get'>, clientId: string): Promise<CodeFlowClient | undefined> {
+  const agent = await agents.get(codeFlowAgentId(clientId));
+  if (agent && agent.status !== 'active') return undefined;
+  return codeFlowClient(config, clientId, agent);
+}
+
 /** The code-flow client `clientId` is: a listed agent, a metadata-document client, or none. */
 export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string, agent: Agent | undefined): CodeFlowClient | undefined {
   if (!config.enabled) return undefined;
@@ -89,7 +126,8 @@ export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string
   const documents = config.clientIdMetadataDocuments;
   if (documents.enabled && isDocumentClientId(clientId) && isAllowedDocumentUrl(clientId, documents)) {
     // Never pre-approved: anyone can publish a document; the user consents every time.
-    return { clientId, audiences: documents.audiences, scopes: documents.scopes, preApproved: false };
+    const { audiences, scopes } = documentClientLimits(documents, clientId);
+    return { clientId, audiences, scopes, preApproved: false };
   }
   return undefined;
 }
@@ -105,8 +143,11 @@ function deputyInteractionRequired(): interactionPolicy.Check {
   );
 }
 
-/** The configuration members the code flow sets (merged into ./provider.ts's). */
-export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config' | 'logger'>): Partial<Configuration> {
+/**
+ * The configuration members the code flow sets (merged into ./provider.ts's). `agents` lets a
+ * disabled metadata-document client be refused wherever oidc-provider resolves it.
+ */
+export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config' | 'logger'> & { agents?: Pick<CodeFlowAgents, 'get'> }): Partial<Configuration> {
   if (!deps.config.enabled) return { responseTypes: ['none'] };
   const documents = deps.config.clientIdMetadataDocuments;
   const policy = interactionPolicy.base();
@@ -129,12 +170,12 @@ export function codeFlowConfiguration(deps: Pick<CodeFlowDeps, 'config' | 'logge
       const grantId = ctx.oidc.result?.consent?.grantId;
       return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
     },
-    ...(documents.enabled ? documentClients(documents, deps.logger) : {}),
+    ...(documents.enabled ? documentClients(documents, deps.logger, deps.agents) : {}),
   };
 }
 
 /** oidc-provider's Client ID Metadata Document support (draft-02), under Deputy's policy (../client-id-metadata.ts). */
-function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDocuments'], logger: Logger): Partial<Configuration> {
+function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDocuments'], logger: Logger, agents: Pick<CodeFlowAgents, 'get'> | undefined): Partial<Configuration> {
   return {
     fetch: documentFetch(documents, logger) as unknown as Configuration['fetch'],
     fetchResponseBodyLimits: { 'client_id metadata document': documents.maxBytes },
@@ -143,10 +184,17 @@ function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDoc
         enabled: true,
         ack: 'draft-02',
         allowFetch: (_ctx, clientId) => isAllowedDocumentUrl(clientId, documents),
-        allowClient: (_ctx, client) => {
+        // Runs on every resolution, cached documents included (/auth, /token, refresh): an operator's
+        // `disabled` on the client's agent holds however often the document is fetched again.
+        allowClient: async (_ctx, client) => {
           const problem = documentProblem(client.metadata() as DocumentMetadata);
-          if (problem !== undefined) logger.info({ client_id: client.clientId, problem }, 'client metadata document refused');
-          return problem === undefined;
+          if (problem !== undefined) {
+            logger.info({ client_id: client.clientId, problem }, 'client metadata document refused');
+            return false;
+          }
+          const agent = await agents?.get(documentAgentId(client.clientId));
+          if (agent && agent.status !== 'active') logger.info({ client_id: client.clientId, agent: agent.id }, 'client metadata document client refused: its agent is disabled');
+          return !agent || agent.status === 'active';
         },
         cacheDuration: { min: 60, max: 3600 },
       },
@@ -154,10 +202,13 @@ function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDoc
   };
 }
 
-/** Extra claims of code-flow tokens: `act` names the client acting for the user (RFC 8693 §4.1). */
+/**
+ * Extra claims of code-flow tokens: `act` names the agent acting for the user (RFC 8693 §4.1) —
+ * for a metadata-document client its derived agent id, as the registry and the PDP know it.
+ */
 export function codeFlowTokenClaims(token: { gty?: string; clientId?: string }): Record<string, unknown> | undefined {
   if (!token.gty?.split(' ').includes(AUTHORIZATION_CODE_GRANT) || !token.clientId) return undefined;
-  return { act: { sub: token.clientId } };
+  return { act: { sub: codeFlowAgentId(token.clientId) } };
 }
 
 /**
@@ -230,6 +281,11 @@ export class Interactions {
    * authorization endpoint, which redirects to the client with the code).
    */
   async approve(req: IncomingMessage, res: ServerResponse, request: ConsentRequest, user: DelegatingUser): Promise<string> {
+    if (isDocumentClientId(request.clientId)) {
+      // First successful authorization: the client becomes (or stays) a registry agent the operator can see and disable.
+      const agent = await this.deps.agents.upsertDocumentClient(documentClientAgent(this.deps.config, request.clientId, request.clientName));
+      if (agent.status !== 'active') throw new UnauthorizedClient('the client is disabled');
+    }
     const grant = new this.provider.Grant({ accountId: user.id, clientId: request.clientId });
     const client = await this.clientOf(request.clientId);
     const allowed = client ? new Set((codeFlowResourceScopes(client, request.resource, this.deps.issuer) ?? '').split(' ')) : new Set<string>();
@@ -255,7 +311,12 @@ export class Interactions {
 /** A code-flow token just minted at `/token`, as plain values. */
 interface CodeFlowIssuance {
   jti: string;
+  /** The OAuth `client_id` (a metadata document's URL, or the agent id). */
   clientId: string;
+  /** The document's `client_name`, for a metadata-document client. */
+  clientName: string | undefined;
+  /** The registry agent acting for the user ({@link codeFlowAgentId}). */
+  agentId: string;
   user: DelegatingUser;
   audience: string;
   scope: string;
@@ -299,6 +360,8 @@ async function codeFlowIssuance(oidc: KoaContextWithOIDC['oidc'], interactions: 
   return {
     jti: at.jti,
     clientId: at.clientId,
+    clientName: oidc.client?.clientName,
+    agentId: codeFlowAgentId(at.clientId),
     user,
     audience: String(at.aud ?? at.resourceServer?.audience ?? ''),
     scope: at.scope ?? '',
@@ -312,9 +375,9 @@ async function codeFlowIssuance(oidc: KoaContextWithOIDC['oidc'], interactions: 
 function codeFlowReceipt(issued: CodeFlowIssuance, requestId: string | undefined): ReceiptInput {
   const request = { grant_type: issued.grantType, client_id: issued.clientId, ...(issued.jkt ? { dpop_jkt: issued.jkt } : {}), resource: issued.audience, scope: issued.scope };
   return {
-    agent: issued.clientId,
+    agent: issued.agentId,
     user: issued.user.id,
-    chain: [issued.clientId],
+    chain: [issued.agentId],
     event: 'authorization_code',
     action: 'delegate',
     resource: issued.audience,
@@ -332,13 +395,13 @@ async function recordIssuance(deps: CodeFlowDeps, issued: CodeFlowIssuance, rece
     jti: issued.jti,
     parentJti: undefined,
     rootJti: issued.jti,
-    agentId: issued.clientId,
+    agentId: issued.agentId,
     userId: issued.user.id,
     userAttrs: userAttributes(issued.user),
     issuerId: issued.user.issuerId,
     audience: issued.audience,
     scope: issued.scope,
-    chain: [issued.clientId],
+    chain: [issued.agentId],
     cnfJkt: issued.jkt,
     mayAct: undefined,
     upstream: undefined,
@@ -360,11 +423,13 @@ async function recordIssuance(deps: CodeFlowDeps, issued: CodeFlowIssuance, rece
  * refusal writes a `deny` receipt and is the grant's error (nothing is delivered).
  */
 async function decideDelegation(deps: CodeFlowDeps, issued: CodeFlowIssuance, receipt: ReceiptInput): Promise<ReceiptInput> {
-  const { clientId, user, audience, scope } = issued;
-  const agent = await deps.agents.get(clientId);
-  if (!agent) throw new UnauthorizedClient(isDocumentClientId(clientId) ? 'tokens for clients identified by a metadata document cannot be issued yet (the agent registry does not know them); register the client as an agent' : 'the client is not a registered agent');
+  const { clientId, agentId, user, audience, scope } = issued;
+  // A metadata-document client is created lazily here too (consent may predate this registry), with today's limits.
+  const agent = isDocumentClientId(clientId) ? await deps.agents.upsertDocumentClient(documentClientAgent(deps.config, clientId, issued.clientName)) : await deps.agents.get(clientId);
+  if (!agent) throw new UnauthorizedClient('the client is not a registered agent');
+  if (agent.status !== 'active') throw new UnauthorizedClient('the client is disabled');
   try {
-    const permit = await deps.authorizer.authorize({ user, agent, chain: [clientId], audience, scopes: scope.split(' ').filter(Boolean) });
+    const permit = await deps.authorizer.authorize({ user, agent, chain: [agentId], audience, scopes: scope.split(' ').filter(Boolean) });
     return permit ? { ...receipt, policies: permit.policies } : receipt;
   } catch (err) {
     if (!(err instanceof DelegationDenied)) throw err;
@@ -380,10 +445,7 @@ async function decideDelegation(deps: CodeFlowDeps, issued: CodeFlowIssuance, re
  */
 export function enableCodeFlow(provider: Provider, deps: CodeFlowDeps): Interactions | undefined {
   if (!deps.config.enabled) return undefined;
-  const interactions = new Interactions(provider, deps, async (clientId) => {
-    const agent = await deps.agents.get(clientId);
-    return codeFlowClient(deps.config, clientId, agent && agent.status === 'active' ? agent : undefined);
-  });
+  const interactions = new Interactions(provider, deps, (clientId) => resolveCodeFlowClient(deps.config, deps.agents, clientId));
   provider.use(recordCodeFlowTokens(interactions, deps));
   return interactions;
 }

@@ -20,9 +20,9 @@
  * @module
  */
 import Provider, { errors, type Adapter, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC, type ResourceServer, type TokenEndpointGrantContext } from 'oidc-provider';
-import type { Agent, AgentRegistry } from '../../agents/registry.js';
+import type { Agent, AgentRegistry } from '../../agents/index.js';
 import type { DeputyConfig } from '../../config/schema.js';
-import type { KeyStore } from '../../keys/keystore.js';
+import type { KeyStore } from '../../keys/index.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../../util/algorithms.js';
@@ -30,7 +30,7 @@ import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deput
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
-import { codeFlowClient, codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims, withCodeFlow } from './authorization-code.js';
+import { codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims, resolveCodeFlowClient, withCodeFlow } from './authorization-code.js';
 import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
 import { withoutInteractiveEndpoints } from './interactive.js';
 import { useStrictReplayDetection } from './replay.js';
@@ -123,7 +123,7 @@ export function createProvider(deps: ProviderDeps): Provider {
 /** oidc-provider's configuration: clients and storage, keys and algorithms, features, hooks. */
 function providerConfiguration(deps: ProviderDeps): Configuration {
   const { config, keys } = deps;
-  const { features: codeFlowFeatures, ...codeFlowOptions } = codeFlowConfiguration({ config: config.oauth.authorizationCode, logger: deps.logger });
+  const { features: codeFlowFeatures, ...codeFlowOptions } = codeFlowConfiguration({ config: config.oauth.authorizationCode, logger: deps.logger, agents: deps.agents });
   const documents = config.oauth.authorizationCode.enabled && config.oauth.authorizationCode.clientIdMetadataDocuments.enabled;
   return {
     adapter: modelAdapters(deps),
@@ -240,8 +240,7 @@ function resourceIndicators(deps: ProviderDeps): NonNullable<NonNullable<Configu
  */
 async function codeFlowResourceServer(deps: ProviderDeps, resource: string, clientId: string): Promise<ResourceServer> {
   const { config, keys } = deps;
-  const agent = await deps.agents.get(clientId);
-  const client = codeFlowClient(config.oauth.authorizationCode, clientId, agent && agent.status === 'active' ? agent : undefined);
+  const client = await resolveCodeFlowClient(config.oauth.authorizationCode, deps.agents, clientId);
   const scope = client ? codeFlowResourceScopes(client, resource, deps.issuer) : undefined;
   if (scope === undefined) throw new errors.InvalidTarget('unknown resource indicator, or one this client may not obtain tokens for');
   return {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { KoaContextWithOIDC, ResourceServer } from 'oidc-provider';
-import type { KeyStore } from '../../keys/keystore.js';
+import type { KeyStore } from '../../keys/index.js';
 import {
   exchange,
   TOKEN_EXCHANGE_GRANT,

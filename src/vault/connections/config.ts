@@ -33,6 +33,7 @@ import { SCOPE_TOKEN } from '../../util/scope.js';
 export const CONNECTION_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+/** An HTTP method a route may allow. */
 export type HttpMethod = (typeof HTTP_METHODS)[number];
 
 /** RFC 9110 §5.1 field-name (token). */
@@ -61,6 +62,7 @@ export const secretSourceSchema = z.union([
   z.strictObject({ env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name') }),
   z.strictObject({ file: z.string().min(1) }),
 ]);
+/** Where a configured connection's secret is read from (environment variable or file). */
 export type SecretSource = z.infer<typeof secretSourceSchema>;
 
 /** A secret as the admin API receives it: once, inline; stored in the vault, never returned. */
@@ -78,6 +80,7 @@ export const routeSchema = z.strictObject({
   action: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
   scopes: z.array(scopeToken).max(20).default([]),
 });
+/** One allowed route of a connection: methods and path pattern. */
 export type RouteConfig = z.infer<typeof routeSchema>;
 
 const common = {
@@ -118,8 +121,9 @@ const authorizationServer = {
   scopes: z.array(scopeToken).max(50).default([]),
 };
 
-function kinds<S extends z.ZodType>(secret: S) {
-  const apiKey = z.strictObject({
+/** `api_key`: a static key sent in a header or a query parameter. */
+function apiKeyConnection<S extends z.ZodType>(secret: S) {
+  return z.strictObject({
     kind: z.literal('api_key'),
     ...common,
     /** Send the key in this request header (e.g. `Authorization`, `X-API-Key`). Exactly one of `header` / `query`. */
@@ -130,7 +134,11 @@ function kinds<S extends z.ZodType>(secret: S) {
     scheme: z.string().regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/).optional(),
     secret: secret.optional(),
   });
-  const clientCredentials = z.strictObject({
+}
+
+/** `oauth2_client_credentials`: Deputy's own token from the downstream server (RFC 6749 §4.4). */
+function clientCredentialsConnection<S extends z.ZodType>(secret: S) {
+  return z.strictObject({
     kind: z.literal('oauth2_client_credentials'),
     ...common,
     ...authorizationServer,
@@ -141,7 +149,11 @@ function kinds<S extends z.ZodType>(secret: S) {
     /** The client secret (unless `clientAuth: none`). */
     secret: secret.optional(),
   });
-  const user = z.strictObject({
+}
+
+/** `oauth2_user`: the user's grant, obtained once through the connect flow (RFC 6749 §4.1, RFC 7636). */
+function userConnection<S extends z.ZodType>(secret: S) {
+  return z.strictObject({
     kind: z.literal('oauth2_user'),
     ...common,
     ...authorizationServer,
@@ -151,7 +163,11 @@ function kinds<S extends z.ZodType>(secret: S) {
     authorizationParams: z.record(z.string().regex(/^[a-z_]{1,64}$/), z.string().max(512)).default({}),
     secret: secret.optional(),
   });
-  const onBehalfOf = z.strictObject({
+}
+
+/** `on_behalf_of`: the user's IdP token exchanged downstream (Entra OBO or RFC 8693). */
+function onBehalfOfConnection<S extends z.ZodType>(secret: S) {
+  return z.strictObject({
     kind: z.literal('on_behalf_of'),
     ...common,
     ...authorizationServer,
@@ -165,40 +181,62 @@ function kinds<S extends z.ZodType>(secret: S) {
     audience: z.string().min(1).max(2048).optional(),
     secret: secret.optional(),
   });
+}
+
+/** What {@link refineConnection} reads of a parsed connection (any secret representation). */
+type ConnectionShape =
+  | { kind: 'api_key'; baseUrl: string; allowInsecureHttp: boolean; header?: string; query?: string; scheme?: string }
+  | {
+      kind: 'oauth2_client_credentials' | 'oauth2_user' | 'on_behalf_of';
+      baseUrl: string;
+      allowInsecureHttp: boolean;
+      issuer?: string;
+      tokenEndpoint?: string;
+      authorizationEndpoint?: string;
+      clientAuth: 'client_secret_basic' | 'client_secret_post' | 'none';
+    };
+
+/** Rules across fields: https only unless allowed, one of header / query, a reachable token endpoint, public clients for `oauth2_user` only. */
+function refineConnection(c: ConnectionShape, ctx: z.RefinementCtx): void {
+  const urls = [c.baseUrl, ...('issuer' in c ? [c.issuer, c.tokenEndpoint] : []), ...('authorizationEndpoint' in c ? [c.authorizationEndpoint] : [])];
+  for (const u of urls) {
+    if (u !== undefined && u.startsWith('http:') && !c.allowInsecureHttp) {
+      ctx.addIssue({ code: 'custom', message: `${u.slice(0, 200)} is http: set allowInsecureHttp (development only) or use https` });
+    }
+  }
+  if (c.kind === 'api_key') {
+    if ((c.header === undefined) === (c.query === undefined)) ctx.addIssue({ code: 'custom', path: ['header'], message: 'give exactly one of header or query' });
+    if (c.header !== undefined && /^(host|connection|content-length|transfer-encoding|te|upgrade|keep-alive|dpop|cookie)$/i.test(c.header)) {
+      ctx.addIssue({ code: 'custom', path: ['header'], message: `"${c.header}" cannot carry a credential` });
+    }
+    if (c.query !== undefined && c.scheme !== undefined) ctx.addIssue({ code: 'custom', path: ['scheme'], message: 'scheme applies to headers only' });
+    return;
+  }
+  if (c.issuer === undefined && c.tokenEndpoint === undefined) ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'give issuer (discovery) or tokenEndpoint' });
+  if (c.kind === 'oauth2_user' && c.tokenEndpoint !== undefined && c.authorizationEndpoint === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['authorizationEndpoint'], message: 'give authorizationEndpoint with tokenEndpoint (or only issuer, for discovery)' });
+  }
+  if (c.clientAuth === 'none' && c.kind !== 'oauth2_user') {
+    ctx.addIssue({ code: 'custom', path: ['clientAuth'], message: 'only oauth2_user connections may be public clients (clientAuth: none)' });
+  }
+}
+
+function kinds<S extends z.ZodType>(secret: S) {
   return z
-    .discriminatedUnion('kind', [apiKey, clientCredentials, user, onBehalfOf])
-    .superRefine((c, ctx) => {
-      const urls = [c.baseUrl, ...('issuer' in c ? [c.issuer, c.tokenEndpoint] : []), ...('authorizationEndpoint' in c ? [c.authorizationEndpoint] : [])];
-      for (const u of urls) {
-        if (u !== undefined && u.startsWith('http:') && !c.allowInsecureHttp) {
-          ctx.addIssue({ code: 'custom', message: `${u.slice(0, 200)} is http: set allowInsecureHttp (development only) or use https` });
-        }
-      }
-      if (c.kind === 'api_key') {
-        if ((c.header === undefined) === (c.query === undefined)) ctx.addIssue({ code: 'custom', path: ['header'], message: 'give exactly one of header or query' });
-        if (c.header !== undefined && /^(host|connection|content-length|transfer-encoding|te|upgrade|keep-alive|dpop|cookie)$/i.test(c.header)) {
-          ctx.addIssue({ code: 'custom', path: ['header'], message: `"${c.header}" cannot carry a credential` });
-        }
-        if (c.query !== undefined && c.scheme !== undefined) ctx.addIssue({ code: 'custom', path: ['scheme'], message: 'scheme applies to headers only' });
-        return;
-      }
-      if (c.issuer === undefined && c.tokenEndpoint === undefined) ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'give issuer (discovery) or tokenEndpoint' });
-      if (c.kind === 'oauth2_user' && c.tokenEndpoint !== undefined && c.authorizationEndpoint === undefined) {
-        ctx.addIssue({ code: 'custom', path: ['authorizationEndpoint'], message: 'give authorizationEndpoint with tokenEndpoint (or only issuer, for discovery)' });
-      }
-      if (c.clientAuth === 'none' && c.kind !== 'oauth2_user') {
-        ctx.addIssue({ code: 'custom', path: ['clientAuth'], message: 'only oauth2_user connections may be public clients (clientAuth: none)' });
-      }
-    });
+    .discriminatedUnion('kind', [apiKeyConnection(secret), clientCredentialsConnection(secret), userConnection(secret), onBehalfOfConnection(secret)])
+    .superRefine(refineConnection);
 }
 
 /** A connection in the configuration file: secrets by reference (`{ env }` / `{ file }`). */
 export const connectionConfigSchema = kinds(secretSourceSchema);
+/** A connection as configured in the file (parsed). */
 export type ConnectionConfig = z.infer<typeof connectionConfigSchema>;
+/** A connection as written in the file (before defaults). */
 export type ConnectionConfigInput = z.input<typeof connectionConfigSchema>;
 
 /** A connection created through the admin API: the secret inline, write-only. */
 export const connectionInputSchema = kinds(inlineSecret);
+/** A connection as created through the admin API. */
 export type ConnectionInput = z.infer<typeof connectionInputSchema>;
 
 /** What `POST /admin/connections/{id}/secret` takes. */
@@ -206,6 +244,7 @@ export const secretRotationSchema = z.strictObject({ secret: inlineSecret });
 
 /** A connection's settings as stored and used: everything but the secret. */
 export type ConnectionSettings = DistributiveOmit<ConnectionConfig, 'secret'>;
+/** How a connection obtains its credential: `api_key`, `client_credentials`, `on_behalf_of`, `oauth2_user`. */
 export type ConnectionKind = ConnectionSettings['kind'];
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -237,4 +276,5 @@ export const gatewayConfigSchema = z
     tokenEndpointTimeoutSeconds: z.number().int().min(1).max(120).default(15),
   })
   .prefault({});
+/** The gateway section of the configuration. */
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;

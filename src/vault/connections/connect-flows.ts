@@ -40,6 +40,7 @@ export const PKCE_VERIFIER_KIND = 'connect_pkce_verifier';
 /** The cookie that binds a started flow to the browser that started it. */
 export const CONNECT_COOKIE = 'deputy_connect';
 
+/** What the connect flow reads: store, vault, connections, downstream clients, user grants, issuer, and the ticket lifetime in seconds. */
 export interface ConnectFlowsDeps {
   store: Store;
   vault: EnvelopeVault;
@@ -52,6 +53,10 @@ export interface ConnectFlowsDeps {
 
 const sha256 = (value: string) => createHash('sha256').update(value).digest('base64url');
 
+/**
+ * The connect flow of `oauth2_user` connections: authorization request with PKCE (RFC 7636) and `state`,
+ * bound to the browser by a signed cookie, then the callback's code exchanged and the grant stored.
+ */
 export class ConnectFlows {
   readonly #d: ConnectFlowsDeps;
   readonly #base: string;

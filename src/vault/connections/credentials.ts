@@ -41,6 +41,7 @@ export interface Credential {
   rejected(): Promise<void>;
 }
 
+/** Obtains the upstream credential of one call for one kind of connection. */
 export interface CredentialSource {
   credential(connection: Connection, who: CallIdentity): Promise<Credential>;
 }

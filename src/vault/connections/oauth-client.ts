@@ -18,6 +18,10 @@ export function isOAuthSettings(s: ConnectionSettings): s is OAuthSettings {
   return s.kind !== 'api_key';
 }
 
+/**
+ * openid-client configurations of upstream authorization servers, one per connection (discovery cached),
+ * for client credentials (RFC 6749 §4.4), token exchange (RFC 8693) and user grants (§4.1, RFC 7636).
+ */
 export class DownstreamClients {
   readonly #connections: ConnectionStore;
   readonly #timeoutSeconds: number;

@@ -30,6 +30,10 @@ const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
+/**
+ * Credentials `on_behalf_of` connections: the agent token exchanged at the upstream authorization server
+ * (RFC 8693 §2.1), cached until shortly before expiry. Throws `AccessDenied` when the chain carries no user IdP token, `InvalidToken` when that token expired.
+ */
 export class OnBehalfOfSource implements CredentialSource {
   readonly #store: Store;
   readonly #vault: EnvelopeVault;

@@ -24,6 +24,7 @@ import type { ConnectionConfig, ConnectionInput, ConnectionKind, ConnectionSetti
 /** Vault kind of a connection's credential (API key, client secret); bound into the AAD. */
 export const CONNECTION_SECRET_KIND = 'connection_secret';
 
+/** A connection as read: settings, source (`config` / `api`), whether it has a secret and its version (never the secret). */
 export interface Connection {
   id: string;
   kind: ConnectionKind;
@@ -101,6 +102,10 @@ function fromRow(r: Row): Connection & { secretHandle: string | undefined } {
 
 type Stored = Connection & { secretHandle: string | undefined };
 
+/**
+ * The connection registry: settings in `connections`, secrets in the vault (write-only). Throws `NotFound` /
+ * `Conflict` on admin changes and {@link ConnectionSecretUnavailable} when a secret cannot be read.
+ */
 export class ConnectionStore {
   readonly #store: Store;
   readonly #vault: EnvelopeVault;

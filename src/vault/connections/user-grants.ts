@@ -59,6 +59,7 @@ interface GrantRow {
   access_expires_at: number | null;
 }
 
+/** What user grants read: store, vault, downstream clients, the connect URI builder, a refresh hook, the clock. */
 export interface UserGrantsDeps {
   store: Store;
   vault: EnvelopeVault;
@@ -70,6 +71,10 @@ export interface UserGrantsDeps {
   now?: () => number;
 }
 
+/**
+ * A user's grant per `oauth2_user` connection (RFC 6749 §4.1): tokens encrypted in the vault, refreshed
+ * once per grant at a time (§6). Throws {@link NotConnected} (the gateway answers `connection_required` with `connect_uri`) when the user has not connected.
+ */
 export class UserGrants implements CredentialSource {
   readonly #d: UserGrantsDeps;
   readonly #now: () => number;

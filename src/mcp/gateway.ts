@@ -1,0 +1,330 @@
+/**
+ * The MCP gateway (DESIGN capability 7): an MCP server per upstream at `/mcp/{server}`, speaking
+ * Streamable HTTP (MCP 2025-06-18 "Transports": POST and GET on one endpoint, JSON or SSE
+ * responses, `Mcp-Session-Id`, `MCP-Protocol-Version` — the SDK's server transport does the
+ * framing). Per HTTP request, before any message is looked at:
+ *
+ * 1. server — 404 when it does not exist.
+ * 2. size — a body over `limits.maxMessageBytes` is refused (413, JSON-RPC error).
+ * 3. admission (src/enforcement: `authenticate`, `liveChain`) — the agent's DPoP-bound Deputy
+ *    token for the audience `{issuer}/mcp/{server}` (RFC 8707), with a proof for this method and
+ *    URL, used once (RFC 9449); 401 with a DPoP challenge carrying `resource_metadata`
+ *    (RFC 9728 §5.1) otherwise. The token and every token it was exchanged from must be live.
+ * 4. parse — malformed JSON (-32700), a batch over `limits.maxBatch` (-32600): 400.
+ * 5. session — a new session on `initialize` (at most `limits.sessionsPerAgent` per agent),
+ *    otherwise the session named by `Mcp-Session-Id`, which must belong to the same user and
+ *    chain: another agent's session id is "Session not found" (404), as an unknown one is.
+ *
+ * Then the SDK transport dispatches the messages to the session (./session.ts), which decides
+ * each one. The caller of the HTTP request travels with its messages as `authInfo.extra.caller`.
+ *
+ * @module
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest, type ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
+import type { ReceiptAppender } from '../audit/index.js';
+import { authenticate, dpopChallenger, liveChain, Pipeline, type Budgeter, type PepRequest } from '../enforcement/index.js';
+import { Conflict, DeputyError, NotFound } from '../errors/index.js';
+import type { Logger } from '../log.js';
+import type { AccessTokenVerifier } from '../oauth/access-token.js';
+import type { RevocationCache } from '../oauth/token-records.js';
+import type { CredentialSource } from '../vault/connections/credentials.js';
+import type { ConnectionStore } from '../vault/connections/store.js';
+import type { McpAuthorizer, McpCaller } from './authorizer.js';
+import type { McpServerConfig } from './config.js';
+import type { ToolPins } from './pins.js';
+import { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl } from './resource.js';
+import { AgentSession, ownerOf, type McpBudgetContext } from './session.js';
+import type { McpServerStore } from './store.js';
+
+export { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl };
+
+export interface McpGatewayDeps {
+  issuer: string;
+  verifier: AccessTokenVerifier;
+  revocations: RevocationCache;
+  servers: McpServerStore;
+  connections: ConnectionStore;
+  credentials: CredentialSource;
+  authorizer: McpAuthorizer;
+  pins: ToolPins;
+  receipts?: ReceiptAppender;
+  logger: Logger;
+  /** Per-tool budgets (issue 15): the `tools/call` budget slot (./session.ts). */
+  budgeter?: Budgeter<McpBudgetContext>;
+  /** Deputy's version, told to upstream servers as its client info. */
+  version?: string;
+}
+
+/** One HTTP request as the Koa adapter hands it over. */
+export interface McpHttpCall {
+  serverId: string;
+  req: IncomingMessage;
+  res: ServerResponse;
+  requestId: string;
+}
+
+/** A JSON-RPC error answered at the HTTP level (before any message reaches a session). */
+export class McpHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly rpcCode: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'McpHttpError';
+  }
+}
+
+export class McpGateway {
+  readonly #d: McpGatewayDeps;
+  readonly #sessions = new Map<string, AgentSession>();
+  readonly #sweep: NodeJS.Timeout;
+  /**
+   * The admission of every HTTP request (src/enforcement): the DPoP-bound token for
+   * `{issuer}/mcp/{server}` and its live chain; 401s carry `resource_metadata` (RFC 9728 §5.1).
+   * The proof is spent at once: a request may carry no decided message (a notification, a GET),
+   * so no receipt can be counted on to spend it.
+   */
+  readonly #admission;
+
+  constructor(deps: McpGatewayDeps) {
+    this.#d = deps;
+    const challenge = dpopChallenger((audience) => mcpResourceMetadataUrl(deps.issuer, audience.slice(audience.lastIndexOf('/') + 1)));
+    this.#admission = Pipeline.start<PepRequest>()
+      .then(authenticate({ verifier: deps.verifier, deferProofSpend: false, challenge }))
+      .then(liveChain({ revocations: deps.revocations, challenge }));
+    this.#sweep = setInterval(() => void this.#closeIdle(), 10_000);
+    this.#sweep.unref();
+  }
+
+  /** Open sessions (tests, metrics). */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Handles one HTTP request at `/mcp/{server}`; writes the response itself. */
+  async handle(call: McpHttpCall): Promise<void> {
+    const stored = await this.#d.servers.cached(call.serverId);
+    if (!stored) throw new NotFound(`MCP server "${call.serverId.slice(0, 64)}" does not exist`);
+    const server = stored.settings;
+    const declared = Number(call.req.headers['content-length'] ?? 0);
+    if (declared > server.limits.maxMessageBytes) throw new McpHttpError(413, -32600, `the message exceeds ${server.limits.maxMessageBytes} bytes`);
+    const { caller, dpopNonce } = await this.#admit(call, server);
+    if (dpopNonce !== undefined) call.res.setHeader('DPoP-Nonce', dpopNonce);
+
+    const body = call.req.method === 'POST' ? await readJson(call.req, server.limits.maxMessageBytes) : undefined;
+    if (Array.isArray(body) && body.length > server.limits.maxBatch) throw new McpHttpError(400, -32600, `a batch may hold at most ${server.limits.maxBatch} messages`);
+    if (Array.isArray(body) && body.length === 0) throw new McpHttpError(400, -32600, 'an empty batch is not a JSON-RPC request');
+
+    const sessionId = header(call.req, 'mcp-session-id');
+    let session: AgentSession | undefined;
+    if (sessionId === undefined && body !== undefined && isInitializeRequest(Array.isArray(body) ? body[0] : body)) {
+      // Checked before an upstream session is opened for a request the transport would refuse.
+      const accept = header(call.req, 'accept') ?? '';
+      if (!accept.includes('application/json') || !accept.includes('text/event-stream')) throw new McpHttpError(406, -32000, 'Not Acceptable: Client must accept both application/json and text/event-stream');
+      session = await this.#open(server, caller, (Array.isArray(body) ? body[0] : body) as { params: { capabilities?: ClientCapabilities } });
+    } else if (sessionId !== undefined) {
+      session = this.#sessions.get(sessionId);
+      // Another user's or chain's session, or one on another server, is as unknown as a made-up
+      // id: nothing is forwarded (a token for one server must not drive another's session).
+      if (!session || session.owner !== ownerOf(caller) || session.serverId !== server.id) throw new McpHttpError(404, -32001, 'Session not found');
+      session.caller = caller;
+    } else {
+      throw new McpHttpError(400, -32000, 'Bad Request: Mcp-Session-Id header is required');
+    }
+    session.lastUsed = Date.now();
+    const req = Object.assign(call.req, { auth: { token: '[agent token]', clientId: caller.agentId, scopes: [...caller.scopes], extra: { caller } } });
+    await session.transport!.handleRequest(req, call.res, body);
+    // An initialize the transport refused (bad headers) opened an upstream session for nothing.
+    if (session.transport?.sessionId === undefined || this.#sessions.get(session.transport.sessionId) !== session) await session.close();
+  }
+
+  /**
+   * The server's live tool definitions, read by Deputy itself (an operator reviewing or
+   * approving pins). The credential is the connection's for no particular user: fine for API
+   * keys and client credentials; per-user connections need the definitions given instead.
+   *
+   * @throws McpHttpError 502 when the upstream cannot be reached.
+   */
+  async liveTools(server: McpServerConfig): Promise<Array<Record<string, unknown>>> {
+    const connection = server.connection === undefined ? undefined : await this.#d.connections.get(server.connection);
+    if (connection && (connection.kind === 'oauth2_user' || connection.kind === 'on_behalf_of')) {
+      throw new Conflict(`MCP server "${server.id}" is reached with a per-user credential: Deputy cannot list its tools alone; approve the definitions instead`);
+    }
+    const operator: McpCaller = { token: '', jti: 'operator', userId: 'deputy:operator', agentId: 'deputy', chain: [], scopes: new Set(), upstreamHandle: undefined, requestId: 'operator' };
+    const client = new Client({ name: 'deputy', version: this.#d.version ?? '0' }, { capabilities: {} });
+    const transport = new StreamableHTTPClientTransport(new URL(server.url), { fetch: (url, init) => this.#upstreamFetch(server, () => operator, url, init), redirectPolicy: 'same-origin' });
+    try {
+      const timeout = server.limits.upstreamTimeoutSeconds * 1000;
+      await client.connect(transport, { timeout });
+      const tools: Array<Record<string, unknown>> = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < 50; page += 1) {
+        const res = await client.listTools(cursor === undefined ? undefined : { cursor }, { timeout });
+        tools.push(...(res.tools as Array<Record<string, unknown>>));
+        cursor = res.nextCursor;
+        if (cursor === undefined) break;
+      }
+      return tools;
+    } catch (err) {
+      if (err instanceof DeputyError) throw err;
+      this.#d.logger.warn({ server: server.id, err: { message: (err as Error).message } }, 'MCP upstream tools could not be listed');
+      throw new McpHttpError(502, -32603, `the upstream MCP server "${server.id}" could not be reached`);
+    } finally {
+      await client.close().catch(() => {});
+    }
+  }
+
+  /** Closes every session (shutdown). */
+  async close(): Promise<void> {
+    clearInterval(this.#sweep);
+    const all = [...this.#sessions.values()];
+    this.#sessions.clear();
+    await Promise.allSettled(all.map((s) => s.close()));
+  }
+
+  /** Steps 3 (authenticate) and the live chain, through the enforcement pipeline's shared steps. */
+  async #admit(call: McpHttpCall, server: McpServerConfig): Promise<{ caller: McpCaller; dpopNonce: string | undefined }> {
+    const audience = mcpAudience(this.#d.issuer, server.id);
+    const admission = await this.#admission.run({
+      audience,
+      url: audience,
+      method: call.req.method ?? 'GET',
+      authorization: header(call.req, 'authorization'),
+      dpopProofs: proofsOf(call.req.headers.dpop),
+      requestId: call.requestId,
+    });
+    const p = admission.principal;
+    return {
+      caller: { token: p.token, jti: p.tokenJti, userId: p.userId, agentId: p.agentId, chain: p.chain, scopes: p.scopes, upstreamHandle: p.upstreamHandle, requestId: call.requestId },
+      dpopNonce: admission.auth.dpopNonce,
+    };
+  }
+
+  /** A new agent session: the upstream session first (its capabilities shape Deputy's). */
+  async #open(server: McpServerConfig, caller: McpCaller, init: { params: { capabilities?: ClientCapabilities } }): Promise<AgentSession> {
+    const open = [...this.#sessions.values()].filter((s) => s.agentId === caller.agentId && s.serverId === server.id && s.transport && this.#sessions.get(s.transport.sessionId ?? '') === s);
+    if (open.length >= server.limits.sessionsPerAgent) throw new McpHttpError(429, -32000, `agent "${caller.agentId}" has ${open.length} open sessions on MCP server "${server.id}", the most allowed`);
+    const agentCaps = init.params.capabilities ?? {};
+    const relay = server.serverRequests;
+    const capabilities: ClientCapabilities = {
+      ...(relay.sampling === 'relay' && agentCaps.sampling ? { sampling: agentCaps.sampling } : {}),
+      ...(relay.elicitation === 'relay' && agentCaps.elicitation ? { elicitation: agentCaps.elicitation } : {}),
+      ...(relay.roots === 'relay' && agentCaps.roots ? { roots: { listChanged: agentCaps.roots.listChanged ?? false } } : {}),
+    };
+    const upstream = new Client({ name: 'deputy', version: this.#d.version ?? '0' }, { capabilities });
+    let session: AgentSession | undefined;
+    let pendingSecrets: string[] = [];
+    let credentialError: DeputyError | undefined;
+    const transport = new StreamableHTTPClientTransport(new URL(server.url), {
+      fetch: (url, reqInit) => this.#upstreamFetch(server, () => session?.caller ?? caller, url, reqInit, (values) => {
+        if (session) session.secrets = values;
+        else pendingSecrets = values;
+      }).catch((err: unknown) => {
+        // A credential Deputy cannot get (a user who has not connected: 424 with a connect link)
+        // is told to the agent as it is, not as an unreachable upstream.
+        if (err instanceof DeputyError) {
+          if (session) session.credentialError = err;
+          else credentialError = err;
+        }
+        throw err;
+      }),
+      redirectPolicy: 'same-origin',
+    });
+    try {
+      await upstream.connect(transport, { timeout: server.limits.upstreamTimeoutSeconds * 1000 });
+    } catch (err) {
+      await upstream.close().catch(() => {});
+      if (credentialError) throw credentialError;
+      if (err instanceof DeputyError) throw err;
+      this.#d.logger.warn({ server: server.id, err: { message: (err as Error).message } }, 'MCP upstream could not be initialized');
+      throw new McpHttpError(502, -32603, `the upstream MCP server "${server.id}" could not be reached`);
+    }
+    session = new AgentSession(
+      { server, audience: mcpAudience(this.#d.issuer, server.id), authorizer: this.#d.authorizer, pins: this.#d.pins, receipts: this.#d.receipts, logger: this.#d.logger, budgeter: this.#d.budgeter },
+      caller, upstream, agentCaps,
+    );
+    const created = session;
+    created.secrets = pendingSecrets;
+    created.transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => void this.#sessions.set(id, created),
+      onsessionclosed: (id) => void this.#drop(id),
+      maxRequestBodySize: server.limits.maxMessageBytes,
+    });
+    await created.agent.connect(created.transport);
+    return created;
+  }
+
+  /**
+   * The upstream transport's fetch: the credential of the server's connection injected on every
+   * request (fresh for the session's latest caller: refreshed user tokens, on-behalf-of).
+   */
+  async #upstreamFetch(server: McpServerConfig, who: () => McpCaller, url: string | URL, init: RequestInit | undefined, onSecrets?: (values: string[]) => void): Promise<Response> {
+    const headers = new Headers(init?.headers);
+    let target = new URL(url);
+    if (server.connection !== undefined) {
+      const connection = await this.#d.connections.get(server.connection);
+      if (!connection) throw new Error(`MCP server "${server.id}": connection "${server.connection}" does not exist`);
+      const c = who();
+      const credential = await this.#d.credentials.credential(connection, {
+        userId: c.userId, agentId: c.agentId, chain: c.chain, tokenJti: c.jti, upstreamHandle: c.upstreamHandle,
+      });
+      for (const [name, value] of credential.headers) headers.set(name, value);
+      if (credential.query.length) {
+        target = new URL(target);
+        for (const [name, value] of credential.query) target.searchParams.set(name, value);
+      }
+      onSecrets?.([...credential.secrets, ...credential.headers.map(([, value]) => value)]);
+      const res = await fetch(target, { ...init, headers });
+      // The upstream refused Deputy's credential: cached tokens are dropped so the next request gets new ones.
+      if (res.status === 401) await credential.rejected();
+      return res;
+    }
+    return fetch(target, { ...init, headers });
+  }
+
+  async #drop(id: string): Promise<void> {
+    const s = this.#sessions.get(id);
+    this.#sessions.delete(id);
+    await s?.close();
+  }
+
+  async #closeIdle(): Promise<void> {
+    const now = Date.now();
+    for (const [id, s] of this.#sessions) {
+      if (now - s.lastUsed > s.idleMs) await this.#drop(id);
+    }
+  }
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function proofsOf(v: string | string[] | undefined): string[] {
+  const values = v === undefined ? [] : Array.isArray(v) ? v : [v];
+  return values.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+}
+
+/** Reads and parses a JSON body of at most `limit` bytes. */
+async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) throw new McpHttpError(413, -32600, `the message exceeds ${limit} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw new McpHttpError(400, -32700, 'Parse error: the body is not JSON');
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The pin service: approving a server's live tools (Deputy signs), importing pins a publisher
+ * signed offline, checking live definitions against pins, and exporting pins for offline
+ * verification.
+ *
+ * Every stored pin is verified again when used (signature, trusted signer, server, digest): a
+ * row written into the database by someone other than Deputy is worth nothing without a
+ * trusted key. Verified JWS strings are remembered, so the cost is paid once per pin.
+ *
+ * @module
+ */
+import canonicalize from 'canonicalize';
+import type { JSONWebKeySet } from 'jose';
+import { InvalidRequest } from '../errors/index.js';
+import type { McpServerConfig } from './config.js';
+import type { PinStore, StoredPin } from './store.js';
+import { changedMembers, pinnedDefinition, toolDigest, ToolPinError, verifyToolPin, type PinnedMember, type PinSigner, type ToolPinSigner } from './tool-pin.js';
+
+/** How one live tool stands against its pin. */
+export type PinVerdict =
+  | { status: 'pinned'; digest: string; pin: StoredPin }
+  /** `changed` names the members that differ (`definition` when the approved definition is unknown). */
+  | { status: 'changed'; digest: string; pin: StoredPin; changed: ReadonlyArray<PinnedMember | 'definition'> }
+  | { status: 'unpinned'; digest: string }
+  /** A stored pin that no longer verifies (untrusted key, tampered row). Treated like a mismatch. */
+  | { status: 'invalid'; digest: string; reason: string };
+
+export interface ToolPinsOptions {
+  pins: PinStore;
+  /** Signs approvals (Deputy's receipt key). */
+  signer: ToolPinSigner;
+  /** Deputy's own pin-verification keys (the receipt JWKS) and issuer. */
+  deputyKeys: () => JSONWebKeySet;
+  issuer: string;
+  /** Largest number of verified pin strings remembered. */
+  cacheSize?: number;
+}
+
+export class ToolPins {
+  readonly #o: ToolPinsOptions;
+  /** jws → `${server}\0${tool}\0${digest}` it verified as. */
+  readonly #verified = new Map<string, string>();
+
+  constructor(options: ToolPinsOptions) {
+    this.#o = options;
+  }
+
+  /** Deputy first, then the server's trusted publishers. */
+  signers(server: McpServerConfig): PinSigner[] {
+    return [
+      { issuer: this.#o.issuer, jwks: this.#o.deputyKeys() },
+      ...server.trustedPublishers.map((p) => ({ issuer: p.issuer, jwks: p.jwks as JSONWebKeySet, ...(p.server ? { server: p.server } : {}) })),
+    ];
+  }
+
+  /**
+   * Signs and stores a pin for each of `tools` (an operator's approval of what the server lists
+   * now; re-approval replaces earlier pins). Returns the stored pins.
+   */
+  async approve(server: McpServerConfig, tools: ReadonlyArray<Readonly<Record<string, unknown>>>): Promise<StoredPin[]> {
+    const out: StoredPin[] = [];
+    for (const tool of tools) {
+      const definition = pinnedDefinition(tool);
+      const jws = await this.#o.signer.sign(server.id, definition);
+      out.push(await this.#o.pins.put({ server: server.id, tool: definition.name, digest: toolDigest(definition), jws, definition: canonicalize(definition)!, signer: 'deputy' }));
+    }
+    return out;
+  }
+
+  /**
+   * Imports a pin signed offline by a publisher trusted for `server` (or by Deputy itself, from
+   * an export). With `definition`, its digest must be the pin's.
+   *
+   * @throws InvalidRequest naming the failed check (untrusted key, wrong server, digest mismatch).
+   */
+  async import(server: McpServerConfig, jws: string, definition?: Readonly<Record<string, unknown>>): Promise<StoredPin> {
+    let claims;
+    try {
+      claims = await verifyToolPin(jws, server.id, this.signers(server));
+    } catch (err) {
+      if (err instanceof ToolPinError) throw new InvalidRequest(`pin refused: ${err.message}`);
+      throw err;
+    }
+    let text: string | undefined;
+    if (definition !== undefined) {
+      let def;
+      try {
+        def = pinnedDefinition(definition);
+      } catch (err) {
+        throw new InvalidRequest(`pin refused: ${(err as Error).message}`);
+      }
+      if (def.name !== claims.tool || toolDigest(def) !== claims.digest) throw new InvalidRequest('pin refused: the definition given does not have the pin\'s digest');
+      text = canonicalize(def)!;
+    }
+    return this.#o.pins.put({ server: server.id, tool: claims.tool, digest: claims.digest, jws, definition: text, signer: claims.iss === this.#o.issuer ? 'deputy' : 'publisher' });
+  }
+
+  /** The verdict of each live tool (by name), against the server's stored pins. */
+  async check(server: McpServerConfig, tools: ReadonlyArray<Readonly<Record<string, unknown>>>): Promise<Map<string, PinVerdict>> {
+    const pins = await this.#o.pins.forServer(server.id);
+    const out = new Map<string, PinVerdict>();
+    for (const tool of tools) {
+      const name = String(tool.name);
+      const digest = toolDigest(tool);
+      const pin = pins.get(name);
+      if (!pin) {
+        out.set(name, { status: 'unpinned', digest });
+        continue;
+      }
+      const problem = await this.#trusted(server, pin);
+      if (problem) out.set(name, { status: 'invalid', digest, reason: problem });
+      else if (pin.digest === digest) out.set(name, { status: 'pinned', digest, pin });
+      else out.set(name, { status: 'changed', digest, pin, changed: this.#changes(pin, tool) });
+    }
+    return out;
+  }
+
+  /** Why `pin` is not trusted for `server` now, or undefined when it is. */
+  async #trusted(server: McpServerConfig, pin: StoredPin): Promise<string | undefined> {
+    const key = `${server.id}\0${pin.tool}\0${pin.digest}`;
+    if (this.#verified.get(pin.jws) === key) return undefined;
+    try {
+      const claims = await verifyToolPin(pin.jws, server.id, this.signers(server));
+      if (claims.tool !== pin.tool || claims.digest !== pin.digest) return 'the stored pin does not match its signed claims';
+    } catch (err) {
+      return err instanceof ToolPinError ? err.message : 'the stored pin does not verify';
+    }
+    if (this.#verified.size >= (this.#o.cacheSize ?? 10_000)) this.#verified.clear();
+    this.#verified.set(pin.jws, key);
+    return undefined;
+  }
+
+  #changes(pin: StoredPin, live: Readonly<Record<string, unknown>>): ReadonlyArray<PinnedMember | 'definition'> {
+    if (pin.definition === undefined) return ['definition'];
+    const changed = changedMembers(JSON.parse(pin.definition) as Record<string, unknown>, live);
+    return changed.length > 0 ? changed : ['definition'];
+  }
+
+  /** The stored pins of a server, by tool (exports). */
+  stored(server: string): Promise<Map<string, StoredPin>> {
+    return this.#o.pins.forServer(server);
+  }
+
+  /** Removes a tool's pin (the tool is then unpinned). */
+  revoke(server: string, tool: string): Promise<boolean> {
+    return this.#o.pins.delete(server, tool);
+  }
+
+  /** Forgets verified pins (after a trusted publisher key set changed). */
+  forget(): void {
+    this.#verified.clear();
+  }
+}
+
+/** The reason an agent sees for a tool hidden or refused by its pin (names the tool and what changed). */
+export function pinRefusal(server: string, tool: string, verdict: PinVerdict): string {
+  switch (verdict.status) {
+    case 'changed':
+      return `tool "${tool}" of MCP server "${server}" no longer matches its pin: its ${verdict.changed.join(', ')} changed since it was approved`;
+    case 'invalid':
+      return `tool "${tool}" of MCP server "${server}" has a pin that does not verify (${verdict.reason})`;
+    case 'unpinned':
+      return `tool "${tool}" of MCP server "${server}" is not pinned; an operator must approve it`;
+    default:
+      return `tool "${tool}" of MCP server "${server}" is pinned`;
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * MCP on both sides of Deputy, with the official SDK: an upstream MCP server (low-level SDK
+ * `Server` over Streamable HTTP, one per session, sharing mutable tool definitions so a test can
+ * "rug pull" them) that counts what reaches it, and an agent-side fetch that makes every SDK
+ * client request DPoP-bound (RFC 9449: `Authorization: DPoP`, a fresh proof per request).
+ */
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import {
+  CallToolRequestSchema, ElicitResultSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema, type Tool,
+} from '@modelcontextprotocol/sdk/types.js';
+import { dpopProof, type TestAgent } from './agents.js';
+
+export interface McpUpstream {
+  url: string;
+  /** Tool definitions listed now (mutate to rug-pull; call `changed()` to notify sessions). */
+  tools: Tool[];
+  /** tools/call, resources/read and prompts/get that reached the upstream, by name. */
+  hits: Map<string, number>;
+  /** `Authorization` header values the upstream received. */
+  authorizations: string[];
+  /** Total requests (HTTP) received. */
+  requests: number;
+  changed(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const baseTools = (): Tool[] => [
+  { name: 'echo', description: 'Echoes text.', inputSchema: { type: 'object', properties: { text: { type: 'string' } }, required: ['text'] } },
+  { name: 'secret_tool', description: 'Reads secrets.', inputSchema: { type: 'object', properties: {} } },
+  {
+    name: 'create_issue', title: 'Create issue', description: 'Creates an issue in an acme repository.',
+    inputSchema: { type: 'object', properties: { repo: { type: 'string', pattern: '^acme/' }, title: { type: 'string' } }, required: ['repo', 'title'] },
+    annotations: { destructiveHint: false },
+  },
+  { name: 'delete_thing', description: 'Deletes a thing.', inputSchema: { type: 'object', properties: { id: { type: 'string' } } } },
+  { name: 'count', description: 'Counts to n, reporting progress.', inputSchema: { type: 'object', properties: { n: { type: 'number' } } } },
+  { name: 'ask', description: 'Asks the user (elicitation) and returns the answer.', inputSchema: { type: 'object', properties: {} } },
+  { name: 'whoami', description: 'Echoes the Authorization header it received (a leaky upstream).', inputSchema: { type: 'object', properties: {} } },
+];
+
+const hit = (hits: Map<string, number>, name: string) => hits.set(name, (hits.get(name) ?? 0) + 1);
+
+export async function startMcpUpstream(): Promise<McpUpstream> {
+  const state: McpUpstream = {
+    url: '', tools: baseTools(), hits: new Map(), authorizations: [], requests: 0,
+    changed: async () => {
+      await Promise.allSettled([...servers.values()].map((s) => s.sendToolListChanged()));
+    },
+    close: async () => {},
+  };
+  const servers = new Map<string, Server>();
+  const transports = new Map<string, StreamableHTTPServerTransport>();
+
+  const newServer = (): Server => {
+    const server = new Server({ name: 'upstream', version: '1.0.0' }, { capabilities: { tools: { listChanged: true }, resources: {}, prompts: {} } });
+    server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: state.tools }));
+    server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
+      hit(state.hits, req.params.name);
+      if (req.params.name === 'count') {
+        const n = Number(req.params.arguments?.n ?? 3);
+        const token = req.params._meta?.progressToken;
+        for (let i = 1; i <= n; i += 1) {
+          if (token !== undefined) await extra.sendNotification({ method: 'notifications/progress', params: { progressToken: token, progress: i, total: n } });
+        }
+        return { content: [{ type: 'text', text: `counted to ${n}` }] };
+      }
+      if (req.params.name === 'ask') {
+        try {
+          const answer = await extra.sendRequest({ method: 'elicitation/create', params: { message: 'Proceed?', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } } }, ElicitResultSchema);
+          return { content: [{ type: 'text', text: `answer: ${JSON.stringify(answer)}` }] };
+        } catch (err) {
+          return { isError: true, content: [{ type: 'text', text: `could not ask: ${(err as Error).message}` }] };
+        }
+      }
+      if (req.params.name === 'whoami') {
+        const auth = String(extra.requestInfo?.headers.authorization ?? '');
+        return { content: [{ type: 'text', text: `you sent ${auth} (${Buffer.from(auth).toString('base64')})` }] };
+      }
+      return { content: [{ type: 'text', text: `${req.params.name}: ${JSON.stringify(req.params.arguments ?? {})}` }] };
+    });
+    server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [{ uri: 'file:///readme.md', name: 'readme' }, { uri: 'file:///secrets.txt', name: 'secrets' }] }));
+    server.setRequestHandler(ReadResourceRequestSchema, async (req) => {
+      hit(state.hits, req.params.uri);
+      return { contents: [{ uri: req.params.uri, text: `contents of ${req.params.uri}` }] };
+    });
+    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: [{ name: 'greet', arguments: [{ name: 'who' }] }] }));
+    server.setRequestHandler(GetPromptRequestSchema, async (req) => {
+      hit(state.hits, `prompt:${req.params.name}`);
+      return { messages: [{ role: 'user', content: { type: 'text', text: `Hello ${req.params.arguments?.who ?? 'you'}` } }] };
+    });
+    return server;
+  };
+
+  const http: HttpServer = createServer(async (req: IncomingMessage, res) => {
+    state.requests += 1;
+    if (req.headers.authorization) state.authorizations.push(req.headers.authorization);
+    const id = req.headers['mcp-session-id'];
+    let transport = typeof id === 'string' ? transports.get(id) : undefined;
+    if (!transport) {
+      const server = newServer();
+      transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: () => randomUUID(),
+        onsessioninitialized: (sid) => {
+          transports.set(sid, transport!);
+          servers.set(sid, server);
+        },
+      });
+      await server.connect(transport);
+    }
+    await transport.handleRequest(req, res);
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  state.url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`;
+  state.close = async () => {
+    await Promise.allSettled([...transports.values()].map((t) => t.close()));
+    http.closeAllConnections();
+    await new Promise<void>((resolve) => http.close(() => resolve()));
+  };
+  return state;
+}
+
+/** A fetch for the SDK client transport: `Authorization: DPoP <token>` and a fresh proof per request. */
+export function dpopFetch(agent: TestAgent, token: () => string): (url: string | URL, init?: RequestInit) => Promise<Response> {
+  return async (url, init) => {
+    const u = new URL(url);
+    const htu = `${u.origin}${u.pathname}`;
+    const headers = new Headers(init?.headers);
+    headers.set('authorization', `DPoP ${token()}`);
+    headers.set('dpop', await dpopProof(agent.dpop, htu, { htm: init?.method ?? 'GET', accessToken: token() }));
+    return fetch(u, { ...init, headers });
+  };
+}
+
+/** An SDK client connected to Deputy's `/mcp/{server}` as `agent` with `token`. */
+export async function mcpAgent(url: string, agent: TestAgent, token: string | (() => string), capabilities: Record<string, unknown> = {}): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+  const get = typeof token === 'string' ? () => token : token;
+  const client = new Client({ name: `agent-${agent.id}`, version: '1.0.0' }, { capabilities });
+  const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: dpopFetch(agent, get) });
+  await client.connect(transport);
+  // Closing ends the session at the server too (HTTP DELETE), as a well-behaved agent does.
+  const close = client.close.bind(client);
+  client.close = async () => {
+    await transport.terminateSession().catch(() => {});
+    await close();
+  };
+  return { client, transport };
+}
