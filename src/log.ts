@@ -6,6 +6,7 @@
  * @module
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
+import { activeTraceId } from './observability/tracing.js';
 
 export type { Logger } from 'pino';
 
@@ -33,9 +34,16 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       serializers: { err: serializeError },
+      // The W3C trace id of the active span (traces on, src/observability/tracing.ts): logs and traces join on it.
+      mixin: traceIdField,
     },
     destination,
   );
+}
+
+function traceIdField(): { trace_id?: string } {
+  const traceId = activeTraceId();
+  return traceId === undefined ? {} : { trace_id: traceId };
 }
 
 /**

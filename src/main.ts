@@ -18,6 +18,9 @@ import { TemporarilyUnavailable } from './errors/index.js';
 import type { CredentialIsolation } from './gateway/index.js';
 import type { McpSurface } from './mcp/index.js';
 import { writeNodeError } from './http/errors.js';
+import { metricsListener } from './http/metrics.js';
+import { clusterExposition, metrics, shareWithClusterPrimary } from './observability/metrics.js';
+import { startTracing, type TracingHandle } from './observability/tracing.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
 import { createLogger, type Logger } from './log.js';
 import type { Provider } from './oauth/oidc-provider/index.js';
@@ -36,6 +39,8 @@ export interface StartOptions {
 export interface DeputyServer {
   /** Base URL the server listens on (loopback form when bound to all interfaces). */
   readonly url: string;
+  /** Base URL of the separate metrics listener (`metrics.listen`; loopback form when bound to all interfaces), when configured. */
+  readonly metricsUrl: string | undefined;
   readonly issuer: string;
   readonly config: DeputyConfig;
   readonly server: Server;
@@ -74,10 +79,16 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
   const logger = options.logger ?? createLogger(config.log.level);
   const store = await openStore(config.store);
   const server = createServer({ requestTimeout: 30_000, headersTimeout: 15_000 });
+  // A cluster worker's metrics are served by the primary's listener, summed over the workers.
+  if (cluster.isWorker) shareWithClusterPrimary();
+  const metricsServer = config.metrics.listen === undefined || cluster.isWorker ? undefined : createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, metricsListener());
   try {
     await migrateStore(store, logger);
     const keys = await loadKeys(config, options.env);
     const port = await listen(server, config.server.port, config.server.host);
+    const metricsUrl = metricsServer && (await listenForMetrics(metricsServer, config.metrics.listen!));
+    metrics.observeStore(store);
+    metrics.observeSigningKey(() => keys.activeSigningKey.createdAt);
     const issuer = config.server.issuer ?? `http://localhost:${port}`;
     // Now that the issuer is known: no configured agent may be granted Deputy's own resources.
     checkAgentGrants(config.agents, issuer, 'configuration');
@@ -88,11 +99,11 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     server.removeAllListeners('request');
     server.on('request', lifecycle.track(services.app.callback()));
     const purge = schedulePurge(services, logger);
-    logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid }, 'deputy started');
+    logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid, ...(metricsUrl ? { metrics: metricsUrl } : {}) }, 'deputy started');
     const { app: _app, purgeExpired: _purge, ...running } = services;
     return {
       url: `http://127.0.0.1:${port}`,
-      issuer, config, server, store, keys, logger, ...running,
+      issuer, config, server, store, keys, logger, metricsUrl, ...running,
       close: async (graceMs = config.server.shutdownGraceSeconds * 1000) => {
         clearInterval(purge);
         services.pdp.close();
@@ -102,13 +113,38 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
         await services.isolation.close();
         await services.receipts.flush();
         await store.close();
+        await closeMetricsServer(metricsServer);
       },
     };
   } catch (err) {
     server.close();
+    await closeMetricsServer(metricsServer);
     await store.close().catch(() => {});
     throw err;
   }
+}
+
+/** Binds the separate metrics listener (`host:port`, IPv6 in brackets); returns its base URL. */
+async function listenForMetrics(server: Server, listen: string): Promise<string> {
+  const colon = listen.lastIndexOf(':');
+  const host = listen.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(listen.slice(colon + 1)), host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  return `http://${shown}:${port}`;
+}
+
+async function closeMetricsServer(server: Server | undefined): Promise<void> {
+  if (!server?.listening) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // Scrapers keep connections alive: nothing in flight there is worth waiting for.
+  server.closeAllConnections();
+  await closed;
 }
 
 /** Applies pending migrations (advisory-locked: workers starting together apply each once). */
@@ -208,7 +244,16 @@ async function main(): Promise<void> {
   const logger = createLogger(config.log.level);
   if (config.server.workers > 1 && cluster.isPrimary) {
     superviseWorkers(config.server.workers, logger);
+    if (config.metrics.listen !== undefined) await serveClusterMetrics(config.metrics.listen, logger);
     return;
+  }
+  let tracing: TracingHandle;
+  try {
+    // Before the services load: off unless OTEL_* configure it (src/observability/tracing.ts).
+    tracing = await startTracing({ env: process.env });
+  } catch (err) {
+    process.stderr.write(`deputy: ${(err as Error).message}\n`);
+    process.exit(2);
   }
   let deputy: DeputyServer;
   try {
@@ -230,7 +275,7 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down');
     deputy.close().then(
-      () => process.exit(0),
+      () => tracing.shutdown().catch(() => undefined).then(() => process.exit(0)),
       (err) => {
         logger.error({ err }, 'shutdown failed');
         process.exit(1);
@@ -252,6 +297,24 @@ async function isOperatorError(err: unknown): Promise<boolean> {
   if (err instanceof KeyError || err instanceof DataDirLocked) return true;
   const { PolicyLoadError } = await import('./pdp/service.js');
   return err instanceof PolicyLoadError;
+}
+
+/**
+ * The primary's metrics listener (`metrics.listen` with `server.workers > 1`): every worker's
+ * metrics summed, through prom-client's cluster aggregation. Closed on SIGTERM / SIGINT with
+ * the workers. A listener that cannot bind stops the primary (exit 1), like a worker that cannot.
+ */
+async function serveClusterMetrics(listen: string, logger: Logger): Promise<void> {
+  const server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, metricsListener(clusterExposition()));
+  try {
+    const url = await listenForMetrics(server, listen);
+    logger.info({ metrics: url }, 'metrics listener started (all workers)');
+  } catch (err) {
+    logger.fatal({ err }, 'metrics listener could not start');
+    process.exit(1);
+  }
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => void closeMetricsServer(server));
+  server.unref();
 }
 
 /** Backoff before re-forking a worker that exited: doubles from the first value up to the cap. */

@@ -31,6 +31,7 @@ import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { agentTokenIntrospection, createProvider, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
+import { instrumentPdp } from './observability/instrument.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
 import type { Store } from './store/index.js';
@@ -78,6 +79,8 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const revocations = new RevocationCache(records);
   const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
+  // Decisions, cache, reloads and policy gauges: wrappers, so the PDP carries no metrics code.
+  instrumentPdp(pdp.pdp);
   const vault = localVault(keys, logger);
   const federation = new FederationVerifier(config.trustedIssuers);
   // Enterprise sign-in reuses the federation verifier: a signed-in user is the user their subject tokens name.

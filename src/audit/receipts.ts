@@ -22,6 +22,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
+import { observeReceiptAppend } from '../observability/instrument.js';
 import type { Queryable, Store } from '../store/index.js';
 import { appendLocked, lockHead, readById, readHead, readRange, type ChainHead } from './chain.js';
 import { assertReceiptInput, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
@@ -100,13 +101,13 @@ export class ReceiptService implements ReceiptAppender {
 
   async append(input: ReceiptInput, tx?: Queryable): Promise<AppendedReceipt> {
     assertReceiptInput(input);
-    if (tx) return (await this.#appendLocked(tx, input.agent, [input]))[0]!;
-    return this.#enqueue(input);
+    if (tx) return observeReceiptAppend(async () => (await this.#appendLocked(tx, input.agent, [input]))[0]!);
+    return observeReceiptAppend(() => this.#enqueue(input));
   }
 
   async appendOnce(input: ReceiptInput, once: OnceKey): Promise<AppendedReceipt> {
     assertReceiptInput(input);
-    return this.#enqueue(input, once);
+    return observeReceiptAppend(() => this.#enqueue(input, once));
   }
 
   #enqueue(input: ReceiptInput, once?: OnceKey): Promise<AppendedReceipt> {

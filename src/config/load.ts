@@ -96,6 +96,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['DEPUTY_DPOP_REQUIRE_NONCE', ['dpop', 'requireNonce'], 'bool'],
   ['DEPUTY_CLIENT_ASSERTION_AUDIENCE', ['oauth', 'clientAssertionAudience'], 'string'],
   ['LOG_LEVEL', ['log', 'level'], 'string'],
+  ['DEPUTY_METRICS_LISTEN', ['metrics', 'listen'], 'string'],
 ];
 
 function applyEnv(cfg: Record<string, unknown>, env: Env, source: string): Record<string, unknown> {

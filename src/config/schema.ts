@@ -272,6 +272,22 @@ export const configSchema = z.strictObject({
   /** Clients of the admin API and PDP (PEPs). */
   admin: z.strictObject({ clients: z.array(adminClientSchema).default([]) }).prefault({}),
   /**
+   * Prometheus metrics (`GET /metrics`, text format 0.0.4). Without `listen`, served by the main
+   * listener to an admin client's token (`deputy:admin`, like `/admin/*`). With `listen`
+   * (`host:port`, env `DEPUTY_METRICS_LISTEN`; port 0 picks a free one), served there only,
+   * without authentication — for scrapers inside the network; bind it to an address the
+   * outside cannot reach — and the main listener answers `/metrics` with 404.
+   */
+  metrics: z
+    .strictObject({
+      listen: z
+        .string()
+        .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, { message: 'must be host:port (e.g. 127.0.0.1:9464 or [::1]:9464)' })
+        .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, { message: 'port must be at most 65535' })
+        .optional(),
+    })
+    .prefault({}),
+  /**
    * Enterprise IdPs whose tokens agents may exchange (RFC 8693 `subject_token`), each with a
    * preset: `okta`, `entra` or `oidc`. See src/federation/config.ts for every option.
    */

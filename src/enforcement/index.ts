@@ -69,6 +69,10 @@
  * `DeputyError`, and put clean-up that depends on the outcome in `refused` / `settle`. Insert it with
  * `.then(step)` where its inputs exist: the builder does not compile otherwise. Steps hold no
  * per-call state (one instance serves every call); per-call state goes in the context.
+ * A PEP's forward step sets `observe: 'upstream'`: the runner then makes the call a client
+ * span (its `traceparent` goes upstream through `withTraceContext`, src/observability/tracing.ts)
+ * and times it into `deputy_gateway_upstream_duration_seconds{connection,status}`; `decide` sets
+ * `observe: 'decision'`.
  *
  * @module
  */

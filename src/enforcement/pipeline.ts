@@ -19,6 +19,7 @@
  */
 import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
+import { observeStep, type ObservedStepKind } from '../observability/instrument.js';
 
 /**
  * How a run ended.
@@ -61,6 +62,12 @@ export interface Step<In, Add extends object = object> {
   readonly name: string;
   /** Does the step's work; throws a typed error to refuse (later steps do not run). */
   run(ctx: In): Add | Promise<Add>;
+  /**
+   * Observed by the runner (src/observability/instrument.ts): `decision` runs in a span of its
+   * own; `upstream` (a PEP's forward step) in a client span, timed per connection — so every
+   * gateway's decisions and upstream calls are measured in this one place.
+   */
+  readonly observe?: ObservedStepKind;
   /**
    * A later step refused (never called when this step's own `run` threw). Awaited before the
    * error leaves the run; throwing replaces the error (steps are told latest first, so the
@@ -133,7 +140,8 @@ export class Pipeline<In extends object, C extends object> {
     let i = 0;
     try {
       for (; i < steps.length; i++) {
-        const result = steps[i]!.run(ctx);
+        const step = steps[i]!;
+        const result = step.observe ? observeStep(step.observe, step.name, ctx, () => step.run(ctx)) : step.run(ctx);
         // A synchronous step costs no microtask turn (per-call overhead: issue 16).
         const added = result instanceof Promise ? await result : result;
         if (added !== NOTHING) Object.assign(ctx, added);

@@ -12,6 +12,7 @@
  * @module
  */
 import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { metrics } from '../observability/metrics.js';
 
 /** Cache tuning of {@link CachedJwks}, in milliseconds: cache age, cooldown between refetches for an unknown `kid`, fetch timeout. */
 export interface CachedJwksOptions {
@@ -89,6 +90,10 @@ export class CachedJwks {
         const fetched = { keys: createLocalJWKSet(jwks), at: Date.now() };
         this.#current = fetched;
         return fetched;
+      })
+      .catch((error: unknown) => {
+        metrics.federationJwksFetchFailures.inc();
+        throw error;
       })
       .finally(() => {
         this.#pending = undefined;

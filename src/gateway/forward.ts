@@ -25,6 +25,7 @@ import { pipeline, Readable, Transform, type TransformCallback } from 'node:stre
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Agent } from 'undici';
 import { BadGateway, GatewayTimeout, PayloadTooLarge } from '../errors/index.js';
+import { withTraceContext } from '../observability/tracing.js';
 import { Redactor } from './redact.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields, plus `Proxy-Connection` (non-standard, still sent). */
@@ -118,7 +119,8 @@ export class Forwarder {
         origin: req.url.origin,
         path: `${req.url.pathname}${req.url.search}`,
         method: req.method as 'GET',
-        headers: req.headers,
+        // W3C `traceparent` of the active (client) span, when traces are on (src/observability).
+        headers: withTraceContext(req.headers),
         body: req.body ?? null,
         headersTimeout: req.headersTimeoutMs,
         bodyTimeout: this.#o.bodyTimeoutMs,

@@ -141,6 +141,7 @@ export function forwardUpstream(options: ForwardOptions): Step<ForwardInput, Res
   const { forwarder, logger } = options;
   return {
     name: 'forwardUpstream',
+    observe: 'upstream',
     async run(ctx) {
       const { call, connection, credential, admission } = ctx;
       const url = upstreamUrl(connection, ctx.path, call.query, credential.query);

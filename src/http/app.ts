@@ -25,6 +25,7 @@ import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
+import { metricsRoutes, observeRequests } from './metrics.js';
 import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
@@ -86,6 +87,8 @@ export function createApp(deps: AppDeps): Koa {
   // connections): only `admin.clients` tokens pass. Agents reach the gateway, which verifies on its own.
   const authenticate = operatorAuthenticate(koaAuthenticate(deps.verifier, deps.issuer), operatorClients(deps.config.admin.clients));
 
+  // Outermost: the server span is active for everything below (logs carry its trace id).
+  app.use(observeRequests());
   app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
   app.use(accessLog());
@@ -103,6 +106,8 @@ export function createApp(deps: AppDeps): Koa {
 
   for (const router of [
     healthRoutes({ store: deps.store, keys: deps.keys }),
+    // With a separate metrics listener (src/main.ts), the main one does not serve /metrics.
+    ...(deps.config.metrics.listen === undefined ? [metricsRoutes({ authenticate, audience: deputyResources(deps.issuer).admin })] : []),
     adminRoutes({
       agents: deps.agents, authenticate, issuer: deps.issuer, audience: deputyResources(deps.issuer).admin,
       operatorClientIds: new Set(deps.config.admin.clients.map((c) => c.client_id)), bodyLimitBytes: deps.config.server.bodyLimitBytes,

@@ -19,6 +19,7 @@ import type Koa from 'koa';
 import { DeputyError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServerError, TemporarilyUnavailable } from '../errors/index.js';
 import { serializeError } from '../errors/serialize.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../observability/metrics.js';
 import { findStoreUnavailable } from '../store/index.js';
 
 /**
@@ -47,7 +48,10 @@ export function errorBoundary(): Koa.Middleware {
  */
 export function classifyError(err: unknown): DeputyError {
   const unavailable = findStoreUnavailable(err);
-  if (unavailable) return new TemporarilyUnavailable('the store is unavailable; retry later', { cause: unavailable });
+  if (unavailable) {
+    metrics.storeUnavailable.inc();
+    return new TemporarilyUnavailable('the store is unavailable; retry later', { cause: unavailable });
+  }
   if (err instanceof DeputyError) return err;
   const status = httpStatusOf(err);
   if (status !== undefined && status < 500) {

@@ -25,6 +25,7 @@ import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, 
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
 import { recordOnce, type OnceKey } from './adapter.js';
+import { metrics } from '../observability/metrics.js';
 import { DPOP_ALGS } from '../util/algorithms.js';
 import { normalizeHttpUrl } from './uri.js';
 
@@ -81,6 +82,7 @@ export const DPOP_REPLAY_NAMESPACE = 'DPoPProof';
 
 /** RFC 9449 §11.1: the error for a proof whose `jti` was spent already. */
 export function dpopReplayed(): InvalidDpopProof {
+  metrics.dpopReplays.inc();
   return new InvalidDpopProof('DPoP proof has already been used (jti replay)');
 }
 

@@ -46,6 +46,7 @@ import type { ReceiptAppender } from '../audit/receipts.js';
 import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient } from '../errors/index.js';
 import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
+import { traced, tracedStep } from '../observability/tracing.js';
 import type { Logger } from '../log.js';
 import type { Queryable, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
@@ -387,7 +388,7 @@ function idTokenHint(subject: Subject): string {
  * Step 7. Returns the receipt completed with the deciding policies. A refusal is a `delegate`
  * decision too: it gets a `deny` receipt (its only write).
  */
-async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<ReceiptInput> {
+const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<ReceiptInput> => {
   try {
     const permit = await deps.authorizer.authorize({ user: subject.user, agent, chain, audience, scopes });
     return permit ? { ...receipt, policies: permit.policies } : receipt;
@@ -400,7 +401,7 @@ async function authorize(deps: TokenExchangeDeps, agent: Agent, subject: Subject
     }
     throw err;
   }
-}
+});
 
 /** A delegation refusal (delegation/denial.ts) as the member of the error family its code names. */
 function denialError(code: DenialCode, description: string): DeputyError {
@@ -475,7 +476,7 @@ interface Issued {
 }
 
 /** Step 8: sign, then record (one transaction). */
-async function issue(deps: ExchangeDeps, input: Issuance): Promise<Issued> {
+const issue = tracedStep('token_exchange.issue', async (deps: ExchangeDeps, input: Issuance): Promise<Issued> => {
   const now = Math.floor(Date.now() / 1000);
   const expiresIn = Math.min(deps.accessTokenTTL, input.subject.expiresAt - now);
   if (expiresIn < 1) throw new InvalidGrant('the subject token has expired');
@@ -486,7 +487,7 @@ async function issue(deps: ExchangeDeps, input: Issuance): Promise<Issued> {
     throw recordRefusal(err);
   }
   return { value: token.value, expiresIn };
-}
+});
 
 /** Step 8a: the RFC 9068 JWT with `act` (and `may_act` for a handoff), bound to the proof key. */
 function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Promise<MintedToken> {
@@ -601,9 +602,9 @@ export async function activeAgent(deps: Pick<TokenExchangeDeps, 'agents'>, clien
 export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promise<TokenExchangeResponse> {
   const request = readRequest(input.params);
   refuseDeputyOwn(request, deps.issuer);
-  const agent = await activeAgent(deps, input.clientId);
+  const agent = await traced('token_exchange.client', () => activeAgent(deps, input.clientId));
   const dpop = requireDpop(input.dpop);
-  const subject = await authenticateSubject(deps, request, agent, dpop);
+  const subject = await traced('token_exchange.subject', () => authenticateSubject(deps, request, agent, dpop));
 
   const issued = await issueDelegated(deps, {
     agent, subject, subjectToken: request.subjectToken, targets: request.targets, scopes: request.scopes, dpop,

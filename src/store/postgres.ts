@@ -61,6 +61,7 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
       closed = true;
       await pool.end();
     },
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   };
 }
 

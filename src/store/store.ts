@@ -29,6 +29,8 @@ export interface Store extends Queryable {
   ping(timeoutMs?: number): Promise<void>;
   /** Releases connections / closes the embedded database. Idempotent. */
   close(): Promise<void>;
+  /** Pool use (PostgreSQL only; PGlite has no pool), read by the `deputy_store_pool_*` gauges. */
+  poolStats?(): { total: number; idle: number; waiting: number };
 }
 
 /**

@@ -17,6 +17,7 @@
  * @module
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { metrics } from '../observability/metrics.js';
 import type { Queryable } from '../store/index.js';
 import { toKeyWrapper, UnknownKeyEncryptionKey, type KeyEncryptionKeys, type KeyWrapper } from './key-wrapper.js';
 
@@ -204,6 +205,7 @@ export class EnvelopeVault {
     try {
       return await this.wrapper.unwrap({ kid: row.kek_id, wrapped: Buffer.from(row.wrapped_key) }, aad);
     } catch (cause) {
+      metrics.vaultUnwrapFailures.inc();
       if (cause instanceof UnknownKeyEncryptionKey) throw new VaultDecryptError(`the key-encryption key "${row.kek_id}" of this secret is not loaded`, { cause });
       throw new VaultDecryptError('the secret failed authentication (tampered row or wrong key)', { cause });
     }

@@ -122,5 +122,6 @@ describe('README sh and ts snippets, in order, against deputy dev', { timeout: 3
     expect(out).toMatch(/^dpop crm\.read \d+$/m); // the openid-client snippet
     expect(out).toMatch(/mailer\tdisabled\tbob@example.com/); // the admin API, then deputy agents list
     expect(out).toMatch(/^OK: every signature, sequence and link verifies$/m); // the receipts
+    expect(out).toMatch(/^deputy_token_exchanges_total\{outcome="issued",error="none"\} [1-9]\d*$/m); // the metrics scrape
   });
 });

@@ -23,6 +23,7 @@ const SURFACES = [
   'src/keys/index.ts',
   'src/oauth/index.ts',
   'src/oauth/oidc-provider/index.ts',
+  'src/observability/index.ts',
   'src/pdp/index.ts',
   'src/store/index.ts',
   'src/util/index.ts',

@@ -22,6 +22,7 @@ import { NOTHING, type Step } from '../pipeline.js';
 export function decide<C>(question: (ctx: C) => Promise<PepDecision>): Step<C, Decided> {
   return {
     name: 'decide',
+    observe: 'decision',
     async run(ctx) {
       return { decision: await question(ctx) };
     },

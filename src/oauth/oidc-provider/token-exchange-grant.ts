@@ -18,6 +18,7 @@ import {
   type TokenExchangeDeps,
   type TokenExchangeParameters,
 } from '../token-exchange.js';
+import { observeTokenExchange } from '../../observability/instrument.js';
 import type { GrantRegistration } from './provider.js';
 import { verifiedTokenProof } from './token-dpop.js';
 
@@ -34,7 +35,7 @@ export function tokenExchangeGrant(deps: TokenExchangeGrantDeps): GrantRegistrat
     allowedDuplicateParameters: ['resource', 'audience'],
     handler: async (ctx) => {
       const oidc = ctx as unknown as KoaContextWithOIDC;
-      oidc.body = await exchange(exchangeInput(oidc), { ...deps, minter: new ProviderMinter(oidc, deps.keys) });
+      oidc.body = await observeTokenExchange(() => exchange(exchangeInput(oidc), { ...deps, minter: new ProviderMinter(oidc, deps.keys) }));
     },
   };
 }

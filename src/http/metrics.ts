@@ -1,0 +1,117 @@
+/**
+ * Observability at the HTTP edge: one server span and the request metrics per request, and the
+ * Prometheus scrape endpoint (`GET /metrics`), either on the main listener behind an admin token
+ * or alone on a listener of its own (`metrics.listen`, src/main.ts).
+ *
+ * @module
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Router from '@koa/router';
+import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import type Koa from 'koa';
+import { metrics, processExposition, secondsSince, type Exposition } from '../observability/metrics.js';
+import { tracer } from '../observability/tracing.js';
+import { NO_STORE, noStore } from '../util/http.js';
+import { requireAdmin } from './admin-api.js';
+import type { Authenticate } from './util.js';
+
+/** The scrape path, on the main listener and on the separate one alike. */
+export const METRICS_PATH = '/metrics';
+
+/** The route label of requests no known route served: bounded cardinality whatever clients send. */
+export const OTHER_ROUTE = 'other';
+
+/**
+ * Paths served outside Deputy's routers (oidc-provider's endpoints, middleware-served documents),
+ * by their exact value; anything else unknown becomes {@link OTHER_ROUTE}.
+ */
+const STATIC_ROUTES = new Set([
+  '/token', '/jwks', '/introspect', '/revoke', '/auth', '/reg', '/me', '/request', '/session/end',
+  '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', METRICS_PATH,
+]);
+
+/** Path prefixes of the PEPs and documents served by middleware: `{prefix}…` → the pattern. */
+const PREFIX_ROUTES: ReadonlyArray<readonly [string, string]> = [
+  ['/gw/', '/gw/:connection/*'],
+  ['/mcp/', '/mcp/:server/*'],
+  ['/llm/', '/llm/:connection/*'],
+  ['/.well-known/oauth-protected-resource/', '/.well-known/oauth-protected-resource/*'],
+];
+
+/**
+ * The route label of a request: the router's pattern (`/admin/agents/:id`) when a router
+ * matched, else a known path or prefix pattern, else `other` — never the raw path.
+ *
+ * @param path - the path as received (before any rewrite).
+ */
+export function routeOf(ctx: Koa.Context, path: string): string {
+  const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute;
+  if (typeof matched === 'string' && matched) return matched;
+  if (ctx.status === 404) return OTHER_ROUTE;
+  if (STATIC_ROUTES.has(path)) return path;
+  for (const [prefix, pattern] of PREFIX_ROUTES) if (path.startsWith(prefix)) return pattern;
+  return OTHER_ROUTE;
+}
+
+/**
+ * Outermost middleware: a server span per request (child of the caller's W3C `traceparent`
+ * when it sent one; a no-op while traces are off), and `deputy_http_requests_total` /
+ * `deputy_http_request_duration_seconds` by route pattern, method and status. The span holds
+ * the method, route and status — not the URL's query, which may carry tokens.
+ */
+export function observeRequests(): Koa.Middleware {
+  return async function observeRequest(ctx, next) {
+    const start = process.hrtime.bigint();
+    const path = ctx.path;
+    const method = ctx.method;
+    const parent = propagation.extract(ROOT_CONTEXT, ctx.req.headers);
+    const span = tracer().startSpan(method, { kind: SpanKind.SERVER, attributes: { 'http.request.method': method } }, parent);
+    try {
+      await context.with(trace.setSpan(parent, span), next);
+    } finally {
+      const route = routeOf(ctx, path);
+      const status = ctx.status;
+      metrics.httpRequests.inc({ route, method, status: String(status) });
+      metrics.httpDuration.observe({ route, method }, secondsSince(start));
+      span.updateName(`${method} ${route}`);
+      span.setAttributes({ 'http.route': route, 'http.response.status_code': status });
+      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+  };
+}
+
+/** `GET /metrics` on the main listener, for an admin client's token (`deputy:admin`, as `/admin/*`). */
+export function metricsRoutes(deps: { authenticate: Authenticate; audience: string }): Router {
+  const router = new Router();
+  router.get(METRICS_PATH, requireAdmin(deps), async function scrape(ctx) {
+    const { contentType, body } = await metrics.exposition();
+    noStore(ctx);
+    ctx.type = contentType;
+    ctx.body = body;
+  });
+  return router;
+}
+
+/**
+ * The request handler of the separate metrics listener (`metrics.listen`): `GET`/`HEAD /metrics`
+ * without authentication, 404 for anything else. No Koa: nothing else is served there.
+ *
+ * @param exposition - this process's metrics; in a cluster primary, every worker's summed.
+ */
+export function metricsListener(exposition: Exposition = processExposition): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== METRICS_PATH || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      res.writeHead(path === METRICS_PATH ? 405 : 404, { 'Content-Type': 'text/plain; charset=utf-8', ...(path === METRICS_PATH ? { Allow: 'GET, HEAD' } : {}) }).end(path === METRICS_PATH ? 'method not allowed\n' : 'not found\n');
+      return;
+    }
+    exposition().then(
+      ({ contentType, body }) => {
+        res.writeHead(200, { 'Content-Type': contentType, 'Cache-Control': NO_STORE });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+      () => res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' }).end('metrics unavailable\n'),
+    );
+  };
+}

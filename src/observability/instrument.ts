@@ -1,0 +1,156 @@
+/**
+ * Metrics and spans around services that know nothing of either: the PDP (decisions, its
+ * decision cache, the policy generation), the enforcement pipeline's observed steps, the token
+ * exchange and receipt appends. Each hook is a wrapper, so the services stay free of
+ * observability code and the hooks stay in one file.
+ *
+ * @module
+ */
+import { SpanKind } from '@opentelemetry/api';
+import { DeputyError } from '../errors/index.js';
+import { metrics, secondsSince, statusClass } from './metrics.js';
+import { errorCode, failed, traced, tracer } from './tracing.js';
+
+/** The PDP as seen here (src/pdp/pdp.ts `PolicyDecisionPoint` fits): the two decision entry points. */
+export interface ObservablePdp {
+  evaluate(...args: never[]): Promise<{ decision: boolean }>;
+  decideDelegation(...args: never[]): Promise<{ decision: boolean }>;
+  readonly engine: ObservableEngine;
+  /** The policy store (src/pdp/policy-store.ts `PolicyStore` fits). */
+  readonly store: {
+    readonly current: { readonly generation: number; readonly digest: string };
+    reload(trigger: string): Promise<{ changed: boolean }>;
+  };
+}
+
+/** The Cedar engine as seen here (src/pdp/engine.ts): `calls` counts evaluations (cache misses). */
+export interface ObservableEngine {
+  authorize(...args: never[]): unknown;
+  readonly calls: number;
+}
+
+/**
+ * Counts every PDP decision (`deputy_pdp_decisions_total{decision,source}`), traces it (span
+ * `pdp.evaluate` / `pdp.delegate`), counts decision-cache hits and misses and policy reloads,
+ * and exposes the serving policy set (generation, digest). Wraps the instance's methods: a batch's items (which call
+ * `evaluate` on the instance) are counted one by one.
+ */
+export function instrumentPdp(pdp: ObservablePdp): void {
+  const evaluate = pdp.evaluate.bind(pdp);
+  const decideDelegation = pdp.decideDelegation.bind(pdp);
+  Object.assign(pdp, {
+    evaluate: (...args: never[]) => decision('evaluation', () => evaluate(...args)),
+    decideDelegation: (...args: never[]) => decision('delegation', () => decideDelegation(...args)),
+  });
+  const engine = pdp.engine;
+  const authorize = engine.authorize.bind(engine);
+  Object.assign(engine, {
+    authorize: (...args: never[]) => {
+      const before = engine.calls;
+      const verdict = authorize(...args);
+      // The engine counts its Cedar calls: a call that did not evaluate was answered by the cache.
+      if (engine.calls > before) metrics.pdpCacheMisses.inc();
+      else metrics.pdpCacheHits.inc();
+      return verdict;
+    },
+  });
+  const policies = pdp.store;
+  const reload = policies.reload.bind(policies);
+  Object.assign(policies, {
+    reload: async (trigger: string) => {
+      try {
+        const result = await reload(trigger);
+        metrics.pdpPolicyReloads.inc({ outcome: result.changed ? 'applied' : 'unchanged', trigger });
+        return result;
+      } catch (err) {
+        metrics.pdpPolicyReloads.inc({ outcome: 'refused', trigger });
+        throw err;
+      }
+    },
+  });
+  metrics.observePolicies(() => policies.current);
+}
+
+async function decision<D extends { decision: boolean }>(source: 'evaluation' | 'delegation', decide: () => Promise<D>): Promise<D> {
+  return traced(source === 'evaluation' ? 'pdp.evaluate' : 'pdp.delegate', async (span) => {
+    const result = await decide();
+    const verdict = result.decision ? 'permit' : 'deny';
+    span.setAttribute('deputy.decision', verdict);
+    metrics.pdpDecisions.inc({ decision: verdict, source });
+    return result;
+  });
+}
+
+/** What an enforcement step asks to be observed as (src/enforcement/pipeline.ts `Step.observe`). */
+export type ObservedStepKind = 'decision' | 'upstream';
+
+/**
+ * Runs one observed step of the enforcement pipeline in a span of its own — `decide`
+ * (internal) or the forward step (a client span, so the `traceparent` injected into the
+ * upstream request names it) — and times upstream calls into
+ * `deputy_gateway_upstream_duration_seconds{connection,status}`.
+ *
+ * @param ctx - the pipeline context: `connection.id` (config-bounded) labels upstream calls.
+ * @param run - the step's own `run`; its additions are returned unchanged (`response.status` read).
+ */
+export async function observeStep<A>(kind: ObservedStepKind, name: string, ctx: object, run: () => A | Promise<A>): Promise<A> {
+  const connection = (ctx as { connection?: { id?: unknown } }).connection?.id;
+  const label = typeof connection === 'string' ? connection : 'none';
+  const start = process.hrtime.bigint();
+  return tracer().startActiveSpan(
+    kind === 'upstream' ? `upstream ${label}` : name,
+    { kind: kind === 'upstream' ? SpanKind.CLIENT : SpanKind.INTERNAL, attributes: { 'deputy.step': name, ...(connection ? { 'deputy.connection': label } : {}) } },
+    async (span) => {
+      try {
+        const added = await run();
+        const status = (added as { response?: { status?: unknown } } | undefined)?.response?.status;
+        if (typeof status === 'number') span.setAttribute('http.response.status_code', status);
+        if (kind === 'upstream') metrics.gatewayUpstreamDuration.observe({ connection: label, status: typeof status === 'number' ? statusClass(status) : 'none' }, secondsSince(start));
+        return added;
+      } catch (err) {
+        failed(span, err);
+        if (kind === 'upstream') {
+          metrics.gatewayUpstreamDuration.observe({ connection: label, status: 'error' }, secondsSince(start));
+          metrics.gatewayUpstreamErrors.inc({ connection: label });
+        }
+        throw err;
+      } finally {
+        span.end();
+      }
+    },
+  );
+}
+
+/**
+ * One RFC 8693 exchange at the grant, counted and timed by outcome and OAuth error code, in a
+ * `token_exchange` span that the exchange's steps become children of.
+ */
+export async function observeTokenExchange<T>(exchange: () => Promise<T>): Promise<T> {
+  const start = process.hrtime.bigint();
+  try {
+    const issued = await traced('token_exchange', exchange);
+    metrics.tokenExchanges.inc({ outcome: 'issued', error: 'none' });
+    metrics.tokenExchangeDuration.observe({ outcome: 'issued' }, secondsSince(start));
+    return issued;
+  } catch (err) {
+    // A protocol refusal carries its code; anything else (a store outage) is a server error.
+    const code = err instanceof DeputyError ? errorCode(err) : 'server_error';
+    metrics.tokenExchanges.inc({ outcome: 'refused', error: code });
+    metrics.tokenExchangeDuration.observe({ outcome: 'refused' }, secondsSince(start));
+    throw err;
+  }
+}
+
+/** One receipt append, timed into `deputy_receipt_append_duration_seconds{outcome}`. */
+export async function observeReceiptAppend<T>(append: () => Promise<T>): Promise<T> {
+  const start = process.hrtime.bigint();
+  try {
+    const appended = await append();
+    metrics.receiptAppendDuration.observe({ outcome: 'appended' }, secondsSince(start));
+    return appended;
+  } catch (err) {
+    metrics.receiptAppendDuration.observe({ outcome: 'failed' }, secondsSince(start));
+    metrics.receiptAppendFailures.inc();
+    throw err;
+  }
+}
