@@ -14,6 +14,7 @@
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { agentsCommand, connectionsCommand, policiesCommand } from './commands/admin.js';
+import { budgetsCommand } from './commands/budgets.js';
 import { devCommand } from './commands/dev.js';
 import { initCommand } from './commands/init.js';
 import { mcpCommand } from './commands/mcp.js';
@@ -56,6 +57,7 @@ export function createProgram(io: Io, done: (code: number) => void): Command {
     agentsCommand(io, done),
     connectionsCommand(io, done),
     policiesCommand(io, done),
+    budgetsCommand(io, done),
     receiptsCommand(io, done),
     mcpCommand(io, done),
     keysCommand(io, done),

@@ -255,6 +255,29 @@ describe('the admin API', () => {
     expect(reloaded.generation).toBeGreaterThanOrEqual(policies.generation);
   });
 
+  it('budgets: create, list, get (current window), update, delete; bad input exits 2, a missing budget 3', async () => {
+    const created = await cli(['budgets', 'create', '--data', JSON.stringify({ id: 'cli-daily', agent: 'agent-a', unit: 'requests', window: 'day', limit: 100 })]);
+    expect(created).toMatchObject({ code: 0, out: 'created budget cli-daily\n' });
+    const listed = await cli(['budgets', 'list']);
+    expect(listed.out).toMatch(/^cli-daily\trequests\/day\t0\+0 of 100\tagent=agent-a$/m);
+    const listedJson = JSON.parse((await cli(['budgets', 'list', '--json'])).out) as { budgets: Array<{ id: string }> };
+    expect(listedJson.budgets.map((b) => b.id)).toContain('cli-daily');
+    const shown = JSON.parse((await cli(['budgets', 'get', 'cli-daily'])).out) as { limit: number; current: { spent: number; remaining: number }; reservations: unknown[] };
+    expect(shown).toMatchObject({ limit: 100, current: { spent: 0, remaining: 100 }, reservations: [] });
+    const updated = JSON.parse((await cli(['budgets', 'update', 'cli-daily', '--data', '{"limit":50,"agent":null}'])).out) as { limit: number; agent: unknown };
+    expect(updated).toMatchObject({ limit: 50, agent: null });
+    expect((await cli(['budgets', 'delete', 'cli-daily'])).out).toBe('deleted budget cli-daily\n');
+    expect((await cli(['budgets', 'get', 'cli-daily'])).code).toBe(3);
+
+    expect((await cli(['budgets', 'create', '--data', '{"id":"x","unit":"parsecs","window":"day","limit":1}'])).code).toBe(3);
+    expect((await cli(['budgets', 'create'])).code).toBe(2);
+    expect((await cli(['budgets', 'list', '--limit', '0'])).code).toBe(2);
+    const unknown = await cli(['budgets', 'list', '--bogus']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toMatch(/unknown option '--bogus'/);
+    expect((await cli(['budgets', '--help'])).out).toMatch(/list.*\n.*get/s);
+  });
+
   it('receipts: export (stdout and file), verify (ok, tampered, --json), get', async () => {
     const userToken = await idp.oktaAccessToken({ scp: ['deputy.read'] });
     const keyFile = join(tmp, 'agent-dpop-2.json');
