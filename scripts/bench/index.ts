@@ -8,7 +8,9 @@
  * - client_credentials: oidc-provider's own grant with private_key_jwt + DPoP on Deputy;
  * - bare oidc-provider: the same grant on oidc-provider in its default configuration, same kind
  *   of store (bare-oidc-process.ts), the yardstick's own yardstick;
- * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign).
+ * - token exchange: the full exchange (IdP token, private_key_jwt, DPoP, policy, vault, sign);
+ * - gateways: a call through `/gw`, `/llm` and `/mcp/{server}` (`tools/call`) against the same
+ *   upstream called directly.
  * Each server-side scenario runs on PGlite, and on PostgreSQL when `DATABASE_URL` is set.
  * Load comes from this process; servers run in child processes. Loopback only. Requests that
  * carry signatures (client assertions, DPoP proofs) are all built before each timed window
@@ -423,6 +425,83 @@ async function directLlm(opts: Options, provider: string): Promise<Figure[]> {
   return figures;
 }
 
+const MCP_ACCEPT = 'application/json, text/event-stream';
+const MCP_VERSION = '2025-06-18';
+
+/** Opens an MCP session at `url` (initialize + initialized, MCP Streamable HTTP) and returns its id. */
+async function mcpSession(url: string, headers: () => Promise<Record<string, string>>): Promise<string> {
+  const init = await fetch(url, {
+    method: 'POST',
+    headers: { ...(await headers()), 'content-type': 'application/json', accept: MCP_ACCEPT },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: MCP_VERSION, capabilities: {}, clientInfo: { name: 'bench', version: '1' } } }),
+  });
+  const session = init.headers.get('mcp-session-id');
+  await init.arrayBuffer();
+  if (!session) throw new Error(`bench setup: MCP initialize failed (${init.status})`);
+  const initialized = await fetch(url, {
+    method: 'POST',
+    headers: { ...(await headers()), 'content-type': 'application/json', accept: MCP_ACCEPT, 'mcp-session-id': session, 'mcp-protocol-version': MCP_VERSION },
+    body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }),
+  });
+  await initialized.arrayBuffer();
+  return session;
+}
+
+let mcpRequestId = 0;
+
+/** One `tools/call` of the upstream's `echo` tool in `session`. */
+function mcpCall(path: string, session: string, headers: Record<string, string>): RequestSpec {
+  mcpRequestId += 1;
+  return {
+    method: 'POST',
+    path,
+    headers: { ...headers, 'content-type': 'application/json', accept: MCP_ACCEPT, 'mcp-session-id': session, 'mcp-protocol-version': MCP_VERSION },
+    body: JSON.stringify({ jsonrpc: '2.0', id: mcpRequestId, method: 'tools/call', params: { name: 'echo', arguments: { text: 'bench' } } }),
+  };
+}
+
+/**
+ * MCP: `tools/call` through Deputy's MCP gateway (`/mcp/{server}`: DPoP token and proof, live
+ * chain, PDP with the tool and arguments, receipt, credential injected, upstream session) against
+ * the same SDK server called directly (mcp-upstream-process.ts). Pinning is off: a call's pin
+ * check is the session's cached verdict either way, so it costs the same in both.
+ */
+async function mcpScenarios(opts: Options, idp: MockIdp, upstream: string, storeName: string, database: TestDatabase): Promise<Figure[]> {
+  const agent = await clientIdentity('bench-mcp-agent');
+  const port = await freePort();
+  const issuer = `http://localhost:${port}`;
+  const resource = `${issuer}/mcp/echo`;
+  const config = {
+    trustedIssuers: [idp.issuerConfig('okta')],
+    agents: [{ id: agent.id, name: 'Bench MCP agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [resource], jwks: agent.jwks }],
+    connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: upstream, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'BENCH_MCP_KEY' } }],
+    mcpServers: [{ id: 'echo', url: upstream, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: ['deputy.read'], pinning: 'off', limits: { sessionsPerAgent: 1000 } }],
+  };
+  const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+  return withDeputy(config, database, async (url, _issuer, countersUrl) => {
+    const figures: Figure[] = [];
+    const token = await tokenExchange(url, issuer, agent, subject, resource);
+    const auth = async () => ({ authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'POST', resource, token) });
+    const session = await mcpSession(`${url}/mcp/echo`, auth);
+    for (const concurrency of opts.concurrency) {
+      const next = async () => mcpCall('/mcp/echo', session, await auth());
+      figures.push(await measured('MCP tools/call through Deputy', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }));
+    }
+    return figures;
+  }, { env: { BENCH_MCP_KEY: 'bench-mcp-secret' }, port });
+}
+
+async function mcpDirect(opts: Options, upstream: string): Promise<Figure[]> {
+  const u = new URL(upstream);
+  const session = await mcpSession(upstream, async () => ({ authorization: 'Bearer bench-mcp-secret' }));
+  const figures: Figure[] = [];
+  for (const concurrency of opts.concurrency) {
+    const next = () => mcpCall(u.pathname, session, { authorization: 'Bearer bench-mcp-secret' });
+    figures.push({ name: 'MCP tools/call directly (yardstick)', result: await runLoad({ origin: u.origin, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }) });
+  }
+  return figures;
+}
+
 /** The PDP figures come from `pdp.ts`, run as its own process with the same load settings. */
 async function pdpBench(opts: Options): Promise<unknown> {
   const out = join(mkdtempSync(join(tmpdir(), 'deputy-bench-pdp-out-')), 'pdp.json');
@@ -471,6 +550,13 @@ function ratios(figures: Figure[]): Record<string, number> {
     if (direct && direct.result.rps > 0) {
       out[`llm_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
       out[`llm_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
+    }
+  }
+  for (const f of figures.filter((x) => x.name === 'MCP tools/call through Deputy')) {
+    const direct = figures.find((y) => y.name === 'MCP tools/call directly (yardstick)' && y.result.concurrency === f.result.concurrency);
+    if (direct && direct.result.rps > 0) {
+      out[`mcp_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
+      out[`mcp_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
     }
   }
   for (const kind of ['gateway call', 'token exchange']) {
@@ -535,6 +621,8 @@ async function main(): Promise<void> {
     const upstream = await startProcess('floor-process.ts', {});
     const upstreamUrl = upstream.ready[0]!;
     const provider = await startMockLlm();
+    const mcpUpstream = await startProcess('mcp-upstream-process.ts', {});
+    const mcpUrl = mcpUpstream.ready[0]!;
     const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
     if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
     for (const [name, database] of stores) {
@@ -563,7 +651,15 @@ async function main(): Promise<void> {
       } finally {
         if (db !== database) await db.drop();
       }
+      const mcpDb = name === 'postgres' ? await createTestDatabase() : database;
+      try {
+        figures.push(...(await mcpScenarios(opts, idp, mcpUrl, name, mcpDb)));
+      } finally {
+        if (mcpDb !== database) await mcpDb.drop();
+      }
     }
+    figures.push(...(await mcpDirect(opts, mcpUrl)));
+    await stopProcess(mcpUpstream.child);
     figures.push(...(await directLlm(opts, provider.base)));
     await provider.close();
     figures.push(...(await directUpstream(opts, upstreamUrl)));

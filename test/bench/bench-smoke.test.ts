@@ -31,7 +31,7 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
     expect(results.machine.cpus).toBeGreaterThan(0);
     expect(Object.values(results.crypto).every((v) => v > 0)).toBe(true);
     const names = new Set(results.figures.map((f) => f.name));
-    for (const name of ['HTTP floor (bare Koa)', 'client_credentials (yardstick)', 'client_credentials on bare oidc-provider (yardstick)', 'token exchange', 'gateway call (receipts on)', 'gateway call (receipts off)', 'upstream called directly (yardstick)', 'llm stream (budgets on)', 'llm stream called directly (yardstick)']) {
+    for (const name of ['HTTP floor (bare Koa)', 'client_credentials (yardstick)', 'client_credentials on bare oidc-provider (yardstick)', 'token exchange', 'gateway call (receipts on)', 'gateway call (receipts off)', 'upstream called directly (yardstick)', 'llm stream (budgets on)', 'llm stream called directly (yardstick)', 'MCP tools/call through Deputy', 'MCP tools/call directly (yardstick)']) {
       expect(names).toContain(name);
     }
     for (const f of results.figures) {
@@ -39,7 +39,7 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
       expect(f.result.rps).toBeGreaterThan(0);
       expect(f.result.latencyMs.p99).toBeGreaterThanOrEqual(f.result.latencyMs.p50);
     }
-    expect(Object.keys(results.ratios)).toEqual(expect.arrayContaining([expect.stringMatching(/^exchange_vs_client_credentials\.pglite/), expect.stringMatching(/^client_credentials_vs_bare_oidc_provider\.pglite/), expect.stringMatching(/^gateway_vs_direct\.pglite/)]));
+    expect(Object.keys(results.ratios)).toEqual(expect.arrayContaining([expect.stringMatching(/^exchange_vs_client_credentials\.pglite/), expect.stringMatching(/^client_credentials_vs_bare_oidc_provider\.pglite/), expect.stringMatching(/^gateway_vs_direct\.pglite/), expect.stringMatching(/^mcp_vs_direct\.pglite/)]));
     // The server-side counters: every Deputy and bare-provider figure says what a request cost.
     const exchange = results.figures.find((f) => f.name === 'token exchange')!;
     expect(exchange.perRequest!.statements).toBeGreaterThan(0);
