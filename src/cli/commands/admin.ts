@@ -40,7 +40,8 @@ export function jsonBody(o: BodyOptions): Record<string, unknown> {
 export const withBody = (c: Command): Command =>
   c.option('-d, --data <json>', 'the JSON body').option('-f, --file <file>', 'read the JSON body from FILE (- for stdin)');
 
-const limitOption = () =>
+/** `--limit <n>`: an admin list's page size, 1-200. @throws UsageError (exit 2) outside that range. */
+export const limitOption = (): Option =>
   new Option('--limit <n>', 'page size, 1-200 (default 50)').argParser((v: string) => {
     if (!/^\d{1,3}$/.test(v) || Number(v) < 1 || Number(v) > 200) throw new UsageError('--limit must be an integer from 1 to 200');
     return Number(v);

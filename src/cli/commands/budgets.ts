@@ -4,16 +4,9 @@
  *
  * @module
  */
-import { Command, Option } from 'commander';
-import { UsageError } from '../errors.js';
+import { Command } from 'commander';
 import { printJson, type Io } from '../shared.js';
-import { jsonBody, path, printList, withAdmin, withBody, type BodyOptions } from './admin.js';
-
-const limitOption = () =>
-  new Option('--limit <n>', 'page size, 1-200 (default 50)').argParser((v: string) => {
-    if (!/^\d{1,3}$/.test(v) || Number(v) < 1 || Number(v) > 200) throw new UsageError('--limit must be an integer from 1 to 200');
-    return Number(v);
-  });
+import { jsonBody, limitOption, path, printList, withAdmin, withBody, type BodyOptions } from './admin.js';
 
 /** One listing line: id, unit/window, spent+reserved of limit in the current window, selectors. */
 function budgetLine(b: Record<string, unknown>): string {
