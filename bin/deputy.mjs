@@ -22,5 +22,14 @@ async function entry() {
   process.exit(1);
 }
 
+// A reader that stops early (`deputy --help | head`, `deputy receipts export … | head`) closes
+// the pipe: that ends our output, not in an unhandled EPIPE and a stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
 const { runCli } = await import((await entry()).href);
 process.exitCode = await runCli(process.argv.slice(2));

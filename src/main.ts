@@ -11,6 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { AgentRegistry } from './agents/registry.js';
+import type { Budgets } from './budgets/index.js';
 import type { ReceiptService } from './audit/receipts.js';
 import { checkAgentGrants, ConfigError, loadConfig } from './config/load.js';
 import type { DeputyConfig } from './config/schema.js';
@@ -59,6 +60,8 @@ export interface DeputyServer {
   readonly isolation: CredentialIsolation;
   /** The MCP gateway with signed tool pins (DESIGN capabilities 6, 7). */
   readonly mcp: McpSurface;
+  /** Budgets: definitions, price table, reserve-then-settle ledger (DESIGN capability 5). */
+  readonly budgets: Budgets;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }

@@ -14,6 +14,7 @@
 import type Koa from 'koa';
 import { AgentRegistry } from './agents/registry.js';
 import { ReceiptService } from './audit/receipts.js';
+import { createBudgets, type Budgets } from './budgets/index.js';
 import type { DeputyConfig } from './config/schema.js';
 import { RegistryAuthorizer } from './delegation/index.js';
 import { FederationVerifier } from './federation/verify.js';
@@ -36,6 +37,7 @@ import { startPdp, type PdpService } from './pdp/service.js';
 import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
 import type { Store } from './store/index.js';
 import { localVault } from './vault/local-vault.js';
+import { LlmGateway } from './llm/gateway.js';
 
 /** What the services are built from: everything main.ts opened before loading them. */
 export interface ServiceBase {
@@ -60,6 +62,10 @@ export interface Services {
   isolation: CredentialIsolation;
   /** The MCP gateway with signed tool pins (DESIGN capabilities 6, 7). */
   mcp: McpSurface;
+  /** Budgets (src/budgets): definitions, price table, ledger. */
+  budgets: Budgets;
+  /** The LLM gateway (`/llm/{connection}`, src/llm). */
+  llm: LlmGateway;
   app: Koa;
   /** Deletes expired rows (oidc-provider models, token records, connect flows); the caller schedules it. */
   purgeExpired(): Promise<void>;
@@ -111,23 +117,42 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   agents.onChange((agent) => {
     if (agent.status === 'disabled') revocations.forget();
   });
+  const budgets = await createBudgets(config.budgets, store);
   const isolation = await createCredentialIsolation({
-    config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env,
+    config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env, budgets: budgets.ledger,
   });
   const mcp = await createMcpGateway({
     config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials,
   });
+  const llm = llmGateway(base, { verifier, revocations, isolation, budgets, receipts, pdp });
   const app = createApp({
-    config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, mcp,
+    config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, mcp, budgets, llm,
     signIn: { service: signIn, sealer: new CookieSealer(keys.cookieKeys), sessionSeconds: SESSION_SECONDS },
     ...(interactions ? { interactions } : {}),
   });
   return {
-    agents, records, revocations, provider, pdp, receipts, isolation, mcp, app,
+    agents, records, revocations, provider, pdp, receipts, isolation, mcp, budgets, llm, app,
     purgeExpired: async () => {
-      await Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired()]);
+      await Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired(), budgets.ledger.releaseExpired()]);
     },
   };
+}
+
+/** The LLM gateway over the shared verifier, connections, budgets, receipts and (with `gateway.authorizer: pdp`) the PDP. */
+function llmGateway(
+  base: ServiceBase,
+  deps: { verifier: AccessTokenVerifier; revocations: RevocationCache; isolation: CredentialIsolation; budgets: Budgets; receipts: ReceiptService; pdp: PdpService },
+): LlmGateway {
+  const { config, issuer, logger } = base;
+  const pdp = deps.pdp.pdp;
+  return new LlmGateway({
+    issuer, logger, verifier: deps.verifier, revocations: deps.revocations, connections: deps.isolation.connections, budgets: deps.budgets, receipts: deps.receipts,
+    ...(config.gateway.authorizer === 'pdp' ? { pdp: { evaluate: (input) => pdp.evaluate(input), declaresAction: (name) => pdp.store.current.schema.action(name) !== undefined } } : {}),
+    adminReasons: config.pdp.adminReasons,
+    upstreamTimeoutMs: config.gateway.upstreamTimeoutSeconds * 1000,
+    maxRequestBytes: config.gateway.maxRequestBytes,
+    maxResponseBytes: config.gateway.maxResponseBytes,
+  });
 }
 
 /**

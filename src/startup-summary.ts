@@ -5,11 +5,23 @@
  *
  * @module
  */
+import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { DeputyConfig } from './config/schema.js';
 
-/** The summary lines (each ends with a newline), given the configuration and the issuer serving (no trailing slash). */
-export function startupSummary(config: DeputyConfig, issuer: string, env: Readonly<Record<string, string | undefined>> = process.env): string {
+/** What `deputy init` writes by default (src/cli/commands/init.ts). */
+const INIT_CONFIG = 'deputy.local.yaml';
+
+/**
+ * The summary lines (each ends with a newline), given the configuration and the issuer serving (no trailing slash).
+ * `exists` tells whether a file is in the working folder (injectable for tests).
+ */
+export function startupSummary(
+  config: DeputyConfig,
+  issuer: string,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+  exists: (file: string) => boolean = existsSync,
+): string {
   const store = config.store.databaseUrl ? `PostgreSQL ${redactUrl(config.store.databaseUrl)}` : `embedded PGlite in ${config.store.dataDir.startsWith('memory://') ? 'memory' : resolve(config.store.dataDir)}`;
   const ids = (list: ReadonlyArray<{ id?: string; client_id?: string }>) => (list.length ? list.map((x) => x.id ?? x.client_id).join(', ') : 'none');
   const lines = [
@@ -26,7 +38,11 @@ export function startupSummary(config: DeputyConfig, issuer: string, env: Readon
     ? ['Next: `./bin/deputy.mjs token` for an admin token; `./bin/deputy.mjs --help` for every command.']
     : [
         'Next: no admin client is configured, so nobody can use the admin API yet.',
-        '  `./bin/deputy.mjs init` writes one (key pair + deployment configuration); or try everything locally: `npm run dev`.',
+        // After `deputy init`, a plain `npm start` still reads config/deputy.yaml: say which file
+        // to name rather than send the user back to an init that refuses to overwrite.
+        !env.DEPUTY_CONFIG && exists(INIT_CONFIG)
+          ? `  \`deputy init\` already wrote ${INIT_CONFIG}: start with it, \`DEPUTY_CONFIG=${INIT_CONFIG} npm start\`.`
+          : '  `./bin/deputy.mjs init` writes one (key pair + deployment configuration); or try everything locally: `npm run dev`.',
       ];
   return `${[...lines, ...next].join('\n')}\n`;
 }

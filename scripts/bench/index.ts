@@ -28,6 +28,7 @@ import { SignJWT, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JW
 import { createHash, randomUUID } from 'node:crypto';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
 import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
+import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
 import { freePort } from '../../test/support/net.js';
@@ -372,6 +373,56 @@ async function directUpstream(opts: Options, upstream: string): Promise<Figure[]
   return figures;
 }
 
+const LLM_BODY = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8, stream: true });
+
+/**
+ * LLM gateway: a streamed Chat Completions call through Deputy (token + DPoP, PDP with the
+ * model in context, budgets reserved on two budgets and settled from the metered stream, key
+ * injected) against the same call straight to the mock provider.
+ */
+async function llmScenarios(opts: Options, idp: MockIdp, provider: string, storeName: string, database: TestDatabase): Promise<Figure[]> {
+  const agent = await clientIdentity('bench-llm-agent');
+  const port = await freePort();
+  const issuer = `http://localhost:${port}`;
+  const llm = `${issuer}/llm/mock`;
+  const config = {
+    trustedIssuers: [idp.issuerConfig('okta')],
+    agents: [{ id: agent.id, name: 'Bench LLM agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [llm], jwks: agent.jwks }],
+    connections: [{ id: 'mock', kind: 'llm', provider: 'openai', baseUrl: provider, allowInsecureHttp: true, secret: { env: 'BENCH_LLM_KEY' }, requiredScopes: ['deputy.read'] }],
+    budgets: {
+      prices: { 'gpt-test': { input: 150_000, output: 600_000 } },
+      limits: [
+        { id: 'bench-cost', connection: 'mock', unit: 'cost', window: 'day', limit: 1_000_000_000_000 },
+        { id: 'bench-tokens', agent: agent.id, unit: 'output_tokens', window: 'month', limit: 1_000_000_000_000 },
+      ],
+    },
+  };
+  const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+  return withDeputy(config, database, async (url) => {
+    const figures: Figure[] = [];
+    const token = await tokenExchange(url, issuer, agent, subject, llm);
+    for (const concurrency of opts.concurrency) {
+      const call = async (): Promise<RequestSpec> => ({
+        method: 'POST',
+        path: '/llm/mock/v1/chat/completions',
+        headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'POST', `${llm}/v1/chat/completions`, token), 'content-type': 'application/json' },
+        body: LLM_BODY,
+      });
+      figures.push({ name: 'llm stream (budgets on)', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }) });
+    }
+    return figures;
+  }, { env: { BENCH_LLM_KEY: 'bench-llm-key' }, port });
+}
+
+async function directLlm(opts: Options, provider: string): Promise<Figure[]> {
+  const figures: Figure[] = [];
+  for (const concurrency of opts.concurrency) {
+    const next = (): RequestSpec => ({ method: 'POST', path: '/v1/chat/completions', headers: { authorization: 'Bearer bench-llm-key', 'content-type': 'application/json' }, body: LLM_BODY });
+    figures.push({ name: 'llm stream called directly (yardstick)', result: await runLoad({ origin: provider, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }) });
+  }
+  return figures;
+}
+
 /** The PDP figures come from `pdp.ts`, run as its own process with the same load settings. */
 async function pdpBench(opts: Options): Promise<unknown> {
   const out = join(mkdtempSync(join(tmpdir(), 'deputy-bench-pdp-out-')), 'pdp.json');
@@ -413,6 +464,13 @@ function ratios(figures: Figure[]): Record<string, number> {
     if (direct && direct.result.rps > 0) {
       out[`gateway_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
       out[`gateway_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
+    }
+  }
+  for (const f of figures.filter((x) => x.name === 'llm stream (budgets on)')) {
+    const direct = figures.find((y) => y.name === 'llm stream called directly (yardstick)' && y.result.concurrency === f.result.concurrency);
+    if (direct && direct.result.rps > 0) {
+      out[`llm_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
+      out[`llm_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
     }
   }
   for (const kind of ['gateway call', 'token exchange']) {
@@ -476,6 +534,7 @@ async function main(): Promise<void> {
     figures.push(...(await httpFloor(opts)));
     const upstream = await startProcess('floor-process.ts', {});
     const upstreamUrl = upstream.ready[0]!;
+    const provider = await startMockLlm();
     const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
     if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
     for (const [name, database] of stores) {
@@ -498,7 +557,15 @@ async function main(): Promise<void> {
           if (db !== database) await db.drop();
         }
       }
+      const db = name === 'postgres' ? await createTestDatabase() : database;
+      try {
+        figures.push(...(await llmScenarios(opts, idp, provider.base, name, db)));
+      } finally {
+        if (db !== database) await db.drop();
+      }
     }
+    figures.push(...(await directLlm(opts, provider.base)));
+    await provider.close();
     figures.push(...(await directUpstream(opts, upstreamUrl)));
     await stopProcess(upstream.child);
     const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);

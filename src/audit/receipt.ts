@@ -32,7 +32,7 @@ export type ReceiptAlgorithm = ReceiptAlg;
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 
 /** What produced the receipt. */
-export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'jwt_bearer', 'access_evaluation', 'gateway_call', 'mcp_message'] as const;
+export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'jwt_bearer', 'access_evaluation', 'gateway_call', 'mcp_message', 'budget_settlement'] as const;
 /** What a receipt records: one of {@link RECEIPT_EVENTS}. */
 export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
 /** The PDP decision a receipt records. */
@@ -67,6 +67,11 @@ export interface ReceiptInput {
   requestDigest?: string;
   /** The `jti` of a token issued by this action (an identifier, not the token). */
   tokenId?: string;
+  /**
+   * `budget_settlement`: what the settled call was charged on each budget it hit (src/budgets),
+   * in the budget's unit (cost in micro-units of `budgets.currency`).
+   */
+  charges?: ReadonlyArray<ReceiptCharge>;
   /** An MCP gateway message (event `mcp_message`, src/mcp): digests and outcome, never the arguments. */
   mcp?: McpReceiptDetail;
 }
@@ -85,6 +90,13 @@ export interface McpReceiptDetail {
   pin?: string;
   /** The upstream's answer: `ok`, `tool_error`, `error:<code>`, `timeout`, `unreachable` (outcome receipts). */
   outcome?: string;
+}
+
+/** One budget's charge in a `budget_settlement` receipt. */
+export interface ReceiptCharge {
+  budget: string;
+  unit: string;
+  amount: number;
 }
 
 /** The signed payload. Registered claim names follow RFC 7519 §4.1. */
@@ -111,6 +123,7 @@ export interface ReceiptClaims {
   request_digest?: string;
   token_id?: string;
   mcp?: McpReceiptDetail;
+  charges?: ReceiptCharge[];
 }
 
 /** A receipt as stored and exported. */
@@ -191,6 +204,14 @@ export function assertReceiptInput(input: ReceiptInput): void {
   if (input.mcp !== undefined) {
     for (const [k, v] of Object.entries(input.mcp)) text(`mcp.${k}`, v, LIMITS.text, true);
   }
+  if (input.charges !== undefined) {
+    if (!Array.isArray(input.charges) || input.charges.length > LIMITS.policies) throw new TypeError(`receipt charges must be an array of at most ${LIMITS.policies}`);
+    input.charges.forEach((c, i) => {
+      text(`charges[${i}].budget`, c.budget, LIMITS.id);
+      text(`charges[${i}].unit`, c.unit, LIMITS.id);
+      if (!Number.isSafeInteger(c.amount) || c.amount < 0) throw new TypeError(`receipt charges[${i}].amount must be a non-negative integer`);
+    });
+  }
 }
 
 /** The claims of the receipt at `seq` after `prev`. Optional members are left out when absent. */
@@ -217,6 +238,7 @@ export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: strin
     resource: input.resource,
     decision: input.decision,
     policies: [...new Set(input.policies ?? [])],
+    ...(input.charges ? { charges: input.charges.map((c) => ({ budget: c.budget, unit: c.unit, amount: c.amount })) } : {}),
     ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Partial<ReceiptClaims>),
   };
 }

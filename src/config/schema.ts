@@ -8,6 +8,7 @@
  * @module
  */
 import { z } from 'zod';
+import { budgetsConfigSchema } from '../budgets/config.js';
 import { SIGNING_ALGS } from '../util/algorithms.js';
 import { SCOPE_TOKEN } from '../util/scope.js';
 import { trustedIssuerSchema } from '../federation/config.js';
@@ -310,6 +311,12 @@ export const configSchema = z.strictObject({
   gateway: gatewayConfigSchema,
   /** Upstream MCP servers behind the MCP gateway (`/mcp/{id}`), with pinning and limits. See src/mcp/config.ts. */
   mcpServers: mcpServersConfigSchema,
+  /**
+   * Budgets (reserve, then settle; 402 when exhausted): time zone of day / month windows,
+   * currency, per-model price table, reservation lifetime and budgets defined in the file.
+   * Every option: src/budgets/config.ts.
+   */
+  budgets: budgetsConfigSchema,
   log: z
     .strictObject({
       /** pino level (env `LOG_LEVEL`). */

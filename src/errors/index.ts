@@ -41,7 +41,8 @@ export type DeputyErrorCode =
   | 'temporarily_unavailable'
   | 'connection_required'
   | 'bad_gateway'
-  | 'gateway_timeout';
+  | 'gateway_timeout'
+  | 'budget_exceeded';
 
 /** An HTTP authentication scheme a challenge may name. */
 export type ChallengeScheme = 'Bearer' | 'DPoP' | 'Basic';
@@ -322,4 +323,16 @@ export class ProtocolError extends DeputyError {
   }
 }
 
+/**
+ * An error rendered as an RFC 9457 problem document (`application/problem+json`): `type`, `title`,
+ * `status`, `detail` and the extension `members`, beside Deputy's usual `error` /
+ * `error_description` (extension members too, RFC 9457 §3.2), so clients of either style read it.
+ */
+export abstract class ProblemError extends DeputyError {
+  /** The problem type URI (RFC 9457 §3.1.1) and its short, fixed title (§3.1.3). */
+  abstract readonly problemType: string;
+  abstract readonly title: string;
+  /** Extension members (RFC 9457 §3.2), snake_case. */
+  abstract readonly members: Readonly<Record<string, unknown>>;
+}
 export { challengeHeader, GENERIC_SERVER_ERROR, serializeError, type ErrorBody, type ErrorResponse } from './serialize.js';

@@ -15,7 +15,7 @@
  * @module
  */
 import { NO_STORE } from '../util/http.js';
-import type { Challenge, DeputyError } from './index.js';
+import { ProblemError, type Challenge, type DeputyError } from './index.js';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
@@ -24,11 +24,48 @@ export interface ErrorBody {
   [member: string]: string | undefined;
 }
 
+/** An RFC 9457 problem document (`application/problem+json`) with Deputy's two members. */
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  error: string | ProviderErrorObject;
+  error_description: string;
+  [member: string]: unknown;
+}
+
+/** `error` in the model providers' shape: what the OpenAI and Anthropic SDKs read. */
+export interface ProviderErrorObject {
+  type: string;
+  code: string;
+  message: string;
+  [member: string]: unknown;
+}
+
+/** An error body in the providers' shape (`error` an object), with Deputy's details. */
+export interface ProviderErrorBody {
+  error: ProviderErrorObject;
+  error_description?: string;
+  [member: string]: string | ProviderErrorObject | undefined;
+}
+
 /** A serialized error: what to write, independent of the HTTP framework. */
 export interface ErrorResponse {
   status: number;
   headers: Record<string, string>;
-  body: ErrorBody;
+  body: ErrorBody | ProblemBody | ProviderErrorBody;
+  /** `application/problem+json` for a {@link ProblemError}; absent: JSON. */
+  contentType?: 'application/problem+json';
+}
+
+/** How to serialize. */
+export interface SerializeOptions {
+  /**
+   * `error` as an object `{ type, code, message, …problem members }` (the LLM gateway: the
+   * providers' SDKs read `error.message`; the OpenAI SDK exposes only that object).
+   */
+  providerShape?: boolean;
 }
 
 /** What a client is told of an error it may not see (`expose: false`). */
@@ -38,14 +75,23 @@ export const GENERIC_SERVER_ERROR: Readonly<ErrorBody> = { error: 'server_error'
  * The response for `err`: status, headers (with `WWW-Authenticate` and `Cache-Control`) and
  * body. Pure; never throws.
  */
-export function serializeError(err: DeputyError): ErrorResponse {
+export function serializeError(err: DeputyError, options: SerializeOptions = {}): ErrorResponse {
   if (!err.expose) {
-    return { status: 500, headers: { 'Cache-Control': NO_STORE }, body: { ...GENERIC_SERVER_ERROR } };
+    const body = { ...GENERIC_SERVER_ERROR };
+    return { status: 500, headers: { 'Cache-Control': NO_STORE }, body: options.providerShape ? { ...body, error: { type: body.error, code: body.error, message: body.error_description! } } : body };
   }
   const headers: Record<string, string> = { ...err.headers };
   if (err.challenge) headers['WWW-Authenticate'] = challengeHeader(err.challenge, err.code, err.description);
   headers['Cache-Control'] = NO_STORE;
-  const body: ErrorBody = { ...err.details, error: err.code };
+  const problem = err instanceof ProblemError ? err : undefined;
+  const error = options.providerShape ? { type: err.code, code: err.code, message: err.description, ...(problem?.members ?? {}) } : err.code;
+  if (problem) {
+    // RFC 9457 §3: the problem's members, then Deputy's own two (extension members, §3.2).
+    const body: ProblemBody = { type: problem.problemType, title: problem.title, status: err.status, detail: err.description, ...problem.members, error, error_description: err.description };
+    return { status: err.status, headers, body, contentType: 'application/problem+json' };
+  }
+  if (typeof error !== 'string') return { status: err.status, headers, body: { ...err.details, error, error_description: err.description } };
+  const body: ErrorBody = { ...err.details, error };
   if (err.description !== '') body.error_description = err.description;
   return { status: err.status, headers, body };
 }

@@ -47,6 +47,7 @@ import {
   type Admission,
   type ProofVerifier,
 } from '../enforcement/index.js';
+import { gatewayBudgeter, type BudgetLedger } from '../budgets/index.js';
 import type { Logger } from '../log.js';
 import { GATEWAY_PREFIX } from '../oauth/deputy-own.js';
 import type { RevocationCache } from '../oauth/token-records.js';
@@ -80,6 +81,8 @@ export interface GatewayDeps {
   receipts?: ReceiptAppender;
   upstreamTimeoutMs: number;
   maxRequestBytes: number;
+  /** Budgets (src/budgets): one request and the route's cost per call; absent: the empty slot. */
+  budgets?: BudgetLedger;
 }
 
 /** The HTTP gateway's pipelines: built once, run per call. */
@@ -93,7 +96,7 @@ function pipelines(d: GatewayDeps, audienceOf: (connectionId: string) => string)
     .then(spendProofOnRefusal({ challenge }))
     .then(resolveCall(d.connections, audienceOf))
     .then(decide(askAuthorizer(d.authorizer)))
-    .then(budget())
+    .then(budget(d.budgets ? gatewayBudgeter({ ledger: d.budgets, logger: d.logger, receipts: d.receipts }) : undefined))
     .then(receipt({ receipts: d.receipts, logger: d.logger, challenge }))
     .then(refuseDenied({ logger: d.logger, message: 'gateway call denied' }))
     .then(credential(d.credentials))

@@ -6,6 +6,7 @@
  * @module
  */
 import type { ReceiptAppender } from '../audit/index.js';
+import type { BudgetLedger } from '../budgets/index.js';
 import type { DeputyConfig } from '../config/schema.js';
 import type { KeyStore } from '../keys/index.js';
 import type { Logger } from '../log.js';
@@ -24,6 +25,7 @@ import { ScopeAuthorizer, type GatewayAuthorizer } from './authorizer.js';
 import { AllOf, PdpGatewayAuthorizer } from './pdp-authorizer.js';
 import { Forwarder } from './forward.js';
 import { Gateway } from './gateway.js';
+import { NotAtHttpGateway } from '../llm/credential.js';
 
 export { gatewayAudience, GATEWAY_PREFIX, Gateway, type GatewayCall, type GatewayDeps } from './gateway.js';
 export type { GatewayAuthorizer, GatewayAuthorizationRequest, GatewayDecision } from './authorizer.js';
@@ -47,6 +49,8 @@ export interface CredentialIsolationDeps {
   receipts?: ReceiptAppender;
   /** The process's vault (src/vault/local-vault.ts), shared with the token exchange. */
   vault: EnvelopeVault;
+  /** Budgets' ledger (src/budgets): the gateway's budget step; absent: no budgets apply. */
+  budgets?: BudgetLedger;
 }
 
 /** The assembled vault, connections, user grants, connect flows and gateway; `close()` stops their timers. */
@@ -89,6 +93,8 @@ export async function createCredentialIsolation(deps: CredentialIsolationDeps): 
     oauth2_client_credentials: new ClientCredentialsSource(clients),
     oauth2_user: grants,
     on_behalf_of: new OnBehalfOfSource({ store, vault, clients }),
+    // Providers are reached through the LLM gateway only (its budget step): src/llm.
+    llm: new NotAtHttpGateway(),
   });
   const forwarder = new Forwarder({
     connectionsPerOrigin: gw.connectionsPerOrigin,
@@ -106,6 +112,7 @@ export async function createCredentialIsolation(deps: CredentialIsolationDeps): 
     forwarder,
     logger,
     ...(deps.receipts ? { receipts: deps.receipts } : {}),
+    ...(deps.budgets ? { budgets: deps.budgets } : {}),
     upstreamTimeoutMs: gw.upstreamTimeoutSeconds * 1000,
     maxRequestBytes: gw.maxRequestBytes,
   });

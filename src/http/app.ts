@@ -20,6 +20,10 @@ import { deputyResources } from '../oauth/deputy-own.js';
 import type { PdpService } from '../pdp/service.js';
 import type { Store } from '../store/index.js';
 import type { CredentialIsolation } from '../gateway/index.js';
+import type { Budgets } from '../budgets/index.js';
+import { budgetAdminRoutes } from './budgets.js';
+import type { LlmGateway } from '../llm/gateway.js';
+import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
@@ -51,6 +55,10 @@ export interface AppDeps {
   pdp: PdpService;
   /** Connections, connect flow and gateway (`/gw`, `/connect`, `/admin/connections`). */
   isolation?: CredentialIsolation;
+  /** Budgets (`/admin/budgets`). */
+  budgets?: Budgets;
+  /** The LLM gateway (`/llm/{connection}`). */
+  llm?: LlmGateway;
   /**
    * More RFC 9728 protected resources (e.g. the MCP gateway's `/mcp/{server}`), after the
    * gateway connections and the PDP.
@@ -100,6 +108,7 @@ export function createApp(deps: AppDeps): Koa {
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
   if (deps.mcp) app.use(mcpMiddleware(deps.mcp)).use(mcpMetadataMiddleware({ mcp: deps.mcp, issuer: deps.issuer }));
+  if (deps.llm) app.use(llmMiddleware(deps.llm));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
   app.use(protectedResourceMetadataRoute(resources));
@@ -120,6 +129,7 @@ export function createApp(deps: AppDeps): Koa {
     ...(deps.mcp ? [mcpAdminRoutes({
       mcp: deps.mcp, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin, issuer: deps.issuer, bodyLimitBytes: deps.config.server.bodyLimitBytes,
     })] : []),
+    ...(deps.budgets ? [budgetAdminRoutes({ budgets: deps.budgets, authenticate, audience: deputyResources(deps.issuer).admin, bodyLimitBytes: deps.config.server.bodyLimitBytes })] : []),
   ]) {
     app.use(router.routes()).use(router.allowedMethods());
   }

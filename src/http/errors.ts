@@ -70,17 +70,17 @@ export function logError(log: Logger, err: DeputyError): void {
 
 /** Writes `err` as the Koa response: the serializer's status, headers and JSON body. */
 export function writeError(ctx: Koa.Context, err: DeputyError): void {
-  const { status, headers, body } = serializeError(err);
+  const { status, headers, body, contentType } = serializeError(err, { providerShape: ctx.state.providerErrorShape === true });
   ctx.status = status;
   ctx.set(headers);
-  ctx.type = 'json';
+  ctx.type = contentType ?? 'json';
   ctx.body = body;
 }
 
 /** Writes `err` on a bare Node response (before the Koa app is attached). */
 export function writeNodeError(res: ServerResponse, err: DeputyError): void {
-  const { status, headers, body } = serializeError(err);
-  res.writeHead(status, { ...headers, 'Content-Type': 'application/json' });
+  const { status, headers, body, contentType } = serializeError(err);
+  res.writeHead(status, { ...headers, 'Content-Type': contentType ?? 'application/json' });
   res.end(JSON.stringify(body));
 }
 

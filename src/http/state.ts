@@ -13,6 +13,11 @@ export interface DeputyState {
   requestId: string;
   /** A child logger carrying `reqId`. */
   log: Logger;
+  /**
+   * Errors in the model providers' shape (`error` an object, src/errors/serialize.ts): set by the
+   * LLM gateway (./llm.ts), whose clients are the providers' SDKs.
+   */
+  providerErrorShape?: boolean;
 }
 
 declare module 'koa' {

@@ -11,7 +11,8 @@
  *   (compared case-insensitively: a look-alike is refused too, as nothing legitimate needs it).
  * - A Deputy-own **resource** (RFC 8707 resource indicator / RFC 8693 audience) is any URL under
  *   Deputy's issuer — same origin, path at or under the issuer's path — except a gateway
- *   connection `<issuer>/gw/{connection}` (exactly that, no query or fragment). Agent handoff
+ *   connection `<issuer>/gw/{connection}` or LLM connection `<issuer>/llm/{connection}` (exactly
+ *   that, no query or fragment). Agent handoff
  *   audiences `urn:deputy:agent:{id}` (and the `urn:deputy:agent:*` pattern of an agent's
  *   allowed audiences) are agent-facing too. URLs are compared after WHATWG URL normalisation
  *   (scheme and host case, default port, dot segments), so a spelling variant is no way around.
@@ -33,6 +34,8 @@ export const DEPUTY_SCOPE_NAMESPACES = ['deputy:', 'authzen:'] as const;
 export const GATEWAY_PREFIX = '/gw';
 /** The MCP gateway's route prefix; `<issuer>/mcp/{server}` is each MCP server's audience (src/mcp). */
 export const MCP_GATEWAY_PREFIX = '/mcp';
+/** The LLM gateway's route prefix; `<issuer>/llm/{connection}` is each LLM connection's audience. */
+export const LLM_PREFIX = '/llm';
 
 /** Whether `scope` (one RFC 6749 §3.3 scope token) is one of Deputy's own. */
 export function isDeputyScope(scope: string): boolean {
@@ -63,7 +66,7 @@ export function isDeputyResource(target: string, issuer: string): boolean {
 /** `<issuer>/gw/{connection}` exactly: no user info, query, fragment or deeper path. */
 function isGatewayAudience(url: URL, basePath: string): boolean {
   if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') return false;
-  return [GATEWAY_PREFIX, MCP_GATEWAY_PREFIX].some((p) => {
+  return [GATEWAY_PREFIX, MCP_GATEWAY_PREFIX, LLM_PREFIX].some((p) => {
     const prefix = `${basePath}${p}/`;
     return url.pathname.startsWith(prefix) && CONNECTION_ID.test(url.pathname.slice(prefix.length));
   });
@@ -96,7 +99,7 @@ export function deputyOwnGrantIssues(agent: AgentGrants, issuer: string | undefi
 /** Why a Deputy-own scope is refused (used as the zod message and in errors). */
 export const deputyScopeMessage = 'is one of Deputy\'s own scopes (deputy:*, authzen:*), which are never granted to an agent';
 /** Why a Deputy-own resource is refused. */
-export const deputyResourceMessage = `is one of Deputy's own resources (a URL under its issuer other than ${GATEWAY_PREFIX}/{connection} and ${MCP_GATEWAY_PREFIX}/{server}), which are never granted to an agent`;
+export const deputyResourceMessage = `is one of Deputy's own resources (a URL under its issuer other than ${GATEWAY_PREFIX}/{connection}, ${MCP_GATEWAY_PREFIX}/{server} and ${LLM_PREFIX}/{connection}), which are never granted to an agent`;
 
 /** Deputy's own protected resources (RFC 8707 resource indicators) and the scope each accepts. */
 export interface DeputyResources {

@@ -31,7 +31,7 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
     expect(results.machine.cpus).toBeGreaterThan(0);
     expect(Object.values(results.crypto).every((v) => v > 0)).toBe(true);
     const names = new Set(results.figures.map((f) => f.name));
-    for (const name of ['HTTP floor (bare Koa)', 'client_credentials (yardstick)', 'client_credentials on bare oidc-provider (yardstick)', 'token exchange', 'gateway call (receipts on)', 'gateway call (receipts off)', 'upstream called directly (yardstick)']) {
+    for (const name of ['HTTP floor (bare Koa)', 'client_credentials (yardstick)', 'client_credentials on bare oidc-provider (yardstick)', 'token exchange', 'gateway call (receipts on)', 'gateway call (receipts off)', 'upstream called directly (yardstick)', 'llm stream (budgets on)', 'llm stream called directly (yardstick)']) {
       expect(names).toContain(name);
     }
     for (const f of results.figures) {

@@ -4,7 +4,7 @@
  * executable (`bin/deputy.mjs`, `npm run keys:rotate`) for what only a process shows: exit codes,
  * help that does nothing, unknown options refused.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,6 +95,17 @@ describe('the executable', () => {
     expect(unknownCommand.stderr).toMatch(/unknown command 'frobnicate'/);
     expect(token.code).toBe(0);
     expect(decodeJwt((JSON.parse(token.stdout) as { access_token: string }).access_token).aud).toBe(`${deputy.issuer}/admin`);
+  });
+
+  it('a reader that closes the pipe early (`deputy --help | head -1`) ends the output quietly, not in an EPIPE stack trace', async () => {
+    const { DEPUTY_CONFIG: _c, DEPUTY_CREDENTIALS: _d, DEPUTY_URL: _u, ...env } = process.env;
+    const child = spawn(process.execPath, ['bin/deputy.mjs', '--help'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
+    child.stdout.destroy(); // the reader is gone before the help is written
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(stderr).not.toMatch(/EPIPE|Unhandled|at /);
+    expect(code).toBe(0);
   });
 });
 
@@ -271,6 +282,13 @@ describe('the admin API', () => {
     const local = await cli(['receipts', 'verify', file], { DEPUTY_KEYS_DIR: deputy.keysDir });
     expect(local.code).toBe(0);
     expect((await cli(['receipts', 'verify', join(tmp, 'none.jsonl'), '--jwks', jwks])).code).toBe(2);
+    // An empty input (an export that failed upstream of a pipe) verifies nothing: not OK.
+    const emptyFile = join(tmp, 'empty.jsonl');
+    writeFileSync(emptyFile, '');
+    const empty = await cli(['receipts', 'verify', emptyFile, '--jwks', jwks]);
+    expect(empty.code).toBe(1);
+    expect(empty.out).toMatch(/^FAILED: no receipts/m);
+    expect(JSON.parse((await cli(['--json', 'receipts', 'verify', emptyFile, '--jwks', jwks])).out)).toMatchObject({ ok: false, records: 0 });
 
     const id = (JSON.parse(lines[0]!) as { id: string }).id;
     expect(JSON.parse((await cli(['receipts', 'get', id])).out)).toMatchObject({ id, agent: 'agent-a', seq: 1 });

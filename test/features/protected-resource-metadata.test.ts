@@ -80,6 +80,13 @@ describe('RFC 9728 documents', () => {
     expect(await json(await fetch(prm('/gw/echo')))).toMatchObject({ resource: gw('echo'), scopes_supported: ['deputy.read'], resource_name: 'echo' });
   });
 
+  it('is readable cross-origin (a browser-based MCP client), without credentials', async () => {
+    const res = await fetch(prm('/gw/routes'), { headers: { origin: 'https://inspector.example' } });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
+    expect(res.headers.get('access-control-allow-credentials')).toBeNull();
+  });
+
   it('the PDP: its resource indicator and scope; PEP tokens may be Bearer, so DPoP is not required', async () => {
     expect(await json(await fetch(prm('/access')))).toEqual({
       resource: `${issuer}/access`,

@@ -26,6 +26,7 @@ import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewT
 import type { Queryable, Store } from '../../src/store/index.js';
 import { mcpServerSchema } from '../../src/mcp/config.js';
 import { McpServerStore, PinStore } from '../../src/mcp/store.js';
+import { budgetContract } from './budget-contract.js';
 
 export interface ContractFixture {
   /** Migrated stores over one database: two on PostgreSQL (separate pools), one on PGlite. */
@@ -63,6 +64,7 @@ export function storeContract(options: ContractOptions): void {
     refreshLockContract(one, two, concurrent);
     adapterContract(one);
     mcpPinContract(one, two);
+    budgetContract(one, two, concurrent);
   });
 }
 

@@ -43,11 +43,16 @@ describe('CLI helpers', () => {
 describe('startupSummary', () => {
   const base = validateConfig({}, 'test');
   it('says what is configured and, with no admin client, how to make one', () => {
-    const text = startupSummary(base, 'http://localhost:3000', {});
+    const text = startupSummary(base, 'http://localhost:3000', {}, () => false);
     expect(text).toMatch(/configuration\s+config\/deputy\.yaml/);
     expect(text).toMatch(/keys\s+\/.*keys/);
     expect(text).toContain('http://localhost:3000/.well-known/oauth-authorization-server');
     expect(text).toMatch(/no admin client is configured[\s\S]*deputy\.mjs init/);
+  });
+  it('after `deputy init`, names the configuration it wrote instead of sending the user back to init', () => {
+    const text = startupSummary(base, 'http://localhost:3000', {}, (file) => file === 'deputy.local.yaml');
+    expect(text).toContain('DEPUTY_CONFIG=deputy.local.yaml npm start');
+    expect(text).not.toMatch(/deputy\.mjs init/);
   });
   it('never prints the database password', () => {
     const config = validateConfig({ store: { databaseUrl: 'postgres://deputy:s3cr3t-pw@db.internal:5432/deputy' } }, 'test');

@@ -81,14 +81,22 @@ interface VerifyOptions {
   json?: boolean;
 }
 
-/** `receipts verify FILE`: exit 0 when every chain verifies, 1 when problems are found, 2 for usage. */
+/**
+ * `receipts verify FILE`: exit 0 when every chain verifies, 1 when problems are found or the
+ * input holds no receipt, 2 for usage.
+ */
 export async function verifyCommand(io: Io, file: string, options: VerifyOptions, json: boolean): Promise<number> {
   const input = readInput(file);
   const keys = await readReceiptJwks(options.jwks, io.env);
   const r = await verifyReceipts(input, keys.jwks, { partial: options.partial === true, ...(options.agent ? { agent: options.agent } : {}) });
-  if (json || options.json) printJson(io, r);
+  // Nothing verified is no evidence: in `deputy receipts export A | deputy receipts verify -` an
+  // export that failed (wrong credentials, unknown agent) leaves an empty input, and an "OK"
+  // then would hide it. Fail closed.
+  const empty = r.records === 0;
+  if (json || options.json) printJson(io, empty ? { ...r, ok: false } : r);
+  else if (empty) io.out(`${file}: no receipts, nothing verified (an empty export, or the export failed)\nFAILED: no receipts\n`);
   else report(io, r, file, keys.from);
-  return r.ok ? EXIT.ok : EXIT.failure;
+  return r.ok && !empty ? EXIT.ok : EXIT.failure;
 }
 
 function positiveInt(name: string) {

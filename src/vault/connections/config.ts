@@ -79,6 +79,8 @@ export const routeSchema = z.strictObject({
   path: z.string().regex(/^\/[^?#\s]*$/, 'must start with / and contain no query, fragment or spaces'),
   action: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
   scopes: z.array(scopeToken).max(20).default([]),
+  /** What one call of this route costs, for `cost` budgets (micro-units of `budgets.currency`); overrides `costPerCall`. */
+  cost: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
 });
 /** One allowed route of a connection: methods and path pattern. */
 export type RouteConfig = z.infer<typeof routeSchema>;
@@ -101,6 +103,8 @@ const common = {
   routes: z.array(routeSchema).max(200).default([]),
   /** Upstream answer deadline for this connection (overrides `gateway.upstreamTimeoutSeconds`). */
   timeoutSeconds: z.number().int().min(1).max(300).optional(),
+  /** What one gateway call costs, for `cost` budgets (micro-units of `budgets.currency`; a route's `cost` wins). */
+  costPerCall: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
 };
 
 /** Where Deputy reaches a downstream authorization server: discovery or explicit endpoints. */
@@ -183,8 +187,32 @@ function onBehalfOfConnection<S extends z.ZodType>(secret: S) {
   });
 }
 
+function llmConnection<S extends z.ZodType>(secret: S) {
+  return z.strictObject({
+    kind: z.literal('llm'),
+    ...common,
+    /**
+     * The wire format the provider speaks: `openai` (OpenAI and compatible servers:
+     * `/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/models`) or `anthropic`
+     * (`/v1/messages`, `/v1/models`). Agents call `/llm/{id}/v1/…` in that format (src/llm).
+     */
+    provider: z.enum(['openai', 'anthropic']),
+    /** Models agents may ask for; empty: any model (a model without a price still cannot be charged in cost). */
+    models: z.array(z.string().min(1).max(200)).max(500).default([]),
+    /** `max_tokens` used (and enforced) when a request sets none; absent: such requests are refused. */
+    maxOutputTokens: z.number().int().min(1).max(10_000_000).optional(),
+    /** Largest prompt accepted, in estimated input tokens (400 beyond). */
+    maxInputTokens: z.number().int().min(1).max(10_000_000).default(200_000),
+    /** Wall-clock cap of one call, streams included, in seconds: the stream is ended cleanly after it. */
+    maxCallSeconds: z.number().int().min(1).max(3600).default(300),
+    /** The provider's API key (`Authorization: Bearer` for openai, `x-api-key` for anthropic). */
+    secret: secret.optional(),
+  });
+}
+
 /** What {@link refineConnection} reads of a parsed connection (any secret representation). */
 type ConnectionShape =
+  | { kind: 'llm'; baseUrl: string; allowInsecureHttp: boolean }
   | { kind: 'api_key'; baseUrl: string; allowInsecureHttp: boolean; header?: string; query?: string; scheme?: string }
   | {
       kind: 'oauth2_client_credentials' | 'oauth2_user' | 'on_behalf_of';
@@ -212,6 +240,7 @@ function refineConnection(c: ConnectionShape, ctx: z.RefinementCtx): void {
     if (c.query !== undefined && c.scheme !== undefined) ctx.addIssue({ code: 'custom', path: ['scheme'], message: 'scheme applies to headers only' });
     return;
   }
+  if (c.kind === 'llm') return;
   if (c.issuer === undefined && c.tokenEndpoint === undefined) ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'give issuer (discovery) or tokenEndpoint' });
   if (c.kind === 'oauth2_user' && c.tokenEndpoint !== undefined && c.authorizationEndpoint === undefined) {
     ctx.addIssue({ code: 'custom', path: ['authorizationEndpoint'], message: 'give authorizationEndpoint with tokenEndpoint (or only issuer, for discovery)' });
@@ -223,7 +252,7 @@ function refineConnection(c: ConnectionShape, ctx: z.RefinementCtx): void {
 
 function kinds<S extends z.ZodType>(secret: S) {
   return z
-    .discriminatedUnion('kind', [apiKeyConnection(secret), clientCredentialsConnection(secret), userConnection(secret), onBehalfOfConnection(secret)])
+    .discriminatedUnion('kind', [apiKeyConnection(secret), clientCredentialsConnection(secret), userConnection(secret), onBehalfOfConnection(secret), llmConnection(secret)])
     .superRefine(refineConnection);
 }
 

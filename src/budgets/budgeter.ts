@@ -1,0 +1,124 @@
+/**
+ * The enforcement pipeline's budget slot (src/enforcement/steps/budget.ts) for calls whose cost
+ * is known before they run: a gateway call (one request, the route's or connection's cost per
+ * call) or an MCP tool call (one request, the tool's cost). Reserves before the upstream call,
+ * all or none; charges the reservation in full once the response was delivered (or cut: the
+ * upstream did the work); releases it when the run was refused after the reservation.
+ *
+ * The LLM gateway has its own budgeter (src/llm/gateway.ts): its cost is only known after.
+ *
+ * @module
+ */
+import { requestDigest, type ReceiptAppender } from '../audit/index.js';
+import type { ActionContext, Budgeter, BudgetHold, Described, Outcome, PepDecision, Targeted } from '../enforcement/index.js';
+import type { Logger } from '../log.js';
+import type { BudgetScope } from './budgets.js';
+import { BudgetExceeded } from './errors.js';
+import type { Amounts, BudgetLedger, Charge } from './ledger.js';
+
+/** What one action asks of budgets: who/where, and how much. `undefined`: no budget applies. */
+export interface FixedDemand {
+  scope: BudgetScope;
+  amounts: Amounts;
+  requestId?: string;
+}
+
+export interface FixedCostOptions<C> {
+  ledger: BudgetLedger;
+  logger: Logger;
+  /** The demand of the action in `ctx`. */
+  demand(ctx: C): FixedDemand | undefined;
+  /** Told the charges once the call settled (a receipt of the charge, metrics). */
+  onCharged?: (ctx: C, charges: Charge[]) => void | Promise<void>;
+}
+
+/**
+ * A {@link Budgeter} for actions of known cost.
+ *
+ * @returns on an exhausted budget, a denial carrying the 402 ({@link BudgetExceeded}) as its
+ *   `refusal`, so the receipt records the denial and `refuseDenied` answers 402.
+ */
+export function fixedCostBudgeter<C>(options: FixedCostOptions<C>): Budgeter<C> {
+  const { ledger, logger } = options;
+  return {
+    async reserve(ctx: C): Promise<BudgetHold | Extract<PepDecision, { allowed: false }> | undefined> {
+      const demand = options.demand(ctx);
+      if (!demand) return undefined;
+      let reservation;
+      try {
+        reservation = await ledger.reserve(demand.scope, demand.amounts, demand.requestId ? { requestId: demand.requestId } : {});
+      } catch (err) {
+        if (err instanceof BudgetExceeded) return { allowed: false, reason: err.description, refusal: err };
+        throw err;
+      }
+      if (reservation.items.length === 0) return undefined;
+      return {
+        async settle(outcome: Outcome) {
+          try {
+            if (outcome.kind === 'refused') await ledger.release(reservation);
+            else {
+              const charges = await ledger.settle(reservation, demand.amounts);
+              await options.onCharged?.(ctx, charges);
+            }
+          } catch (err) {
+            logger.error({ err, reqId: demand.requestId }, 'budget reservation could not be settled; it is released when it expires');
+          }
+        },
+      };
+    },
+  };
+}
+
+/**
+ * The demand of one gateway call: one request, and the route's `cost` or else the connection's
+ * `costPerCall` (absent: no cost).
+ */
+export function gatewayCallAmounts(connection: { settings: { costPerCall?: number | undefined } }, route: { cost?: number | undefined } | undefined): Amounts {
+  const cost = route?.cost ?? connection.settings.costPerCall;
+  return { requests: 1, ...(cost !== undefined ? { cost } : {}) };
+}
+
+/**
+ * The receipt of a settled call (event `budget_settlement`), after its decision's receipt: the
+ * charge on each budget it hit, under the same request id and digest, in the acting agent's
+ * hash chain. Written only for a call that was charged something.
+ */
+export async function settlementReceipt(receipts: ReceiptAppender | undefined, ctx: ActionContext & Described, charges: readonly Charge[]): Promise<void> {
+  if (!receipts || charges.length === 0) return;
+  const { principal, requestId } = ctx.admission;
+  await receipts.append({
+    agent: principal.agentId,
+    user: principal.userId,
+    chain: principal.chain,
+    event: 'budget_settlement',
+    action: ctx.action.name,
+    resource: ctx.action.resource,
+    decision: 'permit',
+    requestId,
+    requestDigest: requestDigest(ctx.action.digest),
+    tokenId: principal.tokenJti,
+    charges: charges.map((c) => ({ budget: c.budgetId, unit: c.unit, amount: c.charged })),
+  });
+}
+
+/**
+ * The HTTP gateway's budgeter: one request and the route's `cost` (else the connection's
+ * `costPerCall`) per call, on the budgets of the chain's agents, the user and the connection;
+ * a receipt of the charge after the call.
+ */
+export function gatewayBudgeter<C extends ActionContext & Targeted & Described & { route?: { cost?: number | undefined } | undefined }>(options: {
+  ledger: BudgetLedger;
+  logger: Logger;
+  receipts?: ReceiptAppender | undefined;
+}): Budgeter<C> {
+  return fixedCostBudgeter<C>({
+    ledger: options.ledger,
+    logger: options.logger,
+    demand: (ctx) => ({
+      scope: { agents: ctx.admission.principal.chain, user: ctx.admission.principal.userId, connection: ctx.connection.id },
+      amounts: gatewayCallAmounts(ctx.connection, ctx.route),
+      requestId: ctx.admission.requestId,
+    }),
+    onCharged: (ctx, charges) => settlementReceipt(options.receipts, ctx, charges),
+  });
+}

@@ -1,0 +1,80 @@
+/**
+ * Budget windows: which period an instant falls in, for `day` and `month` windows that start at
+ * local midnight in a configured IANA time zone (so "per day" means the operator's day, DST
+ * included), and `total`, which never resets.
+ *
+ * Pure functions over `Intl.DateTimeFormat`: no dependency, no process time zone.
+ *
+ * @module
+ */
+import type { BudgetWindow } from './config.js';
+
+/** One window: its first instant and the instant the next one starts (`undefined`: never). */
+export interface WindowSpan {
+  start: Date;
+  resetsAt: Date | undefined;
+}
+
+/** The start of a `total` window: one counter forever. */
+export const TOTAL_WINDOW_START = new Date(0);
+
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatter(timeZone: string): Intl.DateTimeFormat {
+  let f = formatters.get(timeZone);
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', {
+      timeZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric',
+    });
+    formatters.set(timeZone, f);
+  }
+  return f;
+}
+
+interface LocalTime {
+  year: number;
+  month: number; // 1-12
+  day: number;
+  hour: number;
+  minute: number;
+  second: number;
+}
+
+function localTime(at: number, timeZone: string): LocalTime {
+  const parts: Record<string, number> = {};
+  for (const p of formatter(timeZone).formatToParts(new Date(at))) if (p.type !== 'literal') parts[p.type] = Number(p.value);
+  return { year: parts.year!, month: parts.month!, day: parts.day!, hour: parts.hour!, minute: parts.minute!, second: parts.second! };
+}
+
+/** The zone's offset from UTC at instant `at`, in milliseconds (local − UTC). */
+function offsetAt(at: number, timeZone: string): number {
+  const l = localTime(at, timeZone);
+  const asUtc = Date.UTC(l.year, l.month - 1, l.day, l.hour, l.minute, l.second);
+  return asUtc - Math.floor(at / 1000) * 1000;
+}
+
+/**
+ * The instant of local midnight starting `year-month-day` in `timeZone` (month and day may
+ * overflow: `Date.UTC` normalises them). Two passes settle the offset across a DST change; a
+ * midnight that does not exist locally (a DST jump at 00:00) gives the first instant after it.
+ */
+export function zonedMidnight(year: number, month: number, day: number, timeZone: string): Date {
+  const wall = Date.UTC(year, month - 1, day);
+  let t = wall - offsetAt(wall, timeZone);
+  t = wall - offsetAt(t, timeZone);
+  return new Date(t);
+}
+
+/**
+ * The window of kind `window` that contains `now`, in `timeZone`.
+ *
+ * @param timeZone an IANA name (validated by the configuration schema)
+ */
+export function windowAt(window: BudgetWindow, now: Date, timeZone: string): WindowSpan {
+  if (window === 'total') return { start: TOTAL_WINDOW_START, resetsAt: undefined };
+  const l = localTime(now.getTime(), timeZone);
+  if (window === 'day') {
+    return { start: zonedMidnight(l.year, l.month, l.day, timeZone), resetsAt: zonedMidnight(l.year, l.month, l.day + 1, timeZone) };
+  }
+  return { start: zonedMidnight(l.year, l.month, 1, timeZone), resetsAt: zonedMidnight(l.year, l.month + 1, 1, timeZone) };
+}
