@@ -16,7 +16,7 @@ import type { AuthenticatedRequest, ResourceRequest } from '../oauth/access-toke
 import type { OnceKey } from '../oauth/adapter.js';
 import type { TokenRecord } from '../oauth/token-records.js';
 import type { DigestValue } from '../audit/digest.js';
-import type { ReceiptEvent } from '../audit/receipt.js';
+import type { ReceiptEvent, ReceiptInput } from '../audit/receipt.js';
 import type { Connection } from '../vault/connections/store.js';
 
 /**
@@ -127,8 +127,8 @@ export interface ActionContext {
  * (`refusal`, e.g. a budget's 402); without one it is 403 `access_denied` with `reason`.
  */
 export type PepDecision =
-  | { allowed: true; context?: Readonly<Record<string, unknown>> }
-  | { allowed: false; reason: string; refusal?: DeputyError; context?: Readonly<Record<string, unknown>> };
+  | { allowed: true; context?: Readonly<Record<string, unknown>>; policies?: readonly string[] }
+  | { allowed: false; reason: string; refusal?: DeputyError; context?: Readonly<Record<string, unknown>>; policies?: readonly string[] };
 
 /** Added by a decide step (and possibly replaced by `budget`). */
 export interface Decided {
@@ -147,6 +147,8 @@ export interface ActionDescription {
   resource: string;
   /** The request's identifying parts, digested into the receipt's `requestDigest` (src/audit/digest.ts) only when receipts are on. */
   digest: Readonly<Record<string, DigestValue>>;
+  /** Claims of the PEP's own receipt event, written as given (MCP: `mcp`, already receipt text). */
+  claims?: Readonly<Pick<ReceiptInput, 'mcp'>>;
 }
 
 /** Added by the PEP's resolve step: how the action is receipted and logged. */

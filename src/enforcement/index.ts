@@ -55,6 +55,11 @@
  * for (const message of batch) await act.run({ admission, message, session }).catch(toJsonRpcError);
  * ```
  *
+ * The MCP gateway's real composition (src/mcp/session.ts `pipelines`, steps in src/mcp/steps.ts)
+ * is this one without `spendProofOnRefusal` (its admission spends the proof at once: a request
+ * may carry no decided message) and without `credential` (the upstream session's transport
+ * injects it): `decide` → `checkPin` → `budget` → `receipt` → `refuseDenied` → `forward`.
+ *
  * The LLM gateway: `resolveLlmRequest` (model, `max_tokens`, estimated cost) → `decide` (PDP
  * with those in context) → `budget(budgeter)` (reserve the worst case; 402) → `receipt` →
  * `refuseDenied` → `credential` → a streaming forward that meters usage into the context as

@@ -16,7 +16,8 @@
  *    chain: another agent's session id is "Session not found" (404), as an unknown one is.
  *
  * Then the SDK transport dispatches the messages to the session (./session.ts), which decides
- * each one. The caller of the HTTP request travels with its messages as `authInfo.extra.caller`.
+ * each one. The caller of the HTTP request and its admission (the action pipelines run under it)
+ * travel with its messages as `authInfo.extra.caller` and `authInfo.extra.admission`.
  *
  * @module
  */
@@ -27,7 +28,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest, type ClientCapabilities } from '@modelcontextprotocol/sdk/types.js';
 import type { ReceiptAppender } from '../audit/index.js';
-import { authenticate, dpopChallenger, liveChain, Pipeline, type Budgeter, type PepRequest } from '../enforcement/index.js';
+import { authenticate, dpopChallenger, liveChain, Pipeline, type Admission, type Budgeter, type PepRequest } from '../enforcement/index.js';
 import { Conflict, DeputyError, NotFound } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
@@ -114,7 +115,7 @@ export class McpGateway {
     const server = stored.settings;
     const declared = Number(call.req.headers['content-length'] ?? 0);
     if (declared > server.limits.maxMessageBytes) throw new McpHttpError(413, -32600, `the message exceeds ${server.limits.maxMessageBytes} bytes`);
-    const { caller, dpopNonce } = await this.#admit(call, server);
+    const { caller, admission, dpopNonce } = await this.#admit(call, server);
     if (dpopNonce !== undefined) call.res.setHeader('DPoP-Nonce', dpopNonce);
 
     const body = call.req.method === 'POST' ? await readJson(call.req, server.limits.maxMessageBytes) : undefined;
@@ -138,7 +139,7 @@ export class McpGateway {
       throw new McpHttpError(400, -32000, 'Bad Request: Mcp-Session-Id header is required');
     }
     session.lastUsed = Date.now();
-    const req = Object.assign(call.req, { auth: { token: '[agent token]', clientId: caller.agentId, scopes: [...caller.scopes], extra: { caller } } });
+    const req = Object.assign(call.req, { auth: { token: '[agent token]', clientId: caller.agentId, scopes: [...caller.scopes], extra: { caller, admission } } });
     await session.transport!.handleRequest(req, call.res, body);
     // An initialize the transport refused (bad headers) opened an upstream session for nothing.
     if (session.transport?.sessionId === undefined || this.#sessions.get(session.transport.sessionId) !== session) await session.close();
@@ -189,7 +190,7 @@ export class McpGateway {
   }
 
   /** Steps 3 (authenticate) and the live chain, through the enforcement pipeline's shared steps. */
-  async #admit(call: McpHttpCall, server: McpServerConfig): Promise<{ caller: McpCaller; dpopNonce: string | undefined }> {
+  async #admit(call: McpHttpCall, server: McpServerConfig): Promise<{ caller: McpCaller; admission: Admission; dpopNonce: string | undefined }> {
     const audience = mcpAudience(this.#d.issuer, server.id);
     const admission = await this.#admission.run({
       audience,
@@ -202,6 +203,7 @@ export class McpGateway {
     const p = admission.principal;
     return {
       caller: { token: p.token, jti: p.tokenJti, userId: p.userId, agentId: p.agentId, chain: p.chain, scopes: p.scopes, upstreamHandle: p.upstreamHandle, requestId: call.requestId },
+      admission,
       dpopNonce: admission.auth.dpopNonce,
     };
   }

@@ -3,20 +3,25 @@
  * `Server` over `StreamableHTTPServerTransport`) and the MCP client of the upstream (SDK `Client`
  * over `StreamableHTTPClientTransport`), holding one upstream session per agent session.
  *
- * Every request the agent sends is decided here before anything reaches the upstream:
+ * Every request the agent sends is decided here before anything reaches the upstream, each
+ * decided message (`tools/call`, `resources/read`, `prompts/get`) by an action pipeline of the
+ * enforcement steps (src/enforcement; the MCP ones in ./steps.ts), run under the HTTP request's
+ * admission:
  *
- * 1. pins — `tools/list` compares each live definition with its pin (./pins.ts); a changed tool
- *    (or, under `pinning: enforce`, an unpinned one) is hidden, and `tools/call` of it refused
- *    with an error naming the tool and what changed; a mismatch leaves its own receipt.
- * 2. decision — the PDP, with the whole delegation chain as subject (./authorizer.ts); lists
- *    are filtered with one batch decision, calls and reads decided one by one.
- * 3. receipt — written before the upstream is called (fail closed: no receipt, no call).
- * 4. budget — (slot) the budget step of issue 13 reserves here, before forwarding.
- * 5. forward — through the upstream session, the credential injected by the transport's fetch;
- *    progress notifications relayed while the call runs.
- * 6. settle — the upstream outcome receipted.
+ * 1. `decide` — the PDP, with the whole delegation chain as subject (./authorizer.ts).
+ * 2. `checkPin` (`tools/call`) — the tool's live definition against its pin (./pins.ts); a
+ *    changed tool (or, under `pinning: enforce`, an unpinned one) is refused with an error
+ *    naming the tool and what changed. `tools/list` hides such tools, and a mismatch leaves its
+ *    own receipt.
+ * 3. `budget` (`tools/call`) — the budget slot: reserve before forwarding, settle after.
+ * 4. `receipt` — written before the upstream is called (fail closed: no receipt, no call).
+ * 5. `refuseDenied` — a denial stops here.
+ * 6. `forward` — through the upstream session, the credential injected by the transport's
+ *    fetch; progress notifications relayed while the call runs; the upstream outcome receipted.
  *
- * A refusal is a JSON-RPC error (code {@link MCP_DENIED}) with a reason the agent can show.
+ * Lists are filtered with one batch decision and receipted through the same `receipt` step.
+ * A refusal is a JSON-RPC error (code {@link MCP_DENIED}) with a reason the agent can show
+ * (./steps.ts `toJsonRpcError`).
  *
  * @module
  */
@@ -25,6 +30,9 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
   CallToolRequestSchema,
+  type CallToolResult,
+  type GetPromptResult,
+  type ReadResourceResult,
   CreateMessageRequestSchema,
   CreateMessageResultSchema,
   ElicitRequestSchema,
@@ -47,18 +55,28 @@ import type { AnySchema, SchemaOutput } from '@modelcontextprotocol/sdk/server/z
 import canonicalize from 'canonicalize';
 import { createHash } from 'node:crypto';
 import type { McpReceiptDetail, ReceiptAppender } from '../audit/index.js';
-import type { BudgetHold, Budgeter, Outcome } from '../enforcement/index.js';
-import { receiptText } from '../audit/index.js';
+import {
+  budget,
+  decide,
+  Pipeline,
+  receipt,
+  refuseDenied,
+  type ActionContext,
+  type Admission,
+  type Budgeter,
+  type Decided,
+  type Described,
+} from '../enforcement/index.js';
 import type { DeputyError } from '../errors/index.js';
 import { Redactor } from '../gateway/redact.js';
 import type { Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 import { pinRefusal, type PinVerdict, type ToolPins } from './pins.js';
+import { askPdp, checkPin, describeMessage, forwardToSession, MCP_DENIED, pepDecision, toJsonRpcError, type McpMessage, type PinLookup, type Sending } from './steps.js';
 import { PIN_META_KEY } from './tool-pin.js';
 
-/** JSON-RPC error code of a refusal by Deputy (policy, pin): in the implementation-defined range. */
-export const MCP_DENIED = -32003;
+export { MCP_DENIED };
 
 type Extra = {
   authInfo?: { extra?: Record<string, unknown> };
@@ -74,6 +92,26 @@ export interface McpBudgetContext {
   server: McpServerConfig;
   tool: string;
   arguments: Readonly<Record<string, unknown>>;
+}
+
+/** The MCP action pipelines of a session: built once per session, run per decided message. */
+function pipelines(deps: SessionDeps, pins: PinLookup) {
+  const ask = askPdp(deps.authorizer);
+  const recorded = receipt({ receipts: deps.receipts, logger: deps.logger });
+  const refuse = refuseDenied({ logger: deps.logger, message: 'MCP message denied' });
+  const gate = <C extends McpMessage & Described>() => Pipeline.start<C>().then(decide(ask)).then(recorded).then(refuse);
+  return {
+    call: Pipeline.start<McpMessage & Described & McpBudgetContext & Sending>()
+      .then(decide(ask))
+      .then(checkPin(pins))
+      .then(budget<McpMessage & Described & McpBudgetContext & Sending & Decided>(deps.budgeter))
+      .then(recorded)
+      .then(refuse)
+      .then(forwardToSession()),
+    read: gate<McpMessage & Described & Sending>().then(forwardToSession()),
+    gate: gate<McpMessage & Described>(),
+    record: Pipeline.start<ActionContext & Decided & Described>().then(recorded),
+  };
 }
 
 export interface SessionDeps {
@@ -103,15 +141,17 @@ export function callerOf(extra: { authInfo?: { extra?: Record<string, unknown> }
   return caller;
 }
 
+/** The admission of the HTTP request that carried a message (beside its caller on `authInfo.extra`). */
+export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown> } }): Admission {
+  const admission = extra.authInfo?.extra?.admission as Admission | undefined;
+  if (!admission) throw new McpError(ErrorCode.InternalError, 'unauthenticated message');
+  return admission;
+}
+
 const argumentsDigest = (args: unknown): string => `sha-256:${createHash('sha256').update(canonicalize(args ?? {}) ?? '{}', 'utf8').digest('base64url')}`;
 
 /** The parameters of a `tools/call` (MCP 2025-06-18 "Calling Tools"). */
 type ToolCall = { name: string; arguments?: Record<string, unknown> | undefined; _meta?: Record<string, unknown> | undefined };
-
-/** A refusal by Deputy: JSON-RPC error {@link MCP_DENIED} with the reason in `data`. */
-function refusal(message: string, data: Record<string, unknown>): McpError {
-  return new McpError(MCP_DENIED, message, data);
-}
 
 export class AgentSession {
   readonly upstream: Client;
@@ -139,10 +179,12 @@ export class AgentSession {
   /** Pin mismatches already receipted in this session (`tool\0digest`). */
   readonly #mismatchReceipted = new Set<string>();
   readonly #d: SessionDeps;
+  readonly #p: ReturnType<typeof pipelines>;
   transport: StreamableHTTPServerTransport | undefined;
 
   constructor(deps: SessionDeps, caller: McpCaller, upstream: Client, agentCapabilities: AgentCapabilities) {
     this.#d = deps;
+    this.#p = pipelines(deps, (ctx, tool) => this.#pinOf(ctx.admission, tool));
     this.caller = caller;
     this.owner = ownerOf(caller);
     this.agentId = caller.agentId;
@@ -178,32 +220,30 @@ export class AgentSession {
     }
     if (caps.resources) {
       this.agent.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => {
-        const caller = callerOf(extra);
         const page = await this.upstream.listResources(req.params, this.#options(extra));
-        const allowed = await this.#filter(caller, 'resources/list', page.resources, (r) => ({ method: 'resources/list', action: 'read', uri: r.uri }));
+        const allowed = await this.#filter(extra, 'resources/list', page.resources, (r) => ({ method: 'resources/list', action: 'read', uri: r.uri }));
         return { ...page, resources: allowed };
       });
       this.agent.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => {
-        await this.#decideOne(callerOf(extra), { method: 'resources/templates/list', action: 'read' });
+        await this.#run(this.#p.gate, this.#message(extra, { method: 'resources/templates/list', action: 'read' }), 'resources/templates/list');
         return this.upstream.listResourceTemplates(req.params, this.#options(extra));
       });
       this.agent.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
-        const caller = callerOf(extra);
-        await this.#decideOne(caller, { method: 'resources/read', action: 'read', uri: req.params.uri });
-        return this.#settle(caller, { server: this.#d.server.id, method: 'resources/read' }, () => this.upstream.readResource(req.params, this.#options(extra)));
+        const message = this.#message(extra, { method: 'resources/read', action: 'read', uri: req.params.uri });
+        const send = (ctx: McpMessage) => this.#settle(ctx, { server: this.#d.server.id, method: 'resources/read' }, () => this.upstream.readResource(req.params, this.#options(extra)));
+        return (await this.#run(this.#p.read, { ...message, send }, 'resources/read')).result as ReadResourceResult;
       });
     }
     if (caps.prompts) {
       this.agent.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => {
-        const caller = callerOf(extra);
         const page = await this.upstream.listPrompts(req.params, this.#options(extra));
-        const allowed = await this.#filter(caller, 'prompts/list', page.prompts, (p) => ({ method: 'prompts/list', action: 'read', prompt: p.name }));
+        const allowed = await this.#filter(extra, 'prompts/list', page.prompts, (p) => ({ method: 'prompts/list', action: 'read', prompt: p.name }));
         return { ...page, prompts: allowed };
       });
       this.agent.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
-        const caller = callerOf(extra);
-        await this.#decideOne(caller, { method: 'prompts/get', action: 'read', prompt: req.params.name, arguments: req.params.arguments ?? {} });
-        return this.#settle(caller, { server: this.#d.server.id, method: 'prompts/get' }, () => this.upstream.getPrompt(req.params, this.#options(extra)));
+        const message = this.#message(extra, { method: 'prompts/get', action: 'read', prompt: req.params.name, arguments: req.params.arguments ?? {} });
+        const send = (ctx: McpMessage) => this.#settle(ctx, { server: this.#d.server.id, method: 'prompts/get' }, () => this.upstream.getPrompt(req.params, this.#options(extra)));
+        return (await this.#run(this.#p.read, { ...message, send }, 'prompts/get')).result as GetPromptResult;
       });
     }
   }
@@ -240,12 +280,13 @@ export class AgentSession {
 
   async #listTools(params: { cursor?: string | undefined } | undefined, extra: Extra): Promise<{ tools: Tool[]; nextCursor?: string }> {
     const caller = callerOf(extra);
+    const admission = admissionOf(extra);
     const page = await this.upstream.listTools(params, this.#options(extra));
-    const verdicts = await this.#verify(caller, page.tools, params?.cursor === undefined);
+    const verdicts = await this.#verify(admission, page.tools, params?.cursor === undefined);
     const shown = page.tools.filter((t) => this.#pinAllows(verdicts.get(t.name)!));
     const decisions = await this.#d.authorizer.decide(caller, this.#d.server, shown.map((t) => ({ method: 'tools/list', action: 'invoke' as const, tool: t.name })));
     const allowed = shown.filter((_, i) => decisions[i]!.allowed);
-    await this.#receipt(caller, { server: this.#d.server.id, method: 'tools/list' }, { allowed: true, policies: [] });
+    await this.#receipt(admission, { server: this.#d.server.id, method: 'tools/list' }, { allowed: true, policies: [] });
     return {
       ...page,
       tools: allowed.map((t) => {
@@ -256,72 +297,62 @@ export class AgentSession {
   }
 
   /**
-   * `tools/call`, in the enforcement pipeline's order: decide (policy, then the tool's pin) →
-   * budget → receipt → refuse a denial → forward (progress relayed) → settle (outcome receipt,
-   * budget hold). Each refusal is receipted before the agent gets its JSON-RPC error.
+   * `tools/call` through the action pipeline: decide (policy first, so that a call the chain
+   * may not make causes no upstream request at all) → the tool's pin → budget → receipt →
+   * refuse a denial → forward (progress relayed, outcome receipted). Each refusal is receipted
+   * before the agent gets its JSON-RPC error.
    */
-  async #callTool(params: ToolCall, extra: Extra) {
-    const caller = callerOf(extra);
-    const { detail, decision } = await this.#decideCall(caller, params);
-    const { hold, denial } = await this.#reserve(caller, params, decision);
-    await this.#receipt(caller, detail, denial ?? decision).catch(async (err: unknown) => {
-      await hold?.settle({ kind: 'refused', step: 'receipt', error: err });
-      throw err;
-    });
-    if (denial) throw refusal(`Deputy refused tools/call "${params.name.slice(0, 128)}": ${denial.reason}`, { reason: denial.reason, ...denial.data });
-    return this.#forwardCall(caller, params, extra, detail, hold);
+  async #callTool(params: ToolCall, extra: Extra): Promise<CallToolResult> {
+    const args = params.arguments ?? {};
+    const detail: McpReceiptDetail = { server: this.#d.server.id, method: 'tools/call', tool: params.name, arguments_digest: argumentsDigest(params.arguments) };
+    const message = this.#message(extra, { method: 'tools/call', action: 'invoke', tool: params.name, arguments: args }, detail);
+    const send = (ctx: McpMessage & Described) => this.#forwardCall(ctx, params, extra);
+    const done = await this.#run(this.#p.call, { ...message, tool: params.name, arguments: args, send }, `tools/call "${params.name.slice(0, 128)}"`);
+    return done.result as CallToolResult;
   }
 
-  /**
-   * The policy first, so that a call the chain may not make causes no upstream request at all
-   * (not even the tools/list that learns a definition this session has not seen); then the
-   * tool's pin. A refusal here is receipted and thrown.
-   */
-  async #decideCall(caller: McpCaller, params: ToolCall): Promise<{ detail: McpReceiptDetail; decision: McpDecision & { allowed: true } }> {
-    const server = this.#d.server.id;
-    const detail: McpReceiptDetail = { server, method: 'tools/call', tool: params.name, arguments_digest: argumentsDigest(params.arguments) };
-    const [decision] = await this.#d.authorizer.decide(caller, this.#d.server, [{ method: 'tools/call', action: 'invoke', tool: params.name, arguments: params.arguments ?? {} }]);
-    if (!decision!.allowed) {
-      await this.#receipt(caller, detail, decision!);
-      throw refusal(`Deputy refused tools/call "${params.name.slice(0, 128)}": ${decision!.reason}`, { reason: decision!.reason });
-    }
-    const entry = await this.#tool(caller, params.name);
-    if (!entry) {
-      const reason = `tool "${params.name.slice(0, 128)}" is not offered by MCP server "${server}"`;
-      await this.#receipt(caller, detail, { allowed: false, reason, policies: [] });
-      throw new McpError(ErrorCode.InvalidParams, reason);
-    }
-    const pinned = { ...detail, pin_digest: entry.verdict.digest, pin: entry.verdict.status };
-    if (!this.#pinAllows(entry.verdict)) {
-      const reason = pinRefusal(server, params.name, entry.verdict);
-      await this.#receipt(caller, pinned, { allowed: false, reason, policies: decision!.policies });
-      throw refusal(reason, { reason, tool: params.name, ...(entry.verdict.status === 'changed' ? { changed: entry.verdict.changed } : {}) });
-    }
-    return { detail: pinned, decision: decision! };
+  /** A decided message's pipeline input: its admission and caller, the question and its receipt description. */
+  #message(extra: { authInfo?: { extra?: Record<string, unknown> } }, question: McpQuestion, detail?: McpReceiptDetail): McpMessage & Described {
+    const mcp: McpReceiptDetail = detail ?? {
+      server: this.#d.server.id, method: question.method,
+      ...(question.tool ?? question.prompt ? { tool: question.tool ?? question.prompt } : {}),
+      ...(question.arguments !== undefined ? { arguments_digest: argumentsDigest(question.arguments) } : {}),
+    };
+    const action = describeMessage(this.#d.audience, question.method, mcp, question.uri);
+    return { admission: admissionOf(extra), caller: callerOf(extra), server: this.#d.server, question, action };
   }
 
-  /** The budget slot (issue 15): a hold, a denial (402, receipted as one), or nothing. */
-  async #reserve(caller: McpCaller, params: ToolCall, decision: McpDecision): Promise<{ hold?: BudgetHold; denial?: McpDecision & { allowed: false; data: Record<string, unknown> } }> {
-    const held = await this.#d.budgeter?.reserve({ caller, server: this.#d.server, tool: params.name, arguments: params.arguments ?? {} });
-    if (held === undefined) return {};
-    if ('settle' in held) return { hold: held };
-    const data = held.refusal ? { status: held.refusal.status, error: held.refusal.code } : {};
-    return { denial: { allowed: false, reason: held.reason, policies: decision.policies, data } };
+  /** Runs a message through `pipeline`; what leaves it as a refusal becomes the agent's JSON-RPC error. */
+  async #run<In extends object, Out extends object>(pipeline: Pipeline<In, Out>, input: In, label: string): Promise<Out> {
+    try {
+      return await pipeline.run(input, { onSettleError: this.#settleError });
+    } catch (err) {
+      throw toJsonRpcError(err, label);
+    }
   }
 
-  /** The upstream call: the agent's progress token relayed, the hold settled with the outcome. */
-  #forwardCall(caller: McpCaller, params: ToolCall, extra: Extra, detail: McpReceiptDetail, hold: BudgetHold | undefined) {
+  readonly #settleError = (err: unknown, step: string): void => {
+    this.#d.logger.error({ err, step, server: this.#d.server.id }, 'MCP step could not settle');
+  };
+
+  /** The `checkPin` step's lookup: the tool's verdict, or undefined when the server does not offer it. */
+  async #pinOf(admission: Admission, name: string): ReturnType<PinLookup> {
+    const entry = await this.#tool(admission, name);
+    if (!entry) return undefined;
+    const pin = { pin_digest: entry.verdict.digest, pin: entry.verdict.status };
+    if (this.#pinAllows(entry.verdict)) return { allowed: true, pin };
+    const data = entry.verdict.status === 'changed' ? { changed: entry.verdict.changed } : {};
+    return { allowed: false, reason: pinRefusal(this.#d.server.id, name, entry.verdict), pin, data };
+  }
+
+  /** The upstream call: the agent's progress token relayed, the outcome receipted. */
+  #forwardCall(ctx: McpMessage & Described, params: ToolCall, extra: Extra): Promise<CallToolResult> {
     const progressToken = extra._meta?.progressToken;
     const { _meta, ...forwarded } = params;
     // The agent's progress token is its own: the upstream gets Deputy's, and progress is mapped back.
     const meta = _meta ? Object.fromEntries(Object.entries(_meta).filter(([k]) => k !== 'progressToken')) : undefined;
     this.#inflight.push(extra);
-    let outcome: Outcome = { kind: 'completed' };
-    const done = () => {
-      this.#inflight.splice(this.#inflight.indexOf(extra), 1);
-      void hold?.settle(outcome).catch((err: unknown) => this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP budget hold could not be settled'));
-    };
-    return this.#settle(caller, detail, () =>
+    return this.#settle(ctx, ctx.action.claims!.mcp!, () =>
       this.upstream
         .callTool({ ...forwarded, ...(meta && Object.keys(meta).length ? { _meta: meta } : {}) }, undefined, {
           ...this.#options(extra),
@@ -330,16 +361,12 @@ export class AgentSession {
             ? { onprogress: (p) => void extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}) }
             : {}),
         })
-        .catch((err: unknown) => {
-          outcome = { kind: 'refused', step: 'forward', error: err };
-          throw err;
-        })
-        .finally(done),
-    );
+        .finally(() => void this.#inflight.splice(this.#inflight.indexOf(extra), 1)),
+    ) as Promise<CallToolResult>;
   }
 
   /** The tool's live definition and verdict, listing upstream first when not known (after list_changed). */
-  async #tool(caller: McpCaller, name: string): Promise<{ tool: Tool; verdict: PinVerdict } | undefined> {
+  async #tool(admission: Admission, name: string): Promise<{ tool: Tool; verdict: PinVerdict } | undefined> {
     if (!this.#tools?.has(name)) {
       const tools: Tool[] = [];
       let cursor: string | undefined;
@@ -349,13 +376,13 @@ export class AgentSession {
         cursor = res.nextCursor;
         if (cursor === undefined) break;
       }
-      await this.#verify(caller, tools, true);
+      await this.#verify(admission, tools, true);
     }
     return this.#tools?.get(name);
   }
 
   /** Pins of `tools` checked; mismatches receipted once per session and digest. */
-  async #verify(caller: McpCaller, tools: readonly Tool[], fresh: boolean): Promise<Map<string, PinVerdict>> {
+  async #verify(admission: Admission, tools: readonly Tool[], fresh: boolean): Promise<Map<string, PinVerdict>> {
     const verdicts = await this.#d.pins.check(this.#d.server, tools as unknown as ReadonlyArray<Record<string, unknown>>);
     const known = fresh || !this.#tools ? new Map<string, { tool: Tool; verdict: PinVerdict }>() : this.#tools;
     for (const tool of tools) {
@@ -367,7 +394,7 @@ export class AgentSession {
         this.#mismatchReceipted.add(key);
         const reason = pinRefusal(this.#d.server.id, tool.name, verdict);
         this.#d.logger.warn({ server: this.#d.server.id, tool: tool.name, pin: verdict.status, ...(verdict.status === 'changed' ? { changed: verdict.changed } : {}) }, 'MCP tool does not match its pin; hidden');
-        await this.#receipt(caller, { server: this.#d.server.id, method: 'tools/list', tool: tool.name, pin_digest: verdict.digest, pin: verdict.status }, { allowed: false, reason, policies: [] });
+        await this.#receipt(admission, { server: this.#d.server.id, method: 'tools/list', tool: tool.name, pin_digest: verdict.digest, pin: verdict.status }, { allowed: false, reason, policies: [] });
       } else if (verdict.status === 'unpinned' && this.#d.server.pinning === 'warn') {
         this.#d.logger.warn({ server: this.#d.server.id, tool: tool.name }, 'MCP tool is not pinned (pinning: warn)');
       }
@@ -382,25 +409,15 @@ export class AgentSession {
     return false;
   }
 
-  async #filter<T>(caller: McpCaller, method: string, items: readonly T[], question: (t: T) => McpQuestion): Promise<T[]> {
+  async #filter<T>(extra: { authInfo?: { extra?: Record<string, unknown> } }, method: string, items: readonly T[], question: (t: T) => McpQuestion): Promise<T[]> {
+    const caller = callerOf(extra);
     const decisions = items.length ? await this.#d.authorizer.decide(caller, this.#d.server, items.map(question)) : [];
-    await this.#receipt(caller, { server: this.#d.server.id, method }, { allowed: true, policies: [] });
+    await this.#receipt(admissionOf(extra), { server: this.#d.server.id, method }, { allowed: true, policies: [] });
     return items.filter((_, i) => decisions[i]!.allowed);
   }
 
-  async #decideOne(caller: McpCaller, q: McpQuestion): Promise<void> {
-    const [decision] = await this.#d.authorizer.decide(caller, this.#d.server, [q]);
-    const detail: McpReceiptDetail = {
-      server: this.#d.server.id, method: q.method,
-      ...(q.tool ?? q.prompt ? { tool: q.tool ?? q.prompt } : {}),
-      ...(q.arguments !== undefined ? { arguments_digest: argumentsDigest(q.arguments) } : {}),
-    };
-    await this.#receipt(caller, detail, decision!, q.uri);
-    if (!decision!.allowed) throw refusal(`Deputy refused ${q.method}: ${decision!.reason}`, { reason: decision!.reason });
-  }
-
-  /** Runs the upstream request and receipts its outcome. */
-  async #settle<T>(caller: McpCaller, detail: McpReceiptDetail, run: () => Promise<T>): Promise<T> {
+  /** Runs the upstream request and receipts its outcome (`{method}:outcome`). */
+  async #settle<T>(ctx: ActionContext, detail: McpReceiptDetail, run: () => Promise<T>): Promise<T> {
     let outcome = 'ok';
     this.credentialError = undefined;
     try {
@@ -419,7 +436,7 @@ export class AgentSession {
     } finally {
       // Not awaited: the answer is the agent's already, and the receipt service's group commit
       // (flushed at shutdown) writes it; a failure is logged, the decision receipt stands.
-      void this.#receipt(caller, { ...detail, outcome }, { allowed: true, policies: [] }, undefined, true).catch((err: unknown) => {
+      void this.#receipt(ctx.admission, { ...detail, outcome }, { allowed: true, policies: [] }, `${detail.method}:outcome`).catch((err: unknown) => {
         this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP outcome receipt could not be written');
       });
     }
@@ -458,32 +475,14 @@ export class AgentSession {
   }
 
   /**
-   * A receipt for a decided message; written before the upstream is called. Fail closed: a
-   * receipt that cannot be written refuses the message.
+   * A receipt outside a decided message's pipeline (lists, pin mismatches, outcomes), through
+   * the same `receipt` step. Fail closed: a receipt that cannot be written refuses the message.
    */
-  async #receipt(caller: McpCaller, mcp: McpReceiptDetail, decision: McpDecision, uri?: string, settled = false): Promise<void> {
-    const receipts = this.#d.receipts;
-    if (!receipts) return;
-    const target = mcp.tool !== undefined ? `/tools/${mcp.tool}` : uri !== undefined ? `/resources/${uri}` : '';
+  async #receipt(admission: Admission, detail: McpReceiptDetail, decision: McpDecision, name: string = detail.method): Promise<void> {
     try {
-      await receipts.append({
-        agent: caller.agentId,
-        user: caller.userId,
-        chain: caller.chain,
-        event: 'mcp_message',
-        action: settled ? `${mcp.method}:outcome` : mcp.method,
-        resource: receiptText(`${this.#d.audience}${target}`),
-        decision: decision.allowed ? 'permit' : 'deny',
-        policies: decision.policies,
-        ...(decision.allowed ? {} : { reason: receiptText(decision.reason) }),
-        scope: [...caller.scopes].join(' ') || undefined,
-        requestId: caller.requestId,
-        tokenId: caller.jti,
-        mcp: Object.fromEntries(Object.entries(mcp).map(([k, v]) => [k, receiptText(String(v))])) as unknown as McpReceiptDetail,
-      });
-    } catch (cause) {
-      this.#d.logger.error({ err: cause, server: this.#d.server.id }, 'MCP receipt could not be written');
-      throw new McpError(ErrorCode.InternalError, 'the message could not be recorded; it was not forwarded');
+      await this.#p.record.run({ admission, decision: pepDecision(decision), action: describeMessage(this.#d.audience, name, detail) });
+    } catch (err) {
+      throw toJsonRpcError(err, detail.method);
     }
   }
 }

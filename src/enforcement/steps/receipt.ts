@@ -72,10 +72,12 @@ function receiptInput({ admission, decision, action }: ActionContext & Decided &
     action: action.name,
     resource: receiptText(action.resource),
     decision: decision.allowed ? 'permit' : 'deny',
-    ...(decision.allowed ? {} : { reason: decision.reason }),
+    ...(decision.policies ? { policies: decision.policies } : {}),
+    ...(decision.allowed ? {} : { reason: receiptText(decision.reason) }),
     scope: [...principal.scopes].join(' '),
     requestId: admission.requestId,
     requestDigest: requestDigest(action.digest),
     tokenId: principal.tokenJti,
+    ...action.claims,
   };
 }
