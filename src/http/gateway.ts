@@ -9,53 +9,20 @@
  * @module
  */
 import { createHash } from 'node:crypto';
-import { pipeline } from 'node:stream';
 import Router from '@koa/router';
 import type Koa from 'koa';
-import { AccessDenied, NotFound } from '../errors/index.js';
+import { AccessDenied } from '../errors/index.js';
 import { GATEWAY_PREFIX, type Gateway } from '../gateway/gateway.js';
-import { CONNECTION_ID } from '../vault/connections/config.js';
 import { CONNECT_COOKIE, type ConnectFlows } from '../vault/connections/connect-flows.js';
 import { noStore } from '../util/http.js';
 import { escapeHtml, sendPage } from './pages.js';
+import { streamedPepMiddleware } from './streamed-pep.js';
 import { currentSession, signInLocation } from './signin.js';
 import type { CookieSealer } from '../signin/session.js';
 
-const GATEWAY_PATH = new RegExp(`^${GATEWAY_PREFIX}/([^/]+)(/.*)?$`);
-
-/** `/gw/{connection}/{path…}`: every method, streamed both ways. */
+/** `/gw/{connection}/{path…}`: every method, streamed both ways (./streamed-pep.ts). */
 export function gatewayMiddleware(gateway: Gateway): Koa.Middleware {
-  return async function gatewayCall(ctx, next) {
-    const m = GATEWAY_PATH.exec(ctx.path);
-    if (!m) return next();
-    if (!CONNECTION_ID.test(m[1]!)) throw new NotFound(`connection "${m[1]!.slice(0, 64)}" does not exist`);
-    // The agent went away before the response was written: abandon the upstream request.
-    const abort = new AbortController();
-    ctx.res.once('close', () => {
-      if (!ctx.res.writableFinished) abort.abort();
-    });
-    const res = await gateway.handle({
-      connectionId: m[1]!,
-      path: m[2] ?? '',
-      query: ctx.querystring,
-      method: ctx.method,
-      headers: ctx.req.headers,
-      body: ctx.req,
-      requestId: ctx.state.requestId,
-      signal: abort.signal,
-    });
-    ctx.status = res.status;
-    ctx.respond = false;
-    ctx.res.writeHead(res.status, res.headers);
-    if (!res.body) {
-      ctx.res.end();
-      return;
-    }
-    pipeline(res.body, ctx.res, (err) => {
-      // Headers are gone: a body that fails midway (upstream reset, size limit) can only be cut off.
-      if (err) ctx.state.log.warn({ err: { message: err.message } }, 'gateway response stream ended early');
-    });
-  };
+  return streamedPepMiddleware({ prefix: GATEWAY_PREFIX, label: 'connection', handle: (call) => gateway.handle(call) });
 }
 
 export interface ConnectRoutesDeps {

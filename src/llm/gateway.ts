@@ -25,7 +25,6 @@
  *
  * @module
  */
-import type { IncomingHttpHeaders } from 'node:http';
 import { Readable } from 'node:stream';
 import type { ReceiptAppender } from '../audit/index.js';
 import { BudgetExceeded, type Amounts, type Budgets, type Charge, type ModelPrice, type Reservation } from '../budgets/index.js';
@@ -37,6 +36,7 @@ import {
 } from '../enforcement/index.js';
 import type { Credentialed } from '../enforcement/steps/credential.js';
 import { BadGateway, GatewayTimeout, InvalidRequest, NotFound, PayloadTooLarge } from '../errors/index.js';
+import type { GatewayCall } from '../gateway/gateway.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { LLM_PREFIX } from '../oauth/deputy-own.js';
@@ -56,18 +56,8 @@ export function llmAudience(issuer: string, connectionId: string): string {
   return `${issuer}${LLM_PREFIX}/${connectionId}`;
 }
 
-/** One call as the HTTP layer hands it over. */
-export interface LlmCall {
-  connectionId: string;
-  /** The path after `/llm/{connection}`, e.g. `/v1/chat/completions`. */
-  path: string;
-  query: string;
-  method: string;
-  headers: IncomingHttpHeaders;
-  body: Readable | undefined;
-  requestId: string;
-  signal?: AbortSignal;
-}
+/** One call as the HTTP layer hands it over: the HTTP gateway's shape (src/gateway). */
+export type LlmCall = GatewayCall;
 
 /** What the HTTP layer writes back. */
 export interface LlmResponse {
