@@ -122,7 +122,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env, budgets: budgets.ledger,
   });
   const mcp = await createMcpGateway({
-    config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials,
+    config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials, budgets: budgets.ledger,
   });
   const llm = llmGateway(base, { verifier, revocations, isolation, budgets, receipts, pdp });
   const app = createApp({
