@@ -337,6 +337,48 @@ describe('LLM gateway: policy and limits', () => {
     expect(res.output_text).toBe(WORD.repeat(3));
     expect(await settled(id)).toMatchObject({ spent: 3 });
   });
+
+  it('OpenAI Responses API, streamed: the SDK assembles the events and is charged the stream\'s usage; cut at the budget it ends response.incomplete (max_output_tokens) with the text delivered, charged exactly', async () => {
+    const { token, user } = await session('openai');
+    const tokens = await budget({ user, unit: 'output_tokens', window: 'day', limit: 13 });
+    const cost = await budget({ user, unit: 'cost', window: 'day', limit: 1_000_000 });
+    const client = openai('openai', token);
+    const whole = client.responses.stream({ model: 'gpt-test', input: 'Say hello', max_output_tokens: 50 });
+    let deltas = '';
+    for await (const ev of whole) if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+    const done = await whole.finalResponse();
+    expect(deltas).toBe(WORD.repeat(8));
+    expect(done).toMatchObject({ status: 'completed', output_text: WORD.repeat(8), usage: { input_tokens: 12, output_tokens: 8 } });
+    expect(llm.requests.at(-1)!.body).toMatchObject({ stream: true, max_output_tokens: 13 });
+    expect(await settled(tokens)).toMatchObject({ spent: 8 });
+    // The provider's usage (12 prompt tokens), not Deputy's estimate of the prompt: 12 × 1 + 8 × 2 + 10.
+    expect(await settled(cost)).toMatchObject({ spent: 38 });
+
+    // 5 tokens left; the provider overruns the cap it was sent.
+    llm.behavior.ignoreMaxTokens = true;
+    llm.behavior.words = 40;
+    const cut = client.responses.stream({ model: 'gpt-test', input: 'Say hello', max_output_tokens: 50 });
+    const types: string[] = [];
+    for await (const ev of cut) types.push(ev.type);
+    const final = await cut.finalResponse();
+    expect(llm.requests.at(-1)!.body).toMatchObject({ max_output_tokens: 5 });
+    expect(final).toMatchObject({ status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, output_text: WORD.repeat(5), usage: { output_tokens: 5 } });
+    expect(final.output[0]).toMatchObject({ type: 'message', status: 'incomplete', content: [{ type: 'output_text', text: WORD.repeat(5) }] });
+    expect(types.slice(-5)).toEqual(['response.output_text.delta', 'response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.incomplete']);
+    expect(types.filter((t) => t === 'response.output_text.delta')).toHaveLength(5);
+    expect(await settled(tokens)).toMatchObject({ spent: 13, reserved: 0 });
+  });
+
+  it('OpenAI Responses API, streamed without usage from the provider: charged Deputy\'s count, never zero', async () => {
+    llm.behavior.usageInStream = false;
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'output_tokens', window: 'day', limit: 100 });
+    const stream = openai('openai', token).responses.stream({ model: 'gpt-test', input: 'Say hello', max_output_tokens: 50 });
+    const final = await stream.finalResponse();
+    expect(final.output_text).toBe(WORD.repeat(8));
+    expect(final.usage).toBeNull();
+    expect(await settled(id)).toMatchObject({ spent: 8, reserved: 0 });
+  });
 });
 
 describe('budgets: refusals and failures hold nothing', () => {
