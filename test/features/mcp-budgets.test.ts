@@ -11,7 +11,7 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { BudgetDefinition } from '../../src/budgets/index.js';
-import { MCP_DENIED } from '../../src/mcp/index.js';
+import { MCP_DENIED, toolCost } from '../../src/mcp/index.js';
 import { agentConfig, claimsOf, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient } from '../support/clients.js';
 import { baseTools, mcpAgent, startMcpUpstream, type McpUpstream } from '../support/mcp.js';
@@ -192,6 +192,22 @@ describe('per-tool budgets at the MCP gateway', () => {
     const asked = await client.callTool({ name: 'ask', arguments: {} });
     expect(asked.isError).toBe(true);
     expect(await settled(id)).toMatchObject({ spent: 1, reserved: 0 });
+  });
+
+  it('tool costs are set through the admin API too (admin dialect: cost_per_call, tool_costs); a negative cost is refused', async () => {
+    const headers = { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' };
+    const post = (body: unknown) => fetch(`${deputy.url}/admin/mcp-servers`, { method: 'POST', headers, body: JSON.stringify(body) });
+    const created = await post({ id: 'priced', url: up.url, allow_insecure_http: true, cost_per_call: 5, tool_costs: { echo: 7 } });
+    expect(created.status).toBe(201);
+    expect(await created.json()).toMatchObject({ settings: { cost_per_call: 5, tool_costs: { echo: 7 } } });
+    const stored = (await deputy.mcp.servers.get('priced'))!.settings;
+    expect(toolCost(stored, 'echo')).toBe(7);
+    expect(toolCost(stored, 'count')).toBe(5);
+    expect(toolCost(stored, 'constructor')).toBe(5);
+    const bad = await post({ id: 'mispriced', url: up.url, allow_insecure_http: true, tool_costs: { echo: -1 } });
+    expect(bad.status).toBe(400);
+    expect(await deputy.mcp.servers.get('mispriced')).toBeUndefined();
+    expect((await fetch(`${deputy.url}/admin/mcp-servers/priced`, { method: 'DELETE', headers })).status).toBe(204);
   });
 
   it('a charged call leaves a budget_settlement receipt after its decision, and its charge reaches deputy_budget_spend_total', async () => {
