@@ -89,7 +89,7 @@ type Extra = {
   authInfo?: { extra?: Record<string, unknown> };
   signal: AbortSignal;
   _meta?: { progressToken?: string | number } | undefined;
-  sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number; progress: number; total?: number; message?: string } }) => Promise<void>;
+  sendNotification: (n: { method: string; params?: Record<string, unknown> }) => Promise<void>;
   sendRequest: <U extends AnySchema>(request: { method: string; params?: Record<string, unknown> }, resultSchema: U) => Promise<SchemaOutput<U>>;
 };
 
@@ -329,8 +329,9 @@ export class AgentSession {
    * Upstream → agent. `notifications/tools/list_changed` re-verifies every tool's pin at once
    * (a mismatch is receipted even if the agent never lists again), then tells the agent;
    * `notifications/resources/updated` only for a URI the agent subscribed to (a permitted
-   * subscription); other notifications (logging, list changes) are relayed on the agent's GET
-   * stream. Progress and cancellation belong to their request (see #forwardCall).
+   * subscription); other notifications (logging, list changes) are relayed on the stream of the
+   * agent's call they came with ({@link relatedCall}), else on its GET stream. Progress and
+   * cancellation belong to their request (see #forwardCall).
    */
   #relayNotifications(): void {
     this.upstream.setNotificationHandler(ToolListChangedNotificationSchema, async (n) => {
@@ -343,7 +344,8 @@ export class AgentSession {
     });
     this.upstream.fallbackNotificationHandler = async (n) => {
       if (n.method === 'notifications/progress' || n.method === 'notifications/cancelled') return;
-      await this.agent.notification(n as Parameters<Server['notification']>[0]).catch(() => {});
+      const call = relatedCall.getStore();
+      await (call ? call.sendNotification(n) : this.agent.notification(n as Parameters<Server['notification']>[0])).catch(() => {});
     };
   }
 
