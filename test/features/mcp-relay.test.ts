@@ -292,6 +292,23 @@ describe('other MCP methods, decided per message', () => {
   });
 });
 
+describe('RFC 9728 protected resource metadata', () => {
+  it('is served for each MCP server by the one handler every surface shares, and named by its 401s', async () => {
+    const res = await fetch(`${deputy.url}/.well-known/oauth-protected-resource/mcp/relay`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('access-control-allow-origin')).toBe('*'); // the shared handler's, for browser-based clients
+    expect(await res.json()).toEqual({
+      resource: mcpUrl('relay'), authorization_servers: [issuer], bearer_methods_supported: ['header'], scopes_supported: [SCOPE],
+      resource_name: 'relay', dpop_signing_alg_values_supported: expect.any(Array), dpop_bound_access_tokens_required: true,
+    });
+    expect((await fetch(`${deputy.url}/.well-known/oauth-protected-resource/mcp/nowhere`)).status).toBe(404);
+    const unauthenticated = await fetch(`${deputy.url}/mcp/relay`, { method: 'POST', headers: rpcHeaders, body: '{}' });
+    expect(unauthenticated.status).toBe(401);
+    // Bearer first (the MCP SDK reads resource_metadata from it), then DPoP: as at /gw.
+    expect(unauthenticated.headers.get('www-authenticate')).toMatch(new RegExp(`^Bearer .*resource_metadata="${issuer}/.well-known/oauth-protected-resource/mcp/relay".*DPoP`));
+  });
+});
+
 describe('metrics', () => {
   it('labels MCP upstream calls with the server\'s name', async () => {
     const scrape = async () => parsePrometheus(await (await fetch(`${deputy.url}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } })).text());
