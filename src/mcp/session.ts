@@ -20,8 +20,15 @@
  *    fetch; progress notifications relayed while the call runs; the upstream outcome receipted.
  *
  * Lists are filtered with one batch decision and receipted through the same `receipt` step.
+ * `resources/subscribe`/`unsubscribe`, `completion/complete` and `logging/setLevel` go through
+ * the same `read` pipeline as `resources/read` (./authorizer.ts says what each is decided as).
  * A refusal is a JSON-RPC error (code {@link MCP_DENIED}) with a reason the agent can show
- * (./steps.ts `toJsonRpcError`).
+ * (./steps.ts `toJsonRpcError`). `ping` is answered on each hop by that hop.
+ *
+ * Upstream → agent: notifications and (where configured) server requests go back on the stream
+ * of the agent's call they came with, else on its GET stream; `tools/list_changed` re-verifies
+ * the pins first. The session closes itself when idle (`limits.idleSeconds`), ending the
+ * upstream session with a DELETE.
  *
  * @module
  */
