@@ -249,14 +249,15 @@ export class AgentSession {
 
   /**
    * Closes both sides, once: the upstream session is ended with an HTTP DELETE (MCP "Session
-   * Management"; bounded by the upstream timeout), then both connections are closed.
+   * Management"; a courtesy, so bounded by the upstream timeout and at most 5 s: a shutdown does
+   * not wait on an upstream that does not answer), then both connections are closed.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#idle);
     const upstream = this.upstream.transport as StreamableHTTPClientTransport | undefined;
-    if (upstream?.sessionId !== undefined) await withDeadline(upstream.terminateSession(), this.#d.server.limits.upstreamTimeoutSeconds * 1000);
+    if (upstream?.sessionId !== undefined) await withDeadline(upstream.terminateSession(), Math.min(this.#d.server.limits.upstreamTimeoutSeconds, 5) * 1000);
     await Promise.allSettled([this.agent.close(), this.upstream.close()]);
   }
 
