@@ -16,7 +16,9 @@
  *    chain: another agent's session id is "Session not found" (404), as an unknown one is.
  *
  * Then the SDK transport dispatches the messages to the session (./session.ts), which decides
- * each one. The caller of the HTTP request and its admission (the action pipelines run under it)
+ * each one. A session unused for `limits.idleSeconds` (no request, no POST still answering) is
+ * closed here and upstream (DELETE); its id is then "Session not found" (404), and the agent
+ * initializes again (MCP 2025-06-18 "Session Management"). The caller of the HTTP request and its admission (the action pipelines run under it)
  * travel with its messages as `authInfo.extra.caller` and `authInfo.extra.admission`.
  *
  * @module
