@@ -303,10 +303,10 @@ export class AgentSession {
       this.#subscribed.add(req.params.uri);
       return result;
     });
-    this.agent.setRequestHandler(UnsubscribeRequestSchema, async (req, extra) => {
-      const result = await this.#decided(extra as unknown as Extra, { method: 'resources/unsubscribe', action: 'read', uri: req.params.uri }, () => this.upstream.unsubscribeResource(req.params, this.#options(extra)));
+    this.agent.setRequestHandler(UnsubscribeRequestSchema, (req, extra) => {
+      // Relaying stops whatever the decision: the agent asked for no more updates.
       this.#subscribed.delete(req.params.uri);
-      return result;
+      return this.#decided(extra as unknown as Extra, { method: 'resources/unsubscribe', action: 'read', uri: req.params.uri }, () => this.upstream.unsubscribeResource(req.params, this.#options(extra)));
     });
   }
 
