@@ -251,6 +251,13 @@ describe('other MCP methods, decided per message', () => {
     expect(updates).not.toContain('file:///secrets.txt');
     await client.unsubscribeResource({ uri: 'file:///readme.md' });
     expect(up.subscriptions.at(-1)).toBe('unsubscribe file:///readme.md');
+    // Unsubscribed: readme's updates stop (sent before another subscribed resource's, which arrives).
+    await client.subscribeResource({ uri: 'file:///other.md' });
+    const readme = updates.filter((u) => u === 'file:///readme.md').length;
+    await up.updated('file:///readme.md');
+    await up.updated('file:///other.md');
+    await vi.waitFor(() => expect(updates).toContain('file:///other.md'), { timeout: 10_000, interval: 100 });
+    expect(updates.filter((u) => u === 'file:///readme.md').length).toBe(readme);
     const receipted = (await receipts()).map((r) => r.action);
     expect(receipted).toEqual(expect.arrayContaining(['resources/subscribe', 'resources/unsubscribe']));
     await client.close();
