@@ -97,7 +97,7 @@ export const mcpServerSchema = z
         /** Open MCP sessions one agent may hold on this server. */
         sessionsPerAgent: z.number().int().min(1).max(1000).default(10),
         /** A session unused this long is closed (seconds). */
-        idleSeconds: z.number().int().min(10).max(86_400).default(900),
+        idleSeconds: z.number().int().min(1).max(86_400).default(900),
         /** Deadline of one upstream request (seconds); progress notifications extend it. */
         upstreamTimeoutSeconds: z.number().int().min(1).max(3600).default(60),
       })

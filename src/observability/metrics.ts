@@ -124,7 +124,7 @@ export class DeputyMetrics {
     },
   });
 
-  /** Seconds from sending to the upstream's response headers, per connection (config-bounded) and status class. */
+  /** Seconds from sending to the upstream's response headers, per connection or MCP server (config-bounded; /mcp: the server name, status `none` — a JSON-RPC answer has no HTTP status of its own) and status class. */
   readonly gatewayUpstreamDuration = new Histogram({
     name: 'deputy_gateway_upstream_duration_seconds',
     help: 'Gateway upstream call latency until response headers, by connection and status class (error: no response)',
