@@ -167,10 +167,8 @@ beforeAll(async () => {
     '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(certDir, 'key.pem'), '-out', join(certDir, 'cert.pem')], { stdio: 'ignore' });
   docs = createHttpsServer({ key: readFileSync(join(certDir, 'key.pem')), cert: readFileSync(join(certDir, 'cert.pem')) }, (req, res) => {
     if (req.url !== '/mcp-host.json') return void res.writeHead(404).end();
-    // Without `scope`: oidc-provider checks a document's `scope` against its own supported scopes
-    // (Deputy's are its resource scopes only), and Deputy takes a document client's scopes from configuration anyway.
-    const { scope: _scope, ...document } = new DocumentProvider().clientMetadata;
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ client_id: documentUrl, ...document }));
+    // The SDK's own metadata, `scope` included (a ceiling for Deputy), as the host would publish it.
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ client_id: documentUrl, ...new DocumentProvider().clientMetadata }));
   });
   await new Promise<void>((resolve) => docs.listen(0, '127.0.0.1', resolve));
   documentUrl = `https://localhost:${(docs.address() as AddressInfo).port}/mcp-host.json`;
