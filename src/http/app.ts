@@ -27,6 +27,7 @@ import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
+import { cors } from './cors.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
 import { metricsRoutes, observeRequests } from './metrics.js';
@@ -37,7 +38,7 @@ import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gatew
 import { connectionLookup, pdpLookup, protectedResourceChallenges, protectedResourceMetadataRoute, type ProtectedResourceDeps, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 import { signInRoutes } from './signin.js';
 import type { CookieSealer, SignIn } from '../signin/index.js';
-import { mcpAdminRoutes, mcpMetadataMiddleware, mcpMiddleware } from './mcp.js';
+import { mcpAdminRoutes, mcpMiddleware, mcpProtectedResources } from './mcp.js';
 import type { McpSurface } from '../mcp/index.js';
 
 /** The services the Koa application routes to (configuration, verifier, provider, registry, PDP, receipts, isolation). */
@@ -101,13 +102,15 @@ export function createApp(deps: AppDeps): Koa {
   app.use(requestContext(deps.logger));
   app.use(accessLog());
   app.use(securityHeaders());
+  // Cross-origin surfaces (./cors.ts): preflights answered before any authentication.
+  app.use(cors());
   app.use(adminNoStore());
   app.use(errorBoundary());
   const resources = protectedResources(deps);
   app.use(protectedResourceChallenges(resources));
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
-  if (deps.mcp) app.use(mcpMiddleware(deps.mcp)).use(mcpMetadataMiddleware({ mcp: deps.mcp, issuer: deps.issuer }));
+  if (deps.mcp) app.use(mcpMiddleware(deps.mcp));
   if (deps.llm) app.use(llmMiddleware(deps.llm));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
@@ -173,13 +176,14 @@ function isolationRoutes(deps: AppDeps, isolation: CredentialIsolation, authenti
   ];
 }
 
-/** RFC 9728: what Deputy fronts — gateway connections, the PDP, then `deps.protectedResources`. */
+/** RFC 9728: what Deputy fronts — gateway connections, the PDP, MCP servers, then `deps.protectedResources`. */
 function protectedResources(deps: AppDeps): ProtectedResourceDeps {
   return {
     issuer: deps.issuer,
     lookups: [
       ...(deps.isolation ? [connectionLookup(deps.issuer, deps.isolation.connections)] : []),
       pdpLookup(deps.issuer),
+      ...(deps.mcp ? [mcpProtectedResources(deps.issuer, deps.mcp)] : []),
       ...(deps.protectedResources ?? []),
     ],
   };

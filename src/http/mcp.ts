@@ -4,8 +4,9 @@
  * - `/mcp/{server}` — the Streamable HTTP endpoint (POST, GET, DELETE), plain middleware before
  *   the server-wide body parser and limit: the gateway reads bodies under each server's own limit
  *   and the SDK transport writes the response (JSON or SSE) itself.
- * - `GET /.well-known/oauth-protected-resource/mcp/{server}` — RFC 9728 protected resource
- *   metadata, so an unmodified MCP client finds Deputy as the server's authorization server.
+ * - its servers as RFC 9728 protected resources ({@link mcpProtectedResources}), served at
+ *   `/.well-known/oauth-protected-resource/mcp/{server}` and named by `/mcp` 401s like the
+ *   gateway's, so an unmodified MCP client finds Deputy as the server's authorization server.
  * - `/admin/mcp-servers…` — servers (create, list, read, delete), live tools with their pin
  *   verdicts, approving pins, importing publisher pins, exporting pins with the keys that
  *   verify them, revoking a pin. `deputy:admin` tokens only, like every admin route.
@@ -20,13 +21,12 @@ import { MCP_SERVER_ID, mcpServerSchema, type McpServerConfig } from '../mcp/con
 import { mcpAudience, McpHttpError, MCP_PREFIX, type McpSurface } from '../mcp/index.js';
 import type { StoredPin } from '../mcp/store.js';
 import { TOOL_PIN_ALGORITHMS, TOOL_PIN_TYP } from '../mcp/tool-pin.js';
-import { DPOP_ALGS } from '../util/algorithms.js';
 import { parseAdminBody, requireAdmin, schemaMembers, toWire, wireFields, wireTime } from './admin-api.js';
 import { RECEIPTS_JWKS_PATH } from './receipts.js';
 import { jsonBody, type Authenticate } from './util.js';
+import { mcpServerLookup, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 
 const MCP_PATH = new RegExp(`^${MCP_PREFIX}/([^/]+)/?$`);
-const METADATA_PATH = new RegExp(`^/\\.well-known/oauth-protected-resource${MCP_PREFIX}/([^/]+)$`);
 const SERVER_FIELDS = wireFields(schemaMembers(mcpServerSchema));
 
 /** `/mcp/{server}`: authenticated, decided and relayed by the MCP gateway. */
@@ -68,25 +68,20 @@ export interface McpRoutesDeps {
   bodyLimitBytes: number;
 }
 
-/** RFC 9728 §3: the metadata of `{issuer}/mcp/{server}` (GET). */
-export function mcpMetadataMiddleware(deps: Pick<McpRoutesDeps, 'mcp' | 'issuer'>): Koa.Middleware {
-  return async function mcpProtectedResourceMetadata(ctx, next) {
-    const m = METADATA_PATH.exec(ctx.path);
-    if (!m || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
-    const id = m[1]!;
-    const server = MCP_SERVER_ID.test(id) ? await deps.mcp.servers.get(id) : undefined;
-    if (!server) throw new NotFound(`MCP server "${id.slice(0, 64)}" does not exist`);
-    ctx.set('Cache-Control', 'public, max-age=300');
-    ctx.body = {
-      resource: mcpAudience(deps.issuer, server.id),
-      authorization_servers: [deps.issuer],
-      bearer_methods_supported: ['header'],
-      dpop_bound_access_tokens_required: true,
-      dpop_signing_alg_values_supported: DPOP_ALGS,
-      scopes_supported: server.settings.requiredScopes.length ? server.settings.requiredScopes : [`mcp:${server.id}`],
-      ...(server.settings.name ? { resource_name: server.settings.name } : {}),
-    };
-  };
+/**
+ * The MCP gateway's servers as RFC 9728 protected resources (`/mcp/{server}`), for the common
+ * document route and 401 challenges (./protected-resource-metadata.ts): `scopes_supported` is a
+ * server's `requiredScopes`, else `mcp:{server}`.
+ */
+export function mcpProtectedResources(issuer: string, mcp: Pick<McpSurface, 'servers'>): ProtectedResourceLookup {
+  return mcpServerLookup(issuer, {
+    get: async (id) => {
+      const server = await mcp.servers.get(id);
+      if (!server) return undefined;
+      const { name, requiredScopes } = server.settings;
+      return { id: server.id, name, requiredScopes: requiredScopes.length ? requiredScopes : [`mcp:${server.id}`] };
+    },
+  });
 }
 
 /** `/admin/mcp-servers`: servers and their pins. */
