@@ -3,8 +3,10 @@
  * by a local server (a throwaway CA-less self-signed certificate, trusted through `caFile`;
  * loopback allowed by `allowPrivateAddresses`, as only tests may). A good document is accepted
  * and named on the consent page; refusals for a host not allow-listed, an oversized, redirecting,
- * non-JSON or mismatching document, shared-secret authentication, a redirect URI not in the
- * document, a public client without DPoP, and — with the SSRF protection on — a private address.
+ * late, non-JSON or mismatching document, members Deputy refuses (named in the error),
+ * shared-secret authentication, a redirect URI not in the document, a public client without
+ * DPoP, and — with the SSRF protection on — a private address. A document shaped like the MCP
+ * SDK's metadata is accepted; its `scope` is a ceiling under the operator's scopes.
  *
  * And the whole flow for such a client (an openid-client public client with DPoP): its derived
  * registry agent (`cimd-…`) is `act.sub`, the token is recorded, receipted, usable at the gateway,
@@ -76,6 +78,7 @@ beforeAll(async () => {
       case '/blocked.json': return json(documentOf('/blocked.json'));
       case '/big.json': return json(documentOf('/big.json', { padding: 'x'.repeat(10_000) }));
       case '/redirect.json': return void res.writeHead(302, { location: '/good.json' }).end();
+      case '/hang.json': return; // never answers: the fetch's time limit ends it
       case '/html.json': return json(documentOf('/html.json'), 'text/html');
       case '/mismatch.json': return json(documentOf('/good.json'));
       case '/secret.json': return json(documentOf('/secret.json', { token_endpoint_auth_method: 'client_secret_basic' }));
@@ -179,12 +182,14 @@ describe('client ID metadata documents', () => {
     const res = await fetch((await authorizeUrl(issuer, `${docsBase}/good.json`, { redirect_uri: 'https://evil.example/cb' })).url, { redirect: 'manual' });
     expect(res.status).toBe(400);
     expect(res.headers.get('location')).toBeNull();
+    expect(await res.json()).toMatchObject({ error: 'invalid_redirect_uri' });
   });
 
   it.each([
     ['a host that is not allow-listed', 'https://evil.example/client.json'],
     ['an oversized document', '/big.json'],
     ['a redirecting document', '/redirect.json'],
+    ['a document that does not arrive in time', '/hang.json'],
     ['a document that is not JSON', '/html.json'],
     ['a document naming another client_id', '/mismatch.json'],
     ['a document with shared-secret authentication', '/secret.json'],
