@@ -464,7 +464,7 @@ async function decideDelegation(deps: CodeFlowDeps, issued: CodeFlowIssuance, re
  * The scope ceiling of the metadata-document client `clientId` (its document's `scope`, through
  * oidc-provider's cached resolution); `undefined` for any other client or a document without one.
  */
-export async function clientScopeCeiling(provider: Provider, clientId: string): Promise<readonly string[] | undefined> {
+async function clientScopeCeiling(provider: Provider, clientId: string): Promise<readonly string[] | undefined> {
   if (!isDocumentClientId(clientId)) return undefined;
   // Not caught: a document that cannot be resolved now gives no ceiling-less answer (fail closed).
   const client = await provider.Client.find(clientId);
