@@ -86,8 +86,11 @@ type Extra = {
   sendRequest: <U extends AnySchema>(request: { method: string; params?: Record<string, unknown> }, resultSchema: U) => Promise<SchemaOutput<U>>;
 };
 
-/** What a per-tool budget (issue 15) reads to reserve for one `tools/call`. */
-export interface McpBudgetContext {
+/**
+ * What a per-tool budget (issue 15, ./budget.ts) reads to reserve for one `tools/call`: the
+ * admission (principal, request id) and the receipt's description, besides the tool.
+ */
+export interface McpBudgetContext extends ActionContext, Described {
   caller: McpCaller;
   server: McpServerConfig;
   tool: string;

@@ -12,7 +12,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
-  CallToolRequestSchema, ElicitResultSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema, type Tool,
+  CallToolRequestSchema, ElicitResultSchema, ErrorCode, McpError, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema, type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import { dpopProof, type TestAgent } from './agents.js';
 
@@ -78,6 +78,8 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
           return { isError: true, content: [{ type: 'text', text: `could not ask: ${(err as Error).message}` }] };
         }
       }
+      // Not listed by default: a test that wants a tool failing with a JSON-RPC error lists it.
+      if (req.params.name === 'fail') throw new McpError(ErrorCode.InternalError, 'the tool failed upstream');
       if (req.params.name === 'whoami') {
         const auth = String(extra.requestInfo?.headers.authorization ?? '');
         return { content: [{ type: 'text', text: `you sent ${auth} (${Buffer.from(auth).toString('base64')})` }] };
