@@ -28,6 +28,7 @@ export type OAuthErrorCode =
 export type DeputyErrorCode =
   | OAuthErrorCode
   | 'unsupported_token_type'
+  | 'invalid_client_metadata'
   | 'invalid_token'
   | 'insufficient_scope'
   | 'invalid_dpop_proof'
@@ -142,6 +143,17 @@ export class InvalidRequest extends DeputyError {
 export class InvalidClient extends DeputyError {
   constructor(description: string, options?: Described & { challenge?: Challenge }) {
     super(401, 'invalid_client', description, options);
+  }
+}
+
+/**
+ * RFC 7591 §3.2.2 `invalid_client_metadata`: a client's metadata (here: a Client ID Metadata
+ * Document, draft-ietf-oauth-client-id-metadata-document) has a member Deputy refuses. 400; the
+ * description names the member.
+ */
+export class InvalidClientMetadata extends DeputyError {
+  constructor(description: string, options?: Described) {
+    super(400, 'invalid_client_metadata', description, options);
   }
 }
 

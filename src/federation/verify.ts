@@ -110,10 +110,7 @@ export class FederationVerifier {
     const config: TrustedIssuerConfig =
       options.signInClientId === undefined ? issuer.config : { ...issuer.config, idToken: { clientId: options.signInClientId, scopes: [] } };
 
-    const alg = header.alg;
-    if (typeof alg !== 'string' || !(config.algorithms as readonly string[]).includes(alg)) {
-      throw refuse('ERR_FEDERATION_ALG', `the token's signing algorithm (header alg) is not accepted for trusted issuer "${config.id}"; accepted: ${config.algorithms.join(', ')}`);
-    }
+    checkAlgorithm(header, config);
     if (config.preset === 'entra') refuseGraphToken(header, config.audience);
     if (config.preset === 'okta') refuseOktaOrgAccessToken(match.iss, claims, kind);
     const candidates = candidateKinds(kind, config);
@@ -187,10 +184,7 @@ export class FederationVerifier {
       const { header, claims } = decode(token);
       const { issuer, match } = this.#trustedIssuerOf(claims);
       const { config } = issuer;
-      const alg = header.alg;
-      if (typeof alg !== 'string' || !(config.algorithms as readonly string[]).includes(alg)) {
-        throw refuse('ERR_FEDERATION_ALG', `the token's signing algorithm (header alg) is not accepted for trusted issuer "${config.id}"; accepted: ${config.algorithms.join(', ')}`);
-      }
+      checkAlgorithm(header, config);
       let payload: JWTPayload;
       try {
         ({ payload } = await jwtVerify(token, await keysOf(issuer), {
@@ -217,6 +211,18 @@ export class FederationVerifier {
       if (err instanceof FederationError) throw refuse(err.code, err.description.replaceAll('the subject token', 'the ID-JAG'), err.cause);
       throw err;
     }
+  }
+}
+
+/**
+ * Step 5 (module table): the header `alg` is one of the issuer's `algorithms` — checked before
+ * any key is fetched or used, so `none` and HS256-with-the-public-key never reach jose.
+ * @throws FederationError `ERR_FEDERATION_ALG`
+ */
+function checkAlgorithm(header: { alg?: unknown }, config: TrustedIssuerConfig): void {
+  const alg = header.alg;
+  if (typeof alg !== 'string' || !(config.algorithms as readonly string[]).includes(alg)) {
+    throw refuse('ERR_FEDERATION_ALG', `the token's signing algorithm (header alg) is not accepted for trusted issuer "${config.id}"; accepted: ${config.algorithms.join(', ')}`);
   }
 }
 

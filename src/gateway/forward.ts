@@ -9,8 +9,9 @@
  * last, so an agent cannot pre-empt it. `Accept-Encoding: identity` is requested so the
  * response can be checked for the credential (below).
  *
- * Response: hop-by-hop fields and credential-bearing ones (`Set-Cookie`, `WWW-Authenticate`,
- * `Authentication-Info`, the injected header's name) are removed; `Location` under the upstream
+ * Response: hop-by-hop fields, credential-bearing ones (`Set-Cookie`, `WWW-Authenticate`,
+ * `Authentication-Info`, the injected header's name) and the upstream's CORS fields
+ * (`Access-Control-*`) are removed; `Location` under the upstream
  * base is rewritten to the gateway URL. Header values and the body (streamed through) have any
  * occurrence of the injected secret or header value — as it is or in a common encoding, see
  * ./redact.ts — replaced by `[redacted]`: an upstream that echoes the credential (an error
@@ -141,7 +142,8 @@ export class Forwarder {
     // Built once per response: headers and every body chunk share the needles.
     const redactor = new Redactor(options.secrets);
     for (const [name, value] of Object.entries(res.headers)) {
-      if (dropped.has(name)) continue;
+      // The upstream's CORS is not Deputy's: Deputy's origin answers cross-origin by its own rules (src/http/cors.ts).
+      if (dropped.has(name) || name.startsWith('access-control-')) continue;
       headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, redactor)) : redactText(value, redactor);
     }
     if (typeof headers.location === 'string') {

@@ -27,6 +27,7 @@ import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
 import { pdpRoutes } from './authzen.js';
+import { cors } from './cors.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
 import { metricsRoutes, observeRequests } from './metrics.js';
@@ -101,6 +102,8 @@ export function createApp(deps: AppDeps): Koa {
   app.use(requestContext(deps.logger));
   app.use(accessLog());
   app.use(securityHeaders());
+  // Cross-origin surfaces (./cors.ts): preflights answered before any authentication.
+  app.use(cors());
   app.use(adminNoStore());
   app.use(errorBoundary());
   const resources = protectedResources(deps);

@@ -98,9 +98,7 @@ export function protectedResourceMetadataRoute(deps: ProtectedResourceDeps): Koa
     const resource = path === '' ? undefined : await find(deps, path);
     if (resource === undefined) throw new NotFound('no protected resource has metadata at this address');
     ctx.set('Cache-Control', `public, max-age=${MAX_AGE}`);
-    // A public document: browser-based MCP clients fetch it cross-origin, as they do the
-    // authorization server metadata (which oidc-provider serves with CORS). No credentials.
-    ctx.set('Access-Control-Allow-Origin', '*');
+    // Readable cross-origin (browser-based MCP clients), without credentials: ./cors.ts.
     ctx.body = protectedResourceMetadata(deps.issuer, resource);
   };
 }

@@ -22,6 +22,8 @@ import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { readFileSync } from 'node:fs';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
 import { Agent, fetch as undiciFetch } from 'undici';
+import { InvalidClientMetadata } from '../errors/index.js';
+import { isScopeToken } from '../util/scope.js';
 import type { Logger } from '../log.js';
 
 /** The options of `oauth.authorizationCode.clientIdMetadataDocuments` this module reads. */
@@ -29,6 +31,8 @@ export interface DocumentPolicy {
   allowedHosts: readonly string[];
   allowPrivateAddresses: boolean;
   caFile?: string | undefined;
+  /** The largest document read, bytes. */
+  maxBytes: number;
 }
 
 /** A `client_id` that names a metadata document: an https URL (draft §3). */
@@ -47,34 +51,106 @@ export function isAllowedDocumentUrl(clientId: string, policy: Pick<DocumentPoli
   return hosts.has(url.host.toLowerCase());
 }
 
-/** The client metadata members Deputy checks (RFC 7591 §2 names). */
-export interface DocumentMetadata {
-  client_id?: unknown;
-  redirect_uris?: unknown;
-  grant_types?: unknown;
-  response_types?: unknown;
-  token_endpoint_auth_method?: unknown;
-  jwks_uri?: unknown;
-  jwks?: unknown;
-}
+/**
+ * The Deputy-private client metadata member that carries a document's `scope` (its ceiling) to
+ * Deputy through oidc-provider: oidc-provider checks a client's `scope` against its own supported
+ * scopes — Deputy's admin and PDP scopes only — so it refuses any document listing a resource's
+ * scopes, and would accept one listing Deputy's own. It never sees `scope` (see {@link providerDocument}).
+ */
+export const DOCUMENT_SCOPE_MEMBER = 'deputy_document_scope';
+
+/** What Deputy does with a metadata document member. */
+export type MemberTreatment = 'honoured' | 'ignored' | 'refused';
+
+/**
+ * Deputy's decision for each RFC 7591 §2 member (the MCP TypeScript SDK's `OAuthClientMetadata`
+ * lists these) and the draft's forbidden ones. `honoured`: checked, then used; `ignored`: dropped
+ * before oidc-provider sees the document (RFC 7591 §2: unknown members are ignored too);
+ * `refused`: the document is refused with `invalid_client_metadata` naming the member.
+ */
+export const DOCUMENT_MEMBERS: Readonly<Record<string, { treatment: MemberTreatment; why: string }>> = {
+  client_id: { treatment: 'honoured', why: 'must equal the document URL (draft §4.1)' },
+  client_name: { treatment: 'honoured', why: 'shown on the consent page and as the agent name' },
+  redirect_uris: { treatment: 'honoured', why: 'at least one; a request must use one exactly' },
+  grant_types: { treatment: 'honoured', why: 'authorization_code, optionally refresh_token' },
+  response_types: { treatment: 'honoured', why: '["code"] only' },
+  token_endpoint_auth_method: { treatment: 'honoured', why: '"none" (public, DPoP-bound) or "private_key_jwt" with jwks_uri' },
+  jwks_uri: { treatment: 'honoured', why: 'the keys of a private_key_jwt client' },
+  scope: { treatment: 'honoured', why: 'a ceiling: never more than the operator allows, intersected' },
+  application_type: { treatment: 'honoured', why: 'native clients may use loopback http and custom-scheme redirect URIs' },
+  dpop_bound_access_tokens: { treatment: 'honoured', why: 'RFC 9449 §5.2: DPoP required for this client' },
+  client_uri: { treatment: 'ignored', why: 'display only; the consent page names the client by its URL' },
+  logo_uri: { treatment: 'ignored', why: 'Deputy\'s consent page loads nothing from a client' },
+  tos_uri: { treatment: 'ignored', why: 'display only' },
+  policy_uri: { treatment: 'ignored', why: 'display only' },
+  contacts: { treatment: 'ignored', why: 'not used (oidc-provider would refuse non-email contacts)' },
+  software_id: { treatment: 'ignored', why: 'not used' },
+  software_version: { treatment: 'ignored', why: 'not used' },
+  software_statement: { treatment: 'ignored', why: 'not verified (RFC 7591 §3.1.1 allows ignoring it)' },
+  jwks: { treatment: 'refused', why: 'keys are published at jwks_uri, so they can rotate' },
+  client_secret: { treatment: 'refused', why: 'a document is public (draft §4.1)' },
+  client_secret_expires_at: { treatment: 'refused', why: 'a document is public (draft §4.1)' },
+};
+
+/** Members handed to oidc-provider: the honoured ones (`scope` under {@link DOCUMENT_SCOPE_MEMBER}). */
+const PASSED_MEMBERS = Object.keys(DOCUMENT_MEMBERS).filter((m) => DOCUMENT_MEMBERS[m]!.treatment === 'honoured' && m !== 'scope');
 
 const CODE_FLOW_GRANTS = new Set(['authorization_code', 'refresh_token']);
+/** The scope values of a document's `scope`; `undefined` when it is not a string of scope tokens. */
+function scopeValues(scope: unknown): string[] | undefined {
+  if (typeof scope !== 'string') return undefined;
+  const values = scope.split(' ').filter(Boolean);
+  return values.every((v) => isScopeToken(v)) ? values : undefined;
+}
 
-/** Why Deputy refuses a (fetched, parsed) client metadata document; `undefined` when it is fine. */
-export function documentProblem(doc: DocumentMetadata): string | undefined {
+/**
+ * The member of a (fetched, parsed) document Deputy refuses, and why: `undefined` when it is
+ * fine. Checks only what Deputy honours or refuses ({@link DOCUMENT_MEMBERS}); oidc-provider
+ * then checks URIs and `client_id`.
+ */
+export function documentProblem(doc: Record<string, unknown>): { member: string; reason: string } | undefined {
+  const refused = Object.keys(DOCUMENT_MEMBERS).find((m) => DOCUMENT_MEMBERS[m]!.treatment === 'refused' && m in doc);
+  if (refused) return { member: refused, reason: `not accepted: ${DOCUMENT_MEMBERS[refused]!.why}` };
   if (!Array.isArray(doc.redirect_uris) || doc.redirect_uris.length === 0 || !doc.redirect_uris.every((u) => typeof u === 'string')) {
-    return 'redirect_uris must list at least one redirect URI';
+    return { member: 'redirect_uris', reason: 'must list at least one redirect URI' };
   }
   const grants = doc.grant_types ?? ['authorization_code'];
   if (!Array.isArray(grants) || !grants.includes('authorization_code') || !grants.every((g) => CODE_FLOW_GRANTS.has(g as string))) {
-    return 'grant_types may only list authorization_code and refresh_token';
+    return { member: 'grant_types', reason: 'may only list authorization_code and refresh_token' };
   }
   const responses = doc.response_types ?? ['code'];
-  if (!Array.isArray(responses) || responses.length !== 1 || responses[0] !== 'code') return 'response_types must be ["code"]';
+  if (!Array.isArray(responses) || responses.length !== 1 || responses[0] !== 'code') return { member: 'response_types', reason: 'must be ["code"]' };
+  if (doc.scope !== undefined && scopeValues(doc.scope) === undefined) return { member: 'scope', reason: 'must be space-separated scope values (RFC 6749 §3.3)' };
   const method = doc.token_endpoint_auth_method;
   if (method === 'none') return undefined;
-  if (method === 'private_key_jwt') return typeof doc.jwks_uri === 'string' && doc.jwks === undefined ? undefined : 'private_key_jwt clients must publish their keys at jwks_uri';
-  return 'token_endpoint_auth_method must be "none" or "private_key_jwt"';
+  if (method === 'private_key_jwt') return typeof doc.jwks_uri === 'string' ? undefined : { member: 'jwks_uri', reason: 'a private_key_jwt client must publish its keys at jwks_uri' };
+  return { member: 'token_endpoint_auth_method', reason: 'must be "none" or "private_key_jwt" (absent means client_secret_basic, which a metadata document may not use)' };
+}
+
+/**
+ * The document as oidc-provider sees it: the honoured members only, `scope` moved to
+ * {@link DOCUMENT_SCOPE_MEMBER}, everything else dropped — so oidc-provider never refuses a
+ * member Deputy ignores, nor reads one Deputy did not check.
+ * @throws InvalidClientMetadata naming the member Deputy refuses ({@link documentProblem})
+ */
+export function providerDocument(doc: Record<string, unknown>): Record<string, unknown> {
+  const problem = documentProblem(doc);
+  if (problem) throw new InvalidClientMetadata(`client metadata document member ${problem.member}: ${problem.reason}`);
+  const out: Record<string, unknown> = {};
+  for (const m of PASSED_MEMBERS) if (doc[m] !== undefined) out[m] = doc[m];
+  // An empty `scope` is as if omitted (RFC 7591 §2: the operator's default set applies).
+  const scope = scopeValues(doc.scope);
+  if (scope?.length) out[DOCUMENT_SCOPE_MEMBER] = scope.join(' ');
+  return out;
+}
+
+/**
+ * The scope ceiling of a metadata-document client, from its oidc-provider metadata: `undefined`
+ * when its document lists no `scope` (the operator's scopes apply unchanged).
+ */
+export function documentScopeCeiling(metadata: Readonly<Record<string, unknown>>): readonly string[] | undefined {
+  const scope = metadata[DOCUMENT_SCOPE_MEMBER];
+  return typeof scope === 'string' ? scope.split(' ').filter(Boolean) : undefined;
 }
 
 /** `application/json` or a `+json` media type (RFC 6839 §3.1), parameters ignored. */
@@ -154,6 +230,54 @@ export function documentFetch(policy: DocumentPolicy, logger: Logger): (url: URL
       await res.body?.cancel();
       throw new TypeError('the response is not JSON (Content-Type)');
     }
-    return res;
+    return isDocumentRequest(url, options) ? asProviderDocument(res, policy.maxBytes) : res;
   };
+}
+
+/**
+ * Whether oidc-provider is fetching a metadata document (lib/helpers/client_id_metadata_document.js,
+ * 9.13.3): the only GET it sends with `redirect: 'manual'` (JWKS and sector fetches follow
+ * redirects; its other manual ones are POSTs), to an https `client_id`.
+ */
+function isDocumentRequest(url: URL | string, options: FetchOptions): boolean {
+  return isDocumentClientId(String(url)) && options.redirect === 'manual' && (options.method ?? 'GET').toUpperCase() === 'GET';
+}
+
+/**
+ * A fetched document's response rewritten to {@link providerDocument}'s: what oidc-provider
+ * parses, checks and caches (with the response's caching headers). A response that is no
+ * JSON object is handed on as it came, for oidc-provider to refuse.
+ * @throws InvalidClientMetadata naming a refused member; TypeError when over `maxBytes`
+ */
+async function asProviderDocument(res: Response, maxBytes: number): Promise<Response> {
+  if (res.status !== 200) return res;
+  const text = await readAtMost(res, maxBytes);
+  const headers = new Headers(res.headers);
+  headers.delete('content-length');
+  headers.delete('content-encoding');
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    return new Response(text, { status: 200, headers });
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return new Response(text, { status: 200, headers });
+  return new Response(JSON.stringify(providerDocument(doc as Record<string, unknown>)), { status: 200, headers });
+}
+
+/** The body as text, read only up to `maxBytes` (the fetch fails beyond: nothing larger is buffered). */
+async function readAtMost(res: Response, maxBytes: number): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (declared > maxBytes) {
+    await res.body?.cancel();
+    throw new TypeError(`the document is larger than ${maxBytes} bytes`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    if (size > maxBytes) throw new TypeError(`the document is larger than ${maxBytes} bytes`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -3,8 +3,10 @@
  * by a local server (a throwaway CA-less self-signed certificate, trusted through `caFile`;
  * loopback allowed by `allowPrivateAddresses`, as only tests may). A good document is accepted
  * and named on the consent page; refusals for a host not allow-listed, an oversized, redirecting,
- * non-JSON or mismatching document, shared-secret authentication, a redirect URI not in the
- * document, a public client without DPoP, and — with the SSRF protection on — a private address.
+ * late, non-JSON or mismatching document, members Deputy refuses (named in the error),
+ * shared-secret authentication, a redirect URI not in the document, a public client without
+ * DPoP, and — with the SSRF protection on — a private address. A document shaped like the MCP
+ * SDK's metadata is accepted; its `scope` is a ceiling under the operator's scopes.
  *
  * And the whole flow for such a client (an openid-client public client with DPoP): its derived
  * registry agent (`cimd-…`) is `act.sub`, the token is recorded, receipted, usable at the gateway,
@@ -46,6 +48,22 @@ function documentOf(path: string, extra: Record<string, unknown> = {}): Record<s
   };
 }
 
+/**
+ * A document shaped exactly like the MCP TypeScript SDK's `OAuthClientMetadata` (1.32,
+ * src/shared/auth.ts: every member it defines) with the SDK example client's values, as a public
+ * client (`none`: the SDK sends no secret for a URL `client_id`). Display members Deputy ignores
+ * carry values oidc-provider would refuse (an http logo, a contact that is not an email address).
+ */
+function sdkDocument(path: string, scope: string): Record<string, unknown> {
+  return {
+    client_id: `${docsBase}${path}`, client_name: 'Simple OAuth MCP Client', redirect_uris: [REDIRECT],
+    grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none',
+    client_uri: 'https://client.example', logo_uri: 'http://client.example/logo.png', scope, contacts: ['the MCP team'],
+    tos_uri: 'https://client.example/tos', policy_uri: 'https://client.example/policy', jwks_uri: 'https://client.example/jwks',
+    software_id: 'simple-oauth-client', software_version: '1.0.0', software_statement: 'eyJhbGciOiJub25lIn0.e30.',
+  };
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cimd-'));
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=localhost',
@@ -61,10 +79,17 @@ beforeAll(async () => {
       case '/blocked.json': return json(documentOf('/blocked.json'));
       case '/big.json': return json(documentOf('/big.json', { padding: 'x'.repeat(10_000) }));
       case '/redirect.json': return void res.writeHead(302, { location: '/good.json' }).end();
+      case '/hang.json': return; // never answers: the fetch's time limit ends it
       case '/html.json': return json(documentOf('/html.json'), 'text/html');
       case '/mismatch.json': return json(documentOf('/good.json'));
       case '/secret.json': return json(documentOf('/secret.json', { token_endpoint_auth_method: 'client_secret_basic' }));
       case '/implicit.json': return json(documentOf('/implicit.json', { response_types: ['token'] }));
+      case '/sdk.json': return json(sdkDocument('/sdk.json', 'deputy.read deputy.write deputy:admin authzen:evaluate other.scope'));
+      case '/narrow.json': return json(sdkDocument('/narrow.json', 'deputy.read'));
+      case '/sdk-secret.json': return json({ ...sdkDocument('/sdk-secret.json', 'deputy.read'), token_endpoint_auth_method: 'client_secret_post' });
+      case '/jwks.json': return json(documentOf('/jwks.json', { jwks: { keys: [] } }));
+      case '/bad-scope.json': return json(documentOf('/bad-scope.json', { scope: ['deputy.read'] }));
+      case '/no-auth-method.json': { const { token_endpoint_auth_method: _m, ...doc } = documentOf('/no-auth-method.json'); return json(doc); }
       default: return void res.writeHead(404).end();
     }
   });
@@ -82,7 +107,7 @@ beforeAll(async () => {
   up = await startMockUpstream();
   const port = await freePort();
   issuer = `http://localhost:${port}`;
-  const documents = { enabled: true, allowedHosts: [new URL(docsBase).host], scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] };
+  const documents = { enabled: true, allowedHosts: [new URL(docsBase).host], scopes: ['deputy.read', 'deputy.write'], audiences: [`${issuer}/gw/echo`] };
   deputy = await startTestDeputy({
     env: { ECHO_KEY: 'echo-upstream-key-0123456789' },
     config: {
@@ -158,17 +183,22 @@ describe('client ID metadata documents', () => {
     const res = await fetch((await authorizeUrl(issuer, `${docsBase}/good.json`, { redirect_uri: 'https://evil.example/cb' })).url, { redirect: 'manual' });
     expect(res.status).toBe(400);
     expect(res.headers.get('location')).toBeNull();
+    expect(await res.json()).toMatchObject({ error: 'invalid_redirect_uri' });
   });
 
   it.each([
     ['a host that is not allow-listed', 'https://evil.example/client.json'],
     ['an oversized document', '/big.json'],
     ['a redirecting document', '/redirect.json'],
+    ['a document that does not arrive in time', '/hang.json'],
     ['a document that is not JSON', '/html.json'],
     ['a document naming another client_id', '/mismatch.json'],
     ['a document with shared-secret authentication', '/secret.json'],
     ['a document for another flow than the code flow', '/implicit.json'],
     ['a missing document', '/missing.json'],
+    ['a document with jwks (keys are published at jwks_uri)', '/jwks.json'],
+    ['a document whose scope is not a string', '/bad-scope.json'],
+    ['a document without token_endpoint_auth_method (client_secret_basic by default)', '/no-auth-method.json'],
   ])('refuses %s (invalid_client, no redirect)', async (_what, target) => {
     const clientId = target.startsWith('https://') ? target : `${docsBase}${target}`;
     const res = await fetch((await authorizeUrl(issuer, clientId)).url, { redirect: 'manual' });
@@ -176,6 +206,21 @@ describe('client ID metadata documents', () => {
     expect(res.status).toBeLessThan(500);
     expect(res.headers.get('location')).toBeNull();
     expect(await res.json()).toMatchObject({ error: expect.stringMatching(/^invalid_client/) });
+  });
+
+  it.each([
+    ['/secret.json', 'token_endpoint_auth_method'],
+    ['/sdk-secret.json', 'token_endpoint_auth_method'],
+    ['/implicit.json', 'response_types'],
+    ['/jwks.json', 'jwks'],
+    ['/bad-scope.json', 'scope'],
+    ['/no-auth-method.json', 'token_endpoint_auth_method'],
+  ])('the refusal of %s is invalid_client_metadata naming the member (%s)', async (target, member) => {
+    const res = await fetch((await authorizeUrl(issuer, `${docsBase}${target}`)).url, { redirect: 'manual' });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { error: string; error_description: string };
+    expect(body.error).toBe('invalid_client_metadata');
+    expect(body.error_description).toContain(`member ${member}:`);
   });
 
   it('with the SSRF protection on, refuses a document on a private (loopback) address', async () => {
@@ -197,17 +242,56 @@ async function documentClient(clientId: string) {
 }
 
 /** Sign-in, consent (approve), back to the client: the redirect URL with the code. */
-async function authorizeDocumentClient(clientId: string, jkt: string): Promise<{ back: URL; verifier: string }> {
+async function authorizeDocumentClient(clientId: string, jkt: string, params: Record<string, string> = {}): Promise<{ back: URL; verifier: string; consent: string }> {
   const browser = new Browser();
   browser.setCookie('127.0.0.1', 'okta_user', OKTA_USER_ID);
-  const { url, verifier } = await authorizeUrl(issuer, clientId, { dpop_jkt: jkt });
+  const { url, verifier } = await authorizeUrl(issuer, clientId, { dpop_jkt: jkt, ...params });
   const consent = await browser.visit(url, { stopAt: (next) => next.href.startsWith(REDIRECT) });
   expect(consent.status).toBe(200);
   const csrf = /name="csrf" value="([^"]+)"/.exec(consent.body)![1]!;
   const decided = await browser.submit(consent.url, { csrf, decision: 'approve' }, { origin: issuer });
   const back = new URL((await browser.visit(decided.location!, { stopAt: (next) => next.href.startsWith(REDIRECT) })).location!);
-  return { back, verifier };
+  return { back, verifier, consent: consent.body };
 }
+
+/** The scopes listed on a consent page. */
+function consentScopes(page: string): string[] {
+  return [...page.matchAll(/<li><code>([^<]+)<\/code><\/li>/g)].map((m) => m[1]!);
+}
+
+describe('document members: scope is a ceiling; the SDK\'s metadata shape is accepted', () => {
+  it('a document shaped like the MCP SDK\'s metadata, with a scope wider than allowed: accepted; the token gets only what the operator allows', async () => {
+    const clientId = `${docsBase}/sdk.json`;
+    const c = await documentClient(clientId);
+    const { back, verifier, consent } = await authorizeDocumentClient(clientId, c.jkt, { scope: 'deputy.read deputy.write deputy:admin other.scope' });
+    expect(consent).toContain('Simple OAuth MCP Client');
+    expect(consentScopes(consent)).toEqual(['deputy.read', 'deputy.write']);
+    const tokens = await client.authorizationCodeGrant(c.config, back, { pkceCodeVerifier: verifier, expectedState: 'st' }, undefined, { DPoP: c.handle });
+    expect(decodeJwt(tokens.access_token)).toMatchObject({ scope: 'deputy.read deputy.write', act: { sub: documentAgentId(clientId) } });
+    expect(await deputy.agents.get(documentAgentId(clientId))).toMatchObject({ scopes: ['deputy.read', 'deputy.write'] });
+  });
+
+  it('a document whose scope is narrower than the operator allows: the client never gets more than its document lists, refresh included', async () => {
+    const clientId = `${docsBase}/narrow.json`;
+    const c = await documentClient(clientId);
+    const { back, verifier, consent } = await authorizeDocumentClient(clientId, c.jkt, { scope: 'deputy.read deputy.write' });
+    expect(consentScopes(consent)).toEqual(['deputy.read']);
+    const tokens = await client.authorizationCodeGrant(c.config, back, { pkceCodeVerifier: verifier, expectedState: 'st' }, undefined, { DPoP: c.handle });
+    expect(decodeJwt(tokens.access_token).scope).toBe('deputy.read');
+    // Asking for more at refresh is refused (RFC 6749 §6: never beyond the original grant).
+    await expect(client.refreshTokenGrant(c.config, tokens.refresh_token!, { scope: 'deputy.read deputy.write' }, { DPoP: c.handle })).rejects.toMatchObject({ error: 'invalid_scope' });
+  });
+
+  it('Deputy\'s own scopes in a document give nothing: no token for Deputy\'s admin API', async () => {
+    const browser = new Browser();
+    browser.setCookie('127.0.0.1', 'okta_user', OKTA_USER_ID);
+    const { url } = await authorizeUrl(issuer, `${docsBase}/sdk.json`, { scope: 'deputy:admin', resource: `${issuer}/admin` });
+    const res = await browser.visit(url, { stopAt: (next) => next.href.startsWith(REDIRECT) });
+    const back = new URL(res.location!);
+    expect(back.searchParams.get('error')).toBe('invalid_target');
+    expect(back.searchParams.get('code')).toBeNull();
+  });
+});
 
 describe('a metadata-document client end to end: a registry agent of its own', () => {
   it('gets a DPoP-bound token acting as its derived agent: recorded, receipted, usable at the gateway, refreshed with rotation, revoked in cascade', async () => {
@@ -219,7 +303,7 @@ describe('a metadata-document client end to end: a registry agent of its own', (
     // Consent created the agent: the operator's limits, the document's name, flagged with its URL.
     expect(await deputy.agents.get(agentId)).toMatchObject({
       id: agentId, name: 'Flow Client', source: 'client_id_metadata', clientIdUrl: clientId, status: 'active',
-      scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`], maxDelegationDepth: 1,
+      scopes: ['deputy.read', 'deputy.write'], audiences: [`${issuer}/gw/echo`], maxDelegationDepth: 1,
     });
 
     const tokens = await client.authorizationCodeGrant(c.config, back, { pkceCodeVerifier: verifier, expectedState: 'st' }, undefined, { DPoP: c.handle });

@@ -179,6 +179,19 @@ describe('ID-JAG: refused, naming the check', () => {
     expect(idp.requests.jwks).toBe(fetched);
   });
 
+  it('alg none, or HS256 keyed with the issuer\'s public key → invalid_grant (alg), no key fetched', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: idp.oktaIssuer, sub: OKTA_USER_ID, aud: issuer, client_id: 'agent-a', jti: randomUUID(), iat: now, exp: now + 60 };
+    const fetched = idp.requests.jwks;
+    const unsecured = await idp.sign(claims, { alg: 'none', header: { typ: 'oauth-id-jag+jwt' } });
+    const published = new TextEncoder().encode(JSON.stringify(idp.activeKey.publicJwk));
+    const confused = await idp.sign(claims, { alg: 'HS256', key: published, header: { typ: 'oauth-id-jag+jwt' } });
+    for (const assertion of [unsecured, confused]) {
+      expect(await grantError(a(), assertion)).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/signing algorithm \(header alg\)/) });
+    }
+    expect(idp.requests.jwks).toBe(fetched);
+  });
+
   it('signed with a key the issuer does not publish → invalid_grant', async () => {
     const now = Math.floor(Date.now() / 1000);
     const forged = await idp.sign({ iss: idp.oktaIssuer, sub: OKTA_USER_ID, aud: issuer, client_id: 'agent-a', jti: randomUUID(), iat: now, exp: now + 60 }, { key: await idp.createKey(), header: { typ: 'oauth-id-jag+jwt' } });

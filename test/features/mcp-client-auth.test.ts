@@ -15,6 +15,9 @@
  * says `client_id_metadata_document_supported`), a public client (`none`) binding its token with
  * DPoP; Deputy makes it the registry agent `cimd-…` (`act.sub`).
  *
+ * And the same host through the MCP gateway (`/mcp/{server}`), where every message is decided
+ * and receipted: from its 401 to a tool call.
+ *
  * Discovery is the SDK's own: the gateway's 401 offers a `Bearer` challenge first with RFC 9728
  * `resource_metadata`, which names Deputy's protected resource metadata for `/gw/mcp`
  * (issue 13 §4), whose `authorization_servers` is Deputy.
@@ -167,10 +170,8 @@ beforeAll(async () => {
     '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(certDir, 'key.pem'), '-out', join(certDir, 'cert.pem')], { stdio: 'ignore' });
   docs = createHttpsServer({ key: readFileSync(join(certDir, 'key.pem')), cert: readFileSync(join(certDir, 'cert.pem')) }, (req, res) => {
     if (req.url !== '/mcp-host.json') return void res.writeHead(404).end();
-    // Without `scope`: oidc-provider checks a document's `scope` against its own supported scopes
-    // (Deputy's are its resource scopes only), and Deputy takes a document client's scopes from configuration anyway.
-    const { scope: _scope, ...document } = new DocumentProvider().clientMetadata;
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ client_id: documentUrl, ...document }));
+    // The SDK's own metadata, `scope` included (a ceiling for Deputy), as the host would publish it.
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ client_id: documentUrl, ...new DocumentProvider().clientMetadata }));
   });
   await new Promise<void>((resolve) => docs.listen(0, '127.0.0.1', resolve));
   documentUrl = `https://localhost:${(docs.address() as AddressInfo).port}/mcp-host.json`;
@@ -179,14 +180,16 @@ beforeAll(async () => {
     config: {
       server: { port },
       trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
-      agents: [agentConfig('mcp-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/mcp`] })],
+      agents: [agentConfig('mcp-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/mcp`, `${issuer}/mcp/up`] })],
       connections: [{ id: 'mcp', kind: 'api_key', baseUrl: upstreamBase, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'MCP_KEY' }, requiredScopes: ['deputy.read'] }],
+      // The same upstream behind the MCP gateway (`/mcp/up`): every message decided (pins off: no pin to approve here).
+      mcpServers: [{ id: 'up', url: `${upstreamBase}/mcp`, allowInsecureHttp: true, connection: 'mcp', requiredScopes: ['deputy.read'], pinning: 'off' }],
       oauth: {
         authorizationCode: {
           enabled: true,
           clients: [{ clientId: 'mcp-agent', redirectUris: [REDIRECT] }],
           clientIdMetadataDocuments: {
-            enabled: true, allowedHosts: [new URL(documentUrl).host], scopes: ['deputy.read'], audiences: [`${issuer}/gw/mcp`],
+            enabled: true, allowedHosts: [new URL(documentUrl).host], scopes: ['deputy.read'], audiences: [`${issuer}/gw/mcp`, `${issuer}/mcp/up`],
             allowPrivateAddresses: true, caFile: join(certDir, 'cert.pem'),
           },
         },
@@ -275,6 +278,44 @@ describe('the MCP SDK client against Deputy', () => {
     await client.connect(transport);
     const result = await client.callTool({ name: 'echo', arguments: { text: 'from anywhere' } });
     expect(result.content).toEqual([{ type: 'text', text: 'echo: from anywhere' }]);
+    await client.close();
+  });
+  it('through the MCP gateway (/mcp/{server}): a host identified by its metadata document goes from the 401 to a token and a decided tool call', async () => {
+    const provider = new DocumentProvider();
+    const serverUrl = new URL(`${issuer}/mcp/up`);
+    const first = new Client({ name: 'any-host', version: '1.0.0' });
+    await expect(first.connect(new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: dpopFetch }))).rejects.toThrow(/Unauthorized/i);
+    // Found from the 401's own resource_metadata (a Bearer challenge first), not by probing well-known URLs.
+    expect(provider.discoveryState()).toMatchObject({
+      authorizationServerUrl: issuer,
+      resourceMetadataUrl: `${issuer}/.well-known/oauth-protected-resource/mcp/up`,
+      resourceMetadata: { resource: `${issuer}/mcp/up`, authorization_servers: [issuer] },
+    });
+    const authorization = provider.authorizationUrl!;
+    expect(Object.fromEntries(authorization.searchParams)).toMatchObject({ client_id: documentUrl, code_challenge_method: 'S256', resource: `${issuer}/mcp/up` });
+
+    const browser = new Browser();
+    browser.setCookie('127.0.0.1', 'okta_user', OKTA_USER_ID);
+    const consent = await browser.visit(authorization.href, { stopAt: (next) => next.href.startsWith(REDIRECT) });
+    const csrf = /name="csrf" value="([^"]+)"/.exec(consent.body)![1]!;
+    const decided = await browser.submit(consent.url, { csrf, decision: 'approve' }, { origin: issuer });
+    const back = new URL((await browser.visit(decided.location!, { stopAt: (next) => next.href.startsWith(REDIRECT) })).location!);
+
+    const transport = new StreamableHTTPClientTransport(serverUrl, { authProvider: provider, fetch: dpopFetch });
+    await transport.finishAuth(back.searchParams.get('code')!);
+    const token = provider.tokens()!.access_token;
+    const agentId = documentAgentId(documentUrl);
+    expect(decodeJwt(token)).toMatchObject({ sub: `okta:${new URL(idp.base).host}:${OKTA_USER_ID}`, act: { sub: agentId }, aud: `${issuer}/mcp/up`, scope: 'deputy.read', cnf: { jkt: expect.any(String) } });
+
+    const client = new Client({ name: 'any-host', version: '1.0.0' });
+    await client.connect(transport);
+    const result = await client.callTool({ name: 'echo', arguments: { text: 'via the MCP gateway' } });
+    expect(result.content).toEqual([{ type: 'text', text: 'echo: via the MCP gateway' }]);
+    expect(upstreamKeys.at(-1)).toBe('mcp-upstream-key-0123456789');
+    // The MCP gateway decided and receipted the call for the derived agent acting for the user.
+    await deputy.receipts.flush();
+    const receipts = (await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1', [agentId])).map((r) => decodeJwt(r.jws));
+    expect(receipts).toContainEqual(expect.objectContaining({ event: 'mcp_message', decision: 'permit', mcp: expect.objectContaining({ server: 'up', tool: 'echo' }) }));
     await client.close();
   });
 });

@@ -420,3 +420,49 @@ describe('Deputy\'s resources: RFC 6750 §3.1 challenges', () => {
     }
   });
 });
+
+describe('discovery with the code flow, metadata documents and ID-JAG on: exactly what issue 13 §2–3 add', () => {
+  /** What §2–3 add to the document, and nothing else (RFC 8414 §2, RFC 9207 §3, RFC 7636 §6.2, CIMD draft). */
+  const ADDED = ['authorization_endpoint', 'code_challenge_methods_supported', 'authorization_response_iss_parameter_supported', 'client_id_metadata_document_supported'];
+  let flows: TestDeputy;
+  let meta: Json;
+
+  beforeAll(async () => {
+    flows = await startTestDeputy({
+      config: {
+        trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
+        oauth: {
+          authorizationCode: { enabled: true, clientIdMetadataDocuments: { enabled: true, allowedHosts: ['mcp-client.example.com'] } },
+          idJag: { issuers: ['okta'] },
+        },
+      },
+    });
+    meta = await json(await fetch(`${flows.issuer}/.well-known/oauth-authorization-server`));
+  });
+  afterAll(async () => {
+    await flows?.stop();
+  });
+
+  it('lists the authorization endpoint, S256 only, RFC 9207 iss and metadata documents — and no OpenID Provider member', () => {
+    expect(Object.keys(meta).sort()).toEqual([...EXPECTED_MEMBERS, ...ADDED].sort());
+    expect(meta).toMatchObject({
+      authorization_endpoint: `${flows.issuer}/auth`,
+      response_types_supported: ['code'],
+      code_challenge_methods_supported: ['S256'],
+      authorization_response_iss_parameter_supported: true,
+      client_id_metadata_document_supported: true,
+    });
+    expect([...(meta.grant_types_supported as string[])].sort()).toEqual(
+      ['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:jwt-bearer', TOKEN_EXCHANGE].sort(),
+    );
+    // `none`: public metadata-document clients (DPoP required for them); nothing with a shared secret.
+    expect([...(meta.token_endpoint_auth_methods_supported as string[])].sort()).toEqual(['none', 'private_key_jwt']);
+    expect(meta.scopes_supported).not.toContain('openid');
+  });
+
+  it('the added endpoint answers: /auth refuses an unknown client (invalid_client), never a 404', async () => {
+    const res = await fetch(`${flows.issuer}/auth?client_id=unknown&response_type=code`, { redirect: 'manual' });
+    expect(res.status).toBe(400);
+    expect((await json(res)).error).toBe('invalid_client');
+  });
+});

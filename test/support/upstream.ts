@@ -9,7 +9,7 @@
  * - `…/upload` — consumes the body; answers its byte length and SHA-256.
  * - `…/big?bytes=N` — N bytes of `x`, streamed in 64 KiB chunks.
  * - `…/gzip` — a gzip-encoded JSON echo (despite `Accept-Encoding: identity`).
- * - `…/headers` — hop-by-hop, cookie and challenge headers, plus `X-Upstream: kept`.
+ * - `…/headers` — hop-by-hop, cookie, challenge and CORS (credentialed) headers, plus `X-Upstream: kept`.
  * - `…/redirect` — 302 to `…/echo/next` with the request's query (a query-parameter key included).
  * - `…/reflect` — echoes the credential it received (the `Authorization` value, else `X-Api-Key`,
  *   else the `api_key` query parameter) and its bare secret in other encodings (upper-case,
@@ -154,6 +154,8 @@ export async function startMockUpstream(): Promise<MockUpstream> {
           'x-upstream': 'kept',
           'strict-transport-security': 'max-age=1',
           'dpop-nonce': 'upstream-nonce',
+          'access-control-allow-origin': 'https://evil.example',
+          'access-control-allow-credentials': 'true',
         });
         return void res.end('ok');
       case 'redirect':

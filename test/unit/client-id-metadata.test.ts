@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { documentProblem, isAllowedDocumentUrl, isJsonMediaType, isSpecialUseAddress } from '../../src/oauth/client-id-metadata.js';
+import { DOCUMENT_MEMBERS, DOCUMENT_SCOPE_MEMBER, documentProblem, documentScopeCeiling, isAllowedDocumentUrl, isJsonMediaType, isSpecialUseAddress, providerDocument } from '../../src/oauth/client-id-metadata.js';
 import { CookieSealer, safeReturnPath } from '../../src/signin/session.js';
 
 describe('client ID metadata document policy', () => {
@@ -20,15 +20,34 @@ describe('client ID metadata document policy', () => {
     for (const ip of ['93.184.216.34', '8.8.8.8', '2606:4700::1111']) expect(isSpecialUseAddress(ip), ip).toBe(false);
   });
 
-  it('accepts code-flow documents with none or private_key_jwt + jwks_uri only', () => {
+  it('accepts code-flow documents with none or private_key_jwt + jwks_uri only, naming the member it refuses', () => {
     const base = { redirect_uris: ['https://app.example/cb'], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] };
+    const member = (doc: Record<string, unknown>) => documentProblem(doc)?.member;
     expect(documentProblem({ ...base, token_endpoint_auth_method: 'none' })).toBeUndefined();
     expect(documentProblem({ ...base, token_endpoint_auth_method: 'private_key_jwt', jwks_uri: 'https://app.example/jwks' })).toBeUndefined();
-    expect(documentProblem({ ...base, token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [] } })).toMatch(/jwks_uri/);
-    expect(documentProblem({ ...base, token_endpoint_auth_method: 'client_secret_basic' })).toMatch(/none/);
-    expect(documentProblem({ ...base, redirect_uris: [] , token_endpoint_auth_method: 'none' })).toMatch(/redirect_uris/);
-    expect(documentProblem({ ...base, grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' })).toMatch(/grant_types/);
-    expect(documentProblem({ ...base, response_types: ['code', 'token'], token_endpoint_auth_method: 'none' })).toMatch(/response_types/);
+    expect(member({ ...base, token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [] } })).toBe('jwks');
+    expect(member({ ...base, token_endpoint_auth_method: 'private_key_jwt' })).toBe('jwks_uri');
+    expect(member({ ...base, token_endpoint_auth_method: 'client_secret_basic' })).toBe('token_endpoint_auth_method');
+    expect(member({ ...base })).toBe('token_endpoint_auth_method');
+    expect(member({ ...base, token_endpoint_auth_method: 'none', client_secret: 'x' })).toBe('client_secret');
+    expect(member({ ...base, redirect_uris: [], token_endpoint_auth_method: 'none' })).toBe('redirect_uris');
+    expect(member({ ...base, grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' })).toBe('grant_types');
+    expect(member({ ...base, response_types: ['code', 'token'], token_endpoint_auth_method: 'none' })).toBe('response_types');
+    expect(member({ ...base, token_endpoint_auth_method: 'none', scope: 'a "quoted"' })).toBe('scope');
+  });
+
+  it('hands oidc-provider only the honoured members, scope as Deputy\'s ceiling; every RFC 7591 member has a decision', () => {
+    const doc = {
+      client_id: 'https://app.example/c.json', client_name: 'App', redirect_uris: ['http://127.0.0.1/cb'], token_endpoint_auth_method: 'none',
+      scope: 'a  b', logo_uri: 'http://app.example/l.png', contacts: ['not an email'], software_id: 'x', unknown_member: 1, deputy_document_scope: 'forged',
+    };
+    expect(providerDocument(doc)).toEqual({ client_id: doc.client_id, client_name: 'App', redirect_uris: doc.redirect_uris, token_endpoint_auth_method: 'none', [DOCUMENT_SCOPE_MEMBER]: 'a b' });
+    expect(providerDocument({ ...doc, scope: '' })).not.toHaveProperty(DOCUMENT_SCOPE_MEMBER);
+    expect(() => providerDocument({ ...doc, jwks: {} })).toThrow(/member jwks:/);
+    expect(documentScopeCeiling({ [DOCUMENT_SCOPE_MEMBER]: 'a b' })).toEqual(['a', 'b']);
+    expect(documentScopeCeiling({})).toBeUndefined();
+    const rfc7591 = ['redirect_uris', 'token_endpoint_auth_method', 'grant_types', 'response_types', 'client_name', 'client_uri', 'logo_uri', 'scope', 'contacts', 'tos_uri', 'policy_uri', 'jwks_uri', 'jwks', 'software_id', 'software_version', 'software_statement'];
+    expect(rfc7591.filter((m) => !(m in DOCUMENT_MEMBERS))).toEqual([]);
   });
 
   it('recognises JSON media types', () => {

@@ -21,7 +21,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Koa from 'koa';
-import Provider, { interactionPolicy, type Adapter, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors as providerErrors, interactionPolicy, type Adapter, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Agent } from '../../agents/registry.js';
 import { documentAgentId, type DocumentClient } from '../../agents/document-client.js';
 import { requestDigest } from '../../audit/digest.js';
@@ -36,7 +36,7 @@ import { recordIssuedToken, userAttributes } from '../token-exchange.js';
 import { AgentNotActive, type NewTokenRecord, type TokenRecords } from '../token-records.js';
 import { DelegationDenied, type DelegatingUser, type DelegationAuthorizer } from '../../delegation/index.js';
 import { StoreAdapter } from './adapter.js';
-import { documentFetch, documentProblem, isAllowedDocumentUrl, isDocumentClientId, type DocumentMetadata } from '../client-id-metadata.js';
+import { DOCUMENT_SCOPE_MEMBER, documentFetch, documentScopeCeiling, isAllowedDocumentUrl, isDocumentClientId } from '../client-id-metadata.js';
 
 /** The grant type and `gty` of the code flow (RFC 6749 §4.1.3). */
 export const AUTHORIZATION_CODE_GRANT = 'authorization_code';
@@ -110,16 +110,26 @@ export function withCodeFlow(config: AuthorizationCodeConfig, agent: Agent, meta
 
 /**
  * The code-flow client `clientId` is, reading its agent from the registry: `undefined` when it is
- * none, or when its agent (registered, or a metadata-document client's) is disabled.
+ * none, or when its agent (registered, or a metadata-document client's) is disabled. `ceiling`:
+ * a metadata document's `scope` ({@link documentScopeCeiling}).
  */
-export async function resolveCodeFlowClient(config: AuthorizationCodeConfig, agents: Pick<CodeFlowAgents, 'get'>, clientId: string): Promise<CodeFlowClient | undefined> {
+export async function resolveCodeFlowClient(
+  config: AuthorizationCodeConfig,
+  agents: Pick<CodeFlowAgents, 'get'>,
+  clientId: string,
+  ceiling?: readonly string[],
+): Promise<CodeFlowClient | undefined> {
   const agent = await agents.get(codeFlowAgentId(clientId));
   if (agent && agent.status !== 'active') return undefined;
-  return codeFlowClient(config, clientId, agent);
+  return codeFlowClient(config, clientId, agent, ceiling);
 }
 
-/** The code-flow client `clientId` is: a listed agent, a metadata-document client, or none. */
-export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string, agent: Agent | undefined): CodeFlowClient | undefined {
+/**
+ * The code-flow client `clientId` is: a listed agent, a metadata-document client, or none. A
+ * metadata-document client's scopes are the operator's, narrowed to its document's `scope`
+ * (`ceiling`) when it lists one: a document can only ask for less.
+ */
+export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string, agent: Agent | undefined, ceiling?: readonly string[]): CodeFlowClient | undefined {
   if (!config.enabled) return undefined;
   const entry = config.clients.find((c) => c.clientId === clientId);
   if (entry && agent) return { clientId, audiences: agent.audiences, scopes: agent.scopes, preApproved: entry.preApproved };
@@ -127,7 +137,7 @@ export function codeFlowClient(config: AuthorizationCodeConfig, clientId: string
   if (documents.enabled && isDocumentClientId(clientId) && isAllowedDocumentUrl(clientId, documents)) {
     // Never pre-approved: anyone can publish a document; the user consents every time.
     const { audiences, scopes } = documentClientLimits(documents, clientId);
-    return { clientId, audiences, scopes, preApproved: false };
+    return { clientId, audiences, scopes: ceiling ? scopes.filter((s) => ceiling.includes(s)) : scopes, preApproved: false };
   }
   return undefined;
 }
@@ -179,6 +189,8 @@ function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDoc
   return {
     fetch: documentFetch(documents, logger) as unknown as Configuration['fetch'],
     fetchResponseBodyLimits: { 'client_id metadata document': documents.maxBytes },
+    // A document's `scope`, renamed by documentFetch: its ceiling, read back by documentScopeCeiling.
+    extraClientMetadata: { properties: [DOCUMENT_SCOPE_MEMBER], validator: documentScopeValidator },
     features: {
       clientIdMetadataDocument: {
         enabled: true,
@@ -186,12 +198,8 @@ function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDoc
         allowFetch: (_ctx, clientId) => isAllowedDocumentUrl(clientId, documents),
         // Runs on every resolution, cached documents included (/auth, /token, refresh): an operator's
         // `disabled` on the client's agent holds however often the document is fetched again.
+        // (The document itself was checked when fetched: documentFetch → providerDocument.)
         allowClient: async (_ctx, client) => {
-          const problem = documentProblem(client.metadata() as DocumentMetadata);
-          if (problem !== undefined) {
-            logger.info({ client_id: client.clientId, problem }, 'client metadata document refused');
-            return false;
-          }
           const agent = await agents?.get(documentAgentId(client.clientId));
           if (agent && agent.status !== 'active') logger.info({ client_id: client.clientId, agent: agent.id }, 'client metadata document client refused: its agent is disabled');
           return !agent || agent.status === 'active';
@@ -200,6 +208,18 @@ function documentClients(documents: AuthorizationCodeConfig['clientIdMetadataDoc
       },
     } as Configuration['features'],
   };
+}
+
+/**
+ * oidc-provider's `extraClientMetadata.validator` for {@link DOCUMENT_SCOPE_MEMBER}: only a
+ * metadata-document client carries it (set from its document by Deputy's fetch, a string of
+ * scope values); any other client with it is refused.
+ */
+function documentScopeValidator(_ctx: unknown, key: string, value: unknown, metadata: Record<string, unknown>): void {
+  if (key !== DOCUMENT_SCOPE_MEMBER || value === undefined) return;
+  if (typeof value !== 'string' || !isDocumentClientId(String(metadata.client_id))) {
+    throw new providerErrors.InvalidClientMetadata(`${key} is set by Deputy for metadata-document clients only`);
+  }
 }
 
 /**
@@ -264,12 +284,14 @@ export class Interactions {
     const client = await this.provider.Client.find(clientId);
     const codeFlow = await this.clientOf(clientId);
     const resource = typeof params.resource === 'string' ? params.resource : '';
+    // The page shows what the approval grants: the requested scopes this client may hold for this resource.
+    const allowed = new Set(codeFlow ? (codeFlowResourceScopes(codeFlow, resource, this.deps.issuer) ?? '').split(' ') : []);
     return {
       uid: details.uid,
       clientId,
       clientName: client?.clientName,
       redirectUri: String(params.redirect_uri),
-      scopes: String(params.scope ?? '').split(' ').filter(Boolean),
+      scopes: String(params.scope ?? '').split(' ').filter((s) => s && allowed.has(s)),
       resource,
       preApproved: codeFlow?.preApproved ?? false,
     };
@@ -439,13 +461,24 @@ async function decideDelegation(deps: CodeFlowDeps, issued: CodeFlowIssuance, re
 }
 
 /**
+ * The scope ceiling of the metadata-document client `clientId` (its document's `scope`, through
+ * oidc-provider's cached resolution); `undefined` for any other client or a document without one.
+ */
+async function clientScopeCeiling(provider: Provider, clientId: string): Promise<readonly string[] | undefined> {
+  if (!isDocumentClientId(clientId)) return undefined;
+  // Not caught: a document that cannot be resolved now gives no ceiling-less answer (fail closed).
+  const client = await provider.Client.find(clientId);
+  return client ? documentScopeCeiling(client.metadata() as Record<string, unknown>) : undefined;
+}
+
+/**
  * Turns the code flow on for `provider` (configured by ./provider.ts with `codeFlowConfiguration`):
  * installs the recording of its tokens and returns the interaction service for the HTTP routes.
  * `undefined` when `oauth.authorizationCode` is off.
  */
 export function enableCodeFlow(provider: Provider, deps: CodeFlowDeps): Interactions | undefined {
   if (!deps.config.enabled) return undefined;
-  const interactions = new Interactions(provider, deps, (clientId) => resolveCodeFlowClient(deps.config, deps.agents, clientId));
+  const interactions = new Interactions(provider, deps, async (clientId) => resolveCodeFlowClient(deps.config, deps.agents, clientId, await clientScopeCeiling(provider, clientId)));
   provider.use(recordCodeFlowTokens(interactions, deps));
   return interactions;
 }

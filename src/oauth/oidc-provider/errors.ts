@@ -45,6 +45,9 @@ export function toDeputyError(err: unknown): DeputyError {
   if (unavailable) return new TemporarilyUnavailable('the store is unavailable; retry later', { cause: unavailable });
   if (isBodyTooLarge(err)) return new PayloadTooLarge(PROVIDER_BODY_LIMIT);
   if (err instanceof DeputyError) return err;
+  // Deputy's own refusal inside oidc-provider's machinery (a metadata document refused by Deputy's
+  // fetch, wrapped as "fetch failed"): the precise typed error, naming what was refused.
+  if (err instanceof errors.OIDCProviderError && err.cause instanceof DeputyError && err.cause.expose) return err.cause;
   if (err instanceof errors.OIDCProviderError) return fromProviderError(err);
   return new ServerError(err);
 }

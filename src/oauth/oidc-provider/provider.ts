@@ -27,6 +27,7 @@ import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { CLIENT_AUTH_ALGS, DPOP_ALGS } from '../../util/algorithms.js';
 import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deputy-own.js';
+import { documentScopeCeiling } from '../client-id-metadata.js';
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
@@ -218,7 +219,7 @@ function resourceIndicators(deps: ProviderDeps): NonNullable<NonNullable<Configu
     useGrantedResource: () => true,
     getResourceServerInfo: async (_ctx, resource, client) => {
       const kind = (Object.keys(resources) as Array<keyof DeputyResources>).find((k) => resources[k] === resource);
-      if (!kind) return codeFlowResourceServer(deps, resource, client.clientId);
+      if (!kind) return codeFlowResourceServer(deps, resource, client.clientId, documentScopeCeiling(client.metadata() as Record<string, unknown>));
       const scope = RESOURCE_SCOPES[kind];
       if (!(client.scope ?? '').split(' ').includes(scope)) {
         throw new errors.InvalidTarget(`client is not allowed to obtain tokens for this resource`);
@@ -238,9 +239,9 @@ function resourceIndicators(deps: ProviderDeps): NonNullable<NonNullable<Configu
  * A resource of the code flow: one of the client's allowed audiences, with the scopes it may hold
  * (./authorization-code.ts); anything else is `invalid_target`.
  */
-async function codeFlowResourceServer(deps: ProviderDeps, resource: string, clientId: string): Promise<ResourceServer> {
+async function codeFlowResourceServer(deps: ProviderDeps, resource: string, clientId: string, ceiling: readonly string[] | undefined): Promise<ResourceServer> {
   const { config, keys } = deps;
-  const client = await resolveCodeFlowClient(config.oauth.authorizationCode, deps.agents, clientId);
+  const client = await resolveCodeFlowClient(config.oauth.authorizationCode, deps.agents, clientId, ceiling);
   const scope = client ? codeFlowResourceScopes(client, resource, deps.issuer) : undefined;
   if (scope === undefined) throw new errors.InvalidTarget('unknown resource indicator, or one this client may not obtain tokens for');
   return {
