@@ -79,7 +79,7 @@ export function refuseOversized(maxBytes: number): Step<GatewayRequest, typeof N
 }
 
 /**
- * Step `resolveCall`: the connection (404 when it does not exist), the path (400 for one that
+ * Step `resolveCall`: the connection (404 when it does not exist or is of kind `llm`), the path (400 for one that
  * could leave the base, {@link upstreamPath}) and the route's action (./authorizer.ts).
  *
  * @param audienceOf - the connection's gateway URL (`{issuer}/gw/{connection}`), the receipt's resource prefix.
@@ -90,6 +90,8 @@ export function resolveCall(connections: ConnectionStore, audienceOf: (connectio
     async run({ call }) {
       const connection = await connections.get(call.connectionId);
       if (!connection) throw new NotFound(`connection "${call.connectionId}" does not exist`);
+      // An LLM connection is served by /llm only, where its budgets and wire format are enforced.
+      if (connection.kind === 'llm') throw new NotFound(`connection "${call.connectionId}" is an LLM connection: call it at /llm/${call.connectionId}`);
       const path = upstreamPath(call.path);
       const { name, route } = actionFor(connection, call.method, path);
       return {

@@ -1,6 +1,6 @@
 /**
  * RFC 9728 over HTTP: `GET /.well-known/oauth-protected-resource{path}` for every resource a
- * {@link ProtectedResourceLookup} knows (gateway connections, the PDP, the MCP gateway's
+ * {@link ProtectedResourceLookup} knows (HTTP and LLM gateway connections, the PDP, the MCP gateway's
  * servers: one handler asks each surface for its document), 404 for anything else; and the `resource_metadata`
  * parameter on every 401 challenge of those resources
  * (src/oauth/protected-resource-metadata.ts says which challenges and why).
@@ -9,7 +9,7 @@
  */
 import type Koa from 'koa';
 import { DeputyError, NotFound } from '../errors/index.js';
-import { GATEWAY_PREFIX } from '../oauth/deputy-own.js';
+import { GATEWAY_PREFIX, LLM_PREFIX } from '../oauth/deputy-own.js';
 import {
   gatewayResource,
   mcpServerResource,
@@ -41,18 +41,21 @@ export interface ProtectedResourceDeps {
 /** How long clients may cache a document (seconds): connections change through the admin API. */
 const MAX_AGE = 60;
 
-/** Gateway connections: `/gw/{id}` for each connection the store has. */
+/**
+ * Connections: `/gw/{id}` for each connection the store has, except those of kind `llm`, which
+ * are `/llm/{id}` (each gateway serves only its own kinds, src/gateway/steps.ts `resolveCall`).
+ */
 export function connectionLookup(issuer: string, connections: { get(id: string): Promise<Connection | undefined> }): ProtectedResourceLookup {
-  const prefix = `${GATEWAY_PREFIX}/`;
   return async (path) => {
-    if (!path.startsWith(prefix)) return undefined;
-    const id = path.slice(prefix.length);
-    if (!CONNECTION_ID.test(id)) return undefined;
-    const connection = await connections.get(id);
-    if (connection === undefined) return undefined;
+    const m = /^(\/gw|\/llm)\/([^/]+)$/.exec(path);
+    if (!m || !CONNECTION_ID.test(m[2]!)) return undefined;
+    const prefix = m[1] === LLM_PREFIX ? LLM_PREFIX : GATEWAY_PREFIX;
+    const connection = await connections.get(m[2]!);
+    if (connection === undefined || (connection.kind === 'llm') !== (prefix === LLM_PREFIX)) return undefined;
     const { settings } = connection;
-    const scopes = [...new Set([...settings.requiredScopes, ...settings.routes.flatMap((r) => r.scopes)])];
-    return gatewayResource(issuer, { id, name: settings.name, scopes });
+    const routeScopes = 'routes' in settings ? settings.routes.flatMap((r) => r.scopes) : [];
+    const scopes = [...new Set([...settings.requiredScopes, ...routeScopes])];
+    return gatewayResource(issuer, { id: connection.id, name: settings.name, scopes }, prefix);
   };
 }
 

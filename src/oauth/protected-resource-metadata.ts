@@ -18,7 +18,7 @@
  */
 import type { ChallengeScheme, DeputyError } from '../errors/index.js';
 import { DPOP_ALGS } from '../util/algorithms.js';
-import { AUTHZEN_SCOPE, deputyResources, GATEWAY_PREFIX } from './deputy-own.js';
+import { AUTHZEN_SCOPE, deputyResources, GATEWAY_PREFIX, LLM_PREFIX } from './deputy-own.js';
 
 /** RFC 9728 §3: the well-known URI suffix. */
 export const PROTECTED_RESOURCE_WELL_KNOWN = '/.well-known/oauth-protected-resource';
@@ -76,11 +76,16 @@ export function protectedResourceMetadata(issuer: string, resource: ProtectedRes
 }
 
 /**
- * A gateway connection (`<issuer>/gw/{id}`): agent tokens only, always DPoP-bound; `scopes` are
- * what the connection requires (its `requiredScopes` and its routes' scopes).
+ * A connection of the HTTP gateway (`<issuer>/gw/{connection}`) or, for a connection of kind
+ * `llm`, of the LLM gateway (`<issuer>/llm/{connection}`): agent tokens, always DPoP-bound.
+ * `scopes` is what the connection requires (its `requiredScopes` and its routes' scopes).
  */
-export function gatewayResource(issuer: string, connection: { id: string; name?: string | undefined; scopes: readonly string[] }): ProtectedResource {
-  return { resource: `${issuer}${GATEWAY_PREFIX}/${connection.id}`, name: connection.name ?? connection.id, scopes: connection.scopes, dpopRequired: true };
+export function gatewayResource(
+  issuer: string,
+  connection: { id: string; name?: string | undefined; scopes: readonly string[] },
+  prefix: typeof GATEWAY_PREFIX | typeof LLM_PREFIX = GATEWAY_PREFIX,
+): ProtectedResource {
+  return { resource: `${issuer}${prefix}/${connection.id}`, name: connection.name ?? connection.id, scopes: connection.scopes, dpopRequired: true };
 }
 
 /**
@@ -100,11 +105,11 @@ export function pdpResource(issuer: string): ProtectedResource {
 
 /**
  * The resource path a request path belongs to, for the challenge of its 401: `/gw/{id}/…` →
- * `/gw/{id}`, `/mcp/{server}/…` → `/mcp/{server}`, `/access/v1/…` → `/access`; `undefined` for
+ * `/gw/{id}`, `/llm/{id}/…` → `/llm/{id}`, `/mcp/{server}/…` → `/mcp/{server}`, `/access/v1/…` → `/access`; `undefined` for
  * anything else (Deputy's operator APIs are not advertised).
  */
 export function resourcePathOf(requestPath: string): string | undefined {
-  const m = /^\/(gw|mcp)\/([^/]+)(?:\/|$)/.exec(requestPath);
+  const m = /^\/(gw|llm|mcp)\/([^/]+)(?:\/|$)/.exec(requestPath);
   if (m) return `/${m[1]}/${m[2]}`;
   if (requestPath === '/access/v1' || requestPath.startsWith('/access/v1/')) return '/access';
   return undefined;

@@ -59,8 +59,7 @@ const SURFACES: Array<{ name: string; path: string; method: string; body?: strin
     name: 'the MCP gateway', path: '/mcp/tools', method: 'POST', body: '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', methods: ['GET', 'POST', 'DELETE'], mcp: true,
     challenge: /^Bearer .*resource_metadata="[^"]+\/mcp\/tools"/,
   },
-  // The LLM gateway's challenge names no protected resource metadata (OpenAI/Anthropic SDKs do not discover).
-  { name: 'the LLM gateway', path: '/llm/openai/v1/chat/completions', method: 'POST', body: '{"model":"m","messages":[]}', methods: ['POST'], mcp: false, challenge: /^DPoP / },
+  { name: 'the LLM gateway', path: '/llm/openai/v1/chat/completions', method: 'POST', body: '{"model":"m","messages":[]}', methods: ['POST'], mcp: false, challenge: /^Bearer .*resource_metadata="[^"]+\/llm\/openai"/ },
   { name: 'the PDP', path: '/access/v1/evaluation', method: 'POST', body: '{}', methods: ['POST'], mcp: false, challenge: /^Bearer .*resource_metadata="[^"]+\/access"/ },
 ];
 

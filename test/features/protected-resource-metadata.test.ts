@@ -33,14 +33,14 @@ beforeAll(async () => {
   issuer = `http://localhost:${port}`;
   const keys = await clientKeys();
   deputy = await startTestDeputy({
-    env: { ECHO_KEY: 'sk_test_echo' },
+    env: { ECHO_KEY: 'sk_test_echo', LLM_KEY: 'sk_test_llm' },
     config: {
       server: { port },
       trustedIssuers: [idp.issuerConfig('okta')],
       gateway: { authorizer: 'scopes' },
       // The authorization endpoint on (issue 13 §2): the MCP SDK's RFC 8414 schema requires it.
       oauth: { authorizationCode: { enabled: true } },
-      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'deputy.write'], audiences: [gw('echo'), gw('routes')] })],
+      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'deputy.write'], audiences: [gw('echo'), gw('routes'), gw('models')] })],
       connections: [
         { id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
         {
@@ -51,6 +51,7 @@ beforeAll(async () => {
             { methods: ['DELETE'], path: '/items/*', action: 'items.delete', scopes: ['deputy.write'] },
           ],
         },
+        { id: 'models', name: 'Models', kind: 'llm', provider: 'openai', baseUrl: `${up.base}/v1`, allowInsecureHttp: true, secret: { env: 'LLM_KEY' }, requiredScopes: ['deputy.read'] },
       ],
     },
   });
@@ -78,6 +79,27 @@ describe('RFC 9728 documents', () => {
       dpop_bound_access_tokens_required: true,
     });
     expect(await json(await fetch(prm('/gw/echo')))).toMatchObject({ resource: gw('echo'), scopes_supported: ['deputy.read'], resource_name: 'echo' });
+  });
+
+  it('an LLM connection: its /llm resource (it has none under /gw, and the /gw gateway does not serve it)', async () => {
+    expect(await json(await fetch(prm('/llm/models')))).toEqual({
+      resource: `${issuer}/llm/models`,
+      authorization_servers: [issuer],
+      bearer_methods_supported: ['header'],
+      scopes_supported: ['deputy.read'],
+      resource_name: 'Models',
+      dpop_signing_alg_values_supported: DPOP_ALGS,
+      dpop_bound_access_tokens_required: true,
+    });
+    for (const path of ['/gw/models', '/llm/echo', '/llm/nope', '/llm/models/v1']) expect((await fetch(prm(path))).status, path).toBe(404);
+    // Even with a token for its /gw address, the HTTP gateway does not forward to an LLM connection
+    // (its budgets and wire checks are the LLM gateway's).
+    const token = (await exchange(agent, { subject_token: await idp.oktaAccessToken({ scp: ['deputy.read'] }), resource: gw('models'), scope: 'deputy.read' })).access_token;
+    const url = `${gw('models')}/chat/completions`;
+    const res = await fetch(url, { headers: { authorization: `DPoP ${token}`, dpop: await dpopProof(agent.dpop, url, { htm: 'GET', accessToken: token }) } });
+    expect(res.status).toBe(404);
+    expect(((await json(res)) as { error_description: string }).error_description).toMatch(/is an LLM connection: call it at \/llm\/models/);
+    expect(up.requests.filter((r) => r.path.includes('chat'))).toEqual([]);
   });
 
   it('is readable cross-origin (a browser-based MCP client), without credentials', async () => {
@@ -119,6 +141,12 @@ describe('every 401 of a fronted resource carries resource_metadata', () => {
     expect(header).toBe(
       `Bearer realm="deputy", resource_metadata="${prm('/gw/echo')}", DPoP realm="deputy", resource_metadata="${prm('/gw/echo')}", algs="${DPOP_ALGS.join(' ')}"`,
     );
+  });
+
+  it('the LLM gateway without credentials names its own document', async () => {
+    const res = await fetch(`${issuer}/llm/models/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(res.status).toBe(401);
+    expect(metadataParams(res.headers.get('www-authenticate'))).toEqual([prm('/llm/models'), prm('/llm/models')]);
   });
 
   it('the gateway refusing presented credentials: the scheme used, the error, and the document', async () => {
