@@ -3,7 +3,9 @@
  * production code): store statements (each one a round trip on PostgreSQL, a serialised call into
  * the single PGlite connection), transactions, and WebCrypto operations (jose signs, verifies and
  * decrypts through `crypto.subtle`). Patched at the driver / WebCrypto prototypes so that Deputy's
- * own code runs unchanged. {@link serveCounters} exposes them with RSS over a side HTTP port.
+ * own code runs unchanged. {@link serveCounters} exposes them with RSS and the process's CPU time
+ * (`process.cpuUsage()` since the last reset: far less sensitive to a loaded machine than latency,
+ * since it counts what this process ran, not how long it waited for a core) over a side HTTP port.
  *
  * @module
  */
@@ -20,10 +22,13 @@ export interface CounterSnapshot {
   statementTotal: number;
   crypto: Record<string, number>;
   memory: { rssMiB: number; heapUsedMiB: number };
+  /** CPU time this process used since the last reset (user + system), in milliseconds. */
+  cpuMs: number;
 }
 
 const statements = new Map<string, number>();
 const crypto = new Map<string, number>();
+let cpuAtReset = process.cpuUsage();
 
 /** A statement's shape: whitespace collapsed, cut at 90 characters. */
 function shape(sql: unknown): string {
@@ -83,11 +88,13 @@ export function installCounters(): void {
 export function snapshot(): CounterSnapshot {
   const total = [...statements.values()].reduce((a, b) => a + b, 0);
   const mem = process.memoryUsage();
+  const cpu = process.cpuUsage(cpuAtReset);
   return {
     statements: Object.fromEntries([...statements].sort((a, b) => b[1] - a[1])),
     statementTotal: total,
     crypto: Object.fromEntries([...crypto].sort((a, b) => b[1] - a[1])),
     memory: { rssMiB: Math.round(mem.rss / 2 ** 20), heapUsedMiB: Math.round(mem.heapUsed / 2 ** 20) },
+    cpuMs: Math.round((cpu.user + cpu.system) / 10) / 100,
   };
 }
 
@@ -100,6 +107,7 @@ export function serveCounters(): Promise<string> {
     if (req.method === 'POST' && req.url === '/reset') {
       statements.clear();
       crypto.clear();
+      cpuAtReset = process.cpuUsage();
     }
     if (req.method === 'POST' && req.url === '/gc') (globalThis as { gc?: () => void }).gc?.();
     res.setHeader('content-type', 'application/json');

@@ -166,8 +166,11 @@ interface Figure {
   name: string;
   store?: string;
   result: LoadResult;
-  /** Server-side work per request (warm-up included), from the bench's counters. */
-  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number> };
+  /**
+   * Server-side work per request in the timed window, from the bench's counters: store statements,
+   * WebCrypto operations, and the server process's CPU time in milliseconds (`cpuMs`).
+   */
+  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number>; cpuMs: number };
   /** Server RSS in MiB: before the load, and the highest seen while it ran. */
   rssMiB?: { idle: number; underLoad: number };
 }
@@ -181,12 +184,11 @@ async function counters(url: string, path = ''): Promise<CounterSnapshot> {
 }
 
 /**
- * One load point against a server with bench counters: resets them, runs the load while sampling
- * RSS, and divides the counters by the requests sent.
+ * One load point against a server with bench counters: runs the load while sampling RSS, resets
+ * the counters when the timed window opens, and divides them by the requests of that window.
  */
 async function measured(name: string, store: string | undefined, countersUrl: string, load: LoadOptions): Promise<Figure> {
   const idle = (await counters(countersUrl, '/gc')).memory.rssMiB;
-  await counters(countersUrl, '/reset');
   let peak = idle;
   let sampling = true;
   const sampler = (async () => {
@@ -195,13 +197,14 @@ async function measured(name: string, store: string | undefined, countersUrl: st
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
-  const result = await runLoad({ prebuild: PREBUILD_PER_S, ...load });
+  const result = await runLoad({ prebuild: PREBUILD_PER_S, ...load, onMeasure: async () => void (await counters(countersUrl, '/reset')) });
+  const after = await counters(countersUrl);
   sampling = false;
   await sampler;
-  const after = await counters(countersUrl);
-  const per = (n: number) => Math.round((n / Math.max(1, result.sent)) * 100) / 100;
+  const per = (n: number) => Math.round((n / Math.max(1, result.requests)) * 100) / 100;
   const perRequest = {
     statements: per(after.statementTotal),
+    cpuMs: Math.round((after.cpuMs / Math.max(1, result.requests)) * 1000) / 1000,
     crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
     topStatements: Object.fromEntries(Object.entries(after.statements).slice(0, 12).map(([k, v]) => [k, per(v)])),
   };
@@ -593,10 +596,10 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    '| scenario | store | c | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
-    '| --- | --- | --- | --- | --- | --- |',
+    '| scenario | store | c | server CPU ms / request | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
     ...results.figures.filter((f) => f.perRequest).map((f) =>
-      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
+      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.cpuMs} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
     '',
     '| crypto floor (in-process, one core) | ops/s |',
     '| --- | --- |',

@@ -35,6 +35,11 @@ export interface LoadOptions {
    * so no signing happens inside it. Unset: built per call, inside the window.
    */
   prebuild?: number;
+  /**
+   * Called when the measured window is about to open (after warm-up and after its requests are
+   * built): the bench resets the server's counters here, so they count the timed window only.
+   */
+  onMeasure?: () => Promise<void>;
 }
 
 export interface LoadResult {
@@ -49,7 +54,7 @@ export interface LoadResult {
   latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
   /** The first unexpected response body, to diagnose a broken scenario. */
   sample?: string;
-  /** Requests sent in warm-up and measured phases together (to divide server-side counters by). */
+  /** Requests sent in warm-up and measured phases together. */
   sent: number;
   /** Whether the measured phase used up its prebuilt requests before its deadline. */
   exhausted: boolean;
@@ -81,13 +86,14 @@ async function prebuilt(options: LoadOptions, durationMs: number): Promise<(() =
 
 class Exhausted extends Error {}
 
-async function phase(pool: Pool, options: LoadOptions, durationMs: number): Promise<{ latencies: number[]; errors: number; unexpected: Record<string, number>; sample?: string; elapsed: number; exhausted: boolean }> {
+async function phase(pool: Pool, options: LoadOptions, durationMs: number, onStart?: () => Promise<void>): Promise<{ latencies: number[]; errors: number; unexpected: Record<string, number>; sample?: string; elapsed: number; exhausted: boolean }> {
   const expect = options.expectStatus ?? 200;
   const next = await prebuilt(options, durationMs);
   const latencies: number[] = [];
   const unexpected: Record<string, number> = {};
   let errors = 0;
   let sample: string | undefined;
+  await onStart?.();
   const start = performance.now();
   const deadline = start + durationMs;
   const worker = async () => {
@@ -119,7 +125,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   const pool = new Pool(options.origin, { connections: options.concurrency, pipelining: 1 });
   try {
     const warm = options.warmupMs ? await phase(pool, options, options.warmupMs) : undefined;
-    const run = await phase(pool, options, options.durationMs);
+    const run = await phase(pool, options, options.durationMs, options.onMeasure);
     const sorted = Float64Array.from(run.latencies).sort();
     const mean = sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : 0;
     return {

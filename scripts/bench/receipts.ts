@@ -1,7 +1,7 @@
 /**
  * `npx tsx scripts/bench/receipts.ts [--count N]` — what a receipt costs, in-process:
  *
- * 1. signing alone (ES256, EdDSA), the only work done while a chain head is locked besides SQL;
+ * 1. signing alone (ES256, EdDSA), done against the remembered head with no lock held;
  * 2. one append at a time (the latency a lone decision pays), standalone and inside a caller's
  *    transaction (the token exchange's path, where it adds statements to an existing one);
  * 3. N appends for one agent at once: group commit (standalone path) against one transaction

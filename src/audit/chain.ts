@@ -1,14 +1,22 @@
 /**
  * Per-agent hash chains in the store (`receipt_chains`, `receipts`; migration 003).
  *
- * Appending is one short transaction: lock the agent's head row (`SELECT … FOR UPDATE`), sign
- * the next receipt(s) against it, insert them and move the head. Every appender for the agent —
- * on any connection, on any instance sharing the PostgreSQL database — waits on that row lock,
- * so the chain is linear: no two receipts get the same `seq` or the same `prev`. PGlite runs one
- * transaction at a time, which is the same guarantee within its single process.
+ * Two ways to append, both linear: no two receipts ever get the same `seq` or the same `prev`.
+ * - Optimistic ({@link appendIfHead}): receipts signed against the head the caller expects are
+ *   written, and the head moved, by one statement that does so only if the head is still the
+ *   expected one (an atomic insert-or-update on the head row, PostgreSQL's `ON CONFLICT DO
+ *   UPDATE … WHERE`); otherwise it writes nothing and the caller re-reads and re-signs. No lock is
+ *   held while signing, and a lone append is one round trip (one commit).
+ * - Locked ({@link lockHead} then {@link appendLocked}, in one transaction): the head row is
+ *   locked (`SELECT … FOR UPDATE`), the receipts signed against it, inserted, and the head moved.
+ *   The fallback when the optimistic write cannot decide alone (a once-key recorded before).
+ * Every appender for the agent — on any connection, on any instance sharing the PostgreSQL
+ * database — serialises on that head row. PGlite runs one statement or transaction at a time,
+ * which is the same guarantee within its single process.
  *
  * @module
  */
+import type { OnceKey } from '../oauth/adapter.js';
 import type { Queryable } from '../store/index.js';
 import { genesisHash, type SignedReceipt } from './receipt.js';
 
@@ -73,6 +81,92 @@ export async function appendLocked(tx: Queryable, agent: string, receipts: reado
       last.hash,
     ],
   );
+}
+
+/**
+ * What {@link appendIfHead} did: `written` (receipts, head and once-keys, all of them),
+ * `moved` (the head was not the expected one: nothing written) or `recorded` (a once-key was
+ * recorded already: nothing written; the locked path must split the group).
+ */
+export type ConditionalAppend = 'written' | 'moved' | 'recorded';
+
+/**
+ * The CHECK constraint (`receipts.seq >= 1`, migration 003) that {@link appendIfHead} violates on
+ * purpose to undo its own statement: a statement that fails changes nothing, atomically, without
+ * a transaction around it.
+ */
+const UNDO_CONSTRAINT = 'receipts_seq_check';
+
+/** Moves the head from `$4`/`$5` to `$2`/`$3` if it is still there (a concurrent move is waited for, then re-checked). */
+const MOVE_HEAD = 'UPDATE receipt_chains SET seq = $2::bigint, head = $3::text, updated_at = now() WHERE agent_id = $1::text AND seq = $4::bigint AND head = $5::text';
+/** The same from an empty chain: creates the head row, or moves the genesis row an earlier locked append created. */
+const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head) VALUES ($1::text, $2::bigint, $3::text)
+  ON CONFLICT (agent_id) DO UPDATE SET seq = EXCLUDED.seq, head = EXCLUDED.head, updated_at = now() WHERE c.seq = $4::bigint AND c.head = $5::text`;
+
+/**
+ * One statement, all or nothing: if `agent`'s head is still `expected` (for `seq` 0: no head row,
+ * or the genesis row), records every `once` key (insert-or-fail, as `recordEachOnce`), inserts
+ * `receipts` (consecutive, signed after `expected`) and moves the head to the last of them.
+ *
+ * The head row is the serialisation point: the conditional `UPDATE` (from genesis: an upsert)
+ * locks it, and its `WHERE` is checked again against the latest committed version after waiting
+ * for a concurrent writer (PostgreSQL §13.2.1, read committed; `ON CONFLICT DO UPDATE` is an
+ * atomic insert or update), so of two appenders that expected the same head one moves it and the
+ * other writes nothing. A head row that is missing is never created past genesis. The keys and receipts are written only when the head moved (they read its `RETURNING`
+ * row). If a key was recorded already, the receipts' `seq` is set to 0, which fails
+ * `receipts_seq_check` and so undoes the whole statement: no key is spent without its receipt,
+ * and no receipt is written for a replay. `once` keys must be distinct.
+ *
+ * @returns `written`, `moved` or `recorded` ({@link ConditionalAppend})
+ * @throws the store's error for anything else (connection lost: {@link StoreUnavailableError})
+ */
+export async function appendIfHead(
+  db: Queryable,
+  agent: string,
+  expected: ChainHead,
+  receipts: readonly SignedReceipt[],
+  once: readonly OnceKey[] = [],
+): Promise<ConditionalAppend> {
+  const last = receipts[receipts.length - 1];
+  if (!last) return 'written';
+  try {
+    const rows = await db.query<{ moved: number }>(
+      `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
+       spent AS (
+         INSERT INTO oidc_models (model, id, payload, expires_at)
+         SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM unnest($6::text[], $7::text[], $8::int[]) AS k(m, i, t)
+         WHERE EXISTS (SELECT 1 FROM moved)
+         ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
+           WHERE oidc_models.expires_at <= now()
+         RETURNING 1),
+       inserted AS (
+         INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
+         SELECT $1, CASE WHEN (SELECT count(*) FROM spent) = cardinality($6::text[]) THEN s ELSE 0 END, i, h, p, j
+         FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[]) AS r(s, i, h, p, j)
+         WHERE EXISTS (SELECT 1 FROM moved)
+         RETURNING 1)
+     SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`,
+      [
+        agent,
+        last.seq,
+        last.hash,
+        expected.seq,
+        expected.hash,
+        once.map((k) => k.namespace),
+        once.map((k) => k.key),
+        once.map((k) => Math.max(1, Math.ceil(k.ttlSeconds))),
+        receipts.map((r) => r.seq),
+        receipts.map((r) => r.id),
+        receipts.map((r) => r.hash),
+        receipts.map((r) => r.prev),
+        receipts.map((r) => r.jws),
+      ],
+    );
+    return rows[0]?.moved === 1 ? 'written' : 'moved';
+  } catch (err) {
+    if ((err as { code?: unknown }).code === '23514' && (err as { constraint?: unknown }).constraint === UNDO_CONSTRAINT) return 'recorded';
+    throw err;
+  }
 }
 
 export async function readHead(db: Queryable, agent: string): Promise<ChainHead | undefined> {

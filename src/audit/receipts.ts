@@ -6,17 +6,22 @@
  * - `append(input, tx)` inside the caller's transaction: the receipt commits or rolls back with
  *   what it attests (the token exchange records its token and its receipt atomically).
  * - `append(input)` on its own: appends for one agent queue in this process and are written as
- *   a group, one transaction per group (group commit). The first append starts at once, so a
- *   lone append waits for nothing; appends that arrive while a transaction is in flight share the
- *   next one. One connection per busy agent waits on the chain lock instead of one per request.
- * - `appendOnce(input, key)`: the same group commit, and the group's transaction first records
+ *   a group, one statement per group (group commit). The first append starts at once, so a
+ *   lone append waits for nothing; appends that arrive while a write is in flight share the next.
+ * - `appendOnce(input, key)`: the same group commit, and the group's statement also records
  *   each append's once-key (the gateway's DPoP proof `jti`); an append whose key was recorded
  *   already writes nothing and rejects with {@link AlreadyRecorded}. One commit — on PostgreSQL
  *   one WAL flush — spends the proof and records the decision.
  *
- * Signing happens while the head is locked, because `prev` must be the hash of the previous
- * receipt's signed bytes; an ES256 / Ed25519 signature costs tens of microseconds, small next to
- * the database round trips of the same transaction.
+ * Optimistic head: this instance remembers the head it last wrote for each agent (the group
+ * writer already serialises one agent's appends within the process), signs the next receipts
+ * against it with no lock held, and writes them with {@link appendIfHead}: receipts, once-keys
+ * and the head's move in one statement, conditional on the head still being where this instance
+ * left it. When another instance (or a transaction) moved it, nothing was written: the head is
+ * read again and the receipts signed again. When a once-key was recorded before, nothing was
+ * written either, and the group goes through the locked path (lock the head, record the keys,
+ * sign, insert: one transaction) that refuses exactly the replayed appends. The remembered head
+ * is a hint, never trusted: a stale one costs a retry, not a fork.
  *
  * @module
  */
@@ -24,8 +29,8 @@ import { randomUUID } from 'node:crypto';
 import { onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
 import { observeReceiptAppend } from '../observability/instrument.js';
 import type { Queryable, Store } from '../store/index.js';
-import { appendLocked, lockHead, readById, readHead, readRange, type ChainHead } from './chain.js';
-import { assertReceiptInput, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
+import { appendIfHead, appendLocked, lockHead, readById, readHead, readRange, type ChainHead } from './chain.js';
+import { assertReceiptInput, genesisHash, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
 
 /** What the token exchange, the PDP and the gateway depend on. */
 export interface ReceiptAppender {
@@ -67,6 +72,11 @@ export interface ReceiptServiceOptions {
   now?: () => number;
 }
 
+/** Agents whose last written head this instance remembers, at most; the oldest is forgotten (and read again when needed). */
+const REMEMBERED_HEADS = 10_000;
+/** Optimistic writes of one group (each after re-reading the head) before it takes the head's lock. */
+const OPTIMISTIC_TRIES = 3;
+
 interface Pending {
   input: ReceiptInput;
   /** Recorded in the group's transaction first; the receipt is written only if that succeeds. */
@@ -90,6 +100,8 @@ export class ReceiptService implements ReceiptAppender {
   readonly #queues = new Map<string, Pending[]>();
   /** Agents whose group writer is running, with its completion. */
   readonly #writers = new Map<string, Promise<void>>();
+  /** The head this instance last wrote per agent (at most {@link REMEMBERED_HEADS}, oldest first). */
+  readonly #heads = new Map<string, ChainHead>();
 
   constructor(options: ReceiptServiceOptions) {
     this.#store = options.store;
@@ -101,7 +113,7 @@ export class ReceiptService implements ReceiptAppender {
 
   async append(input: ReceiptInput, tx?: Queryable): Promise<AppendedReceipt> {
     assertReceiptInput(input);
-    if (tx) return observeReceiptAppend(async () => (await this.#appendLocked(tx, input.agent, [input]))[0]!);
+    if (tx) return observeReceiptAppend(() => this.#appendIn(tx, input));
     return observeReceiptAppend(() => this.#enqueue(input));
   }
 
@@ -152,7 +164,7 @@ export class ReceiptService implements ReceiptAppender {
     }
   }
 
-  /** The group writer of one agent: drains its queue, one transaction per group. */
+  /** The group writer of one agent: drains its queue, one write per group. */
   async #write(agent: string): Promise<void> {
     try {
       for (;;) {
@@ -160,11 +172,7 @@ export class ReceiptService implements ReceiptAppender {
         if (!queue || queue.length === 0) return;
         const group = queue.splice(0, this.#maxBatch);
         try {
-          const { admitted, refused, written } = await this.#store.transaction(async (tx) => {
-            const { admitted, refused } = await this.#admit(tx, group);
-            const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input)) : [];
-            return { admitted, refused, written };
-          });
+          const { admitted, refused, written } = await this.#writeGroup(agent, group);
           // Settled after the commit: a resolved append is durable, a refused one wrote nothing.
           admitted.forEach((p, i) => p.resolve(written[i]!));
           for (const p of refused) p.reject(new AlreadyRecorded(p.once!));
@@ -176,6 +184,55 @@ export class ReceiptService implements ReceiptAppender {
       this.#queues.delete(agent);
       this.#writers.delete(agent);
     }
+  }
+
+  /**
+   * Writes one group: optimistically (one statement, signed against the remembered head), or —
+   * when a once-key was recorded before, or the head kept moving — in one locked transaction.
+   */
+  async #writeGroup(agent: string, group: readonly Pending[]): Promise<{ admitted: Pending[]; refused: Pending[]; written: AppendedReceipt[] }> {
+    const { firsts, repeats } = splitRepeats(group);
+    const once = firsts.flatMap((p) => (p.once ? [p.once] : []));
+    for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
+      const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
+      const signed = await this.#sign(agent, head, firsts.map((p) => p.input));
+      const outcome = await appendIfHead(this.#store, agent, head, signed, once);
+      if (outcome === 'written') return { admitted: firsts, refused: repeats, written: this.#wrote(agent, signed) };
+      if (outcome === 'recorded') break;
+      this.#heads.delete(agent);
+    }
+    return this.#store.transaction(async (tx) => {
+      const { admitted, refused } = await this.#admit(tx, group);
+      const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input)) : [];
+      return { admitted, refused, written };
+    });
+  }
+
+  /**
+   * An append inside the caller's transaction: against the remembered head (one statement; the
+   * head row stays locked until the caller commits), else — unknown or moved — the locked path.
+   */
+  async #appendIn(tx: Queryable, input: ReceiptInput): Promise<AppendedReceipt> {
+    const head = this.#heads.get(input.agent);
+    if (head) {
+      const signed = await this.#sign(input.agent, head, [input]);
+      if ((await appendIfHead(tx, input.agent, head, signed)) === 'written') return this.#wrote(input.agent, signed)[0]!;
+    }
+    return (await this.#appendLocked(tx, input.agent, [input]))[0]!;
+  }
+
+  async #readHead(agent: string): Promise<ChainHead> {
+    return (await readHead(this.#store, agent)) ?? { seq: 0, hash: genesisHash(agent) };
+  }
+
+  /** Remembers the head `written` leaves (the last receipt), forgetting the oldest agent past the bound; returns `written`. */
+  #wrote(agent: string, written: AppendedReceipt[]): AppendedReceipt[] {
+    const last = written[written.length - 1];
+    if (!last) return written;
+    this.#heads.delete(agent);
+    this.#heads.set(agent, { seq: last.seq, hash: last.hash });
+    if (this.#heads.size > REMEMBERED_HEADS) this.#heads.delete(this.#heads.keys().next().value!);
+    return written;
   }
 
   /**
@@ -204,17 +261,42 @@ export class ReceiptService implements ReceiptAppender {
 
   /** Locks the head, signs `inputs` in order after it, inserts them and moves the head. */
   async #appendLocked(tx: Queryable, agent: string, inputs: readonly ReceiptInput[]): Promise<AppendedReceipt[]> {
-    let head = await lockHead(tx, agent);
+    const out = await this.#sign(agent, await lockHead(tx, agent), inputs);
+    await appendLocked(tx, agent, out);
+    return this.#wrote(agent, out);
+  }
+
+  /** Signs `inputs` in order as the receipts after `head` (each one's `prev` is the hash of the one before). */
+  async #sign(agent: string, head: ChainHead, inputs: readonly ReceiptInput[]): Promise<AppendedReceipt[]> {
     const iat = Math.floor(this.#now() / 1000);
     const out: AppendedReceipt[] = [];
+    let prev = head;
     for (const input of inputs) {
-      const claims = receiptClaims(input, { iss: this.#issuer, jti: randomUUID(), iat, seq: head.seq + 1, prev: head.hash });
+      const claims = receiptClaims(input, { iss: this.#issuer, jti: randomUUID(), iat, seq: prev.seq + 1, prev: prev.hash });
       const jws = await this.#signer.sign(claims);
       const receipt = { id: claims.jti, agent, seq: claims.seq, hash: receiptHash(jws), prev: claims.prev, jws, claims };
       out.push(receipt);
-      head = { seq: receipt.seq, hash: receipt.hash };
+      prev = { seq: receipt.seq, hash: receipt.hash };
     }
-    await appendLocked(tx, agent, out);
     return out;
   }
+}
+
+/**
+ * Splits a group by once-key: the first append of each key (and every append without one), in
+ * order, and the repeats of a key earlier in the same group — refused whatever the store says.
+ */
+function splitRepeats(group: readonly Pending[]): { firsts: Pending[]; repeats: Pending[] } {
+  const seen = new Set<string>();
+  const firsts: Pending[] = [];
+  const repeats: Pending[] = [];
+  for (const p of group) {
+    const id = p.once && onceKeyId(p.once.namespace, p.once.key);
+    if (id !== undefined && seen.has(id)) repeats.push(p);
+    else {
+      if (id !== undefined) seen.add(id);
+      firsts.push(p);
+    }
+  }
+  return { firsts, repeats };
 }

@@ -9,7 +9,8 @@
  *   on the row the previous holder committed), so instances sharing one database never admit
  *   more than the limit; PGlite runs one transaction at a time. Counters are locked in budget id
  *   order, so two reservations never deadlock. A budget that cannot cover its share throws
- *   {@link BudgetExceeded} and the transaction rolls back: nothing is held anywhere.
+ *   {@link BudgetExceeded} and the transaction rolls back: nothing is held anywhere. A call no
+ *   budget applies to costs one plain read and no transaction.
  * - {@link BudgetLedger.settle} charges the actual use — never more than was reserved, so spend
  *   stays within the limit — and releases the rest; a failed call settles with zero (release).
  * - A reservation not settled by its `expiresAt` (the instance crashed mid-call) is released by
@@ -128,6 +129,9 @@ export class BudgetLedger {
     const now = this.now();
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + this.#ttlMs);
+    // Most calls have no budget: find that out with one plain read, not a transaction (three round
+    // trips on PostgreSQL). A budget created right after this read is one created after the call.
+    if ((await applicableBudgets(this.#store, scope)).length === 0) return { id, items: [], held: { ...amounts }, expiresAt };
     return this.#store.transaction(async (tx) => {
       const budgets = await applicableBudgets(tx, scope);
       const items: ReservationItem[] = [];

@@ -67,6 +67,14 @@ export class PolicyDecisionPoint {
    * generation: its members and the verdict on its links, built once rather than per item.
    */
   readonly #perSubject = new WeakMap<DelegatedSubject, { generation: number; members: Member[] | Decision; links: Decision | undefined }>();
+  /**
+   * The verdict on a presented token's links (one `delegate` decision per link), across requests:
+   * keyed by its issuance records (the token resolver's cached array: the user and the grants
+   * derive from them), reused while the policy generation and the registry's agent objects (its
+   * read cache's, replaced on every re-read) are the same. Cedar is a pure function of these, so
+   * a hit is the answer Cedar would give; it lives as long as the resolver keeps the token.
+   */
+  readonly #linkVerdicts = new WeakMap<object, { generation: number; agents: readonly Agent[]; verdict: Decision | undefined }>();
 
   constructor(deps: PdpDeps) {
     this.store = deps.store;
@@ -162,7 +170,7 @@ export class PolicyDecisionPoint {
         let memo = this.#perSubject.get(subject);
         if (memo?.generation !== snapshot.generation) {
           const built = delegatedMembers(snapshot, subject);
-          memo = { generation: snapshot.generation, members: built, links: Array.isArray(built) ? revalidateLinks(this.engine, snapshot, subject) : undefined };
+          memo = { generation: snapshot.generation, members: built, links: Array.isArray(built) ? this.#links(snapshot, subject) : undefined };
           this.#perSubject.set(subject, memo);
         }
         if (memo.links) return memo.links;
@@ -175,6 +183,16 @@ export class PolicyDecisionPoint {
       if (!('uid' in resourceEntity)) return resourceEntity;
       return evaluateMembers(this.engine, snapshot, members, { action, resource: resourceEntity, context: input.context, actionProperties: input.action.properties });
     });
+  }
+
+  /** {@link revalidateLinks}, memoised per token in {@link #linkVerdicts}. */
+  #links(snapshot: PolicySnapshot, subject: DelegatedSubject): Decision | undefined {
+    const agents = subject.links.map((l) => l.agent);
+    const memo = this.#linkVerdicts.get(subject.grants);
+    if (memo && memo.generation === snapshot.generation && memo.agents.length === agents.length && memo.agents.every((a, i) => a === agents[i])) return memo.verdict;
+    const verdict = revalidateLinks(this.engine, snapshot, subject);
+    this.#linkVerdicts.set(subject.grants, { generation: snapshot.generation, agents, verdict });
+    return verdict;
   }
 
   #members(snapshot: PolicySnapshot, subject: PreparedSubject): Member[] | Decision {

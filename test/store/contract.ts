@@ -5,7 +5,8 @@
  *
  * - revocation cascades (RFC 7009 + RFC 8693 chains): no descendant of a revoked token, and no
  *   token of a disabled agent, is ever live, under any interleaving with exchanges;
- * - per-agent receipt hash chains stay linear under concurrent appends;
+ * - per-agent receipt hash chains stay linear under concurrent appends, from two receipt services
+ *   (two instances) at once; the optimistic append writes all or nothing;
  * - replay detection (DPoP / client assertion `jti`, oidc-provider `ReplayDetection`) accepts a
  *   key exactly once;
  * - the oidc-provider adapter contract (upsert / find / consume / destroy / revokeByGrantId /
@@ -19,7 +20,12 @@ import { randomUUID } from 'node:crypto';
 import type { AdapterPayload } from 'oidc-provider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentRegistry } from '../../src/agents/registry.js';
-import { appendLocked, lockHead, readRange } from '../../src/audit/chain.js';
+import { appendIfHead, appendLocked, lockHead, readHead, readRange } from '../../src/audit/chain.js';
+import { formatLine } from '../../src/audit/jsonl.js';
+import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
+import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
+import { verifyReceipts } from '../../src/audit/verify.js';
+import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
 import { purgeExpired, recordOnce } from '../../src/oauth/adapter.js';
 import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
@@ -438,8 +444,70 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       const head = (await one().query<{ seq: string; head: string }>('SELECT seq, head FROM receipt_chains WHERE agent_id = $1', [agent]))[0]!;
       expect({ seq: Number(head.seq), head: head.head }).toEqual({ seq: appenders, head: chain.at(-1)!.hash });
     });
+
+    it('an optimistic append writes receipts, once-keys and the head together, or nothing at all', async () => {
+      const agent = `agent-${randomUUID()}`;
+      const genesis = { seq: 0, hash: genesisHash(agent) };
+      const row = (seq: number, prev: string) => ({ id: randomUUID(), agent, seq, hash: `h-${randomUUID()}`, prev, jws: 'x.y.z' });
+      const key = (k: string) => ({ namespace: 'DPoPProof', key: k, ttlSeconds: 60 });
+      const keys = async (...ks: string[]) =>
+        (await one().query<{ id: string }>("SELECT id FROM oidc_models WHERE model = 'DPoPProof' AND id = ANY($1::text[]) ORDER BY id", [ks])).map((r) => r.id);
+      const [k1, k2, k3, k4] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()].sort();
+
+      const first = row(1, genesis.hash);
+      expect(await appendIfHead(one(), agent, genesis, [first], [key(k1)])).toBe('written');
+      // A head that is no longer there (another instance moved it): nothing written, not even the key.
+      expect(await appendIfHead(two(), agent, genesis, [row(1, genesis.hash)], [key(k2)])).toBe('moved');
+      expect(await appendIfHead(two(), agent, { seq: 1, hash: 'not-the-head' }, [row(2, 'not-the-head')], [key(k2)])).toBe('moved');
+      // The right head, but one key spent before: the fresh key is not spent and no receipt is written.
+      expect(await appendIfHead(two(), agent, { seq: 1, hash: first.hash }, [row(2, first.hash), row(3, 'x')], [key(k3), key(k1)])).toBe('recorded');
+      expect(await keys(k1, k2, k3)).toEqual([k1]);
+      expect(await readHead(one(), agent)).toEqual({ seq: 1, hash: first.hash });
+      expect((await readRange(one(), agent, 1, 10, 10)).map((r) => r.id)).toEqual([first.id]);
+      // An expired key may be spent again (as recordOnce); then all is written at once.
+      await one().query("UPDATE oidc_models SET expires_at = now() - interval '1 second' WHERE model = 'DPoPProof' AND id = $1", [k1]);
+      const second = row(2, first.hash);
+      expect(await appendIfHead(two(), agent, { seq: 1, hash: first.hash }, [second], [key(k1), key(k4)])).toBe('written');
+      expect(await keys(k1, k2, k3, k4)).toEqual([k1, k4]);
+      expect(await readHead(one(), agent)).toEqual({ seq: 2, hash: second.hash });
+    });
+
+    it(`two receipt services on one database make one linear chain that verifies${concurrent ? ' (two instances)' : ''}; a proof key is spent once, with its receipt`, async () => {
+      const agent = `agent-${randomUUID()}`;
+      const key = await generateSigningKey('ES256');
+      const services = [one(), two()].map((store) => new ReceiptService({ store, issuer: 'https://deputy.example.com', key }));
+      const service = (n: number) => services[n % 2]!;
+      const input = (n: number): ReceiptInput => ({ agent, chain: [agent], event: 'gateway_call', action: 'invoke', resource: `https://api.example.com/${n}`, decision: 'permit' });
+      const once = (k: string) => ({ namespace: 'DPoPProof', key: k, ttlSeconds: 60 });
+      const replayed = randomUUID();
+      const settled = await Promise.allSettled([
+        ...Array.from({ length: 24 }, (_, n) => service(n).append(input(n))),
+        ...Array.from({ length: 24 }, (_, n) => service(n + 1).appendOnce(input(100 + n), once(`${agent}-${n}`))),
+        // The same proof at both instances at once: one of them records it, with its receipt.
+        ...Array.from({ length: 4 }, (_, n) => service(n).appendOnce(input(200 + n), once(replayed))),
+        // And appends inside transactions (the exchange's path), racing the group writers.
+        ...Array.from({ length: 6 }, (_, n) => (n % 2 ? two() : one()).transaction((tx) => service(n).append(input(300 + n), tx))),
+      ]);
+      const rejected = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
+      expect(rejected).toHaveLength(3);
+      for (const reason of rejected) expect(reason).toBeInstanceOf(AlreadyRecorded);
+      // Each service remembers its own head; they still agree with the store after racing.
+      expect((await services[0]!.append(input(400))).seq).toBe(56);
+      expect((await services[1]!.append(input(401))).seq).toBe(57);
+
+      let text = '';
+      for await (const r of services[1]!.range(agent, 1, Number.MAX_SAFE_INTEGER, 10)) text += formatLine(r);
+      const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
+      expect(report.problems).toEqual([]);
+      expect(report.chains).toMatchObject([{ agent, first: 1, last: 57, count: 57, fromGenesis: true }]);
+      const resources = (await readRange(one(), agent, 1, 100, 100)).map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).resource as string);
+      expect(resources.filter((r) => /\/20[0-3]$/.test(r))).toHaveLength(1);
+      const spent = await one().query<{ n: number }>("SELECT count(*)::int AS n FROM oidc_models WHERE model = 'DPoPProof' AND (id LIKE $1 OR id = $2)", [`${agent}-%`, replayed]);
+      expect(spent[0]!.n).toBe(25);
+    });
   });
 }
+
 
 // ---------------------------------------------------------------------------------------------
 // Replay detection
