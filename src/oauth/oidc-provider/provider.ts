@@ -11,6 +11,8 @@
  * - DPoP proofs at `/token` are verified by Deputy's own verifier, the gateway's and PDP's
  *   (./token-dpop.ts): one `htu` normalization, one nonce mechanism for the whole origin
  *   (RFC 9449 §8; the same secret as oidc-provider's), `jti` spent as soon as the proof verifies.
+ *   `client_credentials` is Deputy's handler (./client-credentials-grant.ts), which binds that
+ *   proof instead of verifying and spending it a second time.
  * - Every URL the provider derives (discovery, expected `htu`) comes from the issuer, never from
  *   the request's scheme or Host (RFC 8414 §2, RFC 9449 §4.3): see `issuerDerivedUrls` (./urls.ts).
  * - Errors are rendered by Deputy's one serializer (./errors.ts), not by oidc-provider.
@@ -30,6 +32,7 @@ import { deputyResources, RESOURCE_SCOPES, type DeputyResources } from '../deput
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
+import { clientCredentialsGrant } from './client-credentials-grant.js';
 import { codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims, resolveCodeFlowClient, withCodeFlow } from './authorization-code.js';
 import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
 import { withoutInteractiveEndpoints } from './interactive.js';
@@ -114,7 +117,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     authorizationEndpoint: deps.config.oauth.authorizationCode.enabled,
   });
   useErrorRendering(provider, deps.writeError, deps.logger);
-  for (const g of deps.grants ?? []) {
+  // Replaces the built-in handler: the proof Deputy verified is bound, not verified again.
+  for (const g of [clientCredentialsGrant(), ...(deps.grants ?? [])]) {
     provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
   }
   return provider;

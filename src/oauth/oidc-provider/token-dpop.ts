@@ -6,9 +6,10 @@
  * soon as it verifies: a request that fails afterwards (bad client assertion, scope, resource,
  * subject token, policy) cannot be replayed (§11.1).
  *
- * The grants read the result with {@link verifiedTokenProof}; token exchange uses nothing else.
- * oidc-provider's built-in `client_credentials` grant still runs its own check of the same proof
- * (and binds the token); it can only agree, see `issuerDerivedUrls` in ./urls.ts.
+ * The grants read the result with {@link verifiedTokenProof}: token exchange, jwt-bearer and
+ * `client_credentials` (./client-credentials-grant.ts) bind it and never verify it again.
+ * oidc-provider's built-in code-flow grants (authorization_code, refresh_token) still run their
+ * own check of the same proof; it can only agree, see `issuerDerivedUrls` in ./urls.ts.
  *
  * @module
  */
