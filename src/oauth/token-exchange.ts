@@ -51,7 +51,7 @@ import type { Logger } from '../log.js';
 import type { Queryable, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
-import { recordOnce } from './adapter.js';
+import { recordOnce, spendEach, type SingleUse } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
@@ -163,6 +163,13 @@ export interface ExchangeInput {
   dpop: VerifiedProof | undefined;
   /** The request id (`X-Request-ID`), recorded in the receipt. */
   requestId?: string;
+  /**
+   * Single-use values of the request not spent yet (its DPoP proof and client assertion `jti`s,
+   * already looked up and found fresh): recorded in the issuing transaction, which fails with the
+   * first one's `replayed()` error if another request recorded it meanwhile. The caller spends
+   * them itself when the exchange fails.
+   */
+  spends?: readonly SingleUse[];
 }
 
 /** RFC 8693 §2.2.1 successful response. */
@@ -468,6 +475,7 @@ interface Issuance {
   dpop: VerifiedProof;
   mayAct: Record<string, unknown> | undefined;
   receipt: ReceiptInput;
+  spends: readonly SingleUse[];
 }
 
 interface Issued {
@@ -513,6 +521,9 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
   const parent = subject.kind === 'deputy' ? subject.record : undefined;
   const { vault } = deps;
   await deps.store.transaction(async (tx) => {
+    // First: a request that lost the race for one of its single-use values writes nothing.
+    const replay = await spendEach(tx, input.spends);
+    if (replay) throw replay.replayed();
     let upstream: string | undefined;
     if (subject.kind === 'federated' && input.subjectToken !== undefined) {
       upstream = newHandle('upt');
@@ -611,6 +622,7 @@ export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promis
     event: 'token_exchange',
     requestDigest: grantRequestDigest(TOKEN_EXCHANGE_GRANT, input.params, TOKEN_EXCHANGE_PARAMETERS, agent.id, dpop),
     ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
+    ...(input.spends !== undefined ? { spends: input.spends } : {}),
   });
   deps.logger.info({ client_id: agent.id, user: subject.user.id, chain: issued.chain, audience: issued.audience, scope: issued.scope, depth: issued.chain.length }, 'token exchanged');
   return { access_token: issued.value, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'DPoP', expires_in: issued.expiresIn, scope: issued.scope };
@@ -635,6 +647,8 @@ export interface DelegatedGrant {
   /** The receipt's `requestDigest` ({@link grantRequestDigest}). */
   requestDigest: string;
   requestId?: string;
+  /** Recorded in the issuing transaction (see {@link ExchangeInput.spends}). */
+  spends?: readonly SingleUse[];
 }
 
 /** An issued agent token and what it was issued for. */
@@ -663,6 +677,6 @@ export async function issueDelegated(deps: ExchangeDeps, grant: DelegatedGrant):
   const scopes = chooseScopes(grant.scopes, agent, subject);
   const receipt = await authorize(deps, agent, subject, chain, audience, scopes, grantReceipt(grant, chain, audience, scopes));
   const mayAct = await handoffMayAct(deps, audience);
-  const issued = await issue(deps, { agent, subject, subjectToken: grant.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
+  const issued = await issue(deps, { agent, subject, subjectToken: grant.subjectToken, chain, audience, scopes, dpop, mayAct, receipt, spends: grant.spends ?? [] });
   return { ...issued, chain, audience, scope: scopes.join(' ') };
 }

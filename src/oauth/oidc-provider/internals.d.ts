@@ -25,3 +25,10 @@ declare module 'oidc-provider/lib/helpers/grant_authorization.js' {
   /** The requested scopes; `invalid_scope` for a static scope the client may not request. */
   export function validateClientScope(provider: Provider, ctx: KoaContextWithOIDC): Set<string>;
 }
+
+/** The AsyncLocalStorage oidc-provider runs each request in (its store: the Koa context). */
+declare module 'oidc-provider/lib/helpers/als.js' {
+  import type { AsyncLocalStorage } from 'node:async_hooks';
+  const als: AsyncLocalStorage<unknown>;
+  export default als;
+}

@@ -38,6 +38,7 @@ import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.j
 import { withoutInteractiveEndpoints } from './interactive.js';
 import { useStrictReplayDetection } from './replay.js';
 import { tokenEndpointDpop } from './token-dpop.js';
+import { spendPending } from './token-spends.js';
 import { checkClientAssertionAudience, clientAssertionAudiences, issuerDerivedUrls } from './urls.js';
 
 /** What {@link createProvider} needs. */
@@ -65,6 +66,20 @@ export interface GrantRegistration {
   parameters: readonly string[];
   allowedDuplicateParameters?: readonly string[];
   handler: (ctx: TokenEndpointGrantContext) => Promise<void>;
+  /**
+   * The handler records the request's single-use values (`pendingSpends`, ./token-spends.ts) in
+   * its own transaction and calls `settleSpends`; otherwise they are spent before it runs.
+   */
+  foldsSpends?: boolean;
+}
+
+/** `handler`, after the request's DPoP proof and client assertion `jti`s are spent (one statement). */
+function spendingFirst(db: Store, handler: GrantRegistration['handler']): GrantRegistration['handler'] {
+  return async (ctx) => {
+    const replay = await spendPending(ctx, db);
+    if (replay) throw replay.replayed();
+    await handler(ctx);
+  };
 }
 
 /**
@@ -109,17 +124,21 @@ const INTERACTION_SECONDS = 15 * 60;
 export function createProvider(deps: ProviderDeps): Provider {
   const provider = new Provider(deps.issuer, providerConfiguration(deps));
   issuerDerivedUrls(provider);
-  provider.use(tokenEndpointDpop({ verifier: deps.dpop, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
-  useStrictReplayDetection(provider, deps.store);
+  provider.use(tokenEndpointDpop({ verifier: deps.dpop, db: deps.store, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
+  const grants = [clientCredentialsGrant(), ...(deps.grants ?? [])];
+  useStrictReplayDetection(provider, deps.store, new Set(grants.filter((g) => g.foldsSpends).map((g) => g.grantType)));
   withoutInteractiveEndpoints(provider, {
     scopes: Object.values(RESOURCE_SCOPES),
     extraMembers: Object.keys(deps.discovery ?? {}),
     authorizationEndpoint: deps.config.oauth.authorizationCode.enabled,
   });
   useErrorRendering(provider, deps.writeError, deps.logger);
-  // Replaces the built-in handler: the proof Deputy verified is bound, not verified again.
-  for (const g of [clientCredentialsGrant(), ...(deps.grants ?? [])]) {
-    provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
+  // clientCredentialsGrant() replaces the built-in handler: the proof Deputy verified is bound,
+  // not verified again. A grant that does not record the request's single-use values in its
+  // own transaction has them spent before it runs (./token-spends.ts).
+  for (const g of grants) {
+    const handler = g.foldsSpends ? g.handler : spendingFirst(deps.store, g.handler);
+    provider.registerGrantType(g.grantType, handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
   }
   return provider;
 }
