@@ -8,9 +8,9 @@
  * 1. `readRequest` — parameters present, well-formed, supported (RFC 8693 §2.1); then
  *    `refuseDeputyOwn` — no `scope` / `resource` / `audience` naming Deputy's own scopes or
  *    resources (src/oauth/deputy-own.ts): those belong to operator clients, never to an agent.
- * 2. `requireDpop` — the request's DPoP proof (RFC 9449 §4.3, §5), verified and its `jti` spent
- *    before the client was authenticated (./oidc-provider/token-dpop.ts): the issued token is
- *    bound to its key.
+ * 2. `requireDpop` — the request's DPoP proof (RFC 9449 §4.3, §5), verified before the client
+ *    was authenticated (./oidc-provider/token-dpop.ts), its `jti` and the client assertion's
+ *    found unspent: the issued token is bound to its key.
  * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
  * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
  * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
@@ -22,9 +22,10 @@
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
  * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
  *    by ./oidc-provider/), then `recordIssued`: the token record (and the encrypted upstream
- *    token) and its `permit` receipt (src/audit) in one transaction. A failed exchange writes nothing but the
- *    proof's replay entry (a verified proof is spent whatever happens next, RFC 9449 §11.1) and,
- *    when policy refused it at step 7, a `deny` receipt.
+ *    token) and its `permit` receipt (src/audit) in one transaction, which first records the
+ *    proof and client assertion `jti`s (`ExchangeInput.spends`): one commit per exchange. A failed
+ *    exchange writes nothing but those replay entries (spent by the caller whatever happens next,
+ *    RFC 9449 §11.1) and, when policy refused it at step 7, a `deny` receipt.
  *
  * Steps 6–8 are {@link issueDelegated}, shared with the ID-JAG grant (./identity-assertion.ts),
  * which also reuses steps 1b, 2 and 5 (`refuseDeputyOwn`, `requireDpop`, `checkMayAct`,
@@ -145,7 +146,7 @@ export interface MintedToken {
 /** RFC 8693 §2.1 parameters as parsed from the form: a repeated parameter is an array. */
 export type TokenExchangeParameters = Readonly<Record<string, string | readonly string[] | null | undefined>>;
 
-/** The verified DPoP proof of the request (RFC 9449 §4.3), already spent (§11.1). */
+/** The verified DPoP proof of the request (RFC 9449 §4.3); its `jti` is in `ExchangeInput.spends` or already spent (§11.1). */
 export interface VerifiedProof {
   /** RFC 7638 thumbprint of the proof key: the issued token's `cnf.jkt`. */
   jkt: string;
@@ -253,7 +254,7 @@ export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scop
 }
 
 /**
- * Step 2: the proof was verified, and its `jti` spent, ahead of the grant
+ * Step 2: the proof was verified ahead of the grant (its `jti` spent, or in `ExchangeInput.spends`)
  * (./oidc-provider/token-dpop.ts). At the token endpoint a DPoP refusal is a 400 (RFC 9449 §5).
  */
 export function requireDpop(dpop: VerifiedProof | undefined): VerifiedProof {
