@@ -49,7 +49,7 @@ import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import { traced, tracedStep } from '../observability/tracing.js';
 import type { Logger } from '../log.js';
-import type { Queryable, Store } from '../store/index.js';
+import type { Queryable, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
 import { recordOnce, spendEach, type SingleUse } from './adapter.js';
@@ -526,9 +526,11 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
     const replay = await spendEach(tx, input.spends);
     if (replay) throw replay.replayed();
     let upstream: string | undefined;
+    let vaultRow: StatementPart | undefined;
     if (subject.kind === 'federated' && input.subjectToken !== undefined) {
       upstream = newHandle('upt');
-      await vault.put(tx, { handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
+      // Written by the token record's own statement: one round trip for both.
+      vaultRow = await vault.putPart({ handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
     }
     const record: NewTokenRecord = {
       jti,
@@ -547,7 +549,7 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
       issuedAt: now,
       expiresAt: now + expiresIn,
     };
-    await recordIssuedToken(deps, tx, record, input.receipt);
+    await recordIssuedToken(deps, tx, record, input.receipt, vaultRow);
   });
 }
 
@@ -563,10 +565,13 @@ export function userAttributes(user: DelegatingUser): UserAttributes {
  * grants (./oidc-provider/authorization-code.ts) — records through here, so introspection,
  * cascading revocation, the PDP's chain and the receipt chain see them all alike.
  *
+ * `also`: a write of the same transaction run in the token record's statement (the upstream
+ * token's vault row, `EnvelopeVault.putPart`).
+ *
  * @throws AgentNotActive / ParentRevoked (./token-records.ts); store errors propagate
  */
-export async function recordIssuedToken(deps: Pick<TokenExchangeDeps, 'records' | 'receipts'>, tx: Queryable, record: NewTokenRecord, receipt: ReceiptInput): Promise<void> {
-  await deps.records.insert(tx, record);
+export async function recordIssuedToken(deps: Pick<TokenExchangeDeps, 'records' | 'receipts'>, tx: Queryable, record: NewTokenRecord, receipt: ReceiptInput, also?: StatementPart): Promise<void> {
+  await deps.records.insert(tx, record, also);
   // Last, so the agent's chain head is locked only for the end of this transaction.
   await deps.receipts.append({ ...receipt, tokenId: record.jti }, tx);
 }
