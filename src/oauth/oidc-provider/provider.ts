@@ -10,8 +10,9 @@
  *   strict under concurrency and across instances (oidc-provider's default is find-then-insert).
  * - DPoP proofs at `/token` are verified by Deputy's own verifier, the gateway's and PDP's
  *   (./token-dpop.ts): one `htu` normalization, one nonce mechanism for the whole origin
- *   (RFC 9449 §8; the same secret as oidc-provider's), `jti` spent as soon as the proof verifies.
- *   `client_credentials` is Deputy's handler (./client-credentials-grant.ts), which binds that
+ *   (RFC 9449 §8; the same secret as oidc-provider's). The proof's and the client assertion's
+ *   `jti` are spent once per request, in the token exchange's own transaction or before any
+ *   other grant runs (./token-spends.ts). `client_credentials` is Deputy's handler (./client-credentials-grant.ts), which binds that
  *   proof instead of verifying and spending it a second time.
  * - Every URL the provider derives (discovery, expected `htu`) comes from the issuer, never from
  *   the request's scheme or Host (RFC 8414 §2, RFC 9449 §4.3): see `issuerDerivedUrls` (./urls.ts).
