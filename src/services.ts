@@ -30,13 +30,14 @@ import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection, createProvider, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { agentTokenIntrospection, createProvider, deleteClientGrants, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { instrumentPdp } from './observability/instrument.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
 import type { Store } from './store/index.js';
 import { localVault } from './vault/local-vault.js';
+import type { EnvelopeVault } from './vault/envelope.js';
 import { LlmGateway } from './llm/gateway.js';
 
 /** What the services are built from: everything main.ts opened before loading them. */
@@ -80,14 +81,14 @@ export interface Services {
 export async function composeServices(base: ServiceBase): Promise<Services> {
   const { config, logger, store, keys, issuer } = base;
   const records = new TokenRecords(store);
-  const agents = await agentRegistry(base, records);
+  const vault = localVault(keys, logger);
+  const agents = await agentRegistry(base, records, vault);
   const { dpop, verifier } = accessTokenVerification(base);
   const revocations = new RevocationCache(records);
   const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
   // Decisions, cache, reloads and policy gauges: wrappers, so the PDP carries no metrics code.
   instrumentPdp(pdp.pdp);
-  const vault = localVault(keys, logger);
   const federation = new FederationVerifier(config.trustedIssuers);
   // Enterprise sign-in reuses the federation verifier: a signed-in user is the user their subject tokens name.
   const signIn = new SignIn({ issuer, trustedIssuers: config.trustedIssuers, federation, keys, store, vault, env: base.env, logger });
@@ -113,16 +114,16 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     sessionSeconds: SESSION_SECONDS, refreshTokenSeconds: REFRESH_TOKEN_SECONDS, accessTokenSeconds: config.tokens.accessTokenTTL,
   });
   addIntrospection(base, provider, { verifier, records, revocations });
-  // Disabled agents' tokens were revoked in the disabling transaction (agentRegistry below).
-  agents.onChange((agent) => {
-    if (agent.status === 'disabled') revocations.forget();
+  // Disabled or deleted agents' tokens were revoked in that transaction (agentRegistry below).
+  agents.onChange((agent, change) => {
+    if (agent.status === 'disabled' || change === 'deleted') revocations.forget();
   });
   const budgets = await createBudgets(config.budgets, store);
   const isolation = await createCredentialIsolation({
     config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env, budgets: budgets.ledger,
   });
   const mcp = await createMcpGateway({
-    config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials,
+    config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials, budgets: budgets.ledger,
   });
   const llm = llmGateway(base, { verifier, revocations, isolation, budgets, receipts, pdp });
   const app = createApp({
@@ -156,17 +157,27 @@ function llmGateway(
 }
 
 /**
- * The agent registry, synchronised with the configured agents. Disabling an agent revokes its
- * tokens, and so everything delegated from them, in the same transaction as the status change
- * (see TokenRecords.insert for the other side of the race).
+ * The agent registry, synchronised with the configured agents. Disabling or deleting an agent
+ * revokes its tokens, and so everything delegated from them, in the same transaction as the
+ * change (see TokenRecords.insert for the other side of the race). Deleting also drops its OAuth
+ * grants (refresh tokens, codes) and the upstream subject tokens its exchanges captured; its
+ * receipts stay. Connections and users' connect grants belong to the connection and the user,
+ * not the agent, and stay.
  */
-async function agentRegistry(base: ServiceBase, records: TokenRecords): Promise<AgentRegistry> {
+async function agentRegistry(base: ServiceBase, records: TokenRecords, vault: EnvelopeVault): Promise<AgentRegistry> {
   const agents = new AgentRegistry(base.store);
-  agents.onDisable(async (agentId, tx) => {
-    const revoked = await records.revokeByAgent(agentId, 'agent disabled', tx);
-    if (revoked.length) base.logger.info({ agent: agentId, revoked: revoked.length }, 'tokens of disabled agent revoked');
+  agents.onDisable(async (agentId, tx, why) => {
+    const revoked = await records.revokeByAgent(agentId, `agent ${why}`, tx);
+    if (revoked.length) base.logger.info({ agent: agentId, revoked: revoked.length }, `tokens of ${why} agent revoked`);
   });
-  await agents.syncFromConfig(base.config.agents);
+  agents.onDelete(async (agent, tx) => {
+    const grants = await deleteClientGrants(tx, agent.clientIdUrl ?? agent.id);
+    const upstream = await records.detachUpstream(agent.id, tx);
+    if (upstream.length) await vault.delete(tx, ...upstream);
+    base.logger.info({ agent: agent.id, grants, upstream: upstream.length }, 'agent deleted; its receipts are kept');
+  });
+  const { removed } = await agents.syncFromConfig(base.config.agents);
+  if (removed.length) base.logger.info({ removed }, 'agents removed from configuration were deleted (their receipts are kept)');
   return agents;
 }
 

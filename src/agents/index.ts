@@ -9,6 +9,7 @@ export {
   AGENT_CACHE_TTL_MS,
   type Agent,
   type AgentChangeListener,
+  type AgentDeleteHook,
   type AgentDisableHook,
   type AgentPatch,
   type AgentSource,

@@ -6,6 +6,11 @@
  * API (`source = 'api'`). Status is owned by the store once an agent exists: an agent disabled
  * through the API stays disabled across restarts even if the configuration says `active`.
  *
+ * Deleting an agent ({@link AgentRegistry.delete}) runs the disable path first (its tokens and
+ * everything delegated from them revoked, in the same transaction), then the delete hooks, then
+ * removes the row. Its receipts are evidence and stay, chained under its id. A configured agent is
+ * deleted by removing it from the configuration: the next start deletes it the same way.
+ *
  * The delegation rules over these limits (who may act for whom, at which audience, how deep)
  * live in the delegation model: src/delegation/registry-rules.ts.
  *
@@ -61,14 +66,25 @@ interface AgentRow {
 
 const COLUMNS = 'id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source, client_id_url, created_at, updated_at';
 
-/** Listeners learn about every change so caches (oidc-provider clients, PDP entities) can drop entries. */
-export type AgentChangeListener = (agent: Agent) => void | Promise<void>;
+/**
+ * Listeners learn about every change so caches (oidc-provider clients, PDP entities) can drop
+ * entries; `change` is `'deleted'` when the agent no longer exists (`agent` is its last state).
+ */
+export type AgentChangeListener = (agent: Agent, change: 'saved' | 'deleted') => void | Promise<void>;
 
 /**
- * Runs inside the transaction that leaves an agent disabled, while its row is locked: what it
- * writes commits (or rolls back) with the status change. Used to revoke the agent's tokens.
+ * Runs inside the transaction that leaves an agent disabled — or deletes it (`why`) — while its
+ * row is locked: what it writes commits (or rolls back) with the change. Used to revoke the
+ * agent's tokens.
  */
-export type AgentDisableHook = (agentId: string, tx: Queryable) => Promise<void>;
+export type AgentDisableHook = (agentId: string, tx: Queryable, why: 'disabled' | 'deleted') => Promise<void>;
+
+/**
+ * Runs inside the transaction that deletes an agent, after the disable hooks and before the row
+ * goes: removes what only served the agent (its OAuth grants, the upstream tokens its exchanges
+ * captured). Receipts are never among them.
+ */
+export type AgentDeleteHook = (agent: Agent, tx: Queryable) => Promise<void>;
 
 /**
  * How long a read agent is reused without asking the store. Every authentication and exchange
@@ -86,6 +102,7 @@ export class AgentRegistry {
   readonly #store: Store;
   readonly #listeners: AgentChangeListener[] = [];
   readonly #disableHooks: AgentDisableHook[] = [];
+  readonly #deleteHooks: AgentDeleteHook[] = [];
   readonly #cache = new Map<string, { agent: Agent | undefined; until: number }>();
   readonly #ttlMs: number;
 
@@ -106,8 +123,23 @@ export class AgentRegistry {
     this.#disableHooks.push(hook);
   }
 
-  async #disabled(agentId: string, tx: Queryable): Promise<void> {
-    for (const hook of this.#disableHooks) await hook(agentId, tx);
+  /**
+   * Registers `hook` to run in every transaction that deletes an agent ({@link delete}, or a
+   * configured agent removed from the configuration at start). Register before {@link syncFromConfig}.
+   */
+  onDelete(hook: AgentDeleteHook): void {
+    this.#deleteHooks.push(hook);
+  }
+
+  async #disabled(agentId: string, tx: Queryable, why: 'disabled' | 'deleted' = 'disabled'): Promise<void> {
+    for (const hook of this.#disableHooks) await hook(agentId, tx, why);
+  }
+
+  /** Deletes the locked agent: the disable path (revocation), the delete hooks, then the row. */
+  async #deleteLocked(agent: Agent, tx: Queryable): Promise<void> {
+    await this.#disabled(agent.id, tx, 'deleted');
+    for (const hook of this.#deleteHooks) await hook(agent, tx);
+    await tx.query('DELETE FROM agents WHERE id = $1', [agent.id]);
   }
 
   /** The agent, from a short-lived cache (see {@link AGENT_CACHE_TTL_MS}); `db` reads through. */
@@ -177,6 +209,32 @@ export class AgentRegistry {
   }
 
   /**
+   * Deletes an API-registered or metadata-document agent: every token it holds and everything
+   * delegated from them is revoked, its OAuth grants and captured upstream tokens go (the delete
+   * hooks), in one transaction with the row's removal. Its receipts stay (evidence; exported by
+   * its id). The id is free again afterwards: a metadata-document client's next consent creates
+   * its agent anew, and its receipts continue the same chain. Returns the deleted agent.
+   *
+   * @throws NotFound when there is no such agent (a repeated DELETE, RFC 9110 §9.3.5: the effect
+   *   of the first stays, nothing else changes).
+   * @throws Conflict for an agent defined in configuration: the next start would create it
+   *   again; it is deleted by removing it from the file (see {@link syncFromConfig}).
+   */
+  async delete(id: string): Promise<Agent> {
+    const agent = await this.#store.transaction(async (tx) => {
+      const rows = await tx.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
+      if (!rows[0]) throw new NotFound(`agent "${id}" does not exist`);
+      const current = fromRow(rows[0]);
+      if (current.source === 'config') {
+        throw new Conflict(`agent "${id}" is defined in configuration: remove it from the configuration file and it is deleted at the next start (POST /admin/agents/${id}/disable stops it now)`);
+      }
+      await this.#deleteLocked(current, tx);
+      return current;
+    });
+    return this.#changed(agent, 'deleted');
+  }
+
+  /**
    * The agent of a Client ID Metadata Document client (id {@link documentAgentId}`(client.url)`),
    * created on first use and kept in step with the configuration's limits and the document's name.
    * Its status is never changed here: an operator's `disabled` holds however often the document is
@@ -201,10 +259,13 @@ export class AgentRegistry {
     return this.#changed(fromRow(rows[0]));
   }
 
-  /** Makes the configuration's agents exist as written (status: see the module comment). */
-  async syncFromConfig(agents: readonly AgentConfig[]): Promise<void> {
+  /**
+   * Makes the configuration's agents exist as written (status: see the module comment), and
+   * deletes the configured agents no longer in it, as {@link delete} does. Returns their ids.
+   */
+  async syncFromConfig(agents: readonly AgentConfig[]): Promise<{ removed: string[] }> {
     this.#cache.clear();
-    await this.#store.transaction(async (tx) => {
+    return this.#store.transaction(async (tx) => {
       for (const a of agents) {
         const rows = await tx.query<{ status: AgentStatus }>(
           `INSERT INTO agents (id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source)
@@ -219,12 +280,18 @@ export class AgentRegistry {
         // Also when it was disabled already: revoking the tokens of a disabled agent again is a no-op.
         if (rows[0]?.status === 'disabled') await this.#disabled(a.id, tx);
       }
+      const stale = await tx.query<AgentRow>(
+        `SELECT ${COLUMNS} FROM agents WHERE source = 'config' AND NOT (id = ANY($1::text[])) ORDER BY id FOR UPDATE`,
+        [agents.map((a) => a.id)],
+      );
+      for (const row of stale) await this.#deleteLocked(fromRow(row), tx);
+      return { removed: stale.map((r) => r.id) };
     });
   }
 
-  async #changed(agent: Agent): Promise<Agent> {
+  async #changed(agent: Agent, change: 'saved' | 'deleted' = 'saved'): Promise<Agent> {
     this.#cache.delete(agent.id);
-    for (const l of this.#listeners) await l(agent);
+    for (const l of this.#listeners) await l(agent, change);
     return agent;
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The enforcement pipeline's budget slot (src/enforcement/steps/budget.ts) for calls whose cost
  * is known before they run: a gateway call (one request, the route's or connection's cost per
- * call) or an MCP tool call (one request, the tool's cost). Reserves before the upstream call,
+ * call) or an MCP tool call (one request, the tool's cost: src/mcp/budget.ts). Reserves before the upstream call,
  * all or none; charges the reservation in full once the response was delivered (or cut: the
  * upstream did the work); releases it when the run was refused after the reservation.
  *
@@ -70,11 +70,10 @@ export function fixedCostBudgeter<C>(options: FixedCostOptions<C>): Budgeter<C> 
 }
 
 /**
- * The demand of one gateway call: one request, and the route's `cost` or else the connection's
- * `costPerCall` (absent: no cost).
+ * The demand of one call of known cost: one request, and `cost` micro-units when a cost is
+ * configured (absent: the call counts against `requests` budgets only; `cost` budgets skip it).
  */
-export function gatewayCallAmounts(connection: { settings: { costPerCall?: number | undefined } }, route: { cost?: number | undefined } | undefined): Amounts {
-  const cost = route?.cost ?? connection.settings.costPerCall;
+export function callAmounts(cost: number | undefined): Amounts {
   return { requests: 1, ...(cost !== undefined ? { cost } : {}) };
 }
 
@@ -101,24 +100,49 @@ export async function settlementReceipt(receipts: ReceiptAppender | undefined, c
   });
 }
 
+/** What {@link knownCostBudgeter} is built from. */
+export interface KnownCostOptions<C> {
+  ledger: BudgetLedger;
+  logger: Logger;
+  /** Where the `budget_settlement` receipt goes (absent: none). */
+  receipts?: ReceiptAppender | undefined;
+  /**
+   * What the action in `ctx` calls and costs: `connection` is the id budgets select on (an HTTP
+   * connection, an MCP server), `cost` its cost per call in micro-units (absent: none).
+   */
+  target(ctx: C): { connection: string; cost: number | undefined };
+}
+
+/**
+ * The budgeter of a PEP whose calls cost a known amount (the HTTP gateway per route, the MCP
+ * gateway per tool): one request and the call's `cost`, on the budgets of the chain's agents,
+ * the user and the connection (so per agent, per user, per connection and per user×agent
+ * budgets all apply); a `budget_settlement` receipt after the call.
+ */
+export function knownCostBudgeter<C extends ActionContext & Described>(options: KnownCostOptions<C>): Budgeter<C> {
+  return fixedCostBudgeter<C>({
+    ledger: options.ledger,
+    logger: options.logger,
+    demand: (ctx) => {
+      const { connection, cost } = options.target(ctx);
+      const { principal, requestId } = ctx.admission;
+      return { scope: { agents: principal.chain, user: principal.userId, connection }, amounts: callAmounts(cost), requestId };
+    },
+    onCharged: (ctx, charges) => settlementReceipt(options.receipts, ctx, charges),
+  });
+}
+
 /**
  * The HTTP gateway's budgeter: one request and the route's `cost` (else the connection's
- * `costPerCall`) per call, on the budgets of the chain's agents, the user and the connection;
- * a receipt of the charge after the call.
+ * `costPerCall`) per call ({@link knownCostBudgeter}).
  */
 export function gatewayBudgeter<C extends ActionContext & Targeted & Described & { route?: { cost?: number | undefined } | undefined }>(options: {
   ledger: BudgetLedger;
   logger: Logger;
   receipts?: ReceiptAppender | undefined;
 }): Budgeter<C> {
-  return fixedCostBudgeter<C>({
-    ledger: options.ledger,
-    logger: options.logger,
-    demand: (ctx) => ({
-      scope: { agents: ctx.admission.principal.chain, user: ctx.admission.principal.userId, connection: ctx.connection.id },
-      amounts: gatewayCallAmounts(ctx.connection, ctx.route),
-      requestId: ctx.admission.requestId,
-    }),
-    onCharged: (ctx, charges) => settlementReceipt(options.receipts, ctx, charges),
+  return knownCostBudgeter<C>({
+    ...options,
+    target: (ctx) => ({ connection: ctx.connection.id, cost: ctx.route?.cost ?? ctx.connection.settings.costPerCall }),
   });
 }

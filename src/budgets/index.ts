@@ -11,4 +11,4 @@ export { BudgetLedger, type Amounts, type Charge, type LedgerOptions, type Reser
 export { costOf, PriceTable, type TokenCounts } from './prices.js';
 export { windowAt, zonedMidnight, type WindowSpan } from './window.js';
 export { createBudgets, type Budgets } from './service.js';
-export { fixedCostBudgeter, gatewayBudgeter, gatewayCallAmounts, settlementReceipt, type FixedCostOptions, type FixedDemand } from './budgeter.js';
+export { callAmounts, fixedCostBudgeter, gatewayBudgeter, knownCostBudgeter, settlementReceipt, type FixedCostOptions, type FixedDemand, type KnownCostOptions } from './budgeter.js';

@@ -18,6 +18,7 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
+import { recordBudgetSpend } from '../observability/metrics.js';
 import type { Queryable, Store } from '../store/index.js';
 import { applicableBudgets, type Budget, type BudgetScope } from './budgets.js';
 import type { BudgetUnit } from './config.js';
@@ -189,10 +190,17 @@ export class BudgetLedger {
    * reservation is charged only as far as the budget's limit allows; what does not fit is
    * reported as `uncharged` (the invariant wins over the bill). Idempotent: a second settle of
    * one reservation charges nothing. A reservation already released as expired is charged what
-   * still fits in its budgets.
+   * still fits in its budgets. Each charge is added to `deputy_budget_spend_total{budget,unit}`.
    */
   async settle(reservation: Reservation, used: Amounts): Promise<Charge[]> {
     if (reservation.items.length === 0) return [];
+    const charges = await this.#settleOnce(reservation, used);
+    // The one place every gateway's charges pass (HTTP, MCP, LLM), after the commit: counted once.
+    for (const c of charges) recordBudgetSpend(c.budgetId, c.unit, c.charged);
+    return charges;
+  }
+
+  async #settleOnce(reservation: Reservation, used: Amounts): Promise<Charge[]> {
     return this.#store.transaction(async (tx) => {
       // Deleting the reservation is the claim (its items go with it): a concurrent settle or
       // expiry sweep finds nothing left. The amounts are the ones this reservation holds.

@@ -6,15 +6,19 @@
  *
  * Nothing persists: the database is in memory; keys and client credentials are written afresh
  * into the dev folder (default `.deputy-dev/`, git-ignored) at every start, so the printed
- * commands always match the running server.
+ * commands always match the running server. That folder is locked first (src/store/lock.ts, as a
+ * data folder): a second `deputy dev` on it stops before writing anything, instead of replacing
+ * the credentials the first one's printed commands use.
  *
  * @module
  */
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { newKeyPair, writeSecretJson } from '../cli/credentials.js';
 import { validateConfig } from '../config/load.js';
 import { createLogger, type Logger } from '../log.js';
+import { lockDataDir, type DataDirLock } from '../store/index.js';
 import { freePort } from '../util/net.js';
 import { startDeputy, type DeputyServer } from '../main.js';
 import { DEV_IDP_AUDIENCE, DEV_IDP_DEFAULT_USER, startDevIdp, type DevIdp } from './idp.js';
@@ -44,8 +48,24 @@ export interface DevEnvironment {
 export const DEV_AGENT = 'researcher';
 export const DEV_CONNECTION = 'crm';
 
-/** Starts the development environment; on failure closes what it opened and throws. */
+/**
+ * Starts the development environment; on failure closes what it opened and throws.
+ *
+ * @throws DataDirLocked when another process (another `deputy dev`) holds `options.dir`: nothing
+ *   was written or started.
+ */
 export async function startDevEnvironment(options: DevOptions): Promise<DevEnvironment> {
+  mkdirSync(options.dir, { recursive: true, mode: 0o700 });
+  // Before any file is written or port bound: the folder's files belong to the process holding it.
+  const lock = lockDataDir(options.dir);
+  const started = await startServices(options, lock).catch((err: unknown) => {
+    lock.release();
+    throw err;
+  });
+  return started;
+}
+
+async function startServices(options: DevOptions, lock: DataDirLock): Promise<DevEnvironment> {
   const idp = await startDevIdp(options.idpPort);
   const upstream = await startDevUpstream(0).catch(async (err: unknown) => {
     await idp.close();
@@ -78,6 +98,7 @@ export async function startDevEnvironment(options: DevOptions): Promise<DevEnvir
         await deputy.close(100);
         await upstream.close();
         await idp.close();
+        lock.release();
       },
     };
   } catch (err) {

@@ -21,7 +21,9 @@
  * 1. `spendProofOnRefusal` — any refusal below, before the receipt, spends the proof first.
  * 2. `resolveCall` — the connection (404 when it does not exist), the path, the route's action.
  * 3. `decide` — the {@link GatewayAuthorizer} (scopes/routes, or the PDP) with the chain as subject.
- * 4. `budget` — the empty slot (issue 15 fills it).
+ * 4. `budget` — one request and the route's `cost` (else the connection's `costPerCall`) reserved
+ *    on every budget that applies (src/budgets/budgeter.ts `gatewayBudgeter`); 402 when one cannot
+ *    cover it; charged once the response was delivered, released on a refusal or failure.
  * 5. `receipt` — written for the decision (fail closed: no receipt, no call — 503).
  * 6. `refuseDenied` — 403 with the authorizer's reason.
  * 7. `credential` — from the vault (and the downstream AS): 424 with a connect link for a user

@@ -1,5 +1,5 @@
 /**
- * The admin API: agents (create, list, read, update, disable, enable). Every route requires an
+ * The admin API: agents (create, list, read, update, disable, enable, delete). Every route requires an
  * access token Deputy issued for its admin resource with the `deputy:admin` scope; there is no
  * unauthenticated admin surface. Members, timestamps and pagination follow the admin API's one
  * dialect (./admin-api.ts): `max_delegation_depth` on read and write, RFC 3339 times.
@@ -66,6 +66,17 @@ export function adminRoutes(deps: AdminDeps): Router {
 
   router.post('/agents/:id/enable', async function enableAgent(ctx) {
     ctx.body = view(await deps.agents.update(ctx.params.id!, { status: 'active' }));
+  });
+
+  /**
+   * 204 once deleted: its tokens and everything delegated from them revoked, its receipts kept
+   * (src/agents/registry.ts `delete`). 404 for an unknown id, a repeated DELETE included: the
+   * method is idempotent by its effect, not its status (RFC 9110 §9.2.2, §9.3.5). 409 for a
+   * configured agent (removed from the file, it is deleted at the next start).
+   */
+  router.delete('/agents/:id', async function deleteAgent(ctx) {
+    await deps.agents.delete(ctx.params.id!);
+    ctx.status = 204;
   });
 
   return router;

@@ -37,7 +37,7 @@ import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gatew
 import { connectionLookup, pdpLookup, protectedResourceChallenges, protectedResourceMetadataRoute, type ProtectedResourceDeps, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 import { signInRoutes } from './signin.js';
 import type { CookieSealer, SignIn } from '../signin/index.js';
-import { mcpAdminRoutes, mcpMetadataMiddleware, mcpMiddleware } from './mcp.js';
+import { mcpAdminRoutes, mcpMiddleware, mcpProtectedResources } from './mcp.js';
 import type { McpSurface } from '../mcp/index.js';
 
 /** The services the Koa application routes to (configuration, verifier, provider, registry, PDP, receipts, isolation). */
@@ -107,7 +107,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(protectedResourceChallenges(resources));
   // Before the server-wide body limit: the gateway streams bodies under its own limit.
   if (deps.isolation) app.use(gatewayMiddleware(deps.isolation.gateway));
-  if (deps.mcp) app.use(mcpMiddleware(deps.mcp)).use(mcpMetadataMiddleware({ mcp: deps.mcp, issuer: deps.issuer }));
+  if (deps.mcp) app.use(mcpMiddleware(deps.mcp));
   if (deps.llm) app.use(llmMiddleware(deps.llm));
   app.use(bodyLimit(deps.config.server.bodyLimitBytes));
   app.use(oauthAuthorizationServerMetadata());
@@ -173,13 +173,17 @@ function isolationRoutes(deps: AppDeps, isolation: CredentialIsolation, authenti
   ];
 }
 
-/** RFC 9728: what Deputy fronts — gateway connections, the PDP, then `deps.protectedResources`. */
+/**
+ * RFC 9728: what Deputy fronts, one handler asking each surface for its document — gateway
+ * connections, the PDP, the MCP gateway's servers, then `deps.protectedResources`.
+ */
 function protectedResources(deps: AppDeps): ProtectedResourceDeps {
   return {
     issuer: deps.issuer,
     lookups: [
       ...(deps.isolation ? [connectionLookup(deps.issuer, deps.isolation.connections)] : []),
       pdpLookup(deps.issuer),
+      ...(deps.mcp ? [mcpProtectedResources(deps.issuer, deps.mcp)] : []),
       ...(deps.protectedResources ?? []),
     ],
   };

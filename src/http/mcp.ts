@@ -4,8 +4,9 @@
  * - `/mcp/{server}` — the Streamable HTTP endpoint (POST, GET, DELETE), plain middleware before
  *   the server-wide body parser and limit: the gateway reads bodies under each server's own limit
  *   and the SDK transport writes the response (JSON or SSE) itself.
- * - `GET /.well-known/oauth-protected-resource/mcp/{server}` — RFC 9728 protected resource
- *   metadata, so an unmodified MCP client finds Deputy as the server's authorization server.
+ * - RFC 9728 protected resource metadata of each server ({@link mcpProtectedResources}, served
+ *   with every other surface's by ./protected-resource-metadata.ts), so an unmodified MCP client
+ *   finds Deputy as the server's authorization server.
  * - `/admin/mcp-servers…` — servers (create, list, read, delete), live tools with their pin
  *   verdicts, approving pins, importing publisher pins, exporting pins with the keys that
  *   verify them, revoking a pin. `deputy:admin` tokens only, like every admin route.
@@ -16,17 +17,16 @@ import Router from '@koa/router';
 import type Koa from 'koa';
 import type { KeyStore } from '../keys/keystore.js';
 import { DeputyError, InvalidRequest, NotFound } from '../errors/index.js';
-import { MCP_SERVER_ID, mcpServerSchema, type McpServerConfig } from '../mcp/config.js';
+import { MCP_SERVER_ID, mcpServerSchema, serverScope, type McpServerConfig } from '../mcp/config.js';
 import { mcpAudience, McpHttpError, MCP_PREFIX, type McpSurface } from '../mcp/index.js';
 import type { StoredPin } from '../mcp/store.js';
 import { TOOL_PIN_ALGORITHMS, TOOL_PIN_TYP } from '../mcp/tool-pin.js';
-import { DPOP_ALGS } from '../util/algorithms.js';
 import { parseAdminBody, requireAdmin, schemaMembers, toWire, wireFields, wireTime } from './admin-api.js';
+import { mcpServerLookup, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 import { RECEIPTS_JWKS_PATH } from './receipts.js';
 import { jsonBody, type Authenticate } from './util.js';
 
 const MCP_PATH = new RegExp(`^${MCP_PREFIX}/([^/]+)/?$`);
-const METADATA_PATH = new RegExp(`^/\\.well-known/oauth-protected-resource${MCP_PREFIX}/([^/]+)$`);
 const SERVER_FIELDS = wireFields(schemaMembers(mcpServerSchema));
 
 /** `/mcp/{server}`: authenticated, decided and relayed by the MCP gateway. */
@@ -68,25 +68,18 @@ export interface McpRoutesDeps {
   bodyLimitBytes: number;
 }
 
-/** RFC 9728 §3: the metadata of `{issuer}/mcp/{server}` (GET). */
-export function mcpMetadataMiddleware(deps: Pick<McpRoutesDeps, 'mcp' | 'issuer'>): Koa.Middleware {
-  return async function mcpProtectedResourceMetadata(ctx, next) {
-    const m = METADATA_PATH.exec(ctx.path);
-    if (!m || (ctx.method !== 'GET' && ctx.method !== 'HEAD')) return next();
-    const id = m[1]!;
-    const server = MCP_SERVER_ID.test(id) ? await deps.mcp.servers.get(id) : undefined;
-    if (!server) throw new NotFound(`MCP server "${id.slice(0, 64)}" does not exist`);
-    ctx.set('Cache-Control', 'public, max-age=300');
-    ctx.body = {
-      resource: mcpAudience(deps.issuer, server.id),
-      authorization_servers: [deps.issuer],
-      bearer_methods_supported: ['header'],
-      dpop_bound_access_tokens_required: true,
-      dpop_signing_alg_values_supported: DPOP_ALGS,
-      scopes_supported: server.settings.requiredScopes.length ? server.settings.requiredScopes : [`mcp:${server.id}`],
-      ...(server.settings.name ? { resource_name: server.settings.name } : {}),
-    };
-  };
+/**
+ * RFC 9728: the MCP gateway's answer to "which protected resource is at this path?" — each
+ * server at `/mcp/{server}`, its scopes the required ones (default `mcp:{server}`, the scope
+ * its PDP resource carries).
+ */
+export function mcpProtectedResources(issuer: string, mcp: Pick<McpSurface, 'servers'>): ProtectedResourceLookup {
+  return mcpServerLookup(issuer, {
+    get: async (id) => {
+      const server = await mcp.servers.get(id);
+      return server && { id: server.id, name: server.settings.name, requiredScopes: server.settings.requiredScopes.length ? server.settings.requiredScopes : [serverScope(server.settings)] };
+    },
+  });
 }
 
 /** `/admin/mcp-servers`: servers and their pins. */

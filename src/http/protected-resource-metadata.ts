@@ -1,7 +1,7 @@
 /**
  * RFC 9728 over HTTP: `GET /.well-known/oauth-protected-resource{path}` for every resource a
- * {@link ProtectedResourceLookup} knows (gateway connections, the PDP, and the MCP gateway's
- * servers once it registers its lookup), 404 for anything else; and the `resource_metadata`
+ * {@link ProtectedResourceLookup} knows (gateway connections, the PDP, the MCP gateway's
+ * servers: one handler asks each surface for its document), 404 for anything else; and the `resource_metadata`
  * parameter on every 401 challenge of those resources
  * (src/oauth/protected-resource-metadata.ts says which challenges and why).
  *
@@ -57,9 +57,9 @@ export function connectionLookup(issuer: string, connections: { get(id: string):
 }
 
 /**
- * MCP servers of the MCP gateway (`/mcp/{server}`): for it to pass in
- * `createApp({ protectedResources })`, so its documents and its 401s' `resource_metadata` (Bearer
- * challenge first) come from here like the gateway's.
+ * MCP servers of the MCP gateway (`/mcp/{server}`; src/http/mcp.ts `mcpProtectedResources`
+ * adapts its store), so its documents and its 401s' `resource_metadata` (Bearer challenge
+ * first) come from here like the gateway's.
  */
 export function mcpServerLookup(
   issuer: string,

@@ -11,7 +11,10 @@
  *   when the agent asked for usage), then `data: [DONE]`;
  * - Anthropic Messages: `content_block_stop`, `message_delta` with `stop_reason: "max_tokens"`
  *   and the output tokens delivered, then `message_stop`;
- * - OpenAI Responses: `response.incomplete` with `incomplete_details.reason: "max_output_tokens"`.
+ * - OpenAI Responses: the open text part and output item closed (`response.output_text.done`,
+ *   `response.content_part.done`, `response.output_item.done` with status `incomplete`), then
+ *   `response.incomplete` with `incomplete_details.reason: "max_output_tokens"`, the output
+ *   delivered and its usage.
  *
  * The same clean end closes a stream that reaches the call's wall-clock deadline.
  *
@@ -159,14 +162,67 @@ function messagesFormat(budget: Budget): Format {
   };
 }
 
+/**
+ * The output items of a Responses stream as passed on (deltas after truncation): what a cut's
+ * `response.incomplete` carries, since the SDK replaces its snapshot with that event's `response`
+ * (openai `ResponseAccumulator`): without the items, the agent would lose the text it was sent.
+ */
+class ResponsesOutput {
+  readonly items: Json[] = [];
+  /** Parts already closed (`response.content_part.done`), as `output:content`. */
+  readonly #closed = new Set<string>();
+
+  apply(ev: Json): void {
+    const oi = typeof ev.output_index === 'number' ? ev.output_index : -1;
+    const ci = typeof ev.content_index === 'number' ? ev.content_index : -1;
+    if ((ev.type === 'response.output_item.added' || ev.type === 'response.output_item.done') && isObject(ev.item) && oi >= 0) this.items[oi] = structuredClone(ev.item);
+    else if (ev.type === 'response.content_part.added' && isObject(ev.part)) this.#content(oi)?.splice(ci, 1, structuredClone(ev.part));
+    else if (ev.type === 'response.content_part.done') this.#closed.add(`${oi}:${ci}`);
+    else if (ev.type === 'response.output_text.delta' && typeof ev.delta === 'string') {
+      const part = this.#content(oi)?.[ci];
+      if (isObject(part)) part.text = `${typeof part.text === 'string' ? part.text : ''}${ev.delta}`;
+    }
+  }
+
+  #content(oi: number): unknown[] | undefined {
+    const item = this.items[oi];
+    if (!isObject(item) || !Array.isArray(item.content)) return undefined;
+    return item.content;
+  }
+
+  /**
+   * The events that close every item still in progress, as the provider does at a length stop:
+   * `response.output_text.done` and `response.content_part.done` per open text part, then
+   * `response.output_item.done` with the item's status `incomplete`.
+   */
+  close(next: () => number): string[] {
+    const out: string[] = [];
+    const emit = (type: string, o: Json) => out.push(sse(JSON.stringify({ type, sequence_number: next(), ...o }), type));
+    this.items.forEach((item, oi) => {
+      if (!isObject(item) || item.status !== 'in_progress') return;
+      item.status = 'incomplete';
+      (Array.isArray(item.content) ? item.content : []).forEach((part, ci) => {
+        if (!isObject(part) || part.type !== 'output_text' || this.#closed.has(`${oi}:${ci}`)) return;
+        emit('response.output_text.done', { item_id: item.id, output_index: oi, content_index: ci, text: part.text ?? '', logprobs: [] });
+        emit('response.content_part.done', { item_id: item.id, output_index: oi, content_index: ci, part });
+      });
+      emit('response.output_item.done', { output_index: oi, item });
+    });
+    return out;
+  }
+}
+
 /** OpenAI Responses events. */
 function responsesFormat(req: ModelRequest, budget: Budget): Format {
   let response: Json = { id: 'resp_deputy', object: 'response', model: req.model, output: [] };
   let seq = 0;
+  const output = new ResponsesOutput();
   const end = (): string[] => {
+    const closing = output.close(() => ++seq);
     const input = budget.meter.usage.inputTokens ?? req.inputTokens;
-    const r = { ...response, status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, usage: { input_tokens: input, output_tokens: budget.meter.delivered, total_tokens: input + budget.meter.delivered } };
-    return [sse(JSON.stringify({ type: 'response.incomplete', sequence_number: seq + 1, response: r }), 'response.incomplete')];
+    const usage = { input_tokens: input, output_tokens: budget.meter.delivered, total_tokens: input + budget.meter.delivered };
+    const r = { ...response, status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, output: output.items.filter(isObject), usage };
+    return [...closing, sse(JSON.stringify({ type: 'response.incomplete', sequence_number: ++seq, response: r }), 'response.incomplete')];
   };
   return {
     end,
@@ -182,13 +238,17 @@ function responsesFormat(req: ModelRequest, budget: Budget): Format {
           if (typeof u.output_tokens === 'number') budget.meter.usage.outputTokens = u.output_tokens;
         }
       }
+      let full = true;
       if (typeof ev.type === 'string' && ev.type.endsWith('.delta') && typeof ev.delta === 'string') {
         const t = budget.take(ev.delta);
         ev.delta = t.text;
-        if (!t.full) {
-          budget.meter.cut = 'budget';
-          return { out: [sse(JSON.stringify(ev), e.event), ...end()], done: true };
-        }
+        full = t.full;
+      }
+      output.apply(ev);
+      if (!full) {
+        budget.meter.cut = 'budget';
+        // A delta cut to nothing is not passed on (the provider never sends an empty one).
+        return { out: [...(ev.delta === '' ? [] : [sse(JSON.stringify(ev), e.event)]), ...end()], done: true };
       }
       const done = ev.type === 'response.completed' || ev.type === 'response.incomplete' || ev.type === 'response.failed';
       return { out: [sse(JSON.stringify(ev), e.event)], done };

@@ -10,7 +10,10 @@
  * | `prompts/get` | `read` | `{server}/prompts/{name}` | `server`, `method`, `prompt`, `arguments` |
  * | `prompts/list` (per prompt) | `read` | `{server}/prompts/{name}` | `server`, `method`, `prompt` |
  * | `resources/read`, `resources/list` (per resource) | `read` | `{server}/resources/{uri}` | `server`, `method`, `uri` |
+ * | `resources/subscribe`, `resources/unsubscribe` | `read` | `{server}/resources/{uri}` | `server`, `method`, `uri` |
  * | `resources/templates/list` | `read` | `{server}/resources` | `server`, `method` |
+ * | `completion/complete` | `read` | the prompt's or the resource template's, as above | `server`, `method`, `prompt` or `uri` |
+ * | `logging/setLevel` | `write` | `{server}` | `server`, `method` |
  *
  * The resource is a `Resource` with `audience` = `{issuer}/mcp/{server}` (the token's audience),
  * `scope` = the server's first required scope (default `mcp:{server}`) and `owner` = the user:
@@ -46,7 +49,7 @@ export interface McpCaller {
 /** One question: may the caller do this MCP operation on this server? */
 export interface McpQuestion {
   method: string;
-  action: 'invoke' | 'read';
+  action: 'invoke' | 'read' | 'write';
   tool?: string;
   prompt?: string;
   uri?: string;
@@ -77,7 +80,7 @@ export class PdpMcpAuthorizer implements McpAuthorizer {
 
   /** The AuthZEN evaluation of one question (exported for tests and documentation). */
   evaluation(caller: McpCaller, server: McpServerConfig, q: McpQuestion): EvaluationInput {
-    const id = q.tool !== undefined ? `${server.id}/tools/${q.tool}` : q.prompt !== undefined ? `${server.id}/prompts/${q.prompt}` : q.uri !== undefined ? `${server.id}/resources/${q.uri}` : `${server.id}/resources`;
+    const id = q.tool !== undefined ? `${server.id}/tools/${q.tool}` : q.prompt !== undefined ? `${server.id}/prompts/${q.prompt}` : q.uri !== undefined ? `${server.id}/resources/${q.uri}` : q.method.startsWith('resources/') ? `${server.id}/resources` : server.id;
     const args = q.arguments === undefined ? undefined : canonicalize(q.arguments);
     return {
       subject: { type: 'Agent', id: caller.agentId, properties: { token: caller.token } },

@@ -13,6 +13,8 @@
  *     trustedPublishers:
  *       - { issuer: https://publisher.example, jwks: { keys: [ … ] } }
  *     serverRequests: { sampling: refuse, elicitation: relay, roots: refuse }
+ *     costPerCall: 1000                     # micro-units per tools/call, for cost budgets
+ *     toolCosts: { create_issue: 50000 }    # per tool, overriding costPerCall
  * ```
  *
  * The credential is a connection's (src/vault/connections): an `api_key`, client credentials, a
@@ -75,6 +77,13 @@ export const mcpServerSchema = z
     pinning: z.enum(['enforce', 'warn', 'off']).default('enforce'),
     /** Publisher keys trusted to sign this server's pins offline. */
     trustedPublishers: z.array(trustedPublisherSchema).max(20).default([]),
+    /**
+     * What one `tools/call` costs, for `cost` budgets (micro-units of `budgets.currency`; a
+     * tool's entry in `toolCosts` wins). Every call also counts one against `requests` budgets.
+     */
+    costPerCall: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    /** Per-tool cost of one `tools/call` (tool name → micro-units), overriding `costPerCall`. */
+    toolCosts: z.record(z.string().min(1).max(128), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)).optional(),
     /** Server-initiated requests (MCP "Client features"): relayed to the agent, or refused upstream. */
     serverRequests: z
       .strictObject({ sampling: relay.default('refuse'), elicitation: relay.default('refuse'), roots: relay.default('refuse') })
@@ -88,7 +97,7 @@ export const mcpServerSchema = z
         /** Open MCP sessions one agent may hold on this server. */
         sessionsPerAgent: z.number().int().min(1).max(1000).default(10),
         /** A session unused this long is closed (seconds). */
-        idleSeconds: z.number().int().min(10).max(86_400).default(900),
+        idleSeconds: z.number().int().min(1).max(86_400).default(900),
         /** Deadline of one upstream request (seconds); progress notifications extend it. */
         upstreamTimeoutSeconds: z.number().int().min(1).max(3600).default(60),
       })

@@ -16,7 +16,9 @@
  *    chain: another agent's session id is "Session not found" (404), as an unknown one is.
  *
  * Then the SDK transport dispatches the messages to the session (./session.ts), which decides
- * each one. The caller of the HTTP request and its admission (the action pipelines run under it)
+ * each one. A session unused for `limits.idleSeconds` (no request, no POST still answering) is
+ * closed here and upstream (DELETE); its id is then "Session not found" (404), and the agent
+ * initializes again (MCP 2025-06-18 "Session Management"). The caller of the HTTP request and its admission (the action pipelines run under it)
  * travel with its messages as `authInfo.extra.caller` and `authInfo.extra.admission`.
  *
  * @module
@@ -84,7 +86,6 @@ export class McpHttpError extends Error {
 export class McpGateway {
   readonly #d: McpGatewayDeps;
   readonly #sessions = new Map<string, AgentSession>();
-  readonly #sweep: NodeJS.Timeout;
   /**
    * The admission of every HTTP request (src/enforcement): the DPoP-bound token for
    * `{issuer}/mcp/{server}` and its live chain; 401s carry `resource_metadata` (RFC 9728 §5.1).
@@ -99,8 +100,6 @@ export class McpGateway {
     this.#admission = Pipeline.start<PepRequest>()
       .then(authenticate({ verifier: deps.verifier, deferProofSpend: false, challenge }))
       .then(liveChain({ revocations: deps.revocations, challenge }));
-    this.#sweep = setInterval(() => void this.#closeIdle(), 10_000);
-    this.#sweep.unref();
   }
 
   /** Open sessions (tests, metrics). */
@@ -138,7 +137,9 @@ export class McpGateway {
     } else {
       throw new McpHttpError(400, -32000, 'Bad Request: Mcp-Session-Id header is required');
     }
-    session.lastUsed = Date.now();
+    session.admission = admission;
+    session.touch();
+    if (call.req.method === 'POST') session.hold(call.res);
     const req = Object.assign(call.req, { auth: { token: '[agent token]', clientId: caller.agentId, scopes: [...caller.scopes], extra: { caller, admission } } });
     await session.transport!.handleRequest(req, call.res, body);
     // An initialize the transport refused (bad headers) opened an upstream session for nothing.
@@ -183,7 +184,6 @@ export class McpGateway {
 
   /** Closes every session (shutdown). */
   async close(): Promise<void> {
-    clearInterval(this.#sweep);
     const all = [...this.#sessions.values()];
     this.#sessions.clear();
     await Promise.allSettled(all.map((s) => s.close()));
@@ -255,7 +255,11 @@ export class McpGateway {
     created.secrets = pendingSecrets;
     created.transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (id) => void this.#sessions.set(id, created),
+      onsessioninitialized: (id) => {
+        this.#sessions.set(id, created);
+        // Idle (limits.idleSeconds): closed here and upstream; the agent's next request is a 404.
+        created.watchIdle(() => void this.#drop(id));
+      },
       onsessionclosed: (id) => void this.#drop(id),
       maxRequestBodySize: server.limits.maxMessageBytes,
     });
@@ -295,13 +299,6 @@ export class McpGateway {
     const s = this.#sessions.get(id);
     this.#sessions.delete(id);
     await s?.close();
-  }
-
-  async #closeIdle(): Promise<void> {
-    const now = Date.now();
-    for (const [id, s] of this.#sessions) {
-      if (now - s.lastUsed > s.idleMs) await this.#drop(id);
-    }
   }
 }
 

@@ -17,14 +17,15 @@ import type { CredentialSource } from '../vault/connections/credentials.js';
 import type { ConnectionStore } from '../vault/connections/store.js';
 import { PdpMcpAuthorizer, type McpAuthorizer, type PdpBatchEvaluator } from './authorizer.js';
 import { McpGateway } from './gateway.js';
-import type { McpBudgetContext } from './session.js';
-import type { Budgeter } from '../enforcement/index.js';
+import type { BudgetLedger } from '../budgets/index.js';
+import { mcpToolBudgeter } from './budget.js';
 import { ToolPins } from './pins.js';
 import { McpServerStore, PinStore } from './store.js';
 import { ToolPinSigner } from './tool-pin.js';
 
 export { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl, McpGateway, McpHttpError } from './gateway.js';
 export { MCP_DENIED, type McpBudgetContext } from './session.js';
+export { mcpToolBudgeter, toolCost } from './budget.js';
 export { mcpServerSchema, mcpServersConfigSchema, type McpServerConfig } from './config.js';
 export { PIN_META_KEY, TOOL_PIN_TYP, toolDigest, verifyToolPin } from './tool-pin.js';
 
@@ -42,8 +43,8 @@ export interface McpDeps {
   receipts?: ReceiptAppender;
   /** Overrides the PDP authorizer (tests, embedding). */
   authorizer?: McpAuthorizer;
-  /** Per-tool budgets (issue 15, w-budgets): reserved for each permitted `tools/call`. */
-  budgeter?: Budgeter<McpBudgetContext>;
+  /** Budgets' ledger (src/budgets): per-tool budgets (./budget.ts) reserved for each permitted `tools/call`; absent: none apply. */
+  budgets?: BudgetLedger;
 }
 
 export interface McpSurface {
@@ -73,7 +74,7 @@ export async function createMcpGateway(deps: McpDeps): Promise<McpSurface> {
     authorizer: deps.authorizer ?? new PdpMcpAuthorizer(deps.pdp, { issuer: deps.issuer, adminReasons: deps.config.pdp.adminReasons }),
     pins,
     ...(deps.receipts ? { receipts: deps.receipts } : {}),
-    ...(deps.budgeter ? { budgeter: deps.budgeter } : {}),
+    ...(deps.budgets ? { budgeter: mcpToolBudgeter({ ledger: deps.budgets, logger: deps.logger, receipts: deps.receipts }) } : {}),
     logger: deps.logger,
   });
   return { gateway, servers, pins, close: () => gateway.close() };

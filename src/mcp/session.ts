@@ -20,19 +20,33 @@
  *    fetch; progress notifications relayed while the call runs; the upstream outcome receipted.
  *
  * Lists are filtered with one batch decision and receipted through the same `receipt` step.
+ * `resources/subscribe`/`unsubscribe`, `completion/complete` and `logging/setLevel` go through
+ * the same `read` pipeline as `resources/read` (./authorizer.ts says what each is decided as).
  * A refusal is a JSON-RPC error (code {@link MCP_DENIED}) with a reason the agent can show
- * (./steps.ts `toJsonRpcError`).
+ * (./steps.ts `toJsonRpcError`). `ping` is answered on each hop by that hop.
+ *
+ * Upstream → agent: notifications and (where configured) server requests go back on the stream
+ * of the agent's call they came with, else on its GET stream; `tools/list_changed` re-verifies
+ * the pins first. The session closes itself when idle (`limits.idleSeconds`), ending the
+ * upstream session with a DELETE.
  *
  * @module
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ServerResponse } from 'node:http';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
   CallToolRequestSchema,
   type CallToolResult,
-  type GetPromptResult,
-  type ReadResourceResult,
+  CompleteRequestSchema,
+  ResourceUpdatedNotificationSchema,
+  SetLevelRequestSchema,
+  SubscribeRequestSchema,
+  ToolListChangedNotificationSchema,
+  UnsubscribeRequestSchema,
   CreateMessageRequestSchema,
   CreateMessageResultSchema,
   ElicitRequestSchema,
@@ -82,12 +96,15 @@ type Extra = {
   authInfo?: { extra?: Record<string, unknown> };
   signal: AbortSignal;
   _meta?: { progressToken?: string | number } | undefined;
-  sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number; progress: number; total?: number; message?: string } }) => Promise<void>;
+  sendNotification: (n: { method: string; params?: Record<string, unknown> }) => Promise<void>;
   sendRequest: <U extends AnySchema>(request: { method: string; params?: Record<string, unknown> }, resultSchema: U) => Promise<SchemaOutput<U>>;
 };
 
-/** What a per-tool budget (issue 15) reads to reserve for one `tools/call`. */
-export interface McpBudgetContext {
+/**
+ * What a per-tool budget (issue 15, ./budget.ts) reads to reserve for one `tools/call`: the
+ * admission (principal, request id) and the receipt's description, besides the tool.
+ */
+export interface McpBudgetContext extends ActionContext, Described {
   caller: McpCaller;
   server: McpServerConfig;
   tool: string;
@@ -160,7 +177,6 @@ export class AgentSession {
   readonly owner: string;
   readonly agentId: string;
   readonly serverId: string;
-  lastUsed = Date.now();
   /** Closed after this long unused (the server's `limits.idleSeconds`). */
   readonly idleMs: number;
   /**
@@ -172,10 +188,17 @@ export class AgentSession {
   credentialError: DeputyError | undefined;
   /** The latest caller: the identity credentials are derived for (its token is the freshest). */
   caller: McpCaller;
+  /** The latest HTTP request's admission: receipts of what the upstream starts (re-verification after `list_changed`). */
+  admission: Admission | undefined;
   /** Verdicts and definitions from the last `tools/list` (undefined: list again before a call). */
   #tools: Map<string, { tool: Tool; verdict: PinVerdict }> | undefined;
-  /** Agent requests being forwarded now: the upstream's requests during a call go back on its stream. */
-  readonly #inflight: Extra[] = [];
+  /** URIs the agent subscribed to (permitted): only their `notifications/resources/updated` are relayed. */
+  readonly #subscribed = new Set<string>();
+  /** The idle clock ({@link AgentSession.watchIdle}); unref'd, cleared on close. */
+  #idle: NodeJS.Timeout | undefined;
+  /** Agent POSTs whose responses are still open: the session is not idle while one runs. */
+  #busy = 0;
+  #closed = false;
   /** Pin mismatches already receipted in this session (`tool\0digest`). */
   readonly #mismatchReceipted = new Set<string>();
   readonly #d: SessionDeps;
@@ -192,12 +215,7 @@ export class AgentSession {
     this.idleMs = deps.server.limits.idleSeconds * 1000;
     this.upstream = upstream;
     const caps = upstream.getServerCapabilities() ?? {};
-    const capabilities: ServerCapabilities = {
-      ...(caps.tools ? { tools: { listChanged: true } } : {}),
-      ...(caps.resources ? { resources: { listChanged: caps.resources.listChanged ?? false } } : {}),
-      ...(caps.prompts ? { prompts: { listChanged: caps.prompts.listChanged ?? false } } : {}),
-      ...(caps.logging ? { logging: {} } : {}),
-    };
+    const capabilities = relayedCapabilities(caps);
     const info = upstream.getServerVersion();
     const instructions = upstream.getInstructions();
     this.agent = new Server(
@@ -208,8 +226,41 @@ export class AgentSession {
     this.#relay(agentCapabilities);
   }
 
-  /** Closes both sides. */
+  /**
+   * Starts the idle clock: `onIdle` runs once the session has had no request for `idleMs` and no
+   * POST of the agent is still being answered. The timer never keeps the process alive.
+   */
+  watchIdle(onIdle: () => void): void {
+    clearTimeout(this.#idle);
+    this.#idle = setTimeout(() => (this.#busy > 0 ? this.#idle?.refresh() : onIdle()), this.idleMs);
+    this.#idle.unref();
+  }
+
+  /** A request of the agent arrived: the idle clock starts again. */
+  touch(): void {
+    this.#idle?.refresh();
+  }
+
+  /** A POST being answered on `res`: not idle until its response ends (an SSE stream may run long). */
+  hold(res: ServerResponse): void {
+    this.#busy += 1;
+    res.once('close', () => {
+      this.#busy -= 1;
+      this.touch();
+    });
+  }
+
+  /**
+   * Closes both sides, once: the upstream session is ended with an HTTP DELETE (MCP "Session
+   * Management"; a courtesy, so bounded by the upstream timeout and at most 5 s: a shutdown does
+   * not wait on an upstream that does not answer), then both connections are closed.
+   */
   async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#idle);
+    const upstream = this.upstream.transport as StreamableHTTPClientTransport | undefined;
+    if (upstream?.sessionId !== undefined) await withDeadline(upstream.terminateSession(), Math.min(this.#d.server.limits.upstreamTimeoutSeconds, 5) * 1000);
     await Promise.allSettled([this.agent.close(), this.upstream.close()]);
   }
 
@@ -218,59 +269,116 @@ export class AgentSession {
       this.agent.setRequestHandler(ListToolsRequestSchema, (req, extra) => this.#listTools(req.params, extra as unknown as Extra));
       this.agent.setRequestHandler(CallToolRequestSchema, (req, extra) => this.#callTool(req.params, extra as unknown as Extra));
     }
-    if (caps.resources) {
-      this.agent.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => {
-        const page = await this.upstream.listResources(req.params, this.#options(extra));
-        const allowed = await this.#filter(extra, 'resources/list', page.resources, (r) => ({ method: 'resources/list', action: 'read', uri: r.uri }));
-        return { ...page, resources: allowed };
-      });
-      this.agent.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => {
-        await this.#run(this.#p.gate, this.#message(extra, { method: 'resources/templates/list', action: 'read' }), 'resources/templates/list');
-        return this.upstream.listResourceTemplates(req.params, this.#options(extra));
-      });
-      this.agent.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => {
-        const message = this.#message(extra, { method: 'resources/read', action: 'read', uri: req.params.uri });
-        const send = (ctx: McpMessage) => this.#settle(ctx, { server: this.#d.server.id, method: 'resources/read' }, () => this.upstream.readResource(req.params, this.#options(extra)));
-        return (await this.#run(this.#p.read, { ...message, send }, 'resources/read')).result as ReadResourceResult;
+    if (caps.resources) this.#resourceHandlers(caps.resources.subscribe === true);
+    if (caps.prompts) this.#promptHandlers();
+    if (caps.completions) {
+      // Decided like what it completes: the prompt (`prompts/get`) or the resource template (`resources/read`).
+      this.agent.setRequestHandler(CompleteRequestSchema, (req, extra) => {
+        const ref = req.params.ref;
+        const about = ref.type === 'ref/prompt' ? { prompt: (ref as { name: string }).name } : { uri: (ref as { uri: string }).uri };
+        return this.#decided(extra as unknown as Extra, { method: 'completion/complete', action: 'read', ...about }, () => this.upstream.complete(req.params, this.#options(extra)));
       });
     }
-    if (caps.prompts) {
-      this.agent.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => {
-        const page = await this.upstream.listPrompts(req.params, this.#options(extra));
-        const allowed = await this.#filter(extra, 'prompts/list', page.prompts, (p) => ({ method: 'prompts/list', action: 'read', prompt: p.name }));
-        return { ...page, prompts: allowed };
-      });
-      this.agent.setRequestHandler(GetPromptRequestSchema, async (req, extra) => {
-        const message = this.#message(extra, { method: 'prompts/get', action: 'read', prompt: req.params.name, arguments: req.params.arguments ?? {} });
-        const send = (ctx: McpMessage) => this.#settle(ctx, { server: this.#d.server.id, method: 'prompts/get' }, () => this.upstream.getPrompt(req.params, this.#options(extra)));
-        return (await this.#run(this.#p.read, { ...message, send }, 'prompts/get')).result as GetPromptResult;
-      });
+    if (caps.logging) {
+      this.agent.setRequestHandler(SetLevelRequestSchema, (req, extra) =>
+        this.#decided(extra as unknown as Extra, { method: 'logging/setLevel', action: 'write' }, () => this.upstream.setLoggingLevel(req.params.level, this.#options(extra))),
+      );
     }
   }
 
+  /** `resources/*`: lists filtered per resource; read, subscribe and unsubscribe decided on the URI. */
+  #resourceHandlers(subscribe: boolean): void {
+    this.agent.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => {
+      const page = await this.upstream.listResources(req.params, this.#options(extra));
+      const allowed = await this.#filter(extra, 'resources/list', page.resources, (r) => ({ method: 'resources/list', action: 'read', uri: r.uri }));
+      return { ...page, resources: allowed };
+    });
+    this.agent.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => {
+      await this.#run(this.#p.gate, this.#message(extra, { method: 'resources/templates/list', action: 'read' }), 'resources/templates/list');
+      return this.upstream.listResourceTemplates(req.params, this.#options(extra));
+    });
+    this.agent.setRequestHandler(ReadResourceRequestSchema, (req, extra) =>
+      this.#decided(extra as unknown as Extra, { method: 'resources/read', action: 'read', uri: req.params.uri }, () => this.upstream.readResource(req.params, this.#options(extra))),
+    );
+    if (!subscribe) return;
+    this.agent.setRequestHandler(SubscribeRequestSchema, async (req, extra) => {
+      const result = await this.#decided(extra as unknown as Extra, { method: 'resources/subscribe', action: 'read', uri: req.params.uri }, () => this.upstream.subscribeResource(req.params, this.#options(extra)));
+      this.#subscribed.add(req.params.uri);
+      return result;
+    });
+    this.agent.setRequestHandler(UnsubscribeRequestSchema, (req, extra) => {
+      // Relaying stops whatever the decision: the agent asked for no more updates.
+      this.#subscribed.delete(req.params.uri);
+      return this.#decided(extra as unknown as Extra, { method: 'resources/unsubscribe', action: 'read', uri: req.params.uri }, () => this.upstream.unsubscribeResource(req.params, this.#options(extra)));
+    });
+  }
+
+  /** `prompts/*`: the list filtered per prompt; `prompts/get` decided with its arguments. */
+  #promptHandlers(): void {
+    this.agent.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => {
+      const page = await this.upstream.listPrompts(req.params, this.#options(extra));
+      const allowed = await this.#filter(extra, 'prompts/list', page.prompts, (p) => ({ method: 'prompts/list', action: 'read', prompt: p.name }));
+      return { ...page, prompts: allowed };
+    });
+    this.agent.setRequestHandler(GetPromptRequestSchema, (req, extra) =>
+      this.#decided(extra as unknown as Extra, { method: 'prompts/get', action: 'read', prompt: req.params.name, arguments: req.params.arguments ?? {} }, () => this.upstream.getPrompt(req.params, this.#options(extra))),
+    );
+  }
+
   /**
-   * Upstream → agent: list changes trigger re-verification (tools) and are passed on; other
-   * notifications (logging, resource updates) are relayed. Server-initiated requests are
-   * relayed only when configured and the agent declared the capability; otherwise Deputy never
-   * declared it upstream, so a conforming server does not ask (and gets "method not found").
+   * One decided message other than `tools/call` through the `read` pipeline (decide → receipt →
+   * refuse → forward); `send` runs as the agent request's own (server-initiated requests it
+   * causes go back on its stream) and its outcome is receipted.
+   */
+  async #decided<T>(extra: Extra, question: McpQuestion, send: () => Promise<T>): Promise<T> {
+    const message = this.#message(extra, question);
+    const forward = (ctx: McpMessage) => this.#settle(ctx, { server: this.#d.server.id, method: question.method }, () => relatedCall.run(extra, send));
+    return (await this.#run(this.#p.read, { ...message, send: forward }, question.method)).result as T;
+  }
+
+  /**
+   * Upstream → agent. `notifications/tools/list_changed` re-verifies every tool's pin at once
+   * (a mismatch is receipted even if the agent never lists again), then tells the agent;
+   * `notifications/resources/updated` only for a URI the agent subscribed to (a permitted
+   * subscription); other notifications (logging, list changes) are relayed on the stream of the
+   * agent's call they came with ({@link relatedCall}), else on its GET stream. Progress and
+   * cancellation belong to their request (see #forwardCall).
+   */
+  #relayNotifications(): void {
+    this.upstream.setNotificationHandler(ToolListChangedNotificationSchema, async (n) => {
+      this.#tools = undefined;
+      await this.#reverify();
+      await this.agent.notification(n).catch(() => {});
+    });
+    this.upstream.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => {
+      if (this.#subscribed.has(n.params.uri)) await this.agent.notification(n).catch(() => {});
+    });
+    this.upstream.fallbackNotificationHandler = async (n) => {
+      if (n.method === 'notifications/progress' || n.method === 'notifications/cancelled') return;
+      const call = relatedCall.getStore();
+      await (call ? call.sendNotification(n) : this.agent.notification(n as Parameters<Server['notification']>[0])).catch(() => {});
+    };
+  }
+
+  /**
+   * Server-initiated requests (MCP "Client features") are relayed only when configured and the
+   * agent declared the capability; otherwise Deputy never declared it upstream, and the SDK
+   * answers the upstream with a JSON-RPC error ("Method not found", -32601). A request the
+   * upstream sends on the response stream of one of the agent's calls goes back on that call's
+   * stream ({@link relatedCall}: the SDK handles it in the context of the call whose stream
+   * carried it); any other on the agent's GET stream.
    */
   #relay(agentCapabilities: AgentCapabilities): void {
-    this.upstream.fallbackNotificationHandler = async (n) => {
-      if (n.method === 'notifications/tools/list_changed') this.#tools = undefined;
-      if (n.method === 'notifications/progress' || n.method === 'notifications/cancelled') return; // per request, see #callTool
-      await this.agent.notification(n as Parameters<Server['notification']>[0]).catch(() => {});
-    };
+    this.#relayNotifications();
     const relay = this.#d.server.serverRequests;
-    // During a call, on that call's own stream (the agent may have no standalone GET stream open).
-    const current = () => this.#inflight.at(-1);
     if (relay.sampling === 'relay' && agentCapabilities.sampling) {
-      this.upstream.setRequestHandler(CreateMessageRequestSchema, (req) => current()?.sendRequest(req, CreateMessageResultSchema) ?? this.agent.createMessage(req.params));
+      this.upstream.setRequestHandler(CreateMessageRequestSchema, (req) => relatedCall.getStore()?.sendRequest(req, CreateMessageResultSchema) ?? this.agent.createMessage(req.params));
     }
     if (relay.elicitation === 'relay' && agentCapabilities.elicitation) {
-      this.upstream.setRequestHandler(ElicitRequestSchema, (req) => current()?.sendRequest(req, ElicitResultSchema) ?? this.agent.elicitInput(req.params as Parameters<Server['elicitInput']>[0]));
+      this.upstream.setRequestHandler(ElicitRequestSchema, (req) => relatedCall.getStore()?.sendRequest(req, ElicitResultSchema) ?? this.agent.elicitInput(req.params as Parameters<Server['elicitInput']>[0]));
     }
     if (relay.roots === 'relay' && agentCapabilities.roots) {
-      this.upstream.setRequestHandler(ListRootsRequestSchema, (req) => current()?.sendRequest(req, ListRootsResultSchema) ?? this.agent.listRoots(req.params));
+      this.upstream.setRequestHandler(ListRootsRequestSchema, (req) => relatedCall.getStore()?.sendRequest(req, ListRootsResultSchema) ?? this.agent.listRoots(req.params));
     }
   }
 
@@ -351,34 +459,52 @@ export class AgentSession {
     const { _meta, ...forwarded } = params;
     // The agent's progress token is its own: the upstream gets Deputy's, and progress is mapped back.
     const meta = _meta ? Object.fromEntries(Object.entries(_meta).filter(([k]) => k !== 'progressToken')) : undefined;
-    this.#inflight.push(extra);
     return this.#settle(ctx, ctx.action.claims!.mcp!, () =>
-      this.upstream
-        .callTool({ ...forwarded, ...(meta && Object.keys(meta).length ? { _meta: meta } : {}) }, undefined, {
+      relatedCall.run(extra, () =>
+        this.upstream.callTool({ ...forwarded, ...(meta && Object.keys(meta).length ? { _meta: meta } : {}) }, undefined, {
           ...this.#options(extra),
           resetTimeoutOnProgress: true,
           ...(progressToken !== undefined
             ? { onprogress: (p) => void extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}) }
             : {}),
-        })
-        .finally(() => void this.#inflight.splice(this.#inflight.indexOf(extra), 1)),
+        }),
+      ),
     ) as Promise<CallToolResult>;
   }
 
   /** The tool's live definition and verdict, listing upstream first when not known (after list_changed). */
   async #tool(admission: Admission, name: string): Promise<{ tool: Tool; verdict: PinVerdict } | undefined> {
-    if (!this.#tools?.has(name)) {
-      const tools: Tool[] = [];
-      let cursor: string | undefined;
-      for (let page = 0; page < 50; page += 1) {
-        const res = await this.upstream.listTools(cursor === undefined ? undefined : { cursor }, { timeout: this.#d.server.limits.upstreamTimeoutSeconds * 1000 });
-        tools.push(...res.tools);
-        cursor = res.nextCursor;
-        if (cursor === undefined) break;
-      }
-      await this.#verify(admission, tools, true);
-    }
+    if (!this.#tools?.has(name)) await this.#verify(admission, await this.#allTools(), true);
     return this.#tools?.get(name);
+  }
+
+  /** Every tool the upstream lists now (at most 50 pages). */
+  async #allTools(): Promise<Tool[]> {
+    const tools: Tool[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 50; page += 1) {
+      const res = await this.upstream.listTools(cursor === undefined ? undefined : { cursor }, { timeout: this.#d.server.limits.upstreamTimeoutSeconds * 1000 });
+      tools.push(...res.tools);
+      cursor = res.nextCursor;
+      if (cursor === undefined) break;
+    }
+    return tools;
+  }
+
+  /**
+   * After `notifications/tools/list_changed`: every live definition checked against its pin now,
+   * mismatches receipted under the latest request's admission. A failure is logged; the next
+   * list or call verifies again (the verdicts were dropped), so nothing unverified gets through.
+   */
+  async #reverify(): Promise<void> {
+    const admission = this.admission;
+    if (!admission) return;
+    try {
+      await this.#verify(admission, await this.#allTools(), true);
+    } catch (err) {
+      this.#tools = undefined;
+      this.#d.logger.warn({ server: this.#d.server.id, err: { message: (err as Error).message } }, 'MCP tools could not be re-verified after list_changed');
+    }
   }
 
   /** Pins of `tools` checked; mismatches receipted once per session and digest. */
@@ -490,4 +616,42 @@ export class AgentSession {
 /** The session owner key: the user and the whole chain (another agent's session id is unknown to it). */
 export function ownerOf(caller: McpCaller): string {
   return `${caller.userId}\n${caller.chain.join('\n')}`;
+}
+
+/**
+ * The agent request (its handler's `extra`) an upstream request is being made for. The SDK
+ * client reads a POST's response stream, and handles the server-initiated requests on it, in
+ * the async context of the request that POSTed: so a relayed `elicitation/create` finds the
+ * call it belongs to, and goes back on that call's stream, however many calls run at once.
+ */
+const relatedCall = new AsyncLocalStorage<Extra>();
+
+/**
+ * What Deputy advertises to the agent: only what the upstream has and Deputy relays — tools
+ * (list changes always: re-verification may hide a tool), resources (with subscriptions when the
+ * upstream has them), prompts, completions and logging. Anything else (experimental, tasks) is
+ * not relayed, so not advertised.
+ */
+export function relayedCapabilities(caps: ServerCapabilities): ServerCapabilities {
+  return {
+    ...(caps.tools ? { tools: { listChanged: true } } : {}),
+    ...(caps.resources ? { resources: { listChanged: caps.resources.listChanged ?? false, ...(caps.resources.subscribe ? { subscribe: true } : {}) } } : {}),
+    ...(caps.prompts ? { prompts: { listChanged: caps.prompts.listChanged ?? false } } : {}),
+    ...(caps.completions ? { completions: {} } : {}),
+    ...(caps.logging ? { logging: {} } : {}),
+  };
+}
+
+/** Waits for `work` at most `ms` (a shutdown does not hang on an upstream that does not answer). */
+async function withDeadline(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+  });
+  try {
+    await Promise.race([work.catch(() => {}), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -11,7 +11,7 @@ import type { McpReceiptDetail } from '../audit/index.js';
 import { receiptText } from '../audit/index.js';
 import type { ActionContext, ActionDescription, Decided, Described, PepDecision, Step } from '../enforcement/index.js';
 import { NOTHING } from '../enforcement/index.js';
-import { AccessDenied, DeputyError } from '../errors/index.js';
+import { AccessDenied, DeputyError, ProblemError, serializeError } from '../errors/index.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 
@@ -122,8 +122,8 @@ export function forwardToSession<C extends McpMessage & Described & Sending>(): 
 
 /**
  * The agent's JSON-RPC error for what left the pipeline: a denial → {@link MCP_DENIED} naming
- * the method (and tool) with the reason in `data` (a budget's 402 adds its `status` and
- * `error`); {@link McpRefusal} as it says; a Deputy failure (a receipt not written: 503) →
+ * the method (and tool) with the reason in `data`; a problem (an exhausted budget's 402) →
+ * {@link MCP_DENIED} with {@link problemData} as `data`; {@link McpRefusal} as it says; a Deputy failure (a receipt not written: 503) →
  * InternalError with its safe description; anything else (an upstream McpError) unchanged.
  *
  * @param label - `tools/call "name"` or the method, for the message.
@@ -132,6 +132,19 @@ export function toJsonRpcError(err: unknown, label: string): unknown {
   if (err instanceof McpRefusal) return new McpError(err.rpcCode, err.description, err.data);
   if (!(err instanceof DeputyError)) return err;
   if (err.status >= 500) return new McpError(ErrorCode.InternalError, err.expose ? err.description : 'internal error');
+  if (err instanceof ProblemError) return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, problemData(err));
   const data = err instanceof AccessDenied ? {} : { status: err.status, error: err.code };
   return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, { reason: err.description, ...data });
+}
+
+/**
+ * A problem's JSON-RPC `data`: the RFC 9457 problem object the HTTP gateways answer with (one
+ * serializer, src/errors/serialize.ts: `type`, `title`, `status`, `detail`, the problem's members
+ * — for a budget `budget`, `unit`, `limit`, `spent`, `reserved`, `requested`, `resets_at` —
+ * `error`, `error_description`), plus `reason` (as every refusal's data) and `retry_after`
+ * (seconds, what the HTTP answer says in `Retry-After`, RFC 9110 §10.2.3) when the window resets.
+ */
+export function problemData(err: ProblemError): Record<string, unknown> {
+  const retryAfter = err.headers['Retry-After'];
+  return { reason: err.description, ...serializeError(err).body, ...(retryAfter !== undefined ? { retry_after: Number(retryAfter) } : {}) };
 }

@@ -98,7 +98,7 @@ export class AccessTokenVerifier {
     const { requiredScope, deferProofSpend = false } = typeof options === 'string' ? { requiredScope: options } : (options ?? {});
     const { scheme, token } = parseAuthorization(req.authorization, requiredScope);
     try {
-      const claims = await this.verify(token, audience);
+      const claims = await this.#verify(token, audience, Date.now(), requiredScope);
       const jkt = claims.cnf?.jkt;
       // RFC 9449 §7.1: the challenge for a bound token names the DPoP scheme, whatever was used.
       if (jkt !== undefined && scheme !== 'DPoP') {
@@ -143,6 +143,11 @@ export class AccessTokenVerifier {
    * RFC 8693 `subject_token`, whose audience is some other service).
    */
   async verify(token: string, audience: string | undefined, now = Date.now()): Promise<AccessTokenClaims> {
+    return this.#verify(token, audience, now, undefined);
+  }
+
+  /** {@link verify}; `scope` (the resource's required scope) only completes a wrong-audience refusal. */
+  async #verify(token: string, audience: string | undefined, now: number, scope: string | undefined): Promise<AccessTokenClaims> {
     if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('access token is too large');
     const keySet = this.#keySet(now);
     const cacheKey = createHash('sha256').update(audience ?? '').update('\0').update(token).digest('base64url');
@@ -169,7 +174,7 @@ export class AccessTokenVerifier {
       this.#verified.set(cacheKey, payload as AccessTokenClaims);
       return payload as AccessTokenClaims;
     } catch (cause) {
-      throw new InvalidToken(describeJoseError(cause), { cause });
+      throw new InvalidToken(describeJoseError(cause, audience === undefined ? undefined : { audience, scope }), { cause });
     }
   }
 
@@ -227,13 +232,28 @@ function credentialsRequired(scope: string | undefined): InvalidToken {
   return err;
 }
 
-function describeJoseError(err: unknown): string {
+function describeJoseError(err: unknown, resource?: { audience: string; scope: string | undefined }): string {
   if (err instanceof joseErrors.JWTExpired) return 'access token has expired';
+  if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'aud' && resource) return wrongAudience(err.payload, resource);
   if (err instanceof joseErrors.JWTClaimValidationFailed) return `access token "${err.claim}" claim check failed`;
   if (err instanceof joseErrors.JWKSNoMatchingKey) return 'access token is signed with an unknown key';
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return 'access token signature is invalid';
   if (err instanceof joseErrors.JOSEAlgNotAllowed) return 'access token algorithm is not allowed';
   return 'access token is malformed or invalid';
+}
+
+/**
+ * The refusal of a token Deputy signed for another resource (jose checks the signature before the
+ * claims, so `payload` is Deputy's own): it names what this resource needs — its audience and, for
+ * Deputy's own surfaces, the scope (an operator who sent a PEP's token to `/metrics` learns it
+ * needs a `deputy:admin` token for `<issuer>/admin`) — and which audience the token has instead.
+ * Audiences are resource identifiers, never secrets.
+ */
+function wrongAudience(payload: { aud?: unknown }, resource: { audience: string; scope: string | undefined }): string {
+  const auds = (Array.isArray(payload.aud) ? payload.aud : [payload.aud]).filter((a): a is string => typeof a === 'string');
+  const has = auds.length === 0 ? 'no audience' : auds.slice(0, 3).map((a) => a.slice(0, 200)).join(', ');
+  const needs = `${resource.audience}${resource.scope === undefined ? '' : ` with the ${resource.scope} scope`}`;
+  return `access token "aud" claim check failed: this resource needs a token for ${needs}; this one is for ${has}`;
 }
 
 /**

@@ -84,8 +84,7 @@ export function gatewayResource(issuer: string, connection: { id: string; name?:
 }
 
 /**
- * An MCP server of the MCP gateway (`<issuer>/mcp/{server}`): for the MCP gateway's own route to
- * serve and challenge with (agent tokens, always DPoP-bound).
+ * An MCP server of the MCP gateway (`<issuer>/mcp/{server}`): agent tokens, always DPoP-bound.
  */
 export function mcpServerResource(issuer: string, server: { id: string; name?: string | undefined; scopes: readonly string[] }): ProtectedResource {
   return { resource: `${issuer}${MCP_PREFIX}/${server.id}`, name: server.name ?? server.id, scopes: server.scopes, dpopRequired: true };

@@ -238,6 +238,22 @@ export class TokenRecords {
     return roots.length === 0 ? [] : [...roots, ...(await this.#descendants(tx, roots))];
   }
 
+  /**
+   * Detaches the upstream subject tokens `agentId`'s first-link exchanges captured (vault handles,
+   * shared by the tokens exchanged from them) and returns the handles, for the caller to delete
+   * from the vault in the same transaction `tx`. Run when the agent is deleted, after
+   * {@link revokeByAgent}: every token that could reach one of them is revoked by then.
+   */
+  async detachUpstream(agentId: string, tx: Queryable): Promise<string[]> {
+    const rows = await tx.query<{ upstream: string }>(
+      `WITH captured AS (SELECT DISTINCT upstream FROM token_records WHERE agent_id = $1 AND parent_jti IS NULL AND upstream IS NOT NULL),
+            cleared AS (UPDATE token_records SET upstream = NULL WHERE upstream IN (SELECT upstream FROM captured) RETURNING 1)
+       SELECT upstream FROM captured`,
+      [agentId],
+    );
+    return rows.map((r) => r.upstream);
+  }
+
   /** Every recorded descendant of `parents` (not including them). */
   async #descendants(db: Queryable, parents: string[]): Promise<string[]> {
     const rows = await db.query<{ jti: string }>(

@@ -90,11 +90,13 @@ export type ObservedStepKind = 'decision' | 'upstream';
  * upstream request names it) — and times upstream calls into
  * `deputy_gateway_upstream_duration_seconds{connection,status}`.
  *
- * @param ctx - the pipeline context: `connection.id` (config-bounded) labels upstream calls.
+ * @param ctx - the pipeline context: `connection.id` (/gw, /llm) or, at the MCP gateway,
+ *   `server.id` (the MCP server's name) labels upstream calls as `connection` — both bounded by
+ *   configuration and the admin API, never by a request.
  * @param run - the step's own `run`; its additions are returned unchanged (`response.status` read).
  */
 export async function observeStep<A>(kind: ObservedStepKind, name: string, ctx: object, run: () => A | Promise<A>): Promise<A> {
-  const connection = (ctx as { connection?: { id?: unknown } }).connection?.id;
+  const connection = upstreamName(ctx);
   const label = typeof connection === 'string' ? connection : 'none';
   const start = process.hrtime.bigint();
   return tracer().startActiveSpan(
@@ -119,6 +121,11 @@ export async function observeStep<A>(kind: ObservedStepKind, name: string, ctx: 
       }
     },
   );
+}
+
+/** The upstream a pipeline context calls: its connection (/gw, /llm) or its MCP server (/mcp). */
+function upstreamName(ctx: object): unknown {
+  return (ctx as { connection?: { id?: unknown } }).connection?.id ?? (ctx as { server?: { id?: unknown } }).server?.id;
 }
 
 /**

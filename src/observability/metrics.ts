@@ -124,7 +124,7 @@ export class DeputyMetrics {
     },
   });
 
-  /** Seconds from sending to the upstream's response headers, per connection (config-bounded) and status class. */
+  /** Seconds from sending to the upstream's response headers, per connection or MCP server (config-bounded; /mcp: the server name, status `none` — a JSON-RPC answer has no HTTP status of its own) and status class. */
   readonly gatewayUpstreamDuration = new Histogram({
     name: 'deputy_gateway_upstream_duration_seconds',
     help: 'Gateway upstream call latency until response headers, by connection and status class (error: no response)',
@@ -285,10 +285,11 @@ export function clusterExposition(): Exposition {
 }
 
 /**
- * The budgets' hook: adds `amount` to `deputy_budget_spend_total{budget,unit}`.
+ * The budgets' hook: adds `amount` to `deputy_budget_spend_total{budget,unit}`. Called by the
+ * ledger once per settled charge (src/budgets/ledger.ts `settle`), whichever gateway charged.
  *
- * @param budget - the budget's configured id (bounded by configuration; never a user or agent id).
- * @param unit - `requests`, `tokens` or `cost`, as the budget counts.
+ * @param budget - the budget's id (bounded by configuration and the admin API; never a user or agent id).
+ * @param unit - `requests`, `input_tokens`, `output_tokens` or `cost`, as the budget counts.
  * @param amount - what was charged at settlement; zero and negative amounts are ignored.
  */
 export function recordBudgetSpend(budget: string, unit: string, amount: number): void {

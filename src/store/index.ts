@@ -10,7 +10,7 @@ import type { Store } from './store.js';
 
 export type { Queryable, StatementPart, Store } from './store.js';
 export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError } from './store.js';
-export { DataDirLocked, lockDataDir, type LockHolder } from './lock.js';
+export { DataDirLocked, lockDataDir, type DataDirLock, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';
 
 /**

@@ -59,6 +59,7 @@ export class DataDirLocked extends Error {
   }
 }
 
+/** A held data-folder lock ({@link lockDataDir}): its file, and how to give it back. */
 export interface DataDirLock {
   /** Path of the lock file. */
   readonly path: string;

@@ -238,6 +238,23 @@ describe('the admin API', () => {
     expect((await cli(['agents', 'list', '--limit', '500'])).code).toBe(2);
   });
 
+  it('agents delete: the agent is gone, its receipts are not; a repeat is 404 and a configured agent 409 (exit 3)', async () => {
+    const jwks = (await clientKeys()).jwks;
+    expect((await cli(['agents', 'create', '--data', JSON.stringify({ id: 'temp', name: 'Temp', owner: 'bob@example.com', jwks })])).code).toBe(0);
+    await deputy.receipts.append({ agent: 'temp', user: 'u', chain: ['temp'], event: 'access_evaluation', action: 'read', resource: 'doc', decision: 'permit', policies: [], requestId: 'r-1' });
+    expect(await cli(['agents', 'delete', 'temp'])).toMatchObject({ code: 0, out: 'deleted agent temp (its receipts are kept: deputy receipts export temp)\n' });
+    expect(await deputy.agents.get('temp')).toBeUndefined();
+    const exported = await cli(['receipts', 'export', 'temp']);
+    expect(exported.out.trim().split('\n')).toHaveLength(1);
+    const again = await cli(['agents', 'delete', 'temp', '--json']);
+    expect(again.code).toBe(3);
+    expect(again.err).toMatch(/^deputy: 404 not_found: agent "temp" does not exist/);
+    const configured = await cli(['agents', 'delete', 'agent-a']);
+    expect(configured.code).toBe(3);
+    expect(configured.err).toMatch(/409 conflict: .*defined in configuration/);
+    expect(await deputy.agents.get('agent-a')).toMatchObject({ status: 'active' });
+  });
+
   it('connections and policies', async () => {
     const created = await cli(['connections', 'create', '--data', JSON.stringify({ id: 'crm', kind: 'api_key', base_url: 'https://crm.example.com/v1', header: 'X-Api-Key', secret: 'sk_test_cli_0123456789', required_scopes: ['crm.read'] })]);
     expect(created).toMatchObject({ code: 0, out: 'created connection crm\n' });

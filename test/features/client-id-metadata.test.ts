@@ -57,6 +57,7 @@ beforeAll(async () => {
       case '/good.json': return json(documentOf('/good.json'));
       case '/flow.json': return json(documentOf('/flow.json', { client_name: 'Flow Client' }));
       case '/disabled.json': return json(documentOf('/disabled.json'));
+      case '/deleted.json': return json(documentOf('/deleted.json'));
       case '/blocked.json': return json(documentOf('/blocked.json'));
       case '/big.json': return json(documentOf('/big.json', { padding: 'x'.repeat(10_000) }));
       case '/redirect.json': return void res.writeHead(302, { location: '/good.json' }).end();
@@ -268,6 +269,36 @@ describe('a metadata-document client end to end: a registry agent of its own', (
     // Seen again (a new name in the document): the name follows, the status does not.
     const again = await deputy.agents.upsertDocumentClient({ url: clientId, name: 'Renamed', scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`], maxDelegationDepth: 1 });
     expect(again).toMatchObject({ name: 'Renamed', status: 'disabled' });
+  });
+
+  it('a deleted metadata-document client: its tokens and refresh token are dead, its receipts stay, and the same URL registers anew at the next consent', async () => {
+    const clientId = `${docsBase}/deleted.json`;
+    const agentId = documentAgentId(clientId);
+    const c = await documentClient(clientId);
+    const first = await authorizeDocumentClient(clientId, c.jkt);
+    const tokens = await client.authorizationCodeGrant(c.config, first.back, { pkceCodeVerifier: first.verifier, expectedState: 'st' }, undefined, { DPoP: c.handle });
+    const receiptsBefore = await deputy.receipts.list(agentId, { limit: 50 });
+    expect(receiptsBefore.receipts.length).toBeGreaterThanOrEqual(1);
+
+    // What DELETE /admin/agents/{id} runs (test/features/agent-deletion.test.ts drives the route).
+    await deputy.agents.delete(agentId);
+    expect(await deputy.agents.get(agentId)).toBeUndefined();
+    const atGateway = await client.fetchProtectedResource(c.config, tokens.access_token, new URL(`${issuer}/gw/echo/things`), 'GET', null, new Headers(), { DPoP: c.handle }).catch((e: unknown) => e);
+    expect(atGateway).toMatchObject({ status: 401 });
+    // The refresh token went with its grant: refreshing would otherwise recreate the agent without the user's consent.
+    await expect(client.refreshTokenGrant(c.config, tokens.refresh_token!, undefined, { DPoP: c.handle })).rejects.toMatchObject({ error: 'invalid_grant' });
+    expect(await deputy.agents.get(agentId)).toBeUndefined();
+
+    // The same document URL, consented again: a new agent under the same derived id, a working token, one chain of receipts.
+    const again = await authorizeDocumentClient(clientId, c.jkt);
+    const renewed = await client.authorizationCodeGrant(c.config, again.back, { pkceCodeVerifier: again.verifier, expectedState: 'st' }, undefined, { DPoP: c.handle });
+    expect(await deputy.agents.get(agentId)).toMatchObject({ id: agentId, source: 'client_id_metadata', clientIdUrl: clientId, status: 'active' });
+    expect(decodeJwt(renewed.access_token)).toMatchObject({ act: { sub: agentId }, client_id: clientId });
+    const res = await client.fetchProtectedResource(c.config, renewed.access_token, new URL(`${issuer}/gw/echo/things`), 'GET', null, new Headers(), { DPoP: c.handle });
+    expect(res.status).toBe(200);
+    const receiptsAfter = await deputy.receipts.list(agentId, { limit: 50 });
+    expect(receiptsAfter.receipts.slice(0, receiptsBefore.receipts.length).map((r) => r.id)).toEqual(receiptsBefore.receipts.map((r) => r.id));
+    expect(receiptsAfter.receipts.map((r) => r.seq)).toEqual(receiptsAfter.receipts.map((_, i) => i + 1));
   });
 
   it('a cimd- agent id cannot authenticate as a client (it has no keys; only its URL is a client)', async () => {

@@ -20,6 +20,7 @@ import { startMockLlm, WORD, type MockLlm } from '../support/llm-upstream.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { dpopProof } from '../support/agents.js';
 import { freePort } from '../support/net.js';
+import { parsePrometheus, sampleValue } from '../support/prometheus.js';
 
 const OPENAI_KEY = `sk-proj-${randomBytes(16).toString('hex')}`;
 const ANTHROPIC_KEY = `sk-ant-${randomBytes(16).toString('hex')}`;
@@ -63,7 +64,7 @@ beforeAll(async () => {
       pdp: { policies, watch: false },
       admin: { clients: [a.config] },
       trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'llm'], audiences: ['openai', 'capped', 'claude'].map((c) => `http://localhost:${port}/llm/${c}`).concat(`http://localhost:${port}/llm/slow`, `http://localhost:${port}/gw/plain`) })],
+      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read', 'llm'], audiences: ['openai', 'capped', 'claude', 'gone'].map((c) => `http://localhost:${port}/llm/${c}`).concat(`http://localhost:${port}/llm/slow`, `http://localhost:${port}/gw/plain`) })],
       connections: [
         { id: 'openai', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], models: ['gpt-test', 'gpt-unpriced'], maxInputTokens: 500 },
         { id: 'capped', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], maxOutputTokens: 6 },
@@ -73,6 +74,7 @@ beforeAll(async () => {
         },
         { id: 'slow', kind: 'llm', provider: 'openai', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'], maxCallSeconds: 1 },
         { id: 'claude', kind: 'llm', provider: 'anthropic', baseUrl: llm.base, allowInsecureHttp: true, secret: { env: 'ANTHROPIC_KEY' }, requiredScopes: ['llm'] },
+        { id: 'gone', kind: 'llm', provider: 'openai', baseUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, secret: { env: 'OPENAI_KEY' }, requiredScopes: ['llm'] },
       ],
       budgets: { prices: { 'gpt-test': PRICE, 'claude-test': PRICE } },
     },
@@ -119,6 +121,13 @@ async function spend(id: string): Promise<{ spent: number; reserved: number; rem
   return ((await res.json()) as { current: { spent: number; reserved: number; remaining: number } }).current;
 }
 
+/** `deputy_budget_spend_total` of a budget and unit at `/metrics` (each test's budgets are new: no earlier spend). */
+async function spendMetric(id: string, unit: string): Promise<number> {
+  const res = await fetch(`${deputy.url}/metrics`, { headers: { authorization: `Bearer ${adminToken}` } });
+  expect(res.status).toBe(200);
+  return sampleValue(parsePrometheus(await res.text()), 'deputy_budget_spend_total', { budget: id, unit });
+}
+
 /** Settling happens once the response has ended: wait for the counters to show no reservation. */
 async function settled(id: string): Promise<{ spent: number; reserved: number }> {
   for (let i = 0; i < 200; i++) {
@@ -144,6 +153,9 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     expect(seen.body).toMatchObject({ model: 'gpt-test', max_tokens: 50 });
     expect(await settled(tokens)).toMatchObject({ spent: 8 });
     expect(await settled(cost)).toMatchObject({ spent: 12 * 1 + 8 * 2 + 10 });
+    // Each settled charge is counted once at /metrics.
+    expect(await spendMetric(tokens, 'output_tokens')).toBe(8);
+    expect(await spendMetric(cost, 'cost')).toBe(38);
     // The call's receipts: the decision, then the settlement with the charge on each budget hit.
     await deputy.receipts.flush();
     const rows = await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1 ORDER BY seq DESC LIMIT 2', ['agent-a']);
@@ -337,6 +349,48 @@ describe('LLM gateway: policy and limits', () => {
     expect(res.output_text).toBe(WORD.repeat(3));
     expect(await settled(id)).toMatchObject({ spent: 3 });
   });
+
+  it('OpenAI Responses API, streamed: the SDK assembles the events and is charged the stream\'s usage; cut at the budget it ends response.incomplete (max_output_tokens) with the text delivered, charged exactly', async () => {
+    const { token, user } = await session('openai');
+    const tokens = await budget({ user, unit: 'output_tokens', window: 'day', limit: 13 });
+    const cost = await budget({ user, unit: 'cost', window: 'day', limit: 1_000_000 });
+    const client = openai('openai', token);
+    const whole = client.responses.stream({ model: 'gpt-test', input: 'Say hello', max_output_tokens: 50 });
+    let deltas = '';
+    for await (const ev of whole) if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+    const done = await whole.finalResponse();
+    expect(deltas).toBe(WORD.repeat(8));
+    expect(done).toMatchObject({ status: 'completed', output_text: WORD.repeat(8), usage: { input_tokens: 12, output_tokens: 8 } });
+    expect(llm.requests.at(-1)!.body).toMatchObject({ stream: true, max_output_tokens: 13 });
+    expect(await settled(tokens)).toMatchObject({ spent: 8 });
+    // The provider's usage (12 prompt tokens), not Deputy's estimate of the prompt: 12 × 1 + 8 × 2 + 10.
+    expect(await settled(cost)).toMatchObject({ spent: 38 });
+
+    // 5 tokens left; the provider overruns the cap it was sent.
+    llm.behavior.ignoreMaxTokens = true;
+    llm.behavior.words = 40;
+    const cut = client.responses.stream({ model: 'gpt-test', input: 'Say hello', max_output_tokens: 50 });
+    const types: string[] = [];
+    for await (const ev of cut) types.push(ev.type);
+    const final = await cut.finalResponse();
+    expect(llm.requests.at(-1)!.body).toMatchObject({ max_output_tokens: 5 });
+    expect(final).toMatchObject({ status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, output_text: WORD.repeat(5), usage: { output_tokens: 5 } });
+    expect(final.output[0]).toMatchObject({ type: 'message', status: 'incomplete', content: [{ type: 'output_text', text: WORD.repeat(5) }] });
+    expect(types.slice(-5)).toEqual(['response.output_text.delta', 'response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.incomplete']);
+    expect(types.filter((t) => t === 'response.output_text.delta')).toHaveLength(5);
+    expect(await settled(tokens)).toMatchObject({ spent: 13, reserved: 0 });
+  });
+
+  it('OpenAI Responses API, streamed without usage from the provider: charged Deputy\'s count, never zero', async () => {
+    llm.behavior.usageInStream = false;
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'output_tokens', window: 'day', limit: 100 });
+    const stream = openai('openai', token).responses.stream({ model: 'gpt-test', input: 'Say hello', max_output_tokens: 50 });
+    const final = await stream.finalResponse();
+    expect(final.output_text).toBe(WORD.repeat(8));
+    expect(final.usage).toBeNull();
+    expect(await settled(id)).toMatchObject({ spent: 8, reserved: 0 });
+  });
 });
 
 describe('budgets: refusals and failures hold nothing', () => {
@@ -363,13 +417,20 @@ describe('budgets: refusals and failures hold nothing', () => {
     expect(await spend(id)).toMatchObject({ spent: 1, reserved: 0 });
   });
 
-  it('a provider error releases the reservation', async () => {
+  it('a provider error releases the reservation, streamed or not, and so does an unreachable provider', async () => {
     llm.behavior.failWith = 500;
     const { token, user } = await session('openai');
     const id = await budget({ user, unit: 'output_tokens', window: 'day', limit: 100 });
-    const err = await openai('openai', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 50 }).catch((e: unknown) => e);
-    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(500);
-    expect(await settled(id)).toMatchObject({ spent: 0, reserved: 0 });
+    for (const stream of [false, true]) {
+      const err = await openai('openai', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 50, stream }).catch((e: unknown) => e);
+      expect((err as InstanceType<typeof OpenAI.APIError>).status, `stream: ${stream}`).toBe(500);
+      expect(await settled(id)).toMatchObject({ spent: 0, reserved: 0 });
+    }
+    const gone = await session('gone');
+    const unreachable = await budget({ user: gone.user, unit: 'requests', window: 'day', limit: 1 });
+    const err = await openai('gone', gone.token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 5 }).catch((e: unknown) => e);
+    expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+    expect(await settled(unreachable)).toMatchObject({ spent: 0, reserved: 0 });
   });
 
   it('bad input gets a clear 400 and reserves nothing: unknown model, no max_tokens without a cap, oversized prompt, unpriced model under a cost budget', async () => {
@@ -390,8 +451,15 @@ describe('budgets: refusals and failures hold nothing', () => {
       expect(err.status, String(message)).toBe(400);
       expect(JSON.stringify(err.error), String(message)).toMatch(message);
     }
+    // The same class at the Anthropic endpoint: max_tokens is required there too (no connection cap).
+    const claude = await session('claude');
+    const claudeRequests = await budget({ user: claude.user, unit: 'requests', window: 'day', limit: 100 });
+    const noCap = (await anthropic(claude.token).messages.create({ model: 'claude-test', messages: hello } as unknown as Anthropic.MessageCreateParamsNonStreaming).catch((e: unknown) => e)) as InstanceType<typeof Anthropic.APIError>;
+    expect(noCap.status).toBe(400);
+    expect(noCap.message).toMatch(/max_tokens is required/);
     expect(llm.requests.length).toBe(before);
     expect(await spend(requests)).toMatchObject({ spent: 0, reserved: 0 });
+    expect(await spend(claudeRequests)).toMatchObject({ spent: 0, reserved: 0 });
   });
 
   it('50 concurrent calls against a budget admitting 10: at most 10 reach the provider, spend within the limit; the same with streams', async () => {
@@ -452,6 +520,8 @@ describe('budgets at the HTTP gateway', () => {
     expect((await call('/v1/models/gpt-test')).status).toBe(404);
     expect(await settled(cost)).toMatchObject({ spent: 501 });
     expect(await settled(calls)).toMatchObject({ spent: 3 });
+    expect(await spendMetric(cost, 'cost')).toBe(501);
+    expect(await spendMetric(calls, 'requests')).toBe(3);
   });
 });
 

@@ -74,7 +74,14 @@ describe('/metrics on the main listener', () => {
     expect(anonymous.headers.get('www-authenticate')).toMatch(/^Bearer/);
     const pep = await fetch(`${deputy.url}/metrics`, { headers: { authorization: `Bearer ${pepToken}` } });
     expect(pep.status).toBe(401);
-    expect(await pep.text()).not.toContain('deputy_http_requests_total');
+    // The PEP's token is valid, for another surface: the refusal names what /metrics needs.
+    expect(pep.headers.get('www-authenticate')).toContain('scope="deputy:admin"');
+    const text = await pep.text();
+    expect(text).not.toContain('deputy_http_requests_total');
+    expect(JSON.parse(text)).toEqual({
+      error: 'invalid_token',
+      error_description: `access token "aud" claim check failed: this resource needs a token for ${deputy.issuer}/admin with the deputy:admin scope; this one is for ${deputy.issuer}/access`,
+    });
   });
 
   it('counts exchanges, PDP decisions, gateway calls and receipts under bounded labels', async () => {

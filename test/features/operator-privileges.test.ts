@@ -331,10 +331,16 @@ const SURFACES: Surface[] = [
   { name: 'PDP evaluation', method: 'POST', path: '/access/v1/evaluation', body: EVALUATION, ok: 200 },
   { name: 'PDP evaluations', method: 'POST', path: '/access/v1/evaluations', body: { evaluations: [EVALUATION] }, ok: 200 },
   { name: 'PDP search', method: 'POST', path: '/access/v1/search/action', body: { subject: EVALUATION.subject, resource: EVALUATION.resource }, ok: 200 },
+  { name: 'metrics', method: 'GET', path: '/metrics', ok: 200 },
   { name: 'gateway', method: 'GET', path: '/gw/echo/items', ok: 200 },
 ];
 
-const kindOf = (s: Surface): 'admin' | 'pep' | 'gateway' => (s.path.startsWith('/admin') ? 'admin' : s.path.startsWith('/access') ? 'pep' : 'gateway');
+const kindOf = (s: Surface): 'admin' | 'pep' | 'gateway' =>
+  s.path.startsWith('/admin') || s.path === '/metrics' ? 'admin' : s.path.startsWith('/access') ? 'pep' : 'gateway';
+
+/** What a surface's refusal of another surface's token must name: the audience (and scope) it needs. */
+const needs = (s: Surface): string =>
+  ({ admin: `${issuer}/admin with the deputy:admin scope;`, pep: `${issuer}/access with the authzen:evaluate scope;`, gateway: `${issuer}/gw/echo;` })[kindOf(s)];
 
 async function call(surface: Surface, presented: Presented): Promise<Response> {
   const proof = presented.dpop ? await dpopProof(presented.dpop, `${issuer}${surface.path}`, { htm: surface.method, accessToken: presented.token }) : undefined;
@@ -349,13 +355,14 @@ async function call(surface: Surface, presented: Presented): Promise<Response> {
   });
 }
 
-async function expectRefused(res: Response, label: string, scheme: 'Bearer' | 'DPoP'): Promise<void> {
+async function expectRefused(res: Response, label: string, scheme: 'Bearer' | 'DPoP'): Promise<Json> {
   expect([401, 403], label).toContain(res.status);
   const body = await json(res);
   expect(body.error, label).toBe(res.status === 401 ? 'invalid_token' : 'insufficient_scope');
   const challenge = res.headers.get('www-authenticate') ?? '';
   expect(challenge.startsWith(`${scheme} `), `${label}: ${challenge}`).toBe(true);
   expect(challenge, label).toContain(`error="${body.error}"`);
+  return body;
 }
 
 /** A token signed with Deputy's own key: what a bug elsewhere could mint. */
@@ -390,7 +397,10 @@ describe('each surface accepts only the tokens issued for it', () => {
           await res.arrayBuffer();
         } else {
           // The gateway's challenge is always DPoP (RFC 9449 §7.1); elsewhere it follows the scheme used.
-          await expectRefused(res, label, kindOf(surface) === 'gateway' || kind.presented.dpop ? 'DPoP' : 'Bearer');
+          const body = await expectRefused(res, label, kindOf(surface) === 'gateway' || kind.presented.dpop ? 'DPoP' : 'Bearer');
+          // A valid Deputy token of another surface: the refusal says what this one needs, and what the token is for.
+          expect(body.error_description, label).toContain(`this resource needs a token for ${needs(surface)} this one is for `);
+          expect(body.error_description, label).not.toContain(kind.presented.token);
         }
       }
     }

@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listMigrations } from '../../src/store/migrate.js';
 import { migrate, openStore, StoreUnavailable, type Store } from '../../src/store/index.js';
@@ -82,6 +85,82 @@ describe('migrations', () => {
     await expect(store.query('SELECT 1')).rejects.toBeInstanceOf(StoreUnavailable);
     await expect(store.exec('SELECT 1')).rejects.toBeInstanceOf(StoreUnavailable);
     await expect(store.transaction(async () => 1)).rejects.toBeInstanceOf(StoreUnavailable);
+  });
+});
+
+describe('migration order and upgrades', () => {
+  it('lists migrations by version number; refuses a misnamed file or two files with one number', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'deputy-migrations-'));
+    try {
+      // Written out of order: the listing order is the numbers', not the file system's.
+      for (const f of ['016_c.sql', '004_b.sql', '100_d.sql', '014_a.sql', 'README.txt']) writeFileSync(join(dir, f), 'SELECT 1;');
+      expect(listMigrations(dir).map((m) => [m.version, m.name])).toEqual([[4, 'b'], [14, 'a'], [16, 'c'], [100, 'd']]);
+      writeFileSync(join(dir, '17_late.sql'), 'SELECT 1;');
+      expect(() => listMigrations(dir)).toThrow(/migration 17_late\.sql is not named NNN_name\.sql/);
+      rmSync(join(dir, '17_late.sql'));
+      writeFileSync(join(dir, '014_other.sql'), 'SELECT 1;');
+      expect(() => listMigrations(dir)).toThrow(/migrations a and other share version 14/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // The shipped folder: strictly increasing, gaps and all.
+    expect(allVersions).toEqual([...allVersions].sort((a, b) => a - b));
+    expect(new Set(allVersions).size).toBe(allVersions.length);
+  });
+
+  it('a database an older Deputy migrated to 004 upgrades cleanly: 014, 015, 016 in order, its rows kept, the schema a fresh one has', async () => {
+    const oldDb = await createTestDatabase();
+    const freshDb = await createTestDatabase();
+    const old = await openTestStore(oldDb);
+    const fresh = await openTestStore(freshDb);
+    try {
+      const all = listMigrations();
+      expect(await migrate(old, all.filter((m) => m.version <= 4))).toEqual([1, 2, 3, 4]);
+      // Rows as that Deputy wrote them.
+      await old.query(`INSERT INTO agents (id, name, owner, scopes, jwks, source) VALUES ('old-api', 'Old', 'o@example.com', '["a.read"]', '{"keys":[]}', 'api')`);
+      await old.query(`INSERT INTO agents (id, name, owner, jwks_uri, source, status) VALUES ('old-config', 'Old', 'o@example.com', 'https://x.example/jwks', 'config', 'disabled')`);
+      await old.query(`INSERT INTO connections (id, kind, settings, source) VALUES ('crm', 'api_key', '{"baseUrl":"https://crm.example"}', 'api')`);
+      await old.query(`INSERT INTO receipt_chains (agent_id, seq, head) VALUES ('old-api', 0, 'genesis')`);
+
+      // Listed out of order, applied in order.
+      const pending = all.filter((m) => m.version > 4).reverse();
+      expect(await migrate(old, [...all.filter((m) => m.version <= 4), ...pending])).toEqual(all.filter((m) => m.version > 4).map((m) => m.version));
+      expect(await migrate(old)).toEqual([]);
+      expect(await migrate(fresh)).toEqual(allVersions);
+      expect(await schemaOf(old)).toEqual(await schemaOf(fresh));
+
+      const agents = await old.query<{ id: string; source: string; status: string; client_id_url: string | null }>('SELECT id, source, status, client_id_url FROM agents ORDER BY id');
+      expect(agents).toEqual([
+        { id: 'old-api', source: 'api', status: 'active', client_id_url: null },
+        { id: 'old-config', source: 'config', status: 'disabled', client_id_url: null },
+      ]);
+      expect(await old.query('SELECT id, kind FROM connections')).toEqual([{ id: 'crm', kind: 'api_key' }]);
+      // What the new migrations allow now holds on the upgraded database: an LLM connection, a metadata-document agent.
+      await old.query(`INSERT INTO connections (id, kind, settings, source) VALUES ('llm', 'llm', '{}', 'api')`);
+      await old.query(`INSERT INTO agents (id, name, owner, source, client_id_url) VALUES ('cimd-0', 'Doc', 'x.example', 'client_id_metadata', 'https://x.example/c.json')`);
+      await expect(old.query(`INSERT INTO agents (id, name, owner, source) VALUES ('no-keys', 'N', 'o', 'api')`)).rejects.toThrow(/agents_keys_check/);
+    } finally {
+      await old.close();
+      await fresh.close();
+      await oldDb.drop();
+      await freshDb.drop();
+    }
+  });
+
+  it('refuses two migrations with one version before running anything', async () => {
+    const db = await createTestDatabase();
+    const store = await openTestStore(db);
+    try {
+      const twins = [
+        { version: 1, name: 'one', sql: 'CREATE TABLE one (id int)' },
+        { version: 1, name: 'uno', sql: 'CREATE TABLE uno (id int)' },
+      ];
+      await expect(migrate(store, twins)).rejects.toThrow(/share version 1/);
+      expect(await tables(store)).toEqual([]);
+    } finally {
+      await store.close();
+      await db.drop();
+    }
   });
 });
 

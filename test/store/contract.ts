@@ -230,6 +230,28 @@ function revocationContract(one: () => Store, two: () => Store, concurrent: bool
       for (const link of [x, toB, toC]) expect(await liveOn(two(), link.jti)).toBe(false);
     });
 
+    it('deleting an agent revokes its tokens and every token delegated from them, on every instance; no token is issued to it afterwards', async () => {
+      const registry = new AgentRegistry(one());
+      const records = new TokenRecords(one());
+      registry.onDisable(async (agentId, tx, why) => {
+        await records.revokeByAgent(agentId, `agent ${why}`, tx);
+      });
+      await ensureAgent(one(), 'agent-del');
+      const d = await exchangeFrom(one(), 'agent-del', undefined);
+      const toB = await exchangeFrom(one(), 'agent-b', d);
+      const unrelated = await exchangeFrom(one(), 'agent-b', undefined);
+
+      expect(await registry.delete('agent-del')).toMatchObject({ id: 'agent-del' });
+      for (const store of [one(), two()]) {
+        for (const link of [d, toB]) expect(await liveOn(store, link.jti)).toBe(false);
+        expect(await liveOn(store, unrelated.jti)).toBe(true);
+      }
+      expect((await records.find(d.jti))?.revokedReason).toBe('agent deleted');
+      await expect(exchangeFrom(two(), 'agent-del', undefined)).rejects.toBeInstanceOf(AgentNotActive);
+      expect(await extensionRefused(two(), 'client-1', toB)).toBe(true);
+      await expect(registry.delete('agent-del')).rejects.toMatchObject({ status: 404 });
+    });
+
     it('an agent disabled by configuration at start has its tokens revoked too', async () => {
       const registry = new AgentRegistry(one());
       const records = new TokenRecords(one());

@@ -73,7 +73,7 @@ export async function startMockLlm(): Promise<MockLlm> {
     // The openai SDK asks for base64 (little-endian float32) unless told otherwise.
     const vector = body?.encoding_format === 'base64' ? Buffer.from(new Float32Array([0.1, 0.2]).buffer).toString('base64') : [0.1, 0.2];
     if (path === '/v1/embeddings') return json(res, 200, { object: 'list', data: [{ object: 'embedding', index: 0, embedding: vector }], model, usage: { prompt_tokens: behavior.promptTokens, total_tokens: behavior.promptTokens } });
-    if (path === '/v1/responses') return json(res, 200, response(model, n));
+    if (path === '/v1/responses') return stream ? responsesStream(res, model, n) : json(res, 200, response(model, n));
     json(res, 404, { error: { message: 'no such route' } });
   }
 
@@ -130,6 +130,35 @@ export async function startMockLlm(): Promise<MockLlm> {
     send('content_block_stop', { index: 0 });
     send('message_delta', { delta: { stop_reason: n < behavior.words ? 'max_tokens' : 'end_turn', stop_sequence: null }, usage: behavior.usageInStream ? { output_tokens: n } : {} });
     send('message_stop', {});
+    res.end();
+  }
+
+  /** The Responses API's events (`response.created` … `response.completed`), usage in the last when `usageInStream`. */
+  function responsesStream(res: ServerResponse, model: string, n: number): void {
+    startSse(res);
+    let seq = 0;
+    const send = (type: string, o: Record<string, unknown>) => res.write(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...o })}\n\n`);
+    const base = { id: 'resp_mock', object: 'response', created_at: 1_700_000_000, model, output: [] as unknown[], usage: null as unknown };
+    const at = { item_id: 'msg_1', output_index: 0, content_index: 0 };
+    send('response.created', { response: { ...base, status: 'in_progress' } });
+    send('response.in_progress', { response: { ...base, status: 'in_progress' } });
+    send('response.output_item.added', { output_index: 0, item: { type: 'message', id: 'msg_1', status: 'in_progress', role: 'assistant', content: [] } });
+    send('response.content_part.added', { ...at, part: { type: 'output_text', text: '', annotations: [] } });
+    for (let i = 0; i < n; i++) {
+      send('response.output_text.delta', { ...at, delta: WORD, logprobs: [] });
+      if (behavior.hangAfterFirst) {
+        hanging.add(res);
+        return;
+      }
+    }
+    const part = { type: 'output_text', text: text(n), annotations: [] };
+    const item = { type: 'message', id: 'msg_1', status: n < behavior.words ? 'incomplete' : 'completed', role: 'assistant', content: [part] };
+    send('response.output_text.done', { ...at, text: text(n), logprobs: [] });
+    send('response.content_part.done', { ...at, part });
+    send('response.output_item.done', { output_index: 0, item });
+    const usage = behavior.usageInStream ? { input_tokens: behavior.promptTokens, output_tokens: n, total_tokens: behavior.promptTokens + n } : null;
+    const done = n < behavior.words ? 'response.incomplete' : 'response.completed';
+    send(done, { response: { ...base, status: done === 'response.completed' ? 'completed' : 'incomplete', ...(done === 'response.incomplete' ? { incomplete_details: { reason: 'max_output_tokens' } } : {}), output: [item], usage } });
     res.end();
   }
 

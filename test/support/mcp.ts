@@ -12,7 +12,8 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
-  CallToolRequestSchema, ElicitResultSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema, type Tool,
+  CallToolRequestSchema, CompleteRequestSchema, ElicitResultSchema, EmptyResultSchema, ErrorCode, McpError, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema,
+  ReadResourceRequestSchema, SetLevelRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, type ServerCapabilities, type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import { dpopProof, type TestAgent } from './agents.js';
 
@@ -26,7 +27,15 @@ export interface McpUpstream {
   authorizations: string[];
   /** Total requests (HTTP) received. */
   requests: number;
+  /** Session ids the upstream was sent an HTTP DELETE for (sessions ended by their client). */
+  deleted: string[];
+  /** `resources/subscribe` and `resources/unsubscribe` received, as `method uri`. */
+  subscriptions: string[];
+  /** `logging/setLevel` levels received. */
+  levels: string[];
   changed(): Promise<void>;
+  /** Sends `notifications/resources/updated` for `uri` on every session. */
+  updated(uri: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -44,24 +53,65 @@ export const baseTools = (): Tool[] => [
   { name: 'whoami', description: 'Echoes the Authorization header it received (a leaky upstream).', inputSchema: { type: 'object', properties: {} } },
 ];
 
+/** Tools for relaying tests (not in {@link baseTools}: add them to `tools` where wanted). */
+export const relayTools = (): Tool[] => [
+  { name: 'ask_together', description: 'Waits until `of` calls are running, then each asks its own question (elicitation).', inputSchema: { type: 'object', properties: { question: { type: 'string' }, of: { type: 'number' } } } },
+  { name: 'pingback', description: 'Pings its client (Deputy) during the call.', inputSchema: { type: 'object', properties: {} } },
+  { name: 'log', description: 'Sends a logging message during the call.', inputSchema: { type: 'object', properties: { text: { type: 'string' } } } },
+];
+
+/** Every capability the test upstream has (a narrower set makes a bare server). */
+const FULL_CAPABILITIES: ServerCapabilities = { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {}, completions: {}, logging: {}, experimental: { 'example.com/x': {} } };
+
 const hit = (hits: Map<string, number>, name: string) => hits.set(name, (hits.get(name) ?? 0) + 1);
 
-export async function startMcpUpstream(): Promise<McpUpstream> {
+export async function startMcpUpstream(capabilities: ServerCapabilities = FULL_CAPABILITIES): Promise<McpUpstream> {
   const state: McpUpstream = {
-    url: '', tools: baseTools(), hits: new Map(), authorizations: [], requests: 0,
+    url: '', tools: baseTools(), hits: new Map(), authorizations: [], requests: 0, deleted: [], subscriptions: [], levels: [],
     changed: async () => {
       await Promise.allSettled([...servers.values()].map((s) => s.sendToolListChanged()));
+    },
+    updated: async (uri) => {
+      await Promise.allSettled([...servers.values()].map((s) => s.sendResourceUpdated({ uri })));
     },
     close: async () => {},
   };
   const servers = new Map<string, Server>();
   const transports = new Map<string, StreamableHTTPServerTransport>();
+  const together: Array<() => void> = [];
 
   const newServer = (): Server => {
-    const server = new Server({ name: 'upstream', version: '1.0.0' }, { capabilities: { tools: { listChanged: true }, resources: {}, prompts: {} } });
+    const server = new Server({ name: 'upstream', version: '1.0.0' }, { capabilities });
     server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: state.tools }));
+    if (capabilities.resources) addResources(server, state);
+    if (capabilities.prompts) addPrompts(server, state);
+    if (capabilities.logging) {
+      server.setRequestHandler(SetLevelRequestSchema, async (req) => {
+        state.levels.push(req.params.level);
+        return {};
+      });
+    }
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
       hit(state.hits, req.params.name);
+      if (req.params.name === 'ask_together') {
+        // Every call waits for the others, so all are in flight when each one asks.
+        const of = Number(req.params.arguments?.of ?? 2);
+        await new Promise<void>((resolve) => {
+          together.push(resolve);
+          if (together.length >= of) together.splice(0).forEach((r) => r());
+        });
+        const question = String(req.params.arguments?.question ?? '?');
+        const answer = await extra.sendRequest({ method: 'elicitation/create', params: { message: question, requestedSchema: { type: 'object', properties: { answer: { type: 'string' } } } } }, ElicitResultSchema);
+        return { content: [{ type: 'text', text: `${question} ${JSON.stringify(answer.content)}` }] };
+      }
+      if (req.params.name === 'pingback') {
+        await extra.sendRequest({ method: 'ping' }, EmptyResultSchema);
+        return { content: [{ type: 'text', text: 'pong' }] };
+      }
+      if (req.params.name === 'log') {
+        await extra.sendNotification({ method: 'notifications/message', params: { level: 'info', logger: 'upstream', data: String(req.params.arguments?.text ?? '') } });
+        return { content: [{ type: 'text', text: 'logged' }] };
+      }
       if (req.params.name === 'count') {
         const n = Number(req.params.arguments?.n ?? 3);
         const token = req.params._meta?.progressToken;
@@ -78,21 +128,13 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
           return { isError: true, content: [{ type: 'text', text: `could not ask: ${(err as Error).message}` }] };
         }
       }
+      // Not listed by default: a test that wants a tool failing with a JSON-RPC error lists it.
+      if (req.params.name === 'fail') throw new McpError(ErrorCode.InternalError, 'the tool failed upstream');
       if (req.params.name === 'whoami') {
         const auth = String(extra.requestInfo?.headers.authorization ?? '');
         return { content: [{ type: 'text', text: `you sent ${auth} (${Buffer.from(auth).toString('base64')})` }] };
       }
       return { content: [{ type: 'text', text: `${req.params.name}: ${JSON.stringify(req.params.arguments ?? {})}` }] };
-    });
-    server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [{ uri: 'file:///readme.md', name: 'readme' }, { uri: 'file:///secrets.txt', name: 'secrets' }] }));
-    server.setRequestHandler(ReadResourceRequestSchema, async (req) => {
-      hit(state.hits, req.params.uri);
-      return { contents: [{ uri: req.params.uri, text: `contents of ${req.params.uri}` }] };
-    });
-    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: [{ name: 'greet', arguments: [{ name: 'who' }] }] }));
-    server.setRequestHandler(GetPromptRequestSchema, async (req) => {
-      hit(state.hits, `prompt:${req.params.name}`);
-      return { messages: [{ role: 'user', content: { type: 'text', text: `Hello ${req.params.arguments?.who ?? 'you'}` } }] };
     });
     return server;
   };
@@ -101,6 +143,7 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
     state.requests += 1;
     if (req.headers.authorization) state.authorizations.push(req.headers.authorization);
     const id = req.headers['mcp-session-id'];
+    if (req.method === 'DELETE' && typeof id === 'string') state.deleted.push(id);
     let transport = typeof id === 'string' ? transports.get(id) : undefined;
     if (!transport) {
       const server = newServer();
@@ -123,6 +166,37 @@ export async function startMcpUpstream(): Promise<McpUpstream> {
     await new Promise<void>((resolve) => http.close(() => resolve()));
   };
   return state;
+}
+
+/** Resources (subscribable, completable) of the test upstream; reads and subscriptions counted. */
+function addResources(server: Server, state: McpUpstream): void {
+  server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [{ uri: 'file:///readme.md', name: 'readme' }, { uri: 'file:///secrets.txt', name: 'secrets' }] }));
+  server.setRequestHandler(ReadResourceRequestSchema, async (req) => {
+    hit(state.hits, req.params.uri);
+    return { contents: [{ uri: req.params.uri, text: `contents of ${req.params.uri}` }] };
+  });
+  server.setRequestHandler(SubscribeRequestSchema, async (req) => {
+    state.subscriptions.push(`subscribe ${req.params.uri}`);
+    return {};
+  });
+  server.setRequestHandler(UnsubscribeRequestSchema, async (req) => {
+    state.subscriptions.push(`unsubscribe ${req.params.uri}`);
+    return {};
+  });
+}
+
+/** One prompt, `greet`, and completions of its argument and of resource URIs (counted as `complete:…`). */
+function addPrompts(server: Server, state: McpUpstream): void {
+  server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: [{ name: 'greet', arguments: [{ name: 'who' }] }] }));
+  server.setRequestHandler(GetPromptRequestSchema, async (req) => {
+    hit(state.hits, `prompt:${req.params.name}`);
+    return { messages: [{ role: 'user', content: { type: 'text', text: `Hello ${req.params.arguments?.who ?? 'you'}` } }] };
+  });
+  server.setRequestHandler(CompleteRequestSchema, async (req) => {
+    const ref = req.params.ref as { type: string; name?: string; uri?: string };
+    hit(state.hits, `complete:${ref.name ?? ref.uri}`);
+    return { completion: { values: [`${req.params.argument.value}a`, `${req.params.argument.value}b`] } };
+  });
 }
 
 /** A fetch for the SDK client transport: `Authorization: DPoP <token>` and a fresh proof per request. */

@@ -127,6 +127,26 @@ describe('metered streams', () => {
     expect(meter).toMatchObject({ delivered: 2, cut: 'budget' });
   });
 
+  it('OpenAI Responses: a cut mid-message closes the open part and item (incomplete) and the final response carries the text delivered', async () => {
+    const ev = (type: string, o: object) => `event: ${type}\ndata: ${JSON.stringify({ type, ...o })}\n\n`;
+    const req = parseModelRequest('responses', { model: 'm', max_output_tokens: 99, stream: true, input: 'hi' });
+    const at = { item_id: 'msg_1', output_index: 0, content_index: 0 };
+    const sse = ev('response.created', { sequence_number: 0, response: { id: 'resp_1', object: 'response', model: 'm', status: 'in_progress', output: [] } })
+      + ev('response.output_item.added', { sequence_number: 1, output_index: 0, item: { type: 'message', id: 'msg_1', status: 'in_progress', role: 'assistant', content: [] } })
+      + ev('response.content_part.added', { sequence_number: 2, ...at, part: { type: 'output_text', text: '', annotations: [] } })
+      + ev('response.output_text.delta', { sequence_number: 3, ...at, delta: ' hello' })
+      + ev('response.output_text.delta', { sequence_number: 4, ...at, delta: ' hello hello' });
+    const out = await text(meteredStream({ req, upstream: upstream(sse), cap: 2, meter: newMeter(), deadline: never }));
+    const events = out.trim().split('\n\n').map((e) => JSON.parse(e.split('\n').at(-1)!.replace(/^data: /, '')) as { type: string; sequence_number: number } & Record<string, unknown>);
+    expect(events.slice(4).map((e) => [e.type, e.sequence_number])).toEqual([
+      ['response.output_text.delta', 4], ['response.output_text.done', 5], ['response.content_part.done', 6], ['response.output_item.done', 7], ['response.incomplete', 8],
+    ]);
+    expect(events[5]).toMatchObject({ text: ' hello hello' });
+    const item = { type: 'message', id: 'msg_1', status: 'incomplete', content: [{ type: 'output_text', text: ' hello hello' }] };
+    expect(events[7]).toMatchObject({ item });
+    expect(events[8]).toMatchObject({ response: { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' }, output: [item], usage: { output_tokens: 2 } } });
+  });
+
   it('ends cleanly at the deadline, with what was delivered so far', async () => {
     const req = parseModelRequest('chat', { model: 'm', max_tokens: 99, stream: true, messages: [] });
     const meter = newMeter();

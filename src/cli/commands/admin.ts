@@ -119,6 +119,17 @@ export function agentsCommand(io: Io, done: (code: number) => void): Command {
         }),
       );
   }
+  cmd
+    .command('delete')
+    .description('delete an agent: every token it holds (and everything delegated from them) is revoked, its receipts are kept; a configured agent is deleted by removing it from the file')
+    .argument('<id>')
+    .action((id: string, _o: unknown, c: Command) =>
+      withAdmin(io, done, c, async (admin, g) => {
+        await admin.request('DELETE', path('/admin/agents', id));
+        if (g.json) printJson(io, { deleted: id });
+        else io.out(`deleted agent ${id} (its receipts are kept: deputy receipts export ${id})\n`);
+      }),
+    );
   return cmd;
 }
 

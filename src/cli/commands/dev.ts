@@ -5,6 +5,8 @@
  * @module
  */
 import { Command, Option } from 'commander';
+// The lock module alone (node:fs only): the store drivers load with the dev environment, on use.
+import { DataDirLocked } from '../../store/lock.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 import type { Io } from '../shared.js';
 
@@ -24,6 +26,7 @@ export function devCommand(io: Io, done: (code: number) => void): Command {
       // Loaded on use: the server's modules (oidc-provider…) are not needed by the other commands.
       const { startDevEnvironment } = await import('../../dev/environment.js');
       const env = await startDevEnvironment({ port: o.port, idpPort: o.idpPort, dir: o.dir }).catch((err: unknown) => {
+        if (err instanceof DataDirLocked) throw new CliError(`${err.message}\nFor deputy dev: stop that one first, or give this one a folder of its own (--dir); nothing was written.`);
         if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
           throw new CliError(`a port is in use (Deputy ${o.port}, IdP ${o.idpPort}): choose others with --port / --idp-port (0 = any free port)`);
         }

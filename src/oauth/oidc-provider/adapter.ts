@@ -82,6 +82,25 @@ export class StoreAdapter implements Adapter {
 }
 
 /**
+ * Removes every grant oidc-provider keeps for `clientId` and every row of those grants (refresh
+ * tokens, authorization codes…), plus any other row naming the client: what a deleted agent's
+ * client leaves behind. Without it a metadata-document client's refresh token would recreate its
+ * agent at the next refresh (the agent is created on use), bypassing the user's consent.
+ * Returns how many rows went.
+ */
+export async function deleteClientGrants(db: Queryable, clientId: string): Promise<number> {
+  const rows = await db.query<{ n: number }>(
+    `WITH d AS (
+       DELETE FROM oidc_models WHERE payload->>'clientId' = $1
+          OR grant_id IN (SELECT id FROM oidc_models WHERE model = 'Grant' AND payload->>'clientId' = $1)
+       RETURNING 1)
+     SELECT count(*)::int AS n FROM d`,
+    [clientId],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/**
  * The `Client` model, read-only, backed by the agent registry. A disabled or unknown agent, or the
  * agent of a metadata-document client, is "not found", so its client authentication fails with
  * `invalid_client`.

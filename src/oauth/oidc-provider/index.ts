@@ -14,12 +14,13 @@
  * - {@link jwtBearerGrant}: the RFC 7523 jwt-bearer grant with an ID-JAG
  *   (../identity-assertion.ts), same minter.
  * - {@link agentTokenIntrospection}: the `/introspect` / `/revoke` hook for Deputy's JWTs.
- * - {@link StoreAdapter} / {@link AgentClientAdapter}: the storage adapter over Deputy's store.
+ * - {@link StoreAdapter} / {@link AgentClientAdapter}: the storage adapter over Deputy's store;
+ *   {@link deleteClientGrants} drops a deleted agent's grants.
  *
  * @module
  */
 export type { default as Provider } from 'oidc-provider';
-export { AgentClientAdapter, StoreAdapter } from './adapter.js';
+export { AgentClientAdapter, deleteClientGrants, StoreAdapter } from './adapter.js';
 export { PROVIDER_BODY_LIMIT, toDeputyError, type ErrorWriter } from './errors.js';
 export { agentTokenIntrospection } from './introspection-hook.js';
 export { agentClientMetadata, createProvider, REFRESH_TOKEN_SECONDS, type GrantRegistration, type ProviderDeps } from './provider.js';
