@@ -51,9 +51,43 @@ export async function recordEachOnce(db: Queryable, keys: readonly OnceKey[]): P
   return new Set(rows.map((r) => onceKeyId(r.model, r.id)));
 }
 
+/**
+ * Which of `keys` are recorded and unexpired, read without writing (as `namespace\0key`, like
+ * {@link recordEachOnce}'s result): a cheap early refusal of a replay before a request does any
+ * work, when the keys are then recorded by {@link recordEachOnce} in the request's own
+ * transaction (which alone decides a race).
+ */
+export async function findRecorded(db: Queryable, keys: readonly OnceKey[]): Promise<Set<string>> {
+  if (keys.length === 0) return new Set();
+  const rows = await db.query<{ model: string; id: string }>(
+    `SELECT model, id FROM oidc_models
+     WHERE (model, id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND expires_at > now()`,
+    [keys.map((k) => k.namespace), keys.map((k) => k.key)],
+  );
+  return new Set(rows.map((r) => onceKeyId(r.model, r.id)));
+}
+
 /** The identity of a {@link OnceKey} in {@link recordEachOnce}'s result. */
 export function onceKeyId(namespace: string, key: string): string {
   return `${namespace}\0${key}`;
+}
+
+/** A value a request may use once ({@link OnceKey}), and the refusal a replay of it gets. */
+export interface SingleUse {
+  once: OnceKey;
+  /** The protocol error for a replay (e.g. `invalid_dpop_proof`, `invalid_client`). */
+  replayed: () => Error;
+}
+
+/**
+ * Records every item's key in one statement ({@link recordEachOnce}) and returns the first item
+ * (in the given order) that was recorded already, or `undefined` when all were fresh. The other
+ * keys are recorded either way: inside a transaction, the caller decides by rolling back.
+ */
+export async function spendEach(db: Queryable, items: readonly SingleUse[]): Promise<SingleUse | undefined> {
+  if (items.length === 0) return undefined;
+  const recorded = await recordEachOnce(db, items.map((i) => i.once));
+  return items.find((i) => !recorded.has(onceKeyId(i.once.namespace, i.once.key)));
 }
 
 /** Deletes expired rows; returns how many. Run periodically by the server. */

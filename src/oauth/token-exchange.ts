@@ -8,9 +8,9 @@
  * 1. `readRequest` — parameters present, well-formed, supported (RFC 8693 §2.1); then
  *    `refuseDeputyOwn` — no `scope` / `resource` / `audience` naming Deputy's own scopes or
  *    resources (src/oauth/deputy-own.ts): those belong to operator clients, never to an agent.
- * 2. `requireDpop` — the request's DPoP proof (RFC 9449 §4.3, §5), verified and its `jti` spent
- *    before the client was authenticated (./oidc-provider/token-dpop.ts): the issued token is
- *    bound to its key.
+ * 2. `requireDpop` — the request's DPoP proof (RFC 9449 §4.3, §5), verified before the client
+ *    was authenticated (./oidc-provider/token-dpop.ts), its `jti` and the client assertion's
+ *    found unspent: the issued token is bound to its key.
  * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
  * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
  * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
@@ -22,9 +22,10 @@
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
  * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
  *    by ./oidc-provider/), then `recordIssued`: the token record (and the encrypted upstream
- *    token) and its `permit` receipt (src/audit) in one transaction. A failed exchange writes nothing but the
- *    proof's replay entry (a verified proof is spent whatever happens next, RFC 9449 §11.1) and,
- *    when policy refused it at step 7, a `deny` receipt.
+ *    token) and its `permit` receipt (src/audit) in one transaction, which first records the
+ *    proof and client assertion `jti`s (`ExchangeInput.spends`): one commit per exchange. A failed
+ *    exchange writes nothing but those replay entries (spent by the caller whatever happens next,
+ *    RFC 9449 §11.1) and, when policy refused it at step 7, a `deny` receipt.
  *
  * Steps 6–8 are {@link issueDelegated}, shared with the ID-JAG grant (./identity-assertion.ts),
  * which also reuses steps 1b, 2 and 5 (`refuseDeputyOwn`, `requireDpop`, `checkMayAct`,
@@ -48,10 +49,10 @@ import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import { traced, tracedStep } from '../observability/tracing.js';
 import type { Logger } from '../log.js';
-import type { Queryable, Store } from '../store/index.js';
+import type { Queryable, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
-import { recordOnce } from './adapter.js';
+import { recordOnce, spendEach, type SingleUse } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
@@ -145,7 +146,7 @@ export interface MintedToken {
 /** RFC 8693 §2.1 parameters as parsed from the form: a repeated parameter is an array. */
 export type TokenExchangeParameters = Readonly<Record<string, string | readonly string[] | null | undefined>>;
 
-/** The verified DPoP proof of the request (RFC 9449 §4.3), already spent (§11.1). */
+/** The verified DPoP proof of the request (RFC 9449 §4.3); its `jti` is in `ExchangeInput.spends` or already spent (§11.1). */
 export interface VerifiedProof {
   /** RFC 7638 thumbprint of the proof key: the issued token's `cnf.jkt`. */
   jkt: string;
@@ -163,6 +164,13 @@ export interface ExchangeInput {
   dpop: VerifiedProof | undefined;
   /** The request id (`X-Request-ID`), recorded in the receipt. */
   requestId?: string;
+  /**
+   * Single-use values of the request not spent yet (its DPoP proof and client assertion `jti`s,
+   * already looked up and found fresh): recorded in the issuing transaction, which fails with the
+   * first one's `replayed()` error if another request recorded it meanwhile. The caller spends
+   * them itself when the exchange fails.
+   */
+  spends?: readonly SingleUse[];
 }
 
 /** RFC 8693 §2.2.1 successful response. */
@@ -246,7 +254,7 @@ export function refuseDeputyOwn(request: Pick<ExchangeRequest, 'targets' | 'scop
 }
 
 /**
- * Step 2: the proof was verified, and its `jti` spent, ahead of the grant
+ * Step 2: the proof was verified ahead of the grant (its `jti` spent, or in `ExchangeInput.spends`)
  * (./oidc-provider/token-dpop.ts). At the token endpoint a DPoP refusal is a 400 (RFC 9449 §5).
  */
 export function requireDpop(dpop: VerifiedProof | undefined): VerifiedProof {
@@ -468,6 +476,7 @@ interface Issuance {
   dpop: VerifiedProof;
   mayAct: Record<string, unknown> | undefined;
   receipt: ReceiptInput;
+  spends: readonly SingleUse[];
 }
 
 interface Issued {
@@ -513,10 +522,15 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
   const parent = subject.kind === 'deputy' ? subject.record : undefined;
   const { vault } = deps;
   await deps.store.transaction(async (tx) => {
+    // First: a request that lost the race for one of its single-use values writes nothing.
+    const replay = await spendEach(tx, input.spends);
+    if (replay) throw replay.replayed();
     let upstream: string | undefined;
+    let vaultRow: StatementPart | undefined;
     if (subject.kind === 'federated' && input.subjectToken !== undefined) {
       upstream = newHandle('upt');
-      await vault.put(tx, { handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
+      // Written by the token record's own statement: one round trip for both.
+      vaultRow = await vault.putPart({ handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
     }
     const record: NewTokenRecord = {
       jti,
@@ -535,7 +549,7 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
       issuedAt: now,
       expiresAt: now + expiresIn,
     };
-    await recordIssuedToken(deps, tx, record, input.receipt);
+    await recordIssuedToken(deps, tx, record, input.receipt, vaultRow);
   });
 }
 
@@ -551,10 +565,13 @@ export function userAttributes(user: DelegatingUser): UserAttributes {
  * grants (./oidc-provider/authorization-code.ts) — records through here, so introspection,
  * cascading revocation, the PDP's chain and the receipt chain see them all alike.
  *
+ * `also`: a write of the same transaction run in the token record's statement (the upstream
+ * token's vault row, `EnvelopeVault.putPart`).
+ *
  * @throws AgentNotActive / ParentRevoked (./token-records.ts); store errors propagate
  */
-export async function recordIssuedToken(deps: Pick<TokenExchangeDeps, 'records' | 'receipts'>, tx: Queryable, record: NewTokenRecord, receipt: ReceiptInput): Promise<void> {
-  await deps.records.insert(tx, record);
+export async function recordIssuedToken(deps: Pick<TokenExchangeDeps, 'records' | 'receipts'>, tx: Queryable, record: NewTokenRecord, receipt: ReceiptInput, also?: StatementPart): Promise<void> {
+  await deps.records.insert(tx, record, also);
   // Last, so the agent's chain head is locked only for the end of this transaction.
   await deps.receipts.append({ ...receipt, tokenId: record.jti }, tx);
 }
@@ -611,6 +628,7 @@ export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promis
     event: 'token_exchange',
     requestDigest: grantRequestDigest(TOKEN_EXCHANGE_GRANT, input.params, TOKEN_EXCHANGE_PARAMETERS, agent.id, dpop),
     ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
+    ...(input.spends !== undefined ? { spends: input.spends } : {}),
   });
   deps.logger.info({ client_id: agent.id, user: subject.user.id, chain: issued.chain, audience: issued.audience, scope: issued.scope, depth: issued.chain.length }, 'token exchanged');
   return { access_token: issued.value, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'DPoP', expires_in: issued.expiresIn, scope: issued.scope };
@@ -635,6 +653,8 @@ export interface DelegatedGrant {
   /** The receipt's `requestDigest` ({@link grantRequestDigest}). */
   requestDigest: string;
   requestId?: string;
+  /** Recorded in the issuing transaction (see {@link ExchangeInput.spends}). */
+  spends?: readonly SingleUse[];
 }
 
 /** An issued agent token and what it was issued for. */
@@ -663,6 +683,6 @@ export async function issueDelegated(deps: ExchangeDeps, grant: DelegatedGrant):
   const scopes = chooseScopes(grant.scopes, agent, subject);
   const receipt = await authorize(deps, agent, subject, chain, audience, scopes, grantReceipt(grant, chain, audience, scopes));
   const mayAct = await handoffMayAct(deps, audience);
-  const issued = await issue(deps, { agent, subject, subjectToken: grant.subjectToken, chain, audience, scopes, dpop, mayAct, receipt });
+  const issued = await issue(deps, { agent, subject, subjectToken: grant.subjectToken, chain, audience, scopes, dpop, mayAct, receipt, spends: grant.spends ?? [] });
   return { ...issued, chain, audience, scope: scopes.join(' ') };
 }

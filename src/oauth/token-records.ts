@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { Queryable, Store } from '../store/index.js';
+import type { Queryable, StatementPart, Store } from '../store/index.js';
 import type { DelegatingUser, DelegationChain } from '../delegation/index.js';
 
 /** The user attributes carried along a chain for policy. */
@@ -175,8 +175,11 @@ export class TokenRecords {
    *   this is what makes a concurrent disable ({@link revokeByAgent}) see the new token;
    * - the parent, if any, is live by {@link find}'s rule (else {@link ParentRevoked}). This
    *   check is for a clear refusal only: a parent revoked after it still kills the new token.
+   *
+   * `also`: another module's write of the same transaction (the upstream token's vault row) run
+   * within the insert's statement when it can be (a first link), else just before it.
    */
-  async insert(tx: Queryable, record: NewTokenRecord): Promise<void> {
+  async insert(tx: Queryable, record: NewTokenRecord, also?: StatementPart): Promise<void> {
     const values = [
       record.jti, record.parentJti ?? null, record.rootJti, record.agentId, record.userId, JSON.stringify(record.userAttrs), record.issuerId, record.audience,
       record.scope, JSON.stringify(record.chain), record.chain.length, record.cnfJkt ?? null,
@@ -186,15 +189,18 @@ export class TokenRecords {
       // No parent to check in between: the agent's share lock, its status check and the insert
       // are one statement (one round trip fewer per first-link exchange; issue 16). The insert
       // happens only when the locked row is active; the lock is held until commit as before.
+      // `also` (the exchange's vault row) runs in it too; a refusal rolls the transaction back.
+      const part = also ? `part AS (${also.sql(values.length + 1)}),` : '';
       const rows = await tx.query<{ status: string | null; inserted: number }>(
-        `WITH agent AS (SELECT status FROM agents WHERE id = $4 FOR SHARE),
+        `WITH agent AS (SELECT status FROM agents WHERE id = $4 FOR SHARE), ${part}
               inserted AS (${INSERT_RECORD} SELECT ${RECORD_VALUES} FROM agent WHERE agent.status = 'active' RETURNING 1)
          SELECT (SELECT status FROM agent) AS status, (SELECT count(*) FROM inserted)::int AS inserted`,
-        values,
+        also ? [...values, ...also.params] : values,
       );
       if (rows[0]?.inserted !== 1) throw new AgentNotActive(record.agentId);
       return;
     }
+    if (also) await tx.query(also.sql(1), also.params);
     const agent = await tx.query<{ status: string }>('SELECT status FROM agents WHERE id = $1 FOR SHARE', [record.agentId]);
     if (agent[0]?.status !== 'active') throw new AgentNotActive(record.agentId);
     const parent = await this.find(record.parentJti, tx);

@@ -16,6 +16,18 @@ export interface Queryable {
   exec(sql: string): Promise<void>;
 }
 
+/**
+ * One data-modifying statement that another module runs as a member (`WITH part AS (…)`) of its
+ * own statement, so that both writes cost one round trip. The owner of the table writes the SQL;
+ * the caller only places it.
+ */
+export interface StatementPart {
+  /** The statement, its parameters numbered from `$first`. */
+  sql(first: number): string;
+  /** The values of those parameters, in order. */
+  params: readonly unknown[];
+}
+
 /** Deputy's database (PGlite or PostgreSQL): queries and transactions (`Queryable`), its `kind`, a liveness `ping`, and `close`. */
 export interface Store extends Queryable {
   /** `postgres` for a server reached through `DATABASE_URL`, `pglite` for the embedded database. */

@@ -18,7 +18,7 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { metrics } from '../observability/metrics.js';
-import type { Queryable } from '../store/index.js';
+import type { Queryable, StatementPart } from '../store/index.js';
 import { toKeyWrapper, UnknownKeyEncryptionKey, type KeyEncryptionKeys, type KeyWrapper } from './key-wrapper.js';
 
 export type { KeyEncryptionKeys, KeyWrapper } from './key-wrapper.js';
@@ -94,8 +94,13 @@ interface Row {
   tag: Uint8Array;
 }
 
-const INSERT = `INSERT INTO vault_secrets (handle, kind, kek_id, wrapped_key, iv, ciphertext, tag, expires_at)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8::bigint IS NULL THEN NULL ELSE to_timestamp($8::bigint) END)`;
+/** The insert of one secret, its eight parameters numbered from `$first`. */
+function insertFrom(first: number): string {
+  const [h, k, kek, w, iv, c, t, exp] = Array.from({ length: 8 }, (_, i) => `$${first + i}`);
+  return `INSERT INTO vault_secrets (handle, kind, kek_id, wrapped_key, iv, ciphertext, tag, expires_at)
+  VALUES (${h}, ${k}, ${kek}, ${w}, ${iv}, ${c}, ${t}, CASE WHEN ${exp}::bigint IS NULL THEN NULL ELSE to_timestamp(${exp}::bigint) END)`;
+}
+const INSERT = insertFrom(1);
 
 /** Encrypts and stores secrets in `vault_secrets`. */
 export class EnvelopeVault {
@@ -109,6 +114,14 @@ export class EnvelopeVault {
   /** Stores a new secret; fails if `handle` exists. */
   async put(db: Queryable, secret: PutSecret): Promise<void> {
     await db.query(INSERT, await this.#encrypt(secret));
+  }
+
+  /**
+   * {@link put} as a {@link StatementPart}: the same encrypted row, written by the caller's own
+   * statement (the token exchange writes it with the token record: one round trip).
+   */
+  async putPart(secret: PutSecret): Promise<StatementPart> {
+    return { sql: insertFrom, params: await this.#encrypt(secret) };
   }
 
   /** Stores a secret, replacing whatever `handle` held (a new data key every time). */

@@ -13,7 +13,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { SignJWT } from 'jose';
+import { decodeJwt, SignJWT } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DpopNonces } from '../../src/oauth/dpop.js';
@@ -361,6 +361,24 @@ describe('a proof is spent as soon as it verifies (RFC 9449 §11.1)', () => {
     const p = await proof(deputy(), await dpopKeys(), `${ISSUER}/token`);
     const failed = await rawPepToken(deputy(), p, { resource: 'https://nope.example.com' });
     expect(failed.body.error).toBe('invalid_target');
+    replayed(await rawPepToken(deputy(), p));
+  });
+
+  it('/token: a client_credentials grant binds the proof Deputy verified and spends it once (issue 16)', async () => {
+    const dpop = await dpopKeys();
+    const p = await proof(deputy(), dpop, `${ISSUER}/token`);
+    const spent = async () => Object.fromEntries(
+      (await deputy().store.query<{ model: string; n: number }>("SELECT model, count(*)::int AS n FROM oidc_models WHERE model IN ('DPoPProof', 'ReplayDetection') GROUP BY model")).map((r) => [r.model, r.n]),
+    );
+    const before = await spent();
+    const ok = await rawPepToken(deputy(), p);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(decodeJwt(ok.body.access_token as string).cnf).toEqual({ jkt: dpop.jkt });
+    const after = await spent();
+    // One record for the proof (Deputy's verifier), one for the client assertion: oidc-provider no
+    // longer spends the proof a second time under its own key.
+    expect((after.DPoPProof ?? 0) - (before.DPoPProof ?? 0)).toBe(1);
+    expect((after.ReplayDetection ?? 0) - (before.ReplayDetection ?? 0)).toBe(1);
     replayed(await rawPepToken(deputy(), p));
   });
 

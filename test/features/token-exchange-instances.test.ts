@@ -58,6 +58,78 @@ describe('concurrency on one instance', () => {
   });
 });
 
+describe('single-use values spent with the token (issue 16: one commit per exchange)', () => {
+  let deputy: TestDeputy;
+  const agent = () => ({ id: 'agent-a', keys: agentKeys });
+  beforeAll(async () => {
+    deputy = await startTestDeputy({ config: config() });
+  });
+  afterAll(() => deputy?.stop());
+
+  /** A raw exchange whose client assertion and DPoP proof are the caller's. */
+  async function send(assertion: string, proof: string, params: Record<string, string> = {}) {
+    const body = new URLSearchParams({
+      grant_type: TOKEN_EXCHANGE, subject_token: await idp.oktaAccessToken({ scp: ['deputy.read', 'deputy.write'] }), subject_token_type: ACCESS_TOKEN_TYPE,
+      resource: API, client_id: 'agent-a', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion, ...params,
+    });
+    const res = await fetch(`${deputy.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: proof }, body });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+  const fresh = async () => ({ assertion: await clientAssertion(agent(), deputy.issuer), proof: await dpopProof(await dpopKeys(), `${deputy.issuer}/token`) });
+  /** Rows each request could write: token records, vault secrets, receipts. */
+  async function written() {
+    const [row] = await deputy.store.query<{ t: number; v: number; r: number }>(
+      'SELECT (SELECT count(*)::int FROM token_records) AS t, (SELECT count(*)::int FROM vault_secrets) AS v, (SELECT count(*)::int FROM receipts) AS r',
+    );
+    return row!;
+  }
+  const replayedProof = { status: 400, body: { error: 'invalid_dpop_proof', error_description: expect.stringMatching(/already been used/) } };
+  const replayedAssertion = { status: 401, body: { error: 'invalid_client', error_description: expect.stringMatching(/already used/) } };
+
+  it('identical requests racing: exactly one token, one vault row, one receipt', async () => {
+    const { assertion, proof } = await fresh();
+    const before = await written();
+    const results = await Promise.all(Array.from({ length: 6 }, () => send(assertion, proof)));
+    expect(results.filter((r) => typeof r.body.access_token === 'string')).toHaveLength(1);
+    for (const r of results.filter((x) => x.status !== 200)) expect(r).toMatchObject(replayedProof);
+    const after = await written();
+    expect({ t: after.t - before.t, v: after.v - before.v, r: after.r - before.r }).toEqual({ t: 1, v: 1, r: 1 });
+  });
+
+  it('a replayed client assertion with a fresh proof: invalid_client, nothing written, the proof spent', async () => {
+    const first = await fresh();
+    expect((await send(first.assertion, first.proof)).status).toBe(200);
+    const before = await written();
+    const second = await fresh();
+    expect(await send(first.assertion, second.proof)).toMatchObject(replayedAssertion);
+    expect(await written()).toEqual(before);
+    expect(await send(await clientAssertion(agent(), deputy.issuer), second.proof)).toMatchObject(replayedProof);
+  });
+
+  it('a replayed proof with a fresh assertion: invalid_dpop_proof, nothing written, the assertion spent', async () => {
+    const first = await fresh();
+    expect((await send(first.assertion, first.proof)).status).toBe(200);
+    const before = await written();
+    const second = await fresh();
+    expect(await send(second.assertion, first.proof)).toMatchObject(replayedProof);
+    expect(await written()).toEqual(before);
+    expect(await send(second.assertion, (await fresh()).proof)).toMatchObject(replayedAssertion);
+  });
+
+  it('refused by policy after the look-up: a deny receipt only, and both values spent', async () => {
+    const { assertion, proof } = await fresh();
+    const before = await written();
+    // The subject token grants deputy.write; agent-a may not hold it: the delegate decision denies.
+    const denied = await send(assertion, proof, { scope: 'deputy.write' });
+    expect(denied.body.error, JSON.stringify(denied.body)).toBe('invalid_scope');
+    const after = await written();
+    expect({ t: after.t - before.t, v: after.v - before.v, r: after.r - before.r }).toEqual({ t: 0, v: 0, r: 1 });
+    expect(await send(await clientAssertion(agent(), deputy.issuer), proof)).toMatchObject(replayedProof);
+    expect(await send(assertion, (await fresh()).proof)).toMatchObject(replayedAssertion);
+    expect(await written()).toEqual(after);
+  });
+});
+
 describe('DPoP server nonces (RFC 9449 §8)', () => {
   let one: TestDeputy;
   let two: TestDeputy;

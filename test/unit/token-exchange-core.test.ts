@@ -76,7 +76,7 @@ function fakes(overrides: { authorizer?: DelegationAuthorizer } = {}): Fakes {
     records: { insert: async (_tx: unknown, r: unknown) => void records.push(r) } as unknown as TokenRecords,
     authorizer: overrides.authorizer ?? new RegistryAuthorizer(5),
     receipts: { append: async (r: ReceiptInput) => void receipts.push(r) } as unknown as ReceiptAppender,
-    vault: { put: async () => {} } as unknown as EnvelopeVault,
+    vault: { putPart: async () => ({ sql: () => 'INSERT INTO vault_secrets …', params: [] }) } as unknown as EnvelopeVault,
     accessTokenTTL: 300,
     logger: silent,
     minter,

@@ -10,7 +10,10 @@
  *   strict under concurrency and across instances (oidc-provider's default is find-then-insert).
  * - DPoP proofs at `/token` are verified by Deputy's own verifier, the gateway's and PDP's
  *   (./token-dpop.ts): one `htu` normalization, one nonce mechanism for the whole origin
- *   (RFC 9449 §8; the same secret as oidc-provider's), `jti` spent as soon as the proof verifies.
+ *   (RFC 9449 §8; the same secret as oidc-provider's). The proof's and the client assertion's
+ *   `jti` are spent once per request, in the token exchange's own transaction or before any
+ *   other grant runs (./token-spends.ts). `client_credentials` is Deputy's handler (./client-credentials-grant.ts), which binds that
+ *   proof instead of verifying and spending it a second time.
  * - Every URL the provider derives (discovery, expected `htu`) comes from the issuer, never from
  *   the request's scheme or Host (RFC 8414 §2, RFC 9449 §4.3): see `issuerDerivedUrls` (./urls.ts).
  * - Errors are rendered by Deputy's one serializer (./errors.ts), not by oidc-provider.
@@ -31,11 +34,13 @@ import { documentScopeCeiling } from '../client-id-metadata.js';
 import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
+import { clientCredentialsGrant } from './client-credentials-grant.js';
 import { codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims, resolveCodeFlowClient, withCodeFlow } from './authorization-code.js';
 import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
 import { withoutInteractiveEndpoints } from './interactive.js';
 import { useStrictReplayDetection } from './replay.js';
 import { tokenEndpointDpop } from './token-dpop.js';
+import { spendPending } from './token-spends.js';
 import { checkClientAssertionAudience, clientAssertionAudiences, issuerDerivedUrls } from './urls.js';
 
 /** What {@link createProvider} needs. */
@@ -63,6 +68,20 @@ export interface GrantRegistration {
   parameters: readonly string[];
   allowedDuplicateParameters?: readonly string[];
   handler: (ctx: TokenEndpointGrantContext) => Promise<void>;
+  /**
+   * The handler records the request's single-use values (`pendingSpends`, ./token-spends.ts) in
+   * its own transaction and calls `settleSpends`; otherwise they are spent before it runs.
+   */
+  foldsSpends?: boolean;
+}
+
+/** `handler`, after the request's DPoP proof and client assertion `jti`s are spent (one statement). */
+function spendingFirst(db: Store, handler: GrantRegistration['handler']): GrantRegistration['handler'] {
+  return async (ctx) => {
+    const replay = await spendPending(ctx, db);
+    if (replay) throw replay.replayed();
+    await handler(ctx);
+  };
 }
 
 /**
@@ -107,16 +126,21 @@ const INTERACTION_SECONDS = 15 * 60;
 export function createProvider(deps: ProviderDeps): Provider {
   const provider = new Provider(deps.issuer, providerConfiguration(deps));
   issuerDerivedUrls(provider);
-  provider.use(tokenEndpointDpop({ verifier: deps.dpop, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
-  useStrictReplayDetection(provider, deps.store);
+  provider.use(tokenEndpointDpop({ verifier: deps.dpop, db: deps.store, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
+  const grants = [clientCredentialsGrant(), ...(deps.grants ?? [])];
+  useStrictReplayDetection(provider, deps.store, new Set(grants.filter((g) => g.foldsSpends).map((g) => g.grantType)));
   withoutInteractiveEndpoints(provider, {
     scopes: Object.values(RESOURCE_SCOPES),
     extraMembers: Object.keys(deps.discovery ?? {}),
     authorizationEndpoint: deps.config.oauth.authorizationCode.enabled,
   });
   useErrorRendering(provider, deps.writeError, deps.logger);
-  for (const g of deps.grants ?? []) {
-    provider.registerGrantType(g.grantType, g.handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
+  // clientCredentialsGrant() replaces the built-in handler: the proof Deputy verified is bound,
+  // not verified again. A grant that does not record the request's single-use values in its
+  // own transaction has them spent before it runs (./token-spends.ts).
+  for (const g of grants) {
+    const handler = g.foldsSpends ? g.handler : spendingFirst(deps.store, g.handler);
+    provider.registerGrantType(g.grantType, handler, [...g.parameters], g.allowedDuplicateParameters ? [...g.allowedDuplicateParameters] : undefined);
   }
   return provider;
 }

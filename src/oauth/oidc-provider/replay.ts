@@ -5,18 +5,48 @@
  */
 import { createHash } from 'node:crypto';
 import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import als from 'oidc-provider/lib/helpers/als.js';
+import { InvalidClient } from '../../errors/index.js';
 import type { Store } from '../../store/index.js';
-import { recordOnce } from '../adapter.js';
+import { recordOnce, type SingleUse } from '../adapter.js';
+import { deferSpend, refuseSpent, spendPending } from './token-spends.js';
+
+/** The namespace oidc-provider's replay records use (`oidc_models.model`). */
+const NAMESPACE = 'ReplayDetection';
 
 /**
  * Replaces `ReplayDetection.unique` (find-then-upsert) with one insert-or-fail statement, so a
  * DPoP proof or client assertion `jti` is accepted exactly once even when two requests race on
  * two instances.
+ *
+ * At `/token` (oidc-provider runs each request in its AsyncLocalStorage), the values are the
+ * request's ({@link deferSpend}, ./token-spends.ts): for a grant in `folding` (token exchange)
+ * they are only looked up here — a replay is refused now — and recorded in the grant's
+ * transaction; for any other grant they are recorded now, the request's DPoP proof with them, in
+ * one statement.
  */
-export function useStrictReplayDetection(provider: Provider, store: Store): void {
+export function useStrictReplayDetection(provider: Provider, store: Store, folding: ReadonlySet<string>): void {
   const unique = async (iss: string, jti: string, exp: number): Promise<boolean> => {
     const key = createHash('sha256').update(`${iss}\0${jti}`).digest('base64url');
-    return recordOnce(store, 'ReplayDetection', key, exp - Math.floor(Date.now() / 1000));
+    const ttlSeconds = exp - Math.floor(Date.now() / 1000);
+    const ctx = als.getStore() as KoaContextWithOIDC | undefined;
+    if (ctx?.oidc?.route !== 'token') return recordOnce(store, NAMESPACE, key, ttlSeconds);
+    const item: SingleUse = { once: { namespace: NAMESPACE, key, ttlSeconds }, replayed: () => new InvalidClient('client_assertion was already used (its "jti" must be unique)') };
+    if (folding.has(String(ctx.oidc.params?.grant_type))) {
+      deferSpend(ctx, item);
+      try {
+        await refuseSpent(ctx, store);
+      } catch (err) {
+        // oidc-provider refuses this one itself (a replayed client assertion, `invalid_client`).
+        if (err instanceof InvalidClient) return false;
+        throw err;
+      }
+      return true;
+    }
+    const replay = await spendPending(ctx, store, [item]);
+    if (replay && replay !== item) throw replay.replayed();
+    return replay === undefined;
   };
   Object.defineProperty(provider.ReplayDetection, 'unique', { value: unique, configurable: true });
 }

@@ -21,6 +21,7 @@ import {
 import { observeTokenExchange } from '../../observability/instrument.js';
 import type { GrantRegistration } from './provider.js';
 import { verifiedTokenProof } from './token-dpop.js';
+import { pendingSpends, refuseSpent, settleSpends } from './token-spends.js';
 
 /** What the grant needs: the exchange's dependencies and the keys its tokens are signed with. */
 export interface TokenExchangeGrantDeps extends TokenExchangeDeps {
@@ -33,9 +34,16 @@ export function tokenExchangeGrant(deps: TokenExchangeGrantDeps): GrantRegistrat
     grantType: TOKEN_EXCHANGE_GRANT,
     parameters: TOKEN_EXCHANGE_PARAMETERS,
     allowedDuplicateParameters: ['resource', 'audience'],
+    // The proof and client assertion `jti`s are recorded in the exchange's transaction: one
+    // commit per exchange (./token-spends.ts). A known replay was refused before (client
+    // authentication looked them up), else here, before any work.
+    foldsSpends: true,
     handler: async (ctx) => {
       const oidc = ctx as unknown as KoaContextWithOIDC;
-      oidc.body = await observeTokenExchange(() => exchange(exchangeInput(oidc), { ...deps, minter: new ProviderMinter(oidc, deps.keys) }));
+      await refuseSpent(ctx, deps.store);
+      const input = { ...exchangeInput(oidc), spends: [...pendingSpends(ctx)] };
+      oidc.body = await observeTokenExchange(() => exchange(input, { ...deps, minter: new ProviderMinter(oidc, deps.keys) }));
+      settleSpends(ctx);
     },
   };
 }

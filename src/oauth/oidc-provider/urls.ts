@@ -18,7 +18,7 @@ import { verifiedTokenProof } from './token-dpop.js';
  * koa-mount runs it with Deputy's Koa app, so `provider.proxy` would not even apply.)
  *
  * At `/token`, the request's DPoP proof was already verified by Deputy (./token-dpop.ts) against
- * the issuer's token endpoint URL, with RFC 3986 normalization. oidc-provider's built-in grants
+ * the issuer's token endpoint URL, with RFC 3986 normalization. oidc-provider's built-in code-flow grants
  * check it again by plain string equality against this URL; for those the URL is the one the
  * proof names, so both checks agree and Deputy's is the one that decides.
  */
