@@ -33,6 +33,7 @@ import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
+import type { Curve } from './scale.js';
 import { freePort } from '../../test/support/net.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -506,15 +507,29 @@ async function mcpDirect(opts: Options, upstream: string): Promise<Figure[]> {
 }
 
 /** The PDP figures come from `pdp.ts`, run as its own process with the same load settings. */
-async function pdpBench(opts: Options): Promise<unknown> {
-  const out = join(mkdtempSync(join(tmpdir(), 'deputy-bench-pdp-out-')), 'pdp.json');
-  const args = ['--import', 'tsx', join(HERE, 'pdp.ts'), '--out', out, '--duration-ms', String(opts.durationMs), '--concurrency', opts.concurrency.join(',')];
-  if (opts.quick) args.push('--quick');
+/**
+ * Runs a part of the bench in its own process and returns its JSON report. Its own process, so
+ * that a crash there (V8 has aborted long in-process runs with "Fatal error … unreachable code"
+ * in its deoptimizer, on Node 20 and 22 alike) loses that part only: the caller records the error.
+ */
+async function childReport(entry: string, args: string[]): Promise<unknown> {
+  const out = join(mkdtempSync(join(tmpdir(), 'deputy-bench-part-')), 'part.json');
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: process.env });
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pdp bench exited with ${code}`))));
+    const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, entry), '--out', out, ...args], { stdio: ['ignore', 'ignore', 'inherit'], env: process.env });
+    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`${entry} exited with ${code ?? signal}`))));
   });
   return JSON.parse(readFileSync(out, 'utf8')) as unknown;
+}
+
+/** The PDP part (pdp.ts); `{ error }` when its process failed. */
+async function pdpBench(opts: Options): Promise<PdpReport | { error: string }> {
+  const args = ['--duration-ms', String(opts.durationMs), '--concurrency', opts.concurrency.join(','), ...(opts.quick ? ['--quick'] : [])];
+  return (childReport('pdp.ts', args) as Promise<PdpReport>).catch((err: Error) => ({ error: err.message }));
+}
+
+/** The scale curves (scale.ts); `{ error }` when its process failed. */
+async function scaleBench(opts: Options): Promise<{ curves: Curve[] } | { error: string }> {
+  return (childReport('scale.ts', opts.quick ? ['--quick'] : []) as Promise<{ curves: Curve[] }>).catch((err: Error) => ({ error: err.message }));
 }
 
 async function httpFloor(opts: Options): Promise<Figure[]> {
@@ -576,8 +591,10 @@ interface PdpReport {
   rows: Array<{ scenario: string; decisionCache: boolean; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number }; errors: number }>;
 }
 
-function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; pdp?: PdpReport }): string {
-  const pdp = results.pdp
+function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; pdp?: PdpReport | { error: string } }): string {
+  const pdp = results.pdp && 'error' in results.pdp
+    ? ['', `PDP part failed: ${results.pdp.error}`]
+    : results.pdp
     ? [
         '',
         `PDP (AuthZEN over HTTP, PGlite). Cedar floor (statefulIsAuthorized in-process): ${results.pdp.yardstick.cedarStatefulIsAuthorizedPerSecond} calls/s.`,
@@ -667,8 +684,9 @@ async function main(): Promise<void> {
     await provider.close();
     figures.push(...(await directUpstream(opts, upstreamUrl)));
     await stopProcess(upstream.child);
-    const pdp = opts.skipPdp ? undefined : ((await pdpBench(opts)) as PdpReport);
-    const scale = opts.scale ? await (await import('./scale.js')).scaleCurves(opts.quick) : undefined;
+    const pdp = opts.skipPdp ? undefined : await pdpBench(opts);
+    const scaleRun = opts.scale ? await scaleBench(opts) : undefined;
+    const scale = scaleRun && 'curves' in scaleRun ? scaleRun.curves : undefined;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -679,11 +697,13 @@ async function main(): Promise<void> {
       ratios: ratios(figures),
       ...(pdp ? { pdp } : {}),
       ...(scale ? { scale } : {}),
+      ...(scaleRun && 'error' in scaleRun ? { scaleError: scaleRun.error } : {}),
       elapsedMs: Date.now() - startedAt,
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
-    const summary = scale ? `${markdown(results)}\n${(await import('./scale.js')).scaleMarkdown(scale)}\n` : markdown(results);
+    const scaleSummary = scale ? `\n${(await import('./scale.js')).scaleMarkdown(scale)}\n` : results.scaleError ? `\nScale curves failed: ${results.scaleError}\n` : '';
+    const summary = `${markdown(results)}${scaleSummary}`;
     if (opts.markdown) writeFileSync(opts.markdown, summary);
     process.stdout.write(`${summary}\nresults written to ${opts.out}\n`);
   } finally {

@@ -122,10 +122,20 @@ export class DpopNonces {
     return Math.floor(now / DpopNonces.STEP_SECONDS);
   }
 
+  /** Derived nonces by step: every check derives up to six, and they change once per step. */
+  readonly #derived = new Map<number, string>();
+
   #forStep(step: number): string {
-    const salt = Buffer.alloc(8);
-    salt.writeBigUInt64BE(BigInt(step));
-    return Buffer.from(hkdfSync('sha256', this.#secret, salt, 'DPoP', 32)).toString('base64url');
+    let nonce = this.#derived.get(step);
+    if (nonce === undefined) {
+      const salt = Buffer.alloc(8);
+      salt.writeBigUInt64BE(BigInt(step));
+      nonce = Buffer.from(hkdfSync('sha256', this.#secret, salt, 'DPoP', 32)).toString('base64url');
+      // The five accepted steps and the next: anything older is never asked for again.
+      if (this.#derived.size >= 8) this.#derived.clear();
+      this.#derived.set(step, nonce);
+    }
+    return nonce;
   }
 }
 
@@ -173,7 +183,7 @@ export class DpopVerifier {
     const { jti, htu, iat } = checkClaims(payload, req);
     const nonce = this.#checkFreshness(payload.nonce, iat, now);
     checkAth(payload.ath, req.accessToken);
-    const jkt = await calculateJwkThumbprint(jwk);
+    const jkt = await cachedThumbprint(jwk);
     if (req.expectedJkt !== undefined && jkt !== req.expectedJkt) {
       throw new InvalidDpopProof('DPoP proof key does not match the key the access token is bound to (cnf.jkt)');
     }
@@ -245,6 +255,25 @@ async function verifySignature(proof: string, algorithms: readonly string[]) {
   } catch (cause) {
     throw new InvalidDpopProof('DPoP proof signature is invalid', { cause });
   }
+}
+
+/** RFC 7638 thumbprints of proof keys, by the header's `jwk` as sent (bounded like the imported keys). */
+const proofKeyThumbprints = new Map<string, Promise<string>>();
+
+/**
+ * {@link calculateJwkThumbprint} of a proof key, remembered for an identical `jwk`: the thumbprint
+ * is a function of the key's members alone, and an agent sends the same key in every proof.
+ */
+function cachedThumbprint(jwk: JWK): Promise<string> {
+  const id = JSON.stringify(jwk);
+  let jkt = proofKeyThumbprints.get(id);
+  if (!jkt) {
+    jkt = calculateJwkThumbprint(jwk);
+    if (proofKeyThumbprints.size >= MAX_IMPORTED_PROOF_KEYS) proofKeyThumbprints.clear();
+    proofKeyThumbprints.set(id, jkt);
+    jkt.catch(() => proofKeyThumbprints.delete(id));
+  }
+  return jkt;
 }
 
 /** Imported proof keys, by `alg` and the header's `jwk` as sent: a client signs every proof with one key. */
