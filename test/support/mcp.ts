@@ -25,7 +25,11 @@ export interface McpUpstream {
   hits: Map<string, number>;
   /** `Authorization` header values the upstream received. */
   authorizations: string[];
-  /** Total requests (HTTP) received. */
+  /**
+   * HTTP requests received, except the DELETEs that end a session: Deputy sends those on its own,
+   * asynchronously, when a session closes or idles out (they are in `deleted`), so they may land
+   * during a later test and say nothing about what an agent's message caused.
+   */
   requests: number;
   /** Session ids the upstream was sent an HTTP DELETE for (sessions ended by their client). */
   deleted: string[];
@@ -140,10 +144,10 @@ export async function startMcpUpstream(capabilities: ServerCapabilities = FULL_C
   };
 
   const http: HttpServer = createServer(async (req: IncomingMessage, res) => {
-    state.requests += 1;
     if (req.headers.authorization) state.authorizations.push(req.headers.authorization);
     const id = req.headers['mcp-session-id'];
     if (req.method === 'DELETE' && typeof id === 'string') state.deleted.push(id);
+    else state.requests += 1;
     let transport = typeof id === 'string' ? transports.get(id) : undefined;
     if (!transport) {
       const server = newServer();
