@@ -130,7 +130,8 @@ describe('MCP session life', () => {
     const { client } = await connect('relay');
     const deleted = up.deleted.length;
     await client.close();
-    expect(up.deleted.length).toBe(deleted + 1);
+    // Deputy ends the upstream session after answering the agent; another test's session may end too.
+    await vi.waitFor(() => expect(up.deleted.length).toBeGreaterThanOrEqual(deleted + 1), { timeout: 10_000, interval: 50 });
   });
 });
 
