@@ -29,35 +29,90 @@
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { CedarRequest } from './engine.js';
 
-/** What the policies of a set can read of entities: attribute names, and the entities they name literally. */
+/** What the policies of a set can read of entities: attribute names by entity type, and the entities they name literally. */
 export interface PolicyReads {
-  /** Every attribute name used in `.`, `[…]` or `has` anywhere in the set (entity attributes or record members alike). */
-  readonly attributes: ReadonlySet<string>;
+  /** Attribute names read of an expression whose entity type is not known here (any type may lose none of these). */
+  readonly anyType: ReadonlySet<string>;
+  /** Attribute names read of `principal` / `resource` under a scope that fixes their type (`is T`, `== T::"id"`), or of an entity literal. */
+  readonly byType: ReadonlyMap<string, ReadonlySet<string>>;
   /** Every entity written literally in a policy (scope or condition). */
   readonly entities: readonly EntityUid[];
+}
+
+/** Entity types a scope variable can have under a policy's scope; `undefined`: any. */
+interface ScopeTypes {
+  principal: string | undefined;
+  resource: string | undefined;
 }
 
 /**
  * What a set of policies reads, from their JSON form (Cedar's EST, `policyToJson`). Walks every
  * node: an attribute access is `{".": {left, attr}}` or `{"has": {left, attr}}`; an entity
- * literal is `{"__entity": {type, id}}` (conditions) or `entity` / `entities` (scope). Anything
- * else of the tree is walked too, so a construct unknown here can only add names, never hide one.
+ * literal is `{"__entity": {type, id}}` (conditions) or `entity` / `entities` (scope). The type
+ * of `left` is known for `principal` and `resource` when the scope fixes it (Cedar evaluates a
+ * policy's conditions only when its scope matched), for an entity literal, for `context` (a
+ * record: its members are no entity attributes), and for a member path of `context` as
+ * `contextMember` (the schema) declares it; anything else counts for every type. The
+ * rest of the tree is walked too, so a construct unknown here can only add names, never hide one.
  */
-export function policyReads(policies: readonly unknown[]): PolicyReads {
-  const attributes = new Set<string>();
+export function policyReads(policies: readonly unknown[], contextMember: (path: readonly string[]) => string | undefined = () => undefined): PolicyReads {
+  const anyType = new Set<string>();
+  const byType = new Map<string, Set<string>>();
   const entities = new Map<string, EntityUid>();
-  const visit = (node: unknown): void => {
-    if (Array.isArray(node)) return node.forEach(visit);
+  const read = (left: unknown, attr: string, scope: ScopeTypes): void => {
+    const type = typeOf(left, scope, contextMember);
+    if (type === 'record') return;
+    if (type === undefined) anyType.add(attr);
+    else if (byType.has(type)) byType.get(type)!.add(attr);
+    else byType.set(type, new Set([attr]));
+  };
+  const visit = (node: unknown, scope: ScopeTypes): void => {
+    if (Array.isArray(node)) return node.forEach((n) => visit(n, scope));
     if (typeof node !== 'object' || node === null) return;
     for (const [key, value] of Object.entries(node as Record<string, unknown>)) {
-      if ((key === '.' || key === 'has') && typeof (value as { attr?: unknown })?.attr === 'string') attributes.add((value as { attr: string }).attr);
+      const access = value as { left?: unknown; attr?: unknown } | null;
+      if ((key === '.' || key === 'has') && typeof access?.attr === 'string') read(access.left, access.attr, scope);
       if (key === '__entity' || key === 'entity') addUid(entities, value);
       if (key === 'entities' && Array.isArray(value)) value.forEach((v) => addUid(entities, v));
-      visit(value);
+      visit(value, scope);
     }
   };
-  policies.forEach(visit);
-  return { attributes, entities: [...entities.values()] };
+  for (const policy of policies) visit(policy, { principal: scopeType(policy, 'principal'), resource: scopeType(policy, 'resource') });
+  return { anyType, byType, entities: [...entities.values()] };
+}
+
+/** The one entity type a policy's scope allows for `principal` / `resource` (`is T`, `== T::"id"`); `undefined`: any. */
+function scopeType(policy: unknown, variable: 'principal' | 'resource'): string | undefined {
+  const c = (policy as Record<string, { op?: unknown; entity_type?: unknown; entity?: { type?: unknown } }> | null)?.[variable];
+  if (c?.op === 'is' && typeof c.entity_type === 'string') return c.entity_type;
+  if (c?.op === '==' && typeof c.entity?.type === 'string') return c.entity.type;
+  return undefined;
+}
+
+/**
+ * The entity type of an attribute access's left side: a type; `record` for `context` and for a
+ * member of it the schema declares a record in every action; `undefined` when unknown.
+ */
+function typeOf(left: unknown, scope: ScopeTypes, contextMember: (path: readonly string[]) => string | undefined): string | undefined {
+  const l = left as { Var?: unknown; Value?: { __entity?: { type?: unknown } } } | null;
+  if (l?.Var === 'context') return 'record';
+  const path = contextPath(left);
+  if (path) return contextMember(path);
+  if (l?.Var === 'principal') return scope.principal;
+  if (l?.Var === 'resource') return scope.resource;
+  const literal = l?.Value?.__entity?.type;
+  return typeof literal === 'string' ? literal : undefined;
+}
+
+/** `["chain", "user"]` for `context.chain.user`; `undefined` for anything not a member path of `context`. */
+function contextPath(node: unknown): string[] | undefined {
+  const path: string[] = [];
+  let n = node as { '.'?: { left?: unknown; attr?: unknown }; Var?: unknown } | null;
+  while (n?.['.'] && typeof n['.'].attr === 'string') {
+    path.unshift(n['.'].attr);
+    n = n['.'].left as typeof n;
+  }
+  return n?.Var === 'context' && path.length > 0 ? path : undefined;
 }
 
 function addUid(into: Map<string, EntityUid>, value: unknown): void {
@@ -88,7 +143,7 @@ export function sliceRequest(reads: PolicyReads, request: CedarRequest): CedarRe
     const entity = index.get(key);
     if (!entity) continue;
     const slim = prune(reads, entity);
-    out.push(slim);
+    if (!isBare(slim)) out.push(slim);
     for (const p of slim.parents) queue.push(plainUid(p));
     collectRefs(slim.attrs, queue);
   }
@@ -118,13 +173,22 @@ function prune(reads: PolicyReads, entity: EntityJson): EntityJson {
   if (hit) return hit;
   const attrs: Record<string, CedarValueJson> = {};
   let dropped = false;
+  const ofType = reads.byType.get(plainUid(entity.uid).type);
   for (const [name, value] of Object.entries(entity.attrs ?? {})) {
-    if (reads.attributes.has(name) || hasEscape(value)) attrs[name] = value;
+    if (reads.anyType.has(name) || ofType?.has(name) || hasEscape(value)) attrs[name] = value;
     else dropped = true;
   }
   const slim = dropped ? { ...entity, attrs } : entity;
   memo.set(entity, slim);
   return slim;
+}
+
+/**
+ * An entity with no attribute, parent or tag left answers every expression as its absence does
+ * (`in` only through equality, `has` false, any read an error), so it is not passed at all.
+ */
+function isBare(e: EntityJson): boolean {
+  return Object.keys(e.attrs ?? {}).length === 0 && e.parents.length === 0 && Object.keys(e.tags ?? {}).length === 0;
 }
 
 /** Entity references anywhere in a Cedar JSON value: `{"__entity": {type, id}}`, and (conservatively) any `{type, id}` record. */

@@ -261,7 +261,7 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
     schema,
     policies: infos,
     data: new EntityData(entities, aliases),
-    reads: policyReads(ests),
+    reads: policyReads(ests, (path) => schema.contextMemberType(path)),
     digest: files.digest,
     loadedAt: new Date().toISOString(),
     warnings,
