@@ -514,43 +514,66 @@ function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Pr
 }
 
 /**
- * Step 8b: one transaction — the encrypted upstream token (federated subjects), the token
- * record (chained to its parent), and the `permit` receipt.
+ * Step 8b: the writes the `permit` receipt attests — the proof and client assertion `jti`s, the
+ * encrypted upstream token (federated subjects) and the token record (chained to its parent) —
+ * and the receipt itself, all or nothing, before the token is returned: no receipt, no token; no
+ * token record, no receipt claiming one; a replayed `jti` writes nothing.
+ *
+ * Written by the receipt service's per-agent group writer (`ReceiptAppender.appendWith`): the
+ * exchanges of one agent arriving together share one statement and one commit, signed against
+ * the chain head with no lock held, so they no longer queue on the head row inside transactions
+ * of their own (issue 16). When that statement refuses (a replay, a disabled agent, a revoked
+ * parent), each exchange of the group is decided alone in a transaction that throws its own
+ * error. An appender without `appendWith` gets the one transaction of before.
  */
 async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, now: number, expiresIn: number): Promise<void> {
-  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
-  const parent = subject.kind === 'deputy' ? subject.record : undefined;
-  const { vault } = deps;
-  await deps.store.transaction(async (tx) => {
+  const { subject } = input;
+  let upstream: string | undefined;
+  let vaultRow: StatementPart | undefined;
+  if (subject.kind === 'federated' && input.subjectToken !== undefined) {
+    upstream = newHandle('upt');
+    vaultRow = await deps.vault.putPart({ handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
+  }
+  const record = newRecord(input, jti, now, expiresIn, upstream);
+  const receipt = { ...input.receipt, tokenId: jti };
+  const inTransaction = async (tx: Queryable): Promise<void> => {
     // First: a request that lost the race for one of its single-use values writes nothing.
     const replay = await spendEach(tx, input.spends);
     if (replay) throw replay.replayed();
-    let upstream: string | undefined;
-    let vaultRow: StatementPart | undefined;
-    if (subject.kind === 'federated' && input.subjectToken !== undefined) {
-      upstream = newHandle('upt');
-      // Written by the token record's own statement: one round trip for both.
-      vaultRow = await vault.putPart({ handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
-    }
-    const record: NewTokenRecord = {
-      jti,
-      parentJti: parent?.jti,
-      rootJti: parent?.rootJti ?? jti,
-      agentId: agent.id,
-      userId: subject.user.id,
-      userAttrs: userAttributes(subject.user),
-      issuerId: subject.user.issuerId,
-      audience,
-      scope: scopes.join(' '),
-      chain,
-      cnfJkt: dpop.jkt,
-      mayAct,
-      upstream: upstream ?? parent?.upstream,
-      issuedAt: now,
-      expiresAt: now + expiresIn,
-    };
-    await recordIssuedToken(deps, tx, record, input.receipt, vaultRow);
+    await deps.records.insert(tx, record, vaultRow);
+  };
+  if (deps.receipts.appendWith) {
+    const parts = [...(vaultRow ? [vaultRow] : []), deps.records.insertPart(record)];
+    await deps.receipts.appendWith(receipt, { once: input.spends.map((s) => s.once), parts, inTransaction });
+    return;
+  }
+  await deps.store.transaction(async (tx) => {
+    await inTransaction(tx);
+    await deps.receipts.append(receipt, tx);
   });
+}
+
+/** The token record of step 8b (the upstream token's vault handle: the new one, else the parent's). */
+function newRecord(input: Issuance, jti: string, now: number, expiresIn: number, upstream: string | undefined): NewTokenRecord {
+  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
+  const parent = subject.kind === 'deputy' ? subject.record : undefined;
+  return {
+    jti,
+    parentJti: parent?.jti,
+    rootJti: parent?.rootJti ?? jti,
+    agentId: agent.id,
+    userId: subject.user.id,
+    userAttrs: userAttributes(subject.user),
+    issuerId: subject.user.issuerId,
+    audience,
+    scope: scopes.join(' '),
+    chain,
+    cnfJkt: dpop.jkt,
+    mayAct,
+    upstream: upstream ?? parent?.upstream,
+    issuedAt: now,
+    expiresAt: now + expiresIn,
+  };
 }
 
 /** The user attributes a token record keeps for policy (src/oauth/token-records.ts `user_attrs`). */
