@@ -4,7 +4,7 @@
  *
  * Two ways to append, both linear per agent (see `./chain.ts`):
  * - `append(input, tx)` inside the caller's transaction: the receipt commits or rolls back with
- *   what it attests (the token exchange records its token and its receipt atomically).
+ *   what it attests (the authorization code grant records its token and its receipt atomically).
  * - `append(input)` on its own: appends for one agent queue in this process and are written as
  *   a group, one statement per group (group commit). The first append starts at once, so a
  *   lone append waits for nothing; appends that arrive while a write is in flight share the next.
@@ -12,6 +12,10 @@
  *   each append's once-key (the gateway's DPoP proof `jti`); an append whose key was recorded
  *   already writes nothing and rejects with {@link AlreadyRecorded}. One commit — on PostgreSQL
  *   one WAL flush — spends the proof and records the decision.
+ * - `appendWith(input, writes)`: the same group commit carrying the writes the receipt attests
+ *   (the token exchange's `jti`s, token record and vault row) in the group's statement, all or
+ *   nothing; when that statement refuses, each such append is decided alone in a locked
+ *   transaction (`writes.inTransaction`) that throws the caller's own error.
  *
  * Optimistic head: this instance remembers the head it last wrote for each agent (the group
  * writer already serialises one agent's appends within the process), signs the next receipts

@@ -21,9 +21,10 @@
  *    from an agent's stored defaults (rows written before registration refused them).
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
  * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
- *    by ./oidc-provider/), then `recordIssued`: the token record (and the encrypted upstream
- *    token) and its `permit` receipt (src/audit) in one transaction, which first records the
- *    proof and client assertion `jti`s (`ExchangeInput.spends`): one commit per exchange. A failed
+ *    by ./oidc-provider/), then `recordIssued`: the proof and client assertion `jti`s
+ *    (`ExchangeInput.spends`), the token record (and the encrypted upstream token) and its
+ *    `permit` receipt (src/audit), all or nothing, in the statement of the agent's receipt group
+ *    writer (`ReceiptAppender.appendWith`): one commit per group of concurrent exchanges. A failed
  *    exchange writes nothing but those replay entries (spent by the caller whatever happens next,
  *    RFC 9449 §11.1) and, when policy refused it at step 7, a `deny` receipt.
  *
