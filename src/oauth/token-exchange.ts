@@ -53,7 +53,7 @@ import type { Logger } from '../log.js';
 import type { Queryable, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
-import { recordOnce, spendEach, type SingleUse } from './adapter.js';
+import { findRecorded, recordOnce, spendEach, type SingleUse } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
@@ -302,9 +302,10 @@ function plainJwtType(typ: unknown): boolean {
 /**
  * Step 4: an `actor_token` (RFC 8693 §2.1) is a JWT the agent signed with one of its registered
  * keys (`iss` = `sub` = its client id, `aud` = Deputy, short-lived, single-use `jti`). It must
- * identify the authenticated client; the chain records the client either way.
+ * identify the authenticated client; the chain records the client either way. Returns its `jti`
+ * as a single-use value for the issuing write.
  */
-async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: string): Promise<void> {
+async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: string): Promise<SingleUse> {
   let payload;
   let header: JWTHeaderParameters;
   try {
@@ -321,10 +322,15 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
   }
   if (!plainJwtType(header.typ)) throw new InvalidGrant('actor_token must be a plain JWT (header typ absent or "JWT"), not another kind of token');
   const key = createHash('sha256').update(`${agent.id}\0${String(payload.jti)}`).digest('base64url');
-  if (!(await recordOnce(deps.store, 'ActorToken', key, 600))) {
-    throw new InvalidGrant('actor_token has already been used');
-  }
+  const item: SingleUse = { once: { namespace: ACTOR_TOKEN_NAMESPACE, key, ttlSeconds: 600 }, replayed: () => new InvalidGrant('actor_token has already been used') };
+  // Looked up now (a known replay is refused before any work), recorded with the token (step 8b)
+  // or, when the exchange fails, by `exchange` itself: spent once whatever happens.
+  if ((await findRecorded(deps.store, [item.once])).size > 0) throw item.replayed();
+  return item;
 }
+
+/** Where actor-token `jti`s are recorded (`oidc_models.model`). */
+const ACTOR_TOKEN_NAMESPACE = 'ActorToken';
 
 /**
  * Step 5: who may present this subject token. RFC 8693 §4.4 `may_act` names the party allowed
@@ -608,8 +614,8 @@ function recordRefusal(err: unknown): unknown {
   return err;
 }
 
-/** Steps 3–5: the subject token verified, the actor token and `may_act` / `cnf` checked. */
-async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest, agent: Agent, dpop: VerifiedProof): Promise<Subject> {
+/** Steps 3–5: the subject token verified, the actor token (its `jti`, unspent) and `may_act` / `cnf` checked. */
+async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest, agent: Agent, dpop: VerifiedProof): Promise<{ subject: Subject; actor: SingleUse | undefined }> {
   let subject: Subject;
   try {
     subject = await resolveSubject(deps, request.subjectToken, request.subjectKind);
@@ -619,10 +625,10 @@ async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest,
     }
     throw err;
   }
-  if (request.actorToken !== undefined) await checkActorToken(deps, agent, request.actorToken);
+  const actor = request.actorToken === undefined ? undefined : await checkActorToken(deps, agent, request.actorToken);
   checkMayAct(deps, subject, agent, dpop);
   checkConfirmation(subject, dpop);
-  return subject;
+  return { subject, actor };
 }
 
 /** The authenticated client must be an active registered agent. */
@@ -645,14 +651,18 @@ export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promis
   refuseDeputyOwn(request, deps.issuer);
   const agent = await traced('token_exchange.client', () => activeAgent(deps, input.clientId));
   const dpop = requireDpop(input.dpop);
-  const subject = await traced('token_exchange.subject', () => authenticateSubject(deps, request, agent, dpop));
+  const { subject, actor } = await traced('token_exchange.subject', () => authenticateSubject(deps, request, agent, dpop));
 
   const issued = await issueDelegated(deps, {
     agent, subject, subjectToken: request.subjectToken, targets: request.targets, scopes: request.scopes, dpop,
     event: 'token_exchange',
     requestDigest: grantRequestDigest(TOKEN_EXCHANGE_GRANT, input.params, TOKEN_EXCHANGE_PARAMETERS, agent.id, dpop),
     ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
-    ...(input.spends !== undefined ? { spends: input.spends } : {}),
+    spends: [...(input.spends ?? []), ...(actor ? [actor] : [])],
+  }).catch(async (err: unknown) => {
+    // The actor token was used: spent even though no token was issued (the issuing write did not run or rolled back).
+    if (actor) await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: e }, 'actor_token jti not recorded'));
+    throw err;
   });
   deps.logger.info({ client_id: agent.id, user: subject.user.id, chain: issued.chain, audience: issued.audience, scope: issued.scope, depth: issued.chain.length }, 'token exchanged');
   return { access_token: issued.value, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'DPoP', expires_in: issued.expiresIn, scope: issued.scope };
