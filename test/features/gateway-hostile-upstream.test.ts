@@ -142,7 +142,8 @@ beforeAll(async () => {
     config: {
       server: { port },
       trustedIssuers: [idp.issuerConfig('okta')],
-      gateway: { bodyTimeoutSeconds: 120 } // longer than a test: a leak cannot pass by timing out,
+      // Longer than a test: a leak cannot pass by timing out.
+      gateway: { bodyTimeoutSeconds: 120 },
       agents: [
         agentConfig('agent-a', keys['agent-a'], { scopes: ['deputy.read'], audiences: [...audiences, 'urn:deputy:agent:agent-b'] }),
         agentConfig('agent-b', keys['agent-b'], { scopes: ['deputy.read'], audiences }),
@@ -302,5 +303,41 @@ describe('the no-budget memo, over HTTP', () => {
     await budget({ agent: 'agent-a', user: String(claimsOf(handoff).sub), unit: 'requests', window: 'total', limit: 1 });
     expect((await call(b, await chained(), '/head', { method: 'HEAD' })).status).toBe(200);
     expect((await call(b, await chained(), '/head', { method: 'HEAD' })).status).toBe(402);
+  });
+});
+
+describe('an upstream that stalls inside a small body', () => {
+  let quick: TestDeputy;
+  let quickAgent: TestAgent;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    const keys = await clientKeys();
+    quick = await startTestDeputy({
+      env: { RAW_KEY: API_KEY },
+      config: {
+        server: { port },
+        trustedIssuers: [idp.issuerConfig('okta')],
+        gateway: { bodyTimeoutSeconds: 1 },
+        agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read'], audiences: [`http://localhost:${port}/gw/raw`] })],
+        connections: [
+          { id: 'raw', kind: 'api_key', baseUrl: `${upBase}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'RAW_KEY' }, requiredScopes: ['deputy.read'] },
+        ],
+      },
+    });
+    quickAgent = await testAgent(quick.issuer, 'agent-a', keys);
+  });
+  afterAll(async () => {
+    await quick?.stop();
+  });
+
+  it('is a 504 once the body timeout passes (nothing was sent to the agent yet), and its connection is closed', async () => {
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+    const url = `${quick.issuer}/gw/raw`;
+    const token = (await exchange(quickAgent, { subject_token: subject, resource: url, scope: 'deputy.read' })).access_token;
+    const res = await client.fetchProtectedResource(quickAgent.config, token, new URL(`${url}/stall-small`), 'GET', null, new Headers(), { DPoP: quickAgent.handle });
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: 'gateway_timeout' });
+    await (await socketOf('/stall-small')).closed;
   });
 });
