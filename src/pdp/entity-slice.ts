@@ -17,7 +17,7 @@
  *    malformed one (the request then fails, and Deputy denies), which must not change.
  * 2. **Entities the call cannot reach are left out.** Evaluation reaches an entity only from the
  *    request's principal, action and resource, an entity reference in the context, an entity
- *    literal written in a policy, or an entity reference in an attribute of an entity it
+ *    literal written in a policy, or an entity reference in an attribute or a tag of an entity it
  *    reached; and reads the ancestors of an entity it reached (`in`). The slice is that closure:
  *    anything outside it is never looked up.
  *
@@ -146,6 +146,8 @@ export function sliceRequest(reads: PolicyReads, request: CedarRequest): CedarRe
     if (!isBare(slim)) out.push(slim);
     for (const p of slim.parents) queue.push(plainUid(p));
     collectRefs(slim.attrs, queue);
+    // Tag values are read whole (`getTag`), never pruned: an entity reference in one is reached too.
+    collectRefs(slim.tags, queue);
   }
   return { ...request, entities: out };
 }
