@@ -49,6 +49,7 @@ interface ScopeTypes {
  * What a set of policies reads, from their JSON form (Cedar's EST, `policyToJson`). Walks every
  * node: an attribute access is `{".": {left, attr}}` or `{"has": {left, attr}}`; an entity
  * literal is `{"__entity": {type, id}}` (conditions) or `entity` / `entities` (scope). The type
+ * `has` also takes a path (`e has a.b`: `attr` is `["a", "b"]`). The type
  * of `left` is known for `principal` and `resource` when the scope fixes it (Cedar evaluates a
  * policy's conditions only when its scope matched), for an entity literal, for `context` (a
  * record: its members are no entity attributes), and for a member path of `context` as
@@ -66,12 +67,21 @@ export function policyReads(policies: readonly unknown[], contextMember: (path: 
     else if (byType.has(type)) byType.get(type)!.add(attr);
     else byType.set(type, new Set([attr]));
   };
+  // Cedar 4's `e has a.b.c` is one node whose `attr` is the path: `a` is read of `e`; `b`, `c` of
+  // whatever `e.a`, `e.a.b` are (a record, or an entity reached through them): of any type.
+  const readPath = (left: unknown, path: readonly unknown[], scope: ScopeTypes): void =>
+    path.forEach((attr, i) => {
+      if (typeof attr !== 'string') return;
+      if (i === 0) read(left, attr, scope);
+      else anyType.add(attr);
+    });
   const visit = (node: unknown, scope: ScopeTypes): void => {
     if (Array.isArray(node)) return node.forEach((n) => visit(n, scope));
     if (typeof node !== 'object' || node === null) return;
     for (const [key, value] of Object.entries(node as Record<string, unknown>)) {
       const access = value as { left?: unknown; attr?: unknown } | null;
       if ((key === '.' || key === 'has') && typeof access?.attr === 'string') read(access.left, access.attr, scope);
+      if (key === 'has' && Array.isArray(access?.attr)) readPath(access.left, access.attr, scope);
       if (key === '__entity' || key === 'entity') addUid(entities, value);
       if (key === 'entities' && Array.isArray(value)) value.forEach((v) => addUid(entities, v));
       visit(value, scope);

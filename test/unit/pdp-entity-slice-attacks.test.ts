@@ -16,7 +16,7 @@ const ent = (type: string, id: string, attrs: Record<string, unknown> = {}, pare
 
 /** Entities of one decision: more than any one call reaches, linked through attributes, records, sets and tags. */
 const ENTITIES: EntityJson[] = [
-  ent('User', 'alice', { department: 'eng', level: 3, clearance: 'top', manager: ref('User', 'bob'), meta: { badge: ref('Badge', 'b1') } }, [{ type: 'Group', id: 'staff' }]),
+  ent('User', 'alice', { department: 'eng', level: 3, clearance: 'top', manager: ref('User', 'bob'), meta: { badge: ref('Badge', 'b1') }, profile: { nick: 'al' } }, [{ type: 'Group', id: 'staff' }]),
   ent('User', 'bob', { department: 'sales', level: 9, manager: ref('User', 'carol'), ip: { __extn: { fn: 'ip', arg: '10.0.0.7' } } }, [{ type: 'Group', id: 'managers' }]),
   ent('User', 'carol', { department: 'board', level: 12, secret: true }, [{ type: 'Group', id: 'execs' }]),
   ent('User', 'dave', { department: 'eng', level: 1, quarantined: true }, [{ type: 'Group', id: 'blocked' }], { flag: 'red' }),
@@ -59,6 +59,10 @@ const SHAPES: Record<string, string> = {
   'tag-hop': `forbid (principal, action, resource) when { resource.hasTag("steward") && resource.getTag("steward").level < 2 };`,
   // An entity reached only through a tag value: missing from the slice, \`has\` would be false (no error) and the forbid silent.
   'tag-hop-has': `forbid (principal, action, resource) when { resource.hasTag("steward") && resource.getTag("steward") has secret };`,
+  // Cedar 4's \`e has a.b.c\`: one \`has\` node whose \`attr\` is a path (an array), not a name.
+  'multi-level-has': `forbid (principal is User, action, resource) when { principal has profile.nick };`,
+  'multi-level-has-hop': `forbid (principal, action, resource is Doc) when { resource has owner.manager.level };`,
+  'context-multi-level-has': `forbid (principal, action, resource) when { context has req.by.secret };`,
   'tag-of-hop': `forbid (principal, action, resource is Doc) when { resource.owner.hasTag("flag") && resource.owner.getTag("flag") == "red" };`,
   'decimal': `forbid (principal, action, resource is Doc) when { resource has cost && resource.cost.greaterThan(decimal("1.00")) && resource.owner.level > 2 };`,
   'group-attr': `forbid (principal, action, resource) when { resource has owner && resource.owner.manager has manager && Group::"execs".tier == "gold" && resource.owner.manager.manager in Group::"execs" };`,
@@ -82,7 +86,7 @@ function ests(text: string): unknown[] {
 const PRINCIPALS = [['User', 'alice'], ['User', 'bob'], ['User', 'dave'], ['Agent', 'agent-a']] as const;
 const RESOURCES = [['Doc', 'd1'], ['Doc', 'd2'], ['Folder', 'f1']] as const;
 const ACTIONS = ['read', 'write'];
-const CONTEXTS = [{}, { req: { by: ref('User', 'bob') } }, { on: [ref('User', 'carol')] }, { each: [ref('User', 'alice'), ref('User', 'dave')] }];
+const CONTEXTS = [{}, { req: { by: ref('User', 'bob') } }, { req: { by: ref('User', 'carol') } }, { on: [ref('User', 'carol')] }, { each: [ref('User', 'alice'), ref('User', 'dave')] }];
 
 describe('entity slices under attack: every shape decides as the full entity set does', () => {
   for (const [name, shape] of Object.entries(SHAPES)) {
