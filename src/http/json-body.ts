@@ -28,9 +28,42 @@ export function readBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> 
  * same rejection) as if they had read it themselves.
  */
 export function readBodyAhead(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
-  const body = readStream(ctx, limitBytes);
+  const body = readEvents(ctx, limitBytes);
   readAhead.set(ctx.req, body);
   return body;
+}
+
+/**
+ * {@link readStream} with plain stream events instead of an async iterator (a fraction of its
+ * cost, which shows on the cached path); for small bodies whose declared length is within the
+ * limit (the HTTP parser holds a body to its `Content-Length`), so the limit is only a guard.
+ */
+function readEvents(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => {
+    const req = ctx.req;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limitBytes) return void chunks.push(chunk);
+      done();
+      ctx.set('Connection', 'close');
+      reject(new PayloadTooLarge(limitBytes));
+    };
+    const onEnd = () => {
+      done();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    };
+    const onClose = () => {
+      done();
+      reject(new Error('the request ended before its body was read'));
+    };
+    const done = () => {
+      req.off('data', onData).off('end', onEnd).off('error', onClose).off('close', onClose);
+      req.pause();
+    };
+    req.on('data', onData).once('end', onEnd).once('error', onClose).once('close', onClose);
+  });
 }
 
 async function readStream(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {

@@ -4,6 +4,7 @@
  * decision depends on changed (agent token revoked, agent disabled, policies reloaded, tokens
  * expired) nor for a request the routes refuse (PEP token, malformed body, content type, size).
  */
+import { request } from 'node:http';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,13 +86,21 @@ async function post(path: string, body: string, headers: Record<string, string> 
   return { status: res.status, headers: all, text: await res.text() };
 }
 
-/** The routes' answer, then the same request again: the second must not reach the routes. */
+/**
+ * The routes' answer, then the same request again: the second must not reach the routes. (Tried
+ * up to three times: an agent re-read by its cache while the first was answered changes the
+ * basis, and the second then rightly goes to the routes.)
+ */
 async function twice(path: string, body: string, headers: Record<string, string> = {}, keepId = false): Promise<[Raw, Raw]> {
-  const first = await post(path, body, headers, keepId);
-  const before = evaluated;
-  const second = await post(path, body, headers, keepId);
-  expect(evaluated, 'the repeated request was answered from the cached path').toBe(before);
-  return [first, second];
+  for (let attempt = 1; ; attempt++) {
+    const first = await post(path, body, headers, keepId);
+    const before = evaluated;
+    const second = await post(path, body, headers, keepId);
+    if (evaluated === before || attempt === 3) {
+      expect(evaluated, 'the repeated request was answered from the cached path').toBe(before);
+      return [first, second];
+    }
+  }
 }
 
 describe('a repeated request is answered from the cached path exactly as the routes answered it', () => {
@@ -107,6 +116,24 @@ describe('a repeated request is answered from the cached path exactly as the rou
     expect(second).toEqual(first);
     expect(second.headers['x-request-id']).toBe('pep-req-1');
     expect(second.headers).toMatchObject({ 'content-type': 'application/json; charset=utf-8', 'cache-control': expect.stringContaining('no-store'), 'access-control-allow-origin': '*' });
+  });
+
+  it('the raw response: header names, values and order, and the body bytes', async () => {
+    const body = JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-2') });
+    const rawPost = () =>
+      new Promise<{ status: number; headers: string[]; body: Buffer }>((resolve, reject) => {
+        const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), authorization: `Bearer ${h.pepToken}`, 'x-request-id': 'raw-1' };
+        const req = request(`${h.deputy.url}/access/v1/evaluation`, { method: 'POST', headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve({ status: res.statusCode!, headers: res.rawHeaders.filter((_, i, all) => all[i - (i % 2)] !== 'Date'), body: Buffer.concat(chunks) }));
+        });
+        req.on('error', reject).end(body);
+      });
+    const first = await rawPost();
+    const before = evaluated;
+    const second = await rawPost();
+    expect(evaluated).toBe(before);
+    expect(second).toEqual(first);
   });
 
   it.each(cases)('POST /access/v1/evaluations (single in batch clothing), %s', async (_name, request) => {
