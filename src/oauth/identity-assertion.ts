@@ -29,10 +29,10 @@
  * @see {@link https://www.rfc-editor.org/rfc/rfc7523#section-2.1 RFC 7523 §2.1, §3}
  * @module
  */
-import { decodeJwt } from 'jose';
 import { createHash } from 'node:crypto';
 import { InvalidGrant, InvalidRequest, InvalidTarget } from '../errors/index.js';
 import { FederationError } from '../federation/errors.js';
+import { peekIssuer } from '../federation/issuer.js';
 import type { FederatedIdentity } from '../federation/identity.js';
 import { recordOnce } from './adapter.js';
 import type { FederatedSubject } from './subject-token.js';
@@ -95,16 +95,6 @@ export function readAssertionRequest(params: TokenExchangeParameters): Assertion
   if (targets.some((t) => t.length > MAX_TARGET)) throw new InvalidTarget('a resource value is too long');
   const scope = single(params, 'scope');
   return { assertion, targets, scopes: scope === undefined ? undefined : [...new Set(scope.split(' ').filter(Boolean))] };
-}
-
-/** The unverified `iss`, only to refuse an issuer not allowed to send ID-JAGs before any fetch. */
-function peekIssuer(assertion: string): string | undefined {
-  try {
-    const iss = decodeJwt(assertion).iss;
-    return typeof iss === 'string' ? iss : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

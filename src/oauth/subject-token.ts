@@ -21,9 +21,10 @@
  *
  * @module
  */
-import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { decodeProtectedHeader } from 'jose';
 import { RECEIPT_TYP } from '../audit/receipt.js';
 import { FederationError } from '../federation/errors.js';
+import { peekIssuer } from '../federation/issuer.js';
 import type { FederatedIdentity } from '../federation/identity.js';
 import type { FederationVerifier, SubjectTokenKind } from '../federation/verify.js';
 import { DeputyError } from '../errors/index.js';
@@ -94,16 +95,6 @@ export function subjectTokenKind(type: string): SubjectTokenKind {
     throw new SubjectTokenError('invalid_request', `subject_token_type "${type}" is not supported (use ${Object.values(TOKEN_TYPES).join(', ')})`);
   }
   return kind;
-}
-
-/** The unverified `iss`, used only to route the token to its verifier. */
-function peekIssuer(token: string): string | undefined {
-  try {
-    const iss = decodeJwt(token).iss;
-    return typeof iss === 'string' ? iss : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** Header `typ` values (lower case) of JWTs that are never subject tokens, with what they are. */
