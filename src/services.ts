@@ -83,7 +83,6 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const { config, logger, store, keys, issuer } = base;
   const records = new TokenRecords(store);
   const vault = localVault(keys, logger);
-  // Before the registry: deleting an agent (at start too) closes its chain with a receipt.
   const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
   const agents = await agentRegistry(base, records, vault, receipts);
   const { dpop, verifier } = accessTokenVerification(base);
@@ -163,7 +162,8 @@ function llmGateway(
  * revokes its tokens, and so everything delegated from them, in the same transaction as the
  * change (see TokenRecords.insert for the other side of the race). Deleting also drops its OAuth
  * grants (refresh tokens, codes) and the upstream subject tokens its exchanges captured; its
- * receipts stay. Connections and users' connect grants belong to the connection and the user,
+ * receipts stay, closed by an `agent_deleted` one (so `receipts` exists before the registry:
+ * the configuration sync at start deletes too). Connections and users' connect grants belong to the connection and the user,
  * not the agent, and stay.
  */
 async function agentRegistry(base: ServiceBase, records: TokenRecords, vault: EnvelopeVault, receipts: ReceiptService): Promise<AgentRegistry> {
