@@ -139,16 +139,17 @@ async function resolveFederatedSubject(deps: SubjectTokenDeps, token: string, ki
     }
     throw err;
   }
-  return {
-    kind: 'federated',
-    identity,
-    user: userOf(identity),
-    // Access tokens: their scopes. ID tokens: what the operator grants ID-token subjects (none by default).
-    scopes: identity.scopes,
-    expiresAt: identity.expiresAt,
-    chain: [],
-    mayAct: identity.mayAct,
-  };
+  // Access tokens: their scopes. ID tokens: what the operator grants ID-token subjects (none by default).
+  return federatedSubject(identity, identity.scopes);
+}
+
+/**
+ * A verified IdP identity as the first link of a delegation (a subject token, or an ID-JAG at
+ * the jwt-bearer grant: ./identity-assertion.ts), with the `scopes` it allows (`undefined`
+ * when it carries no scope information, as {@link SubjectBase.scopes}).
+ */
+export function federatedSubject(identity: FederatedIdentity, scopes: string[] | undefined): FederatedSubject {
+  return { kind: 'federated', identity, user: userOf(identity), scopes, expiresAt: identity.expiresAt, chain: [], mayAct: identity.mayAct };
 }
 
 function userOf(identity: FederatedIdentity): DelegatingUser {
