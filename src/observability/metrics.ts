@@ -235,7 +235,9 @@ export class DeputyMetrics {
 
   constructor() {
     Object.assign(this, defineMetrics(this.registry, this.#sources));
-    collectDefaultMetrics({ register: this.registry });
+    // The event-loop delay histogram samples on a timer; prom-client's default (10 ms) wakes an idle
+    // server 100 times a second (~1 % of a core here). 100 ms keeps the lag metric and costs a tenth.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
   }
 
   /**
