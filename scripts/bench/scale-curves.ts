@@ -324,14 +324,13 @@ async function agentStatementsPoint(store: Store, count: number, samples: number
 }
 
 interface Signer {
-  id: string;
   privateKey: CryptoKey;
   jwk: JWK;
 }
 
 async function signer(): Promise<Signer> {
   const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
-  return { id: '', privateKey, jwk: { ...(await exportJWK(publicKey)), alg: 'ES256', use: 'sig' } };
+  return { privateKey, jwk: { ...(await exportJWK(publicKey)), alg: 'ES256', use: 'sig' } };
 }
 
 /** One token exchange request by agent `agent` (fresh client assertion and DPoP proof). */
@@ -354,8 +353,8 @@ async function exchangeRequest(issuer: string, agent: string, client: Signer, dp
  * (registry and client caches miss as they would with that many agents). Requests are signed
  * before the timed loop; the RSS is Deputy's after the samples.
  */
-async function exchangePoint(idp: MockIdp, store: Record<string, unknown>, count: number, samples: number): Promise<Omit<Point, 'n'>> {
-  const [client, dpop] = [await signer(), await signer()];
+async function exchangePoint(idp: MockIdp, keys: { client: Signer; dpop: Signer }, store: Record<string, unknown>, count: number, samples: number): Promise<Omit<Point, 'n'>> {
+  const { client, dpop } = keys;
   const deputy = await startDeputy({ trustedIssuers: [idp.issuerConfig('okta')] }, store, [agentRows(count, { keys: [client.jwk] }, [API])]);
   try {
     const subject = await idp.oktaAccessToken({ email: 'alice@example.com', scp: ['docs.read'], expiresIn: 3600 });
@@ -470,8 +469,9 @@ export const CURVES: CurveDef[] = [
     id: 'exchange-agents', name: 'token exchange end to end vs registered agents (HTTP, c1, a different agent each call)', unit: 'agents', perStore: true,
     run: async (s, kind) => {
       const idp = await startMockIdp();
+      const keys = { client: await signer(), dpop: await signer() }; // one key for every agent, every point (rows persist on PostgreSQL)
       try {
-        return await withDeputyDatabase(kind, (store) => eachSize(s.agents, (n) => exchangePoint(idp, store, n, s.samples)));
+        return await withDeputyDatabase(kind, (store) => eachSize(s.agents, (n) => exchangePoint(idp, keys, store, n, s.samples)));
       } finally {
         await idp.close();
       }

@@ -118,12 +118,12 @@ interface Job {
 type Outcome = { points: ScalePoint[] } | { error: string; signal: boolean };
 
 /** Runs one curve in a child process (this file with `--curve`); a signal death is reported as such. */
-function runChild(job: Job, sizes: string, flags: string[], timeoutMs: number): Promise<Outcome> {
+function runChild(job: Job, sizes: string, flags: string[], timeoutMs: number, attempt: number): Promise<Outcome> {
   const dir = mkdtempSync(join(tmpdir(), 'deputy-bench-scale-'));
   const out = join(dir, 'curve.json');
   const args = [...flags, '--import', 'tsx', fileURLToPath(import.meta.url), '--curve', job.id, '--sizes', sizes, '--out', out, ...(job.store ? ['--store', job.store] : [])];
   return new Promise<Outcome>((resolve) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_V8_FLAGS: flags.join(' ') } });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_V8_FLAGS: flags.join(' '), BENCH_SCALE_ATTEMPT: String(attempt) } });
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -147,7 +147,7 @@ async function runJob(job: Job, sizes: string, flags: string[], timeoutMs: numbe
   const started = performance.now();
   const where = job.store ? { store: job.store } : {};
   for (let attempt = 1; ; attempt++) {
-    const outcome = await runChild(job, sizes, flags, timeoutMs);
+    const outcome = await runChild(job, sizes, flags, timeoutMs, attempt);
     if ('points' in outcome) {
       const seconds = Math.round((performance.now() - started) / 100) / 10;
       return { id: job.id, name: job.name, unit: job.unit, ...where, points: outcome.points, ...fit(outcome.points), seconds, attempts: attempt };
@@ -176,9 +176,19 @@ export async function runScale(options: { sizes: string; only?: string[] }): Pro
   return { date: new Date().toISOString(), node: process.version, sizes: options.sizes, v8Flags: flags, curves, failures, seconds: Math.round((performance.now() - started) / 1000) };
 }
 
+/**
+ * `BENCH_SCALE_FAULT=id,…` (the smoke test): the curve's first process dies by SIGTRAP, as V8's
+ * fatal error ends it; `id!`: every process of that curve does.
+ */
+function injectFault(id: string): void {
+  const faults = (process.env.BENCH_SCALE_FAULT ?? '').split(',');
+  if (faults.includes(`${id}!`) || (faults.includes(id) && process.env.BENCH_SCALE_ATTEMPT === '1')) process.kill(process.pid, 'SIGTRAP');
+}
+
 /** Child mode (`--curve id`): measures that one curve and writes its points to `--out`. */
 async function runOneCurve(id: string, sizes: string, store: string | undefined, out: string): Promise<void> {
   const { CURVES, SIZES } = await import('./scale-curves.js');
+  injectFault(id);
   const def = CURVES.find((c) => c.id === id);
   const s = SIZES[sizes as keyof typeof SIZES];
   if (!def || !s) throw new Error(`scale: unknown curve ${id} or sizes ${sizes}`);
