@@ -46,7 +46,9 @@ export interface Point {
   rssMiB: number;
 }
 
+/** Where a store-bound curve runs: in-memory PGlite, or a fresh database on `DATABASE_URL`. */
 export type StoreKind = 'pglite' | 'postgres';
+/** Issue 16's sizes, smaller ones with the same shapes, or a smoke test's. */
 export type SizeMode = 'full' | 'quick' | 'tiny';
 
 /** The sizes of every curve, per mode. `samples`: timed operations per point (fewer for very slow points). */

@@ -136,6 +136,8 @@ function runChild(job: Job, sizes: string, flags: string[], timeoutMs: number, a
         if (timedOut) return resolve({ error: `timed out after ${Math.round(timeoutMs / 1000)} s`, signal: false });
         // 128 + n: a shell reporting a signal death (e.g. 133 = SIGTRAP, V8's fatal error).
         resolve({ error: `exited with ${code ?? signal}`, signal: signal !== null || (code ?? 0) >= 128 });
+      } catch (err) {
+        resolve({ error: `exited with 0 but wrote no report: ${(err as Error).message}`, signal: false });
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
