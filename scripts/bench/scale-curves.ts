@@ -35,6 +35,7 @@ import { createTestDatabase } from '../../test/support/database.js';
 import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
 import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
+import type { CounterSnapshot } from './counters.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '../..');
@@ -44,6 +45,12 @@ export interface Point {
   n: number;
   ms: number;
   rssMiB: number;
+  /**
+   * Curves timed against a Deputy process: its CPU time (ms) and store statements per operation
+   * over the timed samples (bench counters) — what the server did, whatever the machine's load.
+   */
+  serverCpuMs?: number;
+  statements?: number;
 }
 
 /** Where a store-bound curve runs: in-memory PGlite, or a fresh database on `DATABASE_URL`. */
@@ -88,15 +95,21 @@ const rss = () => Math.round(process.memoryUsage().rss / 2 ** 20);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const log = (line: string) => process.stderr.write(`[scale ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
 
-/** Median ms of `n` sequential calls, after `n / 5` warm-up calls (JIT, caches, pages). */
-async function timeEach(n: number, fn: (i: number) => unknown): Promise<number> {
-  for (let i = 0; i < Math.ceil(n / 5); i++) await fn(n + i);
-  const samples: number[] = [];
-  for (let i = 0; i < n; i++) {
+/**
+ * Median ms of `n` sequential calls, after `n / 5` warm-up calls (JIT, caches, pages). `prepare`
+ * runs untimed just before each call (signing a request: fresh, and outside the figure).
+ */
+async function timeEach<T = undefined>(n: number, fn: (i: number, prepared: T) => unknown, prepare?: (i: number) => Promise<T>, onMeasure?: () => Promise<void>): Promise<number> {
+  const call = async (i: number) => {
+    const prepared = (prepare ? await prepare(i) : undefined) as T;
     const t = performance.now();
-    await fn(i);
-    samples.push(performance.now() - t);
-  }
+    await fn(i, prepared);
+    return performance.now() - t;
+  };
+  for (let i = 0; i < Math.ceil(n / 5); i++) await call(n + i);
+  await onMeasure?.();
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) samples.push(await call(i));
   return Math.round(median(samples) * 1000) / 1000;
 }
 
@@ -145,6 +158,10 @@ interface DeputyChild {
   issuer: string;
   /** Deputy's RSS now (MiB), from the bench counters of its process. */
   rssMiB(): Promise<number>;
+  /** Resets Deputy's counters (call when the timed samples start). */
+  resetCounters(): Promise<void>;
+  /** Deputy's CPU ms and statements per operation since the reset, and its RSS. */
+  measured(operations: number): Promise<Omit<Point, 'n' | 'ms'>>;
   stop(): Promise<void>;
 }
 
@@ -165,8 +182,13 @@ async function startDeputy(config: Record<string, unknown>, store: Record<string
   const stop = () => stopChild(child).finally(() => rmSync(keysDir, { recursive: true, force: true }));
   try {
     const [url, issuer, counters] = await readyLine(child);
-    const rssMiB = async () => ((await (await fetch(counters!)).json()) as { memory: { rssMiB: number } }).memory.rssMiB;
-    return { url: url!, issuer: issuer!, rssMiB, stop };
+    const snapshot = async (path = '') => (await (await fetch(`${counters!}${path}`, { method: path ? 'POST' : 'GET' })).json()) as CounterSnapshot;
+    const measured = async (operations: number) => {
+      const c = await snapshot();
+      const per = (x: number) => Math.round((x / Math.max(1, operations)) * 1000) / 1000;
+      return { rssMiB: c.memory.rssMiB, serverCpuMs: per(c.cpuMs), statements: per(c.statementTotal) };
+    };
+    return { url: url!, issuer: issuer!, rssMiB: async () => (await snapshot()).memory.rssMiB, resetCounters: async () => void (await snapshot('/reset')), measured, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -253,8 +275,8 @@ async function pdpPoint(policies: number, entities: number, samples: number): Pr
       const id = `u-${(i * 7919) % users}`;
       return JSON.stringify({ subject: { type: 'User', id }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${i}`, properties: { owner: id } } });
     };
-    const ms = await timeEach(samples, (i) => evaluate(deputy.url, token, body(i)));
-    return { ms, rssMiB: await deputy.rssMiB() };
+    const ms = await timeEach(samples, (i) => evaluate(deputy.url, token, body(i)), undefined, deputy.resetCounters);
+    return { ms, ...(await deputy.measured(samples)) };
   } finally {
     await deputy.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -290,8 +312,8 @@ async function depthCurve(maxDepth: number, samples: number): Promise<Point[]> {
       token = (await exchange(agents[depth - 1]!, { subject_token: token, resource: API, ...(depth === 1 ? { scope: 'docs.read' } : {}) })).access_token;
       const sub = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub as string;
       const body = (n: number) => JSON.stringify({ subject: { type: 'User', id: sub, properties: { token } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${n}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } });
-      const ms = await timeEach(samples, (n) => evaluate(deputy.url, pep, body(n)));
-      return { ms, rssMiB: await deputy.rssMiB() };
+      const ms = await timeEach(samples, (n) => evaluate(deputy.url, pep, body(n)), undefined, deputy.resetCounters);
+      return { ms, ...(await deputy.measured(samples)) };
     });
   } finally {
     await deputy.stop();
@@ -352,23 +374,20 @@ async function exchangeRequest(issuer: string, agent: string, client: Signer, dp
 /**
  * End-to-end token exchanges over HTTP (concurrency 1) against a Deputy whose store holds `count`
  * registered agents (bulk-inserted before it reports ready), each sample by a different agent
- * (registry and client caches miss as they would with that many agents). Requests are signed
- * before the timed loop; the RSS is Deputy's after the samples.
+ * (registry and client caches miss as they would with that many agents). Each request is signed
+ * just before its call, outside the timing; the RSS is Deputy's after the samples.
  */
 async function exchangePoint(idp: MockIdp, keys: { client: Signer; dpop: Signer }, store: Record<string, unknown>, count: number, samples: number): Promise<Omit<Point, 'n'>> {
   const { client, dpop } = keys;
   const deputy = await startDeputy({ trustedIssuers: [idp.issuerConfig('okta')] }, store, [agentRows(count, { keys: [client.jwk] }, [API])]);
   try {
     const subject = await idp.oktaAccessToken({ email: 'alice@example.com', scp: ['docs.read'], expiresIn: 3600 });
-    const warm = Math.ceil(samples / 5);
-    const requests = await Promise.all(Array.from({ length: samples + warm }, (_, i) =>
-      exchangeRequest(deputy.issuer, `scale-agent-${1 + ((i * 7919) % count)}`, client, dpop, subject)));
-    const ms = await timeEach(samples, async (i) => {
-      const res = await fetch(`${deputy.url}/token`, requests[i]!);
+    const ms = await timeEach(samples, async (_, request: RequestInit) => {
+      const res = await fetch(`${deputy.url}/token`, request);
       const json = (await res.json()) as { access_token?: string };
       if (!json.access_token) throw new Error(`scale: exchange failed (${res.status}): ${JSON.stringify(json).slice(0, 300)}`);
-    });
-    return { ms, rssMiB: await deputy.rssMiB() };
+    }, (i) => exchangeRequest(deputy.issuer, `scale-agent-${1 + ((i * 7919) % count)}`, client, dpop, subject), deputy.resetCounters);
+    return { ms, ...(await deputy.measured(samples)) };
   } finally {
     await deputy.stop();
   }

@@ -42,6 +42,9 @@ export interface ScalePoint {
   n: number;
   ms: number;
   rssMiB?: number;
+  /** Curves against a Deputy process: its CPU ms and store statements per operation (bench counters). */
+  serverCpuMs?: number;
+  statements?: number;
 }
 
 /** One curve: cost (ms, median) at each size, and its shape. */
@@ -53,6 +56,8 @@ export interface Curve {
   points: ScalePoint[];
   slope: number;
   shape: 'flat' | 'logarithmic' | 'linear';
+  /** The same fit over the server's CPU ms per operation, when the points have it: the shape a loaded machine does not blur. */
+  cpu?: Pick<Curve, 'slope' | 'shape'>;
   /** Wall-clock seconds the curve took, building its state included. */
   seconds?: number;
   /** Processes started for it: 2 when the first died by a signal. */
@@ -96,9 +101,9 @@ export function fit(points: Array<{ n: number; ms: number }>): Pick<Curve, 'slop
 /** The curves as a Markdown table, then one line per failed curve. */
 export function scaleMarkdown(curves: Curve[], failures: CurveFailure[] = []): string {
   return [
-    '| curve | store | sizes | median ms at each | fitted log-log slope | shape | RSS MiB at the largest | s |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...curves.map((c) => `| ${c.name}${c.attempts && c.attempts > 1 ? ' (second attempt)' : ''} | ${c.store ?? '—'} | ${c.points.map((p) => p.n.toLocaleString('en')).join(' / ')} ${c.unit} | ${c.points.map((p) => p.ms).join(' / ')} | ${c.slope} | ${c.shape} | ${c.points.at(-1)?.rssMiB ?? '—'} | ${c.seconds ?? '—'} |`),
+    '| curve | store | sizes | median ms at each | fitted log-log slope | shape | server CPU ms / op at each (slope, shape) | statements / op | RSS MiB at the largest | s |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...curves.map((c) => `| ${c.name}${c.attempts && c.attempts > 1 ? ' (second attempt)' : ''} | ${c.store ?? '—'} | ${c.points.map((p) => p.n.toLocaleString('en')).join(' / ')} ${c.unit} | ${c.points.map((p) => p.ms).join(' / ')} | ${c.slope} | ${c.shape} | ${c.cpu ? `${c.points.map((p) => p.serverCpuMs).join(' / ')} (${c.cpu.slope}, ${c.cpu.shape})` : '—'} | ${c.cpu ? c.points.map((p) => p.statements).join(' / ') : '—'} | ${c.points.at(-1)?.rssMiB ?? '—'} | ${c.seconds ?? '—'} |`),
     ...failures.map((f) => `\nScale curve failed: ${f.name}${f.store ? ` (${f.store})` : ''}, ${f.attempts} attempt(s): ${f.error}`),
   ].join('\n');
 }
@@ -152,7 +157,8 @@ async function runJob(job: Job, sizes: string, flags: string[], timeoutMs: numbe
     const outcome = await runChild(job, sizes, flags, timeoutMs, attempt);
     if ('points' in outcome) {
       const seconds = Math.round((performance.now() - started) / 100) / 10;
-      return { id: job.id, name: job.name, unit: job.unit, ...where, points: outcome.points, ...fit(outcome.points), seconds, attempts: attempt };
+      const cpu = outcome.points.every((p) => p.serverCpuMs !== undefined) ? { cpu: fit(outcome.points.map((p) => ({ n: p.n, ms: p.serverCpuMs! }))) } : {};
+      return { id: job.id, name: job.name, unit: job.unit, ...where, points: outcome.points, ...fit(outcome.points), ...cpu, seconds, attempts: attempt };
     }
     process.stderr.write(`[scale] ${job.id}${job.store ? ` (${job.store})` : ''}: ${outcome.error}${outcome.signal && attempt === 1 ? ', running it once more' : ''}\n`);
     if (!outcome.signal || attempt >= 2) return { id: job.id, name: job.name, ...where, error: outcome.error, attempts: attempt };
