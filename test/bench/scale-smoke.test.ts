@@ -34,6 +34,10 @@ describe('scripts/bench/scale.ts --sizes tiny', { timeout: 600_000 }, () => {
       expect(c.points.every((p) => p.ms > 0 && p.rssMiB! > 0)).toBe(true);
       expect(['flat', 'logarithmic', 'linear']).toContain(c.shape);
     }
+    // Curves timed against a Deputy process say what the server did per operation.
+    const exchange = report.curves.find((c) => c.id === 'exchange-agents')!;
+    expect(exchange.points.every((p) => p.serverCpuMs! > 0 && p.statements! > 0)).toBe(true);
+    expect(['flat', 'logarithmic', 'linear']).toContain(exchange.cpu!.shape);
     // The injected SIGTRAP killed the first process; the second measured the curve.
     expect(report.curves.find((c) => c.id === 'cedar-policies')!.attempts).toBe(2);
     expect(report.curves.find((c) => c.id === 'receipt-append')!.attempts).toBe(1);
