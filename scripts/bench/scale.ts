@@ -24,7 +24,9 @@
  *
  * Each curve is labelled by its fitted log-log slope: flat (cost within 20 % across the range,
  * or slope < 0.15), linear (slope ≥ 0.6) or logarithmic (in between). Figures are medians on
- * this machine; under load, compare shapes, not absolute values.
+ * this machine; under load, compare shapes, not absolute values. Curves timed against a Deputy
+ * process also carry its CPU ms and store statements per operation (bench counters) and a fit of
+ * the CPU figures (`cpu`), which a loaded machine does not blur.
  *
  * @module
  */
