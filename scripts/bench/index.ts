@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--scale] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ * `npm run bench [-- --quick] [--scale] [--exchange-only] [--out FILE] [--markdown FILE] [--duration-ms N]`
  *
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
@@ -49,6 +49,8 @@ interface Options {
   markdown: string | undefined;
   skipPdp: boolean;
   scale: boolean;
+  /** Only the grants (client_credentials, token exchange) and the exchange with receipts on / off: no gateways, no bare provider. */
+  exchangeOnly: boolean;
 }
 
 function options(): Options {
@@ -61,6 +63,7 @@ function options(): Options {
       concurrency: { type: 'string' },
       'skip-pdp': { type: 'boolean', default: false },
       scale: { type: 'boolean', default: false },
+      'exchange-only': { type: 'boolean', default: false },
     },
   });
   const quick = values.quick ?? false;
@@ -74,6 +77,7 @@ function options(): Options {
     markdown: values.markdown,
     skipPdp: values['skip-pdp'] ?? false,
     scale: values.scale ?? false,
+    exchangeOnly: values['exchange-only'] ?? false,
   };
 }
 
@@ -353,7 +357,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
         path: '/gw/echo/items',
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
       });
-      figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }));
+      if (!opts.exchangeOnly) figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -654,12 +658,6 @@ async function main(): Promise<void> {
       } finally {
         await database.drop();
       }
-      const bareDb = name === 'postgres' ? await createTestDatabase() : database;
-      try {
-        figures.push(...(await bareProviderScenario(opts, name, bareDb)));
-      } finally {
-        if (bareDb !== database) await bareDb.drop();
-      }
       for (const receipts of [true, false]) {
         const db = name === 'postgres' ? await createTestDatabase() : database;
         try {
@@ -667,6 +665,13 @@ async function main(): Promise<void> {
         } finally {
           if (db !== database) await db.drop();
         }
+      }
+      if (opts.exchangeOnly) continue;
+      const bareDb = name === 'postgres' ? await createTestDatabase() : database;
+      try {
+        figures.push(...(await bareProviderScenario(opts, name, bareDb)));
+      } finally {
+        if (bareDb !== database) await bareDb.drop();
       }
       const db = name === 'postgres' ? await createTestDatabase() : database;
       try {

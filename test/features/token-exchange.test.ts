@@ -237,6 +237,20 @@ describe('token exchange: refusals', () => {
     await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: hs, actor_token_type: JWT_TYPE }, 'invalid_grant', /actor_token/);
   });
 
+  it('actor_token jti: spent with the token it was used for (one of two racing exchanges wins), and spent by a refused exchange too', async () => {
+    const a = agents['agent-a']!;
+    const subject = await idp.oktaAccessToken();
+    const racing = await actorToken(a, deputy.issuer);
+    const both = await Promise.all([1, 2].map(() => rawExchange(deputy.url, deputy.issuer, a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: racing, actor_token_type: JWT_TYPE })));
+    const bodies = await Promise.all(both.map(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> })));
+    expect(bodies.filter((b) => b.status === 200)).toHaveLength(1);
+    expect(bodies.find((b) => b.status !== 200)).toMatchObject({ status: 400, body: { error: 'invalid_grant', error_description: expect.stringMatching(/already been used/) } });
+    // Refused after the actor check (a scope the subject token does not grant): the jti is spent all the same.
+    const refused = await actorToken(a, deputy.issuer);
+    await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read no.such.scope', actor_token: refused, actor_token_type: JWT_TYPE }, 'invalid_scope', /scope/);
+    await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: refused, actor_token_type: JWT_TYPE }, 'invalid_grant', /already been used/);
+  });
+
   it('honours may_act in an IdP token', async () => {
     const subject = await idp.oktaAccessToken({ may_act: { sub: 'agent-b' } });
     await expectRefusal(agents['agent-a']!, { subject_token: subject, resource: API, scope: 'deputy.read' }, 'invalid_grant', /may_act does not name agent "agent-a"/);
