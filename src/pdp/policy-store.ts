@@ -23,7 +23,7 @@ import type { Logger } from '../log.js';
 import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
-import { isObject, SchemaInfo } from './schema.js';
+import { isObject, ProjectionError, SchemaInfo } from './schema.js';
 
 /** One policy of a set: its id (`@id`, else `file#n`), effect, file and `@reason`. */
 export interface PolicyInfo {
@@ -249,7 +249,7 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
     ...describeCedarErrors(validation.otherWarnings),
   ];
 
-  const entities = files.entities ? parseEntities(dir, files.entities, schemaText) : [];
+  const entities = files.entities ? explicitForms(dir, files.entities.file, parseEntities(dir, files.entities, schemaText), schema) : [];
   const aliases = files.aliases ? parseAliases(dir, files.aliases, schema) : new Map<string, Map<string, string>>();
 
   const setAnswer = cedar.preparsePolicySet(slot, { staticPolicies: texts });
@@ -329,6 +329,34 @@ function parseEntities(dir: string, f: { file: string; text: string }, schemaTex
   const checked = cedar.checkParseEntities({ entities: json as EntityJson[], schema: schemaText });
   if (checked.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(checked.errors).map((m) => `${f.file}: ${m}`));
   return json as EntityJson[];
+}
+
+/**
+ * `entities.json` in the explicit JSON forms Cedar reads without a schema. The load check (with
+ * the schema) accepts the implicit ones, `{"type", "id"}` for an entity and a string for an
+ * extension value, but decisions run without the schema (engine.ts), where those are a record and
+ * a string: an ancestor's `head == principal` would read false and a `forbid` on it be silent.
+ * Each entity's attributes are projected onto its type as request data is (schema.ts); a value
+ * projection refuses (an extension written `{"fn", "arg"}`) refuses the file.
+ *
+ * @throws PolicyLoadError naming the entity and the attribute.
+ */
+function explicitForms(dir: string, file: string, entities: EntityJson[], schema: SchemaInfo): EntityJson[] {
+  const issues: string[] = [];
+  const out = entities.map((e) => {
+    const uid = '__entity' in e.uid ? e.uid.__entity : e.uid;
+    const type = schema.entityType(uid.type);
+    if (type?.name !== uid.type) return e;
+    try {
+      return { ...e, attrs: schema.projectAttributes(e.attrs ?? {}, type, `${uid.type}::${JSON.stringify(uid.id)}`) };
+    } catch (err) {
+      if (!(err instanceof ProjectionError)) throw err;
+      issues.push(`${file}: ${err.message}`);
+      return e;
+    }
+  });
+  if (issues.length) throw new PolicyLoadError(dir, issues);
+  return out;
 }
 
 function parseAliases(dir: string, f: { file: string; text: string }, schema: SchemaInfo): Map<string, Map<string, string>> {

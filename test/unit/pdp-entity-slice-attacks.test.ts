@@ -5,7 +5,13 @@
  * policies) on the sliced request equals its answer on the full entity set. A `forbid` that errors
  * or evaluates differently on the slice would be a permit that should have been a deny.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import { CedarEngine } from '../../src/pdp/engine.js';
+import { PolicyStore } from '../../src/pdp/policy-store.js';
 import type { EntityJson } from '../../src/pdp/cedar.js';
 import { policyReads, sliceRequest } from '../../src/pdp/entity-slice.js';
 import type { CedarRequest } from '../../src/pdp/engine.js';
@@ -106,6 +112,47 @@ describe('entity slices under attack: every shape decides as the full entity set
             }
       // Each forbid fires for some request: the shape is exercised, not vacuous.
       expect(denials).toBeGreaterThan(0);
+    });
+  }
+});
+
+describe('entities.json in the forms the schema allows: read at a decision as the load check read them', () => {
+  const SCHEMA = `entity Group = { head?: User, heads?: Set<User>, meta?: { who: User }, net?: ipaddr };
+entity User in [Group] = { id: String };
+entity Doc;
+action read appliesTo { principal: User, resource: Doc };`;
+  const POLICIES = `permit (principal, action, resource);
+@id("head") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has head && Group::"g".head == principal };
+@id("heads") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has heads && Group::"g".heads.contains(principal) };
+@id("meta") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has meta && Group::"g".meta.who == principal };
+@id("net") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has net && Group::"g".net == ip("10.0.0.0/8") };`;
+  const cases: Array<[string, Record<string, unknown>]> = [
+    ['head', { head: { type: 'User', id: 'alice' } }],
+    ['heads', { heads: [{ type: 'User', id: 'alice' }] }],
+    ['meta', { meta: { who: { type: 'User', id: 'alice' } } }],
+    ['net', { net: '10.0.0.0/8' }],
+  ];
+  for (const [policy, attrs] of cases) {
+    it(`a forbid reading an implicit ${policy} denies, sliced or not`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'deputy-implicit-'));
+      try {
+        writeFileSync(join(dir, 'schema.cedarschema'), SCHEMA);
+        writeFileSync(join(dir, 'p.cedar'), POLICIES);
+        writeFileSync(join(dir, 'entities.json'), JSON.stringify([{ uid: { type: 'Group', id: 'g' }, attrs, parents: [] }]));
+        const store = new PolicyStore({ dir, logger: createLogger('silent') });
+        await store.load();
+        const snapshot = store.current;
+        const group = snapshot.data.find('Group', 'g')!;
+        const request = {
+          principal: { type: 'User', id: 'alice' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Doc', id: 'd' }, context: {},
+          entities: [{ uid: { type: 'User', id: 'alice' }, attrs: { id: 'alice' }, parents: [{ type: 'Group', id: 'g' }] }, group],
+        } as unknown as CedarRequest;
+        for (const slice of [false, true]) {
+          expect(new CedarEngine({ cacheSize: 0, slice }).authorize(snapshot, request)).toEqual({ allowed: false, kind: 'forbidden', policies: [policy] });
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   }
 });
