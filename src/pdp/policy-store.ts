@@ -336,7 +336,7 @@ function parseEntities(dir: string, f: { file: string; text: string }, schemaTex
  * the schema) accepts the implicit ones, `{"type", "id"}` for an entity and a string for an
  * extension value, but decisions run without the schema (engine.ts), where those are a record and
  * a string: an ancestor's `head == principal` would read false and a `forbid` on it be silent.
- * Each entity's attributes are projected onto its type as request data is (schema.ts); a value
+ * Each entity's attributes (and tags) are projected onto its type as request data is (schema.ts); a value
  * projection refuses (an extension written `{"fn", "arg"}`) refuses the file.
  *
  * @throws PolicyLoadError naming the entity and the attribute.
@@ -348,7 +348,11 @@ function explicitForms(dir: string, file: string, entities: EntityJson[], schema
     const type = schema.entityType(uid.type);
     if (type?.name !== uid.type) return e;
     try {
-      return { ...e, attrs: schema.projectAttributes(e.attrs ?? {}, type, `${uid.type}::${JSON.stringify(uid.id)}`) };
+      const path = `${uid.type}::${JSON.stringify(uid.id)}`;
+      const attrs = schema.projectAttributes(e.attrs ?? {}, type, path);
+      if (!e.tags || !type.tags) return { ...e, attrs };
+      const tags = Object.fromEntries(Object.entries(e.tags).map(([k, v]) => [k, schema.project(v, type.tags!, `${path} tag ${JSON.stringify(k)}`)]));
+      return { ...e, attrs, tags };
     } catch (err) {
       if (!(err instanceof ProjectionError)) throw err;
       issues.push(`${file}: ${err.message}`);

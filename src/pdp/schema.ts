@@ -28,6 +28,8 @@ export interface EntityTypeInfo {
   shape: SchemaType | undefined;
   /** Types an entity of this type may be a member of (Cedar `in`). */
   memberOfTypes: readonly string[];
+  /** The type of its tags' values (undefined: it takes no tags). */
+  tags?: SchemaType;
 }
 
 export interface ActionInfo {
@@ -83,8 +85,8 @@ export class SchemaInfo {
       const q = (n: string) => (ns ? `${ns}::${n}` : n);
       for (const [name, t] of Object.entries(def.commonTypes ?? {})) this.#commonTypes.set(q(name), t as SchemaType);
       for (const [name, t] of Object.entries(def.entityTypes ?? {})) {
-        const std = t as { shape?: SchemaType; memberOfTypes?: string[] };
-        const info: EntityTypeInfo = { name: q(name), shape: std.shape, memberOfTypes: std.memberOfTypes ?? [] };
+        const std = t as { shape?: SchemaType; memberOfTypes?: string[]; tags?: SchemaType };
+        const info: EntityTypeInfo = { name: q(name), shape: std.shape, memberOfTypes: std.memberOfTypes ?? [], ...(std.tags ? { tags: std.tags } : {}) };
         entityTypes.set(info.name, info);
         this.#alias(this.#typeNames, name, info.name);
       }

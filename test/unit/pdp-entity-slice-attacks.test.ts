@@ -117,7 +117,7 @@ describe('entity slices under attack: every shape decides as the full entity set
 });
 
 describe('entities.json in the forms the schema allows: read at a decision as the load check read them', () => {
-  const SCHEMA = `entity Group = { head?: User, heads?: Set<User>, meta?: { who: User }, net?: ipaddr };
+  const SCHEMA = `entity Group = { head?: User, heads?: Set<User>, meta?: { who: User }, net?: ipaddr } tags User;
 entity User in [Group] = { id: String };
 entity Doc;
 action read appliesTo { principal: User, resource: Doc };`;
@@ -125,20 +125,22 @@ action read appliesTo { principal: User, resource: Doc };`;
 @id("head") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has head && Group::"g".head == principal };
 @id("heads") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has heads && Group::"g".heads.contains(principal) };
 @id("meta") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has meta && Group::"g".meta.who == principal };
+@id("tag") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g".hasTag("boss") && Group::"g".getTag("boss") == principal };
 @id("net") forbid (principal, action, resource) when { principal in Group::"g" && Group::"g" has net && Group::"g".net == ip("10.0.0.0/8") };`;
-  const cases: Array<[string, Record<string, unknown>]> = [
+  const cases: Array<[string, Record<string, unknown>, Record<string, unknown>?]> = [
+    ['tag', {}, { boss: { type: 'User', id: 'alice' } }],
     ['head', { head: { type: 'User', id: 'alice' } }],
     ['heads', { heads: [{ type: 'User', id: 'alice' }] }],
     ['meta', { meta: { who: { type: 'User', id: 'alice' } } }],
     ['net', { net: '10.0.0.0/8' }],
   ];
-  for (const [policy, attrs] of cases) {
+  for (const [policy, attrs, tags] of cases) {
     it(`a forbid reading an implicit ${policy} denies, sliced or not`, async () => {
       const dir = mkdtempSync(join(tmpdir(), 'deputy-implicit-'));
       try {
         writeFileSync(join(dir, 'schema.cedarschema'), SCHEMA);
         writeFileSync(join(dir, 'p.cedar'), POLICIES);
-        writeFileSync(join(dir, 'entities.json'), JSON.stringify([{ uid: { type: 'Group', id: 'g' }, attrs, parents: [] }]));
+        writeFileSync(join(dir, 'entities.json'), JSON.stringify([{ uid: { type: 'Group', id: 'g' }, attrs, parents: [], ...(tags ? { tags } : {}) }]));
         const store = new PolicyStore({ dir, logger: createLogger('silent') });
         await store.load();
         const snapshot = store.current;
