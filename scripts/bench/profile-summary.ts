@@ -1,10 +1,11 @@
 /**
- * `npx tsx scripts/bench/profile-summary.ts FILE.cpuprofile [--top N]` — where a server process
+ * `npx tsx scripts/bench/profile-summary.ts FILE.cpuprofile [--top N] [--last-ms N]` — where a server process
  * (`BENCH_CPU_PROF=dir npm run bench …`) spent its CPU: self time grouped by where the code comes
  * from (Deputy's `src/` folders, each package in node_modules, Node internals, WebAssembly,
  * garbage collection, idle), then the top functions by self time. The V8 `.cpuprofile` format
  * (Chrome DevTools Protocol `Profiler.Profile`): nodes with `callFrame` and `hitCount`, samples
- * with `timeDeltas` in microseconds.
+ * with `timeDeltas` in microseconds. `--last-ms N` counts only the profile's last N ms (e.g. the
+ * last load phase of gateway-probe.ts, without the start-up).
  *
  * @module
  */
@@ -36,15 +37,19 @@ export function group(frame: ProfileNode['callFrame']): string {
 }
 
 /** Self milliseconds per group and per function, largest first. */
-export function summarize(profile: Profile): { totalMs: number; groups: Array<[string, number]>; functions: Array<[string, number]> } {
+export function summarize(profile: Profile, lastMs = Infinity): { totalMs: number; groups: Array<[string, number]>; functions: Array<[string, number]> } {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const groups = new Map<string, number>();
   const functions = new Map<string, number>();
   let total = 0;
+  // Sample times (µs from the first); with `lastMs`, only the samples of the profile's last `lastMs` ms count.
+  const at: number[] = [];
+  profile.timeDeltas.reduce((t, d, i) => (at[i] = t + d), 0);
+  const from = (at.at(-1) ?? 0) - lastMs * 1000;
   profile.samples.forEach((id, i) => {
     const node = byId.get(id);
     const us = profile.timeDeltas[i] ?? 0;
-    if (!node) return;
+    if (!node || at[i]! < from) return;
     total += us;
     const g = group(node.callFrame);
     groups.set(g, (groups.get(g) ?? 0) + us);
@@ -56,9 +61,9 @@ export function summarize(profile: Profile): { totalMs: number; groups: Array<[s
 }
 
 if (process.argv[1]?.endsWith('profile-summary.ts')) {
-  const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' } } });
+  const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, 'last-ms': { type: 'string' } } });
   for (const file of positionals) {
-    const s = summarize(JSON.parse(readFileSync(file, 'utf8')) as Profile);
+    const s = summarize(JSON.parse(readFileSync(file, 'utf8')) as Profile, values['last-ms'] ? Number(values['last-ms']) : Infinity);
     const busy = s.totalMs - (s.groups.find(([g]) => g === '(idle)')?.[1] ?? 0);
     process.stdout.write(`${file}: ${s.totalMs} ms sampled, ${Math.round(busy)} ms busy\n\n| self time by origin | ms | % of busy |\n| --- | --- | --- |\n`);
     for (const [g, v] of s.groups.filter(([g]) => g !== '(idle)').slice(0, 20)) process.stdout.write(`| ${g} | ${v} | ${((v / busy) * 100).toFixed(1)} |\n`);

@@ -86,6 +86,73 @@ export async function applicableBudgets(db: Queryable, scope: BudgetScope): Prom
   return rows.map(budgetFromRow);
 }
 
+/**
+ * How long an answer "no budget applies to this call" is reused, in milliseconds: a budget
+ * created (or widened) through **another** instance applies there within this bound; through
+ * this instance, at once (README "Budgets": the staleness bound).
+ */
+export const NO_BUDGET_TTL_MS = 2_000;
+
+/** Scopes remembered at most (the oldest is dropped first). */
+const NO_BUDGET_MAX_SCOPES = 10_000;
+
+/**
+ * Remembers, per call scope, that no budget applied to it, for {@link NO_BUDGET_TTL_MS}: a call
+ * no budget applies to then reads nothing (issue 16: the budget read was one statement per
+ * gateway call). Only that negative answer is kept — a call some budget applies to always
+ * reserves in the store, so the limits themselves are never read from memory.
+ *
+ * One memo per {@link Store} object (this instance's connection to its database), shared by
+ * every {@link BudgetStore} and ledger over it: a budget created, changed or synced through this
+ * instance forgets everything at once ({@link NoBudgetMemo.forget}), and a look-up that started
+ * before such a change is not remembered (generation check).
+ */
+export class NoBudgetMemo {
+  readonly #until = new Map<string, number>();
+  #generation = 0;
+
+  /** Changes with every {@link forget}: read before a look-up, handed to {@link remember}. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Whether no budget applied to `key` less than the bound ago (`nowMs`: epoch ms). */
+  has(key: string, nowMs: number): boolean {
+    const until = this.#until.get(key);
+    if (until === undefined) return false;
+    if (until > nowMs) return true;
+    this.#until.delete(key);
+    return false;
+  }
+
+  /** Records that no budget applied to `key`, unless budgets changed since `generation` was read. */
+  remember(key: string, generation: number, nowMs: number): void {
+    if (generation !== this.#generation) return;
+    if (this.#until.size >= NO_BUDGET_MAX_SCOPES) this.#until.delete(this.#until.keys().next().value!);
+    this.#until.set(key, nowMs + NO_BUDGET_TTL_MS);
+  }
+
+  /** Budgets changed through this instance: nothing remembered holds any more. */
+  forget(): void {
+    this.#generation += 1;
+    this.#until.clear();
+  }
+}
+
+const memos = new WeakMap<Store, NoBudgetMemo>();
+
+/** The {@link NoBudgetMemo} of `store` (one per store object). */
+export function noBudgetMemo(store: Store): NoBudgetMemo {
+  let memo = memos.get(store);
+  if (!memo) memos.set(store, (memo = new NoBudgetMemo()));
+  return memo;
+}
+
+/** A call scope as a memo key: the chain's agents, the user, the connection and the model. */
+export function scopeKey(scope: BudgetScope): string {
+  return JSON.stringify([scope.agents, scope.user, scope.connection, scope.model ?? null]);
+}
+
 export class BudgetStore {
   readonly #store: Store;
 
@@ -116,6 +183,7 @@ export class BudgetStore {
       [def.id, def.name ?? null, def.agent ?? null, def.user ?? null, def.connection ?? null, def.model ?? null, def.unit, def.window, def.limit],
     );
     if (!rows[0]) throw new Conflict(`budget "${def.id}" exists already`);
+    noBudgetMemo(this.#store).forget();
     return budgetFromRow(rows[0]);
   }
 
@@ -127,7 +195,7 @@ export class BudgetStore {
    * @throws NotFound (404); Conflict (409) for a budget from the configuration file.
    */
   async update(id: string, patch: BudgetPatch): Promise<Budget> {
-    return this.#store.transaction(async (tx) => {
+    const updated = await this.#store.transaction(async (tx) => {
       const current = await this.#lockApi(tx, id);
       const next = {
         name: patch.name === undefined ? current.name : patch.name ?? undefined,
@@ -147,6 +215,9 @@ export class BudgetStore {
       );
       return budgetFromRow(rows[0]!);
     });
+    // Its selectors may now match calls that no budget applied to.
+    noBudgetMemo(this.#store).forget();
+    return updated;
   }
 
   /** Deletes a budget made through the API, with its counters and reservation items. */
@@ -164,6 +235,12 @@ export class BudgetStore {
    * @throws Conflict when a configured id belongs to a budget created through the API.
    */
   async syncFromConfig(defs: readonly BudgetDefinition[]): Promise<{ removed: string[] }> {
+    const synced = await this.#syncRows(defs);
+    noBudgetMemo(this.#store).forget();
+    return synced;
+  }
+
+  async #syncRows(defs: readonly BudgetDefinition[]): Promise<{ removed: string[] }> {
     return this.#store.transaction(async (tx) => {
       for (const d of defs) {
         const existing = (await tx.query<Row>(`SELECT ${BUDGET_COLUMNS} FROM budgets WHERE id = $1 FOR UPDATE`, [d.id]))[0];

@@ -10,7 +10,9 @@
  *   more than the limit; PGlite runs one transaction at a time. Counters are locked in budget id
  *   order, so two reservations never deadlock. A budget that cannot cover its share throws
  *   {@link BudgetExceeded} and the transaction rolls back: nothing is held anywhere. A call no
- *   budget applies to costs one plain read and no transaction.
+ *   budget applies to costs one plain read and no transaction, and that answer is remembered
+ *   for 2 s per scope (`NoBudgetMemo` in ./budgets.ts: forgotten at once when budgets change
+ *   through this instance; a budget created through another instance applies here within 2 s).
  * - {@link BudgetLedger.settle} charges the actual use — never more than was reserved, so spend
  *   stays within the limit — and releases the rest; a failed call settles with zero (release).
  * - A reservation not settled by its `expiresAt` (the instance crashed mid-call) is released by
@@ -21,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import { recordBudgetSpend } from '../observability/metrics.js';
 import type { Queryable, Store } from '../store/index.js';
-import { applicableBudgets, type Budget, type BudgetScope } from './budgets.js';
+import { applicableBudgets, noBudgetMemo, scopeKey, type Budget, type BudgetScope, type NoBudgetMemo } from './budgets.js';
 import type { BudgetUnit } from './config.js';
 import { BudgetExceeded } from './errors.js';
 import { windowAt } from './window.js';
@@ -99,6 +101,7 @@ export class BudgetLedger {
   readonly #tz: string;
   readonly #ttlMs: number;
   readonly #currency: string | undefined;
+  readonly #none: NoBudgetMemo;
   readonly now: () => Date;
 
   constructor(options: LedgerOptions) {
@@ -106,6 +109,7 @@ export class BudgetLedger {
     this.#tz = options.timeZone;
     this.#ttlMs = options.reservationSeconds * 1000;
     this.#currency = options.currency;
+    this.#none = noBudgetMemo(options.store);
     this.now = options.now ?? (() => new Date());
   }
 
@@ -129,9 +133,7 @@ export class BudgetLedger {
     const now = this.now();
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + this.#ttlMs);
-    // Most calls have no budget: find that out with one plain read, not a transaction (three round
-    // trips on PostgreSQL). A budget created right after this read is one created after the call.
-    if ((await applicableBudgets(this.#store, scope)).length === 0) return { id, items: [], held: { ...amounts }, expiresAt };
+    if (await this.#noneApplies(scope, now)) return { id, items: [], held: { ...amounts }, expiresAt };
     return this.#store.transaction(async (tx) => {
       const budgets = await applicableBudgets(tx, scope);
       const items: ReservationItem[] = [];
@@ -155,6 +157,20 @@ export class BudgetLedger {
       }
       return { id, items, held, expiresAt };
     });
+  }
+
+  /**
+   * Whether no budget applies to `scope`: remembered for `NO_BUDGET_TTL_MS` (src/budgets/budgets.ts
+   * {@link NoBudgetMemo}), else one plain read, not a transaction (three round trips on
+   * PostgreSQL). A budget created right after the read is one created after the call.
+   */
+  async #noneApplies(scope: BudgetScope, now: Date): Promise<boolean> {
+    const key = scopeKey(scope);
+    if (this.#none.has(key, now.getTime())) return true;
+    const generation = this.#none.generation;
+    if ((await applicableBudgets(this.#store, scope)).length > 0) return false;
+    this.#none.remember(key, generation, now.getTime());
+    return true;
   }
 
   /**

@@ -22,7 +22,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Agent } from 'undici';
 import { BadGateway, GatewayTimeout, PayloadTooLarge } from '../errors/index.js';
@@ -85,7 +85,19 @@ export interface UpstreamResponse {
   status: number;
   headers: Record<string, string | string[]>;
   body: Readable | undefined;
+  /**
+   * The whole body, already read and redacted, in place of `body` ({@link Forwarder.shapeWhole}):
+   * written to the agent in one write with the response head, with its length.
+   */
+  bytes?: Buffer;
 }
+
+/**
+ * Bodies at most this long (declared `content-length`, no content coding) are read whole before
+ * answering: one write to the agent with their length, instead of a chunked stream (issue 16:
+ * two writes and two stream pipelines per call).
+ */
+export const WHOLE_BODY_MAX_BYTES = 64 * 1024;
 
 export interface ShapeOptions {
   /** Credential values to redact wherever they appear, in any encoding ./redact.ts knows: the secrets and the injected header values. */
@@ -134,29 +146,40 @@ export class Forwarder {
     }
   }
 
+  /**
+   * {@link shape}, except that a small body framed by its length (declared `content-length` at
+   * most {@link WHOLE_BODY_MAX_BYTES} and the gateway's limit, no content coding) is read whole
+   * and redacted in memory ({@link UpstreamResponse.bytes}, `content-length` set to the redacted
+   * length): the agent gets head and body in one write. Anything else streams as {@link shape}.
+   *
+   * @throws BadGateway (502) when the upstream fails before the whole body arrived (nothing was
+   *   sent to the agent yet), or as {@link shape}.
+   */
+  async shapeWhole(res: UpstreamResponse, options: ShapeOptions): Promise<UpstreamResponse> {
+    const declared = Number(res.headers['content-length']);
+    const encoding = String(res.headers['content-encoding'] ?? 'identity').toLowerCase().trim();
+    if (!res.body || bodyless(res.status, options.method) || (encoding !== 'identity' && encoding !== '')
+      || !(declared >= 0 && declared <= Math.min(WHOLE_BODY_MAX_BYTES, this.#o.maxResponseBytes))) {
+      return this.shape(res, options);
+    }
+    const redactor = new Redactor(options.secrets);
+    const headers = shapeHeaders(res, options, redactor);
+    const bytes = redactor.redact(await readWhole(res.body, declared), REDACTED);
+    headers['content-length'] = String(bytes.length);
+    return { status: res.status, headers, body: undefined, bytes };
+  }
+
   /** Filters headers and wraps the body (decode, size limit, redaction). */
   shape(res: UpstreamResponse, options: ShapeOptions): UpstreamResponse {
-    const headers: Record<string, string | string[]> = {};
-    const named = connectionTokens(res.headers.connection);
-    const dropped = new Set([...STRIP_RESPONSE, ...named, ...options.credentialHeaders.map((h) => h.toLowerCase())]);
     // Built once per response: headers and every body chunk share the needles.
     const redactor = new Redactor(options.secrets);
-    for (const [name, value] of Object.entries(res.headers)) {
-      // The upstream's CORS is not Deputy's: Deputy's origin answers cross-origin by its own rules (src/http/cors.ts).
-      if (dropped.has(name) || name.startsWith('access-control-')) continue;
-      headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, redactor)) : redactText(value, redactor);
-    }
-    if (typeof headers.location === 'string') {
-      const rewritten = options.rewriteLocation(headers.location);
-      if (rewritten !== undefined) headers.location = rewritten;
-    }
+    const headers = shapeHeaders(res, options, redactor);
     const declared = Number(res.headers['content-length']);
     if (Number.isFinite(declared) && declared > this.#o.maxResponseBytes) {
       res.body?.destroy();
       throw new BadGateway(`the upstream response (${declared} bytes) exceeds the gateway limit of ${this.#o.maxResponseBytes} bytes`);
     }
-    const noBody = options.method === 'HEAD' || res.status === 204 || res.status === 304 || (res.status >= 100 && res.status < 200);
-    if (noBody || !res.body) {
+    if (bodyless(res.status, options.method) || !res.body) {
       res.body?.resume();
       return { status: res.status, headers, body: undefined };
     }
@@ -175,13 +198,76 @@ export class Forwarder {
     if (!redactor.empty) stages.push(new SecretScrubber(redactor));
     // Decoding and redaction change the length: the response is re-framed (chunked).
     if (stages.length > 2) delete headers['content-length'];
-    const body = pipeline(stages as unknown as [NodeJS.ReadableStream, NodeJS.ReadWriteStream], () => {}) as unknown as Readable;
-    return { status: res.status, headers, body };
+    return { status: res.status, headers, body: chained(stages as Readable[]) };
   }
 
   async close(): Promise<void> {
     await this.#agent.close();
   }
+}
+
+/** Whether a response to `method` with `status` has no body (RFC 9110 §6.4.1). */
+function bodyless(status: number, method: string): boolean {
+  return method === 'HEAD' || status === 204 || status === 304 || (status >= 100 && status < 200);
+}
+
+/**
+ * The response headers the agent gets: hop-by-hop, credential-bearing and CORS fields removed,
+ * values redacted, `Location` under the upstream base rewritten to the gateway.
+ */
+function shapeHeaders(res: UpstreamResponse, options: ShapeOptions, redactor: Redactor): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {};
+  const named = connectionTokens(res.headers.connection);
+  const dropped = new Set([...STRIP_RESPONSE, ...named, ...options.credentialHeaders.map((h) => h.toLowerCase())]);
+  for (const [name, value] of Object.entries(res.headers)) {
+    // The upstream's CORS is not Deputy's: Deputy's origin answers cross-origin by its own rules (src/http/cors.ts).
+    if (dropped.has(name) || name.startsWith('access-control-')) continue;
+    headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, redactor)) : redactText(value, redactor);
+  }
+  if (typeof headers.location === 'string') {
+    const rewritten = options.rewriteLocation(headers.location);
+    if (rewritten !== undefined) headers.location = rewritten;
+  }
+  return headers;
+}
+
+/** A body of `declared` bytes, read whole; 502 when the upstream fails or sends a different length. */
+async function readWhole(body: Readable, declared: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  try {
+    for await (const chunk of body) {
+      chunks.push(chunk as Buffer);
+      length += (chunk as Buffer).length;
+    }
+  } catch (err) {
+    throw upstreamError(err);
+  }
+  if (length !== declared) throw new BadGateway('the upstream response body does not match its declared length');
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
+}
+
+/**
+ * `stages` piped one into the next; the last is returned. An error or early close anywhere
+ * destroys them all (what `stream.pipeline` does, without its per-call `AbortController`, whose
+ * abort at the end builds an `AbortError` with a stack trace: issue 16).
+ */
+export function chained(stages: readonly Readable[]): Readable {
+  const last = stages.at(-1)!;
+  if (stages.length === 1) return last;
+  const destroyAll = (err?: Error | null) => {
+    for (const s of stages) if (!s.destroyed) s.destroy(err ?? undefined);
+  };
+  for (let i = 0; i < stages.length; i++) {
+    const stage = stages[i]!;
+    if (i + 1 < stages.length) stage.pipe(stages[i + 1] as unknown as NodeJS.WritableStream);
+    stage.on('error', destroyAll);
+  }
+  // The consumer went away (or the last stage was destroyed) before the end: stop the upstream.
+  last.once('close', () => {
+    if (!last.readableEnded) destroyAll(new Error('the response stream closed early'));
+  });
+  return last;
 }
 
 /** The upstream request headers: the agent's, filtered, with the credential set last. */

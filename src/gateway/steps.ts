@@ -154,7 +154,7 @@ export function forwardUpstream(options: ForwardOptions): Step<ForwardInput, Res
         { reqId: call.requestId, connection: connection.id, agent: principal.agentId, user: principal.userId, chain: principal.chain, action: ctx.action.name, method: call.method, upstreamStatus: res.status },
         'gateway call',
       );
-      const response = shapeResponse(forwarder, res, ctx, url, options.audienceOf(connection.id));
+      const response = await shapeResponse(forwarder, res, ctx, url, options.audienceOf(connection.id));
       return { response, ended: () => streamEnding(response.body) };
     },
   };
@@ -187,10 +187,13 @@ async function credentialRefused(res: UpstreamResponse, credential: Credential, 
   throw new BadGateway(`the upstream of connection "${connection.id}" refused Deputy's credential for it`);
 }
 
-/** Headers filtered, the credential redacted, `Location` under the base rewritten to the gateway. */
-function shapeResponse(forwarder: Forwarder, res: UpstreamResponse, { call, connection, credential, admission }: ForwardInput, url: URL, gatewayBase: string): UpstreamResponse {
+/**
+ * Headers filtered, the credential redacted, `Location` under the base rewritten to the gateway;
+ * a small body read whole (one write to the agent), a larger one streamed (./forward.ts `shapeWhole`).
+ */
+async function shapeResponse(forwarder: Forwarder, res: UpstreamResponse, { call, connection, credential, admission }: ForwardInput, url: URL, gatewayBase: string): Promise<UpstreamResponse> {
   const base = new URL(connection.settings.baseUrl);
-  const shaped = forwarder.shape(res, {
+  const shaped = await forwarder.shapeWhole(res, {
     // The header value too (`Bearer <token>`): its encodings differ from the bare secret's.
     secrets: [...credential.secrets, ...credential.headers.map(([, value]) => value)],
     credentialHeaders: credential.headers.map(([n]) => n),

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { pipeline } from 'node:stream';
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type Koa from 'koa';
 import { NotFound } from '../errors/index.js';
 import type { GatewayCall } from '../gateway/index.js';
@@ -58,13 +59,28 @@ export function streamedPepMiddleware(options: StreamedPepOptions): Koa.Middlewa
     ctx.status = res.status;
     ctx.respond = false;
     ctx.res.writeHead(res.status, options.echoRequestId ? { ...res.headers, 'x-request-id': requestId } : res.headers);
+    // A body read whole goes out with the head in one write (src/gateway/forward.ts `shapeWhole`).
     if (!res.body) {
-      ctx.res.end();
+      ctx.res.end(res.bytes);
       return;
     }
-    pipeline(res.body, ctx.res, (err) => {
-      // Headers are gone: a body that fails midway (upstream reset, size limit) can only be cut off.
-      if (err) ctx.state.log.warn({ err: { message: err.message } }, `${options.prefix} response stream ended early`);
-    });
+    streamBody(res.body, ctx.res, (err) => ctx.state.log.warn({ err: { message: err.message } }, `${options.prefix} response stream ended early`));
   };
+}
+
+/**
+ * Pipes `body` to the agent. Headers are gone: a body that fails midway (upstream reset, size
+ * limit) can only be cut off, and an agent that goes away stops the body. `pipe()` and two
+ * listeners rather than `stream.pipeline`, whose per-call `AbortController` builds an
+ * `AbortError` with a stack trace each time it finishes (issue 16).
+ */
+function streamBody(body: Readable, res: ServerResponse, onError: (err: Error) => void): void {
+  body.on('error', (err) => {
+    onError(err);
+    res.destroy();
+  });
+  res.once('close', () => {
+    if (!body.readableEnded) body.destroy();
+  });
+  body.pipe(res);
 }

@@ -258,6 +258,25 @@ describe('gateway: the upstream gets the credential, the agent never does', () =
     expect((await big.arrayBuffer()).byteLength).toBe(5 * 1024 * 1024);
   });
 
+  it('a small body with a declared length is answered whole with its redacted length; a larger one streams; one cut short is a 502', async () => {
+    const a = agents['agent-a']!;
+    const sized = await call(a, await tokenFor(a, 'echo'), 'echo', '/sized');
+    const text = await sized.text();
+    expect(text).not.toContain(API_KEY);
+    expect((JSON.parse(text) as Json).headers['x-api-key']).toBe('[redacted]');
+    // The redacted body is shorter than the upstream's: the length announced is the one sent.
+    expect(sized.headers.get('content-length')).toBe(String(Buffer.byteLength(text)));
+    expect(sized.headers.has('transfer-encoding')).toBe(false);
+    const small = await call(a, await tokenFor(a, 'echo'), 'echo', '/big?bytes=1000');
+    expect([small.headers.get('content-length'), (await small.arrayBuffer()).byteLength]).toEqual(['1000', 1000]);
+    const larger = await call(a, await tokenFor(a, 'echo'), 'echo', `/big?bytes=${64 * 1024 + 1}`);
+    expect(larger.headers.get('transfer-encoding')).toBe('chunked');
+    expect((await larger.arrayBuffer()).byteLength).toBe(64 * 1024 + 1);
+    const cut = await call(a, await tokenFor(a, 'echo'), 'echo', '/truncated');
+    expect(cut.status).toBe(502);
+    expect(await json(cut)).toMatchObject({ error: 'bad_gateway' });
+  });
+
   it('refuses a declared body over the gateway limit (413) and an announced response over it (502)', async () => {
     const a = agents['agent-a']!;
     const before = up.requests.length;

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BudgetExceeded, BudgetLedger, BudgetStore, type Amounts, type BudgetDefinition, type BudgetScope, type Reservation } from '../../src/budgets/index.js';
+import { BudgetExceeded, BudgetLedger, BudgetStore, NO_BUDGET_TTL_MS, type Amounts, type BudgetDefinition, type BudgetScope, type Reservation } from '../../src/budgets/index.js';
 import type { Store } from '../../src/store/index.js';
 
 /** A movable clock: windows and expiry without waiting. */
@@ -126,6 +126,31 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       expect(await l.settle(abandoned, { requests: 1 })).toEqual([{ budgetId: id, unit: 'requests', charged: 0, uncharged: 1 }]);
       await l.settle(fresh, { requests: 1 });
       expect(await counters(one(), l, id)).toMatchObject({ spent: 1, reserved: 0 });
+    });
+
+    it('a call no budget applies to is remembered for the bound; a budget created or changed through this instance applies at once, through another within the bound', async () => {
+      const c = clock();
+      const s = scope();
+      const l = ledger(one(), c.now);
+      expect((await l.reserve(s, { requests: 1 })).items).toEqual([]);
+      // Through this instance: the next call is held at once.
+      const id = await define(one(), { agent: s.agents[0], unit: 'requests', window: 'total', limit: 1 });
+      expect((await l.reserve(s, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([id]);
+      await expect(l.reserve(s, { requests: 1 })).rejects.toBeInstanceOf(BudgetExceeded);
+      // A change that widens a budget to a scope remembered as free applies at once too.
+      const widened = scope();
+      expect((await l.reserve(widened, { requests: 1 })).items).toEqual([]);
+      await new BudgetStore(one()).update(id, { agent: widened.agents[0] });
+      await expect(l.reserve(widened, { requests: 1 })).rejects.toBeInstanceOf(BudgetExceeded); // its one request is held above
+      if (one() === two()) return; // one instance (PGlite): there is no other
+      // Through another instance: remembered until the bound, applied from then on.
+      const free = scope();
+      expect((await l.reserve(free, { requests: 1 })).items).toEqual([]);
+      const elsewhere = await define(two(), { agent: free.agents[0], unit: 'requests', window: 'total', limit: 5 });
+      c.advance(NO_BUDGET_TTL_MS - 1);
+      expect((await l.reserve(free, { requests: 1 })).items).toEqual([]);
+      c.advance(1);
+      expect((await l.reserve(free, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([elsewhere]);
     });
 
     it('a budget on an agent covers what it delegates; a model budget applies to that model only', async () => {

@@ -8,6 +8,8 @@
  *   injected credential on purpose: the gateway must redact it from what the agent gets.
  * - `…/upload` — consumes the body; answers its byte length and SHA-256.
  * - `…/big?bytes=N` — N bytes of `x`, streamed in 64 KiB chunks.
+ * - `…/sized` — the JSON echo with its `Content-Length` (a body the gateway may read whole).
+ * - `…/truncated` — declares 100 bytes, sends 10, then resets the connection.
  * - `…/gzip` — a gzip-encoded JSON echo (despite `Accept-Encoding: identity`).
  * - `…/headers` — hop-by-hop, cookie, challenge and CORS (credentialed) headers, plus `X-Upstream: kept`.
  * - `…/redirect` — 302 to `…/echo/next` with the request's query (a query-parameter key included).
@@ -140,6 +142,15 @@ export async function startMockUpstream(): Promise<MockUpstream> {
         };
         return pump();
       }
+      case 'sized': {
+        const sized = Buffer.from(JSON.stringify(echo));
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(sized.length) });
+        return void res.end(sized);
+      }
+      case 'truncated':
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '100' });
+        res.write('0123456789');
+        return void setTimeout(() => res.socket?.destroy(), 20);
       case 'gzip':
         res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
         return void res.end(gzipSync(JSON.stringify(echo)));

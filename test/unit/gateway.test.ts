@@ -3,10 +3,11 @@
  * matching, path checks, request header filtering, connection configuration, the PDP mapping,
  * and the token cache's single flight.
  */
-import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { PassThrough, Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { matchRoute, ScopeAuthorizer, type GatewayAuthorizationRequest } from '../../src/gateway/authorizer.js';
-import { redactText, SecretScrubber, upstreamHeaders } from '../../src/gateway/forward.js';
+import { chained, redactText, SecretScrubber, upstreamHeaders } from '../../src/gateway/forward.js';
 import { upstreamPath } from '../../src/gateway/gateway.js';
 import { MIN_DERIVED_LENGTH, Redactor } from '../../src/gateway/redact.js';
 import { AllOf, PdpGatewayAuthorizer } from '../../src/gateway/pdp-authorizer.js';
@@ -313,5 +314,28 @@ describe('token cache', () => {
     expect(useUntil(100, 0)).toBe((100 - 10) * 1000);
     expect(useUntil(20, 0)).toBe((20 - 5) * 1000);
     expect(useUntil(undefined, 0)).toBe((300 - 30) * 1000);
+  });
+});
+
+describe('chained response stages (stream.pipeline without its per-call AbortController)', () => {
+  it('passes the bytes through every stage to the end', async () => {
+    const out = chained([Readable.from([Buffer.from('ab'), Buffer.from('cd')]), new PassThrough(), new SecretScrubber(['bc'])]);
+    const chunks: Buffer[] = [];
+    for await (const c of out) chunks.push(c as Buffer);
+    expect(Buffer.concat(chunks).toString()).toBe('a[redacted]d');
+  });
+
+  it('an error in any stage destroys them all; a consumer that goes away stops the source', async () => {
+    const source = new PassThrough();
+    const middle = new PassThrough();
+    const out = chained([source, middle, new PassThrough()]);
+    middle.destroy(new Error('size limit'));
+    await expect(finished(out)).rejects.toThrow('size limit');
+    expect(source.destroyed).toBe(true);
+    const upstream = new PassThrough();
+    const last = chained([upstream, new PassThrough()]);
+    last.destroy();
+    await new Promise((r) => setImmediate(r));
+    expect(upstream.destroyed).toBe(true);
   });
 });

@@ -1,0 +1,217 @@
+/**
+ * `npx tsx scripts/bench/gateway-probe.ts [--store pglite|postgres] [--seconds N] [--phases idle,c1,c8,r10,r50]`
+ *
+ * A targeted probe of the HTTP gateway's per-call cost (issue 16, fourth round), not a bench:
+ * one Deputy child process with the bench's counters and gateway configuration
+ * (deputy-process.ts), one upstream (floor-process.ts), and a load driver in this process that
+ * runs phases back to back against the same server:
+ * - `idle` — no requests: what the process burns on its own;
+ * - `cN` — closed loop, N connections (as the bench);
+ * - `rN` — open loop at N requests per second on one connection (a light load: if nothing
+ *   else runs, CPU per request equals the closed loop's at high concurrency).
+ * Each phase reports requests, server CPU per request and per second, and the CPU of each of
+ * the server's threads (`/proc/<pid>/task/<tid>/stat`, by thread name: main, libuv worker, V8
+ * workers…), so per-request work can be told from per-wake-up and background work. Every DPoP
+ * proof is built before its phase starts. `BENCH_CPU_PROF=<dir>` profiles the server process;
+ * `DATABASE_URL` is needed for `--store postgres`. Linux only (procfs).
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
+import { Pool } from 'undici';
+import { createTestDatabase } from '../../test/support/database.js';
+import { startMockIdp } from '../../test/support/mock-idp.js';
+import { freePort } from '../../test/support/net.js';
+import type { CounterSnapshot } from './counters.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const TICK_MS = 10; // procfs clock ticks (USER_HZ = 100 on Linux)
+
+async function startChild(entry: string, env: Record<string, string>): Promise<{ child: ChildProcess; ready: string[] }> {
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, entry)], { env: { ...process.env, ...env, NODE_ENV: 'production' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const ready = await new Promise<string[]>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('READY '));
+      if (line) resolve(line.split(' ').slice(1));
+    });
+    child.once('exit', (code) => reject(new Error(`${entry} exited (${code})`)));
+  });
+  return { child, ready };
+}
+
+/** CPU ticks per thread name (threads of the same name summed). */
+function threadTicks(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const key = /^\d+$/.test(name) || name === 'node' ? 'main' : name.replace(/\d+$/, '#');
+      out.set(key, (out.get(key) ?? 0) + Number(fields[11]) + Number(fields[12])); // utime + stime
+      out.set('(system)', (out.get('(system)') ?? 0) + Number(fields[12]));
+      // Context switches: voluntary ones are the thread going to sleep (waiting for a socket, a lock).
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      for (const [field, label] of [['voluntary_ctxt_switches', '(sleeps)'], ['nonvoluntary_ctxt_switches', '(preempted)']] as const) {
+        out.set(label, (out.get(label) ?? 0) + Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / TICK_MS);
+      }
+    } catch {
+      // the thread ended between readdir and read
+    }
+  }
+  return out;
+}
+
+/**
+ * `perf record` of the server's on-CPU time (cpu-clock: sampled only while a thread runs, unlike
+ * the V8 profile, which on a loaded machine also books the time a preempted thread waited);
+ * resolves to a function that stops it.
+ */
+function perfRecord(pid: number, out: string): () => Promise<void> {
+  const perf = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '2000', '-g', '-p', String(pid), '-o', out], { stdio: 'ignore' });
+  return async () => {
+    const exited = new Promise((r) => perf.once('exit', r));
+    perf.kill('SIGINT');
+    await exited;
+  };
+}
+
+async function counters(url: string, path = ''): Promise<CounterSnapshot> {
+  return (await (await fetch(`${url}${path}`, { method: path ? 'POST' : 'GET' })).json()) as CounterSnapshot;
+}
+
+interface Client { privateKey: CryptoKey; jwks: { keys: JWK[] }; dpop: { privateKey: CryptoKey; jwk: JWK } }
+
+async function client(): Promise<Client> {
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+  const dpop = await generateKeyPair('ES256', { extractable: true });
+  return { privateKey, jwks: { keys: [{ ...(await exportJWK(publicKey)), alg: 'ES256', use: 'sig' }] }, dpop: { privateKey: dpop.privateKey, jwk: await exportJWK(dpop.publicKey) } };
+}
+
+async function proof(c: Client, htm: string, htu: string, token?: string): Promise<string> {
+  const ath = token ? { ath: createHash('sha256').update(token).digest('base64url') } : {};
+  return new SignJWT({ htm, htu, jti: randomUUID(), ...ath }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: c.dpop.jwk }).setIssuedAt().sign(c.dpop.privateKey);
+}
+
+interface Phase { name: string; connections: number; rate?: number; seconds: number }
+
+function phaseOf(spec: string, seconds: number): Phase {
+  if (spec === 'idle') return { name: spec, connections: 0, seconds };
+  if (spec.startsWith('c')) return { name: spec, connections: Number(spec.slice(1)), seconds };
+  if (spec.startsWith('r')) return { name: spec, connections: 1, rate: Number(spec.slice(1)), seconds };
+  throw new TypeError(`unknown phase ${spec}`);
+}
+
+/** Runs one phase; returns requests sent and the errors seen. */
+async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, string>>, path: string): Promise<{ requests: number; errors: number; sample?: string }> {
+  const deadline = performance.now() + phase.seconds * 1000;
+  let i = 0;
+  let errors = 0;
+  let sample: string | undefined;
+  const one = async () => {
+    const h = headers[i++];
+    if (!h) return false;
+    const res = await pool.request({ method: 'GET', path, headers: h });
+    const text = await res.body.text();
+    if (res.statusCode !== 200) {
+      errors += 1;
+      sample ??= `${res.statusCode} ${text.slice(0, 200)}`;
+    }
+    return true;
+  };
+  if (phase.connections === 0) await new Promise((r) => setTimeout(r, phase.seconds * 1000));
+  else if (phase.rate) {
+    const gap = 1000 / phase.rate;
+    let next = performance.now();
+    while (performance.now() < deadline) {
+      if (!(await one())) break;
+      next += gap;
+      const wait = next - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+  } else {
+    await Promise.all(Array.from({ length: phase.connections }, async () => {
+      while (performance.now() < deadline && (await one()));
+    }));
+  }
+  return { requests: i, errors, ...(sample ? { sample } : {}) };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on' }, perf: { type: 'string' } } });
+  const seconds = Number(values.seconds);
+  const phases = values.phases!.split(',').map((p) => phaseOf(p, seconds));
+  const idp = await startMockIdp({ alg: 'RS256' });
+  const upstream = await startChild('floor-process.ts', {});
+  const database = values.store === 'postgres' ? await createTestDatabase() : { url: undefined, drop: async () => {} };
+  const agent = await client();
+  const port = await freePort();
+  const issuer = `http://localhost:${port}`;
+  const gw = `${issuer}/gw/echo`;
+  const keysDir = mkdtempSync(join(tmpdir(), 'deputy-probe-keys-'));
+  const config = {
+    trustedIssuers: [idp.issuerConfig('okta')],
+    agents: [{ id: 'probe-agent', name: 'Probe agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [gw], jwks: agent.jwks }],
+    connections: [{ id: 'echo', kind: 'api_key', baseUrl: upstream.ready[0], allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'BENCH_ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
+    server: { port, host: '127.0.0.1' },
+    store: database.url ? { databaseUrl: database.url, poolSize: 10 } : { dataDir: 'memory://' },
+    keys: { dir: keysDir, generate: true },
+    log: { level: 'warn' },
+  };
+  // --perf: JIT symbols for perf (V8 writes /tmp/perf-<pid>.map).
+  const deputy = await startChild('deputy-process.ts', { ...(values.perf ? { NODE_OPTIONS: '--perf-basic-prof-only-functions' } : {}), BENCH_DEPUTY_CONFIG: JSON.stringify(config), BENCH_ECHO_KEY: 'bench-secret-value', ...(values.receipts === 'off' ? { BENCH_NO_RECEIPTS: '1' } : {}) });
+  const [url, , countersUrl] = deputy.ready as [string, string, string];
+  try {
+    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const assertion = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES256' }).setIssuer('probe-agent').setSubject('probe-agent').setAudience(issuer).setIssuedAt().setExpirationTime('60s').sign(agent.privateKey);
+    const res = await fetch(`${url}/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, 'POST', `${issuer}/token`) },
+      body: new URLSearchParams({
+        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        resource: gw, scope: 'deputy.read', client_id: 'probe-agent', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion,
+      }).toString(),
+    });
+    const token = ((await res.json()) as { access_token?: string }).access_token;
+    if (!token) throw new Error('exchange failed');
+    const pool = new Pool(url, { connections: 32, pipelining: 1 });
+    const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => ({ authorization: `DPoP ${token}`, dpop: await proof(agent, 'GET', `${gw}/items`, token) })));
+    await drive(pool, { name: 'warm', connections: 8, seconds: 2 }, await build(3000), '/gw/echo/items');
+    for (const phase of phases) {
+      const headers = phase.connections === 0 ? [] : await build(Math.ceil((phase.rate ?? 1500) * phase.seconds));
+      await counters(countersUrl, '/reset');
+      const before = threadTicks(deputy.child.pid!);
+      const perf = values.perf ? perfRecord(deputy.child.pid!, `${values.perf}.${phase.name}`) : undefined;
+      const t0 = performance.now();
+      const done = await drive(pool, phase, headers, '/gw/echo/items');
+      await perf?.();
+      const elapsed = (performance.now() - t0) / 1000;
+      const after = threadTicks(deputy.child.pid!);
+      const snap = await counters(countersUrl);
+      const threads = [...after].map(([k, v]) => [k, (v - (before.get(k) ?? 0)) * TICK_MS] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
+      const per = (n: number) => (done.requests ? (n / done.requests).toFixed(3) : '-');
+      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+    }
+    await pool.close();
+  } finally {
+    const exited = new Promise((r) => deputy.child.once('exit', r));
+    deputy.child.kill('SIGTERM');
+    await exited;
+    upstream.child.kill('SIGTERM');
+    await database.drop();
+    await idp.close();
+    rmSync(keysDir, { recursive: true, force: true });
+  }
+}
+
+await main();
