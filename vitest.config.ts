@@ -2,21 +2,22 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
 
 /**
- * The slowest files (measured: CPU seconds of a file run alone, Node 22, PGlite), started first so
+ * The slowest files (measured: per-file time in a full PGlite run, issue 16 fourth round), started first so
  * that the end of the run is not one long file on one worker while the other cores idle. CI starts
  * from an empty vitest cache, where vitest itself orders by file size, which says little about time.
  */
 const SLOWEST_FIRST = [
-  'test/features/data-dir-lock.test.ts',
   'test/features/readme-snippets.test.ts',
+  'test/features/data-dir-lock.test.ts',
+  'test/unit/pglite-open.test.ts',
   'test/features/keys.test.ts',
   'test/features/cli.test.ts',
-  'test/features/fuzz.test.ts',
-  'test/unit/pglite-open.test.ts',
-  'test/features/mcp-relay.test.ts',
-  'test/features/cors.test.ts',
-  'test/features/agent-deletion.test.ts',
   'test/features/mcp-budgets.test.ts',
+  'test/features/agent-deletion.test.ts',
+  'test/features/mcp-relay.test.ts',
+  'test/features/fuzz.test.ts',
+  'test/features/llm-gateway.test.ts',
+  'test/features/gateway.test.ts',
 ];
 
 /** vitest's order (failed, then longest, by its cache), with {@link SLOWEST_FIRST} ahead of it. */
