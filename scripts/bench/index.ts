@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--scale] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ * `npm run bench [-- --quick] [--scale] [--exchange-only] [--out FILE] [--markdown FILE] [--duration-ms N]`
  *
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
@@ -33,7 +33,7 @@ import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
-import type { Curve } from './scale.js';
+import type { ScaleReport } from './scale.js';
 import { freePort } from '../../test/support/net.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -49,6 +49,8 @@ interface Options {
   markdown: string | undefined;
   skipPdp: boolean;
   scale: boolean;
+  /** Only the grants (client_credentials, token exchange) and the exchange with receipts on / off: no gateways, no bare provider. */
+  exchangeOnly: boolean;
 }
 
 function options(): Options {
@@ -61,6 +63,7 @@ function options(): Options {
       concurrency: { type: 'string' },
       'skip-pdp': { type: 'boolean', default: false },
       scale: { type: 'boolean', default: false },
+      'exchange-only': { type: 'boolean', default: false },
     },
   });
   const quick = values.quick ?? false;
@@ -74,6 +77,7 @@ function options(): Options {
     markdown: values.markdown,
     skipPdp: values['skip-pdp'] ?? false,
     scale: values.scale ?? false,
+    exchangeOnly: values['exchange-only'] ?? false,
   };
 }
 
@@ -353,7 +357,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
         path: '/gw/echo/items',
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
       });
-      figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }));
+      if (!opts.exchangeOnly) figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -527,9 +531,12 @@ async function pdpBench(opts: Options): Promise<PdpReport | { error: string }> {
   return (childReport('pdp.ts', args) as Promise<PdpReport>).catch((err: Error) => ({ error: err.message }));
 }
 
-/** The scale curves (scale.ts); `{ error }` when its process failed. */
-async function scaleBench(opts: Options): Promise<{ curves: Curve[] } | { error: string }> {
-  return (childReport('scale.ts', opts.quick ? ['--quick'] : []) as Promise<{ curves: Curve[] }>).catch((err: Error) => ({ error: err.message }));
+/**
+ * The scale curves (scale.ts, which runs each curve in a process of its own and reports the ones
+ * that failed); `{ error }` when scale.ts itself failed.
+ */
+async function scaleBench(opts: Options): Promise<ScaleReport | { error: string }> {
+  return (childReport('scale.ts', opts.quick ? ['--quick'] : []) as Promise<ScaleReport>).catch((err: Error) => ({ error: err.message }));
 }
 
 async function httpFloor(opts: Options): Promise<Figure[]> {
@@ -651,12 +658,6 @@ async function main(): Promise<void> {
       } finally {
         await database.drop();
       }
-      const bareDb = name === 'postgres' ? await createTestDatabase() : database;
-      try {
-        figures.push(...(await bareProviderScenario(opts, name, bareDb)));
-      } finally {
-        if (bareDb !== database) await bareDb.drop();
-      }
       for (const receipts of [true, false]) {
         const db = name === 'postgres' ? await createTestDatabase() : database;
         try {
@@ -664,6 +665,13 @@ async function main(): Promise<void> {
         } finally {
           if (db !== database) await db.drop();
         }
+      }
+      if (opts.exchangeOnly) continue;
+      const bareDb = name === 'postgres' ? await createTestDatabase() : database;
+      try {
+        figures.push(...(await bareProviderScenario(opts, name, bareDb)));
+      } finally {
+        if (bareDb !== database) await bareDb.drop();
       }
       const db = name === 'postgres' ? await createTestDatabase() : database;
       try {
@@ -686,7 +694,7 @@ async function main(): Promise<void> {
     await stopProcess(upstream.child);
     const pdp = opts.skipPdp ? undefined : await pdpBench(opts);
     const scaleRun = opts.scale ? await scaleBench(opts) : undefined;
-    const scale = scaleRun && 'curves' in scaleRun ? scaleRun.curves : undefined;
+    const scale = scaleRun && 'curves' in scaleRun ? scaleRun : undefined;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -696,13 +704,15 @@ async function main(): Promise<void> {
       figures,
       ratios: ratios(figures),
       ...(pdp ? { pdp } : {}),
-      ...(scale ? { scale } : {}),
+      ...(scale ? { scale: scale.curves, scaleFailures: scale.failures, scaleV8Flags: scale.v8Flags, scaleSeconds: scale.seconds } : {}),
       ...(scaleRun && 'error' in scaleRun ? { scaleError: scaleRun.error } : {}),
       elapsedMs: Date.now() - startedAt,
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
-    const scaleSummary = scale ? `\n${(await import('./scale.js')).scaleMarkdown(scale)}\n` : results.scaleError ? `\nScale curves failed: ${results.scaleError}\n` : '';
+    const scaleSummary = scale
+      ? `\n${(await import('./scale.js')).scaleMarkdown(scale.curves, scale.failures)}\n\nScale curves: V8 flags ${scale.v8Flags.join(' ') || 'none'}, ${scale.seconds} s.\n`
+      : results.scaleError ? `\nScale curves failed: ${results.scaleError}\n` : '';
     const summary = `${markdown(results)}${scaleSummary}`;
     if (opts.markdown) writeFileSync(opts.markdown, summary);
     process.stdout.write(`${summary}\nresults written to ${opts.out}\n`);

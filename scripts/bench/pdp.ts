@@ -41,8 +41,10 @@ const { values } = parseArgs({
 const quick = values.quick ?? false;
 const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1500 : 4000;
 const concurrency = values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32];
-/** BENCH_PDP_ONLY=<substring>: run only the scenarios whose name contains it (profiling). */
-const only = process.env.BENCH_PDP_ONLY;
+/** BENCH_PDP_ONLY=<substring>[,<substring>…]: run only the scenarios whose name contains one of them (profiling). */
+const only = process.env.BENCH_PDP_ONLY?.split(',');
+/** BENCH_PDP_CACHE=on|off: run only that half (profiling one path); default both. */
+const cacheModes = process.env.BENCH_PDP_CACHE === 'on' ? [true] : process.env.BENCH_PDP_CACHE === 'off' ? [false] : [true, false];
 
 async function startDeputy(config: object): Promise<{ child: ChildProcess; url: string; issuer: string; counters: string }> {
   // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of the server process there (`--cpu-prof`).
@@ -108,7 +110,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const floor = await cedarFloor();
   try {
-    for (const cache of [true, false]) {
+    for (const cache of cacheModes) {
       const config = {
         server: { port: 0, host: '127.0.0.1', bodyLimitBytes: 1024 * 1024 },
         store: { dataDir: 'memory://' },
@@ -152,7 +154,7 @@ async function main(): Promise<void> {
           ['batch 100', 'one-link', 100],
           ['batch 100', 'three-link', 100],
         ];
-        for (const [name, subject, batch] of scenarios.filter(([n, sub]) => !only || `${n} ${sub}`.includes(only))) {
+        for (const [name, subject, batch] of scenarios.filter(([n, sub]) => !only || only.some((o) => `${n} ${sub}`.includes(o)))) {
           const probe = await fetch(`${deputy.url}/access/v1/evaluation`, { method: 'POST', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) });
           const verdict = (await probe.json()) as { decision?: boolean };
           if (verdict.decision !== true) throw new Error(`scenario ${name}/${subject} is not a permit: ${JSON.stringify(verdict)}`);

@@ -17,7 +17,7 @@
  * @module
  */
 import type { OnceKey } from '../oauth/adapter.js';
-import type { Queryable } from '../store/index.js';
+import type { Queryable, StatementPart } from '../store/index.js';
 import { genesisHash, type SignedReceipt } from './receipt.js';
 
 /** The last receipt of a chain: its `seq` (0 for an empty chain) and hash (genesis when empty). */
@@ -105,17 +105,25 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
 
 /**
  * One statement, all or nothing: if `agent`'s head is still `expected` (for `seq` 0: no head row,
- * or the genesis row), records every `once` key (insert-or-fail, as `recordEachOnce`), inserts
- * `receipts` (consecutive, signed after `expected`) and moves the head to the last of them.
+ * or the genesis row), records every `once` key (insert-or-fail, as `recordEachOnce`), runs every
+ * write of `parts`, inserts `receipts` (consecutive, signed after `expected`) and moves the head
+ * to the last of them.
  *
  * The head row is the serialisation point: the conditional `UPDATE` (from genesis: an upsert)
  * locks it, and its `WHERE` is checked again against the latest committed version after waiting
  * for a concurrent writer (PostgreSQL §13.2.1, read committed; `ON CONFLICT DO UPDATE` is an
  * atomic insert or update), so of two appenders that expected the same head one moves it and the
- * other writes nothing. A head row that is missing is never created past genesis. The keys and receipts are written only when the head moved (they read its `RETURNING`
- * row). If a key was recorded already, the receipts' `seq` is set to 0, which fails
- * `receipts_seq_check` and so undoes the whole statement: no key is spent without its receipt,
- * and no receipt is written for a replay. `once` keys must be distinct.
+ * other writes nothing. A head row that is missing is never created past genesis. The keys and
+ * receipts are written only when the head moved (they read its `RETURNING` row). If a key was
+ * recorded already, the receipts' `seq` is set to 0, which fails `receipts_seq_check` and so
+ * undoes the whole statement: no key is spent without its receipt, and no receipt is written for
+ * a replay. `once` keys must be distinct.
+ *
+ * `parts`: other modules' writes attested by these receipts (the token exchange's token record
+ * and vault row), each an `INSERT` (no `RETURNING`) that must write exactly one row. They run in
+ * the same statement whatever the head; if one writes no row, or the head had moved, the
+ * receipts' `seq` is 0 and the statement undoes itself as above. With parts, `recorded` thus
+ * also means "a part refused or the head moved": the caller tells them apart by reading the head.
  *
  * @returns `written`, `moved` or `recorded` ({@link ConditionalAppend})
  * @throws the store's error for anything else (connection lost: {@link StoreUnavailableError})
@@ -126,9 +134,33 @@ export async function appendIfHead(
   expected: ChainHead,
   receipts: readonly SignedReceipt[],
   once: readonly OnceKey[] = [],
+  parts: readonly StatementPart[] = [],
 ): Promise<ConditionalAppend> {
   const last = receipts[receipts.length - 1];
   if (!last) return 'written';
+  const params: unknown[] = [
+    agent,
+    last.seq,
+    last.hash,
+    expected.seq,
+    expected.hash,
+    once.map((k) => k.namespace),
+    once.map((k) => k.key),
+    once.map((k) => Math.max(1, Math.ceil(k.ttlSeconds))),
+    receipts.map((r) => r.seq),
+    receipts.map((r) => r.id),
+    receipts.map((r) => r.hash),
+    receipts.map((r) => r.prev),
+    receipts.map((r) => r.jws),
+  ];
+  const writes = parts.map((part, i) => {
+    const sql = `w${i} AS (${part.sql(params.length + 1)} RETURNING 1),`;
+    params.push(...part.params);
+    return sql;
+  });
+  // Without parts the receipts are written only when the head moved; with parts, a head that did
+  // not move must undo the parts too, so the receipts are always inserted and their `seq` says.
+  const ok = ['(SELECT count(*) FROM spent) = cardinality($6::text[])', ...(parts.length ? ['EXISTS (SELECT 1 FROM moved)'] : []), ...parts.map((_, i) => `(SELECT count(*) FROM w${i}) = 1`)];
   try {
     const rows = await db.query<{ moved: number }>(
       `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
@@ -139,28 +171,15 @@ export async function appendIfHead(
          ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
            WHERE oidc_models.expires_at <= now()
          RETURNING 1),
+       ${writes.join('\n       ')}
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-         SELECT $1, CASE WHEN (SELECT count(*) FROM spent) = cardinality($6::text[]) THEN s ELSE 0 END, i, h, p, j
+         SELECT $1, CASE WHEN ${ok.join(' AND ')} THEN s ELSE 0 END, i, h, p, j
          FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[]) AS r(s, i, h, p, j)
-         WHERE EXISTS (SELECT 1 FROM moved)
+         ${parts.length ? '' : 'WHERE EXISTS (SELECT 1 FROM moved)'}
          RETURNING 1)
      SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`,
-      [
-        agent,
-        last.seq,
-        last.hash,
-        expected.seq,
-        expected.hash,
-        once.map((k) => k.namespace),
-        once.map((k) => k.key),
-        once.map((k) => Math.max(1, Math.ceil(k.ttlSeconds))),
-        receipts.map((r) => r.seq),
-        receipts.map((r) => r.id),
-        receipts.map((r) => r.hash),
-        receipts.map((r) => r.prev),
-        receipts.map((r) => r.jws),
-      ],
+      params,
     );
     return rows[0]?.moved === 1 ? 'written' : 'moved';
   } catch (err) {

@@ -4,7 +4,7 @@
  *
  * Two ways to append, both linear per agent (see `./chain.ts`):
  * - `append(input, tx)` inside the caller's transaction: the receipt commits or rolls back with
- *   what it attests (the token exchange records its token and its receipt atomically).
+ *   what it attests (the authorization code grant records its token and its receipt atomically).
  * - `append(input)` on its own: appends for one agent queue in this process and are written as
  *   a group, one statement per group (group commit). The first append starts at once, so a
  *   lone append waits for nothing; appends that arrive while a write is in flight share the next.
@@ -12,6 +12,10 @@
  *   each append's once-key (the gateway's DPoP proof `jti`); an append whose key was recorded
  *   already writes nothing and rejects with {@link AlreadyRecorded}. One commit — on PostgreSQL
  *   one WAL flush — spends the proof and records the decision.
+ * - `appendWith(input, writes)`: the same group commit carrying the writes the receipt attests
+ *   (the token exchange's `jti`s, token record and vault row) in the group's statement, all or
+ *   nothing; when that statement refuses, each such append is decided alone in a locked
+ *   transaction (`writes.inTransaction`) that throws the caller's own error.
  *
  * Optimistic head: this instance remembers the head it last wrote for each agent (the group
  * writer already serialises one agent's appends within the process), signs the next receipts
@@ -28,7 +32,7 @@
 import { randomUUID } from 'node:crypto';
 import { onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
 import { observeReceiptAppend } from '../observability/instrument.js';
-import type { Queryable, Store } from '../store/index.js';
+import type { Queryable, StatementPart, Store } from '../store/index.js';
 import { appendIfHead, appendLocked, lockHead, readById, readHead, readRange, type ChainHead } from './chain.js';
 import { assertReceiptInput, genesisHash, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
 
@@ -44,6 +48,32 @@ export interface ReceiptAppender {
    * appenders that cannot; callers then record the key themselves first.
    */
   appendOnce?(input: ReceiptInput, once: OnceKey): Promise<AppendedReceipt>;
+  /**
+   * Appends the receipt together with the writes it attests ({@link AttestedWrites}: once-keys and
+   * rows of other modules), group-committed like {@link append}: all of them or nothing, and the
+   * receipt is durable when this resolves. Rejects with what `writes.inTransaction` throws (a
+   * replayed key, a refused row), having written nothing. Absent on appenders that cannot; callers
+   * then write in a transaction of their own with `append(input, tx)`.
+   */
+  appendWith?(input: ReceiptInput, writes: AttestedWrites): Promise<AppendedReceipt>;
+}
+
+/**
+ * What a receipt attests, written with it by {@link ReceiptAppender.appendWith} (the token
+ * exchange: its proof and client assertion `jti`s, its token record and the upstream token's
+ * vault row). Two forms of the same writes, because the group writer first tries one statement
+ * for a whole group and falls back, per append, to a transaction when that statement refuses.
+ */
+export interface AttestedWrites {
+  /** Single-use keys recorded with the receipt (distinct). */
+  once: readonly OnceKey[];
+  /** `INSERT`s (no `RETURNING`) each of which must write exactly one row, else nothing is written. */
+  parts: readonly StatementPart[];
+  /**
+   * The same writes inside `tx`, before the receipt is appended there: throws (rolling `tx` back)
+   * with the error the caller is to see when one is refused — a replayed key, a refused row.
+   */
+  inTransaction(tx: Queryable): Promise<void>;
 }
 
 /** {@link ReceiptAppender.appendOnce}: the key was recorded already, so no receipt was written. */
@@ -81,9 +111,14 @@ interface Pending {
   input: ReceiptInput;
   /** Recorded in the group's transaction first; the receipt is written only if that succeeds. */
   once?: OnceKey;
+  /** Written with the receipt, all or nothing ({@link ReceiptAppender.appendWith}). */
+  writes?: AttestedWrites;
   resolve: (r: AppendedReceipt) => void;
   reject: (err: unknown) => void;
 }
+
+/** How one append of a group ended: its receipt (durable), or the error it is rejected with. */
+type Outcome = { pending: Pending; receipt: AppendedReceipt; error?: undefined } | { pending: Pending; receipt?: undefined; error: unknown };
 
 /**
  * Appends signed receipts to per-agent hash chains (DESIGN capability 4). Concurrent appends for one
@@ -122,10 +157,15 @@ export class ReceiptService implements ReceiptAppender {
     return observeReceiptAppend(() => this.#enqueue(input, once));
   }
 
-  #enqueue(input: ReceiptInput, once?: OnceKey): Promise<AppendedReceipt> {
+  async appendWith(input: ReceiptInput, writes: AttestedWrites): Promise<AppendedReceipt> {
+    assertReceiptInput(input);
+    return observeReceiptAppend(() => this.#enqueue(input, undefined, writes));
+  }
+
+  #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites): Promise<AppendedReceipt> {
     return new Promise<AppendedReceipt>((resolve, reject) => {
       const queue = this.#queues.get(input.agent) ?? [];
-      queue.push({ input, ...(once ? { once } : {}), resolve, reject });
+      queue.push({ input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), resolve, reject });
       this.#queues.set(input.agent, queue);
       if (!this.#writers.has(input.agent)) this.#writers.set(input.agent, this.#write(input.agent));
     });
@@ -172,10 +212,11 @@ export class ReceiptService implements ReceiptAppender {
         if (!queue || queue.length === 0) return;
         const group = queue.splice(0, this.#maxBatch);
         try {
-          const { admitted, refused, written } = await this.#writeGroup(agent, group);
           // Settled after the commit: a resolved append is durable, a refused one wrote nothing.
-          admitted.forEach((p, i) => p.resolve(written[i]!));
-          for (const p of refused) p.reject(new AlreadyRecorded(p.once!));
+          for (const o of await this.#writeGroup(agent, group)) {
+            if (o.receipt) o.pending.resolve(o.receipt);
+            else o.pending.reject(o.error);
+          }
         } catch (err) {
           for (const p of group) p.reject(err);
         }
@@ -188,24 +229,72 @@ export class ReceiptService implements ReceiptAppender {
 
   /**
    * Writes one group: optimistically (one statement, signed against the remembered head), or —
-   * when a once-key was recorded before, or the head kept moving — in one locked transaction.
+   * when a once-key was recorded before, an attested write refused, or the head kept moving — in
+   * locked transactions. Returns each append's outcome.
    */
-  async #writeGroup(agent: string, group: readonly Pending[]): Promise<{ admitted: Pending[]; refused: Pending[]; written: AppendedReceipt[] }> {
+  async #writeGroup(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
     const { firsts, repeats } = splitRepeats(group);
-    const once = firsts.flatMap((p) => (p.once ? [p.once] : []));
+    const written = await this.#writeOptimistic(agent, firsts);
+    if (!written) return this.#writeLocked(agent, group);
+    const outcomes: Outcome[] = firsts.map((pending, i) => ({ pending, receipt: written[i]! }));
+    for (const p of repeats) {
+      // A repeat of a key earlier in the group: refused whatever the store says, with the
+      // caller's own error when it attests writes (its transaction finds the key spent).
+      outcomes.push(p.writes ? await this.#writeAlone(agent, p) : { pending: p, error: new AlreadyRecorded(p.once!) });
+    }
+    return outcomes;
+  }
+
+  /** The group in one statement ({@link appendIfHead}); `undefined` when the locked path must decide. */
+  async #writeOptimistic(agent: string, firsts: readonly Pending[]): Promise<AppendedReceipt[] | undefined> {
+    const once = firsts.flatMap((p) => (p.once ? [p.once] : (p.writes?.once ?? [])));
+    const parts = firsts.flatMap((p) => p.writes?.parts ?? []);
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
       const signed = await this.#sign(agent, head, firsts.map((p) => p.input));
-      const outcome = await appendIfHead(this.#store, agent, head, signed, once);
-      if (outcome === 'written') return { admitted: firsts, refused: repeats, written: this.#wrote(agent, signed) };
-      if (outcome === 'recorded') break;
+      const outcome = await appendIfHead(this.#store, agent, head, signed, once, parts);
+      if (outcome === 'written') return this.#wrote(agent, signed);
       this.#heads.delete(agent);
+      if (outcome === 'moved') continue;
+      if (parts.length === 0) return undefined;
+      // With parts, `recorded` may also be a moved head: retry then, else let the locked path decide.
+      const now = await this.#readHead(agent);
+      if (now.seq === head.seq && now.hash === head.hash) return undefined;
+      this.#heads.set(agent, now);
     }
-    return this.#store.transaction(async (tx) => {
-      const { admitted, refused } = await this.#admit(tx, group);
-      const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input)) : [];
-      return { admitted, refused, written };
-    });
+    return undefined;
+  }
+
+  /**
+   * The locked path: the plain and once-keyed appends in one transaction (the replayed ones
+   * refused), then each append with attested writes in a transaction of its own, so that one
+   * refusal (its error) leaves the others written.
+   */
+  async #writeLocked(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
+    const plain = group.filter((p) => !p.writes);
+    const outcomes: Outcome[] = [];
+    if (plain.length > 0) {
+      outcomes.push(...(await this.#store.transaction(async (tx) => {
+        const { admitted, refused } = await this.#admit(tx, plain);
+        const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input)) : [];
+        return [...admitted.map((pending, i) => ({ pending, receipt: written[i]! })), ...refused.map((pending) => ({ pending, error: new AlreadyRecorded(pending.once!) }))];
+      })));
+    }
+    for (const p of group) if (p.writes) outcomes.push(await this.#writeAlone(agent, p));
+    return outcomes;
+  }
+
+  /** One append with its attested writes, in its own transaction (the head locked). */
+  async #writeAlone(agent: string, p: Pending): Promise<Outcome> {
+    try {
+      const receipt = await this.#store.transaction(async (tx) => {
+        await p.writes!.inTransaction(tx);
+        return (await this.#appendLocked(tx, agent, [p.input]))[0]!;
+      });
+      return { pending: p, receipt };
+    } catch (error) {
+      return { pending: p, error };
+    }
   }
 
   /**
@@ -282,19 +371,25 @@ export class ReceiptService implements ReceiptAppender {
   }
 }
 
+/** Every once-key an append records: its own (`appendOnce`) or its attested writes' (`appendWith`). */
+function keysOf(p: Pending): OnceKey[] {
+  return p.once ? [p.once] : [...(p.writes?.once ?? [])];
+}
+
 /**
  * Splits a group by once-key: the first append of each key (and every append without one), in
- * order, and the repeats of a key earlier in the same group — refused whatever the store says.
+ * order, and the appends sharing a key with one earlier in the same group — refused whatever the
+ * store says (one statement cannot record a key twice).
  */
 function splitRepeats(group: readonly Pending[]): { firsts: Pending[]; repeats: Pending[] } {
   const seen = new Set<string>();
   const firsts: Pending[] = [];
   const repeats: Pending[] = [];
   for (const p of group) {
-    const id = p.once && onceKeyId(p.once.namespace, p.once.key);
-    if (id !== undefined && seen.has(id)) repeats.push(p);
+    const ids = keysOf(p).map((k) => onceKeyId(k.namespace, k.key));
+    if (ids.some((id) => seen.has(id))) repeats.push(p);
     else {
-      if (id !== undefined) seen.add(id);
+      for (const id of ids) seen.add(id);
       firsts.push(p);
     }
   }

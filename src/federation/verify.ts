@@ -47,7 +47,8 @@
  * @see {@link https://www.rfc-editor.org/rfc/rfc8725 RFC 8725} (JWT best current practices)
  * @module
  */
-import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey, type ProtectedHeaderParameters } from 'jose';
+import { createHash } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, UnsecuredJWT, type FlattenedJWSInput, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type ProtectedHeaderParameters } from 'jose';
 import { checkClaimShapes } from './claims.js';
 import type { TrustedIssuerConfig } from './config.js';
 import { FederationError, refuse } from './errors.js';
@@ -80,6 +81,8 @@ type Trusted = Extract<IssuerMatch, { kind: 'trusted' }>;
  */
 export class FederationVerifier {
   readonly #issuers: readonly TrustedIssuer[];
+  /** Subject tokens whose signature verified (the same IdP token is exchanged many times). */
+  readonly #verified = new VerifiedSignatures();
 
   constructor(issuers: readonly TrustedIssuerConfig[]) {
     this.#issuers = issuers.map((config) => new TrustedIssuer(config));
@@ -118,13 +121,13 @@ export class FederationVerifier {
     const keys = await keysOf(issuer);
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, keys, {
+      payload = await this.#verified.verify(config.id, token, header, keys, {
         issuer: match.iss,
         audience: candidates.flatMap((k) => audienceOf(k, config) ?? []),
         algorithms: config.algorithms,
         clockTolerance: config.clockToleranceSeconds,
         requiredClaims: ['exp', 'sub'],
-      }));
+      });
     } catch (cause) {
       throw verificationError(cause, config, kind);
     }
@@ -212,6 +215,55 @@ export class FederationVerifier {
       throw err;
     }
   }
+}
+
+/** Subject tokens remembered at most (each entry: a digest, a key reference and a time). */
+const MAX_VERIFIED_SIGNATURES = 10_000;
+/** The protected header of an unsecured JWT, base64url: `{"alg":"none"}`. */
+const NONE_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
+
+/**
+ * Steps 9–11 with the signature verification (step 10) remembered: an agent exchanges the same
+ * IdP token many times in its lifetime (one exchange per audience, per sub-agent), and a
+ * signature that verified cannot stop verifying — unless the issuer's keys change.
+ *
+ * An entry is the SHA-256 of (trusted issuer id, token) with the key object that verified it, and
+ * lives until the token's `exp`. A hit still resolves the header's key from the issuer's current
+ * key set and counts only if it is the very same key object: a refetched JWK Set imports its keys
+ * anew, so any change of the issuer's keys (a key removed, rotated, or the set merely refetched)
+ * makes every entry verify again. Every claim check (`iss`, `aud`, `exp`, `nbf`, `iat`, required
+ * claims: jose's own `validateClaimsSet`, run here on the same claims set) still runs on every
+ * call, as do the checks after it (restricting claims, token-kind rules, identity mapping).
+ * Bounded at {@link MAX_VERIFIED_SIGNATURES} entries (cleared when full).
+ */
+class VerifiedSignatures {
+  readonly #entries = new Map<string, { key: unknown; untilMs: number }>();
+
+  /**
+   * jose's `jwtVerify(token, keys, options)` payload; the signature verified once per token.
+   * @throws what `jwtVerify` (or the key resolver) throws
+   */
+  async verify(issuerId: string, token: string, header: ProtectedHeaderParameters, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTPayload> {
+    const digest = createHash('sha256').update(issuerId).update('\0').update(token).digest('base64url');
+    const hit = this.#entries.get(digest);
+    if (hit && hit.untilMs > Date.now() && (await keys(header as JWTHeaderParameters, jwsParts(token))) === hit.key) {
+      // The same claims set, validated by jose's own rules and errors (as `jwtVerify` would).
+      return UnsecuredJWT.decode(`${NONE_HEADER}.${token.split('.')[1]}.`, options).payload;
+    }
+    if (hit) this.#entries.delete(digest);
+    const { payload, key } = await jwtVerify(token, keys, options);
+    if (typeof payload.exp === 'number') {
+      if (this.#entries.size >= MAX_VERIFIED_SIGNATURES) this.#entries.clear();
+      this.#entries.set(digest, { key, untilMs: payload.exp * 1000 });
+    }
+    return payload;
+  }
+}
+
+/** The compact JWS as the flattened input a key resolver is handed (RFC 7515 §7.2.2). */
+function jwsParts(token: string): FlattenedJWSInput {
+  const [protectedHeader, payload, signature] = token.split('.') as [string, string, string];
+  return { protected: protectedHeader, payload, signature };
 }
 
 /**

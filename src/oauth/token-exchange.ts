@@ -21,9 +21,10 @@
  *    from an agent's stored defaults (rows written before registration refused them).
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
  * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
- *    by ./oidc-provider/), then `recordIssued`: the token record (and the encrypted upstream
- *    token) and its `permit` receipt (src/audit) in one transaction, which first records the
- *    proof and client assertion `jti`s (`ExchangeInput.spends`): one commit per exchange. A failed
+ *    by ./oidc-provider/), then `recordIssued`: the proof and client assertion `jti`s
+ *    (`ExchangeInput.spends`), the token record (and the encrypted upstream token) and its
+ *    `permit` receipt (src/audit), all or nothing, in the statement of the agent's receipt group
+ *    writer (`ReceiptAppender.appendWith`): one commit per group of concurrent exchanges. A failed
  *    exchange writes nothing but those replay entries (spent by the caller whatever happens next,
  *    RFC 9449 §11.1) and, when policy refused it at step 7, a `deny` receipt.
  *
@@ -52,7 +53,7 @@ import type { Logger } from '../log.js';
 import type { Queryable, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
-import { recordOnce, spendEach, type SingleUse } from './adapter.js';
+import { findRecorded, recordOnce, spendEach, type SingleUse } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
@@ -301,9 +302,10 @@ function plainJwtType(typ: unknown): boolean {
 /**
  * Step 4: an `actor_token` (RFC 8693 §2.1) is a JWT the agent signed with one of its registered
  * keys (`iss` = `sub` = its client id, `aud` = Deputy, short-lived, single-use `jti`). It must
- * identify the authenticated client; the chain records the client either way.
+ * identify the authenticated client; the chain records the client either way. Returns its `jti`
+ * as a single-use value for the issuing write.
  */
-async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: string): Promise<void> {
+async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: string): Promise<SingleUse> {
   let payload;
   let header: JWTHeaderParameters;
   try {
@@ -320,10 +322,15 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
   }
   if (!plainJwtType(header.typ)) throw new InvalidGrant('actor_token must be a plain JWT (header typ absent or "JWT"), not another kind of token');
   const key = createHash('sha256').update(`${agent.id}\0${String(payload.jti)}`).digest('base64url');
-  if (!(await recordOnce(deps.store, 'ActorToken', key, 600))) {
-    throw new InvalidGrant('actor_token has already been used');
-  }
+  const item: SingleUse = { once: { namespace: ACTOR_TOKEN_NAMESPACE, key, ttlSeconds: 600 }, replayed: () => new InvalidGrant('actor_token has already been used') };
+  // Looked up now (a known replay is refused before any work), recorded with the token (step 8b)
+  // or, when the exchange fails, by `exchange` itself: spent once whatever happens.
+  if ((await findRecorded(deps.store, [item.once])).size > 0) throw item.replayed();
+  return item;
 }
+
+/** Where actor-token `jti`s are recorded (`oidc_models.model`). */
+const ACTOR_TOKEN_NAMESPACE = 'ActorToken';
 
 /**
  * Step 5: who may present this subject token. RFC 8693 §4.4 `may_act` names the party allowed
@@ -514,43 +521,66 @@ function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Pr
 }
 
 /**
- * Step 8b: one transaction — the encrypted upstream token (federated subjects), the token
- * record (chained to its parent), and the `permit` receipt.
+ * Step 8b: the writes the `permit` receipt attests — the proof and client assertion `jti`s, the
+ * encrypted upstream token (federated subjects) and the token record (chained to its parent) —
+ * and the receipt itself, all or nothing, before the token is returned: no receipt, no token; no
+ * token record, no receipt claiming one; a replayed `jti` writes nothing.
+ *
+ * Written by the receipt service's per-agent group writer (`ReceiptAppender.appendWith`): the
+ * exchanges of one agent arriving together share one statement and one commit, signed against
+ * the chain head with no lock held, so they no longer queue on the head row inside transactions
+ * of their own (issue 16). When that statement refuses (a replay, a disabled agent, a revoked
+ * parent), each exchange of the group is decided alone in a transaction that throws its own
+ * error. An appender without `appendWith` gets the one transaction of before.
  */
 async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, now: number, expiresIn: number): Promise<void> {
-  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
-  const parent = subject.kind === 'deputy' ? subject.record : undefined;
-  const { vault } = deps;
-  await deps.store.transaction(async (tx) => {
+  const { subject } = input;
+  let upstream: string | undefined;
+  let vaultRow: StatementPart | undefined;
+  if (subject.kind === 'federated' && input.subjectToken !== undefined) {
+    upstream = newHandle('upt');
+    vaultRow = await deps.vault.putPart({ handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
+  }
+  const record = newRecord(input, jti, now, expiresIn, upstream);
+  const receipt = { ...input.receipt, tokenId: jti };
+  const inTransaction = async (tx: Queryable): Promise<void> => {
     // First: a request that lost the race for one of its single-use values writes nothing.
     const replay = await spendEach(tx, input.spends);
     if (replay) throw replay.replayed();
-    let upstream: string | undefined;
-    let vaultRow: StatementPart | undefined;
-    if (subject.kind === 'federated' && input.subjectToken !== undefined) {
-      upstream = newHandle('upt');
-      // Written by the token record's own statement: one round trip for both.
-      vaultRow = await vault.putPart({ handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
-    }
-    const record: NewTokenRecord = {
-      jti,
-      parentJti: parent?.jti,
-      rootJti: parent?.rootJti ?? jti,
-      agentId: agent.id,
-      userId: subject.user.id,
-      userAttrs: userAttributes(subject.user),
-      issuerId: subject.user.issuerId,
-      audience,
-      scope: scopes.join(' '),
-      chain,
-      cnfJkt: dpop.jkt,
-      mayAct,
-      upstream: upstream ?? parent?.upstream,
-      issuedAt: now,
-      expiresAt: now + expiresIn,
-    };
-    await recordIssuedToken(deps, tx, record, input.receipt, vaultRow);
+    await deps.records.insert(tx, record, vaultRow);
+  };
+  if (deps.receipts.appendWith) {
+    const parts = [...(vaultRow ? [vaultRow] : []), deps.records.insertPart(record)];
+    await deps.receipts.appendWith(receipt, { once: input.spends.map((s) => s.once), parts, inTransaction });
+    return;
+  }
+  await deps.store.transaction(async (tx) => {
+    await inTransaction(tx);
+    await deps.receipts.append(receipt, tx);
   });
+}
+
+/** The token record of step 8b (the upstream token's vault handle: the new one, else the parent's). */
+function newRecord(input: Issuance, jti: string, now: number, expiresIn: number, upstream: string | undefined): NewTokenRecord {
+  const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
+  const parent = subject.kind === 'deputy' ? subject.record : undefined;
+  return {
+    jti,
+    parentJti: parent?.jti,
+    rootJti: parent?.rootJti ?? jti,
+    agentId: agent.id,
+    userId: subject.user.id,
+    userAttrs: userAttributes(subject.user),
+    issuerId: subject.user.issuerId,
+    audience,
+    scope: scopes.join(' '),
+    chain,
+    cnfJkt: dpop.jkt,
+    mayAct,
+    upstream: upstream ?? parent?.upstream,
+    issuedAt: now,
+    expiresAt: now + expiresIn,
+  };
 }
 
 /** The user attributes a token record keeps for policy (src/oauth/token-records.ts `user_attrs`). */
@@ -584,8 +614,8 @@ function recordRefusal(err: unknown): unknown {
   return err;
 }
 
-/** Steps 3–5: the subject token verified, the actor token and `may_act` / `cnf` checked. */
-async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest, agent: Agent, dpop: VerifiedProof): Promise<Subject> {
+/** Steps 3–5: the subject token verified, the actor token (its `jti`, unspent) and `may_act` / `cnf` checked. */
+async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest, agent: Agent, dpop: VerifiedProof): Promise<{ subject: Subject; actor: SingleUse | undefined }> {
   let subject: Subject;
   try {
     subject = await resolveSubject(deps, request.subjectToken, request.subjectKind);
@@ -595,10 +625,10 @@ async function authenticateSubject(deps: ExchangeDeps, request: ExchangeRequest,
     }
     throw err;
   }
-  if (request.actorToken !== undefined) await checkActorToken(deps, agent, request.actorToken);
+  const actor = request.actorToken === undefined ? undefined : await checkActorToken(deps, agent, request.actorToken);
   checkMayAct(deps, subject, agent, dpop);
   checkConfirmation(subject, dpop);
-  return subject;
+  return { subject, actor };
 }
 
 /** The authenticated client must be an active registered agent. */
@@ -621,14 +651,18 @@ export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promis
   refuseDeputyOwn(request, deps.issuer);
   const agent = await traced('token_exchange.client', () => activeAgent(deps, input.clientId));
   const dpop = requireDpop(input.dpop);
-  const subject = await traced('token_exchange.subject', () => authenticateSubject(deps, request, agent, dpop));
+  const { subject, actor } = await traced('token_exchange.subject', () => authenticateSubject(deps, request, agent, dpop));
 
   const issued = await issueDelegated(deps, {
     agent, subject, subjectToken: request.subjectToken, targets: request.targets, scopes: request.scopes, dpop,
     event: 'token_exchange',
     requestDigest: grantRequestDigest(TOKEN_EXCHANGE_GRANT, input.params, TOKEN_EXCHANGE_PARAMETERS, agent.id, dpop),
     ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
-    ...(input.spends !== undefined ? { spends: input.spends } : {}),
+    spends: [...(input.spends ?? []), ...(actor ? [actor] : [])],
+  }).catch(async (err: unknown) => {
+    // The actor token was used: spent even though no token was issued (the issuing write did not run or rolled back).
+    if (actor) await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: e }, 'actor_token jti not recorded'));
+    throw err;
   });
   deps.logger.info({ client_id: agent.id, user: subject.user.id, chain: issued.chain, audience: issued.audience, scope: issued.scope, depth: issued.chain.length }, 'token exchanged');
   return { access_token: issued.value, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'DPoP', expires_in: issued.expiresIn, scope: issued.scope };

@@ -111,6 +111,15 @@ const FIND_LIVE = `
     CROSS JOIN LATERAL (SELECT parent_jti IS NOT NULL AS broken FROM lineage ORDER BY hops DESC LIMIT 1) top
    WHERE t.jti = $1`;
 
+/** The parameters of {@link RECORD_VALUES}, in order. */
+function recordValues(record: NewTokenRecord): unknown[] {
+  return [
+    record.jti, record.parentJti ?? null, record.rootJti, record.agentId, record.userId, JSON.stringify(record.userAttrs), record.issuerId, record.audience,
+    record.scope, JSON.stringify(record.chain), record.chain.length, record.cnfJkt ?? null,
+    record.mayAct === undefined ? null : JSON.stringify(record.mayAct), record.upstream ?? null, record.issuedAt, record.expiresAt,
+  ];
+}
+
 function fromRow(row: Row): TokenRecord {
   return {
     jti: row.jti,
@@ -180,11 +189,7 @@ export class TokenRecords {
    * within the insert's statement when it can be (a first link), else just before it.
    */
   async insert(tx: Queryable, record: NewTokenRecord, also?: StatementPart): Promise<void> {
-    const values = [
-      record.jti, record.parentJti ?? null, record.rootJti, record.agentId, record.userId, JSON.stringify(record.userAttrs), record.issuerId, record.audience,
-      record.scope, JSON.stringify(record.chain), record.chain.length, record.cnfJkt ?? null,
-      record.mayAct === undefined ? null : JSON.stringify(record.mayAct), record.upstream ?? null, record.issuedAt, record.expiresAt,
-    ];
+    const values = recordValues(record);
     if (record.parentJti === undefined) {
       // No parent to check in between: the agent's share lock, its status check and the insert
       // are one statement (one round trip fewer per first-link exchange; issue 16). The insert
@@ -206,6 +211,29 @@ export class TokenRecords {
     const parent = await this.find(record.parentJti, tx);
     if (!parent || parent.revokedAt !== undefined) throw new ParentRevoked();
     await tx.query(`${INSERT_RECORD} VALUES (${RECORD_VALUES})`, values);
+  }
+
+  /**
+   * {@link insert} as a {@link StatementPart} (an `INSERT` writing one row, or none when refused)
+   * for a statement of the caller's — the token exchange's receipt append (src/audit/chain.ts
+   * `appendIfHead`), which undoes itself when the part writes no row. The same checks in the same
+   * statement: the agent's row share-locked (until that statement commits) and `active`; the
+   * parent, if any, recorded and not itself marked revoked. The parent's whole lineage is not
+   * walked here: the exchange verified it live just before (`find`), and a revocation of an
+   * ancestor committed since still kills the new token by {@link find}'s rule. A refusal is told
+   * apart by {@link insert} (the caller's fallback), which throws the precise error.
+   */
+  insertPart(record: NewTokenRecord): StatementPart {
+    const values = recordValues(record);
+    return {
+      params: [...values, record.parentJti ?? null],
+      sql: (first) => {
+        const shifted = RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
+        const parent = `$${first + values.length}::text`;
+        return `${INSERT_RECORD} SELECT ${shifted} FROM agents WHERE id = $${first + 3}::text AND status = 'active'
+           AND (${parent} IS NULL OR EXISTS (SELECT 1 FROM token_records p WHERE p.jti = ${parent} AND p.revoked_at IS NULL)) FOR SHARE OF agents`;
+      },
+    };
   }
 
   /**

@@ -8,14 +8,16 @@
  * (for example it reads an attribute the entity lacks), the answer is deny, because skipping
  * it could permit exactly what the policy author meant to forbid (fail closed).
  *
- * The cache is keyed by the policy set's generation and the complete request (entities
- * included), so any change in an entity's data is a different key; it is emptied on reload.
- * Cedar decisions are pure functions of these inputs, which is what makes this safe.
+ * Each call gets only the entities and attributes its evaluation can read (entity-slice.ts):
+ * Cedar's cost is mostly parsing entities. The cache is keyed by the policy set's generation and
+ * the request Cedar is given (its entity slice included), so any change in data a policy can read
+ * is a different key; it is emptied on reload. Cedar decisions are pure functions of these inputs, which is what makes this safe.
  *
  * @module
  */
 import { createHash } from 'node:crypto';
 import { cedar, type CedarValueJson, type EntityJson, type EntityUid } from './cedar.js';
+import { sliceRequest } from './entity-slice.js';
 import type { PolicySnapshot } from './policy-store.js';
 
 export interface CedarRequest {
@@ -34,19 +36,32 @@ export type CedarVerdict =
 
 export class CedarEngine {
   readonly #maxEntries: number;
+  readonly #slice: boolean;
   readonly #cache = new Map<string, CedarVerdict>();
   /** Cedar calls made (cache misses), for tests and metrics. */
   calls = 0;
 
-  constructor(options: { cacheSize: number }) {
+  /**
+   * @param options.cacheSize Answers kept (0: no cache).
+   * @param options.slice Pass each call only the entities and attributes its evaluation can read
+   *   (entity-slice.ts; default). `false` passes the request's entities as given: the construction
+   *   before issue 16's fourth round, kept so a property test can compare the two.
+   */
+  constructor(options: { cacheSize: number; slice?: boolean }) {
     this.#maxEntries = options.cacheSize;
+    this.#slice = options.slice ?? true;
   }
 
   clearCache(): void {
     this.#cache.clear();
   }
 
-  authorize(snapshot: PolicySnapshot, request: CedarRequest): CedarVerdict {
+  /**
+   * Cedar's verdict on `request` against `snapshot`'s policies; `request.entities` may hold more
+   * than this call needs (a decision's entities for all its principals): it is sliced here.
+   */
+  authorize(snapshot: PolicySnapshot, full: CedarRequest): CedarVerdict {
+    const request = this.#slice ? sliceRequest(snapshot.reads, full) : full;
     if (this.#maxEntries === 0) return this.#evaluate(snapshot, request);
     // A digest, not the JSON itself: requests carry whole entities, and the cache holds many.
     const key = `${snapshot.generation}:${createHash('sha256').update(JSON.stringify(request)).digest('base64url')}`;

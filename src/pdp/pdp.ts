@@ -43,7 +43,7 @@ export type PreparedSubject =
   | { kind: 'malformed'; message: string };
 
 /** An entity (resource, or plain subject) and, when it names a registry agent, that agent. */
-interface PreparedEntity {
+export interface PreparedEntity {
   input: EntityInput;
   agent: Agent | undefined;
 }
@@ -72,9 +72,11 @@ export class PolicyDecisionPoint {
    * keyed by its issuance records (the token resolver's cached array: the user and the grants
    * derive from them), reused while the policy generation and the registry's agent objects (its
    * read cache's, replaced on every re-read) are the same. Cedar is a pure function of these, so
-   * a hit is the answer Cedar would give; it lives as long as the resolver keeps the token.
+   * a hit is the answer Cedar would give; it lives as long as the resolver keeps the token. The
+   * token's members (its principals' entities and chain positions, built from the same inputs)
+   * are kept with it: a new request by the same token builds no entity.
    */
-  readonly #linkVerdicts = new WeakMap<object, { generation: number; agents: readonly Agent[]; verdict: Decision | undefined }>();
+  readonly #linkVerdicts = new WeakMap<object, { generation: number; agents: readonly Agent[]; members: Member[] | Decision; verdict: Decision | undefined }>();
 
   constructor(deps: PdpDeps) {
     this.store = deps.store;
@@ -87,7 +89,7 @@ export class PolicyDecisionPoint {
 
   /** One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason. */
   async evaluate(input: EvaluationInput, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Decision> {
-    const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.#prepareEntity(input.resource)]);
+    const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.prepareEntity(input.resource)]);
     return this.decide(this.store.current, subject, input, resource);
   }
 
@@ -149,7 +151,8 @@ export class PolicyDecisionPoint {
     return verified.kind === 'verified' ? checkAgainstRegistry(verified, this.#agents, this.#registry) : verified;
   }
 
-  async #prepareEntity(input: EntityInput): Promise<PreparedEntity> {
+  /** The asynchronous phase for a resource: its registry agent when it names one (through the agent cache). */
+  async prepareEntity(input: EntityInput): Promise<PreparedEntity> {
     return { input, agent: await this.#registryAgent(input) };
   }
 
@@ -169,8 +172,7 @@ export class PolicyDecisionPoint {
       if (subject.kind === 'delegated') {
         let memo = this.#perSubject.get(subject);
         if (memo?.generation !== snapshot.generation) {
-          const built = delegatedMembers(snapshot, subject);
-          memo = { generation: snapshot.generation, members: built, links: Array.isArray(built) ? this.#links(snapshot, subject) : undefined };
+          memo = { generation: snapshot.generation, ...this.#perToken(snapshot, subject) };
           this.#perSubject.set(subject, memo);
         }
         if (memo.links) return memo.links;
@@ -185,14 +187,15 @@ export class PolicyDecisionPoint {
     });
   }
 
-  /** {@link revalidateLinks}, memoised per token in {@link #linkVerdicts}. */
-  #links(snapshot: PolicySnapshot, subject: DelegatedSubject): Decision | undefined {
+  /** The subject's members and {@link revalidateLinks}' verdict, memoised per token in {@link #linkVerdicts}. */
+  #perToken(snapshot: PolicySnapshot, subject: DelegatedSubject): { members: Member[] | Decision; links: Decision | undefined } {
     const agents = subject.links.map((l) => l.agent);
     const memo = this.#linkVerdicts.get(subject.grants);
-    if (memo && memo.generation === snapshot.generation && memo.agents.length === agents.length && memo.agents.every((a, i) => a === agents[i])) return memo.verdict;
-    const verdict = revalidateLinks(this.engine, snapshot, subject);
-    this.#linkVerdicts.set(subject.grants, { generation: snapshot.generation, agents, verdict });
-    return verdict;
+    if (memo && memo.generation === snapshot.generation && memo.agents.length === agents.length && memo.agents.every((a, i) => a === agents[i])) return { members: memo.members, links: memo.verdict };
+    const members = delegatedMembers(snapshot, subject);
+    const verdict = Array.isArray(members) ? revalidateLinks(this.engine, snapshot, subject) : undefined;
+    this.#linkVerdicts.set(subject.grants, { generation: snapshot.generation, agents, members, verdict });
+    return { members, links: verdict };
   }
 
   #members(snapshot: PolicySnapshot, subject: PreparedSubject): Member[] | Decision {

@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from '../log.js';
 import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
 import { EntityData } from './entity-data.js';
+import { policyReads, type PolicyReads } from './entity-slice.js';
 import { isObject, SchemaInfo } from './schema.js';
 
 /** One policy of a set: its id (`@id`, else `file#n`), effect, file and `@reason`. */
@@ -42,6 +43,8 @@ export interface PolicySnapshot {
   readonly schema: SchemaInfo;
   readonly policies: ReadonlyMap<string, PolicyInfo>;
   readonly data: EntityData;
+  /** What the policies read of entities (attribute names, entity literals): each Cedar call gets only that (entity-slice.ts). */
+  readonly reads: PolicyReads;
   /** SHA-256 over the files that made this set. */
   readonly digest: string;
   readonly loadedAt: string;
@@ -232,7 +235,7 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
   if (resolved.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(resolved.errors).map((m) => `${files.schema.file}: ${m}`));
   const schema = new SchemaInfo(resolved.json as SchemaJson<string>);
 
-  const { texts, infos, issues } = splitPolicies(files.policies);
+  const { texts, infos, ests, issues } = splitPolicies(files.policies);
   if (issues.length) throw new PolicyLoadError(dir, issues);
 
   const validation = cedar.validate({ schema: schemaText, policies: { staticPolicies: texts }, validationSettings: { mode: 'strict' } });
@@ -258,6 +261,7 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
     schema,
     policies: infos,
     data: new EntityData(entities, aliases),
+    reads: policyReads(ests, (path) => schema.contextMemberType(path)),
     digest: files.digest,
     loadedAt: new Date().toISOString(),
     warnings,
@@ -282,8 +286,9 @@ function schemaAsText(dir: string, f: { file: string; text: string }): string {
 }
 
 /** Splits each file into policies and gives each its id (`@id`, or `file#n`). */
-function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { texts: Record<string, string>; infos: Map<string, PolicyInfo>; issues: string[] } {
+function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { texts: Record<string, string>; infos: Map<string, PolicyInfo>; ests: unknown[]; issues: string[] } {
   const texts: Record<string, string> = {};
+  const ests: unknown[] = [];
   const infos = new Map<string, PolicyInfo>();
   const issues: string[] = [];
   for (const { file, text } of files) {
@@ -306,10 +311,11 @@ function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { 
         return;
       }
       texts[id] = policy;
+      ests.push(json.json);
       infos.set(id, { id, effect: json.json.effect, file, ...(annotations.reason ? { reason: annotations.reason } : {}) });
     });
   }
-  return { texts, infos, issues };
+  return { texts, infos, ests, issues };
 }
 
 function parseEntities(dir: string, f: { file: string; text: string }, schemaText: string): EntityJson[] {

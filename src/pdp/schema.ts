@@ -137,6 +137,21 @@ export class SchemaInfo {
     return this.#qualifiedActions.get(name) ?? this.#actionNames.get(name) ?? undefined;
   }
 
+  /**
+   * What a member of `context` is, by its path (`["chain", "user"]`), in every action whose
+   * context declares it: `record` when it is a record everywhere, an entity type when it is that
+   * entity type everywhere, `undefined` otherwise (unknown, or different across actions).
+   */
+  contextMemberType(path: readonly string[]): string | undefined {
+    const kinds = new Set<string | undefined>();
+    for (const a of this.actions) {
+      let t: SchemaType | undefined = a.context ? this.#resolve(a.context) : undefined;
+      for (const name of path) t = t?.type === 'Record' && t.attributes?.[name] ? this.#resolve(t.attributes[name]) : undefined;
+      if (t) kinds.add(t.type === 'Record' ? 'record' : t.type === 'Entity' ? t.name : undefined);
+    }
+    return kinds.size === 1 ? [...kinds][0] : undefined;
+  }
+
   /** Projects a JSON object onto an entity type's attributes (`partial`: missing required attributes allowed). */
   projectAttributes(source: Readonly<Record<string, unknown>>, entityType: EntityTypeInfo, path: string, partial = false): Record<string, CedarValueJson> {
     if (!entityType.shape) return {};

@@ -443,6 +443,10 @@ describe('concurrency on one instance', () => {
     expect(report.problems).toEqual([]);
     expect(report.chains).toMatchObject([{ agent: 'agent-p', first: 1, last: 132, count: 132 }]);
     expect(linesOf(text).filter((l) => claimsOfReceipt(l.receipt).event === 'token_exchange')).toHaveLength(12);
+    // Each token has exactly one receipt naming it (written with its record, in a group or alone).
+    const jtis = tokens.map((t) => JSON.parse(Buffer.from(t.access_token.split('.')[1]!, 'base64url').toString()).jti as string).sort();
+    const attested = linesOf(text).flatMap((l) => (claimsOfReceipt(l.receipt).event === 'token_exchange' ? [claimsOfReceipt(l.receipt).token_id as string] : []));
+    expect(attested.sort()).toEqual(jtis);
   });
 
   it('refuses receipt input that looks like a token, before writing anything', async () => {

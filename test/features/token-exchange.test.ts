@@ -175,6 +175,10 @@ describe('token exchange: refusals', () => {
       [await idp.entraAccessToken({ sign: { header: { nonce: 'graph' } } }), /Microsoft Graph/],
       [await idp.sign({ iss: 'https://evil.example.com', sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /issuer/i],
       ['not-a-jwt', /malformed|JWS|JWT/i],
+      // The unverified iss routes the token (src/federation peekIssuer): none, or not a string, is refused.
+      [await idp.sign({ sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /"iss"/],
+      [await idp.sign({ iss: 42, sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /"iss"/],
+      [await idp.sign({ iss: [idp.oktaIssuer], sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /"iss"/],
     ];
     for (const [subject, description] of cases) await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read' }, 'invalid_grant', description);
     expect(p).toBeDefined();
@@ -235,6 +239,20 @@ describe('token exchange: refusals', () => {
     }
     const hs = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'HS256' }).setIssuer(a.id).setSubject(a.id).setAudience(deputy.issuer).setIssuedAt().setExpirationTime('60s').sign(new Uint8Array(32));
     await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: hs, actor_token_type: JWT_TYPE }, 'invalid_grant', /actor_token/);
+  });
+
+  it('actor_token jti: spent with the token it was used for (one of two racing exchanges wins), and spent by a refused exchange too', async () => {
+    const a = agents['agent-a']!;
+    const subject = await idp.oktaAccessToken();
+    const racing = await actorToken(a, deputy.issuer);
+    const both = await Promise.all([1, 2].map(() => rawExchange(deputy.url, deputy.issuer, a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: racing, actor_token_type: JWT_TYPE })));
+    const bodies = await Promise.all(both.map(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> })));
+    expect(bodies.filter((b) => b.status === 200)).toHaveLength(1);
+    expect(bodies.find((b) => b.status !== 200)).toMatchObject({ status: 400, body: { error: 'invalid_grant', error_description: expect.stringMatching(/already been used/) } });
+    // Refused after the actor check (a scope the subject token does not grant): the jti is spent all the same.
+    const refused = await actorToken(a, deputy.issuer);
+    await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read no.such.scope', actor_token: refused, actor_token_type: JWT_TYPE }, 'invalid_scope', /scope/);
+    await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: refused, actor_token_type: JWT_TYPE }, 'invalid_grant', /already been used/);
   });
 
   it('honours may_act in an IdP token', async () => {

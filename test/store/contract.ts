@@ -26,10 +26,10 @@ import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
-import { purgeExpired, recordOnce } from '../../src/oauth/adapter.js';
+import { purgeExpired, recordEachOnce, recordOnce } from '../../src/oauth/adapter.js';
 import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
-import type { Queryable, Store } from '../../src/store/index.js';
+import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 import { mcpServerSchema } from '../../src/mcp/config.js';
 import { McpServerStore, PinStore } from '../../src/mcp/store.js';
 import { budgetContract } from './budget-contract.js';
@@ -504,6 +504,58 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(resources.filter((r) => /\/20[0-3]$/.test(r))).toHaveLength(1);
       const spent = await one().query<{ n: number }>("SELECT count(*)::int AS n FROM oidc_models WHERE model = 'DPoPProof' AND (id LIKE $1 OR id = $2)", [`${agent}-%`, replayed]);
       expect(spent[0]!.n).toBe(25);
+    });
+
+    it(`appendWith: each exchange's token record, replay keys and receipt commit together, one chain${concurrent ? ' across two instances' : ''}; a replay, a disabled agent, a revoked parent or a failing write leave nothing`, async () => {
+      const agent = `agent-${randomUUID()}`;
+      await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const stores = [one(), two()];
+      const services = stores.map((store) => new ReceiptService({ store, issuer: 'https://deputy.example.com', key }));
+      const input = (jti: string): ReceiptInput => ({ agent, chain: [agent], event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: jti });
+      const once = (k: string) => ({ namespace: 'ReplayDetection', key: k, ttlSeconds: 60 });
+      /** What the token exchange hands the group writer (src/oauth/token-exchange.ts `recordIssued`). */
+      const exchange = (n: number, record: NewTokenRecord, keys: string[], extra: StatementPart[] = []) => {
+        const records = new TokenRecords(stores[n % 2]!);
+        return services[n % 2]!.appendWith(input(record.jti), {
+          once: keys.map(once),
+          parts: [...extra, records.insertPart(record)],
+          inTransaction: async (tx) => {
+            if ((await recordEachOnce(tx, keys.map(once))).size !== keys.length) throw new Error('replayed');
+            await records.insert(tx, record);
+          },
+        });
+      };
+      const replayed = randomUUID();
+      const made = Array.from({ length: 20 }, () => recordFor(agent, undefined));
+      const settled = await Promise.allSettled(made.map((record, n) => exchange(n, record, n < 16 ? [randomUUID(), randomUUID()] : [randomUUID(), replayed])));
+      const rejected = settled.flatMap((s) => (s.status === 'rejected' ? [(s.reason as Error).message] : []));
+      expect(rejected).toEqual(['replayed', 'replayed', 'replayed']);
+      const live = made.filter((_, n) => settled[n]!.status === 'fulfilled').map((r) => r.jti);
+      const stored = await one().query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1', [agent]);
+      expect(stored.map((r) => r.jti).sort()).toEqual([...live].sort());
+      const attested = async () => (await readRange(one(), agent, 1, 100, 100)).map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).token_id as string);
+      expect((await attested()).sort()).toEqual([...live].sort());
+
+      // Refusals decided by the statement, then told apart by each exchange's own transaction.
+      const parent = made[0]!;
+      await new TokenRecords(one()).revokeCascade(parent.jti, 'test');
+      const child = recordFor(agent, { jti: parent.jti, rootJti: parent.rootJti, chain: parent.chain });
+      await expect(exchange(1, child, [randomUUID()])).rejects.toBeInstanceOf(ParentRevoked);
+      const failing: StatementPart = { sql: (first) => `INSERT INTO no_such_table (x) VALUES ($${first})`, params: [1] };
+      const lost = recordFor(agent, undefined);
+      await expect(exchange(0, lost, [randomUUID()], [failing])).rejects.toThrow();
+      await one().query("UPDATE agents SET status = 'disabled' WHERE id = $1", [agent]);
+      const late = recordFor(agent, undefined);
+      await expect(exchange(0, late, [randomUUID()])).rejects.toBeInstanceOf(AgentNotActive);
+      for (const jti of [child.jti, lost.jti, late.jti]) expect(await new TokenRecords(one()).find(jti)).toBeUndefined();
+      expect((await attested()).sort()).toEqual([...live].sort());
+
+      let text = '';
+      for await (const r of services[0]!.range(agent, 1, Number.MAX_SAFE_INTEGER, 10)) text += formatLine(r);
+      const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
+      expect(report.problems).toEqual([]);
+      expect(report.chains).toMatchObject([{ agent, first: 1, last: 17, count: 17, fromGenesis: true }]);
     });
   });
 }

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { trustedIssuerSchema, type TrustedIssuerConfigInput } from '../../src/federation/config.js';
 import { FederationError, type FederationErrorCode } from '../../src/federation/errors.js';
+import { peekIssuer } from '../../src/federation/issuer.js';
 import { FederationVerifier, MAX_SUBJECT_TOKEN_BYTES, type SubjectTokenKind } from '../../src/federation/verify.js';
 import {
   ENTRA_API_CLIENT_ID,
@@ -542,6 +543,105 @@ describe('FederationError descriptions', () => {
       expect(JSON.stringify((error as FederationError).cause ?? null)).not.toContain('SECRET-MARKER-sub');
       expect(description).not.toContain(THIRD_TENANT);
       expect(description).not.toContain(ENTRA_OTHER_TENANT);
+    }
+  });
+});
+
+describe('peekIssuer (the unverified iss that routes a subject token or an ID-JAG)', () => {
+  const b64 = (value: string) => Buffer.from(value).toString('base64url');
+  const jwt = (claims: string) => `${b64('{"alg":"RS256"}')}.${b64(claims)}.c2ln`;
+
+  it('reads a string iss without verifying anything', () => {
+    expect(peekIssuer(jwt('{"iss":"https://idp.example.com","sub":"u"}'))).toBe('https://idp.example.com');
+  });
+
+  // Every class of malformed input is `undefined`, never a throw: each caller refuses it with its
+  // own protocol error (subject tokens: invalid_grant from the federation verifier; ID-JAGs:
+  // invalid_grant "not a JWT with an iss claim"; the CLI: a usage error).
+  it.each([
+    ['empty', ''],
+    ['not a JWT', 'not-a-jwt'],
+    ['two parts', 'a.b'],
+    ['claims not base64url JSON', `${b64('{"alg":"RS256"}')}.${b64('not json')}.c2ln`],
+    ['claims a JSON array', jwt('[1,2]')],
+    ['no iss', jwt('{"sub":"u"}')],
+    ['numeric iss', jwt('{"iss":42}')],
+    ['array iss', jwt('{"iss":["https://idp.example.com"]}')],
+    ['null iss', jwt('{"iss":null}')],
+    ['object iss', jwt('{"iss":{"href":"https://idp.example.com"}}')],
+  ])('%s → undefined', (_name, token) => {
+    expect(peekIssuer(token)).toBeUndefined();
+  });
+});
+
+describe('FederationVerifier: subject-token signature verification remembered (issue 16)', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+    vi.useRealTimers();
+  });
+
+  /** Counts WebCrypto signature verifications from here on. */
+  function countVerifies(): () => number {
+    const spy = vi.spyOn(crypto.subtle, 'verify');
+    return () => spy.mock.calls.length;
+  }
+
+  it('the same token verifies its signature once; every claim rule still runs on every call', async () => {
+    const v = verifier(idp.issuerConfig('okta', { idToken: { clientId: OKTA_CLIENT_ID } }));
+    const token = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+    await v.verify(token, 'access_token');
+    const verifies = countVerifies();
+    for (let i = 0; i < 3; i++) await expect(v.verify(token, 'access_token')).resolves.toMatchObject({ preset: 'okta', scopes: ['deputy.read'] });
+    expect(verifies()).toBe(0);
+    // The declared kind's rules run on the remembered token: an access token is no ID token.
+    await expectRefusal(v, token, 'id_token', 'ERR_FEDERATION_AUDIENCE');
+    // Another token (even of the same user) verifies its own signature.
+    await v.verify(await idp.oktaAccessToken({ scp: ['deputy.read'] }), 'access_token');
+    expect(verifies()).toBe(1);
+  });
+
+  it('a remembered token is refused once expired, and not yet valid before nbf', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+    const v = verifier(idp.issuerConfig('oidc'));
+    const token = await idp.oidcToken({ expiresIn: 60 });
+    await v.verify(token, 'jwt');
+    // Within the clock tolerance (30 s by default) still accepted, past it refused.
+    vi.setSystemTime(Date.now() + 80_000);
+    await expect(v.verify(token, 'jwt')).resolves.toBeTruthy();
+    vi.setSystemTime(Date.now() + 15_000);
+    await expectRefusal(v, token, 'jwt', 'ERR_FEDERATION_EXPIRED');
+    vi.useRealTimers();
+    const later = await idp.oidcToken({ nbf: Math.floor(Date.now() / 1000) + 120 });
+    await expectRefusal(v, later, 'jwt', 'ERR_FEDERATION_NOT_YET_VALID');
+    await expectRefusal(v, later, 'jwt', 'ERR_FEDERATION_NOT_YET_VALID');
+  });
+
+  it('a tampered copy of a remembered token is verified (and refused), not looked up', async () => {
+    const v = verifier(idp.issuerConfig('okta'));
+    const token = await idp.oktaAccessToken();
+    await v.verify(token, 'access_token');
+    const [header, payload, signature] = token.split('.') as [string, string, string];
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>;
+    const forged = `${header}.${Buffer.from(JSON.stringify({ ...claims, uid: 'someone-else' })).toString('base64url')}.${signature}`;
+    await expectRefusal(v, forged, 'access_token', 'ERR_FEDERATION_SIGNATURE');
+  });
+
+  it('a change of the issuer\'s key set verifies remembered tokens again', async () => {
+    const rotating = await startMockIdp();
+    try {
+      vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+      const v = verifier(rotating.issuerConfig('okta', { jwksCacheMaxAgeSeconds: 600 }));
+      const token = await rotating.oktaAccessToken({ expiresIn: 3600 });
+      await v.verify(token, 'access_token');
+      await rotating.rotate({ keepOld: true });
+      vi.setSystemTime(Date.now() + 601_000);
+      const verifies = countVerifies();
+      // The set is fetched again (its keys imported anew): the signature is verified again, once.
+      await expect(v.verify(token, 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+      await expect(v.verify(token, 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+      expect(verifies()).toBe(1);
+    } finally {
+      await rotating.close();
     }
   });
 });

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { Agent, AgentRegistry } from '../../src/agents/registry.js';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
-import type { ReceiptAppender } from '../../src/audit/receipts.js';
+import type { AttestedWrites, ReceiptAppender } from '../../src/audit/receipts.js';
 import { DeputyError } from '../../src/errors/index.js';
 import type { FederatedIdentity } from '../../src/federation/identity.js';
 import type { FederationVerifier } from '../../src/federation/verify.js';
@@ -124,6 +124,26 @@ describe('exchange(input, deps) without Koa', () => {
     expect(err).toBeInstanceOf(DeputyError);
     expect(err).toMatchObject({ code, status });
     expect(f.minted).toEqual([]);
+  });
+
+  it('with a group writer (appendWith): hands it the token record, the vault row and the replay keys with the receipt; a failed append returns no token', async () => {
+    const f = fakes();
+    const spends = [{ once: { namespace: 'ReplayDetection', key: 'k1', ttlSeconds: 60 }, replayed: () => new Error('replayed') }];
+    const handed: Array<{ input: ReceiptInput; writes: AttestedWrites }> = [];
+    const insertPart = (r: { jti: string }) => ({ sql: () => `INSERT INTO token_records … ${r.jti}`, params: [] });
+    const deps: ExchangeDeps = {
+      ...f.deps,
+      records: { ...f.deps.records, insertPart } as unknown as TokenRecords,
+      receipts: { append: async () => undefined, appendWith: async (i: ReceiptInput, writes: AttestedWrites) => void handed.push({ input: i, writes }) } as unknown as ReceiptAppender,
+    };
+    await expect(exchange({ ...input({}), spends }, deps)).resolves.toMatchObject({ access_token: 'signed.jwt.value' });
+    expect(handed).toHaveLength(1);
+    expect(handed[0]!.input).toMatchObject({ decision: 'permit', tokenId: 'jti-1' });
+    expect(handed[0]!.writes.once).toEqual([spends[0]!.once]);
+    expect(handed[0]!.writes.parts.map((p) => p.sql(1))).toEqual(['INSERT INTO vault_secrets …', 'INSERT INTO token_records … jti-1']);
+    // The receipt (and with it every write it attests) could not be written: no token.
+    const failing = { ...deps, receipts: { append: async () => undefined, appendWith: async () => { throw new Error('store down'); } } as unknown as ReceiptAppender };
+    await expect(exchange({ ...input({}), spends }, failing)).rejects.toThrow('store down');
   });
 
   it('turns a policy denial into its code and writes a deny receipt', async () => {
