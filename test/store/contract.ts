@@ -557,6 +557,42 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(report.problems).toEqual([]);
       expect(report.chains).toMatchObject([{ agent, first: 1, last: 17, count: 17, fromGenesis: true }]);
     });
+
+    it('appendWith: a store error in one exchange\'s part (a unique violation on its vault row) fails only that exchange; the rest of its group commits, the chain verifies', async () => {
+      const agent = `agent-${randomUUID()}`;
+      await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const service = new ReceiptService({ store: one(), issuer: 'https://deputy.example.com', key });
+      const records = new TokenRecords(one());
+      const taken = randomUUID();
+      // The vault row's handle collides with a row already stored: the statement raises 23505.
+      const vaultRow = (handle: string): StatementPart => ({ sql: (first) => `INSERT INTO oidc_models (model, id, payload, expires_at) VALUES ('VaultProbe', $${first}::text, '{}'::jsonb, now() + interval '1 hour')`, params: [handle] });
+      await one().query(vaultRow(taken).sql(1), vaultRow(taken).params);
+      const made = Array.from({ length: 10 }, () => recordFor(agent, undefined));
+      const exchange = (record: NewTokenRecord, n: number) => {
+        const row = vaultRow(n === 6 ? taken : randomUUID());
+        const once = [{ namespace: 'ReplayDetection', key: randomUUID(), ttlSeconds: 60 }];
+        return service.appendWith({ agent, chain: [agent], event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: record.jti }, {
+          once,
+          parts: [row, records.insertPart(record)],
+          inTransaction: async (tx) => {
+            if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+            await records.insert(tx, record, row);
+          },
+        });
+      };
+      // One call first (a group of its own), the other nine queue behind it and share one statement.
+      const settled = await Promise.allSettled(made.map(exchange));
+      expect(settled.map((s) => s.status)).toEqual(made.map((_, n) => (n === 6 ? 'rejected' : 'fulfilled')));
+      const live = made.filter((_, n) => n !== 6).map((r) => r.jti);
+      const stored = await one().query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1', [agent]);
+      expect(stored.map((r) => r.jti).sort()).toEqual([...live].sort());
+      let text = '';
+      for await (const r of service.range(agent, 1, Number.MAX_SAFE_INTEGER, 10)) text += formatLine(r);
+      const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
+      expect(report.problems).toEqual([]);
+      expect(report.chains).toMatchObject([{ agent, first: 1, last: 9, count: 9, fromGenesis: true }]);
+    });
   });
 }
 
