@@ -522,6 +522,8 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
           parts: [...extra, records.insertPart(record)],
           inTransaction: async (tx) => {
             if ((await recordEachOnce(tx, keys.map(once))).size !== keys.length) throw new Error('replayed');
+            // The same writes as `parts` (AttestedWrites): a part the statement refused fails here too.
+            for (const part of extra) await tx.query(part.sql(1), part.params);
             await records.insert(tx, record);
           },
         });
