@@ -560,6 +560,41 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(report.chains).toMatchObject([{ agent, first: 1, last: 17, count: 17, fromGenesis: true }]);
     });
 
+    it(`appendWith: an agent disabled while its groups are in flight${concurrent ? ' (two instances)' : ''}: every exchange either commits with its receipt or is refused with nothing written`, async () => {
+      const agent = `agent-${randomUUID()}`;
+      await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const stores = [one(), two()];
+      const services = stores.map((store) => new ReceiptService({ store, issuer: 'https://deputy.example.com', key }));
+      const made = Array.from({ length: 24 }, () => recordFor(agent, undefined));
+      const exchange = (record: NewTokenRecord, n: number) => {
+        const records = new TokenRecords(stores[n % 2]!);
+        const once = [{ namespace: 'ReplayDetection', key: randomUUID(), ttlSeconds: 60 }];
+        return services[n % 2]!.appendWith({ agent, chain: [agent], event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: record.jti }, {
+          once,
+          parts: [records.insertPart(record)],
+          inTransaction: async (tx) => {
+            if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+            await records.insert(tx, record);
+          },
+        });
+      };
+      const pending = made.map(exchange);
+      // Disabled once the first group has committed, while the next ones are being signed or written.
+      await pending[0]!.catch(() => undefined);
+      await one().query("UPDATE agents SET status = 'disabled' WHERE id = $1", [agent]);
+      const settled = await Promise.allSettled(pending);
+      for (const s of settled) if (s.status === 'rejected') expect(s.reason).toBeInstanceOf(AgentNotActive);
+      const live = made.filter((_, n) => settled[n]!.status === 'fulfilled').map((r) => r.jti);
+      const stored = await one().query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1', [agent]);
+      expect(stored.map((r) => r.jti).sort()).toEqual([...live].sort());
+      const receipts = await readRange(one(), agent, 1, 100, 100);
+      expect(receipts.map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).token_id as string).sort()).toEqual([...live].sort());
+      let text = '';
+      for await (const r of services[0]!.range(agent, 1, Number.MAX_SAFE_INTEGER, 10)) text += formatLine(r);
+      expect((await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] })).problems).toEqual([]);
+    });
+
     it('appendWith: a store error in one exchange\'s part (a unique violation on its vault row) fails only that exchange; the rest of its group commits, the chain verifies', async () => {
       const agent = `agent-${randomUUID()}`;
       await ensureAgent(one(), agent);
