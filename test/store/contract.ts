@@ -595,6 +595,36 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect((await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] })).problems).toEqual([]);
     });
 
+    it(`appendWith: one once-key in concurrent exchanges of two agents${concurrent ? ' on two instances' : ''}: exactly one wins; the loser writes no record and no receipt`, async () => {
+      const agents = [`agent-${randomUUID()}`, `agent-${randomUUID()}`];
+      for (const agent of agents) await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const stores = [one(), two()];
+      const services = stores.map((store) => new ReceiptService({ store, issuer: 'https://deputy.example.com', key }));
+      const shared = { namespace: 'DPoPProof', key: randomUUID(), ttlSeconds: 60 };
+      const made = agents.flatMap((agent) => [recordFor(agent, undefined), recordFor(agent, undefined)]);
+      const settled = await Promise.allSettled(made.map((record, n) => {
+        const records = new TokenRecords(stores[n % 2]!);
+        // Per agent: the first exchange spends the shared key, the second a fresh one (same group).
+        const once = [n % 2 === 0 ? shared : { ...shared, key: randomUUID() }];
+        return services[n % 2]!.appendWith({ agent: record.agentId, chain: [record.agentId], event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: record.jti }, {
+          once,
+          parts: [records.insertPart(record)],
+          inTransaction: async (tx) => {
+            if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+            await records.insert(tx, record);
+          },
+        });
+      }));
+      expect(settled.filter((_, n) => n % 2 === 0).map((s) => s.status).sort()).toEqual(['fulfilled', 'rejected']);
+      expect(settled.filter((_, n) => n % 2 === 1).map((s) => s.status)).toEqual(['fulfilled', 'fulfilled']);
+      const live = made.filter((_, n) => settled[n]!.status === 'fulfilled').map((r) => r.jti).sort();
+      const stored = await one().query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = ANY($1::text[])', [agents]);
+      expect(stored.map((r) => r.jti).sort()).toEqual(live);
+      const attested = (await Promise.all(agents.map((a) => readRange(one(), a, 1, 100, 100)))).flat().map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).token_id as string);
+      expect(attested.sort()).toEqual(live);
+    });
+
     it('appendWith: a store error in one exchange\'s part (a unique violation on its vault row) fails only that exchange; the rest of its group commits, the chain verifies', async () => {
       const agent = `agent-${randomUUID()}`;
       await ensureAgent(one(), agent);
