@@ -12,7 +12,8 @@
  * @module
  */
 import type Koa from 'koa';
-import { AgentRegistry } from './agents/registry.js';
+import { AgentRegistry, type AgentDeletion } from './agents/registry.js';
+import type { ReceiptInput } from './audit/receipt.js';
 import { ReceiptService } from './audit/receipts.js';
 import { createBudgets, type Budgets } from './budgets/index.js';
 import type { DeputyConfig } from './config/schema.js';
@@ -82,11 +83,11 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const { config, logger, store, keys, issuer } = base;
   const records = new TokenRecords(store);
   const vault = localVault(keys, logger);
-  const agents = await agentRegistry(base, records, vault);
+  const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
+  const agents = await agentRegistry(base, records, vault, receipts);
   const { dpop, verifier } = accessTokenVerification(base);
   const revocations = new RevocationCache(records);
   const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
-  const receipts = new ReceiptService({ store, issuer, key: keys.activeReceiptKey });
   // Decisions, cache, reloads and policy gauges: wrappers, so the PDP carries no metrics code.
   instrumentPdp(pdp.pdp);
   const federation = new FederationVerifier(config.trustedIssuers);
@@ -161,10 +162,11 @@ function llmGateway(
  * revokes its tokens, and so everything delegated from them, in the same transaction as the
  * change (see TokenRecords.insert for the other side of the race). Deleting also drops its OAuth
  * grants (refresh tokens, codes) and the upstream subject tokens its exchanges captured; its
- * receipts stay. Connections and users' connect grants belong to the connection and the user,
+ * receipts stay, closed by an `agent_deleted` one (so `receipts` exists before the registry:
+ * the configuration sync at start deletes too). Connections and users' connect grants belong to the connection and the user,
  * not the agent, and stay.
  */
-async function agentRegistry(base: ServiceBase, records: TokenRecords, vault: EnvelopeVault): Promise<AgentRegistry> {
+async function agentRegistry(base: ServiceBase, records: TokenRecords, vault: EnvelopeVault, receipts: ReceiptService): Promise<AgentRegistry> {
   const agents = new AgentRegistry(base.store);
   agents.onDisable(async (agentId, tx, why) => {
     const revoked = await records.revokeByAgent(agentId, `agent ${why}`, tx);
@@ -176,9 +178,30 @@ async function agentRegistry(base: ServiceBase, records: TokenRecords, vault: En
     if (upstream.length) await vault.delete(tx, ...upstream);
     base.logger.info({ agent: agent.id, grants, upstream: upstream.length }, 'agent deleted; its receipts are kept');
   });
+  // Last, in the same transaction: the deletion is the end of the agent's chain, or nothing happened.
+  agents.onDelete((agent, tx, deletion) => receipts.append(deletionReceipt(base.issuer, agent.id, deletion), tx).then(() => undefined));
   const { removed } = await agents.syncFromConfig(base.config.agents);
   if (removed.length) base.logger.info({ removed }, 'agents removed from configuration were deleted (their receipts are kept)');
   return agents;
+}
+
+/**
+ * The `agent_deleted` receipt that closes a deleted agent's chain: action `delete` on the
+ * agent's admin resource, `permit` (the deletion happened), the reason saying how (admin API
+ * with the request id, or removal from the configuration at start).
+ */
+export function deletionReceipt(issuer: string, agentId: string, deletion: AgentDeletion): ReceiptInput {
+  const byApi = deletion.via === 'admin_api';
+  return {
+    agent: agentId,
+    chain: [agentId],
+    event: 'agent_deleted',
+    action: 'delete',
+    resource: `${issuer}/admin/agents/${encodeURIComponent(agentId)}`,
+    decision: 'permit',
+    reason: byApi ? 'deleted through the admin API' : 'removed from the configuration',
+    ...(byApi && deletion.requestId !== undefined ? { requestId: deletion.requestId } : {}),
+  };
 }
 
 /** DPoP proof checks (RFC 9449) and the access-token verifier of Deputy's own resources. */

@@ -5,6 +5,9 @@
  * A third word on the READY line is the URL of the bench's counters (counters.ts): store
  * statements, WebCrypto operations and RSS, installed before Deputy starts.
  *
+ * `BENCH_SETUP_SQL` (a JSON array of `{ text, params }`): statements run on Deputy's store after
+ * it started and before READY, for state too big to build through its APIs (scale.ts: 10⁵ agents).
+ *
  * `BENCH_NO_RECEIPTS=1` replaces receipt appends with a no-op, for the "receipts off" figures
  * only: Deputy itself has no switch to stop writing receipts. The gateway's `appendOnce` still
  * records its once-key (the DPoP proof's `jti`), which a call must spend with or without receipts;
@@ -50,6 +53,10 @@ async function writeAttested(store: Store, writes: AttestedWrites): Promise<unde
     params,
   );
   return undefined;
+}
+
+for (const { text, params } of JSON.parse(process.env.BENCH_SETUP_SQL ?? '[]') as Array<{ text: string; params: unknown[] }>) {
+  await deputy.store.query(text, params);
 }
 process.stdout.write(`READY ${deputy.url} ${deputy.issuer} ${await serveCounters()}\n`);
 process.on('SIGTERM', () => {

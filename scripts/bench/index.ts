@@ -33,7 +33,7 @@ import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
-import type { Curve } from './scale.js';
+import type { ScaleReport } from './scale.js';
 import { freePort } from '../../test/support/net.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -531,9 +531,12 @@ async function pdpBench(opts: Options): Promise<PdpReport | { error: string }> {
   return (childReport('pdp.ts', args) as Promise<PdpReport>).catch((err: Error) => ({ error: err.message }));
 }
 
-/** The scale curves (scale.ts); `{ error }` when its process failed. */
-async function scaleBench(opts: Options): Promise<{ curves: Curve[] } | { error: string }> {
-  return (childReport('scale.ts', opts.quick ? ['--quick'] : []) as Promise<{ curves: Curve[] }>).catch((err: Error) => ({ error: err.message }));
+/**
+ * The scale curves (scale.ts, which runs each curve in a process of its own and reports the ones
+ * that failed); `{ error }` when scale.ts itself failed.
+ */
+async function scaleBench(opts: Options): Promise<ScaleReport | { error: string }> {
+  return (childReport('scale.ts', opts.quick ? ['--quick'] : []) as Promise<ScaleReport>).catch((err: Error) => ({ error: err.message }));
 }
 
 async function httpFloor(opts: Options): Promise<Figure[]> {
@@ -691,7 +694,7 @@ async function main(): Promise<void> {
     await stopProcess(upstream.child);
     const pdp = opts.skipPdp ? undefined : await pdpBench(opts);
     const scaleRun = opts.scale ? await scaleBench(opts) : undefined;
-    const scale = scaleRun && 'curves' in scaleRun ? scaleRun.curves : undefined;
+    const scale = scaleRun && 'curves' in scaleRun ? scaleRun : undefined;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -701,13 +704,15 @@ async function main(): Promise<void> {
       figures,
       ratios: ratios(figures),
       ...(pdp ? { pdp } : {}),
-      ...(scale ? { scale } : {}),
+      ...(scale ? { scale: scale.curves, scaleFailures: scale.failures, scaleV8Flags: scale.v8Flags, scaleSeconds: scale.seconds } : {}),
       ...(scaleRun && 'error' in scaleRun ? { scaleError: scaleRun.error } : {}),
       elapsedMs: Date.now() - startedAt,
     };
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
-    const scaleSummary = scale ? `\n${(await import('./scale.js')).scaleMarkdown(scale)}\n` : results.scaleError ? `\nScale curves failed: ${results.scaleError}\n` : '';
+    const scaleSummary = scale
+      ? `\n${(await import('./scale.js')).scaleMarkdown(scale.curves, scale.failures)}\n\nScale curves: V8 flags ${scale.v8Flags.join(' ') || 'none'}, ${scale.seconds} s.\n`
+      : results.scaleError ? `\nScale curves failed: ${results.scaleError}\n` : '';
     const summary = `${markdown(results)}${scaleSummary}`;
     if (opts.markdown) writeFileSync(opts.markdown, summary);
     process.stdout.write(`${summary}\nresults written to ${opts.out}\n`);

@@ -1,52 +1,90 @@
 /**
- * `npx tsx scripts/bench/scale.ts [--quick] [--out FILE]` (also `npm run bench -- --scale`):
- * how cost grows with what grows in a deployment, in-process on PGlite, one point at a time.
+ * `npx tsx scripts/bench/scale.ts [--quick | --sizes full|quick|tiny] [--only id,…] [--out FILE]`
+ * (also `npm run bench -- --scale`): how cost grows with what grows in a deployment.
  *
- * - PDP: one Cedar decision (`statefulIsAuthorized` on a pre-parsed set, as src/pdp/engine.ts
- *   calls it) against the number of policies, and against the number of entities in the
- *   request's slice (Deputy builds a slice per request: principal, chain, resource).
- * - Exchange: the agent-keyed statements an exchange runs (the registry read on a cache miss and
- *   the `FOR SHARE` status check) against the number of registered agents.
- * - Receipts: one append against the agent's chain length (the long chains are bulk-inserted by
- *   SQL: append reads only the head), and verification against the export's size.
- * - Delegation depth 1 → 5: one AuthZEN evaluation over HTTP (decision cache off, concurrency 1)
- *   for a subject token at the end of a chain of that many agents; Deputy runs in a child
- *   process (deputy-process.ts), every link's token is verified and every member evaluated.
+ * The curves (scale-curves.ts):
+ * - PDP: one Cedar decision in-process against the number of policies and the entities in the
+ *   request's slice; one AuthZEN evaluation over HTTP (decision cache off, concurrency 1) against
+ *   the policies in the set and the entities the PDP holds (`entities.json`), and against the
+ *   delegation depth 1 → 5 (every link's token verified, every member evaluated);
+ * - exchange: the end-to-end token exchange over HTTP against the registered agents (10⁵ rows
+ *   bulk-inserted, a different agent each call), and the statements it keys by agent;
+ * - receipts: one append against the chain's length (10⁶ receipts bulk-inserted: an append reads
+ *   only the head), and the verification of an honestly built export against its size.
+ * Store-bound curves run on PGlite, and on PostgreSQL too when `DATABASE_URL` is set.
+ *
+ * **Each curve runs in its own process**, started with the V8 flags in `BENCH_SCALE_V8_FLAGS`
+ * (default `--no-turbo-inline-js-wasm-calls`; the Deputy processes a curve starts get the same):
+ * on Node 20 and 22, V8 aborts ("Fatal error … unreachable code" in
+ * `Deoptimizer::DoComputeBuiltinContinuation`, SIGTRAP) when TurboFan code that inlined a call
+ * into a WebAssembly export returning `externref` (Cedar's `statefulIsAuthorized`) is
+ * deoptimized while that call runs; the flag stops TurboFan inlining such calls (BENCHMARKS.md,
+ * "Issue 16, fourth round: scale curves"). A curve whose process dies by a signal is run once
+ * more; a curve that fails twice (or otherwise) is reported in `failures`, and the others stand.
  *
  * Each curve is labelled by its fitted log-log slope: flat (cost within 20 % across the range,
- * or slope < 0.15), linear (slope ≥ 0.6) or logarithmic (in between). Figures are medians on this machine; under
- * load, compare shapes, not absolute values.
+ * or slope < 0.15), linear (slope ≥ 0.6) or logarithmic (in between). Figures are medians on
+ * this machine; under load, compare shapes, not absolute values. Curves timed against a Deputy
+ * process also carry its CPU ms and store statements per operation (bench counters) and a fit of
+ * the CPU figures (`cpu`), which a loaded machine does not blur.
  *
  * @module
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { cedar, type EntityJson, type StatefulAuthorizationCall } from '../../src/pdp/cedar.js';
-import { ReceiptService } from '../../src/audit/receipts.js';
-import type { ReceiptInput } from '../../src/audit/receipt.js';
-import { formatLine } from '../../src/audit/jsonl.js';
-import { verifyReceipts } from '../../src/audit/verify.js';
-import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
-import { AgentRegistry } from '../../src/agents/registry.js';
-import { createPGliteStore } from '../../src/store/pglite.js';
-import { migrate, type Store } from '../../src/store/index.js';
-import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
-import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
-import { startMockIdp } from '../../test/support/mock-idp.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
+/** One measured size: median ms per operation and the RSS (MiB) of the process that did the work. */
+export interface ScalePoint {
+  n: number;
+  ms: number;
+  rssMiB?: number;
+  /** Curves against a Deputy process: its CPU ms and store statements per operation (bench counters). */
+  serverCpuMs?: number;
+  statements?: number;
+}
+
 /** One curve: cost (ms, median) at each size, and its shape. */
 export interface Curve {
+  id?: string;
   name: string;
   unit: string;
-  points: Array<{ n: number; ms: number }>;
+  store?: string;
+  points: ScalePoint[];
   slope: number;
   shape: 'flat' | 'logarithmic' | 'linear';
+  /** The same fit over the server's CPU ms per operation, when the points have it: the shape a loaded machine does not blur. */
+  cpu?: Pick<Curve, 'slope' | 'shape'>;
+  /** Wall-clock seconds the curve took, building its state included. */
+  seconds?: number;
+  /** Processes started for it: 2 when the first died by a signal. */
+  attempts?: number;
+}
+
+/** A curve that did not finish: why, after how many processes. */
+export interface CurveFailure {
+  id: string;
+  name: string;
+  store?: string;
+  error: string;
+  attempts: number;
+}
+
+/** What scale.ts writes (`--out`). */
+export interface ScaleReport {
+  date: string;
+  node: string;
+  sizes: string;
+  /** V8 flags every curve process (and the Deputy processes they started) ran with. */
+  v8Flags: string[];
+  curves: Curve[];
+  failures: CurveFailure[];
+  seconds: number;
 }
 
 /** Least-squares slope of ln(ms) on ln(n), and the label it earns. */
@@ -62,205 +100,132 @@ export function fit(points: Array<{ n: number; ms: number }>): Pick<Curve, 'slop
   return { slope: Math.round(slope * 100) / 100, shape };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-async function timeEach(n: number, fn: (i: number) => unknown): Promise<number> {
-  for (let i = 0; i < Math.ceil(n / 5); i++) await fn(n + i); // warm-up: JIT, caches, pages
-  const samples: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    await fn(i);
-    samples.push(performance.now() - t);
-  }
-  return Math.round(median(samples) * 1000) / 1000;
-}
-
-function curve(name: string, unit: string, points: Array<{ n: number; ms: number }>): Curve {
-  return { name, unit, points, ...fit(points) };
-}
-
-/** A Cedar decision against `policies` policies and a slice of `entities` entities. */
-function cedarPoint(policies: number, entities: number, samples: number): Promise<number> {
-  const texts: Record<string, string> = {};
-  for (let i = 0; i < policies - 1; i++) {
-    texts[`p${i}`] = `permit (principal == User::"user-${i}", action == Action::"read", resource) when { resource.owner == "owner-${i}" };`;
-  }
-  texts.match = 'permit (principal, action == Action::"read", resource) when { principal.email == resource.owner && context.chain.scopes.contains(resource.scope) };';
-  const slot = `scale-${policies}-${entities}`;
-  const parsed = cedar.preparsePolicySet(slot, { staticPolicies: texts });
-  if (parsed.type !== 'success') throw new Error(`scale: policy set did not parse: ${JSON.stringify(parsed)}`);
-  const slice: EntityJson[] = [
-    { uid: { type: 'User', id: 'u' }, attrs: { id: 'u', email: 'alice@example.com', groups: [], roles: [] }, parents: [] },
-    { uid: { type: 'Resource', id: 'r' }, attrs: { id: 'r', owner: 'alice@example.com', scope: 'docs.read' }, parents: [] },
-    { uid: { type: 'Action', id: 'read' }, attrs: {}, parents: [] },
-  ];
-  for (let i = slice.length; i < entities; i++) slice.push({ uid: { type: 'Resource', id: `r${i}` }, attrs: { id: `r${i}`, owner: `o${i}`, scope: 'docs.read' }, parents: [] });
-  const call: StatefulAuthorizationCall = {
-    principal: { type: 'User', id: 'u' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Resource', id: 'r' },
-    context: { chain: { position: 0, depth: 1, current: false, delegated: true, scopes: ['docs.read'] } },
-    entities: slice, preparsedPolicySetId: slot,
-  };
-  const answer = cedar.statefulIsAuthorized(call);
-  if (answer.type !== 'success' || answer.response.decision !== 'allow') throw new Error(`scale: the probe decision is not allow: ${JSON.stringify(answer).slice(0, 500)}`);
-  return timeEach(samples, () => cedar.statefulIsAuthorized(call));
-}
-
-async function agentsPoint(store: Store, count: number, samples: number): Promise<number> {
-  await store.query(
-    `INSERT INTO agents (id, name, owner, scopes, audiences, jwks, source)
-     SELECT 'scale-agent-' || g, 'Scale agent', 'owner@example.com', '["docs.read"]', '[]', '{"keys":[]}', 'api'
-     FROM generate_series((SELECT count(*) FROM agents WHERE id LIKE 'scale-agent-%') + 1, $1::int) g
-     ON CONFLICT (id) DO NOTHING`,
-    [count],
-  );
-  const registry = new AgentRegistry(store, { cacheTtlMs: 0 }); // every read reaches the store
-  return timeEach(samples, async (i) => {
-    const id = `scale-agent-${1 + ((i * 7919) % count)}`;
-    if (!(await registry.get(id))) throw new Error(`scale: agent ${id} missing`);
-    await store.transaction((tx) => tx.query('SELECT status FROM agents WHERE id = $1 FOR SHARE', [id]));
-  });
-}
-
-const input = (agent: string, n: number): ReceiptInput => ({
-  agent, user: 'okta:acme.okta.com:00u1', chain: [agent], event: 'access_evaluation', action: 'read', resource: `doc:${n}`,
-  decision: 'permit', policies: ['policy0'], requestId: `req-${n}`, requestDigest: 'sha-256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU',
-});
-
-/** Append latency for an agent whose chain already holds `length` receipts (bulk-inserted). */
-async function appendPoint(store: Store, service: ReceiptService, length: number, samples: number): Promise<number> {
-  const agent = `scale-chain-${length}`;
-  if (length > 0) {
-    await store.query(
-      `INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-       SELECT $1, g, $1 || '-' || g, 'sha-256:' || md5(g::text), 'sha-256:' || md5((g - 1)::text), 'x' FROM generate_series(1, $2::int) g`,
-      [agent, length],
-    );
-    await store.query(`INSERT INTO receipt_chains (agent_id, seq, head) VALUES ($1, $2::bigint, 'sha-256:' || md5($3))`, [agent, length, String(length)]);
-  }
-  return timeEach(samples, (i) => service.append(input(agent, i)));
-}
-
-async function verifyPoint(service: ReceiptService, jwks: { keys: object[] }, size: number): Promise<number> {
-  const agent = `scale-verify-${size}`;
-  await Promise.all(Array.from({ length: size }, (_, i) => service.append(input(agent, i))));
-  let text = '';
-  for await (const r of service.range(agent, 1, size)) text += formatLine(r);
-  return timeEach(3, async () => {
-    if (!(await verifyReceipts(text, jwks as never)).ok) throw new Error('scale: export did not verify');
-  });
-}
-
-const API = 'https://docs.example.com';
-const handoff = (id: string) => `urn:deputy:agent:${id}`;
-
-/** PDP evaluation latency (median, ms) for subjects at the end of chains of 1 … `maxDepth` agents. */
-async function depthCurve(maxDepth: number, samples: number): Promise<Curve['points']> {
-  const idp = await startMockIdp();
-  const dir = mkdtempSync(join(tmpdir(), 'deputy-bench-depth-'));
-  const pepKeys = await clientKeys();
-  const ids = Array.from({ length: maxDepth }, (_, i) => `depth-agent-${i + 1}`);
-  const keys = await Promise.all(ids.map(() => clientKeys()));
-  const config = {
-    server: { port: 0, host: '127.0.0.1' }, store: { dataDir: 'memory://' }, keys: { dir, generate: true }, log: { level: 'warn' },
-    pdp: { watch: false, decisionCacheSize: 0 },
-    trustedIssuers: [idp.issuerConfig('okta')],
-    admin: { clients: [{ client_id: 'bench-pep', scopes: ['authzen:evaluate'], jwks: pepKeys.jwks }] },
-    agents: ids.map((id, i) => agentConfig(id, keys[i]!, { scopes: ['docs.read'], audiences: [API, ...(ids[i + 1] ? [handoff(ids[i + 1]!)] : [])], maxDelegationDepth: maxDepth })),
-  };
-  const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'deputy-process.ts')], {
-    env: { ...process.env, BENCH_DEPUTY_CONFIG: JSON.stringify(config), NODE_ENV: 'production' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  try {
-    const [url, issuer] = await new Promise<string[]>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        const line = out.split('\n').find((l) => l.startsWith('READY '));
-        if (line) resolve(line.split(' ').slice(1));
-      });
-      child.once('exit', (code) => reject(new Error(`deputy exited with ${code}`)));
-    });
-    const pep = await clientCredentialsToken(await oauthClient(issuer!, 'bench-pep', pepKeys), 'authzen:evaluate');
-    const agents = await Promise.all(ids.map((id, i) => testAgent(issuer!, id, keys[i]!)));
-    const user = await idp.oktaAccessToken({ email: 'alice@example.com', scp: ['docs.read'] });
-    const headers = { 'content-type': 'application/json', authorization: `Bearer ${pep}` };
-    const points: Curve['points'] = [];
-    for (let depth = 1; depth <= maxDepth; depth++) {
-      let token = user;
-      for (let i = 0; i < depth - 1; i++) {
-        token = (await exchange(agents[i]!, { subject_token: token, audience: handoff(ids[i + 1]!), ...(i === 0 ? { scope: 'docs.read' } : {}) })).access_token;
-      }
-      token = (await exchange(agents[depth - 1]!, { subject_token: token, resource: API, ...(depth === 1 ? { scope: 'docs.read' } : {}) })).access_token;
-      const sub = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub as string;
-      const body = (n: number) => JSON.stringify({ subject: { type: 'User', id: sub, properties: { token } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${n}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } });
-      const ms = await timeEach(samples, async (n) => {
-        const res = await fetch(`${url}/access/v1/evaluation`, { method: 'POST', headers, body: body(n) });
-        const verdict = (await res.json()) as { decision?: boolean };
-        if (verdict.decision !== true) throw new Error(`scale: depth ${depth} is not a permit: ${JSON.stringify(verdict)}`);
-      });
-      points.push({ n: depth, ms });
-    }
-    return points;
-  } finally {
-    child.kill('SIGTERM');
-    await idp.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** Runs every curve; `quick` uses smaller sizes (same shapes, seconds instead of minutes). */
-export async function scaleCurves(quick: boolean): Promise<Curve[]> {
-  const curves: Curve[] = [];
-  const s = quick ? 30 : 200;
-  const policies = [10, 100, 1000];
-  const pPoints: Curve['points'] = [];
-  for (const n of policies) pPoints.push({ n, ms: await cedarPoint(n, 3, s) });
-  curves.push(curve('PDP: one Cedar decision vs policies', 'policies', pPoints));
-  const entities = quick ? [100, 1000, 10_000] : [100, 10_000, 100_000];
-  const ePoints: Curve['points'] = [];
-  for (const n of entities) ePoints.push({ n, ms: await cedarPoint(10, n, n >= 10_000 ? Math.max(3, s / 20) : s) });
-  curves.push(curve('PDP: one Cedar decision vs entities in the request slice', 'entities', ePoints));
-
-  curves.push(curve('PDP: one evaluation vs delegation depth (HTTP, cache off, c1)', 'agents in the chain', await depthCurve(5, quick ? 20 : 200)));
-
-  const store = await createPGliteStore({ dataDir: 'memory://' });
-  try {
-    await migrate(store);
-    const agents = quick ? [10, 1000, 10_000] : [10, 10_000, 100_000];
-    const aPoints: Curve['points'] = [];
-    for (const n of agents) aPoints.push({ n, ms: await agentsPoint(store, n, s) });
-    curves.push(curve('exchange: agent-keyed statements vs registered agents', 'agents', aPoints));
-
-    const key = await generateSigningKey('ES256');
-    const service = new ReceiptService({ store, issuer: 'https://deputy.example.com', key });
-    const lengths = quick ? [1, 1000, 10_000] : [1, 10_000, 1_000_000];
-    const rPoints: Curve['points'] = [];
-    for (const n of lengths) rPoints.push({ n, ms: await appendPoint(store, service, n, s) });
-    curves.push(curve('receipts: one append vs chain length', 'receipts in the chain', rPoints));
-    const sizes = quick ? [50, 200, 800] : [100, 1000, 10_000];
-    const vPoints: Curve['points'] = [];
-    for (const n of sizes) vPoints.push({ n, ms: await verifyPoint(service, { keys: [toPublicJwk(key.jwk)] }, n) });
-    curves.push(curve('receipts: verify an export vs its size', 'receipts exported', vPoints));
-  } finally {
-    await store.close();
-  }
-  return curves;
-}
-
-/** The curves as a Markdown table. */
-export function scaleMarkdown(curves: Curve[]): string {
+/** The curves as a Markdown table, then one line per failed curve. */
+export function scaleMarkdown(curves: Curve[], failures: CurveFailure[] = []): string {
   return [
-    '| curve | sizes | median ms at each | fitted log-log slope | shape |',
-    '| --- | --- | --- | --- | --- |',
-    ...curves.map((c) => `| ${c.name} | ${c.points.map((p) => p.n.toLocaleString('en')).join(' / ')} ${c.unit} | ${c.points.map((p) => p.ms).join(' / ')} | ${c.slope} | ${c.shape} |`),
+    '| curve | store | sizes | median ms at each | fitted log-log slope | shape | server CPU ms / op at each (slope, shape) | statements / op | RSS MiB at the largest | s |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...curves.map((c) => `| ${c.name}${c.attempts && c.attempts > 1 ? ' (second attempt)' : ''} | ${c.store ?? '—'} | ${c.points.map((p) => p.n.toLocaleString('en')).join(' / ')} ${c.unit} | ${c.points.map((p) => p.ms).join(' / ')} | ${c.slope} | ${c.shape} | ${c.cpu ? `${c.points.map((p) => p.serverCpuMs).join(' / ')} (${c.cpu.slope}, ${c.cpu.shape})` : '—'} | ${c.cpu ? c.points.map((p) => p.statements).join(' / ') : '—'} | ${c.points.at(-1)?.rssMiB ?? '—'} | ${c.seconds ?? '—'} |`),
+    ...failures.map((f) => `\nScale curve failed: ${f.name}${f.store ? ` (${f.store})` : ''}, ${f.attempts} attempt(s): ${f.error}`),
   ].join('\n');
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, out: { type: 'string', default: join(HERE, '../../bench-results/scale.json') } } });
-  const curves = await scaleCurves(values.quick ?? false);
-  mkdirSync(dirname(values.out!), { recursive: true });
-  writeFileSync(values.out!, `${JSON.stringify({ date: new Date().toISOString(), quick: values.quick, curves }, null, 2)}\n`);
-  process.stdout.write(`${scaleMarkdown(curves)}\n`);
+/** `BENCH_SCALE_V8_FLAGS` (space-separated; empty for none), or the flag that stops the crash. */
+export function scaleV8Flags(): string[] {
+  return (process.env.BENCH_SCALE_V8_FLAGS ?? '--no-turbo-inline-js-wasm-calls').split(/\s+/).filter(Boolean);
 }
+
+interface Job {
+  id: string;
+  name: string;
+  unit: string;
+  store?: 'pglite' | 'postgres';
+}
+
+type Outcome = { points: ScalePoint[] } | { error: string; signal: boolean };
+
+/** Runs one curve in a child process (this file with `--curve`); a signal death is reported as such. */
+function runChild(job: Job, sizes: string, flags: string[], timeoutMs: number, attempt: number): Promise<Outcome> {
+  const dir = mkdtempSync(join(tmpdir(), 'deputy-bench-scale-'));
+  const out = join(dir, 'curve.json');
+  const args = [...flags, '--import', 'tsx', fileURLToPath(import.meta.url), '--curve', job.id, '--sizes', sizes, '--out', out, ...(job.store ? ['--store', job.store] : [])];
+  return new Promise<Outcome>((resolve) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env: { ...process.env, BENCH_V8_FLAGS: flags.join(' '), BENCH_SCALE_ATTEMPT: String(attempt) } });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      try {
+        if (code === 0) return resolve(JSON.parse(readFileSync(out, 'utf8')) as { points: ScalePoint[] });
+        if (timedOut) return resolve({ error: `timed out after ${Math.round(timeoutMs / 1000)} s`, signal: false });
+        // 128 + n: a shell reporting a signal death (e.g. 133 = SIGTRAP, V8's fatal error).
+        resolve({ error: `exited with ${code ?? signal}`, signal: signal !== null || (code ?? 0) >= 128 });
+      } catch (err) {
+        resolve({ error: `exited with 0 but wrote no report: ${(err as Error).message}`, signal: false });
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+}
+
+async function runJob(job: Job, sizes: string, flags: string[], timeoutMs: number): Promise<Curve | CurveFailure> {
+  const started = performance.now();
+  const where = job.store ? { store: job.store } : {};
+  for (let attempt = 1; ; attempt++) {
+    const outcome = await runChild(job, sizes, flags, timeoutMs, attempt);
+    if ('points' in outcome) {
+      const seconds = Math.round((performance.now() - started) / 100) / 10;
+      const cpu = outcome.points.every((p) => p.serverCpuMs !== undefined) ? { cpu: fit(outcome.points.map((p) => ({ n: p.n, ms: p.serverCpuMs! }))) } : {};
+      return { id: job.id, name: job.name, unit: job.unit, ...where, points: outcome.points, ...fit(outcome.points), ...cpu, seconds, attempts: attempt };
+    }
+    process.stderr.write(`[scale] ${job.id}${job.store ? ` (${job.store})` : ''}: ${outcome.error}${outcome.signal && attempt === 1 ? ', running it once more' : ''}\n`);
+    if (!outcome.signal || attempt >= 2) return { id: job.id, name: job.name, ...where, error: outcome.error, attempts: attempt };
+  }
+}
+
+/** Every curve of `only` (all when empty), each in its own process, one after another. */
+export async function runScale(options: { sizes: string; only?: string[] }): Promise<ScaleReport> {
+  const { CURVES } = await import('./scale-curves.js');
+  const started = performance.now();
+  const flags = scaleV8Flags();
+  const stores: Array<'pglite' | 'postgres'> = process.env.DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+  const jobs: Job[] = CURVES.filter((c) => !options.only?.length || options.only.includes(c.id))
+    .flatMap((c) => (c.perStore ? stores.map((store) => ({ id: c.id, name: c.name, unit: c.unit, store })) : [{ id: c.id, name: c.name, unit: c.unit }]));
+  const timeoutMs = Number(process.env.BENCH_SCALE_CURVE_TIMEOUT_MS ?? (options.sizes === 'full' ? 20 * 60_000 : 5 * 60_000));
+  const curves: Curve[] = [];
+  const failures: CurveFailure[] = [];
+  for (const job of jobs) {
+    const result = await runJob(job, options.sizes, flags, timeoutMs);
+    if ('error' in result) failures.push(result);
+    else curves.push(result);
+  }
+  return { date: new Date().toISOString(), node: process.version, sizes: options.sizes, v8Flags: flags, curves, failures, seconds: Math.round((performance.now() - started) / 1000) };
+}
+
+/**
+ * `BENCH_SCALE_FAULT=id,…` (the smoke test): the curve's first process dies by SIGTRAP, as V8's
+ * fatal error ends it; `id!`: every process of that curve does.
+ */
+function injectFault(id: string): void {
+  const faults = (process.env.BENCH_SCALE_FAULT ?? '').split(',');
+  if (faults.includes(`${id}!`) || (faults.includes(id) && process.env.BENCH_SCALE_ATTEMPT === '1')) process.kill(process.pid, 'SIGTRAP');
+}
+
+/** Child mode (`--curve id`): measures that one curve and writes its points to `--out`. */
+async function runOneCurve(id: string, sizes: string, store: string | undefined, out: string): Promise<void> {
+  const { CURVES, SIZES } = await import('./scale-curves.js');
+  injectFault(id);
+  const def = CURVES.find((c) => c.id === id);
+  const s = SIZES[sizes as keyof typeof SIZES];
+  if (!def || !s) throw new Error(`scale: unknown curve ${id} or sizes ${sizes}`);
+  const points = await def.run(s, store === 'postgres' ? 'postgres' : 'pglite');
+  writeFileSync(out, JSON.stringify({ points }));
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      sizes: { type: 'string' },
+      only: { type: 'string' },
+      curve: { type: 'string' },
+      store: { type: 'string' },
+      out: { type: 'string', default: join(HERE, '../../bench-results/scale.json') },
+    },
+  });
+  const sizes = values.sizes ?? (values.quick ? 'quick' : 'full');
+  if (values.curve) {
+    await runOneCurve(values.curve, sizes, values.store, values.out!);
+    process.exit(0); // a Deputy child's or driver's handles must not keep the curve's process alive
+  }
+  const report = await runScale({ sizes, only: values.only?.split(',').filter(Boolean) });
+  mkdirSync(dirname(values.out!), { recursive: true });
+  writeFileSync(values.out!, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`${scaleMarkdown(report.curves, report.failures)}\n\nV8 flags: ${report.v8Flags.join(' ') || 'none'}; ${report.seconds} s.\n`);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) await main();

@@ -10,6 +10,7 @@ export {
   type Agent,
   type AgentChangeListener,
   type AgentDeleteHook,
+  type AgentDeletion,
   type AgentDisableHook,
   type AgentPatch,
   type AgentSource,

@@ -80,11 +80,17 @@ export type AgentChangeListener = (agent: Agent, change: 'saved' | 'deleted') =>
 export type AgentDisableHook = (agentId: string, tx: Queryable, why: 'disabled' | 'deleted') => Promise<void>;
 
 /**
+ * How an agent came to be deleted: through the admin API ({@link AgentRegistry.delete}, with
+ * the request's `X-Request-ID` when known) or by its removal from the configuration (at start).
+ */
+export type AgentDeletion = { readonly via: 'admin_api'; readonly requestId?: string } | { readonly via: 'configuration' };
+
+/**
  * Runs inside the transaction that deletes an agent, after the disable hooks and before the row
  * goes: removes what only served the agent (its OAuth grants, the upstream tokens its exchanges
- * captured). Receipts are never among them.
+ * captured) and records the deletion (a receipt closing its chain). Receipts are never removed.
  */
-export type AgentDeleteHook = (agent: Agent, tx: Queryable) => Promise<void>;
+export type AgentDeleteHook = (agent: Agent, tx: Queryable, deletion: AgentDeletion) => Promise<void>;
 
 /**
  * How long a read agent is reused without asking the store. Every authentication and exchange
@@ -136,9 +142,9 @@ export class AgentRegistry {
   }
 
   /** Deletes the locked agent: the disable path (revocation), the delete hooks, then the row. */
-  async #deleteLocked(agent: Agent, tx: Queryable): Promise<void> {
+  async #deleteLocked(agent: Agent, tx: Queryable, deletion: AgentDeletion): Promise<void> {
     await this.#disabled(agent.id, tx, 'deleted');
-    for (const hook of this.#deleteHooks) await hook(agent, tx);
+    for (const hook of this.#deleteHooks) await hook(agent, tx, deletion);
     await tx.query('DELETE FROM agents WHERE id = $1', [agent.id]);
   }
 
@@ -212,7 +218,8 @@ export class AgentRegistry {
    * Deletes an API-registered or metadata-document agent: every token it holds and everything
    * delegated from them is revoked, its OAuth grants and captured upstream tokens go (the delete
    * hooks), in one transaction with the row's removal. Its receipts stay (evidence; exported by
-   * its id). The id is free again afterwards: a metadata-document client's next consent creates
+   * its id), and the hooks close its chain with an `agent_deleted` receipt naming
+   * `context.requestId`. The id is free again afterwards: a metadata-document client's next consent creates
    * its agent anew, and its receipts continue the same chain. Returns the deleted agent.
    *
    * @throws NotFound when there is no such agent (a repeated DELETE, RFC 9110 §9.3.5: the effect
@@ -220,7 +227,7 @@ export class AgentRegistry {
    * @throws Conflict for an agent defined in configuration: the next start would create it
    *   again; it is deleted by removing it from the file (see {@link syncFromConfig}).
    */
-  async delete(id: string): Promise<Agent> {
+  async delete(id: string, context: { requestId?: string } = {}): Promise<Agent> {
     const agent = await this.#store.transaction(async (tx) => {
       const rows = await tx.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1 FOR UPDATE`, [id]);
       if (!rows[0]) throw new NotFound(`agent "${id}" does not exist`);
@@ -228,7 +235,7 @@ export class AgentRegistry {
       if (current.source === 'config') {
         throw new Conflict(`agent "${id}" is defined in configuration: remove it from the configuration file and it is deleted at the next start (POST /admin/agents/${id}/disable stops it now)`);
       }
-      await this.#deleteLocked(current, tx);
+      await this.#deleteLocked(current, tx, { via: 'admin_api', ...(context.requestId !== undefined ? { requestId: context.requestId } : {}) });
       return current;
     });
     return this.#changed(agent, 'deleted');
@@ -284,7 +291,7 @@ export class AgentRegistry {
         `SELECT ${COLUMNS} FROM agents WHERE source = 'config' AND NOT (id = ANY($1::text[])) ORDER BY id FOR UPDATE`,
         [agents.map((a) => a.id)],
       );
-      for (const row of stale) await this.#deleteLocked(fromRow(row), tx);
+      for (const row of stale) await this.#deleteLocked(fromRow(row), tx, { via: 'configuration' });
       return { removed: stale.map((r) => r.id) };
     });
   }

@@ -31,8 +31,11 @@ export type ReceiptAlgorithm = ReceiptAlg;
 /** Domain-separation prefix of the genesis value (versioned so the format can evolve). */
 export const GENESIS_PREFIX = 'deputy-receipt-chain/v1/genesis\n';
 
-/** What produced the receipt. */
-export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'jwt_bearer', 'access_evaluation', 'gateway_call', 'mcp_message', 'budget_settlement'] as const;
+/**
+ * What produced the receipt. `agent_deleted` closes a deleted agent's chain (src/services.ts:
+ * written in the deletion's transaction), so an auditor sees where and why it ends.
+ */
+export const RECEIPT_EVENTS = ['token_exchange', 'authorization_code', 'jwt_bearer', 'access_evaluation', 'gateway_call', 'mcp_message', 'budget_settlement', 'agent_deleted'] as const;
 /** What a receipt records: one of {@link RECEIPT_EVENTS}. */
 export type ReceiptEvent = (typeof RECEIPT_EVENTS)[number];
 /** The PDP decision a receipt records. */

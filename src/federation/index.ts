@@ -10,7 +10,7 @@ export { FederationVerifier, MAX_SUBJECT_TOKEN_BYTES, type SubjectTokenKind } fr
 export { FederationError, refuse, type FederationErrorCode } from './errors.js';
 export type { FederatedIdentity, PresetIdentity } from './identity.js';
 export { CachedJwks, type CachedJwksOptions } from './jwks.js';
-export { TrustedIssuer, discoveryUrl, type IssuerMatch, type RemoteKeySet } from './issuer.js';
+export { TrustedIssuer, discoveryUrl, peekIssuer, type IssuerMatch, type RemoteKeySet } from './issuer.js';
 export {
   trustedIssuerSchema,
   tenantOfIssuerUrl,

@@ -4,12 +4,29 @@
  *
  * @module
  */
-import type { JWTVerifyGetKey } from 'jose';
+import { decodeJwt, type JWTVerifyGetKey } from 'jose';
 import * as client from 'openid-client';
 import { TENANT_PLACEHOLDER, type TrustedIssuerConfig } from './config.js';
 import { FederationError, refuse } from './errors.js';
 import { CachedJwks } from './jwks.js';
 import { entraIssuerPatterns, entraTenantOf, type EntraIssuerPatterns } from './presets/entra.js';
+
+/**
+ * The token's `iss`, **unverified**: only to pick the verifier (Deputy's own tokens or a
+ * trusted issuer's) or to refuse an issuer before any key is fetched; never an identity.
+ *
+ * @returns the `iss` claim when `token` is a JWT whose claims set is a JSON object with a string
+ *   `iss`; `undefined` for anything else (not a JWT, claims not JSON, no `iss`, a non-string
+ *   `iss`). Never throws: each caller refuses `undefined` with its own protocol error.
+ */
+export function peekIssuer(token: string): string | undefined {
+  try {
+    const iss = decodeJwt(token).iss;
+    return typeof iss === 'string' ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Timeout of discovery and JWKS requests. */
 const FETCH_TIMEOUT_SECONDS = 5;

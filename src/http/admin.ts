@@ -70,12 +70,12 @@ export function adminRoutes(deps: AdminDeps): Router {
 
   /**
    * 204 once deleted: its tokens and everything delegated from them revoked, its receipts kept
-   * (src/agents/registry.ts `delete`). 404 for an unknown id, a repeated DELETE included: the
+   * and its chain closed by an `agent_deleted` receipt naming this request (src/agents/registry.ts `delete`). 404 for an unknown id, a repeated DELETE included: the
    * method is idempotent by its effect, not its status (RFC 9110 §9.2.2, §9.3.5). 409 for a
    * configured agent (removed from the file, it is deleted at the next start).
    */
   router.delete('/agents/:id', async function deleteAgent(ctx) {
-    await deps.agents.delete(ctx.params.id!);
+    await deps.agents.delete(ctx.params.id!, { requestId: ctx.state.requestId });
     ctx.status = 204;
   });
 

@@ -26,7 +26,7 @@ import type { LlmGateway } from '../llm/gateway.js';
 import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
-import { pdpRoutes } from './authzen.js';
+import { pdpSurface } from './authzen.js';
 import { cors } from './cors.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
@@ -98,6 +98,9 @@ export function createApp(deps: AppDeps): Koa {
 
   // Outermost: the server span is active for everything below (logs carry its trace id).
   app.use(observeRequests());
+  // AuthZEN decisions answered before (./authzen-cached.ts): ahead of everything below, metrics included above.
+  const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, logger: deps.logger, receipts: deps.receipts });
+  app.use(pdp.cachedDecisions);
   app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
   app.use(accessLog());
@@ -125,7 +128,7 @@ export function createApp(deps: AppDeps): Koa {
       operatorClientIds: new Set(deps.config.admin.clients.map((c) => c.client_id)), bodyLimitBytes: deps.config.server.bodyLimitBytes,
     }),
     receiptRoutes({ receipts: deps.receipts, keys: deps.keys, authenticate, audience: deputyResources(deps.issuer).admin }),
-    ...pdpRoutes({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, receipts: deps.receipts }),
+    ...pdp.routers,
     signInRoutes({ signIn: deps.signIn.service, sealer: deps.signIn.sealer, sessionSeconds: deps.signIn.sessionSeconds, secure: deps.issuer.startsWith('https:'), issuer: deps.issuer }),
     ...(deps.interactions ? [interactionRoutes({ interactions: deps.interactions, sealer: deps.signIn.sealer, issuer: deps.issuer })] : []),
     ...(deps.isolation ? isolationRoutes(deps, deps.isolation, authenticate) : []),

@@ -18,9 +18,10 @@
 import Router from '@koa/router';
 import type Koa from 'koa';
 import type { DeputyConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
 import type { DelegatedSubject } from '../delegation/index.js';
 import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, type ReceiptAppender } from '../audit/index.js';
-import { InvalidRequest, PayloadTooLarge, TemporarilyUnavailable } from '../errors/index.js';
+import { InvalidRequest, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { AUTHZEN_SCOPE, deputyResources } from '../oauth/deputy-own.js';
 import {
@@ -39,6 +40,8 @@ import {
   type Search,
   type SearchKind,
 } from '../pdp/index.js';
+import { cachedDecisions } from './authzen-cached.js';
+import { parseJson, readBody } from './json-body.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 import { NO_STORE } from '../util/http.js';
@@ -59,6 +62,8 @@ export interface AuthzenDeps {
   bodyLimitBytes: number;
   maxBatch: number;
   maxJsonDepth: number;
+  /** PEP tokens verified earlier, shared with the cached path; a fresh set when absent. */
+  pepTokens?: PepTokens;
 }
 
 /** Deputy's capability URNs in the metadata (§9.1.2): what this PDP adds to the base API. */
@@ -160,23 +165,41 @@ function searchHandler(deps: AuthzenDeps, kind: SearchKind): Koa.Middleware {
  * PEPs call on every request of every agent, so a verified Bearer PEP token is remembered until
  * it expires: its signature is checked once, not per call. (A DPoP-bound token is verified every
  * time: each request carries a new proof. Deputy's JWT access tokens cannot be revoked before
- * they expire, so remembering one changes nothing about who is let in.)
+ * they expire, so remembering one changes nothing about who is let in.) Shared by the routes and
+ * the cached path (./authzen-cached.ts).
  */
+export class PepTokens {
+  readonly #verified = new Map<string, { pep: string; expiresAt: number }>();
+  /** Bound on remembered tokens; the map is emptied when reached. */
+  static readonly MAX_ENTRIES = 1000;
+
+  /** The PEP (client id) whose token `authorization` (the header's value) is, when verified before and unexpired. */
+  get(authorization: string, now = Date.now()): string | undefined {
+    const hit = this.#verified.get(authorization);
+    return hit && hit.expiresAt > now ? hit.pep : undefined;
+  }
+
+  /** Remembers a token just verified with the `authzen:evaluate` scope, if it is an unbound Bearer token with an expiry. */
+  remember(authorization: string, auth: AuthenticatedRequest): void {
+    if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number') return;
+    if (this.#verified.size >= PepTokens.MAX_ENTRIES) this.#verified.clear();
+    this.#verified.set(authorization, { pep: auth.claims.client_id, expiresAt: auth.claims.exp * 1000 });
+  }
+}
+
+/** Authenticates the calling PEP (§11.2) with `authzen:evaluate`, through `deps.pepTokens`. */
 function authenticatePep(deps: AuthzenDeps): Koa.Middleware {
-  const verified = new Map<string, { pep: string; expiresAt: number }>();
+  const tokens = deps.pepTokens ?? new PepTokens();
   return async function authenticateCaller(ctx, next) {
     if (deps.auth === 'token') {
       const header = ctx.get('Authorization');
-      const hit = verified.get(header);
-      if (hit && hit.expiresAt > Date.now()) {
-        ctx.state.pep = hit.pep;
+      const pep = tokens.get(header);
+      if (pep !== undefined) {
+        ctx.state.pep = pep;
       } else {
         const auth: AuthenticatedRequest = await deps.authenticate(ctx, deps.audience, AUTHZEN_SCOPE);
         ctx.state.pep = auth.claims.client_id;
-        if (auth.scheme === 'Bearer' && auth.claims.cnf === undefined && typeof auth.claims.exp === 'number') {
-          if (verified.size >= 1000) verified.clear();
-          verified.set(header, { pep: auth.claims.client_id, expiresAt: auth.claims.exp * 1000 });
-        }
+        tokens.remember(header, auth);
       }
     }
     await next();
@@ -194,49 +217,6 @@ function jsonRequest(deps: AuthzenDeps): Koa.Middleware {
     ctx.state.authzenBody = body;
     await next();
   };
-}
-
-/**
- * The raw request body, at most `limitBytes`.
- *
- * @throws PayloadTooLarge (413) past the limit, with `Connection: close`.
- */
-async function readBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  // destroyOnReturn: false — refusing an oversized body must not destroy the request (and the
-  // socket with it): the 413 has to reach the client (closeGracefullyWhenBodyUnread drains the rest).
-  for await (const chunk of ctx.req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limitBytes) {
-      ctx.set('Connection', 'close');
-      throw new PayloadTooLarge(limitBytes);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * A JSON body as a value (RFC 8259, UTF-8 only).
- *
- * @throws InvalidRequest for bad UTF-8, an empty (or blank) body, or bad JSON.
- */
-function parseJson(bytes: Buffer): unknown {
-  let text: string;
-  try {
-    text = UTF8.decode(bytes);
-  } catch {
-    throw new InvalidRequest('request body is not valid UTF-8');
-  }
-  if (text.trim() === '') throw new InvalidRequest('a JSON request body is required');
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new InvalidRequest('request body is not valid JSON');
-  }
 }
 
 /** Printable ASCII (RFC 9110 field value without controls), short enough to be a header. */
@@ -291,24 +271,39 @@ async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input
   });
 }
 
-/** Every PDP router for the app: the AuthZEN API and metadata, and the policy admin routes. */
-export function pdpRoutes(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate; receipts?: ReceiptAppender }): Router[] {
+/** The PDP's HTTP surface for the app: the cached path, and the routers. */
+export interface PdpSurface {
+  /** The cached path (./authzen-cached.ts), placed right after the request metrics. */
+  cachedDecisions: Koa.Middleware;
+  /** The AuthZEN API and metadata, and the policy admin routes. */
+  routers: Router[];
+}
+
+/** Every PDP router for the app (the AuthZEN API and metadata, the policy admin routes) and the cached path in front of them. */
+export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate; logger: Logger; receipts?: ReceiptAppender }): PdpSurface {
   const { config, issuer, pdp, authenticate } = deps;
   const resources = deputyResources(issuer);
-  return [
-    authzenRoutes({
-      pdp: pdp.pdp,
-      ...(deps.receipts ? { receipts: deps.receipts } : {}),
-      search: pdp.search,
-      issuer,
-      authenticate,
-      audience: resources.access,
-      auth: config.pdp.auth,
-      adminReasons: config.pdp.adminReasons,
-      bodyLimitBytes: config.server.bodyLimitBytes,
-      maxBatch: config.pdp.maxBatch,
-      maxJsonDepth: config.pdp.maxJsonDepth,
-    }),
-    policyAdminRoutes({ pdp, authenticate, audience: resources.admin }),
-  ];
+  const pepTokens = new PepTokens();
+  const limits = { bodyLimitBytes: config.server.bodyLimitBytes, maxBatch: config.pdp.maxBatch, maxJsonDepth: config.pdp.maxJsonDepth };
+  const api = authzenRoutes({
+    pdp: pdp.pdp,
+    ...(deps.receipts ? { receipts: deps.receipts } : {}),
+    search: pdp.search,
+    issuer,
+    authenticate,
+    audience: resources.access,
+    auth: config.pdp.auth,
+    adminReasons: config.pdp.adminReasons,
+    ...limits,
+    pepTokens,
+  });
+  // Off with the decision cache: "cache off" then means every decision is evaluated.
+  const budgetBytes = config.pdp.decisionCacheSize > 0 ? CACHED_ANSWER_BYTES : 0;
+  return {
+    cachedDecisions: cachedDecisions({ pdp: pdp.pdp, pepTokens: config.pdp.auth === 'token' ? pepTokens : undefined, logger: deps.logger, budgetBytes, ...limits }),
+    routers: [api, policyAdminRoutes({ pdp, authenticate, audience: resources.admin })],
+  };
 }
+
+/** Bytes of requests and answers the cached path remembers (about 8 MiB: thousands of typical evaluations). */
+const CACHED_ANSWER_BYTES = 8 * 1024 * 1024;

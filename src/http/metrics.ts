@@ -28,6 +28,8 @@ export const OTHER_ROUTE = 'other';
 const STATIC_ROUTES = new Set([
   '/token', '/jwks', '/introspect', '/revoke', '/auth', '/reg', '/me', '/request', '/session/end',
   '/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', METRICS_PATH,
+  // Answered by the PDP's cached path (./authzen-cached.ts) without the router: the router's own labels.
+  '/access/v1/evaluation', '/access/v1/evaluations',
 ]);
 
 /** Path prefixes of the PEPs and documents served by middleware: `{prefix}…` → the pattern. */

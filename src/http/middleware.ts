@@ -11,7 +11,7 @@ import { PayloadTooLarge } from '../errors/index.js';
 import type { Logger } from '../log.js';
 
 /** A caller-supplied request id is echoed only if it is short and harmless in logs and headers. */
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+export const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** `X-Request-ID`: echoed when valid, generated otherwise; a child logger carries it. */
 export function requestContext(logger: Logger): Koa.Middleware {

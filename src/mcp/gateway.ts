@@ -40,11 +40,11 @@ import type { ConnectionStore } from '../vault/connections/store.js';
 import type { McpAuthorizer, McpCaller } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 import type { ToolPins } from './pins.js';
-import { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl } from './resource.js';
+import { MCP_PREFIX, mcpAudience } from './resource.js';
 import { AgentSession, ownerOf, type McpBudgetContext } from './session.js';
 import type { McpServerStore } from './store.js';
 
-export { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl };
+export { MCP_PREFIX, mcpAudience };
 
 export interface McpGatewayDeps {
   issuer: string;
@@ -88,7 +88,9 @@ export class McpGateway {
   readonly #sessions = new Map<string, AgentSession>();
   /**
    * The admission of every HTTP request (src/enforcement): the DPoP-bound token for
-   * `{issuer}/mcp/{server}` and its live chain; 401s carry `resource_metadata` (RFC 9728 §5.1).
+   * `{issuer}/mcp/{server}` and its live chain. Its 401s get `resource_metadata` (RFC 9728 §5.1)
+   * where every protected resource's do: src/http/protected-resource-metadata.ts
+   * `protectedResourceChallenges`, which knows each server through `mcpServerLookup`.
    * The proof is spent at once: a request may carry no decided message (a notification, a GET),
    * so no receipt can be counted on to spend it.
    */
@@ -96,7 +98,7 @@ export class McpGateway {
 
   constructor(deps: McpGatewayDeps) {
     this.#d = deps;
-    const challenge = dpopChallenger((audience) => mcpResourceMetadataUrl(deps.issuer, audience.slice(audience.lastIndexOf('/') + 1)));
+    const challenge = dpopChallenger();
     this.#admission = Pipeline.start<PepRequest>()
       .then(authenticate({ verifier: deps.verifier, deferProofSpend: false, challenge }))
       .then(liveChain({ revocations: deps.revocations, challenge }));

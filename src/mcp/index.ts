@@ -23,7 +23,7 @@ import { ToolPins } from './pins.js';
 import { McpServerStore, PinStore } from './store.js';
 import { ToolPinSigner } from './tool-pin.js';
 
-export { MCP_PREFIX, mcpAudience, mcpResourceMetadataUrl, McpGateway, McpHttpError } from './gateway.js';
+export { MCP_PREFIX, mcpAudience, McpGateway, McpHttpError } from './gateway.js';
 export { MCP_DENIED, type McpBudgetContext } from './session.js';
 export { mcpToolBudgeter, toolCost } from './budget.js';
 export { mcpServerSchema, mcpServersConfigSchema, type McpServerConfig } from './config.js';

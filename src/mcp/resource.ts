@@ -1,6 +1,7 @@
 /**
  * The MCP gateway's resource identifiers: `{issuer}/mcp/{server}` is both the endpoint agents
- * connect to and the RFC 8707 resource (token audience); RFC 9728 metadata sits beside it.
+ * connect to and the RFC 8707 resource (token audience); its RFC 9728 metadata is served and
+ * named in 401s by src/http/protected-resource-metadata.ts, like every protected resource's.
  *
  * @module
  */
@@ -13,10 +14,3 @@ export const MCP_PREFIX = MCP_GATEWAY_PREFIX;
 export function mcpAudience(issuer: string, server: string): string {
   return `${issuer}${MCP_PREFIX}/${server}`;
 }
-
-/** RFC 9728 §3.1: the protected resource metadata URL of `{issuer}/mcp/{server}`. */
-export function mcpResourceMetadataUrl(issuer: string, server: string): string {
-  const base = new URL(mcpAudience(issuer, server));
-  return `${base.origin}/.well-known/oauth-protected-resource${base.pathname}`;
-}
-

@@ -29,13 +29,13 @@
  * @see {@link https://www.rfc-editor.org/rfc/rfc7523#section-2.1 RFC 7523 §2.1, §3}
  * @module
  */
-import { decodeJwt } from 'jose';
 import { createHash } from 'node:crypto';
 import { InvalidGrant, InvalidRequest, InvalidTarget } from '../errors/index.js';
 import { FederationError } from '../federation/errors.js';
+import { peekIssuer } from '../federation/issuer.js';
 import type { FederatedIdentity } from '../federation/identity.js';
 import { recordOnce } from './adapter.js';
-import type { FederatedSubject } from './subject-token.js';
+import { federatedSubject } from './subject-token.js';
 import {
   activeAgent,
   checkConfirmation,
@@ -97,16 +97,6 @@ export function readAssertionRequest(params: TokenExchangeParameters): Assertion
   return { assertion, targets, scopes: scope === undefined ? undefined : [...new Set(scope.split(' ').filter(Boolean))] };
 }
 
-/** The unverified `iss`, only to refuse an issuer not allowed to send ID-JAGs before any fetch. */
-function peekIssuer(assertion: string): string | undefined {
-  try {
-    const iss = decodeJwt(assertion).iss;
-    return typeof iss === 'string' ? iss : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Step 3: the assertion verified by its issuer's keys (src/federation `verifyIdJag`).
  * @throws InvalidGrant naming the failed check
@@ -166,26 +156,6 @@ async function checkClientAndSpend(deps: IdentityAssertionDeps, identity: Federa
   if (!(await recordOnce(deps.store, 'IdJag', key, ttl))) throw new InvalidGrant('assertion: this ID-JAG has already been used (jti)');
 }
 
-/** The verified assertion as the subject of the delegation: a first link, like an IdP token. */
-function subjectOf(identity: FederatedIdentity, scopes: string[] | undefined): FederatedSubject {
-  return {
-    kind: 'federated',
-    identity,
-    user: {
-      id: identity.userId,
-      issuerId: identity.issuerId,
-      groups: identity.groups,
-      roles: identity.roles,
-      ...(identity.email === undefined ? {} : { email: identity.email }),
-      ...(identity.tenant === undefined ? {} : { tenant: identity.tenant }),
-    },
-    scopes,
-    expiresAt: identity.expiresAt,
-    chain: [],
-    mayAct: identity.mayAct,
-  };
-}
-
 /**
  * The jwt-bearer grant with an ID-JAG, over plain values (the same {@link ExchangeInput} as token
  * exchange); returns the RFC 6749 §5.1 response with `issued_token_type` as token exchange does.
@@ -201,7 +171,8 @@ export async function grantIdentityAssertion(input: ExchangeInput, deps: Identit
   const dpop = requireDpop(input.dpop);
   const identity = await verifyAssertion(deps, request.assertion);
   await checkClientAndSpend(deps, identity, agent.id);
-  const subject = subjectOf(identity, assertedScopes(identity));
+  // The verified assertion as the subject of the delegation: a first link, like an IdP token.
+  const subject = federatedSubject(identity, assertedScopes(identity));
   checkMayAct(deps, subject, agent, dpop);
   checkConfirmation(subject, dpop);
 

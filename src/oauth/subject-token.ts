@@ -21,9 +21,10 @@
  *
  * @module
  */
-import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { decodeProtectedHeader } from 'jose';
 import { RECEIPT_TYP } from '../audit/receipt.js';
 import { FederationError } from '../federation/errors.js';
+import { peekIssuer } from '../federation/issuer.js';
 import type { FederatedIdentity } from '../federation/identity.js';
 import type { FederationVerifier, SubjectTokenKind } from '../federation/verify.js';
 import { DeputyError } from '../errors/index.js';
@@ -96,16 +97,6 @@ export function subjectTokenKind(type: string): SubjectTokenKind {
   return kind;
 }
 
-/** The unverified `iss`, used only to route the token to its verifier. */
-function peekIssuer(token: string): string | undefined {
-  try {
-    const iss = decodeJwt(token).iss;
-    return typeof iss === 'string' ? iss : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Header `typ` values (lower case) of JWTs that are never subject tokens, with what they are. */
 const NEVER_SUBJECT_TYP: ReadonlyMap<string, string> = new Map([
   ['dpop+jwt', 'a DPoP proof (RFC 9449); a proof goes in the DPoP header'],
@@ -148,16 +139,17 @@ async function resolveFederatedSubject(deps: SubjectTokenDeps, token: string, ki
     }
     throw err;
   }
-  return {
-    kind: 'federated',
-    identity,
-    user: userOf(identity),
-    // Access tokens: their scopes. ID tokens: what the operator grants ID-token subjects (none by default).
-    scopes: identity.scopes,
-    expiresAt: identity.expiresAt,
-    chain: [],
-    mayAct: identity.mayAct,
-  };
+  // Access tokens: their scopes. ID tokens: what the operator grants ID-token subjects (none by default).
+  return federatedSubject(identity, identity.scopes);
+}
+
+/**
+ * A verified IdP identity as the first link of a delegation (a subject token, or an ID-JAG at
+ * the jwt-bearer grant: ./identity-assertion.ts), with the `scopes` it allows (`undefined`
+ * when it carries no scope information, as {@link SubjectBase.scopes}).
+ */
+export function federatedSubject(identity: FederatedIdentity, scopes: string[] | undefined): FederatedSubject {
+  return { kind: 'federated', identity, user: userOf(identity), scopes, expiresAt: identity.expiresAt, chain: [], mayAct: identity.mayAct };
 }
 
 function userOf(identity: FederatedIdentity): DelegatingUser {

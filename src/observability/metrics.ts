@@ -31,185 +31,213 @@ export interface PoolObservable {
 }
 
 /** Seconds; from sub-millisecond (cached PDP decisions) to the gateway's upstream timeouts. */
-const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 
-/** The metrics, typed by their label names. Names are part of the operator contract (README, docs/production.md). */
-export class DeputyMetrics {
-  readonly registry = new Registry();
+/** What the scrape-time gauges read; set by {@link DeputyMetrics}' `observe*` methods. */
+interface MetricSources {
+  policies?: () => { generation: number; digest: string };
+  signingKeyCreatedAt?: () => number;
+  pool?: PoolObservable;
+}
 
+/** One row of {@link METRIC_TABLE}: a prom-client metric as data, read by {@link defineMetric}. */
+interface MetricSpec {
+  readonly kind: 'counter' | 'histogram' | 'gauge';
+  readonly name: string;
+  readonly help: string;
+  readonly labels?: readonly string[];
+  /** Histograms only (seconds). */
+  readonly buckets?: readonly number[];
+  /** Across cluster workers (prom-client's AggregatorRegistry); prom-client's default is `sum`. */
+  readonly aggregator?: 'max';
+  /** Gauges only: sets the gauge at scrape time from what is observed. */
+  readonly collect?: (gauge: Gauge, sources: MetricSources) => void;
+  /** Registered by `observeStore` only for a store with a pool (PGlite gets no samples rather than misleading zeros). */
+  readonly poolOnly?: true;
+}
+
+/** `deputy_store_pool_*`: one field of the pool's stats, read at scrape time. */
+function poolGauge(field: keyof PoolStats): MetricSpec['collect'] {
+  return (gauge, sources) => {
+    const stats = sources.pool?.poolStats?.();
+    if (stats) gauge.set(stats[field]);
+  };
+}
+
+/**
+ * Every Deputy metric, in exposition order, keyed by its {@link DeputyMetrics} field. Names,
+ * help and labels are part of the operator contract (README, docs/production.md;
+ * test/unit/metrics-definitions.test.ts holds them to a snapshot).
+ */
+const METRIC_TABLE = {
   /** Requests by route pattern (`other` for unknown routes), method and status. */
-  readonly httpRequests = new Counter({
-    name: 'deputy_http_requests_total',
-    help: 'HTTP requests by route pattern, method and status',
-    labelNames: ['route', 'method', 'status'] as const,
-    registers: [this.registry],
-  });
-
+  httpRequests: { kind: 'counter', name: 'deputy_http_requests_total', help: 'HTTP requests by route pattern, method and status', labels: ['route', 'method', 'status'] },
   /** Seconds until the response headers (streamed bodies continue after). */
-  readonly httpDuration = new Histogram({
+  httpDuration: {
+    kind: 'histogram',
     name: 'deputy_http_request_duration_seconds',
     help: 'HTTP request latency until the response is handed to Node, by route pattern and method',
-    labelNames: ['route', 'method'] as const,
+    labels: ['route', 'method'],
     buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-
+  },
   /** RFC 8693 exchanges at the grant: `outcome` issued/refused, `error` the OAuth error code (`none` when issued). */
-  readonly tokenExchanges = new Counter({
-    name: 'deputy_token_exchanges_total',
-    help: 'RFC 8693 token exchanges by outcome and OAuth error code',
-    labelNames: ['outcome', 'error'] as const,
-    registers: [this.registry],
-  });
-
-  readonly tokenExchangeDuration = new Histogram({
+  tokenExchanges: { kind: 'counter', name: 'deputy_token_exchanges_total', help: 'RFC 8693 token exchanges by outcome and OAuth error code', labels: ['outcome', 'error'] },
+  /** Grant handler latency (seconds), by outcome. */
+  tokenExchangeDuration: {
+    kind: 'histogram',
     name: 'deputy_token_exchange_duration_seconds',
     help: 'RFC 8693 token exchange latency (grant handler), by outcome',
-    labelNames: ['outcome'] as const,
+    labels: ['outcome'],
     buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-
+  },
   /** PDP decisions: `decision` permit/deny, `source` evaluation (AuthZEN, gateways) or delegation (token exchange). */
-  readonly pdpDecisions = new Counter({
+  pdpDecisions: {
+    kind: 'counter',
     name: 'deputy_pdp_decisions_total',
     help: 'PDP decisions by decision and source (evaluation: AuthZEN and gateways; delegation: token exchange)',
-    labelNames: ['decision', 'source'] as const,
-    registers: [this.registry],
-  });
-
-  readonly pdpCacheHits = new Counter({
-    name: 'deputy_pdp_decision_cache_hits_total',
-    help: 'Cedar calls answered from the decision cache',
-    registers: [this.registry],
-  });
-
-  readonly pdpCacheMisses = new Counter({
-    name: 'deputy_pdp_decision_cache_misses_total',
-    help: 'Cedar calls evaluated (decision cache misses, or the cache disabled)',
-    registers: [this.registry],
-  });
-
-  #policyGeneration: (() => number) | undefined;
-  readonly pdpPolicyGeneration = new Gauge({
+    labels: ['decision', 'source'],
+  },
+  /** Cedar calls answered from the decision cache. */
+  pdpCacheHits: { kind: 'counter', name: 'deputy_pdp_decision_cache_hits_total', help: 'Cedar calls answered from the decision cache' },
+  /** Cedar calls evaluated. */
+  pdpCacheMisses: { kind: 'counter', name: 'deputy_pdp_decision_cache_misses_total', help: 'Cedar calls evaluated (decision cache misses, or the cache disabled)' },
+  /** The serving policy set's generation; across cluster workers the newest any of them serves (not a sum). */
+  pdpPolicyGeneration: {
+    kind: 'gauge',
     name: 'deputy_pdp_policy_generation',
     help: 'Generation of the policy set serving (1 at start, +1 per accepted reload)',
-    registers: [this.registry],
-    // Across cluster workers: the newest generation any of them serves (not a sum).
     aggregator: 'max',
-    collect: () => {
-      const generation = this.#policyGeneration?.();
-      if (generation !== undefined) this.pdpPolicyGeneration.set(generation);
+    collect: (gauge, sources) => {
+      const policies = sources.policies?.();
+      if (policies !== undefined) gauge.set(policies.generation);
     },
-  });
-
-  readonly pdpPolicyReloads = new Counter({
+  },
+  /** Policy reloads by outcome and trigger. */
+  pdpPolicyReloads: {
+    kind: 'counter',
     name: 'deputy_pdp_policy_reloads_total',
     help: 'Policy reloads by outcome (applied, unchanged, refused) and trigger (file, signal, admin)',
-    labelNames: ['outcome', 'trigger'] as const,
-    registers: [this.registry],
-  });
-
-  #policyDigest: (() => string) | undefined;
+    labels: ['outcome', 'trigger'],
+  },
   /** Always 1, labelled with the serving policy set's digest (16 hex digits): drift across instances shows as several digests. */
-  readonly pdpPolicyInfo: Gauge<'digest'> = new Gauge({
+  pdpPolicyInfo: {
+    kind: 'gauge',
     name: 'deputy_pdp_policy_info',
     help: 'The serving policy set, by digest (first 16 hex digits of its SHA-256); value 1',
-    labelNames: ['digest'] as const,
-    registers: [this.registry],
-    collect: () => {
-      const digest = this.#policyDigest?.();
-      this.pdpPolicyInfo.reset();
-      if (digest !== undefined) this.pdpPolicyInfo.set({ digest: digest.slice(0, 16) }, 1);
+    labels: ['digest'],
+    collect: (gauge, sources) => {
+      const policies = sources.policies?.();
+      gauge.reset();
+      if (policies !== undefined) gauge.set({ digest: policies.digest.slice(0, 16) }, 1);
     },
-  });
-
+  },
   /** Seconds from sending to the upstream's response headers, per connection or MCP server (config-bounded; /mcp: the server name, status `none` — a JSON-RPC answer has no HTTP status of its own) and status class. */
-  readonly gatewayUpstreamDuration = new Histogram({
+  gatewayUpstreamDuration: {
+    kind: 'histogram',
     name: 'deputy_gateway_upstream_duration_seconds',
     help: 'Gateway upstream call latency until response headers, by connection and status class (error: no response)',
-    labelNames: ['connection', 'status'] as const,
+    labels: ['connection', 'status'],
     buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-
+  },
   /** Upstream calls that got no response (refused, reset, timed out), per connection. */
-  readonly gatewayUpstreamErrors = new Counter({
+  gatewayUpstreamErrors: {
+    kind: 'counter',
     name: 'deputy_gateway_upstream_errors_total',
     help: 'Gateway upstream calls without a response (connection refused or reset, timeout), by connection',
-    labelNames: ['connection'] as const,
-    registers: [this.registry],
-  });
-
-  readonly receiptAppendDuration = new Histogram({
+    labels: ['connection'],
+  },
+  /** Receipt append latency (seconds), by outcome. */
+  receiptAppendDuration: {
+    kind: 'histogram',
     name: 'deputy_receipt_append_duration_seconds',
     help: 'Signed receipt append latency (hash-chain head lock, sign, insert), by outcome',
-    labelNames: ['outcome'] as const,
+    labels: ['outcome'],
     buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-
-  readonly receiptAppendFailures = new Counter({
-    name: 'deputy_receipt_append_failures_total',
-    help: 'Receipt appends that failed',
-    registers: [this.registry],
-  });
-
+  },
+  /** Receipt appends that failed. */
+  receiptAppendFailures: { kind: 'counter', name: 'deputy_receipt_append_failures_total', help: 'Receipt appends that failed' },
   /** Requests answered 503 because the store could not answer (src/http/errors.ts `classifyError`). */
-  readonly storeUnavailable = new Counter({
-    name: 'deputy_store_unavailable_total',
-    help: 'Requests answered 503 temporarily_unavailable because the store could not answer',
-    registers: [this.registry],
-  });
-
+  storeUnavailable: { kind: 'counter', name: 'deputy_store_unavailable_total', help: 'Requests answered 503 temporarily_unavailable because the store could not answer' },
   /** RFC 9449 §11.1: proofs presented again (a client bug, or a stolen proof). */
-  readonly dpopReplays = new Counter({
-    name: 'deputy_dpop_replays_total',
-    help: 'DPoP proofs refused because their jti was already spent (RFC 9449 section 11.1)',
-    registers: [this.registry],
-  });
-
+  dpopReplays: { kind: 'counter', name: 'deputy_dpop_replays_total', help: 'DPoP proofs refused because their jti was already spent (RFC 9449 section 11.1)' },
   /** Failed fetches of a remote JWK Set (src/federation/jwks.ts: trusted IdPs, agents' `jwks_uri`): unreachable, timeout, not a JWK Set. */
-  readonly federationJwksFetchFailures = new Counter({
-    name: 'deputy_federation_jwks_fetch_failures_total',
-    help: "Failed fetches of a remote JWK Set (trusted IdPs, agents' jwks_uri)",
-    registers: [this.registry],
-  });
-
+  federationJwksFetchFailures: { kind: 'counter', name: 'deputy_federation_jwks_fetch_failures_total', help: "Failed fetches of a remote JWK Set (trusted IdPs, agents' jwks_uri)" },
   /** Vault data keys that could not be unwrapped (KEK not loaded here, or a tampered row). */
-  readonly vaultUnwrapFailures = new Counter({
+  vaultUnwrapFailures: {
+    kind: 'counter',
     name: 'deputy_vault_unwrap_failures_total',
     help: 'Vault data keys that could not be unwrapped (key-encryption key not loaded, or tampered row)',
-    registers: [this.registry],
-  });
-
-  #signingKeyCreatedAt: (() => number) | undefined;
-  readonly signingKeyAge = new Gauge({
+  },
+  /** Seconds since the active token-signing key was created; across workers the oldest. */
+  signingKeyAge: {
+    kind: 'gauge',
     name: 'deputy_signing_key_age_seconds',
     help: 'Age of the active token-signing key (seconds since it was created)',
-    registers: [this.registry],
     aggregator: 'max',
-    collect: () => {
-      const createdAt = this.#signingKeyCreatedAt?.();
-      if (createdAt !== undefined) this.signingKeyAge.set(Math.max(0, Date.now() / 1000 - createdAt));
+    collect: (gauge, sources) => {
+      const createdAt = sources.signingKeyCreatedAt?.();
+      if (createdAt !== undefined) gauge.set(Math.max(0, Date.now() / 1000 - createdAt));
     },
-  });
-
-  #pool: PoolObservable | undefined;
-  readonly storePoolTotal = this.#poolGauge('deputy_store_pool_total', 'PostgreSQL pool connections open', 'total');
-  readonly storePoolIdle = this.#poolGauge('deputy_store_pool_idle', 'PostgreSQL pool connections idle', 'idle');
-  readonly storePoolWaiting = this.#poolGauge('deputy_store_pool_waiting', 'Queries waiting for a PostgreSQL pool connection', 'waiting');
-
+  },
+  /** PostgreSQL pool connections open. */
+  storePoolTotal: { kind: 'gauge', name: 'deputy_store_pool_total', help: 'PostgreSQL pool connections open', poolOnly: true, collect: poolGauge('total') },
+  /** PostgreSQL pool connections idle. */
+  storePoolIdle: { kind: 'gauge', name: 'deputy_store_pool_idle', help: 'PostgreSQL pool connections idle', poolOnly: true, collect: poolGauge('idle') },
+  /** Queries waiting for a PostgreSQL pool connection. */
+  storePoolWaiting: { kind: 'gauge', name: 'deputy_store_pool_waiting', help: 'Queries waiting for a PostgreSQL pool connection', poolOnly: true, collect: poolGauge('waiting') },
   /** Budget spend by budget id (config-bounded) and unit (requests, tokens, cost units). */
-  readonly budgetSpend = new Counter({
-    name: 'deputy_budget_spend_total',
-    help: 'Budget spend charged at settlement, by budget and unit',
-    labelNames: ['budget', 'unit'] as const,
-    registers: [this.registry],
+  budgetSpend: { kind: 'counter', name: 'deputy_budget_spend_total', help: 'Budget spend charged at settlement, by budget and unit', labels: ['budget', 'unit'] },
+} as const satisfies Record<string, MetricSpec>;
+
+type LabelsOf<S> = S extends { readonly labels: readonly (infer L extends string)[] } ? L : string;
+type MetricOf<S> = S extends { kind: 'counter' } ? Counter<LabelsOf<S>> : S extends { kind: 'histogram' } ? Histogram<LabelsOf<S>> : Gauge<LabelsOf<S>>;
+
+/** Deputy's metrics by {@link DeputyMetrics} field, each typed by its label names. */
+export type DeputyMetricFields = { readonly [K in keyof typeof METRIC_TABLE]: MetricOf<(typeof METRIC_TABLE)[K]> };
+
+/** One metric from its row; a `poolOnly` one is left for `observeStore` to register. */
+function defineMetric(registry: Registry, spec: MetricSpec, sources: MetricSources): Counter | Histogram | Gauge {
+  // Only the keys a row sets: prom-client assigns the config over its defaults, so an
+  // `aggregator: undefined` would replace `sum`.
+  const config = { name: spec.name, help: spec.help, labelNames: [...(spec.labels ?? [])], registers: spec.poolOnly ? [] : [registry] };
+  if (spec.kind === 'counter') return new Counter(config);
+  if (spec.kind === 'histogram') return new Histogram({ ...config, buckets: [...(spec.buckets ?? LATENCY_BUCKETS)] });
+  const collect = spec.collect;
+  const gauge: Gauge = new Gauge({
+    ...config,
+    ...(spec.aggregator ? { aggregator: spec.aggregator } : {}),
+    ...(collect ? { collect: () => collect(gauge, sources) } : {}),
   });
+  return gauge;
+}
+
+/** Every row of {@link METRIC_TABLE}, defined on `registry` in table order (the exposition's). */
+function defineMetrics(registry: Registry, sources: MetricSources): DeputyMetricFields {
+  const fields: Record<string, Counter | Histogram | Gauge> = {};
+  for (const [field, spec] of Object.entries(METRIC_TABLE) as Array<[string, MetricSpec]>) fields[field] = defineMetric(registry, spec, sources);
+  return fields as unknown as DeputyMetricFields;
+}
+
+/** Field names of the metrics registered only for a store with a pool. */
+const POOL_FIELDS = (Object.entries(METRIC_TABLE) as Array<[keyof DeputyMetricFields, MetricSpec]>).filter(([, spec]) => spec.poolOnly).map(([field]) => field);
+
+/** The fields {@link METRIC_TABLE} defines, merged into the class (assigned in its constructor). */
+export interface DeputyMetrics extends DeputyMetricFields {}
+
+/**
+ * The metrics, typed by their label names: one field per {@link METRIC_TABLE} row
+ * (`metrics.httpRequests`, `metrics.budgetSpend`, ...). Names are part of the operator contract
+ * (README, docs/production.md).
+ */
+export class DeputyMetrics {
+  readonly registry = new Registry();
+  readonly #sources: MetricSources = {};
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry });
+    Object.assign(this, defineMetrics(this.registry, this.#sources));
+    // The event-loop delay histogram samples on a timer; prom-client's default (10 ms) wakes an idle
+    // server 100 times a second (~1 % of a core here). 100 ms keeps the lag metric and costs a tenth.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
   }
 
   /**
@@ -218,42 +246,28 @@ export class DeputyMetrics {
    * samples rather than misleading zeros.
    */
   observeStore(store: PoolObservable | undefined): void {
-    this.#pool = store;
-    for (const gauge of [this.storePoolTotal, this.storePoolIdle, this.storePoolWaiting]) {
-      const name = (gauge as unknown as { name: string }).name;
+    this.#sources.pool = store;
+    for (const field of POOL_FIELDS) {
+      const name = METRIC_TABLE[field].name;
       const registered = this.registry.getSingleMetric(name) !== undefined;
-      if (store?.poolStats && !registered) this.registry.registerMetric(gauge);
+      if (store?.poolStats && !registered) this.registry.registerMetric(this[field]);
       if (!store?.poolStats && registered) this.registry.removeSingleMetric(name);
     }
   }
 
   /** Where the policy gauges (`deputy_pdp_policy_generation`, `deputy_pdp_policy_info`) read the serving set at scrape time. */
   observePolicies(read: (() => { generation: number; digest: string }) | undefined): void {
-    this.#policyGeneration = read && (() => read().generation);
-    this.#policyDigest = read && (() => read().digest);
+    this.#sources.policies = read;
   }
 
   /** Where `deputy_signing_key_age_seconds` reads the active signing key's creation time (epoch seconds). */
   observeSigningKey(createdAt: (() => number) | undefined): void {
-    this.#signingKeyCreatedAt = createdAt;
+    this.#sources.signingKeyCreatedAt = createdAt;
   }
 
   /** The Prometheus text exposition (format 0.0.4) and its content type. */
   async exposition(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
-  }
-
-  #poolGauge(name: string, help: string, field: keyof PoolStats): Gauge {
-    const gauge: Gauge = new Gauge({
-      name,
-      help,
-      registers: [], // registered by observeStore for a store with a pool
-      collect: () => {
-        const stats = this.#pool?.poolStats?.();
-        if (stats) gauge.set(stats[field]);
-      },
-    });
-    return gauge;
   }
 }
 

@@ -8,6 +8,15 @@
  * @module
  */
 import * as wasm from '@cedar-policy/cedar-wasm/nodejs';
+import { setFlagsFromString } from 'node:v8';
+
+// V8 before 13.x (Node 20, 22) aborts the whole process ("unreachable code" in
+// Deoptimizer::DoComputeBuiltinContinuation, SIGTRAP) when an optimized caller of a Wasm export
+// returning `externref` is deoptimized during the call: Cedar's `statefulIsAuthorized` is such an
+// export and runs JSON work inside it, so any hot PDP could die under load. Not inlining JS-to-Wasm
+// calls removes the case; its cost was not measurable per Cedar call. Repro:
+// scripts/bench/v8-wasm-deopt-repro.mjs. Node 24 (V8 13.6) is not affected.
+if (Number(process.versions.node.split('.')[0]) < 24) setFlagsFromString('--no-turbo-inline-js-wasm-calls');
 
 export type {
   AuthorizationAnswer,

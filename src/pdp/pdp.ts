@@ -43,7 +43,7 @@ export type PreparedSubject =
   | { kind: 'malformed'; message: string };
 
 /** An entity (resource, or plain subject) and, when it names a registry agent, that agent. */
-interface PreparedEntity {
+export interface PreparedEntity {
   input: EntityInput;
   agent: Agent | undefined;
 }
@@ -89,7 +89,7 @@ export class PolicyDecisionPoint {
 
   /** One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason. */
   async evaluate(input: EvaluationInput, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Decision> {
-    const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.#prepareEntity(input.resource)]);
+    const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.prepareEntity(input.resource)]);
     return this.decide(this.store.current, subject, input, resource);
   }
 
@@ -151,7 +151,8 @@ export class PolicyDecisionPoint {
     return verified.kind === 'verified' ? checkAgainstRegistry(verified, this.#agents, this.#registry) : verified;
   }
 
-  async #prepareEntity(input: EntityInput): Promise<PreparedEntity> {
+  /** The asynchronous phase for a resource: its registry agent when it names one (through the agent cache). */
+  async prepareEntity(input: EntityInput): Promise<PreparedEntity> {
     return { input, agent: await this.#registryAgent(input) };
   }
 

@@ -60,16 +60,19 @@ afterAll(async () => {
   await idp?.close();
 });
 
-const api = (path: string, method = 'GET', body?: unknown) =>
+const api = (path: string, method = 'GET', body?: unknown, headers: Record<string, string> = {}) =>
   fetch(`${deputy.url}${path}`, {
     method,
-    headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    headers: { authorization: `Bearer ${adminToken}`, ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
 const introspect = async (token: string) =>
   json(await authenticatedPost(`${deputy.url}/introspect`, deputy.issuer, { id: admin.clientId, keys: admin.keys }, { token }));
 const gatewayCall = (agent: TestAgent, token: string) =>
   client.fetchProtectedResource(agent.config, token, new URL(`${issuer}/gw/echo/things`), 'GET', null, new Headers(), { DPoP: agent.handle }).catch((e: unknown) => e as { status: number });
+
+/** A receipt's `event` claim (decoded, unverified: the test reads what it stored). */
+const eventOf = (jws: string): unknown => claimsOf(jws).event;
 
 async function receiptJwks(): Promise<JSONWebKeySet> {
   return json<JSONWebKeySet>(await fetch(`${deputy.url}/receipts/jwks`));
@@ -90,10 +93,11 @@ describe('DELETE /admin/agents/{id}', () => {
     expect(await gatewayCall(doomed, own.access_token)).toMatchObject({ status: 200 });
     const upstream = await deputy.store.query<{ upstream: string }>('SELECT upstream FROM token_records WHERE jti = $1', [claimsOf(own.access_token).jti]);
     expect(upstream[0]?.upstream).toBeTruthy();
+    await deputy.receipts.flush();
     const before = await json(await api('/admin/agents/doomed/receipts'));
     expect(before.receipts.length).toBeGreaterThanOrEqual(3);
 
-    const deleted = await api('/admin/agents/doomed', 'DELETE');
+    const deleted = await api('/admin/agents/doomed', 'DELETE', undefined, { 'x-request-id': 'delete-doomed-1' });
     expect(deleted.status).toBe(204);
     expect(await deleted.text()).toBe('');
 
@@ -107,14 +111,22 @@ describe('DELETE /admin/agents/{id}', () => {
     // The user's upstream token its exchange captured is gone from the vault.
     expect(await deputy.store.query('SELECT 1 FROM vault_secrets WHERE handle = $1 AND kind = $2', [upstream[0]!.upstream, UPSTREAM_TOKEN_KIND])).toHaveLength(0);
 
-    // The receipts stay: listed, exported by the agent's id, verified offline against the receipt JWKS.
+    // The receipts stay, and one more closes the chain: the deletion, naming the admin request.
+    // Listed, exported by the agent's id, verified offline against the receipt JWKS.
     const after = await json(await api('/admin/agents/doomed/receipts'));
-    expect(after.receipts.map((r: { id: string }) => r.id)).toEqual(before.receipts.map((r: { id: string }) => r.id));
+    expect(after.receipts.slice(0, -1).map((r: { id: string }) => r.id)).toEqual(before.receipts.map((r: { id: string }) => r.id));
+    expect(after.receipts.at(-1)).toMatchObject({
+      seq: before.receipts.length + 1,
+      claims: {
+        agent: 'doomed', chain: ['doomed'], event: 'agent_deleted', action: 'delete', resource: `${issuer}/admin/agents/doomed`,
+        decision: 'permit', reason: 'deleted through the admin API', request_id: 'delete-doomed-1',
+      },
+    });
     const exported = await api('/admin/agents/doomed/receipts/export');
     expect(exported.status).toBe(200);
     const report = await verifyReceipts(await exported.text(), await receiptJwks(), { agent: 'doomed' });
     expect(report).toMatchObject({ ok: true, problems: [], chains: [{ agent: 'doomed', first: 1, fromGenesis: true }] });
-    expect(report.chains[0]!.count).toBe(before.receipts.length);
+    expect(report.chains[0]!.count).toBe(before.receipts.length + 1);
   });
 
   it('a repeated DELETE, or an unknown id, is 404 and changes nothing (RFC 9110 §9.2.2)', async () => {
@@ -126,6 +138,9 @@ describe('DELETE /admin/agents/{id}', () => {
       expect(res.status).toBe(404);
       expect(await json(res)).toMatchObject({ error: 'not_found', error_description: `agent "${id}" does not exist` });
     }
+    // One deletion, one receipt: the refused repeat and the unknown id record nothing.
+    expect((await deputy.receipts.list('twice', { limit: 10 })).receipts.map((r) => r.seq)).toEqual([1]);
+    expect((await deputy.receipts.list('never-was', { limit: 10 })).receipts).toEqual([]);
     // The id is free again: an agent registered under it is a new one.
     expect((await api('/admin/agents', 'POST', { id: 'twice', name: 'Again', owner: 'ops@example.com', jwks: keys['doomed']!.jwks })).status).toBe(201);
   });
@@ -138,6 +153,7 @@ describe('DELETE /admin/agents/{id}', () => {
     expect((await json(res)).error_description).toMatch(/defined in configuration: remove it from the configuration file/);
     expect(await json(await api('/admin/agents/config-agent'))).toMatchObject({ id: 'config-agent', status: 'active' });
     expect((await introspect(token.access_token)).active).toBe(true);
+    expect((await deputy.receipts.list('config-agent', { limit: 100 })).receipts.map((r) => eventOf(r.jws))).not.toContain('agent_deleted');
   });
 
   it('needs an admin token like every admin route', async () => {
@@ -164,7 +180,10 @@ describe('a configured agent removed from the configuration', () => {
         expect(await second.agents.get('gone')).toBeUndefined();
         expect(await second.agents.get('kept')).toMatchObject({ status: 'active' });
         expect(await second.records.find(claimsOf(token.access_token).jti!)).toMatchObject({ revokedReason: 'agent deleted' });
-        expect((await second.receipts.list('gone', { limit: 10 })).receipts.length).toBeGreaterThanOrEqual(1);
+        const gone = (await second.receipts.list('gone', { limit: 10 })).receipts;
+        expect(gone.length).toBeGreaterThanOrEqual(2);
+        expect(claimsOf(gone.at(-1)!.jws)).toMatchObject({ event: 'agent_deleted', reason: 'removed from the configuration', chain: ['gone'] });
+        expect(claimsOf(gone.at(-1)!.jws)).not.toHaveProperty('request_id');
         expect(second.logs.join('')).toMatch(/agents removed from configuration were deleted/);
       } finally {
         await second.close(100);

@@ -244,8 +244,10 @@ describe('the admin API', () => {
     await deputy.receipts.append({ agent: 'temp', user: 'u', chain: ['temp'], event: 'access_evaluation', action: 'read', resource: 'doc', decision: 'permit', policies: [], requestId: 'r-1' });
     expect(await cli(['agents', 'delete', 'temp'])).toMatchObject({ code: 0, out: 'deleted agent temp (its receipts are kept: deputy receipts export temp)\n' });
     expect(await deputy.agents.get('temp')).toBeUndefined();
+    // Its receipt is kept, and the deletion closes the chain (event agent_deleted).
     const exported = await cli(['receipts', 'export', 'temp']);
-    expect(exported.out.trim().split('\n')).toHaveLength(1);
+    const lines = exported.out.trim().split('\n').map((l) => JSON.parse(Buffer.from((JSON.parse(l) as { receipt: string }).receipt.split('.')[1]!, 'base64url').toString()) as { event: string });
+    expect(lines.map((c) => c.event)).toEqual(['access_evaluation', 'agent_deleted']);
     const again = await cli(['agents', 'delete', 'temp', '--json']);
     expect(again.code).toBe(3);
     expect(again.err).toMatch(/^deputy: 404 not_found: agent "temp" does not exist/);

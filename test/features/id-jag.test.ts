@@ -219,6 +219,18 @@ describe('ID-JAG: refused, naming the check', () => {
     expect(await grantError(a(), `${await idJag('agent-a')}${'A'.repeat(17 * 1024)}`)).toMatchObject({ error: 'invalid_request', description: expect.stringMatching(/too large/) });
     expect(await grantError(a(), 'not.a.jwt')).toMatchObject({ error: 'invalid_grant' });
   });
+
+  it('an assertion whose iss cannot be read (not a JWT, no iss, a non-string iss) → invalid_grant, no key fetched', async () => {
+    const b64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { sub: OKTA_USER_ID, aud: issuer, client_id: 'agent-a', jti: randomUUID(), iat: now, exp: now + 60 };
+    const shaped = (payload: unknown) => `${b64({ alg: 'RS256', typ: 'oauth-id-jag+jwt' })}.${b64(payload)}.c2ln`;
+    const fetched = idp.requests.jwks;
+    for (const assertion of ['not-a-jwt', shaped('not json'), shaped(claims), shaped({ ...claims, iss: 42 }), shaped({ ...claims, iss: [idp.oktaIssuer] }), shaped({ ...claims, iss: null })]) {
+      expect(await grantError(a(), assertion)).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/not a JWT with an "iss" claim/) });
+    }
+    expect(idp.requests.jwks).toBe(fetched);
+  });
 });
 
 /** private_key_jwt client authentication parameters, for raw requests. */

@@ -385,6 +385,16 @@ describe('MCP gateway', () => {
       const res = await fetch(mcpUrl('tools').replace(issuer, deputy.url), { method: 'POST', headers: rpcHeaders, body: '{}' });
       expect(res.status).toBe(401);
       expect(res.headers.get('www-authenticate')).toContain(`resource_metadata="${issuer}/.well-known/oauth-protected-resource/mcp/tools"`);
+      // The exact challenges (one place adds resource_metadata: src/http/protected-resource-metadata.ts).
+      const prm = `resource_metadata="${issuer}/.well-known/oauth-protected-resource/mcp/tools"`;
+      const algs = 'algs="ES256 ES384 ES512 PS256 Ed25519 EdDSA RS256"';
+      expect(res.headers.get('www-authenticate')).toBe(`Bearer realm="deputy", ${prm}, DPoP realm="deputy", ${prm}, ${algs}`);
+      const invalid = `DPoP realm="deputy", error="invalid_token", error_description="access token is malformed or invalid", ${prm}, ${algs}`;
+      for (const authorization of ['DPoP not-a-token', 'Bearer not-a-token']) {
+        const refused = await fetch(mcpUrl('tools').replace(issuer, deputy.url), { method: 'POST', headers: { ...rpcHeaders, authorization, dpop: 'not-a-proof' }, body: '{}' });
+        expect(refused.status).toBe(401);
+        expect(refused.headers.get('www-authenticate')).toBe(invalid);
+      }
       const meta = (await (await fetch(`${deputy.url}/.well-known/oauth-protected-resource/mcp/tools`)).json()) as Record<string, unknown>;
       expect(meta).toMatchObject({ resource: mcpUrl('tools'), authorization_servers: [issuer], dpop_bound_access_tokens_required: true });
     });

@@ -175,6 +175,10 @@ describe('token exchange: refusals', () => {
       [await idp.entraAccessToken({ sign: { header: { nonce: 'graph' } } }), /Microsoft Graph/],
       [await idp.sign({ iss: 'https://evil.example.com', sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /issuer/i],
       ['not-a-jwt', /malformed|JWS|JWT/i],
+      // The unverified iss routes the token (src/federation peekIssuer): none, or not a string, is refused.
+      [await idp.sign({ sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /"iss"/],
+      [await idp.sign({ iss: 42, sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /"iss"/],
+      [await idp.sign({ iss: [idp.oktaIssuer], sub: 'x', aud: 'api://deputy', exp: Math.floor(Date.now() / 1000) + 60 }), /"iss"/],
     ];
     for (const [subject, description] of cases) await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read' }, 'invalid_grant', description);
     expect(p).toBeDefined();

@@ -1,6 +1,6 @@
 /** Pure pieces of the CLI and the start summary: URL policy, resources by scope, bodies, what a start prints. */
 import { describe, expect, it } from 'vitest';
-import { jsonBody } from '../../src/cli/commands/admin.js';
+import { jsonBody } from '../../src/cli/admin-resource.js';
 import { deploymentConfig } from '../../src/cli/commands/init.js';
 import { UsageError } from '../../src/cli/errors.js';
 import { insecureAllowed, resourceForScope } from '../../src/cli/oauth.js';

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { trustedIssuerSchema, type TrustedIssuerConfigInput } from '../../src/federation/config.js';
 import { FederationError, type FederationErrorCode } from '../../src/federation/errors.js';
+import { peekIssuer } from '../../src/federation/issuer.js';
 import { FederationVerifier, MAX_SUBJECT_TOKEN_BYTES, type SubjectTokenKind } from '../../src/federation/verify.js';
 import {
   ENTRA_API_CLIENT_ID,
@@ -543,6 +544,33 @@ describe('FederationError descriptions', () => {
       expect(description).not.toContain(THIRD_TENANT);
       expect(description).not.toContain(ENTRA_OTHER_TENANT);
     }
+  });
+});
+
+describe('peekIssuer (the unverified iss that routes a subject token or an ID-JAG)', () => {
+  const b64 = (value: string) => Buffer.from(value).toString('base64url');
+  const jwt = (claims: string) => `${b64('{"alg":"RS256"}')}.${b64(claims)}.c2ln`;
+
+  it('reads a string iss without verifying anything', () => {
+    expect(peekIssuer(jwt('{"iss":"https://idp.example.com","sub":"u"}'))).toBe('https://idp.example.com');
+  });
+
+  // Every class of malformed input is `undefined`, never a throw: each caller refuses it with its
+  // own protocol error (subject tokens: invalid_grant from the federation verifier; ID-JAGs:
+  // invalid_grant "not a JWT with an iss claim"; the CLI: a usage error).
+  it.each([
+    ['empty', ''],
+    ['not a JWT', 'not-a-jwt'],
+    ['two parts', 'a.b'],
+    ['claims not base64url JSON', `${b64('{"alg":"RS256"}')}.${b64('not json')}.c2ln`],
+    ['claims a JSON array', jwt('[1,2]')],
+    ['no iss', jwt('{"sub":"u"}')],
+    ['numeric iss', jwt('{"iss":42}')],
+    ['array iss', jwt('{"iss":["https://idp.example.com"]}')],
+    ['null iss', jwt('{"iss":null}')],
+    ['object iss', jwt('{"iss":{"href":"https://idp.example.com"}}')],
+  ])('%s → undefined', (_name, token) => {
+    expect(peekIssuer(token)).toBeUndefined();
   });
 });
 

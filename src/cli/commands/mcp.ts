@@ -18,49 +18,23 @@ import type { JSONWebKeySet } from 'jose';
 import { verifyPinExport, type PinExport } from '../../mcp/verify.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 import { globals, printJson, type Io } from '../shared.js';
-import { jsonBody, path, printList, withAdmin, withBody, type BodyOptions } from './admin.js';
+import { addCreate, addDelete, addGet, addList, jsonBody, path, printList, withAdmin, withBody, type AdminCollection, type BodyOptions } from '../admin-resource.js';
 
 const SERVERS = '/admin/mcp-servers';
+const COLLECTION: AdminCollection = { base: SERVERS, member: 'mcp_servers', noun: 'MCP server' };
 
 /** The `mcp` command and its subcommands. */
 export function mcpCommand(io: Io, done: (code: number) => void): Command {
   const cmd = new Command('mcp').description('MCP servers behind the MCP gateway and their signed tool pins (/admin/mcp-servers)');
-  cmd
-    .command('servers')
-    .description('MCP servers: id, upstream URL, pinning')
-    .action((_o: unknown, c: Command) =>
-      withAdmin(io, done, c, async (admin, g) => {
-        const doc = await admin.request('GET', SERVERS);
-        printList(io, g, doc, 'mcp_servers', (x) => {
-          const s = (x.settings ?? {}) as Record<string, unknown>;
-          return `${String(x.id)}\t${String(s.url ?? '')}\tpinning=${String(s.pinning ?? '')}`;
-        });
-      }),
-    );
-  cmd
-    .command('get')
-    .description('one MCP server')
-    .argument('<server>')
-    .action((id: string, _o: unknown, c: Command) => withAdmin(io, done, c, async (admin) => printJson(io, await admin.request('GET', path(SERVERS, id)))));
-  withBody(cmd.command('create').description('create an MCP server (body: id, url, connection, required_scopes, pinning, …)')).action((o: BodyOptions, c: Command) => {
-    const body = jsonBody(o);
-    return withAdmin(io, done, c, async (admin, g) => {
-      const created = await admin.request('POST', SERVERS, body);
-      if (g.json) printJson(io, created);
-      else io.out(`created MCP server ${String(body.id)}\n`);
-    });
-  });
-  cmd
-    .command('delete')
-    .description('delete an MCP server created through the API, with its pins')
-    .argument('<server>')
-    .action((id: string, _o: unknown, c: Command) =>
-      withAdmin(io, done, c, async (admin, g) => {
-        await admin.request('DELETE', path(SERVERS, id));
-        if (g.json) printJson(io, { deleted: id });
-        else io.out(`deleted MCP server ${id}\n`);
-      }),
-    );
+  const out = { io, done };
+  const serverLine = (x: Record<string, unknown>) => {
+    const s = (x.settings ?? {}) as Record<string, unknown>;
+    return `${String(x.id)}\t${String(s.url ?? '')}\tpinning=${String(s.pinning ?? '')}`;
+  };
+  addList(cmd, out, COLLECTION, { name: 'servers', description: 'MCP servers: id, upstream URL, pinning', line: serverLine, paged: false });
+  addGet(cmd, out, COLLECTION, { description: 'one MCP server', argument: 'server' });
+  addCreate(cmd, out, COLLECTION, { description: 'create an MCP server (body: id, url, connection, required_scopes, pinning, …)', idFrom: 'body' });
+  addDelete(cmd, out, COLLECTION, { description: 'delete an MCP server created through the API, with its pins', argument: 'server' });
   cmd
     .command('tools')
     .description("the server's live tools: name, digest, pin verdict (pinned, changed, unpinned, invalid) and what changed")

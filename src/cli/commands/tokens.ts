@@ -15,8 +15,9 @@
  */
 import { Command, Option } from 'commander';
 import { randomUUID } from 'node:crypto';
-import { decodeJwt, SignJWT } from 'jose';
+import { SignJWT } from 'jose';
 import * as client from 'openid-client';
+import { peekIssuer } from '../../federation/issuer.js';
 import { privateKey, readCredentials } from '../credentials.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 import { asCliError, clientCredentialsToken, discover, dpopKey, dpopProof, exchangeToken, insecureAllowed } from '../oauth.js';
@@ -200,13 +201,9 @@ export function callCommand(io: Io, done: (code: number) => void): Command {
 }
 
 function tokenIssuer(token: string): string {
-  try {
-    const iss = decodeJwt(token).iss;
-    if (typeof iss === 'string') return iss;
-  } catch {
-    // fall through
-  }
-  throw new UsageError('--token is not a JWT access token with an "iss" claim');
+  const iss = peekIssuer(token);
+  if (iss === undefined) throw new UsageError('--token is not a JWT access token with an "iss" claim');
+  return iss;
 }
 
 function parseMaybe(text: string): unknown {
