@@ -14,6 +14,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from '../../src/cli/index.js';
 import { kekSet, loadKeyStore, VAULT_KEK_FILE, type KekRecord } from '../../src/keys/keystore.js';
 import { DataDirLocked, lockDataDir, migrate, openStore } from '../../src/store/index.js';
 import { LOCK_FILE } from '../../src/store/lock.js';
@@ -32,10 +33,21 @@ const fresh = (name: string) => mkdtempSync(join(tmp, `${name}-`));
 const readKeks = (dir: string): KekRecord[] => (JSON.parse(readFileSync(join(dir, VAULT_KEK_FILE), 'utf8')) as { keys: KekRecord[] }).keys;
 const lockContent = (dir: string) => JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8')) as { pid: number; token: string };
 
-/** A pid that is certainly not running: a process that has exited. */
+/** A pid that is certainly not running: a process that has exited (a shell: no node start). */
 function deadPid(): number {
-  const r = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const r = spawnSync('/bin/sh', ['-c', 'echo $$'], { encoding: 'utf8' });
   return Number(r.stdout);
+}
+
+/**
+ * `deputy vault rotate` in-process (the CLI's own entry, as the executable runs it), with `env`
+ * as its whole environment. The real process is run by the `npm start` test above.
+ */
+async function vaultRotate(args: string[], env: Record<string, string>): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await runCli(['vault', 'rotate', ...args], { out: (s) => void (out += s), err: (s) => void (err += s), env });
+  return { code, out, err };
 }
 
 describe('the data folder lock', () => {
@@ -79,7 +91,7 @@ describe('the data folder lock', () => {
 });
 
 describe('npm start and vault:rotate on one data folder', { timeout: 300_000 }, () => {
-  it('a second server exits naming the first, which keeps serving; vault:rotate refuses while it runs and works once it is stopped; a killed server’s lock is taken over', async () => {
+  it('a second server exits naming the first, which keeps serving; vault:rotate refuses while it runs; a killed server’s lock is taken over; vault:rotate works once Deputy is stopped', async () => {
     // An initialised, empty cluster (the lock is the subject here, not the folder's creation:
     // that is test/features/start.test.ts), so the first server skips initdb.
     const dataDir = initialisedDataDir(join(tmp, 'shared-data'));
@@ -101,25 +113,34 @@ describe('npm start and vault:rotate on one data folder', { timeout: 300_000 }, 
     const [, port] = await first.waitFor(LISTENING);
     const holderPid = first.child.pid!;
 
+    // While the first runs, a second server and vault:rotate (both real processes, started together).
+    const kekBefore = readFileSync(join(keysDir, VAULT_KEK_FILE), 'utf8');
     const second = startDeputyProcess(env);
-    const { code } = await second.exited;
+    const refused = runScript('vault-rotate', ['--prune=0'], env);
+    const [{ code }, refusedExit] = await Promise.all([second.exited, refused.exited]);
     expect(code).not.toBe(0);
     expect(second.stderr()).toMatch(new RegExp(`deputy: the data folder ${dataDir} is in use by another Deputy process \\(pid ${holderPid}, started [^,]+, command "[^"]*src/main\\.ts"\\)`));
     expect(second.stdout()).not.toMatch(LISTENING);
-    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
-
-    const kekBefore = readFileSync(join(keysDir, VAULT_KEK_FILE), 'utf8');
-    const refused = runScript('vault-rotate', ['--prune=0'], env);
-    expect((await refused.exited).code).toBe(1);
+    expect(refusedExit.code).toBe(1);
     expect(refused.stderr()).toMatch(new RegExp(`deputy: the data folder ${dataDir} is in use by another Deputy process \\(pid ${holderPid}`));
     expect(refused.stderr()).toMatch(/run vault rotate while Deputy is stopped/);
     expect(refused.stdout()).not.toMatch(/re-wrapped|new active KEK/);
     expect(readFileSync(join(keysDir, VAULT_KEK_FILE), 'utf8')).toBe(kekBefore); // nothing changed
     expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
 
-    first.child.kill('SIGTERM');
-    expect((await first.exited).code).toBe(0);
+    // kill -9 leaves the lock behind; the next start takes it over (and stops cleanly on SIGTERM).
+    first.child.kill('SIGKILL');
+    await first.exited;
+    expect(lockContent(dataDir).pid).toBe(holderPid);
+    const next = startDeputyProcess(env);
+    const [, nextPort] = await next.waitFor(LISTENING);
+    expect(lockContent(dataDir).pid).toBe(next.child.pid);
+    expect((await fetch(`http://127.0.0.1:${nextPort}/readyz`)).status).toBe(200);
+    next.child.kill('SIGTERM');
+    expect((await next.exited).code).toBe(0);
+    expect(await isListening(Number(nextPort))).toBe(false);
 
+    // Deputy stopped: vault:rotate works.
     const rotate = runScript('vault-rotate', ['--prune=0'], env);
     expect((await rotate.exited).code).toBe(0);
     expect(rotate.stdout()).toMatch(/re-wrapped 2 data key\(s\)/);
@@ -139,20 +160,6 @@ describe('npm start and vault:rotate on one data folder', { timeout: 300_000 }, 
     } finally {
       await store.close();
     }
-
-    // kill -9 leaves the lock behind; the next start takes it over.
-    const third = startDeputyProcess(env);
-    await third.waitFor(LISTENING);
-    third.child.kill('SIGKILL');
-    await third.exited;
-    expect(lockContent(dataDir).pid).toBe(third.child.pid);
-    const fourth = startDeputyProcess(env);
-    const [, port4] = await fourth.waitFor(LISTENING);
-    expect(lockContent(dataDir).pid).toBe(fourth.child.pid);
-    expect((await fetch(`http://127.0.0.1:${port4}/readyz`)).status).toBe(200);
-    fourth.child.kill('SIGTERM');
-    expect((await fourth.exited).code).toBe(0);
-    expect(await isListening(Number(port4))).toBe(false);
   });
 });
 
@@ -209,17 +216,16 @@ describe('vault:rotate --prune', { timeout: 300_000 }, () => {
       // A row the re-wrap cannot move (its wrapped key is damaged): it stays under the old KEK.
       await store.query(`UPDATE vault_secrets SET wrapped_key = decode(repeat('00', 40), 'hex') WHERE handle = $1`, [damaged]);
     } finally {
-      await store.close(); // PGlite: the script is another process and needs the folder
+      await store.close(); // PGlite: the command opens the folder itself
     }
     const { DEPUTY_CONFIG: _c, DATABASE_URL: _d, DEPUTY_VAULT_KEK: _k, ...inherited } = process.env;
     const env = { ...(inherited as Record<string, string>), DEPUTY_KEYS_DIR: keysDir, DEPUTY_DATA_DIR: dataDir, ...(db.url ? { DATABASE_URL: db.url } : {}) };
     try {
-      const run = runScript('vault-rotate', ['--prune=0'], env);
-      const { code } = await run.exited;
-      expect(code).toBe(3); // one row could not be re-wrapped
-      expect(run.stdout()).toMatch(/re-wrapped 1 data key\(s\)/);
-      expect(run.stdout()).toContain(`could not re-wrap ${damaged} (KEK ${oldKid})`);
-      expect(run.stdout()).toMatch(/no retired KEK can be dropped yet/);
+      const run = await vaultRotate(['--prune=0'], env);
+      expect(run.code).toBe(3); // one row could not be re-wrapped
+      expect(run.out).toMatch(/re-wrapped 1 data key\(s\)/);
+      expect(run.out).toContain(`could not re-wrap ${damaged} (KEK ${oldKid})`);
+      expect(run.out).toMatch(/no retired KEK can be dropped yet/);
       const keks = readKeks(keysDir);
       expect(keks.map((k) => [k.kid === oldKid, k.status])).toEqual([[false, 'active'], [true, 'retired']]);
 
@@ -230,9 +236,9 @@ describe('vault:rotate --prune', { timeout: 300_000 }, () => {
       } finally {
         await s.close();
       }
-      const again = runScript('vault-rotate', ['--rewrap-only', '--prune=0'], env);
-      expect((await again.exited).code).toBe(0);
-      expect(again.stdout()).toContain(`dropped retired KEK(s): ${oldKid}`);
+      const again = await vaultRotate(['--rewrap-only', '--prune=0'], env);
+      expect(again.code).toBe(0);
+      expect(again.out).toContain(`dropped retired KEK(s): ${oldKid}`);
       expect(readKeks(keysDir).map((k) => k.kid)).not.toContain(oldKid);
     } finally {
       await db.drop();

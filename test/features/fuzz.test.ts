@@ -9,9 +9,10 @@
  * - a refusal changes nothing: row counts of every table that holds grants, agents, secrets or
  *   receipts, and every receipt chain head, are the same before and after.
  *
- * `FUZZ_RUNS` sets the cases per property (default 100: the server start dominates the file, and
- * each 100 cases cost ~3 s of CPU on the 2-core machine; a deeper run sets `FUZZ_RUNS=1000`);
- * `FUZZ_SEED` replays a failing run (fast-check prints the seed and the shrunk case).
+ * `FC_NUM_RUNS` (or the older `FUZZ_RUNS`) sets the cases per property (default 50, which keeps
+ * the default `npm test` quick: the server start dominates the file, and each 100 cases cost ~3 s of CPU on the 2-core
+ * machine; a deeper run sets `FC_NUM_RUNS=1000`); `FUZZ_SEED` replays a failing run (fast-check
+ * prints the seed and the shrunk case).
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fc from 'fast-check';
@@ -24,7 +25,7 @@ import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
 
-const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
+const RUNS = Number(process.env.FC_NUM_RUNS ?? process.env.FUZZ_RUNS ?? 50);
 const SEED = process.env.FUZZ_SEED === undefined ? 0x5eed : Number(process.env.FUZZ_SEED);
 const API_KEY = `sk_fuzz_${randomBytes(16).toString('hex')}`;
 

@@ -15,6 +15,7 @@ import { requestDigest } from '../../src/audit/digest.js';
 import { formatLine, parseJsonLines, type ReceiptLine } from '../../src/audit/jsonl.js';
 import { genesisHash, receiptHash, type ReceiptClaims, type ReceiptInput } from '../../src/audit/receipt.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
+import { runCli } from '../../src/cli/index.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { RECEIPT_KEYS_FILE, SERVER_SECRETS_FILE, SIGNING_KEYS_FILE, VAULT_KEK_FILE } from '../../src/keys/keystore.js';
 import { request } from 'undici';
@@ -246,17 +247,25 @@ describe('a scripted session on one instance', () => {
     const lines = text.split('\n');
     writeFileSync(cut, [lines[0], ...lines.slice(2)].join('\n')); // one receipt removed
     writeFileSync(jwksFile, JSON.stringify(jwks));
-    // Each run starts tsx: run them side by side (the CLI is what an auditor runs).
-    const cli = (args: string[], env: Record<string, string> = {}) =>
-      run(process.execPath, ['--import', 'tsx', 'scripts/receipts-verify.ts', ...args], { env: { ...process.env, ...env } }).then(
+    // The script as an auditor runs it (a process: its exit codes 0 and 2), and, for the other
+    // cases, the same command in-process through the CLI's entry (no tsx start each).
+    const script = (args: string[]) =>
+      run(process.execPath, ['--import', 'tsx', 'scripts/receipts-verify.ts', ...args], { env: process.env }).then(
         (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
         (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
       );
+    const cli = async (args: string[], env: Record<string, string> = {}) => {
+      let stdout = '';
+      let stderr = '';
+      const out = (t: string) => void (stdout += t);
+      const code = await runCli(['receipts', 'verify', ...args], { out, err: (t) => void (stderr += t), env: { ...(process.env as Record<string, string>), ...env } });
+      return { code, stdout, stderr };
+    };
     const [ok, online, failed, usage, local] = await Promise.all([
-      cli([file, '--jwks', jwksFile]),
+      script([file, '--jwks', jwksFile]),
       cli([file, `--jwks=${deputy.url}/receipts/jwks`]), // the JWKS straight from the server
       cli([cut, '--jwks', jwksFile]),
-      cli([]),
+      script([]),
       // No --jwks on the server's own machine: the public parts of keys/receipt-keys.json; JSON report.
       cli([cut, '--json', '--agent', 'agent-a'], { DEPUTY_KEYS_DIR: deputy.keysDir }),
     ]);

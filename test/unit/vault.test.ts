@@ -3,20 +3,30 @@
  * (re-wrap without downtime, instances that still hold only the old KEK), pruning, and the
  * `vault:rotate` script end to end.
  */
-import { execFile } from 'node:child_process';
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { runCli } from '../../src/cli/index.js';
 import { kekSet, loadKeyStore, pruneVaultKeks, rotateVaultKek, VAULT_KEK_FILE, type KekRecord } from '../../src/keys/keystore.js';
 import { migrate, openStore, type Store } from '../../src/store/index.js';
 import { EnvelopeVault, newHandle, VaultDecryptError } from '../../src/vault/envelope.js';
 import { LocalKeyWrapper, UnknownKeyEncryptionKey, type KeyWrapper, type WrappedKey } from '../../src/vault/key-wrapper.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 
-const run = promisify(execFile);
+/**
+ * `npm run vault:rotate` (`scripts/vault-rotate.ts` = `deputy vault rotate`) in-process through the
+ * CLI's entry, with `env` as its whole environment: the exit code it would exit with and its
+ * output. The real process runs in test/features/data-dir-lock.test.ts (refused while Deputy
+ * runs, then working), and the executable's exit codes in test/features/cli.test.ts.
+ */
+async function vaultRotate(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(['vault', 'rotate', ...args], { out: (t) => void (stdout += t), err: (t) => void (stderr += t), env: env as Record<string, string> });
+  return { code, stdout, stderr };
+}
 
 let store: Store;
 let database: TestDatabase;
@@ -262,8 +272,8 @@ describe('KEK rotation', () => {
   });
 });
 
-// These start `tsx` child processes and a file-backed PGlite: slow on a busy machine, so they get
-// more time than the default (a harness limit, not an assertion about speed).
+// A file-backed PGlite: slow on a busy machine, so these get more time than the default (a
+// harness limit, not an assertion about speed).
 describe('npm run vault:rotate', { timeout: 120_000 }, () => {
   it('rotates the KEK file, re-wraps every row, prunes, and prints no secret', async () => {
     const dir = freshDir();
@@ -282,12 +292,13 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
         await vault.put(s, { handle: h, kind: 'connection_secret', plaintext: p });
       }
     } finally {
-      await s.close(); // PGlite: one process per data folder, and the script is another process
+      await s.close(); // PGlite: one opener per data folder, and the command opens it itself
     }
     const oldKid = readKekFile(dir).keys[0]!.kid;
     const { DEPUTY_CONFIG: _c, DATABASE_URL: _d, DEPUTY_VAULT_KEK: _k, ...env } = process.env;
     const scriptEnv = { ...env, DEPUTY_KEYS_DIR: dir, DEPUTY_DATA_DIR: dataDir, ...(db.url ? { DATABASE_URL: db.url } : {}) };
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts', '--prune=0'], { env: scriptEnv });
+    const { code, stdout } = await vaultRotate(['--prune=0'], scriptEnv);
+    expect(code).toBe(0);
     const file = readKekFile(dir);
     expect(file.keys).toHaveLength(1); // the old KEK: retired, unused after the re-wrap, pruned
     expect(file.keys[0]!.kid).not.toBe(oldKid);
@@ -311,9 +322,8 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
     await keyStoreIn(dir);
     const current = readFileSync(join(dir, VAULT_KEK_FILE), 'utf8');
     const { DEPUTY_CONFIG: _c, DATABASE_URL: _d, ...env } = process.env;
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts'], {
-      env: { ...env, DEPUTY_KEYS_DIR: freshDir(), DEPUTY_VAULT_KEK: current, DEPUTY_DATA_DIR: 'memory://' },
-    });
+    const { code, stdout } = await vaultRotate([], { ...env, DEPUTY_KEYS_DIR: freshDir(), DEPUTY_VAULT_KEK: current, DEPUTY_DATA_DIR: 'memory://' });
+    expect(code).toBe(0);
     const printed = JSON.parse(stdout.trim().split('\n').at(-1)!) as { keys: KekRecord[] };
     expect(printed.keys.map((k) => k.status)).toEqual(['active', 'retired']);
     expect(printed.keys[1]!.kid).toBe(JSON.parse(current).keys[0].kid);
@@ -322,12 +332,9 @@ describe('npm run vault:rotate', { timeout: 120_000 }, () => {
   });
 
   it('refuses unknown arguments with exit code 2', async () => {
-    const err = await run(process.execPath, ['--import', 'tsx', 'scripts/vault-rotate.ts', '--bogus'], { env: { ...process.env, DEPUTY_KEYS_DIR: freshDir() } }).then(
-      () => undefined,
-      (e: { code: number; stderr: string }) => e,
-    );
-    expect(err?.code).toBe(2);
-    expect(err?.stderr).toMatch(/unknown option '--bogus'/);
+    const err = await vaultRotate(['--bogus'], { ...process.env, DEPUTY_KEYS_DIR: freshDir() });
+    expect(err.code).toBe(2);
+    expect(err.stderr).toMatch(/unknown option '--bogus'/);
   });
 });
 
