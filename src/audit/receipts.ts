@@ -123,7 +123,8 @@ type Outcome = { pending: Pending; receipt: AppendedReceipt; error?: undefined }
 /**
  * Appends signed receipts to per-agent hash chains (DESIGN capability 4). Concurrent appends for one
  * agent are grouped into one transaction (in order, one chain head read and written); a store failure
- * rejects every append of the group. Throws {@link AlreadyRecorded} when a receipt id was appended before.
+ * rejects every append of the group — except a statement the server refused (SQLSTATE classes 22,
+ * 23, 40, 42) for a group with attested writes, which is decided again per append (locked path). Throws {@link AlreadyRecorded} when a receipt id was appended before.
  */
 export class ReceiptService implements ReceiptAppender {
   readonly #store: Store;
@@ -252,7 +253,13 @@ export class ReceiptService implements ReceiptAppender {
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
       const signed = await this.#sign(agent, head, firsts.map((p) => p.input));
-      const outcome = await appendIfHead(this.#store, agent, head, signed, once, parts);
+      const outcome = await appendIfHead(this.#store, agent, head, signed, once, parts).catch((err: unknown) => {
+        // One append's write refused by the server (a unique violation on its vault row, say):
+        // the statement wrote nothing, and each append is decided alone, so the others commit.
+        if (parts.length > 0 && statementRefused(err)) return 'refused' as const;
+        throw err;
+      });
+      if (outcome === 'refused') return undefined;
       if (outcome === 'written') return this.#wrote(agent, signed);
       this.#heads.delete(agent);
       if (outcome === 'moved') continue;
@@ -369,6 +376,20 @@ export class ReceiptService implements ReceiptAppender {
     }
     return out;
   }
+}
+
+/**
+ * SQLSTATE classes of an error the server raised for the statement itself — data exception (22),
+ * integrity constraint violation (23), transaction rollback (40: serialization failure, deadlock),
+ * syntax error or access rule violation (42), PostgreSQL Appendix A — so that the statement,
+ * run on its own, certainly committed nothing and the locked path may decide each append again.
+ * A lost connection is not one of them: its statement may have committed, and is never retried.
+ */
+const REFUSED_STATEMENT = /^(22|23|40|42)[0-9A-Z]{3}$/;
+
+function statementRefused(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && REFUSED_STATEMENT.test(code);
 }
 
 /** Every once-key an append records: its own (`appendOnce`) or its attested writes' (`appendWith`). */

@@ -255,6 +255,29 @@ describe('token exchange: refusals', () => {
     await expectRefusal(a, { subject_token: subject, resource: API, scope: 'deputy.read', actor_token: refused, actor_token_type: JWT_TYPE }, 'invalid_grant', /already been used/);
   });
 
+  it('one DPoP proof in four of ten concurrent exchanges of one agent (one group): one of the four wins; the losers leave no token record and no receipt; each token has exactly one receipt', async () => {
+    const a = agents['agent-a']!;
+    const subject = await idp.oktaAccessToken();
+    const proof = await dpopProof(a.dpop, `${deputy.issuer}/token`);
+    const before = (await deputy.store.query<{ n: number }>('SELECT count(*)::int AS n FROM token_records WHERE agent_id = $1', [a.id]))[0]!.n;
+    const responses = await Promise.all(Array.from({ length: 10 }, (_, n) =>
+      rawExchange(deputy.url, deputy.issuer, a, { subject_token: subject, resource: API, scope: 'deputy.read' }, n % 3 === 0 ? { proof } : {})));
+    const bodies = await Promise.all(responses.map(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> })));
+    const shared = bodies.filter((_, n) => n % 3 === 0);
+    expect(shared.filter((b) => b.status === 200)).toHaveLength(1);
+    for (const b of shared.filter((x) => x.status !== 200)) expect(b).toMatchObject({ status: 400, body: { error: 'invalid_dpop_proof' } });
+    expect(bodies.filter((_, n) => n % 3 !== 0).map((b) => b.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    const jtis = bodies.filter((b) => b.status === 200).map((b) => JSON.parse(Buffer.from(String(b.body.access_token).split('.')[1]!, 'base64url').toString()).jti as string);
+    const records = await deputy.store.query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1', [a.id]);
+    expect(records.length - before).toBe(7);
+    expect(jtis.every((jti) => records.some((r) => r.jti === jti))).toBe(true);
+    const receipts = await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1', [a.id]);
+    const attested = receipts.map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).token_id as string | undefined);
+    for (const jti of jtis) expect(attested.filter((t) => t === jti)).toHaveLength(1);
+    // No receipt names a token that has no record.
+    for (const t of attested) if (t !== undefined) expect(records.some((r) => r.jti === t)).toBe(true);
+  });
+
   it('honours may_act in an IdP token', async () => {
     const subject = await idp.oktaAccessToken({ may_act: { sub: 'agent-b' } });
     await expectRefusal(agents['agent-a']!, { subject_token: subject, resource: API, scope: 'deputy.read' }, 'invalid_grant', /may_act does not name agent "agent-a"/);

@@ -522,6 +522,8 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
           parts: [...extra, records.insertPart(record)],
           inTransaction: async (tx) => {
             if ((await recordEachOnce(tx, keys.map(once))).size !== keys.length) throw new Error('replayed');
+            // The same writes as `parts` (AttestedWrites): a part the statement refused fails here too.
+            for (const part of extra) await tx.query(part.sql(1), part.params);
             await records.insert(tx, record);
           },
         });
@@ -556,6 +558,107 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
       expect(report.problems).toEqual([]);
       expect(report.chains).toMatchObject([{ agent, first: 1, last: 17, count: 17, fromGenesis: true }]);
+    });
+
+    it(`appendWith: an agent disabled while its groups are in flight${concurrent ? ' (two instances)' : ''}: every exchange either commits with its receipt or is refused with nothing written`, async () => {
+      const agent = `agent-${randomUUID()}`;
+      await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const stores = [one(), two()];
+      const services = stores.map((store) => new ReceiptService({ store, issuer: 'https://deputy.example.com', key }));
+      const made = Array.from({ length: 24 }, () => recordFor(agent, undefined));
+      const exchange = (record: NewTokenRecord, n: number) => {
+        const records = new TokenRecords(stores[n % 2]!);
+        const once = [{ namespace: 'ReplayDetection', key: randomUUID(), ttlSeconds: 60 }];
+        return services[n % 2]!.appendWith({ agent, chain: [agent], event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: record.jti }, {
+          once,
+          parts: [records.insertPart(record)],
+          inTransaction: async (tx) => {
+            if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+            await records.insert(tx, record);
+          },
+        });
+      };
+      const pending = made.map(exchange);
+      // Disabled once the first group has committed, while the next ones are being signed or written.
+      await pending[0]!.catch(() => undefined);
+      await one().query("UPDATE agents SET status = 'disabled' WHERE id = $1", [agent]);
+      const settled = await Promise.allSettled(pending);
+      for (const s of settled) if (s.status === 'rejected') expect(s.reason).toBeInstanceOf(AgentNotActive);
+      const live = made.filter((_, n) => settled[n]!.status === 'fulfilled').map((r) => r.jti);
+      const stored = await one().query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1', [agent]);
+      expect(stored.map((r) => r.jti).sort()).toEqual([...live].sort());
+      const receipts = await readRange(one(), agent, 1, 100, 100);
+      expect(receipts.map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).token_id as string).sort()).toEqual([...live].sort());
+      let text = '';
+      for await (const r of services[0]!.range(agent, 1, Number.MAX_SAFE_INTEGER, 10)) text += formatLine(r);
+      expect((await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] })).problems).toEqual([]);
+    });
+
+    it(`appendWith: one once-key in concurrent exchanges of two agents${concurrent ? ' on two instances' : ''}: exactly one wins; the loser writes no record and no receipt`, async () => {
+      const agents = [`agent-${randomUUID()}`, `agent-${randomUUID()}`];
+      for (const agent of agents) await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const stores = [one(), two()];
+      const services = stores.map((store) => new ReceiptService({ store, issuer: 'https://deputy.example.com', key }));
+      const shared = { namespace: 'DPoPProof', key: randomUUID(), ttlSeconds: 60 };
+      const made = agents.flatMap((agent) => [recordFor(agent, undefined), recordFor(agent, undefined)]);
+      const settled = await Promise.allSettled(made.map((record, n) => {
+        const records = new TokenRecords(stores[n % 2]!);
+        // Per agent: the first exchange spends the shared key, the second a fresh one (same group).
+        const once = [n % 2 === 0 ? shared : { ...shared, key: randomUUID() }];
+        return services[n % 2]!.appendWith({ agent: record.agentId, chain: [record.agentId], event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: record.jti }, {
+          once,
+          parts: [records.insertPart(record)],
+          inTransaction: async (tx) => {
+            if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+            await records.insert(tx, record);
+          },
+        });
+      }));
+      expect(settled.filter((_, n) => n % 2 === 0).map((s) => s.status).sort()).toEqual(['fulfilled', 'rejected']);
+      expect(settled.filter((_, n) => n % 2 === 1).map((s) => s.status)).toEqual(['fulfilled', 'fulfilled']);
+      const live = made.filter((_, n) => settled[n]!.status === 'fulfilled').map((r) => r.jti).sort();
+      const stored = await one().query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = ANY($1::text[])', [agents]);
+      expect(stored.map((r) => r.jti).sort()).toEqual(live);
+      const attested = (await Promise.all(agents.map((a) => readRange(one(), a, 1, 100, 100)))).flat().map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).token_id as string);
+      expect(attested.sort()).toEqual(live);
+    });
+
+    it('appendWith: a store error in one exchange\'s part (a unique violation on its vault row) fails only that exchange; the rest of its group commits, the chain verifies', async () => {
+      const agent = `agent-${randomUUID()}`;
+      await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const service = new ReceiptService({ store: one(), issuer: 'https://deputy.example.com', key });
+      const records = new TokenRecords(one());
+      const taken = randomUUID();
+      // The vault row's handle collides with a row already stored: the statement raises 23505.
+      const vaultRow = (handle: string): StatementPart => ({ sql: (first) => `INSERT INTO oidc_models (model, id, payload, expires_at) VALUES ('VaultProbe', $${first}::text, '{}'::jsonb, now() + interval '1 hour')`, params: [handle] });
+      await one().query(vaultRow(taken).sql(1), vaultRow(taken).params);
+      const made = Array.from({ length: 10 }, () => recordFor(agent, undefined));
+      const exchange = (record: NewTokenRecord, n: number) => {
+        const row = vaultRow(n === 6 ? taken : randomUUID());
+        const once = [{ namespace: 'ReplayDetection', key: randomUUID(), ttlSeconds: 60 }];
+        return service.appendWith({ agent, chain: [agent], event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: record.jti }, {
+          once,
+          parts: [row, records.insertPart(record)],
+          inTransaction: async (tx) => {
+            if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+            await records.insert(tx, record, row);
+          },
+        });
+      };
+      // One call first (a group of its own), the other nine queue behind it and share one statement.
+      const settled = await Promise.allSettled(made.map(exchange));
+      expect(settled.map((s) => s.status)).toEqual(made.map((_, n) => (n === 6 ? 'rejected' : 'fulfilled')));
+      const live = made.filter((_, n) => n !== 6).map((r) => r.jti);
+      const stored = await one().query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1', [agent]);
+      expect(stored.map((r) => r.jti).sort()).toEqual([...live].sort());
+      let text = '';
+      for await (const r of service.range(agent, 1, Number.MAX_SAFE_INTEGER, 10)) text += formatLine(r);
+      const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
+      expect(report.problems).toEqual([]);
+      expect(report.chains).toMatchObject([{ agent, first: 1, last: 9, count: 9, fromGenesis: true }]);
     });
   });
 }

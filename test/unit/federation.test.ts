@@ -644,4 +644,53 @@ describe('FederationVerifier: subject-token signature verification remembered (i
       await rotating.close();
     }
   });
+
+  it('a remembered token whose key rotated out of the JWKS is refused once the set is fetched again', async () => {
+    const rotating = await startMockIdp();
+    try {
+      vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+      const v = verifier(rotating.issuerConfig('okta', { jwksCacheMaxAgeSeconds: 600 }));
+      const token = await rotating.oktaAccessToken({ expiresIn: 3600 });
+      await v.verify(token, 'access_token');
+      await rotating.rotate({ keepOld: false });
+      vi.setSystemTime(Date.now() + 601_000);
+      await expectRefusal(v, token, 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
+      await expectRefusal(v, token, 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
+    } finally {
+      await rotating.close();
+    }
+  });
+
+  it('a remembered ID token presented as another type gets that type\'s rules, and never the scopes of an access token', async () => {
+    const v = verifier(idp.issuerConfig('okta', { idToken: { clientId: OKTA_CLIENT_ID, scopes: ['deputy.read'] } }));
+    const token = await idp.oktaIdToken();
+    await expect(v.verify(token, 'id_token')).resolves.toMatchObject({ tokenKind: 'id_token', scopes: ['deputy.read'] });
+    await expectRefusal(v, token, 'access_token', 'ERR_FEDERATION_AUDIENCE');
+    await expect(v.verify(token, 'jwt')).resolves.toMatchObject({ tokenKind: 'id_token', scopes: ['deputy.read'] });
+    // The same bytes as the ID token of a sign-in with another client id: that audience is checked.
+    await expect(v.verify(token, 'id_token', { signInClientId: 'another-client' })).rejects.toMatchObject({ code: 'ERR_FEDERATION_AUDIENCE' });
+    // And a remembered access token is no ID token, whatever it is declared as.
+    const access = await idp.oktaAccessToken({ scp: ['deputy.write'] });
+    await v.verify(access, 'access_token');
+    await expectRefusal(v, access, 'id_token', 'ERR_FEDERATION_AUDIENCE');
+    await expect(v.verify(access, 'jwt')).resolves.toMatchObject({ tokenKind: 'access_token', scopes: ['deputy.write'] });
+  });
+
+  it('alg confusion stays refused before any look-up: HS256 with the public key, alg none, a re-signed copy by an unpublished key', async () => {
+    const v = verifier(idp.issuerConfig('okta'));
+    const token = await idp.oktaAccessToken();
+    await v.verify(token, 'access_token');
+    const pem = await idp.publicKeyPem();
+    for (let i = 0; i < 2; i++) await expectRefusal(v, await idp.oktaAccessToken({ sign: { alg: 'HS256', key: secretOf(pem) } }), 'access_token', 'ERR_FEDERATION_ALG');
+    const [, payload] = token.split('.') as [string, string, string];
+    const none = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${payload}.`;
+    await expectRefusal(v, none, 'access_token', 'ERR_FEDERATION_ALG');
+    // The same claims signed by a key the IdP does not publish (its kid unknown).
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>;
+    const stranger = await idp.createKey();
+    await expectRefusal(v, await idp.sign(claims, { key: stranger }), 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
+    // …and by that key under the published kid: the same claims, another signature, verified anew.
+    await expectRefusal(v, await idp.sign(claims, { key: stranger, kid: idp.activeKey.kid }), 'access_token', 'ERR_FEDERATION_SIGNATURE');
+    await expect(v.verify(token, 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+  });
 });

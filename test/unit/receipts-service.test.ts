@@ -98,6 +98,43 @@ describe('ReceiptService', () => {
     expect(await verifyReceipts(await exported('once'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'once', first: 1, last: 5 }] });
   });
 
+  it('appendWith: a group statement the server refused is decided per append; a lost connection is not retried (it may have committed)', async () => {
+    let fail: { code: string } | undefined;
+    let failures = 0;
+    // The store as it is, except that a group statement with parts (`appendIfHead`) fails while `failures` last.
+    const flaky = new Proxy(store, {
+      get(target, name, receiver) {
+        if (name !== 'query') return Reflect.get(target, name, receiver) as unknown;
+        return async (sql: string, params?: unknown[]) => {
+          if (fail && failures > 0 && sql.includes('WITH moved AS') && sql.includes('Probe')) {
+            failures--;
+            throw Object.assign(new Error('injected'), fail);
+          }
+          return target.query(sql, params);
+        };
+      },
+    });
+    const key = await generateSigningKey('EdDSA');
+    const flakyService = new ReceiptService({ store: flaky, issuer: 'https://deputy.example.com', key });
+    let alone = 0;
+    const writes = () => ({ once: [], parts: [{ sql: () => 'INSERT INTO oidc_models (model, id, payload, expires_at) SELECT \'Probe\', gen_random_uuid()::text, \'{}\'::jsonb, now()', params: [] }], inTransaction: async () => { alone++; } });
+    fail = { code: '08006' };
+    failures = 10;
+    const lost = await Promise.allSettled([1, 2, 3].map((n) => flakyService.appendWith(input('lost', n), writes())));
+    expect(lost.map((s) => s.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    expect(alone).toBe(0);
+    expect(await flakyService.head('lost')).toBeUndefined();
+    // One plain append first holds the writer, so the next three form one group; its statement fails once.
+    fail = { code: '23505' };
+    failures = 1;
+    const first = flakyService.append(input('refused', 0));
+    const refused = await Promise.allSettled([1, 2, 3].map((n) => flakyService.appendWith(input('refused', n), writes())));
+    expect((await first).seq).toBe(1);
+    expect(refused.map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+    expect(alone).toBe(3);
+    expect(await verifyReceipts(await exported('refused'), { keys: [toPublicJwk(key.jwk)] })).toMatchObject({ ok: true, chains: [{ agent: 'refused', first: 1, last: 4 }] });
+  });
+
   it('refuses bad input before writing: wrong types, oversize values, anything shaped like a token', async () => {
     const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl';
     const bad: Array<[Partial<ReceiptInput>, RegExp]> = [
