@@ -398,6 +398,8 @@ describe('budgets: refusals and failures hold nothing', () => {
     const { token, user } = await session('openai');
     const id = await budget({ user, unit: 'requests', window: 'day', limit: 1 });
     await openai('openai', token).chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 5 });
+    // The call settles after its answer is on the wire: wait for it, so the refusal reports a settled spend.
+    expect(await settled(id)).toMatchObject({ spent: 1, reserved: 0 });
     const url = `${audience('openai')}/v1/chat/completions`;
     const before = llm.requests.length;
     const res = await fetch(url, {
