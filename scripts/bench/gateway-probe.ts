@@ -17,37 +17,22 @@
  *
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
 import { Pool } from 'undici';
 import { createTestDatabase } from '../../test/support/database.js';
+import { startProcess } from './process.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { freePort } from '../../test/support/net.js';
 import type { CounterSnapshot } from './counters.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 const TICK_MS = 10; // procfs clock ticks (USER_HZ = 100 on Linux)
 
-async function startChild(entry: string, env: Record<string, string>): Promise<{ child: ChildProcess; ready: string[] }> {
-  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, entry)], { env: { ...process.env, ...env, NODE_ENV: 'production' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  const ready = await new Promise<string[]>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.startsWith('READY '));
-      if (line) resolve(line.split(' ').slice(1));
-    });
-    child.once('exit', (code) => reject(new Error(`${entry} exited (${code})`)));
-  });
-  return { child, ready };
-}
 
 /** CPU ticks per thread name (threads of the same name summed). */
 function threadTicks(pid: number): Map<string, number> {
@@ -152,7 +137,7 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => phaseOf(p, seconds));
   const idp = await startMockIdp({ alg: 'RS256' });
-  const upstream = await startChild('floor-process.ts', {});
+  const upstream = await startProcess('floor-process.ts', {});
   const database = values.store === 'postgres' ? await createTestDatabase() : { url: undefined, drop: async () => {} };
   const agent = await client();
   const port = await freePort();
@@ -169,7 +154,7 @@ async function main(): Promise<void> {
     log: { level: 'warn' },
   };
   // --perf: JIT symbols for perf (V8 writes /tmp/perf-<pid>.map).
-  const deputy = await startChild('deputy-process.ts', { ...(values.perf ? { NODE_OPTIONS: '--perf-basic-prof-only-functions' } : {}), BENCH_DEPUTY_CONFIG: JSON.stringify(config), BENCH_ECHO_KEY: 'bench-secret-value', ...(values.receipts === 'off' ? { BENCH_NO_RECEIPTS: '1' } : {}) });
+  const deputy = await startProcess('deputy-process.ts', { ...(values.perf ? { NODE_OPTIONS: '--perf-basic-prof-only-functions' } : {}), BENCH_DEPUTY_CONFIG: JSON.stringify(config), BENCH_ECHO_KEY: 'bench-secret-value', ...(values.receipts === 'off' ? { BENCH_NO_RECEIPTS: '1' } : {}) });
   const [url, , countersUrl] = deputy.ready as [string, string, string];
   try {
     const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });

@@ -35,6 +35,7 @@ import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './
 import type { CounterSnapshot } from './counters.js';
 import type { ScaleReport } from './scale.js';
 import { freePort } from '../../test/support/net.js';
+import { startProcess } from './process.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -79,30 +80,6 @@ function options(): Options {
     scale: values.scale ?? false,
     exchangeOnly: values['exchange-only'] ?? false,
   };
-}
-
-/** Starts a child process running a TypeScript entry and waits for its `READY …` line. */
-async function startProcess(entry: string, env: Record<string, string>): Promise<{ child: ChildProcess; ready: string[] }> {
-  // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of each server process there (`--cpu-prof`).
-  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, entry)], {
-    env: { ...process.env, ...env, NODE_ENV: 'production' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const ready = await new Promise<string[]>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.startsWith('READY '));
-      if (line) resolve(line.split(' ').slice(1));
-    });
-    child.once('exit', (code) => reject(new Error(`${entry} exited (${code}) before it was ready: ${stderr.slice(-2000)}`)));
-  });
-  return { child, ready };
 }
 
 async function stopProcess(child: ChildProcess): Promise<void> {

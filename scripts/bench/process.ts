@@ -1,0 +1,35 @@
+/**
+ * The bench's server processes: each runs a TypeScript entry of this folder in its own Node
+ * process and announces itself with one `READY …` line on stdout.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+/** Starts a child process running a TypeScript entry and waits for its `READY …` line. */
+export async function startProcess(entry: string, env: Record<string, string>): Promise<{ child: ChildProcess; ready: string[] }> {
+  // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of each server process there (`--cpu-prof`).
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, entry)], {
+    env: { ...process.env, ...env, NODE_ENV: 'production' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const ready = await new Promise<string[]>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('READY '));
+      if (line) resolve(line.split(' ').slice(1));
+    });
+    child.once('exit', (code) => reject(new Error(`${entry} exited (${code}) before it was ready: ${stderr.slice(-2000)}`)));
+  });
+  return { child, ready };
+}
