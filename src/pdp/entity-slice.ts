@@ -20,6 +20,12 @@
  *    literal written in a policy, or an entity reference in an attribute or a tag of an entity it
  *    reached; and reads the ancestors of an entity it reached (`in`). The slice is that closure:
  *    anything outside it is never looked up.
+ * 3. **Context members no policy names are left out.** Cedar reads a record's member only by a
+ *    name written in the policy, and a record as a whole only where the policy uses it as a value
+ *    (`==`, a method, `has`); a member of a record the policies only reach into, whose name no
+ *    policy writes, can change no evaluation. Deputy's `chain` record is built for every call and
+ *    policies read only some of it (the default set: not `depth`, `user`, `delegator`). Only
+ *    values Cedar always accepts are left out (a malformed escape is kept, and still refused).
  *
  * A decision's entity list with two entities of one uid is passed whole (Cedar refuses it, and
  * that refusal is kept).
@@ -37,6 +43,19 @@ export interface PolicyReads {
   readonly byType: ReadonlyMap<string, ReadonlySet<string>>;
   /** Every entity written literally in a policy (scope or condition). */
   readonly entities: readonly EntityUid[];
+  /** What the policies read of `context` (see {@link ContextReads}). */
+  readonly context: ContextReads;
+}
+
+/**
+ * What the policies read of `context`, as member paths (`["chain", "position"]`, keyed by
+ * {@link pathKey}; `context` itself is the empty path). `whole`: paths whose value is used as a
+ * value (compared, passed to a method, tested with `has`), kept as given; `traversed`: paths only
+ * ever the left side of an attribute access, so only their members that some policy names matter.
+ */
+export interface ContextReads {
+  readonly whole: ReadonlySet<string>;
+  readonly traversed: ReadonlySet<string>;
 }
 
 /** Entity types a scope variable can have under a policy's scope; `undefined`: any. */
@@ -88,7 +107,48 @@ export function policyReads(policies: readonly unknown[], contextMember: (path: 
     }
   };
   for (const policy of policies) visit(policy, { principal: scopeType(policy, 'principal'), resource: scopeType(policy, 'resource') });
-  return { anyType, byType, entities: [...entities.values()] };
+  return { anyType, byType, entities: [...entities.values()], context: contextReads(policies) };
+}
+
+/**
+ * The {@link ContextReads} of a set of policies (EST form). A `context` path expression (`context`,
+ * `context.a.b`, `context["a"]`) that is the left side of `.` / `has` is traversed; anywhere else
+ * it is used whole. `e has a.b` (a path) traverses `e`, `e.a` and uses `e.a.b` whole.
+ */
+export function contextReads(policies: readonly unknown[]): ContextReads {
+  const whole = new Set<string>();
+  const traversed = new Set<string>();
+  const visit = (node: unknown, asLeft: boolean): void => {
+    if (Array.isArray(node)) return node.forEach((n) => visit(n, false));
+    if (typeof node !== 'object' || node === null) return;
+    const path = (node as { Var?: unknown }).Var === 'context' ? [] : contextPath(node);
+    if (path) (asLeft ? traversed : whole).add(pathKey(path));
+    for (const [key, value] of Object.entries(node as Record<string, unknown>)) {
+      const access = value as { left?: unknown; attr?: unknown } | null;
+      if ((key === '.' || key === 'has') && access && typeof access === 'object' && 'left' in access) {
+        if (key === 'has') markHas(access.left, access.attr, whole, traversed);
+        visit(access.left, true);
+        visit({ ...access, left: undefined }, false);
+      } else visit(value, false);
+    }
+  };
+  for (const policy of policies) visit(policy, false);
+  return { whole, traversed };
+}
+
+/** `context.p has a.b.c`: `p`, `p.a`, `p.a.b` traversed, `p.a.b.c` used whole (its presence is read). */
+function markHas(left: unknown, attr: unknown, whole: Set<string>, traversed: Set<string>): void {
+  const base = (left as { Var?: unknown } | null)?.Var === 'context' ? [] : contextPath(left);
+  if (!base) return;
+  const attrs = (Array.isArray(attr) ? attr : [attr]).filter((a): a is string => typeof a === 'string');
+  attrs.forEach((_, i) => {
+    const p = [...base, ...attrs.slice(0, i + 1)];
+    (i === attrs.length - 1 ? whole : traversed).add(pathKey(p));
+  });
+}
+
+function pathKey(path: readonly string[]): string {
+  return path.join('\0');
 }
 
 /** The one entity type a policy's scope allows for `principal` / `resource` (`is T`, `== T::"id"`); `undefined`: any. */
@@ -144,8 +204,9 @@ export function sliceRequest(reads: PolicyReads, request: CedarRequest): CedarRe
   if (!index) return request;
   const out: EntityJson[] = [];
   const seen = new Set<string>();
+  const context = pruneContext(reads.context, request.context);
   const queue: EntityUid[] = [request.principal, request.action, request.resource, ...reads.entities];
-  collectRefs(request.context, queue);
+  collectRefs(context, queue);
   for (let uid = queue.pop(); uid !== undefined; uid = queue.pop()) {
     const key = uidKey(uid.type, uid.id);
     if (seen.has(key)) continue;
@@ -159,7 +220,57 @@ export function sliceRequest(reads: PolicyReads, request: CedarRequest): CedarRe
     // Tag values are read whole (`getTag`), never pruned: an entity reference in one is reached too.
     collectRefs(slim.tags, queue);
   }
-  return { ...request, entities: out };
+  return { ...request, context, entities: out };
+}
+
+/**
+ * `context` without the members no policy can read (module comment, 3). A member is kept whole
+ * when its path is used whole, or any enclosing record is; a traversed record keeps the members
+ * some policy names; any other member is left out — only when Cedar is sure to accept it
+ * ({@link inert}), so a request Cedar would refuse is still refused.
+ */
+export function pruneContext(reads: ContextReads, context: Record<string, CedarValueJson>): Record<string, CedarValueJson> {
+  return reads.whole.has('') ? context : pruneRecord(reads, [], context);
+}
+
+function pruneRecord(reads: ContextReads, path: readonly string[], record: Record<string, CedarValueJson>): Record<string, CedarValueJson> {
+  const out: Record<string, CedarValueJson> = {};
+  for (const [name, value] of Object.entries(record)) {
+    const p = [...path, name];
+    const key = pathKey(p);
+    if (reads.whole.has(key)) out[name] = value;
+    else if (reads.traversed.has(key) && isRecord(value)) out[name] = pruneRecord(reads, p, value);
+    else if (reads.traversed.has(key) || !inert(value)) out[name] = value;
+  }
+  return out;
+}
+
+function isRecord(value: CedarValueJson): value is Record<string, CedarValueJson> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !Object.keys(value).some((k) => k.startsWith('__'));
+}
+
+const CEDAR_RESERVED = new Set(['true', 'false', 'if', 'then', 'else', 'in', 'is', 'like', 'has', '__cedar']);
+const CEDAR_IDENT = /^[_a-zA-Z][_a-zA-Z0-9]*$/;
+
+/**
+ * Whether Cedar parses `value` whatever it holds: strings, booleans, 64-bit-safe integers, sets and
+ * records of those, and well-formed entity references (`{"__entity": {type, id}}` with a valid
+ * type name). Anything else (extension values, other escapes, non-integers) may be refused.
+ */
+function inert(value: unknown): boolean {
+  if (typeof value === 'string' || typeof value === 'boolean') return true;
+  if (typeof value === 'number') return Number.isSafeInteger(value);
+  if (Array.isArray(value)) return value.every(inert);
+  if (typeof value !== 'object' || value === null) return false;
+  const keys = Object.keys(value);
+  if (keys.length === 1 && keys[0] === '__entity') return validRef((value as { __entity: unknown }).__entity);
+  return keys.every((k) => !k.startsWith('__')) && Object.values(value).every(inert);
+}
+
+function validRef(ref: unknown): boolean {
+  const r = ref as { type?: unknown; id?: unknown } | null;
+  if (typeof r !== 'object' || r === null || Object.keys(r).length !== 2 || typeof r.id !== 'string' || typeof r.type !== 'string') return false;
+  return r.type.split('::').every((seg) => CEDAR_IDENT.test(seg) && !CEDAR_RESERVED.has(seg));
 }
 
 function indexOf(entities: readonly EntityJson[]): Map<string, EntityJson> | undefined {
