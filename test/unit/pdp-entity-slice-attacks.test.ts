@@ -69,6 +69,13 @@ const SHAPES: Record<string, string> = {
   'multi-level-has': `forbid (principal is User, action, resource) when { principal has profile.nick };`,
   'multi-level-has-hop': `forbid (principal, action, resource is Doc) when { resource has owner.manager.level };`,
   'context-multi-level-has': `forbid (principal, action, resource) when { context has req.by.secret };`,
+  // Context pruning (entity-slice.ts, 3): a record used whole, through brackets, by `has`, or as an `if` value keeps every member.
+  'context-whole-eq': `forbid (principal, action, resource) when { context == {} };`,
+  'context-member-whole-eq': `forbid (principal, action, resource) when { context has req && context.req == {"by": User::"bob"} };`,
+  'context-bracket': `forbid (principal, action, resource) when { context has req && context["req"]["by"] == User::"carol" };`,
+  'context-has-unnamed': `forbid (principal, action, resource) when { context has extra };`,
+  'context-if-whole': `forbid (principal, action, resource) when { (if context has req then context.req else {"x": 1}) has extra };`,
+  'context-nested-member': `forbid (principal, action, resource) when { context has req && context.req has deep && context.req.deep.a == "x" };`,
   'tag-of-hop': `forbid (principal, action, resource is Doc) when { resource.owner.hasTag("flag") && resource.owner.getTag("flag") == "red" };`,
   'decimal': `forbid (principal, action, resource is Doc) when { resource has cost && resource.cost.greaterThan(decimal("1.00")) && resource.owner.level > 2 };`,
   'group-attr': `forbid (principal, action, resource) when { resource has owner && resource.owner.manager has manager && Group::"execs".tier == "gold" && resource.owner.manager.manager in Group::"execs" };`,
@@ -92,7 +99,13 @@ function ests(text: string): unknown[] {
 const PRINCIPALS = [['User', 'alice'], ['User', 'bob'], ['User', 'dave'], ['Agent', 'agent-a']] as const;
 const RESOURCES = [['Doc', 'd1'], ['Doc', 'd2'], ['Folder', 'f1']] as const;
 const ACTIONS = ['read', 'write'];
-const CONTEXTS = [{}, { req: { by: ref('User', 'bob') } }, { req: { by: ref('User', 'carol') } }, { on: [ref('User', 'carol')] }, { each: [ref('User', 'alice'), ref('User', 'dave')] }];
+const CONTEXTS = [
+  {}, { req: { by: ref('User', 'bob') } }, { req: { by: ref('User', 'carol') } }, { on: [ref('User', 'carol')] }, { each: [ref('User', 'alice'), ref('User', 'dave')] },
+  // Members no shape names, some of which Cedar refuses (a malformed escape, a non-integer, a bad type name): a refusal must stay one.
+  { req: { by: ref('User', 'bob'), extra: 7, deep: { a: 'x', b: [1, ref('User', 'dave')] } }, extra: true },
+  { junk: { __extn: { fn: 'ip', arg: 'not-an-ip' } } }, { junk: 1.5 }, { junk: { __entity: { type: 'Bad Type', id: 'x' } } }, { junk: { __entity: { type: 'if', id: 'x' } } },
+  { junk: { a: { __entity: { type: 'User', id: 'x', extra: 1 } } } }, { junk: [Number.MAX_SAFE_INTEGER, 'x', { y: false }] },
+];
 
 describe('entity slices under attack: every shape decides as the full entity set does', () => {
   for (const [name, shape] of Object.entries(SHAPES)) {
