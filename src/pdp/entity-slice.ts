@@ -230,17 +230,19 @@ export function sliceRequest(reads: PolicyReads, request: CedarRequest): CedarRe
  * ({@link inert}), so a request Cedar would refuse is still refused.
  */
 export function pruneContext(reads: ContextReads, context: Record<string, CedarValueJson>): Record<string, CedarValueJson> {
-  return reads.whole.has('') ? context : pruneRecord(reads, [], context);
+  return reads.whole.has('') ? context : pruneRecord(reads, undefined, context);
 }
 
-function pruneRecord(reads: ContextReads, path: readonly string[], record: Record<string, CedarValueJson>): Record<string, CedarValueJson> {
+/** `record` (at the path whose {@link pathKey} is `key`; `undefined` for `context` itself) pruned. */
+function pruneRecord(reads: ContextReads, key: string | undefined, record: Record<string, CedarValueJson>): Record<string, CedarValueJson> {
   const out: Record<string, CedarValueJson> = {};
-  for (const [name, value] of Object.entries(record)) {
-    const p = [...path, name];
-    const key = pathKey(p);
-    if (reads.whole.has(key)) out[name] = value;
-    else if (reads.traversed.has(key) && isRecord(value)) out[name] = pruneRecord(reads, p, value);
-    else if (reads.traversed.has(key) || !inert(value)) out[name] = value;
+  for (const name in record) {
+    const value = record[name]!;
+    // pathKey, built incrementally: this runs per Cedar call.
+    const member = key === undefined ? name : `${key}\0${name}`;
+    if (reads.whole.has(member)) out[name] = value;
+    else if (reads.traversed.has(member) && isRecord(value)) out[name] = pruneRecord(reads, member, value);
+    else if (reads.traversed.has(member) || !inert(value)) out[name] = value;
   }
   return out;
 }
