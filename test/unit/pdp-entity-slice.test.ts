@@ -17,7 +17,7 @@ import { createLogger } from '../../src/log.js';
 import type { Decision } from '../../src/pdp/decision.js';
 import { CedarEngine } from '../../src/pdp/engine.js';
 import { AgentCache } from '../../src/pdp/entities.js';
-import { policyReads, sliceRequest } from '../../src/pdp/entity-slice.js';
+import { contextReads, policyReads, pruneContext, sliceRequest } from '../../src/pdp/entity-slice.js';
 import { PolicyDecisionPoint } from '../../src/pdp/pdp.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 import { REPO } from '../support/authzen.js';
@@ -50,6 +50,10 @@ let chain: VerifiedChain;
 let on: PolicyDecisionPoint;
 let off: PolicyDecisionPoint;
 let store: PolicyStore;
+/** The default policy set alone: it reads only some of `context.chain` (no `user`, `delegator`, `depth`), so the context is pruned too. */
+let defaultOn: PolicyDecisionPoint;
+let defaultOff: PolicyDecisionPoint;
+let defaultStore: PolicyStore;
 
 beforeAll(async () => {
   cpSync(`${REPO}config/policies`, dir, { recursive: true });
@@ -60,10 +64,14 @@ beforeAll(async () => {
   await store.load();
   const registry = { onChange: () => {}, get: async (id: string) => current.get(id), list: async () => ({ agents: [...current.values()] }) } as unknown as AgentRegistry;
   const subjects: SubjectResolver = { resolve: async () => chain };
-  const pdp = (slice: boolean) =>
-    new PolicyDecisionPoint({ store, engine: new CedarEngine({ cacheSize: 0, slice }), subjects, registry: new RegistryAuthorizer(3), agents: new AgentCache(registry, 5), logger });
-  on = pdp(true);
-  off = pdp(false);
+  const pdp = (from: PolicyStore, slice: boolean) =>
+    new PolicyDecisionPoint({ store: from, engine: new CedarEngine({ cacheSize: 0, slice }), subjects, registry: new RegistryAuthorizer(3), agents: new AgentCache(registry, 5), logger });
+  on = pdp(store, true);
+  off = pdp(store, false);
+  defaultStore = new PolicyStore({ dir: `${REPO}config/policies`, logger });
+  await defaultStore.load();
+  defaultOn = pdp(defaultStore, true);
+  defaultOff = pdp(defaultStore, false);
 });
 
 const agentArb = (id: string) =>
@@ -128,13 +136,17 @@ function normalized(d: Decision): Decision {
 }
 
 describe('entity slices', () => {
-  it('decide as the full entity set does, for random chains, agents, users and resources', async () => {
+  it.each([
+    ['the default set and policies reading through every path', () => [on, off] as const],
+    ['the default set alone (context members pruned)', () => [defaultOn, defaultOff] as const],
+  ])('decide as the full entity set does, for random chains, agents, users and resources: %s', async (_, pdps) => {
     const seen = new Set<string>();
+    const [slicedPdp, fullPdp] = pdps();
     await fc.assert(
       fc.asyncProperty(caseArb, async (c) => {
         current = new Map(c.agents.map((a) => [a.id, a]));
         chain = verifiedChain(c);
-        const [sliced, full] = [await on.evaluate(input(c)), await off.evaluate(input(c))];
+        const [sliced, full] = [await slicedPdp.evaluate(input(c)), await fullPdp.evaluate(input(c))];
         expect(normalized(sliced)).toEqual(normalized(full));
         seen.add(full.decision ? `permit ${full.policies.join(',')}` : full.denial.kind);
       }),
@@ -155,6 +167,19 @@ describe('entity slices', () => {
     expect(reads.anyType).toEqual(new Set());
     expect(reads.entities).toEqual(expect.arrayContaining([{ type: 'Group', id: 'admins' }, { type: 'Agent', id: 'agent-x' }, { type: 'User', id: 'carol' }]));
     expect(policyReads([{ principal: { op: 'All' }, resource: { op: 'All' }, conditions: [{ kind: 'when', body: { '.': { left: { Var: 'principal' }, attr: 'x' } } }] }]).anyType).toEqual(new Set(['x']));
+  });
+
+  it('read the context: members the default set names, records it only reaches into; prune the rest of the chain record', () => {
+    const reads = defaultStore.current.reads.context;
+    expect(reads.traversed).toEqual(new Set(['', 'chain']));
+    expect(reads.whole).toEqual(new Set(['chain\0position', 'chain\0delegated', 'chain\0scopes', 'chain\0current', 'chain\0audience']));
+    const chainRecord = { position: 2, depth: 2, current: true, delegated: true, scopes: ['docs.read'], audience: API, user: { __entity: { type: 'User', id: 'u' } }, delegator: { __entity: { type: 'Agent', id: 'a' } } };
+    expect(pruneContext(reads, { chain: chainRecord, mcp: { tool: 'x' } })).toEqual({ chain: { position: 2, current: true, delegated: true, scopes: ['docs.read'], audience: API } });
+    // What Cedar may refuse stays (and is refused as before); a record used whole stays whole.
+    const refused = { x: { __extn: { fn: 'ip', arg: 'nope' } }, y: 1.5, z: { __entity: { type: 'if', id: 'a' } } };
+    expect(pruneContext(reads, refused)).toEqual(refused);
+    expect(pruneContext(contextReads([{ body: { '==': { left: { Var: 'context' }, right: { Record: {} } } } }]), { chain: chainRecord })).toEqual({ chain: chainRecord });
+    expect(pruneContext(contextReads([{ body: { '==': { left: { '.': { left: { Var: 'context' }, attr: 'chain' } }, right: { Record: {} } } } }]), { chain: chainRecord, other: 1 })).toEqual({ chain: chainRecord });
   });
 
   it('pass a call only what it can reach, and keep what Cedar would refuse', () => {
