@@ -100,7 +100,11 @@ export function createApp(deps: AppDeps): Koa {
   app.use(observeRequests());
   // AuthZEN decisions answered before (./authzen-cached.ts): ahead of everything below, metrics included above.
   const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, logger: deps.logger, receipts: deps.receipts });
-  app.use(pdp.cachedDecisions);
+  app.use(pdp.cachedDecisions.middleware);
+  // Its hits are answered before Koa builds a context: every server (src/main.ts, tests) takes
+  // the app's callback(), so the listener is put in front of it there.
+  const koaCallback = app.callback.bind(app);
+  app.callback = () => pdp.cachedDecisions.listener(koaCallback());
   app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
   app.use(accessLog());
