@@ -19,9 +19,11 @@
  * here: only 200 answers are remembered). A body read here is handed to the routes
  * (./json-body.ts). The normal path's answers are remembered on the way out.
  *
- * Placed after `observeRequests` (./metrics.ts), so a cached answer is still a request in
- * `deputy_http_*` and its span; it counts its decisions in `deputy_pdp_decisions_total`. It is
- * off when the decision cache is (`pdp.decisionCacheSize: 0`).
+ * Hits are answered by a request listener in front of Koa's (no Koa context, no middleware),
+ * which records the request in `deputy_http_*` and its span as `observeRequests` would
+ * (`observeAnswered`, ./metrics.ts); the middleware, placed after `observeRequests`, remembers
+ * the normal path's answers. Hits count their decisions in `deputy_pdp_decisions_total`. The
+ * path is off when the decision cache is (`pdp.decisionCacheSize: 0`).
  *
  * @module
  */
