@@ -52,6 +52,12 @@ interface Options {
   scale: boolean;
   /** Only the grants (client_credentials, token exchange) and the exchange with receipts on / off: no gateways, no bare provider. */
   exchangeOnly: boolean;
+  /**
+   * Untimed load (concurrency 8) before a scenario's first point in its server process, ms: a
+   * long-running server's JIT has compiled its hot paths; a process's first seconds have not
+   * (the c1 point, measured first, paid ~1 ms per call for it). 0 in quick runs.
+   */
+  jitWarmupMs: number;
 }
 
 function options(): Options {
@@ -73,6 +79,7 @@ function options(): Options {
     quick,
     durationMs,
     warmupMs: Math.min(1000, Math.round(durationMs / 3)),
+    jitWarmupMs: quick ? 0 : 3000,
     concurrency: values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32],
     out: values.out!,
     markdown: values.markdown,
@@ -169,7 +176,19 @@ async function counters(url: string, path = ''): Promise<CounterSnapshot> {
  * One load point against a server with bench counters: runs the load while sampling RSS, resets
  * the counters when the timed window opens, and divides them by the requests of that window.
  */
+/** Scenario × server process pairs that have had their JIT warm-up ({@link Options.jitWarmupMs}). */
+const jitWarmed = new Set<string>();
+let jitWarmupMs = 0;
+
+async function jitWarmup(name: string, countersUrl: string, load: LoadOptions): Promise<void> {
+  const key = `${countersUrl} ${name}`;
+  if (jitWarmupMs === 0 || jitWarmed.has(key)) return;
+  jitWarmed.add(key);
+  await runLoad({ prebuild: PREBUILD_PER_S, ...load, concurrency: Math.max(8, load.concurrency), durationMs: jitWarmupMs, warmupMs: 0 });
+}
+
 async function measured(name: string, store: string | undefined, countersUrl: string, load: LoadOptions): Promise<Figure> {
+  await jitWarmup(name, countersUrl, load);
   const idle = (await counters(countersUrl, '/gc')).memory.rssMiB;
   let peak = idle;
   let sampling = true;
@@ -616,6 +635,7 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
 
 async function main(): Promise<void> {
   const opts = options();
+  jitWarmupMs = opts.jitWarmupMs;
   const startedAt = Date.now();
   const idp = await startMockIdp({ alg: 'RS256' });
   const figures: Figure[] = [];

@@ -26,6 +26,7 @@ import type { LlmGateway } from '../llm/gateway.js';
 import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
+import type { CachedDecisions } from './authzen-cached.js';
 import { pdpSurface } from './authzen.js';
 import { cors } from './cors.js';
 import { errorBoundary } from './errors.js';
@@ -100,7 +101,8 @@ export function createApp(deps: AppDeps): Koa {
   app.use(observeRequests());
   // AuthZEN decisions answered before (./authzen-cached.ts): ahead of everything below, metrics included above.
   const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, logger: deps.logger, receipts: deps.receipts });
-  app.use(pdp.cachedDecisions);
+  app.use(pdp.cachedDecisions.middleware);
+  listenCachedFirst(app, pdp.cachedDecisions);
   app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
   app.use(accessLog());
@@ -217,4 +219,13 @@ function publishedJwks(keys: KeyStore): Koa.Middleware {
     ctx.set('Cache-Control', 'public, max-age=60');
     ctx.body = keys.publicJwks();
   };
+}
+
+/**
+ * Puts the cached path's listener in front of Koa's: its hits are answered before Koa builds a
+ * context. Every server (src/main.ts, the tests) takes the app's `callback()`, so it is wrapped there.
+ */
+function listenCachedFirst(app: Koa, cached: CachedDecisions): void {
+  const koaCallback = app.callback.bind(app);
+  app.callback = () => cached.listener(koaCallback());
 }

@@ -19,20 +19,23 @@
  * here: only 200 answers are remembered). A body read here is handed to the routes
  * (./json-body.ts). The normal path's answers are remembered on the way out.
  *
- * Placed after `observeRequests` (./metrics.ts), so a cached answer is still a request in
- * `deputy_http_*` and its span; it counts its decisions in `deputy_pdp_decisions_total`. It is
- * off when the decision cache is (`pdp.decisionCacheSize: 0`).
+ * Hits are answered by a request listener in front of Koa's (no Koa context, no middleware),
+ * which records the request in `deputy_http_*` and its span as `observeRequests` would
+ * (`observeAnswered`, ./metrics.ts); the middleware, placed after `observeRequests`, remembers
+ * the normal path's answers. Hits count their decisions in `deputy_pdp_decisions_total`. The
+ * path is off when the decision cache is (`pdp.decisionCacheSize: 0`).
  *
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import type { Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
 import { checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type PolicyDecisionPoint } from '../pdp/index.js';
 import { RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
-import { parseJson, readBodyAhead } from './json-body.js';
+import { parseJson, readBodyAhead, readRequestAhead } from './json-body.js';
+import { observeAnswered } from './metrics.js';
 import { REQUEST_ID } from './middleware.js';
 
 /** What the cached path needs: the routes' limits, the PDP, the PEP tokens the routes verified. */
@@ -53,8 +56,11 @@ interface Remembered {
   inputs: readonly EvaluationInput[];
   basis: DecisionBasis;
   body: Buffer;
-  /** Response headers as written (name, value, name, value…), without the per-request ones. */
-  headers: readonly string[];
+  /**
+   * Response headers to write (name, value, name, value…): `X-Request-ID` and a placeholder
+   * value first, then the remembered ones without the per-request headers, `Content-Length` last.
+   */
+  head: readonly string[];
   permits: number;
   denies: number;
 }
@@ -67,14 +73,40 @@ const MAX_BODY_BYTES = 16 * 1024;
 /** Response headers that belong to one request, never replayed. */
 const PER_REQUEST_HEADERS = new Set(['x-request-id', 'content-length', 'dpop-nonce', 'deputy-receipt-id', 'set-cookie', 'connection']);
 
+/** The cached path: a request listener in front of Koa's, and the middleware behind it. */
+export interface CachedDecisions {
+  /**
+   * Koa middleware, placed right after the request metrics: remembers the normal path's 200
+   * answers on the way out (and answers a remembered request that reached Koa after all).
+   */
+  middleware: Koa.Middleware;
+  /**
+   * Wraps Koa's request listener (`app.callback()`): a remembered answer whose basis holds is
+   * written before Koa builds a context, with the request metrics and span recorded here
+   * (`observeAnswered`, ./metrics.ts); any other request is handed to `next` unchanged (its body,
+   * when read here, is handed on too: ./json-body.ts). `next` itself when the path is off.
+   */
+  listener<L extends RequestListener>(next: L): L;
+}
+
+/** A Node request listener as Koa's `callback()` gives it. */
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
 /**
- * The cached path as Koa middleware (see the module documentation). Never throws: whatever
- * fails here leaves the request to the normal path, which renders it.
+ * The cached path (see the module documentation). Never throws: whatever fails here leaves the
+ * request to the normal path, which renders it.
  */
-export function cachedDecisions(deps: CachedDecisionsDeps): Koa.Middleware {
+export function cachedDecisions(deps: CachedDecisionsDeps): CachedDecisions {
   const answers = new AnswerSet(deps.budgetBytes);
+  return {
+    middleware: cachedDecisionMiddleware(deps, answers),
+    listener: <L extends RequestListener>(next: L): L => (deps.budgetBytes > 0 ? (cachedDecisionListener(deps, answers, next) as L) : next),
+  };
+}
+
+function cachedDecisionMiddleware(deps: CachedDecisionsDeps, answers: AnswerSet): Koa.Middleware {
   return async function cachedDecision(ctx, next) {
-    const requestId = deps.budgetBytes > 0 ? eligible(ctx, deps) : undefined;
+    const requestId = deps.budgetBytes > 0 ? eligible(ctx.method, ctx.path, ctx.req.headers, deps) : undefined;
     if (requestId === undefined) return next();
     let raw: Buffer;
     try {
@@ -82,7 +114,7 @@ export function cachedDecisions(deps: CachedDecisionsDeps): Koa.Middleware {
     } catch {
       return next(); // the routes get the same rejection from readBody
     }
-    const key = `${ctx.path}\n${raw.toString('latin1')}`;
+    const key = keyOf(ctx.path, raw);
     const known = answers.get(key);
     const basis = known ? await basisOrUndefined(deps.pdp, known.inputs) : undefined;
     if (known && basis && sameBasis(basis, known.basis)) return answer(ctx, deps, known, requestId);
@@ -94,13 +126,45 @@ export function cachedDecisions(deps: CachedDecisionsDeps): Koa.Middleware {
   };
 }
 
+/** The listener of {@link CachedDecisions.listener}: hits answered here, the rest to `next`. */
+function cachedDecisionListener(deps: CachedDecisionsDeps, answers: AnswerSet, next: RequestListener): RequestListener {
+  return function cachedDecisionFirst(req, res) {
+    // The exact path only: a query string (which Koa's path would drop) goes to the middleware.
+    const path = req.url ?? '';
+    const requestId = req.method === 'POST' ? eligible('POST', path, req.headers, deps) : undefined;
+    if (requestId === undefined) return next(req, res);
+    const start = process.hrtime.bigint();
+    return answerFirst(req, res, deps, answers, requestId).then(
+      (answered) => (answered ? observeAnswered(req, path, 200, start) : next(req, res)),
+      () => next(req, res),
+    );
+  };
+}
+
+/** Writes the remembered answer if there is one and its basis holds; false (nothing written) otherwise. */
+async function answerFirst(req: IncomingMessage, res: ServerResponse, deps: CachedDecisionsDeps, answers: AnswerSet, requestId: string): Promise<boolean> {
+  const path = req.url ?? '';
+  const known = answers.get(keyOf(path, await readRequestAhead(req, res, deps.bodyLimitBytes)));
+  if (!known) return false;
+  const basis = await basisOrUndefined(deps.pdp, known.inputs);
+  if (!basis || !sameBasis(basis, known.basis)) return false;
+  const start = process.hrtime.bigint();
+  write(res, known, requestId);
+  countAndLog(deps, known, { requestId, method: 'POST', path, start });
+  return true;
+}
+
+/** The key of a remembered answer: the path and the request's exact bytes. */
+function keyOf(path: string, raw: Buffer): string {
+  return `${path}\n${raw.toString('latin1')}`;
+}
+
 /**
  * The request id to answer with when the request may take the cached path, else undefined.
  * Checks only headers: method and path, content type and length, no receipt, the PEP's token.
  */
-function eligible(ctx: Koa.Context, deps: CachedDecisionsDeps): string | undefined {
-  if (ctx.method !== 'POST' || !PATHS.has(ctx.path)) return undefined;
-  const headers = ctx.req.headers;
+function eligible(method: string, path: string, headers: IncomingHttpHeaders, deps: CachedDecisionsDeps): string | undefined {
+  if (method !== 'POST' || !PATHS.has(path)) return undefined;
   if (headers['transfer-encoding'] !== undefined || headers[RECEIPT_REQUEST_HEADER.toLowerCase()] !== undefined) return undefined;
   const type = headers['content-type'];
   if (type === undefined || !JSON_TYPES.has(type.toLowerCase())) return undefined;
@@ -136,22 +200,35 @@ async function basisOrUndefined(pdp: PolicyDecisionPoint, inputs: readonly Evalu
   }
 }
 
-/** Writes a remembered answer: its headers (the request id first, as requestContext sets it), its bytes. */
+/** Answers from Koa (a remembered request that reached the middleware): written as {@link write} does. */
 function answer(ctx: Koa.Context, deps: CachedDecisionsDeps, known: Remembered, requestId: string): void {
   const start = process.hrtime.bigint();
   ctx.state.requestId = requestId;
   ctx.status = 200;
-  // Written here rather than by Koa's respond (whose per-header set() showed in the profile): the
-  // request id first, as requestContext sets it, then the remembered headers in their order.
   ctx.respond = false;
-  ctx.res.writeHead(200, ['X-Request-ID', requestId, ...known.headers, 'Content-Length', String(known.body.length)]);
-  ctx.res.end(known.body);
+  write(ctx.res, known, requestId);
+  countAndLog(deps, known, { requestId, method: ctx.method, path: ctx.path, start });
+}
+
+/**
+ * Writes a remembered answer with one `writeHead` (rather than Koa's per-header `set()`, which
+ * showed in the profile): the request id first, as requestContext sets it, then the remembered
+ * headers in their order; the array is built once per answer and copied per request.
+ */
+function write(res: ServerResponse, known: Remembered, requestId: string): void {
+  const head = known.head.slice();
+  head[1] = requestId;
+  res.writeHead(200, head);
+  res.end(known.body);
+}
+
+/** Counts the answer's decisions in `deputy_pdp_decisions_total`, and logs it as accessLog (./middleware.ts) would, without a child logger. */
+function countAndLog(deps: CachedDecisionsDeps, known: Remembered, request: { requestId: string; method: string; path: string; start: bigint }): void {
   if (known.permits > 0) metrics.pdpDecisions.inc({ decision: 'permit', source: 'evaluation' }, known.permits);
   if (known.denies > 0) metrics.pdpDecisions.inc({ decision: 'deny', source: 'evaluation' }, known.denies);
-  // As accessLog (./middleware.ts), without a child logger per request.
   if (deps.logger.isLevelEnabled('info')) {
-    const ms = Number(process.hrtime.bigint() - start) / 1e6;
-    deps.logger.info({ reqId: requestId, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(ms * 10) / 10 }, 'request');
+    const ms = Number(process.hrtime.bigint() - request.start) / 1e6;
+    deps.logger.info({ reqId: request.requestId, method: request.method, path: request.path, status: 200, ms: Math.round(ms * 10) / 10 }, 'request');
   }
 }
 
@@ -174,7 +251,8 @@ function remember(ctx: Koa.Context, inputs: readonly EvaluationInput[], basis: D
   const decisions = body.evaluations ?? [body];
   const permits = decisions.filter((d) => d.decision === true).length;
   const denies = decisions.filter((d) => d.decision === false).length;
-  return { inputs, basis, body: Buffer.from(JSON.stringify(ctx.body)), headers, permits, denies };
+  const bytes = Buffer.from(JSON.stringify(ctx.body));
+  return { inputs, basis, body: bytes, head: ['X-Request-ID', '', ...headers, 'Content-Length', String(bytes.length)], permits, denies };
 }
 
 /** Remembered answers by path and request bytes, within a byte budget (emptied when it is reached). */

@@ -40,7 +40,7 @@ import {
   type Search,
   type SearchKind,
 } from '../pdp/index.js';
-import { cachedDecisions } from './authzen-cached.js';
+import { cachedDecisions, type CachedDecisions } from './authzen-cached.js';
 import { parseJson, readBody } from './json-body.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
@@ -273,8 +273,8 @@ async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input
 
 /** The PDP's HTTP surface for the app: the cached path, and the routers. */
 export interface PdpSurface {
-  /** The cached path (./authzen-cached.ts), placed right after the request metrics. */
-  cachedDecisions: Koa.Middleware;
+  /** The cached path (./authzen-cached.ts): its middleware, placed right after the request metrics, and its listener in front of Koa's. */
+  cachedDecisions: CachedDecisions;
   /** The AuthZEN API and metadata, and the policy admin routes. */
   routers: Router[];
 }

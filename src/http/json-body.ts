@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import { InvalidRequest, PayloadTooLarge } from '../errors/index.js';
 
@@ -28,8 +28,18 @@ export function readBody(ctx: Koa.Context, limitBytes: number): Promise<Buffer> 
  * same rejection) as if they had read it themselves.
  */
 export function readBodyAhead(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
-  const body = readEvents(ctx, limitBytes);
-  readAhead.set(ctx.req, body);
+  return readRequestAhead(ctx.req, ctx.res, limitBytes);
+}
+
+/**
+ * {@link readBodyAhead} before Koa has a context (the cached path's request listener): the body
+ * read once, whoever asks first; a later {@link readBody} or {@link readBodyAhead} gets the same.
+ */
+export function readRequestAhead(req: IncomingMessage, res: ServerResponse, limitBytes: number): Promise<Buffer> {
+  const known = readAhead.get(req);
+  if (known) return known;
+  const body = readEvents(req, res, limitBytes);
+  readAhead.set(req, body);
   return body;
 }
 
@@ -38,16 +48,15 @@ export function readBodyAhead(ctx: Koa.Context, limitBytes: number): Promise<Buf
  * cost, which shows on the cached path); for small bodies whose declared length is within the
  * limit (the HTTP parser holds a body to its `Content-Length`), so the limit is only a guard.
  */
-function readEvents(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
+function readEvents(req: IncomingMessage, res: ServerResponse, limitBytes: number): Promise<Buffer> {
   return new Promise<Buffer>((resolve, reject) => {
-    const req = ctx.req;
     const chunks: Buffer[] = [];
     let size = 0;
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size <= limitBytes) return void chunks.push(chunk);
       done();
-      ctx.set('Connection', 'close');
+      res.setHeader('Connection', 'close');
       reject(new PayloadTooLarge(limitBytes));
     };
     const onEnd = () => {

@@ -83,6 +83,23 @@ export function observeRequests(): Koa.Middleware {
   };
 }
 
+/**
+ * What {@link observeRequests} records, for a request answered before Koa (the PDP's cached path,
+ * ./authzen-cached.ts): the same metrics and labels, and a server span (child of the caller's
+ * `traceparent`) opened and closed at once — nothing ran inside it.
+ *
+ * @param route - a route label as {@link routeOf} gives it (a known path, never a raw one).
+ * @param start - `process.hrtime.bigint()` when the request arrived.
+ */
+export function observeAnswered(req: IncomingMessage, route: string, status: number, start: bigint): void {
+  const method = req.method ?? 'GET';
+  metrics.httpRequests.inc({ route, method, status: String(status) });
+  metrics.httpDuration.observe({ route, method }, secondsSince(start));
+  const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+  const attributes = { 'http.request.method': method, 'http.route': route, 'http.response.status_code': status };
+  tracer().startSpan(`${method} ${route}`, { kind: SpanKind.SERVER, attributes }, parent).end();
+}
+
 /** `GET /metrics` on the main listener, for an admin client's token (`deputy:admin`, as `/admin/*`). */
 export function metricsRoutes(deps: { authenticate: Authenticate; audience: string }): Router {
   const router = new Router();

@@ -28,7 +28,8 @@ export type DecisionBasis = readonly unknown[];
  */
 export async function decisionBasis(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[]): Promise<DecisionBasis | undefined> {
   const basis: unknown[] = [pdp.store.current.generation];
-  const memo = new Map<string, Promise<PreparedSubject>>();
+  // A batch usually repeats one subject; a single evaluation has nothing to share.
+  const memo = inputs.length > 1 ? new Map<string, Promise<PreparedSubject>>() : undefined;
   for (const input of inputs) {
     const [subject, resource] = await Promise.all([pdp.prepareSubject(input.subject, memo), pdp.prepareEntity(input.resource)]);
     const marks = subjectMarks(subject);

@@ -126,8 +126,13 @@ export class PolicyDecisionPoint {
     return this.#guard(() => decideDelegation(this.engine, snapshot, request.user, agents, request.scopes, request.audience));
   }
 
-  /** The asynchronous phase for a subject; memoised per request (batches, searches). */
-  prepareSubject(input: EntityInput, memo: Map<string, Promise<PreparedSubject>>): Promise<PreparedSubject> {
+  /**
+   * The asynchronous phase for a subject; memoised per request (batches, searches) when given a
+   * memo. Without one (a single decision), the memo's key — a `JSON.stringify` of the subject
+   * and its token — is not worth computing.
+   */
+  prepareSubject(input: EntityInput, memo?: Map<string, Promise<PreparedSubject>>): Promise<PreparedSubject> {
+    if (memo === undefined) return this.#prepareSubject(input);
     const key = JSON.stringify([input.type, input.id, input.properties]);
     let p = memo.get(key);
     if (!p) memo.set(key, (p = this.#prepareSubject(input)));
