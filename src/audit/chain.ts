@@ -138,6 +138,7 @@ export async function appendIfHead(
 ): Promise<ConditionalAppend> {
   const last = receipts[receipts.length - 1];
   if (!last) return 'written';
+  if (receipts.length === 1 && once.length <= 1 && parts.length === 0) return runConditional(db, singleAppend(agent, expected, last, once[0]));
   const params: unknown[] = [
     agent,
     last.seq,
@@ -161,9 +162,8 @@ export async function appendIfHead(
   // Without parts the receipts are written only when the head moved; with parts, a head that did
   // not move must undo the parts too, so the receipts are always inserted and their `seq` says.
   const ok = ['(SELECT count(*) FROM spent) = cardinality($6::text[])', ...(parts.length ? ['EXISTS (SELECT 1 FROM moved)'] : []), ...parts.map((_, i) => `(SELECT count(*) FROM w${i}) = 1`)];
-  try {
-    const rows = await db.query<{ moved: number }>(
-      `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
+  return runConditional(db, {
+    sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
        spent AS (
          INSERT INTO oidc_models (model, id, payload, expires_at)
          SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM unnest($6::text[], $7::text[], $8::int[]) AS k(m, i, t)
@@ -179,13 +179,57 @@ export async function appendIfHead(
          ${parts.length ? '' : 'WHERE EXISTS (SELECT 1 FROM moved)'}
          RETURNING 1)
      SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`,
-      params,
-    );
+    params,
+  });
+}
+
+/** A statement of {@link appendIfHead} with its parameters. */
+interface Conditional {
+  sql: string;
+  params: unknown[];
+}
+
+/** Runs a statement of {@link appendIfHead} and says what it did (the undo constraint's violation: `recorded`). */
+async function runConditional(db: Queryable, { sql, params }: Conditional): Promise<ConditionalAppend> {
+  try {
+    const rows = await db.query<{ moved: number }>(sql, params);
     return rows[0]?.moved === 1 ? 'written' : 'moved';
   } catch (err) {
     if ((err as { code?: unknown }).code === '23514' && (err as { constraint?: unknown }).constraint === UNDO_CONSTRAINT) return 'recorded';
     throw err;
   }
+}
+
+/**
+ * {@link appendIfHead} for one receipt and at most one once-key, no parts (the gateway's call, a
+ * PDP decision): the same statement with scalar parameters instead of `unnest` over arrays — a
+ * smaller plan and no array (de)serialisation, which on PGlite is part of the request's own CPU
+ * (issue 16, fourth round). Same guarantees: the key is recorded and the receipt inserted only
+ * when the head moved, and a key recorded already sets `seq` to 0, undoing the statement.
+ */
+function singleAppend(agent: string, expected: ChainHead, receipt: SignedReceipt, once: OnceKey | undefined): Conditional {
+  const params: unknown[] = [agent, receipt.seq, receipt.hash, expected.seq, expected.hash, receipt.id, receipt.prev, receipt.jws];
+  const spent = once
+    ? `spent AS (
+         INSERT INTO oidc_models (model, id, payload, expires_at)
+         SELECT $9::text, $10::text, '{}'::jsonb, now() + make_interval(secs => $11::int)
+         WHERE EXISTS (SELECT 1 FROM moved)
+         ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
+           WHERE oidc_models.expires_at <= now()
+         RETURNING 1),`
+    : '';
+  if (once) params.push(once.namespace, once.key, Math.max(1, Math.ceil(once.ttlSeconds)));
+  return {
+    sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
+       ${spent}
+       inserted AS (
+         INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
+         SELECT $1, ${once ? 'CASE WHEN EXISTS (SELECT 1 FROM spent) THEN $2::bigint ELSE 0 END' : '$2::bigint'}, $6::text, $3, $7::text, $8::text
+         WHERE EXISTS (SELECT 1 FROM moved)
+         RETURNING 1)
+     SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`,
+    params,
+  };
 }
 
 export async function readHead(db: Queryable, agent: string): Promise<ChainHead | undefined> {

@@ -470,6 +470,17 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(await appendIfHead(two(), agent, { seq: 1, hash: first.hash }, [second], [key(k1), key(k4)])).toBe('written');
       expect(await keys(k1, k2, k3, k4)).toEqual([k1, k4]);
       expect(await readHead(one(), agent)).toEqual({ seq: 2, hash: second.hash });
+      // One receipt and one key (the gateway's statement, scalar parameters): a replayed key undoes it too.
+      const head2 = { seq: 2, hash: second.hash };
+      expect(await appendIfHead(one(), agent, head2, [row(3, second.hash)], [key(k4)])).toBe('recorded');
+      expect(await appendIfHead(one(), agent, { seq: 2, hash: 'not-the-head' }, [row(3, 'not-the-head')], [key(k2)])).toBe('moved');
+      expect(await keys(k1, k2, k3, k4)).toEqual([k1, k4]);
+      expect(await readHead(one(), agent)).toEqual(head2);
+      // And one receipt with no key at all.
+      const third = row(3, second.hash);
+      expect(await appendIfHead(two(), agent, head2, [third])).toBe('written');
+      expect(await readHead(one(), agent)).toEqual({ seq: 3, hash: third.hash });
+      expect((await readRange(one(), agent, 1, 10, 10)).map((r) => r.seq)).toEqual([1, 2, 3]);
     });
 
     it(`two receipt services on one database make one linear chain that verifies${concurrent ? ' (two instances)' : ''}; a proof key is spent once, with its receipt`, async () => {
