@@ -59,3 +59,18 @@ export async function startPdpHarness(options: { policies: string; config?: Conf
 }
 
 export { json };
+
+/**
+ * Counts the PDP's `evaluate` calls from now on (the cached path answers without them).
+ * @returns a function giving the number of calls so far.
+ */
+export function countEvaluations(h: PdpHarness): () => number {
+  let calls = 0;
+  const pdp = h.deputy.pdp.pdp;
+  const evaluate = pdp.evaluate.bind(pdp);
+  pdp.evaluate = (...args) => {
+    calls++;
+    return evaluate(...args);
+  };
+  return () => calls;
+}

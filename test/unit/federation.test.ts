@@ -626,39 +626,37 @@ describe('FederationVerifier: subject-token signature verification remembered (i
     await expectRefusal(v, forged, 'access_token', 'ERR_FEDERATION_SIGNATURE');
   });
 
-  it('a change of the issuer\'s key set verifies remembered tokens again', async () => {
+  /** A token verified (and remembered), then the IdP's keys rotated and its cached set aged out. */
+  async function afterRotation(keepOld: boolean, check: (v: ReturnType<typeof verifier>, token: string) => Promise<void>): Promise<void> {
     const rotating = await startMockIdp();
     try {
       vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
       const v = verifier(rotating.issuerConfig('okta', { jwksCacheMaxAgeSeconds: 600 }));
       const token = await rotating.oktaAccessToken({ expiresIn: 3600 });
       await v.verify(token, 'access_token');
-      await rotating.rotate({ keepOld: true });
+      await rotating.rotate({ keepOld });
       vi.setSystemTime(Date.now() + 601_000);
+      await check(v, token);
+    } finally {
+      await rotating.close();
+    }
+  }
+
+  it('a change of the issuer\'s key set verifies remembered tokens again', async () => {
+    await afterRotation(true, async (v, token) => {
       const verifies = countVerifies();
       // The set is fetched again (its keys imported anew): the signature is verified again, once.
       await expect(v.verify(token, 'access_token')).resolves.toMatchObject({ preset: 'okta' });
       await expect(v.verify(token, 'access_token')).resolves.toMatchObject({ preset: 'okta' });
       expect(verifies()).toBe(1);
-    } finally {
-      await rotating.close();
-    }
+    });
   });
 
   it('a remembered token whose key rotated out of the JWKS is refused once the set is fetched again', async () => {
-    const rotating = await startMockIdp();
-    try {
-      vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
-      const v = verifier(rotating.issuerConfig('okta', { jwksCacheMaxAgeSeconds: 600 }));
-      const token = await rotating.oktaAccessToken({ expiresIn: 3600 });
-      await v.verify(token, 'access_token');
-      await rotating.rotate({ keepOld: false });
-      vi.setSystemTime(Date.now() + 601_000);
+    await afterRotation(false, async (v, token) => {
       await expectRefusal(v, token, 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
       await expectRefusal(v, token, 'access_token', 'ERR_FEDERATION_UNKNOWN_KID');
-    } finally {
-      await rotating.close();
-    }
+    });
   });
 
   it('a remembered ID token presented as another type gets that type\'s rules, and never the scopes of an access token', async () => {
