@@ -150,7 +150,9 @@ describe('entity slices', () => {
         expect(normalized(sliced)).toEqual(normalized(full));
         seen.add(full.decision ? `permit ${full.policies.join(',')}` : full.denial.kind);
       }),
-      { numRuns: 200 },
+      // A fixed seed: the coverage check below must not depend on the draw (with the default set alone
+      // a `forbid` is rare, and a random draw of 200 cases missed it once in CI).
+      { numRuns: 200, seed: 20261130 },
     );
     // The runs reached permits by several policies and denials of several kinds.
     expect([...seen].filter((s) => s.startsWith('permit')).length).toBeGreaterThan(3);
