@@ -26,8 +26,7 @@ import type { LlmGateway } from '../llm/gateway.js';
 import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
-import type { CachedDecisions } from './authzen-cached.js';
-import { pdpSurface } from './authzen.js';
+import { pdpSurface, type PdpSurface } from './authzen.js';
 import { cors } from './cors.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
@@ -102,7 +101,7 @@ export function createApp(deps: AppDeps): Koa {
   // AuthZEN decisions answered before (./authzen-cached.ts): ahead of everything below, metrics included above.
   const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, logger: deps.logger, receipts: deps.receipts });
   app.use(pdp.cachedDecisions.middleware);
-  listenCachedFirst(app, pdp.cachedDecisions);
+  listenPdpFirst(app, pdp);
   app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
   app.use(accessLog());
@@ -222,10 +221,11 @@ function publishedJwks(keys: KeyStore): Koa.Middleware {
 }
 
 /**
- * Puts the cached path's listener in front of Koa's: its hits are answered before Koa builds a
- * context. Every server (src/main.ts, the tests) takes the app's `callback()`, so it is wrapped there.
+ * Puts the PDP's listeners (cached hits, lean misses) in front of Koa's: what they answer is
+ * answered before Koa builds a context. Every server (src/main.ts, the tests) takes the app's
+ * `callback()`, so it is wrapped there.
  */
-function listenCachedFirst(app: Koa, cached: CachedDecisions): void {
+function listenPdpFirst(app: Koa, pdp: PdpSurface): void {
   const koaCallback = app.callback.bind(app);
-  app.callback = () => cached.listener(koaCallback());
+  app.callback = () => pdp.listener(koaCallback());
 }

@@ -71,7 +71,7 @@ const JSON_TYPES = new Set(['application/json', 'application/json; charset=utf-8
 /** Larger bodies go down the normal path: they are rarely repeated and would crowd the set. */
 const MAX_BODY_BYTES = 16 * 1024;
 /** Response headers that belong to one request, never replayed. */
-const PER_REQUEST_HEADERS = new Set(['x-request-id', 'content-length', 'dpop-nonce', 'deputy-receipt-id', 'set-cookie', 'connection']);
+export const PER_REQUEST_HEADERS = new Set(['x-request-id', 'content-length', 'dpop-nonce', 'deputy-receipt-id', 'set-cookie', 'connection']);
 
 /** The cached path: a request listener in front of Koa's, and the middleware behind it. */
 export interface CachedDecisions {
@@ -162,8 +162,9 @@ function keyOf(path: string, raw: Buffer): string {
 /**
  * The request id to answer with when the request may take the cached path, else undefined.
  * Checks only headers: method and path, content type and length, no receipt, the PEP's token.
+ * Shared with the lean path (./authzen-lean.ts), which takes the same requests.
  */
-function eligible(method: string, path: string, headers: IncomingHttpHeaders, deps: CachedDecisionsDeps): string | undefined {
+export function eligible(method: string, path: string, headers: IncomingHttpHeaders, deps: Pick<CachedDecisionsDeps, 'pepTokens' | 'bodyLimitBytes'>): string | undefined {
   if (method !== 'POST' || !PATHS.has(path)) return undefined;
   if (headers['transfer-encoding'] !== undefined || headers[RECEIPT_REQUEST_HEADER.toLowerCase()] !== undefined) return undefined;
   const type = headers['content-type'];

@@ -33,6 +33,7 @@ import {
   parseSearch,
   type Decision,
   type EvaluationInput,
+  type EvaluationsInput,
   type Explain,
   type PdpService,
   type PolicyDecisionPoint,
@@ -40,7 +41,8 @@ import {
   type Search,
   type SearchKind,
 } from '../pdp/index.js';
-import { cachedDecisions, type CachedDecisions } from './authzen-cached.js';
+import { cachedDecisions, type CachedDecisions, type RequestListener } from './authzen-cached.js';
+import { leanEvaluations } from './authzen-lean.js';
 import { parseJson, readBody } from './json-body.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
@@ -79,7 +81,7 @@ export const CAPABILITIES = ['urn:deputy:authzen:delegation-chain', 'urn:deputy:
  */
 export function authzenRoutes(deps: AuthzenDeps): Router {
   const router = new Router();
-  const explain: Explain = deps.auth === 'token' && deps.adminReasons ? 'admin' : 'user';
+  const explain = explainFor(deps.auth, deps.adminReasons);
   router.get('/.well-known/authzen-configuration', metadataHandler(deps.issuer));
 
   const api = new Router({ prefix: '/access/v1' });
@@ -111,12 +113,30 @@ function metadataHandler(issuer: string): Koa.Middleware {
   };
 }
 
+/**
+ * How much a denial explains (`context.reason_admin` as well as `reason_user`): the admin reasons
+ * only to authenticated PEPs, and only when configured (`pdp.adminReasons`).
+ */
+export function explainFor(auth: 'token' | 'none', adminReasons: boolean): Explain {
+  return auth === 'token' && adminReasons ? 'admin' : 'user';
+}
+
 /** `POST /access/v1/evaluation` (§6): one decision, with a receipt when the PEP asks for one. */
 function evaluationHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
   return async function evaluation(ctx) {
     const input = parseEvaluation(ctx.state.authzenBody);
-    ctx.body = receiptRequested(ctx) ? await evaluateWithReceipt(deps, ctx, input, explain) : decisionBody(await deps.pdp.evaluate(input), explain);
+    ctx.body = receiptRequested(ctx) ? await evaluateWithReceipt(deps, ctx, input, explain) : await evaluationAnswer(deps.pdp, input, explain);
   };
+}
+
+/**
+ * The answer body of `POST /access/v1/evaluation` without a receipt (§6.2): one decision. Shared
+ * by the routes and the lean path (./authzen-lean.ts), so both answer alike.
+ *
+ * @throws what `PolicyDecisionPoint.evaluate` throws (a store away: the caller renders 503).
+ */
+export async function evaluationAnswer(pdp: PolicyDecisionPoint, input: EvaluationInput, explain: Explain): Promise<Record<string, unknown>> {
+  return decisionBody(await pdp.evaluate(input), explain);
 }
 
 /**
@@ -144,14 +164,20 @@ async function evaluateWithReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: E
 /** `POST /access/v1/evaluations` (§7): a batch, or a single evaluation in batch clothing. */
 function evaluationsHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
   return async function evaluations(ctx) {
-    const input = parseEvaluations(ctx.state.authzenBody, deps.maxBatch);
-    if (input.kind === 'single') {
-      ctx.body = decisionBody(await deps.pdp.evaluate(input.evaluation), explain);
-      return;
-    }
-    const results = await deps.pdp.evaluateAll(input.items, input.semantic);
-    ctx.body = { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };
+    ctx.body = await evaluationsAnswer(deps.pdp, parseEvaluations(ctx.state.authzenBody, deps.maxBatch), explain);
   };
+}
+
+/**
+ * The answer body of `POST /access/v1/evaluations` (§7.2): a single decision in batch clothing,
+ * or one entry per item (an item's own error in place). Shared by the routes and the lean path.
+ *
+ * @throws what the PDP throws (a store away: the caller renders 503).
+ */
+export async function evaluationsAnswer(pdp: PolicyDecisionPoint, input: EvaluationsInput, explain: Explain): Promise<Record<string, unknown>> {
+  if (input.kind === 'single') return evaluationAnswer(pdp, input.evaluation, explain);
+  const results = await pdp.evaluateAll(input.items, input.semantic);
+  return { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };
 }
 
 /** `POST /access/v1/search/{subject,resource,action}` (§8). */
@@ -273,8 +299,13 @@ async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input
 
 /** The PDP's HTTP surface for the app: the cached path, and the routers. */
 export interface PdpSurface {
-  /** The cached path (./authzen-cached.ts): its middleware, placed right after the request metrics, and its listener in front of Koa's. */
+  /** The cached path (./authzen-cached.ts): its middleware, placed right after the request metrics. */
   cachedDecisions: CachedDecisions;
+  /**
+   * Wraps Koa's request listener with the paths answered before Koa: the cached path's listener
+   * (hits), then the lean path (./authzen-lean.ts: misses, while the cached path is off).
+   */
+  listener<L extends RequestListener>(next: L): L;
   /** The AuthZEN API and metadata, and the policy admin routes. */
   routers: Router[];
 }
@@ -299,8 +330,12 @@ export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: Pd
   });
   // Off with the decision cache: "cache off" then means every decision is evaluated.
   const budgetBytes = config.pdp.decisionCacheSize > 0 ? CACHED_ANSWER_BYTES : 0;
+  const known = config.pdp.auth === 'token' ? pepTokens : undefined;
+  const cached = cachedDecisions({ pdp: pdp.pdp, pepTokens: known, logger: deps.logger, budgetBytes, ...limits });
+  const lean = { pdp: pdp.pdp, pepTokens: known, logger: deps.logger, explain: explainFor(config.pdp.auth, config.pdp.adminReasons), enabled: budgetBytes === 0, ...limits };
   return {
-    cachedDecisions: cachedDecisions({ pdp: pdp.pdp, pepTokens: config.pdp.auth === 'token' ? pepTokens : undefined, logger: deps.logger, budgetBytes, ...limits }),
+    cachedDecisions: cached,
+    listener: (next) => cached.listener(leanEvaluations(lean, next)),
     routers: [api, policyAdminRoutes({ pdp, authenticate, audience: resources.admin })],
   };
 }
