@@ -17,8 +17,9 @@
  *
  * Everything else goes to Koa unchanged, its body handed on (./json-body.ts): a body that does
  * not parse or is not a valid request (the routes render the 400), a body over the limit (413),
- * and an evaluation that throws (a store away: the routes evaluate again and render the error;
- * the abandoned server span is closed, marked `deputy.handed_to_routes`). Hence no error is ever
+ * and an evaluation that throws (a store away: the routes render that error without evaluating
+ * again, `evaluationFailedAhead` in ./authzen.ts; the abandoned server span is closed, marked
+ * `deputy.handed_to_routes`). Hence no error is ever
  * rendered here. Requests, decisions and spans are counted as on the routes
  * (`observeAnswering`, ./metrics.ts; `pdp.evaluate` counts its decisions itself) and the access
  * log line is written as `accessLog` writes it.
@@ -32,7 +33,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import { checkDepth, parseEvaluation, parseEvaluations, type EvaluationsInput, type Explain, type PolicyDecisionPoint } from '../pdp/index.js';
 import { eligible, PER_REQUEST_HEADERS, type RequestListener } from './authzen-cached.js';
-import { evaluationAnswer, evaluationsAnswer, RECEIPT_ID_HEADER, type PepTokens } from './authzen.js';
+import { evaluationAnswer, evaluationFailedAhead, evaluationsAnswer, RECEIPT_ID_HEADER, type PepTokens } from './authzen.js';
 import { parseJson, readRequestAhead } from './json-body.js';
 import { observeAnswering } from './metrics.js';
 
@@ -98,14 +99,17 @@ async function answerLean(req: IncomingMessage, res: ServerResponse, deps: LeanE
   let answer: Record<string, unknown>;
   try {
     answer = await observed.run(() => (input.kind === 'single' ? evaluationAnswer(deps.pdp, input.evaluation, deps.explain) : evaluationsAnswer(deps.pdp, input, deps.explain)));
-  } catch {
+  } catch (err) {
+    // The routes render this failure without evaluating again (`evaluationFailedAhead`, ./authzen.ts).
+    evaluationFailedAhead(req, err);
     observed.abandoned();
     return false;
   }
   // Koa writes an object body as `JSON.stringify` of it (koa/lib/application.js `respond`).
   write(res, request.head, request.requestId, Buffer.from(JSON.stringify(answer)));
+  // Inside the server span, as `accessLog` writes it on the routes: the line carries its trace id.
+  observed.run(() => logAnswered(deps.logger, request.requestId, request.path, start));
   observed.answered(200);
-  logAnswered(deps.logger, request.requestId, request.path, start);
   return true;
 }
 

@@ -15,6 +15,7 @@
  *
  * @module
  */
+import type { IncomingMessage } from 'node:http';
 import Router from '@koa/router';
 import type Koa from 'koa';
 import type { DeputyConfig } from '../config/schema.js';
@@ -125,6 +126,7 @@ export function explainFor(auth: 'token' | 'none', adminReasons: boolean): Expla
 function evaluationHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
   return async function evaluation(ctx) {
     const input = parseEvaluation(ctx.state.authzenBody);
+    rethrowFailedAhead(ctx.req);
     ctx.body = receiptRequested(ctx) ? await evaluateWithReceipt(deps, ctx, input, explain) : await evaluationAnswer(deps.pdp, input, explain);
   };
 }
@@ -164,8 +166,30 @@ async function evaluateWithReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: E
 /** `POST /access/v1/evaluations` (§7): a batch, or a single evaluation in batch clothing. */
 function evaluationsHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
   return async function evaluations(ctx) {
-    ctx.body = await evaluationsAnswer(deps.pdp, parseEvaluations(ctx.state.authzenBody, deps.maxBatch), explain);
+    const input = parseEvaluations(ctx.state.authzenBody, deps.maxBatch);
+    rethrowFailedAhead(ctx.req);
+    ctx.body = await evaluationsAnswer(deps.pdp, input, explain);
   };
+}
+
+/**
+ * Evaluations that failed ahead of the routes (the lean path, ./authzen-lean.ts), by request
+ * (dropped with it). The routes render that failure rather than evaluate again: one evaluation
+ * per request, as without the lean path — a store that is away is waited for once (not twice,
+ * its connection timeout included), and a batch's decisions made before the failure are counted
+ * and traced once.
+ */
+const failedAhead = new WeakMap<IncomingMessage, { error: unknown }>();
+
+/** Records that evaluating `req` ahead of the routes threw `error`: the routes rethrow it (see {@link failedAhead}). */
+export function evaluationFailedAhead(req: IncomingMessage, error: unknown): void {
+  failedAhead.set(req, { error });
+}
+
+/** Throws the failure of the evaluation made ahead of the routes for `req`, if one failed. */
+function rethrowFailedAhead(req: IncomingMessage): void {
+  const failed = failedAhead.get(req);
+  if (failed) throw failed.error;
 }
 
 /**

@@ -102,8 +102,11 @@ export function observeAnswered(req: IncomingMessage, route: string, status: num
 
 /** A request being answered before Koa after asynchronous work: see {@link observeAnswering}. */
 export interface Answering {
-  /** Runs `work` with the request's server span active: the spans it opens are children of it, as under {@link observeRequests}. */
-  run<T>(work: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `work` with the request's server span active: the spans it opens are children of it, and
+   * the log lines it writes carry its trace id, as under {@link observeRequests}.
+   */
+  run<T>(work: () => T): T;
   /** The request was answered with `status`: the metrics recorded, the span closed. */
   answered(status: number): void;
   /** The request is left to Koa after all (which records it): the span closed as abandoned, no metrics. */

@@ -2,8 +2,9 @@
  * The PDP's lean path (src/http/authzen-lean.ts): with the decision cache off, an AuthZEN
  * evaluation is evaluated and answered before Koa, byte for byte as the routes answer it (the
  * same request with a query string goes to the routes), counted in the same metrics; bad input
- * (malformed, oversized, too deep, an expired or forged PEP token) and a failing evaluation are
- * left to the routes, which refuse them; a revoked link or a disabled agent denies at once.
+ * (malformed, oversized, too deep, an expired or forged PEP token) is left to the routes, which
+ * refuse it, and a failing evaluation is rendered by them without a second evaluation; a revoked
+ * link or a disabled agent denies at once.
  */
 import { request } from 'node:http';
 import Koa from 'koa';
@@ -207,19 +208,47 @@ describe('what the lean path does not answer is left to the routes, which refuse
     expect(koaContexts() - before).toBe(1);
   });
 
-  it('an evaluation that fails (a store away) is evaluated again by the routes, which answer or render the error', async () => {
+  it('an evaluation that fails (a store away) is not evaluated again: the routes render its failure, as they would alone', async () => {
     const pdp = h.deputy.pdp.pdp;
     const evaluate = pdp.evaluate;
-    let failures = 1;
-    pdp.evaluate = (...args) => (failures-- > 0 ? Promise.reject(new Error('store away')) : evaluate(...args));
+    let calls = 0;
+    pdp.evaluate = () => (calls++, Promise.reject(new Error('store away')));
     try {
       const before = koaContexts();
-      const res = await post('/access/v1/evaluation', valid());
-      expect(koaContexts() - before).toBe(1);
-      expect(res.status).toBe(200);
-      expect(JSON.parse(res.body)).toMatchObject({ decision: true });
-      failures = 2;
-      expect((await post('/access/v1/evaluation', valid())).status).toBe(500);
+      const { lean, routed } = await leanAndRouted('/access/v1/evaluation', valid());
+      expect(koaContexts() - before).toBe(2);
+      expect(lean.status).toBe(500);
+      expect(lean).toEqual(routed);
+      expect(calls, 'one evaluation per request, as on the routes alone').toBe(2);
+    } finally {
+      pdp.evaluate = evaluate;
+    }
+  });
+
+  it('a batch whose later item fails: the earlier decisions are made and counted once, as on the routes alone', async () => {
+    const pdp = h.deputy.pdp.pdp;
+    const evaluate = pdp.evaluate;
+    const calls: string[] = [];
+    pdp.evaluate = (...args) => {
+      const id = args[0].resource.id;
+      calls.push(id);
+      return id === 'doc-fail' ? Promise.reject(new Error('store away')) : evaluate(...args);
+    };
+    const permits = async () => {
+      const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
+      return Number(text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/)?.[1]);
+    };
+    try {
+      const body = JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, evaluations: [{ resource: doc('doc-1') }, { resource: doc('doc-fail') }] });
+      const before = await permits();
+      const lean = await post('/access/v1/evaluations', body);
+      const afterLean = await permits();
+      const routed = await post('/access/v1/evaluations?routes', body);
+      expect(lean.status).toBe(500);
+      expect(lean).toEqual(routed);
+      expect(calls).toEqual(['doc-1', 'doc-fail', 'doc-1', 'doc-fail']);
+      expect(afterLean - before).toBe(1);
+      expect((await permits()) - afterLean).toBe(1);
     } finally {
       pdp.evaluate = evaluate;
     }
