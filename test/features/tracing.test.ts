@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTracing, tracingSettings, type TracingHandle } from '../../src/observability/tracing.js';
 import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { clientKeys } from '../support/clients.js';
+import { REPO, startPdpHarness } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { parsePrometheus } from '../support/prometheus.js';
@@ -127,6 +128,31 @@ describe('traces', () => {
 
     const everything = JSON.stringify(spans.map((s) => [s.name, s.attributes, s.events, s.status]));
     for (const secret of [API_KEY, token.slice(20, 60)]) expect(everything).not.toContain(secret);
+  });
+});
+
+describe('the PDP\'s lean path (decision cache off) traces and logs as the routes do', () => {
+  it('its server span continues the traceparent and parents pdp.evaluate; its access log line carries the trace id', async () => {
+    const h = await startPdpHarness({ policies: `${REPO}test/fixtures/policies/chain`, config: { pdp: { policies: `${REPO}test/fixtures/policies/chain`, decisionCacheSize: 0 } } });
+    try {
+      const body = { subject: { type: 'User', id: 'alice@example.com', properties: { email: 'alice@example.com' } }, action: { name: 'read' }, resource: { type: 'Document', id: 'doc-1', properties: {} } };
+      // The first answer is the routes' (the PEP token verified there, the head learned); then the lean path answers.
+      for (let i = 0; i < 2; i++) expect((await h.post('/access/v1/evaluation', body)).status).toBe(200);
+      for (const path of ['/access/v1/evaluation', '/access/v1/evaluation?routes']) {
+        exporter.reset();
+        const traceId = randomBytes(16).toString('hex');
+        const requestId = `trace-${traceId.slice(0, 8)}`;
+        expect((await h.post(path, body, { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01`, 'x-request-id': requestId })).status).toBe(200);
+        const spans = exporter.getFinishedSpans();
+        const server = spans.find((s) => s.kind === SpanKind.SERVER && s.spanContext().traceId === traceId)!;
+        expect(server.name, path).toBe('POST /access/v1/evaluation');
+        expect(parentOf(spans.find((s) => s.name === 'pdp.evaluate')!), path).toBe(server.spanContext().spanId);
+        const line = h.deputy.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'request' && l.reqId === requestId);
+        expect(line, path).toMatchObject({ status: 200, trace_id: traceId });
+      }
+    } finally {
+      await h.stop();
+    }
   });
 });
 
