@@ -7,6 +7,7 @@
  * link or a disabled agent denies at once.
  */
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import Koa from 'koa';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { agentConfig, authenticatedPost, exchange, testAgent, type TestAgent } from '../support/agents.js';
@@ -282,5 +283,62 @@ describe('the decision basis is read per request on the lean path too', () => {
     expect(koa).toBe(0);
     expect(lean).toEqual(routed);
     expect(JSON.parse(lean.body)).toMatchObject({ decision: false, context: { id: 'invalid_chain' } });
+  });
+});
+
+/**
+ * Writes `parts` (raw HTTP/1.x bytes, in order, each after the server answered what `waitFor`
+ * names, when given) on one connection and returns everything the server sent until it closed,
+ * without `Date` lines (the server's clock).
+ */
+function rawExchange(parts: ReadonlyArray<{ bytes: string; waitFor?: string }>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(new URL(h.deputy.url).port), '127.0.0.1');
+    let received = '';
+    let waiting: { text: string; then: () => void } | undefined;
+    socket.on('data', (b: Buffer) => {
+      received += b.toString('latin1');
+      if (waiting && received.includes(waiting.text)) {
+        const then = waiting.then;
+        waiting = undefined;
+        then();
+      }
+    });
+    socket.on('error', reject).on('close', () => resolve(received.replace(/^Date: .*\r\n/gim, '')));
+    const send = (i: number): void => {
+      if (i === parts.length) return;
+      const part = parts[i]!;
+      const write = () => socket.write(part.bytes, () => send(i + 1));
+      if (part.waitFor === undefined || received.includes(part.waitFor)) write();
+      else waiting = { text: part.waitFor, then: write };
+    };
+    socket.on('connect', () => send(0));
+  });
+}
+
+describe('over raw HTTP/1.x, the lean path\'s bytes are the routes\' bytes', () => {
+  const evaluation = () => JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-1') });
+  const head = (path: string, body: string, extra: string[] = [], version = '1.1') =>
+    [`POST ${path} HTTP/${version}`, 'Host: 127.0.0.1', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `Authorization: Bearer ${h.pepToken}`, 'X-Request-ID: raw-1', ...extra, '', ''].join('\r\n');
+  /** Each case: the parts to send for `path`, and how many Koa contexts the lean path may build. */
+  const cases: Array<[string, (path: string) => Array<{ bytes: string; waitFor?: string }>, number]> = [
+    ['HTTP/1.0 without keep-alive', (path) => [{ bytes: head(path, evaluation(), [], '1.0') + evaluation() }], 0],
+    ['HTTP/1.0 with keep-alive, then close', (path) => [{ bytes: head(path, evaluation(), ['Connection: keep-alive'], '1.0') + evaluation() }, { bytes: head(path, evaluation(), [], '1.0') + evaluation(), waitFor: '"decision"' }], 0],
+    ['Connection: close', (path) => [{ bytes: head(path, evaluation(), ['Connection: close']) + evaluation() }], 0],
+    ['a cross-origin request (Origin) and a trace header', (path) => [{ bytes: head(path, evaluation(), ['Origin: https://evil.example', 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', 'Cookie: a=b', 'Connection: close']) + evaluation() }], 0],
+    ['Expect: 100-continue, the body after the interim answer', (path) => [{ bytes: head(path, evaluation(), ['Expect: 100-continue', 'Connection: close']) }, { bytes: evaluation(), waitFor: '100 Continue\r\n\r\n' }], 0],
+    ['a body split across writes', (path) => [{ bytes: head(path, evaluation(), ['Connection: close']) + evaluation().slice(0, 7) }, { bytes: evaluation().slice(7, 40) }, { bytes: evaluation().slice(40) }], 0],
+    ['two pipelined evaluations', (path) => [{ bytes: head(path, evaluation()) + evaluation() + head(path, evaluation(), ['Connection: close']).replace('raw-1', 'raw-2') + evaluation() }], 0],
+    ['a malformed body pipelined before an evaluation', (path) => [{ bytes: head(path, '{"subject"') + '{"subject"' + head(path, evaluation(), ['Connection: close']).replace('raw-1', 'raw-2') + evaluation() }], 1],
+  ];
+
+  it.each(cases)('%s', async (_name, parts, contexts) => {
+    const before = koaContexts();
+    const lean = await rawExchange(parts('/access/v1/evaluation'));
+    expect(koaContexts() - before).toBe(contexts);
+    const routed = await rawExchange(parts('/access/v1/evaluation?routes'));
+    expect(lean).toMatch(/^HTTP\/1\.1 (100|200|400) /);
+    expect(lean).toBe(routed);
+    expect(lean).not.toMatch(/evil\.example|0af7651916cd43dd8448eb211c80319c|Set-Cookie|a=b/i);
   });
 });
