@@ -9,6 +9,9 @@
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import Koa from 'koa';
+import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { agentConfig, authenticatedPost, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { REPO, countEvaluations, startPdpHarness, type PdpHarness } from '../support/authzen.js';
@@ -21,6 +24,8 @@ const ALICE = { uid: '00ualice00000000001', email: 'alice@example.com' };
 
 let idp: MockIdp;
 let h: PdpHarness;
+/** The chain fixture plus an `export` action whose context declares `purpose` and `action.method` (the member-context memo's inputs). */
+let policies: string;
 const agents: Record<string, TestAgent> = {};
 const tokens = { one: '', three: '', handToB: '', handToC: '' };
 let evaluatedSoFar: () => number;
@@ -31,10 +36,17 @@ beforeAll(async () => {
   idp = await startMockIdp();
   const keys: Record<string, ClientKeys> = {};
   for (const id of ['agent-a', 'agent-b', 'agent-c']) keys[id] = await clientKeys();
+  policies = mkdtempSync(join(tmpdir(), 'deputy-lean-'));
+  cpSync(`${REPO}test/fixtures/policies/chain`, policies, { recursive: true });
+  appendFileSync(join(policies, 'schema.cedarschema'), '\naction export appliesTo { principal: [User, Agent], resource: [Document], context: { chain: Chain, purpose?: String, action?: { method?: String } } };\n');
+  appendFileSync(join(policies, 'chain.cedar'), [
+    '\n@id("no-resale")\nforbid (principal, action == Action::"export", resource) when { context has purpose && context.purpose == "resale" };',
+    '@id("no-export-by-delete")\nforbid (principal, action == Action::"export", resource) when { context has action && context.action has method && context.action.method == "DELETE" };\n',
+  ].join('\n'));
   h = await startPdpHarness({
-    policies: `${REPO}test/fixtures/policies/chain`,
+    policies,
     config: {
-      pdp: { policies: `${REPO}test/fixtures/policies/chain`, decisionCacheSize: 0 },
+      pdp: { policies, decisionCacheSize: 0 },
       trustedIssuers: [idp.issuerConfig('okta')],
       agents: [
         agentConfig('agent-a', keys['agent-a']!, { scopes: ['docs.read'], audiences: [DOCS, handoff('agent-b')], maxDelegationDepth: 3 }),
@@ -60,6 +72,7 @@ afterAll(async () => {
   vi.restoreAllMocks();
   await h?.stop();
   await idp?.close();
+  if (policies) rmSync(policies, { recursive: true, force: true });
 });
 afterEach(() => {
   vi.useRealTimers();
@@ -263,29 +276,6 @@ describe('what the lean path does not answer is left to the routes, which refuse
   });
 });
 
-describe('the decision basis is read per request on the lean path too', () => {
-  it('a revoked link of the subject token: deny at once', async () => {
-    const body = JSON.stringify({ subject: delegated(tokens.three), action: { name: 'read' }, resource: doc('doc-5') });
-    expect(JSON.parse((await post('/access/v1/evaluation', body)).body).decision).toBe(true);
-    expect((await authenticatedPost(`${h.deputy.url}/revoke`, h.deputy.issuer, h.admin, { token: tokens.handToC })).status).toBe(200);
-    const { lean, routed, koa } = await leanAndRouted('/access/v1/evaluation', body);
-    expect(koa).toBe(0);
-    expect(lean).toEqual(routed);
-    expect(JSON.parse(lean.body)).toMatchObject({ decision: false, context: { id: 'invalid_chain' } });
-  });
-
-  it('a disabled agent: deny at once', async () => {
-    const body = JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-1') });
-    expect(JSON.parse((await post('/access/v1/evaluation', body)).body).decision).toBe(true);
-    const res = await fetch(`${h.deputy.url}/admin/agents/agent-a/disable`, { method: 'POST', headers: { authorization: `Bearer ${h.adminToken}` } });
-    expect(res.status).toBe(200);
-    const { lean, routed, koa } = await leanAndRouted('/access/v1/evaluation', body);
-    expect(koa).toBe(0);
-    expect(lean).toEqual(routed);
-    expect(JSON.parse(lean.body)).toMatchObject({ decision: false, context: { id: 'invalid_chain' } });
-  });
-});
-
 /**
  * Writes `parts` (raw HTTP/1.x bytes, in order, each after the server answered what `waitFor`
  * names, when given) on one connection and returns everything the server sent until it closed,
@@ -340,5 +330,83 @@ describe('over raw HTTP/1.x, the lean path\'s bytes are the routes\' bytes', () 
     expect(lean).toMatch(/^HTTP\/1\.1 (100|200|400) /);
     expect(lean).toBe(routed);
     expect(lean).not.toMatch(/evil\.example|0af7651916cd43dd8448eb211c80319c|Set-Cookie|a=b/i);
+  });
+});
+
+describe('a delegated member\'s memoised context never answers a request that brings its own', () => {
+  const exportDoc = (extra: { context?: object; action?: object } = {}) =>
+    JSON.stringify({ subject: delegated(tokens.three), action: { name: 'export', ...extra.action }, resource: doc('doc-5'), ...(extra.context ? { context: extra.context } : {}) });
+  const decision = async (body: string) => JSON.parse((await post('/access/v1/evaluation', body)).body) as { decision: boolean; context?: { id?: string } };
+
+  it('request context and action properties, interleaved with bare requests by the same token, on both paths', async () => {
+    const sequence: Array<[string, boolean]> = [
+      [exportDoc(), true],
+      [exportDoc({ context: { purpose: 'resale' } }), false],
+      [exportDoc(), true],
+      [exportDoc({ action: { properties: { method: 'DELETE' } } }), false],
+      [exportDoc(), true],
+      [exportDoc({ context: { purpose: 'research' } }), true],
+      [exportDoc({ context: { purpose: 'resale' }, action: { properties: { method: 'GET' } } }), false],
+    ];
+    for (const [body, expected] of sequence) {
+      const { lean, routed, koa } = await leanAndRouted('/access/v1/evaluation', body);
+      expect(koa).toBe(0);
+      expect(lean).toEqual(routed);
+      expect(JSON.parse(lean.body).decision, body).toBe(expected);
+    }
+  });
+
+  it('a batch: items with and without their own context, the top-level context inherited or replaced', async () => {
+    const body = JSON.stringify({
+      subject: delegated(tokens.three),
+      action: { name: 'export' },
+      resource: doc('doc-5'),
+      evaluations: [{}, { context: { purpose: 'resale' } }, {}, { action: { name: 'export', properties: { method: 'DELETE' } } }, {}],
+    });
+    const { lean, routed } = await leanAndRouted('/access/v1/evaluations', body);
+    expect(lean).toEqual(routed);
+    expect(JSON.parse(lean.body).evaluations.map((e: { decision: boolean }) => e.decision)).toEqual([true, false, true, false, true]);
+    const defaulted = JSON.stringify({ subject: delegated(tokens.three), action: { name: 'export' }, resource: doc('doc-5'), context: { purpose: 'resale' }, evaluations: [{}, { context: {} }] });
+    expect(JSON.parse((await post('/access/v1/evaluations', defaulted)).body).evaluations.map((e: { decision: boolean }) => e.decision)).toEqual([false, true]);
+  });
+
+  it('a policy reload that forbids what the memo permitted: the next bare request is denied', async () => {
+    expect((await decision(exportDoc())).decision).toBe(true);
+    appendFileSync(join(policies, 'chain.cedar'), '\n@id("no-export-by-sub-agents")\nforbid (principal is Agent, action == Action::"export", resource) when { context.chain.position > 2 };\n');
+    try {
+      const reload = await fetch(`${h.deputy.url}/admin/policies/reload`, { method: 'POST', headers: { authorization: `Bearer ${h.adminToken}` } });
+      expect(reload.status).toBe(200);
+      const { lean, routed } = await leanAndRouted('/access/v1/evaluation', exportDoc());
+      expect(lean).toEqual(routed);
+      expect(JSON.parse(lean.body)).toMatchObject({ decision: false, context: { id: 'forbidden' } });
+    } finally {
+      const text = readFileSync(join(policies, 'chain.cedar'), 'utf8');
+      writeFileSync(join(policies, 'chain.cedar'), text.slice(0, text.indexOf('\n@id("no-export-by-sub-agents")')));
+      expect((await fetch(`${h.deputy.url}/admin/policies/reload`, { method: 'POST', headers: { authorization: `Bearer ${h.adminToken}` } })).status).toBe(200);
+    }
+    expect((await decision(exportDoc())).decision).toBe(true);
+  });
+});
+
+describe('the decision basis is read per request on the lean path too', () => {
+  it('a revoked link of the subject token: deny at once', async () => {
+    const body = JSON.stringify({ subject: delegated(tokens.three), action: { name: 'read' }, resource: doc('doc-5') });
+    expect(JSON.parse((await post('/access/v1/evaluation', body)).body).decision).toBe(true);
+    expect((await authenticatedPost(`${h.deputy.url}/revoke`, h.deputy.issuer, h.admin, { token: tokens.handToC })).status).toBe(200);
+    const { lean, routed, koa } = await leanAndRouted('/access/v1/evaluation', body);
+    expect(koa).toBe(0);
+    expect(lean).toEqual(routed);
+    expect(JSON.parse(lean.body)).toMatchObject({ decision: false, context: { id: 'invalid_chain' } });
+  });
+
+  it('a disabled agent: deny at once', async () => {
+    const body = JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-1') });
+    expect(JSON.parse((await post('/access/v1/evaluation', body)).body).decision).toBe(true);
+    const res = await fetch(`${h.deputy.url}/admin/agents/agent-a/disable`, { method: 'POST', headers: { authorization: `Bearer ${h.adminToken}` } });
+    expect(res.status).toBe(200);
+    const { lean, routed, koa } = await leanAndRouted('/access/v1/evaluation', body);
+    expect(koa).toBe(0);
+    expect(lean).toEqual(routed);
+    expect(JSON.parse(lean.body)).toMatchObject({ decision: false, context: { id: 'invalid_chain' } });
   });
 });
