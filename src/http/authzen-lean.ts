@@ -82,9 +82,11 @@ export function leanEvaluations<L extends RequestListener>(deps: LeanEvaluations
       learnHead(res, path, heads);
       return next(req, res);
     }
+    // A failure after the answer was written (recording it) must not hand the request to Koa,
+    // which would evaluate and answer it a second time on a finished response.
     return answerLean(req, res, deps, { path, head, requestId }).then(
       (answered) => (answered ? undefined : next(req, res)),
-      () => next(req, res),
+      () => (res.headersSent ? undefined : next(req, res)),
     );
   };
   return listener as L;

@@ -13,6 +13,7 @@ import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { metrics } from '../../src/observability/metrics.js';
 import { agentConfig, authenticatedPost, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { REPO, countEvaluations, startPdpHarness, type PdpHarness } from '../support/authzen.js';
 import { clientKeys, type ClientKeys } from '../support/clients.js';
@@ -266,6 +267,26 @@ describe('what the lean path does not answer is left to the routes, which refuse
     } finally {
       pdp.evaluate = evaluate;
     }
+  });
+
+  it('a failure after the answer was written (recording it) does not hand the request to Koa', async () => {
+    const evaluations = evaluatedSoFar();
+    const before = koaContexts();
+    const inc = vi.spyOn(metrics.httpRequests, 'inc').mockImplementationOnce(() => {
+      throw new Error('recording failed');
+    });
+    try {
+      const res = await post('/access/v1/evaluation', valid());
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toMatchObject({ decision: true });
+      expect(inc).toHaveBeenCalled();
+    } finally {
+      inc.mockRestore();
+    }
+    // One more request on the same server: nothing was left running on the first one.
+    expect((await post('/access/v1/evaluation', valid())).status).toBe(200);
+    expect(koaContexts() - before).toBe(0);
+    expect(evaluatedSoFar() - evaluations).toBe(2);
   });
 
   it('a receipt request goes to the routes', async () => {
