@@ -161,7 +161,7 @@ export class AgentRegistry {
   }
 
   async #read(id: string, db: Queryable): Promise<Agent | undefined> {
-    const rows = await db.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
+    const rows = await db.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id], { prepare: true });
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 

@@ -174,7 +174,7 @@ export class TokenRecords {
    * the one liveness rule every reader uses. Undefined when Deputy never recorded `jti`.
    */
   async find(jti: string, db: Queryable = this.store): Promise<TokenRecord | undefined> {
-    const rows = await db.query<Row>(FIND_LIVE, [jti]);
+    const rows = await db.query<Row>(FIND_LIVE, [jti], { prepare: true });
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 

@@ -10,7 +10,8 @@
  * - replay detection (DPoP / client assertion `jti`, oidc-provider `ReplayDetection`) accepts a
  *   key exactly once;
  * - the oidc-provider adapter contract (upsert / find / consume / destroy / revokeByGrantId /
- *   expiry).
+ *   expiry);
+ * - named (prepared) statements answer as unnamed ones (./prepared-contract.ts).
  *
  * On PostgreSQL the fixture opens two stores (two pools, as two Deputy processes would) over one
  * database. PGlite is one connection in one process: transactions cannot interleave there, so the
@@ -33,6 +34,7 @@ import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 import { mcpServerSchema } from '../../src/mcp/config.js';
 import { McpServerStore, PinStore } from '../../src/mcp/store.js';
 import { budgetContract } from './budget-contract.js';
+import { preparedStatementContract } from './prepared-contract.js';
 
 export interface ContractFixture {
   /** Migrated stores over one database: two on PostgreSQL (separate pools), one on PGlite. */
@@ -71,6 +73,7 @@ export function storeContract(options: ContractOptions): void {
     adapterContract(one);
     mcpPinContract(one, two);
     budgetContract(one, two, concurrent);
+    preparedStatementContract(one, two, concurrent);
   });
 }
 
