@@ -26,7 +26,7 @@ import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
-import { purgeExpired, recordEachOnce, recordOnce } from '../../src/oauth/adapter.js';
+import { findRecorded, purgeExpired, recordEachOnce, recordOnce } from '../../src/oauth/adapter.js';
 import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
@@ -569,6 +569,37 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
       expect(report.problems).toEqual([]);
       expect(report.chains).toMatchObject([{ agent, first: 1, last: 17, count: 17, fromGenesis: true }]);
+    });
+
+    it(`appendWith: an ancestor above the parent revoked between the exchange's lineage check and its write${concurrent ? ' (on another instance)' : ''}: the statement refuses, ParentRevoked, nothing written`, async () => {
+      const agent = `agent-${randomUUID()}`;
+      await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const service = new ReceiptService({ store: one(), issuer: 'https://deputy.example.com', key });
+      const records = new TokenRecords(one());
+      const root = await exchangeFrom(one(), agent, undefined);
+      const parent = await exchangeFrom(one(), agent, root);
+      const child = recordFor(agent, parent);
+      // The exchange's check (resolveSubject → find): the parent's lineage is live.
+      expect((await records.find(parent.jti))?.revokedAt).toBeUndefined();
+      // Then the root — not the parent — is revoked, by another instance, before the write.
+      await new TokenRecords(two()).revokeCascade(root.jti, 'test');
+      // The statement alone refuses: its condition covers the parent's whole lineage.
+      const part = records.insertPart(child);
+      const wrote = await one().query<{ n: number }>(`WITH ins AS (${part.sql(1)} RETURNING 1) SELECT count(*)::int AS n FROM ins`, part.params);
+      expect(wrote[0]!.n).toBe(0);
+      const once = [{ namespace: 'ReplayDetection', key: randomUUID(), ttlSeconds: 60 }];
+      await expect(service.appendWith({ agent, chain: child.chain, event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: child.jti }, {
+        once,
+        parts: [part],
+        inTransaction: async (tx) => {
+          if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+          await records.insert(tx, child);
+        },
+      })).rejects.toBeInstanceOf(ParentRevoked);
+      expect(await one().query('SELECT jti FROM token_records WHERE jti = $1', [child.jti])).toEqual([]);
+      expect(await readRange(one(), agent, 1, 100, 100)).toEqual([]);
+      expect((await findRecorded(one(), once)).size).toBe(0);
     });
 
     it(`appendWith: an agent disabled while its groups are in flight${concurrent ? ' (two instances)' : ''}: every exchange either commits with its receipt or is refused with nothing written`, async () => {
