@@ -1,5 +1,7 @@
 /**
- * Introspection (RFC 7662) and revocation (RFC 7009) of Deputy's JWT agent tokens.
+ * Introspection (RFC 7662) and revocation (RFC 7009) of Deputy's JWT access tokens: agent tokens
+ * (token records) and its operator clients' `client_credentials` tokens (no record; their
+ * revocations are recorded, ./operator-token-revocation.ts).
  *
  * oidc-provider authenticates the caller at `/introspect` and `/revoke` (private_key_jwt) and
  * then refuses JWT access tokens (`unsupported_token_type`: it stores none). A hook
@@ -13,14 +15,15 @@
  * caller may not introspect.
  *
  * Who may revoke: admin clients holding `deputy:admin`, the token's agent, and any agent earlier
- * in its chain (revoking what was delegated from you). A PEP (an admin client with only
- * `authzen:evaluate`) may introspect any token but revoke none: a compromised PEP must not be
- * able to cut every agent off. RFC 7009 §2.1 refuses anyone else with an error, and nothing
- * changes: `400 unauthorized_client` (RFC 6749 §5.2 — the client did authenticate, so this is
- * not `invalid_client`, whose 401 would tell it to fix its credentials). A token Deputy cannot
- * revoke (a `client_credentials` token, which is not recorded) is `unsupported_token_type`
- * (RFC 7009 §2.2.1) rather than a 200 that would claim it was revoked. An invalid, expired or
- * foreign token is a 200 (RFC 7009 §2.2: revoking it has no purpose left).
+ * in its chain (revoking what was delegated from you); an operator client its own
+ * `client_credentials` tokens. A PEP (an admin client with only `authzen:evaluate`) may
+ * introspect any token but revoke only its own: a compromised PEP must not be able to cut every
+ * agent off. RFC 7009 §2.1 refuses anyone else with an error, and nothing changes: `400
+ * unauthorized_client` (RFC 6749 §5.2 — the client did authenticate, so this is not
+ * `invalid_client`, whose 401 would tell it to fix its credentials). A token Deputy cannot
+ * revoke (an agent's token without a record) is `unsupported_token_type` (RFC 7009 §2.2.1)
+ * rather than a 200 that would claim it was revoked. An invalid, expired or foreign token is a
+ * 200 (RFC 7009 §2.2: revoking it has no purpose left).
  *
  * @module
  */
