@@ -28,8 +28,8 @@
  * Upstream → agent: notifications and (where configured) server requests go back on the stream
  * of the agent's call they came with, else on its GET stream; `tools/list_changed` re-verifies
  * the pins first, once per burst (./list-changed.ts), and reaches the agent only when the tools
- * the upstream lists (or their verdicts) differ from what the agent last learned. The session closes itself when idle (`limits.idleSeconds`), ending the
- * upstream session with a DELETE.
+ * the upstream lists (or their verdicts) differ from what the agent last learned. The session
+ * closes itself when idle (`limits.idleSeconds`), ending the upstream session with a DELETE.
  *
  * @module
  */
@@ -510,7 +510,8 @@ export class AgentSession {
       if (known) return known;
       const generation = this.#listChanged.generation;
       const tools = await this.#allTools();
-      const verdicts = await this.#verify(admission, tools, { fresh: true, complete: true, generation });
+      // Not `complete`: the agent did not see this listing (a change found here is still told).
+      const verdicts = await this.#verify(admission, tools, { fresh: true, complete: false, generation });
       if (!this.#listChanged.isCurrent(generation)) continue;
       const tool = tools.find((t) => t.name === name);
       return tool && { tool, verdict: verdicts.get(name)! };
@@ -561,8 +562,8 @@ export class AgentSession {
   /**
    * Pins of `tools` checked; mismatches receipted once per session and digest. The verdicts
    * become the session's (`fresh`: replacing the ones known, else added to them) only when no
-   * `list_changed` arrived since `generation` was read before listing; a `complete` listing is
-   * then also what the agent learned.
+   * `list_changed` arrived since `generation` was read before listing; a `complete` listing (the
+   * agent's own `tools/list`, every tool on one page) is then also what the agent learned.
    */
   async #verify(admission: Admission, tools: readonly Tool[], install: { fresh: boolean; complete: boolean; generation: number }): Promise<Map<string, PinVerdict>> {
     const verdicts = await this.#d.pins.check(this.#d.server, tools as unknown as ReadonlyArray<Record<string, unknown>>);
