@@ -11,7 +11,7 @@ import { InvalidClient } from '../../errors/index.js';
 import type { Store } from '../../store/index.js';
 import { recordOnce, type SingleUse } from '../adapter.js';
 import { verifiedTokenProof } from './token-dpop.js';
-import { deferSpend, refuseSpent, spendPending, spentBeforeGrant } from './token-spends.js';
+import { deferSpend, spendPending, spentBeforeGrant } from './token-spends.js';
 
 /** The namespace oidc-provider's replay records use (`oidc_models.model`). */
 const NAMESPACE = 'ReplayDetection';
@@ -23,11 +23,12 @@ const NAMESPACE = 'ReplayDetection';
  *
  * At `/token` (oidc-provider runs each request in its AsyncLocalStorage), the values are the
  * request's ({@link deferSpend}, ./token-spends.ts): for a grant in `folding` (token exchange)
- * they are only looked up here — a replay is refused now — and recorded in the grant's
- * transaction; for any other grant they are recorded now, the request's DPoP proof with them, in
- * one statement. Once a grant runs with everything spent (`spendBeforeGrant`), oidc-provider's
- * own replay check of that proof (`issueTokens` → `checkDpopReplay`, authorization_code) is
- * answered from that spend: the proof is recorded once, under Deputy's key.
+ * they are accepted here and recorded by the grant's issuing statement, which refuses a replay
+ * with the replayed value's own error; for any other grant they are recorded now, the request's
+ * DPoP proof with them, in one statement. Once a grant runs with everything spent
+ * (`spendBeforeGrant`), oidc-provider's own replay check of that proof (`issueTokens` →
+ * `checkDpopReplay`, authorization_code) is answered from that spend: the proof is recorded
+ * once, under Deputy's key.
  */
 export function useStrictReplayDetection(provider: Provider, store: Store, folding: ReadonlySet<string>): void {
   const unique = async (iss: string, jti: string, exp: number): Promise<boolean> => {
@@ -39,14 +40,9 @@ export function useStrictReplayDetection(provider: Provider, store: Store, foldi
     if (spentBeforeGrant(ctx) && verifiedTokenProof(ctx)?.jti === jti && iss === ctx.oidc.client?.clientId) return true;
     const item: SingleUse = { once: { namespace: NAMESPACE, key, ttlSeconds }, replayed: () => new InvalidClient('client_assertion was already used (its "jti" must be unique)') };
     if (folding.has(String(ctx.oidc.params?.grant_type))) {
+      // Recorded by the grant's issuing statement, which refuses a replay with this item's error
+      // (or by ./token-dpop.ts after a refusal): no look-up here (issue 16, fifth round).
       deferSpend(ctx, item);
-      try {
-        await refuseSpent(ctx, store);
-      } catch (err) {
-        // oidc-provider refuses this one itself (a replayed client assertion, `invalid_client`).
-        if (err instanceof InvalidClient) return false;
-        throw err;
-      }
       return true;
     }
     const replay = await spendPending(ctx, store, [item]);
