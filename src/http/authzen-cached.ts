@@ -10,7 +10,9 @@
  * registry's agents and rules. The decision is reused only when that basis — policy generation,
  * the subject's issuance records and agents, the resource's agent, all compared by identity — is
  * the one the remembered answer was computed under; the answer's bytes and headers are then
- * written as the routes wrote them (request id aside).
+ * written as the routes wrote them (request id aside). While every cache that phase reads would
+ * answer as it did (fresh, the same objects: `basisHolds`), the basis is known to hold without
+ * running it, and the hit is written in the turn its body arrived, with nothing awaited.
  *
  * Anything else goes down the normal path unchanged: a request whose answer is not remembered or
  * whose basis changed, a PEP token not verified before (DPoP-bound, new, expired), an unusual
