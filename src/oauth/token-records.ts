@@ -372,6 +372,16 @@ export class RevocationCache {
   }
 
   /**
+   * Whether {@link liveRecord} would answer "live" at `now` from this cache, without a read:
+   * false when the token is revoked, unknown, or its cached answer is stale (a read is due).
+   * Synchronous, for callers that only need to know whether an earlier answer still stands.
+   */
+  knownLive(jti: string, now: number): boolean {
+    const hit = this.#entries.get(jti);
+    return hit !== undefined && hit.until > now && hit.record !== undefined;
+  }
+
+  /**
    * Call after this instance committed a revocation. Drops every cached "not revoked" answer:
    * a revocation reaches descendants the revoker never listed (children committed late), so
    * no per-jti list can be complete. Revocations are rare; re-reading is cheap.
