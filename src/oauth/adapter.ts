@@ -90,6 +90,18 @@ export async function spendEach(db: Queryable, items: readonly SingleUse[]): Pro
   return items.find((i) => !recorded.has(onceKeyId(i.once.namespace, i.once.key)));
 }
 
+/**
+ * The first item (in the given order) whose key is recorded and unexpired, read without writing
+ * ({@link findRecorded}: one statement), or `undefined`: a refusal of a known replay before a
+ * request writes anything of its own, when its keys are then recorded by a later statement that
+ * alone decides a race.
+ */
+export async function firstRecorded(db: Queryable, items: readonly SingleUse[]): Promise<SingleUse | undefined> {
+  if (items.length === 0) return undefined;
+  const recorded = await findRecorded(db, items.map((i) => i.once));
+  return items.find((i) => recorded.has(onceKeyId(i.once.namespace, i.once.key)));
+}
+
 /** Deletes expired rows; returns how many. Run periodically by the server. */
 export async function purgeExpired(db: Queryable): Promise<number> {
   const rows = await db.query<{ n: number }>(

@@ -9,8 +9,11 @@
  *    `refuseDeputyOwn` — no `scope` / `resource` / `audience` naming Deputy's own scopes or
  *    resources (src/oauth/deputy-own.ts): those belong to operator clients, never to an agent.
  * 2. `requireDpop` — the request's DPoP proof (RFC 9449 §4.3, §5), verified before the client
- *    was authenticated (./oidc-provider/token-dpop.ts), its `jti` and the client assertion's
- *    found unspent: the issued token is bound to its key.
+ *    was authenticated (./oidc-provider/token-dpop.ts): the issued token is bound to its key. Its
+ *    `jti` and the client assertion's are not looked up: step 8's statement records them and
+ *    refuses a replay with its own error (`invalid_dpop_proof` / `invalid_client`); a replay
+ *    refused earlier is answered as one by ./oidc-provider/token-dpop.ts, and at step 7 a replay
+ *    is looked up before a `deny` receipt is written.
  * 3. `resolveSubject` — the subject token verified (federation, or Deputy's own keys + record).
  * 4. `checkActorToken` — when sent, `actor_token` must identify the authenticated agent.
  * 5. `checkMayAct` — whoever holds a Deputy agent token may exchange it only if its `may_act`
@@ -53,7 +56,7 @@ import type { Logger } from '../log.js';
 import type { Queryable, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
-import { findRecorded, recordOnce, spendEach, type SingleUse } from './adapter.js';
+import { firstRecorded, recordOnce, spendEach, type SingleUse } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
@@ -167,9 +170,9 @@ export interface ExchangeInput {
   requestId?: string;
   /**
    * Single-use values of the request not spent yet (its DPoP proof and client assertion `jti`s,
-   * already looked up and found fresh): recorded in the issuing transaction, which fails with the
-   * first one's `replayed()` error if another request recorded it meanwhile. The caller spends
-   * them itself when the exchange fails.
+   * not looked up): recorded by the issuing statement, which writes nothing and fails with the
+   * first recorded one's `replayed()` error when one was recorded before (a replay) or meanwhile
+   * (a race). The caller spends them itself when the exchange fails.
    */
   spends?: readonly SingleUse[];
 }
@@ -325,7 +328,7 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
   const item: SingleUse = { once: { namespace: ACTOR_TOKEN_NAMESPACE, key, ttlSeconds: 600 }, replayed: () => new InvalidGrant('actor_token has already been used') };
   // Looked up now (a known replay is refused before any work), recorded with the token (step 8b)
   // or, when the exchange fails, by `exchange` itself: spent once whatever happens.
-  if ((await findRecorded(deps.store, [item.once])).size > 0) throw item.replayed();
+  if (await firstRecorded(deps.store, [item])) throw item.replayed();
   return item;
 }
 
@@ -401,14 +404,19 @@ function idTokenHint(subject: Subject): string {
 
 /**
  * Step 7. Returns the receipt completed with the deciding policies. A refusal is a `delegate`
- * decision too: it gets a `deny` receipt (its only write).
+ * decision too: it gets a `deny` receipt (its only write) — unless one of the request's
+ * single-use values (`spends`) was recorded already: a replayed request is refused as a replay
+ * and writes nothing (the values are not looked up earlier on the way to a permit, ./oidc-provider/token-spends.ts).
  */
-const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExchangeDeps, agent: Agent, subject: Subject, chain: DelegationChain, audience: string, scopes: string[], receipt: ReceiptInput): Promise<ReceiptInput> => {
+const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExchangeDeps, decision: DelegateDecision): Promise<ReceiptInput> => {
+  const { agent, subject, chain, audience, scopes, receipt } = decision;
   try {
     const permit = await deps.authorizer.authorize({ user: subject.user, agent, chain, audience, scopes });
     return permit ? { ...receipt, policies: permit.policies } : receipt;
   } catch (err) {
     if (err instanceof DelegationDenied) {
+      const replay = await firstRecorded(deps.store, decision.spends);
+      if (replay) throw replay.replayed();
       // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
       const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: err.description, policies: err.policies };
       await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
@@ -417,6 +425,17 @@ const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExcha
     throw err;
   }
 });
+
+/** What step 7 decides: the agent acting for the subject along the chain, for one audience and these scopes; its receipt; the request's single-use values. */
+interface DelegateDecision {
+  agent: Agent;
+  subject: Subject;
+  chain: DelegationChain;
+  audience: string;
+  scopes: string[];
+  receipt: ReceiptInput;
+  spends: readonly SingleUse[];
+}
 
 /** A delegation refusal (delegation/denial.ts) as the member of the error family its code names. */
 function denialError(code: DenialCode, description: string): DeputyError {
@@ -715,8 +734,9 @@ export async function issueDelegated(deps: ExchangeDeps, grant: DelegatedGrant):
   const chain = extendChain(subject.chain, agent.id);
   const audience = chooseAudience(grant.targets, agent, deps.issuer);
   const scopes = chooseScopes(grant.scopes, agent, subject);
-  const receipt = await authorize(deps, agent, subject, chain, audience, scopes, grantReceipt(grant, chain, audience, scopes));
+  const spends = grant.spends ?? [];
+  const receipt = await authorize(deps, { agent, subject, chain, audience, scopes, receipt: grantReceipt(grant, chain, audience, scopes), spends });
   const mayAct = await handoffMayAct(deps, audience);
-  const issued = await issue(deps, { agent, subject, subjectToken: grant.subjectToken, chain, audience, scopes, dpop, mayAct, receipt, spends: grant.spends ?? [] });
+  const issued = await issue(deps, { agent, subject, subjectToken: grant.subjectToken, chain, audience, scopes, dpop, mayAct, receipt, spends });
   return { ...issued, chain, audience, scope: scopes.join(' ') };
 }

@@ -52,6 +52,11 @@ export class CedarEngine {
     this.#slice = options.slice ?? true;
   }
 
+  /** Whether answers are kept (`cacheSize` > 0): callers memoising whole decisions follow this switch. */
+  get caching(): boolean {
+    return this.#maxEntries > 0;
+  }
+
   clearCache(): void {
     this.#cache.clear();
   }

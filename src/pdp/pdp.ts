@@ -48,6 +48,14 @@ export interface PreparedEntity {
   agent: Agent | undefined;
 }
 
+/** Remembered `delegate` decisions of token exchanges ({@link PolicyDecisionPoint.decideDelegation}), at most. */
+const MAX_DELEGATE_VERDICTS = 10_000;
+
+/** Whether two chains' agents are the very same registry objects, in order (nothing re-read since). */
+function sameAgents(a: readonly Agent[], b: readonly Agent[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
 /** Where a delegated subject's token goes in an AuthZEN request. */
 export const SUBJECT_TOKEN_PROPERTY = 'token';
 
@@ -77,6 +85,13 @@ export class PolicyDecisionPoint {
    * are kept with it: a new request by the same token builds no entity.
    */
   readonly #linkVerdicts = new WeakMap<object, { generation: number; agents: readonly Agent[]; members: Member[] | Decision; verdict: Decision | undefined }>();
+  /**
+   * The token exchange's `delegate` decisions ({@link decideDelegation}), by user attributes,
+   * chain, scopes and audience; a hit counts only for the same policy generation and the same
+   * registry agent objects. At most {@link MAX_DELEGATE_VERDICTS}, oldest dropped; none when the
+   * engine's decision cache is off (`pdp.decisionCacheSize: 0`).
+   */
+  readonly #delegateVerdicts = new Map<string, { generation: number; agents: readonly Agent[]; decision: Decision }>();
 
   constructor(deps: PdpDeps) {
     this.store = deps.store;
@@ -123,7 +138,18 @@ export class PolicyDecisionPoint {
       agents.push(agent);
     }
     const snapshot = this.store.current;
-    return this.#guard(() => decideDelegation(this.engine, snapshot, request.user, agents, request.scopes, request.audience));
+    const decide = () => this.#guard(() => decideDelegation(this.engine, snapshot, request.user, agents, request.scopes, request.audience));
+    if (!this.engine.caching) return decide();
+    // Cedar is a pure function of the policy generation, the user's attributes, the registry's
+    // agent objects (replaced on every re-read), the scopes and the audience: a hit is the answer
+    // it would give, with the entities and context not even built (issue 16, fifth round).
+    const key = JSON.stringify([request.user, request.chain, request.scopes, request.audience]);
+    const hit = this.#delegateVerdicts.get(key);
+    if (hit && hit.generation === snapshot.generation && sameAgents(hit.agents, agents)) return hit.decision;
+    const decision = decide();
+    if (this.#delegateVerdicts.size >= MAX_DELEGATE_VERDICTS) this.#delegateVerdicts.delete(this.#delegateVerdicts.keys().next().value!);
+    this.#delegateVerdicts.set(key, { generation: snapshot.generation, agents, decision });
+    return decision;
   }
 
   /**
@@ -196,7 +222,7 @@ export class PolicyDecisionPoint {
   #perToken(snapshot: PolicySnapshot, subject: DelegatedSubject): { members: Member[] | Decision; links: Decision | undefined } {
     const agents = subject.links.map((l) => l.agent);
     const memo = this.#linkVerdicts.get(subject.grants);
-    if (memo && memo.generation === snapshot.generation && memo.agents.length === agents.length && memo.agents.every((a, i) => a === agents[i])) return { members: memo.members, links: memo.verdict };
+    if (memo && memo.generation === snapshot.generation && sameAgents(memo.agents, agents)) return { members: memo.members, links: memo.verdict };
     const members = delegatedMembers(snapshot, subject);
     const verdict = Array.isArray(members) ? revalidateLinks(this.engine, snapshot, subject) : undefined;
     this.#linkVerdicts.set(subject.grants, { generation: snapshot.generation, agents, members, verdict });

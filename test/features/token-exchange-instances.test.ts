@@ -128,6 +128,44 @@ describe('single-use values spent with the token (issue 16: one commit per excha
     expect(await send(assertion, (await fresh()).proof)).toMatchObject(replayedAssertion);
     expect(await written()).toEqual(after);
   });
+
+  // The values are not looked up before the exchange runs (issue 16, fifth round): a replay the
+  // policy would refuse must still be refused as a replay, with no `deny` receipt.
+  it('a replayed proof or assertion that policy would refuse: the replay error, no deny receipt', async () => {
+    const first = await fresh();
+    expect((await send(first.assertion, first.proof)).status).toBe(200);
+    const before = await written();
+    expect(await send((await fresh()).assertion, first.proof, { scope: 'deputy.write' })).toMatchObject(replayedProof);
+    expect(await send(first.assertion, (await fresh()).proof, { scope: 'deputy.write' })).toMatchObject(replayedAssertion);
+    expect(await written()).toEqual(before);
+  });
+
+  it('a replayed proof or assertion with a refused subject token: the replay error, nothing written', async () => {
+    const first = await fresh();
+    expect((await send(first.assertion, first.proof)).status).toBe(200);
+    const before = await written();
+    const badSubject = { subject_token: 'not-a-jwt' };
+    expect(await send((await fresh()).assertion, first.proof, badSubject)).toMatchObject(replayedProof);
+    expect(await send(first.assertion, (await fresh()).proof, badSubject)).toMatchObject(replayedAssertion);
+    expect(await written()).toEqual(before);
+  });
+
+  it('replays racing fresh exchanges of the same agent (one group statement): each replay refused alone, the others issued', async () => {
+    const used = await fresh();
+    expect((await send(used.assertion, used.proof)).status).toBe(200);
+    const before = await written();
+    const requests = await Promise.all(Array.from({ length: 6 }, () => fresh()));
+    const results = await Promise.all([
+      ...requests.map((r) => send(r.assertion, r.proof)),
+      send((await fresh()).assertion, used.proof),
+      send(used.assertion, (await fresh()).proof),
+    ]);
+    expect(results.slice(0, 6).map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+    expect(results[6]).toMatchObject(replayedProof);
+    expect(results[7]).toMatchObject(replayedAssertion);
+    const after = await written();
+    expect({ t: after.t - before.t, v: after.v - before.v, r: after.r - before.r }).toEqual({ t: 6, v: 6, r: 6 });
+  });
 });
 
 describe('DPoP server nonces (RFC 9449 §8)', () => {

@@ -10,7 +10,7 @@ import als from 'oidc-provider/lib/helpers/als.js';
 import { InvalidClient } from '../../errors/index.js';
 import type { Store } from '../../store/index.js';
 import { recordOnce, type SingleUse } from '../adapter.js';
-import { deferSpend, refuseSpent, spendPending } from './token-spends.js';
+import { deferSpend, spendPending } from './token-spends.js';
 
 /** The namespace oidc-provider's replay records use (`oidc_models.model`). */
 const NAMESPACE = 'ReplayDetection';
@@ -22,9 +22,9 @@ const NAMESPACE = 'ReplayDetection';
  *
  * At `/token` (oidc-provider runs each request in its AsyncLocalStorage), the values are the
  * request's ({@link deferSpend}, ./token-spends.ts): for a grant in `folding` (token exchange)
- * they are only looked up here — a replay is refused now — and recorded in the grant's
- * transaction; for any other grant they are recorded now, the request's DPoP proof with them, in
- * one statement.
+ * they are accepted here and recorded by the grant's issuing statement, which refuses a replay
+ * with the replayed value's own error; for any other grant they are recorded now, the request's
+ * DPoP proof with them, in one statement.
  */
 export function useStrictReplayDetection(provider: Provider, store: Store, folding: ReadonlySet<string>): void {
   const unique = async (iss: string, jti: string, exp: number): Promise<boolean> => {
@@ -34,14 +34,9 @@ export function useStrictReplayDetection(provider: Provider, store: Store, foldi
     if (ctx?.oidc?.route !== 'token') return recordOnce(store, NAMESPACE, key, ttlSeconds);
     const item: SingleUse = { once: { namespace: NAMESPACE, key, ttlSeconds }, replayed: () => new InvalidClient('client_assertion was already used (its "jti" must be unique)') };
     if (folding.has(String(ctx.oidc.params?.grant_type))) {
+      // Recorded by the grant's issuing statement, which refuses a replay with this item's error
+      // (or by ./token-dpop.ts after a refusal): no look-up here (issue 16, fifth round).
       deferSpend(ctx, item);
-      try {
-        await refuseSpent(ctx, store);
-      } catch (err) {
-        // oidc-provider refuses this one itself (a replayed client assertion, `invalid_client`).
-        if (err instanceof InvalidClient) return false;
-        throw err;
-      }
       return true;
     }
     const replay = await spendPending(ctx, store, [item]);

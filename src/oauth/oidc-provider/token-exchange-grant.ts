@@ -21,7 +21,7 @@ import {
 import { observeTokenExchange } from '../../observability/instrument.js';
 import type { GrantRegistration } from './provider.js';
 import { verifiedTokenProof } from './token-dpop.js';
-import { pendingSpends, refuseSpent, settleSpends } from './token-spends.js';
+import { pendingSpends, settleSpends } from './token-spends.js';
 
 /** What the grant needs: the exchange's dependencies and the keys its tokens are signed with. */
 export interface TokenExchangeGrantDeps extends TokenExchangeDeps {
@@ -34,13 +34,12 @@ export function tokenExchangeGrant(deps: TokenExchangeGrantDeps): GrantRegistrat
     grantType: TOKEN_EXCHANGE_GRANT,
     parameters: TOKEN_EXCHANGE_PARAMETERS,
     allowedDuplicateParameters: ['resource', 'audience'],
-    // The proof and client assertion `jti`s are recorded in the exchange's transaction: one
-    // commit per exchange (./token-spends.ts). A known replay was refused before (client
-    // authentication looked them up), else here, before any work.
+    // The proof and client assertion `jti`s are recorded in the exchange's issuing statement,
+    // which refuses a replay with the replayed value's error: one round trip and one commit per
+    // exchange, none before it (./token-spends.ts).
     foldsSpends: true,
     handler: async (ctx) => {
       const oidc = ctx as unknown as KoaContextWithOIDC;
-      await refuseSpent(ctx, deps.store);
       const input = { ...exchangeInput(oidc), spends: [...pendingSpends(ctx)] };
       oidc.body = await observeTokenExchange(() => exchange(input, { ...deps, minter: new ProviderMinter(oidc, deps.keys) }));
       settleSpends(ctx);

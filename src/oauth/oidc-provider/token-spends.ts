@@ -6,52 +6,34 @@
  * Both are spent once across every instance, and whatever happens to the request. Why they are
  * not simply spent as soon as they are seen: on PostgreSQL each autocommit insert is a durable
  * commit (one WAL flush) of its own, and the token exchange already writes its token record and
- * receipt in one transaction. So for a grant that *folds* them (token exchange), the values are
- * only looked up when seen (one read; a known replay is refused before any work, policy
- * included) and recorded inside the grant's transaction, which alone decides a race (exactly one
- * of two identical requests commits). Every other grant spends them, in one statement, before it
- * runs. And after every request that did not commit them — a refusal anywhere, the grant's
- * included — ./token-dpop.ts spends what is left, so a value that was used is never accepted
- * again.
+ * receipt in one statement. So for a grant that *folds* them (token exchange), the values are
+ * recorded by the grant's issuing statement, which alone decides: a value recorded before — a
+ * replay, or the loser of a race between identical requests — makes it write nothing and
+ * refuse with that value's own error. They are not looked up first (that read cost every
+ * exchange a round trip to refuse the rare replay a little earlier, issue 16 fifth round); a
+ * replayed request that a policy refuses is looked up before its `deny` receipt, so it writes
+ * none. Every other grant spends them, in one statement, before it runs. And after every request
+ * that did not commit them — a refusal anywhere, the grant's included — ./token-dpop.ts spends
+ * what is left and answers a replay found there as one, so a value that was used is never
+ * accepted again and a replay is refused with the same error wherever the request failed.
  *
  * @module
  */
 import type { Queryable } from '../../store/index.js';
-import { findRecorded, onceKeyId, spendEach, type SingleUse } from '../adapter.js';
+import { spendEach, type SingleUse } from '../adapter.js';
 
-interface Pending {
-  items: SingleUse[];
-  /** Whether the items were looked up since the last was added. */
-  checked: boolean;
-}
-
-const pending = new WeakMap<object, Pending>();
+const pending = new WeakMap<object, SingleUse[]>();
 
 /** Adds a value the request `ctx` used, to be spent later (in this order: the proof first). */
 export function deferSpend(ctx: object, item: SingleUse): void {
-  const p = pending.get(ctx);
-  if (p) {
-    p.items.push(item);
-    p.checked = false;
-  } else pending.set(ctx, { items: [item], checked: false });
+  const items = pending.get(ctx);
+  if (items) items.push(item);
+  else pending.set(ctx, [item]);
 }
 
 /** The request's values not spent yet, in the order they were added. */
 export function pendingSpends(ctx: object): readonly SingleUse[] {
-  return pending.get(ctx)?.items ?? [];
-}
-
-/**
- * Refuses a known replay without writing: the first pending value found recorded already throws
- * its `replayed()` error. One read for all pending values; nothing when they were just checked.
- */
-export async function refuseSpent(ctx: object, db: Queryable): Promise<void> {
-  const p = pending.get(ctx);
-  if (!p || p.checked || p.items.length === 0) return;
-  const recorded = await findRecorded(db, p.items.map((i) => i.once));
-  p.checked = true;
-  const replay = p.items.find((i) => recorded.has(onceKeyId(i.once.namespace, i.once.key)));
-  if (replay) throw replay.replayed();
+  return pending.get(ctx) ?? [];
 }
 
 /**
