@@ -180,7 +180,7 @@ export function callCommand(io: Io, done: (code: number) => void): Command {
       const g = globals(c, io);
       const insecure = insecureAllowed(url);
       const [{ dpopKey, asCliError, client }, { peekIssuer }] = await Promise.all([load(), import('../../federation/issuer.js')]);
-      const iss = tokenIssuer(peekIssuer(o.token));
+      const iss = requireIssuer(peekIssuer(o.token));
       const key = await dpopKey(o.dpopKey, false);
       const config = new client.Configuration({ issuer: iss }, 'deputy-cli');
       if (insecure) client.allowInsecureRequests(config);
@@ -210,7 +210,8 @@ export function callCommand(io: Io, done: (code: number) => void): Command {
     });
 }
 
-function tokenIssuer(iss: string | undefined): string {
+/** The `iss` of `--token` (read unverified: it only names where to send the request). */
+function requireIssuer(iss: string | undefined): string {
   if (iss === undefined) throw new UsageError('--token is not a JWT access token with an "iss" claim');
   return iss;
 }
