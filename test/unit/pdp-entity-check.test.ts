@@ -34,11 +34,11 @@ describe('entities.json checked in closed chunks', () => {
         expect(checkEntities(entities, SCHEMA, 2).type).toBe(whole.type);
         if (whole.type === 'failure') refused++;
       }),
-      { numRuns: 400, seed: 16 },
+      { numRuns: 150, seed: 16 },
     );
     // The draw reaches refusals (and, by the assertion above, the chunked check refuses them too).
-    expect(refused).toBeGreaterThan(50);
-  });
+    expect(refused).toBeGreaterThan(20);
+  }, 120_000); // ~600 Cedar calls, each parsing the schema: seconds alone, more on a loaded machine
 
   it('refuses a uid given twice with different contents when size alone would split the copies', () => {
     // Cedar accepts an identical repeat and refuses a differing one: both copies must meet in one call.
