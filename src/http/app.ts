@@ -26,8 +26,7 @@ import type { LlmGateway } from '../llm/gateway.js';
 import { llmMiddleware } from './llm.js';
 import { adminRoutes } from './admin.js';
 import { adminNoStore } from './admin-api.js';
-import type { CachedDecisions } from './authzen-cached.js';
-import { pdpSurface } from './authzen.js';
+import { pdpSurface, type PdpSurface } from './authzen.js';
 import { cors } from './cors.js';
 import { errorBoundary } from './errors.js';
 import { healthRoutes } from './health.js';
@@ -35,6 +34,7 @@ import { metricsRoutes, observeRequests } from './metrics.js';
 import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
+import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
 import { connectionLookup, pdpLookup, protectedResourceChallenges, protectedResourceMetadataRoute, type ProtectedResourceDeps, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 import { signInRoutes } from './signin.js';
@@ -52,6 +52,8 @@ export interface AppDeps {
   agents: AgentRegistry;
   provider: Provider;
   verifier: AccessTokenVerifier;
+  /** Revoked operator (`admin.clients`) tokens, refused by every operator surface. */
+  operatorTokens: OperatorTokenRevocations;
   receipts: ReceiptService;
   /** The AuthZEN PDP and its policy admin routes. */
   pdp: PdpService;
@@ -95,14 +97,14 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true;
   // Every route below that authenticates is an operator surface (admin API, receipts, PDP,
   // connections): only `admin.clients` tokens pass. Agents reach the gateway, which verifies on its own.
-  const authenticate = operatorAuthenticate(koaAuthenticate(deps.verifier, deps.issuer), operatorClients(deps.config.admin.clients));
+  const authenticate = operatorAuthenticate(koaAuthenticate(deps.verifier, deps.issuer), operatorClients(deps.config.admin.clients), deps.operatorTokens);
 
   // Outermost: the server span is active for everything below (logs carry its trace id).
   app.use(observeRequests());
   // AuthZEN decisions answered before (./authzen-cached.ts): ahead of everything below, metrics included above.
-  const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, logger: deps.logger, receipts: deps.receipts });
+  const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, operatorTokens: deps.operatorTokens, logger: deps.logger, receipts: deps.receipts });
   app.use(pdp.cachedDecisions.middleware);
-  listenCachedFirst(app, pdp.cachedDecisions);
+  listenPdpFirst(app, pdp);
   app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
   app.use(accessLog());
@@ -222,10 +224,11 @@ function publishedJwks(keys: KeyStore): Koa.Middleware {
 }
 
 /**
- * Puts the cached path's listener in front of Koa's: its hits are answered before Koa builds a
- * context. Every server (src/main.ts, the tests) takes the app's `callback()`, so it is wrapped there.
+ * Puts the PDP's listeners (cached hits, lean misses) in front of Koa's: what they answer is
+ * answered before Koa builds a context. Every server (src/main.ts, the tests) takes the app's
+ * `callback()`, so it is wrapped there.
  */
-function listenCachedFirst(app: Koa, cached: CachedDecisions): void {
+function listenPdpFirst(app: Koa, pdp: PdpSurface): void {
   const koaCallback = app.callback.bind(app);
-  app.callback = () => cached.listener(koaCallback());
+  app.callback = () => pdp.listener(koaCallback());
 }

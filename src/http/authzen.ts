@@ -24,6 +24,7 @@ import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, typ
 import { InvalidRequest, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { AUTHZEN_SCOPE, deputyResources } from '../oauth/deputy-own.js';
+import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
 import {
   checkDepth,
   decisionBody,
@@ -33,6 +34,7 @@ import {
   parseSearch,
   type Decision,
   type EvaluationInput,
+  type EvaluationsInput,
   type Explain,
   type PdpService,
   type PolicyDecisionPoint,
@@ -40,7 +42,8 @@ import {
   type Search,
   type SearchKind,
 } from '../pdp/index.js';
-import { cachedDecisions, type CachedDecisions } from './authzen-cached.js';
+import { cachedDecisions, type CachedDecisions, type RequestListener } from './authzen-cached.js';
+import { leanEvaluations } from './authzen-lean.js';
 import { parseJson, readBody } from './json-body.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
@@ -62,8 +65,8 @@ export interface AuthzenDeps {
   bodyLimitBytes: number;
   maxBatch: number;
   maxJsonDepth: number;
-  /** PEP tokens verified earlier, shared with the cached path; a fresh set when absent. */
-  pepTokens?: PepTokens;
+  /** PEP tokens verified earlier (and their revocation state), shared with the cached path. */
+  pepTokens: PepTokens;
 }
 
 /** Deputy's capability URNs in the metadata (§9.1.2): what this PDP adds to the base API. */
@@ -79,7 +82,7 @@ export const CAPABILITIES = ['urn:deputy:authzen:delegation-chain', 'urn:deputy:
  */
 export function authzenRoutes(deps: AuthzenDeps): Router {
   const router = new Router();
-  const explain: Explain = deps.auth === 'token' && deps.adminReasons ? 'admin' : 'user';
+  const explain = explainFor(deps.auth, deps.adminReasons);
   router.get('/.well-known/authzen-configuration', metadataHandler(deps.issuer));
 
   const api = new Router({ prefix: '/access/v1' });
@@ -111,12 +114,30 @@ function metadataHandler(issuer: string): Koa.Middleware {
   };
 }
 
+/**
+ * How much a denial explains (`context.reason_admin` as well as `reason_user`): the admin reasons
+ * only to authenticated PEPs, and only when configured (`pdp.adminReasons`).
+ */
+export function explainFor(auth: 'token' | 'none', adminReasons: boolean): Explain {
+  return auth === 'token' && adminReasons ? 'admin' : 'user';
+}
+
 /** `POST /access/v1/evaluation` (§6): one decision, with a receipt when the PEP asks for one. */
 function evaluationHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
   return async function evaluation(ctx) {
     const input = parseEvaluation(ctx.state.authzenBody);
-    ctx.body = receiptRequested(ctx) ? await evaluateWithReceipt(deps, ctx, input, explain) : decisionBody(await deps.pdp.evaluate(input), explain);
+    ctx.body = receiptRequested(ctx) ? await evaluateWithReceipt(deps, ctx, input, explain) : await evaluationAnswer(deps.pdp, input, explain);
   };
+}
+
+/**
+ * The answer body of `POST /access/v1/evaluation` without a receipt (§6.2): one decision. Shared
+ * by the routes and the lean path (./authzen-lean.ts), so both answer alike.
+ *
+ * @throws what `PolicyDecisionPoint.evaluate` throws (a store away: the caller renders 503).
+ */
+export async function evaluationAnswer(pdp: PolicyDecisionPoint, input: EvaluationInput, explain: Explain): Promise<Record<string, unknown>> {
+  return decisionBody(await pdp.evaluate(input), explain);
 }
 
 /**
@@ -144,14 +165,20 @@ async function evaluateWithReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: E
 /** `POST /access/v1/evaluations` (§7): a batch, or a single evaluation in batch clothing. */
 function evaluationsHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware {
   return async function evaluations(ctx) {
-    const input = parseEvaluations(ctx.state.authzenBody, deps.maxBatch);
-    if (input.kind === 'single') {
-      ctx.body = decisionBody(await deps.pdp.evaluate(input.evaluation), explain);
-      return;
-    }
-    const results = await deps.pdp.evaluateAll(input.items, input.semantic);
-    ctx.body = { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };
+    ctx.body = await evaluationsAnswer(deps.pdp, parseEvaluations(ctx.state.authzenBody, deps.maxBatch), explain);
   };
+}
+
+/**
+ * The answer body of `POST /access/v1/evaluations` (§7.2): a single decision in batch clothing,
+ * or one entry per item (an item's own error in place). Shared by the routes and the lean path.
+ *
+ * @throws what the PDP throws (a store away: the caller renders 503).
+ */
+export async function evaluationsAnswer(pdp: PolicyDecisionPoint, input: EvaluationsInput, explain: Explain): Promise<Record<string, unknown>> {
+  if (input.kind === 'single') return evaluationAnswer(pdp, input.evaluation, explain);
+  const results = await pdp.evaluateAll(input.items, input.semantic);
+  return { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };
 }
 
 /** `POST /access/v1/search/{subject,resource,action}` (§8). */
@@ -162,34 +189,43 @@ function searchHandler(deps: AuthzenDeps, kind: SearchKind): Koa.Middleware {
 }
 
 /**
- * PEPs call on every request of every agent, so a verified Bearer PEP token is remembered until
- * it expires: its signature is checked once, not per call. (A DPoP-bound token is verified every
- * time: each request carries a new proof. Deputy's JWT access tokens cannot be revoked before
- * they expire, so remembering one changes nothing about who is let in.) Shared by the routes and
- * the cached path (./authzen-cached.ts).
+ * PEPs call on every request of every agent, so a verified Bearer PEP token is remembered: its
+ * signature, audience, scope and client are checked once, not per call. (A DPoP-bound token is
+ * verified every time: each request carries a new proof.) A remembered token is used only while
+ * it is unexpired **and** its "not revoked" answer is fresh in `revocations`
+ * (src/oauth/operator-token-revocation.ts `knownLive`: at most 2 s old, dropped at once by a
+ * revocation through this instance); otherwise the request is authenticated in full again,
+ * revocation included, which refreshes it. So a revoked PEP token is refused within the
+ * revocation bound, and a signing key leaving the JWKS within the verifier's key re-read, with no
+ * store read on the remembered path. Shared by the routes and the cached path (./authzen-cached.ts).
  */
 export class PepTokens {
-  readonly #verified = new Map<string, { pep: string; expiresAt: number }>();
+  readonly #verified = new Map<string, { pep: string; jti: string; expiresAt: number }>();
+  readonly #revocations: Pick<OperatorTokenRevocations, 'knownLive'>;
   /** Bound on remembered tokens; the map is emptied when reached. */
   static readonly MAX_ENTRIES = 1000;
 
-  /** The PEP (client id) whose token `authorization` (the header's value) is, when verified before and unexpired. */
-  get(authorization: string, now = Date.now()): string | undefined {
-    const hit = this.#verified.get(authorization);
-    return hit && hit.expiresAt > now ? hit.pep : undefined;
+  constructor(revocations: Pick<OperatorTokenRevocations, 'knownLive'>) {
+    this.#revocations = revocations;
   }
 
-  /** Remembers a token just verified with the `authzen:evaluate` scope, if it is an unbound Bearer token with an expiry. */
+  /** The PEP (client id) whose token `authorization` (the header's value) is, when verified before, unexpired and known not revoked. */
+  get(authorization: string, now = Date.now()): string | undefined {
+    const hit = this.#verified.get(authorization);
+    return hit && hit.expiresAt > now && this.#revocations.knownLive(hit.jti, now) ? hit.pep : undefined;
+  }
+
+  /** Remembers a token just authenticated (revocation included) with the `authzen:evaluate` scope, if it is an unbound Bearer token with an expiry and a `jti`. */
   remember(authorization: string, auth: AuthenticatedRequest): void {
-    if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number') return;
+    if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number' || typeof auth.claims.jti !== 'string') return;
     if (this.#verified.size >= PepTokens.MAX_ENTRIES) this.#verified.clear();
-    this.#verified.set(authorization, { pep: auth.claims.client_id, expiresAt: auth.claims.exp * 1000 });
+    this.#verified.set(authorization, { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 });
   }
 }
 
 /** Authenticates the calling PEP (§11.2) with `authzen:evaluate`, through `deps.pepTokens`. */
 function authenticatePep(deps: AuthzenDeps): Koa.Middleware {
-  const tokens = deps.pepTokens ?? new PepTokens();
+  const tokens = deps.pepTokens;
   return async function authenticateCaller(ctx, next) {
     if (deps.auth === 'token') {
       const header = ctx.get('Authorization');
@@ -273,17 +309,22 @@ async function writeEvaluationReceipt(deps: AuthzenDeps, ctx: Koa.Context, input
 
 /** The PDP's HTTP surface for the app: the cached path, and the routers. */
 export interface PdpSurface {
-  /** The cached path (./authzen-cached.ts): its middleware, placed right after the request metrics, and its listener in front of Koa's. */
+  /** The cached path (./authzen-cached.ts): its middleware, placed right after the request metrics. */
   cachedDecisions: CachedDecisions;
+  /**
+   * Wraps Koa's request listener with the paths answered before Koa: the cached path's listener
+   * (hits), then the lean path (./authzen-lean.ts: misses, while the cached path is off).
+   */
+  listener<L extends RequestListener>(next: L): L;
   /** The AuthZEN API and metadata, and the policy admin routes. */
   routers: Router[];
 }
 
 /** Every PDP router for the app (the AuthZEN API and metadata, the policy admin routes) and the cached path in front of them. */
-export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate; logger: Logger; receipts?: ReceiptAppender }): PdpSurface {
+export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate; operatorTokens: OperatorTokenRevocations; logger: Logger; receipts?: ReceiptAppender }): PdpSurface {
   const { config, issuer, pdp, authenticate } = deps;
   const resources = deputyResources(issuer);
-  const pepTokens = new PepTokens();
+  const pepTokens = new PepTokens(deps.operatorTokens);
   const limits = { bodyLimitBytes: config.server.bodyLimitBytes, maxBatch: config.pdp.maxBatch, maxJsonDepth: config.pdp.maxJsonDepth };
   const api = authzenRoutes({
     pdp: pdp.pdp,
@@ -299,8 +340,12 @@ export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: Pd
   });
   // Off with the decision cache: "cache off" then means every decision is evaluated.
   const budgetBytes = config.pdp.decisionCacheSize > 0 ? CACHED_ANSWER_BYTES : 0;
+  const known = config.pdp.auth === 'token' ? pepTokens : undefined;
+  const cached = cachedDecisions({ pdp: pdp.pdp, pepTokens: known, logger: deps.logger, budgetBytes, ...limits });
+  const lean = { pdp: pdp.pdp, pepTokens: known, logger: deps.logger, explain: explainFor(config.pdp.auth, config.pdp.adminReasons), enabled: budgetBytes === 0, ...limits };
   return {
-    cachedDecisions: cachedDecisions({ pdp: pdp.pdp, pepTokens: config.pdp.auth === 'token' ? pepTokens : undefined, logger: deps.logger, budgetBytes, ...limits }),
+    cachedDecisions: cached,
+    listener: (next) => cached.listener(leanEvaluations(lean, next)),
     routers: [api, policyAdminRoutes({ pdp, authenticate, audience: resources.admin })],
   };
 }

@@ -100,6 +100,45 @@ export function observeAnswered(req: IncomingMessage, route: string, status: num
   tracer().startSpan(`${method} ${route}`, { kind: SpanKind.SERVER, attributes }, parent).end();
 }
 
+/** A request being answered before Koa after asynchronous work: see {@link observeAnswering}. */
+export interface Answering {
+  /** Runs `work` with the request's server span active: the spans it opens are children of it, as under {@link observeRequests}. */
+  run<T>(work: () => Promise<T>): Promise<T>;
+  /** The request was answered with `status`: the metrics recorded, the span closed. */
+  answered(status: number): void;
+  /** The request is left to Koa after all (which records it): the span closed as abandoned, no metrics. */
+  abandoned(): void;
+}
+
+/**
+ * What {@link observeRequests} records, for a request answered before Koa after asynchronous work
+ * (the PDP's lean path, ./authzen-lean.ts): unlike {@link observeAnswered}, the server span is
+ * opened now (child of the caller's `traceparent`) and is the parent of what the work traces
+ * (`pdp.evaluate`), as it is on the routes.
+ *
+ * @param route - a route label as {@link routeOf} gives it (a known path, never a raw one).
+ */
+export function observeAnswering(req: IncomingMessage, route: string): Answering {
+  const start = process.hrtime.bigint();
+  const method = req.method ?? 'GET';
+  const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+  const span = tracer().startSpan(`${method} ${route}`, { kind: SpanKind.SERVER, attributes: { 'http.request.method': method, 'http.route': route } }, parent);
+  const active = trace.setSpan(parent, span);
+  return {
+    run: (work) => context.with(active, work),
+    answered(status) {
+      metrics.httpRequests.inc({ route, method, status: String(status) });
+      metrics.httpDuration.observe({ route, method }, secondsSince(start));
+      span.setAttribute('http.response.status_code', status);
+      span.end();
+    },
+    abandoned() {
+      span.setAttribute('deputy.handed_to_routes', true);
+      span.end();
+    },
+  };
+}
+
 /** `GET /metrics` on the main listener, for an admin client's token (`deputy:admin`, as `/admin/*`). */
 export function metricsRoutes(deps: { authenticate: Authenticate; audience: string }): Router {
   const router = new Router();

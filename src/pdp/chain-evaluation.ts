@@ -224,8 +224,34 @@ function firstReason(snapshot: PolicySnapshot, policies: readonly string[]): { u
   return {};
 }
 
+/**
+ * Contexts projected for a delegated subject's members whose request carries no AuthZEN `context` nor action
+ * properties: the context is then a function of the member's `chain` alone and of the snapshot's
+ * schema. Keyed by the `chain` object, which lives as long as the per-token members memo that
+ * holds it (pdp.ts: issuance records, policy generation, registry agent objects, compared by
+ * identity — the same key, so the same staleness), then by snapshot and action. Never mutated
+ * (the entity slice builds a new record when it prunes, engine.ts serialises).
+ */
+const projectedContexts = new WeakMap<ChainPosition, Array<{ snapshot: PolicySnapshot; action: ActionInfo; context: Record<string, CedarValueJson> }>>();
+
 /** The Cedar context for one member: declared AuthZEN context members, `action`, and Deputy's `chain`. */
-function cedarContext(snapshot: PolicySnapshot, req: ActionRequest, chain: ChainPosition): Record<string, CedarValueJson> {
+export function cedarContext(snapshot: PolicySnapshot, req: ActionRequest, chain: ChainPosition): Record<string, CedarValueJson> {
+  if (!req.action.context) return {};
+  // A plain subject's chain is built per request: nothing to reuse.
+  if (!chain.delegated || Object.keys(req.context).length > 0 || Object.keys(req.actionProperties).length > 0) return projectContext(snapshot, req, chain);
+  let known = projectedContexts.get(chain);
+  const hit = known?.find((k) => k.snapshot === snapshot && k.action === req.action);
+  if (hit) return hit.context;
+  const context = projectContext(snapshot, req, chain);
+  if (!known) projectedContexts.set(chain, (known = []));
+  // Bounded: a member is evaluated under a few actions per snapshot; a new snapshot starts over.
+  if (known.length >= 8 || known.some((k) => k.snapshot !== snapshot)) known.length = 0;
+  known.push({ snapshot, action: req.action, context });
+  return context;
+}
+
+/** {@link cedarContext} computed afresh. */
+export function projectContext(snapshot: PolicySnapshot, req: ActionRequest, chain: ChainPosition): Record<string, CedarValueJson> {
   const declared = req.action.context;
   if (!declared) return {};
   const source: Record<string, unknown> = {
