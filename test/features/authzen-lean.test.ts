@@ -371,7 +371,7 @@ describe('a delegated member\'s memoised context never answers a request that br
     ];
     for (const [body, expected] of sequence) {
       const { lean, routed, koa } = await leanAndRouted('/access/v1/evaluation', body);
-      expect(koa).toBe(0);
+      expect(koa, `${lean.status} ${lean.body}`).toBe(0);
       expect(lean).toEqual(routed);
       expect(JSON.parse(lean.body).decision, body).toBe(expected);
     }
@@ -415,7 +415,7 @@ describe('the decision basis is read per request on the lean path too', () => {
     expect(JSON.parse((await post('/access/v1/evaluation', body)).body).decision).toBe(true);
     expect((await authenticatedPost(`${h.deputy.url}/revoke`, h.deputy.issuer, h.admin, { token: tokens.handToC })).status).toBe(200);
     const { lean, routed, koa } = await leanAndRouted('/access/v1/evaluation', body);
-    expect(koa).toBe(0);
+    expect(koa, `${lean.status} ${lean.body}`).toBe(0);
     expect(lean).toEqual(routed);
     expect(JSON.parse(lean.body)).toMatchObject({ decision: false, context: { id: 'invalid_chain' } });
   });
