@@ -32,6 +32,7 @@ import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { DpopVerifier } from './oauth/dpop.js';
 import { agentTokenIntrospection, createProvider, deleteClientGrants, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { OperatorTokenRevocations } from './oauth/operator-token-revocation.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { instrumentPdp } from './observability/instrument.js';
 import { startPdp, type PdpService } from './pdp/service.js';
@@ -87,6 +88,8 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const agents = await agentRegistry(base, records, vault, receipts);
   const { dpop, verifier } = accessTokenVerification(base);
   const revocations = new RevocationCache(records);
+  // Revoked client_credentials tokens of the operator clients (PEPs, admins): refused by every operator surface.
+  const operatorTokens = new OperatorTokenRevocations(store);
   const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
   // Decisions, cache, reloads and policy gauges: wrappers, so the PDP carries no metrics code.
   instrumentPdp(pdp.pdp);
@@ -114,7 +117,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     config: config.oauth.authorizationCode, issuer, store, records, receipts, logger, authorizer, agents,
     sessionSeconds: SESSION_SECONDS, refreshTokenSeconds: REFRESH_TOKEN_SECONDS, accessTokenSeconds: config.tokens.accessTokenTTL,
   });
-  addIntrospection(base, provider, { verifier, records, revocations });
+  addIntrospection(base, provider, { verifier, records, revocations, operatorTokens });
   // Disabled or deleted agents' tokens were revoked in that transaction (agentRegistry below).
   agents.onChange((agent, change) => {
     if (agent.status === 'disabled' || change === 'deleted') revocations.forget();
@@ -128,7 +131,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   });
   const llm = llmGateway(base, { verifier, revocations, isolation, budgets, receipts, pdp });
   const app = createApp({
-    config, issuer, logger, store, keys, agents, provider, verifier, receipts, pdp, isolation, mcp, budgets, llm,
+    config, issuer, logger, store, keys, agents, provider, verifier, operatorTokens, receipts, pdp, isolation, mcp, budgets, llm,
     signIn: { service: signIn, sealer: new CookieSealer(keys.cookieKeys), sessionSeconds: SESSION_SECONDS },
     ...(interactions ? { interactions } : {}),
   });
@@ -220,7 +223,7 @@ function accessTokenVerification(base: ServiceBase): { dpop: DpopVerifier; verif
 function addIntrospection(
   base: ServiceBase,
   provider: Provider,
-  tokens: { verifier: AccessTokenVerifier; records: TokenRecords; revocations: RevocationCache },
+  tokens: { verifier: AccessTokenVerifier; records: TokenRecords; revocations: RevocationCache; operatorTokens: OperatorTokenRevocations },
 ): void {
   const { config, logger } = base;
   provider.use(agentTokenIntrospection({

@@ -36,6 +36,18 @@ function shape(sql: unknown): string {
   return text.replace(/\s+/g, ' ').trim().slice(0, 90);
 }
 
+/**
+ * The statement a protocol buffer starting with `Bind` names ('B', int32 length, portal name and
+ * statement name as C strings; PostgreSQL §55.7), or undefined for another message or the unnamed one.
+ */
+function boundStatement(message: unknown): string | undefined {
+  if (!(message instanceof Uint8Array) || message[0] !== 0x42) return undefined;
+  const portalEnd = message.indexOf(0, 5);
+  const nameEnd = portalEnd < 0 ? -1 : message.indexOf(0, portalEnd + 1);
+  if (nameEnd <= portalEnd + 1) return undefined;
+  return Buffer.from(message.subarray(portalEnd + 1, nameEnd)).toString('utf8');
+}
+
 function bump(map: Map<string, number>, key: string): void {
   map.set(key, (map.get(key) ?? 0) + 1);
 }
@@ -59,6 +71,14 @@ export function installCounters(): void {
       return original.apply(this, args);
     };
   }
+  // Named statements (src/store/prepared.ts) bypass `query`: count each `Bind` to a named
+  // statement (PGlite's own `query` binds the unnamed one, and is counted above).
+  const execProtocolStream = proto.execProtocolStream!;
+  proto.execProtocolStream = function (this: unknown, ...args: unknown[]) {
+    const name = boundStatement(args[0]);
+    if (name) bump(statements, `prepared ${name}`);
+    return execProtocolStream.apply(this, args);
+  };
   const transaction = proto.transaction!;
   proto.transaction = function (this: unknown, fn: unknown) {
     bump(statements, 'BEGIN … COMMIT (PGlite transaction)');

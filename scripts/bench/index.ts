@@ -4,7 +4,8 @@
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
  * - crypto floor: jose sign / verify rates in-process for the algorithms on the exchange path;
- * - HTTP floor: a bare Koa JSON endpoint in its own process;
+ * - HTTP floor: a bare Koa JSON endpoint in its own process (a GET, and a POST of an AuthZEN-sized
+ *   JSON body read and parsed: the PDP's like-for-like floor);
  * - client_credentials: oidc-provider's own grant with private_key_jwt + DPoP on Deputy;
  * - bare oidc-provider: the same grant on oidc-provider in its default configuration, same kind
  *   of store (bare-oidc-process.ts), the yardstick's own yardstick;
@@ -535,6 +536,16 @@ async function scaleBench(opts: Options): Promise<ScaleReport | { error: string 
   return (childReport('scale.ts', opts.quick ? ['--quick'] : []) as Promise<ScaleReport>).catch((err: Error) => ({ error: err.message }));
 }
 
+/**
+ * A body the size and shape of the PDP bench's one-link evaluation (a subject carrying an ES256
+ * agent token of ~700 characters, an action, a resource): ~0.9 KiB of JSON.
+ */
+const AUTHZEN_SIZED_BODY = JSON.stringify({
+  subject: { type: 'agent', id: 'researcher', properties: { token: `eyJ${'x'.repeat(700)}` } },
+  action: { name: 'read' },
+  resource: { type: 'document', id: 'doc-1', properties: { owner: 'alice@example.com' } },
+});
+
 async function httpFloor(opts: Options): Promise<Figure[]> {
   const { child, ready } = await startProcess('floor-process.ts', {});
   try {
@@ -542,6 +553,13 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
     for (const concurrency of opts.concurrency) {
       const result = await runLoad({ origin: ready[0]!, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'GET', path: '/' }) });
       figures.push({ name: 'HTTP floor (bare Koa)', result });
+    }
+    // The same floor receiving what a PEP sends: a POST of an AuthZEN-sized JSON body, read and
+    // parsed (a like-for-like yardstick for the PDP's cached path; the GET floor stays the issue's).
+    const body = AUTHZEN_SIZED_BODY;
+    for (const concurrency of opts.concurrency) {
+      const result = await runLoad({ origin: ready[0]!, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'POST', path: '/evaluation', headers: { 'content-type': 'application/json' }, body }) });
+      figures.push({ name: 'HTTP floor (bare Koa, AuthZEN-sized POST)', result });
     }
     return figures;
   } finally {

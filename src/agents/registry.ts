@@ -148,20 +148,36 @@ export class AgentRegistry {
     await tx.query('DELETE FROM agents WHERE id = $1', [agent.id]);
   }
 
-  /** The agent, from a short-lived cache (see {@link AGENT_CACHE_TTL_MS}); `db` reads through. */
+  /**
+   * The agent, from a short-lived cache (see {@link AGENT_CACHE_TTL_MS}); `db` reads through.
+   * A re-read that finds the row as it was keeps the cached object: callers that remember what
+   * they derived from an agent by its identity (the PDP's link verdicts and decision bases) keep
+   * it across re-reads, and a changed row is a new object.
+   */
   async get(id: string, db?: Queryable): Promise<Agent | undefined> {
     if (db !== undefined) return this.#read(id, db);
     const now = Date.now();
     const hit = this.#cache.get(id);
     if (hit && hit.until > now) return hit.agent;
-    const agent = await this.#read(id, this.#store);
+    const read = await this.#read(id, this.#store);
+    const agent = hit && sameAgent(hit.agent, read) ? hit.agent : read;
     if (this.#cache.size >= 10_000) this.#cache.clear();
     this.#cache.set(id, { agent, until: now + this.#ttlMs });
     return agent;
   }
 
+  /**
+   * What {@link get} would answer at `nowMs` without reading the store: `{ agent }` (the agent
+   * or undefined) while the cached read is fresh, undefined when `get` would read. Synchronous,
+   * for callers that only need to know whether a cached answer still stands.
+   */
+  peek(id: string, nowMs: number): { readonly agent: Agent | undefined } | undefined {
+    const hit = this.#cache.get(id);
+    return hit && hit.until > nowMs ? hit : undefined;
+  }
+
   async #read(id: string, db: Queryable): Promise<Agent | undefined> {
-    const rows = await db.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id]);
+    const rows = await db.query<AgentRow>(`SELECT ${COLUMNS} FROM agents WHERE id = $1`, [id], { prepare: true });
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 
@@ -333,6 +349,11 @@ function fromRow(r: AgentRow): Agent {
     createdAt: new Date(r.created_at).toISOString(),
     updatedAt: new Date(r.updated_at).toISOString(),
   };
+}
+
+/** Whether two reads of an agent are the same row: every field equal (rows hold JSON values only). */
+function sameAgent(a: Agent | undefined, b: Agent | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && JSON.stringify(a) === JSON.stringify(b));
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {

@@ -192,7 +192,8 @@ interface Conditional {
 /** Runs a statement of {@link appendIfHead} and says what it did (the undo constraint's violation: `recorded`). */
 async function runConditional(db: Queryable, { sql, params }: Conditional): Promise<ConditionalAppend> {
   try {
-    const rows = await db.query<{ moved: number }>(sql, params);
+    // Prepared: every gateway call and PDP decision runs one of these few shapes (issue 16).
+    const rows = await db.query<{ moved: number }>(sql, params, { prepare: true });
     return rows[0]?.moved === 1 ? 'written' : 'moved';
   } catch (err) {
     if ((err as { code?: unknown }).code === '23514' && (err as { constraint?: unknown }).constraint === UNDO_CONSTRAINT) return 'recorded';

@@ -82,6 +82,7 @@ export async function applicableBudgets(db: Queryable, scope: BudgetScope): Prom
         AND (model IS NULL OR model = $4)
       ORDER BY id`,
     [[...scope.agents], scope.user, scope.connection, scope.model ?? null],
+    { prepare: true },
   );
   return rows.map(budgetFromRow);
 }

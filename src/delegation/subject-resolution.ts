@@ -97,6 +97,13 @@ export interface SubjectResolver {
    * @throws only on infrastructure failure (store unreachable); callers fail closed.
    */
   resolve(token: string, nowMs?: number): Promise<VerifiedChain | InvalidSubject>;
+  /**
+   * Whether {@link resolve} would still answer with exactly `grants` (the array it returned
+   * before, compared by identity) at `nowMs`, known without any read: nothing expired, every
+   * link's revocation state freshly cached and live. False whenever a read would be needed.
+   * Optional: without it, every decision resolves the token again.
+   */
+  holds?(token: string, grants: readonly DelegationGrant[], nowMs: number): boolean;
 }
 
 /**

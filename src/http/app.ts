@@ -34,6 +34,7 @@ import { metricsRoutes, observeRequests } from './metrics.js';
 import { receiptRoutes } from './receipts.js';
 import { accessLog, bodyLimit, closeGracefullyWhenBodyUnread, requestContext, securityHeaders } from './middleware.js';
 import { koaAuthenticate, operatorAuthenticate, operatorClients, type Authenticate } from './util.js';
+import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
 import { connectionAdminRoutes, connectRoutes, gatewayMiddleware } from './gateway.js';
 import { connectionLookup, pdpLookup, protectedResourceChallenges, protectedResourceMetadataRoute, type ProtectedResourceDeps, type ProtectedResourceLookup } from './protected-resource-metadata.js';
 import { signInRoutes } from './signin.js';
@@ -51,6 +52,8 @@ export interface AppDeps {
   agents: AgentRegistry;
   provider: Provider;
   verifier: AccessTokenVerifier;
+  /** Revoked operator (`admin.clients`) tokens, refused by every operator surface. */
+  operatorTokens: OperatorTokenRevocations;
   receipts: ReceiptService;
   /** The AuthZEN PDP and its policy admin routes. */
   pdp: PdpService;
@@ -94,12 +97,12 @@ export function createApp(deps: AppDeps): Koa {
   app.silent = true;
   // Every route below that authenticates is an operator surface (admin API, receipts, PDP,
   // connections): only `admin.clients` tokens pass. Agents reach the gateway, which verifies on its own.
-  const authenticate = operatorAuthenticate(koaAuthenticate(deps.verifier, deps.issuer), operatorClients(deps.config.admin.clients));
+  const authenticate = operatorAuthenticate(koaAuthenticate(deps.verifier, deps.issuer), operatorClients(deps.config.admin.clients), deps.operatorTokens);
 
   // Outermost: the server span is active for everything below (logs carry its trace id).
   app.use(observeRequests());
   // AuthZEN decisions answered before (./authzen-cached.ts): ahead of everything below, metrics included above.
-  const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, logger: deps.logger, receipts: deps.receipts });
+  const pdp = pdpSurface({ config: deps.config, issuer: deps.issuer, pdp: deps.pdp, authenticate, operatorTokens: deps.operatorTokens, logger: deps.logger, receipts: deps.receipts });
   app.use(pdp.cachedDecisions.middleware);
   listenPdpFirst(app, pdp);
   app.use(closeGracefullyWhenBodyUnread());

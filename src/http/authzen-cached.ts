@@ -10,7 +10,9 @@
  * registry's agents and rules. The decision is reused only when that basis — policy generation,
  * the subject's issuance records and agents, the resource's agent, all compared by identity — is
  * the one the remembered answer was computed under; the answer's bytes and headers are then
- * written as the routes wrote them (request id aside).
+ * written as the routes wrote them (request id aside). While every cache that phase reads would
+ * answer as it did (fresh, the same objects: `basisHolds`), the basis is known to hold without
+ * running it, and the hit is written in the turn its body arrived, with nothing awaited.
  *
  * Anything else goes down the normal path unchanged: a request whose answer is not remembered or
  * whose basis changed, a PEP token not verified before (DPoP-bound, new, expired), an unusual
@@ -32,7 +34,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type Koa from 'koa';
 import type { Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
-import { checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type PolicyDecisionPoint } from '../pdp/index.js';
+import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type PolicyDecisionPoint } from '../pdp/index.js';
 import { RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
 import { parseJson, readBodyAhead, readRequestAhead } from './json-body.js';
 import { observeAnswered } from './metrics.js';
@@ -116,6 +118,7 @@ function cachedDecisionMiddleware(deps: CachedDecisionsDeps, answers: AnswerSet)
     }
     const key = keyOf(ctx.path, raw);
     const known = answers.get(key);
+    if (known && holdsNow(deps, known)) return answer(ctx, deps, known, requestId);
     const basis = known ? await basisOrUndefined(deps.pdp, known.inputs) : undefined;
     if (known && basis && sameBasis(basis, known.basis)) return answer(ctx, deps, known, requestId);
     const inputs = known ? known.inputs : parseInputs(ctx.path, raw, deps);
@@ -134,24 +137,43 @@ function cachedDecisionListener(deps: CachedDecisionsDeps, answers: AnswerSet, n
     const requestId = req.method === 'POST' ? eligible('POST', path, req.headers, deps) : undefined;
     if (requestId === undefined) return next(req, res);
     const start = process.hrtime.bigint();
-    return answerFirst(req, res, deps, answers, requestId).then(
-      (answered) => (answered ? observeAnswered(req, path, 200, start) : next(req, res)),
-      () => next(req, res),
-    );
+    const pass = () => next(req, res);
+    return readRequestAhead(req, res, deps.bodyLimitBytes).then((raw) => {
+      const known = answers.get(keyOf(path, raw));
+      if (!known) return pass();
+      const hit = { res, deps, known, requestId, path, start };
+      // Mostly the caches alone tell that the basis holds: answered in this turn, nothing awaited.
+      if (holdsNow(deps, known)) return answerFirst(req, hit);
+      return basisOrUndefined(deps.pdp, known.inputs).then((basis) => (basis && sameBasis(basis, known.basis) ? answerFirst(req, hit) : pass()));
+    }, pass);
   };
 }
 
-/** Writes the remembered answer if there is one and its basis holds; false (nothing written) otherwise. */
-async function answerFirst(req: IncomingMessage, res: ServerResponse, deps: CachedDecisionsDeps, answers: AnswerSet, requestId: string): Promise<boolean> {
-  const path = req.url ?? '';
-  const known = answers.get(keyOf(path, await readRequestAhead(req, res, deps.bodyLimitBytes)));
-  if (!known) return false;
-  const basis = await basisOrUndefined(deps.pdp, known.inputs);
-  if (!basis || !sameBasis(basis, known.basis)) return false;
-  const start = process.hrtime.bigint();
-  write(res, known, requestId);
-  countAndLog(deps, known, { requestId, method: 'POST', path, start });
-  return true;
+/** A remembered answer the listener writes, and what it writes it for. */
+interface Hit {
+  res: ServerResponse;
+  deps: CachedDecisionsDeps;
+  known: Remembered;
+  requestId: string;
+  path: string;
+  /** `process.hrtime.bigint()` when the request arrived. */
+  start: bigint;
+}
+
+/** Writes a hit before Koa, with what `observeRequests` and `accessLog` would record for it. */
+function answerFirst(req: IncomingMessage, hit: Hit): void {
+  write(hit.res, hit.known, hit.requestId);
+  countAndLog(hit.deps, hit.known, { requestId: hit.requestId, method: 'POST', path: hit.path, start: hit.start });
+  observeAnswered(req, hit.path, 200, hit.start);
+}
+
+/** {@link basisHolds} at this instant; false (compute the basis) should it fail. */
+function holdsNow(deps: CachedDecisionsDeps, known: Remembered): boolean {
+  try {
+    return basisHolds(deps.pdp, known.inputs, known.basis, Date.now());
+  } catch {
+    return false;
+  }
 }
 
 /** The key of a remembered answer: the path and the request's exact bytes. */

@@ -24,6 +24,7 @@ import { receiptText, requestDigest, type AppendedReceipt, type DigestValue, typ
 import { InvalidRequest, TemporarilyUnavailable } from '../errors/index.js';
 import type { AuthenticatedRequest } from '../oauth/access-token.js';
 import { AUTHZEN_SCOPE, deputyResources } from '../oauth/deputy-own.js';
+import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
 import {
   checkDepth,
   decisionBody,
@@ -64,8 +65,8 @@ export interface AuthzenDeps {
   bodyLimitBytes: number;
   maxBatch: number;
   maxJsonDepth: number;
-  /** PEP tokens verified earlier, shared with the cached path; a fresh set when absent. */
-  pepTokens?: PepTokens;
+  /** PEP tokens verified earlier (and their revocation state), shared with the cached path. */
+  pepTokens: PepTokens;
 }
 
 /** Deputy's capability URNs in the metadata (§9.1.2): what this PDP adds to the base API. */
@@ -188,34 +189,43 @@ function searchHandler(deps: AuthzenDeps, kind: SearchKind): Koa.Middleware {
 }
 
 /**
- * PEPs call on every request of every agent, so a verified Bearer PEP token is remembered until
- * it expires: its signature is checked once, not per call. (A DPoP-bound token is verified every
- * time: each request carries a new proof. Deputy's JWT access tokens cannot be revoked before
- * they expire, so remembering one changes nothing about who is let in.) Shared by the routes and
- * the cached path (./authzen-cached.ts).
+ * PEPs call on every request of every agent, so a verified Bearer PEP token is remembered: its
+ * signature, audience, scope and client are checked once, not per call. (A DPoP-bound token is
+ * verified every time: each request carries a new proof.) A remembered token is used only while
+ * it is unexpired **and** its "not revoked" answer is fresh in `revocations`
+ * (src/oauth/operator-token-revocation.ts `knownLive`: at most 2 s old, dropped at once by a
+ * revocation through this instance); otherwise the request is authenticated in full again,
+ * revocation included, which refreshes it. So a revoked PEP token is refused within the
+ * revocation bound, and a signing key leaving the JWKS within the verifier's key re-read, with no
+ * store read on the remembered path. Shared by the routes and the cached path (./authzen-cached.ts).
  */
 export class PepTokens {
-  readonly #verified = new Map<string, { pep: string; expiresAt: number }>();
+  readonly #verified = new Map<string, { pep: string; jti: string; expiresAt: number }>();
+  readonly #revocations: Pick<OperatorTokenRevocations, 'knownLive'>;
   /** Bound on remembered tokens; the map is emptied when reached. */
   static readonly MAX_ENTRIES = 1000;
 
-  /** The PEP (client id) whose token `authorization` (the header's value) is, when verified before and unexpired. */
-  get(authorization: string, now = Date.now()): string | undefined {
-    const hit = this.#verified.get(authorization);
-    return hit && hit.expiresAt > now ? hit.pep : undefined;
+  constructor(revocations: Pick<OperatorTokenRevocations, 'knownLive'>) {
+    this.#revocations = revocations;
   }
 
-  /** Remembers a token just verified with the `authzen:evaluate` scope, if it is an unbound Bearer token with an expiry. */
+  /** The PEP (client id) whose token `authorization` (the header's value) is, when verified before, unexpired and known not revoked. */
+  get(authorization: string, now = Date.now()): string | undefined {
+    const hit = this.#verified.get(authorization);
+    return hit && hit.expiresAt > now && this.#revocations.knownLive(hit.jti, now) ? hit.pep : undefined;
+  }
+
+  /** Remembers a token just authenticated (revocation included) with the `authzen:evaluate` scope, if it is an unbound Bearer token with an expiry and a `jti`. */
   remember(authorization: string, auth: AuthenticatedRequest): void {
-    if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number') return;
+    if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number' || typeof auth.claims.jti !== 'string') return;
     if (this.#verified.size >= PepTokens.MAX_ENTRIES) this.#verified.clear();
-    this.#verified.set(authorization, { pep: auth.claims.client_id, expiresAt: auth.claims.exp * 1000 });
+    this.#verified.set(authorization, { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 });
   }
 }
 
 /** Authenticates the calling PEP (§11.2) with `authzen:evaluate`, through `deps.pepTokens`. */
 function authenticatePep(deps: AuthzenDeps): Koa.Middleware {
-  const tokens = deps.pepTokens ?? new PepTokens();
+  const tokens = deps.pepTokens;
   return async function authenticateCaller(ctx, next) {
     if (deps.auth === 'token') {
       const header = ctx.get('Authorization');
@@ -311,10 +321,10 @@ export interface PdpSurface {
 }
 
 /** Every PDP router for the app (the AuthZEN API and metadata, the policy admin routes) and the cached path in front of them. */
-export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate; logger: Logger; receipts?: ReceiptAppender }): PdpSurface {
+export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: PdpService; authenticate: Authenticate; operatorTokens: OperatorTokenRevocations; logger: Logger; receipts?: ReceiptAppender }): PdpSurface {
   const { config, issuer, pdp, authenticate } = deps;
   const resources = deputyResources(issuer);
-  const pepTokens = new PepTokens();
+  const pepTokens = new PepTokens(deps.operatorTokens);
   const limits = { bodyLimitBytes: config.server.bodyLimitBytes, maxBatch: config.pdp.maxBatch, maxJsonDepth: config.pdp.maxJsonDepth };
   const api = authzenRoutes({
     pdp: pdp.pdp,

@@ -11,6 +11,7 @@ import type { z } from 'zod';
 import type { AdminClientConfig } from '../config/schema.js';
 import { InvalidRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType } from '../errors/index.js';
 import { withChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
+import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
 
 /** Authenticates a Koa request for a Deputy resource (audience) and optional scope. */
 export type Authenticate = (ctx: Koa.Context, audience: string, scope?: string) => Promise<AuthenticatedRequest>;
@@ -48,11 +49,13 @@ export function operatorClients(clients: readonly AdminClientConfig[]): Operator
  * `authenticate` for Deputy's operator surfaces (`/admin/*`, `/access/v1/*`): besides audience
  * and scope, the token must have been issued by client_credentials to an operator client
  * configured with that scope — never by token exchange (no `act`, RFC 8693 §4.1) and never to an
- * agent. Defence in depth: the token endpoint already refuses Deputy's own scopes and resources
- * to agents (src/oauth/deputy-own.ts), so such a token should not exist; if it does, it is
- * refused here with 401 `invalid_token` (RFC 6750 §3.1) and the scheme's challenge.
+ * agent — and not revoked (RFC 7009, `revocations`: at once through this instance, within 2 s
+ * through another). Defence in depth: the token endpoint already refuses Deputy's own scopes and
+ * resources to agents (src/oauth/deputy-own.ts), so such a token should not exist; if it does, it
+ * is refused here with 401 `invalid_token` (RFC 6750 §3.1) and the scheme's challenge, as is a
+ * revoked one. A store failure reading revocations propagates (503: fail closed).
  */
-export function operatorAuthenticate(authenticate: Authenticate, operators: OperatorClients): Authenticate {
+export function operatorAuthenticate(authenticate: Authenticate, operators: OperatorClients, revocations: OperatorTokenRevocations): Authenticate {
   return async (ctx, audience, scope) => {
     const auth = await authenticate(ctx, audience, scope);
     const allowed = operators.get(auth.claims.client_id);
@@ -62,6 +65,9 @@ export function operatorAuthenticate(authenticate: Authenticate, operators: Oper
         auth.scheme,
         scope,
       );
+    }
+    if (await revocations.isRevoked(auth.claims.jti!, auth.claims.exp!)) {
+      throw withChallenge(new InvalidToken('this access token has been revoked'), auth.scheme, scope);
     }
     return auth;
   };

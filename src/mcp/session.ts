@@ -27,8 +27,9 @@
  *
  * Upstream → agent: notifications and (where configured) server requests go back on the stream
  * of the agent's call they came with, else on its GET stream; `tools/list_changed` re-verifies
- * the pins first. The session closes itself when idle (`limits.idleSeconds`), ending the
- * upstream session with a DELETE.
+ * the pins first, once per burst (./list-changed.ts), and reaches the agent only when the tools
+ * the upstream lists (or their verdicts) differ from what the agent last learned. The session
+ * closes itself when idle (`limits.idleSeconds`), ending the upstream session with a DELETE.
  *
  * @module
  */
@@ -86,6 +87,7 @@ import { Redactor } from '../gateway/redact.js';
 import type { Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
+import { ListChangedCoalescer } from './list-changed.js';
 import { pinRefusal, type PinVerdict, type ToolPins } from './pins.js';
 import { askPdp, checkPin, describeMessage, forwardToSession, MCP_DENIED, pepDecision, toJsonRpcError, type McpMessage, type PinLookup, type Sending } from './steps.js';
 import { PIN_META_KEY } from './tool-pin.js';
@@ -167,6 +169,19 @@ export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown
 
 const argumentsDigest = (args: unknown): string => `sha-256:${createHash('sha256').update(canonicalize(args ?? {}) ?? '{}', 'utf8').digest('base64url')}`;
 
+/**
+ * A whole tool list as an agent would learn it, as one comparable value: every definition as
+ * listed (RFC 8785 canonical JSON, so member order is no change) with its pin verdict, by name.
+ * Two listings with equal views are no change to tell the agent about.
+ */
+function toolListView(tools: readonly Tool[], verdicts: ReadonlyMap<string, PinVerdict>): string {
+  const entries = [...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((t) => [t, verdicts.get(t.name)?.status ?? null]);
+  return createHash('sha256').update(canonicalize(entries) ?? '', 'utf8').digest('base64url');
+}
+
+/** How many times a call lists the upstream's tools itself before refusing a tool whose list keeps changing. */
+const OWN_LISTINGS = 3;
+
 /** The parameters of a `tools/call` (MCP 2025-06-18 "Calling Tools"). */
 type ToolCall = { name: string; arguments?: Record<string, unknown> | undefined; _meta?: Record<string, unknown> | undefined };
 
@@ -192,6 +207,13 @@ export class AgentSession {
   admission: Admission | undefined;
   /** Verdicts and definitions from the last `tools/list` (undefined: list again before a call). */
   #tools: Map<string, { tool: Tool; verdict: PinVerdict }> | undefined;
+  /** The upstream's `tools/list_changed`, one refresh at a time (a burst costs at most two). */
+  readonly #listChanged = new ListChangedCoalescer((generation) => this.#refreshTools(generation));
+  /**
+   * The whole tool list as the agent last learned it ({@link toolListView}): from a complete
+   * listing, or with the last `list_changed` it was sent. Undefined: unknown (tell it).
+   */
+  #toldView: string | undefined;
   /** URIs the agent subscribed to (permitted): only their `notifications/resources/updated` are relayed. */
   readonly #subscribed = new Set<string>();
   /** The idle clock ({@link AgentSession.watchIdle}); unref'd, cleared on close. */
@@ -345,10 +367,10 @@ export class AgentSession {
    * cancellation belong to their request (see #forwardCall).
    */
   #relayNotifications(): void {
-    this.upstream.setNotificationHandler(ToolListChangedNotificationSchema, async (n) => {
+    this.upstream.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+      // Nothing verified before this notification is trusted for a call any more (#tool waits).
       this.#tools = undefined;
-      await this.#reverify();
-      await this.agent.notification(n).catch(() => {});
+      return this.#listChanged.notify();
     });
     this.upstream.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => {
       if (this.#subscribed.has(n.params.uri)) await this.agent.notification(n).catch(() => {});
@@ -389,8 +411,10 @@ export class AgentSession {
   async #listTools(params: { cursor?: string | undefined } | undefined, extra: Extra): Promise<{ tools: Tool[]; nextCursor?: string }> {
     const caller = callerOf(extra);
     const admission = admissionOf(extra);
+    const generation = this.#listChanged.generation;
     const page = await this.upstream.listTools(params, this.#options(extra));
-    const verdicts = await this.#verify(admission, page.tools, params?.cursor === undefined);
+    const first = params?.cursor === undefined;
+    const verdicts = await this.#verify(admission, page.tools, { fresh: first, complete: first && page.nextCursor === undefined, generation });
     const shown = page.tools.filter((t) => this.#pinAllows(verdicts.get(t.name)!));
     const decisions = await this.#d.authorizer.decide(caller, this.#d.server, shown.map((t) => ({ method: 'tools/list', action: 'invoke' as const, tool: t.name })));
     const allowed = shown.filter((_, i) => decisions[i]!.allowed);
@@ -472,10 +496,27 @@ export class AgentSession {
     ) as Promise<CallToolResult>;
   }
 
-  /** The tool's live definition and verdict, listing upstream first when not known (after list_changed). */
+  /**
+   * The tool's live definition and verdict, listing upstream first when not known (after
+   * list_changed): never a verdict from a listing that a later `list_changed` may have made
+   * stale. A `list_changed` refresh running is waited for; a listing of this call's own that one
+   * overtakes is done again, at most {@link OWN_LISTINGS} times, then the tool is refused as not
+   * offered (an upstream changing its tools that fast gets no call through).
+   */
   async #tool(admission: Admission, name: string): Promise<{ tool: Tool; verdict: PinVerdict } | undefined> {
-    if (!this.#tools?.has(name)) await this.#verify(admission, await this.#allTools(), true);
-    return this.#tools?.get(name);
+    for (let attempt = 0; attempt < OWN_LISTINGS; attempt += 1) {
+      await this.#listChanged.settled();
+      const known = this.#tools?.get(name);
+      if (known) return known;
+      const generation = this.#listChanged.generation;
+      const tools = await this.#allTools();
+      // Not `complete`: the agent did not see this listing (a change found here is still told).
+      const verdicts = await this.#verify(admission, tools, { fresh: true, complete: false, generation });
+      if (!this.#listChanged.isCurrent(generation)) continue;
+      const tool = tools.find((t) => t.name === name);
+      return tool && { tool, verdict: verdicts.get(name)! };
+    }
+    return undefined;
   }
 
   /** Every tool the upstream lists now (at most 50 pages). */
@@ -492,25 +533,41 @@ export class AgentSession {
   }
 
   /**
-   * After `notifications/tools/list_changed`: every live definition checked against its pin now,
-   * mismatches receipted under the latest request's admission. A failure is logged; the next
-   * list or call verifies again (the verdicts were dropped), so nothing unverified gets through.
+   * One coalesced refresh after `notifications/tools/list_changed` (./list-changed.ts): every
+   * live definition checked against its pin now, mismatches receipted under the latest request's
+   * admission, then the agent told — when what the upstream lists differs from what the agent
+   * last learned, and only by a refresh no later notification overtook (the refresh queued after
+   * it tells instead). A failure is logged and the agent told (it lists again, verified then);
+   * the next list or call verifies again, so nothing unverified gets through.
    */
-  async #reverify(): Promise<void> {
+  async #refreshTools(generation: number): Promise<void> {
     const admission = this.admission;
-    if (!admission) return;
+    let view: string | undefined;
     try {
-      await this.#verify(admission, await this.#allTools(), true);
+      if (admission) {
+        const tools = await this.#allTools();
+        if (!this.#listChanged.isCurrent(generation)) return;
+        view = toolListView(tools, await this.#verify(admission, tools, { fresh: true, complete: false, generation }));
+        if (!this.#listChanged.isCurrent(generation)) return;
+      }
     } catch (err) {
       this.#tools = undefined;
       this.#d.logger.warn({ server: this.#d.server.id, err: { message: (err as Error).message } }, 'MCP tools could not be re-verified after list_changed');
     }
+    if (view !== undefined && view === this.#toldView) return;
+    this.#toldView = view;
+    await this.agent.notification({ method: 'notifications/tools/list_changed' }).catch(() => {});
   }
 
-  /** Pins of `tools` checked; mismatches receipted once per session and digest. */
-  async #verify(admission: Admission, tools: readonly Tool[], fresh: boolean): Promise<Map<string, PinVerdict>> {
+  /**
+   * Pins of `tools` checked; mismatches receipted once per session and digest. The verdicts
+   * become the session's (`fresh`: replacing the ones known, else added to them) only when no
+   * `list_changed` arrived since `generation` was read before listing; a `complete` listing (the
+   * agent's own `tools/list`, every tool on one page) is then also what the agent learned.
+   */
+  async #verify(admission: Admission, tools: readonly Tool[], install: { fresh: boolean; complete: boolean; generation: number }): Promise<Map<string, PinVerdict>> {
     const verdicts = await this.#d.pins.check(this.#d.server, tools as unknown as ReadonlyArray<Record<string, unknown>>);
-    const known = fresh || !this.#tools ? new Map<string, { tool: Tool; verdict: PinVerdict }>() : this.#tools;
+    const known = install.fresh || !this.#tools ? new Map<string, { tool: Tool; verdict: PinVerdict }>() : new Map(this.#tools);
     for (const tool of tools) {
       const verdict = verdicts.get(tool.name)!;
       known.set(tool.name, { tool, verdict });
@@ -525,7 +582,10 @@ export class AgentSession {
         this.#d.logger.warn({ server: this.#d.server.id, tool: tool.name }, 'MCP tool is not pinned (pinning: warn)');
       }
     }
-    this.#tools = known;
+    if (this.#listChanged.isCurrent(install.generation)) {
+      this.#tools = known;
+      if (install.complete) this.#toldView = toolListView(tools, verdicts);
+    }
     return verdicts;
   }
 

@@ -20,6 +20,7 @@ export async function recordOnce(db: Queryable, namespace: string, key: string, 
        WHERE oidc_models.expires_at <= now()
      RETURNING id`,
     [namespace, key, Math.max(1, Math.ceil(ttlSeconds))],
+    { prepare: true },
   );
   return rows.length === 1;
 }
@@ -47,6 +48,7 @@ export async function recordEachOnce(db: Queryable, keys: readonly OnceKey[]): P
        WHERE oidc_models.expires_at <= now()
      RETURNING model, id`,
     [keys.map((k) => k.namespace), keys.map((k) => k.key), keys.map((k) => Math.max(1, Math.ceil(k.ttlSeconds)))],
+    { prepare: true },
   );
   return new Set(rows.map((r) => onceKeyId(r.model, r.id)));
 }
@@ -63,6 +65,7 @@ export async function findRecorded(db: Queryable, keys: readonly OnceKey[]): Pro
     `SELECT model, id FROM oidc_models
      WHERE (model, id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND expires_at > now()`,
     [keys.map((k) => k.namespace), keys.map((k) => k.key)],
+    { prepare: true },
   );
   return new Set(rows.map((r) => onceKeyId(r.model, r.id)));
 }

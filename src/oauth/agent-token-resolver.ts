@@ -17,6 +17,7 @@ import {
   invalidToken,
   sameChain,
   type DelegatingUser,
+  type DelegationGrant,
   type DelegationChain,
   type InvalidSubject,
   type SubjectResolver,
@@ -61,12 +62,26 @@ export class AgentTokenResolver implements SubjectResolver {
 
     // 3. Every link: not revoked, not expired (RevocationCache: a revocation made elsewhere shows within its bound).
     for (const r of records) {
-      if (r.expiresAt * 1000 <= now) return invalidLink(r, 'has expired', chain.length);
+      if (expired(r, now)) return invalidLink(r, 'has expired', chain.length);
       if (await this.#revocations.isRevoked(r.jti, now)) return invalidLink(r, 'has been revoked', chain.length);
     }
     const root = records[0]!;
     const user: DelegatingUser = { id: root.userId, issuerId: root.issuerId, ...root.userAttrs };
     return { kind: 'verified', user, chain, grants: records, scopes: (claims.scope ?? '').split(' ').filter(Boolean) };
+  }
+
+  /**
+   * Whether {@link resolve} would still verify `token` with exactly `grants` (the records it
+   * answered with before) at `now`, from cached answers alone: the token's steps 1–2 are cached
+   * with these records and unexpired, and every link is unexpired and known live to the
+   * revocation cache (a stale revocation answer, which `resolve` would re-read, is a no).
+   * Synchronous: the PDP's cached path re-checks a remembered decision's subject with it.
+   */
+  holds(token: string, grants: readonly DelegationGrant[], now = Date.now()): boolean {
+    const hit = this.#verified.get(token);
+    if (!hit || hit.expiresAtMs <= now || hit.records !== grants) return false;
+    for (const r of hit.records) if (expired(r, now) || !this.#revocations.knownLive(r.jti, now)) return false;
+    return true;
   }
 
   /** Steps 1 and 2, cached per token until it expires. */
@@ -114,6 +129,11 @@ export class AgentTokenResolver implements SubjectResolver {
     }
     return out.reverse();
   }
+}
+
+/** Whether a link's token has expired at `now` (epoch milliseconds). */
+function expired(record: TokenRecord, now: number): boolean {
+  return record.expiresAt * 1000 <= now;
 }
 
 /** The chain a verified token's `act` claim names (RFC 8693 §4.1); an agent token must carry one. */

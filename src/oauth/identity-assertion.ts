@@ -18,8 +18,14 @@
  *    `oauth.idJag.maxAgeSeconds`, `jti`, `client_id`) and maps `sub` exactly as for a subject
  *    token of that IdP. Every failure is `invalid_grant` (RFC 7523 §3.1).
  * 4. Its `client_id` is the authenticated client (`invalid_grant`).
- * 5. Single use: `iss` + `jti` spent in the shared once-store, strict across instances
- *    (`invalid_grant` on replay), until the assertion's `exp`.
+ * 5. Single use: `iss` + `jti` looked up in the shared once-store (a known replay is
+ *    `invalid_grant` before any work), then **spent by the issuing write** of step 7, with the
+ *    token record, the receipt and the request's DPoP proof and client assertion `jti`s: one
+ *    transaction, strict across instances (of two concurrent uses exactly one commits; the other
+ *    is `invalid_grant` with nothing written), recorded until the assertion's `exp`. So an
+ *    assertion is spent exactly when a token is issued from it: a refused request (policy deny,
+ *    bad scope or target, a store failure) leaves it unspent — its retry still needs the
+ *    client's key and a fresh DPoP proof, and gets at most the one token the assertion allows.
  * 6. Its `cnf` / `may_act`, when present, bind as in a subject token.
  * 7. Steps 6–8 of token exchange (`issueDelegated`): one audience — the requested `resource`,
  *    else the assertion's `resource` claim, else the agent's only audience — which, when the
@@ -34,7 +40,7 @@ import { InvalidGrant, InvalidRequest, InvalidTarget } from '../errors/index.js'
 import { FederationError } from '../federation/errors.js';
 import { peekIssuer } from '../federation/issuer.js';
 import type { FederatedIdentity } from '../federation/identity.js';
-import { recordOnce } from './adapter.js';
+import { findRecorded, type SingleUse } from './adapter.js';
 import { federatedSubject } from './subject-token.js';
 import {
   activeAgent,
@@ -147,13 +153,23 @@ function targetsWithin(requested: string[], asserted: string[] | undefined): str
   return requested;
 }
 
-/** Steps 4–5: issued to this client, and never used before. */
-async function checkClientAndSpend(deps: IdentityAssertionDeps, identity: FederatedIdentity, clientId: string): Promise<void> {
+/** Where ID-JAG `jti`s are recorded (`oidc_models.model`). */
+const ID_JAG_NAMESPACE = 'IdJag';
+
+/**
+ * Steps 4–5: issued to this client, and not used before. Returns the assertion's `jti` as a
+ * single-use value for the issuing write (step 7), which spends it atomically with the token;
+ * nothing is written here.
+ * @throws InvalidGrant for another client's ID-JAG, or one already spent
+ */
+async function checkClientAndLookUp(deps: IdentityAssertionDeps, identity: FederatedIdentity, clientId: string): Promise<SingleUse> {
   if (identity.claims.client_id !== clientId) throw new InvalidGrant('assertion: the ID-JAG was issued to another client (client_id)');
   const jti = String(identity.claims.jti);
   const key = createHash('sha256').update(`${identity.issuer}\0${jti}`).digest('base64url');
-  const ttl = Math.max(1, identity.expiresAt - Math.floor(Date.now() / 1000));
-  if (!(await recordOnce(deps.store, 'IdJag', key, ttl))) throw new InvalidGrant('assertion: this ID-JAG has already been used (jti)');
+  const ttlSeconds = Math.max(1, identity.expiresAt - Math.floor(Date.now() / 1000));
+  const item: SingleUse = { once: { namespace: ID_JAG_NAMESPACE, key, ttlSeconds }, replayed: () => new InvalidGrant('assertion: this ID-JAG has already been used (jti)') };
+  if ((await findRecorded(deps.store, [item.once])).size > 0) throw item.replayed();
+  return item;
 }
 
 /**
@@ -170,7 +186,7 @@ export async function grantIdentityAssertion(input: ExchangeInput, deps: Identit
   const agent = await activeAgent(deps, input.clientId);
   const dpop = requireDpop(input.dpop);
   const identity = await verifyAssertion(deps, request.assertion);
-  await checkClientAndSpend(deps, identity, agent.id);
+  const spent = await checkClientAndLookUp(deps, identity, agent.id);
   // The verified assertion as the subject of the delegation: a first link, like an IdP token.
   const subject = federatedSubject(identity, assertedScopes(identity));
   checkMayAct(deps, subject, agent, dpop);
@@ -183,6 +199,7 @@ export async function grantIdentityAssertion(input: ExchangeInput, deps: Identit
     event: 'jwt_bearer',
     requestDigest: grantRequestDigest(JWT_BEARER_GRANT, input.params, JWT_BEARER_PARAMETERS, agent.id, dpop),
     ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
+    spends: [...(input.spends ?? []), spent],
   });
   deps.logger.info({ client_id: agent.id, user: subject.user.id, issuer: identity.issuerId, audience: issued.audience, scope: issued.scope }, 'ID-JAG granted');
   return { access_token: issued.value, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'DPoP', expires_in: issued.expiresIn, scope: issued.scope };

@@ -111,6 +111,22 @@ const FIND_LIVE = `
     CROSS JOIN LATERAL (SELECT parent_jti IS NOT NULL AS broken FROM lineage ORDER BY hops DESC LIMIT 1) top
    WHERE t.jti = $1`;
 
+/**
+ * A boolean SQL expression: the token `jtiParam` (an SQL parameter reference such as `$17::text`)
+ * is live by {@link FIND_LIVE}'s rule — recorded, no token of its lineage marked revoked, and the
+ * lineage ends at a first link (no missing link, not deeper than {@link MAX_LINEAGE}). False
+ * (never null) otherwise, so it can stand in a `WHERE`.
+ */
+function liveLineage(jtiParam: string): string {
+  return `coalesce((WITH RECURSIVE lineage(jti, parent_jti, revoked_at, hops) AS (
+      SELECT jti, parent_jti, revoked_at, 0 FROM token_records WHERE jti = ${jtiParam}
+      UNION ALL
+      SELECT p.jti, p.parent_jti, p.revoked_at, l.hops + 1
+        FROM lineage l JOIN token_records p ON p.jti = l.parent_jti
+       WHERE l.hops < ${MAX_LINEAGE}
+    ) SELECT bool_and(revoked_at IS NULL) AND bool_or(parent_jti IS NULL) FROM lineage), false)`;
+}
+
 /** The parameters of {@link RECORD_VALUES}, in order. */
 function recordValues(record: NewTokenRecord): unknown[] {
   return [
@@ -174,7 +190,7 @@ export class TokenRecords {
    * the one liveness rule every reader uses. Undefined when Deputy never recorded `jti`.
    */
   async find(jti: string, db: Queryable = this.store): Promise<TokenRecord | undefined> {
-    const rows = await db.query<Row>(FIND_LIVE, [jti]);
+    const rows = await db.query<Row>(FIND_LIVE, [jti], { prepare: true });
     return rows[0] ? fromRow(rows[0]) : undefined;
   }
 
@@ -218,10 +234,12 @@ export class TokenRecords {
    * for a statement of the caller's — the token exchange's receipt append (src/audit/chain.ts
    * `appendIfHead`), which undoes itself when the part writes no row. The same checks in the same
    * statement: the agent's row share-locked (until that statement commits) and `active`; the
-   * parent, if any, recorded and not itself marked revoked. The parent's whole lineage is not
-   * walked here: the exchange verified it live just before (`find`), and a revocation of an
-   * ancestor committed since still kills the new token by {@link find}'s rule. A refusal is told
-   * apart by {@link insert} (the caller's fallback), which throws the precise error.
+   * parent, if any, live by {@link find}'s rule over its **whole lineage** ({@link liveLineage}).
+   * The exchange verified the lineage live before signing, but an ancestor revoked since (by any
+   * instance) must still turn the exchange into `invalid_grant` with nothing written, rather than
+   * hand out a token that is dead on arrival: so the write re-checks what it depends on, in its
+   * own snapshot. A refusal is told apart by {@link insert} (the caller's fallback), which throws
+   * the precise error.
    */
   insertPart(record: NewTokenRecord): StatementPart {
     const values = recordValues(record);
@@ -231,7 +249,7 @@ export class TokenRecords {
         const shifted = RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
         const parent = `$${first + values.length}::text`;
         return `${INSERT_RECORD} SELECT ${shifted} FROM agents WHERE id = $${first + 3}::text AND status = 'active'
-           AND (${parent} IS NULL OR EXISTS (SELECT 1 FROM token_records p WHERE p.jti = ${parent} AND p.revoked_at IS NULL)) FOR SHARE OF agents`;
+           AND (${parent} IS NULL OR ${liveLineage(parent)}) FOR SHARE OF agents`;
       },
     };
   }
@@ -351,6 +369,16 @@ export class RevocationCache {
     if (this.#entries.size >= RevocationCache.MAX_ENTRIES) this.#entries.clear();
     this.#entries.set(jti, { record, until: record ? now + this.#activeTtlMs : (found?.expiresAt ?? 0) * 1000 + 60_000 });
     return record;
+  }
+
+  /**
+   * Whether {@link liveRecord} would answer "live" at `now` from this cache, without a read:
+   * false when the token is revoked, unknown, or its cached answer is stale (a read is due).
+   * Synchronous, for callers that only need to know whether an earlier answer still stands.
+   */
+  knownLive(jti: string, now: number): boolean {
+    const hit = this.#entries.get(jti);
+    return hit !== undefined && hit.until > now && hit.record !== undefined;
   }
 
   /**

@@ -3,7 +3,8 @@
  * compare: the policy generation, and the objects the asynchronous phase (pdp.ts) hands to the
  * synchronous one — a delegated subject's issuance records (the token resolver's cached array,
  * replaced when the token is verified again) and its registry agents, a plain subject's or a
- * resource's registry agent (the agent cache's objects, replaced on every re-read).
+ * resource's registry agent (the agent cache's objects, replaced when a re-read finds the row
+ * changed).
  *
  * The synchronous phase is a pure function of the request and these (Cedar is pure, entities and
  * context are built from them and from the policy snapshot), so two requests with the same bytes
@@ -11,13 +12,30 @@
  * so revocation (the shared revocation cache), expiry and the registry's rules are checked as on
  * every decision: a revoked, expired or refused subject has no basis at all.
  *
+ * {@link basisHolds} answers the same question without running that phase: the phase is itself a
+ * pure function of the request, the time and its caches' answers (token records, revocation
+ * state, registry agents), so while every one of those caches would give the answer it gave
+ * when the basis was computed — fresh, unexpired, the same objects — the phase would give the
+ * same basis again. Whenever a cache would read the store, it says no and the phase runs.
+ *
  * @module
  */
+import type { Agent } from '../agents/index.js';
+import type { DelegationGrant } from '../delegation/index.js';
 import type { EvaluationInput } from './authzen.js';
 import type { PolicyDecisionPoint, PreparedSubject } from './pdp.js';
 
-/** Values compared one by one with `===`; produced by {@link decisionBasis} only. */
-export type DecisionBasis = readonly unknown[];
+/** A subject as its decision depends on it. */
+type SubjectMark =
+  | { readonly kind: 'plain'; readonly agent: Agent | undefined }
+  | { readonly kind: 'delegated'; readonly grants: readonly DelegationGrant[]; readonly agents: readonly Agent[] };
+
+/** Produced by {@link decisionBasis} only; compared with {@link sameBasis} (identity of every object). */
+export interface DecisionBasis {
+  readonly generation: number;
+  /** One per evaluation, in order: its subject and its resource's registry agent. */
+  readonly items: ReadonlyArray<{ readonly subject: SubjectMark; readonly resourceAgent: Agent | undefined }>;
+}
 
 /**
  * The basis of a decision over `inputs` (one evaluation, or a batch's items in order).
@@ -27,31 +45,57 @@ export type DecisionBasis = readonly unknown[];
  * @throws what the asynchronous phase throws (a store failure); callers fail closed.
  */
 export async function decisionBasis(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[]): Promise<DecisionBasis | undefined> {
-  const basis: unknown[] = [pdp.store.current.generation];
+  const generation = pdp.store.current.generation;
+  const items: Array<DecisionBasis['items'][number]> = [];
   // A batch usually repeats one subject; a single evaluation has nothing to share.
   const memo = inputs.length > 1 ? new Map<string, Promise<PreparedSubject>>() : undefined;
   for (const input of inputs) {
     const [subject, resource] = await Promise.all([pdp.prepareSubject(input.subject, memo), pdp.prepareEntity(input.resource)]);
-    const marks = subjectMarks(subject);
-    if (marks === undefined) return undefined;
-    basis.push(...marks, resource.agent ?? null);
+    const mark = subjectMark(subject);
+    if (mark === undefined) return undefined;
+    items.push({ subject: mark, resourceAgent: resource.agent });
   }
-  return basis;
+  return { generation, items };
 }
 
-/** Whether two bases are the same: same length, every value identical. */
+/** Whether two bases are the same: same generation, every subject and agent the same object. */
 export function sameBasis(a: DecisionBasis, b: DecisionBasis): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  if (a.generation !== b.generation || a.items.length !== b.items.length) return false;
+  return a.items.every((x, i) => {
+    const y = b.items[i]!;
+    return x.resourceAgent === y.resourceAgent && sameSubject(x.subject, y.subject);
+  });
 }
 
-function subjectMarks(subject: PreparedSubject): readonly unknown[] | undefined {
+/**
+ * Whether {@link decisionBasis} over `inputs` would give `basis` again at `nowMs`, known from
+ * cached answers alone (see the module documentation). Synchronous; false whenever the
+ * asynchronous phase would read anything, or anything differs: callers then compute the basis.
+ */
+export function basisHolds(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], basis: DecisionBasis, nowMs: number): boolean {
+  if (basis.generation !== pdp.store.current.generation || basis.items.length !== inputs.length) return false;
+  return inputs.every((input, i) => {
+    const { subject, resourceAgent } = basis.items[i]!;
+    const resource = pdp.peekEntityAgent(input.resource, nowMs);
+    if (resource === undefined || resource.agent !== resourceAgent) return false;
+    if (subject.kind === 'delegated') return pdp.delegationHolds(input.subject, subject.grants, subject.agents, nowMs);
+    const plain = pdp.peekEntityAgent(input.subject, nowMs);
+    return plain !== undefined && plain.agent === subject.agent;
+  });
+}
+
+function sameSubject(a: SubjectMark, b: SubjectMark): boolean {
+  if (a.kind === 'plain') return b.kind === 'plain' && a.agent === b.agent;
+  if (b.kind === 'plain') return false;
+  return a.grants === b.grants && a.agents.length === b.agents.length && a.agents.every((agent, i) => agent === b.agents[i]);
+}
+
+function subjectMark(subject: PreparedSubject): SubjectMark | undefined {
   switch (subject.kind) {
     case 'plain':
-      return ['plain', subject.agent ?? null];
+      return { kind: 'plain', agent: subject.agent };
     case 'delegated':
-      return ['delegated', subject.grants, subject.links.length, ...subject.links.map((l) => l.agent)];
+      return { kind: 'delegated', grants: subject.grants, agents: subject.links.map((l) => l.agent) };
     default:
       return undefined;
   }

@@ -62,6 +62,11 @@ export class AgentCache {
     return this.#registry.get(id);
   }
 
+  /** What {@link get} would answer at `nowMs` without a store read; undefined when it would read (AgentRegistry.peek). */
+  peek(id: string, nowMs: number): { readonly agent: Agent | undefined } | undefined {
+    return this.#registry.peek(id, nowMs);
+  }
+
   /** Every registered agent (subject search), up to `max`. */
   async list(max = 10_000, now = Date.now()): Promise<readonly Agent[]> {
     if (this.#all && this.#all.until > now) return this.#all.agents;

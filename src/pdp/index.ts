@@ -32,7 +32,7 @@ export {
   type SearchInput,
   type SearchKind,
 } from './authzen.js';
-export { decisionBasis, sameBasis, type DecisionBasis } from './decision-basis.js';
+export { basisHolds, decisionBasis, sameBasis, type DecisionBasis } from './decision-basis.js';
 export { deny, type Decision, type Denial, type DeniedLink, type DenyKind } from './decision.js';
 export type { EntityInput } from './entities.js';
 export { PdpDelegationAuthorizer } from './exchange-authorizer.js';

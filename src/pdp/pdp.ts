@@ -11,7 +11,7 @@
  */
 import type { Agent } from '../agents/index.js';
 import type { Logger } from '../log.js';
-import { checkAgainstRegistry, type DelegatedSubject, type DelegationRequest, type InvalidSubject, type RegistryAuthorizer, type SubjectResolution, type SubjectResolver } from '../delegation/index.js';
+import { checkAgainstRegistry, type DelegatedSubject, type DelegationGrant, type DelegationRequest, type InvalidSubject, type RegistryAuthorizer, type SubjectResolution, type SubjectResolver } from '../delegation/index.js';
 import type { EvaluationInput, EvaluationsSemantic } from './authzen.js';
 import { decideDelegation, delegatedMembers, evaluateMembers, plainMember, revalidateLinks, type Member } from './chain-evaluation.js';
 import { deny, quoted, type Decision } from './decision.js';
@@ -55,6 +55,9 @@ const MAX_DELEGATE_VERDICTS = 10_000;
 function sameAgents(a: readonly Agent[], b: readonly Agent[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
+
+/** {@link PolicyDecisionPoint.peekEntityAgent}'s answer for an entity that names no agent. */
+const NO_AGENT: { readonly agent: undefined } = Object.freeze({ agent: undefined });
 
 /** Where a delegated subject's token goes in an AuthZEN request. */
 export const SUBJECT_TOKEN_PROPERTY = 'token';
@@ -190,9 +193,34 @@ export class PolicyDecisionPoint {
 
   /** The registry agent an entity names, when its type is the policy set's `Agent` type. */
   async #registryAgent(input: EntityInput): Promise<Agent | undefined> {
+    return this.#namesAgent(input) ? this.#agents.get(input.id) : undefined;
+  }
+
+  /** Whether an entity's type is the policy set's `Agent` type (its id then names a registry agent). */
+  #namesAgent(input: EntityInput): boolean {
     const agentType = deputyType(this.store.current, 'Agent');
-    if (!agentType || this.store.current.schema.entityType(input.type)?.name !== agentType.name) return undefined;
-    return this.#agents.get(input.id);
+    return agentType !== undefined && this.store.current.schema.entityType(input.type)?.name === agentType.name;
+  }
+
+  /**
+   * The registry agent {@link prepareEntity} (or a plain subject's preparation) would find for
+   * `input` at `nowMs`, from the agent cache alone: `{ agent }` (undefined when the entity names
+   * none, or names an unregistered one), or undefined when a store read would be needed.
+   * Synchronous: for re-checking a remembered decision's basis (decision-basis.ts).
+   */
+  peekEntityAgent(input: EntityInput, nowMs: number): { readonly agent: Agent | undefined } | undefined {
+    return this.#namesAgent(input) ? this.#agents.peek(input.id, nowMs) : NO_AGENT;
+  }
+
+  /**
+   * Whether a delegated subject's preparation would, at `nowMs`, again find exactly `grants` and
+   * `agents` (compared by identity), from cached answers alone (SubjectResolver.holds, the
+   * agent cache); false whenever a read would be needed. Synchronous, as {@link peekEntityAgent}.
+   */
+  delegationHolds(input: EntityInput, grants: readonly DelegationGrant[], agents: readonly Agent[], nowMs: number): boolean {
+    const token = input.properties[SUBJECT_TOKEN_PROPERTY];
+    if (typeof token !== 'string' || this.#subjects.holds?.(token, grants, nowMs) !== true) return false;
+    return agents.every((agent) => this.#agents.peek(agent.id, nowMs)?.agent === agent);
   }
 
   /** The synchronous phase: all Cedar calls of one decision against one snapshot. */

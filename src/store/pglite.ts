@@ -13,7 +13,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { lockDataDir, type DataDirLock } from './lock.js';
-import { StoreUnavailable, withTimeout, type Queryable, type Store } from './store.js';
+import { isStalePlan, runNamedOnPGlite, StatementNames } from './prepared.js';
+import { StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
 
 export interface PGliteStoreOptions {
   /** A folder path, or `memory://` for a database that keeps nothing. */
@@ -95,11 +96,32 @@ async function openPGlite(dataDir: string): Promise<{ db: PGlite; lock?: DataDir
 
 export async function createPGliteStore(options: PGliteStoreOptions): Promise<Store> {
   const { db, lock } = await openPGlite(options.dataDir);
+  const names = new StatementNames();
+  // Parameter types of the statements prepared in this session (PGlite is one session).
+  const described = new Map<string, number[]>();
+  const schemaChanged = () => {
+    names.invalidate();
+    described.clear();
+  };
+  /** A named statement under PGlite's query mutex (the caller holds the transaction mutex, or is in a transaction). */
+  const named = <R>(name: string, sql: string, params: readonly unknown[]) => db._runExclusiveQuery(() => runNamedOnPGlite<R>(db, described, name, sql, params));
 
-  const query = async <R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> => {
+  const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> => {
     if (db.closed) throw new StoreUnavailable('store is closed');
-    const res = await db.query<R>(sql, params as unknown[] | undefined);
-    return res.rows;
+    const name = opts?.prepare ? names.nameOf(sql) : undefined;
+    if (name === undefined) return (await db.query<R>(sql, params as unknown[] | undefined)).rows;
+    // As PGlite's `query`: one statement at a time, never inside another caller's transaction,
+    // and the data folder synced after it (a no-op in memory).
+    return db._runExclusiveTransaction(async () => {
+      const rows = await named<R>(name, sql, params ?? []).catch((err: unknown) => {
+        if (!isStalePlan(err)) throw err;
+        // The schema changed by a statement other than `exec`: name it afresh (./prepared.ts).
+        schemaChanged();
+        return named<R>(names.nameOf(sql) ?? name, sql, params ?? []);
+      });
+      await db.syncToFs();
+      return rows;
+    });
   };
 
   return {
@@ -108,16 +130,23 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
     async exec(sql: string) {
       if (db.closed) throw new StoreUnavailable('store is closed');
       await db.exec(sql);
+      schemaChanged();
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       if (db.closed) throw new StoreUnavailable('store is closed');
       return db.transaction(async (t) =>
         fn({
-          async query<R extends object>(sql: string, params?: readonly unknown[]) {
-            return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
+          async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions) {
+            const name = opts?.prepare ? names.nameOf(sql) : undefined;
+            if (name === undefined) return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
+            return named<R>(name, sql, params ?? []).catch((err: unknown) => {
+              if (isStalePlan(err)) schemaChanged();
+              throw err;
+            });
           },
           async exec(sql: string) {
             await t.exec(sql);
+            schemaChanged();
           },
         }),
       );

@@ -8,7 +8,8 @@
  * @module
  */
 import pg from 'pg';
-import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type Store } from './store.js';
+import { isStalePlan, StatementNames } from './prepared.js';
+import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
 
 export interface PostgresStoreOptions {
   connectionString: string;
@@ -37,12 +38,13 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
   const assertOpen = () => {
     if (closed) throw new StoreUnavailable('store is closed');
   };
-  const onPool = queryable(pool);
+  const names = new StatementNames();
+  const onPool = queryable(pool, names);
   return {
     kind: 'postgres',
-    async query<R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
       assertOpen();
-      return onPool.query<R>(sql, params);
+      return onPool.query<R>(sql, params, opts);
     },
     async exec(sql: string) {
       assertOpen();
@@ -50,7 +52,7 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       assertOpen();
-      return inTransaction(pool, fn);
+      return inTransaction(pool, names, fn);
     },
     async ping(timeoutMs = 2_000) {
       assertOpen();
@@ -65,12 +67,27 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
   };
 }
 
-/** {@link Queryable} over a pool or one client, with driver errors classified. */
-function queryable(db: pg.Pool | pg.PoolClient): Queryable {
+/**
+ * {@link Queryable} over a pool or one client, with driver errors classified. A statement to
+ * prepare goes as a named query config: node-postgres parses it on each connection the first
+ * time that connection runs it, and only binds and executes it after that.
+ */
+function queryable(db: pg.Pool | pg.PoolClient, names: StatementNames): Queryable {
+  const inTransaction = !(db instanceof pg.Pool);
+  const run = async <R>(sql: string, values: unknown[] | undefined, name: string | undefined): Promise<R[]> =>
+    (await (name === undefined ? db.query(sql, values) : db.query({ name, text: sql, values }))).rows as R[];
   return {
-    async query<R extends object>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
+      const name = opts?.prepare ? names.nameOf(sql) : undefined;
+      const values = params as unknown[] | undefined;
       try {
-        return (await db.query(sql, params as unknown[] | undefined)).rows as R[];
+        return await run<R>(sql, values, name).catch((err: unknown) => {
+          if (name === undefined || !isStalePlan(err)) throw err;
+          // Prepared before another instance changed the schema: name it afresh (./prepared.ts).
+          names.invalidate();
+          if (inTransaction) throw err;
+          return run<R>(sql, values, names.nameOf(sql));
+        });
       } catch (err) {
         throw classifyStoreError(err);
       }
@@ -79,12 +96,13 @@ function queryable(db: pg.Pool | pg.PoolClient): Queryable {
       await db.query(sql).catch((err: unknown) => {
         throw classifyStoreError(err);
       });
+      names.invalidate();
     },
   };
 }
 
 /** Runs `fn` in a transaction on a connection of its own, released (or destroyed) afterwards. */
-async function inTransaction<T>(pool: pg.Pool, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+async function inTransaction<T>(pool: pg.Pool, names: StatementNames, fn: (tx: Queryable) => Promise<T>): Promise<T> {
   const client = await pool.connect().catch((err: unknown) => {
     throw classifyStoreError(err);
   });
@@ -92,7 +110,7 @@ async function inTransaction<T>(pool: pg.Pool, fn: (tx: Queryable) => Promise<T>
   let broken = false;
   try {
     await client.query('BEGIN');
-    const result = await fn(queryable(client));
+    const result = await fn(queryable(client, names));
     await client.query('COMMIT');
     return result;
   } catch (err) {

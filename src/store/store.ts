@@ -8,11 +8,22 @@
  * @module
  */
 
+/** How {@link Queryable.query} runs one statement. */
+export interface QueryOptions {
+  /**
+   * Run it as a named (prepared) statement: parsed once per connection, then only bound and
+   * executed, and planned once PostgreSQL settles on a generic plan (./prepared.ts). For the hot
+   * statements of the enforcement path, whose text is fixed or takes few shapes; the store names
+   * at most `MAX_NAMED` texts and runs the rest unnamed. Results and errors are the same.
+   */
+  prepare?: boolean;
+}
+
 /** Something SQL can be sent to: the store itself or an open transaction. */
 export interface Queryable {
   /** Runs one parameterised statement (`$1`, `$2`, …) and returns its rows. */
-  query<R extends object = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<R[]>;
-  /** Runs a script of several statements without parameters (migrations). */
+  query<R extends object = Record<string, unknown>>(sql: string, params?: readonly unknown[], options?: QueryOptions): Promise<R[]>;
+  /** Runs a script of several statements without parameters (migrations); named statements are prepared afresh afterwards. */
   exec(sql: string): Promise<void>;
 }
 

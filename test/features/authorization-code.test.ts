@@ -4,11 +4,12 @@
  * browser through the mock Okta's sign-in and Deputy's consent page; the token is used at the
  * gateway, refreshed with rotation; and the refusals.
  */
+import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, decodeJwt } from 'jose';
 import * as client from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
-import { clientKeys } from '../support/clients.js';
+import { agentConfig, clientAssertion, dpopKeys, dpopProof, exchange, testAgent, type DpopKeys, type TestAgent } from '../support/agents.js';
+import { adminSetup, clientKeys, oauthClient } from '../support/clients.js';
 import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { Browser } from '../support/oauth-provider.js';
@@ -22,6 +23,7 @@ let deputy: TestDeputy;
 let issuer: string;
 let agent: TestAgent;
 let jkt: string;
+let admin: Awaited<ReturnType<typeof adminSetup>>;
 const gw = (c: string) => `${issuer}/gw/${c}`;
 
 function signedInAtIdp(uid = OKTA_USER_ID): Browser {
@@ -36,10 +38,12 @@ beforeAll(async () => {
   const port = await freePort();
   issuer = `http://localhost:${port}`;
   const keys = await clientKeys();
+  admin = await adminSetup();
   deputy = await startTestDeputy({
     env: { ECHO_KEY: 'echo-upstream-key-0123456789' },
     config: {
       server: { port },
+      admin: { clients: [admin.config] },
       trustedIssuers: [idp.issuerConfig('okta', { signIn: { clientId: 'deputy-signin' } })],
       agents: [
         agentConfig('code-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] }),
@@ -224,5 +228,146 @@ describe('authorization code + PKCE for agents', () => {
     const browser = signedInAtIdp();
     const consent = await browser.visit((await authorizationRequest()).url.href, { stopAt: toClient });
     expect((await browser.submit(consent.url, { decision: 'approve' }, { origin: issuer })).status).toBe(403);
+  });
+});
+
+/**
+ * Every grant takes the proof Deputy's middleware verified (src/oauth/oidc-provider/token-dpop.ts):
+ * one signature verification and one replay record per request (issue 16), and every refused
+ * proof class is still refused on the code-flow grants, with the grant left untouched.
+ */
+describe('DPoP at /token: one verification per grant, every check kept', () => {
+  /** DPoP proof signatures verified by the process (the WebCrypto verifies whose JWS header is `dpop+jwt`). */
+  async function proofVerifies<T>(run: () => Promise<T>): Promise<{ result: T; verifies: number }> {
+    const subtle = Object.getPrototypeOf(globalThis.crypto.subtle) as { verify: (...a: unknown[]) => Promise<boolean> };
+    const original = subtle.verify;
+    let verifies = 0;
+    subtle.verify = function (this: unknown, ...args: unknown[]) {
+      const data = Buffer.from(args[3] as Uint8Array).toString();
+      const header = JSON.parse(Buffer.from(data.split('.')[0]!, 'base64url').toString() || '{}') as { typ?: string };
+      if (header.typ === 'dpop+jwt') verifies += 1;
+      return original.apply(this, args);
+    };
+    try {
+      return { result: await run(), verifies };
+    } finally {
+      subtle.verify = original;
+    }
+  }
+
+  /** Rows recorded under each replay namespace (Deputy's proofs, oidc-provider's assertions and proofs). */
+  async function replayRows(): Promise<Record<string, number>> {
+    const rows = await deputy.store.query<{ model: string; n: number }>("SELECT model, count(*)::int AS n FROM oidc_models WHERE model IN ('DPoPProof', 'ReplayDetection') GROUP BY model");
+    return Object.fromEntries(rows.map((r) => [r.model, r.n]));
+  }
+
+  async function recorded<T>(run: () => Promise<T>): Promise<{ result: T; verifies: number; proofs: number; assertions: number }> {
+    const before = await replayRows();
+    const { result, verifies } = await proofVerifies(run);
+    const after = await replayRows();
+    return { result, verifies, proofs: (after.DPoPProof ?? 0) - (before.DPoPProof ?? 0), assertions: (after.ReplayDetection ?? 0) - (before.ReplayDetection ?? 0) };
+  }
+
+  it('authorization_code, refresh_token, client_credentials and token exchange each verify and record the proof once', async () => {
+    const request = await authorizationRequest();
+    const back = await authorize(signedInAtIdp(), request);
+    const code = await recorded(() => client.authorizationCodeGrant(agent.config, back, { pkceCodeVerifier: request.verifier, expectedState: request.state }, undefined, { DPoP: agent.handle }));
+    expect(decodeJwt(code.result.access_token).cnf).toEqual({ jkt });
+    const refresh = await recorded(() => client.refreshTokenGrant(agent.config, code.result.refresh_token!, undefined, { DPoP: agent.handle }));
+    expect(decodeJwt(refresh.result.access_token).cnf).toEqual({ jkt });
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+    const tx = await recorded(() => exchange(agent, { subject_token: subject, resource: gw('echo'), scope: 'deputy.read' }));
+    const adminConfig = await oauthClient(deputy.issuer, admin.clientId, admin.keys);
+    const adminDpop = client.getDPoPHandle(adminConfig, await client.randomDPoPKeyPair('ES256'));
+    const cc = await recorded(() => client.clientCredentialsGrant(adminConfig, { scope: 'deputy:admin' }, { DPoP: adminDpop }));
+    expect(decodeJwt(cc.result.access_token).cnf).toBeDefined();
+    // One proof verification and one proof record per grant; the only other record is the client assertion's.
+    const counts = (r: { verifies: number; proofs: number; assertions: number }) => ({ verifies: r.verifies, proofs: r.proofs, assertions: r.assertions });
+    expect({ code: counts(code), refresh: counts(refresh), exchange: counts(tx), client_credentials: counts(cc) }).toEqual({
+      code: { verifies: 1, proofs: 1, assertions: 1 },
+      refresh: { verifies: 1, proofs: 1, assertions: 1 },
+      exchange: { verifies: 1, proofs: 1, assertions: 1 },
+      client_credentials: { verifies: 1, proofs: 1, assertions: 1 },
+    });
+  });
+
+  /** A raw code-flow `/token` request of the agent (private_key_jwt), with the `DPoP` header values given. */
+  async function rawGrant(form: Record<string, string>, proofs: readonly string[]): Promise<{ status: number; body: Record<string, unknown>; nonce: string | null }> {
+    const headers = new Headers({ 'content-type': 'application/x-www-form-urlencoded' });
+    for (const p of proofs) headers.append('dpop', p);
+    const body = new URLSearchParams({
+      ...form,
+      client_id: agent.id,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
+      client_assertion: await clientAssertion(agent, deputy.issuer),
+    });
+    const res = await fetch(`${deputy.url}/token`, { method: 'POST', headers, body });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown>, nonce: res.headers.get('dpop-nonce') };
+  }
+
+  /** Each class of bad proof, built for the token endpoint with the agent's DPoP key, and the error it must get. */
+  async function badProofs(keys: DpopKeys): Promise<Array<[string, string[], 'invalid_dpop_proof' | 'use_dpop_nonce']>> {
+    const htu = `${deputy.issuer}/token`;
+    const valid = await dpopProof(keys, htu);
+    const [h, p, sig] = valid.split('.');
+    const forged = `${h}.${p}.${sig!.startsWith('A') ? 'B' : 'A'}${sig!.slice(1)}`;
+    const withPrivate = await dpopProof(keys, htu, { keys: { ...keys, publicJwk: { ...keys.publicJwk, d: 'AAAA' } } });
+    return [
+      ['a bad signature', [forged], 'invalid_dpop_proof'],
+      ['another method (htm)', [await dpopProof(keys, htu, { htm: 'GET' })], 'invalid_dpop_proof'],
+      ['another URL (htu)', [await dpopProof(keys, `${deputy.issuer}/gw/echo`)], 'invalid_dpop_proof'],
+      ['another host (htu)', [await dpopProof(keys, htu.replace('localhost', '127.0.0.1'))], 'invalid_dpop_proof'],
+      ['another typ', [await dpopProof(keys, htu, { typ: 'JWT' })], 'invalid_dpop_proof'],
+      ['a private key in the header', [withPrivate], 'invalid_dpop_proof'],
+      ['two proofs', [valid, await dpopProof(keys, htu)], 'invalid_dpop_proof'],
+      ['an iat outside the window', [await dpopProof(keys, htu, { iat: Math.floor(Date.now() / 1000) - 600 })], 'use_dpop_nonce'],
+      ['a nonce that is not the server\'s', [await dpopProof(keys, htu, { nonce: randomUUID() })], 'use_dpop_nonce'],
+    ];
+  }
+
+  /** Sends each bad proof with `form`, then replays a proof spent on a refused request; every one refused with its error. */
+  async function expectEveryBadProofRefused(form: Record<string, string>, refused: [form: Record<string, string>, error: string]): Promise<void> {
+    for (const [what, proofs, error] of await badProofs(agent.dpop)) {
+      const res = await rawGrant(form, proofs);
+      expect({ what, status: res.status, error: res.body.error }).toEqual({ what, status: 400, error });
+      if (error === 'use_dpop_nonce') expect(res.nonce).toBeTruthy();
+    }
+    // jti replay (RFC 9449 §11.1): a proof spent on a refused request is not accepted again.
+    const spent = await dpopProof(agent.dpop, `${deputy.issuer}/token`);
+    expect((await rawGrant(refused[0], [spent])).body.error).toBe(refused[1]);
+    const replay = await rawGrant(form, [spent]);
+    expect({ status: replay.status, error: replay.body.error, description: replay.body.error_description }).toEqual({ status: 400, error: 'invalid_dpop_proof', description: expect.stringMatching(/already been used/) });
+  }
+
+  it('authorization_code: each refused proof gets invalid_dpop_proof / use_dpop_nonce, and the code stays redeemable', async () => {
+    const request = await authorizationRequest();
+    const back = await authorize(signedInAtIdp(), request);
+    const form = { grant_type: 'authorization_code', code: back.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: request.verifier };
+    await expectEveryBadProofRefused(form, [{ ...form, code_verifier: client.randomPKCECodeVerifier() }, 'invalid_grant']);
+    const ok = await rawGrant(form, [await dpopProof(agent.dpop, `${deputy.issuer}/token`)]);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(decodeJwt(ok.body.access_token as string).cnf).toEqual({ jkt });
+  });
+
+  it('authorization_code: the code\'s dpop_jkt (RFC 9449 §10) binds the redemption even with a valid proof of another key', async () => {
+    const request = await authorizationRequest();
+    const back = await authorize(signedInAtIdp(), request);
+    const form = { grant_type: 'authorization_code', code: back.searchParams.get('code')!, redirect_uri: REDIRECT, code_verifier: request.verifier };
+    const none = await rawGrant(form, []);
+    expect({ status: none.status, error: none.body.error }).toEqual({ status: 400, error: 'invalid_grant' });
+    const other = await rawGrant(form, [await dpopProof(await dpopKeys(), `${deputy.issuer}/token`)]);
+    expect({ status: other.status, error: other.body.error }).toEqual({ status: 400, error: 'invalid_grant' });
+    expect(other.body.access_token).toBeUndefined();
+  });
+
+  it('refresh_token: each refused proof gets invalid_dpop_proof / use_dpop_nonce, and the refresh token is neither rotated nor revoked', async () => {
+    const request = await authorizationRequest();
+    const back = await authorize(signedInAtIdp(), request);
+    const tokens = await client.authorizationCodeGrant(agent.config, back, { pkceCodeVerifier: request.verifier, expectedState: request.state }, undefined, { DPoP: agent.handle });
+    const form = { grant_type: 'refresh_token', refresh_token: tokens.refresh_token! };
+    await expectEveryBadProofRefused(form, [{ ...form, scope: 'deputy.write' }, 'invalid_scope']);
+    const ok = await rawGrant(form, [await dpopProof(agent.dpop, `${deputy.issuer}/token`)]);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(decodeJwt(ok.body.access_token as string).cnf).toEqual({ jkt });
   });
 });

@@ -16,6 +16,7 @@ import { json, type Json } from '../support/http.js';
 import { OKTA_USER_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
+import type { StatementPart } from '../../src/store/index.js';
 
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const DOCS = 'https://docs.example.com';
@@ -156,6 +157,48 @@ describe('ID-JAG: refused, naming the check', () => {
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!.reason as client.ResponseBodyError;
     expect(refused.error).toBe('invalid_grant');
+  });
+
+  it('refused after its checks (a scope beyond the ID-JAG\'s) → not spent: the same ID-JAG then yields exactly one token', async () => {
+    const assertion = await idJag('agent-a', { scope: 'docs.read' });
+    expect(await grantError(a(), assertion, { scope: 'docs.write' })).toMatchObject({ error: 'invalid_scope' });
+    expect((await grant(a(), assertion)).scope).toBe('docs.read');
+    expect(await grantError(a(), assertion)).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/already been used/) });
+  });
+
+  it('a store failure in the issuing transaction, after its jti was written there → 500 server_error, nothing recorded, the ID-JAG not spent', async () => {
+    const receipts = h.deputy.receipts;
+    const original = receipts.appendWith.bind(receipts);
+    const issuedBefore = await h.deputy.store.query<{ n: number }>("SELECT count(*)::int AS n FROM token_records WHERE agent_id = 'agent-a'");
+    // Once: the group statement fails (a part the server refuses), so the append is decided in its
+    // own transaction, which spends the jtis and writes the record, then fails before its commit.
+    const failing: StatementPart = { sql: (first) => `INSERT INTO no_such_table (x) VALUES ($${first})`, params: [1] };
+    receipts.appendWith = (input, writes) => {
+      receipts.appendWith = original;
+      return original(input, {
+        ...writes,
+        parts: [...writes.parts, failing],
+        inTransaction: async (tx) => {
+          await writes.inTransaction(tx);
+          throw new Error('store failure after the spend');
+        },
+      });
+    };
+    try {
+      const assertion = await idJag('agent-a');
+      // openid-client refuses a 5xx as unexpected, with the response as its cause.
+      const failed = await grant(a(), assertion).then(() => undefined, (err: unknown) => (err as { cause?: unknown }).cause);
+      expect(failed).toBeInstanceOf(Response);
+      expect((failed as Response).status).toBe(500);
+      expect(await (failed as Response).json()).toMatchObject({ error: 'server_error' });
+      const issuedAfter = await h.deputy.store.query<{ n: number }>("SELECT count(*)::int AS n FROM token_records WHERE agent_id = 'agent-a'");
+      expect(issuedAfter[0]!.n).toBe(issuedBefore[0]!.n);
+      // Not burnt: it yields its one token now, and only one.
+      expect((await grant(a(), assertion)).token_type.toLowerCase()).toBe('dpop');
+      expect(await grantError(a(), assertion)).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/already been used/) });
+    } finally {
+      receipts.appendWith = original;
+    }
   });
 
   it('expired, too old, or living too long → invalid_grant', async () => {

@@ -357,12 +357,14 @@ describe('revocation (RFC 7009 §2.1): a refusal is an error and changes nothing
     expect((await introspectAsAdmin(token)).active).toBe(false);
   });
 
-  it('a token Deputy cannot revoke (client_credentials) is unsupported_token_type, not a 200 that lies', async () => {
+  it('an operator client\'s client_credentials token is revocable too: a 200 that holds (refused at /admin at once, inactive)', async () => {
     const adminToken = await ccToken('m-admin', adminKeys, ADMIN_SCOPE);
-    const res = await revoke('m-admin', adminKeys, adminToken);
-    expect(res.status).toBe(400);
-    expect((await json(res)).error).toBe('unsupported_token_type');
     expect((await fetch(`${deputy.url}/admin/agents`, { headers: { authorization: `Bearer ${adminToken}` } })).status).toBe(200);
+    expect((await revoke('m-admin', adminKeys, adminToken)).status).toBe(200);
+    const refused = await fetch(`${deputy.url}/admin/agents`, { headers: { authorization: `Bearer ${adminToken}` } });
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get('www-authenticate')).toMatch(/error="invalid_token"/);
+    expect(await introspectAsAdmin(adminToken)).toEqual({ active: false });
   });
 
   it('an invalid token is a 200 (RFC 7009 §2.2); the token\'s own agent revokes it', async () => {

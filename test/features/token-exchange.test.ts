@@ -425,6 +425,32 @@ describe('sub-delegation and the chain', () => {
     expect(again).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/revoked/) });
   });
 
+  it('an ancestor above the subject token revoked between the exchange\'s lineage check and its write → invalid_grant, nothing written', async () => {
+    const [a, b, c] = [agents['agent-a']!, agents['agent-b']!, agents['agent-c']!];
+    const subject = await idp.oktaAccessToken();
+    const toB = await exchange(a, { subject_token: subject, audience: handoff('agent-b'), scope: 'deputy.read' });
+    const bToC = await exchange(b, { subject_token: toB.access_token, audience: handoff('agent-c') });
+    const receipts = deputy.receipts;
+    const original = receipts.appendWith.bind(receipts);
+    // The interleaving, made deterministic: C's exchange has verified bToC's lineage live and
+    // signed; before its write runs, A revokes toB (bToC's parent, C's grandparent).
+    receipts.appendWith = async (input, writes) => {
+      receipts.appendWith = original;
+      expect((await revoke(toB.access_token, { id: 'agent-a', keys: keys['agent-a']! })).status).toBe(200);
+      return original(input, writes);
+    };
+    const chainBefore = await deputy.store.query<{ n: number }>("SELECT count(*)::int AS n FROM receipts WHERE agent_id = 'agent-c'");
+    const recordsBefore = await deputy.store.query<{ n: number }>("SELECT count(*)::int AS n FROM token_records WHERE agent_id = 'agent-c'");
+    try {
+      const refused = await exchangeError(c, { subject_token: bToC.access_token, resource: PAY });
+      expect(refused).toMatchObject({ error: 'invalid_grant', error_description: expect.stringMatching(/revoked/) });
+    } finally {
+      receipts.appendWith = original;
+    }
+    expect(await deputy.store.query("SELECT count(*)::int AS n FROM token_records WHERE agent_id = 'agent-c'")).toEqual(recordsBefore);
+    expect(await deputy.store.query("SELECT count(*)::int AS n FROM receipts WHERE agent_id = 'agent-c'")).toEqual(chainBefore);
+  });
+
   it('disabling an agent stops its authentication and revokes its tokens and their descendants', async () => {
     const keysX = await clientKeys();
     const created = await authenticatedPost(`${deputy.url}/token`, deputy.issuer, admin, { grant_type: 'client_credentials', scope: 'deputy:admin' });

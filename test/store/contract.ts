@@ -10,7 +10,8 @@
  * - replay detection (DPoP / client assertion `jti`, oidc-provider `ReplayDetection`) accepts a
  *   key exactly once;
  * - the oidc-provider adapter contract (upsert / find / consume / destroy / revokeByGrantId /
- *   expiry).
+ *   expiry);
+ * - named (prepared) statements answer as unnamed ones (./prepared-contract.ts).
  *
  * On PostgreSQL the fixture opens two stores (two pools, as two Deputy processes would) over one
  * database. PGlite is one connection in one process: transactions cannot interleave there, so the
@@ -26,13 +27,15 @@ import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
-import { purgeExpired, recordEachOnce, recordOnce } from '../../src/oauth/adapter.js';
+import { findRecorded, purgeExpired, recordEachOnce, recordOnce } from '../../src/oauth/adapter.js';
 import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
+import { OperatorTokenRevocations, REVOKED_NAMESPACE } from '../../src/oauth/operator-token-revocation.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 import { mcpServerSchema } from '../../src/mcp/config.js';
 import { McpServerStore, PinStore } from '../../src/mcp/store.js';
 import { budgetContract } from './budget-contract.js';
+import { preparedStatementContract } from './prepared-contract.js';
 
 export interface ContractFixture {
   /** Migrated stores over one database: two on PostgreSQL (separate pools), one on PGlite. */
@@ -67,10 +70,12 @@ export function storeContract(options: ContractOptions): void {
     revocationContract(one, two, concurrent, options.raceTries ?? 50);
     receiptChainContract(one, two, concurrent);
     replayContract(one, two, concurrent);
+    operatorTokenRevocationContract(one, two);
     refreshLockContract(one, two, concurrent);
     adapterContract(one);
     mcpPinContract(one, two);
     budgetContract(one, two, concurrent);
+    preparedStatementContract(one, two, concurrent);
   });
 }
 
@@ -571,6 +576,37 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(report.chains).toMatchObject([{ agent, first: 1, last: 17, count: 17, fromGenesis: true }]);
     });
 
+    it(`appendWith: an ancestor above the parent revoked between the exchange's lineage check and its write${concurrent ? ' (on another instance)' : ''}: the statement refuses, ParentRevoked, nothing written`, async () => {
+      const agent = `agent-${randomUUID()}`;
+      await ensureAgent(one(), agent);
+      const key = await generateSigningKey('ES256');
+      const service = new ReceiptService({ store: one(), issuer: 'https://deputy.example.com', key });
+      const records = new TokenRecords(one());
+      const root = await exchangeFrom(one(), agent, undefined);
+      const parent = await exchangeFrom(one(), agent, root);
+      const child = recordFor(agent, parent);
+      // The exchange's check (resolveSubject → find): the parent's lineage is live.
+      expect((await records.find(parent.jti))?.revokedAt).toBeUndefined();
+      // Then the root — not the parent — is revoked, by another instance, before the write.
+      await new TokenRecords(two()).revokeCascade(root.jti, 'test');
+      // The statement alone refuses: its condition covers the parent's whole lineage.
+      const part = records.insertPart(child);
+      const wrote = await one().query<{ n: number }>(`WITH ins AS (${part.sql(1)} RETURNING 1) SELECT count(*)::int AS n FROM ins`, part.params);
+      expect(wrote[0]!.n).toBe(0);
+      const once = [{ namespace: 'ReplayDetection', key: randomUUID(), ttlSeconds: 60 }];
+      await expect(service.appendWith({ agent, chain: child.chain, event: 'token_exchange', action: 'delegate', resource: 'https://api.example.com', decision: 'permit', tokenId: child.jti }, {
+        once,
+        parts: [part],
+        inTransaction: async (tx) => {
+          if ((await recordEachOnce(tx, once)).size !== once.length) throw new Error('replayed');
+          await records.insert(tx, child);
+        },
+      })).rejects.toBeInstanceOf(ParentRevoked);
+      expect(await one().query('SELECT jti FROM token_records WHERE jti = $1', [child.jti])).toEqual([]);
+      expect(await readRange(one(), agent, 1, 100, 100)).toEqual([]);
+      expect((await findRecorded(one(), once)).size).toBe(0);
+    });
+
     it(`appendWith: an agent disabled while its groups are in flight${concurrent ? ' (two instances)' : ''}: every exchange either commits with its receipt or is refused with nothing written`, async () => {
       const agent = `agent-${randomUUID()}`;
       await ensureAgent(one(), agent);
@@ -677,6 +713,45 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
 
 // ---------------------------------------------------------------------------------------------
 // Replay detection
+
+function operatorTokenRevocationContract(one: () => Store, two: () => Store): void {
+  describe('operator token revocation (client_credentials PEP / admin tokens, RFC 7009)', () => {
+    const T0 = Date.now();
+    const exp = Math.floor(T0 / 1000) + 600;
+
+    it('a revocation is seen at once by the instance that made it, and by another once its "not revoked" answer is older than the bound (clock injected)', async () => {
+      const here = new OperatorTokenRevocations(one(), { activeTtlMs: 2000 });
+      const there = new OperatorTokenRevocations(two(), { activeTtlMs: 2000 });
+      const jti = randomUUID();
+      const other = randomUUID();
+      for (const r of [here, there]) expect(await r.isRevoked(jti, exp, T0)).toBe(false);
+      expect(here.knownLive(jti, T0)).toBe(true);
+      expect(await here.isRevoked(other, exp, T0)).toBe(false);
+      await here.revoke(jti, exp, T0);
+      // This instance: at once, and every other remembered "not revoked" answer is dropped too.
+      expect(await here.isRevoked(jti, exp, T0)).toBe(true);
+      expect(here.knownLive(jti, T0)).toBe(false);
+      expect(here.knownLive(other, T0)).toBe(false);
+      // Another instance: its answer stands for the bound, not a millisecond more.
+      expect(await there.isRevoked(jti, exp, T0 + 1999)).toBe(false);
+      expect(await there.isRevoked(jti, exp, T0 + 2000)).toBe(true);
+      expect(there.knownLive(jti, T0 + 2000)).toBe(false);
+      // A fresh instance reads it at once; revoking again changes nothing.
+      expect(await new OperatorTokenRevocations(two()).isRevoked(jti, exp)).toBe(true);
+      await here.revoke(jti, exp);
+      expect(await new OperatorTokenRevocations(one()).isRevoked(other, exp)).toBe(false);
+    });
+
+    it("the revocation is recorded until the token's own exp (past it the token is refused as expired anyway), no longer", async () => {
+      const jti = randomUUID();
+      const now = Date.now();
+      await new OperatorTokenRevocations(one()).revoke(jti, Math.floor(now / 1000) + 60, now);
+      const rows = await one().query<{ ttl: number }>(`SELECT extract(epoch FROM expires_at - now())::int AS ttl FROM oidc_models WHERE model = $1 AND id = $2`, [REVOKED_NAMESPACE, jti]);
+      expect(rows[0]!.ttl).toBeGreaterThan(50);
+      expect(rows[0]!.ttl).toBeLessThanOrEqual(61);
+    });
+  });
+}
 
 function replayContract(one: () => Store, two: () => Store, concurrent: boolean): void {
   describe('replay detection (recordOnce: DPoP proofs, actor tokens, oidc-provider ReplayDetection)', () => {

@@ -38,6 +38,17 @@ export interface McpUpstream {
   /** `logging/setLevel` levels received. */
   levels: string[];
   changed(): Promise<void>;
+  /** `tools/list` requests received. */
+  lists: number;
+  /**
+   * Holds every `tools/list` from now on (each answered with the tools listed when it arrived)
+   * until the returned function is called: a re-list that is "in flight" for as long as a test needs.
+   */
+  holdLists(): () => void;
+  /** Sends `n` `notifications/tools/list_changed` on every session, one after the other, running `change` before the `at`-th (0-based). */
+  burst(n: number, options?: { at: number; change: () => void }): Promise<void>;
+  /** Sends a `notifications/message` with `data` on every session (a marker: notifications arrive in order). */
+  log(data: string): Promise<void>;
   /** Sends `notifications/resources/updated` for `uri` on every session. */
   updated(uri: string): Promise<void>;
   close(): Promise<void>;
@@ -71,9 +82,26 @@ const hit = (hits: Map<string, number>, name: string) => hits.set(name, (hits.ge
 
 export async function startMcpUpstream(capabilities: ServerCapabilities = FULL_CAPABILITIES): Promise<McpUpstream> {
   const state: McpUpstream = {
-    url: '', tools: baseTools(), hits: new Map(), authorizations: [], requests: 0, deleted: [], subscriptions: [], levels: [],
+    url: '', tools: baseTools(), hits: new Map(), authorizations: [], requests: 0, deleted: [], subscriptions: [], levels: [], lists: 0,
     changed: async () => {
       await Promise.allSettled([...servers.values()].map((s) => s.sendToolListChanged()));
+    },
+    holdLists: () => {
+      held = [];
+      return () => {
+        const waiting = held ?? [];
+        held = undefined;
+        waiting.forEach((release) => release());
+      };
+    },
+    burst: async (n, options) => {
+      for (let i = 0; i < n; i += 1) {
+        if (i === options?.at) options.change();
+        await Promise.allSettled([...servers.values()].map((s) => s.sendToolListChanged()));
+      }
+    },
+    log: async (data) => {
+      await Promise.allSettled([...servers.values()].map((s) => s.notification({ method: 'notifications/message', params: { level: 'info', data } })));
     },
     updated: async (uri) => {
       await Promise.allSettled([...servers.values()].map((s) => s.sendResourceUpdated({ uri })));
@@ -83,10 +111,17 @@ export async function startMcpUpstream(capabilities: ServerCapabilities = FULL_C
   const servers = new Map<string, Server>();
   const transports = new Map<string, StreamableHTTPServerTransport>();
   const together: Array<() => void> = [];
+  /** Releases of the held `tools/list` requests (undefined: lists are answered at once). */
+  let held: Array<() => void> | undefined;
 
   const newServer = (): Server => {
     const server = new Server({ name: 'upstream', version: '1.0.0' }, { capabilities });
-    server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: state.tools }));
+    server.setRequestHandler(ListToolsRequestSchema, async () => {
+      state.lists += 1;
+      const tools = state.tools;
+      if (held) await new Promise<void>((release) => held!.push(release));
+      return { tools };
+    });
     if (capabilities.resources) addResources(server, state);
     if (capabilities.prompts) addPrompts(server, state);
     if (capabilities.logging) {

@@ -8,7 +8,7 @@ import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentRegistry } from '../../src/agents/registry.js';
 import { RegistryAuthorizer, type SubjectResolver } from '../../src/delegation/index.js';
-import { authzenRoutes } from '../../src/http/authzen.js';
+import { authzenRoutes, PepTokens } from '../../src/http/authzen.js';
 import { errorBoundary } from '../../src/http/errors.js';
 import { requestContext } from '../../src/http/middleware.js';
 import type { Authenticate } from '../../src/http/util.js';
@@ -43,6 +43,7 @@ beforeAll(async () => {
     bodyLimitBytes: 4096,
     maxBatch: 10,
     maxJsonDepth: 8,
+    pepTokens: new PepTokens({ knownLive: () => false }),
   });
   const app = new Koa();
   app.use(requestContext(logger));

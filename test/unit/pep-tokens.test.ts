@@ -1,6 +1,7 @@
 /**
  * The PEP tokens the AuthZEN routes and the PDP's cached path share (src/http/authzen.ts
- * `PepTokens`): a verified Bearer token is known until it expires, and only such a token.
+ * `PepTokens`): a verified Bearer token is known until it expires — and only while its "not
+ * revoked" answer is fresh (src/oauth/operator-token-revocation.ts `knownLive`) — and only such a token.
  */
 import { describe, expect, it } from 'vitest';
 import { PepTokens } from '../../src/http/authzen.js';
@@ -9,12 +10,15 @@ import type { AccessTokenClaims, AuthenticatedRequest } from '../../src/oauth/ac
 const NOW = 1_800_000_000_000;
 
 function verified(scheme: 'Bearer' | 'DPoP', claims: Partial<AccessTokenClaims>): AuthenticatedRequest {
-  return { token: 't', scheme, scopes: new Set(['authzen:evaluate']), claims: { client_id: 'pep', exp: NOW / 1000 + 60, ...claims } as AccessTokenClaims };
+  return { token: 't', scheme, scopes: new Set(['authzen:evaluate']), claims: { client_id: 'pep', jti: 'jti-1', exp: NOW / 1000 + 60, ...claims } as AccessTokenClaims };
 }
+
+/** Revocation answers: every `jti` known live, except those in `revoked`. */
+const live = (revoked: ReadonlySet<string> = new Set()) => ({ knownLive: (jti: string) => !revoked.has(jti) });
 
 describe('PepTokens', () => {
   it('knows a verified Bearer token by its header until it expires, and not a second later', () => {
-    const tokens = new PepTokens();
+    const tokens = new PepTokens(live());
     tokens.remember('Bearer a', verified('Bearer', {}));
     expect(tokens.get('Bearer a', NOW)).toBe('pep');
     expect(tokens.get('Bearer a', NOW + 59_999)).toBe('pep');
@@ -23,16 +27,28 @@ describe('PepTokens', () => {
     expect(tokens.get('', NOW)).toBeUndefined();
   });
 
-  it('never remembers a DPoP-bound token, a token with cnf, or one without an expiry', () => {
-    const tokens = new PepTokens();
+  it('is not known while its "not revoked" answer is not fresh (revoked, or not asked lately): the routes then authenticate it in full', () => {
+    const revoked = new Set<string>();
+    const tokens = new PepTokens(live(revoked));
+    tokens.remember('Bearer a', verified('Bearer', {}));
+    tokens.remember('Bearer b', verified('Bearer', { jti: 'jti-2' }));
+    expect(tokens.get('Bearer a', NOW)).toBe('pep');
+    revoked.add('jti-1');
+    expect(tokens.get('Bearer a', NOW)).toBeUndefined();
+    expect(tokens.get('Bearer b', NOW)).toBe('pep');
+  });
+
+  it('never remembers a DPoP-bound token, a token with cnf, or one without an expiry or a jti', () => {
+    const tokens = new PepTokens(live());
     tokens.remember('DPoP a', verified('DPoP', { cnf: { jkt: 'x' } }));
     tokens.remember('Bearer c', verified('Bearer', { cnf: { jkt: 'x' } }));
     tokens.remember('Bearer e', verified('Bearer', { exp: undefined }));
-    for (const header of ['DPoP a', 'Bearer c', 'Bearer e']) expect(tokens.get(header, NOW)).toBeUndefined();
+    tokens.remember('Bearer j', verified('Bearer', { jti: undefined }));
+    for (const header of ['DPoP a', 'Bearer c', 'Bearer e', 'Bearer j']) expect(tokens.get(header, NOW)).toBeUndefined();
   });
 
   it('stays bounded: emptied when full', () => {
-    const tokens = new PepTokens();
+    const tokens = new PepTokens(live());
     for (let i = 0; i <= PepTokens.MAX_ENTRIES; i++) tokens.remember(`Bearer ${i}`, verified('Bearer', {}));
     expect(tokens.get('Bearer 0', NOW)).toBeUndefined();
     expect(tokens.get(`Bearer ${PepTokens.MAX_ENTRIES}`, NOW)).toBe('pep');

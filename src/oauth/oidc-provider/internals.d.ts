@@ -32,3 +32,42 @@ declare module 'oidc-provider/lib/helpers/als.js' {
   const als: AsyncLocalStorage<unknown>;
   export default als;
 }
+
+/**
+ * oidc-provider's grant helpers (`initialize_app.js` binds each to the provider and hands them to
+ * the built-in grant handlers). Deputy's code-flow grants (./code-flow-grants.ts) pass the bound
+ * set with `validateDpop` and `checkDpopReplay` replaced: only those two are typed here.
+ */
+declare module 'oidc-provider/lib/helpers/grants.js' {
+  /** Every helper takes the provider first; the rest is opaque to Deputy. */
+  type Helper = (provider: unknown, ...args: never[]) => unknown;
+  /** The helpers as the handlers receive them, bound to the provider. */
+  export interface GrantHelpers {
+    [name: string]: unknown;
+    /** The request's proof as `{ thumbprint, jti, iat }`, or undefined when it sent none. */
+    validateDpop: (ctx: object) => Promise<{ thumbprint: string; jti: string; iat: number } | undefined>;
+    checkDpopReplay: (...args: never[]) => Promise<void>;
+  }
+  export const validateDpop: Helper;
+  export const checkDpopReplay: Helper;
+}
+
+/** A built-in grant of oidc-provider: its handler takes the provider and the bound helpers first. */
+declare module 'oidc-provider/lib/actions/grants/authorization_code.js' {
+  import type Provider from 'oidc-provider';
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  import type { GrantHelpers } from 'oidc-provider/lib/helpers/grants.js';
+  export const grantType: 'authorization_code';
+  export const parameters: ReadonlySet<string>;
+  export function handler(provider: Provider, helpers: GrantHelpers, ctx: KoaContextWithOIDC): Promise<void>;
+}
+
+/** As above, for `refresh_token`. */
+declare module 'oidc-provider/lib/actions/grants/refresh_token.js' {
+  import type Provider from 'oidc-provider';
+  import type { KoaContextWithOIDC } from 'oidc-provider';
+  import type { GrantHelpers } from 'oidc-provider/lib/helpers/grants.js';
+  export const grantType: 'refresh_token';
+  export const parameters: ReadonlySet<string>;
+  export function handler(provider: Provider, helpers: GrantHelpers, ctx: KoaContextWithOIDC): Promise<void>;
+}

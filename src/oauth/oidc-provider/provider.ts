@@ -12,8 +12,10 @@
  *   (./token-dpop.ts): one `htu` normalization, one nonce mechanism for the whole origin
  *   (RFC 9449 §8; the same secret as oidc-provider's). The proof's and the client assertion's
  *   `jti` are spent once per request, in the token exchange's own transaction or before any
- *   other grant runs (./token-spends.ts). `client_credentials` is Deputy's handler (./client-credentials-grant.ts), which binds that
- *   proof instead of verifying and spending it a second time.
+ *   other grant runs (./token-spends.ts). Every grant binds that proof, none verifies or spends
+ *   it a second time: `client_credentials` is Deputy's handler (./client-credentials-grant.ts),
+ *   `authorization_code` and `refresh_token` are oidc-provider's fed the verified proof
+ *   (./code-flow-grants.ts).
  * - Every URL the provider derives (discovery, expected `htu`) comes from the issuer, never from
  *   the request's scheme or Host (RFC 8414 §2, RFC 9449 §4.3): see `issuerDerivedUrls` (./urls.ts).
  * - Errors are rendered by Deputy's one serializer (./errors.ts), not by oidc-provider.
@@ -35,12 +37,13 @@ import type { DpopVerifier } from '../dpop.js';
 import { TOKEN_EXCHANGE_GRANT } from '../token-exchange.js';
 import { AgentClientAdapter, StoreAdapter } from './adapter.js';
 import { clientCredentialsGrant } from './client-credentials-grant.js';
+import { codeFlowGrants } from './code-flow-grants.js';
 import { codeFlowConfiguration, codeFlowResourceScopes, codeFlowTokenClaims, resolveCodeFlowClient, withCodeFlow } from './authorization-code.js';
 import { renderErrorWith, useErrorRendering, type ErrorWriter } from './errors.js';
 import { withoutInteractiveEndpoints } from './interactive.js';
 import { useStrictReplayDetection } from './replay.js';
 import { tokenEndpointDpop } from './token-dpop.js';
-import { spendPending } from './token-spends.js';
+import { spendBeforeGrant } from './token-spends.js';
 import { checkClientAssertionAudience, clientAssertionAudiences, issuerDerivedUrls } from './urls.js';
 
 /** What {@link createProvider} needs. */
@@ -78,8 +81,7 @@ export interface GrantRegistration {
 /** `handler`, after the request's DPoP proof and client assertion `jti`s are spent (one statement). */
 function spendingFirst(db: Store, handler: GrantRegistration['handler']): GrantRegistration['handler'] {
   return async (ctx) => {
-    const replay = await spendPending(ctx, db);
-    if (replay) throw replay.replayed();
+    await spendBeforeGrant(ctx, db);
     await handler(ctx);
   };
 }
@@ -127,7 +129,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   const provider = new Provider(deps.issuer, providerConfiguration(deps));
   issuerDerivedUrls(provider);
   provider.use(tokenEndpointDpop({ verifier: deps.dpop, db: deps.store, tokenPath: provider.pathFor('token', { mountPath: '' }), tokenEndpoint: provider.urlFor('token') }));
-  const grants = [clientCredentialsGrant(), ...(deps.grants ?? [])];
+  const codeFlow = deps.config.oauth.authorizationCode.enabled ? codeFlowGrants(provider) : [];
+  const grants = [clientCredentialsGrant(), ...codeFlow, ...(deps.grants ?? [])];
   useStrictReplayDetection(provider, deps.store, new Set(grants.filter((g) => g.foldsSpends).map((g) => g.grantType)));
   withoutInteractiveEndpoints(provider, {
     scopes: Object.values(RESOURCE_SCOPES),
@@ -135,8 +138,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     authorizationEndpoint: deps.config.oauth.authorizationCode.enabled,
   });
   useErrorRendering(provider, deps.writeError, deps.logger);
-  // clientCredentialsGrant() replaces the built-in handler: the proof Deputy verified is bound,
-  // not verified again. A grant that does not record the request's single-use values in its
+  // clientCredentialsGrant() and codeFlowGrants() replace the built-in handlers: the proof Deputy
+  // verified is bound, not verified again. A grant that does not record the request's single-use values in its
   // own transaction has them spent before it runs (./token-spends.ts).
   for (const g of grants) {
     const handler = g.foldsSpends ? g.handler : spendingFirst(deps.store, g.handler);

@@ -10,7 +10,8 @@ import als from 'oidc-provider/lib/helpers/als.js';
 import { InvalidClient } from '../../errors/index.js';
 import type { Store } from '../../store/index.js';
 import { recordOnce, type SingleUse } from '../adapter.js';
-import { deferSpend, spendPending } from './token-spends.js';
+import { verifiedTokenProof } from './token-dpop.js';
+import { deferSpend, spendPending, spentBeforeGrant } from './token-spends.js';
 
 /** The namespace oidc-provider's replay records use (`oidc_models.model`). */
 const NAMESPACE = 'ReplayDetection';
@@ -24,7 +25,10 @@ const NAMESPACE = 'ReplayDetection';
  * request's ({@link deferSpend}, ./token-spends.ts): for a grant in `folding` (token exchange)
  * they are accepted here and recorded by the grant's issuing statement, which refuses a replay
  * with the replayed value's own error; for any other grant they are recorded now, the request's
- * DPoP proof with them, in one statement.
+ * DPoP proof with them, in one statement. Once a grant runs with everything spent
+ * (`spendBeforeGrant`), oidc-provider's own replay check of that proof (`issueTokens` →
+ * `checkDpopReplay`, authorization_code) is answered from that spend: the proof is recorded
+ * once, under Deputy's key.
  */
 export function useStrictReplayDetection(provider: Provider, store: Store, folding: ReadonlySet<string>): void {
   const unique = async (iss: string, jti: string, exp: number): Promise<boolean> => {
@@ -32,6 +36,8 @@ export function useStrictReplayDetection(provider: Provider, store: Store, foldi
     const ttlSeconds = exp - Math.floor(Date.now() / 1000);
     const ctx = als.getStore() as KoaContextWithOIDC | undefined;
     if (ctx?.oidc?.route !== 'token') return recordOnce(store, NAMESPACE, key, ttlSeconds);
+    // Client authentication (the assertion's jti) runs before the grant, so this is the grant's check of its proof.
+    if (spentBeforeGrant(ctx) && verifiedTokenProof(ctx)?.jti === jti && iss === ctx.oidc.client?.clientId) return true;
     const item: SingleUse = { once: { namespace: NAMESPACE, key, ttlSeconds }, replayed: () => new InvalidClient('client_assertion was already used (its "jti" must be unique)') };
     if (folding.has(String(ctx.oidc.params?.grant_type))) {
       // Recorded by the grant's issuing statement, which refuses a replay with this item's error

@@ -7,10 +7,10 @@
  * transaction, and after any refusal (bad client assertion, scope, resource, subject token,
  * policy) by this middleware — see ./token-spends.ts.
  *
- * The grants read the result with {@link verifiedTokenProof}: token exchange, jwt-bearer and
- * `client_credentials` (./client-credentials-grant.ts) bind it and never verify it again.
- * oidc-provider's built-in code-flow grants (authorization_code, refresh_token) still run their
- * own check of the same proof; it can only agree, see `issuerDerivedUrls` in ./urls.ts.
+ * The grants read the result with {@link verifiedTokenProof}: token exchange, jwt-bearer,
+ * `client_credentials` (./client-credentials-grant.ts), `authorization_code` and `refresh_token`
+ * (./code-flow-grants.ts) bind it and never verify it again: one signature verification per
+ * request.
  *
  * @module
  */

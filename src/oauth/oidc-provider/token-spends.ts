@@ -50,3 +50,27 @@ export async function spendPending(ctx: object, db: Queryable, extra: readonly S
 export function settleSpends(ctx: object): void {
   pending.delete(ctx);
 }
+
+/** Requests whose values were all spent before their grant ran ({@link spendBeforeGrant}). */
+const spentFirst = new WeakSet<object>();
+
+/**
+ * For a grant that does not fold them: spends every pending value (the proof, the client
+ * assertion) in one statement before the grant runs, and remembers that it did.
+ *
+ * @throws the first replayed value's `replayed()` error (`invalid_dpop_proof`, `invalid_client`)
+ */
+export async function spendBeforeGrant(ctx: object, db: Queryable): Promise<void> {
+  const replay = await spendPending(ctx, db);
+  if (replay) throw replay.replayed();
+  spentFirst.add(ctx);
+}
+
+/**
+ * Whether the request's values, its DPoP proof included, were spent before its grant ran: an
+ * oidc-provider grant's own replay check of that proof (`checkDpopReplay` in `issueTokens`) then
+ * has nothing left to record (./replay.ts).
+ */
+export function spentBeforeGrant(ctx: object): boolean {
+  return spentFirst.has(ctx);
+}

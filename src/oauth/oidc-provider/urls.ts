@@ -8,7 +8,6 @@
 import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import type { DeputyConfig } from '../../config/schema.js';
-import { verifiedTokenProof } from './token-dpop.js';
 
 /**
  * Every URL oidc-provider builds for a request — discovery members, the `htu` it expects in a
@@ -17,29 +16,16 @@ import { verifiedTokenProof } from './token-dpop.js';
  * and `server.trustProxy` say. (oidc-provider's own `urlFor` reads them from the request, and
  * koa-mount runs it with Deputy's Koa app, so `provider.proxy` would not even apply.)
  *
- * At `/token`, the request's DPoP proof was already verified by Deputy (./token-dpop.ts) against
- * the issuer's token endpoint URL, with RFC 3986 normalization. oidc-provider's built-in code-flow grants
- * check it again by plain string equality against this URL; for those the URL is the one the
- * proof names, so both checks agree and Deputy's is the one that decides.
+ * At `/token` no oidc-provider code checks a DPoP proof's `htu`: Deputy verified it against the
+ * issuer's token endpoint URL, with RFC 3986 normalization (./token-dpop.ts), and every grant
+ * takes that result (./client-credentials-grant.ts, ./code-flow-grants.ts).
  */
 export function issuerDerivedUrls(provider: Provider): void {
-  interface Context { route: string; ctx: object }
   const prototype = provider.OIDCContext.prototype as unknown as Record<string, unknown>;
   Object.defineProperty(prototype, 'urlFor', {
     configurable: true,
     writable: true,
-    value: function urlFor(this: Context, name: string, options?: Record<string, unknown>): string {
-      const proof = name === this.route ? verifiedTokenProof(this.ctx) : undefined;
-      if (proof !== undefined) {
-        const named = URL.parse(proof.htu);
-        if (named) {
-          named.search = '';
-          named.hash = '';
-          return named.href;
-        }
-      }
-      return provider.urlFor(name, options);
-    },
+    value: (name: string, options?: Record<string, unknown>): string => provider.urlFor(name, options),
   });
   // The audience rule has one home, checkClientAssertionAudience(), which runs after the
   // assertion's signature is verified and names the failed check; oidc-provider's broader

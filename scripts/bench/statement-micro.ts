@@ -1,0 +1,124 @@
+/**
+ * `npx tsx scripts/bench/statement-micro.ts [--n 1500] [--rounds 3]` — the gateway's hot
+ * statements in-process, unnamed against named (prepared, src/store/prepared.ts), back to back
+ * on one store: CPU microseconds per statement (`process.cpuUsage` of this process — on PGlite
+ * the whole database; on PostgreSQL the client's share, plus the backend's read from `/proc`
+ * when the server runs on this machine) and wall microseconds. On embedded
+ * PGlite (memory) by default; with `DATABASE_URL` on a fresh PostgreSQL database (dropped after).
+ * Statements: the gateway call's lone receipt append with its proof `jti` (`appendIfHead`, one
+ * receipt, one once-key), the `jti` insert alone (`recordOnce`, receipts off), and the token
+ * record's liveness read. Issue 16, fifth round.
+ *
+ * @module
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
+import { genesisHash } from '../../src/audit/receipt.js';
+import { recordOnce } from '../../src/oauth/adapter.js';
+import { TokenRecords } from '../../src/oauth/token-records.js';
+import { migrate, openStore, type Queryable, type Store } from '../../src/store/index.js';
+
+const { values } = parseArgs({ options: { n: { type: 'string', default: '1500' }, rounds: { type: 'string', default: '3' } } });
+const N = Number(values.n);
+const ROUNDS = Number(values.rounds);
+
+/** `store` with every statement's `prepare` option dropped: what the store ran before. */
+function unnamed(store: Store): Queryable {
+  return { query: (sql, params) => store.query(sql, params), exec: (sql) => store.exec(sql) };
+}
+
+interface Probe {
+  label: string;
+  run(db: Queryable, i: number): Promise<unknown>;
+}
+
+function probes(tokens: TokenRecords): Probe[] {
+  const heads = new Map<Queryable, { agent: string; head: ChainHead }>();
+  return [
+    {
+      label: 'lone receipt + proof jti (appendIfHead)',
+      async run(db) {
+        let chain = heads.get(db);
+        if (!chain) heads.set(db, (chain = { agent: `micro-${randomUUID()}`, head: { seq: 0, hash: '' } }));
+        if (chain.head.seq === 0) chain.head.hash = genesisHash(chain.agent);
+        const seq = chain.head.seq + 1;
+        const hash = randomBytes(32).toString('base64url');
+        const receipt = { id: randomUUID(), agent: chain.agent, seq, hash, prev: chain.head.hash, jws: `e30.${randomBytes(300).toString('base64url')}.sig` };
+        const outcome = await appendIfHead(db, chain.agent, chain.head, [receipt], [{ namespace: 'DPoPProof', key: randomUUID(), ttlSeconds: 300 }]);
+        if (outcome !== 'written') throw new Error(`append: ${outcome}`);
+        chain.head = { seq, hash };
+      },
+    },
+    { label: 'proof jti alone (recordOnce)', run: (db) => recordOnce(db, 'DPoPProof', randomUUID(), 300) },
+    { label: 'token liveness read (findLive)', run: (db) => tokens.find(`absent-${randomUUID()}`, db) },
+  ];
+}
+
+/** CPU time of a PostgreSQL backend on this machine (`/proc/<pid>/stat` utime + stime), in µs; 0 when unreadable. */
+function backendCpuUs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+async function measure(db: Queryable, probe: Probe, backend: number | undefined): Promise<{ cpuUs: number; serverUs: number; wallUs: number }> {
+  for (let i = 0; i < 50; i++) await probe.run(db, i);
+  const cpu = process.cpuUsage();
+  const server = backendCpuUs(backend);
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < N; i++) await probe.run(db, i);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e3;
+  const used = process.cpuUsage(cpu);
+  return { cpuUs: (used.user + used.system) / N, serverUs: (backendCpuUs(backend) - server) / N, wallUs: wall / N };
+}
+
+const show = (m: { cpuUs: number; serverUs: number; wallUs: number }, kind: Store['kind']) =>
+  `${m.cpuUs.toFixed(0)} µs CPU${kind === 'postgres' ? ` + ${m.serverUs.toFixed(0)} backend` : ''} (${m.wallUs.toFixed(0)} wall)`;
+
+async function main(): Promise<void> {
+  const admin = process.env.DATABASE_URL;
+  const dbName = `deputy_micro_${randomBytes(4).toString('hex')}`;
+  let url: string | undefined;
+  if (admin) {
+    const c = new pg.Client({ connectionString: admin });
+    await c.connect();
+    await c.query(`CREATE DATABASE ${dbName}`);
+    await c.end();
+    const u = new URL(admin);
+    u.pathname = `/${dbName}`;
+    url = u.toString();
+  }
+  const store = await openStore({ databaseUrl: url, dataDir: 'memory://', poolSize: 1 });
+  try {
+    await migrate(store);
+    const before = unnamed(store);
+    // One pooled connection: its backend process is every statement's server side (same machine).
+    const backend = store.kind === 'postgres' ? (await store.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]?.pid : undefined;
+    for (const probe of probes(new TokenRecords(store))) {
+      const rows: string[] = [];
+      for (let r = 0; r < ROUNDS; r++) {
+        const a = await measure(before, probe, backend);
+        const b = await measure(store, probe, backend);
+        rows.push(`unnamed ${show(a, store.kind)} → named ${show(b, store.kind)}`);
+      }
+      console.log(`${store.kind} · ${probe.label}:\n  ${rows.join('\n  ')}`);
+    }
+  } finally {
+    await store.close();
+    if (admin) {
+      const c = new pg.Client({ connectionString: admin });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await c.end();
+    }
+  }
+}
+
+await main();

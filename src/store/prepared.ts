@@ -1,0 +1,114 @@
+/**
+ * Named (prepared) statements: the hot statements of the enforcement path are parsed once per
+ * connection and then only bound and executed (PostgreSQL protocol §55.2.3, extended query).
+ *
+ * PostgreSQL keeps a named statement's parse tree, and after five executions a generic plan when
+ * it is no costlier than the custom ones (`plan_cache_mode = auto`), for the session that
+ * prepared it. The name is derived from the statement's text, so a text always maps to one name
+ * and a name to one text; callers whose text varies with their input (a group of n receipts) get
+ * one name per shape, at most {@link MAX_NAMED} shapes per store — past that a statement runs
+ * unnamed, as before. A schema change made through the store (migrations, `exec`) starts a new
+ * generation of names, so no statement prepared against the old schema is run again. Made
+ * elsewhere (another instance migrating a shared database), PostgreSQL re-plans the statements
+ * itself; only one whose result columns changed fails ("cached plan must not change result
+ * type", {@link isStalePlan}): the store then starts a new generation and runs the statement once
+ * more under its new name (outside a transaction; inside one, the transaction fails and the next
+ * one uses the new names).
+ *
+ * node-postgres prepares a named statement on each pooled connection the first time that
+ * connection runs it (it tracks names per connection; a new connection re-prepares). PGlite is
+ * one session; {@link runNamedOnPGlite} drives its protocol directly.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import { parse as pgliteParse, protocol, type PGlite } from '@electric-sql/pglite';
+
+/** Distinct statement texts named per store at most; each costs a prepared statement per connection. */
+export const MAX_NAMED = 128;
+
+/**
+ * The names of a store's prepared statements: text → `deputy_<generation>_<sha-256 prefix>`,
+ * bounded by {@link MAX_NAMED}.
+ */
+export class StatementNames {
+  #names = new Map<string, string>();
+  #generation = 0;
+
+  /** The name for `sql`, or `undefined` when the bound is reached (run it unnamed). */
+  nameOf(sql: string): string | undefined {
+    const known = this.#names.get(sql);
+    if (known !== undefined || this.#names.size >= MAX_NAMED) return known;
+    const name = `deputy_${this.#generation}_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`;
+    this.#names.set(sql, name);
+    return name;
+  }
+
+  /**
+   * Forgets every name after a schema change: statements are named afresh (a new generation), so
+   * one prepared before the change, whose result type may differ now, is never executed again.
+   */
+  invalidate(): void {
+    this.#names.clear();
+    this.#generation += 1;
+  }
+}
+
+/**
+ * Whether a statement failed because its prepared plan predates a change of its result columns
+ * (SQLSTATE 0A000 with PostgreSQL's message; plancache.c): it succeeds when prepared afresh.
+ */
+export function isStalePlan(err: unknown): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  return code === '0A000' && typeof message === 'string' && message.includes('cached plan must not change result type');
+}
+
+/** Concatenates protocol messages into one buffer: PGlite runs a buffer's messages in one call. */
+function batch(...messages: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(messages.reduce((n, m) => n + m.length, 0));
+  let at = 0;
+  for (const m of messages) {
+    out.set(m, at);
+    at += m.length;
+  }
+  return out;
+}
+
+/**
+ * Runs `sql` as the named statement `name` on PGlite: the first time, `Close` (a leftover of that
+ * name is dropped; closing none is no error) + `Parse` + `Describe` (parameter types) + `Sync`;
+ * every time, `Bind` + `Describe` (row shape) + `Execute` + `Sync` in one call into the database.
+ * PGlite's own `query` sends an unnamed `Parse` and five more protocol calls per statement.
+ *
+ * The caller holds PGlite's mutexes as its `query` does (query mutex; outside a transaction the
+ * transaction mutex too) and syncs the data folder after a statement outside a transaction.
+ *
+ * @param described parameter type OIDs per name already prepared on `db` (filled here)
+ * @returns the statement's rows, parsed by PGlite's own type parsers
+ * @throws PGlite's `DatabaseError` (with `code`, `constraint`) as its `query` does
+ */
+export async function runNamedOnPGlite<R>(db: PGlite, described: Map<string, number[]>, name: string, sql: string, params: readonly unknown[]): Promise<R[]> {
+  const { serialize } = protocol;
+  let types = described.get(name);
+  if (!types) {
+    const messages = await db.execProtocolStream(
+      batch(serialize.close({ type: 'S', name }), serialize.parse({ name, text: sql }), serialize.describe({ type: 'S', name }), serialize.sync()),
+      { syncToFs: false },
+    );
+    types = pgliteParse.parseDescribeStatementResults(messages);
+    described.set(name, types);
+  }
+  const values = params.map((param, i) => {
+    if (param === null || param === undefined) return null;
+    const serializer = db.serializers[types[i]!];
+    return serializer ? serializer(param) : String(param);
+  });
+  const messages = await db
+    .execProtocolStream(batch(serialize.bind({ statement: name, values }), serialize.describe({ type: 'P' }), serialize.execute({}), serialize.sync()), { syncToFs: false })
+    .catch((err: unknown) => {
+      // 26000 invalid_sql_statement_name: the session lost it (a `DEALLOCATE`); prepare it again next time.
+      if ((err as { code?: unknown }).code === '26000') described.delete(name);
+      throw err;
+    });
+  return (pgliteParse.parseResults(messages, db.parsers)[0]?.rows ?? []) as R[];
+}

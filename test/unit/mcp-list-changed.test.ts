@@ -1,0 +1,83 @@
+/**
+ * The coalescing of `notifications/tools/list_changed` (src/mcp/list-changed.ts): a burst costs one
+ * refresh in flight and at most one after it, the last one sees the last notification, and a
+ * listing a later notification overtook is never current.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ListChangedCoalescer } from '../../src/mcp/list-changed.js';
+
+/** A refresh the test finishes by hand; records the generation each run started in. */
+function heldRefreshes() {
+  const started: number[] = [];
+  const finish: Array<() => void> = [];
+  const refresh = (generation: number) => {
+    started.push(generation);
+    return new Promise<void>((resolve) => finish.push(resolve));
+  };
+  const finishNext = async () => {
+    finish.shift()!();
+    // Lets the coalescer's loop observe the end of the run (and start the next one).
+    for (let i = 0; i < 5; i += 1) await Promise.resolve();
+  };
+  return { started, refresh, finishNext, pending: () => finish.length };
+}
+
+describe('ListChangedCoalescer', () => {
+  it('runs a burst of fifty as one refresh in flight plus one after it, the last in the last generation', async () => {
+    const h = heldRefreshes();
+    const c = new ListChangedCoalescer(h.refresh);
+    const done = Array.from({ length: 50 }, () => c.notify());
+    expect(h.started).toEqual([1]);
+    expect(c.isCurrent(1)).toBe(false);
+    await h.finishNext();
+    expect(h.started).toEqual([1, 50]);
+    expect(c.isCurrent(50)).toBe(true);
+    await h.finishNext();
+    await Promise.all(done);
+    await c.settled();
+    expect(h.started).toEqual([1, 50]);
+    expect(h.pending()).toBe(0);
+  });
+
+  it('a notification after the runs settled starts a new one; settled() waits for the runs, then answers at once', async () => {
+    const h = heldRefreshes();
+    const c = new ListChangedCoalescer(h.refresh);
+    void c.notify();
+    let settled = false;
+    void c.settled().then(() => (settled = true));
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    await h.finishNext();
+    expect(settled).toBe(true);
+    void c.notify();
+    expect(h.started).toEqual([1, 2]);
+    await h.finishNext();
+    await c.settled();
+  });
+
+  it('never runs more than one refresh at a time, and the last run starts after the last notification (any interleaving)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom('notify', 'finish'), { maxLength: 60 }), async (events) => {
+        let running = 0;
+        let most = 0;
+        const h = heldRefreshes();
+        const c = new ListChangedCoalescer(async (g) => {
+          running += 1;
+          most = Math.max(most, running);
+          await h.refresh(g);
+          running -= 1;
+        });
+        for (const e of events) {
+          if (e === 'notify') void c.notify();
+          else if (h.pending() > 0) await h.finishNext();
+        }
+        while (h.pending() > 0) await h.finishNext();
+        await c.settled();
+        expect(most).toBeLessThanOrEqual(1);
+        if (c.generation > 0) expect(h.started.at(-1)).toBe(c.generation);
+      }),
+      { seed: 16, numRuns: 200 },
+    );
+  });
+});
