@@ -111,6 +111,12 @@ export class AgentRegistry {
   readonly #deleteHooks: AgentDeleteHook[] = [];
   readonly #cache = new Map<string, { agent: Agent | undefined; until: number }>();
   readonly #ttlMs: number;
+  /**
+   * Bumped whenever this instance changes an agent (after the commit, as the cache entry is
+   * dropped): a read that started before the change may return the row as it was, and must not
+   * be cached (or it would outlive a local change by up to the TTL). As RevocationCache's.
+   */
+  #generation = 0;
 
   constructor(store: Store, options: { cacheTtlMs?: number } = {}) {
     this.#store = store;
@@ -159,7 +165,9 @@ export class AgentRegistry {
     const now = Date.now();
     const hit = this.#cache.get(id);
     if (hit && hit.until > now) return hit.agent;
+    const generation = this.#generation;
     const read = await this.#read(id, this.#store);
+    if (generation !== this.#generation) return read;
     const agent = hit && sameAgent(hit.agent, read) ? hit.agent : read;
     if (this.#cache.size >= 10_000) this.#cache.clear();
     this.#cache.set(id, { agent, until: now + this.#ttlMs });
@@ -287,8 +295,7 @@ export class AgentRegistry {
    * deletes the configured agents no longer in it, as {@link delete} does. Returns their ids.
    */
   async syncFromConfig(agents: readonly AgentConfig[]): Promise<{ removed: string[] }> {
-    this.#cache.clear();
-    return this.#store.transaction(async (tx) => {
+    const synced = await this.#store.transaction(async (tx) => {
       for (const a of agents) {
         const rows = await tx.query<{ status: AgentStatus }>(
           `INSERT INTO agents (id, name, owner, scopes, audiences, max_delegation_depth, status, jwks, jwks_uri, source)
@@ -310,10 +317,15 @@ export class AgentRegistry {
       for (const row of stale) await this.#deleteLocked(fromRow(row), tx, { via: 'configuration' });
       return { removed: stale.map((r) => r.id) };
     });
+    // After the commit, so that no read that saw the rows as they were stays cached.
+    this.#cache.clear();
+    this.#generation++;
+    return synced;
   }
 
   async #changed(agent: Agent, change: 'saved' | 'deleted' = 'saved'): Promise<Agent> {
     this.#cache.delete(agent.id);
+    this.#generation++;
     for (const l of this.#listeners) await l(agent, change);
     return agent;
   }

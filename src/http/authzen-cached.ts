@@ -143,8 +143,8 @@ function cachedDecisionListener(deps: CachedDecisionsDeps, answers: AnswerSet, n
       if (!known) return pass();
       const hit = { res, deps, known, requestId, path, start };
       // Mostly the caches alone tell that the basis holds: answered in this turn, nothing awaited.
-      if (holdsNow(deps, known)) return answerFirst(req, hit);
-      return basisOrUndefined(deps.pdp, known.inputs).then((basis) => (basis && sameBasis(basis, known.basis) ? answerFirst(req, hit) : pass()));
+      if (holdsNow(deps, known)) return answerFirst(req, hit, pass);
+      return basisOrUndefined(deps.pdp, known.inputs).then((basis) => (basis && sameBasis(basis, known.basis) ? answerFirst(req, hit, pass) : pass()));
     }, pass);
   };
 }
@@ -160,11 +160,21 @@ interface Hit {
   start: bigint;
 }
 
-/** Writes a hit before Koa, with what `observeRequests` and `accessLog` would record for it. */
-function answerFirst(req: IncomingMessage, hit: Hit): void {
-  write(hit.res, hit.known, hit.requestId);
-  countAndLog(hit.deps, hit.known, { requestId: hit.requestId, method: 'POST', path: hit.path, start: hit.start });
-  observeAnswered(req, hit.path, 200, hit.start);
+/**
+ * Writes a hit before Koa, with what `observeRequests` and `accessLog` would record for it.
+ * Never throws: nothing awaits the listener's promise (the HTTP server drops it), so a throw here
+ * would be an unhandled rejection, which ends the process. Should anything fail before the head
+ * is sent, the request goes to `pass` (the routes answer it); after, the response is cut.
+ */
+function answerFirst(req: IncomingMessage, hit: Hit, pass: () => Promise<void>): void | Promise<void> {
+  try {
+    write(hit.res, hit.known, hit.requestId);
+    countAndLog(hit.deps, hit.known, { requestId: hit.requestId, method: 'POST', path: hit.path, start: hit.start });
+    observeAnswered(req, hit.path, 200, hit.start);
+  } catch {
+    if (!hit.res.headersSent) return pass();
+    if (!hit.res.writableEnded) hit.res.destroy();
+  }
 }
 
 /** {@link basisHolds} at this instant; false (compute the basis) should it fail. */

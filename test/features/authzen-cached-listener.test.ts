@@ -4,7 +4,8 @@
  * path itself; a request it does not take (a query string, a traceparent's span aside) reaches
  * Koa with its body intact.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ServerResponse } from 'node:http';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REPO, countEvaluations, startPdpHarness, type PdpHarness } from '../support/authzen.js';
 
 let h: PdpHarness;
@@ -57,5 +58,21 @@ describe('the cached listener', () => {
     expect(evaluatedSoFar()).toBe(evaluations + 1);
     const malformed = await post('/access/v1/evaluation', '{"subject":');
     expect(malformed.status).toBe(400);
+  });
+
+  it('a hit whose write fails before its head is sent goes on to Koa, which answers it (no unhandled rejection, no hung request)', async () => {
+    const first = await post('/access/v1/evaluation', body('doc-l4'));
+    expect(first.status).toBe(200);
+    // The listener's promise is dropped by the HTTP server: a throw there would end the process.
+    const writeHead = vi.spyOn(ServerResponse.prototype, 'writeHead').mockImplementationOnce(() => {
+      throw new Error('the write failed');
+    });
+    try {
+      const second = await post('/access/v1/evaluation', body('doc-l4'));
+      expect(writeHead).toHaveBeenCalledTimes(2); // the listener's (failed), then Koa's
+      expect(second).toEqual(first);
+    } finally {
+      writeHead.mockRestore();
+    }
   });
 });

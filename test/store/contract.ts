@@ -21,6 +21,7 @@ import { randomUUID } from 'node:crypto';
 import type { AdapterPayload } from 'oidc-provider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentRegistry } from '../../src/agents/registry.js';
+import type { AgentConfig } from '../../src/config/schema.js';
 import { appendIfHead, appendLocked, lockHead, readHead, readRange } from '../../src/audit/chain.js';
 import { formatLine } from '../../src/audit/jsonl.js';
 import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
@@ -76,6 +77,7 @@ export function storeContract(options: ContractOptions): void {
     mcpPinContract(one, two);
     budgetContract(one, two, concurrent);
     preparedStatementContract(one, two, concurrent);
+    agentReadCacheContract(one);
   });
 }
 
@@ -953,5 +955,64 @@ function mcpPinContract(one: () => Store, two: () => Store): void {
       expect(removed).toContain(id);
       expect(await servers.get(id)).toBeUndefined();
     });
+  });
+}
+
+/**
+ * A store whose agent reads (AgentRegistry's `SELECT … FROM agents WHERE id = $1`) are held,
+ * once answered, until `release()`: a read in flight while a change commits, made deterministic.
+ * `answered` resolves when a held read has its rows.
+ */
+function holdingAgentReads(store: Store): { store: Store; hold(): Promise<void>; release(): void } {
+  let gate: Promise<void> | undefined;
+  let open = (): void => undefined;
+  let answered = (): void => undefined;
+  const query: Store['query'] = async (text, params, options) => {
+    const rows = await store.query(text, params, options);
+    if (gate && /FROM agents WHERE id = \$1$/.test(text)) {
+      answered();
+      await gate;
+    }
+    return rows as never;
+  };
+  return {
+    store: new Proxy(store, { get: (target, prop) => (prop === 'query' ? query : Reflect.get(target, prop, target)) }),
+    hold: () => {
+      gate = new Promise<void>((resolve) => (open = resolve));
+      return new Promise<void>((resolve) => (answered = resolve));
+    },
+    release: () => {
+      gate = undefined;
+      open();
+    },
+  };
+}
+
+function agentReadCacheContract(one: () => Store): void {
+  describe('agent registry read cache (AgentRegistry.get / peek)', () => {
+    for (const change of ['disabled', 'scopes changed', 'deleted'] as const) {
+      it(`a read answered before this instance's change (${change}) commits, and returned after, is not cached: the change holds at once`, async () => {
+        const held = holdingAgentReads(one());
+        const id = `agent-inflight-${randomUUID()}`;
+        const config: AgentConfig = { id, name: id, owner: 'owner@example.com', scopes: ['read', 'write'], audiences: ['https://api.example.com'], maxDelegationDepth: 3, status: 'active', jwks: { keys: [] } };
+        await new AgentRegistry(one()).create(config);
+        // A registry with nothing cached (as when the entry is due for a re-read).
+        const registry = new AgentRegistry(held.store);
+        const answered = held.hold();
+        const inFlight = registry.get(id);
+        await answered;
+        if (change === 'disabled') await registry.update(id, { status: 'disabled' });
+        else if (change === 'scopes changed') await registry.update(id, { scopes: ['read'] });
+        else await registry.delete(id);
+        held.release();
+        const read = await inFlight;
+        expect(read?.status === 'active' && read.scopes.length === 2).toBe(true); // the row as read: that caller's answer
+        expect(registry.peek(id, Date.now())).toBeUndefined();
+        const now = await registry.get(id);
+        if (change === 'disabled') expect(now?.status).toBe('disabled');
+        else if (change === 'scopes changed') expect(now?.scopes).toEqual(['read']);
+        else expect(now).toBeUndefined();
+      });
+    }
   });
 }
