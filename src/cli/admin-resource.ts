@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { adminClient, type AdminClient } from './admin-client.js';
+import type { AdminClient } from './admin-client.js';
 import { EXIT, UsageError } from './errors.js';
 import { globals, printJson, resolveUrl, type GlobalOptions, type Io } from './shared.js';
 
@@ -52,12 +52,16 @@ export const limitOption = (): Option =>
 /** What a command does with an authenticated admin client. */
 export type Run = (admin: AdminClient, g: GlobalOptions) => Promise<void>;
 
-/** Runs `fn` with an authenticated admin client; the command's global options decide the output. */
-export function withAdmin(io: Io, done: (code: number) => void, c: Command, fn: Run): Promise<void> {
+/**
+ * Runs `fn` with an authenticated admin client; the command's global options decide the output.
+ * The OAuth client (openid-client, jose) is loaded here, when an admin command runs: the CLI's
+ * start (`--help`, offline commands) does not pay for it.
+ */
+export async function withAdmin(io: Io, done: (code: number) => void, c: Command, fn: Run): Promise<void> {
   const g = globals(c, io);
-  return adminClient(resolveUrl(g, io), g.credentials)
-    .then((admin) => fn(admin, g))
-    .then(() => done(EXIT.ok));
+  const { adminClient } = await import('./admin-client.js');
+  await fn(await adminClient(resolveUrl(g, io), g.credentials), g);
+  done(EXIT.ok);
 }
 
 /** `base/part/part…`, each part after the first percent-encoded (ids are user input). */

@@ -3,7 +3,7 @@
  * `client_credentials` and token exchange (RFC 8693) with `private_key_jwt` (RFC 7523), DPoP
  * (RFC 9449, nonces answered by openid-client), and DPoP proofs for curl users.
  *
- * Plain `http:` is accepted only for loopback hosts (`localhost`, `127.0.0.1`, `[::1]`), where
+ * Plain `http:` is accepted only for loopback hosts (`insecureAllowed` in ./shared.ts), where
  * openid-client needs `allowInsecureRequests`; any other `http:` URL is refused (exit 2).
  *
  * @module
@@ -13,8 +13,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, SignJWT, type CryptoKey, type JWK } from 'jose';
 import * as client from 'openid-client';
 import { privateKey, publicPart, writeSecretJson, type ClientCredentials } from './credentials.js';
-import { CliError, ServerRefused, UsageError } from './errors.js';
-import { baseOf } from './shared.js';
+import { CliError, ServerRefused } from './errors.js';
+import { baseOf, insecureAllowed } from './shared.js';
 
 export const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const TOKEN_TYPES: Readonly<Record<string, string>> = {
@@ -22,25 +22,6 @@ const TOKEN_TYPES: Readonly<Record<string, string>> = {
   id_token: 'urn:ietf:params:oauth:token-type:id_token',
   jwt: 'urn:ietf:params:oauth:token-type:jwt',
 };
-
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
-
-/**
- * Checks a Deputy URL: `https:`, or `http:` on a loopback host (development).
- * @returns whether openid-client must be told to allow plain HTTP.
- * @throws UsageError for anything else.
- */
-export function insecureAllowed(url: string): boolean {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new UsageError(`${url}: not a URL`);
-  }
-  if (u.protocol === 'https:') return false;
-  if (u.protocol === 'http:' && LOOPBACK.has(u.hostname)) return true;
-  throw new UsageError(`${url}: only https: URLs (or http: on localhost, for development) are accepted`);
-}
 
 /** Turns openid-client and fetch failures into CLI errors with their exit codes. */
 export function asCliError(err: unknown, url: string): CliError {

@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { UsageError } from './errors.js';
 
 export interface GlobalOptions {
   /** Deputy's base URL (its issuer): `--url`, else `DEPUTY_URL`, else the credentials' issuer, else http://localhost:3000. */
@@ -67,4 +68,23 @@ export function resolveUrl(g: GlobalOptions, _io: Io): string {
  */
 export function baseOf(url: string): string {
   return url.endsWith('/') ? url.slice(0, -1) : url;
+}
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * Checks a Deputy URL: `https:`, or `http:` on a loopback host (development).
+ * @returns whether openid-client must be told to allow plain HTTP.
+ * @throws UsageError for anything else.
+ */
+export function insecureAllowed(url: string): boolean {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new UsageError(`${url}: not a URL`);
+  }
+  if (u.protocol === 'https:') return false;
+  if (u.protocol === 'http:' && LOOPBACK.has(u.hostname)) return true;
+  throw new UsageError(`${url}: only https: URLs (or http: on localhost, for development) are accepted`);
 }

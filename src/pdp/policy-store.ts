@@ -21,6 +21,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../log.js';
 import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
+import { checkEntities } from './entity-check.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
 import { isObject, ProjectionError, SchemaInfo } from './schema.js';
@@ -326,7 +327,8 @@ function parseEntities(dir: string, f: { file: string; text: string }, schemaTex
     throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
   }
   if (!Array.isArray(json)) throw new PolicyLoadError(dir, [`${f.file}: must be a JSON array of Cedar entities`]);
-  const checked = cedar.checkParseEntities({ entities: json as EntityJson[], schema: schemaText });
+  // In closed chunks, not one call: Cedar's memory stays bounded by the chunk (entity-check.ts).
+  const checked = checkEntities(json, schemaText);
   if (checked.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(checked.errors).map((m) => `${f.file}: ${m}`));
   return json as EntityJson[];
 }

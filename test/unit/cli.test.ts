@@ -1,9 +1,10 @@
 /** Pure pieces of the CLI and the start summary: URL policy, resources by scope, bodies, what a start prints. */
 import { describe, expect, it } from 'vitest';
 import { jsonBody } from '../../src/cli/admin-resource.js';
-import { deploymentConfig } from '../../src/cli/commands/init.js';
+import { deploymentConfig } from '../../src/cli/deployment-config.js';
 import { UsageError } from '../../src/cli/errors.js';
-import { insecureAllowed, resourceForScope } from '../../src/cli/oauth.js';
+import { resourceForScope } from '../../src/cli/oauth.js';
+import { insecureAllowed } from '../../src/cli/shared.js';
 import { validateConfig } from '../../src/config/load.js';
 import { startupSummary } from '../../src/startup-summary.js';
 import { parse } from 'yaml';

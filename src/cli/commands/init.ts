@@ -4,65 +4,20 @@
  * deployment configuration using it, with commented trusted-issuer templates for Okta, Entra ID
  * and a generic OIDC provider. Refuses to overwrite either file without `--force`.
  *
+ * The key generation (jose) and the YAML writer load when `init` runs, not at the CLI's start.
+ *
  * @module
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { stringify } from 'yaml';
-import { newKeyPair, writeSecretJson, type PublicJwk } from '../credentials.js';
 import { CliError, EXIT } from '../errors.js';
-import { insecureAllowed } from '../oauth.js';
-import { baseOf, DEFAULT_URL, globals, printJson, type Io } from '../shared.js';
+import { baseOf, DEFAULT_URL, globals, insecureAllowed, printJson, type Io } from '../shared.js';
 
 interface InitOptions {
   config: string;
   clientId: string;
   issuer: string;
   force?: boolean;
-}
-
-/** The deployment configuration `init` writes (YAML, comments included). */
-export function deploymentConfig(o: { clientId: string; issuer: string; publicJwk: PublicJwk }): string {
-  const admin = stringify({ admin: { clients: [{ client_id: o.clientId, scopes: ['deputy:admin', 'authzen:evaluate'], jwks: { keys: [o.publicJwk] } }] } });
-  const local = insecureAllowed(o.issuer);
-  const issuerLine = o.issuer === DEFAULT_URL ? `  # issuer: https://deputy.example.com   # set it behind a proxy (docs/production.md)` : `  issuer: ${o.issuer}`;
-  // A local issuer names the port Deputy listens on; behind a proxy the listening port is another matter.
-  const portLine = local && new URL(o.issuer).port ? `\n  port: ${new URL(o.issuer).port}` : '';
-  return `# Deputy deployment configuration, written by \`deputy init\`. Start with it:
-#   DEPUTY_CONFIG=${'$'}{PWD}/<this file> npm start
-# Anything left out takes the default of config/deputy.yaml (every option: src/config/schema.ts).
-
-server:
-${issuerLine}${portLine}
-
-# The admin client \`deputy init\` created: its private key is in the credentials file (mode 0600),
-# used by \`deputy token\`, \`deputy agents …\` and the other admin commands. It may also evaluate
-# at the PDP (scope authzen:evaluate). Register more clients here (one per tool or PEP).
-${admin.trimEnd()}
-
-# Enterprise IdPs whose users' tokens agents may exchange (README "Federation").
-trustedIssuers: []
-# Okta (a custom authorization server; its Audience setting = audience below):
-# - id: okta
-#   preset: okta
-#   issuer: https://YOUR-ORG.okta.com/oauth2/default
-#   audience: api://deputy
-# Microsoft Entra ID (one tenant; v2 tokens carry the client id, v1 the App ID URI):
-# - id: entra
-#   preset: entra
-#   issuer: https://login.microsoftonline.com/YOUR-TENANT-ID/v2.0
-#   audience: [YOUR-DEPUTY-APP-CLIENT-ID, api://deputy]
-# Any other OIDC provider:
-# - id: corp-oidc
-#   preset: oidc
-#   issuer: https://idp.example.com
-#   audience: deputy
-#   algorithms: [RS256]
-# A local development IdP on plain http needs allowInsecureHttp: true (never in production).
-
-# Agents (or register them with \`deputy agents create\`).
-agents: []
-`;
 }
 
 /** `deputy init`. */
@@ -78,6 +33,7 @@ export function initCommand(io: Io, done: (code: number) => void): Command {
       insecureAllowed(o.issuer);
       const existing = [o.config, g.credentials].filter((f) => existsSync(f));
       if (existing.length && !o.force) throw new CliError(`${existing.join(' and ')} already exist${existing.length === 1 ? 's' : ''}; nothing written (--force overwrites)`);
+      const [{ newKeyPair, writeSecretJson }, { deploymentConfig }] = await Promise.all([import('../credentials.js'), import('../deployment-config.js')]);
       const { privateJwk, publicJwk } = await newKeyPair();
       const issuer = baseOf(o.issuer);
       writeSecretJson(g.credentials, { client_id: o.clientId, issuer, private_jwk: privateJwk });

@@ -15,7 +15,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import type { JSONWebKeySet } from 'jose';
-import { verifyPinExport, type PinExport } from '../../mcp/verify.js';
+import type { PinExport } from '../../mcp/verify.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 import { globals, printJson, type Io } from '../shared.js';
 import { addCreate, addDelete, addGet, addList, jsonBody, path, printList, withAdmin, withBody, type AdminCollection, type BodyOptions } from '../admin-resource.js';
@@ -113,6 +113,8 @@ async function verifyPins(io: Io, file: string, o: { issuer?: string[]; jwks?: s
     throw new CliError(`cannot read ${(err as NodeJS.ErrnoException).path ?? file}: ${(err as Error).message.split('\n')[0]}`);
   }
   if (!exported || !Array.isArray(exported.pins) || typeof exported.server !== 'string') throw new CliError(`${file} is not a pin export`);
+  // The verifier (jose, canonicalize) loads when a verification runs, not at the CLI's start.
+  const { verifyPinExport } = await import('../../mcp/verify.js');
   const report = await verifyPinExport(exported, signers.length ? signers : exported.signers);
   if (json) printJson(io, report);
   else {

@@ -3,24 +3,23 @@
  * configuration as the server (`DEPUTY_CONFIG`, environment overrides): `keys rotate` and
  * `vault rotate`. They need no running server (README "Keys", "Vault and key rotation").
  *
+ * The configuration loader (zod, yaml), the keystore (jose) and, for `vault rotate` only, the
+ * store drivers (pg, PGlite) are imported when a command runs, not when the CLI starts.
+ *
  * @module
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { ConfigError, loadConfig } from '../../config/load.js';
 import type { DeputyConfig } from '../../config/schema.js';
-import {
-  kekSet, KeyError, pruneVaultKeks, RECEIPT_ALGS, SIGNING_ALGS, restoreVaultKeks, rotateReceiptKeys, rotateSigningKeys, rotateVaultKek,
-  ROLLOUT_GRACE_SECONDS, VAULT_KEK_FILE, type KekRecord, type ReceiptAlg, type SigningAlg,
-} from '../../keys/keystore.js';
-import { DataDirLocked, openStore, type Store } from '../../store/index.js';
-import { EnvelopeVault, kekIdsInUse } from '../../vault/envelope.js';
+import type { KekRecord, ReceiptAlg, SigningAlg } from '../../keys/keystore.js';
+import type { Store } from '../../store/index.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 import type { Io } from '../shared.js';
 
 /** The server's configuration; an invalid one is a usage error (exit 2), as at `npm start`. */
-export function serverConfig(io: Io): DeputyConfig {
+export async function serverConfig(io: Io): Promise<DeputyConfig> {
+  const { ConfigError, loadConfig } = await import('../../config/load.js');
   try {
     return loadConfig({ env: io.env });
   } catch (err) {
@@ -30,7 +29,8 @@ export function serverConfig(io: Io): DeputyConfig {
 }
 
 async function rotateKeys(io: Io, o: { receipts?: boolean; alg?: string }): Promise<number> {
-  const config = serverConfig(io);
+  const config = await serverConfig(io);
+  const { KeyError, RECEIPT_ALGS, SIGNING_ALGS, rotateReceiptKeys, rotateSigningKeys, ROLLOUT_GRACE_SECONDS } = await import('../../keys/keystore.js');
   try {
     if (o.receipts) {
       const alg = (o.alg ?? 'ES256') as ReceiptAlg;
@@ -76,6 +76,7 @@ interface VaultOptions {
  * second copy of the database would be lost, and a pruned KEK with them).
  */
 async function openStoreOrFail(config: DeputyConfig): Promise<Store> {
+  const { DataDirLocked, openStore } = await import('../../store/index.js');
   try {
     return await openStore(config.store);
   } catch (err) {
@@ -92,6 +93,7 @@ async function openStoreOrFail(config: DeputyConfig): Promise<Store> {
  * held puts that KEK back in the file, so no stored secret ever loses its KEK.
  */
 async function prune(io: Io, store: Store, dir: string, fromEnv: string | undefined, minRetiredSeconds: number): Promise<void> {
+  const [{ pruneVaultKeks, restoreVaultKeks, VAULT_KEK_FILE }, { kekIdsInUse }] = await Promise.all([import('../../keys/keystore.js'), import('../../vault/envelope.js')]);
   const before: readonly KekRecord[] = fromEnv ? [] : (JSON.parse(readFileSync(join(dir, VAULT_KEK_FILE), 'utf8')) as { keys: KekRecord[] }).keys;
   const inUse = await kekIdsInUse(store);
   const pruned = pruneVaultKeks({ dir, ...(fromEnv ? { json: fromEnv } : {}), inUse, minRetiredSeconds, write: !fromEnv });
@@ -108,7 +110,8 @@ async function prune(io: Io, store: Store, dir: string, fromEnv: string | undefi
 }
 
 async function rotateVault(io: Io, o: VaultOptions): Promise<number> {
-  const config = serverConfig(io);
+  const config = await serverConfig(io);
+  const [{ kekSet, KeyError, rotateVaultKek, VAULT_KEK_FILE }, { EnvelopeVault }] = await Promise.all([import('../../keys/keystore.js'), import('../../vault/envelope.js')]);
   const dir = config.keys.dir;
   const fromEnv = io.env.DEPUTY_VAULT_KEK || undefined;
   const pruneAfter = o.prune === undefined ? undefined : o.prune === true ? 600 : o.prune;

@@ -3,6 +3,9 @@
  * offline verification of an export (every signature against the receipt JWKS, every chain's
  * sequence and `prev` links; README "Receipts").
  *
+ * What a subcommand needs beyond the command line (jose through the verifier and the keystore,
+ * openid-client through the admin client) is imported when it runs, not when the CLI starts.
+ *
  * @module
  */
 import { createWriteStream, existsSync, readFileSync } from 'node:fs';
@@ -11,10 +14,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, Option } from 'commander';
 import type { JSONWebKeySet, JWK } from 'jose';
-import { verifyReceipts, type VerificationReport } from '../../audit/verify.js';
-import { RECEIPT_KEYS_FILE, toPublicJwk } from '../../keys/keystore.js';
-import { adminClient } from '../admin-client.js';
-import { globals, printJson, resolveUrl, type Io } from '../shared.js';
+import type { VerificationReport } from '../../audit/verify.js';
+import { withAdmin } from '../admin-resource.js';
+import { globals, printJson, type Io } from '../shared.js';
 import { CliError, EXIT, UsageError } from '../errors.js';
 
 /**
@@ -24,6 +26,7 @@ import { CliError, EXIT, UsageError } from '../errors.js';
  * @throws UsageError (exit 2) when it cannot be read or is not a JWK Set.
  */
 export async function readReceiptJwks(source: string | undefined, env: Io['env']): Promise<{ jwks: JSONWebKeySet; from: string }> {
+  const { RECEIPT_KEYS_FILE, toPublicJwk } = await import('../../keys/keystore.js');
   let from = source;
   if (from === undefined) {
     const local = join(env.DEPUTY_KEYS_DIR || 'keys', RECEIPT_KEYS_FILE);
@@ -88,6 +91,7 @@ interface VerifyOptions {
 export async function verifyCommand(io: Io, file: string, options: VerifyOptions, json: boolean): Promise<number> {
   const input = readInput(file);
   const keys = await readReceiptJwks(options.jwks, io.env);
+  const { verifyReceipts } = await import('../../audit/verify.js');
   const r = await verifyReceipts(input, keys.jwks, { partial: options.partial === true, ...(options.agent ? { agent: options.agent } : {}) });
   // Nothing verified is no evidence: in `deputy receipts export A | deputy receipts verify -` an
   // export that failed (wrong credentials, unknown agent) leaves an empty input, and an "OK"
@@ -116,30 +120,26 @@ export function receiptsCommand(io: Io, done: (code: number) => void): Command {
     .addOption(new Option('--from <seq>', 'first sequence number').argParser(positiveInt('--from')))
     .addOption(new Option('--to <seq>', 'last sequence number (default: the head when the export starts)').argParser(positiveInt('--to')))
     .option('-o, --output <file>', 'write to FILE instead of stdout')
-    .action(async (agent: string, o: { from?: number; to?: number; output?: string }, c: Command) => {
-      const g = globals(c, io);
-      const admin = await adminClient(resolveUrl(g, io), g.credentials);
-      const q = new URLSearchParams();
-      if (o.from) q.set('from', String(o.from));
-      if (o.to) q.set('to', String(o.to));
-      const res = await admin.stream(`/admin/agents/${encodeURIComponent(agent)}/receipts/export${q.size ? `?${q}` : ''}`);
-      if (!res.body) throw new CliError('empty export');
-      const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-      if (o.output) await pipeline(body, createWriteStream(o.output));
-      // Decoded as a stream: a character split across two chunks stays whole.
-      else for await (const chunk of body.setEncoding('utf8')) io.out(chunk as string);
-      done(EXIT.ok);
-    });
+    .action((agent: string, o: { from?: number; to?: number; output?: string }, c: Command) =>
+      withAdmin(io, done, c, async (admin) => {
+        const q = new URLSearchParams();
+        if (o.from) q.set('from', String(o.from));
+        if (o.to) q.set('to', String(o.to));
+        const res = await admin.stream(`/admin/agents/${encodeURIComponent(agent)}/receipts/export${q.size ? `?${q}` : ''}`);
+        if (!res.body) throw new CliError('empty export');
+        const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+        if (o.output) await pipeline(body, createWriteStream(o.output));
+        // Decoded as a stream: a character split across two chunks stays whole.
+        else for await (const chunk of body.setEncoding('utf8')) io.out(chunk as string);
+      }),
+    );
   cmd
     .command('get')
     .description('one receipt by id (its JWS and decoded claims)')
     .argument('<id>', 'receipt id')
-    .action(async (id: string, _o: unknown, c: Command) => {
-      const g = globals(c, io);
-      const admin = await adminClient(resolveUrl(g, io), g.credentials);
-      printJson(io, await admin.request('GET', `/admin/receipts/${encodeURIComponent(id)}`));
-      done(EXIT.ok);
-    });
+    .action((id: string, _o: unknown, c: Command) =>
+      withAdmin(io, done, c, async (admin) => printJson(io, await admin.request('GET', `/admin/receipts/${encodeURIComponent(id)}`))),
+    );
   cmd
     .command('verify')
     .description('verify an export offline: signatures, sequences, links (exit 0 verified, 1 problems, 2 usage)')

@@ -15,13 +15,18 @@
  */
 import { Command, Option } from 'commander';
 import { randomUUID } from 'node:crypto';
-import { SignJWT } from 'jose';
-import * as client from 'openid-client';
-import { peekIssuer } from '../../federation/issuer.js';
-import { privateKey, readCredentials } from '../credentials.js';
+import type * as client from 'openid-client';
 import { CliError, EXIT, UsageError } from '../errors.js';
-import { asCliError, clientCredentialsToken, discover, dpopKey, dpopProof, exchangeToken, insecureAllowed } from '../oauth.js';
-import { baseOf, globals, printJson, resolveUrl, type Io } from '../shared.js';
+import { baseOf, globals, insecureAllowed, printJson, resolveUrl, type Io } from '../shared.js';
+
+/**
+ * What these commands run on — openid-client, jose, the CLI's OAuth and credentials helpers —
+ * loaded when one of them runs: the CLI's start (`--help`, offline commands) does not pay for it.
+ */
+async function load() {
+  const [oauth, credentials, openidClient, jose] = await Promise.all([import('../oauth.js'), import('../credentials.js'), import('openid-client'), import('jose')]);
+  return { ...oauth, ...credentials, client: openidClient, SignJWT: jose.SignJWT };
+}
 
 interface TokenOptions {
   scope: string;
@@ -39,6 +44,7 @@ export function tokenCommand(io: Io, done: (code: number) => void): Command {
     .action(async (o: TokenOptions, c: Command) => {
       const g = globals(c, io);
       const url = resolveUrl(g, io);
+      const { discover, readCredentials, dpopKey, clientCredentialsToken, client } = await load();
       const config = await discover(url, readCredentials(g.credentials));
       const key = o.dpopKey ? await dpopKey(o.dpopKey, true) : undefined;
       const tokens = await clientCredentialsToken(config, o.scope, {
@@ -82,6 +88,7 @@ export function exchangeCommand(io: Io, done: (code: number) => void): Command {
     .requiredOption('--dpop-key <file>', "the agent's DPoP key (created when missing): the token is useless without it")
     .action(async (o: ExchangeOptions, c: Command) => {
       const g = globals(c, io);
+      const { discover, readCredentials, dpopKey, exchangeToken, client } = await load();
       const config = await discover(resolveUrl(g, io), readCredentials(g.credentials));
       const key = await dpopKey(o.dpopKey, true);
       const tokens = await exchangeToken(config, client.getDPoPHandle(config, key), {
@@ -103,6 +110,7 @@ export function clientAssertionCommand(io: Io, done: (code: number) => void): Co
     .description("print a private_key_jwt client assertion (RFC 7523 §2.2: iss = sub = client id, aud = Deputy's issuer, 60 s, single use) for a curl client_assertion parameter")
     .action(async (_o: unknown, c: Command) => {
       const g = globals(c, io);
+      const { readCredentials, privateKey, SignJWT } = await load();
       const credentials = readCredentials(g.credentials);
       const url = resolveUrl(g, io);
       insecureAllowed(url);
@@ -144,6 +152,7 @@ export function dpopProofCommand(io: Io, done: (code: number) => void): Command 
       } catch {
         throw new UsageError('--htu must be an absolute URL');
       }
+      const { dpopKey, dpopProof } = await load();
       const key = await dpopKey(o.key, false);
       io.out(`${await dpopProof(key, o.htm, o.htu, { ...(o.token ? { accessToken: o.token } : {}), ...(o.nonce ? { nonce: o.nonce } : {}) })}\n`);
       done(EXIT.ok);
@@ -170,7 +179,8 @@ export function callCommand(io: Io, done: (code: number) => void): Command {
     .action(async (method: string, url: string, o: CallOptions, c: Command) => {
       const g = globals(c, io);
       const insecure = insecureAllowed(url);
-      const iss = tokenIssuer(o.token);
+      const [{ dpopKey, asCliError, client }, { peekIssuer }] = await Promise.all([load(), import('../../federation/issuer.js')]);
+      const iss = requireIssuer(peekIssuer(o.token));
       const key = await dpopKey(o.dpopKey, false);
       const config = new client.Configuration({ issuer: iss }, 'deputy-cli');
       if (insecure) client.allowInsecureRequests(config);
@@ -200,8 +210,8 @@ export function callCommand(io: Io, done: (code: number) => void): Command {
     });
 }
 
-function tokenIssuer(token: string): string {
-  const iss = peekIssuer(token);
+/** The `iss` of `--token` (read unverified: it only names where to send the request). */
+function requireIssuer(iss: string | undefined): string {
   if (iss === undefined) throw new UsageError('--token is not a JWT access token with an "iss" claim');
   return iss;
 }
