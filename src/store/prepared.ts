@@ -68,9 +68,14 @@ export function isStalePlan(err: unknown): boolean {
  * is stale ({@link isStalePlan}), or its session no longer has it (SQLSTATE 26000
  * invalid_sql_statement_name: a `DEALLOCATE` / `DISCARD ALL`, as a connection pooler resetting a
  * server connection sends), while the driver still counts it as prepared on that connection.
+ * Or a column's type changed under one of its parameters (42883 undefined_function, 42804
+ * datatype_mismatch): PostgreSQL re-plans a named statement with the parameter types fixed at its
+ * `Parse`, where the same text parsed afresh infers the new type. A statement that is simply
+ * wrong fails the same way once more, having changed nothing (it failed at analysis).
  */
 export function mustPrepareAgain(err: unknown): boolean {
-  return isStalePlan(err) || (err as { code?: unknown } | null)?.code === '26000';
+  const code = (err as { code?: unknown } | null)?.code;
+  return isStalePlan(err) || code === '26000' || code === '42883' || code === '42804';
 }
 
 /** Concatenates protocol messages into one buffer: PGlite runs a buffer's messages in one call. */

@@ -76,6 +76,17 @@ export function preparedStatementContract(one: () => Store, two: () => Store, co
       expect(await two().query(select, ['a'], PREPARE)).toEqual([{ id: 'a', n: 1, tags: null, doc: null, at: null, extra: 7, more: 'm' }]);
     });
 
+    it(`answer as unnamed after a column's type changed under a parameter, made by another ${concurrent ? 'instance' : 'statement'}`, async () => {
+      const table = await probeTable(one());
+      await one().query(`INSERT INTO ${table} (id, n) VALUES ('five', 5)`);
+      const byN = `SELECT id FROM ${table} WHERE n = $1`;
+      for (let i = 0; i < 7; i++) expect(await one().query(byN, ['5'], PREPARE)).toEqual([{ id: 'five' }]);
+      if (concurrent) await two().exec(`ALTER TABLE ${table} ALTER COLUMN n TYPE text`);
+      else await one().query(`ALTER TABLE ${table} ALTER COLUMN n TYPE text`);
+      expect(await one().query(byN, ['5'])).toEqual([{ id: 'five' }]);
+      expect(await one().query(byN, ['5'], PREPARE)).toEqual([{ id: 'five' }]);
+    });
+
     it(`beyond ${MAX_NAMED} distinct texts, the rest run unnamed with the same answers`, async () => {
       const store = one();
       const results = [];

@@ -46,9 +46,10 @@ describe('isStalePlan', () => {
 });
 
 describe('mustPrepareAgain', () => {
-  it('is true for a stale plan and for a statement the session lost (26000), nothing else', () => {
+  it('is true for a stale plan, a statement the session lost (26000), a parameter whose column changed type (42883, 42804), nothing else', () => {
     expect(mustPrepareAgain(Object.assign(new Error('cached plan must not change result type'), { code: '0A000' }))).toBe(true);
     expect(mustPrepareAgain(Object.assign(new Error('prepared statement "deputy_0_ab" does not exist'), { code: '26000' }))).toBe(true);
+    expect(mustPrepareAgain(Object.assign(new Error('operator does not exist: text = integer'), { code: '42883' }))).toBe(true);
     expect(mustPrepareAgain(Object.assign(new Error('invalid input syntax for type integer'), { code: '22P02' }))).toBe(false);
     expect(mustPrepareAgain(null)).toBe(false);
     expect(mustPrepareAgain('26000')).toBe(false);
