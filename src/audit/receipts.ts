@@ -30,7 +30,7 @@
  * @module
  */
 import { randomUUID } from 'node:crypto';
-import { onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
+import { findRecorded, onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
 import { observeReceiptAppend } from '../observability/instrument.js';
 import type { Queryable, StatementPart, Store } from '../store/index.js';
 import { appendIfHead, appendLocked, lockHead, readById, readHead, readRange, type ChainHead } from './chain.js';
@@ -229,21 +229,42 @@ export class ReceiptService implements ReceiptAppender {
   }
 
   /**
-   * Writes one group: optimistically (one statement, signed against the remembered head), or —
-   * when a once-key was recorded before, an attested write refused, or the head kept moving — in
-   * locked transactions. Returns each append's outcome.
+   * Writes one group: optimistically (one statement, signed against the remembered head; when
+   * once-keys were recorded before, again without the appends holding them, each of which is
+   * then refused alone), or — when an attested write was refused, the head kept moving, or the
+   * second statement failed too — in locked transactions. Returns each append's outcome.
    */
   async #writeGroup(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
-    const { firsts, repeats } = splitRepeats(group);
-    const written = await this.#writeOptimistic(agent, firsts);
-    if (!written) return this.#writeLocked(agent, group);
+    const split = splitRepeats(group);
+    const repeats = split.repeats;
+    let firsts = split.firsts;
+    let written = await this.#writeOptimistic(agent, firsts);
+    let replays: Pending[] = [];
+    if (!written) {
+      // A key recorded before (a replay: the token exchange no longer looks its values up first)
+      // refuses the whole statement: decide the replays alone and write the others together
+      // again, so that a replay does not send its group's fresh appends down the locked path.
+      replays = await this.#recordedBefore(firsts);
+      const rest = firsts.filter((p) => !replays.includes(p));
+      if (replays.length > 0 && rest.length > 0) written = await this.#writeOptimistic(agent, rest);
+      if (!written) return this.#writeLocked(agent, group);
+      firsts = rest;
+    }
     const outcomes: Outcome[] = firsts.map((pending, i) => ({ pending, receipt: written[i]! }));
-    for (const p of repeats) {
-      // A repeat of a key earlier in the group: refused whatever the store says, with the
-      // caller's own error when it attests writes (its transaction finds the key spent).
+    for (const p of [...replays, ...repeats]) {
+      // A replay, or a repeat of a key earlier in the group: refused whatever the store says,
+      // with the caller's own error when it attests writes (its transaction finds the key spent).
       outcomes.push(p.writes ? await this.#writeAlone(agent, p) : { pending: p, error: new AlreadyRecorded(p.once!) });
     }
     return outcomes;
+  }
+
+  /** The appends of `firsts` one of whose once-keys is recorded and unexpired (one read; none when no append has a key). */
+  async #recordedBefore(firsts: readonly Pending[]): Promise<Pending[]> {
+    const keys = firsts.flatMap(keysOf);
+    if (keys.length === 0) return [];
+    const recorded = await findRecorded(this.#store, keys);
+    return firsts.filter((p) => keysOf(p).some((k) => recorded.has(onceKeyId(k.namespace, k.key))));
   }
 
   /** The group in one statement ({@link appendIfHead}); `undefined` when the locked path must decide. */

@@ -679,12 +679,27 @@ export async function exchange(input: ExchangeInput, deps: ExchangeDeps): Promis
     ...(input.requestId !== undefined ? { requestId: input.requestId } : {}),
     spends: [...(input.spends ?? []), ...(actor ? [actor] : [])],
   }).catch(async (err: unknown) => {
-    // The actor token was used: spent even though no token was issued (the issuing write did not run or rolled back).
-    if (actor) await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: e }, 'actor_token jti not recorded'));
+    if (actor) await spendActorUnlessReplay(deps, input.spends ?? [], actor);
     throw err;
   });
   deps.logger.info({ client_id: agent.id, user: subject.user.id, chain: issued.chain, audience: issued.audience, scope: issued.scope, depth: issued.chain.length }, 'token exchanged');
   return { access_token: issued.value, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'DPoP', expires_in: issued.expiresIn, scope: issued.scope };
+}
+
+/**
+ * After a failed exchange: the actor token was used, so it is spent even though no token was
+ * issued (the issuing write did not run or rolled back) — unless the request was a replay of its
+ * proof or client assertion (`spends`, looked up here: one read, on failures only). A replay was
+ * refused before any grant work when the values were looked up first, so it never spent the
+ * actor token it carried; the replay's own error is answered (./oidc-provider/token-dpop.ts).
+ *
+ * @throws the replayed value's `replayed()` error when one of `spends` was recorded already
+ */
+async function spendActorUnlessReplay(deps: Pick<ExchangeDeps, 'store' | 'logger'>, spends: readonly SingleUse[], actor: SingleUse): Promise<void> {
+  // A look-up that fails spends the actor token: the safe side.
+  const replay = await firstRecorded(deps.store, spends).catch(() => undefined);
+  if (replay) throw replay.replayed();
+  await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: e }, 'actor_token jti not recorded'));
 }
 
 /** A verified subject and agent, ready for steps 6–8: what every agent-token grant hands over. */

@@ -57,6 +57,11 @@ export class CedarEngine {
     return this.#maxEntries > 0;
   }
 
+  /** The most answers kept (`cacheSize`; 0: none): callers memoising whole decisions keep no more. */
+  get cacheSize(): number {
+    return this.#maxEntries;
+  }
+
   clearCache(): void {
     this.#cache.clear();
   }

@@ -91,8 +91,8 @@ export class PolicyDecisionPoint {
   /**
    * The token exchange's `delegate` decisions ({@link decideDelegation}), by user attributes,
    * chain, scopes and audience; a hit counts only for the same policy generation and the same
-   * registry agent objects. At most {@link MAX_DELEGATE_VERDICTS}, oldest dropped; none when the
-   * engine's decision cache is off (`pdp.decisionCacheSize: 0`).
+   * registry agent objects. At most {@link MAX_DELEGATE_VERDICTS} and no more than the engine's
+   * decision cache holds (`pdp.decisionCacheSize`), oldest dropped; none when it is off (0).
    */
   readonly #delegateVerdicts = new Map<string, { generation: number; agents: readonly Agent[]; decision: Decision }>();
 
@@ -150,7 +150,8 @@ export class PolicyDecisionPoint {
     const hit = this.#delegateVerdicts.get(key);
     if (hit && hit.generation === snapshot.generation && sameAgents(hit.agents, agents)) return hit.decision;
     const decision = decide();
-    if (this.#delegateVerdicts.size >= MAX_DELEGATE_VERDICTS) this.#delegateVerdicts.delete(this.#delegateVerdicts.keys().next().value!);
+    // No more than the decision cache may hold (`pdp.decisionCacheSize`): an operator who bounds it bounds this too.
+    if (this.#delegateVerdicts.size >= Math.min(MAX_DELEGATE_VERDICTS, this.engine.cacheSize)) this.#delegateVerdicts.delete(this.#delegateVerdicts.keys().next().value!);
     this.#delegateVerdicts.set(key, { generation: snapshot.generation, agents, decision });
     return decision;
   }

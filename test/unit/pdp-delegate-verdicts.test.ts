@@ -75,6 +75,19 @@ describe('delegate decisions of the token exchange', () => {
     expect(await pdp.decideDelegation(request(ops))).toMatchObject({ decision: false });
   });
 
+  it('are no more than the decision cache holds (pdp.decisionCacheSize), the oldest dropped', async () => {
+    const { pdp, engine } = pdpWith(2);
+    const ops = agent('bounded@example.com');
+    for (const group of ['g1', 'g2', 'g3']) await pdp.decideDelegation(request(ops, alice([group])));
+    engine.clearCache();
+    const calls = engine.calls;
+    // The newest is remembered; the oldest was dropped at the third: Cedar decides it again.
+    await pdp.decideDelegation(request(ops, alice(['g3'])));
+    expect(engine.calls).toBe(calls);
+    await pdp.decideDelegation(request(ops, alice(['g1'])));
+    expect(engine.calls).toBeGreaterThan(calls);
+  });
+
   it('are not remembered when the decision cache is off', async () => {
     const { pdp, engine } = pdpWith(0);
     const ops = agent('someone@example.com');

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeProtectedHeader } from 'jose';
 import { generateSigningKey, KeyError, loadKeyStore, RECEIPT_KEYS_FILE, rotateReceiptKeys, toPublicJwk } from '../../src/keys/keystore.js';
-import { migrate, type Store } from '../../src/store/index.js';
+import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 
 let store: Store;
@@ -133,6 +133,32 @@ describe('ReceiptService', () => {
     expect(refused.map((s) => s.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
     expect(alone).toBe(3);
     expect(await verifyReceipts(await exported('refused'), { keys: [toPublicJwk(key.jwk)] })).toMatchObject({ ok: true, chains: [{ agent: 'refused', first: 1, last: 4 }] });
+  });
+
+  it('appendWith: a replayed once-key in a group is refused alone; the group\'s other appends are still written together', async () => {
+    const key = (k: string) => ({ namespace: 'DPoPProof', key: k, ttlSeconds: 300 });
+    const alone: string[] = [];
+    // Each append's own transaction (the locked path) runs its `inTransaction`: what the token exchange does there.
+    const writes = (k: string) => ({
+      once: [key(k)],
+      parts: [],
+      inTransaction: async (tx: Queryable) => {
+        alone.push(k);
+        const [row] = await tx.query<{ n: number }>("SELECT count(*)::int AS n FROM oidc_models WHERE model = 'DPoPProof' AND id = $1", [k]);
+        if (row!.n > 0) throw new Error(`replayed ${k}`);
+      },
+    });
+    expect((await service.appendWith(input('replays', 0), writes('r0'))).seq).toBe(1);
+    // A plain append holds the writer, so the next four form one group; the second replays r0.
+    const first = service.append(input('replays', 1));
+    const settled = await Promise.allSettled(['r1', 'r0', 'r2', 'r3'].map((k, i) => service.appendWith(input('replays', i + 2), writes(k))));
+    expect((await first).seq).toBe(2);
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect(String((settled[1] as PromiseRejectedResult).reason)).toMatch(/replayed r0/);
+    // Only the replay was decided in a transaction of its own; the three fresh ones shared one statement.
+    expect(alone).toEqual(['r0']);
+    expect(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.seq] : []))).toEqual([3, 4, 5]);
+    expect(await verifyReceipts(await exported('replays'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'replays', first: 1, last: 5 }] });
   });
 
   it('refuses bad input before writing: wrong types, oversize values, anything shaped like a token', async () => {

@@ -8,6 +8,7 @@ import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { NotFound } from '../../errors/index.js';
 import { authorizationServerMetadata, type MetadataOptions } from '../metadata.js';
+import { routedTo } from './routing.js';
 
 /** Endpoints oidc-provider always mounts for browser flows Deputy does not offer. */
 const INTERACTIVE_PATHS = ['/auth', '/request', '/session/end'];
@@ -21,7 +22,8 @@ export function withoutInteractiveEndpoints(provider: Provider, metadata: Metada
   // With the code flow on, `/auth` is served (./authorization-code.ts); PAR and logout stay closed.
   const closed = metadata.authorizationEndpoint ? INTERACTIVE_PATHS.filter((p) => p !== '/auth') : INTERACTIVE_PATHS;
   provider.use(async function noInteractiveEndpoints(ctx, next) {
-    if (closed.some((p) => ctx.path === p || ctx.path.startsWith(`${p}/`))) {
+    // As oidc-provider routes them (./routing.ts): `/AUTH` and `/Request/` are those endpoints too.
+    if (closed.some((p) => routedTo(ctx.path, p, { under: true }))) {
       throw new NotFound('Deputy has no interactive endpoints; tokens are issued at /token');
     }
     await next();

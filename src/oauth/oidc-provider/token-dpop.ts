@@ -18,6 +18,7 @@ import type Koa from 'koa';
 import { DeputyError } from '../../errors/index.js';
 import type { Queryable } from '../../store/index.js';
 import { dpopReplayed, type DpopVerifier, type UnspentDpopProof, type VerifiedDpopProof } from '../dpop.js';
+import { routedTo } from './routing.js';
 import { deferSpend, spendPending } from './token-spends.js';
 
 const verified = new WeakMap<object, VerifiedDpopProof>();
@@ -44,7 +45,8 @@ export interface TokenEndpointDpopOptions {
  */
 export function tokenEndpointDpop(options: TokenEndpointDpopOptions): Koa.Middleware {
   return async function verifyTokenRequestProof(ctx, next) {
-    if (ctx.path !== options.tokenPath || ctx.method !== 'POST') return next();
+    // As oidc-provider routes it (./routing.ts): `/TOKEN` and `/token/` are the token endpoint too.
+    if (ctx.method !== 'POST' || !routedTo(ctx.path, options.tokenPath)) return next();
     const proofs = (ctx.req.headersDistinct?.dpop ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
     if (proofs.length > 0) await checkProof(ctx, options, proofs);
     await next();

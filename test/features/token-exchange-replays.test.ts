@@ -1,0 +1,110 @@
+/**
+ * Replays at the token exchange now that its single-use values are not looked up before the
+ * grant (issue 16, fifth round): a replayed request gets the replay error it got when they were,
+ * and spends nothing it did not spend then — in particular not a fresh `actor_token` it carried
+ * (the request was a replay: refused before the actor token was ever considered).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ACCESS_TOKEN_TYPE, actorToken, agentConfig, clientAssertion, dpopKeys, dpopProof, JWT_TYPE, TOKEN_EXCHANGE } from '../support/agents.js';
+import { clientKeys, type ClientKeys } from '../support/clients.js';
+import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { startTestDeputy, type TestDeputy } from '../support/server.js';
+
+const API = 'https://api.example.com';
+let idp: MockIdp;
+let agentKeys: ClientKeys;
+let deputy: TestDeputy;
+const agent = () => ({ id: 'agent-a', keys: agentKeys });
+
+beforeAll(async () => {
+  idp = await startMockIdp();
+  agentKeys = await clientKeys();
+  deputy = await startTestDeputy({
+    config: { trustedIssuers: [idp.issuerConfig('okta')], agents: [agentConfig('agent-a', agentKeys, { scopes: ['deputy.read'], audiences: [API] })] },
+  });
+});
+afterAll(async () => {
+  await deputy?.stop();
+  await idp?.close();
+});
+
+/** A raw exchange whose client assertion and DPoP proof are the caller's. */
+async function send(assertion: string, proof: string, params: Record<string, string> = {}) {
+  const body = new URLSearchParams({
+    grant_type: TOKEN_EXCHANGE, subject_token: await idp.oktaAccessToken({ scp: ['deputy.read', 'deputy.write'] }), subject_token_type: ACCESS_TOKEN_TYPE,
+    resource: API, client_id: 'agent-a', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion, ...params,
+  });
+  const res = await fetch(`${deputy.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: proof }, body });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+const fresh = async () => ({ assertion: await clientAssertion(agent(), deputy.issuer), proof: await dpopProof(await dpopKeys(), `${deputy.issuer}/token`) });
+const withActor = async () => ({ actor_token: await actorToken(agent(), deputy.issuer), actor_token_type: JWT_TYPE });
+/** Rows a request could write: token records, vault secrets, receipts. */
+async function written() {
+  const [row] = await deputy.store.query<{ t: number; v: number; r: number }>(
+    'SELECT (SELECT count(*)::int FROM token_records) AS t, (SELECT count(*)::int FROM vault_secrets) AS v, (SELECT count(*)::int FROM receipts) AS r',
+  );
+  return row!;
+}
+const replayedProof = { status: 400, body: { error: 'invalid_dpop_proof', error_description: expect.stringMatching(/already been used/) } };
+const replayedAssertion = { status: 401, body: { error: 'invalid_client', error_description: expect.stringMatching(/already used/) } };
+
+describe('a replayed request carrying a fresh actor_token', () => {
+  let used: { assertion: string; proof: string };
+  beforeAll(async () => {
+    used = await fresh();
+    expect((await send(used.assertion, used.proof)).status).toBe(200);
+  });
+
+  it('a replayed proof: invalid_dpop_proof, nothing written, the actor token still unspent', async () => {
+    const actor = await withActor();
+    const before = await written();
+    expect(await send((await fresh()).assertion, used.proof, actor)).toMatchObject(replayedProof);
+    expect(await written()).toEqual(before);
+    const next = await fresh();
+    expect((await send(next.assertion, next.proof, actor)).status).toBe(200);
+  });
+
+  it('a replayed client assertion: invalid_client, nothing written, the actor token still unspent', async () => {
+    const actor = await withActor();
+    const before = await written();
+    expect(await send(used.assertion, (await fresh()).proof, actor)).toMatchObject(replayedAssertion);
+    expect(await written()).toEqual(before);
+    const next = await fresh();
+    expect((await send(next.assertion, next.proof, actor)).status).toBe(200);
+  });
+
+  it('a replayed proof the policy would refuse (a scope the agent may not hold): the replay error, no deny receipt, the actor token unspent', async () => {
+    const actor = await withActor();
+    const before = await written();
+    expect(await send((await fresh()).assertion, used.proof, { ...actor, scope: 'deputy.write' })).toMatchObject(replayedProof);
+    expect(await written()).toEqual(before);
+    const next = await fresh();
+    expect((await send(next.assertion, next.proof, actor)).status).toBe(200);
+  });
+
+  it('a replayed proof with a bad audience: the replay error, the actor token unspent', async () => {
+    const actor = await withActor();
+    const before = await written();
+    expect(await send((await fresh()).assertion, used.proof, { ...actor, resource: 'https://elsewhere.example.com' })).toMatchObject(replayedProof);
+    expect(await written()).toEqual(before);
+    const next = await fresh();
+    expect((await send(next.assertion, next.proof, actor)).status).toBe(200);
+  });
+});
+
+describe('replays of a failed exchange', () => {
+  it('a refused exchange (bad audience) sent again as is: the replay error, nothing written, the actor token spent once by the first', async () => {
+    const req = await fresh();
+    const actor = await withActor();
+    const bad = { ...actor, resource: 'https://elsewhere.example.com' };
+    const first = await send(req.assertion, req.proof, bad);
+    expect(first.body.error).toBe('invalid_target');
+    const before = await written();
+    expect(await send(req.assertion, req.proof, bad)).toMatchObject(replayedProof);
+    expect(await send(req.assertion, req.proof, actor)).toMatchObject(replayedProof);
+    expect(await written()).toEqual(before);
+    const next = await fresh();
+    expect(await send(next.assertion, next.proof, actor)).toMatchObject({ status: 400, body: { error: 'invalid_grant', error_description: expect.stringMatching(/actor_token has already been used/) } });
+  });
+});
