@@ -13,7 +13,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import { lockDataDir, type DataDirLock } from './lock.js';
-import { isStalePlan, runNamedOnPGlite, StatementNames } from './prepared.js';
+import { mustPrepareAgain, runNamedOnPGlite, StatementNames } from './prepared.js';
 import { StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
 
 export interface PGliteStoreOptions {
@@ -114,8 +114,8 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
     // and the data folder synced after it (a no-op in memory).
     return db._runExclusiveTransaction(async () => {
       const rows = await named<R>(name, sql, params ?? []).catch((err: unknown) => {
-        if (!isStalePlan(err)) throw err;
-        // The schema changed by a statement other than `exec`: name it afresh (./prepared.ts).
+        if (!mustPrepareAgain(err)) throw err;
+        // The schema changed by a statement other than `exec`, or the session lost the statement: name it afresh (./prepared.ts).
         schemaChanged();
         return named<R>(names.nameOf(sql) ?? name, sql, params ?? []);
       });
@@ -139,8 +139,11 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
           async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions) {
             const name = opts?.prepare ? names.nameOf(sql) : undefined;
             if (name === undefined) return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
+            // As PGlite's own `t.query`: once the transaction has ended, holding only the query
+            // mutex the statement would run outside it, or inside another caller's transaction.
+            if (t.closed) throw new Error('Transaction is closed');
             return named<R>(name, sql, params ?? []).catch((err: unknown) => {
-              if (isStalePlan(err)) schemaChanged();
+              if (mustPrepareAgain(err)) schemaChanged();
               throw err;
             });
           },

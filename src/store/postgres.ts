@@ -8,7 +8,7 @@
  * @module
  */
 import pg from 'pg';
-import { isStalePlan, StatementNames } from './prepared.js';
+import { mustPrepareAgain, StatementNames } from './prepared.js';
 import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
 
 export interface PostgresStoreOptions {
@@ -72,18 +72,20 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
  * prepare goes as a named query config: node-postgres parses it on each connection the first
  * time that connection runs it, and only binds and executes it after that.
  */
-function queryable(db: pg.Pool | pg.PoolClient, names: StatementNames): Queryable {
+function queryable(db: pg.Pool | pg.PoolClient, names: StatementNames, assertOpen: () => void = () => {}): Queryable {
   const inTransaction = !(db instanceof pg.Pool);
   const run = async <R>(sql: string, values: unknown[] | undefined, name: string | undefined): Promise<R[]> =>
     (await (name === undefined ? db.query(sql, values) : db.query({ name, text: sql, values }))).rows as R[];
   return {
     async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
+      assertOpen();
       const name = opts?.prepare ? names.nameOf(sql) : undefined;
       const values = params as unknown[] | undefined;
       try {
         return await run<R>(sql, values, name).catch((err: unknown) => {
-          if (name === undefined || !isStalePlan(err)) throw err;
-          // Prepared before another instance changed the schema: name it afresh (./prepared.ts).
+          if (name === undefined || !mustPrepareAgain(err)) throw err;
+          // Prepared before another instance changed the schema, or lost by the session (a pooler's
+          // DISCARD ALL) while pg still counts it as prepared: name it afresh (./prepared.ts).
           names.invalidate();
           if (inTransaction) throw err;
           return run<R>(sql, values, names.nameOf(sql));
@@ -93,6 +95,7 @@ function queryable(db: pg.Pool | pg.PoolClient, names: StatementNames): Queryabl
       }
     },
     async exec(sql: string) {
+      assertOpen();
       await db.query(sql).catch((err: unknown) => {
         throw classifyStoreError(err);
       });
@@ -108,9 +111,15 @@ async function inTransaction<T>(pool: pg.Pool, names: StatementNames, fn: (tx: Q
   });
   // A connection whose ROLLBACK failed is in an unknown state: destroy it rather than pool it.
   let broken = false;
+  // Once released, the connection is the pool's: a statement through a `tx` kept past the
+  // transaction would run outside it, or inside another caller's transaction (as PGlite refuses).
+  let ended = false;
+  const assertOpen = () => {
+    if (ended) throw new Error('Transaction is closed');
+  };
   try {
     await client.query('BEGIN');
-    const result = await fn(queryable(client, names));
+    const result = await fn(queryable(client, names, assertOpen));
     await client.query('COMMIT');
     return result;
   } catch (err) {
@@ -120,6 +129,7 @@ async function inTransaction<T>(pool: pg.Pool, names: StatementNames, fn: (tx: Q
     );
     throw classifyStoreError(err);
   } finally {
+    ended = true;
     client.release(broken);
   }
 }

@@ -63,6 +63,21 @@ export function isStalePlan(err: unknown): boolean {
   return code === '0A000' && typeof message === 'string' && message.includes('cached plan must not change result type');
 }
 
+/**
+ * Whether a named statement failed because it must be prepared again under a new name: its plan
+ * is stale ({@link isStalePlan}), or its session no longer has it (SQLSTATE 26000
+ * invalid_sql_statement_name: a `DEALLOCATE` / `DISCARD ALL`, as a connection pooler resetting a
+ * server connection sends), while the driver still counts it as prepared on that connection.
+ * Or a column's type changed under one of its parameters (42883 undefined_function, 42804
+ * datatype_mismatch): PostgreSQL re-plans a named statement with the parameter types fixed at its
+ * `Parse`, where the same text parsed afresh infers the new type. A statement that is simply
+ * wrong fails the same way once more, having changed nothing (it failed at analysis).
+ */
+export function mustPrepareAgain(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return isStalePlan(err) || code === '26000' || code === '42883' || code === '42804';
+}
+
 /** Concatenates protocol messages into one buffer: PGlite runs a buffer's messages in one call. */
 function batch(...messages: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(messages.reduce((n, m) => n + m.length, 0));
@@ -103,12 +118,9 @@ export async function runNamedOnPGlite<R>(db: PGlite, described: Map<string, num
     const serializer = db.serializers[types[i]!];
     return serializer ? serializer(param) : String(param);
   });
-  const messages = await db
-    .execProtocolStream(batch(serialize.bind({ statement: name, values }), serialize.describe({ type: 'P' }), serialize.execute({}), serialize.sync()), { syncToFs: false })
-    .catch((err: unknown) => {
-      // 26000 invalid_sql_statement_name: the session lost it (a `DEALLOCATE`); prepare it again next time.
-      if ((err as { code?: unknown }).code === '26000') described.delete(name);
-      throw err;
-    });
+  // A statement the session lost (26000) is named afresh by the caller ({@link mustPrepareAgain}).
+  const messages = await db.execProtocolStream(batch(serialize.bind({ statement: name, values }), serialize.describe({ type: 'P' }), serialize.execute({}), serialize.sync()), {
+    syncToFs: false,
+  });
   return (pgliteParse.parseResults(messages, db.parsers)[0]?.rows ?? []) as R[];
 }

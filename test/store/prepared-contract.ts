@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { MAX_NAMED } from '../../src/store/prepared.js';
-import { StoreUnavailableError, type Store } from '../../src/store/index.js';
+import { StoreUnavailableError, type Queryable, type Store } from '../../src/store/index.js';
 
 const PREPARE = { prepare: true } as const;
 
@@ -76,11 +76,104 @@ export function preparedStatementContract(one: () => Store, two: () => Store, co
       expect(await two().query(select, ['a'], PREPARE)).toEqual([{ id: 'a', n: 1, tags: null, doc: null, at: null, extra: 7, more: 'm' }]);
     });
 
+    it(`answer as unnamed after a column's type changed under a parameter, made by another ${concurrent ? 'instance' : 'statement'}`, async () => {
+      const table = await probeTable(one());
+      await one().query(`INSERT INTO ${table} (id, n) VALUES ('five', 5)`);
+      const byN = `SELECT id FROM ${table} WHERE n = $1`;
+      for (let i = 0; i < 7; i++) expect(await one().query(byN, ['5'], PREPARE)).toEqual([{ id: 'five' }]);
+      if (concurrent) await two().exec(`ALTER TABLE ${table} ALTER COLUMN n TYPE text`);
+      else await one().query(`ALTER TABLE ${table} ALTER COLUMN n TYPE text`);
+      expect(await one().query(byN, ['5'])).toEqual([{ id: 'five' }]);
+      expect(await one().query(byN, ['5'], PREPARE)).toEqual([{ id: 'five' }]);
+    });
+
     it(`beyond ${MAX_NAMED} distinct texts, the rest run unnamed with the same answers`, async () => {
       const store = one();
       const results = [];
       for (let k = 0; k < MAX_NAMED + 20; k++) results.push(...(await store.query<{ v: number }>(`SELECT $1::int + ${k} AS v`, [1000], PREPARE)));
       expect(results.map((r) => r.v)).toEqual(Array.from({ length: MAX_NAMED + 20 }, (_, k) => 1000 + k));
+    });
+
+    it('parse every result type as the unnamed statement does (int8, numeric, bytea, json, jsonb, timestamps, arrays, uuid, NULL), with parameters typed alike', async () => {
+      const store = one();
+      const sql = `SELECT $1::int8 AS big, $2::numeric AS num, $3::bytea AS bin, $4::json AS js, $5::jsonb AS jb, $6::timestamptz AS ts, $7::timestamp AS naive,
+        $8::text[] AS arr, $9::int4[] AS ints, $10::uuid AS id, $11::boolean AS yes, $12::text AS nothing, $13 = 'x' AS untyped, length($14::text) AS huge`;
+      const params = ['9007199254740993', '12345678901234567890.5', new Uint8Array([0, 1, 254, 255]), { a: [1, 'two'] }, { b: { c: null } }, new Date(Date.UTC(2026, 10, 30, 5, 6, 7, 890)),
+        '2026-11-30 05:06:07.123', ['a', 'b,c', '"q"', ''], [1, null, 3], randomUUID(), true, null, 'x', 'z'.repeat(2_000_000)];
+      for (let run = 0; run < 7; run++) expect(await store.query(sql, params, PREPARE)).toEqual(await store.query(sql, params));
+      // A parameter's type is inferred from its use, as for the unnamed statement: '5' compared to an int column is an int.
+      const table = await probeTable(store);
+      await store.query(`INSERT INTO ${table} (id, n) VALUES ('five', 5)`);
+      const byN = `SELECT id FROM ${table} WHERE n = $1`;
+      expect(await store.query(byN, ['5'], PREPARE)).toEqual([{ id: 'five' }]);
+      const named = await store.query(byN, ['five'], PREPARE).catch((err: unknown) => err);
+      const unnamed = await store.query(byN, ['five']).catch((err: unknown) => err);
+      expect(named).toMatchObject({ code: '22P02' });
+      expect((named as { message: string }).message).toBe((unnamed as { message: string }).message);
+    });
+
+    it('run concurrently with unnamed statements and transactions, the first (preparing) run included, each answering its own caller', async () => {
+      const store = one();
+      const table = await probeTable(store);
+      const insert = `INSERT INTO ${table} (id, n) VALUES ($1, $2) RETURNING n`;
+      const work = Array.from({ length: 40 }, (_, i) => {
+        if (i % 4 === 0) return store.transaction(async (tx) => [...(await tx.query(insert, [`t${i}`, i], PREPARE)), ...(await tx.query(`SELECT $1::int AS n`, [i]))]);
+        if (i % 4 === 1) return store.query(`SELECT $1::int AS n`, [i]);
+        if (i % 4 === 2) return store.query(insert, [`q${i}`, i], PREPARE);
+        return store.transaction(async (tx) => {
+          await tx.query(insert, [`r${i}`, i], PREPARE);
+          throw new Error(`roll back ${i}`);
+        }).catch(() => [{ n: i }]);
+      });
+      const answers = await Promise.all(work);
+      answers.forEach((rows, i) => expect(rows.every((r) => (r as { n: number }).n === i)).toBe(true));
+      const ids = (await store.query<{ id: string }>(`SELECT id FROM ${table} ORDER BY id`)).map((r) => r.id).sort();
+      expect(ids).toEqual(Array.from({ length: 40 }, (_, i) => (i % 4 === 0 ? `t${i}` : i % 4 === 2 ? `q${i}` : undefined)).filter((x) => x !== undefined).sort());
+    });
+
+    it('are prepared again when the session lost them (DEALLOCATE, or DISCARD ALL from a pooler resetting the connection): outside a transaction the statement answers, inside one it fails and the next one answers', async () => {
+      const store = one();
+      const sql = `SELECT $1::int + 1 AS v`;
+      for (let i = 0; i < 3; i++) expect(await store.query(sql, [i], PREPARE)).toMatchObject([{ v: i + 1 }]);
+      // The same connection (a transaction's, pooled again last) loses its prepared statements.
+      await store.transaction(async (tx) => {
+        await tx.query(sql, [0], PREPARE);
+        await tx.query('DEALLOCATE ALL');
+      });
+      // The next statement runs on that connection (pg's pool hands out the connection released last;
+      // PGlite is one session) and answers; on PostgreSQL the connection that failed it is dropped.
+      expect(await store.query<{ v: number }>(sql, [41], PREPARE)).toMatchObject([{ v: 42 }]);
+      await expect(
+        store.transaction(async (tx) => {
+          await tx.query(sql, [0], PREPARE);
+          await tx.query('DEALLOCATE ALL');
+          return tx.query(sql, [1], PREPARE);
+        }),
+      ).rejects.toMatchObject({ code: '26000' });
+      expect(await store.transaction((tx) => tx.query(sql, [1], PREPARE))).toMatchObject([{ v: 2 }]);
+      expect(await store.query(sql, [2], PREPARE)).toMatchObject([{ v: 3 }]);
+    });
+
+    it('refuse a statement through a transaction that has ended, named or not, and change nothing', async () => {
+      const store = one();
+      const table = await probeTable(store);
+      const insert = `INSERT INTO ${table} (id, n) VALUES ($1, $2)`;
+      let leaked: Queryable | undefined;
+      await store.transaction(async (tx) => {
+        leaked = tx;
+        await tx.query(insert, ['inside', 1], PREPARE);
+      });
+      await expect(leaked!.query(insert, ['late-named', 2], PREPARE)).rejects.toThrow(/transaction/i);
+      await expect(leaked!.query(insert, ['late-unnamed', 3])).rejects.toThrow(/transaction/i);
+      // Nor may it join another caller's transaction that is open meanwhile.
+      await store
+        .transaction(async (tx) => {
+          await tx.query(insert, ['other', 4], PREPARE);
+          await leaked!.query(insert, ['late-joined', 5], PREPARE).catch(() => undefined);
+          throw new Error('roll back');
+        })
+        .catch(() => undefined);
+      expect(await store.query(`SELECT id FROM ${table} ORDER BY id`)).toEqual([{ id: 'inside' }]);
     });
 
     it.skipIf(!concurrent)('are prepared on every pooled connection that runs them, including connections opened after the others were lost', async () => {

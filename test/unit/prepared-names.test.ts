@@ -3,7 +3,7 @@
  * texts distinct names, a bounded set, a new generation after a schema change.
  */
 import { describe, expect, it } from 'vitest';
-import { isStalePlan, MAX_NAMED, StatementNames } from '../../src/store/prepared.js';
+import { isStalePlan, MAX_NAMED, mustPrepareAgain, StatementNames } from '../../src/store/prepared.js';
 
 describe('StatementNames', () => {
   it('gives a text the same name every time and distinct texts distinct names', () => {
@@ -42,5 +42,16 @@ describe('isStalePlan', () => {
     expect(isStalePlan(Object.assign(new Error('unsupported'), { code: '0A000' }))).toBe(false);
     expect(isStalePlan(undefined)).toBe(false);
     expect(isStalePlan('0A000')).toBe(false);
+  });
+});
+
+describe('mustPrepareAgain', () => {
+  it('is true for a stale plan, a statement the session lost (26000), a parameter whose column changed type (42883, 42804), nothing else', () => {
+    expect(mustPrepareAgain(Object.assign(new Error('cached plan must not change result type'), { code: '0A000' }))).toBe(true);
+    expect(mustPrepareAgain(Object.assign(new Error('prepared statement "deputy_0_ab" does not exist'), { code: '26000' }))).toBe(true);
+    expect(mustPrepareAgain(Object.assign(new Error('operator does not exist: text = integer'), { code: '42883' }))).toBe(true);
+    expect(mustPrepareAgain(Object.assign(new Error('invalid input syntax for type integer'), { code: '22P02' }))).toBe(false);
+    expect(mustPrepareAgain(null)).toBe(false);
+    expect(mustPrepareAgain('26000')).toBe(false);
   });
 });
