@@ -31,7 +31,7 @@ import { purgeExpired } from './oauth/adapter.js';
 import { ADMIN_SCOPE } from './oauth/deputy-own.js';
 import { AgentTokenResolver } from './oauth/agent-token-resolver.js';
 import { DpopVerifier } from './oauth/dpop.js';
-import { agentTokenIntrospection, createProvider, deleteClientGrants, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider } from './oauth/oidc-provider/index.js';
+import { agentTokenIntrospection, createProvider, deleteClientGrants, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider, type TokenExchangeGrantDeps } from './oauth/oidc-provider/index.js';
 import { OperatorTokenRevocations } from './oauth/operator-token-revocation.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
 import { instrumentPdp } from './observability/instrument.js';
@@ -105,14 +105,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     receipts,
     accessTokenTTL: config.tokens.accessTokenTTL,
   };
-  // The jwt-bearer grant exists (registered, advertised in grant_types_supported) only when ID-JAGs are accepted.
-  const idJag = config.oauth.idJag;
-  const provider = createProvider({
-    config, issuer, store, keys, agents, dpop,
-    grants: [tokenExchangeGrant(grantDeps), ...(idJag.issuers.length > 0 ? [jwtBearerGrant({ ...grantDeps, idJag })] : [])],
-    discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
-    writeError, logger,
-  });
+  const provider = oauthProvider(base, grantDeps, dpop);
   const interactions = enableCodeFlow(provider, {
     config: config.oauth.authorizationCode, issuer, store, records, receipts, logger, authorizer, agents,
     sessionSeconds: SESSION_SECONDS, refreshTokenSeconds: REFRESH_TOKEN_SECONDS, accessTokenSeconds: config.tokens.accessTokenTTL,
@@ -141,6 +134,19 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
       await Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired(), budgets.ledger.releaseExpired()]);
     },
   };
+}
+
+/** oidc-provider with Deputy's grants: token exchange, and jwt-bearer (ID-JAG) when ID-JAG issuers are configured. */
+function oauthProvider(base: ServiceBase, grantDeps: TokenExchangeGrantDeps, dpop: DpopVerifier): Provider {
+  const { config, issuer, store, keys, logger } = base;
+  // The jwt-bearer grant exists (registered, advertised in grant_types_supported) only when ID-JAGs are accepted.
+  const idJag = config.oauth.idJag;
+  return createProvider({
+    config, issuer, store, keys, agents: grantDeps.agents, dpop,
+    grants: [tokenExchangeGrant(grantDeps), ...(idJag.issuers.length > 0 ? [jwtBearerGrant({ ...grantDeps, idJag })] : [])],
+    discovery: { receipts_jwks_uri: `${issuer}${RECEIPTS_JWKS_PATH}` },
+    writeError, logger,
+  });
 }
 
 /** The LLM gateway over the shared verifier, connections, budgets, receipts and (with `gateway.authorizer: pdp`) the PDP. */

@@ -11,7 +11,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
+import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { mustPrepareAgain, runNamedOnPGlite, StatementNames } from './prepared.js';
 import { StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
@@ -94,34 +94,70 @@ async function openPGlite(dataDir: string): Promise<{ db: PGlite; lock?: DataDir
   return { db };
 }
 
-export async function createPGliteStore(options: PGliteStoreOptions): Promise<Store> {
-  const { db, lock } = await openPGlite(options.dataDir);
+/**
+ * Named statements on one PGlite session (./prepared.ts): their names, the parameter types PGlite
+ * described when each was prepared, and running one outside or inside a transaction.
+ */
+function pgliteStatements(db: PGlite) {
   const names = new StatementNames();
   // Parameter types of the statements prepared in this session (PGlite is one session).
   const described = new Map<string, number[]>();
-  const schemaChanged = () => {
+  const schemaChanged = (): void => {
     names.invalidate();
     described.clear();
   };
   /** A named statement under PGlite's query mutex (the caller holds the transaction mutex, or is in a transaction). */
   const named = <R>(name: string, sql: string, params: readonly unknown[]) => db._runExclusiveQuery(() => runNamedOnPGlite<R>(db, described, name, sql, params));
 
-  const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> => {
-    if (db.closed) throw new StoreUnavailable('store is closed');
-    const name = opts?.prepare ? names.nameOf(sql) : undefined;
-    if (name === undefined) return (await db.query<R>(sql, params as unknown[] | undefined)).rows;
-    // As PGlite's `query`: one statement at a time, never inside another caller's transaction,
-    // and the data folder synced after it (a no-op in memory).
-    return db._runExclusiveTransaction(async () => {
-      const rows = await named<R>(name, sql, params ?? []).catch((err: unknown) => {
+  /** Outside a transaction: as PGlite's `query`, one statement at a time, never inside another caller's transaction, the data folder synced after it (a no-op in memory). */
+  const run = <R>(name: string, sql: string, params: readonly unknown[]): Promise<R[]> =>
+    db._runExclusiveTransaction(async () => {
+      const rows = await named<R>(name, sql, params).catch((err: unknown) => {
         if (!mustPrepareAgain(err)) throw err;
         // The schema changed by a statement other than `exec`, or the session lost the statement: name it afresh (./prepared.ts).
         schemaChanged();
-        return named<R>(names.nameOf(sql) ?? name, sql, params ?? []);
+        return named<R>(names.nameOf(sql) ?? name, sql, params);
       });
       await db.syncToFs();
       return rows;
     });
+
+  /** Inside the transaction `t`: as PGlite's own `t.query`, refused once `t` has ended. */
+  const runIn = <R>(t: Transaction, name: string, sql: string, params: readonly unknown[]): Promise<R[]> => {
+    // Holding only the query mutex, a statement after the end would run outside the transaction, or inside another caller's.
+    if (t.closed) return Promise.reject(new Error('Transaction is closed'));
+    return named<R>(name, sql, params).catch((err: unknown) => {
+      if (mustPrepareAgain(err)) schemaChanged();
+      throw err;
+    });
+  };
+  return { names, schemaChanged, run, runIn };
+}
+
+/** The {@link Queryable} a PGlite transaction hands its callback. */
+function transactionQueryable(t: Transaction, statements: ReturnType<typeof pgliteStatements>): Queryable {
+  return {
+    async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions) {
+      const name = opts?.prepare ? statements.names.nameOf(sql) : undefined;
+      if (name === undefined) return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
+      return statements.runIn<R>(t, name, sql, params ?? []);
+    },
+    async exec(sql: string) {
+      await t.exec(sql);
+      statements.schemaChanged();
+    },
+  };
+}
+
+export async function createPGliteStore(options: PGliteStoreOptions): Promise<Store> {
+  const { db, lock } = await openPGlite(options.dataDir);
+  const statements = pgliteStatements(db);
+
+  const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> => {
+    if (db.closed) throw new StoreUnavailable('store is closed');
+    const name = opts?.prepare ? statements.names.nameOf(sql) : undefined;
+    if (name === undefined) return (await db.query<R>(sql, params as unknown[] | undefined)).rows;
+    return statements.run<R>(name, sql, params ?? []);
   };
 
   return {
@@ -130,29 +166,11 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
     async exec(sql: string) {
       if (db.closed) throw new StoreUnavailable('store is closed');
       await db.exec(sql);
-      schemaChanged();
+      statements.schemaChanged();
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       if (db.closed) throw new StoreUnavailable('store is closed');
-      return db.transaction(async (t) =>
-        fn({
-          async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions) {
-            const name = opts?.prepare ? names.nameOf(sql) : undefined;
-            if (name === undefined) return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
-            // As PGlite's own `t.query`: once the transaction has ended, holding only the query
-            // mutex the statement would run outside it, or inside another caller's transaction.
-            if (t.closed) throw new Error('Transaction is closed');
-            return named<R>(name, sql, params ?? []).catch((err: unknown) => {
-              if (mustPrepareAgain(err)) schemaChanged();
-              throw err;
-            });
-          },
-          async exec(sql: string) {
-            await t.exec(sql);
-            schemaChanged();
-          },
-        }),
-      );
+      return db.transaction(async (t) => fn(transactionQueryable(t, statements)));
     },
     async ping(timeoutMs = 2_000) {
       if (db.closed) throw new StoreUnavailable('store is closed');
