@@ -10,14 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { agentConfig, authenticatedPost, exchange, testAgent, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, startPdpHarness, type PdpHarness } from '../support/authzen.js';
+import { REPO, countEvaluations, startPdpHarness, type PdpHarness, ALICE, delegated, doc, plainAlice } from '../support/authzen.js';
 import { clientKeys, type ClientKeys } from '../support/clients.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { decisionBasis, parseEvaluation } from '../../src/pdp/index.js';
 
 const DOCS = 'https://docs.example.com';
 const handoff = (id: string) => `urn:deputy:agent:${id}`;
-const ALICE = { uid: '00ualice00000000001', email: 'alice@example.com' };
 
 let idp: MockIdp;
 let h: PdpHarness;
@@ -63,10 +62,7 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-const subOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub;
-const delegated = (token: string) => ({ type: 'User', id: subOf(token), properties: { token } });
-const plain = { type: 'User', id: ALICE.email, properties: { email: ALICE.email } };
-const doc = (id: string) => ({ type: 'Document', id, properties: {} });
+const plain = plainAlice;
 
 interface Raw {
   status: number;

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentConfig, authenticatedPost, exchange, exchangeError, testAgent, type TestAgent } from '../support/agents.js';
-import { startPdpHarness, REPO, type PdpHarness } from '../support/authzen.js';
+import { startPdpHarness, REPO, subOf, type PdpHarness } from '../support/authzen.js';
 import { clientKeys, type ClientKeys } from '../support/clients.js';
 import type { Json } from '../support/http.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
@@ -55,7 +55,6 @@ afterAll(async () => {
 
 /** A delegated subject as a PEP sends it: `id` is the token's `sub` (the user) unless given. */
 const delegated = (token: string, id?: string) => ({ type: 'User', id: id ?? subOf(token), properties: { token } });
-const subOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub;
 const doc = (id: string, properties: Json = {}) => ({ type: 'Document', id, properties });
 const ask = (subject: Json, action: string, resource: Json) => h.post('/access/v1/evaluation', { subject, action: { name: action }, resource });
 

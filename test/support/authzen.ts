@@ -74,3 +74,18 @@ export function countEvaluations(h: PdpHarness): () => number {
   };
   return () => calls;
 }
+
+/** The development IdP's Alice, as the chain fixtures' users know her. */
+export const ALICE = { uid: '00ualice00000000001', email: 'alice@example.com' } as const;
+
+/** The `sub` of a JWT (the delegated subject's id in an AuthZEN request), read without verifying. */
+export const subOf = (token: string): string => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub;
+
+/** An AuthZEN subject carrying a delegated agent token (`properties.token`). */
+export const delegated = (token: string) => ({ type: 'User', id: subOf(token), properties: { token } });
+
+/** Alice as a plain AuthZEN subject (no token). */
+export const plainAlice = { type: 'User', id: ALICE.email, properties: { email: ALICE.email } };
+
+/** A `Document` resource with no properties. */
+export const doc = (id: string) => ({ type: 'Document', id, properties: {} });
