@@ -230,6 +230,62 @@ describe('tools/list_changed', () => {
       await client.close();
     }
   });
+  it('keeps a list_changed that came while the agent had no GET stream open, and sends it once when the agent opens one, however many changes came meanwhile', async () => {
+    const token = await tokenFor('relay');
+    const inner = dpopFetch(agent, () => token);
+    let openGet = () => {};
+    const getAllowed = new Promise<void>((resolve) => (openGet = resolve));
+    let gets = 0;
+    // The agent's GET (its stream for messages unrelated to a call) waits here: Deputy has none open.
+    const holdingGet = async (url: string | URL, init?: RequestInit): Promise<Response> => {
+      if ((init?.method ?? 'GET') === 'GET') {
+        gets += 1;
+        await getAllowed;
+      }
+      return inner(url, init);
+    };
+    const client = new Client({ name: 'agent-late-get', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(mcpUrl('relay')), { fetch: holdingGet });
+    let told = 0;
+    const logged: unknown[] = [];
+    client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+      told += 1;
+    });
+    client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
+      logged.push(n.params.data);
+    });
+    await client.connect(transport);
+    try {
+      expect(names((await client.listTools()).tools)).toContain('echo');
+      await vi.waitFor(() => expect(gets).toBe(1), { timeout: 10_000, interval: 50 });
+      // Three effective changes, each re-listed by Deputy (announced until it re-lists: the
+      // upstream's GET stream to Deputy may still be opening).
+      for (const added of ['added-1', 'added-2', 'added-3']) {
+        up.tools = [...up.tools, { name: added, description: 'Added.', inputSchema: { type: 'object', properties: {} } }];
+        const lists = up.lists;
+        await vi.waitFor(async () => {
+          await up.changed();
+          expect(up.lists).toBeGreaterThan(lists);
+        }, { timeout: 10_000, interval: 200 });
+      }
+      // A call waits for the re-lists running: when it returns, they have settled, and none reached the agent.
+      expect(text(await client.callTool({ name: 'echo', arguments: { text: 'x' } }))).toBe('echo: {"text":"x"}');
+      expect(told).toBe(0);
+
+      openGet();
+      await vi.waitFor(() => expect(told).toBe(1), { timeout: 10_000, interval: 50 });
+      // Once: a marker sent on the same stream after it finds no second one before it.
+      await up.log('after the GET stream opened');
+      await vi.waitFor(() => expect(logged).toContain('after the GET stream opened'), { timeout: 10_000, interval: 50 });
+      expect(told).toBe(1);
+      expect(names((await client.listTools()).tools)).toEqual(expect.arrayContaining(['added-1', 'added-2', 'added-3']));
+    } finally {
+      openGet();
+      up.tools = allTools();
+      await transport.terminateSession().catch(() => {});
+      await client.close();
+    }
+  });
 });
 
 /** An SDK agent whose fetch keeps each POST's request body and the text of its SSE response. */
