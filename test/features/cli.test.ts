@@ -123,7 +123,7 @@ function filesOf(dir: string, under = ''): Record<string, string> {
 
 // One `deputy dev` process for both: it was started twice (here, and for the lock in
 // data-dir-lock.test.ts), each paying a whole server start and an initdb, to prove what one proves.
-describe('deputy dev (npm run dev)', () => {
+describe('deputy dev (npm run dev)', { timeout: 300_000 }, () => {
   it('starts Deputy with the development IdP, prints the commands, and stops cleanly on SIGTERM; a second one in its folder stops naming it and writes nothing', async () => {
     const dir = join(tmp, 'dev', '.deputy-dev');
     const dev = () => spawnNode(['bin/deputy.mjs', 'dev', '--port', '0', '--idp-port', '0', '--dir', dir], {});
