@@ -8,8 +8,8 @@
  *
  * Statements: client_credentials' two `jti`s (`recordEachOnce`); the exchange's group statement
  * for one exchange (`appendIfHead`: two `jti`s, the vault row, the token record, the receipt, the
- * head move), and the same without the vault row (the exchange of a subject token whose vault
- * row is reused). On PGlite (memory) by default; with `DATABASE_URL` on a fresh PostgreSQL
+ * head move), the same without the vault row (the exchange of a subject token whose vault row
+ * were reused) and without the token record too (what the receipt, the `jti`s and the head cost). On PGlite (memory) by default; with `DATABASE_URL` on a fresh PostgreSQL
  * database (dropped after). Issue 16, sixth round.
  *
  * @module
@@ -54,14 +54,14 @@ function record(jti: string, upstream: string | undefined): NewTokenRecord {
 
 function probes(tokens: TokenRecords, vault: EnvelopeVault): Probe[] {
   const chain: { head: ChainHead } = { head: { seq: 0, hash: genesisHash(AGENT) } };
-  const exchange = (withVault: boolean) => async (db: Queryable) => {
+  const exchange = (withVault: boolean, withRecord = true) => async (db: Queryable) => {
     const jti = randomUUID();
     const handle = withVault ? newHandle('upt') : undefined;
     const vaultPart = handle ? [await vault.putPart({ handle, kind: 'upstream_subject_token', plaintext: SUBJECT_TOKEN, expiresAt: Math.floor(Date.now() / 1000) + 3600 })] : [];
     const seq = chain.head.seq + 1;
     const hash = randomBytes(32).toString('base64url');
     const receipt = { id: randomUUID(), agent: AGENT, seq, hash, prev: chain.head.hash, jws: jws() };
-    const outcome = await appendIfHead(db, AGENT, chain.head, [receipt], onceKeys(), [...vaultPart, tokens.insertPart(record(jti, handle ?? 'upt_shared'))]);
+    const outcome = await appendIfHead(db, AGENT, chain.head, [receipt], onceKeys(), [...vaultPart, ...(withRecord ? [tokens.insertPart(record(jti, handle ?? 'upt_shared'))] : [])]);
     if (outcome !== 'written') throw new Error(`append: ${outcome}`);
     chain.head = { seq, hash };
   };
@@ -69,6 +69,7 @@ function probes(tokens: TokenRecords, vault: EnvelopeVault): Probe[] {
     { label: 'client_credentials: two jtis (recordEachOnce)', run: (db) => recordEachOnce(db, onceKeys()) },
     { label: 'exchange: jtis + vault row + token record + receipt + head', run: exchange(true) },
     { label: 'exchange without the vault row (row reused)', run: exchange(false) },
+    { label: 'receipt + jtis + head only (no token record, no vault row)', run: exchange(false, false) },
   ];
 }
 
