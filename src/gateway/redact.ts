@@ -130,6 +130,44 @@ export class Redactor {
   }
 }
 
+/**
+ * {@link Redactor}s by the values they look for: a credential's values are the same call after
+ * call (an API key, a cached access token), and building the needles (case forms, base64 at
+ * three alignments, hex, the candidate regex) costs more than most small bodies' search
+ * (issue 16, sixth round). A pure function of its key, so nothing can be stale; bounded to
+ * `max` value sets, least recently used dropped first. It holds the values as long as they are
+ * in use — values the vault's and token caches hold in memory anyway.
+ */
+export class RedactorMemo {
+  readonly #byValues = new Map<string, Redactor>();
+
+  /** @param max - value sets kept (at least 1). */
+  constructor(readonly max = 256) {}
+
+  /** The redactor of `values` (built on first use, then the same object). */
+  get(values: readonly string[]): Redactor {
+    if (values.length === 0) return NO_VALUES;
+    // JSON, not a join: no two different lists of strings share a key.
+    const key = JSON.stringify(values);
+    let redactor = this.#byValues.get(key);
+    if (redactor) {
+      this.#byValues.delete(key);
+    } else {
+      redactor = new Redactor(values);
+      if (this.#byValues.size >= Math.max(1, this.max)) this.#byValues.delete(this.#byValues.keys().next().value!);
+    }
+    this.#byValues.set(key, redactor);
+    return redactor;
+  }
+
+  /** Value sets held (tests). */
+  get size(): number {
+    return this.#byValues.size;
+  }
+}
+
+const NO_VALUES = new Redactor([]);
+
 /** The value and, when long enough, its base64, base64url and hex forms (see the module doc). */
 function encodedForms(value: string): string[] {
   if (value.length === 0) return [];
