@@ -184,16 +184,27 @@ describe('credential redaction in other encodings (issue 10.5)', () => {
 describe('RedactorMemo', () => {
   it('gives one redactor per list of values, finds what a fresh one finds, and keeps at most max lists', () => {
     const memo = new RedactorMemo(2);
-    const a = memo.get(['sk_live_value_one', 'Bearer sk_live_value_one']);
-    expect(memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'])).toBe(a);
+    const a = memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'], 0);
+    expect(memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'], 1)).toBe(a);
     // Lists that a join would confuse are different keys.
-    expect(memo.get(['a\u0000b'])).not.toBe(memo.get(['a', 'b']));
+    expect(memo.get(['a\u0000b'], 2)).not.toBe(memo.get(['a', 'b'], 2));
     expect(memo.size).toBe(2);
-    // Least recently used first: `a` was dropped by the two lists above.
-    expect(memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'])).not.toBe(a);
+    // The oldest first: `a` was dropped by the two lists above.
+    expect(memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'], 3)).not.toBe(a);
     const body = Buffer.from(`x ${Buffer.from('sk_live_value_one').toString('base64')} y`);
-    expect(memo.get(['sk_live_value_one']).find(body)).toEqual(new Redactor(['sk_live_value_one']).find(body));
-    expect(memo.get([]).empty).toBe(true);
+    expect(memo.get(['sk_live_value_one'], 4).find(body)).toEqual(new Redactor(['sk_live_value_one']).find(body));
+    expect(memo.get([], 5).empty).toBe(true);
+  });
+
+  it('keeps a redactor (the secret, spelled otherwise) no longer than maxAgeMs after it was built', () => {
+    const memo = new RedactorMemo(256, 2000);
+    const a = memo.get(['sk_live_value_one'], 0);
+    expect(memo.get(['sk_live_value_one'], 1999)).toBe(a);
+    const b = memo.get(['sk_live_value_two'], 1000);
+    expect(memo.get(['sk_live_value_one'], 2000)).not.toBe(a); // rebuilt at 2000
+    expect(memo.get(['sk_live_value_three'], 3000)).toBeDefined(); // sweeps b (built at 1000)
+    expect(memo.size).toBe(2);
+    expect(memo.get(['sk_live_value_two'], 3001)).not.toBe(b);
   });
 });
 
