@@ -9,6 +9,12 @@
  *   `initialisedDataDir()` copies for tests that start Deputy or a script as a separate process
  *   on a new folder. `test/features/start.test.ts` still starts on a folder that does not exist.
  * - `rsaKeyPool`: RSA private JWKs generated once, handed out by `./rsa-keys.ts`.
+ *
+ * The cluster's `shared_buffers` is 16 MB (`ALTER SYSTEM`, in its `postgresql.auto.conf`), not
+ * initdb's 128 MB: starting PostgreSQL touches its whole buffer pool, which was half the CPU of
+ * opening a test database (~0.8 s of ~2.5 s; BENCHMARKS.md, issue 16 sixth round). A test
+ * database's tables fit in 16 MB many times over, and PGlite's files are in memory anyway, so a
+ * smaller pool changes no query's result, only how much memory the database takes.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +34,9 @@ declare module 'vitest' {
 /** RSA keys handed out per test file (./rsa-keys.ts); a file needing more generates the rest. */
 const RSA_POOL_SIZE = 8;
 
+/** PostgreSQL's buffer pool in every test cluster (see the module comment). */
+const TEST_SHARED_BUFFERS = '16MB';
+
 /** `count` RSA-2048 private JWKs, generated concurrently. */
 async function generateRsaPool(count: number): Promise<JWK[]> {
   return Promise.all(Array.from({ length: count }, async () => exportJWK((await generateKeyPair('RS256', { extractable: true })).privateKey)));
@@ -37,6 +46,7 @@ export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'deputy-test-cluster-'));
   const rsaPool = generateRsaPool(RSA_POOL_SIZE);
   const db = await PGlite.create();
+  await db.exec(`ALTER SYSTEM SET shared_buffers = '${TEST_SHARED_BUFFERS}'`);
   const dump = await db.dumpDataDir('none');
   await db.close();
   const dumpFile = join(dir, 'empty-cluster.tar');
