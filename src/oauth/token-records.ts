@@ -352,6 +352,11 @@ export class RevocationCache {
   readonly #entries = new Map<string, { record: TokenRecord | undefined; until: number }>();
   /** Bumped by {@link forget}: a lookup that started before a local revocation caches nothing. */
   #generation = 0;
+  /**
+   * The read running for a token, with the generation it started in: concurrent misses share it
+   * (single flight), but never across a local revocation ({@link forget}).
+   */
+  readonly #reading = new Map<string, { generation: number; read: Promise<TokenRecord | undefined> }>();
   static readonly MAX_ENTRIES = 50_000;
 
   constructor(records: TokenRecords, options: { activeTtlMs?: number } = {}) {
@@ -371,8 +376,29 @@ export class RevocationCache {
    */
   async liveRecord(jti: string, now = Date.now()): Promise<TokenRecord | undefined> {
     const hit = this.#entries.get(jti);
-    if (hit && hit.until > now) return hit.record;
+    if (hit && hit.until > now) {
+      // Refresh ahead: in the last quarter of a "live" answer's bound, re-read in the background,
+      // so a token in steady use never waits for its re-read (issue 16, sixth round: the c1 tail).
+      // Every answer still comes from a read started at most `activeTtlMs` earlier.
+      if (hit.record && hit.until - now <= this.#activeTtlMs / 4) void this.#read(jti, now).catch(() => {});
+      return hit.record;
+    }
+    return this.#read(jti, now);
+  }
+
+  /** One read of a token at a time (single flight) within a generation; caches its answer. */
+  #read(jti: string, now: number): Promise<TokenRecord | undefined> {
     const generation = this.#generation;
+    const running = this.#reading.get(jti);
+    if (running?.generation === generation) return running.read;
+    const read = this.#lookup(jti, now, generation).finally(() => {
+      if (this.#reading.get(jti)?.read === read) this.#reading.delete(jti);
+    });
+    this.#reading.set(jti, { generation, read });
+    return read;
+  }
+
+  async #lookup(jti: string, now: number, generation: number): Promise<TokenRecord | undefined> {
     const found = await this.#records.find(jti);
     const record = found === undefined || found.revokedAt !== undefined ? undefined : found;
     if (record && generation !== this.#generation) return record;
