@@ -110,6 +110,14 @@ export class AgentRegistry {
   readonly #disableHooks: AgentDisableHook[] = [];
   readonly #deleteHooks: AgentDeleteHook[] = [];
   readonly #cache = new Map<string, { agent: Agent | undefined; until: number }>();
+  /**
+   * The store read under way for each agent whose entry is due (single flight): concurrent
+   * lookups of that agent share it instead of each reading the row. Dropped when it settles
+   * (so a failed read is never reused: the next lookup reads again, and fails closed while the
+   * store is away) and when this instance changes the agent (a lookup after the change must not
+   * join a read that may return the row as it was).
+   */
+  readonly #reads = new Map<string, Promise<Agent | undefined>>();
   readonly #ttlMs: number;
   /**
    * Bumped whenever this instance changes an agent (after the commit, as the cache entry is
@@ -159,16 +167,38 @@ export class AgentRegistry {
    * A re-read that finds the row as it was keeps the cached object: callers that remember what
    * they derived from an agent by its identity (the PDP's link verdicts and decision bases) keep
    * it across re-reads, and a changed row is a new object.
+   *
+   * Concurrent lookups of an agent that is due share one store read (single flight); they all
+   * get its answer, or its error (the store's, e.g. unavailable: nothing is answered from a stale
+   * entry). A lookup that starts after a change made through this instance never joins a read
+   * that started before it.
    */
   async get(id: string, db?: Queryable): Promise<Agent | undefined> {
     if (db !== undefined) return this.#read(id, db);
-    const now = Date.now();
     const hit = this.#cache.get(id);
-    if (hit && hit.until > now) return hit.agent;
+    if (hit && hit.until > Date.now()) return hit.agent;
+    const pending = this.#reads.get(id);
+    if (pending !== undefined) return pending;
+    const read = this.#reread(id, hit?.agent);
+    this.#reads.set(id, read);
+    const settled = (): void => {
+      if (this.#reads.get(id) === read) this.#reads.delete(id);
+    };
+    read.then(settled, settled);
+    return read;
+  }
+
+  /**
+   * Reads the agent from the store and caches it for the TTL, unless this instance changed an
+   * agent meanwhile (the generation moved: the row read may be as it was before the change).
+   * `previous` is the expiring entry's agent, kept when the row is unchanged (see {@link get}).
+   */
+  async #reread(id: string, previous: Agent | undefined): Promise<Agent | undefined> {
+    const now = Date.now();
     const generation = this.#generation;
     const read = await this.#read(id, this.#store);
     if (generation !== this.#generation) return read;
-    const agent = hit && sameAgent(hit.agent, read) ? hit.agent : read;
+    const agent = previous !== undefined && sameAgent(previous, read) ? previous : read;
     if (this.#cache.size >= 10_000) this.#cache.clear();
     this.#cache.set(id, { agent, until: now + this.#ttlMs });
     return agent;
@@ -319,12 +349,14 @@ export class AgentRegistry {
     });
     // After the commit, so that no read that saw the rows as they were stays cached.
     this.#cache.clear();
+    this.#reads.clear();
     this.#generation++;
     return synced;
   }
 
   async #changed(agent: Agent, change: 'saved' | 'deleted' = 'saved'): Promise<Agent> {
     this.#cache.delete(agent.id);
+    this.#reads.delete(agent.id);
     this.#generation++;
     for (const l of this.#listeners) await l(agent, change);
     return agent;

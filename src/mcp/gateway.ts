@@ -142,6 +142,7 @@ export class McpGateway {
     session.admission = admission;
     session.touch();
     if (call.req.method === 'POST') session.hold(call.res);
+    if (call.req.method === 'GET') session.listen(call.res);
     const req = Object.assign(call.req, { auth: { token: '[agent token]', clientId: caller.agentId, scopes: [...caller.scopes], extra: { caller, admission } } });
     await session.transport!.handleRequest(req, call.res, body);
     // An initialize the transport refused (bad headers) opened an upstream session for nothing.

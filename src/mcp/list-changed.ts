@@ -10,8 +10,16 @@
  * result is never installed as current ({@link ListChangedCoalescer.isCurrent}); the refresh
  * after it is.
  *
+ * Telling the agent ({@link ListChangedDelivery}): the notification is unrelated to any call of
+ * the agent, so it goes on the agent's GET stream (MCP 2025-06-18 "Transports", Streamable HTTP:
+ * "Listening for Messages from the Server"), and the server may only send it on a stream that is
+ * open — the SDK's transport drops it otherwise. So a session keeps one pending "list changed"
+ * while no GET stream is open, and sends it, once, when the agent opens one: however many changes
+ * came meanwhile, they are one "list again" (one flag per session: memory stays bounded).
+ *
  * @module
  */
+import type { ServerResponse } from 'node:http';
 
 /** One refresh: lists the upstream's tools and checks them, given the generation it started in. */
 export type Refresh = (generation: number) => Promise<void>;
@@ -69,4 +77,73 @@ export class ListChangedCoalescer {
       this.#running = undefined;
     }
   }
+}
+
+/**
+ * Sends the agent `notifications/tools/list_changed` on its GET stream, or, while it has none
+ * open, keeps one pending and sends it when the agent opens one (see the module comment).
+ */
+export class ListChangedDelivery {
+  /** Sends the notification (on the GET stream; must not throw). */
+  readonly #send: () => Promise<void>;
+  /** The response the agent's open GET stream is written to; undefined while none is open. */
+  #stream: ServerResponse | undefined;
+  #pending = false;
+
+  constructor(send: () => Promise<void>) {
+    this.#send = send;
+  }
+
+  /** Whether a notification waits for the agent's GET stream. */
+  get pending(): boolean {
+    return this.#pending;
+  }
+
+  /** Tells the agent its tool list changed: now when its GET stream is open, else when it opens one. */
+  async tell(): Promise<void> {
+    if (this.#stream === undefined) {
+      this.#pending = true;
+      return;
+    }
+    this.#pending = false;
+    await this.#send();
+  }
+
+  /** The agent learned the whole list since (a complete `tools/list`): nothing pending is news to it. */
+  learned(): void {
+    this.#pending = false;
+  }
+
+  /**
+   * The agent's GET request is being answered on `res`. Once the transport has accepted it (a
+   * `200` event stream written: the transport registered the stream before writing its head) the
+   * stream counts as open until `res` closes, and a pending notification is sent on it. A GET the
+   * transport refuses (`409` for a second stream, `406`, …) opens nothing.
+   */
+  listen(res: ServerResponse): void {
+    afterHead(res, () => {
+      const type = res.getHeader('content-type');
+      if (res.statusCode !== 200 || typeof type !== 'string' || !type.startsWith('text/event-stream')) return;
+      this.#stream = res;
+      res.once('close', () => {
+        if (this.#stream === res) this.#stream = undefined;
+      });
+      if (this.#pending) void this.tell();
+    });
+  }
+}
+
+/**
+ * Runs `then` once, just after `res`'s head is written. Node's `ServerResponse` emits no event
+ * for that and the SDK transport reports no stream opening, so this instance's `writeHead` (the
+ * call every response of the SDK's Node adapter goes through) is wrapped, and restored at once.
+ */
+function afterHead(res: ServerResponse, then: () => void): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: ServerResponse, ...args: unknown[]) {
+    res.writeHead = writeHead;
+    const written = (writeHead as (...a: unknown[]) => ServerResponse).apply(this, args);
+    queueMicrotask(then);
+    return written;
+  } as ServerResponse['writeHead'];
 }

@@ -28,7 +28,8 @@
  * Upstream → agent: notifications and (where configured) server requests go back on the stream
  * of the agent's call they came with, else on its GET stream; `tools/list_changed` re-verifies
  * the pins first, once per burst (./list-changed.ts), and reaches the agent only when the tools
- * the upstream lists (or their verdicts) differ from what the agent last learned. The session
+ * the upstream lists (or their verdicts) differ from what the agent last learned — on its GET
+ * stream, or, while none is open, once when it opens one (./list-changed.ts). The session
  * closes itself when idle (`limits.idleSeconds`), ending the upstream session with a DELETE.
  *
  * @module
@@ -87,7 +88,7 @@ import { Redactor } from '../gateway/redact.js';
 import type { Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
-import { ListChangedCoalescer } from './list-changed.js';
+import { ListChangedCoalescer, ListChangedDelivery } from './list-changed.js';
 import { pinRefusal, type PinVerdict, type ToolPins } from './pins.js';
 import { askPdp, checkPin, describeMessage, forwardToSession, MCP_DENIED, pepDecision, toJsonRpcError, type McpMessage, type PinLookup, type Sending } from './steps.js';
 import { PIN_META_KEY } from './tool-pin.js';
@@ -209,6 +210,8 @@ export class AgentSession {
   #tools: Map<string, { tool: Tool; verdict: PinVerdict }> | undefined;
   /** The upstream's `tools/list_changed`, one refresh at a time (a burst costs at most two). */
   readonly #listChanged = new ListChangedCoalescer((generation) => this.#refreshTools(generation));
+  /** Tells the agent on its GET stream, or once it opens one (./list-changed.ts). */
+  readonly #listChangedDelivery = new ListChangedDelivery(() => this.agent.notification({ method: 'notifications/tools/list_changed' }).catch(() => {}));
   /**
    * The whole tool list as the agent last learned it ({@link toolListView}): from a complete
    * listing, or with the last `list_changed` it was sent. Undefined: unknown (tell it).
@@ -261,6 +264,14 @@ export class AgentSession {
   /** A request of the agent arrived: the idle clock starts again. */
   touch(): void {
     this.#idle?.refresh();
+  }
+
+  /**
+   * The agent's GET (its stream for messages unrelated to a call) being answered on `res`: a
+   * `tools/list_changed` that could not be sent while none was open is sent on it, once.
+   */
+  listen(res: ServerResponse): void {
+    this.#listChangedDelivery.listen(res);
   }
 
   /** A POST being answered on `res`: not idle until its response ends (an SSE stream may run long). */
@@ -556,7 +567,7 @@ export class AgentSession {
     }
     if (view !== undefined && view === this.#toldView) return;
     this.#toldView = view;
-    await this.agent.notification({ method: 'notifications/tools/list_changed' }).catch(() => {});
+    await this.#listChangedDelivery.tell();
   }
 
   /**
@@ -584,7 +595,10 @@ export class AgentSession {
     }
     if (this.#listChanged.isCurrent(install.generation)) {
       this.#tools = known;
-      if (install.complete) this.#toldView = toolListView(tools, verdicts);
+      if (install.complete) {
+        this.#toldView = toolListView(tools, verdicts);
+        this.#listChangedDelivery.learned();
+      }
     }
     return verdicts;
   }

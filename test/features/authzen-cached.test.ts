@@ -9,14 +9,11 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { agentConfig, authenticatedPost, exchange, testAgent, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, startPdpHarness, type PdpHarness, ALICE, delegated, doc, plainAlice } from '../support/authzen.js';
-import { clientKeys, type ClientKeys } from '../support/clients.js';
+import { authenticatedPost, type TestAgent } from '../support/agents.js';
+import { REPO, countEvaluations, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { decisionBasis, parseEvaluation } from '../../src/pdp/index.js';
 
-const DOCS = 'https://docs.example.com';
-const handoff = (id: string) => `urn:deputy:agent:${id}`;
 
 let idp: MockIdp;
 let h: PdpHarness;
@@ -30,25 +27,17 @@ beforeAll(async () => {
   idp = await startMockIdp();
   policies = mkdtempSync(join(tmpdir(), 'deputy-cached-policies-'));
   cpSync(`${REPO}test/fixtures/policies/chain`, policies, { recursive: true });
-  const keys: Record<string, ClientKeys> = {};
-  for (const id of ['agent-a', 'agent-b', 'agent-c']) keys[id] = await clientKeys();
+  const chain = await chainAgents();
   h = await startPdpHarness({
     policies,
     config: {
       trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [
-        agentConfig('agent-a', keys['agent-a']!, { scopes: ['docs.read'], audiences: [DOCS, handoff('agent-b')], maxDelegationDepth: 3 }),
-        agentConfig('agent-b', keys['agent-b']!, { scopes: ['docs.read'], audiences: [DOCS, handoff('agent-c')], maxDelegationDepth: 3 }),
-        agentConfig('agent-c', keys['agent-c']!, { scopes: ['docs.read'], audiences: [DOCS], maxDelegationDepth: 3 }),
-      ],
+      agents: chain.configs,
     },
   });
-  for (const id of Object.keys(keys)) agents[id] = await testAgent(h.deputy.issuer, id, keys[id]!);
-  const user = await idp.oktaAccessToken({ uid: ALICE.uid, email: ALICE.email, scp: ['openid', 'docs.read'] });
-  tokens.one = (await exchange(agents['agent-a']!, { subject_token: user, resource: DOCS, scope: 'docs.read' })).access_token;
-  tokens.handToB = (await exchange(agents['agent-a']!, { subject_token: user, audience: handoff('agent-b'), scope: 'docs.read' })).access_token;
-  tokens.handToC = (await exchange(agents['agent-b']!, { subject_token: tokens.handToB, audience: handoff('agent-c') })).access_token;
-  tokens.three = (await exchange(agents['agent-c']!, { subject_token: tokens.handToC, resource: DOCS })).access_token;
+  const exchanged = await chainTokens(h.deputy.issuer, idp, chain.keys);
+  Object.assign(agents, exchanged.agents);
+  Object.assign(tokens, exchanged.tokens);
   // The PEP token's first use verifies it on the routes; from then on it is known to the cached path.
   expect((await h.post('/access/v1/evaluation', { subject: plain, action: { name: 'read' }, resource: doc('doc-6') })).status).toBe(200);
   evaluatedSoFar = countEvaluations(h);

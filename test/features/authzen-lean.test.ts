@@ -14,13 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { metrics } from '../../src/observability/metrics.js';
-import { agentConfig, authenticatedPost, exchange, testAgent, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, startPdpHarness, type PdpHarness, ALICE, delegated, doc, plainAlice } from '../support/authzen.js';
-import { clientKeys, type ClientKeys } from '../support/clients.js';
+import { authenticatedPost, type TestAgent } from '../support/agents.js';
+import { REPO, countEvaluations, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 
-const DOCS = 'https://docs.example.com';
-const handoff = (id: string) => `urn:deputy:agent:${id}`;
 
 let idp: MockIdp;
 let h: PdpHarness;
@@ -34,8 +31,7 @@ let koaContexts: () => number;
 
 beforeAll(async () => {
   idp = await startMockIdp();
-  const keys: Record<string, ClientKeys> = {};
-  for (const id of ['agent-a', 'agent-b', 'agent-c']) keys[id] = await clientKeys();
+  const chain = await chainAgents();
   policies = mkdtempSync(join(tmpdir(), 'deputy-lean-'));
   cpSync(`${REPO}test/fixtures/policies/chain`, policies, { recursive: true });
   appendFileSync(join(policies, 'schema.cedarschema'), '\naction export appliesTo { principal: [User, Agent], resource: [Document], context: { chain: Chain, purpose?: String, action?: { method?: String } } };\n');
@@ -48,19 +44,12 @@ beforeAll(async () => {
     config: {
       pdp: { policies, decisionCacheSize: 0 },
       trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [
-        agentConfig('agent-a', keys['agent-a']!, { scopes: ['docs.read'], audiences: [DOCS, handoff('agent-b')], maxDelegationDepth: 3 }),
-        agentConfig('agent-b', keys['agent-b']!, { scopes: ['docs.read'], audiences: [DOCS, handoff('agent-c')], maxDelegationDepth: 3 }),
-        agentConfig('agent-c', keys['agent-c']!, { scopes: ['docs.read'], audiences: [DOCS], maxDelegationDepth: 3 }),
-      ],
+      agents: chain.configs,
     },
   });
-  for (const id of Object.keys(keys)) agents[id] = await testAgent(h.deputy.issuer, id, keys[id]!);
-  const user = await idp.oktaAccessToken({ uid: ALICE.uid, email: ALICE.email, scp: ['openid', 'docs.read'] });
-  tokens.one = (await exchange(agents['agent-a']!, { subject_token: user, resource: DOCS, scope: 'docs.read' })).access_token;
-  tokens.handToB = (await exchange(agents['agent-a']!, { subject_token: user, audience: handoff('agent-b'), scope: 'docs.read' })).access_token;
-  tokens.handToC = (await exchange(agents['agent-b']!, { subject_token: tokens.handToB, audience: handoff('agent-c') })).access_token;
-  tokens.three = (await exchange(agents['agent-c']!, { subject_token: tokens.handToC, resource: DOCS })).access_token;
+  const exchanged = await chainTokens(h.deputy.issuer, idp, chain.keys);
+  Object.assign(agents, exchanged.agents);
+  Object.assign(tokens, exchanged.tokens);
   // The PEP token's first use verifies it on the routes; the next answer on each path teaches the lean path its head.
   const warm = { subject: plain, action: { name: 'read' }, resource: doc('doc-6') };
   for (const path of ['/access/v1/evaluation', '/access/v1/evaluation', '/access/v1/evaluations']) expect((await h.post(path, warm)).status).toBe(200);

@@ -142,6 +142,18 @@ describe('MCP session life', () => {
   });
 });
 
+/** What `client` hears on its streams: `list_changed` notifications counted, logging data kept in order. */
+function hearing(client: Client): { told: number; logged: unknown[] } {
+  const heard = { told: 0, logged: [] as unknown[] };
+  client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+    heard.told += 1;
+  });
+  client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
+    heard.logged.push(n.params.data);
+  });
+  return heard;
+}
+
 describe('tools/list_changed', () => {
   it('re-verifies the pins at once and tells the agent, whose next list hides the changed tool and whose call is refused', async () => {
     const { client } = await connect('pinned');
@@ -175,17 +187,10 @@ describe('tools/list_changed', () => {
 
   it('coalesces a burst: one re-list in flight and one after it, one notification to the agent; a tool changed mid-burst is hidden and refused, even to a call made during the burst', async () => {
     const { client } = await connect('burst');
-    let told = 0;
-    const logged: unknown[] = [];
-    client.setNotificationHandler(ToolListChangedNotificationSchema, () => {
-      told += 1;
-    });
-    client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
-      logged.push(n.params.data);
-    });
+    const heard = hearing(client);
     const marker = async (data: string) => {
       await burstUp.log(data);
-      await vi.waitFor(() => expect(logged).toContain(data), { timeout: 10_000, interval: 50 });
+      await vi.waitFor(() => expect(heard.logged).toContain(data), { timeout: 10_000, interval: 50 });
     };
     let release = () => {};
     try {
@@ -195,14 +200,14 @@ describe('tools/list_changed', () => {
       burstUp.tools = [...allTools(), { name: 'added', description: 'Not pinned.', inputSchema: { type: 'object', properties: {} } }];
       await vi.waitFor(async () => {
         await burstUp.changed();
-        expect(told).toBeGreaterThan(0);
+        expect(heard.told).toBeGreaterThan(0);
       }, { timeout: 10_000, interval: 200 });
       await marker('warmed up');
       // A call waits for the re-lists running: when it returns, they have settled.
       expect(text(await client.callTool({ name: 'echo', arguments: { text: 'before' } }))).toBe('echo: {"text":"before"}');
-      expect(told).toBe(1);
+      expect(heard.told).toBe(1);
 
-      told = 0;
+      heard.told = 0;
       const lists = burstUp.lists;
       const hits = burstUp.hits.get('echo') ?? 0;
       release = burstUp.holdLists();
@@ -220,13 +225,62 @@ describe('tools/list_changed', () => {
       expect(err.code).toBe(-32003);
       expect(err.message).toContain('its description changed');
       expect(burstUp.lists - lists).toBe(2);
-      await vi.waitFor(() => expect(told).toBeGreaterThan(0), { timeout: 10_000, interval: 50 });
-      expect(told).toBe(1);
+      await vi.waitFor(() => expect(heard.told).toBeGreaterThan(0), { timeout: 10_000, interval: 50 });
+      expect(heard.told).toBe(1);
       expect(names((await client.listTools()).tools)).not.toContain('echo');
       expect(burstUp.hits.get('echo') ?? 0).toBe(hits);
     } finally {
       release();
       burstUp.tools = allTools();
+      await client.close();
+    }
+  });
+  it('keeps a list_changed that came while the agent had no GET stream open, and sends it once when the agent opens one, however many changes came meanwhile', async () => {
+    const token = await tokenFor('relay');
+    const inner = dpopFetch(agent, () => token);
+    let openGet = () => {};
+    const getAllowed = new Promise<void>((resolve) => (openGet = resolve));
+    let gets = 0;
+    // The agent's GET (its stream for messages unrelated to a call) waits here: Deputy has none open.
+    const holdingGet = async (url: string | URL, init?: RequestInit): Promise<Response> => {
+      if ((init?.method ?? 'GET') === 'GET') {
+        gets += 1;
+        await getAllowed;
+      }
+      return inner(url, init);
+    };
+    const client = new Client({ name: 'agent-late-get', version: '1.0.0' });
+    const transport = new StreamableHTTPClientTransport(new URL(mcpUrl('relay')), { fetch: holdingGet });
+    const heard = hearing(client);
+    await client.connect(transport);
+    try {
+      expect(names((await client.listTools()).tools)).toContain('echo');
+      await vi.waitFor(() => expect(gets).toBe(1), { timeout: 10_000, interval: 50 });
+      // Three effective changes, each re-listed by Deputy (announced until it re-lists: the
+      // upstream's GET stream to Deputy may still be opening).
+      for (const added of ['added-1', 'added-2', 'added-3']) {
+        up.tools = [...up.tools, { name: added, description: 'Added.', inputSchema: { type: 'object', properties: {} } }];
+        const lists = up.lists;
+        await vi.waitFor(async () => {
+          await up.changed();
+          expect(up.lists).toBeGreaterThan(lists);
+        }, { timeout: 10_000, interval: 200 });
+      }
+      // A call waits for the re-lists running: when it returns, they have settled, and none reached the agent.
+      expect(text(await client.callTool({ name: 'echo', arguments: { text: 'x' } }))).toBe('echo: {"text":"x"}');
+      expect(heard.told).toBe(0);
+
+      openGet();
+      await vi.waitFor(() => expect(heard.told).toBe(1), { timeout: 10_000, interval: 50 });
+      // Once: a marker sent on the same stream after it finds no second one before it.
+      await up.log('after the GET stream opened');
+      await vi.waitFor(() => expect(heard.logged).toContain('after the GET stream opened'), { timeout: 10_000, interval: 50 });
+      expect(heard.told).toBe(1);
+      expect(names((await client.listTools()).tools)).toEqual(expect.arrayContaining(['added-1', 'added-2', 'added-3']));
+    } finally {
+      openGet();
+      up.tools = allTools();
+      await transport.terminateSession().catch(() => {});
       await client.close();
     }
   });

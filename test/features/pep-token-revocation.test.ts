@@ -146,3 +146,50 @@ describe.skipIf(!usingPostgres)('PEP token revocation across two instances on on
     await vi.waitFor(async () => expectRevokedRefusal(await evaluate(two.url, seen)), { timeout: 15_000, interval: 250 });
   });
 });
+
+describe('a PEP removed from admin.clients', () => {
+  const ISSUER = 'http://deputy.test';
+  let database: TestDatabase;
+  let keysDir: string;
+  let running: TestDeputy | undefined;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    keysDir = mkdtempSync(join(tmpdir(), 'deputy-pep-removed-keys-'));
+  });
+  afterAll(async () => {
+    await running?.stop();
+    await database?.drop();
+    if (keysDir) rmSync(keysDir, { recursive: true, force: true });
+  });
+
+  // Configuration (admin.clients included) is read at start; SIGHUP reloads only the policy set
+  // (README, "Agents and admin clients"): the removal takes effect when an instance restarts.
+  it('is refused at once by an instance started without it: its unexpired token is 401 invalid_token, and it gets no new one', async () => {
+    const pep = { id: 'removed-pep', keys: await clientKeys() };
+    const admin = await adminSetup();
+    const withPep = { server: { issuer: ISSUER }, pdp: { policies: POLICIES, watch: false }, admin: { clients: [admin.config, { client_id: pep.id, scopes: ['authzen:evaluate' as const], jwks: pep.keys.jwks }] } };
+    const token = async (instance: TestDeputy) => {
+      const body = new URLSearchParams({
+        grant_type: 'client_credentials', scope: 'authzen:evaluate', client_id: pep.id,
+        client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await clientAssertion(pep, ISSUER),
+      });
+      const res = await request(`${instance.url}/token`, { method: 'POST', headers: { host: 'deputy.test', 'content-type': 'application/x-www-form-urlencoded' }, body: body.toString() });
+      return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
+    };
+    running = await startTestDeputy({ config: withPep, keysDir, database });
+    const issued = await token(running);
+    expect(issued.status).toBe(200);
+    const pepToken = issued.body.access_token as string;
+    expect((await evaluate(running.url, pepToken)).status).toBe(200);
+    await running.stop();
+
+    running = await startTestDeputy({ config: { ...withPep, admin: { clients: [admin.config] } }, keysDir, database });
+    const refused = await evaluate(running.url, pepToken);
+    expect(refused.status).toBe(401);
+    expect(refused.challenge).toMatch(/error="invalid_token"/);
+    const again = await token(running);
+    expect(again.status).toBe(401);
+    expect(again.body.error).toBe('invalid_client');
+  });
+});

@@ -9,6 +9,7 @@ import { agentConfig, claimsOf, clientAssertion, dpopProof, dpopKeys, exchange, 
 import { adminSetup, clientKeys, type ClientKeys } from '../support/clients.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 import { json } from '../support/http.js';
+import { API, replayedAssertion, replayedProof, replayExchanges } from '../support/exchange-replay.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import type { ConfigInput } from '../../src/config/schema.js';
@@ -16,7 +17,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const API = 'https://api.example.com';
 let idp: MockIdp;
 let agentKeys: ClientKeys;
 let keysDir: string;
@@ -77,25 +77,7 @@ describe('single-use values spent with the token (issue 16: one commit per excha
     deputy = await singleInstance();
   });
 
-  /** A raw exchange whose client assertion and DPoP proof are the caller's. */
-  async function send(assertion: string, proof: string, params: Record<string, string> = {}) {
-    const body = new URLSearchParams({
-      grant_type: TOKEN_EXCHANGE, subject_token: await idp.oktaAccessToken({ scp: ['deputy.read', 'deputy.write'] }), subject_token_type: ACCESS_TOKEN_TYPE,
-      resource: API, client_id: 'agent-a', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion, ...params,
-    });
-    const res = await fetch(`${deputy.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: proof }, body });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
-  const fresh = async () => ({ assertion: await clientAssertion(agent(), deputy.issuer), proof: await dpopProof(await dpopKeys(), `${deputy.issuer}/token`) });
-  /** Rows each request could write: token records, vault secrets, receipts. */
-  async function written() {
-    const [row] = await deputy.store.query<{ t: number; v: number; r: number }>(
-      'SELECT (SELECT count(*)::int FROM token_records) AS t, (SELECT count(*)::int FROM vault_secrets) AS v, (SELECT count(*)::int FROM receipts) AS r',
-    );
-    return row!;
-  }
-  const replayedProof = { status: 400, body: { error: 'invalid_dpop_proof', error_description: expect.stringMatching(/already been used/) } };
-  const replayedAssertion = { status: 401, body: { error: 'invalid_client', error_description: expect.stringMatching(/already used/) } };
+  const { send, fresh, written } = replayExchanges(() => deputy, () => idp, agent);
 
   it('identical requests racing: exactly one token, one vault row, one receipt', async () => {
     const { assertion, proof } = await fresh();

@@ -5,12 +5,12 @@
  * (the request was a replay: refused before the actor token was ever considered).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACCESS_TOKEN_TYPE, actorToken, agentConfig, clientAssertion, dpopKeys, dpopProof, JWT_TYPE, TOKEN_EXCHANGE } from '../support/agents.js';
+import { actorToken, agentConfig, JWT_TYPE } from '../support/agents.js';
 import { clientKeys, type ClientKeys } from '../support/clients.js';
+import { API, replayedAssertion, replayedProof, replayExchanges } from '../support/exchange-replay.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 
-const API = 'https://api.example.com';
 let idp: MockIdp;
 let agentKeys: ClientKeys;
 let deputy: TestDeputy;
@@ -28,26 +28,8 @@ afterAll(async () => {
   await idp?.close();
 });
 
-/** A raw exchange whose client assertion and DPoP proof are the caller's. */
-async function send(assertion: string, proof: string, params: Record<string, string> = {}) {
-  const body = new URLSearchParams({
-    grant_type: TOKEN_EXCHANGE, subject_token: await idp.oktaAccessToken({ scp: ['deputy.read', 'deputy.write'] }), subject_token_type: ACCESS_TOKEN_TYPE,
-    resource: API, client_id: 'agent-a', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion, ...params,
-  });
-  const res = await fetch(`${deputy.url}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: proof }, body });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-const fresh = async () => ({ assertion: await clientAssertion(agent(), deputy.issuer), proof: await dpopProof(await dpopKeys(), `${deputy.issuer}/token`) });
+const { send, fresh, written } = replayExchanges(() => deputy, () => idp, agent);
 const withActor = async () => ({ actor_token: await actorToken(agent(), deputy.issuer), actor_token_type: JWT_TYPE });
-/** Rows a request could write: token records, vault secrets, receipts. */
-async function written() {
-  const [row] = await deputy.store.query<{ t: number; v: number; r: number }>(
-    'SELECT (SELECT count(*)::int FROM token_records) AS t, (SELECT count(*)::int FROM vault_secrets) AS v, (SELECT count(*)::int FROM receipts) AS r',
-  );
-  return row!;
-}
-const replayedProof = { status: 400, body: { error: 'invalid_dpop_proof', error_description: expect.stringMatching(/already been used/) } };
-const replayedAssertion = { status: 401, body: { error: 'invalid_client', error_description: expect.stringMatching(/already used/) } };
 
 describe('a replayed request carrying a fresh actor_token', () => {
   let used: { assertion: string; proof: string };

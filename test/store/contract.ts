@@ -78,6 +78,7 @@ export function storeContract(options: ContractOptions): void {
     budgetContract(one, two, concurrent);
     preparedStatementContract(one, two, concurrent);
     agentReadCacheContract(one);
+    agentReadSingleFlightContract(one);
   });
 }
 
@@ -959,17 +960,25 @@ function mcpPinContract(one: () => Store, two: () => Store): void {
 }
 
 /**
- * A store whose agent reads (AgentRegistry's `SELECT … FROM agents WHERE id = $1`) are held,
- * once answered, until `release()`: a read in flight while a change commits, made deterministic.
- * `answered` resolves when a held read has its rows.
+ * A store whose agent reads (AgentRegistry's `SELECT … FROM agents WHERE id = $1`) are counted
+ * (`reads()`, statements sent to the store) and, once answered, held until `release()`: a read in
+ * flight while a change commits, made deterministic. `answered` resolves when a held read has its
+ * rows. `fail(error)` makes every agent read throw `error` (the store away) until `fail(undefined)`.
  */
-function holdingAgentReads(store: Store): { store: Store; hold(): Promise<void>; release(): void } {
+function holdingAgentReads(store: Store): { store: Store; hold(): Promise<void>; release(): void; reads(): number; fail(error: Error | undefined): void } {
   let gate: Promise<void> | undefined;
   let open = (): void => undefined;
   let answered = (): void => undefined;
+  let reads = 0;
+  let failure: Error | undefined;
+  const isAgentRead = (text: string): boolean => /FROM agents WHERE id = \$1$/.test(text);
   const query: Store['query'] = async (text, params, options) => {
+    if (isAgentRead(text)) {
+      reads++;
+      if (failure) throw failure;
+    }
     const rows = await store.query(text, params, options);
-    if (gate && /FROM agents WHERE id = \$1$/.test(text)) {
+    if (gate && isAgentRead(text)) {
       answered();
       await gate;
     }
@@ -985,7 +994,76 @@ function holdingAgentReads(store: Store): { store: Store; hold(): Promise<void>;
       gate = undefined;
       open();
     },
+    reads: () => reads,
+    fail: (error) => {
+      failure = error;
+    },
   };
+}
+
+function agentConfigFor(id: string): AgentConfig {
+  return { id, name: id, owner: 'owner@example.com', scopes: ['read', 'write'], audiences: ['https://api.example.com'], maxDelegationDepth: 3, status: 'active', jwks: { keys: [] } };
+}
+
+/** Concurrent lookups of an agent whose cache entry is due share one store read (single flight). */
+function agentReadSingleFlightContract(one: () => Store): void {
+  describe('agent registry re-reads (single flight)', () => {
+    const lookups = 8;
+
+    it(`${lookups} concurrent lookups of a due agent send one statement and get the same answer`, async () => {
+      const held = holdingAgentReads(one());
+      const id = `agent-flight-${randomUUID()}`;
+      await new AgentRegistry(one()).create(agentConfigFor(id));
+      // TTL 0: every entry is due at once, as after 2 s.
+      const registry = new AgentRegistry(held.store, { cacheTtlMs: 0 });
+      const first = await registry.get(id);
+      expect(held.reads()).toBe(1);
+      const answers = await Promise.all(Array.from({ length: lookups }, () => registry.get(id)));
+      expect(held.reads()).toBe(2);
+      // The row is unchanged: every caller keeps the object the first read cached.
+      for (const a of answers) expect(a).toBe(first);
+      // Settled reads are not reused: the next due lookup reads again.
+      await registry.get(id);
+      expect(held.reads()).toBe(3);
+    });
+
+    it('a local change during the shared read is not overwritten by it, and a lookup after the change does not join it', async () => {
+      const held = holdingAgentReads(one());
+      const id = `agent-flight-change-${randomUUID()}`;
+      await new AgentRegistry(one()).create(agentConfigFor(id));
+      const registry = new AgentRegistry(held.store);
+      const answered = held.hold();
+      const before = Array.from({ length: lookups }, () => registry.get(id));
+      await answered;
+      expect(held.reads()).toBe(1);
+      await registry.update(id, { status: 'disabled' });
+      const after = registry.get(id);
+      expect(held.reads()).toBe(2); // its own read: the one in flight may hold the row as it was
+      held.release();
+      for (const a of await Promise.all(before)) expect(a?.status).toBe('active'); // the row as read before the change
+      expect((await after)?.status).toBe('disabled');
+      expect(registry.peek(id, Date.now())?.agent?.status).toBe('disabled');
+      expect((await registry.get(id))?.status).toBe('disabled');
+      expect(held.reads()).toBe(2);
+    });
+
+    it('with the store away, every lookup sharing the read fails with its error (fail closed), and the next lookup reads again', async () => {
+      const held = holdingAgentReads(one());
+      const id = `agent-flight-outage-${randomUUID()}`;
+      await new AgentRegistry(one()).create(agentConfigFor(id));
+      const registry = new AgentRegistry(held.store, { cacheTtlMs: 0 });
+      expect((await registry.get(id))?.status).toBe('active');
+      const away = new Error('store unavailable');
+      held.fail(away);
+      const results = await Promise.allSettled(Array.from({ length: lookups }, () => registry.get(id)));
+      for (const r of results) expect(r).toEqual({ status: 'rejected', reason: away });
+      expect(held.reads()).toBe(2);
+      expect(registry.peek(id, Date.now())).toBeUndefined();
+      held.fail(undefined);
+      expect((await registry.get(id))?.status).toBe('active');
+      expect(held.reads()).toBe(3);
+    });
+  });
 }
 
 function agentReadCacheContract(one: () => Store): void {
@@ -994,8 +1072,7 @@ function agentReadCacheContract(one: () => Store): void {
       it(`a read answered before this instance's change (${change}) commits, and returned after, is not cached: the change holds at once`, async () => {
         const held = holdingAgentReads(one());
         const id = `agent-inflight-${randomUUID()}`;
-        const config: AgentConfig = { id, name: id, owner: 'owner@example.com', scopes: ['read', 'write'], audiences: ['https://api.example.com'], maxDelegationDepth: 3, status: 'active', jwks: { keys: [] } };
-        await new AgentRegistry(one()).create(config);
+        await new AgentRegistry(one()).create(agentConfigFor(id));
         // A registry with nothing cached (as when the entry is due for a re-read).
         const registry = new AgentRegistry(held.store);
         const answered = held.hold();

@@ -4,7 +4,9 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { ConfigInput } from '../../src/config/schema.js';
+import { agentConfig, exchange, testAgent, type TestAgent } from './agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type ClientKeys } from './clients.js';
+import type { MockIdp } from './mock-idp.js';
 import { json, type Json } from './http.js';
 import { startTestDeputy, type TestDeputy } from './server.js';
 
@@ -89,3 +91,50 @@ export const plainAlice = { type: 'User', id: ALICE.email, properties: { email: 
 
 /** A `Document` resource with no properties. */
 export const doc = (id: string) => ({ type: 'Document', id, properties: {} });
+
+/** The resource the chain agents read ({@link chainAgents}). */
+export const DOCS = 'https://docs.example.com';
+/** The audience an agent hands a token to another agent with (`urn:deputy:agent:{id}`). */
+export const handoff = (id: string): string => `urn:deputy:agent:${id}`;
+
+/** The tokens of Alice's three-link chain ({@link chainTokens}). */
+export interface ChainTokens {
+  /** agent-a for Alice at {@link DOCS} (depth 1). */
+  one: string;
+  /** agent-a for Alice, handed to agent-b. */
+  handToB: string;
+  /** agent-b (from `handToB`), handed to agent-c. */
+  handToC: string;
+  /** agent-c (from `handToC`) at {@link DOCS} (depth 3). */
+  three: string;
+}
+
+/**
+ * The chain agents agent-a → agent-b → agent-c: their keys and their configuration (each reads
+ * `docs.read` at {@link DOCS} and may hand off to the next; depth 3), for `config.agents`.
+ */
+export async function chainAgents(): Promise<{ keys: Record<string, ClientKeys>; configs: Array<ReturnType<typeof agentConfig>> }> {
+  const keys: Record<string, ClientKeys> = {};
+  for (const id of ['agent-a', 'agent-b', 'agent-c']) keys[id] = await clientKeys();
+  const configs = [
+    agentConfig('agent-a', keys['agent-a']!, { scopes: ['docs.read'], audiences: [DOCS, handoff('agent-b')], maxDelegationDepth: 3 }),
+    agentConfig('agent-b', keys['agent-b']!, { scopes: ['docs.read'], audiences: [DOCS, handoff('agent-c')], maxDelegationDepth: 3 }),
+    agentConfig('agent-c', keys['agent-c']!, { scopes: ['docs.read'], audiences: [DOCS], maxDelegationDepth: 3 }),
+  ];
+  return { keys, configs };
+}
+
+/**
+ * The chain agents ({@link chainAgents}) as clients of the Deputy at `issuer`, and Alice's chain
+ * exchanged through them from an Okta token of `idp` (see {@link ChainTokens}).
+ */
+export async function chainTokens(issuer: string, idp: MockIdp, keys: Record<string, ClientKeys>): Promise<{ agents: Record<string, TestAgent>; tokens: ChainTokens }> {
+  const agents: Record<string, TestAgent> = {};
+  for (const id of Object.keys(keys)) agents[id] = await testAgent(issuer, id, keys[id]!);
+  const user = await idp.oktaAccessToken({ uid: ALICE.uid, email: ALICE.email, scp: ['openid', 'docs.read'] });
+  const one = (await exchange(agents['agent-a']!, { subject_token: user, resource: DOCS, scope: 'docs.read' })).access_token;
+  const handToB = (await exchange(agents['agent-a']!, { subject_token: user, audience: handoff('agent-b'), scope: 'docs.read' })).access_token;
+  const handToC = (await exchange(agents['agent-b']!, { subject_token: handToB, audience: handoff('agent-c') })).access_token;
+  const three = (await exchange(agents['agent-c']!, { subject_token: handToC, resource: DOCS })).access_token;
+  return { agents, tokens: { one, handToB, handToC, three } };
+}
