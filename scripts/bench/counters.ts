@@ -11,6 +11,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { PerformanceObserver } from 'node:perf_hooks';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 
@@ -24,11 +25,16 @@ export interface CounterSnapshot {
   memory: { rssMiB: number; heapUsedMiB: number };
   /** CPU time this process used since the last reset (user + system), in milliseconds. */
   cpuMs: number;
+  /** Garbage collections since the last reset: how many, their pauses summed and the longest (ms), by kind. */
+  gc?: { count: number; totalMs: number; maxMs: number; byKind: Record<string, number> };
 }
 
 const statements = new Map<string, number>();
 const crypto = new Map<string, number>();
 let cpuAtReset = process.cpuUsage();
+const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, number> };
+/** GC kinds as `perf_hooks` numbers them (NODE_PERFORMANCE_GC_*). */
+const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
 
 /** A statement's shape: whitespace collapsed, cut at 90 characters. */
 function shape(sql: unknown): string {
@@ -58,6 +64,16 @@ let installed = false;
 export function installCounters(): void {
   if (installed) return;
   installed = true;
+  // Every GC pause (a main-thread stop: scavenges and mark-compact finalisation), for the tail (issue 16, sixth round).
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gcPauses.count += 1;
+      gcPauses.totalMs += e.duration;
+      gcPauses.maxMs = Math.max(gcPauses.maxMs, e.duration);
+      const kind = GC_KINDS[((e as { detail?: unknown }).detail as { kind?: number } | undefined)?.kind ?? 0] ?? 'other';
+      gcPauses.byKind[kind] = (gcPauses.byKind[kind] ?? 0) + 1;
+    }
+  }).observe({ entryTypes: ['gc'] });
   const pgQuery = pg.Client.prototype.query;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
     bump(statements, shape(args[0]));
@@ -115,6 +131,7 @@ export function snapshot(): CounterSnapshot {
     crypto: Object.fromEntries([...crypto].sort((a, b) => b[1] - a[1])),
     memory: { rssMiB: Math.round(mem.rss / 2 ** 20), heapUsedMiB: Math.round(mem.heapUsed / 2 ** 20) },
     cpuMs: Math.round((cpu.user + cpu.system) / 10) / 100,
+    gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
   };
 }
 
@@ -128,6 +145,7 @@ export function serveCounters(): Promise<string> {
       statements.clear();
       crypto.clear();
       cpuAtReset = process.cpuUsage();
+      Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
     }
     if (req.method === 'POST' && req.url === '/gc') (globalThis as { gc?: () => void }).gc?.();
     res.setHeader('content-type', 'application/json');

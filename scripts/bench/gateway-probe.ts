@@ -88,26 +88,30 @@ async function proof(c: Client, htm: string, htu: string, token?: string): Promi
   return new SignJWT({ htm, htu, jti: randomUUID(), ...ath }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: c.dpop.jwk }).setIssuedAt().sign(c.dpop.privateKey);
 }
 
-interface Phase { name: string; connections: number; rate?: number; seconds: number }
+interface Phase { name: string; connections: number; rate?: number; seconds: number; /** `dN`: the upstream called directly (the yardstick of the added latency). */ direct?: boolean }
 
 function phaseOf(spec: string, seconds: number): Phase {
   if (spec === 'idle') return { name: spec, connections: 0, seconds };
   if (spec.startsWith('c')) return { name: spec, connections: Number(spec.slice(1)), seconds };
+  if (spec.startsWith('d')) return { name: spec, connections: Number(spec.slice(1)), seconds, direct: true };
   if (spec.startsWith('r')) return { name: spec, connections: 1, rate: Number(spec.slice(1)), seconds };
   throw new TypeError(`unknown phase ${spec}`);
 }
 
-/** Runs one phase; returns requests sent and the errors seen. */
-async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, string>>, path: string): Promise<{ requests: number; errors: number; sample?: string }> {
+/** Runs one phase; returns requests sent, the errors seen and each request's latency (ms). */
+async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, string>>, path: string): Promise<{ requests: number; errors: number; sample?: string; latencies: number[] }> {
   const deadline = performance.now() + phase.seconds * 1000;
   let i = 0;
   let errors = 0;
   let sample: string | undefined;
+  const latencies: number[] = [];
   const one = async () => {
     const h = headers[i++];
     if (!h) return false;
+    const t = performance.now();
     const res = await pool.request({ method: 'GET', path, headers: h });
     const text = await res.body.text();
+    latencies.push(performance.now() - t);
     if (res.statusCode !== 200) {
       errors += 1;
       sample ??= `${res.statusCode} ${text.slice(0, 200)}`;
@@ -129,7 +133,15 @@ async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, str
       while (performance.now() < deadline && (await one()));
     }));
   }
-  return { requests: i, errors, ...(sample ? { sample } : {}) };
+  return { requests: i, errors, latencies, ...(sample ? { sample } : {}) };
+}
+
+/** p50 / p90 / p99 / max of `ms`, as text. */
+function percentiles(ms: number[]): string {
+  if (ms.length === 0) return '-';
+  const sorted = [...ms].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!.toFixed(2);
+  return `p50 ${at(0.5)} p90 ${at(0.9)} p99 ${at(0.99)} max ${sorted[sorted.length - 1]!.toFixed(2)} ms`;
 }
 
 async function main(): Promise<void> {
@@ -170,24 +182,26 @@ async function main(): Promise<void> {
     const token = ((await res.json()) as { access_token?: string }).access_token;
     if (!token) throw new Error('exchange failed');
     const pool = new Pool(url, { connections: 32, pipelining: 1 });
+    const direct = new Pool(upstream.ready[0]!, { connections: 32, pipelining: 1 });
     const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => ({ authorization: `DPoP ${token}`, dpop: await proof(agent, 'GET', `${gw}/items`, token) })));
     await drive(pool, { name: 'warm', connections: 8, seconds: 2 }, await build(3000), '/gw/echo/items');
     for (const phase of phases) {
-      const headers = phase.connections === 0 ? [] : await build(Math.ceil((phase.rate ?? 1500) * phase.seconds));
+      const headers = phase.connections === 0 || phase.direct ? [] : await build(Math.ceil((phase.rate ?? 1500) * phase.seconds));
       await counters(countersUrl, '/reset');
       const before = threadTicks(deputy.child.pid!);
       const perf = values.perf ? perfRecord(deputy.child.pid!, `${values.perf}.${phase.name}`) : undefined;
       const t0 = performance.now();
-      const done = await drive(pool, phase, headers, '/gw/echo/items');
+      const done = phase.direct ? await drive(direct, phase, Array.from({ length: 100_000 }, () => ({ 'x-api-key': 'bench-secret-value' })), '/items') : await drive(pool, phase, headers, '/gw/echo/items');
       await perf?.();
       const elapsed = (performance.now() - t0) / 1000;
       const after = threadTicks(deputy.child.pid!);
       const snap = await counters(countersUrl);
       const threads = [...after].map(([k, v]) => [k, (v - (before.get(k) ?? 0)) * TICK_MS] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
       const per = (n: number) => (done.requests ? (n / done.requests).toFixed(3) : '-');
-      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
     }
     await pool.close();
+    await direct.close();
   } finally {
     const exited = new Promise((r) => deputy.child.once('exit', r));
     deputy.child.kill('SIGTERM');

@@ -31,5 +31,9 @@ export async function startProcess(entry: string, env: Record<string, string>): 
     });
     child.once('exit', (code) => reject(new Error(`${entry} exited (${code}) before it was ready: ${stderr.slice(-2000)}`)));
   });
+  // An exit during the run (a crash between phases) names its cause instead of a bare socket error.
+  child.once('exit', (code, signal) => {
+    if (code !== 0 && signal !== 'SIGTERM') process.stderr.write(`${entry} exited (${code ?? signal}): ${stderr.slice(-2000)}\n`);
+  });
   return { child, ready };
 }

@@ -74,6 +74,31 @@ export interface AttestedWrites {
    * with the error the caller is to see when one is refused — a replayed key, a refused row.
    */
   inTransaction(tx: Queryable): Promise<void>;
+  /**
+   * Nothing is written before this resolves (the token exchange: its token's signature, computed
+   * while the receipt is signed); when it rejects, nothing is written and the append rejects with
+   * its error. Awaited after the receipt is signed, before the statement.
+   */
+  ready?: Promise<unknown>;
+}
+
+/** Appends of a group whose {@link AttestedWrites.ready} rejected, with their errors: written by none. */
+class NotReady extends Error {
+  constructor(readonly failed: ReadonlyMap<Pending, unknown>) {
+    super('an attested write was not ready');
+  }
+}
+
+/** Waits for the `ready` promises of `group`'s attested writes. @throws NotReady naming those that rejected */
+async function whenReady(group: readonly Pending[]): Promise<void> {
+  const gated = group.filter((p) => p.writes?.ready);
+  if (gated.length === 0) return;
+  const settled = await Promise.allSettled(gated.map((p) => p.writes!.ready));
+  const failed = new Map<Pending, unknown>();
+  settled.forEach((r, i) => {
+    if (r.status === 'rejected') failed.set(gated[i]!, r.reason);
+  });
+  if (failed.size > 0) throw new NotReady(failed);
 }
 
 /** {@link ReceiptAppender.appendOnce}: the key was recorded already, so no receipt was written. */
@@ -235,6 +260,19 @@ export class ReceiptService implements ReceiptAppender {
    * second statement failed too — in locked transactions. Returns each append's outcome.
    */
   async #writeGroup(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
+    try {
+      return await this.#writeReady(agent, group);
+    } catch (err) {
+      if (!(err instanceof NotReady)) throw err;
+      // Nothing was written: the appends not ready are refused, the others written as a group again.
+      const rest = group.filter((p) => !err.failed.has(p));
+      const refused: Outcome[] = [...err.failed].map(([pending, error]) => ({ pending, error }));
+      return [...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest) : [])];
+    }
+  }
+
+  /** {@link #writeGroup} once every append's attested writes are ready (else it throws {@link NotReady}, having written nothing). */
+  async #writeReady(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
     const split = splitRepeats(group);
     const repeats = split.repeats;
     let firsts = split.firsts;
@@ -274,6 +312,7 @@ export class ReceiptService implements ReceiptAppender {
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
       const signed = await this.#sign(agent, head, firsts.map((p) => p.input));
+      await whenReady(firsts);
       const outcome = await appendIfHead(this.#store, agent, head, signed, once, parts).catch((err: unknown) => {
         // One append's write refused by the server (a unique violation on its vault row, say):
         // the statement wrote nothing, and each append is decided alone, so the others commit.
@@ -299,6 +338,7 @@ export class ReceiptService implements ReceiptAppender {
    * refusal (its error) leaves the others written.
    */
   async #writeLocked(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
+    await whenReady(group);
     const plain = group.filter((p) => !p.writes);
     const outcomes: Outcome[] = [];
     if (plain.length > 0) {
@@ -315,6 +355,7 @@ export class ReceiptService implements ReceiptAppender {
   /** One append with its attested writes, in its own transaction (the head locked). */
   async #writeAlone(agent: string, p: Pending): Promise<Outcome> {
     try {
+      await p.writes!.ready;
       const receipt = await this.#store.transaction(async (tx) => {
         await p.writes!.inTransaction(tx);
         return (await this.#appendLocked(tx, agent, [p.input]))[0]!;

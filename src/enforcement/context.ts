@@ -40,6 +40,12 @@ export interface PepRequest extends ResourceRequest {
 export class PendingProof {
   #key: OnceKey | undefined;
   readonly #spend: (key: OnceKey) => Promise<void>;
+  /**
+   * The spend {@link spendIfPending} started: a later caller waits for it (and gets its replay
+   * error), so nothing proceeds as if the proof were spent before it is (the MCP gateway's
+   * end-of-response spend racing a message's receipt step).
+   */
+  #spending: Promise<void> | undefined;
 
   /**
    * @param key - the unspent key (`AuthenticatedRequest.unspentProof`); undefined: spent already.
@@ -63,13 +69,16 @@ export class PendingProof {
   }
 
   /**
-   * Spends the key unless something did already.
+   * Spends the key unless something did already; when another caller's spend (through this
+   * method) is still running, waits for it.
    *
-   * @throws the verifier's `invalid_dpop_proof` (with its DPoP challenge) for a replayed proof.
+   * @throws the verifier's `invalid_dpop_proof` (with its DPoP challenge) for a replayed proof
+   *   (every caller waiting on that spend gets it).
    */
   async spendIfPending(): Promise<void> {
     const key = this.take();
-    if (key) await this.#spend(key);
+    if (key) this.#spending = this.#spend(key);
+    if (this.#spending) await this.#spending;
   }
 
   /**

@@ -27,7 +27,7 @@ import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Agent } from 'undici';
 import { BadGateway, GatewayTimeout, PayloadTooLarge } from '../errors/index.js';
 import { withTraceContext } from '../observability/tracing.js';
-import { Redactor } from './redact.js';
+import { Redactor, RedactorMemo } from './redact.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields, plus `Proxy-Connection` (non-standard, still sent). */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authenticate', 'proxy-authorization'];
@@ -113,6 +113,8 @@ export interface ShapeOptions {
 export class Forwarder {
   readonly #agent: Agent;
   readonly #o: ForwarderOptions;
+  /** One redactor per credential's values, not one per response (./redact.ts). */
+  readonly #redactors = new RedactorMemo();
 
   constructor(options: ForwarderOptions) {
     this.#o = options;
@@ -162,7 +164,7 @@ export class Forwarder {
       || !(declared >= 0 && declared <= Math.min(WHOLE_BODY_MAX_BYTES, this.#o.maxResponseBytes))) {
       return this.shape(res, options);
     }
-    const redactor = new Redactor(options.secrets);
+    const redactor = this.#redactors.get(options.secrets);
     const headers = shapeHeaders(res, options, redactor);
     const bytes = redactor.redact(await readWhole(res.body, declared), REDACTED);
     headers['content-length'] = String(bytes.length);
@@ -171,8 +173,8 @@ export class Forwarder {
 
   /** Filters headers and wraps the body (decode, size limit, redaction). */
   shape(res: UpstreamResponse, options: ShapeOptions): UpstreamResponse {
-    // Built once per response: headers and every body chunk share the needles.
-    const redactor = new Redactor(options.secrets);
+    // Headers and every body chunk share the needles (built once per credential's values).
+    const redactor = this.#redactors.get(options.secrets);
     const headers = shapeHeaders(res, options, redactor);
     const declared = Number(res.headers['content-length']);
     if (Number.isFinite(declared) && declared > this.#o.maxResponseBytes) {

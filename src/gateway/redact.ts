@@ -130,6 +130,72 @@ export class Redactor {
   }
 }
 
+/**
+ * {@link Redactor}s by the values they look for: a credential's values are the same call after
+ * call (an API key, a cached access token), and building the needles (case forms, base64 at
+ * three alignments, hex, the candidate regex) costs more than most small bodies' search
+ * (issue 16, sixth round). A pure function of its key, so nothing can be stale. Because the
+ * needles are the secret in other spellings, a redactor is kept no longer than `maxAgeMs` after
+ * it was built (the 2 s decrypted secrets stay in memory, README "What the gateway caches"),
+ * dropped by the next use or by a timer that does not keep the process alive; at most `max`
+ * value sets, the oldest dropped first.
+ */
+export class RedactorMemo {
+  /** By key, in the order built (so the oldest is first). */
+  readonly #byValues = new Map<string, { redactor: Redactor; builtAt: number }>();
+  #sweeper: NodeJS.Timeout | undefined;
+
+  /**
+   * @param max - value sets kept (at least 1).
+   * @param maxAgeMs - how long one is kept after it was built, in milliseconds.
+   */
+  constructor(
+    readonly max = 256,
+    readonly maxAgeMs = 2000,
+  ) {}
+
+  /** The redactor of `values` (built on first use, then the same object for `maxAgeMs`). */
+  get(values: readonly string[], now = performance.now()): Redactor {
+    if (values.length === 0) return NO_VALUES;
+    this.#sweep(now);
+    // JSON, not a join: no two different lists of strings share a key.
+    const key = JSON.stringify(values);
+    const kept = this.#byValues.get(key);
+    if (kept) return kept.redactor;
+    const redactor = new Redactor(values);
+    if (this.#byValues.size >= Math.max(1, this.max)) this.#byValues.delete(this.#byValues.keys().next().value!);
+    this.#byValues.set(key, { redactor, builtAt: now });
+    this.#sweepLater();
+    return redactor;
+  }
+
+  /** Value sets held (tests). */
+  get size(): number {
+    return this.#byValues.size;
+  }
+
+  /** Drops every redactor built `maxAgeMs` or more before `now` (they are first in the map). */
+  #sweep(now: number): void {
+    for (const [key, kept] of this.#byValues) {
+      if (now - kept.builtAt < this.maxAgeMs) break;
+      this.#byValues.delete(key);
+    }
+  }
+
+  /** One unref'd timer while anything is held: nothing outlives its age when calls stop. */
+  #sweepLater(): void {
+    if (this.#sweeper) return;
+    this.#sweeper = setTimeout(() => {
+      this.#sweeper = undefined;
+      this.#sweep(performance.now());
+      if (this.#byValues.size > 0) this.#sweepLater();
+    }, this.maxAgeMs);
+    this.#sweeper.unref();
+  }
+}
+
+const NO_VALUES = new Redactor([]);
+
 /** The value and, when long enough, its base64, base64url and hex forms (see the module doc). */
 function encodedForms(value: string): string[] {
   if (value.length === 0) return [];

@@ -218,17 +218,38 @@ async function shapeResponse(forwarder: Forwarder, res: UpstreamResponse, { call
 
 /** `{baseUrl}{path}?{agent's query minus injected names}&{injected}`. */
 function upstreamUrl(connection: Connection, path: string, query: string, inject: ReadonlyArray<readonly [string, string]>): URL {
-  const base = new URL(connection.settings.baseUrl);
+  const base = baseOf(connection.settings);
   const url = new URL(base.href);
-  url.pathname = `${base.pathname.replace(/\/$/, '')}${path}`;
-  const params = new URLSearchParams(query);
-  for (const [name] of inject) params.delete(name);
-  for (const [name, value] of inject) params.append(name, value);
-  const search = params.toString();
-  url.search = search ? `?${search}` : '';
+  url.pathname = `${base.path}${path}`;
+  if (query !== '' || inject.length > 0) {
+    const params = new URLSearchParams(query);
+    for (const [name] of inject) params.delete(name);
+    for (const [name, value] of inject) params.append(name, value);
+    const search = params.toString();
+    url.search = search ? `?${search}` : '';
+  } else {
+    url.search = '';
+  }
   // Belt and braces after upstreamPath(): the result must stay under the base.
-  if (url.origin !== base.origin || !url.pathname.startsWith(base.pathname.replace(/\/$/, ''))) throw new InvalidRequest('the path leaves the connection\'s base URL');
+  if (url.origin !== base.origin || !url.pathname.startsWith(base.path)) throw new InvalidRequest('the path leaves the connection\'s base URL');
   return url;
+}
+
+/**
+ * A connection's base URL, parsed once per settings object (issue 16, sixth round: not per
+ * call). Keyed by the object, so a connection changed in the store (new settings object) is
+ * parsed afresh: nothing here can be stale.
+ */
+const bases = new WeakMap<Connection['settings'], { href: string; origin: string; path: string }>();
+
+function baseOf(settings: Connection['settings']): { href: string; origin: string; path: string } {
+  let base = bases.get(settings);
+  if (!base) {
+    const url = new URL(settings.baseUrl);
+    base = { href: url.href, origin: url.origin, path: url.pathname.replace(/\/$/, '') };
+    bases.set(settings, base);
+  }
+  return base;
 }
 
 /**

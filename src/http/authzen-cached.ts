@@ -169,8 +169,8 @@ interface Hit {
 function answerFirst(req: IncomingMessage, hit: Hit, pass: () => Promise<void>): void | Promise<void> {
   try {
     write(hit.res, hit.known, hit.requestId);
-    countAndLog(hit.deps, hit.known, { requestId: hit.requestId, method: 'POST', path: hit.path, start: hit.start });
-    observeAnswered(req, hit.path, 200, hit.start);
+    // Inside the server span, as `accessLog` writes it on the routes: the line carries its trace id.
+    observeAnswered(req, hit.path, 200, hit.start, () => countAndLog(hit.deps, hit.known, { requestId: hit.requestId, method: 'POST', path: hit.path, start: hit.start }));
   } catch {
     if (!hit.res.headersSent) return pass();
     if (!hit.res.writableEnded) hit.res.destroy();

@@ -86,18 +86,25 @@ export function observeRequests(): Koa.Middleware {
 /**
  * What {@link observeRequests} records, for a request answered before Koa (the PDP's cached path,
  * ./authzen-cached.ts): the same metrics and labels, and a server span (child of the caller's
- * `traceparent`) opened and closed at once — nothing ran inside it.
+ * `traceparent`) opened and closed around `inside` — what runs there (the access log line) is in
+ * the span's context, so its log lines carry the trace id, as under {@link observeRequests}.
  *
  * @param route - a route label as {@link routeOf} gives it (a known path, never a raw one).
  * @param start - `process.hrtime.bigint()` when the request arrived.
+ * @param inside - run with the span active (synchronous); what it throws propagates, the span ended.
  */
-export function observeAnswered(req: IncomingMessage, route: string, status: number, start: bigint): void {
+export function observeAnswered(req: IncomingMessage, route: string, status: number, start: bigint, inside?: () => void): void {
   const method = req.method ?? 'GET';
-  metrics.httpRequests.inc({ route, method, status: String(status) });
-  metrics.httpDuration.observe({ route, method }, secondsSince(start));
   const parent = propagation.extract(ROOT_CONTEXT, req.headers);
   const attributes = { 'http.request.method': method, 'http.route': route, 'http.response.status_code': status };
-  tracer().startSpan(`${method} ${route}`, { kind: SpanKind.SERVER, attributes }, parent).end();
+  const span = tracer().startSpan(`${method} ${route}`, { kind: SpanKind.SERVER, attributes }, parent);
+  try {
+    if (inside) context.with(trace.setSpan(parent, span), inside);
+  } finally {
+    span.end();
+  }
+  metrics.httpRequests.inc({ route, method, status: String(status) });
+  metrics.httpDuration.observe({ route, method }, secondsSince(start));
 }
 
 /** A request being answered before Koa after asynchronous work: see {@link observeAnswering}. */

@@ -91,17 +91,21 @@ export class McpGateway {
    * `{issuer}/mcp/{server}` and its live chain. Its 401s get `resource_metadata` (RFC 9728 §5.1)
    * where every protected resource's do: src/http/protected-resource-metadata.ts
    * `protectedResourceChallenges`, which knows each server through `mcpServerLookup`.
-   * The proof is spent at once: a request may carry no decided message (a notification, a GET),
-   * so no receipt can be counted on to spend it.
+   * With receipts on, the proof's `jti` is left unspent by the admission: a request that is one
+   * `tools/call` of an open session has it spent by that call's decision receipt, in the
+   * receipt's own statement (one commit for both, as the HTTP gateway; {@link deferredToReceipt});
+   * every other request spends it on its own before anything else happens ({@link #spendNow}) —
+   * it may carry no decided message (a notification, a GET), or reach the upstream before its
+   * first receipt (initialize, lists).
    */
   readonly #admission;
+  readonly #challenge = dpopChallenger();
 
   constructor(deps: McpGatewayDeps) {
     this.#d = deps;
-    const challenge = dpopChallenger();
     this.#admission = Pipeline.start<PepRequest>()
-      .then(authenticate({ verifier: deps.verifier, deferProofSpend: false, challenge }))
-      .then(liveChain({ revocations: deps.revocations, challenge }));
+      .then(authenticate({ verifier: deps.verifier, deferProofSpend: deps.receipts !== undefined, challenge: this.#challenge }))
+      .then(liveChain({ revocations: deps.revocations, challenge: this.#challenge }));
   }
 
   /** Open sessions (tests, metrics). */
@@ -118,12 +122,27 @@ export class McpGateway {
     if (declared > server.limits.maxMessageBytes) throw new McpHttpError(413, -32600, `the message exceeds ${server.limits.maxMessageBytes} bytes`);
     const { caller, admission, dpopNonce } = await this.#admit(call, server);
     if (dpopNonce !== undefined) call.res.setHeader('DPoP-Nonce', dpopNonce);
-
-    const body = call.req.method === 'POST' ? await readJson(call.req, server.limits.maxMessageBytes) : undefined;
-    if (Array.isArray(body) && body.length > server.limits.maxBatch) throw new McpHttpError(400, -32600, `a batch may hold at most ${server.limits.maxBatch} messages`);
-    if (Array.isArray(body) && body.length === 0) throw new McpHttpError(400, -32600, 'an empty batch is not a JSON-RPC request');
-
+    const body = await this.#body(call, server, admission);
     const sessionId = header(call.req, 'mcp-session-id');
+    if (!deferredToReceipt(admission, sessionId, body)) {
+      await this.#spendNow(admission);
+      return this.#dispatch(call, server, caller, admission, sessionId, body);
+    }
+    // Spent by the call's decision receipt. A refusal before the request reaches its session
+    // (no such session) spends it first, so a replay is refused as one (401); a message the SDK
+    // refuses, or an agent gone before the receipt, leaves it to the end of the response
+    // (PendingProof makes a receipt racing that spend wait for it: no forward on a replay).
+    call.res.once('close', () => void admission.proof.spendIfPending().catch(() => {}));
+    try {
+      await this.#dispatch(call, server, caller, admission, sessionId, body);
+    } catch (err) {
+      await this.#spendNow(admission);
+      throw err;
+    }
+  }
+
+  /** The session part of {@link handle}: open or find the agent's session, hand the request to its transport. */
+  async #dispatch(call: McpHttpCall, server: McpServerConfig, caller: McpCaller, admission: Admission, sessionId: string | undefined, body: unknown): Promise<void> {
     let session: AgentSession | undefined;
     if (sessionId === undefined && body !== undefined && isInitializeRequest(Array.isArray(body) ? body[0] : body)) {
       // Checked before an upstream session is opened for a request the transport would refuse.
@@ -190,6 +209,33 @@ export class McpGateway {
     const all = [...this.#sessions.values()];
     this.#sessions.clear();
     await Promise.allSettled(all.map((s) => s.close()));
+  }
+
+  /**
+   * Step 4: the POST body, parsed (undefined for GET and DELETE). Refused (413, 400) after the
+   * proof is spent: a replayed proof is refused as one (401) whatever else is wrong.
+   */
+  async #body(call: McpHttpCall, server: McpServerConfig, admission: Admission): Promise<unknown> {
+    try {
+      const body = call.req.method === 'POST' ? await readJson(call.req, server.limits.maxMessageBytes) : undefined;
+      if (Array.isArray(body) && body.length > server.limits.maxBatch) throw new McpHttpError(400, -32600, `a batch may hold at most ${server.limits.maxBatch} messages`);
+      if (Array.isArray(body) && body.length === 0) throw new McpHttpError(400, -32600, 'an empty batch is not a JSON-RPC request');
+      return body;
+    } catch (err) {
+      await this.#spendNow(admission);
+      throw err;
+    }
+  }
+
+  /**
+   * Spends the proof's `jti` now (RFC 9449 §11.1) unless spent already.
+   *
+   * @throws DeputyError 401 `invalid_dpop_proof` with the DPoP challenge for a replayed proof.
+   */
+  async #spendNow(admission: Admission): Promise<void> {
+    await admission.proof.spendIfPending().catch((err: unknown) => {
+      throw this.#challenge(err, admission.audience);
+    });
   }
 
   /** Steps 3 (authenticate) and the live chain, through the enforcement pipeline's shared steps. */
@@ -303,6 +349,19 @@ export class McpGateway {
     this.#sessions.delete(id);
     await s?.close();
   }
+}
+
+/**
+ * Whether a request's proof is left to its decision receipt: receipts on (the proof still
+ * pending), an open session, and the body one JSON-RPC `tools/call` request — whose pipeline
+ * writes that receipt before anything of the call reaches the upstream (src/mcp/session.ts).
+ * Batches, notifications, lists and initialize spend it at once.
+ */
+function deferredToReceipt(admission: Admission, sessionId: string | undefined, body: unknown): boolean {
+  if (!admission.proof.pending || sessionId === undefined) return false;
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return false;
+  const message = body as { method?: unknown; id?: unknown };
+  return message.method === 'tools/call' && message.id !== undefined;
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

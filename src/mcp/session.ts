@@ -77,6 +77,7 @@ import {
   Pipeline,
   receipt,
   refuseDenied,
+  spendProofOnRefusal,
   type ActionContext,
   type Admission,
   type Budgeter,
@@ -84,7 +85,7 @@ import {
   type Described,
 } from '../enforcement/index.js';
 import type { DeputyError } from '../errors/index.js';
-import { Redactor } from '../gateway/redact.js';
+import { RedactorMemo } from '../gateway/redact.js';
 import type { Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
@@ -122,6 +123,9 @@ function pipelines(deps: SessionDeps, pins: PinLookup) {
   const gate = <C extends McpMessage & Described>() => Pipeline.start<C>().then(decide(ask)).then(recorded).then(refuse);
   return {
     call: Pipeline.start<McpMessage & Described & McpBudgetContext & Sending>()
+      // A `tools/call` alone in its request has its proof spent by its receipt (./gateway.ts):
+      // a refusal before that receipt spends it first, and a replay is the error the agent gets.
+      .then(spendProofOnRefusal())
       .then(decide(ask))
       .then(checkPin(pins))
       .then(budget<McpMessage & Described & McpBudgetContext & Sending & Decided>(deps.budgeter))
@@ -226,6 +230,8 @@ export class AgentSession {
   #closed = false;
   /** Pin mismatches already receipted in this session (`tool\0digest`). */
   readonly #mismatchReceipted = new Set<string>();
+  /** Redactors of the credential values injected upstream: built once per value set, not per answer. */
+  readonly #redactors = new RedactorMemo(4);
   readonly #d: SessionDeps;
   readonly #p: ReturnType<typeof pipelines>;
   transport: StreamableHTTPServerTransport | undefined;
@@ -657,7 +663,7 @@ export class AgentSession {
   #redacted<T>(result: T): T {
     if (this.secrets.length === 0) return result;
     const bytes = Buffer.from(JSON.stringify(result), 'utf8');
-    const ranges = new Redactor(this.secrets).find(bytes);
+    const ranges = this.#redactors.get(this.secrets).find(bytes);
     if (ranges.length === 0) return result;
     const parts: Buffer[] = [];
     let at = 0;

@@ -24,7 +24,8 @@
  *    from an agent's stored defaults (rows written before registration refused them).
  * 7. `authorizer.authorize` — policy (registry rules; Cedar `delegate` once the PDP is on).
  * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
- *    by ./oidc-provider/), then `recordIssued`: the proof and client assertion `jti`s
+ *    by ./oidc-provider/; its `jti` is chosen first) and, while it is signed, `recordIssued`
+ *    (written once it is signed): the proof and client assertion `jti`s
  *    (`ExchangeInput.spends`), the token record (and the encrypted upstream token) and its
  *    `permit` receipt (src/audit), all or nothing, in the statement of the agent's receipt group
  *    writer (`ReceiptAppender.appendWith`): one commit per group of concurrent exchanges. A failed
@@ -113,10 +114,11 @@ export interface TokenExchangeDeps {
  */
 export interface AccessTokenMinter {
   /**
-   * Signs the access token. Resolves with the compact JWT and its `jti`.
-   * @throws whatever the signer throws (rendered as `server_error`)
+   * Starts signing the access token: returns its `jti` at once and the compact JWT as a promise
+   * (rejecting with whatever the signer throws, rendered as `server_error`), so that the token
+   * record and the receipt naming that `jti` are prepared while the signature is computed.
    */
-  mint(request: MintRequest): Promise<MintedToken>;
+  mint(request: MintRequest): MintedToken;
 }
 
 /** What to sign: the claims of the issued token, as plain values. */
@@ -139,11 +141,11 @@ export interface MintRequest {
   extra: { act: ActorClaim | undefined; may_act?: Record<string, unknown> };
 }
 
-/** A signed token. */
+/** A token being signed. */
 export interface MintedToken {
-  /** The compact JWT. */
-  value: string;
-  /** Its `jti`, the key of its token record. */
+  /** The compact JWT, once signed. */
+  value: Promise<string>;
+  /** Its `jti`, the key of its token record (chosen before signing). */
   jti: string;
 }
 
@@ -510,22 +512,28 @@ interface Issued {
   expiresIn: number;
 }
 
-/** Step 8: sign, then record (one transaction). */
+/**
+ * Step 8: sign, and record (one statement) once signed. The token's signature and the receipt's
+ * run side by side (two WebCrypto operations on the thread pool instead of one after the other,
+ * issue 16, sixth round): the receipt names the token's `jti`, chosen before signing, and the
+ * issuing statement waits for the token's signature (`AttestedWrites.ready`), so a token that
+ * failed to sign is never recorded, and a token is returned only once recorded, as before.
+ */
 const issue = tracedStep('token_exchange.issue', async (deps: ExchangeDeps, input: Issuance): Promise<Issued> => {
   const now = Math.floor(Date.now() / 1000);
   const expiresIn = Math.min(deps.accessTokenTTL, input.subject.expiresAt - now);
   if (expiresIn < 1) throw new InvalidGrant('the subject token has expired');
-  const token = await mint(deps.minter, input, expiresIn);
-  try {
-    await recordIssued(deps, input, token.jti, now, expiresIn);
-  } catch (err) {
+  const token = mint(deps.minter, input, expiresIn);
+  const recorded = recordIssued(deps, input, token, now, expiresIn).catch((err: unknown) => {
     throw recordRefusal(err);
-  }
-  return { value: token.value, expiresIn };
+  });
+  // Both awaited together: neither rejection is left unhandled, whichever settles first.
+  const [value] = await Promise.all([token.value, recorded]);
+  return { value, expiresIn };
 });
 
 /** Step 8a: the RFC 9068 JWT with `act` (and `may_act` for a handoff), bound to the proof key. */
-function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Promise<MintedToken> {
+function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): MintedToken {
   const { agent, subject, chain, audience, scopes, dpop, mayAct } = input;
   return minter.mint({
     clientId: agent.id,
@@ -552,7 +560,8 @@ function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Pr
  * parent), each exchange of the group is decided alone in a transaction that throws its own
  * error. An appender without `appendWith` gets the one transaction of before.
  */
-async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, now: number, expiresIn: number): Promise<void> {
+async function recordIssued(deps: ExchangeDeps, input: Issuance, token: MintedToken, now: number, expiresIn: number): Promise<void> {
+  const { jti } = token;
   const { subject } = input;
   let upstream: string | undefined;
   let vaultRow: StatementPart | undefined;
@@ -570,9 +579,10 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, jti: string, no
   };
   if (deps.receipts.appendWith) {
     const parts = [...(vaultRow ? [vaultRow] : []), deps.records.insertPart(record)];
-    await deps.receipts.appendWith(receipt, { once: input.spends.map((s) => s.once), parts, inTransaction });
+    await deps.receipts.appendWith(receipt, { once: input.spends.map((s) => s.once), parts, inTransaction, ready: token.value });
     return;
   }
+  await token.value;
   await deps.store.transaction(async (tx) => {
     await inTransaction(tx);
     await deps.receipts.append(receipt, tx);

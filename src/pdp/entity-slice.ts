@@ -27,6 +27,16 @@
  *    policies read only some of it (the default set: not `depth`, `user`, `delegator`). Only
  *    values Cedar always accepts are left out (a malformed escape is kept, and still refused).
  *
+ * 4. **Only the policies whose scope can match the call count** (issue 16, sixth round). Cedar
+ *    evaluates a policy as `principal-scope && action-scope && resource-scope && conditions`, the
+ *    conditions only when the scope matched: a policy whose scope fixes another principal type
+ *    (`principal is Agent`, `principal == Agent::"x"`), another resource type, or another action
+ *    (`action == Action::"delete"`) reads nothing of this call, and errs on nothing. So 1–3 use
+ *    the reads of the policies that may apply to the call's principal type, action and resource
+ *    type ({@link PolicyReads.forRequest}); a scope `in` something (which depends on entity
+ *    data) counts as applying. With the default policies, a user's call then carries no `chain`
+ *    context at all and the resource without `scope` / `audience`, which only agent policies read.
+ *
  * A decision's entity list with two entities of one uid is passed whole (Cedar refuses it, and
  * that refusal is kept).
  *
@@ -45,7 +55,15 @@ export interface PolicyReads {
   readonly entities: readonly EntityUid[];
   /** What the policies read of `context` (see {@link ContextReads}). */
   readonly context: ContextReads;
+  /**
+   * The reads of only the policies whose scope may match a call with this principal type, action
+   * and resource type (module comment, 4); memoised per key. Absent on the reads it returns.
+   */
+  readonly forRequest?: (principalType: string, action: EntityUid, resourceType: string) => PolicyReads;
 }
+
+/** Scoped reads kept per policy set (principal type × action × resource type, all from the schema); past it they are computed per call. */
+const MAX_SCOPED_READS = 4096;
 
 /**
  * What the policies read of `context`, as member paths (`["chain", "position"]`, keyed by
@@ -76,6 +94,37 @@ interface ScopeTypes {
  * rest of the tree is walked too, so a construct unknown here can only add names, never hide one.
  */
 export function policyReads(policies: readonly unknown[], contextMember: (path: readonly string[]) => string | undefined = () => undefined): PolicyReads {
+  const all = readsOf(policies, contextMember);
+  const scoped = new Map<string, PolicyReads>();
+  const forRequest = (principalType: string, action: EntityUid, resourceType: string): PolicyReads => {
+    const key = `${principalType}\0${action.type}\0${action.id}\0${resourceType}`;
+    const known = scoped.get(key);
+    if (known) return known;
+    const applicable = policies.filter((p) => mayApply(p, principalType, action, resourceType));
+    const reads = applicable.length === policies.length ? all : readsOf(applicable, contextMember);
+    if (scoped.size < MAX_SCOPED_READS) scoped.set(key, reads);
+    return reads;
+  };
+  return { ...all, forRequest };
+}
+
+/**
+ * Whether a policy (EST) may apply to a call with this principal type, action and resource type
+ * by its scope alone: false only when the scope fixes another type (`is T`, `== T::"id"`) or
+ * another action (`== Action::"id"`); `in` (entity data) and anything unknown here may apply.
+ */
+function mayApply(policy: unknown, principalType: string, action: EntityUid, resourceType: string): boolean {
+  const p = policy as { action?: { op?: unknown; entity?: { type?: unknown; id?: unknown } } } | null;
+  if (p?.action?.op === '==' && typeof p.action.entity?.type === 'string' && typeof p.action.entity.id === 'string') {
+    if (p.action.entity.type !== action.type || p.action.entity.id !== action.id) return false;
+  }
+  const principal = scopeType(policy, 'principal');
+  const resource = scopeType(policy, 'resource');
+  return (principal === undefined || principal === principalType) && (resource === undefined || resource === resourceType);
+}
+
+/** {@link policyReads} of exactly `policies`, without {@link PolicyReads.forRequest}. */
+function readsOf(policies: readonly unknown[], contextMember: (path: readonly string[]) => string | undefined): PolicyReads {
   const anyType = new Set<string>();
   const byType = new Map<string, Set<string>>();
   const entities = new Map<string, EntityUid>();
@@ -199,12 +248,13 @@ const pruned = new WeakMap<PolicyReads, WeakMap<EntityJson, EntityJson>>();
  * `request` with only the entities its evaluation can reach, each without the attributes no
  * policy names (see the module comment). The request's own objects are not changed.
  */
-export function sliceRequest(reads: PolicyReads, request: CedarRequest): CedarRequest {
+export function sliceRequest(all: PolicyReads, request: CedarRequest): CedarRequest {
   const index = indexOf(request.entities);
   if (!index) return request;
+  const reads = all.forRequest?.(request.principal.type, request.action, request.resource.type) ?? all;
   const out: EntityJson[] = [];
   const seen = new Set<string>();
-  const context = pruneContext(reads.context, request.context);
+  const context = prunedContext(reads.context, request.context);
   const queue: EntityUid[] = [request.principal, request.action, request.resource, ...reads.entities];
   collectRefs(context, queue);
   for (let uid = queue.pop(); uid !== undefined; uid = queue.pop()) {
@@ -221,6 +271,18 @@ export function sliceRequest(reads: PolicyReads, request: CedarRequest): CedarRe
     collectRefs(slim.tags, queue);
   }
   return { ...request, context, entities: out };
+}
+
+/** Contexts pruned by {@link pruneContext}, per context reads and context object (a delegated member's context is memoised: chain-evaluation.ts). */
+const prunedContexts = new WeakMap<ContextReads, WeakMap<Record<string, CedarValueJson>, Record<string, CedarValueJson>>>();
+
+/** {@link pruneContext}, memoised per `reads` and `context` object (neither is ever mutated). */
+function prunedContext(reads: ContextReads, context: Record<string, CedarValueJson>): Record<string, CedarValueJson> {
+  let memo = prunedContexts.get(reads);
+  if (!memo) prunedContexts.set(reads, (memo = new WeakMap()));
+  let pruned = memo.get(context);
+  if (!pruned) memo.set(context, (pruned = pruneContext(reads, context)));
+  return pruned;
 }
 
 /**

@@ -13,7 +13,9 @@ import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { decodeJwt } from 'jose';
 import { metrics } from '../../src/observability/metrics.js';
+import { OperatorTokenRevocations } from '../../src/oauth/operator-token-revocation.js';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
 import { REPO, countEvaluations, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
@@ -54,6 +56,15 @@ beforeAll(async () => {
   const warm = { subject: plain, action: { name: 'read' }, resource: doc('doc-6') };
   for (const path of ['/access/v1/evaluation', '/access/v1/evaluation', '/access/v1/evaluations']) expect((await h.post(path, warm)).status).toBe(200);
   evaluatedSoFar = countEvaluations(h);
+  // The lean path takes a request only while the PEP token's "not revoked" answer is fresh (2 s,
+  // tested in pep-token-revocation*.test.ts); on a loaded machine the steps between two requests
+  // can outlast it and the request then goes, rightly, to Koa. This file's PEP token is never
+  // revoked: its answer is held fresh here so that what is asserted is the lean path's answer.
+  const pepJti = decodeJwt(h.pepToken).jti;
+  const knownLive = OperatorTokenRevocations.prototype.knownLive;
+  vi.spyOn(OperatorTokenRevocations.prototype, 'knownLive').mockImplementation(function (this: OperatorTokenRevocations, jti, now) {
+    return jti === pepJti || knownLive.call(this, jti, now);
+  });
   const spy = vi.spyOn(Koa.prototype, 'createContext');
   // Only contexts for the PDP's paths: other Koa apps in this process (oidc-provider's own, a
   // JWKS re-read, an earlier file's server in a reused worker) build contexts of their own.

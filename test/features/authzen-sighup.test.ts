@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REPO } from '../support/authzen.js';
 import { initialisedDataDir } from '../support/database.js';
+import { TEST_NODE_FLAGS } from '../support/process.js';
 
 let dir: string;
 let child: ChildProcess;
@@ -44,7 +45,7 @@ beforeAll(async () => {
       'log: { level: warn }',
     ].join('\n'),
   );
-  child = spawn(process.execPath, ['--import', 'tsx', `${REPO}src/main.ts`], {
+  child = spawn(process.execPath, [...TEST_NODE_FLAGS, '--import', 'tsx', `${REPO}src/main.ts`], {
     env: { ...process.env, DEPUTY_CONFIG: join(dir, 'deputy.yaml'), DATABASE_URL: '', PORT: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -5,7 +5,7 @@
  * help that does nothing, unknown options refused.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/index.js';
 import { loadConfig } from '../../src/config/load.js';
 import { SIGNING_KEYS_FILE } from '../../src/keys/keystore.js';
+import { LOCK_FILE } from '../../src/store/lock.js';
 import { agentConfig } from '../support/agents.js';
 import { clientKeys, type ClientKeys } from '../support/clients.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
@@ -109,18 +110,46 @@ describe('the executable', () => {
   });
 });
 
-describe('deputy dev', () => {
-  it('starts Deputy with the development IdP, prints the commands, and stops cleanly on SIGTERM', async () => {
-    const dir = join(tmp, 'dev');
-    const proc = spawnNode(['bin/deputy.mjs', 'dev', '--port', '0', '--idp-port', '0', '--dir', dir], {});
+/** Every file under `dir` but the lock: path → content and modification time. */
+function filesOf(dir: string, under = ''): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of readdirSync(join(dir, under), { withFileTypes: true })) {
+    const rel = join(under, e.name);
+    if (e.isDirectory()) Object.assign(out, filesOf(dir, rel));
+    else if (rel !== LOCK_FILE) out[rel] = `${statSync(join(dir, rel)).mtimeMs} ${readFileSync(join(dir, rel), 'utf8')}`;
+  }
+  return out;
+}
+
+// One `deputy dev` process for both: it was started twice (here, and for the lock in
+// data-dir-lock.test.ts), each paying a whole server start and an initdb, to prove what one proves.
+describe('deputy dev (npm run dev)', { timeout: 300_000 }, () => {
+  it('starts Deputy with the development IdP, prints the commands, and stops cleanly on SIGTERM; a second one in its folder stops naming it and writes nothing', async () => {
+    const dir = join(tmp, 'dev', '.deputy-dev');
+    const dev = () => spawnNode(['bin/deputy.mjs', 'dev', '--port', '0', '--idp-port', '0', '--dir', dir], {});
+    const first = dev();
     try {
-      const [, url] = await proc.waitFor(/Deputy dev is ready on (http:\/\/localhost:\d+)/);
-      expect(proc.stdout()).toMatch(/^DEVELOPMENT ONLY/m);
-      expect(proc.stdout()).toContain(`export DEPUTY_URL=${url} DEPUTY_CREDENTIALS=${dir}/admin-client.json`);
+      const [, url] = await first.waitFor(/Deputy dev is ready on (http:\/\/localhost:\d+)/);
+      expect(first.stdout()).toMatch(/^DEVELOPMENT ONLY/m);
+      expect(first.stdout()).toContain(`export DEPUTY_URL=${url} DEPUTY_CREDENTIALS=${dir}/admin-client.json`);
       expect((await fetch(`${url}/readyz`)).status).toBe(200);
       expect(statSync(join(dir, 'researcher.json')).mode & 0o777).toBe(0o600);
-      proc.child.kill('SIGTERM');
-      expect((await proc.exited).code).toBe(0);
+
+      // The dev folder is locked as a data folder (src/store/lock.ts): the first one's credentials and keys stay as it printed them.
+      const before = filesOf(dir);
+      expect(Object.keys(before)).toEqual(expect.arrayContaining(['admin-client.json', 'researcher.json']));
+      expect(Object.keys(before).some((f) => f.startsWith('keys/'))).toBe(true);
+      const second = dev();
+      expect((await second.exited).code).toBe(1);
+      expect(second.stderr()).toMatch(new RegExp(`^deputy: the data folder ${dir} is in use by another Deputy process \\(pid ${first.child.pid}, started [^,]+, command "[^"]*deputy\\.mjs dev[^"]*"\\)`));
+      expect(second.stderr()).toMatch(/give this one a folder of its own \(--dir\); nothing was written/);
+      expect(second.stdout()).not.toMatch(/DEVELOPMENT ONLY|ready/);
+      expect(filesOf(dir)).toEqual(before);
+      expect((await fetch(`${url}/readyz`)).status).toBe(200);
+
+      first.child.kill('SIGTERM');
+      expect((await first.exited).code).toBe(0);
+      expect(readdirSync(dir)).not.toContain(LOCK_FILE);
     } finally {
       killAll();
     }

@@ -7,10 +7,10 @@
  *
  * The processes here always use embedded PGlite (the folder is the subject), except the prune
  * test, which runs on the suite's store. `deputy dev` locks its folder the same way: a second one
- * on it stops before writing anything.
+ * on it stops before writing anything (test/features/cli.test.ts, with the one `deputy dev` it starts).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +20,7 @@ import { DataDirLocked, lockDataDir, migrate, openStore } from '../../src/store/
 import { LOCK_FILE } from '../../src/store/lock.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
 import { createTestDatabase, initialisedDataDir } from '../support/database.js';
-import { isListening, killAll, LISTENING, runScript, spawnNode, startDeputyProcess } from '../support/process.js';
+import { isListening, killAll, LISTENING, runScript, startDeputyProcess } from '../support/process.js';
 
 let tmp: string;
 beforeAll(() => {
@@ -160,41 +160,6 @@ describe('npm start and vault:rotate on one data folder', { timeout: 300_000 }, 
     } finally {
       await store.close();
     }
-  });
-});
-
-/** Every file under `dir` but the lock: path → content and modification time. */
-function filesOf(dir: string, under = ''): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const e of readdirSync(join(dir, under), { withFileTypes: true })) {
-    const rel = join(under, e.name);
-    if (e.isDirectory()) Object.assign(out, filesOf(dir, rel));
-    else if (rel !== LOCK_FILE) out[rel] = `${statSync(join(dir, rel)).mtimeMs} ${readFileSync(join(dir, rel), 'utf8')}`;
-  }
-  return out;
-}
-
-describe('two `deputy dev` (npm run dev) in one folder', { timeout: 300_000 }, () => {
-  it('the second stops naming the first and writes nothing: the first one\'s credentials and keys stay as it printed them', async () => {
-    const dir = join(fresh('dev'), '.deputy-dev');
-    const dev = () => spawnNode(['bin/deputy.mjs', 'dev', '--port', '0', '--idp-port', '0', '--dir', dir], {});
-    const first = dev();
-    const [, url] = await first.waitFor(/Deputy dev is ready on (http:\/\/localhost:\d+)/);
-    const before = filesOf(dir);
-    expect(Object.keys(before)).toEqual(expect.arrayContaining(['admin-client.json', 'researcher.json']));
-    expect(Object.keys(before).some((f) => f.startsWith('keys/'))).toBe(true);
-
-    const second = dev();
-    expect((await second.exited).code).toBe(1);
-    expect(second.stderr()).toMatch(new RegExp(`^deputy: the data folder ${dir} is in use by another Deputy process \\(pid ${first.child.pid}, started [^,]+, command "[^"]*deputy\\.mjs dev[^"]*"\\)`));
-    expect(second.stderr()).toMatch(/give this one a folder of its own \(--dir\); nothing was written/);
-    expect(second.stdout()).not.toMatch(/DEVELOPMENT ONLY|ready/);
-    expect(filesOf(dir)).toEqual(before);
-    expect((await fetch(`${url}/readyz`)).status).toBe(200);
-
-    first.child.kill('SIGTERM');
-    expect((await first.exited).code).toBe(0);
-    expect(readdirSync(dir)).not.toContain(LOCK_FILE);
   });
 });
 

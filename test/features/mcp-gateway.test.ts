@@ -441,6 +441,79 @@ describe('MCP gateway', () => {
       await client.close();
     });
 
+    it('spends a tools/call\'s proof in its decision receipt\'s statement; the proof replayed is refused, and nothing is forwarded or receipted', async () => {
+      const token = await tokenFor(agents['agent-a']!, 'open');
+      const url = mcpUrl('open');
+      const { client, transport } = await mcpAgent(url, agents['agent-a']!, token);
+      const session = { 'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': '2025-06-18' };
+      const call = (id: number, proof: string) => fetch(url.replace(issuer, deputy.url), {
+        method: 'POST',
+        headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: proof },
+        body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: `call ${id}` } } }),
+      });
+      const rpc = async (res: Response) => JSON.parse((await res.text()).split('\n').find((l) => l.startsWith('data: {'))!.slice(6)) as { result?: unknown; error?: { code: number; data?: Record<string, unknown> } };
+      const receipts = deputy.receipts;
+      const appendOnce = receipts.appendOnce.bind(receipts);
+      const keys: string[] = [];
+      receipts.appendOnce = async (input, once) => {
+        keys.push(once.key);
+        return appendOnce(input, once);
+      };
+      try {
+        const proof = await dpopProof(agents['agent-a']!.dpop, url, { accessToken: token });
+        const first = await call(11, proof);
+        expect(first.status).toBe(200);
+        expect((await rpc(first)).result).toMatchObject({ content: [{ type: 'text', text: 'echo: {"text":"call 11"}' }] });
+        // One statement: the decision receipt carried the proof's key (no spend of its own).
+        expect(keys).toHaveLength(1);
+
+        const requests = up.requests;
+        const receiptCount = (await receiptsOf('agent-a')).length;
+        for (const [id, replay] of [[12, () => call(12, proof)], [13, () => call(13, proof)]] as const) {
+          const res = await replay();
+          expect(res.status).toBe(200);
+          const answer = await rpc(res);
+          expect(answer.error?.code).toBe(-32003);
+          expect(answer.error?.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
+          expect(id).toBeGreaterThan(11);
+        }
+        // A proof spent by a receipt is spent for every other request as well (HTTP 401 at admission).
+        const ping = await fetch(url.replace(issuer, deputy.url), { method: 'POST', headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: proof }, body: JSON.stringify({ jsonrpc: '2.0', id: 14, method: 'ping' }) });
+        expect(ping.status).toBe(401);
+        expect(ping.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
+        expect(up.requests).toBe(requests);
+        expect((await receiptsOf('agent-a')).length).toBe(receiptCount);
+
+        // And the other way round: a proof spent at admission (a ping) is refused on a tools/call.
+        const pingProof = await dpopProof(agents['agent-a']!.dpop, url, { accessToken: token });
+        const spent = await fetch(url.replace(issuer, deputy.url), { method: 'POST', headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: pingProof }, body: JSON.stringify({ jsonrpc: '2.0', id: 15, method: 'ping' }) });
+        expect(spent.status).toBe(200);
+        await spent.text();
+        const late = await rpc(await call(16, pingProof));
+        expect(late.error?.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
+        expect(up.requests).toBe(requests);
+        expect((await receiptsOf('agent-a')).length).toBe(receiptCount);
+      } finally {
+        receipts.appendOnce = appendOnce;
+        await client.close();
+      }
+    });
+
+    it('spends a deferred proof when the tools/call never reaches a receipt (no such session)', async () => {
+      const token = await tokenFor(agents['agent-a']!, 'open');
+      const url = mcpUrl('open');
+      const proof = await dpopProof(agents['agent-a']!.dpop, url, { accessToken: token });
+      const send = () => fetch(url.replace(issuer, deputy.url), {
+        method: 'POST',
+        headers: { ...rpcHeaders, 'mcp-session-id': 'no-such-session', 'mcp-protocol-version': '2025-06-18', authorization: `DPoP ${token}`, dpop: proof },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }),
+      });
+      expect((await send()).status).toBe(404);
+      const again = await send();
+      expect(again.status).toBe(401);
+      expect(again.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
+    });
+
     it('answers 424 with a connect link when the user has not connected the server\'s per-user OAuth connection', async () => {
       const requests = up.requests;
       const token = await tokenFor(agents['agent-a']!, 'peruser');

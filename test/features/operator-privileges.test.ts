@@ -22,6 +22,7 @@ import { createTestDatabase } from '../support/database.js';
 import { json, type Json } from '../support/http.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
+import { TEST_NODE_FLAGS } from '../support/process.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
 
@@ -246,7 +247,7 @@ describe("Deputy's own scopes and resources are never granted to an agent", () =
     try {
       const file = join(dir, 'deputy.yaml');
       writeFileSync(file, `agents:\n  - id: bad\n    name: Bad\n    owner: o@example.com\n    scopes: [deputy:admin]\n    jwks_uri: https://x.example/jwks\n`);
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      const child = spawn(process.execPath, [...TEST_NODE_FLAGS, '--import', 'tsx', 'src/main.ts'], {
         env: { PATH: process.env.PATH ?? '', HOME: dir, DEPUTY_CONFIG: file, PORT: String(await freePort()), DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys') },
         stdio: ['ignore', 'ignore', 'pipe'],
       });

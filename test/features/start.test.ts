@@ -2,89 +2,23 @@
  * `npm start` as an operator runs it: a separate process, configured by a file and the
  * environment, stopped with SIGTERM.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 import { json } from '../support/http.js';
 import { freePort } from '../support/net.js';
+import { isListening, killAll, startDeputyProcess as startProcess } from '../support/process.js';
 
 let tmp: string;
-const running = new Set<ChildProcess>();
 
 beforeAll(() => {
   tmp = mkdtempSync(join(tmpdir(), 'deputy-start-'));
 });
-afterEach(() => {
-  // A test that failed half-way must not leave a server behind: kill our own process group.
-  for (const child of running) if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid!, 'SIGKILL');
-  running.clear();
-});
+// A test that failed half-way must not leave a server behind: kill our own process group.
+afterEach(() => killAll());
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-interface Spawned {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolves with the first match of `re` on stdout; rejects if the process exits first. */
-  waitFor(re: RegExp): Promise<RegExpMatchArray>;
-}
-
-/** `npm start` (node --import tsx src/main.ts) with exactly `env` plus PATH / HOME. */
-function startProcess(env: Record<string, string>): Spawned {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? tmp, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true, // own process group, so cleanup can reach tsx's node child too
-  });
-  running.add(child);
-  let out = '';
-  let err = '';
-  const waiters: Array<() => void> = [];
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-    out += s;
-    for (const w of waiters) w();
-  });
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  );
-  return {
-    child,
-    stdout: () => out,
-    stderr: () => err,
-    exited,
-    waitFor: (re) =>
-      new Promise((resolve, reject) => {
-        const check = () => {
-          const m = re.exec(out);
-          if (m) resolve(m);
-        };
-        waiters.push(check);
-        check();
-        void exited.then(({ code, signal }) => {
-          check();
-          reject(new Error(`deputy exited (code ${code}, signal ${signal}) before printing ${re}\nstdout:\n${out}\nstderr:\n${err}`));
-        });
-      }),
-  };
-}
-
-
-function isListening(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 describe('npm start', () => {
   it('an invalid configuration stops the start: exit code 2, the field named, nothing created', async () => {

@@ -156,6 +156,30 @@ describe('the PDP\'s lean path (decision cache off) traces and logs as the route
   });
 });
 
+describe('the PDP\'s cached path (decision cache on) logs a hit inside its span', () => {
+  it('its access log line carries the trace id of the hit\'s server span', async () => {
+    const h = await startPdpHarness({ policies: `${REPO}test/fixtures/policies/chain` });
+    try {
+      const body = { subject: { type: 'User', id: 'alice@example.com', properties: { email: 'alice@example.com' } }, action: { name: 'read' }, resource: { type: 'Document', id: 'doc-1', properties: {} } };
+      // The first answer is the routes' (the PEP token verified there), the second the routes' too, remembered; then hits, answered before Koa.
+      for (let i = 0; i < 2; i++) expect((await h.post('/access/v1/evaluation', body)).status).toBe(200);
+      exporter.reset();
+      const traceId = randomBytes(16).toString('hex');
+      const requestId = `hit-${traceId.slice(0, 8)}`;
+      expect((await h.post('/access/v1/evaluation', body, { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01`, 'x-request-id': requestId })).status).toBe(200);
+      const spans = exporter.getFinishedSpans();
+      const server = spans.find((s) => s.kind === SpanKind.SERVER && s.spanContext().traceId === traceId)!;
+      expect(server.name).toBe('POST /access/v1/evaluation');
+      // A hit: no evaluation ran.
+      expect(spans.find((s) => s.name === 'pdp.evaluate')).toBeUndefined();
+      const line = h.deputy.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'request' && l.reqId === requestId);
+      expect(line).toMatchObject({ status: 200, trace_id: traceId });
+    } finally {
+      await h.stop();
+    }
+  });
+});
+
 describe('a separate metrics listener (metrics.listen)', () => {
   it('serves /metrics without authentication there, and the main listener does not serve it', async () => {
     expect(deputy.metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);

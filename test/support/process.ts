@@ -5,6 +5,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 
+/**
+ * Node flags for every process a test starts (`spawnNode`, and the files that run `node` with
+ * `execFile`). `--liftoff-only`: V8 compiles WebAssembly — PGlite's Postgres, Cedar — with its
+ * baseline compiler only, without the optimising tier's background recompilation of hot
+ * functions, which a process living a few seconds never pays back (BENCHMARKS "Issue 16, sixth
+ * round: the default `npm test` — spawned processes": a server start ~30 % less CPU, a
+ * process's `initdb` ~35 %). The tier changes how fast a module runs, never what it does; what
+ * these tests assert about a process (locks, signals, exit codes, output) is the same, and the
+ * in-process tests run the optimising tier as a server does.
+ */
+export const TEST_NODE_FLAGS: readonly string[] = ['--liftoff-only'];
+
 export interface Spawned {
   child: ChildProcess;
   stdout: () => string;
@@ -30,9 +42,9 @@ export function killAll(): void {
   running.clear();
 }
 
-/** Runs `args` with node, with exactly `env` plus PATH / HOME, in its own process group. */
+/** Runs `args` with node (after {@link TEST_NODE_FLAGS}), with exactly `env` plus PATH / HOME, in its own process group. */
 export function spawnNode(args: string[], env: Record<string, string>): Spawned {
-  const child = spawn(process.execPath, args, {
+  const child = spawn(process.execPath, [...TEST_NODE_FLAGS, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,

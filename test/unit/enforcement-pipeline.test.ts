@@ -18,6 +18,7 @@ import {
   dpopChallenger,
   liveChain,
   NOTHING,
+  PendingProof,
   Pipeline,
   receipt,
   refuseDenied,
@@ -367,5 +368,35 @@ describe('import direction', () => {
     expect(files.length).toBeGreaterThan(10);
     const offending = files.filter((f) => /from\s+'(koa|@koa\/[^']+|oidc-provider(\/[^']*)?)'/.test(readFileSync(f, 'utf8')));
     expect(offending).toEqual([]);
+  });
+});
+
+describe('PendingProof', () => {
+  it('spends once; a caller arriving while that spend runs waits for it and gets its replay error', async () => {
+    let release!: (err?: unknown) => void;
+    const spends: OnceKey[] = [];
+    const proof = new PendingProof({ namespace: 'dpop', key: 'jti-1', ttlSeconds: 60 }, (key) => {
+      spends.push(key);
+      return new Promise<void>((resolve, reject) => (release = (err) => (err ? reject(err) : resolve())));
+    });
+    const first = proof.spendIfPending();
+    let secondDone = false;
+    const second = proof.spendIfPending().finally(() => (secondDone = true));
+    await new Promise((r) => setImmediate(r));
+    expect(secondDone).toBe(false);
+    expect(proof.take()).toBeUndefined();
+    release(dpopReplayed());
+    await expect(first).rejects.toMatchObject({ code: 'invalid_dpop_proof' });
+    await expect(second).rejects.toMatchObject({ code: 'invalid_dpop_proof' });
+    expect(spends).toHaveLength(1);
+  });
+
+  it('a key taken for a transaction is not spent again', async () => {
+    const spends: OnceKey[] = [];
+    const proof = new PendingProof({ namespace: 'dpop', key: 'jti-2', ttlSeconds: 60 }, async (key) => void spends.push(key));
+    expect(proof.take()?.key).toBe('jti-2');
+    await proof.spendIfPending();
+    expect(spends).toHaveLength(0);
+    expect(proof.pending).toBe(false);
   });
 });

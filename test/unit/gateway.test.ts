@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { matchRoute, ScopeAuthorizer, type GatewayAuthorizationRequest } from '../../src/gateway/authorizer.js';
 import { chained, redactText, SecretScrubber, upstreamHeaders } from '../../src/gateway/forward.js';
 import { upstreamPath } from '../../src/gateway/gateway.js';
-import { MIN_DERIVED_LENGTH, Redactor } from '../../src/gateway/redact.js';
+import { MIN_DERIVED_LENGTH, Redactor, RedactorMemo } from '../../src/gateway/redact.js';
 import { AllOf, PdpGatewayAuthorizer } from '../../src/gateway/pdp-authorizer.js';
 import { connectionConfigSchema, connectionInputSchema, routeSchema, type RouteConfig } from '../../src/vault/connections/config.js';
 import { TokenCache, useUntil } from '../../src/vault/connections/oauth-client.js';
@@ -178,6 +178,33 @@ describe('credential redaction in other encodings (issue 10.5)', () => {
     const out: Buffer[] = [];
     for await (const c of Readable.from([Buffer.from(`x ${value.toUpperCase()} y`)]).pipe(new SecretScrubber(redactor))) out.push(c as Buffer);
     expect(Buffer.concat(out).toString()).toBe('x [redacted] y');
+  });
+});
+
+describe('RedactorMemo', () => {
+  it('gives one redactor per list of values, finds what a fresh one finds, and keeps at most max lists', () => {
+    const memo = new RedactorMemo(2);
+    const a = memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'], 0);
+    expect(memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'], 1)).toBe(a);
+    // Lists that a join would confuse are different keys.
+    expect(memo.get(['a\u0000b'], 2)).not.toBe(memo.get(['a', 'b'], 2));
+    expect(memo.size).toBe(2);
+    // The oldest first: `a` was dropped by the two lists above.
+    expect(memo.get(['sk_live_value_one', 'Bearer sk_live_value_one'], 3)).not.toBe(a);
+    const body = Buffer.from(`x ${Buffer.from('sk_live_value_one').toString('base64')} y`);
+    expect(memo.get(['sk_live_value_one'], 4).find(body)).toEqual(new Redactor(['sk_live_value_one']).find(body));
+    expect(memo.get([], 5).empty).toBe(true);
+  });
+
+  it('keeps a redactor (the secret, spelled otherwise) no longer than maxAgeMs after it was built', () => {
+    const memo = new RedactorMemo(256, 2000);
+    const a = memo.get(['sk_live_value_one'], 0);
+    expect(memo.get(['sk_live_value_one'], 1999)).toBe(a);
+    const b = memo.get(['sk_live_value_two'], 1000);
+    expect(memo.get(['sk_live_value_one'], 2000)).not.toBe(a); // rebuilt at 2000
+    expect(memo.get(['sk_live_value_three'], 3000)).toBeDefined(); // sweeps b (built at 1000)
+    expect(memo.size).toBe(2);
+    expect(memo.get(['sk_live_value_two'], 3001)).not.toBe(b);
   });
 });
 

@@ -43,6 +43,12 @@ permit (principal is User, action == Action::"write", resource is Resource) when
 forbid (principal is Agent, action == Action::"delete", resource) when { User::"carol" has roles && User::"carol".roles.contains("auditor") };
 @id("agent-name")
 permit (principal is Agent, action == Action::"invoke", resource is Resource) when { principal.name like "*trusted*" };
+@id("alice-invoke-direct")
+permit (principal == User::"alice", action == Action::"invoke", resource is Resource) when { context.chain.position == 0 && resource has scope && resource.scope == "docs.write" };
+@id("acme-admins-delete")
+permit (principal is User in Group::"admins", action == Action::"delete", resource is Resource) when { principal has tenant && principal.tenant == "acme" && resource has audience };
+@id("agent-carol-docs")
+forbid (principal is Agent, action, resource is Resource) when { resource has owner && resource.owner == "carol" };
 `;
 
 let current = new Map<string, Agent>();
@@ -132,7 +138,10 @@ function input(c: Case) {
 
 /** Cedar returns the determining policies as a set, in its hash set's order (which depends on its input): compared as sets. */
 function normalized(d: Decision): Decision {
-  return d.decision ? { ...d, policies: [...d.policies].sort() } : { ...d, denial: { ...d.denial, policies: [...d.denial.policies].sort() } };
+  if (d.decision) return { ...d, policies: [...d.policies].sort() };
+  // The admin text lists them in that order too ("forbidden by policy "a", "b"").
+  const admin = d.denial.admin.replace(/policy ("[^"]+"(?:, "[^"]+")*)/, (_, list: string) => `policy ${list.split(', ').sort().join(', ')}`);
+  return { ...d, denial: { ...d.denial, admin, policies: [...d.denial.policies].sort() } };
 }
 
 describe('entity slices', () => {
@@ -182,6 +191,36 @@ describe('entity slices', () => {
     expect(pruneContext(reads, refused)).toEqual(refused);
     expect(pruneContext(contextReads([{ body: { '==': { left: { Var: 'context' }, right: { Record: {} } } } }]), { chain: chainRecord })).toEqual({ chain: chainRecord });
     expect(pruneContext(contextReads([{ body: { '==': { left: { '.': { left: { Var: 'context' }, attr: 'chain' } }, right: { Record: {} } } } }]), { chain: chainRecord, other: 1 })).toEqual({ chain: chainRecord });
+  });
+
+  it('read per call only what the policies whose scope may match it read (principal type, action, resource type)', () => {
+    const reads = defaultStore.current.reads;
+    const read = { type: 'Action', id: 'read' };
+    const user = reads.forRequest!('User', read, 'Resource');
+    // Only `owner` and `admin-role` apply to a user: no context member, the resource's owner only.
+    expect(user.context.whole).toEqual(new Set());
+    expect(user.context.traversed).toEqual(new Set());
+    expect(user.byType.get('Resource')).toEqual(new Set(['owner']));
+    expect(user.byType.get('User')).toEqual(new Set(['id', 'email', 'roles']));
+    expect(user.byType.has('Agent')).toBe(false);
+    const agent = reads.forRequest!('Agent', read, 'Resource');
+    expect(agent.byType.get('Resource')).toEqual(new Set(['scope', 'audience']));
+    expect(agent.context.whole).toEqual(new Set(['chain\0position', 'chain\0delegated', 'chain\0scopes', 'chain\0current', 'chain\0audience']));
+    // Memoised per key; a key no policy's scope excludes gets the whole set's reads.
+    expect(reads.forRequest!('Agent', read, 'Resource')).toBe(agent);
+    // `in` scopes depend on entity data: they may apply to any type; `==` on an action excludes the others.
+    const inScope = policyReads([
+      { principal: { op: 'in', entity: { type: 'Group', id: 'g' } }, action: { op: 'All' }, resource: { op: 'All' }, conditions: [{ kind: 'when', body: { '.': { left: { Var: 'resource' }, attr: 'a' } } }] },
+      { principal: { op: 'All' }, action: { op: '==', entity: { type: 'Action', id: 'delete' } }, resource: { op: 'All' }, conditions: [{ kind: 'when', body: { '.': { left: { Var: 'resource' }, attr: 'b' } } }] },
+      { principal: { op: 'All' }, action: { op: 'in', entities: [{ type: 'Action', id: 'delete' }] }, resource: { op: 'All' }, conditions: [{ kind: 'when', body: { '.': { left: { Var: 'resource' }, attr: 'c' } } }] },
+    ]);
+    expect(inScope.forRequest!('Anything', read, 'Resource').anyType).toEqual(new Set(['a', 'c']));
+    expect(inScope.forRequest!('Anything', { type: 'Action', id: 'delete' }, 'Resource').anyType).toEqual(new Set(['a', 'b', 'c']));
+    // A user's call carries no chain context with the default set (the agent's keeps what agent policies read).
+    const chainRecord = { position: 0, depth: 1, current: false, delegated: true, scopes: ['docs.read'], audience: API };
+    const sliced = sliceRequest(reads, { principal: { type: 'User', id: 'u' }, action: read, resource: { type: 'Resource', id: 'r' }, context: { chain: chainRecord }, entities: [{ uid: { type: 'Resource', id: 'r' }, attrs: { owner: 'o', scope: 's', audience: API }, parents: [] }] });
+    expect(sliced.context).toEqual({});
+    expect(sliced.entities).toEqual([{ uid: { type: 'Resource', id: 'r' }, attrs: { owner: 'o' }, parents: [] }]);
   });
 
   it('pass a call only what it can reach, and keep what Cedar would refuse', () => {

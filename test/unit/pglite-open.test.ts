@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPGliteStore } from '../../src/store/pglite.js';
+import { TEST_NODE_FLAGS } from '../support/process.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'deputy-pglite-open-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -61,7 +62,7 @@ await third.exec('CREATE TABLE only_in_third (v int)');
 const fourth = await createPGliteStore({ dataDir: 'memory://' });
 console.log(JSON.stringify([await tables(first), await tables(second), await tables(third), await tables(fourth)]));
 await Promise.all([first.close(), second.close(), third.close(), fourth.close()]);`;
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code]);
+    const { stdout } = await promisify(execFile)(process.execPath, [...TEST_NODE_FLAGS, '--import', 'tsx', '--input-type=module', '-e', code]);
     expect(JSON.parse(stdout.trim())).toEqual([1, 1, 1, 0]);
   }, 180_000); // two initdb runs in a child process: slow on a loaded machine
 });

@@ -161,6 +161,44 @@ describe('ReceiptService', () => {
     expect(await verifyReceipts(await exported('replays'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'replays', first: 1, last: 5 }] });
   });
 
+  it('appendWith: nothing is written before `ready` resolves; one that rejects writes nothing of its own and its group\'s others are written', async () => {
+    const key = (k: string) => ({ namespace: 'DPoPProof', key: `ready-${k}`, ttlSeconds: 300 });
+    const part = (id: string) => ({ sql: (first: number) => `INSERT INTO oidc_models (model, id, payload, expires_at) SELECT 'ReadyProbe', $${first}::text, '{}'::jsonb, now() + interval '5 minutes'`, params: [id] });
+    const writes = (k: string, ready: Promise<unknown>) => ({ once: [key(k)], parts: [part(k)], inTransaction: async () => {}, ready });
+    const rows = async (model: string, ids: string[]) =>
+      (await store.query<{ n: number }>('SELECT count(*)::int AS n FROM oidc_models WHERE model = $1 AND id = ANY($2::text[])', [model, ids]))[0]!.n;
+    let open!: (v: unknown) => void;
+    const late = service.appendWith(input('ready', 1), writes('a', new Promise((resolve) => (open = resolve))));
+    await new Promise((r) => setTimeout(r, 50));
+    // Signed, maybe, but not written: the statement waits for `ready`.
+    expect(await service.head('ready')).toBeUndefined();
+    expect(await rows('ReadyProbe', ['a'])).toBe(0);
+    open('signed');
+    expect((await late).seq).toBe(1);
+    expect(await rows('ReadyProbe', ['a'])).toBe(1);
+    // A plain append holds the writer, so the next three form one group; the second is never ready.
+    const first = service.append(input('ready', 2));
+    const failed = new Error('the token failed to sign');
+    const never = Promise.reject(failed);
+    // The caller awaits its own `ready` too (the exchange: Promise.all), so its rejection is handled.
+    never.catch(() => {});
+    const settled = await Promise.allSettled([
+      service.appendWith(input('ready', 3), writes('b', Promise.resolve())),
+      service.appendWith(input('ready', 4), writes('c', never)),
+      service.appendWith(input('ready', 5), writes('d', Promise.resolve())),
+    ]);
+    expect((await first).seq).toBe(2);
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((settled[1] as PromiseRejectedResult).reason).toBe(failed);
+    expect(settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value.seq] : []))).toEqual([3, 4]);
+    // The refused append's part and once-key were not written; the others' were.
+    expect(await rows('ReadyProbe', ['b', 'c', 'd'])).toBe(2);
+    expect(await rows('ReadyProbe', ['c'])).toBe(0);
+    expect(await rows('DPoPProof', ['ready-c'])).toBe(0);
+    expect(await rows('DPoPProof', ['ready-b', 'ready-d'])).toBe(2);
+    expect(await verifyReceipts(await exported('ready'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'ready', first: 1, last: 4 }] });
+  });
+
   it('refuses bad input before writing: wrong types, oversize values, anything shaped like a token', async () => {
     const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl';
     const bad: Array<[Partial<ReceiptInput>, RegExp]> = [

@@ -89,11 +89,62 @@ describe('RevocationCache', () => {
     stub.state.set('t', 'live');
     expect(await cache.liveRecord('t', 10_000)).toMatchObject({ jti: 't' });
     const before = stub.lookups();
-    expect(await cache.liveRecord('t', 11_999)).toMatchObject({ jti: 't' });
+    expect(await cache.liveRecord('t', 11_400)).toMatchObject({ jti: 't' });
     expect(stub.lookups()).toBe(before);
     stub.state.set('t', 'revoked');
     cache.forget();
     expect(await cache.liveRecord('t', 11_999)).toBeUndefined();
     expect(await cache.liveRecord('unknown', 10_000)).toBeUndefined();
+  });
+
+  it('concurrent misses share one read; a call after a local revocation does not join a read begun before it', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 2000 });
+    stub.state.set('t', 'live');
+    const release = stub.hold();
+    const many = Array.from({ length: 8 }, () => cache.liveRecord('t', 0));
+    expect(stub.lookups()).toBe(1);
+    stub.state.set('t', 'revoked');
+    cache.forget();
+    const after = cache.isRevoked('t', 1);
+    expect(stub.lookups()).toBe(2);
+    release();
+    expect((await Promise.all(many)).every((r) => r?.jti === 't')).toBe(true);
+    expect(await after).toBe(true);
+  });
+
+  it('re-reads a live answer in the background in its bound\'s last quarter; answers stay within the bound', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 2000 });
+    stub.state.set('t', 'live');
+    expect(await cache.isRevoked('t', 0)).toBe(false);
+    expect(await cache.isRevoked('t', 1400)).toBe(false);
+    expect(stub.lookups()).toBe(1); // not yet in the last quarter
+    stub.state.set('t', 'revoked'); // revoked on another instance
+    expect(await cache.isRevoked('t', 1600)).toBe(false); // the cached answer (read at 0), a re-read started
+    expect(stub.lookups()).toBe(2);
+    await new Promise((r) => setImmediate(r));
+    // The background read saw the revocation: refused at once, not at 2000.
+    expect(await cache.isRevoked('t', 1700)).toBe(true);
+    expect(stub.lookups()).toBe(2);
+  });
+
+  it('a failing background re-read changes nothing: the next call past the bound reads and fails closed', async () => {
+    let fail = false;
+    let lookups = 0;
+    const records = {
+      async find(jti: string) {
+        lookups++;
+        if (fail) throw new Error('store down');
+        return { jti, expiresAt: Math.floor(Date.now() / 1000) + 600 } as TokenRecord;
+      },
+    } as unknown as TokenRecords;
+    const cache = new RevocationCache(records, { activeTtlMs: 2000 });
+    expect(await cache.isRevoked('t', 0)).toBe(false);
+    fail = true;
+    expect(await cache.isRevoked('t', 1900)).toBe(false);
+    await new Promise((r) => setImmediate(r));
+    await expect(cache.isRevoked('t', 2000)).rejects.toThrow('store down');
+    expect(lookups).toBe(3);
   });
 });

@@ -61,9 +61,9 @@ function fakes(overrides: { authorizer?: DelegationAuthorizer } = {}): Fakes {
   const receipts: ReceiptInput[] = [];
   const records: unknown[] = [];
   const minter: AccessTokenMinter = {
-    async mint(request) {
+    mint(request) {
       minted.push(request);
-      return { value: 'signed.jwt.value', jti: 'jti-1' };
+      return { value: Promise.resolve('signed.jwt.value'), jti: 'jti-1' };
     },
   };
   const tx = {};

@@ -70,7 +70,11 @@ export class ProviderMinter implements AccessTokenMinter {
     private readonly keys: KeyStore,
   ) {}
 
-  async mint(request: MintRequest): Promise<MintedToken> {
+  /**
+   * Builds the token and starts its signature; the `jti` is chosen first (oidc-provider's own
+   * generator), so the exchange records and receipts it while the signature is computed.
+   */
+  mint(request: MintRequest): MintedToken {
     const provider = this.ctx.oidc.provider;
     const signing = this.keys.activeSigningKey.jwk;
     const info: ResourceServer = {
@@ -93,8 +97,14 @@ export class ProviderMinter implements AccessTokenMinter {
     });
     at.resourceServer = new provider.ResourceServer(request.audience, info);
     at.setThumbprint('jkt', request.jkt);
+    // `save()` would pick the same kind of id (a nanoid) when none is set.
+    at.jti = (at as unknown as TokenIdSource).generateTokenId();
     this.ctx.oidc.entity('AccessToken', at);
-    const value = await at.save();
-    return { value, jti: at.jti };
+    return { jti: at.jti, value: at.save() };
   }
+}
+
+/** oidc-provider's token models make their `jti` with `generateTokenId()` (untyped in @types/oidc-provider). */
+interface TokenIdSource {
+  generateTokenId(): string;
 }

@@ -1,0 +1,154 @@
+/**
+ * `npx tsx scripts/bench/exchange-statement-micro.ts [--n 1000] [--rounds 2]` — the token
+ * exchange's one statement against client_credentials' one statement, in-process, back to back on
+ * one store: CPU microseconds per statement (`process.cpuUsage` of this process — on PGlite the
+ * whole database; on PostgreSQL the client's share, plus the backend's read from `/proc` when the
+ * server runs on this machine), WAL bytes per statement (PostgreSQL: `pg_current_wal_lsn()`
+ * deltas — cluster-wide, so run it on a quiet server) and wall microseconds.
+ *
+ * Statements: client_credentials' two `jti`s (`recordEachOnce`); the exchange's group statement
+ * for one exchange (`appendIfHead`: two `jti`s, the vault row, the token record, the receipt, the
+ * head move), the same without the vault row (the exchange of a subject token whose vault row
+ * were reused) and without the token record too (what the receipt, the `jti`s and the head cost). On PGlite (memory) by default; with `DATABASE_URL` on a fresh PostgreSQL
+ * database (dropped after). Issue 16, sixth round.
+ *
+ * @module
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
+import { genesisHash } from '../../src/audit/receipt.js';
+import { recordEachOnce } from '../../src/oauth/adapter.js';
+import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
+import { migrate, openStore, type Queryable, type Store } from '../../src/store/index.js';
+import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
+
+const { values } = parseArgs({ options: { n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '2' } } });
+const N = Number(values.n);
+const ROUNDS = Number(values.rounds);
+const AGENT = 'micro-agent';
+/** An Okta access token is ~900 characters; a receipt JWS of an exchange ~1,100. */
+const SUBJECT_TOKEN = `eyJ.${randomBytes(640).toString('base64url')}.sig`;
+const jws = () => `eyJ.${randomBytes(780).toString('base64url')}.${randomBytes(64).toString('base64url')}`;
+
+interface Probe {
+  label: string;
+  run(db: Queryable): Promise<unknown>;
+}
+
+const onceKeys = () => [
+  { namespace: 'DPoPProof', key: randomUUID(), ttlSeconds: 300 },
+  { namespace: 'ClientAssertion', key: randomUUID(), ttlSeconds: 300 },
+];
+
+function record(jti: string, upstream: string | undefined): NewTokenRecord {
+  const now = Math.floor(Date.now() / 1000);
+  return {
+    jti, parentJti: undefined, rootJti: jti, agentId: AGENT, userId: 'okta#00u1alice', userAttrs: { groups: ['engineering'], roles: ['developer'], email: 'alice@example.com' },
+    issuerId: 'okta', audience: 'https://api.example.com', scope: 'read write', chain: [AGENT], cnfJkt: randomBytes(32).toString('base64url'),
+    mayAct: undefined, upstream, issuedAt: now, expiresAt: now + 300,
+  };
+}
+
+function probes(tokens: TokenRecords, vault: EnvelopeVault): Probe[] {
+  const chain: { head: ChainHead } = { head: { seq: 0, hash: genesisHash(AGENT) } };
+  const exchange = (withVault: boolean, withRecord = true) => async (db: Queryable) => {
+    const jti = randomUUID();
+    const handle = withVault ? newHandle('upt') : undefined;
+    const vaultPart = handle ? [await vault.putPart({ handle, kind: 'upstream_subject_token', plaintext: SUBJECT_TOKEN, expiresAt: Math.floor(Date.now() / 1000) + 3600 })] : [];
+    const seq = chain.head.seq + 1;
+    const hash = randomBytes(32).toString('base64url');
+    const receipt = { id: randomUUID(), agent: AGENT, seq, hash, prev: chain.head.hash, jws: jws() };
+    const outcome = await appendIfHead(db, AGENT, chain.head, [receipt], onceKeys(), [...vaultPart, ...(withRecord ? [tokens.insertPart(record(jti, handle ?? 'upt_shared'))] : [])]);
+    if (outcome !== 'written') throw new Error(`append: ${outcome}`);
+    chain.head = { seq, hash };
+  };
+  return [
+    { label: 'client_credentials: two jtis (recordEachOnce)', run: (db) => recordEachOnce(db, onceKeys()) },
+    { label: 'exchange: jtis + vault row + token record + receipt + head', run: exchange(true) },
+    { label: 'exchange without the vault row (row reused)', run: exchange(false) },
+    { label: 'receipt + jtis + head only (no token record, no vault row)', run: exchange(false, false) },
+  ];
+}
+
+/** CPU time of a PostgreSQL backend on this machine (`/proc/<pid>/stat` utime + stime), in µs; 0 when unreadable. */
+function backendCpuUs(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+async function walBytes(store: Store): Promise<bigint> {
+  if (store.kind !== 'postgres') return 0n;
+  const rows = await store.query<{ b: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS b`);
+  return BigInt(rows[0]!.b.split('.')[0]!);
+}
+
+interface Measured { cpuUs: number; serverUs: number; wallUs: number; wal: number }
+
+async function measure(store: Store, probe: Probe, backend: number | undefined): Promise<Measured> {
+  for (let i = 0; i < 50; i++) await probe.run(store);
+  const wal0 = await walBytes(store);
+  const cpu = process.cpuUsage();
+  const server = backendCpuUs(backend);
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < N; i++) await probe.run(store);
+  const wall = Number(process.hrtime.bigint() - t0) / 1e3;
+  const used = process.cpuUsage(cpu);
+  const serverUs = (backendCpuUs(backend) - server) / N;
+  const wal = Number((await walBytes(store)) - wal0) / N;
+  return { cpuUs: (used.user + used.system) / N, serverUs, wallUs: wall / N, wal };
+}
+
+const show = (m: Measured, kind: Store['kind']) =>
+  kind === 'postgres'
+    ? `${m.cpuUs.toFixed(0)} µs client CPU + ${m.serverUs.toFixed(0)} µs backend, ${m.wal.toFixed(0)} WAL bytes (${m.wallUs.toFixed(0)} µs wall)`
+    : `${m.cpuUs.toFixed(0)} µs CPU (${m.wallUs.toFixed(0)} µs wall)`;
+
+async function freshDatabase(admin: string | undefined, dbName: string): Promise<string | undefined> {
+  if (!admin) return undefined;
+  const c = new pg.Client({ connectionString: admin });
+  await c.connect();
+  await c.query(`CREATE DATABASE ${dbName}`);
+  await c.end();
+  const u = new URL(admin);
+  u.pathname = `/${dbName}`;
+  return u.toString();
+}
+
+async function main(): Promise<void> {
+  const admin = process.env.DATABASE_URL;
+  const dbName = `deputy_xmicro_${randomBytes(4).toString('hex')}`;
+  const store = await openStore({ databaseUrl: await freshDatabase(admin, dbName), dataDir: 'memory://', poolSize: 1 });
+  try {
+    await migrate(store);
+    await store.query(`INSERT INTO agents (id, name, owner, jwks, source) VALUES ($1, 'micro', 'bench', '{"keys":[]}', 'config')`, [AGENT]);
+    const backend = store.kind === 'postgres' ? (await store.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]?.pid : undefined;
+    const vault = new EnvelopeVault({ active: { kid: 'k1', key: randomBytes(32) }, all: new Map() });
+    const list = probes(new TokenRecords(store), vault);
+    for (let r = 0; r < ROUNDS; r++) {
+      for (const probe of list) console.log(`${store.kind} · round ${r + 1} · ${probe.label}: ${show(await measure(store, probe, backend), store.kind)}`);
+    }
+    // The index migration 017 dropped (no query reads it), put back: what it cost each exchange.
+    await store.exec('CREATE INDEX token_records_root ON token_records (root_jti)');
+    for (let r = 0; r < ROUNDS; r++) {
+      console.log(`${store.kind} · round ${r + 1} · ${list[1]!.label}, with the root_jti index: ${show(await measure(store, list[1]!, backend), store.kind)}`);
+    }
+  } finally {
+    await store.close();
+    if (admin) {
+      const c = new pg.Client({ connectionString: admin });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await c.end();
+    }
+  }
+}
+
+await main();

@@ -1,0 +1,235 @@
+/**
+ * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--prof]` — one
+ * PDP evaluation over HTTP, **in one process**: Deputy (PGlite in memory, the bench's PDP
+ * configuration) and a raw keep-alive HTTP/1.1 client on a TCP socket, one request at a time,
+ * every request's bytes built before the timed loop. CPU microseconds per request
+ * (`process.cpuUsage`, server and client together: the client is a socket write and a header
+ * scan), for a one-link delegated subject, with the same loop against a bare Node `http` server
+ * that reads and parses an AuthZEN-sized JSON body and answers a small JSON object (the like-for-
+ * like HTTP floor of bench:pdp, without Koa) and the raw Cedar floor call, all in the same run.
+ * CPU time, not wall time: usable on a loaded machine; compare rows of one run. Issue 16, sixth round.
+ *
+ * `--prof` writes nothing itself: run it under `node --cpu-prof` for a profile without a load
+ * generator in it.
+ *
+ * @module
+ */
+import { createServer, type Server } from 'node:http';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { validateConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/log.js';
+import { startDeputy } from '../../src/main.js';
+import { cedar, type StatefulAuthorizationCall } from '../../src/pdp/cedar.js';
+import { parseEvaluation, type EvaluationInput, type PolicyDecisionPoint } from '../../src/pdp/index.js';
+import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
+import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
+import { startMockIdp } from '../../test/support/mock-idp.js';
+
+const REPO = join(import.meta.dirname, '../..');
+const API = 'https://docs.example.com';
+const { values } = parseArgs({ options: { n: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, cache: { type: 'string', default: 'off' } } });
+const N = Number(values.n);
+const ROUNDS = Number(values.rounds);
+
+function cpuUs(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+/** A keep-alive client sending prebuilt requests one at a time and waiting for each whole response. */
+class RawClient {
+  readonly #socket: Socket;
+  #buffer: Buffer = Buffer.alloc(0);
+  #waiting: ((status: number) => void) | undefined;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+  }
+
+  static async open(port: number): Promise<RawClient> {
+    const socket = connect(port, '127.0.0.1');
+    socket.setNoDelay(true);
+    await new Promise((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+    return new RawClient(socket);
+  }
+
+  /** Sends one request's bytes; resolves with the status once the whole response arrived. */
+  send(request: Buffer): Promise<number> {
+    return new Promise((resolve) => {
+      this.#waiting = resolve;
+      this.#socket.write(request);
+    });
+  }
+
+  #onData(chunk: Buffer): void {
+    this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk]);
+    const end = this.#buffer.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    const head = this.#buffer.subarray(0, end).toString('latin1');
+    const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+    if (this.#buffer.length < end + 4 + length) return;
+    this.#buffer = this.#buffer.subarray(end + 4 + length);
+    const resolve = this.#waiting!;
+    this.#waiting = undefined;
+    resolve(Number(head.slice(9, 12)));
+  }
+
+  close(): void {
+    this.#socket.destroy();
+  }
+}
+
+function requestBytes(port: number, path: string, headers: Record<string, string>, body: string): Buffer {
+  const lines = [`POST ${path} HTTP/1.1`, `Host: 127.0.0.1:${port}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), `Content-Length: ${Buffer.byteLength(body)}`, '', body];
+  return Buffer.from(lines.join('\r\n'));
+}
+
+/** CPU µs per request of `requests` sent one at a time over one connection (after 300 untimed). */
+async function measure(port: number, requests: Buffer[]): Promise<number> {
+  const client = await RawClient.open(port);
+  try {
+    for (let i = 0; i < 300; i++) {
+      const status = await client.send(requests[i % requests.length]!);
+      if (status !== 200) throw new Error(`status ${status}`);
+    }
+    const t0 = cpuUs();
+    for (let i = 0; i < N; i++) await client.send(requests[i % requests.length]!);
+    return (cpuUs() - t0) / N;
+  } finally {
+    client.close();
+  }
+}
+
+/** The HTTP floor without Koa: read the body, `JSON.parse` it, answer a small JSON object. */
+async function bareServer(): Promise<Server> {
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { resource?: { id?: string } };
+      const out = Buffer.from(JSON.stringify({ decision: true, id: body.resource?.id }));
+      res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': out.length });
+      res.end(out);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
+/** CPU µs per `pdp.evaluate` of `inputs` in turn, awaited one at a time (after 300 untimed). */
+async function evaluateInProcess(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[]): Promise<number> {
+  for (let i = 0; i < 300; i++) await pdp.evaluate(inputs[i % inputs.length]!);
+  const t0 = cpuUs();
+  for (let i = 0; i < N; i++) await pdp.evaluate(inputs[i % inputs.length]!);
+  return (cpuUs() - t0) / N;
+}
+
+function cedarFloorUs(policySetId: string): number {
+  const call: StatefulAuthorizationCall = {
+    principal: { type: 'User', id: 'u' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Resource', id: 'r' },
+    context: { chain: { position: 0, depth: 1, current: false, delegated: true, scopes: ['docs.read'] } },
+    entities: [
+      { uid: { type: 'User', id: 'u' }, attrs: { id: 'u', email: 'alice@example.com', groups: [], roles: [] }, parents: [] },
+      { uid: { type: 'Resource', id: 'r' }, attrs: { id: 'r', owner: 'alice@example.com', scope: 'docs.read' }, parents: [] },
+      { uid: { type: 'Action', id: 'read' }, attrs: {}, parents: [] },
+    ],
+    preparsedPolicySetId: policySetId,
+  };
+  for (let i = 0; i < 500; i++) cedar.statefulIsAuthorized(call);
+  const t0 = cpuUs();
+  for (let i = 0; i < N; i++) cedar.statefulIsAuthorized(call);
+  return (cpuUs() - t0) / N;
+}
+
+/** CPU µs spent inside `statefulIsAuthorized` (each call timed; ~4 µs of timing per call included). */
+const cedarTimer = { us: 0 };
+{
+  const original = cedar.statefulIsAuthorized;
+  (cedar as { statefulIsAuthorized: typeof original }).statefulIsAuthorized = (call) => {
+    const t = cpuUs();
+    try {
+      return original(call);
+    } finally {
+      cedarTimer.us += cpuUs() - t;
+    }
+  };
+}
+
+async function main(): Promise<void> {
+  const idp = await startMockIdp();
+  const dataDir = mkdtempSync(join(tmpdir(), 'deputy-pdp-http-micro-'));
+  const pepKeys = await clientKeys();
+  const keyA = await clientKeys();
+  const config = validateConfig(
+    {
+      server: { port: 0, host: '127.0.0.1', bodyLimitBytes: 1024 * 1024 },
+      store: { dataDir: 'memory://' },
+      keys: { dir: join(dataDir, 'keys'), generate: true },
+      log: { level: 'warn' },
+      pdp: { watch: false, decisionCacheSize: values.cache === 'on' ? 50_000 : 0, maxBatch: 1000, policies: join(REPO, 'config/policies') },
+      trustedIssuers: [idp.issuerConfig('okta')],
+      admin: { clients: [{ client_id: 'bench-pep', scopes: ['authzen:evaluate'], jwks: pepKeys.jwks }] },
+      agents: [agentConfig('agent-a', keyA, { scopes: ['docs.read'], audiences: [API], maxDelegationDepth: 3 })],
+    },
+    'pdp-http-micro',
+    {},
+  );
+  const deputy = await startDeputy({ config, logger: createLogger('warn'), env: process.env });
+  const bare = await bareServer();
+  try {
+    const port = Number(new URL(deputy.url).port);
+    const barePort = (bare.address() as { port: number }).port;
+    const pep = await clientCredentialsToken(await oauthClient(deputy.issuer, 'bench-pep', pepKeys), 'authzen:evaluate');
+    const a = await testAgent(deputy.issuer, 'agent-a', keyA);
+    const user = await idp.oktaAccessToken({ email: 'alice@example.com', scp: ['docs.read'] });
+    const one = (await exchange(a, { subject_token: user, resource: API, scope: 'docs.read' })).access_token;
+    const sub = JSON.parse(Buffer.from(one.split('.')[1]!, 'base64url').toString()).sub as string;
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${pep}` };
+    const bodies = Array.from({ length: 100 }, (_, i) =>
+      JSON.stringify({ subject: { type: 'User', id: sub, properties: { token: one } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${i}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } }),
+    );
+    const deputyRequests = bodies.map((b) => requestBytes(port, '/access/v1/evaluation', headers, b));
+    const bareRequests = bodies.map((b) => requestBytes(barePort, '/access/v1/evaluation', headers, b));
+    const inputs = bodies.map((b) => parseEvaluation(JSON.parse(b)));
+    const rows: string[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const floorCall = cedarFloorUs(deputy.pdp.pdp.store.current.policySetId);
+      const calls0 = deputy.pdp.pdp.engine.calls;
+      const cedar0 = cedarTimer.us;
+      const evaluation = await measure(port, deputyRequests);
+      const cedarPer = (cedarTimer.us - cedar0) / (N + 300);
+      const callsPer = (deputy.pdp.pdp.engine.calls - calls0) / (N + 300);
+      const floorHttp = await measure(barePort, bareRequests);
+      const inProcess = await evaluateInProcess(deputy.pdp.pdp, inputs);
+      // The lean path's own cost: the same requests with the PDP's evaluation replaced by a fixed permit.
+      const pdp = deputy.pdp.pdp as { evaluate: PolicyDecisionPoint['evaluate'] };
+      const evaluate = pdp.evaluate;
+      const permit = { decision: true as const, policies: ['owner'] };
+      pdp.evaluate = async () => permit;
+      const glue = await measure(port, deputyRequests).finally(() => (pdp.evaluate = evaluate));
+      process.stderr.write(`round ${round + 1}: lean path with a fixed-permit PDP: ${glue.toFixed(0)} µs CPU / request (HTTP floor ${floorHttp.toFixed(0)})\n`);
+      rows.push(`| ${round + 1} | ${evaluation.toFixed(0)} | ${callsPer.toFixed(2)} | ${floorHttp.toFixed(0)} | ${floorCall.toFixed(0)} | ${inProcess.toFixed(0)} | ${(evaluation - floorHttp - callsPer * floorCall).toFixed(0)} | ${(evaluation - floorHttp - inProcess).toFixed(0)} | ${cedarPer.toFixed(0)} |`);
+    }
+    process.stdout.write(
+      [
+        `decision cache ${values.cache}, ${N} requests per row, one connection, one request at a time`,
+        '',
+        '| round | one-link evaluation over HTTP, µs CPU / request | Cedar calls / request | bare HTTP floor (node:http, JSON body parsed), µs | Cedar floor call, µs | `pdp.evaluate` in-process, µs | rest: HTTP − HTTP floor − calls × floor call, µs | of which outside `pdp.evaluate`, µs | Cedar CPU per HTTP request, µs (timed around each call) |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        ...rows,
+      ].join('\n') + '\n',
+    );
+  } finally {
+    bare.close();
+    await deputy.close(100);
+    await idp.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();
