@@ -140,7 +140,10 @@ describe('deputy dev (npm run dev)', { timeout: 300_000 }, () => {
       expect(Object.keys(before)).toEqual(expect.arrayContaining(['admin-client.json', 'researcher.json']));
       expect(Object.keys(before).some((f) => f.startsWith('keys/'))).toBe(true);
       const second = dev();
-      expect((await second.exited).code).toBe(1);
+      // A second one that is not refused starts and keeps running: caught as soon as it says so,
+      // with its output, rather than as the test's timeout minutes later.
+      const started = second.waitFor(/Deputy dev is ready/).then(() => `started:\n${second.stdout()}\n${second.stderr()}`, () => undefined);
+      expect(await Promise.race([second.exited, started])).toEqual({ code: 1, signal: null });
       expect(second.stderr()).toMatch(new RegExp(`^deputy: the data folder ${dir} is in use by another Deputy process \\(pid ${first.child.pid}, started [^,]+, command "[^"]*deputy\\.mjs dev[^"]*"\\)`));
       expect(second.stderr()).toMatch(/give this one a folder of its own \(--dir\); nothing was written/);
       expect(second.stdout()).not.toMatch(/DEVELOPMENT ONLY|ready/);
