@@ -376,7 +376,7 @@ export class RevocationCache {
    */
   async liveRecord(jti: string, now = Date.now()): Promise<TokenRecord | undefined> {
     const hit = this.#entries.get(jti);
-    if (hit && hit.until > now) {
+    if (hit && this.#fresh(hit, now)) {
       // Refresh ahead: in the last quarter of a "live" answer's bound, re-read in the background,
       // so a token in steady use never waits for its re-read (issue 16, sixth round: the c1 tail).
       // Every answer still comes from a read started at most `activeTtlMs` earlier.
@@ -414,7 +414,17 @@ export class RevocationCache {
    */
   knownLive(jti: string, now: number): boolean {
     const hit = this.#entries.get(jti);
-    return hit !== undefined && hit.until > now && hit.record !== undefined;
+    return hit !== undefined && this.#fresh(hit, now) && hit.record !== undefined;
+  }
+
+  /**
+   * Whether a cached answer still stands at `now`. A "live" answer lapses `activeTtlMs` after its
+   * read started, and also when it would last longer than that from `now`: the wall clock went
+   * back (an NTP step), and an hour's jump must not keep a token live for an hour past a
+   * revocation committed on another instance. A "revoked" answer cannot go stale.
+   */
+  #fresh(hit: { record: TokenRecord | undefined; until: number }, now: number): boolean {
+    return hit.until > now && (hit.record === undefined || hit.until - now <= this.#activeTtlMs);
   }
 
   /**
