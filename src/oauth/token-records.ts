@@ -356,7 +356,7 @@ export class RevocationCache {
    * The read running for a token, with the generation it started in: concurrent misses share it
    * (single flight), but never across a local revocation ({@link forget}).
    */
-  readonly #reading = new Map<string, { generation: number; read: Promise<TokenRecord | undefined> }>();
+  readonly #reading = new Map<string, { generation: number; startedAt: number; read: Promise<TokenRecord | undefined> }>();
   static readonly MAX_ENTRIES = 50_000;
 
   constructor(records: TokenRecords, options: { activeTtlMs?: number } = {}) {
@@ -390,11 +390,13 @@ export class RevocationCache {
   #read(jti: string, now: number): Promise<TokenRecord | undefined> {
     const generation = this.#generation;
     const running = this.#reading.get(jti);
-    if (running?.generation === generation) return running.read;
+    // Joined only while its answer is within the bound for this caller too: a read that started
+    // more than `activeTtlMs` ago (a stalled store) may predate a revocation by more than that.
+    if (running?.generation === generation && running.startedAt <= now && now - running.startedAt <= this.#activeTtlMs) return running.read;
     const read = this.#lookup(jti, now, generation).finally(() => {
       if (this.#reading.get(jti)?.read === read) this.#reading.delete(jti);
     });
-    this.#reading.set(jti, { generation, read });
+    this.#reading.set(jti, { generation, startedAt: now, read });
     return read;
   }
 
