@@ -15,14 +15,13 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { recordEachOnce } from '../../src/oauth/adapter.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
-import { migrate, openStore, type Queryable, type Store } from '../../src/store/index.js';
+import { migrate, type Queryable, type Store } from '../../src/store/index.js';
+import { backendCpuUs, walBytes, withMicroStore } from './micro-store.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
 
 const { values } = parseArgs({ options: { n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '2' } } });
@@ -73,23 +72,6 @@ function probes(tokens: TokenRecords, vault: EnvelopeVault): Probe[] {
   ];
 }
 
-/** CPU time of a PostgreSQL backend on this machine (`/proc/<pid>/stat` utime + stime), in µs; 0 when unreadable. */
-function backendCpuUs(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
-  } catch {
-    return 0;
-  }
-}
-
-async function walBytes(store: Store): Promise<bigint> {
-  if (store.kind !== 'postgres') return 0n;
-  const rows = await store.query<{ b: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS b`);
-  return BigInt(rows[0]!.b.split('.')[0]!);
-}
-
 interface Measured { cpuUs: number; serverUs: number; wallUs: number; wal: number }
 
 async function measure(store: Store, probe: Probe, backend: number | undefined): Promise<Measured> {
@@ -111,25 +93,10 @@ const show = (m: Measured, kind: Store['kind']) =>
     ? `${m.cpuUs.toFixed(0)} µs client CPU + ${m.serverUs.toFixed(0)} µs backend, ${m.wal.toFixed(0)} WAL bytes (${m.wallUs.toFixed(0)} µs wall)`
     : `${m.cpuUs.toFixed(0)} µs CPU (${m.wallUs.toFixed(0)} µs wall)`;
 
-async function freshDatabase(admin: string | undefined, dbName: string): Promise<string | undefined> {
-  if (!admin) return undefined;
-  const c = new pg.Client({ connectionString: admin });
-  await c.connect();
-  await c.query(`CREATE DATABASE ${dbName}`);
-  await c.end();
-  const u = new URL(admin);
-  u.pathname = `/${dbName}`;
-  return u.toString();
-}
-
 async function main(): Promise<void> {
-  const admin = process.env.DATABASE_URL;
-  const dbName = `deputy_xmicro_${randomBytes(4).toString('hex')}`;
-  const store = await openStore({ databaseUrl: await freshDatabase(admin, dbName), dataDir: 'memory://', poolSize: 1 });
-  try {
+  await withMicroStore('deputy_xmicro', async (store, backend) => {
     await migrate(store);
     await store.query(`INSERT INTO agents (id, name, owner, jwks, source) VALUES ($1, 'micro', 'bench', '{"keys":[]}', 'config')`, [AGENT]);
-    const backend = store.kind === 'postgres' ? (await store.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]?.pid : undefined;
     const vault = new EnvelopeVault({ active: { kid: 'k1', key: randomBytes(32) }, all: new Map() });
     const list = probes(new TokenRecords(store), vault);
     for (let r = 0; r < ROUNDS; r++) {
@@ -140,15 +107,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < ROUNDS; r++) {
       console.log(`${store.kind} · round ${r + 1} · ${list[1]!.label}, with the root_jti index: ${show(await measure(store, list[1]!, backend), store.kind)}`);
     }
-  } finally {
-    await store.close();
-    if (admin) {
-      const c = new pg.Client({ connectionString: admin });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-      await c.end();
-    }
-  }
+  });
 }
 
 await main();

@@ -23,7 +23,8 @@ import { parseArgs } from 'node:util';
 import { validateConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
 import { startDeputy } from '../../src/main.js';
-import { cedar, type StatefulAuthorizationCall } from '../../src/pdp/cedar.js';
+import { cedar } from '../../src/pdp/cedar.js';
+import { cedarFloorCpuUs, cpuUs } from './cedar-floor.js';
 import { parseEvaluation, type EvaluationInput, type PolicyDecisionPoint } from '../../src/pdp/index.js';
 import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
@@ -35,10 +36,6 @@ const { values } = parseArgs({ options: { n: { type: 'string', default: '3000' }
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 
-function cpuUs(): number {
-  const u = process.cpuUsage();
-  return u.user + u.system;
-}
 
 /** A keep-alive client sending prebuilt requests one at a time and waiting for each whole response. */
 class RawClient {
@@ -129,22 +126,6 @@ async function evaluateInProcess(pdp: PolicyDecisionPoint, inputs: readonly Eval
   return (cpuUs() - t0) / N;
 }
 
-function cedarFloorUs(policySetId: string): number {
-  const call: StatefulAuthorizationCall = {
-    principal: { type: 'User', id: 'u' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Resource', id: 'r' },
-    context: { chain: { position: 0, depth: 1, current: false, delegated: true, scopes: ['docs.read'] } },
-    entities: [
-      { uid: { type: 'User', id: 'u' }, attrs: { id: 'u', email: 'alice@example.com', groups: [], roles: [] }, parents: [] },
-      { uid: { type: 'Resource', id: 'r' }, attrs: { id: 'r', owner: 'alice@example.com', scope: 'docs.read' }, parents: [] },
-      { uid: { type: 'Action', id: 'read' }, attrs: {}, parents: [] },
-    ],
-    preparsedPolicySetId: policySetId,
-  };
-  for (let i = 0; i < 500; i++) cedar.statefulIsAuthorized(call);
-  const t0 = cpuUs();
-  for (let i = 0; i < N; i++) cedar.statefulIsAuthorized(call);
-  return (cpuUs() - t0) / N;
-}
 
 /** CPU µs spent inside `statefulIsAuthorized` (each call timed; ~4 µs of timing per call included). */
 const cedarTimer = { us: 0 };
@@ -198,7 +179,7 @@ async function main(): Promise<void> {
     const inputs = bodies.map((b) => parseEvaluation(JSON.parse(b)));
     const rows: string[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      const floorCall = cedarFloorUs(deputy.pdp.pdp.store.current.policySetId);
+      const floorCall = cedarFloorCpuUs(deputy.pdp.pdp.store.current.policySetId, N);
       const calls0 = deputy.pdp.pdp.engine.calls;
       const cedar0 = cedarTimer.us;
       const evaluation = await measure(port, deputyRequests);

@@ -14,7 +14,8 @@ import { parseArgs } from 'node:util';
 import type { Agent, AgentRegistry } from '../../src/agents/registry.js';
 import { RegistryAuthorizer, type DelegationGrant, type SubjectResolver, type VerifiedChain } from '../../src/delegation/index.js';
 import { createLogger } from '../../src/log.js';
-import { cedar, type StatefulAuthorizationCall } from '../../src/pdp/cedar.js';
+import { cedar } from '../../src/pdp/cedar.js';
+import { cedarFloorCpuUs, cpuUs } from './cedar-floor.js';
 import { CedarEngine } from '../../src/pdp/engine.js';
 import { AgentCache } from '../../src/pdp/entities.js';
 import { PolicyDecisionPoint } from '../../src/pdp/pdp.js';
@@ -40,10 +41,6 @@ const chains: Record<string, VerifiedChain> = {
   },
 };
 
-function cpuUs(): number {
-  const u = process.cpuUsage();
-  return u.user + u.system;
-}
 
 async function run(store: PolicyStore, slice: boolean, kind: string): Promise<string> {
   const logger = createLogger('silent');
@@ -81,20 +78,7 @@ async function run(store: PolicyStore, slice: boolean, kind: string): Promise<st
 }
 
 function floor(store: PolicyStore): number {
-  const call: StatefulAuthorizationCall = {
-    principal: { type: 'User', id: 'u' }, action: { type: 'Action', id: 'read' }, resource: { type: 'Resource', id: 'r' },
-    context: { chain: { position: 0, depth: 1, current: false, delegated: true, scopes: ['docs.read'] } },
-    entities: [
-      { uid: { type: 'User', id: 'u' }, attrs: { id: 'u', email: 'alice@example.com', groups: [], roles: [] }, parents: [] },
-      { uid: { type: 'Resource', id: 'r' }, attrs: { id: 'r', owner: 'alice@example.com', scope: 'docs.read' }, parents: [] },
-      { uid: { type: 'Action', id: 'read' }, attrs: {}, parents: [] },
-    ],
-    preparsedPolicySetId: store.current.policySetId,
-  };
-  for (let i = 0; i < 500; i++) cedar.statefulIsAuthorized(call);
-  const t0 = cpuUs();
-  for (let i = 0; i < N; i++) cedar.statefulIsAuthorized(call);
-  return Math.round((cpuUs() - t0) / N);
+  return Math.round(cedarFloorCpuUs(store.current.policySetId, N));
 }
 
 const store = new PolicyStore({ dir: join(REPO, 'config/policies'), logger: createLogger('silent') });

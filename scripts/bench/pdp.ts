@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../../src/log.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
-import { cedar, type StatefulAuthorizationCall } from '../../src/pdp/cedar.js';
+import { cedar } from '../../src/pdp/cedar.js';
+import { cedarFloorCall } from './cedar-floor.js';
 import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
@@ -69,18 +70,7 @@ async function startDeputy(config: object): Promise<{ child: ChildProcess; url: 
 async function cedarFloor(): Promise<number> {
   const store = new PolicyStore({ dir: join(REPO, 'config/policies'), logger: createLogger('silent') });
   const s = await store.load();
-  const call: StatefulAuthorizationCall = {
-    principal: { type: 'User', id: 'u' },
-    action: { type: 'Action', id: 'read' },
-    resource: { type: 'Resource', id: 'r' },
-    context: { chain: { position: 0, depth: 1, current: false, delegated: true, scopes: ['docs.read'] } },
-    entities: [
-      { uid: { type: 'User', id: 'u' }, attrs: { id: 'u', email: 'alice@example.com', groups: [], roles: [] }, parents: [] },
-      { uid: { type: 'Resource', id: 'r' }, attrs: { id: 'r', owner: 'alice@example.com', scope: 'docs.read' }, parents: [] },
-      { uid: { type: 'Action', id: 'read' }, attrs: {}, parents: [] },
-    ],
-    preparsedPolicySetId: s.policySetId, // as src/pdp/engine.ts calls it
-  };
+  const call = cedarFloorCall(s.policySetId); // as src/pdp/engine.ts calls it
   const n = quick ? 3000 : 20000;
   for (let i = 0; i < 1000; i++) cedar.statefulIsAuthorized(call);
   const t0 = performance.now();

@@ -12,14 +12,13 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { recordOnce } from '../../src/oauth/adapter.js';
 import { TokenRecords } from '../../src/oauth/token-records.js';
-import { migrate, openStore, type Queryable, type Store } from '../../src/store/index.js';
+import { migrate, type Queryable, type Store } from '../../src/store/index.js';
+import { backendCpuUs, withMicroStore } from './micro-store.js';
 
 const { values } = parseArgs({ options: { n: { type: 'string', default: '1500' }, rounds: { type: 'string', default: '3' } } });
 const N = Number(values.n);
@@ -57,17 +56,6 @@ function probes(tokens: TokenRecords): Probe[] {
   ];
 }
 
-/** CPU time of a PostgreSQL backend on this machine (`/proc/<pid>/stat` utime + stime), in µs; 0 when unreadable. */
-function backendCpuUs(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
-  } catch {
-    return 0;
-  }
-}
-
 async function measure(db: Queryable, probe: Probe, backend: number | undefined): Promise<{ cpuUs: number; serverUs: number; wallUs: number }> {
   for (let i = 0; i < 50; i++) await probe.run(db, i);
   const cpu = process.cpuUsage();
@@ -83,24 +71,10 @@ const show = (m: { cpuUs: number; serverUs: number; wallUs: number }, kind: Stor
   `${m.cpuUs.toFixed(0)} µs CPU${kind === 'postgres' ? ` + ${m.serverUs.toFixed(0)} backend` : ''} (${m.wallUs.toFixed(0)} wall)`;
 
 async function main(): Promise<void> {
-  const admin = process.env.DATABASE_URL;
-  const dbName = `deputy_micro_${randomBytes(4).toString('hex')}`;
-  let url: string | undefined;
-  if (admin) {
-    const c = new pg.Client({ connectionString: admin });
-    await c.connect();
-    await c.query(`CREATE DATABASE ${dbName}`);
-    await c.end();
-    const u = new URL(admin);
-    u.pathname = `/${dbName}`;
-    url = u.toString();
-  }
-  const store = await openStore({ databaseUrl: url, dataDir: 'memory://', poolSize: 1 });
-  try {
+  await withMicroStore('deputy_micro', async (store, backend) => {
     await migrate(store);
     const before = unnamed(store);
     // One pooled connection: its backend process is every statement's server side (same machine).
-    const backend = store.kind === 'postgres' ? (await store.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]?.pid : undefined;
     for (const probe of probes(new TokenRecords(store))) {
       const rows: string[] = [];
       for (let r = 0; r < ROUNDS; r++) {
@@ -110,15 +84,7 @@ async function main(): Promise<void> {
       }
       console.log(`${store.kind} · ${probe.label}:\n  ${rows.join('\n  ')}`);
     }
-  } finally {
-    await store.close();
-    if (admin) {
-      const c = new pg.Client({ connectionString: admin });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-      await c.end();
-    }
-  }
+  });
 }
 
 await main();

@@ -125,6 +125,18 @@ async function assertLinearChain(deputy: TestDeputy, agent: string, expected: nu
   expect(head).toEqual([{ seq: String(expected), head: rows[expected - 1]!.hash }]);
 }
 
+/**
+ * One instance on its own database, shared by the two single-instance groups below: the scripted
+ * session writes for agent-a and agent-b, the concurrency group for agent-p alone, and every chain
+ * is per agent, so neither group sees the other's receipts (one database opened fewer: BENCHMARKS.md,
+ * issue 16 sixth round, second pass).
+ */
+let single: Promise<TestDeputy> | undefined;
+const singleInstance = (): Promise<TestDeputy> => (single ??= startTestDeputy({ config: config() }));
+afterAll(async () => {
+  await (await single)?.stop();
+});
+
 describe('a scripted session on one instance', () => {
   let deputy: TestDeputy;
   let token: string;
@@ -133,7 +145,7 @@ describe('a scripted session on one instance', () => {
   const issued: Array<{ jti: string; requestId: string; digest: string }> = [];
 
   beforeAll(async () => {
-    deputy = await startTestDeputy({ config: config() });
+    deputy = await singleInstance();
     token = await adminToken(deputy);
     agents = {};
     for (const id of ['agent-a', 'agent-b']) agents[id] = await testAgent(deputy.issuer, id, keys[id]!);
@@ -184,7 +196,6 @@ describe('a scripted session on one instance', () => {
     const last = await exchange(agents['agent-a']!, { subject_token: user, resource: API });
     secrets.add(last.access_token);
   });
-  afterAll(() => deputy?.stop());
 
   it('publishes the receipt keys at their own URL, listed in discovery, apart from the token keys', async () => {
     const metadata = await json(await fetch(`${deputy.url}/.well-known/openid-configuration`));
@@ -423,10 +434,9 @@ describe('concurrency on one instance', () => {
   let deputy: TestDeputy;
   let token: string;
   beforeAll(async () => {
-    deputy = await startTestDeputy({ config: config() });
+    deputy = await singleInstance();
     token = await adminToken(deputy);
   });
-  afterAll(() => deputy?.stop());
 
   it('many parallel appends and exchanges for one agent make one unbroken chain', async () => {
     const agent = await testAgent(deputy.issuer, 'agent-p', keys['agent-p']!);
