@@ -61,6 +61,11 @@ export class PendingProof {
     return this.#key !== undefined;
   }
 
+  /** The unspent key, left pending (a read-only replay check before the spend); undefined once taken. */
+  get key(): OnceKey | undefined {
+    return this.#key;
+  }
+
   /** Hands the key to a transaction that spends it (a receipt's); later calls get undefined. */
   take(): OnceKey | undefined {
     const key = this.#key;

@@ -34,12 +34,14 @@ import { authenticate, dpopChallenger, liveChain, Pipeline, type Admission, type
 import { Conflict, DeputyError, NotFound } from '../errors/index.js';
 import type { Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
+import { dpopReplayed } from '../oauth/dpop.js';
 import type { RevocationCache } from '../oauth/token-records.js';
 import type { CredentialSource } from '../vault/connections/credentials.js';
 import type { ConnectionStore } from '../vault/connections/store.js';
 import type { McpAuthorizer, McpCaller } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 import type { ToolPins } from './pins.js';
+import { RecentProofs } from './recent-proofs.js';
 import { MCP_PREFIX, mcpAudience } from './resource.js';
 import { AgentSession, ownerOf, type McpBudgetContext } from './session.js';
 import type { McpServerStore } from './store.js';
@@ -100,6 +102,8 @@ export class McpGateway {
    */
   readonly #admission;
   readonly #challenge = dpopChallenger();
+  /** Proof keys this instance admitted or spent lately: a deferred proof's early replay check ({@link #refuseKnownReplay}). */
+  #recentProofs = new RecentProofs();
 
   constructor(deps: McpGatewayDeps) {
     this.#d = deps;
@@ -111,6 +115,11 @@ export class McpGateway {
   /** Open sessions (tests, metrics). */
   get sessionCount(): number {
     return this.#sessions.size;
+  }
+
+  /** Forgets the proofs this instance admitted or spent (tests: a replay then known from the store alone, as on another instance). */
+  forgetRecentProofs(): void {
+    this.#recentProofs = new RecentProofs();
   }
 
   /** Handles one HTTP request at `/mcp/{server}`; writes the response itself. */
@@ -128,6 +137,7 @@ export class McpGateway {
       await this.#spendNow(admission);
       return this.#dispatch(call, server, caller, admission, sessionId, body);
     }
+    await this.#refuseKnownReplay(admission);
     // Spent by the call's decision receipt. A refusal before the request reaches its session
     // (no such session) spends it first, so a replay is refused as one (401); a message the SDK
     // refuses, or an agent gone before the receipt, leaves it to the end of the response
@@ -233,9 +243,32 @@ export class McpGateway {
    * @throws DeputyError 401 `invalid_dpop_proof` with the DPoP challenge for a replayed proof.
    */
   async #spendNow(admission: Admission): Promise<void> {
+    const key = admission.proof.key;
     await admission.proof.spendIfPending().catch((err: unknown) => {
       throw this.#challenge(err, admission.audience);
     });
+    if (key) this.#recentProofs.remember(key);
+  }
+
+  /**
+   * A deferred `tools/call` proof (spent later by its decision receipt) that is known spent is
+   * refused now, before the SDK writes its 200 head: HTTP 401 `invalid_dpop_proof` with the DPoP
+   * challenge (RFC 9449 §7.1, §11.1; MCP 2025-06-18 "Authorization": an invalid token is a 401).
+   * Known spent: admitted or spent by this instance within the proof's window
+   * ({@link RecentProofs}: also a replay racing its original here), or recorded in the store (a
+   * read, no commit). Only a replay racing its not yet committed original on another instance
+   * passes; the receipt statement refuses it in-band (JSON-RPC -32003, nothing forwarded).
+   * The key is then remembered: this request spends it, whatever becomes of it.
+   *
+   * @throws DeputyError 401 `invalid_dpop_proof` for a known replay (nothing spent or written).
+   */
+  async #refuseKnownReplay(admission: Admission): Promise<void> {
+    const key = admission.proof.key;
+    if (!key) return;
+    // A failed read is no verdict: the receipt statement decides (and fails closed without a store).
+    const spent = this.#recentProofs.has(key) || (await this.#d.verifier.proofSpent(key).catch(() => false));
+    if (spent) throw this.#challenge(dpopReplayed(), admission.audience);
+    this.#recentProofs.remember(key);
   }
 
   /** Steps 3 (authenticate) and the live chain, through the enforcement pipeline's shared steps. */

@@ -138,6 +138,15 @@ export class AccessTokenVerifier {
   }
 
   /**
+   * Whether the `unspentProof` of an {@link authenticate} call made with `deferProofSpend` is
+   * spent already (RFC 9449 §11.1), read without writing: a replay refused before the request
+   * is acted on. The proof found unspent must still be spent ({@link spendProof}, a receipt).
+   */
+  async proofSpent(unspentProof: OnceKey): Promise<boolean> {
+    return this.#dpop.spent(unspentProof);
+  }
+
+  /**
    * Verifies signature, `typ: at+jwt`, issuer, audience and lifetime (RFC 9068 §4).
    * `audience: undefined` skips the audience check (a token presented back to Deputy as an
    * RFC 8693 `subject_token`, whose audience is some other service).

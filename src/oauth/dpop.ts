@@ -24,7 +24,7 @@ import { constantTimeEqual } from '../util/constant-time.js';
 import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
-import { recordOnce, type OnceKey } from './adapter.js';
+import { findRecorded, recordOnce, type OnceKey } from './adapter.js';
 import { metrics } from '../observability/metrics.js';
 import { DPOP_ALGS } from '../util/algorithms.js';
 import { normalizeHttpUrl } from './uri.js';
@@ -200,6 +200,16 @@ export class DpopVerifier {
   async spend(replayKey: OnceKey): Promise<void> {
     const fresh = await recordOnce(this.#o.db, replayKey.namespace, replayKey.key, replayKey.ttlSeconds);
     if (!fresh) throw dpopReplayed();
+  }
+
+  /**
+   * RFC 9449 §11.1: whether a checked proof's `jti` is spent already, read without writing (no
+   * commit, no WAL flush). Only an early refusal of a known replay: a proof found unspent here
+   * must still be spent by {@link spend} or a statement that records `replayKey`, which alone
+   * decides a race.
+   */
+  async spent(replayKey: OnceKey): Promise<boolean> {
+    return (await findRecorded(this.#o.db, [replayKey])).size > 0;
   }
 
   /**

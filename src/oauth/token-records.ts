@@ -356,7 +356,7 @@ export class RevocationCache {
    * The read running for a token, with the generation it started in: concurrent misses share it
    * (single flight), but never across a local revocation ({@link forget}).
    */
-  readonly #reading = new Map<string, { generation: number; read: Promise<TokenRecord | undefined> }>();
+  readonly #reading = new Map<string, { generation: number; startedAt: number; read: Promise<TokenRecord | undefined> }>();
   static readonly MAX_ENTRIES = 50_000;
 
   constructor(records: TokenRecords, options: { activeTtlMs?: number } = {}) {
@@ -376,7 +376,7 @@ export class RevocationCache {
    */
   async liveRecord(jti: string, now = Date.now()): Promise<TokenRecord | undefined> {
     const hit = this.#entries.get(jti);
-    if (hit && hit.until > now) {
+    if (hit && this.#fresh(hit, now)) {
       // Refresh ahead: in the last quarter of a "live" answer's bound, re-read in the background,
       // so a token in steady use never waits for its re-read (issue 16, sixth round: the c1 tail).
       // Every answer still comes from a read started at most `activeTtlMs` earlier.
@@ -390,11 +390,13 @@ export class RevocationCache {
   #read(jti: string, now: number): Promise<TokenRecord | undefined> {
     const generation = this.#generation;
     const running = this.#reading.get(jti);
-    if (running?.generation === generation) return running.read;
+    // Joined only while its answer is within the bound for this caller too: a read that started
+    // more than `activeTtlMs` ago (a stalled store) may predate a revocation by more than that.
+    if (running?.generation === generation && running.startedAt <= now && now - running.startedAt <= this.#activeTtlMs) return running.read;
     const read = this.#lookup(jti, now, generation).finally(() => {
       if (this.#reading.get(jti)?.read === read) this.#reading.delete(jti);
     });
-    this.#reading.set(jti, { generation, read });
+    this.#reading.set(jti, { generation, startedAt: now, read });
     return read;
   }
 
@@ -414,7 +416,17 @@ export class RevocationCache {
    */
   knownLive(jti: string, now: number): boolean {
     const hit = this.#entries.get(jti);
-    return hit !== undefined && hit.until > now && hit.record !== undefined;
+    return hit !== undefined && this.#fresh(hit, now) && hit.record !== undefined;
+  }
+
+  /**
+   * Whether a cached answer still stands at `now`. A "live" answer lapses `activeTtlMs` after its
+   * read started, and also when it would last longer than that from `now`: the wall clock went
+   * back (an NTP step), and an hour's jump must not keep a token live for an hour past a
+   * revocation committed on another instance. A "revoked" answer cannot go stale.
+   */
+  #fresh(hit: { record: TokenRecord | undefined; until: number }, now: number): boolean {
+    return hit.until > now && (hit.record === undefined || hit.until - now <= this.#activeTtlMs);
   }
 
   /**

@@ -469,14 +469,19 @@ describe('MCP gateway', () => {
 
         const requests = up.requests;
         const receiptCount = (await receiptsOf('agent-a')).length;
-        for (const [id, replay] of [[12, () => call(12, proof)], [13, () => call(13, proof)]] as const) {
-          const res = await replay();
-          expect(res.status).toBe(200);
-          const answer = await rpc(res);
-          expect(answer.error?.code).toBe(-32003);
-          expect(answer.error?.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
-          expect(id).toBeGreaterThan(11);
+        // A sequential replay is known before the SDK answers: HTTP 401 with the DPoP challenge
+        // (RFC 9449 §7.1), not an in-band JSON-RPC error under a 200.
+        for (const id of [12, 13]) {
+          const res = await call(id, proof);
+          expect(res.status).toBe(401);
+          expect(res.headers.get('www-authenticate')).toMatch(/^DPoP .*error="invalid_dpop_proof"/);
+          await res.text();
         }
+        // Known from the store too, not only from this instance's memory of the proofs it spent.
+        deputy.mcp.gateway.forgetRecentProofs();
+        const fromStore = await call(17, proof);
+        expect(fromStore.status).toBe(401);
+        expect(fromStore.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
         // A proof spent by a receipt is spent for every other request as well (HTTP 401 at admission).
         const ping = await fetch(url.replace(issuer, deputy.url), { method: 'POST', headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: proof }, body: JSON.stringify({ jsonrpc: '2.0', id: 14, method: 'ping' }) });
         expect(ping.status).toBe(401);
@@ -489,12 +494,56 @@ describe('MCP gateway', () => {
         const spent = await fetch(url.replace(issuer, deputy.url), { method: 'POST', headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: pingProof }, body: JSON.stringify({ jsonrpc: '2.0', id: 15, method: 'ping' }) });
         expect(spent.status).toBe(200);
         await spent.text();
-        const late = await rpc(await call(16, pingProof));
-        expect(late.error?.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
+        const late = await call(16, pingProof);
+        expect(late.status).toBe(401);
+        expect(late.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
         expect(up.requests).toBe(requests);
         expect((await receiptsOf('agent-a')).length).toBe(receiptCount);
       } finally {
         receipts.appendOnce = appendOnce;
+        await client.close();
+      }
+    });
+
+    it('a tools/call proof replayed while its original is in flight: exactly one is forwarded and receipted; the other is refused (401, or in-band -32003 when only the receipt statement can tell)', async () => {
+      const token = await tokenFor(agents['agent-a']!, 'open');
+      const url = mcpUrl('open');
+      const { client, transport } = await mcpAgent(url, agents['agent-a']!, token);
+      const session = { 'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': '2025-06-18' };
+      const call = (id: number, proof: string) => fetch(url.replace(issuer, deputy.url), {
+        method: 'POST',
+        headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: proof },
+        body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: `race ${id}` } } }),
+      });
+      const outcome = async (res: Response): Promise<'forwarded' | 'refused'> => {
+        if (res.status === 401) {
+          expect(res.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
+          await res.text();
+          return 'refused';
+        }
+        expect(res.status).toBe(200);
+        const line = (await res.text()).split('\n').find((l) => l.startsWith('data: {'))!;
+        const answer = JSON.parse(line.slice(6)) as { result?: unknown; error?: { code: number; data?: Record<string, unknown> } };
+        if (answer.error) {
+          expect(answer.error.code).toBe(-32003);
+          expect(answer.error.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
+          return 'refused';
+        }
+        return 'forwarded';
+      };
+      // Decision receipts of tools/call (each forwarded call also gets its outcome receipt).
+      const decisions = async () => (await receiptsOf('agent-a')).filter((r) => r.action === 'tools/call').length;
+      try {
+        for (let round = 0; round < 3; round += 1) {
+          const echoed = up.hits.get('echo') ?? 0;
+          const decided = await decisions();
+          const proof = await dpopProof(agents['agent-a']!.dpop, url, { accessToken: token });
+          const results = await Promise.all([call(20 + 2 * round, proof), call(21 + 2 * round, proof)].map(async (r) => outcome(await r)));
+          expect(results.sort()).toEqual(['forwarded', 'refused']);
+          expect(up.hits.get('echo')).toBe(echoed + 1);
+          expect(await decisions()).toBe(decided + 1);
+        }
+      } finally {
         await client.close();
       }
     });

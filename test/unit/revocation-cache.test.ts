@@ -46,6 +46,29 @@ describe('RevocationCache', () => {
     expect(await cache.isRevoked('unknown', 10_000)).toBe(true);
   });
 
+  it('a clock that jumps back does not stretch a "live" answer past activeTtlMs (a revocation on another instance is still seen within the bound)', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 2000 });
+    stub.state.set('t', 'live');
+    expect(await cache.isRevoked('t', 3_600_000)).toBe(false);
+    stub.state.set('t', 'revoked'); // committed elsewhere, then the wall clock steps back an hour (NTP)
+    expect(await cache.isRevoked('t', 1_000)).toBe(true);
+    expect(cache.knownLive('t', 1_000)).toBe(false);
+  });
+
+  it('a caller does not join a slow read that started more than activeTtlMs before it (its answer could predate a revocation by more than the bound)', async () => {
+    const stub = stubRecords();
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 2000 });
+    stub.state.set('t', 'live');
+    const release = stub.hold();
+    const slow = cache.isRevoked('t', 0); // reads "live", then the store stalls
+    stub.state.set('t', 'revoked'); // committed on another instance at ~0 s
+    const late = cache.isRevoked('t', 5_000);
+    release();
+    expect(await slow).toBe(false);
+    expect(await late).toBe(true);
+  });
+
   it('after a local revocation (forget), no cached "live" answer survives, whichever token it was for', async () => {
     const stub = stubRecords();
     const cache = new RevocationCache(stub.records);
