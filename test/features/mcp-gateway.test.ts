@@ -441,7 +441,11 @@ describe('MCP gateway', () => {
       await client.close();
     });
 
-    it('spends a tools/call\'s proof in its decision receipt\'s statement; the proof replayed is refused, and nothing is forwarded or receipted', async () => {
+    /**
+     * agent-a's session on the `open` server, and a raw `tools/call` of `echo` in it with a given
+     * DPoP proof (the SDK client would make a fresh proof per request).
+     */
+    async function rawToolCalls(text: string) {
       const token = await tokenFor(agents['agent-a']!, 'open');
       const url = mcpUrl('open');
       const { client, transport } = await mcpAgent(url, agents['agent-a']!, token);
@@ -449,8 +453,13 @@ describe('MCP gateway', () => {
       const call = (id: number, proof: string) => fetch(url.replace(issuer, deputy.url), {
         method: 'POST',
         headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: proof },
-        body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: `call ${id}` } } }),
+        body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: `${text} ${id}` } } }),
       });
+      return { token, url, session, client, call };
+    }
+
+    it('spends a tools/call\'s proof in its decision receipt\'s statement; the proof replayed is refused, and nothing is forwarded or receipted', async () => {
+      const { token, url, session, client, call } = await rawToolCalls('call');
       const rpc = async (res: Response) => JSON.parse((await res.text()).split('\n').find((l) => l.startsWith('data: {'))!.slice(6)) as { result?: unknown; error?: { code: number; data?: Record<string, unknown> } };
       const receipts = deputy.receipts;
       const appendOnce = receipts.appendOnce.bind(receipts);
@@ -506,15 +515,7 @@ describe('MCP gateway', () => {
     });
 
     it('a tools/call proof replayed while its original is in flight: exactly one is forwarded and receipted; the other is refused (401, or in-band -32003 when only the receipt statement can tell)', async () => {
-      const token = await tokenFor(agents['agent-a']!, 'open');
-      const url = mcpUrl('open');
-      const { client, transport } = await mcpAgent(url, agents['agent-a']!, token);
-      const session = { 'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': '2025-06-18' };
-      const call = (id: number, proof: string) => fetch(url.replace(issuer, deputy.url), {
-        method: 'POST',
-        headers: { ...rpcHeaders, ...session, authorization: `DPoP ${token}`, dpop: proof },
-        body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: `race ${id}` } } }),
-      });
+      const { token, url, client, call } = await rawToolCalls('race');
       const outcome = async (res: Response): Promise<'forwarded' | 'refused'> => {
         if (res.status === 401) {
           expect(res.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);

@@ -14,6 +14,7 @@ import { CedarEngine } from '../../src/pdp/engine.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 import type { EntityJson } from '../../src/pdp/cedar.js';
 import { policyReads, sliceRequest } from '../../src/pdp/entity-slice.js';
+import { ests, isAuthorized } from '../support/cedar-direct.js';
 import type { CedarRequest } from '../../src/pdp/engine.js';
 
 const ref = (type: string, id: string) => ({ __entity: { type, id } });
@@ -81,20 +82,6 @@ const SHAPES: Record<string, string> = {
   'group-attr': `forbid (principal, action, resource) when { resource has owner && resource.owner.manager has manager && Group::"execs".tier == "gold" && resource.owner.manager.manager in Group::"execs" };`,
 };
 const PERMITS = `permit (principal, action, resource);\npermit (principal is User, action, resource) when { principal.department == "eng" };`;
-
-function isAuthorized(policies: string, request: CedarRequest) {
-  const out = wasm.isAuthorized({ ...request, policies: { staticPolicies: policies } } as never) as { type: string; response?: { decision: string; diagnostics: { reason: string[]; errors: Array<{ policyId: string }> } }; errors?: unknown };
-  if (out.type !== 'success' || !out.response) return { failure: true };
-  const { decision, diagnostics } = out.response;
-  return { decision, reason: [...diagnostics.reason].sort(), errors: diagnostics.errors.map((e) => e.policyId).sort() };
-}
-
-import * as wasm from '@cedar-policy/cedar-wasm/nodejs';
-
-function ests(text: string): unknown[] {
-  const parts = wasm.policySetTextToParts(text) as { type: string; policies: string[] };
-  return parts.policies.map((p) => (wasm.policyToJson(p) as { json: unknown }).json);
-}
 
 const PRINCIPALS = [['User', 'alice'], ['User', 'bob'], ['User', 'dave'], ['Agent', 'agent-a']] as const;
 const RESOURCES = [['Doc', 'd1'], ['Doc', 'd2'], ['Folder', 'f1']] as const;

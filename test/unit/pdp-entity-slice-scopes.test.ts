@@ -11,7 +11,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as wasm from '@cedar-policy/cedar-wasm/nodejs';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
@@ -19,6 +18,7 @@ import type { EntityJson } from '../../src/pdp/cedar.js';
 import { CedarEngine, type CedarRequest } from '../../src/pdp/engine.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 import { policyReads, sliceRequest } from '../../src/pdp/entity-slice.js';
+import { ests, isAuthorized } from '../support/cedar-direct.js';
 
 const ref = (type: string, id: string) => ({ __entity: { type, id } });
 const ent = (type: string, id: string, attrs: Record<string, unknown> = {}, parents: Array<{ type: string; id: string }> = [], tags?: Record<string, unknown>): EntityJson =>
@@ -113,18 +113,6 @@ const requestArb = fc.record({
   resource: fc.constantFrom(...RESOURCES),
   context: fc.constantFrom(...CONTEXTS),
 });
-
-function isAuthorized(policies: string, request: CedarRequest) {
-  const out = wasm.isAuthorized({ ...request, policies: { staticPolicies: policies } } as never) as { type: string; response?: { decision: string; diagnostics: { reason: string[]; errors: Array<{ policyId: string }> } } };
-  if (out.type !== 'success' || !out.response) return { failure: true };
-  const { decision, diagnostics } = out.response;
-  return { decision, reason: [...diagnostics.reason].sort(), errors: diagnostics.errors.map((e) => e.policyId).sort() };
-}
-
-function ests(text: string): unknown[] {
-  const parts = wasm.policySetTextToParts(text) as { type: string; policies: string[] };
-  return parts.policies.map((p) => (wasm.policyToJson(p) as { json: unknown }).json);
-}
 
 describe('scoped entity slices: random scopes and conditions decide as the full entity set does', () => {
   it('for random policy sets and requests (fixed seed)', () => {
