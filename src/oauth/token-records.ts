@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { Queryable, StatementPart, Store } from '../store/index.js';
+import type { Queryable, StatementCondition, StatementPart, Store } from '../store/index.js';
 import type { DelegatingUser, DelegationChain } from '../delegation/index.js';
 
 /** The user attributes carried along a chain for policy. */
@@ -246,20 +246,23 @@ export class TokenRecords {
    * keeps re-planning the whole issuing statement (a custom plan folds the `NULL` away and looks
    * cheaper than the generic one), which cost ~1 ms of PGlite CPU per exchange (issue 16, sixth
    * round). Same rows refused, same rows written.
+   *
+   * `requires`: another module's condition the row depends on, checked in the same statement (a
+   * remembered vault row of the upstream token that this insert references without writing it:
+   * `EnvelopeVault.exists`); when false, the part writes no row, like any other refusal.
    */
-  insertPart(record: NewTokenRecord): StatementPart {
+  insertPart(record: NewTokenRecord, requires?: StatementCondition): StatementPart {
     const values = recordValues(record);
     const shift = (first: number) => RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
     const agentActive = (first: number) => `FROM agents WHERE id = $${first + 3}::text AND status = 'active'`;
-    if (record.parentJti === undefined) {
-      return { params: values, sql: (first) => `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)} FOR SHARE OF agents` };
-    }
+    const parent = record.parentJti === undefined ? [] : [record.parentJti];
+    const params = [...values, ...parent, ...(requires?.params ?? [])];
     return {
-      params: [...values, record.parentJti],
+      params,
       sql: (first) => {
-        const parent = `$${first + values.length}::text`;
-        return `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)}
-           AND ${liveLineage(parent)} FOR SHARE OF agents`;
+        const lineage = parent.length ? ` AND ${liveLineage(`$${first + values.length}::text`)}` : '';
+        const required = requires ? ` AND ${requires.sql(first + values.length + parent.length)}` : '';
+        return `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)}${lineage}${required} FOR SHARE OF agents`;
       },
     };
   }
