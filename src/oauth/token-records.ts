@@ -127,6 +127,19 @@ function liveLineage(jtiParam: string): string {
     ) SELECT bool_and(revoked_at IS NULL) AND bool_or(parent_jti IS NULL) FROM lineage), false)`;
 }
 
+/** {@link RECORD_VALUES} numbered from `$first`, by `first` (each group statement asks for a few; the regex ran per exchange). */
+const recordValuesByFirst = new Map<number, string>();
+
+function recordValuesFrom(first: number): string {
+  let text = recordValuesByFirst.get(first);
+  if (text === undefined) {
+    text = RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
+    // Offsets grow with a group's size (at most the receipt writer's batch): bounded, but not trusted to be.
+    if (recordValuesByFirst.size < 1024) recordValuesByFirst.set(first, text);
+  }
+  return text;
+}
+
 /** The parameters of {@link RECORD_VALUES}, in order. */
 function recordValues(record: NewTokenRecord): unknown[] {
   return [
@@ -253,7 +266,6 @@ export class TokenRecords {
    */
   insertPart(record: NewTokenRecord, requires?: StatementCondition): StatementPart {
     const values = recordValues(record);
-    const shift = (first: number) => RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
     const agentActive = (first: number) => `FROM agents WHERE id = $${first + 3}::text AND status = 'active'`;
     const parent = record.parentJti === undefined ? [] : [record.parentJti];
     const params = [...values, ...parent, ...(requires?.params ?? [])];
@@ -262,7 +274,7 @@ export class TokenRecords {
       sql: (first) => {
         const lineage = parent.length ? ` AND ${liveLineage(`$${first + values.length}::text`)}` : '';
         const required = requires ? ` AND ${requires.sql(first + values.length + parent.length)}` : '';
-        return `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)}${lineage}${required} FOR SHARE OF agents`;
+        return `${INSERT_RECORD} SELECT ${recordValuesFrom(first)} ${agentActive(first)}${lineage}${required} FOR SHARE OF agents`;
       },
     };
   }
