@@ -26,7 +26,8 @@
  * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
  *    by ./oidc-provider/; its `jti` is chosen first) and, while it is signed, `recordIssued`
  *    (written once it is signed): the proof and client assertion `jti`s
- *    (`ExchangeInput.spends`), the token record (and the encrypted upstream token) and its
+ *    (`ExchangeInput.spends`), the token record (and the encrypted upstream token, one row per
+ *    agent and IdP token on each instance: ./upstream-capture.ts) and its
  *    `permit` receipt (src/audit), all or nothing, in the statement of the agent's receipt group
  *    writer (`ReceiptAppender.appendWith`): one commit per group of concurrent exchanges. A failed
  *    exchange writes nothing but those replay entries (spent by the caller whatever happens next,
@@ -605,6 +606,11 @@ interface UpstreamCapture {
   committed(): void;
 }
 
+/**
+ * Step 8b's vault row for a federated subject token: a new row (encrypted now), or the row this
+ * process committed for the same agent and token ({@link CapturedUpstreamTokens}), referenced on
+ * the condition that it still exists. `now` in epoch seconds.
+ */
 async function captureUpstream(deps: ExchangeDeps, input: Issuance, now: number): Promise<UpstreamCapture | undefined> {
   const { subject, subjectToken } = input;
   if (subject.kind !== 'federated' || subjectToken === undefined) return undefined;
