@@ -206,18 +206,25 @@ async function measured(name: string, store: string | undefined, countersUrl: st
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
-  const result = await runLoad({
-    prebuild: PREBUILD_PER_S,
-    ...load,
-    onMeasure: async () => {
-      await counters(countersUrl, '/reset');
-      hostBefore = await host.snapshot();
-    },
-  });
-  const after = await counters(countersUrl);
-  const hostSpent = hostBefore ? await host.since(hostBefore) : undefined;
-  await host.close();
-  sampling = false;
+  let result: LoadResult;
+  let after: CounterSnapshot;
+  let hostSpent: HostCpu | undefined;
+  try {
+    result = await runLoad({
+      prebuild: PREBUILD_PER_S,
+      ...load,
+      onMeasure: async () => {
+        await counters(countersUrl, '/reset');
+        hostBefore = await host.snapshot();
+      },
+    });
+    after = await counters(countersUrl);
+    hostSpent = hostBefore ? await host.since(hostBefore) : undefined;
+  } finally {
+    // A failed point must not leave the RSS sampler or the sampler's connection running.
+    sampling = false;
+    await host.close();
+  }
   await sampler;
   const per = (n: number) => Math.round((n / Math.max(1, result.requests)) * 100) / 100;
   const perRequest = {
