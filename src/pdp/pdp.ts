@@ -114,10 +114,10 @@ export class PolicyDecisionPoint {
   /**
    * A batch (§7): items in order; the short-circuit semantics stop at the first deny / permit,
    * and the response then holds the items up to it (§7.1.2, "Evaluations semantics"). Items share subject preparation
-   * (a batch usually repeats one subject).
+   * (a batch usually repeats one subject); `memo` is the request's, when a basis was computed
+   * over it first (decision-basis.ts), so the items decide on the subjects that basis names.
    */
-  async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic): Promise<Array<Decision | { error: string }>> {
-    const memo = new Map<string, Promise<PreparedSubject>>();
+  async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Array<Decision | { error: string }>> {
     const out: Array<Decision | { error: string }> = [];
     for (const item of items) {
       const result = item.ok ? await this.evaluate(item.evaluation, memo) : { error: item.error };
