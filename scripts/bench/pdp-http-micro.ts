@@ -1,5 +1,5 @@
 /**
- * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--prof]` — one
+ * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--miss] [--prof]` — one
  * PDP evaluation over HTTP, **in one process**: Deputy (PGlite in memory, the bench's PDP
  * configuration) and a raw keep-alive HTTP/1.1 client on a TCP socket, one request at a time,
  * every request's bytes built before the timed loop. CPU microseconds per request
@@ -8,6 +8,9 @@
  * that reads and parses an AuthZEN-sized JSON body and answers a small JSON object (the like-for-
  * like HTTP floor of bench:pdp, without Koa) and the raw Cedar floor call, all in the same run.
  * CPU time, not wall time: usable on a loaded machine; compare rows of one run. Issue 16, sixth round.
+ *
+ * `--miss` (with `--cache on`): every request over HTTP is one not seen before (its own resource
+ * id), so each is a miss of the cached path — the decision cache's misses (issue 16, seventh round).
  *
  * `--prof` writes nothing itself: run it under `node --cpu-prof` for a profile without a load
  * generator in it.
@@ -32,7 +35,7 @@ import { startMockIdp } from '../../test/support/mock-idp.js';
 
 const REPO = join(import.meta.dirname, '../..');
 const API = 'https://docs.example.com';
-const { values } = parseArgs({ options: { n: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, cache: { type: 'string', default: 'off' } } });
+const { values } = parseArgs({ options: { n: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, cache: { type: 'string', default: 'off' }, miss: { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 
@@ -171,9 +174,12 @@ async function main(): Promise<void> {
     const one = (await exchange(a, { subject_token: user, resource: API, scope: 'docs.read' })).access_token;
     const sub = JSON.parse(Buffer.from(one.split('.')[1]!, 'base64url').toString()).sub as string;
     const headers = { 'content-type': 'application/json', authorization: `Bearer ${pep}` };
-    const bodies = Array.from({ length: 100 }, (_, i) =>
-      JSON.stringify({ subject: { type: 'User', id: sub, properties: { token: one } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${i}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } }),
-    );
+    const bodyOf = (i: number) =>
+      JSON.stringify({ subject: { type: 'User', id: sub, properties: { token: one } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${i}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } });
+    const bodies = Array.from({ length: 100 }, (_, i) => bodyOf(i));
+    let fresh = bodies.length;
+    // With --miss, requests never sent before (a measure sends N + 300); otherwise the same 100 in turn.
+    const deputyRequestsOf = () => (values.miss ? Array.from({ length: N + 300 }, () => requestBytes(port, '/access/v1/evaluation', headers, bodyOf(fresh++))) : deputyRequests);
     const deputyRequests = bodies.map((b) => requestBytes(port, '/access/v1/evaluation', headers, b));
     const bareRequests = bodies.map((b) => requestBytes(barePort, '/access/v1/evaluation', headers, b));
     const inputs = bodies.map((b) => parseEvaluation(JSON.parse(b)));
@@ -182,7 +188,7 @@ async function main(): Promise<void> {
       const floorCall = cedarFloorCpuUs(deputy.pdp.pdp.store.current.policySetId, N);
       const calls0 = deputy.pdp.pdp.engine.calls;
       const cedar0 = cedarTimer.us;
-      const evaluation = await measure(port, deputyRequests);
+      const evaluation = await measure(port, deputyRequestsOf());
       const cedarPer = (cedarTimer.us - cedar0) / (N + 300);
       const callsPer = (deputy.pdp.pdp.engine.calls - calls0) / (N + 300);
       const floorHttp = await measure(barePort, bareRequests);
@@ -192,13 +198,13 @@ async function main(): Promise<void> {
       const evaluate = pdp.evaluate;
       const permit = { decision: true as const, policies: ['owner'] };
       pdp.evaluate = async () => permit;
-      const glue = await measure(port, deputyRequests).finally(() => (pdp.evaluate = evaluate));
+      const glue = await measure(port, deputyRequestsOf()).finally(() => (pdp.evaluate = evaluate));
       process.stderr.write(`round ${round + 1}: lean path with a fixed-permit PDP: ${glue.toFixed(0)} µs CPU / request (HTTP floor ${floorHttp.toFixed(0)})\n`);
       rows.push(`| ${round + 1} | ${evaluation.toFixed(0)} | ${callsPer.toFixed(2)} | ${floorHttp.toFixed(0)} | ${floorCall.toFixed(0)} | ${inProcess.toFixed(0)} | ${(evaluation - floorHttp - callsPer * floorCall).toFixed(0)} | ${(evaluation - floorHttp - inProcess).toFixed(0)} | ${cedarPer.toFixed(0)} |`);
     }
     process.stdout.write(
       [
-        `decision cache ${values.cache}, ${N} requests per row, one connection, one request at a time`,
+        `decision cache ${values.cache}${values.miss ? ' (every request a miss)' : ''}, ${N} requests per row, one connection, one request at a time`,
         '',
         '| round | one-link evaluation over HTTP, µs CPU / request | Cedar calls / request | bare HTTP floor (node:http, JSON body parsed), µs | Cedar floor call, µs | `pdp.evaluate` in-process, µs | rest: HTTP − HTTP floor − calls × floor call, µs | of which outside `pdp.evaluate`, µs | Cedar CPU per HTTP request, µs (timed around each call) |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',

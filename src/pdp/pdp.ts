@@ -105,8 +105,14 @@ export class PolicyDecisionPoint {
     this.#logger = deps.logger;
   }
 
-  /** One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason. */
-  async evaluate(input: EvaluationInput, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Decision> {
+  /**
+   * One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason.
+   *
+   * @param memo - the request's prepared subjects (a batch's, or the basis computed first on the
+   *   lean path); none for a lone evaluation, which has nothing to share: the memo's key, a
+   *   `JSON.stringify` of the subject and its token, is not worth computing.
+   */
+  async evaluate(input: EvaluationInput, memo?: Map<string, Promise<PreparedSubject>>): Promise<Decision> {
     const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.prepareEntity(input.resource)]);
     return this.decide(this.store.current, subject, input, resource);
   }
