@@ -1,5 +1,5 @@
 /**
- * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--miss] [--prof]` — one
+ * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--miss]` — one
  * PDP evaluation over HTTP, **in one process**: Deputy (PGlite in memory, the bench's PDP
  * configuration) and a raw keep-alive HTTP/1.1 client on a TCP socket, one request at a time,
  * every request's bytes built before the timed loop. CPU microseconds per request
@@ -12,8 +12,8 @@
  * `--miss` (with `--cache on`): every request over HTTP is one not seen before (its own resource
  * id), so each is a miss of the cached path — the decision cache's misses (issue 16, seventh round).
  *
- * `--prof` writes nothing itself: run it under `node --cpu-prof` for a profile without a load
- * generator in it.
+ * For a profile without a load generator in it, run it under
+ * `node --import tsx --cpu-prof --cpu-prof-dir DIR scripts/bench/pdp-http-micro.ts …`.
  *
  * @module
  */
