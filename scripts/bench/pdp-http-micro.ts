@@ -1,6 +1,7 @@
 /**
  * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--miss]` — one
- * PDP evaluation over HTTP, **in one process**: Deputy (PGlite in memory, the bench's PDP
+ * PDP evaluation over HTTP, **in one process**: Deputy (PGlite in memory, or PostgreSQL at
+ * `DATABASE_URL` when set; the bench's PDP
  * configuration) and a raw keep-alive HTTP/1.1 client on a TCP socket, one request at a time,
  * every request's bytes built before the timed loop. CPU microseconds per request
  * (`process.cpuUsage`, server and client together: the client is a socket write and a header
@@ -152,7 +153,8 @@ async function main(): Promise<void> {
   const config = validateConfig(
     {
       server: { port: 0, host: '127.0.0.1', bodyLimitBytes: 1024 * 1024 },
-      store: { dataDir: 'memory://' },
+      // PostgreSQL when DATABASE_URL is set (no PGlite wasm instance in the process), else PGlite in memory.
+      store: process.env.DATABASE_URL ? { databaseUrl: process.env.DATABASE_URL } : { dataDir: 'memory://' },
       keys: { dir: join(dataDir, 'keys'), generate: true },
       log: { level: 'warn' },
       pdp: { watch: false, decisionCacheSize: values.cache === 'on' ? 50_000 : 0, maxBatch: 1000, policies: join(REPO, 'config/policies') },
