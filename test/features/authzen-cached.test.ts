@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, countKoaContexts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
+import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { decisionBasis, parseEvaluation } from '../../src/pdp/index.js';
 
@@ -130,17 +130,12 @@ describe('a repeated request is answered from the cached path exactly as the rou
   it('a cached decision still counts in deputy_* metrics (request and decision)', async () => {
     const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-2') });
     await post('/access/v1/evaluation', body);
-    const count = async () => {
-      const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
-      const http = text.match(/deputy_http_requests_total\{route="\/access\/v1\/evaluation",method="POST",status="200"\} (\d+)/);
-      const decisions = text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/);
-      return [Number(http?.[1]), Number(decisions?.[1])];
-    };
+    const count = () => evaluationCounts(h);
     const [httpBefore, decisionsBefore] = await count();
     await twice('/access/v1/evaluation', body);
     const [httpAfter, decisionsAfter] = await count();
-    expect(httpAfter! - httpBefore!).toBe(2);
-    expect(decisionsAfter! - decisionsBefore!).toBe(2);
+    expect(httpAfter - httpBefore).toBe(2);
+    expect(decisionsAfter - decisionsBefore).toBe(2);
   });
 });
 
@@ -231,12 +226,7 @@ describe('a miss is evaluated before Koa (the lean path) and remembered as the r
 
   it('counts the miss and the hit in deputy_* metrics once each, as the routes count them', async () => {
     const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-5') });
-    const count = async () => {
-      const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
-      const http = text.match(/deputy_http_requests_total\{route="\/access\/v1\/evaluation",method="POST",status="200"\} (\d+)/);
-      const decisions = text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/);
-      return [Number(http?.[1]), Number(decisions?.[1])];
-    };
+    const count = () => evaluationCounts(h);
     const [httpBefore, decisionsBefore] = await count();
     const contexts = koaContexts();
     await rawPost(h, '/access/v1/evaluation', body);
@@ -244,8 +234,8 @@ describe('a miss is evaluated before Koa (the lean path) and remembered as the r
     await rawPost(h, '/access/v1/evaluation', body);
     const [httpHit, decisionsHit] = await count();
     expect(koaContexts() - contexts).toBe(0);
-    expect([httpMiss! - httpBefore!, decisionsMiss! - decisionsBefore!]).toEqual([1, 1]);
-    expect([httpHit! - httpMiss!, decisionsHit! - decisionsMiss!]).toEqual([1, 1]);
+    expect([httpMiss - httpBefore, decisionsMiss - decisionsBefore]).toEqual([1, 1]);
+    expect([httpHit - httpMiss, decisionsHit - decisionsMiss]).toEqual([1, 1]);
   });
 
   it('a subject with no basis (an invalid token) is answered before Koa and never remembered', async () => {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { metrics } from '../../src/observability/metrics.js';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, countKoaContexts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, type RawAnswer, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
+import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, type RawAnswer, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 
 
@@ -136,18 +136,13 @@ describe('an evaluation is answered before Koa exactly as the routes answer it',
 
   it('counts the request and its decision in deputy_* metrics, as the routes do', async () => {
     const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-2') });
-    const count = async () => {
-      const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
-      const http = text.match(/deputy_http_requests_total\{route="\/access\/v1\/evaluation",method="POST",status="200"\} (\d+)/);
-      const decisions = text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/);
-      return [Number(http?.[1]), Number(decisions?.[1])];
-    };
+    const count = () => evaluationCounts(h);
     const [httpBefore, decisionsBefore] = await count();
     const { koa } = await leanAndRouted('/access/v1/evaluation', body);
     expect(koa).toBe(0);
     const [httpAfter, decisionsAfter] = await count();
-    expect(httpAfter! - httpBefore!).toBe(2);
-    expect(decisionsAfter! - decisionsBefore!).toBe(2);
+    expect(httpAfter - httpBefore).toBe(2);
+    expect(decisionsAfter - decisionsBefore).toBe(2);
   });
 
   it('logs the access line as the routes do', async () => {

@@ -82,6 +82,17 @@ export function countEvaluations(h: PdpHarness): () => number {
   return () => calls;
 }
 
+/**
+ * From the harness's `/metrics` (admin token): 200 answers of `POST /access/v1/evaluation` in
+ * `deputy_http_requests_total`, and permits in `deputy_pdp_decisions_total{source="evaluation"}`.
+ */
+export async function evaluationCounts(h: PdpHarness): Promise<[number, number]> {
+  const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
+  const http = text.match(/deputy_http_requests_total\{route="\/access\/v1\/evaluation",method="POST",status="200"\} (\d+)/);
+  const decisions = text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/);
+  return [Number(http?.[1]), Number(decisions?.[1])];
+}
+
 /** An answer as sent: status, header names and values in order (without `Date`), the body's text. */
 export interface RawAnswer {
   status: number;
