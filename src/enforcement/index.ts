@@ -98,7 +98,7 @@ export {
 export { NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type Refusal, type RunOptions, type Step } from './pipeline.js';
 export { authenticate, dpopChallenger, type AuthenticateOptions, type Challenger, type ProofVerifier } from './steps/authenticate.js';
 export { liveChain, type LiveChainOptions } from './steps/live-chain.js';
-export { spendProofOnRefusal } from './steps/proof.js';
+export { proofVerified, spendProofOnRefusal } from './steps/proof.js';
 export { decide, refuseDenied } from './steps/decide.js';
 export { budget, type Budgeted, type BudgetHold, type Budgeter } from './steps/budget.js';
 export { receipt, type ReceiptOptions } from './steps/receipt.js';
