@@ -22,7 +22,8 @@
  *    parts, hashed into the receipt only when receipts are on) and what its decide/forward need (HTTP: path and route; MCP: method, tool, arguments; LLM: model,
  *    `max_tokens`, estimated cost). 404 / 400 here.
  * 3. `decide` — the PEP's question ({@link decide}); adds `decision`, never refuses by itself.
- * 4. `budget` — (after `proofVerified` when the proof's signature was deferred) reserve before ({@link budget} with a {@link Budgeter}; the empty slot without).
+ * 4. `budget` — reserve before ({@link budget} with a {@link Budgeter}; the empty slot without),
+ *    after `proofVerified` when the proof's signature was deferred.
  *    May replace `decision` with a 402 denial; settles after.
  * 5. `receipt` — written for permit and deny alike, before anything is forwarded; the first
  *    receipt of a request spends the proof in its own transaction.

@@ -14,7 +14,8 @@
  *    that, on its own first. With receipts, the proof's signature (a WebCrypto job on libuv's
  *    thread pool) verifies while the call is decided and its receipt signed; nothing is
  *    written, reserved or forwarded before it verified, and a refusal before the receipt waits
- *    for it, so a proof that does not verify gets its 401 on every path and spends nothing. Server nonces are those of `/token` (one per origin, §8).
+ *    for it, so a proof that does not verify gets its 401 on every path and spends nothing.
+ *    Server nonces are those of `/token` (one per origin, §8).
  *    401 with a `WWW-Authenticate: DPoP` challenge otherwise.
  * 3. `liveChain` — the token and every token it was exchanged from must be live (the token's own
  *    record answers for the chain, read through the RevocationCache: 2-second bound across
