@@ -13,16 +13,16 @@
  * refuses in one call, and its memory is bounded by the chunk, not the file. An entry whose uid
  * cannot be read is a group of its own (Cedar refuses it in its chunk).
  *
- * The schema is parsed once per check, not once per chunk: `checkParseEntities` takes schema
- * text and parsed it again at every call (~3.4 ms for Deputy's default schema: a sixth of a
- * 1,000-entity chunk, nearly all of a small one). cedar-wasm 4 pre-parses schemas only for
+ * The schema is parsed per check, not per chunk: `checkParseEntities` takes schema text and
+ * parsed it again at every call (~3.4 ms for Deputy's default schema: a sixth of a 1,000-entity
+ * chunk, nearly all of a small one). cedar-wasm 4 pre-parses schemas only for
  * `statefulIsAuthorized`, which parses the request's entities against its pre-parsed schema
  * with the same Cedar function (`Entities::from_json_value` with the schema) before deciding.
- * So, when there are several chunks, each is such a call: the schema pre-parsed with one more action of a random name
- * (a request needs an action the schema declares, and this one has an empty context), request
- * validation off, an empty policy set. Its errors are the entities' errors, word for word
- * (test/unit/pdp-entity-check.test.ts). A schema Cedar refuses falls back to
- * `checkParseEntities`, whose answer is then Cedar's error about the schema.
+ * So, when a file makes several chunks, each is such a call: the schema pre-parsed once with one
+ * more action of a random name (a request needs an action the schema declares; this one has an
+ * empty context), request validation off, an empty policy set. It refuses what
+ * `checkParseEntities` refuses, in Cedar's words (test/unit/pdp-entity-check.test.ts). A schema
+ * Cedar refuses falls back to `checkParseEntities`, whose answer is then Cedar's error about it.
  *
  * @module
  */
