@@ -17,7 +17,7 @@
  * parsed it again at every call (~3.4 ms for Deputy's default schema: a sixth of a 1,000-entity
  * chunk, nearly all of a small one). cedar-wasm 4 pre-parses schemas only for
  * `statefulIsAuthorized`, which parses the request's entities against its pre-parsed schema
- * with the same Cedar function (`Entities::from_json_value` with the schema) before deciding.
+ * before deciding (the same checks and messages as `checkParseEntities`: measured, not documented).
  * So, when a file makes several chunks, each is such a call: the schema pre-parsed once with one
  * more action of a random name (a request needs an action the schema declares; this one has an
  * empty context), request validation off, an empty policy set. It refuses what
