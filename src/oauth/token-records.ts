@@ -299,12 +299,30 @@ export class TokenRecords {
    * shared by the tokens exchanged from them) and returns the handles, for the caller to delete
    * from the vault in the same transaction `tx`. Run when the agent is deleted, after
    * {@link revokeByAgent}: every token that could reach one of them is revoked by then.
+   *
+   * A handle is made fresh by one first-link exchange and passed only from parent to child
+   * (`upstream: parent.upstream`, src/oauth/token-exchange.ts), so the rows carrying it are that
+   * root and its descendants: the statement walks them by `agent_id` and `parent_jti` (both
+   * indexed) rather than looking rows up by `upstream`, which no index serves — a full scan of
+   * every token record, under the deletion's locks, when the table is large (issue 16, seventh
+   * round; an index on `upstream` would cost every exchange an index insert instead). A child
+   * never outlives its parent (its lifetime is capped by the parent's), so the purge cannot leave
+   * a descendant the walk misses.
    */
   async detachUpstream(agentId: string, tx: Queryable): Promise<string[]> {
     const rows = await tx.query<{ upstream: string }>(
-      `WITH captured AS (SELECT DISTINCT upstream FROM token_records WHERE agent_id = $1 AND parent_jti IS NULL AND upstream IS NOT NULL),
-            cleared AS (UPDATE token_records SET upstream = NULL WHERE upstream IN (SELECT upstream FROM captured) RETURNING 1)
-       SELECT upstream FROM captured`,
+      `WITH RECURSIVE captured AS (
+         SELECT jti, upstream FROM token_records WHERE agent_id = $1 AND parent_jti IS NULL AND upstream IS NOT NULL
+       ), carrying(jti, hops) AS (
+         SELECT jti, 0 FROM captured
+         UNION
+         SELECT t.jti, c.hops + 1 FROM token_records t JOIN carrying c ON t.parent_jti = c.jti WHERE c.hops < ${MAX_LINEAGE}
+       ), cleared AS (
+         UPDATE token_records SET upstream = NULL
+         WHERE jti = ANY (ARRAY(SELECT jti FROM carrying)) AND upstream = ANY (ARRAY(SELECT upstream FROM captured))
+         RETURNING 1
+       )
+       SELECT DISTINCT upstream FROM captured`,
       [agentId],
     );
     return rows.map((r) => r.upstream);
