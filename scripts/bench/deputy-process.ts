@@ -30,7 +30,8 @@ const deputy = await startDeputy({ config, logger: createLogger('warn'), env: pr
 if (process.env.BENCH_NO_RECEIPTS === '1') {
   Object.defineProperty(deputy.receipts, 'append', { value: async () => undefined });
   Object.defineProperty(deputy.receipts, 'appendOnce', {
-    value: async (_input: unknown, once: OnceKey) => {
+    value: async (_input: unknown, once: OnceKey, ready?: Promise<unknown>) => {
+      await ready; // the gateway's DPoP proof signature, verifying meanwhile: as the receipt service
       if (!(await recordOnce(deputy.store, once.namespace, once.key, once.ttlSeconds))) throw new AlreadyRecorded(once);
       return undefined;
     },

@@ -45,9 +45,11 @@ export interface ReceiptAppender {
    * {@link append}): either both are written or neither. Rejects with {@link AlreadyRecorded},
    * writing nothing, when `once` was recorded before (the gateway's DPoP `jti`, RFC 9449 §11.1:
    * spending the proof and recording the decision cost one commit, not two). Absent on
-   * appenders that cannot; callers then record the key themselves first.
+   * appenders that cannot; callers then record the key themselves first. `ready` (the gateway's
+   * DPoP proof signature, verified while the receipt is signed): nothing is written before it
+   * resolves; when it rejects, nothing is written and the append rejects with its error.
    */
-  appendOnce?(input: ReceiptInput, once: OnceKey): Promise<AppendedReceipt>;
+  appendOnce?(input: ReceiptInput, once: OnceKey, ready?: Promise<unknown>): Promise<AppendedReceipt>;
   /**
    * Appends the receipt together with the writes it attests ({@link AttestedWrites}: once-keys and
    * rows of other modules), group-committed like {@link append}: all of them or nothing, and the
@@ -89,11 +91,16 @@ class NotReady extends Error {
   }
 }
 
-/** Waits for the `ready` promises of `group`'s attested writes. @throws NotReady naming those that rejected */
+/** The promise an append's writing waits for: its attested writes' `ready`, or `appendOnce`'s. */
+function readyOf(p: Pending): Promise<unknown> | undefined {
+  return p.writes?.ready ?? p.ready;
+}
+
+/** Waits for the `ready` promises of `group`'s appends. @throws NotReady naming those that rejected */
 async function whenReady(group: readonly Pending[]): Promise<void> {
-  const gated = group.filter((p) => p.writes?.ready);
+  const gated = group.filter(readyOf);
   if (gated.length === 0) return;
-  const settled = await Promise.allSettled(gated.map((p) => p.writes!.ready));
+  const settled = await Promise.allSettled(gated.map(readyOf));
   const failed = new Map<Pending, unknown>();
   settled.forEach((r, i) => {
     if (r.status === 'rejected') failed.set(gated[i]!, r.reason);
@@ -138,6 +145,8 @@ interface Pending {
   once?: OnceKey;
   /** Written with the receipt, all or nothing ({@link ReceiptAppender.appendWith}). */
   writes?: AttestedWrites;
+  /** Nothing is written for this append before it resolves ({@link ReceiptAppender.appendOnce}). */
+  ready?: Promise<unknown>;
   resolve: (r: AppendedReceipt) => void;
   reject: (err: unknown) => void;
 }
@@ -178,9 +187,9 @@ export class ReceiptService implements ReceiptAppender {
     return observeReceiptAppend(() => this.#enqueue(input));
   }
 
-  async appendOnce(input: ReceiptInput, once: OnceKey): Promise<AppendedReceipt> {
+  async appendOnce(input: ReceiptInput, once: OnceKey, ready?: Promise<unknown>): Promise<AppendedReceipt> {
     assertReceiptInput(input);
-    return observeReceiptAppend(() => this.#enqueue(input, once));
+    return observeReceiptAppend(() => this.#enqueue(input, once, undefined, ready));
   }
 
   async appendWith(input: ReceiptInput, writes: AttestedWrites): Promise<AppendedReceipt> {
@@ -188,10 +197,10 @@ export class ReceiptService implements ReceiptAppender {
     return observeReceiptAppend(() => this.#enqueue(input, undefined, writes));
   }
 
-  #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites): Promise<AppendedReceipt> {
+  #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites, ready?: Promise<unknown>): Promise<AppendedReceipt> {
     return new Promise<AppendedReceipt>((resolve, reject) => {
       const queue = this.#queues.get(input.agent) ?? [];
-      queue.push({ input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), resolve, reject });
+      queue.push({ input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), ...(ready ? { ready } : {}), resolve, reject });
       this.#queues.set(input.agent, queue);
       if (!this.#writers.has(input.agent)) this.#writers.set(input.agent, this.#write(input.agent));
     });

@@ -46,14 +46,28 @@ export class PendingProof {
    * end-of-response spend racing a message's receipt step).
    */
   #spending: Promise<void> | undefined;
+  readonly #verified: Promise<void>;
 
   /**
    * @param key - the unspent key (`AuthenticatedRequest.unspentProof`); undefined: spent already.
    * @param spend - records the key once across instances; throws the replay error when it was.
+   * @param verified - the proof's signature check when it is still running
+   *   (`AuthenticatedRequest.proofSignature`); rejects with the 401 the agent gets. Default: verified.
    */
-  constructor(key: OnceKey | undefined, spend: (key: OnceKey) => Promise<void>) {
+  constructor(key: OnceKey | undefined, spend: (key: OnceKey) => Promise<void>, verified: Promise<void> = VERIFIED) {
     this.#key = key;
     this.#spend = spend;
+    this.#verified = verified;
+  }
+
+  /**
+   * Settles once the proof's signature verified (at once unless `authenticate` deferred it);
+   * rejects with the agent's 401 when it did not. Nothing is written or forwarded for the
+   * request before it resolved: the receipt's statement waits for it, and a refusal before the
+   * receipt waits for it (its 401 then replaces the refusal, and a forged proof spends nothing).
+   */
+  get verified(): Promise<void> {
+    return this.#verified;
   }
 
   /** Whether the proof is still unspent. */
@@ -78,9 +92,12 @@ export class PendingProof {
    * method) is still running, waits for it.
    *
    * @throws the verifier's `invalid_dpop_proof` (with its DPoP challenge) for a replayed proof
-   *   (every caller waiting on that spend gets it).
+   *   (every caller waiting on that spend gets it), or {@link verified}'s 401 for a proof whose
+   *   signature did not verify (nothing spent).
    */
   async spendIfPending(): Promise<void> {
+    // A proof that does not verify is refused as such and spends nothing (as if checked first).
+    await this.#verified;
     const key = this.take();
     if (key) this.#spending = this.#spend(key);
     if (this.#spending) await this.#spending;
@@ -95,6 +112,8 @@ export class PendingProof {
     await this.#spend(key);
   }
 }
+
+const VERIFIED: Promise<void> = Promise.resolve();
 
 /** Added by `authenticate`: the verified DPoP-bound token and its proof's pending spend. */
 export interface Authenticated {

@@ -9,7 +9,9 @@
  * Per HTTP request — the **admission** ({@link Admission}), run once:
  * 1. `authenticate` — DPoP-bound token for the audience, proof for this method and URL; 401
  *    with a `DPoP` challenge (RFC 9449 §7.1, RFC 6750 §3.1), `resource_metadata` optional
- *    (RFC 9728 §5.1, {@link dpopChallenger}). Adds `auth`, `proof`.
+ *    (RFC 9728 §5.1, {@link dpopChallenger}). Adds `auth`, `proof`. With `deferProofSignature`
+ *    (the HTTP gateway) the proof's signature is still verifying when it returns
+ *    (`proof.verified`): the receipt's write, every refusal before it and `proofVerified` wait for it.
  * 2. `liveChain` — the token and its lineage unrevoked. Adds `record`, `principal`.
  *
  * Per action — a gateway call, one MCP JSON-RPC message, one LLM request ({@link ActionContext}:
@@ -20,7 +22,8 @@
  *    parts, hashed into the receipt only when receipts are on) and what its decide/forward need (HTTP: path and route; MCP: method, tool, arguments; LLM: model,
  *    `max_tokens`, estimated cost). 404 / 400 here.
  * 3. `decide` — the PEP's question ({@link decide}); adds `decision`, never refuses by itself.
- * 4. `budget` — reserve before ({@link budget} with a {@link Budgeter}; the empty slot without).
+ * 4. `budget` — reserve before ({@link budget} with a {@link Budgeter}; the empty slot without),
+ *    after `proofVerified` when the proof's signature was deferred.
  *    May replace `decision` with a 402 denial; settles after.
  * 5. `receipt` — written for permit and deny alike, before anything is forwarded; the first
  *    receipt of a request spends the proof in its own transaction.
@@ -98,7 +101,7 @@ export {
 export { NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type Refusal, type RunOptions, type Step } from './pipeline.js';
 export { authenticate, dpopChallenger, type AuthenticateOptions, type Challenger, type ProofVerifier } from './steps/authenticate.js';
 export { liveChain, type LiveChainOptions } from './steps/live-chain.js';
-export { spendProofOnRefusal } from './steps/proof.js';
+export { proofVerified, spendProofOnRefusal } from './steps/proof.js';
 export { decide, refuseDenied } from './steps/decide.js';
 export { budget, type Budgeted, type BudgetHold, type Budgeter } from './steps/budget.js';
 export { receipt, type ReceiptOptions } from './steps/receipt.js';

@@ -11,7 +11,11 @@
  *    (RFC 9449 §4.3, §7.1; query and fragment excluded from `htu` by §4.3 step 9, URLs compared
  *    after RFC 3986 normalization). The proof's `jti` is spent whatever happens next (§11.1):
  *    with receipts, in the receipt's transaction (one commit for both); on a refusal before
- *    that, on its own first. Server nonces are those of `/token` (one per origin, §8).
+ *    that, on its own first. With receipts, the proof's signature (a WebCrypto job on libuv's
+ *    thread pool) verifies while the call is decided and its receipt signed; nothing is
+ *    written, reserved or forwarded before it verified, and a refusal before the receipt waits
+ *    for it, so a proof that does not verify gets its 401 on every path and spends nothing.
+ *    Server nonces are those of `/token` (one per origin, §8).
  *    401 with a `WWW-Authenticate: DPoP` challenge otherwise.
  * 3. `liveChain` — the token and every token it was exchanged from must be live (the token's own
  *    record answers for the chain, read through the RevocationCache: 2-second bound across
@@ -21,6 +25,8 @@
  * 1. `spendProofOnRefusal` — any refusal below, before the receipt, spends the proof first.
  * 2. `resolveCall` — the connection (404 when it does not exist), the path, the route's action.
  * 3. `decide` — the {@link GatewayAuthorizer} (scopes/routes, or the PDP) with the chain as subject.
+ * 3a. `proofVerified` — with budgets configured, waits for the proof's signature (a reservation
+ *    is a write); without, an empty slot.
  * 4. `budget` — one request and the route's `cost` (else the connection's `costPerCall`) reserved
  *    on every budget that applies (src/budgets/budgeter.ts `gatewayBudgeter`); 402 when one cannot
  *    cover it; charged once the response was delivered, released on a refusal or failure.
@@ -42,12 +48,15 @@ import {
   decide,
   dpopChallenger,
   liveChain,
+  NOTHING,
   Pipeline,
+  proofVerified,
   receipt,
   refuseDenied,
   spendProofOnRefusal,
   type Admission,
   type ProofVerifier,
+  type Step,
 } from '../enforcement/index.js';
 import { gatewayBudgeter, type BudgetLedger } from '../budgets/index.js';
 import type { Logger } from '../log.js';
@@ -92,18 +101,28 @@ function pipelines(d: GatewayDeps, audienceOf: (connectionId: string) => string)
   const challenge = dpopChallenger();
   const admit = Pipeline.start<GatewayRequest>()
     .then(refuseOversized(d.maxRequestBytes))
-    .then(authenticate({ verifier: d.verifier, deferProofSpend: d.receipts !== undefined, challenge }))
+    // With receipts, the proof's signature verifies while the call is decided and its receipt
+    // signed (two thread-pool jobs at once, not one after the other): nothing is written or
+    // forwarded before it verified (`receipt`, `spendProofOnRefusal`, `proofVerified`).
+    .then(authenticate({ verifier: d.verifier, deferProofSpend: d.receipts !== undefined, deferProofSignature: true, challenge }))
     .then(liveChain({ revocations: d.revocations, challenge }));
   const call = Pipeline.start<GatewayAction>()
     .then(spendProofOnRefusal({ challenge }))
     .then(resolveCall(d.connections, audienceOf))
     .then(decide(askAuthorizer(d.authorizer)))
+    // A budget's reservation is a write: only for a proof that verified.
+    .then(d.budgets ? proofVerified() : noStep('proofVerified'))
     .then(budget(d.budgets ? gatewayBudgeter({ ledger: d.budgets, logger: d.logger, receipts: d.receipts }) : undefined))
     .then(receipt({ receipts: d.receipts, logger: d.logger, challenge }))
     .then(refuseDenied({ logger: d.logger, message: 'gateway call denied' }))
     .then(credential(d.credentials))
     .then(forwardUpstream({ forwarder: d.forwarder, logger: d.logger, upstreamTimeoutMs: d.upstreamTimeoutMs, maxRequestBytes: d.maxRequestBytes, audienceOf }));
   return { admit, call };
+}
+
+/** A step that does nothing (a slot the configuration leaves empty; listed under its name). */
+function noStep(name: string): Step<object, typeof NOTHING> {
+  return { name, run: () => NOTHING };
 }
 
 /** The HTTP gateway: one call in, the upstream's shaped response out (see the module doc). */

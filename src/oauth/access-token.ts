@@ -12,7 +12,7 @@ import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '..
 import type { KeyStore } from '../keys/index.js';
 import type { ActorClaim } from '../delegation/index.js';
 import type { OnceKey } from './adapter.js';
-import type { DpopVerifier } from './dpop.js';
+import type { DpopRequest, DpopVerifier, UnspentDpopProof } from './dpop.js';
 
 /** Claims of a Deputy access token (RFC 9068 §2.2 plus RFC 8693 `act`, RFC 9449 `cnf`). */
 export interface AccessTokenClaims extends JWTPayload {
@@ -37,6 +37,12 @@ export interface AuthenticatedRequest {
    * it (see `UnspentDpopProof` in ./dpop.ts).
    */
   unspentProof?: OnceKey;
+  /**
+   * Only with `{ deferProofSignature: true }` and a DPoP proof: the proof's signature check,
+   * still running ({@link DpopVerifier.checkDeferred}); rejects with `invalid_dpop_proof` (with
+   * its challenge). The caller must await it before acting on the request or spending the proof.
+   */
+  proofSignature?: Promise<void>;
 }
 
 /** What a protected resource requires of a token: the scope (RFC 6750 §3.1), and whether the DPoP proof `jti` is spent later (in the receipt's transaction). */
@@ -48,6 +54,13 @@ export interface AuthenticateOptions {
    * can spend it in the same transaction as its first write (the gateway's receipt).
    */
   deferProofSpend?: boolean;
+  /**
+   * With `deferProofSpend`: leave the DPoP proof's signature verifying in the background and
+   * hand its completion back (`proofSignature`), so the caller can overlap it with its own
+   * work until its first write (the gateway's receipt, signed meanwhile). Every other check is
+   * made before this resolves.
+   */
+  deferProofSignature?: boolean;
 }
 
 /** What the HTTP layer hands over: plain values, no framework objects. */
@@ -95,7 +108,7 @@ export class AccessTokenVerifier {
    * and, when given, a required scope. Errors carry the `WWW-Authenticate` challenge.
    */
   async authenticate(req: ResourceRequest, audience: string, options?: string | AuthenticateOptions): Promise<AuthenticatedRequest> {
-    const { requiredScope, deferProofSpend = false } = typeof options === 'string' ? { requiredScope: options } : (options ?? {});
+    const { requiredScope, deferProofSpend = false, deferProofSignature = false } = typeof options === 'string' ? { requiredScope: options } : (options ?? {});
     const { scheme, token } = parseAuthorization(req.authorization, requiredScope);
     try {
       const claims = await this.#verify(token, audience, Date.now(), requiredScope);
@@ -108,12 +121,15 @@ export class AccessTokenVerifier {
       // The proof's jti is spent here, before anything else about the request is decided (RFC 9449 §11.1),
       // unless the caller takes that over (deferProofSpend).
       const proofRequest = { proofs: req.dpopProofs, method: req.method, url: req.url, accessToken: token, expectedJkt: jkt };
-      const proof = jkt === undefined
-        ? undefined
-        : deferProofSpend ? await this.#dpop.check(proofRequest) : { ...(await this.#dpop.verify(proofRequest)), replayKey: undefined };
+      const proof = await this.#checkProof(proofRequest, deferProofSpend, deferProofSignature);
+      const signature = proof?.signature?.catch((err: unknown) => {
+        throw withChallenge(err, scheme, requiredScope);
+      });
+      signature?.catch(() => {});
       const scopes = new Set((claims.scope ?? '').split(' ').filter(Boolean));
       if (requiredScope !== undefined && !scopes.has(requiredScope)) {
         // A refusal after the proof verified still spends it (replay, if it was one, wins).
+        await proof?.signature;
         if (proof?.replayKey !== undefined) await this.#dpop.spend(proof.replayKey);
         throw new InsufficientScope(requiredScope);
       }
@@ -121,10 +137,18 @@ export class AccessTokenVerifier {
         token, claims, scopes, scheme,
         ...(proof?.nextNonce !== undefined ? { dpopNonce: proof.nextNonce } : {}),
         ...(proof?.replayKey !== undefined ? { unspentProof: proof.replayKey } : {}),
+        ...(signature !== undefined ? { proofSignature: signature } : {}),
       };
     } catch (err) {
       throw withChallenge(err, scheme, requiredScope);
     }
+  }
+
+  /** The proof of a bound token: verified and spent, or (deferred) checked and its key handed back, its signature maybe still verifying. */
+  async #checkProof(req: DpopRequest, deferSpend: boolean, deferSignature: boolean): Promise<(Partial<UnspentDpopProof> & { nextNonce?: string; signature?: Promise<void> }) | undefined> {
+    if (req.expectedJkt === undefined) return undefined;
+    if (!deferSpend) return { ...(await this.#dpop.verify(req)), replayKey: undefined };
+    return deferSignature ? this.#dpop.checkDeferred(req) : this.#dpop.check(req);
   }
 
   /**

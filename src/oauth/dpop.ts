@@ -21,7 +21,7 @@
  */
 import { createHash, hkdfSync } from 'node:crypto';
 import { constantTimeEqual } from '../util/constant-time.js';
-import { EmbeddedJWK, calculateJwkThumbprint, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
+import { EmbeddedJWK, calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
 import type { Queryable } from '../store/index.js';
 import { findRecorded, recordOnce, type OnceKey } from './adapter.js';
@@ -179,7 +179,42 @@ export class DpopVerifier {
    */
   async check(req: DpopRequest, now = Math.floor(Date.now() / 1000)): Promise<UnspentDpopProof> {
     const proof = singleProof(req.proofs);
-    const { payload, jwk } = await verifySignature(proof, this.#o.algorithms);
+    const jwk = proofKey(proof, this.#o.algorithms);
+    const payload = await verifiedPayload(proof, this.#o.algorithms);
+    return this.#checkPayload(payload, jwk, req, now);
+  }
+
+  /**
+   * {@link check} with the signature's verification left running (a WebCrypto job on libuv's
+   * thread pool), so that a caller can overlap it with work of its own — the gateway signs its
+   * receipt meanwhile (issue 16). The header is checked first and every other check is made now
+   * on the payload as sent; `signature` settles when jose's `jwtVerify` of the same compact JWS
+   * ends. When one of those checks refuses the proof, the signature is awaited first, so a
+   * proof that does not verify gets the signature's error whatever else is wrong with it, as
+   * with {@link check}.
+   *
+   * Whoever holds the result must await `signature` before acting on the request or writing
+   * anything for it, spending the `jti` included (a forged proof spends nothing); it rejects
+   * with `InvalidDpopProof`. Same errors as {@link check}.
+   *
+   * @param now seconds since the epoch
+   */
+  async checkDeferred(req: DpopRequest, now = Math.floor(Date.now() / 1000)): Promise<UnspentDpopProof & { signature: Promise<void> }> {
+    const proof = singleProof(req.proofs);
+    const jwk = proofKey(proof, this.#o.algorithms);
+    const signature = verifiedPayload(proof, this.#o.algorithms).then(() => undefined);
+    // Handled by whoever awaits it: not an unhandled rejection while the caller works.
+    signature.catch(() => {});
+    try {
+      return { ...(await this.#checkPayload(decodedPayload(proof), jwk, req, now)), signature };
+    } catch (err) {
+      await signature;
+      throw err;
+    }
+  }
+
+  /** Every check of a proof's payload and key after its signature's (§4.3 steps 7-12). */
+  async #checkPayload(payload: Record<string, unknown>, jwk: JWK, req: DpopRequest, now: number): Promise<UnspentDpopProof> {
     const { jti, htu, iat } = checkClaims(payload, req);
     const nonce = this.#checkFreshness(payload.nonce, iat, now);
     checkAth(payload.ath, req.accessToken);
@@ -245,7 +280,8 @@ function singleProof(proofs: readonly string[]): string {
   return proof;
 }
 
-async function verifySignature(proof: string, algorithms: readonly string[]) {
+/** The proof's header checks (§4.3 steps 2-5): `typ`, an allowed `alg`, a public `jwk`; returns the `jwk`. */
+function proofKey(proof: string, algorithms: readonly string[]): JWK {
   let header: ReturnType<typeof decodeProtectedHeader>;
   try {
     header = decodeProtectedHeader(proof);
@@ -259,11 +295,28 @@ async function verifySignature(proof: string, algorithms: readonly string[]) {
   const jwk = header.jwk as JWK | undefined;
   if (!jwk || typeof jwk !== 'object') throw new InvalidDpopProof('DPoP proof header must carry the public key (jwk)');
   if ('d' in jwk || 'k' in jwk) throw new InvalidDpopProof('DPoP proof jwk must be a public key');
+  return jwk;
+}
+
+/** The proof's signature by its embedded key (§4.3 step 6, jose `jwtVerify`); returns the verified payload. */
+async function verifiedPayload(proof: string, algorithms: readonly string[]): Promise<Record<string, unknown>> {
   try {
     const { payload } = await jwtVerify(proof, cachedEmbeddedJwk, { typ: 'dpop+jwt', algorithms: [...algorithms] });
-    return { payload, jwk };
+    return payload;
   } catch (cause) {
     throw new InvalidDpopProof('DPoP proof signature is invalid', { cause });
+  }
+}
+
+/**
+ * The payload as sent, not verified yet ({@link DpopVerifier.checkDeferred}): jose's `decodeJwt`
+ * of the same compact JWS that `jwtVerify` verifies, so the claims checked are the ones signed.
+ */
+function decodedPayload(proof: string): Record<string, unknown> {
+  try {
+    return decodeJwt(proof);
+  } catch (cause) {
+    throw new InvalidDpopProof('DPoP proof is not a compact JWS', { cause });
   }
 }
 

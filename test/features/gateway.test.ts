@@ -366,6 +366,36 @@ describe('gateway: refusals happen before anything reaches the upstream', () => 
     expect(up.requests.length).toBe(upstreamBefore + 2);
   });
 
+  it('a proof that names the bound key but is signed by another: 401 on every path (permitted, denied, unknown route), no receipt, nothing forwarded or spent', async () => {
+    // The signature verifies while the call is decided and its receipt signed (issue 16): the
+    // decision must never surface, nor the receipt be written, for a proof that does not verify.
+    const a = agents['agent-a']!;
+    const stranger = await (await import('../support/agents.js')).dpopKeys();
+    const forger = { ...stranger, publicJwk: a.dpop.publicJwk };
+    const receiptCount = async () => {
+      await deputy.receipts.flush();
+      return (await deputy.receipts.list('agent-a', { limit: 100_000 })).receipts.length;
+    };
+    const [echo, routes] = [await tokenFor(a, 'echo'), await tokenFor(a, 'routes', 'deputy.read')];
+    const [upstreamBefore, receiptsBefore] = [upstreamCount(), await receiptCount()];
+    const cases: Array<[string, string]> = [[echo, `${gw('echo')}/forged`], [routes, `${gw('routes')}/admin/users`], [routes, `${gw('routes')}/items/7`]];
+    for (const [token, url] of cases) {
+      const forged = await dpopProof(forger, url, { htm: 'GET', accessToken: token, jti: `forged-${url}` });
+      await expectRefused(await rawCall(url, { authorization: `DPoP ${token}`, proof: forged }), 401, 'invalid_dpop_proof', /signature is invalid/);
+    }
+    // Wrong claims too (htm): the signature's error still wins, as when it was checked first.
+    const both = await dpopProof(forger, `${gw('echo')}/forged`, { htm: 'POST', accessToken: echo });
+    await expectRefused(await rawCall(`${gw('echo')}/forged`, { authorization: `DPoP ${echo}`, proof: both }), 401, 'invalid_dpop_proof', /signature is invalid/);
+    expect(upstreamCount()).toBe(upstreamBefore);
+    expect(await receiptCount()).toBe(receiptsBefore);
+
+    // The forged proofs spent nothing: the agent's own proof with the same jti goes through.
+    const url = `${gw('echo')}/forged`;
+    const own = await dpopProof(a.dpop, url, { htm: 'GET', accessToken: echo, jti: `forged-${url}` });
+    expect((await rawCall(url, { authorization: `DPoP ${echo}`, proof: own })).status).toBe(200);
+    expect(await receiptCount()).toBe(receiptsBefore + 1);
+  });
+
   it('a revoked chain: revoking the delegating agent\'s token stops the sub-agent at the gateway', async () => {
     const [a, b] = [agents['agent-a']!, agents['agent-b']!];
     const subject = await idp.oktaAccessToken({ scp: ['deputy.read', 'deputy.write'] });

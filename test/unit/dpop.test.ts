@@ -124,6 +124,27 @@ describe('DpopVerifier.verify: refusal matrix (RFC 9449 §4.3)', () => {
     expect(db.spent.size).toBe(0); // a refused proof spends nothing
   });
 
+  // checkDeferred (the gateway: the signature verifies while the call is decided) refuses each
+  // proof with the same error as verify: either at once, or through its `signature`.
+  const forgedTwice: (typeof cases)[number] = ['signed by another key, with another method too', async () => ({ proofs: await proofWithHeader({ jwk: other.publicJwk }, { htm: 'GET' }) }), 'invalid_dpop_proof', /signature is invalid/];
+  it.each([...cases, forgedTwice])('checkDeferred refuses %s as verify does (401 %s)', async (_what, make, code, description) => {
+    const { db, dpop } = verifier();
+    const { proofs, extra } = await make();
+    const err = await refusal(dpop.checkDeferred(request(proofs, extra), NOW).then((checked) => checked.signature));
+    expect([err.status, err.code]).toEqual([401, code]);
+    expect(err.description).toMatch(description);
+    expect(db.spent.size).toBe(0);
+  });
+
+  it('checkDeferred: a good proof gives what check gives, and a signature that resolves', async () => {
+    const { dpop } = verifier();
+    const proof = await dpopProof(keys, URL_, { iat: NOW, accessToken: 'token-a' });
+    const req = request(proof, { accessToken: 'token-a', expectedJkt: keys.jkt });
+    const { signature, ...deferred } = await dpop.checkDeferred(req, NOW);
+    await expect(signature).resolves.toBeUndefined();
+    expect(deferred).toEqual(await dpop.check(req, NOW));
+  });
+
   async function hmacProof(): Promise<string> {
     return new SignJWT({ htm: 'POST', htu: URL_, jti: 'hmac-proof-01' })
       .setProtectedHeader({ alg: 'HS256', typ: 'dpop+jwt', jwk: keys.publicJwk })
@@ -131,8 +152,8 @@ describe('DpopVerifier.verify: refusal matrix (RFC 9449 §4.3)', () => {
       .sign(randomBytes(32));
   }
 
-  async function proofWithHeader(header: { jwk: Record<string, unknown> | undefined }): Promise<string> {
-    return new SignJWT({ htm: 'POST', htu: URL_, jti: `hdr-${randomBytes(6).toString('hex')}` })
+  async function proofWithHeader(header: { jwk: Record<string, unknown> | undefined }, claims: { htm?: string } = {}): Promise<string> {
+    return new SignJWT({ htm: claims.htm ?? 'POST', htu: URL_, jti: `hdr-${randomBytes(6).toString('hex')}` })
       .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', ...(header.jwk ? { jwk: header.jwk } : {}) })
       .setIssuedAt(NOW)
       .sign(keys.privateKey);

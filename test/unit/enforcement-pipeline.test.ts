@@ -272,7 +272,8 @@ describe('per-action steps after one admission (MCP: many messages, one authenti
         return {} as never;
       },
       ...(options.once === false ? {} : {
-        appendOnce: async (input: ReceiptInput, once: OnceKey) => {
+        appendOnce: async (input: ReceiptInput, once: OnceKey, ready?: Promise<unknown>) => {
+          await ready; // the contract: nothing written before it resolves
           if (options.fail) throw new Error('store down');
           if (onceKeys.has(once.key)) throw new AlreadyRecorded(once);
           onceKeys.add(once.key);
@@ -329,6 +330,58 @@ describe('per-action steps after one admission (MCP: many messages, one authenti
     expect(spent.has('jti-1')).toBe(true);
   });
 
+  it('a proof still verifying (deferProofSignature): the receipt is appended meanwhile, and its write waits for the signature', async () => {
+    let verify!: () => void;
+    const signature = new Promise<void>((resolve) => (verify = resolve));
+    const { verifier, spent } = fakeVerifier({ proofSignature: signature });
+    const calls: Array<{ once: OnceKey; ready: Promise<unknown> | undefined }> = [];
+    const written: ReceiptInput[] = [];
+    const a: ReceiptAppender = {
+      append: async () => { throw new Error('not this path'); },
+      appendOnce: async (input, once, ready) => {
+        calls.push({ once, ready });
+        await ready;
+        written.push(input);
+        return {} as never;
+      },
+    };
+    const forwarded: string[] = [];
+    const run = actionPipeline(a, undefined, true, forwarded).run(await admitted(verifier));
+    await new Promise((r) => setImmediate(r));
+    // Decided and handed to the receipt (signing overlaps the verification); nothing written yet.
+    expect(calls.map((c) => c.once.key)).toEqual(['jti-1']);
+    expect([written.length, forwarded.length]).toEqual([0, 0]);
+    verify();
+    await run;
+    expect([written.length, forwarded, spent.size]).toEqual([1, ['up'], 0]); // spent by the receipt's statement
+  });
+
+  it('a proof whose deferred signature fails: 401 invalid_dpop_proof on every path, nothing written, spent or forwarded', async () => {
+    const forged = () => {
+      const signature = Promise.reject(new DeputyError(401, 'invalid_dpop_proof', 'DPoP proof signature is invalid'));
+      signature.catch(() => {});
+      return fakeVerifier({ proofSignature: signature });
+    };
+    const { a, written } = appender();
+    const forwarded: string[] = [];
+    const expect401 = (err: unknown) => {
+      expect([(err as DeputyError).status, (err as DeputyError).code, (err as DeputyError).message]).toEqual([401, 'invalid_dpop_proof', 'DPoP proof signature is invalid']);
+      expect(challengeOf(err as DeputyError)).toMatch(/^DPoP .*error="invalid_dpop_proof"/);
+    };
+    // Permitted, denied: the receipt step refuses before anything is written.
+    for (const allowed of [true, false]) {
+      const { verifier, spent } = forged();
+      expect401(await actionPipeline(a, undefined, allowed, forwarded).run(await admitted(verifier)).catch((e: unknown) => e));
+      expect(spent.size).toBe(0);
+    }
+    // A refusal before the receipt (404) and a refused admission (revoked): the signature's 401 wins.
+    const { verifier, spent } = forged();
+    const p = Pipeline.start<{ admission: Admission }>().then(spendProofOnRefusal()).then(failing('resolve', new NotFound('no such connection')));
+    expect401(await p.run(await admitted(verifier)).catch((e: unknown) => e));
+    expect401(await admit(verifier, null).run({ ...request }).catch((e: unknown) => e));
+    expect([written.length, forwarded.length, spent.size]).toEqual([0, 0, 0]);
+  });
+
   it('an appender without appendOnce: the proof is spent first, then the receipt appended', async () => {
     const { a, written } = appender({ once: false });
     const { verifier, spent } = fakeVerifier({});
@@ -356,7 +409,7 @@ describe('the HTTP gateway as a composition', () => {
     const deps = { issuer: 'https://deputy.test', logger, upstreamTimeoutMs: 1000, maxRequestBytes: 1024 } as unknown as GatewayDeps;
     expect(new Gateway(deps).steps).toEqual({
       admission: ['refuseOversized', 'authenticate', 'liveChain'],
-      call: ['spendProofOnRefusal', 'resolveCall', 'decide', 'budget', 'receipt', 'refuseDenied', 'credential', 'forwardUpstream'],
+      call: ['spendProofOnRefusal', 'resolveCall', 'decide', 'proofVerified', 'budget', 'receipt', 'refuseDenied', 'credential', 'forwardUpstream'],
     });
   });
 });

@@ -74,6 +74,33 @@ describe('ReceiptService', () => {
     expect((await verifyReceipts(await exported('tx'), jwks)).ok).toBe(true);
   });
 
+  it('appendOnce with `ready` (the gateway proof signature): nothing is written before it resolves; one that rejects writes nothing, records no key, and its group is written without it', async () => {
+    const once = (key: string) => ({ namespace: 'DPoPProof', key, ttlSeconds: 300 });
+    let verify!: () => void;
+    const verifying = new Promise<void>((resolve) => (verify = resolve));
+    const forged = Promise.reject(new Error('DPoP proof signature is invalid'));
+    forged.catch(() => {});
+    const waiting = service.appendOnce(input('gated', 1), once('g1'), verifying);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await service.head('gated')).toBeUndefined();
+    verify();
+    expect((await waiting).seq).toBe(1);
+    // A group of three with the forged one in the middle: it is refused with its own error.
+    const hold = service.append(input('gated', 2));
+    const settled = await Promise.allSettled([
+      service.appendOnce(input('gated', 3), once('g3'), Promise.resolve()),
+      service.appendOnce(input('gated', 4), once('g4'), forged),
+      service.appendOnce(input('gated', 5), once('g5')),
+    ]);
+    await hold;
+    expect(settled.map((x) => (x.status === 'fulfilled' ? x.value.claims.resource : (x.reason as Error).message))).toEqual([
+      'https://api.example.com/items/3', 'DPoP proof signature is invalid', 'https://api.example.com/items/5',
+    ]);
+    const keys = await store.query<{ id: string }>("SELECT id FROM oidc_models WHERE model = 'DPoPProof' AND id = ANY($1::text[]) ORDER BY id", [['g1', 'g3', 'g4', 'g5']]);
+    expect(keys.map((k) => k.id)).toEqual(['g1', 'g3', 'g5']);
+    expect(await verifyReceipts(await exported('gated'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'gated', first: 1, last: 4 }] });
+  });
+
   it('appendOnce: the key and the receipt are written together; a key seen before (or twice in one group) writes nothing and leaves no gap', async () => {
     const once = (key: string) => ({ namespace: 'DPoPProof', key, ttlSeconds: 300 });
     // A first append holds the writer, so the next four queue up as one group: two of them share

@@ -30,6 +30,14 @@ export interface AuthenticateOptions {
    */
   deferProofSpend: boolean;
   /**
+   * With `deferProofSpend`: leave the proof's signature verifying while the later steps run
+   * (the PDP's decision, the receipt's signature: issue 16), as the {@link PendingProof}'s
+   * `verified`. Only for a pipeline whose every write and refusal before the receipt awaits it:
+   * `receipt` and `spendProofOnRefusal` do, and a `budget` that reserves must come after
+   * {@link proofVerified}.
+   */
+  deferProofSignature?: boolean;
+  /**
    * The 401 challenge ({@link dpopChallenger}; pass one built with a `resourceMetadata` for
    * RFC 9728 `resource_metadata`, which MCP clients discover the AS from). Default: DPoP only.
    */
@@ -56,7 +64,7 @@ export function dpopChallenger(resourceMetadata?: (audience: string) => string |
 
 /** The `authenticate` step (see the module doc for its contract). */
 export function authenticate(options: AuthenticateOptions): Step<PepRequest, Authenticated> {
-  const { verifier, deferProofSpend } = options;
+  const { verifier, deferProofSpend, deferProofSignature = false } = options;
   const challenge = options.challenge ?? dpopChallenger();
   const spend = (key: Parameters<ProofVerifier['spendProof']>[0]) => verifier.spendProof(key);
   return {
@@ -64,12 +72,16 @@ export function authenticate(options: AuthenticateOptions): Step<PepRequest, Aut
     async run(req) {
       let auth;
       try {
-        auth = await verifier.authenticate(req, req.audience, { deferProofSpend });
+        auth = await verifier.authenticate(req, req.audience, { deferProofSpend, deferProofSignature: deferProofSpend && deferProofSignature });
       } catch (err) {
         throw challenge(err, req.audience);
       }
       if (auth.scheme !== 'DPoP') throw challenge(new InvalidToken('the gateway accepts DPoP-bound agent tokens only'), req.audience);
-      return { auth, proof: new PendingProof(auth.unspentProof, spend) };
+      const verified = auth.proofSignature?.catch((err: unknown) => {
+        throw challenge(err, req.audience);
+      });
+      verified?.catch(() => {});
+      return { auth, proof: new PendingProof(auth.unspentProof, spend, verified) };
     },
     async refused(ctx) {
       await ctx.proof.spendIfPending().catch((err: unknown) => {

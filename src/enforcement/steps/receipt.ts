@@ -12,6 +12,9 @@
  *   on its own if the store lets us).
  *
  * Without an appender (receipts off) the step does nothing: `authenticate` spent the proof.
+ * With a proof whose signature is still verifying ({@link PendingProof.verified}), the receipt
+ * is signed while it verifies and written only once it did; when it did not, the step refuses
+ * with its 401 and nothing is written or spent.
  *
  * @module
  */
@@ -45,12 +48,16 @@ export function receipt(options: ReceiptOptions): Step<ActionContext & Decided &
       const input = receiptInput(ctx);
       const key = receipts.appendOnce ? proof.take() : undefined;
       try {
-        if (key) await receipts.appendOnce!(input, key);
+        // A proof still verifying (`deferProofSignature`): the receipt is signed meanwhile, and
+        // its statement waits for the signature (nothing written for a proof that fails).
+        if (key) await receipts.appendOnce!(input, key, proof.verified);
         else {
           await proof.spendIfPending();
           await receipts.append(input);
         }
       } catch (cause) {
+        // A proof that did not verify: its own 401 (nothing was written or spent).
+        await proof.verified;
         if (cause instanceof AlreadyRecorded || (cause instanceof DeputyError && cause.code === 'invalid_dpop_proof')) throw challenge(dpopReplayed(), audience);
         logger.error({ err: cause, reqId: requestId }, 'gateway receipt could not be written');
         // Not written, so not spent either: spend the proof on its own if the store lets us.
