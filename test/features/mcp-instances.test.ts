@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentConfig, dpopProof, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { clientKeys } from '../support/clients.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
-import { mcpAgent, startMcpUpstream, type McpUpstream } from '../support/mcp.js';
+import { mcpAgent, startMcpUpstream, toolCallOutcome, type McpUpstream } from '../support/mcp.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
@@ -83,23 +83,6 @@ describe.skipIf(!usingPostgres)('MCP gateway: two instances on one PostgreSQL', 
       headers: { ...rpcHeaders, 'mcp-session-id': session, 'mcp-protocol-version': '2025-06-18', authorization: `DPoP ${token}`, dpop: proof },
       body: JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: `two instances ${id}` } } }),
     });
-    const outcome = async (res: Response): Promise<'forwarded' | 'refused'> => {
-      if (res.status === 401) {
-        expect(res.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
-        await res.text();
-        return 'refused';
-      }
-      expect(res.status).toBe(200);
-      const line = (await res.text()).split('\n').find((l) => l.startsWith('data: {'))!;
-      const answer = JSON.parse(line.slice(6)) as { result?: unknown; error?: { code: number; data?: Record<string, unknown> } };
-      if (answer.error) {
-        expect(answer.error.code).toBe(-32003);
-        expect(answer.error.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
-        return 'refused';
-      }
-      expect(answer.result).toMatchObject({ content: [{ type: 'text' }] });
-      return 'forwarded';
-    };
     try {
       for (let round = 0; round < 3; round += 1) {
         const echoed = up.hits.get('echo') ?? 0;
@@ -108,7 +91,7 @@ describe.skipIf(!usingPostgres)('MCP gateway: two instances on one PostgreSQL', 
         const results = await Promise.all([
           call(one, sessions[0]!.transport.sessionId!, 10 + 2 * round, proof),
           call(two, sessions[1]!.transport.sessionId!, 11 + 2 * round, proof),
-        ].map(async (r) => outcome(await r)));
+        ].map(async (r) => toolCallOutcome(await r)));
         expect(results.sort()).toEqual(['forwarded', 'refused']);
         expect(up.hits.get('echo')).toBe(echoed + 1);
         expect(await decisions()).toBe(decided + 1);

@@ -1051,13 +1051,18 @@ function agentReadSingleFlightContract(one: () => Store): void {
       expect(held.reads()).toBe(2);
     });
 
-    it('a lookup does not join a read that started more than the TTL before it (a stalled store: its row may predate a change elsewhere by more)', async () => {
+    /** A registry (TTL 2 s) over held reads, an agent created through another, and the clock frozen at `start`. */
+    async function frozenRegistry(name: string) {
       const held = holdingAgentReads(one());
-      const id = `agent-flight-stalled-${randomUUID()}`;
+      const id = `agent-flight-${name}-${randomUUID()}`;
       await new AgentRegistry(one()).create(agentConfigFor(id));
-      const registry = new AgentRegistry(held.store);
       const start = Date.now();
       vi.setSystemTime(start);
+      return { held, id, registry: new AgentRegistry(held.store), start };
+    }
+
+    it('a lookup does not join a read that started more than the TTL before it (a stalled store: its row may predate a change elsewhere by more)', async () => {
+      const { held, id, registry, start } = await frozenRegistry('stalled');
       const answered = held.hold();
       const stalled = registry.get(id);
       await answered;
@@ -1071,12 +1076,7 @@ function agentReadSingleFlightContract(one: () => Store): void {
     });
 
     it('a clock stepped back does not keep a cached agent past the TTL: a change on another instance is still seen within it', async () => {
-      const held = holdingAgentReads(one());
-      const id = `agent-flight-clock-${randomUUID()}`;
-      await new AgentRegistry(one()).create(agentConfigFor(id));
-      const registry = new AgentRegistry(held.store);
-      const start = Date.now();
-      vi.setSystemTime(start);
+      const { held, id, registry, start } = await frozenRegistry('clock');
       expect((await registry.get(id))?.status).toBe('active');
       await new AgentRegistry(one()).update(id, { status: 'disabled' }); // another instance
       vi.setSystemTime(start - 3_600_000); // an NTP step back by an hour

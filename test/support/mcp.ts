@@ -15,6 +15,7 @@ import {
   CallToolRequestSchema, CompleteRequestSchema, ElicitResultSchema, EmptyResultSchema, ErrorCode, McpError, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema,
   ReadResourceRequestSchema, SetLevelRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, type ServerCapabilities, type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
+import { expect } from 'vitest';
 import { dpopProof, type TestAgent } from './agents.js';
 
 export interface McpUpstream {
@@ -267,4 +268,27 @@ export async function mcpAgent(url: string, agent: TestAgent, token: string | ((
     await close();
   };
   return { client, transport };
+}
+
+/**
+ * What became of a raw `tools/call` that raced a replay of its DPoP proof: `forwarded` (its result),
+ * or `refused` — HTTP 401 `invalid_dpop_proof` (RFC 9449 §7.1) when the gateway knew before the
+ * SDK answered, else in-band JSON-RPC -32003 carrying that error (the receipt statement refused it).
+ */
+export async function toolCallOutcome(res: Response): Promise<'forwarded' | 'refused'> {
+  if (res.status === 401) {
+    expect(res.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
+    await res.text();
+    return 'refused';
+  }
+  expect(res.status).toBe(200);
+  const line = (await res.text()).split('\n').find((l) => l.startsWith('data: {'))!;
+  const answer = JSON.parse(line.slice(6)) as { result?: unknown; error?: { code: number; data?: Record<string, unknown> } };
+  if (answer.error) {
+    expect(answer.error.code).toBe(-32003);
+    expect(answer.error.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
+    return 'refused';
+  }
+  expect(answer.result).toMatchObject({ content: [{ type: 'text' }] });
+  return 'forwarded';
 }
