@@ -38,15 +38,16 @@ async function start(budgets: boolean): Promise<{ deputy: TestDeputy; agent: Tes
   const base = `http://localhost:${port}`;
   const a = await adminSetup();
   const keys = await clientKeys();
-  const connection = (id: string) => ({ id, kind: 'api_key' as const, baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] });
+  const closed = `http://127.0.0.1:${await freePort()}`; // nothing listens: the upstream is down
+  const connection = (id: string) => ({ id, kind: 'api_key' as const, baseUrl: id === 'down' ? closed : `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] });
   const started = await startTestDeputy({
     env: { ECHO_KEY: API_KEY },
     config: {
       server: { port },
       admin: { clients: [a.config] },
       trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read'], audiences: [`${base}/gw/echo`, `${base}/gw/metered`] })],
-      connections: [connection('echo'), connection('metered')],
+      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read'], audiences: ['echo', 'metered', 'down'].map((c) => `${base}/gw/${c}`) })],
+      connections: [connection('echo'), connection('metered'), connection('down')],
       ...(budgets ? { budgets: { limits: [{ id: 'two-calls', connection: 'metered', unit: 'requests' as const, window: 'day' as const, limit: 2 }] } } : {}),
     },
   });
@@ -189,6 +190,14 @@ describe('the gateway\'s deferred proof signature, attacked', () => {
     // The budget is spent: a forged proof is still refused as forged (nothing about the budget leaks).
     await expect401(await rawCall(url, token, (await forge())[2]!), /signature is invalid/);
     expect((await own()).status).toBe(402);
+  });
+
+  it('an upstream that is down: a forged proof is refused before it is tried (401, not 502), the agent\'s own call gets the 502', async () => {
+    const token = await tokenFor('down');
+    const url = `${gw('down')}/x`;
+    for (const [, proof, description] of await forgeries(token, url, `down-${randomUUID()}`)) await expect401(await rawCall(url, token, proof), description);
+    const own = await rawCall(url, token, await dpopProof(agent.dpop, url, { htm: 'GET', accessToken: token }));
+    expect(own.status).toBe(502);
   });
 
   it('no live token, no PDP decision: a forged proof with a forged, foreign or absent token is refused before the call is decided', async () => {
