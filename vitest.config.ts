@@ -2,22 +2,31 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
 
 /**
- * The slowest files (measured: per-file time in a full PGlite run, issue 16 fourth round), started first so
- * that the end of the run is not one long file on one worker while the other cores idle. CI starts
- * from an empty vitest cache, where vitest itself orders by file size, which says little about time.
+ * The slowest files (measured: per-file time in a quiet full PGlite run, 124 s wall, issue 16 seventh
+ * round — `npx vitest run --reporter=json`, each file's end − start; every file of 3.5 s or more),
+ * started first so that the end of the run is not one long file on one worker while the other
+ * cores idle. CI starts from an empty vitest cache, where vitest itself orders by file size, which
+ * says little about time. Refresh it from such a report when files move.
  */
 const SLOWEST_FIRST = [
-  'test/features/readme-snippets.test.ts',
-  'test/features/data-dir-lock.test.ts',
-  'test/unit/pglite-open.test.ts',
-  'test/features/keys.test.ts',
-  'test/features/cli.test.ts',
-  'test/features/mcp-budgets.test.ts',
-  'test/features/agent-deletion.test.ts',
-  'test/features/mcp-relay.test.ts',
-  'test/features/fuzz.test.ts',
-  'test/features/llm-gateway.test.ts',
-  'test/features/gateway.test.ts',
+  'test/features/readme-snippets.test.ts', // 29.1 s
+  'test/unit/pdp-entity-slice-attacks.test.ts', // 21.2 s
+  'test/unit/pglite-open.test.ts', // 20.8 s
+  'test/features/data-dir-lock.test.ts', // 16.6 s
+  'test/features/keys.test.ts', // 15.5 s
+  'test/features/cli.test.ts', // 11.9 s
+  'test/features/start.test.ts', // 11.0 s
+  'test/features/client-id-metadata.test.ts', // 7.1 s
+  'test/unit/pdp-entity-slice-scopes.test.ts', // 5.6 s
+  'test/features/llm-gateway.test.ts', // 5.0 s
+  'test/features/mcp-budgets.test.ts', // 4.9 s
+  'test/features/mcp-relay.test.ts', // 4.8 s
+  'test/features/gateway-hostile-upstream.test.ts', // 4.2 s
+  'test/unit/federation.test.ts', // 3.9 s
+  'test/features/authzen-conformance.test.ts', // 3.8 s
+  'test/features/operator-privileges.test.ts', // 3.8 s
+  'test/features/gateway.test.ts', // 3.7 s
+  'test/store/store-contract.test.ts', // 3.7 s
 ];
 
 /** vitest's order (failed, then longest, by its cache), with {@link SLOWEST_FIRST} ahead of it. */

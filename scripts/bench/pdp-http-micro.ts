@@ -1,6 +1,7 @@
 /**
- * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--prof]` — one
- * PDP evaluation over HTTP, **in one process**: Deputy (PGlite in memory, the bench's PDP
+ * `npx tsx scripts/bench/pdp-http-micro.ts [--n 3000] [--rounds 3] [--cache off|on] [--miss]` — one
+ * PDP evaluation over HTTP, **in one process**: Deputy (PGlite in memory, or PostgreSQL at
+ * `DATABASE_URL` when set; the bench's PDP
  * configuration) and a raw keep-alive HTTP/1.1 client on a TCP socket, one request at a time,
  * every request's bytes built before the timed loop. CPU microseconds per request
  * (`process.cpuUsage`, server and client together: the client is a socket write and a header
@@ -9,12 +10,16 @@
  * like HTTP floor of bench:pdp, without Koa) and the raw Cedar floor call, all in the same run.
  * CPU time, not wall time: usable on a loaded machine; compare rows of one run. Issue 16, sixth round.
  *
- * `--prof` writes nothing itself: run it under `node --cpu-prof` for a profile without a load
- * generator in it.
+ * `--miss` (with `--cache on`): every request over HTTP is one not seen before (its own resource
+ * id), so each is a miss of the cached path — the decision cache's misses (issue 16, seventh round).
+ *
+ * For a profile without a load generator in it, run it under
+ * `node --import tsx --cpu-prof --cpu-prof-dir DIR scripts/bench/pdp-http-micro.ts …`.
  *
  * @module
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { observeAnswering } from '../../src/http/metrics.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -32,7 +37,7 @@ import { startMockIdp } from '../../test/support/mock-idp.js';
 
 const REPO = join(import.meta.dirname, '../..');
 const API = 'https://docs.example.com';
-const { values } = parseArgs({ options: { n: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, cache: { type: 'string', default: 'off' } } });
+const { values } = parseArgs({ options: { n: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, cache: { type: 'string', default: 'off' }, miss: { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 
@@ -120,10 +125,31 @@ async function bareServer(): Promise<Server> {
 
 /** CPU µs per `pdp.evaluate` of `inputs` in turn, awaited one at a time (after 300 untimed). */
 async function evaluateInProcess(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[]): Promise<number> {
-  for (let i = 0; i < 300; i++) await pdp.evaluate(inputs[i % inputs.length]!);
+  return perCall((i) => pdp.evaluate(inputs[i % inputs.length]!));
+}
+
+/** CPU µs per awaited `call(i)`, one at a time (after 300 untimed). */
+async function perCall(call: (i: number) => Promise<unknown>): Promise<number> {
+  for (let i = 0; i < 300; i++) await call(i);
   const t0 = cpuUs();
-  for (let i = 0; i < N; i++) await pdp.evaluate(inputs[i % inputs.length]!);
+  for (let i = 0; i < N; i++) await call(i);
   return (cpuUs() - t0) / N;
+}
+
+/**
+ * What the lean path adds around `pdp.evaluate` besides HTTP, one part at a time: inputs parsed
+ * afresh per call (`JSON.parse` + `parseEvaluation`, as each request's), and the evaluation run
+ * inside a server span as the lean path runs it (`observeAnswering`, ./src/http/metrics.ts).
+ */
+async function aroundEvaluate(pdp: PolicyDecisionPoint, bodies: readonly string[]): Promise<string> {
+  const req = { method: 'POST', headers: {} } as IncomingMessage;
+  const fresh = await perCall((i) => pdp.evaluate(parseEvaluation(JSON.parse(bodies[i % bodies.length]!))));
+  const inSpan = await perCall(async (i) => {
+    const observed = observeAnswering(req, '/access/v1/evaluation');
+    await observed.run(() => pdp.evaluate(parseEvaluation(JSON.parse(bodies[i % bodies.length]!))));
+    observed.answered(200);
+  });
+  return `pdp.evaluate on inputs parsed afresh: ${fresh.toFixed(0)} µs; the same inside a server span: ${inSpan.toFixed(0)} µs`;
 }
 
 
@@ -149,7 +175,8 @@ async function main(): Promise<void> {
   const config = validateConfig(
     {
       server: { port: 0, host: '127.0.0.1', bodyLimitBytes: 1024 * 1024 },
-      store: { dataDir: 'memory://' },
+      // PostgreSQL when DATABASE_URL is set (no PGlite wasm instance in the process), else PGlite in memory.
+      store: process.env.DATABASE_URL ? { databaseUrl: process.env.DATABASE_URL } : { dataDir: 'memory://' },
       keys: { dir: join(dataDir, 'keys'), generate: true },
       log: { level: 'warn' },
       pdp: { watch: false, decisionCacheSize: values.cache === 'on' ? 50_000 : 0, maxBatch: 1000, policies: join(REPO, 'config/policies') },
@@ -171,9 +198,12 @@ async function main(): Promise<void> {
     const one = (await exchange(a, { subject_token: user, resource: API, scope: 'docs.read' })).access_token;
     const sub = JSON.parse(Buffer.from(one.split('.')[1]!, 'base64url').toString()).sub as string;
     const headers = { 'content-type': 'application/json', authorization: `Bearer ${pep}` };
-    const bodies = Array.from({ length: 100 }, (_, i) =>
-      JSON.stringify({ subject: { type: 'User', id: sub, properties: { token: one } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${i}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } }),
-    );
+    const bodyOf = (i: number) =>
+      JSON.stringify({ subject: { type: 'User', id: sub, properties: { token: one } }, action: { name: 'read' }, resource: { type: 'Resource', id: `doc-${i}`, properties: { owner: 'alice@example.com', scope: 'docs.read', audience: API } } });
+    const bodies = Array.from({ length: 100 }, (_, i) => bodyOf(i));
+    let fresh = bodies.length;
+    // With --miss, requests never sent before (a measure sends N + 300); otherwise the same 100 in turn.
+    const deputyRequestsOf = () => (values.miss ? Array.from({ length: N + 300 }, () => requestBytes(port, '/access/v1/evaluation', headers, bodyOf(fresh++))) : deputyRequests);
     const deputyRequests = bodies.map((b) => requestBytes(port, '/access/v1/evaluation', headers, b));
     const bareRequests = bodies.map((b) => requestBytes(barePort, '/access/v1/evaluation', headers, b));
     const inputs = bodies.map((b) => parseEvaluation(JSON.parse(b)));
@@ -182,23 +212,24 @@ async function main(): Promise<void> {
       const floorCall = cedarFloorCpuUs(deputy.pdp.pdp.store.current.policySetId, N);
       const calls0 = deputy.pdp.pdp.engine.calls;
       const cedar0 = cedarTimer.us;
-      const evaluation = await measure(port, deputyRequests);
+      const evaluation = await measure(port, deputyRequestsOf());
       const cedarPer = (cedarTimer.us - cedar0) / (N + 300);
       const callsPer = (deputy.pdp.pdp.engine.calls - calls0) / (N + 300);
       const floorHttp = await measure(barePort, bareRequests);
       const inProcess = await evaluateInProcess(deputy.pdp.pdp, inputs);
+      process.stderr.write(`round ${round + 1}: pdp.evaluate on 100 reused inputs: ${inProcess.toFixed(0)} µs; ${await aroundEvaluate(deputy.pdp.pdp, bodies)}\n`);
       // The lean path's own cost: the same requests with the PDP's evaluation replaced by a fixed permit.
       const pdp = deputy.pdp.pdp as { evaluate: PolicyDecisionPoint['evaluate'] };
       const evaluate = pdp.evaluate;
       const permit = { decision: true as const, policies: ['owner'] };
       pdp.evaluate = async () => permit;
-      const glue = await measure(port, deputyRequests).finally(() => (pdp.evaluate = evaluate));
+      const glue = await measure(port, deputyRequestsOf()).finally(() => (pdp.evaluate = evaluate));
       process.stderr.write(`round ${round + 1}: lean path with a fixed-permit PDP: ${glue.toFixed(0)} µs CPU / request (HTTP floor ${floorHttp.toFixed(0)})\n`);
       rows.push(`| ${round + 1} | ${evaluation.toFixed(0)} | ${callsPer.toFixed(2)} | ${floorHttp.toFixed(0)} | ${floorCall.toFixed(0)} | ${inProcess.toFixed(0)} | ${(evaluation - floorHttp - callsPer * floorCall).toFixed(0)} | ${(evaluation - floorHttp - inProcess).toFixed(0)} | ${cedarPer.toFixed(0)} |`);
     }
     process.stdout.write(
       [
-        `decision cache ${values.cache}, ${N} requests per row, one connection, one request at a time`,
+        `decision cache ${values.cache}${values.miss ? ' (every request a miss)' : ''}, ${N} requests per row, one connection, one request at a time`,
         '',
         '| round | one-link evaluation over HTTP, µs CPU / request | Cedar calls / request | bare HTTP floor (node:http, JSON body parsed), µs | Cedar floor call, µs | `pdp.evaluate` in-process, µs | rest: HTTP − HTTP floor − calls × floor call, µs | of which outside `pdp.evaluate`, µs | Cedar CPU per HTTP request, µs (timed around each call) |',
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',

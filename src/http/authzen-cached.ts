@@ -27,6 +27,11 @@
  * the normal path's answers. Hits count their decisions in `deputy_pdp_decisions_total`. The
  * path is off when the decision cache is (`pdp.decisionCacheSize: 0`).
  *
+ * Most misses never reach the middleware: the lean path (./authzen-lean.ts) evaluates them ahead
+ * of Koa too, and remembers their answers here through {@link MissAnswers} — the same key, the
+ * basis computed before the evaluation as the middleware computes it, the same byte budget, the
+ * head the routes wrote.
+ *
  * @module
  */
 import { randomUUID } from 'node:crypto';
@@ -34,8 +39,8 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type Koa from 'koa';
 import type { Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
-import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type PolicyDecisionPoint } from '../pdp/index.js';
-import { RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
+import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint } from '../pdp/index.js';
+import { failedAheadOf, RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens, type SubjectMemo } from './authzen.js';
 import { parseJson, readBodyAhead, readRequestAhead } from './json-body.js';
 import { observeAnswered } from './metrics.js';
 import { REQUEST_ID } from './middleware.js';
@@ -89,6 +94,37 @@ export interface CachedDecisions {
    * when read here, is handed on too: ./json-body.ts). `next` itself when the path is off.
    */
   listener<L extends RequestListener>(next: L): L;
+  /** For the lean path: misses it answers are remembered here as the middleware remembers them. Undefined when the path is off. */
+  misses: MissAnswers | undefined;
+}
+
+/** A miss being answered ahead of Koa: where its answer is remembered, and under what basis. */
+export interface PendingAnswer {
+  readonly key: string;
+  readonly inputs: readonly EvaluationInput[];
+  readonly basis: DecisionBasis;
+}
+
+/**
+ * How the lean path (./authzen-lean.ts) remembers the answers to the misses it evaluates, exactly
+ * as {@link CachedDecisions.middleware} remembers the routes' answers.
+ */
+export interface MissAnswers {
+  /**
+   * Before evaluating: the answer's key (path and request bytes) and its basis, computed as the
+   * middleware computes it — before the evaluation — with the request's subject memo, so the
+   * evaluation decides on the very subjects the basis names. Undefined when the subject has no
+   * basis (an invalid token or chain: such answers are not remembered).
+   *
+   * @throws what the asynchronous phase throws (a store away): the caller leaves the request to the routes.
+   */
+  before(path: string, raw: Buffer, parsed: EvaluationsInput, memo: SubjectMemo): Promise<PendingAnswer | undefined>;
+  /**
+   * After a 200 answer without a receipt was written: remembers it. `answer` is the body object,
+   * `body` its bytes (`JSON.stringify`), `headers` the routes' head (name, value, …) in their
+   * order without the per-request headers ({@link PER_REQUEST_HEADERS}).
+   */
+  remember(pending: PendingAnswer, answer: object, body: Buffer, headers: readonly string[]): void;
 }
 
 /** A Node request listener as Koa's `callback()` gives it. */
@@ -103,13 +139,30 @@ export function cachedDecisions(deps: CachedDecisionsDeps): CachedDecisions {
   return {
     middleware: cachedDecisionMiddleware(deps, answers),
     listener: <L extends RequestListener>(next: L): L => (deps.budgetBytes > 0 ? (cachedDecisionListener(deps, answers, next) as L) : next),
+    misses: deps.budgetBytes > 0 ? missAnswers(deps.pdp, answers) : undefined,
+  };
+}
+
+/** {@link MissAnswers} over the cached path's answer set. */
+function missAnswers(pdp: PolicyDecisionPoint, answers: AnswerSet): MissAnswers {
+  return {
+    async before(path, raw, parsed, memo) {
+      const inputs = inputsOf(parsed);
+      const basis = await decisionBasis(pdp, inputs, memo);
+      return basis && { key: keyOf(path, raw), inputs, basis };
+    },
+    remember(pending, answer, body, headers) {
+      answers.set(pending.key, remembered(pending.inputs, pending.basis, answer, body, headers));
+    },
   };
 }
 
 function cachedDecisionMiddleware(deps: CachedDecisionsDeps, answers: AnswerSet): Koa.Middleware {
   return async function cachedDecision(ctx, next) {
     const requestId = deps.budgetBytes > 0 ? eligible(ctx.method, ctx.path, ctx.req.headers, deps) : undefined;
-    if (requestId === undefined) return next();
+    // A request whose evaluation failed on the lean path: the routes render that failure, and
+    // nothing is remembered; its basis is not sought a second time (a store away is waited for once).
+    if (requestId === undefined || failedAheadOf(ctx.req)) return next();
     let raw: Buffer;
     try {
       raw = await readBodyAhead(ctx, deps.bodyLimitBytes);
@@ -216,12 +269,15 @@ function parseInputs(path: string, raw: Buffer, deps: CachedDecisionsDeps): read
   try {
     const body = parseJson(raw);
     checkDepth(body, deps.maxJsonDepth);
-    if (path.endsWith('/evaluation')) return [parseEvaluation(body)];
-    const parsed = parseEvaluations(body, deps.maxBatch);
-    return parsed.kind === 'single' ? [parsed.evaluation] : parsed.items.flatMap((item) => (item.ok ? [item.evaluation] : []));
+    return inputsOf(path.endsWith('/evaluation') ? { kind: 'single', evaluation: parseEvaluation(body) } : parseEvaluations(body, deps.maxBatch));
   } catch {
     return undefined;
   }
+}
+
+/** The evaluations a parsed request makes (a batch's valid items), whose basis its answer is remembered under. */
+function inputsOf(parsed: EvaluationsInput): readonly EvaluationInput[] {
+  return parsed.kind === 'single' ? [parsed.evaluation] : parsed.items.flatMap((item) => (item.ok ? [item.evaluation] : []));
 }
 
 /** {@link decisionBasis}, or undefined when it cannot be had (the normal path then decides, or fails closed). */
@@ -280,12 +336,16 @@ function remember(ctx: Koa.Context, inputs: readonly EvaluationInput[], basis: D
     if (value === undefined || PER_REQUEST_HEADERS.has(name.toLowerCase())) continue;
     for (const v of Array.isArray(value) ? value : [String(value)]) headers.push(name, v);
   }
-  const body = ctx.body as { decision?: unknown; evaluations?: ReadonlyArray<{ decision?: unknown }> };
-  const decisions = body.evaluations ?? [body];
+  return remembered(inputs, basis, ctx.body as object, Buffer.from(JSON.stringify(ctx.body)), headers);
+}
+
+/** An answer to remember: the body object (for its decision counts), its bytes, the head without per-request headers. */
+function remembered(inputs: readonly EvaluationInput[], basis: DecisionBasis, answer: object, body: Buffer, headers: readonly string[]): Remembered {
+  const shaped = answer as { decision?: unknown; evaluations?: ReadonlyArray<{ decision?: unknown }> };
+  const decisions = shaped.evaluations ?? [shaped];
   const permits = decisions.filter((d) => d.decision === true).length;
   const denies = decisions.filter((d) => d.decision === false).length;
-  const bytes = Buffer.from(JSON.stringify(ctx.body));
-  return { inputs, basis, body: bytes, head: ['X-Request-ID', '', ...headers, 'Content-Length', String(bytes.length)], permits, denies };
+  return { inputs, basis, body, head: ['X-Request-ID', '', ...headers, 'Content-Length', String(body.length)], permits, denies };
 }
 
 /** Remembered answers by path and request bytes, within a byte budget (emptied when it is reached). */

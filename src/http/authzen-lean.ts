@@ -2,9 +2,9 @@
  * The PDP's lean path: `POST /access/v1/evaluation` and `/access/v1/evaluations` evaluated and
  * answered ahead of Koa (no context, no middleware, no router) when the answer can be written
  * exactly as the routes would write it. It serves what the cached path (./authzen-cached.ts)
- * does not: with the decision cache off (`pdp.decisionCacheSize: 0`) every decision is a miss,
- * and the routes' share of a miss (context, middleware, routing, body parsing, response
- * assembly) was about a third of its CPU.
+ * does not answer: its misses, and with the decision cache off (`pdp.decisionCacheSize: 0`)
+ * every decision. The routes' share of a miss (context, middleware, routing, body parsing,
+ * response assembly) was about a third of its CPU.
  *
  * It takes the requests the cached path takes (the same `eligible` check on headers: a PEP token
  * verified before, plain JSON within 16 KiB, no receipt, a log-safe or absent request id), and
@@ -24,16 +24,20 @@
  * (`observeAnswering`, ./metrics.ts; `pdp.evaluate` counts its decisions itself) and the access
  * log line is written as `accessLog` writes it.
  *
- * On only while the cached path is off: with it on, a miss must reach the cached path's
- * middleware, which remembers the routes' answer for the next hit.
+ * With the cached path on, a miss answered here is remembered for the next hit as the cached
+ * path's middleware would remember the routes' answer (`MissAnswers`, ./authzen-cached.ts): the
+ * same key (path and request bytes), the basis computed before the evaluation — here with the
+ * request's subject memo, so the evaluation decides on the very subjects the basis names — the
+ * same byte budget, and the routes' head. An evaluation whose basis cannot be computed (a store
+ * away) is left to the routes like a failing evaluation.
  *
  * @module
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import { checkDepth, parseEvaluation, parseEvaluations, type EvaluationsInput, type Explain, type PolicyDecisionPoint } from '../pdp/index.js';
-import { eligible, PER_REQUEST_HEADERS, type RequestListener } from './authzen-cached.js';
-import { evaluationAnswer, evaluationFailedAhead, evaluationsAnswer, RECEIPT_ID_HEADER, type PepTokens } from './authzen.js';
+import { eligible, PER_REQUEST_HEADERS, type MissAnswers, type PendingAnswer, type RequestListener } from './authzen-cached.js';
+import { evaluationAnswer, evaluationFailedAhead, evaluationsAnswer, RECEIPT_ID_HEADER, type PepTokens, type SubjectMemo } from './authzen.js';
 import { parseJson, readRequestAhead } from './json-body.js';
 import { observeAnswering } from './metrics.js';
 
@@ -48,8 +52,8 @@ export interface LeanEvaluationsDeps {
   bodyLimitBytes: number;
   maxBatch: number;
   maxJsonDepth: number;
-  /** False while the cached path is on (see the module documentation): the listener is then `next` itself. */
-  enabled: boolean;
+  /** Where answers are remembered for the cached path's hits; undefined while it is off (`pdp.decisionCacheSize: 0`). */
+  misses: MissAnswers | undefined;
 }
 
 /**
@@ -60,6 +64,8 @@ interface LearnedHead {
   readonly fields: readonly string[];
   readonly requestIdAt: number;
   readonly lengthAt: number;
+  /** `fields` without the two per-request pairs: what the cached path remembers (`MissAnswers.remember`). */
+  readonly others: readonly string[];
 }
 
 /**
@@ -70,7 +76,6 @@ interface LearnedHead {
  * to Koa, which renders it.
  */
 export function leanEvaluations<L extends RequestListener>(deps: LeanEvaluationsDeps, next: L): L {
-  if (!deps.enabled) return next;
   const heads = new Map<string, LearnedHead>();
   const listener: RequestListener = function leanFirst(req, res) {
     // The exact path only (as the cached path): a query string goes to Koa.
@@ -95,12 +100,13 @@ export function leanEvaluations<L extends RequestListener>(deps: LeanEvaluations
 /** Reads, parses, evaluates and writes; false (nothing written, nothing recorded) when the request is left to Koa. */
 async function answerLean(req: IncomingMessage, res: ServerResponse, deps: LeanEvaluationsDeps, request: { path: string; head: LearnedHead; requestId: string }): Promise<boolean> {
   const start = process.hrtime.bigint();
-  const input = parseRequest(request.path, await readRequestAhead(req, res, deps.bodyLimitBytes), deps);
+  const raw = await readRequestAhead(req, res, deps.bodyLimitBytes);
+  const input = parseRequest(request.path, raw, deps);
   if (input === undefined) return false;
   const observed = observeAnswering(req, request.path);
-  let answer: Record<string, unknown>;
+  let evaluated: { answer: Record<string, unknown>; pending: PendingAnswer | undefined };
   try {
-    answer = await observed.run(() => (input.kind === 'single' ? evaluationAnswer(deps.pdp, input.evaluation, deps.explain) : evaluationsAnswer(deps.pdp, input, deps.explain)));
+    evaluated = await observed.run(() => evaluate(deps, request.path, raw, input));
   } catch (err) {
     // The routes render this failure without evaluating again (`evaluationFailedAhead`, ./authzen.ts).
     evaluationFailedAhead(req, err);
@@ -108,11 +114,25 @@ async function answerLean(req: IncomingMessage, res: ServerResponse, deps: LeanE
     return false;
   }
   // Koa writes an object body as `JSON.stringify` of it (koa/lib/application.js `respond`).
-  write(res, request.head, request.requestId, Buffer.from(JSON.stringify(answer)));
+  const body = Buffer.from(JSON.stringify(evaluated.answer));
+  write(res, request.head, request.requestId, body);
+  if (evaluated.pending) deps.misses?.remember(evaluated.pending, evaluated.answer, body, request.head.others);
   // Inside the server span, as `accessLog` writes it on the routes: the line carries its trace id.
   observed.run(() => logAnswered(deps.logger, request.requestId, request.path, start));
   observed.answered(200);
   return true;
+}
+
+/**
+ * The answer, as the routes compute it; with the cached path on, the basis it is remembered
+ * under, computed first with the request's subject memo (as the middleware computes it before
+ * the routes run). Throws what either throws (a store away).
+ */
+async function evaluate(deps: LeanEvaluationsDeps, path: string, raw: Buffer, input: EvaluationsInput): Promise<{ answer: Record<string, unknown>; pending: PendingAnswer | undefined }> {
+  const memo: SubjectMemo | undefined = deps.misses && new Map();
+  const pending = memo && (await deps.misses!.before(path, raw, input, memo));
+  const answer = input.kind === 'single' ? await evaluationAnswer(deps.pdp, input.evaluation, deps.explain, memo) : await evaluationsAnswer(deps.pdp, input, deps.explain, memo);
+  return { answer, pending };
 }
 
 /**
@@ -148,7 +168,7 @@ function learnHead(res: ServerResponse, path: string, heads: Map<string, Learned
       else if (value !== undefined && !PER_REQUEST_HEADERS.has(lower)) for (const v of Array.isArray(value) ? value : [String(value)]) fields.push(name, v);
     }
     // Both are always set on the routes' answer (requestContext, Koa's respond); a head without them is not learned.
-    if (requestIdAt > 0 && lengthAt > 0) heads.set(path, { fields, requestIdAt, lengthAt });
+    if (requestIdAt > 0 && lengthAt > 0) heads.set(path, { fields, requestIdAt, lengthAt, others: fields.filter((_, i) => i !== requestIdAt - 1 && i !== requestIdAt && i !== lengthAt - 1 && i !== lengthAt) });
   });
 }
 

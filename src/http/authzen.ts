@@ -136,11 +136,15 @@ function evaluationHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware 
  * The answer body of `POST /access/v1/evaluation` without a receipt (§6.2): one decision. Shared
  * by the routes and the lean path (./authzen-lean.ts), so both answer alike.
  *
+ * @param memo - the request's subject memo, when the lean path computed its basis with it first.
  * @throws what `PolicyDecisionPoint.evaluate` throws (a store away: the caller renders 503).
  */
-export async function evaluationAnswer(pdp: PolicyDecisionPoint, input: EvaluationInput, explain: Explain): Promise<Record<string, unknown>> {
-  return decisionBody(await pdp.evaluate(input), explain);
+export async function evaluationAnswer(pdp: PolicyDecisionPoint, input: EvaluationInput, explain: Explain, memo?: SubjectMemo): Promise<Record<string, unknown>> {
+  return decisionBody(await pdp.evaluate(input, memo), explain);
 }
+
+/** A request's prepared subjects (`PolicyDecisionPoint.prepareSubject`), shared by its basis and its evaluation. */
+export type SubjectMemo = Map<string, Promise<PreparedSubject>>;
 
 /**
  * One decision whose receipt the PEP asked for: only a delegated subject has a chain to
@@ -187,6 +191,11 @@ export function evaluationFailedAhead(req: IncomingMessage, error: unknown): voi
   failedAhead.set(req, { error });
 }
 
+/** Whether an evaluation made ahead of the routes failed for `req` (the routes will render that failure). */
+export function failedAheadOf(req: IncomingMessage): boolean {
+  return failedAhead.has(req);
+}
+
 /** Throws the failure of the evaluation made ahead of the routes for `req`, if one failed. */
 function rethrowFailedAhead(req: IncomingMessage): void {
   const failed = failedAhead.get(req);
@@ -199,9 +208,9 @@ function rethrowFailedAhead(req: IncomingMessage): void {
  *
  * @throws what the PDP throws (a store away: the caller renders 503).
  */
-export async function evaluationsAnswer(pdp: PolicyDecisionPoint, input: EvaluationsInput, explain: Explain): Promise<Record<string, unknown>> {
-  if (input.kind === 'single') return evaluationAnswer(pdp, input.evaluation, explain);
-  const results = await pdp.evaluateAll(input.items, input.semantic);
+export async function evaluationsAnswer(pdp: PolicyDecisionPoint, input: EvaluationsInput, explain: Explain, memo?: SubjectMemo): Promise<Record<string, unknown>> {
+  if (input.kind === 'single') return evaluationAnswer(pdp, input.evaluation, explain, memo);
+  const results = await pdp.evaluateAll(input.items, input.semantic, memo);
   return { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };
 }
 
@@ -337,7 +346,7 @@ export interface PdpSurface {
   cachedDecisions: CachedDecisions;
   /**
    * Wraps Koa's request listener with the paths answered before Koa: the cached path's listener
-   * (hits), then the lean path (./authzen-lean.ts: misses, while the cached path is off).
+   * (hits), then the lean path (./authzen-lean.ts: misses, remembered for the cached path's hits).
    */
   listener<L extends RequestListener>(next: L): L;
   /** The AuthZEN API and metadata, and the policy admin routes. */
@@ -366,7 +375,7 @@ export function pdpSurface(deps: { config: DeputyConfig; issuer: string; pdp: Pd
   const budgetBytes = config.pdp.decisionCacheSize > 0 ? CACHED_ANSWER_BYTES : 0;
   const known = config.pdp.auth === 'token' ? pepTokens : undefined;
   const cached = cachedDecisions({ pdp: pdp.pdp, pepTokens: known, logger: deps.logger, budgetBytes, ...limits });
-  const lean = { pdp: pdp.pdp, pepTokens: known, logger: deps.logger, explain: explainFor(config.pdp.auth, config.pdp.adminReasons), enabled: budgetBytes === 0, ...limits };
+  const lean = { pdp: pdp.pdp, pepTokens: known, logger: deps.logger, explain: explainFor(config.pdp.auth, config.pdp.adminReasons), misses: cached.misses, ...limits };
   return {
     cachedDecisions: cached,
     listener: (next) => cached.listener(leanEvaluations(lean, next)),

@@ -37,6 +37,7 @@ export const cedar = {
   policyToJson: wasm.policyToJson,
   validate: wasm.validate,
   preparsePolicySet: wasm.preparsePolicySet,
+  preparseSchema: wasm.preparseSchema,
   statefulIsAuthorized: wasm.statefulIsAuthorized,
 } as const;
 

@@ -40,15 +40,18 @@ export interface DecisionBasis {
 /**
  * The basis of a decision over `inputs` (one evaluation, or a batch's items in order).
  *
+ * @param memo - the request's subject memo (`PolicyDecisionPoint.prepareSubject`): given the same
+ *   memo, the evaluation that follows decides on the very subjects this basis names (the lean
+ *   path, src/http/authzen-lean.ts); without one, a batch gets its own.
  * @returns undefined when a subject is invalid (bad, revoked or expired token, refused chain) or
  *   malformed: such decisions are not reused.
  * @throws what the asynchronous phase throws (a store failure); callers fail closed.
  */
-export async function decisionBasis(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[]): Promise<DecisionBasis | undefined> {
+export async function decisionBasis(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], memo?: Map<string, Promise<PreparedSubject>>): Promise<DecisionBasis | undefined> {
   const generation = pdp.store.current.generation;
   const items: Array<DecisionBasis['items'][number]> = [];
   // A batch usually repeats one subject; a single evaluation has nothing to share.
-  const memo = inputs.length > 1 ? new Map<string, Promise<PreparedSubject>>() : undefined;
+  memo ??= inputs.length > 1 ? new Map<string, Promise<PreparedSubject>>() : undefined;
   for (const input of inputs) {
     const [subject, resource] = await Promise.all([pdp.prepareSubject(input.subject, memo), pdp.prepareEntity(input.resource)]);
     const mark = subjectMark(subject);

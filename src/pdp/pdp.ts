@@ -105,8 +105,14 @@ export class PolicyDecisionPoint {
     this.#logger = deps.logger;
   }
 
-  /** One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason. */
-  async evaluate(input: EvaluationInput, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Decision> {
+  /**
+   * One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason.
+   *
+   * @param memo - the request's prepared subjects (a batch's, or the basis computed first on the
+   *   lean path); none for a lone evaluation, which has nothing to share: the memo's key, a
+   *   `JSON.stringify` of the subject and its token, is not worth computing.
+   */
+  async evaluate(input: EvaluationInput, memo?: Map<string, Promise<PreparedSubject>>): Promise<Decision> {
     const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.prepareEntity(input.resource)]);
     return this.decide(this.store.current, subject, input, resource);
   }
@@ -114,10 +120,10 @@ export class PolicyDecisionPoint {
   /**
    * A batch (§7): items in order; the short-circuit semantics stop at the first deny / permit,
    * and the response then holds the items up to it (§7.1.2, "Evaluations semantics"). Items share subject preparation
-   * (a batch usually repeats one subject).
+   * (a batch usually repeats one subject); `memo` is the request's, when a basis was computed
+   * over it first (decision-basis.ts), so the items decide on the subjects that basis names.
    */
-  async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic): Promise<Array<Decision | { error: string }>> {
-    const memo = new Map<string, Promise<PreparedSubject>>();
+  async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Array<Decision | { error: string }>> {
     const out: Array<Decision | { error: string }> = [];
     for (const item of items) {
       const result = item.ok ? await this.evaluate(item.evaluation, memo) : { error: item.error };

@@ -4,13 +4,12 @@
  * decision depends on changed (agent token revoked, agent disabled, policies reloaded, tokens
  * expired) nor for a request the routes refuse (PEP token, malformed body, content type, size).
  */
-import { request } from 'node:http';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
+import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { decisionBasis, parseEvaluation } from '../../src/pdp/index.js';
 
@@ -100,18 +99,9 @@ describe('a repeated request is answered from the cached path exactly as the rou
 
   it('the raw response: header names, values and order, and the body bytes', async () => {
     const body = JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-2') });
-    const rawPost = () =>
-      new Promise<{ status: number; headers: string[]; body: Buffer }>((resolve, reject) => {
-        const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), authorization: `Bearer ${h.pepToken}`, 'x-request-id': 'raw-1' };
-        const req = request(`${h.deputy.url}/access/v1/evaluation`, { method: 'POST', headers }, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve({ status: res.statusCode!, headers: res.rawHeaders.filter((_, i, all) => all[i - (i % 2)] !== 'Date'), body: Buffer.concat(chunks) }));
-        });
-        req.on('error', reject).end(body);
-      });
-    const first = await rawPost();
+    const first = await rawPost(h, '/access/v1/evaluation', body, { 'x-request-id': 'raw-1' });
     const before = evaluatedSoFar();
-    const second = await rawPost();
+    const second = await rawPost(h, '/access/v1/evaluation', body, { 'x-request-id': 'raw-1' });
     expect(evaluatedSoFar()).toBe(before);
     expect(second).toEqual(first);
   });
@@ -140,17 +130,12 @@ describe('a repeated request is answered from the cached path exactly as the rou
   it('a cached decision still counts in deputy_* metrics (request and decision)', async () => {
     const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-2') });
     await post('/access/v1/evaluation', body);
-    const count = async () => {
-      const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
-      const http = text.match(/deputy_http_requests_total\{route="\/access\/v1\/evaluation",method="POST",status="200"\} (\d+)/);
-      const decisions = text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/);
-      return [Number(http?.[1]), Number(decisions?.[1])];
-    };
+    const count = () => evaluationCounts(h);
     const [httpBefore, decisionsBefore] = await count();
     await twice('/access/v1/evaluation', body);
     const [httpAfter, decisionsAfter] = await count();
-    expect(httpAfter! - httpBefore!).toBe(2);
-    expect(decisionsAfter! - decisionsBefore!).toBe(2);
+    expect(httpAfter - httpBefore).toBe(2);
+    expect(decisionsAfter - decisionsBefore).toBe(2);
   });
 });
 
@@ -187,6 +172,105 @@ describe('requests the routes refuse are refused the same way with their answer 
     expect(res.headers['deputy-receipt-id']).toBeDefined();
     expect(JSON.parse(res.text).context.receipt).toBeDefined();
     expect(first.headers['deputy-receipt-id']).toBeUndefined();
+  });
+});
+
+describe('a miss is evaluated before Koa (the lean path) and remembered as the routes\' answer is', () => {
+  /** Koa contexts built for `/access/…` since this block's start. */
+  let koaContexts: () => number;
+  beforeAll(async () => {
+    holdPepTokenLive(h);
+    koaContexts = countKoaContexts();
+    // The routes' next answer on each path (a miss) teaches the lean path its head.
+    for (const [path, id] of [['/access/v1/evaluation', 'doc-7'], ['/access/v1/evaluations', 'doc-7']] as const) {
+      expect((await h.post(path, { subject: plain, action: { name: 'read' }, resource: doc(id) })).status).toBe(200);
+    }
+  });
+  afterAll(() => {
+    vi.restoreAllMocks();
+  });
+
+  const cases: Array<[string, string, () => object]> = [
+    ['/access/v1/evaluation', 'plain subject', () => ({ subject: plain, action: { name: 'read' }, resource: doc('doc-3') })],
+    ['/access/v1/evaluation', 'one-link subject (permit)', () => ({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-3') })],
+    ['/access/v1/evaluation', 'one-link subject (deny with reasons)', () => ({ subject: delegated(tokens.one), action: { name: 'delete' }, resource: doc('doc-4') })],
+    ['/access/v1/evaluation', 'three-link subject', () => ({ subject: delegated(tokens.three), action: { name: 'read' }, resource: doc('doc-3') })],
+    ['/access/v1/evaluations', 'single in batch clothing', () => ({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-3') })],
+    ['/access/v1/evaluations', 'a batch with an invalid item, short-circuit semantics', () => ({
+      subject: delegated(tokens.one),
+      action: { name: 'read' },
+      evaluations: [{ resource: doc('doc-3') }, { resource: { type: 'Document' } }, { resource: doc('doc-4') }, { resource: doc('doc-2') }],
+      options: { evaluations_semantic: 'deny_on_first_deny' },
+    })],
+  ];
+
+  it.each(cases)('%s, %s: no Koa context for the miss, the routes\' bytes, and the repeat is a hit with the same bytes', async (path, _name, request) => {
+    // Two spellings of one request: the same answer under two keys, so that the routes answer
+    // the second (a query string sends it to them) without the first's remembered answer.
+    const compact = JSON.stringify(request());
+    const spaced = JSON.stringify(request(), null, 1);
+    const [contexts, evaluations] = [koaContexts(), evaluatedSoFar()];
+    const miss = await rawPost(h, path, compact);
+    expect(koaContexts() - contexts, 'the miss was answered before Koa').toBe(0);
+    expect(evaluatedSoFar() - evaluations).toBeGreaterThan(0);
+    const routed = await rawPost(h, `${path}?routes`, spaced);
+    expect(koaContexts() - contexts).toBe(1);
+    expect(miss.status).toBe(200);
+    expect(miss).toEqual(routed);
+    const evaluated = evaluatedSoFar();
+    const hit = await rawPost(h, path, compact);
+    expect(evaluatedSoFar(), 'the repeat was answered from what the miss remembered').toBe(evaluated);
+    expect(koaContexts() - contexts).toBe(1);
+    expect(hit).toEqual(routed);
+  });
+
+  it('counts the miss and the hit in deputy_* metrics once each, as the routes count them', async () => {
+    const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-5') });
+    const count = () => evaluationCounts(h);
+    const [httpBefore, decisionsBefore] = await count();
+    const contexts = koaContexts();
+    await rawPost(h, '/access/v1/evaluation', body);
+    const [httpMiss, decisionsMiss] = await count();
+    await rawPost(h, '/access/v1/evaluation', body);
+    const [httpHit, decisionsHit] = await count();
+    expect(koaContexts() - contexts).toBe(0);
+    expect([httpMiss - httpBefore, decisionsMiss - decisionsBefore]).toEqual([1, 1]);
+    expect([httpHit - httpMiss, decisionsHit - decisionsMiss]).toEqual([1, 1]);
+  });
+
+  it('a subject with no basis (an invalid token) is answered before Koa and never remembered', async () => {
+    const body = JSON.stringify({ subject: delegated(`${tokens.one.slice(0, -4)}AAAA`), action: { name: 'read' }, resource: doc('doc-1') });
+    const contexts = koaContexts();
+    const first = await rawPost(h, '/access/v1/evaluation', body);
+    const evaluated = evaluatedSoFar();
+    const second = await rawPost(h, '/access/v1/evaluation', body);
+    expect(koaContexts() - contexts).toBe(0);
+    expect(evaluatedSoFar() - evaluated, 'evaluated again: nothing was remembered').toBe(1);
+    expect(JSON.parse(first.body)).toMatchObject({ decision: false });
+    expect(second).toEqual(first);
+  });
+
+  it('a store away while the basis is sought: the routes render the failure, the asynchronous phase is run once', async () => {
+    const pdp = h.deputy.pdp.pdp;
+    const prepareEntity = pdp.prepareEntity;
+    let calls = 0;
+    pdp.prepareEntity = () => (calls++, Promise.reject(new Error('store away')));
+    try {
+      const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-failing') });
+      const contexts = koaContexts();
+      const res = await rawPost(h, '/access/v1/evaluation', body);
+      expect(koaContexts() - contexts, 'the routes rendered it').toBe(1);
+      expect(res.status).toBe(500);
+      expect(res.body).not.toMatch(/store away/);
+      expect(calls, 'one read per request, as on the routes alone').toBe(1);
+    } finally {
+      pdp.prepareEntity = prepareEntity;
+    }
+    // Not remembered: the same request, with the store back, is evaluated.
+    const evaluated = evaluatedSoFar();
+    const again = await rawPost(h, '/access/v1/evaluation', JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-failing') }));
+    expect(again.status).toBe(200);
+    expect(evaluatedSoFar() - evaluated).toBe(1);
   });
 });
 

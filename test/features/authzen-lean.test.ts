@@ -6,18 +6,14 @@
  * refuse it, and a failing evaluation is rendered by them without a second evaluation; a revoked
  * link or a disabled agent denies at once.
  */
-import { request } from 'node:http';
 import { connect } from 'node:net';
-import Koa from 'koa';
 import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { decodeJwt } from 'jose';
 import { metrics } from '../../src/observability/metrics.js';
-import { OperatorTokenRevocations } from '../../src/oauth/operator-token-revocation.js';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
+import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, type RawAnswer, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 
 
@@ -56,19 +52,10 @@ beforeAll(async () => {
   const warm = { subject: plain, action: { name: 'read' }, resource: doc('doc-6') };
   for (const path of ['/access/v1/evaluation', '/access/v1/evaluation', '/access/v1/evaluations']) expect((await h.post(path, warm)).status).toBe(200);
   evaluatedSoFar = countEvaluations(h);
-  // The lean path takes a request only while the PEP token's "not revoked" answer is fresh (2 s,
-  // tested in pep-token-revocation*.test.ts); on a loaded machine the steps between two requests
-  // can outlast it and the request then goes, rightly, to Koa. This file's PEP token is never
-  // revoked: its answer is held fresh here so that what is asserted is the lean path's answer.
-  const pepJti = decodeJwt(h.pepToken).jti;
-  const knownLive = OperatorTokenRevocations.prototype.knownLive;
-  vi.spyOn(OperatorTokenRevocations.prototype, 'knownLive').mockImplementation(function (this: OperatorTokenRevocations, jti, now) {
-    return jti === pepJti || knownLive.call(this, jti, now);
-  });
-  const spy = vi.spyOn(Koa.prototype, 'createContext');
-  // Only contexts for the PDP's paths: other Koa apps in this process (oidc-provider's own, a
-  // JWKS re-read, an earlier file's server in a reused worker) build contexts of their own.
-  koaContexts = () => spy.mock.results.filter((r) => r.type === 'return' && String((r.value as { path?: unknown }).path).startsWith('/access/')).length;
+  // This file's PEP token is never revoked: its "not revoked" answer is held fresh, so that what
+  // is asserted is the lean path's answer.
+  holdPepTokenLive(h);
+  koaContexts = countKoaContexts();
 });
 afterAll(async () => {
   vi.restoreAllMocks();
@@ -82,24 +69,10 @@ afterEach(() => {
 
 const plain = plainAlice;
 
-interface Raw {
-  status: number;
-  /** Raw header names and values in order, without `Date`. */
-  headers: string[];
-  body: string;
-}
+type Raw = RawAnswer;
 
 /** POSTs `body` (bytes as given) with a fixed request id; the raw answer. */
-function post(path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<Raw> {
-  return new Promise((resolve, reject) => {
-    const all = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), authorization: `Bearer ${h.pepToken}`, 'x-request-id': 'lean-1', ...headers };
-    const req = request(`${h.deputy.url}${path}`, { method: 'POST', headers: all }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve({ status: res.statusCode!, headers: res.rawHeaders.filter((_, i, raw) => raw[i - (i % 2)] !== 'Date'), body: Buffer.concat(chunks).toString() }));
-    });
-    req.on('error', reject).end(body);
-  });
-}
+const post = (path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<Raw> => rawPost(h, path, body, headers);
 
 /** The lean path's answer (no Koa context built), then the routes' answer to the same request (a query string sends it there). */
 async function leanAndRouted(path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<{ lean: Raw; routed: Raw; koa: number }> {
@@ -163,18 +136,13 @@ describe('an evaluation is answered before Koa exactly as the routes answer it',
 
   it('counts the request and its decision in deputy_* metrics, as the routes do', async () => {
     const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-2') });
-    const count = async () => {
-      const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
-      const http = text.match(/deputy_http_requests_total\{route="\/access\/v1\/evaluation",method="POST",status="200"\} (\d+)/);
-      const decisions = text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/);
-      return [Number(http?.[1]), Number(decisions?.[1])];
-    };
+    const count = () => evaluationCounts(h);
     const [httpBefore, decisionsBefore] = await count();
     const { koa } = await leanAndRouted('/access/v1/evaluation', body);
     expect(koa).toBe(0);
     const [httpAfter, decisionsAfter] = await count();
-    expect(httpAfter! - httpBefore!).toBe(2);
-    expect(decisionsAfter! - decisionsBefore!).toBe(2);
+    expect(httpAfter - httpBefore).toBe(2);
+    expect(decisionsAfter - decisionsBefore).toBe(2);
   });
 
   it('logs the access line as the routes do', async () => {

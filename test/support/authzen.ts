@@ -2,7 +2,12 @@
  * A Deputy serving a given Cedar policy folder, with a PEP client that holds a real
  * `authzen:evaluate` token (client_credentials, private_key_jwt), and JSON POST helpers.
  */
+import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import Koa from 'koa';
+import { decodeJwt } from 'jose';
+import { vi } from 'vitest';
+import { OperatorTokenRevocations } from '../../src/oauth/operator-token-revocation.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { agentConfig, exchange, testAgent, type TestAgent } from './agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type ClientKeys } from './clients.js';
@@ -75,6 +80,66 @@ export function countEvaluations(h: PdpHarness): () => number {
     return evaluate(...args);
   };
   return () => calls;
+}
+
+/**
+ * From the harness's `/metrics` (admin token): 200 answers of `POST /access/v1/evaluation` in
+ * `deputy_http_requests_total`, and permits in `deputy_pdp_decisions_total{source="evaluation"}`.
+ */
+export async function evaluationCounts(h: PdpHarness): Promise<[number, number]> {
+  const text = await (await fetch(`${h.deputy.url}/metrics`, { headers: { authorization: `Bearer ${h.adminToken}` } })).text();
+  const http = text.match(/deputy_http_requests_total\{route="\/access\/v1\/evaluation",method="POST",status="200"\} (\d+)/);
+  const decisions = text.match(/deputy_pdp_decisions_total\{decision="permit",source="evaluation"\} (\d+)/);
+  return [Number(http?.[1]), Number(decisions?.[1])];
+}
+
+/** An answer as sent: status, header names and values in order (without `Date`), the body's text. */
+export interface RawAnswer {
+  status: number;
+  headers: string[];
+  body: string;
+}
+
+/**
+ * POSTs `body` (bytes as given) to `path` as the PEP over `node:http`, with a fixed request id
+ * unless `headers` says otherwise: the answer as sent, for byte-for-byte comparisons of the PDP's
+ * paths (the lean path, the cached path, the routes).
+ */
+export function rawPost(h: PdpHarness, path: string, body: string | Buffer, headers: Record<string, string> = {}): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const all = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), authorization: `Bearer ${h.pepToken}`, 'x-request-id': 'lean-1', ...headers };
+    const req = request(`${h.deputy.url}${path}`, { method: 'POST', headers: all }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve({ status: res.statusCode!, headers: res.rawHeaders.filter((_, i, raw) => raw[i - (i % 2)] !== 'Date'), body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject).end(body);
+  });
+}
+
+/**
+ * Counts the Koa contexts built for `/access/…` from now on (a request answered before Koa, on
+ * the cached or the lean path, builds none). Only those paths: other Koa apps in the process
+ * (oidc-provider's own, a JWKS re-read, an earlier file's server in a reused worker) build their own.
+ * Undone by `vi.restoreAllMocks()`.
+ */
+export function countKoaContexts(): () => number {
+  const spy = vi.spyOn(Koa.prototype, 'createContext');
+  return () => spy.mock.results.filter((r) => r.type === 'return' && String((r.value as { path?: unknown }).path).startsWith('/access/')).length;
+}
+
+/**
+ * Holds the harness's PEP token "known not revoked": the PDP's paths before Koa take a request
+ * only while that answer is fresh (2 s, tested in pep-token-revocation*.test.ts); on a loaded
+ * machine the steps between two requests can outlast it and the request then goes, rightly, to
+ * Koa. For files whose PEP token is never revoked and which assert which path answered.
+ * Undone by `vi.restoreAllMocks()`.
+ */
+export function holdPepTokenLive(h: PdpHarness): void {
+  const pepJti = decodeJwt(h.pepToken).jti;
+  const knownLive = OperatorTokenRevocations.prototype.knownLive;
+  vi.spyOn(OperatorTokenRevocations.prototype, 'knownLive').mockImplementation(function (this: OperatorTokenRevocations, jti, now) {
+    return jti === pepJti || knownLive.call(this, jti, now);
+  });
 }
 
 /** The development IdP's Alice, as the chain fixtures' users know her. */

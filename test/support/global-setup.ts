@@ -20,8 +20,15 @@
  * directory, which every test database unpacks into memory when it opens (40 MB → 31 MB of dump,
  * ~0.07 s of CPU less per open; BENCHMARKS.md, issue 16 sixth round, second pass). Segment size
  * changes where PostgreSQL cuts its log, not what a query sees; Deputy's own databases keep 16 MB.
+ *
+ * The dump is kept between runs in `node_modules/.cache/deputy-test/`, named by a digest of what
+ * makes it (PGlite's version, the `initdb` arguments, the buffer pool): `initdb` is ~9 s of CPU on
+ * one core while every worker waits for this setup (BENCHMARKS.md, issue 16 seventh round). It is
+ * written under a temporary name and renamed, so a run never reads half a dump; a fresh checkout
+ * or `npm ci` (CI) starts without it and makes it once. Delete the folder to make it again.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
@@ -45,6 +52,35 @@ const TEST_SHARED_BUFFERS = '16MB';
 /** `initdb` arguments of the test cluster: 1 MB WAL segments (see the module comment). */
 const TEST_INITDB_ARGS = ['--wal-segsize=1'];
 
+/** Where the empty cluster's dump is kept between runs (see the module comment). */
+const CACHE_DIR = join(import.meta.dirname, '../../node_modules/.cache/deputy-test');
+
+/** The cached dump's file: named by everything that makes the cluster. */
+function cachedDumpFile(): string {
+  const pglite = JSON.parse(readFileSync(join(import.meta.dirname, '../../node_modules/@electric-sql/pglite/package.json'), 'utf8')) as { version: string };
+  const key = createHash('sha256').update(JSON.stringify([pglite.version, TEST_INITDB_ARGS, TEST_SHARED_BUFFERS])).digest('hex').slice(0, 16);
+  return join(CACHE_DIR, `empty-cluster-${key}.tar`);
+}
+
+/** The empty cluster's dump: from the cache, or made by `initdb` and then cached. */
+async function emptyClusterDump(): Promise<Buffer> {
+  const cached = cachedDumpFile();
+  if (existsSync(cached)) return readFileSync(cached);
+  const db = await PGlite.create({ initDbStartParams: TEST_INITDB_ARGS });
+  await db.exec(`ALTER SYSTEM SET shared_buffers = '${TEST_SHARED_BUFFERS}'`);
+  const dump = Buffer.from(await (await db.dumpDataDir('none')).arrayBuffer());
+  await db.close();
+  try {
+    mkdirSync(CACHE_DIR, { recursive: true });
+    const partial = `${cached}.${process.pid}.partial`;
+    writeFileSync(partial, dump);
+    renameSync(partial, cached);
+  } catch {
+    // No cache (read-only node_modules): the next run runs initdb again.
+  }
+  return dump;
+}
+
 /** `count` RSA-2048 private JWKs, generated concurrently. */
 async function generateRsaPool(count: number): Promise<JWK[]> {
   return Promise.all(Array.from({ length: count }, async () => exportJWK((await generateKeyPair('RS256', { extractable: true })).privateKey)));
@@ -53,14 +89,11 @@ async function generateRsaPool(count: number): Promise<JWK[]> {
 export default async function setup(project: TestProject): Promise<() => void> {
   const dir = mkdtempSync(join(tmpdir(), 'deputy-test-cluster-'));
   const rsaPool = generateRsaPool(RSA_POOL_SIZE);
-  const db = await PGlite.create({ initDbStartParams: TEST_INITDB_ARGS });
-  await db.exec(`ALTER SYSTEM SET shared_buffers = '${TEST_SHARED_BUFFERS}'`);
-  const dump = await db.dumpDataDir('none');
-  await db.close();
+  const dump = await emptyClusterDump();
   const dumpFile = join(dir, 'empty-cluster.tar');
-  writeFileSync(dumpFile, Buffer.from(await dump.arrayBuffer()));
+  writeFileSync(dumpFile, dump);
   const template = join(dir, 'data');
-  const folder = await PGlite.create({ dataDir: template, loadDataDir: dump });
+  const folder = await PGlite.create({ dataDir: template, loadDataDir: new Blob([dump]) });
   await folder.close();
   project.provide('pgliteEmptyCluster', dumpFile);
   project.provide('pgliteDataDirTemplate', template);
