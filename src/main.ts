@@ -62,6 +62,8 @@ export interface DeputyServer {
   readonly mcp: McpSurface;
   /** Budgets: definitions, price table, reserve-then-settle ledger (DESIGN capability 5). */
   readonly budgets: Budgets;
+  /** One pass of the purge the server runs every five minutes (expired rows; operators, tests). */
+  purgeExpired(): Promise<void>;
   /** Stops accepting connections, waits for in-flight requests (up to `graceMs`), closes the store. */
   close(graceMs?: number): Promise<void>;
 }
@@ -103,7 +105,7 @@ export async function startDeputy(options: StartOptions): Promise<DeputyServer> 
     server.on('request', lifecycle.track(services.app.callback()));
     const purge = schedulePurge(services, logger);
     logger.info({ issuer, port, store: store.kind, signingKid: keys.activeSigningKey.jwk.kid, ...(metricsUrl ? { metrics: metricsUrl } : {}) }, 'deputy started');
-    const { app: _app, purgeExpired: _purge, ...running } = services;
+    const { app: _app, ...running } = services;
     return {
       url: `http://127.0.0.1:${port}`,
       issuer, config, server, store, keys, logger, metricsUrl, ...running,

@@ -34,6 +34,7 @@ import { DpopVerifier } from './oauth/dpop.js';
 import { agentTokenIntrospection, createProvider, deleteClientGrants, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider, type TokenExchangeGrantDeps } from './oauth/oidc-provider/index.js';
 import { OperatorTokenRevocations } from './oauth/operator-token-revocation.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
+import { purgeExpiredUpstream } from './oauth/token-exchange.js';
 import { CapturedUpstreamTokens } from './oauth/upstream-capture.js';
 import { instrumentPdp } from './observability/instrument.js';
 import { startPdp, type PdpService } from './pdp/service.js';
@@ -71,7 +72,7 @@ export interface Services {
   /** The LLM gateway (`/llm/{connection}`, src/llm). */
   llm: LlmGateway;
   app: Koa;
-  /** Deletes expired rows (oidc-provider models, token records, connect flows); the caller schedules it. */
+  /** Deletes expired rows (oidc-provider models, token records, captured upstream tokens, connect flows); the caller schedules it. */
   purgeExpired(): Promise<void>;
 }
 
@@ -134,7 +135,9 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   return {
     agents, records, revocations, provider, pdp, receipts, isolation, mcp, budgets, llm, app,
     purgeExpired: async () => {
-      await Promise.all([purgeExpired(store), records.purgeExpired(), isolation.flows.purgeExpired(), budgets.ledger.releaseExpired()]);
+      await Promise.all([
+        purgeExpired(store), records.purgeExpired(), purgeExpiredUpstream(vault, store), isolation.flows.purgeExpired(), budgets.ledger.releaseExpired(),
+      ]);
     },
   };
 }

@@ -87,6 +87,28 @@ export const ACCESS_TOKEN_TYPE = TOKEN_TYPES.access_token;
 export const TOKEN_EXCHANGE_GTY = 'token_exchange';
 /** Vault `kind` of an upstream subject token. */
 export const UPSTREAM_TOKEN_KIND = 'upstream_subject_token';
+
+/**
+ * Seconds a captured upstream token's vault row outlives the token (its `exp`) before the
+ * periodic purge deletes it. Every token record that references the row expires no later than
+ * the token (`expiresIn` is capped by it, and a child's by its parent's), and no exchange
+ * references it after `exp` (this process's memory of it ends at `exp`; an exchange of an
+ * expired token is refused): the grace only absorbs clock skew between instances and the store.
+ * The same hour as token records' purge (./token-records.ts `purgeExpired`).
+ */
+export const UPSTREAM_PURGE_GRACE_SECONDS = 3600;
+
+/**
+ * Deletes captured upstream tokens past their expiry plus {@link UPSTREAM_PURGE_GRACE_SECONDS}
+ * (else `vault_secrets` grows without bound while an agent lives). Only this kind: connection
+ * secrets, users' connect grants and PKCE verifiers have lifecycles of their own (and no
+ * expiry). A reader that still holds a purged handle finds no row: the gateway's on-behalf-of
+ * exchange answers `invalid_token` (src/vault/connections/on-behalf-of.ts), and a new exchange
+ * that remembered the row writes it again (./upstream-capture.ts). Returns how many were deleted.
+ */
+export function purgeExpiredUpstream(vault: EnvelopeVault, db: Queryable): Promise<number> {
+  return vault.purgeExpired(db, UPSTREAM_TOKEN_KIND, UPSTREAM_PURGE_GRACE_SECONDS);
+}
 /** Parameter sizes beyond which the request is refused before any parsing. */
 const MAX_TOKEN_PARAM = 16 * 1024;
 /** Longest accepted `resource` / `audience` value, in characters. */

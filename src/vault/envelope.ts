@@ -150,6 +150,29 @@ export class EnvelopeVault {
     return rows.length;
   }
 
+  /**
+   * Deletes the secrets of `kind` whose expiry (`PutSecret.expiresAt`) passed more than
+   * `graceSeconds` ago by the store's clock; returns how many. Rows without an expiry are never
+   * candidates. At most `batchSize` rows per statement (each its own commit), so the first purge
+   * of a table that grew for months holds no long lock and no huge transaction. Only `kind`: what
+   * may be deleted at expiry is the owner's decision (src/oauth/token-exchange.ts
+   * `purgeExpiredUpstream`), never a guess over every kind.
+   */
+  async purgeExpired(db: Queryable, kind: string, graceSeconds: number, batchSize = 1000): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const rows = await db.query<{ n: number }>(
+        `WITH d AS (DELETE FROM vault_secrets WHERE handle IN (
+           SELECT handle FROM vault_secrets WHERE kind = $1 AND expires_at < now() - make_interval(secs => $2::int) LIMIT $3)
+         RETURNING 1) SELECT count(*)::int AS n FROM d`,
+        [kind, graceSeconds, batchSize],
+      );
+      const n = rows[0]?.n ?? 0;
+      total += n;
+      if (n < batchSize) return total;
+    }
+  }
+
   /** Decrypts the secret behind `handle`, or undefined when there is none. */
   async get(db: Queryable, handle: string, kind: string): Promise<string | undefined> {
     const rows = await db.query<Row>(

@@ -33,6 +33,22 @@ describe('envelope encryption (AES-256-GCM data keys wrapped by a KEK)', () => {
     expect(row!.wrapped_key.length).toBe(12 + 16 + 32);
   });
 
+  it('purgeExpired: only the kind asked, only past expiry plus the grace, in batches until none is left', async () => {
+    const vault = new EnvelopeVault(kek('k1'));
+    const now = Math.floor(Date.now() / 1000);
+    const kind = `purged_${randomBytes(4).toString('hex')}`;
+    const put = async (k: string, expiresAt?: number) => {
+      const handle = newHandle('p');
+      await vault.put(store, { handle, kind: k, plaintext: 'v', ...(expiresAt === undefined ? {} : { expiresAt }) });
+      return handle;
+    };
+    for (let i = 0; i < 5; i++) await put(kind, now - 7200);
+    const kept = [await put(kind, now - 1800), await put(kind), await put(kind, now + 3600), await put(`${kind}_other`, now - 7200)];
+    expect(await vault.purgeExpired(store, kind, 3600, 2)).toBe(5);
+    const left = await store.query<{ handle: string }>('SELECT handle FROM vault_secrets WHERE kind LIKE $1', [`${kind}%`]);
+    expect(left.map((r) => r.handle).sort()).toEqual([...kept].sort());
+  });
+
   it('fails to decrypt a ciphertext moved to another row, relabelled, or tampered', async () => {
     const vault = new EnvelopeVault(kek('k1'));
     const [a, b] = [newHandle('t'), newHandle('t')];

@@ -1,0 +1,102 @@
+/**
+ * Red team (issue 16, seventh round): the captured upstream tokens' vault rows are purged past
+ * their expiry plus a grace, and only those rows; every reader of a purged row behaves — the
+ * gateway's on-behalf-of exchange answers `invalid_token` (not a 500, nothing sent to the IdP),
+ * and the agent's next exchange of the same IdP token, whose row this instance remembers, writes
+ * the row again rather than reference it missing. Over HTTP, on PGlite and PostgreSQL.
+ */
+import { randomBytes } from 'node:crypto';
+import * as client from 'openid-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { agentConfig, claimsOf, exchange, testAgent, type TestAgent } from '../support/agents.js';
+import { clientKeys } from '../support/clients.js';
+import { json } from '../support/http.js';
+import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { freePort } from '../support/net.js';
+import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
+import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
+import { UPSTREAM_PURGE_GRACE_SECONDS, UPSTREAM_TOKEN_KIND } from '../../src/oauth/token-exchange.js';
+import { CONNECTION_SECRET_KIND } from '../../src/vault/connections/index.js';
+
+const OBO_SECRET = `obo_secret_${randomBytes(16).toString('hex')}`;
+
+let idp: MockIdp;
+let up: MockUpstream;
+let deputy: TestDeputy;
+let agent: TestAgent;
+let gw: string;
+
+beforeAll(async () => {
+  idp = await startMockIdp();
+  up = await startMockUpstream();
+  up.addClient('deputy-obo', OBO_SECRET);
+  const port = await freePort();
+  gw = `http://localhost:${port}/gw/obo`;
+  const keys = await clientKeys();
+  deputy = await startTestDeputy({
+    env: { OBO_SECRET },
+    config: {
+      server: { port },
+      trustedIssuers: [idp.issuerConfig('okta')],
+      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read'], audiences: [gw] })],
+      connections: [{
+        id: 'obo', kind: 'on_behalf_of', grant: 'token_exchange', baseUrl: `${up.base}/x`, allowInsecureHttp: true,
+        tokenEndpoint: `${up.base}/oauth/token`, clientId: 'deputy-obo', secret: { env: 'OBO_SECRET' }, audience: 'https://downstream.example.com', requiredScopes: ['deputy.read'],
+      }],
+    },
+  });
+  agent = await testAgent(deputy.issuer, 'agent-a', keys);
+});
+afterAll(async () => {
+  await deputy?.stop();
+  await up?.close();
+  await idp?.close();
+});
+
+const vault = () => new EnvelopeVault(deputy.keys.vaultKeks());
+const exists = async (handle: string) => (await deputy.store.query('SELECT 1 FROM vault_secrets WHERE handle = $1', [handle])).length === 1;
+/** Moves a row's expiry `seconds` into the past (as if its token expired that long ago). */
+const expireAgo = (handle: string, seconds: number) =>
+  deputy.store.query('UPDATE vault_secrets SET expires_at = now() - make_interval(secs => $2::int) WHERE handle = $1', [handle, seconds]);
+const exchangeOf = async (subject: string) => (await exchange(agent, { subject_token: subject, resource: gw, scope: 'deputy.read' })).access_token;
+const upstreamOf = async (token: string) => (await deputy.records.find(claimsOf(token).jti!))!.upstream!;
+const call = (token: string) => client.fetchProtectedResource(agent.config, token, new URL(`${gw}/data`), 'GET', null, new Headers(), { DPoP: agent.handle });
+
+describe('the purge of captured upstream tokens', () => {
+  it('deletes upstream rows past expiry plus the grace, and nothing else', async () => {
+    const stale = await upstreamOf(await exchangeOf(await idp.oktaAccessToken({ expiresIn: 3600 })));
+    const recent = await upstreamOf(await exchangeOf(await idp.oktaAccessToken({ expiresIn: 3600 })));
+    await expireAgo(stale, UPSTREAM_PURGE_GRACE_SECONDS + 60);
+    await expireAgo(recent, UPSTREAM_PURGE_GRACE_SECONDS - 600);
+    // Another kind with an expiry long past (none is written today): its owner decides, never the purge.
+    const other = newHandle('test');
+    await vault().put(deputy.store, { handle: other, kind: CONNECTION_SECRET_KIND, plaintext: 'kept', expiresAt: Math.floor(Date.now() / 1000) - 86_400 });
+    await deputy.purgeExpired();
+    expect([await exists(stale), await exists(recent), await exists(other)]).toEqual([false, true, true]);
+    expect(await vault().get(deputy.store, other, CONNECTION_SECRET_KIND)).toBe('kept');
+  });
+
+  it('a token whose record points at a purged row: the on-behalf-of call is invalid_token, nothing reaches the IdP; the next exchange writes the row again', async () => {
+    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const token = await exchangeOf(subject);
+    const handle = await upstreamOf(token);
+    // Clock skew beyond the grace, or a row purged by hand: the record outlives its row.
+    await expireAgo(handle, UPSTREAM_PURGE_GRACE_SECONDS + 60);
+    await deputy.purgeExpired();
+    expect(await exists(handle)).toBe(false);
+    const grants = up.grants.length;
+    const res = await call(token);
+    expect(res.status).toBe(401);
+    expect(await json(res)).toMatchObject({ error: 'invalid_token', error_description: expect.stringMatching(/IdP token behind this chain has expired/) });
+    expect(up.grants.length).toBe(grants);
+
+    // This instance still remembers the row for the token: the issuing statement finds it gone.
+    const again = await exchangeOf(subject);
+    const rewritten = await upstreamOf(again);
+    expect(await vault().get(deputy.store, rewritten, UPSTREAM_TOKEN_KIND)).toBe(subject);
+    const ok = await call(again);
+    expect(ok.status).toBe(200);
+    expect(up.grants.at(-1)!.params).toMatchObject({ subject_token: subject });
+  });
+});
