@@ -1,9 +1,11 @@
 /**
- * Red team (issue 16, seventh round): the captured upstream tokens' vault rows are purged past
- * their expiry plus a grace, and only those rows; every reader of a purged row behaves — the
- * gateway's on-behalf-of exchange answers `invalid_token` (not a 500, nothing sent to the IdP),
- * and the agent's next exchange of the same IdP token, whose row this instance remembers, writes
- * the row again rather than reference it missing. Over HTTP, on PGlite and PostgreSQL.
+ * Red team (issue 16, seventh round) of the captured upstream token's shared vault row. The
+ * rows are purged past their expiry plus a grace, and only those rows; every reader of a purged
+ * row behaves — the gateway's on-behalf-of exchange answers `invalid_token` (not a 500, nothing
+ * sent to the IdP), and the agent's next exchange of the same IdP token, whose row this instance
+ * remembers, writes the row again rather than reference it missing. A KEK rotation re-wrapping
+ * the remembered row in place leaves it shared and readable; deleting an agent deletes exactly
+ * its rows, not another agent's row of the same IdP token. Over HTTP, on PGlite and PostgreSQL.
  */
 import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
@@ -15,6 +17,7 @@ import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
+import { kekSet, rotateVaultKek } from '../../src/keys/keystore.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
 import { UPSTREAM_PURGE_GRACE_SECONDS, UPSTREAM_TOKEN_KIND } from '../../src/oauth/token-exchange.js';
 import { CONNECTION_SECRET_KIND } from '../../src/vault/connections/index.js';
@@ -25,6 +28,8 @@ let idp: MockIdp;
 let up: MockUpstream;
 let deputy: TestDeputy;
 let agent: TestAgent;
+let other: TestAgent;
+let doomed: TestAgent;
 let gw: string;
 
 beforeAll(async () => {
@@ -33,13 +38,16 @@ beforeAll(async () => {
   up.addClient('deputy-obo', OBO_SECRET);
   const port = await freePort();
   gw = `http://localhost:${port}/gw/obo`;
-  const keys = await clientKeys();
+  const [keys, otherKeys, doomedKeys] = [await clientKeys(), await clientKeys(), await clientKeys()];
   deputy = await startTestDeputy({
     env: { OBO_SECRET },
     config: {
       server: { port },
       trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: ['deputy.read'], audiences: [gw] })],
+      agents: [
+        agentConfig('agent-a', keys, { scopes: ['deputy.read'], audiences: [gw] }),
+        agentConfig('agent-b', otherKeys, { scopes: ['deputy.read'], audiences: [gw] }),
+      ],
       connections: [{
         id: 'obo', kind: 'on_behalf_of', grant: 'token_exchange', baseUrl: `${up.base}/x`, allowInsecureHttp: true,
         tokenEndpoint: `${up.base}/oauth/token`, clientId: 'deputy-obo', secret: { env: 'OBO_SECRET' }, audience: 'https://downstream.example.com', requiredScopes: ['deputy.read'],
@@ -47,6 +55,10 @@ beforeAll(async () => {
     },
   });
   agent = await testAgent(deputy.issuer, 'agent-a', keys);
+  other = await testAgent(deputy.issuer, 'agent-b', otherKeys);
+  // Registered through the API (agents of the configuration are not deleted at run time).
+  await deputy.agents.create({ ...agentConfig('agent-c', doomedKeys, { scopes: ['deputy.read'], audiences: [gw] }), maxDelegationDepth: 4, status: 'active' } as Parameters<TestDeputy['agents']['create']>[0]);
+  doomed = await testAgent(deputy.issuer, 'agent-c', doomedKeys);
 });
 afterAll(async () => {
   await deputy?.stop();
@@ -59,11 +71,11 @@ const exists = async (handle: string) => (await deputy.store.query('SELECT 1 FRO
 /** Moves a row's expiry `seconds` into the past (as if its token expired that long ago). */
 const expireAgo = (handle: string, seconds: number) =>
   deputy.store.query('UPDATE vault_secrets SET expires_at = now() - make_interval(secs => $2::int) WHERE handle = $1', [handle, seconds]);
-const exchangeOf = async (subject: string) => (await exchange(agent, { subject_token: subject, resource: gw, scope: 'deputy.read' })).access_token;
+const exchangeOf = async (subject: string, by = agent) => (await exchange(by, { subject_token: subject, resource: gw, scope: 'deputy.read' })).access_token;
 const upstreamOf = async (token: string) => (await deputy.records.find(claimsOf(token).jti!))!.upstream!;
-const call = (token: string) => client.fetchProtectedResource(agent.config, token, new URL(`${gw}/data`), 'GET', null, new Headers(), { DPoP: agent.handle });
+const call = (token: string, by = agent) => client.fetchProtectedResource(by.config, token, new URL(`${gw}/data`), 'GET', null, new Headers(), { DPoP: by.handle });
 
-describe('the purge of captured upstream tokens', () => {
+describe('the captured upstream token\'s vault row: purge, KEK rotation, agent deletion', () => {
   it('deletes upstream rows past expiry plus the grace, and nothing else', async () => {
     const stale = await upstreamOf(await exchangeOf(await idp.oktaAccessToken({ expiresIn: 3600 })));
     const recent = await upstreamOf(await exchangeOf(await idp.oktaAccessToken({ expiresIn: 3600 })));
@@ -97,6 +109,33 @@ describe('the purge of captured upstream tokens', () => {
     expect(await vault().get(deputy.store, rewritten, UPSTREAM_TOKEN_KIND)).toBe(subject);
     const ok = await call(again);
     expect(ok.status).toBe(200);
+    expect(up.grants.at(-1)!.params).toMatchObject({ subject_token: subject });
+  });
+
+  it('a KEK rotation re-wrapping the remembered row in place: still shared, still the token, on-behalf-of still works', async () => {
+    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const handle = await upstreamOf(await exchangeOf(subject));
+    const rotation = rotateVaultKek({ dir: deputy.keysDir, write: true });
+    const result = await new EnvelopeVault(kekSet(rotation.file.keys)).rewrap(deputy.store);
+    expect(result.failed).toEqual([]);
+    const [row] = await deputy.store.query<{ kek_id: string }>('SELECT kek_id FROM vault_secrets WHERE handle = $1', [handle]);
+    expect(row!.kek_id).toBe(rotation.kid);
+    const again = await exchangeOf(subject);
+    expect(await upstreamOf(again)).toBe(handle);
+    expect((await call(again)).status).toBe(200);
+    expect(up.grants.at(-1)!.params).toMatchObject({ subject_token: subject });
+  });
+
+  it('deleting an agent deletes exactly the rows its exchanges captured, not another agent\'s row of the same IdP token', async () => {
+    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const second = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const mine = [await upstreamOf(await exchangeOf(subject, doomed)), await upstreamOf(await exchangeOf(subject, doomed)), await upstreamOf(await exchangeOf(second, doomed))];
+    expect(mine[1]).toBe(mine[0]);
+    const kept = await exchangeOf(subject, other);
+    const theirs = await upstreamOf(kept);
+    await deputy.agents.delete('agent-c');
+    expect([await exists(mine[0]!), await exists(mine[2]!), await exists(theirs)]).toEqual([false, false, true]);
+    expect((await call(kept, other)).status).toBe(200);
     expect(up.grants.at(-1)!.params).toMatchObject({ subject_token: subject });
   });
 });
