@@ -89,11 +89,11 @@ export const TOKEN_EXCHANGE_GTY = 'token_exchange';
 export const UPSTREAM_TOKEN_KIND = 'upstream_subject_token';
 
 /**
- * Seconds a captured upstream token's vault row outlives the token (its `exp`) before the
- * periodic purge deletes it. Every token record that references the row expires no later than
- * the token (`expiresIn` is capped by it, and a child's by its parent's), and no exchange
- * references it after `exp` (this process's memory of it ends at `exp`; an exchange of an
- * expired token is refused): the grace only absorbs clock skew between instances and the store.
+ * Seconds a captured upstream token's vault row outlives its `expires_at` (the token's `exp`, or
+ * sooner: {@link UPSTREAM_REUSE_SECONDS}) before the periodic purge deletes it. Every token
+ * record that references the row expires no later than that (`expiresIn` is capped by the
+ * token, a child's by its parent's, and no exchange references the row past its reuse window),
+ * so the grace only absorbs clock skew between instances and the store.
  * The same hour as token records' purge (./token-records.ts `purgeExpired`).
  */
 export const UPSTREAM_PURGE_GRACE_SECONDS = 3600;
@@ -629,23 +629,39 @@ interface UpstreamCapture {
 }
 
 /**
+ * Seconds after its row was written during which later exchanges of the same agent and IdP token
+ * may reference it ({@link CapturedUpstreamTokens}); the row's `expires_at` is the token's `exp`,
+ * or — for an IdP token that lives longer — this plus the access-token lifetime (the last record
+ * that references it expires by then). Without it, a token with a far `exp` (a custom OIDC issuer,
+ * a year) kept its row that long: past its token records' purge, so past the agent's deletion
+ * too (`detachUpstream` finds rows through the records), and never purged.
+ */
+export const UPSTREAM_REUSE_SECONDS = 24 * 3600;
+
+/**
  * Step 8b's vault row for a federated subject token: a new row (encrypted now), or the row this
  * process committed for the same agent and token ({@link CapturedUpstreamTokens}), referenced on
- * the condition that it still exists. `now` in epoch seconds.
+ * the condition that it still exists. `now` in epoch seconds. A row is referenced until `until`
+ * (the token's `exp`, at most {@link UPSTREAM_REUSE_SECONDS} after it was written) and expires
+ * once every record that can reference it has: no later than `until` plus the access-token lifetime.
  */
 async function captureUpstream(deps: ExchangeDeps, input: Issuance, now: number): Promise<UpstreamCapture | undefined> {
   const { subject, subjectToken } = input;
   if (subject.kind !== 'federated' || subjectToken === undefined) return undefined;
-  const secret = (handle: string) => ({ handle, kind: UPSTREAM_TOKEN_KIND, plaintext: subjectToken, expiresAt: subject.expiresAt });
   const memo = deps.capturedUpstream;
   const key = memo && CapturedUpstreamTokens.key(input.agent.id, subject.user.issuerId, subjectToken);
-  const remembered = key === undefined ? undefined : memo!.handle(key, now);
+  const remembered = key === undefined ? undefined : memo!.entry(key, now);
+  const until = remembered?.expiresAt ?? Math.min(subject.expiresAt, now + UPSTREAM_REUSE_SECONDS);
+  const expiresAt = Math.min(subject.expiresAt, until + deps.accessTokenTTL);
+  const secret = (handle: string) => ({ handle, kind: UPSTREAM_TOKEN_KIND, plaintext: subjectToken, expiresAt });
+  // Remembered again no longer than first: a hit must not extend the row's use past its expiry.
   const committed = (handle: string) => () => {
-    if (key !== undefined) memo!.remember(key, handle, subject.expiresAt);
+    if (key !== undefined) memo!.remember(key, handle, until);
   };
   if (remembered !== undefined) {
+    const { handle } = remembered;
     // The locked path (the statement refused: the row may be gone) writes the row again if absent.
-    return { handle: remembered, requires: deps.vault.exists(remembered), row: () => deps.vault.putPart(secret(remembered), { ifAbsent: true }), committed: committed(remembered) };
+    return { handle, requires: deps.vault.exists(handle), row: () => deps.vault.putPart(secret(handle), { ifAbsent: true }), committed: committed(handle) };
   }
   const handle = newHandle('upt');
   const written = await deps.vault.putPart(secret(handle));

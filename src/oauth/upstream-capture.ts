@@ -25,7 +25,7 @@ export const MAX_CAPTURED = 10_000;
 
 interface Entry {
   handle: string;
-  /** Epoch seconds: the subject token's expiry, after which the entry is never used. */
+  /** Epoch seconds after which the entry is never used: the subject token's expiry, or sooner (src/oauth/token-exchange.ts `UPSTREAM_REUSE_SECONDS`). */
   expiresAt: number;
 }
 
@@ -46,13 +46,18 @@ export class CapturedUpstreamTokens {
 
   /** The handle remembered for `key` while its token is unexpired at `now` (epoch seconds); undefined otherwise. */
   handle(key: string, now: number): string | undefined {
+    return this.entry(key, now)?.handle;
+  }
+
+  /** {@link handle} with the epoch second until which it is remembered (to remember it again no longer). */
+  entry(key: string, now: number): Readonly<Entry> | undefined {
     const entry = this.#entries.get(key);
     if (!entry) return undefined;
     if (entry.expiresAt <= now) {
       this.#entries.delete(key);
       return undefined;
     }
-    return entry.handle;
+    return entry;
   }
 
   /** Remembers `handle` for `key` until `expiresAt` (epoch seconds). Call only once the row is committed. */

@@ -19,7 +19,7 @@ import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
 import { kekSet, rotateVaultKek } from '../../src/keys/keystore.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
-import { UPSTREAM_PURGE_GRACE_SECONDS, UPSTREAM_TOKEN_KIND } from '../../src/oauth/token-exchange.js';
+import { UPSTREAM_PURGE_GRACE_SECONDS, UPSTREAM_REUSE_SECONDS, UPSTREAM_TOKEN_KIND } from '../../src/oauth/token-exchange.js';
 import { CONNECTION_SECRET_KIND } from '../../src/vault/connections/index.js';
 
 const OBO_SECRET = `obo_secret_${randomBytes(16).toString('hex')}`;
@@ -110,6 +110,20 @@ describe('the captured upstream token\'s vault row: purge, KEK rotation, agent d
     const ok = await call(again);
     expect(ok.status).toBe(200);
     expect(up.grants.at(-1)!.params).toMatchObject({ subject_token: subject });
+  });
+
+  it('an IdP token with a far exp: its row expires a day (plus a token lifetime) after it was written, not at exp, and is shared meanwhile', async () => {
+    const subject = await idp.oktaAccessToken({ expiresIn: 400 * 86_400, scp: ['deputy.read'] });
+    const before = Math.floor(Date.now() / 1000);
+    const token = await exchangeOf(subject);
+    const handle = await upstreamOf(token);
+    const [row] = await deputy.store.query<{ expires_at: number }>('SELECT extract(epoch FROM expires_at)::bigint AS expires_at FROM vault_secrets WHERE handle = $1', [handle]);
+    const ttl = deputy.config.tokens.accessTokenTTL;
+    // Before: the token's exp, 400 days away — past every record's purge, so never deleted.
+    expect(Number(row!.expires_at)).toBeLessThanOrEqual(Math.floor(Date.now() / 1000) + UPSTREAM_REUSE_SECONDS + ttl);
+    expect(Number(row!.expires_at)).toBeGreaterThanOrEqual(before + UPSTREAM_REUSE_SECONDS + ttl);
+    expect(claimsOf(token).exp).toBeLessThanOrEqual(Number(row!.expires_at));
+    expect(await upstreamOf(await exchangeOf(subject))).toBe(handle);
   });
 
   it('a KEK rotation re-wrapping the remembered row in place: still shared, still the token, on-behalf-of still works', async () => {

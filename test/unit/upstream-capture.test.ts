@@ -20,6 +20,7 @@ describe('CapturedUpstreamTokens', () => {
     const memo = new CapturedUpstreamTokens();
     memo.remember(key('a', 'okta', 't'), 'upt_1', 1_000);
     expect(memo.handle(key('a', 'okta', 't'), 999)).toBe('upt_1');
+    expect(memo.entry(key('a', 'okta', 't'), 999)).toEqual({ handle: 'upt_1', expiresAt: 1_000 });
     expect(memo.handle(key('b', 'okta', 't'), 999)).toBeUndefined();
     expect(memo.handle(key('a', 'okta', 't'), 1_000)).toBeUndefined();
     expect(memo.size).toBe(0);
