@@ -39,8 +39,8 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type Koa from 'koa';
 import type { Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
-import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint } from '../pdp/index.js';
-import { failedAheadOf, RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens, type SubjectMemo } from './authzen.js';
+import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint, type RequestMemo } from '../pdp/index.js';
+import { failedAheadOf, RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
 import { parseJson, readBodyAhead, readRequestAhead } from './json-body.js';
 import { observeAnswered } from './metrics.js';
 import { REQUEST_ID } from './middleware.js';
@@ -112,13 +112,14 @@ export interface PendingAnswer {
 export interface MissAnswers {
   /**
    * Before evaluating: the answer's key (path and request bytes) and its basis, computed as the
-   * middleware computes it — before the evaluation — with the request's subject memo, so the
-   * evaluation decides on the very subjects the basis names. Undefined when the subject has no
+   * middleware computes it — before the evaluation — with the request's memo, so the evaluation
+   * decides on the very subjects and agents the basis names. Undefined when the subject has no
    * basis (an invalid token or chain: such answers are not remembered).
    *
-   * @throws what the asynchronous phase throws (a store away): the caller leaves the request to the routes.
+   * @throws what the asynchronous phase throws (a store away): the caller evaluates on the same
+   *   memo without remembering (the failed read fails again only if the evaluation reaches it).
    */
-  before(path: string, raw: Buffer, parsed: EvaluationsInput, memo: SubjectMemo): Promise<PendingAnswer | undefined>;
+  before(path: string, raw: Buffer, parsed: EvaluationsInput, memo: RequestMemo): Promise<PendingAnswer | undefined>;
   /**
    * After a 200 answer without a receipt was written: remembers it. `answer` is the body object,
    * `body` its bytes (`JSON.stringify`), `headers` the routes' head (name, value, …) in their

@@ -12,6 +12,7 @@ import { authenticatedPost, type TestAgent } from '../support/agents.js';
 import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { decisionBasis, parseEvaluation } from '../../src/pdp/index.js';
+import { AgentRegistry } from '../../src/agents/index.js';
 
 
 let idp: MockIdp;
@@ -251,28 +252,60 @@ describe('a miss is evaluated before Koa (the lean path) and remembered as the r
   });
 
   it('a store away while the basis is sought: the routes render the failure, the asynchronous phase is run once', async () => {
-    const pdp = h.deputy.pdp.pdp;
-    const prepareEntity = pdp.prepareEntity;
-    let calls = 0;
-    pdp.prepareEntity = () => (calls++, Promise.reject(new Error('store away')));
+    // The registry's read of the agent the resource names fails (the store away).
+    const read = storeAwayFor('agent-failing');
     try {
-      const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-failing') });
+      const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: { type: 'Agent', id: 'agent-failing' } });
       const contexts = koaContexts();
       const res = await rawPost(h, '/access/v1/evaluation', body);
       expect(koaContexts() - contexts, 'the routes rendered it').toBe(1);
       expect(res.status).toBe(500);
       expect(res.body).not.toMatch(/store away/);
-      expect(calls, 'one read per request, as on the routes alone').toBe(1);
+      expect(read.calls(), 'one read per request, as on the routes alone').toBe(1);
     } finally {
-      pdp.prepareEntity = prepareEntity;
+      read.restore();
     }
     // Not remembered: the same request, with the store back, is evaluated.
     const evaluated = evaluatedSoFar();
-    const again = await rawPost(h, '/access/v1/evaluation', JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-failing') }));
+    const again = await rawPost(h, '/access/v1/evaluation', JSON.stringify({ subject: plain, action: { name: 'read' }, resource: { type: 'Agent', id: 'agent-failing' } }));
     expect(again.status).toBe(200);
     expect(evaluatedSoFar() - evaluated).toBe(1);
   });
+
+  // Red team (seventh round): the basis covers every item, the evaluation only those before the
+  // short-circuit; a read failing past it made the answer a 500 where the routes answer 200.
+  it.each(['deny_on_first_deny', 'permit_on_first_permit'])('a batch (%s) whose read fails past its short-circuit: the routes\' 200, one read, nothing remembered', async (semantic) => {
+    const first = semantic === 'deny_on_first_deny' ? doc('doc-3') : doc('doc-1');
+    const request = (spacing?: number) => JSON.stringify({ subject: plain, action: { name: 'read' }, evaluations: [{ resource: first }, { resource: { type: 'Agent', id: 'agent-failing' } }], options: { evaluations_semantic: semantic } }, null, spacing);
+    const read = storeAwayFor('agent-failing');
+    try {
+      const contexts = koaContexts();
+      const miss = await rawPost(h, '/access/v1/evaluations', request());
+      expect(koaContexts() - contexts, 'answered before Koa').toBe(0);
+      expect(read.calls(), 'the basis sought it once; the evaluation never reached it').toBe(1);
+      const routed = await rawPost(h, '/access/v1/evaluations?routes', request(1));
+      expect(routed.status).toBe(200);
+      expect(miss).toEqual(routed);
+      const evaluated = evaluatedSoFar();
+      expect(await rawPost(h, '/access/v1/evaluations', request())).toEqual(routed);
+      expect(evaluatedSoFar() - evaluated, 'no basis, nothing remembered: evaluated again').toBe(1);
+    } finally {
+      read.restore();
+    }
+  });
 });
+
+/** Makes the agent registry's reads of `id` fail as a store away would; counts them. */
+function storeAwayFor(id: string): { calls: () => number; restore: () => void } {
+  const get = AgentRegistry.prototype.get;
+  let calls = 0;
+  const spy = vi.spyOn(AgentRegistry.prototype, 'get').mockImplementation(function (this: AgentRegistry, agentId, db) {
+    if (agentId !== id) return get.call(this, agentId, db);
+    calls++;
+    return Promise.reject(new Error('store away'));
+  });
+  return { calls: () => calls, restore: () => spy.mockRestore() };
+}
 
 describe('nothing the decision depends on changes without the cached answer changing', () => {
   it('a revoked link of the subject token: deny at once, from the routes', async () => {
