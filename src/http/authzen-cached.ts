@@ -39,7 +39,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type Koa from 'koa';
 import type { Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
-import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint, type RequestMemo } from '../pdp/index.js';
+import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint, requestMemo, type RequestMemo } from '../pdp/index.js';
 import { failedAheadOf, RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
 import { parseJson, readBodyAhead, readRequestAhead } from './json-body.js';
 import { observeAnswered } from './metrics.js';
@@ -111,6 +111,12 @@ export interface PendingAnswer {
  */
 export interface MissAnswers {
   /**
+   * The memo for evaluating `req`: the one the listener sought its remembered answer's basis
+   * with, when it did (a basis that changed or failed there), so that nothing it read — or
+   * failed to read, a store away — is read again; else a new one.
+   */
+  memoFor(req: IncomingMessage): RequestMemo;
+  /**
    * Before evaluating: the answer's key (path and request bytes) and its basis, computed as the
    * middleware computes it — before the evaluation — with the request's memo, so the evaluation
    * decides on the very subjects and agents the basis names. Undefined when the subject has no
@@ -137,16 +143,19 @@ export type RequestListener = (req: IncomingMessage, res: ServerResponse) => Pro
  */
 export function cachedDecisions(deps: CachedDecisionsDeps): CachedDecisions {
   const answers = new AnswerSet(deps.budgetBytes);
+  // The listener's memo per request it handed on after seeking a basis (dropped with the request).
+  const memos = new WeakMap<IncomingMessage, RequestMemo>();
   return {
     middleware: cachedDecisionMiddleware(deps, answers),
-    listener: <L extends RequestListener>(next: L): L => (deps.budgetBytes > 0 ? (cachedDecisionListener(deps, answers, next) as L) : next),
-    misses: deps.budgetBytes > 0 ? missAnswers(deps.pdp, answers) : undefined,
+    listener: <L extends RequestListener>(next: L): L => (deps.budgetBytes > 0 ? (cachedDecisionListener(deps, answers, memos, next) as L) : next),
+    misses: deps.budgetBytes > 0 ? missAnswers(deps.pdp, answers, memos) : undefined,
   };
 }
 
 /** {@link MissAnswers} over the cached path's answer set. */
-function missAnswers(pdp: PolicyDecisionPoint, answers: AnswerSet): MissAnswers {
+function missAnswers(pdp: PolicyDecisionPoint, answers: AnswerSet, memos: WeakMap<IncomingMessage, RequestMemo>): MissAnswers {
   return {
+    memoFor: (req) => memos.get(req) ?? requestMemo(),
     async before(path, raw, parsed, memo) {
       const inputs = inputsOf(parsed);
       const basis = await decisionBasis(pdp, inputs, memo);
@@ -184,7 +193,7 @@ function cachedDecisionMiddleware(deps: CachedDecisionsDeps, answers: AnswerSet)
 }
 
 /** The listener of {@link CachedDecisions.listener}: hits answered here, the rest to `next`. */
-function cachedDecisionListener(deps: CachedDecisionsDeps, answers: AnswerSet, next: RequestListener): RequestListener {
+function cachedDecisionListener(deps: CachedDecisionsDeps, answers: AnswerSet, memos: WeakMap<IncomingMessage, RequestMemo>, next: RequestListener): RequestListener {
   return function cachedDecisionFirst(req, res) {
     // The exact path only: a query string (which Koa's path would drop) goes to the middleware.
     const path = req.url ?? '';
@@ -198,7 +207,11 @@ function cachedDecisionListener(deps: CachedDecisionsDeps, answers: AnswerSet, n
       const hit = { res, deps, known, requestId, path, start };
       // Mostly the caches alone tell that the basis holds: answered in this turn, nothing awaited.
       if (holdsNow(deps, known)) return answerFirst(req, hit, pass);
-      return basisOrUndefined(deps.pdp, known.inputs).then((basis) => (basis && sameBasis(basis, known.basis) ? answerFirst(req, hit, pass) : pass()));
+      // With a memo the lean path takes over should it be handed the request: what was read here
+      // is not read again, and a read that failed here (a store away) is not waited for twice.
+      const memo = requestMemo();
+      memos.set(req, memo);
+      return basisOrUndefined(deps.pdp, known.inputs, memo).then((basis) => (basis && sameBasis(basis, known.basis) ? answerFirst(req, hit, pass) : pass()));
     }, pass);
   };
 }
@@ -282,9 +295,9 @@ function inputsOf(parsed: EvaluationsInput): readonly EvaluationInput[] {
 }
 
 /** {@link decisionBasis}, or undefined when it cannot be had (the normal path then decides, or fails closed). */
-async function basisOrUndefined(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[]): Promise<DecisionBasis | undefined> {
+async function basisOrUndefined(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], memo?: RequestMemo): Promise<DecisionBasis | undefined> {
   try {
-    return await decisionBasis(pdp, inputs);
+    return await decisionBasis(pdp, inputs, memo);
   } catch {
     return undefined;
   }

@@ -36,7 +36,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
-import { checkDepth, parseEvaluation, parseEvaluations, requestMemo, type EvaluationsInput, type Explain, type PolicyDecisionPoint } from '../pdp/index.js';
+import { checkDepth, parseEvaluation, parseEvaluations, type EvaluationsInput, type Explain, type PolicyDecisionPoint } from '../pdp/index.js';
 import { eligible, PER_REQUEST_HEADERS, type MissAnswers, type PendingAnswer, type RequestListener } from './authzen-cached.js';
 import { evaluationAnswer, evaluationFailedAhead, evaluationsAnswer, RECEIPT_ID_HEADER, type PepTokens } from './authzen.js';
 import { parseJson, readRequestAhead } from './json-body.js';
@@ -107,7 +107,7 @@ async function answerLean(req: IncomingMessage, res: ServerResponse, deps: LeanE
   const observed = observeAnswering(req, request.path);
   let evaluated: { answer: Record<string, unknown>; pending: PendingAnswer | undefined };
   try {
-    evaluated = await observed.run(() => evaluate(deps, request.path, raw, input));
+    evaluated = await observed.run(() => evaluate(deps, req, { path: request.path, raw, input }));
   } catch (err) {
     // The routes render this failure without evaluating again (`evaluationFailedAhead`, ./authzen.ts).
     evaluationFailedAhead(req, err);
@@ -126,11 +126,12 @@ async function answerLean(req: IncomingMessage, res: ServerResponse, deps: LeanE
 
 /**
  * The answer, as the routes compute it; with the cached path on, the basis it is remembered
- * under, computed first with the request's memo (as the middleware computes it before the routes
- * run). Throws what the evaluation throws (a store away).
+ * under, computed first with the request's memo (the cached path's listener's, when it sought a
+ * basis there first: `MissAnswers.memoFor`), as the middleware computes it before the routes run.
+ * Throws what the evaluation throws (a store away).
  */
-async function evaluate(deps: LeanEvaluationsDeps, path: string, raw: Buffer, input: EvaluationsInput): Promise<{ answer: Record<string, unknown>; pending: PendingAnswer | undefined }> {
-  const memo = deps.misses && requestMemo();
+async function evaluate(deps: LeanEvaluationsDeps, req: IncomingMessage, { path, raw, input }: { path: string; raw: Buffer; input: EvaluationsInput }): Promise<{ answer: Record<string, unknown>; pending: PendingAnswer | undefined }> {
+  const memo = deps.misses?.memoFor(req);
   let pending: PendingAnswer | undefined;
   try {
     pending = memo && (await deps.misses!.before(path, raw, input, memo));

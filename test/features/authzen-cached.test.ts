@@ -293,6 +293,26 @@ describe('a miss is evaluated before Koa (the lean path) and remembered as the r
       read.restore();
     }
   });
+  // Red team (seventh round): the cached path's listener re-sought a due basis and, failing,
+  // handed the request to the lean path, which sought it again: two waits on a store away.
+  it('a remembered answer whose basis is due while the store is away: one read, the routes render the failure', async () => {
+    const body = JSON.stringify({ subject: plain, action: { name: 'read' }, evaluations: [{ resource: doc('doc-3') }, { resource: { type: 'Agent', id: 'agent-b' } }] });
+    expect((await rawPost(h, '/access/v1/evaluations', body)).status).toBe(200);
+    const evaluated = evaluatedSoFar();
+    expect((await rawPost(h, '/access/v1/evaluations', body)).status).toBe(200);
+    expect(evaluatedSoFar(), 'remembered').toBe(evaluated);
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 10_000); // every cache due: the basis is sought again
+    const read = storeAwayFor('agent-b');
+    try {
+      const res = await rawPost(h, '/access/v1/evaluations', body);
+      expect(res.status).toBe(500);
+      expect(read.calls(), 'one read per request').toBe(1);
+    } finally {
+      read.restore();
+      vi.useRealTimers();
+    }
+  });
 });
 
 /** Makes the agent registry's reads of `id` fail as a store away would; counts them. */
