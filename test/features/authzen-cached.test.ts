@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
+import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawExchange, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { decisionBasis, parseEvaluation } from '../../src/pdp/index.js';
 import { AgentRegistry } from '../../src/agents/index.js';
@@ -312,6 +312,27 @@ describe('a miss is evaluated before Koa (the lean path) and remembered as the r
       read.restore();
       vi.useRealTimers();
     }
+  });
+  // Red team (seventh round): the raw HTTP/1.x cases of the lean path's tests, with the cache on:
+  // the miss (lean) and the repeat (a hit) on one connection, each with its own request id.
+  let rawCase = 0;
+  it.each([
+    ['two pipelined requests, the second a hit of the first', (head: (extra?: string[], id?: string) => string, body: string) => [{ bytes: head() + body + head(['Connection: close'], 'raw-2') + body }]],
+    ['HTTP/1.0 with keep-alive, then again', (head: (extra?: string[], id?: string, version?: string) => string, body: string) => [{ bytes: head(['Connection: keep-alive'], 'raw-1', '1.0') + body }, { bytes: head([], 'raw-2', '1.0') + body, waitFor: '"decision"' }]],
+    ['Expect: 100-continue, then a pipelined repeat', (head: (extra?: string[], id?: string) => string, body: string) => [{ bytes: head(['Expect: 100-continue']) }, { bytes: body + head(['Connection: close'], 'raw-2') + body, waitFor: '100 Continue\r\n\r\n' }]],
+  ] as const)('%s: the routes\' bytes, each request id its own', async (_name, parts) => {
+    const body = JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc(`raw-${++rawCase}`) });
+    const exchange = (path: string) => {
+      const head = (extra: string[] = [], id = 'raw-1', version = '1.1') =>
+        [`POST ${path} HTTP/${version}`, 'Host: 127.0.0.1', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `Authorization: Bearer ${h.pepToken}`, `X-Request-ID: ${id}`, ...extra, '', ''].join('\r\n');
+      return rawExchange(h, parts(head, body));
+    };
+    const contexts = koaContexts();
+    const cached = await exchange('/access/v1/evaluation');
+    expect(koaContexts() - contexts, 'miss and repeat answered before Koa').toBe(0);
+    const routed = await exchange('/access/v1/evaluation?routes');
+    expect(cached.match(/^X-Request-ID: .*$/gm)).toEqual(['X-Request-ID: raw-1', 'X-Request-ID: raw-2']);
+    expect(cached).toBe(routed);
   });
 });
 
