@@ -19,6 +19,7 @@
 import type { AgentConfig } from '../config/schema.js';
 import { Conflict, NotFound } from '../errors/index.js';
 import type { Queryable, Store } from '../store/index.js';
+import { BoundedReadCache } from '../util/single-flight.js';
 import { documentAgentId, type DocumentClient } from './document-client.js';
 
 /** Whether an agent may authenticate and act (`disabled` refuses it everywhere). */
@@ -109,26 +110,23 @@ export class AgentRegistry {
   readonly #listeners: AgentChangeListener[] = [];
   readonly #disableHooks: AgentDisableHook[] = [];
   readonly #deleteHooks: AgentDeleteHook[] = [];
-  readonly #cache = new Map<string, { agent: Agent | undefined; until: number }>();
   /**
-   * The store read under way for each agent whose entry is due (single flight): concurrent
-   * lookups of that agent share it instead of each reading the row. Dropped when it settles
-   * (so a failed read is never reused: the next lookup reads again, and fails closed while the
-   * store is away) and when this instance changes the agent (a lookup after the change must not
-   * join a read that may return the row as it was).
+   * The short read cache ({@link AGENT_CACHE_TTL_MS}), single flight (BoundedReadCache,
+   * src/util/single-flight.ts): concurrent lookups of a due agent share one store read, never one
+   * that started before this instance changed an agent or more than the TTL before the lookup
+   * (a stalled store); a failed read is never reused nor cached (the next lookup reads again and
+   * fails closed while the store is away). A value is a `{ agent }` box, kept across a re-read
+   * that finds the row as it was (see {@link get}), so {@link peek} hands out no new object.
    */
-  readonly #reads = new Map<string, Promise<Agent | undefined>>();
-  readonly #ttlMs: number;
-  /**
-   * Bumped whenever this instance changes an agent (after the commit, as the cache entry is
-   * dropped): a read that started before the change may return the row as it was, and must not
-   * be cached (or it would outlive a local change by up to the TTL). As RevocationCache's.
-   */
-  #generation = 0;
+  readonly #cache: BoundedReadCache<string, { readonly agent: Agent | undefined }>;
 
   constructor(store: Store, options: { cacheTtlMs?: number } = {}) {
     this.#store = store;
-    this.#ttlMs = options.cacheTtlMs ?? AGENT_CACHE_TTL_MS;
+    this.#cache = new BoundedReadCache(async (id) => ({ agent: await this.#read(id, this.#store) }), {
+      ttlMs: options.cacheTtlMs ?? AGENT_CACHE_TTL_MS,
+      maxEntries: 10_000,
+      keep: (previous, next) => (previous.agent !== undefined && sameAgent(previous.agent, next.agent) ? previous : next),
+    });
   }
 
   onChange(listener: AgentChangeListener): void {
@@ -175,33 +173,7 @@ export class AgentRegistry {
    */
   async get(id: string, db?: Queryable): Promise<Agent | undefined> {
     if (db !== undefined) return this.#read(id, db);
-    const hit = this.#cache.get(id);
-    if (hit && hit.until > Date.now()) return hit.agent;
-    const pending = this.#reads.get(id);
-    if (pending !== undefined) return pending;
-    const read = this.#reread(id, hit?.agent);
-    this.#reads.set(id, read);
-    const settled = (): void => {
-      if (this.#reads.get(id) === read) this.#reads.delete(id);
-    };
-    read.then(settled, settled);
-    return read;
-  }
-
-  /**
-   * Reads the agent from the store and caches it for the TTL, unless this instance changed an
-   * agent meanwhile (the generation moved: the row read may be as it was before the change).
-   * `previous` is the expiring entry's agent, kept when the row is unchanged (see {@link get}).
-   */
-  async #reread(id: string, previous: Agent | undefined): Promise<Agent | undefined> {
-    const now = Date.now();
-    const generation = this.#generation;
-    const read = await this.#read(id, this.#store);
-    if (generation !== this.#generation) return read;
-    const agent = previous !== undefined && sameAgent(previous, read) ? previous : read;
-    if (this.#cache.size >= 10_000) this.#cache.clear();
-    this.#cache.set(id, { agent, until: now + this.#ttlMs });
-    return agent;
+    return (await this.#cache.get(id)).agent;
   }
 
   /**
@@ -210,8 +182,7 @@ export class AgentRegistry {
    * for callers that only need to know whether a cached answer still stands.
    */
   peek(id: string, nowMs: number): { readonly agent: Agent | undefined } | undefined {
-    const hit = this.#cache.get(id);
-    return hit && hit.until > nowMs ? hit : undefined;
+    return this.#cache.peek(id, nowMs)?.value;
   }
 
   async #read(id: string, db: Queryable): Promise<Agent | undefined> {
@@ -348,16 +319,14 @@ export class AgentRegistry {
       return { removed: stale.map((r) => r.id) };
     });
     // After the commit, so that no read that saw the rows as they were stays cached.
-    this.#cache.clear();
-    this.#reads.clear();
-    this.#generation++;
+    this.#cache.invalidate();
     return synced;
   }
 
   async #changed(agent: Agent, change: 'saved' | 'deleted' = 'saved'): Promise<Agent> {
-    this.#cache.delete(agent.id);
-    this.#reads.delete(agent.id);
-    this.#generation++;
+    // Also detaches every read under way: a lookup after the change must not join one that may
+    // return the row as it was, and such a read must not cache it.
+    this.#cache.invalidate((id) => id === agent.id);
     for (const l of this.#listeners) await l(agent, change);
     return agent;
   }

@@ -99,14 +99,22 @@ export class ListChangedDelivery {
     return this.#pending;
   }
 
-  /** Tells the agent its tool list changed: now when its GET stream is open, else when it opens one. */
+  /**
+   * Tells the agent its tool list changed: now when its GET stream is open, else when it opens one.
+   * A stream that closes before or while the notification is handed to it (its socket gone, its
+   * `close` event not yet run) leaves the notification pending for the next stream: the transport
+   * drops a message it has no open stream for, silently. At least once, then: an agent whose
+   * closing stream did get it may get it again, which only says "list again" once more.
+   */
   async tell(): Promise<void> {
-    if (this.#stream === undefined) {
+    const stream = this.#stream;
+    if (stream === undefined || !isOpen(stream)) {
       this.#pending = true;
       return;
     }
     this.#pending = false;
     await this.#send();
+    if (this.#stream !== stream || !isOpen(stream)) this.#pending = true;
   }
 
   /** The agent learned the whole list since (a complete `tools/list`): nothing pending is news to it. */
@@ -131,6 +139,11 @@ export class ListChangedDelivery {
       if (this.#pending) void this.tell();
     });
   }
+}
+
+/** Whether `res` can still carry an event: not ended, its socket not destroyed. */
+function isOpen(res: ServerResponse): boolean {
+  return !res.destroyed && !res.writableEnded;
 }
 
 /**

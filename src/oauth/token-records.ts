@@ -20,8 +20,9 @@
  *
  * @module
  */
-import type { Queryable, StatementPart, Store } from '../store/index.js';
+import type { Queryable, StatementCondition, StatementPart, Store } from '../store/index.js';
 import type { DelegatingUser, DelegationChain } from '../delegation/index.js';
+import { BoundedReadCache } from '../util/single-flight.js';
 
 /** The user attributes carried along a chain for policy. */
 export type UserAttributes = Omit<DelegatingUser, 'id' | 'issuerId'>;
@@ -125,6 +126,19 @@ function liveLineage(jtiParam: string): string {
         FROM lineage l JOIN token_records p ON p.jti = l.parent_jti
        WHERE l.hops < ${MAX_LINEAGE}
     ) SELECT bool_and(revoked_at IS NULL) AND bool_or(parent_jti IS NULL) FROM lineage), false)`;
+}
+
+/** {@link RECORD_VALUES} numbered from `$first`, by `first` (each group statement asks for a few; the regex ran per exchange). */
+const recordValuesByFirst = new Map<number, string>();
+
+function recordValuesFrom(first: number): string {
+  let text = recordValuesByFirst.get(first);
+  if (text === undefined) {
+    text = RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
+    // Offsets grow with a group's size (at most the receipt writer's batch): bounded, but not trusted to be.
+    if (recordValuesByFirst.size < 1024) recordValuesByFirst.set(first, text);
+  }
+  return text;
 }
 
 /** The parameters of {@link RECORD_VALUES}, in order. */
@@ -246,20 +260,22 @@ export class TokenRecords {
    * keeps re-planning the whole issuing statement (a custom plan folds the `NULL` away and looks
    * cheaper than the generic one), which cost ~1 ms of PGlite CPU per exchange (issue 16, sixth
    * round). Same rows refused, same rows written.
+   *
+   * `requires`: another module's condition the row depends on, checked in the same statement (a
+   * remembered vault row of the upstream token that this insert references without writing it:
+   * `EnvelopeVault.exists`); when false, the part writes no row, like any other refusal.
    */
-  insertPart(record: NewTokenRecord): StatementPart {
+  insertPart(record: NewTokenRecord, requires?: StatementCondition): StatementPart {
     const values = recordValues(record);
-    const shift = (first: number) => RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
     const agentActive = (first: number) => `FROM agents WHERE id = $${first + 3}::text AND status = 'active'`;
-    if (record.parentJti === undefined) {
-      return { params: values, sql: (first) => `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)} FOR SHARE OF agents` };
-    }
+    const parent = record.parentJti === undefined ? [] : [record.parentJti];
+    const params = [...values, ...parent, ...(requires?.params ?? [])];
     return {
-      params: [...values, record.parentJti],
+      params,
       sql: (first) => {
-        const parent = `$${first + values.length}::text`;
-        return `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)}
-           AND ${liveLineage(parent)} FOR SHARE OF agents`;
+        const lineage = parent.length ? ` AND ${liveLineage(`$${first + values.length}::text`)}` : '';
+        const required = requires ? ` AND ${requires.sql(first + values.length + parent.length)}` : '';
+        return `${INSERT_RECORD} SELECT ${recordValuesFrom(first)} ${agentActive(first)}${lineage}${required} FOR SHARE OF agents`;
       },
     };
   }
@@ -299,12 +315,31 @@ export class TokenRecords {
    * shared by the tokens exchanged from them) and returns the handles, for the caller to delete
    * from the vault in the same transaction `tx`. Run when the agent is deleted, after
    * {@link revokeByAgent}: every token that could reach one of them is revoked by then.
+   *
+   * A handle is written by a first-link exchange, shared only by the same agent's later
+   * first-link exchanges of the same IdP token (src/oauth/upstream-capture.ts), and passed only
+   * from parent to child (`upstream: parent.upstream`, src/oauth/token-exchange.ts), so the rows
+   * carrying it are that agent's roots and their descendants: the statement walks them by `agent_id` and `parent_jti` (both
+   * indexed) rather than looking rows up by `upstream`, which no index serves — a full scan of
+   * every token record, under the deletion's locks, when the table is large (issue 16, seventh
+   * round; an index on `upstream` would cost every exchange an index insert instead). A child
+   * never outlives its parent (its lifetime is capped by the parent's), so the purge cannot leave
+   * a descendant the walk misses.
    */
   async detachUpstream(agentId: string, tx: Queryable): Promise<string[]> {
     const rows = await tx.query<{ upstream: string }>(
-      `WITH captured AS (SELECT DISTINCT upstream FROM token_records WHERE agent_id = $1 AND parent_jti IS NULL AND upstream IS NOT NULL),
-            cleared AS (UPDATE token_records SET upstream = NULL WHERE upstream IN (SELECT upstream FROM captured) RETURNING 1)
-       SELECT upstream FROM captured`,
+      `WITH RECURSIVE captured AS (
+         SELECT jti, upstream FROM token_records WHERE agent_id = $1 AND parent_jti IS NULL AND upstream IS NOT NULL
+       ), carrying(jti, hops) AS (
+         SELECT jti, 0 FROM captured
+         UNION
+         SELECT t.jti, c.hops + 1 FROM token_records t JOIN carrying c ON t.parent_jti = c.jti WHERE c.hops < ${MAX_LINEAGE}
+       ), cleared AS (
+         UPDATE token_records SET upstream = NULL
+         WHERE jti = ANY (ARRAY(SELECT jti FROM carrying)) AND upstream = ANY (ARRAY(SELECT upstream FROM captured))
+         RETURNING 1
+       )
+       SELECT DISTINCT upstream FROM captured`,
       [agentId],
     );
     return rows.map((r) => r.upstream);
@@ -347,21 +382,23 @@ export class TokenRecords {
  * change after issue, so a cached live record differs from the store's only in revocation.
  */
 export class RevocationCache {
-  readonly #records: TokenRecords;
-  readonly #activeTtlMs: number;
-  readonly #entries = new Map<string, { record: TokenRecord | undefined; until: number }>();
-  /** Bumped by {@link forget}: a lookup that started before a local revocation caches nothing. */
-  #generation = 0;
-  /**
-   * The read running for a token, with the generation it started in: concurrent misses share it
-   * (single flight), but never across a local revocation ({@link forget}).
-   */
-  readonly #reading = new Map<string, { generation: number; startedAt: number; read: Promise<TokenRecord | undefined> }>();
+  /** The store's answers: the record as found (revoked or not), undefined for an unknown token. */
+  readonly #cache: BoundedReadCache<string, TokenRecord | undefined>;
   static readonly MAX_ENTRIES = 50_000;
 
   constructor(records: TokenRecords, options: { activeTtlMs?: number } = {}) {
-    this.#records = records;
-    this.#activeTtlMs = options.activeTtlMs ?? 2000;
+    const ttlMs = options.activeTtlMs ?? 2000;
+    this.#cache = new BoundedReadCache((jti) => records.find(jti), {
+      ttlMs,
+      maxEntries: RevocationCache.MAX_ENTRIES,
+      // "Live" for the bound; "revoked" is final, kept until the token would have expired anyway
+      // (an unknown token's lifetime is already over: never kept).
+      lifetime: (found, startedAt) =>
+        live(found) ? { until: startedAt + ttlMs, final: false } : { until: (found?.expiresAt ?? 0) * 1000 + 60_000, final: true },
+      // In the last quarter of a "live" answer's bound, re-read in the background, so a token in
+      // steady use never waits for its re-read (issue 16, sixth round: the c1 tail).
+      refreshAhead: true,
+    });
   }
 
   /** True when the token (or one it was exchanged from) is revoked, or unknown to Deputy. */
@@ -372,41 +409,13 @@ export class RevocationCache {
   /**
    * The token's record while it is live (by {@link TokenRecords.find}'s rule, within this cache's
    * staleness bound); undefined when it, or a token it was exchanged from, is revoked, or when
-   * Deputy never recorded it. `now` in milliseconds since the epoch.
+   * Deputy never recorded it. `now` in milliseconds since the epoch. Concurrent misses share one
+   * read, never one begun before a {@link forget} or more than `activeTtlMs` before the call
+   * (BoundedReadCache, src/util/single-flight.ts).
    */
   async liveRecord(jti: string, now = Date.now()): Promise<TokenRecord | undefined> {
-    const hit = this.#entries.get(jti);
-    if (hit && this.#fresh(hit, now)) {
-      // Refresh ahead: in the last quarter of a "live" answer's bound, re-read in the background,
-      // so a token in steady use never waits for its re-read (issue 16, sixth round: the c1 tail).
-      // Every answer still comes from a read started at most `activeTtlMs` earlier.
-      if (hit.record && hit.until - now <= this.#activeTtlMs / 4) void this.#read(jti, now).catch(() => {});
-      return hit.record;
-    }
-    return this.#read(jti, now);
-  }
-
-  /** One read of a token at a time (single flight) within a generation; caches its answer. */
-  #read(jti: string, now: number): Promise<TokenRecord | undefined> {
-    const generation = this.#generation;
-    const running = this.#reading.get(jti);
-    // Joined only while its answer is within the bound for this caller too: a read that started
-    // more than `activeTtlMs` ago (a stalled store) may predate a revocation by more than that.
-    if (running?.generation === generation && running.startedAt <= now && now - running.startedAt <= this.#activeTtlMs) return running.read;
-    const read = this.#lookup(jti, now, generation).finally(() => {
-      if (this.#reading.get(jti)?.read === read) this.#reading.delete(jti);
-    });
-    this.#reading.set(jti, { generation, startedAt: now, read });
-    return read;
-  }
-
-  async #lookup(jti: string, now: number, generation: number): Promise<TokenRecord | undefined> {
-    const found = await this.#records.find(jti);
-    const record = found === undefined || found.revokedAt !== undefined ? undefined : found;
-    if (record && generation !== this.#generation) return record;
-    if (this.#entries.size >= RevocationCache.MAX_ENTRIES) this.#entries.clear();
-    this.#entries.set(jti, { record, until: record ? now + this.#activeTtlMs : (found?.expiresAt ?? 0) * 1000 + 60_000 });
-    return record;
+    const found = await this.#cache.get(jti, now);
+    return live(found) ? found : undefined;
   }
 
   /**
@@ -415,18 +424,7 @@ export class RevocationCache {
    * Synchronous, for callers that only need to know whether an earlier answer still stands.
    */
   knownLive(jti: string, now: number): boolean {
-    const hit = this.#entries.get(jti);
-    return hit !== undefined && this.#fresh(hit, now) && hit.record !== undefined;
-  }
-
-  /**
-   * Whether a cached answer still stands at `now`. A "live" answer lapses `activeTtlMs` after its
-   * read started, and also when it would last longer than that from `now`: the wall clock went
-   * back (an NTP step), and an hour's jump must not keep a token live for an hour past a
-   * revocation committed on another instance. A "revoked" answer cannot go stale.
-   */
-  #fresh(hit: { record: TokenRecord | undefined; until: number }, now: number): boolean {
-    return hit.until > now && (hit.record === undefined || hit.until - now <= this.#activeTtlMs);
+    return live(this.#cache.peek(jti, now)?.value);
   }
 
   /**
@@ -435,7 +433,11 @@ export class RevocationCache {
    * no per-jti list can be complete. Revocations are rare; re-reading is cheap.
    */
   forget(): void {
-    this.#generation++;
-    for (const [jti, entry] of this.#entries) if (entry.record) this.#entries.delete(jti);
+    this.#cache.invalidate();
   }
+}
+
+/** A record found and not revoked (by the lineage rule {@link TokenRecords.find} applies). */
+function live(found: TokenRecord | undefined): boolean {
+  return found !== undefined && found.revokedAt === undefined;
 }

@@ -22,6 +22,7 @@
  *
  * @module
  */
+import canonicalize from 'canonicalize';
 import type { Agent } from '../agents/index.js';
 import { scopesOf, type DelegatedSubject, type DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson } from './cedar.js';
@@ -176,7 +177,8 @@ export function decideDelegation(engine: CedarEngine, snapshot: PolicySnapshot, 
  * @throws ProjectionError when the context does not fit the schema (the PDP turns it into a deny).
  */
 export function evaluateMembers(engine: CedarEngine, snapshot: PolicySnapshot, members: readonly Member[], req: ActionRequest): Decision {
-  const entities = dedupe([...members.flatMap((m) => m.principal.entities), ...req.resource.entities, ...req.action.entities]);
+  const entities = oneEntityPerUid(members, req);
+  if (!Array.isArray(entities)) return entities;
   const permitted: string[] = [];
   for (const m of members) {
     if (!req.action.principalTypes.has(m.principal.uid.type) || !req.action.resourceTypes.has(req.resource.uid.type)) {
@@ -277,13 +279,50 @@ function chainRecord(snapshot: PolicySnapshot, c: ChainPosition): Record<string,
   };
 }
 
-function dedupe(entities: EntityJson[]): EntityJson[] {
-  const seen = new Set<string>();
-  return entities.filter((e) => {
-    const u = '__entity' in e.uid ? e.uid.__entity : e.uid;
-    const key = `${u.type}\0${u.id}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
+/**
+ * The request's entities, one per uid: Cedar refuses two different entities with one uid
+ * (cedar-policy `EntitiesError::Duplicate`), and which of two would win decides the verdict.
+ * The rule, whatever the order they come in:
+ * - Deputy's own data wins: a chain member's principal (built from verified tokens and the
+ *   registry), the PDP's entity data (every ancestor) and the schema's action entities are never
+ *   replaced by an entity built from the request's properties — the request cannot override
+ *   what Deputy derived (fail closed);
+ * - two different entities both built from the request (a plain subject and the resource naming
+ *   one entity with different properties) are a conflict no rule settles: the request is denied
+ *   `invalid_input`, naming the entity;
+ * - equal duplicates (the same agent as subject and resource, shared ancestors) are one entity.
+ */
+function oneEntityPerUid(members: readonly Member[], req: ActionRequest): EntityJson[] | Decision {
+  const kept = new Map<string, EntityJson>();
+  /** Keys whose kept entity was built from the request's properties. */
+  const fromRequest = new Set<string>();
+  const add = (built: BuiltEntity, topFromRequest: boolean): Decision | undefined => {
+    for (let i = 0; i < built.entities.length; i++) {
+      const entity = built.entities[i]!;
+      const requested = topFromRequest && i === 0; // ancestors are the PDP's entity data
+      const u = '__entity' in entity.uid ? entity.uid.__entity : entity.uid;
+      const key = `${u.type}\0${u.id}`;
+      const earlier = kept.get(key);
+      if (earlier === undefined || (fromRequest.has(key) && !requested)) {
+        kept.set(key, entity);
+        if (requested) fromRequest.add(key);
+        else fromRequest.delete(key);
+      } else if (requested && fromRequest.has(key) && !sameEntity(earlier, entity)) {
+        return deny('invalid_input', `the subject and the resource name entity ${quoted(u.type)} ${quoted(u.id)} with different properties`);
+      }
+    }
+    return undefined;
+  };
+  // A plain subject is built from the request's properties; a delegated chain's members are not.
+  for (const m of members) {
+    const conflict = add(m.principal, !m.chain.delegated);
+    if (conflict) return conflict;
+  }
+  const conflict = add(req.resource, true) ?? add({ uid: req.action.uid, entities: req.action.entities }, false);
+  return conflict ?? [...kept.values()];
+}
+
+/** Same attributes and parents, whatever the order of their members (RFC 8785 canonical JSON). */
+function sameEntity(a: EntityJson, b: EntityJson): boolean {
+  return a === b || canonicalize([a.attrs, a.parents]) === canonicalize([b.attrs, b.parents]);
 }

@@ -110,6 +110,9 @@ describe('DELETE /admin/agents/{id}', () => {
     expect((await exchangeError(doomed, { subject_token: subject, resource: `${issuer}/gw/echo` })).error).toBe('invalid_client');
     // The user's upstream token its exchange captured is gone from the vault.
     expect(await deputy.store.query('SELECT 1 FROM vault_secrets WHERE handle = $1 AND kind = $2', [upstream[0]!.upstream, UPSTREAM_TOKEN_KIND])).toHaveLength(0);
+    // And no token record names it any more, agent-b's token exchanged from the agent's included.
+    const carriers = await deputy.store.query('SELECT jti FROM token_records WHERE upstream = $1', [upstream[0]!.upstream]);
+    expect(carriers).toEqual([]);
 
     // The receipts stay, and one more closes the chain: the deletion, naming the admin request.
     // Listed, exported by the agent's id, verified offline against the receipt JWKS.

@@ -18,7 +18,7 @@ import { verifyPinExport, type PinExport } from '../../src/mcp/verify.js';
 import { agentConfig, dpopProof, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient } from '../support/clients.js';
 import { leaks } from '../support/leaks.js';
-import { baseTools, dpopFetch, mcpAgent, startMcpUpstream, type McpUpstream } from '../support/mcp.js';
+import { baseTools, dpopFetch, mcpAgent, startMcpUpstream, toolCallOutcome, type McpUpstream } from '../support/mcp.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
@@ -516,22 +516,6 @@ describe('MCP gateway', () => {
 
     it('a tools/call proof replayed while its original is in flight: exactly one is forwarded and receipted; the other is refused (401, or in-band -32003 when only the receipt statement can tell)', async () => {
       const { token, url, client, call } = await rawToolCalls('race');
-      const outcome = async (res: Response): Promise<'forwarded' | 'refused'> => {
-        if (res.status === 401) {
-          expect(res.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
-          await res.text();
-          return 'refused';
-        }
-        expect(res.status).toBe(200);
-        const line = (await res.text()).split('\n').find((l) => l.startsWith('data: {'))!;
-        const answer = JSON.parse(line.slice(6)) as { result?: unknown; error?: { code: number; data?: Record<string, unknown> } };
-        if (answer.error) {
-          expect(answer.error.code).toBe(-32003);
-          expect(answer.error.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
-          return 'refused';
-        }
-        return 'forwarded';
-      };
       // Decision receipts of tools/call (each forwarded call also gets its outcome receipt).
       const decisions = async () => (await receiptsOf('agent-a')).filter((r) => r.action === 'tools/call').length;
       try {
@@ -539,7 +523,7 @@ describe('MCP gateway', () => {
           const echoed = up.hits.get('echo') ?? 0;
           const decided = await decisions();
           const proof = await dpopProof(agents['agent-a']!.dpop, url, { accessToken: token });
-          const results = await Promise.all([call(20 + 2 * round, proof), call(21 + 2 * round, proof)].map(async (r) => outcome(await r)));
+          const results = await Promise.all([call(20 + 2 * round, proof), call(21 + 2 * round, proof)].map(async (r) => toolCallOutcome(await r)));
           expect(results.sort()).toEqual(['forwarded', 'refused']);
           expect(up.hits.get('echo')).toBe(echoed + 1);
           expect(await decisions()).toBe(decided + 1);

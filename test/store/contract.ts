@@ -19,8 +19,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AdapterPayload } from 'oidc-provider';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AgentRegistry } from '../../src/agents/registry.js';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { AGENT_CACHE_TTL_MS, AgentRegistry } from '../../src/agents/registry.js';
 import type { AgentConfig } from '../../src/config/schema.js';
 import { appendIfHead, appendLocked, lockHead, readHead, readRange } from '../../src/audit/chain.js';
 import { formatLine } from '../../src/audit/jsonl.js';
@@ -1009,12 +1009,16 @@ function agentConfigFor(id: string): AgentConfig {
 function agentReadSingleFlightContract(one: () => Store): void {
   describe('agent registry re-reads (single flight)', () => {
     const lookups = 8;
+    // With TTL 0 a lookup joins only a read begun in the same millisecond (no older read is within
+    // the bound): the clock stands still here, so the concurrent lookups are in the same one.
+    afterEach(() => vi.useRealTimers());
 
     it(`${lookups} concurrent lookups of a due agent send one statement and get the same answer`, async () => {
       const held = holdingAgentReads(one());
       const id = `agent-flight-${randomUUID()}`;
       await new AgentRegistry(one()).create(agentConfigFor(id));
       // TTL 0: every entry is due at once, as after 2 s.
+      vi.setSystemTime(Date.now());
       const registry = new AgentRegistry(held.store, { cacheTtlMs: 0 });
       const first = await registry.get(id);
       expect(held.reads()).toBe(1);
@@ -1047,10 +1051,45 @@ function agentReadSingleFlightContract(one: () => Store): void {
       expect(held.reads()).toBe(2);
     });
 
+    /** A registry (TTL 2 s) over held reads, an agent created through another, and the clock frozen at `start`. */
+    async function frozenRegistry(name: string) {
+      const held = holdingAgentReads(one());
+      const id = `agent-flight-${name}-${randomUUID()}`;
+      await new AgentRegistry(one()).create(agentConfigFor(id));
+      const start = Date.now();
+      vi.setSystemTime(start);
+      return { held, id, registry: new AgentRegistry(held.store), start };
+    }
+
+    it('a lookup does not join a read that started more than the TTL before it (a stalled store: its row may predate a change elsewhere by more)', async () => {
+      const { held, id, registry, start } = await frozenRegistry('stalled');
+      const answered = held.hold();
+      const stalled = registry.get(id);
+      await answered;
+      await new AgentRegistry(one()).update(id, { status: 'disabled' }); // another instance
+      vi.setSystemTime(start + AGENT_CACHE_TTL_MS + 1);
+      const late = registry.get(id);
+      expect(held.reads()).toBe(2);
+      held.release();
+      expect((await stalled)?.status).toBe('active');
+      expect((await late)?.status).toBe('disabled');
+    });
+
+    it('a clock stepped back does not keep a cached agent past the TTL: a change on another instance is still seen within it', async () => {
+      const { held, id, registry, start } = await frozenRegistry('clock');
+      expect((await registry.get(id))?.status).toBe('active');
+      await new AgentRegistry(one()).update(id, { status: 'disabled' }); // another instance
+      vi.setSystemTime(start - 3_600_000); // an NTP step back by an hour
+      expect(registry.peek(id, Date.now())).toBeUndefined();
+      expect((await registry.get(id))?.status).toBe('disabled');
+      expect(held.reads()).toBe(2);
+    });
+
     it('with the store away, every lookup sharing the read fails with its error (fail closed), and the next lookup reads again', async () => {
       const held = holdingAgentReads(one());
       const id = `agent-flight-outage-${randomUUID()}`;
       await new AgentRegistry(one()).create(agentConfigFor(id));
+      vi.setSystemTime(Date.now());
       const registry = new AgentRegistry(held.store, { cacheTtlMs: 0 });
       expect((await registry.get(id))?.status).toBe('active');
       const away = new Error('store unavailable');

@@ -15,6 +15,7 @@ import {
   CallToolRequestSchema, CompleteRequestSchema, ElicitResultSchema, EmptyResultSchema, ErrorCode, McpError, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema,
   ReadResourceRequestSchema, SetLevelRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, type ServerCapabilities, type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
+import { expect } from 'vitest';
 import { dpopProof, type TestAgent } from './agents.js';
 
 export interface McpUpstream {
@@ -238,23 +239,27 @@ function addPrompts(server: Server, state: McpUpstream): void {
   });
 }
 
-/** A fetch for the SDK client transport: `Authorization: DPoP <token>` and a fresh proof per request. */
-export function dpopFetch(agent: TestAgent, token: () => string): (url: string | URL, init?: RequestInit) => Promise<Response> {
+/**
+ * A fetch for the SDK client transport: `Authorization: DPoP <token>` and a fresh proof per request.
+ * `via`: the origin actually fetched (another instance behind the same issuer); the proof's `htu`
+ * stays the URL asked for.
+ */
+export function dpopFetch(agent: TestAgent, token: () => string, via?: string): (url: string | URL, init?: RequestInit) => Promise<Response> {
   return async (url, init) => {
     const u = new URL(url);
     const htu = `${u.origin}${u.pathname}`;
     const headers = new Headers(init?.headers);
     headers.set('authorization', `DPoP ${token()}`);
     headers.set('dpop', await dpopProof(agent.dpop, htu, { htm: init?.method ?? 'GET', accessToken: token() }));
-    return fetch(u, { ...init, headers });
+    return fetch(via === undefined ? u : new URL(`${u.pathname}${u.search}`, via), { ...init, headers });
   };
 }
 
-/** An SDK client connected to Deputy's `/mcp/{server}` as `agent` with `token`. */
-export async function mcpAgent(url: string, agent: TestAgent, token: string | (() => string), capabilities: Record<string, unknown> = {}): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+/** An SDK client connected to Deputy's `/mcp/{server}` as `agent` with `token` (through origin `via`: see {@link dpopFetch}). */
+export async function mcpAgent(url: string, agent: TestAgent, token: string | (() => string), capabilities: Record<string, unknown> = {}, via?: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
   const get = typeof token === 'string' ? () => token : token;
   const client = new Client({ name: `agent-${agent.id}`, version: '1.0.0' }, { capabilities });
-  const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: dpopFetch(agent, get) });
+  const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: dpopFetch(agent, get, via) });
   await client.connect(transport);
   // Closing ends the session at the server too (HTTP DELETE), as a well-behaved agent does.
   const close = client.close.bind(client);
@@ -263,4 +268,27 @@ export async function mcpAgent(url: string, agent: TestAgent, token: string | ((
     await close();
   };
   return { client, transport };
+}
+
+/**
+ * What became of a raw `tools/call` that raced a replay of its DPoP proof: `forwarded` (its result),
+ * or `refused` — HTTP 401 `invalid_dpop_proof` (RFC 9449 §7.1) when the gateway knew before the
+ * SDK answered, else in-band JSON-RPC -32003 carrying that error (the receipt statement refused it).
+ */
+export async function toolCallOutcome(res: Response): Promise<'forwarded' | 'refused'> {
+  if (res.status === 401) {
+    expect(res.headers.get('www-authenticate')).toMatch(/error="invalid_dpop_proof"/);
+    await res.text();
+    return 'refused';
+  }
+  expect(res.status).toBe(200);
+  const line = (await res.text()).split('\n').find((l) => l.startsWith('data: {'))!;
+  const answer = JSON.parse(line.slice(6)) as { result?: unknown; error?: { code: number; data?: Record<string, unknown> } };
+  if (answer.error) {
+    expect(answer.error.code).toBe(-32003);
+    expect(answer.error.data).toMatchObject({ status: 401, error: 'invalid_dpop_proof' });
+    return 'refused';
+  }
+  expect(answer.result).toMatchObject({ content: [{ type: 'text' }] });
+  return 'forwarded';
 }

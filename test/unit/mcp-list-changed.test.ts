@@ -1,11 +1,14 @@
 /**
  * The coalescing of `notifications/tools/list_changed` (src/mcp/list-changed.ts): a burst costs one
  * refresh in flight and at most one after it, the last one sees the last notification, and a
- * listing a later notification overtook is never current.
+ * listing a later notification overtook is never current; and its delivery to the agent's GET
+ * stream, kept pending across a stream that closes as it is sent.
  */
+import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ListChangedCoalescer } from '../../src/mcp/list-changed.js';
+import { ListChangedCoalescer, ListChangedDelivery } from '../../src/mcp/list-changed.js';
 
 /** A refresh the test finishes by hand; records the generation each run started in. */
 function heldRefreshes() {
@@ -79,5 +82,75 @@ describe('ListChangedCoalescer', () => {
       }),
       { seed: 16, numRuns: 200 },
     );
+  });
+});
+
+/** A stand-in for the agent's GET response: a head written by the transport, then a stream that can close. */
+class FakeStream extends EventEmitter {
+  statusCode = 0;
+  destroyed = false;
+  writableEnded = false;
+  #headers: Record<string, string> = {};
+  writeHead(status: number, headers: Record<string, string>): this {
+    this.statusCode = status;
+    this.#headers = headers;
+    return this;
+  }
+  getHeader(name: string): string | undefined {
+    return this.#headers[name];
+  }
+  /** The socket goes away; Node runs the `close` listeners later (a tick, or more under load). */
+  drop(): void {
+    this.destroyed = true;
+  }
+  close(): void {
+    this.drop();
+    this.emit('close');
+  }
+}
+
+/** Opens `stream` as the agent's GET stream of `delivery` (the transport's 200 event-stream head). */
+async function open(delivery: ListChangedDelivery, stream: FakeStream): Promise<void> {
+  delivery.listen(stream as unknown as ServerResponse);
+  stream.writeHead(200, { 'content-type': 'text/event-stream' });
+  await new Promise((r) => setImmediate(r));
+}
+
+describe('ListChangedDelivery', () => {
+  it('sends on the open stream, once', async () => {
+    let sent = 0;
+    const delivery = new ListChangedDelivery(async () => void sent++);
+    await open(delivery, new FakeStream());
+    await delivery.tell();
+    expect({ sent, pending: delivery.pending }).toEqual({ sent: 1, pending: false });
+    await open(delivery, new FakeStream());
+    expect(sent).toBe(1);
+  });
+
+  it('a stream that closes while the notification is handed to it keeps it pending; the next stream gets it', async () => {
+    const first = new FakeStream();
+    let sent = 0;
+    const delivery = new ListChangedDelivery(async () => {
+      sent++;
+      if (sent === 1) first.close(); // the transport finds no stream: the SDK drops it silently
+    });
+    await open(delivery, first);
+    await delivery.tell();
+    expect(delivery.pending).toBe(true);
+    await open(delivery, new FakeStream());
+    expect({ sent, pending: delivery.pending }).toEqual({ sent: 2, pending: false });
+  });
+
+  it('a stream whose socket is gone but whose close has not run yet is not sent on: pending for the next one', async () => {
+    const first = new FakeStream();
+    let sent = 0;
+    const delivery = new ListChangedDelivery(async () => void sent++);
+    await open(delivery, first);
+    first.drop();
+    await delivery.tell();
+    expect({ sent, pending: delivery.pending }).toEqual({ sent: 0, pending: true });
+    first.emit('close');
+    await open(delivery, new FakeStream());
+    expect({ sent, pending: delivery.pending }).toEqual({ sent: 1, pending: false });
   });
 });

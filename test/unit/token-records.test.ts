@@ -150,3 +150,26 @@ describe('TokenRecords.purgeExpired', () => {
     expect(await records.find(recent.jti)).toBeDefined();
   });
 });
+
+describe('TokenRecords.detachUpstream', () => {
+  it("clears the handles the agent's first links captured on every token that carries them, whoever holds it, and returns them", async () => {
+    await store.query(`INSERT INTO agents (id, name, owner, jwks, source) VALUES ('agent-gone', 'gone', 'owner@example.com', '{"keys":[]}'::jsonb, 'api')`);
+    const [u1, u2, other] = ['upt-1', 'upt-2', 'upt-other'].map((h) => `${h}-${randomUUID()}`) as [string, string, string];
+    const root1 = record('agent-gone', undefined, { upstream: u1 });
+    const child = record('agent-b', root1, { upstream: u1 });
+    const grandchild = record('agent-a', child, { upstream: u1 });
+    const root2 = record('agent-gone', undefined, { upstream: u2 });
+    const noUpstream = record('agent-gone');
+    // Another agent's first link, handed on to the deleted agent: not captured by it, kept.
+    const otherRoot = record('agent-b', undefined, { upstream: other });
+    const heldByGone = record('agent-gone', otherRoot, { upstream: other });
+    for (const r of [root1, child, grandchild, root2, noUpstream, otherRoot, heldByGone]) await insert(r);
+
+    const detached = await store.transaction((tx) => records.detachUpstream('agent-gone', tx));
+
+    expect([...detached].sort()).toEqual([u1, u2].sort());
+    const upstreamOf = async (r: NewTokenRecord) => (await store.query<{ upstream: string | null }>('SELECT upstream FROM token_records WHERE jti = $1', [r.jti]))[0]?.upstream;
+    for (const r of [root1, child, grandchild, root2, noUpstream]) expect(await upstreamOf(r)).toBeNull();
+    for (const r of [otherRoot, heldByGone]) expect(await upstreamOf(r)).toBe(other);
+  });
+});

@@ -87,12 +87,17 @@ export class StoreAdapter implements Adapter {
  * client leaves behind. Without it a metadata-document client's refresh token would recreate its
  * agent at the next refresh (the agent is created on use), bypassing the user's consent.
  * Returns how many rows went.
+ *
+ * Both arms are index look-ups — `(payload->>'clientId')` (migration 018, partial: the
+ * single-use rows of replay detection, most of the table under traffic, carry no client) and
+ * `grant_id` — combined as one bitmap; with `grant_id IN (subquery)` the planner could only
+ * filter a sequential scan of every row (issue 16, seventh round).
  */
 export async function deleteClientGrants(db: Queryable, clientId: string): Promise<number> {
   const rows = await db.query<{ n: number }>(
     `WITH d AS (
-       DELETE FROM oidc_models WHERE payload->>'clientId' = $1
-          OR grant_id IN (SELECT id FROM oidc_models WHERE model = 'Grant' AND payload->>'clientId' = $1)
+       DELETE FROM oidc_models WHERE (payload->>'clientId') = $1
+          OR grant_id = ANY (ARRAY(SELECT id FROM oidc_models WHERE model = 'Grant' AND (payload->>'clientId') = $1))
        RETURNING 1)
      SELECT count(*)::int AS n FROM d`,
     [clientId],

@@ -28,6 +28,7 @@ import { bearer, type CallIdentity, type Credential, type CredentialSource } fro
 import { downstreamError, oauthErrorCode, useUntil, type DownstreamClients } from './oauth-client.js';
 import type { Connection } from './store.js';
 import { ConnectionRequired } from '../../errors/index.js';
+import { SingleFlight } from '../../util/single-flight.js';
 
 export const USER_REFRESH_TOKEN_KIND = 'connection_refresh_token';
 export const USER_ACCESS_TOKEN_KIND = 'connection_access_token';
@@ -78,7 +79,8 @@ export interface UserGrantsDeps {
 export class UserGrants implements CredentialSource {
   readonly #d: UserGrantsDeps;
   readonly #now: () => number;
-  readonly #inflight = new Map<string, Promise<string>>();
+  /** The refresh under way per connection and user: concurrent callers share it (§6, one at a time). */
+  readonly #refreshes = new SingleFlight<string, string>();
 
   constructor(deps: UserGrantsDeps) {
     this.#d = deps;
@@ -106,12 +108,7 @@ export class UserGrants implements CredentialSource {
       if (token !== undefined) return token;
     }
     const key = `${connection.id}\0${userId}`;
-    let pending = this.#inflight.get(key);
-    if (!pending) {
-      pending = this.#refresh(connection, userId).finally(() => this.#inflight.delete(key));
-      this.#inflight.set(key, pending);
-    }
-    return pending;
+    return this.#refreshes.run(key, () => this.#refresh(connection, userId), undefined);
   }
 
   /** Stores the tokens of a completed connect flow (replacing any previous grant). */

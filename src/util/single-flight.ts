@@ -1,0 +1,156 @@
+/**
+ * Sharing one asynchronous read among concurrent callers (single flight), and the short-lived
+ * read cache built on it that the agent registry (src/agents/registry.ts) and the revocation
+ * cache (src/oauth/token-records.ts) both keep in front of the store: concurrent misses share one
+ * read, never across a local invalidation, answers are reused within a staleness bound, and (as
+ * an option) re-read ahead of that bound. One mechanism, so both caches keep the same bound under
+ * a stalled store, a clock step and a change made while a read runs (issue 16, seventh round).
+ *
+ * @module
+ */
+
+/**
+ * Concurrent calls for one key share the promise of the call under way (single flight). The
+ * promise is dropped when it settles, so a failure is never reused: the next call starts again.
+ * A caller may refuse to join a running call (`mayJoin`, given the call's `meta`): it then starts
+ * its own, which later callers join.
+ */
+export class SingleFlight<K, V, M = undefined> {
+  readonly #running = new Map<K, { promise: Promise<V>; meta: M }>();
+
+  /** `start()`'s promise for `key`, or the running one's when `mayJoin(itsMeta)` allows. */
+  run(key: K, start: () => Promise<V>, meta: M, mayJoin: (running: M) => boolean = () => true): Promise<V> {
+    const running = this.#running.get(key);
+    if (running !== undefined && mayJoin(running.meta)) return running.promise;
+    const promise = start();
+    this.#running.set(key, { promise, meta });
+    const settled = (): void => {
+      if (this.#running.get(key)?.promise === promise) this.#running.delete(key);
+    };
+    promise.then(settled, settled);
+    return promise;
+  }
+}
+
+/** How long a {@link BoundedReadCache} keeps an answer. */
+export interface Lifetime {
+  /** Epoch milliseconds until which the answer is reused. */
+  until: number;
+  /**
+   * A final answer cannot go stale (a revoked token stays revoked): kept until `until` whatever the
+   * clock does, and cached even when a local invalidation happened while it was read.
+   */
+  final: boolean;
+}
+
+/** Options of a {@link BoundedReadCache}. */
+export interface BoundedReadCacheOptions<V> {
+  /** The staleness bound (ms): no non-final answer is older than this, counted from its read's start. */
+  ttlMs: number;
+  /** Entries kept at most; reaching it empties the cache (a burst of unique keys cannot grow it). */
+  maxEntries: number;
+  /** An answer's lifetime; default: non-final, `ttlMs` from the start of its read. */
+  lifetime?: (value: V, readStartedAt: number) => Lifetime;
+  /**
+   * Re-read in the background once an answer is in the last quarter of its bound, so a key in
+   * steady use never waits for its re-read; the answers stay within the bound. Default false.
+   */
+  refreshAhead?: boolean;
+  /**
+   * The value to cache for a fresh read `next`, given the answer it replaces (`previous`): lets a
+   * caller keep an equal previous object, so identity-keyed memos survive re-reads.
+   */
+  keep?: (previous: V, next: V) => V;
+}
+
+interface Entry<V> {
+  value: V;
+  until: number;
+  final: boolean;
+}
+
+/**
+ * A read-through cache whose answers are at most `ttlMs` old (from the start of their read):
+ *
+ * - concurrent misses of a key share one read ({@link SingleFlight}), but a caller never joins a
+ *   read that started before the last {@link invalidate} (it may return data as it was before a
+ *   local change), nor one that started more than `ttlMs` before it (a stalled store: its answer
+ *   could predate a change on another instance by more than the bound);
+ * - a read that started before an {@link invalidate} caches nothing non-final;
+ * - a failed read caches nothing and is not reused: every caller of it gets its error;
+ * - a non-final answer also lapses when it would last longer than `ttlMs` from now (the wall clock
+ *   stepped back), so a clock step never stretches the bound.
+ */
+export class BoundedReadCache<K, V> {
+  readonly #read: (key: K) => Promise<V>;
+  readonly #o: Required<Omit<BoundedReadCacheOptions<V>, 'keep'>> & Pick<BoundedReadCacheOptions<V>, 'keep'>;
+  readonly #entries = new Map<K, Entry<V>>();
+  readonly #flights = new SingleFlight<K, V, { generation: number; startedAt: number }>();
+  /** Bumped by {@link invalidate}: reads begun before it neither cache nor are joined. */
+  #generation = 0;
+
+  /** @param read the store read of one key (its errors reach every caller that shared it) */
+  constructor(read: (key: K) => Promise<V>, options: BoundedReadCacheOptions<V>) {
+    this.#read = read;
+    const ttlMs = options.ttlMs;
+    this.#o = {
+      ttlMs,
+      maxEntries: options.maxEntries,
+      lifetime: options.lifetime ?? ((_v, startedAt) => ({ until: startedAt + ttlMs, final: false })),
+      refreshAhead: options.refreshAhead ?? false,
+      keep: options.keep,
+    };
+  }
+
+  /** The answer for `key`: cached while it stands at `now` (epoch ms), else read. */
+  get(key: K, now = Date.now()): Promise<V> {
+    const hit = this.#entries.get(key);
+    if (hit === undefined || !this.#stands(hit, now)) return this.#start(key, now);
+    if (this.#o.refreshAhead && !hit.final && hit.until - now <= this.#o.ttlMs / 4) void this.#start(key, now).catch(() => {});
+    return Promise.resolve(hit.value);
+  }
+
+  /** The cached answer at `now` without reading (`undefined` when {@link get} would read). */
+  peek(key: K, now: number): { readonly value: V } | undefined {
+    const hit = this.#entries.get(key);
+    return hit !== undefined && this.#stands(hit, now) ? hit : undefined;
+  }
+
+  /**
+   * Call after this instance changed what the cache reflects (after the commit). Drops the
+   * non-final answers `drop` selects (all of them by default) and detaches every read under way:
+   * later callers start their own, and those reads cache nothing non-final.
+   */
+  invalidate(drop: (key: K) => boolean = () => true): void {
+    this.#generation++;
+    for (const [key, entry] of this.#entries) if (!entry.final && drop(key)) this.#entries.delete(key);
+  }
+
+  /** Drops every answer, final ones included, and detaches every read under way. */
+  clear(): void {
+    this.#generation++;
+    this.#entries.clear();
+  }
+
+  #stands(entry: Entry<V>, now: number): boolean {
+    return entry.until > now && (entry.final || entry.until - now <= this.#o.ttlMs);
+  }
+
+  #start(key: K, now: number): Promise<V> {
+    const generation = this.#generation;
+    const mayJoin = (r: { generation: number; startedAt: number }): boolean =>
+      r.generation === generation && r.startedAt <= now && now - r.startedAt <= this.#o.ttlMs;
+    return this.#flights.run(key, () => this.#readAndCache(key, now, generation), { generation, startedAt: now }, mayJoin);
+  }
+
+  async #readAndCache(key: K, startedAt: number, generation: number): Promise<V> {
+    const read = await this.#read(key);
+    const { until, final } = this.#o.lifetime(read, startedAt);
+    if (!final && generation !== this.#generation) return read;
+    const previous = this.#entries.get(key);
+    const value = previous !== undefined && this.#o.keep !== undefined ? this.#o.keep(previous.value, read) : read;
+    if (this.#entries.size >= this.#o.maxEntries) this.#entries.clear();
+    this.#entries.set(key, { value, until, final });
+    return value;
+  }
+}
