@@ -334,6 +334,42 @@ describe('a miss is evaluated before Koa (the lean path) and remembered as the r
     expect(cached.match(/^X-Request-ID: .*$/gm)).toEqual(['X-Request-ID: raw-1', 'X-Request-ID: raw-2']);
     expect(cached).toBe(routed);
   });
+  // Red team (seventh round): a policy reload landing while a miss is in flight, after its basis
+  // was started and before its decision. The answer is decided by the new policy set (the snapshot
+  // is taken at the decision) and remembered under the older generation, so it is never a hit.
+  it('a policy reload while a miss is in flight: decided by the new set, never served under the old basis', async () => {
+    const get = AgentRegistry.prototype.get;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const reading = new Promise<void>((resolve) => (reached = resolve));
+    const spy = vi.spyOn(AgentRegistry.prototype, 'get').mockImplementation(async function (this: AgentRegistry, id, db) {
+      if (id === 'agent-a') {
+        reached();
+        await held;
+      }
+      return get.call(this, id, db);
+    });
+    const body = JSON.stringify({ subject: { type: 'Agent', id: 'agent-a', properties: {} }, action: { name: 'read' }, resource: doc('doc-race') });
+    try {
+      const miss = rawPost(h, '/access/v1/evaluation', body);
+      await reading;
+      const file = join(policies, 'chain.cedar');
+      writeFileSync(file, `${readFileSync(file, 'utf8')}\n@id("race")\npermit (principal == Agent::"agent-a", action == Action::"read", resource == Document::"doc-race");\n`);
+      const reload = await fetch(`${h.deputy.url}/admin/policies/reload`, { method: 'POST', headers: { authorization: `Bearer ${h.adminToken}` } });
+      expect(reload.status).toBe(200);
+      release();
+      expect(JSON.parse((await miss).body)).toMatchObject({ decision: true });
+    } finally {
+      spy.mockRestore();
+    }
+    const evaluated = evaluatedSoFar();
+    expect(JSON.parse((await rawPost(h, '/access/v1/evaluation', body)).body)).toMatchObject({ decision: true });
+    expect(evaluatedSoFar() - evaluated, 'remembered under the older generation: evaluated again').toBe(1);
+    const again = evaluatedSoFar();
+    await rawPost(h, '/access/v1/evaluation', body);
+    expect(evaluatedSoFar(), 'now remembered under the new generation').toBe(again);
+  });
 });
 
 /** Makes the agent registry's reads of `id` fail as a store away would; counts them. */
