@@ -34,6 +34,7 @@ import { DpopVerifier } from './oauth/dpop.js';
 import { agentTokenIntrospection, createProvider, deleteClientGrants, enableCodeFlow, jwtBearerGrant, REFRESH_TOKEN_SECONDS, tokenExchangeGrant, type Provider, type TokenExchangeGrantDeps } from './oauth/oidc-provider/index.js';
 import { OperatorTokenRevocations } from './oauth/operator-token-revocation.js';
 import { RevocationCache, TokenRecords } from './oauth/token-records.js';
+import { CapturedUpstreamTokens } from './oauth/upstream-capture.js';
 import { instrumentPdp } from './observability/instrument.js';
 import { startPdp, type PdpService } from './pdp/service.js';
 import { CookieSealer, SESSION_SECONDS, SignIn } from './signin/index.js';
@@ -104,6 +105,8 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
     authorizer,
     receipts,
     accessTokenTTL: config.tokens.accessTokenTTL,
+    // One agent's repeated exchanges of one user's IdP token share its vault row (issue 16, seventh round).
+    capturedUpstream: new CapturedUpstreamTokens(),
   };
   const provider = oauthProvider(base, grantDeps, dpop);
   const interactions = enableCodeFlow(provider, {

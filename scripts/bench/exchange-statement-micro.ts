@@ -8,8 +8,8 @@
  *
  * Statements: client_credentials' two `jti`s (`recordEachOnce`); the exchange's group statement
  * for one exchange (`appendIfHead`: two `jti`s, the vault row, the token record, the receipt, the
- * head move), the same without the vault row (the exchange of a subject token whose vault row
- * were reused) and without the token record too (what the receipt, the `jti`s and the head cost). On PGlite (memory) by default; with `DATABASE_URL` on a fresh PostgreSQL
+ * head move), the same without the vault row, the same referencing a remembered vault row (its
+ * existence checked in the statement: the seventh round's reuse) and without the token record too (what the receipt, the `jti`s and the head cost). On PGlite (memory) by default; with `DATABASE_URL` on a fresh PostgreSQL
  * database (dropped after). Issue 16, sixth round.
  *
  * @module
@@ -51,16 +51,24 @@ function record(jti: string, upstream: string | undefined): NewTokenRecord {
   };
 }
 
-function probes(tokens: TokenRecords, vault: EnvelopeVault): Probe[] {
+function probes(store: Store, tokens: TokenRecords, vault: EnvelopeVault): Probe[] {
   const chain: { head: ChainHead } = { head: { seq: 0, hash: genesisHash(AGENT) } };
-  const exchange = (withVault: boolean, withRecord = true) => async (db: Queryable) => {
+  // The row a remembered capture references (src/oauth/upstream-capture.ts): written once, checked by each statement.
+  let shared: Promise<string> | undefined;
+  const sharedRow = () => (shared ??= (async () => {
+    const handle = newHandle('upt');
+    await vault.put(store, { handle, kind: 'upstream_subject_token', plaintext: SUBJECT_TOKEN, expiresAt: Math.floor(Date.now() / 1000) + 3600 });
+    return handle;
+  })());
+  const exchange = (withVault: boolean | 'remembered', withRecord = true) => async (db: Queryable) => {
     const jti = randomUUID();
-    const handle = withVault ? newHandle('upt') : undefined;
-    const vaultPart = handle ? [await vault.putPart({ handle, kind: 'upstream_subject_token', plaintext: SUBJECT_TOKEN, expiresAt: Math.floor(Date.now() / 1000) + 3600 })] : [];
+    const handle = withVault === true ? newHandle('upt') : withVault === 'remembered' ? await sharedRow() : undefined;
+    const vaultPart = handle && withVault === true ? [await vault.putPart({ handle, kind: 'upstream_subject_token', plaintext: SUBJECT_TOKEN, expiresAt: Math.floor(Date.now() / 1000) + 3600 })] : [];
+    const requires = withVault === 'remembered' ? vault.exists(handle!) : undefined;
     const seq = chain.head.seq + 1;
     const hash = randomBytes(32).toString('base64url');
     const receipt = { id: randomUUID(), agent: AGENT, seq, hash, prev: chain.head.hash, jws: jws() };
-    const outcome = await appendIfHead(db, AGENT, chain.head, [receipt], onceKeys(), [...vaultPart, ...(withRecord ? [tokens.insertPart(record(jti, handle ?? 'upt_shared'))] : [])]);
+    const outcome = await appendIfHead(db, AGENT, chain.head, [receipt], onceKeys(), [...vaultPart, ...(withRecord ? [tokens.insertPart(record(jti, handle ?? 'upt_shared'), requires)] : [])]);
     if (outcome !== 'written') throw new Error(`append: ${outcome}`);
     chain.head = { seq, hash };
   };
@@ -68,6 +76,7 @@ function probes(tokens: TokenRecords, vault: EnvelopeVault): Probe[] {
     { label: 'client_credentials: two jtis (recordEachOnce)', run: (db) => recordEachOnce(db, onceKeys()) },
     { label: 'exchange: jtis + vault row + token record + receipt + head', run: exchange(true) },
     { label: 'exchange without the vault row (row reused)', run: exchange(false) },
+    { label: 'exchange referencing a remembered vault row (its EXISTS checked; seventh round)', run: exchange('remembered') },
     { label: 'receipt + jtis + head only (no token record, no vault row)', run: exchange(false, false) },
   ];
 }
@@ -98,7 +107,7 @@ async function main(): Promise<void> {
     await migrate(store);
     await store.query(`INSERT INTO agents (id, name, owner, jwks, source) VALUES ($1, 'micro', 'bench', '{"keys":[]}', 'config')`, [AGENT]);
     const vault = new EnvelopeVault({ active: { kid: 'k1', key: randomBytes(32) }, all: new Map() });
-    const list = probes(new TokenRecords(store), vault);
+    const list = probes(store, new TokenRecords(store), vault);
     for (let r = 0; r < ROUNDS; r++) {
       for (const probe of list) console.log(`${store.kind} · round ${r + 1} · ${probe.label}: ${show(await measure(store, probe, backend), store.kind)}`);
     }

@@ -30,6 +30,7 @@ import { parseArgs } from 'node:util';
 import { SignJWT, exportJWK, generateKeyPair, jwtVerify, type CryptoKey, type JWK } from 'jose';
 import { createHash, randomUUID } from 'node:crypto';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.js';
+import { HostCpuSampler, type HostCpu } from './host-cpu.js';
 import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
@@ -160,7 +161,7 @@ interface Figure {
    * Server-side work per request in the timed window, from the bench's counters: store statements,
    * WebCrypto operations, and the server process's CPU time in milliseconds (`cpuMs`).
    */
-  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number>; cpuMs: number };
+  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number>; cpuMs: number; host?: HostCpu };
   /** Server RSS in MiB: before the load, and the highest seen while it ran. */
   rssMiB?: { idle: number; underLoad: number };
 }
@@ -188,8 +189,14 @@ async function jitWarmup(name: string, countersUrl: string, load: LoadOptions): 
   await runLoad({ prebuild: PREBUILD_PER_S, ...load, concurrency: Math.max(8, load.concurrency), durationMs: jitWarmupMs, warmupMs: 0 });
 }
 
-async function measured(name: string, store: string | undefined, countersUrl: string, load: LoadOptions): Promise<Figure> {
+/**
+ * `databaseUrl`: the PostgreSQL database the server uses, for the CPU its backends spend in the
+ * window (`perRequest.host`, {@link HostCpuSampler}); the load generator's CPU is sampled always.
+ */
+async function measured(name: string, store: string | undefined, countersUrl: string, load: LoadOptions, databaseUrl?: string): Promise<Figure> {
   await jitWarmup(name, countersUrl, load);
+  const host = await HostCpuSampler.open(databaseUrl);
+  let hostBefore: Awaited<ReturnType<HostCpuSampler['snapshot']>> | undefined;
   const idle = (await counters(countersUrl, '/gc')).memory.rssMiB;
   let peak = idle;
   let sampling = true;
@@ -199,9 +206,25 @@ async function measured(name: string, store: string | undefined, countersUrl: st
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
-  const result = await runLoad({ prebuild: PREBUILD_PER_S, ...load, onMeasure: async () => void (await counters(countersUrl, '/reset')) });
-  const after = await counters(countersUrl);
-  sampling = false;
+  let result: LoadResult;
+  let after: CounterSnapshot;
+  let hostSpent: HostCpu | undefined;
+  try {
+    result = await runLoad({
+      prebuild: PREBUILD_PER_S,
+      ...load,
+      onMeasure: async () => {
+        await counters(countersUrl, '/reset');
+        hostBefore = await host.snapshot();
+      },
+    });
+    after = await counters(countersUrl);
+    hostSpent = hostBefore ? await host.since(hostBefore) : undefined;
+  } finally {
+    // A failed point must not leave the RSS sampler or the sampler's connection running.
+    sampling = false;
+    await host.close();
+  }
   await sampler;
   const per = (n: number) => Math.round((n / Math.max(1, result.requests)) * 100) / 100;
   const perRequest = {
@@ -209,6 +232,7 @@ async function measured(name: string, store: string | undefined, countersUrl: st
     cpuMs: Math.round((after.cpuMs / Math.max(1, result.requests)) * 1000) / 1000,
     crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
     topStatements: Object.fromEntries(Object.entries(after.statements).slice(0, 12).map(([k, v]) => [k, per(v)])),
+    ...(hostSpent ? { host: perRequestHost(hostSpent, result.requests) } : {}),
   };
   return { name, ...(store ? { store } : {}), result, perRequest, rssMiB: { idle, underLoad: Math.max(peak, after.memory.rssMiB) } };
 }
@@ -258,7 +282,7 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(admin, issuer),
         }),
       });
-      figures.push(await measured('client_credentials (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }));
+      figures.push(await measured('client_credentials (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }, database.url));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -269,7 +293,7 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
         }),
       });
-      figures.push(await measured('token exchange', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }));
+      figures.push(await measured('token exchange', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }, database.url));
     }
     return figures;
   });
@@ -297,7 +321,7 @@ async function bareProviderScenario(opts: Options, storeName: string, database: 
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(client, issuer),
         }),
       });
-      figures.push(await measured('client_credentials on bare oidc-provider (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: grant }));
+      figures.push(await measured('client_credentials on bare oidc-provider (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: grant }, database.url));
     }
     return figures;
   } finally {
@@ -354,7 +378,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
         path: '/gw/echo/items',
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
       });
-      if (!opts.exchangeOnly) figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }));
+      if (!opts.exchangeOnly) figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }, database.url));
       const exchange = async (): Promise<RequestSpec> => ({
         method: 'POST',
         path: '/token',
@@ -365,7 +389,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
         }),
       });
-      figures.push(await measured(`token exchange (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }));
+      figures.push(await measured(`token exchange (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }, database.url));
     }
     return figures;
   }, { env, port });
@@ -490,7 +514,7 @@ async function mcpScenarios(opts: Options, idp: MockIdp, upstream: string, store
     const session = await mcpSession(`${url}/mcp/echo`, auth);
     for (const concurrency of opts.concurrency) {
       const next = async () => mcpCall('/mcp/echo', session, await auth());
-      figures.push(await measured('MCP tools/call through Deputy', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }));
+      figures.push(await measured('MCP tools/call through Deputy', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }, database.url));
     }
     return figures;
   }, { env: { BENCH_MCP_KEY: 'bench-mcp-secret' }, port });
@@ -612,6 +636,20 @@ interface PdpReport {
   rows: Array<{ scenario: string; decisionCache: boolean; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number }; errors: number }>;
 }
 
+function perRequestHost(spent: HostCpu, requests: number): HostCpu {
+  const per = (ms: number) => Math.round((ms / Math.max(1, requests)) * 1000) / 1000;
+  return {
+    loadGeneratorMs: per(spent.loadGeneratorMs),
+    ...(spent.pgBackendsMs === undefined ? {} : { pgBackendsMs: per(spent.pgBackendsMs) }),
+    ...(spent.pgBackgroundMs === undefined ? {} : { pgBackgroundMs: per(spent.pgBackgroundMs) }),
+  };
+}
+
+function hostCell(host: HostCpu | undefined): string {
+  if (!host) return '—';
+  return [host.loadGeneratorMs, host.pgBackendsMs ?? '—', host.pgBackgroundMs ?? '—'].join(' / ');
+}
+
 function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; pdp?: PdpReport | { error: string } }): string {
   const pdp = results.pdp && 'error' in results.pdp
     ? ['', `PDP part failed: ${results.pdp.error}`]
@@ -634,10 +672,10 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    '| scenario | store | c | server CPU ms / request | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
-    '| --- | --- | --- | --- | --- | --- | --- |',
+    '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...results.figures.filter((f) => f.perRequest).map((f) =>
-      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.cpuMs} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
+      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.cpuMs} | ${hostCell(f.perRequest!.host)} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
     '',
     '| crypto floor (in-process, one core) | ops/s |',
     '| --- | --- |',

@@ -151,6 +151,19 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+/** The next group's receipts, signed ahead against the head the in-flight statement leaves if it writes. */
+interface Presigned {
+  /** The queue's front, signed in order: the group the writer cuts next. */
+  group: Pending[];
+  head: ChainHead;
+  /** The inputs signed (the group's, in order; no once-key repeats within it). */
+  inputs: ReceiptInput[];
+  /** The group's once-key ids. */
+  keys: Set<string>;
+  /** The receipts, each signed after the one before; undefined when a signature failed. */
+  signed: Promise<AppendedReceipt[] | undefined>;
+}
+
 /** How one append of a group ended: its receipt (durable), or the error it is rejected with. */
 type Outcome = { pending: Pending; receipt: AppendedReceipt; error?: undefined } | { pending: Pending; receipt?: undefined; error: unknown };
 
@@ -172,6 +185,14 @@ export class ReceiptService implements ReceiptAppender {
   readonly #writers = new Map<string, Promise<void>>();
   /** The head this instance last wrote per agent (at most {@link REMEMBERED_HEADS}, oldest first). */
   readonly #heads = new Map<string, ChainHead>();
+  /**
+   * Per agent, the next group's receipts signed while the current group's statement is in flight,
+   * against the head that statement leaves if it writes ({@link #presignNext}). Used only if that
+   * is the head and the group is the same; the statement's own head check decides either way.
+   */
+  readonly #presigned = new Map<string, Presigned>();
+  /** Per agent, the head its in-flight optimistic statement leaves if it writes. */
+  readonly #inFlight = new Map<string, ChainHead>();
 
   constructor(options: ReceiptServiceOptions) {
     this.#store = options.store;
@@ -203,6 +224,7 @@ export class ReceiptService implements ReceiptAppender {
       queue.push({ input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), ...(ready ? { ready } : {}), resolve, reject });
       this.#queues.set(input.agent, queue);
       if (!this.#writers.has(input.agent)) this.#writers.set(input.agent, this.#write(input.agent));
+      else this.#presignNext(input.agent);
     });
   }
 
@@ -245,7 +267,8 @@ export class ReceiptService implements ReceiptAppender {
       for (;;) {
         const queue = this.#queues.get(agent);
         if (!queue || queue.length === 0) return;
-        const group = queue.splice(0, this.#maxBatch);
+        // The appends signed ahead (the front of the queue when they were), so that they match.
+        const group = queue.splice(0, this.#presigned.get(agent)?.group.length ?? this.#maxBatch);
         try {
           // Settled after the commit: a resolved append is durable, a refused one wrote nothing.
           for (const o of await this.#writeGroup(agent, group)) {
@@ -259,6 +282,8 @@ export class ReceiptService implements ReceiptAppender {
     } finally {
       this.#queues.delete(agent);
       this.#writers.delete(agent);
+      this.#presigned.delete(agent);
+      this.#inFlight.delete(agent);
     }
   }
 
@@ -320,14 +345,20 @@ export class ReceiptService implements ReceiptAppender {
     const parts = firsts.flatMap((p) => p.writes?.parts ?? []);
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
-      const signed = await this.#sign(agent, head, firsts.map((p) => p.input));
+      const signed = (await this.#takePresigned(agent, head, firsts)) ?? (await this.#sign(agent, head, firsts.map((p) => p.input)));
       await whenReady(firsts);
-      const outcome = await appendIfHead(this.#store, agent, head, signed, once, parts).catch((err: unknown) => {
-        // One append's write refused by the server (a unique violation on its vault row, say):
-        // the statement wrote nothing, and each append is decided alone, so the others commit.
-        if (parts.length > 0 && statementRefused(err)) return 'refused' as const;
-        throw err;
-      });
+      const statement = appendIfHead(this.#store, agent, head, signed, once, parts);
+      const last = signed[signed.length - 1]!;
+      this.#inFlight.set(agent, { seq: last.seq, hash: last.hash });
+      this.#presignNext(agent);
+      const outcome = await statement
+        .catch((err: unknown) => {
+          // One append's write refused by the server (a unique violation on its vault row, say):
+          // the statement wrote nothing, and each append is decided alone, so the others commit.
+          if (parts.length > 0 && statementRefused(err)) return 'refused' as const;
+          throw err;
+        })
+        .finally(() => this.#inFlight.delete(agent));
       if (outcome === 'refused') return undefined;
       if (outcome === 'written') return this.#wrote(agent, signed);
       this.#heads.delete(agent);
@@ -339,6 +370,48 @@ export class ReceiptService implements ReceiptAppender {
       this.#heads.set(agent, now);
     }
     return undefined;
+  }
+
+  /**
+   * While a statement is in flight, signs the appends queued behind it (the next group, as the
+   * writer will cut it) against the head that statement leaves if it writes — at the statement's
+   * start and as appends arrive during it, one after the other as the chain requires: the
+   * signatures then overlap the statement's round trip and WAL flush instead of following them
+   * (issue 16, seventh round: one agent's exchanges at concurrency 8 waited on this cycle). A
+   * signature against the wrong head is discarded, never written ({@link #takePresigned}); the
+   * group ends before an append repeating one of its once-keys.
+   */
+  #presignNext(agent: string): void {
+    const predicted = this.#inFlight.get(agent);
+    const queue = this.#queues.get(agent);
+    if (!predicted || !queue) return;
+    let ahead = this.#presigned.get(agent);
+    if (ahead && (ahead.head.seq !== predicted.seq || ahead.head.hash !== predicted.hash)) return;
+    while (queue.length > (ahead?.group.length ?? 0) && (ahead?.group.length ?? 0) < this.#maxBatch) {
+      const next = queue[ahead?.group.length ?? 0]!;
+      const ids = keysOf(next).map((k) => onceKeyId(k.namespace, k.key));
+      if (ahead && ids.some((id) => ahead!.keys.has(id))) return;
+      ahead ??= { group: [], head: predicted, inputs: [], keys: new Set(), signed: Promise.resolve([]) };
+      this.#presigned.set(agent, ahead);
+      for (const id of ids) ahead.keys.add(id);
+      ahead.group.push(next);
+      ahead.inputs.push(next.input);
+      const head = ahead.head;
+      // A failed signature is the normal path's to report: it signs again.
+      ahead.signed = ahead.signed
+        .then(async (done) => (done ? [...done, ...(await this.#sign(agent, done.at(-1) ?? head, [next.input]))] : undefined))
+        .catch(() => undefined);
+    }
+  }
+
+  /** The receipts signed ahead for exactly `firsts` after exactly `head`, else undefined (sign now). Forgets them either way. */
+  async #takePresigned(agent: string, head: ChainHead, firsts: readonly Pending[]): Promise<AppendedReceipt[] | undefined> {
+    const ahead = this.#presigned.get(agent);
+    if (!ahead) return undefined;
+    this.#presigned.delete(agent);
+    const same = ahead.head.seq === head.seq && ahead.head.hash === head.hash
+      && ahead.inputs.length === firsts.length && firsts.every((p, i) => p.input === ahead.inputs[i]);
+    return same ? ahead.signed : undefined;
   }
 
   /**

@@ -14,13 +14,15 @@ import type { ActionContext, Budgeter, BudgetHold, Described, Outcome, PepDecisi
 import type { Logger } from '../log.js';
 import type { BudgetScope } from './budgets.js';
 import { BudgetExceeded } from './errors.js';
-import type { Amounts, BudgetLedger, Charge } from './ledger.js';
+import type { Amounts, BudgetLedger, Charge, ReserveOptions } from './ledger.js';
 
 /** What one action asks of budgets: who/where, and how much. `undefined`: no budget applies. */
 export interface FixedDemand {
   scope: BudgetScope;
   amounts: Amounts;
   requestId?: string;
+  /** Awaited before anything is held ({@link ReserveOptions.ready}): the call's DPoP proof signature. */
+  ready?: Promise<unknown>;
 }
 
 export interface FixedCostOptions<C> {
@@ -46,7 +48,10 @@ export function fixedCostBudgeter<C>(options: FixedCostOptions<C>): Budgeter<C> 
       if (!demand) return undefined;
       let reservation;
       try {
-        reservation = await ledger.reserve(demand.scope, demand.amounts, demand.requestId ? { requestId: demand.requestId } : {});
+        reservation = await ledger.reserve(demand.scope, demand.amounts, {
+          ...(demand.requestId ? { requestId: demand.requestId } : {}),
+          ...(demand.ready ? { ready: demand.ready } : {}),
+        });
       } catch (err) {
         if (err instanceof BudgetExceeded) return { allowed: false, reason: err.description, refusal: err };
         throw err;
@@ -125,8 +130,9 @@ export function knownCostBudgeter<C extends ActionContext & Described>(options: 
     logger: options.logger,
     demand: (ctx) => {
       const { connection, cost } = options.target(ctx);
-      const { principal, requestId } = ctx.admission;
-      return { scope: { agents: principal.chain, user: principal.userId, connection }, amounts: callAmounts(cost), requestId };
+      const { principal, requestId, proof } = ctx.admission;
+      // A proof whose signature is still verifying (the HTTP gateway): nothing held before it did.
+      return { scope: { agents: principal.chain, user: principal.userId, connection }, amounts: callAmounts(cost), requestId, ready: proof.verified };
     },
     onCharged: (ctx, charges) => settlementReceipt(options.receipts, ctx, charges),
   });

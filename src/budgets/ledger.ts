@@ -86,6 +86,12 @@ export interface ReserveOptions {
    * error to refuse with. Absent: such budgets are skipped.
    */
   unmeasured?: (budget: Budget) => Error;
+  /**
+   * Nothing is held before it resolves (the gateway's DPoP proof signature, still verifying while
+   * the call is decided: issue 16); when it rejects, nothing is held and the reserve rejects with
+   * its error. Not awaited when no budget applies (nothing would be written).
+   */
+  ready?: Promise<unknown>;
 }
 
 /** Current counters of one budget window. */
@@ -134,6 +140,8 @@ export class BudgetLedger {
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + this.#ttlMs);
     if (await this.#noneApplies(scope, now)) return { id, items: [], held: { ...amounts }, expiresAt };
+    // A hold is a write: only for a call that may go ahead (its error, not 402, otherwise).
+    await options.ready;
     return this.#store.transaction(async (tx) => {
       const budgets = await applicableBudgets(tx, scope);
       const items: ReservationItem[] = [];

@@ -11,7 +11,7 @@
  *    with a `DPoP` challenge (RFC 9449 §7.1, RFC 6750 §3.1), `resource_metadata` optional
  *    (RFC 9728 §5.1, {@link dpopChallenger}). Adds `auth`, `proof`. With `deferProofSignature`
  *    (the HTTP gateway) the proof's signature is still verifying when it returns
- *    (`proof.verified`): the receipt's write, every refusal before it and `proofVerified` wait for it.
+ *    (`proof.verified`): the receipt's write, every refusal before it and a budget's hold wait for it.
  * 2. `liveChain` — the token and its lineage unrevoked. Adds `record`, `principal`.
  *
  * Per action — a gateway call, one MCP JSON-RPC message, one LLM request ({@link ActionContext}:
@@ -23,7 +23,7 @@
  *    `max_tokens`, estimated cost). 404 / 400 here.
  * 3. `decide` — the PEP's question ({@link decide}); adds `decision`, never refuses by itself.
  * 4. `budget` — reserve before ({@link budget} with a {@link Budgeter}; the empty slot without),
- *    after `proofVerified` when the proof's signature was deferred.
+ *    its hold made only once the proof's signature verified (`proof.verified`, src/budgets/budgeter.ts).
  *    May replace `decision` with a 402 denial; settles after.
  * 5. `receipt` — written for permit and deny alike, before anything is forwarded; the first
  *    receipt of a request spends the proof in its own transaction.
@@ -101,7 +101,7 @@ export {
 export { NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type Refusal, type RunOptions, type Step } from './pipeline.js';
 export { authenticate, dpopChallenger, type AuthenticateOptions, type Challenger, type ProofVerifier } from './steps/authenticate.js';
 export { liveChain, type LiveChainOptions } from './steps/live-chain.js';
-export { proofVerified, spendProofOnRefusal } from './steps/proof.js';
+export { spendProofOnRefusal } from './steps/proof.js';
 export { decide, refuseDenied } from './steps/decide.js';
 export { budget, type Budgeted, type BudgetHold, type Budgeter } from './steps/budget.js';
 export { receipt, type ReceiptOptions } from './steps/receipt.js';

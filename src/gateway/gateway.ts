@@ -25,10 +25,9 @@
  * 1. `spendProofOnRefusal` — any refusal below, before the receipt, spends the proof first.
  * 2. `resolveCall` — the connection (404 when it does not exist), the path, the route's action.
  * 3. `decide` — the {@link GatewayAuthorizer} (scopes/routes, or the PDP) with the chain as subject.
- * 3a. `proofVerified` — with budgets configured, waits for the proof's signature (a reservation
- *    is a write); without, an empty slot.
  * 4. `budget` — one request and the route's `cost` (else the connection's `costPerCall`) reserved
- *    on every budget that applies (src/budgets/budgeter.ts `gatewayBudgeter`); 402 when one cannot
+ *    on every budget that applies (src/budgets/budgeter.ts `gatewayBudgeter`), once the proof's
+ *    signature verified (a hold is a write; no wait when no budget applies); 402 when one cannot
  *    cover it; charged once the response was delivered, released on a refusal or failure.
  * 5. `receipt` — written for the decision (fail closed: no receipt, no call — 503).
  * 6. `refuseDenied` — 403 with the authorizer's reason.
@@ -48,15 +47,12 @@ import {
   decide,
   dpopChallenger,
   liveChain,
-  NOTHING,
   Pipeline,
-  proofVerified,
   receipt,
   refuseDenied,
   spendProofOnRefusal,
   type Admission,
   type ProofVerifier,
-  type Step,
 } from '../enforcement/index.js';
 import { gatewayBudgeter, type BudgetLedger } from '../budgets/index.js';
 import type { Logger } from '../log.js';
@@ -103,26 +99,19 @@ function pipelines(d: GatewayDeps, audienceOf: (connectionId: string) => string)
     .then(refuseOversized(d.maxRequestBytes))
     // With receipts, the proof's signature verifies while the call is decided and its receipt
     // signed (two thread-pool jobs at once, not one after the other): nothing is written or
-    // forwarded before it verified (`receipt`, `spendProofOnRefusal`, `proofVerified`).
+    // forwarded before it verified (`receipt`, `spendProofOnRefusal`, the budget's hold).
     .then(authenticate({ verifier: d.verifier, deferProofSpend: d.receipts !== undefined, deferProofSignature: true, challenge }))
     .then(liveChain({ revocations: d.revocations, challenge }));
   const call = Pipeline.start<GatewayAction>()
     .then(spendProofOnRefusal({ challenge }))
     .then(resolveCall(d.connections, audienceOf))
     .then(decide(askAuthorizer(d.authorizer)))
-    // A budget's reservation is a write: only for a proof that verified.
-    .then(d.budgets ? proofVerified() : noStep('proofVerified'))
     .then(budget(d.budgets ? gatewayBudgeter({ ledger: d.budgets, logger: d.logger, receipts: d.receipts }) : undefined))
     .then(receipt({ receipts: d.receipts, logger: d.logger, challenge }))
     .then(refuseDenied({ logger: d.logger, message: 'gateway call denied' }))
     .then(credential(d.credentials))
     .then(forwardUpstream({ forwarder: d.forwarder, logger: d.logger, upstreamTimeoutMs: d.upstreamTimeoutMs, maxRequestBytes: d.maxRequestBytes, audienceOf }));
   return { admit, call };
-}
-
-/** A step that does nothing (a slot the configuration leaves empty; listed under its name). */
-function noStep(name: string): Step<object, typeof NOTHING> {
-  return { name, run: () => NOTHING };
 }
 
 /** The HTTP gateway: one call in, the upstream's shaped response out (see the module doc). */

@@ -26,7 +26,8 @@
  * 8. `issue` — `mint` the RFC 9068 JWT through the {@link AccessTokenMinter} port (implemented
  *    by ./oidc-provider/; its `jti` is chosen first) and, while it is signed, `recordIssued`
  *    (written once it is signed): the proof and client assertion `jti`s
- *    (`ExchangeInput.spends`), the token record (and the encrypted upstream token) and its
+ *    (`ExchangeInput.spends`), the token record (and the encrypted upstream token, one row per
+ *    agent and IdP token on each instance: ./upstream-capture.ts) and its
  *    `permit` receipt (src/audit), all or nothing, in the statement of the agent's receipt group
  *    writer (`ReceiptAppender.appendWith`): one commit per group of concurrent exchanges. A failed
  *    exchange writes nothing but those replay entries (spent by the caller whatever happens next,
@@ -54,7 +55,7 @@ import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import { traced, tracedStep } from '../observability/tracing.js';
 import type { Logger } from '../log.js';
-import type { Queryable, StatementPart, Store } from '../store/index.js';
+import type { Queryable, StatementCondition, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
 import { firstRecorded, recordOnce, spendEach, type SingleUse } from './adapter.js';
@@ -63,6 +64,7 @@ import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
 import { AgentNotActive, ParentRevoked, type NewTokenRecord, type TokenRecords, type UserAttributes } from './token-records.js';
+import { CapturedUpstreamTokens } from './upstream-capture.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -106,6 +108,11 @@ export interface TokenExchangeDeps {
   /** Lifetime of issued tokens, in seconds (capped by the subject token's expiry). */
   accessTokenTTL: number;
   logger: Logger;
+  /**
+   * The upstream tokens' vault rows this process committed, reused by the same agent's later
+   * exchanges of the same subject token; absent: every exchange writes a row of its own.
+   */
+  capturedUpstream?: CapturedUpstreamTokens;
 }
 
 /**
@@ -562,31 +569,65 @@ function mint(minter: AccessTokenMinter, input: Issuance, expiresIn: number): Mi
  */
 async function recordIssued(deps: ExchangeDeps, input: Issuance, token: MintedToken, now: number, expiresIn: number): Promise<void> {
   const { jti } = token;
-  const { subject } = input;
-  let upstream: string | undefined;
-  let vaultRow: StatementPart | undefined;
-  if (subject.kind === 'federated' && input.subjectToken !== undefined) {
-    upstream = newHandle('upt');
-    vaultRow = await deps.vault.putPart({ handle: upstream, kind: UPSTREAM_TOKEN_KIND, plaintext: input.subjectToken, expiresAt: subject.expiresAt });
-  }
-  const record = newRecord(input, jti, now, expiresIn, upstream);
+  const capture = await captureUpstream(deps, input, now);
+  const record = newRecord(input, jti, now, expiresIn, capture?.handle);
   const receipt = { ...input.receipt, tokenId: jti };
   const inTransaction = async (tx: Queryable): Promise<void> => {
     // First: a request that lost the race for one of its single-use values writes nothing.
     const replay = await spendEach(tx, input.spends);
     if (replay) throw replay.replayed();
-    await deps.records.insert(tx, record, vaultRow);
+    await deps.records.insert(tx, record, capture && (await capture.row()));
   };
   if (deps.receipts.appendWith) {
-    const parts = [...(vaultRow ? [vaultRow] : []), deps.records.insertPart(record)];
+    const parts = [...(capture?.written ? [capture.written] : []), deps.records.insertPart(record, capture?.requires)];
     await deps.receipts.appendWith(receipt, { once: input.spends.map((s) => s.once), parts, inTransaction, ready: token.value });
-    return;
+  } else {
+    await token.value;
+    await deps.store.transaction(async (tx) => {
+      await inTransaction(tx);
+      await deps.receipts.append(receipt, tx);
+    });
   }
-  await token.value;
-  await deps.store.transaction(async (tx) => {
-    await inTransaction(tx);
-    await deps.receipts.append(receipt, tx);
-  });
+  capture?.committed();
+}
+
+/**
+ * How step 8b keeps a federated subject token (else undefined: nothing kept): the vault row's
+ * `handle`; for the group statement, the row to write (`written`) or, when this process already
+ * committed one for this agent and token ({@link CapturedUpstreamTokens}), the condition that it
+ * still exists (`requires`); for the locked path, `row()` — the row, written only if absent.
+ * `committed()` is called once the token record is: the row is then remembered.
+ */
+interface UpstreamCapture {
+  handle: string;
+  written?: StatementPart;
+  requires?: StatementCondition;
+  row(): Promise<StatementPart>;
+  committed(): void;
+}
+
+/**
+ * Step 8b's vault row for a federated subject token: a new row (encrypted now), or the row this
+ * process committed for the same agent and token ({@link CapturedUpstreamTokens}), referenced on
+ * the condition that it still exists. `now` in epoch seconds.
+ */
+async function captureUpstream(deps: ExchangeDeps, input: Issuance, now: number): Promise<UpstreamCapture | undefined> {
+  const { subject, subjectToken } = input;
+  if (subject.kind !== 'federated' || subjectToken === undefined) return undefined;
+  const secret = (handle: string) => ({ handle, kind: UPSTREAM_TOKEN_KIND, plaintext: subjectToken, expiresAt: subject.expiresAt });
+  const memo = deps.capturedUpstream;
+  const key = memo && CapturedUpstreamTokens.key(input.agent.id, subject.user.issuerId, subjectToken);
+  const remembered = key === undefined ? undefined : memo!.handle(key, now);
+  const committed = (handle: string) => () => {
+    if (key !== undefined) memo!.remember(key, handle, subject.expiresAt);
+  };
+  if (remembered !== undefined) {
+    // The locked path (the statement refused: the row may be gone) writes the row again if absent.
+    return { handle: remembered, requires: deps.vault.exists(remembered), row: () => deps.vault.putPart(secret(remembered), { ifAbsent: true }), committed: committed(remembered) };
+  }
+  const handle = newHandle('upt');
+  const written = await deps.vault.putPart(secret(handle));
+  return { handle, written, row: async () => written, committed: committed(handle) };
 }
 
 /** The token record of step 8b (the upstream token's vault handle: the new one, else the parent's). */

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { Queryable, StatementPart, Store } from '../store/index.js';
+import type { Queryable, StatementCondition, StatementPart, Store } from '../store/index.js';
 import type { DelegatingUser, DelegationChain } from '../delegation/index.js';
 import { BoundedReadCache } from '../util/single-flight.js';
 
@@ -126,6 +126,19 @@ function liveLineage(jtiParam: string): string {
         FROM lineage l JOIN token_records p ON p.jti = l.parent_jti
        WHERE l.hops < ${MAX_LINEAGE}
     ) SELECT bool_and(revoked_at IS NULL) AND bool_or(parent_jti IS NULL) FROM lineage), false)`;
+}
+
+/** {@link RECORD_VALUES} numbered from `$first`, by `first` (each group statement asks for a few; the regex ran per exchange). */
+const recordValuesByFirst = new Map<number, string>();
+
+function recordValuesFrom(first: number): string {
+  let text = recordValuesByFirst.get(first);
+  if (text === undefined) {
+    text = RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
+    // Offsets grow with a group's size (at most the receipt writer's batch): bounded, but not trusted to be.
+    if (recordValuesByFirst.size < 1024) recordValuesByFirst.set(first, text);
+  }
+  return text;
 }
 
 /** The parameters of {@link RECORD_VALUES}, in order. */
@@ -247,20 +260,22 @@ export class TokenRecords {
    * keeps re-planning the whole issuing statement (a custom plan folds the `NULL` away and looks
    * cheaper than the generic one), which cost ~1 ms of PGlite CPU per exchange (issue 16, sixth
    * round). Same rows refused, same rows written.
+   *
+   * `requires`: another module's condition the row depends on, checked in the same statement (a
+   * remembered vault row of the upstream token that this insert references without writing it:
+   * `EnvelopeVault.exists`); when false, the part writes no row, like any other refusal.
    */
-  insertPart(record: NewTokenRecord): StatementPart {
+  insertPart(record: NewTokenRecord, requires?: StatementCondition): StatementPart {
     const values = recordValues(record);
-    const shift = (first: number) => RECORD_VALUES.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + first - 1}`);
     const agentActive = (first: number) => `FROM agents WHERE id = $${first + 3}::text AND status = 'active'`;
-    if (record.parentJti === undefined) {
-      return { params: values, sql: (first) => `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)} FOR SHARE OF agents` };
-    }
+    const parent = record.parentJti === undefined ? [] : [record.parentJti];
+    const params = [...values, ...parent, ...(requires?.params ?? [])];
     return {
-      params: [...values, record.parentJti],
+      params,
       sql: (first) => {
-        const parent = `$${first + values.length}::text`;
-        return `${INSERT_RECORD} SELECT ${shift(first)} ${agentActive(first)}
-           AND ${liveLineage(parent)} FOR SHARE OF agents`;
+        const lineage = parent.length ? ` AND ${liveLineage(`$${first + values.length}::text`)}` : '';
+        const required = requires ? ` AND ${requires.sql(first + values.length + parent.length)}` : '';
+        return `${INSERT_RECORD} SELECT ${recordValuesFrom(first)} ${agentActive(first)}${lineage}${required} FOR SHARE OF agents`;
       },
     };
   }
@@ -301,9 +316,10 @@ export class TokenRecords {
    * from the vault in the same transaction `tx`. Run when the agent is deleted, after
    * {@link revokeByAgent}: every token that could reach one of them is revoked by then.
    *
-   * A handle is made fresh by one first-link exchange and passed only from parent to child
-   * (`upstream: parent.upstream`, src/oauth/token-exchange.ts), so the rows carrying it are that
-   * root and its descendants: the statement walks them by `agent_id` and `parent_jti` (both
+   * A handle is written by a first-link exchange, shared only by the same agent's later
+   * first-link exchanges of the same IdP token (src/oauth/upstream-capture.ts), and passed only
+   * from parent to child (`upstream: parent.upstream`, src/oauth/token-exchange.ts), so the rows
+   * carrying it are that agent's roots and their descendants: the statement walks them by `agent_id` and `parent_jti` (both
    * indexed) rather than looking rows up by `upstream`, which no index serves — a full scan of
    * every token record, under the deletion's locks, when the table is large (issue 16, seventh
    * round; an index on `upstream` would cost every exchange an index insert instead). A child

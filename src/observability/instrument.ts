@@ -148,7 +148,13 @@ export async function observeTokenExchange<T>(exchange: () => Promise<T>): Promi
   }
 }
 
-/** One receipt append, timed into `deputy_receipt_append_duration_seconds{outcome}`. */
+/**
+ * One receipt append, timed into `deputy_receipt_append_duration_seconds{outcome}`: `appended`,
+ * `refused` (the request's own doing, nothing written by design: a replayed once-key, a DPoP
+ * proof that did not verify), or `failed` — only these count in
+ * `deputy_receipt_append_failures_total`, whose alert means receipts cannot be written
+ * (docs/production.md): an agent with a leaked token must not be able to raise it.
+ */
 export async function observeReceiptAppend<T>(append: () => Promise<T>): Promise<T> {
   const start = process.hrtime.bigint();
   try {
@@ -156,8 +162,16 @@ export async function observeReceiptAppend<T>(append: () => Promise<T>): Promise
     metrics.receiptAppendDuration.observe({ outcome: 'appended' }, secondsSince(start));
     return appended;
   } catch (err) {
-    metrics.receiptAppendDuration.observe({ outcome: 'failed' }, secondsSince(start));
-    metrics.receiptAppendFailures.inc();
+    const outcome = refusedByRequest(err) ? 'refused' : 'failed';
+    metrics.receiptAppendDuration.observe({ outcome }, secondsSince(start));
+    if (outcome === 'failed') metrics.receiptAppendFailures.inc();
     throw err;
   }
+}
+
+/** An append refused because of the request (a once-key recorded before, a client error as `ready`'s rejection), not the store. */
+function refusedByRequest(err: unknown): boolean {
+  // AlreadyRecorded (src/audit/receipts.ts) by its code: the audit module imports this one.
+  if ((err as { code?: unknown } | undefined)?.code === 'ERR_ALREADY_RECORDED') return true;
+  return err instanceof DeputyError && err.status < 500;
 }

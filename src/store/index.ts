@@ -8,7 +8,7 @@ import { createPGliteStore } from './pglite.js';
 import { createPostgresStore } from './postgres.js';
 import type { Store } from './store.js';
 
-export type { Queryable, QueryOptions, StatementPart, Store } from './store.js';
+export type { Queryable, QueryOptions, StatementCondition, StatementPart, Store } from './store.js';
 export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError } from './store.js';
 export { DataDirLocked, lockDataDir, type DataDirLock, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';

@@ -39,6 +39,12 @@ export interface StatementPart {
   params: readonly unknown[];
 }
 
+/**
+ * A boolean SQL expression for another module's statement (a `WHERE` clause of its), with its
+ * parameters numbered from `$first` as a {@link StatementPart}'s.
+ */
+export type StatementCondition = StatementPart;
+
 /** Deputy's database (PGlite or PostgreSQL): queries and transactions (`Queryable`), its `kind`, a liveness `ping`, and `close`. */
 export interface Store extends Queryable {
   /** `postgres` for a server reached through `DATABASE_URL`, `pglite` for the embedded database. */

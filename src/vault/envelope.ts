@@ -18,7 +18,7 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { metrics } from '../observability/metrics.js';
-import type { Queryable, StatementPart } from '../store/index.js';
+import type { Queryable, StatementCondition, StatementPart } from '../store/index.js';
 import { toKeyWrapper, UnknownKeyEncryptionKey, type KeyEncryptionKeys, type KeyWrapper } from './key-wrapper.js';
 
 export type { KeyEncryptionKeys, KeyWrapper } from './key-wrapper.js';
@@ -120,8 +120,18 @@ export class EnvelopeVault {
    * {@link put} as a {@link StatementPart}: the same encrypted row, written by the caller's own
    * statement (the token exchange writes it with the token record: one round trip).
    */
-  async putPart(secret: PutSecret): Promise<StatementPart> {
-    return { sql: insertFrom, params: await this.#encrypt(secret) };
+  async putPart(secret: PutSecret, options: { ifAbsent?: boolean } = {}): Promise<StatementPart> {
+    const params = await this.#encrypt(secret);
+    // `ifAbsent`: a row that holds `handle` already is kept as it is (the same secret written again).
+    return { sql: options.ifAbsent ? (first) => `${insertFrom(first)} ON CONFLICT (handle) DO NOTHING` : insertFrom, params };
+  }
+
+  /**
+   * True in a statement's `WHERE` while a secret is stored under `handle` (in that statement's
+   * snapshot): what a write that references an existing secret, without writing it, depends on.
+   */
+  exists(handle: string): StatementCondition {
+    return { sql: (first) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = $${first}::text)`, params: [handle] };
   }
 
   /** Stores a secret, replacing whatever `handle` held (a new data key every time). */

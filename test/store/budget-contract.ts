@@ -54,6 +54,28 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       expect(await counters(two(), ledger(two(), c.now), other)).toMatchObject({ spent: 0, reserved: 0 });
     });
 
+    it('`ready` (the gateway\'s DPoP proof, still verifying): nothing is held before it resolves; one that rejects holds nothing and refuses with its error, even on a spent budget', async () => {
+      const c = clock();
+      const s = scope();
+      const id = await define(one(), { agent: s.agents[0], unit: 'requests', window: 'day', limit: 1 });
+      const l = ledger(one(), c.now);
+      const forged = Promise.reject(new Error('DPoP proof signature is invalid'));
+      forged.catch(() => {});
+      await expect(l.reserve(s, { requests: 1 }, { ready: forged })).rejects.toThrow('DPoP proof signature is invalid');
+      expect(await counters(one(), l, id)).toMatchObject({ spent: 0, reserved: 0 });
+      let verify!: () => void;
+      const verifying = new Promise<void>((resolve) => (verify = resolve));
+      const held = l.reserve(s, { requests: 1 }, { ready: verifying });
+      await new Promise((r) => setImmediate(r));
+      expect(await counters(one(), l, id)).toMatchObject({ reserved: 0 });
+      verify();
+      expect((await held).items.map((i) => i.budgetId)).toEqual([id]);
+      // The budget is full: a proof that did not verify still gets its own error, not 402.
+      await expect(l.reserve(s, { requests: 1 }, { ready: forged })).rejects.toThrow('DPoP proof signature is invalid');
+      // No budget applies: nothing to hold, nothing to wait for.
+      expect((await l.reserve(scope(), { requests: 1 }, { ready: forged })).items).toEqual([]);
+    });
+
     it('settles the actual use and releases the rest; use beyond the reservation is charged only as far as the limit allows; only once', async () => {
       const c = clock();
       const s = scope();

@@ -409,7 +409,7 @@ describe('the HTTP gateway as a composition', () => {
     const deps = { issuer: 'https://deputy.test', logger, upstreamTimeoutMs: 1000, maxRequestBytes: 1024 } as unknown as GatewayDeps;
     expect(new Gateway(deps).steps).toEqual({
       admission: ['refuseOversized', 'authenticate', 'liveChain'],
-      call: ['spendProofOnRefusal', 'resolveCall', 'decide', 'proofVerified', 'budget', 'receipt', 'refuseDenied', 'credential', 'forwardUpstream'],
+      call: ['spendProofOnRefusal', 'resolveCall', 'decide', 'budget', 'receipt', 'refuseDenied', 'credential', 'forwardUpstream'],
     });
   });
 });

@@ -3,7 +3,7 @@
  * input checks, request digests. (Concurrency across connections and instances is in
  * test/features/receipts.test.ts.)
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { canonicalJson, requestDigest } from '../../src/audit/digest.js';
 import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
@@ -20,11 +20,13 @@ import { createPGliteStore } from '../../src/store/pglite.js';
 let store: Store;
 let service: ReceiptService;
 let jwks: { keys: ReturnType<typeof toPublicJwk>[] };
+let signingKey: Awaited<ReturnType<typeof generateSigningKey>>;
 
 beforeAll(async () => {
   store = await createPGliteStore({ dataDir: 'memory://' });
   await migrate(store);
   const key = await generateSigningKey('EdDSA');
+  signingKey = key;
   jwks = { keys: [toPublicJwk(key.jwk)] };
   service = new ReceiptService({ store, issuer: 'https://deputy.example.com', key, maxBatch: 7, now: () => 1_800_000_000_000 });
 });
@@ -39,6 +41,28 @@ const input = (agent: string, n: number, extra: Partial<ReceiptInput> = {}): Rec
   decision: 'permit',
   ...extra,
 });
+
+/**
+ * `store`, except that the first receipt append (`INSERT INTO receipts`) waits for `release()`
+ * before it reaches the database; `issued` resolves once it was sent.
+ */
+function holdFirstAppend(inner: Store): { store: Store; issued: Promise<void>; release: () => void } {
+  let release!: () => void;
+  let issue!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const issued = new Promise<void>((r) => (issue = r));
+  let held = false;
+  const query: Store['query'] = async (sql, params, options) => {
+    if (!held && sql.includes('INSERT INTO receipts')) {
+      held = true;
+      issue();
+      await gate;
+    }
+    return inner.query(sql, params, options);
+  };
+  const store = new Proxy(inner, { get: (target, prop) => (prop === 'query' ? query : Reflect.get(target, prop, target)) });
+  return { store, issued, release };
+}
 
 async function exported(agent: string): Promise<string> {
   let text = '';
@@ -243,6 +267,44 @@ describe('ReceiptService', () => {
       await expect(service.append(input('checked', 1, extra))).rejects.toBeInstanceOf(TypeError);
     }
     expect(await service.head('checked')).toBeUndefined();
+  });
+
+  it('signs the next group while the statement before it is in flight, and writes it with those signatures', async () => {
+    const held = holdFirstAppend(store);
+    const signs = vi.spyOn(crypto.subtle, 'sign');
+    try {
+      const ahead = new ReceiptService({ store: held.store, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
+      const first = ahead.append(input('ahead', 1));
+      await held.issued;
+      const rest = [ahead.append(input('ahead', 2)), ahead.append(input('ahead', 3))];
+      // Before this round the next group was signed only after the statement returned: this waited in vain.
+      await vi.waitFor(() => expect(signs).toHaveBeenCalledTimes(3), { timeout: 10_000 });
+      held.release();
+      const written = await Promise.all([first, ...rest]);
+      expect(written.map((r) => r.seq)).toEqual([1, 2, 3]);
+      expect(signs).toHaveBeenCalledTimes(3);
+      expect((await verifyReceipts(await exported('ahead'), jwks)).ok).toBe(true);
+    } finally {
+      signs.mockRestore();
+      held.release();
+    }
+  });
+
+  it('discards receipts signed ahead when the statement before them did not move the head (another instance did)', async () => {
+    const held = holdFirstAppend(store);
+    const ahead = new ReceiptService({ store: held.store, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
+    const other = new ReceiptService({ store, issuer: 'https://deputy.example.com', key: signingKey });
+    const first = ahead.append(input('raced', 1));
+    await held.issued;
+    const rest = [ahead.append(input('raced', 2)), ahead.append(input('raced', 3))];
+    const elsewhere = await other.append(input('raced', 0));
+    held.release();
+    const written = await Promise.all([first, ...rest]);
+    expect(elsewhere.seq).toBe(1);
+    expect(written.map((r) => r.seq)).toEqual([2, 3, 4]);
+    expect(written[0]!.prev).toBe(elsewhere.hash);
+    expect(written[1]!.prev).toBe(written[0]!.hash);
+    expect((await verifyReceipts(await exported('raced'), jwks)).ok).toBe(true);
   });
 
   it('lists in pages and finds a receipt by id', async () => {

@@ -33,8 +33,8 @@ export interface AuthenticateOptions {
    * With `deferProofSpend`: leave the proof's signature verifying while the later steps run
    * (the PDP's decision, the receipt's signature: issue 16), as the {@link PendingProof}'s
    * `verified`. Only for a pipeline whose every write and refusal before the receipt awaits it:
-   * `receipt` and `spendProofOnRefusal` do, and a `budget` that reserves must come after
-   * {@link proofVerified}.
+   * `receipt` and `spendProofOnRefusal` do, and a `budget` whose budgeter holds only after it
+   * (src/budgets/budgeter.ts `knownCostBudgeter`: the ledger's `ready`).
    */
   deferProofSignature?: boolean;
   /**

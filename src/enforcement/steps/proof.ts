@@ -29,21 +29,3 @@ export function spendProofOnRefusal(options: { challenge?: Challenger } = {}): S
   };
 }
 
-/**
- * Step `proofVerified`: waits for the DPoP proof's signature when `authenticate` left it
- * verifying (`deferProofSignature`), before a step that writes something other than the
- * receipt (a budget's reservation). Without a deferred check it costs one resolved await.
- *
- * - reads: the admission's {@link PendingProof} and audience.
- * - adds: nothing.
- * - refuses: 401 `invalid_dpop_proof` (the resource's challenge) when the signature did not verify.
- */
-export function proofVerified(): Step<ActionContext, typeof NOTHING> {
-  return {
-    name: 'proofVerified',
-    async run({ admission }) {
-      await admission.proof.verified;
-      return NOTHING;
-    },
-  };
-}
