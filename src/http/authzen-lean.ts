@@ -27,9 +27,10 @@
  * With the cached path on, a miss answered here is remembered for the next hit as the cached
  * path's middleware would remember the routes' answer (`MissAnswers`, ./authzen-cached.ts): the
  * same key (path and request bytes), the basis computed before the evaluation — here with the
- * request's subject memo, so the evaluation decides on the very subjects the basis names — the
- * same byte budget, and the routes' head. An evaluation whose basis cannot be computed (a store
- * away) is left to the routes like a failing evaluation.
+ * request's memo, so the evaluation decides on the very subjects and agents the basis names and
+ * repeats none of its reads — the same byte budget, and the routes' head. A basis that cannot be
+ * computed (a store away) leaves the answer unremembered; the evaluation then fails (the routes
+ * render it) only if it reaches the failed read, which it does not make again.
  *
  * @module
  */
@@ -37,7 +38,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import { checkDepth, parseEvaluation, parseEvaluations, type EvaluationsInput, type Explain, type PolicyDecisionPoint } from '../pdp/index.js';
 import { eligible, PER_REQUEST_HEADERS, type MissAnswers, type PendingAnswer, type RequestListener } from './authzen-cached.js';
-import { evaluationAnswer, evaluationFailedAhead, evaluationsAnswer, RECEIPT_ID_HEADER, type PepTokens, type SubjectMemo } from './authzen.js';
+import { evaluationAnswer, evaluationFailedAhead, evaluationsAnswer, RECEIPT_ID_HEADER, type PepTokens } from './authzen.js';
 import { parseJson, readRequestAhead } from './json-body.js';
 import { observeAnswering } from './metrics.js';
 
@@ -106,7 +107,7 @@ async function answerLean(req: IncomingMessage, res: ServerResponse, deps: LeanE
   const observed = observeAnswering(req, request.path);
   let evaluated: { answer: Record<string, unknown>; pending: PendingAnswer | undefined };
   try {
-    evaluated = await observed.run(() => evaluate(deps, request.path, raw, input));
+    evaluated = await observed.run(() => evaluate(deps, req, { path: request.path, raw, input }));
   } catch (err) {
     // The routes render this failure without evaluating again (`evaluationFailedAhead`, ./authzen.ts).
     evaluationFailedAhead(req, err);
@@ -125,12 +126,22 @@ async function answerLean(req: IncomingMessage, res: ServerResponse, deps: LeanE
 
 /**
  * The answer, as the routes compute it; with the cached path on, the basis it is remembered
- * under, computed first with the request's subject memo (as the middleware computes it before
- * the routes run). Throws what either throws (a store away).
+ * under, computed first with the request's memo (the cached path's listener's, when it sought a
+ * basis there first: `MissAnswers.memoFor`), as the middleware computes it before the routes run.
+ * Throws what the evaluation throws (a store away).
  */
-async function evaluate(deps: LeanEvaluationsDeps, path: string, raw: Buffer, input: EvaluationsInput): Promise<{ answer: Record<string, unknown>; pending: PendingAnswer | undefined }> {
-  const memo: SubjectMemo | undefined = deps.misses && new Map();
-  const pending = memo && (await deps.misses!.before(path, raw, input, memo));
+async function evaluate(deps: LeanEvaluationsDeps, req: IncomingMessage, { path, raw, input }: { path: string; raw: Buffer; input: EvaluationsInput }): Promise<{ answer: Record<string, unknown>; pending: PendingAnswer | undefined }> {
+  const memo = deps.misses?.memoFor(req);
+  let pending: PendingAnswer | undefined;
+  try {
+    pending = memo && (await deps.misses!.before(path, raw, input, memo));
+  } catch {
+    // The basis covers every item, the evaluation stops at a batch's short-circuit: a failure
+    // past it is no failure of the answer (the routes answer 200). On the same memo the failed
+    // read is not made again: it fails the evaluation only if the evaluation reaches it. Without
+    // a basis, nothing is remembered.
+    pending = undefined;
+  }
   const answer = input.kind === 'single' ? await evaluationAnswer(deps.pdp, input.evaluation, deps.explain, memo) : await evaluationsAnswer(deps.pdp, input, deps.explain, memo);
   return { answer, pending };
 }

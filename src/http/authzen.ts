@@ -33,13 +33,14 @@ import {
   parseEvaluation,
   parseEvaluations,
   parseSearch,
+  requestMemo,
   type Decision,
   type EvaluationInput,
   type EvaluationsInput,
   type Explain,
   type PdpService,
   type PolicyDecisionPoint,
-  type PreparedSubject,
+  type RequestMemo,
   type Search,
   type SearchKind,
 } from '../pdp/index.js';
@@ -136,15 +137,12 @@ function evaluationHandler(deps: AuthzenDeps, explain: Explain): Koa.Middleware 
  * The answer body of `POST /access/v1/evaluation` without a receipt (§6.2): one decision. Shared
  * by the routes and the lean path (./authzen-lean.ts), so both answer alike.
  *
- * @param memo - the request's subject memo, when the lean path computed its basis with it first.
+ * @param memo - the request's memo, when the lean path computed its basis with it first.
  * @throws what `PolicyDecisionPoint.evaluate` throws (a store away: the caller renders 503).
  */
-export async function evaluationAnswer(pdp: PolicyDecisionPoint, input: EvaluationInput, explain: Explain, memo?: SubjectMemo): Promise<Record<string, unknown>> {
+export async function evaluationAnswer(pdp: PolicyDecisionPoint, input: EvaluationInput, explain: Explain, memo?: RequestMemo): Promise<Record<string, unknown>> {
   return decisionBody(await pdp.evaluate(input, memo), explain);
 }
-
-/** A request's prepared subjects (`PolicyDecisionPoint.prepareSubject`), shared by its basis and its evaluation. */
-export type SubjectMemo = Map<string, Promise<PreparedSubject>>;
 
 /**
  * One decision whose receipt the PEP asked for: only a delegated subject has a chain to
@@ -153,8 +151,8 @@ export type SubjectMemo = Map<string, Promise<PreparedSubject>>;
  * @throws InvalidRequest for a plain or malformed subject; TemporarilyUnavailable without receipts.
  */
 async function evaluateWithReceipt(deps: AuthzenDeps, ctx: Koa.Context, input: EvaluationInput, explain: Explain): Promise<unknown> {
-  const memo = new Map<string, Promise<PreparedSubject>>();
-  const subject = await deps.pdp.prepareSubject(input.subject, memo);
+  const memo = requestMemo();
+  const subject = await deps.pdp.prepareSubject(input.subject, memo.subjects);
   if (subject.kind === 'plain' || subject.kind === 'malformed') {
     throw new InvalidRequest('a receipt is written for a delegated subject only: pass the agent token in subject.properties.token');
   }
@@ -208,7 +206,7 @@ function rethrowFailedAhead(req: IncomingMessage): void {
  *
  * @throws what the PDP throws (a store away: the caller renders 503).
  */
-export async function evaluationsAnswer(pdp: PolicyDecisionPoint, input: EvaluationsInput, explain: Explain, memo?: SubjectMemo): Promise<Record<string, unknown>> {
+export async function evaluationsAnswer(pdp: PolicyDecisionPoint, input: EvaluationsInput, explain: Explain, memo?: RequestMemo): Promise<Record<string, unknown>> {
   if (input.kind === 'single') return evaluationAnswer(pdp, input.evaluation, explain, memo);
   const results = await pdp.evaluateAll(input.items, input.semantic, memo);
   return { evaluations: results.map((r) => ('error' in r ? itemErrorBody(r.error) : decisionBody(r, explain))) };

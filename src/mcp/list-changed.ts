@@ -105,16 +105,21 @@ export class ListChangedDelivery {
    * `close` event not yet run) leaves the notification pending for the next stream: the transport
    * drops a message it has no open stream for, silently. At least once, then: an agent whose
    * closing stream did get it may get it again, which only says "list again" once more.
+   * When the next stream opened during that hand-over (its {@link listen} found nothing pending
+   * yet), the notification goes on it now: nothing else would send it while that stream stays
+   * open (red team, issue 16 seventh round).
    */
   async tell(): Promise<void> {
-    const stream = this.#stream;
-    if (stream === undefined || !isOpen(stream)) {
-      this.#pending = true;
-      return;
+    for (;;) {
+      const stream = this.#stream;
+      if (stream === undefined || !isOpen(stream)) {
+        this.#pending = true;
+        return;
+      }
+      this.#pending = false;
+      await this.#send();
+      if (this.#stream === stream && isOpen(stream)) return;
     }
-    this.#pending = false;
-    await this.#send();
-    if (this.#stream !== stream || !isOpen(stream)) this.#pending = true;
   }
 
   /** The agent learned the whole list since (a complete `tools/list`): nothing pending is news to it. */

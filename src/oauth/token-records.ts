@@ -324,7 +324,10 @@ export class TokenRecords {
    * every token record, under the deletion's locks, when the table is large (issue 16, seventh
    * round; an index on `upstream` would cost every exchange an index insert instead). A child
    * never outlives its parent (its lifetime is capped by the parent's), so the purge cannot leave
-   * a descendant the walk misses.
+   * a descendant the walk misses. The walk goes one hop past {@link MAX_LINEAGE}: the insert
+   * accepts a parent exactly `MAX_LINEAGE` hops from its root, so a record (dead on arrival, but
+   * carrying the handle) can lie `MAX_LINEAGE + 1` hops down — and none deeper, its own children
+   * being refused (red team, issue 16 seventh round).
    */
   async detachUpstream(agentId: string, tx: Queryable): Promise<string[]> {
     const rows = await tx.query<{ upstream: string }>(
@@ -333,7 +336,7 @@ export class TokenRecords {
        ), carrying(jti, hops) AS (
          SELECT jti, 0 FROM captured
          UNION
-         SELECT t.jti, c.hops + 1 FROM token_records t JOIN carrying c ON t.parent_jti = c.jti WHERE c.hops < ${MAX_LINEAGE}
+         SELECT t.jti, c.hops + 1 FROM token_records t JOIN carrying c ON t.parent_jti = c.jti WHERE c.hops <= ${MAX_LINEAGE}
        ), cleared AS (
          UPDATE token_records SET upstream = NULL
          WHERE jti = ANY (ARRAY(SELECT jti FROM carrying)) AND upstream = ANY (ARRAY(SELECT upstream FROM captured))

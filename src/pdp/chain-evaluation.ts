@@ -322,7 +322,24 @@ function oneEntityPerUid(members: readonly Member[], req: ActionRequest): Entity
   return conflict ?? [...kept.values()];
 }
 
-/** Same attributes and parents, whatever the order of their members (RFC 8785 canonical JSON). */
+/**
+ * Same attributes and parents, whatever the order of their members (RFC 8785 canonical JSON) and
+ * of their sets' elements: every array of Cedar's entity JSON is a set (Cedar has no list type;
+ * parents are a set), so two versions that differ only in an array's order or repetitions are
+ * one entity to Cedar, not a conflict (red team, issue 16 seventh round).
+ */
 function sameEntity(a: EntityJson, b: EntityJson): boolean {
-  return a === b || canonicalize([a.attrs, a.parents]) === canonicalize([b.attrs, b.parents]);
+  return a === b || canonicalize(asSets([a.attrs, a.parents])) === canonicalize(asSets([b.attrs, b.parents]));
+}
+
+/** `value` with every array below the top one made a sorted set of its elements (by canonical JSON). */
+function asSets(value: unknown, top = true): unknown {
+  if (Array.isArray(value)) {
+    const items = value.map((v) => asSets(v, false));
+    if (top) return items;
+    const byText = new Map(items.map((v) => [canonicalize(v) ?? '', v] as const));
+    return [...byText.keys()].sort().map((k) => byText.get(k));
+  }
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, asSets(v, false)]));
 }

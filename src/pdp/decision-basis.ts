@@ -23,7 +23,7 @@
 import type { Agent } from '../agents/index.js';
 import type { DelegationGrant } from '../delegation/index.js';
 import type { EvaluationInput } from './authzen.js';
-import type { PolicyDecisionPoint, PreparedSubject } from './pdp.js';
+import { requestMemo, type PolicyDecisionPoint, type PreparedSubject, type RequestMemo } from './pdp.js';
 
 /** A subject as its decision depends on it. */
 type SubjectMark =
@@ -40,20 +40,20 @@ export interface DecisionBasis {
 /**
  * The basis of a decision over `inputs` (one evaluation, or a batch's items in order).
  *
- * @param memo - the request's subject memo (`PolicyDecisionPoint.prepareSubject`): given the same
- *   memo, the evaluation that follows decides on the very subjects this basis names (the lean
- *   path, src/http/authzen-lean.ts); without one, a batch gets its own.
+ * @param memo - the request's memo ({@link RequestMemo}): given the same memo, the evaluation that
+ *   follows decides on the very subjects and agents this basis names, and repeats none of its
+ *   reads (the lean path, src/http/authzen-lean.ts); without one, a batch gets its own.
  * @returns undefined when a subject is invalid (bad, revoked or expired token, refused chain) or
  *   malformed: such decisions are not reused.
  * @throws what the asynchronous phase throws (a store failure); callers fail closed.
  */
-export async function decisionBasis(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], memo?: Map<string, Promise<PreparedSubject>>): Promise<DecisionBasis | undefined> {
+export async function decisionBasis(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], memo?: RequestMemo): Promise<DecisionBasis | undefined> {
   const generation = pdp.store.current.generation;
   const items: Array<DecisionBasis['items'][number]> = [];
   // A batch usually repeats one subject; a single evaluation has nothing to share.
-  memo ??= inputs.length > 1 ? new Map<string, Promise<PreparedSubject>>() : undefined;
+  memo ??= inputs.length > 1 ? requestMemo() : undefined;
   for (const input of inputs) {
-    const [subject, resource] = await Promise.all([pdp.prepareSubject(input.subject, memo), pdp.prepareEntity(input.resource)]);
+    const [subject, resource] = await Promise.all([pdp.prepareSubject(input.subject, memo?.subjects), pdp.prepareEntity(input.resource, memo)]);
     const mark = subjectMark(subject);
     if (mark === undefined) return undefined;
     items.push({ subject: mark, resourceAgent: resource.agent });

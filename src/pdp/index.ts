@@ -36,7 +36,7 @@ export { basisHolds, decisionBasis, sameBasis, type DecisionBasis } from './deci
 export { deny, type Decision, type Denial, type DeniedLink, type DenyKind } from './decision.js';
 export type { EntityInput } from './entities.js';
 export { PdpDelegationAuthorizer } from './exchange-authorizer.js';
-export { PolicyDecisionPoint, SUBJECT_TOKEN_PROPERTY, type PdpDeps, type PreparedSubject } from './pdp.js';
+export { PolicyDecisionPoint, requestMemo, SUBJECT_TOKEN_PROPERTY, type PdpDeps, type PreparedSubject, type RequestMemo } from './pdp.js';
 export { PolicyLoadError, type PolicyInfo, type ReloadResult, type ReloadTrigger } from './policy-store.js';
 export { Search, type SearchResponse, type SearchResult } from './search.js';
 export { startPdp, type PdpService, type PdpServiceDeps } from './service.js';

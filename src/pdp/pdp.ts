@@ -48,6 +48,24 @@ export interface PreparedEntity {
   agent: Agent | undefined;
 }
 
+/**
+ * A request's asynchronous phase, memoised: its subjects by their JSON
+ * ({@link PolicyDecisionPoint.prepareSubject}) and the registry agents its resources name, by id.
+ * Shared by a batch's items, and on the lean path by the basis computed first and the evaluation
+ * after it (decision-basis.ts): the evaluation then decides on the very objects the basis names
+ * and repeats none of its reads — a read that failed fails again at once, and only for an item
+ * the evaluation reaches.
+ */
+export interface RequestMemo {
+  readonly subjects: Map<string, Promise<PreparedSubject>>;
+  readonly resourceAgents: Map<string, Promise<Agent | undefined>>;
+}
+
+/** An empty {@link RequestMemo}. */
+export function requestMemo(): RequestMemo {
+  return { subjects: new Map(), resourceAgents: new Map() };
+}
+
 /** Remembered `delegate` decisions of token exchanges ({@link PolicyDecisionPoint.decideDelegation}), at most. */
 const MAX_DELEGATE_VERDICTS = 10_000;
 
@@ -108,12 +126,12 @@ export class PolicyDecisionPoint {
   /**
    * One AuthZEN evaluation (§6). Never throws for bad input: that is a deny with a reason.
    *
-   * @param memo - the request's prepared subjects (a batch's, or the basis computed first on the
+   * @param memo - the request's asynchronous phase (a batch's, or the basis computed first on the
    *   lean path); none for a lone evaluation, which has nothing to share: the memo's key, a
    *   `JSON.stringify` of the subject and its token, is not worth computing.
    */
-  async evaluate(input: EvaluationInput, memo?: Map<string, Promise<PreparedSubject>>): Promise<Decision> {
-    const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo), this.prepareEntity(input.resource)]);
+  async evaluate(input: EvaluationInput, memo?: RequestMemo): Promise<Decision> {
+    const [subject, resource] = await Promise.all([this.prepareSubject(input.subject, memo?.subjects), this.prepareEntity(input.resource, memo)]);
     return this.decide(this.store.current, subject, input, resource);
   }
 
@@ -123,7 +141,7 @@ export class PolicyDecisionPoint {
    * (a batch usually repeats one subject); `memo` is the request's, when a basis was computed
    * over it first (decision-basis.ts), so the items decide on the subjects that basis names.
    */
-  async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic, memo = new Map<string, Promise<PreparedSubject>>()): Promise<Array<Decision | { error: string }>> {
+  async evaluateAll(items: ReadonlyArray<{ ok: true; evaluation: EvaluationInput } | { ok: false; error: string }>, semantic: EvaluationsSemantic, memo = requestMemo()): Promise<Array<Decision | { error: string }>> {
     const out: Array<Decision | { error: string }> = [];
     for (const item of items) {
       const result = item.ok ? await this.evaluate(item.evaluation, memo) : { error: item.error };
@@ -192,9 +210,12 @@ export class PolicyDecisionPoint {
     return verified.kind === 'verified' ? checkAgainstRegistry(verified, this.#agents, this.#registry) : verified;
   }
 
-  /** The asynchronous phase for a resource: its registry agent when it names one (through the agent cache). */
-  async prepareEntity(input: EntityInput): Promise<PreparedEntity> {
-    return { input, agent: await this.#registryAgent(input) };
+  /** The asynchronous phase for a resource: its registry agent when it names one (through the agent cache; memoised per request when given a memo). */
+  async prepareEntity(input: EntityInput, memo?: RequestMemo): Promise<PreparedEntity> {
+    if (memo === undefined || !this.#namesAgent(input)) return { input, agent: await this.#registryAgent(input) };
+    let agent = memo.resourceAgents.get(input.id);
+    if (!agent) memo.resourceAgents.set(input.id, (agent = this.#agents.get(input.id)));
+    return { input, agent: await agent };
   }
 
   /** The registry agent an entity names, when its type is the policy set's `Agent` type. */

@@ -9,9 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
+import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawExchange, rawPost, startPdpHarness, type PdpHarness, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { decisionBasis, parseEvaluation } from '../../src/pdp/index.js';
+import { AgentRegistry } from '../../src/agents/index.js';
 
 
 let idp: MockIdp;
@@ -251,28 +252,137 @@ describe('a miss is evaluated before Koa (the lean path) and remembered as the r
   });
 
   it('a store away while the basis is sought: the routes render the failure, the asynchronous phase is run once', async () => {
-    const pdp = h.deputy.pdp.pdp;
-    const prepareEntity = pdp.prepareEntity;
-    let calls = 0;
-    pdp.prepareEntity = () => (calls++, Promise.reject(new Error('store away')));
+    // The registry's read of the agent the resource names fails (the store away).
+    const read = storeAwayFor('agent-failing');
     try {
-      const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-failing') });
+      const body = JSON.stringify({ subject: plain, action: { name: 'read' }, resource: { type: 'Agent', id: 'agent-failing' } });
       const contexts = koaContexts();
       const res = await rawPost(h, '/access/v1/evaluation', body);
       expect(koaContexts() - contexts, 'the routes rendered it').toBe(1);
       expect(res.status).toBe(500);
       expect(res.body).not.toMatch(/store away/);
-      expect(calls, 'one read per request, as on the routes alone').toBe(1);
+      expect(read.calls(), 'one read per request, as on the routes alone').toBe(1);
     } finally {
-      pdp.prepareEntity = prepareEntity;
+      read.restore();
     }
     // Not remembered: the same request, with the store back, is evaluated.
     const evaluated = evaluatedSoFar();
-    const again = await rawPost(h, '/access/v1/evaluation', JSON.stringify({ subject: plain, action: { name: 'read' }, resource: doc('doc-failing') }));
+    const again = await rawPost(h, '/access/v1/evaluation', JSON.stringify({ subject: plain, action: { name: 'read' }, resource: { type: 'Agent', id: 'agent-failing' } }));
     expect(again.status).toBe(200);
     expect(evaluatedSoFar() - evaluated).toBe(1);
   });
+
+  // Red team (seventh round): the basis covers every item, the evaluation only those before the
+  // short-circuit; a read failing past it made the answer a 500 where the routes answer 200.
+  it.each(['deny_on_first_deny', 'permit_on_first_permit'])('a batch (%s) whose read fails past its short-circuit: the routes\' 200, one read, nothing remembered', async (semantic) => {
+    const first = semantic === 'deny_on_first_deny' ? doc('doc-3') : doc('doc-1');
+    const request = (spacing?: number) => JSON.stringify({ subject: plain, action: { name: 'read' }, evaluations: [{ resource: first }, { resource: { type: 'Agent', id: 'agent-failing' } }], options: { evaluations_semantic: semantic } }, null, spacing);
+    const read = storeAwayFor('agent-failing');
+    try {
+      const contexts = koaContexts();
+      const miss = await rawPost(h, '/access/v1/evaluations', request());
+      expect(koaContexts() - contexts, 'answered before Koa').toBe(0);
+      expect(read.calls(), 'the basis sought it once; the evaluation never reached it').toBe(1);
+      const routed = await rawPost(h, '/access/v1/evaluations?routes', request(1));
+      expect(routed.status).toBe(200);
+      expect(miss).toEqual(routed);
+      const evaluated = evaluatedSoFar();
+      expect(await rawPost(h, '/access/v1/evaluations', request())).toEqual(routed);
+      expect(evaluatedSoFar() - evaluated, 'no basis, nothing remembered: evaluated again').toBe(1);
+    } finally {
+      read.restore();
+    }
+  });
+  // Red team (seventh round): the cached path's listener re-sought a due basis and, failing,
+  // handed the request to the lean path, which sought it again: two waits on a store away.
+  it('a remembered answer whose basis is due while the store is away: one read, the routes render the failure', async () => {
+    const body = JSON.stringify({ subject: plain, action: { name: 'read' }, evaluations: [{ resource: doc('doc-3') }, { resource: { type: 'Agent', id: 'agent-b' } }] });
+    expect((await rawPost(h, '/access/v1/evaluations', body)).status).toBe(200);
+    const evaluated = evaluatedSoFar();
+    expect((await rawPost(h, '/access/v1/evaluations', body)).status).toBe(200);
+    expect(evaluatedSoFar(), 'remembered').toBe(evaluated);
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 10_000); // every cache due: the basis is sought again
+    const read = storeAwayFor('agent-b');
+    try {
+      const res = await rawPost(h, '/access/v1/evaluations', body);
+      expect(res.status).toBe(500);
+      expect(read.calls(), 'one read per request').toBe(1);
+    } finally {
+      read.restore();
+      vi.useRealTimers();
+    }
+  });
+  // Red team (seventh round): the raw HTTP/1.x cases of the lean path's tests, with the cache on:
+  // the miss (lean) and the repeat (a hit) on one connection, each with its own request id.
+  let rawCase = 0;
+  it.each([
+    ['two pipelined requests, the second a hit of the first', (head: (extra?: string[], id?: string) => string, body: string) => [{ bytes: head() + body + head(['Connection: close'], 'raw-2') + body }]],
+    ['HTTP/1.0 with keep-alive, then again', (head: (extra?: string[], id?: string, version?: string) => string, body: string) => [{ bytes: head(['Connection: keep-alive'], 'raw-1', '1.0') + body }, { bytes: head([], 'raw-2', '1.0') + body, waitFor: '"decision"' }]],
+    ['Expect: 100-continue, then a pipelined repeat', (head: (extra?: string[], id?: string) => string, body: string) => [{ bytes: head(['Expect: 100-continue']) }, { bytes: body + head(['Connection: close'], 'raw-2') + body, waitFor: '100 Continue\r\n\r\n' }]],
+  ] as const)('%s: the routes\' bytes, each request id its own', async (_name, parts) => {
+    const body = JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc(`raw-${++rawCase}`) });
+    const exchange = (path: string) => {
+      const head = (extra: string[] = [], id = 'raw-1', version = '1.1') =>
+        [`POST ${path} HTTP/${version}`, 'Host: 127.0.0.1', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`, `Authorization: Bearer ${h.pepToken}`, `X-Request-ID: ${id}`, ...extra, '', ''].join('\r\n');
+      return rawExchange(h, parts(head, body));
+    };
+    const contexts = koaContexts();
+    const cached = await exchange('/access/v1/evaluation');
+    expect(koaContexts() - contexts, 'miss and repeat answered before Koa').toBe(0);
+    const routed = await exchange('/access/v1/evaluation?routes');
+    expect(cached.match(/^X-Request-ID: .*$/gm)).toEqual(['X-Request-ID: raw-1', 'X-Request-ID: raw-2']);
+    expect(cached).toBe(routed);
+  });
+  // Red team (seventh round): a policy reload landing while a miss is in flight, after its basis
+  // was started and before its decision. The answer is decided by the new policy set (the snapshot
+  // is taken at the decision) and remembered under the older generation, so it is never a hit.
+  it('a policy reload while a miss is in flight: decided by the new set, never served under the old basis', async () => {
+    const get = AgentRegistry.prototype.get;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reached!: () => void;
+    const reading = new Promise<void>((resolve) => (reached = resolve));
+    const spy = vi.spyOn(AgentRegistry.prototype, 'get').mockImplementation(async function (this: AgentRegistry, id, db) {
+      if (id === 'agent-a') {
+        reached();
+        await held;
+      }
+      return get.call(this, id, db);
+    });
+    const body = JSON.stringify({ subject: { type: 'Agent', id: 'agent-a', properties: {} }, action: { name: 'read' }, resource: doc('doc-race') });
+    try {
+      const miss = rawPost(h, '/access/v1/evaluation', body);
+      await reading;
+      const file = join(policies, 'chain.cedar');
+      writeFileSync(file, `${readFileSync(file, 'utf8')}\n@id("race")\npermit (principal == Agent::"agent-a", action == Action::"read", resource == Document::"doc-race");\n`);
+      const reload = await fetch(`${h.deputy.url}/admin/policies/reload`, { method: 'POST', headers: { authorization: `Bearer ${h.adminToken}` } });
+      expect(reload.status).toBe(200);
+      release();
+      expect(JSON.parse((await miss).body)).toMatchObject({ decision: true });
+    } finally {
+      spy.mockRestore();
+    }
+    const evaluated = evaluatedSoFar();
+    expect(JSON.parse((await rawPost(h, '/access/v1/evaluation', body)).body)).toMatchObject({ decision: true });
+    expect(evaluatedSoFar() - evaluated, 'remembered under the older generation: evaluated again').toBe(1);
+    const again = evaluatedSoFar();
+    await rawPost(h, '/access/v1/evaluation', body);
+    expect(evaluatedSoFar(), 'now remembered under the new generation').toBe(again);
+  });
 });
+
+/** Makes the agent registry's reads of `id` fail as a store away would; counts them. */
+function storeAwayFor(id: string): { calls: () => number; restore: () => void } {
+  const get = AgentRegistry.prototype.get;
+  let calls = 0;
+  const spy = vi.spyOn(AgentRegistry.prototype, 'get').mockImplementation(function (this: AgentRegistry, agentId, db) {
+    if (agentId !== id) return get.call(this, agentId, db);
+    calls++;
+    return Promise.reject(new Error('store away'));
+  });
+  return { calls: () => calls, restore: () => spy.mockRestore() };
+}
 
 describe('nothing the decision depends on changes without the cached answer changing', () => {
   it('a revoked link of the subject token: deny at once, from the routes', async () => {

@@ -6,14 +6,13 @@
  * refuse it, and a failing evaluation is rendered by them without a second evaluation; a revoked
  * link or a disabled agent denies at once.
  */
-import { connect } from 'node:net';
 import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { metrics } from '../../src/observability/metrics.js';
 import { authenticatedPost, type TestAgent } from '../support/agents.js';
-import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawPost, startPdpHarness, type PdpHarness, type RawAnswer, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
+import { REPO, countEvaluations, countKoaContexts, evaluationCounts, holdPepTokenLive, rawExchange, rawPost, startPdpHarness, type PdpHarness, type RawAnswer, chainAgents, chainTokens, delegated, doc, plainAlice } from '../support/authzen.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 
 
@@ -263,35 +262,6 @@ describe('what the lean path does not answer is left to the routes, which refuse
   });
 });
 
-/**
- * Writes `parts` (raw HTTP/1.x bytes, in order, each after the server answered what `waitFor`
- * names, when given) on one connection and returns everything the server sent until it closed,
- * without `Date` lines (the server's clock).
- */
-function rawExchange(parts: ReadonlyArray<{ bytes: string; waitFor?: string }>): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(new URL(h.deputy.url).port), '127.0.0.1');
-    let received = '';
-    let waiting: { text: string; then: () => void } | undefined;
-    socket.on('data', (b: Buffer) => {
-      received += b.toString('latin1');
-      if (waiting && received.includes(waiting.text)) {
-        const then = waiting.then;
-        waiting = undefined;
-        then();
-      }
-    });
-    socket.on('error', reject).on('close', () => resolve(received.replace(/^Date: .*\r\n/gim, '')));
-    const send = (i: number): void => {
-      if (i === parts.length) return;
-      const part = parts[i]!;
-      const write = () => socket.write(part.bytes, () => send(i + 1));
-      if (part.waitFor === undefined || received.includes(part.waitFor)) write();
-      else waiting = { text: part.waitFor, then: write };
-    };
-    socket.on('connect', () => send(0));
-  });
-}
 
 describe('over raw HTTP/1.x, the lean path\'s bytes are the routes\' bytes', () => {
   const evaluation = () => JSON.stringify({ subject: delegated(tokens.one), action: { name: 'read' }, resource: doc('doc-1') });
@@ -311,9 +281,9 @@ describe('over raw HTTP/1.x, the lean path\'s bytes are the routes\' bytes', () 
 
   it.each(cases)('%s', async (_name, parts, contexts) => {
     const before = koaContexts();
-    const lean = await rawExchange(parts('/access/v1/evaluation'));
+    const lean = await rawExchange(h, parts('/access/v1/evaluation'));
     expect(koaContexts() - before).toBe(contexts);
-    const routed = await rawExchange(parts('/access/v1/evaluation?routes'));
+    const routed = await rawExchange(h, parts('/access/v1/evaluation?routes'));
     expect(lean).toMatch(/^HTTP\/1\.1 (100|200|400) /);
     expect(lean).toBe(routed);
     expect(lean).not.toMatch(/evil\.example|0af7651916cd43dd8448eb211c80319c|Set-Cookie|a=b/i);

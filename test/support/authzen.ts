@@ -3,6 +3,7 @@
  * `authzen:evaluate` token (client_credentials, private_key_jwt), and JSON POST helpers.
  */
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import Koa from 'koa';
 import { decodeJwt } from 'jose';
@@ -202,4 +203,34 @@ export async function chainTokens(issuer: string, idp: MockIdp, keys: Record<str
   const handToC = (await exchange(agents['agent-b']!, { subject_token: handToB, audience: handoff('agent-c') })).access_token;
   const three = (await exchange(agents['agent-c']!, { subject_token: handToC, resource: DOCS })).access_token;
   return { agents, tokens: { one, handToB, handToC, three } };
+}
+
+/**
+ * Writes `parts` (raw HTTP/1.x bytes, in order, each after the server answered what `waitFor`
+ * names, when given) on one connection and returns everything the server sent until it closed,
+ * without `Date` lines (the server's clock).
+ */
+export function rawExchange(h: PdpHarness, parts: ReadonlyArray<{ bytes: string; waitFor?: string }>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(new URL(h.deputy.url).port), '127.0.0.1');
+    let received = '';
+    let waiting: { text: string; then: () => void } | undefined;
+    socket.on('data', (b: Buffer) => {
+      received += b.toString('latin1');
+      if (waiting && received.includes(waiting.text)) {
+        const then = waiting.then;
+        waiting = undefined;
+        then();
+      }
+    });
+    socket.on('error', reject).on('close', () => resolve(received.replace(/^Date: .*\r\n/gim, '')));
+    const send = (i: number): void => {
+      if (i === parts.length) return;
+      const part = parts[i]!;
+      const write = () => socket.write(part.bytes, () => send(i + 1));
+      if (part.waitFor === undefined || received.includes(part.waitFor)) write();
+      else waiting = { text: part.waitFor, then: write };
+    };
+    socket.on('connect', () => send(0));
+  });
 }

@@ -141,6 +141,26 @@ describe('ListChangedDelivery', () => {
     expect({ sent, pending: delivery.pending }).toEqual({ sent: 2, pending: false });
   });
 
+  it('the next stream opening while the notification is handed to a closing one gets it (not left pending behind an open stream)', async () => {
+    // Red team (issue 16, seventh round): the first hand-over is lost with its stream, and the
+    // agent's reconnect lands before the hand-over returns: nothing else would ever send it.
+    const first = new FakeStream();
+    const second = new FakeStream();
+    const sentOn: FakeStream[] = [];
+    let current = first;
+    const delivery = new ListChangedDelivery(async () => {
+      sentOn.push(current);
+      if (sentOn.length === 1) {
+        first.close(); // the transport finds no stream: dropped
+        current = second;
+        await open(delivery, second); // the agent reconnects meanwhile
+      }
+    });
+    await open(delivery, first);
+    await delivery.tell();
+    expect({ sentOn: sentOn.map((s) => (s === first ? 'first' : 'second')), pending: delivery.pending }).toEqual({ sentOn: ['first', 'second'], pending: false });
+  });
+
   it('a stream whose socket is gone but whose close has not run yet is not sent on: pending for the next one', async () => {
     const first = new FakeStream();
     let sent = 0;

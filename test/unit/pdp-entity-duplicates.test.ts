@@ -52,3 +52,22 @@ describe('evaluateMembers: one entity per uid', () => {
     expect(seen.filter((e) => (e.uid as { id: string }).id === 'eng')).toEqual([fromData]);
   });
 });
+
+describe('evaluateMembers: equal duplicates are one entity', () => {
+  // Red team (issue 16, seventh round): a Cedar JSON array is a set (Cedar has no list type), and
+  // parents are a set too; two versions differing only in the order (or repetition) of a set's
+  // elements are the same entity, not a conflict.
+  it('the subject and the resource naming one entity with a set attribute (and parents) in another order: one entity, decided', () => {
+    const plain = plainMember(built({ uid: uid('User', 'a'), attrs: { tags: ['hr', 'x'], nested: { s: [1, 2] } }, parents: [uid('Group', 'g1'), uid('Group', 'g2')] } as unknown as EntityJson), uid('User', 'a'));
+    const resource = built({ uid: uid('User', 'a'), attrs: { nested: { s: [2, 1, 2] }, tags: ['x', 'hr'] }, parents: [uid('Group', 'g2'), uid('Group', 'g1')] } as unknown as EntityJson);
+    const seen = entitiesSeen([plain], resource);
+    expect(Array.isArray(seen)).toBe(true);
+    expect((seen as EntityJson[]).filter((e) => (e.uid as { id: string }).id === 'a')).toHaveLength(1);
+  });
+
+  it('a set attribute with different elements is still a conflict (invalid_input)', () => {
+    const plain = plainMember(built({ uid: uid('User', 'a'), attrs: { tags: ['hr', 'x'] }, parents: [] } as unknown as EntityJson), uid('User', 'a'));
+    const resource = built({ uid: uid('User', 'a'), attrs: { tags: ['x', 'eng'] }, parents: [] } as unknown as EntityJson);
+    expect(entitiesSeen([plain], resource)).toMatchObject({ decision: false, denial: { kind: 'invalid_input' } });
+  });
+});
