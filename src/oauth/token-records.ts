@@ -362,10 +362,19 @@ export class TokenRecords {
     return rows.map((r) => r.jti).filter((j) => !parents.includes(j));
   }
 
-  /** Deletes records that expired more than `graceSeconds` ago; returns how many. */
+  /**
+   * Deletes records that expired more than `graceSeconds` ago, except those whose captured
+   * upstream row is still in the vault; returns how many. A row can outlive every record that
+   * references it (it expires up to a day plus a token lifetime after it was written:
+   * ./token-exchange.ts `UPSTREAM_REUSE_SECONDS`), and an agent's deletion finds its rows only
+   * through its records ({@link detachUpstream}): without them the user's IdP token stayed in the
+   * vault past the deletion. Such a record goes at the first purge after its row's.
+   */
   async purgeExpired(graceSeconds = 3600): Promise<number> {
     const rows = await this.store.query<{ n: number }>(
-      `WITH d AS (DELETE FROM token_records WHERE expires_at < now() - make_interval(secs => $1::int) RETURNING 1) SELECT count(*)::int AS n FROM d`,
+      `WITH d AS (DELETE FROM token_records t WHERE t.expires_at < now() - make_interval(secs => $1::int)
+         AND (t.upstream IS NULL OR NOT EXISTS (SELECT 1 FROM vault_secrets v WHERE v.handle = t.upstream))
+       RETURNING 1) SELECT count(*)::int AS n FROM d`,
       [graceSeconds],
     );
     return rows[0]?.n ?? 0;

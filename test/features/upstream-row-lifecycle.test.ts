@@ -30,6 +30,7 @@ let deputy: TestDeputy;
 let agent: TestAgent;
 let other: TestAgent;
 let doomed: TestAgent;
+let idle: TestAgent;
 let gw: string;
 
 beforeAll(async () => {
@@ -38,7 +39,7 @@ beforeAll(async () => {
   up.addClient('deputy-obo', OBO_SECRET);
   const port = await freePort();
   gw = `http://localhost:${port}/gw/obo`;
-  const [keys, otherKeys, doomedKeys] = [await clientKeys(), await clientKeys(), await clientKeys()];
+  const [keys, otherKeys, doomedKeys, idleKeys] = [await clientKeys(), await clientKeys(), await clientKeys(), await clientKeys()];
   deputy = await startTestDeputy({
     env: { OBO_SECRET },
     config: {
@@ -59,6 +60,8 @@ beforeAll(async () => {
   // Registered through the API (agents of the configuration are not deleted at run time).
   await deputy.agents.create({ ...agentConfig('agent-c', doomedKeys, { scopes: ['deputy.read'], audiences: [gw] }), maxDelegationDepth: 4, status: 'active' } as Parameters<TestDeputy['agents']['create']>[0]);
   doomed = await testAgent(deputy.issuer, 'agent-c', doomedKeys);
+  await deputy.agents.create({ ...agentConfig('agent-d', idleKeys, { scopes: ['deputy.read'], audiences: [gw] }), maxDelegationDepth: 4, status: 'active' } as Parameters<TestDeputy['agents']['create']>[0]);
+  idle = await testAgent(deputy.issuer, 'agent-d', idleKeys);
 });
 afterAll(async () => {
   await deputy?.stop();
@@ -151,5 +154,19 @@ describe('the captured upstream token\'s vault row: purge, KEK rotation, agent d
     expect([await exists(mine[0]!), await exists(mine[2]!), await exists(theirs)]).toEqual([false, false, true]);
     expect((await call(kept, other)).status).toBe(200);
     expect(up.grants.at(-1)!.params).toMatchObject({ subject_token: subject });
+  });
+
+  it('an agent idle past its token records\' purge, its row still unexpired (a far-exp IdP token): deleting the agent deletes the row', async () => {
+    const subject = await idp.oktaAccessToken({ expiresIn: 400 * 86_400, scp: ['deputy.read'] });
+    const token = await exchangeOf(subject, idle);
+    const handle = await upstreamOf(token);
+    // An hour and more after its token expired (the records' grace), the row a day from expiry.
+    await deputy.store.query(`UPDATE token_records SET expires_at = now() - interval '2 hours' WHERE agent_id = 'agent-d'`);
+    await deputy.purgeExpired();
+    expect(await exists(handle)).toBe(true);
+    // Before: the purge had deleted the records, the deletion found the row through none of them
+    // and left the user's IdP token (valid for 400 days) in the vault until the row's own purge.
+    await deputy.agents.delete('agent-d');
+    expect(await exists(handle)).toBe(false);
   });
 });
