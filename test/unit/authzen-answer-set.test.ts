@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { AnswerSet, footprint, type Remembered } from '../../src/http/authzen-cached.js';
+import { parseEvaluations, type EvaluationInput } from '../../src/pdp/authzen.js';
 import type { DecisionBasis } from '../../src/pdp/index.js';
 
 function answer(bodyBytes: number): Remembered {
@@ -16,6 +17,17 @@ describe('AnswerSet', () => {
     const key = `/access/v1/evaluation\0${'x'.repeat(400)}`;
     const value = answer(60);
     expect(footprint(key, value)).toBeGreaterThanOrEqual(4 * key.length + value.body.length + 512);
+  });
+
+  it('counts a batch\'s defaults once per item that inherits them (parsing copies them), not once as in the text', () => {
+    const properties = Object.fromEntries(Array.from({ length: 200 }, (_, i) => [`p${i}`, i]));
+    const text = JSON.stringify({ subject: { type: 'user', id: 'alice', properties }, action: { name: 'read' }, resource: { type: 'doc', id: 'd' }, evaluations: Array.from({ length: 500 }, () => ({})) });
+    const parsed = parseEvaluations(JSON.parse(text), 500);
+    const inputs = parsed.kind === 'batch' ? parsed.items.map((item) => (item as { evaluation: EvaluationInput }).evaluation) : [];
+    const value = { ...answer(60), inputs };
+    // Each item's subject holds its own record of 200 slots: two pointers each at the very least.
+    // Before: 4 bytes a character of the 3.6 KB text (~15 KB) where the heap grew by ~6 MB.
+    expect(footprint(`/access/v1/evaluations\0${text}`, value)).toBeGreaterThanOrEqual(500 * 200 * 16);
   });
 
   it('empties itself before the counted footprint passes the budget', () => {
