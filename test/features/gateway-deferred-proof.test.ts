@@ -150,6 +150,7 @@ describe('the gateway\'s deferred proof signature, attacked', () => {
     await expect401(await rawCall(url, token, own), /jti replay/);
     expect(await receiptCount()).toBe(receipts + 1);
     expect(await metric('deputy_receipt_append_failures_total')).toBe(failures); // a replay is no failure either
+    expect(await metric('deputy_dpop_replays_total')).toBe(replays + 1); // the replay itself, as the alert reads it
   });
 
   it('forged proofs carrying a live proof\'s jti, sent alongside it: the live one is forwarded exactly once', async () => {
