@@ -28,4 +28,3 @@ export function spendProofOnRefusal(options: { challenge?: Challenger } = {}): S
     },
   };
 }
-
