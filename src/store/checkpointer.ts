@@ -55,14 +55,14 @@ export interface CheckpointEvents {
 export interface CheckpointClock {
   now(): number;
   /** Calls `tick` every `intervalMs` without keeping the process alive; returns how to stop. */
-  every(intervalMs: number, tick: () => void): () => void;
+  every(intervalMs: number, tick: () => Promise<void>): () => void;
 }
 
 /** An unref'd `setInterval` on the wall clock. */
 export const systemClock: CheckpointClock = {
   now: () => performance.now(),
   every(intervalMs, tick) {
-    const timer = setInterval(tick, intervalMs);
+    const timer = setInterval(() => void tick(), intervalMs);
     timer.unref();
     return () => clearInterval(timer);
   },
@@ -132,7 +132,7 @@ export async function startCheckpointer(target: CheckpointTarget, policy: Checkp
       });
     return running;
   };
-  const cancel = clock.every(policy.intervalMs, () => void tick());
+  const cancel = clock.every(policy.intervalMs, tick);
   return {
     tick,
     async stop() {

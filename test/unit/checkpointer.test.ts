@@ -1,0 +1,93 @@
+/**
+ * The checkpointer's decisions and its failure handling (src/store/checkpointer.ts), on a fake
+ * database: a failure is reported once per run of failures and retried at the next look, never
+ * thrown; looks never overlap; nothing runs after `stop`.
+ */
+import { describe, expect, it } from 'vitest';
+import { checkpointDue, startCheckpointer, type CheckpointClock, type CheckpointTarget } from '../../src/store/checkpointer.js';
+
+const POLICY = { maxWalBytes: 1000, timeoutMs: 100, intervalMs: 10 };
+
+function fakeClock(): CheckpointClock & { ms: number; tick(): Promise<void> } {
+  let fn: (() => Promise<void>) | undefined;
+  return {
+    ms: 0,
+    now() {
+      return this.ms;
+    },
+    every(_ms, tick) {
+      fn = tick;
+      return () => (fn = undefined);
+    },
+    tick: () => (fn ? fn() : Promise.resolve()),
+  };
+}
+
+/** A database whose WAL grows by hand and whose CHECKPOINT can be made to fail. */
+function fakeTarget() {
+  const db = { lsn: 0, redo: 0, fail: false, checkpoints: 0 };
+  const target: CheckpointTarget = {
+    walPosition: async () => ({ lsn: `0/${db.lsn.toString(16)}`, sinceRedo: db.lsn - db.redo }),
+    checkpoint: async () => {
+      if (db.fail) throw new Error('could not write to file "pg_wal/xlogtemp": No space left on device');
+      db.checkpoints++;
+      db.lsn += 100;
+      db.redo = db.lsn - 100;
+    },
+  };
+  return { db, target };
+}
+
+describe('checkpointDue', () => {
+  it('is due by volume at the bound, by time once WAL written since the clean point is old enough', () => {
+    const state = { cleanLsn: '0/10', dirtySince: undefined };
+    expect(checkpointDue(state, { lsn: '0/10', sinceRedo: 999 }, 0, POLICY)).toBeUndefined();
+    expect(checkpointDue(state, { lsn: '0/10', sinceRedo: 1000 }, 0, POLICY)).toBe('wal');
+    expect(checkpointDue(state, { lsn: '0/20', sinceRedo: 500 }, 5, POLICY)).toBeUndefined();
+    expect(state.dirtySince).toBe(5);
+    expect(checkpointDue(state, { lsn: '0/30', sinceRedo: 600 }, 104, POLICY)).toBeUndefined();
+    expect(checkpointDue(state, { lsn: '0/30', sinceRedo: 600 }, 105, POLICY)).toBe('time');
+  });
+});
+
+describe('startCheckpointer', () => {
+  it('reports a failure once per run of failures, retries at the next look, and recovers', async () => {
+    const { db, target } = fakeTarget();
+    const clock = fakeClock();
+    const failed: unknown[] = [];
+    const done: string[] = [];
+    await startCheckpointer(target, POLICY, { failed: (err) => failed.push(err), checkpointed: (reason) => done.push(reason) }, clock);
+    db.lsn = 5000;
+    db.fail = true;
+    await clock.tick();
+    await clock.tick();
+    await clock.tick();
+    expect(failed).toHaveLength(1);
+    expect(done).toEqual([]);
+    db.fail = false;
+    await clock.tick();
+    expect(done).toEqual(['wal']);
+    db.lsn += 5000;
+    db.fail = true;
+    await clock.tick();
+    expect(failed).toHaveLength(2);
+  });
+
+  it('never overlaps two looks, and runs nothing after stop', async () => {
+    const { db, target } = fakeTarget();
+    const clock = fakeClock();
+    let looks = 0;
+    const counted: CheckpointTarget = { walPosition: () => (looks++, target.walPosition()), checkpoint: target.checkpoint };
+    const c = await startCheckpointer(counted, POLICY, {}, clock);
+    db.lsn = 5000;
+    await Promise.all([clock.tick(), c.tick(), c.tick()]);
+    expect(db.checkpoints).toBe(1);
+    const before = looks;
+    await c.stop();
+    db.lsn += 5000;
+    await c.tick();
+    await clock.tick();
+    expect(looks).toBe(before);
+    expect(db.checkpoints).toBe(1);
+  });
+});
