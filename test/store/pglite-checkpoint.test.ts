@@ -9,41 +9,23 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { CheckpointClock, CheckpointReason } from '../../src/store/checkpointer.js';
+import type { CheckpointReason } from '../../src/store/checkpointer.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import type { Store } from '../../src/store/store.js';
+import { manualCheckpointClock, type ManualCheckpointClock } from '../support/manual-checkpoint-clock.js';
 
 const MB = 1024 * 1024;
 const POLICY = { maxWalBytes: 1 * MB, timeoutMs: 60_000, intervalMs: 1_000 };
 
-/** A clock moved by hand, and the checkpointer's tick to call instead of a timer. */
-function manualClock(): CheckpointClock & { ms: number; tick(): Promise<void>; armed(): boolean } {
-  let tick: (() => Promise<void>) | undefined;
-  return {
-    ms: 0,
-    now() {
-      return this.ms;
-    },
-    every(_intervalMs, fn) {
-      tick = fn;
-      return () => {
-        tick = undefined;
-      };
-    },
-    tick: () => (tick ? tick() : Promise.resolve()),
-    armed: () => tick !== undefined,
-  };
-}
-
 interface Opened {
   store: Store;
-  clock: ReturnType<typeof manualClock>;
+  clock: ManualCheckpointClock;
   checkpoints: CheckpointReason[];
   failures: unknown[];
 }
 
 async function open(dataDir: string): Promise<Opened> {
-  const clock = manualClock();
+  const clock = manualCheckpointClock();
   const checkpoints: CheckpointReason[] = [];
   const failures: unknown[] = [];
   const events = { checkpointed: (reason: CheckpointReason) => checkpoints.push(reason), failed: (err: unknown) => failures.push(err) };

@@ -4,24 +4,10 @@
  * thrown; looks never overlap; nothing runs after `stop`.
  */
 import { describe, expect, it } from 'vitest';
-import { checkpointDue, startCheckpointer, type CheckpointClock, type CheckpointTarget } from '../../src/store/checkpointer.js';
+import { checkpointDue, startCheckpointer, type CheckpointTarget } from '../../src/store/checkpointer.js';
+import { manualCheckpointClock } from '../support/manual-checkpoint-clock.js';
 
 const POLICY = { maxWalBytes: 1000, timeoutMs: 100, intervalMs: 10 };
-
-function fakeClock(): CheckpointClock & { ms: number; tick(): Promise<void> } {
-  let fn: (() => Promise<void>) | undefined;
-  return {
-    ms: 0,
-    now() {
-      return this.ms;
-    },
-    every(_ms, tick) {
-      fn = tick;
-      return () => (fn = undefined);
-    },
-    tick: () => (fn ? fn() : Promise.resolve()),
-  };
-}
 
 /** A database whose WAL grows by hand and whose CHECKPOINT can be made to fail. */
 function fakeTarget() {
@@ -53,7 +39,7 @@ describe('checkpointDue', () => {
 describe('startCheckpointer', () => {
   it('reports a failure once per run of failures, retries at the next look, and recovers', async () => {
     const { db, target } = fakeTarget();
-    const clock = fakeClock();
+    const clock = manualCheckpointClock();
     const failed: unknown[] = [];
     const done: string[] = [];
     await startCheckpointer(target, POLICY, { failed: (err) => failed.push(err), checkpointed: (reason) => done.push(reason) }, clock);
@@ -75,7 +61,7 @@ describe('startCheckpointer', () => {
 
   it('never overlaps two looks, and runs nothing after stop', async () => {
     const { db, target } = fakeTarget();
-    const clock = fakeClock();
+    const clock = manualCheckpointClock();
     let looks = 0;
     const counted: CheckpointTarget = { walPosition: () => (looks++, target.walPosition()), checkpoint: target.checkpoint };
     const c = await startCheckpointer(counted, POLICY, {}, clock);
