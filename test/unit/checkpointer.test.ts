@@ -1,9 +1,11 @@
 /**
  * The checkpointer's decisions and its failure handling (src/store/checkpointer.ts), on a fake
  * database: a failure is reported once per run of failures and retried at the next look, never
- * thrown; looks never overlap; nothing runs after `stop`.
+ * thrown; looks never overlap; nothing runs after `stop`; what the metrics and the log receive.
  */
 import { describe, expect, it } from 'vitest';
+import { checkpointObserver } from '../../src/observability/instrument.js';
+import { metrics } from '../../src/observability/metrics.js';
 import { checkpointDue, startCheckpointer, type CheckpointTarget } from '../../src/store/checkpointer.js';
 import { manualCheckpointClock } from '../support/manual-checkpoint-clock.js';
 
@@ -75,5 +77,24 @@ describe('startCheckpointer', () => {
     await clock.tick();
     expect(looks).toBe(before);
     expect(db.checkpoints).toBe(1);
+  });
+});
+
+describe('checkpointObserver', () => {
+  it('counts each checkpoint by reason, times its pause, and logs a failure with the message only', async () => {
+    const count = async (reason: string) => (await metrics.storeCheckpoints.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
+    const pauses = async () => (await metrics.storeCheckpointDuration.get()).values.find((v) => v.metricName === 'deputy_store_checkpoint_duration_seconds_count')?.value ?? 0;
+    const before = { wal: await count('wal'), time: await count('time'), pauses: await pauses() };
+    const logged: Array<[Record<string, unknown>, string]> = [];
+    const observer = checkpointObserver({ warn: (fields, message) => logged.push([fields, message]) });
+    observer.checkpointed('wal', 0.012);
+    observer.checkpointed('time', 0.003);
+    observer.checkpointed('wal', 0.02);
+    expect(await count('wal')).toBe(before.wal + 2);
+    expect(await count('time')).toBe(before.time + 1);
+    expect(await pauses()).toBe(before.pauses + 3);
+    observer.failed(new Error('could not write to file "pg_wal/xlogtemp": No space left on device'));
+    expect(logged).toEqual([[{ error: 'could not write to file "pg_wal/xlogtemp": No space left on device' }, expect.stringContaining('checkpoint failed')]]);
+    expect(JSON.stringify(logged)).not.toMatch(/at .*\.ts:\d+/);
   });
 });
