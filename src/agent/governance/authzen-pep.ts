@@ -15,6 +15,7 @@ import canonicalize from 'canonicalize';
 import * as client from 'openid-client';
 import { fromOpenIdClientError } from '../errors.js';
 import { importPrivateKey, type PrivateKeyInput, type SigningAlgorithm } from '../keys.js';
+import { BoundedReadCache } from '../../util/single-flight.js';
 
 /** An AuthZEN subject or resource (§5.1, §5.2). */
 export interface AuthZenEntity {
@@ -99,14 +100,15 @@ export class AuthZenPep {
   readonly #options: AuthZenPepOptions;
   readonly #fetch: typeof fetch;
   readonly #cache = new Map<string, { decision: Omit<PepDecision, 'cached'>; until: number }>();
-  #pepToken: { value: string; until: number } | undefined;
+  /** The PEP's client-credentials token ({@link pepTokenCache}). */
+  readonly #pepToken: BoundedReadCache<'pep', PepToken>;
   #pepConfig: Promise<client.Configuration> | undefined;
-  #pepTokenPending: Promise<string> | undefined;
 
   constructor(options: AuthZenPepOptions) {
     this.#options = options;
     this.#endpoint = `${String(options.issuer).replace(/\/+$/, '')}/access/v1/evaluation`;
     this.#fetch = options.fetch ?? fetch;
+    this.#pepToken = pepTokenCache(options.timeoutMs ?? 2000);
   }
 
   /**
@@ -142,7 +144,7 @@ export class AuthZenPep {
     if (res.status === 401 && !retried && typeof pep === 'object' && 'clientId' in pep) {
       // The PEP token expired or the keys rotated: one fresh token.
       await res.body?.cancel();
-      this.#pepToken = undefined;
+      this.#pepToken.invalidate();
       return this.#ask(request, signal, true);
     }
     const body = await readJson(res);
@@ -154,28 +156,22 @@ export class AuthZenPep {
     return toDecision(body.decision, body.context);
   }
 
-  /** The PEP's bearer token: configured, or client credentials (cached until 30 s before expiry). */
+  /** The PEP's bearer token: configured, or client credentials (cached until 30 s before expiry; concurrent evaluations share one request). */
   async #token(): Promise<string | undefined> {
     const pep = this.#options.pep;
     if (pep === 'none') return undefined;
     if ('token' in pep) return typeof pep.token === 'function' ? pep.token() : pep.token;
-    if (this.#pepToken && this.#pepToken.until > Date.now()) return this.#pepToken.value;
-    // Concurrent evaluations share one token request.
-    this.#pepTokenPending ??= this.#clientCredentials(pep).finally(() => {
-      this.#pepTokenPending = undefined;
-    });
-    return this.#pepTokenPending;
+    return (await this.#pepToken.get('pep', Date.now(), () => this.#clientCredentials(pep))).value;
   }
 
-  async #clientCredentials(pep: { clientId: string; privateKey: PrivateKeyInput; algorithm?: SigningAlgorithm; kid?: string }): Promise<string> {
+  async #clientCredentials(pep: { clientId: string; privateKey: PrivateKeyInput; algorithm?: SigningAlgorithm; kid?: string }): Promise<PepToken> {
     this.#pepConfig ??= this.#discover(pep).catch((err: unknown) => {
       this.#pepConfig = undefined;
       throw err;
     });
     try {
       const res = await client.clientCredentialsGrant(await this.#pepConfig, { scope: AUTHZEN_SCOPE });
-      this.#pepToken = { value: res.access_token, until: Date.now() + Math.max(0, (res.expires_in ?? 60) - 30) * 1000 };
-      return res.access_token;
+      return { value: res.access_token, expiresIn: res.expires_in ?? 60 };
     } catch (err) {
       throw fromOpenIdClientError(err);
     }
@@ -201,6 +197,28 @@ export class AuthZenPep {
     }
     this.#cache.set(key, { decision, until: Date.now() + ttl });
   }
+}
+
+/** A PEP token and its `expires_in` (seconds, RFC 6749 §5.1; 60 when the AS gave none). */
+interface PepToken {
+  value: string;
+  expiresIn: number;
+}
+
+/**
+ * The PEP token's cache, on the shared single-flight cache (src/util/single-flight.ts): used
+ * until 30 s before it expires, counted from the start of its request; dropped when the wall
+ * clock steps back to before that start; a failed request is not kept; a request stalled longer
+ * than the evaluation timeout (`timeoutMs`: its own callers have given up) is not joined; never
+ * used more than an hour.
+ */
+function pepTokenCache(timeoutMs: number): BoundedReadCache<'pep', PepToken> {
+  return new BoundedReadCache<'pep', PepToken>(() => Promise.reject(new TypeError('no PEP credentials')), {
+    ttlMs: 3600 * 1000,
+    joinWithinMs: timeoutMs,
+    maxEntries: 1,
+    lifetime: (token, startedAt) => ({ until: startedAt + Math.max(0, token.expiresIn - 30) * 1000, final: false }),
+  });
 }
 
 /** The PDP's cache key, client side: SHA-256 of the RFC 8785 canonical JSON of the whole request. */
