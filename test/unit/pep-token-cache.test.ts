@@ -1,8 +1,9 @@
 /**
- * The in-process AuthZEN PEP's own token (src/agent/governance/authzen-pep.ts), now on the shared
- * single-flight cache (issue 16, eighth round): the bounds that cache enforces hold for it — a
- * token request stalled past the evaluation timeout is not joined, a wall clock stepped back does
- * not keep a token, a failed request is not kept. Deputy is stood in for by a `fetch` that serves
+ * The in-process AuthZEN PEP's own token and its decision cache (src/agent/governance/authzen-pep.ts),
+ * now on the shared single-flight cache (issue 16, eighth round): the bounds that cache enforces
+ * hold for them — a token request stalled past the evaluation timeout is not joined, a wall clock
+ * stepped back keeps neither a token nor a decision, a failed request is not kept, a decision's
+ * life counts from the start of its request, concurrent identical evaluations share one request. Deputy is stood in for by a `fetch` that serves
  * discovery, the token endpoint and the evaluation endpoint, counting token requests.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -13,7 +14,7 @@ const ISSUER = 'https://deputy.example.com';
 const json = (body: unknown, status = 200) => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
 
 /** A stand-in Deputy: `token(n)` answers the n-th token request (1-based), or never when it returns undefined. */
-function deputy(token: (n: number) => Response | undefined) {
+function deputy(token: (n: number) => Response | undefined, onEvaluation: () => void = () => {}) {
   const seen = { tokens: 0, evaluations: 0 };
   const fetch: typeof globalThis.fetch = async (input) => {
     const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
@@ -25,6 +26,7 @@ function deputy(token: (n: number) => Response | undefined) {
       return answer ?? new Promise<Response>(() => {});
     }
     seen.evaluations++;
+    onEvaluation();
     return json({ decision: true });
   };
   return { fetch, seen };
@@ -76,5 +78,40 @@ describe('the PEP token cache', () => {
     expect(await pep.evaluate(request)).toMatchObject({ decision: false, error: expect.stringMatching(/invalid_client/) });
     expect(await pep.evaluate(request)).toMatchObject({ decision: true });
     expect(stand.seen.tokens).toBe(2);
+  });
+});
+
+describe('the PEP decision cache', () => {
+  const pepFor = async (stand: ReturnType<typeof deputy>) =>
+    new AuthZenPep({ issuer: ISSUER, pep: { clientId: 'pep', privateKey: (await clientKeys()).privateKey }, fetch: stand.fetch, cacheTtlMs: 2000 });
+
+  it('concurrent identical evaluations share one request (before: one each)', async () => {
+    const stand = deputy(granted);
+    const pep = await pepFor(stand);
+    const answers = await Promise.all(Array.from({ length: 5 }, () => pep.evaluate(request)));
+    expect(answers.every((a) => a.decision)).toBe(true);
+    expect(stand.seen.evaluations).toBe(1);
+    expect(await pep.evaluate(request)).toMatchObject({ decision: true, cached: true });
+  });
+
+  it('a decision lives cacheTtlMs from the start of its request, not its arrival; a clock stepped back drops it', async () => {
+    let clock = Date.now();
+    vi.spyOn(Date, 'now').mockImplementation(() => clock);
+    // The PDP's answer arrives 1.5 s after the request was sent.
+    const stand = deputy(granted, () => (clock += 1500));
+    const pep = await pepFor(stand);
+    const start = clock;
+    expect(await pep.evaluate(request)).toMatchObject({ decision: true, cached: false });
+    clock = start + 1999;
+    expect(await pep.evaluate(request)).toMatchObject({ cached: true });
+    clock = start + 2000;
+    // Before: reused until 2 s after the answer arrived (start + 3.5 s).
+    expect(await pep.evaluate(request)).toMatchObject({ cached: false });
+    expect(stand.seen.evaluations).toBe(2);
+    const second = clock - 1500;
+    clock = second - 1;
+    // Before: a clock stepped back kept it for the step too.
+    expect(await pep.evaluate(request)).toMatchObject({ cached: false });
+    expect(stand.seen.evaluations).toBe(3);
   });
 });

@@ -99,7 +99,8 @@ export class AuthZenPep {
   readonly #endpoint: string;
   readonly #options: AuthZenPepOptions;
   readonly #fetch: typeof fetch;
-  readonly #cache = new Map<string, { decision: Omit<PepDecision, 'cached'>; until: number }>();
+  /** Decisions by {@link cacheKey} ({@link decisionCache}); undefined when caching is off. */
+  readonly #decisions: BoundedReadCache<string, Omit<PepDecision, 'cached'>> | undefined;
   /** The PEP's client-credentials token ({@link pepTokenCache}). */
   readonly #pepToken: BoundedReadCache<'pep', PepToken>;
   #pepConfig: Promise<client.Configuration> | undefined;
@@ -109,6 +110,7 @@ export class AuthZenPep {
     this.#endpoint = `${String(options.issuer).replace(/\/+$/, '')}/access/v1/evaluation`;
     this.#fetch = options.fetch ?? fetch;
     this.#pepToken = pepTokenCache(options.timeoutMs ?? 2000);
+    this.#decisions = decisionCache(options);
   }
 
   /**
@@ -116,21 +118,19 @@ export class AuthZenPep {
    * carries an agent token in `properties.token` (README "Delegation chain semantics").
    */
   async evaluate(request: AuthZenEvaluation): Promise<PepDecision> {
-    const ttl = this.#options.cacheTtlMs ?? 2000;
-    const useCache = ttl > 0 && !this.#options.receipts;
-    const key = useCache ? cacheKey(request) : '';
-    const hit = useCache ? this.#cache.get(key) : undefined;
-    if (hit && hit.until > Date.now()) return { ...hit.decision, cached: true };
+    const key = this.#decisions ? cacheKey(request) : '';
+    const hit = this.#decisions?.peek(key, Date.now());
+    if (hit) return { ...hit.value, cached: true };
     const timeoutMs = this.#options.timeoutMs ?? 2000;
     const signal = AbortSignal.timeout(timeoutMs);
     let decision: Omit<PepDecision, 'cached'>;
     try {
-      decision = await abortable(this.#ask(request, signal), signal);
+      const asked = this.#decisions ? this.#decisions.get(key, Date.now(), () => this.#ask(request, signal)) : this.#ask(request, signal);
+      decision = await abortable(asked, signal);
     } catch (err) {
       const error = signal.aborted ? `no answer from Deputy's PDP within ${timeoutMs} ms` : describe(err);
       return { decision: false, reason: `Deputy's PDP could not be asked: ${error}`, error, cached: false };
     }
-    if (useCache) this.#remember(key, decision, ttl);
     return { ...decision, cached: false };
   }
 
@@ -188,15 +188,6 @@ export class AuthZenPep {
     });
   }
 
-  #remember(key: string, decision: Omit<PepDecision, 'cached'>, ttl: number): void {
-    const max = this.#options.cacheSize ?? 1000;
-    if (this.#cache.size >= max) {
-      // Oldest first (Map keeps insertion order).
-      const oldest = this.#cache.keys().next();
-      if (!oldest.done) this.#cache.delete(oldest.value);
-    }
-    this.#cache.set(key, { decision, until: Date.now() + ttl });
-  }
 }
 
 /** A PEP token and its `expires_in` (seconds, RFC 6749 §5.1; 60 when the AS gave none). */
@@ -219,6 +210,19 @@ function pepTokenCache(timeoutMs: number): BoundedReadCache<'pep', PepToken> {
     maxEntries: 1,
     lifetime: (token, startedAt) => ({ until: startedAt + Math.max(0, token.expiresIn - 30) * 1000, final: false }),
   });
+}
+
+/**
+ * The PEP's decision cache, on the shared single-flight cache: a decision is reused for
+ * `cacheTtlMs` from the start of the request that got it (not its arrival), dropped when the wall
+ * clock steps back to before that start; concurrent identical evaluations share one request
+ * (joined within `cacheTtlMs`); an error is never kept; at most `cacheSize` decisions (reaching it
+ * forgets them all). Off (undefined) when `cacheTtlMs` is 0 or receipts are requested.
+ */
+function decisionCache(options: AuthZenPepOptions): BoundedReadCache<string, Omit<PepDecision, 'cached'>> | undefined {
+  const ttlMs = options.cacheTtlMs ?? 2000;
+  if (ttlMs <= 0 || options.receipts) return undefined;
+  return new BoundedReadCache<string, Omit<PepDecision, 'cached'>>(() => Promise.reject(new TypeError('no request given')), { ttlMs, maxEntries: options.cacheSize ?? 1000 });
 }
 
 /** The PDP's cache key, client side: SHA-256 of the RFC 8785 canonical JSON of the whole request. */
