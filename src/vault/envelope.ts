@@ -122,8 +122,11 @@ export class EnvelopeVault {
    */
   async putPart(secret: PutSecret, options: { ifAbsent?: boolean } = {}): Promise<StatementPart> {
     const params = await this.#encrypt(secret);
-    // `ifAbsent`: a row that holds `handle` already is kept as it is (the same secret written again).
-    return { sql: options.ifAbsent ? (first) => `${insertFrom(first)} ON CONFLICT (handle) DO NOTHING` : insertFrom, params };
+    // `ifAbsent`: a row that holds `handle` already is kept as it is (the same secret written
+    // again) — and locked until the caller's transaction ends (`DO UPDATE … WHERE false` locks the
+    // row it leaves unchanged; `DO NOTHING` would not), so {@link purgeExpired} skips it as it
+    // skips a row held by {@link exists}: the caller is writing a reference to it.
+    return { sql: options.ifAbsent ? (first) => `${insertFrom(first)} ON CONFLICT (handle) DO UPDATE SET kind = vault_secrets.kind WHERE false` : insertFrom, params };
   }
 
   /**

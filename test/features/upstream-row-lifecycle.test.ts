@@ -242,4 +242,21 @@ describe.skipIf(!usingPostgres)('the issuing statement and a purge on another co
     expect(waited).toBe(false);
     expect(await exists(handle)).toBe(true);
   });
+  it('the locked path re-writing a row that exists holds it too: the purge skips it (no wait), the row stays for the record', async () => {
+    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const handle = await upstreamOf(await exchangeOf(subject));
+    await expireAgo(handle, UPSTREAM_PURGE_GRACE_SECONDS + 60);
+    // The locked path's vault part (written only if absent), held open as if its transaction had
+    // not committed the token record yet.
+    const part = await vault().putPart({ handle, kind: UPSTREAM_TOKEN_KIND, plaintext: subject, expiresAt: Math.floor(Date.now() / 1000) + 3600 }, { ifAbsent: true });
+    await side.query('BEGIN');
+    await side.query(part.sql(1), part.params as unknown[]);
+    const purge = tracked(vault().purgeExpired(deputy.store, UPSTREAM_TOKEN_KIND, UPSTREAM_PURGE_GRACE_SECONDS));
+    const waited = await lockWaitSeen(() => purge.done);
+    await side.query('COMMIT');
+    await purge.p;
+    // Before (`ON CONFLICT DO NOTHING` locks nothing): the purge deleted the row under the record being written.
+    expect(waited).toBe(false);
+    expect(await exists(handle)).toBe(true);
+  });
 });
