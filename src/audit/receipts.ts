@@ -264,8 +264,8 @@ export class ReceiptService implements ReceiptAppender {
   /**
    * The group writer of one agent: drains its queue, one write per group. A group's appends are
    * settled after its commit (a resolved append is durable, a refused one wrote nothing) — and,
-   * when another group is queued behind it, only once that group's write has started and had the
-   * rest of this turn of the event loop to send its statement ({@link settleLater}): the settled
+   * on PostgreSQL when another group is queued behind it, only once that group's write has started
+   * and had the rest of this turn of the event loop to send its statement ({@link settleLater}): the settled
    * callers' continuations (their responses) would otherwise run first and hold the next statement
    * back, the chain idle meanwhile (issue 16, eighth round: one agent's exchanges at concurrency 8).
    */
@@ -278,7 +278,9 @@ export class ReceiptService implements ReceiptAppender {
         // The appends signed ahead (the front of the queue when they were), so that they match.
         const group = queue.splice(0, this.#presigned.get(agent)?.group.length ?? this.#maxBatch);
         const writing = this.#writeGroup(agent, group).catch((error: unknown) => group.map((pending): Outcome => ({ pending, error })));
-        settleLater(done);
+        // PGlite runs the statement on this thread: nothing to send ahead, the callers would only wait for it.
+        if (this.#store.kind === 'postgres') settleLater(done);
+        else settle(done);
         done = await writing;
       }
     } finally {
@@ -549,8 +551,9 @@ function settle(outcomes: readonly Outcome[]): void {
 
 /**
  * {@link settle} in the event loop's check phase (`setImmediate`): after the microtasks and
- * `nextTick`s the writer's next statement needs to reach the socket (PostgreSQL) or to run
- * (PGlite). The outcomes are final already: the receipts are committed (or were refused).
+ * `nextTick`s the writer's next statement needs to reach PostgreSQL's socket (or, when that
+ * group still waits for a signature, as soon as the loop turns). The outcomes are final already:
+ * the receipts are committed (or were refused).
  */
 function settleLater(outcomes: readonly Outcome[]): void {
   if (outcomes.length > 0) setImmediate(settle, outcomes);

@@ -290,14 +290,15 @@ describe('ReceiptService', () => {
     }
   });
 
-  it('sends the next group\'s statement before the group written before it is settled (its callers continue after)', async () => {
+  it('on PostgreSQL, sends the next group\'s statement before the group written before it is settled (its callers continue after)', async () => {
     const held = holdFirstAppend(store);
     const events: string[] = [];
     const query: Store['query'] = (sql, params, options) => {
       if (sql.includes('INSERT INTO receipts')) events.push('statement');
       return held.store.query(sql, params, options);
     };
-    const watched = new Proxy(held.store, { get: (target, prop) => (prop === 'query' ? query : Reflect.get(target, prop, target)) });
+    // Seen as PostgreSQL, where the statement leaves the process (on PGlite the writer settles at once: nothing to send ahead).
+    const watched = new Proxy(held.store, { get: (target, prop) => (prop === 'query' ? query : prop === 'kind' ? 'postgres' : Reflect.get(target, prop, target)) });
     const signs = vi.spyOn(crypto.subtle, 'sign');
     try {
       const writer = new ReceiptService({ store: watched, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
