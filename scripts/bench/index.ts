@@ -427,16 +427,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
       });
       if (!opts.exchangeOnly) figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }, database.url));
-      const exchange = async (): Promise<RequestSpec> => ({
-        method: 'POST',
-        path: '/token',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, `${issuer}/token`) },
-        body: form({
-          grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-          resource: AUDIENCE, scope: 'deputy.read', client_id: agent.id,
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
-        }),
-      });
+      const exchange = () => exchangeRequest(agent, issuer, subject);
       figures.push(await measured(`token exchange (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }, database.url));
     }
     return figures;
