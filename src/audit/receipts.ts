@@ -263,11 +263,11 @@ export class ReceiptService implements ReceiptAppender {
 
   /**
    * The group writer of one agent: drains its queue, one write per group. A group's appends are
-   * settled after its commit (a resolved append is durable, a refused one wrote nothing) — and,
-   * on PostgreSQL when another group is queued behind it, only once that group's write has started
-   * and had the rest of this turn of the event loop to send its statement ({@link settleLater}): the settled
-   * callers' continuations (their responses) would otherwise run first and hold the next statement
-   * back, the chain idle meanwhile (issue 16, eighth round: one agent's exchanges at concurrency 8).
+   * settled after its commit (a resolved append is durable, a refused one wrote nothing) — and, on
+   * PostgreSQL when another group is queued behind it, only once that group's write has started and
+   * had the rest of this turn of the event loop to send its statement ({@link settleLater}): the
+   * settled callers' continuations (their responses) would otherwise run first and hold the next
+   * statement back, the chain idle meanwhile (issue 16, eighth round: one agent's exchanges at c8).
    */
   async #write(agent: string): Promise<void> {
     let done: Outcome[] = [];

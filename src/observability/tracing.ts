@@ -2,8 +2,8 @@
  * OpenTelemetry traces: off unless the standard `OTEL_*` variables configure them.
  *
  * Off, `traced` calls its function directly with a non-recording span, and every other span is
- * `@opentelemetry/api`'s no-op: no provider, no context manager, no
- * propagator is registered, so a span costs a function call. On, a `NodeTracerProvider` with a
+ * `@opentelemetry/api`'s no-op: no provider, no context manager, no propagator is registered, so a
+ * span costs a function call. On, a `NodeTracerProvider` with a
  * batch processor and the OTLP/HTTP (JSON) exporter is registered globally, with the
  * AsyncLocalStorage context manager and the W3C Trace Context propagator (`traceparent`).
  *
