@@ -1,8 +1,9 @@
 /**
  * OpenTelemetry traces: off unless the standard `OTEL_*` variables configure them.
  *
- * Off, every span below is `@opentelemetry/api`'s no-op: no provider, no context manager, no
- * propagator is registered, so a span costs a function call. On, a `NodeTracerProvider` with a
+ * Off, `traced` calls its function directly with a non-recording span, and every other span is
+ * `@opentelemetry/api`'s no-op: no provider, no context manager, no propagator is registered, so a
+ * span costs a function call. On, a `NodeTracerProvider` with a
  * batch processor and the OTLP/HTTP (JSON) exporter is registered globally, with the
  * AsyncLocalStorage context manager and the W3C Trace Context propagator (`traceparent`).
  *
@@ -12,7 +13,7 @@
  * @see https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
  * @module
  */
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import { context, INVALID_SPAN_CONTEXT, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { DeputyError } from '../errors/index.js';
 
@@ -44,6 +45,16 @@ export function tracingSettings(env: Readonly<Record<string, string | undefined>
   if (unsupported.length) throw new TypeError(`OTEL_TRACES_EXPORTER: only "otlp" and "none" are supported, not "${unsupported.join(',')}"`);
   return { enabled: true, serviceName: env.OTEL_SERVICE_NAME?.trim() || 'deputy', url };
 }
+
+/**
+ * Whether {@link startTracing} registered a provider (until its shutdown). Off, {@link traced}
+ * runs its function directly with {@link NO_SPAN}: the API's no-op path still allocated a proxy
+ * tracer, a span and a closure per call, five times per token exchange (issue 16, eighth round).
+ */
+let tracing = false;
+
+/** The span `traced` hands its function while traces are off: records nothing (the API's own non-recording span). */
+const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /** Traces as started: {@link TracingHandle.shutdown} flushes and unregisters. */
 export interface TracingHandle {
@@ -86,9 +97,11 @@ export async function startTracing(options: StartTracingOptions): Promise<Tracin
     spanProcessors: [processor],
   });
   provider.register();
+  tracing = true;
   return {
     enabled: true,
     shutdown: async () => {
+      tracing = false;
       await provider.shutdown();
       trace.disable();
       context.disable();
@@ -109,6 +122,7 @@ export function tracer() {
  * @param attributes - bounded, secret-free values only (step names, codes, connection ids).
  */
 export async function traced<T>(name: string, fn: (span: Span) => Promise<T> | T, options: { kind?: SpanKind; attributes?: Attributes } = {}): Promise<T> {
+  if (!tracing) return fn(NO_SPAN);
   return tracer().startActiveSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, ...(options.attributes ? { attributes: options.attributes } : {}) }, async (span) => {
     try {
       return await fn(span);
