@@ -225,38 +225,42 @@ describe.skipIf(!usingPostgres)('the issuing statement and a purge on another co
     expect((await call(token)).status).toBe(200);
   });
 
-  it('a statement holding the remembered row when the purge runs: the purge skips it (no wait), the row stays for the record', async () => {
+  /**
+   * A remembered row, expired past the grace, that `hold` (on the side connection, inside an open
+   * transaction) holds as an exchange would; then a purge. Returns whether the purge waited on a
+   * lock and whether the row is still there after the side transaction committed.
+   */
+  async function purgeWhileHeld(hold: (handle: string, subject: string) => Promise<void>): Promise<{ waited: boolean; kept: boolean }> {
     const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
     const handle = await upstreamOf(await exchangeOf(subject));
     await expireAgo(handle, UPSTREAM_PURGE_GRACE_SECONDS + 60);
-    // The issuing statement's own condition, held open on another connection as if its
-    // transaction had not committed yet.
-    const held = vault().exists(handle);
     await side.query('BEGIN');
-    expect((await side.query(`SELECT ${held.sql(1)} AS held`, held.params as unknown[])).rows[0].held).toBe(true);
+    await hold(handle, subject);
     const purge = tracked(vault().purgeExpired(deputy.store, UPSTREAM_TOKEN_KIND, UPSTREAM_PURGE_GRACE_SECONDS));
     const waited = await lockWaitSeen(() => purge.done);
     await side.query('COMMIT');
     await purge.p;
+    return { waited, kept: await exists(handle) };
+  }
+
+  it('a statement holding the remembered row when the purge runs: the purge skips it (no wait), the row stays for the record', async () => {
+    // The issuing statement's own condition, held open as if its transaction had not committed yet.
+    const outcome = await purgeWhileHeld(async (handle) => {
+      const held = vault().exists(handle);
+      expect((await side.query(`SELECT ${held.sql(1)} AS held`, held.params as unknown[])).rows[0].held).toBe(true);
+    });
     // Before: the purge waited for the statement's transaction, then deleted the row under it.
-    expect(waited).toBe(false);
-    expect(await exists(handle)).toBe(true);
+    expect(outcome).toEqual({ waited: false, kept: true });
   });
+
   it('the locked path re-writing a row that exists holds it too: the purge skips it (no wait), the row stays for the record', async () => {
-    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
-    const handle = await upstreamOf(await exchangeOf(subject));
-    await expireAgo(handle, UPSTREAM_PURGE_GRACE_SECONDS + 60);
     // The locked path's vault part (written only if absent), held open as if its transaction had
     // not committed the token record yet.
-    const part = await vault().putPart({ handle, kind: UPSTREAM_TOKEN_KIND, plaintext: subject, expiresAt: Math.floor(Date.now() / 1000) + 3600 }, { ifAbsent: true });
-    await side.query('BEGIN');
-    await side.query(part.sql(1), part.params as unknown[]);
-    const purge = tracked(vault().purgeExpired(deputy.store, UPSTREAM_TOKEN_KIND, UPSTREAM_PURGE_GRACE_SECONDS));
-    const waited = await lockWaitSeen(() => purge.done);
-    await side.query('COMMIT');
-    await purge.p;
+    const outcome = await purgeWhileHeld(async (handle, subject) => {
+      const part = await vault().putPart({ handle, kind: UPSTREAM_TOKEN_KIND, plaintext: subject, expiresAt: Math.floor(Date.now() / 1000) + 3600 }, { ifAbsent: true });
+      await side.query(part.sql(1), part.params as unknown[]);
+    });
     // Before (`ON CONFLICT DO NOTHING` locks nothing): the purge deleted the row under the record being written.
-    expect(waited).toBe(false);
-    expect(await exists(handle)).toBe(true);
+    expect(outcome).toEqual({ waited: false, kept: true });
   });
 });
