@@ -12,7 +12,7 @@
  * @see https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
  * @module
  */
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import { context, INVALID_SPAN_CONTEXT, propagation, ProxyTracerProvider, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { DeputyError } from '../errors/index.js';
 
@@ -102,6 +102,23 @@ export function tracer() {
   return trace.getTracer(TRACER_NAME);
 }
 
+/** The API's own no-op provider: what the global proxy delegates to while no provider is registered. */
+const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether a tracer provider is registered — Deputy's ({@link startTracing}) or any other the
+ * process registered globally (an operator's OpenTelemetry auto-instrumentation). Off, the
+ * helpers below skip the no-op span, its context and its attribute objects altogether (issue 16,
+ * eighth round: a few hundred bytes per span, three or more spans per gateway call).
+ */
+export function tracingActive(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_PROVIDER;
+}
+
+/** The span handed to `fn` while tracing is off: non-recording, so one serves every call. */
+export const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
 /**
  * Runs `fn` in a child span of the active one named `name`; the span records an exception and
  * an error status when `fn` throws (the error propagates unchanged).
@@ -109,6 +126,7 @@ export function tracer() {
  * @param attributes - bounded, secret-free values only (step names, codes, connection ids).
  */
 export async function traced<T>(name: string, fn: (span: Span) => Promise<T> | T, options: { kind?: SpanKind; attributes?: Attributes } = {}): Promise<T> {
+  if (!tracingActive()) return fn(NO_SPAN);
   return tracer().startActiveSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, ...(options.attributes ? { attributes: options.attributes } : {}) }, async (span) => {
     try {
       return await fn(span);
