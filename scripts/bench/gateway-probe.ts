@@ -28,7 +28,7 @@ import { createTestDatabase } from '../../test/support/database.js';
 import { startProcess } from './process.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { freePort } from '../../test/support/net.js';
-import { client, counters, percentiles, perfRecord, proof, threadTicks, TICK_MS } from './probe-support.js';
+import { client, counters, percentiles, perfRecord, proof, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
 
 interface Phase { name: string; connections: number; rate?: number; seconds: number; /** `dN`: the upstream called directly (the yardstick of the added latency). */ direct?: boolean }
 
@@ -41,23 +41,13 @@ function phaseOf(spec: string, seconds: number): Phase {
 }
 
 /** Runs one phase; returns requests sent, the errors seen and each request's latency (ms). */
-async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, string>>, path: string): Promise<{ requests: number; errors: number; sample?: string; latencies: number[] }> {
+async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, string>>, path: string): Promise<Tally> {
   const deadline = performance.now() + phase.seconds * 1000;
-  let i = 0;
-  let errors = 0;
-  let sample: string | undefined;
-  const latencies: number[] = [];
+  const t = tally();
   const one = async () => {
-    const h = headers[i++];
+    const h = headers[t.requests++];
     if (!h) return false;
-    const t = performance.now();
-    const res = await pool.request({ method: 'GET', path, headers: h });
-    const text = await res.body.text();
-    latencies.push(performance.now() - t);
-    if (res.statusCode !== 200) {
-      errors += 1;
-      sample ??= `${res.statusCode} ${text.slice(0, 200)}`;
-    }
+    await timed(t, () => pool.request({ method: 'GET', path, headers: h }));
     return true;
   };
   if (phase.connections === 0) await new Promise((r) => setTimeout(r, phase.seconds * 1000));
@@ -75,7 +65,7 @@ async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, str
       while (performance.now() < deadline && (await one()));
     }));
   }
-  return { requests: i, errors, latencies, ...(sample ? { sample } : {}) };
+  return t;
 }
 
 async function main(): Promise<void> {

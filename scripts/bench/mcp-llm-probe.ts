@@ -26,7 +26,7 @@ import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { freePort } from '../../test/support/net.js';
 import { startProcess } from './process.js';
-import { client, counters, percentiles, proof, threadTicks, TICK_MS, type Client } from './probe-support.js';
+import { client, counters, percentiles, proof, tally, threadTicks, timed, TICK_MS, type Client, type Tally } from './probe-support.js';
 
 const MCP_ACCEPT = 'application/json, text/event-stream';
 const MCP_VERSION = '2025-06-18';
@@ -99,30 +99,21 @@ function llmTarget(provider: string): Target {
 }
 
 /** Runs one closed-loop phase of `connections` connections; returns requests, errors and latencies (ms). */
-async function drive(pool: Pool, connections: number, seconds: number, calls: Call[]): Promise<{ requests: number; errors: number; sample?: string; latencies: number[] }> {
+async function drive(pool: Pool, connections: number, seconds: number, calls: Call[]): Promise<Tally> {
   const deadline = performance.now() + seconds * 1000;
-  let i = 0;
-  let errors = 0;
-  let sample: string | undefined;
-  const latencies: number[] = [];
+  const t = tally();
+  // An MCP refusal inside a 200 SSE stream is a JSON-RPC error: counted as one.
+  const failed = (status: number, text: string) => status !== 200 || text.includes('"error":{');
   const one = async () => {
-    const c = calls[i++];
+    const c = calls[t.requests++];
     if (!c) return false;
-    const t = performance.now();
-    const res = await pool.request({ method: 'POST', path: c.path, headers: c.headers, body: c.body });
-    const text = await res.body.text();
-    latencies.push(performance.now() - t);
-    // An MCP refusal inside a 200 SSE stream is a JSON-RPC error: counted as one.
-    if (res.statusCode !== 200 || text.includes('"error":{')) {
-      errors += 1;
-      sample ??= `${res.statusCode} ${text.slice(0, 200)}`;
-    }
+    await timed(t, () => pool.request({ method: 'POST', path: c.path, headers: c.headers, body: c.body }), failed);
     return true;
   };
   await Promise.all(Array.from({ length: connections }, async () => {
     while (performance.now() < deadline && (await one()));
   }));
-  return { requests: i, errors, latencies, ...(sample ? { sample } : {}) };
+  return t;
 }
 
 async function exchange(url: string, issuer: string, agent: Client, subject: string, resource: string): Promise<string> {

@@ -76,3 +76,23 @@ export function percentiles(ms: number[]): string {
   const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!.toFixed(2);
   return `p50 ${at(0.5)} p90 ${at(0.9)} p99 ${at(0.99)} max ${sorted[sorted.length - 1]!.toFixed(2)} ms`;
 }
+
+/** What a probe's phase saw: requests sent, errors (with the first one's status and text), each request's latency (ms). */
+export interface Tally { requests: number; errors: number; sample?: string; latencies: number[] }
+
+/** A fresh {@link Tally}. */
+export function tally(): Tally {
+  return { requests: 0, errors: 0, latencies: [] };
+}
+
+/** Sends one request through `send`, timing it into `t`; `failed` tells an error from its status and body. */
+export async function timed(t: Tally, send: () => Promise<{ statusCode: number; body: { text(): Promise<string> } }>, failed: (status: number, text: string) => boolean = (status) => status !== 200): Promise<void> {
+  const start = performance.now();
+  const res = await send();
+  const text = await res.body.text();
+  t.latencies.push(performance.now() - start);
+  if (failed(res.statusCode, text)) {
+    t.errors += 1;
+    t.sample ??= `${res.statusCode} ${text.slice(0, 200)}`;
+  }
+}
