@@ -17,18 +17,16 @@
  *
  * @module
  */
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SignJWT } from 'jose';
 import { Pool } from 'undici';
 import { createTestDatabase } from '../../test/support/database.js';
 import { startProcess } from './process.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { freePort } from '../../test/support/net.js';
-import { client, counters, percentiles, perfRecord, proof, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
+import { client, counters, exchange, percentiles, perfRecord, proof, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
 
 interface Phase { name: string; connections: number; rate?: number; seconds: number; /** `dN`: the upstream called directly (the yardstick of the added latency). */ direct?: boolean }
 
@@ -94,17 +92,7 @@ async function main(): Promise<void> {
   const [url, , countersUrl] = deputy.ready as [string, string, string];
   try {
     const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
-    const assertion = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES256' }).setIssuer('probe-agent').setSubject('probe-agent').setAudience(issuer).setIssuedAt().setExpirationTime('60s').sign(agent.privateKey);
-    const res = await fetch(`${url}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, 'POST', `${issuer}/token`) },
-      body: new URLSearchParams({
-        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-        resource: gw, scope: 'deputy.read', client_id: 'probe-agent', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion,
-      }).toString(),
-    });
-    const token = ((await res.json()) as { access_token?: string }).access_token;
-    if (!token) throw new Error('exchange failed');
+    const token = await exchange(url, issuer, agent, subject, gw);
     const pool = new Pool(url, { connections: 32, pipelining: 1 });
     const direct = new Pool(upstream.ready[0]!, { connections: 32, pipelining: 1 });
     const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => ({ authorization: `DPoP ${token}`, dpop: await proof(agent, 'GET', `${gw}/items`, token) })));

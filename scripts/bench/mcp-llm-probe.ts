@@ -14,19 +14,17 @@
  *
  * @module
  */
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SignJWT } from 'jose';
 import { Pool } from 'undici';
 import { createTestDatabase } from '../../test/support/database.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { freePort } from '../../test/support/net.js';
 import { startProcess } from './process.js';
-import { client, counters, percentiles, proof, tally, threadTicks, timed, TICK_MS, type Client, type Tally } from './probe-support.js';
+import { client, counters, exchange, percentiles, proof, tally, threadTicks, timed, TICK_MS, type Client, type Tally } from './probe-support.js';
 
 const MCP_ACCEPT = 'application/json, text/event-stream';
 const MCP_VERSION = '2025-06-18';
@@ -114,21 +112,6 @@ async function drive(pool: Pool, connections: number, seconds: number, calls: Ca
     while (performance.now() < deadline && (await one()));
   }));
   return t;
-}
-
-async function exchange(url: string, issuer: string, agent: Client, subject: string, resource: string): Promise<string> {
-  const assertion = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES256' }).setIssuer('probe-agent').setSubject('probe-agent').setAudience(issuer).setIssuedAt().setExpirationTime('60s').sign(agent.privateKey);
-  const res = await fetch(`${url}/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, 'POST', `${issuer}/token`) },
-    body: new URLSearchParams({
-      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-      resource, scope: 'deputy.read', client_id: 'probe-agent', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion,
-    }).toString(),
-  });
-  const token = ((await res.json()) as { access_token?: string }).access_token;
-  if (!token) throw new Error('exchange failed');
-  return token;
 }
 
 /** One phase's line: per-call counters, statements by shape, latency, GC, context switches, CPU by thread. */

@@ -96,3 +96,19 @@ export async function timed(t: Tally, send: () => Promise<{ statusCode: number; 
     t.sample ??= `${res.statusCode} ${text.slice(0, 200)}`;
   }
 }
+
+/** RFC 8693: exchanges the IdP's `subject` for `probe-agent`'s DPoP-bound token for `resource` (client assertion and proof made here). */
+export async function exchange(url: string, issuer: string, agent: Client, subject: string, resource: string): Promise<string> {
+  const assertion = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES256' }).setIssuer('probe-agent').setSubject('probe-agent').setAudience(issuer).setIssuedAt().setExpirationTime('60s').sign(agent.privateKey);
+  const res = await fetch(`${url}/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, 'POST', `${issuer}/token`) },
+    body: new URLSearchParams({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      resource, scope: 'deputy.read', client_id: 'probe-agent', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion,
+    }).toString(),
+  });
+  const token = ((await res.json()) as { access_token?: string }).access_token;
+  if (!token) throw new Error('exchange failed');
+  return token;
+}
