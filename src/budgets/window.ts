@@ -67,7 +67,8 @@ export function zonedMidnight(year: number, month: number, day: number, timeZone
 
 /**
  * The last window found per kind and zone: a call falls in it until it resets (issue 16: five
- * `formatToParts` per budget per reservation were ~60–80 µs of an LLM call's CPU). Exact, not a
+ * `formatToParts` per budget per reservation, ~20 µs of CPU each budget, the largest single
+ * Deputy function in the LLM gateway's profile). Exact, not a
  * cache with a staleness bound: windows of one kind and zone tile time, so the one holding `now`
  * is this one exactly when `start <= now < resetsAt`. Keys come from the configuration (a kind
  * and the ledger's zone); cleared past {@link MAX_SPANS} all the same.
