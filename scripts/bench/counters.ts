@@ -18,6 +18,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
+import { ReceiptService } from '../../src/audit/receipts.js';
 
 /** What the server did since the last reset. */
 export interface CounterSnapshot {
@@ -34,9 +35,18 @@ export interface CounterSnapshot {
   /**
    * Heap bytes allocated since the last reset (issue 16, eighth round): `total` in every V8 space,
    * `young` in the young generation (new space + new large-object space) — what scavenges collect.
-   * `semiSpaceMiB` is the new space's current size (it grows up to `--max-semi-space-size`).
+   * `semiSpaceMiB` is the new space's current size: both semi-spaces, up to 2 × `--max-semi-space-size`.
    */
   allocated?: { total: number; young: number; semiSpaceMiB: number };
+  /**
+   * The receipt chain writer (issue 16, eighth round): appends settled since the last reset, the
+   * milliseconds they spent from the call to their settling (queued behind the agent's in-flight
+   * statement, signed, written), the chain statements (`WITH moved AS …`, PostgreSQL only) and
+   * the milliseconds they were in flight, and the window's length: `totalMs ÷ windowMs` is the
+   * mean number of appends inside the writer (Little's law), `statementMs ÷ windowMs` the share
+   * of the window one agent's statement was in flight (≤ 1 for one agent: one at a time).
+   */
+  chain?: { appends: number; totalMs: number; statements: number; statementMs: number; windowMs: number };
 }
 
 const statements = new Map<string, number>();
@@ -44,6 +54,8 @@ const crypto = new Map<string, number>();
 let cpuAtReset = process.cpuUsage();
 const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, number> };
 /** GC kinds as `perf_hooks` numbers them (NODE_PERFORMANCE_GC_*). */
+const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
+let resetAt = performance.now();
 const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
 
 /** Heap used in every space and in the young generation, in bytes, from V8 statistics (one shape for both sources). */
@@ -185,9 +197,33 @@ export function installCounters(): void {
   }).observe({ entryTypes: ['gc'] });
   const pgQuery = pg.Client.prototype.query;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-    bump(statements, shape(args[0]));
+    const text = shape(args[0]);
+    bump(statements, text);
+    if (text.startsWith('WITH moved AS')) {
+      // pg-pool's `query` passes a callback (and gets no promise back): time that.
+      const last = args.length - 1;
+      if (typeof args[last] === 'function') {
+        const callback = args[last] as (...a: unknown[]) => unknown;
+        const done = statementTimer();
+        args[last] = (...a: unknown[]) => (done(), callback(...a));
+      } else {
+        const out = (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
+        if (out instanceof Promise) out.then(statementTimer(), statementTimer());
+        return out;
+      }
+    }
     return (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
   } as typeof pgQuery;
+  const receipts = ReceiptService.prototype as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  for (const method of ['append', 'appendOnce', 'appendWith'] as const) {
+    const original = receipts[method]!;
+    receipts[method] = function (this: unknown, ...args: unknown[]) {
+      const out = original.apply(this, args);
+      // An append inside the caller's transaction (`append(input, tx)`) does not go through the writer.
+      if (!(method === 'append' && args[1])) timeInto(out);
+      return out;
+    };
+  }
   const proto = PGlite.prototype as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   for (const method of ['query', 'exec'] as const) {
     const original = proto[method]!;
@@ -229,6 +265,25 @@ export function installCounters(): void {
   }
 }
 
+/** Adds how long the append `p` took to settle to the chain counters (a rejection is the caller's to see). */
+function timeInto(p: Promise<unknown>): void {
+  const start = performance.now();
+  const done = () => {
+    chain.appends += 1;
+    chain.totalMs += performance.now() - start;
+  };
+  p.then(done, done);
+}
+
+/** Starts timing one chain statement; the function returned (called once) adds it to the chain counters. */
+function statementTimer(): () => void {
+  const start = performance.now();
+  return () => {
+    chain.statements += 1;
+    chain.statementMs += performance.now() - start;
+  };
+}
+
 /** The counters so far, and RSS / heap now. */
 export function snapshot(): CounterSnapshot {
   const total = [...statements.values()].reduce((a, b) => a + b, 0);
@@ -242,6 +297,7 @@ export function snapshot(): CounterSnapshot {
     cpuMs: Math.round((cpu.user + cpu.system) / 10) / 100,
     gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
     ...(meter ? { allocated: { ...meter.read(), semiSpaceMiB: Math.round((getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0) / 2 ** 10 / 2 ** 10 * 10) / 10 } } : {}),
+    chain: { ...chain, windowMs: performance.now() - resetAt },
   };
 }
 
@@ -258,6 +314,8 @@ export function serveCounters(): Promise<string> {
       crypto.clear();
       cpuAtReset = process.cpuUsage();
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
+      Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
+      resetAt = performance.now();
     }
     if (req.method === 'POST' && req.url === '/gc') (globalThis as { gc?: () => void }).gc?.();
     res.setHeader('content-type', 'application/json');

@@ -261,25 +261,30 @@ export class ReceiptService implements ReceiptAppender {
     }
   }
 
-  /** The group writer of one agent: drains its queue, one write per group. */
+  /**
+   * The group writer of one agent: drains its queue, one write per group. A group's appends are
+   * settled after its commit (a resolved append is durable, a refused one wrote nothing) — and, on
+   * PostgreSQL when another group is queued behind it, only once that group's write has started and
+   * had the rest of this turn of the event loop to send its statement ({@link settleLater}): the
+   * settled callers' continuations (their responses) would otherwise run first and hold the next
+   * statement back, the chain idle meanwhile (issue 16, eighth round: one agent's exchanges at c8).
+   */
   async #write(agent: string): Promise<void> {
+    let done: Outcome[] = [];
     try {
       for (;;) {
         const queue = this.#queues.get(agent);
         if (!queue || queue.length === 0) return;
         // The appends signed ahead (the front of the queue when they were), so that they match.
         const group = queue.splice(0, this.#presigned.get(agent)?.group.length ?? this.#maxBatch);
-        try {
-          // Settled after the commit: a resolved append is durable, a refused one wrote nothing.
-          for (const o of await this.#writeGroup(agent, group)) {
-            if (o.receipt) o.pending.resolve(o.receipt);
-            else o.pending.reject(o.error);
-          }
-        } catch (err) {
-          for (const p of group) p.reject(err);
-        }
+        const writing = this.#writeGroup(agent, group).catch((error: unknown) => group.map((pending): Outcome => ({ pending, error })));
+        // PGlite runs the statement on this thread: nothing to send ahead, the callers would only wait for it.
+        if (this.#store.kind === 'postgres') settleLater(done);
+        else settle(done);
+        done = await writing;
       }
     } finally {
+      settle(done);
       this.#queues.delete(agent);
       this.#writers.delete(agent);
       this.#presigned.delete(agent);
@@ -534,6 +539,24 @@ const REFUSED_STATEMENT = /^(22|23|40|42)[0-9A-Z]{3}$/;
 function statementRefused(err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' && REFUSED_STATEMENT.test(code);
+}
+
+/** Resolves each append with its receipt, or rejects it with its error. */
+function settle(outcomes: readonly Outcome[]): void {
+  for (const o of outcomes) {
+    if (o.receipt) o.pending.resolve(o.receipt);
+    else o.pending.reject(o.error);
+  }
+}
+
+/**
+ * {@link settle} in the event loop's check phase (`setImmediate`): after the microtasks and
+ * `nextTick`s the writer's next statement needs to reach PostgreSQL's socket (or, when that
+ * group still waits for a signature, as soon as the loop turns). The outcomes are final already:
+ * the receipts are committed (or were refused).
+ */
+function settleLater(outcomes: readonly Outcome[]): void {
+  if (outcomes.length > 0) setImmediate(settle, outcomes);
 }
 
 /** Every once-key an append records: its own (`appendOnce`) or its attested writes' (`appendWith`). */

@@ -1,8 +1,9 @@
 /**
  * OpenTelemetry traces: off unless the standard `OTEL_*` variables configure them.
  *
- * Off, every span below is `@opentelemetry/api`'s no-op: no provider, no context manager, no
- * propagator is registered, so a span costs a function call. On, a `NodeTracerProvider` with a
+ * Off, `traced` calls its function directly with a non-recording span, and every other span is
+ * `@opentelemetry/api`'s no-op: no provider, no context manager, no propagator is registered, so a
+ * span costs a function call. On, a `NodeTracerProvider` with a
  * batch processor and the OTLP/HTTP (JSON) exporter is registered globally, with the
  * AsyncLocalStorage context manager and the W3C Trace Context propagator (`traceparent`).
  *
@@ -108,8 +109,9 @@ const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
 /**
  * Whether a tracer provider is registered — Deputy's ({@link startTracing}) or any other the
  * process registered globally (an operator's OpenTelemetry auto-instrumentation). Off, the
- * helpers below skip the no-op span, its context and its attribute objects altogether (issue 16,
- * eighth round: a few hundred bytes per span, three or more spans per gateway call).
+ * helpers below skip the no-op span, its context and its attribute objects altogether: the API's
+ * no-op path still allocated a proxy tracer, a span and a closure per call — five times per token
+ * exchange, three or more times per gateway call (issue 16, eighth round).
  */
 export function tracingActive(): boolean {
   const provider = trace.getTracerProvider();

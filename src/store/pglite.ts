@@ -13,7 +13,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { lockDataDir, type DataDirLock } from './lock.js';
-import { mustPrepareAgain, runNamedOnPGlite, StatementNames } from './prepared.js';
+import { mustPrepareAgain, runNamedOnPGlite, StatementNames, type PreparedShape } from './prepared.js';
 import { StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
 
 export interface PGliteStoreOptions {
@@ -95,13 +95,13 @@ async function openPGlite(dataDir: string): Promise<{ db: PGlite; lock?: DataDir
 }
 
 /**
- * Named statements on one PGlite session (./prepared.ts): their names, the parameter types PGlite
- * described when each was prepared, and running one outside or inside a transaction.
+ * Named statements on one PGlite session (./prepared.ts): their names, the parameter types and row
+ * shape PGlite described when each was prepared, and running one outside or inside a transaction.
  */
 function pgliteStatements(db: PGlite) {
   const names = new StatementNames();
-  // Parameter types of the statements prepared in this session (PGlite is one session).
-  const described = new Map<string, number[]>();
+  // Parameter types and row shape of the statements prepared in this session (PGlite is one session).
+  const described = new Map<string, PreparedShape>();
   const schemaChanged = (): void => {
     names.invalidate();
     described.clear();

@@ -89,38 +89,58 @@ function batch(...messages: Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** What a named statement's `Describe` told when it was prepared: its parameter types and the row shape of its results. */
+export interface PreparedShape {
+  /** Parameter type OIDs, in order (PostgreSQL `ParameterDescription`). */
+  types: number[];
+  /** The `RowDescription` of its result rows (field names and type OIDs), or `undefined` for a statement that returns none (`NoData`). */
+  rows: BackendMessage | undefined;
+}
+
+/** The backend message type of PGlite's protocol parser, as `parseResults` takes it. */
+type BackendMessage = Parameters<typeof pgliteParse.parseResults>[0][number];
+
 /**
  * Runs `sql` as the named statement `name` on PGlite: the first time, `Close` (a leftover of that
- * name is dropped; closing none is no error) + `Parse` + `Describe` (parameter types) + `Sync`;
- * every time, `Bind` + `Describe` (row shape) + `Execute` + `Sync` in one call into the database.
+ * name is dropped; closing none is no error) + `Parse` + `Describe` (parameter types and row
+ * shape) + `Sync`; every time, `Bind` + `Execute` + `Sync` in one call into the database.
  * PGlite's own `query` sends an unnamed `Parse` and five more protocol calls per statement.
+ *
+ * No `Describe` of the portal per execution: a named statement's result columns are fixed by its
+ * `Parse` (PostgreSQL refuses to run one whose result type changed — "cached plan must not change
+ * result type", {@link isStalePlan} — and the caller prepares it again), and a portal bound with
+ * the default (text) result formats returns rows exactly as the statement's `RowDescription` says
+ * (protocol §55.2.3: only the format codes differ, and text is the default). So the row shape
+ * described once at `Parse` parses every execution's rows, and each execution saves the
+ * describe step inside the database and the parse of a `RowDescription` message in JavaScript
+ * (issue 16, eighth round).
  *
  * The caller holds PGlite's mutexes as its `query` does (query mutex; outside a transaction the
  * transaction mutex too) and syncs the data folder after a statement outside a transaction.
  *
- * @param described parameter type OIDs per name already prepared on `db` (filled here)
+ * @param described the shape of each statement already prepared on `db`, by name (filled here)
  * @returns the statement's rows, parsed by PGlite's own type parsers
  * @throws PGlite's `DatabaseError` (with `code`, `constraint`) as its `query` does
  */
-export async function runNamedOnPGlite<R>(db: PGlite, described: Map<string, number[]>, name: string, sql: string, params: readonly unknown[]): Promise<R[]> {
+export async function runNamedOnPGlite<R>(db: PGlite, described: Map<string, PreparedShape>, name: string, sql: string, params: readonly unknown[]): Promise<R[]> {
   const { serialize } = protocol;
-  let types = described.get(name);
-  if (!types) {
+  let shape = described.get(name);
+  if (!shape) {
     const messages = await db.execProtocolStream(
       batch(serialize.close({ type: 'S', name }), serialize.parse({ name, text: sql }), serialize.describe({ type: 'S', name }), serialize.sync()),
       { syncToFs: false },
     );
-    types = pgliteParse.parseDescribeStatementResults(messages);
-    described.set(name, types);
+    shape = { types: pgliteParse.parseDescribeStatementResults(messages), rows: messages.find((m) => m.name === 'rowDescription') };
+    described.set(name, shape);
   }
+  const { types } = shape;
   const values = params.map((param, i) => {
     if (param === null || param === undefined) return null;
     const serializer = db.serializers[types[i]!];
     return serializer ? serializer(param) : String(param);
   });
   // A statement the session lost (26000) is named afresh by the caller ({@link mustPrepareAgain}).
-  const messages = await db.execProtocolStream(batch(serialize.bind({ statement: name, values }), serialize.describe({ type: 'P' }), serialize.execute({}), serialize.sync()), {
-    syncToFs: false,
-  });
-  return (pgliteParse.parseResults(messages, db.parsers)[0]?.rows ?? []) as R[];
+  const messages = await db.execProtocolStream(batch(serialize.bind({ statement: name, values }), serialize.execute({}), serialize.sync()), { syncToFs: false });
+  if (shape.rows === undefined) return [];
+  return (pgliteParse.parseResults([shape.rows, ...messages], db.parsers)[0]?.rows ?? []) as R[];
 }

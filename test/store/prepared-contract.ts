@@ -87,6 +87,22 @@ export function preparedStatementContract(one: () => Store, two: () => Store, co
       expect(await one().query(byN, ['5'], PREPARE)).toEqual([{ id: 'five' }]);
     });
 
+    it('answer with each execution\'s own rows under the shape described at preparation: none, one, many, RETURNING with no row, and a write without RETURNING', async () => {
+      const store = one();
+      const table = await probeTable(store);
+      const upsert = `INSERT INTO ${table} (id, n) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id, n`;
+      const write = `UPDATE ${table} SET n = n + 1 WHERE id = $1`;
+      const select = `SELECT id, n FROM ${table} WHERE n >= $1 ORDER BY id`;
+      for (let i = 0; i < 8; i++) {
+        expect(await store.query(upsert, [`k${i}`, i], PREPARE)).toEqual([{ id: `k${i}`, n: i }]);
+        expect(await store.query(upsert, [`k${i}`, 99], PREPARE)).toEqual([]);
+        expect(await store.query(write, [`k${i}`], PREPARE)).toEqual([]);
+        expect(await store.query(select, [100], PREPARE)).toEqual([]);
+        expect(await store.query(select, [i + 1], PREPARE)).toEqual([{ id: `k${i}`, n: i + 1 }]);
+        expect(await store.transaction((tx) => tx.query(select, [0], PREPARE))).toEqual(Array.from({ length: i + 1 }, (_, k) => ({ id: `k${k}`, n: k + 1 })));
+      }
+    });
+
     it(`beyond ${MAX_NAMED} distinct texts, the rest run unnamed with the same answers`, async () => {
       const store = one();
       const results = [];

@@ -290,6 +290,37 @@ describe('ReceiptService', () => {
     }
   });
 
+  it('on PostgreSQL, sends the next group\'s statement before the group written before it is settled (its callers continue after)', async () => {
+    const held = holdFirstAppend(store);
+    const events: string[] = [];
+    const query: Store['query'] = (sql, params, options) => {
+      if (sql.includes('INSERT INTO receipts')) events.push('statement');
+      return held.store.query(sql, params, options);
+    };
+    // Seen as PostgreSQL, where the statement leaves the process (on PGlite the writer settles at once: nothing to send ahead).
+    const watched = new Proxy(held.store, { get: (target, prop) => (prop === 'query' ? query : prop === 'kind' ? 'postgres' : Reflect.get(target, prop, target)) });
+    const signs = vi.spyOn(crypto.subtle, 'sign');
+    try {
+      const writer = new ReceiptService({ store: watched, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
+      const first = writer.append(input('settled', 1));
+      void first.then(() => events.push('first settled'));
+      await held.issued;
+      const rest = [writer.append(input('settled', 2)), writer.append(input('settled', 3))];
+      // The next group signed ahead, as while a statement's WAL flush is awaited: nothing else to wait for.
+      await vi.waitFor(() => expect(signs).toHaveBeenCalledTimes(3), { timeout: 10_000 });
+      await new Promise((r) => setTimeout(r, 50));
+      held.release();
+      const written = await Promise.all([first, ...rest]);
+      // Before this round the first append was settled (its caller's response ran) before the next statement was sent.
+      expect(events).toEqual(['statement', 'statement', 'first settled']);
+      expect(written.map((r) => r.seq)).toEqual([1, 2, 3]);
+      expect((await verifyReceipts(await exported('settled'), jwks)).ok).toBe(true);
+    } finally {
+      signs.mockRestore();
+      held.release();
+    }
+  });
+
   it('discards receipts signed ahead when the statement before them did not move the head (another instance did)', async () => {
     const held = holdFirstAppend(store);
     const ahead = new ReceiptService({ store: held.store, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
