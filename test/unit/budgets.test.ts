@@ -22,6 +22,29 @@ describe('budget windows', () => {
     expect(zonedMidnight(2026, 1, 1, 'Asia/Kolkata').toISOString()).toBe('2025-12-31T18:30:00.000Z');
   });
 
+  it('the window found last is reused only for instants inside it: walking forward and back across DST and month ends, each answer holds its instant and starts at local midnight', () => {
+    const localHour = (d: Date, timeZone: string) => Number(new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', hour: 'numeric' }).format(d));
+    const localDay = (d: Date, timeZone: string) => Number(new Intl.DateTimeFormat('en-US', { timeZone, day: 'numeric' }).format(d));
+    const from = Date.parse('2026-03-27T00:00:00Z');
+    // Every 7 hours over a week holding Paris's spring DST change and a month end, then back again
+    // (a clock stepped back, a test's injected `now`), in two zones alternately.
+    const steps = Array.from({ length: 24 }, (_, i) => from + i * 7 * 3600_000);
+    for (const at of [...steps, ...steps.reverse()]) {
+      for (const timeZone of ['Europe/Paris', 'America/Los_Angeles']) {
+        const now = new Date(at);
+        const day = windowAt('day', now, timeZone);
+        const month = windowAt('month', now, timeZone);
+        for (const w of [day, month]) {
+          expect(w.start.getTime()).toBeLessThanOrEqual(at);
+          expect(w.resetsAt!.getTime()).toBeGreaterThan(at);
+          expect(localHour(w.start, timeZone)).toBe(0);
+        }
+        expect(localDay(month.start, timeZone)).toBe(1);
+        expect(day.resetsAt!.getTime() - day.start.getTime()).toBeLessThanOrEqual(25 * 3600_000);
+      }
+    }
+  });
+
   it('the configuration refuses an unknown time zone, a bad currency and duplicate budget ids', () => {
     expect(budgetsConfigSchema.safeParse({ timeZone: 'Mars/Olympus' }).success).toBe(false);
     expect(budgetsConfigSchema.safeParse({ currency: 'usd' }).success).toBe(false);
