@@ -111,6 +111,15 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       const farLowered = await l.reserve(u, { requests: 1 }, { ready: changing(() => elsewhere.update(far, { limit: 0 })) }).catch((e: unknown) => e);
       expect((farLowered as BudgetExceeded).refusal).toMatchObject({ budgetId: far, limit: 0 });
       expect((await l.reserve(u, { requests: 1 }, { ready: changing(() => elsewhere.delete(far)) })).items).toEqual([]);
+      // A new unit, or selectors that no longer match, through the other instance: as through this one.
+      const v = scope();
+      const farUnit = await define(two(), { agent: v.agents[0], unit: 'requests', window: 'day', limit: 100 });
+      const farReunited = await l.reserve(v, { requests: 1, output_tokens: 7 }, { ready: changing(() => elsewhere.update(farUnit, { unit: 'output_tokens' })) });
+      expect(farReunited.items).toEqual([expect.objectContaining({ budgetId: farUnit, unit: 'output_tokens', amount: 7 })]);
+      await l.release(farReunited);
+      const farAway = await l.reserve(v, { output_tokens: 7 }, { ready: changing(() => elsewhere.update(farUnit, { user: 'bob' })) });
+      expect(farAway.items).toEqual([]);
+      expect(await counters(two(), ledger(two(), c.now), farUnit)).toMatchObject({ reserved: 0 });
     });
 
     it('settles the actual use and releases the rest; use beyond the reservation is charged only as far as the limit allows; only once', async () => {
