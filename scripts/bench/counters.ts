@@ -11,7 +11,11 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { ReceiptService } from '../../src/audit/receipts.js';
@@ -28,6 +32,12 @@ export interface CounterSnapshot {
   cpuMs: number;
   /** Garbage collections since the last reset: how many, their pauses summed and the longest (ms), by kind. */
   gc?: { count: number; totalMs: number; maxMs: number; byKind: Record<string, number> };
+  /**
+   * Heap bytes allocated since the last reset (issue 16, eighth round): `total` in every V8 space,
+   * `young` in the young generation (new space + new large-object space) — what scavenges collect.
+   * `semiSpaceMiB` is the new space's current size: both semi-spaces, up to 2 × `--max-semi-space-size`.
+   */
+  allocated?: { total: number; young: number; semiSpaceMiB: number };
   /**
    * The receipt chain writer (issue 16, eighth round): appends settled since the last reset, the
    * milliseconds they spent from the call to their settling (queued behind the agent's in-flight
@@ -47,6 +57,100 @@ const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, 
 const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
 let resetAt = performance.now();
 const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
+
+/** Heap used in every space and in the young generation, in bytes, from V8 statistics (one shape for both sources). */
+interface HeapUse { total: number; young: number }
+
+const YOUNG_SPACES = new Set(['new_space', 'new_large_object_space']);
+
+function youngOf(spaces: ReadonlyArray<{ spaceName?: string; space_name?: string; spaceUsedSize?: number; space_used_size?: number }>): number {
+  let young = 0;
+  for (const s of spaces) if (YOUNG_SPACES.has(s.spaceName ?? s.space_name ?? '')) young += s.spaceUsedSize ?? s.space_used_size ?? 0;
+  return young;
+}
+
+function heapNow(): HeapUse {
+  return { total: getHeapStatistics().used_heap_size, young: youngOf(getHeapSpaceStatistics()) };
+}
+
+/**
+ * Bytes allocated between two moments = heap used at the end − heap used at the start + what each
+ * GC in between freed (its heap before − after, from `v8.GCProfiler`'s per-GC statistics). V8 keeps
+ * no running allocation total that Node exposes; this is exact up to concurrent sweeping's timing.
+ */
+class AllocationMeter {
+  private profiler = new GCProfiler();
+  private start: HeapUse = heapNow();
+  /** What the GCs since the last reset freed, summed. */
+  private freed: HeapUse = { total: 0, young: 0 };
+
+  constructor() {
+    this.profiler.start();
+  }
+
+  reset(): void {
+    this.collect();
+    this.start = heapNow();
+    this.freed = { total: 0, young: 0 };
+  }
+
+  /** Allocated since the last reset. */
+  read(): HeapUse {
+    this.collect();
+    const now = heapNow();
+    return { total: now.total - this.start.total + this.freed.total, young: now.young - this.start.young + this.freed.young };
+  }
+
+  /** Adds the GCs recorded so far to `freed`; restarts the GC profiler so its list stays short. */
+  private collect(): void {
+    for (const gc of this.profiler.stop()?.statistics ?? []) {
+      this.freed.total += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize;
+      this.freed.young += youngOf(gc.beforeGC.heapSpaceStatistics) - youngOf(gc.afterGC.heapSpaceStatistics);
+    }
+    this.profiler = new GCProfiler();
+    this.profiler.start();
+  }
+}
+
+let meter: AllocationMeter | undefined;
+
+/**
+ * `BENCH_HEAP_PROF=<dir>`: a sampling heap profile (inspector `HeapProfiler.startSampling`, one
+ * sample per 32 KiB allocated on average) that also keeps objects scavenges and mark-compacts
+ * collected, so garbage counts as much as what survives. One profile per counters window: started
+ * at each `/reset`, written to `<dir>/heap.<pid>.<n>.heapprofile` at the next `/reset` and at exit.
+ * Read it with `scripts/bench/heap-summary.ts`.
+ */
+class HeapSampler {
+  private readonly session = new Session();
+  private written = 0;
+  private running = false;
+
+  constructor(private readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+    this.session.connect();
+  }
+
+  async restart(): Promise<void> {
+    await this.write();
+    await this.session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    this.running = true;
+  }
+
+  async write(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    const { profile } = await this.session.post('HeapProfiler.stopSampling');
+    writeFileSync(join(this.dir, `heap.${process.pid}.${++this.written}.heapprofile`), JSON.stringify(profile));
+  }
+}
+
+let heapSampler: HeapSampler | undefined;
+
+/** Writes the open heap profile, if `BENCH_HEAP_PROF` asked for one (the bench child calls it before exiting). */
+export async function writeHeapProfile(): Promise<void> {
+  await heapSampler?.write();
+}
 
 /** A statement's shape: whitespace collapsed, cut at 90 characters. */
 function shape(sql: unknown): string {
@@ -76,6 +180,11 @@ let installed = false;
 export function installCounters(): void {
   if (installed) return;
   installed = true;
+  meter = new AllocationMeter();
+  if (process.env.BENCH_HEAP_PROF) {
+    heapSampler = new HeapSampler(process.env.BENCH_HEAP_PROF);
+    void heapSampler.restart();
+  }
   // Every GC pause (a main-thread stop: scavenges and mark-compact finalisation), for the tail (issue 16, sixth round).
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
@@ -187,6 +296,7 @@ export function snapshot(): CounterSnapshot {
     memory: { rssMiB: Math.round(mem.rss / 2 ** 20), heapUsedMiB: Math.round(mem.heapUsed / 2 ** 20) },
     cpuMs: Math.round((cpu.user + cpu.system) / 10) / 100,
     gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
+    ...(meter ? { allocated: { ...meter.read(), semiSpaceMiB: Math.round((getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0) / 2 ** 10 / 2 ** 10 * 10) / 10 } } : {}),
     chain: { ...chain, windowMs: performance.now() - resetAt },
   };
 }
@@ -196,8 +306,10 @@ export function snapshot(): CounterSnapshot {
  * its URL. `POST /gc` runs a full collection first when Node was started with `--expose-gc`.
  */
 export function serveCounters(): Promise<string> {
-  const server = createServer((req, res) => {
+  const server = createServer(async (req, res) => {
     if (req.method === 'POST' && req.url === '/reset') {
+      await heapSampler?.restart();
+      meter?.reset();
       statements.clear();
       crypto.clear();
       cpuAtReset = process.cpuUsage();

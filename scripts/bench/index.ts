@@ -169,7 +169,7 @@ interface Figure {
    * Server-side work per request in the timed window, from the bench's counters: store statements,
    * WebCrypto operations, and the server process's CPU time in milliseconds (`cpuMs`).
    */
-  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number>; cpuMs: number; host?: HostCpu; chain?: ChainFigures };
+  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number>; cpuMs: number; host?: HostCpu; chain?: ChainFigures; /** Heap KiB allocated, all spaces and young generation; scavenges per 1,000; GC pause ms. */ heap?: { allocatedKiB: number; youngKiB: number; scavengesPer1000: number; gcMs: number } };
   /** Server RSS in MiB: before the load, and the highest seen while it ran. */
   rssMiB?: { idle: number; underLoad: number };
 }
@@ -200,6 +200,11 @@ function chainFigures(chain: CounterSnapshot['chain'], requests: number): ChainF
 
 /** Requests prebuilt per second of phase: above any rate these signed scenarios reach here. */
 const PREBUILD_PER_S = 1500;
+
+/** The heap cell of the per-request table: KiB allocated (young), scavenges per 1,000 requests, GC pause ms per request. */
+function heapCell(heap: NonNullable<Figure['perRequest']>['heap']): string {
+  return heap ? `${heap.allocatedKiB} (${heap.youngKiB}) · ${heap.scavengesPer1000} · ${heap.gcMs}` : '—';
+}
 
 async function counters(url: string, path = ''): Promise<CounterSnapshot> {
   const res = await fetch(`${url}${path}`, { method: path ? 'POST' : 'GET' });
@@ -264,6 +269,7 @@ async function measured(name: string, store: string | undefined, countersUrl: st
     cpuMs: Math.round((after.cpuMs / Math.max(1, result.requests)) * 1000) / 1000,
     crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
     topStatements: Object.fromEntries(Object.entries(after.statements).slice(0, 12).map(([k, v]) => [k, per(v)])),
+    ...(after.allocated ? { heap: { allocatedKiB: per(after.allocated.total / 1024), youngKiB: per(after.allocated.young / 1024), scavengesPer1000: per((after.gc?.byKind.scavenge ?? 0) * 1000), gcMs: Math.round(((after.gc?.totalMs ?? 0) / Math.max(1, result.requests)) * 1000) / 1000 } } : {}),
     ...(hostSpent ? { host: perRequestHost(hostSpent, result.requests) } : {}),
   };
   const chain = chainFigures(after.chain, result.requests);
@@ -713,10 +719,10 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | heap KiB / request (young) · scavenges / 1,000 · GC ms / request | RSS idle → under load (MiB) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...results.figures.filter((f) => f.perRequest).map((f) =>
-      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.cpuMs} | ${hostCell(f.perRequest!.host)} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
+      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.cpuMs} | ${hostCell(f.perRequest!.host)} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${heapCell(f.perRequest!.heap)} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
     '',
     '| receipt chain writer (timed window) | store | c | appends / request | ms per append (call → settled) | appends inside the writer (mean) | chain statement in flight (share of window) |',
     '| --- | --- | --- | --- | --- | --- | --- |',

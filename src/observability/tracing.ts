@@ -13,7 +13,7 @@
  * @see https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
  * @module
  */
-import { context, INVALID_SPAN_CONTEXT, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import { context, INVALID_SPAN_CONTEXT, propagation, ProxyTracerProvider, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { DeputyError } from '../errors/index.js';
 
@@ -45,16 +45,6 @@ export function tracingSettings(env: Readonly<Record<string, string | undefined>
   if (unsupported.length) throw new TypeError(`OTEL_TRACES_EXPORTER: only "otlp" and "none" are supported, not "${unsupported.join(',')}"`);
   return { enabled: true, serviceName: env.OTEL_SERVICE_NAME?.trim() || 'deputy', url };
 }
-
-/**
- * Whether {@link startTracing} registered a provider (until its shutdown). Off, {@link traced}
- * runs its function directly with {@link NO_SPAN}: the API's no-op path still allocated a proxy
- * tracer, a span and a closure per call, five times per token exchange (issue 16, eighth round).
- */
-let tracing = false;
-
-/** The span `traced` hands its function while traces are off: records nothing (the API's own non-recording span). */
-const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /** Traces as started: {@link TracingHandle.shutdown} flushes and unregisters. */
 export interface TracingHandle {
@@ -97,11 +87,9 @@ export async function startTracing(options: StartTracingOptions): Promise<Tracin
     spanProcessors: [processor],
   });
   provider.register();
-  tracing = true;
   return {
     enabled: true,
     shutdown: async () => {
-      tracing = false;
       await provider.shutdown();
       trace.disable();
       context.disable();
@@ -115,6 +103,24 @@ export function tracer() {
   return trace.getTracer(TRACER_NAME);
 }
 
+/** The API's own no-op provider: what the global proxy delegates to while no provider is registered. */
+const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether a tracer provider is registered — Deputy's ({@link startTracing}) or any other the
+ * process registered globally (an operator's OpenTelemetry auto-instrumentation). Off, the
+ * helpers below skip the no-op span, its context and its attribute objects altogether: the API's
+ * no-op path still allocated a proxy tracer, a span and a closure per call — five times per token
+ * exchange, three or more times per gateway call (issue 16, eighth round).
+ */
+export function tracingActive(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_PROVIDER;
+}
+
+/** The span handed to `fn` while tracing is off: non-recording, so one serves every call. */
+export const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
 /**
  * Runs `fn` in a child span of the active one named `name`; the span records an exception and
  * an error status when `fn` throws (the error propagates unchanged).
@@ -122,7 +128,7 @@ export function tracer() {
  * @param attributes - bounded, secret-free values only (step names, codes, connection ids).
  */
 export async function traced<T>(name: string, fn: (span: Span) => Promise<T> | T, options: { kind?: SpanKind; attributes?: Attributes } = {}): Promise<T> {
-  if (!tracing) return fn(NO_SPAN);
+  if (!tracingActive()) return fn(NO_SPAN);
   return tracer().startActiveSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, ...(options.attributes ? { attributes: options.attributes } : {}) }, async (span) => {
     try {
       return await fn(span);
