@@ -11,9 +11,14 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
+import { ReceiptService } from '../../src/audit/receipts.js';
 
 /** What the server did since the last reset. */
 export interface CounterSnapshot {
@@ -27,6 +32,21 @@ export interface CounterSnapshot {
   cpuMs: number;
   /** Garbage collections since the last reset: how many, their pauses summed and the longest (ms), by kind. */
   gc?: { count: number; totalMs: number; maxMs: number; byKind: Record<string, number> };
+  /**
+   * Heap bytes allocated since the last reset (issue 16, eighth round): `total` in every V8 space,
+   * `young` in the young generation (new space + new large-object space) — what scavenges collect.
+   * `semiSpaceMiB` is the new space's current size: both semi-spaces, up to 2 × `--max-semi-space-size`.
+   */
+  allocated?: { total: number; young: number; semiSpaceMiB: number };
+  /**
+   * The receipt chain writer (issue 16, eighth round): appends settled since the last reset, the
+   * milliseconds they spent from the call to their settling (queued behind the agent's in-flight
+   * statement, signed, written), the chain statements (`WITH moved AS …`, PostgreSQL only) and
+   * the milliseconds they were in flight, and the window's length: `totalMs ÷ windowMs` is the
+   * mean number of appends inside the writer (Little's law), `statementMs ÷ windowMs` the share
+   * of the window one agent's statement was in flight (≤ 1 for one agent: one at a time).
+   */
+  chain?: { appends: number; totalMs: number; statements: number; statementMs: number; windowMs: number };
 }
 
 const statements = new Map<string, number>();
@@ -34,7 +54,103 @@ const crypto = new Map<string, number>();
 let cpuAtReset = process.cpuUsage();
 const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, number> };
 /** GC kinds as `perf_hooks` numbers them (NODE_PERFORMANCE_GC_*). */
+const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
+let resetAt = performance.now();
 const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
+
+/** Heap used in every space and in the young generation, in bytes, from V8 statistics (one shape for both sources). */
+interface HeapUse { total: number; young: number }
+
+const YOUNG_SPACES = new Set(['new_space', 'new_large_object_space']);
+
+function youngOf(spaces: ReadonlyArray<{ spaceName?: string; space_name?: string; spaceUsedSize?: number; space_used_size?: number }>): number {
+  let young = 0;
+  for (const s of spaces) if (YOUNG_SPACES.has(s.spaceName ?? s.space_name ?? '')) young += s.spaceUsedSize ?? s.space_used_size ?? 0;
+  return young;
+}
+
+function heapNow(): HeapUse {
+  return { total: getHeapStatistics().used_heap_size, young: youngOf(getHeapSpaceStatistics()) };
+}
+
+/**
+ * Bytes allocated between two moments = heap used at the end − heap used at the start + what each
+ * GC in between freed (its heap before − after, from `v8.GCProfiler`'s per-GC statistics). V8 keeps
+ * no running allocation total that Node exposes; this is exact up to concurrent sweeping's timing.
+ */
+class AllocationMeter {
+  private profiler = new GCProfiler();
+  private start: HeapUse = heapNow();
+  /** What the GCs since the last reset freed, summed. */
+  private freed: HeapUse = { total: 0, young: 0 };
+
+  constructor() {
+    this.profiler.start();
+  }
+
+  reset(): void {
+    this.collect();
+    this.start = heapNow();
+    this.freed = { total: 0, young: 0 };
+  }
+
+  /** Allocated since the last reset. */
+  read(): HeapUse {
+    this.collect();
+    const now = heapNow();
+    return { total: now.total - this.start.total + this.freed.total, young: now.young - this.start.young + this.freed.young };
+  }
+
+  /** Adds the GCs recorded so far to `freed`; restarts the GC profiler so its list stays short. */
+  private collect(): void {
+    for (const gc of this.profiler.stop()?.statistics ?? []) {
+      this.freed.total += gc.beforeGC.heapStatistics.usedHeapSize - gc.afterGC.heapStatistics.usedHeapSize;
+      this.freed.young += youngOf(gc.beforeGC.heapSpaceStatistics) - youngOf(gc.afterGC.heapSpaceStatistics);
+    }
+    this.profiler = new GCProfiler();
+    this.profiler.start();
+  }
+}
+
+let meter: AllocationMeter | undefined;
+
+/**
+ * `BENCH_HEAP_PROF=<dir>`: a sampling heap profile (inspector `HeapProfiler.startSampling`, one
+ * sample per 32 KiB allocated on average) that also keeps objects scavenges and mark-compacts
+ * collected, so garbage counts as much as what survives. One profile per counters window: started
+ * at each `/reset`, written to `<dir>/heap.<pid>.<n>.heapprofile` at the next `/reset` and at exit.
+ * Read it with `scripts/bench/heap-summary.ts`.
+ */
+class HeapSampler {
+  private readonly session = new Session();
+  private written = 0;
+  private running = false;
+
+  constructor(private readonly dir: string) {
+    mkdirSync(dir, { recursive: true });
+    this.session.connect();
+  }
+
+  async restart(): Promise<void> {
+    await this.write();
+    await this.session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    this.running = true;
+  }
+
+  async write(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    const { profile } = await this.session.post('HeapProfiler.stopSampling');
+    writeFileSync(join(this.dir, `heap.${process.pid}.${++this.written}.heapprofile`), JSON.stringify(profile));
+  }
+}
+
+let heapSampler: HeapSampler | undefined;
+
+/** Writes the open heap profile, if `BENCH_HEAP_PROF` asked for one (the bench child calls it before exiting). */
+export async function writeHeapProfile(): Promise<void> {
+  await heapSampler?.write();
+}
 
 /** A statement's shape: whitespace collapsed, cut at 90 characters. */
 function shape(sql: unknown): string {
@@ -64,6 +180,11 @@ let installed = false;
 export function installCounters(): void {
   if (installed) return;
   installed = true;
+  meter = new AllocationMeter();
+  if (process.env.BENCH_HEAP_PROF) {
+    heapSampler = new HeapSampler(process.env.BENCH_HEAP_PROF);
+    void heapSampler.restart();
+  }
   // Every GC pause (a main-thread stop: scavenges and mark-compact finalisation), for the tail (issue 16, sixth round).
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
@@ -76,9 +197,33 @@ export function installCounters(): void {
   }).observe({ entryTypes: ['gc'] });
   const pgQuery = pg.Client.prototype.query;
   pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-    bump(statements, shape(args[0]));
+    const text = shape(args[0]);
+    bump(statements, text);
+    if (text.startsWith('WITH moved AS')) {
+      // pg-pool's `query` passes a callback (and gets no promise back): time that.
+      const last = args.length - 1;
+      if (typeof args[last] === 'function') {
+        const callback = args[last] as (...a: unknown[]) => unknown;
+        const done = statementTimer();
+        args[last] = (...a: unknown[]) => (done(), callback(...a));
+      } else {
+        const out = (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
+        if (out instanceof Promise) out.then(statementTimer(), statementTimer());
+        return out;
+      }
+    }
     return (pgQuery as (...a: unknown[]) => unknown).apply(this, args);
   } as typeof pgQuery;
+  const receipts = ReceiptService.prototype as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  for (const method of ['append', 'appendOnce', 'appendWith'] as const) {
+    const original = receipts[method]!;
+    receipts[method] = function (this: unknown, ...args: unknown[]) {
+      const out = original.apply(this, args);
+      // An append inside the caller's transaction (`append(input, tx)`) does not go through the writer.
+      if (!(method === 'append' && args[1])) timeInto(out);
+      return out;
+    };
+  }
   const proto = PGlite.prototype as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   for (const method of ['query', 'exec'] as const) {
     const original = proto[method]!;
@@ -120,6 +265,25 @@ export function installCounters(): void {
   }
 }
 
+/** Adds how long the append `p` took to settle to the chain counters (a rejection is the caller's to see). */
+function timeInto(p: Promise<unknown>): void {
+  const start = performance.now();
+  const done = () => {
+    chain.appends += 1;
+    chain.totalMs += performance.now() - start;
+  };
+  p.then(done, done);
+}
+
+/** Starts timing one chain statement; the function returned (called once) adds it to the chain counters. */
+function statementTimer(): () => void {
+  const start = performance.now();
+  return () => {
+    chain.statements += 1;
+    chain.statementMs += performance.now() - start;
+  };
+}
+
 /** The counters so far, and RSS / heap now. */
 export function snapshot(): CounterSnapshot {
   const total = [...statements.values()].reduce((a, b) => a + b, 0);
@@ -132,6 +296,8 @@ export function snapshot(): CounterSnapshot {
     memory: { rssMiB: Math.round(mem.rss / 2 ** 20), heapUsedMiB: Math.round(mem.heapUsed / 2 ** 20) },
     cpuMs: Math.round((cpu.user + cpu.system) / 10) / 100,
     gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
+    ...(meter ? { allocated: { ...meter.read(), semiSpaceMiB: Math.round((getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0) / 2 ** 10 / 2 ** 10 * 10) / 10 } } : {}),
+    chain: { ...chain, windowMs: performance.now() - resetAt },
   };
 }
 
@@ -140,12 +306,16 @@ export function snapshot(): CounterSnapshot {
  * its URL. `POST /gc` runs a full collection first when Node was started with `--expose-gc`.
  */
 export function serveCounters(): Promise<string> {
-  const server = createServer((req, res) => {
+  const server = createServer(async (req, res) => {
     if (req.method === 'POST' && req.url === '/reset') {
+      await heapSampler?.restart();
+      meter?.reset();
       statements.clear();
       crypto.clear();
       cpuAtReset = process.cpuUsage();
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
+      Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
+      resetAt = performance.now();
     }
     if (req.method === 'POST' && req.url === '/gc') (globalThis as { gc?: () => void }).gc?.();
     res.setHeader('content-type', 'application/json');

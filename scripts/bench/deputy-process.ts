@@ -8,6 +8,9 @@
  * `BENCH_SETUP_SQL` (a JSON array of `{ text, params }`): statements run on Deputy's store after
  * it started and before READY, for state too big to build through its APIs (scale.ts: 10⁵ agents).
  *
+ * `BENCH_HEAP_PROF=<dir>`: sampling heap profiles of this process, one per counters window
+ * (counters.ts `HeapSampler`; summarise with heap-summary.ts).
+ *
  * `BENCH_NO_RECEIPTS=1` replaces receipt appends with a no-op, for the "receipts off" figures
  * only: Deputy itself has no switch to stop writing receipts. The gateway's `appendOnce` still
  * records its once-key (the DPoP proof's `jti`), which a call must spend with or without receipts;
@@ -21,7 +24,7 @@ import { recordOnce, type OnceKey } from '../../src/oauth/adapter.js';
 import type { AttestedWrites } from '../../src/audit/receipts.js';
 import type { Store } from '../../src/store/index.js';
 import { startDeputy } from '../../src/main.js';
-import { installCounters, serveCounters } from './counters.js';
+import { installCounters, serveCounters, writeHeapProfile } from './counters.js';
 
 installCounters();
 
@@ -61,5 +64,5 @@ for (const { text, params } of JSON.parse(process.env.BENCH_SETUP_SQL ?? '[]') a
 }
 process.stdout.write(`READY ${deputy.url} ${deputy.issuer} ${await serveCounters()}\n`);
 process.on('SIGTERM', () => {
-  void deputy.close(500).finally(() => process.exit(0));
+  void deputy.close(500).then(writeHeapProfile).finally(() => process.exit(0));
 });

@@ -12,81 +12,23 @@
  * Each phase reports requests, server CPU per request and per second, and the CPU of each of
  * the server's threads (`/proc/<pid>/task/<tid>/stat`, by thread name: main, libuv worker, V8
  * workers…), so per-request work can be told from per-wake-up and background work. Every DPoP
- * proof is built before its phase starts. `BENCH_CPU_PROF=<dir>` profiles the server process;
+ * proof is built before its phase starts. `BENCH_CPU_PROF=<dir>` profiles the server process's CPU,
+ * `BENCH_HEAP_PROF=<dir>` its allocations (one profile per phase: heap-summary.ts); each phase also
+ * reports heap bytes allocated per request, scavenges per 1,000 requests and GC pause ms per request;
  * `DATABASE_URL` is needed for `--store postgres`. Linux only (procfs).
  *
  * @module
  */
-import { spawn } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
 import { Pool } from 'undici';
 import { createTestDatabase } from '../../test/support/database.js';
 import { startProcess } from './process.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { freePort } from '../../test/support/net.js';
-import type { CounterSnapshot } from './counters.js';
-
-const TICK_MS = 10; // procfs clock ticks (USER_HZ = 100 on Linux)
-
-
-/** CPU ticks per thread name (threads of the same name summed). */
-function threadTicks(pid: number): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const key = /^\d+$/.test(name) || name === 'node' ? 'main' : name.replace(/\d+$/, '#');
-      out.set(key, (out.get(key) ?? 0) + Number(fields[11]) + Number(fields[12])); // utime + stime
-      out.set('(system)', (out.get('(system)') ?? 0) + Number(fields[12]));
-      // Context switches: voluntary ones are the thread going to sleep (waiting for a socket, a lock).
-      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-      for (const [field, label] of [['voluntary_ctxt_switches', '(sleeps)'], ['nonvoluntary_ctxt_switches', '(preempted)']] as const) {
-        out.set(label, (out.get(label) ?? 0) + Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / TICK_MS);
-      }
-    } catch {
-      // the thread ended between readdir and read
-    }
-  }
-  return out;
-}
-
-/**
- * `perf record` of the server's on-CPU time (cpu-clock: sampled only while a thread runs, unlike
- * the V8 profile, which on a loaded machine also books the time a preempted thread waited);
- * resolves to a function that stops it.
- */
-function perfRecord(pid: number, out: string): () => Promise<void> {
-  const perf = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '2000', '-g', '-p', String(pid), '-o', out], { stdio: 'ignore' });
-  return async () => {
-    const exited = new Promise((r) => perf.once('exit', r));
-    perf.kill('SIGINT');
-    await exited;
-  };
-}
-
-async function counters(url: string, path = ''): Promise<CounterSnapshot> {
-  return (await (await fetch(`${url}${path}`, { method: path ? 'POST' : 'GET' })).json()) as CounterSnapshot;
-}
-
-interface Client { privateKey: CryptoKey; jwks: { keys: JWK[] }; dpop: { privateKey: CryptoKey; jwk: JWK } }
-
-async function client(): Promise<Client> {
-  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
-  const dpop = await generateKeyPair('ES256', { extractable: true });
-  return { privateKey, jwks: { keys: [{ ...(await exportJWK(publicKey)), alg: 'ES256', use: 'sig' }] }, dpop: { privateKey: dpop.privateKey, jwk: await exportJWK(dpop.publicKey) } };
-}
-
-async function proof(c: Client, htm: string, htu: string, token?: string): Promise<string> {
-  const ath = token ? { ath: createHash('sha256').update(token).digest('base64url') } : {};
-  return new SignJWT({ htm, htu, jti: randomUUID(), ...ath }).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk: c.dpop.jwk }).setIssuedAt().sign(c.dpop.privateKey);
-}
+import { client, counters, exchange, percentiles, perfRecord, proof, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
 
 interface Phase { name: string; connections: number; rate?: number; seconds: number; /** `dN`: the upstream called directly (the yardstick of the added latency). */ direct?: boolean }
 
@@ -99,23 +41,13 @@ function phaseOf(spec: string, seconds: number): Phase {
 }
 
 /** Runs one phase; returns requests sent, the errors seen and each request's latency (ms). */
-async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, string>>, path: string): Promise<{ requests: number; errors: number; sample?: string; latencies: number[] }> {
+async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, string>>, path: string): Promise<Tally> {
   const deadline = performance.now() + phase.seconds * 1000;
-  let i = 0;
-  let errors = 0;
-  let sample: string | undefined;
-  const latencies: number[] = [];
+  const t = tally();
   const one = async () => {
-    const h = headers[i++];
+    const h = headers[t.requests++];
     if (!h) return false;
-    const t = performance.now();
-    const res = await pool.request({ method: 'GET', path, headers: h });
-    const text = await res.body.text();
-    latencies.push(performance.now() - t);
-    if (res.statusCode !== 200) {
-      errors += 1;
-      sample ??= `${res.statusCode} ${text.slice(0, 200)}`;
-    }
+    await timed(t, () => pool.request({ method: 'GET', path, headers: h }));
     return true;
   };
   if (phase.connections === 0) await new Promise((r) => setTimeout(r, phase.seconds * 1000));
@@ -133,15 +65,7 @@ async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, str
       while (performance.now() < deadline && (await one()));
     }));
   }
-  return { requests: i, errors, latencies, ...(sample ? { sample } : {}) };
-}
-
-/** p50 / p90 / p99 / max of `ms`, as text. */
-function percentiles(ms: number[]): string {
-  if (ms.length === 0) return '-';
-  const sorted = [...ms].sort((a, b) => a - b);
-  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!.toFixed(2);
-  return `p50 ${at(0.5)} p90 ${at(0.9)} p99 ${at(0.99)} max ${sorted[sorted.length - 1]!.toFixed(2)} ms`;
+  return t;
 }
 
 async function main(): Promise<void> {
@@ -170,17 +94,7 @@ async function main(): Promise<void> {
   const [url, , countersUrl] = deputy.ready as [string, string, string];
   try {
     const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
-    const assertion = await new SignJWT({ jti: randomUUID() }).setProtectedHeader({ alg: 'ES256' }).setIssuer('probe-agent').setSubject('probe-agent').setAudience(issuer).setIssuedAt().setExpirationTime('60s').sign(agent.privateKey);
-    const res = await fetch(`${url}/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, 'POST', `${issuer}/token`) },
-      body: new URLSearchParams({
-        grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-        resource: gw, scope: 'deputy.read', client_id: 'probe-agent', client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion,
-      }).toString(),
-    });
-    const token = ((await res.json()) as { access_token?: string }).access_token;
-    if (!token) throw new Error('exchange failed');
+    const token = await exchange(url, issuer, agent, subject, gw);
     const pool = new Pool(url, { connections: 32, pipelining: 1 });
     const direct = new Pool(upstream.ready[0]!, { connections: 32, pipelining: 1 });
     const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => ({ authorization: `DPoP ${token}`, dpop: await proof(agent, 'GET', `${gw}/items`, token) })));
@@ -198,7 +112,7 @@ async function main(): Promise<void> {
       const snap = await counters(countersUrl);
       const threads = [...after].map(([k, v]) => [k, (v - (before.get(k) ?? 0)) * TICK_MS] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
       const per = (n: number) => (done.requests ? (n / done.requests).toFixed(3) : '-');
-      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; allocated ${snap.allocated ? `${per(snap.allocated.total / 1024)} KiB/req (young ${per(snap.allocated.young / 1024)}), semi-space ${snap.allocated.semiSpaceMiB} MiB, ${per(((snap.gc?.byKind.scavenge ?? 0) * 1000))} scavenges per 1,000 req, GC ${per(snap.gc?.totalMs ?? 0)} ms/req` : '-'}; RSS ${snap.memory.rssMiB} MiB; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
     }
     await pool.close();
     await direct.close();

@@ -55,6 +55,12 @@ interface Options {
   /** Only the grants (client_credentials, token exchange) and the exchange with receipts on / off: no gateways, no bare provider. */
   exchangeOnly: boolean;
   /**
+   * With N > 1, a second exchange scenario after each `token exchange` point: the same exchange
+   * spread round-robin over N agents (N receipt chains, so N group writers), information beside
+   * the target's one-agent scenario (issue 16, eighth round). 0: none.
+   */
+  exchangeAgents: number;
+  /**
    * Untimed load (concurrency 8) before a scenario's first point in its server process, ms: a
    * long-running server's JIT has compiled its hot paths; a process's first seconds have not
    * (the c1 point, measured first, paid ~1 ms per call for it). 0 in quick runs.
@@ -73,6 +79,7 @@ function options(): Options {
       'skip-pdp': { type: 'boolean', default: false },
       scale: { type: 'boolean', default: false },
       'exchange-only': { type: 'boolean', default: false },
+      'exchange-agents': { type: 'string', default: '0' },
     },
   });
   const quick = values.quick ?? false;
@@ -88,6 +95,7 @@ function options(): Options {
     skipPdp: values['skip-pdp'] ?? false,
     scale: values.scale ?? false,
     exchangeOnly: values['exchange-only'] ?? false,
+    exchangeAgents: Number(values['exchange-agents'] ?? 0),
   };
 }
 
@@ -161,13 +169,42 @@ interface Figure {
    * Server-side work per request in the timed window, from the bench's counters: store statements,
    * WebCrypto operations, and the server process's CPU time in milliseconds (`cpuMs`).
    */
-  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number>; cpuMs: number; host?: HostCpu };
+  perRequest?: { statements: number; crypto: Record<string, number>; topStatements: Record<string, number>; cpuMs: number; host?: HostCpu; chain?: ChainFigures; /** Heap KiB allocated, all spaces and young generation; scavenges per 1,000; GC pause ms. */ heap?: { allocatedKiB: number; youngKiB: number; scavengesPer1000: number; gcMs: number } };
   /** Server RSS in MiB: before the load, and the highest seen while it ran. */
   rssMiB?: { idle: number; underLoad: number };
 }
 
+/**
+ * The receipt chain writer in the timed window (issue 16, eighth round; counters.ts `chain`):
+ * appends per request, the mean milliseconds from an append's call to its settling (queued behind
+ * the in-flight statement, signed, written), the mean number of appends inside the writer (Little's
+ * law), and the share of the window a chain statement was in flight (PostgreSQL; summed over agents).
+ */
+interface ChainFigures {
+  appendsPerRequest: number;
+  msPerAppend: number;
+  meanInWriter: number;
+  statementInFlight?: number;
+}
+
+function chainFigures(chain: CounterSnapshot['chain'], requests: number): ChainFigures | undefined {
+  if (!chain || chain.appends === 0) return undefined;
+  const r = (n: number, d = 100) => Math.round(n * d) / d;
+  return {
+    appendsPerRequest: r(chain.appends / Math.max(1, requests)),
+    msPerAppend: r(chain.totalMs / chain.appends),
+    meanInWriter: r(chain.totalMs / chain.windowMs),
+    ...(chain.statements > 0 ? { statementInFlight: r(chain.statementMs / chain.windowMs) } : {}),
+  };
+}
+
 /** Requests prebuilt per second of phase: above any rate these signed scenarios reach here. */
 const PREBUILD_PER_S = 1500;
+
+/** The heap cell of the per-request table: KiB allocated (young), scavenges per 1,000 requests, GC pause ms per request. */
+function heapCell(heap: NonNullable<Figure['perRequest']>['heap']): string {
+  return heap ? `${heap.allocatedKiB} (${heap.youngKiB}) · ${heap.scavengesPer1000} · ${heap.gcMs}` : '—';
+}
 
 async function counters(url: string, path = ''): Promise<CounterSnapshot> {
   const res = await fetch(`${url}${path}`, { method: path ? 'POST' : 'GET' });
@@ -232,8 +269,11 @@ async function measured(name: string, store: string | undefined, countersUrl: st
     cpuMs: Math.round((after.cpuMs / Math.max(1, result.requests)) * 1000) / 1000,
     crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
     topStatements: Object.fromEntries(Object.entries(after.statements).slice(0, 12).map(([k, v]) => [k, per(v)])),
+    ...(after.allocated ? { heap: { allocatedKiB: per(after.allocated.total / 1024), youngKiB: per(after.allocated.young / 1024), scavengesPer1000: per((after.gc?.byKind.scavenge ?? 0) * 1000), gcMs: Math.round(((after.gc?.totalMs ?? 0) / Math.max(1, result.requests)) * 1000) / 1000 } } : {}),
     ...(hostSpent ? { host: perRequestHost(hostSpent, result.requests) } : {}),
   };
+  const chain = chainFigures(after.chain, result.requests);
+  if (chain) Object.assign(perRequest, { chain });
   return { name, ...(store ? { store } : {}), result, perRequest, rssMiB: { idle, underLoad: Math.max(peak, after.memory.rssMiB) } };
 }
 
@@ -260,13 +300,33 @@ async function withDeputy<T>(
   }
 }
 
+/** A token exchange request of `agent` for `subject` (a fresh client assertion and DPoP proof). */
+async function exchangeRequest(agent: ClientIdentity, issuer: string, subject: string): Promise<RequestSpec> {
+  return {
+    method: 'POST',
+    path: '/token',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, `${issuer}/token`) },
+    body: form({
+      grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      resource: AUDIENCE, scope: 'deputy.read', client_id: agent.id,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
+    }),
+  };
+}
+
+/** The bench's agent registration for `agent`. */
+function benchAgent(agent: ClientIdentity, name: string): Record<string, unknown> {
+  return { id: agent.id, name, owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [AUDIENCE], jwks: agent.jwks };
+}
+
 async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, database: TestDatabase): Promise<Figure[]> {
   const agent = await clientIdentity('bench-agent');
   const admin = await clientIdentity('bench-admin');
+  const more = opts.exchangeAgents > 1 ? await Promise.all(Array.from({ length: opts.exchangeAgents }, (_, i) => clientIdentity(`bench-agent-${i + 1}`))) : [];
   const config = {
     trustedIssuers: [idp.issuerConfig('okta')],
     admin: { clients: [{ client_id: admin.id, scopes: ['authzen:evaluate'], jwks: admin.jwks }] },
-    agents: [{ id: agent.id, name: 'Bench agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [AUDIENCE], jwks: agent.jwks }],
+    agents: [benchAgent(agent, 'Bench agent'), ...more.map((a, i) => benchAgent(a, `Bench agent ${i + 1}`))],
   };
   const subject = await idp.oktaAccessToken({ expiresIn: 3600 });
   return withDeputy(config, database, async (url, issuer, countersUrl) => {
@@ -282,18 +342,12 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
           client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(admin, issuer),
         }),
       });
-      figures.push(await measured('client_credentials (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: clientCredentials }, database.url));
-      const exchange = async (): Promise<RequestSpec> => ({
-        method: 'POST',
-        path: '/token',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, token) },
-        body: form({
-          grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-          resource: AUDIENCE, scope: 'deputy.read', client_id: agent.id,
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
-        }),
-      });
-      figures.push(await measured('token exchange', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }, database.url));
+      const load = { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs };
+      figures.push(await measured('client_credentials (yardstick)', storeName, countersUrl, { ...load, next: clientCredentials }, database.url));
+      figures.push(await measured('token exchange', storeName, countersUrl, { ...load, next: () => exchangeRequest(agent, issuer, subject) }, database.url));
+      let turn = 0;
+      const spread = () => exchangeRequest(more[turn++ % more.length]!, issuer, subject);
+      if (more.length > 0) figures.push(await measured(`token exchange (${more.length} agents)`, storeName, countersUrl, { ...load, next: spread }, database.url));
     }
     return figures;
   });
@@ -379,16 +433,7 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
       });
       if (!opts.exchangeOnly) figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }, database.url));
-      const exchange = async (): Promise<RequestSpec> => ({
-        method: 'POST',
-        path: '/token',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(agent, `${issuer}/token`) },
-        body: form({
-          grant_type: TOKEN_EXCHANGE, subject_token: subject, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-          resource: AUDIENCE, scope: 'deputy.read', client_id: agent.id,
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(agent, issuer),
-        }),
-      });
+      const exchange = () => exchangeRequest(agent, issuer, subject);
       figures.push(await measured(`token exchange (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }, database.url));
     }
     return figures;
@@ -593,9 +638,11 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
 
 function ratios(figures: Figure[]): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const f of figures.filter((x) => x.name === 'token exchange')) {
+  for (const f of figures.filter((x) => x.name === 'token exchange' || /^token exchange \(\d+ agents\)$/.test(x.name))) {
     const yard = figures.find((y) => y.name === 'client_credentials (yardstick)' && y.store === f.store && y.result.concurrency === f.result.concurrency);
-    if (yard && yard.result.rps > 0) out[`exchange_vs_client_credentials.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / yard.result.rps) * 100) / 100;
+    // The N-agent scenario (information, not the target's): `exchange_N_agents_vs_client_credentials`.
+    const key = f.name === 'token exchange' ? 'exchange' : `exchange_${f.name.replace(/\D/g, '')}_agents`;
+    if (yard && yard.result.rps > 0) out[`${key}_vs_client_credentials.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / yard.result.rps) * 100) / 100;
   }
   for (const f of figures.filter((x) => x.name === 'client_credentials (yardstick)')) {
     const bare = figures.find((y) => y.name.startsWith('client_credentials on bare') && y.store === f.store && y.result.concurrency === f.result.concurrency);
@@ -672,10 +719,17 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | RSS idle → under load (MiB) |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | heap KiB / request (young) · scavenges / 1,000 · GC ms / request | RSS idle → under load (MiB) |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...results.figures.filter((f) => f.perRequest).map((f) =>
-      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.cpuMs} | ${hostCell(f.perRequest!.host)} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
+      `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.perRequest!.cpuMs} | ${hostCell(f.perRequest!.host)} | ${f.perRequest!.statements} | ${Object.entries(f.perRequest!.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} | ${heapCell(f.perRequest!.heap)} | ${f.rssMiB!.idle} → ${f.rssMiB!.underLoad} |`),
+    '',
+    '| receipt chain writer (timed window) | store | c | appends / request | ms per append (call → settled) | appends inside the writer (mean) | chain statement in flight (share of window) |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...results.figures.filter((f) => f.perRequest?.chain).map((f) => {
+      const c = f.perRequest!.chain!;
+      return `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${c.appendsPerRequest} | ${c.msPerAppend} | ${c.meanInWriter} | ${c.statementInFlight ?? '—'} |`;
+    }),
     '',
     '| crypto floor (in-process, one core) | ops/s |',
     '| --- | --- |',

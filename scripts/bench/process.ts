@@ -5,16 +5,32 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
+/** The entries that run Deputy itself: started with {@link productNodeFlags}. */
+const DEPUTY_ENTRIES = new Set(['deputy-process.ts']);
+
+/**
+ * The Node flags the product starts Deputy with: those of package.json's `start:dist`
+ * (`node <flags> dist/main.js`, the production start; `npm start` carries the same ones), so the
+ * bench measures Deputy as operators run it, never with a flag of its own (issue 16, eighth
+ * round: `--max-semi-space-size`).
+ */
+export function productNodeFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(join(HERE, '../../package.json'), 'utf8')) as { scripts: Record<string, string> };
+  return pkg.scripts['start:dist']!.split(/\s+/).slice(1).filter((word) => word.startsWith('--'));
+}
+
 /** Starts a child process running a TypeScript entry and waits for its `READY …` line. */
 export async function startProcess(entry: string, env: Record<string, string>): Promise<{ child: ChildProcess; ready: string[] }> {
   // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of each server process there (`--cpu-prof`).
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, entry)], {
+  const product = DEPUTY_ENTRIES.has(entry) ? productNodeFlags() : [];
+  const child = spawn(process.execPath, [...product, ...profile, '--import', 'tsx', join(HERE, entry)], {
     env: { ...process.env, ...env, NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -2,7 +2,7 @@
 // With --dist, the compiled start instead (`node dist/main.js`, after `npm run build`): no tsx.
 // Runs on a throwaway data and keys folder and a free port; exits non-zero on any failure.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,11 @@ const port = await new Promise((resolve) => {
 const dir = mkdtempSync(join(tmpdir(), 'deputy-start-check-'));
 const dist = process.argv.includes('--dist');
 const what = dist ? 'node dist/main.js' : 'npm start';
-const child = spawn(process.execPath, dist ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'], {
+// The Node flags the product starts with (package.json `start` / `start:dist`, e.g. the young
+// generation's size): checked on every Node CI starts, so a flag a version refuses fails here.
+const scripts = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).scripts;
+const flags = scripts[dist ? 'start:dist' : 'start'].split(/\s+/).slice(1).filter((word) => word.startsWith('--') && word !== '--import');
+const child = spawn(process.execPath, [...flags, ...(dist ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'])], {
   env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys'), LOG_LEVEL: 'warn' },
   stdio: ['ignore', 'inherit', 'inherit'],
 });

@@ -163,6 +163,8 @@ export function genesisHash(agent: string): string {
 const LIMITS = { id: 256, text: 2048, chain: 64, policies: 64 } as const;
 /** Three base64url segments, the first a JSON header: the shape of any JWS / JWT (RFC 7515 §7.1). */
 const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
+/** {@link JWS_SHAPE}, every match: built once (`replace` restarts a global pattern at 0 each call). */
+const JWS_SHAPES = new RegExp(JWS_SHAPE.source, 'g');
 
 /**
  * Makes caller-derived text (a gateway path, a resource id) fit a receipt field: token-shaped
@@ -170,7 +172,7 @@ const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
  * so the receipt still identifies it exactly without carrying it.
  */
 export function receiptText(value: string, max: number = LIMITS.text): string {
-  const cleaned = value.replace(new RegExp(JWS_SHAPE.source, 'g'), '[token]');
+  const cleaned = value.replace(JWS_SHAPES, '[token]');
   if (cleaned.length <= max) return cleaned;
   const digest = `…#sha256:${b64url(createHash('sha256').update(value, 'utf8').digest())}`;
   return cleaned.slice(0, max - digest.length) + digest;
@@ -219,16 +221,7 @@ export function assertReceiptInput(input: ReceiptInput): void {
 
 /** The claims of the receipt at `seq` after `prev`. Optional members are left out when absent. */
 export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: string; iat: number; seq: number; prev: string }): ReceiptClaims {
-  const optional = {
-    user: input.user,
-    reason: input.reason,
-    scope: input.scope,
-    request_id: input.requestId,
-    request_digest: input.requestDigest,
-    token_id: input.tokenId,
-    mcp: input.mcp === undefined ? undefined : { ...input.mcp },
-  };
-  return {
+  const claims: ReceiptClaims = {
     iss: at.iss,
     jti: at.jti,
     iat: at.iat,
@@ -241,9 +234,18 @@ export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: strin
     resource: input.resource,
     decision: input.decision,
     policies: [...new Set(input.policies ?? [])],
-    ...(input.charges ? { charges: input.charges.map((c) => ({ budget: c.budget, unit: c.unit, amount: c.amount })) } : {}),
-    ...(Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)) as Partial<ReceiptClaims>),
   };
+  // Set one by one, in this order (the payload's key order), only when present: no intermediate
+  // objects or entry arrays per receipt (issue 16, eighth round: allocation per call).
+  if (input.charges) claims.charges = input.charges.map((c) => ({ budget: c.budget, unit: c.unit, amount: c.amount }));
+  if (input.user !== undefined) claims.user = input.user;
+  if (input.reason !== undefined) claims.reason = input.reason;
+  if (input.scope !== undefined) claims.scope = input.scope;
+  if (input.requestId !== undefined) claims.request_id = input.requestId;
+  if (input.requestDigest !== undefined) claims.request_digest = input.requestDigest;
+  if (input.tokenId !== undefined) claims.token_id = input.tokenId;
+  if (input.mcp !== undefined) claims.mcp = { ...input.mcp };
+  return claims;
 }
 
 /**

@@ -86,14 +86,43 @@ export interface AttestedWrites {
 
 /** Appends of a group whose {@link AttestedWrites.ready} rejected, with their errors: written by none. */
 class NotReady extends Error {
+  /** What the group was signed as before its statement was given up ({@link reusablePrefix}). */
+  signed: Signed | undefined;
+
   constructor(readonly failed: ReadonlyMap<Pending, unknown>) {
     super('an attested write was not ready');
   }
 }
 
+/** Receipts signed for `inputs` (in order, each after the one before) starting from `head`. */
+interface Signed {
+  head: ChainHead;
+  inputs: readonly ReceiptInput[];
+  receipts: readonly AppendedReceipt[];
+}
+
+/**
+ * The receipts of `signed` that stay valid for the group `firsts` written over `head`: those
+ * signed for its leading appends, up to the first that differs (a refused append taken out of
+ * the group, say) — each names the one before it, so nothing after a difference can be kept.
+ */
+function reusablePrefix(signed: Signed, head: ChainHead, firsts: readonly Pending[]): AppendedReceipt[] {
+  if (signed.head.seq !== head.seq || signed.head.hash !== head.hash) return [];
+  let n = 0;
+  while (n < firsts.length && n < signed.receipts.length && firsts[n]!.input === signed.inputs[n]) n++;
+  return signed.receipts.slice(0, n);
+}
+
 /** The promise an append's writing waits for: its attested writes' `ready`, or `appendOnce`'s. */
 function readyOf(p: Pending): Promise<unknown> | undefined {
   return p.writes?.ready ?? p.ready;
+}
+
+/** Marks `p` refused as soon as its `ready` rejects (its writer still waits for it: {@link whenReady}). */
+function noteRefusal(p: Pending): void {
+  readyOf(p)?.then(undefined, (error: unknown) => {
+    p.refusal = { error };
+  });
 }
 
 /** Waits for the `ready` promises of `group`'s appends. @throws NotReady naming those that rejected */
@@ -147,6 +176,8 @@ interface Pending {
   writes?: AttestedWrites;
   /** Nothing is written for this append before it resolves ({@link ReceiptAppender.appendOnce}). */
   ready?: Promise<unknown>;
+  /** Set once this append's `ready` (or its writes') rejected: refused when its group is cut, never signed from then on. */
+  refusal?: { error: unknown };
   resolve: (r: AppendedReceipt) => void;
   reject: (err: unknown) => void;
 }
@@ -221,7 +252,9 @@ export class ReceiptService implements ReceiptAppender {
   #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites, ready?: Promise<unknown>): Promise<AppendedReceipt> {
     return new Promise<AppendedReceipt>((resolve, reject) => {
       const queue = this.#queues.get(input.agent) ?? [];
-      queue.push({ input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), ...(ready ? { ready } : {}), resolve, reject });
+      const pending: Pending = { input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), ...(ready ? { ready } : {}), resolve, reject };
+      noteRefusal(pending);
+      queue.push(pending);
       this.#queues.set(input.agent, queue);
       if (!this.#writers.has(input.agent)) this.#writers.set(input.agent, this.#write(input.agent));
       else this.#presignNext(input.agent);
@@ -261,25 +294,30 @@ export class ReceiptService implements ReceiptAppender {
     }
   }
 
-  /** The group writer of one agent: drains its queue, one write per group. */
+  /**
+   * The group writer of one agent: drains its queue, one write per group. A group's appends are
+   * settled after its commit (a resolved append is durable, a refused one wrote nothing) — and, on
+   * PostgreSQL when another group is queued behind it, only once that group's write has started and
+   * had the rest of this turn of the event loop to send its statement ({@link settleLater}): the
+   * settled callers' continuations (their responses) would otherwise run first and hold the next
+   * statement back, the chain idle meanwhile (issue 16, eighth round: one agent's exchanges at c8).
+   */
   async #write(agent: string): Promise<void> {
+    let done: Outcome[] = [];
     try {
       for (;;) {
         const queue = this.#queues.get(agent);
         if (!queue || queue.length === 0) return;
         // The appends signed ahead (the front of the queue when they were), so that they match.
         const group = queue.splice(0, this.#presigned.get(agent)?.group.length ?? this.#maxBatch);
-        try {
-          // Settled after the commit: a resolved append is durable, a refused one wrote nothing.
-          for (const o of await this.#writeGroup(agent, group)) {
-            if (o.receipt) o.pending.resolve(o.receipt);
-            else o.pending.reject(o.error);
-          }
-        } catch (err) {
-          for (const p of group) p.reject(err);
-        }
+        const writing = this.#writeGroup(agent, group).catch((error: unknown) => group.map((pending): Outcome => ({ pending, error })));
+        // PGlite runs the statement on this thread: nothing to send ahead, the callers would only wait for it.
+        if (this.#store.kind === 'postgres') settleLater(done);
+        else settle(done);
+        done = await writing;
       }
     } finally {
+      settle(done);
       this.#queues.delete(agent);
       this.#writers.delete(agent);
       this.#presigned.delete(agent);
@@ -293,24 +331,30 @@ export class ReceiptService implements ReceiptAppender {
    * then refused alone), or — when an attested write was refused, the head kept moving, or the
    * second statement failed too — in locked transactions. Returns each append's outcome.
    */
-  async #writeGroup(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
+  async #writeGroup(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
+    // Appends already known to be refused (a forged proof whose check failed while it queued)
+    // leave the group before anything is signed for them.
+    const known: Outcome[] = group.flatMap((pending) => (pending.refusal ? [{ pending, error: pending.refusal.error }] : []));
+    const admitted = known.length > 0 ? group.filter((p) => !p.refusal) : group;
     try {
-      return await this.#writeReady(agent, group);
+      return [...known, ...(admitted.length > 0 ? await this.#writeReady(agent, admitted, reuse) : [])];
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
-      // Nothing was written: the appends not ready are refused, the others written as a group again.
-      const rest = group.filter((p) => !err.failed.has(p));
+      // Nothing was written: the appends not ready are refused, the others written as a group
+      // again — with the receipts signed before the first refused one (still valid: same head,
+      // same predecessors), so a refused append costs its group at most the signatures after it.
+      const rest = admitted.filter((p) => !err.failed.has(p));
       const refused: Outcome[] = [...err.failed].map(([pending, error]) => ({ pending, error }));
-      return [...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest) : [])];
+      return [...known, ...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest, err.signed) : [])];
     }
   }
 
   /** {@link #writeGroup} once every append's attested writes are ready (else it throws {@link NotReady}, having written nothing). */
-  async #writeReady(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
+  async #writeReady(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
     const split = splitRepeats(group);
     const repeats = split.repeats;
     let firsts = split.firsts;
-    let written = await this.#writeOptimistic(agent, firsts);
+    let written = await this.#writeOptimistic(agent, firsts, reuse);
     let replays: Pending[] = [];
     if (!written) {
       // A key recorded before (a replay: the token exchange no longer looks its values up first)
@@ -340,13 +384,16 @@ export class ReceiptService implements ReceiptAppender {
   }
 
   /** The group in one statement ({@link appendIfHead}); `undefined` when the locked path must decide. */
-  async #writeOptimistic(agent: string, firsts: readonly Pending[]): Promise<AppendedReceipt[] | undefined> {
+  async #writeOptimistic(agent: string, firsts: readonly Pending[], reuse?: Signed): Promise<AppendedReceipt[] | undefined> {
     const once = firsts.flatMap((p) => (p.once ? [p.once] : (p.writes?.once ?? [])));
     const parts = firsts.flatMap((p) => p.writes?.parts ?? []);
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
-      const signed = (await this.#takePresigned(agent, head, firsts)) ?? (await this.#sign(agent, head, firsts.map((p) => p.input)));
-      await whenReady(firsts);
+      const signed = await this.#signGroup(agent, head, firsts, tries === 0 ? reuse : undefined);
+      await whenReady(firsts).catch((err: unknown) => {
+        if (err instanceof NotReady) err.signed = { head, inputs: firsts.map((p) => p.input), receipts: signed };
+        throw err;
+      });
       const statement = appendIfHead(this.#store, agent, head, signed, once, parts);
       const last = signed[signed.length - 1]!;
       this.#inFlight.set(agent, { seq: last.seq, hash: last.hash });
@@ -389,6 +436,8 @@ export class ReceiptService implements ReceiptAppender {
     if (ahead && (ahead.head.seq !== predicted.seq || ahead.head.hash !== predicted.hash)) return;
     while (queue.length > (ahead?.group.length ?? 0) && (ahead?.group.length ?? 0) < this.#maxBatch) {
       const next = queue[ahead?.group.length ?? 0]!;
+      // Known to be refused (a forged proof): never signed; the group it starts leaves it out.
+      if (next.refusal) return;
       const ids = keysOf(next).map((k) => onceKeyId(k.namespace, k.key));
       if (ahead && ids.some((id) => ahead!.keys.has(id))) return;
       ahead ??= { group: [], head: predicted, inputs: [], keys: new Set(), signed: Promise.resolve([]) };
@@ -404,14 +453,25 @@ export class ReceiptService implements ReceiptAppender {
     }
   }
 
-  /** The receipts signed ahead for exactly `firsts` after exactly `head`, else undefined (sign now). Forgets them either way. */
-  async #takePresigned(agent: string, head: ChainHead, firsts: readonly Pending[]): Promise<AppendedReceipt[] | undefined> {
+  /**
+   * The group's receipts over `head`: those signed ahead ({@link #presignNext}) or before a
+   * refusal (`reuse`) for its leading appends, the rest signed now. Forgets the ones signed ahead.
+   */
+  async #signGroup(agent: string, head: ChainHead, firsts: readonly Pending[], reuse: Signed | undefined): Promise<AppendedReceipt[]> {
+    const ahead = await this.#takePresigned(agent, head, firsts);
+    const kept = reusablePrefix(reuse ?? ahead ?? { head, inputs: [], receipts: [] }, head, firsts);
+    if (kept.length === firsts.length) return kept;
+    return [...kept, ...(await this.#sign(agent, kept.at(-1) ?? head, firsts.slice(kept.length).map((p) => p.input)))];
+  }
+
+  /** The receipts signed ahead, when they start the group `firsts` over `head` (else none: not waited for); forgets them either way. */
+  async #takePresigned(agent: string, head: ChainHead, firsts: readonly Pending[]): Promise<Signed | undefined> {
     const ahead = this.#presigned.get(agent);
     if (!ahead) return undefined;
     this.#presigned.delete(agent);
-    const same = ahead.head.seq === head.seq && ahead.head.hash === head.hash
-      && ahead.inputs.length === firsts.length && firsts.every((p, i) => p.input === ahead.inputs[i]);
-    return same ? ahead.signed : undefined;
+    if (ahead.head.seq !== head.seq || ahead.head.hash !== head.hash || ahead.inputs[0] !== firsts[0]?.input) return undefined;
+    const receipts = await ahead.signed;
+    return receipts ? { head: ahead.head, inputs: ahead.inputs, receipts } : undefined;
   }
 
   /**
@@ -534,6 +594,24 @@ const REFUSED_STATEMENT = /^(22|23|40|42)[0-9A-Z]{3}$/;
 function statementRefused(err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' && REFUSED_STATEMENT.test(code);
+}
+
+/** Resolves each append with its receipt, or rejects it with its error. */
+function settle(outcomes: readonly Outcome[]): void {
+  for (const o of outcomes) {
+    if (o.receipt) o.pending.resolve(o.receipt);
+    else o.pending.reject(o.error);
+  }
+}
+
+/**
+ * {@link settle} in the event loop's check phase (`setImmediate`): after the microtasks and
+ * `nextTick`s the writer's next statement needs to reach PostgreSQL's socket (or, when that
+ * group still waits for a signature, as soon as the loop turns). The outcomes are final already:
+ * the receipts are committed (or were refused).
+ */
+function settleLater(outcomes: readonly Outcome[]): void {
+  if (outcomes.length > 0) setImmediate(settle, outcomes);
 }
 
 /** Every once-key an append records: its own (`appendOnce`) or its attested writes' (`appendWith`). */

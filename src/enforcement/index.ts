@@ -10,8 +10,9 @@
  * 1. `authenticate` — DPoP-bound token for the audience, proof for this method and URL; 401
  *    with a `DPoP` challenge (RFC 9449 §7.1, RFC 6750 §3.1), `resource_metadata` optional
  *    (RFC 9728 §5.1, {@link dpopChallenger}). Adds `auth`, `proof`. With `deferProofSignature`
- *    (the HTTP gateway) the proof's signature is still verifying when it returns
- *    (`proof.verified`): the receipt's write, every refusal before it and a budget's hold wait for it.
+ *    (the HTTP and LLM gateways; the MCP gateway until its replay check, before the SDK writes a
+ *    response head) the proof's signature is still verifying when it returns (`proof.verified`):
+ *    the receipt's write, every refusal before it and a budget's hold wait for it.
  * 2. `liveChain` — the token and its lineage unrevoked. Adds `record`, `principal`.
  *
  * Per action — a gateway call, one MCP JSON-RPC message, one LLM request ({@link ActionContext}:

@@ -22,7 +22,7 @@
  * @module
  */
 import type { IncomingHttpHeaders } from 'node:http';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { finished, Readable, Transform, type TransformCallback } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Agent } from 'undici';
 import { BadGateway, GatewayTimeout, PayloadTooLarge } from '../errors/index.js';
@@ -220,10 +220,12 @@ function bodyless(status: number, method: string): boolean {
 function shapeHeaders(res: UpstreamResponse, options: ShapeOptions, redactor: Redactor): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {};
   const named = connectionTokens(res.headers.connection);
-  const dropped = new Set([...STRIP_RESPONSE, ...named, ...options.credentialHeaders.map((h) => h.toLowerCase())]);
-  for (const [name, value] of Object.entries(res.headers)) {
+  // Checked name by name rather than merged into a new Set per call (issue 16, eighth round: allocation per call).
+  const dropped = (name: string) => STRIP_RESPONSE.has(name) || named.includes(name) || options.credentialHeaders.some((h) => h.length === name.length && h.toLowerCase() === name);
+  for (const name in res.headers) {
+    const value = res.headers[name]!;
     // The upstream's CORS is not Deputy's: Deputy's origin answers cross-origin by its own rules (src/http/cors.ts).
-    if (dropped.has(name) || name.startsWith('access-control-')) continue;
+    if (dropped(name) || name.startsWith('access-control-')) continue;
     headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, redactor)) : redactText(value, redactor);
   }
   if (typeof headers.location === 'string') {
@@ -233,20 +235,27 @@ function shapeHeaders(res: UpstreamResponse, options: ShapeOptions, redactor: Re
   return headers;
 }
 
-/** A body of `declared` bytes, read whole; 502 when the upstream fails or sends a different length. */
-async function readWhole(body: Readable, declared: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  try {
-    for await (const chunk of body) {
-      chunks.push(chunk as Buffer);
-      length += (chunk as Buffer).length;
-    }
-  } catch (err) {
-    throw upstreamError(err);
-  }
-  if (length !== declared) throw new BadGateway('the upstream response body does not match its declared length');
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length);
+/**
+ * A body of `declared` bytes, read whole; 502 when the upstream fails, closes early or sends a
+ * different length. Read with `data` listeners and `finished` rather than `for await`, whose
+ * async iterator costs a promise per chunk and per step (issue 16, eighth round).
+ */
+function readWhole(body: Readable, declared: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    body.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      length += chunk.length;
+    });
+    finished(body, (err) => {
+      if (err) {
+        body.destroy();
+        reject(upstreamError(err));
+      } else if (length !== declared) reject(new BadGateway('the upstream response body does not match its declared length'));
+      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, length));
+    });
+  });
 }
 
 /**
@@ -274,26 +283,41 @@ export function chained(stages: readonly Readable[]): Readable {
 
 /** The upstream request headers: the agent's, filtered, with the credential set last. */
 export function upstreamHeaders(incoming: IncomingHttpHeaders, inject: ReadonlyArray<readonly [string, string]>, extra: Record<string, string>): Record<string, string> {
-  const dropped = new Set([...STRIP_REQUEST, ...connectionTokens(incoming.connection), ...inject.map(([n]) => n.toLowerCase())]);
+  const named = connectionTokens(incoming.connection);
+  // Checked name by name rather than merged into a new Set per call (issue 16, eighth round: allocation per call).
+  const dropped = (name: string) => STRIP_REQUEST.has(name) || named.includes(name) || inject.some(([n]) => n.length === name.length && n.toLowerCase() === name);
   const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(incoming)) {
-    if (value === undefined || dropped.has(name)) continue;
+  for (const name in incoming) {
+    const value = incoming[name];
+    if (value === undefined || dropped(name)) continue;
     out[name] = Array.isArray(value) ? value.join(', ') : value;
   }
-  Object.assign(out, extra, { 'accept-encoding': 'identity' });
+  Object.assign(out, extra);
+  out['accept-encoding'] = 'identity';
   for (const [name, value] of inject) out[name.toLowerCase()] = value;
   return out;
 }
 
+const NO_TOKENS: readonly string[] = Object.freeze([]);
+const KEEP_ALIVE: readonly string[] = Object.freeze(['keep-alive']);
+const CLOSE: readonly string[] = Object.freeze(['close']);
+
 /** Field names listed in `Connection` (RFC 9110 §7.6.1): hop-by-hop for this hop only. */
-function connectionTokens(value: string | string[] | undefined): string[] {
+function connectionTokens(value: string | string[] | undefined): readonly string[] {
+  // The usual values, answered without splitting (both names are hop-by-hop already).
+  if (value === undefined || value === '') return NO_TOKENS;
+  if (value === 'keep-alive') return KEEP_ALIVE;
+  if (value === 'close') return CLOSE;
   const text = Array.isArray(value) ? value.join(',') : (value ?? '');
   return text.split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
 }
 
 function compact(headers: IncomingHttpHeaders): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(headers)) if (v !== undefined) out[k] = v;
+  for (const k in headers) {
+    const v = headers[k];
+    if (v !== undefined) out[k] = v;
+  }
   return out;
 }
 

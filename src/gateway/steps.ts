@@ -150,10 +150,13 @@ export function forwardUpstream(options: ForwardOptions): Step<ForwardInput, Res
       const res = await forwarder.send(upstreamRequest(ctx, url, options));
       if (res.status === 401) await credentialRefused(res, credential, ctx, logger);
       const { principal } = admission;
-      logger.info(
-        { reqId: call.requestId, connection: connection.id, agent: principal.agentId, user: principal.userId, chain: principal.chain, action: ctx.action.name, method: call.method, upstreamStatus: res.status },
-        'gateway call',
-      );
+      // The line's object is not built when `info` is off (the default `warn`: issue 16, eighth round).
+      if (logger.isLevelEnabled('info')) {
+        logger.info(
+          { reqId: call.requestId, connection: connection.id, agent: principal.agentId, user: principal.userId, chain: principal.chain, action: ctx.action.name, method: call.method, upstreamStatus: res.status },
+          'gateway call',
+        );
+      }
       const response = await shapeResponse(forwarder, res, ctx, url, options.audienceOf(connection.id));
       return { response, ended: () => streamEnding(response.body) };
     },
@@ -192,7 +195,6 @@ async function credentialRefused(res: UpstreamResponse, credential: Credential, 
  * a small body read whole (one write to the agent), a larger one streamed (./forward.ts `shapeWhole`).
  */
 async function shapeResponse(forwarder: Forwarder, res: UpstreamResponse, { call, connection, credential, admission }: ForwardInput, url: URL, gatewayBase: string): Promise<UpstreamResponse> {
-  const base = new URL(connection.settings.baseUrl);
   const shaped = await forwarder.shapeWhole(res, {
     // The header value too (`Bearer <token>`): its encodings differ from the bare secret's.
     secrets: [...credential.secrets, ...credential.headers.map(([, value]) => value)],
@@ -200,6 +202,8 @@ async function shapeResponse(forwarder: Forwarder, res: UpstreamResponse, { call
     method: call.method,
     rewriteLocation: (location) => {
       try {
+        // Parsed only for a response with a `Location` (most have none).
+        const base = new URL(connection.settings.baseUrl);
         const target = new URL(location, url);
         const prefix = base.pathname.replace(/\/$/, '');
         if (target.origin !== base.origin || !(target.pathname === prefix || target.pathname.startsWith(`${prefix}/`))) return undefined;

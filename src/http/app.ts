@@ -107,7 +107,7 @@ export function createApp(deps: AppDeps): Koa {
   listenPdpFirst(app, pdp);
   app.use(closeGracefullyWhenBodyUnread());
   app.use(requestContext(deps.logger));
-  app.use(accessLog());
+  app.use(accessLog(deps.logger));
   app.use(securityHeaders());
   // Cross-origin surfaces (./cors.ts): preflights answered before any authentication.
   app.use(cors());

@@ -10,7 +10,7 @@ import Router from '@koa/router';
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type Koa from 'koa';
 import { metrics, processExposition, secondsSince, type Exposition } from '../observability/metrics.js';
-import { tracer } from '../observability/tracing.js';
+import { tracer, tracingActive } from '../observability/tracing.js';
 import { NO_STORE, noStore } from '../util/http.js';
 import { requireAdmin } from './admin-api.js';
 import type { Authenticate } from './util.js';
@@ -66,21 +66,36 @@ export function observeRequests(): Koa.Middleware {
     const start = process.hrtime.bigint();
     const path = ctx.path;
     const method = ctx.method;
+    // Tracing off: the metrics alone, no no-op span or context per request (src/observability/tracing.ts `tracingActive`).
+    if (!tracingActive()) {
+      try {
+        await next();
+      } finally {
+        countRequest(ctx, path, method, start);
+      }
+      return;
+    }
     const parent = propagation.extract(ROOT_CONTEXT, ctx.req.headers);
     const span = tracer().startSpan(method, { kind: SpanKind.SERVER, attributes: { 'http.request.method': method } }, parent);
     try {
       await context.with(trace.setSpan(parent, span), next);
     } finally {
-      const route = routeOf(ctx, path);
+      const route = countRequest(ctx, path, method, start);
       const status = ctx.status;
-      metrics.httpRequests.inc({ route, method, status: String(status) });
-      metrics.httpDuration.observe({ route, method }, secondsSince(start));
       span.updateName(`${method} ${route}`);
       span.setAttributes({ 'http.route': route, 'http.response.status_code': status });
       if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
       span.end();
     }
   };
+}
+
+/** Counts and times one request under its route label; returns the label. */
+function countRequest(ctx: Koa.Context, path: string, method: string, start: bigint): string {
+  const route = routeOf(ctx, path);
+  metrics.httpRequests.inc({ route, method, status: String(ctx.status) });
+  metrics.httpDuration.observe({ route, method }, secondsSince(start));
+  return route;
 }
 
 /**

@@ -134,7 +134,10 @@ export class LlmGateway {
     this.#d = deps;
     this.#keys = new LlmKeySource(deps.connections);
     this.#admit = Pipeline.start<PepRequest>()
-      .then(authenticate({ verifier: deps.verifier, deferProofSpend: deps.receipts !== undefined }))
+      // With receipts, the proof's signature verifies while the call is resolved, decided and its
+      // receipt signed (as /gw): nothing is held, written or forwarded before it verified — the
+      // budget's hold waits for it (`ready` below), the receipt and every refusal before it too.
+      .then(authenticate({ verifier: deps.verifier, deferProofSpend: deps.receipts !== undefined, deferProofSignature: true }))
       .then(liveChain({ revocations: deps.revocations }));
     this.#act = Pipeline.start<ActionIn>()
       .then(spendProofOnRefusal())
@@ -255,6 +258,7 @@ export class LlmGateway {
             {
               minimum: least,
               requestId: ctx.admission.requestId,
+              ready: ctx.admission.proof.verified,
               unmeasured: (b) => new InvalidRequest(`model "${m.model.slice(0, 100)}" has no price (budgets.prices), and budget "${b.id}" counts cost`),
             },
           );

@@ -108,7 +108,10 @@ export class McpGateway {
   constructor(deps: McpGatewayDeps) {
     this.#d = deps;
     this.#admission = Pipeline.start<PepRequest>()
-      .then(authenticate({ verifier: deps.verifier, deferProofSpend: deps.receipts !== undefined, challenge: this.#challenge }))
+      // With receipts, the proof's signature verifies while the body is read and a deferred
+      // proof's replay is looked up (a thread-pool job beside a store read, not after it);
+      // nothing is spent, remembered or dispatched before it verified (#spendNow, #refuseKnownReplay).
+      .then(authenticate({ verifier: deps.verifier, deferProofSpend: deps.receipts !== undefined, deferProofSignature: true, challenge: this.#challenge }))
       .then(liveChain({ revocations: deps.revocations, challenge: this.#challenge }));
   }
 
@@ -260,14 +263,21 @@ export class McpGateway {
    * passes; the receipt statement refuses it in-band (JSON-RPC -32003, nothing forwarded).
    * The key is then remembered: this request spends it, whatever becomes of it.
    *
-   * @throws DeputyError 401 `invalid_dpop_proof` for a known replay (nothing spent or written).
+   * The proof's signature (still verifying: `authenticate` deferred it) is awaited first, its
+   * store read running meanwhile: a forged proof is refused as forged (the 401 of an undeferred
+   * check, before a replay's), and neither remembered nor spent (a forgery carrying a live
+   * proof's `jti` must not get that proof refused).
+   *
+   * @throws DeputyError 401 `invalid_dpop_proof` for a proof whose signature does not verify, or a
+   *   known replay (nothing spent or written either way).
    */
   async #refuseKnownReplay(admission: Admission): Promise<void> {
     const key = admission.proof.key;
     if (!key) return;
     // A failed read is no verdict: the receipt statement decides (and fails closed without a store).
-    const spent = this.#recentProofs.has(key) || (await this.#d.verifier.proofSpent(key).catch(() => false));
-    if (spent) throw this.#challenge(dpopReplayed(), admission.audience);
+    const stored = this.#recentProofs.has(key) ? Promise.resolve(true) : this.#d.verifier.proofSpent(key).catch(() => false);
+    await admission.proof.verified;
+    if (await stored) throw this.#challenge(dpopReplayed(), admission.audience);
     this.#recentProofs.remember(key);
   }
 

@@ -6,10 +6,10 @@
  *
  * @module
  */
-import { SpanKind } from '@opentelemetry/api';
+import { SpanKind, type Span } from '@opentelemetry/api';
 import { DeputyError } from '../errors/index.js';
 import { metrics, secondsSince, statusClass } from './metrics.js';
-import { errorCode, failed, traced, tracer } from './tracing.js';
+import { errorCode, failed, NO_SPAN, traced, tracer, tracingActive } from './tracing.js';
 
 /** The PDP as seen here (src/pdp/pdp.ts `PolicyDecisionPoint` fits): the two decision entry points. */
 export interface ObservablePdp {
@@ -99,28 +99,33 @@ export async function observeStep<A>(kind: ObservedStepKind, name: string, ctx: 
   const connection = upstreamName(ctx);
   const label = typeof connection === 'string' ? connection : 'none';
   const start = process.hrtime.bigint();
+  // Tracing off: no no-op span, context or attribute object per step (./tracing.ts `tracingActive`).
+  if (!tracingActive()) return timedStep(NO_SPAN, kind, label, start, run);
   return tracer().startActiveSpan(
     kind === 'upstream' ? `upstream ${label}` : name,
     { kind: kind === 'upstream' ? SpanKind.CLIENT : SpanKind.INTERNAL, attributes: { 'deputy.step': name, ...(connection ? { 'deputy.connection': label } : {}) } },
-    async (span) => {
-      try {
-        const added = await run();
-        const status = (added as { response?: { status?: unknown } } | undefined)?.response?.status;
-        if (typeof status === 'number') span.setAttribute('http.response.status_code', status);
-        if (kind === 'upstream') metrics.gatewayUpstreamDuration.observe({ connection: label, status: typeof status === 'number' ? statusClass(status) : 'none' }, secondsSince(start));
-        return added;
-      } catch (err) {
-        failed(span, err);
-        if (kind === 'upstream') {
-          metrics.gatewayUpstreamDuration.observe({ connection: label, status: 'error' }, secondsSince(start));
-          metrics.gatewayUpstreamErrors.inc({ connection: label });
-        }
-        throw err;
-      } finally {
-        span.end();
-      }
-    },
+    (span) => timedStep(span, kind, label, start, run),
   );
+}
+
+/** {@link observeStep}'s body inside its span: the upstream's status on the span, its time in the histogram. */
+async function timedStep<A>(span: Span, kind: ObservedStepKind, label: string, start: bigint, run: () => A | Promise<A>): Promise<A> {
+  try {
+    const added = await run();
+    const status = (added as { response?: { status?: unknown } } | undefined)?.response?.status;
+    if (typeof status === 'number') span.setAttribute('http.response.status_code', status);
+    if (kind === 'upstream') metrics.gatewayUpstreamDuration.observe({ connection: label, status: typeof status === 'number' ? statusClass(status) : 'none' }, secondsSince(start));
+    return added;
+  } catch (err) {
+    failed(span, err);
+    if (kind === 'upstream') {
+      metrics.gatewayUpstreamDuration.observe({ connection: label, status: 'error' }, secondsSince(start));
+      metrics.gatewayUpstreamErrors.inc({ connection: label });
+    }
+    throw err;
+  } finally {
+    span.end();
+  }
 }
 
 /** The upstream a pipeline context calls: its connection (/gw, /llm) or its MCP server (/mcp). */

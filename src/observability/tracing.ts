@@ -1,8 +1,9 @@
 /**
  * OpenTelemetry traces: off unless the standard `OTEL_*` variables configure them.
  *
- * Off, every span below is `@opentelemetry/api`'s no-op: no provider, no context manager, no
- * propagator is registered, so a span costs a function call. On, a `NodeTracerProvider` with a
+ * Off, `traced` calls its function directly with a non-recording span, and every other span is
+ * `@opentelemetry/api`'s no-op: no provider, no context manager, no propagator is registered, so a
+ * span costs a function call. On, a `NodeTracerProvider` with a
  * batch processor and the OTLP/HTTP (JSON) exporter is registered globally, with the
  * AsyncLocalStorage context manager and the W3C Trace Context propagator (`traceparent`).
  *
@@ -12,7 +13,7 @@
  * @see https://opentelemetry.io/docs/specs/otel/configuration/sdk-environment-variables/
  * @module
  */
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import { context, INVALID_SPAN_CONTEXT, propagation, ProxyTracerProvider, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { DeputyError } from '../errors/index.js';
 
@@ -102,6 +103,24 @@ export function tracer() {
   return trace.getTracer(TRACER_NAME);
 }
 
+/** The API's own no-op provider: what the global proxy delegates to while no provider is registered. */
+const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether a tracer provider is registered — Deputy's ({@link startTracing}) or any other the
+ * process registered globally (an operator's OpenTelemetry auto-instrumentation). Off, the
+ * helpers below skip the no-op span, its context and its attribute objects altogether: the API's
+ * no-op path still allocated a proxy tracer, a span and a closure per call — five times per token
+ * exchange, three or more times per gateway call (issue 16, eighth round).
+ */
+export function tracingActive(): boolean {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegate() !== NO_PROVIDER;
+}
+
+/** The span handed to `fn` while tracing is off: non-recording, so one serves every call. */
+export const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
 /**
  * Runs `fn` in a child span of the active one named `name`; the span records an exception and
  * an error status when `fn` throws (the error propagates unchanged).
@@ -109,6 +128,7 @@ export function tracer() {
  * @param attributes - bounded, secret-free values only (step names, codes, connection ids).
  */
 export async function traced<T>(name: string, fn: (span: Span) => Promise<T> | T, options: { kind?: SpanKind; attributes?: Attributes } = {}): Promise<T> {
+  if (!tracingActive()) return fn(NO_SPAN);
   return tracer().startActiveSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, ...(options.attributes ? { attributes: options.attributes } : {}) }, async (span) => {
     try {
       return await fn(span);

@@ -1,8 +1,13 @@
 /**
  * The bench's pure helpers: the scale curves' shape labels (scripts/bench/scale.ts) and the CPU
- * profile's grouping by origin (scripts/bench/profile-summary.ts).
+ * profile's grouping by origin (scripts/bench/profile-summary.ts), the heap profile's grouping
+ * by nearest Deputy frame (scripts/bench/heap-summary.ts), and the Node flags the bench starts
+ * Deputy with (scripts/bench/process.ts: the product's, from package.json).
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { summarizeHeap } from '../../scripts/bench/heap-summary.js';
+import { productNodeFlags } from '../../scripts/bench/process.js';
 import { fit } from '../../scripts/bench/scale.js';
 import { group, summarize } from '../../scripts/bench/profile-summary.js';
 
@@ -45,5 +50,33 @@ describe('profile summary', () => {
     });
     expect(s.totalMs).toBe(6);
     expect(s.groups).toEqual([['jose', 5], ['(idle)', 1]]);
+  });
+});
+
+describe('heap profile summary', () => {
+  const frame = (functionName: string, url: string) => ({ functionName, url, lineNumber: 0 });
+  it('books a library allocation to the Deputy function whose call led to it', () => {
+    const head = {
+      callFrame: frame('(root)', ''), selfSize: 0, children: [
+        { callFrame: frame('run', 'file:///x/src/enforcement/pipeline.ts'), selfSize: 100, children: [
+          { callFrame: frame('sign', 'file:///x/node_modules/jose/dist/webapi/jws.js'), selfSize: 400, children: [] },
+        ] },
+        { callFrame: frame('tick', 'node:internal/process/task_queues'), selfSize: 50, children: [] },
+      ],
+    };
+    const s = summarizeHeap(head);
+    expect(s.total).toBe(550);
+    expect(s.deputy).toEqual([['run src/enforcement/pipeline.ts:1', 500], ['(no Deputy frame)', 50]]);
+    expect(s.groups).toEqual([['jose', 400], ['src/enforcement', 100], ['Node internals / native', 50]]);
+  });
+});
+
+describe('the Node flags Deputy starts with', () => {
+  const scripts = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const flagsOf = (script: string) => script.split(/\s+/).filter((w) => w.startsWith('--') && w !== '--import');
+  it('are the same for npm start and the compiled start, and the bench uses exactly them', () => {
+    expect(flagsOf(scripts.start!)).toEqual(flagsOf(scripts['start:dist']!));
+    expect(productNodeFlags()).toEqual(flagsOf(scripts['start:dist']!));
+    expect(productNodeFlags()).toContain('--max-semi-space-size=64');
   });
 });

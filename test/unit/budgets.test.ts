@@ -22,6 +22,53 @@ describe('budget windows', () => {
     expect(zonedMidnight(2026, 1, 1, 'Asia/Kolkata').toISOString()).toBe('2025-12-31T18:30:00.000Z');
   });
 
+  it('the window found last is reused only for instants inside it: walking forward and back across DST and month ends, each answer holds its instant and starts at local midnight', () => {
+    const localHour = (d: Date, timeZone: string) => Number(new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', hour: 'numeric' }).format(d));
+    const localDay = (d: Date, timeZone: string) => Number(new Intl.DateTimeFormat('en-US', { timeZone, day: 'numeric' }).format(d));
+    const from = Date.parse('2026-03-27T00:00:00Z');
+    // Every 7 hours over a week holding Paris's spring DST change and a month end, then back again
+    // (a clock stepped back, a test's injected `now`), in two zones alternately.
+    const steps = Array.from({ length: 24 }, (_, i) => from + i * 7 * 3600_000);
+    for (const at of [...steps, ...steps.reverse()]) {
+      for (const timeZone of ['Europe/Paris', 'America/Los_Angeles']) {
+        const now = new Date(at);
+        const day = windowAt('day', now, timeZone);
+        const month = windowAt('month', now, timeZone);
+        for (const w of [day, month]) {
+          expect(w.start.getTime()).toBeLessThanOrEqual(at);
+          expect(w.resetsAt!.getTime()).toBeGreaterThan(at);
+          expect(localHour(w.start, timeZone)).toBe(0);
+        }
+        expect(localDay(month.start, timeZone)).toBe(1);
+        expect(day.resetsAt!.getTime() - day.start.getTime()).toBeLessThanOrEqual(25 * 3600_000);
+      }
+    }
+  });
+
+  it('a DST jump at local midnight west of UTC (Santiago in September, Havana in March): the new day starts at its first instant, every instant\'s window holds it, whatever window was found before', () => {
+    const cases = [
+      { timeZone: 'America/Santiago', before: '2026-09-06T03:30:00Z', dayStart: '2026-09-06T04:00:00.000Z', monthEnd: '2026-09-01T04:00:00.000Z' },
+      { timeZone: 'America/Havana', before: '2026-03-08T04:30:00Z', dayStart: '2026-03-08T05:00:00.000Z', monthEnd: '2026-03-01T05:00:00.000Z' },
+    ];
+    for (const { timeZone, before, dayStart, monthEnd } of cases) {
+      // The last local hour of the day before the jump, asked fresh and after the next day was found.
+      const at = new Date(before);
+      const fresh = windowAt('day', at, timeZone);
+      windowAt('day', new Date(Date.parse(dayStart) + 3600_000), timeZone);
+      const afterNextDay = windowAt('day', at, timeZone);
+      for (const w of [fresh, afterNextDay]) {
+        expect(w.start.getTime()).toBeLessThanOrEqual(at.getTime());
+        expect(w.resetsAt!.toISOString()).toBe(dayStart);
+      }
+      const [y, m, d] = dayStart.slice(0, 10).split('-').map(Number) as [number, number, number];
+      // The day's first instant is 01:00 local (00:00 does not exist), not 23:00 the day before.
+      expect(zonedMidnight(y, m, d + 1, timeZone).toISOString() > dayStart).toBe(true);
+      expect(zonedMidnight(y, m, d, timeZone).toISOString()).toBe(dayStart);
+      expect(windowAt('day', new Date(dayStart), timeZone).start.toISOString()).toBe(dayStart);
+      expect(zonedMidnight(y, m, 1, timeZone).toISOString()).toBe(monthEnd);
+    }
+  });
+
   it('the configuration refuses an unknown time zone, a bad currency and duplicate budget ids', () => {
     expect(budgetsConfigSchema.safeParse({ timeZone: 'Mars/Olympus' }).success).toBe(false);
     expect(budgetsConfigSchema.safeParse({ currency: 'usd' }).success).toBe(false);
