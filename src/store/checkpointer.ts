@@ -10,7 +10,8 @@
  * timer and issues `CHECKPOINT` when enough WAL has been written since the last checkpoint's redo
  * point, or when WAL written since the last checkpoint is older than the time bound. After a
  * checkpoint PostgreSQL removes or recycles the segments before its redo point (`pg_wal` stays
- * within about `min_wal_size`, 80 MB by default, plus the volume bound).
+ * within the volume bound plus at most PGlite's `max_wal_size`, 64 MB, of recycled segments;
+ * PGlite's `min_wal_size` is 5 MB, not PostgreSQL's 80).
  *
  * A checkpoint is a main-thread pause (PGlite runs in this thread): ~0.8 ms of CPU per MB of WAL
  * written since the previous one (BENCHMARKS.md, issue 16 eighth round), so the volume bound is
@@ -113,8 +114,11 @@ export async function startCheckpointer(target: CheckpointTarget, policy: Checkp
     const started = clock.now();
     await target.checkpoint();
     events.checkpointed?.(reason, (clock.now() - started) / 1000);
-    state.cleanLsn = (await target.walPosition()).lsn;
+    // Clean from here on even if the read below fails: the time bound then restarts at the next
+    // look (WAL beyond the stale clean point is no older than that), not at the first WAL seen
+    // before this checkpoint, which would run a second checkpoint at once.
     state.dirtySince = undefined;
+    state.cleanLsn = (await target.walPosition()).lsn;
   };
   const tick = (): Promise<void> => {
     if (stopped || running) return running ?? Promise.resolve();

@@ -61,6 +61,35 @@ describe('startCheckpointer', () => {
     expect(failed).toHaveLength(2);
   });
 
+  it('after a checkpoint whose following position read fails, counts the time bound from the checkpoint (no second checkpoint at once)', async () => {
+    const { db, target } = fakeTarget();
+    const clock = manualCheckpointClock();
+    const done: string[] = [];
+    const failed: unknown[] = [];
+    let failReads = 0;
+    // The database answers the look, runs CHECKPOINT, then fails the read that follows it once (a transient error).
+    const flaky: CheckpointTarget = {
+      walPosition: () => (failReads-- > 0 ? Promise.reject(new Error('terminating connection')) : target.walPosition()),
+      checkpoint: async () => {
+        await target.checkpoint();
+        failReads = 1;
+      },
+    };
+    await startCheckpointer(flaky, POLICY, { checkpointed: (reason) => done.push(reason), failed: (err) => failed.push(err) }, clock);
+    db.lsn = 50;
+    await clock.tick(); // dirty since 0
+    clock.ms = 60;
+    db.lsn = 5000;
+    await clock.tick(); // the volume bound: a checkpoint, then the read after it fails
+    expect(done).toEqual(['wal']);
+    expect(failed).toHaveLength(1);
+    // 60 ms after the checkpoint (the time bound is 100): WAL from before it is flushed, so nothing is due.
+    clock.ms = 120;
+    await clock.tick();
+    expect(done).toEqual(['wal']);
+    expect(db.checkpoints).toBe(1);
+  });
+
   it('never overlaps two looks, and runs nothing after stop', async () => {
     const { db, target } = fakeTarget();
     const clock = manualCheckpointClock();
