@@ -113,11 +113,11 @@ export async function startCheckpointer(target: CheckpointTarget, policy: Checkp
     if (reason === undefined || stopped) return;
     const started = clock.now();
     await target.checkpoint();
-    events.checkpointed?.(reason, (clock.now() - started) / 1000);
-    // Clean from here on even if the read below fails: the time bound then restarts at the next
-    // look (WAL beyond the stale clean point is no older than that), not at the first WAL seen
-    // before this checkpoint, which would run a second checkpoint at once.
+    // Clean from here on even if the report or the read below fails: the time bound then restarts
+    // at the next look (WAL beyond the stale clean point is no older than that), not at the first
+    // WAL seen before this checkpoint, which would run a second checkpoint at once.
     state.dirtySince = undefined;
+    events.checkpointed?.(reason, (clock.now() - started) / 1000);
     state.cleanLsn = (await target.walPosition()).lsn;
   };
   const tick = (): Promise<void> => {

@@ -90,6 +90,29 @@ describe('startCheckpointer', () => {
     expect(db.checkpoints).toBe(1);
   });
 
+  it('after a checkpoint whose report throws, counts the time bound from the checkpoint (no second checkpoint at once)', async () => {
+    const { db, target } = fakeTarget();
+    const clock = manualCheckpointClock();
+    const done: string[] = [];
+    const failed: unknown[] = [];
+    // A metrics observer that throws once (a registry error): the checkpoint itself has run.
+    const checkpointed = (reason: string) => {
+      done.push(reason);
+      if (done.length === 1) throw new Error('metric registry error');
+    };
+    await startCheckpointer(target, POLICY, { checkpointed, failed: (err) => failed.push(err) }, clock);
+    db.lsn = 50;
+    await clock.tick();
+    clock.ms = 60;
+    db.lsn = 5000;
+    await clock.tick();
+    expect(failed).toHaveLength(1);
+    clock.ms = 120;
+    await clock.tick();
+    expect(done).toEqual(['wal']);
+    expect(db.checkpoints).toBe(1);
+  });
+
   it('never overlaps two looks, and runs nothing after stop', async () => {
     const { db, target } = fakeTarget();
     const clock = manualCheckpointClock();
