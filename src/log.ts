@@ -49,8 +49,14 @@ function traceIdField(): { trace_id?: string } {
 /**
  * Errors are logged by type, message, code and stack only. Database drivers attach the failed
  * statement and its parameters to errors; parameters can hold secrets, so they never reach a log.
+ *
+ * A plain object under `err` is the summary a caller built for the line (`{ code, cause }` of a
+ * 5xx, `{ message }` of a stream cut short): its string `code`, `message` and `cause` are kept,
+ * the same members an `Error` is logged by, and nothing else. `String()` of it was
+ * `[object Object]`: the line lost what failed.
  */
 export function serializeError(err: unknown): Record<string, unknown> {
+  if (isPlainObject(err)) return summaryFields(err);
   if (!(err instanceof Error)) return { message: String(err) };
   const e = err as Error & { code?: unknown };
   return {
@@ -60,4 +66,21 @@ export function serializeError(err: unknown): Record<string, unknown> {
     ...(e.stack ? { stack: e.stack } : {}),
     ...(e.cause instanceof Error ? { cause: serializeError(e.cause) } : {}),
   };
+}
+
+/** An object literal (not an `Error`, an array or a class instance). */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/** The string `code`, `message` and `cause` of a caller's error summary; `{}` when it has none. */
+function summaryFields(summary: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of ['code', 'message', 'cause'] as const) {
+    const value = summary[key];
+    if (typeof value === 'string') out[key] = value;
+  }
+  return out;
 }
