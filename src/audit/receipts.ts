@@ -86,14 +86,43 @@ export interface AttestedWrites {
 
 /** Appends of a group whose {@link AttestedWrites.ready} rejected, with their errors: written by none. */
 class NotReady extends Error {
+  /** What the group was signed as before its statement was given up ({@link reusablePrefix}). */
+  signed: Signed | undefined;
+
   constructor(readonly failed: ReadonlyMap<Pending, unknown>) {
     super('an attested write was not ready');
   }
 }
 
+/** Receipts signed for `inputs` (in order, each after the one before) starting from `head`. */
+interface Signed {
+  head: ChainHead;
+  inputs: readonly ReceiptInput[];
+  receipts: readonly AppendedReceipt[];
+}
+
+/**
+ * The receipts of `signed` that stay valid for the group `firsts` written over `head`: those
+ * signed for its leading appends, up to the first that differs (a refused append taken out of
+ * the group, say) — each names the one before it, so nothing after a difference can be kept.
+ */
+function reusablePrefix(signed: Signed, head: ChainHead, firsts: readonly Pending[]): AppendedReceipt[] {
+  if (signed.head.seq !== head.seq || signed.head.hash !== head.hash) return [];
+  let n = 0;
+  while (n < firsts.length && n < signed.receipts.length && firsts[n]!.input === signed.inputs[n]) n++;
+  return signed.receipts.slice(0, n);
+}
+
 /** The promise an append's writing waits for: its attested writes' `ready`, or `appendOnce`'s. */
 function readyOf(p: Pending): Promise<unknown> | undefined {
   return p.writes?.ready ?? p.ready;
+}
+
+/** Marks `p` refused as soon as its `ready` rejects (its writer still waits for it: {@link whenReady}). */
+function noteRefusal(p: Pending): void {
+  readyOf(p)?.then(undefined, (error: unknown) => {
+    p.refusal = { error };
+  });
 }
 
 /** Waits for the `ready` promises of `group`'s appends. @throws NotReady naming those that rejected */
@@ -147,6 +176,8 @@ interface Pending {
   writes?: AttestedWrites;
   /** Nothing is written for this append before it resolves ({@link ReceiptAppender.appendOnce}). */
   ready?: Promise<unknown>;
+  /** Set once this append's `ready` (or its writes') rejected: refused when its group is cut, never signed from then on. */
+  refusal?: { error: unknown };
   resolve: (r: AppendedReceipt) => void;
   reject: (err: unknown) => void;
 }
@@ -221,7 +252,9 @@ export class ReceiptService implements ReceiptAppender {
   #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites, ready?: Promise<unknown>): Promise<AppendedReceipt> {
     return new Promise<AppendedReceipt>((resolve, reject) => {
       const queue = this.#queues.get(input.agent) ?? [];
-      queue.push({ input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), ...(ready ? { ready } : {}), resolve, reject });
+      const pending: Pending = { input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), ...(ready ? { ready } : {}), resolve, reject };
+      noteRefusal(pending);
+      queue.push(pending);
       this.#queues.set(input.agent, queue);
       if (!this.#writers.has(input.agent)) this.#writers.set(input.agent, this.#write(input.agent));
       else this.#presignNext(input.agent);
@@ -298,24 +331,30 @@ export class ReceiptService implements ReceiptAppender {
    * then refused alone), or — when an attested write was refused, the head kept moving, or the
    * second statement failed too — in locked transactions. Returns each append's outcome.
    */
-  async #writeGroup(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
+  async #writeGroup(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
+    // Appends already known to be refused (a forged proof whose check failed while it queued)
+    // leave the group before anything is signed for them.
+    const known: Outcome[] = group.flatMap((pending) => (pending.refusal ? [{ pending, error: pending.refusal.error }] : []));
+    const admitted = known.length > 0 ? group.filter((p) => !p.refusal) : group;
     try {
-      return await this.#writeReady(agent, group);
+      return [...known, ...(admitted.length > 0 ? await this.#writeReady(agent, admitted, reuse) : [])];
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
-      // Nothing was written: the appends not ready are refused, the others written as a group again.
-      const rest = group.filter((p) => !err.failed.has(p));
+      // Nothing was written: the appends not ready are refused, the others written as a group
+      // again — with the receipts signed before the first refused one (still valid: same head,
+      // same predecessors), so a refused append costs its group at most the signatures after it.
+      const rest = admitted.filter((p) => !err.failed.has(p));
       const refused: Outcome[] = [...err.failed].map(([pending, error]) => ({ pending, error }));
-      return [...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest) : [])];
+      return [...known, ...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest, err.signed) : [])];
     }
   }
 
   /** {@link #writeGroup} once every append's attested writes are ready (else it throws {@link NotReady}, having written nothing). */
-  async #writeReady(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
+  async #writeReady(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
     const split = splitRepeats(group);
     const repeats = split.repeats;
     let firsts = split.firsts;
-    let written = await this.#writeOptimistic(agent, firsts);
+    let written = await this.#writeOptimistic(agent, firsts, reuse);
     let replays: Pending[] = [];
     if (!written) {
       // A key recorded before (a replay: the token exchange no longer looks its values up first)
@@ -345,13 +384,16 @@ export class ReceiptService implements ReceiptAppender {
   }
 
   /** The group in one statement ({@link appendIfHead}); `undefined` when the locked path must decide. */
-  async #writeOptimistic(agent: string, firsts: readonly Pending[]): Promise<AppendedReceipt[] | undefined> {
+  async #writeOptimistic(agent: string, firsts: readonly Pending[], reuse?: Signed): Promise<AppendedReceipt[] | undefined> {
     const once = firsts.flatMap((p) => (p.once ? [p.once] : (p.writes?.once ?? [])));
     const parts = firsts.flatMap((p) => p.writes?.parts ?? []);
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
-      const signed = (await this.#takePresigned(agent, head, firsts)) ?? (await this.#sign(agent, head, firsts.map((p) => p.input)));
-      await whenReady(firsts);
+      const signed = await this.#signGroup(agent, head, firsts, tries === 0 ? reuse : undefined);
+      await whenReady(firsts).catch((err: unknown) => {
+        if (err instanceof NotReady) err.signed = { head, inputs: firsts.map((p) => p.input), receipts: signed };
+        throw err;
+      });
       const statement = appendIfHead(this.#store, agent, head, signed, once, parts);
       const last = signed[signed.length - 1]!;
       this.#inFlight.set(agent, { seq: last.seq, hash: last.hash });
@@ -394,6 +436,8 @@ export class ReceiptService implements ReceiptAppender {
     if (ahead && (ahead.head.seq !== predicted.seq || ahead.head.hash !== predicted.hash)) return;
     while (queue.length > (ahead?.group.length ?? 0) && (ahead?.group.length ?? 0) < this.#maxBatch) {
       const next = queue[ahead?.group.length ?? 0]!;
+      // Known to be refused (a forged proof): never signed; the group it starts leaves it out.
+      if (next.refusal) return;
       const ids = keysOf(next).map((k) => onceKeyId(k.namespace, k.key));
       if (ahead && ids.some((id) => ahead!.keys.has(id))) return;
       ahead ??= { group: [], head: predicted, inputs: [], keys: new Set(), signed: Promise.resolve([]) };
@@ -409,14 +453,25 @@ export class ReceiptService implements ReceiptAppender {
     }
   }
 
-  /** The receipts signed ahead for exactly `firsts` after exactly `head`, else undefined (sign now). Forgets them either way. */
-  async #takePresigned(agent: string, head: ChainHead, firsts: readonly Pending[]): Promise<AppendedReceipt[] | undefined> {
+  /**
+   * The group's receipts over `head`: those signed ahead ({@link #presignNext}) or before a
+   * refusal (`reuse`) for its leading appends, the rest signed now. Forgets the ones signed ahead.
+   */
+  async #signGroup(agent: string, head: ChainHead, firsts: readonly Pending[], reuse: Signed | undefined): Promise<AppendedReceipt[]> {
+    const ahead = await this.#takePresigned(agent, head, firsts);
+    const kept = reusablePrefix(reuse ?? ahead ?? { head, inputs: [], receipts: [] }, head, firsts);
+    if (kept.length === firsts.length) return kept;
+    return [...kept, ...(await this.#sign(agent, kept.at(-1) ?? head, firsts.slice(kept.length).map((p) => p.input)))];
+  }
+
+  /** The receipts signed ahead, when they start the group `firsts` over `head` (else none: not waited for); forgets them either way. */
+  async #takePresigned(agent: string, head: ChainHead, firsts: readonly Pending[]): Promise<Signed | undefined> {
     const ahead = this.#presigned.get(agent);
     if (!ahead) return undefined;
     this.#presigned.delete(agent);
-    const same = ahead.head.seq === head.seq && ahead.head.hash === head.hash
-      && ahead.inputs.length === firsts.length && firsts.every((p, i) => p.input === ahead.inputs[i]);
-    return same ? ahead.signed : undefined;
+    if (ahead.head.seq !== head.seq || ahead.head.hash !== head.hash || ahead.inputs[0] !== firsts[0]?.input) return undefined;
+    const receipts = await ahead.signed;
+    return receipts ? { head: ahead.head, inputs: ahead.inputs, receipts } : undefined;
   }
 
   /**

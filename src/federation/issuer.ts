@@ -8,7 +8,7 @@ import { decodeJwt, type JWTVerifyGetKey } from 'jose';
 import * as client from 'openid-client';
 import { TENANT_PLACEHOLDER, type TrustedIssuerConfig } from './config.js';
 import { FederationError, refuse } from './errors.js';
-import { CachedJwks } from './jwks.js';
+import { CachedJwks, within } from './jwks.js';
 import { entraIssuerPatterns, entraTenantOf, type EntraIssuerPatterns } from './presets/entra.js';
 
 /**
@@ -123,7 +123,7 @@ export class TrustedIssuer {
   keySet(): Promise<RemoteKeySet> {
     if (this.#keys !== undefined) return this.#keys;
     const failure = this.#failure;
-    if (failure !== undefined && Date.now() - failure.at < this.config.jwksCooldownSeconds * 1000) return Promise.reject(failure.error);
+    if (failure !== undefined && within(Date.now() - failure.at, this.config.jwksCooldownSeconds * 1000)) return Promise.reject(failure.error);
     const pending = this.#discover().catch((cause: unknown) => {
       const error = cause instanceof FederationError ? cause : refuse('ERR_FEDERATION_ISSUER_UNAVAILABLE', `the keys of trusted issuer "${this.id}" could not be obtained`, cause);
       this.#keys = undefined;

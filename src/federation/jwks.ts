@@ -55,7 +55,7 @@ export class CachedJwks {
   readonly getKey: JWTVerifyGetKey = async (header, token) => {
     let used = this.#current;
     let fetchedForThisCall = false;
-    if (used === undefined || Date.now() - used.at >= this.#o.cacheMaxAgeMs) {
+    if (used === undefined || !within(Date.now() - used.at, this.#o.cacheMaxAgeMs)) {
       used = await this.#fetch();
       fetchedForThisCall = true;
     }
@@ -78,7 +78,7 @@ export class CachedJwks {
     if (this.#current !== undefined && this.#current !== used) return this.#current;
     if (this.#pending !== undefined) return this.#pending;
     const now = Date.now();
-    if (now - this.#unknownKidRefetchAt < this.#o.unknownKidCooldownMs) return undefined;
+    if (within(now - this.#unknownKidRefetchAt, this.#o.unknownKidCooldownMs)) return undefined;
     this.#unknownKidRefetchAt = now;
     return this.#fetch();
   }
@@ -100,6 +100,15 @@ export class CachedJwks {
       });
     return this.#pending;
   }
+}
+
+/**
+ * Whether an age (ms, now minus a past instant) is under `limit`. A negative age — the wall clock
+ * stepped back past that instant — is not: a clock step never stretches a cached set's life or a
+ * cooldown (issue 16, eighth round: the bounds of src/util/single-flight.ts).
+ */
+export function within(age: number, limit: number): boolean {
+  return age >= 0 && age < limit;
 }
 
 /** GET the JWK Set: 200 and JSON required, no redirects (as jose's remote set does). */

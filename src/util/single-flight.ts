@@ -47,9 +47,18 @@ export interface Lifetime {
 export interface BoundedReadCacheOptions<V> {
   /** The staleness bound (ms): no non-final answer is older than this, counted from its read's start. */
   ttlMs: number;
+  /**
+   * A caller joins a running read only if it began at most this long ago (ms); default `ttlMs`.
+   * A read stalled for longer (a hung store or AS) is left to its own callers: later ones start
+   * their own.
+   */
+  joinWithinMs?: number;
   /** Entries kept at most; reaching it empties the cache (a burst of unique keys cannot grow it). */
   maxEntries: number;
-  /** An answer's lifetime; default: non-final, `ttlMs` from the start of its read. */
+  /**
+   * An answer's lifetime; default: non-final, `ttlMs` from the start of its read. A non-final
+   * `until` past `ttlMs` from the read's start is cut to it.
+   */
   lifetime?: (value: V, readStartedAt: number) => Lifetime;
   /**
    * Re-read in the background once an answer is in the last quarter of its bound, so a key in
@@ -67,6 +76,8 @@ interface Entry<V> {
   value: V;
   until: number;
   final: boolean;
+  /** When the read that gave it started (epoch ms). */
+  startedAt: number;
 }
 
 /**
@@ -74,12 +85,14 @@ interface Entry<V> {
  *
  * - concurrent misses of a key share one read ({@link SingleFlight}), but a caller never joins a
  *   read that started before the last {@link invalidate} (it may return data as it was before a
- *   local change), nor one that started more than `ttlMs` before it (a stalled store: its answer
- *   could predate a change on another instance by more than the bound);
+ *   local change), nor one that started more than `joinWithinMs` (default `ttlMs`) before it (a
+ *   stalled store: its answer could predate a change on another instance by more than the bound);
  * - a read that started before an {@link invalidate} caches nothing non-final;
  * - a failed read caches nothing and is not reused: every caller of it gets its error;
- * - a non-final answer also lapses when it would last longer than `ttlMs` from now (the wall clock
- *   stepped back), so a clock step never stretches the bound.
+ * - a non-final answer stands only while the clock reads between its read's start and its
+ *   `until` (≤ `ttlMs` after that start): a wall clock stepped back drops it, so a clock step
+ *   never stretches its life;
+ * - at most `maxEntries` answers are kept.
  */
 export class BoundedReadCache<K, V> {
   readonly #read: (key: K) => Promise<V>;
@@ -95,6 +108,7 @@ export class BoundedReadCache<K, V> {
     const ttlMs = options.ttlMs;
     this.#o = {
       ttlMs,
+      joinWithinMs: options.joinWithinMs ?? ttlMs,
       maxEntries: options.maxEntries,
       lifetime: options.lifetime ?? ((_v, startedAt) => ({ until: startedAt + ttlMs, final: false })),
       refreshAhead: options.refreshAhead ?? false,
@@ -102,11 +116,15 @@ export class BoundedReadCache<K, V> {
     };
   }
 
-  /** The answer for `key`: cached while it stands at `now` (epoch ms), else read. */
-  get(key: K, now = Date.now()): Promise<V> {
+  /**
+   * The answer for `key`: cached while it stands at `now` (epoch ms), else read — by `read` when
+   * given (a caller whose read needs more than the key, e.g. the connection it fetches a token
+   * for), else by the constructor's.
+   */
+  get(key: K, now = Date.now(), read: (key: K) => Promise<V> = this.#read): Promise<V> {
     const hit = this.#entries.get(key);
-    if (hit === undefined || !this.#stands(hit, now)) return this.#start(key, now);
-    if (this.#o.refreshAhead && !hit.final && hit.until - now <= this.#o.ttlMs / 4) void this.#start(key, now).catch(() => {});
+    if (hit === undefined || !this.#stands(hit, now)) return this.#start(key, now, read);
+    if (this.#o.refreshAhead && !hit.final && hit.until - now <= this.#o.ttlMs / 4) void this.#start(key, now, read).catch(() => {});
     return Promise.resolve(hit.value);
   }
 
@@ -133,24 +151,26 @@ export class BoundedReadCache<K, V> {
   }
 
   #stands(entry: Entry<V>, now: number): boolean {
-    return entry.until > now && (entry.final || entry.until - now <= this.#o.ttlMs);
+    return entry.until > now && (entry.final || now >= entry.startedAt);
   }
 
-  #start(key: K, now: number): Promise<V> {
+  #start(key: K, now: number, read: (key: K) => Promise<V>): Promise<V> {
     const generation = this.#generation;
     const mayJoin = (r: { generation: number; startedAt: number }): boolean =>
-      r.generation === generation && r.startedAt <= now && now - r.startedAt <= this.#o.ttlMs;
-    return this.#flights.run(key, () => this.#readAndCache(key, now, generation), { generation, startedAt: now }, mayJoin);
+      r.generation === generation && r.startedAt <= now && now - r.startedAt <= this.#o.joinWithinMs;
+    return this.#flights.run(key, () => this.#readAndCache(key, now, generation, read), { generation, startedAt: now }, mayJoin);
   }
 
-  async #readAndCache(key: K, startedAt: number, generation: number): Promise<V> {
-    const read = await this.#read(key);
-    const { until, final } = this.#o.lifetime(read, startedAt);
+  async #readAndCache(key: K, startedAt: number, generation: number, reader: (key: K) => Promise<V>): Promise<V> {
+    const read = await reader(key);
+    const life = this.#o.lifetime(read, startedAt);
+    const final = life.final;
     if (!final && generation !== this.#generation) return read;
+    const until = final ? life.until : Math.min(life.until, startedAt + this.#o.ttlMs);
     const previous = this.#entries.get(key);
     const value = previous !== undefined && this.#o.keep !== undefined ? this.#o.keep(previous.value, read) : read;
     if (this.#entries.size >= this.#o.maxEntries) this.#entries.clear();
-    this.#entries.set(key, { value, until, final });
+    this.#entries.set(key, { value, until, final, startedAt });
     return value;
   }
 }

@@ -122,16 +122,23 @@ export class EnvelopeVault {
    */
   async putPart(secret: PutSecret, options: { ifAbsent?: boolean } = {}): Promise<StatementPart> {
     const params = await this.#encrypt(secret);
-    // `ifAbsent`: a row that holds `handle` already is kept as it is (the same secret written again).
-    return { sql: options.ifAbsent ? (first) => `${insertFrom(first)} ON CONFLICT (handle) DO NOTHING` : insertFrom, params };
+    // `ifAbsent`: a row that holds `handle` already is kept as it is (the same secret written
+    // again) — and locked until the caller's transaction ends (`DO UPDATE … WHERE false` locks the
+    // row it leaves unchanged; `DO NOTHING` would not), so {@link purgeExpired} skips it as it
+    // skips a row held by {@link exists}: the caller is writing a reference to it.
+    return { sql: options.ifAbsent ? (first) => `${insertFrom(first)} ON CONFLICT (handle) DO UPDATE SET kind = vault_secrets.kind WHERE false` : insertFrom, params };
   }
 
   /**
-   * True in a statement's `WHERE` while a secret is stored under `handle` (in that statement's
-   * snapshot): what a write that references an existing secret, without writing it, depends on.
+   * True in a statement's `WHERE` while a secret is stored under `handle`: what a write that
+   * references an existing secret, without writing it, depends on. The row is locked `FOR KEY
+   * SHARE` until the statement's transaction ends, so the check and the write cannot straddle a
+   * delete on another connection: a delete under way makes it wait and then find no row (false),
+   * and {@link purgeExpired} skips a row so locked (a referenced row is never purged under its
+   * reference). One index lookup and a row lock, no extra round trip.
    */
   exists(handle: string): StatementCondition {
-    return { sql: (first) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = $${first}::text)`, params: [handle] };
+    return { sql: (first) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = $${first}::text FOR KEY SHARE)`, params: [handle] };
   }
 
   /** Stores a secret, replacing whatever `handle` held (a new data key every time). */
@@ -156,14 +163,16 @@ export class EnvelopeVault {
    * candidates. At most `batchSize` rows per statement (each its own commit), so the first purge
    * of a table that grew for months holds no long lock and no huge transaction. Only `kind`: what
    * may be deleted at expiry is the owner's decision (src/oauth/token-exchange.ts
-   * `purgeExpiredUpstream`), never a guess over every kind.
+   * `purgeExpiredUpstream`), never a guess over every kind. Rows a statement holds by
+   * {@link exists} are skipped (`SKIP LOCKED`), not waited for and then deleted: that statement
+   * is writing a reference to the row (a later purge finds it unlocked).
    */
   async purgeExpired(db: Queryable, kind: string, graceSeconds: number, batchSize = 1000): Promise<number> {
     let total = 0;
     for (;;) {
       const rows = await db.query<{ n: number }>(
         `WITH d AS (DELETE FROM vault_secrets WHERE handle IN (
-           SELECT handle FROM vault_secrets WHERE kind = $1 AND expires_at < now() - make_interval(secs => $2::int) LIMIT $3)
+           SELECT handle FROM vault_secrets WHERE kind = $1 AND expires_at < now() - make_interval(secs => $2::int) LIMIT $3 FOR UPDATE SKIP LOCKED)
          RETURNING 1) SELECT count(*)::int AS n FROM d`,
         [kind, graceSeconds, batchSize],
       );

@@ -9,10 +9,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentConfig, claimsOf, exchange, testAgent, type TestAgent } from '../support/agents.js';
 import { clientKeys } from '../support/clients.js';
 import { json } from '../support/http.js';
+import { usingPostgres } from '../support/database.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
@@ -168,5 +170,97 @@ describe('the captured upstream token\'s vault row: purge, KEK rotation, agent d
     // and left the user's IdP token (valid for 400 days) in the vault until the row's own purge.
     await deputy.agents.delete('agent-d');
     expect(await exists(handle)).toBe(false);
+  });
+});
+
+/**
+ * The exchange's issuing statement against a purge on another connection (issue 16, eighth round).
+ * The statement references a remembered row without writing it; before, its existence check read
+ * its own snapshot only, so a purge's delete in flight (or one that waited for the statement and
+ * then deleted) could leave the new token record pointing at no row — a later on-behalf-of call
+ * `invalid_token`. Now the check locks the row (`FOR KEY SHARE`) and the purge skips locked rows.
+ * PostgreSQL only: PGlite is one connection whose statements and transactions run one at a time
+ * under the store's exclusive lock, so a purge and an issuing statement (each one statement, in
+ * autocommit) cannot interleave there.
+ */
+describe.skipIf(!usingPostgres)('the issuing statement and a purge on another connection (PostgreSQL)', () => {
+  let side: pg.Client;
+  beforeAll(async () => {
+    side = new pg.Client({ connectionString: deputy.database.url });
+    await side.connect();
+  });
+  afterAll(async () => {
+    await side?.end();
+  });
+  const sideQueryable = { query: async <R extends object>(sql: string, params?: readonly unknown[]) => (await side.query(sql, params as unknown[])).rows as R[], exec: async (sql: string) => void (await side.query(sql)) };
+  /** Whether some statement of this database waits on a lock, polled until `settled()` (at most ~10 s). */
+  async function lockWaitSeen(settled: () => boolean): Promise<boolean> {
+    for (let i = 0; i < 400 && !settled(); i++) {
+      const [row] = await deputy.store.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+      if (row!.n > 0) return true;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    return false;
+  }
+  const tracked = <T>(p: Promise<T>) => {
+    const t = { done: false, p: p.finally(() => { t.done = true; }) };
+    return t;
+  };
+
+  it('a purge deleting the remembered row, uncommitted, when the statement runs: the statement waits, finds no row, and the record gets a row written again', async () => {
+    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const handle = await upstreamOf(await exchangeOf(subject));
+    await expireAgo(handle, UPSTREAM_PURGE_GRACE_SECONDS + 60);
+    await side.query('BEGIN');
+    expect(await vault().purgeExpired(sideQueryable, UPSTREAM_TOKEN_KIND, UPSTREAM_PURGE_GRACE_SECONDS)).toBeGreaterThanOrEqual(1);
+    const next = tracked(exchangeOf(subject));
+    const waited = await lockWaitSeen(() => next.done);
+    await side.query('COMMIT');
+    const token = await next.p;
+    // Before: the statement saw the row in its snapshot, wrote its record, and the purge's commit
+    // left that record pointing at no row.
+    expect(waited).toBe(true);
+    const row = await upstreamOf(token);
+    expect(await vault().get(deputy.store, row, UPSTREAM_TOKEN_KIND)).toBe(subject);
+    expect((await call(token)).status).toBe(200);
+  });
+
+  /**
+   * A remembered row, expired past the grace, that `hold` (on the side connection, inside an open
+   * transaction) holds as an exchange would; then a purge. Returns whether the purge waited on a
+   * lock and whether the row is still there after the side transaction committed.
+   */
+  async function purgeWhileHeld(hold: (handle: string, subject: string) => Promise<void>): Promise<{ waited: boolean; kept: boolean }> {
+    const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+    const handle = await upstreamOf(await exchangeOf(subject));
+    await expireAgo(handle, UPSTREAM_PURGE_GRACE_SECONDS + 60);
+    await side.query('BEGIN');
+    await hold(handle, subject);
+    const purge = tracked(vault().purgeExpired(deputy.store, UPSTREAM_TOKEN_KIND, UPSTREAM_PURGE_GRACE_SECONDS));
+    const waited = await lockWaitSeen(() => purge.done);
+    await side.query('COMMIT');
+    await purge.p;
+    return { waited, kept: await exists(handle) };
+  }
+
+  it('a statement holding the remembered row when the purge runs: the purge skips it (no wait), the row stays for the record', async () => {
+    // The issuing statement's own condition, held open as if its transaction had not committed yet.
+    const outcome = await purgeWhileHeld(async (handle) => {
+      const held = vault().exists(handle);
+      expect((await side.query(`SELECT ${held.sql(1)} AS held`, held.params as unknown[])).rows[0].held).toBe(true);
+    });
+    // Before: the purge waited for the statement's transaction, then deleted the row under it.
+    expect(outcome).toEqual({ waited: false, kept: true });
+  });
+
+  it('the locked path re-writing a row that exists holds it too: the purge skips it (no wait), the row stays for the record', async () => {
+    // The locked path's vault part (written only if absent), held open as if its transaction had
+    // not committed the token record yet.
+    const outcome = await purgeWhileHeld(async (handle, subject) => {
+      const part = await vault().putPart({ handle, kind: UPSTREAM_TOKEN_KIND, plaintext: subject, expiresAt: Math.floor(Date.now() / 1000) + 3600 }, { ifAbsent: true });
+      await side.query(part.sql(1), part.params as unknown[]);
+    });
+    // Before (`ON CONFLICT DO NOTHING` locks nothing): the purge deleted the row under the record being written.
+    expect(outcome).toEqual({ waited: false, kept: true });
   });
 });

@@ -336,6 +336,35 @@ describe('token cache', () => {
     expect(await cache.get('x', async () => ({ value: 'ok', useUntil: 1 }), 0)).toBe('ok');
   });
 
+  it('the shared cache\'s bounds (issue 16, eighth round): a stalled fetch is not joined past its bound, a clock stepped back drops a token, no token past 24 h, the size is bounded', async () => {
+    let fetches = 0;
+    const never = () => new Promise<never>(() => { fetches += 1; });
+    const fetch = (useUntil: number) => async () => ({ value: `t${(fetches += 1)}`, useUntil });
+    // A fetch stalled for 30 s is joined; one stalled for longer is not (before: joined for ever).
+    const stalled = new TokenCache({ joinWithinMs: 30_000 });
+    void stalled.get('k', never, 0);
+    void stalled.get('k', fetch(100_000), 30_000);
+    expect(fetches).toBe(1);
+    const late = stalled.get('k', fetch(100_000), 30_001);
+    expect(fetches).toBe(2);
+    expect(await late).toBe('t2');
+    // The wall clock stepped back to before the fetch began: not used (before: used until its useUntil).
+    const cache = new TokenCache();
+    expect(await cache.get('c', fetch(2_000_000), 1_000_000)).toBe('t3');
+    expect(await cache.get('c', fetch(2_000_000), 1_500_000)).toBe('t3');
+    expect(await cache.get('c', fetch(2_000_000), 999_999)).toBe('t4');
+    // An AS lifetime of two days: used for 24 h from the fetch's start, not 48 h.
+    expect(await cache.get('long', fetch(2 * TokenCache.MAX_USE_MS), 0)).toBe('t5');
+    expect(await cache.get('long', fetch(2 * TokenCache.MAX_USE_MS), TokenCache.MAX_USE_MS - 1)).toBe('t5');
+    expect(await cache.get('long', fetch(2 * TokenCache.MAX_USE_MS), TokenCache.MAX_USE_MS)).toBe('t6');
+    // At most maxEntries tokens: a third key empties the cache.
+    const small = new TokenCache({ maxEntries: 2 });
+    await small.get('a', fetch(10_000), 0);
+    await small.get('b', fetch(10_000), 0);
+    await small.get('c', fetch(10_000), 0);
+    expect(await small.get('a', fetch(10_000), 0)).toBe('t10');
+  });
+
   it('uses a token until 10% of its life (5-60 s) before expiry; 300 s when the AS gave no expires_in', () => {
     expect(useUntil(3600, 0)).toBe((3600 - 60) * 1000);
     expect(useUntil(100, 0)).toBe((100 - 10) * 1000);

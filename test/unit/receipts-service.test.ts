@@ -338,6 +338,97 @@ describe('ReceiptService', () => {
     expect((await verifyReceipts(await exported('raced'), jwks)).ok).toBe(true);
   });
 
+  it('an append refused by its `ready` (a forged proof) costs its group only the signatures after it: those before it are kept', async () => {
+    const once = (k: string) => ({ namespace: 'DPoPProof', key: `forged-${k}-${Math.random()}`, ttlSeconds: 300 });
+    const signs = vi.spyOn(crypto.subtle, 'sign');
+    try {
+      const writer = new ReceiptService({ store, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
+      // A plain append holds the writer, so the next three form one group, signed when it is cut.
+      const first = writer.append(input('forged', 1));
+      let refuse!: (e: unknown) => void;
+      const forged = new Promise((_, reject) => (refuse = reject));
+      forged.catch(() => {});
+      const bad = new Error('invalid_dpop_proof');
+      const settled = Promise.allSettled([
+        writer.appendOnce(input('forged', 2), once('a'), Promise.resolve()),
+        writer.appendOnce(input('forged', 3), once('x'), forged),
+        writer.appendOnce(input('forged', 4), once('b'), Promise.resolve()),
+      ]);
+      await first;
+      // The group [a, x, b] is signed (1 + 3) and waits for x's proof, which then fails.
+      await vi.waitFor(() => expect(signs).toHaveBeenCalledTimes(4), { timeout: 10_000 });
+      refuse(bad);
+      const out = await settled;
+      expect(out.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect((out[1] as PromiseRejectedResult).reason).toBe(bad);
+      expect(out.flatMap((o) => (o.status === 'fulfilled' ? [o.value.seq] : []))).toEqual([2, 3]);
+      // Only b (whose predecessor changed) was signed again; before, a and b both were (6).
+      expect(signs).toHaveBeenCalledTimes(5);
+      expect(await verifyReceipts(await exported('forged'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'forged', first: 1, last: 3 }] });
+    } finally {
+      signs.mockRestore();
+    }
+  });
+
+  it('an append already refused when its group is cut is left out before signing; receipts signed ahead before it are kept', async () => {
+    const once = (k: string) => ({ namespace: 'DPoPProof', key: `known-${k}-${Math.random()}`, ttlSeconds: 300 });
+    const held = holdFirstAppend(store);
+    const signs = vi.spyOn(crypto.subtle, 'sign');
+    try {
+      const writer = new ReceiptService({ store: held.store, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
+      const first = writer.append(input('known', 1));
+      await held.issued;
+      const bad = new Error('invalid_dpop_proof');
+      const forged = Promise.reject(bad);
+      forged.catch(() => {});
+      const settled = Promise.allSettled([
+        writer.appendOnce(input('known', 2), once('a'), Promise.resolve()),
+        writer.appendOnce(input('known', 3), once('x'), forged),
+        writer.appendOnce(input('known', 4), once('b'), Promise.resolve()),
+      ]);
+      // Signed ahead while the first statement is held: 1 + 3.
+      await vi.waitFor(() => expect(signs).toHaveBeenCalledTimes(4), { timeout: 10_000 });
+      held.release();
+      const out = await settled;
+      await first;
+      expect(out.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+      expect((out[1] as PromiseRejectedResult).reason).toBe(bad);
+      // a's signature made ahead is written; b is signed once more; before, the whole group was re-signed (6).
+      expect(signs).toHaveBeenCalledTimes(5);
+      expect(await verifyReceipts(await exported('known'), jwks)).toMatchObject({ ok: true, chains: [{ agent: 'known', first: 1, last: 3 }] });
+    } finally {
+      signs.mockRestore();
+      held.release();
+    }
+  });
+
+  it('an append refused before its group is signed is never signed', async () => {
+    const once = (k: string) => ({ namespace: 'DPoPProof', key: `unsigned-${k}-${Math.random()}`, ttlSeconds: 300 });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const signs = vi.spyOn(crypto.subtle, 'sign');
+    try {
+      const writer = new ReceiptService({ store, issuer: 'https://deputy.example.com', key: signingKey, maxBatch: 7 });
+      // The first append's own `ready` holds the writer (nothing in flight, nothing signed ahead).
+      const first = writer.appendOnce(input('unsigned', 1), once('h'), gate);
+      const bad = new Error('invalid_dpop_proof');
+      const forged = Promise.reject(bad);
+      forged.catch(() => {});
+      const settled = Promise.allSettled([writer.appendOnce(input('unsigned', 2), once('x'), forged), writer.appendOnce(input('unsigned', 3), once('b'), Promise.resolve())]);
+      await vi.waitFor(() => expect(signs).toHaveBeenCalledTimes(1), { timeout: 10_000 });
+      await new Promise((r) => setTimeout(r, 0));
+      release();
+      await first;
+      const out = await settled;
+      expect(out.map((o) => o.status)).toEqual(['rejected', 'fulfilled']);
+      expect((out[0] as PromiseRejectedResult).reason).toBe(bad);
+      // h, then b alone: the forged append's receipt was never signed (before: x and b, then b again — 4).
+      expect(signs).toHaveBeenCalledTimes(2);
+    } finally {
+      signs.mockRestore();
+    }
+  });
+
   it('lists in pages and finds a receipt by id', async () => {
     const page1 = await service.list('ordered', { limit: 20 });
     expect(page1.receipts.map((r) => r.seq)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));

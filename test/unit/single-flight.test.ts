@@ -169,4 +169,20 @@ describe('BoundedReadCache', () => {
     for (const k of ['a', 'b', 'c', 'd']) await cache.get(k, 1000);
     expect(['a', 'b', 'c', 'd'].filter((k) => cache.peek(k, 1000) !== undefined)).toEqual(['d']);
   });
+  it('joinWithinMs sets how long a running read may be joined; a per-call read; a non-final lifetime is cut to the bound', async () => {
+    const s = source((k, n) => `${k}#${n}`);
+    const cache = new BoundedReadCache(s.read, { ttlMs: 10_000, joinWithinMs: 100, maxEntries: 10, lifetime: (_v, startedAt) => ({ until: startedAt + 50_000, final: false }) });
+    s.hold();
+    const stalled = cache.get('a', 1000);
+    const joined = cache.get('a', 1100);
+    const own = cache.get('a', 1101);
+    expect(s.reads()).toBe(2);
+    s.release();
+    expect(await Promise.all([stalled, joined, own])).toEqual(['a#1', 'a#1', 'a#2']);
+    // Cut to ttlMs from its read's start (1101), not the 50 s the lifetime asked for.
+    expect(cache.peek('a', 1101 + 9_999)?.value).toBe('a#2');
+    expect(cache.peek('a', 1101 + 10_000)).toBeUndefined();
+    expect(await cache.get('b', 1000, async (k) => `${k} by the caller's read`)).toBe("b by the caller's read");
+    expect(cache.peek('b', 999)).toBeUndefined();
+  });
 });

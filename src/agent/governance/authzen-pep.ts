@@ -15,6 +15,7 @@ import canonicalize from 'canonicalize';
 import * as client from 'openid-client';
 import { fromOpenIdClientError } from '../errors.js';
 import { importPrivateKey, type PrivateKeyInput, type SigningAlgorithm } from '../keys.js';
+import { BoundedReadCache } from '../../util/single-flight.js';
 
 /** An AuthZEN subject or resource (§5.1, §5.2). */
 export interface AuthZenEntity {
@@ -98,15 +99,18 @@ export class AuthZenPep {
   readonly #endpoint: string;
   readonly #options: AuthZenPepOptions;
   readonly #fetch: typeof fetch;
-  readonly #cache = new Map<string, { decision: Omit<PepDecision, 'cached'>; until: number }>();
-  #pepToken: { value: string; until: number } | undefined;
+  /** Decisions by {@link cacheKey} ({@link decisionCache}); undefined when caching is off. */
+  readonly #decisions: BoundedReadCache<string, Omit<PepDecision, 'cached'>> | undefined;
+  /** The PEP's client-credentials token ({@link pepTokenCache}). */
+  readonly #pepToken: BoundedReadCache<'pep', PepToken>;
   #pepConfig: Promise<client.Configuration> | undefined;
-  #pepTokenPending: Promise<string> | undefined;
 
   constructor(options: AuthZenPepOptions) {
     this.#options = options;
     this.#endpoint = `${String(options.issuer).replace(/\/+$/, '')}/access/v1/evaluation`;
     this.#fetch = options.fetch ?? fetch;
+    this.#pepToken = pepTokenCache(options.timeoutMs ?? 2000);
+    this.#decisions = decisionCache(options);
   }
 
   /**
@@ -114,21 +118,19 @@ export class AuthZenPep {
    * carries an agent token in `properties.token` (README "Delegation chain semantics").
    */
   async evaluate(request: AuthZenEvaluation): Promise<PepDecision> {
-    const ttl = this.#options.cacheTtlMs ?? 2000;
-    const useCache = ttl > 0 && !this.#options.receipts;
-    const key = useCache ? cacheKey(request) : '';
-    const hit = useCache ? this.#cache.get(key) : undefined;
-    if (hit && hit.until > Date.now()) return { ...hit.decision, cached: true };
+    const key = this.#decisions ? cacheKey(request) : '';
+    const hit = this.#decisions?.peek(key, Date.now());
+    if (hit) return { ...hit.value, cached: true };
     const timeoutMs = this.#options.timeoutMs ?? 2000;
     const signal = AbortSignal.timeout(timeoutMs);
     let decision: Omit<PepDecision, 'cached'>;
     try {
-      decision = await abortable(this.#ask(request, signal), signal);
+      const asked = this.#decisions ? this.#decisions.get(key, Date.now(), () => this.#ask(request, signal)) : this.#ask(request, signal);
+      decision = await abortable(asked, signal);
     } catch (err) {
       const error = signal.aborted ? `no answer from Deputy's PDP within ${timeoutMs} ms` : describe(err);
       return { decision: false, reason: `Deputy's PDP could not be asked: ${error}`, error, cached: false };
     }
-    if (useCache) this.#remember(key, decision, ttl);
     return { ...decision, cached: false };
   }
 
@@ -142,7 +144,7 @@ export class AuthZenPep {
     if (res.status === 401 && !retried && typeof pep === 'object' && 'clientId' in pep) {
       // The PEP token expired or the keys rotated: one fresh token.
       await res.body?.cancel();
-      this.#pepToken = undefined;
+      this.#pepToken.invalidate();
       return this.#ask(request, signal, true);
     }
     const body = await readJson(res);
@@ -154,28 +156,22 @@ export class AuthZenPep {
     return toDecision(body.decision, body.context);
   }
 
-  /** The PEP's bearer token: configured, or client credentials (cached until 30 s before expiry). */
+  /** The PEP's bearer token: configured, or client credentials (cached until 30 s before expiry; concurrent evaluations share one request). */
   async #token(): Promise<string | undefined> {
     const pep = this.#options.pep;
     if (pep === 'none') return undefined;
     if ('token' in pep) return typeof pep.token === 'function' ? pep.token() : pep.token;
-    if (this.#pepToken && this.#pepToken.until > Date.now()) return this.#pepToken.value;
-    // Concurrent evaluations share one token request.
-    this.#pepTokenPending ??= this.#clientCredentials(pep).finally(() => {
-      this.#pepTokenPending = undefined;
-    });
-    return this.#pepTokenPending;
+    return (await this.#pepToken.get('pep', Date.now(), () => this.#clientCredentials(pep))).value;
   }
 
-  async #clientCredentials(pep: { clientId: string; privateKey: PrivateKeyInput; algorithm?: SigningAlgorithm; kid?: string }): Promise<string> {
+  async #clientCredentials(pep: { clientId: string; privateKey: PrivateKeyInput; algorithm?: SigningAlgorithm; kid?: string }): Promise<PepToken> {
     this.#pepConfig ??= this.#discover(pep).catch((err: unknown) => {
       this.#pepConfig = undefined;
       throw err;
     });
     try {
       const res = await client.clientCredentialsGrant(await this.#pepConfig, { scope: AUTHZEN_SCOPE });
-      this.#pepToken = { value: res.access_token, until: Date.now() + Math.max(0, (res.expires_in ?? 60) - 30) * 1000 };
-      return res.access_token;
+      return { value: res.access_token, expiresIn: res.expires_in ?? 60 };
     } catch (err) {
       throw fromOpenIdClientError(err);
     }
@@ -192,15 +188,41 @@ export class AuthZenPep {
     });
   }
 
-  #remember(key: string, decision: Omit<PepDecision, 'cached'>, ttl: number): void {
-    const max = this.#options.cacheSize ?? 1000;
-    if (this.#cache.size >= max) {
-      // Oldest first (Map keeps insertion order).
-      const oldest = this.#cache.keys().next();
-      if (!oldest.done) this.#cache.delete(oldest.value);
-    }
-    this.#cache.set(key, { decision, until: Date.now() + ttl });
-  }
+}
+
+/** A PEP token and its `expires_in` (seconds, RFC 6749 §5.1; 60 when the AS gave none). */
+interface PepToken {
+  value: string;
+  expiresIn: number;
+}
+
+/**
+ * The PEP token's cache, on the shared single-flight cache (src/util/single-flight.ts): used
+ * until 30 s before it expires, counted from the start of its request; dropped when the wall
+ * clock steps back to before that start; a failed request is not kept; a request stalled longer
+ * than the evaluation timeout (`timeoutMs`: its own callers have given up) is not joined; never
+ * used more than an hour.
+ */
+function pepTokenCache(timeoutMs: number): BoundedReadCache<'pep', PepToken> {
+  return new BoundedReadCache<'pep', PepToken>(() => Promise.reject(new TypeError('no PEP credentials')), {
+    ttlMs: 3600 * 1000,
+    joinWithinMs: timeoutMs,
+    maxEntries: 1,
+    lifetime: (token, startedAt) => ({ until: startedAt + Math.max(0, token.expiresIn - 30) * 1000, final: false }),
+  });
+}
+
+/**
+ * The PEP's decision cache, on the shared single-flight cache: a decision is reused for
+ * `cacheTtlMs` from the start of the request that got it (not its arrival), dropped when the wall
+ * clock steps back to before that start; concurrent identical evaluations share one request
+ * (joined within `cacheTtlMs`); an error is never kept; at most `cacheSize` decisions (reaching it
+ * forgets them all). Off (undefined) when `cacheTtlMs` is 0 or receipts are requested.
+ */
+function decisionCache(options: AuthZenPepOptions): BoundedReadCache<string, Omit<PepDecision, 'cached'>> | undefined {
+  const ttlMs = options.cacheTtlMs ?? 2000;
+  if (ttlMs <= 0 || options.receipts) return undefined;
+  return new BoundedReadCache<string, Omit<PepDecision, 'cached'>>(() => Promise.reject(new TypeError('no request given')), { ttlMs, maxEntries: options.cacheSize ?? 1000 });
 }
 
 /** The PDP's cache key, client side: SHA-256 of the RFC 8785 canonical JSON of the whole request. */

@@ -8,6 +8,7 @@
  */
 import * as client from 'openid-client';
 import { BadGateway, GatewayTimeout } from '../../errors/index.js';
+import { BoundedReadCache } from '../../util/single-flight.js';
 import { ERROR_CODE } from '../../util/scope.js';
 import type { Connection, ConnectionStore } from './store.js';
 import type { ConnectionSettings } from './config.js';
@@ -123,41 +124,42 @@ export function useUntil(expiresIn: number | undefined, now = Date.now()): numbe
   return now + Math.max(0, life - margin) * 1000;
 }
 
-/** In-memory tokens by key, fetched once at a time per key (concurrent callers share one fetch). */
+/**
+ * In-memory tokens by key, fetched once at a time per key (concurrent callers share one fetch),
+ * on the one single-flight cache (src/util/single-flight.ts `BoundedReadCache`), so it keeps that
+ * cache's bounds: a token is used until its `useUntil` and never after a wall clock stepped back
+ * to before its fetch began; a fetch stalled longer than `joinWithinMs` (default 30 s) is not
+ * joined (later callers fetch anew); a failed fetch is not cached; at most `maxEntries` tokens
+ * (default 10,000; reaching it forgets them all); no token is used more than 24 h after its
+ * fetch began, whatever its `expires_in`. A {@link drop} while fetches run (of any key) keeps
+ * their tokens out of the cache (they still answer their callers).
+ */
 export class TokenCache {
-  readonly #tokens = new Map<string, CachedToken>();
-  readonly #inflight = new Map<string, Promise<CachedToken>>();
-  readonly #max: number;
+  /** The longest a token is used, from the start of its fetch (ms). */
+  static readonly MAX_USE_MS = 24 * 3600 * 1000;
+  readonly #tokens: BoundedReadCache<string, CachedToken>;
 
-  constructor(options: { maxEntries?: number } = {}) {
-    this.#max = options.maxEntries ?? 10_000;
+  constructor(options: { maxEntries?: number; joinWithinMs?: number } = {}) {
+    this.#tokens = new BoundedReadCache<string, CachedToken>(() => Promise.reject(new TypeError('TokenCache: no fetch given')), {
+      ttlMs: TokenCache.MAX_USE_MS,
+      joinWithinMs: options.joinWithinMs ?? 30_000,
+      maxEntries: options.maxEntries ?? 10_000,
+      lifetime: (token) => ({ until: token.useUntil, final: false }),
+    });
   }
 
+  /** The token for `key`: cached while usable at `now` (epoch ms), else `fetch`ed (its errors reach every caller that shared it). */
   async get(key: string, fetch: () => Promise<CachedToken>, now = Date.now()): Promise<string> {
-    const hit = this.#tokens.get(key);
-    if (hit && hit.useUntil > now) return hit.value;
-    let pending = this.#inflight.get(key);
-    if (!pending) {
-      pending = fetch().finally(() => this.#inflight.delete(key));
-      this.#inflight.set(key, pending);
-      pending.then(
-        (token) => {
-          if (this.#tokens.size >= this.#max) this.#tokens.clear();
-          this.#tokens.set(key, token);
-        },
-        () => {},
-      );
-    }
-    return (await pending).value;
+    return (await this.#tokens.get(key, now, fetch)).value;
   }
 
   /** Forgets the token (the upstream refused it); the next call fetches a new one. */
   drop(key: string): void {
-    this.#tokens.delete(key);
+    this.#tokens.invalidate((k) => k === key);
   }
 
   /** Forgets every token whose key starts with `prefix`. */
   dropPrefix(prefix: string): void {
-    for (const key of this.#tokens.keys()) if (key.startsWith(prefix)) this.#tokens.delete(key);
+    this.#tokens.invalidate((k) => k.startsWith(prefix));
   }
 }
