@@ -94,6 +94,15 @@ function safeMessage(status: number): string {
   return 'malformed request';
 }
 
+/**
+ * What a logged error's cause was, by its name and string `code` (`Error (ECONNREFUSED)`,
+ * `SyntaxError`), and by its message only when it is a typed error (written by Deputy, as told to
+ * clients). Never any other message: V8's `JSON.parse` quotes the text it failed on, so a
+ * malformed body's message carries the body — a secret in it with it.
+ */
 function describeCause(cause: unknown): string | undefined {
-  return cause instanceof Error ? `${cause.name}: ${cause.message}` : undefined;
+  if (cause instanceof DeputyError) return `${cause.name}: ${cause.message}`;
+  if (!(cause instanceof Error)) return undefined;
+  const code = (cause as { code?: unknown }).code;
+  return typeof code === 'string' ? `${cause.name} (${code.slice(0, 64)})` : cause.name;
 }

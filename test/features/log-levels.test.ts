@@ -80,7 +80,7 @@ describe('logs at the default level (warn)', () => {
       const reqId = res.headers.get('x-request-id')!;
       if (given) expect(reqId).toBe(given);
       const lines = linesOf(reqId);
-      expect(lines).toEqual([expect.objectContaining({ level: 'warn', msg: 'request not served', reqId, err: expect.objectContaining({ code: 'bad_gateway' }) })]);
+      expect(lines).toEqual([expect.objectContaining({ level: 'warn', msg: 'request not served', reqId, err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } })]);
       const all = deputy.logs.join('');
       expect(all).not.toContain(API_KEY);
       expect(all).not.toContain(token);

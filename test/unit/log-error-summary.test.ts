@@ -7,10 +7,12 @@
  */
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
+import { BadGateway } from '../../src/errors/index.js';
+import { classifyError, logError } from '../../src/http/errors.js';
 import { createLogger } from '../../src/log.js';
 
-/** Logs `fields` at warn and returns the parsed line. */
-function lineOf(fields: Record<string, unknown>): Record<string, unknown> {
+/** Runs `write` on a logger at debug and returns the one line it wrote, parsed. */
+function logged(write: (log: ReturnType<typeof createLogger>) => void): Record<string, unknown> {
   let out = '';
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -18,9 +20,12 @@ function lineOf(fields: Record<string, unknown>): Record<string, unknown> {
       done();
     },
   });
-  createLogger('warn', sink).warn(fields, 'm');
+  write(createLogger('debug', sink));
   return JSON.parse(out) as Record<string, unknown>;
 }
+
+/** Logs `fields` at warn and returns the parsed line. */
+const lineOf = (fields: Record<string, unknown>) => logged((log) => log.warn(fields, 'm'));
 
 describe('the err serializer', () => {
   it('keeps a summary\'s code, message and cause', () => {
@@ -41,5 +46,27 @@ describe('the err serializer', () => {
     expect(lineOf({ err }).err).toMatchObject({ type: 'Error', message: 'boom', code: 'E1' });
     expect(JSON.stringify(lineOf({ err }))).not.toContain('x-secret');
     expect(lineOf({ err: 'plain text' }).err).toEqual({ message: 'plain text' });
+  });
+});
+
+describe('logError (src/http/errors.ts): what failed, never what the client sent', () => {
+  it('names a 5xx\'s cause by its name and code', () => {
+    const err = new BadGateway('the upstream could not be reached', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }) });
+    expect(logged((log) => logError(log, err))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } });
+  });
+
+  it('a malformed JSON body: V8 quotes it in the parse error\'s message, which the refusal line leaves out', () => {
+    // Short enough for V8 to quote whole (a longer text is quoted by its first ten characters).
+    const secret = 'hunter2!';
+    let parseError: unknown;
+    try {
+      JSON.parse(secret);
+    } catch (err) {
+      parseError = Object.assign(err as Error, { status: 400, expose: true });
+    }
+    expect((parseError as Error).message).toContain(secret);
+    const line = logged((log) => logError(log, classifyError(parseError)));
+    expect(line).toMatchObject({ level: 'debug', msg: 'request refused', err: { code: 'invalid_request', cause: 'SyntaxError' } });
+    expect(JSON.stringify(line)).not.toContain(secret);
   });
 });
