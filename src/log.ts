@@ -51,9 +51,10 @@ function traceIdField(): { trace_id?: string } {
  * statement and its parameters to errors; parameters can hold secrets, so they never reach a log.
  *
  * A plain object under `err` is the summary a caller built for the line (`{ code, cause }` of a
- * 5xx, `{ message }` of a stream cut short): its string `code`, `message` and `cause` are kept,
- * the same members an `Error` is logged by, and nothing else. `String()` of it was
- * `[object Object]`: the line lost what failed.
+ * 5xx, src/http/errors.ts): its string `code` and `cause` are kept, and nothing else. `String()`
+ * of it was `[object Object]`: the line lost what failed. Not its `message`: the summaries built
+ * as `{ message: err.message }` copy a library's message, which can quote what an upstream
+ * answered (the MCP SDK puts the response body in its HTTP errors) — a reflected credential with it.
  */
 export function serializeError(err: unknown): Record<string, unknown> {
   if (isPlainObject(err)) return summaryFields(err);
@@ -75,10 +76,10 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-/** The string `code`, `message` and `cause` of a caller's error summary; `{}` when it has none. */
+/** The string `code` and `cause` of a caller's error summary; `{}` when it has neither. */
 function summaryFields(summary: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const key of ['code', 'message', 'cause'] as const) {
+  for (const key of ['code', 'cause'] as const) {
     const value = summary[key];
     if (typeof value === 'string') out[key] = value;
   }

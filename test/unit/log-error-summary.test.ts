@@ -1,9 +1,9 @@
 /**
  * The logger's `err` serializer (src/log.ts): an `Error` by type, message, code, stack and cause;
- * a caller's summary object (`{ code, cause }`, `{ message }`: src/http/errors.ts `logError`,
- * streamed-pep, the vault, oidc-provider's 503) by its string code, message and cause — before,
- * `String()` of it logged `[object Object]` — and never any other member (a thrown object
- * carrying a statement's parameters keeps them out of the log).
+ * a caller's summary object (`{ code, cause }`: src/http/errors.ts `logError`, oidc-provider's
+ * 503) by its string code and cause — before, `String()` of it logged `[object Object]` — and
+ * never any other member: not a copied library message (it can quote an upstream's answer), not
+ * a thrown object's statement parameters.
  */
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -28,16 +28,16 @@ function logged(write: (log: ReturnType<typeof createLogger>) => void): Record<s
 const lineOf = (fields: Record<string, unknown>) => logged((log) => log.warn(fields, 'm'));
 
 describe('the err serializer', () => {
-  it('keeps a summary\'s code, message and cause', () => {
-    expect(lineOf({ err: { code: 'bad_gateway', cause: 'Error: connect ECONNREFUSED' } }).err).toEqual({ code: 'bad_gateway', cause: 'Error: connect ECONNREFUSED' });
-    expect(lineOf({ err: { message: 'other side closed' } }).err).toEqual({ message: 'other side closed' });
+  it('keeps a summary\'s code and cause', () => {
+    expect(lineOf({ err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } }).err).toEqual({ code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' });
     expect(lineOf({ err: { code: 'server_error', cause: undefined } }).err).toEqual({ code: 'server_error' });
   });
 
-  it('drops every other member of a plain object, and non-string values', () => {
+  it('drops every other member of a plain object — a copied library message included — and non-string values', () => {
     const secret = 'sk_live_0123456789abcdef';
-    const line = lineOf({ err: { message: 'insert failed', params: [secret], query: `INSERT ... '${secret}'`, code: 42, cause: { secret } } });
-    expect(line.err).toEqual({ message: 'insert failed' });
+    // As the MCP SDK words an upstream's refusal: its body, quoted (a reflected key with it).
+    const line = lineOf({ err: { message: `Error POSTing to endpoint (HTTP 401): invalid key ${secret}`, params: [secret], query: `INSERT ... '${secret}'`, code: 42, cause: { secret } } });
+    expect(line.err).toEqual({});
     expect(JSON.stringify(line)).not.toContain(secret);
   });
 
