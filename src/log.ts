@@ -85,3 +85,14 @@ function summaryFields(summary: Record<string, unknown>): Record<string, string>
   }
   return out;
 }
+
+/**
+ * An error named for a log line's `err: { cause }`: its name and string `code` (`Error
+ * (ECONNREFUSED)`, `SyntaxError`), never its message — a library's message can quote what it
+ * parsed or what an upstream answered (V8's `JSON.parse`, the MCP SDK's HTTP errors).
+ */
+export function errorCause(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? `${err.name} (${code.slice(0, 64)})` : err.name;
+}

@@ -18,7 +18,7 @@ import type { ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import { DeputyError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServerError, TemporarilyUnavailable } from '../errors/index.js';
 import { serializeError } from '../errors/serialize.js';
-import type { Logger } from '../log.js';
+import { errorCause, type Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
 import { findStoreUnavailable } from '../store/index.js';
 
@@ -101,8 +101,5 @@ function safeMessage(status: number): string {
  * malformed body's message carries the body — a secret in it with it.
  */
 function describeCause(cause: unknown): string | undefined {
-  if (cause instanceof DeputyError) return `${cause.name}: ${cause.message}`;
-  if (!(cause instanceof Error)) return undefined;
-  const code = (cause as { code?: unknown }).code;
-  return typeof code === 'string' ? `${cause.name} (${code.slice(0, 64)})` : cause.name;
+  return cause instanceof DeputyError ? `${cause.name}: ${cause.message}` : errorCause(cause);
 }

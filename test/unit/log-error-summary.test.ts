@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { BadGateway } from '../../src/errors/index.js';
 import { classifyError, logError } from '../../src/http/errors.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, errorCause } from '../../src/log.js';
 
 /** Runs `write` on a logger at debug and returns the one line it wrote, parsed. */
 function logged(write: (log: ReturnType<typeof createLogger>) => void): Record<string, unknown> {
@@ -68,5 +68,14 @@ describe('logError (src/http/errors.ts): what failed, never what the client sent
     const line = logged((log) => logError(log, classifyError(parseError)));
     expect(line).toMatchObject({ level: 'debug', msg: 'request refused', err: { code: 'invalid_request', cause: 'SyntaxError' } });
     expect(JSON.stringify(line)).not.toContain(secret);
+  });
+});
+
+describe('errorCause: the one way a log line names an error it does not own', () => {
+  it('by name and code, never by message', () => {
+    const secret = 'sk_live_0123456789abcdef';
+    expect(errorCause(Object.assign(new Error(`Error POSTing to endpoint: invalid key ${secret}`), { code: 'UND_ERR_SOCKET' }))).toBe('Error (UND_ERR_SOCKET)');
+    expect(errorCause(new TypeError(`bad ${secret}`))).toBe('TypeError');
+    expect(errorCause({ message: secret })).toBeUndefined();
   });
 });
