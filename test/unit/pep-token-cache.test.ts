@@ -94,6 +94,28 @@ describe('the PEP decision cache', () => {
     expect(await pep.evaluate(request)).toMatchObject({ decision: true, cached: true });
   });
 
+  it('an identical evaluation that joined a request its initiator gave up on (its timeout) asks on its own: it is answered, not denied', async () => {
+    const seen = { evaluations: 0 };
+    let joined!: () => void;
+    const sent = new Promise<void>((r) => (joined = r));
+    // The first evaluation request hangs until its caller's signal aborts it (as fetch does); later ones answer.
+    const fetch: typeof globalThis.fetch = async (_input, init) => {
+      if (++seen.evaluations > 1) return json({ decision: true });
+      joined();
+      return new Promise<Response>((_, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal!.reason as Error)));
+    };
+    const pep = new AuthZenPep({ issuer: ISSUER, pep: 'none', fetch, cacheTtlMs: 2000, timeoutMs: 300 });
+    const first = pep.evaluate(request);
+    await sent;
+    // Within the first's deadline, an identical evaluation: it joins the first's request.
+    await new Promise((r) => setTimeout(r, 100));
+    const second = pep.evaluate(request);
+    expect(await first).toMatchObject({ decision: false, error: expect.stringMatching(/within 300 ms/) });
+    // Before: denied with the first's timeout ("This operation was aborted"), though it had time left.
+    expect(await second).toMatchObject({ decision: true, cached: false });
+    expect(seen.evaluations).toBe(2);
+  });
+
   it('a decision lives cacheTtlMs from the start of its request, not its arrival; a clock stepped back drops it', async () => {
     let clock = Date.now();
     vi.spyOn(Date, 'now').mockImplementation(() => clock);

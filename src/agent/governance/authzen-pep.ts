@@ -125,13 +125,32 @@ export class AuthZenPep {
     const signal = AbortSignal.timeout(timeoutMs);
     let decision: Omit<PepDecision, 'cached'>;
     try {
-      const asked = this.#decisions ? this.#decisions.get(key, Date.now(), () => this.#ask(request, signal)) : this.#ask(request, signal);
-      decision = await abortable(asked, signal);
+      decision = await abortable(this.#decisions ? this.#shared(key, request, signal) : this.#ask(request, signal), signal);
     } catch (err) {
       const error = signal.aborted ? `no answer from Deputy's PDP within ${timeoutMs} ms` : describe(err);
       return { decision: false, reason: `Deputy's PDP could not be asked: ${error}`, error, cached: false };
     }
     return { ...decision, cached: false };
+  }
+
+  /**
+   * The decision for `key` through the cache: an identical evaluation's request in flight is
+   * joined. That request runs under its initiator's deadline, not this caller's: when it dies of
+   * that deadline (its initiator gave up) while this caller still has time, this caller asks on
+   * its own — one evaluation's timeout never denies another that could still be answered.
+   */
+  async #shared(key: string, request: AuthZenEvaluation, signal: AbortSignal): Promise<Omit<PepDecision, 'cached'>> {
+    let initiated = false;
+    const read = () => {
+      initiated = true;
+      return this.#ask(request, signal);
+    };
+    try {
+      return await this.#decisions!.get(key, Date.now(), read);
+    } catch (err) {
+      if (initiated || signal.aborted || !isAbortError(err)) throw err;
+      return this.#ask(request, signal);
+    }
   }
 
   async #ask(request: AuthZenEvaluation, signal: AbortSignal, retried = false): Promise<Omit<PepDecision, 'cached'>> {
@@ -262,6 +281,12 @@ async function readJson(res: Response): Promise<Record<string, unknown> | undefi
 }
 
 /** Settles with `promise`, or rejects when `signal` aborts first (a PEP token request has no signal of its own). */
+/** An abort or timeout of a fetch or signal (DOM `AbortError` / `TimeoutError`), whoever's signal it was. */
+function isAbortError(err: unknown): boolean {
+  const name = (err as { name?: unknown } | null)?.name;
+  return name === 'AbortError' || name === 'TimeoutError';
+}
+
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
