@@ -403,6 +403,25 @@ describe('token cache', () => {
     expect(fetches).toBe(3);
   });
 
+  it('calls refused together (the token revoked upstream) share one fresh fetch; a token refused after a newer one is cached drops nothing', async () => {
+    const cache = new TokenCache();
+    let fetches = 0;
+    const fetch = async () => ({ value: `t${(fetches += 1)}`, useUntil: Date.now() + 60_000 });
+    expect(await cache.get('k', fetch)).toBe('t1');
+    // Six calls used t1 and were refused; each drops it and asks again, concurrently.
+    const again = Array.from({ length: 6 }, () => {
+      cache.drop('k', 't1');
+      return cache.get('k', fetch);
+    });
+    // Before: each drop detached the fetch before it (six fetches, none kept).
+    expect(await Promise.all(again)).toEqual(Array(6).fill('t2'));
+    cache.drop('k', 't1');
+    expect(await cache.get('k', fetch)).toBe('t2');
+    expect(fetches).toBe(2);
+    cache.drop('k', 't2');
+    expect(await cache.get('k', fetch)).toBe('t3');
+  });
+
   it('uses a token until 10% of its life (5-60 s) before expiry; 300 s when the AS gave no expires_in', () => {
     expect(useUntil(3600, 0)).toBe((3600 - 60) * 1000);
     expect(useUntil(100, 0)).toBe((100 - 10) * 1000);

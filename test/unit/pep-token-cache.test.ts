@@ -72,6 +72,30 @@ describe('the PEP token cache', () => {
     expect(stand.seen.tokens).toBe(2);
   });
 
+  it('concurrent evaluations refused together (the PEP token expired, keys rotated) share one fresh token request', async () => {
+    const seen = { tokens: 0, evaluations: 0 };
+    let refusing = true;
+    const fetch: typeof globalThis.fetch = async (input, init) => {
+      const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
+      if (url.pathname === '/.well-known/openid-configuration') {
+        return json({ issuer: ISSUER, token_endpoint: `${ISSUER}/token`, jwks_uri: `${ISSUER}/jwks`, token_endpoint_auth_methods_supported: ['private_key_jwt'] });
+      }
+      if (url.pathname === '/token') return granted(++seen.tokens);
+      seen.evaluations++;
+      const bearer = new Headers(init?.headers).get('authorization');
+      // The first token is refused (from when `refusing` is turned on); later ones are accepted.
+      return refusing && bearer === 'Bearer pep-token-1' ? json({ error: 'invalid_token' }, 401) : json({ decision: true });
+    };
+    const pep = new AuthZenPep({ issuer: ISSUER, pep: { clientId: 'pep', privateKey: (await clientKeys()).privateKey }, fetch, cacheTtlMs: 0 });
+    refusing = false;
+    expect(await pep.evaluate(request)).toMatchObject({ decision: true });
+    refusing = true;
+    const answers = await Promise.all(Array.from({ length: 6 }, () => pep.evaluate(request)));
+    expect(answers.every((a) => a.decision)).toBe(true);
+    // Before: each refused evaluation forgot the token again, detaching the request before it (1 + 6 requests).
+    expect(seen.tokens).toBe(2);
+  });
+
   it('a refused token request is not kept: the next evaluation asks again', async () => {
     const stand = deputy((n) => (n === 1 ? json({ error: 'invalid_client' }, 401) : granted(n)));
     const pep = new AuthZenPep({ issuer: ISSUER, pep: { clientId: 'pep', privateKey: (await clientKeys()).privateKey }, fetch: stand.fetch, cacheTtlMs: 0 });

@@ -163,7 +163,7 @@ export class AuthZenPep {
     if (res.status === 401 && !retried && typeof pep === 'object' && 'clientId' in pep) {
       // The PEP token expired or the keys rotated: one fresh token.
       await res.body?.cancel();
-      this.#pepToken.invalidate();
+      this.#refused(token);
       return this.#ask(request, signal, true);
     }
     const body = await readJson(res);
@@ -173,6 +173,16 @@ export class AuthZenPep {
     }
     if (typeof body?.decision !== 'boolean') throw new Error('the PDP answered without a boolean "decision"');
     return toDecision(body.decision, body.context);
+  }
+
+  /**
+   * Forgets the PEP token the PDP refused — only if it is still the one cached: when concurrent
+   * evaluations are refused together, the first one's fresh token request is shared by the others
+   * (forgetting again would detach it, one token request per refused evaluation).
+   */
+  #refused(token: string | undefined): void {
+    // None cached: the next evaluation requests one anyway (or joins the request under way, begun after the drop).
+    if (this.#pepToken.peek('pep', Date.now())?.value.value === token) this.#pepToken.invalidate();
   }
 
   /** The PEP's bearer token: configured, or client credentials (cached until 30 s before expiry; concurrent evaluations share one request). */

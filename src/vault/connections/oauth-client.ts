@@ -153,8 +153,13 @@ export class TokenCache {
     return (await this.#tokens.get(key, now, fetch)).value;
   }
 
-  /** Forgets the token (the upstream refused it); the next call fetches a new one. */
-  drop(key: string): void {
+  /**
+   * Forgets the token (the upstream refused it); the next call fetches a new one. With `refused`,
+   * only while that is still the token cached: calls refused together (a token revoked upstream)
+   * then share the first one's fresh fetch instead of detaching it, one fetch each.
+   */
+  drop(key: string, refused?: string): void {
+    if (refused !== undefined && this.#tokens.peek(key, Date.now())?.value.value !== refused) return;
     // That key's fetches under way are detached, other keys' are not (they are still good).
     this.#tokens.forget((k) => k === key);
   }
