@@ -20,6 +20,7 @@ import type { CredentialIsolation } from './gateway/index.js';
 import type { McpSurface } from './mcp/index.js';
 import { writeNodeError } from './http/errors.js';
 import { metricsListener } from './http/metrics.js';
+import { checkpointObserver } from './observability/instrument.js';
 import { clusterExposition, metrics, shareWithClusterPrimary } from './observability/metrics.js';
 import { startTracing, type TracingHandle } from './observability/tracing.js';
 import { KeyError, loadKeyStore, type KeyStore } from './keys/keystore.js';
@@ -82,7 +83,7 @@ const PURGE_INTERVAL_MS = 5 * 60_000;
 export async function startDeputy(options: StartOptions): Promise<DeputyServer> {
   const { config } = options;
   const logger = options.logger ?? createLogger(config.log.level);
-  const store = await openStore(config.store);
+  const store = await openStore(config.store, checkpointObserver(logger));
   const server = createServer({ requestTimeout: 30_000, headersTimeout: 15_000 });
   // A cluster worker's metrics are served by the primary's listener, summed over the workers.
   if (cluster.isWorker) shareWithClusterPrimary();

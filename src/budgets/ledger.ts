@@ -102,6 +102,23 @@ export interface WindowUsage {
   reserved: number;
 }
 
+/** One reservation's request, as {@link BudgetLedger} hands it to its hold's transaction. */
+interface HoldCall {
+  scope: BudgetScope;
+  amounts: Amounts;
+  options: ReserveOptions;
+  now: Date;
+  id: string;
+  expiresAt: Date;
+}
+
+/**
+ * A budget read before the hold's transaction was changed or deleted before its counter was
+ * locked (through another instance: nothing told this one). Thrown inside the transaction, so it
+ * rolls back; the reserve then runs it again, reading the budgets inside it.
+ */
+class StaleBudget extends Error {}
+
 export class BudgetLedger {
   readonly #store: Store;
   readonly #tz: string;
@@ -139,17 +156,40 @@ export class BudgetLedger {
     const now = this.now();
     const id = randomUUID();
     const expiresAt = new Date(now.getTime() + this.#ttlMs);
-    const budgets = await this.#applicable(scope, now);
-    if (budgets.length === 0) return { id, items: [], held: { ...amounts }, expiresAt };
+    const generation = this.#none.generation;
+    const read = await this.#applicable(scope, now);
+    if (read.length === 0) return { id, items: [], held: { ...amounts }, expiresAt };
     // A hold is a write: only for a call that may go ahead (its error, not 402, otherwise).
     await options.ready;
+    const call = { scope, amounts, options, now, id, expiresAt };
+    // Budgets changed through this instance while the proof verified (every change, on PGlite):
+    // the early read is stale, so the transaction reads them itself, as it did before issue 16.
+    if (this.#none.generation !== generation) return this.#holdAll(call, undefined);
+    try {
+      return await this.#holdAll(call, read);
+    } catch (err) {
+      // One changed through another instance: the transaction rolled back; again, reading inside.
+      if (!(err instanceof StaleBudget)) throw err;
+      return this.#holdAll(call, undefined);
+    }
+  }
+
+  /**
+   * The hold's transaction: every budget's share, then the reservation and its items. `read`:
+   * the budgets read before it, each checked unchanged by its counter's statement
+   * ({@link StaleBudget} otherwise); undefined: read here.
+   */
+  async #holdAll(call: HoldCall, read: readonly Budget[] | undefined): Promise<Reservation> {
+    const { scope, amounts, options, now, id, expiresAt } = call;
     return this.#store.transaction(async (tx) => {
+      const budgets = read ?? (await applicableBudgets(tx, scope));
       const items: ReservationItem[] = [];
       for (const b of budgets) {
         const amount = amounts[b.unit];
         if (amount === undefined && options.unmeasured) throw options.unmeasured(b);
         if (amount === undefined || amount <= 0) continue;
-        items.push(await this.#hold(tx, b, amount, Math.min(amount, options.minimum?.[b.unit] ?? amount), now));
+        const item = await this.#hold(tx, b, amount, Math.min(amount, options.minimum?.[b.unit] ?? amount), now, read !== undefined);
+        if (item) items.push(item);
       }
       const held: Amounts = { ...amounts };
       for (const item of items) held[item.unit] = Math.min(held[item.unit] ?? item.amount, item.amount);
@@ -175,8 +215,10 @@ export class BudgetLedger {
    * else one plain read, not a transaction (three round trips on PostgreSQL). The hold's
    * transaction uses this read rather than reading again (issue 16: one statement less per
    * budgeted call): under READ COMMITTED a read inside it would be its own snapshot too, only a
-   * little later, and the limits are checked against the counter rows it locks. A budget created
-   * or changed right after the read is one created or changed after the call.
+   * little later. What this read cannot be trusted with is re-checked in the transaction: budgets
+   * changed through this instance since (the memo's generation: every change on PGlite) are read
+   * again, and each hold takes its budget's limit and last change from its counter's statement (a
+   * budget changed or deleted through another instance: {@link StaleBudget}, read again).
    */
   async #applicable(scope: BudgetScope, now: Date): Promise<Budget[]> {
     const key = scopeKey(scope);
@@ -190,25 +232,35 @@ export class BudgetLedger {
   /**
    * One budget's share: `amount`, or as much of it as is left when at least `minimum` is (a
    * stream capped at what the budget still allows). The counter row is locked first, so the
-   * amount decided here is the one written.
+   * amount decided here is the one written. `undefined`: the budget was deleted since it was read
+   * in this transaction.
+   *
+   * @throws StaleBudget for an `early` budget changed or deleted since; BudgetExceeded
    */
-  async #hold(tx: Queryable, b: Budget, amount: number, minimum: number, now: Date): Promise<ReservationItem> {
+  async #hold(tx: Queryable, b: Budget, amount: number, minimum: number, now: Date, early: boolean): Promise<ReservationItem | undefined> {
     const span = windowAt(b.window, now, this.#tz);
     const start = span.start.toISOString();
     // Creates the window's counter or locks the existing one (ON CONFLICT DO UPDATE takes the row
-    // lock and returns the latest committed counts), in one statement.
-    const row = (await tx.query<{ spent: string; reserved: string }>(
-      `INSERT INTO budget_usage (budget_id, window_start) VALUES ($1, $2)
-       ON CONFLICT (budget_id, window_start) DO UPDATE SET reserved = budget_usage.reserved RETURNING spent, reserved`,
+    // lock and returns the latest committed counts), in one statement — with the budget's limit
+    // and last change as committed now: a lowered limit holds at once; a budget read before the
+    // transaction (`early`) and changed or deleted since (through another instance) is stale.
+    const row = (await tx.query<{ spent: string; reserved: string; limit: string | null; changed: Date | string | null }>(
+      `INSERT INTO budget_usage (budget_id, window_start) SELECT id, $2::timestamptz FROM budgets WHERE id = $1
+       ON CONFLICT (budget_id, window_start) DO UPDATE SET reserved = budget_usage.reserved
+       RETURNING spent, reserved, (SELECT "limit" FROM budgets WHERE id = $1) AS "limit", (SELECT updated_at FROM budgets WHERE id = $1) AS changed`,
       [b.id, start],
-    ))[0]!;
+    ))[0];
+    const gone = !row || row.limit === null || row.changed === null;
+    if (early && (gone || new Date(row.changed!).getTime() !== b.updatedAt.getTime())) throw new StaleBudget();
+    if (gone) return undefined;
     const spent = Number(row.spent);
     const reserved = Number(row.reserved);
-    const left = b.limit - spent - reserved;
+    const limit = Number(row.limit);
+    const left = limit - spent - reserved;
     if (left < minimum) {
       throw new BudgetExceeded(
         {
-          budgetId: b.id, unit: b.unit, limit: b.limit, spent, reserved, requested: minimum, resetsAt: span.resetsAt,
+          budgetId: b.id, unit: b.unit, limit, spent, reserved, requested: minimum, resetsAt: span.resetsAt,
           ...(this.#currency ? { currency: this.#currency } : {}),
         },
         now,
@@ -216,7 +268,7 @@ export class BudgetLedger {
     }
     const take = Math.min(amount, left);
     await tx.query('UPDATE budget_usage SET reserved = reserved + $3 WHERE budget_id = $1 AND window_start = $2', [b.id, start, take]);
-    return { budgetId: b.id, unit: b.unit, limit: b.limit, windowStart: span.start, resetsAt: span.resetsAt, amount: take };
+    return { budgetId: b.id, unit: b.unit, limit, windowStart: span.start, resetsAt: span.resetsAt, amount: take };
   }
 
   /**

@@ -56,13 +56,39 @@ function offsetAt(at: number, timeZone: string): number {
 /**
  * The instant of local midnight starting `year-month-day` in `timeZone` (month and day may
  * overflow: `Date.UTC` normalises them). Two passes settle the offset across a DST change; a
- * midnight that does not exist locally (a DST jump at 00:00) gives the first instant after it.
+ * midnight that does not exist locally (a DST jump at 00:00) gives the first instant after it
+ * (found by bisection when the passes land on the day before: zones west of UTC).
  */
 export function zonedMidnight(year: number, month: number, day: number, timeZone: string): Date {
   const wall = Date.UTC(year, month - 1, day);
-  let t = wall - offsetAt(wall, timeZone);
-  t = wall - offsetAt(t, timeZone);
+  const first = wall - offsetAt(wall, timeZone);
+  const t = wall - offsetAt(first, timeZone);
+  // West of UTC a jump at 00:00 sends the second pass an hour early, to 23:00 the day before
+  // (Santiago, Havana): the day then starts at the jump, which lies between the two passes. Without
+  // this, day windows do not tile time there (`windowAt` reuses the last one only because they do).
+  if (t < first && localDate(t, timeZone) < wall && localDate(first, timeZone) >= wall) return new Date(firstInstantOfDay(t, first, wall, timeZone));
   return new Date(t);
+}
+
+/** The local calendar date of instant `at` (ms) in `timeZone`, as the UTC instant of that date's 00:00. */
+function localDate(at: number, timeZone: string): number {
+  const l = localTime(at, timeZone);
+  return Date.UTC(l.year, l.month - 1, l.day);
+}
+
+/**
+ * The first instant whose local date is `wall`'s, given `before` (a local date before it) and
+ * `after` (on it): bisection to the millisecond (a jump lies within the hour between them).
+ */
+function firstInstantOfDay(before: number, after: number, wall: number, timeZone: string): number {
+  let lo = before;
+  let hi = after;
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (localDate(mid, timeZone) >= wall) hi = mid;
+    else lo = mid;
+  }
+  return hi;
 }
 
 /**

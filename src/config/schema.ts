@@ -166,6 +166,23 @@ export const configSchema = z.strictObject({
       dataDir: z.string().default('./data'),
       /** Connection pool size for PostgreSQL. */
       poolSize: z.number().int().min(1).max(200).default(10),
+      /**
+       * When embedded PGlite checkpoints (src/store/checkpointer.ts). PGlite has no checkpointer of
+       * its own while it runs, so Deputy issues `CHECKPOINT` itself, as PostgreSQL would by
+       * `max_wal_size` / `checkpoint_timeout`. Ignored on PostgreSQL (its own checkpointer runs).
+       */
+      checkpoint: z
+        .strictObject({
+          /**
+           * Checkpoint once this many MB of WAL were written since the last one (env
+           * `DEPUTY_CHECKPOINT_MAX_WAL_MB`). The checkpoint pauses the process for ~1 ms of CPU per
+           * MB (BENCHMARKS.md, issue 16 eighth round), so this bounds the pause as well as the WAL.
+           */
+          maxWalMegabytes: z.number().int().min(1).max(1024).default(16),
+          /** Checkpoint once WAL written since the last one is this old (env `DEPUTY_CHECKPOINT_TIMEOUT`); PostgreSQL's range and default. */
+          timeoutSeconds: seconds().min(30).max(86_400).default(300),
+        })
+        .prefault({}),
     })
     .prefault({}),
   keys: z

@@ -180,3 +180,27 @@ function refusedByRequest(err: unknown): boolean {
   if ((err as { code?: unknown } | undefined)?.code === 'ERR_ALREADY_RECORDED') return true;
   return err instanceof DeputyError && err.status < 500;
 }
+
+/** Where {@link checkpointObserver} logs a failed checkpoint (a pino logger fits). */
+export interface CheckpointLog {
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+/**
+ * Reports embedded PGlite's checkpoints (src/store/checkpointer.ts `CheckpointEvents` fits):
+ * each one counted in `deputy_store_checkpoints_total{reason}` and its pause timed into
+ * `deputy_store_checkpoint_duration_seconds`; a failure logged as a warning with the database's
+ * message only (a `CHECKPOINT` carries no parameters, so no secret can be in it; no stack).
+ */
+export function checkpointObserver(log: CheckpointLog): { checkpointed(reason: 'wal' | 'time', seconds: number): void; failed(err: unknown): void } {
+  return {
+    checkpointed(reason, seconds) {
+      metrics.storeCheckpoints.inc({ reason });
+      metrics.storeCheckpointDuration.observe(seconds);
+    },
+    failed(err) {
+      const error = err instanceof Error ? err.message : 'unknown error';
+      log.warn({ error }, 'embedded store checkpoint failed; retried at the next look');
+    },
+  };
+}

@@ -185,6 +185,15 @@ const METRIC_TABLE = {
   storePoolIdle: { kind: 'gauge', name: 'deputy_store_pool_idle', help: 'PostgreSQL pool connections idle', poolOnly: true, collect: poolGauge('idle') },
   /** Queries waiting for a PostgreSQL pool connection. */
   storePoolWaiting: { kind: 'gauge', name: 'deputy_store_pool_waiting', help: 'Queries waiting for a PostgreSQL pool connection', poolOnly: true, collect: poolGauge('waiting') },
+  /** Checkpoints Deputy ran on embedded PGlite (src/store/checkpointer.ts), by bound reached: `wal` (volume) or `time`. */
+  storeCheckpoints: { kind: 'counter', name: 'deputy_store_checkpoints_total', help: 'Checkpoints of the embedded PGlite store, by the bound that was reached (wal or time)', labels: ['reason'] },
+  /** Main-thread pause of each PGlite checkpoint (seconds): ~1 ms per MB of WAL since the previous one. */
+  storeCheckpointDuration: {
+    kind: 'histogram',
+    name: 'deputy_store_checkpoint_duration_seconds',
+    help: 'Pause of each embedded PGlite checkpoint (the process does nothing else meanwhile)',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+  },
   /** Budget spend by budget id (config-bounded) and unit (requests, tokens, cost units). */
   budgetSpend: { kind: 'counter', name: 'deputy_budget_spend_total', help: 'Budget spend charged at settlement, by budget and unit', labels: ['budget', 'unit'] },
 } as const satisfies Record<string, MetricSpec>;

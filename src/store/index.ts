@@ -4,6 +4,7 @@
  * @module
  */
 import type { DeputyConfig } from '../config/schema.js';
+import type { CheckpointEvents } from './checkpointer.js';
 import { createPGliteStore } from './pglite.js';
 import { createPostgresStore } from './postgres.js';
 import type { Store } from './store.js';
@@ -12,12 +13,19 @@ export type { Queryable, QueryOptions, StatementCondition, StatementPart, Store 
 export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError } from './store.js';
 export { DataDirLocked, lockDataDir, type DataDirLock, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';
+export type { CheckpointEvents, CheckpointReason } from './checkpointer.js';
+
+/** The store settings ({@link DeputyConfig} `store`); `checkpoint` defaults as the config schema's. */
+export type StoreSettings = Omit<DeputyConfig['store'], 'checkpoint'> & { checkpoint?: DeputyConfig['store']['checkpoint'] };
 
 /**
  * Opens the configured store: PostgreSQL when `databaseUrl` is set, embedded PGlite (its data folder
  * or `memory://`) otherwise. Connection failures surface as `StoreUnavailableError` on first use.
+ * PGlite checkpoints by `cfg.checkpoint` (./checkpointer.ts) and reports each checkpoint and
+ * failure to `events`.
  */
-export async function openStore(cfg: DeputyConfig['store']): Promise<Store> {
+export async function openStore(cfg: StoreSettings, events?: CheckpointEvents): Promise<Store> {
   if (cfg.databaseUrl) return createPostgresStore({ connectionString: cfg.databaseUrl, poolSize: cfg.poolSize });
-  return createPGliteStore({ dataDir: cfg.dataDir });
+  const checkpoint = cfg.checkpoint && { maxWalBytes: cfg.checkpoint.maxWalMegabytes * 1024 * 1024, timeoutMs: cfg.checkpoint.timeoutSeconds * 1000, intervalMs: 1_000 };
+  return createPGliteStore({ dataDir: cfg.dataDir, checkpoint, checkpointEvents: events });
 }

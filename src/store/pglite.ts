@@ -12,6 +12,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
+import { DEFAULT_CHECKPOINT_POLICY, startCheckpointer, type CheckpointClock, type CheckpointEvents, type Checkpointer, type CheckpointPolicy, type CheckpointTarget } from './checkpointer.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { mustPrepareAgain, runNamedOnPGlite, StatementNames, type PreparedShape } from './prepared.js';
 import { StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
@@ -19,6 +20,12 @@ import { StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type 
 export interface PGliteStoreOptions {
   /** A folder path, or `memory://` for a database that keeps nothing. */
   dataDir: string;
+  /** When the store checkpoints (./checkpointer.ts); {@link DEFAULT_CHECKPOINT_POLICY} when absent. */
+  checkpoint?: CheckpointPolicy;
+  /** Checkpoints and their failures, for metrics and the log. */
+  checkpointEvents?: CheckpointEvents;
+  /** Tests only: the checkpointer's clock and timer. */
+  checkpointClock?: CheckpointClock;
 }
 
 /**
@@ -149,9 +156,42 @@ function transactionQueryable(t: Transaction, statements: ReturnType<typeof pgli
   };
 }
 
+/** The WAL position and `CHECKPOINT` on a PGlite session, each under its transaction mutex (never inside a caller's transaction). */
+function checkpointTarget(db: PGlite): CheckpointTarget {
+  return {
+    async walPosition() {
+      const { rows } = await db.query<{ lsn: string; since: string }>(
+        'SELECT pg_current_wal_insert_lsn()::text AS lsn, (pg_current_wal_insert_lsn() - (pg_control_checkpoint()).redo_lsn)::text AS since',
+      );
+      return { lsn: rows[0]!.lsn, sinceRedo: Number(rows[0]!.since) };
+    },
+    async checkpoint() {
+      await db.exec('CHECKPOINT');
+    },
+  };
+}
+
+/** Starts the store's checkpointer; closes the database (and releases the folder) if it cannot start. */
+async function checkpointerFor(db: PGlite, lock: DataDirLock | undefined, options: PGliteStoreOptions): Promise<Checkpointer> {
+  try {
+    return await startCheckpointer(checkpointTarget(db), options.checkpoint ?? DEFAULT_CHECKPOINT_POLICY, options.checkpointEvents, options.checkpointClock);
+  } catch (err) {
+    await db.close().catch(() => {});
+    lock?.release();
+    throw err;
+  }
+}
+
+/**
+ * Opens embedded PGlite in `options.dataDir` (locked for this process) or in memory, and starts
+ * its checkpointer (./checkpointer.ts), which `close` stops before the database closes.
+ *
+ * @throws DataDirLocked when another process holds the data folder
+ */
 export async function createPGliteStore(options: PGliteStoreOptions): Promise<Store> {
   const { db, lock } = await openPGlite(options.dataDir);
   const statements = pgliteStatements(db);
+  const checkpointer = await checkpointerFor(db, lock, options);
 
   const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> => {
     if (db.closed) throw new StoreUnavailable('store is closed');
@@ -182,6 +222,7 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
     },
     async close() {
       try {
+        await checkpointer.stop();
         if (!db.closed) await db.close();
       } finally {
         lock?.release();

@@ -76,6 +76,52 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       expect((await l.reserve(scope(), { requests: 1 }, { ready: forged })).items).toEqual([]);
     });
 
+    it('a budget changed or deleted while the proof verifies (after the applicable budgets were read): the hold uses the budget as committed when it is taken — a lowered limit refuses, a new unit or window is the one counted, a deleted budget holds nothing and fails nothing', async () => {
+      const c = clock();
+      const budgets = new BudgetStore(one());
+      /** A `ready` that runs `change` (committed) when the ledger waits for it: after its read of the applicable budgets, before its hold. */
+      const changing = (change: () => Promise<unknown>) => ({ then: (ok: () => void, fail: (e: unknown) => void) => void change().then(() => ok(), fail) }) as unknown as Promise<void>;
+      const s = scope();
+      const id = await define(one(), { agent: s.agents[0], unit: 'requests', window: 'day', limit: 5 });
+      const l = ledger(one(), c.now);
+      const lowered = await l.reserve(s, { requests: 1 }, { ready: changing(() => budgets.update(id, { limit: 0 })) }).catch((e: unknown) => e);
+      expect(lowered).toBeInstanceOf(BudgetExceeded);
+      expect((lowered as BudgetExceeded).refusal).toMatchObject({ budgetId: id, limit: 0 });
+      expect(await counters(one(), l, id)).toMatchObject({ spent: 0, reserved: 0 });
+      // A new unit: the call is held in that unit (not as a request on the dropped counters).
+      await budgets.update(id, { limit: 100 });
+      const reunited = await l.reserve(s, { requests: 1, output_tokens: 7 }, { ready: changing(() => budgets.update(id, { unit: 'output_tokens' })) });
+      expect(reunited.items).toEqual([expect.objectContaining({ budgetId: id, unit: 'output_tokens', amount: 7, limit: 100 })]);
+      expect(await counters(one(), l, id)).toMatchObject({ reserved: 7 });
+      await l.release(reunited);
+      // Deleted: nothing is held, and the call is not failed by its vanished counter.
+      const gone = await l.reserve(s, { requests: 1 }, { ready: changing(() => budgets.delete(id)) });
+      expect(gone.items).toEqual([]);
+      // A selector narrowed away from the call: the budget no longer applies.
+      const t = scope();
+      const narrowed = await define(one(), { agent: t.agents[0], unit: 'requests', window: 'day', limit: 5 });
+      const away = await l.reserve(t, { requests: 1 }, { ready: changing(() => budgets.update(narrowed, { user: 'bob' })) });
+      expect(away.items).toEqual([]);
+      expect(await counters(one(), l, narrowed)).toMatchObject({ reserved: 0 });
+      // Through the other instance (on PostgreSQL: nothing tells this one): the limit and the
+      // budget's existence as committed when the counter is locked.
+      const elsewhere = new BudgetStore(two());
+      const u = scope();
+      const far = await define(two(), { agent: u.agents[0], unit: 'requests', window: 'day', limit: 5 });
+      const farLowered = await l.reserve(u, { requests: 1 }, { ready: changing(() => elsewhere.update(far, { limit: 0 })) }).catch((e: unknown) => e);
+      expect((farLowered as BudgetExceeded).refusal).toMatchObject({ budgetId: far, limit: 0 });
+      expect((await l.reserve(u, { requests: 1 }, { ready: changing(() => elsewhere.delete(far)) })).items).toEqual([]);
+      // A new unit, or selectors that no longer match, through the other instance: as through this one.
+      const v = scope();
+      const farUnit = await define(two(), { agent: v.agents[0], unit: 'requests', window: 'day', limit: 100 });
+      const farReunited = await l.reserve(v, { requests: 1, output_tokens: 7 }, { ready: changing(() => elsewhere.update(farUnit, { unit: 'output_tokens' })) });
+      expect(farReunited.items).toEqual([expect.objectContaining({ budgetId: farUnit, unit: 'output_tokens', amount: 7 })]);
+      await l.release(farReunited);
+      const farAway = await l.reserve(v, { output_tokens: 7 }, { ready: changing(() => elsewhere.update(farUnit, { user: 'bob' })) });
+      expect(farAway.items).toEqual([]);
+      expect(await counters(two(), ledger(two(), c.now), farUnit)).toMatchObject({ reserved: 0 });
+    });
+
     it('settles the actual use and releases the rest; use beyond the reservation is charged only as far as the limit allows; only once', async () => {
       const c = clock();
       const s = scope();

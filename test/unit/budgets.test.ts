@@ -45,6 +45,30 @@ describe('budget windows', () => {
     }
   });
 
+  it('a DST jump at local midnight west of UTC (Santiago in September, Havana in March): the new day starts at its first instant, every instant\'s window holds it, whatever window was found before', () => {
+    const cases = [
+      { timeZone: 'America/Santiago', before: '2026-09-06T03:30:00Z', dayStart: '2026-09-06T04:00:00.000Z', monthEnd: '2026-09-01T04:00:00.000Z' },
+      { timeZone: 'America/Havana', before: '2026-03-08T04:30:00Z', dayStart: '2026-03-08T05:00:00.000Z', monthEnd: '2026-03-01T05:00:00.000Z' },
+    ];
+    for (const { timeZone, before, dayStart, monthEnd } of cases) {
+      // The last local hour of the day before the jump, asked fresh and after the next day was found.
+      const at = new Date(before);
+      const fresh = windowAt('day', at, timeZone);
+      windowAt('day', new Date(Date.parse(dayStart) + 3600_000), timeZone);
+      const afterNextDay = windowAt('day', at, timeZone);
+      for (const w of [fresh, afterNextDay]) {
+        expect(w.start.getTime()).toBeLessThanOrEqual(at.getTime());
+        expect(w.resetsAt!.toISOString()).toBe(dayStart);
+      }
+      const [y, m, d] = dayStart.slice(0, 10).split('-').map(Number) as [number, number, number];
+      // The day's first instant is 01:00 local (00:00 does not exist), not 23:00 the day before.
+      expect(zonedMidnight(y, m, d + 1, timeZone).toISOString() > dayStart).toBe(true);
+      expect(zonedMidnight(y, m, d, timeZone).toISOString()).toBe(dayStart);
+      expect(windowAt('day', new Date(dayStart), timeZone).start.toISOString()).toBe(dayStart);
+      expect(zonedMidnight(y, m, 1, timeZone).toISOString()).toBe(monthEnd);
+    }
+  });
+
   it('the configuration refuses an unknown time zone, a bad currency and duplicate budget ids', () => {
     expect(budgetsConfigSchema.safeParse({ timeZone: 'Mars/Olympus' }).success).toBe(false);
     expect(budgetsConfigSchema.safeParse({ currency: 'usd' }).success).toBe(false);

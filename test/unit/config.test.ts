@@ -30,7 +30,7 @@ function configError(fn: () => unknown): ConfigError {
 
 const DEFAULTS = {
   server: { port: 3000, host: '0.0.0.0', trustProxy: false, bodyLimitBytes: 65536, shutdownGraceSeconds: 10 },
-  store: { dataDir: './data', poolSize: 10 },
+  store: { dataDir: './data', poolSize: 10, checkpoint: { maxWalMegabytes: 16, timeoutSeconds: 300 } },
   keys: { dir: './keys', signingAlg: 'ES256', generate: true },
   tokens: { accessTokenTTL: 300, maxChainDepth: 5 },
   dpop: { requireNonce: false, iatWindowSeconds: 60 },
@@ -85,6 +85,8 @@ describe('environment overrides', () => {
         DEPUTY_TRUST_PROXY: 'true',
         DATABASE_URL: 'postgres://deputy@db:5432/deputy',
         DEPUTY_DATA_DIR: '/var/lib/deputy',
+        DEPUTY_CHECKPOINT_MAX_WAL_MB: '64',
+        DEPUTY_CHECKPOINT_TIMEOUT: '60',
         DEPUTY_KEYS_DIR: '/etc/deputy/keys',
         DEPUTY_GENERATE_KEYS: 'no',
         DEPUTY_ACCESS_TOKEN_TTL: '120',
@@ -93,7 +95,7 @@ describe('environment overrides', () => {
       },
     });
     expect(cfg.server).toMatchObject({ port: 8080, host: '127.0.0.1', issuer: 'https://deputy.example.com', trustProxy: true });
-    expect(cfg.store).toMatchObject({ databaseUrl: 'postgres://deputy@db:5432/deputy', dataDir: '/var/lib/deputy' });
+    expect(cfg.store).toMatchObject({ databaseUrl: 'postgres://deputy@db:5432/deputy', dataDir: '/var/lib/deputy', checkpoint: { maxWalMegabytes: 64, timeoutSeconds: 60 } });
     expect(cfg.keys).toMatchObject({ dir: '/etc/deputy/keys', generate: false });
     expect(cfg.tokens.accessTokenTTL).toBe(120);
     expect(cfg.dpop.requireNonce).toBe(true);
@@ -140,6 +142,14 @@ describe('environment overrides', () => {
       /store\.databaseUrl: must be a postgres:\/\/ or postgresql:\/\/ URL/,
     );
     expect(configError(() => loadConfig({ env: { LOG_LEVEL: 'loud' } })).message).toMatch(/log\.level: /);
+  });
+
+  it("an embedded store's checkpoint bounds outside their ranges are refused, naming the field", () => {
+    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_MAX_WAL_MB: '0' } })).message).toMatch(/store\.checkpoint\.maxWalMegabytes: .*1/);
+    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_MAX_WAL_MB: '4096' } })).message).toMatch(/store\.checkpoint\.maxWalMegabytes: .*1024/);
+    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_TIMEOUT: '10' } })).message).toMatch(/store\.checkpoint\.timeoutSeconds: .*30/);
+    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_TIMEOUT: '1m' } })).message).toMatch(/DEPUTY_CHECKPOINT_TIMEOUT \(store\.checkpoint\.timeoutSeconds\): must be an integer/);
+    expect(configError(() => loadConfig({ env: {}, file: file('store:\n  checkpoint:\n    everySeconds: 5\n') })).message).toMatch(/store\.checkpoint/);
   });
 });
 
