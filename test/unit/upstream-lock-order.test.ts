@@ -7,7 +7,9 @@
  * the row, the two deadlocked (one aborted after `deadlock_timeout`, a second of the whole chain
  * stalled; the deletion itself could be the one refused). The check no longer waits: a row being
  * deleted fails it, and the exchange is decided on the locked path, which takes the row before
- * the head (the deletion's order).
+ * the head (the deletion's order). The same holds for the agent's row, which the deletion locks
+ * first and the exchange's token record share-locks after the head (the same class of deadlock,
+ * older than this round).
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +18,7 @@ import { ReceiptService } from '../../src/audit/receipts.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { createPostgresStore } from '../../src/store/postgres.js';
+import { AgentNotActive, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
 
@@ -87,6 +90,35 @@ describe.skipIf(!usingPostgres)('the exchange\'s upstream row check against an a
     // Decided on the locked path once the deletion committed (what a deleted agent's late exchange gets is not this test's subject).
     await expect(exchange).resolves.toBeDefined();
     // Before: PostgreSQL found a deadlock (the exchange's statement held the head and waited for the row).
+    expect(await deadlocks()).toBe(before);
+  }, 30_000);
+
+  it('an exchange whose token record share-locks the agent row the deletion holds: no deadlock; the exchange is refused as the agent is gone', async () => {
+    const receipts = new ReceiptService({ store, issuer: 'https://deputy.example.com', key: await generateSigningKey('EdDSA') });
+    const records = new TokenRecords(store);
+    const agent = 'agent-row-while-exchanging';
+    await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+    const now = Math.floor(Date.now() / 1000);
+    const record: NewTokenRecord = {
+      jti: `jti-${randomBytes(6).toString('hex')}`, parentJti: undefined, rootJti: '', agentId: agent, userId: 'alice', userAttrs: {} as NewTokenRecord['userAttrs'],
+      issuerId: 'okta', audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: undefined, mayAct: undefined, upstream: undefined, issuedAt: now, expiresAt: now + 300,
+    };
+    record.rootJti = record.jti;
+    await receipts.append(input(agent, 0));
+    const before = await deadlocks();
+    let exchange!: Promise<unknown>;
+    const deletion = store.transaction(async (tx) => {
+      // The registry's order (src/agents/registry.ts delete): the agent's row, then the handlers, the closing receipt last.
+      await tx.query('SELECT id FROM agents WHERE id = $1 FOR UPDATE', [agent]);
+      exchange = receipts.appendWith(input(agent, 1), { once: [], parts: [records.insertPart(record)], inTransaction: (t: Queryable) => records.insert(t, record) });
+      exchange.catch(() => {});
+      await lockWaited();
+      await tx.query('DELETE FROM agents WHERE id = $1', [agent]);
+      await receipts.append(input(agent, 2), tx);
+    });
+    await expect(deletion).resolves.toBeUndefined();
+    await expect(exchange).rejects.toBeInstanceOf(AgentNotActive);
+    // Before: PostgreSQL found a deadlock (the exchange's statement held the head and waited for the agent's row).
     expect(await deadlocks()).toBe(before);
   }, 30_000);
 });
