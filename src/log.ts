@@ -49,8 +49,15 @@ function traceIdField(): { trace_id?: string } {
 /**
  * Errors are logged by type, message, code and stack only. Database drivers attach the failed
  * statement and its parameters to errors; parameters can hold secrets, so they never reach a log.
+ *
+ * A plain object under `err` is the summary a caller built for the line (`{ code, cause }` of a
+ * 5xx, src/http/errors.ts): its string `code` and `cause` are kept, and nothing else. `String()`
+ * of it was `[object Object]`: the line lost what failed. Not its `message`: the summaries built
+ * as `{ message: err.message }` copy a library's message, which can quote what an upstream
+ * answered (the MCP SDK puts the response body in its HTTP errors) — a reflected credential with it.
  */
 export function serializeError(err: unknown): Record<string, unknown> {
+  if (isPlainObject(err)) return summaryFields(err);
   if (!(err instanceof Error)) return { message: String(err) };
   const e = err as Error & { code?: unknown };
   return {
@@ -60,4 +67,32 @@ export function serializeError(err: unknown): Record<string, unknown> {
     ...(e.stack ? { stack: e.stack } : {}),
     ...(e.cause instanceof Error ? { cause: serializeError(e.cause) } : {}),
   };
+}
+
+/** An object literal (not an `Error`, an array or a class instance). */
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/** The string `code` and `cause` of a caller's error summary; `{}` when it has neither. */
+function summaryFields(summary: Record<string, unknown>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of ['code', 'cause'] as const) {
+    const value = summary[key];
+    if (typeof value === 'string') out[key] = value;
+  }
+  return out;
+}
+
+/**
+ * An error named for a log line's `err: { cause }`: its name and string `code` (`Error
+ * (ECONNREFUSED)`, `SyntaxError`), never its message — a library's message can quote what it
+ * parsed or what an upstream answered (V8's `JSON.parse`, the MCP SDK's HTTP errors).
+ */
+export function errorCause(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? `${err.name} (${code.slice(0, 64)})` : err.name;
 }

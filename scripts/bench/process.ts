@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nodeFlagsOf } from '../ci/node-flags.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -22,7 +23,9 @@ const DEPUTY_ENTRIES = new Set(['deputy-process.ts']);
  */
 export function productNodeFlags(): string[] {
   const pkg = JSON.parse(readFileSync(join(HERE, '../../package.json'), 'utf8')) as { scripts: Record<string, string> };
-  return pkg.scripts['start:dist']!.split(/\s+/).slice(1).filter((word) => word.startsWith('--'));
+  // The same parser as scripts/ci/start-check.mjs: a flag whose value is a separate word throws
+  // rather than losing its value (the bench's own `--cpu-prof` or `--import tsx` would become it).
+  return nodeFlagsOf(pkg.scripts['start:dist']!, 'dist/main.js');
 }
 
 /** Starts a child process running a TypeScript entry and waits for its `READY …` line. */

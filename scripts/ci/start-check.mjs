@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { nodeFlagsOf } from './node-flags.mjs';
 
 const port = await new Promise((resolve) => {
   const srv = createServer().listen(0, '127.0.0.1', () => {
@@ -19,7 +20,8 @@ const what = dist ? 'node dist/main.js' : 'npm start';
 // The Node flags the product starts with (package.json `start` / `start:dist`, e.g. the young
 // generation's size): checked on every Node CI starts, so a flag a version refuses fails here.
 const scripts = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).scripts;
-const flags = scripts[dist ? 'start:dist' : 'start'].split(/\s+/).slice(1).filter((word) => word.startsWith('--') && word !== '--import');
+// Parsed by the bench's parser too (./node-flags.mjs): a flag list it cannot read whole stops the check.
+const flags = nodeFlagsOf(scripts[dist ? 'start:dist' : 'start'], dist ? 'dist/main.js' : 'src/main.ts');
 const child = spawn(process.execPath, [...flags, ...(dist ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'])], {
   env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys'), LOG_LEVEL: 'warn' },
   stdio: ['ignore', 'inherit', 'inherit'],

@@ -113,6 +113,15 @@ interface HoldCall {
 }
 
 /**
+ * Whether `committed` (the budget row's `json_build_array(agent_id, user_id, connection_id, model,
+ * unit, "window")`) still says what `b`, read earlier, says about which calls it counts and how.
+ */
+function countsAsRead(committed: unknown, b: Budget): boolean {
+  const read = [b.agent ?? null, b.user ?? null, b.connection ?? null, b.model ?? null, b.unit, b.window];
+  return Array.isArray(committed) && committed.length === read.length && committed.every((v, i) => v === read[i]);
+}
+
+/**
  * A budget read before the hold's transaction was changed or deleted before its counter was
  * locked (through another instance: nothing told this one). Thrown inside the transaction, so it
  * rolls back; the reserve then runs it again, reading the budgets inside it.
@@ -217,7 +226,7 @@ export class BudgetLedger {
    * budgeted call): under READ COMMITTED a read inside it would be its own snapshot too, only a
    * little later. What this read cannot be trusted with is re-checked in the transaction: budgets
    * changed through this instance since (the memo's generation: every change on PGlite) are read
-   * again, and each hold takes its budget's limit and last change from its counter's statement (a
+   * again, and each hold takes its budget's limit and what it counts (selectors, unit, window) from its counter's statement (a
    * budget changed or deleted through another instance: {@link StaleBudget}, read again).
    */
   async #applicable(scope: BudgetScope, now: Date): Promise<Budget[]> {
@@ -242,16 +251,20 @@ export class BudgetLedger {
     const start = span.start.toISOString();
     // Creates the window's counter or locks the existing one (ON CONFLICT DO UPDATE takes the row
     // lock and returns the latest committed counts), in one statement — with the budget's limit
-    // and last change as committed now: a lowered limit holds at once; a budget read before the
-    // transaction (`early`) and changed or deleted since (through another instance) is stale.
-    const row = (await tx.query<{ spent: string; reserved: string; limit: string | null; changed: Date | string | null }>(
+    // and what decides where it counts (selectors, unit, window) as committed now: a lowered limit
+    // holds at once; a budget read before the transaction (`early`) and since changed in any of
+    // those or deleted (through another instance) is stale. Compared by content, not by
+    // `updated_at`: JavaScript's Date keeps milliseconds, PostgreSQL's timestamps microseconds,
+    // and two changes can fall in one millisecond.
+    const row = (await tx.query<{ spent: string; reserved: string; limit: string | null; counts: unknown }>(
       `INSERT INTO budget_usage (budget_id, window_start) SELECT id, $2::timestamptz FROM budgets WHERE id = $1
        ON CONFLICT (budget_id, window_start) DO UPDATE SET reserved = budget_usage.reserved
-       RETURNING spent, reserved, (SELECT "limit" FROM budgets WHERE id = $1) AS "limit", (SELECT updated_at FROM budgets WHERE id = $1) AS changed`,
+       RETURNING spent, reserved, (SELECT "limit" FROM budgets WHERE id = $1) AS "limit",
+         (SELECT json_build_array(agent_id, user_id, connection_id, model, unit, "window") FROM budgets WHERE id = $1) AS counts`,
       [b.id, start],
     ))[0];
-    const gone = !row || row.limit === null || row.changed === null;
-    if (early && (gone || new Date(row.changed!).getTime() !== b.updatedAt.getTime())) throw new StaleBudget();
+    const gone = !row || row.limit === null || row.counts === null;
+    if (early && (gone || !countsAsRead(row.counts, b))) throw new StaleBudget();
     if (gone) return undefined;
     const spent = Number(row.spent);
     const reserved = Number(row.reserved);

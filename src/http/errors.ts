@@ -18,7 +18,7 @@ import type { ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import { DeputyError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServerError, TemporarilyUnavailable } from '../errors/index.js';
 import { serializeError } from '../errors/serialize.js';
-import type { Logger } from '../log.js';
+import { errorCause, type Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
 import { findStoreUnavailable } from '../store/index.js';
 
@@ -94,6 +94,12 @@ function safeMessage(status: number): string {
   return 'malformed request';
 }
 
+/**
+ * What a logged error's cause was, by its name and string `code` (`Error (ECONNREFUSED)`,
+ * `SyntaxError`), and by its message only when it is a typed error (written by Deputy, as told to
+ * clients). Never any other message: V8's `JSON.parse` quotes the text it failed on, so a
+ * malformed body's message carries the body — a secret in it with it.
+ */
 function describeCause(cause: unknown): string | undefined {
-  return cause instanceof Error ? `${cause.name}: ${cause.message}` : undefined;
+  return cause instanceof DeputyError ? `${cause.name}: ${cause.message}` : errorCause(cause);
 }

@@ -10,6 +10,7 @@ import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type Koa from 'koa';
 import { NotFound } from '../errors/index.js';
+import { errorCause } from '../log.js';
 import type { GatewayCall } from '../gateway/index.js';
 import type { UpstreamResponse } from '../gateway/forward.js';
 import { CONNECTION_ID } from '../vault/connections/config.js';
@@ -64,7 +65,7 @@ export function streamedPepMiddleware(options: StreamedPepOptions): Koa.Middlewa
       ctx.res.end(res.bytes);
       return;
     }
-    streamBody(res.body, ctx.res, (err) => ctx.state.log.warn({ err: { message: err.message } }, `${options.prefix} response stream ended early`));
+    streamBody(res.body, ctx.res, (err) => ctx.state.log.warn({ err: { cause: errorCause(err) } }, `${options.prefix} response stream ended early`));
   };
 }
 

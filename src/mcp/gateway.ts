@@ -32,7 +32,7 @@ import { isInitializeRequest, type ClientCapabilities } from '@modelcontextproto
 import type { ReceiptAppender } from '../audit/index.js';
 import { authenticate, dpopChallenger, liveChain, Pipeline, type Admission, type Budgeter, type PepRequest } from '../enforcement/index.js';
 import { Conflict, DeputyError, NotFound } from '../errors/index.js';
-import type { Logger } from '../log.js';
+import { errorCause, type Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { dpopReplayed } from '../oauth/dpop.js';
 import type { RevocationCache } from '../oauth/token-records.js';
@@ -210,7 +210,7 @@ export class McpGateway {
       return tools;
     } catch (err) {
       if (err instanceof DeputyError) throw err;
-      this.#d.logger.warn({ server: server.id, err: { message: (err as Error).message } }, 'MCP upstream tools could not be listed');
+      this.#d.logger.warn({ server: server.id, err: { cause: errorCause(err) } }, 'MCP upstream tools could not be listed');
       throw new McpHttpError(502, -32603, `the upstream MCP server "${server.id}" could not be reached`);
     } finally {
       await client.close().catch(() => {});
@@ -336,7 +336,7 @@ export class McpGateway {
       await upstream.close().catch(() => {});
       if (credentialError) throw credentialError;
       if (err instanceof DeputyError) throw err;
-      this.#d.logger.warn({ server: server.id, err: { message: (err as Error).message } }, 'MCP upstream could not be initialized');
+      this.#d.logger.warn({ server: server.id, err: { cause: errorCause(err) } }, 'MCP upstream could not be initialized');
       throw new McpHttpError(502, -32603, `the upstream MCP server "${server.id}" could not be reached`);
     }
     session = new AgentSession(

@@ -86,7 +86,7 @@ import {
 } from '../enforcement/index.js';
 import type { DeputyError } from '../errors/index.js';
 import { RedactorMemo } from '../gateway/redact.js';
-import type { Logger } from '../log.js';
+import { errorCause, type Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 import { ListChangedCoalescer, ListChangedDelivery } from './list-changed.js';
@@ -569,7 +569,7 @@ export class AgentSession {
       }
     } catch (err) {
       this.#tools = undefined;
-      this.#d.logger.warn({ server: this.#d.server.id, err: { message: (err as Error).message } }, 'MCP tools could not be re-verified after list_changed');
+      this.#d.logger.warn({ server: this.#d.server.id, err: { cause: errorCause(err) } }, 'MCP tools could not be re-verified after list_changed');
     }
     if (view !== undefined && view === this.#toldView) return;
     this.#toldView = view;

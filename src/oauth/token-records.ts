@@ -249,6 +249,8 @@ export class TokenRecords {
    * `appendIfHead`), which undoes itself when the part writes no row. The same checks in the same
    * statement: the agent's row share-locked (until that statement commits) and `active`; the
    * parent, if any, live by {@link find}'s rule over its **whole lineage** ({@link liveLineage}).
+   * An agent row locked for update elsewhere is skipped, not waited for (no row written: the
+   * caller decides on its locked path).
    * The exchange verified the lineage live before signing, but an ancestor revoked since (by any
    * instance) must still turn the exchange into `invalid_grant` with nothing written, rather than
    * hand out a token that is dead on arrival: so the write re-checks what it depends on, in its
@@ -275,7 +277,11 @@ export class TokenRecords {
       sql: (first) => {
         const lineage = parent.length ? ` AND ${liveLineage(`$${first + values.length}::text`)}` : '';
         const required = requires ? ` AND ${requires.sql(first + values.length + parent.length)}` : '';
-        return `${INSERT_RECORD} SELECT ${recordValuesFrom(first)} ${agentActive(first)}${lineage}${required} FOR SHARE OF agents`;
+        // SKIP LOCKED: an agent row held for update (its deletion, an admin change) is not waited
+        // for — the caller's statement holds the agent's chain head by now, and a deletion takes
+        // the row first and the head last (a deadlock). No row: the part writes nothing, and the
+        // caller's locked path waits for the row before the head (red team, issue 16 eighth round).
+        return `${INSERT_RECORD} SELECT ${recordValuesFrom(first)} ${agentActive(first)}${lineage}${required} FOR SHARE OF agents SKIP LOCKED`;
       },
     };
   }

@@ -18,6 +18,11 @@
 export class SingleFlight<K, V, M = undefined> {
   readonly #running = new Map<K, { promise: Promise<V>; meta: M }>();
 
+  /** Each call under way: its key and the `meta` it was started with. */
+  *running(): IterableIterator<[K, M]> {
+    for (const [key, r] of this.#running) yield [key, r.meta];
+  }
+
   /** `start()`'s promise for `key`, or the running one's when `mayJoin(itsMeta)` allows. */
   run(key: K, start: () => Promise<V>, meta: M, mayJoin: (running: M) => boolean = () => true): Promise<V> {
     const running = this.#running.get(key);
@@ -80,6 +85,13 @@ interface Entry<V> {
   startedAt: number;
 }
 
+/** A read under way: the generation and time it began, and whether {@link BoundedReadCache.forget} detached it. */
+interface Flight {
+  generation: number;
+  startedAt: number;
+  detached: boolean;
+}
+
 /**
  * A read-through cache whose answers are at most `ttlMs` old (from the start of their read):
  *
@@ -98,7 +110,7 @@ export class BoundedReadCache<K, V> {
   readonly #read: (key: K) => Promise<V>;
   readonly #o: Required<Omit<BoundedReadCacheOptions<V>, 'keep'>> & Pick<BoundedReadCacheOptions<V>, 'keep'>;
   readonly #entries = new Map<K, Entry<V>>();
-  readonly #flights = new SingleFlight<K, V, { generation: number; startedAt: number }>();
+  readonly #flights = new SingleFlight<K, V, Flight>();
   /** Bumped by {@link invalidate}: reads begun before it neither cache nor are joined. */
   #generation = 0;
 
@@ -144,6 +156,17 @@ export class BoundedReadCache<K, V> {
     for (const [key, entry] of this.#entries) if (!entry.final && drop(key)) this.#entries.delete(key);
   }
 
+  /**
+   * Drops the non-final answers `drop` selects and detaches only the reads under way of those keys
+   * (an upstream refused one key's token: another key's fetch is still good to share and keep —
+   * {@link invalidate} would detach every read, so that one key refused over and over kept every
+   * other key from being cached or shared).
+   */
+  forget(drop: (key: K) => boolean): void {
+    for (const [key, flight] of this.#flights.running()) if (drop(key)) flight.detached = true;
+    for (const [key, entry] of this.#entries) if (!entry.final && drop(key)) this.#entries.delete(key);
+  }
+
   /** Drops every answer, final ones included, and detaches every read under way. */
   clear(): void {
     this.#generation++;
@@ -156,16 +179,18 @@ export class BoundedReadCache<K, V> {
 
   #start(key: K, now: number, read: (key: K) => Promise<V>): Promise<V> {
     const generation = this.#generation;
-    const mayJoin = (r: { generation: number; startedAt: number }): boolean =>
-      r.generation === generation && r.startedAt <= now && now - r.startedAt <= this.#o.joinWithinMs;
-    return this.#flights.run(key, () => this.#readAndCache(key, now, generation, read), { generation, startedAt: now }, mayJoin);
+    const mayJoin = (r: Flight): boolean =>
+      r.generation === generation && !r.detached && r.startedAt <= now && now - r.startedAt <= this.#o.joinWithinMs;
+    const flight: Flight = { generation, startedAt: now, detached: false };
+    return this.#flights.run(key, () => this.#readAndCache(key, flight, read), flight, mayJoin);
   }
 
-  async #readAndCache(key: K, startedAt: number, generation: number, reader: (key: K) => Promise<V>): Promise<V> {
+  async #readAndCache(key: K, flight: Flight, reader: (key: K) => Promise<V>): Promise<V> {
     const read = await reader(key);
+    const startedAt = flight.startedAt;
     const life = this.#o.lifetime(read, startedAt);
     const final = life.final;
-    if (!final && generation !== this.#generation) return read;
+    if (!final && (flight.generation !== this.#generation || flight.detached)) return read;
     const until = final ? life.until : Math.min(life.until, startedAt + this.#o.ttlMs);
     const previous = this.#entries.get(key);
     const value = previous !== undefined && this.#o.keep !== undefined ? this.#o.keep(previous.value, read) : read;

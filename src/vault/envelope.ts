@@ -133,12 +133,16 @@ export class EnvelopeVault {
    * True in a statement's `WHERE` while a secret is stored under `handle`: what a write that
    * references an existing secret, without writing it, depends on. The row is locked `FOR KEY
    * SHARE` until the statement's transaction ends, so the check and the write cannot straddle a
-   * delete on another connection: a delete under way makes it wait and then find no row (false),
-   * and {@link purgeExpired} skips a row so locked (a referenced row is never purged under its
-   * reference). One index lookup and a row lock, no extra round trip.
+   * delete on another connection, and {@link purgeExpired} skips a row so locked (a referenced row
+   * is never purged under its reference). A row being deleted (or purged) is not waited for: it
+   * fails the check (`SKIP LOCKED`), and the caller decides on its locked path. Waiting would hold
+   * what the statement locked before (the exchange's group statement: the agent's chain head)
+   * against a deletion that takes the row first and the head next — a deadlock (red team, issue 16
+   * eighth round: an agent deleted while exchanging). One index lookup and a row lock, no extra
+   * round trip.
    */
   exists(handle: string): StatementCondition {
-    return { sql: (first) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = $${first}::text FOR KEY SHARE)`, params: [handle] };
+    return { sql: (first) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = $${first}::text FOR KEY SHARE SKIP LOCKED)`, params: [handle] };
   }
 
   /** Stores a secret, replacing whatever `handle` held (a new data key every time). */

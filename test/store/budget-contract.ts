@@ -117,6 +117,16 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       const farReunited = await l.reserve(v, { requests: 1, output_tokens: 7 }, { ready: changing(() => elsewhere.update(farUnit, { unit: 'output_tokens' })) });
       expect(farReunited.items).toEqual([expect.objectContaining({ budgetId: farUnit, unit: 'output_tokens', amount: 7 })]);
       await l.release(farReunited);
+      // The same change within the budget's last millisecond (JavaScript's Date keeps no more): the
+      // committed content, not the change time, tells it apart.
+      const w = scope();
+      const sameInstant = await define(two(), { agent: w.agents[0], unit: 'requests', window: 'day', limit: 100 });
+      const unitInPlace = () =>
+        two().query(`UPDATE budgets SET unit = 'output_tokens', updated_at = date_trunc('milliseconds', updated_at) WHERE id = $1`, [sameInstant]);
+      await two().query(`UPDATE budgets SET updated_at = date_trunc('milliseconds', updated_at) WHERE id = $1`, [sameInstant]);
+      const unnoticed = await l.reserve(w, { requests: 1, output_tokens: 7 }, { ready: changing(unitInPlace) });
+      expect(unnoticed.items).toEqual([expect.objectContaining({ budgetId: sameInstant, unit: 'output_tokens', amount: 7 })]);
+      await l.release(unnoticed);
       const farAway = await l.reserve(v, { output_tokens: 7 }, { ready: changing(() => elsewhere.update(farUnit, { user: 'bob' })) });
       expect(farAway.items).toEqual([]);
       expect(await counters(two(), ledger(two(), c.now), farUnit)).toMatchObject({ reserved: 0 });

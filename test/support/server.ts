@@ -29,6 +29,8 @@ export interface TestDeputyOptions {
   database?: TestDatabase;
   /** Environment the key store reads (`DEPUTY_SIGNING_KEYS`…); empty by default. */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The collected logger's level: `debug` by default; production's default (`warn`) to test what is logged there. */
+  logLevel?: string;
 }
 
 export async function startTestDeputy(options: TestDeputyOptions = {}): Promise<TestDeputy> {
@@ -52,7 +54,7 @@ export async function startTestDeputy(options: TestDeputyOptions = {}): Promise<
       cb();
     },
   });
-  const deputy = await startDeputy({ config, logger: createLogger('debug', sink), env: options.env ?? {} });
+  const deputy = await startDeputy({ config, logger: createLogger(options.logLevel ?? 'debug', sink), env: options.env ?? {} });
   const owned = { keys: !options.keysDir, db: !options.database };
   return Object.assign(Object.create(null), deputy, {
     logs,

@@ -2,12 +2,14 @@
  * The bench's pure helpers: the scale curves' shape labels (scripts/bench/scale.ts) and the CPU
  * profile's grouping by origin (scripts/bench/profile-summary.ts), the heap profile's grouping
  * by nearest Deputy frame (scripts/bench/heap-summary.ts), and the Node flags the bench starts
- * Deputy with (scripts/bench/process.ts: the product's, from package.json).
+ * Deputy with (scripts/bench/process.ts: the product's, from package.json, read by the parser
+ * scripts/ci/start-check.mjs shares: scripts/ci/node-flags.mjs).
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { summarizeHeap } from '../../scripts/bench/heap-summary.js';
 import { productNodeFlags } from '../../scripts/bench/process.js';
+import { nodeFlagsOf } from '../../scripts/ci/node-flags.mjs';
 import { fit } from '../../scripts/bench/scale.js';
 import { group, summarize } from '../../scripts/bench/profile-summary.js';
 
@@ -73,10 +75,32 @@ describe('heap profile summary', () => {
 
 describe('the Node flags Deputy starts with', () => {
   const scripts = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: Record<string, string> }).scripts;
-  const flagsOf = (script: string) => script.split(/\s+/).filter((w) => w.startsWith('--') && w !== '--import');
   it('are the same for npm start and the compiled start, and the bench uses exactly them', () => {
-    expect(flagsOf(scripts.start!)).toEqual(flagsOf(scripts['start:dist']!));
-    expect(productNodeFlags()).toEqual(flagsOf(scripts['start:dist']!));
+    expect(nodeFlagsOf(scripts.start!, 'src/main.ts')).toEqual(nodeFlagsOf(scripts['start:dist']!, 'dist/main.js'));
+    expect(productNodeFlags()).toEqual(nodeFlagsOf(scripts['start:dist']!, 'dist/main.js'));
     expect(productNodeFlags()).toContain('--max-semi-space-size=64');
+  });
+
+  it('are read whole: --flag and --flag=value kept in order, the tsx loader left out', () => {
+    expect(nodeFlagsOf('node --max-semi-space-size=64 --import tsx src/main.ts', 'src/main.ts')).toEqual(['--max-semi-space-size=64']);
+    expect(nodeFlagsOf('node  --import=tsx --enable-source-maps --env-file=.env  src/main.ts ', 'src/main.ts')).toEqual(['--enable-source-maps', '--env-file=.env']);
+    expect(nodeFlagsOf('node dist/main.js', 'dist/main.js')).toEqual([]);
+  });
+
+  it('refuse a list they cannot read whole, rather than dropping a value or a flag', () => {
+    // Before: `--env-file` kept and `.env` dropped (Node then read the entry as the env file),
+    // `--import ./otel.mjs` dropped whole (the check ran without the product's preload), `-r x`
+    // dropped, a quoted value split in two.
+    for (const script of [
+      'node --env-file .env dist/main.js',
+      'node --import ./otel.mjs dist/main.js',
+      'node -r ./otel.cjs dist/main.js',
+      'node --title="deputy server" dist/main.js',
+      'node --max-semi-space-size 64 dist/main.js',
+      'NODE_ENV=production node dist/main.js',
+      'node dist/main.js --port=1',
+    ]) {
+      expect(() => nodeFlagsOf(script, 'dist/main.js'), script).toThrow(/start script/);
+    }
   });
 });

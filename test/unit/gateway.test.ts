@@ -365,6 +365,63 @@ describe('token cache', () => {
     expect(await small.get('a', fetch(10_000), 0)).toBe('t10');
   });
 
+  it('a token dropped for one connection (its upstream answered 401) leaves another connection\'s fetch under way shared and kept', async () => {
+    const cache = new TokenCache();
+    let fetches = 0;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const held = async () => {
+      fetches += 1;
+      await gate;
+      return { value: `b${fetches}`, useUntil: 10_000 };
+    };
+    const first = cache.get('conn-b', held, 0);
+    // Connection A's upstream refuses its token while B's fetch is under way, over and over.
+    cache.drop('conn-a');
+    // Before: B's callers no longer joined its fetch (one token request each)…
+    const second = cache.get('conn-b', held, 1);
+    cache.drop('conn-a');
+    release();
+    expect(await Promise.all([first, second])).toEqual(['b1', 'b1']);
+    // …and its token was not kept: the next call fetched again.
+    expect(await cache.get('conn-b', held, 2)).toBe('b1');
+    expect(fetches).toBe(1);
+    // The dropped key's own fetch under way is still detached: not joined, not kept.
+    let releaseA!: () => void;
+    const gateA = new Promise<void>((r) => (releaseA = r));
+    const heldA = async () => {
+      const n = (fetches += 1);
+      await gateA;
+      return { value: `a${n}`, useUntil: 10_000 };
+    };
+    const stale = cache.get('conn-a', heldA, 3);
+    cache.drop('conn-a');
+    const fresh = cache.get('conn-a', heldA, 4);
+    releaseA();
+    expect(await Promise.all([stale, fresh])).toEqual(['a2', 'a3']);
+    expect(await cache.get('conn-a', heldA, 5)).toBe('a3');
+    expect(fetches).toBe(3);
+  });
+
+  it('calls refused together (the token revoked upstream) share one fresh fetch; a token refused after a newer one is cached drops nothing', async () => {
+    const cache = new TokenCache();
+    let fetches = 0;
+    const fetch = async () => ({ value: `t${(fetches += 1)}`, useUntil: Date.now() + 60_000 });
+    expect(await cache.get('k', fetch)).toBe('t1');
+    // Six calls used t1 and were refused; each drops it and asks again, concurrently.
+    const again = Array.from({ length: 6 }, () => {
+      cache.drop('k', 't1');
+      return cache.get('k', fetch);
+    });
+    // Before: each drop detached the fetch before it (six fetches, none kept).
+    expect(await Promise.all(again)).toEqual(Array(6).fill('t2'));
+    cache.drop('k', 't1');
+    expect(await cache.get('k', fetch)).toBe('t2');
+    expect(fetches).toBe(2);
+    cache.drop('k', 't2');
+    expect(await cache.get('k', fetch)).toBe('t3');
+  });
+
   it('uses a token until 10% of its life (5-60 s) before expiry; 300 s when the AS gave no expires_in', () => {
     expect(useUntil(3600, 0)).toBe((3600 - 60) * 1000);
     expect(useUntil(100, 0)).toBe((100 - 10) * 1000);

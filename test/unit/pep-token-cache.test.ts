@@ -72,6 +72,30 @@ describe('the PEP token cache', () => {
     expect(stand.seen.tokens).toBe(2);
   });
 
+  it('concurrent evaluations refused together (the PEP token expired, keys rotated) share one fresh token request', async () => {
+    const seen = { tokens: 0, evaluations: 0 };
+    let refusing = true;
+    const fetch: typeof globalThis.fetch = async (input, init) => {
+      const url = new URL(typeof input === 'string' || input instanceof URL ? input : input.url);
+      if (url.pathname === '/.well-known/openid-configuration') {
+        return json({ issuer: ISSUER, token_endpoint: `${ISSUER}/token`, jwks_uri: `${ISSUER}/jwks`, token_endpoint_auth_methods_supported: ['private_key_jwt'] });
+      }
+      if (url.pathname === '/token') return granted(++seen.tokens);
+      seen.evaluations++;
+      const bearer = new Headers(init?.headers).get('authorization');
+      // The first token is refused (from when `refusing` is turned on); later ones are accepted.
+      return refusing && bearer === 'Bearer pep-token-1' ? json({ error: 'invalid_token' }, 401) : json({ decision: true });
+    };
+    const pep = new AuthZenPep({ issuer: ISSUER, pep: { clientId: 'pep', privateKey: (await clientKeys()).privateKey }, fetch, cacheTtlMs: 0 });
+    refusing = false;
+    expect(await pep.evaluate(request)).toMatchObject({ decision: true });
+    refusing = true;
+    const answers = await Promise.all(Array.from({ length: 6 }, () => pep.evaluate(request)));
+    expect(answers.every((a) => a.decision)).toBe(true);
+    // Before: each refused evaluation forgot the token again, detaching the request before it (1 + 6 requests).
+    expect(seen.tokens).toBe(2);
+  });
+
   it('a refused token request is not kept: the next evaluation asks again', async () => {
     const stand = deputy((n) => (n === 1 ? json({ error: 'invalid_client' }, 401) : granted(n)));
     const pep = new AuthZenPep({ issuer: ISSUER, pep: { clientId: 'pep', privateKey: (await clientKeys()).privateKey }, fetch: stand.fetch, cacheTtlMs: 0 });
@@ -92,6 +116,28 @@ describe('the PEP decision cache', () => {
     expect(answers.every((a) => a.decision)).toBe(true);
     expect(stand.seen.evaluations).toBe(1);
     expect(await pep.evaluate(request)).toMatchObject({ decision: true, cached: true });
+  });
+
+  it('an identical evaluation that joined a request its initiator gave up on (its timeout) asks on its own: it is answered, not denied', async () => {
+    const seen = { evaluations: 0 };
+    let joined!: () => void;
+    const sent = new Promise<void>((r) => (joined = r));
+    // The first evaluation request hangs until its caller's signal aborts it (as fetch does); later ones answer.
+    const fetch: typeof globalThis.fetch = async (_input, init) => {
+      if (++seen.evaluations > 1) return json({ decision: true });
+      joined();
+      return new Promise<Response>((_, reject) => init?.signal?.addEventListener('abort', () => reject(init.signal!.reason as Error)));
+    };
+    const pep = new AuthZenPep({ issuer: ISSUER, pep: 'none', fetch, cacheTtlMs: 2000, timeoutMs: 300 });
+    const first = pep.evaluate(request);
+    await sent;
+    // Within the first's deadline, an identical evaluation: it joins the first's request.
+    await new Promise((r) => setTimeout(r, 100));
+    const second = pep.evaluate(request);
+    expect(await first).toMatchObject({ decision: false, error: expect.stringMatching(/within 300 ms/) });
+    // Before: denied with the first's timeout ("This operation was aborted"), though it had time left.
+    expect(await second).toMatchObject({ decision: true, cached: false });
+    expect(seen.evaluations).toBe(2);
   });
 
   it('a decision lives cacheTtlMs from the start of its request, not its arrival; a clock stepped back drops it', async () => {

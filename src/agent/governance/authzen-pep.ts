@@ -125,13 +125,32 @@ export class AuthZenPep {
     const signal = AbortSignal.timeout(timeoutMs);
     let decision: Omit<PepDecision, 'cached'>;
     try {
-      const asked = this.#decisions ? this.#decisions.get(key, Date.now(), () => this.#ask(request, signal)) : this.#ask(request, signal);
-      decision = await abortable(asked, signal);
+      decision = await abortable(this.#decisions ? this.#shared(key, request, signal) : this.#ask(request, signal), signal);
     } catch (err) {
       const error = signal.aborted ? `no answer from Deputy's PDP within ${timeoutMs} ms` : describe(err);
       return { decision: false, reason: `Deputy's PDP could not be asked: ${error}`, error, cached: false };
     }
     return { ...decision, cached: false };
+  }
+
+  /**
+   * The decision for `key` through the cache: an identical evaluation's request in flight is
+   * joined. That request runs under its initiator's deadline, not this caller's: when it dies of
+   * that deadline (its initiator gave up) while this caller still has time, this caller asks on
+   * its own — one evaluation's timeout never denies another that could still be answered.
+   */
+  async #shared(key: string, request: AuthZenEvaluation, signal: AbortSignal): Promise<Omit<PepDecision, 'cached'>> {
+    let initiated = false;
+    const read = () => {
+      initiated = true;
+      return this.#ask(request, signal);
+    };
+    try {
+      return await this.#decisions!.get(key, Date.now(), read);
+    } catch (err) {
+      if (initiated || signal.aborted || !isAbortError(err)) throw err;
+      return this.#ask(request, signal);
+    }
   }
 
   async #ask(request: AuthZenEvaluation, signal: AbortSignal, retried = false): Promise<Omit<PepDecision, 'cached'>> {
@@ -144,7 +163,7 @@ export class AuthZenPep {
     if (res.status === 401 && !retried && typeof pep === 'object' && 'clientId' in pep) {
       // The PEP token expired or the keys rotated: one fresh token.
       await res.body?.cancel();
-      this.#pepToken.invalidate();
+      this.#refused(token);
       return this.#ask(request, signal, true);
     }
     const body = await readJson(res);
@@ -154,6 +173,16 @@ export class AuthZenPep {
     }
     if (typeof body?.decision !== 'boolean') throw new Error('the PDP answered without a boolean "decision"');
     return toDecision(body.decision, body.context);
+  }
+
+  /**
+   * Forgets the PEP token the PDP refused — only if it is still the one cached: when concurrent
+   * evaluations are refused together, the first one's fresh token request is shared by the others
+   * (forgetting again would detach it, one token request per refused evaluation).
+   */
+  #refused(token: string | undefined): void {
+    // None cached: the next evaluation requests one anyway (or joins the request under way, begun after the drop).
+    if (this.#pepToken.peek('pep', Date.now())?.value.value === token) this.#pepToken.invalidate();
   }
 
   /** The PEP's bearer token: configured, or client credentials (cached until 30 s before expiry; concurrent evaluations share one request). */
@@ -262,6 +291,12 @@ async function readJson(res: Response): Promise<Record<string, unknown> | undefi
 }
 
 /** Settles with `promise`, or rejects when `signal` aborts first (a PEP token request has no signal of its own). */
+/** An abort or timeout of a fetch or signal (DOM `AbortError` / `TimeoutError`), whoever's signal it was. */
+function isAbortError(err: unknown): boolean {
+  const name = (err as { name?: unknown } | null)?.name;
+  return name === 'AbortError' || name === 'TimeoutError';
+}
+
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);

@@ -98,7 +98,7 @@ export class ClientCredentialsSource implements CredentialSource {
         throw downstreamError(err, `connection "${connection.id}": client credentials grant failed`);
       }
     });
-    return bearer(token, async () => this.#cache.drop(key));
+    return bearer(token, async () => this.#cache.drop(key, token));
   }
 }
 

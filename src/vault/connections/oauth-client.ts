@@ -131,8 +131,8 @@ export function useUntil(expiresIn: number | undefined, now = Date.now()): numbe
  * to before its fetch began; a fetch stalled longer than `joinWithinMs` (default 30 s) is not
  * joined (later callers fetch anew); a failed fetch is not cached; at most `maxEntries` tokens
  * (default 10,000; reaching it forgets them all); no token is used more than 24 h after its
- * fetch began, whatever its `expires_in`. A {@link drop} while fetches run (of any key) keeps
- * their tokens out of the cache (they still answer their callers).
+ * fetch began, whatever its `expires_in`. A {@link drop} while a fetch of that key runs keeps
+ * its token out of the cache (it still answers its callers); other keys' fetches are unaffected.
  */
 export class TokenCache {
   /** The longest a token is used, from the start of its fetch (ms). */
@@ -153,13 +153,19 @@ export class TokenCache {
     return (await this.#tokens.get(key, now, fetch)).value;
   }
 
-  /** Forgets the token (the upstream refused it); the next call fetches a new one. */
-  drop(key: string): void {
-    this.#tokens.invalidate((k) => k === key);
+  /**
+   * Forgets the token (the upstream refused it); the next call fetches a new one. With `refused`,
+   * only while that is still the token cached: calls refused together (a token revoked upstream)
+   * then share the first one's fresh fetch instead of detaching it, one fetch each.
+   */
+  drop(key: string, refused?: string): void {
+    if (refused !== undefined && this.#tokens.peek(key, Date.now())?.value.value !== refused) return;
+    // That key's fetches under way are detached, other keys' are not (they are still good).
+    this.#tokens.forget((k) => k === key);
   }
 
   /** Forgets every token whose key starts with `prefix`. */
   dropPrefix(prefix: string): void {
-    this.#tokens.invalidate((k) => k.startsWith(prefix));
+    this.#tokens.forget((k) => k.startsWith(prefix));
   }
 }

@@ -79,6 +79,6 @@ export class OnBehalfOfSource implements CredentialSource {
         throw downstreamError(err, `connection "${connection.id}": on-behalf-of exchange failed`);
       }
     });
-    return bearer(token, async () => this.#cache.drop(key));
+    return bearer(token, async () => this.#cache.drop(key, token));
   }
 }

@@ -1,0 +1,81 @@
+/**
+ * The logger's `err` serializer (src/log.ts): an `Error` by type, message, code, stack and cause;
+ * a caller's summary object (`{ code, cause }`: src/http/errors.ts `logError`, oidc-provider's
+ * 503) by its string code and cause — before, `String()` of it logged `[object Object]` — and
+ * never any other member: not a copied library message (it can quote an upstream's answer), not
+ * a thrown object's statement parameters.
+ */
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { BadGateway } from '../../src/errors/index.js';
+import { classifyError, logError } from '../../src/http/errors.js';
+import { createLogger, errorCause } from '../../src/log.js';
+
+/** Runs `write` on a logger at debug and returns the one line it wrote, parsed. */
+function logged(write: (log: ReturnType<typeof createLogger>) => void): Record<string, unknown> {
+  let out = '';
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      out += chunk.toString();
+      done();
+    },
+  });
+  write(createLogger('debug', sink));
+  return JSON.parse(out) as Record<string, unknown>;
+}
+
+/** Logs `fields` at warn and returns the parsed line. */
+const lineOf = (fields: Record<string, unknown>) => logged((log) => log.warn(fields, 'm'));
+
+describe('the err serializer', () => {
+  it('keeps a summary\'s code and cause', () => {
+    expect(lineOf({ err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } }).err).toEqual({ code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' });
+    expect(lineOf({ err: { code: 'server_error', cause: undefined } }).err).toEqual({ code: 'server_error' });
+  });
+
+  it('drops every other member of a plain object — a copied library message included — and non-string values', () => {
+    const secret = 'sk_live_0123456789abcdef';
+    // As the MCP SDK words an upstream's refusal: its body, quoted (a reflected key with it).
+    const line = lineOf({ err: { message: `Error POSTing to endpoint (HTTP 401): invalid key ${secret}`, params: [secret], query: `INSERT ... '${secret}'`, code: 42, cause: { secret } } });
+    expect(line.err).toEqual({});
+    expect(JSON.stringify(line)).not.toContain(secret);
+  });
+
+  it('still logs an Error by type, message and code, and anything else as a string', () => {
+    const err = Object.assign(new Error('boom'), { code: 'E1', params: ['x-secret'] });
+    expect(lineOf({ err }).err).toMatchObject({ type: 'Error', message: 'boom', code: 'E1' });
+    expect(JSON.stringify(lineOf({ err }))).not.toContain('x-secret');
+    expect(lineOf({ err: 'plain text' }).err).toEqual({ message: 'plain text' });
+  });
+});
+
+describe('logError (src/http/errors.ts): what failed, never what the client sent', () => {
+  it('names a 5xx\'s cause by its name and code', () => {
+    const err = new BadGateway('the upstream could not be reached', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }) });
+    expect(logged((log) => logError(log, err))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } });
+  });
+
+  it('a malformed JSON body: V8 quotes it in the parse error\'s message, which the refusal line leaves out', () => {
+    // Short enough for V8 to quote whole (a longer text is quoted by its first ten characters).
+    const secret = 'hunter2!';
+    let parseError: unknown;
+    try {
+      JSON.parse(secret);
+    } catch (err) {
+      parseError = Object.assign(err as Error, { status: 400, expose: true });
+    }
+    expect((parseError as Error).message).toContain(secret);
+    const line = logged((log) => logError(log, classifyError(parseError)));
+    expect(line).toMatchObject({ level: 'debug', msg: 'request refused', err: { code: 'invalid_request', cause: 'SyntaxError' } });
+    expect(JSON.stringify(line)).not.toContain(secret);
+  });
+});
+
+describe('errorCause: the one way a log line names an error it does not own', () => {
+  it('by name and code, never by message', () => {
+    const secret = 'sk_live_0123456789abcdef';
+    expect(errorCause(Object.assign(new Error(`Error POSTing to endpoint: invalid key ${secret}`), { code: 'UND_ERR_SOCKET' }))).toBe('Error (UND_ERR_SOCKET)');
+    expect(errorCause(new TypeError(`bad ${secret}`))).toBe('TypeError');
+    expect(errorCause({ message: secret })).toBeUndefined();
+  });
+});
