@@ -87,12 +87,32 @@ function summaryFields(summary: Record<string, unknown>): Record<string, string>
 }
 
 /**
- * An error named for a log line's `err: { cause }`: its name and string `code` (`Error
- * (ECONNREFUSED)`, `SyntaxError`), never its message — a library's message can quote what it
- * parsed or what an upstream answered (V8's `JSON.parse`, the MCP SDK's HTTP errors).
+ * An error named for a log line's `err: { cause }`: its name and `code` (`Error (ECONNREFUSED)`,
+ * `SyntaxError`), never its message — a library's message can quote what it parsed or what an
+ * upstream answered (V8's `JSON.parse`, the MCP SDK's HTTP errors). A numeric code is kept too
+ * (the MCP SDK's HTTP errors carry the upstream's status there). An error without a code is named
+ * with its own `cause`s, by the same rule (`TypeError ← Error (ECONNREFUSED)`): `fetch` throws a
+ * bare `TypeError: fetch failed` and puts what failed (refused, not found, a bad certificate) in
+ * its cause, which is what an operator acts on.
  */
 export function errorCause(err: unknown): string | undefined {
   if (!(err instanceof Error)) return undefined;
+  const names: string[] = [];
+  let current: unknown = err;
+  // Bounded: a cause chain can be long or cyclic; three links cover fetch's (TypeError ← Error).
+  for (let depth = 0; depth < 3 && current instanceof Error; depth++) {
+    const code = codeOf(current);
+    names.push(code === undefined ? current.name : `${current.name} (${code})`);
+    if (code !== undefined) break;
+    current = current.cause;
+  }
+  return names.join(' ← ');
+}
+
+/** An error's string or finite numeric `code`, bounded; `undefined` for any other. */
+function codeOf(err: Error): string | undefined {
   const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' ? `${err.name} (${code.slice(0, 64)})` : err.name;
+  if (typeof code === 'string') return code.slice(0, 64);
+  if (typeof code === 'number' && Number.isFinite(code)) return String(code);
+  return undefined;
 }

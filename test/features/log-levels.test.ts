@@ -29,7 +29,7 @@ beforeAll(async () => {
   up = await startMockUpstream();
   const keys = await clientKeys();
   const port = await freePort();
-  const audiences = ['echo', 'down'].map((c) => `http://localhost:${port}/gw/${c}`);
+  const audiences = ['echo', 'down'].map((c) => `http://localhost:${port}/gw/${c}`).concat(`http://localhost:${port}/llm/llm-down`);
   deputy = await startTestDeputy({
     logLevel: 'warn',
     env: { ECHO_KEY: API_KEY },
@@ -39,6 +39,7 @@ beforeAll(async () => {
       agents: [agentConfig('agent-l', keys, { scopes: ['deputy.read'], audiences })],
       connections: [
         { id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
+        { id: 'llm-down', kind: 'llm', provider: 'openai', baseUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
         { id: 'down', kind: 'api_key', baseUrl: `http://127.0.0.1:${await freePort()}`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] },
       ],
     },
@@ -85,5 +86,20 @@ describe('logs at the default level (warn)', () => {
       expect(all).not.toContain(API_KEY);
       expect(all).not.toContain(token);
     }
+  });
+
+  it('an unreachable LLM provider (fetch: TypeError "fetch failed") is logged with what failed underneath, not a bare TypeError', async () => {
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+    const token = (await exchange(agent, { subject_token: subject, resource: `${deputy.issuer}/llm/llm-down`, scope: 'deputy.read' })).access_token;
+    const body = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 });
+    const headers = new Headers({ 'Content-Type': 'application/json' });
+    const res = await client.fetchProtectedResource(agent.config, token, new URL(`${deputy.issuer}/llm/llm-down/v1/chat/completions`), 'POST', body, headers, { DPoP: agent.handle });
+    expect(res.status).toBe(502);
+    await res.arrayBuffer();
+    const reqId = res.headers.get('x-request-id')!;
+    expect(linesOf(reqId)).toEqual([expect.objectContaining({ level: 'warn', msg: 'request not served', reqId, err: { code: 'bad_gateway', cause: 'TypeError ← Error (ECONNREFUSED)' } })]);
+    const all = deputy.logs.join('');
+    expect(all).not.toContain(API_KEY);
+    expect(all).not.toContain(token);
   });
 });

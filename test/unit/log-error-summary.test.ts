@@ -78,4 +78,15 @@ describe('errorCause: the one way a log line names an error it does not own', ()
     expect(errorCause(new TypeError(`bad ${secret}`))).toBe('TypeError');
     expect(errorCause({ message: secret })).toBeUndefined();
   });
+
+  it('names a code-less error by its causes (fetch: TypeError ← Error (ECONNREFUSED)) and keeps a numeric code (the MCP SDK\'s upstream status)', () => {
+    const secret = 'sk_live_0123456789abcdef';
+    const refused = Object.assign(new Error(`connect ECONNREFUSED ${secret}`), { code: 'ECONNREFUSED' });
+    expect(errorCause(new TypeError('fetch failed', { cause: refused }))).toBe('TypeError ← Error (ECONNREFUSED)');
+    expect(errorCause(Object.assign(new Error(`Streamable HTTP error: ${secret}`), { code: 401 }))).toBe('Error (401)');
+    const cyclic: Error = new Error(secret);
+    cyclic.cause = cyclic;
+    expect(errorCause(cyclic)).toBe('Error ← Error ← Error');
+    expect(errorCause(new TypeError(secret, { cause: secret }))).toBe('TypeError');
+  });
 });
