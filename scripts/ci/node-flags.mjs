@@ -1,4 +1,4 @@
-// The Node flags of a package.json start script (`node <flags> <entry>`), for the tools that start
+// The Node flags of a package.json start script (`[exec] node <flags> <entry>`), for the tools that start
 // Deputy as the product does without going through npm: scripts/ci/start-check.mjs and the bench
 // (scripts/bench/process.ts). One parser for both, so they cannot disagree.
 //
@@ -18,7 +18,9 @@
  * @throws {Error} when the script is not `node <flags> <entry>` in the shapes above
  */
 export function nodeFlagsOf(script, entry) {
+  // A leading `exec`: the script's shell becomes node, so the SIGTERM npm passes on reaches Deputy.
   const words = script.trim().split(/\s+/);
+  if (words[0] === 'exec') words.shift();
   if (words[0] !== 'node' || words.at(-1) !== entry) throw new Error(`start script "${script}" is not "node <flags> ${entry}"`);
   const flags = [];
   for (let i = 1; i < words.length - 1; i += 1) {
