@@ -20,7 +20,7 @@ import { DeputyError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarg
 import { serializeError } from '../errors/serialize.js';
 import { errorCause, type Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
-import { findStoreUnavailable } from '../store/index.js';
+import { findStoreUnavailable, StoreUnavailableError } from '../store/index.js';
 
 /**
  * Koa middleware: renders whatever the routes below throw, and answers a request nothing
@@ -95,11 +95,15 @@ function safeMessage(status: number): string {
 }
 
 /**
- * What a logged error's cause was, by its name and string `code` (`Error (ECONNREFUSED)`,
- * `SyntaxError`), and by its message only when it is a typed error (written by Deputy, as told to
- * clients). Never any other message: V8's `JSON.parse` quotes the text it failed on, so a
- * malformed body's message carries the body — a secret in it with it.
+ * What a logged error's cause was, by its name and `code` (`Error (ECONNREFUSED)`, `SyntaxError`),
+ * and by its message only when Deputy wrote it: a typed error (as told to clients) or the store's
+ * `StoreUnavailableError` ("the database is unreachable", "store ping timed out after 2000 ms":
+ * which of the two is what an operator acts on), followed by what it wraps, named the same way
+ * (`← Error (53300)`: the SQLSTATE). Never any other message: V8's `JSON.parse` quotes the text
+ * it failed on, so a malformed body's message carries the body — a secret in it with it.
  */
 function describeCause(cause: unknown): string | undefined {
-  return cause instanceof DeputyError ? `${cause.name}: ${cause.message}` : errorCause(cause);
+  if (!(cause instanceof DeputyError || cause instanceof StoreUnavailableError)) return errorCause(cause);
+  const underneath = errorCause(cause.cause);
+  return `${cause.name}: ${cause.message}${underneath === undefined ? '' : ` ← ${underneath}`}`;
 }

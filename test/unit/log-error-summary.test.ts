@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { BadGateway } from '../../src/errors/index.js';
 import { classifyError, logError } from '../../src/http/errors.js';
 import { createLogger, errorCause } from '../../src/log.js';
+import { classifyStoreError, StoreUnavailableError } from '../../src/store/index.js';
 
 /** Runs `write` on a logger at debug and returns the one line it wrote, parsed. */
 function logged(write: (log: ReturnType<typeof createLogger>) => void): Record<string, unknown> {
@@ -53,6 +54,17 @@ describe('logError (src/http/errors.ts): what failed, never what the client sent
   it('names a 5xx\'s cause by its name and code', () => {
     const err = new BadGateway('the upstream could not be reached', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }) });
     expect(logged((log) => logError(log, err))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } });
+  });
+
+  it('a store outage\'s 503 names what Deputy saw (unreachable, timed out) and the code underneath, as before the round did not', () => {
+    const secret = 'postgres://deputy:pw-0123456789@db.internal/deputy';
+    const refused = classifyStoreError(Object.assign(new Error(`connect ECONNREFUSED ${secret}`), { code: 'ECONNREFUSED' }));
+    expect(logged((log) => logError(log, classifyError(refused)))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'temporarily_unavailable', cause: 'StoreUnavailableError: the database is unreachable ← Error (ECONNREFUSED)' } });
+    const tooMany = classifyStoreError(Object.assign(new Error(`sorry, too many clients already ${secret}`), { code: '53300' }));
+    expect(logged((log) => logError(log, classifyError(tooMany))).err).toEqual({ code: 'temporarily_unavailable', cause: 'StoreUnavailableError: the database is unreachable ← Error (53300)' });
+    const timedOut = new StoreUnavailableError('store ping timed out after 2000 ms');
+    expect(logged((log) => logError(log, classifyError(timedOut))).err).toEqual({ code: 'temporarily_unavailable', cause: 'StoreUnavailableError: store ping timed out after 2000 ms' });
+    expect(JSON.stringify(logged((log) => logError(log, classifyError(refused))))).not.toContain(secret);
   });
 
   it('a malformed JSON body: V8 quotes it in the parse error\'s message, which the refusal line leaves out', () => {
