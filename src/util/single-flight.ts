@@ -153,7 +153,7 @@ export class BoundedReadCache<K, V> {
    */
   invalidate(drop: (key: K) => boolean = () => true): void {
     this.#generation++;
-    for (const [key, entry] of this.#entries) if (!entry.final && drop(key)) this.#entries.delete(key);
+    this.#dropAnswers(drop);
   }
 
   /**
@@ -164,6 +164,11 @@ export class BoundedReadCache<K, V> {
    */
   forget(drop: (key: K) => boolean): void {
     for (const [key, flight] of this.#flights.running()) if (drop(key)) flight.detached = true;
+    this.#dropAnswers(drop);
+  }
+
+  /** Deletes the non-final answers `drop` selects (final ones stand until they expire). */
+  #dropAnswers(drop: (key: K) => boolean): void {
     for (const [key, entry] of this.#entries) if (!entry.final && drop(key)) this.#entries.delete(key);
   }
 

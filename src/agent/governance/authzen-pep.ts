@@ -290,13 +290,13 @@ async function readJson(res: Response): Promise<Record<string, unknown> | undefi
   }
 }
 
-/** Settles with `promise`, or rejects when `signal` aborts first (a PEP token request has no signal of its own). */
 /** An abort or timeout of a fetch or signal (DOM `AbortError` / `TimeoutError`), whoever's signal it was. */
 function isAbortError(err: unknown): boolean {
   const name = (err as { name?: unknown } | null)?.name;
   return name === 'AbortError' || name === 'TimeoutError';
 }
 
+/** Settles with `promise`, or rejects when `signal` aborts first (a PEP token request has no signal of its own). */
 function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
