@@ -29,8 +29,9 @@
  * Steps 1–7 only look at the unverified token and never fetch anything, so refused tokens cost
  * no request to the IdP. A token accepted before as the same declared kind is accepted again
  * after only the key (step 9) and the clock (step 11) are re-checked: every other check is a
- * function of its bytes and the configuration (`AcceptedSubjectTokens` below). Keys come only from the issuer's discovered `jwks_uri`: header members
- * such as `jku`, `x5u` or `jwk` are never used to find a key.
+ * function of its bytes and the configuration (`AcceptedSubjectTokens` below). Keys come only
+ * from the issuer's discovered `jwks_uri`: header members such as `jku`, `x5u` or `jwk` are
+ * never used to find a key.
  *
  * Token kinds (from RFC 8693 `subject_token_type`; rules in `./token-kind.ts`):
  * - `access_token`: `aud` is the configured `audience`, Deputy's API as registered at the IdP
