@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { setBounded } from './bounded-map.js';
 
 /**
  * Concurrent calls for one key share the promise of the call under way (single flight). The
@@ -205,17 +206,7 @@ export class BoundedReadCache<K, V> {
     const until = final ? life.until : Math.min(life.until, startedAt + this.#o.ttlMs);
     const previous = this.#entries.get(key);
     const value = previous !== undefined && this.#o.keep !== undefined ? this.#o.keep(previous.value, read) : read;
-    this.#entries.delete(key);
-    this.#evictOldest();
-    this.#entries.set(key, { value, until, final, startedAt });
+    setBounded(this.#entries, key, { value, until, final, startedAt }, this.#o.maxEntries);
     return value;
-  }
-
-  /** Makes room for one answer: deletes the answers read longest ago (a Map iterates in insertion order). */
-  #evictOldest(): void {
-    for (const key of this.#entries.keys()) {
-      if (this.#entries.size < this.#o.maxEntries) return;
-      this.#entries.delete(key);
-    }
   }
 }
