@@ -15,9 +15,12 @@
  */
 export function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
   map.delete(key);
-  for (const oldest of map.keys()) {
-    if (map.size < max) break;
-    map.delete(oldest);
+  // Checked first: a map below its bound (the usual case) allocates no iterator.
+  if (map.size >= max) {
+    for (const oldest of map.keys()) {
+      map.delete(oldest);
+      if (map.size < max) break;
+    }
   }
   map.set(key, value);
 }
