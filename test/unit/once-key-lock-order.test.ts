@@ -12,41 +12,14 @@
  * holds the first key until both statements wait, so they are under way at once ({@link crossed}).
  */
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendIfHead } from '../../src/audit/chain.js';
 import { genesisHash, type SignedReceipt } from '../../src/audit/receipt.js';
 import { recordEachOnce, type OnceKey } from '../../src/oauth/adapter.js';
-import { migrate, type Store } from '../../src/store/index.js';
-import { createPostgresStore } from '../../src/store/postgres.js';
-import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
+import { usingPostgres } from '../support/database.js';
+import { deadlocks, lockWaits, postgresStoreForFile } from '../support/pg-locks.js';
 
-let db: TestDatabase;
-let store: Store;
-
-beforeAll(async () => {
-  if (!usingPostgres) return;
-  db = await createTestDatabase();
-  store = await createPostgresStore({ connectionString: db.url!, poolSize: 4 });
-  await migrate(store);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
-});
-
-async function deadlocks(): Promise<number> {
-  const rows = await store.query<{ n: number }>('SELECT deadlocks::int AS n FROM pg_stat_database WHERE datname = current_database()');
-  return rows[0]!.n;
-}
-
-/** Resolves once `n` statements of this database wait for a lock. */
-async function waiting(n: number): Promise<void> {
-  for (;;) {
-    const rows = await store.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-    if (rows[0]!.n >= n) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+const pg = postgresStoreForFile();
 
 /** Rounds per case: before the fix, each round deadlocked about one time in two. */
 const ROUNDS = 6;
@@ -63,10 +36,10 @@ const receipt = (agent: string): SignedReceipt => ({ id: `r-${randomBytes(6).toS
 async function crossed(round: number, record: (keys: OnceKey[]) => Promise<string>): Promise<string[]> {
   const [k1, k2] = [key(`k1-${round}-${randomBytes(4).toString('hex')}`), key(`k2-${round}-${randomBytes(4).toString('hex')}`)];
   let both!: Promise<PromiseSettledResult<string>[]>;
-  const held = store.transaction(async (tx) => {
+  const held = pg.store.transaction(async (tx) => {
     await recordEachOnce(tx, [k1]);
     both = Promise.allSettled([record([k1, k2]), record([k2, k1])]);
-    await waiting(2);
+    await lockWaits(pg.store, 2);
     throw new Error('rolled back on purpose');
   });
   await expect(held).rejects.toThrow('rolled back on purpose');
@@ -75,26 +48,26 @@ async function crossed(round: number, record: (keys: OnceKey[]) => Promise<strin
 
 describe.skipIf(!usingPostgres)('single-use keys recorded by two instances in opposite orders (PostgreSQL)', () => {
   it('two agents\' group statements with crossed replayed keys: one is written, the other refused as a replay; no deadlock', async () => {
-    const before = await deadlocks();
+    const before = await deadlocks(pg.store);
     for (let round = 0; round < ROUNDS; round++) {
       const [a, b] = [`agent-a-${round}`, `agent-b-${round}`];
       const agents = [a, b];
       const outcome = await crossed(round, (keys) => {
         const agent = agents.shift()!;
-        return appendIfHead(store, agent, { seq: 0, hash: genesisHash(agent) }, [receipt(agent)], keys);
+        return appendIfHead(pg.store, agent, { seq: 0, hash: genesisHash(agent) }, [receipt(agent)], keys);
       });
       // Before: 40P01 for one of the two in about half the rounds.
       expect(outcome).toEqual(['recorded', 'written']);
     }
-    expect(await deadlocks()).toBe(before);
+    expect(await deadlocks(pg.store)).toBe(before);
   }, 60_000);
 
   it('the locked path\'s recordEachOnce with crossed keys in two transactions: one records both, the other neither; no deadlock', async () => {
-    const before = await deadlocks();
+    const before = await deadlocks(pg.store);
     for (let round = 0; round < ROUNDS; round++) {
-      const outcome = await crossed(round, (keys) => store.transaction(async (t) => String((await recordEachOnce(t, keys)).size)));
+      const outcome = await crossed(round, (keys) => pg.store.transaction(async (t) => String((await recordEachOnce(t, keys)).size)));
       expect(outcome).toEqual(['0', '2']);
     }
-    expect(await deadlocks()).toBe(before);
+    expect(await deadlocks(pg.store)).toBe(before);
   }, 60_000);
 });
