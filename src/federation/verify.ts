@@ -61,6 +61,7 @@ import { TrustedIssuer, type IssuerMatch, type RemoteKeySet } from './issuer.js'
 import { entraIdentity, refuseGraphToken } from './presets/entra.js';
 import { oidcIdentity } from './presets/oidc.js';
 import { oktaIdentity, refuseOktaOrgAccessToken } from './presets/okta.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** What the client says the subject token is (RFC 8693 §3 token type identifiers). */
 export type SubjectTokenKind = 'access_token' | 'id_token' | 'jwt';
@@ -245,7 +246,8 @@ const NONE_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
  * claims: jose's own `validateClaimsSet`, run here on the same claims set) still runs whenever
  * this runs, as do the checks after it (restricting claims, token-kind rules, identity mapping):
  * on a token's first use as each declared kind, and whenever {@link AcceptedSubjectTokens} has
- * no answer. Bounded at {@link MAX_VERIFIED_SIGNATURES} entries (cleared when full).
+ * no answer. Bounded at {@link MAX_VERIFIED_SIGNATURES} entries (a new one past it evicts the one
+ * verified longest ago).
  */
 class VerifiedSignatures {
   readonly #entries = new Map<string, { key: unknown; untilMs: number }>();
@@ -264,8 +266,7 @@ class VerifiedSignatures {
     if (hit) this.#entries.delete(digest);
     const { payload, key } = await jwtVerify(token, keys, options);
     if (typeof payload.exp === 'number') {
-      if (this.#entries.size >= MAX_VERIFIED_SIGNATURES) this.#entries.clear();
-      this.#entries.set(digest, { key, untilMs: payload.exp * 1000 });
+      setBounded(this.#entries, digest, { key, untilMs: payload.exp * 1000 }, MAX_VERIFIED_SIGNATURES);
     }
     return { payload, key };
   }
@@ -296,7 +297,7 @@ interface AcceptedToken {
  * When either fails, or the token is not remembered, the whole verification runs (and refuses
  * with its own error); nothing is remembered but accepted tokens, each until its `exp`. Keyed by
  * the SHA-256 of (declared kind, token); bounded at {@link MAX_VERIFIED_SIGNATURES} entries
- * (cleared when full). Each recall returns a copy: callers never share the remembered arrays.
+ * (a new one past it evicts the one accepted longest ago). Each recall returns a copy: callers never share the remembered arrays.
  */
 class AcceptedSubjectTokens {
   readonly #entries = new Map<string, AcceptedToken>();
@@ -317,8 +318,7 @@ class AcceptedSubjectTokens {
   /** Remembers an accepted token until its `exp` (a copy: the caller keeps its own identity). */
   remember(token: string, kind: SubjectTokenKind, accepted: AcceptedToken): void {
     if (typeof accepted.payload.exp !== 'number') return;
-    if (this.#entries.size >= MAX_VERIFIED_SIGNATURES) this.#entries.clear();
-    this.#entries.set(AcceptedSubjectTokens.#digest(token, kind), { ...accepted, identity: copyOf(accepted.identity) });
+    setBounded(this.#entries, AcceptedSubjectTokens.#digest(token, kind), { ...accepted, identity: copyOf(accepted.identity) }, MAX_VERIFIED_SIGNATURES);
   }
 
   static #digest(token: string, kind: SubjectTokenKind): string {
