@@ -315,9 +315,14 @@ class AcceptedSubjectTokens {
     return copyOf(entry.identity);
   }
 
-  /** Remembers an accepted token until its `exp` (a copy: the caller keeps its own identity). */
+  /**
+   * Remembers an accepted token until its `exp`: a copy of the identity (the caller keeps its own
+   * arrays), whose claims set is frozen all the way down — `may_act`, `cnf` and every array in it
+   * are shared by every later answer (and by the caller's), so none of them can be changed.
+   */
   remember(token: string, kind: SubjectTokenKind, accepted: AcceptedToken): void {
     if (typeof accepted.payload.exp !== 'number') return;
+    deepFreeze(accepted.identity.claims);
     setBounded(this.#entries, AcceptedSubjectTokens.#digest(token, kind), { ...accepted, identity: copyOf(accepted.identity) }, MAX_VERIFIED_SIGNATURES);
   }
 
@@ -326,9 +331,24 @@ class AcceptedSubjectTokens {
   }
 }
 
-/** A copy of an identity whose arrays are its own (the claims set is read-only). */
+/**
+ * A copy of an identity whose arrays are its own. Its claims set (and `mayAct`, a member of it)
+ * is the remembered one, frozen by {@link AcceptedSubjectTokens.remember}.
+ */
 function copyOf(identity: FederatedIdentity): FederatedIdentity {
   return { ...identity, groups: [...identity.groups], roles: [...identity.roles], scopes: [...identity.scopes] };
+}
+
+/**
+ * Freezes a verified claims set and every object and array inside it (JSON: no cycles), without
+ * recursion, so that no nesting depth a token can carry overflows the stack.
+ */
+function deepFreeze(claims: Readonly<Record<string, unknown>>): void {
+  const pending: object[] = [claims];
+  for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
+    Object.freeze(value);
+    for (const member of Object.values(value)) if (typeof member === 'object' && member !== null) pending.push(member);
+  }
 }
 
 /**
