@@ -6,10 +6,11 @@
  * later one.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { UnsecuredJWT } from 'jose';
 import { trustedIssuerSchema, type TrustedIssuerConfigInput } from '../../src/federation/config.js';
 import { FederationError } from '../../src/federation/errors.js';
 import type { FederatedIdentity } from '../../src/federation/identity.js';
-import { FederationVerifier, type SubjectTokenKind } from '../../src/federation/verify.js';
+import { FederationVerifier, MAX_ACCEPTED_TOKEN_BYTES, MAX_SUBJECT_TOKEN_BYTES, type SubjectTokenKind } from '../../src/federation/verify.js';
 import { ENTRA_OTHER_TENANT, OKTA_CLIENT_ID, startMockIdp, type MockIdp } from '../support/mock-idp.js';
 
 let idp: MockIdp;
@@ -162,4 +163,59 @@ describe('accepted subject tokens: an answer shares nothing mutable with a later
     // The same token as another declared kind: its own answer, as untouched.
     expect((await v.verify(token, 'jwt')).claims).toMatchObject(expected);
   });
+});
+
+describe('accepted subject tokens: bounded in bytes, not only in number', () => {
+  it('large tokens past MAX_ACCEPTED_TOKEN_BYTES evict the ones accepted longest ago (each is verified again, and accepted)', async () => {
+    const big = await startMockIdp({ alg: 'ES256' });
+    try {
+      const v = verifier([big.issuerConfig('okta', { algorithms: ['ES256'] } as Partial<TrustedIssuerConfigInput>)]);
+      // Tokens of ~15.9 KB (a user in ~380 groups): under the 16 KiB size limit each.
+      const groups = Array.from({ length: 370 }, (_, i) => `group-number-${i}-engineering`);
+      const first = await big.oktaAccessToken({ groups, jti: 'first' });
+      expect(first.length).toBeGreaterThan(15_000);
+      expect(first.length).toBeLessThanOrEqual(MAX_SUBJECT_TOKEN_BYTES);
+      const count = Math.ceil(MAX_ACCEPTED_TOKEN_BYTES / first.length) + 1;
+      await v.verify(first, 'access_token');
+      let last = first;
+      for (let i = 1; i < count; i++) {
+        last = await big.oktaAccessToken({ groups, jti: `t-${i}` });
+        await v.verify(last, 'access_token');
+      }
+      // Far fewer than 10,000 tokens, yet the first is no longer remembered: decided in full again.
+      const decodes = vi.spyOn(UnsecuredJWT, 'decode');
+      await expect(v.verify(last, 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+      expect(decodes).not.toHaveBeenCalled();
+      await expect(v.verify(first, 'access_token')).resolves.toMatchObject({ preset: 'okta', groups });
+      expect(decodes).toHaveBeenCalledTimes(1);
+      decodes.mockRestore();
+    } finally {
+      await big.close();
+    }
+  }, 120_000);
+
+  it('and at 10,000 tokens: the 10,001st evicts the one accepted longest ago', async () => {
+    const many = await startMockIdp({ alg: 'ES256' });
+    try {
+      const v = verifier([many.issuerConfig('okta', { algorithms: ['ES256'] } as Partial<TrustedIssuerConfigInput>)]);
+      const tokens = await Promise.all(Array.from({ length: 10_001 }, (_, i) => many.oktaAccessToken({ jti: `n-${i}` })));
+      for (const token of tokens.slice(0, 10_000)) await v.verify(token, 'access_token');
+      // Expired from this cache by the clock: the second is accepted anew (and so the newest).
+      vi.spyOn(Date, 'now').mockReturnValueOnce(Date.now() + 3_600_000);
+      await v.verify(tokens[1]!, 'access_token');
+      vi.restoreAllMocks();
+      await v.verify(tokens[10_000]!, 'access_token');
+      // Decided in full: jose's claim checks over a remembered signature, or the signature verified.
+      const decodes = vi.spyOn(UnsecuredJWT, 'decode');
+      const verifies = vi.spyOn(crypto.subtle, 'verify');
+      const full = () => decodes.mock.calls.length + verifies.mock.calls.length;
+      for (const i of [1, 2, 9_999, 10_000]) await v.verify(tokens[i]!, 'access_token');
+      expect(full()).toBe(0);
+      await v.verify(tokens[0]!, 'access_token');
+      expect(full()).toBe(1);
+      vi.restoreAllMocks();
+    } finally {
+      await many.close();
+    }
+  }, 120_000);
 });
