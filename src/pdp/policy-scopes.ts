@@ -49,7 +49,9 @@ export function preparseScopedSets(slot: string, policies: { ids: readonly strin
       for (const resourceType of action.resourceTypes) {
         const ids = policies.ids.filter((_, i) => mayApply(policies.ests[i], principalType, action.uid, resourceType));
         if (ids.length === policies.ids.length) continue;
-        const subset = ids.join('\0');
+        // JSON, not a separator: policy ids are any string (`@id("a\0b")`), and two different subsets
+        // whose ids joined to one string would share one pre-parsed set (a forbid left out).
+        const subset = JSON.stringify(ids);
         let id = bySubset.get(subset);
         if (id === undefined) {
           if (ids.length > budget) continue;

@@ -1,0 +1,72 @@
+/**
+ * Red team of the pre-parsed policy subsets by scope (policy-scopes.ts, issue 16 ninth round):
+ * through the policy store and the engine, each call against its subset answers as the whole set
+ * does (the engine's `slice: false`), for policy ids and reloads the random property does not make.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import { CedarEngine, type CedarRequest } from '../../src/pdp/engine.js';
+import { PolicyStore, type PolicySnapshot } from '../../src/pdp/policy-store.js';
+
+const SCHEMA = `
+entity User { id: String };
+entity Agent { id: String };
+entity Doc { id: String };
+action read, write appliesTo { principal: [User, Agent], resource: [Doc] };
+`;
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function folder(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), 'deputy-scopes-'));
+  dirs.push(dir);
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  return dir;
+}
+
+const store = (dir: string) => new PolicyStore({ dir, logger: createLogger('silent') });
+
+function request(principalType: string, action: string): CedarRequest {
+  return {
+    principal: { type: principalType, id: 'p' },
+    action: { type: 'Action', id: action },
+    resource: { type: 'Doc', id: 'd' },
+    context: {},
+    entities: [
+      { uid: { type: principalType, id: 'p' }, attrs: { id: 'p' }, parents: [] },
+      { uid: { type: 'Doc', id: 'd' }, attrs: { id: 'd' }, parents: [] },
+    ],
+  };
+}
+
+/** Every (principal type, action) of SCHEMA decided against the subsets and against the whole set. */
+function bothWays(snapshot: PolicySnapshot): Array<{ call: string; scoped: unknown; whole: unknown }> {
+  const scoped = new CedarEngine({ cacheSize: 0 });
+  const whole = new CedarEngine({ cacheSize: 0, slice: false });
+  const sorted = (v: ReturnType<CedarEngine['authorize']>) => ({ ...v, policies: [...v.policies].sort() });
+  return ['User', 'Agent'].flatMap((p) =>
+    ['read', 'write'].map((a) => ({ call: `${p} ${a}`, scoped: sorted(scoped.authorize(snapshot, request(p, a))), whole: sorted(whole.authorize(snapshot, request(p, a))) })),
+  );
+}
+
+describe('policy subsets by scope', () => {
+  it('policy ids holding NUL characters: two different subsets whose ids join to one string stay two', async () => {
+    // The read subset is [everyone, "x\0y"], the write subset [everyone, "x", "y"]: joined with NUL, the same string.
+    const policies = [
+      '@id("everyone") permit (principal, action, resource);',
+      '@id("x") forbid (principal, action == Action::"write", resource);',
+      '@id("x\\0y") permit (principal, action == Action::"read", resource);',
+      '@id("y") permit (principal, action == Action::"write", resource) when { false };',
+    ].join('\n');
+    const snapshot = await store(folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': policies })).load();
+    const answers = bothWays(snapshot);
+    for (const a of answers) expect({ call: a.call, answer: a.scoped }).toEqual({ call: a.call, answer: a.whole });
+    expect(answers.find((a) => a.call === 'User write')?.scoped).toMatchObject({ allowed: false, kind: 'forbidden', policies: ['x'] });
+  });
+});
