@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import { CedarEngine, type CedarRequest } from '../../src/pdp/engine.js';
-import { PolicyStore, type PolicySnapshot } from '../../src/pdp/policy-store.js';
+import { PolicyLoadError, PolicyStore, type PolicySnapshot } from '../../src/pdp/policy-store.js';
 
 const SCHEMA = `
 entity User { id: String };
@@ -68,5 +68,31 @@ describe('policy subsets by scope', () => {
     const answers = bothWays(snapshot);
     for (const a of answers) expect({ call: a.call, answer: a.scoped }).toEqual({ call: a.call, answer: a.whole });
     expect(answers.find((a) => a.call === 'User write')?.scoped).toMatchObject({ allowed: false, kind: 'forbidden', policies: ['x'] });
+  });
+});
+
+describe('policy ids that name Object.prototype members', () => {
+  it('a forbid with @id("__proto__") loads, is validated and is enforced, against the subsets and the whole set', async () => {
+    const policies = [
+      '@id("everyone") permit (principal, action, resource);',
+      '@id("__proto__") forbid (principal, action == Action::"write", resource);',
+      '@id("constructor") forbid (principal is Agent, action == Action::"read", resource);',
+    ].join('\n');
+    const snapshot = await store(folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': policies })).load();
+    expect([...snapshot.policies.keys()]).toEqual(['everyone', '__proto__', 'constructor']);
+    const answers = bothWays(snapshot);
+    for (const a of answers) expect({ call: a.call, answer: a.scoped }).toEqual({ call: a.call, answer: a.whole });
+    expect(Object.fromEntries(answers.map((a) => [a.call, a.whole]))).toEqual({
+      'User read': { allowed: true, policies: ['everyone'] },
+      'User write': { allowed: false, kind: 'forbidden', policies: ['__proto__'] },
+      'Agent read': { allowed: false, kind: 'forbidden', policies: ['constructor'] },
+      'Agent write': { allowed: false, kind: 'forbidden', policies: ['__proto__'] },
+    });
+  });
+
+  it('a policy with @id("__proto__") that does not validate is refused by name', async () => {
+    const err = await store(folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': '@id("__proto__") forbid (principal, action, resource) when { principal.nope };' })).load().then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyLoadError);
+    expect((err as PolicyLoadError).issues.join('\n')).toContain('"__proto__"');
   });
 });
