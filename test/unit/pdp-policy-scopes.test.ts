@@ -96,3 +96,22 @@ describe('policy ids that name Object.prototype members', () => {
     expect((err as PolicyLoadError).issues.join('\n')).toContain('"__proto__"');
   });
 });
+
+describe("the engine's policy lists", () => {
+  it("come in the policy set's order, call after call, against the subsets and the whole set (the first forbid's @reason is reason_user)", async () => {
+    const forbids = ['f1', 'f2', 'f3', 'f4', 'f5'].map((f) => `@id("${f}") @reason("${f}") forbid (principal is User, action, resource);`);
+    const errs = ['e1', 'e2', 'e3', 'e4'].map((e) => `@id("${e}") forbid (principal, action == Action::"write", resource) when { 9223372036854775807 + 1 > 0 };`);
+    const permits = ['a1', 'a2', 'a3', 'a4'].map((a) => `@id("${a}") permit (principal is Agent, action, resource);`);
+    const snapshot = await store(folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': [...forbids, ...errs, ...permits].join('\n') })).load();
+    // The snapshot's order (Cedar splits a file into policies in an order of its own, the same every time).
+    const inOrder = (prefix: string) => [...snapshot.policies.keys()].filter((id) => id.startsWith(prefix));
+    expect(inOrder('')).toHaveLength(13);
+    for (const engine of [new CedarEngine({ cacheSize: 0 }), new CedarEngine({ cacheSize: 0, slice: false })]) {
+      for (let i = 0; i < 20; i++) {
+        expect(engine.authorize(snapshot, request('User', 'read'))).toEqual({ allowed: false, kind: 'forbidden', policies: inOrder('f') });
+        expect(engine.authorize(snapshot, request('Agent', 'write'))).toEqual({ allowed: false, kind: 'policy_error', policies: inOrder('e') });
+        expect(engine.authorize(snapshot, request('Agent', 'read'))).toEqual({ allowed: true, policies: inOrder('a') });
+      }
+    }
+  });
+});
