@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
+import { cedar } from '../../src/pdp/cedar.js';
 import { CedarEngine, type CedarRequest } from '../../src/pdp/engine.js';
 import { PolicyLoadError, PolicyStore, type PolicySnapshot } from '../../src/pdp/policy-store.js';
 
@@ -111,6 +112,32 @@ describe("the engine's policy lists", () => {
         expect(engine.authorize(snapshot, request('User', 'read'))).toEqual({ allowed: false, kind: 'forbidden', policies: inOrder('f') });
         expect(engine.authorize(snapshot, request('Agent', 'write'))).toEqual({ allowed: false, kind: 'policy_error', policies: inOrder('e') });
         expect(engine.authorize(snapshot, request('Agent', 'read'))).toEqual({ allowed: true, policies: inOrder('a') });
+      }
+    }
+  });
+});
+
+describe('reloads into the same slot', () => {
+  it('a reload with fewer subsets leaves none of the earlier ones pre-parsed (no policies kept for a set no snapshot uses)', async () => {
+    const many = ['User', 'Agent'].flatMap((p) => ['read', 'write'].map((a) => `@id("${p}-${a}") permit (principal is ${p}, action == Action::"${a}", resource);`)).join('\n');
+    const dir = folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': many });
+    const s = store(dir);
+    const first = await s.load();
+    const subsets = new Set(['User', 'Agent'].flatMap((p) => ['read', 'write'].map((a) => first.scopedPolicySetId(p, { type: 'Action', id: a }, 'Doc'))));
+    expect(subsets.size).toBe(4);
+    writeFileSync(join(dir, 'p.cedar'), '@id("any") permit (principal, action, resource);');
+    await s.reload('admin');
+    writeFileSync(join(dir, 'p.cedar'), '@id("users") permit (principal is User, action, resource);');
+    const third = await s.reload('admin').then(() => s.current);
+    expect(third.policySetId).toBe(first.policySetId);
+    const now = new Set(['User', 'Agent'].map((p) => third.scopedPolicySetId(p, { type: 'Action', id: 'read' }, 'Doc')));
+    expect(now.size).toBe(2);
+    for (const id of subsets) {
+      if (now.has(id)) continue;
+      // Cedar answers from whatever is pre-parsed under the id: the first load's policies, unless cleared.
+      for (const [p, a] of [['User', 'read'], ['User', 'write'], ['Agent', 'read'], ['Agent', 'write']] as const) {
+        const answer = cedar.statefulIsAuthorized({ ...request(p, a), preparsedPolicySetId: id } as never) as { type: string; response?: { diagnostics: { reason: string[] } } };
+        expect({ id, call: `${p} ${a}`, permits: answer.type === 'success' ? answer.response!.diagnostics.reason : [] }).toEqual({ id, call: `${p} ${a}`, permits: [] });
       }
     }
   });
