@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import { cedar } from '../../src/pdp/cedar.js';
@@ -140,5 +141,98 @@ describe('reloads into the same slot', () => {
         expect({ id, call: `${p} ${a}`, permits: answer.type === 'success' ? answer.response!.diagnostics.reason : [] }).toEqual({ id, call: `${p} ${a}`, permits: [] });
       }
     }
+  });
+});
+
+describe('random validated policy sets through the store, reloaded into one store', () => {
+  const NS_SCHEMA = `
+namespace Ns {
+  entity Group in [Group];
+  entity User in [Group] { level: Long };
+  entity Agent in [Group] { level: Long, owner: User };
+  entity Folder in [Folder];
+  entity Doc in [Folder] { owner: User, secret: Bool };
+  action all;
+  action readActions in [all];
+  action read, list in [readActions] appliesTo { principal: [User, Agent], resource: [Doc, Folder], context: { n: Long } };
+  action write in [all] appliesTo { principal: [User], resource: [Doc], context: { n: Long } };
+  action share appliesTo { principal: [Agent], resource: [Doc, Folder], context: { n: Long } };
+}
+`;
+  const uid = (type: string, id: string) => ({ type: `Ns::${type}`, id });
+  const ENTITIES = [
+    { uid: uid('User', 'u1'), attrs: { level: 3 }, parents: [uid('Group', 'g1')] },
+    { uid: uid('User', 'u2'), attrs: { level: 9 }, parents: [uid('Group', 'g2')] },
+    { uid: uid('Agent', 'a1'), attrs: { level: 1, owner: { __entity: uid('User', 'u1') } }, parents: [uid('Group', 'g2')] },
+    { uid: uid('Agent', 'a2'), attrs: { level: 7, owner: { __entity: uid('User', 'u2') } }, parents: [] },
+    { uid: uid('Group', 'g2'), attrs: {}, parents: [uid('Group', 'g1')] },
+    { uid: uid('Group', 'g1'), attrs: {}, parents: [] },
+    { uid: uid('Folder', 'root'), attrs: {}, parents: [] },
+    { uid: uid('Folder', 'f1'), attrs: {}, parents: [uid('Folder', 'root')] },
+    { uid: uid('Doc', 'd1'), attrs: { owner: { __entity: uid('User', 'u1') }, secret: true }, parents: [uid('Folder', 'f1')] },
+    { uid: uid('Doc', 'd2'), attrs: { owner: { __entity: uid('User', 'u2') }, secret: false }, parents: [] },
+    ...[['read', 'readActions'], ['list', 'readActions'], ['readActions', 'all'], ['write', 'all'], ['all'], ['share']].map(([id, parent]) => ({ uid: uid('Action', id!), attrs: {}, parents: parent ? [uid('Action', parent)] : [] })),
+  ] as CedarRequest['entities'];
+  const APPLIES: Record<string, { principals: string[]; resources: string[] }> = {
+    read: { principals: ['User:u1', 'User:u2', 'Agent:a1', 'Agent:a2'], resources: ['Doc:d1', 'Doc:d2', 'Folder:f1', 'Folder:root'] },
+    list: { principals: ['User:u1', 'User:u2', 'Agent:a1', 'Agent:a2'], resources: ['Doc:d1', 'Doc:d2', 'Folder:f1', 'Folder:root'] },
+    write: { principals: ['User:u1', 'User:u2'], resources: ['Doc:d1', 'Doc:d2'] },
+    share: { principals: ['Agent:a1', 'Agent:a2'], resources: ['Doc:d1', 'Doc:d2', 'Folder:f1', 'Folder:root'] },
+  };
+  const REQUESTS: CedarRequest[] = Object.entries(APPLIES).flatMap(([action, { principals, resources }]) =>
+    principals.flatMap((p) => resources.flatMap((r) => [0, 1, 3].map((n) => ({
+      principal: uid(p.split(':')[0]!, p.split(':')[1]!),
+      action: uid('Action', action),
+      resource: uid(r.split(':')[0]!, r.split(':')[1]!),
+      context: { n },
+      entities: ENTITIES,
+    })))),
+  );
+  const policyArb = fc.record({
+    effect: fc.constantFrom('permit', 'forbid'),
+    principal: fc.constantFrom('principal', 'principal == Ns::User::"u1"', 'principal == Ns::Agent::"a1"', 'principal is Ns::User', 'principal is Ns::Agent', 'principal in Ns::Group::"g1"', 'principal is Ns::User in Ns::Group::"g2"', 'principal is Ns::Agent in Ns::Group::"g1"'),
+    action: fc.constantFrom('action', 'action == Ns::Action::"read"', 'action == Ns::Action::"write"', 'action == Ns::Action::"share"', 'action in Ns::Action::"readActions"', 'action in Ns::Action::"all"', 'action in [Ns::Action::"list", Ns::Action::"share"]'),
+    resource: fc.constantFrom('resource', 'resource is Ns::Doc', 'resource is Ns::Folder', 'resource == Ns::Doc::"d1"', 'resource in Ns::Folder::"root"', 'resource is Ns::Doc in Ns::Folder::"f1"'),
+    kind: fc.constantFrom('when', 'unless'),
+    // Some err at evaluation (a Long overflow for n = 3), some read the hierarchy or attributes.
+    condition: fc.constantFrom('true', 'context.n == 1', 'context.n * 4611686018427387904 > 0', 'principal.level > 5', 'principal in Ns::Group::"g2"', 'resource in Ns::Folder::"f1"', 'resource is Ns::Doc && resource.secret', 'resource is Ns::Doc && resource.owner.level * context.n * 3074457345618258603 > 0'),
+  });
+  // Ids that name Object.prototype members, hold NUL, or look like the store's own `file#n`.
+  const IDS = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'a', 'b', 'c', 'a\\0b', 'b\\0c', 'a\\0', '\\0b', 'p.cedar#1', 'x'];
+
+  it('every call of every action the schema applies answers as the whole set, cached and not (fixed seed)', async () => {
+    const dir = folder({ 'schema.cedarschema': NS_SCHEMA, 'p.cedar': '@id("x") permit (principal, action, resource);' });
+    const s = store(dir);
+    await s.load();
+    // One cached engine for the whole run: its answers must follow every reload.
+    const cached = new CedarEngine({ cacheSize: 10_000 });
+    const scoped = new CedarEngine({ cacheSize: 0 });
+    const whole = new CedarEngine({ cacheSize: 0, slice: false });
+    const outcomes = new Set<string>();
+    let loads = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(policyArb, { minLength: 1, maxLength: 8 }), fc.shuffledSubarray(IDS, { minLength: 8, maxLength: 8 }), async (policies, ids) => {
+        const text = policies.map((p, i) => `@id("${ids[i]}") ${p.effect} (${p.principal}, ${p.action}, ${p.resource}) ${p.kind} { ${p.condition} };`).join('\n');
+        writeFileSync(join(dir, 'p.cedar'), text);
+        const refused = await s.reload('admin').then(() => false, (err: unknown) => {
+          if (!(err instanceof PolicyLoadError)) throw err;
+          return true;
+        });
+        fc.pre(!refused);
+        loads++;
+        const snapshot = s.current;
+        for (const r of REQUESTS) {
+          const expected = whole.authorize(snapshot, r);
+          const call = `${r.principal.id} ${r.action.id} ${r.resource.id} ${JSON.stringify(r.context)}`;
+          expect({ text, call, answer: scoped.authorize(snapshot, r) }).toEqual({ text, call, answer: expected });
+          expect({ text, call, answer: cached.authorize(snapshot, r) }).toEqual({ text, call, answer: expected });
+          if (snapshot.scopedPolicySetId(r.principal.type, r.action, r.resource.type) !== snapshot.policySetId) outcomes.add('subset');
+          outcomes.add(expected.allowed ? 'allow' : expected.kind);
+        }
+      }),
+      { numRuns: 60, seed: 20261130 },
+    );
+    expect(loads).toBeGreaterThan(30);
+    expect(outcomes).toEqual(new Set(['allow', 'not_permitted', 'forbidden', 'policy_error', 'subset']));
   });
 });
