@@ -50,6 +50,7 @@ import { parseJson, readBody } from './json-body.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 import { NO_STORE } from '../util/http.js';
+import { setBounded } from '../util/bounded-map.js';
 
 export { AUTHZEN_SCOPE };
 
@@ -240,7 +241,7 @@ export class PepTokens {
    * comparison. The entry's checks (expiry, revocation) run all the same.
    */
   #last: { authorization: string; entry: VerifiedPepToken } | undefined;
-  /** Bound on remembered tokens; the map is emptied when reached. */
+  /** Bound on remembered tokens; a new one past it evicts the one remembered longest ago. */
   static readonly MAX_ENTRIES = 1000;
 
   constructor(revocations: Pick<OperatorTokenRevocations, 'knownLive'>) {
@@ -256,10 +257,9 @@ export class PepTokens {
   /** Remembers a token just authenticated (revocation included) with the `authzen:evaluate` scope, if it is an unbound Bearer token with an expiry and a `jti`. */
   remember(authorization: string, auth: AuthenticatedRequest): void {
     if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number' || typeof auth.claims.jti !== 'string') return;
-    if (this.#verified.size >= PepTokens.MAX_ENTRIES) this.#verified.clear();
-    // The map changes: the last entry found may no longer be its entry.
+    // The map changes (an entry replaced or evicted): the last entry found may no longer be its entry.
     this.#last = undefined;
-    this.#verified.set(authorization, { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 });
+    setBounded(this.#verified, authorization, { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 }, PepTokens.MAX_ENTRIES);
   }
 
   #find(authorization: string): VerifiedPepToken | undefined {
