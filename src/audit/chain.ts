@@ -210,6 +210,12 @@ async function runConditional(db: Queryable, { sql, params }: Conditional): Prom
  */
 function singleAppend(agent: string, expected: ChainHead, receipt: SignedReceipt, once: OnceKey | undefined): Conditional {
   const params: unknown[] = [agent, receipt.seq, receipt.hash, expected.seq, expected.hash, receipt.id, receipt.prev, receipt.jws];
+  if (once) params.push(once.namespace, once.key, Math.max(1, Math.ceil(once.ttlSeconds)));
+  return { sql: SINGLE_APPEND[expected.seq === 0 ? 'genesis' : 'head'][once ? 'once' : 'plain'], params };
+}
+
+/** The text of {@link singleAppend}'s statement: from genesis or from a head, with a once-key or without. */
+function singleAppendSql(fromGenesis: boolean, once: boolean): string {
   const spent = once
     ? `spent AS (
          INSERT INTO oidc_models (model, id, payload, expires_at)
@@ -219,19 +225,25 @@ function singleAppend(agent: string, expected: ChainHead, receipt: SignedReceipt
            WHERE oidc_models.expires_at <= now()
          RETURNING 1),`
     : '';
-  if (once) params.push(once.namespace, once.key, Math.max(1, Math.ceil(once.ttlSeconds)));
-  return {
-    sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
+  return `WITH moved AS (${fromGenesis ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
        ${spent}
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
          SELECT $1, ${once ? 'CASE WHEN EXISTS (SELECT 1 FROM spent) THEN $2::bigint ELSE 0 END' : '$2::bigint'}, $6::text, $3, $7::text, $8::text
          WHERE EXISTS (SELECT 1 FROM moved)
          RETURNING 1)
-     SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`,
-    params,
-  };
+     SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`;
 }
+
+/**
+ * {@link singleAppendSql}'s four texts, built once: every gateway call and PDP decision runs one
+ * of them, and a constant text is neither rebuilt (~1 KB per call) nor hashed again when the store
+ * looks its prepared name up (issue 16, ninth round).
+ */
+const SINGLE_APPEND = {
+  genesis: { once: singleAppendSql(true, true), plain: singleAppendSql(true, false) },
+  head: { once: singleAppendSql(false, true), plain: singleAppendSql(false, false) },
+} as const;
 
 export async function readHead(db: Queryable, agent: string): Promise<ChainHead | undefined> {
   const rows = await db.query<HeadRow>('SELECT seq, head FROM receipt_chains WHERE agent_id = $1', [agent]);
