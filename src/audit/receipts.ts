@@ -126,8 +126,12 @@ function noteRefusal(p: Pending): void {
 }
 
 /** Waits for the `ready` promises of `group`'s appends. @throws NotReady naming those that rejected */
-async function whenReady(group: readonly Pending[]): Promise<void> {
-  if (group.length === 1) return whenOneReady(group[0]!);
+function whenReady(group: readonly Pending[]): Promise<void> {
+  return group.length === 1 ? whenOneReady(group[0]!) : whenAllReady(group);
+}
+
+/** {@link whenReady} for a group of several appends: every `ready` settled, then the refused ones named. */
+async function whenAllReady(group: readonly Pending[]): Promise<void> {
   const gated = group.filter(readyOf);
   if (gated.length === 0) return;
   const settled = await Promise.allSettled(gated.map(readyOf));
@@ -407,15 +411,22 @@ export class ReceiptService implements ReceiptAppender {
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
       const signed = await this.#signGroup(agent, head, firsts, tries === 0 ? reuse : undefined);
-      await whenReady(firsts).catch((err: unknown) => {
+      try {
+        await whenReady(firsts);
+      } catch (err) {
         if (err instanceof NotReady) err.signed = { head, inputs: firsts.map((p) => p.input), receipts: signed };
         throw err;
-      });
+      }
       const statement = appendIfHead(this.#store, agent, head, signed, once, parts);
       const last = signed[signed.length - 1]!;
       this.#inFlight.set(agent, { seq: last.seq, hash: last.hash });
       this.#presignNext(agent);
-      const outcome = await settled(statement, parts.length > 0).finally(() => this.#inFlight.delete(agent));
+      let outcome: ConditionalAppend | 'refused';
+      try {
+        outcome = await settled(statement, parts.length > 0);
+      } finally {
+        this.#inFlight.delete(agent);
+      }
       if (outcome === 'refused') return undefined;
       if (outcome === 'written') return this.#wrote(agent, signed);
       this.#heads.delete(agent);
