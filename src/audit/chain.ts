@@ -16,7 +16,7 @@
  *
  * @module
  */
-import type { OnceKey } from '../oauth/adapter.js';
+import { inLockOrder, type OnceKey } from '../oauth/adapter.js';
 import type { Queryable, StatementPart } from '../store/index.js';
 import { genesisHash, type SignedReceipt } from './receipt.js';
 
@@ -117,7 +117,8 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
  * receipts are written only when the head moved (they read its `RETURNING` row). If a key was
  * recorded already, the receipts' `seq` is set to 0, which fails `receipts_seq_check` and so
  * undoes the whole statement: no key is spent without its receipt, and no receipt is written for
- * a replay. `once` keys must be distinct.
+ * a replay. `once` keys must be distinct; they are recorded in one order (`inLockOrder`), so two
+ * instances' statements holding the same keys cannot deadlock on them.
  *
  * `parts`: other modules' writes attested by these receipts (the token exchange's token record
  * and vault row), each an `INSERT` (no `RETURNING`) that must write exactly one row. They run in
@@ -133,11 +134,12 @@ export async function appendIfHead(
   agent: string,
   expected: ChainHead,
   receipts: readonly SignedReceipt[],
-  once: readonly OnceKey[] = [],
+  given: readonly OnceKey[] = [],
   parts: readonly StatementPart[] = [],
 ): Promise<ConditionalAppend> {
   const last = receipts[receipts.length - 1];
   if (!last) return 'written';
+  const once = inLockOrder(given);
   if (receipts.length === 1 && once.length <= 1 && parts.length === 0) return runConditional(db, singleAppend(agent, expected, last, once[0]));
   if (scalarGroup(expected, receipts, once, parts)) return runConditional(db, groupAppend(agent, expected, receipts, once));
   const params: unknown[] = [

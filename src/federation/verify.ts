@@ -58,6 +58,7 @@ import { TrustedIssuer, type IssuerMatch, type RemoteKeySet } from './issuer.js'
 import { entraIdentity, refuseGraphToken } from './presets/entra.js';
 import { oidcIdentity } from './presets/oidc.js';
 import { oktaIdentity, refuseOktaOrgAccessToken } from './presets/okta.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** What the client says the subject token is (RFC 8693 §3 token type identifiers). */
 export type SubjectTokenKind = 'access_token' | 'id_token' | 'jwt';
@@ -234,7 +235,7 @@ const NONE_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
  * makes every entry verify again. Every claim check (`iss`, `aud`, `exp`, `nbf`, `iat`, required
  * claims: jose's own `validateClaimsSet`, run here on the same claims set) still runs on every
  * call, as do the checks after it (restricting claims, token-kind rules, identity mapping).
- * Bounded at {@link MAX_VERIFIED_SIGNATURES} entries (cleared when full).
+ * Bounded at {@link MAX_VERIFIED_SIGNATURES} entries (a new one past it evicts the one verified longest ago).
  */
 class VerifiedSignatures {
   readonly #entries = new Map<string, { key: unknown; untilMs: number }>();
@@ -253,8 +254,7 @@ class VerifiedSignatures {
     if (hit) this.#entries.delete(digest);
     const { payload, key } = await jwtVerify(token, keys, options);
     if (typeof payload.exp === 'number') {
-      if (this.#entries.size >= MAX_VERIFIED_SIGNATURES) this.#entries.clear();
-      this.#entries.set(digest, { key, untilMs: payload.exp * 1000 });
+      setBounded(this.#entries, digest, { key, untilMs: payload.exp * 1000 }, MAX_VERIFIED_SIGNATURES);
     }
     return payload;
   }

@@ -50,6 +50,7 @@ import { parseJson, readBody } from './json-body.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 import { NO_STORE } from '../util/http.js';
+import { setBounded } from '../util/bounded-map.js';
 
 export { AUTHZEN_SCOPE };
 
@@ -233,7 +234,7 @@ function searchHandler(deps: AuthzenDeps, kind: SearchKind): Koa.Middleware {
 export class PepTokens {
   readonly #verified = new Map<string, { pep: string; jti: string; expiresAt: number }>();
   readonly #revocations: Pick<OperatorTokenRevocations, 'knownLive'>;
-  /** Bound on remembered tokens; the map is emptied when reached. */
+  /** Bound on remembered tokens; a new one past it evicts the one remembered longest ago. */
   static readonly MAX_ENTRIES = 1000;
 
   constructor(revocations: Pick<OperatorTokenRevocations, 'knownLive'>) {
@@ -249,8 +250,7 @@ export class PepTokens {
   /** Remembers a token just authenticated (revocation included) with the `authzen:evaluate` scope, if it is an unbound Bearer token with an expiry and a `jti`. */
   remember(authorization: string, auth: AuthenticatedRequest): void {
     if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number' || typeof auth.claims.jti !== 'string') return;
-    if (this.#verified.size >= PepTokens.MAX_ENTRIES) this.#verified.clear();
-    this.#verified.set(authorization, { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 });
+    setBounded(this.#verified, authorization, { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 }, PepTokens.MAX_ENTRIES);
   }
 }
 

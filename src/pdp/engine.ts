@@ -44,8 +44,9 @@ export class CedarEngine {
   /**
    * @param options.cacheSize Answers kept (0: no cache).
    * @param options.slice Pass each call only the entities and attributes its evaluation can read
-   *   (entity-slice.ts; default). `false` passes the request's entities as given: the construction
-   *   before issue 16's fourth round, kept so a property test can compare the two.
+   *   (entity-slice.ts; default), against only the policies whose scope may match it
+   *   (policy-scopes.ts). `false` passes the request's entities as given against the whole policy
+   *   set: the construction before issue 16's fourth round, kept so a property test can compare the two.
    */
   constructor(options: { cacheSize: number; slice?: boolean }) {
     this.#maxEntries = options.cacheSize;
@@ -93,7 +94,9 @@ export class CedarEngine {
     // No schema at evaluation: Deputy has already projected entities and context onto the schema
     // (schema.ts) and checked the action applies (chain-evaluation.ts), and passes the action hierarchy as
     // entities. Cedar's schema-based parsing would repeat that work: measured 1.3-1.6x slower.
-    const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: snapshot.policySetId });
+    // Only the policies whose scope may match this call (policy-scopes.ts); the whole set without slices.
+    const policySetId = this.#slice ? snapshot.scopedPolicySetId(request.principal.type, request.action, request.resource.type) : snapshot.policySetId;
+    const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: policySetId });
     if (answer.type === 'failure') {
       // Entities or context that do not fit the schema. Cedar's message may quote values, so it
       // goes to the log through `message`, never to the PEP.
