@@ -51,7 +51,8 @@ function traceIdField(): { trace_id?: string } {
  * statement and its parameters to errors; parameters can hold secrets, so they never reach a log.
  *
  * A plain object under `err` is the summary a caller built for the line (`{ code, cause }` of a
- * 5xx, src/http/errors.ts): its string `code` and `cause` are kept, and nothing else. `String()`
+ * 5xx, `{ cause, stack }` of an unexpected error, src/http/errors.ts): its string `code`, `cause`
+ * and `stack` are kept, and nothing else. `String()`
  * of it was `[object Object]`: the line lost what failed. Not its `message`: the summaries built
  * as `{ message: err.message }` copy a library's message, which can quote what an upstream
  * answered (the MCP SDK puts the response body in its HTTP errors) — a reflected credential with it.
@@ -76,10 +77,10 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
-/** The string `code` and `cause` of a caller's error summary; `{}` when it has neither. */
+/** The string `code`, `cause` and `stack` (frames only: src/http/errors.ts) of a caller's error summary; `{}` when it has none. */
 function summaryFields(summary: Record<string, unknown>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const key of ['code', 'cause'] as const) {
+  for (const key of ['code', 'cause', 'stack'] as const) {
     const value = summary[key];
     if (typeof value === 'string') out[key] = value;
   }
@@ -107,6 +108,27 @@ export function errorCause(err: unknown): string | undefined {
     current = current.cause;
   }
   return names.join(' ← ');
+}
+
+/**
+ * An unexpected error (a bug) as a log line's `err`: by name and code, with its causes'
+ * ({@link errorCause}: `TypeError ← Error (ECONNREFUSED)`), and where it was thrown (the stack's
+ * `at …` frames). Never its message, nor the stack's first lines, which repeat it: an unexpected
+ * error is by definition not one Deputy worded, and a library's message can quote what it was
+ * given — a token, a header, a request body (V8's `JSON.parse` quotes the text it failed on).
+ */
+export function unexpectedError(err: unknown): { cause: string; stack?: string } {
+  const cause = errorCause(err) ?? `thrown ${typeof err}`;
+  const stack = err instanceof Error && typeof err.stack === 'string' ? stackFrames(err.stack) : '';
+  return stack === '' ? { cause } : { cause, stack };
+}
+
+/** The `at …` lines of a V8 stack (the message above them, however many lines it spans, left out). */
+function stackFrames(stack: string): string {
+  return stack
+    .split('\n')
+    .filter((line) => /^\s+at /.test(line))
+    .join('\n');
 }
 
 /** An error's string or finite numeric `code`, bounded; `undefined` for any other. */

@@ -20,6 +20,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { calculateJwkThumbprint, decodeJwt, SignJWT } from 'jose';
 import * as client from 'openid-client';
+import { BoundedReadCache } from '../util/single-flight.js';
 import { DeputyAgentError, deputyErrorFromResponse, fromOpenIdClientError, type DeputyProtocolError } from './errors.js';
 import { dpopKeyPair, importPrivateKey, publicJwkOf, type DpopKeyInput, type ImportedKey, type PrivateKeyInput, type SigningAlgorithm } from './keys.js';
 
@@ -121,6 +122,9 @@ interface IssuedToken {
   /** Milliseconds since the epoch. */
   expiresAt: number;
 }
+
+/** A token a {@link DelegatedToken} holds, and when to re-exchange it (epoch ms). */
+type Issued = IssuedToken & { scope: string[]; audience: string; refreshAt: number };
 
 /** What a {@link DelegatedToken} needs from its agent (kept off the agent's public API). */
 interface AgentSession {
@@ -429,17 +433,28 @@ export class DeputyAgent {
  * user's token or a handoff) before it expires.
  */
 export class DelegatedToken {
-  #current: (IssuedToken & { scope: string[]; audience: string }) | undefined;
-  /** When to re-exchange, milliseconds since the epoch. */
-  #refreshAt = 0;
-  #refreshing: Promise<void> | undefined;
+  /** The latest token issued (its audience, scope and expiry stay readable once it is due). */
+  #current: Issued | undefined;
+  /**
+   * The token in use, on the one single-flight cache (src/util/single-flight.ts): concurrent
+   * callers share one re-exchange, a failed one is not kept (the next call exchanges again), and
+   * a wall clock stepped back to before the exchange began re-exchanges rather than keeping the
+   * token until Deputy refuses it (its refresh time was reckoned with the clock of then).
+   */
+  readonly #token: BoundedReadCache<'token', Issued>;
 
   /** @internal use {@link DeputyAgent.exchange} */
   constructor(
     private readonly agent: AgentSession,
     readonly request: Readonly<ExchangeRequest>,
     readonly skewMs: number,
-  ) {}
+  ) {
+    this.#token = new BoundedReadCache<'token', Issued>(() => this.#exchange(), {
+      ttlMs: Number.POSITIVE_INFINITY,
+      maxEntries: 1,
+      lifetime: (issued) => ({ until: issued.refreshAt, final: false }),
+    });
+  }
 
   /** The token's audience (`aud`): the gateway connection URL or other resource. */
   get audience(): string {
@@ -464,12 +479,7 @@ export class DelegatedToken {
    *   user's token or the handoff expired, or something up the chain was revoked).
    */
   async accessToken(): Promise<string> {
-    if (!this.#due()) return this.#current!.value;
-    this.#refreshing ??= this.#exchange().finally(() => {
-      this.#refreshing = undefined;
-    });
-    await this.#refreshing;
-    return this.#current!.value;
+    return (await this.#token.get('token')).value;
   }
 
   /** {@link DeputyAgent.fetch} with this token, whatever the URL. */
@@ -495,11 +505,7 @@ export class DelegatedToken {
     return { issuer: this.agent.issuer, from: this.agent.clientId, to, subject_token: issued.value, subject_token_type: ACCESS_TOKEN_TYPE, expires_at: Math.floor(issued.expiresAt / 1000) };
   }
 
-  #due(): boolean {
-    return this.#current === undefined || Date.now() >= this.#refreshAt;
-  }
-
-  async #exchange(): Promise<void> {
+  async #exchange(): Promise<Issued> {
     const r = this.request;
     let subject: string;
     let type: string;
@@ -515,8 +521,8 @@ export class DelegatedToken {
     const issued = await this.agent.grant(params, r.actorToken === true);
     // The skew is at most half the lifetime, so a short-lived token is not re-exchanged on every use.
     const lifetime = issued.expiresAt - Date.now();
-    this.#current = issued;
-    this.#refreshAt = issued.expiresAt - Math.min(this.skewMs, lifetime / 2);
+    this.#current = { ...issued, refreshAt: issued.expiresAt - Math.min(this.skewMs, lifetime / 2) };
+    return this.#current;
   }
 }
 

@@ -8,6 +8,7 @@
  * @module
  */
 import type { BudgetWindow } from './config.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** One window: its first instant and the instant the next one starts (`undefined`: never). */
 export interface WindowSpan {
@@ -114,8 +115,7 @@ export function windowAt(window: BudgetWindow, now: Date, timeZone: string): Win
   const last = lastSpans.get(key);
   if (last && last.start.getTime() <= t && t < last.resetsAt!.getTime()) return { start: last.start, resetsAt: last.resetsAt };
   const span = zonedWindowAt(window, t, timeZone);
-  if (lastSpans.size >= MAX_SPANS) lastSpans.clear();
-  lastSpans.set(key, span);
+  setBounded(lastSpans, key, span, MAX_SPANS);
   return { start: span.start, resetsAt: span.resetsAt };
 }
 

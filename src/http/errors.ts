@@ -18,7 +18,7 @@ import type { ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import { DeputyError, InvalidRequest, MethodNotAllowed, NotFound, PayloadTooLarge, ServerError, TemporarilyUnavailable } from '../errors/index.js';
 import { serializeError } from '../errors/serialize.js';
-import { errorCause, type Logger } from '../log.js';
+import { errorCause, unexpectedError, type Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
 import { findStoreUnavailable, StoreUnavailableError } from '../store/index.js';
 
@@ -61,9 +61,9 @@ export function classifyError(err: unknown): DeputyError {
   return new ServerError(err);
 }
 
-/** Logs a refusal at debug level, a 5xx at warn, an unexpected error (a bug) at error with its stack. */
+/** Logs a refusal at debug level, a 5xx at warn, an unexpected error (a bug) at error with its stack's frames. */
 export function logError(log: Logger, err: DeputyError): void {
-  if (err instanceof ServerError) log.error({ err: err.cause }, 'unhandled error');
+  if (err instanceof ServerError) log.error({ err: unexpectedError(err.cause) }, 'unhandled error');
   else if (err.status >= 500) log.warn({ err: { code: err.code, cause: describeCause(err.cause) } }, 'request not served');
   else log.debug({ err: { code: err.code, cause: describeCause(err.cause) } }, 'request refused');
 }

@@ -15,6 +15,7 @@ import { InvalidRequest } from '../errors/index.js';
 import type { McpServerConfig } from './config.js';
 import type { PinStore, StoredPin } from './store.js';
 import { changedMembers, pinnedDefinition, toolDigest, ToolPinError, verifyToolPin, type PinnedMember, type PinSigner, type ToolPinSigner } from './tool-pin.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** How one live tool stands against its pin. */
 export type PinVerdict =
@@ -125,8 +126,7 @@ export class ToolPins {
     } catch (err) {
       return err instanceof ToolPinError ? err.message : 'the stored pin does not verify';
     }
-    if (this.#verified.size >= (this.#o.cacheSize ?? 10_000)) this.#verified.clear();
-    this.#verified.set(pin.jws, key);
+    setBounded(this.#verified, pin.jws, key, this.#o.cacheSize ?? 10_000);
     return undefined;
   }
 

@@ -10,6 +10,7 @@
 import { Conflict, NotFound } from '../errors/index.js';
 import type { Queryable, Store } from '../store/index.js';
 import type { McpServerConfig } from './config.js';
+import { setBounded } from '../util/bounded-map.js';
 
 export interface McpServer {
   id: string;
@@ -84,8 +85,7 @@ export class McpServerStore {
     const hit = this.#cache.get(id);
     if (hit && now - hit.at < SERVER_CACHE_MS) return hit.server;
     const server = await this.get(id);
-    if (this.#cache.size >= 1000) this.#cache.clear();
-    this.#cache.set(id, { server, at: now });
+    setBounded(this.#cache, id, { server, at: now }, 1000);
     return server;
   }
 

@@ -13,6 +13,7 @@ import type { KeyStore } from '../keys/index.js';
 import type { ActorClaim } from '../delegation/index.js';
 import type { OnceKey } from './adapter.js';
 import type { DpopRequest, DpopVerifier, UnspentDpopProof } from './dpop.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** Claims of a Deputy access token (RFC 9068 §2.2 plus RFC 8693 `act`, RFC 9449 `cnf`). */
 export interface AccessTokenClaims extends JWTPayload {
@@ -203,8 +204,7 @@ export class AccessTokenVerifier {
         requiredClaims: ['exp', 'iat', 'jti', 'client_id'],
         currentDate: new Date(now),
       });
-      if (this.#verified.size >= MAX_VERIFIED) this.#verified.clear();
-      this.#verified.set(cacheKey, payload as AccessTokenClaims);
+      setBounded(this.#verified, cacheKey, payload as AccessTokenClaims, MAX_VERIFIED);
       return payload as AccessTokenClaims;
     } catch (cause) {
       throw new InvalidToken(describeJoseError(cause, audience === undefined ? undefined : { audience, scope }), { cause });

@@ -34,13 +34,31 @@ export interface OnceKey {
 }
 
 /**
- * {@link recordOnce} for several keys in one statement (one round trip inside a caller's
- * transaction, e.g. a receipt group). Returns the keys this call recorded, as
- * `namespace\0key`; a key already recorded and unexpired is missing from the result. The
- * keys must be distinct (one statement cannot claim a row twice): callers dedupe first.
+ * `keys` in the one order every statement records them in: by namespace, then key. A key being
+ * recorded by another transaction is waited for (its unique index entry); two statements taking
+ * the same keys in opposite orders would each hold one and wait for the other — a deadlock that
+ * PostgreSQL breaks only after `deadlock_timeout`, stalling both agents' chains (two instances,
+ * proofs replayed across two agents' groups; issue 16, ninth round). In one order, the second
+ * waits for the first and then finds its replays recorded.
  */
-export async function recordEachOnce(db: Queryable, keys: readonly OnceKey[]): Promise<Set<string>> {
-  if (keys.length === 0) return new Set();
+export function inLockOrder(keys: readonly OnceKey[]): readonly OnceKey[] {
+  if (keys.length < 2) return keys;
+  return [...keys].sort((a, b) => (a.namespace === b.namespace ? compare(a.key, b.key) : compare(a.namespace, b.namespace)));
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * {@link recordOnce} for several keys in one statement (one round trip inside a caller's
+ * transaction, e.g. a receipt group), recorded {@link inLockOrder}. Returns the keys this call
+ * recorded, as `namespace\0key`; a key already recorded and unexpired is missing from the
+ * result. The keys must be distinct (one statement cannot claim a row twice): callers dedupe first.
+ */
+export async function recordEachOnce(db: Queryable, given: readonly OnceKey[]): Promise<Set<string>> {
+  if (given.length === 0) return new Set();
+  const keys = inLockOrder(given);
   const rows = await db.query<{ model: string; id: string }>(
     `INSERT INTO oidc_models (model, id, payload, expires_at)
      SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM unnest($1::text[], $2::text[], $3::int[]) AS k(m, i, t)

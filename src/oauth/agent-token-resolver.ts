@@ -26,6 +26,7 @@ import {
 import { DeputyError } from '../errors/index.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
 import type { RevocationCache, TokenRecord, TokenRecords } from './token-records.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** Steps 1 and 2 of a token, as cached. */
 interface Verified {
@@ -45,7 +46,7 @@ export class AgentTokenResolver implements SubjectResolver {
   readonly #records: TokenRecords;
   readonly #revocations: RevocationCache;
   readonly #verified = new Map<string, Verified>();
-  /** Bound on cached tokens; the cache is emptied when reached. */
+  /** Bound on cached tokens; a new one past it evicts the one verified longest ago. */
   static readonly MAX_ENTRIES = 20_000;
 
   constructor(deps: { verifier: AccessTokenVerifier; records: TokenRecords; revocations: RevocationCache }) {
@@ -100,8 +101,7 @@ export class AgentTokenResolver implements SubjectResolver {
     const problem = checkGrantSequence(records);
     if (problem) return problem;
     const entry: Verified = { claims, chain, records, expiresAtMs: Math.min(claims.exp! * 1000, leaf.expiresAt * 1000) };
-    if (this.#verified.size >= AgentTokenResolver.MAX_ENTRIES) this.#verified.clear();
-    this.#verified.set(token, entry);
+    setBounded(this.#verified, token, entry, AgentTokenResolver.MAX_ENTRIES);
     return entry;
   }
 

@@ -28,6 +28,7 @@ import { findRecorded, recordOnce, type OnceKey } from './adapter.js';
 import { metrics } from '../observability/metrics.js';
 import { DPOP_ALGS } from '../util/algorithms.js';
 import { normalizeHttpUrl } from './uri.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** DPoP verification settings: the store (spent `jti`s), the `iat` window in seconds, whether a nonce is required (RFC 9449 §8) and its secret, accepted algorithms. */
 export interface DpopVerifierOptions {
@@ -332,8 +333,7 @@ function cachedThumbprint(jwk: JWK): Promise<string> {
   let jkt = proofKeyThumbprints.get(id);
   if (!jkt) {
     jkt = calculateJwkThumbprint(jwk);
-    if (proofKeyThumbprints.size >= MAX_IMPORTED_PROOF_KEYS) proofKeyThumbprints.clear();
-    proofKeyThumbprints.set(id, jkt);
+    setBounded(proofKeyThumbprints, id, jkt, MAX_IMPORTED_PROOF_KEYS);
     jkt.catch(() => proofKeyThumbprints.delete(id));
   }
   return jkt;
@@ -355,8 +355,7 @@ function cachedEmbeddedJwk(...args: Parameters<typeof EmbeddedJWK>): ReturnType<
   let key = importedProofKeys.get(id);
   if (!key) {
     key = EmbeddedJWK(...args);
-    if (importedProofKeys.size >= MAX_IMPORTED_PROOF_KEYS) importedProofKeys.clear();
-    importedProofKeys.set(id, key);
+    setBounded(importedProofKeys, id, key, MAX_IMPORTED_PROOF_KEYS);
     key.catch(() => importedProofKeys.delete(id));
   }
   return key;

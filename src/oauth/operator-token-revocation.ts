@@ -22,6 +22,7 @@
  */
 import type { Store } from '../store/index.js';
 import { findRecorded, recordOnce } from './adapter.js';
+import { setBounded } from '../util/bounded-map.js';
 
 /** Where revoked operator-token `jti`s are recorded (`oidc_models.model`). */
 export const REVOKED_NAMESPACE = 'RevokedAccessToken';
@@ -69,8 +70,7 @@ export class OperatorTokenRevocations {
     const found = await findRecorded(this.#store, [{ namespace: REVOKED_NAMESPACE, key: jti, ttlSeconds: 0 }]);
     const revoked = found.size > 0;
     if (!revoked && generation !== this.#generation) return revoked;
-    if (this.#entries.size >= OperatorTokenRevocations.MAX_ENTRIES) this.#entries.clear();
-    this.#entries.set(jti, { revoked, until: revoked ? expiresAt * 1000 : now + this.#activeTtlMs });
+    setBounded(this.#entries, jti, { revoked, until: revoked ? expiresAt * 1000 : now + this.#activeTtlMs }, OperatorTokenRevocations.MAX_ENTRIES);
     return revoked;
   }
 

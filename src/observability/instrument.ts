@@ -8,6 +8,7 @@
  */
 import { SpanKind, type Span } from '@opentelemetry/api';
 import { DeputyError } from '../errors/index.js';
+import { errorCause } from '../log.js';
 import { metrics, secondsSince, statusClass } from './metrics.js';
 import { errorCode, failed, NO_SPAN, traced, tracer, tracingActive } from './tracing.js';
 
@@ -189,8 +190,10 @@ export interface CheckpointLog {
 /**
  * Reports embedded PGlite's checkpoints (src/store/checkpointer.ts `CheckpointEvents` fits):
  * each one counted in `deputy_store_checkpoints_total{reason}` and its pause timed into
- * `deputy_store_checkpoint_duration_seconds`; a failure logged as a warning with the database's
- * message only (a `CHECKPOINT` carries no parameters, so no secret can be in it; no stack).
+ * `deputy_store_checkpoint_duration_seconds`; a failure logged as a warning, in the shape of
+ * every other failure line (`err: { cause }`): the error's name and code (`errorCause`: the
+ * SQLSTATE, `53100` for a full disk) and the database's message, which is what an operator acts on
+ * and which no secret can be in (a `CHECKPOINT` carries no parameters); no stack.
  */
 export function checkpointObserver(log: CheckpointLog): { checkpointed(reason: 'wal' | 'time', seconds: number): void; failed(err: unknown): void } {
   return {
@@ -199,8 +202,8 @@ export function checkpointObserver(log: CheckpointLog): { checkpointed(reason: '
       metrics.storeCheckpointDuration.observe(seconds);
     },
     failed(err) {
-      const error = err instanceof Error ? err.message : 'unknown error';
-      log.warn({ error }, 'embedded store checkpoint failed; retried at the next look');
+      const cause = err instanceof Error ? `${errorCause(err)}: ${err.message}` : 'unknown error';
+      log.warn({ err: { cause } }, 'embedded store checkpoint failed; retried at the next look');
     },
   };
 }

@@ -44,8 +44,9 @@ export class CedarEngine {
   /**
    * @param options.cacheSize Answers kept (0: no cache).
    * @param options.slice Pass each call only the entities and attributes its evaluation can read
-   *   (entity-slice.ts; default). `false` passes the request's entities as given: the construction
-   *   before issue 16's fourth round, kept so a property test can compare the two.
+   *   (entity-slice.ts; default), against only the policies whose scope may match it
+   *   (policy-scopes.ts). `false` passes the request's entities as given against the whole policy
+   *   set: the construction before issue 16's fourth round, kept so a property test can compare the two.
    */
   constructor(options: { cacheSize: number; slice?: boolean }) {
     this.#maxEntries = options.cacheSize;
@@ -93,17 +94,34 @@ export class CedarEngine {
     // No schema at evaluation: Deputy has already projected entities and context onto the schema
     // (schema.ts) and checked the action applies (chain-evaluation.ts), and passes the action hierarchy as
     // entities. Cedar's schema-based parsing would repeat that work: measured 1.3-1.6x slower.
-    const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: snapshot.policySetId });
+    // Only the policies whose scope may match this call (policy-scopes.ts); the whole set without slices.
+    const policySetId = this.#slice ? snapshot.scopedPolicySetId(request.principal.type, request.action, request.resource.type) : snapshot.policySetId;
+    const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: policySetId });
     if (answer.type === 'failure') {
       // Entities or context that do not fit the schema. Cedar's message may quote values, so it
       // goes to the log through `message`, never to the PEP.
       return { allowed: false, kind: 'request_error', policies: [], message: answer.errors.map((e) => e.message).join('; ') };
     }
     const { decision, diagnostics } = answer.response;
-    const erroredForbids = diagnostics.errors.map((e) => e.policyId).filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
+    // Cedar lists them from a hash set, in an order that changes from call to call (and with the
+    // policy subset): in the set's order, the answer (and the first forbid's `@reason`) is one.
+    const reason = inSetOrder(snapshot, diagnostics.reason);
+    const erroredForbids = inSetOrder(snapshot, diagnostics.errors.map((e) => e.policyId)).filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
     if (erroredForbids.length > 0) return { allowed: false, kind: 'policy_error', policies: erroredForbids };
-    if (decision === 'allow') return { allowed: true, policies: diagnostics.reason };
-    const forbids = diagnostics.reason.filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
+    if (decision === 'allow') return { allowed: true, policies: reason };
+    const forbids = reason.filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
     return forbids.length > 0 ? { allowed: false, kind: 'forbidden', policies: forbids } : { allowed: false, kind: 'not_permitted', policies: [] };
   }
+}
+
+/** Each policy set's position of every policy id (file order), built at its first use. */
+const positions = new WeakMap<PolicySnapshot['policies'], ReadonlyMap<string, number>>();
+
+/** `ids` (Cedar's determining or erroring policies) in the order of the snapshot's policy set. */
+function inSetOrder(snapshot: PolicySnapshot, ids: readonly string[]): string[] {
+  if (ids.length < 2) return [...ids];
+  let position = positions.get(snapshot.policies);
+  if (!position) positions.set(snapshot.policies, (position = new Map([...snapshot.policies.keys()].map((id, i) => [id, i]))));
+  const at = (id: string) => position.get(id) ?? Number.MAX_SAFE_INTEGER;
+  return [...ids].sort((a, b) => at(a) - at(b));
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import type { EntityJson } from './cedar.js';
+import { setBounded } from '../util/bounded-map.js';
 
 export class EntityData {
   /** Entities by qualified type, then id, in id order. */
@@ -69,8 +70,7 @@ export class EntityData {
       out.push(e);
       queue.push(...e.parents.map(uidOfJson));
     }
-    if (this.#ancestors.size >= 10_000) this.#ancestors.clear();
-    this.#ancestors.set(key, out);
+    setBounded(this.#ancestors, key, out, 10_000);
     return out;
   }
 }

@@ -112,8 +112,9 @@ export function policyReads(policies: readonly unknown[], contextMember: (path: 
  * Whether a policy (EST) may apply to a call with this principal type, action and resource type
  * by its scope alone: false only when the scope fixes another type (`is T`, `== T::"id"`) or
  * another action (`== Action::"id"`); `in` (entity data) and anything unknown here may apply.
+ * Shared with policy-scopes.ts, which pre-parses only these policies for such calls.
  */
-function mayApply(policy: unknown, principalType: string, action: EntityUid, resourceType: string): boolean {
+export function mayApply(policy: unknown, principalType: string, action: EntityUid, resourceType: string): boolean {
   const p = policy as { action?: { op?: unknown; entity?: { type?: unknown; id?: unknown } } } | null;
   if (p?.action?.op === '==' && typeof p.action.entity?.type === 'string' && typeof p.action.entity.id === 'string') {
     if (p.action.entity.type !== action.type || p.action.entity.id !== action.id) return false;

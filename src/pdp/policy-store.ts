@@ -24,6 +24,7 @@ import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './
 import { checkEntities } from './entity-check.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
+import { preparseScopedSets, type ScopedPolicySet } from './policy-scopes.js';
 import { isObject, ProjectionError, SchemaInfo } from './schema.js';
 
 /** One policy of a set: its id (`@id`, else `file#n`), effect, file and `@reason`. */
@@ -41,6 +42,11 @@ export interface PolicySnapshot {
   readonly generation: number;
   /** Where Cedar holds this set (`statefulIsAuthorized`'s `preparsedPolicySetId`). */
   readonly policySetId: string;
+  /**
+   * Where Cedar holds the policies a call with this principal type, action and resource type can
+   * match (policy-scopes.ts): an exact subset of this set, or {@link policySetId} itself.
+   */
+  readonly scopedPolicySetId: ScopedPolicySet;
   readonly schema: SchemaInfo;
   readonly policies: ReadonlyMap<string, PolicyInfo>;
   readonly data: EntityData;
@@ -255,10 +261,12 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
 
   const setAnswer = cedar.preparsePolicySet(slot, { staticPolicies: texts });
   if (setAnswer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(setAnswer.errors));
+  const scopedPolicySetId = preparseScopedSets(slot, { ids: [...infos.keys()], texts, ests }, schema.actions);
 
   return {
     generation,
     policySetId: slot,
+    scopedPolicySetId,
     schema,
     policies: infos,
     data: new EntityData(entities, aliases),
@@ -288,7 +296,9 @@ function schemaAsText(dir: string, f: { file: string; text: string }): string {
 
 /** Splits each file into policies and gives each its id (`@id`, or `file#n`). */
 function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { texts: Record<string, string>; infos: Map<string, PolicyInfo>; ests: unknown[]; issues: string[] } {
-  const texts: Record<string, string> = {};
+  // No prototype: a policy id is any string, and `texts["__proto__"] = …` on a plain object sets
+  // nothing: that policy would be neither validated nor pre-parsed (a forbid silently dropped).
+  const texts: Record<string, string> = Object.create(null) as Record<string, string>;
   const ests: unknown[] = [];
   const infos = new Map<string, PolicyInfo>();
   const issues: string[] = [];

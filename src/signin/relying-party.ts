@@ -23,6 +23,7 @@ import type { Logger } from '../log.js';
 import type { Store } from '../store/index.js';
 import type { EnvelopeVault } from '../vault/envelope.js';
 import { ERROR_CODE } from '../util/scope.js';
+import { BoundedReadCache } from '../util/single-flight.js';
 import { ConnectionSecretUnavailable, readSecretSource } from '../vault/connections/store.js';
 import { ConfigError } from '../config/load.js';
 import type { SignInClientConfig } from './config.js';
@@ -59,7 +60,16 @@ export interface StartedSignIn {
 export class SignIn {
   readonly #d: SignInDeps;
   readonly #issuers: ReadonlyMap<string, SignInIssuer>;
-  readonly #configs = new Map<string, Promise<client.Configuration>>();
+  /**
+   * openid-client's configuration per issuer, discovered once on the one single-flight cache:
+   * concurrent sign-ins share one discovery (joined only within its timeout), a failed one is not
+   * kept (the next sign-in discovers again).
+   */
+  readonly #configs = new BoundedReadCache<string, client.Configuration>(() => Promise.reject(new TypeError('SignIn: no discovery given')), {
+    ttlMs: Number.POSITIVE_INFINITY,
+    joinWithinMs: IDP_TIMEOUT_SECONDS * 1000,
+    maxEntries: 1000,
+  });
   /** Deputy's signing key as imported for client assertions, by `kid`. */
   #imported: { kid: string; key: Promise<CryptoKey> } | undefined;
 
@@ -170,16 +180,12 @@ export class SignIn {
   }
 
   /** openid-client's configuration for one IdP, discovered once (a failure is retried next time). */
-  #configuration(issuer: SignInIssuer): Promise<client.Configuration> {
-    let pending = this.#configs.get(issuer.id);
-    if (pending === undefined) {
-      pending = this.#discover(issuer).catch((err: unknown) => {
-        this.#configs.delete(issuer.id);
-        throw new TemporarilyUnavailable(`the identity provider "${issuer.id}" could not be reached to sign in`, { cause: err });
-      });
-      this.#configs.set(issuer.id, pending);
+  async #configuration(issuer: SignInIssuer): Promise<client.Configuration> {
+    try {
+      return await this.#configs.get(issuer.id, Date.now(), () => this.#discover(issuer));
+    } catch (err) {
+      throw new TemporarilyUnavailable(`the identity provider "${issuer.id}" could not be reached to sign in`, { cause: err });
     }
-    return pending;
   }
 
   async #discover(issuer: SignInIssuer): Promise<client.Configuration> {

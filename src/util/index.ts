@@ -1,8 +1,8 @@
 /**
  * Facts used in several places, each spelled out once (issue 12 item 5;
  * `test/unit/one-source.test.ts` holds it): JOSE algorithm lists by use, the constant-time
- * comparison, the RFC 6749 §3.3 scope-token grammar, `no-store`, the complete-file write, and
- * single flight with the bounded read cache built on it.
+ * comparison, the RFC 6749 §3.3 scope-token grammar, `no-store`, the complete-file write, the
+ * size bound of in-memory caches, and single flight with the bounded read cache built on it.
  *
  * @module
  */
@@ -22,4 +22,5 @@ export { constantTimeEqual } from './constant-time.js';
 export { ERROR_CODE, isScopeToken, SCOPE_TOKEN } from './scope.js';
 export { NO_STORE, noStore } from './http.js';
 export { writeCompleteFile } from './complete-file.js';
+export { setBounded } from './bounded-map.js';
 export { BoundedReadCache, SingleFlight, type BoundedReadCacheOptions, type Lifetime } from './single-flight.js';

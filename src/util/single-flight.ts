@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { setBounded } from './bounded-map.js';
 
 /**
  * Concurrent calls for one key share the promise of the call under way (single flight). The
@@ -58,7 +59,10 @@ export interface BoundedReadCacheOptions<V> {
    * their own.
    */
   joinWithinMs?: number;
-  /** Entries kept at most; reaching it empties the cache (a burst of unique keys cannot grow it). */
+  /**
+   * Entries kept at most (a burst of unique keys cannot grow it): a new answer for a full cache
+   * evicts the one read longest ago, so the answers in use stay (no hit-rate cliff).
+   */
   maxEntries: number;
   /**
    * An answer's lifetime; default: non-final, `ttlMs` from the start of its read. A non-final
@@ -104,7 +108,10 @@ interface Flight {
  * - a non-final answer stands only while the clock reads between its read's start and its
  *   `until` (≤ `ttlMs` after that start): a wall clock stepped back drops it, so a clock step
  *   never stretches its life;
- * - at most `maxEntries` answers are kept.
+ * - at most `maxEntries` answers are kept; a new one for a full cache evicts the one read longest
+ *   ago (insertion order, a re-read moves its key to the end). A non-final answer read earlier
+ *   also expires earlier, so the evicted one is the next to go stale anyway; a key in use is
+ *   re-read at least every `ttlMs` and so stays near the end.
  */
 export class BoundedReadCache<K, V> {
   readonly #read: (key: K) => Promise<V>;
@@ -199,8 +206,7 @@ export class BoundedReadCache<K, V> {
     const until = final ? life.until : Math.min(life.until, startedAt + this.#o.ttlMs);
     const previous = this.#entries.get(key);
     const value = previous !== undefined && this.#o.keep !== undefined ? this.#o.keep(previous.value, read) : read;
-    if (this.#entries.size >= this.#o.maxEntries) this.#entries.clear();
-    this.#entries.set(key, { value, until, final, startedAt });
+    setBounded(this.#entries, key, { value, until, final, startedAt }, this.#o.maxEntries);
     return value;
   }
 }

@@ -10,6 +10,7 @@
  * @module
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { setBounded } from '../util/bounded-map.js';
 
 /** A data key wrapped by a KEK, with the id of that KEK (stored beside the row). */
 export interface WrappedKey {
@@ -130,8 +131,7 @@ export class LocalKeyWrapper implements KeyWrapper {
     const now = this.#now();
     const last = this.#lastUnknownReload.get(kid);
     if (this.#reload && (last === undefined || now - last >= this.#cooldownMs)) {
-      if (this.#lastUnknownReload.size > 1000) this.#lastUnknownReload.clear();
-      this.#lastUnknownReload.set(kid, now);
+      setBounded(this.#lastUnknownReload, kid, now, 1000);
       this.#tryReload();
     }
     const kek = this.#keys.all.get(kid);

@@ -29,9 +29,19 @@ export function isAuthorized(policies: string, request: CedarRequest): DirectAns
   if (slotText !== policies) {
     slotText = cedar.preparsePolicySet(SLOT, { staticPolicies: policies }).type === 'success' ? policies : undefined;
   }
-  const out = (slotText === policies
-    ? cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: SLOT } as never)
-    : wasm.isAuthorized({ ...request, policies: { staticPolicies: policies } } as never)) as RawAnswer;
+  return comparable(
+    (slotText === policies
+      ? cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: SLOT } as never)
+      : wasm.isAuthorized({ ...request, policies: { staticPolicies: policies } } as never)) as RawAnswer,
+  );
+}
+
+/** Decides `request` against a policy set already pre-parsed under `policySetId` (`statefulIsAuthorized`). */
+export function isAuthorizedIn(policySetId: string, request: CedarRequest): DirectAnswer {
+  return comparable(cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: policySetId } as never) as RawAnswer);
+}
+
+function comparable(out: RawAnswer): DirectAnswer {
   if (out.type !== 'success' || !out.response) return { failure: true };
   const { decision, diagnostics } = out.response;
   return { decision, reason: [...diagnostics.reason].sort(), errors: diagnostics.errors.map((e) => e.policyId).sort() };

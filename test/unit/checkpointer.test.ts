@@ -133,7 +133,7 @@ describe('startCheckpointer', () => {
 });
 
 describe('checkpointObserver', () => {
-  it('counts each checkpoint by reason, times its pause, and logs a failure with the message only', async () => {
+  it('counts each checkpoint by reason, times its pause, and logs a failure as every failure line is (err: { cause }): name, SQLSTATE and the database\'s message', async () => {
     const count = async (reason: string) => (await metrics.storeCheckpoints.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
     const pauses = async () => (await metrics.storeCheckpointDuration.get()).values.find((v) => v.metricName === 'deputy_store_checkpoint_duration_seconds_count')?.value ?? 0;
     const before = { wal: await count('wal'), time: await count('time'), pauses: await pauses() };
@@ -145,8 +145,11 @@ describe('checkpointObserver', () => {
     expect(await count('wal')).toBe(before.wal + 2);
     expect(await count('time')).toBe(before.time + 1);
     expect(await pauses()).toBe(before.pauses + 3);
-    observer.failed(new Error('could not write to file "pg_wal/xlogtemp": No space left on device'));
-    expect(logged).toEqual([[{ error: 'could not write to file "pg_wal/xlogtemp": No space left on device' }, expect.stringContaining('checkpoint failed')]]);
+    // As PGlite throws it (pg-protocol's DatabaseError: name "error", the SQLSTATE in `code`).
+    const full = Object.assign(new Error('could not write to file "pg_wal/xlogtemp": No space left on device'), { name: 'error', code: '53100' });
+    observer.failed(full);
+    // Before: { error: '<message>' } — another field than every other line's `err`, and no code.
+    expect(logged).toEqual([[{ err: { cause: 'error (53100): could not write to file "pg_wal/xlogtemp": No space left on device' } }, expect.stringContaining('checkpoint failed')]]);
     expect(JSON.stringify(logged)).not.toMatch(/at .*\.ts:\d+/);
   });
 });

@@ -51,6 +51,17 @@ describe('the err serializer', () => {
 });
 
 describe('logError (src/http/errors.ts): what failed, never what the client sent', () => {
+  it('an unexpected error (a 500) by its name, code, causes and stack frames — never its message, a secret in it or in its cause\'s (before: both, twice)', () => {
+    const secret = 'sk_live_unexpected_0123456789';
+    const bug = new TypeError(`cannot read "x" of the token ${secret}\nsecond line ${secret}`, { cause: Object.assign(new Error(`upstream said ${secret}`), { code: 'E_UPSTREAM' }) });
+    const line = logged((log) => logError(log, classifyError(bug)));
+    expect(line).toMatchObject({ level: 'error', msg: 'unhandled error', err: { cause: 'TypeError ← Error (E_UPSTREAM)' } });
+    const stack = (line.err as { stack?: string }).stack ?? '';
+    expect(stack).toMatch(/^\s+at .*log-error-summary\.test\.ts/);
+    expect(JSON.stringify(line)).not.toContain(secret);
+    expect(logged((log) => logError(log, classifyError('a thrown string with sk_live_x'))).err).toEqual({ cause: 'thrown string' });
+  });
+
   it('names a 5xx\'s cause by its name and code', () => {
     const err = new BadGateway('the upstream could not be reached', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }) });
     expect(logged((log) => logError(log, err))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } });

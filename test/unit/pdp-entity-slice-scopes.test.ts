@@ -6,7 +6,9 @@
  * nested context records, entity-typed context values, extension values), every request's Cedar
  * answer (decision, determining policies, erroring policies, or refusal) on the slice equals the
  * answer on the full entity set and context: a `forbid` the slice skipped or made err differently
- * would be a permit that should have been a deny. Fixed seed.
+ * would be a permit that should have been a deny. The same answer comes from the subset of the
+ * policy set whose scopes may match the call (policy-scopes.ts, issue 16 ninth round), pre-parsed
+ * as the policy store pre-parses it. Fixed seed.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +20,10 @@ import type { EntityJson } from '../../src/pdp/cedar.js';
 import { CedarEngine, type CedarRequest } from '../../src/pdp/engine.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 import { policyReads, sliceRequest } from '../../src/pdp/entity-slice.js';
-import { ests, isAuthorized } from '../support/cedar-direct.js';
+import { preparseScopedSets } from '../../src/pdp/policy-scopes.js';
+import type { ActionInfo } from '../../src/pdp/schema.js';
+import { cedar } from '../../src/pdp/cedar.js';
+import { ests, isAuthorized, isAuthorizedIn } from '../support/cedar-direct.js';
 
 const ref = (type: string, id: string) => ({ __entity: { type, id } });
 const ent = (type: string, id: string, attrs: Record<string, unknown> = {}, parents: Array<{ type: string; id: string }> = [], tags?: Record<string, unknown>): EntityJson =>
@@ -114,26 +119,53 @@ const requestArb = fc.record({
   context: fc.constantFrom(...CONTEXTS),
 });
 
+/** Every action of the requests, applying to every principal and resource type they use (the policy subsets are made per such triple). */
+const ACTION_INFOS: ActionInfo[] = ACTIONS.map((id) => ({
+  name: id,
+  uid: { type: 'Action', id },
+  principalTypes: new Set(PRINCIPALS.map(([type]) => type)),
+  resourceTypes: new Set(RESOURCES.map(([type]) => type)),
+  context: undefined,
+  entities: [],
+}));
+
+/** The policy set `text` pre-parsed whole under `slot` and in subsets by scope, as the policy store does; the subset id for a call. */
+function scopedSets(slot: string, text: string): (request: CedarRequest) => string {
+  const parts = cedar.policySetTextToParts(text) as { policies: string[] };
+  // Named as Cedar names the policies of a text (`policy0`, …), so the answers compare.
+  const ids = parts.policies.map((_, i) => `policy${i}`);
+  const texts = Object.fromEntries(parts.policies.map((p, i) => [`policy${i}`, p]));
+  expect(cedar.preparsePolicySet(slot, { staticPolicies: texts }).type).toBe('success');
+  const setFor = preparseScopedSets(slot, { ids, texts, ests: ests(text) }, ACTION_INFOS);
+  return (request) => setFor(request.principal.type, request.action, request.resource.type);
+}
+
 describe('scoped entity slices: random scopes and conditions decide as the full entity set does', () => {
-  it('for random policy sets and requests (fixed seed)', () => {
+  it('for random policy sets and requests, sliced and against the policies whose scope may match (fixed seed)', () => {
     const outcomes = new Set<string>();
+    let subsets = 0;
     fc.assert(
       fc.property(fc.array(policyArb, { minLength: 1, maxLength: 6 }), fc.array(requestArb, { minLength: 4, maxLength: 12 }), (policies, requests) => {
         const text = policies.map((p, i) => `@id("p${i}") ${p.effect} (${p.principal}, ${p.action}, ${p.resource}) ${p.kind} { ${p.condition} };`).join('\n');
         // One policy set's reads serve every request, as a snapshot's do: the per-key memo is exercised.
         const reads = policyReads(ests(text));
+        const slot = `scopes-test-${subsets++}`;
+        const setFor = scopedSets(slot, text);
         for (const r of [...requests, ...requests]) {
           const request = { principal: { type: r.principal[0], id: r.principal[1] }, action: { type: 'Action', id: r.action }, resource: { type: r.resource[0], id: r.resource[1] }, context: r.context, entities: ENTITIES } as unknown as CedarRequest;
           const full = isAuthorized(text, request);
           const sliced = isAuthorized(text, sliceRequest(reads, request));
           expect({ text, r, ...sliced }).toEqual({ text, r, ...full });
+          const scoped = isAuthorizedIn(setFor(request), sliceRequest(reads, request));
+          expect({ text, r, ...scoped }).toEqual({ text, r, ...full });
+          if (setFor(request) !== slot) outcomes.add('subset');
           outcomes.add('failure' in full ? 'failure' : `${full.decision}${full.errors.length > 0 ? '+errors' : ''}`);
         }
       }),
       { numRuns: 120, seed: 20261130 },
     );
     // Permits, denials, erroring policies and refusals were all reached.
-    expect(outcomes).toEqual(new Set(['allow', 'deny', 'allow+errors', 'deny+errors', 'failure']));
+    expect(outcomes).toEqual(new Set(['allow', 'deny', 'allow+errors', 'deny+errors', 'failure', 'subset']));
   });
 });
 

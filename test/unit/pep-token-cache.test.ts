@@ -160,4 +160,15 @@ describe('the PEP decision cache', () => {
     expect(await pep.evaluate(request)).toMatchObject({ cached: false });
     expect(stand.seen.evaluations).toBe(3);
   });
+
+  it('a full cache (cacheSize) forgets the decision asked longest ago and keeps the recent ones (before: it emptied)', async () => {
+    const stand = deputy(granted);
+    const pep = new AuthZenPep({ issuer: ISSUER, pep: 'none', fetch: stand.fetch, cacheTtlMs: 60_000, cacheSize: 3 });
+    const on = (id: string) => ({ ...request, resource: { type: 'Doc', id } });
+    for (const id of ['d1', 'd2', 'd3', 'd4']) await pep.evaluate(on(id));
+    expect(stand.seen.evaluations).toBe(4);
+    for (const id of ['d2', 'd3', 'd4']) expect(await pep.evaluate(on(id))).toMatchObject({ cached: true });
+    expect(await pep.evaluate(on('d1'))).toMatchObject({ cached: false });
+    expect(stand.seen.evaluations).toBe(5);
+  });
 });

@@ -163,12 +163,22 @@ describe('BoundedReadCache', () => {
     expect(changed.version).toBe(2);
   });
 
-  it('never holds more than maxEntries answers (a burst of unique keys empties it)', async () => {
-    const s = source((k) => k);
+  it('never holds more than maxEntries answers; a full cache evicts the one read longest ago and keeps the recent ones', async () => {
+    const s = source((k, n) => `${k}#${n}`);
     const cache = new BoundedReadCache(s.read, { ttlMs, maxEntries: 3 });
-    for (const k of ['a', 'b', 'c', 'd']) await cache.get(k, 1000);
-    expect(['a', 'b', 'c', 'd'].filter((k) => cache.peek(k, 1000) !== undefined)).toEqual(['d']);
+    const kept = (now: number): string[] => ['a', 'b', 'c', 'd'].filter((k) => cache.peek(k, now) !== undefined);
+    await cache.get('a', 1000);
+    await cache.get('b', 1500);
+    await cache.get('c', 2000);
+    // a's answer has gone stale at 3100 and is read again: a re-read moves its key to the end,
+    // so d evicts b, the one read longest ago, and the others stay.
+    expect(await cache.get('a', 3100)).toBe('a#4');
+    await cache.get('d', 3100);
+    expect(kept(3100)).toEqual(['a', 'c', 'd']);
+    for (const k of ['e', 'f', 'g', 'h']) await cache.get(k, 3200);
+    expect(['a', 'c', 'd', 'f', 'g', 'h'].filter((k) => cache.peek(k, 3200) !== undefined)).toEqual(['f', 'g', 'h']);
   });
+
   it('joinWithinMs sets how long a running read may be joined; a per-call read; a non-final lifetime is cut to the bound', async () => {
     const s = source((k, n) => `${k}#${n}`);
     const cache = new BoundedReadCache(s.read, { ttlMs: 10_000, joinWithinMs: 100, maxEntries: 10, lifetime: (_v, startedAt) => ({ until: startedAt + 50_000, final: false }) });

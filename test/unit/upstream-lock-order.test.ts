@@ -12,65 +12,39 @@
  * older than this round).
  */
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService } from '../../src/audit/receipts.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
-import { migrate, type Queryable, type Store } from '../../src/store/index.js';
-import { createPostgresStore } from '../../src/store/postgres.js';
+import type { Queryable } from '../../src/store/index.js';
 import { AgentNotActive, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, usingPostgres, type TestDatabase } from '../support/database.js';
+import { usingPostgres } from '../support/database.js';
+import { deadlocks, lockWaits, postgresStoreForFile } from '../support/pg-locks.js';
 
-let db: TestDatabase;
-let store: Store;
-
-beforeAll(async () => {
-  if (!usingPostgres) return;
-  db = await createTestDatabase();
-  store = await createPostgresStore({ connectionString: db.url!, poolSize: 4 });
-  await migrate(store);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
-});
+const pg = postgresStoreForFile();
 
 const input = (agent: string, n: number): ReceiptInput => ({ agent, chain: [agent], event: 'token_exchange', action: 'delegate', resource: `https://api.example.com/${n}`, decision: 'permit' });
 const KIND = 'upstream_subject_token';
-
-/** Resolves once some statement of this database waits for a row lock. */
-async function lockWaited(): Promise<void> {
-  for (;;) {
-    const rows = await store.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
-    if (rows[0]!.n > 0) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-async function deadlocks(): Promise<number> {
-  const rows = await store.query<{ n: number }>('SELECT deadlocks::int AS n FROM pg_stat_database WHERE datname = current_database()');
-  return rows[0]!.n;
-}
 
 describe.skipIf(!usingPostgres)('the exchange\'s upstream row check against an agent\'s deletion (PostgreSQL, two connections)', () => {
   it('an exchange referencing the row while the deletion removes it and closes the chain: no deadlock; both finish', async () => {
     const key = randomBytes(32);
     const vault = new EnvelopeVault({ active: { kid: 'k1', key }, all: new Map([['k1', key]]) });
-    const receipts = new ReceiptService({ store, issuer: 'https://deputy.example.com', key: await generateSigningKey('EdDSA') });
+    const receipts = new ReceiptService({ store: pg.store, issuer: 'https://deputy.example.com', key: await generateSigningKey('EdDSA') });
     const agent = 'deleted-while-exchanging';
     const handle = `upstream-${randomBytes(6).toString('hex')}`;
     const secret = { handle, kind: KIND, plaintext: 'the-users-idp-token', expiresAt: Math.floor(Date.now() / 1000) + 3600 };
-    await vault.put(store, secret);
+    await vault.put(pg.store, secret);
     // An earlier exchange: the writer knows the head (the next one is optimistic, one statement).
     await receipts.append(input(agent, 0));
-    const before = await deadlocks();
+    const before = await deadlocks(pg.store);
     // The token record the exchange writes, on the condition that the row it references exists.
     const cond = vault.exists(handle);
     const record = (first: number) => `INSERT INTO oidc_models (model, id, payload, expires_at) SELECT 'LockOrderRecord', $${first}::text, '{}'::jsonb, now() + interval '5 minutes' WHERE ${cond.sql(first + 1)}`;
     const rowAgain = await vault.putPart(secret, { ifAbsent: true });
     let exchange!: Promise<unknown>;
-    const deletion = store.transaction(async (tx) => {
+    const deletion = pg.store.transaction(async (tx) => {
       // The deletion's order (src/services.ts onDelete): the upstream row, then the closing receipt.
       await vault.delete(tx, handle);
       exchange = receipts.appendWith(input(agent, 1), {
@@ -83,21 +57,21 @@ describe.skipIf(!usingPostgres)('the exchange\'s upstream row check against an a
         },
       });
       exchange.catch(() => {});
-      await lockWaited();
+      await lockWaits(pg.store);
       await receipts.append(input(agent, 2), tx);
     });
     await expect(deletion).resolves.toBeUndefined();
     // Decided on the locked path once the deletion committed (what a deleted agent's late exchange gets is not this test's subject).
     await expect(exchange).resolves.toBeDefined();
     // Before: PostgreSQL found a deadlock (the exchange's statement held the head and waited for the row).
-    expect(await deadlocks()).toBe(before);
+    expect(await deadlocks(pg.store)).toBe(before);
   }, 30_000);
 
   it('an exchange whose token record share-locks the agent row the deletion holds: no deadlock; the exchange is refused as the agent is gone', async () => {
-    const receipts = new ReceiptService({ store, issuer: 'https://deputy.example.com', key: await generateSigningKey('EdDSA') });
-    const records = new TokenRecords(store);
+    const receipts = new ReceiptService({ store: pg.store, issuer: 'https://deputy.example.com', key: await generateSigningKey('EdDSA') });
+    const records = new TokenRecords(pg.store);
     const agent = 'agent-row-while-exchanging';
-    await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+    await pg.store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
     const now = Math.floor(Date.now() / 1000);
     const record: NewTokenRecord = {
       jti: `jti-${randomBytes(6).toString('hex')}`, parentJti: undefined, rootJti: '', agentId: agent, userId: 'alice', userAttrs: {} as NewTokenRecord['userAttrs'],
@@ -105,20 +79,20 @@ describe.skipIf(!usingPostgres)('the exchange\'s upstream row check against an a
     };
     record.rootJti = record.jti;
     await receipts.append(input(agent, 0));
-    const before = await deadlocks();
+    const before = await deadlocks(pg.store);
     let exchange!: Promise<unknown>;
-    const deletion = store.transaction(async (tx) => {
+    const deletion = pg.store.transaction(async (tx) => {
       // The registry's order (src/agents/registry.ts delete): the agent's row, then the handlers, the closing receipt last.
       await tx.query('SELECT id FROM agents WHERE id = $1 FOR UPDATE', [agent]);
       exchange = receipts.appendWith(input(agent, 1), { once: [], parts: [records.insertPart(record)], inTransaction: (t: Queryable) => records.insert(t, record) });
       exchange.catch(() => {});
-      await lockWaited();
+      await lockWaits(pg.store);
       await tx.query('DELETE FROM agents WHERE id = $1', [agent]);
       await receipts.append(input(agent, 2), tx);
     });
     await expect(deletion).resolves.toBeUndefined();
     await expect(exchange).rejects.toBeInstanceOf(AgentNotActive);
     // Before: PostgreSQL found a deadlock (the exchange's statement held the head and waited for the agent's row).
-    expect(await deadlocks()).toBe(before);
+    expect(await deadlocks(pg.store)).toBe(before);
   }, 30_000);
 });

@@ -245,8 +245,8 @@ function pepTokenCache(timeoutMs: number): BoundedReadCache<'pep', PepToken> {
  * The PEP's decision cache, on the shared single-flight cache: a decision is reused for
  * `cacheTtlMs` from the start of the request that got it (not its arrival), dropped when the wall
  * clock steps back to before that start; concurrent identical evaluations share one request
- * (joined within `cacheTtlMs`); an error is never kept; at most `cacheSize` decisions (reaching it
- * forgets them all). Off (undefined) when `cacheTtlMs` is 0 or receipts are requested.
+ * (joined within `cacheTtlMs`); an error is never kept; at most `cacheSize` decisions (a new one
+ * for a full cache evicts the one asked longest ago). Off (undefined) when `cacheTtlMs` is 0 or receipts are requested.
  */
 function decisionCache(options: AuthZenPepOptions): BoundedReadCache<string, Omit<PepDecision, 'cached'>> | undefined {
   const ttlMs = options.cacheTtlMs ?? 2000;

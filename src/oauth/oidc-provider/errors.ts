@@ -21,7 +21,7 @@ import type Koa from 'koa';
 import type Provider from 'oidc-provider';
 import { errors } from 'oidc-provider';
 import { DeputyError, PayloadTooLarge, ProtocolError, ServerError, TemporarilyUnavailable } from '../../errors/index.js';
-import type { Logger } from '../../log.js';
+import { unexpectedError, type Logger } from '../../log.js';
 import { findStoreUnavailable } from '../../store/index.js';
 import { asClientAuthenticationError } from './client-authentication.js';
 
@@ -86,7 +86,7 @@ export function useErrorRendering(provider: Provider, write: ErrorWriter, logger
 }
 
 function logProviderError(logger: Logger, ctx: Koa.Context, err: DeputyError): void {
-  if (!err.expose) logger.error({ err: err.cause ?? err }, 'oauth server error');
+  if (!err.expose) logger.error({ err: unexpectedError(err.cause ?? err) }, 'oauth server error');
   else if (err instanceof TemporarilyUnavailable) logger.warn({ err: { cause: describeCause(err.cause) }, path: ctx.path }, 'oauth request not served: store unavailable');
   // RFC 6749 §5.2 refusals are normal traffic: log the code and the check, never the request.
   else logger.info({ error: err.code, reason: err.description }, 'token request refused');

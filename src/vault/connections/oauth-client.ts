@@ -24,29 +24,34 @@ export function isOAuthSettings(s: ConnectionSettings): s is OAuthSettings {
  * for client credentials (RFC 6749 §4.4), token exchange (RFC 8693) and user grants (§4.1, RFC 7636).
  */
 export class DownstreamClients {
+  /** Configurations kept at most (connections × versions; a new one past it evicts the oldest). */
+  static readonly MAX_CONFIGS = 1000;
   readonly #connections: ConnectionStore;
   readonly #timeoutSeconds: number;
-  readonly #configs = new Map<string, Promise<client.Configuration>>();
+  /**
+   * One configuration per connection version, on the one single-flight cache: concurrent builds
+   * share one discovery (joined only within the discovery's timeout), a failed one is not kept
+   * (the next call discovers again), and a build under way when its connection changes is neither
+   * joined nor kept after the change. No age bound: a version's configuration lives until the
+   * connection changes (a new key) or this instance hears of the change.
+   */
+  readonly #configs: BoundedReadCache<string, client.Configuration>;
 
   constructor(connections: ConnectionStore, options: { timeoutSeconds: number }) {
     this.#connections = connections;
     this.#timeoutSeconds = options.timeoutSeconds;
-    connections.onChange((id) => {
-      for (const key of this.#configs.keys()) if (key.startsWith(`${id}\0`)) this.#configs.delete(key);
+    this.#configs = new BoundedReadCache<string, client.Configuration>(() => Promise.reject(new TypeError('DownstreamClients: no build given')), {
+      ttlMs: Number.POSITIVE_INFINITY,
+      joinWithinMs: options.timeoutSeconds * 1000,
+      maxEntries: DownstreamClients.MAX_CONFIGS,
     });
+    connections.onChange((id) => this.#configs.forget((key) => key.startsWith(`${id}\0`)));
   }
 
-  /** The openid-client configuration of an OAuth connection (discovered once, then reused). */
-  async config(connection: Connection): Promise<client.Configuration> {
+  /** The openid-client configuration of an OAuth connection (discovered once per version, then reused). */
+  config(connection: Connection): Promise<client.Configuration> {
     const key = `${connection.id}\0${connection.secretVersion}\0${connection.updatedAt}`;
-    let pending = this.#configs.get(key);
-    if (!pending) {
-      pending = this.#build(connection);
-      this.#configs.set(key, pending);
-      // A failed discovery is retried by the next call rather than cached.
-      pending.catch(() => this.#configs.delete(key));
-    }
-    return pending;
+    return this.#configs.get(key, Date.now(), () => this.#build(connection));
   }
 
   async #build(connection: Connection): Promise<client.Configuration> {
@@ -130,7 +135,7 @@ export function useUntil(expiresIn: number | undefined, now = Date.now()): numbe
  * cache's bounds: a token is used until its `useUntil` and never after a wall clock stepped back
  * to before its fetch began; a fetch stalled longer than `joinWithinMs` (default 30 s) is not
  * joined (later callers fetch anew); a failed fetch is not cached; at most `maxEntries` tokens
- * (default 10,000; reaching it forgets them all); no token is used more than 24 h after its
+ * (default 10,000; a new one for a full cache evicts the one fetched longest ago); no token is used more than 24 h after its
  * fetch began, whatever its `expires_in`. A {@link drop} while a fetch of that key runs keeps
  * its token out of the cache (it still answers its callers); other keys' fetches are unaffected.
  */

@@ -20,6 +20,7 @@ import { Conflict, NotFound } from '../../errors/index.js';
 import type { Queryable, Store } from '../../store/index.js';
 import type { EnvelopeVault } from '../envelope.js';
 import type { ConnectionConfig, ConnectionInput, ConnectionKind, ConnectionSettings, SecretSource } from './config.js';
+import { setBounded } from '../../util/bounded-map.js';
 
 /** Vault kind of a connection's credential (API key, client secret); bound into the AAD. */
 export const CONNECTION_SECRET_KIND = 'connection_secret';
@@ -202,8 +203,7 @@ export class ConnectionStore {
     if (hit && hit.until > now && hit.handle === stored.secretHandle && hit.version === stored.secretVersion) return hit.value;
     const value = await this.#vault.get(this.#store, stored.secretHandle, CONNECTION_SECRET_KIND);
     if (value === undefined) return undefined;
-    if (this.#secrets.size >= ConnectionStore.MAX_CACHED_SECRETS) this.#secrets.clear();
-    this.#secrets.set(stored.id, { handle: stored.secretHandle, version: stored.secretVersion, value, until: now + this.#ttlMs });
+    setBounded(this.#secrets, stored.id, { handle: stored.secretHandle, version: stored.secretVersion, value, until: now + this.#ttlMs }, ConnectionStore.MAX_CACHED_SECRETS);
     return value;
   }
 
@@ -256,8 +256,7 @@ export class ConnectionStore {
     if (hit && hit.until > now) return hit.value;
     const rows = await this.#store.query<Row>(`SELECT ${COLUMNS} FROM connections WHERE id = $1`, [id]);
     const value = rows[0] ? fromRow(rows[0]) : undefined;
-    if (this.#cache.size > 10_000) this.#cache.clear();
-    this.#cache.set(id, { value, until: now + this.#ttlMs });
+    setBounded(this.#cache, id, { value, until: now + this.#ttlMs }, 10_000);
     return value;
   }
 
