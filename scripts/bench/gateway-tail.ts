@@ -21,18 +21,14 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { Pool } from 'undici';
-import { createTestDatabase } from '../../test/support/database.js';
-import { startMockIdp } from '../../test/support/mock-idp.js';
-import { freePort } from '../../test/support/net.js';
 import { startProcess } from './process.js';
-import { client, exchange, proof } from './probe-support.js';
+import { gatewayProbeSetup, exchange, proof } from './probe-support.js';
 
 const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
 const monoMs = (): number => Number(process.hrtime.bigint()) / 1e6;
@@ -75,23 +71,7 @@ async function main(): Promise<void> {
   const seconds = Number(values.seconds);
   mkdirSync(values.out!, { recursive: true });
   const probeGc = observeOwnGc();
-  const idp = await startMockIdp({ alg: 'RS256' });
-  const upstream = await startProcess('floor-process.ts', {});
-  const database = values.store === 'postgres' ? await createTestDatabase() : { url: undefined, drop: async () => {} };
-  const agent = await client();
-  const port = await freePort();
-  const issuer = `http://localhost:${port}`;
-  const gw = `${issuer}/gw/echo`;
-  const keysDir = mkdtempSync(join(tmpdir(), 'deputy-tail-keys-'));
-  const config = {
-    trustedIssuers: [idp.issuerConfig('okta')],
-    agents: [{ id: 'probe-agent', name: 'Probe agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [gw], jwks: agent.jwks }],
-    connections: [{ id: 'echo', kind: 'api_key', baseUrl: upstream.ready[0], allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'BENCH_ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
-    server: { port, host: '127.0.0.1' },
-    store: database.url ? { databaseUrl: database.url, poolSize: 10 } : { dataDir: 'memory://' },
-    keys: { dir: keysDir, generate: true },
-    log: { level: 'warn' },
-  };
+  const { idp, upstream, database, agent, issuer, gw, keysDir, config } = await gatewayProbeSetup(values.store!);
   const flags = values['deputy-flags']!.trim();
   const deputy = await startProcess('deputy-process.ts', { BENCH_GC_TIMELINE: '1', BENCH_DEPUTY_CONFIG: JSON.stringify(config), BENCH_ECHO_KEY: 'bench-secret-value', ...(values.receipts === 'off' ? { BENCH_NO_RECEIPTS: '1' } : {}) }, flags ? flags.split(/\s+/) : []);
   const [url, , countersUrl] = deputy.ready as [string, string, string];
