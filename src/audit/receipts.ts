@@ -501,6 +501,12 @@ export class ReceiptService implements ReceiptAppender {
    * The locked path: the plain and once-keyed appends in one transaction (the replayed ones
    * refused), then each append with attested writes in a transaction of its own, so that one
    * refusal (its error) leaves the others written.
+   *
+   * The head is locked before the once-keys are recorded: the optimistic statement's order
+   * ({@link appendIfHead}: head, then keys). In the opposite order a proof replayed to another
+   * instance while this one's group is on its locked path deadlocked with that instance's
+   * statement spending it (this transaction holding the key and waiting for the head, the
+   * statement holding the head and waiting for the key; issue 16, ninth round red team).
    */
   async #writeLocked(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
     await whenReady(group);
@@ -508,8 +514,9 @@ export class ReceiptService implements ReceiptAppender {
     const outcomes: Outcome[] = [];
     if (plain.length > 0) {
       outcomes.push(...(await this.#store.transaction(async (tx) => {
+        const head = await lockHead(tx, agent);
         const { admitted, refused } = await this.#admit(tx, plain);
-        const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input)) : [];
+        const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input), head) : [];
         return [...admitted.map((pending, i) => ({ pending, receipt: written[i]! })), ...refused.map((pending) => ({ pending, error: new AlreadyRecorded(pending.once!) }))];
       })));
     }
@@ -582,9 +589,9 @@ export class ReceiptService implements ReceiptAppender {
     return { admitted, refused };
   }
 
-  /** Locks the head, signs `inputs` in order after it, inserts them and moves the head. */
-  async #appendLocked(tx: Queryable, agent: string, inputs: readonly ReceiptInput[]): Promise<AppendedReceipt[]> {
-    const out = await this.#sign(agent, await lockHead(tx, agent), inputs);
+  /** Locks the head (unless `locked`, the head `tx` locked already), signs `inputs` in order after it, inserts them and moves the head. */
+  async #appendLocked(tx: Queryable, agent: string, inputs: readonly ReceiptInput[], locked?: ChainHead): Promise<AppendedReceipt[]> {
+    const out = await this.#sign(agent, locked ?? (await lockHead(tx, agent)), inputs);
     await appendLocked(tx, agent, out);
     return this.#wrote(agent, out);
   }
