@@ -62,6 +62,21 @@ describe('logError (src/http/errors.ts): what failed, never what the client sent
     expect(logged((log) => logError(log, classifyError('a thrown string with sk_live_x'))).err).toEqual({ cause: 'thrown string' });
   });
 
+  it('a message line that reads like a stack frame ("    at <secret>") is not kept as one — its own, a custom-named error\'s, or its cause\'s spliced into the stack by a library', () => {
+    const secret = 'sk_live_frame_0123456789';
+    const bug = new TypeError(`upstream answered:\n    at ${secret}\n  at (${secret}:1:1)`);
+    const named = Object.assign(new Error(`first\n\tat ${secret}`), { name: 'ResponseBodyError' });
+    const wrapped = new Error('wrapped', { cause: new Error(`inner\n    at ${secret}`) });
+    wrapped.stack = `Error: wrapped\n    at outer (file:///app/src/a.ts:1:1)\nCaused by: Error: inner\n    at ${secret}\n    at inner (file:///app/src/b.ts:2:2)`;
+    for (const err of [bug, named, wrapped]) {
+      const line = logged((log) => logError(log, classifyError(err)));
+      expect(JSON.stringify(line)).not.toContain(secret);
+      expect((line.err as { stack?: string }).stack).toMatch(/^\s+at /);
+    }
+    const kept = (logged((log) => logError(log, classifyError(wrapped))).err as { stack: string }).stack;
+    expect(kept).toBe('    at outer (file:///app/src/a.ts:1:1)\n    at inner (file:///app/src/b.ts:2:2)');
+  });
+
   it('names a 5xx\'s cause by its name and code', () => {
     const err = new BadGateway('the upstream could not be reached', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }) });
     expect(logged((log) => logError(log, err))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } });
