@@ -11,17 +11,24 @@
  * it records a key. (An append with attested writes keeps its writes-then-head order: an agent's
  * deletion takes its rows before the head, test/unit/upstream-lock-order.test.ts.)
  *
- * What is checked is the order of the locked path's statements in its transaction, on PGlite:
+ * On PostgreSQL, the deadlock itself (two connections, rounds); on PGlite, the order of the locked
+ * path's statements in its transaction:
  * the group statements are answered "the head moved" (another instance kept moving it) without
  * running, so every append takes the locked path. No timing.
  */
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ReceiptInput } from '../../src/audit/receipt.js';
-import { ReceiptService } from '../../src/audit/receipts.js';
+import { appendIfHead } from '../../src/audit/chain.js';
+import { genesisHash, type ReceiptInput, type SignedReceipt } from '../../src/audit/receipt.js';
+import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
+import { recordEachOnce } from '../../src/oauth/adapter.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
+import { usingPostgres } from '../support/database.js';
+import { deadlocks, lockWaits, postgresStoreForFile } from '../support/pg-locks.js';
 
+const pg = postgresStoreForFile();
 let inner: Store;
 let service: ReceiptService;
 /** Each transaction's statements, in order, as `head` (the head locked), `key` (a once-key recorded) or `receipt`. */
@@ -80,4 +87,35 @@ describe('the receipt service\'s locked path takes the chain head before any sin
     expect((await service.appendOnce(input('lock-order-once', 1), key('p1'))).seq).toBe(1);
     expect(transactions).toEqual([['head', 'key', 'receipt']]);
   });
+});
+
+/** Rounds: before the fix, each deadlocked about one time in two. */
+const ROUNDS = 6;
+
+describe.skipIf(!usingPostgres)('the locked path against another instance\'s group statement holding the same proof (PostgreSQL)', () => {
+  it('one is written, the other refused as a replay; no deadlock (before: 40P01 in about half the rounds)', async () => {
+    const locked = new ReceiptService({ store: contended(pg.store), issuer: 'https://deputy.example.com', key: await generateSigningKey('EdDSA') });
+    const before = await deadlocks(pg.store);
+    for (let round = 0; round < ROUNDS; round++) {
+      const agent = `crossed-paths-${round}-${randomBytes(4).toString('hex')}`;
+      const proof = key(`proof-${randomBytes(6).toString('hex')}`);
+      const receipt: SignedReceipt = { id: `r-${randomBytes(6).toString('hex')}`, agent, seq: 1, hash: randomBytes(16).toString('hex'), prev: genesisHash(agent), jws: 'x.y.z' };
+      let both!: Promise<PromiseSettledResult<unknown>[]>;
+      // A third transaction holds the proof until both wait: the other instance's statement has
+      // taken the head by then; the locked path had recorded nothing yet (before: it waited for the proof, then took it, then waited for the head).
+      const held = pg.store.transaction(async (tx) => {
+        await recordEachOnce(tx, [proof]);
+        const statement = appendIfHead(pg.store, agent, { seq: 0, hash: genesisHash(agent) }, [receipt], [proof]);
+        await lockWaits(pg.store, 1);
+        both = Promise.allSettled([statement, locked.appendOnce(input(agent, round), proof)]);
+        await lockWaits(pg.store, 2);
+        throw new Error('rolled back on purpose');
+      });
+      await expect(held).rejects.toThrow('rolled back on purpose');
+      const [statement, append] = await both;
+      expect(statement).toEqual({ status: 'fulfilled', value: 'written' });
+      expect(append.status === 'rejected' && append.reason instanceof AlreadyRecorded).toBe(true);
+    }
+    expect(await deadlocks(pg.store)).toBe(before);
+  }, 60_000);
 });
