@@ -10,7 +10,11 @@ import { describe, expect, it } from 'vitest';
 import { BadGateway } from '../../src/errors/index.js';
 import { classifyError, logError } from '../../src/http/errors.js';
 import { createLogger, errorCause } from '../../src/log.js';
+import { EventEmitter } from 'node:events';
+import type Provider from 'oidc-provider';
+import { useErrorRendering } from '../../src/oauth/oidc-provider/errors.js';
 import { classifyStoreError, StoreUnavailableError } from '../../src/store/index.js';
+import type Koa from 'koa';
 
 /** Runs `write` on a logger at debug and returns the one line it wrote, parsed. */
 function logged(write: (log: ReturnType<typeof createLogger>) => void): Record<string, unknown> {
@@ -91,6 +95,20 @@ describe('logError (src/http/errors.ts): what failed, never what the client sent
     const timedOut = new StoreUnavailableError('store ping timed out after 2000 ms');
     expect(logged((log) => logError(log, classifyError(timedOut))).err).toEqual({ code: 'temporarily_unavailable', cause: 'StoreUnavailableError: store ping timed out after 2000 ms' });
     expect(JSON.stringify(logged((log) => logError(log, classifyError(refused))))).not.toContain(secret);
+  });
+
+  it('oidc-provider\'s store outage (/token, /introspect, /revoke) names the driver\'s error as the HTTP surfaces do: by name and code, never its message (before: "Error: connect ECONNREFUSED <its text>")', () => {
+    const secret = 'postgres://deputy:pw-0123456789@db.internal/deputy';
+    const provider = new EventEmitter();
+    const written: unknown[] = [];
+    const line = logged((log) => {
+      useErrorRendering(provider as unknown as Provider, (_ctx, err) => written.push(err), log);
+      const outage = classifyStoreError(Object.assign(new Error(`connect ECONNREFUSED ${secret}`), { code: 'ECONNREFUSED' }));
+      provider.emit('grant.error', { path: '/token' } as Koa.Context, outage);
+    });
+    expect(written).toHaveLength(1);
+    expect(line).toMatchObject({ level: 'warn', msg: 'oauth request not served: store unavailable', path: '/token', err: { cause: 'StoreUnavailableError: the database is unreachable ← Error (ECONNREFUSED)' } });
+    expect(JSON.stringify(line)).not.toContain(secret);
   });
 
   it('a malformed JSON body: V8 quotes it in the parse error\'s message, which the refusal line leaves out', () => {
