@@ -33,7 +33,7 @@ import { randomUUID } from 'node:crypto';
 import { findRecorded, onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
 import { observeReceiptAppend } from '../observability/instrument.js';
 import type { Queryable, StatementPart, Store } from '../store/index.js';
-import { appendIfHead, appendLocked, lockHead, readById, readHead, readRange, type ChainHead } from './chain.js';
+import { appendIfHead, appendLocked, lockHead, readById, readHead, readRange, type ChainHead, type ConditionalAppend } from './chain.js';
 import { assertReceiptInput, genesisHash, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
 
 /** What the token exchange, the PDP and the gateway depend on. */
@@ -126,7 +126,12 @@ function noteRefusal(p: Pending): void {
 }
 
 /** Waits for the `ready` promises of `group`'s appends. @throws NotReady naming those that rejected */
-async function whenReady(group: readonly Pending[]): Promise<void> {
+function whenReady(group: readonly Pending[]): Promise<void> {
+  return group.length === 1 ? whenOneReady(group[0]!) : whenAllReady(group);
+}
+
+/** {@link whenReady} for a group of several appends: every `ready` settled, then the refused ones named. */
+async function whenAllReady(group: readonly Pending[]): Promise<void> {
   const gated = group.filter(readyOf);
   if (gated.length === 0) return;
   const settled = await Promise.allSettled(gated.map(readyOf));
@@ -135,6 +140,17 @@ async function whenReady(group: readonly Pending[]): Promise<void> {
     if (r.status === 'rejected') failed.set(gated[i]!, r.reason);
   });
   if (failed.size > 0) throw new NotReady(failed);
+}
+
+/** {@link whenReady} for a group of one (the gateway's lone call at c1): its own `ready`, awaited as it is. */
+async function whenOneReady(p: Pending): Promise<void> {
+  const ready = readyOf(p);
+  if (!ready) return;
+  try {
+    await ready;
+  } catch (error) {
+    throw new NotReady(new Map([[p, error]]));
+  }
 }
 
 /** {@link ReceiptAppender.appendOnce}: the key was recorded already, so no receipt was written. */
@@ -252,7 +268,11 @@ export class ReceiptService implements ReceiptAppender {
   #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites, ready?: Promise<unknown>): Promise<AppendedReceipt> {
     return new Promise<AppendedReceipt>((resolve, reject) => {
       const queue = this.#queues.get(input.agent) ?? [];
-      const pending: Pending = { input, ...(once ? { once } : {}), ...(writes ? { writes } : {}), ...(ready ? { ready } : {}), resolve, reject };
+      // Optional members set only when present (no throwaway spread objects per append; issue 16, ninth round).
+      const pending: Pending = { input, resolve, reject };
+      if (once) pending.once = once;
+      if (writes) pending.writes = writes;
+      if (ready) pending.ready = ready;
       noteRefusal(pending);
       queue.push(pending);
       this.#queues.set(input.agent, queue);
@@ -334,9 +354,10 @@ export class ReceiptService implements ReceiptAppender {
   async #writeGroup(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
     // Appends already known to be refused (a forged proof whose check failed while it queued)
     // leave the group before anything is signed for them.
-    const known: Outcome[] = group.flatMap((pending) => (pending.refusal ? [{ pending, error: pending.refusal.error }] : []));
+    const known: Outcome[] = group.some((p) => p.refusal) ? group.flatMap((pending) => (pending.refusal ? [{ pending, error: pending.refusal.error }] : [])) : [];
     const admitted = known.length > 0 ? group.filter((p) => !p.refusal) : group;
     try {
+      if (known.length === 0) return await this.#writeReady(agent, admitted, reuse);
       return [...known, ...(admitted.length > 0 ? await this.#writeReady(agent, admitted, reuse) : [])];
     } catch (err) {
       if (!(err instanceof NotReady)) throw err;
@@ -390,22 +411,22 @@ export class ReceiptService implements ReceiptAppender {
     for (let tries = 0; tries < OPTIMISTIC_TRIES; tries++) {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
       const signed = await this.#signGroup(agent, head, firsts, tries === 0 ? reuse : undefined);
-      await whenReady(firsts).catch((err: unknown) => {
+      try {
+        await whenReady(firsts);
+      } catch (err) {
         if (err instanceof NotReady) err.signed = { head, inputs: firsts.map((p) => p.input), receipts: signed };
         throw err;
-      });
+      }
       const statement = appendIfHead(this.#store, agent, head, signed, once, parts);
       const last = signed[signed.length - 1]!;
       this.#inFlight.set(agent, { seq: last.seq, hash: last.hash });
       this.#presignNext(agent);
-      const outcome = await statement
-        .catch((err: unknown) => {
-          // One append's write refused by the server (a unique violation on its vault row, say):
-          // the statement wrote nothing, and each append is decided alone, so the others commit.
-          if (parts.length > 0 && statementRefused(err)) return 'refused' as const;
-          throw err;
-        })
-        .finally(() => this.#inFlight.delete(agent));
+      let outcome: ConditionalAppend | 'refused';
+      try {
+        outcome = await settled(statement, parts.length > 0);
+      } finally {
+        this.#inFlight.delete(agent);
+      }
       if (outcome === 'refused') return undefined;
       if (outcome === 'written') return this.#wrote(agent, signed);
       this.#heads.delete(agent);
@@ -458,6 +479,8 @@ export class ReceiptService implements ReceiptAppender {
    * refusal (`reuse`) for its leading appends, the rest signed now. Forgets the ones signed ahead.
    */
   async #signGroup(agent: string, head: ChainHead, firsts: readonly Pending[], reuse: Signed | undefined): Promise<AppendedReceipt[]> {
+    // Nothing signed ahead or before (a lone append, the first group): sign, without the look-ups' promises and arrays.
+    if (!reuse && !this.#presigned.has(agent)) return this.#sign(agent, head, firsts.map((p) => p.input));
     const ahead = await this.#takePresigned(agent, head, firsts);
     const kept = reusablePrefix(reuse ?? ahead ?? { head, inputs: [], receipts: [] }, head, firsts);
     if (kept.length === firsts.length) return kept;
@@ -606,6 +629,20 @@ function statementRefused(err: unknown): boolean {
   return typeof code === 'string' && REFUSED_STATEMENT.test(code);
 }
 
+/**
+ * What the group's statement did; `refused` when the server refused it and the group has parts
+ * (one append's write refused — a unique violation on its vault row, say: the statement wrote
+ * nothing, and each append is decided alone, so the others commit).
+ */
+async function settled(statement: Promise<ConditionalAppend>, withParts: boolean): Promise<ConditionalAppend | 'refused'> {
+  try {
+    return await statement;
+  } catch (err) {
+    if (withParts && statementRefused(err)) return 'refused';
+    throw err;
+  }
+}
+
 /** Resolves each append with its receipt, or rejects it with its error. */
 function settle(outcomes: readonly Outcome[]): void {
   for (const o of outcomes) {
@@ -634,7 +671,8 @@ function keysOf(p: Pending): OnceKey[] {
  * order, and the appends sharing a key with one earlier in the same group — refused whatever the
  * store says (one statement cannot record a key twice).
  */
-function splitRepeats(group: readonly Pending[]): { firsts: Pending[]; repeats: Pending[] } {
+function splitRepeats(group: readonly Pending[]): { firsts: readonly Pending[]; repeats: readonly Pending[] } {
+  if (group.length === 1) return { firsts: group, repeats: [] };
   const seen = new Set<string>();
   const firsts: Pending[] = [];
   const repeats: Pending[] = [];

@@ -27,8 +27,11 @@
  * (`ERR_FEDERATION_TOKEN_TYPE_NOT_ACCEPTED`).
  *
  * Steps 1–7 only look at the unverified token and never fetch anything, so refused tokens cost
- * no request to the IdP. Keys come only from the issuer's discovered `jwks_uri`: header members
- * such as `jku`, `x5u` or `jwk` are never used to find a key.
+ * no request to the IdP. A token accepted before as the same declared kind is accepted again
+ * after only the key (step 9) and the clock (step 11) are re-checked: every other check is a
+ * function of its bytes and the configuration (`AcceptedSubjectTokens` below). Keys come only
+ * from the issuer's discovered `jwks_uri`: header members such as `jku`, `x5u` or `jwk` are
+ * never used to find a key.
  *
  * Token kinds (from RFC 8693 `subject_token_type`; rules in `./token-kind.ts`):
  * - `access_token`: `aud` is the configured `audience`, Deputy's API as registered at the IdP
@@ -84,6 +87,8 @@ export class FederationVerifier {
   readonly #issuers: readonly TrustedIssuer[];
   /** Subject tokens whose signature verified (the same IdP token is exchanged many times). */
   readonly #verified = new VerifiedSignatures();
+  /** Subject tokens accepted, per declared kind: the answer of every check but the clock's and the key's. */
+  readonly #accepted = new AcceptedSubjectTokens();
 
   constructor(issuers: readonly TrustedIssuerConfig[]) {
     this.#issuers = issuers.map((config) => new TrustedIssuer(config));
@@ -109,6 +114,8 @@ export class FederationVerifier {
    * signed in is the same user id as their subject tokens name.
    */
   async verify(token: string, kind: SubjectTokenKind, options: { signInClientId?: string } = {}): Promise<FederatedIdentity> {
+    const remembered = options.signInClientId === undefined ? await this.#accepted.recall(token, kind) : undefined;
+    if (remembered !== undefined) return remembered;
     const { header, claims } = decode(token);
     const { issuer, match } = this.#trustedIssuerOf(claims);
     const config: TrustedIssuerConfig =
@@ -121,14 +128,15 @@ export class FederationVerifier {
 
     const keys = await keysOf(issuer);
     let payload: JWTPayload;
+    let key: unknown;
     try {
-      payload = await this.#verified.verify(config.id, token, header, keys, {
+      ({ payload, key } = await this.#verified.verify(config.id, token, header, keys, {
         issuer: match.iss,
         audience: candidates.flatMap((k) => audienceOf(k, config) ?? []),
         algorithms: config.algorithms,
         clockTolerance: config.clockToleranceSeconds,
         requiredClaims: ['exp', 'sub'],
-      });
+      }));
     } catch (cause) {
       throw verificationError(cause, config, kind);
     }
@@ -142,7 +150,9 @@ export class FederationVerifier {
     // An ID token authenticates the user; it grants no client anything (OpenID Connect Core §2).
     // What an ID-token subject may delegate is the operator's decision, per issuer.
     const scopes = tokenKind === 'id_token' ? [...(config.idToken?.scopes ?? [])] : identity.scopes;
-    return { ...identity, tokenKind, scopes };
+    const accepted: FederatedIdentity = { ...identity, tokenKind, scopes };
+    if (options.signInClientId === undefined) this.#accepted.remember(token, kind, { identity: accepted, header, payload, issuer, key });
+    return accepted;
   }
 
   /** The issuer to verify with: a trusted match wins over an Entra match of a disallowed tenant. */
@@ -233,9 +243,11 @@ const NONE_HEADER = Buffer.from('{"alg":"none"}').toString('base64url');
  * key set and counts only if it is the very same key object: a refetched JWK Set imports its keys
  * anew, so any change of the issuer's keys (a key removed, rotated, or the set merely refetched)
  * makes every entry verify again. Every claim check (`iss`, `aud`, `exp`, `nbf`, `iat`, required
- * claims: jose's own `validateClaimsSet`, run here on the same claims set) still runs on every
- * call, as do the checks after it (restricting claims, token-kind rules, identity mapping).
- * Bounded at {@link MAX_VERIFIED_SIGNATURES} entries (a new one past it evicts the one verified longest ago).
+ * claims: jose's own `validateClaimsSet`, run here on the same claims set) still runs whenever
+ * this runs, as do the checks after it (restricting claims, token-kind rules, identity mapping):
+ * on a token's first use as each declared kind, and whenever {@link AcceptedSubjectTokens} has
+ * no answer. Bounded at {@link MAX_VERIFIED_SIGNATURES} entries (a new one past it evicts the one
+ * verified longest ago).
  */
 class VerifiedSignatures {
   readonly #entries = new Map<string, { key: unknown; untilMs: number }>();
@@ -244,19 +256,98 @@ class VerifiedSignatures {
    * jose's `jwtVerify(token, keys, options)` payload; the signature verified once per token.
    * @throws what `jwtVerify` (or the key resolver) throws
    */
-  async verify(issuerId: string, token: string, header: ProtectedHeaderParameters, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<JWTPayload> {
+  async verify(issuerId: string, token: string, header: ProtectedHeaderParameters, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<{ payload: JWTPayload; key: unknown }> {
     const digest = createHash('sha256').update(issuerId).update('\0').update(token).digest('base64url');
     const hit = this.#entries.get(digest);
     if (hit && hit.untilMs > Date.now() && (await keys(header as JWTHeaderParameters, jwsParts(token))) === hit.key) {
       // The same claims set, validated by jose's own rules and errors (as `jwtVerify` would).
-      return UnsecuredJWT.decode(`${NONE_HEADER}.${token.split('.')[1]}.`, options).payload;
+      return { payload: UnsecuredJWT.decode(`${NONE_HEADER}.${token.split('.')[1]}.`, options).payload, key: hit.key };
     }
     if (hit) this.#entries.delete(digest);
     const { payload, key } = await jwtVerify(token, keys, options);
     if (typeof payload.exp === 'number') {
       setBounded(this.#entries, digest, { key, untilMs: payload.exp * 1000 }, MAX_VERIFIED_SIGNATURES);
     }
-    return payload;
+    return { payload, key };
+  }
+}
+
+/** What {@link AcceptedSubjectTokens} keeps of an accepted token: the answer, and what a later use re-checks. */
+interface AcceptedToken {
+  /** The identity {@link FederationVerifier.verify} returned. */
+  identity: FederatedIdentity;
+  header: ProtectedHeaderParameters;
+  /** Its verified claims set (for `exp`, `nbf`, `iat`). */
+  payload: JWTPayload;
+  /** The trusted issuer that verified it, and the key it verified with. */
+  issuer: TrustedIssuer;
+  key: unknown;
+}
+
+/**
+ * Subject tokens {@link FederationVerifier.verify} accepted, per declared kind: an agent exchanges
+ * the same IdP token many times (issue 16, ninth round: decoding it, jose's claim checks and
+ * the identity mapping again cost ~25–40 µs of each exchange's main thread). Every check but the
+ * key and the clock is a function of the token's bytes, the declared kind and the trusted
+ * issuers' configuration — which is fixed for the verifier's life — so a later use of the same
+ * token gets the same answer, and re-checks only those two:
+ * - the key: the issuer's current key set must still resolve the header to the very key object
+ *   that verified the token (as {@link VerifiedSignatures}: a refetched set imports its keys anew);
+ * - the clock: it must be past `nbf` and `iat` and before `exp`, with no tolerance.
+ * When either fails, or the token is not remembered, the whole verification runs (and refuses
+ * with its own error); nothing is remembered but accepted tokens, each until its `exp`. Keyed by
+ * the SHA-256 of (declared kind, token); bounded at {@link MAX_VERIFIED_SIGNATURES} entries
+ * (a new one past it evicts the one accepted longest ago). Each recall returns a copy: callers never share the remembered arrays.
+ */
+class AcceptedSubjectTokens {
+  readonly #entries = new Map<string, AcceptedToken>();
+
+  /** The identity of an accepted token still valid now (key and clock re-checked), else undefined. */
+  async recall(token: string, kind: SubjectTokenKind): Promise<FederatedIdentity | undefined> {
+    if (this.#entries.size === 0) return undefined;
+    const digest = AcceptedSubjectTokens.#digest(token, kind);
+    const entry = this.#entries.get(digest);
+    if (entry === undefined) return undefined;
+    if (!withinTimes(entry.payload, Date.now() / 1000) || (await resolvedKey(entry, token)) !== entry.key) {
+      this.#entries.delete(digest);
+      return undefined;
+    }
+    return copyOf(entry.identity);
+  }
+
+  /** Remembers an accepted token until its `exp` (a copy: the caller keeps its own identity). */
+  remember(token: string, kind: SubjectTokenKind, accepted: AcceptedToken): void {
+    if (typeof accepted.payload.exp !== 'number') return;
+    setBounded(this.#entries, AcceptedSubjectTokens.#digest(token, kind), { ...accepted, identity: copyOf(accepted.identity) }, MAX_VERIFIED_SIGNATURES);
+  }
+
+  static #digest(token: string, kind: SubjectTokenKind): string {
+    return createHash('sha256').update(kind).update('\0').update(token).digest('base64url');
+  }
+}
+
+/** A copy of an identity whose arrays are its own (the claims set is read-only). */
+function copyOf(identity: FederatedIdentity): FederatedIdentity {
+  return { ...identity, groups: [...identity.groups], roles: [...identity.roles], scopes: [...identity.scopes] };
+}
+
+/**
+ * Whether `now` (epoch seconds) is inside the claims set's times with no clock tolerance: at or
+ * past `nbf` and `iat`, before `exp` — stricter than the full verification, which decides (and
+ * words the refusal) whenever this says no.
+ */
+function withinTimes(payload: JWTPayload, now: number): boolean {
+  const { exp, nbf, iat } = payload;
+  return typeof exp === 'number' && now < exp && (typeof nbf !== 'number' || nbf <= now) && (typeof iat !== 'number' || iat <= now);
+}
+
+/** The key the issuer's current key set resolves the remembered header to (undefined when it resolves none, or cannot). */
+async function resolvedKey(entry: AcceptedToken, token: string): Promise<unknown> {
+  try {
+    const keys = await keysOf(entry.issuer);
+    return await keys(entry.header as JWTHeaderParameters, jwsParts(token));
+  } catch {
+    return undefined;
   }
 }
 

@@ -127,8 +127,8 @@ export const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
  *
  * @param attributes - bounded, secret-free values only (step names, codes, connection ids).
  */
-export async function traced<T>(name: string, fn: (span: Span) => Promise<T> | T, options: { kind?: SpanKind; attributes?: Attributes } = {}): Promise<T> {
-  if (!tracingActive()) return fn(NO_SPAN);
+export function traced<T>(name: string, fn: (span: Span) => Promise<T> | T, options: { kind?: SpanKind; attributes?: Attributes } = {}): Promise<T> {
+  if (!tracingActive()) return untraced(fn);
   return tracer().startActiveSpan(name, { kind: options.kind ?? SpanKind.INTERNAL, ...(options.attributes ? { attributes: options.attributes } : {}) }, async (span) => {
     try {
       return await fn(span);
@@ -139,6 +139,20 @@ export async function traced<T>(name: string, fn: (span: Span) => Promise<T> | T
       span.end();
     }
   });
+}
+
+/**
+ * `fn(NO_SPAN)` as a promise, without an `async` wrapper of its own: a promise `fn` returns is
+ * handed back as it is (an `async` function would wrap it in another promise and settle that
+ * one two microtask turns later — with oidc-provider's AsyncLocalStorage, each promise also
+ * runs a hook; issue 16, ninth round). A synchronous throw becomes a rejection, as before.
+ */
+function untraced<T>(fn: (span: Span) => Promise<T> | T): Promise<T> {
+  try {
+    return Promise.resolve(fn(NO_SPAN));
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
 }
 
 /**

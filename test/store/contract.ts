@@ -489,6 +489,25 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(await appendIfHead(two(), agent, head2, [third])).toBe('written');
       expect(await readHead(one(), agent)).toEqual({ seq: 3, hash: third.hash });
       expect((await readRange(one(), agent, 1, 10, 10)).map((r) => r.seq)).toEqual([1, 2, 3]);
+      // A small group with one key per receipt (scalar parameters, issue 16 ninth round): a stale head
+      // or one replayed key writes nothing and spends no key; then the group is written whole.
+      const head3 = { seq: 3, hash: third.hash };
+      const group = (prev: string) => [row(4, prev), row(5, 'r4'), row(6, 'r5')];
+      const [k5, k6, k7] = [randomUUID(), randomUUID(), randomUUID()];
+      expect(await appendIfHead(one(), agent, { seq: 3, hash: 'not-the-head' }, group('not-the-head'), [key(k5), key(k6), key(k7)])).toBe('moved');
+      expect(await appendIfHead(two(), agent, head3, group(third.hash), [key(k5), key(k1), key(k6)])).toBe('recorded');
+      expect(await keys(k5, k6, k7)).toEqual([]);
+      expect(await readHead(one(), agent)).toEqual(head3);
+      const written = group(third.hash);
+      expect(await appendIfHead(one(), agent, head3, written, [key(k5), key(k6), key(k7)])).toBe('written');
+      expect(await keys(k5, k6, k7)).toEqual([k5, k6, k7].sort());
+      expect(await readHead(one(), agent)).toEqual({ seq: 6, hash: written[2]!.hash });
+      // And without keys (the PDP's decisions): the same statement without the keys' list.
+      const plain = [row(7, written[2]!.hash), row(8, 'r7')];
+      expect(await appendIfHead(two(), agent, { seq: 6, hash: 'not-the-head' }, plain)).toBe('moved');
+      expect(await appendIfHead(two(), agent, { seq: 6, hash: written[2]!.hash }, plain)).toBe('written');
+      expect((await readRange(one(), agent, 1, 10, 10)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect((await readRange(one(), agent, 4, 8, 10)).map((r) => r.id)).toEqual([...written, ...plain].map((r) => r.id));
     });
 
     it(`two receipt services on one database make one linear chain that verifies${concurrent ? ' (two instances)' : ''}; a proof key is spent once, with its receipt`, async () => {

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { UnsecuredJWT } from 'jose';
 import { trustedIssuerSchema, type TrustedIssuerConfigInput } from '../../src/federation/config.js';
 import { FederationError, type FederationErrorCode } from '../../src/federation/errors.js';
 import { peekIssuer } from '../../src/federation/issuer.js';
@@ -586,7 +587,29 @@ describe('FederationVerifier: subject-token signature verification remembered (i
     return () => spy.mock.calls.length;
   }
 
-  it('the same token verifies its signature once; every claim rule still runs on every call', async () => {
+  it('an accepted token is accepted again without decoding it or running its claim rules again; the answer is a copy', async () => {
+    const v = verifier(idp.issuerConfig('okta'));
+    const token = await idp.oktaAccessToken({ scp: ['deputy.read'], groups: ['engineering'] });
+    const first = await v.verify(token, 'access_token');
+    // jose's claim validation of a remembered signature (UnsecuredJWT.decode) no longer runs per use.
+    const decodes = vi.spyOn(UnsecuredJWT, 'decode');
+    const verifies = countVerifies();
+    first.scopes.push('deputy.admin');
+    first.groups.push('admins');
+    for (let i = 0; i < 3; i++) {
+      const again = await v.verify(token, 'access_token');
+      expect(again).toMatchObject({ preset: 'okta', tokenKind: 'access_token', userId: first.userId, scopes: ['deputy.read'], groups: ['engineering'] });
+      again.roles.push('owner');
+    }
+    expect(decodes).not.toHaveBeenCalled();
+    expect(verifies()).toBe(0);
+    expect((await v.verify(token, 'access_token')).roles).toEqual([]);
+    // Accepted per declared kind: the same token declared `jwt` is decided by its own rules first.
+    await expect(v.verify(token, 'jwt')).resolves.toMatchObject({ tokenKind: 'access_token' });
+    expect(decodes).toHaveBeenCalledTimes(1);
+  });
+
+  it('the same token verifies its signature once; every claim rule runs on its first use as each declared kind', async () => {
     const v = verifier(idp.issuerConfig('okta', { idToken: { clientId: OKTA_CLIENT_ID } }));
     const token = await idp.oktaAccessToken({ scp: ['deputy.read'] });
     await v.verify(token, 'access_token');
