@@ -5,8 +5,14 @@
  * batches of 10 and 100, with a plain subject, a one-link delegated subject (user → agent, the
  * token verified and the chain evaluated) and a three-link chain; with the decision cache on
  * and off. Yardstick: the raw Cedar `statefulIsAuthorized` rate in this process (the policy
- * engine's floor) on the same policy set. Deputy runs in a child process (deputy-process.ts);
- * load comes from this one (load.ts). Loopback only.
+ * engine's floor) on the same policy set. Deputy runs in a child process (deputy-process.ts),
+ * started with the product's Node flags as the rest of the bench starts it (process.ts
+ * `productNodeFlags`); load comes from this one (load.ts), every point's request bodies built
+ * before its window (the bodies cycle over 100 documents, so one cycle is built and replayed).
+ * Per request, besides the server's CPU, statements and WebCrypto operations: the load
+ * generator's CPU (this process), and the server's heap allocated and GC pauses — the PDP's
+ * cached decisions cost the server about what one request costs the load generator, so the
+ * ratio to the HTTP floor measures both (issue 16, ninth round). Loopback only.
  *
  * @module
  */
@@ -25,6 +31,7 @@ import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/supp
 import { startMockIdp } from '../../test/support/mock-idp.js';
 import { runLoad, type LoadResult } from './load.js';
 import type { CounterSnapshot } from './counters.js';
+import { productNodeFlags } from './process.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '../..');
@@ -50,7 +57,7 @@ const cacheModes = process.env.BENCH_PDP_CACHE === 'on' ? [true] : process.env.B
 async function startDeputy(config: object): Promise<{ child: ChildProcess; url: string; issuer: string; counters: string }> {
   // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of the server process there (`--cpu-prof`).
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
-  const child = spawn(process.execPath, [...profile, '--import', 'tsx', join(HERE, 'deputy-process.ts')], {
+  const child = spawn(process.execPath, [...productNodeFlags(), ...profile, '--import', 'tsx', join(HERE, 'deputy-process.ts')], {
     env: { ...process.env, BENCH_DEPUTY_CONFIG: JSON.stringify(config), NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -84,12 +91,34 @@ interface Row {
   batch: number;
   result: LoadResult;
   decisionsPerSecond: number;
-  /** Store statements and WebCrypto operations per request, from the server's counters (counters.ts). */
-  perRequest: { statements: number; crypto: Record<string, number>; cpuMs: number };
+  /**
+   * Per request: store statements and WebCrypto operations, the server's CPU ms, heap KiB
+   * allocated (all spaces, young generation) and GC pause ms, from the server's counters
+   * (counters.ts); the load generator's CPU ms (this process, the same window).
+   */
+  perRequest: { statements: number; crypto: Record<string, number>; cpuMs: number; loadGeneratorCpuMs: number; heap?: { allocatedKiB: number; youngKiB: number; gcMs: number } };
 }
 
 async function counters(url: string, reset: boolean): Promise<CounterSnapshot> {
   return (await (await fetch(`${url}${reset ? '/reset' : ''}`, { method: reset ? 'POST' : 'GET' })).json()) as CounterSnapshot;
+}
+
+/** CPU µs of this process (user + system) since `from`. */
+function cpuSince(from: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(from);
+  return used.user + used.system;
+}
+
+/** {@link Row.perRequest} from the server's counters over the window and the load generator's CPU µs in it. */
+function perRequestOf(after: CounterSnapshot, loadCpuUs: number, requests: number): Row['perRequest'] {
+  const per = (n: number, digits = 2) => Math.round((n / requests) * 10 ** digits) / 10 ** digits;
+  return {
+    statements: per(after.statementTotal),
+    cpuMs: per(after.cpuMs, 3),
+    loadGeneratorCpuMs: per(loadCpuUs / 1000, 3),
+    crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
+    ...(after.allocated ? { heap: { allocatedKiB: per(after.allocated.total / 1024), youngKiB: per(after.allocated.young / 1024), gcMs: per(after.gc?.totalMs ?? 0, 4) } } : {}),
+  };
 }
 
 async function main(): Promise<void> {
@@ -148,22 +177,28 @@ async function main(): Promise<void> {
           const probe = await fetch(`${deputy.url}/access/v1/evaluation`, { method: 'POST', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) });
           const verdict = (await probe.json()) as { decision?: boolean };
           if (verdict.decision !== true) throw new Error(`scenario ${name}/${subject} is not a permit: ${JSON.stringify(verdict)}`);
+          // The requests of one cycle over the 100 documents, built before any window and replayed.
+          const cycle = Array.from({ length: 100 }, () =>
+            batch === 1
+              ? { method: 'POST' as const, path: '/access/v1/evaluation', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) }
+              : { method: 'POST' as const, path: '/access/v1/evaluations', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, evaluations: Array.from({ length: batch }, () => ({ resource: resource() })) }) });
+          let sent = 0;
           for (const c of concurrency) {
+            let loadCpu = process.cpuUsage();
             const result = await runLoad({
-              onMeasure: async () => void (await counters(deputy.counters, true)),
+              onMeasure: async () => {
+                await counters(deputy.counters, true);
+                loadCpu = process.cpuUsage();
+              },
               origin: deputy.url,
               concurrency: c,
               durationMs,
               warmupMs: Math.min(1000, durationMs / 3),
-              next: () =>
-                batch === 1
-                  ? { method: 'POST', path: '/access/v1/evaluation', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) }
-                  : { method: 'POST', path: '/access/v1/evaluations', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, evaluations: Array.from({ length: batch }, () => ({ resource: resource() })) }) },
+              next: () => cycle[sent++ % cycle.length]!,
             });
+            const loadCpuUs = cpuSince(loadCpu);
             const after = await counters(deputy.counters, false);
-            const per = (n: number) => Math.round((n / Math.max(1, result.requests)) * 100) / 100;
-            const cpuMs = Math.round((after.cpuMs / Math.max(1, result.requests)) * 1000) / 1000;
-            const perRequest = { statements: per(after.statementTotal), cpuMs, crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])) };
+            const perRequest = perRequestOf(after, loadCpuUs, Math.max(1, result.requests));
             rows.push({ scenario: `${name}, ${subject} subject`, cache, batch, result, decisionsPerSecond: result.rps * batch, perRequest });
             process.stderr.write(`${cache ? 'cache' : 'no cache'} | ${name} ${subject} c=${c}: ${result.rps * batch} decisions/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms${result.errors ? `, ${result.errors} errors ${JSON.stringify(result.unexpected)}` : ''}\n`);
           }
@@ -188,9 +223,9 @@ async function main(): Promise<void> {
   const lines = [
     `Cedar floor (statefulIsAuthorized, in-process): ${floor} calls/s`,
     '',
-    '| scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | vs Cedar floor | server CPU ms / request | statements / request | WebCrypto / request |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...report.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${(r.decisionsPerSecond / floor).toFixed(2)} | ${r.perRequest.cpuMs} | ${r.perRequest.statements} | ${Object.entries(r.perRequest.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} |`),
+    '| scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | vs Cedar floor | server CPU ms / request | load generator CPU ms / request | server heap KiB / request (young) · GC ms / request | statements / request | WebCrypto / request |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...report.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${(r.decisionsPerSecond / floor).toFixed(2)} | ${r.perRequest.cpuMs} | ${r.perRequest.loadGeneratorCpuMs} | ${r.perRequest.heap ? `${r.perRequest.heap.allocatedKiB} (${r.perRequest.heap.youngKiB}) · ${r.perRequest.heap.gcMs}` : '—'} | ${r.perRequest.statements} | ${Object.entries(r.perRequest.crypto).filter(([k]) => !k.startsWith('digest')).map(([k, v]) => `${k} ${v}`).join(', ')} |`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -34,14 +34,14 @@
  *
  * @module
  */
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import type { Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
 import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint, requestMemo, type RequestMemo } from '../pdp/index.js';
 import { failedAheadOf, RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
-import { parseJson, readBodyAhead, readRequestAhead } from './json-body.js';
+import { handBodyOn, parseJson, readBodyAhead, receiveBody, type BodyReceiver } from './json-body.js';
 import { observeAnswered } from './metrics.js';
 import { REQUEST_ID } from './middleware.js';
 
@@ -100,7 +100,9 @@ export interface CachedDecisions {
 
 /** A miss being answered ahead of Koa: where its answer is remembered, and under what basis. */
 export interface PendingAnswer {
-  readonly key: string;
+  readonly path: string;
+  /** The request's bytes (copied when remembered: they may share a larger buffer). */
+  readonly raw: Buffer;
   readonly inputs: readonly EvaluationInput[];
   readonly basis: DecisionBasis;
 }
@@ -134,8 +136,8 @@ export interface MissAnswers {
   remember(pending: PendingAnswer, answer: object, body: Buffer, headers: readonly string[]): void;
 }
 
-/** A Node request listener as Koa's `callback()` gives it. */
-export type RequestListener = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+/** A Node request listener as Koa's `callback()` gives it (the HTTP server drops what it returns). */
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
 /**
  * The cached path (see the module documentation). Never throws: whatever fails here leaves the
@@ -159,10 +161,10 @@ function missAnswers(pdp: PolicyDecisionPoint, answers: AnswerSet, memos: WeakMa
     async before(path, raw, parsed, memo) {
       const inputs = inputsOf(parsed);
       const basis = await decisionBasis(pdp, inputs, memo);
-      return basis && { key: keyOf(path, raw), inputs, basis };
+      return basis && { path, raw, inputs, basis };
     },
     remember(pending, answer, body, headers) {
-      answers.set(pending.key, remembered(pending.inputs, pending.basis, answer, body, headers));
+      answers.set(pending.path, pending.raw, remembered(pending.inputs, pending.basis, answer, body, headers));
     },
   };
 }
@@ -179,8 +181,7 @@ function cachedDecisionMiddleware(deps: CachedDecisionsDeps, answers: AnswerSet)
     } catch {
       return next(); // the routes get the same rejection from readBody
     }
-    const key = keyOf(ctx.path, raw);
-    const known = answers.get(key);
+    const known = answers.get(ctx.path, raw);
     if (known && holdsNow(deps, known)) return answer(ctx, deps, known, requestId);
     const basis = known ? await basisOrUndefined(deps.pdp, known.inputs) : undefined;
     if (known && basis && sameBasis(basis, known.basis)) return answer(ctx, deps, known, requestId);
@@ -188,60 +189,82 @@ function cachedDecisionMiddleware(deps: CachedDecisionsDeps, answers: AnswerSet)
     // Computed before the normal path runs: an answer is never remembered under a basis newer than its own.
     const before = known ? basis : inputs && (await basisOrUndefined(deps.pdp, inputs));
     await next();
-    if (inputs && before && rememberable(ctx)) answers.set(key, remember(ctx, inputs, before));
+    if (inputs && before && rememberable(ctx)) answers.set(ctx.path, raw, remember(ctx, inputs, before));
   };
 }
 
-/** The listener of {@link CachedDecisions.listener}: hits answered here, the rest to `next`. */
+/**
+ * The listener of {@link CachedDecisions.listener}: hits answered here, the rest to `next`. The
+ * body is received without a promise or a closure per request ({@link receiveBody}), and a hit
+ * whose basis holds is written in the turn its last chunk arrived.
+ */
 function cachedDecisionListener(deps: CachedDecisionsDeps, answers: AnswerSet, memos: WeakMap<IncomingMessage, RequestMemo>, next: RequestListener): RequestListener {
+  const receiver = hitReceiver(deps, answers, memos, next);
   return function cachedDecisionFirst(req, res) {
     // The exact path only: a query string (which Koa's path would drop) goes to the middleware.
     const path = req.url ?? '';
     const requestId = req.method === 'POST' ? eligible('POST', path, req.headers, deps) : undefined;
     if (requestId === undefined) return next(req, res);
-    const start = process.hrtime.bigint();
-    const pass = () => next(req, res);
-    return readRequestAhead(req, res, deps.bodyLimitBytes).then((raw) => {
-      const known = answers.get(keyOf(path, raw));
-      if (!known) return pass();
-      const hit = { res, deps, known, requestId, path, start };
+    receiveBody(req, res, deps.bodyLimitBytes, receiver, { requestId, path, start: process.hrtime.bigint() });
+  };
+}
+
+/** An eligible request the listener is receiving: the id to answer with, its path, when it arrived. */
+interface Arrival {
+  readonly requestId: string;
+  readonly path: string;
+  /** `process.hrtime.bigint()` when the request arrived. */
+  readonly start: bigint;
+}
+
+/** What the listener does with a received body: a hit answered, anything else handed to `next` with its body. */
+function hitReceiver(deps: CachedDecisionsDeps, answers: AnswerSet, memos: WeakMap<IncomingMessage, RequestMemo>, next: RequestListener): BodyReceiver<Arrival> {
+  const pass = (req: IncomingMessage, res: ServerResponse, outcome: Buffer | Error): void => {
+    handBodyOn(req, outcome);
+    void next(req, res);
+  };
+  return {
+    received(req, res, raw, arrival) {
+      const known = answers.get(arrival.path, raw);
+      if (known === undefined) return pass(req, res, raw);
       // Mostly the caches alone tell that the basis holds: answered in this turn, nothing awaited.
-      if (holdsNow(deps, known)) return answerFirst(req, hit, pass);
+      if (holdsNow(deps, known)) return void (answerFirst(req, res, { deps, known, arrival }) || pass(req, res, raw));
       // With a memo the lean path takes over should it be handed the request: what was read here
       // is not read again, and a read that failed here (a store away) is not waited for twice.
       const memo = requestMemo();
       memos.set(req, memo);
-      return basisOrUndefined(deps.pdp, known.inputs, memo).then((basis) => (basis && sameBasis(basis, known.basis) ? answerFirst(req, hit, pass) : pass()));
-    }, pass);
+      void basisOrUndefined(deps.pdp, known.inputs, memo).then((basis) => {
+        if (!(basis && sameBasis(basis, known.basis) && answerFirst(req, res, { deps, known, arrival }))) pass(req, res, raw);
+      });
+    },
+    failed: (req, res, err) => pass(req, res, err),
   };
 }
 
 /** A remembered answer the listener writes, and what it writes it for. */
 interface Hit {
-  res: ServerResponse;
   deps: CachedDecisionsDeps;
   known: Remembered;
-  requestId: string;
-  path: string;
-  /** `process.hrtime.bigint()` when the request arrived. */
-  start: bigint;
+  arrival: Arrival;
 }
 
 /**
  * Writes a hit before Koa, with what `observeRequests` and `accessLog` would record for it.
- * Never throws: nothing awaits the listener's promise (the HTTP server drops it), so a throw here
- * would be an unhandled rejection, which ends the process. Should anything fail before the head
- * is sent, the request goes to `pass` (the routes answer it); after, the response is cut.
+ * Never throws: nothing awaits the listener, so a throw here would be an uncaught exception, which
+ * ends the process. Returns false when nothing was sent (the head failed): the caller hands the
+ * request to the routes, which answer it; a failure after the head was sent cuts the response.
  */
-function answerFirst(req: IncomingMessage, hit: Hit, pass: () => Promise<void>): void | Promise<void> {
+function answerFirst(req: IncomingMessage, res: ServerResponse, hit: Hit): boolean {
+  const { known, arrival } = hit;
   try {
-    write(hit.res, hit.known, hit.requestId);
+    write(res, known, arrival.requestId);
     // Inside the server span, as `accessLog` writes it on the routes: the line carries its trace id.
-    observeAnswered(req, hit.path, 200, hit.start, () => countAndLog(hit.deps, hit.known, { requestId: hit.requestId, method: 'POST', path: hit.path, start: hit.start }));
+    observeAnswered(req, arrival.path, 200, arrival.start, countAndLogHit, hit);
   } catch {
-    if (!hit.res.headersSent) return pass();
-    if (!hit.res.writableEnded) hit.res.destroy();
+    if (!res.headersSent) return false;
+    if (!res.writableEnded) res.destroy();
   }
+  return true;
 }
 
 /** {@link basisHolds} at this instant; false (compute the basis) should it fail. */
@@ -251,11 +274,6 @@ function holdsNow(deps: CachedDecisionsDeps, known: Remembered): boolean {
   } catch {
     return false;
   }
-}
-
-/** The key of a remembered answer: the path and the request's exact bytes. */
-function keyOf(path: string, raw: Buffer): string {
-  return `${path}\n${raw.toString('latin1')}`;
 }
 
 /**
@@ -310,7 +328,7 @@ function answer(ctx: Koa.Context, deps: CachedDecisionsDeps, known: Remembered, 
   ctx.status = 200;
   ctx.respond = false;
   write(ctx.res, known, requestId);
-  countAndLog(deps, known, { requestId, method: ctx.method, path: ctx.path, start });
+  countAndLog(deps, known, ctx.method, { requestId, path: ctx.path, start });
 }
 
 /**
@@ -325,13 +343,18 @@ function write(res: ServerResponse, known: Remembered, requestId: string): void 
   res.end(known.body);
 }
 
+/** {@link countAndLog} for a hit answered by the listener. */
+function countAndLogHit({ deps, known, arrival }: Hit): void {
+  countAndLog(deps, known, 'POST', arrival);
+}
+
 /** Counts the answer's decisions in `deputy_pdp_decisions_total`, and logs it as accessLog (./middleware.ts) would, without a child logger. */
-function countAndLog(deps: CachedDecisionsDeps, known: Remembered, request: { requestId: string; method: string; path: string; start: bigint }): void {
+function countAndLog(deps: CachedDecisionsDeps, known: Remembered, method: string, request: Arrival): void {
   if (known.permits > 0) metrics.pdpDecisions.inc({ decision: 'permit', source: 'evaluation' }, known.permits);
   if (known.denies > 0) metrics.pdpDecisions.inc({ decision: 'deny', source: 'evaluation' }, known.denies);
   if (deps.logger.isLevelEnabled('info')) {
     const ms = Number(process.hrtime.bigint() - request.start) / 1e6;
-    deps.logger.info({ reqId: request.requestId, method: request.method, path: request.path, status: 200, ms: Math.round(ms * 10) / 10 }, 'request');
+    deps.logger.info({ reqId: request.requestId, method, path: request.path, status: 200, ms: Math.round(ms * 10) / 10 }, 'request');
   }
 }
 
@@ -363,17 +386,19 @@ function remembered(inputs: readonly EvaluationInput[], basis: DecisionBasis, an
 }
 
 /**
- * What one remembered answer keeps on the heap, estimated: the key as a JS string (two bytes a
- * character), the parsed request it was decided on (its objects take about twice its JSON text),
- * the answer's bytes and head, and a fixed share for the entry's own objects (the map entry, the
- * `Remembered` record, its arrays). Counting only the key and body understated the set's memory
- * about fivefold (the seventh round's red team: 4,000 small misses counted 484 bytes each and
- * grew the heap by ~10 MB), so the budget would not have bounded what it says it bounds.
+ * What one remembered answer keeps on the heap, estimated: the request's bytes (its own copy)
+ * and the parsed request it was decided on (its objects take about twice its JSON text) — four
+ * bytes for each byte of path and request, as when the key was a string of them — the answer's
+ * bytes and head, and a fixed share for the entry's own objects (the bucket, the entry and
+ * `Remembered` records, their arrays, the copy's buffer object). Counting only the key and body
+ * understated the set's memory about fivefold (the seventh round's red team: 4,000 small misses
+ * counted 484 bytes each and grew the heap by ~10 MB), so the budget would not have bounded what
+ * it says it bounds.
  */
-export function footprint(key: string, value: Remembered): number {
+export function footprint(path: string, raw: Buffer, value: Remembered): number {
   let head = 0;
   for (const field of value.head) head += 2 * field.length;
-  return 4 * key.length + value.body.length + head + ENTRY_OVERHEAD_BYTES + perEvaluationCopies(value.inputs);
+  return 4 * (path.length + 1 + raw.length) + value.body.length + head + ENTRY_OVERHEAD_BYTES + perEvaluationCopies(value.inputs);
 }
 
 /** The heap an entry costs besides its strings and buffer: map entry, record, arrays, object headers. */
@@ -397,26 +422,83 @@ function perEvaluationCopies(inputs: readonly EvaluationInput[]): number {
   return inputs.length * EVALUATION_OBJECTS_BYTES + slots * PROPERTY_SLOT_BYTES;
 }
 
-/** Remembered answers by path and request bytes, within a byte budget (emptied when it is reached; sizes by {@link footprint}). */
+/** A remembered answer with the request it answers: the path and a copy of the request's bytes. */
+interface AnswerEntry {
+  readonly path: string;
+  readonly raw: Buffer;
+  readonly value: Remembered;
+  readonly size: number;
+}
+
+/** Entries kept under one hash of the request's bytes; past it, a colliding request is not remembered (it is evaluated, never answered wrongly). */
+const MAX_BUCKET = 4;
+
+/**
+ * Remembered answers by path and request bytes, within a byte budget (emptied when it is reached;
+ * sizes by {@link footprint}). Looked up by a hash of the bytes ({@link requestHash}) and confirmed
+ * by comparing them whole, so no string is built per request: the `latin1` string key of the
+ * request's bytes, hashed by V8 per lookup, was ~1.8 µs of a hit against ~0.5 µs for this.
+ */
 export class AnswerSet {
-  readonly #answers = new Map<string, Remembered>();
+  readonly #buckets = new Map<number, AnswerEntry[]>();
+  readonly #hash: (raw: Buffer) => number;
   #bytes = 0;
 
-  constructor(readonly budgetBytes: number) {}
-
-  get(key: string): Remembered | undefined {
-    return this.#answers.get(key);
+  /** `hash`: {@link requestHash}; another only in tests (collisions on demand). */
+  constructor(readonly budgetBytes: number, hash: (raw: Buffer) => number = requestHash) {
+    this.#hash = hash;
   }
 
-  set(key: string, value: Remembered): void {
-    const size = footprint(key, value);
+  /** The answer remembered for exactly these bytes on this path. */
+  get(path: string, raw: Buffer): Remembered | undefined {
+    const bucket = this.#buckets.get(this.#hash(raw));
+    if (bucket === undefined) return undefined;
+    for (const entry of bucket) if (entry.path === path && entry.raw.equals(raw)) return entry.value;
+    return undefined;
+  }
+
+  /** Remembers `value` for these bytes on this path (a copy of them is kept), replacing an earlier answer. */
+  set(path: string, raw: Buffer, value: Remembered): void {
+    const size = footprint(path, raw, value);
     if (this.#bytes + size > this.budgetBytes) {
-      this.#answers.clear();
+      this.#buckets.clear();
       this.#bytes = 0;
     }
-    const previous = this.#answers.get(key);
-    if (previous) this.#bytes -= footprint(key, previous);
-    this.#answers.set(key, value);
+    const hash = this.#hash(raw);
+    const bucket = this.#buckets.get(hash) ?? [];
+    const at = bucket.findIndex((entry) => entry.path === path && entry.raw.equals(raw));
+    if (at < 0 && bucket.length >= MAX_BUCKET) return;
+    const entry = { path, raw: copyOf(raw), value, size };
+    if (at < 0) bucket.push(entry);
+    else {
+      this.#bytes -= bucket[at]!.size;
+      bucket[at] = entry;
+    }
+    this.#buckets.set(hash, bucket);
     this.#bytes += size;
   }
+}
+
+/** The bytes in a buffer of their own: a body read from a socket may be a slice of a larger one, which keeping it would retain. */
+function copyOf(raw: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(raw.length);
+  raw.copy(copy);
+  return copy;
+}
+
+/** Per process: a request whose hash collides with another's cannot be crafted offline. */
+const HASH_SEED = randomInt(0x7fffffff);
+
+/**
+ * A 32-bit hash of a request's bytes (FNV-1a style, four bytes a step, seeded per process). Not
+ * a security boundary: equal hashes are confirmed byte for byte, and a bucket holds at most
+ * {@link MAX_BUCKET} entries, so colliding requests cost a lookup a few comparisons at most.
+ */
+export function requestHash(raw: Buffer): number {
+  let hash = HASH_SEED ^ raw.length;
+  const words = raw.length - 3;
+  let i = 0;
+  for (; i < words; i += 4) hash = Math.imul(hash ^ (raw[i]! | (raw[i + 1]! << 8) | (raw[i + 2]! << 16) | (raw[i + 3]! << 24)), 0x01000193) ^ (hash >>> 15);
+  for (; i < raw.length; i += 1) hash = Math.imul(hash ^ raw[i]!, 0x01000193);
+  return hash >>> 0;
 }

@@ -75,6 +75,88 @@ function readEvents(req: IncomingMessage, res: ServerResponse, limitBytes: numbe
   });
 }
 
+/**
+ * What {@link receiveBody} hands a body to, once: the whole body, or why it could not be read.
+ * Shared by every request (no closure per request); `context` is the caller's per-request value.
+ */
+export interface BodyReceiver<T> {
+  /** The whole body, within the limit. */
+  received(req: IncomingMessage, res: ServerResponse, raw: Buffer, context: T): void;
+  /**
+   * The body could not be read: {@link PayloadTooLarge} past the limit (with `Connection: close`
+   * set on `res`), or an `Error` when the request ended before its body did.
+   */
+  failed(req: IncomingMessage, res: ServerResponse, err: Error, context: T): void;
+}
+
+/** A body being received by {@link receiveBody}: what the stream's shared listeners need. */
+interface Receiving {
+  chunks: Buffer[];
+  size: number;
+  readonly limitBytes: number;
+  readonly res: ServerResponse;
+  readonly receiver: BodyReceiver<unknown>;
+  readonly context: unknown;
+}
+
+/** Where a request being received keeps its {@link Receiving} (as Node keeps its own per-request state, under a symbol). */
+const RECEIVING = Symbol('deputy.receiving');
+type ReceivingRequest = IncomingMessage & { [RECEIVING]?: Receiving | undefined };
+
+/**
+ * Reads a small body (declared length within the limit, as for {@link readEvents}) and hands it to
+ * `receiver` in the turn its last chunk arrived: no promise, and no function made per request —
+ * the stream's listeners are shared and find the request's state on it. For the PDP's cached
+ * path (./authzen-cached.ts), where a hit is answered from the body alone and a promise, its
+ * turn and four closures per request were a measurable share of a hit. Nothing is kept for
+ * {@link readBody}: a receiver that hands the request on records the outcome with {@link handBodyOn}.
+ */
+export function receiveBody<T>(req: IncomingMessage, res: ServerResponse, limitBytes: number, receiver: BodyReceiver<T>, context: T): void {
+  (req as ReceivingRequest)[RECEIVING] = { chunks: [], size: 0, limitBytes, res, receiver: receiver as BodyReceiver<unknown>, context };
+  req.on('data', onReceivedData).once('end', onReceivedEnd).once('error', onReceiveClosed).once('close', onReceiveClosed);
+}
+
+/**
+ * Records what {@link receiveBody} got for `req` — its bytes or its error — so that the routes'
+ * {@link readBody} (and {@link readRequestAhead}) get the same, as if they had read it themselves.
+ */
+export function handBodyOn(req: IncomingMessage, outcome: Buffer | Error): void {
+  if (!(outcome instanceof Error)) return void readAhead.set(req, Promise.resolve(outcome));
+  const failed = Promise.reject(outcome);
+  // Handled here: the routes may await it turns later (an unhandled rejection ends the process).
+  failed.catch(() => undefined);
+  readAhead.set(req, failed);
+}
+
+function onReceivedData(this: ReceivingRequest, chunk: Buffer): void {
+  const receiving = this[RECEIVING];
+  if (receiving === undefined) return;
+  receiving.size += chunk.length;
+  if (receiving.size <= receiving.limitBytes) return void receiving.chunks.push(chunk);
+  receiving.res.setHeader('Connection', 'close');
+  settleReceiving(this, new PayloadTooLarge(receiving.limitBytes));
+}
+
+function onReceivedEnd(this: ReceivingRequest): void {
+  const chunks = this[RECEIVING]?.chunks ?? [];
+  settleReceiving(this, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+}
+
+function onReceiveClosed(this: ReceivingRequest): void {
+  settleReceiving(this, new Error('the request ended before its body was read'));
+}
+
+/** Stops receiving (once) and hands the outcome to the receiver. */
+function settleReceiving(req: ReceivingRequest, outcome: Buffer | Error): void {
+  const receiving = req[RECEIVING];
+  if (receiving === undefined) return;
+  req[RECEIVING] = undefined;
+  req.off('data', onReceivedData).off('end', onReceivedEnd).off('error', onReceiveClosed).off('close', onReceiveClosed);
+  req.pause();
+  if (outcome instanceof Error) receiving.receiver.failed(req, receiving.res, outcome, receiving.context);
+  else receiving.receiver.received(req, receiving.res, outcome, receiving.context);
+}
+
 async function readStream(ctx: Koa.Context, limitBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;

@@ -101,25 +101,34 @@ function countRequest(ctx: Koa.Context, path: string, method: string, start: big
 /**
  * What {@link observeRequests} records, for a request answered before Koa (the PDP's cached path,
  * ./authzen-cached.ts): the same metrics and labels, and a server span (child of the caller's
- * `traceparent`) opened and closed around `inside` — what runs there (the access log line) is in
- * the span's context, so its log lines carry the trace id, as under {@link observeRequests}.
+ * `traceparent`) opened and closed around `inside(arg)` — what runs there (the access log line) is
+ * in the span's context, so its log lines carry the trace id, as under {@link observeRequests}.
+ * With tracing off (`tracingActive`), `inside(arg)` runs alone: no no-op span, context or
+ * attribute objects per request, as {@link observeRequests} skips them.
  *
  * @param route - a route label as {@link routeOf} gives it (a known path, never a raw one).
  * @param start - `process.hrtime.bigint()` when the request arrived.
- * @param inside - run with the span active (synchronous); what it throws propagates, the span ended.
+ * @param inside - run with the span active (synchronous), given `arg` (a shared function and its
+ *   argument rather than a closure per request); what it throws propagates, the span ended.
  */
-export function observeAnswered(req: IncomingMessage, route: string, status: number, start: bigint, inside?: () => void): void {
+export function observeAnswered<T>(req: IncomingMessage, route: string, status: number, start: bigint, inside?: (arg: T) => void, arg?: T): void {
   const method = req.method ?? 'GET';
+  if (tracingActive()) spanAround(req, method, route, status, inside, arg);
+  else inside?.(arg as T);
+  metrics.httpRequests.inc({ route, method, status: String(status) });
+  metrics.httpDuration.observe({ route, method }, secondsSince(start));
+}
+
+/** {@link observeAnswered}'s server span, `inside(arg)` run within it. */
+function spanAround<T>(req: IncomingMessage, method: string, route: string, status: number, inside: ((arg: T) => void) | undefined, arg: T | undefined): void {
   const parent = propagation.extract(ROOT_CONTEXT, req.headers);
   const attributes = { 'http.request.method': method, 'http.route': route, 'http.response.status_code': status };
   const span = tracer().startSpan(`${method} ${route}`, { kind: SpanKind.SERVER, attributes }, parent);
   try {
-    if (inside) context.with(trace.setSpan(parent, span), inside);
+    if (inside) context.with(trace.setSpan(parent, span), inside, undefined, arg as T);
   } finally {
     span.end();
   }
-  metrics.httpRequests.inc({ route, method, status: String(status) });
-  metrics.httpDuration.observe({ route, method }, secondsSince(start));
 }
 
 /** A request being answered before Koa after asynchronous work: see {@link observeAnswering}. */

@@ -5,6 +5,7 @@
  * Koa with its body intact.
  */
 import { ServerResponse } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { REPO, countEvaluations, startPdpHarness, type PdpHarness } from '../support/authzen.js';
 
@@ -74,5 +75,18 @@ describe('the cached listener', () => {
     } finally {
       writeHead.mockRestore();
     }
+  });
+
+  it('a request whose client goes away mid-body is handed on with that failure, quietly (no unhandled rejection); the next hit is answered', async () => {
+    const first = await post('/access/v1/evaluation', body('doc-l5'));
+    const text = body('doc-l5');
+    const { port } = new URL(h.deputy.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(`POST /access/v1/evaluation HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer ${h.pepToken}\r\nContent-Length: ${text.length}\r\n\r\n${text.slice(0, 20)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await post('/access/v1/evaluation', body('doc-l5'))).toEqual(first);
   });
 });

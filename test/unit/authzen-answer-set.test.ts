@@ -3,7 +3,7 @@
  * body bytes, so its byte budget bounds the memory it says it bounds (issue 16, seventh round).
  */
 import { describe, expect, it } from 'vitest';
-import { AnswerSet, footprint, type Remembered } from '../../src/http/authzen-cached.js';
+import { AnswerSet, footprint, requestHash, type Remembered } from '../../src/http/authzen-cached.js';
 import { parseEvaluations, type EvaluationInput } from '../../src/pdp/authzen.js';
 import type { DecisionBasis } from '../../src/pdp/index.js';
 
@@ -12,11 +12,14 @@ function answer(bodyBytes: number): Remembered {
   return { inputs: [], basis: {} as DecisionBasis, body, head: ['X-Request-ID', '', 'Content-Type', 'application/json', 'Content-Length', String(bodyBytes)], permits: 1, denies: 0 };
 }
 
+const PATH = '/access/v1/evaluation';
+const bytes = (text: string): Buffer => Buffer.from(text, 'latin1');
+
 describe('AnswerSet', () => {
-  it('counts an entry at more than its key and body bytes (the key as UTF-16, the parsed request, the head, the entry itself)', () => {
-    const key = `/access/v1/evaluation\0${'x'.repeat(400)}`;
+  it('counts an entry at more than its request and body bytes (their copy, the parsed request, the head, the entry itself)', () => {
+    const raw = bytes('x'.repeat(400));
     const value = answer(60);
-    expect(footprint(key, value)).toBeGreaterThanOrEqual(4 * key.length + value.body.length + 512);
+    expect(footprint(PATH, raw, value)).toBeGreaterThanOrEqual(4 * (PATH.length + raw.length) + value.body.length + 512);
   });
 
   it('counts a batch\'s defaults once per item that inherits them (parsing copies them), not once as in the text', () => {
@@ -27,28 +30,64 @@ describe('AnswerSet', () => {
     const value = { ...answer(60), inputs };
     // Each item's subject holds its own record of 200 slots: two pointers each at the very least.
     // Before: 4 bytes a character of the 3.6 KB text (~15 KB) where the heap grew by ~6 MB.
-    expect(footprint(`/access/v1/evaluations\0${text}`, value)).toBeGreaterThanOrEqual(500 * 200 * 16);
+    expect(footprint('/access/v1/evaluations', bytes(text), value)).toBeGreaterThanOrEqual(500 * 200 * 16);
   });
 
   it('empties itself before the counted footprint passes the budget', () => {
     const value = answer(60);
-    const key = (i: number): string => `/access/v1/evaluation\0{"i":${i},"pad":"${'p'.repeat(400)}"}`;
-    const size = footprint(key(0), value);
+    const key = (i: number): Buffer => bytes(`{"i":${i},"pad":"${'p'.repeat(400)}"}`);
+    const size = footprint(PATH, key(0), value);
     const set = new AnswerSet(10 * size);
-    for (let i = 0; i < 10; i += 1) set.set(key(i), value);
-    expect(set.get(key(0))).toBe(value);
+    for (let i = 0; i < 10; i += 1) set.set(PATH, key(i), value);
+    expect(set.get(PATH, key(0))).toBe(value);
     // The eleventh entry would pass the budget: the set starts again with it alone.
-    set.set(key(10), value);
-    expect(set.get(key(0))).toBeUndefined();
-    expect(set.get(key(10))).toBe(value);
+    set.set(PATH, key(10), value);
+    expect(set.get(PATH, key(0))).toBeUndefined();
+    expect(set.get(PATH, key(10))).toBe(value);
   });
 
   it('replacing an entry counts it once', () => {
     const value = answer(60);
-    const key = `/access/v1/evaluation\0{"a":1}`;
-    const set = new AnswerSet(3 * footprint(key, value));
-    for (let i = 0; i < 50; i += 1) set.set(key, value);
-    set.set(`${key} `, value);
-    expect(set.get(key)).toBe(value);
+    const key = bytes('{"a":1}');
+    const set = new AnswerSet(3 * footprint(PATH, key, value));
+    for (let i = 0; i < 50; i += 1) set.set(PATH, key, value);
+    set.set(PATH, bytes('{"a":1} '), value);
+    expect(set.get(PATH, key)).toBe(value);
+  });
+
+  it('answers only the exact bytes on the exact path, and keeps its own copy of them', () => {
+    const value = answer(60);
+    const set = new AnswerSet(1 << 20);
+    const pooled = Buffer.from('..{"a":1}..', 'latin1');
+    const raw = pooled.subarray(2, 9);
+    set.set(PATH, raw, value);
+    pooled.fill(0x20); // the socket's buffer reused for the next read
+    expect(set.get(PATH, bytes('{"a":1}'))).toBe(value);
+    expect(set.get(`${PATH}s`, bytes('{"a":1}'))).toBeUndefined();
+    expect(set.get(PATH, bytes('{"a":2}'))).toBeUndefined();
+    expect(set.get(PATH, bytes('{"a":1} '))).toBeUndefined();
+  });
+
+  it('never answers a request whose hash collides with a remembered one, and keeps at most four under one hash', () => {
+    const set = new AnswerSet(1 << 20, () => 7); // every request collides
+    const values = Array.from({ length: 6 }, (_, i) => answer(60 + i));
+    values.forEach((value, i) => set.set(PATH, bytes(`{"c":${i}}`), value));
+    // Each is told apart by its bytes; past four, a colliding request is not remembered (it is evaluated).
+    expect([0, 1, 2, 3, 4, 5].map((i) => set.get(PATH, bytes(`{"c":${i}}`)))).toEqual([...values.slice(0, 4), undefined, undefined]);
+    expect(set.get(PATH, bytes('{"c":9}'))).toBeUndefined();
+    // A remembered request's answer is still replaced in a full bucket.
+    set.set(PATH, bytes('{"c":1}'), values[5]!);
+    expect(set.get(PATH, bytes('{"c":1}'))).toBe(values[5]);
+  });
+
+  it('hashes every byte (a change anywhere in the request changes the hash, as a rule)', () => {
+    const raw = bytes(JSON.stringify({ subject: { id: 'alice' }, pad: 'p'.repeat(1000) }));
+    const hashes = new Set([requestHash(raw)]);
+    for (let at = 0; at < raw.length; at += 97) {
+      const changed = Buffer.from(raw);
+      changed[at] = changed[at]! ^ 1;
+      hashes.add(requestHash(changed));
+    }
+    expect(hashes.size).toBe(1 + Math.ceil(raw.length / 97));
   });
 });

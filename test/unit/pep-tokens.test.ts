@@ -53,4 +53,20 @@ describe('PepTokens', () => {
     expect(tokens.get('Bearer 0', NOW)).toBeUndefined();
     expect(tokens.get(`Bearer ${PepTokens.MAX_ENTRIES}`, NOW)).toBe('pep');
   });
+
+  it('answers a repeated header from the entry found last only while that is its entry (token verified again, entry evicted)', () => {
+    const tokens = new PepTokens(live());
+    tokens.remember('Bearer a', verified('Bearer', {}));
+    expect(tokens.get('Bearer a', NOW)).toBe('pep');
+    // Verified again (a new expiry, another client id): the new entry answers, not the one found last.
+    tokens.remember('Bearer a', verified('Bearer', { client_id: 'pep-2', exp: NOW / 1000 + 1 }));
+    expect(tokens.get(`Bearer ${'a'}`, NOW)).toBe('pep-2');
+    expect(tokens.get('Bearer a', NOW + 1000)).toBeUndefined();
+    // Evicted when the set is full (the one remembered longest ago): the token found last is gone too.
+    const full = new PepTokens(live());
+    full.remember('Bearer 0', verified('Bearer', {}));
+    expect(full.get('Bearer 0', NOW)).toBe('pep');
+    for (let i = 1; i <= PepTokens.MAX_ENTRIES; i++) full.remember(`Bearer ${i}`, verified('Bearer', {}));
+    expect(full.get('Bearer 0', NOW)).toBeUndefined();
+  });
 });

@@ -10,7 +10,9 @@
  * broken by PostgreSQL after `deadlock_timeout` (a second's stall; one side aborted with 40P01, a
  * gateway call answered with a store error instead of a replay refusal). The locked path now
  * locks the head first, in the statement's order: the statement waits for the head, then finds
- * the key spent.
+ * the key spent. (The same fix landed from the leftovers red team, tested there with the
+ * statements answered "moved" and on crossed rounds: test/unit/locked-path-lock-order.test.ts;
+ * this case is the end-to-end one — two service instances, real head moves, one interleaving.)
  *
  * PostgreSQL only (two connections; PGlite runs one statement at a time).
  */
