@@ -173,6 +173,20 @@ describe('the cached hit path on the wire', () => {
     expect((await post('/access/v1/search/resource', text)).text).not.toBe(known.text);
   });
 
+  it('a batch within 16 KiB whose parsed form counts past the whole answer budget: answered, never remembered (evaluated each time)', async () => {
+    const properties = Object.fromEntries([['email', 'alice@example.com'], ...Array.from({ length: 1200 }, (_, i) => [`p${i}`, i])]);
+    const text = JSON.stringify({ subject: { type: 'User', id: 'alice@example.com', properties }, action: { name: 'read' }, resource: { type: 'Document', id: 'doc-big', properties: {} }, evaluations: Array.from({ length: 500 }, () => ({})) });
+    expect(text.length).toBeLessThanOrEqual(16 * 1024);
+    const pdp = h.deputy.pdp.pdp;
+    const evaluateAll = vi.spyOn(pdp, 'evaluateAll');
+    const first = await post('/access/v1/evaluations', text);
+    expect(first.status).toBe(200);
+    expect(evaluateAll).toHaveBeenCalledTimes(1);
+    // Before: remembered (one entry counted at tens of MB, the whole set emptied for it), and the repeat a hit.
+    expect(await post('/access/v1/evaluations', text)).toMatchObject({ status: 200, text: first.text });
+    expect(evaluateAll).toHaveBeenCalledTimes(2);
+  });
+
   it('concurrent identical misses: one answer for all, then hits', async () => {
     const text = body('doc-w8');
     const all = await Promise.all(Array.from({ length: 8 }, () => post('/access/v1/evaluation', text)));

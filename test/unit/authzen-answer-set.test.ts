@@ -71,6 +71,24 @@ describe('AnswerSet', () => {
     expect(set.bytes).toBe(footprint(PATH, small, value));
   });
 
+  it('a batch the cached path takes (within 16 KiB) that counts past the default 8 MiB is not remembered: one entry no longer holds tens of MB', () => {
+    const properties = Object.fromEntries(Array.from({ length: 1200 }, (_, i) => [`p${i}`, i]));
+    const text = JSON.stringify({ subject: { type: 'user', id: 'alice', properties }, action: { name: 'read' }, resource: { type: 'doc', id: 'd' }, evaluations: Array.from({ length: 500 }, () => ({})) });
+    expect(text.length).toBeLessThanOrEqual(16 * 1024);
+    const parsed = parseEvaluations(JSON.parse(text), 500);
+    const inputs = parsed.kind === 'batch' ? parsed.items.map((item) => (item as { evaluation: EvaluationInput }).evaluation) : [];
+    const large = { ...answer(60), inputs };
+    const budget = 8 * 1024 * 1024;
+    expect(footprint('/access/v1/evaluations', bytes(text), large)).toBeGreaterThan(budget);
+    const set = new AnswerSet(budget);
+    const small = bytes('{"a":1}');
+    set.set(PATH, small, answer(60));
+    set.set('/access/v1/evaluations', bytes(text), large);
+    expect(set.get('/access/v1/evaluations', bytes(text))).toBeUndefined();
+    expect(set.get(PATH, small)).toBeDefined();
+    expect(set.bytes).toBeLessThanOrEqual(budget);
+  });
+
   it('a colliding request refused by a full bucket forgets nothing for it; a bucket emptied by eviction takes new entries', () => {
     const value = answer(60);
     const raw = (i: number): Buffer => bytes(`{"c":${i}}`);
