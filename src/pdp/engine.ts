@@ -103,10 +103,25 @@ export class CedarEngine {
       return { allowed: false, kind: 'request_error', policies: [], message: answer.errors.map((e) => e.message).join('; ') };
     }
     const { decision, diagnostics } = answer.response;
-    const erroredForbids = diagnostics.errors.map((e) => e.policyId).filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
+    // Cedar lists them from a hash set, in an order that changes from call to call (and with the
+    // policy subset): in the set's order, the answer (and the first forbid's `@reason`) is one.
+    const reason = inSetOrder(snapshot, diagnostics.reason);
+    const erroredForbids = inSetOrder(snapshot, diagnostics.errors.map((e) => e.policyId)).filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
     if (erroredForbids.length > 0) return { allowed: false, kind: 'policy_error', policies: erroredForbids };
-    if (decision === 'allow') return { allowed: true, policies: diagnostics.reason };
-    const forbids = diagnostics.reason.filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
+    if (decision === 'allow') return { allowed: true, policies: reason };
+    const forbids = reason.filter((id) => snapshot.policies.get(id)?.effect === 'forbid');
     return forbids.length > 0 ? { allowed: false, kind: 'forbidden', policies: forbids } : { allowed: false, kind: 'not_permitted', policies: [] };
   }
+}
+
+/** Each policy set's position of every policy id (file order), built at its first use. */
+const positions = new WeakMap<PolicySnapshot['policies'], ReadonlyMap<string, number>>();
+
+/** `ids` (Cedar's determining or erroring policies) in the order of the snapshot's policy set. */
+function inSetOrder(snapshot: PolicySnapshot, ids: readonly string[]): string[] {
+  if (ids.length < 2) return [...ids];
+  let position = positions.get(snapshot.policies);
+  if (!position) positions.set(snapshot.policies, (position = new Map([...snapshot.policies.keys()].map((id, i) => [id, i]))));
+  const at = (id: string) => position.get(id) ?? Number.MAX_SAFE_INTEGER;
+  return [...ids].sort((a, b) => at(a) - at(b));
 }

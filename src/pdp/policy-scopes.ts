@@ -19,7 +19,8 @@
  * subsets are made once, and no more than {@link MAX_SUBSET_POLICIES} × the set's size policies
  * are pre-parsed in subsets (past it, calls use the whole set). Subsets are pre-parsed into ids
  * derived from the snapshot's slot, before the snapshot becomes current, as the whole set is
- * (policy-store.ts): a reload into the same slot overwrites them.
+ * (policy-store.ts): a reload into the same slot overwrites them, and empties those of an earlier
+ * load it does not make (a reload with fewer subsets).
  *
  * @module
  */
@@ -29,6 +30,9 @@ import type { ActionInfo } from './schema.js';
 
 /** Policies pre-parsed in subsets, at most, as a multiple of the set's size. */
 const MAX_SUBSET_POLICIES = 4;
+
+/** Subset ids pre-parsed under each slot so far, at most: `${slot}~0` … `${slot}~(n-1)`. */
+const made = new Map<string, number>();
 
 /** The policy set id a call with this principal type, action and resource type is evaluated against. */
 export type ScopedPolicySet = (principalType: string, action: EntityUid, resourceType: string) => string;
@@ -49,12 +53,15 @@ export function preparseScopedSets(slot: string, policies: { ids: readonly strin
       for (const resourceType of action.resourceTypes) {
         const ids = policies.ids.filter((_, i) => mayApply(policies.ests[i], principalType, action.uid, resourceType));
         if (ids.length === policies.ids.length) continue;
-        const subset = ids.join('\0');
+        // JSON, not a separator: policy ids are any string (`@id("a\0b")`), and two different subsets
+        // whose ids joined to one string would share one pre-parsed set (a forbid left out).
+        const subset = JSON.stringify(ids);
         let id = bySubset.get(subset);
         if (id === undefined) {
           if (ids.length > budget) continue;
           budget -= ids.length;
           id = `${slot}~${bySubset.size}`;
+          made.set(slot, Math.max(made.get(slot) ?? 0, bySubset.size + 1));
           const answer = cedar.preparsePolicySet(id, { staticPolicies: Object.fromEntries(ids.map((p) => [p, policies.texts[p]!])) });
           if (answer.type === 'failure') throw new Error(`policy subset did not pre-parse: ${describeCedarErrors(answer.errors).join('; ')}`);
           bySubset.set(subset, id);
@@ -63,7 +70,18 @@ export function preparseScopedSets(slot: string, policies: { ids: readonly strin
       }
     }
   }
+  clearStale(slot, bySubset.size);
   return (principalType, action, resourceType) => byKey.get(scopeKey(principalType, action, resourceType)) ?? slot;
+}
+
+/**
+ * Empties the ids `${slot}~kept` and up that an earlier load into the slot (or a refused one)
+ * pre-parsed: no snapshot refers to them any more, and Cedar has no call that forgets a set, so
+ * their policies would stay parsed for as long as the process runs.
+ */
+function clearStale(slot: string, kept: number): void {
+  for (let i = kept; i < (made.get(slot) ?? 0); i++) cedar.preparsePolicySet(`${slot}~${i}`, { staticPolicies: {} });
+  made.set(slot, kept);
 }
 
 function scopeKey(principalType: string, action: EntityUid, resourceType: string): string {

@@ -296,7 +296,9 @@ function schemaAsText(dir: string, f: { file: string; text: string }): string {
 
 /** Splits each file into policies and gives each its id (`@id`, or `file#n`). */
 function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { texts: Record<string, string>; infos: Map<string, PolicyInfo>; ests: unknown[]; issues: string[] } {
-  const texts: Record<string, string> = {};
+  // No prototype: a policy id is any string, and `texts["__proto__"] = …` on a plain object sets
+  // nothing: that policy would be neither validated nor pre-parsed (a forbid silently dropped).
+  const texts: Record<string, string> = Object.create(null) as Record<string, string>;
   const ests: unknown[] = [];
   const infos = new Map<string, PolicyInfo>();
   const issues: string[] = [];
