@@ -119,16 +119,35 @@ export function errorCause(err: unknown): string | undefined {
  */
 export function unexpectedError(err: unknown): { cause: string; stack?: string } {
   const cause = errorCause(err) ?? `thrown ${typeof err}`;
-  const stack = err instanceof Error && typeof err.stack === 'string' ? stackFrames(err.stack) : '';
+  const stack = err instanceof Error && typeof err.stack === 'string' ? stackFrames(err, err.stack) : '';
   return stack === '' ? { cause } : { cause, stack };
 }
 
-/** The `at …` lines of a V8 stack (the message above them, however many lines it spans, left out). */
-function stackFrames(stack: string): string {
-  return stack
+/**
+ * The `at …` lines of `err`'s V8 stack, and none of its message's lines, however many it spans:
+ * the stack is read from the end of the message on (V8 writes it first, after the error's name),
+ * and a line that is one of the message's, or of its causes' (a library that splices a cause's
+ * stack into its own), is left out even when it reads like a frame — a message line such as
+ * `    at <a token>` matched `^\s+at ` and was logged as one (issue 16, ninth round red team).
+ */
+function stackFrames(err: Error, stack: string): string {
+  const message = typeof err.message === 'string' ? err.message : '';
+  const end = message === '' ? -1 : stack.indexOf(message);
+  const quoted = messageLines(err);
+  return (end === -1 ? stack : stack.slice(end + message.length))
     .split('\n')
-    .filter((line) => /^\s+at /.test(line))
+    .filter((line) => /^\s+at /.test(line) && !quoted.has(line.trim()))
     .join('\n');
+}
+
+/** The trimmed lines of the messages of `err` and its causes (as deep as {@link errorCause} looks, and one more). */
+function messageLines(err: Error): Set<string> {
+  const lines = new Set<string>();
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++, current = current.cause) {
+    if (typeof current.message === 'string') for (const line of current.message.split('\n')) lines.add(line.trim());
+  }
+  return lines;
 }
 
 /** An error's string or finite numeric `code`, bounded; `undefined` for any other. */

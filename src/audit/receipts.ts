@@ -500,7 +500,12 @@ export class ReceiptService implements ReceiptAppender {
   /**
    * The locked path: the plain and once-keyed appends in one transaction (the replayed ones
    * refused), then each append with attested writes in a transaction of its own, so that one
-   * refusal (its error) leaves the others written.
+   * refusal (its error) leaves the others written. The plain appends' transaction locks the
+   * chain head before it records a once-key, the order of the group statement (`appendIfHead`:
+   * head, then keys): in the opposite order, this path on one instance and a group statement on
+   * another, for the same agent and a key both hold (a gateway proof replayed to both), each
+   * waited for the other — a deadlock PostgreSQL breaks only after `deadlock_timeout` (issue 16,
+   * ninth round red team).
    */
   async #writeLocked(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
     await whenReady(group);
@@ -508,8 +513,9 @@ export class ReceiptService implements ReceiptAppender {
     const outcomes: Outcome[] = [];
     if (plain.length > 0) {
       outcomes.push(...(await this.#store.transaction(async (tx) => {
+        const head = await lockHead(tx, agent);
         const { admitted, refused } = await this.#admit(tx, plain);
-        const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input)) : [];
+        const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input), head) : [];
         return [...admitted.map((pending, i) => ({ pending, receipt: written[i]! })), ...refused.map((pending) => ({ pending, error: new AlreadyRecorded(pending.once!) }))];
       })));
     }
@@ -517,7 +523,11 @@ export class ReceiptService implements ReceiptAppender {
     return outcomes;
   }
 
-  /** One append with its attested writes, in its own transaction (the head locked). */
+  /**
+   * One append with its attested writes, in its own transaction: its writes, then the head — the
+   * order of an agent's deletion (rows, then its closing receipt: test/unit/upstream-lock-order.test.ts),
+   * which the plain appends' head-first order would deadlock with here.
+   */
   async #writeAlone(agent: string, p: Pending): Promise<Outcome> {
     try {
       await p.writes!.ready;
@@ -582,9 +592,9 @@ export class ReceiptService implements ReceiptAppender {
     return { admitted, refused };
   }
 
-  /** Locks the head, signs `inputs` in order after it, inserts them and moves the head. */
-  async #appendLocked(tx: Queryable, agent: string, inputs: readonly ReceiptInput[]): Promise<AppendedReceipt[]> {
-    const out = await this.#sign(agent, await lockHead(tx, agent), inputs);
+  /** Locks the head (unless the caller did: `locked`), signs `inputs` in order after it, inserts them and moves the head. */
+  async #appendLocked(tx: Queryable, agent: string, inputs: readonly ReceiptInput[], locked?: ChainHead): Promise<AppendedReceipt[]> {
+    const out = await this.#sign(agent, locked ?? (await lockHead(tx, agent)), inputs);
     await appendLocked(tx, agent, out);
     return this.#wrote(agent, out);
   }

@@ -100,9 +100,10 @@ function safeMessage(status: number): string {
  * `StoreUnavailableError` ("the database is unreachable", "store ping timed out after 2000 ms":
  * which of the two is what an operator acts on), followed by what it wraps, named the same way
  * (`← Error (53300)`: the SQLSTATE). Never any other message: V8's `JSON.parse` quotes the text
- * it failed on, so a malformed body's message carries the body — a secret in it with it.
+ * it failed on, so a malformed body's message carries the body — a secret in it with it. Also
+ * oidc-provider's store-outage line (src/oauth/oidc-provider/errors.ts), so both name an outage alike.
  */
-function describeCause(cause: unknown): string | undefined {
+export function describeCause(cause: unknown): string | undefined {
   if (!(cause instanceof DeputyError || cause instanceof StoreUnavailableError)) return errorCause(cause);
   const underneath = errorCause(cause.cause);
   return `${cause.name}: ${cause.message}${underneath === undefined ? '' : ` ← ${underneath}`}`;

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Agent } from '../agents/index.js';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import { checkAgainstRegistry, type DelegatedSubject, type DelegationGrant, type DelegationRequest, type InvalidSubject, type RegistryAuthorizer, type SubjectResolution, type SubjectResolver } from '../delegation/index.js';
 import type { EvaluationInput, EvaluationsSemantic } from './authzen.js';
 import { decideDelegation, delegatedMembers, evaluateMembers, plainMember, revalidateLinks, type Member } from './chain-evaluation.js';
@@ -318,7 +318,8 @@ export class PolicyDecisionPoint {
       return fn();
     } catch (err) {
       if (err instanceof ProjectionError || err instanceof UnknownEntityType) return deny('invalid_input', err.message);
-      this.#logger.error({ err }, 'pdp evaluation failed');
+      // By name, code and frames only (`unexpectedError`): a bug's message here can quote the request's values.
+      this.#logger.error({ err: unexpectedError(err) }, 'pdp evaluation failed');
       throw err;
     }
   }

@@ -151,9 +151,18 @@ describe('the library stands alone', () => {
     expect(files.length).toBeGreaterThan(4);
     const allowed = new Set(['jose', 'openid-client', 'canonicalize', '@microsoft/agent-governance-sdk']);
     // A src/util module the library shares (the single-flight read cache) must itself import
-    // nothing but Node's built-ins: it ships with the library and may not pull the server in.
-    const standsAlone = (path: string): boolean =>
-      [...readFileSync(path, 'utf8').matchAll(/from '([^']+)'/g)].every(([, spec]) => spec!.startsWith('node:'));
+    // nothing but Node's built-ins and other such src/util modules: it ships with the library and
+    // may not pull the server in.
+    const standsAlone = (path: string, seen = new Set<string>()): boolean => {
+      if (seen.has(path)) return true;
+      seen.add(path);
+      return [...readFileSync(path, 'utf8').matchAll(/from '([^']+)'/g)].every(([, spec]) => {
+        if (spec!.startsWith('node:')) return true;
+        if (!spec!.startsWith('.')) return false;
+        const target = new URL(spec!, `file://${path}`).pathname;
+        return target.startsWith(util) && standsAlone(target.replace(/\.js$/, '.ts'), seen);
+      });
+    };
     for (const f of files) {
       const text = readFileSync(join(root, f), 'utf8');
       for (const [, spec] of text.matchAll(/from '([^']+)'/g)) {

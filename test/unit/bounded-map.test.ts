@@ -26,4 +26,15 @@ describe('setBounded', () => {
     setBounded(map, 'e', 5, 2);
     expect([...map.keys()]).toEqual(['d', 'e']);
   });
+
+  it('a bound below one — 0, negative, NaN (a size option left unset or mistyped) — keeps nothing; a fractional one keeps its whole part (before: 0 and negatives kept one entry, NaN kept every entry)', () => {
+    for (const max of [0, -1, Number.NaN]) {
+      const map = new Map([['a', 1]]);
+      for (let i = 0; i < 5; i++) setBounded(map, `k${i}`, i, max);
+      expect(map.size, `max ${max}`).toBe(0);
+    }
+    const map = new Map<string, number>();
+    for (let i = 0; i < 5; i++) setBounded(map, `k${i}`, i, 2.5);
+    expect([...map.keys()]).toEqual(['k3', 'k4']);
+  });
 });

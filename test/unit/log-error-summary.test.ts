@@ -10,7 +10,11 @@ import { describe, expect, it } from 'vitest';
 import { BadGateway } from '../../src/errors/index.js';
 import { classifyError, logError } from '../../src/http/errors.js';
 import { createLogger, errorCause } from '../../src/log.js';
+import { EventEmitter } from 'node:events';
+import type Provider from 'oidc-provider';
+import { useErrorRendering } from '../../src/oauth/oidc-provider/errors.js';
 import { classifyStoreError, StoreUnavailableError } from '../../src/store/index.js';
+import type Koa from 'koa';
 
 /** Runs `write` on a logger at debug and returns the one line it wrote, parsed. */
 function logged(write: (log: ReturnType<typeof createLogger>) => void): Record<string, unknown> {
@@ -62,6 +66,21 @@ describe('logError (src/http/errors.ts): what failed, never what the client sent
     expect(logged((log) => logError(log, classifyError('a thrown string with sk_live_x'))).err).toEqual({ cause: 'thrown string' });
   });
 
+  it('a message line that reads like a stack frame ("    at <secret>") is not kept as one — its own, a custom-named error\'s, or its cause\'s spliced into the stack by a library', () => {
+    const secret = 'sk_live_frame_0123456789';
+    const bug = new TypeError(`upstream answered:\n    at ${secret}\n  at (${secret}:1:1)`);
+    const named = Object.assign(new Error(`first\n\tat ${secret}`), { name: 'ResponseBodyError' });
+    const wrapped = new Error('wrapped', { cause: new Error(`inner\n    at ${secret}`) });
+    wrapped.stack = `Error: wrapped\n    at outer (file:///app/src/a.ts:1:1)\nCaused by: Error: inner\n    at ${secret}\n    at inner (file:///app/src/b.ts:2:2)`;
+    for (const err of [bug, named, wrapped]) {
+      const line = logged((log) => logError(log, classifyError(err)));
+      expect(JSON.stringify(line)).not.toContain(secret);
+      expect((line.err as { stack?: string }).stack).toMatch(/^\s+at /);
+    }
+    const kept = (logged((log) => logError(log, classifyError(wrapped))).err as { stack: string }).stack;
+    expect(kept).toBe('    at outer (file:///app/src/a.ts:1:1)\n    at inner (file:///app/src/b.ts:2:2)');
+  });
+
   it('names a 5xx\'s cause by its name and code', () => {
     const err = new BadGateway('the upstream could not be reached', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }) });
     expect(logged((log) => logError(log, err))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'bad_gateway', cause: 'Error (ECONNREFUSED)' } });
@@ -76,6 +95,20 @@ describe('logError (src/http/errors.ts): what failed, never what the client sent
     const timedOut = new StoreUnavailableError('store ping timed out after 2000 ms');
     expect(logged((log) => logError(log, classifyError(timedOut))).err).toEqual({ code: 'temporarily_unavailable', cause: 'StoreUnavailableError: store ping timed out after 2000 ms' });
     expect(JSON.stringify(logged((log) => logError(log, classifyError(refused))))).not.toContain(secret);
+  });
+
+  it('oidc-provider\'s store outage (/token, /introspect, /revoke) names the driver\'s error as the HTTP surfaces do: by name and code, never its message (before: "Error: connect ECONNREFUSED <its text>")', () => {
+    const secret = 'postgres://deputy:pw-0123456789@db.internal/deputy';
+    const provider = new EventEmitter();
+    const written: unknown[] = [];
+    const line = logged((log) => {
+      useErrorRendering(provider as unknown as Provider, (_ctx, err) => written.push(err), log);
+      const outage = classifyStoreError(Object.assign(new Error(`connect ECONNREFUSED ${secret}`), { code: 'ECONNREFUSED' }));
+      provider.emit('grant.error', { path: '/token' } as Koa.Context, outage);
+    });
+    expect(written).toHaveLength(1);
+    expect(line).toMatchObject({ level: 'warn', msg: 'oauth request not served: store unavailable', path: '/token', err: { cause: 'StoreUnavailableError: the database is unreachable ← Error (ECONNREFUSED)' } });
+    expect(JSON.stringify(line)).not.toContain(secret);
   });
 
   it('a malformed JSON body: V8 quotes it in the parse error\'s message, which the refusal line leaves out', () => {

@@ -62,6 +62,29 @@ describe.skipIf(!usingPostgres)('single-use keys recorded by two instances in op
     expect(await deadlocks(pg.store)).toBe(before);
   }, 60_000);
 
+  it('two agents\' small groups from a head (the scalar statement, groups of 2) with crossed replayed keys: one written, the other refused; no deadlock', async () => {
+    const before = await deadlocks(pg.store);
+    for (let round = 0; round < ROUNDS; round++) {
+      const [a, b] = [`agent-sa-${round}`, `agent-sb-${round}`];
+      const heads = new Map<string, { seq: number; hash: string }>();
+      for (const agent of [a, b]) {
+        const first = receipt(agent);
+        expect(await appendIfHead(pg.store, agent, { seq: 0, hash: genesisHash(agent) }, [first])).toBe('written');
+        heads.set(agent, { seq: 1, hash: first.hash });
+      }
+      const agents = [a, b];
+      const outcome = await crossed(round, (keys) => {
+        const agent = agents.shift()!;
+        const head = heads.get(agent)!;
+        const second = { ...receipt(agent), seq: 2, prev: head.hash };
+        const third = { ...receipt(agent), seq: 3, prev: second.hash };
+        return appendIfHead(pg.store, agent, head, [second, third], keys);
+      });
+      expect(outcome).toEqual(['recorded', 'written']);
+    }
+    expect(await deadlocks(pg.store)).toBe(before);
+  }, 60_000);
+
   it('the locked path\'s recordEachOnce with crossed keys in two transactions: one records both, the other neither; no deadlock', async () => {
     const before = await deadlocks(pg.store);
     for (let round = 0; round < ROUNDS; round++) {

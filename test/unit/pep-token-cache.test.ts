@@ -171,4 +171,12 @@ describe('the PEP decision cache', () => {
     expect(await pep.evaluate(on('d1'))).toMatchObject({ cached: false });
     expect(stand.seen.evaluations).toBe(5);
   });
+
+  it('cacheSize 0 keeps no decision: every evaluation asks the PDP (before: the last one was reused for cacheTtlMs, though the option said none are kept)', async () => {
+    const stand = deputy(granted);
+    const pep = new AuthZenPep({ issuer: ISSUER, pep: 'none', fetch: stand.fetch, cacheTtlMs: 60_000, cacheSize: 0 });
+    expect(await pep.evaluate(request)).toMatchObject({ decision: true, cached: false });
+    expect(await pep.evaluate(request)).toMatchObject({ decision: true, cached: false });
+    expect(stand.seen.evaluations).toBe(2);
+  });
 });

@@ -76,7 +76,7 @@ export interface AuthZenPepOptions {
    * itself applies a revocation made on another instance. 0 disables the cache.
    */
   cacheTtlMs?: number;
-  /** Most decisions kept. Default 1000. */
+  /** Most decisions kept (0: none; concurrent identical evaluations still share one request). Default 1000. */
   cacheSize?: number;
   /**
    * Ask Deputy for a receipt of each decision (`Deputy-Receipt: request`): the decision joins

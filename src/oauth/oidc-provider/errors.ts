@@ -23,6 +23,7 @@ import { errors } from 'oidc-provider';
 import { DeputyError, PayloadTooLarge, ProtocolError, ServerError, TemporarilyUnavailable } from '../../errors/index.js';
 import { unexpectedError, type Logger } from '../../log.js';
 import { findStoreUnavailable } from '../../store/index.js';
+import { describeCause } from '../../http/errors.js';
 import { asClientAuthenticationError } from './client-authentication.js';
 
 /** Writes a typed error as the response (src/http/errors.ts `writeError`). */
@@ -97,8 +98,3 @@ function isBodyTooLarge(err: unknown): boolean {
   return cause instanceof Error && cause.message === 'request entity too large';
 }
 
-/** The driver's error behind a store outage (`StoreUnavailable.cause`), by name and message. */
-function describeCause(unavailable: unknown): string | undefined {
-  const inner = (unavailable as { cause?: unknown } | undefined)?.cause;
-  return inner instanceof Error ? `${inner.name}: ${inner.message}` : undefined;
-}
