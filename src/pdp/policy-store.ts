@@ -17,7 +17,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { watch as watchFolder, type FSWatcher } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from '../log.js';
 import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
@@ -221,11 +221,7 @@ async function readPolicyFiles(dir: string): Promise<Files> {
   const policyFiles = names.filter((n) => n.endsWith('.cedar'));
   if (policyFiles.length === 0) issues.push('no policy files (*.cedar)');
   if (issues.length) throw new PolicyLoadError(dir, issues);
-  const read = async (file: string) => {
-    const text = await readFile(join(dir, file), 'utf8');
-    if (text.length > MAX_FILE_BYTES) throw new PolicyLoadError(dir, [`${file}: larger than ${MAX_FILE_BYTES} bytes`]);
-    return { file, text };
-  };
+  const read = (file: string) => readPolicyFile(dir, file);
   const schema = await read(schemaFiles[0]!);
   const policies = await Promise.all(policyFiles.map(read));
   const entities = names.includes('entities.json') ? await read('entities.json') : undefined;
@@ -233,6 +229,28 @@ async function readPolicyFiles(dir: string): Promise<Files> {
   const hash = createHash('sha256');
   for (const f of [schema, ...policies, entities, aliases]) if (f) hash.update(`${f.file}\0${f.text}\0`);
   return { schema, policies, entities, aliases, digest: hash.digest('hex') };
+}
+
+/**
+ * One file of the folder as text: its size checked before it is read (a file past the bound is
+ * never read into memory), and a failure to read it — gone since the folder was listed (an
+ * editor's save by rename), unreadable, too large for Node to read at all — a
+ * {@link PolicyLoadError} naming the file and the error's code, like the folder's own. Before, such
+ * a failure was no PolicyLoadError: a reload on SIGHUP or a file change swallowed it unlogged, and
+ * the admin API answered 500 (issue 16, ninth round red team).
+ */
+async function readPolicyFile(dir: string, file: string): Promise<{ file: string; text: string }> {
+  let text: string;
+  try {
+    if ((await stat(join(dir, file))).size > MAX_FILE_BYTES) throw new PolicyLoadError(dir, [`${file}: larger than ${MAX_FILE_BYTES} bytes`]);
+    text = await readFile(join(dir, file), 'utf8');
+  } catch (err) {
+    if (err instanceof PolicyLoadError) throw err;
+    throw new PolicyLoadError(dir, [`${file}: cannot read the file: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`]);
+  }
+  // Checked again: the file may have grown between the two calls.
+  if (text.length > MAX_FILE_BYTES) throw new PolicyLoadError(dir, [`${file}: larger than ${MAX_FILE_BYTES} bytes`]);
+  return { file, text };
 }
 
 /** Parses, validates and pre-parses; throws {@link PolicyLoadError} with every problem found. */

@@ -2,7 +2,7 @@
  * PolicyStore: all-or-nothing loading with every problem named, atomic swaps, and the engine's
  * fail-closed rule and decision cache on top of it.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -128,6 +128,23 @@ describe('reload', () => {
     await s.reload('file');
     expect(engine.authorize(s.current, request('alice')).allowed).toBe(true);
     expect(swaps).toEqual([1, 2, 3]);
+  });
+
+  // An operator's mistake: a file the reload cannot read as text (here 3 GiB, sparse: Node's
+  // readFile refuses it with a RangeError before reading). It was not a PolicyLoadError: on SIGHUP
+  // or a file change the refusal was swallowed unlogged, on the admin API a 500; and a file of up to
+  // 2 GiB was read whole into memory before the 16 MiB bound was checked.
+  it('a file too large to read is refused by its size, unread, and logged like any refused set', async () => {
+    const dir = folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES });
+    const lines: Array<Record<string, unknown>> = [];
+    const s = new PolicyStore({ dir, logger: createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }) });
+    await s.load();
+    truncateSync(join(dir, 'p.cedar'), 3 * 1024 ** 3);
+    const err = await s.reload('signal').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyLoadError);
+    expect((err as PolicyLoadError).issues).toEqual(['p.cedar: larger than 16777216 bytes']);
+    expect(lines.filter((l) => l.msg === 'policy set refused; the previous set keeps serving')).toMatchObject([{ trigger: 'signal', issues: ['p.cedar: larger than 16777216 bytes'], serving: 1 }]);
+    expect(s.current.generation).toBe(1);
   });
 
   it('two stores in one process keep their own policy sets', async () => {
