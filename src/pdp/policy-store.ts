@@ -208,10 +208,23 @@ function summary(s: PolicySnapshot): Omit<ReloadResult, 'changed'> {
   return { generation: s.generation, policies: s.policies.size, entities: s.data.size, digest: s.digest, warnings: s.warnings };
 }
 
+/**
+ * The names of the folder's files, sorted: its regular files and its symbolic links to files — a
+ * Kubernetes ConfigMap or Secret volume holds nothing but links (`default.cedar` →
+ * `..data/default.cedar`), and `Dirent.isFile()` is false for a link, so such a folder loaded as
+ * "no policy files" (issue 16, ninth round red team). A link that leads nowhere is kept: reading
+ * it refuses the set, naming it, rather than leaving a policy silently out.
+ */
+async function fileNames(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const kept = await Promise.all(entries.map(async (d) => d.isFile() || (d.isSymbolicLink() && (await stat(join(dir, d.name)).then((s) => s.isFile(), () => true)))));
+  return entries.filter((_, i) => kept[i]).map((d) => d.name).sort();
+}
+
 async function readPolicyFiles(dir: string): Promise<Files> {
   let names: string[];
   try {
-    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name).sort();
+    names = await fileNames(dir);
   } catch (err) {
     throw new PolicyLoadError(dir, [`cannot read the policy folder: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`]);
   }

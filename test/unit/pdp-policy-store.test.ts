@@ -2,7 +2,7 @@
  * PolicyStore: all-or-nothing loading with every problem named, atomic swaps, and the engine's
  * fail-closed rule and decision cache on top of it.
  */
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -98,6 +98,22 @@ describe('loading', () => {
   ])('%s is refused, naming the problem', async (_name, files, message) => {
     const err = await loadError(files as Record<string, string>);
     expect(err.issues.join('\n')).toMatch(message);
+  });
+
+  // A Kubernetes ConfigMap volume: every file a symbolic link into `..data`, itself a link to a
+  // timestamped folder. Dirent.isFile() is false for a link: the set loaded as "no policy files".
+  it('a folder of symbolic links (a ConfigMap volume) loads; a link that leads nowhere is refused, named', async () => {
+    const dir = folder({});
+    mkdirSync(join(dir, '..2026_11_30'));
+    writeFileSync(join(dir, '..2026_11_30', 'schema.cedarschema'), SCHEMA);
+    writeFileSync(join(dir, '..2026_11_30', 'p.cedar'), POLICIES);
+    symlinkSync('..2026_11_30', join(dir, '..data'));
+    for (const name of ['schema.cedarschema', 'p.cedar']) symlinkSync(join('..data', name), join(dir, name));
+    await expect(store(dir).load()).resolves.toMatchObject({ generation: 1, policies: new Map([['owner-reads', expect.anything()]]) });
+    symlinkSync(join('..data', 'gone.cedar'), join(dir, 'gone.cedar'));
+    const err = await store(dir).load().then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyLoadError);
+    expect((err as PolicyLoadError).issues).toEqual(['gone.cedar: cannot read the file: ENOENT']);
   });
 
   it('a missing folder is refused', async () => {
