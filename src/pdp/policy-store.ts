@@ -360,6 +360,21 @@ function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { 
   return { texts, infos, ests, issues };
 }
 
+/**
+ * Cedar's check of the entities, in closed chunks rather than one call (Cedar's memory stays
+ * bounded by the chunk: entity-check.ts). What Cedar throws rather than answers — JSON nested past
+ * its parser's recursion limit (128 levels: `recursion limit exceeded at line 1 column 199`) — is a
+ * {@link PolicyLoadError} naming the file: it was an untyped error, which a reload on SIGHUP or a
+ * file change swallowed unlogged, and the admin API answered 500 (issue 16, ninth round red team).
+ */
+function checkedEntities(dir: string, file: string, json: unknown[], schemaText: string): ReturnType<typeof checkEntities> {
+  try {
+    return checkEntities(json, schemaText);
+  } catch (err) {
+    throw new PolicyLoadError(dir, [`${file}: Cedar could not read it: ${err instanceof Error ? err.message : String(err)}`]);
+  }
+}
+
 function parseEntities(dir: string, f: { file: string; text: string }, schemaText: string): EntityJson[] {
   let json: unknown;
   try {
@@ -368,8 +383,7 @@ function parseEntities(dir: string, f: { file: string; text: string }, schemaTex
     throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
   }
   if (!Array.isArray(json)) throw new PolicyLoadError(dir, [`${f.file}: must be a JSON array of Cedar entities`]);
-  // In closed chunks, not one call: Cedar's memory stays bounded by the chunk (entity-check.ts).
-  const checked = checkEntities(json, schemaText);
+  const checked = checkedEntities(dir, f.file, json, schemaText);
   if (checked.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(checked.errors).map((m) => `${f.file}: ${m}`));
   return json as EntityJson[];
 }

@@ -94,6 +94,8 @@ describe('loading', () => {
     ['entities that are not JSON', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': '[' }, /entities\.json: not valid JSON/],
     ['entities of the wrong shape', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': '{}' }, /must be a JSON array/],
     ['entities that do not fit the schema', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': '[{"uid":{"type":"Doc","id":"d"},"attrs":{"id":1},"parents":[]}]' }, /entities\.json/],
+    // Cedar threw (serde's recursion limit) rather than answered: an untyped error, which a reload on SIGHUP swallowed unlogged.
+    ['entities nested past Cedar\'s parser\'s recursion limit', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': `[{"uid":{"type":"User","id":"a"},"attrs":{"id":"a"},"parents":[${'['.repeat(200)}${']'.repeat(200)}]}]` }, /^entities\.json: Cedar could not read it: recursion limit exceeded/],
     ['aliases for an unknown type', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'aliases.json': '{"Ship":{"a":"b"}}' }, /"Ship" is not an entity type/],
   ])('%s is refused, naming the problem', async (_name, files, message) => {
     const err = await loadError(files as Record<string, string>);
