@@ -19,11 +19,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { watch as watchFolder, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
 import { checkEntities } from './entity-check.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
+import { MAX_NESTING, nestingDepth } from './nesting.js';
 import { preparseScopedSets, type ScopedPolicySet } from './policy-scopes.js';
 import { isObject, ProjectionError, SchemaInfo } from './schema.js';
 
@@ -146,7 +147,7 @@ export class PolicyStore {
     try {
       files = await readPolicyFiles(this.dir);
     } catch (err) {
-      if (err instanceof PolicyLoadError) this.#logRefused(trigger, err);
+      this.#logRefused(trigger, err);
       throw err;
     }
     const previous = this.#current;
@@ -159,7 +160,7 @@ export class PolicyStore {
     try {
       snapshot = compile(this.dir, files, generation, slot);
     } catch (err) {
-      if (err instanceof PolicyLoadError) this.#logRefused(trigger, err);
+      this.#logRefused(trigger, err);
       throw err;
     }
     this.#current = snapshot;
@@ -172,9 +173,16 @@ export class PolicyStore {
     return { changed: true, ...summary(snapshot) };
   }
 
-  #logRefused(trigger: ReloadTrigger, err: PolicyLoadError): void {
+  /**
+   * Logs a reload's failure: a refused set with its issues; any other error (Cedar threw rather
+   * than answered) by name, code and frames — SIGHUP and file changes ignore the rejection, so
+   * before, such a failure left no line at all (issue 16, ninth round red team).
+   */
+  #logRefused(trigger: ReloadTrigger, err: unknown): void {
     if (trigger === 'start') return; // start failures are reported by the caller, which stops
-    this.#logger.error({ trigger, issues: err.issues.slice(0, 20), serving: this.#current?.generation }, 'policy set refused; the previous set keeps serving');
+    const serving = this.#current?.generation;
+    if (err instanceof PolicyLoadError) this.#logger.error({ trigger, issues: err.issues.slice(0, 20), serving }, 'policy set refused; the previous set keeps serving');
+    else this.#logger.error({ trigger, err: unexpectedError(err), serving }, 'policy set could not be loaded (an unexpected error; if Cedar failed, restart Deputy)');
   }
 
   /**
@@ -266,8 +274,18 @@ async function readPolicyFile(dir: string, file: string): Promise<{ file: string
   return { file, text };
 }
 
+/** Refuses the set when a policy file or a Cedar-syntax schema nests deeper than {@link MAX_NESTING} brackets (./nesting.ts: Cedar's parser would overflow the stack). */
+function refuseDeepNesting(dir: string, files: Files): void {
+  const texts = [...files.policies.map((f) => ({ ...f, angles: false })), ...(files.schema.file.endsWith('.json') ? [] : [{ ...files.schema, angles: true }])];
+  const issues = texts
+    .filter((f) => nestingDepth(f.text, f.angles) > MAX_NESTING)
+    .map((f) => `${f.file}: brackets nested deeper than ${MAX_NESTING} levels (Cedar's parser would overflow the stack)`);
+  if (issues.length) throw new PolicyLoadError(dir, issues);
+}
+
 /** Parses, validates and pre-parses; throws {@link PolicyLoadError} with every problem found. */
 function compile(dir: string, files: Files, generation: number, slot: string): PolicySnapshot {
+  refuseDeepNesting(dir, files);
   const schemaText = schemaAsText(dir, files.schema);
   const resolved = cedar.schemaToJsonWithResolvedTypes(schemaText);
   if (resolved.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(resolved.errors).map((m) => `${files.schema.file}: ${m}`));

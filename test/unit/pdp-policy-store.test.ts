@@ -165,6 +165,27 @@ describe('reload', () => {
     expect(s.current.generation).toBe(1);
   });
 
+  // 300 nested parentheses overflowed the stack inside Cedar's WebAssembly on the reload, and left
+  // it corrupt: the set still serving then failed every decision ("memory access out of bounds").
+  it('a policy nested deeper than Cedar\'s parser can go is refused before Cedar sees it; the set serving keeps deciding', async () => {
+    const dir = folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES });
+    const s = store(dir);
+    const engine = new CedarEngine({ cacheSize: 0 });
+    await s.load();
+    writeFileSync(join(dir, 'p.cedar'), `@id("deep") permit (principal, action, resource) when { ${'('.repeat(300)}true${')'.repeat(300)} };`);
+    const err = await s.reload('signal').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyLoadError);
+    expect((err as PolicyLoadError).issues).toEqual(['p.cedar: brackets nested deeper than 32 levels (Cedar\'s parser would overflow the stack)']);
+    expect(engine.authorize(s.current, request('alice')).allowed).toBe(true);
+    // A schema's Set<…> and records count too; brackets in strings and comments do not.
+    writeFileSync(join(dir, 'schema.cedarschema'), SCHEMA.replace('level?: Long', `level?: ${'Set<'.repeat(40)}Long${'>'.repeat(40)}`));
+    writeFileSync(join(dir, 'p.cedar'), `// ${'('.repeat(100)}\n@reason("${'['.repeat(100)}")\n` + POLICIES);
+    expect(((await s.reload('signal').then(() => undefined, (e: unknown) => e)) as PolicyLoadError).issues).toEqual(['schema.cedarschema: brackets nested deeper than 32 levels (Cedar\'s parser would overflow the stack)']);
+    writeFileSync(join(dir, 'schema.cedarschema'), SCHEMA);
+    await expect(s.reload('signal')).resolves.toMatchObject({ changed: true, generation: 2 });
+    expect(engine.authorize(s.current, request('alice')).allowed).toBe(true);
+  });
+
   it('two stores in one process keep their own policy sets', async () => {
     const a = store(folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES }));
     const b = store(folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': 'forbid (principal, action, resource);' + POLICIES }));
