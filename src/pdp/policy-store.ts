@@ -338,9 +338,22 @@ function schemaAsText(dir: string, f: { file: string; text: string }): string {
   } catch {
     throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
   }
-  const text = cedar.schemaToText(json as SchemaJson<string>);
+  const text = cedarSchemaText(dir, f.file, json);
   if (text.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(text.errors).map((m) => `${f.file}: ${m}`));
   return text.text;
+}
+
+/**
+ * Cedar's text of a JSON schema; what Cedar throws rather than answers (JSON nested past its
+ * parser's recursion limit, 128 levels) a {@link PolicyLoadError} naming the file, as for
+ * `entities.json` (issue 16, ninth round red team).
+ */
+function cedarSchemaText(dir: string, file: string, json: unknown): ReturnType<typeof cedar.schemaToText> {
+  try {
+    return cedar.schemaToText(json as SchemaJson<string>);
+  } catch (err) {
+    throw new PolicyLoadError(dir, [`${file}: Cedar could not read it: ${err instanceof Error ? err.message : String(err)}`]);
+  }
 }
 
 /** Splits each file into policies and gives each its id (`@id`, or `file#n`). */

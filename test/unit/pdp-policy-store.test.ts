@@ -96,6 +96,7 @@ describe('loading', () => {
     ['entities that do not fit the schema', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': '[{"uid":{"type":"Doc","id":"d"},"attrs":{"id":1},"parents":[]}]' }, /entities\.json/],
     // Cedar threw (serde's recursion limit) rather than answered: an untyped error, which a reload on SIGHUP swallowed unlogged.
     ['entities nested past Cedar\'s parser\'s recursion limit', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': `[{"uid":{"type":"User","id":"a"},"attrs":{"id":"a"},"parents":[${'['.repeat(200)}${']'.repeat(200)}]}]` }, /^entities\.json: Cedar could not read it: recursion limit exceeded/],
+    ['a JSON schema nested past Cedar\'s parser\'s recursion limit', { 'schema.cedarschema.json': `${'['.repeat(300)}${']'.repeat(300)}`, 'p.cedar': POLICIES }, /^schema\.cedarschema\.json: Cedar could not read it: recursion limit exceeded/],
     ['aliases for an unknown type', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'aliases.json': '{"Ship":{"a":"b"}}' }, /"Ship" is not an entity type/],
   ])('%s is refused, naming the problem', async (_name, files, message) => {
     const err = await loadError(files as Record<string, string>);
