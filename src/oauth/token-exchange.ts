@@ -54,7 +54,7 @@ import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidSco
 import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import { traced, tracedStep } from '../observability/tracing.js';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import type { Queryable, StatementCondition, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
@@ -450,7 +450,7 @@ const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExcha
       if (replay) throw replay.replayed();
       // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
       const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: err.description, policies: err.policies };
-      await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
+      await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'deny receipt not written'));
       throw denialError(err.error, err.description);
     }
     throw err;
@@ -789,7 +789,7 @@ async function spendActorUnlessReplay(deps: Pick<ExchangeDeps, 'store' | 'logger
   // A look-up that fails spends the actor token: the safe side.
   const replay = await firstRecorded(deps.store, spends).catch(() => undefined);
   if (replay) throw replay.replayed();
-  await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: e }, 'actor_token jti not recorded'));
+  await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'actor_token jti not recorded'));
 }
 
 /** A verified subject and agent, ready for steps 6–8: what every agent-token grant hands over. */
