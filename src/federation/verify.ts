@@ -114,9 +114,12 @@ export class FederationVerifier {
    * signed in is the same user id as their subject tokens name.
    */
   async verify(token: string, kind: SubjectTokenKind, options: { signInClientId?: string } = {}): Promise<FederatedIdentity> {
+    // The cheap checks first, then the remembered tokens: a non-string or oversized input gets
+    // its own refusal whether or not anything is remembered, and is never hashed.
+    checkShape(token);
     const remembered = options.signInClientId === undefined ? await this.#accepted.recall(token, kind) : undefined;
     if (remembered !== undefined) return remembered;
-    const { header, claims } = decode(token);
+    const { header, claims } = decodeParts(token);
     const { issuer, match } = this.#trustedIssuerOf(claims);
     const config: TrustedIssuerConfig =
       options.signInClientId === undefined ? issuer.config : { ...issuer.config, idToken: { clientId: options.signInClientId, scopes: [] } };
@@ -475,6 +478,12 @@ function reject(code: 'ERR_FEDERATION_AUDIENCE' | 'ERR_FEDERATION_TOKEN_TYPE', d
 
 /** Steps 1–2: size, compact JWS syntax, decodable header and claims set. */
 function decode(token: string): { header: ProtectedHeaderParameters; claims: JWTPayload } {
+  checkShape(token);
+  return decodeParts(token);
+}
+
+/** Steps 1–2 without decoding: a non-empty string within the size bound, in compact JWS syntax (not a JWE). */
+function checkShape(token: unknown): asserts token is string {
   if (typeof token !== 'string' || token.length === 0) throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token is empty');
   if (token.length > MAX_SUBJECT_TOKEN_BYTES || Buffer.byteLength(token, 'utf8') > MAX_SUBJECT_TOKEN_BYTES) {
     throw refuse('ERR_FEDERATION_TOO_LARGE', `the subject token is larger than ${MAX_SUBJECT_TOKEN_BYTES} bytes`);
@@ -482,6 +491,10 @@ function decode(token: string): { header: ProtectedHeaderParameters; claims: JWT
   const parts = token.split('.').length;
   if (parts === 5) throw refuse('ERR_FEDERATION_MALFORMED', 'encrypted tokens (JWE) are not accepted; the subject token must be a signed JWT (compact JWS)');
   if (parts !== 3 || !COMPACT_JWS.test(token)) throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token is not a JWT in compact JWS serialization (three base64url parts)');
+}
+
+/** Step 2's decoding of a token {@link checkShape} passed: a JSON-object header and claims set. */
+function decodeParts(token: string): { header: ProtectedHeaderParameters; claims: JWTPayload } {
   let header: ProtectedHeaderParameters;
   try {
     header = decodeProtectedHeader(token);
