@@ -58,6 +58,17 @@ const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
 let resetAt = performance.now();
 const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
 
+/**
+ * `BENCH_GC_TIMELINE=1` (gateway-tail.ts): every GC event since the last reset as
+ * `[start, duration ms, kind]`, `start` in CLOCK_MONOTONIC milliseconds (`process.hrtime`'s clock,
+ * the one `perf sched -k mono` and the tail probe's per-call times use), so pauses and the start
+ * of incremental marking (the `incremental` entry: marking then runs on V8's helper threads until
+ * the `mark-compact` entry finalises it) can be lined up with slow calls.
+ */
+const gcTimeline: Array<[number, number, string]> | undefined = process.env.BENCH_GC_TIMELINE === '1' ? [] : undefined;
+/** performance.now() → CLOCK_MONOTONIC ms: both read uv_hrtime, so the offset is constant. */
+const MONO_OFFSET_MS = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+
 /** Heap used in every space and in the young generation, in bytes, from V8 statistics (one shape for both sources). */
 interface HeapUse { total: number; young: number }
 
@@ -193,6 +204,7 @@ export function installCounters(): void {
       gcPauses.maxMs = Math.max(gcPauses.maxMs, e.duration);
       const kind = GC_KINDS[((e as { detail?: unknown }).detail as { kind?: number } | undefined)?.kind ?? 0] ?? 'other';
       gcPauses.byKind[kind] = (gcPauses.byKind[kind] ?? 0) + 1;
+      gcTimeline?.push([e.startTime + MONO_OFFSET_MS, e.duration, kind]);
     }
   }).observe({ entryTypes: ['gc'] });
   const pgQuery = pg.Client.prototype.query;
@@ -302,8 +314,8 @@ export function snapshot(): CounterSnapshot {
 }
 
 /**
- * Serves `GET /` (a {@link CounterSnapshot}) and `POST /reset` on a loopback port; resolves to
- * its URL. `POST /gc` runs a full collection first when Node was started with `--expose-gc`.
+ * Serves `GET /` (a {@link CounterSnapshot}), `POST /reset` and `GET /gc-timeline` (`BENCH_GC_TIMELINE`)
+ * on a loopback port; resolves to its URL. `POST /gc` runs a full collection first when Node was started with `--expose-gc`.
  */
 export function serveCounters(): Promise<string> {
   const server = createServer(async (req, res) => {
@@ -315,7 +327,13 @@ export function serveCounters(): Promise<string> {
       cpuAtReset = process.cpuUsage();
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
       Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
+      gcTimeline?.splice(0);
       resetAt = performance.now();
+    }
+    if (req.url === '/gc-timeline') {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(gcTimeline ?? []));
+      return;
     }
     if (req.method === 'POST' && req.url === '/gc') (globalThis as { gc?: () => void }).gc?.();
     res.setHeader('content-type', 'application/json');

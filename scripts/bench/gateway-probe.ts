@@ -19,16 +19,11 @@
  *
  * @module
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { createTestDatabase } from '../../test/support/database.js';
 import { startProcess } from './process.js';
-import { startMockIdp } from '../../test/support/mock-idp.js';
-import { freePort } from '../../test/support/net.js';
-import { client, counters, exchange, percentiles, perfRecord, proof, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
+import { gatewayProbeSetup, counters, exchange, percentiles, perfRecord, proof, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
 
 interface Phase { name: string; connections: number; rate?: number; seconds: number; /** `dN`: the upstream called directly (the yardstick of the added latency). */ direct?: boolean }
 
@@ -72,23 +67,7 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on' }, perf: { type: 'string' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => phaseOf(p, seconds));
-  const idp = await startMockIdp({ alg: 'RS256' });
-  const upstream = await startProcess('floor-process.ts', {});
-  const database = values.store === 'postgres' ? await createTestDatabase() : { url: undefined, drop: async () => {} };
-  const agent = await client();
-  const port = await freePort();
-  const issuer = `http://localhost:${port}`;
-  const gw = `${issuer}/gw/echo`;
-  const keysDir = mkdtempSync(join(tmpdir(), 'deputy-probe-keys-'));
-  const config = {
-    trustedIssuers: [idp.issuerConfig('okta')],
-    agents: [{ id: 'probe-agent', name: 'Probe agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [gw], jwks: agent.jwks }],
-    connections: [{ id: 'echo', kind: 'api_key', baseUrl: upstream.ready[0], allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'BENCH_ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
-    server: { port, host: '127.0.0.1' },
-    store: database.url ? { databaseUrl: database.url, poolSize: 10 } : { dataDir: 'memory://' },
-    keys: { dir: keysDir, generate: true },
-    log: { level: 'warn' },
-  };
+  const { idp, upstream, database, agent, issuer, gw, keysDir, config } = await gatewayProbeSetup(values.store!);
   // --perf: JIT symbols for perf (V8 writes /tmp/perf-<pid>.map).
   const deputy = await startProcess('deputy-process.ts', { ...(values.perf ? { NODE_OPTIONS: '--perf-basic-prof-only-functions' } : {}), BENCH_DEPUTY_CONFIG: JSON.stringify(config), BENCH_ECHO_KEY: 'bench-secret-value', ...(values.receipts === 'off' ? { BENCH_NO_RECEIPTS: '1' } : {}) });
   const [url, , countersUrl] = deputy.ready as [string, string, string];

@@ -8,9 +8,15 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JWK } from 'jose';
+import { createTestDatabase } from '../../test/support/database.js';
+import { startMockIdp } from '../../test/support/mock-idp.js';
+import { freePort } from '../../test/support/net.js';
 import type { CounterSnapshot } from './counters.js';
+import { startProcess } from './process.js';
 
 export const TICK_MS = 10; // procfs clock ticks (USER_HZ = 100 on Linux)
 
@@ -50,6 +56,47 @@ export function perfRecord(pid: number, out: string): () => Promise<void> {
     perf.kill('SIGINT');
     await exited;
   };
+}
+
+/** What the gateway probes start before Deputy (see {@link gatewayProbeSetup}). */
+export interface GatewayProbeSetup {
+  idp: Awaited<ReturnType<typeof startMockIdp>>;
+  upstream: Awaited<ReturnType<typeof startProcess>>;
+  database: { url: string | undefined; drop(): Promise<void> };
+  agent: Client;
+  /** Deputy's issuer, and its gateway URL for the `echo` connection (the token's audience). */
+  issuer: string;
+  gw: string;
+  keysDir: string;
+  /** Deputy's configuration (deputy-process.ts `BENCH_DEPUTY_CONFIG`). */
+  config: Record<string, unknown>;
+}
+
+/**
+ * What the gateway probes (gateway-probe.ts, gateway-tail.ts) start before Deputy: the mock IdP,
+ * the upstream (floor-process.ts), a PostgreSQL database (`store` `postgres`, from `DATABASE_URL`)
+ * or in-memory PGlite, the agent's keys, and Deputy's configuration: `probe-agent` allowed at
+ * `{issuer}/gw/echo`, the `echo` API-key connection (its secret from `BENCH_ECHO_KEY`), logs at `warn`.
+ */
+export async function gatewayProbeSetup(store: string): Promise<GatewayProbeSetup> {
+  const idp = await startMockIdp({ alg: 'RS256' });
+  const upstream = await startProcess('floor-process.ts', {});
+  const database = store === 'postgres' ? await createTestDatabase() : { url: undefined, drop: async () => {} };
+  const agent = await client();
+  const port = await freePort();
+  const issuer = `http://localhost:${port}`;
+  const gw = `${issuer}/gw/echo`;
+  const keysDir = mkdtempSync(join(tmpdir(), 'deputy-probe-keys-'));
+  const config = {
+    trustedIssuers: [idp.issuerConfig('okta')],
+    agents: [{ id: 'probe-agent', name: 'Probe agent', owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [gw], jwks: agent.jwks }],
+    connections: [{ id: 'echo', kind: 'api_key', baseUrl: upstream.ready[0], allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'BENCH_ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
+    server: { port, host: '127.0.0.1' },
+    store: database.url ? { databaseUrl: database.url, poolSize: 10 } : { dataDir: 'memory://' },
+    keys: { dir: keysDir, generate: true },
+    log: { level: 'warn' },
+  };
+  return { idp, upstream, database, agent, issuer, gw, keysDir, config };
 }
 
 export async function counters(url: string, path = ''): Promise<CounterSnapshot> {

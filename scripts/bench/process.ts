@@ -28,12 +28,16 @@ export function productNodeFlags(): string[] {
   return nodeFlagsOf(pkg.scripts['start:dist']!, 'dist/main.js');
 }
 
-/** Starts a child process running a TypeScript entry and waits for its `READY …` line. */
-export async function startProcess(entry: string, env: Record<string, string>): Promise<{ child: ChildProcess; ready: string[] }> {
+/**
+ * Starts a child process running a TypeScript entry and waits for its `READY …` line.
+ * `nodeFlags`: more Node / V8 flags for this run only (a probe's experiment, e.g. V8's
+ * `--single-threaded-gc`, which `NODE_OPTIONS` does not accept), after the product's.
+ */
+export async function startProcess(entry: string, env: Record<string, string>, nodeFlags: string[] = []): Promise<{ child: ChildProcess; ready: string[] }> {
   // BENCH_CPU_PROF=<dir>: write a V8 CPU profile of each server process there (`--cpu-prof`).
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   const product = DEPUTY_ENTRIES.has(entry) ? productNodeFlags() : [];
-  const child = spawn(process.execPath, [...product, ...profile, '--import', 'tsx', join(HERE, entry)], {
+  const child = spawn(process.execPath, [...product, ...nodeFlags, ...profile, '--import', 'tsx', join(HERE, entry)], {
     env: { ...process.env, ...env, NODE_ENV: 'production' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

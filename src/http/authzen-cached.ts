@@ -54,7 +54,7 @@ export interface CachedDecisionsDeps {
   bodyLimitBytes: number;
   maxBatch: number;
   maxJsonDepth: number;
-  /** Bytes of requests and answers remembered (keys and bodies); past it the set is emptied. 0: the path is off. */
+  /** Bytes of requests and answers remembered ({@link footprint}); past it the answers remembered longest ago are forgotten. 0: the path is off. */
   budgetBytes: number;
 }
 
@@ -390,7 +390,7 @@ function remembered(inputs: readonly EvaluationInput[], basis: DecisionBasis, an
  * and the parsed request it was decided on (its objects take about twice its JSON text) — four
  * bytes for each byte of path and request, as when the key was a string of them — the answer's
  * bytes and head, and a fixed share for the entry's own objects (the bucket, the entry and
- * `Remembered` records, their arrays, the copy's buffer object). Counting only the key and body
+ * `Remembered` records, their arrays, the copy's buffer object, its slot in the eviction order). Counting only the key and body
  * understated the set's memory about fivefold (the seventh round's red team: 4,000 small misses
  * counted 484 bytes each and grew the heap by ~10 MB), so the budget would not have bounded what
  * it says it bounds.
@@ -428,25 +428,39 @@ interface AnswerEntry {
   readonly raw: Buffer;
   readonly value: Remembered;
   readonly size: number;
+  /** {@link requestHash} of `raw`: the bucket it is kept in. */
+  readonly hash: number;
 }
 
 /** Entries kept under one hash of the request's bytes; past it, a colliding request is not remembered (it is evaluated, never answered wrongly). */
 const MAX_BUCKET = 4;
 
 /**
- * Remembered answers by path and request bytes, within a byte budget (emptied when it is reached;
- * sizes by {@link footprint}). Looked up by a hash of the bytes ({@link requestHash}) and confirmed
- * by comparing them whole, so no string is built per request: the `latin1` string key of the
- * request's bytes, hashed by V8 per lookup, was ~1.8 µs of a hit against ~0.5 µs for this.
+ * Remembered answers by path and request bytes, within a byte budget (sizes by {@link footprint}).
+ * Looked up by a hash of the bytes ({@link requestHash}) and confirmed by comparing them whole, so
+ * no string is built per request: the `latin1` string key of the request's bytes, hashed by V8 per
+ * lookup, was ~1.8 µs of a hit against ~0.5 µs for this.
+ *
+ * A full set forgets the answers remembered longest ago, as few as make room for the new one
+ * (as every other cache does: src/util/bounded-map.ts), rather than all of them: emptying it
+ * dropped the hot answers with the cold, and every PEP's next request became a miss at once. The
+ * counted bytes never pass the budget: an answer larger than the whole budget is not remembered.
  */
 export class AnswerSet {
   readonly #buckets = new Map<number, AnswerEntry[]>();
+  /** Every entry, in the order remembered (a replaced one counts as new): the first is evicted first. */
+  readonly #order = new Set<AnswerEntry>();
   readonly #hash: (raw: Buffer) => number;
   #bytes = 0;
 
   /** `hash`: {@link requestHash}; another only in tests (collisions on demand). */
   constructor(readonly budgetBytes: number, hash: (raw: Buffer) => number = requestHash) {
     this.#hash = hash;
+  }
+
+  /** The bytes the remembered answers count ({@link footprint}), never more than `budgetBytes`. */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   /** The answer remembered for exactly these bytes on this path. */
@@ -457,25 +471,37 @@ export class AnswerSet {
     return undefined;
   }
 
-  /** Remembers `value` for these bytes on this path (a copy of them is kept), replacing an earlier answer. */
+  /**
+   * Remembers `value` for these bytes on this path (a copy of them is kept), replacing an earlier
+   * answer; the answers remembered longest ago make room for it. Not remembered: an answer whose
+   * footprint alone passes the budget, a new request under a hash that holds {@link MAX_BUCKET}.
+   */
   set(path: string, raw: Buffer, value: Remembered): void {
     const size = footprint(path, raw, value);
-    if (this.#bytes + size > this.budgetBytes) {
-      this.#buckets.clear();
-      this.#bytes = 0;
-    }
+    if (size > this.budgetBytes) return;
     const hash = this.#hash(raw);
-    const bucket = this.#buckets.get(hash) ?? [];
-    const at = bucket.findIndex((entry) => entry.path === path && entry.raw.equals(raw));
-    if (at < 0 && bucket.length >= MAX_BUCKET) return;
-    const entry = { path, raw: copyOf(raw), value, size };
-    if (at < 0) bucket.push(entry);
-    else {
-      this.#bytes -= bucket[at]!.size;
-      bucket[at] = entry;
+    const earlier = this.#buckets.get(hash)?.find((entry) => entry.path === path && entry.raw.equals(raw));
+    if (earlier !== undefined) this.#delete(earlier);
+    else if ((this.#buckets.get(hash)?.length ?? 0) >= MAX_BUCKET) return;
+    for (const oldest of this.#order) {
+      if (this.#bytes + size <= this.budgetBytes) break;
+      this.#delete(oldest);
     }
-    this.#buckets.set(hash, bucket);
+    const entry: AnswerEntry = { path, raw: copyOf(raw), value, size, hash };
+    const bucket = this.#buckets.get(hash);
+    if (bucket === undefined) this.#buckets.set(hash, [entry]);
+    else bucket.push(entry);
+    this.#order.add(entry);
     this.#bytes += size;
+  }
+
+  /** Forgets one entry (its bucket too, when it was the last there). */
+  #delete(entry: AnswerEntry): void {
+    const bucket = this.#buckets.get(entry.hash)!;
+    if (bucket.length === 1) this.#buckets.delete(entry.hash);
+    else bucket.splice(bucket.indexOf(entry), 1);
+    this.#order.delete(entry);
+    this.#bytes -= entry.size;
   }
 }
 
