@@ -17,14 +17,13 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
-import { formatLine } from '../../src/audit/jsonl.js';
-import { AlreadyRecorded, ReceiptService, type AppendedReceipt, type AttestedWrites } from '../../src/audit/receipts.js';
-import { verifyReceipts } from '../../src/audit/verify.js';
-import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
+import { ReceiptService, type AppendedReceipt, type AttestedWrites } from '../../src/audit/receipts.js';
+import { generateSigningKey } from '../../src/keys/keystore.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
-import type { Queryable, Store, StatementPart } from '../../src/store/index.js';
+import type { Queryable, StatementPart } from '../../src/store/index.js';
 import { usingPostgres } from '../support/database.js';
 import { deadlocks, lockWaits, postgresStoreForFile } from '../support/pg-locks.js';
+import { crossedOutcomes, pausedAfter, verifiedChain } from '../support/receipt-crossing.js';
 
 const pg = postgresStoreForFile();
 
@@ -49,24 +48,6 @@ function exchangeWrites(k: string, id: string, refusedInStatement: boolean): Att
   };
 }
 
-/** `inner`, where the first once-key statement inside a transaction is followed by `meanwhile()` before that transaction goes on. */
-function steered(inner: Store, meanwhile: () => Promise<void>): Store {
-  let hooked = false;
-  const transaction: Store['transaction'] = (fn) =>
-    inner.transaction((tx) => {
-      const txQuery = async <R extends object>(sql: string, params?: readonly unknown[], options?: Parameters<Queryable['query']>[2]): Promise<R[]> => {
-        const rows = await tx.query<R>(sql, params, options);
-        if (!hooked && sql.includes('INSERT INTO oidc_models') && sql.includes('unnest')) {
-          hooked = true;
-          await meanwhile();
-        }
-        return rows;
-      };
-      return fn(new Proxy(tx, { get: (t, p) => (p === 'query' ? txQuery : Reflect.get(t, p, t)) }));
-    });
-  return new Proxy(inner, { get: (t, p) => (p === 'transaction' ? transaction : Reflect.get(t, p, t)) });
-}
-
 describe.skipIf(!usingPostgres)('the write-alone path takes rows, head and keys in the order every path agrees on (PostgreSQL, two instances)', () => {
   it('an exchange\'s proof replayed to another instance while this one writes it alone: one written, the other refused as a replay; no deadlock', async () => {
     const key = await generateSigningKey('EdDSA');
@@ -78,7 +59,7 @@ describe.skipIf(!usingPostgres)('the write-alone path takes rows, head and keys 
     const second = new ReceiptService({
       key,
       issuer: 'https://deputy.example.com',
-      store: steered(pg.store, async () => {
+      store: pausedAfter(pg.store, (sql) => sql.includes('INSERT INTO oidc_models') && sql.includes('unnest'), async () => {
         // The same proof on the first instance (its group statement), while the second's transaction holds what it took so far.
         replayOnFirst = first.appendWith(input(agent, 2), exchangeWrites(k, `row-first-${k}`, false));
         replayOnFirst.catch(() => {});
@@ -87,22 +68,14 @@ describe.skipIf(!usingPostgres)('the write-alone path takes rows, head and keys 
     });
     const before = await deadlocks(pg.store);
     const onSecond = second.appendWith(input(agent, 1), exchangeWrites(k, `row-second-${k}`, true));
-    onSecond.catch(() => {});
-    const outcomes = await Promise.allSettled([onSecond, (async () => {
-      await onSecond.catch(() => {});
-      return replayOnFirst!;
-    })()]);
+    expect(await crossedOutcomes(onSecond, () => replayOnFirst)).toEqual(['replay', 'written']);
     await first.flush();
     await second.flush();
-    const described = outcomes.map((o) => (o.status === 'fulfilled' ? 'written' : o.reason instanceof AlreadyRecorded ? 'replay' : String((o.reason as { code?: string }).code ?? o.reason)));
-    expect(described.sort()).toEqual(['replay', 'written']);
     // Before: 40P01 on one side, and the server's deadlock count went up.
     expect(await deadlocks(pg.store)).toBe(before);
     const rows = await pg.store.query<{ id: string }>("SELECT id FROM oidc_models WHERE model = 'AttestedRow' AND id LIKE $1", [`%${k}`]);
     expect(rows.map((r) => r.id)).toEqual([`row-second-${k}`]);
-    let text = '';
-    for await (const r of first.range(agent, 1, Number.MAX_SAFE_INTEGER)) text += formatLine(r);
-    const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
+    const report = await verifiedChain(first, agent, key);
     expect(report.ok, JSON.stringify(report.problems)).toBe(true);
     expect(report.chains).toMatchObject([{ agent, first: 1, last: 2 }]);
   }, 30_000);
