@@ -15,7 +15,8 @@
  * - `appendWith(input, writes)`: the same group commit carrying the writes the receipt attests
  *   (the token exchange's `jti`s, token record and vault row) in the group's statement, all or
  *   nothing; when that statement refuses, each such append is decided alone in a locked
- *   transaction (`writes.inTransaction`) that throws the caller's own error.
+ *   transaction (its rows by `writes.inTransaction`, then the head, then its keys) that throws
+ *   the caller's own error.
  *
  * Optimistic head: this instance remembers the head it last wrote for each agent (the group
  * writer already serialises one agent's appends within the process), signs the next receipts
@@ -72,10 +73,14 @@ export interface AttestedWrites {
   /** `INSERT`s (no `RETURNING`) each of which must write exactly one row, else nothing is written. */
   parts: readonly StatementPart[];
   /**
-   * The same writes inside `tx`, before the receipt is appended there: throws (rolling `tx` back)
-   * with the error the caller is to see when one is refused — a replayed key, a refused row.
+   * The rows of `parts` inside `tx` — not the keys of `once`, which the receipt service records
+   * there itself, after the chain head's lock (rows, head, keys: the one lock order of every
+   * path, see `#writeAlone`). Throws (rolling `tx` back) with the error the caller is to see
+   * when a row is refused.
    */
   inTransaction(tx: Queryable): Promise<void>;
+  /** The error a replay gets, `key` (one of `once`) having been recorded before; {@link AlreadyRecorded} when absent. */
+  replayed?(key: OnceKey): Error;
   /**
    * Nothing is written before this resolves (the token exchange: its token's signature, computed
    * while the receipt is signed); when it rejects, nothing is written and the append rejects with
@@ -524,16 +529,25 @@ export class ReceiptService implements ReceiptAppender {
   }
 
   /**
-   * One append with its attested writes, in its own transaction: its writes, then the head — the
-   * order of an agent's deletion (rows, then its closing receipt: test/unit/upstream-lock-order.test.ts),
-   * which the plain appends' head-first order would deadlock with here.
+   * One append with its attested writes, in its own transaction, taking its locks in the one
+   * order every path agrees on: its rows, then the chain head, then its once-keys. Rows before
+   * the head is an agent's deletion's order (its rows, then its closing receipt:
+   * test/unit/upstream-lock-order.test.ts); the head before the keys is the group statement's and
+   * the locked path's. With the keys first (before issue 16's ninth round), an exchange's proof
+   * replayed to two instances deadlocked on PostgreSQL: this transaction held the key and waited
+   * for the head, the other instance's statement held the head and waited for the key
+   * (test/unit/write-alone-lock-order.test.ts). The statement checks rows without waiting, so
+   * it never waits here for a row this transaction holds.
    */
   async #writeAlone(agent: string, p: Pending): Promise<Outcome> {
+    const writes = p.writes!;
     try {
-      await p.writes!.ready;
+      await writes.ready;
       const receipt = await this.#store.transaction(async (tx) => {
-        await p.writes!.inTransaction(tx);
-        return (await this.#appendLocked(tx, agent, [p.input]))[0]!;
+        await writes.inTransaction(tx);
+        const head = await lockHead(tx, agent);
+        await spendAttested(tx, writes);
+        return (await this.#appendLocked(tx, agent, [p.input], head))[0]!;
       });
       return { pending: p, receipt };
     } catch (error) {
@@ -659,6 +673,13 @@ function settle(outcomes: readonly Outcome[]): void {
  */
 function settleLater(outcomes: readonly Outcome[]): void {
   if (outcomes.length > 0) setImmediate(settle, outcomes);
+}
+
+/** Records `writes.once` in `tx` (one statement); throws the caller's replay error for the first key recorded before. */
+async function spendAttested(tx: Queryable, writes: AttestedWrites): Promise<void> {
+  const fresh = await recordEachOnce(tx, writes.once);
+  const replayed = writes.once.find((k) => !fresh.has(onceKeyId(k.namespace, k.key)));
+  if (replayed) throw writes.replayed?.(replayed) ?? new AlreadyRecorded(replayed);
 }
 
 /** Every once-key an append records: its own (`appendOnce`) or its attested writes' (`appendWith`). */

@@ -11,7 +11,7 @@
  */
 import { requestDigest, type ReceiptAppender } from '../audit/index.js';
 import type { ActionContext, Budgeter, BudgetHold, Described, Outcome, PepDecision, Targeted } from '../enforcement/index.js';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import type { BudgetScope } from './budgets.js';
 import { BudgetExceeded } from './errors.js';
 import type { Amounts, BudgetLedger, Charge, ReserveOptions } from './ledger.js';
@@ -66,7 +66,7 @@ export function fixedCostBudgeter<C>(options: FixedCostOptions<C>): Budgeter<C> 
               await options.onCharged?.(ctx, charges);
             }
           } catch (err) {
-            logger.error({ err, reqId: demand.requestId }, 'budget reservation could not be settled; it is released when it expires');
+            logger.error({ err: unexpectedError(err), reqId: demand.requestId }, 'budget reservation could not be settled; it is released when it expires');
           }
         },
       };

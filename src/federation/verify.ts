@@ -114,9 +114,12 @@ export class FederationVerifier {
    * signed in is the same user id as their subject tokens name.
    */
   async verify(token: string, kind: SubjectTokenKind, options: { signInClientId?: string } = {}): Promise<FederatedIdentity> {
+    // The cheap checks first, then the remembered tokens: a non-string or oversized input gets
+    // its own refusal whether or not anything is remembered, and is never hashed.
+    checkShape(token);
     const remembered = options.signInClientId === undefined ? await this.#accepted.recall(token, kind) : undefined;
     if (remembered !== undefined) return remembered;
-    const { header, claims } = decode(token);
+    const { header, claims } = decodeParts(token);
     const { issuer, match } = this.#trustedIssuerOf(claims);
     const config: TrustedIssuerConfig =
       options.signInClientId === undefined ? issuer.config : { ...issuer.config, idToken: { clientId: options.signInClientId, scopes: [] } };
@@ -201,7 +204,7 @@ export class FederationVerifier {
       checkAlgorithm(header, config);
       let payload: JWTPayload;
       try {
-        ({ payload } = await jwtVerify(token, await keysOf(issuer), {
+        ({ payload } = await jwtVerifyEachKey(token, await keysOf(issuer), {
           issuer: match.iss,
           audience: options.audience,
           typ: ID_JAG_TYP,
@@ -266,12 +269,12 @@ class VerifiedSignatures {
   async verify(issuerId: string, token: string, header: ProtectedHeaderParameters, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<{ payload: JWTPayload; key: unknown }> {
     const digest = createHash('sha256').update(issuerId).update('\0').update(token).digest('base64url');
     const hit = this.#entries.get(digest);
-    if (hit && hit.untilMs > Date.now() && (await keys(header as JWTHeaderParameters, jwsParts(token))) === hit.key) {
+    if (hit && hit.untilMs > Date.now() && (await resolvesTo(keys, header, token, hit.key))) {
       // The same claims set, validated by jose's own rules and errors (as `jwtVerify` would).
       return { payload: UnsecuredJWT.decode(`${NONE_HEADER}.${token.split('.')[1]}.`, options).payload, key: hit.key };
     }
     if (hit) this.#entries.delete(digest);
-    const { payload, key } = await jwtVerify(token, keys, options);
+    const { payload, key } = await jwtVerifyEachKey(token, keys, options);
     if (typeof payload.exp === 'number') {
       setBounded(this.#entries, digest, { key, untilMs: payload.exp * 1000 }, MAX_VERIFIED_SIGNATURES);
     }
@@ -319,7 +322,7 @@ class AcceptedSubjectTokens {
     const digest = AcceptedSubjectTokens.#digest(token, kind);
     const entry = this.#entries.get(digest);
     if (entry === undefined) return undefined;
-    if (!withinTimes(entry.payload, Date.now() / 1000) || (await resolvedKey(entry, token)) !== entry.key) {
+    if (!withinTimes(entry.payload, Date.now() / 1000) || !(await stillResolves(entry, token))) {
       this.#forget(digest);
       return undefined;
     }
@@ -387,13 +390,54 @@ function withinTimes(payload: JWTPayload, now: number): boolean {
   return typeof exp === 'number' && now < exp && (typeof nbf !== 'number' || nbf <= now) && (typeof iat !== 'number' || iat <= now);
 }
 
-/** The key the issuer's current key set resolves the remembered header to (undefined when it resolves none, or cannot). */
-async function resolvedKey(entry: AcceptedToken, token: string): Promise<unknown> {
+/** Whether the issuer's current key set still resolves the remembered header to the key that verified it (false when it resolves none, or cannot). */
+async function stillResolves(entry: AcceptedToken, token: string): Promise<boolean> {
   try {
-    const keys = await keysOf(entry.issuer);
-    return await keys(entry.header as JWTHeaderParameters, jwsParts(token));
+    return await resolvesTo(await keysOf(entry.issuer), entry.header, token, entry.key);
   } catch {
-    return undefined;
+    return false;
+  }
+}
+
+/**
+ * Whether `keys` resolves `header` to the very key object `key`: the one key it resolves to, or —
+ * several keys matching (no `kid`) — one of the candidates (jose imports each JWK once per key
+ * set, so a candidate is the same object the verification was handed).
+ * @throws what the resolver throws but `JWKSMultipleMatchingKeys`
+ */
+async function resolvesTo(keys: JWTVerifyGetKey, header: ProtectedHeaderParameters, token: string, key: unknown): Promise<boolean> {
+  try {
+    return (await keys(header as JWTHeaderParameters, jwsParts(token))) === key;
+  } catch (error) {
+    if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
+    for await (const candidate of error) if (candidate === key) return true;
+    return false;
+  }
+}
+
+/**
+ * jose's `jwtVerify` with an issuer's key set, trying each matching key when several match the
+ * token's header — a token without `kid` from an issuer publishing two keys of its `alg` (a key
+ * rotation's overlap; `kid` is optional, RFC 7515 §4.1.4). jose refuses such a token with
+ * `JWKSMultipleMatchingKeys` and hands the candidates as its async iterator; trying each is its
+ * documented way (`createRemoteJWKSet`'s docs). A candidate the signature does not verify with
+ * is skipped; any other error (a claim check) is the answer. Returns the key that verified.
+ * @throws what `jwtVerify` throws; `JWSSignatureVerificationFailed` when no candidate verifies
+ */
+async function jwtVerifyEachKey(token: string, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<{ payload: JWTPayload; key: unknown }> {
+  try {
+    const { payload, key } = await jwtVerify(token, keys, options);
+    return { payload, key };
+  } catch (error) {
+    if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
+    for await (const candidate of error) {
+      try {
+        return { payload: (await jwtVerify(token, candidate, options)).payload, key: candidate };
+      } catch (inner) {
+        if (!(inner instanceof errors.JWSSignatureVerificationFailed)) throw inner;
+      }
+    }
+    throw new errors.JWSSignatureVerificationFailed();
   }
 }
 
@@ -475,6 +519,12 @@ function reject(code: 'ERR_FEDERATION_AUDIENCE' | 'ERR_FEDERATION_TOKEN_TYPE', d
 
 /** Steps 1–2: size, compact JWS syntax, decodable header and claims set. */
 function decode(token: string): { header: ProtectedHeaderParameters; claims: JWTPayload } {
+  checkShape(token);
+  return decodeParts(token);
+}
+
+/** Steps 1–2 without decoding: a non-empty string within the size bound, in compact JWS syntax (not a JWE). */
+function checkShape(token: unknown): asserts token is string {
   if (typeof token !== 'string' || token.length === 0) throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token is empty');
   if (token.length > MAX_SUBJECT_TOKEN_BYTES || Buffer.byteLength(token, 'utf8') > MAX_SUBJECT_TOKEN_BYTES) {
     throw refuse('ERR_FEDERATION_TOO_LARGE', `the subject token is larger than ${MAX_SUBJECT_TOKEN_BYTES} bytes`);
@@ -482,6 +532,10 @@ function decode(token: string): { header: ProtectedHeaderParameters; claims: JWT
   const parts = token.split('.').length;
   if (parts === 5) throw refuse('ERR_FEDERATION_MALFORMED', 'encrypted tokens (JWE) are not accepted; the subject token must be a signed JWT (compact JWS)');
   if (parts !== 3 || !COMPACT_JWS.test(token)) throw refuse('ERR_FEDERATION_MALFORMED', 'the subject token is not a JWT in compact JWS serialization (three base64url parts)');
+}
+
+/** Step 2's decoding of a token {@link checkShape} passed: a JSON-object header and claims set. */
+function decodeParts(token: string): { header: ProtectedHeaderParameters; claims: JWTPayload } {
   let header: ProtectedHeaderParameters;
   try {
     header = decodeProtectedHeader(token);
@@ -500,7 +554,8 @@ function decode(token: string): { header: ProtectedHeaderParameters; claims: JWT
 /**
  * The issuer's key resolver. Failures to obtain keys (discovery, JWKS fetch, timeout, bad JWKS)
  * become `ISSUER_UNAVAILABLE`; "no key for this kid" and "several keys match" pass through
- * unchanged, because jose handles them (the latter carries the candidates to try).
+ * unchanged: the first is refused as an unknown `kid`, the second carries the candidates, which
+ * jose does not try itself — {@link jwtVerifyEachKey} does.
  */
 async function keysOf(issuer: TrustedIssuer): Promise<JWTVerifyGetKey> {
   let keys: RemoteKeySet;
@@ -566,9 +621,6 @@ function verificationError(error: unknown, config: TrustedIssuerConfig, kind: Su
   }
   if (error instanceof errors.JWKSNoMatchingKey) {
     return refuse('ERR_FEDERATION_UNKNOWN_KID', `no signing key of trusted issuer "${id}" matches the subject token's key id (kid) and algorithm`, cause);
-  }
-  if (error instanceof errors.JWKSMultipleMatchingKeys) {
-    return refuse('ERR_FEDERATION_SIGNATURE', `the subject token's signature does not verify with the keys of trusted issuer "${id}"`, cause);
   }
   if (error instanceof errors.JOSEAlgNotAllowed || error instanceof errors.JOSENotSupported) {
     return refuse('ERR_FEDERATION_ALG', `the subject token's signing algorithm or key type is not accepted for trusted issuer "${id}"`, cause);

@@ -55,7 +55,7 @@ import {
   type ProofVerifier,
 } from '../enforcement/index.js';
 import { gatewayBudgeter, type BudgetLedger } from '../budgets/index.js';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import { GATEWAY_PREFIX } from '../oauth/deputy-own.js';
 import type { RevocationCache } from '../oauth/token-records.js';
 import type { CredentialSource } from '../vault/connections/credentials.js';
@@ -154,7 +154,7 @@ export class Gateway {
   }
 
   readonly #settleError = (err: unknown, step: string): void => {
-    this.#logger.error({ err, step }, 'gateway step could not settle');
+    this.#logger.error({ err: unexpectedError(err), step }, 'gateway step could not settle');
   };
 }
 

@@ -37,7 +37,7 @@ import {
 import type { Credentialed } from '../enforcement/steps/credential.js';
 import { BadGateway, GatewayTimeout, InvalidRequest, NotFound, PayloadTooLarge } from '../errors/index.js';
 import type { GatewayCall } from '../gateway/gateway.js';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { LLM_PREFIX } from '../oauth/deputy-own.js';
 import type { RevocationCache } from '../oauth/token-records.js';
@@ -165,7 +165,7 @@ export class LlmGateway {
       ...(call.signal ? { signal: call.signal } : {}),
     });
     const ctx = await this.#act.run({ admission, call }, {
-      onSettleError: (err, step) => this.#d.logger.error({ err, step, reqId: call.requestId }, 'llm call could not be settled'),
+      onSettleError: (err, step) => this.#d.logger.error({ err: unexpectedError(err), step, reqId: call.requestId }, 'llm call could not be settled'),
     });
     const res = ctx.response;
     if (admission.auth.dpopNonce !== undefined) res.headers['dpop-nonce'] = admission.auth.dpopNonce;
@@ -289,7 +289,7 @@ export class LlmGateway {
           await settlementReceipt(this.#d.receipts, ctx, charges);
           await this.#d.onSettled?.({ admission: ctx.admission, connection: ctx.connection, model: ctx.model!.model, usage, charges, cut: meter.cut });
         } catch (err) {
-          this.#d.logger.error({ err, reqId: ctx.admission.requestId }, 'budget reservation could not be settled; it is released when it expires');
+          this.#d.logger.error({ err: unexpectedError(err), reqId: ctx.admission.requestId }, 'budget reservation could not be settled; it is released when it expires');
         }
       },
     };

@@ -86,7 +86,7 @@ import {
 } from '../enforcement/index.js';
 import type { DeputyError } from '../errors/index.js';
 import { RedactorMemo } from '../gateway/redact.js';
-import { errorCause, type Logger } from '../log.js';
+import { errorCause, unexpectedError, type Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 import { ListChangedCoalescer, ListChangedDelivery } from './list-changed.js';
@@ -481,7 +481,7 @@ export class AgentSession {
   }
 
   readonly #settleError = (err: unknown, step: string): void => {
-    this.#d.logger.error({ err, step, server: this.#d.server.id }, 'MCP step could not settle');
+    this.#d.logger.error({ err: unexpectedError(err), step, server: this.#d.server.id }, 'MCP step could not settle');
   };
 
   /** The `checkPin` step's lookup: the tool's verdict, or undefined when the server does not offer it. */
@@ -643,7 +643,7 @@ export class AgentSession {
       // Not awaited: the answer is the agent's already, and the receipt service's group commit
       // (flushed at shutdown) writes it; a failure is logged, the decision receipt stands.
       void this.#receipt(ctx.admission, { ...detail, outcome }, { allowed: true, policies: [] }, `${detail.method}:outcome`).catch((err: unknown) => {
-        this.#d.logger.error({ err, server: this.#d.server.id }, 'MCP outcome receipt could not be written');
+        this.#d.logger.error({ err: unexpectedError(err), server: this.#d.server.id }, 'MCP outcome receipt could not be written');
       });
     }
   }

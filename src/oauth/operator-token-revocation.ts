@@ -38,12 +38,17 @@ export class OperatorTokenRevocations {
   readonly #entries = new Map<string, { revoked: boolean; until: number }>();
   /** Bumped by {@link revoke}: a lookup that started before a local revocation caches nothing. */
   #generation = 0;
+  readonly #maxEntries: number;
   static readonly MAX_ENTRIES = 10_000;
 
-  /** `activeTtlMs`: how long a "not revoked" answer is reused, in milliseconds (default 2000). */
-  constructor(store: Store, options: { activeTtlMs?: number } = {}) {
+  /**
+   * `activeTtlMs`: how long a "not revoked" answer is reused, in milliseconds (default 2000);
+   * `maxEntries`: the most answers cached (default {@link MAX_ENTRIES}; the oldest go first).
+   */
+  constructor(store: Store, options: { activeTtlMs?: number; maxEntries?: number } = {}) {
     this.#store = store;
     this.#activeTtlMs = options.activeTtlMs ?? 2000;
+    this.#maxEntries = options.maxEntries ?? OperatorTokenRevocations.MAX_ENTRIES;
   }
 
   /**
@@ -55,7 +60,9 @@ export class OperatorTokenRevocations {
     await recordOnce(this.#store, REVOKED_NAMESPACE, jti, expiresAt - Math.floor(now / 1000));
     this.#generation++;
     for (const [key, entry] of this.#entries) if (!entry.revoked) this.#entries.delete(key);
-    this.#entries.set(jti, { revoked: true, until: expiresAt * 1000 });
+    // Bounded here too, not only at the next lookup: revocations alone (an admin revoking in
+    // bulk, no lookups between) grew the map past its bound.
+    setBounded(this.#entries, jti, { revoked: true, until: expiresAt * 1000 }, this.#maxEntries);
   }
 
   /**
@@ -70,7 +77,7 @@ export class OperatorTokenRevocations {
     const found = await findRecorded(this.#store, [{ namespace: REVOKED_NAMESPACE, key: jti, ttlSeconds: 0 }]);
     const revoked = found.size > 0;
     if (!revoked && generation !== this.#generation) return revoked;
-    setBounded(this.#entries, jti, { revoked, until: revoked ? expiresAt * 1000 : now + this.#activeTtlMs }, OperatorTokenRevocations.MAX_ENTRIES);
+    setBounded(this.#entries, jti, { revoked, until: revoked ? expiresAt * 1000 : now + this.#activeTtlMs }, this.#maxEntries);
     return revoked;
   }
 

@@ -54,11 +54,11 @@ import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidSco
 import { CachedJwks } from '../federation/jwks.js';
 import type { FederationVerifier } from '../federation/verify.js';
 import { traced, tracedStep } from '../observability/tracing.js';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import type { Queryable, StatementCondition, StatementPart, Store } from '../store/index.js';
 import { newHandle, type EnvelopeVault } from '../vault/envelope.js';
 import type { AccessTokenVerifier } from './access-token.js';
-import { firstRecorded, recordOnce, spendEach, type SingleUse } from './adapter.js';
+import { firstRecorded, recordOnce, spendEach, type OnceKey, type SingleUse } from './adapter.js';
 import { ACTOR_TOKEN_ALGS } from '../util/algorithms.js';
 import { isDeputyResource, isDeputyScope } from './deputy-own.js';
 import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames, type ActorClaim, type DelegatingUser, type DelegationAuthorizer, type DelegationChain, type DenialCode } from '../delegation/index.js';
@@ -450,7 +450,7 @@ const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExcha
       if (replay) throw replay.replayed();
       // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
       const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: err.description, policies: err.policies };
-      await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
+      await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'deny receipt not written'));
       throw denialError(err.error, err.description);
     }
     throw err;
@@ -594,18 +594,19 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, token: MintedTo
   const capture = await captureUpstream(deps, input, now);
   const record = newRecord(input, jti, now, expiresIn, capture?.handle);
   const receipt = { ...input.receipt, tokenId: jti };
-  const inTransaction = async (tx: Queryable): Promise<void> => {
-    // First: a request that lost the race for one of its single-use values writes nothing.
-    const replay = await spendEach(tx, input.spends);
-    if (replay) throw replay.replayed();
-    await deps.records.insert(tx, record, capture && (await capture.row()));
-  };
+  // The rows only: the group writer records the single-use values itself, after the chain head.
+  const inTransaction = async (tx: Queryable): Promise<void> => deps.records.insert(tx, record, capture && (await capture.row()));
   if (deps.receipts.appendWith) {
     const parts = [...(capture?.written ? [capture.written] : []), deps.records.insertPart(record, capture?.requires)];
-    await deps.receipts.appendWith(receipt, { once: input.spends.map((s) => s.once), parts, inTransaction, ready: token.value });
+    const spent = new Map(input.spends.map((s) => [s.once, s]));
+    const replayed = (key: OnceKey): Error => spent.get(key)!.replayed();
+    await deps.receipts.appendWith(receipt, { once: input.spends.map((s) => s.once), parts, inTransaction, replayed, ready: token.value });
   } else {
     await token.value;
     await deps.store.transaction(async (tx) => {
+      // A request that lost the race for one of its single-use values writes nothing.
+      const replay = await spendEach(tx, input.spends);
+      if (replay) throw replay.replayed();
       await inTransaction(tx);
       await deps.receipts.append(receipt, tx);
     });
@@ -788,7 +789,7 @@ async function spendActorUnlessReplay(deps: Pick<ExchangeDeps, 'store' | 'logger
   // A look-up that fails spends the actor token: the safe side.
   const replay = await firstRecorded(deps.store, spends).catch(() => undefined);
   if (replay) throw replay.replayed();
-  await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: e }, 'actor_token jti not recorded'));
+  await recordOnce(deps.store, actor.once.namespace, actor.once.key, actor.once.ttlSeconds).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'actor_token jti not recorded'));
 }
 
 /** A verified subject and agent, ready for steps 6–8: what every agent-token grant hands over. */

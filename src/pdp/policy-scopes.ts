@@ -26,6 +26,7 @@
  */
 import { cedar, describeCedarErrors, type EntityUid } from './cedar.js';
 import { mayApply } from './entity-slice.js';
+import { PolicyLoadError } from './policy-load-error.js';
 import type { ActionInfo } from './schema.js';
 
 /** Policies pre-parsed in subsets, at most, as a multiple of the set's size. */
@@ -41,10 +42,18 @@ export type ScopedPolicySet = (principalType: string, action: EntityUid, resourc
  * Pre-parses the subsets of `policies` (ids, Cedar texts, and EST forms, in one order) for every
  * (principal type, action, resource type) `actions` declare, under ids `${slot}~n`.
  *
+ * @param dir - the policy folder, named by a refusal.
  * @returns The policy set id for a call: its subset's, else `slot` (the whole set).
- * @throws Error with Cedar's messages if a subset does not pre-parse (it parsed as a whole: a bug).
+ * @throws {@link PolicyLoadError} with Cedar's messages if a subset does not pre-parse (it parsed
+ *   as a whole: a bug) — the store's refusal, so a reload is refused and logged as such and the
+ *   set serving keeps serving.
  */
-export function preparseScopedSets(slot: string, policies: { ids: readonly string[]; texts: Readonly<Record<string, string>>; ests: readonly unknown[] }, actions: readonly ActionInfo[]): ScopedPolicySet {
+export function preparseScopedSets(
+  slot: string,
+  policies: { ids: readonly string[]; texts: Readonly<Record<string, string>>; ests: readonly unknown[] },
+  actions: readonly ActionInfo[],
+  dir: string,
+): ScopedPolicySet {
   const byKey = new Map<string, string>();
   const bySubset = new Map<string, string>();
   let budget = MAX_SUBSET_POLICIES * policies.ids.length;
@@ -63,7 +72,7 @@ export function preparseScopedSets(slot: string, policies: { ids: readonly strin
           id = `${slot}~${bySubset.size}`;
           made.set(slot, Math.max(made.get(slot) ?? 0, bySubset.size + 1));
           const answer = cedar.preparsePolicySet(id, { staticPolicies: Object.fromEntries(ids.map((p) => [p, policies.texts[p]!])) });
-          if (answer.type === 'failure') throw new Error(`policy subset did not pre-parse: ${describeCedarErrors(answer.errors).join('; ')}`);
+          if (answer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(answer.errors).map((m) => `policy subset ${id} did not pre-parse: ${m}`));
           bySubset.set(subset, id);
         }
         byKey.set(scopeKey(principalType, action.uid, resourceType), id);

@@ -25,6 +25,7 @@ import { checkEntities } from './entity-check.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
 import { MAX_NESTING, nestingDepth } from './nesting.js';
+import { PolicyLoadError } from './policy-load-error.js';
 import { preparseScopedSets, type ScopedPolicySet } from './policy-scopes.js';
 import { isObject, ProjectionError, SchemaInfo } from './schema.js';
 
@@ -60,17 +61,7 @@ export interface PolicySnapshot {
   readonly warnings: readonly string[];
 }
 
-/** A policy set that cannot be loaded; `issues` names each problem with its file. */
-export class PolicyLoadError extends Error {
-  readonly code = 'ERR_PDP_POLICIES';
-  constructor(
-    readonly dir: string,
-    readonly issues: readonly string[],
-  ) {
-    super(`invalid policy set (${dir}):\n  - ${issues.join('\n  - ')}`);
-    this.name = 'PolicyLoadError';
-  }
-}
+export { PolicyLoadError } from './policy-load-error.js';
 
 /** What a reload did: whether the set changed, and the set now serving. */
 export interface ReloadResult {
@@ -310,7 +301,7 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
 
   const setAnswer = cedar.preparsePolicySet(slot, { staticPolicies: texts });
   if (setAnswer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(setAnswer.errors));
-  const scopedPolicySetId = preparseScopedSets(slot, { ids: [...infos.keys()], texts, ests }, schema.actions);
+  const scopedPolicySetId = preparseScopedSets(slot, { ids: [...infos.keys()], texts, ests }, schema.actions, dir);
 
   return {
     generation,

@@ -219,3 +219,20 @@ describe('accepted subject tokens: bounded in bytes, not only in number', () => 
     }
   }, 120_000);
 });
+
+describe('input that fails the cheap checks, while tokens are remembered (issue 16, ninth round red team)', () => {
+  it('a non-string, an empty or an oversized input gets its own refusal as with nothing remembered (before: hashed first — a non-string threw a TypeError)', async () => {
+    const v = verifier([idp.issuerConfig('okta')]);
+    const fresh = verifier([idp.issuerConfig('okta')]);
+    const token = await idp.oktaAccessToken();
+    await v.verify(token, 'access_token');
+    const inputs: unknown[] = [undefined, 42, { token }, ['a.b.c'], '', `${token}${'A'.repeat(MAX_SUBJECT_TOKEN_BYTES)}`, 'a.b.c.d.e'];
+    for (const input of inputs) {
+      const expected = await outcome(fresh, input as string, 'access_token');
+      expect(expected).toMatchObject({ code: expect.stringMatching(/^ERR_FEDERATION_(MALFORMED|TOO_LARGE)$/) });
+      expect(await outcome(v, input as string, 'access_token')).toEqual(expected);
+    }
+    // The remembered token is still answered.
+    expect(await outcome(v, token, 'access_token')).toMatchObject({ identity: expect.anything() });
+  });
+});

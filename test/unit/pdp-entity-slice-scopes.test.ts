@@ -136,7 +136,7 @@ function scopedSets(slot: string, text: string): (request: CedarRequest) => stri
   const ids = parts.policies.map((_, i) => `policy${i}`);
   const texts = Object.fromEntries(parts.policies.map((p, i) => [`policy${i}`, p]));
   expect(cedar.preparsePolicySet(slot, { staticPolicies: texts }).type).toBe('success');
-  const setFor = preparseScopedSets(slot, { ids, texts, ests: ests(text) }, ACTION_INFOS);
+  const setFor = preparseScopedSets(slot, { ids, texts, ests: ests(text) }, ACTION_INFOS, 'test');
   return (request) => setFor(request.principal.type, request.action, request.resource.type);
 }
 

@@ -19,14 +19,13 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
-import { formatLine } from '../../src/audit/jsonl.js';
-import { AlreadyRecorded, ReceiptService, type AppendedReceipt } from '../../src/audit/receipts.js';
-import { verifyReceipts } from '../../src/audit/verify.js';
-import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
+import { ReceiptService, type AppendedReceipt } from '../../src/audit/receipts.js';
+import { generateSigningKey } from '../../src/keys/keystore.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
-import type { Queryable, Store } from '../../src/store/index.js';
+import type { Store } from '../../src/store/index.js';
 import { usingPostgres } from '../support/database.js';
 import { deadlocks, lockWaits, postgresStoreForFile } from '../support/pg-locks.js';
+import { crossedOutcomes, pausedAfter, verifiedChain } from '../support/receipt-crossing.js';
 
 const pg = postgresStoreForFile();
 
@@ -41,7 +40,6 @@ const proof = (k: string): OnceKey => ({ namespace: 'DPoPProof', key: k, ttlSeco
  */
 function steered(inner: Store, races: number, race: () => Promise<unknown>, meanwhile: () => Promise<void>): Store {
   let lost = 0;
-  let hooked = false;
   const query: Store['query'] = async (sql, params, options) => {
     if (sql.includes('INSERT INTO receipts') && lost < races) {
       lost++;
@@ -49,19 +47,8 @@ function steered(inner: Store, races: number, race: () => Promise<unknown>, mean
     }
     return inner.query(sql, params, options);
   };
-  const transaction: Store['transaction'] = (fn) =>
-    inner.transaction((tx) => {
-      const txQuery = async <R extends object>(sql: string, params?: readonly unknown[], options?: Parameters<Queryable['query']>[2]): Promise<R[]> => {
-        const rows = await tx.query<R>(sql, params, options);
-        if (!hooked && sql.includes('INSERT INTO oidc_models')) {
-          hooked = true;
-          await meanwhile();
-        }
-        return rows;
-      };
-      return fn(new Proxy(tx, { get: (t, p) => (p === 'query' ? txQuery : Reflect.get(t, p, t)) }));
-    });
-  return new Proxy(inner, { get: (t, p) => (p === 'query' ? query : p === 'transaction' ? transaction : Reflect.get(t, p, t)) });
+  const paused = pausedAfter(inner, (sql) => sql.includes('INSERT INTO oidc_models'), meanwhile);
+  return new Proxy(paused, { get: (t, p) => (p === 'query' ? query : Reflect.get(t, p, t)) });
 }
 
 describe.skipIf(!usingPostgres)('the locked path and the optimistic statement take the head and the keys in one order (PostgreSQL)', () => {
@@ -90,19 +77,11 @@ describe.skipIf(!usingPostgres)('the locked path and the optimistic statement ta
     });
     const before = await deadlocks(pg.store);
     const onSecond = second.appendOnce(input(agent, 200), proof(k));
-    onSecond.catch(() => {});
-    const outcomes = await Promise.allSettled([onSecond, (async () => {
-      await onSecond.catch(() => {});
-      return replayOnFirst!;
-    })()]);
+    expect(await crossedOutcomes(onSecond, () => replayOnFirst)).toEqual(['replay', 'written']);
     await first.flush();
     await second.flush();
-    const described = outcomes.map((o) => (o.status === 'fulfilled' ? 'written' : o.reason instanceof AlreadyRecorded ? 'replay' : String((o.reason as { code?: string }).code ?? o.reason)));
-    expect(described.sort()).toEqual(['replay', 'written']);
     expect(await deadlocks(pg.store)).toBe(before);
-    let text = '';
-    for await (const r of first.range(agent, 1, Number.MAX_SAFE_INTEGER)) text += formatLine(r);
-    const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
+    const report = await verifiedChain(first, agent, key);
     expect(report.ok, JSON.stringify(report.problems)).toBe(true);
     // The three appends that won the races, the first, and the one of the two that spent the proof.
     expect(report.chains).toMatchObject([{ agent, first: 1, last: 5 }]);

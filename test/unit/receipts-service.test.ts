@@ -14,8 +14,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeProtectedHeader } from 'jose';
 import { generateSigningKey, KeyError, loadKeyStore, RECEIPT_KEYS_FILE, rotateReceiptKeys, toPublicJwk } from '../../src/keys/keystore.js';
-import { migrate, type Queryable, type Store } from '../../src/store/index.js';
+import { migrate, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
+import type { OnceKey } from '../../src/oauth/adapter.js';
 
 let store: Store;
 let service: ReceiptService;
@@ -189,15 +190,15 @@ describe('ReceiptService', () => {
   it('appendWith: a replayed once-key in a group is refused alone; the group\'s other appends are still written together', async () => {
     const key = (k: string) => ({ namespace: 'DPoPProof', key: k, ttlSeconds: 300 });
     const alone: string[] = [];
-    // Each append's own transaction (the locked path) runs its `inTransaction`: what the token exchange does there.
+    // Each append's own transaction (the locked path) runs its `inTransaction` (its rows), then
+    // records its keys and throws `replayed`'s error for a replay: what the token exchange hands it.
     const writes = (k: string) => ({
       once: [key(k)],
       parts: [],
-      inTransaction: async (tx: Queryable) => {
+      inTransaction: async () => {
         alone.push(k);
-        const [row] = await tx.query<{ n: number }>("SELECT count(*)::int AS n FROM oidc_models WHERE model = 'DPoPProof' AND id = $1", [k]);
-        if (row!.n > 0) throw new Error(`replayed ${k}`);
       },
+      replayed: (o: OnceKey) => new Error(`replayed ${o.key}`),
     });
     expect((await service.appendWith(input('replays', 0), writes('r0'))).seq).toBe(1);
     // A plain append holds the writer, so the next four form one group; the second replays r0.

@@ -21,7 +21,7 @@
 import { AlreadyRecorded, receiptText, requestDigest, type ReceiptAppender } from '../../audit/index.js';
 import type { ReceiptInput } from '../../audit/receipt.js';
 import { DeputyError, TemporarilyUnavailable } from '../../errors/index.js';
-import type { Logger } from '../../log.js';
+import { unexpectedError, type Logger } from '../../log.js';
 import { dpopReplayed } from '../../oauth/dpop.js';
 import type { ActionContext, Decided, Described } from '../context.js';
 import { NOTHING, type Step } from '../pipeline.js';
@@ -59,7 +59,7 @@ export function receipt(options: ReceiptOptions): Step<ActionContext & Decided &
         // A proof that did not verify: its own 401 (nothing was written or spent).
         await proof.verified;
         if (cause instanceof AlreadyRecorded || (cause instanceof DeputyError && cause.code === 'invalid_dpop_proof')) throw challenge(dpopReplayed(), audience);
-        logger.error({ err: cause, reqId: requestId }, 'gateway receipt could not be written');
+        logger.error({ err: unexpectedError(cause), reqId: requestId }, 'gateway receipt could not be written');
         // Not written, so not spent either: spend the proof on its own if the store lets us.
         if (key) await proof.spendTaken(key).catch(() => {});
         throw new TemporarilyUnavailable('the call could not be recorded; it was not forwarded', { cause });

@@ -29,7 +29,7 @@ import type { ReceiptInput } from '../../audit/receipt.js';
 import type { ReceiptAppender } from '../../audit/receipts.js';
 import { documentClientLimits, type AuthorizationCodeConfig } from '../authorization-code/config.js';
 import { InvalidDpopProof, InvalidGrant, InvalidRequest, UnauthorizedClient } from '../../errors/index.js';
-import type { Logger } from '../../log.js';
+import { unexpectedError, type Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import { isDeputyResource, isDeputyScope } from '../deputy-own.js';
 import { recordIssuedToken, userAttributes } from '../token-exchange.js';
@@ -455,7 +455,7 @@ async function decideDelegation(deps: CodeFlowDeps, issued: CodeFlowIssuance, re
     return permit ? { ...receipt, policies: permit.policies } : receipt;
   } catch (err) {
     if (!(err instanceof DelegationDenied)) throw err;
-    await deps.receipts.append({ ...receipt, decision: 'deny', reason: err.description, policies: err.policies }).catch((e: unknown) => deps.logger.error({ err: e }, 'deny receipt not written'));
+    await deps.receipts.append({ ...receipt, decision: 'deny', reason: err.description, policies: err.policies }).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'deny receipt not written'));
     throw err.error === 'unauthorized_client' ? new UnauthorizedClient(err.description) : new InvalidGrant(err.description);
   }
 }
