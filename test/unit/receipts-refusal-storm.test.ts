@@ -18,10 +18,9 @@ import { verifyReceipts } from '../../src/audit/verify.js';
 import { formatLine } from '../../src/audit/jsonl.js';
 import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
-import { migrate, type Queryable, type Store } from '../../src/store/index.js';
-import { createPGliteStore } from '../../src/store/pglite.js';
-import { createPostgresStore } from '../../src/store/postgres.js';
+import type { Queryable, Store } from '../../src/store/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { twoInstanceStores } from '../support/two-instances.js';
 
 let db: TestDatabase;
 /** One store per writer on PostgreSQL (two instances, two pools); one shared on PGlite. */
@@ -30,10 +29,7 @@ let key: Awaited<ReturnType<typeof generateSigningKey>>;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const open = async () => (db.url ? createPostgresStore({ connectionString: db.url, poolSize: 4 }) : createPGliteStore({ dataDir: 'memory://' }));
-  const first = await open();
-  await migrate(first);
-  stores = db.url ? [first, await open()] : [first, first];
+  stores = await twoInstanceStores(db);
   key = await generateSigningKey('EdDSA');
 }, 60_000);
 afterAll(async () => {

@@ -19,10 +19,9 @@ import { AlreadyRecorded, ReceiptService, type AppendedReceipt } from '../../src
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
-import { migrate, type Store } from '../../src/store/index.js';
-import { createPGliteStore } from '../../src/store/pglite.js';
-import { createPostgresStore } from '../../src/store/postgres.js';
+import type { Store } from '../../src/store/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { twoInstanceStores } from '../support/two-instances.js';
 
 let db: TestDatabase;
 /** Two instances on PostgreSQL (two pools on one database); one store twice on PGlite. */
@@ -31,10 +30,7 @@ let signing: Awaited<ReturnType<typeof generateSigningKey>>;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const open = async () => (db.url ? createPostgresStore({ connectionString: db.url, poolSize: 4 }) : createPGliteStore({ dataDir: 'memory://' }));
-  const first = await open();
-  await migrate(first);
-  stores = db.url ? [first, await open()] : [first, first];
+  stores = await twoInstanceStores(db);
   signing = await generateSigningKey('EdDSA');
 }, 60_000);
 afterAll(async () => {

@@ -1,0 +1,18 @@
+/**
+ * Two Deputy instances on one test database, for the receipt chain's cross-instance tests.
+ */
+import { migrate, type Store } from '../../src/store/index.js';
+import { createPGliteStore } from '../../src/store/pglite.js';
+import { createPostgresStore } from '../../src/store/postgres.js';
+import type { TestDatabase } from './database.js';
+
+/**
+ * Two Deputy instances' stores on one migrated database: two pools on PostgreSQL (`db.url`), one
+ * embedded store twice on PGlite (one process owns its folder). Close each distinct store once.
+ */
+export async function twoInstanceStores(db: TestDatabase): Promise<[Store, Store]> {
+  const open = async (): Promise<Store> => (db.url ? createPostgresStore({ connectionString: db.url, poolSize: 4 }) : createPGliteStore({ dataDir: 'memory://' }));
+  const first = await open();
+  await migrate(first);
+  return db.url ? [first, await open()] : [first, first];
+}
