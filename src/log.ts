@@ -7,6 +7,7 @@
  */
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { activeTraceId } from './observability/tracing.js';
+import { isOperatorWorded } from './util/operator-worded.js';
 
 export type { Logger } from 'pino';
 
@@ -111,14 +112,29 @@ export function errorCause(err: unknown): string | undefined {
 }
 
 /**
+ * {@link errorCause}, followed by the message of the first error in the chain whose class words
+ * its messages for the operator (src/util/operator-worded.ts: `KeyError`, `VaultDecryptError`):
+ * `VaultDecryptError (ERR_VAULT_DECRYPT): the key-encryption key "kek-2" of this secret is not
+ * loaded`. Every other message stays out, as in {@link errorCause}.
+ */
+export function operatorCause(err: unknown): string | undefined {
+  const cause = errorCause(err);
+  let current: unknown = err;
+  for (let depth = 0; depth < 3 && current instanceof Error; depth++, current = current.cause) {
+    if (isOperatorWorded(current)) return `${cause}: ${(current as Error).message}`;
+  }
+  return cause;
+}
+
+/**
  * An unexpected error (a bug) as a log line's `err`: by name and code, with its causes'
  * ({@link errorCause}: `TypeError ← Error (ECONNREFUSED)`), and where it was thrown (the stack's
- * `at …` frames). Never its message, nor the stack's first lines, which repeat it: an unexpected
+ * `at …` frames). Never its message (but an operator-worded one: {@link operatorCause}), nor the stack's first lines, which repeat it: an unexpected
  * error is by definition not one Deputy worded, and a library's message can quote what it was
  * given — a token, a header, a request body (V8's `JSON.parse` quotes the text it failed on).
  */
 export function unexpectedError(err: unknown): { cause: string; stack?: string } {
-  const cause = errorCause(err) ?? `thrown ${typeof err}`;
+  const cause = operatorCause(err) ?? `thrown ${typeof err}`;
   const stack = err instanceof Error && typeof err.stack === 'string' ? stackFrames(err, err.stack) : '';
   return stack === '' ? { cause } : { cause, stack };
 }

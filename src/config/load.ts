@@ -54,7 +54,7 @@ export function loadConfig(options: LoadConfigOptions = {}): DeputyConfig {
 /** Validates an already-merged configuration object. */
 export function validateConfig(input: unknown, source: string, env: Env = {}): DeputyConfig {
   const result = configSchema.safeParse(input);
-  if (!result.success) throw new ConfigError(source, formatIssues(result.error));
+  if (!result.success) throw new ConfigError(source, formatIssues(result.error, env));
   const cfg = result.data;
   checkUniqueIds(cfg, source);
   const issuer = cfg.server.issuer ?? (cfg.server.port !== 0 ? `http://localhost:${cfg.server.port}` : undefined);
@@ -148,8 +148,18 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function formatIssues(error: z.ZodError): string[] {
-  return error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
+/**
+ * Each issue as `path: message`; a field an environment variable set is named by the variable
+ * too (`PORT (server.port): Too big: …`, as a malformed value's issue is): the value is not in the
+ * file the error names, so `server.port: Too big` sent an operator who set `PORT=70000` looking in
+ * the YAML (issue 16, ninth round red team).
+ */
+function formatIssues(error: z.ZodError, env: Env): string[] {
+  return error.issues.map((i) => {
+    const path = i.path.join('.');
+    const variable = ENV_OVERRIDES.find(([name, fieldPath]) => fieldPath.join('.') === path && env[name] !== undefined && env[name] !== '');
+    return `${variable === undefined ? '' : `${variable[0]} (`}${path || '(root)'}${variable === undefined ? '' : ')'}: ${i.message}`;
+  });
 }
 
 function checkUniqueIds(cfg: z.infer<typeof configSchema>, source: string): void {

@@ -23,6 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeCompleteFile } from '../util/complete-file.js';
+import { OPERATOR_WORDED } from '../util/operator-worded.js';
 import { exportJWK, generateKeyPair, calculateJwkThumbprint, type JWK } from 'jose';
 
 import { RECEIPT_ALGS, SIGNING_ALGS, type ReceiptAlg, type SigningAlg } from '../util/algorithms.js';
@@ -84,6 +85,8 @@ export const ROLLOUT_GRACE_SECONDS = 24 * 3600;
 /** Key material missing or malformed. The message names the file or variable and the problem. */
 export class KeyError extends Error {
   readonly code = 'ERR_DEPUTY_KEYS';
+  /** Its messages name a file or variable and a field, never key material: logged as they are. */
+  readonly [OPERATOR_WORDED] = true;
   constructor(message: string) {
     super(message);
     this.name = 'KeyError';

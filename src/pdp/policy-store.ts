@@ -17,13 +17,14 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { watch as watchFolder, type FSWatcher } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import type { Logger } from '../log.js';
+import { unexpectedError, type Logger } from '../log.js';
 import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
 import { checkEntities } from './entity-check.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
+import { MAX_NESTING, nestingDepth } from './nesting.js';
 import { PolicyLoadError } from './policy-load-error.js';
 import { preparseScopedSets, type ScopedPolicySet } from './policy-scopes.js';
 import { isObject, ProjectionError, SchemaInfo } from './schema.js';
@@ -137,7 +138,7 @@ export class PolicyStore {
     try {
       files = await readPolicyFiles(this.dir);
     } catch (err) {
-      if (err instanceof PolicyLoadError) this.#logRefused(trigger, err);
+      this.#logRefused(trigger, err);
       throw err;
     }
     const previous = this.#current;
@@ -150,7 +151,7 @@ export class PolicyStore {
     try {
       snapshot = compile(this.dir, files, generation, slot);
     } catch (err) {
-      if (err instanceof PolicyLoadError) this.#logRefused(trigger, err);
+      this.#logRefused(trigger, err);
       throw err;
     }
     this.#current = snapshot;
@@ -163,9 +164,16 @@ export class PolicyStore {
     return { changed: true, ...summary(snapshot) };
   }
 
-  #logRefused(trigger: ReloadTrigger, err: PolicyLoadError): void {
+  /**
+   * Logs a reload's failure: a refused set with its issues; any other error (Cedar threw rather
+   * than answered) by name, code and frames — SIGHUP and file changes ignore the rejection, so
+   * before, such a failure left no line at all (issue 16, ninth round red team).
+   */
+  #logRefused(trigger: ReloadTrigger, err: unknown): void {
     if (trigger === 'start') return; // start failures are reported by the caller, which stops
-    this.#logger.error({ trigger, issues: err.issues.slice(0, 20), serving: this.#current?.generation }, 'policy set refused; the previous set keeps serving');
+    const serving = this.#current?.generation;
+    if (err instanceof PolicyLoadError) this.#logger.error({ trigger, issues: err.issues.slice(0, 20), serving }, 'policy set refused; the previous set keeps serving');
+    else this.#logger.error({ trigger, err: unexpectedError(err), serving }, 'policy set could not be loaded (an unexpected error; if Cedar failed, restart Deputy)');
   }
 
   /**
@@ -199,10 +207,23 @@ function summary(s: PolicySnapshot): Omit<ReloadResult, 'changed'> {
   return { generation: s.generation, policies: s.policies.size, entities: s.data.size, digest: s.digest, warnings: s.warnings };
 }
 
+/**
+ * The names of the folder's files, sorted: its regular files and its symbolic links to files — a
+ * Kubernetes ConfigMap or Secret volume holds nothing but links (`default.cedar` →
+ * `..data/default.cedar`), and `Dirent.isFile()` is false for a link, so such a folder loaded as
+ * "no policy files" (issue 16, ninth round red team). A link that leads nowhere is kept: reading
+ * it refuses the set, naming it, rather than leaving a policy silently out.
+ */
+async function fileNames(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const kept = await Promise.all(entries.map(async (d) => d.isFile() || (d.isSymbolicLink() && (await stat(join(dir, d.name)).then((s) => s.isFile(), () => true)))));
+  return entries.filter((_, i) => kept[i]).map((d) => d.name).sort();
+}
+
 async function readPolicyFiles(dir: string): Promise<Files> {
   let names: string[];
   try {
-    names = (await readdir(dir, { withFileTypes: true })).filter((d) => d.isFile()).map((d) => d.name).sort();
+    names = await fileNames(dir);
   } catch (err) {
     throw new PolicyLoadError(dir, [`cannot read the policy folder: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`]);
   }
@@ -212,11 +233,7 @@ async function readPolicyFiles(dir: string): Promise<Files> {
   const policyFiles = names.filter((n) => n.endsWith('.cedar'));
   if (policyFiles.length === 0) issues.push('no policy files (*.cedar)');
   if (issues.length) throw new PolicyLoadError(dir, issues);
-  const read = async (file: string) => {
-    const text = await readFile(join(dir, file), 'utf8');
-    if (text.length > MAX_FILE_BYTES) throw new PolicyLoadError(dir, [`${file}: larger than ${MAX_FILE_BYTES} bytes`]);
-    return { file, text };
-  };
+  const read = (file: string) => readPolicyFile(dir, file);
   const schema = await read(schemaFiles[0]!);
   const policies = await Promise.all(policyFiles.map(read));
   const entities = names.includes('entities.json') ? await read('entities.json') : undefined;
@@ -226,8 +243,40 @@ async function readPolicyFiles(dir: string): Promise<Files> {
   return { schema, policies, entities, aliases, digest: hash.digest('hex') };
 }
 
+/**
+ * One file of the folder as text: its size checked before it is read (a file past the bound is
+ * never read into memory), and a failure to read it — gone since the folder was listed (an
+ * editor's save by rename), unreadable, too large for Node to read at all — a
+ * {@link PolicyLoadError} naming the file and the error's code, like the folder's own. Before, such
+ * a failure was no PolicyLoadError: a reload on SIGHUP or a file change swallowed it unlogged, and
+ * the admin API answered 500 (issue 16, ninth round red team).
+ */
+async function readPolicyFile(dir: string, file: string): Promise<{ file: string; text: string }> {
+  let text: string;
+  try {
+    if ((await stat(join(dir, file))).size > MAX_FILE_BYTES) throw new PolicyLoadError(dir, [`${file}: larger than ${MAX_FILE_BYTES} bytes`]);
+    text = await readFile(join(dir, file), 'utf8');
+  } catch (err) {
+    if (err instanceof PolicyLoadError) throw err;
+    throw new PolicyLoadError(dir, [`${file}: cannot read the file: ${(err as NodeJS.ErrnoException).code ?? 'unknown error'}`]);
+  }
+  // Checked again: the file may have grown between the two calls.
+  if (text.length > MAX_FILE_BYTES) throw new PolicyLoadError(dir, [`${file}: larger than ${MAX_FILE_BYTES} bytes`]);
+  return { file, text };
+}
+
+/** Refuses the set when a policy file or a Cedar-syntax schema nests deeper than {@link MAX_NESTING} brackets (./nesting.ts: Cedar's parser would overflow the stack). */
+function refuseDeepNesting(dir: string, files: Files): void {
+  const texts = [...files.policies.map((f) => ({ ...f, angles: false })), ...(files.schema.file.endsWith('.json') ? [] : [{ ...files.schema, angles: true }])];
+  const issues = texts
+    .filter((f) => nestingDepth(f.text, f.angles) > MAX_NESTING)
+    .map((f) => `${f.file}: brackets nested deeper than ${MAX_NESTING} levels (Cedar's parser would overflow the stack)`);
+  if (issues.length) throw new PolicyLoadError(dir, issues);
+}
+
 /** Parses, validates and pre-parses; throws {@link PolicyLoadError} with every problem found. */
 function compile(dir: string, files: Files, generation: number, slot: string): PolicySnapshot {
+  refuseDeepNesting(dir, files);
   const schemaText = schemaAsText(dir, files.schema);
   const resolved = cedar.schemaToJsonWithResolvedTypes(schemaText);
   if (resolved.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(resolved.errors).map((m) => `${files.schema.file}: ${m}`));
@@ -280,9 +329,22 @@ function schemaAsText(dir: string, f: { file: string; text: string }): string {
   } catch {
     throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
   }
-  const text = cedar.schemaToText(json as SchemaJson<string>);
+  const text = cedarSchemaText(dir, f.file, json);
   if (text.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(text.errors).map((m) => `${f.file}: ${m}`));
   return text.text;
+}
+
+/**
+ * Cedar's text of a JSON schema; what Cedar throws rather than answers (JSON nested past its
+ * parser's recursion limit, 128 levels) a {@link PolicyLoadError} naming the file, as for
+ * `entities.json` (issue 16, ninth round red team).
+ */
+function cedarSchemaText(dir: string, file: string, json: unknown): ReturnType<typeof cedar.schemaToText> {
+  try {
+    return cedar.schemaToText(json as SchemaJson<string>);
+  } catch (err) {
+    throw new PolicyLoadError(dir, [`${file}: Cedar could not read it: ${err instanceof Error ? err.message : String(err)}`]);
+  }
 }
 
 /** Splits each file into policies and gives each its id (`@id`, or `file#n`). */
@@ -320,6 +382,21 @@ function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { 
   return { texts, infos, ests, issues };
 }
 
+/**
+ * Cedar's check of the entities, in closed chunks rather than one call (Cedar's memory stays
+ * bounded by the chunk: entity-check.ts). What Cedar throws rather than answers — JSON nested past
+ * its parser's recursion limit (128 levels: `recursion limit exceeded at line 1 column 199`) — is a
+ * {@link PolicyLoadError} naming the file: it was an untyped error, which a reload on SIGHUP or a
+ * file change swallowed unlogged, and the admin API answered 500 (issue 16, ninth round red team).
+ */
+function checkedEntities(dir: string, file: string, json: unknown[], schemaText: string): ReturnType<typeof checkEntities> {
+  try {
+    return checkEntities(json, schemaText);
+  } catch (err) {
+    throw new PolicyLoadError(dir, [`${file}: Cedar could not read it: ${err instanceof Error ? err.message : String(err)}`]);
+  }
+}
+
 function parseEntities(dir: string, f: { file: string; text: string }, schemaText: string): EntityJson[] {
   let json: unknown;
   try {
@@ -328,8 +405,7 @@ function parseEntities(dir: string, f: { file: string; text: string }, schemaTex
     throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
   }
   if (!Array.isArray(json)) throw new PolicyLoadError(dir, [`${f.file}: must be a JSON array of Cedar entities`]);
-  // In closed chunks, not one call: Cedar's memory stays bounded by the chunk (entity-check.ts).
-  const checked = checkEntities(json, schemaText);
+  const checked = checkedEntities(dir, f.file, json, schemaText);
   if (checked.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(checked.errors).map((m) => `${f.file}: ${m}`));
   return json as EntityJson[];
 }

@@ -23,4 +23,5 @@ export { ERROR_CODE, isScopeToken, SCOPE_TOKEN } from './scope.js';
 export { NO_STORE, noStore } from './http.js';
 export { writeCompleteFile } from './complete-file.js';
 export { setBounded } from './bounded-map.js';
+export { isOperatorWorded, OPERATOR_WORDED } from './operator-worded.js';
 export { BoundedReadCache, SingleFlight, type BoundedReadCacheOptions, type Lifetime } from './single-flight.js';

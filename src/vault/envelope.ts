@@ -19,6 +19,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { metrics } from '../observability/metrics.js';
 import type { Queryable, StatementCondition, StatementPart } from '../store/index.js';
+import { OPERATOR_WORDED } from '../util/operator-worded.js';
 import { toKeyWrapper, UnknownKeyEncryptionKey, type KeyEncryptionKeys, type KeyWrapper } from './key-wrapper.js';
 
 export type { KeyEncryptionKeys, KeyWrapper } from './key-wrapper.js';
@@ -29,6 +30,8 @@ const IV_BYTES = 12;
 /** A secret could not be decrypted (unknown KEK, tampered row). Never carries the plaintext. */
 export class VaultDecryptError extends Error {
   readonly code = 'ERR_VAULT_DECRYPT';
+  /** Its messages are fixed text and a KEK id: logged as they are (which KEK is what an operator acts on). */
+  readonly [OPERATOR_WORDED] = true;
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'VaultDecryptError';

@@ -6,7 +6,7 @@
  * @module
  */
 import type { KeyStore } from '../keys/index.js';
-import { errorCause, type Logger } from '../log.js';
+import { operatorCause, type Logger } from '../log.js';
 import { EnvelopeVault } from './envelope.js';
 import { LocalKeyWrapper } from './key-wrapper.js';
 
@@ -18,7 +18,7 @@ export function localVault(keys: KeyStore, logger: Logger): EnvelopeVault {
   return new EnvelopeVault(
     new LocalKeyWrapper(keys.vaultKeks(), {
       reload: () => keys.reloadVaultKeks(),
-      onReloadError: (err) => logger.warn({ err: { cause: errorCause(err) } }, 'vault KEK file could not be re-read; keeping the loaded keys'),
+      onReloadError: (err) => logger.warn({ err: { cause: operatorCause(err) } }, 'vault KEK file could not be re-read; keeping the loaded keys'),
     }),
   );
 }

@@ -7,7 +7,7 @@
  * without a graceful stop). With `exec` the shell is Deputy: the signal reaches it, it stops
  * gracefully, and npm exits after it.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,13 +16,13 @@ import { freePort } from '../support/net.js';
 import { isListening, LISTENING } from '../support/process.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'deputy-npm-signal-'));
-let groupLeader: number | undefined;
+const groupLeaders: number[] = [];
 
 afterAll(() => {
   // Whatever the outcome, nothing of this start outlives the test (npm, its shell, an orphan).
-  if (groupLeader !== undefined) {
+  for (const leader of groupLeaders) {
     try {
-      process.kill(-groupLeader, 'SIGKILL');
+      process.kill(-leader, 'SIGKILL');
     } catch {
       /* already gone */
     }
@@ -30,27 +30,46 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** Runs `npm <args>` as a supervisor would (npm's pid known, its own process group); resolves once `ready` is on stdout. */
+async function underNpm(args: string[], env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; exited: Promise<void> }> {
+  const child = spawn('npm', args, {
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  groupLeaders.push(child.pid!);
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.setEncoding('utf8').on('data', (s: string) => {
+      out += s;
+      if (ready.test(out)) resolve();
+    });
+    void exited.then(() => reject(new Error(`npm ${args.join(' ')} exited before it was ready:\n${out.slice(-2000)}`)));
+  });
+  return { child, exited };
+}
+
 describe('npm start under a supervisor', () => {
   it('a SIGTERM to npm stops Deputy itself: when npm has exited, nothing listens on the port any more', { timeout: 120_000 }, async () => {
     const port = await freePort();
-    const child = spawn('npm', ['start'], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', PORT: String(port), HOST: '127.0.0.1', DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys'), LOG_LEVEL: 'info' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
-    groupLeader = child.pid;
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    let out = '';
-    await new Promise<void>((resolve, reject) => {
-      child.stdout!.setEncoding('utf8').on('data', (s: string) => {
-        out += s;
-        if (LISTENING.test(out)) resolve();
-      });
-      void exited.then(() => reject(new Error(`npm start exited before listening:\n${out.slice(-2000)}`)));
-    });
+    const env = { PORT: String(port), HOST: '127.0.0.1', DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys'), LOG_LEVEL: 'info' };
+    const { child, exited } = await underNpm(['start'], env, LISTENING);
     expect(await isListening(port)).toBe(true);
     child.kill('SIGTERM'); // npm's pid only, as a supervisor signals the process it started
     await exited;
     expect(await isListening(port)).toBe(false);
+  });
+
+  // README "Try it by hand": `npm run dev` is stopped the same way (a terminal's or an IDE's task
+  // runner signals npm); without `exec` its Deputy and development IdP lived on, holding both ports.
+  it('npm run dev: a SIGTERM to npm stops Deputy and the development IdP', { timeout: 120_000 }, async () => {
+    const [port, idpPort] = [await freePort(), await freePort()];
+    const args = ['run', 'dev', '--', '--port', String(port), '--idp-port', String(idpPort), '--dir', join(dir, 'dev')];
+    const { child, exited } = await underNpm(args, { LOG_LEVEL: 'warn' }, /Deputy dev is ready on /);
+    expect([await isListening(port), await isListening(idpPort)]).toEqual([true, true]);
+    child.kill('SIGTERM');
+    await exited;
+    expect([await isListening(port), await isListening(idpPort)]).toEqual([false, false]);
   });
 });

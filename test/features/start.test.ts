@@ -95,7 +95,7 @@ describe('npm start', () => {
   it('refuses several workers on embedded PGlite (exit 2, the field named)', async () => {
     const proc = startProcess({ DEPUTY_WORKERS: '2', PORT: String(await freePort()), DEPUTY_DATA_DIR: join(tmp, 'w-data'), DEPUTY_KEYS_DIR: join(tmp, 'w-keys') });
     expect((await proc.exited).code).toBe(2);
-    expect(proc.stderr()).toMatch(/server\.workers: more than one worker needs PostgreSQL/);
+    expect(proc.stderr()).toMatch(/DEPUTY_WORKERS \(server\.workers\): more than one worker needs PostgreSQL/);
   });
 
   it.skipIf(!usingPostgres)(

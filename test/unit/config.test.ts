@@ -74,6 +74,18 @@ describe('defaults', () => {
 });
 
 describe('environment overrides', () => {
+  it('a value a variable set that the schema refuses is named by the variable, not only the field the file would hold', () => {
+    const path = file('server:\n  port: 1234\n');
+    const err = configError(() => loadConfig({ file: path, env: { PORT: '70000', DEPUTY_WORKERS: '0', LOG_LEVEL: 'verbose' } }));
+    expect(err.issues).toEqual([
+      'PORT (server.port): Too big: expected number to be <=65535',
+      'DEPUTY_WORKERS (server.workers): Too small: expected number to be >=1',
+      expect.stringMatching(/^LOG_LEVEL \(log\.level\): Invalid option/),
+    ]);
+    // The same value from the file is named by its field alone.
+    expect(configError(() => loadConfig({ file: file('server:\n  port: 70000\n'), env: {} })).issues).toEqual(['server.port: Too big: expected number to be <=65535']);
+  });
+
   it('each documented variable sets its field, over the file', () => {
     const path = file('server:\n  port: 1234\n  host: 10.0.0.1\nstore:\n  dataDir: /from/file\nlog:\n  level: error\n');
     const cfg = loadConfig({
@@ -134,20 +146,20 @@ describe('environment overrides', () => {
     }
   });
 
-  it('a well-formed variable out of range is refused by the schema, naming the field', () => {
-    expect(configError(() => loadConfig({ env: { PORT: '70000' } })).message).toMatch(/server\.port: .*65535/);
+  it('a well-formed variable out of range is refused by the schema, naming the variable and the field', () => {
+    expect(configError(() => loadConfig({ env: { PORT: '70000' } })).message).toMatch(/PORT \(server\.port\): .*65535/);
     // The field is named; the message is the schema's generic one for durations (it does not state the 3600 bound).
-    expect(configError(() => loadConfig({ env: { DEPUTY_ACCESS_TOKEN_TTL: '4000' } })).message).toMatch(/tokens\.accessTokenTTL: /);
+    expect(configError(() => loadConfig({ env: { DEPUTY_ACCESS_TOKEN_TTL: '4000' } })).message).toMatch(/DEPUTY_ACCESS_TOKEN_TTL \(tokens\.accessTokenTTL\): /);
     expect(configError(() => loadConfig({ env: { DATABASE_URL: 'mysql://x' } })).message).toMatch(
-      /store\.databaseUrl: must be a postgres:\/\/ or postgresql:\/\/ URL/,
+      /DATABASE_URL \(store\.databaseUrl\): must be a postgres:\/\/ or postgresql:\/\/ URL/,
     );
-    expect(configError(() => loadConfig({ env: { LOG_LEVEL: 'loud' } })).message).toMatch(/log\.level: /);
+    expect(configError(() => loadConfig({ env: { LOG_LEVEL: 'loud' } })).message).toMatch(/LOG_LEVEL \(log\.level\): /);
   });
 
   it("an embedded store's checkpoint bounds outside their ranges are refused, naming the field", () => {
-    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_MAX_WAL_MB: '0' } })).message).toMatch(/store\.checkpoint\.maxWalMegabytes: .*1/);
-    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_MAX_WAL_MB: '4096' } })).message).toMatch(/store\.checkpoint\.maxWalMegabytes: .*1024/);
-    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_TIMEOUT: '10' } })).message).toMatch(/store\.checkpoint\.timeoutSeconds: .*30/);
+    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_MAX_WAL_MB: '0' } })).message).toMatch(/DEPUTY_CHECKPOINT_MAX_WAL_MB \(store\.checkpoint\.maxWalMegabytes\): .*1/);
+    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_MAX_WAL_MB: '4096' } })).message).toMatch(/DEPUTY_CHECKPOINT_MAX_WAL_MB \(store\.checkpoint\.maxWalMegabytes\): .*1024/);
+    expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_TIMEOUT: '10' } })).message).toMatch(/DEPUTY_CHECKPOINT_TIMEOUT \(store\.checkpoint\.timeoutSeconds\): .*30/);
     expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_TIMEOUT: '1m' } })).message).toMatch(/DEPUTY_CHECKPOINT_TIMEOUT \(store\.checkpoint\.timeoutSeconds\): must be an integer/);
     expect(configError(() => loadConfig({ env: {}, file: file('store:\n  checkpoint:\n    everySeconds: 5\n') })).message).toMatch(/store\.checkpoint/);
   });

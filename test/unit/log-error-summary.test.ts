@@ -9,7 +9,10 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { BadGateway } from '../../src/errors/index.js';
 import { classifyError, logError } from '../../src/http/errors.js';
-import { createLogger, errorCause } from '../../src/log.js';
+import { createLogger, errorCause, operatorCause, unexpectedError } from '../../src/log.js';
+import { KeyError } from '../../src/keys/keystore.js';
+import { VaultDecryptError } from '../../src/vault/envelope.js';
+import { UnknownKeyEncryptionKey } from '../../src/vault/key-wrapper.js';
 import { EventEmitter } from 'node:events';
 import type Provider from 'oidc-provider';
 import { useErrorRendering } from '../../src/oauth/oidc-provider/errors.js';
@@ -144,5 +147,29 @@ describe('errorCause: the one way a log line names an error it does not own', ()
     cyclic.cause = cyclic;
     expect(errorCause(cyclic)).toBe('Error ← Error ← Error');
     expect(errorCause(new TypeError(secret, { cause: secret }))).toBe('TypeError');
+  });
+});
+
+// An operator diagnosing a real failure from a 500's line: an instance without the vault KEK a row
+// names (a rotation on one instance, `DEPUTY_VAULT_KEK` not updated on the others) logged only
+// `VaultDecryptError (ERR_VAULT_DECRYPT)`, not which KEK; a KEK file broken by hand, only
+// `KeyError (ERR_DEPUTY_KEYS)`, not which field (issue 16, ninth round red team).
+describe('operator-worded errors (src/util/operator-worded.ts): their message is what the operator acts on, and kept', () => {
+  it('a 500 caused by a secret under a KEK this instance has not loaded names the KEK, and so does an error wrapping it', () => {
+    const err = new VaultDecryptError('the key-encryption key "kek-2026-11" of this secret is not loaded', { cause: new UnknownKeyEncryptionKey('kek-2026-11') });
+    const line = logged((log) => logError(log, classifyError(err)));
+    expect(line).toMatchObject({ level: 'error', msg: 'unhandled error', err: { cause: 'VaultDecryptError (ERR_VAULT_DECRYPT): the key-encryption key "kek-2026-11" of this secret is not loaded' } });
+    expect((line.err as { stack?: string }).stack).toMatch(/^\s+at /);
+    // Wrapped by a library (a cause one link down) it is found all the same.
+    expect(unexpectedError(new TypeError('wrapped', { cause: err })).cause).toBe('TypeError ← VaultDecryptError (ERR_VAULT_DECRYPT): the key-encryption key "kek-2026-11" of this secret is not loaded');
+  });
+
+  it('a KEK file that could not be re-read names the field, and any other error still only its name and code', () => {
+    const bad = new KeyError('keys/vault-kek.json: keys[1].k must be 32 bytes, base64url');
+    expect(operatorCause(bad)).toBe('KeyError (ERR_DEPUTY_KEYS): keys/vault-kek.json: keys[1].k must be 32 bytes, base64url');
+    const secret = 'sk_live_not_worded_0123456789';
+    const library = Object.assign(new Error(`bad key ${secret}`), { code: 'ERR_LIB' });
+    expect(operatorCause(library)).toBe('Error (ERR_LIB)');
+    expect(JSON.stringify(logged((log) => logError(log, classifyError(library))))).not.toContain(secret);
   });
 });

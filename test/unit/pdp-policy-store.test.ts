@@ -2,7 +2,7 @@
  * PolicyStore: all-or-nothing loading with every problem named, atomic swaps, and the engine's
  * fail-closed rule and decision cache on top of it.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -94,10 +94,29 @@ describe('loading', () => {
     ['entities that are not JSON', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': '[' }, /entities\.json: not valid JSON/],
     ['entities of the wrong shape', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': '{}' }, /must be a JSON array/],
     ['entities that do not fit the schema', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': '[{"uid":{"type":"Doc","id":"d"},"attrs":{"id":1},"parents":[]}]' }, /entities\.json/],
+    // Cedar threw (serde's recursion limit) rather than answered: an untyped error, which a reload on SIGHUP swallowed unlogged.
+    ['entities nested past Cedar\'s parser\'s recursion limit', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'entities.json': `[{"uid":{"type":"User","id":"a"},"attrs":{"id":"a"},"parents":[${'['.repeat(200)}${']'.repeat(200)}]}]` }, /^entities\.json: Cedar could not read it: recursion limit exceeded/],
+    ['a JSON schema nested past Cedar\'s parser\'s recursion limit', { 'schema.cedarschema.json': `${'['.repeat(300)}${']'.repeat(300)}`, 'p.cedar': POLICIES }, /^schema\.cedarschema\.json: Cedar could not read it: recursion limit exceeded/],
     ['aliases for an unknown type', { 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES, 'aliases.json': '{"Ship":{"a":"b"}}' }, /"Ship" is not an entity type/],
   ])('%s is refused, naming the problem', async (_name, files, message) => {
     const err = await loadError(files as Record<string, string>);
     expect(err.issues.join('\n')).toMatch(message);
+  });
+
+  // A Kubernetes ConfigMap volume: every file a symbolic link into `..data`, itself a link to a
+  // timestamped folder. Dirent.isFile() is false for a link: the set loaded as "no policy files".
+  it('a folder of symbolic links (a ConfigMap volume) loads; a link that leads nowhere is refused, named', async () => {
+    const dir = folder({});
+    mkdirSync(join(dir, '..2026_11_30'));
+    writeFileSync(join(dir, '..2026_11_30', 'schema.cedarschema'), SCHEMA);
+    writeFileSync(join(dir, '..2026_11_30', 'p.cedar'), POLICIES);
+    symlinkSync('..2026_11_30', join(dir, '..data'));
+    for (const name of ['schema.cedarschema', 'p.cedar']) symlinkSync(join('..data', name), join(dir, name));
+    await expect(store(dir).load()).resolves.toMatchObject({ generation: 1, policies: new Map([['owner-reads', expect.anything()]]) });
+    symlinkSync(join('..data', 'gone.cedar'), join(dir, 'gone.cedar'));
+    const err = await store(dir).load().then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyLoadError);
+    expect((err as PolicyLoadError).issues).toEqual(['gone.cedar: cannot read the file: ENOENT']);
   });
 
   it('a missing folder is refused', async () => {
@@ -128,6 +147,44 @@ describe('reload', () => {
     await s.reload('file');
     expect(engine.authorize(s.current, request('alice')).allowed).toBe(true);
     expect(swaps).toEqual([1, 2, 3]);
+  });
+
+  // An operator's mistake: a file the reload cannot read as text (here 3 GiB, sparse: Node's
+  // readFile refuses it with a RangeError before reading). It was not a PolicyLoadError: on SIGHUP
+  // or a file change the refusal was swallowed unlogged, on the admin API a 500; and a file of up to
+  // 2 GiB was read whole into memory before the 16 MiB bound was checked.
+  it('a file too large to read is refused by its size, unread, and logged like any refused set', async () => {
+    const dir = folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES });
+    const lines: Array<Record<string, unknown>> = [];
+    const s = new PolicyStore({ dir, logger: createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }) });
+    await s.load();
+    truncateSync(join(dir, 'p.cedar'), 3 * 1024 ** 3);
+    const err = await s.reload('signal').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyLoadError);
+    expect((err as PolicyLoadError).issues).toEqual(['p.cedar: larger than 16777216 bytes']);
+    expect(lines.filter((l) => l.msg === 'policy set refused; the previous set keeps serving')).toMatchObject([{ trigger: 'signal', issues: ['p.cedar: larger than 16777216 bytes'], serving: 1 }]);
+    expect(s.current.generation).toBe(1);
+  });
+
+  // 300 nested parentheses overflowed the stack inside Cedar's WebAssembly on the reload, and left
+  // it corrupt: the set still serving then failed every decision ("memory access out of bounds").
+  it('a policy nested deeper than Cedar\'s parser can go is refused before Cedar sees it; the set serving keeps deciding', async () => {
+    const dir = folder({ 'schema.cedarschema': SCHEMA, 'p.cedar': POLICIES });
+    const s = store(dir);
+    const engine = new CedarEngine({ cacheSize: 0 });
+    await s.load();
+    writeFileSync(join(dir, 'p.cedar'), `@id("deep") permit (principal, action, resource) when { ${'('.repeat(300)}true${')'.repeat(300)} };`);
+    const err = await s.reload('signal').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(PolicyLoadError);
+    expect((err as PolicyLoadError).issues).toEqual(['p.cedar: brackets nested deeper than 32 levels (Cedar\'s parser would overflow the stack)']);
+    expect(engine.authorize(s.current, request('alice')).allowed).toBe(true);
+    // A schema's Set<…> and records count too; brackets in strings and comments do not.
+    writeFileSync(join(dir, 'schema.cedarschema'), SCHEMA.replace('level?: Long', `level?: ${'Set<'.repeat(40)}Long${'>'.repeat(40)}`));
+    writeFileSync(join(dir, 'p.cedar'), `// ${'('.repeat(100)}\n@reason("${'['.repeat(100)}")\n` + POLICIES);
+    expect(((await s.reload('signal').then(() => undefined, (e: unknown) => e)) as PolicyLoadError).issues).toEqual(['schema.cedarschema: brackets nested deeper than 32 levels (Cedar\'s parser would overflow the stack)']);
+    writeFileSync(join(dir, 'schema.cedarschema'), SCHEMA);
+    await expect(s.reload('signal')).resolves.toMatchObject({ changed: true, generation: 2 });
+    expect(engine.authorize(s.current, request('alice')).allowed).toBe(true);
   });
 
   it('two stores in one process keep their own policy sets', async () => {

@@ -246,7 +246,7 @@ function pepTokenCache(timeoutMs: number): BoundedReadCache<'pep', PepToken> {
  * `cacheTtlMs` from the start of the request that got it (not its arrival), dropped when the wall
  * clock steps back to before that start; concurrent identical evaluations share one request
  * (joined within `cacheTtlMs`); an error is never kept; at most `cacheSize` decisions (a new one
- * for a full cache evicts the one asked longest ago). Off (undefined) when `cacheTtlMs` is 0 or receipts are requested.
+ * for a full cache evicts the one fetched longest ago; a hit does not make it newer). Off (undefined) when `cacheTtlMs` is 0 or receipts are requested.
  */
 function decisionCache(options: AuthZenPepOptions): BoundedReadCache<string, Omit<PepDecision, 'cached'>> | undefined {
   const ttlMs = options.cacheTtlMs ?? 2000;
