@@ -541,18 +541,37 @@ export class ReceiptService implements ReceiptAppender {
    */
   async #writeAlone(agent: string, p: Pending): Promise<Outcome> {
     const writes = p.writes!;
+    let rowsRefused = false;
     try {
       await writes.ready;
       const receipt = await this.#store.transaction(async (tx) => {
-        await writes.inTransaction(tx);
+        await writes.inTransaction(tx).catch((error: unknown) => {
+          rowsRefused = true;
+          throw error;
+        });
         const head = await lockHead(tx, agent);
         await spendAttested(tx, writes);
         return (await this.#appendLocked(tx, agent, [p.input], head))[0]!;
       });
       return { pending: p, receipt };
     } catch (error) {
-      return { pending: p, error };
+      return { pending: p, error: rowsRefused ? await this.#replayFirst(writes, error) : error };
     }
+  }
+
+  /**
+   * The error of a write-alone append whose rows were refused (`error`): its replay's when one of
+   * its keys is recorded (the first in `writes.once` order), as when the keys were recorded before
+   * the rows (and as an appender without `appendWith` answers) — a replayed proof is refused as a
+   * replay even if its agent was disabled meanwhile, whatever the lock order. One read, on this
+   * failure path only, after the transaction rolled back (on PostgreSQL it is aborted by a
+   * refused statement); a failed read keeps `error`.
+   */
+  async #replayFirst(writes: AttestedWrites, error: unknown): Promise<unknown> {
+    if (writes.once.length === 0) return error;
+    const recorded = await findRecorded(this.#store, writes.once).catch(() => undefined);
+    const replayed = recorded && writes.once.find((k) => recorded.has(onceKeyId(k.namespace, k.key)));
+    return replayed ? (writes.replayed?.(replayed) ?? new AlreadyRecorded(replayed)) : error;
   }
 
   /**

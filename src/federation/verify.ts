@@ -421,7 +421,10 @@ async function resolvesTo(keys: JWTVerifyGetKey, header: ProtectedHeaderParamete
  * rotation's overlap; `kid` is optional, RFC 7515 §4.1.4). jose refuses such a token with
  * `JWKSMultipleMatchingKeys` and hands the candidates as its async iterator; trying each is its
  * documented way (`createRemoteJWKSet`'s docs). A candidate the signature does not verify with
- * is skipped; any other error (a claim check) is the answer. Returns the key that verified.
+ * is skipped, and so is one jose will not verify with at all (a published 1024-bit RSA key: a
+ * `TypeError` before any signature check, which ended the candidates and refused a token the
+ * next one verifies); only a claims-set error ({@link claimsStageError}), raised once a
+ * candidate verified the signature, is the answer. Returns the key that verified.
  * @throws what `jwtVerify` throws; `JWSSignatureVerificationFailed` when no candidate verifies
  */
 async function jwtVerifyEachKey(token: string, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<{ payload: JWTPayload; key: unknown }> {
@@ -434,11 +437,20 @@ async function jwtVerifyEachKey(token: string, keys: JWTVerifyGetKey, options: J
       try {
         return { payload: (await jwtVerify(token, candidate, options)).payload, key: candidate };
       } catch (inner) {
-        if (!(inner instanceof errors.JWSSignatureVerificationFailed)) throw inner;
+        if (claimsStageError(inner)) throw inner;
       }
     }
     throw new errors.JWSSignatureVerificationFailed();
   }
+}
+
+/**
+ * Whether `error`, from `jwtVerify` with one key, was raised after that key verified the
+ * signature — the claims set's checks (`JWTClaimValidationFailed`, `JWTExpired`, `JWTInvalid`) —
+ * rather than by the key itself (a signature that does not verify, a key jose refuses to use).
+ */
+function claimsStageError(error: unknown): boolean {
+  return error instanceof errors.JWTClaimValidationFailed || error instanceof errors.JWTExpired || error instanceof errors.JWTInvalid;
 }
 
 /** The compact JWS as the flattened input a key resolver is handed (RFC 7515 §7.2.2). */

@@ -200,6 +200,8 @@ export interface MockIdp {
   oidcIdToken(options?: OidcIdTokenOptions): Promise<string>;
   /** A new key of the IdP's algorithm that is not published. */
   createKey(alg?: MockKeyAlg): Promise<MockKey>;
+  /** Publishes `jwk` too (before the keys published so far), as it is: a key the IdP does not sign with (a legacy 1024-bit RSA key, say). */
+  publishJwk(jwk: JWK): void;
   /**
    * Makes a new key active; the previous key stays published only when `keepOld` (default:
    * `keepOldKeysOnRotate`). Returns the previous and the new key.
@@ -265,6 +267,8 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
   const alg = options.alg ?? 'RS256';
   let active = await newKey(alg);
   let published: MockKey[] = [active];
+  /** Extra JWKs published before the keys ({@link MockIdp.publishJwk}). */
+  const extraJwks: JWK[] = [];
   let unavailable: MockUnavailable = false;
   const requests: MockIdpRequests = { discovery: 0, jwks: 0, byPath: {} };
 
@@ -306,7 +310,7 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
       return { kind: 'discovery', body: { ...discoveryDocument(issuer, entraJwksUri, `${base}/${tenant}/oauth2/v2.0`), tenant_region_scope: 'EU' } };
     }
     const jwks = (keys: JWK[]) => ({ kind: 'jwks' as const, body: { keys } });
-    if (path === '/oauth2/default/v1/keys' || path === '/oauth2/v1/keys' || path === '/oidc/jwks') return jwks(published.map((k) => k.publicJwk));
+    if (path === '/oauth2/default/v1/keys' || path === '/oauth2/v1/keys' || path === '/oidc/jwks') return jwks([...extraJwks, ...published.map((k) => k.publicJwk)]);
     if (path === '/discovery/v2.0/keys') {
       // Entra's JWKS has no `alg` and names the issuer template per key.
       return jwks(published.map(({ publicJwk: { alg: _alg, ...jwk } }) => ({ ...jwk, x5t: jwk.kid, issuer: entraTemplate })));
@@ -494,6 +498,10 @@ export async function startMockIdp(options: MockIdpOptions = {}): Promise<MockId
 
     createKey(keyAlg = alg) {
       return newKey(keyAlg);
+    },
+
+    publishJwk(jwk) {
+      extraJwks.unshift(jwk);
     },
 
     async rotate(rotateOptions = {}) {

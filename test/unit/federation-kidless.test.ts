@@ -7,7 +7,8 @@
  * tries each candidate (src/federation/verify.ts `jwtVerifyEachKey`): the key that verifies is
  * the answer; none verifying is still a signature refusal.
  */
-import { generateKeyPair } from 'jose';
+import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPair, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { trustedIssuerSchema } from '../../src/federation/config.js';
 import { FederationError } from '../../src/federation/errors.js';
@@ -60,5 +61,41 @@ describe('a token without kid from an issuer publishing two keys of its alg', ()
   it('a claim refusal from the key that verifies is the answer, not a signature refusal', async () => {
     const token = await idp.oktaAccessToken({ aud: 'https://someone-else.example.com', sign: { key: previous.privateKey } });
     expect(await refusal(verifier(), token)).toBe('ERR_FEDERATION_AUDIENCE');
+  });
+});
+
+describe('a token without kid whose candidates include a key jose will not verify with (a legacy 1024-bit RSA key published first)', () => {
+  let legacyIdp: MockIdp;
+
+  beforeAll(async () => {
+    legacyIdp = await startMockIdp();
+    const legacy = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ format: 'jwk' }) as JWK;
+    legacyIdp.publishJwk({ ...legacy, alg: 'RS256', use: 'sig', kid: 'legacy-1024' });
+  });
+
+  afterAll(async () => {
+    await legacyIdp?.close();
+  });
+
+  const legacyVerifier = () => new FederationVerifier([trustedIssuerSchema.parse(legacyIdp.issuerConfig('okta'))]);
+
+  it('verifies with the key that signed it: the unusable candidate is skipped (before: refused, its TypeError ending the candidates)', async () => {
+    const token = await legacyIdp.oktaAccessToken({ sub: 'user-legacy', sign: { key: legacyIdp.activeKey.privateKey } });
+    expect(JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString())).not.toHaveProperty('kid');
+    const v = legacyVerifier();
+    const first = await v.verify(token, 'access_token');
+    expect(first.subject).toBe('user-legacy');
+    expect(await v.verify(token, 'access_token')).toEqual(first);
+  });
+
+  it('signed by a key the issuer does not publish: still refused as a signature that does not verify', async () => {
+    const stranger = await generateKeyPair('RS256');
+    const token = await legacyIdp.oktaAccessToken({ sign: { key: stranger.privateKey } });
+    expect(await refusal(legacyVerifier(), token)).toBe('ERR_FEDERATION_SIGNATURE');
+  });
+
+  it('a claim refusal from the key that verifies is still the answer', async () => {
+    const token = await legacyIdp.oktaAccessToken({ aud: 'https://someone-else.example.com', sign: { key: legacyIdp.activeKey.privateKey } });
+    expect(await refusal(legacyVerifier(), token)).toBe('ERR_FEDERATION_AUDIENCE');
   });
 });

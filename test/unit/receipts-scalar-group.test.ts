@@ -228,12 +228,15 @@ describe('the receipt service writing groups of 2–8 (two instances on one data
     const s = service(stores[0]);
     const [a, b, c, d] = fresh(4);
     const refused = new Error('the attested writes were refused');
+    const replayed = new Error('the key was replayed');
+    // Its rows refused too: the replay's own error wins (as when the keys were recorded first; test/unit/write-alone-replay-first.test.ts).
     const withKeys = (ks: string[]) => ({
       once: ks.map((k) => key(k)),
       parts: [],
       async inTransaction() {
         throw refused;
       },
+      replayed: () => replayed,
     });
     await s.append(input(agent, 0));
     const hold = s.append(input(agent, 1));
@@ -244,7 +247,7 @@ describe('the receipt service writing groups of 2–8 (two instances on one data
     const hold2 = s.append(input(agent, 4));
     const second = await Promise.allSettled([s.appendWith(input(agent, 5), withKeys([c!, b!])), s.append(input(agent, 6))]);
     await hold2;
-    expect(second[0]).toMatchObject({ status: 'rejected', reason: refused });
+    expect(second[0]).toMatchObject({ status: 'rejected', reason: replayed });
     expect(second[1]).toMatchObject({ status: 'fulfilled', value: { seq: 6 } });
     expect(await spent([c!, d!])).toEqual([]);
     expect(await verified(agent)).toEqual([0, 1, 2, 3, 4, 6].map((n) => `https://api.example.com/items/${n}`));
