@@ -89,7 +89,7 @@ function options(): Options {
     quick,
     durationMs,
     warmupMs: Math.min(1000, Math.round(durationMs / 3)),
-    jitWarmupMs: quick ? 0 : 3000,
+    jitWarmupMs: quick ? 0 : 8000,
     concurrency: values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32],
     out: values.out!,
     markdown: values.markdown,
