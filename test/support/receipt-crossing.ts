@@ -8,6 +8,7 @@ import { AlreadyRecorded, type ReceiptService } from '../../src/audit/receipts.j
 import { verifyReceipts, type VerificationReport } from '../../src/audit/verify.js';
 import { toPublicJwk, type SigningKeyRecord } from '../../src/keys/keystore.js';
 import type { Queryable, Store } from '../../src/store/index.js';
+import type { ReceiptInput } from '../../src/audit/receipt.js';
 
 /** `inner`, where the first statement inside a transaction that `matches` is followed by `meanwhile()` before that transaction goes on. */
 export function pausedAfter(inner: Store, matches: (sql: string) => boolean, meanwhile: () => Promise<void>): Store {
@@ -46,4 +47,9 @@ export async function verifiedChain(service: ReceiptService, agent: string, key:
   let text = '';
   for await (const r of service.range(agent, 1, Number.MAX_SAFE_INTEGER)) text += formatLine(r);
   return verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
+}
+
+/** A gateway call's receipt input for `agent` (item `n`), with `extra` members over it. */
+export function gatewayReceiptInput(agent: string, n: number, extra: Partial<ReceiptInput> = {}): ReceiptInput {
+  return { agent, chain: [agent], event: 'gateway_call', action: 'invoke', resource: `https://api.example.com/items/${n}`, decision: 'permit', ...extra };
 }

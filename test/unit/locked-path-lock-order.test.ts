@@ -26,6 +26,7 @@ import { generateSigningKey } from '../../src/keys/keystore.js';
 import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { usingPostgres } from '../support/database.js';
+import { gatewayReceiptInput } from '../support/receipt-crossing.js';
 import { deadlocks, lockWaits, postgresStoreForFile } from '../support/pg-locks.js';
 
 const pg = postgresStoreForFile();
@@ -71,14 +72,7 @@ beforeAll(async () => {
 });
 afterAll(() => inner?.close());
 
-const input = (agent: string, n: number): ReceiptInput => ({
-  agent,
-  chain: [agent],
-  event: 'gateway_call',
-  action: 'invoke',
-  resource: `https://api.example.com/items/${n}`,
-  decision: 'permit',
-});
+const input = (agent: string, n: number): ReceiptInput => gatewayReceiptInput(agent, n);
 const key = (k: string) => ({ namespace: 'DPoPProof', key: k, ttlSeconds: 300 });
 
 describe('the receipt service\'s locked path takes the chain head before any single-use key, as the group statement does', () => {

@@ -17,6 +17,7 @@ import { generateSigningKey, KeyError, loadKeyStore, RECEIPT_KEYS_FILE, rotateRe
 import { migrate, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
+import { gatewayReceiptInput } from '../support/receipt-crossing.js';
 
 let store: Store;
 let service: ReceiptService;
@@ -33,15 +34,7 @@ beforeAll(async () => {
 });
 afterAll(() => store?.close());
 
-const input = (agent: string, n: number, extra: Partial<ReceiptInput> = {}): ReceiptInput => ({
-  agent,
-  chain: [agent],
-  event: 'gateway_call',
-  action: 'invoke',
-  resource: `https://api.example.com/items/${n}`,
-  decision: 'permit',
-  ...extra,
-});
+const input = gatewayReceiptInput;
 
 /**
  * `store`, except that the first receipt append (`INSERT INTO receipts`) waits for `release()`
