@@ -145,7 +145,7 @@ function pgliteStatements(db: PGlite) {
 function transactionQueryable(t: Transaction, statements: ReturnType<typeof pgliteStatements>): Queryable {
   return {
     async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions) {
-      const name = opts?.prepare ? statements.names.nameOf(sql) : undefined;
+      const name = opts?.prepare ? statements.names.nameOf(sql, opts.prepare === 'shape') : undefined;
       if (name === undefined) return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
       return statements.runIn<R>(t, name, sql, params ?? []);
     },
@@ -195,7 +195,7 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
 
   const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> => {
     if (db.closed) throw new StoreUnavailable('store is closed');
-    const name = opts?.prepare ? statements.names.nameOf(sql) : undefined;
+    const name = opts?.prepare ? statements.names.nameOf(sql, opts.prepare === 'shape') : undefined;
     // A full disk (53100) or exhausted memory (53200) is the store's, as on PostgreSQL (./store.ts).
     try {
       if (name === undefined) return (await db.query<R>(sql, params as unknown[] | undefined)).rows;

@@ -14,9 +14,11 @@ export interface QueryOptions {
    * Run it as a named (prepared) statement: parsed once per connection, then only bound and
    * executed, and planned once PostgreSQL settles on a generic plan (./prepared.ts). For the hot
    * statements of the enforcement path, whose text is fixed or takes few shapes; the store names
-   * at most `MAX_NAMED` texts and runs the rest unnamed. Results and errors are the same.
+   * at most `MAX_NAMED` texts and runs the rest unnamed. `'shape'` for a text that varies with the
+   * input (a group's make-up): such texts take at most `MAX_SHAPES_NAMED` of the names, so they
+   * never leave fixed ones unnamed. Results and errors are the same.
    */
-  prepare?: boolean;
+  prepare?: boolean | 'shape';
 }
 
 /** Something SQL can be sent to: the store itself or an open transaction. */
