@@ -7,9 +7,9 @@
  * prepared it. The name is derived from the statement's text, so a text always maps to one name
  * and a name to one text; callers whose text varies with their input (a group of n receipts) get
  * one name per shape, at most {@link MAX_NAMED} texts per store, of which shapes (`prepare:
- * 'shape'`) at most {@link MAX_SHAPES_NAMED} — past that a statement runs unnamed, as before. A schema change made through the store (migrations, `exec`) starts a new
- * generation of names, so no statement prepared against the old schema is run again. Made
- * elsewhere (another instance migrating a shared database), PostgreSQL re-plans the statements
+ * 'shape'`) at most {@link MAX_SHAPES_NAMED} — past that a statement runs unnamed, as before. A
+ * schema change made through the store (migrations, `exec`) starts a new generation of names,
+ * so no statement prepared against the old schema is run again. Made elsewhere (another instance migrating a shared database), PostgreSQL re-plans the statements
  * itself; only one whose result columns changed fails ("cached plan must not change result
  * type", {@link isStalePlan}): the store then starts a new generation and runs the statement once
  * more under its new name (outside a transaction; inside one, the transaction fails and the next
