@@ -151,6 +151,16 @@ export class BudgetLedger {
    *
    * @throws BudgetExceeded (402) naming the first budget (in id order) that cannot cover its share
    */
+  /**
+   * Whether no budget applies to `scope`, as remembered from an earlier look-up (the same memo and
+   * staleness bound as {@link reserve}'s own early read: `reserve` would return an empty
+   * reservation). Synchronous: a call that no budget covers is admitted without a promise, a
+   * reservation id or a look-up (issue 16, tenth round). `false` means "look it up", not "budgeted".
+   */
+  unbudgeted(scope: BudgetScope): boolean {
+    return this.#none.has(scopeKey(scope), this.now().getTime());
+  }
+
   async reserve(scope: BudgetScope, amounts: Amounts, options: ReserveOptions = {}): Promise<Reservation> {
     try {
       return await this.#reserveOnce(scope, amounts, options);
