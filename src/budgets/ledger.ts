@@ -146,12 +146,6 @@ export class BudgetLedger {
   }
 
   /**
-   * Holds `amounts` on every budget that applies to `scope`, all or none. With no budget
-   * applying, the reservation is empty (and settling it costs nothing).
-   *
-   * @throws BudgetExceeded (402) naming the first budget (in id order) that cannot cover its share
-   */
-  /**
    * Whether no budget applies to `scope`, as remembered from an earlier look-up (the same memo and
    * staleness bound as {@link reserve}'s own early read: `reserve` would return an empty
    * reservation). Synchronous: a call that no budget covers is admitted without a promise, a
@@ -161,6 +155,12 @@ export class BudgetLedger {
     return this.#none.has(scopeKey(scope), this.now().getTime());
   }
 
+  /**
+   * Holds `amounts` on every budget that applies to `scope`, all or none. With no budget
+   * applying, the reservation is empty (and settling it costs nothing).
+   *
+   * @throws BudgetExceeded (402) naming the first budget (in id order) that cannot cover its share
+   */
   async reserve(scope: BudgetScope, amounts: Amounts, options: ReserveOptions = {}): Promise<Reservation> {
     try {
       return await this.#reserveOnce(scope, amounts, options);
