@@ -72,12 +72,28 @@ const gluePath = require.resolve('@cedar-policy/cedar-wasm/nodejs');
  * crash leaves behind with the refused set; the serving set's instance is never touched.
  */
 export function newCedarInstance(): Cedar {
-  delete require.cache[gluePath];
+  forgetGlue();
   try {
     return bind(require(gluePath) as CedarModule);
   } finally {
-    delete require.cache[gluePath];
+    forgetGlue();
   }
+}
+
+/**
+ * Drops the glue's module record: from the require cache (so the next `require` evaluates it
+ * again) and from the requiring module's `children`, where Node keeps every module it loaded —
+ * without that, every instance ever made (its WebAssembly memory, ~2 MiB, and its pre-parsed sets)
+ * stays reachable, and each policy reload would leak one.
+ */
+function forgetGlue(): void {
+  const loaded = require.cache[gluePath];
+  if (!loaded) return;
+  delete require.cache[gluePath];
+  // `parent` is the only way to the module `createRequire` made (documentation-only deprecation, DEP0144).
+  const children = (loaded as { parent?: { children?: unknown[] } | null }).parent?.children;
+  const at = children?.indexOf(loaded) ?? -1;
+  if (at >= 0) children!.splice(at, 1);
 }
 
 /**

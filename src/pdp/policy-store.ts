@@ -458,7 +458,7 @@ function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>, ced
       const annotations = json.json.annotations ?? {};
       const id = annotations.id ?? `${file}#${i + 1}`;
       if (jsonDepth(json.json) > MAX_POLICY_DEPTH) {
-        issues.push(`${file}: policy "${id}" nests its expressions deeper than ${MAX_POLICY_DEPTH} levels of its JSON form (Cedar's evaluation would overflow its stack)`);
+        issues.push(`${file}: policy "${id}" nests its expressions deeper than ${MAX_POLICY_DEPTH} levels of its JSON form (Cedar's evaluation would overflow its stack; a long list of alternatives reads better as a set: ["a", "b"].contains(resource.id))`);
         return;
       }
       if (infos.has(id)) {
