@@ -15,7 +15,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics, promiseHooks } from 'node:v8';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { ReceiptService } from '../../src/audit/receipts.js';
@@ -47,6 +47,12 @@ export interface CounterSnapshot {
    * of the window one agent's statement was in flight (≤ 1 for one agent: one at a time).
    */
   chain?: { appends: number; totalMs: number; statements: number; statementMs: number; windowMs: number };
+  /**
+   * Promises created since the last reset (`BENCH_COUNT_PROMISES=1` only, issue 16, tenth round):
+   * every promise V8 creates — `async` functions, `then`, streams' internals — each also paying
+   * Node 22's async hook while an `AsyncLocalStorage` is on. A count, independent of load.
+   */
+  promises?: number;
 }
 
 const statements = new Map<string, number>();
@@ -66,6 +72,8 @@ const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 
  * the `mark-compact` entry finalises it) can be lined up with slow calls.
  */
 const gcTimeline: Array<[number, number, string]> | undefined = process.env.BENCH_GC_TIMELINE === '1' ? [] : undefined;
+/** `BENCH_COUNT_PROMISES=1`: promises created since the last reset (a V8 promise init hook: opt-in, it costs every promise a call). */
+const promiseCount = process.env.BENCH_COUNT_PROMISES === '1' ? { n: 0 } : undefined;
 /** performance.now() → CLOCK_MONOTONIC ms: both read uv_hrtime, so the offset is constant. */
 const MONO_OFFSET_MS = Number(process.hrtime.bigint()) / 1e6 - performance.now();
 
@@ -192,6 +200,8 @@ export function installCounters(): void {
   if (installed) return;
   installed = true;
   meter = new AllocationMeter();
+  if (promiseCount) promiseHooks.onInit(() => void (promiseCount.n += 1));
+  if (process.env.BENCH_PROMISE_SITES) recordPromiseSites(process.env.BENCH_PROMISE_SITES);
   if (process.env.BENCH_HEAP_PROF) {
     heapSampler = new HeapSampler(process.env.BENCH_HEAP_PROF);
     void heapSampler.restart();
@@ -277,6 +287,28 @@ export function installCounters(): void {
   }
 }
 
+/** Promise creation sites (every 16th promise's stack, ad hoc diagnosis), written to `file` at each reset. */
+const promiseSites = new Map<string, number>();
+let promiseSeq = 0;
+function recordPromiseSites(file: string): void {
+  promiseHooks.onInit(() => {
+    if ((promiseSeq += 1) % 16 !== 0) return;
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 14;
+    const stack = (new Error().stack ?? '').split('\n').slice(2).map((l) => l.trim().replace(/^at /, '').replace(/file:\/\/\/work\/[^/]+\//, '').replace(/\(.*node_modules\//, '(')).join(' < ');
+    Error.stackTraceLimit = limit;
+    promiseSites.set(stack, (promiseSites.get(stack) ?? 0) + 1);
+  });
+  promiseSitesFile = file;
+}
+let promiseSitesFile: string | undefined;
+function writePromiseSites(): void {
+  if (!promiseSitesFile) return;
+  writeFileSync(`${promiseSitesFile}.${++promiseSitesWritten}`, JSON.stringify([...promiseSites].sort((a, b) => b[1] - a[1])));
+  promiseSites.clear();
+}
+let promiseSitesWritten = 0;
+
 /** Adds how long the append `p` took to settle to the chain counters (a rejection is the caller's to see). */
 function timeInto(p: Promise<unknown>): void {
   const start = performance.now();
@@ -310,6 +342,7 @@ export function snapshot(): CounterSnapshot {
     gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
     ...(meter ? { allocated: { ...meter.read(), semiSpaceMiB: Math.round((getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0) / 2 ** 10 / 2 ** 10 * 10) / 10 } } : {}),
     chain: { ...chain, windowMs: performance.now() - resetAt },
+    ...(promiseCount ? { promises: promiseCount.n } : {}),
   };
 }
 
@@ -328,6 +361,8 @@ export function serveCounters(): Promise<string> {
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
       Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
       gcTimeline?.splice(0);
+      if (promiseCount) promiseCount.n = 0;
+      writePromiseSites();
       resetAt = performance.now();
     }
     if (req.url === '/gc-timeline') {
