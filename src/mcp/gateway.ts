@@ -43,6 +43,7 @@ import type { McpServerConfig } from './config.js';
 import type { ToolPins } from './pins.js';
 import { RecentProofs } from './recent-proofs.js';
 import { MCP_PREFIX, mcpAudience } from './resource.js';
+import { UpstreamHttp } from './upstream-http.js';
 import { AgentSession, ownerOf, type McpBudgetContext } from './session.js';
 import type { McpServerStore } from './store.js';
 
@@ -102,6 +103,8 @@ export class McpGateway {
    */
   readonly #admission;
   readonly #challenge = dpopChallenger();
+  /** The upstream sessions' HTTP client (undici; ./upstream-http.ts says why not the global `fetch`). */
+  readonly #http = new UpstreamHttp();
   /** Proof keys this instance admitted or spent lately: a deferred proof's early replay check ({@link #refuseKnownReplay}). */
   #recentProofs = new RecentProofs();
 
@@ -222,6 +225,7 @@ export class McpGateway {
     const all = [...this.#sessions.values()];
     this.#sessions.clear();
     await Promise.allSettled(all.map((s) => s.close()));
+    await this.#http.close();
   }
 
   /**
@@ -379,12 +383,12 @@ export class McpGateway {
         for (const [name, value] of credential.query) target.searchParams.set(name, value);
       }
       onSecrets?.([...credential.secrets, ...credential.headers.map(([, value]) => value)]);
-      const res = await fetch(target, { ...init, headers });
+      const res = await this.#http.fetch(target, { ...init, headers });
       // The upstream refused Deputy's credential: cached tokens are dropped so the next request gets new ones.
       if (res.status === 401) await credential.rejected();
       return res;
     }
-    return fetch(target, { ...init, headers });
+    return this.#http.fetch(target, { ...init, headers });
   }
 
   async #drop(id: string): Promise<void> {
