@@ -33,6 +33,7 @@ import type { ReceiptAppender } from '../audit/index.js';
 import { authenticate, dpopChallenger, liveChain, Pipeline, type Admission, type Budgeter, type PepRequest } from '../enforcement/index.js';
 import { Conflict, DeputyError, NotFound } from '../errors/index.js';
 import { errorCause, type Logger } from '../log.js';
+import { readWholeBody } from '../util/http.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { dpopReplayed } from '../oauth/dpop.js';
 import type { RevocationCache } from '../oauth/token-records.js';
@@ -234,7 +235,7 @@ export class McpGateway {
    */
   async #body(call: McpHttpCall, server: McpServerConfig, admission: Admission): Promise<unknown> {
     try {
-      const body = call.req.method === 'POST' ? await readJson(call.req, server.limits.maxMessageBytes) : undefined;
+      const body = call.req.method === 'POST' ? await readJson(call, server.limits.maxMessageBytes) : undefined;
       if (Array.isArray(body) && body.length > server.limits.maxBatch) throw new McpHttpError(400, -32600, `a batch may hold at most ${server.limits.maxBatch} messages`);
       if (Array.isArray(body) && body.length === 0) throw new McpHttpError(400, -32600, 'an empty batch is not a JSON-RPC request');
       return body;
@@ -421,17 +422,11 @@ function proofsOf(v: string | string[] | undefined): string[] {
   return values.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
 }
 
-/** Reads and parses a JSON body of at most `limit` bytes. */
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new McpHttpError(413, -32600, `the message exceeds ${limit} bytes`);
-    chunks.push(chunk as Buffer);
-  }
+/** Reads (stream events, src/util/http.ts) and parses a JSON body of at most `limit` bytes. */
+async function readJson(call: McpHttpCall, limit: number): Promise<unknown> {
+  const raw = await readWholeBody(call.req, call.res, limit, () => new McpHttpError(413, -32600, `the message exceeds ${limit} bytes`));
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    return JSON.parse(raw.toString('utf8')) as unknown;
   } catch {
     throw new McpHttpError(400, -32700, 'Parse error: the body is not JSON');
   }
