@@ -44,7 +44,8 @@ export class UpstreamHttp {
     if ((body !== undefined && typeof body !== 'string') || init.redirect !== 'manual') return fetch(url, init);
     const target = typeof url === 'string' ? new URL(url) : url;
     const headers: Record<string, string> = {};
-    new Headers(init.headers).forEach((value, name) => {
+    // The gateway's fetch hands a `Headers` already (not copied again); anything else is normalized as `fetch` would.
+    (init.headers instanceof Headers ? init.headers : new Headers(init.headers)).forEach((value, name) => {
       headers[name] = value;
     });
     headers['accept-encoding'] ??= 'identity';
