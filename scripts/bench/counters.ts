@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { createHook } from 'node:async_hooks';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -48,9 +49,10 @@ export interface CounterSnapshot {
    */
   chain?: { appends: number; totalMs: number; statements: number; statementMs: number; windowMs: number };
   /**
-   * Promises created since the last reset (`BENCH_COUNT_PROMISES=1` only, issue 16, tenth round):
-   * every promise V8 creates — `async` functions, `then`, streams' internals — each also paying
-   * Node 22's async hook while an `AsyncLocalStorage` is on. A count, independent of load.
+   * Promises created since the last reset (`BENCH_COUNT_PROMISES=1` only: an `async_hooks` init
+   * hook, which adds its own cost to every promise — CPU figures of such a run are not comparable;
+   * issue 16, tenth round). Each is one allocation and, under Node 22's `AsyncLocalStorage`
+   * (oidc-provider's), one promise-hook call.
    */
   promises?: number;
 }
@@ -61,6 +63,16 @@ let cpuAtReset = process.cpuUsage();
 const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, number> };
 /** GC kinds as `perf_hooks` numbers them (NODE_PERFORMANCE_GC_*). */
 const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
+/** Promises created since the last reset; `undefined` unless `BENCH_COUNT_PROMISES=1`. */
+let promises: number | undefined;
+if (process.env.BENCH_COUNT_PROMISES === '1') {
+  promises = 0;
+  createHook({
+    init(_id, type) {
+      if (type === 'PROMISE') promises! += 1;
+    },
+  }).enable();
+}
 let resetAt = performance.now();
 const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
 
@@ -72,8 +84,6 @@ const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 
  * the `mark-compact` entry finalises it) can be lined up with slow calls.
  */
 const gcTimeline: Array<[number, number, string]> | undefined = process.env.BENCH_GC_TIMELINE === '1' ? [] : undefined;
-/** `BENCH_COUNT_PROMISES=1`: promises created since the last reset (a V8 promise init hook: opt-in, it costs every promise a call). */
-const promiseCount = process.env.BENCH_COUNT_PROMISES === '1' ? { n: 0 } : undefined;
 /** performance.now() → CLOCK_MONOTONIC ms: both read uv_hrtime, so the offset is constant. */
 const MONO_OFFSET_MS = Number(process.hrtime.bigint()) / 1e6 - performance.now();
 
@@ -200,7 +210,6 @@ export function installCounters(): void {
   if (installed) return;
   installed = true;
   meter = new AllocationMeter();
-  if (promiseCount) promiseHooks.onInit(() => void (promiseCount.n += 1));
   if (process.env.BENCH_PROMISE_SITES) recordPromiseSites(process.env.BENCH_PROMISE_SITES);
   if (process.env.BENCH_HEAP_PROF) {
     heapSampler = new HeapSampler(process.env.BENCH_HEAP_PROF);
@@ -287,27 +296,30 @@ export function installCounters(): void {
   }
 }
 
-/** Promise creation sites (every 16th promise's stack, ad hoc diagnosis), written to `file` at each reset. */
+/**
+ * `BENCH_PROMISE_SITES=<file>` (diagnosis, issue 16, tenth round): every 16th promise's creation
+ * stack, counted by stack, written to `<file>.<n>` at each reset (the window that ended).
+ */
 const promiseSites = new Map<string, number>();
 let promiseSeq = 0;
+let promiseSitesFile: string | undefined;
+let promiseSitesWritten = 0;
 function recordPromiseSites(file: string): void {
+  promiseSitesFile = file;
   promiseHooks.onInit(() => {
     if ((promiseSeq += 1) % 16 !== 0) return;
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 14;
-    const stack = (new Error().stack ?? '').split('\n').slice(2).map((l) => l.trim().replace(/^at /, '').replace(/file:\/\/\/work\/[^/]+\//, '').replace(/\(.*node_modules\//, '(')).join(' < ');
+    const stack = (new Error().stack ?? '').split('\n').slice(2).map((l) => l.trim().replace(/^at /, '').replace(/\(.*node_modules\//, '(')).join(' < ');
     Error.stackTraceLimit = limit;
     promiseSites.set(stack, (promiseSites.get(stack) ?? 0) + 1);
   });
-  promiseSitesFile = file;
 }
-let promiseSitesFile: string | undefined;
 function writePromiseSites(): void {
   if (!promiseSitesFile) return;
   writeFileSync(`${promiseSitesFile}.${++promiseSitesWritten}`, JSON.stringify([...promiseSites].sort((a, b) => b[1] - a[1])));
   promiseSites.clear();
 }
-let promiseSitesWritten = 0;
 
 /** Adds how long the append `p` took to settle to the chain counters (a rejection is the caller's to see). */
 function timeInto(p: Promise<unknown>): void {
@@ -342,7 +354,7 @@ export function snapshot(): CounterSnapshot {
     gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
     ...(meter ? { allocated: { ...meter.read(), semiSpaceMiB: Math.round((getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0) / 2 ** 10 / 2 ** 10 * 10) / 10 } } : {}),
     chain: { ...chain, windowMs: performance.now() - resetAt },
-    ...(promiseCount ? { promises: promiseCount.n } : {}),
+    ...(promises !== undefined ? { promises } : {}),
   };
 }
 
@@ -360,9 +372,9 @@ export function serveCounters(): Promise<string> {
       cpuAtReset = process.cpuUsage();
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
       Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
-      gcTimeline?.splice(0);
-      if (promiseCount) promiseCount.n = 0;
+      if (promises !== undefined) promises = 0;
       writePromiseSites();
+      gcTimeline?.splice(0);
       resetAt = performance.now();
     }
     if (req.url === '/gc-timeline') {
