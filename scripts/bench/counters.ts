@@ -16,7 +16,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
+import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics, promiseHooks } from 'node:v8';
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { ReceiptService } from '../../src/audit/receipts.js';
@@ -210,6 +210,7 @@ export function installCounters(): void {
   if (installed) return;
   installed = true;
   meter = new AllocationMeter();
+  if (process.env.BENCH_PROMISE_SITES) recordPromiseSites(process.env.BENCH_PROMISE_SITES);
   if (process.env.BENCH_HEAP_PROF) {
     heapSampler = new HeapSampler(process.env.BENCH_HEAP_PROF);
     void heapSampler.restart();
@@ -295,6 +296,31 @@ export function installCounters(): void {
   }
 }
 
+/**
+ * `BENCH_PROMISE_SITES=<file>` (diagnosis, issue 16, tenth round): every 16th promise's creation
+ * stack, counted by stack, written to `<file>.<n>` at each reset (the window that ended).
+ */
+const promiseSites = new Map<string, number>();
+let promiseSeq = 0;
+let promiseSitesFile: string | undefined;
+let promiseSitesWritten = 0;
+function recordPromiseSites(file: string): void {
+  promiseSitesFile = file;
+  promiseHooks.onInit(() => {
+    if ((promiseSeq += 1) % 16 !== 0) return;
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 14;
+    const stack = (new Error().stack ?? '').split('\n').slice(2).map((l) => l.trim().replace(/^at /, '').replace(/\(.*node_modules\//, '(')).join(' < ');
+    Error.stackTraceLimit = limit;
+    promiseSites.set(stack, (promiseSites.get(stack) ?? 0) + 1);
+  });
+}
+function writePromiseSites(): void {
+  if (!promiseSitesFile) return;
+  writeFileSync(`${promiseSitesFile}.${++promiseSitesWritten}`, JSON.stringify([...promiseSites].sort((a, b) => b[1] - a[1])));
+  promiseSites.clear();
+}
+
 /** Adds how long the append `p` took to settle to the chain counters (a rejection is the caller's to see). */
 function timeInto(p: Promise<unknown>): void {
   const start = performance.now();
@@ -347,6 +373,7 @@ export function serveCounters(): Promise<string> {
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
       Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
       if (promises !== undefined) promises = 0;
+      writePromiseSites();
       gcTimeline?.splice(0);
       resetAt = performance.now();
     }

@@ -321,7 +321,8 @@ function compact(headers: IncomingHttpHeaders): Record<string, string | string[]
   return out;
 }
 
-function decoderFor(encoding: string): NodeJS.ReadWriteStream | undefined {
+/** The decoder of a response's `content-encoding` (gzip, deflate, br), undefined for any other (also the MCP gateway's upstream client, src/mcp/upstream-http.ts). */
+export function decoderFor(encoding: string): NodeJS.ReadWriteStream | undefined {
   if (encoding === 'gzip' || encoding === 'x-gzip') return createGunzip();
   if (encoding === 'deflate') return createInflate();
   if (encoding === 'br') return createBrotliDecompress();

@@ -9,6 +9,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type Koa from 'koa';
 import { InvalidRequest, PayloadTooLarge } from '../errors/index.js';
+import { readWholeBody } from '../util/http.js';
 
 /** Bodies read ahead of the routes, by request (dropped with it). */
 const readAhead = new WeakMap<IncomingMessage, Promise<Buffer>>();
@@ -38,41 +39,10 @@ export function readBodyAhead(ctx: Koa.Context, limitBytes: number): Promise<Buf
 export function readRequestAhead(req: IncomingMessage, res: ServerResponse, limitBytes: number): Promise<Buffer> {
   const known = readAhead.get(req);
   if (known) return known;
-  const body = readEvents(req, res, limitBytes);
+  // Plain stream events (src/util/http.ts): small bodies whose declared length is within the limit (the HTTP parser holds a body to its `Content-Length`).
+  const body = readWholeBody(req, res, limitBytes, () => new PayloadTooLarge(limitBytes));
   readAhead.set(req, body);
   return body;
-}
-
-/**
- * {@link readStream} with plain stream events instead of an async iterator (a fraction of its
- * cost, which shows on the cached path); for small bodies whose declared length is within the
- * limit (the HTTP parser holds a body to its `Content-Length`), so the limit is only a guard.
- */
-function readEvents(req: IncomingMessage, res: ServerResponse, limitBytes: number): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limitBytes) return void chunks.push(chunk);
-      done();
-      res.setHeader('Connection', 'close');
-      reject(new PayloadTooLarge(limitBytes));
-    };
-    const onEnd = () => {
-      done();
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
-    };
-    const onClose = () => {
-      done();
-      reject(new Error('the request ended before its body was read'));
-    };
-    const done = () => {
-      req.off('data', onData).off('end', onEnd).off('error', onClose).off('close', onClose);
-      req.pause();
-    };
-    req.on('data', onData).once('end', onEnd).once('error', onClose).once('close', onClose);
-  });
 }
 
 /**
@@ -104,7 +74,7 @@ const RECEIVING = Symbol('deputy.receiving');
 type ReceivingRequest = IncomingMessage & { [RECEIVING]?: Receiving | undefined };
 
 /**
- * Reads a small body (declared length within the limit, as for {@link readEvents}) and hands it to
+ * Reads a small body (declared length within the limit, as for `readWholeBody` in src/util/http.ts) and hands it to
  * `receiver` in the turn its last chunk arrived: no promise, and no function made per request —
  * the stream's listeners are shared and find the request's state on it. For the PDP's cached
  * path (./authzen-cached.ts), where a hit is answered from the body alone and a promise, its

@@ -33,6 +33,7 @@ import type { ReceiptAppender } from '../audit/index.js';
 import { authenticate, dpopChallenger, liveChain, Pipeline, type Admission, type Budgeter, type PepRequest } from '../enforcement/index.js';
 import { Conflict, DeputyError, NotFound } from '../errors/index.js';
 import { errorCause, type Logger } from '../log.js';
+import { readWholeBody } from '../util/http.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { dpopReplayed } from '../oauth/dpop.js';
 import type { RevocationCache } from '../oauth/token-records.js';
@@ -43,6 +44,7 @@ import type { McpServerConfig } from './config.js';
 import type { ToolPins } from './pins.js';
 import { RecentProofs } from './recent-proofs.js';
 import { MCP_PREFIX, mcpAudience } from './resource.js';
+import { UpstreamHttp } from './upstream-http.js';
 import { AgentSession, ownerOf, type McpBudgetContext } from './session.js';
 import type { McpServerStore } from './store.js';
 
@@ -102,6 +104,8 @@ export class McpGateway {
    */
   readonly #admission;
   readonly #challenge = dpopChallenger();
+  /** The upstream sessions' HTTP client (undici; ./upstream-http.ts says why not the global `fetch`). */
+  readonly #http = new UpstreamHttp();
   /** Proof keys this instance admitted or spent lately: a deferred proof's early replay check ({@link #refuseKnownReplay}). */
   #recentProofs = new RecentProofs();
 
@@ -222,6 +226,7 @@ export class McpGateway {
     const all = [...this.#sessions.values()];
     this.#sessions.clear();
     await Promise.allSettled(all.map((s) => s.close()));
+    await this.#http.close();
   }
 
   /**
@@ -230,7 +235,7 @@ export class McpGateway {
    */
   async #body(call: McpHttpCall, server: McpServerConfig, admission: Admission): Promise<unknown> {
     try {
-      const body = call.req.method === 'POST' ? await readJson(call.req, server.limits.maxMessageBytes) : undefined;
+      const body = call.req.method === 'POST' ? await readJson(call, server.limits.maxMessageBytes) : undefined;
       if (Array.isArray(body) && body.length > server.limits.maxBatch) throw new McpHttpError(400, -32600, `a batch may hold at most ${server.limits.maxBatch} messages`);
       if (Array.isArray(body) && body.length === 0) throw new McpHttpError(400, -32600, 'an empty batch is not a JSON-RPC request');
       return body;
@@ -379,12 +384,12 @@ export class McpGateway {
         for (const [name, value] of credential.query) target.searchParams.set(name, value);
       }
       onSecrets?.([...credential.secrets, ...credential.headers.map(([, value]) => value)]);
-      const res = await fetch(target, { ...init, headers });
+      const res = await this.#http.fetch(target, { ...init, headers });
       // The upstream refused Deputy's credential: cached tokens are dropped so the next request gets new ones.
       if (res.status === 401) await credential.rejected();
       return res;
     }
-    return fetch(target, { ...init, headers });
+    return this.#http.fetch(target, { ...init, headers });
   }
 
   async #drop(id: string): Promise<void> {
@@ -417,17 +422,11 @@ function proofsOf(v: string | string[] | undefined): string[] {
   return values.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
 }
 
-/** Reads and parses a JSON body of at most `limit` bytes. */
-async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new McpHttpError(413, -32600, `the message exceeds ${limit} bytes`);
-    chunks.push(chunk as Buffer);
-  }
+/** Reads (stream events, src/util/http.ts) and parses a JSON body of at most `limit` bytes. */
+async function readJson(call: McpHttpCall, limit: number): Promise<unknown> {
+  const raw = await readWholeBody(call.req, call.res, limit, () => new McpHttpError(413, -32600, `the message exceeds ${limit} bytes`));
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    return JSON.parse(raw.toString('utf8')) as unknown;
   } catch {
     throw new McpHttpError(400, -32700, 'Parse error: the body is not JSON');
   }
