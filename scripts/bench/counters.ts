@@ -129,10 +129,11 @@ let meter: AllocationMeter | undefined;
  * sample per 32 KiB allocated on average) that also keeps objects scavenges and mark-compacts
  * collected, so garbage counts as much as what survives. One profile per counters window: started
  * at each `/reset`, written to `<dir>/heap.<pid>.<n>.heapprofile` at the next `/reset` and at exit.
- * Read it with `scripts/bench/heap-summary.ts`. `BENCH_HEAP_PROF_SURVIVORS=1` drops what scavenges
- * collected and keeps the rest, one sample per 4 KiB: what outlived a scavenge (copied in the young
- * generation or promoted to old space: the work a scavenge does, and what later marking frees); a
- * scavenge runs just before the profile is written, so the young generation's garbage is not counted.
+ * Read it with `scripts/bench/heap-summary.ts`. `BENCH_HEAP_PROF_SURVIVORS=1` keeps, one sample per
+ * 4 KiB, only what no GC collected by the time the profile is written, and runs a scavenge just
+ * before: in a window without a mark-compact (`counters.gc.byKind`), that is everything a scavenge
+ * promoted (alive or dead in old space) plus the young generation's survivors — the bytes the
+ * window's scavenges copied, by allocation site.
  */
 class HeapSampler {
   private readonly session = new Session();
@@ -147,7 +148,7 @@ class HeapSampler {
   async restart(): Promise<void> {
     await this.write();
     const survivors = process.env.BENCH_HEAP_PROF_SURVIVORS === '1';
-    await this.session.post('HeapProfiler.startSampling', { samplingInterval: survivors ? 4096 : 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: !survivors });
+    await this.session.post('HeapProfiler.startSampling', { samplingInterval: survivors ? 4096 : 32768, includeObjectsCollectedByMajorGC: !survivors, includeObjectsCollectedByMinorGC: !survivors });
     this.running = true;
   }
 

@@ -126,6 +126,8 @@ async function main(): Promise<void> {
     await stopChild(perf, 'SIGINT');
     const deputyGc = (await (await fetch(`${countersUrl}/gc-timeline`)).json()) as Array<[number, number, string]>;
     const snap = (await (await fetch(countersUrl)).json()) as Record<string, unknown>;
+    // BENCH_HEAP_PROF: a reset writes the window's heap profile now, before shutdown allocates.
+    if (process.env.BENCH_HEAP_PROF) await fetch(`${countersUrl}/reset`, { method: 'POST' });
     writeFileSync(join(values.out!, 'run.json'), JSON.stringify({ store: values.store, receipts: values.receipts, flags, pin: values.pin, pids, calls, deputyGc, probeGc: [...probeGc], counters: snap }));
     const lat = calls.map(([s, e]) => e - s).sort((a, b) => a - b);
     const p = (q: number) => lat[Math.min(lat.length - 1, Math.floor(q * lat.length))]!.toFixed(2);
