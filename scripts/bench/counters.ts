@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { createHook } from 'node:async_hooks';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -48,6 +49,13 @@ export interface CounterSnapshot {
    * of the window one agent's statement was in flight (≤ 1 for one agent: one at a time).
    */
   chain?: { appends: number; totalMs: number; statements: number; statementMs: number; windowMs: number };
+  /**
+   * Promises created since the last reset (`BENCH_COUNT_PROMISES=1` only: an `async_hooks` init
+   * hook, which adds its own cost to every promise — CPU figures of such a run are not comparable;
+   * issue 16, tenth round). Each is one allocation and, under Node 22's `AsyncLocalStorage`
+   * (oidc-provider's), one promise-hook call.
+   */
+  promises?: number;
 }
 
 const statements = new Map<string, number>();
@@ -55,6 +63,16 @@ const crypto = new Map<string, number>();
 let cpuAtReset = process.cpuUsage();
 const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, number> };
 const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
+/** Promises created since the last reset; `undefined` unless `BENCH_COUNT_PROMISES=1`. */
+let promises: number | undefined;
+if (process.env.BENCH_COUNT_PROMISES === '1') {
+  promises = 0;
+  createHook({
+    init(_id, type) {
+      if (type === 'PROMISE') promises! += 1;
+    },
+  }).enable();
+}
 let resetAt = performance.now();
 
 /**
@@ -315,6 +333,7 @@ export function snapshot(): CounterSnapshot {
     gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
     ...(meter ? { allocated: { ...meter.read(), semiSpaceMiB: Math.round((getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0) / 2 ** 10 / 2 ** 10 * 10) / 10 } } : {}),
     chain: { ...chain, windowMs: performance.now() - resetAt },
+    ...(promises !== undefined ? { promises } : {}),
   };
 }
 
@@ -332,6 +351,7 @@ export function serveCounters(): Promise<string> {
       cpuAtReset = process.cpuUsage();
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
       Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
+      if (promises !== undefined) promises = 0;
       gcTimeline?.splice(0);
       resetAt = performance.now();
     }

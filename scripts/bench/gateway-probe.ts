@@ -15,6 +15,7 @@
  * proof is built before its phase starts. `BENCH_CPU_PROF=<dir>` profiles the server process's CPU,
  * `BENCH_HEAP_PROF=<dir>` its allocations (one profile per phase: heap-summary.ts); each phase also
  * reports heap bytes allocated per request, scavenges per 1,000 requests and GC pause ms per request;
+ * `BENCH_COUNT_PROMISES=1` also counts promises created per request (CPU then not comparable);
  * `DATABASE_URL` is needed for `--store postgres`. Linux only (procfs).
  *
  * @module
@@ -91,7 +92,7 @@ async function main(): Promise<void> {
       const snap = await counters(countersUrl);
       const threads = [...after].map(([k, v]) => [k, (v - (before.get(k) ?? 0)) * TICK_MS] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
       const per = (n: number) => (done.requests ? (n / done.requests).toFixed(3) : '-');
-      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; allocated ${snap.allocated ? `${per(snap.allocated.total / 1024)} KiB/req (young ${per(snap.allocated.young / 1024)}), semi-space ${snap.allocated.semiSpaceMiB} MiB, ${per(((snap.gc?.byKind.scavenge ?? 0) * 1000))} scavenges per 1,000 req, GC ${per(snap.gc?.totalMs ?? 0)} ms/req` : '-'}; RSS ${snap.memory.rssMiB} MiB; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; ${snap.promises !== undefined ? `promises ${per(snap.promises)}/req; ` : ''}latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; allocated ${snap.allocated ? `${per(snap.allocated.total / 1024)} KiB/req (young ${per(snap.allocated.young / 1024)}), semi-space ${snap.allocated.semiSpaceMiB} MiB, ${per(((snap.gc?.byKind.scavenge ?? 0) * 1000))} scavenges per 1,000 req, GC ${per(snap.gc?.totalMs ?? 0)} ms/req` : '-'}; RSS ${snap.memory.rssMiB} MiB; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
     }
     await pool.close();
     await direct.close();

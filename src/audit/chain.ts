@@ -183,6 +183,8 @@ export async function appendIfHead(
          RETURNING 1)
      SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`,
     params,
+    // Its text varies with the parts (other modules' writes, each its own text): one shape of many.
+    prepare: 'shape',
   });
 }
 
@@ -190,13 +192,15 @@ export async function appendIfHead(
 interface Conditional {
   sql: string;
   params: unknown[];
+  /** `'shape'` for the general statement, whose text varies with its parts (store.ts `QueryOptions`); the others take few shapes. */
+  prepare?: true | 'shape';
 }
 
 /** Runs a statement of {@link appendIfHead} and says what it did (the undo constraint's violation: `recorded`). */
-async function runConditional(db: Queryable, { sql, params }: Conditional): Promise<ConditionalAppend> {
+async function runConditional(db: Queryable, { sql, params, prepare = true }: Conditional): Promise<ConditionalAppend> {
   try {
     // Prepared: every gateway call and PDP decision runs one of these few shapes (issue 16).
-    const rows = await db.query<{ moved: number }>(sql, params, { prepare: true });
+    const rows = await db.query<{ moved: number }>(sql, params, { prepare });
     return rows[0]?.moved === 1 ? 'written' : 'moved';
   } catch (err) {
     if ((err as { code?: unknown }).code === '23514' && (err as { constraint?: unknown }).constraint === UNDO_CONSTRAINT) return 'recorded';

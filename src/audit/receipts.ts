@@ -254,20 +254,18 @@ export class ReceiptService implements ReceiptAppender {
     this.#now = options.now ?? Date.now;
   }
 
-  async append(input: ReceiptInput, tx?: Queryable): Promise<AppendedReceipt> {
-    assertReceiptInput(input);
-    if (tx) return observeReceiptAppend(() => this.#appendIn(tx, input));
-    return observeReceiptAppend(() => this.#enqueue(input));
+  // Not `async`: the writer's promise is handed back as it is ({@link checkedAppend}).
+  append(input: ReceiptInput, tx?: Queryable): Promise<AppendedReceipt> {
+    if (tx) return checkedAppend(input, () => this.#appendIn(tx, input));
+    return checkedAppend(input, () => this.#enqueue(input));
   }
 
-  async appendOnce(input: ReceiptInput, once: OnceKey, ready?: Promise<unknown>): Promise<AppendedReceipt> {
-    assertReceiptInput(input);
-    return observeReceiptAppend(() => this.#enqueue(input, once, undefined, ready));
+  appendOnce(input: ReceiptInput, once: OnceKey, ready?: Promise<unknown>): Promise<AppendedReceipt> {
+    return checkedAppend(input, () => this.#enqueue(input, once, undefined, ready));
   }
 
-  async appendWith(input: ReceiptInput, writes: AttestedWrites): Promise<AppendedReceipt> {
-    assertReceiptInput(input);
-    return observeReceiptAppend(() => this.#enqueue(input, undefined, writes));
+  appendWith(input: ReceiptInput, writes: AttestedWrites): Promise<AppendedReceipt> {
+    return checkedAppend(input, () => this.#enqueue(input, undefined, writes));
   }
 
   #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites, ready?: Promise<unknown>): Promise<AppendedReceipt> {
@@ -725,4 +723,19 @@ function splitRepeats(group: readonly Pending[]): { firsts: readonly Pending[]; 
     }
   }
   return { firsts, repeats };
+}
+
+/**
+ * `append()` of a checked input (an invalid one rejects with {@link assertReceiptInput}'s
+ * TypeError, as from an `async` function), observed: the writer's promise as it is, without an
+ * `async` wrapper around it — which would add a promise and two microtask turns to every gateway
+ * call's receipt (issue 16, tenth round).
+ */
+function checkedAppend(input: ReceiptInput, append: () => Promise<AppendedReceipt>): Promise<AppendedReceipt> {
+  try {
+    assertReceiptInput(input);
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+  return observeReceiptAppend(append);
 }

@@ -43,35 +43,40 @@ export interface FixedCostOptions<C> {
 export function fixedCostBudgeter<C>(options: FixedCostOptions<C>): Budgeter<C> {
   const { ledger, logger } = options;
   return {
-    async reserve(ctx: C): Promise<BudgetHold | Extract<PepDecision, { allowed: false }> | undefined> {
+    reserve(ctx: C): Promise<BudgetHold | Extract<PepDecision, { allowed: false }> | undefined> | undefined {
       const demand = options.demand(ctx);
-      if (!demand) return undefined;
-      let reservation;
-      try {
-        reservation = await ledger.reserve(demand.scope, demand.amounts, {
-          ...(demand.requestId ? { requestId: demand.requestId } : {}),
-          ...(demand.ready ? { ready: demand.ready } : {}),
-        });
-      } catch (err) {
-        if (err instanceof BudgetExceeded) return { allowed: false, reason: err.description, refusal: err };
-        throw err;
-      }
-      if (reservation.items.length === 0) return undefined;
-      return {
-        async settle(outcome: Outcome) {
-          try {
-            if (outcome.kind === 'refused') await ledger.release(reservation);
-            else {
-              const charges = await ledger.settle(reservation, demand.amounts);
-              await options.onCharged?.(ctx, charges);
-            }
-          } catch (err) {
-            logger.error({ err: unexpectedError(err), reqId: demand.requestId }, 'budget reservation could not be settled; it is released when it expires');
-          }
-        },
-      };
+      // Known to apply to no budget (the ledger's memo, same bound as its own early read): no promise, no id.
+      if (!demand || ledger.unbudgeted(demand.scope)) return undefined;
+      return reserveFor(demand, ctx);
     },
   };
+
+  async function reserveFor(demand: FixedDemand, ctx: C): Promise<BudgetHold | Extract<PepDecision, { allowed: false }> | undefined> {
+    let reservation;
+    try {
+      reservation = await ledger.reserve(demand.scope, demand.amounts, {
+        ...(demand.requestId ? { requestId: demand.requestId } : {}),
+        ...(demand.ready ? { ready: demand.ready } : {}),
+      });
+    } catch (err) {
+      if (err instanceof BudgetExceeded) return { allowed: false, reason: err.description, refusal: err };
+      throw err;
+    }
+    if (reservation.items.length === 0) return undefined;
+    return {
+      async settle(outcome: Outcome) {
+        try {
+          if (outcome.kind === 'refused') await ledger.release(reservation);
+          else {
+            const charges = await ledger.settle(reservation, demand.amounts);
+            await options.onCharged?.(ctx, charges);
+          }
+        } catch (err) {
+          logger.error({ err: unexpectedError(err), reqId: demand.requestId }, 'budget reservation could not be settled; it is released when it expires');
+        }
+      },
+    };
+  }
 }
 
 /**

@@ -146,6 +146,16 @@ export class BudgetLedger {
   }
 
   /**
+   * Whether no budget applies to `scope`, as remembered from an earlier look-up (the same memo and
+   * staleness bound as {@link reserve}'s own early read: `reserve` would return an empty
+   * reservation). Synchronous: a call that no budget covers is admitted without a promise, a
+   * reservation id or a look-up (issue 16, tenth round). `false` means "look it up", not "budgeted".
+   */
+  unbudgeted(scope: BudgetScope): boolean {
+    return this.#none.has(scopeKey(scope), this.now().getTime());
+  }
+
+  /**
    * Holds `amounts` on every budget that applies to `scope`, all or none. With no budget
    * applying, the reservation is empty (and settling it costs nothing).
    *

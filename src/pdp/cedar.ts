@@ -8,6 +8,7 @@
  * @module
  */
 import * as wasm from '@cedar-policy/cedar-wasm/nodejs';
+import { createRequire } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 
 // V8 before 13.x (Node 20, 22) aborts the whole process ("unreachable code" in
@@ -27,19 +28,67 @@ export type {
   StatefulAuthorizationCall,
 } from '@cedar-policy/cedar-wasm/nodejs';
 
-export const cedar = {
-  version: wasm.getCedarVersion,
-  checkParseSchema: wasm.checkParseSchema,
-  checkParseEntities: wasm.checkParseEntities,
-  schemaToJsonWithResolvedTypes: wasm.schemaToJsonWithResolvedTypes,
-  schemaToText: wasm.schemaToText,
-  policySetTextToParts: wasm.policySetTextToParts,
-  policyToJson: wasm.policyToJson,
-  validate: wasm.validate,
-  preparsePolicySet: wasm.preparsePolicySet,
-  preparseSchema: wasm.preparseSchema,
-  statefulIsAuthorized: wasm.statefulIsAuthorized,
-} as const;
+type CedarModule = typeof wasm;
+
+/** The calls Deputy makes, bound to one instance of Cedar's WebAssembly module. */
+function bind(module: CedarModule) {
+  return {
+    version: module.getCedarVersion,
+    checkParseSchema: module.checkParseSchema,
+    checkParseEntities: module.checkParseEntities,
+    schemaToJsonWithResolvedTypes: module.schemaToJsonWithResolvedTypes,
+    schemaToText: module.schemaToText,
+    policySetTextToParts: module.policySetTextToParts,
+    policyToJson: module.policyToJson,
+    validate: module.validate,
+    preparsePolicySet: module.preparsePolicySet,
+    preparseSchema: module.preparseSchema,
+    statefulIsAuthorized: module.statefulIsAuthorized,
+  } as const;
+}
+
+/** One Cedar instance: its own WebAssembly memory, and its own pre-parsed policy sets and schemas. */
+export type Cedar = ReturnType<typeof bind>;
+
+/** The instance loaded at import: stateless calls outside a policy set's load (tests, benches). */
+export const cedar: Cedar = bind(wasm);
+
+/** `WebAssembly.RuntimeError` (the project's `lib` has no DOM types, which declare it). */
+const WasmRuntimeError = (globalThis as unknown as { WebAssembly: { RuntimeError: new () => Error } }).WebAssembly.RuntimeError;
+
+const require = createRequire(import.meta.url);
+const gluePath = require.resolve('@cedar-policy/cedar-wasm/nodejs');
+
+/**
+ * A new Cedar instance, sharing nothing with the others but the compiled code: the Node build's
+ * glue instantiates the WebAssembly module when it is evaluated, so it is evaluated again (V8
+ * reuses the compiled module for identical bytes: ~10–20 ms, most of it the first time).
+ *
+ * Why: Cedar, compiled from Rust, keeps its call stack in its own linear memory without a guard.
+ * An input nested past that stack (a long `+` or `if` chain, a deep record; issue 16, tenth round)
+ * overflows it, or V8's native stack under it (`RangeError`), and the instance is left corrupt:
+ * every later call fails with `RuntimeError: memory access out of bounds` or answers from damaged
+ * state. A policy set is therefore loaded into an instance of its own (policy-store.ts), which a
+ * crash leaves behind with the refused set; the serving set's instance is never touched.
+ */
+export function newCedarInstance(): Cedar {
+  delete require.cache[gluePath];
+  try {
+    return bind(require(gluePath) as CedarModule);
+  } finally {
+    delete require.cache[gluePath];
+  }
+}
+
+/**
+ * Whether `err`, thrown by a Cedar call rather than answered, means the instance may be corrupt:
+ * a WebAssembly trap (`RuntimeError`: out-of-bounds access, `unreachable` on a Rust panic) or a
+ * stack overflow inside it (`RangeError`). Cedar reports every input problem as an answer, never
+ * by throwing, except its JSON parser's recursion limit (a plain `Error`, which leaves it intact).
+ */
+export function isCedarCrash(err: unknown): boolean {
+  return err instanceof WasmRuntimeError || err instanceof RangeError;
+}
 
 /** A Cedar entity uid in JSON form. */
 export interface EntityUid {

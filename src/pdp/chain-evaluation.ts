@@ -213,6 +213,8 @@ function memberDenial(snapshot: PolicySnapshot, m: Member, req: ActionRequest, v
       return deny('forbidden', `${m.label} may not ${what}: forbidden by policy ${ids}`, { link: m.link, policies: verdict.policies, ...firstReason(snapshot, verdict.policies) });
     case 'policy_error':
       return deny('policy_error', `${m.label} may not ${what}: forbid policy ${ids} could not be evaluated (failing closed)`, { link: m.link, policies: verdict.policies });
+    case 'engine_error':
+      return deny('policy_error', `${m.label} may not ${what}: the policy engine failed (failing closed)`, { link: m.link });
     case 'request_error':
       return deny('invalid_input', `${m.label}: the request does not fit the schema of action ${quoted(req.action.name)}`, { link: m.link });
   }

@@ -13,9 +13,14 @@
  * the request Cedar is given (its entity slice included), so any change in data a policy can read
  * is a different key; it is emptied on reload. Cedar decisions are pure functions of these inputs, which is what makes this safe.
  *
+ * A call that crashes Cedar (cedar.ts `isCedarCrash`: its stack overflowed, its memory may be
+ * corrupt) fails closed — that request, and every call against the set until the store has
+ * loaded it again into a fresh instance (policy-store.ts `crashed`, a new generation) — and
+ * such answers are not cached: a corrupt instance is never asked again.
+ *
  * @module
  */
-import { cedar, type CedarValueJson, type EntityJson, type EntityUid } from './cedar.js';
+import { isCedarCrash, type CedarValueJson, type EntityJson, type EntityUid } from './cedar.js';
 import { sliceRequest } from './entity-slice.js';
 import type { PolicySnapshot } from './policy-store.js';
 import { sha256Base64url } from '../util/sha256.js';
@@ -31,8 +36,14 @@ export interface CedarRequest {
 export type CedarVerdict =
   /** A permit applied and no forbid did. `policies`: the permits that applied. */
   | { allowed: true; policies: readonly string[] }
-  /** `forbidden`: a forbid applied (`policies`); `not_permitted`: no permit applied; `error`: see `message`. */
-  | { allowed: false; kind: 'forbidden' | 'not_permitted' | 'policy_error' | 'request_error'; policies: readonly string[]; message?: string };
+  /**
+   * `forbidden`: a forbid applied (`policies`); `not_permitted`: no permit applied; `engine_error`:
+   * Cedar crashed, or its instance had (fail closed; never cached); `error`: see `message`.
+   */
+  | { allowed: false; kind: 'forbidden' | 'not_permitted' | 'policy_error' | 'request_error' | 'engine_error'; policies: readonly string[]; message?: string };
+
+/** The answer while a set's Cedar instance is unusable (engine.ts module comment). */
+const ENGINE_ERROR: CedarVerdict = { allowed: false, kind: 'engine_error', policies: [], message: 'the policy engine failed; its policy set is being loaded again' };
 
 export class CedarEngine {
   readonly #maxEntries: number;
@@ -84,6 +95,7 @@ export class CedarEngine {
       return hit;
     }
     const verdict = this.#evaluate(snapshot, request);
+    if (verdict === ENGINE_ERROR) return verdict;
     if (this.#cache.size >= this.#maxEntries) this.#cache.delete(this.#cache.keys().next().value!);
     this.#cache.set(key, verdict);
     return verdict;
@@ -96,7 +108,15 @@ export class CedarEngine {
     // entities. Cedar's schema-based parsing would repeat that work: measured 1.3-1.6x slower.
     // Only the policies whose scope may match this call (policy-scopes.ts); the whole set without slices.
     const policySetId = this.#slice ? snapshot.scopedPolicySetId(request.principal.type, request.action, request.resource.type) : snapshot.policySetId;
-    const answer = cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: policySetId });
+    if (!snapshot.usable()) return ENGINE_ERROR;
+    let answer: ReturnType<PolicySnapshot['cedar']['statefulIsAuthorized']>;
+    try {
+      answer = snapshot.cedar.statefulIsAuthorized({ ...request, preparsedPolicySetId: policySetId });
+    } catch (err) {
+      if (!isCedarCrash(err)) throw err;
+      snapshot.crashed(err);
+      return ENGINE_ERROR;
+    }
     if (answer.type === 'failure') {
       // Entities or context that do not fit the schema. Cedar's message may quote values, so it
       // goes to the log through `message`, never to the PEP.

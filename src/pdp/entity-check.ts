@@ -27,7 +27,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { cedar, type EntityJson, type EntityUid } from './cedar.js';
+import { cedar, type Cedar, type EntityJson, type EntityUid } from './cedar.js';
 
 /** Entities per Cedar call (a closed group larger than this is checked whole, alone). */
 export const CHUNK_ENTITIES = 1000;
@@ -104,17 +104,17 @@ const CHECK_UID: EntityUid = { type: 'Action', id: `__deputy_entity_check_${TAG}
  * empty context), and an empty policy set.
  * @returns false when Cedar refuses the schema, alone or with the action (the caller falls back).
  */
-function prepare(schema: string): boolean {
+function prepare(schema: string, engine: Cedar): boolean {
   // The schema alone first: text that Cedar refuses must not pass because of what is appended.
-  if (cedar.checkParseSchema(schema).type === 'failure') return false;
-  if (cedar.preparseSchema(CHECK_SCHEMA, `${schema}\naction "${CHECK_UID.id}";\n`).type === 'failure') return false;
-  if (cedar.preparsePolicySet(CHECK_POLICIES, { staticPolicies: '' }).type === 'failure') return false;
-  return checkPrepared([]).type === 'success';
+  if (engine.checkParseSchema(schema).type === 'failure') return false;
+  if (engine.preparseSchema(CHECK_SCHEMA, `${schema}\naction "${CHECK_UID.id}";\n`).type === 'failure') return false;
+  if (engine.preparsePolicySet(CHECK_POLICIES, { staticPolicies: '' }).type === 'failure') return false;
+  return checkPrepared([], engine).type === 'success';
 }
 
 /** One chunk against the schema {@link prepare} left in Cedar's storage. */
-function checkPrepared(entities: unknown[]): EntityCheck {
-  const answer = cedar.statefulIsAuthorized({
+function checkPrepared(entities: unknown[], engine: Cedar): EntityCheck {
+  const answer = engine.statefulIsAuthorized({
     principal: CHECK_UID,
     action: CHECK_UID,
     resource: CHECK_UID,
@@ -130,14 +130,15 @@ function checkPrepared(entities: unknown[]): EntityCheck {
 /**
  * Checks `entities` against `schema` (Cedar schema text) chunk by chunk ({@link closedChunks}, at
  * most `max` entities per call but for a larger closed group), the schema parsed once.
+ * @param engine - the Cedar instance to check in (a policy set's own: policy-store.ts).
  * @returns Cedar's own answer: success, or the errors of the first chunk it refuses.
  */
-export function checkEntities(entities: readonly unknown[], schema: string, max: number = CHUNK_ENTITIES): EntityCheck {
+export function checkEntities(entities: readonly unknown[], schema: string, max: number = CHUNK_ENTITIES, engine: Cedar = cedar): EntityCheck {
   const chunks = closedChunks(entities, max);
   // One chunk is one parse of the schema either way; pre-parsing pays off from the second.
-  const check = chunks.length > 1 && prepare(schema)
-    ? checkPrepared
-    : (chunk: unknown[]) => cedar.checkParseEntities({ entities: chunk as EntityJson[], schema });
+  const check = chunks.length > 1 && prepare(schema, engine)
+    ? (chunk: unknown[]) => checkPrepared(chunk, engine)
+    : (chunk: unknown[]) => engine.checkParseEntities({ entities: chunk as EntityJson[], schema });
   for (const chunk of chunks) {
     const answer = check(chunk);
     if (answer.type === 'failure') return answer;

@@ -24,7 +24,7 @@
  *
  * @module
  */
-import { cedar, describeCedarErrors, type EntityUid } from './cedar.js';
+import { cedar, describeCedarErrors, type Cedar, type EntityUid } from './cedar.js';
 import { mayApply } from './entity-slice.js';
 import { PolicyLoadError } from './policy-load-error.js';
 import type { ActionInfo } from './schema.js';
@@ -43,6 +43,7 @@ export type ScopedPolicySet = (principalType: string, action: EntityUid, resourc
  * (principal type, action, resource type) `actions` declare, under ids `${slot}~n`.
  *
  * @param dir - the policy folder, named by a refusal.
+ * @param engine - the Cedar instance to pre-parse into (a policy set's own: policy-store.ts).
  * @returns The policy set id for a call: its subset's, else `slot` (the whole set).
  * @throws {@link PolicyLoadError} with Cedar's messages if a subset does not pre-parse (it parsed
  *   as a whole: a bug) — the store's refusal, so a reload is refused and logged as such and the
@@ -53,6 +54,7 @@ export function preparseScopedSets(
   policies: { ids: readonly string[]; texts: Readonly<Record<string, string>>; ests: readonly unknown[] },
   actions: readonly ActionInfo[],
   dir: string,
+  engine: Cedar = cedar,
 ): ScopedPolicySet {
   const byKey = new Map<string, string>();
   const bySubset = new Map<string, string>();
@@ -71,7 +73,7 @@ export function preparseScopedSets(
           budget -= ids.length;
           id = `${slot}~${bySubset.size}`;
           made.set(slot, Math.max(made.get(slot) ?? 0, bySubset.size + 1));
-          const answer = cedar.preparsePolicySet(id, { staticPolicies: Object.fromEntries(ids.map((p) => [p, policies.texts[p]!])) });
+          const answer = engine.preparsePolicySet(id, { staticPolicies: Object.fromEntries(ids.map((p) => [p, policies.texts[p]!])) });
           if (answer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(answer.errors).map((m) => `policy subset ${id} did not pre-parse: ${m}`));
           bySubset.set(subset, id);
         }
@@ -79,7 +81,7 @@ export function preparseScopedSets(
       }
     }
   }
-  clearStale(slot, bySubset.size);
+  clearStale(slot, bySubset.size, engine);
   return (principalType, action, resourceType) => byKey.get(scopeKey(principalType, action, resourceType)) ?? slot;
 }
 
@@ -88,8 +90,8 @@ export function preparseScopedSets(
  * pre-parsed: no snapshot refers to them any more, and Cedar has no call that forgets a set, so
  * their policies would stay parsed for as long as the process runs.
  */
-function clearStale(slot: string, kept: number): void {
-  for (let i = kept; i < (made.get(slot) ?? 0); i++) cedar.preparsePolicySet(`${slot}~${i}`, { staticPolicies: {} });
+function clearStale(slot: string, kept: number, engine: Cedar): void {
+  for (let i = kept; i < (made.get(slot) ?? 0); i++) engine.preparsePolicySet(`${slot}~${i}`, { staticPolicies: {} });
   made.set(slot, kept);
 }
 

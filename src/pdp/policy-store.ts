@@ -8,8 +8,10 @@
  * data) and `aliases.json` (`{ "<type>": { "<alias id>": "<id>" } }`).
  *
  * Loading is all-or-nothing: the schema must parse, every policy must parse and validate in
- * strict mode, the entities must conform to the schema. Only then is the new set pre-parsed
- * into the *inactive* of two slots and made current in one assignment. Decisions read
+ * strict mode and nest no deeper than {@link MAX_POLICY_DEPTH}, the entities must conform to the
+ * schema. All of it runs in a Cedar instance of the set's own (cedar.ts `newCedarInstance`), where
+ * the set is then pre-parsed and made current in one assignment: an input that crashes Cedar
+ * (issue 16, tenth round) crashes only that instance, and is refused naming its file. Decisions read
  * {@link PolicyStore.current} synchronously, right before their Cedar calls, so a decision never
  * mixes two policy sets, and a refused reload leaves the previous set serving untouched.
  *
@@ -20,11 +22,11 @@ import { watch as watchFolder, type FSWatcher } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { unexpectedError, type Logger } from '../log.js';
-import { cedar, describeCedarErrors, type EntityJson, type SchemaJson } from './cedar.js';
+import { describeCedarErrors, isCedarCrash, newCedarInstance, type Cedar, type EntityJson, type SchemaJson } from './cedar.js';
 import { checkEntities } from './entity-check.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
-import { MAX_NESTING, nestingDepth } from './nesting.js';
+import { jsonDepth, MAX_NESTING, MAX_POLICY_DEPTH, nestingDepth } from './nesting.js';
 import { PolicyLoadError } from './policy-load-error.js';
 import { preparseScopedSets, type ScopedPolicySet } from './policy-scopes.js';
 import { isObject, ProjectionError, SchemaInfo } from './schema.js';
@@ -59,6 +61,16 @@ export interface PolicySnapshot {
   readonly loadedAt: string;
   /** Validator warnings (the set loaded anyway). */
   readonly warnings: readonly string[];
+  /** The Cedar instance holding this set's pre-parsed policies: its own (cedar.ts `newCedarInstance`). */
+  readonly cedar: Cedar;
+  /** False once a call into {@link cedar} crashed: decisions against this set then fail closed (engine.ts). */
+  readonly usable: () => boolean;
+  /**
+   * Reports that a call into {@link cedar} threw a crash (cedar.ts `isCedarCrash`): the instance is
+   * retired at once ({@link usable} turns false) and the store loads the same files into a fresh
+   * instance as the next generation (trigger `recover`), logged at `error`.
+   */
+  readonly crashed: (err: unknown) => void;
 }
 
 export { PolicyLoadError } from './policy-load-error.js';
@@ -73,8 +85,8 @@ export interface ReloadResult {
   warnings: readonly string[];
 }
 
-/** What asked for a (re)load: start, the file watch, SIGHUP, or the admin API. */
-export type ReloadTrigger = 'start' | 'file' | 'signal' | 'admin';
+/** What asked for a (re)load: start, the file watch, SIGHUP, the admin API, or a crash of the serving set's Cedar instance. */
+export type ReloadTrigger = 'start' | 'file' | 'signal' | 'admin' | 'recover';
 
 interface Files {
   schema: { file: string; text: string };
@@ -95,13 +107,18 @@ export class PolicyStore {
   readonly dir: string;
   readonly #logger: Logger;
   readonly #slotPrefix: string;
+  readonly #newCedar: () => Cedar;
   #current: PolicySnapshot | undefined;
+  /** The files {@link #current} was made from: a recovery loads them again. */
+  #files: Files | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   readonly #listeners: Array<(s: PolicySnapshot) => void> = [];
 
-  constructor(options: { dir: string; logger: Logger }) {
+  /** @param options.newCedar - makes each set's Cedar instance (default cedar.ts `newCedarInstance`; tests inject failures). */
+  constructor(options: { dir: string; logger: Logger; newCedar?: () => Cedar }) {
     this.dir = resolve(options.dir);
     this.#logger = options.logger;
+    this.#newCedar = options.newCedar ?? newCedarInstance;
     // Cedar's storage is per process: several stores (tests run several servers) need their own ids.
     this.#slotPrefix = `deputy-${++instances}-${randomBytes(4).toString('hex')}`;
   }
@@ -134,27 +151,30 @@ export class PolicyStore {
   }
 
   async #reload(trigger: ReloadTrigger): Promise<ReloadResult> {
+    const previous = this.#current;
+    // A recovery loads the serving set's own files again, and only while that set is unusable.
+    if (trigger === 'recover' && (!previous || previous.usable() || !this.#files)) return { changed: false, ...summary(this.current) };
     let files: Files;
     try {
-      files = await readPolicyFiles(this.dir);
+      files = trigger === 'recover' ? this.#files! : await readPolicyFiles(this.dir);
     } catch (err) {
       this.#logRefused(trigger, err);
       throw err;
     }
-    const previous = this.#current;
-    if (previous && previous.digest === files.digest) {
+    if (previous && previous.digest === files.digest && previous.usable()) {
       return { changed: false, ...summary(previous) };
     }
     const generation = (previous?.generation ?? 0) + 1;
     const slot = `${this.#slotPrefix}-${generation % 2 === 0 ? 'b' : 'a'}`;
     let snapshot: PolicySnapshot;
     try {
-      snapshot = compile(this.dir, files, generation, slot);
+      snapshot = this.#compile(files, generation, slot);
     } catch (err) {
       this.#logRefused(trigger, err);
       throw err;
     }
     this.#current = snapshot;
+    this.#files = files;
     for (const l of this.#listeners) l(snapshot);
     this.#logger.info(
       { trigger, generation, policies: snapshot.policies.size, entities: snapshot.data.size, digest: snapshot.digest.slice(0, 16), warnings: snapshot.warnings.length },
@@ -162,6 +182,31 @@ export class PolicyStore {
     );
     for (const w of snapshot.warnings) this.#logger.warn({ warning: w }, 'policy validation warning');
     return { changed: true, ...summary(snapshot) };
+  }
+
+  /**
+   * {@link compile} into a new Cedar instance; a crash there is a {@link PolicyLoadError} naming the
+   * files that crash Cedar ({@link crashRefusal}). The snapshot reports its own instance's crashes.
+   */
+  #compile(files: Files, generation: number, slot: string): PolicySnapshot {
+    let compiled: Omit<PolicySnapshot, 'usable' | 'crashed'>;
+    try {
+      compiled = compile(this.dir, files, generation, slot, this.#newCedar());
+    } catch (err) {
+      throw isCedarCrash(err) ? crashRefusal(this.dir, files, err) : err;
+    }
+    let usable = true;
+    const snapshot: PolicySnapshot = {
+      ...compiled,
+      usable: () => usable,
+      crashed: (err) => {
+        if (!usable) return;
+        usable = false;
+        this.#logger.error({ generation, err: unexpectedError(err) }, 'Cedar crashed evaluating a decision; its instance is retired and the policy set loaded again');
+        if (this.#current === snapshot) this.reload('recover').catch(() => undefined); // refusals are logged in #reload
+      },
+    };
+    return snapshot;
   }
 
   /**
@@ -274,15 +319,18 @@ function refuseDeepNesting(dir: string, files: Files): void {
   if (issues.length) throw new PolicyLoadError(dir, issues);
 }
 
-/** Parses, validates and pre-parses; throws {@link PolicyLoadError} with every problem found. */
-function compile(dir: string, files: Files, generation: number, slot: string): PolicySnapshot {
+/**
+ * Parses, validates and pre-parses in `cedar`; throws {@link PolicyLoadError} with every problem
+ * found, and what Cedar throws when it crashes (cedar.ts `isCedarCrash`: `cedar` is then corrupt).
+ */
+function compile(dir: string, files: Files, generation: number, slot: string, cedar: Cedar): Omit<PolicySnapshot, 'usable' | 'crashed'> {
   refuseDeepNesting(dir, files);
-  const schemaText = schemaAsText(dir, files.schema);
+  const schemaText = schemaAsText(dir, files.schema, cedar);
   const resolved = cedar.schemaToJsonWithResolvedTypes(schemaText);
   if (resolved.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(resolved.errors).map((m) => `${files.schema.file}: ${m}`));
   const schema = new SchemaInfo(resolved.json as SchemaJson<string>);
 
-  const { texts, infos, ests, issues } = splitPolicies(files.policies);
+  const { texts, infos, ests, issues } = splitPolicies(files.policies, cedar);
   if (issues.length) throw new PolicyLoadError(dir, issues);
 
   const validation = cedar.validate({ schema: schemaText, policies: { staticPolicies: texts }, validationSettings: { mode: 'strict' } });
@@ -296,12 +344,12 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
     ...describeCedarErrors(validation.otherWarnings),
   ];
 
-  const entities = files.entities ? explicitForms(dir, files.entities.file, parseEntities(dir, files.entities, schemaText), schema) : [];
+  const entities = files.entities ? explicitForms(dir, files.entities.file, parseEntities(dir, files.entities, schemaText, cedar), schema) : [];
   const aliases = files.aliases ? parseAliases(dir, files.aliases, schema) : new Map<string, Map<string, string>>();
 
   const setAnswer = cedar.preparsePolicySet(slot, { staticPolicies: texts });
   if (setAnswer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(setAnswer.errors));
-  const scopedPolicySetId = preparseScopedSets(slot, { ids: [...infos.keys()], texts, ests }, schema.actions, dir);
+  const scopedPolicySetId = preparseScopedSets(slot, { ids: [...infos.keys()], texts, ests }, schema.actions, dir, cedar);
 
   return {
     generation,
@@ -314,10 +362,45 @@ function compile(dir: string, files: Files, generation: number, slot: string): P
     digest: files.digest,
     loadedAt: new Date().toISOString(),
     warnings,
+    cedar,
   };
 }
 
-function schemaAsText(dir: string, f: { file: string; text: string }): string {
+/**
+ * The refusal of a set whose load crashed Cedar (`err`): each file is read alone — the schema,
+ * then each policy file parsed, validated and pre-parsed against it, then `entities.json` — in an
+ * instance replaced after every crash, and the files that crash it alone are named; when none
+ * does, the set as a whole is.
+ */
+function crashRefusal(dir: string, files: Files, err: unknown): PolicyLoadError {
+  let cedar = newCedarInstance();
+  const crashes = (run: (c: Cedar) => unknown): boolean => {
+    try {
+      run(cedar);
+      return false;
+    } catch (e) {
+      if (!isCedarCrash(e)) return false;
+      cedar = newCedarInstance();
+      return true;
+    }
+  };
+  const named: string[] = [];
+  let schemaText: string | undefined;
+  if (crashes((c) => (schemaText = schemaAsText(dir, files.schema, c)) && c.schemaToJsonWithResolvedTypes(schemaText))) named.push(files.schema.file);
+  for (const f of files.policies) {
+    const alone = (c: Cedar) => {
+      const { texts } = splitPolicies([f], c);
+      if (schemaText !== undefined) c.validate({ schema: schemaText, policies: { staticPolicies: texts }, validationSettings: { mode: 'strict' } });
+      c.preparsePolicySet('deputy-crash-probe', { staticPolicies: texts });
+    };
+    if (crashes(alone)) named.push(f.file);
+  }
+  if (files.entities && schemaText !== undefined && crashes((c) => parseEntities(dir, files.entities!, schemaText!, c))) named.push(files.entities.file);
+  const why = `Cedar crashed reading it (${err instanceof Error ? err.message : String(err)}): too deeply nested for Cedar's stack?`;
+  return new PolicyLoadError(dir, named.length ? named.map((file) => `${file}: ${why}`) : [`the policy set as a whole: ${why}`]);
+}
+
+function schemaAsText(dir: string, f: { file: string; text: string }, cedar: Cedar): string {
   if (!f.file.endsWith('.json')) {
     const parsed = cedar.checkParseSchema(f.text);
     if (parsed.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(parsed.errors).map((m) => `${f.file}: ${m}`));
@@ -329,7 +412,7 @@ function schemaAsText(dir: string, f: { file: string; text: string }): string {
   } catch {
     throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
   }
-  const text = cedarSchemaText(dir, f.file, json);
+  const text = cedarSchemaText(dir, f.file, json, cedar);
   if (text.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(text.errors).map((m) => `${f.file}: ${m}`));
   return text.text;
 }
@@ -339,16 +422,20 @@ function schemaAsText(dir: string, f: { file: string; text: string }): string {
  * parser's recursion limit, 128 levels) a {@link PolicyLoadError} naming the file, as for
  * `entities.json` (issue 16, ninth round red team).
  */
-function cedarSchemaText(dir: string, file: string, json: unknown): ReturnType<typeof cedar.schemaToText> {
+function cedarSchemaText(dir: string, file: string, json: unknown, cedar: Cedar): ReturnType<Cedar['schemaToText']> {
   try {
     return cedar.schemaToText(json as SchemaJson<string>);
   } catch (err) {
+    if (isCedarCrash(err)) throw err;
     throw new PolicyLoadError(dir, [`${file}: Cedar could not read it: ${err instanceof Error ? err.message : String(err)}`]);
   }
 }
 
-/** Splits each file into policies and gives each its id (`@id`, or `file#n`). */
-function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { texts: Record<string, string>; infos: Map<string, PolicyInfo>; ests: unknown[]; issues: string[] } {
+/**
+ * Splits each file into policies and gives each its id (`@id`, or `file#n`); a policy nested
+ * deeper than {@link MAX_POLICY_DEPTH} (its JSON form) is an issue.
+ */
+function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>, cedar: Cedar): { texts: Record<string, string>; infos: Map<string, PolicyInfo>; ests: unknown[]; issues: string[] } {
   // No prototype: a policy id is any string, and `texts["__proto__"] = …` on a plain object sets
   // nothing: that policy would be neither validated nor pre-parsed (a forbid silently dropped).
   const texts: Record<string, string> = Object.create(null) as Record<string, string>;
@@ -370,6 +457,10 @@ function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { 
       }
       const annotations = json.json.annotations ?? {};
       const id = annotations.id ?? `${file}#${i + 1}`;
+      if (jsonDepth(json.json) > MAX_POLICY_DEPTH) {
+        issues.push(`${file}: policy "${id}" nests its expressions deeper than ${MAX_POLICY_DEPTH} levels of its JSON form (Cedar's evaluation would overflow its stack)`);
+        return;
+      }
       if (infos.has(id)) {
         issues.push(`${file}: policy id "${id}" is also used in ${infos.get(id)!.file}`);
         return;
@@ -389,15 +480,16 @@ function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>): { 
  * {@link PolicyLoadError} naming the file: it was an untyped error, which a reload on SIGHUP or a
  * file change swallowed unlogged, and the admin API answered 500 (issue 16, ninth round red team).
  */
-function checkedEntities(dir: string, file: string, json: unknown[], schemaText: string): ReturnType<typeof checkEntities> {
+function checkedEntities(dir: string, file: string, json: unknown[], schemaText: string, cedar: Cedar): ReturnType<typeof checkEntities> {
   try {
-    return checkEntities(json, schemaText);
+    return checkEntities(json, schemaText, undefined, cedar);
   } catch (err) {
+    if (isCedarCrash(err)) throw err;
     throw new PolicyLoadError(dir, [`${file}: Cedar could not read it: ${err instanceof Error ? err.message : String(err)}`]);
   }
 }
 
-function parseEntities(dir: string, f: { file: string; text: string }, schemaText: string): EntityJson[] {
+function parseEntities(dir: string, f: { file: string; text: string }, schemaText: string, cedar: Cedar): EntityJson[] {
   let json: unknown;
   try {
     json = JSON.parse(f.text);
@@ -405,7 +497,7 @@ function parseEntities(dir: string, f: { file: string; text: string }, schemaTex
     throw new PolicyLoadError(dir, [`${f.file}: not valid JSON`]);
   }
   if (!Array.isArray(json)) throw new PolicyLoadError(dir, [`${f.file}: must be a JSON array of Cedar entities`]);
-  const checked = checkedEntities(dir, f.file, json, schemaText);
+  const checked = checkedEntities(dir, f.file, json, schemaText, cedar);
   if (checked.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(checked.errors).map((m) => `${f.file}: ${m}`));
   return json as EntityJson[];
 }

@@ -10,7 +10,7 @@ import { createPostgresStore } from './postgres.js';
 import type { Store } from './store.js';
 
 export type { Queryable, QueryOptions, StatementCondition, StatementPart, Store } from './store.js';
-export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError } from './store.js';
+export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError, unavailableReason } from './store.js';
 export { DataDirLocked, lockDataDir, type DataDirLock, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';
 export type { CheckpointEvents, CheckpointReason } from './checkpointer.js';

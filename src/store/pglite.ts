@@ -15,7 +15,7 @@ import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { DEFAULT_CHECKPOINT_POLICY, startCheckpointer, type CheckpointClock, type CheckpointEvents, type Checkpointer, type CheckpointPolicy, type CheckpointTarget } from './checkpointer.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { mustPrepareAgain, runNamedOnPGlite, StatementNames, type PreparedShape } from './prepared.js';
-import { StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
+import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
 
 export interface PGliteStoreOptions {
   /** A folder path, or `memory://` for a database that keeps nothing. */
@@ -145,7 +145,7 @@ function pgliteStatements(db: PGlite) {
 function transactionQueryable(t: Transaction, statements: ReturnType<typeof pgliteStatements>): Queryable {
   return {
     async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions) {
-      const name = opts?.prepare ? statements.names.nameOf(sql) : undefined;
+      const name = opts?.prepare ? statements.names.nameOf(sql, opts.prepare === 'shape') : undefined;
       if (name === undefined) return (await t.query<R>(sql, params as unknown[] | undefined)).rows;
       return statements.runIn<R>(t, name, sql, params ?? []);
     },
@@ -195,9 +195,14 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
 
   const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> => {
     if (db.closed) throw new StoreUnavailable('store is closed');
-    const name = opts?.prepare ? statements.names.nameOf(sql) : undefined;
-    if (name === undefined) return (await db.query<R>(sql, params as unknown[] | undefined)).rows;
-    return statements.run<R>(name, sql, params ?? []);
+    const name = opts?.prepare ? statements.names.nameOf(sql, opts.prepare === 'shape') : undefined;
+    // A full disk (53100) or exhausted memory (53200) is the store's, as on PostgreSQL (./store.ts).
+    try {
+      if (name === undefined) return (await db.query<R>(sql, params as unknown[] | undefined)).rows;
+      return await statements.run<R>(name, sql, params ?? []);
+    } catch (err) {
+      throw classifyStoreError(err);
+    }
   };
 
   return {
@@ -205,12 +210,16 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
     query,
     async exec(sql: string) {
       if (db.closed) throw new StoreUnavailable('store is closed');
-      await db.exec(sql);
+      await db.exec(sql).catch((err: unknown) => {
+        throw classifyStoreError(err);
+      });
       statements.schemaChanged();
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
       if (db.closed) throw new StoreUnavailable('store is closed');
-      return db.transaction(async (t) => fn(transactionQueryable(t, statements)));
+      return db.transaction(async (t) => fn(transactionQueryable(t, statements))).catch((err: unknown) => {
+        throw classifyStoreError(err);
+      });
     },
     async ping(timeoutMs = 2_000) {
       if (db.closed) throw new StoreUnavailable('store is closed');

@@ -79,7 +79,7 @@ function queryable(db: pg.Pool | pg.PoolClient, names: StatementNames, assertOpe
   return {
     async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
       assertOpen();
-      const name = opts?.prepare ? names.nameOf(sql) : undefined;
+      const name = opts?.prepare ? names.nameOf(sql, opts.prepare === 'shape') : undefined;
       const values = params as unknown[] | undefined;
       try {
         return await run<R>(sql, values, name).catch((err: unknown) => {
@@ -88,7 +88,7 @@ function queryable(db: pg.Pool | pg.PoolClient, names: StatementNames, assertOpe
           // DISCARD ALL) while pg still counts it as prepared: name it afresh (./prepared.ts).
           names.invalidate();
           if (inTransaction) throw err;
-          return run<R>(sql, values, names.nameOf(sql));
+          return run<R>(sql, values, names.nameOf(sql, opts?.prepare === 'shape'));
         });
       } catch (err) {
         throw classifyStoreError(err);

@@ -6,10 +6,10 @@
  * it is no costlier than the custom ones (`plan_cache_mode = auto`), for the session that
  * prepared it. The name is derived from the statement's text, so a text always maps to one name
  * and a name to one text; callers whose text varies with their input (a group of n receipts) get
- * one name per shape, at most {@link MAX_NAMED} shapes per store — past that a statement runs
- * unnamed, as before. A schema change made through the store (migrations, `exec`) starts a new
- * generation of names, so no statement prepared against the old schema is run again. Made
- * elsewhere (another instance migrating a shared database), PostgreSQL re-plans the statements
+ * one name per shape, at most {@link MAX_NAMED} texts per store, of which shapes (`prepare:
+ * 'shape'`) at most {@link MAX_SHAPES_NAMED} — past that a statement runs unnamed, as before. A
+ * schema change made through the store (migrations, `exec`) starts a new generation of names,
+ * so no statement prepared against the old schema is run again. Made elsewhere (another instance migrating a shared database), PostgreSQL re-plans the statements
  * itself; only one whose result columns changed fails ("cached plan must not change result
  * type", {@link isStalePlan}): the store then starts a new generation and runs the statement once
  * more under its new name (outside a transaction; inside one, the transaction fails and the next
@@ -28,17 +28,31 @@ import { sha256 } from '../util/sha256.js';
 export const MAX_NAMED = 128;
 
 /**
+ * Of {@link MAX_NAMED}, the most that shapes may take (`prepare: 'shape'`: a statement whose text
+ * varies with its input, as a receipt group's with other modules' parts): a burst of new shapes
+ * cannot take every name and leave later fixed statements unnamed — they keep at least
+ * `MAX_NAMED - MAX_SHAPES_NAMED` (issue 16, tenth round).
+ */
+export const MAX_SHAPES_NAMED = 64;
+
+/**
  * The names of a store's prepared statements: text → `deputy_<generation>_<sha-256 prefix>`,
- * bounded by {@link MAX_NAMED}.
+ * bounded by {@link MAX_NAMED}, of which shapes take at most {@link MAX_SHAPES_NAMED}. First come,
+ * first named: a text named keeps its name until a schema change ({@link invalidate}).
  */
 export class StatementNames {
   #names = new Map<string, string>();
+  #shapes = 0;
   #generation = 0;
 
-  /** The name for `sql`, or `undefined` when the bound is reached (run it unnamed). */
-  nameOf(sql: string): string | undefined {
+  /**
+   * The name for `sql`, or `undefined` when the bound is reached (run it unnamed).
+   * @param shape - `sql` is one shape of a statement whose text varies with its input.
+   */
+  nameOf(sql: string, shape = false): string | undefined {
     const known = this.#names.get(sql);
-    if (known !== undefined || this.#names.size >= MAX_NAMED) return known;
+    if (known !== undefined || this.#names.size >= MAX_NAMED || (shape && this.#shapes >= MAX_SHAPES_NAMED)) return known;
+    if (shape) this.#shapes += 1;
     const name = `deputy_${this.#generation}_${sha256(sql).toString('hex').slice(0, 24)}`;
     this.#names.set(sql, name);
     return name;
@@ -50,6 +64,7 @@ export class StatementNames {
    */
   invalidate(): void {
     this.#names.clear();
+    this.#shapes = 0;
     this.#generation += 1;
   }
 }

@@ -14,9 +14,11 @@ export interface QueryOptions {
    * Run it as a named (prepared) statement: parsed once per connection, then only bound and
    * executed, and planned once PostgreSQL settles on a generic plan (./prepared.ts). For the hot
    * statements of the enforcement path, whose text is fixed or takes few shapes; the store names
-   * at most `MAX_NAMED` texts and runs the rest unnamed. Results and errors are the same.
+   * at most `MAX_NAMED` texts and runs the rest unnamed. `'shape'` for a text that varies with the
+   * input (a group's make-up): such texts take at most `MAX_SHAPES_NAMED` of the names, so they
+   * never leave fixed ones unnamed. Results and errors are the same.
    */
-  prepare?: boolean;
+  prepare?: boolean | 'shape';
 }
 
 /** Something SQL can be sent to: the store itself or an open transaction. */
@@ -63,8 +65,9 @@ export interface Store extends Queryable {
 }
 
 /**
- * The database cannot be reached or answered with an infrastructure error (refused or dropped
- * connection, server shutting down or starting, pool timeout). Every surface answers it with
+ * The database cannot be reached or cannot serve now (refused or dropped connection, server
+ * shutting down or starting, pool timeout, a read-only standby, resources or time exhausted:
+ * {@link unavailableReason}). Every surface answers it with
  * `503 temporarily_unavailable` and `Retry-After` (src/http/errors.ts): the request may succeed
  * once the store is back, and nothing was decided about it.
  */
@@ -81,11 +84,36 @@ export const StoreUnavailable = StoreUnavailableError;
 export type StoreUnavailable = StoreUnavailableError;
 
 /**
- * SQLSTATE classes and codes that mean "the server is not there for us", not "your statement is
- * wrong" (PostgreSQL Appendix A): 08xxx connection exceptions, 57P01 admin_shutdown, 57P02
- * crash_shutdown, 57P03 cannot_connect_now, 53300 too_many_connections.
+ * SQLSTATEs (PostgreSQL Appendix A) that mean "the database cannot serve this now; the same
+ * statement may succeed later", by class, with what an operator is told. The rule: a condition of
+ * the server or its resources — where it runs, what it may write, how much it may hold, how long
+ * it may wait — is the store's (503 `temporarily_unavailable` with `Retry-After`); a condition of
+ * the statement or of the data — syntax, types, constraints, privileges, a transaction misused
+ * (the rest of 25), serialization failures (40, which their callers retry), internal errors (XX)
+ * — is Deputy's bug or a database beyond retrying, and stays a 500.
+ *
+ * - 08 connection exception: the connection could not be made or was lost.
+ * - 25006 read_only_sql_transaction: a write on a read-only server — after a failover, a
+ *   connection string that reaches a standby; writes succeed again once it reaches the primary.
+ * - 53 insufficient resources: disk full (53100), out of memory (53200), too many connections
+ *   (53300), a configuration limit (53400).
+ * - 55P03 lock_not_available: `lock_timeout` passed waiting for a lock another session holds.
+ * - 57 operator intervention: `statement_timeout` (57014 query_canceled), a server shutting down,
+ *   crashed or starting (57P01–57P03), the database dropped (57P04), an idle session ended (57P05).
+ * - 58000 system_error, 58030 io_error: the server's operating system failed it.
  */
-const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+const UNAVAILABLE_SQLSTATES: ReadonlyArray<[prefix: string, reason: string]> = [
+  ['08', 'the database is unreachable'],
+  ['25006', 'the database is read-only (a standby?)'],
+  ['53100', 'the database is out of disk space'],
+  ['53200', 'the database is out of memory'],
+  ['53', 'the database is out of resources'],
+  ['55P03', 'the database did not grant a lock in time (lock_timeout)'],
+  ['57014', 'the database canceled the statement (statement_timeout)'],
+  ['57', 'the database is unreachable'],
+  ['58000', 'the database failed (system error)'],
+  ['58030', 'the database failed (I/O error)'],
+];
 /** Node socket errors of a connection that could not be made or was lost. */
 const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED']);
 /** node-postgres reports a lost or timed-out connection with these messages and no code. */
@@ -98,25 +126,39 @@ const UNAVAILABLE_MESSAGES = [
 ];
 
 /**
- * Whether a raw driver error (node-postgres, PGlite, a socket) means the database is not there:
- * a refused, lost or timed-out connection, or a server shutting down or starting. Statement
- * errors (syntax, constraint, serialization) are not.
+ * Why a raw driver error (node-postgres, PGlite, a socket) means the database cannot serve now
+ * ({@link UNAVAILABLE_SQLSTATES}: a lost connection, a read-only server, exhausted resources, a
+ * timeout), as told to an operator; `undefined` for a statement's or Deputy's own error (syntax,
+ * constraint, serialization), which stays what it is.
  */
-export function isConnectionFailure(err: unknown): boolean {
-  if (err instanceof AggregateError) return err.errors.some((x) => isConnectionFailure(x));
+export function unavailableReason(err: unknown): string | undefined {
+  if (err instanceof AggregateError) return err.errors.map((x) => unavailableReason(x)).find((r) => r !== undefined);
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && ((code.length === 5 && code.startsWith('08')) || UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_ERRNOS.has(code))) return true;
+  if (typeof code === 'string') {
+    if (code.length === 5) {
+      const hit = UNAVAILABLE_SQLSTATES.find(([prefix]) => code.startsWith(prefix));
+      if (hit) return hit[1];
+    }
+    if (UNAVAILABLE_ERRNOS.has(code)) return 'the database is unreachable';
+  }
   const message = (err as { message?: unknown } | null)?.message;
-  return typeof message === 'string' && UNAVAILABLE_MESSAGES.some((re) => re.test(message));
+  return typeof message === 'string' && UNAVAILABLE_MESSAGES.some((re) => re.test(message)) ? 'the database is unreachable' : undefined;
+}
+
+/** Whether a raw driver error means the database cannot serve now ({@link unavailableReason}). */
+export function isConnectionFailure(err: unknown): boolean {
+  return unavailableReason(err) !== undefined;
 }
 
 /**
- * What a store operation throws: a connection failure becomes {@link StoreUnavailableError}
- * (the driver's error as its `cause`); anything else is returned unchanged.
+ * What a store operation throws: an error meaning the database cannot serve now becomes
+ * {@link StoreUnavailableError} naming why ({@link unavailableReason}; the driver's error, with its
+ * SQLSTATE, as its `cause`); anything else is returned unchanged.
  */
 export function classifyStoreError(err: unknown): unknown {
-  if (err instanceof StoreUnavailableError || !isConnectionFailure(err)) return err;
-  return new StoreUnavailableError('the database is unreachable', { cause: err });
+  if (err instanceof StoreUnavailableError) return err;
+  const reason = unavailableReason(err);
+  return reason === undefined ? err : new StoreUnavailableError(reason, { cause: err });
 }
 
 /**

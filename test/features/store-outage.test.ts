@@ -144,3 +144,62 @@ describe.skipIf(!usingPostgres)('the database goes away and comes back', { timeo
     }
   });
 });
+
+/**
+ * After a failover the connection string can reach a read-only standby: the server answers every
+ * write with SQLSTATE 25006 (read_only_sql_transaction). Made true here for the test's database
+ * (`default_transaction_read_only` for new sessions, the pool's sessions ended): writes must
+ * answer 503 like an outage — it is one for them — never a 500, and the log names the SQLSTATE.
+ */
+describe.skipIf(!usingPostgres)('the database turns read-only (a standby after a failover) and back', { timeout: 180_000 }, () => {
+  async function setReadOnly(on: boolean): Promise<void> {
+    const { default: pg } = await import('pg');
+    // Through the server's own database: the test's is read-only once set.
+    const client = new pg.Client({ connectionString: process.env.DATABASE_URL });
+    await client.connect();
+    try {
+      const name = new URL(db.url!).pathname.slice(1);
+      await client.query(on ? `ALTER DATABASE ${name} SET default_transaction_read_only = on` : `ALTER DATABASE ${name} RESET default_transaction_read_only`);
+      await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+    } finally {
+      await client.end();
+    }
+  }
+
+  it('every write answers 503 temporarily_unavailable with Retry-After, reads still answer, and all serve again once writable', async () => {
+    const tokens = { gw: await gwToken(), introspected: await gwToken(), revoked: await gwToken(), evaluated: await gwToken() };
+    const writes = new Set(['POST /token (token exchange)', 'POST /access/v1/evaluation (a delegated subject)', 'GET /gw/echo', 'DELETE /admin/connections/echo/users/someone']);
+    const cases = [
+      ...surfaces(tokens),
+      { name: 'DELETE /admin/connections/echo/users/someone', send: () => fetch(`${deputy.url}/admin/connections/echo/users/someone%40example.com`, { method: 'DELETE', headers: { authorization: `Bearer ${adminToken}` } }) },
+    ];
+    const logged = deputy.logs.length;
+    await setReadOnly(true);
+    try {
+      // The sessions ended: the first statements may meet a closed connection (an outage, 503 too).
+      for (const c of cases) {
+        const res = await c.send();
+        const text = await res.text();
+        expect(res.status, `${c.name}: ${text}`).not.toBe(500);
+        if (writes.has(c.name)) {
+          expect(res.status, `${c.name}: ${text}`).toBe(503);
+          expect(res.headers.get('retry-after'), c.name).toMatch(/^\d+$/);
+          expect((JSON.parse(text) as { error: string }).error, c.name).toBe('temporarily_unavailable');
+          expect(text, c.name).not.toMatch(/read-only|25006|postgres|stack/i);
+        }
+      }
+      const lines = deputy.logs.slice(logged).join('');
+      expect(lines).not.toMatch(/"msg":"unhandled error"/);
+      expect(lines).toMatch(/the database is read-only \(a standby\?\) ← [^"]*\(25006\)/);
+    } finally {
+      await setReadOnly(false);
+    }
+    for (let i = 0; i < 50 && (await fetch(`${deputy.url}/readyz`)).status !== 200; i += 1) await new Promise((r) => setTimeout(r, 200));
+    const again = { gw: await gwToken(), introspected: await gwToken(), revoked: await gwToken(), evaluated: await gwToken() };
+    for (const c of surfaces(again)) {
+      const res = await c.send();
+      expect(res.status, `${c.name}: ${await res.clone().text()}`).toBe(200);
+      await res.arrayBuffer();
+    }
+  });
+});

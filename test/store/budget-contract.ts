@@ -210,15 +210,21 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       const c = clock();
       const s = scope();
       const l = ledger(one(), c.now);
+      // `unbudgeted` (the PEPs' synchronous skip) says "free" exactly where `reserve` would hold nothing from memory.
+      expect(l.unbudgeted(s)).toBe(false); // never looked up: not known
       expect((await l.reserve(s, { requests: 1 })).items).toEqual([]);
+      expect(l.unbudgeted(s)).toBe(true);
       // Through this instance: the next call is held at once.
       const id = await define(one(), { agent: s.agents[0], unit: 'requests', window: 'total', limit: 1 });
+      expect(l.unbudgeted(s)).toBe(false);
       expect((await l.reserve(s, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([id]);
+      expect(l.unbudgeted(s)).toBe(false);
       await expect(l.reserve(s, { requests: 1 })).rejects.toBeInstanceOf(BudgetExceeded);
       // A change that widens a budget to a scope remembered as free applies at once too.
       const widened = scope();
       expect((await l.reserve(widened, { requests: 1 })).items).toEqual([]);
       await new BudgetStore(one()).update(id, { agent: widened.agents[0] });
+      expect(l.unbudgeted(widened)).toBe(false);
       await expect(l.reserve(widened, { requests: 1 })).rejects.toBeInstanceOf(BudgetExceeded); // its one request is held above
       if (one() === two()) return; // one instance (PGlite): there is no other
       // Through another instance: remembered until the bound, applied from then on.
@@ -226,8 +232,10 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       expect((await l.reserve(free, { requests: 1 })).items).toEqual([]);
       const elsewhere = await define(two(), { agent: free.agents[0], unit: 'requests', window: 'total', limit: 5 });
       c.advance(NO_BUDGET_TTL_MS - 1);
+      expect(l.unbudgeted(free)).toBe(true);
       expect((await l.reserve(free, { requests: 1 })).items).toEqual([]);
       c.advance(1);
+      expect(l.unbudgeted(free)).toBe(false);
       expect((await l.reserve(free, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([elsewhere]);
     });
 

@@ -32,7 +32,7 @@ import { findRecorded, purgeExpired, recordOnce } from '../../src/oauth/adapter.
 import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
 import { OperatorTokenRevocations, REVOKED_NAMESPACE } from '../../src/oauth/operator-token-revocation.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
-import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
+import { StoreUnavailableError, type Queryable, type StatementPart, type Store } from '../../src/store/index.js';
 import { mcpServerSchema } from '../../src/mcp/config.js';
 import { McpServerStore, PinStore } from '../../src/mcp/store.js';
 import { budgetContract } from './budget-contract.js';
@@ -79,6 +79,29 @@ export function storeContract(options: ContractOptions): void {
     preparedStatementContract(one, two, concurrent);
     agentReadCacheContract(one);
     agentReadSingleFlightContract(one);
+    readOnlyContract(one);
+  });
+}
+
+/**
+ * A server that cannot write (a read-only standby after a failover: SQLSTATE 25006; made true
+ * here for one transaction) is the store being unavailable — `StoreUnavailableError` naming why,
+ * the driver's error as its cause — not a statement error (src/store/store.ts `unavailableReason`).
+ */
+function readOnlyContract(one: () => Store): void {
+  describe('a server that cannot write', () => {
+    it('rejects a write with StoreUnavailableError (25006 as its cause), and the next transaction writes', async () => {
+      const err = await one()
+        .transaction(async (tx) => {
+          await tx.query('SET TRANSACTION READ ONLY');
+          await ensureAgent(tx, 'read-only-contract');
+        })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StoreUnavailableError);
+      expect((err as Error).message).toBe('the database is read-only (a standby?)');
+      expect(((err as Error).cause as { code?: string }).code).toBe('25006');
+      await ensureAgent(one(), 'read-only-contract');
+    });
   });
 }
 

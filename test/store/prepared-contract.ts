@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { MAX_NAMED } from '../../src/store/prepared.js';
+import { MAX_NAMED, MAX_SHAPES_NAMED } from '../../src/store/prepared.js';
 import { StoreUnavailableError, type Queryable, type Store } from '../../src/store/index.js';
 
 const PREPARE = { prepare: true } as const;
@@ -108,6 +108,18 @@ export function preparedStatementContract(one: () => Store, two: () => Store, co
       const results = [];
       for (let k = 0; k < MAX_NAMED + 20; k++) results.push(...(await store.query<{ v: number }>(`SELECT $1::int + ${k} AS v`, [1000], PREPARE)));
       expect(results.map((r) => r.v)).toEqual(Array.from({ length: MAX_NAMED + 20 }, (_, k) => 1000 + k));
+    });
+
+    it(`a burst of shapes ('shape': texts varying with the input) takes at most ${MAX_SHAPES_NAMED} names: fixed statements run after it are named (pg_prepared_statements)`, async () => {
+      const store = one();
+      await store.exec('SELECT 1'); // a new generation of names: none taken yet
+      const prepared = await store.transaction(async (tx) => {
+        for (let k = 0; k < MAX_NAMED + 20; k++) await tx.query(`SELECT $1::int + ${k} AS shape`, [1], { prepare: 'shape' });
+        for (let k = 0; k < 8; k++) expect(await tx.query(`SELECT $1::int - ${k} AS fixed`, [1], PREPARE)).toEqual([{ fixed: 1 - k }]);
+        return tx.query<{ statement: string }>(`SELECT statement FROM pg_prepared_statements WHERE name LIKE 'deputy%'`);
+      });
+      expect(prepared.filter((p) => p.statement.includes(' AS shape')).length).toBe(MAX_SHAPES_NAMED);
+      expect(prepared.filter((p) => p.statement.includes(' AS fixed')).length).toBe(8);
     });
 
     it('parse every result type as the unnamed statement does (int8, numeric, bytea, json, jsonb, timestamps, arrays, uuid, NULL), with parameters typed alike', async () => {

@@ -2,6 +2,7 @@
  * The enforcement pipeline (src/enforcement): the runner's order, refusals, `refused` / `settle`
  * hooks (upstream failure, cut stream), and the shared steps' contracts with fake ports.
  */
+import { createHook } from 'node:async_hooks';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -32,6 +33,7 @@ import {
   type ProofVerifier,
   type Step,
 } from '../../src/enforcement/index.js';
+import { fixedCostBudgeter, type BudgetLedger } from '../../src/budgets/index.js';
 import { serializeError } from '../../src/errors/serialize.js';
 import { AccessDenied, BadGateway, DeputyError, InvalidRequest, InvalidToken, NotFound, TemporarilyUnavailable } from '../../src/errors/index.js';
 import type { AuthenticatedRequest } from '../../src/oauth/access-token.js';
@@ -119,6 +121,89 @@ describe('Pipeline runner', () => {
     await allSettled;
     expect(told).toEqual(['second', 'first completed']);
     expect(reported).toEqual([['ledger down', 'second']]);
+  });
+});
+
+/** Promises created while `fn` runs and what it starts settles (`async_hooks` init of type PROMISE). */
+async function promisesDuring(fn: () => Promise<unknown>): Promise<number> {
+  let n = 0;
+  const hook = createHook({ init: (_id, type) => void (type === 'PROMISE' && (n += 1)) }).enable();
+  try {
+    await fn();
+    await new Promise((r) => setImmediate(r)); // every settle hook has run
+  } finally {
+    hook.disable();
+  }
+  return n;
+}
+
+describe('Pipeline runner: per-call cost of settling (issue 16, tenth round)', () => {
+  /** `n` steps without hooks around one whose synchronous settle runs last in the list. */
+  const withPlainSteps = (n: number, settled: string[]) => {
+    let p = Pipeline.start<object>().then(recorder('held', [], { settle: () => void settled.push('held') })) as Pipeline<object, object>;
+    for (let i = 0; i < n; i++) p = p.then(recorder(`plain${i}`, []));
+    return p;
+  };
+
+  it('steps without a settle hook cost settling nothing: 8 more plain steps create no more promises', async () => {
+    const settled: string[] = [];
+    const one = withPlainSteps(0, settled);
+    const nine = withPlainSteps(8, settled);
+    await one.run({}); // warm up (first-call allocations)
+    await nine.run({});
+    // The least of five runs each: the test runner's own promises (its RPC) may fall into one.
+    const least = async (p: Pipeline<object, object>) => {
+      let min = Infinity;
+      for (let i = 0; i < 5; i++) min = Math.min(min, await promisesDuring(() => p.run({})));
+      return min;
+    };
+    const few = await least(one);
+    const many = await least(nine);
+    expect(settled).toHaveLength(12);
+    expect(many).toBe(few);
+  });
+
+  it('an asynchronous settle hook is awaited before the earlier steps settle; a synchronous one costs no wait', async () => {
+    const told: string[] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const p = Pipeline.start<object>()
+      .then(recorder('first', [], { settle: () => void told.push('first') }))
+      .then(recorder('plain', []))
+      .then(recorder('second', [], { settle: async () => { await gate; told.push('second'); } }))
+      .then(recorder('third', [], { settle: () => void told.push('third') }));
+    await p.run({});
+    await new Promise((r) => setImmediate(r));
+    expect(told).toEqual(['third']); // `second` is waiting: `first` is not told yet
+    release();
+    await new Promise((r) => setImmediate(r));
+    expect(told).toEqual(['third', 'second', 'first']);
+  });
+});
+
+describe('budget step: a call no budget covers (issue 16, tenth round)', () => {
+  const ctx = { decision: { allowed: true } } as never;
+  const ledgerThat = (unbudgeted: boolean, reserved: string[]) =>
+    ({
+      unbudgeted: () => unbudgeted,
+      reserve: async () => (reserved.push('reserve'), { id: 'r', items: [], held: {}, expiresAt: new Date() }),
+    }) as unknown as BudgetLedger;
+  const step = (l: BudgetLedger) => budget(fixedCostBudgeter<never>({ ledger: l, logger, demand: () => ({ scope: { agents: ['a'], user: 'u', connection: 'c' }, amounts: { requests: 1 } }) }));
+
+  it('known free (the ledger\'s memo): the step adds nothing synchronously, asks the ledger nothing, and its settle waits for nothing', () => {
+    const reserved: string[] = [];
+    const s = step(ledgerThat(true, reserved));
+    expect(s.run(ctx)).toBe(NOTHING);
+    expect(s.settle!(ctx, { kind: 'completed' })).toBeUndefined();
+    expect(reserved).toEqual([]);
+  });
+
+  it('not known: the ledger is asked (an empty reservation adds nothing)', async () => {
+    const reserved: string[] = [];
+    const out = step(ledgerThat(false, reserved)).run(ctx);
+    expect(out).toBeInstanceOf(Promise);
+    expect(await out).toBe(NOTHING);
+    expect(reserved).toEqual(['reserve']);
   });
 });
 

@@ -66,6 +66,7 @@ describe('failure lines name the error, never its message', () => {
   it('the fixed-cost budget\'s settle: "budget reservation could not be settled" names the class and code; the quoted secret never reaches the log', async () => {
     const log = capture();
     const ledger = {
+      unbudgeted: () => false,
       reserve: async () => ({ items: [{ budget: 'b1' }] }),
       settle: () => Promise.reject(quotingError()),
       release: async () => {},

@@ -259,6 +259,9 @@ describe('ReceiptService', () => {
     for (const [extra, message] of bad) {
       await expect(service.append(input('checked', 1, extra))).rejects.toThrow(message);
       await expect(service.append(input('checked', 1, extra))).rejects.toBeInstanceOf(TypeError);
+      // Every append method rejects (never throws where it is called), writing nothing.
+      await expect(service.appendOnce(input('checked', 1, extra), { namespace: 'DPoPProof', key: 'checked-bad', ttlSeconds: 300 })).rejects.toThrow(message);
+      await expect(service.appendWith(input('checked', 1, extra), { once: [], parts: [], inTransaction: async () => {} })).rejects.toThrow(message);
     }
     expect(await service.head('checked')).toBeUndefined();
   });

@@ -30,9 +30,10 @@ export interface BudgetHold {
 export interface Budgeter<C> {
   /**
    * @returns a hold (reserved), a denial (a budget is exhausted: carry a 402 `refusal`), or
-   *   undefined (no budget applies).
+   *   undefined (no budget applies) — undefined itself, not a promise, when that is known without
+   *   waiting (the step then adds nothing without a microtask turn: issue 16, tenth round).
    */
-  reserve(ctx: C): Promise<BudgetHold | Extract<PepDecision, { allowed: false }> | undefined>;
+  reserve(ctx: C): Promise<BudgetHold | Extract<PepDecision, { allowed: false }> | undefined> | undefined;
 }
 
 /** Added by `budget`. */
@@ -46,17 +47,18 @@ export function budget<C extends Decided>(budgeter?: Budgeter<C>): Step<C, Budge
   if (!budgeter) return { name: 'budget', run: () => NOTHING };
   return {
     name: 'budget',
-    async run(ctx) {
+    run(ctx) {
       if (!ctx.decision.allowed) return NOTHING;
-      const held = await budgeter.reserve(ctx);
-      if (held === undefined) return NOTHING;
-      return 'settle' in held ? { budgetHold: held } : { decision: held };
+      const reserving = budgeter.reserve(ctx);
+      if (reserving === undefined) return NOTHING;
+      return reserving.then((held) => (held === undefined ? NOTHING : 'settle' in held ? { budgetHold: held } : { decision: held }));
     },
     async refused(ctx, refusal) {
       await ctx.budgetHold?.settle(refusal);
     },
-    async settle(ctx, ending) {
-      await ctx.budgetHold?.settle(ending);
+    // Without a hold (no budget applied) nothing to wait for: no promise.
+    settle(ctx, ending) {
+      return ctx.budgetHold?.settle(ending);
     },
   };
 }
