@@ -20,6 +20,7 @@ import { GCProfiler, getHeapSpaceStatistics, getHeapStatistics, promiseHooks } f
 import pg from 'pg';
 import { PGlite } from '@electric-sql/pglite';
 import { ReceiptService } from '../../src/audit/receipts.js';
+import { gcKindOf, scavengeNow } from './gc.js';
 
 /** What the server did since the last reset. */
 export interface CounterSnapshot {
@@ -61,7 +62,6 @@ const statements = new Map<string, number>();
 const crypto = new Map<string, number>();
 let cpuAtReset = process.cpuUsage();
 const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, number> };
-/** GC kinds as `perf_hooks` numbers them (NODE_PERFORMANCE_GC_*). */
 const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
 /** Promises created since the last reset; `undefined` unless `BENCH_COUNT_PROMISES=1`. */
 let promises: number | undefined;
@@ -74,7 +74,6 @@ if (process.env.BENCH_COUNT_PROMISES === '1') {
   }).enable();
 }
 let resetAt = performance.now();
-const GC_KINDS: Record<number, string> = { 1: 'scavenge', 2: 'mark-compact', 4: 'incremental', 8: 'weak-callbacks' };
 
 /**
  * `BENCH_GC_TIMELINE=1` (gateway-tail.ts): every GC event since the last reset as
@@ -148,7 +147,11 @@ let meter: AllocationMeter | undefined;
  * sample per 32 KiB allocated on average) that also keeps objects scavenges and mark-compacts
  * collected, so garbage counts as much as what survives. One profile per counters window: started
  * at each `/reset`, written to `<dir>/heap.<pid>.<n>.heapprofile` at the next `/reset` and at exit.
- * Read it with `scripts/bench/heap-summary.ts`.
+ * Read it with `scripts/bench/heap-summary.ts`. `BENCH_HEAP_PROF_SURVIVORS=1` keeps, one sample per
+ * 4 KiB, only what no GC collected by the time the profile is written, and runs a scavenge just
+ * before: in a window without a mark-compact (`counters.gc.byKind`), that is everything a scavenge
+ * promoted (alive or dead in old space) plus the young generation's survivors — the bytes the
+ * window's scavenges copied, by allocation site.
  */
 class HeapSampler {
   private readonly session = new Session();
@@ -162,13 +165,15 @@ class HeapSampler {
 
   async restart(): Promise<void> {
     await this.write();
-    await this.session.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    const survivors = process.env.BENCH_HEAP_PROF_SURVIVORS === '1';
+    await this.session.post('HeapProfiler.startSampling', { samplingInterval: survivors ? 4096 : 32768, includeObjectsCollectedByMajorGC: !survivors, includeObjectsCollectedByMinorGC: !survivors });
     this.running = true;
   }
 
   async write(): Promise<void> {
     if (!this.running) return;
     this.running = false;
+    if (process.env.BENCH_HEAP_PROF_SURVIVORS === '1') scavengeNow();
     const { profile } = await this.session.post('HeapProfiler.stopSampling');
     writeFileSync(join(this.dir, `heap.${process.pid}.${++this.written}.heapprofile`), JSON.stringify(profile));
   }
@@ -221,7 +226,7 @@ export function installCounters(): void {
       gcPauses.count += 1;
       gcPauses.totalMs += e.duration;
       gcPauses.maxMs = Math.max(gcPauses.maxMs, e.duration);
-      const kind = GC_KINDS[((e as { detail?: unknown }).detail as { kind?: number } | undefined)?.kind ?? 0] ?? 'other';
+      const kind = gcKindOf(e);
       gcPauses.byKind[kind] = (gcPauses.byKind[kind] ?? 0) + 1;
       gcTimeline?.push([e.startTime + MONO_OFFSET_MS, e.duration, kind]);
     }

@@ -12,6 +12,7 @@
  * @module
  */
 import { Pool } from 'undici';
+import { settleHeap } from './gc.js';
 
 export interface RequestSpec {
   method: 'GET' | 'POST';
@@ -93,6 +94,7 @@ async function phase(pool: Pool, options: LoadOptions, durationMs: number, onSta
   const unexpected: Record<string, number> = {};
   let errors = 0;
   let sample: string | undefined;
+  settleHeap(); // the requests just built leave the young generation before the window (gc.ts)
   await onStart?.();
   const start = performance.now();
   const deadline = start + durationMs;

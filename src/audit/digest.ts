@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** A request reduced to JSON values (form parameters, AuthZEN bodies). */
 export type DigestValue = string | number | boolean | null | undefined | readonly DigestValue[] | { readonly [k: string]: DigestValue };
@@ -33,5 +33,5 @@ export function canonicalJson(value: DigestValue): string {
 
 /** `sha-256:<base64url>` of the canonical JSON of `request`. */
 export function requestDigest(request: { readonly [k: string]: DigestValue }): string {
-  return `sha-256:${createHash('sha256').update(canonicalJson(request), 'utf8').digest('base64url')}`;
+  return `sha-256:${sha256Base64url(canonicalJson(request))}`;
 }

@@ -18,9 +18,9 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import { CompactSign, importJWK, type CryptoKey, type JWK } from 'jose';
 import { RECEIPT_ALGS, type ReceiptAlg } from '../util/algorithms.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** RFC 8725 §3.11 explicit typing: the `typ` header of every receipt. */
 export const RECEIPT_TYP = 'deputy-receipt+jwt';
@@ -145,11 +145,9 @@ export interface ReceiptSigningKey {
   jwk: JWK & { kid: string; alg: string };
 }
 
-const b64url = (bytes: Buffer) => bytes.toString('base64url');
-
 /** SHA-256 (FIPS 180-4) of the receipt's compact serialization, base64url (RFC 4648 §5). */
 export function receiptHash(jws: string): string {
-  return b64url(createHash('sha256').update(jws, 'utf8').digest());
+  return sha256Base64url(jws);
 }
 
 /**
@@ -157,7 +155,7 @@ export function receiptHash(jws: string): string {
  * agent so the first receipt of one chain cannot start another.
  */
 export function genesisHash(agent: string): string {
-  return b64url(createHash('sha256').update(GENESIS_PREFIX + agent, 'utf8').digest());
+  return sha256Base64url(GENESIS_PREFIX + agent);
 }
 
 const LIMITS = { id: 256, text: 2048, chain: 64, policies: 64 } as const;
@@ -174,7 +172,7 @@ const JWS_SHAPES = new RegExp(JWS_SHAPE.source, 'g');
 export function receiptText(value: string, max: number = LIMITS.text): string {
   const cleaned = value.replace(JWS_SHAPES, '[token]');
   if (cleaned.length <= max) return cleaned;
-  const digest = `…#sha256:${b64url(createHash('sha256').update(value, 'utf8').digest())}`;
+  const digest = `…#sha256:${sha256Base64url(value)}`;
   return cleaned.slice(0, max - digest.length) + digest;
 }
 

@@ -50,7 +50,6 @@
  * @see {@link https://www.rfc-editor.org/rfc/rfc8725 RFC 8725} (JWT best current practices)
  * @module
  */
-import { createHash } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, UnsecuredJWT, type FlattenedJWSInput, type JWTHeaderParameters, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions, type ProtectedHeaderParameters } from 'jose';
 import { checkClaimShapes } from './claims.js';
 import type { TrustedIssuerConfig } from './config.js';
@@ -62,6 +61,7 @@ import { entraIdentity, refuseGraphToken } from './presets/entra.js';
 import { oidcIdentity } from './presets/oidc.js';
 import { oktaIdentity, refuseOktaOrgAccessToken } from './presets/okta.js';
 import { setBounded } from '../util/bounded-map.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** What the client says the subject token is (RFC 8693 §3 token type identifiers). */
 export type SubjectTokenKind = 'access_token' | 'id_token' | 'jwt';
@@ -267,7 +267,7 @@ class VerifiedSignatures {
    * @throws what `jwtVerify` (or the key resolver) throws
    */
   async verify(issuerId: string, token: string, header: ProtectedHeaderParameters, keys: JWTVerifyGetKey, options: JWTVerifyOptions): Promise<{ payload: JWTPayload; key: unknown }> {
-    const digest = createHash('sha256').update(issuerId).update('\0').update(token).digest('base64url');
+    const digest = sha256Base64url(`${issuerId}\0${token}`);
     const hit = this.#entries.get(digest);
     if (hit && hit.untilMs > Date.now() && (await resolvesTo(keys, header, token, hit.key))) {
       // The same claims set, validated by jose's own rules and errors (as `jwtVerify` would).
@@ -356,7 +356,7 @@ class AcceptedSubjectTokens {
   }
 
   static #digest(token: string, kind: SubjectTokenKind): string {
-    return createHash('sha256').update(kind).update('\0').update(token).digest('base64url');
+    return sha256Base64url(`${kind}\0${token}`);
   }
 }
 

@@ -8,7 +8,6 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import Router from '@koa/router';
 import type Koa from 'koa';
 import { AccessDenied } from '../errors/index.js';
@@ -19,6 +18,7 @@ import { escapeHtml, sendPage } from './pages.js';
 import { streamedPepMiddleware } from './streamed-pep.js';
 import { currentSession, signInLocation } from './signin.js';
 import type { CookieSealer } from '../signin/session.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** `/gw/{connection}/{path…}`: every method, streamed both ways (./streamed-pep.ts). */
 export function gatewayMiddleware(gateway: Gateway): Koa.Middleware {
@@ -35,7 +35,7 @@ export interface ConnectRoutesDeps {
 
 /** The per-flow cookie name: several flows may run in one browser at once. */
 function cookieName(state: string): string {
-  return `${CONNECT_COOKIE}_${createHash('sha256').update(state).digest('base64url').slice(0, 12)}`;
+  return `${CONNECT_COOKIE}_${sha256Base64url(state).slice(0, 12)}`;
 }
 
 /** `/connect/{connection}?ticket=…` (start) and `/connect/callback` (the provider's redirect). */

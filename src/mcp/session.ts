@@ -69,7 +69,6 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import type { AnySchema, SchemaOutput } from '@modelcontextprotocol/sdk/server/zod-compat.js';
 import canonicalize from 'canonicalize';
-import { createHash } from 'node:crypto';
 import type { McpReceiptDetail, ReceiptAppender } from '../audit/index.js';
 import {
   budget,
@@ -93,6 +92,7 @@ import { ListChangedCoalescer, ListChangedDelivery } from './list-changed.js';
 import { pinRefusal, type PinVerdict, type ToolPins } from './pins.js';
 import { askPdp, checkPin, describeMessage, forwardToSession, MCP_DENIED, pepDecision, toJsonRpcError, type McpMessage, type PinLookup, type Sending } from './steps.js';
 import { PIN_META_KEY } from './tool-pin.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 export { MCP_DENIED };
 
@@ -172,7 +172,7 @@ export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown
   return admission;
 }
 
-const argumentsDigest = (args: unknown): string => `sha-256:${createHash('sha256').update(canonicalize(args ?? {}) ?? '{}', 'utf8').digest('base64url')}`;
+const argumentsDigest = (args: unknown): string => `sha-256:${sha256Base64url(canonicalize(args ?? {}) ?? '{}')}`;
 
 /**
  * A whole tool list as an agent would learn it, as one comparable value: every definition as
@@ -181,7 +181,7 @@ const argumentsDigest = (args: unknown): string => `sha-256:${createHash('sha256
  */
 function toolListView(tools: readonly Tool[], verdicts: ReadonlyMap<string, PinVerdict>): string {
   const entries = [...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((t) => [t, verdicts.get(t.name)?.status ?? null]);
-  return createHash('sha256').update(canonicalize(entries) ?? '', 'utf8').digest('base64url');
+  return sha256Base64url(canonicalize(entries) ?? '');
 }
 
 /** How many times a call lists the upstream's tools itself before refusing a tool whose list keeps changing. */

@@ -18,10 +18,10 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import canonicalize from 'canonicalize';
 import { SIGNING_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, errors, importJWK, jwtVerify, SignJWT, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** RFC 8725 §3.11 explicit type of every pin. */
 export const TOOL_PIN_TYP = 'deputy-tool-pin+jwt';
@@ -95,7 +95,7 @@ export function canonicalDefinition(tool: Readonly<Record<string, unknown>>): st
 
 /** `sha-256:` + base64url (RFC 4648 §5) of SHA-256 over {@link canonicalDefinition}. */
 export function toolDigest(tool: Readonly<Record<string, unknown>>): string {
-  return `sha-256:${createHash('sha256').update(canonicalDefinition(tool), 'utf8').digest('base64url')}`;
+  return `sha-256:${sha256Base64url(canonicalDefinition(tool))}`;
 }
 
 /**

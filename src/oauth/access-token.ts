@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import { ACCESS_TOKEN_ALGS, DPOP_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, jwtVerify, type JWTPayload, errors as joseErrors } from 'jose';
 import { DeputyError, InsufficientScope, InvalidRequest, InvalidToken } from '../errors/index.js';
@@ -14,6 +13,7 @@ import type { ActorClaim } from '../delegation/index.js';
 import type { OnceKey } from './adapter.js';
 import type { DpopRequest, DpopVerifier, UnspentDpopProof } from './dpop.js';
 import { setBounded } from '../util/bounded-map.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** Claims of a Deputy access token (RFC 9068 §2.2 plus RFC 8693 `act`, RFC 9449 `cnf`). */
 export interface AccessTokenClaims extends JWTPayload {
@@ -184,7 +184,7 @@ export class AccessTokenVerifier {
   async #verify(token: string, audience: string | undefined, now: number, scope: string | undefined): Promise<AccessTokenClaims> {
     if (token.length > MAX_TOKEN_LENGTH) throw new InvalidToken('access token is too large');
     const keySet = this.#keySet(now);
-    const cacheKey = createHash('sha256').update(audience ?? '').update('\0').update(token).digest('base64url');
+    const cacheKey = sha256Base64url(`${audience ?? ''}\0${token}`);
     const hit = this.#verified.get(cacheKey);
     if (hit) {
       const seconds = Math.floor(now / 1000);

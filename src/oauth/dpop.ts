@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { createHash, hkdfSync } from 'node:crypto';
+import { hkdfSync } from 'node:crypto';
 import { constantTimeEqual } from '../util/constant-time.js';
 import { EmbeddedJWK, calculateJwkThumbprint, decodeJwt, decodeProtectedHeader, jwtVerify, type JWK } from 'jose';
 import { InvalidDpopProof, UseDpopNonce } from '../errors/index.js';
@@ -29,6 +29,7 @@ import { metrics } from '../observability/metrics.js';
 import { DPOP_ALGS } from '../util/algorithms.js';
 import { normalizeHttpUrl } from './uri.js';
 import { setBounded } from '../util/bounded-map.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** DPoP verification settings: the store (spent `jti`s), the `iat` window in seconds, whether a nonce is required (RFC 9449 §8) and its secret, accepted algorithms. */
 export interface DpopVerifierOptions {
@@ -267,7 +268,7 @@ export class DpopVerifier {
 
   /** RFC 9449 §11.1: the `jti` is accepted once, on every instance, for as long as the proof could be. */
   #replayKey(jkt: string, jti: string): OnceKey {
-    const key = createHash('sha256').update(`${jkt}\0${jti}`).digest('base64url');
+    const key = sha256Base64url(`${jkt}\0${jti}`);
     const ttlSeconds = Math.max(2 * this.#o.iatWindowSeconds, DpopNonces.LIFETIME_SECONDS + DpopNonces.STEP_SECONDS) + 5;
     return { namespace: DPOP_REPLAY_NAMESPACE, key, ttlSeconds };
   }
@@ -373,7 +374,7 @@ function checkClaims(payload: Record<string, unknown>, req: DpopRequest): { jti:
 function checkAth(ath: unknown, accessToken: string | undefined): void {
   if (accessToken === undefined) return;
   if (typeof ath !== 'string') throw new InvalidDpopProof('DPoP proof ath is missing');
-  const expected = createHash('sha256').update(accessToken).digest('base64url');
+  const expected = sha256Base64url(accessToken);
   if (!constantTimeEqual(ath, expected)) throw new InvalidDpopProof('DPoP proof ath does not match the access token');
 }
 

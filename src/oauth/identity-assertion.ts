@@ -35,7 +35,6 @@
  * @see {@link https://www.rfc-editor.org/rfc/rfc7523#section-2.1 RFC 7523 §2.1, §3}
  * @module
  */
-import { createHash } from 'node:crypto';
 import { InvalidGrant, InvalidRequest, InvalidTarget } from '../errors/index.js';
 import { FederationError } from '../federation/errors.js';
 import { peekIssuer } from '../federation/issuer.js';
@@ -59,6 +58,7 @@ import {
   type TokenExchangeParameters,
   type TokenExchangeResponse,
 } from './token-exchange.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** RFC 7523 §2.1 grant type. */
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -165,7 +165,7 @@ const ID_JAG_NAMESPACE = 'IdJag';
 async function checkClientAndLookUp(deps: IdentityAssertionDeps, identity: FederatedIdentity, clientId: string): Promise<SingleUse> {
   if (identity.claims.client_id !== clientId) throw new InvalidGrant('assertion: the ID-JAG was issued to another client (client_id)');
   const jti = String(identity.claims.jti);
-  const key = createHash('sha256').update(`${identity.issuer}\0${jti}`).digest('base64url');
+  const key = sha256Base64url(`${identity.issuer}\0${jti}`);
   const ttlSeconds = Math.max(1, identity.expiresAt - Math.floor(Date.now() / 1000));
   const item: SingleUse = { once: { namespace: ID_JAG_NAMESPACE, key, ttlSeconds }, replayed: () => new InvalidGrant('assertion: this ID-JAG has already been used (jti)') };
   if ((await findRecorded(deps.store, [item.once])).size > 0) throw item.replayed();

@@ -44,7 +44,6 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
 import type { Agent, AgentRegistry } from '../agents/index.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
@@ -65,6 +64,7 @@ import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
 import { AgentNotActive, ParentRevoked, type NewTokenRecord, type TokenRecords, type UserAttributes } from './token-records.js';
 import { CapturedUpstreamTokens } from './upstream-capture.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** RFC 8693 §2.1 grant type. */
 export const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
@@ -355,7 +355,7 @@ async function checkActorToken(deps: TokenExchangeDeps, agent: Agent, token: str
     throw new InvalidGrant('actor_token must be a JWT signed with the authenticated agent\'s key, with iss and sub = its client_id and aud = Deputy\'s issuer');
   }
   if (!plainJwtType(header.typ)) throw new InvalidGrant('actor_token must be a plain JWT (header typ absent or "JWT"), not another kind of token');
-  const key = createHash('sha256').update(`${agent.id}\0${String(payload.jti)}`).digest('base64url');
+  const key = sha256Base64url(`${agent.id}\0${String(payload.jti)}`);
   const item: SingleUse = { once: { namespace: ACTOR_TOKEN_NAMESPACE, key, ttlSeconds: 600 }, replayed: () => new InvalidGrant('actor_token has already been used') };
   // Looked up now (a known replay is refused before any work), recorded with the token (step 8b)
   // or, when the exchange fails, by `exchange` itself: spent once whatever happens.

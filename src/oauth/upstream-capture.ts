@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** Remembered rows at most; past it the oldest is forgotten (and written again when next needed). */
 export const MAX_CAPTURED = 10_000;
@@ -41,7 +41,7 @@ export class CapturedUpstreamTokens {
 
   /** The memo key of `token` captured by `agentId`'s exchange, from issuer `issuerId`. */
   static key(agentId: string, issuerId: string, token: string): string {
-    return createHash('sha256').update(`${agentId}\0${issuerId}\0${token}`).digest('base64url');
+    return sha256Base64url(`${agentId}\0${issuerId}\0${token}`);
   }
 
   /** The handle remembered for `key` while its token is unexpired at `now` (epoch seconds); undefined otherwise. */

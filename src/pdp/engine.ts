@@ -20,10 +20,10 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import { isCedarCrash, type CedarValueJson, type EntityJson, type EntityUid } from './cedar.js';
 import { sliceRequest } from './entity-slice.js';
 import type { PolicySnapshot } from './policy-store.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 export interface CedarRequest {
   principal: EntityUid;
@@ -86,7 +86,7 @@ export class CedarEngine {
     const request = this.#slice ? sliceRequest(snapshot.reads, full) : full;
     if (this.#maxEntries === 0) return this.#evaluate(snapshot, request);
     // A digest, not the JSON itself: requests carry whole entities, and the cache holds many.
-    const key = `${snapshot.generation}:${createHash('sha256').update(JSON.stringify(request)).digest('base64url')}`;
+    const key = `${snapshot.generation}:${sha256Base64url(JSON.stringify(request))}`;
     const hit = this.#cache.get(key);
     if (hit) {
       // Least recently used goes first: re-insert on every hit.

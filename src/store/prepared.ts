@@ -21,8 +21,8 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import { parse as pgliteParse, protocol, type PGlite } from '@electric-sql/pglite';
+import { sha256 } from '../util/sha256.js';
 
 /** Distinct statement texts named per store at most; each costs a prepared statement per connection. */
 export const MAX_NAMED = 128;
@@ -53,7 +53,7 @@ export class StatementNames {
     const known = this.#names.get(sql);
     if (known !== undefined || this.#names.size >= MAX_NAMED || (shape && this.#shapes >= MAX_SHAPES_NAMED)) return known;
     if (shape) this.#shapes += 1;
-    const name = `deputy_${this.#generation}_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`;
+    const name = `deputy_${this.#generation}_${sha256(sql).toString('hex').slice(0, 24)}`;
     this.#names.set(sql, name);
     return name;
   }

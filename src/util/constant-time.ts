@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { sha256 } from './sha256.js';
 
 /**
  * Whether `a` and `b` are equal, in time independent of where they differ. Both sides are
@@ -24,7 +25,7 @@ export function constantTimeEqual(a: string | Uint8Array, b: string | Uint8Array
 }
 
 function digest(value: string | Uint8Array): Buffer {
-  return createHash('sha256').update(value).digest();
+  return sha256(value);
 }
 
 function byteLength(value: string | Uint8Array): number {

@@ -3,10 +3,14 @@
  * profile's grouping by origin (scripts/bench/profile-summary.ts), the heap profile's grouping
  * by nearest Deputy frame (scripts/bench/heap-summary.ts), and the Node flags the bench starts
  * Deputy with (scripts/bench/process.ts: the product's, from package.json, read by the parser
- * scripts/ci/start-check.mjs shares: scripts/ci/node-flags.mjs).
+ * scripts/ci/start-check.mjs shares: scripts/ci/node-flags.mjs), and the bench's GC helpers
+ * (scripts/bench/gc.ts: what a GC entry is named, the load generator's heap settled before a window).
  */
 import { readFileSync } from 'node:fs';
+import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { describe, expect, it } from 'vitest';
+import { gcKindOf, scavengeNow, settleHeap } from '../../scripts/bench/gc.js';
 import { summarizeHeap } from '../../scripts/bench/heap-summary.js';
 import { productNodeFlags } from '../../scripts/bench/process.js';
 import { nodeFlagsOf } from '../../scripts/ci/node-flags.mjs';
@@ -102,5 +106,36 @@ describe('the Node flags Deputy starts with', () => {
     ]) {
       expect(() => nodeFlagsOf(script, 'dist/main.js'), script).toThrow(/start script/);
     }
+  });
+});
+
+/** The `gc` entries `run` caused, once the observer has been called. */
+async function gcEntries(run: () => void): Promise<PerformanceEntry[]> {
+  const seen: PerformanceEntry[] = [];
+  const observer = new PerformanceObserver((list) => seen.push(...list.getEntries()));
+  observer.observe({ entryTypes: ['gc'] });
+  run();
+  await new Promise((r) => setTimeout(r, 50));
+  observer.disconnect();
+  return seen;
+}
+
+const youngUsed = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!.space_used_size;
+
+describe('the bench GC helpers', () => {
+  it('names a full collection mark-compact and a scavenge scavenge (perf_hooks numbers them 4 and 1)', async () => {
+    expect((await gcEntries(settleHeap)).map(gcKindOf)).toContain('mark-compact');
+    const minor = (await gcEntries(scavengeNow)).map(gcKindOf);
+    expect(minor).toContain('scavenge');
+    expect(minor).not.toContain('mark-compact');
+  });
+  it('settles what was just built out of the young generation, keeping it', () => {
+    scavengeNow();
+    const built = Array.from({ length: 20_000 }, (_, i) => ({ authorization: `DPoP ${i}`, dpop: `proof-${i}`.repeat(4) }));
+    const before = youngUsed();
+    settleHeap();
+    expect(before).toBeGreaterThan(1_000_000);
+    expect(youngUsed()).toBeLessThan(before / 4);
+    expect(built[19_999]!.authorization).toBe('DPoP 19999');
   });
 });

@@ -3,7 +3,6 @@
  *
  * @module
  */
-import { createHash } from 'node:crypto';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import als from 'oidc-provider/lib/helpers/als.js';
@@ -12,6 +11,7 @@ import type { Store } from '../../store/index.js';
 import { recordOnce, type SingleUse } from '../adapter.js';
 import { verifiedTokenProof } from './token-dpop.js';
 import { deferSpend, spendPending, spentBeforeGrant } from './token-spends.js';
+import { sha256Base64url } from '../../util/sha256.js';
 
 /** The namespace oidc-provider's replay records use (`oidc_models.model`). */
 const NAMESPACE = 'ReplayDetection';
@@ -32,7 +32,7 @@ const NAMESPACE = 'ReplayDetection';
  */
 export function useStrictReplayDetection(provider: Provider, store: Store, folding: ReadonlySet<string>): void {
   const unique = async (iss: string, jti: string, exp: number): Promise<boolean> => {
-    const key = createHash('sha256').update(`${iss}\0${jti}`).digest('base64url');
+    const key = sha256Base64url(`${iss}\0${jti}`);
     const ttlSeconds = exp - Math.floor(Date.now() / 1000);
     const ctx = als.getStore() as KoaContextWithOIDC | undefined;
     if (ctx?.oidc?.route !== 'token') return recordOnce(store, NAMESPACE, key, ttlSeconds);

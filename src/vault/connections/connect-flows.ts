@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as client from 'openid-client';
 import { AccessDenied, InvalidRequest, NotFound } from '../../errors/index.js';
 import { constantTimeEqual } from '../../util/constant-time.js';
@@ -35,6 +35,7 @@ import type { CallIdentity } from './credentials.js';
 import { downstreamError, type DownstreamClients } from './oauth-client.js';
 import type { Connection, ConnectionStore } from './store.js';
 import type { UserGrants } from './user-grants.js';
+import { sha256Base64url as sha256 } from '../../util/sha256.js';
 
 export const PKCE_VERIFIER_KIND = 'connect_pkce_verifier';
 /** The cookie that binds a started flow to the browser that started it. */
@@ -51,7 +52,6 @@ export interface ConnectFlowsDeps {
   ticketSeconds: number;
 }
 
-const sha256 = (value: string) => createHash('sha256').update(value).digest('base64url');
 
 /**
  * The connect flow of `oauth2_user` connections: authorization request with PKCE (RFC 7636) and `state`,
