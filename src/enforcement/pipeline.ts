@@ -148,7 +148,7 @@ export class Pipeline<In extends object, C extends object> {
         const step = steps[i]!;
         const result = step.observe ? observeStep(step.observe, step.name, ctx, () => step.run(ctx)) : step.run(ctx);
         // A synchronous step costs no microtask turn (per-call overhead: issue 16).
-        const added = result instanceof Promise ? await result : result;
+        const added = isThenable(result) ? await result : result;
         if (added !== NOTHING) Object.assign(ctx, added);
       }
     } catch (error) {
@@ -166,18 +166,43 @@ export class Pipeline<In extends object, C extends object> {
    */
   #settleAfter(ctx: Record<string, unknown>, options: RunOptions): void {
     const report = options.onSettleError ?? (() => {});
-    const ended = (ctx as Partial<Forwarded>).ended?.() ?? Promise.resolve<Ending>(COMPLETED);
-    void ended.then(async (ending) => {
+    const settleAll = async (ending: Ending): Promise<void> => {
       for (const step of this.#settlers) {
         try {
           const settled = step.settle!(ctx, ending);
-          if (settled instanceof Promise) await settled;
+          // Any thenable, as `await` would (a `void` hook may return one that is no native Promise).
+          if (isThenable(settled)) await settled;
         } catch (err) {
-          report(err, step.name);
+          reportSafely(report, err, step.name);
         }
       }
-    });
+    };
+    // A response end that throws or rejects is a cut: the hooks settle (holds released), nothing unhandled.
+    void endingOf(ctx).then(settleAll, (error: unknown) => settleAll({ kind: 'cut', error }));
   }
+}
+
+/** When the run's response ended ({@link Forwarded.ended}); at once without one; a throwing `ended` rejects. */
+function endingOf(ctx: Record<string, unknown>): Promise<Ending> {
+  try {
+    return (ctx as Partial<Forwarded>).ended?.() ?? Promise.resolve<Ending>(COMPLETED);
+  } catch (error) {
+    return Promise.reject(error as Error);
+  }
+}
+
+/** Hands a settle error to `report`; a reporter that throws loses it rather than leave a rejection unhandled (which ends the process). */
+function reportSafely(report: (error: unknown, step: string) => void, error: unknown, step: string): void {
+  try {
+    report(error, step);
+  } catch {
+    // Nothing left to tell: the response is gone and the reporter failed.
+  }
+}
+
+/** Whether `value` is a promise or any other thenable (what `await` would wait for). */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return value instanceof Promise || (typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function');
 }
 
 const COMPLETED: Ending = Object.freeze({ kind: 'completed' });
