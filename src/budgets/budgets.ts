@@ -109,7 +109,8 @@ const NO_BUDGET_MAX_SCOPES = 10_000;
  * before such a change is not remembered (generation check).
  */
 export class NoBudgetMemo {
-  readonly #until = new Map<string, number>();
+  /** Per scope key, when the look-up that found no budget began (epoch ms). */
+  readonly #since = new Map<string, number>();
   #generation = 0;
 
   /** Changes with every {@link forget}: read before a look-up, handed to {@link remember}. */
@@ -117,26 +118,33 @@ export class NoBudgetMemo {
     return this.#generation;
   }
 
-  /** Whether no budget applied to `key` less than the bound ago (`nowMs`: epoch ms). */
+  /**
+   * Whether no budget applied to `key` less than the bound ago (`nowMs`: epoch ms). A clock that
+   * reads earlier than the look-up began (the wall clock stepped back: NTP, an operator) is not
+   * trusted with the bound: the answer is dropped, not kept for the step's length on top.
+   */
   has(key: string, nowMs: number): boolean {
-    const until = this.#until.get(key);
-    if (until === undefined) return false;
-    if (until > nowMs) return true;
-    this.#until.delete(key);
+    const since = this.#since.get(key);
+    if (since === undefined) return false;
+    if (nowMs >= since && nowMs - since < NO_BUDGET_TTL_MS) return true;
+    this.#since.delete(key);
     return false;
   }
 
-  /** Records that no budget applied to `key`, unless budgets changed since `generation` was read. */
+  /**
+   * Records that no budget applied to `key`, unless budgets changed since `generation` was read.
+   * @param nowMs - when the look-up began (epoch ms): the bound counts from there.
+   */
   remember(key: string, generation: number, nowMs: number): void {
     if (generation !== this.#generation) return;
-    if (this.#until.size >= NO_BUDGET_MAX_SCOPES) this.#until.delete(this.#until.keys().next().value!);
-    this.#until.set(key, nowMs + NO_BUDGET_TTL_MS);
+    if (this.#since.size >= NO_BUDGET_MAX_SCOPES) this.#since.delete(this.#since.keys().next().value!);
+    this.#since.set(key, nowMs);
   }
 
   /** Budgets changed through this instance: nothing remembered holds any more. */
   forget(): void {
     this.#generation += 1;
-    this.#until.clear();
+    this.#since.clear();
   }
 }
 

@@ -239,6 +239,20 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       expect((await l.reserve(free, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([elsewhere]);
     });
 
+    it('a wall clock stepped back (NTP, an operator) does not stretch "no budget applies" past the bound', async () => {
+      const c = clock();
+      const s = scope();
+      const l = ledger(one(), c.now);
+      expect((await l.reserve(s, { requests: 1 })).items).toEqual([]);
+      expect(l.unbudgeted(s)).toBe(true);
+      // Another instance creates a budget (on PGlite there is none: the clock alone is the attack).
+      const id = one() === two() ? undefined : await define(two(), { agent: s.agents[0], unit: 'requests', window: 'total', limit: 1 });
+      c.advance(-60 * 60_000); // an hour back: the remembered answer's end is now an hour and 2 s away
+      c.advance(NO_BUDGET_TTL_MS);
+      expect(l.unbudgeted(s)).toBe(false);
+      if (id) expect((await l.reserve(s, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([id]);
+    });
+
     it('a budget on an agent covers what it delegates; a model budget applies to that model only', async () => {
       const c = clock();
       const parent = `agent-${randomUUID().slice(0, 8)}`;
