@@ -104,6 +104,19 @@ const hits = (tool: string) => up.hits.get(tool) ?? 0;
 const echo = (client: Client) => client.callTool({ name: 'echo', arguments: { text: 'hi' } });
 
 describe('per-tool budgets at the MCP gateway', () => {
+  it('a budget created after "no budget applies" was remembered for the call (the synchronous skip) binds the next 12 concurrent calls', async () => {
+    const { client, user } = await connect();
+    await echo(client);
+    await echo(client); // remembered: no budget applies to this user's calls
+    const id = await budget({ user, unit: 'requests', window: 'day', limit: 3 });
+    const before = hits('echo');
+    const outcomes = await Promise.all(Array.from({ length: 12 }, () => echo(client).then(() => 'ok', (err: unknown) => (err instanceof McpError && (err.data as { type?: string } | undefined)?.type === PROBLEM ? 'budget' : String(err)))));
+    expect(outcomes.filter((o) => o === 'ok')).toHaveLength(3);
+    expect(outcomes.filter((o) => o !== 'ok').every((o) => o === 'budget')).toBe(true);
+    expect(hits('echo') - before).toBe(3);
+    expect(await settled(id)).toMatchObject({ spent: 3, reserved: 0 });
+  });
+
   it('charges each call its tool\'s cost; the call the budget cannot cover is a JSON-RPC error with the 402 problem, reaches nothing, and the session stays usable', async () => {
     const { client, user } = await connect();
     const cost = await budget({ user, unit: 'cost', window: 'day', limit: 250 });
