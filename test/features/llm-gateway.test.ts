@@ -166,6 +166,20 @@ describe('LLM gateway: the official SDKs through Deputy', () => {
     expect(JSON.stringify(deputy.logs)).not.toContain(OPENAI_KEY);
   });
 
+  it('a budget created after "no budget applies" was remembered for the call binds the next 12 concurrent calls', async () => {
+    const { token, user } = await session('openai');
+    const client = openai('openai', token);
+    for (let i = 0; i < 2; i++) await client.chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 8 }); // remembered: free
+    const id = await budget({ user, unit: 'requests', window: 'day', limit: 3 });
+    const before = llm.requests.length;
+    const outcomes = await Promise.all(Array.from({ length: 12 }, () =>
+      client.chat.completions.create({ model: 'gpt-test', messages: hello, max_tokens: 8 }).then(() => 200, (err: unknown) => (err as { status?: number }).status)));
+    expect(outcomes.filter((o) => o === 200)).toHaveLength(3);
+    expect(outcomes.filter((o) => o !== 200).every((o) => o === 402)).toBe(true);
+    expect(llm.requests.length - before).toBe(3);
+    expect(await settled(id)).toMatchObject({ spent: 3, reserved: 0 });
+  });
+
   it('OpenAI stream with usage: the SDK assembles it, Deputy asked for usage and charged the provider\'s count', async () => {
     const { token, user } = await session('openai');
     const id = await budget({ user, unit: 'output_tokens', window: 'day', limit: 1000 });
