@@ -11,7 +11,8 @@ import type { McpReceiptDetail } from '../audit/index.js';
 import { receiptText } from '../audit/index.js';
 import type { ActionContext, ActionDescription, Decided, Described, PepDecision, Step } from '../enforcement/index.js';
 import { NOTHING } from '../enforcement/index.js';
-import { AccessDenied, DeputyError, ProblemError, serializeError } from '../errors/index.js';
+import { AccessDenied, DeputyError, ProblemError, serializeError, ServerError, TemporarilyUnavailable } from '../errors/index.js';
+import { findStoreUnavailable } from '../store/index.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 
@@ -124,17 +125,32 @@ export function forwardToSession<C extends McpMessage & Described & Sending>(): 
  * The agent's JSON-RPC error for what left the pipeline: a denial → {@link MCP_DENIED} naming
  * the method (and tool) with the reason in `data`; a problem (an exhausted budget's 402) →
  * {@link MCP_DENIED} with {@link problemData} as `data`; {@link McpRefusal} as it says; a Deputy failure (a receipt not written: 503) →
- * InternalError with its safe description; anything else (an upstream McpError) unchanged.
+ * InternalError with its safe description; an upstream McpError unchanged; anything else
+ * (a store that cannot serve, a bug) as the HTTP surfaces answer it ({@link deputyFailure}).
  *
  * @param label - `tools/call "name"` or the method, for the message.
  */
 export function toJsonRpcError(err: unknown, label: string): unknown {
   if (err instanceof McpRefusal) return new McpError(err.rpcCode, err.description, err.data);
-  if (!(err instanceof DeputyError)) return err;
+  if (err instanceof McpError) return err;
+  if (!(err instanceof DeputyError)) return toJsonRpcError(deputyFailure(err), label);
   if (err.status >= 500) return new McpError(ErrorCode.InternalError, err.expose ? err.description : 'internal error');
   if (err instanceof ProblemError) return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, problemData(err));
   const data = err instanceof AccessDenied ? {} : { status: err.status, error: err.code };
   return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, { reason: err.description, ...data });
+}
+
+/**
+ * A failure that is neither a refusal nor an upstream's answer, typed as the HTTP surfaces type it
+ * (src/http/errors.ts `classifyError`): a store that cannot serve is 503 `temporarily_unavailable`,
+ * anything else a 500 whose message is not shown. The MCP SDK answers a thrown error with its
+ * `message`: unmapped, the store's reason ("the database is read-only (a standby?)"), a driver's
+ * or a bug's message reached the agent (issue 16, tenth round red team).
+ */
+function deputyFailure(err: unknown): DeputyError {
+  const unavailable = findStoreUnavailable(err);
+  if (unavailable) return new TemporarilyUnavailable('the store is unavailable; retry later', { cause: unavailable });
+  return new ServerError(err);
 }
 
 /**

@@ -8,8 +8,11 @@
  * @module
  */
 import * as wasm from '@cedar-policy/cedar-wasm/nodejs';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
+import { compileFunction } from 'node:vm';
 
 // V8 before 13.x (Node 20, 22) aborts the whole process ("unreachable code" in
 // Deoptimizer::DoComputeBuiltinContinuation, SIGTRAP) when an optimized caller of a Wasm export
@@ -60,9 +63,29 @@ const require = createRequire(import.meta.url);
 const gluePath = require.resolve('@cedar-policy/cedar-wasm/nodejs');
 
 /**
+ * cedar-wasm's Node glue as a function of its CommonJS bindings, and the bytes of its `.wasm`,
+ * both read once, at import: a new instance is made from memory. Re-evaluated through `require`,
+ * the glue read both files from node_modules for every instance — a process out of file
+ * descriptors (EMFILE), or a node_modules replaced under it, refused every reload and failed the
+ * recovery after a crash (the serving set retired for good), and a replaced node_modules could
+ * have mixed Cedar builds in one process (issue 16, tenth round red team).
+ */
+const glue = {
+  evaluate: compileFunction(readFileSync(gluePath, 'utf8'), ['exports', 'require', 'module', '__filename', '__dirname'], { filename: gluePath }),
+  wasm: readFileSync(join(dirname(gluePath), 'cedar_wasm_bg.wasm')),
+};
+
+/** What the glue may `require`: its `fs` reads the `.wasm` bytes {@link glue} holds, and nothing else. */
+function glueRequire(id: string): unknown {
+  if (id === 'fs' || id === 'node:fs') return { readFileSync: () => glue.wasm };
+  throw new Error(`cedar-wasm's glue required "${id}", which Deputy does not provide (a new cedar-wasm version?)`);
+}
+
+/**
  * A new Cedar instance, sharing nothing with the others but the compiled code: the Node build's
- * glue instantiates the WebAssembly module when it is evaluated, so it is evaluated again (V8
- * reuses the compiled module for identical bytes: ~10–20 ms, most of it the first time).
+ * glue instantiates the WebAssembly module when it is evaluated, so it is evaluated again, from
+ * the source and bytes read at import ({@link glue}; V8 reuses the compiled module for identical
+ * bytes: ~10–20 ms, most of it the first time). Nothing keeps an instance but its callers.
  *
  * Why: Cedar, compiled from Rust, keeps its call stack in its own linear memory without a guard.
  * An input nested past that stack (a long `+` or `if` chain, a deep record; issue 16, tenth round)
@@ -72,28 +95,9 @@ const gluePath = require.resolve('@cedar-policy/cedar-wasm/nodejs');
  * crash leaves behind with the refused set; the serving set's instance is never touched.
  */
 export function newCedarInstance(): Cedar {
-  forgetGlue();
-  try {
-    return bind(require(gluePath) as CedarModule);
-  } finally {
-    forgetGlue();
-  }
-}
-
-/**
- * Drops the glue's module record: from the require cache (so the next `require` evaluates it
- * again) and from the requiring module's `children`, where Node keeps every module it loaded —
- * without that, every instance ever made (its WebAssembly memory, ~2 MiB, and its pre-parsed sets)
- * stays reachable, and each policy reload would leak one.
- */
-function forgetGlue(): void {
-  const loaded = require.cache[gluePath];
-  if (!loaded) return;
-  delete require.cache[gluePath];
-  // `parent` is the only way to the module `createRequire` made (documentation-only deprecation, DEP0144).
-  const children = (loaded as { parent?: { children?: unknown[] } | null }).parent?.children;
-  const at = children?.indexOf(loaded) ?? -1;
-  if (at >= 0) children!.splice(at, 1);
+  const module = { exports: {} as CedarModule };
+  glue.evaluate.call(module.exports, module.exports, glueRequire, module, gluePath, dirname(gluePath));
+  return bind(module.exports);
 }
 
 /**

@@ -85,6 +85,11 @@ export interface ReloadResult {
   warnings: readonly string[];
 }
 
+/** The wait before a second recovery in a row (PolicyStore `#recoverLater`); it doubles with each further one. */
+export const RECOVERY_FIRST_DELAY_MS = 1_000;
+/** The longest wait between recoveries in a row. */
+export const RECOVERY_MAX_DELAY_MS = 60_000;
+
 /** What asked for a (re)load: start, the file watch, SIGHUP, the admin API, or a crash of the serving set's Cedar instance. */
 export type ReloadTrigger = 'start' | 'file' | 'signal' | 'admin' | 'recover';
 
@@ -112,6 +117,9 @@ export class PolicyStore {
   /** The files {@link #current} was made from: a recovery loads them again. */
   #files: Files | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  /** Recoveries in a row without a set serving long enough in between ({@link #recoverLater}). */
+  #recoveries = 0;
+  #recoveryTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #listeners: Array<(s: PolicySnapshot) => void> = [];
 
   /** @param options.newCedar - makes each set's Cedar instance (default cedar.ts `newCedarInstance`; tests inject failures). */
@@ -171,8 +179,10 @@ export class PolicyStore {
       snapshot = this.#compile(files, generation, slot);
     } catch (err) {
       this.#logRefused(trigger, err);
+      if (trigger === 'recover') this.#recoverLater();
       throw err;
     }
+    if (trigger !== 'recover') this.#recoveries = 0;
     this.#current = snapshot;
     this.#files = files;
     for (const l of this.#listeners) l(snapshot);
@@ -202,11 +212,36 @@ export class PolicyStore {
       crashed: (err) => {
         if (!usable) return;
         usable = false;
-        this.#logger.error({ generation, err: unexpectedError(err) }, 'Cedar crashed evaluating a decision; its instance is retired and the policy set loaded again');
-        if (this.#current === snapshot) this.reload('recover').catch(() => undefined); // refusals are logged in #reload
+        if (Date.now() - Date.parse(snapshot.loadedAt) > RECOVERY_MAX_DELAY_MS) this.#recoveries = 0;
+        const inMs = this.#current === snapshot ? this.#recoverLater() : undefined;
+        this.#logger.error({ generation, recoverInMs: inMs, err: unexpectedError(err) }, 'Cedar crashed evaluating a decision; its instance is retired and the policy set loaded again');
       },
     };
     return snapshot;
+  }
+
+  /**
+   * Loads the retired set again (trigger `recover`): at once the first time, then after
+   * {@link RECOVERY_FIRST_DELAY_MS}, doubling up to {@link RECOVERY_MAX_DELAY_MS}, while recovered
+   * sets crash again (or their load is refused) — a set that crashes Cedar on every decision would
+   * otherwise be compiled again after each one, synchronously, holding the event loop (issue 16,
+   * tenth round red team). Decisions are denied meanwhile. A load not from recovery, or a set that
+   * served longer than the longest delay before crashing, starts the count again.
+   * @returns the delay before the recovery, ms.
+   */
+  #recoverLater(): number {
+    const n = this.#recoveries++;
+    const delay = n === 0 ? 0 : Math.min(RECOVERY_FIRST_DELAY_MS * 2 ** (n - 1), RECOVERY_MAX_DELAY_MS);
+    const recover = () => void this.reload('recover').catch(() => undefined); // refusals are logged in #reload
+    if (delay === 0) recover();
+    else if (this.#recoveryTimer === undefined) {
+      this.#recoveryTimer = setTimeout(() => {
+        this.#recoveryTimer = undefined;
+        recover();
+      }, delay);
+      this.#recoveryTimer.unref?.();
+    }
+    return delay;
   }
 
   /**
@@ -217,7 +252,9 @@ export class PolicyStore {
   #logRefused(trigger: ReloadTrigger, err: unknown): void {
     if (trigger === 'start') return; // start failures are reported by the caller, which stops
     const serving = this.#current?.generation;
-    if (err instanceof PolicyLoadError) this.#logger.error({ trigger, issues: err.issues.slice(0, 20), serving }, 'policy set refused; the previous set keeps serving');
+    // A retired set (its Cedar instance crashed) serves nothing: every decision is denied.
+    const what = this.#current?.usable() === false ? 'the serving set is retired (Cedar crashed): decisions are denied until a load succeeds' : 'the previous set keeps serving';
+    if (err instanceof PolicyLoadError) this.#logger.error({ trigger, issues: err.issues.slice(0, 20), serving }, `policy set refused; ${what}`);
     else this.#logger.error({ trigger, err: unexpectedError(err), serving }, 'policy set could not be loaded (an unexpected error; if Cedar failed, restart Deputy)');
   }
 
