@@ -12,21 +12,24 @@
  * already serialized.
  *
  * What stays as `fetch` had it: no redirect is followed (`manual`: the 3xx response is returned
- * as it is, the SDK decides); the abort signal cancels the request or the body being read (the
+ * as it is, the SDK decides; in any other mode neither: the request carries the server's credential); the abort signal cancels the request or the body being read (the
  * SDK's transport-wide signal on close); a response body the upstream compressed is decoded
  * (gzip, deflate, br, stacked as `fetch` decodes them; an unknown coding errors the body), and
  * bounded after decoding, per JSON answer or SSE event (`fetch` bounded neither: a compression
  * bomb filled the heap), as `fetch` does — Deputy asks for `identity`, which `fetch` did not, so
  * that is only an upstream's choice against the request; the same headers and body timeouts
- * as the global dispatcher's (300 s each: the SDK's GET stream may be idle that long). A request
- * this adapter does not take as it is (a body other than a string, another redirect mode) goes to
- * the global `fetch` unchanged.
+ * as the global dispatcher's (300 s each: the SDK's GET stream may be idle that long). Nothing
+ * goes to the global `fetch` (it followed another mode's redirects, credential and all, and bounded
+ * no body): a body other than a string, bytes or `URLSearchParams` is refused.
  *
  * @module
  */
 import { pipeline, Readable, Transform, type TransformCallback } from 'node:stream';
 import { Agent } from 'undici';
 import { decoderFor } from '../gateway/forward.js';
+
+/** Redirect statuses (Fetch "redirect status"). */
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /** Statuses whose response has no body (Fetch "null body status"): `Response` refuses one. */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
@@ -61,16 +64,22 @@ export class UpstreamHttp {
    * JSON string body, DELETE; `redirect: 'manual'`), answered with a WHATWG `Response` whose
    * `url` is empty (the SDK falls back to the request's URL). Rejects as `fetch` does: with the
    * signal's reason when aborted, else the connection's error.
+   *
+   * Every request goes this way, whatever its redirect mode: none is followed here (the request
+   * carries the server's credential, which `fetch` would hand to another origin's redirect but
+   * for `Authorization` and `Cookie`; the SDK follows within the origin itself), and `error`
+   * rejects on a redirect as `fetch` does.
+   *
+   * @throws TypeError for a body other than a string, bytes or `URLSearchParams` (the SDK sends none).
    */
   readonly fetch = async (url: string | URL, init: RequestInit = {}): Promise<Response> => {
-    const body = init.body ?? undefined;
-    if ((body !== undefined && typeof body !== 'string') || init.redirect !== 'manual') return fetch(url, init);
     const target = typeof url === 'string' ? new URL(url) : url;
     const headers: Record<string, string> = {};
     // The gateway's fetch hands a `Headers` already (not copied again); anything else is normalized as `fetch` would.
     (init.headers instanceof Headers ? init.headers : new Headers(init.headers)).forEach((value, name) => {
       headers[name] = value;
     });
+    const body = bodyOf(init.body, headers);
     headers['accept-encoding'] ??= 'identity';
     const method = (init.method ?? 'GET').toUpperCase();
     const res = await this.#agent.request({
@@ -78,9 +87,13 @@ export class UpstreamHttp {
       path: `${target.pathname}${target.search}`,
       method: method as 'GET',
       headers,
-      body: body ?? null,
+      body,
       signal: init.signal ?? undefined,
     });
+    if (init.redirect === 'error' && REDIRECTS.has(res.statusCode)) {
+      res.body.on('error', () => {}).destroy();
+      throw new TypeError('fetch failed: the upstream redirected a request whose redirect mode is "error"');
+    }
     return toResponse(res, method, this.#maxMessageBytes);
   };
 
@@ -136,6 +149,24 @@ function decodersFor(header: string | null): NodeJS.ReadWriteStream[] | undefine
     decoders.push(decoder);
   }
   return decoders;
+}
+
+/**
+ * A request body as undici's `request` takes it: a string or bytes as they are, `URLSearchParams`
+ * as `fetch` encodes it (with its default `content-type`), no body as null.
+ *
+ * @throws TypeError for any other body (a stream, a form, a blob): the SDK sends none.
+ */
+function bodyOf(body: RequestInit['body'], headers: Record<string, string>): string | Uint8Array | null {
+  if (body === undefined || body === null || typeof body === 'string') return body ?? null;
+  if (body instanceof Uint8Array) return body;
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  if (body instanceof URLSearchParams) {
+    headers['content-type'] ??= 'application/x-www-form-urlencoded;charset=UTF-8';
+    return body.toString();
+  }
+  throw new TypeError('the MCP upstream client sends a string, bytes or URLSearchParams as a body');
 }
 
 /** A body stream that errors at once (what the SDK reads from a response it must not use). */
