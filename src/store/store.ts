@@ -107,6 +107,7 @@ const UNAVAILABLE_SQLSTATES: ReadonlyArray<[prefix: string, reason: string]> = [
   ['25006', 'the database is read-only (a standby?)'],
   ['53100', 'the database is out of disk space'],
   ['53200', 'the database is out of memory'],
+  ['53300', 'the database refuses more connections (too_many_connections)'],
   ['53', 'the database is out of resources'],
   ['55P03', 'the database did not grant a lock in time (lock_timeout)'],
   ['57014', 'the database canceled the statement (statement_timeout)'],

@@ -94,7 +94,7 @@ describe('logError (src/http/errors.ts): what failed, never what the client sent
     const refused = classifyStoreError(Object.assign(new Error(`connect ECONNREFUSED ${secret}`), { code: 'ECONNREFUSED' }));
     expect(logged((log) => logError(log, classifyError(refused)))).toMatchObject({ level: 'warn', msg: 'request not served', err: { code: 'temporarily_unavailable', cause: 'StoreUnavailableError: the database is unreachable ← Error (ECONNREFUSED)' } });
     const tooMany = classifyStoreError(Object.assign(new Error(`sorry, too many clients already ${secret}`), { code: '53300' }));
-    expect(logged((log) => logError(log, classifyError(tooMany))).err).toEqual({ code: 'temporarily_unavailable', cause: 'StoreUnavailableError: the database is unreachable ← Error (53300)' });
+    expect(logged((log) => logError(log, classifyError(tooMany))).err).toEqual({ code: 'temporarily_unavailable', cause: 'StoreUnavailableError: the database refuses more connections (too_many_connections) ← Error (53300)' });
     const timedOut = new StoreUnavailableError('store ping timed out after 2000 ms');
     expect(logged((log) => logError(log, classifyError(timedOut))).err).toEqual({ code: 'temporarily_unavailable', cause: 'StoreUnavailableError: store ping timed out after 2000 ms' });
     expect(JSON.stringify(logged((log) => logError(log, classifyError(refused))))).not.toContain(secret);

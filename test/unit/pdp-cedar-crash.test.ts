@@ -10,25 +10,14 @@
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { AgentRegistry } from '../../src/agents/registry.js';
-import { RegistryAuthorizer, type SubjectResolver } from '../../src/delegation/index.js';
-import { authzenRoutes, PepTokens } from '../../src/http/authzen.js';
-import { errorBoundary } from '../../src/http/errors.js';
-import { requestContext } from '../../src/http/middleware.js';
-import type { Authenticate } from '../../src/http/util.js';
 import { createLogger } from '../../src/log.js';
-import { CedarEngine } from '../../src/pdp/engine.js';
-import { AgentCache } from '../../src/pdp/entities.js';
 import { MAX_POLICY_DEPTH } from '../../src/pdp/nesting.js';
-import { PolicyDecisionPoint } from '../../src/pdp/pdp.js';
 import { PolicyLoadError, PolicyStore } from '../../src/pdp/policy-store.js';
-import { Search } from '../../src/pdp/search.js';
 import { REPO } from '../support/authzen.js';
+import { startBarePdp } from '../support/bare-authzen.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'deputy-cedar-crash-'));
 const DEFAULT = readFileSync(`${REPO}config/policies/default.cedar`, 'utf8');
@@ -88,31 +77,7 @@ beforeAll(async () => {
   const logger = createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
   store = new PolicyStore({ dir, logger });
   await store.load();
-  const registry = { onChange: () => {}, get: async () => undefined, list: async () => ({ agents: [] }) } as unknown as AgentRegistry;
-  const agents = new AgentCache(registry, 5);
-  const subjects = { resolve: () => Promise.reject(new Error('no delegated subjects here')) } as unknown as SubjectResolver;
-  const pdp = new PolicyDecisionPoint({ store, engine: new CedarEngine({ cacheSize: 0 }), subjects, registry: new RegistryAuthorizer(3), agents, logger });
-  const authenticate: Authenticate = () => Promise.reject(new Error('not in "none" mode'));
-  const router = authzenRoutes({
-    pdp,
-    search: new Search(pdp, agents, { defaultLimit: 10, maxLimit: 10 }),
-    issuer: 'https://pdp.example.com',
-    authenticate,
-    audience: 'https://pdp.example.com/access',
-    auth: 'none',
-    adminReasons: true,
-    bodyLimitBytes: 4096,
-    maxBatch: 10,
-    maxJsonDepth: 8,
-    pepTokens: new PepTokens({ knownLive: () => false }),
-  });
-  const app = new Koa();
-  app.use(requestContext(logger));
-  app.use(errorBoundary());
-  app.use(router.routes()).use(router.allowedMethods());
-  server = app.listen(0, '127.0.0.1');
-  await new Promise((resolve) => server.once('listening', resolve));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  ({ server, url } = await startBarePdp(store, logger, 0));
 });
 afterAll(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
