@@ -24,9 +24,12 @@ export function noStore(ctx: { set(field: string, value: string): void }): void 
  * @returns the body's bytes.
  * @throws what `tooLarge()` returns once more than `limitBytes` arrived (the request is paused
  *   and `Connection: close` set on `res`: the rest is never read), or an `Error` when the
- *   request ended before its body did.
+ *   request ended before its body did — also when it could not be read any more when asked
+ *   (the client gone while the caller awaited something else, or the body read already): its
+ *   `end`/`close` events were emitted before and will not come again, so waiting would never settle.
  */
 export function readWholeBody(req: IncomingMessage, res: ServerResponse, limitBytes: number, tooLarge: () => Error): Promise<Buffer> {
+  if (req.destroyed || req.readableEnded) return Promise.reject(new Error('the request ended before its body was read'));
   return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -1,0 +1,93 @@
+/**
+ * The MCP gateway's upstream HTTP client (src/mcp/upstream-http.ts) against a hostile upstream:
+ * what it hands the SDK is bounded after decoding (a compression bomb, an endless JSON body, an
+ * SSE event that never ends), stacked content codings are decoded as `fetch` would, and a coding
+ * it cannot decode is refused rather than handed on as if it were the message.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { UpstreamHttp } from '../../src/mcp/upstream-http.js';
+
+const LIMIT = 64 * 1024;
+const MESSAGE = Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { ok: true } }));
+let url = '';
+let server: ReturnType<typeof createServer>;
+const http = new UpstreamHttp({ maxMessageBytes: LIMIT });
+/** Bytes the upstream wrote for the endless answers (they stop once the client stops reading). */
+let written = 0;
+
+const routes: Record<string, (res: ServerResponse) => void> = {
+  '/bomb': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' }).end(gzipSync(Buffer.alloc(LIMIT * 64, 0x20))),
+  '/endless-json': (res) => endless(res, 'application/json', Buffer.alloc(16 * 1024, 0x20)),
+  '/endless-event': (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('event: message\ndata: ');
+    endless(res, undefined, Buffer.alloc(16 * 1024, 0x61));
+  },
+  '/events': (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const event = Buffer.from(`event: message\ndata: ${JSON.stringify({ pad: 'x'.repeat(LIMIT / 4) })}\n\n`);
+    for (let i = 0; i < 16; i += 1) res.write(event);
+    res.end();
+  },
+  '/stacked': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
+  '/unknown': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'zstd-ish' }).end(MESSAGE),
+};
+
+/** Writes `chunk` while the client reads (a body with no end). */
+function endless(res: ServerResponse, type: string | undefined, chunk: Buffer): void {
+  if (type) res.writeHead(200, { 'content-type': type });
+  const more = () => {
+    while (!res.destroyed && res.write(chunk)) written += chunk.length;
+  };
+  res.on('drain', more);
+  more();
+}
+
+beforeAll(async () => {
+  server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    req.resume();
+    (routes[req.url ?? ''] ?? ((r: ServerResponse) => r.writeHead(404).end()))(res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  await http.close();
+  server.closeAllConnections();
+  await new Promise((resolve) => server.close(resolve));
+});
+
+const post = (path: string) => http.fetch(`${url}${path}`, { method: 'POST', body: '{}', redirect: 'manual', headers: { 'content-type': 'application/json' } });
+
+describe('UpstreamHttp bounds what a hostile upstream sends', () => {
+  it('refuses a compression bomb once its decoded size passes the limit', async () => {
+    const res = await post('/bomb');
+    await expect(res.arrayBuffer()).rejects.toThrow();
+  });
+
+  it('refuses an endless JSON body', async () => {
+    const res = await post('/endless-json');
+    await expect(res.text()).rejects.toThrow();
+    expect(written).toBeLessThan(LIMIT * 64);
+  });
+
+  it('refuses an SSE event that never ends, but not a long stream of small events', async () => {
+    const res = await post('/endless-event');
+    await expect(res.text()).rejects.toThrow();
+    const fine = await post('/events');
+    expect((await fine.text()).length).toBeGreaterThan(LIMIT * 2);
+  });
+
+  it('decodes stacked content codings (gzip, br) as fetch does', async () => {
+    const res = await post('/stacked');
+    expect(await res.json()).toEqual(JSON.parse(MESSAGE.toString()));
+  });
+
+  it('refuses a content coding it cannot decode', async () => {
+    const res = await post('/unknown');
+    await expect(res.text()).rejects.toThrow();
+  });
+});
