@@ -472,12 +472,17 @@ export class AgentSession {
   }
 
   /** Runs a message through `pipeline`; what leaves it as a refusal becomes the agent's JSON-RPC error. */
-  async #run<In extends object, Out extends object>(pipeline: Pipeline<In, Out>, input: In, label: string): Promise<Out> {
+  async #run<In extends { admission: Admission }, Out extends object>(pipeline: Pipeline<In, Out>, input: In, label: string): Promise<Out> {
     try {
       return await pipeline.run(input, { onSettleError: this.#settleError });
     } catch (err) {
-      throw toJsonRpcError(err, label);
+      throw toJsonRpcError(err, label, this.#messageLog(input.admission));
     }
+  }
+
+  /** The logger for one message's unexpected failure: its request id and this server's. */
+  #messageLog(admission: Admission): Logger {
+    return this.#d.logger.child({ reqId: admission.requestId, server: this.#d.server.id });
   }
 
   readonly #settleError = (err: unknown, step: string): void => {
@@ -688,7 +693,7 @@ export class AgentSession {
     try {
       await this.#p.record.run({ admission, decision: pepDecision(decision), action: describeMessage(this.#d.audience, name, detail) });
     } catch (err) {
-      throw toJsonRpcError(err, detail.method);
+      throw toJsonRpcError(err, detail.method, this.#messageLog(admission));
     }
   }
 }

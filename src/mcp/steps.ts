@@ -11,8 +11,9 @@ import type { McpReceiptDetail } from '../audit/index.js';
 import { receiptText } from '../audit/index.js';
 import type { ActionContext, ActionDescription, Decided, Described, PepDecision, Step } from '../enforcement/index.js';
 import { NOTHING } from '../enforcement/index.js';
-import { AccessDenied, DeputyError, ProblemError, serializeError, ServerError, TemporarilyUnavailable } from '../errors/index.js';
-import { findStoreUnavailable } from '../store/index.js';
+import { AccessDenied, DeputyError, ProblemError, serializeError } from '../errors/index.js';
+import { classifyError, logError } from '../http/errors.js';
+import type { Logger } from '../log.js';
 import type { McpAuthorizer, McpCaller, McpDecision, McpQuestion } from './authorizer.js';
 import type { McpServerConfig } from './config.js';
 
@@ -126,31 +127,29 @@ export function forwardToSession<C extends McpMessage & Described & Sending>(): 
  * the method (and tool) with the reason in `data`; a problem (an exhausted budget's 402) →
  * {@link MCP_DENIED} with {@link problemData} as `data`; {@link McpRefusal} as it says; a Deputy failure (a receipt not written: 503) →
  * InternalError with its safe description; an upstream McpError unchanged; anything else
- * (a store that cannot serve, a bug) as the HTTP surfaces answer it ({@link deputyFailure}).
+ * (a store that cannot serve, a bug) typed as the HTTP surfaces type it (src/http/errors.ts
+ * `classifyError`: 503 `temporarily_unavailable`, or a 500 whose message is not shown) and
+ * logged once on `log` as the HTTP error boundary logs it (`logError`: a bug at error with its
+ * name, code, causes and frames, never its message). The MCP SDK answers a thrown error with its
+ * `message`; unmapped, the store's reason or a bug's message reached the agent, and mapped but
+ * unlogged, a bug answered "an unexpected error occurred" and left no trace (issue 16, tenth
+ * round red team).
  *
  * @param label - `tools/call "name"` or the method, for the message.
+ * @param log - the message's logger (carrying its request id), for an unexpected error only.
  */
-export function toJsonRpcError(err: unknown, label: string): unknown {
+export function toJsonRpcError(err: unknown, label: string, log: Logger): unknown {
   if (err instanceof McpRefusal) return new McpError(err.rpcCode, err.description, err.data);
   if (err instanceof McpError) return err;
-  if (!(err instanceof DeputyError)) return toJsonRpcError(deputyFailure(err), label);
+  if (!(err instanceof DeputyError)) {
+    const typed = classifyError(err);
+    logError(log, typed);
+    return toJsonRpcError(typed, label, log);
+  }
   if (err.status >= 500) return new McpError(ErrorCode.InternalError, err.expose ? err.description : 'internal error');
   if (err instanceof ProblemError) return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, problemData(err));
   const data = err instanceof AccessDenied ? {} : { status: err.status, error: err.code };
   return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, { reason: err.description, ...data });
-}
-
-/**
- * A failure that is neither a refusal nor an upstream's answer, typed as the HTTP surfaces type it
- * (src/http/errors.ts `classifyError`): a store that cannot serve is 503 `temporarily_unavailable`,
- * anything else a 500 whose message is not shown. The MCP SDK answers a thrown error with its
- * `message`: unmapped, the store's reason ("the database is read-only (a standby?)"), a driver's
- * or a bug's message reached the agent (issue 16, tenth round red team).
- */
-function deputyFailure(err: unknown): DeputyError {
-  const unavailable = findStoreUnavailable(err);
-  if (unavailable) return new TemporarilyUnavailable('the store is unavailable; retry later', { cause: unavailable });
-  return new ServerError(err);
 }
 
 /**

@@ -10,6 +10,7 @@ import { AccessDenied, DeputyError, TemporarilyUnavailable } from '../../src/err
 import type { McpServerConfig } from '../../src/mcp/config.js';
 import { checkPin, describeMessage, MCP_DENIED, McpRefusal, toJsonRpcError, type McpMessage, type PinLookup } from '../../src/mcp/steps.js';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
+import { createLogger } from '../../src/log.js';
 
 const AUDIENCE = 'https://deputy.example/mcp/github';
 const server = { id: 'github' } as McpServerConfig;
@@ -25,6 +26,9 @@ function message(decision: PepDecision): McpMessage & { decision: PepDecision; a
   };
 }
 
+/** A logger that writes nothing (these cases log nothing). */
+const silent = createLogger('silent');
+
 describe('toJsonRpcError', () => {
   it.each([
     ['a policy denial', new AccessDenied('sub-agents may not'), MCP_DENIED, 'Deputy refused tools/call "t": sub-agents may not', { reason: 'sub-agents may not' }],
@@ -33,7 +37,7 @@ describe('toJsonRpcError', () => {
     ['a tool not offered', new McpRefusal(ErrorCode.InvalidParams, 'not offered', {}), ErrorCode.InvalidParams, 'not offered', {}],
     ['a receipt not written (503)', new TemporarilyUnavailable('the call could not be recorded; it was not forwarded'), ErrorCode.InternalError, 'the call could not be recorded; it was not forwarded', undefined],
   ])('maps %s', (_, error, code, message, data) => {
-    const mapped = toJsonRpcError(error, 'tools/call "t"') as McpError;
+    const mapped = toJsonRpcError(error, 'tools/call "t"', silent) as McpError;
     expect(mapped).toBeInstanceOf(McpError);
     expect(mapped.code).toBe(code);
     expect(mapped.message).toContain(message);
@@ -42,8 +46,8 @@ describe('toJsonRpcError', () => {
 
   it('passes an upstream JSON-RPC error through, and never shows an unexposed 5xx description', () => {
     const upstream = new McpError(ErrorCode.RequestTimeout, 'timed out');
-    expect(toJsonRpcError(upstream, 'x')).toBe(upstream);
-    const hidden = toJsonRpcError(new DeputyError(500, 'server_error' as never, 'secret detail', { expose: false }), 'x') as McpError;
+    expect(toJsonRpcError(upstream, 'x', silent)).toBe(upstream);
+    const hidden = toJsonRpcError(new DeputyError(500, 'server_error' as never, 'secret detail', { expose: false }), 'x', silent) as McpError;
     expect(hidden.message).not.toContain('secret detail');
   });
 });
