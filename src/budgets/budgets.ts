@@ -157,6 +157,21 @@ export function noBudgetMemo(store: Store): NoBudgetMemo {
   return memo;
 }
 
+/**
+ * Runs `write` (a change to the budgets) and then forgets "no budget applies" on `store`'s memo,
+ * whatever `write`'s outcome: a write that failed may still have been committed (the connection
+ * lost during COMMIT, or after an autocommitted INSERT), and a look-up that ran while it was in
+ * flight may have remembered the budgets as they were. Forgetting too often costs a look-up;
+ * forgetting too rarely lets calls pass a new budget for up to {@link NO_BUDGET_TTL_MS}.
+ */
+async function forgetting<T>(store: Store, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } finally {
+    noBudgetMemo(store).forget();
+  }
+}
+
 /** A call scope as a memo key: the chain's agents, the user, the connection and the model. */
 export function scopeKey(scope: BudgetScope): string {
   return JSON.stringify([scope.agents, scope.user, scope.connection, scope.model ?? null]);
@@ -184,15 +199,17 @@ export class BudgetStore {
     return { budgets, next: rows.length > page.limit ? budgets.at(-1)!.id : undefined };
   }
 
-  /** @throws Conflict (409) when the id is taken. */
+  /**
+   * @throws Conflict (409) when the id is taken. Whatever the outcome, "no budget applies" is
+   * forgotten ({@link forgetting}): a connection lost after the INSERT may have committed it.
+   */
   async create(def: BudgetDefinition): Promise<Budget> {
-    const rows = await this.#store.query<Row>(
+    const rows = await forgetting(this.#store, () => this.#store.query<Row>(
       `INSERT INTO budgets (id, name, agent_id, user_id, connection_id, model, unit, "window", "limit", source)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'api') ON CONFLICT (id) DO NOTHING RETURNING ${BUDGET_COLUMNS}`,
       [def.id, def.name ?? null, def.agent ?? null, def.user ?? null, def.connection ?? null, def.model ?? null, def.unit, def.window, def.limit],
-    );
+    ));
     if (!rows[0]) throw new Conflict(`budget "${def.id}" exists already`);
-    noBudgetMemo(this.#store).forget();
     return budgetFromRow(rows[0]);
   }
 
@@ -204,7 +221,8 @@ export class BudgetStore {
    * @throws NotFound (404); Conflict (409) for a budget from the configuration file.
    */
   async update(id: string, patch: BudgetPatch): Promise<Budget> {
-    const updated = await this.#store.transaction(async (tx) => {
+    // Its selectors may now match calls that no budget applied to.
+    return forgetting(this.#store, () => this.#store.transaction(async (tx) => {
       const current = await this.#lockApi(tx, id);
       const next = {
         name: patch.name === undefined ? current.name : patch.name ?? undefined,
@@ -223,10 +241,7 @@ export class BudgetStore {
         [id, next.name ?? null, next.agent ?? null, next.user ?? null, next.connection ?? null, next.model ?? null, next.unit, next.window, next.limit],
       );
       return budgetFromRow(rows[0]!);
-    });
-    // Its selectors may now match calls that no budget applied to.
-    noBudgetMemo(this.#store).forget();
-    return updated;
+    }));
   }
 
   /** Deletes a budget made through the API, with its counters and reservation items. */
@@ -244,9 +259,7 @@ export class BudgetStore {
    * @throws Conflict when a configured id belongs to a budget created through the API.
    */
   async syncFromConfig(defs: readonly BudgetDefinition[]): Promise<{ removed: string[] }> {
-    const synced = await this.#syncRows(defs);
-    noBudgetMemo(this.#store).forget();
-    return synced;
+    return forgetting(this.#store, () => this.#syncRows(defs));
   }
 
   async #syncRows(defs: readonly BudgetDefinition[]): Promise<{ removed: string[] }> {

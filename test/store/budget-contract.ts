@@ -35,6 +35,29 @@ async function counters(store: Store, l: BudgetLedger, id: string) {
   return l.usage(b!);
 }
 
+/**
+ * `store` whose next statement or transaction, once `armed`, does its work and then fails as a
+ * connection lost before the answer arrived (the write may be committed; the caller cannot know).
+ * Its own object: the no-budget memo is per store object, shared by the ledger and BudgetStore over it.
+ */
+function droppingAfterWrite(store: Store) {
+  const state = { armed: false, store: undefined as unknown as Store };
+  const lost = async <T>(work: Promise<T>): Promise<T> => {
+    const result = await work;
+    if (!state.armed) return result;
+    state.armed = false;
+    throw new Error('Connection terminated unexpectedly');
+  };
+  state.store = {
+    kind: store.kind,
+    query: (sql, params, options) => lost(store.query(sql, params, options)),
+    transaction: (fn) => lost(store.transaction(fn)),
+    ping: () => store.ping(),
+    close: () => store.close(),
+  } as Store;
+  return state;
+}
+
 export function budgetContract(one: () => Store, two: () => Store, concurrent: boolean): void {
   describe('budgets: reserve, then settle', () => {
     it('reserves on every applicable budget or on none', async () => {
@@ -237,6 +260,29 @@ export function budgetContract(one: () => Store, two: () => Store, concurrent: b
       c.advance(1);
       expect(l.unbudgeted(free)).toBe(false);
       expect((await l.reserve(free, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([elsewhere]);
+    });
+
+    it('a connection lost as a budget is created or changed (after the write, before its outcome is known) still forgets "no budget applies": the budget may have been committed', async () => {
+      const c = clock();
+      const s = scope();
+      const dropping = droppingAfterWrite(one());
+      const l = ledger(dropping.store, c.now);
+      expect((await l.reserve(s, { requests: 1 })).items).toEqual([]);
+      expect(l.unbudgeted(s)).toBe(true);
+      dropping.armed = true;
+      const created = `b-${randomUUID().slice(0, 12)}`;
+      await expect(new BudgetStore(dropping.store).create({ id: created, agent: s.agents[0], unit: 'requests', window: 'total', limit: 1 })).rejects.toThrow(/Connection terminated/);
+      expect(l.unbudgeted(s)).toBe(false);
+      expect((await l.reserve(s, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([created]);
+      // update: a budget on another agent moved onto this scope's, the COMMIT's answer lost.
+      const t = scope();
+      const moved = await define(one(), { agent: `agent-${randomUUID().slice(0, 8)}`, unit: 'requests', window: 'total', limit: 1 });
+      expect((await l.reserve(t, { requests: 1 })).items).toEqual([]);
+      expect(l.unbudgeted(t)).toBe(true);
+      dropping.armed = true;
+      await expect(new BudgetStore(dropping.store).update(moved, { agent: t.agents[0] })).rejects.toThrow(/Connection terminated/);
+      expect(l.unbudgeted(t)).toBe(false);
+      expect((await l.reserve(t, { requests: 1 })).items.map((i) => i.budgetId)).toEqual([moved]);
     });
 
     it('a wall clock stepped back (NTP, an operator) does not stretch "no budget applies" past the bound', async () => {
