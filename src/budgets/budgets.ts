@@ -8,6 +8,7 @@
 import { Conflict, NotFound } from '../errors/index.js';
 import type { Queryable, Store } from '../store/index.js';
 import type { BudgetDefinition, BudgetPatch, BudgetUnit, BudgetWindow } from './config.js';
+import { withinBound } from '../util/fresh.js';
 
 /** A stored budget. Selectors left out match any call. */
 export interface Budget {
@@ -126,7 +127,7 @@ export class NoBudgetMemo {
   has(key: string, nowMs: number): boolean {
     const since = this.#since.get(key);
     if (since === undefined) return false;
-    if (nowMs >= since && nowMs - since < NO_BUDGET_TTL_MS) return true;
+    if (withinBound(since, nowMs, NO_BUDGET_TTL_MS)) return true;
     this.#since.delete(key);
     return false;
   }

@@ -23,6 +23,7 @@
 import type { Store } from '../store/index.js';
 import { findRecorded, recordOnce } from './adapter.js';
 import { setBounded } from '../util/bounded-map.js';
+import { withinBound } from '../util/fresh.js';
 
 /** Where revoked operator-token `jti`s are recorded (`oidc_models.model`). */
 export const REVOKED_NAMESPACE = 'RevokedAccessToken';
@@ -34,8 +35,12 @@ export const REVOKED_NAMESPACE = 'RevokedAccessToken';
 export class OperatorTokenRevocations {
   readonly #store: Store;
   readonly #activeTtlMs: number;
-  /** By `jti`: the answer and until when (ms since the epoch) it may be reused. */
-  readonly #entries = new Map<string, { revoked: boolean; until: number }>();
+  /**
+   * By `jti`: the answer, and `at` — for a revocation, when the token expires (ms since the epoch;
+   * revoked stays revoked whatever the clock does); for "not revoked", when its look-up began
+   * (reused only within the bound after it: {@link withinBound}).
+   */
+  readonly #entries = new Map<string, { revoked: boolean; at: number }>();
   /** Bumped by {@link revoke}: a lookup that started before a local revocation caches nothing. */
   #generation = 0;
   readonly #maxEntries: number;
@@ -62,7 +67,7 @@ export class OperatorTokenRevocations {
     for (const [key, entry] of this.#entries) if (!entry.revoked) this.#entries.delete(key);
     // Bounded here too, not only at the next lookup: revocations alone (an admin revoking in
     // bulk, no lookups between) grew the map past its bound.
-    setBounded(this.#entries, jti, { revoked: true, until: expiresAt * 1000 }, this.#maxEntries);
+    setBounded(this.#entries, jti, { revoked: true, at: expiresAt * 1000 }, this.#maxEntries);
   }
 
   /**
@@ -72,12 +77,12 @@ export class OperatorTokenRevocations {
    */
   async isRevoked(jti: string, expiresAt: number, now = Date.now()): Promise<boolean> {
     const hit = this.#entries.get(jti);
-    if (hit && hit.until > now) return hit.revoked;
+    if (hit && this.#stands(hit, now)) return hit.revoked;
     const generation = this.#generation;
     const found = await findRecorded(this.#store, [{ namespace: REVOKED_NAMESPACE, key: jti, ttlSeconds: 0 }]);
     const revoked = found.size > 0;
     if (!revoked && generation !== this.#generation) return revoked;
-    setBounded(this.#entries, jti, { revoked, until: revoked ? expiresAt * 1000 : now + this.#activeTtlMs }, this.#maxEntries);
+    setBounded(this.#entries, jti, { revoked, at: revoked ? expiresAt * 1000 : now }, this.#maxEntries);
     return revoked;
   }
 
@@ -87,6 +92,11 @@ export class OperatorTokenRevocations {
    */
   knownLive(jti: string, now = Date.now()): boolean {
     const hit = this.#entries.get(jti);
-    return hit !== undefined && !hit.revoked && hit.until > now;
+    return hit !== undefined && !hit.revoked && this.#stands(hit, now);
+  }
+
+  /** A revocation stands until the token expires; "not revoked" only while the clock reads within the bound after its look-up began. */
+  #stands(hit: { revoked: boolean; at: number }, now: number): boolean {
+    return hit.revoked ? hit.at > now : withinBound(hit.at, now, this.#activeTtlMs);
   }
 }

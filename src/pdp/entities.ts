@@ -17,6 +17,7 @@ import type { DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { PolicySnapshot } from './policy-store.js';
 import type { EntityTypeInfo } from './schema.js';
+import { withinBound } from '../util/fresh.js';
 
 /** A principal or resource: its uid and the entities Cedar needs for it (itself and its ancestors). */
 export interface BuiltEntity {
@@ -48,7 +49,8 @@ export class UnknownEntityType extends Error {
 export class AgentCache {
   readonly #registry: AgentRegistry;
   readonly #ttlMs: number;
-  #all: { agents: Agent[]; until: number } | undefined;
+  /** The list and when its look-up began (epoch ms): reused only within the bound after it ({@link withinBound}). */
+  #all: { agents: Agent[]; lookedUpAt: number } | undefined;
 
   constructor(registry: AgentRegistry, ttlSeconds: number) {
     this.#registry = registry;
@@ -69,7 +71,7 @@ export class AgentCache {
 
   /** Every registered agent (subject search), up to `max`. */
   async list(max = 10_000, now = Date.now()): Promise<readonly Agent[]> {
-    if (this.#all && this.#all.until > now) return this.#all.agents;
+    if (this.#all && withinBound(this.#all.lookedUpAt, now, this.#ttlMs)) return this.#all.agents;
     const agents: Agent[] = [];
     let after: string | undefined;
     do {
@@ -77,7 +79,7 @@ export class AgentCache {
       agents.push(...page.agents);
       after = page.next;
     } while (after !== undefined && agents.length < max);
-    this.#all = { agents, until: now + this.#ttlMs };
+    this.#all = { agents, lookedUpAt: now };
     return agents;
   }
 }

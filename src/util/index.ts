@@ -25,3 +25,4 @@ export { writeCompleteFile } from './complete-file.js';
 export { setBounded } from './bounded-map.js';
 export { isOperatorWorded, OPERATOR_WORDED } from './operator-worded.js';
 export { BoundedReadCache, SingleFlight, type BoundedReadCacheOptions, type Lifetime } from './single-flight.js';
+export { withinBound } from './fresh.js';

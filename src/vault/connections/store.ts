@@ -21,6 +21,7 @@ import type { Queryable, Store } from '../../store/index.js';
 import type { EnvelopeVault } from '../envelope.js';
 import type { ConnectionConfig, ConnectionInput, ConnectionKind, ConnectionSettings, SecretSource } from './config.js';
 import { setBounded } from '../../util/bounded-map.js';
+import { withinBound } from '../../util/fresh.js';
 
 /** Vault kind of a connection's credential (API key, client secret); bound into the AAD. */
 export const CONNECTION_SECRET_KIND = 'connection_secret';
@@ -111,14 +112,14 @@ export class ConnectionStore {
   readonly #store: Store;
   readonly #vault: EnvelopeVault;
   readonly #ttlMs: number;
-  readonly #cache = new Map<string, { value: Stored | undefined; until: number }>();
+  readonly #cache = new Map<string, { value: Stored | undefined; lookedUpAt: number }>();
   /**
    * Decrypted secrets by connection id, valid for the cached row they were read for (same
    * handle and version) and for the row cache's TTL at most: the gateway injects a secret on
    * every call, and a vault read + unwrap + decrypt per call bought nothing the TTL does not
    * already allow. Dropped with the row on a change through this instance.
    */
-  readonly #secrets = new Map<string, { handle: string; version: number; value: string; until: number }>();
+  readonly #secrets = new Map<string, { handle: string; version: number; value: string; lookedUpAt: number }>();
   static readonly MAX_CACHED_SECRETS = 1_000;
   readonly #listeners: Array<(id: string) => void> = [];
 
@@ -200,10 +201,10 @@ export class ConnectionStore {
     const stored = await this.#get(connection.id);
     if (!stored?.secretHandle) return undefined;
     const hit = this.#secrets.get(stored.id);
-    if (hit && hit.until > now && hit.handle === stored.secretHandle && hit.version === stored.secretVersion) return hit.value;
+    if (hit && withinBound(hit.lookedUpAt, now, this.#ttlMs) && hit.handle === stored.secretHandle && hit.version === stored.secretVersion) return hit.value;
     const value = await this.#vault.get(this.#store, stored.secretHandle, CONNECTION_SECRET_KIND);
     if (value === undefined) return undefined;
-    setBounded(this.#secrets, stored.id, { handle: stored.secretHandle, version: stored.secretVersion, value, until: now + this.#ttlMs }, ConnectionStore.MAX_CACHED_SECRETS);
+    setBounded(this.#secrets, stored.id, { handle: stored.secretHandle, version: stored.secretVersion, value, lookedUpAt: now }, ConnectionStore.MAX_CACHED_SECRETS);
     return value;
   }
 
@@ -253,10 +254,10 @@ export class ConnectionStore {
   async #get(id: string): Promise<Stored | undefined> {
     const now = Date.now();
     const hit = this.#cache.get(id);
-    if (hit && hit.until > now) return hit.value;
+    if (hit && withinBound(hit.lookedUpAt, now, this.#ttlMs)) return hit.value;
     const rows = await this.#store.query<Row>(`SELECT ${COLUMNS} FROM connections WHERE id = $1`, [id]);
     const value = rows[0] ? fromRow(rows[0]) : undefined;
-    setBounded(this.#cache, id, { value, until: now + this.#ttlMs }, 10_000);
+    setBounded(this.#cache, id, { value, lookedUpAt: now }, 10_000);
     return value;
   }
 
