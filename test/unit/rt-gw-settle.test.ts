@@ -75,4 +75,21 @@ describe('settle errors', () => {
     expect(settled).toEqual(['first']);
     expect(unhandled).toEqual([]);
   });
+
+  it('a hook returning an object whose `then` getter or call throws: reported, and the earlier hooks still settle', async () => {
+    const hostile = [
+      Object.defineProperty({}, 'then', { get() { throw new Error('getter'); } }),
+      { then() { throw new Error('then threw'); } },
+    ];
+    for (const returned of hostile) {
+      const order: string[] = [];
+      const errors: string[] = [];
+      const first: Step<object> = { name: 'first', run: () => NOTHING, settle: () => void order.push('first') };
+      const second: Step<object> = { name: 'second', run: () => NOTHING, settle: () => returned as unknown as Promise<void> };
+      await Pipeline.start<object>().then(first).then(second).run({}, { onSettleError: (_e, step) => errors.push(step) });
+      for (let i = 0; i < 200 && order.length < 1; i++) await drain();
+      expect(order).toEqual(['first']);
+      expect(errors).toEqual(['second']);
+    }
+  });
 });
