@@ -33,6 +33,9 @@ const routes: Record<string, (res: ServerResponse) => void> = {
     res.end();
   },
   '/stacked': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
+  '/capitals': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': ' GZIP , identity,Br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
+  '/six': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, gzip, gzip, gzip, gzip, gzip' }).end([0, 1, 2, 3, 4, 5].reduce((b) => gzipSync(b), MESSAGE)),
+  '/stacked-bomb': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, gzip' }).end(gzipSync(gzipSync(Buffer.alloc(LIMIT * 64, 0x20)))),
   '/unknown': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'zstd-ish' }).end(MESSAGE),
 };
 
@@ -89,5 +92,11 @@ describe('UpstreamHttp bounds what a hostile upstream sends', () => {
   it('refuses a content coding it cannot decode', async () => {
     const res = await post('/unknown');
     await expect(res.text()).rejects.toThrow();
+  });
+
+  it('red team, second pass: codings in capitals, with spaces and identity mixed in are decoded; a bomb under two codings is bounded; six stacked codings are refused', async () => {
+    expect(await (await post('/capitals')).json()).toEqual(JSON.parse(MESSAGE.toString()));
+    await expect((await post('/stacked-bomb')).arrayBuffer()).rejects.toThrow();
+    await expect((await post('/six')).text()).rejects.toThrow();
   });
 });
