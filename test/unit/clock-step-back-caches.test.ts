@@ -16,6 +16,7 @@ import type { Store } from '../../src/store/index.js';
 import { withinBound } from '../../src/util/index.js';
 import { ConnectionStore } from '../../src/vault/connections/store.js';
 import type { EnvelopeVault } from '../../src/vault/index.js';
+import { countingRevocationStore } from '../support/revocation-store.js';
 
 const T = Date.parse('2026-11-30T12:00:00Z');
 const HOUR = 3_600_000;
@@ -34,19 +35,7 @@ describe('withinBound', () => {
 
 describe('a wall clock stepped back does not stretch a cached answer past its bound', () => {
   it('operator tokens: "not revoked" is read again, and a revocation on another instance is seen', async () => {
-    const recorded = new Set<string>();
-    let lookups = 0;
-    const store = {
-      async query(sql: string, params: unknown[]) {
-        if (sql.includes('INSERT INTO oidc_models')) {
-          recorded.add(String(params[1]));
-          return [{ id: params[1] }];
-        }
-        lookups++;
-        const ids = params[1] as string[];
-        return ids.filter((id) => recorded.has(id)).map((id) => ({ model: (params[0] as string[])[0]!, id }));
-      },
-    } as unknown as Store;
+    const { store, lookups } = countingRevocationStore();
     const here = new OperatorTokenRevocations(store);
     const there = new OperatorTokenRevocations(store);
     const exp = Math.floor(T / 1000) + 2 * 3600;
@@ -56,10 +45,10 @@ describe('a wall clock stepped back does not stretch a cached answer past its bo
     // The clock steps an hour back: before, the answer stood until T + 2 s, an hour and 2 s away.
     expect(here.knownLive('jti-1', T - HOUR)).toBe(false);
     expect(await here.isRevoked('jti-1', exp, T - HOUR)).toBe(true);
-    expect(lookups).toBe(2);
+    expect(lookups()).toBe(2);
     // A revocation stands whatever the clock does.
     expect(await here.isRevoked('jti-1', exp, T - 2 * HOUR)).toBe(true);
-    expect(lookups).toBe(2);
+    expect(lookups()).toBe(2);
   });
 
   it('connections: a row is read again', async () => {

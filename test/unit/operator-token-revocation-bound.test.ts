@@ -7,25 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { OperatorTokenRevocations } from '../../src/oauth/operator-token-revocation.js';
-import type { Store } from '../../src/store/index.js';
-
-/** A store that records every revocation and counts the lookups that reach it. */
-function countingStore(): { store: Store; lookups: () => number } {
-  const recorded = new Set<string>();
-  let lookups = 0;
-  const store = {
-    async query(sql: string, params: unknown[]) {
-      if (sql.includes('INSERT INTO oidc_models')) {
-        recorded.add(String(params[1]));
-        return [{ id: params[1] }];
-      }
-      lookups++;
-      const ids = params[1] as string[];
-      return ids.filter((id) => recorded.has(id)).map((id) => ({ model: (params[0] as string[])[0]!, id }));
-    },
-  } as unknown as Store;
-  return { store, lookups: () => lookups };
-}
+import { countingRevocationStore as countingStore } from '../support/revocation-store.js';
 
 describe('OperatorTokenRevocations: the cache bound holds where revocations are added', () => {
   it('revoking more tokens than maxEntries forgets the oldest answer (read from the store again), keeps the newest', async () => {
