@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { validateConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
 import { startDeputy } from '../../src/main.js';
-import { cedar } from '../../src/pdp/cedar.js';
+import type { Cedar } from '../../src/pdp/cedar.js';
 import { cedarFloorCpuUs, cpuUs } from './cedar-floor.js';
 import { parseEvaluation, type EvaluationInput, type PolicyDecisionPoint } from '../../src/pdp/index.js';
 import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
@@ -155,7 +155,9 @@ async function aroundEvaluate(pdp: PolicyDecisionPoint, bodies: readonly string[
 
 /** CPU µs spent inside `statefulIsAuthorized` (each call timed; ~4 µs of timing per call included). */
 const cedarTimer = { us: 0 };
-{
+
+/** Times every call of `cedar` (the serving set's own instance, policy-store.ts) into {@link cedarTimer}. */
+function timeCedarCalls(cedar: Cedar): void {
   const original = cedar.statefulIsAuthorized;
   (cedar as { statefulIsAuthorized: typeof original }).statefulIsAuthorized = (call) => {
     const t = cpuUs();
@@ -188,6 +190,7 @@ async function main(): Promise<void> {
     {},
   );
   const deputy = await startDeputy({ config, logger: createLogger('warn'), env: process.env });
+  timeCedarCalls(deputy.pdp.pdp.store.current.cedar);
   const bare = await bareServer();
   try {
     const port = Number(new URL(deputy.url).port);
@@ -209,7 +212,7 @@ async function main(): Promise<void> {
     const inputs = bodies.map((b) => parseEvaluation(JSON.parse(b)));
     const rows: string[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      const floorCall = cedarFloorCpuUs(deputy.pdp.pdp.store.current.policySetId, N);
+      const floorCall = cedarFloorCpuUs(deputy.pdp.pdp.store.current, N);
       const calls0 = deputy.pdp.pdp.engine.calls;
       const cedar0 = cedarTimer.us;
       const evaluation = await measure(port, deputyRequestsOf());

@@ -14,7 +14,6 @@ import { parseArgs } from 'node:util';
 import type { Agent, AgentRegistry } from '../../src/agents/registry.js';
 import { RegistryAuthorizer, type DelegationGrant, type SubjectResolver, type VerifiedChain } from '../../src/delegation/index.js';
 import { createLogger } from '../../src/log.js';
-import { cedar } from '../../src/pdp/cedar.js';
 import { cedarFloorCpuUs, cpuUs } from './cedar-floor.js';
 import { CedarEngine } from '../../src/pdp/engine.js';
 import { AgentCache } from '../../src/pdp/entities.js';
@@ -49,6 +48,8 @@ async function run(store: PolicyStore, slice: boolean, kind: string): Promise<st
   const engine = new CedarEngine({ cacheSize: 0, slice });
   const pdp = new PolicyDecisionPoint({ store, engine, subjects, registry: new RegistryAuthorizer(3), agents: new AgentCache(registry, 5), logger });
   let cedarUs = 0;
+  // The set's own Cedar instance (policy-store.ts): the one the engine calls.
+  const cedar = store.current.cedar;
   const original = cedar.statefulIsAuthorized;
   const timed = (call: Parameters<typeof original>[0]) => {
     const t = cpuUs();
@@ -78,7 +79,7 @@ async function run(store: PolicyStore, slice: boolean, kind: string): Promise<st
 }
 
 function floor(store: PolicyStore): number {
-  return Math.round(cedarFloorCpuUs(store.current.policySetId, N));
+  return Math.round(cedarFloorCpuUs(store.current, N));
 }
 
 const store = new PolicyStore({ dir: join(REPO, 'config/policies'), logger: createLogger('silent') });

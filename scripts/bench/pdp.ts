@@ -24,8 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../../src/log.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
-import { cedar } from '../../src/pdp/cedar.js';
-import { cedarFloorCall } from './cedar-floor.js';
+import { checkedFloorCall } from './cedar-floor.js';
 import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
@@ -77,7 +76,7 @@ async function startDeputy(config: object): Promise<{ child: ChildProcess; url: 
 async function cedarFloor(): Promise<number> {
   const store = new PolicyStore({ dir: join(REPO, 'config/policies'), logger: createLogger('silent') });
   const s = await store.load();
-  const call = cedarFloorCall(s.policySetId); // as src/pdp/engine.ts calls it
+  const { cedar, call } = checkedFloorCall(s); // as src/pdp/engine.ts calls it: the set's own instance
   const n = quick ? 3000 : 20000;
   for (let i = 0; i < 1000; i++) cedar.statefulIsAuthorized(call);
   const t0 = performance.now();
