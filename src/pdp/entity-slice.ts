@@ -62,6 +62,34 @@ export interface PolicyReads {
   readonly forRequest?: (principalType: string, action: EntityUid, resourceType: string) => PolicyReads;
 }
 
+/**
+ * Values by (principal type, action, resource type), looked up without building a key string:
+ * both lookups per Cedar call (the scoped reads here, the policy subset in policy-scopes.ts) ran
+ * on a string built for the lookup (issue 16, eleventh round).
+ */
+export class ScopeMap<T> {
+  readonly #byPrincipal = new Map<string, Map<string, Map<string, Map<string, T>>>>();
+  size = 0;
+
+  get(principalType: string, action: EntityUid, resourceType: string): T | undefined {
+    return this.#byPrincipal.get(principalType)?.get(resourceType)?.get(action.type)?.get(action.id);
+  }
+
+  set(principalType: string, action: EntityUid, resourceType: string, value: T): void {
+    const byResource = getOrMake(this.#byPrincipal, principalType);
+    const byActionType = getOrMake(byResource, resourceType);
+    const byActionId = getOrMake(byActionType, action.type);
+    if (!byActionId.has(action.id)) this.size++;
+    byActionId.set(action.id, value);
+  }
+}
+
+function getOrMake<K, V>(map: Map<K, Map<string, V>>, key: K): Map<string, V> {
+  let inner = map.get(key);
+  if (inner === undefined) map.set(key, (inner = new Map()));
+  return inner;
+}
+
 /** Scoped reads kept per policy set (principal type × action × resource type, all from the schema); past it they are computed per call. */
 const MAX_SCOPED_READS = 4096;
 
@@ -95,14 +123,13 @@ interface ScopeTypes {
  */
 export function policyReads(policies: readonly unknown[], contextMember: (path: readonly string[]) => string | undefined = () => undefined): PolicyReads {
   const all = readsOf(policies, contextMember);
-  const scoped = new Map<string, PolicyReads>();
+  const scoped = new ScopeMap<PolicyReads>();
   const forRequest = (principalType: string, action: EntityUid, resourceType: string): PolicyReads => {
-    const key = `${principalType}\0${action.type}\0${action.id}\0${resourceType}`;
-    const known = scoped.get(key);
+    const known = scoped.get(principalType, action, resourceType);
     if (known) return known;
     const applicable = policies.filter((p) => mayApply(p, principalType, action, resourceType));
     const reads = applicable.length === policies.length ? all : readsOf(applicable, contextMember);
-    if (scoped.size < MAX_SCOPED_READS) scoped.set(key, reads);
+    if (scoped.size < MAX_SCOPED_READS) scoped.set(principalType, action, resourceType, reads);
     return reads;
   };
   return { ...all, forRequest };

@@ -25,7 +25,7 @@
  * @module
  */
 import { cedar, describeCedarErrors, type Cedar, type EntityUid } from './cedar.js';
-import { mayApply } from './entity-slice.js';
+import { mayApply, ScopeMap } from './entity-slice.js';
 import { PolicyLoadError } from './policy-load-error.js';
 import type { ActionInfo } from './schema.js';
 
@@ -56,7 +56,7 @@ export function preparseScopedSets(
   dir: string,
   engine: Cedar = cedar,
 ): ScopedPolicySet {
-  const byKey = new Map<string, string>();
+  const byKey = new ScopeMap<string>();
   const bySubset = new Map<string, string>();
   let budget = MAX_SUBSET_POLICIES * policies.ids.length;
   for (const action of actions) {
@@ -77,12 +77,12 @@ export function preparseScopedSets(
           if (answer.type === 'failure') throw new PolicyLoadError(dir, describeCedarErrors(answer.errors).map((m) => `policy subset ${id} did not pre-parse: ${m}`));
           bySubset.set(subset, id);
         }
-        byKey.set(scopeKey(principalType, action.uid, resourceType), id);
+        byKey.set(principalType, action.uid, resourceType, id);
       }
     }
   }
   clearStale(slot, bySubset.size, engine);
-  return (principalType, action, resourceType) => byKey.get(scopeKey(principalType, action, resourceType)) ?? slot;
+  return (principalType, action, resourceType) => byKey.get(principalType, action, resourceType) ?? slot;
 }
 
 /**
@@ -93,8 +93,4 @@ export function preparseScopedSets(
 function clearStale(slot: string, kept: number, engine: Cedar): void {
   for (let i = kept; i < (made.get(slot) ?? 0); i++) engine.preparsePolicySet(`${slot}~${i}`, { staticPolicies: {} });
   made.set(slot, kept);
-}
-
-function scopeKey(principalType: string, action: EntityUid, resourceType: string): string {
-  return `${principalType}\0${action.type}\0${action.id}\0${resourceType}`;
 }
