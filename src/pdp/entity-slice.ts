@@ -69,12 +69,15 @@ export interface PolicyReads {
  */
 export class ScopeMap<T> {
   readonly #byPrincipal = new Map<string, Map<string, Map<string, Map<string, T>>>>();
+  /** Distinct keys set so far (callers bound their memo by it). */
   size = 0;
 
+  /** The value set for this principal type, action (type and id) and resource type; `undefined` if none. */
   get(principalType: string, action: EntityUid, resourceType: string): T | undefined {
     return this.#byPrincipal.get(principalType)?.get(resourceType)?.get(action.type)?.get(action.id);
   }
 
+  /** Sets (or replaces) the value for this principal type, action and resource type. */
   set(principalType: string, action: EntityUid, resourceType: string, value: T): void {
     const byResource = getOrMake(this.#byPrincipal, principalType);
     const byActionType = getOrMake(byResource, resourceType);
