@@ -33,7 +33,7 @@ const service = (s: Store) => new ReceiptService({ store: s, issuer: 'https://de
 
 /** Signed chains made on a scratch store, copied into the old schema as pre-019 rows (text ids). */
 async function fillOldChains(): Promise<void> {
-  const scratch = await openStore({ dataDir: 'memory://' });
+  const scratch = await openStore({ dataDir: 'memory://', poolSize: 1 });
   try {
     await migrate(scratch);
     const writer = service(scratch);
