@@ -33,15 +33,22 @@ const AGENT = 'agent-micro';
 const full = (seq: number) => [AGENT, seq, randomUUID(), b64(32), b64(32), jws()];
 const VARIANTS: Variant[] = [
   {
-    label: 'id text UNIQUE (migration 003, before 019)',
-    ddl: `CREATE TABLE r_text (agent_id text NOT NULL, seq bigint NOT NULL CHECK (seq >= 1), id text NOT NULL UNIQUE, hash text NOT NULL, prev text NOT NULL, jws text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (agent_id, seq))`,
-    insert: 'INSERT INTO r_text (agent_id, seq, id, hash, prev, jws) VALUES ($1, $2, $3, $4, $5, $6)',
+    label: 'as migrated (003: id text UNIQUE)',
+    ddl: '',
+    insert: 'INSERT INTO receipts (agent_id, seq, id, hash, prev, jws) VALUES ($1, $2, $3, $4, $5, $6)',
     params: full,
   },
   {
-    label: 'as migrated (019: id uuid UNIQUE)',
-    ddl: '',
-    insert: 'INSERT INTO receipts (agent_id, seq, id, hash, prev, jws) VALUES ($1, $2, $3::uuid, $4, $5, $6)',
+    label: 'id uuid UNIQUE',
+    ddl: `CREATE TABLE r_uuid (agent_id text NOT NULL, seq bigint NOT NULL CHECK (seq >= 1), id uuid NOT NULL UNIQUE, hash text NOT NULL, prev text NOT NULL, jws text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (agent_id, seq))`,
+    insert: 'INSERT INTO r_uuid (agent_id, seq, id, hash, prev, jws) VALUES ($1, $2, $3::uuid, $4, $5, $6)',
+    params: full,
+  },
+  {
+    label: 'id text, UNIQUE ((id::uuid)) instead of UNIQUE (id)',
+    ddl: `CREATE TABLE r_expr (agent_id text NOT NULL, seq bigint NOT NULL CHECK (seq >= 1), id text NOT NULL, hash text NOT NULL, prev text NOT NULL, jws text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (agent_id, seq));
+      CREATE UNIQUE INDEX r_expr_id ON r_expr ((id::uuid))`,
+    insert: 'INSERT INTO r_expr (agent_id, seq, id, hash, prev, jws) VALUES ($1, $2, $3, $4, $5, $6)',
     params: full,
   },
   {
@@ -88,6 +95,6 @@ await withMicroStore('deputy_rowmicro', async (store, backend) => {
   console.log(`${store.kind}, ${N} inserts × ${ROUNDS} alternating rounds (CPU: this process${backend ? ' + backend' : ''}):`);
   VARIANTS.forEach((v, i) => {
     const diffs = cpu[i]!.map((x, r) => x - cpu[0]![r]!);
-    console.log(`  ${v.label}: ${median(cpu[i]!).toFixed(1)} µs [${cpu[i]!.map((x) => x.toFixed(0)).join(' ')}], paired vs text ${median(diffs).toFixed(1)} µs, WAL ${median(walPer[i]!).toFixed(0)} B`);
+    console.log(`  ${v.label}: ${median(cpu[i]!).toFixed(1)} µs [${cpu[i]!.map((x) => x.toFixed(0)).join(' ')}], paired vs migrated ${median(diffs).toFixed(1)} µs, WAL ${median(walPer[i]!).toFixed(0)} B`);
   });
 });

@@ -407,7 +407,7 @@ async function appendPoint(store: Store, service: ReceiptService, length: number
     const started = performance.now();
     await store.query(
       `INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-       SELECT $1, g, md5($1 || '-' || g)::uuid, 'sha-256:bulk-' || g, 'sha-256:bulk-' || (g - 1), 'x' FROM generate_series(1, $2::int) g`,
+       SELECT $1, g, $1 || '-' || g, 'sha-256:bulk-' || g, 'sha-256:bulk-' || (g - 1), 'x' FROM generate_series(1, $2::int) g`,
       [agent, length],
     );
     await store.query(`INSERT INTO receipt_chains (agent_id, seq, head) VALUES ($1, $2::bigint, 'sha-256:bulk-' || $2)`, [agent, length]);

@@ -67,7 +67,7 @@ export async function appendLocked(tx: Queryable, agent: string, receipts: reado
   await tx.query(
     `WITH inserted AS (
        INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-       SELECT $1, s, i, h, p, j FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::text[], $6::text[]) AS r(s, i, h, p, j))
+       SELECT $1, s, i, h, p, j FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) AS r(s, i, h, p, j))
      UPDATE receipt_chains SET seq = $7, head = $8, updated_at = now() WHERE agent_id = $1`,
     [
       agent,
@@ -182,7 +182,7 @@ export async function appendIfHead(
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
          SELECT $1, CASE WHEN ${ok.join(' AND ')} THEN s ELSE 0 END, i, h, p, j
-         FROM unnest($9::bigint[], $10::uuid[], $11::text[], $12::text[], $13::text[]) AS r(s, i, h, p, j)
+         FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[]) AS r(s, i, h, p, j)
          ${parts.length ? '' : 'WHERE EXISTS (SELECT 1 FROM moved)'})
      SELECT (SELECT count(*) FROM moved)::int AS moved`,
     params,
@@ -239,7 +239,7 @@ function singleAppendSql(fromGenesis: boolean, once: boolean): string {
        ${spent}
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-         SELECT $1, ${once ? 'CASE WHEN EXISTS (SELECT 1 FROM spent) THEN $2::bigint ELSE 0 END' : '$2::bigint'}, $6::uuid, $3, $7::text, $8::text
+         SELECT $1, ${once ? 'CASE WHEN EXISTS (SELECT 1 FROM spent) THEN $2::bigint ELSE 0 END' : '$2::bigint'}, $6::text, $3, $7::text, $8::text
          WHERE EXISTS (SELECT 1 FROM moved))
      SELECT (SELECT count(*) FROM moved)::int AS moved`;
 }
@@ -307,7 +307,7 @@ function groupAppendSql(size: number, keyed: boolean): string {
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
          SELECT $1, ${keyed ? `CASE WHEN (SELECT count(*) FROM spent) = ${size} THEN s ELSE 0 END` : 's'}, i, h, p, j
-         FROM (VALUES ${list(rowsAt, 5, ['bigint', 'uuid', 'text', 'text', 'text'])}) AS r(s, i, h, p, j)
+         FROM (VALUES ${list(rowsAt, 5, ['bigint', 'text', 'text', 'text', 'text'])}) AS r(s, i, h, p, j)
          WHERE EXISTS (SELECT 1 FROM moved))
      SELECT (SELECT count(*) FROM moved)::int AS moved`;
   GROUP_APPEND.set(shape, sql);
@@ -328,17 +328,8 @@ export async function readRange(db: Queryable, agent: string, from: number, to: 
   return rows.map(fromRow);
 }
 
-/** A receipt id as stored (migration 019): a UUID in its 8-4-4-4-12 hex text form (RFC 9562 §4), any case. */
-const RECEIPT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/**
- * The receipt with this id, or `undefined`. Ids are UUIDs (migration 019): any other text names
- * no receipt and is answered without a query (as `uuid`, the database would refuse it with an
- * error instead of finding nothing).
- */
 export async function readById(db: Queryable, id: string): Promise<SignedReceipt | undefined> {
-  if (!RECEIPT_ID.test(id)) return undefined;
-  const rows = await db.query<ReceiptRow>(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id = $1::uuid`, [id]);
+  const rows = await db.query<ReceiptRow>(`SELECT ${RECEIPT_COLUMNS} FROM receipts WHERE id = $1`, [id]);
   return rows[0] ? fromRow(rows[0]) : undefined;
 }
 
