@@ -67,8 +67,7 @@ export async function appendLocked(tx: Queryable, agent: string, receipts: reado
   await tx.query(
     `WITH inserted AS (
        INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-       SELECT $1, s, i, h, p, j FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) AS r(s, i, h, p, j)
-       RETURNING 1)
+       SELECT $1, s, i, h, p, j FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) AS r(s, i, h, p, j))
      UPDATE receipt_chains SET seq = $7, head = $8, updated_at = now() WHERE agent_id = $1`,
     [
       agent,
@@ -126,6 +125,11 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
  * receipts' `seq` is 0 and the statement undoes itself as above. With parts, `recorded` thus
  * also means "a part refused or the head moved": the caller tells them apart by reading the head.
  *
+ * The receipts' `INSERT` has no `RETURNING` and the statement reads only `moved`: a data-modifying
+ * `WITH` member runs exactly once and to completion whether or not anything reads it (PostgreSQL
+ * §7.8.4), so its rows, and its undo through `receipts_seq_check`, are the same; what it saves is
+ * the returned rows' store and a second sub-select on every call (issue 16, eleventh round).
+ *
  * @returns `written`, `moved` or `recorded` ({@link ConditionalAppend})
  * @throws the store's error for anything else (connection lost: {@link StoreUnavailableError})
  */
@@ -179,9 +183,8 @@ export async function appendIfHead(
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
          SELECT $1, CASE WHEN ${ok.join(' AND ')} THEN s ELSE 0 END, i, h, p, j
          FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[]) AS r(s, i, h, p, j)
-         ${parts.length ? '' : 'WHERE EXISTS (SELECT 1 FROM moved)'}
-         RETURNING 1)
-     SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`,
+         ${parts.length ? '' : 'WHERE EXISTS (SELECT 1 FROM moved)'})
+     SELECT (SELECT count(*) FROM moved)::int AS moved`,
     params,
     // Its text varies with the parts (other modules' writes, each its own text): one shape of many.
     prepare: 'shape',
@@ -237,9 +240,8 @@ function singleAppendSql(fromGenesis: boolean, once: boolean): string {
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
          SELECT $1, ${once ? 'CASE WHEN EXISTS (SELECT 1 FROM spent) THEN $2::bigint ELSE 0 END' : '$2::bigint'}, $6::text, $3, $7::text, $8::text
-         WHERE EXISTS (SELECT 1 FROM moved)
-         RETURNING 1)
-     SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`;
+         WHERE EXISTS (SELECT 1 FROM moved))
+     SELECT (SELECT count(*) FROM moved)::int AS moved`;
 }
 
 /**
@@ -306,9 +308,8 @@ function groupAppendSql(size: number, keyed: boolean): string {
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
          SELECT $1, ${keyed ? `CASE WHEN (SELECT count(*) FROM spent) = ${size} THEN s ELSE 0 END` : 's'}, i, h, p, j
          FROM (VALUES ${list(rowsAt, 5, ['bigint', 'text', 'text', 'text', 'text'])}) AS r(s, i, h, p, j)
-         WHERE EXISTS (SELECT 1 FROM moved)
-         RETURNING 1)
-     SELECT (SELECT count(*) FROM moved)::int AS moved, (SELECT count(*) FROM inserted)::int AS inserted`;
+         WHERE EXISTS (SELECT 1 FROM moved))
+     SELECT (SELECT count(*) FROM moved)::int AS moved`;
   GROUP_APPEND.set(shape, sql);
   return sql;
 }
