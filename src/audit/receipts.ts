@@ -203,19 +203,6 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
-/**
- * Receipts signed ahead one after the other (receipt i names the hash of receipt i − 1, receipt 0
- * names `head`), shared by a {@link Presigned} and the one carried over from it when its group
- * was cut before every signature had completed ({@link ReceiptService.#cutSigned}).
- */
-interface SignedAhead {
-  head: ChainHead;
-  /** The receipts signed so far, in chain order (index i is set when its signature completes). */
-  receipts: AppendedReceipt[];
-  /** Per receipt, resolves `true` once it is signed, `false` when it (or one before it) failed. */
-  steps: Promise<boolean>[];
-}
-
 /** The next group's receipts, signed ahead against the head the in-flight statement leaves if it writes. */
 interface Presigned {
   /** The queue's front, signed in order: the group the writer cuts next. */
@@ -225,19 +212,9 @@ interface Presigned {
   inputs: ReceiptInput[];
   /** The group's once-key ids. */
   keys: Set<string>;
-  /** The signatures: this group's are `chain`'s from `offset` on (a carried-over group's follow the group cut before it). */
-  chain: SignedAhead;
-  offset: number;
+  /** The receipts, each signed after the one before; undefined when a signature failed. */
+  signed: Promise<AppendedReceipt[] | undefined>;
 }
-
-/**
- * On PostgreSQL, a group signed ahead is cut when its statement could be sent and at least this
- * many of its receipts are signed (the rest still in progress): those are sent, the rest carried
- * over to the next group. One would keep the chain's statement on the wire but make groups small,
- * each statement costing the backend its fixed part (issue 16, tenth round: +0.2 ms of backend
- * CPU per exchange); below it — and for a group this small — the group waits for all its signatures.
- */
-const CUT_FLOOR = 2;
 
 /** How one append of a group ended: its receipt (durable), or the error it is rejected with. */
 type Outcome = { pending: Pending; receipt: AppendedReceipt; error?: undefined } | { pending: Pending; receipt?: undefined; error: unknown };
@@ -266,12 +243,6 @@ export class ReceiptService implements ReceiptAppender {
    * is the head and the group is the same; the statement's own head check decides either way.
    */
   readonly #presigned = new Map<string, Presigned>();
-  /**
-   * Per agent, the appends of a group signed ahead that were left out of it when it was cut
-   * ({@link #cutSigned}), their signatures still in progress against its last receipt: the next
-   * group's signed-ahead front, once that group's statement is sent ({@link #carryOver}).
-   */
-  readonly #carried = new Map<string, Presigned>();
   /** Per agent, the head its in-flight optimistic statement leaves if it writes. */
   readonly #inFlight = new Map<string, ChainHead>();
 
@@ -360,15 +331,8 @@ export class ReceiptService implements ReceiptAppender {
       for (;;) {
         const queue = this.#queues.get(agent);
         if (!queue || queue.length === 0) return;
-        let ahead = this.#presigned.get(agent);
-        if (ahead && this.#store.kind === 'postgres' && !allSigned(ahead) && sameHead(ahead.head, this.#heads.get(agent))) {
-          // Waiting for signatures: the group written before is settled meanwhile.
-          settleLater(done);
-          done = [];
-          ahead = await this.#cutSigned(agent, ahead);
-        }
         // The appends signed ahead (the front of the queue when they were), so that they match.
-        const group = queue.splice(0, ahead?.group.length ?? this.#maxBatch);
+        const group = queue.splice(0, this.#presigned.get(agent)?.group.length ?? this.#maxBatch);
         const writing = this.#writeGroup(agent, group).catch((error: unknown) => group.map((pending): Outcome => ({ pending, error })));
         // PGlite runs the statement on this thread: nothing to send ahead, the callers would only wait for it.
         if (this.#store.kind === 'postgres') settleLater(done);
@@ -380,43 +344,8 @@ export class ReceiptService implements ReceiptAppender {
       this.#queues.delete(agent);
       this.#writers.delete(agent);
       this.#presigned.delete(agent);
-      this.#carried.delete(agent);
       this.#inFlight.delete(agent);
     }
-  }
-
-  /**
-   * The group `ahead` cut for its statement (PostgreSQL): once at least {@link CUT_FLOOR} of its
-   * receipts are signed (all, for a smaller group), those signed by then, when some are still
-   * in progress — the others are carried over ({@link #carried}), their signatures running on
-   * against the cut group's last receipt, which is the head its statement leaves if it writes.
-   * Else `ahead` as it is (every signature done, or one failed: the group is signed again from
-   * the failure on). The statement never waits for a receipt signed after those it carries.
-   */
-  async #cutSigned(agent: string, ahead: Presigned): Promise<Presigned> {
-    const floor = Math.min(CUT_FLOOR, ahead.group.length);
-    await ahead.chain.steps[ahead.offset + floor - 1];
-    const n = signedOf(ahead);
-    if (n < CUT_FLOOR || n >= ahead.group.length) return ahead;
-    const last = ahead.chain.receipts[ahead.offset + n - 1]!;
-    const front: Presigned = { ...ahead, group: ahead.group.slice(0, n), inputs: ahead.inputs.slice(0, n), keys: keyIdsOf(ahead.group.slice(0, n)) };
-    const rest = ahead.group.slice(n);
-    this.#carried.set(agent, { group: rest, head: { seq: last.seq, hash: last.hash }, inputs: ahead.inputs.slice(n), keys: keyIdsOf(rest), chain: ahead.chain, offset: ahead.offset + n });
-    this.#presigned.set(agent, front);
-    return front;
-  }
-
-  /**
-   * Makes the appends carried over from the group cut before ({@link #cutSigned}) the signed-ahead
-   * front of the next group, when the statement just sent leaves their head (`predicted`): it
-   * holds exactly the cut group's receipts. Otherwise (an append refused and the group re-signed,
-   * the head moved) they are forgotten, and signed again as any queued append.
-   */
-  #carryOver(agent: string, predicted: ChainHead): void {
-    const carried = this.#carried.get(agent);
-    if (!carried) return;
-    this.#carried.delete(agent);
-    if (carried.head.seq === predicted.seq && carried.head.hash === predicted.hash && !this.#presigned.has(agent)) this.#presigned.set(agent, carried);
   }
 
   /**
@@ -494,7 +423,6 @@ export class ReceiptService implements ReceiptAppender {
       const statement = appendIfHead(this.#store, agent, head, signed, once, parts);
       const last = signed[signed.length - 1]!;
       this.#inFlight.set(agent, { seq: last.seq, hash: last.hash });
-      this.#carryOver(agent, { seq: last.seq, hash: last.hash });
       this.#presignNext(agent);
       let outcome: ConditionalAppend | 'refused';
       try {
@@ -536,26 +464,17 @@ export class ReceiptService implements ReceiptAppender {
       if (next.refusal) return;
       const ids = keysOf(next).map((k) => onceKeyId(k.namespace, k.key));
       if (ahead && ids.some((id) => ahead!.keys.has(id))) return;
-      ahead ??= { group: [], head: predicted, inputs: [], keys: new Set(), chain: { head: predicted, receipts: [], steps: [] }, offset: 0 };
+      ahead ??= { group: [], head: predicted, inputs: [], keys: new Set(), signed: Promise.resolve([]) };
       this.#presigned.set(agent, ahead);
       for (const id of ids) ahead.keys.add(id);
       ahead.group.push(next);
       ahead.inputs.push(next.input);
-      this.#signAhead(agent, ahead.chain, ahead.offset + ahead.group.length - 1, next.input);
+      const head = ahead.head;
+      // A failed signature is the normal path's to report: it signs again.
+      ahead.signed = ahead.signed
+        .then(async (done) => (done ? [...done, ...(await this.#sign(agent, done.at(-1) ?? head, [next.input]))] : undefined))
+        .catch(() => undefined);
     }
-  }
-
-  /** Signs receipt `i` of `chain` for `input` once receipt i − 1 is signed. A failed signature is the normal path's to report: it signs again. */
-  #signAhead(agent: string, chain: SignedAhead, i: number, input: ReceiptInput): void {
-    const before = i === 0 ? Promise.resolve(true) : chain.steps[i - 1]!;
-    chain.steps[i] = before
-      .then(async (ok) => {
-        if (!ok) return false;
-        const prev = i === 0 ? chain.head : chain.receipts[i - 1]!;
-        chain.receipts[i] = (await this.#sign(agent, { seq: prev.seq, hash: prev.hash }, [input]))[0]!;
-        return true;
-      })
-      .catch(() => false);
   }
 
   /**
@@ -577,10 +496,8 @@ export class ReceiptService implements ReceiptAppender {
     if (!ahead) return undefined;
     this.#presigned.delete(agent);
     if (ahead.head.seq !== head.seq || ahead.head.hash !== head.hash || ahead.inputs[0] !== firsts[0]?.input) return undefined;
-    await ahead.chain.steps[ahead.offset + ahead.group.length - 1];
-    // Up to a failed signature, if one failed: those before it are still valid (reusablePrefix).
-    const receipts = ahead.chain.receipts.slice(ahead.offset, ahead.offset + ahead.group.length);
-    return { head: ahead.head, inputs: ahead.inputs, receipts };
+    const receipts = await ahead.signed;
+    return receipts ? { head: ahead.head, inputs: ahead.inputs, receipts } : undefined;
   }
 
   /**
@@ -780,26 +697,6 @@ async function spendAttested(tx: Queryable, writes: AttestedWrites): Promise<voi
   const fresh = await recordEachOnce(tx, writes.once);
   const replayed = writes.once.find((k) => !fresh.has(onceKeyId(k.namespace, k.key)));
   if (replayed) throw writes.replayed?.(replayed) ?? new AlreadyRecorded(replayed);
-}
-
-/** How many of `ahead`'s receipts are signed so far (its leading ones: they complete in order). */
-function signedOf(ahead: Presigned): number {
-  return Math.min(ahead.group.length, Math.max(0, ahead.chain.receipts.length - ahead.offset));
-}
-
-/** Whether `b` is the head `a` (the head a group was signed ahead against, and the head this instance wrote last). */
-function sameHead(a: ChainHead, b: ChainHead | undefined): boolean {
-  return b !== undefined && a.seq === b.seq && a.hash === b.hash;
-}
-
-/** Whether every receipt of `ahead` is signed. */
-function allSigned(ahead: Presigned): boolean {
-  return signedOf(ahead) === ahead.group.length;
-}
-
-/** The once-key ids of `group`'s appends. */
-function keyIdsOf(group: readonly Pending[]): Set<string> {
-  return new Set(group.flatMap((p) => keysOf(p).map((k) => onceKeyId(k.namespace, k.key))));
 }
 
 /** Every once-key an append records: its own (`appendOnce`) or its attested writes' (`appendWith`). */
