@@ -48,7 +48,7 @@ export interface CounterSnapshot {
    * mean number of appends inside the writer (Little's law), `statementMs ÷ windowMs` the share
    * of the window one agent's statement was in flight (≤ 1 for one agent: one at a time).
    */
-  chain?: { appends: number; totalMs: number; statements: number; statementMs: number; windowMs: number };
+  chain?: { appends: number; totalMs: number; statements: number; statementMs: number; windowMs: number; unnamed?: number; shapes?: number };
   /**
    * Promises created since the last reset (`BENCH_COUNT_PROMISES=1` only: an `async_hooks` init
    * hook, which adds its own cost to every promise — CPU figures of such a run are not comparable;
@@ -62,7 +62,14 @@ const statements = new Map<string, number>();
 const crypto = new Map<string, number>();
 let cpuAtReset = process.cpuUsage();
 const gcPauses = { count: 0, totalMs: 0, maxMs: 0, byKind: {} as Record<string, number> };
-const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0 };
+const chain = { appends: 0, totalMs: 0, statements: 0, statementMs: 0, unnamed: 0 };
+/**
+ * Distinct texts of the chain statements (`WITH moved AS …`) this process sent, since it started
+ * (not reset: the store names a text once per process): with `chain.unnamed` — those sent without
+ * a prepared name, planned every time — whether the receipt writer's shapes outran the store's
+ * bound on named shapes (src/store/prepared.ts `MAX_SHAPES_NAMED`; issue 16, eleventh round).
+ */
+const chainTexts = new Set<string>();
 /** Promises created since the last reset; `undefined` unless `BENCH_COUNT_PROMISES=1`. */
 let promises: number | undefined;
 if (process.env.BENCH_COUNT_PROMISES === '1') {
@@ -236,6 +243,9 @@ export function installCounters(): void {
     const text = shape(args[0]);
     bump(statements, text);
     if (text.startsWith('WITH moved AS')) {
+      const named = typeof args[0] === 'object' && args[0] !== null && typeof (args[0] as { name?: unknown }).name === 'string';
+      if (!named) chain.unnamed += 1;
+      chainTexts.add(typeof args[0] === 'string' ? args[0] : ((args[0] as { text?: string } | null)?.text ?? '?'));
       // pg-pool's `query` passes a callback (and gets no promise back): time that.
       const last = args.length - 1;
       if (typeof args[last] === 'function') {
@@ -358,7 +368,7 @@ export function snapshot(): CounterSnapshot {
     cpuMs: Math.round((cpu.user + cpu.system) / 10) / 100,
     gc: { ...gcPauses, totalMs: Math.round(gcPauses.totalMs * 100) / 100, maxMs: Math.round(gcPauses.maxMs * 100) / 100, byKind: { ...gcPauses.byKind } },
     ...(meter ? { allocated: { ...meter.read(), semiSpaceMiB: Math.round((getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0) / 2 ** 10 / 2 ** 10 * 10) / 10 } } : {}),
-    chain: { ...chain, windowMs: performance.now() - resetAt },
+    chain: { ...chain, windowMs: performance.now() - resetAt, shapes: chainTexts.size },
     ...(promises !== undefined ? { promises } : {}),
   };
 }
@@ -376,7 +386,7 @@ export function serveCounters(): Promise<string> {
       crypto.clear();
       cpuAtReset = process.cpuUsage();
       Object.assign(gcPauses, { count: 0, totalMs: 0, maxMs: 0, byKind: {} });
-      Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0 });
+      Object.assign(chain, { appends: 0, totalMs: 0, statements: 0, statementMs: 0, unnamed: 0 });
       if (promises !== undefined) promises = 0;
       writePromiseSites();
       gcTimeline?.splice(0);

@@ -186,6 +186,10 @@ interface ChainFigures {
   msPerAppend: number;
   meanInWriter: number;
   statementInFlight?: number;
+  /** Chain statements sent without a prepared name (planned every time), per chain statement; PostgreSQL. */
+  unnamedShare?: number;
+  /** Distinct chain statement texts the server process sent since it started (PostgreSQL). */
+  shapes?: number;
 }
 
 function chainFigures(chain: CounterSnapshot['chain'], requests: number): ChainFigures | undefined {
@@ -195,7 +199,7 @@ function chainFigures(chain: CounterSnapshot['chain'], requests: number): ChainF
     appendsPerRequest: r(chain.appends / Math.max(1, requests)),
     msPerAppend: r(chain.totalMs / chain.appends),
     meanInWriter: r(chain.totalMs / chain.windowMs),
-    ...(chain.statements > 0 ? { statementInFlight: r(chain.statementMs / chain.windowMs) } : {}),
+    ...(chain.statements > 0 ? { statementInFlight: r(chain.statementMs / chain.windowMs), unnamedShare: r((chain.unnamed ?? 0) / chain.statements), shapes: chain.shapes ?? 0 } : {}),
   };
 }
 

@@ -161,7 +161,7 @@ export async function appendIfHead(
     receipts.map((r) => r.prev),
     receipts.map((r) => r.jws),
   ];
-  const writes = parts.map((part, i) => {
+  const writes = inShapeOrder(parts).map((part, i) => {
     const sql = `w${i} AS (${part.sql(params.length + 1)} RETURNING 1),`;
     params.push(...part.params);
     return sql;
@@ -189,6 +189,24 @@ export async function appendIfHead(
     // Its text varies with the parts (other modules' writes, each its own text): one shape of many.
     prepare: 'shape',
   });
+}
+
+/**
+ * `parts` ordered by their text (each numbered from `$1`): the general statement's text then
+ * depends on how many parts of each kind a group holds, not on their order. The exchange's
+ * appends take two or three kinds of parts (a new IdP token's vault row and token record, a
+ * remembered one's record on the condition of its row, a sub-delegation's record with its lineage
+ * check); in call order, a group of k mixed appends took up to 2^k texts, past the store's bound on
+ * named shapes at concurrency 8 (src/store/prepared.ts `MAX_SHAPES_NAMED`): half the groups ran
+ * unnamed, planned every time (scripts/bench/receipt-shapes.ts; issue 16, eleventh round). Each part
+ * must write its one row whatever its place: the members of one `WITH` run on one snapshot, in no
+ * order PostgreSQL promises (§7.8.4), and none waits on another (their locks skip, their keys are new).
+ */
+function inShapeOrder(parts: readonly StatementPart[]): readonly StatementPart[] {
+  if (parts.length < 2) return parts;
+  const keyed = parts.map((part) => ({ part, key: part.sql(1) }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map((k) => k.part);
 }
 
 /** A statement of {@link appendIfHead} with its parameters. */
