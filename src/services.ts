@@ -94,7 +94,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   const operatorTokens = new OperatorTokenRevocations(store);
   const pdp = await startPdp({ config, subjects: new AgentTokenResolver({ verifier, records, revocations }), agents, logger });
   // Decisions, cache, reloads and policy gauges: wrappers, so the PDP carries no metrics code.
-  instrumentPdp(pdp.pdp);
+  instrumentPdp(pdp.pdp, pdp.remembered);
   const federation = new FederationVerifier(config.trustedIssuers);
   // Enterprise sign-in reuses the federation verifier: a signed-in user is the user their subject tokens name.
   const signIn = new SignIn({ issuer, trustedIssuers: config.trustedIssuers, federation, keys, store, vault, env: base.env, logger });
@@ -121,7 +121,7 @@ export async function composeServices(base: ServiceBase): Promise<Services> {
   });
   const budgets = await createBudgets(config.budgets, store);
   const isolation = await createCredentialIsolation({
-    config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, receipts, vault, env: base.env, budgets: budgets.ledger,
+    config, issuer, store, keys, logger, verifier, records, revocations, pdp: pdp.pdp, remembered: pdp.remembered, receipts, vault, env: base.env, budgets: budgets.ledger,
   });
   const mcp = await createMcpGateway({
     config, issuer, store, keys, logger, verifier, revocations, receipts, pdp: pdp.pdp, connections: isolation.connections, credentials: isolation.credentials, budgets: budgets.ledger,

@@ -99,7 +99,7 @@ export {
   type Targeted,
   PendingProof,
 } from './context.js';
-export { NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type Refusal, type RunOptions, type Step } from './pipeline.js';
+export { isThenable, NOTHING, Pipeline, streamEnding, type Ending, type Forwarded, type Outcome, type Refusal, type RunOptions, type Step } from './pipeline.js';
 export { authenticate, dpopChallenger, type AuthenticateOptions, type Challenger, type ProofVerifier } from './steps/authenticate.js';
 export { liveChain, type LiveChainOptions } from './steps/live-chain.js';
 export { spendProofOnRefusal } from './steps/proof.js';

@@ -200,8 +200,8 @@ function reportSafely(report: (error: unknown, step: string) => void, error: unk
   }
 }
 
-/** Whether `value` is a promise or any other thenable (what `await` would wait for). */
-function isThenable(value: unknown): value is PromiseLike<unknown> {
+/** Whether `value` is a promise or any other thenable (what `await` would wait for), rather than a value known now. */
+export function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
   return value instanceof Promise || (typeof value === 'object' && value !== null && typeof (value as { then?: unknown }).then === 'function');
 }
 

@@ -46,9 +46,14 @@ export interface GatewayAuthorizationRequest {
 /** The authorizer's answer: the enforcement pipeline's decision (src/enforcement/context.ts). */
 export type GatewayDecision = PepDecision;
 
-/** Decides one gateway call; the PDP-backed and scope-based authorizers implement it. */
+/**
+ * Decides one gateway call; the PDP-backed and scope-based authorizers implement it. The answer
+ * is a plain value when it is known at once (the scopes; a remembered PDP decision whose basis
+ * holds: src/pdp/remembered-decisions.ts), else a promise — so a call decided from memory costs
+ * no promise here. Throwing (or rejecting) fails the call closed.
+ */
 export interface GatewayAuthorizer {
-  authorize(request: GatewayAuthorizationRequest): Promise<GatewayDecision>;
+  authorize(request: GatewayAuthorizationRequest): GatewayDecision | Promise<GatewayDecision>;
 }
 
 /** The action a call is, from the connection's routes (undefined route: none matched / none listed). */
@@ -96,7 +101,7 @@ function matches(pattern: string[], segments: string[]): boolean {
  * matching route's `scopes`; when the connection lists routes, a call must match one.
  */
 export class ScopeAuthorizer implements GatewayAuthorizer {
-  async authorize({ subject, action, resource }: GatewayAuthorizationRequest): Promise<GatewayDecision> {
+  authorize({ subject, action, resource }: GatewayAuthorizationRequest): GatewayDecision {
     const settings = resource.connection.settings;
     if (settings.routes.length > 0 && action.route === undefined) {
       return { allowed: false, reason: `connection "${resource.id}" has no route for ${action.method} ${action.path}` };

@@ -22,7 +22,7 @@ import { UserGrants } from '../vault/connections/user-grants.js';
 import type { EnvelopeVault } from '../vault/envelope.js';
 import type { PolicyDecisionPoint } from '../pdp/pdp.js';
 import { ScopeAuthorizer, type GatewayAuthorizer } from './authorizer.js';
-import { AllOf, PdpGatewayAuthorizer } from './pdp-authorizer.js';
+import { AllOf, PdpGatewayAuthorizer, type PdpEvaluator } from './pdp-authorizer.js';
 import { Forwarder } from './forward.js';
 import { Gateway } from './gateway.js';
 import { NotAtHttpGateway } from '../llm/credential.js';
@@ -44,6 +44,12 @@ export interface CredentialIsolationDeps {
   env: Readonly<Record<string, string | undefined>>;
   /** The PDP, asked after the connection's own limits when `gateway.authorizer` is `pdp`. */
   pdp?: PolicyDecisionPoint;
+  /**
+   * The PDP's remembered decisions (src/pdp/remembered-decisions.ts, `PdpService.remembered`):
+   * when given, the gateway's evaluations go through them (a repeated call decided from memory
+   * while its basis holds); absent, every call is evaluated by `pdp`.
+   */
+  remembered?: PdpEvaluator;
   /** Overrides the authorizer entirely (tests, embedding). */
   authorizer?: GatewayAuthorizer;
   receipts?: ReceiptAppender;
@@ -127,7 +133,7 @@ function authorizerFor(deps: CredentialIsolationDeps): GatewayAuthorizer {
   if (!pdp) throw new TypeError('gateway.authorizer is "pdp" but no PDP was given');
   return new AllOf(
     scopes,
-    new PdpGatewayAuthorizer(pdp, {
+    new PdpGatewayAuthorizer(deps.remembered ?? pdp, {
       issuer: deps.issuer,
       declaresAction: (name) => pdp.store.current.schema.action(name) !== undefined,
       adminReasons: deps.config.pdp.adminReasons,

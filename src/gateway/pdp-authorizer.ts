@@ -17,14 +17,19 @@
  *
  * @module
  */
+import { isThenable } from '../enforcement/index.js';
 import type { EvaluationInput } from '../pdp/authzen.js';
 import type { Decision } from '../pdp/decision.js';
 import { gatewayAudience } from './gateway.js';
 import type { GatewayAuthorizationRequest, GatewayAuthorizer, GatewayDecision } from './authorizer.js';
 
-/** What the adapter needs from the PDP (src/pdp/pdp.ts `PolicyDecisionPoint` fits). */
+/**
+ * What the adapter needs from the PDP: src/pdp/remembered-decisions.ts `RememberedDecisions`
+ * (a remembered decision answered synchronously while its basis holds) or src/pdp/pdp.ts
+ * `PolicyDecisionPoint` (always the full evaluation) fit.
+ */
 export interface PdpEvaluator {
-  evaluate(input: EvaluationInput): Promise<Decision>;
+  evaluate(input: EvaluationInput): Decision | Promise<Decision>;
 }
 
 export interface PdpGatewayAuthorizerOptions {
@@ -63,8 +68,14 @@ export class PdpGatewayAuthorizer implements GatewayAuthorizer {
     };
   }
 
-  async authorize(req: GatewayAuthorizationRequest): Promise<GatewayDecision> {
-    const decision = await this.pdp.evaluate(this.evaluation(req));
+  /** The PDP's decision as the gateway's: synchronous when the PDP answers from memory, else a promise. */
+  authorize(req: GatewayAuthorizationRequest): GatewayDecision | Promise<GatewayDecision> {
+    const decision = this.pdp.evaluate(this.evaluation(req));
+    return isThenable(decision) ? decision.then((d) => this.#gatewayDecision(d)) : this.#gatewayDecision(decision);
+  }
+
+  /** A PDP decision as the pipeline's: the permitting policies, or the denial's reason (admin or user wording), policies and kind. */
+  #gatewayDecision(decision: Decision): GatewayDecision {
     if (decision.decision) return { allowed: true, context: { policies: decision.policies } };
     const d = decision.denial;
     return { allowed: false, reason: this.options.adminReasons ? d.admin : d.user, context: { policies: d.policies, kind: d.kind } };
@@ -77,12 +88,23 @@ export class AllOf implements GatewayAuthorizer {
   constructor(...all: GatewayAuthorizer[]) {
     this.#all = all;
   }
-  async authorize(req: GatewayAuthorizationRequest): Promise<GatewayDecision> {
-    let last: GatewayDecision = { allowed: true };
-    for (const a of this.#all) {
-      last = await a.authorize(req);
-      if (!last.allowed) return last;
+  /** Synchronous while every authorizer answers synchronously; from the first that answers with a promise on, a promise. */
+  authorize(req: GatewayAuthorizationRequest): GatewayDecision | Promise<GatewayDecision> {
+    return this.#from(0, req, { allowed: true });
+  }
+
+  /** The authorizers from index `i` on, `last` the answer so far. */
+  #from(i: number, req: GatewayAuthorizationRequest, last: GatewayDecision): GatewayDecision | Promise<GatewayDecision> {
+    for (; i < this.#all.length; i++) {
+      const answer = this.#all[i]!.authorize(req);
+      if (isThenable(answer)) {
+        const next = i + 1;
+        return answer.then((d) => (d.allowed ? this.#from(next, req, d) : d));
+      }
+      if (!answer.allowed) return answer;
+      last = answer;
     }
     return last;
   }
 }
+

@@ -110,7 +110,7 @@ export function resolveCall(connections: ConnectionStore, audienceOf: (connectio
 }
 
 /** The gateway's question to its {@link GatewayAuthorizer}: this chain, this call, this connection. */
-export function askAuthorizer(authorizer: GatewayAuthorizer): (ctx: GatewayAction & ResolvedCall) => Promise<PepDecision> {
+export function askAuthorizer(authorizer: GatewayAuthorizer): (ctx: GatewayAction & ResolvedCall) => PepDecision | Promise<PepDecision> {
   return ({ admission, call, connection, path, route, action }) => {
     const { principal } = admission;
     return authorizer.authorize({

@@ -39,7 +39,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type Koa from 'koa';
 import type { Logger } from '../log.js';
 import { metrics } from '../observability/metrics.js';
-import { basisHolds, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint, requestMemo, type RequestMemo } from '../pdp/index.js';
+import { basisHoldsNow, basisOrUndefined, checkDepth, decisionBasis, parseEvaluation, parseEvaluations, sameBasis, type DecisionBasis, type EvaluationInput, type EvaluationsInput, type PolicyDecisionPoint, requestMemo, type RequestMemo } from '../pdp/index.js';
 import { failedAheadOf, RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
 import { handBodyOn, parseJson, readBodyAhead, receiveBody, type BodyReceiver } from './json-body.js';
 import { observeAnswered } from './metrics.js';
@@ -267,13 +267,9 @@ function answerFirst(req: IncomingMessage, res: ServerResponse, hit: Hit): boole
   return true;
 }
 
-/** {@link basisHolds} at this instant; false (compute the basis) should it fail. */
+/** Whether a remembered answer's basis holds now, from the caches alone (`basisHoldsNow`, src/pdp). */
 function holdsNow(deps: CachedDecisionsDeps, known: Remembered): boolean {
-  try {
-    return basisHolds(deps.pdp, known.inputs, known.basis, Date.now());
-  } catch {
-    return false;
-  }
+  return basisHoldsNow(deps.pdp, known.inputs, known.basis);
 }
 
 /**
@@ -310,15 +306,6 @@ function parseInputs(path: string, raw: Buffer, deps: CachedDecisionsDeps): read
 /** The evaluations a parsed request makes (a batch's valid items), whose basis its answer is remembered under. */
 function inputsOf(parsed: EvaluationsInput): readonly EvaluationInput[] {
   return parsed.kind === 'single' ? [parsed.evaluation] : parsed.items.flatMap((item) => (item.ok ? [item.evaluation] : []));
-}
-
-/** {@link decisionBasis}, or undefined when it cannot be had (the normal path then decides, or fails closed). */
-async function basisOrUndefined(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], memo?: RequestMemo): Promise<DecisionBasis | undefined> {
-  try {
-    return await decisionBasis(pdp, inputs, memo);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Answers from Koa (a remembered request that reached the middleware): written as {@link write} does. */

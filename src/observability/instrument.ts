@@ -31,12 +31,34 @@ export interface ObservableEngine {
 }
 
 /**
+ * The PDP's remembered decisions (src/pdp/remembered-decisions.ts `RememberedDecisions` fits):
+ * `evaluate` answers a plain decision from memory, or a promise of the PDP's own `evaluate`.
+ */
+export interface ObservableRememberedDecisions {
+  evaluate(...args: never[]): { decision: boolean } | Promise<{ decision: boolean }>;
+}
+
+/**
  * Counts every PDP decision (`deputy_pdp_decisions_total{decision,source}`), traces it (span
  * `pdp.evaluate` / `pdp.delegate`), counts decision-cache hits and misses and policy reloads,
  * and exposes the serving policy set (generation, digest). Wraps the instance's methods: a batch's items (which call
  * `evaluate` on the instance) are counted one by one.
+ *
+ * @param remembered - the PDP's remembered decisions: a decision answered from memory is counted
+ *   as one (no span: nothing ran to trace, as on the AuthZEN cached path); one evaluated goes
+ *   through the PDP's `evaluate`, wrapped here, and is counted there.
  */
-export function instrumentPdp(pdp: ObservablePdp): void {
+export function instrumentPdp(pdp: ObservablePdp, remembered?: ObservableRememberedDecisions): void {
+  if (remembered) {
+    const recall = remembered.evaluate.bind(remembered);
+    Object.assign(remembered, {
+      evaluate: (...args: never[]) => {
+        const result = recall(...args);
+        if (!(result instanceof Promise)) metrics.pdpDecisions.inc({ decision: result.decision ? 'permit' : 'deny', source: 'evaluation' });
+        return result;
+      },
+    });
+  }
   const evaluate = pdp.evaluate.bind(pdp);
   const decideDelegation = pdp.decideDelegation.bind(pdp);
   Object.assign(pdp, {

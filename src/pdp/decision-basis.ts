@@ -87,6 +87,36 @@ export function basisHolds(pdp: PolicyDecisionPoint, inputs: readonly Evaluation
   });
 }
 
+/**
+ * {@link basisHolds} at this instant; false (compute the basis) should it throw — a cache that
+ * cannot answer is a cache that says no. Shared by every path that reuses remembered decisions
+ * (the AuthZEN endpoint's cached path, the gateways' remembered decisions: ./remembered-decisions.ts).
+ */
+export function basisHoldsNow(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], basis: DecisionBasis): boolean {
+  try {
+    return basisHolds(pdp, inputs, basis, Date.now());
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * {@link decisionBasis}, or undefined when it cannot be had (a store away): the evaluation that
+ * follows on the same memo then meets the same failure and fails closed, and nothing is remembered.
+ *
+ * The order is what keeps a remembered decision honest: a basis is computed **before** the
+ * evaluation it is remembered with, so a policy reload, a revocation or a registry change that
+ * races the evaluation can only make the remembered basis older than the state — which
+ * {@link basisHolds} / {@link sameBasis} then refuse — never newer than the decision.
+ */
+export async function basisOrUndefined(pdp: PolicyDecisionPoint, inputs: readonly EvaluationInput[], memo?: RequestMemo): Promise<DecisionBasis | undefined> {
+  try {
+    return await decisionBasis(pdp, inputs, memo);
+  } catch {
+    return undefined;
+  }
+}
+
 function sameSubject(a: SubjectMark, b: SubjectMark): boolean {
   if (a.kind === 'plain') return b.kind === 'plain' && a.agent === b.agent;
   if (b.kind === 'plain') return false;

@@ -10,6 +10,7 @@
  * - pdp.ts — {@link PolicyDecisionPoint}, evaluations and the `delegate` decision;
  * - chain-evaluation.ts — Deputy's chain semantics: which principals a decision must permit;
  * - exchange-authorizer.ts — the token exchange's authorizer (registry rules, then Cedar);
+ * - decision-basis.ts, remembered-decisions.ts — what a decision depends on, and decisions reused while it holds;
  * - authzen.ts — the AuthZEN wire format (parsing, decision bodies); search.ts — search (§8);
  * - policy-store.ts, schema.ts, entities.ts, entity-data.ts, engine.ts, cedar.ts — internals.
  *
@@ -32,7 +33,8 @@ export {
   type SearchInput,
   type SearchKind,
 } from './authzen.js';
-export { basisHolds, decisionBasis, sameBasis, type DecisionBasis } from './decision-basis.js';
+export { basisHolds, basisHoldsNow, basisOrUndefined, decisionBasis, sameBasis, type DecisionBasis } from './decision-basis.js';
+export { RememberedDecisions, type RememberedDecisionsOptions } from './remembered-decisions.js';
 export { deny, type Decision, type Denial, type DeniedLink, type DenyKind } from './decision.js';
 export type { EntityInput } from './entities.js';
 export { PdpDelegationAuthorizer } from './exchange-authorizer.js';

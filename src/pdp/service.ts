@@ -15,6 +15,7 @@ import { AgentCache } from './entities.js';
 import { PolicyDecisionPoint } from './pdp.js';
 import { PolicyStore, type ReloadResult, type ReloadTrigger } from './policy-store.js';
 import { Search } from './search.js';
+import { RememberedDecisions } from './remembered-decisions.js';
 
 export { PolicyLoadError } from './policy-store.js';
 
@@ -32,6 +33,12 @@ export interface PdpService {
   readonly pdp: PolicyDecisionPoint;
   readonly search: Search;
   readonly policies: PolicyStore;
+  /**
+   * The PDP's evaluations for in-process PEPs (the HTTP gateway), answered from remembered
+   * decisions while their basis holds (./remembered-decisions.ts); nothing remembered with the
+   * decision cache off (`pdp.decisionCacheSize: 0`).
+   */
+  readonly remembered: RememberedDecisions;
   /** The token exchange's authorizer: the registry's rules, then the Cedar `delegate` decision. */
   delegationAuthorizer(registry: RegistryAuthorizer): DelegationAuthorizer;
   /** Reloads the policy folder; throws PolicyLoadError (the previous set keeps serving). */
@@ -39,6 +46,9 @@ export interface PdpService {
   /** Stops watching the policy folder. */
   close(): void;
 }
+
+/** Bytes of decisions the gateway's remembered path keeps (about 8 MiB: a couple of thousand gateway evaluations, as the AuthZEN cached path's budget). */
+const REMEMBERED_DECISION_BYTES = 8 * 1024 * 1024;
 
 /**
  * Loads and validates the policy set, then builds the PDP, its search and its reload triggers.
@@ -57,9 +67,12 @@ export async function startPdp(deps: PdpServiceDeps): Promise<PdpService> {
   const search = new Search(pdp, agents, { defaultLimit: config.pdp.searchPageSize, maxLimit: config.pdp.searchMaxPageSize });
   const unwatch = config.pdp.watch ? policies.watch() : () => {};
   if (config.pdp.auth === 'none') logger.warn('pdp.auth is "none": the AuthZEN endpoints accept unauthenticated requests');
+  // Off with the decision cache, and never more entries than it holds: "cache off" means every decision is evaluated.
+  const remembered = new RememberedDecisions(pdp, { budgetBytes: config.pdp.decisionCacheSize > 0 ? REMEMBERED_DECISION_BYTES : 0, maxEntries: config.pdp.decisionCacheSize });
   return {
     pdp,
     search,
+    remembered,
     policies,
     delegationAuthorizer: (registry) => new PdpDelegationAuthorizer(registry, pdp),
     reload: (trigger) => policies.reload(trigger),

@@ -8,7 +8,7 @@
 import { AccessDenied } from '../../errors/index.js';
 import type { Logger } from '../../log.js';
 import type { ActionContext, Decided, Described, PepDecision, Targeted } from '../context.js';
-import { NOTHING, type Step } from '../pipeline.js';
+import { isThenable, NOTHING, type Step } from '../pipeline.js';
 
 /**
  * Step `decide`: asks `question` about the action.
@@ -17,16 +17,22 @@ import { NOTHING, type Step } from '../pipeline.js';
  * - adds: {@link Decided} — the decision, allowed or not (it does not refuse: `refuseDenied` does).
  * - refuses: only when `question` throws (a PDP that cannot answer: fail closed).
  *
- * @param question - the PEP's question; one call per action (MCP: per message).
+ * @param question - the PEP's question; one call per action (MCP: per message). A plain value
+ *   when the answer is known at once (a remembered decision): the step then adds it without a promise.
  */
-export function decide<C>(question: (ctx: C) => Promise<PepDecision>): Step<C, Decided> {
+export function decide<C>(question: (ctx: C) => PepDecision | Promise<PepDecision>): Step<C, Decided> {
   return {
     name: 'decide',
     observe: 'decision',
-    async run(ctx) {
-      return { decision: await question(ctx) };
+    run(ctx) {
+      const decision = question(ctx);
+      return isThenable(decision) ? decision.then(decided) : decided(decision);
     },
   };
+}
+
+function decided(decision: PepDecision): Decided {
+  return { decision };
 }
 
 /**
