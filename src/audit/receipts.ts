@@ -33,7 +33,7 @@
 import { randomUUID } from 'node:crypto';
 import { findRecorded, onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
 import { observeReceiptAppend } from '../observability/instrument.js';
-import type { Queryable, StatementPart, Store } from '../store/index.js';
+import { isTransactionConflict, type Queryable, type StatementPart, type Store } from '../store/index.js';
 import { appendIfHead, appendLocked, lockHead, readById, readHead, readRange, type ChainHead, type ConditionalAppend } from './chain.js';
 import { assertReceiptInput, genesisHash, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
 
@@ -520,7 +520,7 @@ export class ReceiptService implements ReceiptAppender {
         const { admitted, refused } = await this.#admit(tx, plain);
         const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input), head) : [];
         return [...admitted.map((pending, i) => ({ pending, receipt: written[i]! })), ...refused.map((pending) => ({ pending, error: new AlreadyRecorded(pending.once!) }))];
-      })));
+      }, { retryConflicts: true })));
     }
     for (const p of group) if (p.writes) outcomes.push(await this.#writeAlone(agent, p));
     return outcomes;
@@ -543,6 +543,8 @@ export class ReceiptService implements ReceiptAppender {
     try {
       await writes.ready;
       const receipt = await this.#store.transaction(async (tx) => {
+        // Run again after a conflict (40001, 40P01): what this run's rows met is what counts.
+        rowsRefused = false;
         await writes.inTransaction(tx).catch((error: unknown) => {
           rowsRefused = true;
           throw error;
@@ -550,7 +552,7 @@ export class ReceiptService implements ReceiptAppender {
         const head = await lockHead(tx, agent);
         await spendAttested(tx, writes);
         return (await this.#appendLocked(tx, agent, [p.input], head))[0]!;
-      });
+      }, { retryConflicts: true });
       return { pending: p, receipt };
     } catch (error) {
       return { pending: p, error: rowsRefused ? await this.#replayFirst(writes, error) : error };
@@ -657,7 +659,8 @@ const REFUSED_STATEMENT = /^(22|23|40|42)[0-9A-Z]{3}$/;
 
 function statementRefused(err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && REFUSED_STATEMENT.test(code);
+  // A conflict reaches here as the store's StoreUnavailableError (503 if it escapes), the driver's error its cause.
+  return (typeof code === 'string' && REFUSED_STATEMENT.test(code)) || isTransactionConflict(err);
 }
 
 /**
