@@ -659,8 +659,7 @@ const REFUSED_STATEMENT = /^(22|23|40|42)[0-9A-Z]{3}$/;
 
 function statementRefused(err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;
-  // A conflict reaches here as the store's StoreUnavailableError (503 if it escapes), the driver's error its cause.
-  return (typeof code === 'string' && REFUSED_STATEMENT.test(code)) || isTransactionConflict(err);
+  return typeof code === 'string' && REFUSED_STATEMENT.test(code);
 }
 
 /**
@@ -672,7 +671,9 @@ async function settled(statement: Promise<ConditionalAppend>, withParts: boolean
   try {
     return await statement;
   } catch (err) {
-    if (withParts && statementRefused(err)) return 'refused';
+    // A conflict (40001, 40P01) aborted the one statement: it committed nothing, and the locked
+    // path's transaction, which runs again after one (`retryConflicts`), decides every append.
+    if ((withParts && statementRefused(err)) || isTransactionConflict(err)) return 'refused';
     throw err;
   }
 }
