@@ -230,17 +230,17 @@ export function conflictBackoffMs(attempt: number, random: () => number = Math.r
  * Runs `attempt` (one whole transaction) and, while it rejects with a transaction conflict
  * ({@link isTransactionConflict}), again — at most {@link CONFLICT_ATTEMPTS} runs, with
  * {@link conflictBackoffMs} between them. Any other error, and the last conflict (a
- * {@link StoreUnavailableError}: 503 `temporarily_unavailable`), is thrown as it came.
+ * {@link StoreUnavailableError}: 503 `temporarily_unavailable`), is thrown as it came. A run that
+ * succeeds the first time costs one promise more than `attempt()` alone (a `.catch`, not an
+ * `async` frame: the budget ledger's transactions are on every gateway call).
  */
-export async function retryConflicts<T>(attempt: () => Promise<T>): Promise<T> {
-  for (let run = 1; ; run += 1) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (run >= CONFLICT_ATTEMPTS || !isTransactionConflict(err)) throw err;
-      await new Promise((resolve) => setTimeout(resolve, conflictBackoffMs(run)));
-    }
-  }
+export function retryConflicts<T>(attempt: () => Promise<T>): Promise<T> {
+  const again = async (err: unknown, run: number): Promise<T> => {
+    if (run >= CONFLICT_ATTEMPTS || !isTransactionConflict(err)) throw err;
+    await new Promise((resolve) => setTimeout(resolve, conflictBackoffMs(run)));
+    return attempt().catch((next: unknown) => again(next, run + 1));
+  };
+  return attempt().catch((err: unknown) => again(err, 1));
 }
 
 /** Rejects after `ms` unless `p` settles first. */
