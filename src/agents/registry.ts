@@ -235,7 +235,7 @@ export class AgentRegistry {
       );
       if (patch.status === 'disabled') await this.#disabled(id, tx);
       return fromRow(updated[0]!);
-    });
+    }, { retryConflicts: true });
     return this.#changed(agent);
   }
 
@@ -262,7 +262,7 @@ export class AgentRegistry {
       }
       await this.#deleteLocked(current, tx, { via: 'admin_api', ...(context.requestId !== undefined ? { requestId: context.requestId } : {}) });
       return current;
-    });
+    }, { retryConflicts: true });
     return this.#changed(agent, 'deleted');
   }
 
@@ -317,7 +317,7 @@ export class AgentRegistry {
       );
       for (const row of stale) await this.#deleteLocked(fromRow(row), tx, { via: 'configuration' });
       return { removed: stale.map((r) => r.id) };
-    });
+    }, { retryConflicts: true });
     // After the commit, so that no read that saw the rows as they were stays cached.
     this.#cache.invalidate();
     return synced;

@@ -33,7 +33,7 @@
 import { randomUUID } from 'node:crypto';
 import { findRecorded, onceKeyId, recordEachOnce, type OnceKey } from '../oauth/adapter.js';
 import { observeReceiptAppend } from '../observability/instrument.js';
-import type { Queryable, StatementPart, Store } from '../store/index.js';
+import { isTransactionConflict, type Queryable, type StatementPart, type Store } from '../store/index.js';
 import { appendIfHead, appendLocked, lockHead, readById, readHead, readRange, type ChainHead, type ConditionalAppend } from './chain.js';
 import { assertReceiptInput, genesisHash, receiptClaims, receiptHash, ReceiptSigner, type ReceiptClaims, type ReceiptInput, type ReceiptSigningKey, type SignedReceipt } from './receipt.js';
 
@@ -520,7 +520,7 @@ export class ReceiptService implements ReceiptAppender {
         const { admitted, refused } = await this.#admit(tx, plain);
         const written = admitted.length ? await this.#appendLocked(tx, agent, admitted.map((p) => p.input), head) : [];
         return [...admitted.map((pending, i) => ({ pending, receipt: written[i]! })), ...refused.map((pending) => ({ pending, error: new AlreadyRecorded(pending.once!) }))];
-      })));
+      }, { retryConflicts: true })));
     }
     for (const p of group) if (p.writes) outcomes.push(await this.#writeAlone(agent, p));
     return outcomes;
@@ -543,6 +543,8 @@ export class ReceiptService implements ReceiptAppender {
     try {
       await writes.ready;
       const receipt = await this.#store.transaction(async (tx) => {
+        // Run again after a conflict (40001, 40P01): what this run's rows met is what counts.
+        rowsRefused = false;
         await writes.inTransaction(tx).catch((error: unknown) => {
           rowsRefused = true;
           throw error;
@@ -550,7 +552,7 @@ export class ReceiptService implements ReceiptAppender {
         const head = await lockHead(tx, agent);
         await spendAttested(tx, writes);
         return (await this.#appendLocked(tx, agent, [p.input], head))[0]!;
-      });
+      }, { retryConflicts: true });
       return { pending: p, receipt };
     } catch (error) {
       return { pending: p, error: rowsRefused ? await this.#replayFirst(writes, error) : error };
@@ -669,7 +671,9 @@ async function settled(statement: Promise<ConditionalAppend>, withParts: boolean
   try {
     return await statement;
   } catch (err) {
-    if (withParts && statementRefused(err)) return 'refused';
+    // A conflict (40001, 40P01) aborted the one statement: it committed nothing, and the locked
+    // path's transaction, which runs again after one (`retryConflicts`), decides every append.
+    if ((withParts && statementRefused(err)) || isTransactionConflict(err)) return 'refused';
     throw err;
   }
 }

@@ -242,7 +242,7 @@ export class BudgetStore {
         [id, next.name ?? null, next.agent ?? null, next.user ?? null, next.connection ?? null, next.model ?? null, next.unit, next.window, next.limit],
       );
       return budgetFromRow(rows[0]!);
-    }));
+    }, { retryConflicts: true }));
   }
 
   /** Deletes a budget made through the API, with its counters and reservation items. */
@@ -250,7 +250,7 @@ export class BudgetStore {
     await this.#store.transaction(async (tx) => {
       await this.#lockApi(tx, id);
       await tx.query('DELETE FROM budgets WHERE id = $1', [id]);
-    });
+    }, { retryConflicts: true });
   }
 
   /**
@@ -280,7 +280,7 @@ export class BudgetStore {
       }
       const stale = await tx.query<{ id: string }>(`DELETE FROM budgets WHERE source = 'config' AND NOT (id = ANY($1::text[])) RETURNING id`, [defs.map((d) => d.id)]);
       return { removed: stale.map((r) => r.id) };
-    });
+    }, { retryConflicts: true });
   }
 
   async #lockApi(tx: Queryable, id: string): Promise<Budget> {

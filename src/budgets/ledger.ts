@@ -225,7 +225,7 @@ export class BudgetLedger {
         );
       }
       return { id, items, held, expiresAt };
-    });
+    }, { retryConflicts: true });
   }
 
   /**
@@ -334,7 +334,7 @@ export class BudgetLedger {
         charges.push({ budgetId: item.budgetId, unit: item.unit, charged: charge + extra, uncharged: want - charge - extra });
       }
       return charges;
-    });
+    }, { retryConflicts: true });
   }
 
   /**
@@ -382,7 +382,7 @@ export class BudgetLedger {
           await tx.query('UPDATE budget_usage SET reserved = reserved - $3 WHERE budget_id = $1 AND window_start = $2', [it.budget_id, new Date(it.window_start).toISOString(), Number(it.amount)]);
         }
         return 1;
-      });
+      }, { retryConflicts: true });
     }
     // Markers of reservations nobody came back to settle.
     await this.#store.query('DELETE FROM budget_expired_reservations WHERE released_at < $1', [new Date(this.now().getTime() - 2 * this.#ttlMs).toISOString()]);

@@ -30,6 +30,19 @@ import { CONNECTION_ID } from '../vault/connections/config.js';
 /** Server ids appear in URLs (`/mcp/{id}`, audience `{issuer}/mcp/{id}`): lowercase slugs. */
 export const MCP_SERVER_ID = CONNECTION_ID;
 
+/**
+ * The default bound of one message from an upstream MCP server, after decoding (bytes): a JSON
+ * answer whole, an SSE event each (src/mcp/upstream-http.ts). `limits.maxUpstreamMessageBytes`
+ * sets it per server, between 1 KiB and {@link MAX_UPSTREAM_MESSAGE_BYTES}.
+ */
+export const DEFAULT_UPSTREAM_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The largest bound a server may set: a message is held whole in the heap (parsed, checked
+ * against its pins, relayed), several at once across sessions, so a bound is a heap budget.
+ */
+export const MAX_UPSTREAM_MESSAGE_BYTES = 256 * 1024 * 1024;
+
 const scopeToken = z.string().max(200).regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 
 /** A publisher's public keys (RFC 7517 JWK Set); private members refused. */
@@ -100,6 +113,14 @@ export const mcpServerSchema = z
         idleSeconds: z.number().int().min(1).max(86_400).default(900),
         /** Deadline of one upstream request (seconds); progress notifications extend it. */
         upstreamTimeoutSeconds: z.number().int().min(1).max(3600).default(60),
+        /**
+         * Largest message the upstream may answer, in bytes after decoding (a JSON answer whole,
+         * each SSE event; {@link DEFAULT_UPSTREAM_MESSAGE_BYTES} by default): a larger one fails
+         * the request (502 at `initialize`, a JSON-RPC error after). Lower it for a server whose
+         * answers are small; raise it (up to {@link MAX_UPSTREAM_MESSAGE_BYTES}) for one that
+         * returns large resources.
+         */
+        maxUpstreamMessageBytes: z.number().int().min(1024).max(MAX_UPSTREAM_MESSAGE_BYTES).default(DEFAULT_UPSTREAM_MESSAGE_BYTES),
       })
       .prefault({}),
   })

@@ -369,6 +369,9 @@ export class McpGateway {
    * request (fresh for the session's latest caller: refreshed user tokens, on-behalf-of).
    */
   async #upstreamFetch(server: McpServerConfig, who: () => McpCaller, url: string | URL, init: RequestInit | undefined, onSecrets?: (values: string[]) => void): Promise<Response> {
+    // The server's bound of one upstream message; a server stored through the admin API before
+    // the setting existed has none in its row: undefined, the client's default (16 MiB).
+    const bound = server.limits.maxUpstreamMessageBytes as number | undefined;
     const headers = new Headers(init?.headers);
     let target = new URL(url);
     if (server.connection !== undefined) {
@@ -384,12 +387,12 @@ export class McpGateway {
         for (const [name, value] of credential.query) target.searchParams.set(name, value);
       }
       onSecrets?.([...credential.secrets, ...credential.headers.map(([, value]) => value)]);
-      const res = await this.#http.fetch(target, { ...init, headers });
+      const res = await this.#http.fetch(target, { ...init, headers }, bound);
       // The upstream refused Deputy's credential: cached tokens are dropped so the next request gets new ones.
       if (res.status === 401) await credential.rejected();
       return res;
     }
-    return this.#http.fetch(target, { ...init, headers });
+    return this.#http.fetch(target, { ...init, headers }, bound);
   }
 
   async #drop(id: string): Promise<void> {

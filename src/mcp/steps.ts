@@ -126,7 +126,7 @@ export function forwardToSession<C extends McpMessage & Described & Sending>(): 
  * The agent's JSON-RPC error for what left the pipeline: a denial → {@link MCP_DENIED} naming
  * the method (and tool) with the reason in `data`; a problem (an exhausted budget's 402) →
  * {@link MCP_DENIED} with {@link problemData} as `data`; {@link McpRefusal} as it says; a Deputy failure (a receipt not written: 503) →
- * InternalError with its safe description; an upstream McpError unchanged; anything else
+ * InternalError with its safe description (and, for a 503, {@link retryData}); an upstream McpError unchanged; anything else
  * (a store that cannot serve, a bug) typed as the HTTP surfaces type it (src/http/errors.ts
  * `classifyError`: 503 `temporarily_unavailable`, or a 500 whose message is not shown) and
  * logged once on `log` as the HTTP error boundary logs it (`logError`: a bug at error with its
@@ -146,10 +146,22 @@ export function toJsonRpcError(err: unknown, label: string, log: Logger): unknow
     logError(log, typed);
     return toJsonRpcError(typed, label, log);
   }
-  if (err.status >= 500) return new McpError(ErrorCode.InternalError, err.expose ? err.description : 'internal error');
+  if (err.status >= 500) return new McpError(ErrorCode.InternalError, err.expose ? err.description : 'internal error', retryData(err));
   if (err instanceof ProblemError) return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, problemData(err));
   const data = err instanceof AccessDenied ? {} : { status: err.status, error: err.code };
   return new McpError(MCP_DENIED, `Deputy refused ${label}: ${err.description}`, { reason: err.description, ...data });
+}
+
+/**
+ * The JSON-RPC `data` of a failure worth retrying — a `503` (`temporarily_unavailable`: the store
+ * cannot serve, the call could not be recorded) — as the HTTP gateways say it: `status`, `error`
+ * and `retry_after` (seconds, their `Retry-After`), so that an agent tells it from a bug's
+ * InternalError (no `data`) and knows when to try again. Nothing was forwarded.
+ */
+function retryData(err: DeputyError): Record<string, unknown> | undefined {
+  const retryAfter = err.headers['Retry-After'];
+  if (err.status !== 503 || retryAfter === undefined) return undefined;
+  return { status: err.status, error: err.code, retry_after: Number(retryAfter) };
 }
 
 /**

@@ -27,6 +27,7 @@
 import { pipeline, type Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { decoderFor } from '../gateway/forward.js';
+import { DEFAULT_UPSTREAM_MESSAGE_BYTES } from './config.js';
 
 /** Redirect statuses (Fetch "redirect status"). */
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -35,11 +36,11 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
 /**
- * The default bound of one upstream message after decoding: the largest `limits.maxMessageBytes`
- * a server's config may set (src/mcp/config.ts). A JSON answer is bounded whole, an SSE stream
- * per event (a long-lived stream of small events is not).
+ * The default bound of one upstream message after decoding: a server's
+ * `limits.maxUpstreamMessageBytes` when its config does not set it (src/mcp/config.ts). A JSON
+ * answer is bounded whole, an SSE stream per event (a long-lived stream of small events is not).
  */
-export const UPSTREAM_MESSAGE_MAX_BYTES = 16 * 1024 * 1024;
+export const UPSTREAM_MESSAGE_MAX_BYTES = DEFAULT_UPSTREAM_MESSAGE_BYTES;
 
 /** At most this many stacked content codings are decoded (as undici's `fetch`: a deeper stack is refused). */
 const MAX_CODINGS = 5;
@@ -70,9 +71,12 @@ export class UpstreamHttp {
    * for `Authorization` and `Cookie`; the SDK follows within the origin itself), and `error`
    * rejects on a redirect as `fetch` does.
    *
+   * `maxMessageBytes`: this request's bound of one message after decoding (the server's
+   * `limits.maxUpstreamMessageBytes`); the client's own ({@link UpstreamHttpOptions}) when absent.
+   *
    * @throws TypeError for a body other than a string, bytes or `URLSearchParams` (the SDK sends none).
    */
-  readonly fetch = async (url: string | URL, init: RequestInit = {}): Promise<Response> => {
+  readonly fetch = async (url: string | URL, init: RequestInit = {}, maxMessageBytes: number = this.#maxMessageBytes): Promise<Response> => {
     const target = typeof url === 'string' ? new URL(url) : url;
     const headers: Record<string, string> = {};
     // The gateway's fetch hands a `Headers` already (not copied again); anything else is normalized as `fetch` would.
@@ -94,7 +98,7 @@ export class UpstreamHttp {
       res.body.on('error', () => {}).destroy();
       throw new TypeError('fetch failed: the upstream redirected a request whose redirect mode is "error"');
     }
-    return toResponse(res, method, this.#maxMessageBytes);
+    return toResponse(res, method, maxMessageBytes);
   };
 
   /**
@@ -205,39 +209,60 @@ function failing(message: string): ReadableStream<Uint8Array> {
 }
 
 /**
- * Bounds an upstream message after decoding: a JSON body whole; an SSE stream per event (the
- * bytes since its last blank line, found per chunk and across one chunk edge — a boundary split
- * over more chunks is missed, which only counts longer until the next one).
+ * Bounds an upstream message after decoding: a JSON body whole; an SSE stream per event — every
+ * event, including those that begin and end inside one chunk (before issue 16's eleventh round
+ * only the bytes after a chunk's last blank line were counted, so an oversize event that arrived
+ * in one chunk passed: harmless at 16 MiB, whose events span many chunks, not at a server's
+ * small `maxUpstreamMessageBytes`). Boundaries are blank lines (`\n\n`, `\r\r`, `\n\r\n`), found
+ * across chunk edges too (the previous chunk's last two bytes are kept).
  */
 class MessageLimit {
   #since = 0;
-  #lastByte = -1;
+  /** The previous chunk's last two bytes (-1: none), for a boundary split over the edge. */
+  #prev = -1;
+  #prev2 = -1;
   constructor(readonly max: number, readonly events: boolean) {}
 
-  /** Counts `chunk`: the error to end the body with once the message passes the bound, else undefined. */
+  /** Counts `chunk`: the error to end the body with once a message passes the bound, else undefined. */
   count(chunk: Buffer): Error | undefined {
-    let since = this.#since + chunk.length;
-    if (this.events && chunk.length > 0) {
-      const end = eventEnd(chunk, this.#lastByte);
-      if (end >= 0) since = chunk.length - end;
-      this.#lastByte = chunk[chunk.length - 1]!;
+    if (!this.events) {
+      this.#since += chunk.length;
+      return this.#since > this.max ? this.#tooLarge() : undefined;
     }
-    this.#since = since;
-    return since > this.max ? new Error(`the upstream MCP message exceeds ${this.max} bytes`) : undefined;
+    let start = 0;
+    // The next LF and the next CR, each searched again only once passed: linear in the chunk.
+    let lf = chunk.indexOf(LF);
+    let cr = chunk.indexOf(CR);
+    while (lf >= 0 || cr >= 0) {
+      const i = lf < 0 ? cr : cr < 0 ? lf : Math.min(lf, cr);
+      if (i === lf) lf = chunk.indexOf(LF, i + 1);
+      else cr = chunk.indexOf(CR, i + 1);
+      const b = chunk[i]!;
+      const p = i > 0 ? chunk[i - 1]! : this.#prev;
+      const p2 = i > 1 ? chunk[i - 2]! : i === 1 ? this.#prev : this.#prev2;
+      const blank = (b === LF && (p === LF || (p === CR && p2 === LF))) || (b === CR && p === CR);
+      if (!blank) continue;
+      // An event ends here: its bytes are those carried over plus this chunk's up to the boundary.
+      if (this.#since + (i + 1 - start) > this.max) return this.#tooLarge();
+      this.#since = 0;
+      start = i + 1;
+    }
+    this.#since += chunk.length - start;
+    if (chunk.length >= 2) {
+      this.#prev2 = chunk[chunk.length - 2]!;
+      this.#prev = chunk[chunk.length - 1]!;
+    } else if (chunk.length === 1) {
+      this.#prev2 = this.#prev;
+      this.#prev = chunk[0]!;
+    }
+    return this.#since > this.max ? this.#tooLarge() : undefined;
+  }
+
+  #tooLarge(): Error {
+    return new Error(`the upstream MCP message exceeds ${this.max} bytes`);
   }
 }
 
 const LF = 0x0a;
 const CR = 0x0d;
 
-/** The offset just past the last SSE event boundary (a blank line) in `chunk`, -1 for none; `before` is the previous chunk's last byte. */
-function eventEnd(chunk: Buffer, before: number): number {
-  const end = Math.max(at(chunk.lastIndexOf('\n\n'), 2), at(chunk.lastIndexOf('\r\r'), 2), at(chunk.lastIndexOf('\n\r\n'), 3));
-  if (end >= 0) return end;
-  if (before === LF && chunk[0] === LF) return 1;
-  if (before === CR && chunk[0] === CR) return 1;
-  if (before === LF && chunk[0] === CR && chunk[1] === LF) return 2;
-  return -1;
-}
-
-const at = (index: number, length: number): number => (index < 0 ? -1 : index + length);

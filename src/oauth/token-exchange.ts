@@ -609,7 +609,7 @@ async function recordIssued(deps: ExchangeDeps, input: Issuance, token: MintedTo
       if (replay) throw replay.replayed();
       await inTransaction(tx);
       await deps.receipts.append(receipt, tx);
-    });
+    }, { retryConflicts: true });
   }
   capture?.committed();
 }

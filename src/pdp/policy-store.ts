@@ -120,6 +120,10 @@ export class PolicyStore {
   /** Recoveries in a row without a set serving long enough in between ({@link #recoverLater}). */
   #recoveries = 0;
   #recoveryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set by {@link close}: no recovery is scheduled or run, no folder watched, no reload loads. */
+  #closed = false;
+  /** Stops the folder watches {@link watch} started ({@link close} stops them all). */
+  readonly #unwatchers = new Set<() => void>();
   readonly #listeners: Array<(s: PolicySnapshot) => void> = [];
 
   /** @param options.newCedar - makes each set's Cedar instance (default cedar.ts `newCedarInstance`; tests inject failures). */
@@ -153,9 +157,33 @@ export class PolicyStore {
    * {@link PolicyLoadError} (the previous set stays current). Reloads run one at a time.
    */
   reload(trigger: ReloadTrigger): Promise<ReloadResult> {
-    const run = this.#queue.then(() => this.#reload(trigger));
+    const run = this.#queue.then(() => (this.#closed ? this.#unchanged() : this.#reload(trigger)));
     this.#queue = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Stops the store for good (the server's shutdown): cancels a pending recovery (a crashed set's
+   * reload, {@link #recoverLater}) and the folder watches; a reload asked afterwards — a recovery
+   * queued behind a running load, a watch's or SIGHUP's late trigger — loads nothing and answers
+   * the set that served (`changed: false`). Decisions still read {@link current}. Idempotent.
+   */
+  close(): void {
+    this.#closed = true;
+    this.#cancelRecovery();
+    for (const stop of this.#unwatchers) stop();
+    this.#unwatchers.clear();
+  }
+
+  /** What a reload that loads nothing answers: the serving set, unchanged. */
+  #unchanged(): ReloadResult {
+    if (!this.#current) throw new Error('PolicyStore is closed');
+    return { changed: false, ...summary(this.#current) };
+  }
+
+  #cancelRecovery(): void {
+    clearTimeout(this.#recoveryTimer);
+    this.#recoveryTimer = undefined;
   }
 
   async #reload(trigger: ReloadTrigger): Promise<ReloadResult> {
@@ -183,6 +211,9 @@ export class PolicyStore {
       throw err;
     }
     if (trigger !== 'recover') this.#recoveries = 0;
+    // A usable set serves now: a recovery still waiting for its delay would compile once more
+    // (a retired set's files, or the same set again) — whatever triggered this load.
+    this.#cancelRecovery();
     this.#current = snapshot;
     this.#files = files;
     for (const l of this.#listeners) l(snapshot);
@@ -227,9 +258,11 @@ export class PolicyStore {
    * otherwise be compiled again after each one, synchronously, holding the event loop (issue 16,
    * tenth round red team). Decisions are denied meanwhile. A load not from recovery, or a set that
    * served longer than the longest delay before crashing, starts the count again.
-   * @returns the delay before the recovery, ms.
+   * Nothing once {@link close}d.
+   * @returns the delay before the recovery, ms (undefined: none, the store is closed).
    */
-  #recoverLater(): number {
+  #recoverLater(): number | undefined {
+    if (this.#closed) return undefined;
     const n = this.#recoveries++;
     const delay = n === 0 ? 0 : Math.min(RECOVERY_FIRST_DELAY_MS * 2 ** (n - 1), RECOVERY_MAX_DELAY_MS);
     const recover = () => void this.reload('recover').catch(() => undefined); // refusals are logged in #reload
@@ -263,6 +296,7 @@ export class PolicyStore {
    * several steps). Returns a function that stops watching.
    */
   watch(debounceMs = 250): () => void {
+    if (this.#closed) return () => {};
     let timer: NodeJS.Timeout | undefined;
     let watcher: FSWatcher;
     try {
@@ -278,10 +312,13 @@ export class PolicyStore {
       return () => {};
     }
     watcher.on('error', (err) => this.#logger.warn({ err: String(err) }, 'policy folder watch failed'));
-    return () => {
+    const stop = (): void => {
       clearTimeout(timer);
       watcher.close();
+      this.#unwatchers.delete(stop);
     };
+    this.#unwatchers.add(stop);
+    return stop;
   }
 }
 

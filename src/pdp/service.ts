@@ -43,7 +43,7 @@ export interface PdpService {
   delegationAuthorizer(registry: RegistryAuthorizer): DelegationAuthorizer;
   /** Reloads the policy folder; throws PolicyLoadError (the previous set keeps serving). */
   reload(trigger: ReloadTrigger): Promise<ReloadResult>;
-  /** Stops watching the policy folder. */
+  /** Stops watching the policy folder and cancels a pending crash recovery (PolicyStore `close`). */
   close(): void;
 }
 
@@ -65,7 +65,7 @@ export async function startPdp(deps: PdpServiceDeps): Promise<PdpService> {
   const registry = new RegistryAuthorizer(config.tokens.maxChainDepth);
   const pdp = new PolicyDecisionPoint({ store: policies, engine, subjects: deps.subjects, registry, agents, logger });
   const search = new Search(pdp, agents, { defaultLimit: config.pdp.searchPageSize, maxLimit: config.pdp.searchMaxPageSize });
-  const unwatch = config.pdp.watch ? policies.watch() : () => {};
+  if (config.pdp.watch) policies.watch();
   if (config.pdp.auth === 'none') logger.warn('pdp.auth is "none": the AuthZEN endpoints accept unauthenticated requests');
   // Off with the decision cache, and never more entries than it holds: "cache off" means every decision is evaluated.
   const remembered = new RememberedDecisions(pdp, { budgetBytes: config.pdp.decisionCacheSize > 0 ? REMEMBERED_DECISION_BYTES : 0, maxEntries: config.pdp.decisionCacheSize });
@@ -76,6 +76,6 @@ export async function startPdp(deps: PdpServiceDeps): Promise<PdpService> {
     policies,
     delegationAuthorizer: (registry) => new PdpDelegationAuthorizer(registry, pdp),
     reload: (trigger) => policies.reload(trigger),
-    close: unwatch,
+    close: () => policies.close(),
   };
 }

@@ -9,8 +9,8 @@ import { createPGliteStore } from './pglite.js';
 import { createPostgresStore } from './postgres.js';
 import type { Store } from './store.js';
 
-export type { Queryable, QueryOptions, StatementCondition, StatementPart, Store } from './store.js';
-export { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError, unavailableReason } from './store.js';
+export type { Queryable, QueryOptions, StatementCondition, StatementPart, Store, TransactionOptions } from './store.js';
+export { classifyStoreError, CONFLICT_ATTEMPTS, findStoreUnavailable, isConnectionFailure, isTransactionConflict, retryConflicts, StoreUnavailable, StoreUnavailableError, transactionConflict, unavailableReason } from './store.js';
 export { DataDirLocked, lockDataDir, type DataDirLock, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';
 export type { CheckpointEvents, CheckpointReason } from './checkpointer.js';

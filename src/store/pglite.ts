@@ -15,7 +15,7 @@ import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { DEFAULT_CHECKPOINT_POLICY, startCheckpointer, type CheckpointClock, type CheckpointEvents, type Checkpointer, type CheckpointPolicy, type CheckpointTarget } from './checkpointer.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { mustPrepareAgain, runNamedOnPGlite, StatementNames, type PreparedShape } from './prepared.js';
-import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
+import { classifyStoreError, retryConflicts, StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store, type TransactionOptions } from './store.js';
 
 export interface PGliteStoreOptions {
   /** A folder path, or `memory://` for a database that keeps nothing. */
@@ -215,11 +215,15 @@ export async function createPGliteStore(options: PGliteStoreOptions): Promise<St
       });
       statements.schemaChanged();
     },
-    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-      if (db.closed) throw new StoreUnavailable('store is closed');
-      return db.transaction(async (t) => fn(transactionQueryable(t, statements))).catch((err: unknown) => {
-        throw classifyStoreError(err);
-      });
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>, options?: TransactionOptions): Promise<T> {
+      const once = (): Promise<T> => {
+        if (db.closed) throw new StoreUnavailable('store is closed');
+        return db.transaction(async (t) => fn(transactionQueryable(t, statements))).catch((err: unknown) => {
+          throw classifyStoreError(err);
+        });
+      };
+      // One session: a conflict here is a statement's own (a trigger, a function raising it), still worth the bounded retry.
+      return options?.retryConflicts ? retryConflicts(once) : once();
     },
     async ping(timeoutMs = 2_000) {
       if (db.closed) throw new StoreUnavailable('store is closed');

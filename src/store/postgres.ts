@@ -9,7 +9,7 @@
  */
 import pg from 'pg';
 import { mustPrepareAgain, StatementNames } from './prepared.js';
-import { classifyStoreError, StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store } from './store.js';
+import { classifyStoreError, retryConflicts, StoreUnavailable, withTimeout, type Queryable, type QueryOptions, type Store, type TransactionOptions } from './store.js';
 
 export interface PostgresStoreOptions {
   connectionString: string;
@@ -50,9 +50,13 @@ export function createPostgresStore(options: PostgresStoreOptions): Store {
       assertOpen();
       await onPool.exec(sql);
     },
-    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>, options?: TransactionOptions): Promise<T> {
       assertOpen();
-      return inTransaction(pool, names, fn);
+      if (!options?.retryConflicts) return inTransaction(pool, names, fn);
+      return retryConflicts(() => {
+        assertOpen();
+        return inTransaction(pool, names, fn);
+      });
     },
     async ping(timeoutMs = 2_000) {
       assertOpen();

@@ -47,15 +47,25 @@ export interface StatementPart {
  */
 export type StatementCondition = StatementPart;
 
+/** How {@link Store.transaction} runs. */
+export interface TransactionOptions {
+  /** Run the whole transaction again when the database aborts it for a conflict ({@link retryConflicts}). */
+  retryConflicts?: boolean;
+}
+
 /** Deputy's database (PGlite or PostgreSQL): queries and transactions (`Queryable`), its `kind`, a liveness `ping`, and `close`. */
 export interface Store extends Queryable {
   /** `postgres` for a server reached through `DATABASE_URL`, `pglite` for the embedded database. */
   readonly kind: 'postgres' | 'pglite';
   /**
    * Runs `fn` in one transaction: committed when `fn` resolves, rolled back when it throws.
-   * Statements inside must go through the `tx` argument.
+   * Statements inside must go through the `tx` argument. With `retryConflicts`, a transaction the
+   * database aborted for a conflict with a concurrent one (40001, 40P01: {@link isTransactionConflict})
+   * is run again, `fn` included, a bounded number of times ({@link retryConflicts}): only for an
+   * `fn` whose every effect is on `tx` (rolled back) or harmless to repeat — never one that calls
+   * another service (an upstream token refresh) or hands something out before the commit.
    */
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: Queryable) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Throws {@link StoreUnavailableError} when the database cannot answer. */
   ping(timeoutMs?: number): Promise<void>;
   /** Releases connections / closes the embedded database. Idempotent. */
@@ -87,14 +97,21 @@ export type StoreUnavailable = StoreUnavailableError;
  * SQLSTATEs (PostgreSQL Appendix A) that mean "the database cannot serve this now; the same
  * statement may succeed later", by class, with what an operator is told. The rule: a condition of
  * the server or its resources — where it runs, what it may write, how much it may hold, how long
- * it may wait — is the store's (503 `temporarily_unavailable` with `Retry-After`); a condition of
- * the statement or of the data — syntax, types, constraints, privileges, a transaction misused
- * (the rest of 25), serialization failures (40, which their callers retry), internal errors (XX)
- * — is Deputy's bug or a database beyond retrying, and stays a 500.
+ * it may wait, which concurrent transaction it lost to — is the store's (503
+ * `temporarily_unavailable` with `Retry-After`); a condition of the statement or of the data —
+ * syntax, types, constraints, privileges, a transaction misused (the rest of 25 and 40), internal
+ * errors (XX) — is Deputy's bug or a database beyond retrying, and stays a 500.
  *
  * - 08 connection exception: the connection could not be made or was lost.
  * - 25006 read_only_sql_transaction: a write on a read-only server — after a failover, a
  *   connection string that reaches a standby; writes succeed again once it reaches the primary.
+ * - 40001 serialization_failure, 40P01 deadlock_detected: the server aborted the transaction
+ *   because a concurrent one conflicted with it (an isolation level above READ COMMITTED, set
+ *   by the operator's `default_transaction_isolation`; two transactions waiting on each other's
+ *   locks). Nothing of it was committed, and the same transaction run again may succeed: the
+ *   callers whose transaction is safe to re-run do so ({@link retryConflicts}); the others answer
+ *   503. Not the rest of class 40: 40002 (a deferred constraint) is the data's, and 40003
+ *   (statement_completion_unknown) may have committed.
  * - 53 insufficient resources: disk full (53100), out of memory (53200), too many connections
  *   (53300), a configuration limit (53400).
  * - 55P03 lock_not_available: `lock_timeout` passed waiting for a lock another session holds.
@@ -105,6 +122,8 @@ export type StoreUnavailable = StoreUnavailableError;
 const UNAVAILABLE_SQLSTATES: ReadonlyArray<[prefix: string, reason: string]> = [
   ['08', 'the database is unreachable'],
   ['25006', 'the database is read-only (a standby?)'],
+  ['40001', 'the database aborted the transaction: a concurrent one conflicted with it (serialization_failure)'],
+  ['40P01', 'the database aborted the transaction: it deadlocked with a concurrent one (deadlock_detected)'],
   ['53100', 'the database is out of disk space'],
   ['53200', 'the database is out of memory'],
   ['53300', 'the database refuses more connections (too_many_connections)'],
@@ -171,6 +190,57 @@ export function findStoreUnavailable(err: unknown): StoreUnavailableError | unde
     if (e instanceof StoreUnavailableError) return e;
   }
   return undefined;
+}
+
+/** SQLSTATEs of a transaction the server aborted for a conflict with a concurrent one ({@link UNAVAILABLE_SQLSTATES}). */
+const CONFLICT_SQLSTATES = new Set(['40001', '40P01']);
+
+/**
+ * The SQLSTATE (`40001` serialization_failure, `40P01` deadlock_detected) when `err` — the
+ * driver's error, or a {@link StoreUnavailableError} (or an error wrapping one) whose cause it is —
+ * says the server aborted the transaction for a conflict with a concurrent one; else undefined.
+ * Such a transaction committed nothing and may be run again.
+ */
+export function transactionConflict(err: unknown): '40001' | '40P01' | undefined {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth += 1) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && CONFLICT_SQLSTATES.has(code)) return code as '40001' | '40P01';
+  }
+  return undefined;
+}
+
+/** Whether `err` is a transaction the server aborted for a conflict ({@link transactionConflict}). */
+export function isTransactionConflict(err: unknown): boolean {
+  return transactionConflict(err) !== undefined;
+}
+
+/** How many times {@link retryConflicts} runs a transaction in all (the first run included). */
+export const CONFLICT_ATTEMPTS = 3;
+
+/**
+ * The pause before run `attempt` + 1 (ms): random in [attempt × 5, attempt × 20), so that two
+ * transactions that conflicted do not collide again in step (a deadlock's loser retries while
+ * the winner still holds its locks otherwise). Short: the caller's request waits through it.
+ */
+export function conflictBackoffMs(attempt: number, random: () => number = Math.random): number {
+  return attempt * (5 + Math.floor(random() * 15));
+}
+
+/**
+ * Runs `attempt` (one whole transaction) and, while it rejects with a transaction conflict
+ * ({@link isTransactionConflict}), again — at most {@link CONFLICT_ATTEMPTS} runs, with
+ * {@link conflictBackoffMs} between them. Any other error, and the last conflict (a
+ * {@link StoreUnavailableError}: 503 `temporarily_unavailable`), is thrown as it came. A run that
+ * succeeds the first time costs one promise more than `attempt()` alone (a `.catch`, not an
+ * `async` frame: the budget ledger's transactions are on every gateway call).
+ */
+export function retryConflicts<T>(attempt: () => Promise<T>): Promise<T> {
+  const again = async (err: unknown, run: number): Promise<T> => {
+    if (run >= CONFLICT_ATTEMPTS || !isTransactionConflict(err)) throw err;
+    await new Promise((resolve) => setTimeout(resolve, conflictBackoffMs(run)));
+    return attempt().catch((next: unknown) => again(next, run + 1));
+  };
+  return attempt().catch((err: unknown) => again(err, 1));
 }
 
 /** Rejects after `ms` unless `p` settles first. */

@@ -36,6 +36,7 @@ import { StoreUnavailableError, type Queryable, type StatementPart, type Store }
 import { mcpServerSchema } from '../../src/mcp/config.js';
 import { McpServerStore, PinStore } from '../../src/mcp/store.js';
 import { budgetContract } from './budget-contract.js';
+import { conflictContract } from './conflict-contract.js';
 import { preparedStatementContract } from './prepared-contract.js';
 
 export interface ContractFixture {
@@ -80,6 +81,7 @@ export function storeContract(options: ContractOptions): void {
     agentReadCacheContract(one);
     agentReadSingleFlightContract(one);
     readOnlyContract(one);
+    conflictContract(one, two, concurrent);
   });
 }
 

@@ -11,7 +11,7 @@
 import { Writable } from 'node:stream';
 import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js';
 import { describe, expect, it } from 'vitest';
-import { AccessDenied, TemporarilyUnavailable } from '../../src/errors/index.js';
+import { AccessDenied, RETRY_AFTER_SECONDS, TemporarilyUnavailable } from '../../src/errors/index.js';
 import { createLogger } from '../../src/log.js';
 import { toJsonRpcError } from '../../src/mcp/steps.js';
 import { StoreUnavailableError } from '../../src/store/index.js';
@@ -71,5 +71,17 @@ describe('what Deputy or the upstream meant to answer is not logged again', () =
     const { log, lines } = capture();
     toJsonRpcError(error, 'x', log);
     expect(lines).toEqual([]);
+  });
+});
+
+describe('a failure worth retrying carries the HTTP gateways\' 503 as data', () => {
+  it('503 temporarily_unavailable: status, error and retry_after (its Retry-After); a bug\'s InternalError has no data', () => {
+    const { log } = capture();
+    const retry = toJsonRpcError(new TemporarilyUnavailable('the call could not be recorded; it was not forwarded', { retryAfterSeconds: 7 }), 'tools/call "t"', log) as McpError;
+    expect([retry.code, retry.data]).toEqual([ErrorCode.InternalError, { status: 503, error: 'temporarily_unavailable', retry_after: 7 }]);
+    const store = toJsonRpcError(new StoreUnavailableError('the database is read-only (a standby?)', { cause: driver }), 'tools/call "t"', log) as McpError;
+    expect(store.data).toEqual({ status: 503, error: 'temporarily_unavailable', retry_after: RETRY_AFTER_SECONDS });
+    const bug = toJsonRpcError(new TypeError('x'), 'tools/call "t"', log) as McpError;
+    expect([bug.code, bug.data]).toEqual([ErrorCode.InternalError, undefined]);
   });
 });

@@ -35,7 +35,7 @@ describe('toJsonRpcError', () => {
     ['a budget denial (402)', new DeputyError(402, 'budget_exhausted' as never, 'the budget is spent'), MCP_DENIED, 'Deputy refused tools/call "t": the budget is spent', { reason: 'the budget is spent', status: 402, error: 'budget_exhausted' }],
     ['a pin refusal', new McpRefusal(MCP_DENIED, 'tool changed', { reason: 'tool changed', tool: 't' }), MCP_DENIED, 'tool changed', { reason: 'tool changed', tool: 't' }],
     ['a tool not offered', new McpRefusal(ErrorCode.InvalidParams, 'not offered', {}), ErrorCode.InvalidParams, 'not offered', {}],
-    ['a receipt not written (503)', new TemporarilyUnavailable('the call could not be recorded; it was not forwarded'), ErrorCode.InternalError, 'the call could not be recorded; it was not forwarded', undefined],
+    ['a receipt not written (503)', new TemporarilyUnavailable('the call could not be recorded; it was not forwarded'), ErrorCode.InternalError, 'the call could not be recorded; it was not forwarded', { status: 503, error: 'temporarily_unavailable', retry_after: 5 }],
   ])('maps %s', (_, error, code, message, data) => {
     const mapped = toJsonRpcError(error, 'tools/call "t"', silent) as McpError;
     expect(mapped).toBeInstanceOf(McpError);

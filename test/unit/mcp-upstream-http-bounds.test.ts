@@ -32,6 +32,20 @@ const routes: Record<string, (res: ServerResponse) => void> = {
     for (let i = 0; i < 16; i += 1) res.write(event);
     res.end();
   },
+  // Three events in one write (one chunk at the client): the middle one over the limit.
+  '/one-chunk': (res) => {
+    const event = (n: number, sep: string) => `event: message${sep}data: ${JSON.stringify({ pad: 'x'.repeat(n) })}${sep}${sep}`;
+    res.writeHead(200, { 'content-type': 'text/event-stream' }).end(event(10, '\n') + event(LIMIT * 2, '\r\n') + event(10, '\n'));
+  },
+  '/one-chunk-fits': (res) => {
+    const event = (sep: string) => `event: message${sep}data: ${JSON.stringify({ pad: 'x'.repeat(LIMIT / 2) })}${sep}${sep}`;
+    res.writeHead(200, { 'content-type': 'text/event-stream' }).end(event('\n') + event('\r\n') + event('\r') + event('\n'));
+  },
+  '/small-one-chunk': (res) => {
+    const event = (n: number) => `event: message\ndata: ${JSON.stringify({ pad: 'x'.repeat(n) })}\n\n`;
+    res.writeHead(200, { 'content-type': 'text/event-stream' }).end(event(10) + event(2048) + event(10));
+  },
+  '/json': (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ pad: 'x'.repeat(2048) })),
   '/stacked': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
   '/capitals': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': ' GZIP , identity,Br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
   '/six': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, gzip, gzip, gzip, gzip, gzip' }).end([0, 1, 2, 3, 4, 5].reduce((b) => gzipSync(b), MESSAGE)),
@@ -82,6 +96,25 @@ describe('UpstreamHttp bounds what a hostile upstream sends', () => {
     await expect(res.text()).rejects.toThrow();
     const fine = await post('/events');
     expect((await fine.text()).length).toBeGreaterThan(LIMIT * 2);
+  });
+
+  it('refuses an SSE event over the limit that begins and ends inside one chunk; events that fit pass, whatever their line ends (issue 16, eleventh round)', async () => {
+    await expect((await post('/one-chunk')).text()).rejects.toThrow(/exceeds/);
+    expect((await (await post('/one-chunk-fits')).text()).length).toBeGreaterThan(LIMIT * 2);
+    // Small enough to arrive in one chunk: only the bytes after the chunk's last blank line were counted.
+    const small = new UpstreamHttp({ maxMessageBytes: 1024 });
+    try {
+      await expect((await small.fetch(`${url}/small-one-chunk`, { method: 'POST', body: '{}' })).text()).rejects.toThrow(/exceeds 1024 bytes/);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('a request\'s own bound (a server\'s limits.maxUpstreamMessageBytes) replaces the client\'s', async () => {
+    const fetchWith = (path: string, bound: number) => http.fetch(`${url}${path}`, { method: 'POST', body: '{}', redirect: 'manual' }, bound);
+    await expect((await fetchWith('/json', 1024)).text()).rejects.toThrow(/exceeds 1024 bytes/);
+    expect((await (await fetchWith('/json', 4096)).text()).length).toBeGreaterThan(2048);
+    await expect((await fetchWith('/one-chunk-fits', 1024)).text()).rejects.toThrow(/exceeds 1024 bytes/);
   });
 
   it('decodes stacked content codings (gzip, br) as fetch does', async () => {

@@ -253,7 +253,23 @@ describe('the receipt service writing groups of 2–8 (two instances on one data
     expect(await verified(agent)).toEqual([0, 1, 2, 3, 4, 6].map((n) => `https://api.example.com/items/${n}`));
   });
 
-  for (const code of ['ECONNRESET', '40001']) {
+  for (const code of ['40001', '40P01']) {
+    it(`a group statement the server aborts for a conflict (${code}) committed nothing: the locked path (which retries a conflict) writes each append once, in order`, async () => {
+      const agent = `conflict-${code}-${randomUUID()}`;
+      let fail = false;
+      const s = service(failing(stores[0], () => (fail ? { code } : undefined)));
+      await s.append(input(agent, 0));
+      const ks = fresh(5);
+      fail = true;
+      const settled = await Promise.allSettled(ks.map((k, i) => s.appendOnce(input(agent, i + 1), key(k))));
+      fail = false;
+      expect(settled.map(outcome)).toEqual(ks.map((_, i) => `https://api.example.com/items/${i + 1}`));
+      expect(await spent(ks)).toEqual([...ks].sort());
+      expect(await verified(agent)).toEqual([0, 1, 2, 3, 4, 5].map((n) => `https://api.example.com/items/${n}`));
+    });
+  }
+
+  for (const code of ['ECONNRESET']) {
     it(`a group statement that fails (${code}) rejects every append of its group with the store's error, writes nothing, and the next group follows`, async () => {
       const agent = `fail-${code}-${randomUUID()}`;
       let fail = false;

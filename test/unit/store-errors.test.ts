@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { RETRY_AFTER_SECONDS, TemporarilyUnavailable } from '../../src/errors/index.js';
-import { classifyStoreError, findStoreUnavailable, isConnectionFailure, StoreUnavailable, StoreUnavailableError } from '../../src/store/index.js';
+import { classifyStoreError, CONFLICT_ATTEMPTS, findStoreUnavailable, isConnectionFailure, isTransactionConflict, retryConflicts, StoreUnavailable, StoreUnavailableError, transactionConflict } from '../../src/store/index.js';
 
 const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code });
 
@@ -22,6 +22,8 @@ describe('store connection failures', () => {
     ['out_of_memory', withCode('53200')],
     ['configuration_limit_exceeded (class 53)', withCode('53400')],
     ['lock_not_available (lock_timeout)', withCode('55P03')],
+    ['serialization_failure (a concurrent transaction won)', withCode('40001', 'could not serialize access due to read/write dependencies among transactions')],
+    ['deadlock_detected (a concurrent transaction won)', withCode('40P01', 'deadlock detected')],
     ['query_canceled (statement_timeout)', withCode('57014', 'canceling statement due to statement timeout')],
     ['database_dropped (class 57)', withCode('57P04')],
     ['idle_session_timeout (class 57)', withCode('57P05')],
@@ -44,8 +46,9 @@ describe('store connection failures', () => {
   it.each([
     ['unique_violation', withCode('23505', 'duplicate key value violates unique constraint')],
     ['undefined_table', withCode('42P01')],
-    ['serialization_failure', withCode('40001')],
-    ['deadlock_detected', withCode('40P01')],
+    ['transaction_integrity_constraint_violation (class 40, not 40001/40P01: the data\'s)', withCode('40002')],
+    ['statement_completion_unknown (class 40: it may have committed)', withCode('40003')],
+    ['transaction_rollback (class 40)', withCode('40000')],
     ['in_failed_sql_transaction (class 25, not 25006)', withCode('25P02')],
     ['active_sql_transaction (class 25, not 25006)', withCode('25001')],
     ['object_not_in_prerequisite_state (class 55, not 55P03)', withCode('55000')],
@@ -70,5 +73,48 @@ describe('store connection failures', () => {
   it('renders as 503 temporarily_unavailable with Retry-After', () => {
     const err = new TemporarilyUnavailable('the store is unavailable; retry later');
     expect([err.status, err.code, err.headers['Retry-After']]).toEqual([503, 'temporarily_unavailable', String(RETRY_AFTER_SECONDS)]);
+  });
+});
+
+describe('transactions the server aborted for a conflict (40001, 40P01)', () => {
+  it('are found as the driver\'s error, as the store\'s typed error and through wrapping causes; nothing else is one', () => {
+    const raw = withCode('40P01', 'deadlock detected');
+    expect(transactionConflict(raw)).toBe('40P01');
+    expect(transactionConflict(classifyStoreError(withCode('40001')))).toBe('40001');
+    expect(isTransactionConflict(new Error('outer', { cause: classifyStoreError(raw) }))).toBe(true);
+    for (const other of [withCode('40003'), withCode('40002'), withCode('23505'), withCode('ECONNRESET'), withCode('25006'), new Error('40001'), undefined, 'oops']) {
+      expect(isTransactionConflict(other)).toBe(false);
+    }
+  });
+
+  it('are run again, at most CONFLICT_ATTEMPTS times in all, and the last conflict is thrown as the store\'s typed error', async () => {
+    let runs = 0;
+    const always = () => {
+      runs += 1;
+      return Promise.reject(classifyStoreError(withCode('40001')));
+    };
+    const err = await retryConflicts(always).catch((e: unknown) => e);
+    expect(runs).toBe(CONFLICT_ATTEMPTS);
+    expect(err).toBeInstanceOf(StoreUnavailableError);
+    expect(((err as Error).cause as { code: string }).code).toBe('40001');
+
+    runs = 0;
+    const second = await retryConflicts(async () => {
+      runs += 1;
+      if (runs === 1) throw classifyStoreError(withCode('40P01'));
+      return 'committed';
+    });
+    expect([second, runs]).toEqual(['committed', 2]);
+  });
+
+  it('any other error is thrown at once, never run again (a lost connection may have committed)', async () => {
+    for (const other of [withCode('23505'), classifyStoreError(withCode('ECONNRESET')), withCode('40003'), new Error('a bug')]) {
+      let runs = 0;
+      await expect(retryConflicts(async () => {
+        runs += 1;
+        throw other;
+      })).rejects.toBe(other);
+      expect(runs).toBe(1);
+    }
   });
 });

@@ -21,8 +21,9 @@
 import { AlreadyRecorded, receiptText, requestDigest, type ReceiptAppender } from '../../audit/index.js';
 import type { ReceiptInput } from '../../audit/receipt.js';
 import { DeputyError, TemporarilyUnavailable } from '../../errors/index.js';
-import { unexpectedError, type Logger } from '../../log.js';
+import { errorCause, unexpectedError, type Logger } from '../../log.js';
 import { dpopReplayed } from '../../oauth/dpop.js';
+import { findStoreUnavailable } from '../../store/index.js';
 import type { ActionContext, Decided, Described } from '../context.js';
 import { NOTHING, type Step } from '../pipeline.js';
 import { dpopChallenger, type Challenger } from './authenticate.js';
@@ -59,7 +60,7 @@ export function receipt(options: ReceiptOptions): Step<ActionContext & Decided &
         // A proof that did not verify: its own 401 (nothing was written or spent).
         await proof.verified;
         if (cause instanceof AlreadyRecorded || (cause instanceof DeputyError && cause.code === 'invalid_dpop_proof')) throw challenge(dpopReplayed(), audience);
-        logger.error({ err: unexpectedError(cause), reqId: requestId }, 'gateway receipt could not be written');
+        logReceiptFailure(logger, cause, requestId);
         // Not written, so not spent either: spend the proof on its own if the store lets us.
         if (key) await proof.spendTaken(key).catch(() => {});
         throw new TemporarilyUnavailable('the call could not be recorded; it was not forwarded', { cause });
@@ -67,6 +68,24 @@ export function receipt(options: ReceiptOptions): Step<ActionContext & Decided &
       return NOTHING;
     },
   };
+}
+
+/**
+ * The operator's line for a receipt not written: a store that cannot serve (an outage, a read-only
+ * standby, a conflict past the retries) at `warn`, naming why and the SQLSTATE as the HTTP error
+ * boundary does (`StoreUnavailableError: the database is read-only (a standby?) ← error (25006)`)
+ * — the MCP gateway's JSON-RPC answer has no other line; anything else (a bug) at `error` with its
+ * frames. Never a message Deputy did not write.
+ */
+function logReceiptFailure(logger: Logger, cause: unknown, reqId: string): void {
+  const unavailable = findStoreUnavailable(cause);
+  if (!unavailable) {
+    logger.error({ err: unexpectedError(cause), reqId }, 'gateway receipt could not be written');
+    return;
+  }
+  const underneath = errorCause(unavailable.cause);
+  const why = `${unavailable.name}: ${unavailable.message}${underneath === undefined ? '' : ` ← ${underneath}`}`;
+  logger.warn({ err: { code: 'temporarily_unavailable', cause: why }, reqId }, 'gateway receipt could not be written');
 }
 
 function receiptInput({ admission, decision, action }: ActionContext & Decided & Described): ReceiptInput {

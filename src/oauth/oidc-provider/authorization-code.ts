@@ -431,7 +431,7 @@ async function recordIssuance(deps: CodeFlowDeps, issued: CodeFlowIssuance, rece
     expiresAt: now + issued.expiresIn,
   };
   try {
-    await deps.store.transaction((tx) => recordIssuedToken(deps, tx, record, receipt));
+    await deps.store.transaction((tx) => recordIssuedToken(deps, tx, record, receipt), { retryConflicts: true });
   } catch (err) {
     // Disabled while this request ran (decideDelegation read it active).
     if (err instanceof AgentNotActive) throw new UnauthorizedClient('the client is not an active agent');

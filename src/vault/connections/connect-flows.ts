@@ -104,7 +104,7 @@ export class ConnectFlows {
       if (rows[0].verifier_handle) await this.#d.vault.delete(tx, rows[0].verifier_handle);
       await this.#d.vault.put(tx, { handle: verifierHandle, kind: PKCE_VERIFIER_KIND, plaintext: verifier });
       await tx.query('UPDATE connect_flows SET state_hash = $2, verifier_handle = $3, started_at = now() WHERE id = $1', [sha256(ticket), sha256(state), verifierHandle]);
-    });
+    }, { retryConflicts: true });
     const s = connection.settings as Extract<ConnectionSettings, { kind: 'oauth2_user' }>;
     const url = client.buildAuthorizationUrl(config, {
       ...s.authorizationParams,
@@ -174,7 +174,7 @@ export class ConnectFlows {
         expires_in: tokens.expiresIn(),
         scope: tokens.scope,
       });
-    });
+    }, { retryConflicts: true });
     return { connectionId: connection.id, userId: flow.user_id };
   }
 
@@ -186,7 +186,7 @@ export class ConnectFlows {
       );
       await this.#d.vault.delete(tx, ...rows.map((r) => r.verifier_handle).filter((h): h is string => h !== null));
       return rows.length;
-    });
+    }, { retryConflicts: true });
   }
 }
 

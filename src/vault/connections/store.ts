@@ -166,7 +166,7 @@ export class ConnectionStore {
       if (!rows[0]) throw new Conflict(`connection "${input.id}" already exists`);
       if (handle !== null) await this.#vault.put(tx, { handle, kind: CONNECTION_SECRET_KIND, plaintext: input.secret! });
       return fromRow(rows[0]);
-    });
+    }, { retryConflicts: true });
     this.#changed(created.id);
     return publicView(created);
   }
@@ -177,7 +177,7 @@ export class ConnectionStore {
       const current = await lockRow(tx, id);
       if (current.source === 'config') throw new Conflict(`connection "${id}" is defined in configuration: change its secret there`);
       return this.#setSecret(tx, current, secret);
-    });
+    }, { retryConflicts: true });
     this.#changed(id);
     return publicView(rotated);
   }
@@ -188,7 +188,7 @@ export class ConnectionStore {
       const current = await lockRow(tx, id);
       if (current.source === 'config') throw new Conflict(`connection "${id}" is defined in configuration: remove it there`);
       await this.#deleteLocked(tx, current);
-    });
+    }, { retryConflicts: true });
     this.#changed(id);
   }
 
@@ -243,7 +243,7 @@ export class ConnectionStore {
       );
       for (const row of stale) await this.#deleteLocked(tx, fromRow(row));
       return stale.map((r) => r.id);
-    });
+    }, { retryConflicts: true });
     this.#cache.clear();
     this.#secrets.clear();
     for (const c of configs) this.#changed(c.id);

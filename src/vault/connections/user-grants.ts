@@ -135,7 +135,7 @@ export class UserGrants implements CredentialSource {
 
   /** Forgets a user's grant and its secrets. */
   async disconnect(connectionId: string, userId: string): Promise<boolean> {
-    return this.#d.store.transaction(async (tx) => this.#deleteGrant(tx, connectionId, userId));
+    return this.#d.store.transaction(async (tx) => this.#deleteGrant(tx, connectionId, userId), { retryConflicts: true });
   }
 
   #fresh(row: GrantRow): boolean {
@@ -155,6 +155,9 @@ export class UserGrants implements CredentialSource {
     // Outside the lock: discovery must not hold a database connection.
     const config = await this.#d.clients.config(connection);
     const s = connection.settings as Extract<ConnectionSettings, { kind: 'oauth2_user' }>;
+    // Never run again after a conflict (40001, 40P01: 503 instead): the refresh inside may have
+    // rotated the upstream refresh token, and a second run would spend the old one (invalid_grant)
+    // and delete the user's grant.
     const outcome = await this.#d.store.transaction(async (tx): Promise<{ token: string; refreshed: boolean } | { revoked: true } | { failed: unknown }> => {
       const row = await this.#row(tx, connection.id, userId, true);
       if (!row) return { revoked: true };

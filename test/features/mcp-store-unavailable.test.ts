@@ -1,0 +1,153 @@
+/**
+ * The MCP gateway when the store cannot write (issue 16, eleventh round; the mapping itself is
+ * unit-tested in test/unit/mcp-jsonrpc-store-errors.test.ts): an agent on the official MCP SDK,
+ * with a session open, calls a tool while the database is read-only (a standby after a failover:
+ * SQLSTATE 25006, for real) or aborts every write to the receipts for a conflict (40001, raised
+ * by the server through a trigger, past the bound of retries). The agent sees a JSON-RPC error
+ * that says the store is unavailable and to retry (or the HTTP 503 `temporarily_unavailable`
+ * with `Retry-After`, when the refusal comes before the JSON-RPC layer) — never the database's
+ * words — and nothing reaches the upstream MCP server. Once the database writes again, the same
+ * session's call goes through. Both stores: PGlite's one session is made read-only with `SET`,
+ * PostgreSQL's database with `ALTER DATABASE` (its sessions ended).
+ */
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RETRY_AFTER_SECONDS } from '../../src/errors/index.js';
+import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
+import { adminSetup, clientKeys } from '../support/clients.js';
+import { usingPostgres } from '../support/database.js';
+import { mcpAgent, startMcpUpstream, type McpUpstream } from '../support/mcp.js';
+import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
+import { freePort } from '../support/net.js';
+import { startTestDeputy, type TestDeputy } from '../support/server.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const MCP_KEY = `mcp_key_${randomBytes(16).toString('hex')}`;
+const SCOPE = 'mcp:tools';
+
+let idp: MockIdp;
+let up: McpUpstream;
+let deputy: TestDeputy;
+let issuer: string;
+let agent: TestAgent;
+
+beforeAll(async () => {
+  idp = await startMockIdp();
+  up = await startMcpUpstream();
+  const port = await freePort();
+  issuer = `http://localhost:${port}`;
+  const a = await adminSetup();
+  const keys = await clientKeys();
+  deputy = await startTestDeputy({
+    env: { MCP_KEY },
+    config: {
+      server: { port },
+      admin: { clients: [a.config] },
+      pdp: { policies: `${REPO}test/fixtures/policies/mcp`, watch: false },
+      trustedIssuers: [idp.issuerConfig('okta')],
+      agents: [agentConfig('agent-a', keys, { scopes: [SCOPE], audiences: [`${issuer}/mcp/open`] })],
+      connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } }],
+      mcpServers: [{ id: 'open', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off' }],
+    },
+  });
+  agent = await testAgent(deputy.issuer, 'agent-a', keys);
+  await deputy.store.exec(`
+    CREATE SEQUENCE conflict_fault_seq;
+    CREATE FUNCTION conflict_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF EXISTS (SELECT 1 FROM pg_class WHERE relname = 'conflict_fault_on') THEN
+        PERFORM nextval('conflict_fault_seq');
+        RAISE EXCEPTION 'injected conflict' USING ERRCODE = '40001';
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER conflict_fault BEFORE INSERT ON receipts FOR EACH ROW EXECUTE FUNCTION conflict_fault();`);
+}, 120_000);
+afterAll(async () => {
+  await deputy?.stop();
+  await up?.close();
+  await idp?.close();
+});
+
+/** Makes the database read-only for Deputy's sessions (`on`) or writable again. */
+async function setReadOnly(on: boolean): Promise<void> {
+  if (!usingPostgres) {
+    // PGlite is one session: this is every transaction's default from now on.
+    await deputy.store.exec(on ? 'SET default_transaction_read_only = on' : 'RESET default_transaction_read_only');
+    return;
+  }
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: process.env.DATABASE_URL });
+  await client.connect();
+  try {
+    const name = new URL(deputy.database.url!).pathname.slice(1);
+    await client.query(on ? `ALTER DATABASE ${name} SET default_transaction_read_only = on` : `ALTER DATABASE ${name} RESET default_transaction_read_only`);
+    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Every receipt insert aborts with 40001 (`on`: a marker table the trigger looks for), or none. */
+async function setConflicting(on: boolean): Promise<void> {
+  await deputy.store.exec(on ? 'CREATE TABLE conflict_fault_on ()' : 'DROP TABLE IF EXISTS conflict_fault_on');
+}
+
+async function connect() {
+  const subject = await idp.oktaAccessToken({ scp: [SCOPE] });
+  const token = (await exchange(agent, { subject_token: subject, resource: `${issuer}/mcp/open`, scope: SCOPE })).access_token;
+  return mcpAgent(`${issuer}/mcp/open`, agent, token);
+}
+
+/** What the agent's SDK reports for a refused call: the JSON-RPC error, or the HTTP error the transport threw. */
+function refusalOf(err: unknown): { jsonRpc?: { code: number; message: string; data: unknown }; http?: string } {
+  if (err instanceof McpError) return { jsonRpc: { code: err.code, message: err.message, data: err.data } };
+  return { http: String((err as Error).message) };
+}
+
+describe('MCP tools/call while the store cannot write', { timeout: 120_000 }, () => {
+  for (const [what, code, fail] of [
+    ['the database is read-only (25006, a standby after a failover)', '25006', setReadOnly],
+    ['every receipt write aborts for a conflict (40001, past the retries)', '40001', setConflicting],
+  ] as const) {
+    it(`${what}: the agent is told the store is unavailable, nothing reaches the upstream; the same session works once it writes again`, async () => {
+      const { client } = await connect();
+      expect((await client.callTool({ name: 'echo', arguments: { text: 'before' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"before"}' }]);
+      const hits = up.hits.get('echo') ?? 0;
+      const requests = up.requests;
+      const logged = deputy.logs.length;
+      await fail(true);
+      let err: unknown;
+      try {
+        // After the sessions ended (PostgreSQL), the first statement may meet a closed connection: an outage, the same answer.
+        err = await client.callTool({ name: 'echo', arguments: { text: 'during' } }).then(() => undefined, (e: unknown) => e);
+      } finally {
+        await fail(false);
+      }
+      const seen = refusalOf(err);
+      // The receipt step (the call's one write before forwarding) refuses it: JSON-RPC InternalError
+      // (-32603) in Deputy's words, never the database's, with the HTTP gateways' 503 as `data`.
+      expect(seen.http, seen.http).toBeUndefined();
+      expect(seen.jsonRpc!.code).toBe(-32603);
+      expect(seen.jsonRpc!.message).toMatch(/the call could not be recorded; it was not forwarded$/);
+      expect(seen.jsonRpc!.data).toEqual({ status: 503, error: 'temporarily_unavailable', retry_after: RETRY_AFTER_SECONDS });
+      expect(JSON.stringify(seen)).not.toMatch(/read-only|standby|25006|40001|serializ|injected|postgres|store/i);
+      expect(up.hits.get('echo') ?? 0).toBe(hits);
+      expect(up.requests).toBe(requests);
+      const lines = deputy.logs.slice(logged).join('');
+      expect(lines).not.toMatch(/"msg":"unhandled error"/);
+      // The operator's line names why, down to the SQLSTATE.
+      const line = deputy.logs.slice(logged).find((l) => l.includes('"msg":"gateway receipt could not be written"'))!;
+      expect(JSON.parse(line)).toMatchObject({ level: 'warn', err: { code: 'temporarily_unavailable' } });
+      expect(line).toMatch(new RegExp(`StoreUnavailableError: the database [^"]* ← [^"]*\\(${code}\\)`));
+      expect(line).not.toMatch(/"stack"/);
+
+      for (let i = 0; i < 50 && (await fetch(`${deputy.url}/readyz`)).status !== 200; i += 1) await new Promise((r) => setTimeout(r, 200));
+      expect((await client.callTool({ name: 'echo', arguments: { text: 'after' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"after"}' }]);
+      expect(up.hits.get('echo')).toBe(hits + 1);
+      await client.close();
+    });
+  }
+});
