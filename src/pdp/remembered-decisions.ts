@@ -71,6 +71,17 @@ function keyOf(input: EvaluationInput): string | undefined {
 }
 
 /**
+ * The evaluation `key` names, rebuilt from it: strings of its own. The caller's strings are often
+ * slices of larger ones — a gateway path is a slice of the request's URL, query string and all —
+ * and a V8 slice keeps its whole parent alive, so remembering the caller's object would keep up
+ * to the request's URL per entry (16 KiB against a footprint of ~2–5 KiB: the byte budget
+ * overrun several times over).
+ */
+function detached(key: string): EvaluationInput {
+  return JSON.parse(key) as EvaluationInput;
+}
+
+/**
  * Decisions remembered per evaluation (see the module documentation). Never throws for what the
  * remembered path does: anything that fails there leaves the evaluation to the PDP, whose own
  * errors (a store away) propagate as `evaluate`'s do — fail closed.
@@ -128,7 +139,7 @@ export class RememberedDecisions {
     // The same memo: the evaluation decides on the very subject and agents the basis names, and
     // a read that failed there fails again here (fail closed) without being waited for twice.
     const decision = await this.#pdp.evaluate(input, memo);
-    if (basis !== undefined) this.#remember(key, { inputs: [input], basis, decision, size: footprint(key, decision) });
+    if (basis !== undefined) this.#remember(key, { inputs: [detached(key)], basis, decision, size: footprint(key, decision) });
     return decision;
   }
 

@@ -6,6 +6,8 @@
  * evaluation, or with the cache off; memory bounded by entries and by bytes. And the gateway's
  * authorizers answering synchronously exactly what they answer asynchronously.
  */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import type { Agent } from '../../src/agents/index.js';
 import { AllOf, PdpGatewayAuthorizer } from '../../src/gateway/pdp-authorizer.js';
@@ -202,5 +204,32 @@ describe('the gateway authorizers answer synchronously what they answer asynchro
     let called = false;
     await new AllOf(async(refuse), { authorize: () => ((called = true), allow) }).authorize(req);
     expect(called, 'nothing is asked after a refusal').toBe(false);
+  });
+});
+
+describe('RememberedDecisions: memory, as the gateway hands it strings', () => {
+  // A gateway path is a slice of the request's URL (Koa's parsed path, then the route's capture): in
+  // V8 a slice of 13+ characters keeps its whole parent — here a URL with a 64 KiB query string — alive.
+  it.each([['a short path', 0], ['a long path', 4000]])('holds no more than its byte budget (plus slack) when the evaluation\'s strings are slices of larger ones: %s', async (_, extra) => {
+    setFlagsFromString('--expose_gc');
+    const gc = runInNewContext('gc') as () => void;
+    const budgetBytes = 1 << 20;
+    const fake = new FakePdp();
+    const memory = new RememberedDecisions(fake.asPdp(), { budgetBytes, maxEntries: 100_000 });
+    const query = 'q'.repeat(256 * 1024);
+    const long = 'l'.repeat(extra);
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 600; i++) {
+      const url = `/segments/of/a/path/${i}${long}?q=${query}${i}`;
+      const path = url.slice(0, url.indexOf('?'));
+      await memory.evaluate(input(path));
+    }
+    gc();
+    const grown = process.memoryUsage().heapUsed - before;
+    expect(memory.bytes).toBeLessThanOrEqual(budgetBytes);
+    expect(memory.size).toBeGreaterThan(40);
+    // Before the fix: every remembered evaluation kept its 256 KiB URL (≈ 15–130 MiB for a 1 MiB budget).
+    expect(grown).toBeLessThan(4 * budgetBytes);
   });
 });
