@@ -90,7 +90,7 @@ beforeAll(async () => {
   writeFileSync(join(policies, 'gateway.cedar'), GATEWAY_POLICIES);
   const a = await adminSetup();
   admin = { id: a.clientId, keys: a.keys };
-  for (const id of ['agent-a', 'agent-x', 'agent-d']) keys[id] = await clientKeys();
+  for (const id of ['agent-a', 'agent-x', 'agent-d', 'agent-p', 'agent-s']) keys[id] = await clientKeys();
   const connections = ['gwm', 'gwx', 'gwr'];
   const audiences = connections.map((c) => `http://localhost:${port}/gw/${c}`);
   const apiKey = { kind: 'api_key' as const, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] };
@@ -104,6 +104,9 @@ beforeAll(async () => {
       agents: [
         agentConfig('agent-a', keys['agent-a']!, { scopes: ['deputy.read', 'deputy.write'], audiences }),
         agentConfig('agent-x', keys['agent-x']!, { scopes: ['deputy.read'], audiences }),
+        // A two-link chain: agent-p hands off to agent-s, which calls the gateway.
+        agentConfig('agent-p', keys['agent-p']!, { scopes: ['deputy.read'], audiences: [...audiences, 'urn:deputy:agent:agent-s'], maxDelegationDepth: 2 }),
+        agentConfig('agent-s', keys['agent-s']!, { scopes: ['deputy.read'], audiences, maxDelegationDepth: 2 }),
       ],
       connections: [
         { id: 'gwm', baseUrl: `${up.base}/api`, ...apiKey },
@@ -320,6 +323,41 @@ describe('a change the decision depends on is never answered from memory', () =>
     expect(deleted.status).toBe(204);
     expect(await recall(input)).toEqual({ fromMemory: false, decision: false });
     expect((await outcome(await call('agent-d', token, 'gwm', '/open/9'))).status).toBe(401);
+  });
+
+  /** A sub-agent's gateway token (user → agent-p → agent-s) and the handoff token it was exchanged from. */
+  async function chainTokens(): Promise<{ parent: string; token: string }> {
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read'] });
+    const parent = (await exchange(agents['agent-p']!, { subject_token: subject, audience: 'urn:deputy:agent:agent-s', scope: 'deputy.read' })).access_token;
+    const token = (await exchange(agents['agent-s']!, { subject_token: parent, resource: gw('gwm'), scope: 'deputy.read' })).access_token;
+    expect(claimsOf(token)).toMatchObject({ sub: expect.any(String), act: { sub: 'agent-s', act: { sub: 'agent-p' } } });
+    return { parent, token };
+  }
+
+  it('a sub-agent\'s call: its parent link revoked through this instance is refused at once', async () => {
+    const { parent, token } = await chainTokens();
+    const input = await remembered('agent-s', token, 'gwm', '/open/chain-1');
+    expect((await authenticatedPost(`${deputy.url}/revoke`, deputy.issuer, admin, { token: parent })).status).toBe(200);
+    expect(await recall(input)).toEqual({ fromMemory: false, decision: false });
+    expect((await outcome(await call('agent-s', token, 'gwm', '/open/chain-1'))).status).toBe(401);
+  });
+
+  it('a sub-agent\'s call: its parent link revoked through another instance (straight into the store) is refused once the revocation cache is due', async () => {
+    const { parent, token } = await chainTokens();
+    const input = await remembered('agent-s', token, 'gwm', '/open/chain-2');
+    await deputy.store.query('UPDATE token_records SET revoked_at = now() WHERE jti = $1', [claimsOf(parent).jti]);
+    later(PAST_THE_BOUND_MS);
+    expect(await recall(input)).toEqual({ fromMemory: false, decision: false });
+    expect((await outcome(await call('agent-s', token, 'gwm', '/open/chain-2'))).status).toBe(401);
+  });
+
+  it('a sub-agent\'s call: the parent agent (a link before it) disabled through the admin API is refused at once', async () => {
+    const { token } = await chainTokens();
+    const input = await remembered('agent-s', token, 'gwm', '/open/chain-3');
+    const disabled = await fetch(`${deputy.url}/admin/agents/agent-p/disable`, { method: 'POST', headers: await adminAuth() });
+    expect(disabled.status).toBe(200);
+    expect(await recall(input)).toEqual({ fromMemory: false, decision: false });
+    expect((await outcome(await call('agent-s', token, 'gwm', '/open/chain-3'))).status).toBe(401);
   });
 
   // Last: Date moves past the token lifetime.
