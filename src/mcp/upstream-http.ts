@@ -135,7 +135,11 @@ function toResponse(res: { statusCode: number; headers: Record<string, string | 
   }
   // Decoding changes the length: the declared one is no longer the body's.
   if (decoders.length > 0) headers.delete('content-length');
-  const events = (headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
+  // Per event only for an ok answer: the SDK parses events from nothing else, and reads any other
+  // answer whole (`response.text()`, its error message) — counted per event, a refusal labelled
+  // `text/event-stream` made of small events would fill the heap without end (red team, issue 16
+  // eleventh round).
+  const events = res.statusCode >= 200 && res.statusCode < 300 && (headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
   // An error on any stage destroys them all (the upstream's body too: its connection is not reused).
   const stream = decoders.length === 0 ? res.body : (pipeline([res.body, ...decoders], () => {}) as unknown as Readable);
   return new Response(boundedWebStream(stream, new MessageLimit(maxBytes, events)), { status: res.statusCode, headers });
@@ -209,7 +213,7 @@ function failing(message: string): ReadableStream<Uint8Array> {
 }
 
 /**
- * Bounds an upstream message after decoding: a JSON body whole; an SSE stream per event — every
+ * Bounds an upstream message after decoding: a JSON body (and any answer other than 2xx) whole; an SSE stream per event — every
  * event, including those that begin and end inside one chunk (before issue 16's eleventh round
  * only the bytes after a chunk's last blank line were counted, so an oversize event that arrived
  * in one chunk passed: harmless at 16 MiB, whose events span many chunks, not at a server's

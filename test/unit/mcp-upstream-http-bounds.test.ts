@@ -45,6 +45,13 @@ const routes: Record<string, (res: ServerResponse) => void> = {
     const event = (n: number) => `event: message\ndata: ${JSON.stringify({ pad: 'x'.repeat(n) })}\n\n`;
     res.writeHead(200, { 'content-type': 'text/event-stream' }).end(event(10) + event(2048) + event(10));
   },
+  // A refusal labelled as an event stream: many small events, together four times the limit.
+  '/error-events': (res) => {
+    res.writeHead(500, { 'content-type': 'text/event-stream' });
+    const event = Buffer.from(`event: message\ndata: ${'e'.repeat(1000)}\n\n`);
+    for (let i = 0; i < (LIMIT * 4) / event.length; i += 1) res.write(event);
+    res.end();
+  },
   '/json': (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ pad: 'x'.repeat(2048) })),
   '/stacked': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
   '/capitals': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': ' GZIP , identity,Br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
@@ -115,6 +122,13 @@ describe('UpstreamHttp bounds what a hostile upstream sends', () => {
     await expect((await fetchWith('/json', 1024)).text()).rejects.toThrow(/exceeds 1024 bytes/);
     expect((await (await fetchWith('/json', 4096)).text()).length).toBeGreaterThan(2048);
     await expect((await fetchWith('/one-chunk-fits', 1024)).text()).rejects.toThrow(/exceeds 1024 bytes/);
+  });
+
+  it('red team, eleventh round: a non-2xx answer labelled text/event-stream is bounded whole — the SDK reads it with text(), never as events', async () => {
+    // The SDK (client/streamableHttp.js) parses events only from an ok answer; any other it reads
+    // whole for its error message. Counted per event, small events reset the count and an
+    // upstream could stream a refusal without end into the heap.
+    await expect((await post('/error-events')).text()).rejects.toThrow(/exceeds/);
   });
 
   it('decodes stacked content codings (gzip, br) as fetch does', async () => {
