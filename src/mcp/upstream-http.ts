@@ -217,7 +217,7 @@ function failing(message: string): ReadableStream<Uint8Array> {
  * event, including those that begin and end inside one chunk (before issue 16's eleventh round
  * only the bytes after a chunk's last blank line were counted, so an oversize event that arrived
  * in one chunk passed: harmless at 16 MiB, whose events span many chunks, not at a server's
- * small `maxUpstreamMessageBytes`). Boundaries are blank lines (`\n\n`, `\r\r`, `\n\r\n`), found
+ * small `maxUpstreamMessageBytes`). Boundaries are blank lines (`\n\n`, `\r\r`, `\n\r`, `\n\r\n`), found
  * across chunk edges too (the previous chunk's last two bytes are kept).
  */
 class MessageLimit {
@@ -244,7 +244,9 @@ class MessageLimit {
       const b = chunk[i]!;
       const p = i > 0 ? chunk[i - 1]! : this.#prev;
       const p2 = i > 1 ? chunk[i - 2]! : i === 1 ? this.#prev : this.#prev2;
-      const blank = (b === LF && (p === LF || (p === CR && p2 === LF))) || (b === CR && p === CR);
+      // Two line ends in a row (CRLF, LF or CR each: SSE §9.2.5): LF LF, LF CRLF, CR CR, and LF CR
+      // (an LF-ended line, then an empty one ended by CR: the SDK's parser dispatches there too).
+      const blank = (b === LF && (p === LF || (p === CR && p2 === LF))) || (b === CR && (p === CR || p === LF));
       if (!blank) continue;
       // An event ends here: its bytes are those carried over plus this chunk's up to the boundary.
       if (this.#since + (i + 1 - start) > this.max) return this.#tooLarge();

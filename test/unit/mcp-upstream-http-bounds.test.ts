@@ -52,6 +52,13 @@ const routes: Record<string, (res: ServerResponse) => void> = {
     for (let i = 0; i < (LIMIT * 4) / event.length; i += 1) res.write(event);
     res.end();
   },
+  // Events ended by LF then CR (an LF-ended line, then an empty line ended by CR: a blank line).
+  '/lf-cr-events': (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const event = Buffer.from(`event: message\ndata: ${JSON.stringify({ pad: 'x'.repeat(1000) })}\n\r`);
+    for (let i = 0; i < (LIMIT * 4) / event.length; i += 1) res.write(event);
+    res.end();
+  },
   '/json': (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ pad: 'x'.repeat(2048) })),
   '/stacked': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
   '/capitals': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': ' GZIP , identity,Br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
@@ -129,6 +136,11 @@ describe('UpstreamHttp bounds what a hostile upstream sends', () => {
     // whole for its error message. Counted per event, small events reset the count and an
     // upstream could stream a refusal without end into the heap.
     await expect((await post('/error-events')).text()).rejects.toThrow(/exceeds/);
+  });
+
+  it('red team, eleventh round: an event ended by LF then CR (a blank line, SSE §9.2.5) ends the count, as the SDK\'s parser dispatches it', async () => {
+    const text = await (await post('/lf-cr-events')).text();
+    expect(text.length).toBeGreaterThan(LIMIT * 2);
   });
 
   it('decodes stacked content codings (gzip, br) as fetch does', async () => {
