@@ -135,7 +135,11 @@ function toResponse(res: { statusCode: number; headers: Record<string, string | 
   }
   // Decoding changes the length: the declared one is no longer the body's.
   if (decoders.length > 0) headers.delete('content-length');
-  const events = (headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
+  // Per event only for an ok answer: the SDK parses events from nothing else, and reads any other
+  // answer whole (`response.text()`, its error message) — counted per event, a refusal labelled
+  // `text/event-stream` made of small events would fill the heap without end (red team, issue 16
+  // eleventh round).
+  const events = res.statusCode >= 200 && res.statusCode < 300 && (headers.get('content-type') ?? '').toLowerCase().startsWith('text/event-stream');
   // An error on any stage destroys them all (the upstream's body too: its connection is not reused).
   const stream = decoders.length === 0 ? res.body : (pipeline([res.body, ...decoders], () => {}) as unknown as Readable);
   return new Response(boundedWebStream(stream, new MessageLimit(maxBytes, events)), { status: res.statusCode, headers });
@@ -209,11 +213,11 @@ function failing(message: string): ReadableStream<Uint8Array> {
 }
 
 /**
- * Bounds an upstream message after decoding: a JSON body whole; an SSE stream per event — every
+ * Bounds an upstream message after decoding: a JSON body (and any answer other than 2xx) whole; an SSE stream per event — every
  * event, including those that begin and end inside one chunk (before issue 16's eleventh round
  * only the bytes after a chunk's last blank line were counted, so an oversize event that arrived
  * in one chunk passed: harmless at 16 MiB, whose events span many chunks, not at a server's
- * small `maxUpstreamMessageBytes`). Boundaries are blank lines (`\n\n`, `\r\r`, `\n\r\n`), found
+ * small `maxUpstreamMessageBytes`). Boundaries are blank lines (`\n\n`, `\r\r`, `\n\r`, `\n\r\n`), found
  * across chunk edges too (the previous chunk's last two bytes are kept).
  */
 class MessageLimit {
@@ -240,7 +244,9 @@ class MessageLimit {
       const b = chunk[i]!;
       const p = i > 0 ? chunk[i - 1]! : this.#prev;
       const p2 = i > 1 ? chunk[i - 2]! : i === 1 ? this.#prev : this.#prev2;
-      const blank = (b === LF && (p === LF || (p === CR && p2 === LF))) || (b === CR && p === CR);
+      // Two line ends in a row (CRLF, LF or CR each: SSE §9.2.5): LF LF, LF CRLF, CR CR, and LF CR
+      // (an LF-ended line, then an empty one ended by CR: the SDK's parser dispatches there too).
+      const blank = (b === LF && (p === LF || (p === CR && p2 === LF))) || (b === CR && (p === CR || p === LF));
       if (!blank) continue;
       // An event ends here: its bytes are those carried over plus this chunk's up to the boundary.
       if (this.#since + (i + 1 - start) > this.max) return this.#tooLarge();

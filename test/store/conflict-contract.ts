@@ -96,6 +96,33 @@ export function conflictContract(one: () => Store, two: () => Store, concurrent:
       expect(await rowsOf(one(), grp)).toEqual([]);
     });
 
+    it('a conflict raised at COMMIT (a deferred constraint trigger, as SERIALIZABLE raises one there) is retried like one raised by a statement; the store serves after', async () => {
+      await one().exec(`CREATE TABLE IF NOT EXISTS conflict_at_commit (id text PRIMARY KEY, fail boolean NOT NULL);
+        CREATE OR REPLACE FUNCTION conflict_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.fail THEN RAISE EXCEPTION 'injected at commit' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$;
+        DROP TRIGGER IF EXISTS conflict_at_commit ON conflict_at_commit;
+        CREATE CONSTRAINT TRIGGER conflict_at_commit AFTER INSERT ON conflict_at_commit DEFERRABLE INITIALLY DEFERRED
+          FOR EACH ROW EXECUTE FUNCTION conflict_at_commit();`);
+      const grp = randomUUID();
+      let runs = 0;
+      const insert = (tx: Queryable, id: string, fail: boolean) => tx.query('INSERT INTO conflict_at_commit (id, fail) VALUES ($1, $2)', [id, fail]);
+      const result = await one().transaction(
+        async (tx) => {
+          runs += 1;
+          await insert(tx, `${grp}-r${runs}`, runs === 1);
+          return runs;
+        },
+        { retryConflicts: true },
+      );
+      expect(result).toBe(2);
+      const rows = await one().query<{ id: string }>('SELECT id FROM conflict_at_commit WHERE id LIKE $1 ORDER BY id', [`${grp}%`]);
+      expect(rows.map((r) => r.id)).toEqual([`${grp}-r2`]);
+      const err = await one().transaction((tx) => insert(tx, `${grp}-once`, true)).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StoreUnavailableError);
+      expect(((err as Error).cause as { code?: string }).code).toBe('40001');
+      await one().transaction((tx) => insert(tx, `${grp}-after`, false));
+    });
+
     it('any other error (a unique violation, class 40 other than 40001/40P01) is never run again', async () => {
       await scratch(one());
       const grp = randomUUID();

@@ -45,6 +45,23 @@ const routes: Record<string, (res: ServerResponse) => void> = {
     const event = (n: number) => `event: message\ndata: ${JSON.stringify({ pad: 'x'.repeat(n) })}\n\n`;
     res.writeHead(200, { 'content-type': 'text/event-stream' }).end(event(10) + event(2048) + event(10));
   },
+  // A refusal labelled as an event stream: many small events, together four times the limit.
+  '/error-events': (res) => {
+    res.writeHead(500, { 'content-type': 'text/event-stream' });
+    const event = Buffer.from(`event: message\ndata: ${'e'.repeat(1000)}\n\n`);
+    for (let i = 0; i < (LIMIT * 4) / event.length; i += 1) res.write(event);
+    res.end();
+  },
+  // Events ended by LF then CR (an LF-ended line, then an empty line ended by CR: a blank line).
+  '/lf-cr-events': (res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const event = Buffer.from(`event: message\ndata: ${JSON.stringify({ pad: 'x'.repeat(1000) })}\n\r`);
+    for (let i = 0; i < (LIMIT * 4) / event.length; i += 1) res.write(event);
+    res.end();
+  },
+  // `?n=` bytes: a JSON body of exactly n bytes; an event of exactly n bytes with its blank line, written
+  // in one chunk or split just before its blank line (`&split`); multi-byte characters in both.
+  '/exact': () => undefined,
   '/json': (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ pad: 'x'.repeat(2048) })),
   '/stacked': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
   '/capitals': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': ' GZIP , identity,Br' }).end(brotliCompressSync(gzipSync(MESSAGE))),
@@ -52,6 +69,21 @@ const routes: Record<string, (res: ServerResponse) => void> = {
   '/stacked-bomb': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip, gzip' }).end(gzipSync(gzipSync(Buffer.alloc(LIMIT * 64, 0x20)))),
   '/unknown': (res) => res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'zstd-ish' }).end(MESSAGE),
 };
+
+/** `/exact`: a body of exactly `n` bytes (JSON, or one SSE event with its blank line), padded with 'é' (2 bytes each). */
+function exact(q: URLSearchParams, res: ServerResponse): void {
+  const n = Number(q.get('n'));
+  const sse = q.has('sse');
+  const head = sse ? 'data: "' : '"';
+  const tail = sse ? '"\n\n' : '"';
+  const room = n - Buffer.byteLength(head + tail);
+  const body = Buffer.from(head + 'é'.repeat(Math.floor(room / 2)) + 'x'.repeat(room % 2) + tail);
+  res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json' });
+  if (q.has('split')) {
+    res.write(body.subarray(0, body.length - 2));
+    setTimeout(() => res.end(body.subarray(body.length - 2)), 20);
+  } else res.end(body);
+}
 
 /** Writes `chunk` while the client reads (a body with no end). */
 function endless(res: ServerResponse, type: string | undefined, chunk: Buffer): void {
@@ -66,6 +98,7 @@ function endless(res: ServerResponse, type: string | undefined, chunk: Buffer): 
 beforeAll(async () => {
   server = createServer((req: IncomingMessage, res: ServerResponse) => {
     req.resume();
+    if (req.url?.startsWith('/exact?')) return exact(new URL(req.url, 'http://x').searchParams, res);
     (routes[req.url ?? ''] ?? ((r: ServerResponse) => r.writeHead(404).end()))(res);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -115,6 +148,26 @@ describe('UpstreamHttp bounds what a hostile upstream sends', () => {
     await expect((await fetchWith('/json', 1024)).text()).rejects.toThrow(/exceeds 1024 bytes/);
     expect((await (await fetchWith('/json', 4096)).text()).length).toBeGreaterThan(2048);
     await expect((await fetchWith('/one-chunk-fits', 1024)).text()).rejects.toThrow(/exceeds 1024 bytes/);
+  });
+
+  it('red team, eleventh round: a non-2xx answer labelled text/event-stream is bounded whole — the SDK reads it with text(), never as events', async () => {
+    // The SDK (client/streamableHttp.js) parses events only from an ok answer; any other it reads
+    // whole for its error message. Counted per event, small events reset the count and an
+    // upstream could stream a refusal without end into the heap.
+    await expect((await post('/error-events')).text()).rejects.toThrow(/exceeds/);
+  });
+
+  it('red team, eleventh round: an event ended by LF then CR (a blank line, SSE §9.2.5) ends the count, as the SDK\'s parser dispatches it', async () => {
+    const text = await (await post('/lf-cr-events')).text();
+    expect(text.length).toBeGreaterThan(LIMIT * 2);
+  });
+
+  it('red team, eleventh round: exactly the bound passes, one byte over fails — JSON whole, an event with its blank line, in one chunk or two, multi-byte characters counted as bytes', async () => {
+    const get = (q: string) => http.fetch(`${url}/exact?${q}`, { method: 'POST', body: '{}', redirect: 'manual' }, 1024);
+    for (const shape of ['', '&sse', '&sse&split']) {
+      expect(Buffer.byteLength(await (await get(`n=1024${shape}`)).text())).toBe(1024);
+      await expect((await get(`n=1025${shape}`)).text()).rejects.toThrow(/exceeds 1024 bytes/);
+    }
   });
 
   it('decodes stacked content codings (gzip, br) as fetch does', async () => {
