@@ -44,6 +44,7 @@
  */
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { CedarRequest } from './engine.js';
+import { setMember } from './own-member.js';
 
 /** What the policies of a set can read of entities: attribute names by entity type, and the entities they name literally. */
 export interface PolicyReads {
@@ -341,21 +342,11 @@ function pruneRecord(reads: ContextReads, key: string | undefined, record: Recor
     const value = record[name]!;
     // pathKey, built incrementally: this runs per Cedar call.
     const member = key === undefined ? name : `${key}\0${name}`;
-    if (reads.whole.has(member)) put(out, name, value);
-    else if (reads.traversed.has(member) && isRecord(value)) put(out, name, pruneRecord(reads, member, value));
-    else if (reads.traversed.has(member) || !inert(value)) put(out, name, value);
+    if (reads.whole.has(member)) setMember(out, name, value);
+    else if (reads.traversed.has(member) && isRecord(value)) setMember(out, name, pruneRecord(reads, member, value));
+    else if (reads.traversed.has(member) || !inert(value)) setMember(out, name, value);
   }
   return out;
-}
-
-/**
- * `into[name] = value` as an own member whatever the name: a plain assignment of `__proto__` (an
- * own key of parsed JSON) sets the object's prototype instead, and the member is lost to Cedar (a
- * value it refuses, or one a policy reads, would vanish: the slice is no longer exact).
- */
-function put(into: Record<string, CedarValueJson>, name: string, value: CedarValueJson): void {
-  if (name === '__proto__') Object.defineProperty(into, name, { value, enumerable: true, writable: true, configurable: true });
-  else into[name] = value;
 }
 
 function isRecord(value: CedarValueJson): value is Record<string, CedarValueJson> {
@@ -415,7 +406,7 @@ function prune(reads: PolicyReads, entity: EntityJson): EntityJson {
   for (const name in given) {
     if (!Object.hasOwn(given, name)) continue;
     const value = given[name]!;
-    if (reads.anyType.has(name) || ofType?.has(name) || hasEscape(value)) put(attrs, name, value);
+    if (reads.anyType.has(name) || ofType?.has(name) || hasEscape(value)) setMember(attrs, name, value);
     else dropped = true;
   }
   const slim = dropped ? { ...entity, attrs } : entity;

@@ -97,3 +97,24 @@ describe('entity slice: uids the old key string could confuse, cycles and depth'
     expectExact(TEXT, request({}, entities));
   });
 });
+
+describe('schema projection: a declared member named __proto__ is projected as a member', () => {
+  it('an AuthZEN property or context member "__proto__" the schema declares reaches Cedar (a forbid reading it denies)', async () => {
+    const { cedar } = await import('../../src/pdp/cedar.js');
+    const { SchemaInfo } = await import('../../src/pdp/schema.js');
+    const resolved = cedar.schemaToJsonWithResolvedTypes(`entity User = { "__proto__": String, level: Long }; entity Doc;
+action read appliesTo { principal: User, resource: Doc, context: { "__proto__": String } };`);
+    if (resolved.type !== 'success') throw new Error('schema');
+    const schema = new SchemaInfo(resolved.json as never);
+    const attrs = schema.projectAttributes(JSON.parse('{"__proto__": "blocked", "level": 1}'), schema.entityType('User')!, 'subject.properties');
+    expect(Object.keys(attrs).sort()).toEqual(['__proto__', 'level']);
+    const context = schema.project(JSON.parse('{"__proto__": "blocked"}'), schema.action('read')!.context!, 'context');
+    expect(Object.keys(context)).toEqual(['__proto__']);
+    const text = `permit (principal, action, resource);
+@id("attr") forbid (principal, action, resource) when { principal["__proto__"] == "blocked" };
+@id("ctx") forbid (principal, action, resource) when { context["__proto__"] == "blocked" };`;
+    const req = request(context, [{ uid: { type: 'User', id: 'alice' }, attrs, parents: [] }]);
+    expect(isAuthorized(text, req)).toEqual({ decision: 'deny', reason: ['policy1', 'policy2'], errors: [] });
+    expectExact(text, req);
+  });
+});
