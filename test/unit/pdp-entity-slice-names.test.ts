@@ -108,7 +108,7 @@ action read appliesTo { principal: User, resource: Doc, context: { "__proto__": 
     const schema = new SchemaInfo(resolved.json as never);
     const attrs = schema.projectAttributes(JSON.parse('{"__proto__": "blocked", "level": 1}'), schema.entityType('User')!, 'subject.properties');
     expect(Object.keys(attrs).sort()).toEqual(['__proto__', 'level']);
-    const context = schema.project(JSON.parse('{"__proto__": "blocked"}'), schema.action('read')!.context!, 'context');
+    const context = schema.project(JSON.parse('{"__proto__": "blocked"}'), schema.action('read')!.context!, 'context') as Record<string, unknown>;
     expect(Object.keys(context)).toEqual(['__proto__']);
     const text = `permit (principal, action, resource);
 @id("attr") forbid (principal, action, resource) when { principal["__proto__"] == "blocked" };
