@@ -9,10 +9,8 @@
  *
  * @module
  */
-import type { CedarValueJson } from './cedar.js';
-
 /** `into[name] = value` as an own, enumerable member, also when `name` is `__proto__`. */
-export function setMember(into: Record<string, CedarValueJson>, name: string, value: CedarValueJson): void {
+export function setMember<T>(into: Record<string, T>, name: string, value: T): void {
   if (name === '__proto__') Object.defineProperty(into, name, { value, enumerable: true, writable: true, configurable: true });
   else into[name] = value;
 }

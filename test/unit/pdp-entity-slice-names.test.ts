@@ -118,3 +118,14 @@ action read appliesTo { principal: User, resource: Doc, context: { "__proto__": 
     expectExact(text, req);
   });
 });
+
+describe('AuthZEN parsing: a subject property named __proto__ is a property', () => {
+  it('in `properties` and in the draft-00 form (top-level members)', async () => {
+    const { parseEvaluation } = await import('../../src/pdp/authzen.js');
+    const body = JSON.parse(`{"subject": {"type": "user", "id": "alice", "__proto__": {"a": 1}, "properties": {"__proto__": "blocked", "level": 1}},
+      "action": {"name": "read"}, "resource": {"type": "doc", "id": "d"}}`);
+    const { subject } = parseEvaluation(body);
+    expect(Object.keys(subject.properties).sort()).toEqual(['__proto__', 'level']);
+    expect(Object.getOwnPropertyDescriptor(subject.properties, '__proto__')?.value).toBe('blocked');
+  });
+});
