@@ -44,6 +44,7 @@
  */
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { CedarRequest } from './engine.js';
+import { setMember } from './own-member.js';
 
 /** What the policies of a set can read of entities: attribute names by entity type, and the entities they name literally. */
 export interface PolicyReads {
@@ -336,12 +337,14 @@ export function pruneContext(reads: ContextReads, context: Record<string, CedarV
 function pruneRecord(reads: ContextReads, key: string | undefined, record: Record<string, CedarValueJson>): Record<string, CedarValueJson> {
   const out: Record<string, CedarValueJson> = {};
   for (const name in record) {
+    // Own members only: an inherited key (a polluted Object.prototype) is no member Cedar sees.
+    if (!Object.hasOwn(record, name)) continue;
     const value = record[name]!;
     // pathKey, built incrementally: this runs per Cedar call.
     const member = key === undefined ? name : `${key}\0${name}`;
-    if (reads.whole.has(member)) out[name] = value;
-    else if (reads.traversed.has(member) && isRecord(value)) out[name] = pruneRecord(reads, member, value);
-    else if (reads.traversed.has(member) || !inert(value)) out[name] = value;
+    if (reads.whole.has(member)) setMember(out, name, value);
+    else if (reads.traversed.has(member) && isRecord(value)) setMember(out, name, pruneRecord(reads, member, value));
+    else if (reads.traversed.has(member) || !inert(value)) setMember(out, name, value);
   }
   return out;
 }
@@ -403,7 +406,7 @@ function prune(reads: PolicyReads, entity: EntityJson): EntityJson {
   for (const name in given) {
     if (!Object.hasOwn(given, name)) continue;
     const value = given[name]!;
-    if (reads.anyType.has(name) || ofType?.has(name) || hasEscape(value)) attrs[name] = value;
+    if (reads.anyType.has(name) || ofType?.has(name) || hasEscape(value)) setMember(attrs, name, value);
     else dropped = true;
   }
   const slim = dropped ? { ...entity, attrs } : entity;

@@ -11,6 +11,7 @@
  * @module
  */
 import type { CedarValueJson, EntityJson, EntityUid, SchemaJson } from './cedar.js';
+import { setMember } from './own-member.js';
 
 /** A schema type in Cedar's JSON schema format, names qualified. */
 export interface SchemaType {
@@ -199,7 +200,7 @@ export class SchemaInfo {
         if (attrType.required !== false && !partial) throw new ProjectionError(`${path}.${name}`, 'required');
         continue;
       }
-      out[name] = this.project(value, attrType, `${path}.${name}`);
+      setMember(out, name, this.project(value, attrType, `${path}.${name}`));
     }
     return out;
   }

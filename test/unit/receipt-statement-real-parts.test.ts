@@ -1,0 +1,125 @@
+/**
+ * Red team (issue 16, eleventh round): the group statement's parts placed in the order of their
+ * text (src/audit/chain.ts `inShapeOrder`), with the exchange's real parts rather than stand-ins —
+ * a new IdP token's vault row and its token record (which names the row), a remembered token's
+ * record on the condition that its row exists, a sub-delegation's record with its lineage check —
+ * in every call order: every row written, or, when one part in any place refuses (the remembered
+ * row gone, the parent revoked) or a once-key is replayed, nothing and the head unmoved. Both stores.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appendIfHead, readHead, type ChainHead } from '../../src/audit/chain.js';
+import { genesisHash, type SignedReceipt } from '../../src/audit/receipt.js';
+import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
+import type { StatementPart, Store } from '../../src/store/index.js';
+import { EnvelopeVault } from '../../src/vault/envelope.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { twoInstanceStores } from '../support/two-instances.js';
+
+let db: TestDatabase;
+let store: Store;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  [store] = await twoInstanceStores(db);
+}, 60_000);
+afterAll(async () => {
+  await store?.close();
+  await db?.drop();
+});
+
+const KIND = 'upstream_subject_token';
+const key = randomBytes(32);
+const vault = new EnvelopeVault({ active: { kid: 'k1', key }, all: new Map([['k1', key]]) });
+const now = () => Math.floor(Date.now() / 1000);
+const hex = () => randomBytes(6).toString('hex');
+
+function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord {
+  const jti = `jti-${hex()}`;
+  return {
+    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: 'alice', userAttrs: {} as NewTokenRecord['userAttrs'], issuerId: 'okta',
+    audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: undefined, mayAct: undefined, upstream: undefined, issuedAt: now(), expiresAt: now() + 300, ...extra,
+  };
+}
+
+function rows(agent: string, head: ChainHead, n: number): SignedReceipt[] {
+  const out: SignedReceipt[] = [];
+  let prev = head;
+  for (let i = 0; i < n; i++) {
+    const r = { id: randomUUID(), agent, seq: prev.seq + 1, hash: `h-${randomUUID()}`, prev: prev.hash, jws: `x.${i}.z` };
+    out.push(r);
+    prev = { seq: r.seq, hash: r.hash };
+  }
+  return out;
+}
+
+type Kind = 'new' | 'remembered' | 'sub';
+interface Built { parts: StatementPart[]; jti: string; handle?: string }
+
+describe('the group statement with the exchange\'s real parts, in every order', () => {
+  it('writes every row, or nothing with the head unmoved when any one part refuses or a key is replayed', async () => {
+    const records = new TokenRecords(store);
+    const orders: Kind[][] = [['new', 'remembered', 'sub'], ['sub', 'new', 'remembered'], ['remembered', 'sub', 'new'], ['sub', 'remembered', 'new', 'new', 'sub']];
+    for (const order of orders) {
+      const agent = `real-parts-${hex()}`;
+      await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+      const root = record(agent);
+      await records.insert(store, root);
+      const remembered = `upt-${hex()}`;
+      await vault.put(store, { handle: remembered, kind: KIND, plaintext: 'idp-token', expiresAt: now() + 3600 });
+      const build = async (kind: Kind, parent = root): Promise<Built> => {
+        if (kind === 'new') {
+          const handle = `upt-${hex()}`;
+          const rec = record(agent, { upstream: handle });
+          return { parts: [await vault.putPart({ handle, kind: KIND, plaintext: 'idp-token', expiresAt: now() + 3600 }), records.insertPart(rec)], jti: rec.jti, handle };
+        }
+        if (kind === 'remembered') {
+          const rec = record(agent, { upstream: remembered });
+          return { parts: [records.insertPart(rec, vault.exists(remembered))], jti: rec.jti };
+        }
+        const rec = record(agent, { parentJti: parent.jti, rootJti: parent.rootJti });
+        return { parts: [records.insertPart(rec)], jti: rec.jti };
+      };
+      const written = async (built: Built[]) => {
+        const jtis = await store.query<{ jti: string }>('SELECT jti FROM token_records WHERE jti = ANY($1::text[])', [built.map((b) => b.jti)]);
+        const handles = built.flatMap((b) => (b.handle ? [b.handle] : []));
+        const secrets = await store.query<{ handle: string }>('SELECT handle FROM vault_secrets WHERE handle = ANY($1::text[])', [handles]);
+        return { records: jtis.length, secrets: secrets.length };
+      };
+
+      let head: ChainHead = { seq: 0, hash: genesisHash(agent) };
+      const ok = await Promise.all(order.map((k) => build(k)));
+      const receipts = rows(agent, head, order.length);
+      const once = [{ namespace: 'RealPartsJti', key: `k-${hex()}`, ttlSeconds: 60 }];
+      expect(await appendIfHead(store, agent, head, receipts, once, ok.flatMap((b) => b.parts))).toBe('written');
+      expect(await written(ok)).toEqual({ records: order.length, secrets: order.filter((k) => k === 'new').length });
+      head = { seq: receipts.at(-1)!.seq, hash: receipts.at(-1)!.hash };
+      expect(await readHead(store, agent)).toEqual(head);
+
+      // A replayed key: nothing of any part.
+      const replay = await Promise.all(order.map((k) => build(k)));
+      expect(await appendIfHead(store, agent, head, rows(agent, head, order.length), once, replay.flatMap((b) => b.parts))).toBe('recorded');
+      expect(await written(replay)).toEqual({ records: 0, secrets: 0 });
+      expect(await readHead(store, agent)).toEqual(head);
+
+      // One refusing part in each place it can take.
+      for (let at = 0; at < order.length; at++) {
+        const kind = order[at]!;
+        if (kind === 'new') continue;
+        const revoked = record(agent);
+        await records.insert(store, revoked);
+        await store.query('UPDATE token_records SET revoked_at = now() WHERE jti = $1', [revoked.jti]);
+        const built = await Promise.all(order.map((k, i) => (i === at && k === 'sub' ? build('sub', revoked) : build(k))));
+        if (kind === 'remembered') await store.query('DELETE FROM vault_secrets WHERE handle = $1', [remembered]);
+        const fresh = [{ namespace: 'RealPartsJti', key: `k-${hex()}`, ttlSeconds: 60 }];
+        expect(await appendIfHead(store, agent, head, rows(agent, head, order.length), fresh, built.flatMap((b) => b.parts))).toBe('recorded');
+        expect(await written(built)).toEqual({ records: 0, secrets: 0 });
+        expect(await readHead(store, agent)).toEqual(head);
+        const key = await store.query('SELECT 1 FROM oidc_models WHERE model = $1 AND id = $2', ['RealPartsJti', fresh[0]!.key]);
+        expect(key).toEqual([]);
+        if (kind === 'remembered') await vault.put(store, { handle: remembered, kind: KIND, plaintext: 'idp-token', expiresAt: now() + 3600 });
+      }
+      const count = await store.query<{ n: number }>('SELECT count(*)::int AS n FROM receipts WHERE agent_id = $1', [agent]);
+      expect(count[0]!.n).toBe(order.length);
+    }
+  }, 60_000);
+});
