@@ -6,10 +6,11 @@
  * in every call order: every row written, or, when one part in any place refuses (the remembered
  * row gone, the parent revoked) or a once-key is replayed, nothing and the head unmoved. Both stores.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendIfHead, readHead, type ChainHead } from '../../src/audit/chain.js';
-import { genesisHash, type SignedReceipt } from '../../src/audit/receipt.js';
+import { chainRows as rows } from '../support/receipt-rows.js';
+import { genesisHash } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { StatementPart, Store } from '../../src/store/index.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
@@ -41,16 +42,6 @@ function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRec
   };
 }
 
-function rows(agent: string, head: ChainHead, n: number): SignedReceipt[] {
-  const out: SignedReceipt[] = [];
-  let prev = head;
-  for (let i = 0; i < n; i++) {
-    const r = { id: randomUUID(), agent, seq: prev.seq + 1, hash: `h-${randomUUID()}`, prev: prev.hash, jws: `x.${i}.z` };
-    out.push(r);
-    prev = { seq: r.seq, hash: r.hash };
-  }
-  return out;
-}
 
 type Kind = 'new' | 'remembered' | 'sub';
 interface Built { parts: StatementPart[]; jti: string; handle?: string }

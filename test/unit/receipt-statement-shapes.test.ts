@@ -8,8 +8,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendIfHead, readHead, type ChainHead } from '../../src/audit/chain.js';
-import { genesisHash, type SignedReceipt } from '../../src/audit/receipt.js';
+import { appendIfHead, readHead } from '../../src/audit/chain.js';
+import { chainRows as rows } from '../support/receipt-rows.js';
+import { genesisHash } from '../../src/audit/receipt.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { twoInstanceStores } from '../support/two-instances.js';
@@ -39,16 +40,6 @@ const pair = (id: string): StatementPart => ({
   sql: (f) => `INSERT INTO oidc_models (model, id, payload, expires_at) SELECT $${f}::text, $${f + 1}::text, '{}'::jsonb, now() + interval '5 minutes' WHERE $${f + 1}::text NOT LIKE 'refuse-%'`,
 });
 
-function rows(agent: string, head: ChainHead, n: number): SignedReceipt[] {
-  const out: SignedReceipt[] = [];
-  let prev = head;
-  for (let i = 0; i < n; i++) {
-    const r = { id: randomUUID(), agent, seq: prev.seq + 1, hash: `h-${randomUUID()}`, prev: prev.hash, jws: `x.${i}.z` };
-    out.push(r);
-    prev = { seq: r.seq, hash: r.hash };
-  }
-  return out;
-}
 
 describe('the receipt statement with parts', () => {
   it('takes one text for a group whatever the order of its parts\' kinds', async () => {

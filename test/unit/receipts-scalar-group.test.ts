@@ -13,8 +13,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendIfHead, readHead, readRange, type ChainHead } from '../../src/audit/chain.js';
+import { chainRows as rows } from '../support/receipt-rows.js';
 import { formatLine } from '../../src/audit/jsonl.js';
-import { genesisHash, type ReceiptInput, type SignedReceipt } from '../../src/audit/receipt.js';
+import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService, type AppendedReceipt } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
@@ -41,17 +42,6 @@ afterAll(async () => {
 const NS = 'ScalarGroupKey';
 const key = (k: string, ttlSeconds = 60): OnceKey => ({ namespace: NS, key: k, ttlSeconds });
 
-/** `n` consecutive rows after `head` (hashes made up: the statement does not check them). */
-function rows(agent: string, head: ChainHead, n: number): SignedReceipt[] {
-  const out: SignedReceipt[] = [];
-  let prev = head;
-  for (let i = 0; i < n; i++) {
-    const r = { id: randomUUID(), agent, seq: prev.seq + 1, hash: `h-${randomUUID()}`, prev: prev.hash, jws: `x.${i}.z` };
-    out.push(r);
-    prev = { seq: r.seq, hash: r.hash };
-  }
-  return out;
-}
 
 /** A chain of one receipt: every case starts from a head past genesis (where the scalar statement applies). */
 async function headed(): Promise<{ agent: string; head: ChainHead }> {
