@@ -7,7 +7,12 @@
  * bytes per group, in alternating A/B pairs on the same group composition (random kinds as
  * receipt-shapes.ts: a new IdP token, a remembered one, a sub-delegation), each arm on its own
  * store (so each has its own bound on named shapes). Prints medians, the median of the paired
- * differences (B − A) and each arm's distinct texts and unnamed share.
+ * differences (B − A) and each arm's distinct texts.
+ *
+ * With `DATABASE_URL` set, on PostgreSQL instead (a fresh database, one connection per arm):
+ * rounds of `--round` groups (the same compositions on both arms, alternating which goes first),
+ * and per group the backend's CPU (`/proc/<pid>/stat` utime + stime of the arm's backend, at 10 ms
+ * ticks: hence rounds) and this process's (the client's) CPU; WAL bytes are not read there.
  *
  * @module
  */
@@ -18,9 +23,14 @@ import { genesisHash, type SignedReceipt } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import { migrate, type StatementPart, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
+import { createPostgresStore } from '../../src/store/postgres.js';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string', default: '400' }, max: { type: 'string', default: '8' }, kinds: { type: 'string', default: '3' } } });
+const { values } = parseArgs({ options: { pairs: { type: 'string', default: '400' }, max: { type: 'string', default: '8' }, kinds: { type: 'string', default: '3' }, round: { type: 'string', default: '40' } } });
+const PG = process.env.DATABASE_URL;
+const ROUND = Number(values.round);
 const PAIRS = Number(values.pairs);
 const MAX = Number(values.max);
 const KINDS = Number(values.kinds);
@@ -50,9 +60,9 @@ function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRec
   };
 }
 
-async function arm(sets: boolean): Promise<Arm> {
-  const store = await createPGliteStore({ dataDir: 'memory://' });
-  await migrate(store);
+async function arm(sets: boolean, url?: string): Promise<Arm> {
+  const store = url ? createPostgresStore({ connectionString: url, poolSize: 1 }) : await createPGliteStore({ dataDir: 'memory://' });
+  if (!url) await migrate(store);
   const agent = `ab-${hex()}`;
   await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'bench', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
   const records = new TokenRecords(store);
@@ -115,8 +125,66 @@ let seed = 7;
 const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
 const composition = () => Array.from({ length: 1 + Math.floor(rnd() * MAX) }, () => Math.floor(rnd() * KINDS));
 
-const A = await arm(false);
-const B = await arm(true);
+/** A fresh database on `PG`, migrated; its URL. */
+async function pgDatabase(): Promise<string> {
+  const name = `deputy_ab_${hex()}`;
+  const admin = new pg.Client({ connectionString: PG });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(PG!);
+  url.pathname = `/${name}`;
+  const store = createPostgresStore({ connectionString: url.toString(), poolSize: 1 });
+  await migrate(store);
+  await store.close();
+  return url.toString();
+}
+
+/** The arm's backend CPU so far, µs (utime + stime at 10 ms ticks). */
+async function backendCpu(a: Arm): Promise<number> {
+  const pid = (await a.store.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]!.pid;
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+const url = PG ? await pgDatabase() : undefined;
+const A = await arm(false, url);
+const B = await arm(true, url);
+if (url) {
+  for (let i = 0; i < 200; i++) {
+    const kinds = composition();
+    await group(A, kinds);
+    await group(B, kinds);
+  }
+  const rounds = Math.max(1, Math.floor(PAIRS / ROUND));
+  const backend = { A: [] as number[], B: [] as number[], diff: [] as number[] };
+  const client = { A: [] as number[], B: [] as number[], diff: [] as number[] };
+  for (let r = 0; r < rounds; r++) {
+    const comps = Array.from({ length: ROUND }, composition);
+    const run = async (a: Arm) => {
+      const b0 = await backendCpu(a);
+      const c0 = process.cpuUsage();
+      for (const kinds of comps) await group(a, kinds);
+      const c = process.cpuUsage(c0);
+      return { backend: ((await backendCpu(a)) - b0) / ROUND, client: (c.user + c.system) / ROUND };
+    };
+    const first = r % 2 === 0 ? A : B;
+    const x = await run(first);
+    const y = await run(first === A ? B : A);
+    const [a, b] = first === A ? [x, y] : [y, x];
+    backend.A.push(a.backend), backend.B.push(b.backend), backend.diff.push(b.backend - a.backend);
+    client.A.push(a.client), client.B.push(b.client), client.diff.push(b.client - a.client);
+  }
+  const out = (m: { A: number[]; B: number[]; diff: number[] }) => ({ A: Math.round(median(m.A)), B: Math.round(median(m.B)), medianDiff: Math.round(median(m.diff)), bLower: m.diff.filter((d) => d < 0).length });
+  console.log(JSON.stringify({ store: 'postgres', rounds, groupsPerRound: ROUND, maxGroup: MAX, kinds: KINDS, backendUsPerGroup: out(backend), clientUsPerGroup: out(client), texts: { A: A.texts.size, B: B.texts.size } }));
+  await A.store.close();
+  await B.store.close();
+  const admin = new pg.Client({ connectionString: PG });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${new URL(url).pathname.slice(1)} WITH (FORCE)`);
+  await admin.end();
+  process.exit(0);
+}
 for (let i = 0; i < 200; i++) {
   const kinds = composition();
   await group(A, kinds);
