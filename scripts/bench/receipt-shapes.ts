@@ -14,6 +14,7 @@ import { appendIfHead } from '../../src/audit/chain.js';
 import type { SignedReceipt } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import { StatementNames } from '../../src/store/prepared.js';
+import { EnvelopeVault } from '../../src/vault/envelope.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 
 const { values } = parseArgs({ options: { groups: { type: 'string', default: '2000' }, max: { type: 'string', default: '8' }, kinds: { type: 'string', default: '3' } } });
@@ -26,9 +27,10 @@ const record = (parentJti?: string): NewTokenRecord => ({
   jti: 'j', parentJti, rootJti: 'r', agentId: 'a', userId: 'u', userAttrs: { groups: [], roles: [] }, issuerId: 'i', audience: ['x'], scope: 's',
   chain: [], cnfJkt: 'k', mayAct: undefined, upstream: 'h', issuedAt: 1, expiresAt: 2,
 } as unknown as NewTokenRecord);
-// The vault row's part has EnvelopeVault.putPart's form: an INSERT of eight parameters.
-const vaultRow: StatementPart = { params: Array(8).fill('v'), sql: (f) => `INSERT INTO vault_secrets (handle, kind, kek_id, wrapped_key, iv, ciphertext, tag, expires_at) VALUES (${Array.from({ length: 8 }, (_, i) => `$${f + i}`).join(', ')})` };
-const exists: StatementPart = { params: ['h'], sql: (f) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = $${f}::text FOR KEY SHARE SKIP LOCKED)` };
+// The vault row's part and condition are EnvelopeVault's own (putPart, exists), under a stand-in key wrapper.
+const vault = new EnvelopeVault({ activeKeyId: () => 'k', wrap: async (dek) => ({ kid: 'k', wrapped: Buffer.from(dek) }), unwrap: async () => Buffer.alloc(32) });
+const vaultRow: StatementPart = await vault.putPart({ handle: 'h', kind: 'upstream_subject_token', plaintext: 'x', expiresAt: 2 });
+const exists = vault.exists('h');
 const partsOf = (kind: number): StatementPart[] =>
   kind === 0 ? [records.insertPart(record(), exists)] : kind === 1 ? [vaultRow, records.insertPart(record())] : [records.insertPart(record('p'))];
 

@@ -17,7 +17,7 @@
  * @module
  */
 import { inLockOrder, type OnceKey } from '../oauth/adapter.js';
-import type { Queryable, StatementPart } from '../store/index.js';
+import type { PartRow, Queryable, StatementPart } from '../store/index.js';
 import { genesisHash, type SignedReceipt } from './receipt.js';
 
 /** The last receipt of a chain: its `seq` (0 for an empty chain) and hash (genesis when empty). */
@@ -120,7 +120,9 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
  * instances' statements holding the same keys cannot deadlock on them.
  *
  * `parts`: other modules' writes attested by these receipts (the token exchange's token record
- * and vault row), each an `INSERT` (no `RETURNING`) that must write exactly one row. They run in
+ * and vault row), each an `INSERT` (no `RETURNING`) that must write exactly one row (several parts
+ * of one kind offering a row form are written as one set, which must write one row per part:
+ * {@link asWrites}). They run in
  * the same statement whatever the head; if one writes no row, or the head had moved, the
  * receipts' `seq` is 0 and the statement undoes itself as above. With parts, `recorded` thus
  * also means "a part refused or the head moved": the caller tells them apart by reading the head.
@@ -161,14 +163,16 @@ export async function appendIfHead(
     receipts.map((r) => r.prev),
     receipts.map((r) => r.jws),
   ];
-  const writes = inShapeOrder(parts).map((part, i) => {
-    const sql = `w${i} AS (${part.sql(params.length + 1)} RETURNING 1),`;
+  // Each write must write all its rows: one for a part, one per part for a set of one kind.
+  const ok = ['(SELECT count(*) FROM spent) = cardinality($6::text[])', ...(parts.length ? ['EXISTS (SELECT 1 FROM moved)'] : [])];
+  const writes = inShapeOrder(asWrites(parts)).map(({ part, rows }, i) => {
+    const first = params.length + 1;
+    ok.push(`(SELECT count(*) FROM w${i}) = ${rows === undefined ? '1' : `cardinality($${first}::${rows}[])`}`);
     params.push(...part.params);
-    return sql;
+    return `w${i} AS (${part.sql(first)} RETURNING 1),`;
   });
   // Without parts the receipts are written only when the head moved; with parts, a head that did
   // not move must undo the parts too, so the receipts are always inserted and their `seq` says.
-  const ok = ['(SELECT count(*) FROM spent) = cardinality($6::text[])', ...(parts.length ? ['EXISTS (SELECT 1 FROM moved)'] : []), ...parts.map((_, i) => `(SELECT count(*) FROM w${i}) = 1`)];
   return runConditional(db, {
     sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
        spent AS (
@@ -192,8 +196,8 @@ export async function appendIfHead(
 }
 
 /**
- * `parts` ordered by their text (each numbered from `$1`): the general statement's text then
- * depends on how many parts of each kind a group holds, not on their order. The exchange's
+ * The writes ordered by their text (each numbered from `$1`): the general statement's text then
+ * depends on which parts a group holds ({@link asWrites}: one or a set of each kind), not on their order. The exchange's
  * appends take two or three kinds of parts (a new IdP token's vault row and token record, a
  * remembered one's record on the condition of its row, a sub-delegation's record with its lineage
  * check); in call order, a group of k mixed appends took up to 2^k texts, past the store's bound on
@@ -202,11 +206,55 @@ export async function appendIfHead(
  * must write its one row whatever its place: the members of one `WITH` run on one snapshot, in no
  * order PostgreSQL promises (§7.8.4), and none waits on another (their locks skip, their keys are new).
  */
-function inShapeOrder(parts: readonly StatementPart[]): readonly StatementPart[] {
-  if (parts.length < 2) return parts;
-  const keyed = parts.map((part) => ({ part, key: part.sql(1) }));
+function inShapeOrder(writes: readonly Write[]): readonly Write[] {
+  if (writes.length < 2) return writes;
+  const keyed = writes.map((write) => ({ write, key: write.part.sql(1) }));
   keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  return keyed.map((k) => k.part);
+  return keyed.map((k) => k.write);
+}
+
+/** A member write of the general statement: one part, or the parts of one kind as a set (`rows`: its first column's type, whose array's length is the rows it must write). */
+interface Write {
+  part: StatementPart;
+  rows?: string;
+}
+
+/**
+ * `parts` as the statement's writes: two or more parts of one kind that offer a row form
+ * (`StatementPart.row`: the exchange's vault rows, its token records of each kind) become one
+ * write over `unnest` of their columns, so the text depends on which kinds a group holds (and
+ * whether one or several of each), not on how many: three kinds of exchange in groups of up to 8
+ * took 145 texts, past the store's bound on named shapes (issue 16, twelfth round). A part alone
+ * keeps its scalar form (the single exchange's statement unchanged: no arrays built and parsed).
+ * Each row is refused as its part alone would be (the rows' count is checked as the part's one).
+ */
+function asWrites(parts: readonly StatementPart[]): Write[] {
+  const byKind = new Map<string, StatementPart[]>();
+  for (const part of parts) {
+    if (part.row === undefined) continue;
+    const same = byKind.get(part.row.kind);
+    if (same) same.push(part);
+    else byKind.set(part.row.kind, [part]);
+  }
+  const writes: Write[] = [];
+  for (const part of parts) {
+    const same = part.row === undefined ? undefined : byKind.get(part.row.kind);
+    if (same === undefined || same.length === 1) writes.push({ part });
+    else if (same.length > 1) {
+      writes.push(rowSet(part.row!.types, same.map((p) => p.row!)));
+      same.length = 0; // written: the kind's later parts are in this set
+    }
+  }
+  return writes;
+}
+
+/** The parts of one kind as one write over `unnest($first::type0[], …) AS v(c0, …)`. */
+function rowSet(types: readonly string[], rows: readonly PartRow[]): Write {
+  const values = rows.map((r) => r.values());
+  const params = types.map((_, c) => values.map((v) => v[c]));
+  const columns = types.map((_, c) => `c${c}`).join(', ');
+  const sql = (first: number) => rows[0]!.sql(`unnest(${types.map((t, c) => `$${first + c}::${t}[]`).join(', ')}) AS v(${columns})`);
+  return { part: { sql, params }, rows: types[0]! };
 }
 
 /** A statement of {@link appendIfHead} with its parameters. */

@@ -27,6 +27,7 @@ import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Agent } from 'undici';
 import { BadGateway, GatewayTimeout, PayloadTooLarge } from '../errors/index.js';
 import { withTraceContext } from '../observability/tracing.js';
+import { setMember } from '../util/own-member.js';
 import { Redactor, RedactorMemo } from './redact.js';
 
 /** RFC 9110 §7.6.1 hop-by-hop fields, plus `Proxy-Connection` (non-standard, still sent). */
@@ -223,12 +224,14 @@ function shapeHeaders(res: UpstreamResponse, options: ShapeOptions, redactor: Re
   // Checked name by name rather than merged into a new Set per call (issue 16, eighth round: allocation per call).
   const dropped = (name: string) => STRIP_RESPONSE.has(name) || named.includes(name) || options.credentialHeaders.some((h) => h.length === name.length && h.toLowerCase() === name);
   for (const name in res.headers) {
+    if (!Object.hasOwn(res.headers, name)) continue;
     const value = res.headers[name]!;
     // The upstream's CORS is not Deputy's: Deputy's origin answers cross-origin by its own rules (src/http/cors.ts).
     if (dropped(name) || name.startsWith('access-control-')) continue;
-    headers[name] = Array.isArray(value) ? value.map((v) => redactText(v, redactor)) : redactText(value, redactor);
+    // setMember: a field named `__proto__` (undici keeps it as an own key) stays a field, not the prototype.
+    setMember(headers, name, Array.isArray(value) ? value.map((v) => redactText(v, redactor)) : redactText(value, redactor));
   }
-  if (typeof headers.location === 'string') {
+  if (Object.hasOwn(headers, 'location') && typeof headers.location === 'string') {
     const rewritten = options.rewriteLocation(headers.location);
     if (rewritten !== undefined) headers.location = rewritten;
   }
@@ -288,9 +291,11 @@ export function upstreamHeaders(incoming: IncomingHttpHeaders, inject: ReadonlyA
   const dropped = (name: string) => STRIP_REQUEST.has(name) || named.includes(name) || inject.some(([n]) => n.length === name.length && n.toLowerCase() === name);
   const out: Record<string, string> = {};
   for (const name in incoming) {
+    // Own fields only: a key inherited from a polluted Object.prototype is no field of the agent's.
+    if (!Object.hasOwn(incoming, name)) continue;
     const value = incoming[name];
     if (value === undefined || dropped(name)) continue;
-    out[name] = Array.isArray(value) ? value.join(', ') : value;
+    setMember(out, name, Array.isArray(value) ? value.join(', ') : value);
   }
   Object.assign(out, extra);
   out['accept-encoding'] = 'identity';
@@ -316,7 +321,7 @@ function compact(headers: IncomingHttpHeaders): Record<string, string | string[]
   const out: Record<string, string | string[]> = {};
   for (const k in headers) {
     const v = headers[k];
-    if (v !== undefined) out[k] = v;
+    if (v !== undefined && Object.hasOwn(headers, k)) setMember(out, k, v);
   }
   return out;
 }

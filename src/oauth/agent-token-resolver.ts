@@ -26,7 +26,6 @@ import {
 import { DeputyError } from '../errors/index.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
 import type { RevocationCache, TokenRecord, TokenRecords } from './token-records.js';
-import { setBounded } from '../util/bounded-map.js';
 
 /** Steps 1 and 2 of a token, as cached. */
 interface Verified {
@@ -34,6 +33,35 @@ interface Verified {
   chain: DelegationChain;
   records: TokenRecord[];
   expiresAtMs: number;
+  /** {@link footprint}, counted against the byte budget. */
+  size: number;
+}
+
+/** What {@link AgentTokenResolver} is built from. */
+export interface AgentTokenResolverOptions {
+  verifier: AccessTokenVerifier;
+  records: TokenRecords;
+  revocations: RevocationCache;
+  /** Bytes of cached tokens at most ({@link footprint}); default {@link AgentTokenResolver.BUDGET_BYTES}. */
+  budgetBytes?: number;
+  /** Cached tokens at most; default {@link AgentTokenResolver.MAX_ENTRIES}. */
+  maxEntries?: number;
+}
+
+/** The heap an entry costs besides what {@link footprint} counts by size: the map slot, the entry, the chain's array. */
+const ENTRY_OVERHEAD_BYTES = 1024;
+
+/**
+ * What one cached token keeps on the heap, estimated: the key (the token: ASCII, one byte a
+ * character), its verified claims and `act` chain (decoded from the token's payload, at most 3/4
+ * of its length, counted twice over for the objects and strings holding it: two bytes a token
+ * character) and its issuance records, read from the store for this entry alone (their JSON
+ * twice: objects, strings, the user's attributes).
+ */
+export function footprint(token: string, records: readonly TokenRecord[]): number {
+  let size = 3 * token.length + ENTRY_OVERHEAD_BYTES;
+  for (const r of records) size += 2 * JSON.stringify(r).length;
+  return size;
 }
 
 const MAX_TOKEN_LENGTH = 16 * 1024;
@@ -45,14 +73,32 @@ export class AgentTokenResolver implements SubjectResolver {
   readonly #verifier: AccessTokenVerifier;
   readonly #records: TokenRecords;
   readonly #revocations: RevocationCache;
+  /** By token, in the order verified: the first is forgotten first. */
   readonly #verified = new Map<string, Verified>();
-  /** Bound on cached tokens; a new one past it evicts the one verified longest ago. */
+  readonly #budgetBytes: number;
+  readonly #maxEntries: number;
+  #bytes = 0;
+  /** Bound on cached tokens' bytes ({@link footprint}): a token may be 16 KiB, its records large. */
+  static readonly BUDGET_BYTES = 8 * 1024 * 1024;
+  /** Bound on cached tokens; a new one past either bound evicts the ones verified longest ago. */
   static readonly MAX_ENTRIES = 20_000;
 
-  constructor(deps: { verifier: AccessTokenVerifier; records: TokenRecords; revocations: RevocationCache }) {
+  constructor(deps: AgentTokenResolverOptions) {
     this.#verifier = deps.verifier;
     this.#records = deps.records;
     this.#revocations = deps.revocations;
+    this.#budgetBytes = deps.budgetBytes ?? AgentTokenResolver.BUDGET_BYTES;
+    this.#maxEntries = Math.floor(deps.maxEntries ?? AgentTokenResolver.MAX_ENTRIES);
+  }
+
+  /** Bytes the cached tokens count ({@link footprint}); never more than the budget. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Tokens cached now; never more than the entry bound. */
+  get size(): number {
+    return this.#verified.size;
   }
 
   /** Steps 1–3 (see {@link SubjectResolver.resolve}). */
@@ -100,9 +146,31 @@ export class AgentTokenResolver implements SubjectResolver {
     if (leaf.userId !== claims.sub || !sameChain(leaf.chain, chain)) return invalidToken('the subject token does not match its issuance record');
     const problem = checkGrantSequence(records);
     if (problem) return problem;
-    const entry: Verified = { claims, chain, records, expiresAtMs: Math.min(claims.exp! * 1000, leaf.expiresAt * 1000) };
-    setBounded(this.#verified, token, entry, AgentTokenResolver.MAX_ENTRIES);
+    const entry: Verified = { claims, chain, records, expiresAtMs: Math.min(claims.exp! * 1000, leaf.expiresAt * 1000), size: footprint(token, records) };
+    this.#remember(token, entry);
     return entry;
+  }
+
+  /**
+   * Caches `entry` under a copy of `token`, forgetting the tokens verified longest ago as needed;
+   * one larger than the whole budget is not cached. The copy is the token's own string: the
+   * caller's may be a slice of a larger one (the `Authorization` header, a request body), and a
+   * V8 slice keeps its whole parent alive.
+   */
+  #remember(token: string, entry: Verified): void {
+    const earlier = this.#verified.get(token);
+    if (earlier !== undefined) {
+      this.#verified.delete(token);
+      this.#bytes -= earlier.size;
+    }
+    if (entry.size > this.#budgetBytes || this.#maxEntries < 1) return;
+    for (const [oldest, value] of this.#verified) {
+      if (this.#bytes + entry.size <= this.#budgetBytes && this.#verified.size < this.#maxEntries) break;
+      this.#verified.delete(oldest);
+      this.#bytes -= value.size;
+    }
+    this.#verified.set(Buffer.from(token, 'latin1').toString('latin1'), entry);
+    this.#bytes += entry.size;
   }
 
   /** Step 1: the token's signature, issuer, type and expiry (RFC 9068 §4), not its audience. */

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { Queryable, StatementCondition, StatementPart, Store } from '../store/index.js';
+import type { Queryable, PartRow, StatementCondition, StatementPart, Store } from '../store/index.js';
 import type { DelegatingUser, DelegationChain } from '../delegation/index.js';
 import { BoundedReadCache } from '../util/single-flight.js';
 
@@ -139,6 +139,31 @@ function recordValuesFrom(first: number): string {
     if (recordValuesByFirst.size < 1024) recordValuesByFirst.set(first, text);
   }
   return text;
+}
+
+/** {@link RECORD_VALUES}' types, as `unnest` columns (`v.c0`…`v.c15`). */
+const RECORD_TYPES: readonly string[] = ['text', 'text', 'text', 'text', 'text', 'jsonb', 'text', 'text', 'text', 'jsonb', 'int', 'text', 'jsonb', 'text', 'bigint', 'bigint'];
+/** {@link RECORD_VALUES} read from an `unnest` row. */
+const RECORD_COLUMNS = `${RECORD_TYPES.map((_, i) => (i >= 14 ? `to_timestamp(v.c${i})` : `v.c${i}`)).join(', ')}`;
+
+/**
+ * `TokenRecords.insertPart`'s write as a `PartRow`: the record's columns, then its parent's jti
+ * (a sub-delegation: its lineage checked) and the condition's value, each row under the same
+ * rules as the part alone (the agent active and not locked, the lineage live, the condition true).
+ */
+function recordRow(values: readonly unknown[], parentJti: string | undefined, requires: StatementCondition['column']): PartRow {
+  const types = [...RECORD_TYPES, ...(parentJti === undefined ? [] : ['text']), ...(requires ? [requires.type] : [])];
+  const lineage = parentJti === undefined ? undefined : liveLineage(`v.c${RECORD_TYPES.length}`);
+  const required = requires?.sql(`v.c${types.length - 1}`);
+  const where = [lineage, required].filter((c) => c !== undefined);
+  const sql = (rows: string) =>
+    `${INSERT_RECORD} SELECT ${RECORD_COLUMNS} FROM ${rows} JOIN agents ON agents.id = v.c3 AND agents.status = 'active'${where.length ? ` WHERE ${where.join(' AND ')}` : ''} FOR SHARE OF agents SKIP LOCKED`;
+  return {
+    kind: `token_records${lineage ? '+lineage' : ''}${required ? `+${required}` : ''}`,
+    types,
+    values: () => [...values, ...(parentJti === undefined ? [] : [parentJti]), ...(requires ? [requires.value] : [])],
+    sql,
+  };
 }
 
 /** The parameters of {@link RECORD_VALUES}, in order. */
@@ -274,6 +299,8 @@ export class TokenRecords {
     const params = [...values, ...parent, ...(requires?.params ?? [])];
     return {
       params,
+      // As a row of a set (chain.ts writes several exchanges' records with one statement), when the condition has a column form.
+      ...(requires === undefined || requires.column !== undefined ? { row: recordRow(values, record.parentJti, requires?.column) } : {}),
       sql: (first) => {
         const lineage = parent.length ? ` AND ${liveLineage(`$${first + values.length}::text`)}` : '';
         const required = requires ? ` AND ${requires.sql(first + values.length + parent.length)}` : '';

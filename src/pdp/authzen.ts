@@ -23,7 +23,7 @@ import { InvalidRequest } from '../errors/index.js';
 import type { Decision } from './decision.js';
 import type { EntityInput } from './entities.js';
 import { isObject } from './schema.js';
-import { setMember } from './own-member.js';
+import { setMember } from '../util/own-member.js';
 
 /** An AuthZEN Action (§5.3): its name and properties. */
 export interface ActionInput {
@@ -160,7 +160,7 @@ function entity(raw: unknown, what: 'subject' | 'resource', idRequired: boolean)
   if (idRequired) id = requireString(e.id, `${what}.id`, true);
   else if (e.id !== undefined && e.id !== null && typeof e.id !== 'string') throw new InvalidRequest(`${what}.id must be a string`);
   const properties: Record<string, unknown> = {};
-  // setMember, not `=` / Object.assign: a property named `__proto__` stays a property (own-member.ts).
+  // setMember, not `=` / Object.assign: a property named `__proto__` stays a property (src/util/own-member.ts).
   for (const [k, v] of Object.entries(e)) if (!ENTITY_MEMBERS.has(k)) setMember(properties, k, v); // draft 00
   for (const [k, v] of Object.entries(optionalObject(e.properties, `${what}.properties`))) setMember(properties, k, v);
   return { type, id, properties };

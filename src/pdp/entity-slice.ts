@@ -44,7 +44,7 @@
  */
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { CedarRequest } from './engine.js';
-import { setMember } from './own-member.js';
+import { setMember } from '../util/own-member.js';
 
 /** What the policies of a set can read of entities: attribute names by entity type, and the entities they name literally. */
 export interface PolicyReads {

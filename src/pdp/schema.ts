@@ -11,7 +11,7 @@
  * @module
  */
 import type { CedarValueJson, EntityJson, EntityUid, SchemaJson } from './cedar.js';
-import { setMember } from './own-member.js';
+import { setMember } from '../util/own-member.js';
 
 /** A schema type in Cedar's JSON schema format, names qualified. */
 export interface SchemaType {

@@ -9,7 +9,7 @@ import { createPGliteStore } from './pglite.js';
 import { createPostgresStore } from './postgres.js';
 import type { Store } from './store.js';
 
-export type { Queryable, QueryOptions, StatementCondition, StatementPart, Store, TransactionOptions } from './store.js';
+export type { Queryable, QueryOptions, PartRow, StatementCondition, StatementPart, Store, TransactionOptions } from './store.js';
 export { classifyStoreError, CONFLICT_ATTEMPTS, findStoreUnavailable, isConnectionFailure, isTransactionConflict, retryConflicts, StoreUnavailable, StoreUnavailableError, transactionConflict, unavailableReason } from './store.js';
 export { DataDirLocked, lockDataDir, type DataDirLock, type LockHolder } from './lock.js';
 export { migrate } from './migrate.js';

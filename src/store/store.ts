@@ -39,13 +39,38 @@ export interface StatementPart {
   sql(first: number): string;
   /** The values of those parameters, in order. */
   params: readonly unknown[];
+  /**
+   * The same one-row write as a row of a set, when the owner offers it: the caller may write
+   * several parts of one kind with one statement over `unnest` of their columns, so its text
+   * depends on which kinds it holds, not on how many of each (src/audit/chain.ts `appendIfHead`).
+   */
+  row?: PartRow;
+}
+
+/**
+ * A {@link StatementPart}'s write as one row of `rows`: `unnest($a::type0[], $b::type1[], …) AS
+ * v(c0, c1, …)`, one array per column, its columns read as `v.c0`, `v.c1`, … The statement writes
+ * one row per row of `rows`, or fewer when one is refused (as the part alone writes none).
+ */
+export interface PartRow {
+  /** Parts of one kind have the same `types` and `sql`: they may be written together. */
+  kind: string;
+  /** Each column's type, as `unnest($n::type[])` takes it. */
+  types: readonly string[];
+  /** This part's value of each column (computed when asked: most parts are written alone). */
+  values(): unknown[];
+  /** The write of every row of `rows`. */
+  sql(rows: string): string;
 }
 
 /**
  * A boolean SQL expression for another module's statement (a `WHERE` clause of its), with its
  * parameters numbered from `$first` as a {@link StatementPart}'s.
  */
-export type StatementCondition = StatementPart;
+export interface StatementCondition extends StatementPart {
+  /** The same condition on one value given as a column (a {@link PartRow}'s): `sql(expr)` with `expr` that column, of `type`. */
+  column?: { type: string; value: unknown; sql(expr: string): string };
+}
 
 /** How {@link Store.transaction} runs. */
 export interface TransactionOptions {

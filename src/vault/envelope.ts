@@ -105,6 +105,22 @@ function insertFrom(first: number): string {
 }
 const INSERT = insertFrom(1);
 
+/**
+ * The insert of every secret of `rows` (`PartRow`: `v.c0`… in {@link insertFrom}'s order), the
+ * binary columns given as hex text: an array of text is written and read the same way by
+ * PostgreSQL's driver and PGlite's.
+ */
+function insertRows(rows: string): string {
+  return `INSERT INTO vault_secrets (handle, kind, kek_id, wrapped_key, iv, ciphertext, tag, expires_at)
+  SELECT v.c0, v.c1, v.c2, decode(v.c3, 'hex'), decode(v.c4, 'hex'), decode(v.c5, 'hex'), decode(v.c6, 'hex'), CASE WHEN v.c7 IS NULL THEN NULL ELSE to_timestamp(v.c7) END FROM ${rows}`;
+}
+const ROW_TYPES: readonly string[] = ['text', 'text', 'text', 'text', 'text', 'text', 'text', 'bigint'];
+
+/** {@link insertFrom}'s parameters as {@link insertRows}'s columns: the binary ones as hex. */
+function rowValues(params: readonly unknown[]): unknown[] {
+  return params.map((v, i) => (i >= 3 && i <= 6 ? Buffer.from(v as Uint8Array).toString('hex') : v));
+}
+
 /** Encrypts and stores secrets in `vault_secrets`. */
 export class EnvelopeVault {
   readonly wrapper: KeyWrapper;
@@ -129,7 +145,8 @@ export class EnvelopeVault {
     // again) — and locked until the caller's transaction ends (`DO UPDATE … WHERE false` locks the
     // row it leaves unchanged; `DO NOTHING` would not), so {@link purgeExpired} skips it as it
     // skips a row held by {@link exists}: the caller is writing a reference to it.
-    return { sql: options.ifAbsent ? (first) => `${insertFrom(first)} ON CONFLICT (handle) DO UPDATE SET kind = vault_secrets.kind WHERE false` : insertFrom, params };
+    if (options.ifAbsent) return { sql: (first) => `${insertFrom(first)} ON CONFLICT (handle) DO UPDATE SET kind = vault_secrets.kind WHERE false`, params };
+    return { sql: insertFrom, params, row: { kind: 'vault_secrets', types: ROW_TYPES, values: () => rowValues(params), sql: insertRows } };
   }
 
   /**
@@ -145,7 +162,8 @@ export class EnvelopeVault {
    * round trip.
    */
   exists(handle: string): StatementCondition {
-    return { sql: (first) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = $${first}::text FOR KEY SHARE SKIP LOCKED)`, params: [handle] };
+    const sql = (expr: string) => `EXISTS (SELECT 1 FROM vault_secrets WHERE handle = ${expr} FOR KEY SHARE SKIP LOCKED)`;
+    return { sql: (first) => sql(`$${first}::text`), params: [handle], column: { type: 'text', value: handle, sql } };
   }
 
   /** Stores a secret, replacing whatever `handle` held (a new data key every time). */

@@ -144,6 +144,18 @@ describe('Agent Governance Toolkit + Deputy: both must allow', () => {
     await a.dispose();
   });
 
+  it('a context member named __proto__ is sent to the PDP as a member (it was assigned as the prototype and dropped)', async () => {
+    const a = await agentWithToken('agent-a');
+    const sent: string[] = [];
+    const backend = new DeputyPolicyBackend({ agent: a, pep: pep(), actions: { 'crm.lookup': 'read' }, allowInsecureRequests: true, onDecision: (_d, request) => sent.push(JSON.stringify(request.context)) });
+    const context = JSON.parse(`{"resource": ${JSON.stringify(crm(user))}, "purpose": "audit", "__proto__": {"level": 9}}`) as Record<string, unknown>;
+    await engineWith(backend).evaluateWithBackends('crm.lookup', context);
+    expect(sent).toHaveLength(1);
+    expect(JSON.parse(sent[0]!)).toMatchObject({ purpose: 'audit' });
+    expect(Object.getOwnPropertyDescriptor(JSON.parse(sent[0]!), '__proto__')?.value).toEqual({ level: 9 });
+    await a.dispose();
+  });
+
   it('the receipt Deputy writes names the agent (and the chain)', async () => {
     const a = await agentWithToken('agent-a');
     const b = await agentWithToken('agent-b', await a.handoff('agent-b'));

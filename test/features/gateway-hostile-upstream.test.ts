@@ -100,6 +100,13 @@ const scripts: Record<string, Script> = {
     s.write(head('200 OK', ['content-length: 100']));
     s.write('0123456789');
   },
+  // `__proto__` is a valid field name (RFC 9110 §5.1 token); undici keeps it as an own key.
+  '/proto-header': (s, key) => {
+    s.end(head('200 OK', [`__proto__: ${key}`, 'x-after: 1', 'content-length: 2']) + 'ok');
+  },
+  '/proto-headers': (s) => {
+    s.end(head('200 OK', ['__proto__: one', '__proto__: two', 'x-after: 1', 'content-length: 2']) + 'ok');
+  },
   // A streamed body (over the whole-body size) that stalls after its first chunk.
   '/stall-big': (s) => {
     s.write(head('200 OK', [`content-length: ${WHOLE * 4}`]));
@@ -193,6 +200,21 @@ describe('a hostile upstream: small bodies read whole, larger ones streamed, the
     expect(JSON.parse(text)).toMatchObject({ echoed: '[redacted]' });
     expect(res.headers.get('x-echo')).toBe('[redacted]');
     expect(res.headers.get('content-length')).toBe(String(Buffer.byteLength(text)));
+  });
+
+  it('a response field named __proto__ reaches the agent, redacted, once or repeated (it was dropped: assigned as the prototype)', async () => {
+    const a = agents['agent-a']!;
+    const once = await call(a, await tokenFor(a), '/proto-header');
+    expect(once.status).toBe(200);
+    expect(await once.text()).toBe('ok');
+    expect(once.headers.get('__proto__')).toBe('[redacted]');
+    expect(once.headers.get('x-after')).toBe('1');
+    const twice = await call(a, await tokenFor(a), '/proto-headers');
+    expect(twice.status).toBe(200);
+    expect(await twice.text()).toBe('ok');
+    expect(twice.headers.get('__proto__')).toBe('one, two');
+    expect(twice.headers.get('x-after')).toBe('1');
+    expect(twice.headers.get('0')).toBeNull();
   });
 
   it('a body of exactly 64 KiB is read whole, one byte more streams: the same redaction either way', async () => {

@@ -220,3 +220,17 @@ describe('invalid files', () => {
     expect(loadConfig({ env: {}, file: file('{"server": {"port": 4444}}', 'json') }).server.port).toBe(4444);
   });
 });
+
+describe('members named __proto__', () => {
+  const mcp = (toolCosts: string) => `mcpServers:\n  - { id: gh, url: https://mcp.example.com/mcp, costPerCall: 1, toolCosts: ${toolCosts} }\n`;
+
+  it('a member named __proto__ is refused, naming its path (zod dropped it from a record silently: the default cost applied)', () => {
+    expect(loadConfig({ file: file(mcp('{ create_issue: 5 }')), env: {} }).mcpServers[0]!.toolCosts).toEqual({ create_issue: 5 });
+    const err = configError(() => loadConfig({ file: file(mcp('{ create_issue: 5, __proto__: 50000 }')), env: {} }));
+    expect(err.issues).toEqual(['mcpServers.0.toolCosts.__proto__: "__proto__" is not a usable name']);
+    const json = configError(() => loadConfig({ file: file('{"budgets": {"prices": {"__proto__": {"input": 1, "output": 1}}}}', 'json'), env: {} }));
+    expect(json.issues).toEqual(['budgets.prices.__proto__: "__proto__" is not a usable name']);
+    const override = configError(() => loadConfig({ file: file(''), env: {}, overrides: JSON.parse('{"server": {"__proto__": {"port": 1}}}') }));
+    expect(override.issues).toEqual(['server.__proto__: "__proto__" is not a usable name']);
+  });
+});

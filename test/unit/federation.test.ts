@@ -8,6 +8,7 @@ import { UnsecuredJWT } from 'jose';
 import { trustedIssuerSchema, type TrustedIssuerConfigInput } from '../../src/federation/config.js';
 import { FederationError, type FederationErrorCode } from '../../src/federation/errors.js';
 import { peekIssuer } from '../../src/federation/issuer.js';
+import { refuseOktaOrgAccessToken } from '../../src/federation/presets/okta.js';
 import { FederationVerifier, MAX_SUBJECT_TOKEN_BYTES, type SubjectTokenKind } from '../../src/federation/verify.js';
 import {
   ENTRA_API_CLIENT_ID,
@@ -713,5 +714,21 @@ describe('FederationVerifier: subject-token signature verification remembered (i
     // …and by that key under the published kid: the same claims, another signature, verified anew.
     await expectRefusal(v, await idp.sign(claims, { key: stranger, kid: idp.activeKey.kid }), 'access_token', 'ERR_FEDERATION_SIGNATURE');
     await expect(v.verify(token, 'access_token')).resolves.toMatchObject({ preset: 'okta' });
+  });
+});
+
+describe('the Okta org authorization server check reads own claims only', () => {
+  it('an ID token presented as jwt is not taken for an access token by a cid/scp inherited from a polluted Object.prototype', () => {
+    const polluted = Object.prototype as Record<string, unknown>;
+    const idToken = JSON.parse('{"iss": "https://acme.okta.com", "sub": "00u1", "aud": "client"}') as Record<string, unknown>;
+    expect(() => refuseOktaOrgAccessToken('https://acme.okta.com', { ...idToken, cid: 'c' }, 'jwt')).toThrow(FederationError);
+    polluted.cid = 'inherited';
+    polluted.scp = ['inherited'];
+    try {
+      expect(() => refuseOktaOrgAccessToken('https://acme.okta.com', idToken, 'jwt')).not.toThrow();
+    } finally {
+      delete polluted.cid;
+      delete polluted.scp;
+    }
   });
 });

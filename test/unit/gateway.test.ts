@@ -246,6 +246,20 @@ describe('upstream request headers', () => {
     );
     expect(out).toEqual({ accept: 'application/json', 'x-request-id': 'r1', 'accept-encoding': 'identity', 'x-api-key': 'injected' });
   });
+
+  it('a polluted Object.prototype adds no field; a field named __proto__ is a field, not the prototype', () => {
+    const polluted = Object.prototype as Record<string, unknown>;
+    polluted['x-polluted'] = 'yes';
+    try {
+      const incoming = JSON.parse('{"accept": "text/plain", "__proto__": "kept"}') as Record<string, string>;
+      const out = upstreamHeaders(incoming, [['X-Api-Key', 'injected']], {});
+      expect(Object.getPrototypeOf(out)).toBe(Object.prototype);
+      expect(Object.keys(out).sort()).toEqual(['__proto__', 'accept', 'accept-encoding', 'x-api-key']);
+      expect(Object.getOwnPropertyDescriptor(out, '__proto__')?.value).toBe('kept');
+    } finally {
+      delete polluted['x-polluted'];
+    }
+  });
 });
 
 describe('connection configuration', () => {

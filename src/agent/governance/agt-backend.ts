@@ -22,6 +22,7 @@
 import type { BackendEvaluationOutcome, ExternalPolicyBackend } from '@microsoft/agent-governance-sdk';
 import { decodeJwt } from 'jose';
 import { AuthZenPep, type AuthZenAction, type AuthZenEntity, type AuthZenEvaluation, type AuthZenPepOptions, type PepDecision } from './authzen-pep.js';
+import { setMember } from '../../util/own-member.js';
 
 /** Anything that yields the agent's current Deputy token (a `DeputyAgent` does: `agent.token(resource)`). */
 export interface TokenHolder {
@@ -141,7 +142,8 @@ function jsonMembers(context: Record<string, unknown>): Record<string, unknown> 
     if (MAPPED.has(k)) continue;
     try {
       const json = JSON.stringify(v);
-      if (json !== undefined) out[k] = JSON.parse(json) as unknown;
+      // setMember: a member named `__proto__` stays a member (the PDP may read it), not the prototype.
+      if (json !== undefined) setMember(out, k, JSON.parse(json) as unknown);
     } catch {
       // A cyclic or BigInt value cannot be sent: left out.
     }

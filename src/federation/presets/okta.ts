@@ -23,7 +23,8 @@ export function isOktaOrgAuthorizationServer(issuer: string): boolean {
 
 /** Okta access tokens carry `cid` and `scp`; Okta ID tokens carry neither. */
 function looksLikeOktaAccessToken(claims: JWTPayload): boolean {
-  return 'cid' in claims || 'scp' in claims;
+  // Own claims only: a key inherited from a polluted Object.prototype is no claim of the token's.
+  return Object.hasOwn(claims, 'cid') || Object.hasOwn(claims, 'scp');
 }
 
 /**
