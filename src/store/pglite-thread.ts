@@ -1,0 +1,206 @@
+/**
+ * {@link Store} over embedded PGlite running in a `node:worker_threads` worker
+ * (`store.pglite.thread: worker`), so that PostgreSQL's work — every statement, and the
+ * checkpoints — runs on another core than HTTP, JOSE and Cedar (issue 16, twelfth round).
+ *
+ * The worker (./pglite-worker.ts) opens the database with ./pglite.ts exactly as the main-thread
+ * store does; this side only carries requests and replies (./pglite-wire.ts). What stays here:
+ *
+ * - the data-folder lock (./lock.ts), taken before the worker starts and released after it has
+ *   exited, so a second process is refused as with the main-thread store;
+ * - error classification: the worker sends an error's message and driver fields (SQLSTATE…),
+ *   rebuilt here and classified by {@link classifyStoreError}, so callers see what they see on
+ *   the main-thread store;
+ * - fail closed: when the worker dies or the store closes, every pending and later call rejects
+ *   with {@link StoreUnavailableError} (503), none waits forever;
+ * - `retryConflicts`, as the main-thread store (a conflict on one session is a statement's own).
+ *
+ * @module
+ */
+import { mkdirSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import type { CheckpointEvents, CheckpointPolicy } from './checkpointer.js';
+import { lockDataDir, type DataDirLock } from './lock.js';
+import { providedEmptyCluster } from './pglite.js';
+import { driverError, type Reply, type Request, type WireError, type WorkerStart } from './pglite-wire.js';
+import { classifyStoreError, retryConflicts, StoreUnavailableError, withTimeout, type Queryable, type QueryOptions, type Store, type TransactionOptions } from './store.js';
+
+/** Options of {@link createPGliteWorkerStore}: those of the main-thread store that cross to a worker. */
+export interface PGliteWorkerStoreOptions {
+  /** A folder path, or `memory://` for a database that keeps nothing. */
+  dataDir: string;
+  /** When the worker's store checkpoints (./checkpointer.ts); its default when absent. */
+  checkpoint?: CheckpointPolicy;
+  /** Checkpoints and their failures, reported on this thread (metrics, the log). */
+  checkpointEvents?: CheckpointEvents;
+}
+
+/** How long `close` waits for the worker to close the database before it stops the worker. */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+/** The error a reply carries, as the main-thread store would have thrown it. */
+function fromWire(wire: WireError): unknown {
+  const driver = driverError(wire);
+  if (wire.unavailable) return new StoreUnavailableError(wire.message, driver ? { cause: driver } : undefined);
+  return classifyStoreError(driver ?? new Error(wire.message));
+}
+
+/** The worker's module: its compiled `.js` beside this file, or the `.ts` source through a tsx bootstrap. */
+function workerEntry(): URL {
+  return new URL(import.meta.url.endsWith('.ts') ? './pglite-worker-source.mjs' : './pglite-worker.js', import.meta.url);
+}
+
+/**
+ * Opens embedded PGlite in a worker thread: `options.dataDir` locked by this thread, or
+ * `memory://`. A dump handed to `provideEmptyCluster` is copied to the worker.
+ *
+ * @throws DataDirLocked when another process holds the data folder
+ * @throws the worker's error (as the main-thread store would throw it) when the database cannot open
+ */
+export async function createPGliteWorkerStore(options: PGliteWorkerStoreOptions): Promise<Store> {
+  let lock: DataDirLock | undefined;
+  if (!options.dataDir.startsWith('memory://')) {
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    lock = lockDataDir(options.dataDir);
+  }
+  try {
+    return await startWorker(options, lock);
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
+}
+
+async function startWorker(options: PGliteWorkerStoreOptions, lock: DataDirLock | undefined): Promise<Store> {
+  const cluster = providedEmptyCluster();
+  const emptyCluster = cluster ? await cluster.arrayBuffer() : undefined;
+  const start: WorkerStart = { dataDir: options.dataDir, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}), ...(emptyCluster ? { emptyCluster } : {}) };
+  const worker = new Worker(workerEntry(), { workerData: start, transferList: emptyCluster ? [emptyCluster] : [] });
+
+  const pending = new Map<number, { resolve(rows: unknown[] | undefined): void; reject(err: unknown): void }>();
+  let nextId = 1;
+  let nextTx = 1;
+  /** Why every call fails now (closed, or the worker gone); undefined while the worker serves. */
+  let down: string | undefined;
+  let exited = false;
+
+  const failAll = (reason: string): void => {
+    down ??= reason;
+    for (const p of pending.values()) p.reject(new StoreUnavailableError(down));
+    pending.clear();
+  };
+
+  const ready = new Promise<void>((resolve, reject) => {
+    worker.on('message', (m: Reply) => {
+      if ('id' in m) {
+        const p = pending.get(m.id);
+        if (p === undefined) return;
+        pending.delete(m.id);
+        if (pending.size === 0) worker.unref();
+        if (m.ok) p.resolve(m.rows);
+        else p.reject(down === undefined ? fromWire(m.error) : new StoreUnavailableError(down));
+        return;
+      }
+      switch (m.event) {
+        case 'ready':
+          return resolve();
+        case 'failed-start':
+          return reject(fromWire(m.error));
+        case 'checkpointed':
+          return options.checkpointEvents?.checkpointed?.(m.reason, m.seconds);
+        case 'checkpoint-failed':
+          return options.checkpointEvents?.failed?.(fromWire(m.error));
+      }
+    });
+    worker.on('error', (err) => {
+      // The worker's uncaught error: its message is not a store's to show; only that the store is gone.
+      failAll('the embedded database worker failed');
+      reject(new StoreUnavailableError('the embedded database worker failed', { cause: err }));
+    });
+    worker.on('exit', () => {
+      exited = true;
+      failAll('the embedded database worker stopped');
+      reject(new StoreUnavailableError('the embedded database worker stopped'));
+    });
+  });
+
+  try {
+    await ready;
+  } catch (err) {
+    await worker.terminate();
+    throw err;
+  }
+  // An idle database does not keep the process alive (as the main-thread store's does not); a pending call does.
+  worker.unref();
+
+  /** Sends `request` (its `id` filled in) and resolves with the reply's rows. */
+  const call = (request: DistributiveOmit<Request, 'id'>): Promise<unknown[] | undefined> => {
+    if (down !== undefined) return Promise.reject(new StoreUnavailableError(down));
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      if (pending.size === 0) worker.ref();
+      pending.set(id, { resolve, reject });
+      worker.postMessage({ ...request, id } as Request);
+    });
+  };
+
+  const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> =>
+    ((await call({ op: 'query', sql, params, prepare: opts?.prepare })) ?? []) as R[];
+
+  const once = async <T>(fn: (tx: Queryable) => Promise<T>): Promise<T> => {
+    const tx = nextTx++;
+    await call({ op: 'begin', tx });
+    const queryable: Queryable = {
+      async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
+        return ((await call({ op: 'txquery', tx, sql, params, prepare: opts?.prepare })) ?? []) as R[];
+      },
+      async exec(sql: string) {
+        await call({ op: 'txexec', tx, sql });
+      },
+    };
+    let result: T;
+    try {
+      result = await fn(queryable);
+    } catch (err) {
+      // Rolled back; the caller sees its own error (or the store's, if the store went away meanwhile).
+      await call({ op: 'end', tx, commit: false }).catch(() => {});
+      throw err;
+    }
+    await call({ op: 'end', tx, commit: true });
+    return result;
+  };
+
+  let closed: Promise<void> | undefined;
+  return {
+    kind: 'pglite',
+    query,
+    async exec(sql: string) {
+      await call({ op: 'exec', sql });
+    },
+    transaction<T>(fn: (tx: Queryable) => Promise<T>, txOptions?: TransactionOptions): Promise<T> {
+      return txOptions?.retryConflicts ? retryConflicts(() => once(fn)) : once(fn);
+    },
+    async ping(timeoutMs = 2_000) {
+      await withTimeout(call({ op: 'ping' }), timeoutMs, 'store ping');
+    },
+    close() {
+      closed ??= (async () => {
+        try {
+          if (!exited) {
+            const closing = call({ op: 'close' });
+            down = 'store is closed';
+            await withTimeout(closing, CLOSE_TIMEOUT_MS, 'closing the embedded database').catch(() => {});
+            await worker.terminate();
+          }
+        } finally {
+          failAll('store is closed');
+          lock?.release();
+        }
+      })();
+      return closed;
+    },
+  };
+}
+
+/** `Omit` over each member of a union. */
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
