@@ -33,6 +33,8 @@ export interface PGliteWorkerStoreOptions {
   checkpoint?: CheckpointPolicy;
   /** Checkpoints and their failures, reported on this thread (metrics, the log). */
   checkpointEvents?: CheckpointEvents;
+  /** Tests only: the worker once it serves (to stop it as a crash would). */
+  onWorker?: (worker: Worker) => void;
 }
 
 /** How long `close` waits for the worker to close the database before it stops the worker. */
@@ -75,7 +77,8 @@ async function startWorker(options: PGliteWorkerStoreOptions, lock: DataDirLock 
   const cluster = providedEmptyCluster();
   const emptyCluster = cluster ? await cluster.arrayBuffer() : undefined;
   const start: WorkerStart = { dataDir: options.dataDir, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}), ...(emptyCluster ? { emptyCluster } : {}) };
-  const worker = new Worker(workerEntry(), { workerData: start, transferList: emptyCluster ? [emptyCluster] : [] });
+  // Copied, not transferred: `arrayBuffer()` of the provider's blob may hand out memory it keeps using (a Buffer's pool).
+  const worker = new Worker(workerEntry(), { workerData: start });
 
   const pending = new Map<number, { resolve(rows: unknown[] | undefined): void; reject(err: unknown): void }>();
   let nextId = 1;
@@ -130,6 +133,7 @@ async function startWorker(options: PGliteWorkerStoreOptions, lock: DataDirLock 
     await worker.terminate();
     throw err;
   }
+  options.onWorker?.(worker);
   // An idle database does not keep the process alive (as the main-thread store's does not); a pending call does.
   worker.unref();
 

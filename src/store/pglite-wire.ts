@@ -15,7 +15,7 @@ import type { QueryOptions } from './store.js';
 export interface WorkerStart {
   dataDir: string;
   checkpoint?: CheckpointPolicy;
-  /** A dump of an empty cluster (./pglite.ts `provideEmptyCluster`), transferred, or absent. */
+  /** A dump of an empty cluster (./pglite.ts `provideEmptyCluster`), copied, or absent. */
   emptyCluster?: ArrayBuffer;
 }
 
