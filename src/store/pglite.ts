@@ -6,6 +6,8 @@
  * folder lock of `./lock.ts`, taken before the database is opened and released after it is
  * closed (a second server or an operator script fails at once with {@link DataDirLocked}).
  * In-memory databases (`memory://`) belong to their process by construction: no lock.
+ * This store runs PGlite in the calling thread; ./pglite-thread.ts runs this same store in a
+ * worker thread (`store.pglite.thread: worker`).
  *
  * @module
  */
