@@ -142,9 +142,11 @@ async function startWorker(options: PGliteWorkerStoreOptions, lock: DataDirLock 
     if (down !== undefined) return Promise.reject(new StoreUnavailableError(down));
     const id = nextId++;
     return new Promise((resolve, reject) => {
+      // Parameters cross by structured clone: primitives, Date, Uint8Array, arrays and plain objects
+      // arrive as they are; one that cannot be cloned (a function) rejects here, with nothing sent.
+      worker.postMessage({ ...request, id } as Request);
       if (pending.size === 0) worker.ref();
       pending.set(id, { resolve, reject });
-      worker.postMessage({ ...request, id } as Request);
     });
   };
 
