@@ -5,9 +5,11 @@
  * the worker fails every call closed (StoreUnavailableError, 503) and hangs none, checkpoints are
  * reported on the main thread, and the data folder stays locked to this process.
  */
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import type { CheckpointReason } from '../../src/store/checkpointer.js';
@@ -16,6 +18,7 @@ import { LOCK_FILE } from '../../src/store/lock.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { createPGliteWorkerStore } from '../../src/store/pglite-thread.js';
 import type { Store } from '../../src/store/store.js';
+import { TEST_NODE_FLAGS } from '../support/process.js';
 
 const folders: string[] = [];
 afterAll(() => {
@@ -166,7 +169,7 @@ describe('PGlite in a worker thread', () => {
     await store.close();
   });
 
-  it('takes the data folder lock on this thread (another store on the folder is refused until close), reports its checkpoints here; data survives a reopen', async () => {
+  it('takes the data folder lock on this thread (another store or process on the folder is refused until close), reports its checkpoints here; data survives a reopen', async () => {
     const dir = folder();
     const checkpoints: CheckpointReason[] = [];
     const store = await createPGliteWorkerStore({
@@ -178,6 +181,11 @@ describe('PGlite in a worker thread', () => {
       expect(JSON.parse(readFileSync(join(dir, LOCK_FILE), 'utf8'))).toMatchObject({ pid: process.pid });
       await expect(createPGliteStore({ dataDir: dir })).rejects.toBeInstanceOf(DataDirLocked);
       await expect(createPGliteWorkerStore({ dataDir: dir })).rejects.toBeInstanceOf(DataDirLocked);
+      // Another process (the lock alone: opening PGlite there would only come after it).
+      const code = `import { lockDataDir } from './src/store/lock.ts';
+try { lockDataDir(${JSON.stringify(dir)}); console.log('taken'); } catch (err) { console.log(err.name); }`;
+      const { stdout } = await promisify(execFile)(process.execPath, [...TEST_NODE_FLAGS, '--import', 'tsx', '--input-type=module', '-e', code]);
+      expect(stdout.trim()).toBe('DataDirLocked');
       await store.exec('CREATE TABLE kept (x int)');
       await store.query('INSERT INTO kept VALUES (7)');
       // The worker's checkpointer reports on this thread (metrics, the log).
