@@ -73,136 +73,156 @@ export async function createPGliteWorkerStore(options: PGliteWorkerStoreOptions)
   }
 }
 
+/** A request without its `id` (the channel numbers it). */
+type Outgoing = DistributiveOmit<Request, 'id'>;
+
+/**
+ * The requests in flight to one worker: numbered, answered by its replies, all failed at once
+ * when the store closes or the worker goes. The worker keeps the process alive only while a call
+ * is pending (an idle database does not, as the main-thread store's does not).
+ */
+class Channel {
+  readonly #pending = new Map<number, { resolve(rows: unknown[] | undefined): void; reject(err: unknown): void }>();
+  #nextId = 1;
+  /** Why every call fails now (closed, or the worker gone); undefined while the worker serves. */
+  down: string | undefined;
+  /** The worker has exited. */
+  exited = false;
+
+  constructor(readonly worker: Worker) {}
+
+  /** Sends `request` and resolves with the reply's rows; rejects at once when the channel is down. */
+  call(request: Outgoing): Promise<unknown[] | undefined> {
+    if (this.down !== undefined) return Promise.reject(new StoreUnavailableError(this.down));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      // Parameters cross by structured clone: primitives, Date, Uint8Array, arrays and plain objects
+      // arrive as they are; one that cannot be cloned (a function) rejects here, with nothing sent.
+      this.worker.postMessage({ ...request, id } as Request);
+      if (this.#pending.size === 0) this.worker.ref();
+      this.#pending.set(id, { resolve, reject });
+    });
+  }
+
+  /** Settles the call a reply answers (a reply after the channel went down is the store's error). */
+  settle(m: Extract<Reply, { id: number }>): void {
+    const p = this.#pending.get(m.id);
+    if (p === undefined) return;
+    this.#pending.delete(m.id);
+    if (this.#pending.size === 0) this.worker.unref();
+    if (m.ok) p.resolve(m.rows);
+    else p.reject(this.down === undefined ? fromWire(m.error) : new StoreUnavailableError(this.down));
+  }
+
+  /** Marks the channel down (the first reason stays) and fails every pending call with it. */
+  failAll(reason: string): void {
+    this.down ??= reason;
+    for (const p of this.#pending.values()) p.reject(new StoreUnavailableError(this.down));
+    this.#pending.clear();
+  }
+}
+
+/** Routes the worker's replies and events; resolves once its database is open, rejects if it cannot open. */
+function listen(channel: Channel, events: CheckpointEvents | undefined): Promise<void> {
+  const { worker } = channel;
+  return new Promise<void>((resolve, reject) => {
+    worker.on('message', (m: Reply) => {
+      if ('id' in m) return channel.settle(m);
+      if (m.event === 'ready') resolve();
+      else if (m.event === 'failed-start') reject(fromWire(m.error));
+      else if (m.event === 'checkpointed') events?.checkpointed?.(m.reason, m.seconds);
+      else events?.failed?.(fromWire(m.error));
+    });
+    worker.on('error', (err) => {
+      // The worker's uncaught error: its message is not a store's to show; only that the store is gone.
+      channel.failAll('the embedded database worker failed');
+      reject(new StoreUnavailableError('the embedded database worker failed', { cause: err }));
+    });
+    worker.on('exit', () => {
+      channel.exited = true;
+      channel.failAll('the embedded database worker stopped');
+      reject(new StoreUnavailableError('the embedded database worker stopped'));
+    });
+  });
+}
+
 async function startWorker(options: PGliteWorkerStoreOptions, lock: DataDirLock | undefined): Promise<Store> {
   const cluster = providedEmptyCluster();
   const emptyCluster = cluster ? await cluster.arrayBuffer() : undefined;
   const start: WorkerStart = { dataDir: options.dataDir, ...(options.checkpoint ? { checkpoint: options.checkpoint } : {}), ...(emptyCluster ? { emptyCluster } : {}) };
   // Copied, not transferred: `arrayBuffer()` of the provider's blob may hand out memory it keeps using (a Buffer's pool).
   const worker = new Worker(workerEntry(), { workerData: start });
-
-  const pending = new Map<number, { resolve(rows: unknown[] | undefined): void; reject(err: unknown): void }>();
-  let nextId = 1;
-  let nextTx = 1;
-  /** Why every call fails now (closed, or the worker gone); undefined while the worker serves. */
-  let down: string | undefined;
-  let exited = false;
-
-  const failAll = (reason: string): void => {
-    down ??= reason;
-    for (const p of pending.values()) p.reject(new StoreUnavailableError(down));
-    pending.clear();
-  };
-
-  const ready = new Promise<void>((resolve, reject) => {
-    worker.on('message', (m: Reply) => {
-      if ('id' in m) {
-        const p = pending.get(m.id);
-        if (p === undefined) return;
-        pending.delete(m.id);
-        if (pending.size === 0) worker.unref();
-        if (m.ok) p.resolve(m.rows);
-        else p.reject(down === undefined ? fromWire(m.error) : new StoreUnavailableError(down));
-        return;
-      }
-      switch (m.event) {
-        case 'ready':
-          return resolve();
-        case 'failed-start':
-          return reject(fromWire(m.error));
-        case 'checkpointed':
-          return options.checkpointEvents?.checkpointed?.(m.reason, m.seconds);
-        case 'checkpoint-failed':
-          return options.checkpointEvents?.failed?.(fromWire(m.error));
-      }
-    });
-    worker.on('error', (err) => {
-      // The worker's uncaught error: its message is not a store's to show; only that the store is gone.
-      failAll('the embedded database worker failed');
-      reject(new StoreUnavailableError('the embedded database worker failed', { cause: err }));
-    });
-    worker.on('exit', () => {
-      exited = true;
-      failAll('the embedded database worker stopped');
-      reject(new StoreUnavailableError('the embedded database worker stopped'));
-    });
-  });
-
+  const channel = new Channel(worker);
   try {
-    await ready;
+    await listen(channel, options.checkpointEvents);
   } catch (err) {
     await worker.terminate();
     throw err;
   }
   options.onWorker?.(worker);
-  // An idle database does not keep the process alive (as the main-thread store's does not); a pending call does.
   worker.unref();
+  return storeOver(channel, lock);
+}
 
-  /** Sends `request` (its `id` filled in) and resolves with the reply's rows. */
-  const call = (request: DistributiveOmit<Request, 'id'>): Promise<unknown[] | undefined> => {
-    if (down !== undefined) return Promise.reject(new StoreUnavailableError(down));
-    const id = nextId++;
-    return new Promise((resolve, reject) => {
-      // Parameters cross by structured clone: primitives, Date, Uint8Array, arrays and plain objects
-      // arrive as they are; one that cannot be cloned (a function) rejects here, with nothing sent.
-      worker.postMessage({ ...request, id } as Request);
-      if (pending.size === 0) worker.ref();
-      pending.set(id, { resolve, reject });
-    });
+/** One interactive transaction: `begin`, `fn`'s statements under its number, `end` with commit or rollback. */
+async function transactionOnce<T>(channel: Channel, tx: number, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  await channel.call({ op: 'begin', tx });
+  const queryable: Queryable = {
+    async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
+      return ((await channel.call({ op: 'txquery', tx, sql, params, prepare: opts?.prepare })) ?? []) as R[];
+    },
+    async exec(sql: string) {
+      await channel.call({ op: 'txexec', tx, sql });
+    },
   };
+  let result: T;
+  try {
+    result = await fn(queryable);
+  } catch (err) {
+    // Rolled back; the caller sees its own error (or the store's, if the store went away meanwhile).
+    await channel.call({ op: 'end', tx, commit: false }).catch(() => {});
+    throw err;
+  }
+  await channel.call({ op: 'end', tx, commit: true });
+  return result;
+}
 
-  const query = async <R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> =>
-    ((await call({ op: 'query', sql, params, prepare: opts?.prepare })) ?? []) as R[];
-
-  const once = async <T>(fn: (tx: Queryable) => Promise<T>): Promise<T> => {
-    const tx = nextTx++;
-    await call({ op: 'begin', tx });
-    const queryable: Queryable = {
-      async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
-        return ((await call({ op: 'txquery', tx, sql, params, prepare: opts?.prepare })) ?? []) as R[];
-      },
-      async exec(sql: string) {
-        await call({ op: 'txexec', tx, sql });
-      },
-    };
-    let result: T;
-    try {
-      result = await fn(queryable);
-    } catch (err) {
-      // Rolled back; the caller sees its own error (or the store's, if the store went away meanwhile).
-      await call({ op: 'end', tx, commit: false }).catch(() => {});
-      throw err;
+/** Asks the worker to close the database (bounded wait), stops it, fails what is left, releases the folder. */
+async function closeWorker(channel: Channel, lock: DataDirLock | undefined): Promise<void> {
+  try {
+    if (!channel.exited) {
+      const closing = channel.call({ op: 'close' });
+      channel.down ??= 'store is closed';
+      await withTimeout(closing, CLOSE_TIMEOUT_MS, 'closing the embedded database').catch(() => {});
+      await channel.worker.terminate();
     }
-    await call({ op: 'end', tx, commit: true });
-    return result;
-  };
+  } finally {
+    channel.failAll('store is closed');
+    lock?.release();
+  }
+}
 
+/** The {@link Store} over a serving worker. */
+function storeOver(channel: Channel, lock: DataDirLock | undefined): Store {
+  let nextTx = 1;
   let closed: Promise<void> | undefined;
   return {
     kind: 'pglite',
-    query,
+    async query<R extends object>(sql: string, params?: readonly unknown[], opts?: QueryOptions): Promise<R[]> {
+      return ((await channel.call({ op: 'query', sql, params, prepare: opts?.prepare })) ?? []) as R[];
+    },
     async exec(sql: string) {
-      await call({ op: 'exec', sql });
+      await channel.call({ op: 'exec', sql });
     },
     transaction<T>(fn: (tx: Queryable) => Promise<T>, txOptions?: TransactionOptions): Promise<T> {
-      return txOptions?.retryConflicts ? retryConflicts(() => once(fn)) : once(fn);
+      const once = (): Promise<T> => transactionOnce(channel, nextTx++, fn);
+      return txOptions?.retryConflicts ? retryConflicts(once) : once();
     },
     async ping(timeoutMs = 2_000) {
-      await withTimeout(call({ op: 'ping' }), timeoutMs, 'store ping');
+      await withTimeout(channel.call({ op: 'ping' }), timeoutMs, 'store ping');
     },
     close() {
-      closed ??= (async () => {
-        try {
-          if (!exited) {
-            const closing = call({ op: 'close' });
-            down = 'store is closed';
-            await withTimeout(closing, CLOSE_TIMEOUT_MS, 'closing the embedded database').catch(() => {});
-            await worker.terminate();
-          }
-        } finally {
-          failAll('store is closed');
-          lock?.release();
-        }
-      })();
+      closed ??= closeWorker(channel, lock);
       return closed;
     },
   };
