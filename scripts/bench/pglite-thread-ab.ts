@@ -4,7 +4,7 @@
  * (src/store/pglite-thread.ts), in-process, in alternating A/B pairs (AB, BA, AB, …) on two
  * stores opened side by side (data folders in the temp directory unless `--memory`).
  *
- * Per statement: the **main thread's** CPU (`process.threadCpuUsage()`, Node ≥ 22.? — else
+ * Per statement: the **main thread's** CPU (`process.threadCpuUsage()` where Node has it, as 22.23 does; else
  * `/proc/thread-self/stat`), the whole process's CPU (`process.cpuUsage()`: main + worker +
  * libuv), and wall time. The statements are the gateway call's: the lone receipt append with its
  * proof `jti` (`appendIfHead`), run one at a time (c1) and 8 at once on 8 agents (c8); a group of
