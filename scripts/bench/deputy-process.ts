@@ -28,7 +28,10 @@ import { installCounters, serveCounters, writeHeapProfile } from './counters.js'
 
 installCounters();
 
-const config = validateConfig(JSON.parse(process.env.BENCH_DEPUTY_CONFIG ?? '{}'), 'bench', {});
+const raw = JSON.parse(process.env.BENCH_DEPUTY_CONFIG ?? '{}') as { store?: Record<string, unknown> };
+// `DEPUTY_PGLITE_THREAD=worker`: the embedded store in a worker thread (issue 16, twelfth round; the bench's config ignores the environment otherwise).
+if (process.env.DEPUTY_PGLITE_THREAD) raw.store = { ...raw.store, pglite: { thread: process.env.DEPUTY_PGLITE_THREAD } };
+const config = validateConfig(raw, 'bench', {});
 const deputy = await startDeputy({ config, logger: createLogger('warn'), env: process.env });
 if (process.env.BENCH_NO_RECEIPTS === '1') {
   Object.defineProperty(deputy.receipts, 'append', { value: async () => undefined });

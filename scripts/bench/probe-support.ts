@@ -29,7 +29,8 @@ export function threadTicks(pid: number): Map<string, number> {
       const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
       const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const key = /^\d+$/.test(name) || name === 'node' ? 'main' : name.replace(/\d+$/, '#');
+      // A JS worker thread (the PGlite worker, store.pglite.thread: worker) is named as the main thread: told apart by its tid.
+      const key = tid === String(pid) ? 'main' : /^\d+$/.test(name) || name === 'node' ? 'js-worker' : name.replace(/\d+$/, '#');
       out.set(key, (out.get(key) ?? 0) + Number(fields[11]) + Number(fields[12])); // utime + stime
       out.set('(system)', (out.get('(system)') ?? 0) + Number(fields[12]));
       // Context switches: voluntary ones are the thread going to sleep (waiting for a socket, a lock).

@@ -96,6 +96,7 @@ const ENV_OVERRIDES: ReadonlyArray<readonly [string, readonly string[], 'string'
   ['DEPUTY_DATA_DIR', ['store', 'dataDir'], 'string'],
   ['DEPUTY_CHECKPOINT_MAX_WAL_MB', ['store', 'checkpoint', 'maxWalMegabytes'], 'int'],
   ['DEPUTY_CHECKPOINT_TIMEOUT', ['store', 'checkpoint', 'timeoutSeconds'], 'int'],
+  ['DEPUTY_PGLITE_THREAD', ['store', 'pglite', 'thread'], 'string'],
   ['DEPUTY_KEYS_DIR', ['keys', 'dir'], 'string'],
   ['DEPUTY_GENERATE_KEYS', ['keys', 'generate'], 'bool'],
   ['DEPUTY_ACCESS_TOKEN_TTL', ['tokens', 'accessTokenTTL'], 'int'],

@@ -183,6 +183,20 @@ export const configSchema = z.strictObject({
           timeoutSeconds: seconds().min(30).max(86_400).default(300),
         })
         .prefault({}),
+      /** Embedded PGlite only; ignored on PostgreSQL. */
+      pglite: z
+        .strictObject({
+          /**
+           * Where the embedded database runs (env `DEPUTY_PGLITE_THREAD`): `main`, in the thread that
+           * serves HTTP (src/store/pglite.ts), or `worker`, in a worker thread of its own
+           * (src/store/pglite-thread.ts), so its statements and checkpoints use another core. The
+           * worker takes ~0.2 ms of main-thread CPU off each statement and adds ~0.2 ms of latency to
+           * each (a thread hop), so it pays where the main thread is saturated (BENCHMARKS.md, issue
+           * 16 twelfth round).
+           */
+          thread: z.enum(['main', 'worker']).default('main'),
+        })
+        .prefault({}),
     })
     .prefault({}),
   keys: z

@@ -13,9 +13,10 @@
  * within the volume bound plus at most PGlite's `max_wal_size`, 64 MB, of recycled segments;
  * PGlite's `min_wal_size` is 5 MB, not PostgreSQL's 80).
  *
- * A checkpoint is a main-thread pause (PGlite runs in this thread): ~0.8 ms of CPU per MB of WAL
- * written since the previous one (BENCHMARKS.md, issue 16 eighth round), so the volume bound is
- * what bounds the pause.
+ * A checkpoint is a pause of the thread PGlite runs in — Deputy's main thread, or its worker with
+ * `store.pglite.thread: worker` (./pglite-thread.ts; the checkpointer then runs in the worker and
+ * its events cross to the main thread): ~0.8 ms of CPU per MB of WAL written since the previous one
+ * (BENCHMARKS.md, issue 16 eighth round), so the volume bound is what bounds the pause.
  *
  * @module
  */

@@ -6,6 +6,7 @@
 import type { DeputyConfig } from '../config/schema.js';
 import type { CheckpointEvents } from './checkpointer.js';
 import { createPGliteStore } from './pglite.js';
+import { createPGliteWorkerStore } from './pglite-thread.js';
 import { createPostgresStore } from './postgres.js';
 import type { Store } from './store.js';
 
@@ -16,16 +17,18 @@ export { migrate } from './migrate.js';
 export type { CheckpointEvents, CheckpointReason } from './checkpointer.js';
 
 /** The store settings ({@link DeputyConfig} `store`); `checkpoint` defaults as the config schema's. */
-export type StoreSettings = Omit<DeputyConfig['store'], 'checkpoint'> & { checkpoint?: DeputyConfig['store']['checkpoint'] };
+export type StoreSettings = Omit<DeputyConfig['store'], 'checkpoint' | 'pglite'> & { checkpoint?: DeputyConfig['store']['checkpoint']; pglite?: DeputyConfig['store']['pglite'] };
 
 /**
  * Opens the configured store: PostgreSQL when `databaseUrl` is set, embedded PGlite (its data folder
  * or `memory://`) otherwise. Connection failures surface as `StoreUnavailableError` on first use.
  * PGlite checkpoints by `cfg.checkpoint` (./checkpointer.ts) and reports each checkpoint and
- * failure to `events`.
+ * failure to `events`; it runs on this thread, or in a worker thread with `cfg.pglite.thread:
+ * 'worker'` (./pglite-thread.ts).
  */
 export async function openStore(cfg: StoreSettings, events?: CheckpointEvents): Promise<Store> {
   if (cfg.databaseUrl) return createPostgresStore({ connectionString: cfg.databaseUrl, poolSize: cfg.poolSize });
   const checkpoint = cfg.checkpoint && { maxWalBytes: cfg.checkpoint.maxWalMegabytes * 1024 * 1024, timeoutMs: cfg.checkpoint.timeoutSeconds * 1000, intervalMs: 1_000 };
-  return createPGliteStore({ dataDir: cfg.dataDir, checkpoint, checkpointEvents: events });
+  const options = { dataDir: cfg.dataDir, ...(checkpoint ? { checkpoint } : {}), ...(events ? { checkpointEvents: events } : {}) };
+  return cfg.pglite?.thread === 'worker' ? createPGliteWorkerStore(options) : createPGliteStore(options);
 }

@@ -6,6 +6,8 @@
  * folder lock of `./lock.ts`, taken before the database is opened and released after it is
  * closed (a second server or an operator script fails at once with {@link DataDirLocked}).
  * In-memory databases (`memory://`) belong to their process by construction: no lock.
+ * This store runs PGlite in the calling thread; ./pglite-thread.ts runs this same store in a
+ * worker thread (`store.pglite.thread: worker`).
  *
  * @module
  */
@@ -26,6 +28,12 @@ export interface PGliteStoreOptions {
   checkpointEvents?: CheckpointEvents;
   /** Tests only: the checkpointer's clock and timer. */
   checkpointClock?: CheckpointClock;
+  /**
+   * Whether this call locks the data folder (./lock.ts); default true. False only where the
+   * caller holds the lock already: the worker-thread store (./pglite-thread.ts) locks it on the
+   * main thread, which outlives the worker.
+   */
+  lockDataDir?: boolean;
 }
 
 /**
@@ -57,6 +65,11 @@ export function provideEmptyCluster(dump: File | Blob): void {
   emptyCluster = Promise.resolve(dump);
 }
 
+/** The dump handed to {@link provideEmptyCluster}, if any: the worker-thread store hands it on to its worker. */
+export function providedEmptyCluster(): File | Blob | undefined {
+  return providedCluster;
+}
+
 /**
  * An empty in-memory database: restored from the dump when there is one; otherwise made by
  * `initdb` — from the second on, its pristine state dumped for the next ones. Concurrent calls
@@ -82,10 +95,10 @@ async function createInMemory(): Promise<PGlite> {
   }
 }
 
-async function openPGlite(dataDir: string): Promise<{ db: PGlite; lock?: DataDirLock }> {
+async function openPGlite(dataDir: string, locking = true): Promise<{ db: PGlite; lock?: DataDirLock }> {
   if (!dataDir.startsWith('memory://')) {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    const lock = lockDataDir(dataDir);
+    const lock = locking ? lockDataDir(dataDir) : { path: '', release() {} };
     try {
       // A new folder starts from the provided empty cluster when there is one (PGlite would run
       // initdb there otherwise: it does so exactly when PG_VERSION is absent).
@@ -189,7 +202,7 @@ async function checkpointerFor(db: PGlite, lock: DataDirLock | undefined, option
  * @throws DataDirLocked when another process holds the data folder
  */
 export async function createPGliteStore(options: PGliteStoreOptions): Promise<Store> {
-  const { db, lock } = await openPGlite(options.dataDir);
+  const { db, lock } = await openPGlite(options.dataDir, options.lockDataDir ?? true);
   const statements = pgliteStatements(db);
   const checkpointer = await checkpointerFor(db, lock, options);
 

@@ -30,7 +30,7 @@ function configError(fn: () => unknown): ConfigError {
 
 const DEFAULTS = {
   server: { port: 3000, host: '0.0.0.0', trustProxy: false, bodyLimitBytes: 65536, shutdownGraceSeconds: 10 },
-  store: { dataDir: './data', poolSize: 10, checkpoint: { maxWalMegabytes: 16, timeoutSeconds: 300 } },
+  store: { dataDir: './data', poolSize: 10, checkpoint: { maxWalMegabytes: 16, timeoutSeconds: 300 }, pglite: { thread: 'main' } },
   keys: { dir: './keys', signingAlg: 'ES256', generate: true },
   tokens: { accessTokenTTL: 300, maxChainDepth: 5 },
   dpop: { requireNonce: false, iatWindowSeconds: 60 },
@@ -162,6 +162,14 @@ describe('environment overrides', () => {
     expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_TIMEOUT: '10' } })).message).toMatch(/DEPUTY_CHECKPOINT_TIMEOUT \(store\.checkpoint\.timeoutSeconds\): .*30/);
     expect(configError(() => loadConfig({ env: { DEPUTY_CHECKPOINT_TIMEOUT: '1m' } })).message).toMatch(/DEPUTY_CHECKPOINT_TIMEOUT \(store\.checkpoint\.timeoutSeconds\): must be an integer/);
     expect(configError(() => loadConfig({ env: {}, file: file('store:\n  checkpoint:\n    everySeconds: 5\n') })).message).toMatch(/store\.checkpoint/);
+  });
+
+  it("the embedded store's thread is main by default, worker by DEPUTY_PGLITE_THREAD or the file; anything else is refused, naming the field", () => {
+    expect(loadConfig({ env: {} }).store.pglite.thread).toBe('main');
+    expect(loadConfig({ env: { DEPUTY_PGLITE_THREAD: 'worker' } }).store.pglite.thread).toBe('worker');
+    expect(loadConfig({ env: {}, file: file('store:\n  pglite:\n    thread: worker\n') }).store.pglite.thread).toBe('worker');
+    expect(configError(() => loadConfig({ env: { DEPUTY_PGLITE_THREAD: 'threads' } })).message).toMatch(/DEPUTY_PGLITE_THREAD \(store\.pglite\.thread\): /);
+    expect(configError(() => loadConfig({ env: {}, file: file('store:\n  pglite:\n    workers: 2\n') })).message).toMatch(/store\.pglite/);
   });
 });
 
