@@ -255,19 +255,38 @@ export class ReceiptSigner {
   readonly kid: string;
   readonly alg: ReceiptAlgorithm;
   readonly #key: Promise<CryptoKey>;
+  /** The imported key once {@link #key} resolved: later signatures use it without awaiting the import again. */
+  #imported: CryptoKey | undefined;
 
   constructor(key: ReceiptSigningKey) {
     if (!(RECEIPT_ALGORITHMS as readonly string[]).includes(key.jwk.alg)) throw new TypeError('receipt keys must be ES256 or EdDSA');
     this.kid = key.jwk.kid;
     this.alg = key.jwk.alg as ReceiptAlgorithm;
     this.#key = importJWK(key.jwk, this.alg) as Promise<CryptoKey>;
-    this.#key.catch(() => {}); // reported by sign(); no unhandled rejection before first use
+    this.#key.then((imported) => (this.#imported = imported), () => {}); // a failed import is reported by sign(); no unhandled rejection before first use
   }
 
-  /** RFC 7515 §7.1 compact serialization of `claims`. */
-  async sign(claims: ReceiptClaims): Promise<string> {
-    return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
-      .setProtectedHeader({ alg: this.alg, kid: this.kid, typ: RECEIPT_TYP })
-      .sign(await this.#key);
+  /**
+   * RFC 7515 §7.1 compact serialization of `claims`. Not `async`: once the key is imported, jose's
+   * promise is handed back as it is — an `async` wrapper and its `await` cost every receipt two
+   * promises (each one a promise-hook call under Node 22's `AsyncLocalStorage`; issue 16, twelfth round).
+   *
+   * @throws (rejects) what jose throws, or the key import's error
+   */
+  sign(claims: ReceiptClaims): Promise<string> {
+    const key = this.#imported;
+    if (key === undefined) return this.#key.then((imported) => this.#signWith(claims, imported));
+    try {
+      return this.#signWith(claims, key);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  #signWith(claims: ReceiptClaims, key: CryptoKey): Promise<string> {
+    return new CompactSign(UTF8.encode(JSON.stringify(claims))).setProtectedHeader({ alg: this.alg, kid: this.kid, typ: RECEIPT_TYP }).sign(key);
   }
 }
+
+/** One encoder for every receipt's payload (stateless). */
+const UTF8 = new TextEncoder();
