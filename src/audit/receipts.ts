@@ -365,23 +365,30 @@ export class ReceiptService implements ReceiptAppender {
    * then refused alone), or — when an attested write was refused, the head kept moving, or the
    * second statement failed too — in locked transactions. Returns each append's outcome.
    */
-  async #writeGroup(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
+  #writeGroup(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
     // Appends already known to be refused (a forged proof whose check failed while it queued)
     // leave the group before anything is signed for them.
     const known: Outcome[] = group.some((p) => p.refusal) ? group.flatMap((pending) => (pending.refusal ? [{ pending, error: pending.refusal.error }] : [])) : [];
     const admitted = known.length > 0 ? group.filter((p) => !p.refusal) : group;
-    try {
-      if (known.length === 0) return await this.#writeReady(agent, admitted, reuse);
-      return [...known, ...(admitted.length > 0 ? await this.#writeReady(agent, admitted, reuse) : [])];
-    } catch (err) {
-      if (!(err instanceof NotReady)) throw err;
-      // Nothing was written: the appends not ready are refused, the others written as a group
-      // again — with the receipts signed before the first refused one (still valid: same head,
-      // same predecessors), so a refused append costs its group at most the signatures after it.
-      const rest = admitted.filter((p) => !err.failed.has(p));
-      const refused: Outcome[] = [...err.failed].map(([pending, error]) => ({ pending, error }));
-      return [...known, ...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest, err.signed) : [])];
-    }
+    let writing: Promise<Outcome[]>;
+    if (known.length === 0) writing = this.#writeReady(agent, admitted, reuse);
+    else if (admitted.length > 0) writing = this.#writeReady(agent, admitted, reuse).then((outcomes) => [...known, ...outcomes]);
+    else return Promise.resolve(known);
+    // One derived promise, not an `async` wrapper awaiting the write (issue 16, twelfth round).
+    return writing.then(undefined, (err: unknown) => this.#writeRefusedOut(agent, err, admitted, known));
+  }
+
+  /**
+   * {@link #writeGroup} after its write threw: for {@link NotReady}, nothing was written — the
+   * appends not ready are refused, the others written as a group again, with the receipts signed
+   * before the first refused one (still valid: same head, same predecessors), so a refused append
+   * costs its group at most the signatures after it. Any other error is thrown again.
+   */
+  async #writeRefusedOut(agent: string, err: unknown, admitted: readonly Pending[], known: readonly Outcome[]): Promise<Outcome[]> {
+    if (!(err instanceof NotReady)) throw err;
+    const rest = admitted.filter((p) => !err.failed.has(p));
+    const refused: Outcome[] = [...err.failed].map(([pending, error]) => ({ pending, error }));
+    return [...known, ...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest, err.signed) : [])];
   }
 
   /** {@link #writeGroup} once every append's attested writes are ready (else it throws {@link NotReady}, having written nothing). */
