@@ -282,16 +282,14 @@ export class ReceiptService implements ReceiptAppender {
       if (once) pending.once = once;
       if (writes) pending.writes = writes;
       if (ready) pending.ready = ready;
+      // Also for an append that starts the writer (which reads its refusal through `whenReady`):
+      // the handler keeps a caller's `ready` that rejects while the receipt is signed from ever
+      // being an unhandled rejection.
+      noteRefusal(pending);
       queue.push(pending);
       this.#queues.set(input.agent, queue);
-      // An append that starts the writer is taken into its first group at once (`#write` cuts it
-      // synchronously) and its refusal reaches it through `whenReady`: only an append that queues
-      // behind a running writer needs its refusal noted early (for `#presignNext` and the next cut).
       if (!this.#writers.has(input.agent)) this.#writers.set(input.agent, this.#write(input.agent));
-      else {
-        noteRefusal(pending);
-        this.#presignNext(input.agent);
-      }
+      else this.#presignNext(input.agent);
     });
   }
 

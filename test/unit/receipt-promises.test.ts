@@ -75,3 +75,29 @@ describe('receipt appends: promises per append (issue 16, twelfth round)', () =>
     expect(appended - signed).toBeLessThanOrEqual(20);
   });
 });
+
+describe('receipt appends: a `ready` that rejects while the receipt is signed (issue 16, twelfth round)', () => {
+  it('a lone append refuses with its error, writes nothing, and leaves no unhandled rejection even when the caller attached no handler', async () => {
+    const key: ReceiptSigningKey = { jwk: (await generateSigningKey('ES256')).jwk as ReceiptSigningKey['jwk'] };
+    const statements: string[] = [];
+    const store = instantStore();
+    const counted = { ...store, query: (sql: string, ...rest: unknown[]) => (statements.push(sql), (store.query as (...a: unknown[]) => Promise<unknown>)(sql, ...rest)) } as unknown as Store;
+    const service = new ReceiptService({ store: counted, issuer: 'https://deputy.example', key });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      // Rejects on the next turn of the event loop: before the receipt's signature (a thread-pool job) is back.
+      const ready = new Promise<void>((_resolve, reject) => setImmediate(() => reject(new Error('forged proof'))));
+      // The append's own outcome is taken at once (as the receipt step does); only `ready` goes unhandled by the caller.
+      const outcome = service.appendOnce(input(), { namespace: 'DPoPProof', key: randomUUID(), ttlSeconds: 300 }, ready).then(() => 'written', (err: unknown) => err);
+      await new Promise((r) => setTimeout(r, 20)); // past the rejection and the signature
+      expect(await outcome).toEqual(new Error('forged proof'));
+      await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    expect(unhandled).toEqual([]);
+    expect(statements.filter((sql) => !sql.startsWith('SELECT'))).toEqual([]); // the head read only: nothing written
+  });
+});
