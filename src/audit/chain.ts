@@ -135,7 +135,7 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
  * @returns `written`, `moved` or `recorded` ({@link ConditionalAppend})
  * @throws the store's error for anything else (connection lost: {@link StoreUnavailableError})
  */
-export async function appendIfHead(
+export function appendIfHead(
   db: Queryable,
   agent: string,
   expected: ChainHead,
@@ -143,8 +143,26 @@ export async function appendIfHead(
   given: readonly OnceKey[] = [],
   parts: readonly StatementPart[] = [],
 ): Promise<ConditionalAppend> {
+  // Not `async`: the statement's promise is handed back as it is (an `async` function returning a
+  // promise costs two more per receipt; issue 16, twelfth round). Anything thrown rejects.
+  try {
+    return conditionalAppend(db, agent, expected, receipts, given, parts);
+  } catch (err) {
+    return Promise.reject(err as Error);
+  }
+}
+
+/** {@link appendIfHead}'s statement, run. */
+function conditionalAppend(
+  db: Queryable,
+  agent: string,
+  expected: ChainHead,
+  receipts: readonly SignedReceipt[],
+  given: readonly OnceKey[],
+  parts: readonly StatementPart[],
+): Promise<ConditionalAppend> {
   const last = receipts[receipts.length - 1];
-  if (!last) return 'written';
+  if (!last) return Promise.resolve('written');
   const once = inLockOrder(given);
   if (receipts.length === 1 && once.length <= 1 && parts.length === 0) return runConditional(db, singleAppend(agent, expected, last, once[0]));
   if (scalarGroup(expected, receipts, once, parts)) return runConditional(db, groupAppend(agent, expected, receipts, once));
@@ -265,16 +283,19 @@ interface Conditional {
   prepare?: true | 'shape';
 }
 
-/** Runs a statement of {@link appendIfHead} and says what it did (the undo constraint's violation: `recorded`). */
-async function runConditional(db: Queryable, { sql, params, prepare = true }: Conditional): Promise<ConditionalAppend> {
-  try {
-    // Prepared: every gateway call and PDP decision runs one of these few shapes (issue 16).
-    const rows = await db.query<{ moved: number }>(sql, params, { prepare });
-    return rows[0]?.moved === 1 ? 'written' : 'moved';
-  } catch (err) {
-    if ((err as { code?: unknown }).code === '23514' && (err as { constraint?: unknown }).constraint === UNDO_CONSTRAINT) return 'recorded';
-    throw err;
-  }
+/**
+ * Runs a statement of {@link appendIfHead} and says what it did (the undo constraint's violation:
+ * `recorded`): one derived promise on the store's (issue 16, twelfth round).
+ */
+function runConditional(db: Queryable, { sql, params, prepare = true }: Conditional): Promise<ConditionalAppend> {
+  // Prepared: every gateway call and PDP decision runs one of these few shapes (issue 16).
+  return db.query<{ moved: number }>(sql, params, { prepare }).then(
+    (rows): ConditionalAppend => (rows[0]?.moved === 1 ? 'written' : 'moved'),
+    (err: unknown): ConditionalAppend => {
+      if ((err as { code?: unknown } | null)?.code === '23514' && (err as { constraint?: unknown }).constraint === UNDO_CONSTRAINT) return 'recorded';
+      throw err;
+    },
+  );
 }
 
 /**

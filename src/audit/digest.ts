@@ -24,11 +24,18 @@ export function canonicalJson(value: DigestValue): string {
     return JSON.stringify(value);
   }
   if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`;
-  const members = Object.entries(value as { readonly [k: string]: DigestValue })
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`);
-  return `{${members.join(',')}}`;
+  // Member names sorted by UTF-16 code units (the default sort's order, as `<` compares strings), the
+  // text built in one pass: no entry pairs, filtered and mapped copies per object (every receipt's
+  // request digest; issue 16, twelfth round).
+  const object = value as { readonly [k: string]: DigestValue };
+  let out = '{';
+  for (const k of Object.keys(object).sort()) {
+    const v = object[k];
+    if (v === undefined) continue;
+    if (out.length > 1) out += ',';
+    out += `${JSON.stringify(k)}:${canonicalJson(v)}`;
+  }
+  return `${out}}`;
 }
 
 /** `sha-256:<base64url>` of the canonical JSON of `request`. */

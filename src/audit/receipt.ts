@@ -182,38 +182,48 @@ export function receiptText(value: string, max: number = LIMITS.text): string {
  * looks like a JWS is refused outright, a last defence for "receipts never contain a token".
  */
 export function assertReceiptInput(input: ReceiptInput): void {
-  const text = (name: string, v: unknown, max: number, optional = false) => {
-    if (v === undefined && optional) return;
-    if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new TypeError(`receipt ${name} must be a string of 1 to ${max} characters`);
-    if (JWS_SHAPE.test(v)) throw new TypeError(`receipt ${name} looks like a token; receipts never carry tokens`);
-  };
-  const list = (name: string, v: unknown, max: number) => {
-    if (!Array.isArray(v) || v.length > max) throw new TypeError(`receipt ${name} must be an array of at most ${max} strings`);
-    v.forEach((s, i) => text(`${name}[${i}]`, s, LIMITS.id));
-  };
-  text('agent', input.agent, LIMITS.id);
-  text('user', input.user, LIMITS.text, true);
-  list('chain', input.chain, LIMITS.chain);
+  // Module-level checks, not closures made per call: every receipt (each gateway call) runs this
+  // (issue 16, twelfth round).
+  assertText('agent', input.agent, LIMITS.id);
+  assertText('user', input.user, LIMITS.text, true);
+  assertList('chain', input.chain, LIMITS.chain);
   if (!(RECEIPT_EVENTS as readonly string[]).includes(input.event)) throw new TypeError(`receipt event must be one of ${RECEIPT_EVENTS.join(', ')}`);
-  text('action', input.action, LIMITS.id);
-  text('resource', input.resource, LIMITS.text);
+  assertText('action', input.action, LIMITS.id);
+  assertText('resource', input.resource, LIMITS.text);
   if (input.decision !== 'permit' && input.decision !== 'deny') throw new TypeError('receipt decision must be "permit" or "deny"');
-  if (input.policies !== undefined) list('policies', input.policies, LIMITS.policies);
-  text('reason', input.reason, LIMITS.text, true);
-  text('scope', input.scope, LIMITS.text, true);
-  text('requestId', input.requestId, LIMITS.id, true);
-  text('requestDigest', input.requestDigest, LIMITS.id, true);
-  text('tokenId', input.tokenId, LIMITS.id, true);
+  if (input.policies !== undefined) assertList('policies', input.policies, LIMITS.policies);
+  assertText('reason', input.reason, LIMITS.text, true);
+  assertText('scope', input.scope, LIMITS.text, true);
+  assertText('requestId', input.requestId, LIMITS.id, true);
+  assertText('requestDigest', input.requestDigest, LIMITS.id, true);
+  assertText('tokenId', input.tokenId, LIMITS.id, true);
   if (input.mcp !== undefined) {
-    for (const [k, v] of Object.entries(input.mcp)) text(`mcp.${k}`, v, LIMITS.text, true);
+    for (const [k, v] of Object.entries(input.mcp)) assertText(`mcp.${k}`, v, LIMITS.text, true);
   }
   if (input.charges !== undefined) {
     if (!Array.isArray(input.charges) || input.charges.length > LIMITS.policies) throw new TypeError(`receipt charges must be an array of at most ${LIMITS.policies}`);
     input.charges.forEach((c, i) => {
-      text(`charges[${i}].budget`, c.budget, LIMITS.id);
-      text(`charges[${i}].unit`, c.unit, LIMITS.id);
+      assertText(`charges[${i}].budget`, c.budget, LIMITS.id);
+      assertText(`charges[${i}].unit`, c.unit, LIMITS.id);
       if (!Number.isSafeInteger(c.amount) || c.amount < 0) throw new TypeError(`receipt charges[${i}].amount must be a non-negative integer`);
     });
+  }
+}
+
+/** A receipt text field: 1 to `max` characters, not shaped like a JWS. @throws TypeError */
+function assertText(name: string, v: unknown, max: number, optional = false): void {
+  if (v === undefined && optional) return;
+  if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new TypeError(`receipt ${name} must be a string of 1 to ${max} characters`);
+  if (JWS_SHAPE.test(v)) throw new TypeError(`receipt ${name} looks like a token; receipts never carry tokens`);
+}
+
+/** A receipt list field: at most `max` identifiers. @throws TypeError */
+function assertList(name: string, v: unknown, max: number): void {
+  if (!Array.isArray(v) || v.length > max) throw new TypeError(`receipt ${name} must be an array of at most ${max} strings`);
+  for (let i = 0; i < v.length; i++) {
+    const item: unknown = v[i];
+    // The element's name is built only for the error (not once per element of every receipt).
+    if (typeof item !== 'string' || item.length === 0 || item.length > LIMITS.id || JWS_SHAPE.test(item)) assertText(`${name}[${i}]`, item, LIMITS.id);
   }
 }
 
@@ -231,7 +241,8 @@ export function receiptClaims(input: ReceiptInput, at: { iss: string; jti: strin
     action: input.action,
     resource: input.resource,
     decision: input.decision,
-    policies: [...new Set(input.policies ?? [])],
+    // Distinct ids; a Set only when there can be a repeat (a gateway call's decision names one policy or none).
+    policies: input.policies === undefined ? [] : input.policies.length < 2 ? [...input.policies] : [...new Set(input.policies)],
   };
   // Set one by one, in this order (the payload's key order), only when present: no intermediate
   // objects or entry arrays per receipt (issue 16, eighth round: allocation per call).
@@ -255,19 +266,38 @@ export class ReceiptSigner {
   readonly kid: string;
   readonly alg: ReceiptAlgorithm;
   readonly #key: Promise<CryptoKey>;
+  /** The imported key once {@link #key} resolved: later signatures use it without awaiting the import again. */
+  #imported: CryptoKey | undefined;
 
   constructor(key: ReceiptSigningKey) {
     if (!(RECEIPT_ALGORITHMS as readonly string[]).includes(key.jwk.alg)) throw new TypeError('receipt keys must be ES256 or EdDSA');
     this.kid = key.jwk.kid;
     this.alg = key.jwk.alg as ReceiptAlgorithm;
     this.#key = importJWK(key.jwk, this.alg) as Promise<CryptoKey>;
-    this.#key.catch(() => {}); // reported by sign(); no unhandled rejection before first use
+    this.#key.then((imported) => (this.#imported = imported), () => {}); // a failed import is reported by sign(); no unhandled rejection before first use
   }
 
-  /** RFC 7515 §7.1 compact serialization of `claims`. */
-  async sign(claims: ReceiptClaims): Promise<string> {
-    return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
-      .setProtectedHeader({ alg: this.alg, kid: this.kid, typ: RECEIPT_TYP })
-      .sign(await this.#key);
+  /**
+   * RFC 7515 §7.1 compact serialization of `claims`. Not `async`: once the key is imported, jose's
+   * promise is handed back as it is — an `async` wrapper and its `await` cost every receipt two
+   * promises (each one a promise-hook call under Node 22's `AsyncLocalStorage`; issue 16, twelfth round).
+   *
+   * @throws (rejects) what jose throws, or the key import's error
+   */
+  sign(claims: ReceiptClaims): Promise<string> {
+    const key = this.#imported;
+    if (key === undefined) return this.#key.then((imported) => this.#signWith(claims, imported));
+    try {
+      return this.#signWith(claims, key);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  #signWith(claims: ReceiptClaims, key: CryptoKey): Promise<string> {
+    return new CompactSign(UTF8.encode(JSON.stringify(claims))).setProtectedHeader({ alg: this.alg, kid: this.kid, typ: RECEIPT_TYP }).sign(key);
   }
 }
+
+/** One encoder for every receipt's payload (stateless). */
+const UTF8 = new TextEncoder();

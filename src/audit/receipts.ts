@@ -130,8 +130,11 @@ function noteRefusal(p: Pending): void {
   });
 }
 
-/** Waits for the `ready` promises of `group`'s appends. @throws NotReady naming those that rejected */
-function whenReady(group: readonly Pending[]): Promise<void> {
+/**
+ * Waits for the `ready` promises of `group`'s appends; `undefined` when none has one (nothing to
+ * wait for: the caller awaits nothing). @throws NotReady naming those that rejected
+ */
+function whenReady(group: readonly Pending[]): Promise<void> | undefined {
   return group.length === 1 ? whenOneReady(group[0]!) : whenAllReady(group);
 }
 
@@ -147,16 +150,19 @@ async function whenAllReady(group: readonly Pending[]): Promise<void> {
   if (failed.size > 0) throw new NotReady(failed);
 }
 
-/** {@link whenReady} for a group of one (the gateway's lone call at c1): its own `ready`, awaited as it is. */
-async function whenOneReady(p: Pending): Promise<void> {
-  const ready = readyOf(p);
-  if (!ready) return;
-  try {
-    await ready;
-  } catch (error) {
+/**
+ * {@link whenReady} for a group of one (the gateway's lone call at c1): its own `ready`, one
+ * derived promise — not an `async` wrapper and its `await` (two promises, each a promise-hook call
+ * under Node 22's `AsyncLocalStorage`; issue 16, twelfth round).
+ */
+function whenOneReady(p: Pending): Promise<void> | undefined {
+  return readyOf(p)?.then(IGNORE, (error: unknown) => {
     throw new NotReady(new Map([[p, error]]));
-  }
+  });
 }
+
+/** Resolves a derived promise with `undefined`, whatever its source resolved with. */
+function IGNORE(): void {}
 
 /** {@link ReceiptAppender.appendOnce}: the key was recorded already, so no receipt was written. */
 export class AlreadyRecorded extends Error {
@@ -276,6 +282,9 @@ export class ReceiptService implements ReceiptAppender {
       if (once) pending.once = once;
       if (writes) pending.writes = writes;
       if (ready) pending.ready = ready;
+      // Also for an append that starts the writer (which reads its refusal through `whenReady`):
+      // the handler keeps a caller's `ready` that rejects while the receipt is signed from ever
+      // being an unhandled rejection.
       noteRefusal(pending);
       queue.push(pending);
       this.#queues.set(input.agent, queue);
@@ -354,23 +363,30 @@ export class ReceiptService implements ReceiptAppender {
    * then refused alone), or — when an attested write was refused, the head kept moving, or the
    * second statement failed too — in locked transactions. Returns each append's outcome.
    */
-  async #writeGroup(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
+  #writeGroup(agent: string, group: readonly Pending[], reuse?: Signed): Promise<Outcome[]> {
     // Appends already known to be refused (a forged proof whose check failed while it queued)
     // leave the group before anything is signed for them.
     const known: Outcome[] = group.some((p) => p.refusal) ? group.flatMap((pending) => (pending.refusal ? [{ pending, error: pending.refusal.error }] : [])) : [];
     const admitted = known.length > 0 ? group.filter((p) => !p.refusal) : group;
-    try {
-      if (known.length === 0) return await this.#writeReady(agent, admitted, reuse);
-      return [...known, ...(admitted.length > 0 ? await this.#writeReady(agent, admitted, reuse) : [])];
-    } catch (err) {
-      if (!(err instanceof NotReady)) throw err;
-      // Nothing was written: the appends not ready are refused, the others written as a group
-      // again — with the receipts signed before the first refused one (still valid: same head,
-      // same predecessors), so a refused append costs its group at most the signatures after it.
-      const rest = admitted.filter((p) => !err.failed.has(p));
-      const refused: Outcome[] = [...err.failed].map(([pending, error]) => ({ pending, error }));
-      return [...known, ...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest, err.signed) : [])];
-    }
+    let writing: Promise<Outcome[]>;
+    if (known.length === 0) writing = this.#writeReady(agent, admitted, reuse);
+    else if (admitted.length > 0) writing = this.#writeReady(agent, admitted, reuse).then((outcomes) => [...known, ...outcomes]);
+    else return Promise.resolve(known);
+    // One derived promise, not an `async` wrapper awaiting the write (issue 16, twelfth round).
+    return writing.then(undefined, (err: unknown) => this.#writeRefusedOut(agent, err, admitted, known));
+  }
+
+  /**
+   * {@link #writeGroup} after its write threw: for {@link NotReady}, nothing was written — the
+   * appends not ready are refused, the others written as a group again, with the receipts signed
+   * before the first refused one (still valid: same head, same predecessors), so a refused append
+   * costs its group at most the signatures after it. Any other error is thrown again.
+   */
+  async #writeRefusedOut(agent: string, err: unknown, admitted: readonly Pending[], known: readonly Outcome[]): Promise<Outcome[]> {
+    if (!(err instanceof NotReady)) throw err;
+    const rest = admitted.filter((p) => !err.failed.has(p));
+    const refused: Outcome[] = [...err.failed].map(([pending, error]) => ({ pending, error }));
+    return [...known, ...refused, ...(rest.length > 0 ? await this.#writeGroup(agent, rest, err.signed) : [])];
   }
 
   /** {@link #writeGroup} once every append's attested writes are ready (else it throws {@link NotReady}, having written nothing). */
@@ -415,7 +431,8 @@ export class ReceiptService implements ReceiptAppender {
       const head = this.#heads.get(agent) ?? (await this.#readHead(agent));
       const signed = await this.#signGroup(agent, head, firsts, tries === 0 ? reuse : undefined);
       try {
-        await whenReady(firsts);
+        const gate = whenReady(firsts);
+        if (gate) await gate;
       } catch (err) {
         if (err instanceof NotReady) err.signed = { head, inputs: firsts.map((p) => p.input), receipts: signed };
         throw err;
@@ -481,9 +498,15 @@ export class ReceiptService implements ReceiptAppender {
    * The group's receipts over `head`: those signed ahead ({@link #presignNext}) or before a
    * refusal (`reuse`) for its leading appends, the rest signed now. Forgets the ones signed ahead.
    */
-  async #signGroup(agent: string, head: ChainHead, firsts: readonly Pending[], reuse: Signed | undefined): Promise<AppendedReceipt[]> {
-    // Nothing signed ahead or before (a lone append, the first group): sign, without the look-ups' promises and arrays.
+  #signGroup(agent: string, head: ChainHead, firsts: readonly Pending[], reuse: Signed | undefined): Promise<AppendedReceipt[]> {
+    // Nothing signed ahead or before (a lone append, the first group): sign, without the look-ups'
+    // promises and arrays — and without an `async` wrapper around the signature's promise.
     if (!reuse && !this.#presigned.has(agent)) return this.#sign(agent, head, firsts.map((p) => p.input));
+    return this.#signGroupAhead(agent, head, firsts, reuse);
+  }
+
+  /** {@link #signGroup} when receipts were signed ahead or before. */
+  async #signGroupAhead(agent: string, head: ChainHead, firsts: readonly Pending[], reuse: Signed | undefined): Promise<AppendedReceipt[]> {
     const ahead = await this.#takePresigned(agent, head, firsts);
     const kept = reusablePrefix(reuse ?? ahead ?? { head, inputs: [], receipts: [] }, head, firsts);
     if (kept.length === firsts.length) return kept;
@@ -511,7 +534,8 @@ export class ReceiptService implements ReceiptAppender {
    * ninth round red team).
    */
   async #writeLocked(agent: string, group: readonly Pending[]): Promise<Outcome[]> {
-    await whenReady(group);
+    const gate = whenReady(group);
+    if (gate) await gate;
     const plain = group.filter((p) => !p.writes);
     const outcomes: Outcome[] = [];
     if (plain.length > 0) {
@@ -632,19 +656,38 @@ export class ReceiptService implements ReceiptAppender {
     return this.#wrote(agent, out);
   }
 
-  /** Signs `inputs` in order as the receipts after `head` (each one's `prev` is the hash of the one before). */
-  async #sign(agent: string, head: ChainHead, inputs: readonly ReceiptInput[]): Promise<AppendedReceipt[]> {
+  /**
+   * Signs `inputs` in order as the receipts after `head` (each one's `prev` is the hash of the one
+   * before). One input (a lone append) is one derived promise on the signature's, not an `async`
+   * function awaiting it (issue 16, twelfth round). Rejects with the signer's error.
+   */
+  #sign(agent: string, head: ChainHead, inputs: readonly ReceiptInput[]): Promise<AppendedReceipt[]> {
+    if (inputs.length !== 1) return this.#signEach(agent, head, inputs);
+    try {
+      const claims = this.#claims(inputs[0]!, head, Math.floor(this.#now() / 1000));
+      return this.#signer.sign(claims).then((jws) => [signedReceipt(agent, claims, jws)]);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  /** {@link #sign} for several inputs: one after the other, each naming the one before. */
+  async #signEach(agent: string, head: ChainHead, inputs: readonly ReceiptInput[]): Promise<AppendedReceipt[]> {
     const iat = Math.floor(this.#now() / 1000);
     const out: AppendedReceipt[] = [];
     let prev = head;
     for (const input of inputs) {
-      const claims = receiptClaims(input, { iss: this.#issuer, jti: randomUUID(), iat, seq: prev.seq + 1, prev: prev.hash });
-      const jws = await this.#signer.sign(claims);
-      const receipt = { id: claims.jti, agent, seq: claims.seq, hash: receiptHash(jws), prev: claims.prev, jws, claims };
+      const claims = this.#claims(input, prev, iat);
+      const receipt = signedReceipt(agent, claims, await this.#signer.sign(claims));
       out.push(receipt);
       prev = { seq: receipt.seq, hash: receipt.hash };
     }
     return out;
+  }
+
+  /** The claims of the receipt after `prev`, with a new id. */
+  #claims(input: ReceiptInput, prev: ChainHead, iat: number): ReceiptClaims {
+    return receiptClaims(input, { iss: this.#issuer, jti: randomUUID(), iat, seq: prev.seq + 1, prev: prev.hash });
   }
 }
 
@@ -667,15 +710,19 @@ function statementRefused(err: unknown): boolean {
  * (one append's write refused — a unique violation on its vault row, say: the statement wrote
  * nothing, and each append is decided alone, so the others commit).
  */
-async function settled(statement: Promise<ConditionalAppend>, withParts: boolean): Promise<ConditionalAppend | 'refused'> {
-  try {
-    return await statement;
-  } catch (err) {
+function settled(statement: Promise<ConditionalAppend>, withParts: boolean): Promise<ConditionalAppend | 'refused'> {
+  // One derived promise, not an `async` wrapper and its `await` (issue 16, twelfth round).
+  return statement.then(undefined, (err: unknown) => {
     // A conflict (40001, 40P01) aborted the one statement: it committed nothing, and the locked
     // path's transaction, which runs again after one (`retryConflicts`), decides every append.
-    if ((withParts && statementRefused(err)) || isTransactionConflict(err)) return 'refused';
+    if ((withParts && statementRefused(err)) || isTransactionConflict(err)) return 'refused' as const;
     throw err;
-  }
+  });
+}
+
+/** The appended receipt of `claims` signed as `jws` (its chain hash computed). */
+function signedReceipt(agent: string, claims: ReceiptClaims, jws: string): AppendedReceipt {
+  return { id: claims.jti, agent, seq: claims.seq, hash: receiptHash(jws), prev: claims.prev, jws, claims };
 }
 
 /** Resolves each append with its receipt, or rejects it with its error. */

@@ -183,18 +183,26 @@ export async function observeTokenExchange<T>(exchange: () => Promise<T>): Promi
  * `deputy_receipt_append_failures_total`, whose alert means receipts cannot be written
  * (docs/production.md): an agent with a leaked token must not be able to raise it.
  */
-export async function observeReceiptAppend<T>(append: () => Promise<T>): Promise<T> {
+export function observeReceiptAppend<T>(append: () => Promise<T>): Promise<T> {
   const start = process.hrtime.bigint();
-  try {
-    const appended = await append();
-    metrics.receiptAppendDuration.observe({ outcome: 'appended' }, secondsSince(start));
-    return appended;
-  } catch (err) {
+  const failed = (err: unknown): never => {
     const outcome = refusedByRequest(err) ? 'refused' : 'failed';
     metrics.receiptAppendDuration.observe({ outcome }, secondsSince(start));
     if (outcome === 'failed') metrics.receiptAppendFailures.inc();
     throw err;
+  };
+  // One derived promise on the append's, not an `async` wrapper and its `await` (every gateway
+  // call's receipt: issue 16, twelfth round); an `append` that throws is a failed append too.
+  let appending: Promise<T>;
+  try {
+    appending = append();
+  } catch (err) {
+    return Promise.reject(err as Error).catch(failed);
   }
+  return appending.then((appended) => {
+    metrics.receiptAppendDuration.observe({ outcome: 'appended' }, secondsSince(start));
+    return appended;
+  }, failed);
 }
 
 /** An append refused because of the request (a once-key recorded before, a client error as `ready`'s rejection), not the store. */

@@ -23,3 +23,14 @@ describe('receiptText: caller-derived text made fit for a receipt', () => {
     expect(a).not.toBe(b);
   });
 });
+
+describe('assertReceiptInput: lists (issue 16, twelfth round)', () => {
+  const base = { agent: 'a', user: 'u', event: 'gateway_call', action: 'GET', resource: 'r', decision: 'permit' } as const;
+
+  it('refuses a chain or policy list with a hole, naming the element (forEach skipped holes, which reached the claims as null)', () => {
+    // eslint-disable-next-line no-sparse-arrays
+    expect(() => assertReceiptInput({ ...base, chain: ['a', , 'b'] } as never)).toThrow('receipt chain[1] must be a string of 1 to 256 characters');
+    // eslint-disable-next-line no-sparse-arrays
+    expect(() => assertReceiptInput({ ...base, chain: ['a'], policies: [, 'p'] } as never)).toThrow('receipt policies[0] must be a string of 1 to 256 characters');
+  });
+});

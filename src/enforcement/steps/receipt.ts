@@ -22,6 +22,7 @@ import { AlreadyRecorded, receiptText, requestDigest, type ReceiptAppender } fro
 import type { ReceiptInput } from '../../audit/receipt.js';
 import { DeputyError, TemporarilyUnavailable } from '../../errors/index.js';
 import { errorCause, unexpectedError, type Logger } from '../../log.js';
+import type { OnceKey } from '../../oauth/adapter.js';
 import { dpopReplayed } from '../../oauth/dpop.js';
 import { findStoreUnavailable } from '../../store/index.js';
 import type { ActionContext, Decided, Described } from '../context.js';
@@ -42,32 +43,41 @@ export function receipt(options: ReceiptOptions): Step<ActionContext & Decided &
   const { receipts, logger } = options;
   const challenge = options.challenge ?? dpopChallenger();
   if (!receipts) return { name: 'receipt', run: () => NOTHING };
+  /** The step's refusal for an append that failed (`key`: the proof's, taken for it). Always throws. */
+  const refuse = async (ctx: ActionContext, key: OnceKey | undefined, cause: unknown): Promise<never> => {
+    const { proof, audience, requestId } = ctx.admission;
+    // A proof that did not verify: its own 401 (nothing was written or spent).
+    await proof.verified;
+    if (cause instanceof AlreadyRecorded || (cause instanceof DeputyError && cause.code === 'invalid_dpop_proof')) throw challenge(dpopReplayed(), audience);
+    logReceiptFailure(logger, cause, requestId);
+    // Not written, so not spent either: spend the proof on its own if the store lets us.
+    if (key) await proof.spendTaken(key).catch(() => {});
+    throw new TemporarilyUnavailable('the call could not be recorded; it was not forwarded', { cause });
+  };
   return {
     name: 'receipt',
-    async run(ctx) {
-      const { proof, audience, requestId } = ctx.admission;
+    run(ctx) {
+      const { proof } = ctx.admission;
       const input = receiptInput(ctx);
       const key = receipts.appendOnce ? proof.take() : undefined;
-      try {
-        // A proof still verifying (`deferProofSignature`): the receipt is signed meanwhile, and
-        // its statement waits for the signature (nothing written for a proof that fails).
-        if (key) await receipts.appendOnce!(input, key, proof.verified);
-        else {
-          await proof.spendIfPending();
-          await receipts.append(input);
-        }
-      } catch (cause) {
-        // A proof that did not verify: its own 401 (nothing was written or spent).
-        await proof.verified;
-        if (cause instanceof AlreadyRecorded || (cause instanceof DeputyError && cause.code === 'invalid_dpop_proof')) throw challenge(dpopReplayed(), audience);
-        logReceiptFailure(logger, cause, requestId);
-        // Not written, so not spent either: spend the proof on its own if the store lets us.
-        if (key) await proof.spendTaken(key).catch(() => {});
-        throw new TemporarilyUnavailable('the call could not be recorded; it was not forwarded', { cause });
-      }
-      return NOTHING;
+      // A proof still verifying (`deferProofSignature`): the receipt is signed meanwhile, and its
+      // statement waits for the signature (nothing written for a proof that fails). One derived
+      // promise on the append's, not an `async` run awaiting it (issue 16, twelfth round).
+      if (key) return receipts.appendOnce!(input, key, proof.verified).then(added, (cause: unknown) => refuse(ctx, key, cause));
+      return appendPlain(receipts, input, proof).then(added, (cause: unknown) => refuse(ctx, undefined, cause));
     },
   };
+}
+
+/** The step's addition once its receipt is written: nothing. */
+function added(): typeof NOTHING {
+  return NOTHING;
+}
+
+/** A receipt without a once-key (an appender without `appendOnce`): the proof spent on its own first. */
+async function appendPlain(receipts: ReceiptAppender, input: ReceiptInput, proof: ActionContext['admission']['proof']): Promise<void> {
+  await proof.spendIfPending();
+  await receipts.append(input);
 }
 
 /**
