@@ -12,11 +12,17 @@
  * existence checked in the statement: the seventh round's reuse) and without the token record too (what the receipt, the `jti`s and the head cost). On PGlite (memory) by default; with `DATABASE_URL` on a fresh PostgreSQL
  * database (dropped after). Issue 16, sixth round.
  *
+ * `--pairs P` (issue 16, twelfth round): instead, P alternating pairs of the lone exchange's
+ * statement (remembered vault row, two `jti`s, token record, receipt, head) in its general form
+ * (`generalAppend`: `unnest` over arrays; A) and as `appendIfHead` writes it now
+ * (`loneAppendWith`: scalar parameters; B), N statements each half, the order within a pair
+ * alternating; prints each pair and the medians of A, B and of the paired differences.
+ *
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
+import { appendIfHead, generalAppend, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { recordEachOnce } from '../../src/oauth/adapter.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
@@ -24,7 +30,7 @@ import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { backendCpuUs, walBytes, withMicroStore } from './micro-store.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '2' } } });
+const { values } = parseArgs({ options: { n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '2' }, pairs: { type: 'string' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 const AGENT = 'micro-agent';
@@ -72,7 +78,24 @@ function probes(store: Store, tokens: TokenRecords, vault: EnvelopeVault): Probe
     if (outcome !== 'written') throw new Error(`append: ${outcome}`);
     chain.head = { seq, hash };
   };
+  /** The remembered-row exchange's statement, in its general form (`general`) or as `appendIfHead` picks it. */
+  const lone = (general: boolean) => async (db: Queryable) => {
+    const jti = randomUUID();
+    const handle = await sharedRow();
+    const seq = chain.head.seq + 1;
+    const hash = randomBytes(32).toString('base64url');
+    const receipt = { id: randomUUID(), agent: AGENT, seq, hash, prev: chain.head.hash, jws: jws() };
+    const parts = [tokens.insertPart(record(jti, handle), vault.exists(handle))];
+    if (general) {
+      const { sql, params, prepare } = generalAppend(AGENT, chain.head, [receipt], onceKeys(), parts);
+      const rows = await db.query<{ moved: number }>(sql, params, { prepare });
+      if (rows[0]?.moved !== 1) throw new Error('general append: not written');
+    } else if ((await appendIfHead(db, AGENT, chain.head, [receipt], onceKeys(), parts)) !== 'written') throw new Error('append: not written');
+    chain.head = { seq, hash };
+  };
   return [
+    { label: 'lone exchange statement, general form (unnest)', run: lone(true) },
+    { label: 'lone exchange statement, scalar form (loneAppendWith)', run: lone(false) },
     { label: 'client_credentials: two jtis (recordEachOnce)', run: (db) => recordEachOnce(db, onceKeys()) },
     { label: 'exchange: jtis + vault row + token record + receipt + head', run: exchange(true) },
     { label: 'exchange without the vault row (row reused)', run: exchange(false) },
@@ -107,7 +130,8 @@ async function main(): Promise<void> {
     await migrate(store);
     await store.query(`INSERT INTO agents (id, name, owner, jwks, source) VALUES ($1, 'micro', 'bench', '{"keys":[]}', 'config')`, [AGENT]);
     const vault = new EnvelopeVault({ active: { kid: 'k1', key: randomBytes(32) }, all: new Map() });
-    const list = probes(store, new TokenRecords(store), vault);
+    const [general, scalar, ...list] = probes(store, new TokenRecords(store), vault);
+    if (values.pairs !== undefined) return pairs(store, general!, scalar!, backend, Number(values.pairs));
     for (let r = 0; r < ROUNDS; r++) {
       for (const probe of list) console.log(`${store.kind} · round ${r + 1} · ${probe.label}: ${show(await measure(store, probe, backend), store.kind)}`);
     }
@@ -117,6 +141,28 @@ async function main(): Promise<void> {
       console.log(`${store.kind} · round ${r + 1} · ${list[1]!.label}, with the root_jti index: ${show(await measure(store, list[1]!, backend), store.kind)}`);
     }
   });
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** `--pairs`: A (general form) and B (scalar form) alternating, order flipped every pair. */
+async function pairs(store: Store, a: Probe, b: Probe, backend: number | undefined, count: number): Promise<void> {
+  const got: { a: Measured; b: Measured }[] = [];
+  for (let i = 0; i < count; i++) {
+    const first = i % 2 === 0 ? a : b;
+    const m1 = await measure(store, first, backend);
+    const m2 = await measure(store, first === a ? b : a, backend);
+    const pair = first === a ? { a: m1, b: m2 } : { a: m2, b: m1 };
+    got.push(pair);
+    console.log(`${store.kind} · pair ${i + 1} · A ${show(pair.a, store.kind)} · B ${show(pair.b, store.kind)}`);
+  }
+  for (const [name, f] of [['client CPU µs', (m: Measured) => m.cpuUs], ['backend CPU µs', (m: Measured) => m.serverUs], ['wall µs', (m: Measured) => m.wallUs], ['WAL bytes', (m: Measured) => m.wal]] as const) {
+    const diffs = got.map((p) => f(p.b) - f(p.a));
+    console.log(`${store.kind} · ${name}: median A ${median(got.map((p) => f(p.a))).toFixed(1)}, B ${median(got.map((p) => f(p.b))).toFixed(1)}, B − A paired median ${median(diffs).toFixed(1)} (${diffs.filter((d) => d < 0).length} of ${diffs.length} pairs B lower)`);
+  }
 }
 
 await main();

@@ -166,6 +166,16 @@ function conditionalAppend(
   const once = inLockOrder(given);
   if (receipts.length === 1 && once.length <= 1 && parts.length === 0) return runConditional(db, singleAppend(agent, expected, last, once[0]));
   if (scalarGroup(expected, receipts, once, parts)) return runConditional(db, groupAppend(agent, expected, receipts, once));
+  if (receipts.length === 1 && parts.length > 0 && once.length <= LONE_KEYS) return runConditional(db, loneAppendWith(agent, expected, last, once, parts));
+  return runConditional(db, generalAppend(agent, expected, receipts, once, parts));
+}
+
+/**
+ * {@link appendIfHead}'s statement in its general form (any group): keys and receipts as `unnest`
+ * over arrays. Exported for the in-process A/B of scripts/bench/exchange-statement-micro.ts.
+ */
+export function generalAppend(agent: string, expected: ChainHead, receipts: readonly SignedReceipt[], once: readonly OnceKey[], parts: readonly StatementPart[]): Conditional {
+  const last = receipts[receipts.length - 1]!;
   const params: unknown[] = [
     agent,
     last.seq,
@@ -191,7 +201,7 @@ function conditionalAppend(
   });
   // Without parts the receipts are written only when the head moved; with parts, a head that did
   // not move must undo the parts too, so the receipts are always inserted and their `seq` says.
-  return runConditional(db, {
+  return {
     sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
        spent AS (
          INSERT INTO oidc_models (model, id, payload, expires_at)
@@ -210,7 +220,57 @@ function conditionalAppend(
     params,
     // Its text varies with the parts (other modules' writes, each its own text): one shape of many.
     prepare: 'shape',
+  };
+}
+
+/** Once-keys of a lone append with parts written by {@link loneAppendWith} at most (the token exchange has two, three with an actor token). */
+const LONE_KEYS = 4;
+
+/**
+ * {@link appendIfHead} for one receipt with parts and at most {@link LONE_KEYS} once-keys (the
+ * token exchange's append when it is alone: every exchange at concurrency 1): the general
+ * statement's members with scalar parameters — the keys in a `VALUES` list, the receipt's columns
+ * as parameters — instead of `unnest` over eight arrays, whose literals (the receipt's JWS among
+ * them, escaped) are built in JavaScript and parsed back by the database (issue 16, twelfth
+ * round). Same guarantees as the general form with parts: the keys are recorded only when the
+ * head moved, the parts run whatever the head, and the receipt is always inserted, its `seq` 0 —
+ * undoing the whole statement — unless the head moved, every key was new and every part wrote its
+ * one row. Its text depends on the number of keys, the parts' texts and whether the chain is new.
+ */
+export function loneAppendWith(agent: string, expected: ChainHead, receipt: SignedReceipt, once: readonly OnceKey[], parts: readonly StatementPart[]): Conditional {
+  const params: unknown[] = [agent, receipt.seq, receipt.hash, expected.seq, expected.hash, receipt.id, receipt.prev, receipt.jws];
+  const keys = once.map((k) => {
+    params.push(k.namespace, k.key, Math.max(1, Math.ceil(k.ttlSeconds)));
+    const at = params.length - 2;
+    return `($${at}::text, $${at + 1}::text, $${at + 2}::int)`;
   });
+  const spent = keys.length
+    ? `spent AS (
+         INSERT INTO oidc_models (model, id, payload, expires_at)
+         SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM (VALUES ${keys.join(', ')}) AS k(m, i, t)
+         WHERE EXISTS (SELECT 1 FROM moved)
+         ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
+           WHERE oidc_models.expires_at <= now()
+         RETURNING 1),`
+    : '';
+  const writes = inShapeOrder(parts.map((part) => ({ part }))).map(({ part }, i) => {
+    const sql = `w${i} AS (${part.sql(params.length + 1)} RETURNING 1),`;
+    params.push(...part.params);
+    return sql;
+  });
+  const ok = [...(keys.length ? [`(SELECT count(*) FROM spent) = ${keys.length}`] : []), 'EXISTS (SELECT 1 FROM moved)', ...parts.map((_, i) => `(SELECT count(*) FROM w${i}) = 1`)];
+  return {
+    sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
+       ${spent}
+       ${writes.join('\n       ')}
+       inserted AS (
+         INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
+         SELECT $1, CASE WHEN ${ok.join(' AND ')} THEN $2::bigint ELSE 0 END, $6::text, $3, $7::text, $8::text)
+     SELECT (SELECT count(*) FROM moved)::int AS moved`,
+    params,
+    // Its text varies with the parts, as the general form's: one shape of several.
+    prepare: 'shape',
+  };
 }
 
 /**
@@ -276,7 +336,7 @@ function rowSet(types: readonly string[], rows: readonly PartRow[]): Write {
 }
 
 /** A statement of {@link appendIfHead} with its parameters. */
-interface Conditional {
+export interface Conditional {
   sql: string;
   params: unknown[];
   /** `'shape'` for the general statement, whose text varies with its parts (store.ts `QueryOptions`); the others take few shapes. */
