@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { deputyOwnGrantIssues } from '../oauth/deputy-own.js';
-import { PROTO_MEMBER_REFUSAL, protoMemberPaths, setMember } from '../util/own-member.js';
+import { protoMemberRefusals, setMember } from '../util/own-member.js';
 import { configSchema, type AgentConfig, type ConfigInput, type DeputyConfig } from './schema.js';
 
 /** The shipped, documented default file. */
@@ -55,7 +55,7 @@ export function loadConfig(options: LoadConfigOptions = {}): DeputyConfig {
 /** Validates an already-merged configuration object. */
 export function validateConfig(input: unknown, source: string, env: Env = {}): DeputyConfig {
   // A member named `__proto__` is refused by path (src/util/own-member.ts: zod would drop it silently).
-  const refused = protoMemberPaths(input).map((at) => `${at}: ${PROTO_MEMBER_REFUSAL}`);
+  const refused = protoMemberRefusals(input);
   if (refused.length) throw new ConfigError(source, refused);
   const result = configSchema.safeParse(input);
   if (!result.success) throw new ConfigError(source, formatIssues(result.error, env));
@@ -143,7 +143,7 @@ function setPath(obj: Record<string, unknown>, path: readonly string[], value: u
 function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
-    // Own members only, and `__proto__` kept a member (for protoMemberPaths to refuse by name), not made the prototype.
+    // Own members only, and `__proto__` kept a member (for protoMemberRefusals to refuse by name), not made the prototype.
     const b = Object.hasOwn(out, k) ? out[k] : undefined;
     setMember(out, k, isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v);
   }

@@ -12,7 +12,7 @@ import type { AdminClientConfig } from '../config/schema.js';
 import { InvalidRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType } from '../errors/index.js';
 import { withChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
 import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
-import { PROTO_MEMBER_REFUSAL, protoMemberPaths } from '../util/own-member.js';
+import { protoMemberRefusals } from '../util/own-member.js';
 
 /** Authenticates a Koa request for a Deputy resource (audience) and optional scope. */
 export type Authenticate = (ctx: Koa.Context, audience: string, scope?: string) => Promise<AuthenticatedRequest>;
@@ -93,7 +93,7 @@ export function jsonBody(limitBytes: number): Koa.Middleware {
       const status = (err as { status?: number }).status;
       if (status === 413) throw new PayloadTooLarge(limitBytes);
       const proto = protoMembersOf((err as { body?: unknown }).body);
-      if (proto.length) throw new InvalidRequest(`invalid request body: ${proto.slice(0, 10).map((at) => `${at}: ${PROTO_MEMBER_REFUSAL}`).join('; ')}`);
+      if (proto.length) throw new InvalidRequest(`invalid request body: ${proto.join('; ')}`);
       throw new InvalidRequest('request body is not valid JSON');
     },
   });
@@ -104,11 +104,11 @@ export function jsonBody(limitBytes: number): Koa.Middleware {
   };
 }
 
-/** The paths of the members named `__proto__` in a body the parser refused; none when it is no JSON at all. */
+/** The refusals of the members named `__proto__` in a body the parser refused (10 at most); none when it is no JSON at all. */
 function protoMembersOf(text: unknown): string[] {
   if (typeof text !== 'string') return [];
   try {
-    return protoMemberPaths(JSON.parse(text) as unknown);
+    return protoMemberRefusals(JSON.parse(text) as unknown, 10);
   } catch {
     return [];
   }

@@ -22,7 +22,20 @@ export function setMember<T>(into: Record<string, T>, name: string, value: T): v
 }
 
 /** Why a member named `__proto__` is refused (see {@link protoMemberPaths}). */
-export const PROTO_MEMBER_REFUSAL = '"__proto__" is not a usable name';
+const PROTO_MEMBER_REFUSAL = '"__proto__" is not a usable name';
+/** Longest path a refusal quotes whole; a longer one keeps its head and tail. */
+const MAX_QUOTED_PATH = 200;
+
+/**
+ * The refusal of each member named `__proto__` in `value` ({@link protoMemberPaths}), at most
+ * `max`: `path: "__proto__" is not a usable name`, a path past 200 characters shortened in its
+ * middle (a document nested thousands deep is not echoed back whole).
+ */
+export function protoMemberRefusals(value: unknown, max = Infinity): string[] {
+  return protoMemberPaths(value)
+    .slice(0, max)
+    .map((at) => `${at.length > MAX_QUOTED_PATH ? `${at.slice(0, MAX_QUOTED_PATH / 2)}…${at.slice(-MAX_QUOTED_PATH / 2)}` : at}: ${PROTO_MEMBER_REFUSAL}`);
+}
 
 /**
  * The path (`a.b.0.__proto__`, from `path`) of every own member named `__proto__` in `value`, a
@@ -31,12 +44,22 @@ export const PROTO_MEMBER_REFUSAL = '"__proto__" is not a usable name';
  * writer's value gone, the default applied, nothing said). Callers refuse the document naming
  * each path: the configuration loader (src/config/load.ts), the admin API's body parser (`jsonBody`, src/http/util.ts).
  */
-export function protoMemberPaths(value: unknown, path = '', found: string[] = []): string[] {
-  if (typeof value !== 'object' || value === null) return found;
-  for (const k of Object.keys(value)) {
-    const at = path ? `${path}.${k}` : k;
-    if (k === '__proto__') found.push(at);
-    else protoMemberPaths((value as Record<string, unknown>)[k], at, found);
+export function protoMemberPaths(value: unknown, path = ''): string[] {
+  const found: string[] = [];
+  // An explicit stack, not recursion: a body nested 100,000 deep (within any body limit) would
+  // overflow the call stack, a 500 instead of the refusal.
+  const stack: Array<readonly [unknown, string]> = [[value, path]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [v, at] = next;
+    if (typeof v !== 'object' || v === null) continue;
+    const names = Object.keys(v);
+    // Pushed last to first: siblings are visited in document order.
+    for (let i = names.length - 1; i >= 0; i--) {
+      const k = names[i]!;
+      const member = at ? `${at}.${k}` : k;
+      if (k === '__proto__') found.push(member);
+      else stack.push([(v as Record<string, unknown>)[k], member]);
+    }
   }
   return found;
 }

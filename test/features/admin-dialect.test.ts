@@ -271,6 +271,17 @@ describe('admin API dialect: writes', () => {
     expect(await w.exists()).toBe(false);
   });
 
+  it('a member named __proto__ nested 30,000 deep is refused as such too (400, not a stack overflow), its path shortened', async () => {
+    const depth = 30_000;
+    const text = JSON.stringify(newConnection('proto-deep')).replace('"authorization_params":{}', '').replace(/}$/, `,"authorization_params":${'['.repeat(depth)}{"__proto__":1}${']'.repeat(depth)}}`);
+    const res = await fetch(`${deputy.url}/admin/connections`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: text });
+    expect(res.status).toBe(400);
+    const err = await json(res);
+    expect(err.error_description).toMatch(/^invalid request body: authorization_params(\.0)+…(\.0)+\.__proto__: "__proto__" is not a usable name$/);
+    expect(err.error_description.length).toBeLessThan(400);
+    expect((await call('GET', '/admin/connections/proto-deep')).status).toBe(404);
+  });
+
   it('members named constructor, toString or prototype are kept as given (own names, no inherited ones)', async () => {
     const body = { ...newConnection('named-like-object'), authorization_params: { constructor: 'a', tostring: 'b', prototype: 'c' } };
     expect((await call('POST', '/admin/connections', body)).status).toBe(201);
