@@ -44,7 +44,7 @@ export function protoMemberRefusals(value: unknown, max = Infinity): string[] {
  * writer's value gone, the default applied, nothing said). Callers refuse the document naming
  * each path: the configuration loader (src/config/load.ts), the admin API's body parser (`jsonBody`, src/http/util.ts).
  */
-export function protoMemberPaths(value: unknown, path = ''): string[] {
+function protoMemberPaths(value: unknown, path = ''): string[] {
   const found: string[] = [];
   // An explicit stack, not recursion: a body nested 100,000 deep (within any body limit) would
   // overflow the call stack, a 500 instead of the refusal.
