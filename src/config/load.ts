@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { deputyOwnGrantIssues } from '../oauth/deputy-own.js';
-import { setMember } from '../util/own-member.js';
+import { protoMemberRefusals, setMember } from '../util/own-member.js';
 import { configSchema, type AgentConfig, type ConfigInput, type DeputyConfig } from './schema.js';
 
 /** The shipped, documented default file. */
@@ -54,8 +54,8 @@ export function loadConfig(options: LoadConfigOptions = {}): DeputyConfig {
 
 /** Validates an already-merged configuration object. */
 export function validateConfig(input: unknown, source: string, env: Env = {}): DeputyConfig {
-  const refused: string[] = [];
-  protoMembers(input, '', refused);
+  // A member named `__proto__` is refused by path (src/util/own-member.ts: zod would drop it silently).
+  const refused = protoMemberRefusals(input);
   if (refused.length) throw new ConfigError(source, refused);
   const result = configSchema.safeParse(input);
   if (!result.success) throw new ConfigError(source, formatIssues(result.error, env));
@@ -143,27 +143,11 @@ function setPath(obj: Record<string, unknown>, path: readonly string[], value: u
 function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
-    // Own members only, and `__proto__` kept a member (for protoMembers to refuse by name), not made the prototype.
+    // Own members only, and `__proto__` kept a member (for protoMemberRefusals to refuse by name), not made the prototype.
     const b = Object.hasOwn(out, k) ? out[k] : undefined;
     setMember(out, k, isPlainObject(b) && isPlainObject(v) ? deepMerge(b, v) : v);
   }
   return out;
-}
-
-/**
- * The path of every member named `__proto__` in the configuration document, refused. YAML and
- * JSON make it an own key; zod drops it from a record silently (`toolCosts`, `budgets.prices`,
- * `authorizationParams`: the operator's value gone and the default applied, e.g. a tool charged
- * `costPerCall` instead of its own cost). A key inherited from a polluted `Object.prototype` is
- * refused by the strict schemas already (an unrecognized key in every section).
- */
-function protoMembers(value: unknown, path: string, refused: string[]): void {
-  if (typeof value !== 'object' || value === null) return;
-  for (const k of Object.keys(value)) {
-    const at = path ? `${path}.${k}` : k;
-    if (k === '__proto__') refused.push(`${at}: "__proto__" is not a usable name`);
-    else protoMembers((value as Record<string, unknown>)[k], at, refused);
-  }
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

@@ -64,9 +64,19 @@ export interface FederatedIdentity {
 /** A {@link FederatedIdentity} as a preset maps it, before the token's kind is known. */
 export type PresetIdentity = Omit<FederatedIdentity, 'tokenKind'>;
 
+/**
+ * The token's own claim `name`, or undefined: every claim reader below goes through it. A key
+ * inherited from a polluted `Object.prototype` (`groups`, `roles`, `may_act`, `email`) is no claim
+ * of the token's; read as one, it would put a user in groups their IdP never named (the Okta org
+ * check's `cid` / `scp`, ./presets/okta.ts, was one such read).
+ */
+function ownClaim(claims: JWTPayload, name: string): unknown {
+  return Object.hasOwn(claims, name) ? claims[name] : undefined;
+}
+
 /** A string claim, or undefined when absent or not a non-empty string. */
 export function stringClaim(claims: JWTPayload, name: string): string | undefined {
-  const value = claims[name];
+  const value = ownClaim(claims, name);
   return typeof value === 'string' && value.length > 0 ? value : undefined;
 }
 
@@ -78,14 +88,14 @@ export function requiredStringClaim(claims: JWTPayload, name: string, label = 't
 }
 
 function requiredTimestamp(claims: JWTPayload, name: 'exp'): number {
-  const value = claims[name];
+  const value = ownClaim(claims, name);
   if (typeof value !== 'number') throw refuse('ERR_FEDERATION_CLAIMS', `the token must carry a numeric "${name}" claim`);
   return value;
 }
 
 /** An array-of-strings claim; a space-separated string is split (RFC 8693 §4.2 `scope`). */
 export function listClaim(claims: JWTPayload, name: string): string[] {
-  const value = claims[name];
+  const value = ownClaim(claims, name);
   if (typeof value === 'string') return value.split(' ').filter((item) => item.length > 0);
   if (Array.isArray(value)) return value.filter((item): item is string => typeof item === 'string');
   return [];
@@ -93,7 +103,7 @@ export function listClaim(claims: JWTPayload, name: string): string[] {
 
 /** A JSON-object claim (e.g. RFC 8693 §4.4 `may_act`), or undefined. */
 export function objectClaim(claims: JWTPayload, name: string): Record<string, unknown> | undefined {
-  const value = claims[name];
+  const value = ownClaim(claims, name);
   return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
 }
 
@@ -110,7 +120,7 @@ export function commonIdentity(claims: JWTPayload, issuerId: string): Omit<Prese
   };
   return withOptional(identity, {
     name: stringClaim(claims, 'name'),
-    issuedAt: typeof claims.iat === 'number' ? claims.iat : undefined,
+    issuedAt: typeof ownClaim(claims, 'iat') === 'number' ? claims.iat : undefined,
     mayAct: objectClaim(claims, 'may_act'),
     tokenId: stringClaim(claims, 'jti') ?? stringClaim(claims, 'uti'),
   });

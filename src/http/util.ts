@@ -12,6 +12,7 @@ import type { AdminClientConfig } from '../config/schema.js';
 import { InvalidRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType } from '../errors/index.js';
 import { withChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
 import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
+import { protoMemberRefusals } from '../util/own-member.js';
 
 /** Authenticates a Koa request for a Deputy resource (audience) and optional scope. */
 export type Authenticate = (ctx: Koa.Context, audience: string, scope?: string) => Promise<AuthenticatedRequest>;
@@ -77,7 +78,12 @@ function headerValues(v: string[] | undefined): string[] {
   return (v ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
 }
 
-/** JSON bodies only, within the limit; a malformed body is `invalid_request`. */
+/**
+ * JSON bodies only, within the limit; a malformed body is `invalid_request`. So is one with a
+ * member named `__proto__` (at any depth), naming its path: the parser refuses it (co-body's
+ * prototype-poisoning check), and zod would drop it from a record silently if it did not
+ * (src/util/own-member.ts); "not valid JSON" sent the writer looking for a syntax error.
+ */
 export function jsonBody(limitBytes: number): Koa.Middleware {
   const parse = bodyParser({
     enableTypes: ['json'],
@@ -86,6 +92,8 @@ export function jsonBody(limitBytes: number): Koa.Middleware {
     onError: (err) => {
       const status = (err as { status?: number }).status;
       if (status === 413) throw new PayloadTooLarge(limitBytes);
+      const proto = protoMembersOf((err as { body?: unknown }).body);
+      if (proto.length) throw new InvalidRequest(`invalid request body: ${proto.join('; ')}`);
       throw new InvalidRequest('request body is not valid JSON');
     },
   });
@@ -94,6 +102,16 @@ export function jsonBody(limitBytes: number): Koa.Middleware {
     if (ctx.request.length && !ctx.is('application/json')) throw new UnsupportedMediaType('application/json');
     return parse(ctx, next);
   };
+}
+
+/** The refusals of the members named `__proto__` in a body the parser refused (10 at most); none when it is no JSON at all. */
+function protoMembersOf(text: unknown): string[] {
+  if (typeof text !== 'string') return [];
+  try {
+    return protoMemberRefusals(JSON.parse(text) as unknown, 10);
+  } catch {
+    return [];
+  }
 }
 
 /** Validates `input` with `schema`; the error lists each failing field as `path: problem`. */

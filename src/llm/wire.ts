@@ -87,6 +87,14 @@ function textOf(v: unknown, out: string[]): void {
   else if (isObject(v)) for (const [k, x] of Object.entries(v)) if (k !== 'type' && k !== 'role' && k !== 'cache_control') textOf(x, out);
 }
 
+/** A chat completion message's generated text: content, refusal, reasoning, tool calls' arguments. */
+function chatMessageText(message: Record<string, unknown>, out: string[]): void {
+  for (const key of ['content', 'refusal', 'reasoning_content'] as const) textOf(message[key], out);
+  for (const call of Array.isArray(message.tool_calls) ? message.tool_calls : []) {
+    if (isObject(call) && isObject(call.function) && typeof call.function.arguments === 'string') out.push(call.function.arguments);
+  }
+}
+
 /** The input tokens of a request: every text it sends, per-message overhead, tool definitions. */
 function estimateInput(endpoint: ModelRequest['endpoint'], body: Record<string, unknown>): number {
   const texts: string[] = [];
@@ -140,11 +148,16 @@ export function usageOf(endpoint: ModelRequest['endpoint'], body: unknown): Usag
   return { inputTokens: (input ?? 0) + (n(u.cache_creation_input_tokens) ?? 0) + (n(u.cache_read_input_tokens) ?? 0), outputTokens: output ?? 0 };
 }
 
-/** The generated text of a non-streamed response (to count it when the provider gives no usage). */
+/**
+ * The generated text of a non-streamed response (to count it when the provider gives no usage).
+ * A chat message's text is what a stream of it meters (./stream.ts): its content, refusal and
+ * reasoning, and its tool calls' arguments (counted alone, a message of tool calls only was
+ * charged no output).
+ */
 export function outputTextOf(endpoint: ModelRequest['endpoint'], body: unknown): string {
   if (!isObject(body)) return '';
   const out: string[] = [];
-  if (endpoint === 'chat' && Array.isArray(body.choices)) for (const c of body.choices) if (isObject(c)) textOf(isObject(c.message) ? c.message.content : undefined, out);
+  if (endpoint === 'chat' && Array.isArray(body.choices)) for (const c of body.choices) if (isObject(c) && isObject(c.message)) chatMessageText(c.message, out);
   if (endpoint === 'messages') textOf(body.content, out);
   if (endpoint === 'responses') textOf(body.output, out);
   return out.join('');

@@ -96,24 +96,33 @@ export class ToolPins {
     return this.#o.pins.put({ server: server.id, tool: claims.tool, digest: claims.digest, jws, definition: text, signer: claims.iss === this.#o.issuer ? 'deputy' : 'publisher' });
   }
 
-  /** The verdict of each live tool (by name), against the server's stored pins. */
+  /**
+   * The verdict of each live tool (by name), against the server's stored pins. A name the list
+   * holds more than once (a hostile or broken upstream) has the verdict of its first definition
+   * that is not pinned: every definition under a name must match its pin for the name to be
+   * shown or called. (Kept by name alone, the last definition's verdict was the name's: a
+   * tampered definition listed before the approved one was shown as pinned, and called.)
+   */
   async check(server: McpServerConfig, tools: ReadonlyArray<Readonly<Record<string, unknown>>>): Promise<Map<string, PinVerdict>> {
     const pins = await this.#o.pins.forServer(server.id);
     const out = new Map<string, PinVerdict>();
     for (const tool of tools) {
       const name = String(tool.name);
-      const digest = toolDigest(tool);
-      const pin = pins.get(name);
-      if (!pin) {
-        out.set(name, { status: 'unpinned', digest });
-        continue;
-      }
-      const problem = await this.#trusted(server, pin);
-      if (problem) out.set(name, { status: 'invalid', digest, reason: problem });
-      else if (pin.digest === digest) out.set(name, { status: 'pinned', digest, pin });
-      else out.set(name, { status: 'changed', digest, pin, changed: this.#changes(pin, tool) });
+      const earlier = out.get(name);
+      if (earlier !== undefined && earlier.status !== 'pinned') continue;
+      out.set(name, await this.#verdict(server, pins.get(name), tool));
     }
     return out;
+  }
+
+  /** One definition's verdict against its stored pin (undefined: none). */
+  async #verdict(server: McpServerConfig, pin: StoredPin | undefined, tool: Readonly<Record<string, unknown>>): Promise<PinVerdict> {
+    const digest = toolDigest(tool);
+    if (!pin) return { status: 'unpinned', digest };
+    const problem = await this.#trusted(server, pin);
+    if (problem) return { status: 'invalid', digest, reason: problem };
+    if (pin.digest === digest) return { status: 'pinned', digest, pin };
+    return { status: 'changed', digest, pin, changed: this.#changes(pin, tool) };
   }
 
   /** Why `pin` is not trusted for `server` now, or undefined when it is. */

@@ -239,6 +239,57 @@ describe('admin API dialect: writes', () => {
     expect(await w.exists()).toBe(false);
   });
 
+  // The body parser refuses a member named `__proto__` (co-body's prototype-poisoning check) and
+  // zod would drop it from a record silently; the refusal said "request body is not valid JSON",
+  // sending the writer looking for a syntax error in valid JSON. It names the member's path.
+  // Written as raw text: JSON.stringify of an object literal's `__proto__` writes no member.
+  const protoBodies = [
+    {
+      name: 'connection create (a record: authorization_params)', method: 'POST', path: '/admin/connections',
+      text: () => JSON.stringify(newConnection('proto-params')).replace('"authorization_params":{', '"authorization_params":{"__proto__":"consent",'),
+      at: 'authorization_params.__proto__', exists: async () => (await call('GET', '/admin/connections/proto-params')).status !== 404,
+    },
+    {
+      name: 'agent create (nested in a list: jwks.keys.0)', method: 'POST', path: '/admin/agents',
+      text: () => JSON.stringify(newAgent('proto-agent')).replace('"keys":[{', '"keys":[{"__proto__":{"use":"enc"},'),
+      at: 'jwks.keys.0.__proto__', exists: async () => (await call('GET', '/admin/agents/proto-agent')).status !== 404,
+    },
+    {
+      name: 'connection create (top level)', method: 'POST', path: '/admin/connections',
+      text: () => JSON.stringify(newConnection('proto-top')).replace('{', '{"__proto__":{"kind":"api_key"},'),
+      at: '__proto__', exists: async () => (await call('GET', '/admin/connections/proto-top')).status !== 404,
+    },
+  ];
+  it.each(protoBodies)('$name: a member named __proto__ is refused naming its path; nothing changes', async (w) => {
+    const text = w.text();
+    expect(text).toContain('"__proto__"');
+    const res = await fetch(`${deputy.url}${w.path}`, { method: w.method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: text });
+    expect(res.status).toBe(400);
+    const err = await json(res);
+    expect(err.error).toBe('invalid_request');
+    expect(err.error_description).toBe(`invalid request body: ${w.at}: "__proto__" is not a usable name`);
+    expect(await w.exists()).toBe(false);
+  });
+
+  it('a member named __proto__ nested 30,000 deep is refused as such too (400, not a stack overflow), its path shortened', async () => {
+    const depth = 30_000;
+    const text = JSON.stringify(newConnection('proto-deep')).replace('"authorization_params":{}', '').replace(/}$/, `,"authorization_params":${'['.repeat(depth)}{"__proto__":1}${']'.repeat(depth)}}`);
+    const res = await fetch(`${deputy.url}/admin/connections`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: text });
+    expect(res.status).toBe(400);
+    const err = await json(res);
+    expect(err.error_description).toMatch(/^invalid request body: authorization_params(\.0)+…(\.0)+\.__proto__: "__proto__" is not a usable name$/);
+    expect(err.error_description.length).toBeLessThan(400);
+    expect((await call('GET', '/admin/connections/proto-deep')).status).toBe(404);
+  });
+
+  it('members named constructor, toString or prototype are kept as given (own names, no inherited ones)', async () => {
+    const body = { ...newConnection('named-like-object'), authorization_params: { constructor: 'a', tostring: 'b', prototype: 'c' } };
+    expect((await call('POST', '/admin/connections', body)).status).toBe(201);
+    const read = await json(await call('GET', '/admin/connections/named-like-object'));
+    expect(read.settings.authorization_params).toEqual({ constructor: 'a', tostring: 'b', prototype: 'c' });
+    expect((await call('DELETE', '/admin/connections/named-like-object')).status).toBe(204);
+  });
+
   it('validation messages name members in the wire spelling', async () => {
     const res = await call('POST', '/admin/agents', { ...newAgent('bad-depth'), max_delegation_depth: 0 });
     expect((await json(res)).error_description).toMatch(/max_delegation_depth: /);

@@ -70,3 +70,28 @@ describe('agent token resolver cache: bounded by bytes and by entries', () => {
     expect(r.bytes).toBe(bytes);
   });
 });
+
+describe('agent token resolver cache: its byte count never drifts', () => {
+  it('replaced, evicted, re-added, expired and concurrent entries: the count stays the sum of what is cached', async () => {
+    const budgetBytes = 64 * 1024;
+    const maxEntries = 12;
+    const { resolver: r } = resolver({ budgetBytes, maxEntries });
+    const tokens = Array.from({ length: 40 }, (_, i) => token(`d${i}`, (i * 1543) % (24 * 1024)));
+    let seed = 7;
+    const next = () => (seed = (seed * 48271) % 2147483647);
+    for (let round = 0; round < 300; round++) {
+      const batch = Array.from({ length: 1 + (next() % 4) }, () => tokens[next() % tokens.length]!);
+      // The same token twice at once; now and then past its expiry (its entry not served, replaced by a miss).
+      const at = next() % 10 === 0 ? EXP * 1000 + 1 : NOW;
+      await Promise.all([...batch, batch[0]!].map((t) => r.resolve(t, at)));
+      expect(r.bytes).toBeGreaterThanOrEqual(0);
+      expect(r.bytes).toBeLessThanOrEqual(budgetBytes);
+      expect(r.size).toBeLessThanOrEqual(maxEntries);
+    }
+    // maxEntries fresh tokens of one size evict everything before them: the count is exactly theirs.
+    const fresh = Array.from({ length: maxEntries }, (_, i) => token(`f${String(i).padStart(2, '0')}`, 100));
+    for (const t of fresh) await r.resolve(t, NOW);
+    expect(r.size).toBe(maxEntries);
+    expect(r.bytes).toBe(maxEntries * footprint(fresh[0]!, [record('f00')]));
+  });
+});

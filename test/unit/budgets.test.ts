@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { costOf, PriceTable, windowAt, zonedMidnight } from '../../src/budgets/index.js';
 import { budgetsConfigSchema } from '../../src/budgets/config.js';
 import { meteredStream, newMeter } from '../../src/llm/stream.js';
-import { endpointOf, parseModelRequest, upstreamBody, usageOf } from '../../src/llm/wire.js';
+import { endpointOf, outputTextOf, parseModelRequest, upstreamBody, usageOf } from '../../src/llm/wire.js';
 
 describe('budget windows', () => {
   it('day and month windows start at local midnight in the configured zone, across DST', () => {
@@ -209,5 +209,16 @@ describe('metered streams', () => {
     expect(out).toContain('"finish_reason":"length"');
     expect(out.trim().endsWith('data: [DONE]')).toBe(true);
     expect(meter).toMatchObject({ delivered: 1, cut: 'deadline' });
+  });
+});
+
+describe('output counted without usage', () => {
+  it('a non-streamed chat message of tool calls only is counted as the stream of it would be (it counted nothing)', () => {
+    const args = JSON.stringify({ repo: 'acme/site', body: 'x'.repeat(400) });
+    const body = { choices: [{ index: 0, message: { role: 'assistant', content: null, refusal: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'create_issue', arguments: args } }] } }] };
+    expect(outputTextOf('chat', body)).toBe(args);
+    const both = { choices: [{ message: { role: 'assistant', content: 'Filing it.', tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] } }] };
+    expect(outputTextOf('chat', both)).toBe('Filing it.{"a":1}');
+    expect(outputTextOf('chat', { choices: [{ message: { role: 'assistant', refusal: 'No.' } }] })).toBe('No.');
   });
 });

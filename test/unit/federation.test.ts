@@ -9,6 +9,8 @@ import { trustedIssuerSchema, type TrustedIssuerConfigInput } from '../../src/fe
 import { FederationError, type FederationErrorCode } from '../../src/federation/errors.js';
 import { peekIssuer } from '../../src/federation/issuer.js';
 import { refuseOktaOrgAccessToken } from '../../src/federation/presets/okta.js';
+import { oidcIdentity } from '../../src/federation/presets/oidc.js';
+import { entraIdentity } from '../../src/federation/presets/entra.js';
 import { FederationVerifier, MAX_SUBJECT_TOKEN_BYTES, type SubjectTokenKind } from '../../src/federation/verify.js';
 import {
   ENTRA_API_CLIENT_ID,
@@ -729,6 +731,26 @@ describe('the Okta org authorization server check reads own claims only', () => 
     } finally {
       delete polluted.cid;
       delete polluted.scp;
+    }
+  });
+});
+
+describe('every preset reads own claims only', () => {
+  it('groups, roles, may_act, email and client inherited from a polluted Object.prototype are no claims of the token', () => {
+    const polluted = Object.prototype as Record<string, unknown>;
+    const claims = JSON.parse('{"iss": "https://idp.example", "sub": "u1", "aud": "deputy", "exp": 4102444800, "tid": "t1", "oid": "o1"}') as Record<string, unknown>;
+    const inherited = { groups: ['admins'], roles: ['Global Administrator'], may_act: { sub: 'rogue-agent' }, email: 'ceo@example.com', azp: 'rogue', name: 'CEO', scope: 'admin', scp: 'admin', iat: 1 };
+    Object.assign(polluted, inherited);
+    try {
+      for (const identity of [oidcIdentity(claims, 'idp'), entraIdentity(claims, 'idp', 't1')]) {
+        expect(identity.groups).toEqual([]);
+        expect(identity.roles).toEqual([]);
+        expect(identity.scopes).toEqual([]);
+        for (const member of ['mayAct', 'email', 'name', 'issuedAt']) expect(Object.hasOwn(identity, member) ? (identity as unknown as Record<string, unknown>)[member] : undefined).toBeUndefined();
+        expect(identity.clientId).not.toBe('rogue');
+      }
+    } finally {
+      for (const k of Object.keys(inherited)) delete polluted[k];
     }
   });
 });
