@@ -7,7 +7,6 @@
  */
 import { bodyParser } from '@koa/bodyparser';
 import type Koa from 'koa';
-import type { z } from 'zod';
 import type { AdminClientConfig } from '../config/schema.js';
 import { InvalidRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType } from '../errors/index.js';
 import { withChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
@@ -114,13 +113,3 @@ function protoMembersOf(text: unknown): string[] {
   }
 }
 
-/** Validates `input` with `schema`; the error lists each failing field as `path: problem`. */
-export function parseWith<S extends z.ZodType>(schema: S, input: unknown, what: string): z.infer<S> {
-  if (input === undefined || input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw new InvalidRequest(`${what} must be a JSON object`);
-  }
-  const result = schema.safeParse(input);
-  if (result.success) return result.data;
-  const issues = result.error.issues.slice(0, 10).map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`);
-  throw new InvalidRequest(`invalid ${what}: ${issues.join('; ')}`);
-}
