@@ -200,14 +200,7 @@ export function assertReceiptInput(input: ReceiptInput): void {
   if (input.mcp !== undefined) {
     for (const [k, v] of Object.entries(input.mcp)) assertText(`mcp.${k}`, v, LIMITS.text, true);
   }
-  if (input.charges !== undefined) {
-    if (!Array.isArray(input.charges) || input.charges.length > LIMITS.policies) throw new TypeError(`receipt charges must be an array of at most ${LIMITS.policies}`);
-    input.charges.forEach((c, i) => {
-      assertText(`charges[${i}].budget`, c.budget, LIMITS.id);
-      assertText(`charges[${i}].unit`, c.unit, LIMITS.id);
-      if (!Number.isSafeInteger(c.amount) || c.amount < 0) throw new TypeError(`receipt charges[${i}].amount must be a non-negative integer`);
-    });
-  }
+  if (input.charges !== undefined) assertCharges(input.charges);
 }
 
 /** A receipt text field: 1 to `max` characters, not shaped like a JWS. @throws TypeError */
@@ -215,6 +208,23 @@ function assertText(name: string, v: unknown, max: number, optional = false): vo
   if (v === undefined && optional) return;
   if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new TypeError(`receipt ${name} must be a string of 1 to ${max} characters`);
   if (JWS_SHAPE.test(v)) throw new TypeError(`receipt ${name} looks like a token; receipts never carry tokens`);
+}
+
+/**
+ * The receipt's charges: at most {@link LIMITS}`.policies` objects, each with a budget, a unit and
+ * a non-negative integer amount. Walked by index, as {@link assertList}: a hole is refused by
+ * name (`forEach` skipped it, and `receiptClaims` then signed it as `null`). @throws TypeError
+ */
+function assertCharges(charges: unknown): void {
+  if (!Array.isArray(charges) || charges.length > LIMITS.policies) throw new TypeError(`receipt charges must be an array of at most ${LIMITS.policies}`);
+  for (let i = 0; i < charges.length; i++) {
+    const c: unknown = charges[i];
+    if (typeof c !== 'object' || c === null) throw new TypeError(`receipt charges[${i}] must be an object`);
+    const { budget, unit, amount } = c as Partial<ReceiptCharge>;
+    assertText(`charges[${i}].budget`, budget, LIMITS.id);
+    assertText(`charges[${i}].unit`, unit, LIMITS.id);
+    if (!Number.isSafeInteger(amount) || (amount as number) < 0) throw new TypeError(`receipt charges[${i}].amount must be a non-negative integer`);
+  }
 }
 
 /** A receipt list field: at most `max` identifiers. @throws TypeError */
