@@ -164,12 +164,18 @@ const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
 /** {@link JWS_SHAPE}, every match: built once (`replace` restarts a global pattern at 0 each call). */
 const JWS_SHAPES = new RegExp(JWS_SHAPE.source, 'g');
 
+/** {@link receiptText} of the empty string: a receipt's text fields hold at least one character. */
+export const EMPTY_TEXT = '[empty]';
+
 /**
- * Makes caller-derived text (a gateway path, a resource id) fit a receipt field: token-shaped
- * runs become `[token]`, and text longer than `max` keeps its start plus a SHA-256 of the whole,
- * so the receipt still identifies it exactly without carrying it.
+ * Makes caller-derived text (a gateway path, a resource id, an MCP tool's name) fit a receipt
+ * field: token-shaped runs become `[token]`, the empty string becomes {@link EMPTY_TEXT} (an MCP
+ * agent may name a tool `""`: refused by {@link assertReceiptInput}, its receipt was not written
+ * and the call answered as a store outage), and text longer than `max` keeps its start plus a
+ * SHA-256 of the whole, so the receipt still identifies it exactly without carrying it.
  */
 export function receiptText(value: string, max: number = LIMITS.text): string {
+  if (value.length === 0) return EMPTY_TEXT;
   const cleaned = value.replace(JWS_SHAPES, '[token]');
   if (cleaned.length <= max) return cleaned;
   const digest = `…#sha256:${sha256Base64url(value)}`;

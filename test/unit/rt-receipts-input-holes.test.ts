@@ -6,7 +6,7 @@
  * auditor cannot read. Every list of the input is now walked by index, a hole refused by name.
  */
 import { describe, expect, it } from 'vitest';
-import { assertReceiptInput, type ReceiptInput } from '../../src/audit/receipt.js';
+import { assertReceiptInput, EMPTY_TEXT, receiptText, type ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService } from '../../src/audit/receipts.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import type { Store } from '../../src/store/index.js';
@@ -31,5 +31,12 @@ describe('assertReceiptInput: charges', () => {
     // eslint-disable-next-line no-sparse-arrays
     await expect(service.append({ ...base, charges: [, charge] } as never)).rejects.toThrow(TypeError);
     expect(queries).toBe(0);
+  });
+});
+
+describe('receiptText: caller-derived empty text', () => {
+  it('fits a receipt field (1 character at least) as the empty marker', () => {
+    expect(receiptText('')).toBe(EMPTY_TEXT);
+    expect(() => assertReceiptInput({ ...base, resource: receiptText(''), mcp: { server: 's', method: 'tools/call', tool: receiptText('') } })).not.toThrow();
   });
 });
