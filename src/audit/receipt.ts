@@ -161,6 +161,15 @@ export function genesisHash(agent: string): string {
 const LIMITS = { id: 256, text: 2048, chain: 64, policies: 64 } as const;
 /** Three base64url segments, the first a JSON header: the shape of any JWS / JWT (RFC 7515 §7.1). */
 const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
+/**
+ * Whether `text` holds a run shaped like a JWS / JWT (RFC 7515 §7.1) — what a receipt field never
+ * holds ({@link assertReceiptInput} refuses it): callers decide with it before caller-supplied
+ * text reaches a receipt as it is (the request id: src/http/middleware.ts).
+ */
+export function looksLikeToken(text: string): boolean {
+  return JWS_SHAPE.test(text);
+}
+
 /** {@link JWS_SHAPE}, every match: built once (`replace` restarts a global pattern at 0 each call). */
 const JWS_SHAPES = new RegExp(JWS_SHAPE.source, 'g');
 
