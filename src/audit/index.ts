@@ -5,6 +5,7 @@
  */
 export {
   genesisHash,
+  looksLikeToken,
   receiptHash,
   receiptText,
   ReceiptSigner,

@@ -161,15 +161,30 @@ export function genesisHash(agent: string): string {
 const LIMITS = { id: 256, text: 2048, chain: 64, policies: 64 } as const;
 /** Three base64url segments, the first a JSON header: the shape of any JWS / JWT (RFC 7515 §7.1). */
 const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
+/**
+ * Whether `text` holds a run shaped like a JWS / JWT (RFC 7515 §7.1) — what a receipt field never
+ * holds ({@link assertReceiptInput} refuses it): callers decide with it before caller-supplied
+ * text reaches a receipt as it is (the request id: src/http/middleware.ts).
+ */
+export function looksLikeToken(text: string): boolean {
+  return JWS_SHAPE.test(text);
+}
+
 /** {@link JWS_SHAPE}, every match: built once (`replace` restarts a global pattern at 0 each call). */
 const JWS_SHAPES = new RegExp(JWS_SHAPE.source, 'g');
 
+/** {@link receiptText} of the empty string: a receipt's text fields hold at least one character. */
+export const EMPTY_TEXT = '[empty]';
+
 /**
- * Makes caller-derived text (a gateway path, a resource id) fit a receipt field: token-shaped
- * runs become `[token]`, and text longer than `max` keeps its start plus a SHA-256 of the whole,
- * so the receipt still identifies it exactly without carrying it.
+ * Makes caller-derived text (a gateway path, a resource id, an MCP tool's name) fit a receipt
+ * field: token-shaped runs become `[token]`, the empty string becomes {@link EMPTY_TEXT} (an MCP
+ * agent may name a tool `""`: refused by {@link assertReceiptInput}, its receipt was not written
+ * and the call answered as a store outage), and text longer than `max` keeps its start plus a
+ * SHA-256 of the whole, so the receipt still identifies it exactly without carrying it.
  */
 export function receiptText(value: string, max: number = LIMITS.text): string {
+  if (value.length === 0) return EMPTY_TEXT;
   const cleaned = value.replace(JWS_SHAPES, '[token]');
   if (cleaned.length <= max) return cleaned;
   const digest = `…#sha256:${sha256Base64url(value)}`;
@@ -200,14 +215,7 @@ export function assertReceiptInput(input: ReceiptInput): void {
   if (input.mcp !== undefined) {
     for (const [k, v] of Object.entries(input.mcp)) assertText(`mcp.${k}`, v, LIMITS.text, true);
   }
-  if (input.charges !== undefined) {
-    if (!Array.isArray(input.charges) || input.charges.length > LIMITS.policies) throw new TypeError(`receipt charges must be an array of at most ${LIMITS.policies}`);
-    input.charges.forEach((c, i) => {
-      assertText(`charges[${i}].budget`, c.budget, LIMITS.id);
-      assertText(`charges[${i}].unit`, c.unit, LIMITS.id);
-      if (!Number.isSafeInteger(c.amount) || c.amount < 0) throw new TypeError(`receipt charges[${i}].amount must be a non-negative integer`);
-    });
-  }
+  if (input.charges !== undefined) assertCharges(input.charges);
 }
 
 /** A receipt text field: 1 to `max` characters, not shaped like a JWS. @throws TypeError */
@@ -215,6 +223,23 @@ function assertText(name: string, v: unknown, max: number, optional = false): vo
   if (v === undefined && optional) return;
   if (typeof v !== 'string' || v.length === 0 || v.length > max) throw new TypeError(`receipt ${name} must be a string of 1 to ${max} characters`);
   if (JWS_SHAPE.test(v)) throw new TypeError(`receipt ${name} looks like a token; receipts never carry tokens`);
+}
+
+/**
+ * The receipt's charges: at most {@link LIMITS}`.policies` objects, each with a budget, a unit and
+ * a non-negative integer amount. Walked by index, as {@link assertList}: a hole is refused by
+ * name (`forEach` skipped it, and `receiptClaims` then signed it as `null`). @throws TypeError
+ */
+function assertCharges(charges: unknown): void {
+  if (!Array.isArray(charges) || charges.length > LIMITS.policies) throw new TypeError(`receipt charges must be an array of at most ${LIMITS.policies}`);
+  for (let i = 0; i < charges.length; i++) {
+    const c: unknown = charges[i];
+    if (typeof c !== 'object' || c === null) throw new TypeError(`receipt charges[${i}] must be an object`);
+    const { budget, unit, amount } = c as Partial<ReceiptCharge>;
+    assertText(`charges[${i}].budget`, budget, LIMITS.id);
+    assertText(`charges[${i}].unit`, unit, LIMITS.id);
+    if (!Number.isSafeInteger(amount) || (amount as number) < 0) throw new TypeError(`receipt charges[${i}].amount must be a non-negative integer`);
+  }
 }
 
 /** A receipt list field: at most `max` identifiers. @throws TypeError */

@@ -267,11 +267,11 @@ export class ReceiptService implements ReceiptAppender {
   }
 
   appendOnce(input: ReceiptInput, once: OnceKey, ready?: Promise<unknown>): Promise<AppendedReceipt> {
-    return checkedAppend(input, () => this.#enqueue(input, once, undefined, ready));
+    return checkedAppend(input, () => this.#enqueue(input, once, undefined, ready), ready);
   }
 
   appendWith(input: ReceiptInput, writes: AttestedWrites): Promise<AppendedReceipt> {
-    return checkedAppend(input, () => this.#enqueue(input, undefined, writes));
+    return checkedAppend(input, () => this.#enqueue(input, undefined, writes), writes.ready);
   }
 
   #enqueue(input: ReceiptInput, once?: OnceKey, writes?: AttestedWrites, ready?: Promise<unknown>): Promise<AppendedReceipt> {
@@ -780,12 +780,15 @@ function splitRepeats(group: readonly Pending[]): { firsts: readonly Pending[]; 
  * `append()` of a checked input (an invalid one rejects with {@link assertReceiptInput}'s
  * TypeError, as from an `async` function), observed: the writer's promise as it is, without an
  * `async` wrapper around it — which would add a promise and two microtask turns to every gateway
- * call's receipt (issue 16, tenth round).
+ * call's receipt (issue 16, tenth round). An invalid input's `ready` (never queued, so never
+ * noted by {@link noteRefusal}) is handled here too: its later rejection is no unhandled one,
+ * as for every append that queues.
  */
-function checkedAppend(input: ReceiptInput, append: () => Promise<AppendedReceipt>): Promise<AppendedReceipt> {
+function checkedAppend(input: ReceiptInput, append: () => Promise<AppendedReceipt>, ready?: Promise<unknown>): Promise<AppendedReceipt> {
   try {
     assertReceiptInput(input);
   } catch (err) {
+    ready?.then(undefined, IGNORE);
     return Promise.reject(err as Error);
   }
   return observeReceiptAppend(append);

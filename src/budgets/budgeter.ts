@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { requestDigest, type ReceiptAppender } from '../audit/index.js';
+import { receiptText, requestDigest, type ReceiptAppender } from '../audit/index.js';
 import type { ActionContext, Budgeter, BudgetHold, Described, Outcome, PepDecision, Targeted } from '../enforcement/index.js';
 import { unexpectedError, type Logger } from '../log.js';
 import type { BudgetScope } from './budgets.js';
@@ -101,7 +101,10 @@ export async function settlementReceipt(receipts: ReceiptAppender | undefined, c
     chain: principal.chain,
     event: 'budget_settlement',
     action: ctx.action.name,
-    resource: ctx.action.resource,
+    // As the decision receipt names it (src/enforcement/steps/receipt.ts): caller-derived text — a
+    // token-shaped path, a tool named like a JWS, a path past the limit — refused the raw resource,
+    // and the charged call went without its settlement receipt.
+    resource: receiptText(ctx.action.resource),
     decision: 'permit',
     requestId,
     requestDigest: requestDigest(ctx.action.digest),

@@ -43,7 +43,7 @@ import { basisHoldsNow, basisOrUndefined, checkDepth, decisionBasis, parseEvalua
 import { failedAheadOf, RECEIPT_ID_HEADER, RECEIPT_REQUEST_HEADER, type PepTokens } from './authzen.js';
 import { handBodyOn, parseJson, readBodyAhead, receiveBody, type BodyReceiver } from './json-body.js';
 import { observeAnswered } from './metrics.js';
-import { REQUEST_ID } from './middleware.js';
+import { acceptedRequestId } from './middleware.js';
 
 /** What the cached path needs: the routes' limits, the PDP, the PEP tokens the routes verified. */
 export interface CachedDecisionsDeps {
@@ -289,7 +289,7 @@ export function eligible(method: string, path: string, headers: IncomingHttpHead
   // id is echoed by the routes (./authzen.ts echoRequestId): left to them.
   const given = headers['x-request-id'];
   if (given === undefined || given === '') return randomUUID();
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : undefined;
+  return acceptedRequestId(given) ? given : undefined;
 }
 
 /** The evaluations a body asks for, or undefined when it is not a valid request (the normal path answers 400). */

@@ -7,11 +7,23 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type Koa from 'koa';
+import { looksLikeToken } from '../audit/index.js';
 import { PayloadTooLarge } from '../errors/index.js';
 import type { Logger } from '../log.js';
 
-/** A caller-supplied request id is echoed only if it is short and harmless in logs and headers. */
+/** A caller-supplied request id is echoed only if it is short and harmless in logs and headers ({@link acceptedRequestId}). */
 export const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Whether a caller's `X-Request-ID` is taken as the request's id (echoed, logged, carried by its
+ * receipts as `request_id`): {@link REQUEST_ID}, and not shaped like a token — a JWS fits that
+ * pattern, and a receipt refuses it ("receipts never carry tokens"), so a gateway call carrying
+ * one was answered as a store outage and raised the receipt-failure alert. Any other id is
+ * replaced by a new one.
+ */
+export function acceptedRequestId(given: unknown): given is string {
+  return typeof given === 'string' && REQUEST_ID.test(given) && !looksLikeToken(given);
+}
 
 /**
  * `X-Request-ID`: echoed when valid, generated otherwise; a child logger carries it.
@@ -25,7 +37,7 @@ export function requestContext(logger: Logger): Koa.Middleware {
   // instead of wrapping it in one more (issue 16, eighth round: allocation per call).
   return function requestId(ctx, next) {
     const given = ctx.get('X-Request-ID');
-    const id = REQUEST_ID.test(given) ? given : randomUUID();
+    const id = acceptedRequestId(given) ? given : randomUUID();
     ctx.state.requestId = id;
     defineLazyLog(ctx.state, logger, id);
     ctx.set('X-Request-ID', id);
