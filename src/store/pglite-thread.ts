@@ -22,7 +22,7 @@ import { Worker } from 'node:worker_threads';
 import type { CheckpointEvents, CheckpointPolicy } from './checkpointer.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { providedEmptyCluster } from './pglite.js';
-import { driverError, type Reply, type Request, type WireError, type WorkerStart } from './pglite-wire.js';
+import { bufferPaths, driverError, type Reply, type Request, type WireError, type WorkerStart } from './pglite-wire.js';
 import { classifyStoreError, retryConflicts, StoreUnavailableError, withTimeout, type Queryable, type QueryOptions, type Store, type TransactionOptions } from './store.js';
 
 /** Options of {@link createPGliteWorkerStore}: those of the main-thread store that cross to a worker. */
@@ -97,8 +97,10 @@ class Channel {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       // Parameters cross by structured clone: primitives, Date, Uint8Array, arrays and plain objects
-      // arrive as they are; one that cannot be cloned (a function) rejects here, with nothing sent.
-      this.worker.postMessage({ ...request, id } as Request);
+      // arrive as they are, Buffers are rebuilt there (pglite-wire.ts `bufferPaths`); one that would
+      // arrive as another value (a class instance, a URL, a function) rejects here, with nothing sent.
+      const buffers = 'params' in request ? bufferPaths(request.params) : [];
+      this.worker.postMessage({ ...request, ...(buffers.length ? { buffers } : {}), id } as Request);
       if (this.#pending.size === 0) this.worker.ref();
       this.#pending.set(id, { resolve, reject });
     });

@@ -21,10 +21,10 @@ export interface WorkerStart {
 
 /** A request from the main thread; `id` pairs it with its {@link Reply}. `tx` names an interactive transaction. */
 export type Request =
-  | { id: number; op: 'query'; sql: string; params: readonly unknown[] | undefined; prepare: QueryOptions['prepare'] }
+  | { id: number; op: 'query'; sql: string; params: readonly unknown[] | undefined; buffers?: Path[]; prepare: QueryOptions['prepare'] }
   | { id: number; op: 'exec'; sql: string }
   | { id: number; op: 'begin'; tx: number }
-  | { id: number; op: 'txquery'; tx: number; sql: string; params: readonly unknown[] | undefined; prepare: QueryOptions['prepare'] }
+  | { id: number; op: 'txquery'; tx: number; sql: string; params: readonly unknown[] | undefined; buffers?: Path[]; prepare: QueryOptions['prepare'] }
   | { id: number; op: 'txexec'; tx: number; sql: string }
   | { id: number; op: 'end'; tx: number; commit: boolean }
   | { id: number; op: 'ping' }
@@ -77,4 +77,91 @@ export function driverError(wire: WireError): Error | undefined {
   const err = new Error(typeof message === 'string' ? message : wire.message);
   Object.assign(err, fields);
   return err;
+}
+
+/** Where a value sits in a statement's parameters: array indexes and object member names from the top. */
+export type Path = ReadonlyArray<number | string>;
+
+/**
+ * A statement parameter that would not reach the worker's PGlite as the same value (structured
+ * clone keeps own data only: a class instance arrives a plain object without its `toString` /
+ * `toJSON`, a `URL`, function or symbol cannot cross). Refused on the calling thread, nothing sent,
+ * so the worker store never stores other text than the main-thread store would.
+ */
+export class ParameterNotTransferable extends TypeError {
+  readonly code = 'ERR_STORE_PARAMETER_NOT_TRANSFERABLE';
+  constructor(readonly path: string) {
+    super(`statement parameter ${path} cannot cross to the embedded database's worker as the same value`);
+    this.name = 'ParameterNotTransferable';
+  }
+}
+
+/** Built-in prototypes whose instances structured clone rebuilds as the same kind, own data and all. */
+const CLONED_AS_THEY_ARE: ReadonlySet<object | null> = new Set<object | null>([
+  null,
+  Object.prototype,
+  Array.prototype,
+  Date.prototype,
+  Map.prototype,
+  Set.prototype,
+  RegExp.prototype,
+  ArrayBuffer.prototype,
+  DataView.prototype,
+  ...[Uint8Array, Uint8ClampedArray, Int8Array, Uint16Array, Int16Array, Uint32Array, Int32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array].map((t) => t.prototype),
+]);
+
+/**
+ * Checks statement parameters before they cross to the worker, and finds their Buffers: a Buffer
+ * arrives as a plain Uint8Array (whose `toString` is `"97,98,99"`, not the Buffer's UTF-8, and whose
+ * JSON differs), so the worker rebuilds each one at its path ({@link restoreBuffers}). Anything else
+ * structured clone would change is refused.
+ *
+ * @returns the paths of the Buffers (empty when there are none)
+ * @throws ParameterNotTransferable naming the first parameter that would not arrive as it is
+ */
+export function bufferPaths(params: readonly unknown[] | undefined): Path[] {
+  const found: Path[] = [];
+  const walk = (value: unknown, path: Array<number | string>): void => {
+    if (typeof value === 'function' || typeof value === 'symbol') throw new ParameterNotTransferable(describePath(path));
+    if (typeof value !== 'object' || value === null) return;
+    if (Buffer.isBuffer(value)) {
+      found.push([...path]);
+      return;
+    }
+    const proto = Object.getPrototypeOf(value) as object | null;
+    if (!CLONED_AS_THEY_ARE.has(proto)) throw new ParameterNotTransferable(describePath(path));
+    if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof Date || value instanceof RegExp) return;
+    if (value instanceof Map || value instanceof Set) {
+      // Their entries do not reach JSON or text; only what cannot be cloned matters.
+      for (const entry of value instanceof Map ? [...value.keys(), ...value.values()] : value) walk(entry, path);
+      return;
+    }
+    for (const key of Object.keys(value)) {
+      path.push(Array.isArray(value) ? Number(key) : key);
+      walk((value as Record<string, unknown>)[key], path);
+      path.pop();
+    }
+  };
+  params?.forEach((p, i) => walk(p, [i]));
+  return found;
+}
+
+/** In the worker: the Buffers {@link bufferPaths} found, rebuilt over the Uint8Arrays that arrived. */
+export function restoreBuffers(params: unknown[] | undefined, paths: readonly Path[] | undefined): unknown[] | undefined {
+  if (params === undefined || paths === undefined) return params;
+  for (const path of paths) {
+    let holder = params as unknown as Record<string | number, unknown>;
+    for (const key of path.slice(0, -1)) holder = holder[key] as Record<string | number, unknown>;
+    const last = path[path.length - 1]!;
+    const bytes = holder[last] as Uint8Array;
+    holder[last] = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  return params;
+}
+
+function describePath(path: readonly (number | string)[]): string {
+  return `$${(path[0] as number) + 1}${path
+    .slice(1)
+    .map((k) => (typeof k === 'number' ? `[${k}]` : `.${k}`))
+    .join('')}`;
 }

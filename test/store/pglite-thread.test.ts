@@ -106,6 +106,46 @@ describe('PGlite in a worker thread', () => {
     }
   });
 
+  it('parameters reach the worker as the same values as on the main-thread store: a Buffer stays a Buffer; one that would arrive as another value is refused, nothing sent', async () => {
+    const store = await sharedStore();
+    const main = await createPGliteStore({ dataDir: 'memory://' });
+    class Amount {
+      constructor(readonly units: number) {}
+      toString(): string {
+        return String(this.units);
+      }
+      toJSON(): unknown {
+        return { units: this.units };
+      }
+    }
+    try {
+      const same: Array<[string, unknown[]]> = [
+        ['SELECT $1::text AS v', [Buffer.from('abc')]],
+        ['SELECT $1::jsonb AS v', [{ key: Buffer.from([1, 2]), at: new Date(0) }]],
+        ['SELECT $1::bytea AS v, $2::bytea AS w', [Buffer.from('hello'), new Uint8Array([9, 8, 7]).subarray(1)]],
+        ['SELECT $1::text[] AS v', [[Buffer.from('x'), 'y']]],
+        ['SELECT $1::int8 AS v, $2::numeric AS w, $3::timestamptz AS z', [2n ** 62n, '12345678901234567890.000000001', new Date(1_700_000_000_123)]],
+      ];
+      for (const prepare of [undefined, 'shape'] as const) {
+        for (const [sql, params] of same) {
+          const expected = await main.query(sql, params, prepare && { prepare });
+          expect(await store.query(sql, params, prepare && { prepare })).toEqual(expected);
+          expect(await store.transaction((tx) => tx.query(sql, params, prepare && { prepare }))).toEqual(expected);
+        }
+      }
+      expect(await store.query<{ v: string }>('SELECT $1::text AS v', [Buffer.from('abc')])).toEqual([{ v: 'abc' }]);
+      const refused = [[new Amount(5)], [{ nested: [new Amount(5)] }], [new URL('https://deputy.example/')], [() => 1]];
+      for (const params of refused) {
+        await expect(store.query('INSERT INTO t (x) SELECT 1 WHERE $1::text IS NOT NULL', params)).rejects.toMatchObject({ name: 'ParameterNotTransferable' });
+        await expect(store.transaction((tx) => tx.query('INSERT INTO t (x) VALUES (2)').then(() => tx.query('SELECT $1::text AS v', params)))).rejects.toMatchObject({ name: 'ParameterNotTransferable' });
+      }
+      await expect(store.query('SELECT $1::jsonb AS v', [{ nested: [new Amount(5)] }])).rejects.toThrow('$1.nested[0]');
+      expect(await store.query('SELECT x FROM t')).toEqual([]);
+    } finally {
+      await main.close();
+    }
+  });
+
   it('concurrent transactions and statements run one at a time: no read-modify-write is lost, none interleaves', async () => {
     const store = await sharedStore();
     try {
