@@ -7,11 +7,15 @@
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Worker } from 'node:worker_threads';
+import Koa from 'koa';
 import { afterAll, describe, expect, it, vi } from 'vitest';
+import { healthRoutes } from '../../src/http/health.js';
+import type { KeyStore } from '../../src/keys/index.js';
 import type { CheckpointReason } from '../../src/store/checkpointer.js';
 import { DataDirLocked, StoreUnavailableError } from '../../src/store/index.js';
 import { LOCK_FILE } from '../../src/store/lock.js';
@@ -207,6 +211,40 @@ describe('PGlite in a worker thread', () => {
     await expect(store.query('SELECT 1')).rejects.toThrow('the embedded database worker stopped');
     await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
     await store.close();
+  });
+
+  it('a worker that dies loses the store for good: reported once (its exit code, no message), /healthz and /readyz answer 503 over HTTP, close releases the folder; a closed store is not lost', async () => {
+    const dir = folder();
+    let worker: Worker | undefined;
+    const lost: StoreUnavailableError[] = [];
+    const store = await createPGliteWorkerStore({ dataDir: dir, onWorker: (w) => (worker = w), onLost: (err) => lost.push(err) });
+    const app = new Koa();
+    app.use(healthRoutes({ store, keys: { activeSigningKey: {} } as unknown as KeyStore }).routes());
+    const server = app.listen(0);
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      expect((await fetch(`${base}/readyz`)).status).toBe(200);
+      expect(store.lost?.()).toBeUndefined();
+      await worker!.terminate();
+      await vi.waitFor(() => expect(lost).toHaveLength(1));
+      expect(lost[0]).toBeInstanceOf(StoreUnavailableError);
+      expect(lost[0]!.cause).toEqual({ exitCode: 1 });
+      expect(store.lost?.()).toBe(lost[0]);
+      const healthz = await fetch(`${base}/healthz`);
+      expect([healthz.status, await healthz.json()]).toEqual([503, { status: 'store_lost' }]);
+      expect((await fetch(`${base}/readyz`)).status).toBe(503);
+      await store.close();
+      expect(lost).toHaveLength(1);
+      const again = await createPGliteWorkerStore({ dataDir: dir, onLost: (err) => lost.push(err) });
+      expect(await again.query('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+      await again.close();
+      expect(again.lost?.()).toBeUndefined();
+      expect(lost).toHaveLength(1);
+    } finally {
+      server.close();
+      await store.close();
+    }
   });
 
   it('takes the data folder lock on this thread (another store or process on the folder is refused until close), reports its checkpoints here; data survives a reopen', async () => {
