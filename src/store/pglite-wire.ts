@@ -121,9 +121,12 @@ const CLONED_AS_THEY_ARE: ReadonlySet<object | null> = new Set<object | null>([
  */
 export function bufferPaths(params: readonly unknown[] | undefined): Path[] {
   const found: Path[] = [];
+  // The objects being walked: one met again inside itself is a cycle (no statement's value; JSON refuses it too).
+  const within = new Set<object>();
   const walk = (value: unknown, path: Array<number | string>): void => {
     if (typeof value === 'function' || typeof value === 'symbol') throw new ParameterNotTransferable(describePath(path));
     if (typeof value !== 'object' || value === null) return;
+    if (within.has(value)) throw new ParameterNotTransferable(describePath(path));
     if (Buffer.isBuffer(value)) {
       found.push([...path]);
       return;
@@ -131,16 +134,18 @@ export function bufferPaths(params: readonly unknown[] | undefined): Path[] {
     const proto = Object.getPrototypeOf(value) as object | null;
     if (!CLONED_AS_THEY_ARE.has(proto)) throw new ParameterNotTransferable(describePath(path));
     if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof Date || value instanceof RegExp) return;
+    within.add(value);
     if (value instanceof Map || value instanceof Set) {
       // Their entries do not reach JSON or text; only what cannot be cloned matters.
       for (const entry of value instanceof Map ? [...value.keys(), ...value.values()] : value) walk(entry, path);
-      return;
+    } else {
+      for (const key of Object.keys(value)) {
+        path.push(Array.isArray(value) ? Number(key) : key);
+        walk((value as Record<string, unknown>)[key], path);
+        path.pop();
+      }
     }
-    for (const key of Object.keys(value)) {
-      path.push(Array.isArray(value) ? Number(key) : key);
-      walk((value as Record<string, unknown>)[key], path);
-      path.pop();
-    }
+    within.delete(value);
   };
   params?.forEach((p, i) => walk(p, [i]));
   return found;

@@ -144,6 +144,11 @@ describe('PGlite in a worker thread', () => {
         await expect(store.transaction((tx) => tx.query('INSERT INTO t (x) VALUES (2)').then(() => tx.query('SELECT $1::text AS v', params)))).rejects.toMatchObject({ name: 'ParameterNotTransferable' });
       }
       await expect(store.query('SELECT $1::jsonb AS v', [{ nested: [new Amount(5)] }])).rejects.toThrow('$1.nested[0]');
+      const cyclic: Record<string, unknown> = { a: 1 };
+      cyclic.self = { back: cyclic };
+      await expect(store.query('SELECT $1::jsonb AS v', [cyclic])).rejects.toThrow('$1.self.back');
+      const shared = { k: 1 };
+      expect(await store.query('SELECT $1::jsonb AS v', [{ a: shared, b: shared }])).toEqual([{ v: { a: { k: 1 }, b: { k: 1 } } }]);
       expect(await store.query('SELECT x FROM t')).toEqual([]);
     } finally {
       await main.close();
