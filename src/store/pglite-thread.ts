@@ -22,7 +22,7 @@ import { Worker } from 'node:worker_threads';
 import type { CheckpointEvents, CheckpointPolicy } from './checkpointer.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { providedEmptyCluster } from './pglite.js';
-import { bufferPaths, driverError, type Reply, type Request, type WireError, type WorkerStart } from './pglite-wire.js';
+import { driverError, type Reply, type Request, type WireError, type WorkerStart, wireParams } from './pglite-wire.js';
 import { classifyStoreError, retryConflicts, StoreUnavailableError, withTimeout, type Queryable, type QueryOptions, type Store, type TransactionOptions } from './store.js';
 
 /** Options of {@link createPGliteWorkerStore}: those of the main-thread store that cross to a worker. */
@@ -108,10 +108,11 @@ class Channel {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       // Parameters cross by structured clone: primitives, Date, Uint8Array, arrays and plain objects
-      // arrive as they are, Buffers are rebuilt there (pglite-wire.ts `bufferPaths`); one that would
-      // arrive as another value (a class instance, a URL, a function) rejects here, with nothing sent.
-      const buffers = 'params' in request ? bufferPaths(request.params) : [];
-      this.worker.postMessage({ ...request, ...(buffers.length ? { buffers } : {}), id } as Request);
+      // arrive as they are, Buffers are rebuilt there, views cross as their own bytes only
+      // (pglite-wire.ts `wireParams`); one that would arrive as another value (a class instance, a
+      // URL, a function) rejects here, with nothing sent.
+      const { params, buffers } = 'params' in request ? wireParams(request.params) : { params: undefined, buffers: [] };
+      this.worker.postMessage({ ...request, ...(params ? { params } : {}), ...(buffers.length ? { buffers } : {}), id } as Request);
       if (this.#pending.size === 0) this.worker.ref();
       this.#pending.set(id, { resolve, reject });
     });

@@ -111,47 +111,72 @@ const CLONED_AS_THEY_ARE: ReadonlySet<object | null> = new Set<object | null>([
 ]);
 
 /**
- * Checks statement parameters before they cross to the worker, and finds their Buffers: a Buffer
- * arrives as a plain Uint8Array (whose `toString` is `"97,98,99"`, not the Buffer's UTF-8, and whose
- * JSON differs), so the worker rebuilds each one at its path ({@link restoreBuffers}). Anything else
- * structured clone would change is refused.
+ * Statement parameters as they cross to the worker, and the paths of their Buffers. A Buffer
+ * arrives as a plain Uint8Array (whose `toString` is `"97,98,99"`, not the Buffer's UTF-8, and
+ * whose JSON differs), so the worker rebuilds each one at its path ({@link restoreBuffers}).
+ * Structured clone copies a byte view's whole backing store — a pooled Buffer's 8 KiB slab with
+ * other Buffers' bytes in it, a 32-byte `subarray` of a 50 MB body all 50 MB — so a view that
+ * does not span its store crosses as a copy of its own bytes (the containers on its path copied,
+ * the caller's values untouched). Anything else structured clone would change is refused.
  *
- * @returns the paths of the Buffers (empty when there are none)
  * @throws ParameterNotTransferable naming the first parameter that would not arrive as it is
  */
-export function bufferPaths(params: readonly unknown[] | undefined): Path[] {
-  const found: Path[] = [];
+export function wireParams(params: readonly unknown[] | undefined): { params: readonly unknown[] | undefined; buffers: Path[] } {
+  const buffers: Path[] = [];
   // The objects being walked: one met again inside itself is a cycle (no statement's value; JSON refuses it too).
   const within = new Set<object>();
-  const walk = (value: unknown, path: Array<number | string>): void => {
+  /** `value` as it crosses: itself, or a copy when a view in it had to be compacted. */
+  const walk = (value: unknown, path: Array<number | string>): unknown => {
     if (typeof value === 'function' || typeof value === 'symbol') throw new ParameterNotTransferable(describePath(path));
-    if (typeof value !== 'object' || value === null) return;
+    if (typeof value !== 'object' || value === null) return value;
     if (within.has(value)) throw new ParameterNotTransferable(describePath(path));
     if (Buffer.isBuffer(value)) {
-      found.push([...path]);
-      return;
+      buffers.push([...path]);
+      return compact(value);
     }
     const proto = Object.getPrototypeOf(value) as object | null;
     if (!CLONED_AS_THEY_ARE.has(proto)) throw new ParameterNotTransferable(describePath(path));
-    if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof Date || value instanceof RegExp) return;
+    if (ArrayBuffer.isView(value)) return compact(value);
+    if (value instanceof ArrayBuffer || value instanceof Date || value instanceof RegExp) return value;
     within.add(value);
+    let out: unknown = value;
     if (value instanceof Map || value instanceof Set) {
       // Their entries do not reach JSON or text; only what cannot be cloned matters.
       for (const entry of value instanceof Map ? [...value.keys(), ...value.values()] : value) walk(entry, path);
     } else {
+      let copy: Record<string, unknown> | unknown[] | undefined;
       for (const key of Object.keys(value)) {
+        const member = (value as Record<string, unknown>)[key];
         path.push(Array.isArray(value) ? Number(key) : key);
-        walk((value as Record<string, unknown>)[key], path);
+        const crossing = walk(member, path);
         path.pop();
+        if (crossing !== member) {
+          copy ??= Array.isArray(value) ? [...value] : (Object.assign(Object.create(proto) as object, value) as Record<string, unknown>);
+          (copy as Record<string, unknown>)[key] = crossing;
+        }
       }
+      out = copy ?? value;
     }
     within.delete(value);
+    return out;
   };
-  params?.forEach((p, i) => walk(p, [i]));
-  return found;
+  if (params === undefined) return { params, buffers };
+  let copy: unknown[] | undefined;
+  params.forEach((p, i) => {
+    const crossing = walk(p, [i]);
+    if (crossing !== p) (copy ??= [...params])[i] = crossing;
+  });
+  return { params: copy ?? params, buffers };
 }
 
-/** In the worker: the Buffers {@link bufferPaths} found, rebuilt over the Uint8Arrays that arrived. */
+/** A byte view that spans its whole backing store, as it is; otherwise a copy of its own bytes (a Buffer's as a Uint8Array). */
+function compact(view: ArrayBufferView): ArrayBufferView {
+  if (view.byteOffset === 0 && view.byteLength === view.buffer.byteLength) return view;
+  if (view instanceof DataView) return new DataView(view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength));
+  return Buffer.isBuffer(view) ? new Uint8Array(view) : (view as Uint8Array).slice();
+}
+
+/** In the worker: the Buffers {@link wireParams} found, rebuilt over the Uint8Arrays that arrived. */
 export function restoreBuffers(params: unknown[] | undefined, paths: readonly Path[] | undefined): unknown[] | undefined {
   if (params === undefined || paths === undefined) return params;
   for (const path of paths) {

@@ -21,6 +21,7 @@ import { DataDirLocked, StoreUnavailableError } from '../../src/store/index.js';
 import { LOCK_FILE } from '../../src/store/lock.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { createPGliteWorkerStore } from '../../src/store/pglite-thread.js';
+import { wireParams } from '../../src/store/pglite-wire.js';
 import type { Store } from '../../src/store/store.js';
 import { TEST_NODE_FLAGS } from '../support/process.js';
 
@@ -153,6 +154,26 @@ describe('PGlite in a worker thread', () => {
     } finally {
       await main.close();
     }
+  });
+
+  it('a byte view crosses as its own bytes, not its whole backing store (a pooled Buffer\'s slab, a large body\'s subarray); the caller\'s values are untouched', async () => {
+    const body = Buffer.alloc(8 * 1024 * 1024, 7);
+    body.write('key', 100);
+    const key = body.subarray(100, 103);
+    const floats = new Float64Array(1024).subarray(2, 4);
+    const params = [key, { nested: [key] }, floats, Buffer.from('abc')];
+    const { params: crossing, buffers } = wireParams(params);
+    expect(buffers).toEqual([[0], [1, 'nested', 0], [3]]);
+    const sent = crossing as [Uint8Array, { nested: Uint8Array[] }, Float64Array, Uint8Array];
+    for (const view of [sent[0], sent[1].nested[0]!, sent[2], sent[3]]) expect(view.buffer.byteLength).toBe(view.byteLength);
+    expect(Buffer.from(sent[0]).toString()).toBe('key');
+    expect(params[0]).toBe(key);
+    expect((params[1] as { nested: Buffer[] }).nested[0]).toBe(key);
+    const plain = [1, 'a', { b: [2] }];
+    expect(wireParams(plain).params).toBe(plain);
+
+    const store = await sharedStore();
+    expect(await store.query('SELECT $1::bytea AS v, $2::text AS w, $3::jsonb AS j', [key, key, { k: key.toString() }])).toEqual([{ v: new Uint8Array(Buffer.from('key')), w: 'key', j: { k: 'key' } }]);
   });
 
   it('concurrent transactions and statements run one at a time: no read-modify-write is lost, none interleaves', async () => {
