@@ -83,7 +83,11 @@ const PURGE_INTERVAL_MS = 5 * 60_000;
 export async function startDeputy(options: StartOptions): Promise<DeputyServer> {
   const { config } = options;
   const logger = options.logger ?? createLogger(config.log.level);
-  const store = await openStore(config.store, checkpointObserver(logger));
+  const store = await openStore(config.store, {
+    ...checkpointObserver(logger),
+    // The worker-thread store's worker died: its cause is the worker error's name and code or its exit code (never a message).
+    lost: (err) => logger.fatal({ err: { message: err.message, cause: err.cause } }, 'embedded store lost: every call answers 503 and /healthz fails until Deputy is restarted'),
+  });
   const server = createServer({ requestTimeout: 30_000, headersTimeout: 15_000 });
   // A cluster worker's metrics are served by the primary's listener, summed over the workers.
   if (cluster.isWorker) shareWithClusterPrimary();

@@ -1,5 +1,6 @@
 /**
- * Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the store answers and
+ * Liveness (`/healthz`: the process answers, and its store is not lost for good — `Store.lost`)
+ * and readiness (`/readyz`: the store answers and
  * keys are loaded). Load balancers route only to ready instances.
  *
  * @module
@@ -13,7 +14,11 @@ export function healthRoutes(deps: { store: Store; keys: KeyStore | undefined })
   const router = new Router();
   router.get('/healthz', (ctx) => {
     noStore(ctx);
-    ctx.body = { status: 'ok' };
+    // A store lost for good (the embedded database's worker died) is not an outage: only a restart
+    // brings it back, so liveness fails and the orchestrator restarts the process.
+    const lost = deps.store.lost?.() !== undefined;
+    ctx.status = lost ? 503 : 200;
+    ctx.body = lost ? { status: 'store_lost' } : { status: 'ok' };
   });
   router.get('/readyz', async (ctx) => {
     noStore(ctx);

@@ -22,7 +22,7 @@ import { Worker } from 'node:worker_threads';
 import type { CheckpointEvents, CheckpointPolicy } from './checkpointer.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { providedEmptyCluster } from './pglite.js';
-import { driverError, type Reply, type Request, type WireError, type WorkerStart } from './pglite-wire.js';
+import { driverError, type Reply, type Request, type WireError, type WorkerStart, wireParams } from './pglite-wire.js';
 import { classifyStoreError, retryConflicts, StoreUnavailableError, withTimeout, type Queryable, type QueryOptions, type Store, type TransactionOptions } from './store.js';
 
 /** Options of {@link createPGliteWorkerStore}: those of the main-thread store that cross to a worker. */
@@ -35,6 +35,13 @@ export interface PGliteWorkerStoreOptions {
   checkpointEvents?: CheckpointEvents;
   /** Tests only: the worker once it serves (to stop it as a crash would). */
   onWorker?: (worker: Worker) => void;
+  /**
+   * The worker died while the store was open (not closed by `close`): called once, on this thread,
+   * with the store's error (its cause: the worker's error name and code, or its exit code — never
+   * its message, which may quote a statement's values). Every call fails from then on, and
+   * `lost()` says so.
+   */
+  onLost?: (err: StoreUnavailableError) => void;
 }
 
 /** How long `close` waits for the worker to close the database before it stops the worker. */
@@ -88,6 +95,10 @@ class Channel {
   down: string | undefined;
   /** The worker has exited. */
   exited = false;
+  /** The worker died while serving (not stopped by close): why, for `lost()`. */
+  lost: StoreUnavailableError | undefined;
+  /** Told once when {@link lost} is set. */
+  onLost: ((err: StoreUnavailableError) => void) | undefined;
 
   constructor(readonly worker: Worker) {}
 
@@ -97,8 +108,11 @@ class Channel {
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       // Parameters cross by structured clone: primitives, Date, Uint8Array, arrays and plain objects
-      // arrive as they are; one that cannot be cloned (a function) rejects here, with nothing sent.
-      this.worker.postMessage({ ...request, id } as Request);
+      // arrive as they are, Buffers are rebuilt there, views cross as their own bytes only
+      // (pglite-wire.ts `wireParams`); one that would arrive as another value (a class instance, a
+      // URL, a function) rejects here, with nothing sent.
+      const { params, buffers } = 'params' in request ? wireParams(request.params) : { params: undefined, buffers: [] };
+      this.worker.postMessage({ ...request, ...(params ? { params } : {}), ...(buffers.length ? { buffers } : {}), id } as Request);
       if (this.#pending.size === 0) this.worker.ref();
       this.#pending.set(id, { resolve, reject });
     });
@@ -112,6 +126,19 @@ class Channel {
     if (this.#pending.size === 0) this.worker.unref();
     if (m.ok) p.resolve(m.rows);
     else p.reject(this.down === undefined ? fromWire(m.error) : new StoreUnavailableError(this.down));
+  }
+
+  /**
+   * The worker went without being asked to (`down` unset: `close` sets it before it stops the
+   * worker): the store is lost for good. `cause` is the worker's error, reduced to its name and
+   * code, or its exit code.
+   */
+  died(reason: string, cause: { name?: string; code?: unknown; exitCode?: number }): void {
+    if (this.down === undefined && this.lost === undefined) {
+      this.lost = new StoreUnavailableError(reason, { cause });
+      this.onLost?.(this.lost);
+    }
+    this.failAll(reason);
   }
 
   /** Marks the channel down (the first reason stays) and fails every pending call with it. */
@@ -135,12 +162,12 @@ function listen(channel: Channel, events: CheckpointEvents | undefined): Promise
     });
     worker.on('error', (err) => {
       // The worker's uncaught error: its message is not a store's to show; only that the store is gone.
-      channel.failAll('the embedded database worker failed');
+      channel.died('the embedded database worker failed', { name: err.name, code: (err as { code?: unknown }).code });
       reject(new StoreUnavailableError('the embedded database worker failed', { cause: err }));
     });
-    worker.on('exit', () => {
+    worker.on('exit', (exitCode) => {
       channel.exited = true;
-      channel.failAll('the embedded database worker stopped');
+      channel.died('the embedded database worker stopped', { exitCode });
       reject(new StoreUnavailableError('the embedded database worker stopped'));
     });
   });
@@ -160,6 +187,7 @@ async function startWorker(options: PGliteWorkerStoreOptions, lock: DataDirLock 
     throw err;
   }
   options.onWorker?.(worker);
+  channel.onLost = options.onLost;
   worker.unref();
   return storeOver(channel, lock);
 }
@@ -225,6 +253,7 @@ function storeOver(channel: Channel, lock: DataDirLock | undefined): Store {
       closed ??= closeWorker(channel, lock);
       return closed;
     },
+    lost: () => channel.lost,
   };
 }
 

@@ -13,7 +13,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { createPGliteStore, provideEmptyCluster } from './pglite.js';
-import { toWire, type Reply, type Request, type WorkerStart } from './pglite-wire.js';
+import { restoreBuffers, toWire, type Reply, type Request, type WorkerStart } from './pglite-wire.js';
 import { StoreUnavailableError, type Queryable, type QueryOptions, type Store } from './store.js';
 
 /** Thrown into a transaction's callback to roll it back on `end` without commit. */
@@ -102,13 +102,13 @@ function handle(served: Served, m: Request): void {
   const options = (prepare: QueryOptions['prepare']): QueryOptions | undefined => (prepare === undefined ? undefined : { prepare });
   switch (m.op) {
     case 'query':
-      return answer(m.id, store.query(m.sql, m.params, options(m.prepare)));
+      return answer(m.id, store.query(m.sql, restoreBuffers(m.params as unknown[] | undefined, m.buffers), options(m.prepare)));
     case 'exec':
       return answer(m.id, store.exec(m.sql));
     case 'begin':
       return begin(served, m.id, m.tx);
     case 'txquery':
-      return inTransaction(served, m.id, m.tx, (tx) => tx.query(m.sql, m.params, options(m.prepare)));
+      return inTransaction(served, m.id, m.tx, (tx) => tx.query(m.sql, restoreBuffers(m.params as unknown[] | undefined, m.buffers), options(m.prepare)));
     case 'txexec':
       return inTransaction(served, m.id, m.tx, (tx) => tx.exec(m.sql));
     case 'end':

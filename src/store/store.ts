@@ -97,6 +97,12 @@ export interface Store extends Queryable {
   close(): Promise<void>;
   /** Pool use (PostgreSQL only; PGlite has no pool), read by the `deputy_store_pool_*` gauges. */
   poolStats?(): { total: number; idle: number; waiting: number };
+  /**
+   * Why this store can never answer again in this process, or undefined while it can (only the
+   * worker-thread PGlite store: its worker died). Unlike an outage (`ping` fails until the database
+   * is back) nothing brings it back but a restart, so liveness (`/healthz`) fails with it.
+   */
+  lost?(): StoreUnavailableError | undefined;
 }
 
 /**

@@ -7,16 +7,21 @@
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Worker } from 'node:worker_threads';
+import Koa from 'koa';
 import { afterAll, describe, expect, it, vi } from 'vitest';
+import { healthRoutes } from '../../src/http/health.js';
+import type { KeyStore } from '../../src/keys/index.js';
 import type { CheckpointReason } from '../../src/store/checkpointer.js';
 import { DataDirLocked, StoreUnavailableError } from '../../src/store/index.js';
 import { LOCK_FILE } from '../../src/store/lock.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { createPGliteWorkerStore } from '../../src/store/pglite-thread.js';
+import { wireParams } from '../../src/store/pglite-wire.js';
 import type { Store } from '../../src/store/store.js';
 import { TEST_NODE_FLAGS } from '../support/process.js';
 
@@ -106,6 +111,71 @@ describe('PGlite in a worker thread', () => {
     }
   });
 
+  it('parameters reach the worker as the same values as on the main-thread store: a Buffer stays a Buffer; one that would arrive as another value is refused, nothing sent', async () => {
+    const store = await sharedStore();
+    const main = await createPGliteStore({ dataDir: 'memory://' });
+    class Amount {
+      constructor(readonly units: number) {}
+      toString(): string {
+        return String(this.units);
+      }
+      toJSON(): unknown {
+        return { units: this.units };
+      }
+    }
+    try {
+      const same: Array<[string, unknown[]]> = [
+        ['SELECT $1::text AS v', [Buffer.from('abc')]],
+        ['SELECT $1::jsonb AS v', [{ key: Buffer.from([1, 2]), at: new Date(0) }]],
+        ['SELECT $1::bytea AS v, $2::bytea AS w', [Buffer.from('hello'), new Uint8Array([9, 8, 7]).subarray(1)]],
+        ['SELECT $1::text[] AS v', [[Buffer.from('x'), 'y']]],
+        ['SELECT $1::int8 AS v, $2::numeric AS w, $3::timestamptz AS z', [2n ** 62n, '12345678901234567890.000000001', new Date(1_700_000_000_123)]],
+      ];
+      for (const prepare of [undefined, 'shape'] as const) {
+        for (const [sql, params] of same) {
+          const expected = await main.query(sql, params, prepare && { prepare });
+          expect(await store.query(sql, params, prepare && { prepare })).toEqual(expected);
+          expect(await store.transaction((tx) => tx.query(sql, params, prepare && { prepare }))).toEqual(expected);
+        }
+      }
+      expect(await store.query<{ v: string }>('SELECT $1::text AS v', [Buffer.from('abc')])).toEqual([{ v: 'abc' }]);
+      const refused = [[new Amount(5)], [{ nested: [new Amount(5)] }], [new URL('https://deputy.example/')], [() => 1]];
+      for (const params of refused) {
+        await expect(store.query('INSERT INTO t (x) SELECT 1 WHERE $1::text IS NOT NULL', params)).rejects.toMatchObject({ name: 'ParameterNotTransferable' });
+        await expect(store.transaction((tx) => tx.query('INSERT INTO t (x) VALUES (2)').then(() => tx.query('SELECT $1::text AS v', params)))).rejects.toMatchObject({ name: 'ParameterNotTransferable' });
+      }
+      await expect(store.query('SELECT $1::jsonb AS v', [{ nested: [new Amount(5)] }])).rejects.toThrow('$1.nested[0]');
+      const cyclic: Record<string, unknown> = { a: 1 };
+      cyclic.self = { back: cyclic };
+      await expect(store.query('SELECT $1::jsonb AS v', [cyclic])).rejects.toThrow('$1.self.back');
+      const shared = { k: 1 };
+      expect(await store.query('SELECT $1::jsonb AS v', [{ a: shared, b: shared }])).toEqual([{ v: { a: { k: 1 }, b: { k: 1 } } }]);
+      expect(await store.query('SELECT x FROM t')).toEqual([]);
+    } finally {
+      await main.close();
+    }
+  });
+
+  it('a byte view crosses as its own bytes, not its whole backing store (a pooled Buffer\'s slab, a large body\'s subarray); the caller\'s values are untouched', async () => {
+    const body = Buffer.alloc(8 * 1024 * 1024, 7);
+    body.write('key', 100);
+    const key = body.subarray(100, 103);
+    const floats = new Float64Array(1024).subarray(2, 4);
+    const params = [key, { nested: [key] }, floats, Buffer.from('abc')];
+    const { params: crossing, buffers } = wireParams(params);
+    expect(buffers).toEqual([[0], [1, 'nested', 0], [3]]);
+    const sent = crossing as [Uint8Array, { nested: Uint8Array[] }, Float64Array, Uint8Array];
+    for (const view of [sent[0], sent[1].nested[0]!, sent[2], sent[3]]) expect(view.buffer.byteLength).toBe(view.byteLength);
+    expect(Buffer.from(sent[0]).toString()).toBe('key');
+    expect(params[0]).toBe(key);
+    expect((params[1] as { nested: Buffer[] }).nested[0]).toBe(key);
+    const plain = [1, 'a', { b: [2] }];
+    expect(wireParams(plain).params).toBe(plain);
+
+    const store = await sharedStore();
+    expect(await store.query('SELECT $1::bytea AS v, $2::text AS w, $3::jsonb AS j', [key, key, { k: key.toString() }])).toEqual([{ v: new Uint8Array(Buffer.from('key')), w: 'key', j: { k: 'key' } }]);
+  });
+
   it('concurrent transactions and statements run one at a time: no read-modify-write is lost, none interleaves', async () => {
     const store = await sharedStore();
     try {
@@ -167,6 +237,40 @@ describe('PGlite in a worker thread', () => {
     await expect(store.query('SELECT 1')).rejects.toThrow('the embedded database worker stopped');
     await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
     await store.close();
+  });
+
+  it('a worker that dies loses the store for good: reported once (its exit code, no message), /healthz and /readyz answer 503 over HTTP, close releases the folder; a closed store is not lost', async () => {
+    const dir = folder();
+    let worker: Worker | undefined;
+    const lost: StoreUnavailableError[] = [];
+    const store = await createPGliteWorkerStore({ dataDir: dir, onWorker: (w) => (worker = w), onLost: (err) => lost.push(err) });
+    const app = new Koa();
+    app.use(healthRoutes({ store, keys: { activeSigningKey: {} } as unknown as KeyStore }).routes());
+    const server = app.listen(0);
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      expect((await fetch(`${base}/readyz`)).status).toBe(200);
+      expect(store.lost?.()).toBeUndefined();
+      await worker!.terminate();
+      await vi.waitFor(() => expect(lost).toHaveLength(1));
+      expect(lost[0]).toBeInstanceOf(StoreUnavailableError);
+      expect(lost[0]!.cause).toEqual({ exitCode: 1 });
+      expect(store.lost?.()).toBe(lost[0]);
+      const healthz = await fetch(`${base}/healthz`);
+      expect([healthz.status, await healthz.json()]).toEqual([503, { status: 'store_lost' }]);
+      expect((await fetch(`${base}/readyz`)).status).toBe(503);
+      await store.close();
+      expect(lost).toHaveLength(1);
+      const again = await createPGliteWorkerStore({ dataDir: dir, onLost: (err) => lost.push(err) });
+      expect(await again.query('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+      await again.close();
+      expect(again.lost?.()).toBeUndefined();
+      expect(lost).toHaveLength(1);
+    } finally {
+      server.close();
+      await store.close();
+    }
   });
 
   it('takes the data folder lock on this thread (another store or process on the folder is refused until close), reports its checkpoints here; data survives a reopen', async () => {
