@@ -7,8 +7,7 @@
  * while the group waits: exactly the right ones refused (with their own errors), nothing else
  * lost, no partial rows, the exported chain gap-free and verifying. Both stores.
  */
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { formatLine } from '../../src/audit/jsonl.js';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService, type AppendedReceipt, type AttestedWrites } from '../../src/audit/receipts.js';
@@ -17,46 +16,29 @@ import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
 import { recordOnce, type OnceKey } from '../../src/oauth/adapter.js';
 import { AgentNotActive, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
-import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { hex, insertAgent, now, testVault, tokenRecord, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
 
-let db: TestDatabase;
 let store: Store;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  [store] = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
+useTestStore((s) => {
+  store = s;
 });
 
-const KIND = 'upstream_subject_token';
-const vkey = randomBytes(32);
-const vault = new EnvelopeVault({ active: { kid: 'k1', key: vkey }, all: new Map([['k1', vkey]]) });
-const now = () => Math.floor(Date.now() / 1000);
-const hex = () => randomBytes(6).toString('hex');
+const vault = testVault();
 const secret = (handle: string) => ({ handle, kind: KIND, plaintext: `idp-token-${hex()}`, expiresAt: now() + 3600 });
 
 class Replayed extends Error {}
 class Purged extends Error {}
 class NotSigned extends Error {}
 
-function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord {
-  const jti = `jti-${hex()}`;
-  return {
-    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: 'alice', userAttrs: { groups: ['g'], roles: [], email: 'a@example.com' }, issuerId: 'okta',
-    audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: `jkt-${hex()}`, mayAct: undefined, upstream: undefined, issuedAt: now(), expiresAt: now() + 300, ...extra,
-  };
-}
+const record = (agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord =>
+  tokenRecord(agent, { userAttrs: { groups: ['g'], roles: [], email: 'a@example.com' }, cnfJkt: `jkt-${hex()}`, ...extra });
 
 type Kind = 'new' | 'remembered' | 'purged' | 'sub' | 'actor' | 'replayed' | 'unready';
 interface Exchange { kind: Kind; jti: string; handle?: string; resource: string; input: ReceiptInput; writes: AttestedWrites }
 
 async function setUp(): Promise<{ agent: string; records: TokenRecords; root: NewTokenRecord; remembered: string; purged: string }> {
   const agent = `rt-mixed-${hex()}`;
-  await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+  await insertAgent(store, agent);
   const records = new TokenRecords(store);
   const root = record(agent);
   await records.insert(store, root);
