@@ -8,15 +8,14 @@
  * lost, no partial rows, the exported chain gap-free and verifying. Both stores.
  */
 import { describe, expect, it } from 'vitest';
-import { formatLine } from '../../src/audit/jsonl.js';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService, type AppendedReceipt, type AttestedWrites } from '../../src/audit/receipts.js';
-import { verifyReceipts } from '../../src/audit/verify.js';
-import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
+import { generateSigningKey } from '../../src/keys/keystore.js';
 import { recordOnce, type OnceKey } from '../../src/oauth/adapter.js';
 import { AgentNotActive, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 import { hex, insertAgent, now, testVault, tokenRecord, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
+import { exportedChain } from '../support/receipt-rows.js';
 
 let store: Store;
 useTestStore((s) => {
@@ -87,23 +86,7 @@ async function exchange(kind: Kind, ctx: Awaited<ReturnType<typeof setUp>>, read
 }
 
 /** The agent's chain as exported: receipts in order, each resource once, the chain verifying. */
-async function exported(agent: string, key: Awaited<ReturnType<typeof generateSigningKey>>): Promise<Map<string, number>> {
-  const reader = new ReceiptService({ store, issuer: 'https://deputy.example.com', key });
-  let text = '';
-  const seqs: number[] = [];
-  const chain = new Map<string, number>();
-  for await (const r of reader.range(agent, 1, Number.MAX_SAFE_INTEGER)) {
-    text += formatLine(r);
-    seqs.push(r.seq);
-    const resource = (JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()) as { resource: string }).resource;
-    expect(chain.has(resource), `${resource} twice`).toBe(false);
-    chain.set(resource, r.seq);
-  }
-  expect(seqs).toEqual(seqs.map((_, i) => i + 1));
-  const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
-  expect(report.ok, JSON.stringify(report.problems)).toBe(true);
-  return chain;
-}
+const exported = (agent: string, key: Awaited<ReturnType<typeof generateSigningKey>>): Promise<Map<string, number>> => exportedChain(store, agent, key);
 
 async function rowsOf(calls: readonly Exchange[]): Promise<{ jtis: Set<string>; handles: Set<string>; keys: Set<string> }> {
   const jtis = new Set((await store.query<{ jti: string }>('SELECT jti FROM token_records WHERE jti = ANY($1::text[])', [calls.map((c) => c.jti)])).map((r) => r.jti));
