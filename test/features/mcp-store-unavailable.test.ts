@@ -10,49 +10,21 @@
  * session's call goes through. Both stores: PGlite's one session is made read-only with `SET`,
  * PostgreSQL's database with `ALTER DATABASE` (its sessions ended).
  */
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RETRY_AFTER_SECONDS } from '../../src/errors/index.js';
-import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
-import { adminSetup, clientKeys } from '../support/clients.js';
 import { usingPostgres } from '../support/database.js';
-import { mcpAgent, startMcpUpstream, type McpUpstream } from '../support/mcp.js';
-import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
-import { freePort } from '../support/net.js';
-import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import type { McpUpstream } from '../support/mcp.js';
+import { connectMcp, startMcpDeputy, type McpDeputy } from '../support/mcp-deputy.js';
+import type { TestDeputy } from '../support/server.js';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const MCP_KEY = `mcp_key_${randomBytes(16).toString('hex')}`;
-const SCOPE = 'mcp:tools';
-
-let idp: MockIdp;
+let mcp: McpDeputy;
 let up: McpUpstream;
 let deputy: TestDeputy;
-let issuer: string;
-let agent: TestAgent;
 
 beforeAll(async () => {
-  idp = await startMockIdp();
-  up = await startMcpUpstream();
-  const port = await freePort();
-  issuer = `http://localhost:${port}`;
-  const a = await adminSetup();
-  const keys = await clientKeys();
-  deputy = await startTestDeputy({
-    env: { MCP_KEY },
-    config: {
-      server: { port },
-      admin: { clients: [a.config] },
-      pdp: { policies: `${REPO}test/fixtures/policies/mcp`, watch: false },
-      trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: [SCOPE], audiences: [`${issuer}/mcp/open`] })],
-      connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } }],
-      mcpServers: [{ id: 'open', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off' }],
-    },
-  });
-  agent = await testAgent(deputy.issuer, 'agent-a', keys);
+  mcp = await startMcpDeputy();
+  ({ up, deputy } = mcp);
   await deputy.store.exec(`
     CREATE SEQUENCE conflict_fault_seq;
     CREATE FUNCTION conflict_fault() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -66,9 +38,7 @@ beforeAll(async () => {
     CREATE TRIGGER conflict_fault BEFORE INSERT ON receipts FOR EACH ROW EXECUTE FUNCTION conflict_fault();`);
 }, 120_000);
 afterAll(async () => {
-  await deputy?.stop();
-  await up?.close();
-  await idp?.close();
+  await mcp?.stop();
 });
 
 /** Makes the database read-only for Deputy's sessions (`on`) or writable again. */
@@ -95,11 +65,7 @@ async function setConflicting(on: boolean): Promise<void> {
   await deputy.store.exec(on ? 'CREATE TABLE conflict_fault_on ()' : 'DROP TABLE IF EXISTS conflict_fault_on');
 }
 
-async function connect() {
-  const subject = await idp.oktaAccessToken({ scp: [SCOPE] });
-  const token = (await exchange(agent, { subject_token: subject, resource: `${issuer}/mcp/open`, scope: SCOPE })).access_token;
-  return mcpAgent(`${issuer}/mcp/open`, agent, token);
-}
+const connect = () => connectMcp(mcp, 'open');
 
 /** What the agent's SDK reports for a refused call: the JSON-RPC error, or the HTTP error the transport threw. */
 function refusalOf(err: unknown): { jsonRpc?: { code: number; message: string; data: unknown }; http?: string } {

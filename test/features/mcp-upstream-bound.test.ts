@@ -7,63 +7,28 @@
  * The setting is validated, and a mistake names the field.
  */
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateConfig } from '../../src/config/load.js';
 import { DEFAULT_UPSTREAM_MESSAGE_BYTES, mcpServerSchema } from '../../src/mcp/config.js';
-import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
-import { adminSetup, clientKeys } from '../support/clients.js';
-import { mcpAgent, startMcpUpstream, type McpUpstream } from '../support/mcp.js';
-import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
-import { freePort } from '../support/net.js';
-import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { connectMcp, mcpServer, startMcpDeputy, type McpDeputy } from '../support/mcp-deputy.js';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const MCP_KEY = `mcp_key_${randomBytes(16).toString('hex')}`;
-const SCOPE = 'mcp:tools';
 const SMALL = 4096;
 
-let idp: MockIdp;
-let up: McpUpstream;
-let deputy: TestDeputy;
-let issuer: string;
-let agent: TestAgent;
+let mcp: McpDeputy;
 
 beforeAll(async () => {
-  idp = await startMockIdp();
-  up = await startMcpUpstream();
-  const port = await freePort();
-  issuer = `http://localhost:${port}`;
-  const a = await adminSetup();
-  const keys = await clientKeys();
-  const server = (id: string, limits: Record<string, number>) => ({ id, url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off' as const, limits });
-  deputy = await startTestDeputy({
-    env: { MCP_KEY },
-    config: {
-      server: { port },
-      admin: { clients: [a.config] },
-      pdp: { policies: `${REPO}test/fixtures/policies/mcp`, watch: false },
-      trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: [SCOPE], audiences: [`${issuer}/mcp/small`, `${issuer}/mcp/roomy`] })],
-      connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } }],
-      // The oversize answer's SSE stream errors; the SDK's request then waits for the upstream timeout (left as it is: 5 s here).
-      mcpServers: [server('small', { maxUpstreamMessageBytes: SMALL, upstreamTimeoutSeconds: 5 }), server('roomy', {})],
-    },
-  });
-  agent = await testAgent(deputy.issuer, 'agent-a', keys);
+  mcp = await startMcpDeputy((up) => [
+    // The oversize answer's SSE stream errors; the SDK's request then waits for the upstream timeout (left as it is: 5 s here).
+    mcpServer(up, 'small', { limits: { maxUpstreamMessageBytes: SMALL, upstreamTimeoutSeconds: 5 } }),
+    mcpServer(up, 'roomy', { limits: {} }),
+  ]);
 }, 120_000);
 afterAll(async () => {
-  await deputy?.stop();
-  await up?.close();
-  await idp?.close();
+  await mcp?.stop();
 });
 
-async function connect(server: string) {
-  const subject = await idp.oktaAccessToken({ scp: [SCOPE] });
-  const token = (await exchange(agent, { subject_token: subject, resource: `${issuer}/mcp/${server}`, scope: SCOPE })).access_token;
-  return mcpAgent(`${issuer}/mcp/${server}`, agent, token);
-}
+const connect = (server: string) => connectMcp(mcp, server);
 
 describe('limits.maxUpstreamMessageBytes', { timeout: 120_000 }, () => {
   it('bounds each server\'s upstream answers by its own setting: over it the call fails, under it (and on the other server) it arrives whole', async () => {

@@ -6,54 +6,23 @@
  * `deputy_receipt_append_failures_total` — an alert that means receipts cannot be written, which
  * an agent must not be able to raise. The message is now receipted (its denial) like any other.
  */
-import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentConfig, exchange, testAgent, type TestAgent } from '../support/agents.js';
-import { adminSetup, clientCredentialsToken, clientKeys, oauthClient } from '../support/clients.js';
-import { mcpAgent, startMcpUpstream, type McpUpstream } from '../support/mcp.js';
-import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
-import { freePort } from '../support/net.js';
-import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { clientCredentialsToken, oauthClient } from '../support/clients.js';
+import { connectMcp, startMcpDeputy, type McpDeputy } from '../support/mcp-deputy.js';
+import type { TestDeputy } from '../support/server.js';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const MCP_KEY = `mcp_key_${randomBytes(16).toString('hex')}`;
-const SCOPE = 'mcp:tools';
-
-let idp: MockIdp;
-let up: McpUpstream;
+let mcp: McpDeputy;
 let deputy: TestDeputy;
-let issuer: string;
 let adminToken: string;
-let agent: TestAgent;
 
 beforeAll(async () => {
-  idp = await startMockIdp();
-  up = await startMcpUpstream();
-  const port = await freePort();
-  issuer = `http://localhost:${port}`;
-  const a = await adminSetup();
-  const keys = await clientKeys();
-  deputy = await startTestDeputy({
-    env: { MCP_KEY },
-    config: {
-      server: { port },
-      admin: { clients: [a.config] },
-      pdp: { policies: `${REPO}test/fixtures/policies/mcp`, watch: false },
-      trustedIssuers: [idp.issuerConfig('okta')],
-      agents: [agentConfig('agent-a', keys, { scopes: [SCOPE], audiences: [`${issuer}/mcp/open`] })],
-      connections: [{ id: 'mcpkey', kind: 'api_key', baseUrl: up.url, allowInsecureHttp: true, header: 'Authorization', scheme: 'Bearer', secret: { env: 'MCP_KEY' } }],
-      mcpServers: [{ id: 'open', url: up.url, allowInsecureHttp: true, connection: 'mcpkey', requiredScopes: [SCOPE], pinning: 'off' }],
-    },
-  });
-  agent = await testAgent(deputy.issuer, 'agent-a', keys);
-  adminToken = await clientCredentialsToken(await oauthClient(deputy.issuer, a.clientId, a.keys), 'deputy:admin');
+  mcp = await startMcpDeputy();
+  deputy = mcp.deputy;
+  adminToken = await clientCredentialsToken(await oauthClient(deputy.issuer, mcp.admin.clientId, mcp.admin.keys), 'deputy:admin');
 }, 60_000);
 afterAll(async () => {
-  await deputy?.stop();
-  await up?.close();
-  await idp?.close();
+  await mcp?.stop();
 });
 
 async function metric(name: string): Promise<number> {
@@ -69,9 +38,7 @@ async function receipts(): Promise<Array<Record<string, unknown>>> {
 
 describe('MCP messages naming the empty string', () => {
   it('a tools/call and a prompts/get named "" are answered as the agent\'s, receipted, and raise no receipt-failure alert', async () => {
-    const subject = await idp.oktaAccessToken({ scp: [SCOPE] });
-    const token = (await exchange(agent, { subject_token: subject, resource: `${issuer}/mcp/open`, scope: SCOPE })).access_token;
-    const { client } = await mcpAgent(`${issuer}/mcp/open`, agent, token);
+    const { client } = await connectMcp(mcp, 'open');
     const failures = await metric('deputy_receipt_append_failures_total');
     const before = (await receipts()).length;
     for (const call of [() => client.callTool({ name: '', arguments: {} }), () => client.getPrompt({ name: '' })]) {

@@ -43,6 +43,18 @@ async function open(): Promise<{ store: Store; worker: Worker }> {
   return { store, worker: worker! };
 }
 
+/** A transaction that writes a row, then waits for `release` before its second: in flight until then. */
+function heldTransaction(store: Store): { tx: Promise<void>; release: () => void } {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const tx = store.transaction(async (q) => {
+    await q.query('INSERT INTO t (x) VALUES (1)');
+    await held;
+    await q.query('INSERT INTO t (x) VALUES (2)');
+  });
+  return { tx, release };
+}
+
 describe('PGlite in a worker thread', () => {
   // One store for the tests that leave it open (a worker costs a PGlite start): each empties `t` first.
   let shared: Store | undefined;
@@ -199,13 +211,7 @@ describe('PGlite in a worker thread', () => {
 
   it('close while statements and a transaction are in flight: each settles (rows or StoreUnavailableError), later calls fail the same, nothing hangs', async () => {
     const { store } = await open();
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const tx = store.transaction(async (q) => {
-      await q.query('INSERT INTO t (x) VALUES (1)');
-      await held;
-      await q.query('INSERT INTO t (x) VALUES (2)');
-    });
+    const { tx, release } = heldTransaction(store);
     const statements = Array.from({ length: 20 }, (_, i) => store.query('SELECT $1::int AS i', [i]));
     const closing = store.close();
     release();
@@ -221,13 +227,7 @@ describe('PGlite in a worker thread', () => {
 
   it('the worker dying fails every pending and later call with StoreUnavailableError; none hangs', async () => {
     const { store, worker } = await open();
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const tx = store.transaction(async (q) => {
-      await q.query('INSERT INTO t (x) VALUES (1)');
-      await held;
-      await q.query('INSERT INTO t (x) VALUES (2)');
-    });
+    const { tx, release } = heldTransaction(store);
     const waiting = store.query('SELECT pg_sleep(0.05)');
     await vi.waitFor(async () => expect(await Promise.race([tx.then(() => 'settled', () => 'settled'), Promise.resolve('open')])).toBe('open'));
     await worker.terminate();

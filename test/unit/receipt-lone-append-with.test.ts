@@ -6,48 +6,28 @@
  * agent disabled) or a moved head leave the head, the keys, the token record and the receipts as
  * they were. From a new chain and from a head; with two keys and with three (an actor token). Both stores.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendIfHead, readHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import type { OnceKey } from '../../src/oauth/adapter.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
-import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { chainRows as rows } from '../support/receipt-rows.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { hex, insertAgent, now, onceKeys as keys, testVault, tokenRecord, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
 
-let db: TestDatabase;
 let store: Store;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  [store] = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
+useTestStore((s) => {
+  store = s;
 });
 
-const KIND = 'upstream_subject_token';
-const secretKey = randomBytes(32);
-const vault = new EnvelopeVault({ active: { kid: 'k1', key: secretKey }, all: new Map([['k1', secretKey]]) });
-const now = () => Math.floor(Date.now() / 1000);
-const hex = () => randomBytes(6).toString('hex');
-const keys = (n: number): OnceKey[] => ['DPoPProof', 'ClientAssertion', 'ActorToken'].slice(0, n).map((namespace) => ({ namespace, key: randomUUID(), ttlSeconds: 300 }));
+const vault = testVault();
 
-function record(agent: string, upstream: string): NewTokenRecord {
-  const jti = `jti-${hex()}`;
-  return {
-    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: 'alice', userAttrs: { groups: [], roles: [] }, issuerId: 'okta',
-    audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: undefined, mayAct: undefined, upstream, issuedAt: now(), expiresAt: now() + 300,
-  };
-}
+const record = (agent: string, upstream: string): NewTokenRecord => tokenRecord(agent, { upstream });
 
 /** A new agent, its remembered vault row, and what one exchange of it writes. */
 async function setUp(): Promise<{ agent: string; handle: string; records: TokenRecords }> {
   const agent = `lone-${hex()}`;
-  await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+  await insertAgent(store, agent);
   const handle = `upt-${hex()}`;
   await vault.put(store, { handle, kind: KIND, plaintext: 'idp-token', expiresAt: now() + 3600 });
   return { agent, handle, records: new TokenRecords(store) };

@@ -6,41 +6,22 @@
  * in every call order: every row written, or, when one part in any place refuses (the remembered
  * row gone, the parent revoked) or a once-key is replayed, nothing and the head unmoved. Both stores.
  */
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendIfHead, readHead, type ChainHead } from '../../src/audit/chain.js';
 import { chainRows as rows } from '../support/receipt-rows.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { StatementPart, Store } from '../../src/store/index.js';
-import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { hex, insertAgent, now, testVault, tokenRecord, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
 
-let db: TestDatabase;
 let store: Store;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  [store] = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
+useTestStore((s) => {
+  store = s;
 });
 
-const KIND = 'upstream_subject_token';
-const key = randomBytes(32);
-const vault = new EnvelopeVault({ active: { kid: 'k1', key }, all: new Map([['k1', key]]) });
-const now = () => Math.floor(Date.now() / 1000);
-const hex = () => randomBytes(6).toString('hex');
+const vault = testVault();
 
-function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord {
-  const jti = `jti-${hex()}`;
-  return {
-    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: 'alice', userAttrs: {} as NewTokenRecord['userAttrs'], issuerId: 'okta',
-    audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: undefined, mayAct: undefined, upstream: undefined, issuedAt: now(), expiresAt: now() + 300, ...extra,
-  };
-}
+const record = (agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord => tokenRecord(agent, { userAttrs: {} as NewTokenRecord['userAttrs'], ...extra });
 
 
 type Kind = 'new' | 'remembered' | 'sub';
@@ -52,7 +33,7 @@ describe('the group statement with the exchange\'s real parts, in every order', 
     const orders: Kind[][] = [['new', 'remembered', 'sub'], ['sub', 'new', 'remembered'], ['remembered', 'sub', 'new'], ['sub', 'remembered', 'new', 'new', 'sub']];
     for (const order of orders) {
       const agent = `real-parts-${hex()}`;
-      await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+      await insertAgent(store, agent);
       const root = record(agent);
       await records.insert(store, root);
       const remembered = `upt-${hex()}`;

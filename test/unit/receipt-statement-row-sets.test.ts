@@ -6,41 +6,24 @@
  * parts write alone: each record as `TokenRecords.find` reads it back, each secret decrypting to
  * its plaintext. Both stores (the refusals inside a set: receipt-statement-real-parts.test.ts).
  */
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendIfHead, readHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
-import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { chainRows as rows } from '../support/receipt-rows.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { hex, insertAgent, now, testVault, tokenRecord, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
 
-let db: TestDatabase;
 let store: Store;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  [store] = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
+useTestStore((s) => {
+  store = s;
 });
 
-const KIND = 'upstream_subject_token';
-const key = randomBytes(32);
-const vault = new EnvelopeVault({ active: { kid: 'k1', key }, all: new Map([['k1', key]]) });
-const now = () => Math.floor(Date.now() / 1000);
-const hex = () => randomBytes(6).toString('hex');
+const vault = testVault();
 
-function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord {
-  const jti = `jti-${hex()}`;
-  return {
-    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: 'alice', userAttrs: { groups: ['g'], roles: [], email: 'a@example.com' }, issuerId: 'okta',
-    audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: `jkt-${hex()}`, mayAct: { sub: 'x' }, upstream: undefined, issuedAt: now(), expiresAt: now() + 300, ...extra,
-  };
-}
+/** A record with attributes, a binding and an actor, so that every column carries a value. */
+const record = (agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord =>
+  tokenRecord(agent, { userAttrs: { groups: ['g'], roles: [], email: 'a@example.com' }, cnfJkt: `jkt-${hex()}`, mayAct: { sub: 'x' }, ...extra });
 
 type Kind = 'new' | 'remembered' | 'sub';
 interface Built { parts: StatementPart[]; record: NewTokenRecord; plaintext?: string }
@@ -91,7 +74,7 @@ describe('the group statement writes the parts of one kind as one set', () => {
   it('writes the rows the parts write alone: records read back equal, secrets decrypt, the head moved', async () => {
     const records = new TokenRecords(store);
     const agent = `row-sets-${hex()}`;
-    await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+    await insertAgent(store, agent);
     const root = record(agent);
     await records.insert(store, root);
     const remembered = `upt-${hex()}`;

@@ -11,14 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService, type AppendedReceipt } from '../../src/audit/receipts.js';
-import { verifyReceipts } from '../../src/audit/verify.js';
-import { formatLine } from '../../src/audit/jsonl.js';
-import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
+import { generateSigningKey } from '../../src/keys/keystore.js';
 import { ParentRevoked, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { twoInstanceStores } from '../support/two-instances.js';
+import { exportedChain } from '../support/receipt-rows.js';
 
 let db: TestDatabase;
 let stores: Store[];
@@ -115,20 +114,7 @@ describe('the group statement with real mixed parts under a storm from two write
     await Promise.all(running);
     for (const s of services) await s.flush();
 
-    const reader = new ReceiptService({ store: stores[0]!, issuer: 'https://deputy.example.com', key });
-    let text = '';
-    const seqs: number[] = [];
-    const chain = new Map<string, number>();
-    for await (const r of reader.range(agent, 1, Number.MAX_SAFE_INTEGER)) {
-      text += formatLine(r);
-      seqs.push(r.seq);
-      const resource = JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()).resource as string;
-      expect(chain.has(resource), `${resource} twice`).toBe(false);
-      chain.set(resource, r.seq);
-    }
-    expect(seqs).toEqual(seqs.map((_, i) => i + 1));
-    const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
-    expect(report.ok, JSON.stringify(report.problems)).toBe(true);
+    const chain = await exportedChain(stores[0]!, agent, key);
     const jtis = new Set((await stores[0]!.query<{ jti: string }>('SELECT jti FROM token_records WHERE agent_id = $1', [agent])).map((r) => r.jti));
     const handles = new Set((await stores[0]!.query<{ handle: string }>('SELECT handle FROM vault_secrets')).map((r) => r.handle));
     for (const c of calls) {

@@ -7,56 +7,37 @@
  * while the group waits: exactly the right ones refused (with their own errors), nothing else
  * lost, no partial rows, the exported chain gap-free and verifying. Both stores.
  */
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatLine } from '../../src/audit/jsonl.js';
+import { describe, expect, it } from 'vitest';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService, type AppendedReceipt, type AttestedWrites } from '../../src/audit/receipts.js';
-import { verifyReceipts } from '../../src/audit/verify.js';
-import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
+import { generateSigningKey } from '../../src/keys/keystore.js';
 import { recordOnce, type OnceKey } from '../../src/oauth/adapter.js';
 import { AgentNotActive, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
-import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { hex, insertAgent, now, testVault, tokenRecord, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
+import { exportedChain } from '../support/receipt-rows.js';
 
-let db: TestDatabase;
 let store: Store;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  [store] = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
+useTestStore((s) => {
+  store = s;
 });
 
-const KIND = 'upstream_subject_token';
-const vkey = randomBytes(32);
-const vault = new EnvelopeVault({ active: { kid: 'k1', key: vkey }, all: new Map([['k1', vkey]]) });
-const now = () => Math.floor(Date.now() / 1000);
-const hex = () => randomBytes(6).toString('hex');
+const vault = testVault();
 const secret = (handle: string) => ({ handle, kind: KIND, plaintext: `idp-token-${hex()}`, expiresAt: now() + 3600 });
 
 class Replayed extends Error {}
 class Purged extends Error {}
 class NotSigned extends Error {}
 
-function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord {
-  const jti = `jti-${hex()}`;
-  return {
-    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: 'alice', userAttrs: { groups: ['g'], roles: [], email: 'a@example.com' }, issuerId: 'okta',
-    audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: `jkt-${hex()}`, mayAct: undefined, upstream: undefined, issuedAt: now(), expiresAt: now() + 300, ...extra,
-  };
-}
+const record = (agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord =>
+  tokenRecord(agent, { userAttrs: { groups: ['g'], roles: [], email: 'a@example.com' }, cnfJkt: `jkt-${hex()}`, ...extra });
 
 type Kind = 'new' | 'remembered' | 'purged' | 'sub' | 'actor' | 'replayed' | 'unready';
 interface Exchange { kind: Kind; jti: string; handle?: string; resource: string; input: ReceiptInput; writes: AttestedWrites }
 
 async function setUp(): Promise<{ agent: string; records: TokenRecords; root: NewTokenRecord; remembered: string; purged: string }> {
   const agent = `rt-mixed-${hex()}`;
-  await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+  await insertAgent(store, agent);
   const records = new TokenRecords(store);
   const root = record(agent);
   await records.insert(store, root);
@@ -105,23 +86,7 @@ async function exchange(kind: Kind, ctx: Awaited<ReturnType<typeof setUp>>, read
 }
 
 /** The agent's chain as exported: receipts in order, each resource once, the chain verifying. */
-async function exported(agent: string, key: Awaited<ReturnType<typeof generateSigningKey>>): Promise<Map<string, number>> {
-  const reader = new ReceiptService({ store, issuer: 'https://deputy.example.com', key });
-  let text = '';
-  const seqs: number[] = [];
-  const chain = new Map<string, number>();
-  for await (const r of reader.range(agent, 1, Number.MAX_SAFE_INTEGER)) {
-    text += formatLine(r);
-    seqs.push(r.seq);
-    const resource = (JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()) as { resource: string }).resource;
-    expect(chain.has(resource), `${resource} twice`).toBe(false);
-    chain.set(resource, r.seq);
-  }
-  expect(seqs).toEqual(seqs.map((_, i) => i + 1));
-  const report = await verifyReceipts(text, { keys: [toPublicJwk(key.jwk)] });
-  expect(report.ok, JSON.stringify(report.problems)).toBe(true);
-  return chain;
-}
+const exported = (agent: string, key: Awaited<ReturnType<typeof generateSigningKey>>): Promise<Map<string, number>> => exportedChain(store, agent, key);
 
 async function rowsOf(calls: readonly Exchange[]): Promise<{ jtis: Set<string>; handles: Set<string>; keys: Set<string> }> {
   const jtis = new Set((await store.query<{ jti: string }>('SELECT jti FROM token_records WHERE jti = ANY($1::text[])', [calls.map((c) => c.jti)])).map((r) => r.jti));

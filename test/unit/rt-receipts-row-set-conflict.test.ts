@@ -5,48 +5,28 @@
  * unmoved; the receipt service then decides each append alone and refuses exactly the one
  * conflicting. Both stores.
  */
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendIfHead, readHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { ReceiptService } from '../../src/audit/receipts.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
-import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { chainRows as rows } from '../support/receipt-rows.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { hex, insertAgent, now, testVault, tokenRecord as record, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
 
-let db: TestDatabase;
 let store: Store;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  [store] = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
+useTestStore((s) => {
+  store = s;
 });
 
-const KIND = 'upstream_subject_token';
-const vkey = randomBytes(32);
-const vault = new EnvelopeVault({ active: { kid: 'k1', key: vkey }, all: new Map([['k1', vkey]]) });
-const now = () => Math.floor(Date.now() / 1000);
-const hex = () => randomBytes(6).toString('hex');
+const vault = testVault();
 const secret = (handle: string) => ({ handle, kind: KIND, plaintext: 'idp-token', expiresAt: now() + 3600 });
 
-function record(agent: string, extra: Partial<NewTokenRecord> = {}): NewTokenRecord {
-  const jti = `jti-${hex()}`;
-  return {
-    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: 'alice', userAttrs: { groups: [], roles: [] }, issuerId: 'okta',
-    audience: 'https://api.example.com', scope: 'read', chain: [agent], cnfJkt: undefined, mayAct: undefined, upstream: undefined, issuedAt: now(), expiresAt: now() + 300, ...extra,
-  };
-}
 
 async function agentWithRoot(records: TokenRecords): Promise<{ agent: string; root: NewTokenRecord }> {
   const agent = `rt-conflict-${hex()}`;
-  await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+  await insertAgent(store, agent);
   const root = record(agent);
   await records.insert(store, root);
   return { agent, root };

@@ -7,53 +7,38 @@
  * parameters stay numbered right with several sets and scalar parts in one statement. Records read
  * back equal those written alone; secrets decrypt. Both stores.
  */
-import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { StatementPart, Store } from '../../src/store/index.js';
-import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { chainRows as rows } from '../support/receipt-rows.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { hex, insertAgent, now, testVault, tokenRecord, UPSTREAM_KIND as KIND, useTestStore } from '../support/exchange-parts.js';
 
-let db: TestDatabase;
 let store: Store;
-beforeAll(async () => {
-  db = await createTestDatabase();
-  [store] = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  await store?.close();
-  await db?.drop();
+useTestStore((s) => {
+  store = s;
 });
 
-const KIND = 'upstream_subject_token';
-const key = randomBytes(32);
-const vault = new EnvelopeVault({ active: { kid: 'k1', key }, all: new Map([['k1', key]]) });
-const now = () => Math.floor(Date.now() / 1000);
-const hex = () => randomBytes(6).toString('hex');
+const vault = testVault();
 
 /** Text special in an array literal (or to a serialiser), one per record. */
 const NASTY = ['NULL', 'null', '', ' ', '"', '\\', '\\"', '{}', '{a,b}', 'a,b', ' lead', 'trail ', 'x\ny', 'x\ty', '😀 é', '\u2028', "it's", '{"a":"b"}', '[1,2]', 'NULL "x" \\ {,}'];
 
 function record(agent: string, n: number, extra: Partial<NewTokenRecord> = {}): NewTokenRecord {
-  const jti = `jti-${hex()}`;
   const v = NASTY[n % NASTY.length]!;
   const w = NASTY[(n + 7) % NASTY.length]!;
-  return {
-    jti, parentJti: undefined, rootJti: jti, agentId: agent, userId: v || 'u', userAttrs: { groups: [v, w], roles: [], email: w, [v]: null } as unknown as NewTokenRecord['userAttrs'], issuerId: 'okta',
-    audience: `https://api.example.com/${w}`, scope: v || 'read', chain: [agent], cnfJkt: n % 3 === 0 ? undefined : w, mayAct: n % 2 === 0 ? undefined : { sub: v, note: null } as never,
-    upstream: undefined, issuedAt: now(), expiresAt: now() + 300, ...extra,
-  };
+  return tokenRecord(agent, {
+    userId: v || 'u', userAttrs: { groups: [v, w], roles: [], email: w, [v]: null } as unknown as NewTokenRecord['userAttrs'],
+    audience: `https://api.example.com/${w}`, scope: v || 'read', cnfJkt: n % 3 === 0 ? undefined : w, mayAct: n % 2 === 0 ? undefined : { sub: v, note: null } as never, ...extra,
+  });
 }
 
 describe('row sets carry any value as the part alone does', () => {
   it('records with array-literal-special text, JSON nulls and SQL NULLs read back equal; secrets decrypt; keys and several sets numbered right', async () => {
     const records = new TokenRecords(store);
     const agent = `rt-values-${hex()}`;
-    await store.query("INSERT INTO agents (id, name, owner, source, jwks) VALUES ($1, $1, 'test', 'api', '{\"keys\":[]}'::jsonb)", [agent]);
+    await insertAgent(store, agent);
     const root = record(agent, 0);
     await records.insert(store, root);
     const remembered = `upt-${hex()}`;
