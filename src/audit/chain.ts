@@ -96,6 +96,29 @@ export type ConditionalAppend = 'written' | 'moved' | 'recorded';
  */
 const UNDO_CONSTRAINT = 'receipts_seq_check';
 
+/**
+ * The primary key of the once-keys' rows (`oidc_models`, migration 001): a key recorded before
+ * fails {@link spentMember}'s plain insert on it, which {@link runConditional} reads as `recorded`.
+ */
+const KEY_CONSTRAINT = 'oidc_models_pkey';
+
+/**
+ * The `spent` member of {@link appendIfHead}'s statements: records the once-keys `rows` selects
+ * (`model, id, payload, expires_at`), only when the head moved. A plain `INSERT`: a key recorded
+ * before fails the whole statement on {@link KEY_CONSTRAINT} (also when its row has expired and
+ * is not purged yet — the locked path, `recordEachOnce`, then reuses that row), so a written
+ * statement recorded every key, and no member needs to count them. The arbiter probe, the
+ * speculative insertion and its confirmation record of `ON CONFLICT … DO UPDATE` (one WAL record
+ * and ~48 bytes per key, `scripts/bench/receipt-statement-parts.ts`) are left to the rare path
+ * that can reuse an expired row (issue 16, thirteenth round).
+ */
+function spentMember(rows: string): string {
+  return `spent AS (
+         INSERT INTO oidc_models (model, id, payload, expires_at)
+         ${rows}
+         WHERE EXISTS (SELECT 1 FROM moved)),`;
+}
+
 /** Moves the head from `$4`/`$5` to `$2`/`$3` if it is still there (a concurrent move is waited for, then re-checked). */
 const MOVE_HEAD = 'UPDATE receipt_chains SET seq = $2::bigint, head = $3::text, updated_at = now() WHERE agent_id = $1::text AND seq = $4::bigint AND head = $5::text';
 /** The same from an empty chain: creates the head row, or moves the genesis row an earlier locked append created. */
@@ -104,7 +127,7 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
 
 /**
  * One statement, all or nothing: if `agent`'s head is still `expected` (for `seq` 0: no head row,
- * or the genesis row), records every `once` key (insert-or-fail, as `recordEachOnce`), runs every
+ * or the genesis row), records every `once` key (insert-or-fail), runs every
  * write of `parts`, inserts `receipts` (consecutive, signed after `expected`) and moves the head
  * to the last of them.
  *
@@ -114,9 +137,10 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
  * atomic insert or update), so of two appenders that expected the same head one moves it and the
  * other writes nothing. A head row that is missing is never created past genesis. The keys and
  * receipts are written only when the head moved (they read its `RETURNING` row). If a key was
- * recorded already, the receipts' `seq` is set to 0, which fails `receipts_seq_check` and so
- * undoes the whole statement: no key is spent without its receipt, and no receipt is written for
- * a replay. `once` keys must be distinct; they are recorded in one order (`inLockOrder`), so two
+ * recorded already (its row present, expired or not: {@link spentMember}), its insert fails on the
+ * key's primary key and so undoes the whole statement: no key is spent without its receipt, and
+ * no receipt is written for a replay; the caller's locked path then decides (`recordEachOnce`
+ * reuses an expired row). `once` keys must be distinct; they are recorded in one order (`inLockOrder`), so two
  * instances' statements holding the same keys cannot deadlock on them.
  *
  * `parts`: other modules' writes attested by these receipts (the token exchange's token record
@@ -124,7 +148,7 @@ const MOVE_FROM_GENESIS = `INSERT INTO receipt_chains AS c (agent_id, seq, head)
  * of one kind offering a row form are written as one set, which must write one row per part:
  * {@link asWrites}). They run in
  * the same statement whatever the head; if one writes no row, or the head had moved, the
- * receipts' `seq` is 0 and the statement undoes itself as above. With parts, `recorded` thus
+ * receipts' `seq` is 0, which fails `receipts_seq_check` and so undoes the statement too. With parts, `recorded` thus
  * also means "a part refused or the head moved": the caller tells them apart by reading the head.
  *
  * The receipts' `INSERT` has no `RETURNING` and the statement reads only `moved`: a data-modifying
@@ -192,7 +216,9 @@ export function generalAppend(agent: string, expected: ChainHead, receipts: read
     receipts.map((r) => r.jws),
   ];
   // Each write must write all its rows: one for a part, one per part for a set of one kind.
-  const ok = ['(SELECT count(*) FROM spent) = cardinality($6::text[])', ...(parts.length ? ['EXISTS (SELECT 1 FROM moved)'] : [])];
+  // Each write must write all its rows: one for a part, one per part for a set of one kind (the
+  // keys need no check: a key recorded before fails the statement, spentMember).
+  const ok = parts.length ? ['EXISTS (SELECT 1 FROM moved)'] : [];
   const writes = inShapeOrder(asWrites(parts)).map(({ part, rows }, i) => {
     const first = params.length + 1;
     ok.push(`(SELECT count(*) FROM w${i}) = ${rows === undefined ? '1' : `cardinality($${first}::${rows}[])`}`);
@@ -203,17 +229,11 @@ export function generalAppend(agent: string, expected: ChainHead, receipts: read
   // not move must undo the parts too, so the receipts are always inserted and their `seq` says.
   return {
     sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
-       spent AS (
-         INSERT INTO oidc_models (model, id, payload, expires_at)
-         SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM unnest($6::text[], $7::text[], $8::int[]) AS k(m, i, t)
-         WHERE EXISTS (SELECT 1 FROM moved)
-         ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
-           WHERE oidc_models.expires_at <= now()
-         RETURNING 1),
+       ${spentMember(`SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM unnest($6::text[], $7::text[], $8::int[]) AS k(m, i, t)`)}
        ${writes.join('\n       ')}
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-         SELECT $1, CASE WHEN ${ok.join(' AND ')} THEN s ELSE 0 END, i, h, p, j
+         SELECT $1, ${ok.length ? `CASE WHEN ${ok.join(' AND ')} THEN s ELSE 0 END` : 's'}, i, h, p, j
          FROM unnest($9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[]) AS r(s, i, h, p, j)
          ${parts.length ? '' : 'WHERE EXISTS (SELECT 1 FROM moved)'})
      SELECT (SELECT count(*) FROM moved)::int AS moved`,
@@ -233,9 +253,9 @@ const LONE_KEYS = 4;
  * as parameters — instead of `unnest` over eight arrays, whose literals (the receipt's JWS among
  * them, escaped) are built in JavaScript and parsed back by the database (issue 16, twelfth
  * round). Same guarantees as the general form with parts: the keys are recorded only when the
- * head moved, the parts run whatever the head, and the receipt is always inserted, its `seq` 0 —
- * undoing the whole statement — unless the head moved, every key was new and every part wrote its
- * one row. Its text depends on the number of keys, the parts' texts and whether the chain is new.
+ * head moved (a key recorded before fails the statement), the parts run whatever the head, and
+ * the receipt is always inserted, its `seq` 0 — undoing the whole statement — unless the head
+ * moved and every part wrote its one row. Its text depends on the number of keys, the parts' texts and whether the chain is new.
  */
 export function loneAppendWith(agent: string, expected: ChainHead, receipt: SignedReceipt, once: readonly OnceKey[], parts: readonly StatementPart[]): Conditional {
   const params: unknown[] = [agent, receipt.seq, receipt.hash, expected.seq, expected.hash, receipt.id, receipt.prev, receipt.jws];
@@ -244,21 +264,13 @@ export function loneAppendWith(agent: string, expected: ChainHead, receipt: Sign
     const at = params.length - 2;
     return `($${at}::text, $${at + 1}::text, $${at + 2}::int)`;
   });
-  const spent = keys.length
-    ? `spent AS (
-         INSERT INTO oidc_models (model, id, payload, expires_at)
-         SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM (VALUES ${keys.join(', ')}) AS k(m, i, t)
-         WHERE EXISTS (SELECT 1 FROM moved)
-         ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
-           WHERE oidc_models.expires_at <= now()
-         RETURNING 1),`
-    : '';
+  const spent = keys.length ? spentMember(`SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM (VALUES ${keys.join(', ')}) AS k(m, i, t)`) : '';
   const writes = inShapeOrder(parts.map((part) => ({ part }))).map(({ part }, i) => {
     const sql = `w${i} AS (${part.sql(params.length + 1)} RETURNING 1),`;
     params.push(...part.params);
     return sql;
   });
-  const ok = [...(keys.length ? [`(SELECT count(*) FROM spent) = ${keys.length}`] : []), 'EXISTS (SELECT 1 FROM moved)', ...parts.map((_, i) => `(SELECT count(*) FROM w${i}) = 1`)];
+  const ok = ['EXISTS (SELECT 1 FROM moved)', ...parts.map((_, i) => `(SELECT count(*) FROM w${i}) = 1`)];
   return {
     sql: `WITH moved AS (${expected.seq === 0 ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
        ${spent}
@@ -343,6 +355,12 @@ export interface Conditional {
   prepare?: true | 'shape';
 }
 
+/** Whether `err` is a statement of {@link appendIfHead} undoing itself: a part or the head refused ({@link UNDO_CONSTRAINT}), or a key recorded before ({@link KEY_CONSTRAINT}). */
+function undone(err: unknown): boolean {
+  const { code, constraint } = (err ?? {}) as { code?: unknown; constraint?: unknown };
+  return (code === '23514' && constraint === UNDO_CONSTRAINT) || (code === '23505' && constraint === KEY_CONSTRAINT);
+}
+
 /**
  * Runs a statement of {@link appendIfHead} and says what it did (the undo constraint's violation:
  * `recorded`): one derived promise on the store's (issue 16, twelfth round).
@@ -352,7 +370,7 @@ function runConditional(db: Queryable, { sql, params, prepare = true }: Conditio
   return db.query<{ moved: number }>(sql, params, { prepare }).then(
     (rows): ConditionalAppend => (rows[0]?.moved === 1 ? 'written' : 'moved'),
     (err: unknown): ConditionalAppend => {
-      if ((err as { code?: unknown } | null)?.code === '23514' && (err as { constraint?: unknown }).constraint === UNDO_CONSTRAINT) return 'recorded';
+      if (undone(err)) return 'recorded';
       throw err;
     },
   );
@@ -363,7 +381,7 @@ function runConditional(db: Queryable, { sql, params, prepare = true }: Conditio
  * PDP decision): the same statement with scalar parameters instead of `unnest` over arrays — a
  * smaller plan and no array (de)serialisation, which on PGlite is part of the request's own CPU
  * (issue 16, fourth round). Same guarantees: the key is recorded and the receipt inserted only
- * when the head moved, and a key recorded already sets `seq` to 0, undoing the statement.
+ * when the head moved, and a key recorded already fails the statement on its primary key.
  */
 function singleAppend(agent: string, expected: ChainHead, receipt: SignedReceipt, once: OnceKey | undefined): Conditional {
   const params: unknown[] = [agent, receipt.seq, receipt.hash, expected.seq, expected.hash, receipt.id, receipt.prev, receipt.jws];
@@ -373,20 +391,12 @@ function singleAppend(agent: string, expected: ChainHead, receipt: SignedReceipt
 
 /** The text of {@link singleAppend}'s statement: from genesis or from a head, with a once-key or without. */
 function singleAppendSql(fromGenesis: boolean, once: boolean): string {
-  const spent = once
-    ? `spent AS (
-         INSERT INTO oidc_models (model, id, payload, expires_at)
-         SELECT $9::text, $10::text, '{}'::jsonb, now() + make_interval(secs => $11::int)
-         WHERE EXISTS (SELECT 1 FROM moved)
-         ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
-           WHERE oidc_models.expires_at <= now()
-         RETURNING 1),`
-    : '';
+  const spent = once ? spentMember(`SELECT $9::text, $10::text, '{}'::jsonb, now() + make_interval(secs => $11::int)`) : '';
   return `WITH moved AS (${fromGenesis ? MOVE_FROM_GENESIS : MOVE_HEAD} RETURNING 1),
        ${spent}
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-         SELECT $1, ${once ? 'CASE WHEN EXISTS (SELECT 1 FROM spent) THEN $2::bigint ELSE 0 END' : '$2::bigint'}, $6::text, $3, $7::text, $8::text
+         SELECT $1, $2::bigint, $6::text, $3, $7::text, $8::text
          WHERE EXISTS (SELECT 1 FROM moved))
      SELECT (SELECT count(*) FROM moved)::int AS moved`;
 }
@@ -419,7 +429,7 @@ function scalarGroup(expected: ChainHead, receipts: readonly SignedReceipt[], on
  * in JavaScript (each JWS escaped) and parsed back by the database (issue 16, ninth round: per
  * receipt of a group of three, PostgreSQL's backend −22 µs and the client −7, PGlite −14, paired
  * medians under load). Same guarantees: keys recorded and receipts inserted only when the head
- * moved; a key recorded already sets every `seq` to 0, undoing the statement.
+ * moved; a key recorded already fails the statement on its primary key.
  */
 function groupAppend(agent: string, expected: ChainHead, receipts: readonly SignedReceipt[], once: readonly OnceKey[]): Conditional {
   const last = receipts[receipts.length - 1]!;
@@ -440,20 +450,12 @@ function groupAppendSql(size: number, keyed: boolean): string {
   const list = (first: number, width: number, types: readonly string[]) =>
     Array.from({ length: size }, (_, row) => `(${types.map((type, col) => `$${first + row * width + col}::${type}`).join(', ')})`).join(', ');
   const rowsAt = keyed ? 6 + 3 * size : 6;
-  const spent = keyed
-    ? `spent AS (
-         INSERT INTO oidc_models (model, id, payload, expires_at)
-         SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM (VALUES ${list(6, 3, ['text', 'text', 'int'])}) AS k(m, i, t)
-         WHERE EXISTS (SELECT 1 FROM moved)
-         ON CONFLICT (model, id) DO UPDATE SET expires_at = EXCLUDED.expires_at, payload = EXCLUDED.payload
-           WHERE oidc_models.expires_at <= now()
-         RETURNING 1),`
-    : '';
+  const spent = keyed ? spentMember(`SELECT m, i, '{}'::jsonb, now() + make_interval(secs => t) FROM (VALUES ${list(6, 3, ['text', 'text', 'int'])}) AS k(m, i, t)`) : '';
   const sql = `WITH moved AS (${MOVE_HEAD} RETURNING 1),
        ${spent}
        inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
-         SELECT $1, ${keyed ? `CASE WHEN (SELECT count(*) FROM spent) = ${size} THEN s ELSE 0 END` : 's'}, i, h, p, j
+         SELECT $1, s, i, h, p, j
          FROM (VALUES ${list(rowsAt, 5, ['bigint', 'text', 'text', 'text', 'text'])}) AS r(s, i, h, p, j)
          WHERE EXISTS (SELECT 1 FROM moved))
      SELECT (SELECT count(*) FROM moved)::int AS moved`;

@@ -28,7 +28,7 @@ import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
 import { generateSigningKey, toPublicJwk } from '../../src/keys/keystore.js';
-import { findRecorded, purgeExpired, recordOnce } from '../../src/oauth/adapter.js';
+import { findRecorded, onceKeyId, purgeExpired, recordEachOnce, recordOnce } from '../../src/oauth/adapter.js';
 import { StoreAdapter } from '../../src/oauth/oidc-provider/adapter.js';
 import { OperatorTokenRevocations, REVOKED_NAMESPACE } from '../../src/oauth/operator-token-revocation.js';
 import { AgentNotActive, ParentRevoked, RevocationCache, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
@@ -497,11 +497,21 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(await keys(k1, k2, k3)).toEqual([k1]);
       expect(await readHead(one(), agent)).toEqual({ seq: 1, hash: first.hash });
       expect((await readRange(one(), agent, 1, 10, 10)).map((r) => r.id)).toEqual([first.id]);
-      // An expired key may be spent again (as recordOnce); then all is written at once.
+      // An expired key whose row is not purged yet refuses the statement too (its plain insert fails
+      // on the key's primary key), spending nothing; the locked path decides, and spends it again
+      // (as recordOnce): then all is written at once.
       await one().query("UPDATE oidc_models SET expires_at = now() - interval '1 second' WHERE model = 'DPoPProof' AND id = $1", [k1]);
       const second = row(2, first.hash);
-      expect(await appendIfHead(two(), agent, { seq: 1, hash: first.hash }, [second], [key(k1), key(k4)])).toBe('written');
+      expect(await appendIfHead(two(), agent, { seq: 1, hash: first.hash }, [second], [key(k1), key(k4)])).toBe('recorded');
+      expect(await keys(k1, k2, k3, k4)).toEqual([k1]);
+      expect(await readHead(one(), agent)).toEqual({ seq: 1, hash: first.hash });
+      await two().transaction(async (tx) => {
+        expect(await lockHead(tx, agent)).toEqual({ seq: 1, hash: first.hash });
+        expect(await recordEachOnce(tx, [key(k1), key(k4)])).toEqual(new Set([k1, k4].map((k) => onceKeyId('DPoPProof', k))));
+        await appendLocked(tx, agent, [second]);
+      });
       expect(await keys(k1, k2, k3, k4)).toEqual([k1, k4]);
+      expect(await findRecorded(one(), [key(k1)])).toEqual(new Set([onceKeyId('DPoPProof', k1)]));
       expect(await readHead(one(), agent)).toEqual({ seq: 2, hash: second.hash });
       // One receipt and one key (the gateway's statement, scalar parameters): a replayed key undoes it too.
       const head2 = { seq: 2, hash: second.hash };
@@ -533,6 +543,39 @@ function receiptChainContract(one: () => Store, two: () => Store, concurrent: bo
       expect(await appendIfHead(two(), agent, { seq: 6, hash: written[2]!.hash }, plain)).toBe('written');
       expect((await readRange(one(), agent, 1, 10, 10)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect((await readRange(one(), agent, 4, 8, 10)).map((r) => r.id)).toEqual([...written, ...plain].map((r) => r.id));
+    });
+
+    it('only the once-key\'s own primary key reads as a key recorded: any other conflict in the statement is the store\'s error, and spends nothing', async () => {
+      const agent = `agent-${randomUUID()}`;
+      const genesis = { seq: 0, hash: genesisHash(agent) };
+      const row = (seq: number, prev: string) => ({ id: randomUUID(), agent, seq, hash: `h-${randomUUID()}`, prev, jws: 'x.y.z' });
+      const key = (k: string) => ({ namespace: 'DPoPProof', key: k, ttlSeconds: 60 });
+      const first = row(1, genesis.hash);
+      expect(await appendIfHead(one(), agent, genesis, [first], [key(randomUUID())])).toBe('written');
+      const head = { seq: 1, hash: first.hash };
+      // A receipt id used before (receipts.id is UNIQUE): refused, not taken for a replay.
+      const reusedId = { ...row(2, first.hash), id: first.id };
+      const fresh = randomUUID();
+      await expect(appendIfHead(two(), agent, head, [reusedId], [key(fresh)])).rejects.toMatchObject({ code: '23505', constraint: 'receipts_id_key' });
+      // A row at the next seq that the head does not know of (written behind the chain's back): refused as a fork.
+      await one().query('INSERT INTO receipts (agent_id, seq, id, hash, prev, jws) VALUES ($1, 2, $2, $3, $4, $5)', [agent, randomUUID(), 'h-stray', first.hash, 'x.y.z']);
+      await expect(appendIfHead(two(), agent, head, [row(2, first.hash)], [key(fresh)])).rejects.toMatchObject({ code: '23505', constraint: 'receipts_pkey' });
+      expect(await findRecorded(one(), [key(fresh)])).toEqual(new Set());
+      expect(await readHead(one(), agent)).toEqual(head);
+    });
+
+    it('a receipt service takes over a once-key that expired but is not purged yet (through the locked path) and refuses a live one', async () => {
+      const agent = `agent-${randomUUID()}`;
+      const service = new ReceiptService({ store: two(), issuer: 'https://deputy.example.com', key: await generateSigningKey('ES256') });
+      const input = (n: number): ReceiptInput => ({ agent, chain: [agent], event: 'gateway_call', action: 'invoke', resource: `https://api.example.com/${n}`, decision: 'permit' });
+      const [expired, live] = [randomUUID(), randomUUID()];
+      await one().query(`INSERT INTO oidc_models (model, id, payload, expires_at) VALUES ('DPoPProof', $1, '{}'::jsonb, now() - interval '1 minute'), ('DPoPProof', $2, '{}'::jsonb, now() + interval '1 minute')`, [expired, live]);
+      expect((await service.appendOnce(input(1), { namespace: 'DPoPProof', key: randomUUID(), ttlSeconds: 60 })).seq).toBe(1);
+      expect((await service.appendOnce(input(2), { namespace: 'DPoPProof', key: expired, ttlSeconds: 60 })).seq).toBe(2);
+      expect(await findRecorded(one(), [{ namespace: 'DPoPProof', key: expired, ttlSeconds: 60 }])).toEqual(new Set([onceKeyId('DPoPProof', expired)]));
+      await expect(service.appendOnce(input(3), { namespace: 'DPoPProof', key: live, ttlSeconds: 60 })).rejects.toBeInstanceOf(AlreadyRecorded);
+      expect((await service.appendOnce(input(4), { namespace: 'DPoPProof', key: randomUUID(), ttlSeconds: 60 })).seq).toBe(3);
+      expect((await readRange(one(), agent, 1, 10, 10)).map((r) => r.seq)).toEqual([1, 2, 3]);
     });
 
     it(`two receipt services on one database make one linear chain that verifies${concurrent ? ' (two instances)' : ''}; a proof key is spent once, with its receipt`, async () => {

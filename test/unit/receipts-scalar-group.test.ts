@@ -138,11 +138,15 @@ describe('a small group written with scalar parameters answers as the array stat
       }
     });
 
-    it(`${n} receipts: a key recorded and expired is taken over; two keys on one receipt and none on another count as one each`, async () => {
+    it(`${n} receipts: a key recorded and expired, its row kept, refuses the statement (the locked path takes it over); two keys on one receipt and none on another count as one each`, async () => {
       const { agent, head } = await headed();
       const ks = fresh(n);
-      // Recorded, then expired (its row kept): spending it again is not a replay.
+      // Recorded, then expired (its row kept): the statement spends nothing and leaves the key to
+      // the locked path (recordEachOnce); once the row is gone, the group is written whole.
       await stores[0].query(`INSERT INTO oidc_models (model, id, payload, expires_at) VALUES ($1, $2, '{}'::jsonb, now() - interval '1 minute')`, [NS, ks[0]]);
+      expect(await appendIfHead(stores[1], agent, head, rows(agent, head, n), ks.map((k) => key(k, 90.2)))).toBe('recorded');
+      expect(await spent(ks.slice(1))).toEqual([]);
+      await stores[0].query('DELETE FROM oidc_models WHERE model = $1 AND id = $2', [NS, ks[0]]);
       const group = rows(agent, head, n);
       expect(await appendIfHead(stores[1], agent, head, group, ks.map((k) => key(k, 90.2)))).toBe('written');
       const ttl = await stores[0].query<{ ok: boolean }>(`SELECT expires_at > now() + interval '80 seconds' AS ok FROM oidc_models WHERE model = $1 AND id = ANY($2::text[])`, [NS, ks]);
