@@ -38,14 +38,13 @@ const SPENT_UPSERT = `spent AS (
 const SPENT_PLAIN = `spent AS (
          INSERT INTO oidc_models (model, id, payload, expires_at)
          SELECT $9::text, $10::text, '{}'::jsonb, now() + make_interval(secs => $11::int)
-         WHERE EXISTS (SELECT 1 FROM moved)
-         RETURNING 1),`;
+         WHERE EXISTS (SELECT 1 FROM moved)),`;
 const INSERTED = (seq: string) => `inserted AS (
          INSERT INTO receipts (agent_id, seq, id, hash, prev, jws)
          SELECT $1, ${seq}, $6::text, $3, $7::text, $8::text
          WHERE EXISTS (SELECT 1 FROM moved))`;
 const KEYED_SEQ = 'CASE WHEN EXISTS (SELECT 1 FROM spent) THEN $2::bigint ELSE 0 END';
-/** The text of `SINGLE_APPEND.head.once` in src/audit/chain.ts. */
+/** The text of `SINGLE_APPEND.head.once` in src/audit/chain.ts before issue 16, thirteenth round (variant 7 is its text after). */
 const AS_IS = `WITH moved AS (${MOVE_HEAD} RETURNING 1),
        ${SPENT_UPSERT}
        ${INSERTED(KEYED_SEQ)}
@@ -61,7 +60,7 @@ interface Variant {
 }
 
 const VARIANTS: Variant[] = [
-  { label: 'as migrated' },
+  { label: 'as migrated, the statement before the thirteenth round' },
   { label: 'no UNIQUE (id) on receipts', ddl: 'ALTER TABLE receipts DROP CONSTRAINT receipts_id_key' },
   { label: 'hash index on receipts.id instead of UNIQUE', ddl: 'ALTER TABLE receipts DROP CONSTRAINT receipts_id_key; CREATE INDEX receipts_id_hash ON receipts USING hash (id)' },
   { label: 'receipts without created_at', ddl: 'ALTER TABLE receipts DROP COLUMN created_at' },
@@ -69,7 +68,7 @@ const VARIANTS: Variant[] = [
   { label: 'oidc_models without its expires_at index', ddl: 'DROP INDEX oidc_models_expires_at' },
   { label: 'oidc_models without its client_id index', ddl: 'DROP INDEX oidc_models_client_id' },
   {
-    label: 'jti plain INSERT (no ON CONFLICT; a conflict fails the statement)',
+    label: 'jti plain INSERT (no ON CONFLICT; a conflict fails the statement): the thirteenth round\'s statement',
     sql: `WITH moved AS (${MOVE_HEAD} RETURNING 1),
        ${SPENT_PLAIN}
        ${INSERTED('$2::bigint')}
@@ -169,7 +168,9 @@ await withLanes(selected, async (lanes) => {
   const backendCpu: number[][] = lanes.map(() => []);
   const wal: number[][] = lanes.map(() => []);
   for (let r = 0; r < ROUNDS; r++) {
-    for (let i = 0; i < lanes.length; i++) {
+    // Odd rounds run the lanes in reverse, so that no variant always runs first.
+    for (let j = 0; j < lanes.length; j++) {
+      const i = r % 2 ? lanes.length - 1 - j : j;
       const lane = lanes[i]!;
       // The pool may have reconnected while the other lanes ran: the backend's pid, afresh.
       if (kind === 'postgres') lane.backend = (await lane.store.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]!.pid;
