@@ -2,31 +2,40 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
 
 /**
- * The slowest files (measured: per-file time in a quiet full PGlite run, 124 s wall, issue 16 seventh
- * round — `npx vitest run --reporter=json`, each file's end − start; every file of 3.5 s or more),
- * started first so that the end of the run is not one long file on one worker while the other
- * cores idle. CI starts from an empty vitest cache, where vitest itself orders by file size, which
- * says little about time. Refresh it from such a report when files move.
+ * The slowest files, started first so that the end of the run is not one long file on one worker
+ * while the other cores idle. CI starts from an empty vitest cache, where vitest itself orders by
+ * file size, which says little about time: files missing here started last and ended the run
+ * alone (npm-start-signal began 646 s into a 715 s run). Measured: each file's end − start in a
+ * full PGlite run (`npx vitest run --reporter=json`; issue 16 thirteenth round, the 2 × Intel VM at
+ * load 8–18, so ~4–5× a quiet run's figures; every file of 20 s or more there), less the runs
+ * that round cut from the two PDP properties. Refresh it from such a report when files move.
  */
 const SLOWEST_FIRST = [
-  'test/features/readme-snippets.test.ts', // 29.1 s
-  'test/unit/pdp-entity-slice-attacks.test.ts', // 21.2 s
-  'test/unit/pglite-open.test.ts', // 20.8 s
-  'test/features/data-dir-lock.test.ts', // 16.6 s
-  'test/features/keys.test.ts', // 15.5 s
-  'test/features/cli.test.ts', // 11.9 s
-  'test/features/start.test.ts', // 11.0 s
-  'test/features/client-id-metadata.test.ts', // 7.1 s
-  'test/unit/pdp-entity-slice-scopes.test.ts', // 5.6 s
-  'test/features/llm-gateway.test.ts', // 5.0 s
-  'test/features/mcp-budgets.test.ts', // 4.9 s
-  'test/features/mcp-relay.test.ts', // 4.8 s
-  'test/features/gateway-hostile-upstream.test.ts', // 4.2 s
-  'test/unit/federation.test.ts', // 3.9 s
-  'test/features/authzen-conformance.test.ts', // 3.8 s
-  'test/features/operator-privileges.test.ts', // 3.8 s
-  'test/features/gateway.test.ts', // 3.7 s
-  'test/store/store-contract.test.ts', // 3.7 s
+  'test/unit/pdp-entity-slice-attacks.test.ts', // 87 s
+  'test/features/readme-snippets.test.ts', // 67 s
+  'test/store/pglite-checkpoint.test.ts', // 63 s
+  'test/features/cli.test.ts', // 58 s
+  'test/features/keys.test.ts', // 53 s
+  'test/features/data-dir-lock.test.ts', // 52 s
+  'test/store/pglite-thread.test.ts', // 51 s
+  'test/features/npm-start-signal.test.ts', // 47 s
+  'test/unit/pglite-open.test.ts', // 40 s
+  'test/unit/federation-accepted.test.ts', // 40 s
+  'test/unit/pdp-entity-slice-scopes.test.ts', // 50 s at 120 runs, ~2/3 of it at 80
+  'test/unit/federation.test.ts', // 34 s
+  'test/unit/pdp-policy-scopes.test.ts', // 57 s at 60 runs, ~1/2 of it at 30
+  'test/features/llm-gateway.test.ts', // 32 s
+  'test/features/start.test.ts', // 30 s
+  'test/store/store-contract.test.ts', // 29 s
+  'test/features/fuzz.test.ts', // 26 s
+  'test/features/authzen-conformance.test.ts', // 25 s
+  'test/features/mcp-gateway.test.ts', // 24 s
+  'test/features/token-exchange.test.ts', // 22 s
+  'test/features/operator-privileges.test.ts', // 22 s
+  'test/features/mcp-budgets.test.ts', // 22 s
+  'test/features/subject-token-types.test.ts', // 21 s
+  'test/features/gateway.test.ts', // 21 s
+  'test/features/client-id-metadata.test.ts', // 20 s
 ];
 
 /** vitest's order (failed, then longest, by its cache), with {@link SLOWEST_FIRST} ahead of it. */

@@ -22,10 +22,11 @@ import { agentConfig, clientAssertion, dpopProof, exchange, testAgent, TOKEN_EXC
 import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type ClientKeys } from '../support/clients.js';
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
+import { propertyRuns } from '../support/property-runs.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { startMockUpstream, type MockUpstream } from '../support/upstream.js';
 
-const RUNS = Number(process.env.FC_NUM_RUNS ?? process.env.FUZZ_RUNS ?? 50);
+const RUNS = propertyRuns(50);
 const SEED = process.env.FUZZ_SEED === undefined ? 0x5eed : Number(process.env.FUZZ_SEED);
 const API_KEY = `sk_fuzz_${randomBytes(16).toString('hex')}`;
 

@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { initialisedDataDir } from '../support/database.js';
 import { freePort } from '../support/net.js';
 import { isListening, LISTENING } from '../support/process.js';
 
@@ -53,7 +54,10 @@ async function underNpm(args: string[], env: Record<string, string>, ready: RegE
 describe('npm start under a supervisor', () => {
   it('a SIGTERM to npm stops Deputy itself: when npm has exited, nothing listens on the port any more', { timeout: 120_000 }, async () => {
     const port = await freePort();
-    const env = { PORT: String(port), HOST: '127.0.0.1', DEPUTY_DATA_DIR: join(dir, 'data'), DEPUTY_KEYS_DIR: join(dir, 'keys'), LOG_LEVEL: 'info' };
+    // An initialised, empty cluster: the signal is the subject here, not the folder's creation
+    // (test/features/start.test.ts), so this server skips initdb (seconds of CPU at npm's full tier).
+    const dataDir = initialisedDataDir(join(dir, 'data'));
+    const env = { PORT: String(port), HOST: '127.0.0.1', DEPUTY_DATA_DIR: dataDir, DEPUTY_KEYS_DIR: join(dir, 'keys'), LOG_LEVEL: 'info' };
     const { child, exited } = await underNpm(['start'], env, LISTENING);
     expect(await isListening(port)).toBe(true);
     child.kill('SIGTERM'); // npm's pid only, as a supervisor signals the process it started
