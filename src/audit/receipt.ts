@@ -21,6 +21,7 @@
 import { CompactSign, importJWK, type CryptoKey, type JWK } from 'jose';
 import { RECEIPT_ALGS, type ReceiptAlg } from '../util/algorithms.js';
 import { sha256Base64url } from '../util/sha256.js';
+import { JWS_SHAPE, looksLikeToken } from '../util/token-shape.js';
 
 /** RFC 8725 §3.11 explicit typing: the `typ` header of every receipt. */
 export const RECEIPT_TYP = 'deputy-receipt+jwt';
@@ -159,16 +160,12 @@ export function genesisHash(agent: string): string {
 }
 
 const LIMITS = { id: 256, text: 2048, chain: 64, policies: 64 } as const;
-/** Three base64url segments, the first a JSON header: the shape of any JWS / JWT (RFC 7515 §7.1). */
-const JWS_SHAPE = /eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*/;
 /**
- * Whether `text` holds a run shaped like a JWS / JWT (RFC 7515 §7.1) — what a receipt field never
- * holds ({@link assertReceiptInput} refuses it): callers decide with it before caller-supplied
+ * Whether text holds a run shaped like a JWS / JWT (src/util/token-shape.ts) — what a receipt field
+ * never holds ({@link assertReceiptInput} refuses it): callers decide with it before caller-supplied
  * text reaches a receipt as it is (the request id: src/http/middleware.ts).
  */
-export function looksLikeToken(text: string): boolean {
-  return JWS_SHAPE.test(text);
-}
+export { looksLikeToken };
 
 /** {@link JWS_SHAPE}, every match: built once (`replace` restarts a global pattern at 0 each call). */
 const JWS_SHAPES = new RegExp(JWS_SHAPE.source, 'g');

@@ -11,17 +11,29 @@
  * | `cnf` | object; `jkt` a string when present (RFC 7800 §3.1, RFC 9449 §6.1) | sender constraint |
  * | `scope`, `scp` | space-separated string or array of strings (RFC 8693 §4.2; Okta, Entra) | delegated scopes |
  * | `groups`, `roles` | array of strings, or a string | policy attributes |
- * | `tid`, `oid`, `uid`, `sub`, `azp`, `client_id`, `cid`, `appid`, `email`, `preferred_username`, `upn`, `name`, `jti`, `uti` | non-empty string | identity and tenant |
+ * | `tid`, `oid`, `uid`, `sub`, `azp`, `client_id`, `cid`, `appid`, `jti`, `uti` | non-empty string of at most 255 characters, not shaped like a token | identity and tenant |
+ * | `email`, `preferred_username`, `upn`, `name` | non-empty string of at most 1,024 characters, not shaped like a token | user attributes |
  *
  * `exp`, `nbf`, `iat` and `iss` are type-checked by jose during verification.
+ *
+ * Why the bounds: these values become Deputy's user id (`okta:{host}:{uid ?? sub}`…), its tokens'
+ * claims and every receipt's `user`, which holds at most 2,048 characters and never a token. OpenID
+ * Connect Core 1.0 §2 caps `sub` at 255 ASCII characters; the other identifiers (GUIDs, Okta ids,
+ * client ids, token ids) are far shorter in every IdP Deputy presets. A token outside them was
+ * answered with a server error; it is refused as malformed, naming the claim.
  *
  * @module
  */
 import type { JWTPayload } from 'jose';
 import { chainFromAct, ChainClaimError } from '../delegation/index.js';
+import { looksLikeToken } from '../util/token-shape.js';
 import { refuse } from './errors.js';
 
-const STRING_CLAIMS = ['sub', 'tid', 'oid', 'uid', 'azp', 'client_id', 'cid', 'appid', 'email', 'preferred_username', 'upn', 'name', 'jti', 'uti'] as const;
+const IDENTIFIER_CLAIMS = ['sub', 'tid', 'oid', 'uid', 'azp', 'client_id', 'cid', 'appid', 'jti', 'uti'] as const;
+const ATTRIBUTE_CLAIMS = ['email', 'preferred_username', 'upn', 'name'] as const;
+/** OpenID Connect Core 1.0 §2: `sub` "MUST NOT exceed 255 ASCII characters"; the same for every identifier. */
+const MAX_IDENTIFIER = 255;
+const MAX_ATTRIBUTE = 1024;
 const LIST_CLAIMS = ['scope', 'scp', 'groups', 'roles'] as const;
 
 function isNonEmptyString(value: unknown): value is string {
@@ -30,6 +42,11 @@ function isNonEmptyString(value: unknown): value is string {
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A non-empty string of at most `max` UTF-16 units holding no JWS-shaped run. */
+function isBoundedText(max: number): (value: unknown) => boolean {
+  return (value) => isNonEmptyString(value) && value.length <= max && !looksLikeToken(value);
 }
 
 function isStringList(value: unknown): boolean {
@@ -68,7 +85,8 @@ const SHAPES: ReadonlyArray<readonly [string, (value: unknown) => boolean, strin
   ['act', isAct, 'an object with a string "sub", nested the same way'],
   ['cnf', isCnf, 'an object ("jkt" a string)'],
   ...LIST_CLAIMS.map((name) => [name, isStringList, 'a string or an array of strings'] as const),
-  ...STRING_CLAIMS.map((name) => [name, isNonEmptyString, 'a non-empty string'] as const),
+  ...IDENTIFIER_CLAIMS.map((name) => [name, isBoundedText(MAX_IDENTIFIER), `a non-empty string of at most ${MAX_IDENTIFIER} characters, not shaped like a token`] as const),
+  ...ATTRIBUTE_CLAIMS.map((name) => [name, isBoundedText(MAX_ATTRIBUTE), `a non-empty string of at most ${MAX_ATTRIBUTE} characters, not shaped like a token`] as const),
 ];
 
 /**

@@ -18,7 +18,7 @@
  * | 9 | a key of the issuer's JWKS matches the header `kid` (after one refetch) | `ERR_FEDERATION_UNKNOWN_KID` |
  * | 10 | the signature verifies | `ERR_FEDERATION_SIGNATURE` |
  * | 11 | `exp` present and not past, `nbf` / `iat` not in the future (with `clockToleranceSeconds`) | `ERR_FEDERATION_EXPIRED`, `ERR_FEDERATION_NOT_YET_VALID` |
- * | 12 | every restricting claim present is well-formed (`./claims.ts`) | `ERR_FEDERATION_CLAIMS` |
+ * | 12 | every restricting or identifying claim present is well-formed, identifiers at most 255 characters and never shaped like a token (`./claims.ts`) | `ERR_FEDERATION_CLAIMS` |
  * | 13 | the token is of the declared kind (`./token-kind.ts`): `aud` names that kind's audience (API audience, or OIDC client id) | `ERR_FEDERATION_AUDIENCE` |
  * | 14 | …and it satisfies that kind's `typ` and claim rules; `jwt`: exactly one kind's | `ERR_FEDERATION_TOKEN_TYPE` |
  * | 15 | `sub` present; the preset's own claims (Entra `tid` = tenant of `iss`, `oid`) | `ERR_FEDERATION_CLAIMS` |

@@ -184,6 +184,27 @@ describe('token exchange: refusals', () => {
     expect(p).toBeDefined();
   });
 
+  it('an IdP user id too long for a receipt or shaped like a token: invalid_grant naming the claim (a 500 before), nothing written', async () => {
+    const a = agents['agent-a']!;
+    const receipts = async () => (await deputy.store.query<{ n: string }>('SELECT count(*)::text AS n FROM receipts WHERE agent_id = $1', [a.id]))[0]!.n;
+    const before = await receipts();
+    const jws = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4eHh4eHgifQ.c2lnbmF0dXJlc2ln';
+    const subjects = [
+      await idp.oktaAccessToken({ uid: 'u'.repeat(3000) }),
+      await idp.oktaAccessToken({ uid: jws }),
+      await idp.entraAccessToken({ oid: `x-${'o'.repeat(300)}` }),
+      await idp.oidcToken({ sub: `alice ${jws}` }),
+    ];
+    for (const subject of subjects) {
+      const err = await exchangeError(a, { subject_token: subject, resource: API, scope: 'deputy.read' });
+      expect(err.status).toBe(400);
+      expect(err.error).toBe('invalid_grant');
+      expect(err.error_description).toMatch(/"(uid|oid|sub)" claim is malformed: it must be a non-empty string of at most 255 characters, not shaped like a token/);
+      expect(err.error_description).not.toContain(jws);
+    }
+    expect(await receipts()).toBe(before);
+  });
+
   it('refuses HS256 signed with the IdP public key (algorithm confusion)', async () => {
     const pem = await idp.publicKeyPem();
     const { secretOf } = await import('../support/mock-idp.js');

@@ -12,6 +12,16 @@ import { createLogger } from '../../src/log.js';
 import { startDeputy, type DeputyServer } from '../../src/main.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 
+/**
+ * `TEST_PGLITE_THREAD=worker` runs the embedded store of every server the tests start in its worker
+ * thread (`store.pglite.thread`), so the whole suite can be run against that mode; a test's own
+ * `store` input still wins. Ignored on PostgreSQL.
+ */
+function pgliteThread(): Pick<NonNullable<ConfigInput['store']>, 'pglite'> {
+  const thread = process.env.TEST_PGLITE_THREAD;
+  return thread === 'worker' || thread === 'main' ? { pglite: { thread } } : {};
+}
+
 export interface TestDeputy extends DeputyServer {
   /** Every log line written so far. */
   logs: string[];
@@ -41,7 +51,7 @@ export async function startTestDeputy(options: TestDeputyOptions = {}): Promise<
     {
       ...input,
       server: { port: 0, host: '127.0.0.1', shutdownGraceSeconds: 1, ...input.server },
-      store: { ...(database.url ? { databaseUrl: database.url } : { dataDir: 'memory://' }), poolSize: 5, ...input.store },
+      store: { ...(database.url ? { databaseUrl: database.url } : { dataDir: 'memory://' }), poolSize: 5, ...pgliteThread(), ...input.store },
       keys: { dir: keysDir, generate: true, ...input.keys },
       log: { level: 'debug', ...input.log },
     },

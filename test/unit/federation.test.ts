@@ -271,6 +271,25 @@ describe('FederationVerifier: refusals', () => {
     await expectRefusal(verifier(idp.issuerConfig('entra')), await idp.entraAccessToken({ oid: undefined }), 'access_token', 'ERR_FEDERATION_CLAIMS');
   });
 
+  it('identifier and attribute claims too long or shaped like a token are refused as malformed, naming the claim (they become the user id and every receipt\'s user)', async () => {
+    const v = verifier(idp.issuerConfig('oidc'));
+    const jws = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4eHh4eHgifQ.c2lnbmF0dXJlc2ln';
+    const identifiers = ['sub', 'tid', 'oid', 'uid', 'azp', 'client_id', 'cid', 'appid', 'jti', 'uti'];
+    const attributes = ['email', 'preferred_username', 'upn', 'name'];
+    for (const [claims, max] of [[identifiers, 255], [attributes, 1024]] as const) {
+      for (const claim of claims) {
+        for (const value of ['x'.repeat(max + 1), `user ${jws}`, jws]) {
+          const error = await expectRefusal(v, await idp.oidcToken({ [claim]: value }), 'jwt', 'ERR_FEDERATION_CLAIMS');
+          expect(error.description).toContain(`"${claim}"`);
+          expect(error.description).toContain(`at most ${max} characters`);
+        }
+        // at the bound, and an ordinary dotted value, still verify
+        await expect(v.verify(await idp.oidcToken({ [claim]: 'y'.repeat(max) }), 'jwt')).resolves.toBeDefined();
+        await expect(v.verify(await idp.oidcToken({ [claim]: 'first.last@example.org' }), 'jwt')).resolves.toBeDefined();
+      }
+    }
+  });
+
   it('alg none, HS256 signed with the public key as secret, an algorithm not configured', async () => {
     const v = verifier(idp.issuerConfig('okta'));
     const { jwks } = idp.requests;
