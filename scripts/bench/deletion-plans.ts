@@ -14,7 +14,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import pg from 'pg';
 import { deleteClientGrants } from '../../src/oauth/oidc-provider/adapter.js';
 import { TokenRecords } from '../../src/oauth/token-records.js';
@@ -119,7 +119,7 @@ async function openScratch(): Promise<{ store: Store; kind: string; drop: () => 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rows: { type: 'string', default: '200000' }, agents: { type: 'string', default: '1000' }, verbose: { type: 'boolean', default: false } } });
+  const { values } = parseArgs(import.meta.url, { options: { rows: { type: 'string', default: '200000', value: 'count' }, agents: { type: 'string', default: '1000', value: 'count' }, verbose: { type: 'boolean', default: false } } });
   const rows = Number(values.rows);
   const agents = Number(values.agents);
   const { store, kind, drop } = await openScratch();

@@ -21,7 +21,7 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { appendIfHead, generalAppend, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { recordEachOnce } from '../../src/oauth/adapter.js';
@@ -30,7 +30,7 @@ import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { backendCpuUs, walBytes, withMicroStore } from './micro-store.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '1000' }, rounds: { type: 'string', default: '2' }, pairs: { type: 'string' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1000', value: 'count' }, rounds: { type: 'string', default: '2', value: 'count' }, pairs: { type: 'string' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 const AGENT = 'micro-agent';

@@ -24,7 +24,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PerformanceObserver } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import pg from 'pg';
 import { Pool } from 'undici';
 import { gcKindOf, settleHeap } from './gc.js';
@@ -68,7 +68,7 @@ async function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '10' }, receipts: { type: 'string', default: 'on' }, 'deputy-flags': { type: 'string', default: '' }, out: { type: 'string', default: '/tmp/gateway-tail' }, 'perf-sched': { type: 'boolean', default: false }, 'perf-record': { type: 'boolean', default: false }, warm: { type: 'string', default: '3' }, pin: { type: 'boolean', default: false } } });
+  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '10', value: 'count' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, 'deputy-flags': { type: 'string', default: '' }, out: { type: 'string', default: '/tmp/gateway-tail' }, 'perf-sched': { type: 'boolean', default: false }, 'perf-record': { type: 'boolean', default: false }, warm: { type: 'string', default: '3', value: 'count' }, pin: { type: 'boolean', default: false } } });
   const seconds = Number(values.seconds);
   mkdirSync(values.out!, { recursive: true });
   const probeGc = observeOwnGc();

@@ -16,7 +16,7 @@ import { fork } from 'node:child_process';
 import { getEventListeners, setMaxListeners } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { GCProfiler, promiseHooks } from 'node:v8';
 import { EventSourceParserStream } from 'eventsource-parser/stream';
 import { UpstreamHttp } from '../../src/mcp/upstream-http.js';
@@ -43,7 +43,7 @@ async function call(fetchFn: typeof fetch, url: URL, signal: AbortSignal): Promi
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { calls: { type: 'string', default: '1500' }, rounds: { type: 'string', default: '6' } } });
+  const { values } = parseArgs(import.meta.url, { options: { calls: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '6', value: 'count' } } });
   const child = fork(new URL(import.meta.url).pathname, ['server'], { execArgv: ['--import', 'tsx'] });
   const port = await new Promise<number>((resolve) => child.once('message', (m) => resolve(m as number)));
   const url = new URL(`http://127.0.0.1:${port}/mcp`);

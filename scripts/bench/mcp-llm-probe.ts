@@ -17,7 +17,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { Pool } from 'undici';
 import { createTestDatabase } from '../../test/support/database.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
@@ -129,7 +129,7 @@ function report(name: string, done: Awaited<ReturnType<typeof drive>>, elapsed: 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { target: { type: 'string', default: 'mcp' }, store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '5' }, phases: { type: 'string', default: 'c1,c8,c1,c8' } } });
+  const { values } = parseArgs(import.meta.url, { options: { target: { type: 'string', default: 'mcp' }, store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '5', value: 'count' }, phases: { type: 'string', default: 'c1,c8,c1,c8' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => Number(p.slice(1)));
   const idp = await startMockIdp({ alg: 'RS256' });

@@ -20,7 +20,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient, type ClientKeys } from '../../test/support/clients.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
@@ -29,7 +29,7 @@ import { productNodeFlags, startProcess } from './process.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const API = 'https://docs.example.com';
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '5' }, ms: { type: 'string', default: '2000' }, concurrency: { type: 'string', default: '8' }, base: { type: 'string' } } });
+const { values } = parseArgs(import.meta.url, { options: { rounds: { type: 'string', default: '5', value: 'count' }, ms: { type: 'string', default: '2000', value: 'count' }, concurrency: { type: 'string', default: '8', value: 'count' }, base: { type: 'string' } } });
 const ROUNDS = Number(values.rounds);
 const MS = Number(values.ms);
 const CONCURRENCY = Number(values.concurrency);

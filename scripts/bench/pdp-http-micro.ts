@@ -24,7 +24,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { validateConfig } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
 import { startDeputy } from '../../src/main.js';
@@ -37,7 +37,7 @@ import { startMockIdp } from '../../test/support/mock-idp.js';
 
 const REPO = join(import.meta.dirname, '../..');
 const API = 'https://docs.example.com';
-const { values } = parseArgs({ options: { n: { type: 'string', default: '3000' }, rounds: { type: 'string', default: '3' }, cache: { type: 'string', default: 'off' }, miss: { type: 'boolean', default: false } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '3000', value: 'count' }, rounds: { type: 'string', default: '3', value: 'count' }, cache: { type: 'string', default: 'off', value: ['on', 'off'] }, miss: { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

@@ -10,7 +10,7 @@
  * @module
  */
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import type { Agent, AgentRegistry } from '../../src/agents/registry.js';
 import { RegistryAuthorizer, type DelegationGrant, type SubjectResolver, type VerifiedChain } from '../../src/delegation/index.js';
 import { createLogger } from '../../src/log.js';
@@ -22,7 +22,7 @@ import { PolicyStore } from '../../src/pdp/policy-store.js';
 
 const REPO = join(import.meta.dirname, '../..');
 const API = 'https://docs.example.com';
-const { values } = parseArgs({ options: { n: { type: 'string', default: '2000' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '2000', value: 'count' } } });
 const N = Number(values.n);
 
 const agent = (id: string, next?: string): Agent => ({

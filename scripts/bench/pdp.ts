@@ -21,7 +21,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { createLogger } from '../../src/log.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 import { checkedFloorCall } from './cedar-floor.js';
@@ -37,13 +37,14 @@ const REPO = join(HERE, '../..');
 const API = 'https://docs.example.com';
 const handoff = (id: string) => `urn:deputy:agent:${id}`;
 
-const { values } = parseArgs({
+const { values } = parseArgs(import.meta.url, {
   options: {
-    quick: { type: 'boolean', default: false },
-    out: { type: 'string', default: 'bench-results/pdp.json' },
-    'duration-ms': { type: 'string' },
-    concurrency: { type: 'string' },
+    quick: { type: 'boolean', default: false, description: 'short runs (1.5 s a point, concurrency 8)' },
+    out: { type: 'string', default: 'bench-results/pdp.json', description: 'where the JSON results go' },
+    'duration-ms': { type: 'string', value: 'count', description: 'measured time per point, ms (default 4000; 1500 with --quick)' },
+    concurrency: { type: 'string', value: 'counts', description: 'concurrency levels (default 1,8,32; 8 with --quick)' },
   },
+  usage: 'The PDP benchmark: AuthZEN evaluations over HTTP, decision cache on and off (env BENCH_PDP_ONLY, BENCH_PDP_CACHE narrow it).',
 });
 const quick = values.quick ?? false;
 const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1500 : 4000;

@@ -11,15 +11,15 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import type { CheckpointClock } from '../../src/store/checkpointer.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 
-const { values } = parseArgs({
-  options: { n: { type: 'string', default: '60000' }, dir: { type: 'string', default: 'memory://' }, checkpoint: { type: 'string', default: 'on' }, 'max-wal-mb': { type: 'string', default: '16' } },
+const { values } = parseArgs(import.meta.url, {
+  options: { n: { type: 'string', default: '60000', value: 'count' }, dir: { type: 'string', default: 'memory://' }, checkpoint: { type: 'string', default: 'on', value: ['on', 'off'] }, 'max-wal-mb': { type: 'string', default: '16', value: 'count' } },
 });
 const N = Number(values.n);
 const ON = values.checkpoint === 'on';

@@ -17,13 +17,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { migrate, type Store } from '../../src/store/index.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '800' }, rounds: { type: 'string', default: '7' }, dir: { type: 'string', default: 'memory://' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '800', value: 'count' }, rounds: { type: 'string', default: '7', value: 'count' }, dir: { type: 'string', default: 'memory://' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 const PREPARE = { prepare: true } as const;

@@ -18,7 +18,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { recordOnce } from '../../src/oauth/adapter.js';
@@ -26,7 +26,7 @@ import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { createPGliteWorkerStore } from '../../src/store/pglite-thread.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '600' }, pairs: { type: 'string', default: '6' }, memory: { type: 'boolean', default: false } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '600', value: 'count' }, pairs: { type: 'string', default: '6', value: 'count' }, memory: { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const PAIRS = Number(values.pairs);
 

@@ -11,12 +11,12 @@
 import { appendFileSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { createLogger } from '../../src/log.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const { values } = parseArgs({ options: { before: { type: 'string' }, rounds: { type: 'string', default: '15' } } });
+const { values } = parseArgs(import.meta.url, { options: { before: { type: 'string' }, rounds: { type: 'string', default: '15', value: 'count' } } });
 
 interface Reloadable {
   load(): Promise<unknown>;

@@ -18,14 +18,14 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { genesisHash, receiptClaims, ReceiptSigner, type ReceiptSigningKey } from '../../src/audit/receipt.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import { DpopVerifier, type DpopRequest } from '../../src/oauth/dpop.js';
 import type { Queryable } from '../../src/store/index.js';
 import { dpopKeys, dpopProof } from '../../test/support/agents.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '1500' }, rounds: { type: 'string', default: '5' }, 'work-us': { type: 'string', default: '150' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '5', value: 'count' }, 'work-us': { type: 'string', default: '150', value: 'count' } } });
 const WORK_US = Number(values['work-us']);
 
 /** Busy CPU on the main thread for `WORK_US` µs (the call's own work between the two operations). */

@@ -18,7 +18,7 @@
  */
 import { AsyncLocalStorage, createHook } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { requestDigest } from '../../src/audit/digest.js';
 import { assertReceiptInput, receiptClaims, receiptHash, receiptText, ReceiptSigner, type ReceiptInput, type ReceiptSigningKey } from '../../src/audit/receipt.js';
@@ -27,7 +27,7 @@ import { generateSigningKey } from '../../src/keys/keystore.js';
 import { recordOnce } from '../../src/oauth/adapter.js';
 import type { Store } from '../../src/store/index.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '2000' }, rounds: { type: 'string', default: '7' }, 'count-promises': { type: 'boolean', default: false } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '2000', value: 'count' }, rounds: { type: 'string', default: '7', value: 'count' }, 'count-promises': { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

@@ -10,11 +10,11 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { backendCpuUs, withMicroStore } from './micro-store.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '1500' }, rounds: { type: 'string', default: '7' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '7', value: 'count' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

@@ -17,7 +17,7 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash, type SignedReceipt } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
@@ -28,7 +28,7 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string', default: '400' }, max: { type: 'string', default: '8' }, kinds: { type: 'string', default: '3' }, round: { type: 'string', default: '40' } } });
+const { values } = parseArgs(import.meta.url, { options: { pairs: { type: 'string', default: '400', value: 'count' }, max: { type: 'string', default: '8', value: 'count' }, kinds: { type: 'string', default: '3', value: 'count' }, round: { type: 'string', default: '40', value: 'count' } } });
 const PG = process.env.DATABASE_URL;
 const ROUND = Number(values.round);
 const PAIRS = Number(values.pairs);

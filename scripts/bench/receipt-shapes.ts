@@ -9,7 +9,7 @@
  *
  * npx tsx scripts/bench/receipt-shapes.ts [--groups 2000] [--max 8] [--kinds 3]
  */
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { appendIfHead } from '../../src/audit/chain.js';
 import type { SignedReceipt } from '../../src/audit/receipt.js';
 import { TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
@@ -17,7 +17,7 @@ import { StatementNames } from '../../src/store/prepared.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 
-const { values } = parseArgs({ options: { groups: { type: 'string', default: '2000' }, max: { type: 'string', default: '8' }, kinds: { type: 'string', default: '3' } } });
+const { values } = parseArgs(import.meta.url, { options: { groups: { type: 'string', default: '2000', value: 'count' }, max: { type: 'string', default: '8', value: 'count' }, kinds: { type: 'string', default: '3', value: 'count' } } });
 const groups = Number(values.groups);
 const max = Number(values.max);
 const kinds = Number(values.kinds);

@@ -10,13 +10,13 @@
  *
  * @module
  */
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { ReceiptService } from '../../src/audit/receipts.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { backendCpuUs, withMicroStore } from './micro-store.js';
 
-const { values } = parseArgs({ options: { clients: { type: 'string', default: '8' }, per: { type: 'string', default: '100' }, rounds: { type: 'string', default: '3' } } });
+const { values } = parseArgs(import.meta.url, { options: { clients: { type: 'string', default: '8', value: 'count' }, per: { type: 'string', default: '100', value: 'count' }, rounds: { type: 'string', default: '3', value: 'count' } } });
 const CLIENTS = Number(values.clients);
 const PER = Number(values.per);
 const ROUNDS = Number(values.rounds);

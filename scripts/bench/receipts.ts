@@ -11,7 +11,7 @@
  * Runs on PGlite, and on PostgreSQL too when `DATABASE_URL` is set (a fresh database).
  * Prints a table; figures are medians / rates on this machine, meant for comparison.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { ReceiptService } from '../../src/audit/receipts.js';
 import { genesisHash, receiptClaims, ReceiptSigner, type ReceiptInput } from '../../src/audit/receipt.js';
 import { formatLine } from '../../src/audit/jsonl.js';
@@ -22,7 +22,7 @@ import { createPostgresStore } from '../../src/store/postgres.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { createTestDatabase } from '../../test/support/database.js';
 
-const { values } = parseArgs({ options: { count: { type: 'string', default: '400' } } });
+const { values } = parseArgs(import.meta.url, { options: { count: { type: 'string', default: '400', value: 'count' } } });
 const COUNT = Number(values.count);
 
 const input = (agent: string, n: number): ReceiptInput => ({

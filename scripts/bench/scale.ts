@@ -35,7 +35,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -207,7 +207,7 @@ async function runOneCurve(id: string, sizes: string, store: string | undefined,
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
+  const { values } = parseArgs(import.meta.url, {
     options: {
       quick: { type: 'boolean', default: false },
       sizes: { type: 'string' },

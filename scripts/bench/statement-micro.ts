@@ -12,7 +12,7 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { parseArgs } from './options.js';
 import { appendIfHead, type ChainHead } from '../../src/audit/chain.js';
 import { genesisHash } from '../../src/audit/receipt.js';
 import { recordOnce } from '../../src/oauth/adapter.js';
@@ -20,7 +20,7 @@ import { TokenRecords } from '../../src/oauth/token-records.js';
 import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { backendCpuUs, withMicroStore } from './micro-store.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '1500' }, rounds: { type: 'string', default: '3' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '3', value: 'count' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

@@ -4,41 +4,41 @@
  * nothing from it (SHA-256 preimage resistance, and every hashed request holds high-entropy
  * tokens or proofs).
  *
- * Format: `sha-256:` + base64url (RFC 4648 §5) of SHA-256 over the canonical JSON of the
- * request's fields: object members sorted by name at every level, no whitespace, `undefined`
- * members left out (RFC 8785-style canonicalization for the string / array / object values
- * requests carry).
+ * Format: `sha-256:` + base64url (RFC 4648 §5) of SHA-256 over the RFC 8785 (JCS) canonical JSON
+ * of the request's fields, from the `canonicalize` library (the one JCS implementation Deputy
+ * uses: tool pins, chain evaluation and MCP argument digests too). `undefined` members are left
+ * out, `undefined` array elements are written `null` (as `JSON.stringify` does).
+ *
+ * Input that is not I-JSON is refused, never digested: a string holding a lone surrogate
+ * (RFC 7493 §2.1; RFC 8785 §3.2.2.2 says a JCS implementation must then fail) and a non-finite
+ * number. Until issue 16's thirteenth round Deputy's own serializer escaped lone surrogates
+ * (`"\ud800"`); every other value digests to the same bytes as before.
  *
  * @module
  */
+import canonicalize from 'canonicalize';
+import { InvalidRequest } from '../errors/index.js';
 import { sha256Base64url } from '../util/sha256.js';
 
 /** A request reduced to JSON values (form parameters, AuthZEN bodies). */
 export type DigestValue = string | number | boolean | null | undefined | readonly DigestValue[] | { readonly [k: string]: DigestValue };
 
-/** Deterministic JSON: sorted member names, no insignificant whitespace. */
-export function canonicalJson(value: DigestValue): string {
-  if (value === undefined) return 'null';
-  if (value === null || typeof value !== 'object') {
-    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError('canonical JSON has no representation for non-finite numbers');
-    return JSON.stringify(value);
+/**
+ * RFC 8785 canonical JSON of a request's fields.
+ *
+ * @throws InvalidRequest (400 `invalid_request`) when a value is not I-JSON: a lone surrogate in
+ *   a string or member name, a non-finite number.
+ */
+export function canonicalJson(request: { readonly [k: string]: DigestValue }): string {
+  try {
+    return canonicalize(request)!;
+  } catch (err) {
+    // `canonicalize` throws plain Errors for exactly these refusals (and cycles, which parsed JSON cannot hold).
+    throw new InvalidRequest('the request is not I-JSON (RFC 7493 §2.1): a string with a lone surrogate or a non-finite number', { cause: err });
   }
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(',')}]`;
-  // Member names sorted by UTF-16 code units (the default sort's order, as `<` compares strings), the
-  // text built in one pass: no entry pairs, filtered and mapped copies per object (every receipt's
-  // request digest; issue 16, twelfth round).
-  const object = value as { readonly [k: string]: DigestValue };
-  let out = '{';
-  for (const k of Object.keys(object).sort()) {
-    const v = object[k];
-    if (v === undefined) continue;
-    if (out.length > 1) out += ',';
-    out += `${JSON.stringify(k)}:${canonicalJson(v)}`;
-  }
-  return `${out}}`;
 }
 
-/** `sha-256:<base64url>` of the canonical JSON of `request`. */
+/** `sha-256:<base64url>` of the canonical JSON of `request` ({@link canonicalJson}; throws as it does). */
 export function requestDigest(request: { readonly [k: string]: DigestValue }): string {
   return `sha-256:${sha256Base64url(canonicalJson(request))}`;
 }

@@ -50,7 +50,7 @@ import { parseJson, readBody } from './json-body.js';
 import { policyAdminRoutes } from './policies.js';
 import type { Authenticate } from './util.js';
 import { NO_STORE } from '../util/http.js';
-import { setBounded } from '../util/bounded-map.js';
+import { SizeBoundedMap } from '../util/bounded-map.js';
 
 export { AUTHZEN_SCOPE };
 
@@ -232,7 +232,8 @@ function searchHandler(deps: AuthzenDeps, kind: SearchKind): Koa.Middleware {
  * store read on the remembered path. Shared by the routes and the cached path (./authzen-cached.ts).
  */
 export class PepTokens {
-  readonly #verified = new Map<string, VerifiedPepToken>();
+  /** By the `Authorization` header's value; bounded by entries and bytes (a header may be 16 KiB and more). */
+  readonly #verified: SizeBoundedMap<string, VerifiedPepToken>;
   readonly #revocations: Pick<OperatorTokenRevocations, 'knownLive'>;
   /**
    * The entry found last, with its header value. A PEP sends the same token on every call, and a
@@ -241,11 +242,29 @@ export class PepTokens {
    * comparison. The entry's checks (expiry, revocation) run all the same.
    */
   #last: { authorization: string; entry: VerifiedPepToken } | undefined;
-  /** Bound on remembered tokens; a new one past it evicts the one remembered longest ago. */
+  /** Bound on remembered tokens; a new one past it (or {@link BUDGET_BYTES}) evicts the ones remembered longest ago. */
   static readonly MAX_ENTRIES = 1000;
+  /**
+   * Bound on the bytes remembered tokens count ({@link pepTokenFootprint}): the key is the whole
+   * header value, as long as the server's header limit allows — bounded by entries alone, the map
+   * grew with entries × header size. Room for the entry bound's worth of 2 KiB headers.
+   */
+  static readonly BUDGET_BYTES = 2 * 1024 * 1024;
 
-  constructor(revocations: Pick<OperatorTokenRevocations, 'knownLive'>) {
+  /** `budgetBytes`, `maxEntries`: the bounds (defaults {@link BUDGET_BYTES}, {@link MAX_ENTRIES}). */
+  constructor(revocations: Pick<OperatorTokenRevocations, 'knownLive'>, options: { budgetBytes?: number; maxEntries?: number } = {}) {
     this.#revocations = revocations;
+    this.#verified = new SizeBoundedMap(options.budgetBytes ?? PepTokens.BUDGET_BYTES, options.maxEntries ?? PepTokens.MAX_ENTRIES);
+  }
+
+  /** Bytes the remembered tokens count; never more than the budget. */
+  get bytes(): number {
+    return this.#verified.bytes;
+  }
+
+  /** Tokens remembered now; never more than the entry bound. */
+  get size(): number {
+    return this.#verified.size;
   }
 
   /** The PEP (client id) whose token `authorization` (the header's value) is, when verified before, unexpired and known not revoked. */
@@ -259,7 +278,8 @@ export class PepTokens {
     if (auth.scheme !== 'Bearer' || auth.claims.cnf !== undefined || typeof auth.claims.exp !== 'number' || typeof auth.claims.jti !== 'string') return;
     // The map changes (an entry replaced or evicted): the last entry found may no longer be its entry.
     this.#last = undefined;
-    setBounded(this.#verified, authorization, { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 }, PepTokens.MAX_ENTRIES);
+    const entry = { pep: auth.claims.client_id, jti: auth.claims.jti, expiresAt: auth.claims.exp * 1000 };
+    this.#verified.set(authorization, { ...entry, size: pepTokenFootprint(authorization, entry) });
   }
 
   #find(authorization: string): VerifiedPepToken | undefined {
@@ -271,11 +291,23 @@ export class PepTokens {
   }
 }
 
-/** A PEP token verified before: its client, `jti` and expiry (ms since the epoch). */
+/** A PEP token verified before: its client, `jti` and expiry (ms since the epoch), and the bytes it counts. */
 interface VerifiedPepToken {
   pep: string;
   jti: string;
   expiresAt: number;
+  size: number;
+}
+
+/** The heap a remembered PEP token costs besides its strings: the map slot, the entry. */
+const PEP_TOKEN_OVERHEAD_BYTES = 256;
+
+/**
+ * What one remembered PEP token keeps: the header value (one byte a character: an HTTP header
+ * is Latin-1), its client id and `jti` (two bytes a character, to be safe), the entry.
+ */
+function pepTokenFootprint(authorization: string, entry: { pep: string; jti: string }): number {
+  return authorization.length + 2 * (entry.pep.length + entry.jti.length) + PEP_TOKEN_OVERHEAD_BYTES;
 }
 
 /** Authenticates the calling PEP (§11.2) with `authzen:evaluate`, through `deps.pepTokens`. */

@@ -112,4 +112,3 @@ function protoMembersOf(text: unknown): string[] {
     return [];
   }
 }
-

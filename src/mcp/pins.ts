@@ -14,7 +14,7 @@ import type { JSONWebKeySet } from 'jose';
 import { InvalidRequest } from '../errors/index.js';
 import type { McpServerConfig } from './config.js';
 import type { PinStore, StoredPin } from './store.js';
-import { changedMembers, pinnedDefinition, toolDigest, ToolPinError, verifyToolPin, type PinnedMember, type PinSigner, type ToolPinSigner } from './tool-pin.js';
+import { changedMembers, pinnedDefinition, toolDigest, ToolPinError, verifyToolPin, WHOLE_DEFINITION, type PinCoverage, type PinnedMember, type PinSigner, type ToolPinSigner } from './tool-pin.js';
 import { setBounded } from '../util/bounded-map.js';
 
 /** How one live tool stands against its pin. */
@@ -39,8 +39,8 @@ export interface ToolPinsOptions {
 
 export class ToolPins {
   readonly #o: ToolPinsOptions;
-  /** jws → `${server}\0${tool}\0${digest}` it verified as. */
-  readonly #verified = new Map<string, string>();
+  /** jws → `${server}\0${tool}\0${digest}` it verified as, and what it covers. */
+  readonly #verified = new Map<string, { key: string; covers: PinCoverage }>();
 
   constructor(options: ToolPinsOptions) {
     this.#o = options;
@@ -90,8 +90,8 @@ export class ToolPins {
       } catch (err) {
         throw new InvalidRequest(`pin refused: ${(err as Error).message}`);
       }
-      if (def.name !== claims.tool || toolDigest(def) !== claims.digest) throw new InvalidRequest('pin refused: the definition given does not have the pin\'s digest');
-      text = canonicalize(def)!;
+      if (def.name !== claims.tool || toolDigest(def, claims.covers) !== claims.digest) throw new InvalidRequest('pin refused: the definition given does not have the pin\'s digest');
+      text = canonicalize(pinnedDefinition(def, claims.covers))!;
     }
     return this.#o.pins.put({ server: server.id, tool: claims.tool, digest: claims.digest, jws, definition: text, signer: claims.iss === this.#o.issuer ? 'deputy' : 'publisher' });
   }
@@ -115,33 +115,40 @@ export class ToolPins {
     return out;
   }
 
-  /** One definition's verdict against its stored pin (undefined: none). */
+  /**
+   * One definition's verdict against its stored pin (undefined: none). The digest is taken over
+   * what the pin covers (the whole definition, or a legacy pin's members); an unpinned tool's
+   * over the whole definition, as an approval would sign it.
+   */
   async #verdict(server: McpServerConfig, pin: StoredPin | undefined, tool: Readonly<Record<string, unknown>>): Promise<PinVerdict> {
-    const digest = toolDigest(tool);
-    if (!pin) return { status: 'unpinned', digest };
-    const problem = await this.#trusted(server, pin);
-    if (problem) return { status: 'invalid', digest, reason: problem };
+    if (!pin) return { status: 'unpinned', digest: toolDigest(tool) };
+    const trust = await this.#trusted(server, pin);
+    if ('problem' in trust) return { status: 'invalid', digest: toolDigest(tool), reason: trust.problem };
+    const digest = toolDigest(tool, trust.covers);
     if (pin.digest === digest) return { status: 'pinned', digest, pin };
-    return { status: 'changed', digest, pin, changed: this.#changes(pin, tool) };
+    return { status: 'changed', digest, pin, changed: this.#changes(pin, tool, trust.covers) };
   }
 
-  /** Why `pin` is not trusted for `server` now, or undefined when it is. */
-  async #trusted(server: McpServerConfig, pin: StoredPin): Promise<string | undefined> {
+  /** What `pin` covers when it is trusted for `server` now, or why it is not. */
+  async #trusted(server: McpServerConfig, pin: StoredPin): Promise<{ covers: PinCoverage } | { problem: string }> {
     const key = `${server.id}\0${pin.tool}\0${pin.digest}`;
-    if (this.#verified.get(pin.jws) === key) return undefined;
+    const known = this.#verified.get(pin.jws);
+    if (known?.key === key) return { covers: known.covers };
+    let covers: PinCoverage;
     try {
       const claims = await verifyToolPin(pin.jws, server.id, this.signers(server));
-      if (claims.tool !== pin.tool || claims.digest !== pin.digest) return 'the stored pin does not match its signed claims';
+      if (claims.tool !== pin.tool || claims.digest !== pin.digest) return { problem: 'the stored pin does not match its signed claims' };
+      covers = claims.covers;
     } catch (err) {
-      return err instanceof ToolPinError ? err.message : 'the stored pin does not verify';
+      return { problem: err instanceof ToolPinError ? err.message : 'the stored pin does not verify' };
     }
-    setBounded(this.#verified, pin.jws, key, this.#o.cacheSize ?? 10_000);
-    return undefined;
+    setBounded(this.#verified, pin.jws, { key, covers }, this.#o.cacheSize ?? 10_000);
+    return { covers };
   }
 
-  #changes(pin: StoredPin, live: Readonly<Record<string, unknown>>): ReadonlyArray<PinnedMember | 'definition'> {
+  #changes(pin: StoredPin, live: Readonly<Record<string, unknown>>, covers: PinCoverage = WHOLE_DEFINITION): ReadonlyArray<PinnedMember | 'definition'> {
     if (pin.definition === undefined) return ['definition'];
-    const changed = changedMembers(JSON.parse(pin.definition) as Record<string, unknown>, live);
+    const changed = changedMembers(JSON.parse(pin.definition) as Record<string, unknown>, live, covers);
     return changed.length > 0 ? changed : ['definition'];
   }
 

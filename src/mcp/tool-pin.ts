@@ -4,15 +4,25 @@
  * approved it.
  *
  * - **Digest**: SHA-256 (FIPS 180-4) over the RFC 8785 (JCS) canonical JSON of the tool's whole
- *   definition — `name`, `title`, `description`, `inputSchema`, `outputSchema`, `annotations`
- *   (MCP 2025-06-18 "Tools", `Tool`) — written `sha-256:<base64url>`. Every member counts: a
- *   widened input schema or an edited annotation changes the digest as surely as a new
- *   description does. `_meta` and `icons` are presentation, not contract, and are left out.
+ *   definition — every member the live tool has (MCP 2025-11-25 "Tools", `Tool`: `name`, `title`,
+ *   `icons`, `description`, `inputSchema`, `outputSchema`, `annotations`, `execution`, `_meta`,
+ *   and any member a later revision adds) — written `sha-256:<base64url>`. Every member counts: a
+ *   swapped icon, an MCP Apps UI resource in `_meta` or a new `execution` changes the digest as
+ *   surely as a widened input schema does. The one member left out is Deputy's own
+ *   `_meta["dev.deputy/pin"]` (what the gateway adds when it lists the tool), so an agent
+ *   recomputes the digest from the tool it was shown.
+ * - **Coverage** (`covers` claim): pins signed since issue 16's thirteenth round carry
+ *   `covers: "definition"` (the whole definition, above). A pin without `covers` was signed
+ *   before and covers {@link LEGACY_PINNED_MEMBERS} only; it verifies as it was signed (its
+ *   digest over those members), so a swap of an uncovered member does not hide its tool until
+ *   the tool is approved again — re-approval (`deputy mcp approve`) upgrades it. Any other
+ *   `covers` value is refused (fail closed).
  * - **Pin**: a JWS Compact Serialization (RFC 7515 §7.1) of a JWT (RFC 7519) with protected
  *   header `{ alg: ES256 | EdDSA | RS256, kid, typ: "deputy-tool-pin+jwt" }` (RFC 8725 §3.11
  *   explicit typing: a pin is never a token, nor a receipt) and claims
- *   `{ iss, iat, server, tool, digest }`. Deputy signs with its receipt key (so the receipt JWKS
- *   verifies both offline); a publisher signs with a key the operator trusts for that server.
+ *   `{ iss, iat, server, tool, digest, covers }`. Deputy signs with its receipt key (so the
+ *   receipt JWKS verifies both offline); a publisher signs with a key the operator trusts for
+ *   that server.
  *
  * Pure functions and plain data: no store, no HTTP.
  *
@@ -36,12 +46,22 @@ export const TOOL_PIN_ALGORITHMS = SIGNING_ALGS;
  */
 export const PIN_META_KEY = 'dev.deputy/pin';
 
-/** The members of a tool definition a pin covers, in the order changes are reported. */
-export const PINNED_MEMBERS = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'] as const;
-export type PinnedMember = (typeof PINNED_MEMBERS)[number];
+/**
+ * The members a pin without a `covers` claim covers (pins signed before issue 16's thirteenth
+ * round), in the order changes are reported.
+ */
+export const LEGACY_PINNED_MEMBERS = ['name', 'title', 'description', 'inputSchema', 'outputSchema', 'annotations'] as const;
+
+/** What a pin covers: `definition`, the whole definition; `members`, {@link LEGACY_PINNED_MEMBERS} (no `covers` claim). */
+export type PinCoverage = 'definition' | 'members';
+/** The `covers` claim value of a pin over the whole definition. */
+export const WHOLE_DEFINITION: PinCoverage = 'definition';
+
+/** A member name of a tool definition (a pin reports changes by member). */
+export type PinnedMember = string;
 
 /** A tool definition reduced to the members a pin covers (JSON values only). */
-export type ToolDefinition = { name: string } & Partial<Record<Exclude<PinnedMember, 'name'>, unknown>>;
+export type ToolDefinition = { name: string } & Record<string, unknown>;
 
 /** The signed claims of a pin. */
 export interface ToolPinClaims {
@@ -53,8 +73,10 @@ export interface ToolPinClaims {
   server: string;
   /** The tool's `name`. */
   tool: string;
-  /** {@link toolDigest} of the approved definition. */
+  /** {@link toolDigest} of the approved definition, under {@link ToolPinClaims.covers}. */
   digest: string;
+  /** What the digest covers (`members` when the pin has no `covers` claim). */
+  covers: PinCoverage;
 }
 
 /** A key trusted to sign pins, with the `iss` its pins carry. */
@@ -75,35 +97,69 @@ export class ToolPinError extends Error {
 }
 
 /**
- * The pinned members of `tool`, anything else dropped. `name` must be a non-empty string.
+ * The members of `tool` a pin under `covers` digests: all of them but Deputy's own
+ * `_meta["dev.deputy/pin"]` (an empty `_meta` left by its removal dropped too), or the legacy
+ * members only. `undefined` members are left out. `name` must be a non-empty string.
  *
- * @throws ToolPinError when the definition has no name or a member is not JSON.
+ * @throws ToolPinError when the definition has no name.
  */
-export function pinnedDefinition(tool: Readonly<Record<string, unknown>>): ToolDefinition {
+export function pinnedDefinition(tool: Readonly<Record<string, unknown>>, covers: PinCoverage = WHOLE_DEFINITION): ToolDefinition {
   if (typeof tool.name !== 'string' || tool.name.length === 0) throw new ToolPinError('a tool definition needs a non-empty string "name"');
   const out: Record<string, unknown> = {};
-  for (const member of PINNED_MEMBERS) if (tool[member] !== undefined) out[member] = tool[member];
+  const members = covers === WHOLE_DEFINITION ? Object.keys(tool) : LEGACY_PINNED_MEMBERS;
+  for (const member of members) if (tool[member] !== undefined) out[member] = tool[member];
+  if (covers === WHOLE_DEFINITION) withoutOwnMeta(out);
   return out as ToolDefinition;
 }
 
-/** RFC 8785 canonical JSON of the pinned members of `tool`. */
-export function canonicalDefinition(tool: Readonly<Record<string, unknown>>): string {
-  const text = canonicalize(pinnedDefinition(tool));
+/** Drops `_meta[PIN_META_KEY]` from `definition` (a copy of `_meta`; the caller's object is not touched). */
+function withoutOwnMeta(definition: Record<string, unknown>): void {
+  const meta = definition._meta;
+  if (meta === null || typeof meta !== 'object' || Array.isArray(meta) || !Object.hasOwn(meta, PIN_META_KEY)) return;
+  const { [PIN_META_KEY]: _own, ...rest } = meta as Record<string, unknown>;
+  if (Object.keys(rest).length === 0) delete definition._meta;
+  else definition._meta = rest;
+}
+
+/**
+ * RFC 8785 canonical JSON of the members of `tool` a pin under `covers` covers.
+ *
+ * @throws ToolPinError when the definition has no name or is not JSON (a lone surrogate, a non-finite number).
+ */
+export function canonicalDefinition(tool: Readonly<Record<string, unknown>>, covers: PinCoverage = WHOLE_DEFINITION): string {
+  let text: string | undefined;
+  try {
+    text = canonicalize(pinnedDefinition(tool, covers));
+  } catch (err) {
+    if (err instanceof ToolPinError) throw err;
+    throw new ToolPinError('the tool definition is not I-JSON', { cause: err });
+  }
   if (text === undefined) throw new ToolPinError('the tool definition is not JSON');
   return text;
 }
 
 /** `sha-256:` + base64url (RFC 4648 §5) of SHA-256 over {@link canonicalDefinition}. */
-export function toolDigest(tool: Readonly<Record<string, unknown>>): string {
-  return `sha-256:${sha256Base64url(canonicalDefinition(tool))}`;
+export function toolDigest(tool: Readonly<Record<string, unknown>>, covers: PinCoverage = WHOLE_DEFINITION): string {
+  return `sha-256:${sha256Base64url(canonicalDefinition(tool, covers))}`;
 }
 
 /**
- * The members whose values differ between a pinned and a live definition (compared as RFC 8785
- * canonical JSON, so member order and number spelling do not count), in {@link PINNED_MEMBERS} order.
+ * The members whose values differ between a pinned and a live definition under `covers`
+ * (compared as RFC 8785 canonical JSON, so member order and number spelling do not count): the
+ * legacy members first in their order, then any other member by name.
  */
-export function changedMembers(pinned: Readonly<Record<string, unknown>>, live: Readonly<Record<string, unknown>>): PinnedMember[] {
-  return PINNED_MEMBERS.filter((m) => canonicalize(pinned[m] ?? null) !== canonicalize(live[m] ?? null));
+export function changedMembers(pinned: Readonly<Record<string, unknown>>, live: Readonly<Record<string, unknown>>, covers: PinCoverage = WHOLE_DEFINITION): PinnedMember[] {
+  const a = pinnedDefinition({ name: '-', ...pinned }, covers);
+  const b = pinnedDefinition({ name: '-', ...live }, covers);
+  const others = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((m) => !(LEGACY_PINNED_MEMBERS as readonly string[]).includes(m)).sort();
+  const same = (m: string): boolean => {
+    try {
+      return canonicalize(a[m] ?? null) === canonicalize(b[m] ?? null);
+    } catch {
+      return false; // not JSON on one side: a change
+    }
+  };
+  return [...LEGACY_PINNED_MEMBERS, ...others].filter((m) => !same(m));
 }
 
 /** A private JWK with `kid` and `alg` (Deputy's receipt key, or a publisher's key in tests and tooling). */
@@ -128,10 +184,10 @@ export class ToolPinSigner {
     this.#key.catch(() => {}); // reported by sign()
   }
 
-  /** The compact JWS pinning `tool` of `server` as it is now. */
+  /** The compact JWS pinning the whole definition of `tool` of `server` as it is now (`covers: "definition"`). */
   async sign(server: string, tool: Readonly<Record<string, unknown>>, now = Date.now()): Promise<string> {
     const definition = pinnedDefinition(tool);
-    return new SignJWT({ server, tool: definition.name, digest: toolDigest(definition) })
+    return new SignJWT({ server, tool: definition.name, digest: toolDigest(definition), covers: WHOLE_DEFINITION })
       .setProtectedHeader({ alg: this.#alg, kid: this.#kid, typ: TOOL_PIN_TYP })
       .setIssuer(this.issuer)
       .setIssuedAt(Math.floor(now / 1000))
@@ -172,12 +228,14 @@ export async function verifyToolPin(jws: string, server: string, signers: readon
 }
 
 function asClaims(payload: Record<string, unknown>): ToolPinClaims {
-  const { iss, iat, server, tool, digest } = payload;
+  const { iss, iat, server, tool, digest, covers } = payload;
   if (typeof iss !== 'string' || typeof iat !== 'number' || typeof server !== 'string' || typeof tool !== 'string' || tool.length === 0) {
     throw new ToolPinError('the pin lacks iss, iat, server or tool');
   }
   if (typeof digest !== 'string' || !/^sha-256:[A-Za-z0-9_-]{43}$/.test(digest)) throw new ToolPinError('the pin\'s digest must be sha-256:<base64url>');
-  return { iss, iat, server, tool, digest };
+  // No `covers`: a pin signed before the claim existed, over the legacy members. Anything else is unknown: refused.
+  if (covers !== undefined && covers !== WHOLE_DEFINITION) throw new ToolPinError('the pin\'s "covers" claim must be "definition"');
+  return { iss, iat, server, tool, digest, covers: covers === undefined ? 'members' : WHOLE_DEFINITION };
 }
 
 function describe(err: unknown): string {

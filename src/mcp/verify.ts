@@ -50,7 +50,7 @@ export async function verifyPinExport(exported: PinExport, signers: readonly Pin
       problems.push({ tool: pin.tool, code: 'claims', message: `the signed claims name "${claims.tool}" with ${claims.digest}` });
       continue;
     }
-    if (pin.definition && toolDigest(pin.definition) !== claims.digest) {
+    if (pin.definition && toolDigest(pin.definition, claims.covers) !== claims.digest) {
       problems.push({ tool: pin.tool, code: 'definition', message: 'the exported definition does not have the pinned digest' });
       continue;
     }

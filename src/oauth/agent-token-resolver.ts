@@ -25,7 +25,8 @@ import {
 } from '../delegation/index.js';
 import { DeputyError } from '../errors/index.js';
 import type { AccessTokenClaims, AccessTokenVerifier } from './access-token.js';
-import type { RevocationCache, TokenRecord, TokenRecords } from './token-records.js';
+import { recordFootprint, type RevocationCache, type TokenRecord, type TokenRecords } from './token-records.js';
+import { SizeBoundedMap } from '../util/bounded-map.js';
 
 /** Steps 1 and 2 of a token, as cached. */
 interface Verified {
@@ -60,7 +61,7 @@ const ENTRY_OVERHEAD_BYTES = 1024;
  */
 export function footprint(token: string, records: readonly TokenRecord[]): number {
   let size = 3 * token.length + ENTRY_OVERHEAD_BYTES;
-  for (const r of records) size += 2 * JSON.stringify(r).length;
+  for (const r of records) size += recordFootprint(r);
   return size;
 }
 
@@ -73,11 +74,8 @@ export class AgentTokenResolver implements SubjectResolver {
   readonly #verifier: AccessTokenVerifier;
   readonly #records: TokenRecords;
   readonly #revocations: RevocationCache;
-  /** By token, in the order verified: the first is forgotten first. */
-  readonly #verified = new Map<string, Verified>();
-  readonly #budgetBytes: number;
-  readonly #maxEntries: number;
-  #bytes = 0;
+  /** By token, in the order verified: the first is forgotten first; bounded by bytes and entries. */
+  readonly #verified: SizeBoundedMap<string, Verified>;
   /** Bound on cached tokens' bytes ({@link footprint}): a token may be 16 KiB, its records large. */
   static readonly BUDGET_BYTES = 8 * 1024 * 1024;
   /** Bound on cached tokens; a new one past either bound evicts the ones verified longest ago. */
@@ -87,13 +85,12 @@ export class AgentTokenResolver implements SubjectResolver {
     this.#verifier = deps.verifier;
     this.#records = deps.records;
     this.#revocations = deps.revocations;
-    this.#budgetBytes = deps.budgetBytes ?? AgentTokenResolver.BUDGET_BYTES;
-    this.#maxEntries = Math.floor(deps.maxEntries ?? AgentTokenResolver.MAX_ENTRIES);
+    this.#verified = new SizeBoundedMap(deps.budgetBytes ?? AgentTokenResolver.BUDGET_BYTES, deps.maxEntries ?? AgentTokenResolver.MAX_ENTRIES);
   }
 
   /** Bytes the cached tokens count ({@link footprint}); never more than the budget. */
   get bytes(): number {
-    return this.#bytes;
+    return this.#verified.bytes;
   }
 
   /** Tokens cached now; never more than the entry bound. */
@@ -158,19 +155,7 @@ export class AgentTokenResolver implements SubjectResolver {
    * V8 slice keeps its whole parent alive.
    */
   #remember(token: string, entry: Verified): void {
-    const earlier = this.#verified.get(token);
-    if (earlier !== undefined) {
-      this.#verified.delete(token);
-      this.#bytes -= earlier.size;
-    }
-    if (entry.size > this.#budgetBytes || this.#maxEntries < 1) return;
-    for (const [oldest, value] of this.#verified) {
-      if (this.#bytes + entry.size <= this.#budgetBytes && this.#verified.size < this.#maxEntries) break;
-      this.#verified.delete(oldest);
-      this.#bytes -= value.size;
-    }
     this.#verified.set(Buffer.from(token, 'latin1').toString('latin1'), entry);
-    this.#bytes += entry.size;
   }
 
   /** Step 1: the token's signature, issuer, type and expiry (RFC 9068 §4), not its audience. */

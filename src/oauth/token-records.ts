@@ -429,13 +429,26 @@ export class TokenRecords {
 export class RevocationCache {
   /** The store's answers: the record as found (revoked or not), undefined for an unknown token. */
   readonly #cache: BoundedReadCache<string, TokenRecord | undefined>;
+  /** Bound on cached answers; past it (or {@link BUDGET_BYTES}) the answers read longest ago go. */
   static readonly MAX_ENTRIES = 50_000;
+  /**
+   * Bound on the bytes cached answers count ({@link answerFootprint}): a record holds the user's
+   * attributes from the IdP token, which an attacker with a large token makes large — bounded by
+   * entries alone, the cache grew with entries × record size.
+   */
+  static readonly BUDGET_BYTES = 32 * 1024 * 1024;
 
-  constructor(records: TokenRecords, options: { activeTtlMs?: number } = {}) {
+  /**
+   * `activeTtlMs`: how long a "not revoked" answer is reused (ms, default 2000); `budgetBytes`,
+   * `maxEntries`: the bounds (defaults {@link BUDGET_BYTES}, {@link MAX_ENTRIES}).
+   */
+  constructor(records: TokenRecords, options: { activeTtlMs?: number; budgetBytes?: number; maxEntries?: number } = {}) {
     const ttlMs = options.activeTtlMs ?? 2000;
     this.#cache = new BoundedReadCache((jti) => records.find(jti), {
       ttlMs,
-      maxEntries: RevocationCache.MAX_ENTRIES,
+      maxEntries: options.maxEntries ?? RevocationCache.MAX_ENTRIES,
+      budgetBytes: options.budgetBytes ?? RevocationCache.BUDGET_BYTES,
+      sizeOf: answerFootprint,
       // "Live" for the bound; "revoked" is final, kept until the token would have expired anyway
       // (an unknown token's lifetime is already over: never kept).
       lifetime: (found, startedAt) =>
@@ -444,6 +457,16 @@ export class RevocationCache {
       // steady use never waits for its re-read (issue 16, sixth round: the c1 tail).
       refreshAhead: true,
     });
+  }
+
+  /** Bytes the cached answers count ({@link answerFootprint}); never more than the budget. */
+  get bytes(): number {
+    return this.#cache.bytes;
+  }
+
+  /** Answers cached now; never more than the entry bound. */
+  get size(): number {
+    return this.#cache.size;
   }
 
   /** True when the token (or one it was exchanged from) is revoked, or unknown to Deputy. */
@@ -480,6 +503,23 @@ export class RevocationCache {
   forget(): void {
     this.#cache.invalidate();
   }
+}
+
+/**
+ * What one token record keeps on the heap, estimated: its JSON twice over (the objects and
+ * strings holding it; the user's attributes, from the IdP token, may be large). Counted by the
+ * caches that hold records ({@link RevocationCache}, the agent token resolver).
+ */
+export function recordFootprint(record: TokenRecord): number {
+  return 2 * JSON.stringify(record).length;
+}
+
+/** The heap one {@link RevocationCache} answer costs besides its record: the key, the map slot, the entry. */
+const ANSWER_OVERHEAD_BYTES = 256;
+
+/** What one cached revocation answer keeps: its `jti` key, the record found (if any), the entry. */
+function answerFootprint(jti: string, found: TokenRecord | undefined): number {
+  return jti.length + ANSWER_OVERHEAD_BYTES + (found === undefined ? 0 : recordFootprint(found));
 }
 
 /** A record found and not revoked (by the lineage rule {@link TokenRecords.find} applies). */

@@ -28,6 +28,7 @@ import type { EvaluationInput } from './authzen.js';
 import { basisHoldsNow, basisOrUndefined, type DecisionBasis } from './decision-basis.js';
 import type { Decision } from './decision.js';
 import { requestMemo, type PolicyDecisionPoint } from './pdp.js';
+import { SizeBoundedMap } from '../util/bounded-map.js';
 
 /** A remembered decision: the evaluation it answers (as a one-item batch, for `basisHolds`), its basis, the decision. */
 interface RememberedDecision {
@@ -90,14 +91,14 @@ export class RememberedDecisions {
   readonly #pdp: PolicyDecisionPoint;
   readonly #budgetBytes: number;
   readonly #maxEntries: number;
-  /** By key, in the order remembered (a replaced one counts as new): the first is forgotten first. */
-  readonly #entries = new Map<string, RememberedDecision>();
-  #bytes = 0;
+  /** By key, in the order remembered (a replaced one counts as new): the first is forgotten first; bounded by bytes and entries. */
+  readonly #entries: SizeBoundedMap<string, RememberedDecision>;
 
   constructor(pdp: PolicyDecisionPoint, options: RememberedDecisionsOptions) {
     this.#pdp = pdp;
     this.#budgetBytes = options.budgetBytes;
     this.#maxEntries = Math.floor(options.maxEntries);
+    this.#entries = new SizeBoundedMap(this.#budgetBytes, this.#maxEntries);
   }
 
   /** Whether anything is remembered (a budget and an entry bound above zero). */
@@ -107,7 +108,7 @@ export class RememberedDecisions {
 
   /** Bytes the remembered decisions count ({@link footprint}); never more than the budget. */
   get bytes(): number {
-    return this.#bytes;
+    return this.#entries.bytes;
   }
 
   /** Decisions remembered now; never more than the entry bound. */
@@ -145,21 +146,6 @@ export class RememberedDecisions {
 
   /** Remembers `entry` under `key`, forgetting the oldest entries as needed; one larger than the whole budget is not remembered. */
   #remember(key: string, entry: RememberedDecision): void {
-    if (entry.size > this.#budgetBytes) return;
-    this.#forget(key);
-    for (const [oldest, value] of this.#entries) {
-      if (this.#bytes + entry.size <= this.#budgetBytes && this.#entries.size < this.#maxEntries) break;
-      this.#entries.delete(oldest);
-      this.#bytes -= value.size;
-    }
     this.#entries.set(key, entry);
-    this.#bytes += entry.size;
-  }
-
-  #forget(key: string): void {
-    const earlier = this.#entries.get(key);
-    if (earlier === undefined) return;
-    this.#entries.delete(key);
-    this.#bytes -= earlier.size;
   }
 }

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { setBounded } from './bounded-map.js';
+import { SizeBoundedMap } from './bounded-map.js';
 
 /**
  * Concurrent calls for one key share the promise of the call under way (single flight). The
@@ -50,7 +50,7 @@ export interface Lifetime {
 }
 
 /** Options of a {@link BoundedReadCache}. */
-export interface BoundedReadCacheOptions<V> {
+export interface BoundedReadCacheOptions<V, K = unknown> {
   /** The staleness bound (ms): no non-final answer is older than this, counted from its read's start. */
   ttlMs: number;
   /**
@@ -79,10 +79,20 @@ export interface BoundedReadCacheOptions<V> {
    * caller keep an equal previous object, so identity-keyed memos survive re-reads.
    */
   keep?: (previous: V, next: V) => V;
+  /**
+   * Bytes the answers count at most, by `sizeOf` (default: no byte bound, `maxEntries` alone): for
+   * a cache whose keys or answers an attacker can make large. Past it the answers read longest ago
+   * go, as past `maxEntries`; an answer larger than the whole budget is not cached.
+   */
+  budgetBytes?: number;
+  /** The bytes one answer keeps on the heap with its key, estimated (required with `budgetBytes`). */
+  sizeOf?: (key: K, value: V) => number;
 }
 
 interface Entry<V> {
   value: V;
+  /** Bytes counted against the budget (0 without one). */
+  size: number;
   until: number;
   final: boolean;
   /** When the read that gave it started (epoch ms). */
@@ -115,16 +125,19 @@ interface Flight {
  */
 export class BoundedReadCache<K, V> {
   readonly #read: (key: K) => Promise<V>;
-  readonly #o: Required<Omit<BoundedReadCacheOptions<V>, 'keep'>> & Pick<BoundedReadCacheOptions<V>, 'keep'>;
-  readonly #entries = new Map<K, Entry<V>>();
+  readonly #o: Required<Omit<BoundedReadCacheOptions<V, K>, 'keep' | 'budgetBytes' | 'sizeOf'>> & Pick<BoundedReadCacheOptions<V, K>, 'keep' | 'sizeOf'>;
+  /** Bounded by entries and, given `budgetBytes`, by bytes: one mechanism (src/util/bounded-map.ts). */
+  readonly #entries: SizeBoundedMap<K, Entry<V>>;
   readonly #flights = new SingleFlight<K, V, Flight>();
   /** Bumped by {@link invalidate}: reads begun before it neither cache nor are joined. */
   #generation = 0;
 
   /** @param read the store read of one key (its errors reach every caller that shared it) */
-  constructor(read: (key: K) => Promise<V>, options: BoundedReadCacheOptions<V>) {
+  constructor(read: (key: K) => Promise<V>, options: BoundedReadCacheOptions<V, K>) {
     this.#read = read;
     const ttlMs = options.ttlMs;
+    if (options.budgetBytes !== undefined && options.sizeOf === undefined) throw new TypeError('BoundedReadCache: budgetBytes needs sizeOf');
+    this.#entries = new SizeBoundedMap(options.budgetBytes ?? Number.POSITIVE_INFINITY, options.maxEntries);
     this.#o = {
       ttlMs,
       joinWithinMs: options.joinWithinMs ?? ttlMs,
@@ -132,7 +145,18 @@ export class BoundedReadCache<K, V> {
       lifetime: options.lifetime ?? ((_v, startedAt) => ({ until: startedAt + ttlMs, final: false })),
       refreshAhead: options.refreshAhead ?? false,
       keep: options.keep,
+      sizeOf: options.budgetBytes === undefined ? undefined : options.sizeOf,
     };
+  }
+
+  /** Bytes the cached answers count (0 without a byte budget). */
+  get bytes(): number {
+    return this.#entries.bytes;
+  }
+
+  /** Answers cached now. */
+  get size(): number {
+    return this.#entries.size;
   }
 
   /**
@@ -176,7 +200,7 @@ export class BoundedReadCache<K, V> {
 
   /** Deletes the non-final answers `drop` selects (final ones stand until they expire). */
   #dropAnswers(drop: (key: K) => boolean): void {
-    for (const [key, entry] of this.#entries) if (!entry.final && drop(key)) this.#entries.delete(key);
+    for (const [key, entry] of this.#entries.entries()) if (!entry.final && drop(key)) this.#entries.delete(key);
   }
 
   /** Drops every answer, final ones included, and detaches every read under way. */
@@ -206,7 +230,7 @@ export class BoundedReadCache<K, V> {
     const until = final ? life.until : Math.min(life.until, startedAt + this.#o.ttlMs);
     const previous = this.#entries.get(key);
     const value = previous !== undefined && this.#o.keep !== undefined ? this.#o.keep(previous.value, read) : read;
-    setBounded(this.#entries, key, { value, until, final, startedAt }, this.#o.maxEntries);
+    this.#entries.set(key, { value, until, final, startedAt, size: this.#o.sizeOf?.(key, value) ?? 0 });
     return value;
   }
 }

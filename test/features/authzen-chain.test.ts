@@ -249,6 +249,19 @@ describe('receipts a PEP asks for (Deputy-Receipt: request)', () => {
     const bad = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2') }, { 'Deputy-Receipt': 'yes please' });
     expect(bad.status).toBe(400);
   });
+
+  it('a body that is not I-JSON (a lone surrogate, RFC 7493 §2.1) is a 400 invalid_request and writes nothing: RFC 8785 has no text for it', async () => {
+    const before = (await exportChain('agent-b')).length;
+    for (const odd of ['\ud800', 'x\udfffy']) {
+      const res = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2'), context: { note: odd } }, { 'Deputy-Receipt': 'request' });
+      expect(res.status).toBe(400);
+      expect(res.body).toMatchObject({ error: 'invalid_request' });
+    }
+    expect((await exportChain('agent-b')).length).toBe(before);
+    // A well-formed astral character is ordinary text.
+    const ok = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2'), context: { note: '😀' } }, { 'Deputy-Receipt': 'request' });
+    expect(ok.status).toBe(200);
+  });
 });
 
 describe('links that are no longer valid', () => {

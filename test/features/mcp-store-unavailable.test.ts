@@ -54,10 +54,32 @@ async function setReadOnly(on: boolean): Promise<void> {
   try {
     const name = new URL(deputy.database.url!).pathname.slice(1);
     await client.query(on ? `ALTER DATABASE ${name} SET default_transaction_read_only = on` : `ALTER DATABASE ${name} RESET default_transaction_read_only`);
-    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]);
+    await endSessions(client, name);
   } finally {
     await client.end();
   }
+}
+
+/**
+ * Ends Deputy's sessions on database `name` (a database setting applies to sessions started after
+ * it) and waits until its pool holds none of them. `pg_terminate_backend` only signals a backend:
+ * it exits, and its FATAL 57P01 (admin shutdown) reaches Deputy's idle pooled client, later. A
+ * statement sent on such a client in between met 57P01 instead of the new setting's error (25006):
+ * the test flaked so once. Waited on by counts (backends gone; pool size = sessions started since),
+ * not by time.
+ */
+async function endSessions(client: import('pg').Client, name: string): Promise<void> {
+  const others = 'SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()';
+  const ended = (await client.query<{ pid: number }>(others, [name])).rows.map((r) => r.pid);
+  await client.query('SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid', [ended]);
+  let settled = false;
+  for (let i = 0; i < 500 && !settled; i += 1) {
+    const now = (await client.query<{ pid: number }>(others, [name])).rows.map((r) => r.pid);
+    const started = now.filter((pid) => !ended.includes(pid)).length;
+    settled = now.length === started && deputy.store.poolStats!().total === started;
+    if (!settled) await new Promise((r) => setTimeout(r, 10));
+  }
+  expect(settled, 'the ended sessions left Deputy\'s pool').toBe(true);
 }
 
 /** Every receipt insert aborts with 40001 (`on`: a marker table the trigger looks for), or none. */
@@ -87,7 +109,7 @@ describe('MCP tools/call while the store cannot write', { timeout: 120_000 }, ()
       await fail(true);
       let err: unknown;
       try {
-        // After the sessions ended (PostgreSQL), the first statement may meet a closed connection: an outage, the same answer.
+        // The sessions that predate the setting are out of Deputy's pool (endSessions): the receipt write meets 25006 itself.
         err = await client.callTool({ name: 'echo', arguments: { text: 'during' } }).then(() => undefined, (e: unknown) => e);
       } finally {
         await fail(false);

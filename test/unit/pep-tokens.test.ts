@@ -54,6 +54,28 @@ describe('PepTokens', () => {
     expect(tokens.get(`Bearer ${PepTokens.MAX_ENTRIES}`, NOW)).toBe('pep');
   });
 
+  it('stays within its byte budget when flooded with long headers: the newest known, the oldest forgotten, none larger than the budget kept', () => {
+    const tokens = new PepTokens(live());
+    // Entries at 15 KiB each: by entries alone (1000) these held ~15 MiB.
+    const header = (i: number) => `Bearer ${String(i).padStart(6, '0')}${'x'.repeat(15 * 1024)}`;
+    const n = PepTokens.MAX_ENTRIES;
+    for (let i = 0; i < n; i++) tokens.remember(header(i), verified('Bearer', { jti: `jti-${i}` }));
+    expect(tokens.bytes).toBeLessThanOrEqual(PepTokens.BUDGET_BYTES);
+    expect(tokens.size).toBeLessThan(n);
+    expect(tokens.size).toBeGreaterThan(PepTokens.BUDGET_BYTES / (16 * 1024 + 512) - 1);
+    expect(tokens.get(header(n - 1), NOW)).toBe('pep');
+    expect(tokens.get(header(0), NOW)).toBeUndefined();
+    // One header larger than the whole budget is never kept (the request was served; the next one authenticates in full).
+    const huge = `Bearer ${'y'.repeat(PepTokens.BUDGET_BYTES)}`;
+    tokens.remember(huge, verified('Bearer', {}));
+    expect(tokens.get(huge, NOW)).toBeUndefined();
+    expect(tokens.bytes).toBeLessThanOrEqual(PepTokens.BUDGET_BYTES);
+    // Small headers are bounded by entries as before.
+    const small = new PepTokens(live(), { budgetBytes: 1024 * 1024, maxEntries: 10 });
+    for (let i = 0; i < 50; i++) small.remember(`Bearer s${i}`, verified('Bearer', {}));
+    expect(small.size).toBe(10);
+  });
+
   it('answers a repeated header from the entry found last only while that is its entry (token verified again, entry evicted)', () => {
     const tokens = new PepTokens(live());
     tokens.remember('Bearer a', verified('Bearer', {}));

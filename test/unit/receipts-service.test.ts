@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { canonicalJson, requestDigest } from '../../src/audit/digest.js';
+import { InvalidRequest } from '../../src/errors/index.js';
 import { genesisHash, type ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
 import { verifyReceipts } from '../../src/audit/verify.js';
@@ -446,7 +447,7 @@ describe('request digests', () => {
     expect(requestDigest({ scope: 's', resource: ['r1', 'r2'], grant_type: 'g', audience: undefined })).toBe(d);
     expect(requestDigest({ grant_type: 'g', resource: ['r2', 'r1'], scope: 's' })).not.toBe(d);
     expect(requestDigest({ grant_type: 'g', resource: ['r1', 'r2'], scope: 's ' })).not.toBe(d);
-    expect(() => canonicalJson({ n: Number.NaN })).toThrow(TypeError);
+    expect(() => canonicalJson({ n: Number.NaN })).toThrow(InvalidRequest);
   });
 });
 

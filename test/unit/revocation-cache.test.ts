@@ -171,3 +171,57 @@ describe('RevocationCache', () => {
     expect(lookups).toBe(3);
   });
 });
+
+describe('RevocationCache bounds', () => {
+  /** Records whose user attributes (from the IdP token) are `attrBytes` long. */
+  function largeRecords(attrBytes: number) {
+    let lookups = 0;
+    const records = {
+      async find(jti: string): Promise<TokenRecord | undefined> {
+        lookups++;
+        return { jti, expiresAt: Math.floor(Date.now() / 1000) + 600, revokedAt: undefined, userAttrs: { groups: 'g'.repeat(attrBytes) } } as unknown as TokenRecord;
+      },
+    } as unknown as TokenRecords;
+    return { records, lookups: () => lookups };
+  }
+
+  it('a flood of tokens with large records stays within the byte budget; the newest still hit, the oldest were forgotten', async () => {
+    const stub = largeRecords(64 * 1024);
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 60_000, budgetBytes: 4 * 1024 * 1024 });
+    const now = Date.now();
+    // 200 answers of ~128 KiB: ~25 MiB by entries alone (the entry bound is 50,000).
+    for (let i = 0; i < 200; i++) expect(await cache.isRevoked(`jti-${i}`, now)).toBe(false);
+    expect(cache.bytes).toBeLessThanOrEqual(4 * 1024 * 1024);
+    expect(cache.size).toBeLessThan(200);
+    expect(cache.size).toBeGreaterThanOrEqual(20);
+    expect(cache.knownLive('jti-199', now)).toBe(true);
+    expect(cache.knownLive('jti-0', now)).toBe(false);
+    const before = stub.lookups();
+    expect(await cache.isRevoked('jti-199', now)).toBe(false);
+    expect(stub.lookups()).toBe(before);
+  });
+
+  it('the default budget bounds what entries alone did not; an answer larger than the budget is answered, not cached', async () => {
+    expect(RevocationCache.BUDGET_BYTES).toBeLessThan(RevocationCache.MAX_ENTRIES * 64 * 1024);
+    const stub = largeRecords(2 * 1024 * 1024);
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 60_000, budgetBytes: 1024 * 1024 });
+    const now = Date.now();
+    expect(await cache.isRevoked('big', now)).toBe(false);
+    expect(cache.size).toBe(0);
+    expect(cache.bytes).toBe(0);
+    expect(await cache.isRevoked('big', now)).toBe(false);
+    expect(stub.lookups()).toBe(2);
+  });
+
+  it('small answers are bounded by entries, the bytes the sum of what is cached after invalidation', async () => {
+    const stub = largeRecords(10);
+    const cache = new RevocationCache(stub.records, { activeTtlMs: 60_000, maxEntries: 5 });
+    const now = Date.now();
+    for (let i = 0; i < 12; i++) await cache.isRevoked(`jti-${i}`, now);
+    expect(cache.size).toBe(5);
+    expect(cache.bytes).toBeGreaterThan(0);
+    cache.forget();
+    expect(cache.size).toBe(0);
+    expect(cache.bytes).toBe(0);
+  });
+});

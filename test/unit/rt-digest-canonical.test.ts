@@ -1,18 +1,20 @@
 /**
- * Red team (issue 16, twelfth round: canonicalJson rewritten in one pass). The request digest a
- * receipt carries must stay the same across versions — an auditor recomputes it from the request
- * — so the rewrite must give the text the previous implementation gave (kept here as it was at
- * 12dfa6f), and, for JSON values, RFC 8785's (the `canonicalize` dependency): member names in
- * UTF-16 code-unit order (not code-point order: U+FB01 sorts after U+1F600's surrogates),
- * `__proto__` an ordinary member, -0 as 0, ECMAScript number text; lone surrogates (which RFC 8785
- * refuses) escaped as before.
- * Adversarial values generated deterministically; no timing.
+ * Red team (issue 16, twelfth and thirteenth rounds). The request digest a receipt carries must
+ * stay the same across versions — an auditor recomputes it from the request. The thirteenth
+ * round replaced Deputy's own serializer with the `canonicalize` library (RFC 8785); this file
+ * keeps the serializer as it was (src/audit/digest.ts at 3eb5306) and checks, by property, that
+ * the library gives the same text for every value a request carries — nested objects and arrays,
+ * `undefined` members and elements, astral, empty and `__proto__` names, numbers incl. -0, 1e21,
+ * 5e-324 — and that the one difference, strings with lone surrogates (not I-JSON, RFC 7493 §2.1;
+ * RFC 8785 §3.2.2.2 refuses them), is refused with a 400 `invalid_request`, never digested.
  */
 import canonicalize from 'canonicalize';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, type DigestValue } from '../../src/audit/digest.js';
+import { canonicalJson, requestDigest, type DigestValue } from '../../src/audit/digest.js';
+import { InvalidRequest } from '../../src/errors/index.js';
 
-/** canonicalJson as it was before the twelfth round (src/audit/digest.ts at 12dfa6f). */
+/** canonicalJson as it was before the thirteenth round (src/audit/digest.ts at 3eb5306). */
 function previous(value: DigestValue): string {
   if (value === undefined) return 'null';
   if (value === null || typeof value !== 'object') {
@@ -20,57 +22,81 @@ function previous(value: DigestValue): string {
     return JSON.stringify(value);
   }
   if (Array.isArray(value)) return `[${value.map((v) => previous(v)).join(',')}]`;
-  const members = Object.entries(value as { readonly [k: string]: DigestValue })
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([k, v]) => `${JSON.stringify(k)}:${previous(v)}`);
-  return `{${members.join(',')}}`;
+  const object = value as { readonly [k: string]: DigestValue };
+  let out = '{';
+  for (const k of Object.keys(object).sort()) {
+    const v = object[k];
+    if (v === undefined) continue;
+    if (out.length > 1) out += ',';
+    out += `${JSON.stringify(k)}:${previous(v)}`;
+  }
+  return `${out}}`;
 }
 
-const STRINGS = ['', 'a', 'B', 'é', 'e\u0301', '\ud800', '\udfff', '😀', '\ufb01', '\uffff', '__proto__', 'constructor', 'toString', '1', '10', '2', '\u0000', '"', '\\', '\u2028', '\u007f'];
-const NUMBERS = [0, -0, 1, -1, 1e21, 1e-7, 123456789012345680000, 5e-324, 1.7976931348623157e308, 0.1 + 0.2, 2 ** 53, -(2 ** 53) - 2, 333333333.3333333];
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const hasLoneSurrogate = (v: DigestValue): boolean =>
+  typeof v === 'string' ? LONE_SURROGATE.test(v) : Array.isArray(v) ? v.some(hasLoneSurrogate) : v !== null && typeof v === 'object' ? Object.entries(v).some(([k, x]) => LONE_SURROGATE.test(k) || hasLoneSurrogate(x)) : false;
 
-function generator(seed: number) {
-  const next = (n: number) => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed % n;
-  };
-  const value = (depth: number): DigestValue => {
-    const t = next(depth > 3 ? 4 : 6);
-    if (t === 0) return STRINGS[next(STRINGS.length)]! + STRINGS[next(STRINGS.length)]!;
-    if (t === 1) return NUMBERS[next(NUMBERS.length)]!;
-    if (t === 2) return [true, false, null][next(3)]!;
-    if (t === 3) return STRINGS[next(STRINGS.length)]!;
-    if (t === 4) return Array.from({ length: next(4) }, () => value(depth + 1));
-    const object: Record<string, DigestValue> = {};
-    // defineProperty: a member named __proto__ stays a member (as JSON.parse makes it).
-    for (let i = next(5); i > 0; i--) Object.defineProperty(object, STRINGS[next(STRINGS.length)]! + STRINGS[next(STRINGS.length)]!, { value: next(6) === 0 ? undefined : value(depth + 1), enumerable: true, writable: true, configurable: true });
-    return object;
-  };
-  return value;
-}
+const NAMES = fc.oneof(fc.constantFrom('', '__proto__', 'constructor', 'toString', '1', '10', '😀', '\ufb01', 'é', 'e\u0301'), fc.string({ unit: 'grapheme', maxLength: 6 }), fc.string({ unit: 'binary', maxLength: 4 }));
+const NUMBERS = fc.oneof(fc.constantFrom(0, -0, 1e21, 1e-7, 5e-324, 1.7976931348623157e308, 2 ** 53, 0.1 + 0.2, 333333333.3333333), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.integer());
+const STRINGS = fc.oneof(fc.string({ unit: 'grapheme', maxLength: 8 }), fc.string({ unit: 'binary', maxLength: 8 }), fc.constantFrom('\u2028', '\u0000', '"', '\\', '\ud800', '\udfff'));
 
-describe('canonicalJson (the request digest) across versions and against RFC 8785', () => {
-  it('gives the previous text for every generated value, and RFC 8785 text for JSON values', () => {
-    const value = generator(16);
-    for (let i = 0; i < 5000; i++) {
-      const v = value(0);
-      expect(canonicalJson(v)).toBe(previous(v));
-      const json = JSON.parse(JSON.stringify(v)) as DigestValue;
-      // RFC 8785 refuses lone surrogates (`canonicalize` throws); the digest escapes them, as it always did.
-      let rfc: string | undefined;
-      try {
-        rfc = canonicalize(json);
-      } catch {
-        rfc = undefined;
-      }
-      if (rfc !== undefined) expect(canonicalJson(json)).toBe(rfc);
-    }
+/** Objects with own enumerable members of any name (defineProperty: `__proto__` stays a member, as JSON.parse makes it). */
+const objectOf = (value: fc.Arbitrary<DigestValue>) =>
+  fc.array(fc.tuple(NAMES, fc.option(value, { nil: undefined, freq: 5 })), { maxLength: 5 }).map((entries) => {
+    const o: Record<string, DigestValue> = {};
+    for (const [k, v] of entries) Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+    return o;
   });
 
-  it('orders by UTF-16 code units, keeps __proto__ as a member, writes -0 as 0', () => {
-    const parsed = JSON.parse('{"\\ufb01":1,"\\ud83d\\ude00":2,"__proto__":{"b":-0,"a":[1e21]},"a":null}') as DigestValue;
-    expect(canonicalJson(parsed)).toBe('{"__proto__":{"a":[1e+21],"b":0},"a":null,"😀":2,"ﬁ":1}');
-    expect(canonicalJson(parsed)).toBe(canonicalize(parsed));
+const { value } = fc.letrec<{ value: DigestValue }>((tie) => ({
+  value: fc.oneof({ depthSize: 'small', withCrossShrink: true }, STRINGS, NUMBERS, fc.constantFrom(true, false, null), fc.array(fc.option(tie('value'), { nil: undefined, freq: 6 }), { maxLength: 4 }), objectOf(tie('value'))),
+}));
+const request = objectOf(value);
+
+describe('the request digest from the canonicalize library (RFC 8785)', () => {
+  it('gives the previous serializer\'s text for every value without lone surrogates, and refuses the others', () => {
+    fc.assert(
+      fc.property(request, (r) => {
+        if (hasLoneSurrogate(r)) {
+          expect(() => requestDigest(r)).toThrow(InvalidRequest);
+        } else {
+          expect(canonicalJson(r)).toBe(previous(r));
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('orders by UTF-16 code units, keeps __proto__ as a member, writes -0 as 0 and 1e21 as 1e+21', () => {
+    const parsed = JSON.parse('{"\\ufb01":1,"\\ud83d\\ude00":2,"__proto__":{"b":-0,"a":[1e21, 5e-324]},"a":null,"":[null]}') as { [k: string]: DigestValue };
+    expect(canonicalJson(parsed)).toBe('{"":[null],"__proto__":{"a":[1e+21,5e-324],"b":0},"a":null,"😀":2,"ﬁ":1}');
+    expect(canonicalJson(parsed)).toBe(previous(parsed));
+    expect(canonicalJson({ a: [undefined, 1], b: undefined })).toBe('{"a":[null,1]}');
+  });
+
+  it('refuses what is not I-JSON with a 400 invalid_request: lone surrogates in values and names, non-finite numbers', () => {
+    for (const bad of [{ s: '\ud800' }, { s: 'x\udfffy' }, { ['\udc00']: 1 }, { a: [{ b: '\ud83d' }] }, { n: Number.POSITIVE_INFINITY }, { n: Number.NaN }]) {
+      expect(() => requestDigest(bad)).toThrow(InvalidRequest);
+      try {
+        requestDigest(bad);
+      } catch (err) {
+        expect((err as InvalidRequest).status).toBe(400);
+        expect((err as InvalidRequest).code).toBe('invalid_request');
+      }
+    }
+    // A well-formed surrogate pair is an ordinary astral character.
+    expect(canonicalJson({ s: '\ud83d\ude00' })).toBe('{"s":"😀"}');
+  });
+
+  it('is what the library gives for parsed JSON (the one implementation)', () => {
+    fc.assert(
+      fc.property(request, (r) => {
+        fc.pre(!hasLoneSurrogate(r));
+        const json = JSON.parse(JSON.stringify(r)) as { [k: string]: DigestValue };
+        expect(canonicalJson(json)).toBe(canonicalize(json));
+      }),
+      { numRuns: 500 },
+    );
   });
 });

@@ -2,10 +2,10 @@
  * Tool pins (src/mcp/tool-pin.ts): RFC 8785 digests of whole tool definitions, which members
  * changed, and JWS pins signed and verified with trusted keys only.
  */
-import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { verifyPinExport } from '../../src/mcp/verify.js';
-import { changedMembers, TOOL_PIN_TYP, toolDigest, ToolPinError, ToolPinSigner, verifyToolPin, type PinSigner } from '../../src/mcp/tool-pin.js';
+import { changedMembers, PIN_META_KEY, TOOL_PIN_TYP, toolDigest, ToolPinError, ToolPinSigner, verifyToolPin, type PinSigner } from '../../src/mcp/tool-pin.js';
 
 const tool = {
   name: 'create_issue',
@@ -22,11 +22,30 @@ async function signingKey(alg: 'ES256' | 'EdDSA' | 'RS256', kid: string): Promis
 }
 
 describe('tool digests', () => {
-  it('do not depend on member order or on members a pin does not cover', () => {
+  it('do not depend on member order, nor on Deputy\'s own _meta member; a legacy pin\'s digest ignores the members it never covered', () => {
     const reordered = { annotations: tool.annotations, inputSchema: { required: ['repo', 'title'], properties: tool.inputSchema.properties, type: 'object' }, description: tool.description, title: tool.title, name: tool.name };
     expect(toolDigest(reordered)).toBe(toolDigest(tool));
-    expect(toolDigest({ ...tool, _meta: { x: 1 }, icons: [] })).toBe(toolDigest(tool));
+    expect(toolDigest({ ...tool, _meta: { [PIN_META_KEY]: { jws: 'x', digest: 'y' } } })).toBe(toolDigest(tool));
+    expect(toolDigest({ ...tool, _meta: { [PIN_META_KEY]: 1, ui: 2 } })).toBe(toolDigest({ ...tool, _meta: { ui: 2 } }));
+    expect(toolDigest({ ...tool, _meta: { x: 1 }, icons: [] }, 'members')).toBe(toolDigest(tool, 'members'));
     expect(toolDigest(tool)).toMatch(/^sha-256:[A-Za-z0-9_-]{43}$/);
+  });
+
+  it('cover the whole definition: icons, _meta (an MCP Apps UI resource), execution, and members a later MCP revision adds', () => {
+    const swaps = [
+      [{ ...tool, icons: [{ src: 'https://evil.example/trusted-logo.png' }] }, 'icons'],
+      [{ ...tool, _meta: { ui: { resourceUri: 'ui://evil/app.html' } } }, '_meta'],
+      [{ ...tool, execution: { taskSupport: 'required' } }, 'execution'],
+      [{ ...tool, futureMember: true }, 'futureMember'],
+    ] as const;
+    for (const [changed, member] of swaps) {
+      expect(toolDigest(changed)).not.toBe(toolDigest(tool));
+      expect(changedMembers(tool, changed)).toEqual([member]);
+      // Under a legacy pin the same swap went unnoticed (and still does, for pins signed so).
+      expect(toolDigest(changed, 'members')).toBe(toolDigest(tool, 'members'));
+      expect(changedMembers(tool, changed, 'members')).toEqual([]);
+    }
+    expect(changedMembers({ ...tool, icons: [] }, { ...tool, description: 'x', icons: [{ src: 'a' }] })).toEqual(['description', 'icons']);
   });
 
   it('change with any covered member, and the change is named', () => {
@@ -47,6 +66,25 @@ describe('tool digests', () => {
 });
 
 describe('pins', () => {
+  it('say what they cover: new pins "definition"; a pin without the claim (signed before) the legacy members; any other value is refused', async () => {
+    const key = await signingKey('ES256', 'k');
+    const signers: PinSigner[] = [{ issuer: 'https://deputy.example', jwks: key.jwks }];
+    const fresh = await new ToolPinSigner('https://deputy.example', key).sign('github', { ...tool, icons: [{ src: 'https://x.example/i.png' }] });
+    expect(await verifyToolPin(fresh, 'github', signers)).toMatchObject({ covers: 'definition', digest: toolDigest({ ...tool, icons: [{ src: 'https://x.example/i.png' }] }) });
+    const privateKey = await importJWK(key.jwk, 'ES256');
+    const legacy = (covers?: unknown) =>
+      new SignJWT({ server: 'github', tool: 'create_issue', digest: toolDigest(tool, 'members'), ...(covers === undefined ? {} : { covers }) })
+        .setProtectedHeader({ alg: 'ES256', kid: 'k', typ: TOOL_PIN_TYP })
+        .setIssuer('https://deputy.example')
+        .setIssuedAt()
+        .sign(privateKey);
+    expect(await verifyToolPin(await legacy(), 'github', signers)).toMatchObject({ covers: 'members', digest: toolDigest(tool, 'members') });
+    for (const odd of ['members', 'name', '', 1, ['definition']]) await expect(verifyToolPin(await legacy(odd), 'github', signers)).rejects.toThrow(/"covers"/);
+    // An export of a legacy pin verifies as it was signed: its definition digested over the legacy members.
+    const exported = { server: 'github', signers, pins: [{ tool: 'create_issue', digest: toolDigest(tool, 'members'), jws: await legacy(), definition: { ...tool, icons: [] } }] };
+    expect(await verifyPinExport(exported)).toMatchObject({ ok: true, verified: 1 });
+  });
+
   it('verify with the signer\'s keys for the right server, for each algorithm', async () => {
     for (const alg of ['ES256', 'EdDSA', 'RS256'] as const) {
       const key = await signingKey(alg, `k-${alg}`);

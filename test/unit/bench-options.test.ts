@@ -1,0 +1,72 @@
+/**
+ * The bench scripts' options (scripts/bench/options.ts): `--help` lists them and exits 0; an
+ * unknown option or a malformed value is one line on stderr and exit code 2 — never a stack
+ * trace (`npm run bench -- --help` threw ERR_PARSE_ARGS_UNKNOWN_OPTION before).
+ */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { helpText, parseOrThrow, UsageError, type BenchArgsConfig } from '../../scripts/bench/options.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const config = {
+  options: {
+    n: { type: 'string', default: '100', value: 'count', description: 'requests' },
+    levels: { type: 'string', value: 'counts' },
+    cache: { type: 'string', default: 'on', value: ['on', 'off'] },
+    ratio: { type: 'string', value: 'number' },
+    quick: { type: 'boolean', default: false },
+  },
+} satisfies BenchArgsConfig;
+
+describe('bench options', () => {
+  it('parse what is declared, with defaults', () => {
+    expect(parseOrThrow(config, ['--n', '5', '--levels', '1,8,32', '--quick', '--ratio=-0.5e3']).values).toMatchObject({ n: '5', levels: '1,8,32', cache: 'on', quick: true, ratio: '-0.5e3' });
+  });
+
+  it('refuse an unknown option, a missing or malformed value, a positional argument, each with a one-line UsageError', () => {
+    const bad: Array<[string[], RegExp]> = [
+      [['--nope'], /Unknown option '--nope'/],
+      [['--n'], /--n/],
+      [['--n', 'x'], /--n must be a whole number, not "x"/],
+      [['--n', '-1'], /--n/],
+      [['--levels', '8,'], /--levels must be comma-separated whole numbers/],
+      [['--cache', 'maybe'], /--cache must be one of on, off/],
+      [['--ratio', 'NaN'], /--ratio must be a number/],
+      [['extra'], /positional/i],
+      [['--quick=yes'], /--quick/],
+    ];
+    for (const [args, message] of bad) {
+      let err: unknown;
+      try {
+        parseOrThrow(config, args);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, args.join(' ')).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toMatch(message);
+      expect((err as Error).message).not.toContain('\n');
+    }
+  });
+
+  it('list every option with its value, default and description', () => {
+    const text = helpText('x.ts', config);
+    expect(text).toMatch(/^usage: x\.ts \[options\]/);
+    for (const line of [/--n <n>\s+requests; default: 100/, /--levels <n,n,…>/, /--cache <on\|off>\s+default: on/, /--quick\n/, /-h, --help/]) expect(text).toMatch(line);
+  });
+
+  it('npm run bench -- --help lists the options (exit 0); an unknown or malformed option is one line and exit 2', () => {
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', ...args], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    const help = run('--help');
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('--duration-ms <n>');
+    expect(help.stdout).toContain('--concurrency <n,n,…>');
+    for (const args of [['--nope'], ['--concurrency', '8,x']]) {
+      const bad = run(...args);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+      expect(bad.stderr).toMatch(/^index\.ts: .*\(see --help\)\n$/);
+      expect(bad.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});
