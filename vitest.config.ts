@@ -12,14 +12,17 @@ import { defineConfig, type ViteUserConfig } from 'vitest/config';
  */
 /**
  * The slow tier: files the default `npm test` leaves out so that it stays within its budget (≤ 3
- * minutes on PGlite on a 2-core machine; 204 s on the 2 × Intel VM of issue 16's thirteenth round,
- * CPU-bound at ~400 CPU-seconds). `npm run test:slow` (vitest.slow.config.ts) runs them, and CI
+ * minutes on PGlite on a 2-core machine). On the 2 × Intel VM of issue 16's thirteenth round the
+ * whole suite took 204 s quiet, CPU-bound at ~400 CPU-seconds; the first five files here brought
+ * it to 183 s (~355 CPU-seconds). `npm run test:slow` (vitest.slow.config.ts) runs them, and CI
  * runs it on both stores right after `npm test`, so nothing goes untested before a change lands.
  * What goes here is what a developer's loop rarely breaks and costs the most CPU per assertion:
- * real processes driven the way an operator or a newcomer would (npm's signal hand-off, every
- * README snippet against `deputy dev`), the opt-in worker-thread store (`store.pglite.thread:
- * worker`: its own tests and the whole store contract run on it), and the PDP's exhaustive
- * entity-slice attack grid (Cedar's answer on the slice against the full set).
+ * real processes driven the way an operator or a newcomer would (`npm start` configured by a file
+ * and the environment and stopped by SIGTERM, npm's signal hand-off, every README snippet against
+ * `deputy dev`, a process opening the embedded store without the suite's prepared cluster), the
+ * opt-in worker-thread store (`store.pglite.thread: worker`: its own tests and the whole store
+ * contract on it), and the PDP's exhaustive entity-slice attack grid (Cedar's answer on the slice
+ * against the full set). CPU-seconds per file alone, less vitest's own start.
  */
 export const SLOW_TIER = [
   'test/unit/pdp-entity-slice-attacks.test.ts', // 15 CPU-s alone
@@ -27,6 +30,8 @@ export const SLOW_TIER = [
   'test/features/npm-start-signal.test.ts', // 25
   'test/store/pglite-thread.test.ts', // 14
   'test/store/store-contract-worker.test.ts', // 15
+  'test/features/start.test.ts', // 19
+  'test/unit/pglite-open.test.ts', // 16
 ];
 
 const SLOWEST_FIRST = [
@@ -34,13 +39,11 @@ const SLOWEST_FIRST = [
   'test/features/cli.test.ts', // 58 s
   'test/features/keys.test.ts', // 53 s
   'test/features/data-dir-lock.test.ts', // 52 s
-  'test/unit/pglite-open.test.ts', // 40 s
   'test/unit/federation-accepted.test.ts', // 40 s
   'test/unit/pdp-entity-slice-scopes.test.ts', // 50 s at 120 runs, ~2/3 of it at 80
   'test/unit/federation.test.ts', // 34 s
   'test/unit/pdp-policy-scopes.test.ts', // 57 s at 60 runs, ~1/2 of it at 30
   'test/features/llm-gateway.test.ts', // 32 s
-  'test/features/start.test.ts', // 30 s
   'test/store/store-contract.test.ts', // 29 s
   'test/features/fuzz.test.ts', // 26 s
   'test/features/authzen-conformance.test.ts', // 25 s
