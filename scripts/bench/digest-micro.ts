@@ -11,29 +11,11 @@
 import canonicalize from 'canonicalize';
 import { parseArgs } from './options.js';
 import { recordFootprint, type TokenRecord } from '../../src/oauth/token-records.js';
+import { previousCanonicalJson } from '../../test/support/previous-canonical-json.js';
 
 const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '100000', value: 'count', description: 'calls per round' }, pairs: { type: 'string', default: '9', value: 'count', description: 'A/B pairs, alternated' } } });
 const N = Number(values.n);
 const PAIRS = Number(values.pairs);
-
-type V = string | number | boolean | null | undefined | readonly V[] | { readonly [k: string]: V };
-function previous(value: V): string {
-  if (value === undefined) return 'null';
-  if (value === null || typeof value !== 'object') {
-    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError('non-finite');
-    return JSON.stringify(value);
-  }
-  if (Array.isArray(value)) return `[${value.map((v) => previous(v)).join(',')}]`;
-  const object = value as { readonly [k: string]: V };
-  let out = '{';
-  for (const k of Object.keys(object).sort()) {
-    const v = object[k];
-    if (v === undefined) continue;
-    if (out.length > 1) out += ',';
-    out += `${JSON.stringify(k)}:${previous(v)}`;
-  }
-  return `${out}}`;
-}
 
 const gateway = { method: 'GET', connection: 'echo', path: '/items/42', query: 'a=1&b=2' };
 const exchange = {
@@ -55,8 +37,8 @@ function round(f: () => unknown): { us: number; bytes: number } {
 }
 
 const cases: Array<[string, () => unknown, () => unknown]> = [
-  ['gateway digest text', () => previous(gateway), () => canonicalize(gateway)!],
-  ['exchange digest text', () => previous(exchange), () => canonicalize(exchange)!],
+  ['gateway digest text', () => previousCanonicalJson(gateway), () => canonicalize(gateway)!],
+  ['exchange digest text', () => previousCanonicalJson(exchange), () => canonicalize(exchange)!],
   ['revocation answer size (new)', () => 0, () => recordFootprint(record)],
 ];
 for (const [name, a, b] of cases) {
