@@ -15,11 +15,17 @@
  * @module
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { migrate, type Store } from '../../src/store/index.js';
 import { backendCpuUs, withMicroStore } from './micro-store.js';
+import { parseArgs } from './options.js';
 
-const { values } = parseArgs({ options: { n: { type: 'string', default: '2000' }, rounds: { type: 'string', default: '7' }, only: { type: 'string' } } });
+const { values } = parseArgs(import.meta.url, {
+  options: {
+    n: { type: 'string', default: '2000', value: 'count', description: 'statements per variant and round' },
+    rounds: { type: 'string', default: '7', value: 'count', description: 'rounds (odd rounds in reverse order)' },
+    only: { type: 'string', value: 'counts', description: 'the variants to run by index (0, the statement as it was, always runs)' },
+  },
+});
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

@@ -4,6 +4,7 @@
  * trace (`npm run bench -- --help` threw ERR_PARSE_ARGS_UNKNOWN_OPTION before).
  */
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { helpText, parseOrThrow, UsageError, type BenchArgsConfig } from '../../scripts/bench/options.js';
@@ -68,5 +69,20 @@ describe('bench options', () => {
       expect(bad.stderr).toMatch(/^index\.ts: .*\(see --help\)\n$/);
       expect(bad.stderr).not.toMatch(/\n\s+at /);
     }
+  });
+
+  it('every bench script takes its options through the helper: receipt-statement-parts.ts --help exits 0, a malformed option is one line and exit 2', () => {
+    // A script added alongside the helper (issue 16, thirteenth round) kept node:util's parseArgs:
+    // --help was a stack trace and --n abc benched NaN statements.
+    const bench = new URL('../../scripts/bench/', import.meta.url);
+    const raw = readdirSync(bench).filter((f) => f.endsWith('.ts') && f !== 'options.ts' && /from 'node:util'/.test(readFileSync(new URL(f, bench), 'utf8')) && /\bparseArgs\b/.test(readFileSync(new URL(f, bench), 'utf8')));
+    expect(raw).toEqual([]);
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/receipt-statement-parts.ts', ...args], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    const help = run('--help');
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/--only <n,n,…>/);
+    const bad = run('--n', 'abc');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/^receipt-statement-parts\.ts: --n must be a whole number, not "abc" \(see --help\)\n$/);
   });
 });
