@@ -47,7 +47,7 @@
 import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
 import type { Agent, AgentRegistry } from '../agents/index.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
-import type { ReceiptInput } from '../audit/receipt.js';
+import { receiptText, type ReceiptInput } from '../audit/receipt.js';
 import type { ReceiptAppender } from '../audit/receipts.js';
 import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient } from '../errors/index.js';
 import { CachedJwks } from '../federation/jwks.js';
@@ -449,7 +449,16 @@ const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExcha
       const replay = await firstRecorded(deps.store, decision.spends);
       if (replay) throw replay.replayed();
       // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
-      const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: err.description, policies: err.policies };
+      // The refused audience and scopes are the caller's (up to MAX_TARGET, any scope token), and
+      // the reason quotes them: reduced to fit a receipt (receiptText), never a token in it.
+      const deny: ReceiptInput = {
+        ...receipt,
+        resource: receiptText(receipt.resource),
+        ...(receipt.scope ? { scope: receiptText(receipt.scope) } : {}),
+        decision: 'deny',
+        reason: receiptText(err.description),
+        policies: err.policies,
+      };
       await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'deny receipt not written'));
       throw denialError(err.error, err.description);
     }

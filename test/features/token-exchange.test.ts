@@ -231,6 +231,30 @@ describe('token exchange: refusals', () => {
     await expectRefusal(agents['agent-a']!, { subject_token: subject, scope: 'deputy.read' }, 'invalid_target', /required/);
   });
 
+  it('a refused audience or scope that is long or shaped like a token still gets its deny receipt, reduced (before: the receipt was refused and only logged)', async () => {
+    const a = agents['agent-a']!;
+    const jws = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4eHh4eHgifQ.c2lnbmF0dXJlc2ln';
+    const denies = async () => (await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1 ORDER BY seq', [a.id]))
+      .map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>)
+      .filter((c) => c.decision === 'deny');
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read', jws] });
+    const cases: Array<[Parameters<typeof exchange>[1], string]> = [
+      [{ subject_token: subject, resource: `https://evil.example.com/${'x'.repeat(2000)}`, scope: 'deputy.read' }, 'invalid_target'],
+      [{ subject_token: subject, resource: `https://evil.example.com/${jws}`, scope: 'deputy.read' }, 'invalid_target'],
+      [{ subject_token: subject, resource: API, scope: jws }, 'invalid_scope'],
+    ];
+    for (const [params, error] of cases) {
+      const before = (await denies()).length;
+      const err = await exchangeError(a, params);
+      expect(err.error).toBe(error);
+      const after = await denies();
+      expect(after).toHaveLength(before + 1);
+      const receipt = after.at(-1)!;
+      expect(JSON.stringify(receipt)).not.toContain(jws);
+      for (const field of ['resource', 'reason', 'scope'] as const) if (receipt[field] !== undefined) expect(String(receipt[field]).length).toBeLessThanOrEqual(2048);
+    }
+  });
+
   it('refuses malformed requests with invalid_request', async () => {
     const subject = await idp.oktaAccessToken();
     const a = agents['agent-a']!;
