@@ -102,6 +102,22 @@ describe('token exchange: enterprise IdP token → DPoP-bound agent token', () =
     expect(payload).not.toHaveProperty('act.act');
   });
 
+  it('real IdP claim shapes pass the identifier and attribute bounds: Entra v1 unique_name, a non-ASCII name, a 254-character email, an Okta jti', async () => {
+    const email = `${'a'.repeat(64)}@${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(53)}.example`;
+    expect(email).toHaveLength(254);
+    const name = 'José Müller-Łukasiewicz 山田太郎 👩‍💻';
+    const subjects = [
+      [await idp.entraAccessToken({ version: 1, username: email, unique_name: email, name, given_name: 'José', family_name: 'Müller' }), 'Deputy.Read'],
+      [await idp.entraAccessToken({ version: 2, username: email, name }), 'Deputy.Read'],
+      [await idp.oktaAccessToken({ jti: `AT.${'x'.repeat(43)}`, email, name }), 'deputy.read'],
+      [await idp.oidcToken({ sub: 'y'.repeat(255), email, name }), 'deputy.read'],
+    ] as const;
+    for (const [subject, scope] of subjects) {
+      const res = await exchange(agents['agent-a']!, { subject_token: subject, audience: API, scope });
+      expect(res.access_token).toEqual(expect.any(String));
+    }
+  });
+
   it('exchanges Entra ID v2 and v1 access tokens (tenant + oid identity)', async () => {
     for (const version of [2, 1] as const) {
       const subject = await idp.entraAccessToken({ version });
