@@ -31,6 +31,8 @@ const API = 'https://api.example.com';
 const MAIL = 'https://mail.example.com';
 const PAY = 'https://pay.example.com';
 const handoff = (id: string) => `urn:deputy:agent:${id}`;
+/** 45 audience-qualified scopes of 50 characters: 2,294 characters granted together, over a receipt's 2,048. */
+const WIDE_SCOPES = Array.from({ length: 45 }, (_, i) => `https://graph.example.com/Mail.ReadWrite.Shared.${String(i).padStart(2, '0')}`);
 
 let idp: MockIdp;
 let deputy: TestDeputy;
@@ -42,7 +44,7 @@ beforeAll(async () => {
   idp = await startMockIdp();
   const a = await adminSetup();
   admin = { id: a.clientId, keys: a.keys };
-  for (const id of ['agent-a', 'agent-b', 'agent-c', 'agent-d', 'agent-e']) keys[id] = await clientKeys();
+  for (const id of ['agent-a', 'agent-b', 'agent-c', 'agent-d', 'agent-e', 'agent-wide']) keys[id] = await clientKeys();
   deputy = await startTestDeputy({
     config: {
       admin: { clients: [a.config] },
@@ -57,6 +59,7 @@ beforeAll(async () => {
         agentConfig('agent-c', keys['agent-c']!, { scopes: ['deputy.read'], audiences: [PAY], maxDelegationDepth: 3 }),
         agentConfig('agent-d', keys['agent-d']!, { scopes: ['deputy.read'], audiences: [API], maxDelegationDepth: 1 }),
         agentConfig('agent-e', keys['agent-e']!, { scopes: ['deputy.read'], audiences: [API], maxDelegationDepth: 3 }),
+        agentConfig('agent-wide', keys['agent-wide']!, { scopes: WIDE_SCOPES, audiences: [API], maxDelegationDepth: 1 }),
       ],
     },
   });
@@ -116,6 +119,17 @@ describe('token exchange: enterprise IdP token → DPoP-bound agent token', () =
       const res = await exchange(agents['agent-a']!, { subject_token: subject, audience: API, scope });
       expect(res.access_token).toEqual(expect.any(String));
     }
+  });
+
+  it('an agent granted many long scopes at once: the exchange succeeds and the receipt holds their reduction (a 500 before: the receipt refused the scope)', async () => {
+    const a = agents['agent-wide']!;
+    const res = await exchange(a, { subject_token: await idp.oktaAccessToken({ scp: WIDE_SCOPES }), audience: API });
+    expect(claimsOf(res.access_token).scope).toBe(WIDE_SCOPES.join(' '));
+    const [row] = await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1 ORDER BY seq DESC LIMIT 1', [a.id]);
+    const receipt = JSON.parse(Buffer.from(row!.jws.split('.')[1]!, 'base64url').toString()) as { scope: string; decision: string };
+    expect(receipt.decision).toBe('permit');
+    expect(receipt.scope.length).toBeLessThanOrEqual(2048);
+    expect(receipt.scope.startsWith(WIDE_SCOPES.slice(0, 10).join(' '))).toBe(true);
   });
 
   it('exchanges Entra ID v2 and v1 access tokens (tenant + oid identity)', async () => {
