@@ -47,7 +47,7 @@
 import { createLocalJWKSet, jwtVerify, type JWTHeaderParameters, type JWTVerifyGetKey } from 'jose';
 import type { Agent, AgentRegistry } from '../agents/index.js';
 import { requestDigest, type DigestValue } from '../audit/digest.js';
-import type { ReceiptInput } from '../audit/receipt.js';
+import { receiptText, type ReceiptInput } from '../audit/receipt.js';
 import type { ReceiptAppender } from '../audit/receipts.js';
 import { DeputyError, InvalidDpopProof, InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient } from '../errors/index.js';
 import { CachedJwks } from '../federation/jwks.js';
@@ -449,7 +449,8 @@ const authorize = tracedStep('token_exchange.authorize', async (deps: TokenExcha
       const replay = await firstRecorded(deps.store, decision.spends);
       if (replay) throw replay.replayed();
       // The refusal stands whether or not its receipt could be written; a lost receipt is logged.
-      const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: err.description, policies: err.policies };
+      // The reason quotes the refused audience or scopes (the caller's): reduced as they are.
+      const deny: ReceiptInput = { ...receipt, decision: 'deny', reason: receiptText(err.description), policies: err.policies };
       await deps.receipts.append(deny).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'deny receipt not written'));
       throw denialError(err.error, err.description);
     }
@@ -496,7 +497,12 @@ export function grantRequestDigest(grantType: string, params: TokenExchangeParam
   return requestDigest(request);
 }
 
-/** The issuing grant's receipt, `permit` until decided otherwise (a `delegate` decision). */
+/**
+ * The issuing grant's receipt, `permit` until decided otherwise (a `delegate` decision). The
+ * audience and scopes are reduced to fit a receipt ({@link receiptText}): a refused request's are
+ * the caller's (up to `MAX_TARGET`, any scope token), and an agent may hold up to 100 scopes of
+ * any length, granted together when the request names none.
+ */
 function grantReceipt(grant: DelegatedGrant, chain: DelegationChain, audience: string, scopes: string[]): ReceiptInput {
   return {
     agent: grant.agent.id,
@@ -504,9 +510,9 @@ function grantReceipt(grant: DelegatedGrant, chain: DelegationChain, audience: s
     chain,
     event: grant.event,
     action: 'delegate',
-    resource: audience,
+    resource: receiptText(audience),
     decision: 'permit',
-    scope: scopes.join(' '),
+    ...(scopes.length > 0 ? { scope: receiptText(scopes.join(' ')) } : {}),
     requestDigest: grant.requestDigest,
     ...(grant.requestId !== undefined ? { requestId: grant.requestId } : {}),
   };

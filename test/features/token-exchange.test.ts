@@ -31,6 +31,8 @@ const API = 'https://api.example.com';
 const MAIL = 'https://mail.example.com';
 const PAY = 'https://pay.example.com';
 const handoff = (id: string) => `urn:deputy:agent:${id}`;
+/** 45 audience-qualified scopes of 50 characters: 2,294 characters granted together, over a receipt's 2,048. */
+const WIDE_SCOPES = Array.from({ length: 45 }, (_, i) => `https://graph.example.com/Mail.ReadWrite.Shared.${String(i).padStart(2, '0')}`);
 
 let idp: MockIdp;
 let deputy: TestDeputy;
@@ -42,7 +44,7 @@ beforeAll(async () => {
   idp = await startMockIdp();
   const a = await adminSetup();
   admin = { id: a.clientId, keys: a.keys };
-  for (const id of ['agent-a', 'agent-b', 'agent-c', 'agent-d', 'agent-e']) keys[id] = await clientKeys();
+  for (const id of ['agent-a', 'agent-b', 'agent-c', 'agent-d', 'agent-e', 'agent-wide']) keys[id] = await clientKeys();
   deputy = await startTestDeputy({
     config: {
       admin: { clients: [a.config] },
@@ -57,6 +59,7 @@ beforeAll(async () => {
         agentConfig('agent-c', keys['agent-c']!, { scopes: ['deputy.read'], audiences: [PAY], maxDelegationDepth: 3 }),
         agentConfig('agent-d', keys['agent-d']!, { scopes: ['deputy.read'], audiences: [API], maxDelegationDepth: 1 }),
         agentConfig('agent-e', keys['agent-e']!, { scopes: ['deputy.read'], audiences: [API], maxDelegationDepth: 3 }),
+        agentConfig('agent-wide', keys['agent-wide']!, { scopes: WIDE_SCOPES, audiences: [API], maxDelegationDepth: 1 }),
       ],
     },
   });
@@ -100,6 +103,33 @@ describe('token exchange: enterprise IdP token → DPoP-bound agent token', () =
     expect(payload.jti).toEqual(expect.any(String));
     expect(payload.exp! - payload.iat!).toBeLessThanOrEqual(300);
     expect(payload).not.toHaveProperty('act.act');
+  });
+
+  it('real IdP claim shapes pass the identifier and attribute bounds: Entra v1 unique_name, a non-ASCII name, a 254-character email, an Okta jti', async () => {
+    const email = `${'a'.repeat(64)}@${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(53)}.example`;
+    expect(email).toHaveLength(254);
+    const name = 'José Müller-Łukasiewicz 山田太郎 👩‍💻';
+    const subjects = [
+      [await idp.entraAccessToken({ version: 1, username: email, unique_name: email, name, given_name: 'José', family_name: 'Müller' }), 'Deputy.Read'],
+      [await idp.entraAccessToken({ version: 2, username: email, name }), 'Deputy.Read'],
+      [await idp.oktaAccessToken({ jti: `AT.${'x'.repeat(43)}`, email, name }), 'deputy.read'],
+      [await idp.oidcToken({ sub: 'y'.repeat(255), email, name }), 'deputy.read'],
+    ] as const;
+    for (const [subject, scope] of subjects) {
+      const res = await exchange(agents['agent-a']!, { subject_token: subject, audience: API, scope });
+      expect(res.access_token).toEqual(expect.any(String));
+    }
+  });
+
+  it('an agent granted many long scopes at once: the exchange succeeds and the receipt holds their reduction (a 500 before: the receipt refused the scope)', async () => {
+    const a = agents['agent-wide']!;
+    const res = await exchange(a, { subject_token: await idp.oktaAccessToken({ scp: WIDE_SCOPES }), audience: API });
+    expect(claimsOf(res.access_token).scope).toBe(WIDE_SCOPES.join(' '));
+    const [row] = await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1 ORDER BY seq DESC LIMIT 1', [a.id]);
+    const receipt = JSON.parse(Buffer.from(row!.jws.split('.')[1]!, 'base64url').toString()) as { scope: string; decision: string };
+    expect(receipt.decision).toBe('permit');
+    expect(receipt.scope.length).toBeLessThanOrEqual(2048);
+    expect(receipt.scope.startsWith(WIDE_SCOPES.slice(0, 10).join(' '))).toBe(true);
   });
 
   it('exchanges Entra ID v2 and v1 access tokens (tenant + oid identity)', async () => {
@@ -229,6 +259,30 @@ describe('token exchange: refusals', () => {
     await expectRefusal(agents['agent-a']!, { subject_token: subject, resource: 'https://evil.example.com', scope: 'deputy.read' }, 'invalid_target', /not allowed the audience/);
     await expectRefusal(agents['agent-a']!, { subject_token: subject, resource: [API, MAIL], scope: 'deputy.read' }, 'invalid_target', /one resource or audience/);
     await expectRefusal(agents['agent-a']!, { subject_token: subject, scope: 'deputy.read' }, 'invalid_target', /required/);
+  });
+
+  it('a refused audience or scope that is long or shaped like a token still gets its deny receipt, reduced (before: the receipt was refused and only logged)', async () => {
+    const a = agents['agent-a']!;
+    const jws = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4eHh4eHgifQ.c2lnbmF0dXJlc2ln';
+    const denies = async () => (await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1 ORDER BY seq', [a.id]))
+      .map((r) => JSON.parse(Buffer.from(r.jws.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>)
+      .filter((c) => c.decision === 'deny');
+    const subject = await idp.oktaAccessToken({ scp: ['deputy.read', jws] });
+    const cases: Array<[Parameters<typeof exchange>[1], string]> = [
+      [{ subject_token: subject, resource: `https://evil.example.com/${'x'.repeat(2000)}`, scope: 'deputy.read' }, 'invalid_target'],
+      [{ subject_token: subject, resource: `https://evil.example.com/${jws}`, scope: 'deputy.read' }, 'invalid_target'],
+      [{ subject_token: subject, resource: API, scope: jws }, 'invalid_scope'],
+    ];
+    for (const [params, error] of cases) {
+      const before = (await denies()).length;
+      const err = await exchangeError(a, params);
+      expect(err.error).toBe(error);
+      const after = await denies();
+      expect(after).toHaveLength(before + 1);
+      const receipt = after.at(-1)!;
+      expect(JSON.stringify(receipt)).not.toContain(jws);
+      for (const field of ['resource', 'reason', 'scope'] as const) if (receipt[field] !== undefined) expect(String(receipt[field]).length).toBeLessThanOrEqual(2048);
+    }
   });
 
   it('refuses malformed requests with invalid_request', async () => {
