@@ -48,9 +48,10 @@ beforeAll(async () => {
       agents: [
         agentConfig('code-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] }),
         agentConfig('trusted-agent', keys, { scopes: ['deputy.read'], audiences: [`${issuer}/gw/echo`] }),
+        agentConfig('wide-agent', keys, { scopes: WIDE_SCOPES, audiences: [`${issuer}/gw/echo`] }),
       ],
       connections: [{ id: 'echo', kind: 'api_key', baseUrl: `${up.base}/api`, allowInsecureHttp: true, header: 'X-Api-Key', secret: { env: 'ECHO_KEY' }, requiredScopes: ['deputy.read'] }],
-      oauth: { authorizationCode: { enabled: true, clients: [{ clientId: 'code-agent', redirectUris: [REDIRECT] }, { clientId: 'trusted-agent', redirectUris: [REDIRECT], preApproved: true }] } },
+      oauth: { authorizationCode: { enabled: true, clients: [{ clientId: 'code-agent', redirectUris: [REDIRECT] }, { clientId: 'trusted-agent', redirectUris: [REDIRECT], preApproved: true }, { clientId: 'wide-agent', redirectUris: [REDIRECT], preApproved: true }] } },
     },
   });
   idp.oktaSignIn.registerClient({ clientId: 'deputy-signin', redirectUri: `${issuer}/signin/callback`, jwksUri: `${deputy.url}/jwks` });
@@ -62,6 +63,9 @@ afterAll(async () => {
   await up?.close();
   await idp?.close();
 });
+
+/** 45 scopes of 50 characters: 2,294 characters together, more than a receipt field holds (2,048). */
+const WIDE_SCOPES = Array.from({ length: 45 }, (_, i) => `wide.${String(i).padStart(2, '0')}.`.padEnd(50, 'x'));
 
 interface Authorization {
   url: URL;
@@ -222,6 +226,25 @@ describe('authorization code + PKCE for agents', () => {
     expect(browser.cookies('localhost').has('deputy_session')).toBe(true);
     const tokens = await client.authorizationCodeGrant(trusted.config, back, { pkceCodeVerifier: verifier, expectedState: 'st' }, undefined, { DPoP: trusted.handle });
     expect(decodeJwt(tokens.access_token)).toMatchObject({ act: { sub: 'trusted-agent' } });
+  });
+
+  it('an agent granted many long scopes at once: the token carries them all, its receipt their reduction (a 500 before)', async () => {
+    const wide = await testAgent(deputy.issuer, 'wide-agent', agent.keys);
+    const verifier = client.randomPKCECodeVerifier();
+    const url = client.buildAuthorizationUrl(wide.config, {
+      redirect_uri: REDIRECT, scope: WIDE_SCOPES.join(' '), resource: gw('echo'), state: 'wide',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const res = await signedInAtIdp().visit(url.href, { stopAt: toClient });
+    const back = new URL(res.location!);
+    expect(back.searchParams.get('code')).toBeTruthy();
+    const tokens = await client.authorizationCodeGrant(wide.config, back, { pkceCodeVerifier: verifier, expectedState: 'wide' }, undefined, { DPoP: wide.handle });
+    expect(String(decodeJwt(tokens.access_token).scope).split(' ').sort()).toEqual([...WIDE_SCOPES].sort());
+    const rows = await deputy.store.query<{ jws: string }>('SELECT jws FROM receipts WHERE agent_id = $1', ['wide-agent']);
+    const scopes = rows.map((r) => String(decodeJwt(r.jws).scope ?? ''));
+    expect(scopes).toHaveLength(1);
+    expect(scopes[0]!.length).toBeLessThanOrEqual(2048);
+    expect(scopes[0]).toMatch(/^wide\.\d\d\..*…#sha256:[A-Za-z0-9_-]{43}$/);
   });
 
   it('refuses a consent posted without the CSRF token', async () => {

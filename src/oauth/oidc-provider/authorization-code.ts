@@ -25,7 +25,7 @@ import Provider, { errors as providerErrors, interactionPolicy, type Adapter, ty
 import type { Agent } from '../../agents/registry.js';
 import { documentAgentId, type DocumentClient } from '../../agents/document-client.js';
 import { requestDigest } from '../../audit/digest.js';
-import type { ReceiptInput } from '../../audit/receipt.js';
+import { receiptText, type ReceiptInput } from '../../audit/receipt.js';
 import type { ReceiptAppender } from '../../audit/receipts.js';
 import { documentClientLimits, type AuthorizationCodeConfig } from '../authorization-code/config.js';
 import { InvalidDpopProof, InvalidGrant, InvalidRequest, UnauthorizedClient } from '../../errors/index.js';
@@ -393,7 +393,11 @@ async function codeFlowIssuance(oidc: KoaContextWithOIDC['oidc'], interactions: 
   };
 }
 
-/** The `permit` receipt of a code-flow token (its request digest names no token). */
+/**
+ * The `permit` receipt of a code-flow token (its request digest names no token). Audience and
+ * scope are reduced to fit a receipt ({@link receiptText}): an agent may hold many long scopes,
+ * and a refused grant's receipt must still be written (the token's own `scope` stays whole).
+ */
 function codeFlowReceipt(issued: CodeFlowIssuance, requestId: string | undefined): ReceiptInput {
   const request = { grant_type: issued.grantType, client_id: issued.clientId, ...(issued.jkt ? { dpop_jkt: issued.jkt } : {}), resource: issued.audience, scope: issued.scope };
   return {
@@ -402,9 +406,9 @@ function codeFlowReceipt(issued: CodeFlowIssuance, requestId: string | undefined
     chain: [issued.agentId],
     event: 'authorization_code',
     action: 'delegate',
-    resource: issued.audience,
+    resource: receiptText(issued.audience),
     decision: 'permit',
-    scope: issued.scope,
+    ...(issued.scope ? { scope: receiptText(issued.scope) } : {}),
     requestDigest: requestDigest(request),
     ...(requestId !== undefined ? { requestId } : {}),
   };
@@ -455,7 +459,7 @@ async function decideDelegation(deps: CodeFlowDeps, issued: CodeFlowIssuance, re
     return permit ? { ...receipt, policies: permit.policies } : receipt;
   } catch (err) {
     if (!(err instanceof DelegationDenied)) throw err;
-    await deps.receipts.append({ ...receipt, decision: 'deny', reason: err.description, policies: err.policies }).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'deny receipt not written'));
+    await deps.receipts.append({ ...receipt, decision: 'deny', reason: receiptText(err.description), policies: err.policies }).catch((e: unknown) => deps.logger.error({ err: unexpectedError(e) }, 'deny receipt not written'));
     throw err.error === 'unauthorized_client' ? new UnauthorizedClient(err.description) : new InvalidGrant(err.description);
   }
 }
