@@ -16,6 +16,7 @@ import type { McpServerConfig } from './config.js';
 import type { PinStore, StoredPin } from './store.js';
 import { changedMembers, pinnedDefinition, toolDigest, ToolPinError, verifyToolPin, WHOLE_DEFINITION, type PinCoverage, type PinnedMember, type PinSigner, type ToolPinSigner } from './tool-pin.js';
 import { setBounded } from '../util/bounded-map.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** How one live tool stands against its pin. */
 export type PinVerdict =
@@ -24,7 +25,13 @@ export type PinVerdict =
   | { status: 'changed'; digest: string; pin: StoredPin; changed: ReadonlyArray<PinnedMember | 'definition'> }
   | { status: 'unpinned'; digest: string }
   /** A stored pin that no longer verifies (untrusted key, tampered row). Treated like a mismatch. */
-  | { status: 'invalid'; digest: string; reason: string };
+  | { status: 'invalid'; digest: string; reason: string }
+  /**
+   * A live definition no pin can cover: not I-JSON (a lone surrogate, RFC 7493 §2.1), so it has
+   * no RFC 8785 digest. Hidden and refused like a mismatch, that tool alone; `digest` is SHA-256
+   * over its `JSON.stringify` text (lone surrogates escaped), to tell one such definition from another.
+   */
+  | { status: 'malformed'; digest: string; reason: string };
 
 export interface ToolPinsOptions {
   pins: PinStore;
@@ -116,11 +123,28 @@ export class ToolPins {
   }
 
   /**
-   * One definition's verdict against its stored pin (undefined: none). The digest is taken over
-   * what the pin covers (the whole definition, or a legacy pin's members); an unpinned tool's
-   * over the whole definition, as an approval would sign it.
+   * One definition's verdict against its stored pin (undefined: none): {@link ToolPins.#pinVerdict},
+   * or `malformed` when the definition has no digest (not I-JSON, no name).
    */
   async #verdict(server: McpServerConfig, pin: StoredPin | undefined, tool: Readonly<Record<string, unknown>>): Promise<PinVerdict> {
+    try {
+      return await this.#pinVerdict(server, pin, tool);
+    } catch (err) {
+      // Only toolDigest throws ToolPinError here (#trusted and changedMembers catch their own): a
+      // definition that is not I-JSON fails closed for that tool alone, not for the whole list.
+      if (!(err instanceof ToolPinError)) throw err;
+      return { status: 'malformed', digest: `sha-256:${sha256Base64url(JSON.stringify(tool))}`, reason: err.message };
+    }
+  }
+
+  /**
+   * The verdict of a definition that has a digest. The digest is taken over what the pin covers
+   * (the whole definition, or a legacy pin's members); an unpinned tool's over the whole
+   * definition, as an approval would sign it.
+   *
+   * @throws ToolPinError when the definition has no digest (from {@link toolDigest}).
+   */
+  async #pinVerdict(server: McpServerConfig, pin: StoredPin | undefined, tool: Readonly<Record<string, unknown>>): Promise<PinVerdict> {
     if (!pin) return { status: 'unpinned', digest: toolDigest(tool) };
     const trust = await this.#trusted(server, pin);
     if ('problem' in trust) return { status: 'invalid', digest: toolDigest(tool), reason: trust.problem };
@@ -175,6 +199,8 @@ export function pinRefusal(server: string, tool: string, verdict: PinVerdict): s
       return `tool "${tool}" of MCP server "${server}" no longer matches its pin: its ${verdict.changed.join(', ')} changed since it was approved`;
     case 'invalid':
       return `tool "${tool}" of MCP server "${server}" has a pin that does not verify (${verdict.reason})`;
+    case 'malformed':
+      return `tool "${tool}" of MCP server "${server}" cannot be pinned: ${verdict.reason}`;
     case 'unpinned':
       return `tool "${tool}" of MCP server "${server}" is not pinned; an operator must approve it`;
     default:

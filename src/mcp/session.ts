@@ -172,7 +172,22 @@ export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown
   return admission;
 }
 
-const argumentsDigest = (args: unknown): string => `sha-256:${sha256Base64url(canonicalize(args ?? {}) ?? '{}')}`;
+/**
+ * `sha-256:<base64url>` of the RFC 8785 canonical JSON of a call's arguments.
+ *
+ * @throws McpError InvalidParams (-32602) when the arguments are not I-JSON (a lone surrogate,
+ *   RFC 7493 §2.1): refused before any decision, receipt or upstream request, as the HTTP
+ *   surfaces refuse such a request with 400 invalid_request (src/audit/digest.ts).
+ */
+const argumentsDigest = (args: unknown): string => {
+  let text: string | undefined;
+  try {
+    text = canonicalize(args ?? {});
+  } catch (err) {
+    throw new McpError(ErrorCode.InvalidParams, `the arguments are not I-JSON (RFC 7493 §2.1): ${(err as Error).message}`);
+  }
+  return `sha-256:${sha256Base64url(text ?? '{}')}`;
+};
 
 /**
  * A whole tool list as an agent would learn it, as one comparable value: every definition as
@@ -180,7 +195,11 @@ const argumentsDigest = (args: unknown): string => `sha-256:${sha256Base64url(ca
  * Two listings with equal views are no change to tell the agent about.
  */
 function toolListView(tools: readonly Tool[], verdicts: ReadonlyMap<string, PinVerdict>): string {
-  const entries = [...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((t) => [t, verdicts.get(t.name)?.status ?? null]);
+  // A malformed definition (not I-JSON) has no canonical JSON: its verdict's digest stands in for it.
+  const entries = [...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((t) => {
+    const verdict = verdicts.get(t.name);
+    return [verdict?.status === 'malformed' ? verdict.digest : t, verdict?.status ?? null];
+  });
   return sha256Base64url(canonicalize(entries) ?? '');
 }
 
@@ -593,7 +612,7 @@ export class AgentSession {
     for (const tool of tools) {
       const verdict = verdicts.get(tool.name)!;
       known.set(tool.name, { tool, verdict });
-      if (verdict.status === 'changed' || verdict.status === 'invalid') {
+      if (verdict.status === 'changed' || verdict.status === 'invalid' || verdict.status === 'malformed') {
         const key = `${tool.name}\0${verdict.digest}`;
         if (this.#mismatchReceipted.has(key)) continue;
         this.#mismatchReceipted.add(key);

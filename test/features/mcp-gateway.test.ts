@@ -169,6 +169,21 @@ describe('MCP gateway', () => {
     await client.close();
   });
 
+  it('refuses a tools/call whose arguments are not I-JSON (a lone surrogate) with invalid params; nothing forwarded or receipted, the session intact', async () => {
+    const { client } = await connect(agents['agent-a']!);
+    const requests = up.requests;
+    const before = (await receiptsOf('agent-a')).length;
+    for (const args of [{ text: 'a\ud800b' }, { ['\udc00']: 'x' }]) {
+      const err = await refusal(client.callTool({ name: 'echo', arguments: args }));
+      expect(err.code).toBe(-32602);
+      expect(err.message).toMatch(/I-JSON/);
+    }
+    expect(up.requests).toBe(requests);
+    expect((await receiptsOf('agent-a')).length).toBe(before);
+    expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
+    await client.close();
+  });
+
   it('relays progress of a streaming tool', async () => {
     const { client } = await connect(agents['agent-a']!);
     const progress: number[] = [];
@@ -351,6 +366,24 @@ describe('MCP gateway', () => {
       } finally {
         up.tools = baseTools();
         expect((await admin('POST', '/admin/mcp-servers/tools/pins', { approve: ['echo'] })).status).toBe(201);
+      }
+    });
+
+    it('a tool whose definition is not I-JSON (a lone surrogate) is hidden and refused alone; every other tool is still listed', async () => {
+      const echo = baseTools().find((t) => t.name === 'echo')!;
+      try {
+        up.tools = up.tools.map((t) => (t.name === 'echo' ? { ...echo, description: 'Echoes \ud800 back.' } : t));
+        const { client } = await connect(agents['agent-a']!);
+        const listed = names((await client.listTools()).tools);
+        expect(listed).toEqual(['ask', 'count', 'create_issue', 'whoami']);
+        const before = up.hits.get('echo') ?? 0;
+        const err = await refusal(client.callTool({ name: 'echo', arguments: { text: 'x' } }));
+        expect(err.message).toMatch(/"echo".*not I-JSON/);
+        expect(up.hits.get('echo') ?? 0).toBe(before);
+        expect(names((await client.listTools()).tools)).toEqual(listed); // the session is intact
+        await client.close();
+      } finally {
+        up.tools = baseTools();
       }
     });
 
