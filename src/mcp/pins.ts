@@ -64,13 +64,25 @@ export class ToolPins {
   /**
    * Signs and stores a pin for each of `tools` (an operator's approval of what the server lists
    * now; re-approval replaces earlier pins). Returns the stored pins.
+   *
+   * @throws InvalidRequest naming a tool whose definition cannot be pinned (no name, not I-JSON); no pin is written then.
    */
   async approve(server: McpServerConfig, tools: ReadonlyArray<Readonly<Record<string, unknown>>>): Promise<StoredPin[]> {
+    // Every definition digested before any pin is written: one that has no digest (not I-JSON, no
+    // name) refuses the whole approval, naming it, rather than a 500 after the pins before it.
+    const definitions = tools.map((tool) => {
+      try {
+        const definition = pinnedDefinition(tool);
+        return { definition, digest: toolDigest(definition) };
+      } catch (err) {
+        if (!(err instanceof ToolPinError)) throw err;
+        throw new InvalidRequest(`cannot pin tool "${String(tool.name).slice(0, 64)}": ${err.message}`);
+      }
+    });
     const out: StoredPin[] = [];
-    for (const tool of tools) {
-      const definition = pinnedDefinition(tool);
+    for (const { definition, digest } of definitions) {
       const jws = await this.#o.signer.sign(server.id, definition);
-      out.push(await this.#o.pins.put({ server: server.id, tool: definition.name, digest: toolDigest(definition), jws, definition: canonicalize(definition)!, signer: 'deputy' }));
+      out.push(await this.#o.pins.put({ server: server.id, tool: definition.name, digest, jws, definition: canonicalize(definition)!, signer: 'deputy' }));
     }
     return out;
   }
@@ -92,12 +104,14 @@ export class ToolPins {
     let text: string | undefined;
     if (definition !== undefined) {
       let def;
+      let digest;
       try {
         def = pinnedDefinition(definition);
+        digest = toolDigest(def, claims.covers);
       } catch (err) {
         throw new InvalidRequest(`pin refused: ${(err as Error).message}`);
       }
-      if (def.name !== claims.tool || toolDigest(def, claims.covers) !== claims.digest) throw new InvalidRequest('pin refused: the definition given does not have the pin\'s digest');
+      if (def.name !== claims.tool || digest !== claims.digest) throw new InvalidRequest('pin refused: the definition given does not have the pin\'s digest');
       text = canonicalize(pinnedDefinition(def, claims.covers))!;
     }
     return this.#o.pins.put({ server: server.id, tool: claims.tool, digest: claims.digest, jws, definition: text, signer: claims.iss === this.#o.issuer ? 'deputy' : 'publisher' });

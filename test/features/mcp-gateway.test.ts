@@ -381,6 +381,16 @@ describe('MCP gateway', () => {
         expect(err.message).toMatch(/"echo".*not I-JSON/);
         expect(up.hits.get('echo') ?? 0).toBe(before);
         expect(names((await client.listTools()).tools)).toEqual(listed); // the session is intact
+        // Nor can an operator approve it (a 500 before): 400 invalid_request naming it, no pin written.
+        for (const body of [{ approve: ['echo'] }, { approve: 'all' }, { definitions: [{ ...echo, description: 'Echoes \ud800 back.' }] }]) {
+          const res = await admin('POST', '/admin/mcp-servers/tools/pins', body);
+          expect(res.status).toBe(400);
+          const error = (await res.json()) as { error: string; error_description: string };
+          expect(error.error).toBe('invalid_request');
+          expect(error.error_description).toContain('"echo"');
+        }
+        up.tools = baseTools();
+        expect(names((await client.listTools()).tools)).toContain('echo'); // its approved pin is untouched
         await client.close();
       } finally {
         up.tools = baseTools();
