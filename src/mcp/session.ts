@@ -172,6 +172,9 @@ export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown
   return admission;
 }
 
+/** A UTF-16 code unit of a surrogate pair standing alone (with the `u` flag a pair is one code point, not matched). */
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
 /**
  * `sha-256:<base64url>` of the RFC 8785 canonical JSON of a call's arguments.
  *
@@ -481,6 +484,11 @@ export class AgentSession {
 
   /** A decided message's pipeline input: its admission and caller, the question and its receipt description. */
   #message(extra: { authInfo?: { extra?: Record<string, unknown> } }, question: McpQuestion, detail?: McpReceiptDetail): McpMessage & Described {
+    // A name or URI with a lone surrogate is no tool, prompt or resource, and Cedar cannot take it
+    // (a 500, -32603, before): refused as the arguments are, before any decision or receipt.
+    for (const name of [question.tool, question.prompt, question.uri]) {
+      if (name !== undefined && LONE_SURROGATE.test(name)) throw new McpError(ErrorCode.InvalidParams, `the ${question.method} name is not I-JSON (RFC 7493 §2.1): a lone surrogate`);
+    }
     const mcp: McpReceiptDetail = detail ?? {
       server: this.#d.server.id, method: question.method,
       ...(question.tool ?? question.prompt ? { tool: question.tool ?? question.prompt } : {}),

@@ -169,7 +169,7 @@ describe('MCP gateway', () => {
     await client.close();
   });
 
-  it('refuses a tools/call whose arguments are not I-JSON (a lone surrogate) with invalid params; nothing forwarded or receipted, the session intact', async () => {
+  it('refuses a tools/call or prompts/get whose name or arguments, or a resources/read whose URI, is not I-JSON (a lone surrogate) with invalid params; nothing forwarded or receipted, the session intact', async () => {
     const { client } = await connect(agents['agent-a']!);
     const requests = up.requests;
     const before = (await receiptsOf('agent-a')).length;
@@ -178,6 +178,11 @@ describe('MCP gateway', () => {
       expect(err.code).toBe(-32602);
       expect(err.message).toMatch(/I-JSON/);
     }
+    // A tool name with a lone surrogate names no tool: refused, never forwarded.
+    expect((await refusal(client.callTool({ name: 'echo\ud800', arguments: {} }))).code).toBe(-32602);
+    expect((await refusal(client.getPrompt({ name: 'greet\udc00', arguments: { who: 'Ada' } }))).code).toBe(-32602);
+    expect((await refusal(client.getPrompt({ name: 'greet', arguments: { who: 'Ada\udc00' } }))).code).toBe(-32602);
+    expect((await refusal(client.readResource({ uri: 'file:///readme.md\ud800' }))).code).toBe(-32602);
     expect(up.requests).toBe(requests);
     expect((await receiptsOf('agent-a')).length).toBe(before);
     expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
