@@ -93,6 +93,7 @@ import { pinRefusal, type PinVerdict, type ToolPins } from './pins.js';
 import { askPdp, checkPin, describeMessage, forwardToSession, MCP_DENIED, pepDecision, toJsonRpcError, type McpMessage, type PinLookup, type Sending } from './steps.js';
 import { PIN_META_KEY } from './tool-pin.js';
 import { sha256Base64url } from '../util/sha256.js';
+import { hasLoneSurrogate } from '../util/i-json.js';
 
 export { MCP_DENIED };
 
@@ -171,9 +172,6 @@ export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown
   if (!admission) throw new McpError(ErrorCode.InternalError, 'unauthenticated message');
   return admission;
 }
-
-/** A UTF-16 code unit of a surrogate pair standing alone (with the `u` flag a pair is one code point, not matched). */
-const LONE_SURROGATE = /\p{Surrogate}/u;
 
 /**
  * `sha-256:<base64url>` of the RFC 8785 canonical JSON of a call's arguments.
@@ -487,7 +485,7 @@ export class AgentSession {
     // A name or URI with a lone surrogate is no tool, prompt or resource, and Cedar cannot take it
     // (a 500, -32603, before): refused as the arguments are, before any decision or receipt.
     for (const name of [question.tool, question.prompt, question.uri]) {
-      if (name !== undefined && LONE_SURROGATE.test(name)) throw new McpError(ErrorCode.InvalidParams, `the ${question.method} name is not I-JSON (RFC 7493 §2.1): a lone surrogate`);
+      if (name !== undefined && hasLoneSurrogate(name)) throw new McpError(ErrorCode.InvalidParams, `the ${question.method} name is not I-JSON (RFC 7493 §2.1): a lone surrogate`);
     }
     const mcp: McpReceiptDetail = detail ?? {
       server: this.#d.server.id, method: question.method,
