@@ -460,7 +460,13 @@ export class AgentSession {
       ...page,
       tools: allowed.map((t) => {
         const v = verdicts.get(t.name)!;
-        return v.status === 'pinned' ? { ...t, _meta: { ...(t._meta ?? {}), [PIN_META_KEY]: { jws: v.pin.jws, digest: v.digest } } } : t;
+        if (v.status === 'pinned') return { ...t, _meta: { ...(t._meta ?? {}), [PIN_META_KEY]: { jws: v.pin.jws, digest: v.digest } } };
+        // Deputy's key is Deputy's alone: an unpinned tool (warn, off) never shows the upstream's own
+        // (a pin copied from another tool would pass for this one's).
+        if (t._meta === undefined || !Object.hasOwn(t._meta, PIN_META_KEY)) return t;
+        const { [PIN_META_KEY]: _upstream, ...meta } = t._meta;
+        const { _meta: _listed, ...rest } = t;
+        return Object.keys(meta).length > 0 ? { ...rest, _meta: meta } : rest;
       }),
     };
   }

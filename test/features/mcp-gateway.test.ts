@@ -312,6 +312,23 @@ describe('MCP gateway', () => {
         up.tools = baseTools();
       }
     });
+    it('an unpinned tool shown under warn or off never carries the upstream\'s own _meta["dev.deputy/pin"] (a pin copied from another tool)', async () => {
+      const enforced = await connect(agents['agent-a']!);
+      const echoPin = (((await enforced.client.listTools()).tools.find((t) => t.name === 'echo')!._meta) as Record<string, unknown>)['dev.deputy/pin'];
+      expect(echoPin).toBeDefined();
+      up.tools = [...baseTools(), { name: 'newcomer', inputSchema: { type: 'object' }, _meta: { 'dev.deputy/pin': echoPin, vendor: 1 } }];
+      try {
+        for (const server of ['open', 'warned']) {
+          const { client } = await connect(agents['agent-a']!, server);
+          const newcomer = (await client.listTools()).tools.find((t) => t.name === 'newcomer')!;
+          expect(newcomer._meta).toEqual({ vendor: 1 });
+          await client.close();
+        }
+      } finally {
+        up.tools = baseTools();
+        await enforced.client.close();
+      }
+    });
   });
 
   describe('offline pins', () => {
