@@ -16,6 +16,7 @@ import type { McpServerConfig } from './config.js';
 import type { PinStore, StoredPin } from './store.js';
 import { changedMembers, pinnedDefinition, toolDigest, ToolPinError, verifyToolPin, WHOLE_DEFINITION, type PinCoverage, type PinnedMember, type PinSigner, type ToolPinSigner } from './tool-pin.js';
 import { setBounded } from '../util/bounded-map.js';
+import { sha256Base64url } from '../util/sha256.js';
 
 /** How one live tool stands against its pin. */
 export type PinVerdict =
@@ -24,7 +25,13 @@ export type PinVerdict =
   | { status: 'changed'; digest: string; pin: StoredPin; changed: ReadonlyArray<PinnedMember | 'definition'> }
   | { status: 'unpinned'; digest: string }
   /** A stored pin that no longer verifies (untrusted key, tampered row). Treated like a mismatch. */
-  | { status: 'invalid'; digest: string; reason: string };
+  | { status: 'invalid'; digest: string; reason: string }
+  /**
+   * A live definition no pin can cover: not I-JSON (a lone surrogate, RFC 7493 §2.1), so it has
+   * no RFC 8785 digest. Hidden and refused like a mismatch, that tool alone; `digest` is SHA-256
+   * over its `JSON.stringify` text (lone surrogates escaped), to tell one such definition from another.
+   */
+  | { status: 'malformed'; digest: string; reason: string };
 
 export interface ToolPinsOptions {
   pins: PinStore;
@@ -57,13 +64,25 @@ export class ToolPins {
   /**
    * Signs and stores a pin for each of `tools` (an operator's approval of what the server lists
    * now; re-approval replaces earlier pins). Returns the stored pins.
+   *
+   * @throws InvalidRequest naming a tool whose definition cannot be pinned (no name, not I-JSON); no pin is written then.
    */
   async approve(server: McpServerConfig, tools: ReadonlyArray<Readonly<Record<string, unknown>>>): Promise<StoredPin[]> {
+    // Every definition digested before any pin is written: one that has no digest (not I-JSON, no
+    // name) refuses the whole approval, naming it, rather than a 500 after the pins before it.
+    const definitions = tools.map((tool) => {
+      try {
+        const definition = pinnedDefinition(tool);
+        return { definition, digest: toolDigest(definition) };
+      } catch (err) {
+        if (!(err instanceof ToolPinError)) throw err;
+        throw new InvalidRequest(`cannot pin tool "${String(tool.name).slice(0, 64)}": ${err.message}`);
+      }
+    });
     const out: StoredPin[] = [];
-    for (const tool of tools) {
-      const definition = pinnedDefinition(tool);
+    for (const { definition, digest } of definitions) {
       const jws = await this.#o.signer.sign(server.id, definition);
-      out.push(await this.#o.pins.put({ server: server.id, tool: definition.name, digest: toolDigest(definition), jws, definition: canonicalize(definition)!, signer: 'deputy' }));
+      out.push(await this.#o.pins.put({ server: server.id, tool: definition.name, digest, jws, definition: canonicalize(definition)!, signer: 'deputy' }));
     }
     return out;
   }
@@ -85,12 +104,14 @@ export class ToolPins {
     let text: string | undefined;
     if (definition !== undefined) {
       let def;
+      let digest;
       try {
         def = pinnedDefinition(definition);
+        digest = toolDigest(def, claims.covers);
       } catch (err) {
         throw new InvalidRequest(`pin refused: ${(err as Error).message}`);
       }
-      if (def.name !== claims.tool || toolDigest(def, claims.covers) !== claims.digest) throw new InvalidRequest('pin refused: the definition given does not have the pin\'s digest');
+      if (def.name !== claims.tool || digest !== claims.digest) throw new InvalidRequest('pin refused: the definition given does not have the pin\'s digest');
       text = canonicalize(pinnedDefinition(def, claims.covers))!;
     }
     return this.#o.pins.put({ server: server.id, tool: claims.tool, digest: claims.digest, jws, definition: text, signer: claims.iss === this.#o.issuer ? 'deputy' : 'publisher' });
@@ -116,11 +137,28 @@ export class ToolPins {
   }
 
   /**
-   * One definition's verdict against its stored pin (undefined: none). The digest is taken over
-   * what the pin covers (the whole definition, or a legacy pin's members); an unpinned tool's
-   * over the whole definition, as an approval would sign it.
+   * One definition's verdict against its stored pin (undefined: none): {@link ToolPins.#pinVerdict},
+   * or `malformed` when the definition has no digest (not I-JSON, no name).
    */
   async #verdict(server: McpServerConfig, pin: StoredPin | undefined, tool: Readonly<Record<string, unknown>>): Promise<PinVerdict> {
+    try {
+      return await this.#pinVerdict(server, pin, tool);
+    } catch (err) {
+      // Only toolDigest throws ToolPinError here (#trusted and changedMembers catch their own): a
+      // definition that is not I-JSON fails closed for that tool alone, not for the whole list.
+      if (!(err instanceof ToolPinError)) throw err;
+      return { status: 'malformed', digest: `sha-256:${sha256Base64url(JSON.stringify(tool))}`, reason: err.message };
+    }
+  }
+
+  /**
+   * The verdict of a definition that has a digest. The digest is taken over what the pin covers
+   * (the whole definition, or a legacy pin's members); an unpinned tool's over the whole
+   * definition, as an approval would sign it.
+   *
+   * @throws ToolPinError when the definition has no digest (from {@link toolDigest}).
+   */
+  async #pinVerdict(server: McpServerConfig, pin: StoredPin | undefined, tool: Readonly<Record<string, unknown>>): Promise<PinVerdict> {
     if (!pin) return { status: 'unpinned', digest: toolDigest(tool) };
     const trust = await this.#trusted(server, pin);
     if ('problem' in trust) return { status: 'invalid', digest: toolDigest(tool), reason: trust.problem };
@@ -175,6 +213,8 @@ export function pinRefusal(server: string, tool: string, verdict: PinVerdict): s
       return `tool "${tool}" of MCP server "${server}" no longer matches its pin: its ${verdict.changed.join(', ')} changed since it was approved`;
     case 'invalid':
       return `tool "${tool}" of MCP server "${server}" has a pin that does not verify (${verdict.reason})`;
+    case 'malformed':
+      return `tool "${tool}" of MCP server "${server}" cannot be pinned: ${verdict.reason}`;
     case 'unpinned':
       return `tool "${tool}" of MCP server "${server}" is not pinned; an operator must approve it`;
     default:

@@ -93,6 +93,7 @@ import { pinRefusal, type PinVerdict, type ToolPins } from './pins.js';
 import { askPdp, checkPin, describeMessage, forwardToSession, MCP_DENIED, pepDecision, toJsonRpcError, type McpMessage, type PinLookup, type Sending } from './steps.js';
 import { PIN_META_KEY } from './tool-pin.js';
 import { sha256Base64url } from '../util/sha256.js';
+import { hasLoneSurrogate } from '../util/i-json.js';
 
 export { MCP_DENIED };
 
@@ -172,7 +173,22 @@ export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown
   return admission;
 }
 
-const argumentsDigest = (args: unknown): string => `sha-256:${sha256Base64url(canonicalize(args ?? {}) ?? '{}')}`;
+/**
+ * `sha-256:<base64url>` of the RFC 8785 canonical JSON of a call's arguments.
+ *
+ * @throws McpError InvalidParams (-32602) when the arguments are not I-JSON (a lone surrogate,
+ *   RFC 7493 §2.1): refused before any decision, receipt or upstream request, as the HTTP
+ *   surfaces refuse such a request with 400 invalid_request (src/audit/digest.ts).
+ */
+const argumentsDigest = (args: unknown): string => {
+  let text: string | undefined;
+  try {
+    text = canonicalize(args ?? {});
+  } catch (err) {
+    throw new McpError(ErrorCode.InvalidParams, `the arguments are not I-JSON (RFC 7493 §2.1): ${(err as Error).message}`);
+  }
+  return `sha-256:${sha256Base64url(text ?? '{}')}`;
+};
 
 /**
  * A whole tool list as an agent would learn it, as one comparable value: every definition as
@@ -180,7 +196,11 @@ const argumentsDigest = (args: unknown): string => `sha-256:${sha256Base64url(ca
  * Two listings with equal views are no change to tell the agent about.
  */
 function toolListView(tools: readonly Tool[], verdicts: ReadonlyMap<string, PinVerdict>): string {
-  const entries = [...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((t) => [t, verdicts.get(t.name)?.status ?? null]);
+  // A malformed definition (not I-JSON) has no canonical JSON: its verdict's digest stands in for it.
+  const entries = [...tools].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((t) => {
+    const verdict = verdicts.get(t.name);
+    return [verdict?.status === 'malformed' ? verdict.digest : t, verdict?.status ?? null];
+  });
   return sha256Base64url(canonicalize(entries) ?? '');
 }
 
@@ -440,7 +460,13 @@ export class AgentSession {
       ...page,
       tools: allowed.map((t) => {
         const v = verdicts.get(t.name)!;
-        return v.status === 'pinned' ? { ...t, _meta: { ...(t._meta ?? {}), [PIN_META_KEY]: { jws: v.pin.jws, digest: v.digest } } } : t;
+        if (v.status === 'pinned') return { ...t, _meta: { ...(t._meta ?? {}), [PIN_META_KEY]: { jws: v.pin.jws, digest: v.digest } } };
+        // Deputy's key is Deputy's alone: an unpinned tool (warn, off) never shows the upstream's own
+        // (a pin copied from another tool would pass for this one's).
+        if (t._meta === undefined || !Object.hasOwn(t._meta, PIN_META_KEY)) return t;
+        const { [PIN_META_KEY]: _upstream, ...meta } = t._meta;
+        const { _meta: _listed, ...rest } = t;
+        return Object.keys(meta).length > 0 ? { ...rest, _meta: meta } : rest;
       }),
     };
   }
@@ -462,6 +488,11 @@ export class AgentSession {
 
   /** A decided message's pipeline input: its admission and caller, the question and its receipt description. */
   #message(extra: { authInfo?: { extra?: Record<string, unknown> } }, question: McpQuestion, detail?: McpReceiptDetail): McpMessage & Described {
+    // A name or URI with a lone surrogate is no tool, prompt or resource, and Cedar cannot take it
+    // (a 500, -32603, before): refused as the arguments are, before any decision or receipt.
+    for (const name of [question.tool, question.prompt, question.uri]) {
+      if (name !== undefined && hasLoneSurrogate(name)) throw new McpError(ErrorCode.InvalidParams, `the ${question.method} name is not I-JSON (RFC 7493 §2.1): a lone surrogate`);
+    }
     const mcp: McpReceiptDetail = detail ?? {
       server: this.#d.server.id, method: question.method,
       ...(question.tool ?? question.prompt ? { tool: question.tool ?? question.prompt } : {}),
@@ -593,7 +624,7 @@ export class AgentSession {
     for (const tool of tools) {
       const verdict = verdicts.get(tool.name)!;
       known.set(tool.name, { tool, verdict });
-      if (verdict.status === 'changed' || verdict.status === 'invalid') {
+      if (verdict.status === 'changed' || verdict.status === 'invalid' || verdict.status === 'malformed') {
         const key = `${tool.name}\0${verdict.digest}`;
         if (this.#mismatchReceipted.has(key)) continue;
         this.#mismatchReceipted.add(key);

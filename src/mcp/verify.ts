@@ -50,9 +50,20 @@ export async function verifyPinExport(exported: PinExport, signers: readonly Pin
       problems.push({ tool: pin.tool, code: 'claims', message: `the signed claims name "${claims.tool}" with ${claims.digest}` });
       continue;
     }
-    if (pin.definition && toolDigest(pin.definition, claims.covers) !== claims.digest) {
-      problems.push({ tool: pin.tool, code: 'definition', message: 'the exported definition does not have the pinned digest' });
-      continue;
+    if (pin.definition) {
+      let digest: string;
+      try {
+        digest = toolDigest(pin.definition, claims.covers);
+      } catch (err) {
+        // A definition with no digest (no name, not I-JSON) is a problem of the file, reported as one.
+        if (!(err instanceof ToolPinError)) throw err;
+        problems.push({ tool: pin.tool, code: 'definition', message: `the exported definition has no digest: ${err.message}` });
+        continue;
+      }
+      if (digest !== claims.digest) {
+        problems.push({ tool: pin.tool, code: 'definition', message: 'the exported definition does not have the pinned digest' });
+        continue;
+      }
     }
     verified += 1;
   }

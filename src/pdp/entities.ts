@@ -16,7 +16,8 @@ import type { Agent, AgentRegistry } from '../agents/index.js';
 import type { DelegatingUser } from '../delegation/index.js';
 import type { CedarValueJson, EntityJson, EntityUid } from './cedar.js';
 import type { PolicySnapshot } from './policy-store.js';
-import type { EntityTypeInfo } from './schema.js';
+import { ProjectionError, type EntityTypeInfo } from './schema.js';
+import { hasLoneSurrogate } from '../util/i-json.js';
 import { withinBound } from '../util/fresh.js';
 
 /** A principal or resource: its uid and the entities Cedar needs for it (itself and its ancestors). */
@@ -135,6 +136,8 @@ export function agentEntity(snapshot: PolicySnapshot, type: EntityTypeInfo, agen
 export function requestEntity(snapshot: PolicySnapshot, input: EntityInput, role: 'subject' | 'resource'): BuiltEntity {
   const type = snapshot.schema.entityType(input.type);
   if (!type) throw new UnknownEntityType(`${role} type ${JSON.stringify(input.type.slice(0, 80))} is not an entity type of the policy set`);
+  // Cedar throws on a lone surrogate (a 500 before): bad input, a deny with a reason.
+  if (hasLoneSurrogate(input.id)) throw new ProjectionError(`${role}.id`, 'a string without a lone surrogate (I-JSON)');
   const id = snapshot.data.canonicalId(type.name, input.id);
   const pip = snapshot.data.find(type.name, id);
   const source: Record<string, unknown> = { ...input.properties, ...(pip?.attrs ?? {}), id };

@@ -12,6 +12,7 @@
  */
 import type { CedarValueJson, EntityJson, EntityUid, SchemaJson } from './cedar.js';
 import { setMember } from '../util/own-member.js';
+import { hasLoneSurrogate } from '../util/i-json.js';
 
 /** A schema type in Cedar's JSON schema format, names qualified. */
 export interface SchemaType {
@@ -167,6 +168,7 @@ export class SchemaInfo {
     switch (BUILTIN_ALIASES[t.type] ?? t.type) {
       case 'String':
         if (typeof value !== 'string') throw new ProjectionError(path, 'a string');
+        if (hasLoneSurrogate(value)) throw new ProjectionError(path, 'a string without a lone surrogate (I-JSON)');
         return value;
       case 'Long':
         if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw new ProjectionError(path, 'an integer (Long)');

@@ -258,6 +258,22 @@ describe('receipts a PEP asks for (Deputy-Receipt: request)', () => {
       expect(res.body).toMatchObject({ error: 'invalid_request' });
     }
     expect((await exportChain('agent-b')).length).toBe(before);
+    // Without a receipt asked for there is no digest; in an id Cedar is given (a 500 before) or an
+    // action name the input is bad: a deny naming it (invalid_input), single and batch, never a 500.
+    const odd = 'x\udfffy';
+    const bodies = [
+      { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: { ...doc('doc-2'), id: odd } },
+      { subject: delegated(tokens.two, 'agent-b'), action: { name: odd }, resource: doc('doc-2') },
+    ];
+    for (const body of bodies) {
+      const res = await h.post('/access/v1/evaluation', body);
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ decision: false, context: { id: 'invalid_input' } });
+      const batch = await h.post('/access/v1/evaluations', { evaluations: [body, { ...body, resource: doc('doc-2'), action: { name: 'read' } }] });
+      expect(batch.status).toBe(200);
+      expect((batch.body as { evaluations: Array<{ decision: boolean }> }).evaluations[0]).toMatchObject({ decision: false });
+    }
+    expect((await exportChain('agent-b')).length).toBe(before);
     // A well-formed astral character is ordinary text.
     const ok = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2'), context: { note: '😀' } }, { 'Deputy-Receipt': 'request' });
     expect(ok.status).toBe(200);

@@ -433,6 +433,24 @@ describe('budgets: refusals and failures hold nothing', () => {
     expect(await spend(id)).toMatchObject({ spent: 1, reserved: 0 });
   });
 
+  it('a request whose model is not I-JSON (a lone surrogate) is a 400 invalid_request: nothing forwarded, reserved or charged', async () => {
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'requests', window: 'day', limit: 10 });
+    const url = `${audience('openai')}/v1/chat/completions`;
+    const before = llm.requests.length;
+    for (const model of ['gpt-test\ud800', '\udfff']) {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `DPoP ${token}`, dpop: await dpopProof(agent.dpop, url, { htm: 'POST', accessToken: token }), 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: hello, max_tokens: 5 }),
+      });
+      expect(res.status).toBe(400);
+      expect(JSON.stringify(await res.json())).toContain('invalid_request');
+    }
+    expect(llm.requests.length).toBe(before);
+    expect(await spend(id)).toMatchObject({ spent: 0, reserved: 0 });
+  });
+
   it('a provider error releases the reservation, streamed or not, and so does an unreachable provider', async () => {
     llm.behavior.failWith = 500;
     const { token, user } = await session('openai');

@@ -169,6 +169,26 @@ describe('MCP gateway', () => {
     await client.close();
   });
 
+  it('refuses a tools/call or prompts/get whose name or arguments, or a resources/read whose URI, is not I-JSON (a lone surrogate) with invalid params; nothing forwarded or receipted, the session intact', async () => {
+    const { client } = await connect(agents['agent-a']!);
+    const requests = up.requests;
+    const before = (await receiptsOf('agent-a')).length;
+    for (const args of [{ text: 'a\ud800b' }, { ['\udc00']: 'x' }]) {
+      const err = await refusal(client.callTool({ name: 'echo', arguments: args }));
+      expect(err.code).toBe(-32602);
+      expect(err.message).toMatch(/I-JSON/);
+    }
+    // A tool name with a lone surrogate names no tool: refused, never forwarded.
+    expect((await refusal(client.callTool({ name: 'echo\ud800', arguments: {} }))).code).toBe(-32602);
+    expect((await refusal(client.getPrompt({ name: 'greet\udc00', arguments: { who: 'Ada' } }))).code).toBe(-32602);
+    expect((await refusal(client.getPrompt({ name: 'greet', arguments: { who: 'Ada\udc00' } }))).code).toBe(-32602);
+    expect((await refusal(client.readResource({ uri: 'file:///readme.md\ud800' }))).code).toBe(-32602);
+    expect(up.requests).toBe(requests);
+    expect((await receiptsOf('agent-a')).length).toBe(before);
+    expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
+    await client.close();
+  });
+
   it('relays progress of a streaming tool', async () => {
     const { client } = await connect(agents['agent-a']!);
     const progress: number[] = [];
@@ -292,6 +312,23 @@ describe('MCP gateway', () => {
         up.tools = baseTools();
       }
     });
+    it('an unpinned tool shown under warn or off never carries the upstream\'s own _meta["dev.deputy/pin"] (a pin copied from another tool)', async () => {
+      const enforced = await connect(agents['agent-a']!);
+      const echoPin = (((await enforced.client.listTools()).tools.find((t) => t.name === 'echo')!._meta) as Record<string, unknown>)['dev.deputy/pin'];
+      expect(echoPin).toBeDefined();
+      up.tools = [...baseTools(), { name: 'newcomer', inputSchema: { type: 'object' }, _meta: { 'dev.deputy/pin': echoPin, vendor: 1 } }];
+      try {
+        for (const server of ['open', 'warned']) {
+          const { client } = await connect(agents['agent-a']!, server);
+          const newcomer = (await client.listTools()).tools.find((t) => t.name === 'newcomer')!;
+          expect(newcomer._meta).toEqual({ vendor: 1 });
+          await client.close();
+        }
+      } finally {
+        up.tools = baseTools();
+        await enforced.client.close();
+      }
+    });
   });
 
   describe('offline pins', () => {
@@ -351,6 +388,34 @@ describe('MCP gateway', () => {
       } finally {
         up.tools = baseTools();
         expect((await admin('POST', '/admin/mcp-servers/tools/pins', { approve: ['echo'] })).status).toBe(201);
+      }
+    });
+
+    it('a tool whose definition is not I-JSON (a lone surrogate) is hidden and refused alone; every other tool is still listed', async () => {
+      const echo = baseTools().find((t) => t.name === 'echo')!;
+      try {
+        up.tools = up.tools.map((t) => (t.name === 'echo' ? { ...echo, description: 'Echoes \ud800 back.' } : t));
+        const { client } = await connect(agents['agent-a']!);
+        const listed = names((await client.listTools()).tools);
+        expect(listed).toEqual(['ask', 'count', 'create_issue', 'whoami']);
+        const before = up.hits.get('echo') ?? 0;
+        const err = await refusal(client.callTool({ name: 'echo', arguments: { text: 'x' } }));
+        expect(err.message).toMatch(/"echo".*not I-JSON/);
+        expect(up.hits.get('echo') ?? 0).toBe(before);
+        expect(names((await client.listTools()).tools)).toEqual(listed); // the session is intact
+        // Nor can an operator approve it (a 500 before): 400 invalid_request naming it, no pin written.
+        for (const body of [{ approve: ['echo'] }, { approve: 'all' }, { definitions: [{ ...echo, description: 'Echoes \ud800 back.' }] }]) {
+          const res = await admin('POST', '/admin/mcp-servers/tools/pins', body);
+          expect(res.status).toBe(400);
+          const error = (await res.json()) as { error: string; error_description: string };
+          expect(error.error).toBe('invalid_request');
+          expect(error.error_description).toContain('"echo"');
+        }
+        up.tools = baseTools();
+        expect(names((await client.listTools()).tools)).toContain('echo'); // its approved pin is untouched
+        await client.close();
+      } finally {
+        up.tools = baseTools();
       }
     });
 

@@ -137,4 +137,15 @@ describe('pin exports', () => {
     const relabelled = { ...good, pins: [{ ...good.pins[0]!, tool: 'echo' }] };
     expect((await verifyPinExport(relabelled)).problems[0]!.code).toBe('claims');
   });
+
+  it('report an exported definition that has no digest (a lone surrogate, no name) as a definition problem, not a thrown error', async () => {
+    const key = await signingKey('ES256', 'k');
+    const jws = await new ToolPinSigner('https://deputy.example', key).sign('github', tool);
+    const pin = { tool: 'create_issue', digest: toolDigest(tool), jws };
+    for (const definition of [{ ...tool, description: 'edited \ud800' }, { ...tool, name: '' }]) {
+      const report = await verifyPinExport({ server: 'github', signers: [{ issuer: 'https://deputy.example', jwks: key.jwks }], pins: [{ ...pin, definition }] });
+      expect(report).toMatchObject({ ok: false, verified: 0 });
+      expect(report.problems).toEqual([expect.objectContaining({ tool: 'create_issue', code: 'definition' })]);
+    }
+  });
 });
