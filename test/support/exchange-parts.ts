@@ -4,13 +4,12 @@
  * plain defaults and the exchange's once-keys.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { afterAll, beforeAll } from 'vitest';
+import { beforeAll } from 'vitest';
 import type { OnceKey } from '../../src/oauth/adapter.js';
 import type { NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, Store } from '../../src/store/index.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from './database.js';
-import { twoInstanceStores } from './two-instances.js';
+import { useTwoInstanceStores } from './two-instances.js';
 
 /** The vault kind of an upstream IdP token (what the exchange stores). */
 export const UPSTREAM_KIND = 'upstream_subject_token';
@@ -26,17 +25,8 @@ export const hex = (): string => randomBytes(6).toString('hex');
  * hands it to `use`, and closes every distinct store and drops the database after them.
  */
 export function useTestStore(use: (store: Store) => void): void {
-  let db: TestDatabase | undefined;
-  let stores: Store[] = [];
-  beforeAll(async () => {
-    db = await createTestDatabase();
-    stores = await twoInstanceStores(db);
-    use(stores[0]!);
-  }, 60_000);
-  afterAll(async () => {
-    for (const s of new Set(stores)) await s.close();
-    await db?.drop();
-  });
+  const opened = useTwoInstanceStores();
+  beforeAll(() => use(opened()[0]));
 }
 
 /** A vault whose one key (kid `k1`) is random. */

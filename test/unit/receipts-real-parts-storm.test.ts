@@ -8,26 +8,20 @@
  * refused one wrote none; the chain is gap-free and verifies. Both stores.
  */
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
 import { ReceiptService, type AppendedReceipt } from '../../src/audit/receipts.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import { ParentRevoked, TokenRecords, type NewTokenRecord } from '../../src/oauth/token-records.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { useTwoInstanceStores } from '../support/two-instances.js';
 import { exportedChain } from '../support/receipt-rows.js';
 
-let db: TestDatabase;
-let stores: Store[];
-beforeAll(async () => {
-  db = await createTestDatabase();
-  stores = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  for (const s of new Set(stores)) await s.close();
-  await db?.drop();
+const opened = useTwoInstanceStores();
+let stores: [Store, Store];
+beforeAll(() => {
+  stores = opened();
 });
 
 const KIND = 'upstream_subject_token';

@@ -6,26 +6,19 @@
  * linear; then the purge removes the rows those statements wrote once they expire. Both stores.
  */
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { readHead, readRange } from '../../src/audit/chain.js';
 import type { ReceiptInput } from '../../src/audit/receipt.js';
 import { AlreadyRecorded, ReceiptService } from '../../src/audit/receipts.js';
 import { generateSigningKey } from '../../src/keys/keystore.js';
 import { purgeExpired, type OnceKey } from '../../src/oauth/adapter.js';
 import type { Store } from '../../src/store/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { twoInstanceStores } from '../support/two-instances.js';
+import { useTwoInstanceStores } from '../support/two-instances.js';
 
-let db: TestDatabase;
+const opened = useTwoInstanceStores();
 let stores: [Store, Store];
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  stores = await twoInstanceStores(db);
-}, 60_000);
-afterAll(async () => {
-  for (const s of new Set(stores)) await s.close();
-  await db?.drop();
+beforeAll(() => {
+  stores = opened();
 });
 
 const NS = 'RtPlainInsert';
