@@ -19,7 +19,9 @@ import { defineConfig, type ViteUserConfig } from 'vitest/config';
  * What goes here is what a developer's loop rarely breaks and costs the most CPU per assertion:
  * real processes driven the way an operator or a newcomer would (`npm start` configured by a file
  * and the environment and stopped by SIGTERM, npm's signal hand-off, every README snippet against
- * `deputy dev`, a process opening the embedded store without the suite's prepared cluster), the
+ * `deputy dev`, a process opening the embedded store without the suite's prepared cluster, the
+ * `deputy` CLI and key rotation as processes, a second process on a locked data folder, SIGHUP
+ * reloading the PDP's policies, every bench script's options), the
  * opt-in worker-thread store (`store.pglite.thread: worker`: its own tests and the whole store
  * contract on it), and the PDP's exhaustive entity-slice attack grid (Cedar's answer on the slice
  * against the full set). CPU-seconds per file alone, less vitest's own start.
@@ -32,13 +34,16 @@ export const SLOW_TIER = [
   'test/store/store-contract-worker.test.ts', // 15
   'test/features/start.test.ts', // 19
   'test/unit/pglite-open.test.ts', // 16
+  // CI at 58ff3ba still took 191 s for the rest: the operator commands as processes too.
+  'test/features/cli.test.ts', // 30 s in that run
+  'test/features/keys.test.ts', // 25 s
+  'test/features/data-dir-lock.test.ts', // 22 s
+  'test/unit/bench-options.test.ts', // 9 s
+  'test/features/authzen-sighup.test.ts', // 8 s
 ];
 
 const SLOWEST_FIRST = [
   'test/store/pglite-checkpoint.test.ts', // 63 s
-  'test/features/cli.test.ts', // 58 s
-  'test/features/keys.test.ts', // 53 s
-  'test/features/data-dir-lock.test.ts', // 52 s
   'test/unit/federation-accepted.test.ts', // 40 s
   'test/unit/pdp-entity-slice-scopes.test.ts', // 50 s at 120 runs, ~2/3 of it at 80
   'test/unit/federation.test.ts', // 34 s
