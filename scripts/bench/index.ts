@@ -35,7 +35,7 @@ import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
-import { addSnapshots, calibrate, mergeSlices, pairStatistic, pointSpeed, readCpuTimes, slicePlan, stealShare, DISTURBED_THRESHOLD, type CpuTimes, type PairStatistic, type PointSpeed, type SliceLoad } from './pairs.js';
+import { addSnapshots, calibrate, median, mergeSlices, pairStatistic, pointSpeed, readCpuTimes, slicePlan, stealShare, DISTURBED_THRESHOLD, type CpuTimes, type PairStatistic, type PointSpeed, type SliceLoad } from './pairs.js';
 import { evaluateTargets, targetsMarkdown, type TargetRow } from './targets.js';
 import type { ScaleReport } from './scale.js';
 import { freePort } from '../../test/support/net.js';
@@ -269,13 +269,18 @@ let sliceRounds = 4;
 /** The run's first calibration (ms), the reference of every point's speed factor. */
 let speedReference: number | undefined;
 
-/** The VM's speed reading before or after a point: calibration ms and `/proc/stat` cpu times. */
+/**
+ * The VM's speed reading before or after a point: the median of three calibrations (one reading
+ * preempted by another process on the shared cores moves the median by one rank, not by its
+ * size), ms, and `/proc/stat`'s cpu times.
+ */
 function speedReading(): { ms: number; cpu: CpuTimes | undefined } {
+  const reading = () => median([calibrate(), calibrate(), calibrate()]);
   if (speedReference === undefined) {
     calibrate(); // the first call pays the JIT's compile of the loop
-    speedReference = calibrate();
+    speedReference = reading();
   }
-  return { ms: calibrate(), cpu: readCpuTimes() };
+  return { ms: reading(), cpu: readCpuTimes() };
 }
 
 function speedOf(before: ReturnType<typeof speedReading>, after: ReturnType<typeof speedReading>): PointSpeed {
@@ -891,7 +896,6 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
   };
   return [
     `Machine: ${results.machine.cpus} × ${results.machine.cpuModel}, ${results.machine.memoryGiB} GiB, Node ${results.machine.node}. Run: ${results.machine.date}.`,
-    '',
     '',
     "Issue 16's targets (generated from this run: ratios are the medians of interleaved slice pairs, robust to the VM's speed; absolute figures move with it — read them beside the speed factors below):",
     '',
