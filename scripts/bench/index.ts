@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--scale] [--exchange-only] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ * `npm run bench [-- --quick] [--scale] [--exchange-only] [--out FILE] [--markdown FILE] [--duration-ms N] [--slices N]`
  *
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
@@ -18,6 +18,13 @@
  * (load.ts `prebuild`), so the figures measure the server, not the load generator's signing.
  * Each server-side figure also carries what the server did per request (store statements,
  * WebCrypto operations; counters.ts) and its RSS; `--scale` adds the scale curves (scale.ts).
+ *
+ * Each ratio's sides run **interleaved** in one point ({@link interleaved}; pairs.ts): the point's
+ * time split into slices in the order A B B A …, both servers up at once, the ratio the median of
+ * the per-slice-pair ratios with their min–max. Around each point the load generator times a fixed
+ * calibration and reads the host's steal time: every figure carries the VM's speed, and a point
+ * whose calibration moved more than 15 % is flagged disturbed. The Markdown opens with issue 16's
+ * table of targets evaluated from the run (targets.ts).
  *
  * @module
  */
