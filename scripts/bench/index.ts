@@ -42,7 +42,7 @@ import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
-import { addSnapshots, calibrate, median, mergeSlices, pairStatistic, pointSpeed, readCpuTimes, slicePlan, stealShare, DISTURBED_THRESHOLD, type CpuTimes, type PairStatistic, type PointSpeed, type SliceLoad } from './pairs.js';
+import { addSnapshots, calibrate, mergeSlices, pairStatistic, pointSpeed, readCpuTimes, slicePlan, stealShare, DISTURBED_THRESHOLD, type Calibration, type CpuTimes, type PairStatistic, type PointSpeed, type SliceLoad } from './pairs.js';
 import { evaluateTargets, targetsMarkdown, type TargetRow } from './targets.js';
 import type { ScaleReport } from './scale.js';
 import { freePort } from '../../test/support/net.js';
@@ -273,25 +273,28 @@ interface Side {
 
 /** Pair slices per side in a point ({@link Options.slices}); the point's time is split among them. */
 let sliceRounds = 4;
-/** The run's first calibration (ms), the reference of every point's speed factor. */
+/** The run's first calibration (CPU ms), the reference of every point's speed factor. */
 let speedReference: number | undefined;
 
 /**
- * The VM's speed reading before or after a point: the median of three calibrations (one reading
- * preempted by another process on the shared cores moves the median by one rank, not by its
- * size), ms, and `/proc/stat`'s cpu times.
+ * The VM's speed reading before or after a point: of three calibrations, the one with the median
+ * CPU time (one disturbed reading moves the median by one rank, not by its size), and
+ * `/proc/stat`'s cpu times.
  */
-function speedReading(): { ms: number; cpu: CpuTimes | undefined } {
-  const reading = () => median([calibrate(), calibrate(), calibrate()]);
+function speedReading(): { calibration: Calibration; cpu: CpuTimes | undefined } {
+  const reading = () => [calibrate(), calibrate(), calibrate()].sort((a, b) => a.cpuMs - b.cpuMs)[1]!;
   if (speedReference === undefined) {
     calibrate(); // the first call pays the JIT's compile of the loop
-    speedReference = reading();
+    speedReference = reading().cpuMs;
   }
-  return { ms: reading(), cpu: readCpuTimes() };
+  return { calibration: reading(), cpu: readCpuTimes() };
 }
 
 function speedOf(before: ReturnType<typeof speedReading>, after: ReturnType<typeof speedReading>): PointSpeed {
-  return pointSpeed(speedReference!, before.ms, after.ms, stealShare(before.cpu, after.cpu));
+  return {
+    ...pointSpeed(speedReference!, before.calibration.cpuMs, after.calibration.cpuMs, stealShare(before.cpu, after.cpu)),
+    wallMs: [before.calibration.wallMs, after.calibration.wallMs],
+  };
 }
 
 /** One side's state through a point's slices. */
@@ -879,7 +882,7 @@ function speedRows(figures: Figure[], pdpSpeed: PointSpeed | undefined): string[
   for (const f of figures) if (f.point && f.speed && !points.has(f.point)) points.set(f.point, f.speed);
   if (pdpSpeed) points.set('PDP part (pdp.ts, all of it)', pdpSpeed);
   const pct = (n: number | undefined) => (n === undefined ? '—' : `${Math.round(n * 1000) / 10} %`);
-  return [...points].map(([point, s]) => `| ${point} | ${s.calibrationMs[0]} → ${s.calibrationMs[1]} | ${s.speed} | ${pct(s.steal)} | ${s.disturbed ?? ''} |`);
+  return [...points].map(([point, s]) => `| ${point} | ${s.calibrationMs[0]} → ${s.calibrationMs[1]} | ${s.wallMs ? `${s.wallMs[0]} → ${s.wallMs[1]}` : '—'} | ${s.speed} | ${pct(s.steal)} | ${s.disturbed ?? ''} |`);
 }
 
 function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; ratioSlices: Record<string, PairStatistic>; targets: TargetRow[]; speedReferenceMs?: number; pdp?: PdpReport | { error: string }; pdpSpeed?: PointSpeed }): string {
@@ -912,10 +915,10 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
     '',
-    `VM speed per point: a fixed calibration (SHA-256 digests in the load generator's process) before → after each point, ms; speed = the run's first reading (${results.speedReferenceMs ?? '—'} ms) ÷ the point's mean (1 = as fast as at the start); steal = the hypervisor's share of all CPU time during the point (/proc/stat). Disturbed: the calibration moved more than ${Math.round(DISTURBED_THRESHOLD * 100)} % within the point or against the first reading.`,
+    `VM speed per point: a fixed calibration (SHA-256 digests in the load generator's process) before → after each point, its CPU ms (the VM's speed: other processes on the cores lengthen its wall time, not its CPU time) and wall ms; speed = the run's first reading (${results.speedReferenceMs ?? '—'} CPU ms) ÷ the point's mean (1 = as fast as at the start); steal = the hypervisor's share of all CPU time during the point (/proc/stat). Disturbed: the calibration's CPU time moved more than ${Math.round(DISTURBED_THRESHOLD * 100)} % within the point or against the first reading.`,
     '',
-    '| point | calibration ms before → after | speed | steal | disturbed |',
-    '| --- | --- | --- | --- | --- |',
+    '| point | calibration CPU ms before → after | its wall ms | speed | steal | disturbed |',
+    '| --- | --- | --- | --- | --- | --- |',
     ...speedRows(results.figures, results.pdpSpeed),
     '',
     '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | heap KiB / request (young) · scavenges / 1,000 · GC ms / request | RSS idle → under load (MiB) |',

@@ -148,20 +148,32 @@ export function addSnapshots(a: CounterSnapshot, b: CounterSnapshot): CounterSna
   };
 }
 
+/** One calibration: its wall-clock and this process's CPU milliseconds. */
+export interface Calibration {
+  wallMs: number;
+  cpuMs: number;
+}
+
 /**
- * The fixed CPU-bound calibration: `digests` SHA-256 digests of a 1 KiB buffer, chained, timed
- * in this process (~25 ms on the bench VM at 12,000, once its JIT has compiled the loop: discard a first reading). Milliseconds taken.
+ * The fixed CPU-bound calibration: `digests` SHA-256 digests of a 1 KiB buffer, chained, run in
+ * this process (~25 ms on the bench VM at 12,000, once its JIT has compiled the loop: discard a
+ * first reading). Both clocks: the **CPU** time (`process.cpuUsage`) is the VM's speed — it rises
+ * when the host runs this vCPU slower (a busy neighbour, a slower core), as the 06:40 run's load
+ * generator's CPU per request did — while the wall time also counts the time other processes on
+ * the same cores held them (local contention, which the load average shows anyway).
  */
-export function calibrate(digests = 12_000): number {
-  let data = Buffer.alloc(1024, 7);
+export function calibrate(digests = 12_000): Calibration {
+  const data = Buffer.alloc(1024, 7);
+  const cpu = process.cpuUsage();
   const start = performance.now();
   for (let i = 0; i < digests; i++) {
     const d = createHash('sha256').update(data).digest();
     d.copy(data, i % 992);
   }
-  const ms = performance.now() - start;
-  data = Buffer.alloc(0);
-  return Math.round(ms * 100) / 100;
+  const wallMs = performance.now() - start;
+  const used = process.cpuUsage(cpu);
+  const r = (n: number) => Math.round(n * 100) / 100;
+  return { wallMs: r(wallMs), cpuMs: r((used.user + used.system) / 1000) };
 }
 
 /** The aggregate `cpu` line of `/proc/stat`: total jiffies and steal jiffies (the 8th value). */
@@ -200,8 +212,10 @@ export const DISTURBED_THRESHOLD = 0.15;
 
 /** The VM's speed around one point. */
 export interface PointSpeed {
-  /** The calibration's milliseconds before and after the point. */
+  /** The calibration's CPU milliseconds before and after the point (what the speed is computed from). */
   calibrationMs: [number, number];
+  /** The same calibrations' wall-clock milliseconds: with other processes on the cores, more than the CPU time. */
+  wallMs?: [number, number];
   /** The run's first calibration ÷ the mean of this point's two: 1 = as fast as at the start, 0.5 = half as fast. */
   speed: number;
   /** Share of all CPU time stolen by the hypervisor during the point (`/proc/stat`), when readable. */
@@ -211,8 +225,8 @@ export interface PointSpeed {
 }
 
 /**
- * The speed figures of a point from its two calibrations and the run's first (`reference`, ms).
- * Pure: the caller reads the clock and `/proc/stat`.
+ * The speed figures of a point from its two calibrations' CPU ms and the run's first (`reference`,
+ * CPU ms). Pure: the caller reads the clocks and `/proc/stat`.
  */
 export function pointSpeed(reference: number, before: number, after: number, steal?: number, threshold = DISTURBED_THRESHOLD): PointSpeed {
   const mean = (before + after) / 2;

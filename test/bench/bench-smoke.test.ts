@@ -70,6 +70,6 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
     const summary = readFileSync(md, 'utf8');
     expect(summary).toMatch(/\| token exchange \| pglite \|/);
     expect(summary).toMatch(/\| figure \(issue 16\) \| kind \|/);
-    expect(summary).toMatch(/\| point \| calibration ms before → after \| speed \| steal \| disturbed \|/);
+    expect(summary).toMatch(/\| point \| calibration CPU ms before → after \| its wall ms \| speed \| steal \| disturbed \|/);
   });
 });
