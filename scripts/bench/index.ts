@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--scale] [--exchange-only] [--out FILE] [--markdown FILE] [--duration-ms N]`
+ * `npm run bench [-- --quick] [--scale] [--exchange-only] [--out FILE] [--markdown FILE] [--duration-ms N] [--slices N]`
  *
  * Measures Deputy against yardsticks started in the same run, so the figures that matter are
  * ratios that survive a noisy machine:
@@ -19,6 +19,13 @@
  * Each server-side figure also carries what the server did per request (store statements,
  * WebCrypto operations; counters.ts) and its RSS; `--scale` adds the scale curves (scale.ts).
  *
+ * Each ratio's sides run **interleaved** in one point ({@link interleaved}; pairs.ts): the point's
+ * time split into slices in the order A B B A …, both servers up at once, the ratio the median of
+ * the per-slice-pair ratios with their min–max. Around each point the load generator times a fixed
+ * calibration and reads the host's steal time: every figure carries the VM's speed, and a point
+ * whose calibration moved more than 15 % is flagged disturbed. The Markdown opens with issue 16's
+ * table of targets evaluated from the run (targets.ts).
+ *
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -35,6 +42,8 @@ import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
+import { addSnapshots, calibrate, mergeSlices, pairStatistic, pointSpeed, readCpuTimes, slicePlan, stealShare, DISTURBED_THRESHOLD, type Calibration, type CpuTimes, type PairStatistic, type PointSpeed, type SliceLoad } from './pairs.js';
+import { evaluateTargets, targetsMarkdown, type TargetRow } from './targets.js';
 import type { ScaleReport } from './scale.js';
 import { freePort } from '../../test/support/net.js';
 import { startProcess } from './process.js';
@@ -67,6 +76,8 @@ interface Options {
    * paid ~1 ms per call for it), and a lone call runs paths a call at c8 does not. 0 in quick runs.
    */
   jitWarmupMs: number;
+  /** Slices per side in a point whose sides are interleaved (pairs.ts): 4 (2 with --quick). */
+  slices: number;
 }
 
 function options(): Options {
@@ -81,6 +92,7 @@ function options(): Options {
       scale: { type: 'boolean', default: false, description: 'also run the scale curves' },
       'exchange-only': { type: 'boolean', default: false, description: 'run the token exchange scenarios only' },
       'exchange-agents': { type: 'string', default: '0', value: 'count', description: 'registered agents beside the bench ones (registry size)' },
+      slices: { type: 'string', value: 'count', description: 'slices per side when a point interleaves a ratio\'s sides (default 4; 2 with --quick)' },
     },
     usage: 'Deputy\'s benchmark: token exchange, gateway, PDP and receipts over HTTP against a Deputy process (see BENCHMARKS.md).',
   });
@@ -98,6 +110,7 @@ function options(): Options {
     scale: values.scale ?? false,
     exchangeOnly: values['exchange-only'] ?? false,
     exchangeAgents: Number(values['exchange-agents'] ?? 0),
+    slices: Math.max(1, values.slices ? Number(values.slices) : quick ? 2 : 4),
   };
 }
 
@@ -166,7 +179,15 @@ function form(values: Record<string, string>): string {
 interface Figure {
   name: string;
   store?: string;
+  /** A yardstick without a store: the store of the Deputy scenario it was interleaved with. */
+  pairedStore?: string;
+  /** The point this figure was measured in (its sides interleaved: {@link interleaved}), e.g. `exchange postgres c1`. */
+  point?: string;
   result: LoadResult;
+  /** The VM's speed around the point (pairs.ts {@link PointSpeed}). */
+  speed?: PointSpeed;
+  /** Each slice's req/s, p50 and p99 (ms), in the side's slice order: the pair ratios' inputs. */
+  slices?: { rps: number[]; p50: number[]; p99: number[] };
   /**
    * Server-side work per request in the timed window, from the bench's counters: store statements,
    * WebCrypto operations, and the server process's CPU time in milliseconds (`cpuMs`).
@@ -217,10 +238,6 @@ async function counters(url: string, path = ''): Promise<CounterSnapshot> {
   return (await res.json()) as CounterSnapshot;
 }
 
-/**
- * One load point against a server with bench counters: runs the load while sampling RSS, resets
- * the counters when the timed window opens, and divides them by the requests of that window.
- */
 /** Scenario × server process pairs that have had their JIT warm-up ({@link Options.jitWarmupMs}). */
 const jitWarmed = new Set<string>();
 let jitWarmupMs = 0;
@@ -236,54 +253,162 @@ async function jitWarmup(name: string, countersUrl: string, load: LoadOptions): 
 }
 
 /**
- * `databaseUrl`: the PostgreSQL database the server uses, for the CPU its backends spend in the
- * window (`perRequest.host`, {@link HostCpuSampler}); the load generator's CPU is sampled always.
+ * One side of a point: a scenario's load, and — for a server with bench counters — where to read
+ * them. `databaseUrl`: the PostgreSQL database the server uses, for the CPU its backends spend in
+ * the window (`perRequest.host`, {@link HostCpuSampler}); the load generator's CPU is sampled always.
+ * `prebuild` (default: when the side has counters, i.e. is a signed Deputy or bare-provider
+ * scenario): build each slice's requests before its window (load.ts); the unsigned yardsticks
+ * run faster than {@link PREBUILD_PER_S} and build theirs per call, as before.
  */
-async function measured(name: string, store: string | undefined, countersUrl: string, load: LoadOptions, databaseUrl?: string): Promise<Figure> {
-  await jitWarmup(name, countersUrl, load);
-  const host = await HostCpuSampler.open(databaseUrl);
-  let hostBefore: Awaited<ReturnType<HostCpuSampler['snapshot']>> | undefined;
-  const idle = (await counters(countersUrl, '/gc')).memory.rssMiB;
-  let peak = idle;
-  let sampling = true;
-  const sampler = (async () => {
-    while (sampling) {
-      peak = Math.max(peak, (await counters(countersUrl).catch(() => undefined))?.memory.rssMiB ?? 0);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  })();
-  let result: LoadResult;
-  let after: CounterSnapshot;
-  let hostSpent: HostCpu | undefined;
-  try {
-    result = await runLoad({
-      prebuild: PREBUILD_PER_S,
-      ...load,
-      onMeasure: async () => {
-        await counters(countersUrl, '/reset');
-        hostBefore = await host.snapshot();
-      },
-    });
-    after = await counters(countersUrl);
-    hostSpent = hostBefore ? await host.since(hostBefore) : undefined;
-  } finally {
-    // A failed point must not leave the RSS sampler or the sampler's connection running.
-    sampling = false;
-    await host.close();
+interface Side {
+  name: string;
+  store?: string;
+  /** For a yardstick without a store, the store of the Deputy side it is paired with (Markdown only). */
+  pairedStore?: string;
+  countersUrl?: string;
+  databaseUrl?: string;
+  prebuild?: boolean;
+  load: LoadOptions;
+}
+
+/** Pair slices per side in a point ({@link Options.slices}); the point's time is split among them. */
+let sliceRounds = 4;
+/** The run's first calibration (CPU ms), the reference of every point's speed factor. */
+let speedReference: number | undefined;
+
+/**
+ * The VM's speed reading before or after a point: of three calibrations, the one with the median
+ * CPU time (one disturbed reading moves the median by one rank, not by its size), and
+ * `/proc/stat`'s cpu times.
+ */
+function speedReading(): { calibration: Calibration; cpu: CpuTimes | undefined } {
+  const reading = () => [calibrate(), calibrate(), calibrate()].sort((a, b) => a.cpuMs - b.cpuMs)[1]!;
+  if (speedReference === undefined) {
+    calibrate(); // the first call pays the JIT's compile of the loop
+    speedReference = reading().cpuMs;
   }
-  await sampler;
+  return { calibration: reading(), cpu: readCpuTimes() };
+}
+
+function speedOf(before: ReturnType<typeof speedReading>, after: ReturnType<typeof speedReading>): PointSpeed {
+  return {
+    ...pointSpeed(speedReference!, before.calibration.cpuMs, after.calibration.cpuMs, stealShare(before.cpu, after.cpu)),
+    wallMs: [before.calibration.wallMs, after.calibration.wallMs],
+  };
+}
+
+/** One side's state through a point's slices. */
+interface SideRun {
+  side: Side;
+  host?: HostCpuSampler;
+  loads: SliceLoad[];
+  counters?: CounterSnapshot;
+  hostSpent?: HostCpu;
+  idle: number;
+  peak: number;
+}
+
+/**
+ * One point measured as interleaved slices (pairs.ts, issue 16 fourteenth round): every side's
+ * JIT warm-up, the VM's speed read, then {@link sliceRounds} rounds over the sides in the order of
+ * {@link slicePlan} (A B B A …), each slice `durationMs ÷ rounds` long after its own warm-up (the
+ * full `warmupMs` before a side's first slice, a short settle — new connections, the switch —
+ * before the others), its requests built before it (load.ts `prebuild`), the server's counters
+ * reset as its window opens and read as it closes. Each side's figure is its slices together
+ * (req/s over their summed time, percentiles over all their latencies, counters summed) with the
+ * per-slice rates and percentiles in `slices` for the pair ratios. One side: one window, as before.
+ */
+async function interleaved(point: string, sides: Side[], opts: Options): Promise<Figure[]> {
+  for (const s of sides) if (s.countersUrl) await jitWarmup(s.name, s.countersUrl, s.load);
+  const rounds = sides.length > 1 ? sliceRounds : 1;
+  const sliceMs = Math.max(1, Math.round(opts.durationMs / rounds));
+  const settleMs = Math.max(50, Math.round(opts.warmupMs / 8));
+  const runs: SideRun[] = [];
+  let sampling = true;
+  let sampler: Promise<void> | undefined;
+  try {
+    for (const side of sides) {
+      const host = side.countersUrl ? await HostCpuSampler.open(side.databaseUrl) : undefined;
+      const idle = side.countersUrl ? (await counters(side.countersUrl, '/gc')).memory.rssMiB : 0;
+      runs.push({ side, ...(host ? { host } : {}), loads: [], idle, peak: idle });
+    }
+    sampler = (async () => {
+      while (sampling) {
+        for (const run of runs) if (run.side.countersUrl) run.peak = Math.max(run.peak, (await counters(run.side.countersUrl).catch(() => undefined))?.memory.rssMiB ?? 0);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const before = speedReading();
+    for (const i of slicePlan(sides.length, rounds)) await slice(runs[i]!, sliceMs, runs[i]!.loads.length === 0 ? opts.warmupMs : settleMs);
+    const speed = speedOf(before, speedReading());
+    return runs.map((run) => figureOf(point, run, speed, rounds > 1));
+  } finally {
+    // A failed point must not leave the RSS sampler or the samplers' connections running.
+    sampling = false;
+    await sampler;
+    for (const run of runs) await run.host?.close();
+  }
+}
+
+/** One slice of one side: its load, then its counters and host CPU added to the side's. */
+async function slice(run: SideRun, durationMs: number, warmupMs: number): Promise<void> {
+  const { side } = run;
+  let hostBefore: Awaited<ReturnType<HostCpuSampler['snapshot']>> | undefined;
+  const result = await runLoad({
+    ...((side.prebuild ?? side.countersUrl !== undefined) ? { prebuild: PREBUILD_PER_S } : {}),
+    ...side.load,
+    durationMs,
+    warmupMs,
+    keepLatencies: true,
+    onMeasure: async () => {
+      if (side.countersUrl) await counters(side.countersUrl, '/reset');
+      hostBefore = await run.host?.snapshot();
+    },
+  });
+  run.loads.push(result as SliceLoad);
+  if (!side.countersUrl) return;
+  const after = await counters(side.countersUrl);
+  run.peak = Math.max(run.peak, after.memory.rssMiB);
+  run.counters = run.counters ? addSnapshots(run.counters, after) : after;
+  const spent = hostBefore && run.host ? await run.host.since(hostBefore) : undefined;
+  if (spent) run.hostSpent = addHostCpu(run.hostSpent, spent);
+}
+
+function addHostCpu(a: HostCpu | undefined, b: HostCpu): HostCpu {
+  if (!a) return b;
+  const add = (x?: number, y?: number) => (x === undefined && y === undefined ? undefined : (x ?? 0) + (y ?? 0));
+  const backends = add(a.pgBackendsMs, b.pgBackendsMs);
+  const background = add(a.pgBackgroundMs, b.pgBackgroundMs);
+  return { loadGeneratorMs: a.loadGeneratorMs + b.loadGeneratorMs, ...(backends === undefined ? {} : { pgBackendsMs: backends }), ...(background === undefined ? {} : { pgBackgroundMs: background }) };
+}
+
+/** A side's figure from its slices: the merged load, per-request counters, RSS, the point's speed and the per-slice figures. */
+function figureOf(point: string, run: SideRun, speed: PointSpeed, sliced: boolean): Figure {
+  const { side } = run;
+  const result = mergeSlices(run.loads);
+  const base: Figure = {
+    name: side.name,
+    ...(side.store ? { store: side.store } : {}),
+    ...(side.pairedStore ? { pairedStore: side.pairedStore } : {}),
+    point,
+    result,
+    speed,
+    ...(sliced ? { slices: { rps: run.loads.map((l) => l.rps), p50: run.loads.map((l) => l.latencyMs.p50), p99: run.loads.map((l) => l.latencyMs.p99) } } : {}),
+  };
+  if (!run.counters) return base;
+  const after = run.counters;
   const per = (n: number) => Math.round((n / Math.max(1, result.requests)) * 100) / 100;
-  const perRequest = {
+  const perRequest: NonNullable<Figure['perRequest']> = {
     statements: per(after.statementTotal),
     cpuMs: Math.round((after.cpuMs / Math.max(1, result.requests)) * 1000) / 1000,
     crypto: Object.fromEntries(Object.entries(after.crypto).map(([k, v]) => [k, per(v)])),
     topStatements: Object.fromEntries(Object.entries(after.statements).slice(0, 12).map(([k, v]) => [k, per(v)])),
     ...(after.allocated ? { heap: { allocatedKiB: per(after.allocated.total / 1024), youngKiB: per(after.allocated.young / 1024), scavengesPer1000: per((after.gc?.byKind.scavenge ?? 0) * 1000), gcMs: Math.round(((after.gc?.totalMs ?? 0) / Math.max(1, result.requests)) * 1000) / 1000 } } : {}),
-    ...(hostSpent ? { host: perRequestHost(hostSpent, result.requests) } : {}),
+    ...(run.hostSpent ? { host: perRequestHost(run.hostSpent, result.requests) } : {}),
   };
   const chain = chainFigures(after.chain, result.requests);
-  if (chain) Object.assign(perRequest, { chain });
-  return { name, ...(store ? { store } : {}), result, perRequest, rssMiB: { idle, underLoad: Math.max(peak, after.memory.rssMiB) } };
+  if (chain) perRequest.chain = chain;
+  return { ...base, perRequest, rssMiB: { idle: run.idle, underLoad: run.peak } };
 }
 
 async function withDeputy<T>(
@@ -328,7 +453,53 @@ function benchAgent(agent: ClientIdentity, name: string): Record<string, unknown
   return { id: agent.id, name, owner: 'bench@example.com', scopes: ['deputy.read'], audiences: [AUDIENCE], jwks: agent.jwks };
 }
 
-async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, database: TestDatabase): Promise<Figure[]> {
+/** The bare oidc-provider's process for the yardstick's own yardstick (bare-oidc-process.ts). */
+interface BareProvider {
+  client: ClientIdentity;
+  url: string;
+  issuer: string;
+  countersUrl: string;
+}
+
+/**
+ * Runs `fn` with a bare oidc-provider (default configuration, same kind of store at `database`)
+ * up beside the caller's Deputy, so the two are measured in the same interleaved points;
+ * `database` undefined: `fn(undefined)` (no bare provider: `--exchange-only`).
+ */
+async function withBareProvider<T>(database: TestDatabase | undefined, fn: (bare: BareProvider | undefined) => Promise<T>): Promise<T> {
+  if (!database) return fn(undefined);
+  const client = await clientIdentity('bench-bare');
+  const store = database.url ? { databaseUrl: database.url } : { dataDir: 'memory://' };
+  const { child, ready } = await startProcess('bare-oidc-process.ts', { BENCH_CLIENT: JSON.stringify({ client_id: client.id, jwks: client.jwks }), BENCH_STORE: JSON.stringify(store) });
+  try {
+    const [url, issuer, countersUrl] = ready as [string, string, string];
+    return await fn({ client, url, issuer, countersUrl });
+  } finally {
+    await stopProcess(child);
+  }
+}
+
+/** A client_credentials grant request of `client` (private_key_jwt + DPoP) at `issuer`. */
+async function clientCredentialsRequest(client: ClientIdentity, issuer: string): Promise<RequestSpec> {
+  return {
+    method: 'POST',
+    path: '/token',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(client, `${issuer}/token`) },
+    body: form({
+      grant_type: 'client_credentials', scope: 'authzen:evaluate', client_id: client.id,
+      client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(client, issuer),
+    }),
+  };
+}
+
+/**
+ * The grants on one Deputy, each point interleaving (issue 16, fourteenth round) the
+ * client_credentials yardstick, the token exchange, the same client_credentials grant on a bare
+ * oidc-provider (`bareDatabase`: its store; undefined with `--exchange-only`) and, with
+ * `--exchange-agents`, the exchange spread over N agents — so exchange ÷ client_credentials and
+ * client_credentials ÷ bare provider are ratios of slices taken side by side in time.
+ */
+async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, database: TestDatabase, bareDatabase: TestDatabase | undefined): Promise<Figure[]> {
   const agent = await clientIdentity('bench-agent');
   const admin = await clientIdentity('bench-admin');
   const more = opts.exchangeAgents > 1 ? await Promise.all(Array.from({ length: opts.exchangeAgents }, (_, i) => clientIdentity(`bench-agent-${i + 1}`))) : [];
@@ -338,58 +509,26 @@ async function deputyScenarios(opts: Options, idp: MockIdp, storeName: string, d
     agents: [benchAgent(agent, 'Bench agent'), ...more.map((a, i) => benchAgent(a, `Bench agent ${i + 1}`))],
   };
   const subject = await idp.oktaAccessToken({ expiresIn: 3600 });
-  return withDeputy(config, database, async (url, issuer, countersUrl) => {
+  return withDeputy(config, database, (url, issuer, countersUrl) => withBareProvider(bareDatabase, async (bare) => {
     const figures: Figure[] = [];
-    const token = `${issuer}/token`;
     for (const concurrency of opts.concurrency) {
-      const clientCredentials = async (): Promise<RequestSpec> => ({
-        method: 'POST',
-        path: '/token',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(admin, token) },
-        body: form({
-          grant_type: 'client_credentials', scope: 'authzen:evaluate', client_id: admin.id,
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(admin, issuer),
-        }),
-      });
       const load = { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs };
-      figures.push(await measured('client_credentials (yardstick)', storeName, countersUrl, { ...load, next: clientCredentials }, database.url));
-      figures.push(await measured('token exchange', storeName, countersUrl, { ...load, next: () => exchangeRequest(agent, issuer, subject) }, database.url));
+      const deputy = { store: storeName, countersUrl, ...(database.url ? { databaseUrl: database.url } : {}) };
       let turn = 0;
       const spread = () => exchangeRequest(more[turn++ % more.length]!, issuer, subject);
-      if (more.length > 0) figures.push(await measured(`token exchange (${more.length} agents)`, storeName, countersUrl, { ...load, next: spread }, database.url));
+      const sides: Side[] = [
+        { name: 'client_credentials (yardstick)', ...deputy, load: { ...load, next: () => clientCredentialsRequest(admin, issuer) } },
+        { name: 'token exchange', ...deputy, load: { ...load, next: () => exchangeRequest(agent, issuer, subject) } },
+        ...(bare ? [{
+          name: 'client_credentials on bare oidc-provider (yardstick)', store: storeName, countersUrl: bare.countersUrl, ...(bareDatabase?.url ? { databaseUrl: bareDatabase.url } : {}),
+          load: { ...load, origin: bare.url, next: () => clientCredentialsRequest(bare.client, bare.issuer) },
+        }] : []),
+        ...(more.length > 0 ? [{ name: `token exchange (${more.length} agents)`, ...deputy, load: { ...load, next: spread } }] : []),
+      ];
+      figures.push(...(await interleaved(`grants ${storeName} c${concurrency}`, sides, opts)));
     }
     return figures;
-  });
-}
-
-
-/**
- * The same client_credentials grant (private_key_jwt + DPoP, JWT access token) on a bare
- * oidc-provider with the same kind of store: what Deputy's configuration adds per grant.
- */
-async function bareProviderScenario(opts: Options, storeName: string, database: TestDatabase): Promise<Figure[]> {
-  const client = await clientIdentity('bench-bare');
-  const store = database.url ? { databaseUrl: database.url } : { dataDir: 'memory://' };
-  const { child, ready } = await startProcess('bare-oidc-process.ts', { BENCH_CLIENT: JSON.stringify({ client_id: client.id, jwks: client.jwks }), BENCH_STORE: JSON.stringify(store) });
-  try {
-    const [url, issuer, countersUrl] = ready as [string, string, string];
-    const figures: Figure[] = [];
-    for (const concurrency of opts.concurrency) {
-      const grant = async (): Promise<RequestSpec> => ({
-        method: 'POST',
-        path: '/token',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', dpop: await proof(client, `${issuer}/token`) },
-        body: form({
-          grant_type: 'client_credentials', scope: 'authzen:evaluate', client_id: client.id,
-          client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: await assertion(client, issuer),
-        }),
-      });
-      figures.push(await measured('client_credentials on bare oidc-provider (yardstick)', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: grant }, database.url));
-    }
-    return figures;
-  } finally {
-    await stopProcess(child);
-  }
+  }));
 }
 
 async function tokenExchange(url: string, issuer: string, agent: ClientIdentity, subject: string, resource: string): Promise<string> {
@@ -414,13 +553,17 @@ async function resourceProof(client: ClientIdentity, htm: string, htu: string, t
     .setIssuedAt().sign(client.dpop.privateKey);
 }
 
-/**
- * Gateway: a proxied call (token + DPoP proof verified, revocation, PDP, receipt, credential
- * injected, forwarded) against calling the same upstream directly; and the exchange and the
- * gateway with receipts on and off.
- */
-async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, storeName: string, database: TestDatabase, receipts: boolean): Promise<Figure[]> {
-  const agent = await clientIdentity('bench-gw-agent');
+/** One of the gateway bench's two Deputy processes (receipts on / off): where it listens, its issuer, the agent's token for `/gw/echo`. */
+interface GatewayDeputy {
+  url: string;
+  issuer: string;
+  countersUrl: string;
+  token: string;
+  database: TestDatabase;
+}
+
+/** Runs `fn` with a gateway bench Deputy (receipts on or off) on `database`, its agent's gateway token obtained. */
+async function withGatewayDeputy<T>(idp: MockIdp, agent: ClientIdentity, upstream: string, database: TestDatabase, receipts: boolean, fn: (d: GatewayDeputy) => Promise<T>): Promise<T> {
   const port = await freePort();
   const issuer = `http://localhost:${port}`;
   const gw = `${issuer}/gw/echo`;
@@ -431,31 +574,40 @@ async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, s
   };
   const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
   const env = { BENCH_ECHO_KEY: 'bench-secret-value', ...(receipts ? {} : { BENCH_NO_RECEIPTS: '1' }) };
-  const label = receipts ? 'receipts on' : 'receipts off';
-  return withDeputy(config, database, async (url, _issuer, countersUrl) => {
-    const figures: Figure[] = [];
-    const token = await tokenExchange(url, issuer, agent, subject, gw);
-    for (const concurrency of opts.concurrency) {
-      const call = async (): Promise<RequestSpec> => ({
-        method: 'GET',
-        path: '/gw/echo/items',
-        headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'GET', `${gw}/items`, token) },
-      });
-      if (!opts.exchangeOnly) figures.push(await measured(`gateway call (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }, database.url));
-      const exchange = () => exchangeRequest(agent, issuer, subject);
-      figures.push(await measured(`token exchange (${label})`, storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: exchange }, database.url));
-    }
-    return figures;
-  }, { env, port });
+  return withDeputy(config, database, async (url, _issuer, countersUrl) => fn({ url, issuer, countersUrl, token: await tokenExchange(url, issuer, agent, subject, gw), database }), { env, port });
 }
 
-async function directUpstream(opts: Options, upstream: string): Promise<Figure[]> {
-  const figures: Figure[] = [];
-  for (const concurrency of opts.concurrency) {
-    const result = await runLoad({ origin: upstream, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'GET', path: '/items', headers: { 'x-api-key': 'bench-secret-value' } }) });
-    figures.push({ name: 'upstream called directly (yardstick)', result });
-  }
-  return figures;
+/**
+ * Gateway: a proxied call (token + DPoP proof verified, revocation, PDP, receipt, credential
+ * injected, forwarded) with receipts on, the same with receipts off, and the upstream called
+ * directly, interleaved in one point; then the exchange with receipts on and off, interleaved.
+ * Both Deputy processes (receipts on: `dbOn`, off: `dbOff`) are up at once (issue 16, fourteenth round).
+ */
+async function gatewayScenarios(opts: Options, idp: MockIdp, upstream: string, storeName: string, dbOn: TestDatabase, dbOff: TestDatabase): Promise<Figure[]> {
+  const agent = await clientIdentity('bench-gw-agent');
+  const subject = await idp.oktaAccessToken({ expiresIn: 3600, scp: ['deputy.read'] });
+  const upstreamOrigin = new URL(upstream).origin;
+  return withGatewayDeputy(idp, agent, upstream, dbOn, true, (on) => withGatewayDeputy(idp, agent, upstream, dbOff, false, async (off) => {
+    const figures: Figure[] = [];
+    const both: Array<[string, GatewayDeputy]> = [['receipts on', on], ['receipts off', off]];
+    for (const concurrency of opts.concurrency) {
+      const load = { concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs };
+      const side = (name: string, d: GatewayDeputy, next: LoadOptions['next']): Side =>
+        ({ name, store: storeName, countersUrl: d.countersUrl, ...(d.database.url ? { databaseUrl: d.database.url } : {}), load: { ...load, origin: d.url, next } });
+      const call = (d: GatewayDeputy) => async (): Promise<RequestSpec> => ({
+        method: 'GET',
+        path: '/gw/echo/items',
+        headers: { authorization: `DPoP ${d.token}`, dpop: await resourceProof(agent, 'GET', `${d.issuer}/gw/echo/items`, d.token) },
+      });
+      if (!opts.exchangeOnly) {
+        const direct: Side = { name: 'upstream called directly (yardstick)', pairedStore: storeName, load: { ...load, origin: upstreamOrigin, next: () => ({ method: 'GET', path: '/items', headers: { 'x-api-key': 'bench-secret-value' } }) } };
+        figures.push(...(await interleaved(`gateway ${storeName} c${concurrency}`, [...both.map(([label, d]) => side(`gateway call (${label})`, d, call(d))), direct], opts)));
+      }
+      const exchanges = both.map(([label, d]) => side(`token exchange (${label})`, d, () => exchangeRequest(agent, d.issuer, subject)));
+      figures.push(...(await interleaved(`receipts exchange ${storeName} c${concurrency}`, exchanges, opts)));
+    }
+    return figures;
+  }));
 }
 
 const LLM_BODY = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 8, stream: true });
@@ -463,7 +615,8 @@ const LLM_BODY = JSON.stringify({ model: 'gpt-test', messages: [{ role: 'user', 
 /**
  * LLM gateway: a streamed Chat Completions call through Deputy (token + DPoP, PDP with the
  * model in context, budgets reserved on two budgets and settled from the metered stream, key
- * injected) against the same call straight to the mock provider.
+ * injected) against the same call straight to the mock provider (served by this process),
+ * interleaved in one point. The Deputy side has no counters (as before: no JIT warm-up either).
  */
 async function llmScenarios(opts: Options, idp: MockIdp, provider: string, storeName: string, database: TestDatabase): Promise<Figure[]> {
   const agent = await clientIdentity('bench-llm-agent');
@@ -493,19 +646,15 @@ async function llmScenarios(opts: Options, idp: MockIdp, provider: string, store
         headers: { authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'POST', `${llm}/v1/chat/completions`, token), 'content-type': 'application/json' },
         body: LLM_BODY,
       });
-      figures.push({ name: 'llm stream (budgets on)', store: storeName, result: await runLoad({ origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: call }) });
+      const load = { concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs };
+      const direct = (): RequestSpec => ({ method: 'POST', path: '/v1/chat/completions', headers: { authorization: 'Bearer bench-llm-key', 'content-type': 'application/json' }, body: LLM_BODY });
+      figures.push(...(await interleaved(`llm ${storeName} c${concurrency}`, [
+        { name: 'llm stream (budgets on)', store: storeName, prebuild: true, load: { ...load, origin: url, next: call } },
+        { name: 'llm stream called directly (yardstick)', pairedStore: storeName, load: { ...load, origin: new URL(provider).origin, next: direct } },
+      ], opts)));
     }
     return figures;
   }, { env: { BENCH_LLM_KEY: 'bench-llm-key' }, port });
-}
-
-async function directLlm(opts: Options, provider: string): Promise<Figure[]> {
-  const figures: Figure[] = [];
-  for (const concurrency of opts.concurrency) {
-    const next = (): RequestSpec => ({ method: 'POST', path: '/v1/chat/completions', headers: { authorization: 'Bearer bench-llm-key', 'content-type': 'application/json' }, body: LLM_BODY });
-    figures.push({ name: 'llm stream called directly (yardstick)', result: await runLoad({ origin: provider, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }) });
-  }
-  return figures;
 }
 
 const MCP_ACCEPT = 'application/json, text/event-stream';
@@ -547,7 +696,8 @@ function mcpCall(path: string, session: string, headers: Record<string, string>)
  * MCP: `tools/call` through Deputy's MCP gateway (`/mcp/{server}`: DPoP token and proof, live
  * chain, PDP with the tool and arguments, receipt, credential injected, upstream session) against
  * the same SDK server called directly (mcp-upstream-process.ts). Pinning is off: a call's pin
- * check is the session's cached verdict either way, so it costs the same in both.
+ * check is the session's cached verdict either way, so it costs the same in both. The two are
+ * interleaved in one point.
  */
 async function mcpScenarios(opts: Options, idp: MockIdp, upstream: string, storeName: string, database: TestDatabase): Promise<Figure[]> {
   const agent = await clientIdentity('bench-mcp-agent');
@@ -566,23 +716,18 @@ async function mcpScenarios(opts: Options, idp: MockIdp, upstream: string, store
     const token = await tokenExchange(url, issuer, agent, subject, resource);
     const auth = async () => ({ authorization: `DPoP ${token}`, dpop: await resourceProof(agent, 'POST', resource, token) });
     const session = await mcpSession(`${url}/mcp/echo`, auth);
+    const u = new URL(upstream);
+    const directSession = await mcpSession(upstream, async () => ({ authorization: 'Bearer bench-mcp-secret' }));
     for (const concurrency of opts.concurrency) {
       const next = async () => mcpCall('/mcp/echo', session, await auth());
-      figures.push(await measured('MCP tools/call through Deputy', storeName, countersUrl, { origin: url, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }, database.url));
+      const load = { concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs };
+      figures.push(...(await interleaved(`mcp ${storeName} c${concurrency}`, [
+        { name: 'MCP tools/call through Deputy', store: storeName, countersUrl, ...(database.url ? { databaseUrl: database.url } : {}), load: { ...load, origin: url, next } },
+        { name: 'MCP tools/call directly (yardstick)', pairedStore: storeName, load: { ...load, origin: u.origin, next: () => mcpCall(u.pathname, directSession, { authorization: 'Bearer bench-mcp-secret' }) } },
+      ], opts)));
     }
     return figures;
   }, { env: { BENCH_MCP_KEY: 'bench-mcp-secret' }, port });
-}
-
-async function mcpDirect(opts: Options, upstream: string): Promise<Figure[]> {
-  const u = new URL(upstream);
-  const session = await mcpSession(upstream, async () => ({ authorization: 'Bearer bench-mcp-secret' }));
-  const figures: Figure[] = [];
-  for (const concurrency of opts.concurrency) {
-    const next = () => mcpCall(u.pathname, session, { authorization: 'Bearer bench-mcp-secret' });
-    figures.push({ name: 'MCP tools/call directly (yardstick)', result: await runLoad({ origin: u.origin, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next }) });
-  }
-  return figures;
 }
 
 /** The PDP figures come from `pdp.ts`, run as its own process with the same load settings. */
@@ -629,15 +774,15 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
   try {
     const figures: Figure[] = [];
     for (const concurrency of opts.concurrency) {
-      const result = await runLoad({ origin: ready[0]!, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'GET', path: '/' }) });
-      figures.push({ name: 'HTTP floor (bare Koa)', result });
+      const load = { origin: ready[0]!, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: (): RequestSpec => ({ method: 'GET', path: '/' }) };
+      figures.push(...(await interleaved(`HTTP floor c${concurrency}`, [{ name: 'HTTP floor (bare Koa)', load }], opts)));
     }
     // The same floor receiving what a PEP sends: a POST of an AuthZEN-sized JSON body, read and
     // parsed (a like-for-like yardstick for the PDP's cached path; the GET floor stays the issue's).
     const body = AUTHZEN_SIZED_BODY;
     for (const concurrency of opts.concurrency) {
-      const result = await runLoad({ origin: ready[0]!, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: () => ({ method: 'POST', path: '/evaluation', headers: { 'content-type': 'application/json' }, body }) });
-      figures.push({ name: 'HTTP floor (bare Koa, AuthZEN-sized POST)', result });
+      const load = { origin: ready[0]!, concurrency, durationMs: opts.durationMs, warmupMs: opts.warmupMs, next: (): RequestSpec => ({ method: 'POST', path: '/evaluation', headers: { 'content-type': 'application/json' }, body }) };
+      figures.push(...(await interleaved(`HTTP floor (POST) c${concurrency}`, [{ name: 'HTTP floor (bare Koa, AuthZEN-sized POST)', load }], opts)));
     }
     return figures;
   } finally {
@@ -645,46 +790,65 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
   }
 }
 
-function ratios(figures: Figure[]): Record<string, number> {
+/**
+ * A ratio of two figures of one point: with both sides sliced ({@link interleaved}), the median of
+ * the per-slice-pair values `f(a_i, b_i)` with their min–max; otherwise (a side measured alone)
+ * `f` of the two whole figures, min = max = that value.
+ */
+function pairValue(a: Figure, b: Figure, f: (x: number, y: number) => number, key: 'rps' | 'p50' | 'p99', digits: number): PairStatistic | undefined {
+  if (a.slices && b.slices && a.point === b.point) return pairStatistic(a.slices[key], b.slices[key], f, digits);
+  const whole = (x: Figure) => ({ rps: [x.result.rps], p50: [x.result.latencyMs.p50], p99: [x.result.latencyMs.p99] });
+  return pairStatistic(whole(a)[key], whole(b)[key], f, digits);
+}
+
+/**
+ * The run's ratios (rates A ÷ B) and added latencies (A − B, ms), keyed `<name>.<store>.c<n>`:
+ * `ratios` holds each one's median over its slice pairs (the figure reported and judged), `slices`
+ * the median, min, max and pair count. B is looked up in A's point, so A and B were interleaved.
+ */
+function ratios(figures: Figure[]): { ratios: Record<string, number>; slices: Record<string, PairStatistic> } {
   const out: Record<string, number> = {};
+  const slices: Record<string, PairStatistic> = {};
+  const rate = (x: number, y: number) => (y > 0 ? x / y : Number.NaN);
+  const added = (x: number, y: number) => x - y;
+  const put = (key: string, stat: PairStatistic | undefined) => {
+    if (!stat) return;
+    out[key] = stat.median;
+    slices[key] = stat;
+  };
+  const samePoint = (f: Figure, y: Figure) => (f.point !== undefined && f.point === y.point) || (f.point === undefined && y.store === f.store && y.result.concurrency === f.result.concurrency);
+  const at = (f: Figure) => `${f.store}.c${f.result.concurrency}`;
   for (const f of figures.filter((x) => x.name === 'token exchange' || /^token exchange \(\d+ agents\)$/.test(x.name))) {
-    const yard = figures.find((y) => y.name === 'client_credentials (yardstick)' && y.store === f.store && y.result.concurrency === f.result.concurrency);
+    const yard = figures.find((y) => y.name === 'client_credentials (yardstick)' && samePoint(f, y));
     // The N-agent scenario (information, not the target's): `exchange_N_agents_vs_client_credentials`.
     const key = f.name === 'token exchange' ? 'exchange' : `exchange_${f.name.replace(/\D/g, '')}_agents`;
-    if (yard && yard.result.rps > 0) out[`${key}_vs_client_credentials.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / yard.result.rps) * 100) / 100;
+    if (yard) put(`${key}_vs_client_credentials.${at(f)}`, pairValue(f, yard, rate, 'rps', 2));
   }
   for (const f of figures.filter((x) => x.name === 'client_credentials (yardstick)')) {
-    const bare = figures.find((y) => y.name.startsWith('client_credentials on bare') && y.store === f.store && y.result.concurrency === f.result.concurrency);
-    if (bare && bare.result.rps > 0) out[`client_credentials_vs_bare_oidc_provider.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / bare.result.rps) * 100) / 100;
+    const bare = figures.find((y) => y.name.startsWith('client_credentials on bare') && samePoint(f, y));
+    if (bare) put(`client_credentials_vs_bare_oidc_provider.${at(f)}`, pairValue(f, bare, rate, 'rps', 2));
   }
-  for (const f of figures.filter((x) => x.name === 'gateway call (receipts on)')) {
-    const direct = figures.find((y) => y.name.startsWith('upstream called directly') && y.result.concurrency === f.result.concurrency);
-    if (direct && direct.result.rps > 0) {
-      out[`gateway_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
-      out[`gateway_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
-    }
-  }
-  for (const f of figures.filter((x) => x.name === 'llm stream (budgets on)')) {
-    const direct = figures.find((y) => y.name === 'llm stream called directly (yardstick)' && y.result.concurrency === f.result.concurrency);
-    if (direct && direct.result.rps > 0) {
-      out[`llm_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
-      out[`llm_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
-    }
-  }
-  for (const f of figures.filter((x) => x.name === 'MCP tools/call through Deputy')) {
-    const direct = figures.find((y) => y.name === 'MCP tools/call directly (yardstick)' && y.result.concurrency === f.result.concurrency);
-    if (direct && direct.result.rps > 0) {
-      out[`mcp_vs_direct.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.rps / direct.result.rps) * 100) / 100;
-      out[`mcp_added_p50_ms.${f.store}.c${f.result.concurrency}`] = Math.round((f.result.latencyMs.p50 - direct.result.latencyMs.p50) * 1000) / 1000;
+  const throughVsDirect: Array<[string, string, string]> = [
+    ['gateway call (receipts on)', 'upstream called directly (yardstick)', 'gateway'],
+    ['llm stream (budgets on)', 'llm stream called directly (yardstick)', 'llm'],
+    ['MCP tools/call through Deputy', 'MCP tools/call directly (yardstick)', 'mcp'],
+  ];
+  for (const [through, directName, key] of throughVsDirect) {
+    for (const f of figures.filter((x) => x.name === through)) {
+      const direct = figures.find((y) => y.name === directName && (f.point === undefined ? y.result.concurrency === f.result.concurrency : y.point === f.point));
+      if (!direct) continue;
+      put(`${key}_vs_direct.${at(f)}`, pairValue(f, direct, rate, 'rps', 2));
+      put(`${key}_added_p50_ms.${at(f)}`, pairValue(f, direct, added, 'p50', 3));
+      put(`${key}_added_p99_ms.${at(f)}`, pairValue(f, direct, added, 'p99', 3));
     }
   }
   for (const kind of ['gateway call', 'token exchange']) {
     for (const on of figures.filter((x) => x.name === `${kind} (receipts on)`)) {
-      const off = figures.find((y) => y.name === `${kind} (receipts off)` && y.store === on.store && y.result.concurrency === on.result.concurrency);
-      if (off && off.result.rps > 0) out[`${kind.replace(' ', '_')}_receipts_on_vs_off.${on.store}.c${on.result.concurrency}`] = Math.round((on.result.rps / off.result.rps) * 100) / 100;
+      const off = figures.find((y) => y.name === `${kind} (receipts off)` && samePoint(on, y));
+      if (off) put(`${kind.replace(' ', '_')}_receipts_on_vs_off.${at(on)}`, pairValue(on, off, rate, 'rps', 2));
     }
   }
-  return out;
+  return { ratios: out, slices };
 }
 
 interface PdpReport {
@@ -706,7 +870,22 @@ function hostCell(host: HostCpu | undefined): string {
   return [host.loadGeneratorMs, host.pgBackendsMs ?? '—', host.pgBackgroundMs ?? '—'].join(' / ');
 }
 
-function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; pdp?: PdpReport | { error: string } }): string {
+/** The VM speed cell of a scenario row: the point's speed factor, bold and flagged when disturbed. */
+function speedCell(speed: PointSpeed | undefined): string {
+  if (!speed) return '—';
+  return speed.disturbed ? `**${speed.speed} disturbed**` : String(speed.speed);
+}
+
+/** One row per point: its calibration before → after, speed factor, steal share, and why it is flagged. */
+function speedRows(figures: Figure[], pdpSpeed: PointSpeed | undefined): string[] {
+  const points = new Map<string, PointSpeed>();
+  for (const f of figures) if (f.point && f.speed && !points.has(f.point)) points.set(f.point, f.speed);
+  if (pdpSpeed) points.set('PDP part (pdp.ts, all of it)', pdpSpeed);
+  const pct = (n: number | undefined) => (n === undefined ? '—' : `${Math.round(n * 1000) / 10} %`);
+  return [...points].map(([point, s]) => `| ${point} | ${s.calibrationMs[0]} → ${s.calibrationMs[1]} | ${s.wallMs ? `${s.wallMs[0]} → ${s.wallMs[1]}` : '—'} | ${s.speed} | ${pct(s.steal)} | ${s.disturbed ?? ''} |`);
+}
+
+function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; ratioSlices: Record<string, PairStatistic>; targets: TargetRow[]; speedReferenceMs?: number; pdp?: PdpReport | { error: string }; pdpSpeed?: PointSpeed }): string {
   const pdp = results.pdp && 'error' in results.pdp
     ? ['', `PDP part failed: ${results.pdp.error}`]
     : results.pdp
@@ -720,13 +899,27 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
       ]
     : [];
   const rows = results.figures.map((f) =>
-    `| ${f.name} | ${f.store ?? '—'} | ${f.result.concurrency} | ${f.result.rps} | ${f.result.latencyMs.p50} | ${f.result.latencyMs.p90} | ${f.result.latencyMs.p99} | ${f.result.errors} |`);
+    `| ${f.name} | ${f.store ?? (f.pairedStore ? `— (beside ${f.pairedStore})` : '—')} | ${f.result.concurrency} | ${f.result.rps} | ${f.result.latencyMs.p50} | ${f.result.latencyMs.p90} | ${f.result.latencyMs.p99} | ${f.result.errors} | ${speedCell(f.speed)} |`);
+  const spread = (key: string) => {
+    const st = results.ratioSlices[key];
+    return st ? `${st.min}–${st.max} | ${st.pairs}` : '— | —';
+  };
   return [
     `Machine: ${results.machine.cpus} × ${results.machine.cpuModel}, ${results.machine.memoryGiB} GiB, Node ${results.machine.node}. Run: ${results.machine.date}.`,
     '',
-    '| scenario | store | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+    "Issue 16's targets (generated from this run: ratios are the medians of interleaved slice pairs, robust to the VM's speed; absolute figures move with it — read them beside the speed factors below):",
+    '',
+    targetsMarkdown(results.targets),
+    '',
+    '| scenario | store | concurrency | req/s | p50 ms | p90 ms | p99 ms | errors | VM speed |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
     ...rows,
+    '',
+    `VM speed per point: a fixed calibration (SHA-256 digests in the load generator's process) before → after each point, its CPU ms (the VM's speed: other processes on the cores lengthen its wall time, not its CPU time) and wall ms; speed = the run's first reading (${results.speedReferenceMs ?? '—'} CPU ms) ÷ the point's mean (1 = as fast as at the start); steal = the hypervisor's share of all CPU time during the point (/proc/stat). Disturbed: the calibration's CPU time moved more than ${Math.round(DISTURBED_THRESHOLD * 100)} % within the point or against the first reading.`,
+    '',
+    '| point | calibration CPU ms before → after | its wall ms | speed | steal | disturbed |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...speedRows(results.figures, results.pdpSpeed),
     '',
     '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | heap KiB / request (young) · scavenges / 1,000 · GC ms / request | RSS idle → under load (MiB) |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -744,9 +937,9 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- |',
     ...Object.entries(results.crypto).map(([k, v]) => `| ${k} | ${v} |`),
     '',
-    '| ratio | value |',
-    '| --- | --- |',
-    ...Object.entries(results.ratios).map(([k, v]) => `| ${k} | ${v} |`),
+    '| ratio (A ÷ B) or added ms (A − B) | value: median of slice pairs | slice pairs min–max | pairs |',
+    '| --- | --- | --- | --- |',
+    ...Object.entries(results.ratios).map(([k, v]) => `| ${k} | ${v} | ${spread(k)} |`),
     ...pdp,
     '',
   ].join('\n');
@@ -755,6 +948,7 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
 async function main(): Promise<void> {
   const opts = options();
   jitWarmupMs = opts.jitWarmupMs;
+  sliceRounds = opts.slices;
   const startedAt = Date.now();
   const idp = await startMockIdp({ alg: 'RS256' });
   const figures: Figure[] = [];
@@ -768,49 +962,50 @@ async function main(): Promise<void> {
     const mcpUrl = mcpUpstream.ready[0]!;
     const stores: Array<[string, TestDatabase]> = [['pglite', { url: undefined, drop: async () => {} }]];
     if (process.env.DATABASE_URL) stores.push(['postgres', await createTestDatabase()]);
+    // Each scenario's processes on a database of their own (PostgreSQL; PGlite: each in memory).
+    const own = async (name: string, database: TestDatabase) => (name === 'postgres' ? createTestDatabase() : database);
+    const drop = async (db: TestDatabase | undefined, database: TestDatabase) => { if (db && db !== database) await db.drop(); };
     for (const [name, database] of stores) {
+      const bareDb = opts.exchangeOnly ? undefined : await own(name, database);
       try {
-        figures.push(...(await deputyScenarios(opts, idp, name, database)));
+        figures.push(...(await deputyScenarios(opts, idp, name, database, bareDb)));
       } finally {
+        await drop(bareDb, database);
         await database.drop();
       }
-      for (const receipts of [true, false]) {
-        const db = name === 'postgres' ? await createTestDatabase() : database;
-        try {
-          figures.push(...(await gatewayScenarios(opts, idp, upstreamUrl, name, db, receipts)));
-        } finally {
-          if (db !== database) await db.drop();
-        }
+      const dbOn = await own(name, database);
+      const dbOff = await own(name, database);
+      try {
+        figures.push(...(await gatewayScenarios(opts, idp, upstreamUrl, name, dbOn, dbOff)));
+      } finally {
+        await drop(dbOn, database);
+        await drop(dbOff, database);
       }
       if (opts.exchangeOnly) continue;
-      const bareDb = name === 'postgres' ? await createTestDatabase() : database;
-      try {
-        figures.push(...(await bareProviderScenario(opts, name, bareDb)));
-      } finally {
-        if (bareDb !== database) await bareDb.drop();
-      }
-      const db = name === 'postgres' ? await createTestDatabase() : database;
+      const db = await own(name, database);
       try {
         figures.push(...(await llmScenarios(opts, idp, provider.base, name, db)));
       } finally {
-        if (db !== database) await db.drop();
+        await drop(db, database);
       }
-      const mcpDb = name === 'postgres' ? await createTestDatabase() : database;
+      const mcpDb = await own(name, database);
       try {
         figures.push(...(await mcpScenarios(opts, idp, mcpUrl, name, mcpDb)));
       } finally {
-        if (mcpDb !== database) await mcpDb.drop();
+        await drop(mcpDb, database);
       }
     }
-    figures.push(...(await mcpDirect(opts, mcpUrl)));
     await stopProcess(mcpUpstream.child);
-    figures.push(...(await directLlm(opts, provider.base)));
     await provider.close();
-    figures.push(...(await directUpstream(opts, upstreamUrl)));
     await stopProcess(upstream.child);
+    const pdpBefore = opts.skipPdp ? undefined : speedReading();
     const pdp = opts.skipPdp ? undefined : await pdpBench(opts);
+    // The PDP part runs in its own process, after everything else: one speed reading around all of it.
+    const pdpSpeed = pdpBefore ? speedOf(pdpBefore, speedReading()) : undefined;
     const scaleRun = opts.scale ? await scaleBench(opts) : undefined;
     const scale = scaleRun && 'curves' in scaleRun ? scaleRun : undefined;
+    const pairs = ratios(figures);
+    const httpFloorC8 = figures.find((f) => f.name === 'HTTP floor (bare Koa)' && f.result.concurrency === 8)?.result.rps;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -818,8 +1013,12 @@ async function main(): Promise<void> {
       },
       crypto,
       figures,
-      ratios: ratios(figures),
+      ratios: pairs.ratios,
+      ratioSlices: pairs.slices,
+      targets: evaluateTargets({ ratios: pairs.ratios, spreads: pairs.slices, ...(pdp && !('error' in pdp) ? { pdp } : {}), ...(httpFloorC8 ? { httpFloorC8 } : {}) }),
+      speedReferenceMs: speedReference,
       ...(pdp ? { pdp } : {}),
+      ...(pdpSpeed ? { pdpSpeed } : {}),
       ...(scale ? { scale: scale.curves, scaleFailures: scale.failures, scaleV8Flags: scale.v8Flags, scaleSeconds: scale.seconds } : {}),
       ...(scaleRun && 'error' in scaleRun ? { scaleError: scaleRun.error } : {}),
       elapsedMs: Date.now() - startedAt,

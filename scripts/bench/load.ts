@@ -41,6 +41,8 @@ export interface LoadOptions {
    * built): the bench resets the server's counters here, so they count the timed window only.
    */
   onMeasure?: () => Promise<void>;
+  /** Also return the measured phase's successful latencies (ms, unsorted): the bench merges slices (pairs.ts). */
+  keepLatencies?: boolean;
 }
 
 export interface LoadResult {
@@ -59,6 +61,8 @@ export interface LoadResult {
   sent: number;
   /** Whether the measured phase used up its prebuilt requests before its deadline. */
   exhausted: boolean;
+  /** With {@link LoadOptions.keepLatencies}: the measured phase's successful latencies, ms, unsorted. */
+  latencies?: Float64Array;
 }
 
 function percentile(sorted: Float64Array, q: number): number {
@@ -128,6 +132,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   try {
     const warm = options.warmupMs ? await phase(pool, options, options.warmupMs) : undefined;
     const run = await phase(pool, options, options.durationMs, options.onMeasure);
+    const kept = options.keepLatencies ? Float64Array.from(run.latencies) : undefined;
     const sorted = Float64Array.from(run.latencies).sort();
     const mean = sorted.length ? sorted.reduce((a, b) => a + b, 0) / sorted.length : 0;
     return {
@@ -147,6 +152,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       ...(run.sample === undefined ? {} : { sample: run.sample }),
       sent: run.latencies.length + run.errors + (warm ? warm.latencies.length + warm.errors : 0),
       exhausted: run.exhausted,
+      ...(kept ? { latencies: kept } : {}),
     };
   } finally {
     await pool.close();

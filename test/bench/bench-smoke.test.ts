@@ -26,6 +26,8 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
       crypto: Record<string, number>;
       figures: Array<{ name: string; store?: string; result: { rps: number; errors: number; latencyMs: { p50: number; p99: number } }; perRequest?: { statements: number; crypto: Record<string, number> }; rssMiB?: { idle: number; underLoad: number } }>;
       ratios: Record<string, number>;
+      ratioSlices: Record<string, { median: number; min: number; max: number; pairs: number }>;
+      targets: Array<{ figure: string; kind: string; status: string; values: Array<{ at: string; value: number; met: boolean }> }>;
       pdp: { yardstick: { cedarStatefulIsAuthorizedPerSecond: number }; rows: Array<{ decisionsPerSecond: number; errors: number }> };
     };
     expect(results.machine.cpus).toBeGreaterThan(0);
@@ -48,6 +50,26 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
     expect(results.pdp.yardstick.cedarStatefulIsAuthorizedPerSecond).toBeGreaterThan(0);
     expect(results.pdp.rows.length).toBeGreaterThan(0);
     expect(results.pdp.rows.every((r) => r.errors === 0 && r.decisionsPerSecond > 0)).toBe(true);
-    expect(readFileSync(md, 'utf8')).toMatch(/\| token exchange \| pglite \|/);
+    // Every ratio's sides interleaved in slices of one point (issue 16, fourteenth round): quick
+    // runs take two slices a side; each ratio is the median of its slice pairs, min ≤ median ≤ max.
+    const figures = results.figures as Array<{ name: string; point?: string; slices?: { rps: number[] }; speed?: { speed: number; calibrationMs: number[] } }>;
+    const exchangePoint = figures.find((f) => f.name === 'token exchange')!;
+    const yardstick = figures.find((f) => f.name === 'client_credentials (yardstick)')!;
+    expect(exchangePoint.point).toBe(yardstick.point);
+    expect(exchangePoint.slices!.rps).toHaveLength(2);
+    for (const [key, st] of Object.entries(results.ratioSlices)) {
+      expect(results.ratios[key]).toBe(st.median);
+      expect(st.min).toBeLessThanOrEqual(st.median);
+      expect(st.max).toBeGreaterThanOrEqual(st.median);
+    }
+    expect(figures.every((f) => f.speed && f.speed.speed > 0 && f.speed.calibrationMs.every((ms) => ms > 0))).toBe(true);
+    // Issue 16's targets, generated: every row of the issue's table, the PGlite values present.
+    expect(results.targets).toHaveLength(10);
+    expect(results.targets.find((t) => t.figure.startsWith('token exchange ÷'))!.values.map((v) => v.at)).toContain('pglite c8');
+    expect(results.targets.find((t) => t.figure.startsWith('PDP single, one-link, cache off'))!.values.length).toBeGreaterThan(0);
+    const summary = readFileSync(md, 'utf8');
+    expect(summary).toMatch(/\| token exchange \| pglite \|/);
+    expect(summary).toMatch(/\| figure \(issue 16\) \| kind \|/);
+    expect(summary).toMatch(/\| point \| calibration CPU ms before → after \| its wall ms \| speed \| steal \| disturbed \|/);
   });
 });

@@ -1,0 +1,193 @@
+/**
+ * The bench's interleaved pairs and target table (issue 16, fourteenth round): the slice plan
+ * (scripts/bench/pairs.ts) cancels a linear drift, the pair statistic shows a disturbed slice
+ * without following it, slices merge into the per-scenario row, counters add up, the VM speed
+ * factor flags a disturbed point, and issue 16's targets (scripts/bench/targets.ts) are judged
+ * per store and concurrency.
+ */
+import { describe, expect, it } from 'vitest';
+import { addSnapshots, mergeSlices, median, pairStatistic, parseProcStat, pointSpeed, slicePlan, stealShare, type SliceLoad } from '../../scripts/bench/pairs.js';
+import { evaluateTargets, targetsMarkdown, type PdpRows } from '../../scripts/bench/targets.js';
+import type { CounterSnapshot } from '../../scripts/bench/counters.js';
+
+describe('slice plan', () => {
+  it('alternates two sides A B B A A B B A, each side the same number of slices', () => {
+    expect(slicePlan(2, 4)).toEqual([0, 1, 1, 0, 0, 1, 1, 0]);
+    expect(slicePlan(3, 2)).toEqual([0, 1, 2, 2, 1, 0]);
+    expect(slicePlan(2, 1)).toEqual([0, 1]);
+    expect(slicePlan(1, 3)).toEqual([0, 0, 0]);
+  });
+
+  it('cancels a linear drift from every pair: over whole round pairs each side sits at the same mean time', () => {
+    for (const sides of [2, 3, 4]) {
+      const plan = slicePlan(sides, 4);
+      const mean = (side: number) => {
+        const at = plan.flatMap((s, t) => (s === side ? [t] : []));
+        return at.reduce((a, b) => a + b, 0) / at.length;
+      };
+      for (let s = 1; s < sides; s++) expect(mean(s)).toBe(mean(0));
+    }
+  });
+
+  it('yields ratio 1 for two equal sides under a machine slowing linearly, where one window after the other does not', () => {
+    const speedAt = (t: number) => 1 - 0.05 * t; // the machine loses 5 % a slice
+    const plan = slicePlan(2, 4);
+    const rates: number[][] = [[], []];
+    plan.forEach((side, t) => rates[side]!.push(1000 * speedAt(t)));
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    expect(sum(rates[0]!) / sum(rates[1]!)).toBeCloseTo(1, 10);
+    // Sequential windows (all of A, then all of B) read the drift as a difference between the sides.
+    const seqA = sum([0, 1, 2, 3].map((t) => 1000 * speedAt(t)));
+    const seqB = sum([4, 5, 6, 7].map((t) => 1000 * speedAt(t)));
+    expect(seqA / seqB).toBeGreaterThan(1.2);
+  });
+
+  it('refuses no sides or no rounds', () => {
+    expect(() => slicePlan(0, 4)).toThrow(RangeError);
+    expect(() => slicePlan(2, 0)).toThrow(RangeError);
+    expect(() => slicePlan(2, 1.5)).toThrow(RangeError);
+  });
+});
+
+describe('pair statistic', () => {
+  it('is the median of the per-pair ratios with their min and max: one disturbed pair shows, and does not move it', () => {
+    const a = [500, 505, 250, 495, 500];
+    const b = [500, 500, 500, 500, 500];
+    expect(pairStatistic(a, b, (x, y) => x / y)).toEqual({ median: 1, min: 0.5, max: 1.01, pairs: 5 });
+  });
+
+  it('pairs up to the shorter side, skips pairs without a finite value, and gives nothing when none has one', () => {
+    expect(pairStatistic([1, 2, 3], [1, 0], (x, y) => x / y)).toEqual({ median: 1, min: 1, max: 1, pairs: 1 });
+    expect(pairStatistic([1], [0], (x, y) => x / y)).toBeUndefined();
+    expect(pairStatistic([], [], (x, y) => x - y)).toBeUndefined();
+  });
+
+  it('rounds to the digits asked (differences of latencies in µs)', () => {
+    expect(pairStatistic([1.23456, 2.5], [0.2, 0.5], (x, y) => x - y, 3)).toEqual({ median: 1.517, min: 1.035, max: 2, pairs: 2 });
+  });
+
+  it('median of an even count is the mean of the middle two; of none, NaN', () => {
+    expect(median([4, 1, 3, 2])).toBe(2.5);
+    expect(median([])).toBeNaN();
+  });
+});
+
+const load = (latencies: number[], durationMs: number, extra: Partial<SliceLoad> = {}): SliceLoad => ({
+  concurrency: 1, requests: latencies.length, errors: 0, unexpected: {}, durationMs, rps: Math.round((latencies.length / durationMs) * 1000),
+  latencyMs: { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 }, sent: latencies.length, exhausted: false, latencies: Float64Array.from(latencies), ...extra,
+});
+
+describe('merged slices', () => {
+  it('are one point: requests and time summed, rate over the summed time, percentiles over every latency together', () => {
+    const merged = mergeSlices([load([1, 2, 3, 4], 100), load([5, 6, 7, 8, 9, 10], 100, { errors: 1, requests: 7, unexpected: { 500: 1 }, sample: 'boom' })]);
+    expect(merged.requests).toBe(11);
+    expect(merged.errors).toBe(1);
+    expect(merged.unexpected).toEqual({ 500: 1 });
+    expect(merged.sample).toBe('boom');
+    expect(merged.durationMs).toBe(200);
+    expect(merged.rps).toBe(50); // 10 successes in 200 ms
+    expect(merged.latencyMs).toEqual({ p50: 5, p90: 9, p99: 10, max: 10, mean: 5.5 });
+  });
+
+  it('refuses no slices', () => {
+    expect(() => mergeSlices([])).toThrow(RangeError);
+  });
+});
+
+const snap = (n: number): CounterSnapshot => ({
+  statements: { 'SELECT a': n, 'INSERT b': 1 }, statementTotal: n + 1, crypto: { 'sign ECDSA': n }, memory: { rssMiB: 100 + n, heapUsedMiB: 10 },
+  cpuMs: n * 1.5, gc: { count: 1, totalMs: 0.5, maxMs: n, byKind: { scavenge: 1 } }, allocated: { total: 1000 * n, young: 900 * n, semiSpaceMiB: n },
+  chain: { appends: n, totalMs: 2 * n, statements: n, statementMs: n, windowMs: 100, unnamed: 0, shapes: n },
+});
+
+describe('counter windows added', () => {
+  it('sum counts, CPU, GC, allocation and chain time; keep the later memory and the larger chain shape count', () => {
+    const sum = addSnapshots(snap(2), snap(3));
+    expect(sum.statements).toEqual({ 'SELECT a': 5, 'INSERT b': 2 });
+    expect(sum.statementTotal).toBe(7);
+    expect(sum.crypto).toEqual({ 'sign ECDSA': 5 });
+    expect(sum.cpuMs).toBe(7.5);
+    expect(sum.memory.rssMiB).toBe(103);
+    expect(sum.gc).toEqual({ count: 2, totalMs: 1, maxMs: 3, byKind: { scavenge: 2 } });
+    expect(sum.allocated).toEqual({ total: 5000, young: 4500, semiSpaceMiB: 3 });
+    expect(sum.chain).toEqual({ appends: 5, totalMs: 10, statements: 5, statementMs: 5, windowMs: 200, unnamed: 0, shapes: 3 });
+  });
+});
+
+describe('VM speed per point', () => {
+  it('is the run\'s first calibration over the point\'s mean, flagged disturbed past 15 % within the point or against the first', () => {
+    expect(pointSpeed(30, 30, 31)).toEqual({ calibrationMs: [30, 31], speed: 0.98 });
+    expect(pointSpeed(30, 30, 40).disturbed).toMatch(/33 % within the point/);
+    expect(pointSpeed(30, 60, 62).disturbed).toMatch(/speed 0.49/);
+    expect(pointSpeed(30, 30, 31, 0.02).steal).toBe(0.02);
+  });
+
+  it('reads steal as the 8th value of /proc/stat\'s cpu line, as a share of all time between two readings', () => {
+    const before = parseProcStat('cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8\n');
+    const after = parseProcStat('cpu  200 0 100 1540 20 0 0 140 0 0\n');
+    expect(before).toEqual({ total: 1000, steal: 40 });
+    expect(stealShare(before, after)).toBe(0.1); // 100 stolen of 1,000
+    expect(parseProcStat('intr 1 2 3\n')).toBeUndefined();
+    expect(stealShare(before, undefined)).toBeUndefined();
+    expect(stealShare(after, before)).toBeUndefined();
+  });
+});
+
+const pdp: PdpRows = {
+  yardstick: { cedarStatefulIsAuthorizedPerSecond: 8000 },
+  rows: [
+    { scenario: 'single, one-link subject', decisionCache: true, batch: 1, concurrency: 1, decisionsPerSecond: 4500, latencyMs: { p50: 0.2, p99: 0.4 } },
+    { scenario: 'single, one-link subject', decisionCache: true, batch: 1, concurrency: 8, decisionsPerSecond: 20_000, latencyMs: { p50: 0.3, p99: 1.7 } },
+    { scenario: 'single, one-link subject', decisionCache: false, batch: 1, concurrency: 1, decisionsPerSecond: 1800, latencyMs: { p50: 0.5, p99: 1 } },
+    { scenario: 'single, one-link subject', decisionCache: false, batch: 1, concurrency: 8, decisionsPerSecond: 2400, latencyMs: { p50: 3, p99: 6 } },
+    { scenario: 'single, three-link subject', decisionCache: false, batch: 1, concurrency: 1, decisionsPerSecond: 950, latencyMs: { p50: 1, p99: 2 } },
+  ],
+};
+
+describe("issue 16's targets", () => {
+  const rows = evaluateTargets({
+    ratios: {
+      'gateway_added_p50_ms.postgres.c1': 1.2, 'gateway_added_p50_ms.pglite.c1': 0.9, 'gateway_added_p50_ms.pglite.c8': 4,
+      'gateway_added_p99_ms.pglite.c1': 2.5,
+      'exchange_vs_client_credentials.postgres.c1': 0.79, 'exchange_vs_client_credentials.postgres.c8': 0.85, 'exchange_vs_client_credentials.postgres.c32': 0.5,
+      'exchange_vs_client_credentials.pglite.c8': 0.72,
+      'client_credentials_vs_bare_oidc_provider.pglite.c1': 2.1,
+      'gateway_call_receipts_on_vs_off.postgres.c1': 0.95, 'gateway_call_receipts_on_vs_off.postgres.c32': 0.8,
+    },
+    spreads: { 'exchange_vs_client_credentials.postgres.c1': { min: 0.7, max: 0.9 } },
+    pdp,
+    httpFloorC8: 30_000,
+  });
+  const by = (prefix: string) => rows.find((r) => r.figure.startsWith(prefix))!;
+
+  it('judges each value per store and concurrency, at the concurrencies the issue names only', () => {
+    expect(by('gateway: added p50').values).toEqual([{ at: 'postgres c1', value: 1.2, met: false }, { at: 'pglite c1', value: 0.9, met: true }]);
+    expect(by('gateway: added p50').status).toBe('partly met');
+    expect(by('gateway: added p99').status).toBe('met');
+    const exchange = by('token exchange ÷');
+    expect(exchange.values.map((v) => [v.at, v.met])).toEqual([['postgres c1', false], ['postgres c8', true], ['pglite c8', true]]);
+    expect(exchange.values[0]!.spread).toEqual([0.7, 0.9]);
+    expect(by('receipts on ÷ off, gateway').status).toBe('partly met');
+    expect(by("Deputy's client_credentials").status).toBe('met');
+  });
+
+  it('derives the PDP rows from the PDP part and the GET floor: cached p99, cached ÷ floor, uncached ÷ Cedar per principal, three-link rate', () => {
+    expect(by('PDP single, one-link, cache on: p99').values).toEqual([{ at: 'pglite c1', value: 0.4, met: true }]);
+    expect(by('PDP single, one-link, cache on, c8').values).toEqual([{ at: 'pglite c8', value: 0.67, met: true }]);
+    expect(by('PDP single, one-link, cache off').values).toEqual([{ at: 'pglite c1', value: 0.45, met: false }, { at: 'pglite c8', value: 0.6, met: true }]);
+    expect(by('PDP three-link').status).toBe('not met');
+  });
+
+  it('says which rows are ratios and which absolute, and marks a row without a value not measured', () => {
+    expect(by('gateway: added p50').kind).toBe('absolute');
+    expect(by('token exchange ÷').kind).toBe('ratio');
+    expect(by('receipts on ÷ off, exchange').status).toBe('not measured');
+    const md = targetsMarkdown(rows);
+    expect(md).toMatch(/\| token exchange ÷ client_credentials, c1 and c8 \| ratio \(robust to the VM\) \| postgres c1 \*\*0\.79\*\* \(0\.7–0\.9\), postgres c8 0\.85, pglite c8 0\.72 \|/);
+    expect(md).toMatch(/\| receipts on ÷ off, exchange \| .* \| — \| ≥ 0\.9 at every point \| not measured \|/);
+  });
+
+  it('marks every row not measured with no input', () => {
+    expect(evaluateTargets({ ratios: {} }).every((r) => r.status === 'not measured')).toBe(true);
+  });
+});
