@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { budgetsConfigSchema } from '../budgets/config.js';
 import { SIGNING_ALGS } from '../util/algorithms.js';
 import { SCOPE_TOKEN } from '../util/scope.js';
+import { MAX_JSON_DEPTH } from '../util/i-json.js';
 import { trustedIssuerSchema } from '../federation/config.js';
 import { authorizationCodeSchema } from '../oauth/authorization-code/config.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
@@ -286,8 +287,8 @@ export const configSchema = z.strictObject({
       adminReasons: z.boolean().default(true),
       /** Most evaluations accepted in one `/access/v1/evaluations` request. */
       maxBatch: z.number().int().min(1).max(10_000).default(500),
-      /** Deepest JSON nesting accepted in a request body (AuthZEN 1.0 §11.7: nested JSON attacks). */
-      maxJsonDepth: z.number().int().min(4).max(256).default(32),
+      /** Deepest JSON nesting accepted in a request body (AuthZEN 1.0 §11.7: nested JSON attacks); at most MAX_JSON_DEPTH (src/util/i-json.ts). */
+      maxJsonDepth: z.number().int().min(4).max(MAX_JSON_DEPTH).default(32),
       /** Page size of search responses when the request gives no `page.limit`, and the largest accepted. */
       searchPageSize: z.number().int().min(1).max(10_000).default(100),
       searchMaxPageSize: z.number().int().min(1).max(10_000).default(1000),
