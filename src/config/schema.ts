@@ -10,7 +10,7 @@
 import { z } from 'zod';
 import { budgetsConfigSchema } from '../budgets/config.js';
 import { SIGNING_ALGS } from '../util/algorithms.js';
-import { SCOPE_TOKEN } from '../util/scope.js';
+import { registeredAudience, registeredScope } from './agent-limits.js';
 import { MAX_JSON_DEPTH } from '../util/i-json.js';
 import { trustedIssuerSchema } from '../federation/config.js';
 import { authorizationCodeSchema } from '../oauth/authorization-code/config.js';
@@ -43,9 +43,8 @@ const agentId = z
   .regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -')
   // Reserved for clients identified by a metadata document (src/agents/document-client.ts).
   .refine((id) => !id.startsWith('cimd-'), { message: 'ids starting with "cimd-" are reserved for client metadata document clients' });
-const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 /** A scope an agent may hold: never one of Deputy's own (src/oauth/deputy-own.ts). */
-const agentScope = scopeToken.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });
+const agentScope = registeredScope.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });
 const agentFields = {
   /** Human-readable name shown in receipts and admin listings. */
   name: z.string().min(1).max(200),
@@ -54,11 +53,12 @@ const agentFields = {
   /** Scopes the agent may ever hold; an exchange can only narrow them. Never Deputy's own (`deputy:*`, `authzen:*`). */
   scopes: z.array(agentScope).max(100),
   /**
-   * Audiences (RFC 8707 resource indicators or logical names) the agent may obtain tokens for.
+   * Audiences (RFC 8707 §2 resource indicators: absolute URIs without a fragment, at most 2048
+   * characters) the agent may obtain tokens for.
    * Never Deputy's own resources (a URL under the issuer other than `<issuer>/gw/{connection}`);
    * that check needs the issuer, so it runs where the issuer is known (load.ts, main.ts, the admin API).
    */
-  audiences: z.array(z.string().min(1).max(2048)).max(100),
+  audiences: z.array(registeredAudience).max(100),
   /** Longest delegation chain (number of agents, this one included) the agent may appear at the end of. */
   maxDelegationDepth: z.number().int().min(1).max(10),
   /** `disabled` agents cannot authenticate, and their tokens stop working. */
