@@ -14,7 +14,7 @@ import { iJsonProblem } from '../../src/util/i-json.js';
 import { recordFootprint, type TokenRecord } from '../../src/oauth/token-records.js';
 import { previousCanonicalJson } from '../../test/support/previous-canonical-json.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '100000', value: 'count', description: 'calls per round' }, pairs: { type: 'string', default: '9', value: 'count', description: 'A/B pairs, alternated' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '100000', value: 'positive integer', description: 'calls per round' }, pairs: { type: 'string', default: '9', value: 'positive integer', description: 'A/B pairs, alternated' } } });
 const N = Number(values.n);
 const PAIRS = Number(values.pairs);
 
