@@ -197,7 +197,8 @@ function checkUniqueIds(cfg: z.infer<typeof configSchema>, source: string): void
  * @throws {ConfigError} naming each field, e.g. `agents.0.audiences.1`.
  */
 export function checkAgentGrants(agents: readonly AgentConfig[], issuer: string, source: string): void {
-  const issues = agents.flatMap((a, i) => deputyOwnGrantIssues({ audiences: a.audiences }, issuer).map((issue) => `agents.${i}.${issue}`));
+  // `audiences.1: …` → `agents.0.audiences.1 (agent "a"): …`, as the schema's issues name the agent (formatIssues).
+  const issues = agents.flatMap((a, i) => deputyOwnGrantIssues({ audiences: a.audiences }, issuer).map((issue) => `agents.${i}.${issue.replace(/^([^:]*):/, `$1 (agent ${JSON.stringify(a.id)}):`)}`));
   if (issues.length) throw new ConfigError(source, issues);
 }
 
