@@ -65,7 +65,7 @@ async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, str
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'count' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' } } });
+  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'positive integer' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => phaseOf(p, seconds));
   const { idp, upstream, database, agent, issuer, gw, keysDir, config } = await gatewayProbeSetup(values.store!);

@@ -129,7 +129,7 @@ function report(name: string, done: Awaited<ReturnType<typeof drive>>, elapsed: 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { target: { type: 'string', default: 'mcp' }, store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '5', value: 'count' }, phases: { type: 'string', default: 'c1,c8,c1,c8' } } });
+  const { values } = parseArgs(import.meta.url, { options: { target: { type: 'string', default: 'mcp' }, store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '5', value: 'positive integer' }, phases: { type: 'string', default: 'c1,c8,c1,c8' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => Number(p.slice(1)));
   const idp = await startMockIdp({ alg: 'RS256' });

@@ -41,8 +41,8 @@ const { values } = parseArgs(import.meta.url, {
   options: {
     quick: { type: 'boolean', default: false, description: 'short runs (1.5 s a point, concurrency 8)' },
     out: { type: 'string', default: 'bench-results/pdp.json', description: 'where the JSON results go' },
-    'duration-ms': { type: 'string', value: 'count', description: 'measured time per point, ms (default 4000; 1500 with --quick)' },
-    concurrency: { type: 'string', value: 'counts', description: 'concurrency levels (default 1,8,32; 8 with --quick)' },
+    'duration-ms': { type: 'string', value: 'positive integer', description: 'measured time per point, ms (default 4000; 1500 with --quick)' },
+    concurrency: { type: 'string', value: 'positive integers', description: 'concurrency levels (default 1,8,32; 8 with --quick)' },
   },
   usage: 'The PDP benchmark: AuthZEN evaluations over HTTP, decision cache on and off (env BENCH_PDP_ONLY, BENCH_PDP_CACHE narrow it).',
 });

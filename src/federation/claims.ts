@@ -92,11 +92,14 @@ const SHAPES: ReadonlyArray<readonly [string, (value: unknown) => boolean, strin
 /**
  * Refuses (`ERR_FEDERATION_CLAIMS`, naming the claim) a verified claims set in which a claim of
  * the table above is present but malformed. The description never quotes the value.
+ *
+ * @param what - how the description names the token (`the subject token`, `the ID-JAG`): the
+ *   client reads it in `error_description`, and an ID-JAG is no subject token.
  */
-export function checkClaimShapes(claims: JWTPayload): void {
+export function checkClaimShapes(claims: JWTPayload, what = 'the subject token'): void {
   for (const [name, valid, shape] of SHAPES) {
     if (Object.hasOwn(claims, name) && !valid(claims[name])) {
-      throw refuse('ERR_FEDERATION_CLAIMS', `the subject token's "${name}" claim is malformed: it must be ${shape}`);
+      throw refuse('ERR_FEDERATION_CLAIMS', `${what}'s "${name}" claim is malformed: it must be ${shape}`);
     }
   }
 }

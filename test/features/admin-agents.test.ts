@@ -127,6 +127,28 @@ describe('admin API: agents', () => {
     }
   });
 
+  it("refuses a scope that is not one RFC 6749 scope-token of at most 256 characters and an audience that is not an absolute URI without fragment, on create and change alike, naming the agent and the field; nothing stored", async () => {
+    const scopes = ['s'.repeat(257), 'x'.repeat(16 * 1024), 'read write', 'read\u0007', 'say"hi"'];
+    const audiences = ['api', 'https://api.example.com/#frag', 'https://api.example.com/a b', 'https://api.example.com/\u0000', `https://api.example.com/${'a'.repeat(2048)}`];
+    const created = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent('bounded')) });
+    expect(created.status).toBe(201);
+    for (const [field, values] of [['scopes', scopes], ['audiences', audiences]] as const) {
+      for (const value of values) {
+        const create = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify({ ...newAgent('wide'), [field]: [value] }) });
+        expect(create.status, `${field}: ${value.slice(0, 40)}`).toBe(400);
+        expect((await json(create)).error_description).toMatch(new RegExp(`^invalid agent "wide": ${field}\\.0: `));
+        const change = await api('/admin/agents/bounded', { method: 'PATCH', token: adminToken, body: JSON.stringify({ [field]: [field === 'scopes' ? 'ok.one' : 'https://ok.example', value] }) });
+        expect(change.status).toBe(400);
+        expect((await json(change)).error_description).toMatch(new RegExp(`^invalid change to agent "bounded": ${field}\\.1: `));
+      }
+    }
+    expect((await api('/admin/agents/wide', { token: adminToken })).status).toBe(404);
+    expect(await json(await api('/admin/agents/bounded', { token: adminToken }))).toMatchObject({ scopes: newAgent('bounded').scopes, audiences: newAgent('bounded').audiences });
+    // The widest accepted forms pass both entrances.
+    const wide = await api('/admin/agents/bounded', { method: 'PATCH', token: adminToken, body: JSON.stringify({ scopes: ['s'.repeat(256)], audiences: ['urn:deputy:agent:agent-b', 'https://api.example.com:8443/v1?q=%20'] }) });
+    expect(wide.status).toBe(200);
+  });
+
   it('refuses a duplicate id (409) and an unknown agent (404)', async () => {
     await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent('dup')) });
     const again = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify({ ...newAgent('dup'), owner: 'mallory@example.com' }) });

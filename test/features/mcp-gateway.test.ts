@@ -22,6 +22,7 @@ import { baseTools, dpopFetch, mcpAgent, startMcpUpstream, toolCallOutcome, type
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { MAX_JSON_DEPTH } from '../../src/util/i-json.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const MCP_KEY = `mcp_key_${randomBytes(16).toString('hex')}`;
@@ -183,6 +184,21 @@ describe('MCP gateway', () => {
     expect((await refusal(client.getPrompt({ name: 'greet\udc00', arguments: { who: 'Ada' } }))).code).toBe(-32602);
     expect((await refusal(client.getPrompt({ name: 'greet', arguments: { who: 'Ada\udc00' } }))).code).toBe(-32602);
     expect((await refusal(client.readResource({ uri: 'file:///readme.md\ud800' }))).code).toBe(-32602);
+    expect(up.requests).toBe(requests);
+    expect((await receiptsOf('agent-a')).length).toBe(before);
+    expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
+    await client.close();
+  });
+
+  it('refuses a tools/call whose arguments nest deeper than MAX_JSON_DEPTH with invalid params naming the nesting; nothing forwarded or receipted, the session intact', async () => {
+    const { client } = await connect(agents['agent-a']!);
+    const requests = up.requests;
+    const before = (await receiptsOf('agent-a')).length;
+    let deep: unknown = 'x';
+    for (let i = 0; i < MAX_JSON_DEPTH; i++) deep = [deep];
+    const err = await refusal(client.callTool({ name: 'echo', arguments: { deep } }));
+    expect(err.code).toBe(-32602);
+    expect(err.message).toMatch(new RegExp(`the arguments\\.deep(\\[0\\])+ is nested deeper than ${MAX_JSON_DEPTH} levels`));
     expect(up.requests).toBe(requests);
     expect((await receiptsOf('agent-a')).length).toBe(before);
     expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
