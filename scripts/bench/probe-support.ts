@@ -36,7 +36,9 @@ export function threadTicks(pid: number): Map<string, number> {
       // Context switches: voluntary ones are the thread going to sleep (waiting for a socket, a lock).
       const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
       for (const [field, label] of [['voluntary_ctxt_switches', '(sleeps)'], ['nonvoluntary_ctxt_switches', '(preempted)']] as const) {
-        out.set(label, (out.get(label) ?? 0) + Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / TICK_MS);
+        const n = Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / TICK_MS;
+        out.set(label, (out.get(label) ?? 0) + n);
+        out.set(`${label} ${key}`, (out.get(`${label} ${key}`) ?? 0) + n); // by thread kind: whose sleeps they are
       }
     } catch {
       // the thread ended between readdir and read
@@ -55,6 +57,20 @@ export function perfRecord(pid: number, out: string): () => Promise<void> {
   return async () => {
     const exited = new Promise((r) => perf.once('exit', r));
     perf.kill('SIGINT');
+    await exited;
+  };
+}
+
+/**
+ * `strace -f -c` of the server (every thread), its summary of syscalls by kind written to `out`;
+ * resolves to a function that detaches it. Tracing stops every syscall in the kernel, so a traced
+ * phase's CPU and latency are not the untraced server's: read only its counts.
+ */
+export function straceRecord(pid: number, out: string): () => Promise<void> {
+  const strace = spawn('strace', ['-f', '-c', '-S', 'calls', '-p', String(pid), '-o', out], { stdio: 'ignore' });
+  return async () => {
+    const exited = new Promise((r) => strace.once('exit', r));
+    strace.kill('SIGINT');
     await exited;
   };
 }
