@@ -17,6 +17,10 @@
  * reports heap bytes allocated per request, scavenges per 1,000 requests and GC pause ms per request;
  * `BENCH_COUNT_PROMISES=1` also counts promises created per request (CPU then not comparable);
  * `DATABASE_URL` is needed for `--store postgres`. Linux only (procfs).
+ * `--warm N`: N seconds at c8 before the first phase (default 2: too short for V8 to finish tiering
+ * up under load; the fourteenth round measured its c1-vs-c8 figures after 16 s or more).
+ * `--strace <prefix>`: `strace -f -c` of the server per phase, syscalls by kind in `<prefix>.<phase>`
+ * (counts only: the traced phase's CPU and latency are strace's). `--perf <prefix>`: `perf record`.
  *
  * @module
  */
@@ -65,7 +69,7 @@ async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, str
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'count' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' }, strace: { type: 'string' } } });
+  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'count' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' }, strace: { type: 'string' }, warm: { type: 'string', default: '2', value: 'count' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => phaseOf(p, seconds));
   const { idp, upstream, database, agent, issuer, gw, keysDir, config } = await gatewayProbeSetup(values.store!);
@@ -78,7 +82,9 @@ async function main(): Promise<void> {
     const pool = new Pool(url, { connections: 32, pipelining: 1 });
     const direct = new Pool(upstream.ready[0]!, { connections: 32, pipelining: 1 });
     const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => ({ authorization: `DPoP ${token}`, dpop: await proof(agent, 'GET', `${gw}/items`, token) })));
-    await drive(pool, { name: 'warm', connections: 8, seconds: 2 }, await build(3000), '/gw/echo/items');
+    // JIT warm-up at c8 (--warm seconds): a phase measured before V8 optimized the call's code books
+    // its tiering (baseline code, IC misses, lazy compiles) to the call (fourteenth round).
+    await drive(pool, { name: 'warm', connections: 8, seconds: Number(values.warm) }, await build(1500 * Number(values.warm)), '/gw/echo/items');
     for (const phase of phases) {
       const headers = phase.connections === 0 || phase.direct ? [] : await build(Math.ceil((phase.rate ?? 1500) * phase.seconds));
       await counters(countersUrl, '/reset');
