@@ -18,9 +18,9 @@
  * `BENCH_COUNT_PROMISES=1` also counts promises created per request (CPU then not comparable);
  * `DATABASE_URL` is needed for `--store postgres`. Linux only (procfs).
  * `--warm N`: N seconds at c8 before the first phase (default 2: too short for V8 to finish tiering
- * up under load; the fourteenth round measured its c1-vs-c8 figures after 16 s or more).
- * `--strace <prefix>`: `strace -f -c` of the server per phase, syscalls by kind in `<prefix>.<phase>`
- * (counts only: the traced phase's CPU and latency are strace's). `--perf <prefix>`: `perf record`.
+ * up under load; the fourteenth round measured its c1-vs-c8 figures after 12 s).
+ * `--syscalls <prefix>`: the server's syscalls by kind per phase (`perf stat`, tracepoints) in
+ * `<prefix>.<n>.<phase>` (n: the phase's index). `--perf <prefix>`: `perf record` of each phase (JIT symbols on).
  *
  * @module
  */
@@ -28,7 +28,7 @@ import { rmSync } from 'node:fs';
 import { parseArgs } from './options.js';
 import { Pool } from 'undici';
 import { startProcess } from './process.js';
-import { gatewayProbeSetup, counters, exchange, percentiles, perfRecord, proof, straceRecord, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
+import { gatewayProbeSetup, counters, exchange, percentiles, perfRecord, proof, syscallCount, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
 
 interface Phase { name: string; connections: number; rate?: number; seconds: number; /** `dN`: the upstream called directly (the yardstick of the added latency). */ direct?: boolean }
 
@@ -69,7 +69,7 @@ async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, str
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'count' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' }, strace: { type: 'string' }, warm: { type: 'string', default: '2', value: 'count' } } });
+  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'count' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' }, syscalls: { type: 'string' }, warm: { type: 'string', default: '2', value: 'count' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => phaseOf(p, seconds));
   const { idp, upstream, database, agent, issuer, gw, keysDir, config } = await gatewayProbeSetup(values.store!);
@@ -85,17 +85,17 @@ async function main(): Promise<void> {
     // JIT warm-up at c8 (--warm seconds): a phase measured before V8 optimized the call's code books
     // its tiering (baseline code, IC misses, lazy compiles) to the call (fourteenth round).
     await drive(pool, { name: 'warm', connections: 8, seconds: Number(values.warm) }, await build(1500 * Number(values.warm)), '/gw/echo/items');
-    for (const phase of phases) {
+    for (const [i, phase] of phases.entries()) {
       const headers = phase.connections === 0 || phase.direct ? [] : await build(Math.ceil((phase.rate ?? 1500) * phase.seconds));
       await counters(countersUrl, '/reset');
       const before = threadTicks(deputy.child.pid!);
       const perf = values.perf ? perfRecord(deputy.child.pid!, `${values.perf}.${phase.name}`) : undefined;
-      const strace = values.strace ? straceRecord(deputy.child.pid!, `${values.strace}.${phase.name}`) : undefined;
-      if (strace) await new Promise((r) => setTimeout(r, 300)); // strace attaches to each thread before the phase starts
+      const syscalls = values.syscalls ? syscallCount(deputy.child.pid!, `${values.syscalls}.${i}.${phase.name}`) : undefined;
+      if (syscalls) await new Promise((r) => setTimeout(r, 300)); // perf attaches its tracepoints before the phase starts
       const t0 = performance.now();
       const done = phase.direct ? await drive(direct, phase, Array.from({ length: 100_000 }, () => ({ 'x-api-key': 'bench-secret-value' })), '/items') : await drive(pool, phase, headers, '/gw/echo/items');
       await perf?.();
-      await strace?.();
+      await syscalls?.();
       const elapsed = (performance.now() - t0) / 1000;
       const after = threadTicks(deputy.child.pid!);
       const snap = await counters(countersUrl);
