@@ -87,18 +87,19 @@ async function main(): Promise<void> {
     await drive(pool, { name: 'warm', connections: 8, seconds: Number(values.warm) }, await build(1500 * Number(values.warm)), '/gw/echo/items');
     for (const [i, phase] of phases.entries()) {
       const headers = phase.connections === 0 || phase.direct ? [] : await build(Math.ceil((phase.rate ?? 1500) * phase.seconds));
-      await counters(countersUrl, '/reset');
-      const before = threadTicks(deputy.child.pid!);
+      // perf attaches (and later detaches) outside the counted window: under load either takes seconds.
       const perf = values.perf ? perfRecord(deputy.child.pid!, `${values.perf}.${phase.name}`) : undefined;
       const syscalls = values.syscalls ? syscallCount(deputy.child.pid!, `${values.syscalls}.${i}.${phase.name}`) : undefined;
-      if (syscalls) await new Promise((r) => setTimeout(r, 300)); // perf attaches its tracepoints before the phase starts
+      if (perf || syscalls) await new Promise((r) => setTimeout(r, 1000));
+      await counters(countersUrl, '/reset');
+      const before = threadTicks(deputy.child.pid!);
       const t0 = performance.now();
       const done = phase.direct ? await drive(direct, phase, Array.from({ length: 100_000 }, () => ({ 'x-api-key': 'bench-secret-value' })), '/items') : await drive(pool, phase, headers, '/gw/echo/items');
-      await perf?.();
-      await syscalls?.();
       const elapsed = (performance.now() - t0) / 1000;
       const after = threadTicks(deputy.child.pid!);
       const snap = await counters(countersUrl);
+      await perf?.();
+      await syscalls?.();
       const threads = [...after].map(([k, v]) => [k, (v - (before.get(k) ?? 0)) * TICK_MS] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
       const per = (n: number) => (done.requests ? (n / done.requests).toFixed(3) : '-');
       process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; ${snap.promises !== undefined ? `promises ${per(snap.promises)}/req; ` : ''}latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; allocated ${snap.allocated ? `${per(snap.allocated.total / 1024)} KiB/req (young ${per(snap.allocated.young / 1024)}), semi-space ${snap.allocated.semiSpaceMiB} MiB, ${per(((snap.gc?.byKind.scavenge ?? 0) * 1000))} scavenges per 1,000 req, GC ${per(snap.gc?.totalMs ?? 0)} ms/req` : '-'}; RSS ${snap.memory.rssMiB} MiB; context switches ${threads.filter(([k]) => /^\((sleeps|preempted)\)/.test(k)).map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => !/^\((sleeps|preempted)\)/.test(k)).map(([k, v]) => `${k} ${v}`).join(', ')}\n`);

@@ -64,9 +64,10 @@ export function perfRecord(pid: number, out: string): () => Promise<void> {
 /**
  * `perf stat` of the server's syscalls by kind (the `syscalls:sys_enter_*` tracepoints, every
  * thread that exists when it attaches), written as CSV (`count,,event,…`) to `out`; resolves to a
- * function that stops it. Cheaper than `strace -f -c` (which stops the thread at every syscall) but
- * not free: with every `sys_enter` tracepoint on, the server's CPU per gateway call rose by ~0.8 ms
- * (issue 16, fourteenth round), so read only the counts of a counted phase.
+ * function that stops it. Cheaper than `strace -f -c` (which stops the thread at every syscall, so
+ * that its c1 and c8 fold events into loop turns unlike the untraced server's) but not free: read
+ * the counts of a counted phase, its CPU from an uncounted one. Attaching and detaching every
+ * `sys_enter` tracepoint of every thread takes seconds on a loaded machine.
  */
 export function syscallCount(pid: number, out: string): () => Promise<void> {
   const perf = spawn('perf', ['stat', '-x', ',', '-e', 'syscalls:sys_enter_*', '-p', String(pid), '-o', out], { stdio: 'ignore' });
