@@ -123,7 +123,7 @@ function report(name: string, done: Awaited<ReturnType<typeof drive>>, elapsed: 
     `${name.padEnd(4)} ${done.requests} calls in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''})`,
     `  CPU ${per(snap.cpuMs)} ms/call; heap ${snap.allocated ? per(snap.allocated.total / 1024) : '-'} KiB/call${snap.promises !== undefined ? `; promises ${per(snap.promises)}/call` : ''}; statements ${per(snap.statementTotal)}/call; WebCrypto/call: ${crypto}`,
     `  latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${per(snap.gc.count * 1000)} per 1,000 calls, ${snap.gc.totalMs.toFixed(1)} ms ${JSON.stringify(snap.gc.byKind)}` : '-'}; ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/call`).join(' ')}`,
-    `  CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  CPU by thread (ms): ${threads.filter(([k]) => !/^\((sleeps|preempted)\)/.test(k)).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     `  statements: ${shapes}`,
   ].join('\n') + '\n';
 }
