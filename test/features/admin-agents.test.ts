@@ -4,6 +4,7 @@ import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type Clien
 import { usingPostgres } from '../support/database.js';
 import { json } from '../support/http.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { MAX_JSON_DEPTH } from '../../src/util/i-json.js';
 
 let deputy: TestDeputy;
 let adminToken: string;
@@ -147,6 +148,24 @@ describe('admin API: agents', () => {
     // The widest accepted forms pass both entrances.
     const wide = await api('/admin/agents/bounded', { method: 'PATCH', token: adminToken, body: JSON.stringify({ scopes: ['s'.repeat(256)], audiences: ['urn:deputy:agent:agent-b', 'https://api.example.com:8443/v1?q=%20'] }) });
     expect(wide.status).toBe(200);
+  });
+
+  it('refuses a body that is not I-JSON or nests deeper than MAX_JSON_DEPTH, naming where, before anything is stored (a lone surrogate in a JWK member name was a 500; in a name, stored as U+FFFD)', async () => {
+    const bodies: Array<[string, RegExp]> = [
+      [JSON.stringify(newAgent('sur-key')).replace('"kty":', '"\\ud800":1,"kty":'), /^the request body\.jwks\.keys\[0\]\["\\ud800"\]: the member name holds a lone surrogate/],
+      [JSON.stringify({ ...newAgent('sur-name'), name: 'x\ud800' }), /^the request body\.name holds a lone surrogate/],
+      [JSON.stringify(newAgent('deep')).replace('"kty":', `"deep":${'['.repeat(MAX_JSON_DEPTH)}${']'.repeat(MAX_JSON_DEPTH)},"kty":`), new RegExp(`^the request body\\.jwks\\.keys\\[0\\]\\.deep(\\[0\\])+ is nested deeper than ${MAX_JSON_DEPTH} levels`)],
+    ];
+    for (const [body, message] of bodies) {
+      const res = await api('/admin/agents', { method: 'POST', token: adminToken, body });
+      expect(res.status, body.slice(0, 60)).toBe(400);
+      expect((await json(res)).error_description).toMatch(message);
+    }
+    for (const id of ['sur-key', 'sur-name', 'deep']) expect((await api(`/admin/agents/${id}`, { token: adminToken })).status).toBe(404);
+    // At the limit it passes (a JWK may carry members Deputy does not read).
+    const d = MAX_JSON_DEPTH - 4;
+    const ok = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent('deep-ok')).replace('"kty":', `"deep":${'['.repeat(d)}${']'.repeat(d)},"kty":`) });
+    expect(ok.status).toBe(201);
   });
 
   it('refuses a duplicate id (409) and an unknown agent (404)', async () => {

@@ -164,6 +164,18 @@ describe('ID-JAG: refused, naming the check', () => {
     expect([await count('token_records'), await count('receipts')]).toEqual(before);
   });
 
+  it('identity claims at their limit pass; one with a lone surrogate is refused naming the claim (the PDP denied such a sub after the ID-JAG was spent; a name with one passed), the jti not spent', async () => {
+    for (const claims of [{ sub: 'u'.repeat(255) }, { email: `${'e'.repeat(1012)}@example.com` }, { name: `Ali ${'😀'.repeat(200)}` }]) {
+      expect((await grant(a(), await idJag('agent-a', claims), { scope: 'docs.read' })).access_token, Object.keys(claims)[0]).toBeTruthy();
+    }
+    for (const [claims, name, max] of [[{ sub: 'alice\ud800' }, 'sub', 255], [{ email: 'a\udc00@example.com' }, 'email', 1024], [{ name: 'Alice \ud800' }, 'name', 1024]] as const) {
+      const jti = randomUUID();
+      const refused = await grantError(a(), await idJag('agent-a', { ...claims, jti }));
+      expect(refused, name).toMatchObject({ error: 'invalid_grant', description: `assertion: the ID-JAG's "${name}" claim is malformed: it must be a non-empty string of at most ${max} characters, not shaped like a token, no lone surrogate` });
+      expect((await grant(a(), await idJag('agent-a', { jti }), { scope: 'docs.read' })).access_token).toBeTruthy();
+    }
+  });
+
   it('another audience → invalid_grant (aud)', async () => {
     expect(await grantError(a(), await idJag('agent-a', { aud: 'https://other-as.example.com' }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/audience/) });
   });
