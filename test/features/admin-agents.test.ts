@@ -130,7 +130,7 @@ describe('admin API: agents', () => {
 
   it("refuses a scope that is not one RFC 6749 scope-token of at most 256 characters and an audience that is not an absolute URI without fragment, on create and change alike, naming the agent and the field; nothing stored", async () => {
     const scopes = ['s'.repeat(257), 'x'.repeat(16 * 1024), 'read write', 'read\u0007', 'say"hi"'];
-    const audiences = ['api', 'https://api.example.com/#frag', 'https://api.example.com/a b', 'https://api.example.com/\u0000', `https://api.example.com/${'a'.repeat(2048)}`];
+    const audiences = ['calendar api', 'c'.repeat(257), 'https://api.example.com/#frag', 'https://api.example.com/a b', 'https://api.example.com/\u0000', `https://api.example.com/${'a'.repeat(2048)}`];
     const created = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent('bounded')) });
     expect(created.status).toBe(201);
     for (const [field, values] of [['scopes', scopes], ['audiences', audiences]] as const) {
@@ -146,7 +146,7 @@ describe('admin API: agents', () => {
     expect((await api('/admin/agents/wide', { token: adminToken })).status).toBe(404);
     expect(await json(await api('/admin/agents/bounded', { token: adminToken }))).toMatchObject({ scopes: newAgent('bounded').scopes, audiences: newAgent('bounded').audiences });
     // The widest accepted forms pass both entrances.
-    const wide = await api('/admin/agents/bounded', { method: 'PATCH', token: adminToken, body: JSON.stringify({ scopes: ['s'.repeat(256)], audiences: ['urn:deputy:agent:agent-b', 'https://api.example.com:8443/v1?q=%20'] }) });
+    const wide = await api('/admin/agents/bounded', { method: 'PATCH', token: adminToken, body: JSON.stringify({ scopes: ['s'.repeat(256)], audiences: ['urn:deputy:agent:agent-b', 'https://api.example.com:8443/v1?q=%20', 'calendar-api'] }) });
     expect(wide.status).toBe(200);
   });
 

@@ -30,6 +30,8 @@ import { UPSTREAM_TOKEN_KIND } from '../../src/oauth/token-exchange.js';
 const API = 'https://api.example.com';
 const MAIL = 'https://mail.example.com';
 const PAY = 'https://pay.example.com';
+/** An RFC 8693 §2.1 logical-name audience (not a URI). */
+const LOGICAL = 'calendar-api';
 const handoff = (id: string) => `urn:deputy:agent:${id}`;
 /** 45 audience-qualified scopes of 50 characters: 2,294 characters granted together, over a receipt's 2,048. */
 const WIDE_SCOPES = Array.from({ length: 45 }, (_, i) => `https://graph.example.com/Mail.ReadWrite.Shared.${String(i).padStart(2, '0')}`);
@@ -52,7 +54,7 @@ beforeAll(async () => {
       agents: [
         agentConfig('agent-a', keys['agent-a']!, {
           scopes: ['deputy.read', 'deputy.write', 'Deputy.Read', 'Deputy.Write', 'calendar.read'],
-          audiences: [API, MAIL, handoff('agent-b'), handoff('agent-d')],
+          audiences: [API, MAIL, LOGICAL, handoff('agent-b'), handoff('agent-d')],
           maxDelegationDepth: 3,
         }),
         agentConfig('agent-b', keys['agent-b']!, { scopes: ['deputy.read', 'Deputy.Read'], audiences: [API, handoff('agent-c')], maxDelegationDepth: 3 }),
@@ -141,6 +143,14 @@ describe('token exchange: enterprise IdP token → DPoP-bound agent token', () =
       expect(claims.aud).toBe(MAIL);
       expect(claims.scope).toBe('Deputy.Read');
     }
+  });
+
+  it('issues for a logical-name audience the agent is registered with (RFC 8693 §2.1 `audience`), and refuses one it is not', async () => {
+    const res = await exchange(agents['agent-a']!, { subject_token: await idp.oktaAccessToken(), audience: LOGICAL, scope: 'deputy.read' });
+    expect(claimsOf(res.access_token).aud).toBe(LOGICAL);
+    const err = await exchangeError(agents['agent-a']!, { subject_token: await idp.oktaAccessToken(), audience: 'billing-api', scope: 'deputy.read' });
+    expect(err.error).toBe('invalid_target');
+    expect(err.error_description).toMatch(/not allowed the audience/);
   });
 
   it('exchanges an OIDC ID token and a generic JWT; without `scope` the grant is the intersection', async () => {

@@ -193,7 +193,7 @@ describe('invalid files', () => {
     expect(configError(() => loadConfig({ env: {}, file: path })).message).toMatch(/agents\.1\.maxDelegationDepth \(agent "bad"\): /);
   });
 
-  it("bound an agent's scopes (RFC 6749 §3.3 scope-token, at most 256 characters) and audiences (RFC 8707 §2 absolute URI without fragment, at most 2048), naming the agent and the field", () => {
+  it("bound an agent's scopes (RFC 6749 §3.3 scope-token, at most 256 characters) and audiences (RFC 8707 §2 absolute URI without fragment, at most 2048, or an RFC 8693 §2.1 logical name, at most 256), naming the agent and the field", () => {
     const agent = (field: string, value: string) =>
       file(`agents:\n  - id: wide\n    name: Wide\n    owner: a@example.com\n    jwks_uri: https://x.example/jwks\n    ${field}: [${JSON.stringify(value)}]\n`);
     const refused: Array<[string, string, RegExp]> = [
@@ -203,7 +203,11 @@ describe('invalid files', () => {
       ['scopes', 'read\u0007', /scope token/],
       ['scopes', 'say"hi"', /scope token/],
       ['scopes', 'läsa', /scope token/],
-      ['audiences', 'api', /absolute URI without a fragment/],
+      ['audiences', 'calendar api', /absolute URI without a fragment/],
+      ['audiences', 'calendar"api', /absolute URI without a fragment/],
+      ['audiences', 'kalender-ä', /absolute URI without a fragment/],
+      ['audiences', 'c'.repeat(257), /or a logical name .*at most 256/],
+      ['audiences', 'not a uri:x', /absolute URI without a fragment/],
       ['audiences', 'https://api.example.com/#frag', /absolute URI without a fragment/],
       ['audiences', 'https://api.example.com/a b', /absolute URI without a fragment/],
       ['audiences', 'https://api.example.com/\u0000', /absolute URI without a fragment/],
@@ -214,7 +218,7 @@ describe('invalid files', () => {
       const err = configError(() => loadConfig({ env: {}, file: agent(field, value) }));
       expect(err.message, `${field}: ${value.slice(0, 40)}`).toMatch(new RegExp(`agents\\.0\\.${field}\\.0 \\(agent "wide"\\): .*${message.source}`));
     }
-    for (const [field, value] of [['scopes', 's'.repeat(MAX_SCOPE_TOKEN)], ['scopes', 'https://scopes.example/read!#$%'], ['audiences', 'urn:deputy:agent:*'], ['audiences', 'https://api.example.com:8443/v1/x?y=%20']] as const) {
+    for (const [field, value] of [['scopes', 's'.repeat(MAX_SCOPE_TOKEN)], ['scopes', 'https://scopes.example/read!#$%'], ['audiences', 'urn:deputy:agent:*'], ['audiences', 'https://api.example.com:8443/v1/x?y=%20'], ['audiences', 'calendar-api'], ['audiences', 'c'.repeat(256)]] as const) {
       expect(loadConfig({ env: {}, file: agent(field, value) }).agents[0]![field]).toEqual([value]);
     }
   });
