@@ -38,6 +38,9 @@ interface Visit {
   readonly key: string | number | undefined;
 }
 
+/** The longest path text a problem names, in characters (its last levels are kept). */
+const MAX_PATH_TEXT = 1024;
+
 const PLAIN_NAME = /^[A-Za-z_$][\w$]{0,39}$/;
 
 /** `root.a["b c"][2]`: where `visit` sits; odd member names JSON-quoted (lone surrogates escaped) and cut at 40 characters. */
@@ -47,7 +50,14 @@ function pathOf(visit: Visit, root: string): string {
     const k = v.key!;
     parts.push(typeof k === 'number' ? `[${k}]` : PLAIN_NAME.test(k) ? `.${k}` : `[${JSON.stringify(k.slice(0, 40))}]`);
   }
-  return root + parts.reverse().join('');
+  const path = parts.reverse().join('');
+  // A path 256 levels deep under long member names runs to ~11 KB: an error body names the end
+  // of it, where the problem sits, and says how many levels it left out.
+  if (path.length <= MAX_PATH_TEXT) return root + path;
+  let kept = parts.length;
+  let length = 0;
+  while (kept > 0 && length + parts[kept - 1]!.length <= MAX_PATH_TEXT) length += parts[--kept]!.length;
+  return `${root}…(${kept} levels)…${parts.slice(kept).join('')}`;
 }
 
 /**
