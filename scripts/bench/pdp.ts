@@ -14,6 +14,13 @@
  * cached decisions cost the server about what one request costs the load generator, so the
  * ratio to the HTTP floor measures both (issue 16, ninth round). Loopback only.
  *
+ * Issue 16's two PDP ratios are measured as interleaved pairs (fourteenth round; pairs.ts): the
+ * cached one-link point at c8 runs in slices alternating (A B B A …) with the GET HTTP floor
+ * (floor-process.ts, up beside Deputy), the uncached one-link points at c1 and c8 with slices of
+ * in-process Cedar floor calls; each such row carries `pair` (the median of the per-slice-pair
+ * ratios, min–max). Every point carries the VM's speed (`--speed-reference`: index.ts's first
+ * calibration). The other points run one window each, as before.
+ *
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
