@@ -119,7 +119,7 @@ async function openScratch(): Promise<{ store: Store; kind: string; drop: () => 
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { rows: { type: 'string', default: '200000', value: 'count' }, agents: { type: 'string', default: '1000', value: 'count' }, verbose: { type: 'boolean', default: false } } });
+  const { values } = parseArgs(import.meta.url, { options: { rows: { type: 'string', default: '200000', value: 'positive integer' }, agents: { type: 'string', default: '1000', value: 'positive integer' }, verbose: { type: 'boolean', default: false } } });
   const rows = Number(values.rows);
   const agents = Number(values.agents);
   const { store, kind, drop } = await openScratch();

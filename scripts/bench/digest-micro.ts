@@ -10,10 +10,11 @@
  */
 import canonicalize from 'canonicalize';
 import { parseArgs } from './options.js';
+import { iJsonProblem } from '../../src/util/i-json.js';
 import { recordFootprint, type TokenRecord } from '../../src/oauth/token-records.js';
 import { previousCanonicalJson } from '../../test/support/previous-canonical-json.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '100000', value: 'count', description: 'calls per round' }, pairs: { type: 'string', default: '9', value: 'count', description: 'A/B pairs, alternated' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '100000', value: 'positive integer', description: 'calls per round' }, pairs: { type: 'string', default: '9', value: 'positive integer', description: 'A/B pairs, alternated' } } });
 const N = Number(values.n);
 const PAIRS = Number(values.pairs);
 
@@ -40,6 +41,10 @@ const cases: Array<[string, () => unknown, () => unknown]> = [
   ['gateway digest text', () => previousCanonicalJson(gateway), () => canonicalize(gateway)!],
   ['exchange digest text', () => previousCanonicalJson(exchange), () => canonicalize(exchange)!],
   ['revocation answer size (new)', () => 0, () => recordFootprint(record)],
+  // Issue 16 fourteenth round: the I-JSON and depth check the digest now runs before the library recurses.
+  ['gateway digest text, checked first', () => canonicalize(gateway)!, () => (iJsonProblem(gateway, 'the request') ?? canonicalize(gateway))!],
+  ['exchange digest text, checked first', () => canonicalize(exchange)!, () => (iJsonProblem(exchange, 'the request') ?? canonicalize(exchange))!],
+  ['exchange digest text, depth checked first', () => canonicalize(exchange)!, () => (iJsonProblem(exchange, 'the request', { depthOnly: true }) ?? canonicalize(exchange))!],
 ];
 for (const [name, a, b] of cases) {
   if (a() !== 0 && a() !== b()) throw new Error(`${name}: texts differ`);

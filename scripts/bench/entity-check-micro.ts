@@ -14,7 +14,7 @@ import { parseArgs } from './options.js';
 import { cedar, type EntityJson } from '../../src/pdp/cedar.js';
 import { checkEntities, closedChunks } from '../../src/pdp/entity-check.js';
 
-const { values } = parseArgs(import.meta.url, { options: { sizes: { type: 'string', default: '1000,100000', value: 'counts' }, rounds: { type: 'string', default: '3', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { sizes: { type: 'string', default: '1000,100000', value: 'positive integers' }, rounds: { type: 'string', default: '3', value: 'positive integer' } } });
 const SIZES = values.sizes.split(',').map(Number);
 const ROUNDS = Number(values.rounds);
 const SCHEMA = readFileSync(join(import.meta.dirname, '../../config/policies/schema.cedarschema'), 'utf8');

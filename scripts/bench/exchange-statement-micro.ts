@@ -30,7 +30,7 @@ import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { backendCpuUs, walBytes, withMicroStore } from './micro-store.js';
 import { EnvelopeVault, newHandle } from '../../src/vault/envelope.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1000', value: 'count' }, rounds: { type: 'string', default: '2', value: 'count' }, pairs: { type: 'string' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1000', value: 'positive integer' }, rounds: { type: 'string', default: '2', value: 'positive integer' }, pairs: { type: 'string', value: 'positive integer' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 const AGENT = 'micro-agent';

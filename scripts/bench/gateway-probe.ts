@@ -17,6 +17,10 @@
  * reports heap bytes allocated per request, scavenges per 1,000 requests and GC pause ms per request;
  * `BENCH_COUNT_PROMISES=1` also counts promises created per request (CPU then not comparable);
  * `DATABASE_URL` is needed for `--store postgres`. Linux only (procfs).
+ * `--warm N`: N seconds at c8 before the first phase (default 2: too short for V8 to finish tiering
+ * up under load; the fourteenth round measured its c1-vs-c8 figures after 12 s).
+ * `--syscalls <prefix>`: the server's syscalls by kind per phase (`perf stat`, tracepoints) in
+ * `<prefix>.<n>.<phase>` (n: the phase's index). `--perf <prefix>`: `perf record` of each phase (JIT symbols on).
  *
  * @module
  */
@@ -24,7 +28,7 @@ import { rmSync } from 'node:fs';
 import { parseArgs } from './options.js';
 import { Pool } from 'undici';
 import { startProcess } from './process.js';
-import { gatewayProbeSetup, counters, exchange, percentiles, perfRecord, proof, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
+import { gatewayProbeSetup, counters, exchange, percentiles, perfRecord, proof, syscallCount, tally, threadTicks, timed, TICK_MS, type Tally } from './probe-support.js';
 
 interface Phase { name: string; connections: number; rate?: number; seconds: number; /** `dN`: the upstream called directly (the yardstick of the added latency). */ direct?: boolean }
 
@@ -65,7 +69,7 @@ async function drive(pool: Pool, phase: Phase, headers: Array<Record<string, str
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'count' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' } } });
+  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '3', value: 'positive integer' }, phases: { type: 'string', default: 'idle,c1,c8,r10,r50,c1' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, perf: { type: 'string' }, syscalls: { type: 'string' }, warm: { type: 'string', default: '2', value: 'non-negative integer' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => phaseOf(p, seconds));
   const { idp, upstream, database, agent, issuer, gw, keysDir, config } = await gatewayProbeSetup(values.store!);
@@ -78,21 +82,27 @@ async function main(): Promise<void> {
     const pool = new Pool(url, { connections: 32, pipelining: 1 });
     const direct = new Pool(upstream.ready[0]!, { connections: 32, pipelining: 1 });
     const build = async (n: number) => Promise.all(Array.from({ length: n }, async () => ({ authorization: `DPoP ${token}`, dpop: await proof(agent, 'GET', `${gw}/items`, token) })));
-    await drive(pool, { name: 'warm', connections: 8, seconds: 2 }, await build(3000), '/gw/echo/items');
-    for (const phase of phases) {
+    // JIT warm-up at c8 (--warm seconds): a phase measured before V8 optimized the call's code books
+    // its tiering (baseline code, IC misses, lazy compiles) to the call (fourteenth round).
+    await drive(pool, { name: 'warm', connections: 8, seconds: Number(values.warm) }, await build(1500 * Number(values.warm)), '/gw/echo/items');
+    for (const [i, phase] of phases.entries()) {
       const headers = phase.connections === 0 || phase.direct ? [] : await build(Math.ceil((phase.rate ?? 1500) * phase.seconds));
+      // perf attaches (and later detaches) outside the counted window: under load either takes seconds.
+      const perf = values.perf ? perfRecord(deputy.child.pid!, `${values.perf}.${phase.name}`) : undefined;
+      const syscalls = values.syscalls ? syscallCount(deputy.child.pid!, `${values.syscalls}.${i}.${phase.name}`) : undefined;
+      if (perf || syscalls) await new Promise((r) => setTimeout(r, 1000));
       await counters(countersUrl, '/reset');
       const before = threadTicks(deputy.child.pid!);
-      const perf = values.perf ? perfRecord(deputy.child.pid!, `${values.perf}.${phase.name}`) : undefined;
       const t0 = performance.now();
       const done = phase.direct ? await drive(direct, phase, Array.from({ length: 100_000 }, () => ({ 'x-api-key': 'bench-secret-value' })), '/items') : await drive(pool, phase, headers, '/gw/echo/items');
-      await perf?.();
       const elapsed = (performance.now() - t0) / 1000;
       const after = threadTicks(deputy.child.pid!);
       const snap = await counters(countersUrl);
+      await perf?.();
+      await syscalls?.();
       const threads = [...after].map(([k, v]) => [k, (v - (before.get(k) ?? 0)) * TICK_MS] as const).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
       const per = (n: number) => (done.requests ? (n / done.requests).toFixed(3) : '-');
-      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; ${snap.promises !== undefined ? `promises ${per(snap.promises)}/req; ` : ''}latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; allocated ${snap.allocated ? `${per(snap.allocated.total / 1024)} KiB/req (young ${per(snap.allocated.young / 1024)}), semi-space ${snap.allocated.semiSpaceMiB} MiB, ${per(((snap.gc?.byKind.scavenge ?? 0) * 1000))} scavenges per 1,000 req, GC ${per(snap.gc?.totalMs ?? 0)} ms/req` : '-'}; RSS ${snap.memory.rssMiB} MiB; context switches ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
+      process.stdout.write(`${phase.name.padEnd(5)} ${done.requests} req in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''}); CPU ${snap.cpuMs.toFixed(0)} ms = ${(snap.cpuMs / elapsed / 10).toFixed(1)} % of a core, ${per(snap.cpuMs)} ms/req; statements ${per(snap.statementTotal)}/req; ${snap.promises !== undefined ? `promises ${per(snap.promises)}/req; ` : ''}latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${snap.gc.count} pauses, ${snap.gc.totalMs.toFixed(1)} ms (max ${snap.gc.maxMs.toFixed(1)}) ${JSON.stringify(snap.gc.byKind)}` : '-'}; allocated ${snap.allocated ? `${per(snap.allocated.total / 1024)} KiB/req (young ${per(snap.allocated.young / 1024)}), semi-space ${snap.allocated.semiSpaceMiB} MiB, ${per(((snap.gc?.byKind.scavenge ?? 0) * 1000))} scavenges per 1,000 req, GC ${per(snap.gc?.totalMs ?? 0)} ms/req` : '-'}; RSS ${snap.memory.rssMiB} MiB; context switches ${threads.filter(([k]) => /^\((sleeps|preempted)\)/.test(k)).map(([k, v]) => `${k} ${per(v)}/req`).join(' ')}; CPU by thread (ms): ${threads.filter(([k]) => !/^\((sleeps|preempted)\)/.test(k)).map(([k, v]) => `${k} ${v}`).join(', ')}\n`);
     }
     await pool.close();
     await direct.close();

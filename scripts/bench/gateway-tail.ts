@@ -68,7 +68,7 @@ async function stopChild(child: ChildProcess | undefined, signal: NodeJS.Signals
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '10', value: 'count' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, 'deputy-flags': { type: 'string', default: '' }, out: { type: 'string', default: '/tmp/gateway-tail' }, 'perf-sched': { type: 'boolean', default: false }, 'perf-record': { type: 'boolean', default: false }, warm: { type: 'string', default: '3', value: 'count' }, pin: { type: 'boolean', default: false } } });
+  const { values } = parseArgs(import.meta.url, { options: { store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '10', value: 'positive integer' }, receipts: { type: 'string', default: 'on', value: ['on', 'off'] }, 'deputy-flags': { type: 'string', default: '' }, out: { type: 'string', default: '/tmp/gateway-tail' }, 'perf-sched': { type: 'boolean', default: false }, 'perf-record': { type: 'boolean', default: false }, warm: { type: 'string', default: '3', value: 'non-negative integer' }, pin: { type: 'boolean', default: false } } });
   const seconds = Number(values.seconds);
   mkdirSync(values.out!, { recursive: true });
   const probeGc = observeOwnGc();

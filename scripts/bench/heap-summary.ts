@@ -54,7 +54,7 @@ export function summarizeHeap(head: HeapNode): { total: number; groups: Array<[s
 }
 
 if (process.argv[1]?.endsWith('heap-summary.ts')) {
-  const { values, positionals } = parseArgs(import.meta.url, { allowPositionals: true, options: { top: { type: 'string', default: '25', value: 'count' }, calls: { type: 'string' } } });
+  const { values, positionals } = parseArgs(import.meta.url, { allowPositionals: true, options: { top: { type: 'string', default: '25', value: 'positive integer' }, calls: { type: 'string', value: 'positive integer' } } });
   const calls = values.calls ? Number(values.calls) : undefined;
   const size = (bytes: number) => (calls ? `${(bytes / calls / 1024).toFixed(2)} KiB/call` : `${(bytes / 2 ** 20).toFixed(2)} MiB`);
   for (const file of positionals) {

@@ -43,7 +43,7 @@ async function call(fetchFn: typeof fetch, url: URL, signal: AbortSignal): Promi
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { calls: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '6', value: 'count' } } });
+  const { values } = parseArgs(import.meta.url, { options: { calls: { type: 'string', default: '1500', value: 'positive integer' }, rounds: { type: 'string', default: '6', value: 'positive integer' } } });
   const child = fork(new URL(import.meta.url).pathname, ['server'], { execArgv: ['--import', 'tsx'] });
   const port = await new Promise<number>((resolve) => child.once('message', (m) => resolve(m as number)));
   const url = new URL(`http://127.0.0.1:${port}/mcp`);

@@ -123,13 +123,13 @@ function report(name: string, done: Awaited<ReturnType<typeof drive>>, elapsed: 
     `${name.padEnd(4)} ${done.requests} calls in ${elapsed.toFixed(1)} s (${(done.requests / elapsed).toFixed(0)}/s, ${done.errors} errors${done.sample ? `: ${done.sample}` : ''})`,
     `  CPU ${per(snap.cpuMs)} ms/call; heap ${snap.allocated ? per(snap.allocated.total / 1024) : '-'} KiB/call${snap.promises !== undefined ? `; promises ${per(snap.promises)}/call` : ''}; statements ${per(snap.statementTotal)}/call; WebCrypto/call: ${crypto}`,
     `  latency ${percentiles(done.latencies)}; GC ${snap.gc ? `${per(snap.gc.count * 1000)} per 1,000 calls, ${snap.gc.totalMs.toFixed(1)} ms ${JSON.stringify(snap.gc.byKind)}` : '-'}; ${threads.filter(([k]) => k === '(sleeps)' || k === '(preempted)').map(([k, v]) => `${k} ${per(v)}/call`).join(' ')}`,
-    `  CPU by thread (ms): ${threads.filter(([k]) => k !== '(sleeps)' && k !== '(preempted)').map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `  CPU by thread (ms): ${threads.filter(([k]) => !/^\((sleeps|preempted)\)/.test(k)).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     `  statements: ${shapes}`,
   ].join('\n') + '\n';
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs(import.meta.url, { options: { target: { type: 'string', default: 'mcp' }, store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '5', value: 'count' }, phases: { type: 'string', default: 'c1,c8,c1,c8' } } });
+  const { values } = parseArgs(import.meta.url, { options: { target: { type: 'string', default: 'mcp' }, store: { type: 'string', default: 'pglite' }, seconds: { type: 'string', default: '5', value: 'positive integer' }, phases: { type: 'string', default: 'c1,c8,c1,c8' } } });
   const seconds = Number(values.seconds);
   const phases = values.phases!.split(',').map((p) => Number(p.slice(1)));
   const idp = await startMockIdp({ alg: 'RS256' });

@@ -6,16 +6,32 @@
  * ERR_PARSE_ARGS_UNKNOWN_OPTION).
  *
  * A script passes its options as to `parseArgs`, each with an optional `description` (shown by
- * `--help`) and `value` check: `count` (a whole number ≥ 0), `number` (a finite number),
- * `counts` (comma-separated whole numbers), or the list of accepted values.
+ * `--help`) and `value` check, one of {@link VALUE_KINDS} — `positive integer` for every count
+ * (calls, rounds, pairs, clients: `--n=0` printed `Infinity µs`, issue 16 thirteenth round),
+ * `non-negative integer` where 0 means "none" (warm-up seconds, extra agents), `non-negative
+ * number`, comma-separated lists of either integer kind — or the list of accepted values. Integers
+ * are safe integers (`--n=1e400` is no count).
  *
  * @module
  */
 import { basename } from 'node:path';
 import { parseArgs as nodeParseArgs, type ParseArgsConfig } from 'node:util';
 
-/** What a value must look like: see the module documentation. */
-export type ValueCheck = 'count' | 'number' | 'counts' | readonly string[];
+/** The typed value kinds, each with its test and how a usage error names it. */
+const VALUE_KINDS = {
+  'positive integer': { test: (v: string) => isInteger(v, 1), what: 'a whole number ≥ 1' },
+  'non-negative integer': { test: (v: string) => isInteger(v, 0), what: 'a whole number ≥ 0' },
+  'non-negative number': { test: (v: string) => /^\d+(\.\d+)?(e-?\d+)?$/i.test(v) && Number.isFinite(Number(v)), what: 'a number ≥ 0' },
+  'positive integers': { test: (v: string) => v.split(',').every((x) => isInteger(x, 1)), what: 'comma-separated whole numbers ≥ 1' },
+  'non-negative integers': { test: (v: string) => v.split(',').every((x) => isInteger(x, 0)), what: 'comma-separated whole numbers ≥ 0' },
+} as const;
+
+/** What a value must look like: a kind of {@link VALUE_KINDS}, or the list of accepted values. */
+export type ValueCheck = keyof typeof VALUE_KINDS | readonly string[];
+
+function isInteger(value: string, min: number): boolean {
+  return /^\d+$/.test(value) && Number.isSafeInteger(Number(value)) && Number(value) >= min;
+}
 
 /** One option: `parseArgs`'s, with its help text and value check. */
 export type BenchOption = NonNullable<ParseArgsConfig['options']>[string] & { description?: string; value?: ValueCheck };
@@ -25,12 +41,6 @@ export type BenchArgsConfig = Omit<ParseArgsConfig, 'options' | 'strict'> & { op
 
 /** A usage error: printed as one line, exit code 2. */
 export class UsageError extends Error {}
-
-const CHECKS: Record<Exclude<ValueCheck, readonly string[]>, { test: RegExp; what: string }> = {
-  count: { test: /^\d+$/, what: 'a whole number' },
-  number: { test: /^-?\d+(\.\d+)?(e-?\d+)?$/i, what: 'a number' },
-  counts: { test: /^\d+(,\d+)*$/, what: 'comma-separated whole numbers' },
-};
 
 /**
  * `parseArgs` for a bench script (`script`: its `import.meta.url`): `--help` prints the options
@@ -80,8 +90,8 @@ function checkValue(key: string, given: string, check: ValueCheck): void {
     if (!check.includes(given)) throw new UsageError(`--${key} must be one of ${check.join(', ')}, not "${given.slice(0, 64)}"`);
     return;
   }
-  const { test, what } = CHECKS[check];
-  if (!test.test(given)) throw new UsageError(`--${key} must be ${what}, not "${given.slice(0, 64)}"`);
+  const { test, what } = VALUE_KINDS[check];
+  if (!test(given)) throw new UsageError(`--${key} must be ${what}, not "${given.slice(0, 64)}"`);
 }
 
 /** The `--help` text: usage, then one line an option (value, default, description). */
@@ -103,5 +113,5 @@ export function helpText(name: string, config: BenchArgsConfig): string {
 function valueName(check: ValueCheck | undefined): string {
   if (check === undefined) return 'value';
   if (typeof check !== 'string') return check.join('|');
-  return check === 'counts' ? 'n,n,…' : check === 'count' ? 'n' : 'number';
+  return check.endsWith('integers') ? 'n,n,…' : check.endsWith('integer') ? 'n' : 'number';
 }

@@ -29,7 +29,7 @@ import { productNodeFlags, startProcess } from './process.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const API = 'https://docs.example.com';
-const { values } = parseArgs(import.meta.url, { options: { rounds: { type: 'string', default: '5', value: 'count' }, ms: { type: 'string', default: '2000', value: 'count' }, concurrency: { type: 'string', default: '8', value: 'count' }, base: { type: 'string' } } });
+const { values } = parseArgs(import.meta.url, { options: { rounds: { type: 'string', default: '5', value: 'positive integer' }, ms: { type: 'string', default: '2000', value: 'positive integer' }, concurrency: { type: 'string', default: '8', value: 'positive integer' }, base: { type: 'string' } } });
 const ROUNDS = Number(values.rounds);
 const MS = Number(values.ms);
 const CONCURRENCY = Number(values.concurrency);

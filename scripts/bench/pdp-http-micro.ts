@@ -37,7 +37,7 @@ import { startMockIdp } from '../../test/support/mock-idp.js';
 
 const REPO = join(import.meta.dirname, '../..');
 const API = 'https://docs.example.com';
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '3000', value: 'count' }, rounds: { type: 'string', default: '3', value: 'count' }, cache: { type: 'string', default: 'off', value: ['on', 'off'] }, miss: { type: 'boolean', default: false } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '3000', value: 'positive integer' }, rounds: { type: 'string', default: '3', value: 'positive integer' }, cache: { type: 'string', default: 'off', value: ['on', 'off'] }, miss: { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

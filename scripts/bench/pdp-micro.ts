@@ -22,7 +22,7 @@ import { PolicyStore } from '../../src/pdp/policy-store.js';
 
 const REPO = join(import.meta.dirname, '../..');
 const API = 'https://docs.example.com';
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '2000', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '2000', value: 'positive integer' } } });
 const N = Number(values.n);
 
 const agent = (id: string, next?: string): Agent => ({

@@ -19,7 +19,7 @@ import { migrate, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 
 const { values } = parseArgs(import.meta.url, {
-  options: { n: { type: 'string', default: '60000', value: 'count' }, dir: { type: 'string', default: 'memory://' }, checkpoint: { type: 'string', default: 'on', value: ['on', 'off'] }, 'max-wal-mb': { type: 'string', default: '16', value: 'count' } },
+  options: { n: { type: 'string', default: '60000', value: 'positive integer' }, dir: { type: 'string', default: 'memory://' }, checkpoint: { type: 'string', default: 'on', value: ['on', 'off'] }, 'max-wal-mb': { type: 'string', default: '16', value: 'positive integer' } },
 });
 const N = Number(values.n);
 const ON = values.checkpoint === 'on';

@@ -23,7 +23,7 @@ import { genesisHash } from '../../src/audit/receipt.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { migrate, type Store } from '../../src/store/index.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '800', value: 'count' }, rounds: { type: 'string', default: '7', value: 'count' }, dir: { type: 'string', default: 'memory://' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '800', value: 'positive integer' }, rounds: { type: 'string', default: '7', value: 'positive integer' }, dir: { type: 'string', default: 'memory://' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 const PREPARE = { prepare: true } as const;

@@ -26,7 +26,7 @@ import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { createPGliteStore } from '../../src/store/pglite.js';
 import { createPGliteWorkerStore } from '../../src/store/pglite-thread.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '600', value: 'count' }, pairs: { type: 'string', default: '6', value: 'count' }, memory: { type: 'boolean', default: false } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '600', value: 'positive integer' }, pairs: { type: 'string', default: '6', value: 'positive integer' }, memory: { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const PAIRS = Number(values.pairs);
 

@@ -16,7 +16,7 @@ import { createLogger } from '../../src/log.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
-const { values } = parseArgs(import.meta.url, { options: { before: { type: 'string' }, rounds: { type: 'string', default: '15', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { before: { type: 'string' }, rounds: { type: 'string', default: '15', value: 'positive integer' } } });
 
 interface Reloadable {
   load(): Promise<unknown>;

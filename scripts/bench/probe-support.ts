@@ -36,7 +36,9 @@ export function threadTicks(pid: number): Map<string, number> {
       // Context switches: voluntary ones are the thread going to sleep (waiting for a socket, a lock).
       const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
       for (const [field, label] of [['voluntary_ctxt_switches', '(sleeps)'], ['nonvoluntary_ctxt_switches', '(preempted)']] as const) {
-        out.set(label, (out.get(label) ?? 0) + Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / TICK_MS);
+        const n = Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / TICK_MS;
+        out.set(label, (out.get(label) ?? 0) + n);
+        out.set(`${label} ${key}`, (out.get(`${label} ${key}`) ?? 0) + n); // by thread kind: whose sleeps they are
       }
     } catch {
       // the thread ended between readdir and read
@@ -52,6 +54,23 @@ export function threadTicks(pid: number): Map<string, number> {
  */
 export function perfRecord(pid: number, out: string): () => Promise<void> {
   const perf = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-F', '2000', '-g', '-p', String(pid), '-o', out], { stdio: 'ignore' });
+  return async () => {
+    const exited = new Promise((r) => perf.once('exit', r));
+    perf.kill('SIGINT');
+    await exited;
+  };
+}
+
+/**
+ * `perf stat` of the server's syscalls by kind (the `syscalls:sys_enter_*` tracepoints, every
+ * thread that exists when it attaches), written as CSV (`count,,event,…`) to `out`; resolves to a
+ * function that stops it. Cheaper than `strace -f -c` (which stops the thread at every syscall, so
+ * that its c1 and c8 fold events into loop turns unlike the untraced server's) but not free: read
+ * the counts of a counted phase, its CPU from an uncounted one. Attaching and detaching every
+ * `sys_enter` tracepoint of every thread takes seconds on a loaded machine.
+ */
+export function syscallCount(pid: number, out: string): () => Promise<void> {
+  const perf = spawn('perf', ['stat', '-x', ',', '-e', 'syscalls:sys_enter_*', '-p', String(pid), '-o', out], { stdio: 'ignore' });
   return async () => {
     const exited = new Promise((r) => perf.once('exit', r));
     perf.kill('SIGINT');

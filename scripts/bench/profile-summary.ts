@@ -61,7 +61,7 @@ export function summarize(profile: Profile, lastMs = Infinity): { totalMs: numbe
 }
 
 if (process.argv[1]?.endsWith('profile-summary.ts')) {
-  const { values, positionals } = parseArgs(import.meta.url, { allowPositionals: true, options: { top: { type: 'string', default: '25', value: 'count' }, 'last-ms': { type: 'string' } } });
+  const { values, positionals } = parseArgs(import.meta.url, { allowPositionals: true, options: { top: { type: 'string', default: '25', value: 'positive integer' }, 'last-ms': { type: 'string', value: 'non-negative number' } } });
   for (const file of positionals) {
     const s = summarize(JSON.parse(readFileSync(file, 'utf8')) as Profile, values['last-ms'] ? Number(values['last-ms']) : Infinity);
     const busy = s.totalMs - (s.groups.find(([g]) => g === '(idle)')?.[1] ?? 0);

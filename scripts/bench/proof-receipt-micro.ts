@@ -25,7 +25,7 @@ import { DpopVerifier, type DpopRequest } from '../../src/oauth/dpop.js';
 import type { Queryable } from '../../src/store/index.js';
 import { dpopKeys, dpopProof } from '../../test/support/agents.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '5', value: 'count' }, 'work-us': { type: 'string', default: '150', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'positive integer' }, rounds: { type: 'string', default: '5', value: 'positive integer' }, 'work-us': { type: 'string', default: '150', value: 'non-negative integer' } } });
 const WORK_US = Number(values['work-us']);
 
 /** Busy CPU on the main thread for `WORK_US` µs (the call's own work between the two operations). */

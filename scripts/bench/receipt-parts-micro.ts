@@ -27,7 +27,7 @@ import { generateSigningKey } from '../../src/keys/keystore.js';
 import { recordOnce } from '../../src/oauth/adapter.js';
 import type { Store } from '../../src/store/index.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '2000', value: 'count' }, rounds: { type: 'string', default: '7', value: 'count' }, 'count-promises': { type: 'boolean', default: false } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '2000', value: 'positive integer' }, rounds: { type: 'string', default: '7', value: 'positive integer' }, 'count-promises': { type: 'boolean', default: false } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

@@ -14,7 +14,7 @@ import { parseArgs } from './options.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { backendCpuUs, withMicroStore } from './micro-store.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '7', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'positive integer' }, rounds: { type: 'string', default: '7', value: 'positive integer' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

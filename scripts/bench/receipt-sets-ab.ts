@@ -28,7 +28,7 @@ import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 
-const { values } = parseArgs(import.meta.url, { options: { pairs: { type: 'string', default: '400', value: 'count' }, max: { type: 'string', default: '8', value: 'count' }, kinds: { type: 'string', default: '3', value: 'count' }, round: { type: 'string', default: '40', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { pairs: { type: 'string', default: '400', value: 'positive integer' }, max: { type: 'string', default: '8', value: 'positive integer' }, kinds: { type: 'string', default: '3', value: 'positive integer' }, round: { type: 'string', default: '40', value: 'positive integer' } } });
 const PG = process.env.DATABASE_URL;
 const ROUND = Number(values.round);
 const PAIRS = Number(values.pairs);

@@ -17,7 +17,7 @@ import { StatementNames } from '../../src/store/prepared.js';
 import { EnvelopeVault } from '../../src/vault/envelope.js';
 import type { Queryable, StatementPart, Store } from '../../src/store/index.js';
 
-const { values } = parseArgs(import.meta.url, { options: { groups: { type: 'string', default: '2000', value: 'count' }, max: { type: 'string', default: '8', value: 'count' }, kinds: { type: 'string', default: '3', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { groups: { type: 'string', default: '2000', value: 'positive integer' }, max: { type: 'string', default: '8', value: 'positive integer' }, kinds: { type: 'string', default: '3', value: 'positive integer' } } });
 const groups = Number(values.groups);
 const max = Number(values.max);
 const kinds = Number(values.kinds);

@@ -21,9 +21,9 @@ import { parseArgs } from './options.js';
 
 const { values } = parseArgs(import.meta.url, {
   options: {
-    n: { type: 'string', default: '2000', value: 'count', description: 'statements per variant and round' },
-    rounds: { type: 'string', default: '7', value: 'count', description: 'rounds (odd rounds in reverse order)' },
-    only: { type: 'string', value: 'counts', description: 'the variants to run by index (0, the statement as it was, always runs)' },
+    n: { type: 'string', default: '2000', value: 'positive integer', description: 'statements per variant and round' },
+    rounds: { type: 'string', default: '7', value: 'positive integer', description: 'rounds (odd rounds in reverse order)' },
+    only: { type: 'string', value: 'non-negative integers', description: 'the variants to run by index (0, the statement as it was, always runs)' },
   },
 });
 const N = Number(values.n);

@@ -16,7 +16,7 @@ import { generateSigningKey } from '../../src/keys/keystore.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { backendCpuUs, withMicroStore } from './micro-store.js';
 
-const { values } = parseArgs(import.meta.url, { options: { clients: { type: 'string', default: '8', value: 'count' }, per: { type: 'string', default: '100', value: 'count' }, rounds: { type: 'string', default: '3', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { clients: { type: 'string', default: '8', value: 'positive integer' }, per: { type: 'string', default: '100', value: 'positive integer' }, rounds: { type: 'string', default: '3', value: 'positive integer' } } });
 const CLIENTS = Number(values.clients);
 const PER = Number(values.per);
 const ROUNDS = Number(values.rounds);

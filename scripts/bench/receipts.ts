@@ -22,7 +22,7 @@ import { createPostgresStore } from '../../src/store/postgres.js';
 import { migrate, type Store } from '../../src/store/index.js';
 import { createTestDatabase } from '../../test/support/database.js';
 
-const { values } = parseArgs(import.meta.url, { options: { count: { type: 'string', default: '400', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { count: { type: 'string', default: '400', value: 'positive integer' } } });
 const COUNT = Number(values.count);
 
 const input = (agent: string, n: number): ReceiptInput => ({

@@ -20,7 +20,7 @@ import { TokenRecords } from '../../src/oauth/token-records.js';
 import { migrate, type Queryable, type Store } from '../../src/store/index.js';
 import { backendCpuUs, withMicroStore } from './micro-store.js';
 
-const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'count' }, rounds: { type: 'string', default: '3', value: 'count' } } });
+const { values } = parseArgs(import.meta.url, { options: { n: { type: 'string', default: '1500', value: 'positive integer' }, rounds: { type: 'string', default: '3', value: 'positive integer' } } });
 const N = Number(values.n);
 const ROUNDS = Number(values.rounds);
 

@@ -11,13 +11,16 @@
  *
  * Input that is not I-JSON is refused, never digested: a string holding a lone surrogate
  * (RFC 7493 §2.1; RFC 8785 §3.2.2.2 says a JCS implementation must then fail) and a non-finite
- * number. Until issue 16's thirteenth round Deputy's own serializer escaped lone surrogates
- * (`"\ud800"`); every other value digests to the same bytes as before.
+ * number; so is input nested deeper than `MAX_JSON_DEPTH` (src/util/i-json.ts), checked before
+ * the canonicalizer recurses, so an engine stack overflow is never the check. Each refusal says
+ * which of the three it is and where. Until issue 16's thirteenth round Deputy's own serializer
+ * escaped lone surrogates (`"\ud800"`); every other value digests to the same bytes as before.
  *
  * @module
  */
 import canonicalize from 'canonicalize';
 import { InvalidRequest } from '../errors/index.js';
+import { iJsonProblem } from '../util/i-json.js';
 import { sha256Base64url } from '../util/sha256.js';
 
 /** A request reduced to JSON values (form parameters, AuthZEN bodies). */
@@ -26,16 +29,14 @@ export type DigestValue = string | number | boolean | null | undefined | readonl
 /**
  * RFC 8785 canonical JSON of a request's fields.
  *
- * @throws InvalidRequest (400 `invalid_request`) when a value is not I-JSON: a lone surrogate in
- *   a string or member name, a non-finite number.
+ * @throws InvalidRequest (400 `invalid_request`) naming the member when a value is not I-JSON (a
+ *   lone surrogate in a string or member name, a non-finite number) or nests deeper than
+ *   `MAX_JSON_DEPTH` levels.
  */
 export function canonicalJson(request: { readonly [k: string]: DigestValue }): string {
-  try {
-    return canonicalize(request)!;
-  } catch (err) {
-    // `canonicalize` throws plain Errors for exactly these refusals (and cycles, which parsed JSON cannot hold).
-    throw new InvalidRequest('the request is not I-JSON (RFC 7493 §2.1): a string with a lone surrogate or a non-finite number', { cause: err });
-  }
+  const problem = iJsonProblem(request, 'the request');
+  if (problem) throw new InvalidRequest(problem);
+  return canonicalize(request)!;
 }
 
 /** `sha-256:<base64url>` of the canonical JSON of `request` ({@link canonicalJson}; throws as it does). */

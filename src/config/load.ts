@@ -58,7 +58,7 @@ export function validateConfig(input: unknown, source: string, env: Env = {}): D
   const refused = protoMemberRefusals(input);
   if (refused.length) throw new ConfigError(source, refused);
   const result = configSchema.safeParse(input);
-  if (!result.success) throw new ConfigError(source, formatIssues(result.error, env));
+  if (!result.success) throw new ConfigError(source, formatIssues(result.error, env, input));
   const cfg = result.data;
   checkUniqueIds(cfg, source);
   const issuer = cfg.server.issuer ?? (cfg.server.port !== 0 ? `http://localhost:${cfg.server.port}` : undefined);
@@ -160,12 +160,20 @@ function isPlainObject(v: unknown): v is Record<string, unknown> {
  * file the error names, so `server.port: Too big` sent an operator who set `PORT=70000` looking in
  * the YAML (issue 16, ninth round red team).
  */
-function formatIssues(error: z.ZodError, env: Env): string[] {
+function formatIssues(error: z.ZodError, env: Env, input: unknown): string[] {
   return error.issues.map((i) => {
     const path = i.path.join('.');
     const variable = ENV_OVERRIDES.find(([name, fieldPath]) => fieldPath.join('.') === path && env[name] !== undefined && env[name] !== '');
-    return `${variable === undefined ? '' : `${variable[0]} (`}${path || '(root)'}${variable === undefined ? '' : ')'}: ${i.message}`;
+    return `${variable === undefined ? '' : `${variable[0]} (`}${path || '(root)'}${variable === undefined ? '' : ')'}${agentNamed(i.path, input)}: ${i.message}`;
   });
+}
+
+/** ` (agent "a")` when `path` is inside the agent the file lists with id `a`: `agents.7` alone sends an operator counting entries. */
+function agentNamed(path: readonly PropertyKey[], input: unknown): string {
+  if (path[0] !== 'agents' || typeof path[1] !== 'number' || path.length < 3) return '';
+  const agents = isPlainObject(input) ? input.agents : undefined;
+  const id = Array.isArray(agents) && isPlainObject(agents[path[1]]) ? (agents[path[1]] as Record<string, unknown>).id : undefined;
+  return typeof id === 'string' ? ` (agent ${JSON.stringify(id.slice(0, 128))})` : '';
 }
 
 function checkUniqueIds(cfg: z.infer<typeof configSchema>, source: string): void {
@@ -189,7 +197,8 @@ function checkUniqueIds(cfg: z.infer<typeof configSchema>, source: string): void
  * @throws {ConfigError} naming each field, e.g. `agents.0.audiences.1`.
  */
 export function checkAgentGrants(agents: readonly AgentConfig[], issuer: string, source: string): void {
-  const issues = agents.flatMap((a, i) => deputyOwnGrantIssues({ audiences: a.audiences }, issuer).map((issue) => `agents.${i}.${issue}`));
+  // `audiences.1: …` → `agents.0.audiences.1 (agent "a"): …`, as the schema's issues name the agent (formatIssues).
+  const issues = agents.flatMap((a, i) => deputyOwnGrantIssues({ audiences: a.audiences }, issuer).map((issue) => `agents.${i}.${issue.replace(/^([^:]*):/, `$1 (agent ${JSON.stringify(a.id)}):`)}`));
   if (issues.length) throw new ConfigError(source, issues);
 }
 

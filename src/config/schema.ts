@@ -10,7 +10,8 @@
 import { z } from 'zod';
 import { budgetsConfigSchema } from '../budgets/config.js';
 import { SIGNING_ALGS } from '../util/algorithms.js';
-import { SCOPE_TOKEN } from '../util/scope.js';
+import { registeredAudience, registeredScope } from './agent-limits.js';
+import { MAX_JSON_DEPTH } from '../util/i-json.js';
 import { trustedIssuerSchema } from '../federation/config.js';
 import { authorizationCodeSchema } from '../oauth/authorization-code/config.js';
 import { ADMIN_SCOPE, AUTHZEN_SCOPE, deputyScopeMessage, isDeputyScope } from '../oauth/deputy-own.js';
@@ -42,9 +43,8 @@ const agentId = z
   .regex(/^[A-Za-z0-9._~:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ ~ : -')
   // Reserved for clients identified by a metadata document (src/agents/document-client.ts).
   .refine((id) => !id.startsWith('cimd-'), { message: 'ids starting with "cimd-" are reserved for client metadata document clients' });
-const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a valid scope token (RFC 6749 §3.3)');
 /** A scope an agent may hold: never one of Deputy's own (src/oauth/deputy-own.ts). */
-const agentScope = scopeToken.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });
+const agentScope = registeredScope.refine((s) => !isDeputyScope(s), { message: deputyScopeMessage });
 const agentFields = {
   /** Human-readable name shown in receipts and admin listings. */
   name: z.string().min(1).max(200),
@@ -53,11 +53,12 @@ const agentFields = {
   /** Scopes the agent may ever hold; an exchange can only narrow them. Never Deputy's own (`deputy:*`, `authzen:*`). */
   scopes: z.array(agentScope).max(100),
   /**
-   * Audiences (RFC 8707 resource indicators or logical names) the agent may obtain tokens for.
+   * Audiences (RFC 8707 §2 resource indicators: absolute URIs without a fragment, at most 2048
+   * characters) the agent may obtain tokens for.
    * Never Deputy's own resources (a URL under the issuer other than `<issuer>/gw/{connection}`);
    * that check needs the issuer, so it runs where the issuer is known (load.ts, main.ts, the admin API).
    */
-  audiences: z.array(z.string().min(1).max(2048)).max(100),
+  audiences: z.array(registeredAudience).max(100),
   /** Longest delegation chain (number of agents, this one included) the agent may appear at the end of. */
   maxDelegationDepth: z.number().int().min(1).max(10),
   /** `disabled` agents cannot authenticate, and their tokens stop working. */
@@ -286,8 +287,8 @@ export const configSchema = z.strictObject({
       adminReasons: z.boolean().default(true),
       /** Most evaluations accepted in one `/access/v1/evaluations` request. */
       maxBatch: z.number().int().min(1).max(10_000).default(500),
-      /** Deepest JSON nesting accepted in a request body (AuthZEN 1.0 §11.7: nested JSON attacks). */
-      maxJsonDepth: z.number().int().min(4).max(256).default(32),
+      /** Deepest JSON nesting accepted in a request body (AuthZEN 1.0 §11.7: nested JSON attacks); at most MAX_JSON_DEPTH (src/util/i-json.ts). */
+      maxJsonDepth: z.number().int().min(4).max(MAX_JSON_DEPTH).default(32),
       /** Page size of search responses when the request gives no `page.limit`, and the largest accepted. */
       searchPageSize: z.number().int().min(1).max(10_000).default(100),
       searchMaxPageSize: z.number().int().min(1).max(10_000).default(1000),

@@ -11,8 +11,8 @@
  * | `cnf` | object; `jkt` a string when present (RFC 7800 §3.1, RFC 9449 §6.1) | sender constraint |
  * | `scope`, `scp` | space-separated string or array of strings (RFC 8693 §4.2; Okta, Entra) | delegated scopes |
  * | `groups`, `roles` | array of strings, or a string | policy attributes |
- * | `tid`, `oid`, `uid`, `sub`, `azp`, `client_id`, `cid`, `appid`, `jti`, `uti` | non-empty string of at most 255 characters, not shaped like a token | identity and tenant |
- * | `email`, `preferred_username`, `upn`, `name` | non-empty string of at most 1,024 characters, not shaped like a token | user attributes |
+ * | `tid`, `oid`, `uid`, `sub`, `azp`, `client_id`, `cid`, `appid`, `jti`, `uti` | non-empty string of at most 255 characters, not shaped like a token, no lone surrogate | identity and tenant |
+ * | `email`, `preferred_username`, `upn`, `name` | non-empty string of at most 1,024 characters, not shaped like a token, no lone surrogate | user attributes |
  *
  * `exp`, `nbf`, `iat` and `iss` are type-checked by jose during verification.
  *
@@ -26,6 +26,7 @@
  */
 import type { JWTPayload } from 'jose';
 import { chainFromAct, ChainClaimError } from '../delegation/index.js';
+import { hasLoneSurrogate } from '../util/i-json.js';
 import { looksLikeToken } from '../util/token-shape.js';
 import { refuse } from './errors.js';
 
@@ -44,9 +45,14 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** A non-empty string of at most `max` UTF-16 units holding no JWS-shaped run. */
+/**
+ * A non-empty string of at most `max` UTF-16 units holding no JWS-shaped run and no lone
+ * surrogate (RFC 7493 §2.1: JSON text may spell one, `"\ud800"`; it reaches Cedar, receipts and
+ * the store, none of which takes it — the PDP denied such a `sub` after the ID-JAG was spent, and
+ * an attribute it reads no policy of passed).
+ */
 function isBoundedText(max: number): (value: unknown) => boolean {
-  return (value) => isNonEmptyString(value) && value.length <= max && !looksLikeToken(value);
+  return (value) => isNonEmptyString(value) && value.length <= max && !looksLikeToken(value) && !hasLoneSurrogate(value);
 }
 
 function isStringList(value: unknown): boolean {
@@ -85,18 +91,21 @@ const SHAPES: ReadonlyArray<readonly [string, (value: unknown) => boolean, strin
   ['act', isAct, 'an object with a string "sub", nested the same way'],
   ['cnf', isCnf, 'an object ("jkt" a string)'],
   ...LIST_CLAIMS.map((name) => [name, isStringList, 'a string or an array of strings'] as const),
-  ...IDENTIFIER_CLAIMS.map((name) => [name, isBoundedText(MAX_IDENTIFIER), `a non-empty string of at most ${MAX_IDENTIFIER} characters, not shaped like a token`] as const),
-  ...ATTRIBUTE_CLAIMS.map((name) => [name, isBoundedText(MAX_ATTRIBUTE), `a non-empty string of at most ${MAX_ATTRIBUTE} characters, not shaped like a token`] as const),
+  ...IDENTIFIER_CLAIMS.map((name) => [name, isBoundedText(MAX_IDENTIFIER), `a non-empty string of at most ${MAX_IDENTIFIER} characters, not shaped like a token, no lone surrogate`] as const),
+  ...ATTRIBUTE_CLAIMS.map((name) => [name, isBoundedText(MAX_ATTRIBUTE), `a non-empty string of at most ${MAX_ATTRIBUTE} characters, not shaped like a token, no lone surrogate`] as const),
 ];
 
 /**
  * Refuses (`ERR_FEDERATION_CLAIMS`, naming the claim) a verified claims set in which a claim of
  * the table above is present but malformed. The description never quotes the value.
+ *
+ * @param what - how the description names the token (`the subject token`, `the ID-JAG`): the
+ *   client reads it in `error_description`, and an ID-JAG is no subject token.
  */
-export function checkClaimShapes(claims: JWTPayload): void {
+export function checkClaimShapes(claims: JWTPayload, what = 'the subject token'): void {
   for (const [name, valid, shape] of SHAPES) {
     if (Object.hasOwn(claims, name) && !valid(claims[name])) {
-      throw refuse('ERR_FEDERATION_CLAIMS', `the subject token's "${name}" claim is malformed: it must be ${shape}`);
+      throw refuse('ERR_FEDERATION_CLAIMS', `${what}'s "${name}" claim is malformed: it must be ${shape}`);
     }
   }
 }

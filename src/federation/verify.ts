@@ -147,7 +147,7 @@ export class FederationVerifier {
     if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + config.clockToleranceSeconds) {
       throw refuse('ERR_FEDERATION_NOT_YET_VALID', 'the subject token was issued in the future (iat; check clock skew)');
     }
-    checkClaimShapes(payload);
+    checkClaimShapes(payload, options.signInClientId === undefined ? 'the subject token' : 'the sign-in ID token');
     const tokenKind = kindOf(kind, candidates, header, payload, config);
     const identity = identityOf(payload, config, match);
     // An ID token authenticates the user; it grants no client anything (OpenID Connect Core §2).
@@ -219,7 +219,7 @@ export class FederationVerifier {
       if ((payload.exp as number) - (payload.iat as number) > options.maxAgeSeconds) {
         throw refuse('ERR_FEDERATION_CLAIMS', `the ID-JAG lives longer than ${options.maxAgeSeconds} seconds (exp - iat)`);
       }
-      checkClaimShapes(payload);
+      checkClaimShapes(payload, 'the ID-JAG');
       // An ID-JAG is an authorization grant, neither kind of subject token; `access_token` is the
       // kind whose scopes it carries (the preset's `scopes` are re-read by the grant from `scope`).
       return { ...identityOf(payload, config, match), tokenKind: 'access_token' };

@@ -41,7 +41,7 @@ export function adminRoutes(deps: AdminDeps): Router {
   });
 
   router.post('/agents', async function createAgent(ctx) {
-    const input = parseAdminBody(agentSchema, ctx.request.body, 'agent', AGENT_FIELDS);
+    const input = parseAdminBody(agentSchema, ctx.request.body, agentNamed('agent', (ctx.request.body as { id?: unknown } | undefined)?.id), AGENT_FIELDS);
     if (deps.operatorClientIds.has(input.id)) throw new InvalidRequest(`invalid agent: id: "${input.id}" is the client_id of an operator client (admin.clients)`);
     refuseDeputyOwn(input, deps.issuer, 'agent');
     const agent = await deps.agents.create(input);
@@ -55,7 +55,7 @@ export function adminRoutes(deps: AdminDeps): Router {
   });
 
   router.patch('/agents/:id', async function updateAgent(ctx) {
-    const patch = parseAdminBody(agentPatchSchema, ctx.request.body, 'agent change', AGENT_FIELDS) as AgentPatch;
+    const patch = parseAdminBody(agentPatchSchema, ctx.request.body, agentNamed('change to agent', ctx.params.id), AGENT_FIELDS) as AgentPatch;
     refuseDeputyOwn(patch, deps.issuer, 'agent change');
     ctx.body = view(await deps.agents.update(ctx.params.id!, patch));
   });
@@ -102,4 +102,9 @@ async function mustGet(agents: AgentRegistry, id: string): Promise<Agent> {
 function view(a: Agent): Record<string, unknown> {
   const { jwks, jwks_uri, createdAt, updatedAt, ...rest } = a;
   return toWire({ ...rest, ...(jwks ? { jwks } : { jwks_uri }), createdAt: wireTime(createdAt), updatedAt: wireTime(updatedAt) });
+}
+
+/** `agent "a"` for errors about one agent (as the configuration's `agents.3 (agent "a")`); `what` alone when the id is not a string. */
+function agentNamed(what: string, id: unknown): string {
+  return typeof id === 'string' ? `${what} ${JSON.stringify(id.slice(0, 128))}` : what;
 }

@@ -12,6 +12,7 @@ import { InvalidRequest, InvalidToken, PayloadTooLarge, UnsupportedMediaType } f
 import { withChallenge, type AccessTokenVerifier, type AuthenticatedRequest } from '../oauth/access-token.js';
 import type { OperatorTokenRevocations } from '../oauth/operator-token-revocation.js';
 import { protoMemberRefusals } from '../util/own-member.js';
+import { iJsonProblem } from '../util/i-json.js';
 
 /** Authenticates a Koa request for a Deputy resource (audience) and optional scope. */
 export type Authenticate = (ctx: Koa.Context, audience: string, scope?: string) => Promise<AuthenticatedRequest>;
@@ -81,7 +82,10 @@ function headerValues(v: string[] | undefined): string[] {
  * JSON bodies only, within the limit; a malformed body is `invalid_request`. So is one with a
  * member named `__proto__` (at any depth), naming its path: the parser refuses it (co-body's
  * prototype-poisoning check), and zod would drop it from a record silently if it did not
- * (src/util/own-member.ts); "not valid JSON" sent the writer looking for a syntax error.
+ * (src/util/own-member.ts); "not valid JSON" sent the writer looking for a syntax error. And so
+ * is a body that is not I-JSON or nests deeper than `MAX_JSON_DEPTH` (src/util/i-json.ts), naming
+ * where: the AuthZEN bodies, MCP arguments and LLM bodies already were (issue 16, fourteenth round
+ * red team: a JWK member named with a lone surrogate was a 500 on `POST /admin/agents`).
  */
 export function jsonBody(limitBytes: number): Koa.Middleware {
   const parse = bodyParser({
@@ -99,7 +103,13 @@ export function jsonBody(limitBytes: number): Koa.Middleware {
   return async function parseJsonBody(ctx, next) {
     if (ctx.method === 'GET' || ctx.method === 'HEAD' || ctx.method === 'DELETE') return next();
     if (ctx.request.length && !ctx.is('application/json')) throw new UnsupportedMediaType('application/json');
-    return parse(ctx, next);
+    return parse(ctx, async () => {
+      // Stored as given (jsonb, a text column) and echoed: a lone surrogate would fail the store
+      // (500) or come back as U+FFFD, and nesting past the stack would fail JSON.stringify.
+      const problem = iJsonProblem(ctx.request.body, 'the request body');
+      if (problem) throw new InvalidRequest(problem);
+      await next();
+    });
   };
 }
 

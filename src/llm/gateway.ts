@@ -36,6 +36,7 @@ import {
 } from '../enforcement/index.js';
 import type { Credentialed } from '../enforcement/steps/credential.js';
 import { BadGateway, GatewayTimeout, InvalidRequest, NotFound, PayloadTooLarge } from '../errors/index.js';
+import { iJsonProblem } from '../util/i-json.js';
 import type { GatewayCall } from '../gateway/gateway.js';
 import { unexpectedError, type Logger } from '../log.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
@@ -422,11 +423,16 @@ async function readJson(body: Readable | undefined, limit: number): Promise<unkn
     if (size > limit) throw new PayloadTooLarge(limit);
     chunks.push(chunk as Buffer);
   }
+  let parsed: unknown;
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
     throw new InvalidRequest('the request body is not valid JSON');
   }
+  // Counting tokens and writing the upstream body recurse over it: nesting past the stack is refused here, by name.
+  const problem = iJsonProblem(parsed, 'the request body', { depthOnly: true });
+  if (problem) throw new InvalidRequest(problem);
+  return parsed;
 }
 
 async function readUpstream(res: Response, limit: number): Promise<Buffer> {

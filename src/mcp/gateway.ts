@@ -10,7 +10,8 @@
  *    token for the audience `{issuer}/mcp/{server}` (RFC 8707), with a proof for this method and
  *    URL, used once (RFC 9449); 401 with a DPoP challenge carrying `resource_metadata`
  *    (RFC 9728 §5.1) otherwise. The token and every token it was exchanged from must be live.
- * 4. parse — malformed JSON (-32700), a batch over `limits.maxBatch` (-32600): 400.
+ * 4. parse — malformed JSON (-32700), a message nested deeper than `MAX_JSON_DEPTH`
+ *    (src/util/i-json.ts) or a batch over `limits.maxBatch` (-32600): 400.
  * 5. session — a new session on `initialize` (at most `limits.sessionsPerAgent` per agent),
  *    otherwise the session named by `Mcp-Session-Id`, which must belong to the same user and
  *    chain: another agent's session id is "Session not found" (404), as an unknown one is.
@@ -34,6 +35,7 @@ import { authenticate, dpopChallenger, liveChain, Pipeline, type Admission, type
 import { Conflict, DeputyError, NotFound } from '../errors/index.js';
 import { errorCause, type Logger } from '../log.js';
 import { readWholeBody } from '../util/http.js';
+import { iJsonProblem } from '../util/i-json.js';
 import type { AccessTokenVerifier } from '../oauth/access-token.js';
 import { dpopReplayed } from '../oauth/dpop.js';
 import type { RevocationCache } from '../oauth/token-records.js';
@@ -425,12 +427,22 @@ function proofsOf(v: string | string[] | undefined): string[] {
   return values.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
 }
 
-/** Reads (stream events, src/util/http.ts) and parses a JSON body of at most `limit` bytes. */
+/**
+ * Reads (stream events, src/util/http.ts) and parses a JSON body of at most `limit` bytes, nested
+ * no deeper than `MAX_JSON_DEPTH`: the SDK and the upstream request serialize every member
+ * (`params._meta` too, not only a tool call's arguments), recursing once per level, and a
+ * megabyte nests 500,000 deep; that was `-32603 Maximum call stack size exceeded`, or a tool
+ * call answered "the upstream MCP server could not be reached" (issue 16, fourteenth round red team).
+ */
 async function readJson(call: McpHttpCall, limit: number): Promise<unknown> {
   const raw = await readWholeBody(call.req, call.res, limit, () => new McpHttpError(413, -32600, `the message exceeds ${limit} bytes`));
+  let body: unknown;
   try {
-    return JSON.parse(raw.toString('utf8')) as unknown;
+    body = JSON.parse(raw.toString('utf8')) as unknown;
   } catch {
     throw new McpHttpError(400, -32700, 'Parse error: the body is not JSON');
   }
+  const problem = iJsonProblem(body, 'the message', { depthOnly: true });
+  if (problem) throw new McpHttpError(400, -32600, problem);
+  return body;
 }

@@ -93,7 +93,7 @@ import { pinRefusal, type PinVerdict, type ToolPins } from './pins.js';
 import { askPdp, checkPin, describeMessage, forwardToSession, MCP_DENIED, pepDecision, toJsonRpcError, type McpMessage, type PinLookup, type Sending } from './steps.js';
 import { PIN_META_KEY } from './tool-pin.js';
 import { sha256Base64url } from '../util/sha256.js';
-import { hasLoneSurrogate } from '../util/i-json.js';
+import { hasLoneSurrogate, iJsonProblem } from '../util/i-json.js';
 
 export { MCP_DENIED };
 
@@ -177,17 +177,14 @@ export function admissionOf(extra: { authInfo?: { extra?: Record<string, unknown
  * `sha-256:<base64url>` of the RFC 8785 canonical JSON of a call's arguments.
  *
  * @throws McpError InvalidParams (-32602) when the arguments are not I-JSON (a lone surrogate,
- *   RFC 7493 §2.1): refused before any decision, receipt or upstream request, as the HTTP
- *   surfaces refuse such a request with 400 invalid_request (src/audit/digest.ts).
+ *   RFC 7493 §2.1; a non-finite number) or nest deeper than `MAX_JSON_DEPTH` (src/util/i-json.ts):
+ *   refused before any decision, receipt or upstream request, as the HTTP surfaces refuse such a
+ *   request with 400 invalid_request (src/audit/digest.ts).
  */
 const argumentsDigest = (args: unknown): string => {
-  let text: string | undefined;
-  try {
-    text = canonicalize(args ?? {});
-  } catch (err) {
-    throw new McpError(ErrorCode.InvalidParams, `the arguments are not I-JSON (RFC 7493 §2.1): ${(err as Error).message}`);
-  }
-  return `sha-256:${sha256Base64url(text ?? '{}')}`;
+  const problem = iJsonProblem(args ?? {}, 'the arguments');
+  if (problem) throw new McpError(ErrorCode.InvalidParams, problem);
+  return `sha-256:${sha256Base64url(canonicalize(args ?? {}) ?? '{}')}`;
 };
 
 /**

@@ -29,6 +29,7 @@
  * @module
  */
 import canonicalize from 'canonicalize';
+import { iJsonProblem } from '../util/i-json.js';
 import { SIGNING_ALGS } from '../util/algorithms.js';
 import { createLocalJWKSet, errors, importJWK, jwtVerify, SignJWT, type CryptoKey, type JSONWebKeySet, type JWK } from 'jose';
 import { sha256Base64url } from '../util/sha256.js';
@@ -124,16 +125,15 @@ function withoutOwnMeta(definition: Record<string, unknown>): void {
 /**
  * RFC 8785 canonical JSON of the members of `tool` a pin under `covers` covers.
  *
- * @throws ToolPinError when the definition has no name or is not JSON (a lone surrogate, a non-finite number).
+ * @throws ToolPinError when the definition has no name, is not I-JSON (a lone surrogate, a non-finite number)
+ *   or nests deeper than `MAX_JSON_DEPTH` (src/util/i-json.ts); the message names which and where.
  */
 export function canonicalDefinition(tool: Readonly<Record<string, unknown>>, covers: PinCoverage = WHOLE_DEFINITION): string {
-  let text: string | undefined;
-  try {
-    text = canonicalize(pinnedDefinition(tool, covers));
-  } catch (err) {
-    if (err instanceof ToolPinError) throw err;
-    throw new ToolPinError('the tool definition is not I-JSON', { cause: err });
-  }
+  const definition = pinnedDefinition(tool, covers);
+  // Checked before the canonicalizer recurses: an upstream's definition nested past the stack is refused by name, not by a RangeError.
+  const problem = iJsonProblem(definition, 'the tool definition');
+  if (problem) throw new ToolPinError(problem);
+  const text = canonicalize(definition);
   if (text === undefined) throw new ToolPinError('the tool definition is not JSON');
   return text;
 }

@@ -64,6 +64,7 @@ import { actFromChain, DelegationDenied, extendChain, handoffTarget, mayActNames
 import { resolveSubject, subjectTokenKind, SubjectTokenError, TOKEN_TYPES, type Subject } from './subject-token.js';
 import { AgentNotActive, ParentRevoked, type NewTokenRecord, type TokenRecords, type UserAttributes } from './token-records.js';
 import { CapturedUpstreamTokens } from './upstream-capture.js';
+import { MAX_RESOURCE_URI } from './uri.js';
 import { sha256Base64url } from '../util/sha256.js';
 
 /** RFC 8693 §2.1 grant type. */
@@ -112,7 +113,7 @@ export function purgeExpiredUpstream(vault: EnvelopeVault, db: Queryable): Promi
 /** Parameter sizes beyond which the request is refused before any parsing. */
 const MAX_TOKEN_PARAM = 16 * 1024;
 /** Longest accepted `resource` / `audience` value, in characters. */
-export const MAX_TARGET = 2048;
+export const MAX_TARGET = MAX_RESOURCE_URI;
 
 /** The services the token exchange reads: issuer, store, agent registry, federation, verifier, token records, the delegation authorizer, receipts, vault, token lifetime (seconds), logger. */
 export interface TokenExchangeDeps {

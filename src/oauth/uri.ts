@@ -17,6 +17,22 @@ const PATH_CHAR = /[A-Za-z0-9\-._~!$&'()*+,;=:@/]/;
 /** RFC 3986 §6.2.3 default ports. */
 const DEFAULT_PORTS: Readonly<Record<string, string>> = { http: '80', https: '443' };
 
+/** The longest resource or audience value accepted, in a request (`resource`, `audience`) or an agent's registration. */
+export const MAX_RESOURCE_URI = 2048;
+
+/**
+ * An absolute URI without a fragment (RFC 3986 §4.3 `absolute-URI`; RFC 8707 §2: a resource
+ * indicator "MUST be an absolute URI … MUST NOT include a fragment component"): a scheme, then
+ * only characters a URI may hold (unreserved, reserved but `#`, and `%` escapes), at most
+ * {@link MAX_RESOURCE_URI} characters — no space, control character or non-ASCII text.
+ */
+const ABSOLUTE_URI = /^[A-Za-z][A-Za-z0-9+.-]*:(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?[\]]|%[0-9A-Fa-f]{2})+$/;
+
+/** Whether `value` is an RFC 8707 §2 resource indicator: an absolute URI without a fragment, at most {@link MAX_RESOURCE_URI} characters. */
+export function isResourceIndicator(value: string): boolean {
+  return value.length <= MAX_RESOURCE_URI && ABSOLUTE_URI.test(value);
+}
+
 /**
  * The normal form of an absolute `http` / `https` URL without its query and fragment
  * (RFC 9449 §4.3 step 9 ignores both), or `undefined` when `value` is not one.

@@ -24,6 +24,7 @@ import type { Decision } from './decision.js';
 import type { EntityInput } from './entities.js';
 import { isObject } from './schema.js';
 import { setMember } from '../util/own-member.js';
+import { iJsonProblem, MAX_JSON_DEPTH } from '../util/i-json.js';
 
 /** An AuthZEN Action (§5.3): its name and properties. */
 export interface ActionInput {
@@ -68,17 +69,16 @@ export interface SearchInput {
 const ENTITY_MEMBERS = new Set(['type', 'id', 'properties']);
 const MAX_STRING = 8 * 1024;
 
-/** Rejects JSON nested deeper than `max` (AuthZEN 1.0 §11.7: nested JSON attacks). Iterative. */
+/**
+ * Rejects a body nested deeper than `max` levels (AuthZEN 1.0 §11.7: nested JSON attacks;
+ * `pdp.maxJsonDepth`, at most {@link MAX_JSON_DEPTH}). Lone surrogates are not refused here: the
+ * PDP denies them with `invalid_input`, as it does an unknown entity type (./pdp.ts).
+ *
+ * @throws InvalidRequest (400 `invalid_request`) naming where the nesting goes too deep.
+ */
 export function checkDepth(value: unknown, max: number): void {
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (typeof v !== 'object' || v === null) continue;
-    if (depth > max) throw new InvalidRequest(`request body is nested deeper than ${max} levels`);
-    for (const child of Array.isArray(v) ? v : Object.values(v)) {
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
-    }
-  }
+  const problem = iJsonProblem(value, 'the request body', { maxDepth: max, depthOnly: true });
+  if (problem) throw new InvalidRequest(problem);
 }
 
 /** `POST /access/v1/evaluation` (§6.1). */

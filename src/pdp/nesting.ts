@@ -56,22 +56,3 @@ function lineEnd(text: string, start: number): number {
  * 160 leaves room for the stack a request is evaluated under, and for ~78 conditions in a chain.
  */
 export const MAX_POLICY_DEPTH = 160;
-
-/**
- * How deeply `value` (parsed JSON) nests objects and arrays: 0 for a scalar, 1 for `{}` or `[]`
- * of scalars. Iterative: the value may be nested deeper than the JavaScript stack allows.
- */
-export function jsonDepth(value: unknown): number {
-  let max = 0;
-  const pending: Array<[unknown, number]> = [[value, 0]];
-  while (pending.length > 0) {
-    const [v, depth] = pending.pop()!;
-    if (typeof v !== 'object' || v === null) {
-      max = Math.max(max, depth);
-      continue;
-    }
-    max = Math.max(max, depth + 1);
-    for (const child of Object.values(v)) pending.push([child, depth + 1]);
-  }
-  return max;
-}

@@ -19,6 +19,7 @@ import type { CedarEngine } from './engine.js';
 import { agentEntity, deputyType, requestEntity, UnknownEntityType, type AgentCache, type BuiltEntity, type EntityInput } from './entities.js';
 import type { PolicySnapshot, PolicyStore } from './policy-store.js';
 import { ProjectionError } from './schema.js';
+import { iJsonProblem } from '../util/i-json.js';
 
 /** What a {@link PolicyDecisionPoint} is built from. */
 export interface PdpDeps {
@@ -253,6 +254,8 @@ export class PolicyDecisionPoint {
   /** The synchronous phase: all Cedar calls of one decision against one snapshot. */
   decide(snapshot: PolicySnapshot, subject: PreparedSubject, input: Pick<EvaluationInput, 'action' | 'context'>, resource: PreparedEntity): Decision {
     return this.#guard(() => {
+      const unfit = callerValueProblem(subject, input, resource);
+      if (unfit) return deny('invalid_input', unfit);
       const action = snapshot.schema.action(input.action.name);
       if (!action) return deny('invalid_input', `action ${quoted(input.action.name)} is not declared by the policy set`);
       let members: Member[] | Decision;
@@ -323,4 +326,21 @@ export class PolicyDecisionPoint {
       throw err;
     }
   }
+}
+
+/**
+ * Why a caller's own values in an evaluation are not ones the PDP takes, or `undefined`: a lone
+ * surrogate (RFC 7493 §2.1) in `context`, `action.properties` or the subject's or resource's
+ * `properties` — strings or member names — or nesting deeper than `MAX_JSON_DEPTH`. Cedar throws on
+ * a lone surrogate and a receipt cannot digest one; an entity id or String attribute with one is
+ * already denied `invalid_input` (./entities.ts, ./schema.ts), and so is every other caller value,
+ * whether or not a policy reads it and whether or not a receipt is asked for.
+ */
+function callerValueProblem(subject: PreparedSubject, input: Pick<EvaluationInput, 'action' | 'context'>, resource: PreparedEntity): string | undefined {
+  return (
+    iJsonProblem(input.context, 'context') ??
+    iJsonProblem(input.action.properties, 'action.properties') ??
+    iJsonProblem(resource.input.properties, 'resource.properties') ??
+    (subject.kind === 'plain' ? iJsonProblem(subject.input.properties, 'subject.properties') : undefined)
+  );
 }

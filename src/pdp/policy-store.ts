@@ -26,7 +26,8 @@ import { describeCedarErrors, isCedarCrash, newCedarInstance, type Cedar, type E
 import { checkEntities } from './entity-check.js';
 import { EntityData } from './entity-data.js';
 import { policyReads, type PolicyReads } from './entity-slice.js';
-import { jsonDepth, MAX_NESTING, MAX_POLICY_DEPTH, nestingDepth } from './nesting.js';
+import { MAX_NESTING, MAX_POLICY_DEPTH, nestingDepth } from './nesting.js';
+import { iJsonProblem } from '../util/i-json.js';
 import { PolicyLoadError } from './policy-load-error.js';
 import { preparseScopedSets, type ScopedPolicySet } from './policy-scopes.js';
 import { isObject, ProjectionError, SchemaInfo } from './schema.js';
@@ -531,7 +532,7 @@ function splitPolicies(files: ReadonlyArray<{ file: string; text: string }>, ced
       }
       const annotations = json.json.annotations ?? {};
       const id = annotations.id ?? `${file}#${i + 1}`;
-      if (jsonDepth(json.json) > MAX_POLICY_DEPTH) {
+      if (iJsonProblem(json.json, 'policy', { maxDepth: MAX_POLICY_DEPTH, depthOnly: true }) !== undefined) {
         issues.push(`${file}: policy "${id}" nests its expressions deeper than ${MAX_POLICY_DEPTH} levels of its JSON form (Cedar's evaluation would overflow its stack; a long list of alternatives reads better as a set: ["a", "b"].contains(resource.id))`);
         return;
       }

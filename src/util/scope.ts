@@ -8,6 +8,13 @@
 /** One scope token (RFC 6749 §3.3), anchored; any length ≥ 1. */
 export const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 
+/**
+ * The longest scope token an agent may be registered with (configuration or admin API). RFC 6749
+ * sets no length; real scopes are tens of characters, and a scope is copied into every token,
+ * receipt and PDP request the agent makes.
+ */
+export const MAX_SCOPE_TOKEN = 256;
+
 /** Whether `value` is one RFC 6749 §3.3 scope token of at most `maxLength` characters. */
 export function isScopeToken(value: string, maxLength = Number.POSITIVE_INFINITY): boolean {
   return value.length <= maxLength && SCOPE_TOKEN.test(value);

@@ -4,6 +4,7 @@ import { adminSetup, clientCredentialsToken, clientKeys, oauthClient, type Clien
 import { usingPostgres } from '../support/database.js';
 import { json } from '../support/http.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { MAX_JSON_DEPTH } from '../../src/util/i-json.js';
 
 let deputy: TestDeputy;
 let adminToken: string;
@@ -125,6 +126,46 @@ describe('admin API: agents', () => {
     for (const id of ['bad-1', 'bad-2', 'bad-4', 'bad-5', 'bad-6']) {
       expect((await api(`/admin/agents/${id}`, { token: adminToken })).status).toBe(404);
     }
+  });
+
+  it("refuses a scope that is not one RFC 6749 scope-token of at most 256 characters and an audience that is not an absolute URI without fragment, on create and change alike, naming the agent and the field; nothing stored", async () => {
+    const scopes = ['s'.repeat(257), 'x'.repeat(16 * 1024), 'read write', 'read\u0007', 'say"hi"'];
+    const audiences = ['api', 'https://api.example.com/#frag', 'https://api.example.com/a b', 'https://api.example.com/\u0000', `https://api.example.com/${'a'.repeat(2048)}`];
+    const created = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent('bounded')) });
+    expect(created.status).toBe(201);
+    for (const [field, values] of [['scopes', scopes], ['audiences', audiences]] as const) {
+      for (const value of values) {
+        const create = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify({ ...newAgent('wide'), [field]: [value] }) });
+        expect(create.status, `${field}: ${value.slice(0, 40)}`).toBe(400);
+        expect((await json(create)).error_description).toMatch(new RegExp(`^invalid agent "wide": ${field}\\.0: `));
+        const change = await api('/admin/agents/bounded', { method: 'PATCH', token: adminToken, body: JSON.stringify({ [field]: [field === 'scopes' ? 'ok.one' : 'https://ok.example', value] }) });
+        expect(change.status).toBe(400);
+        expect((await json(change)).error_description).toMatch(new RegExp(`^invalid change to agent "bounded": ${field}\\.1: `));
+      }
+    }
+    expect((await api('/admin/agents/wide', { token: adminToken })).status).toBe(404);
+    expect(await json(await api('/admin/agents/bounded', { token: adminToken }))).toMatchObject({ scopes: newAgent('bounded').scopes, audiences: newAgent('bounded').audiences });
+    // The widest accepted forms pass both entrances.
+    const wide = await api('/admin/agents/bounded', { method: 'PATCH', token: adminToken, body: JSON.stringify({ scopes: ['s'.repeat(256)], audiences: ['urn:deputy:agent:agent-b', 'https://api.example.com:8443/v1?q=%20'] }) });
+    expect(wide.status).toBe(200);
+  });
+
+  it('refuses a body that is not I-JSON or nests deeper than MAX_JSON_DEPTH, naming where, before anything is stored (a lone surrogate in a JWK member name was a 500; in a name, stored as U+FFFD)', async () => {
+    const bodies: Array<[string, RegExp]> = [
+      [JSON.stringify(newAgent('sur-key')).replace('"kty":', '"\\ud800":1,"kty":'), /^the request body\.jwks\.keys\[0\]\["\\ud800"\]: the member name holds a lone surrogate/],
+      [JSON.stringify({ ...newAgent('sur-name'), name: 'x\ud800' }), /^the request body\.name holds a lone surrogate/],
+      [JSON.stringify(newAgent('deep')).replace('"kty":', `"deep":${'['.repeat(MAX_JSON_DEPTH)}${']'.repeat(MAX_JSON_DEPTH)},"kty":`), new RegExp(`^the request body\\.jwks\\.keys\\[0\\]\\.deep(\\[0\\])+ is nested deeper than ${MAX_JSON_DEPTH} levels`)],
+    ];
+    for (const [body, message] of bodies) {
+      const res = await api('/admin/agents', { method: 'POST', token: adminToken, body });
+      expect(res.status, body.slice(0, 60)).toBe(400);
+      expect((await json(res)).error_description).toMatch(message);
+    }
+    for (const id of ['sur-key', 'sur-name', 'deep']) expect((await api(`/admin/agents/${id}`, { token: adminToken })).status).toBe(404);
+    // At the limit it passes (a JWK may carry members Deputy does not read).
+    const d = MAX_JSON_DEPTH - 4;
+    const ok = await api('/admin/agents', { method: 'POST', token: adminToken, body: JSON.stringify(newAgent('deep-ok')).replace('"kty":', `"deep":${'['.repeat(d)}${']'.repeat(d)},"kty":`) });
+    expect(ok.status).toBe(201);
   });
 
   it('refuses a duplicate id (409) and an unknown agent (404)', async () => {

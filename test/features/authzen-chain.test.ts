@@ -261,9 +261,15 @@ describe('receipts a PEP asks for (Deputy-Receipt: request)', () => {
     // Without a receipt asked for there is no digest; in an id Cedar is given (a 500 before) or an
     // action name the input is bad: a deny naming it (invalid_input), single and batch, never a 500.
     const odd = 'x\udfffy';
+    // Every other caller value likewise, whether or not a policy reads it: context (values and
+    // member names, however deep), action.properties, resource.properties.
     const bodies = [
       { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: { ...doc('doc-2'), id: odd } },
       { subject: delegated(tokens.two, 'agent-b'), action: { name: odd }, resource: doc('doc-2') },
+      { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2'), context: { note: odd } },
+      { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2'), context: { a: [{ [odd]: 1 }] } },
+      { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read', properties: { why: odd } }, resource: doc('doc-2') },
+      { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: { ...doc('doc-2'), properties: { label: odd } } },
     ];
     for (const body of bodies) {
       const res = await h.post('/access/v1/evaluation', body);
@@ -273,6 +279,11 @@ describe('receipts a PEP asks for (Deputy-Receipt: request)', () => {
       expect(batch.status).toBe(200);
       expect((batch.body as { evaluations: Array<{ decision: boolean }> }).evaluations[0]).toMatchObject({ decision: false });
     }
+    expect((await h.post('/access/v1/evaluation', bodies[2]!)).body).toMatchObject({ context: { reason_admin: { en: 'context.note holds a lone surrogate (not I-JSON, RFC 7493 §2.1)' } } });
+    // Search evaluates each candidate with the request's context: none is permitted with such a context.
+    const search = { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: { type: 'Document' } };
+    expect(((await h.post('/access/v1/search/resource', search)).body.results as unknown[]).length).toBeGreaterThan(0);
+    expect(await h.post('/access/v1/search/resource', { ...search, context: { note: odd } })).toMatchObject({ status: 200, body: { results: [] } });
     expect((await exportChain('agent-b')).length).toBe(before);
     // A well-formed astral character is ordinary text.
     const ok = await h.post('/access/v1/evaluation', { subject: delegated(tokens.two, 'agent-b'), action: { name: 'read' }, resource: doc('doc-2'), context: { note: '😀' } }, { 'Deputy-Receipt': 'request' });

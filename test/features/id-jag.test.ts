@@ -137,6 +137,45 @@ describe('ID-JAG: accepted', () => {
 describe('ID-JAG: refused, naming the check', () => {
   const a = () => agents['agent-a']!;
 
+  it('an over-long sub or a token-shaped identity attribute → invalid_grant naming the claim (src/federation/claims.ts), never quoting it; no token recorded or receipted, the ID-JAG not spent', async () => {
+    const count = async (table: string) => (await h.deputy.store.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${table}`))[0]!.n;
+    const before = [await count('token_records'), await count('receipts')];
+    const jws = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4eHh4eHgifQ.c2lnbmF0dXJlc2ln';
+    const cases: Array<[Record<string, unknown>, string, number]> = [
+      [{ sub: 'u'.repeat(256) }, 'sub', 255],
+      [{ sub: `alice ${jws}` }, 'sub', 255],
+      [{ email: jws }, 'email', 1024],
+      [{ email: `${'e'.repeat(1025)}@example.com` }, 'email', 1024],
+    ];
+    for (const [claims, name, max] of cases) {
+      const jti = randomUUID();
+      const refused = await grantError(a(), await idJag('agent-a', { ...claims, jti }));
+      expect(refused.error, name).toBe('invalid_grant');
+      expect(refused.description).toMatch(new RegExp(`^assertion: the ID-JAG's "${name}" claim is malformed: it must be a non-empty string of at most ${max} characters, not shaped like a token`));
+      expect(refused.description).not.toContain(jws);
+      // Refused before its jti was spent: the same jti in a well-formed ID-JAG still yields a token.
+      if (name === 'sub' && max === 255 && (claims.sub as string).startsWith('u')) {
+        expect([await count('token_records'), await count('receipts')]).toEqual(before);
+        expect((await grant(a(), await idJag('agent-a', { jti }), { scope: 'docs.read' })).access_token).toBeTruthy();
+        before[0] = await count('token_records');
+        before[1] = await count('receipts');
+      }
+    }
+    expect([await count('token_records'), await count('receipts')]).toEqual(before);
+  });
+
+  it('identity claims at their limit pass; one with a lone surrogate is refused naming the claim (the PDP denied such a sub after the ID-JAG was spent; a name with one passed), the jti not spent', async () => {
+    for (const claims of [{ sub: 'u'.repeat(255) }, { email: `${'e'.repeat(1012)}@example.com` }, { name: `Ali ${'😀'.repeat(200)}` }]) {
+      expect((await grant(a(), await idJag('agent-a', claims), { scope: 'docs.read' })).access_token, Object.keys(claims)[0]).toBeTruthy();
+    }
+    for (const [claims, name, max] of [[{ sub: 'alice\ud800' }, 'sub', 255], [{ email: 'a\udc00@example.com' }, 'email', 1024], [{ name: 'Alice \ud800' }, 'name', 1024]] as const) {
+      const jti = randomUUID();
+      const refused = await grantError(a(), await idJag('agent-a', { ...claims, jti }));
+      expect(refused, name).toMatchObject({ error: 'invalid_grant', description: `assertion: the ID-JAG's "${name}" claim is malformed: it must be a non-empty string of at most ${max} characters, not shaped like a token, no lone surrogate` });
+      expect((await grant(a(), await idJag('agent-a', { jti }), { scope: 'docs.read' })).access_token).toBeTruthy();
+    }
+  });
+
   it('another audience → invalid_grant (aud)', async () => {
     expect(await grantError(a(), await idJag('agent-a', { aud: 'https://other-as.example.com' }))).toMatchObject({ error: 'invalid_grant', description: expect.stringMatching(/audience/) });
   });

@@ -21,6 +21,7 @@ import { startTestDeputy, type TestDeputy } from '../support/server.js';
 import { dpopProof } from '../support/agents.js';
 import { freePort } from '../support/net.js';
 import { parsePrometheus, sampleValue } from '../support/prometheus.js';
+import { MAX_JSON_DEPTH } from '../../src/util/i-json.js';
 
 const OPENAI_KEY = `sk-proj-${randomBytes(16).toString('hex')}`;
 const ANTHROPIC_KEY = `sk-ant-${randomBytes(16).toString('hex')}`;
@@ -446,6 +447,27 @@ describe('budgets: refusals and failures hold nothing', () => {
       });
       expect(res.status).toBe(400);
       expect(JSON.stringify(await res.json())).toContain('invalid_request');
+    }
+    expect(llm.requests.length).toBe(before);
+    expect(await spend(id)).toMatchObject({ spent: 0, reserved: 0 });
+  });
+
+  it('a request nested deeper than MAX_JSON_DEPTH is a 400 invalid_request naming the nesting, not a stack overflow: nothing forwarded, reserved or charged', async () => {
+    const { token, user } = await session('openai');
+    const id = await budget({ user, unit: 'requests', window: 'day', limit: 10 });
+    const url = `${audience('openai')}/v1/chat/completions`;
+    const before = llm.requests.length;
+    const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+    for (const member of ['metadata', 'messages']) {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { authorization: `DPoP ${token}`, dpop: await dpopProof(agent.dpop, url, { htm: 'POST', accessToken: token }), 'content-type': 'application/json' },
+        body: `{"model":"gpt-test","max_tokens":5,"messages":${member === 'messages' ? deep : JSON.stringify(hello)}${member === 'metadata' ? `,"metadata":${deep}` : ''}}`,
+      });
+      expect(res.status, member).toBe(400);
+      const body = JSON.stringify(await res.json());
+      expect(body).toContain('invalid_request');
+      expect(body).toContain(`nested deeper than ${MAX_JSON_DEPTH} levels`);
     }
     expect(llm.requests.length).toBe(before);
     expect(await spend(id)).toMatchObject({ spent: 0, reserved: 0 });

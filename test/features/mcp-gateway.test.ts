@@ -22,6 +22,7 @@ import { baseTools, dpopFetch, mcpAgent, startMcpUpstream, toolCallOutcome, type
 import { startMockIdp, type MockIdp } from '../support/mock-idp.js';
 import { freePort } from '../support/net.js';
 import { startTestDeputy, type TestDeputy } from '../support/server.js';
+import { MAX_JSON_DEPTH } from '../../src/util/i-json.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const MCP_KEY = `mcp_key_${randomBytes(16).toString('hex')}`;
@@ -183,6 +184,21 @@ describe('MCP gateway', () => {
     expect((await refusal(client.getPrompt({ name: 'greet\udc00', arguments: { who: 'Ada' } }))).code).toBe(-32602);
     expect((await refusal(client.getPrompt({ name: 'greet', arguments: { who: 'Ada\udc00' } }))).code).toBe(-32602);
     expect((await refusal(client.readResource({ uri: 'file:///readme.md\ud800' }))).code).toBe(-32602);
+    expect(up.requests).toBe(requests);
+    expect((await receiptsOf('agent-a')).length).toBe(before);
+    expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
+    await client.close();
+  });
+
+  it('refuses a tools/call whose arguments nest deeper than MAX_JSON_DEPTH (counted from the message: the gateway refuses it as it parses, 400 -32600) naming the nesting; nothing forwarded or receipted, the session intact', async () => {
+    const { client } = await connect(agents['agent-a']!);
+    const requests = up.requests;
+    const before = (await receiptsOf('agent-a')).length;
+    let deep: unknown = 'x';
+    for (let i = 0; i < MAX_JSON_DEPTH; i++) deep = [deep];
+    const err = (await client.callTool({ name: 'echo', arguments: { deep } }).then(() => new Error('accepted'), (e: unknown) => e)) as Error & { code?: number };
+    expect(err.code).toBe(400);
+    expect(err.message).toMatch(new RegExp(`"code":-32600,"message":"the message\\.params\\.arguments\\.deep(\\[0\\])+ is nested deeper than ${MAX_JSON_DEPTH} levels`));
     expect(up.requests).toBe(requests);
     expect((await receiptsOf('agent-a')).length).toBe(before);
     expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
@@ -409,7 +425,8 @@ describe('MCP gateway', () => {
           expect(res.status).toBe(400);
           const error = (await res.json()) as { error: string; error_description: string };
           expect(error.error).toBe('invalid_request');
-          expect(error.error_description).toContain('"echo"');
+          // A body holding the lone surrogate itself is refused as it is parsed, naming where (src/http/util.ts jsonBody).
+          expect(error.error_description).toMatch('definitions' in body ? /^the request body\.definitions\[0\]\.description holds a lone surrogate/ : /"echo"/);
         }
         up.tools = baseTools();
         expect(names((await client.listTools()).tools)).toContain('echo'); // its approved pin is untouched
@@ -524,6 +541,39 @@ describe('MCP gateway', () => {
       }
       const meta = (await (await fetch(`${deputy.url}/.well-known/oauth-protected-resource/mcp/tools`)).json()) as Record<string, unknown>;
       expect(meta).toMatchObject({ resource: mcpUrl('tools'), authorization_servers: [issuer], dpop_bound_access_tokens_required: true });
+    });
+
+    it('refuses a message nested deeper than MAX_JSON_DEPTH anywhere (params._meta too, not only arguments) with 400 -32600 naming where; nothing forwarded, the session intact (tools/list was -32603 "Maximum call stack size exceeded", a tool call "upstream could not be reached")', async () => {
+      const token = await tokenFor(agents['agent-a']!, 'tools');
+      const post = dpopFetch(agents['agent-a']!, () => token);
+      const url = mcpUrl('tools');
+      const { client, transport } = await mcpAgent(url, agents['agent-a']!, token);
+      const session = { 'mcp-session-id': transport.sessionId!, 'mcp-protocol-version': '2025-06-18' };
+      const nest = (n: number) => '['.repeat(n) + ']'.repeat(n);
+      const requests = up.requests;
+      const before = (await receiptsOf('agent-a')).length;
+      // The message, params and _meta (or arguments) are 3 levels: MAX_JSON_DEPTH - 3 arrays below reach the limit exactly.
+      for (const n of [MAX_JSON_DEPTH - 2, 100_000]) {
+        for (const body of [
+          `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"a":${nest(n)}}}}`,
+          `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"},"_meta":{"a":${nest(n)}}}}`,
+          `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"a":${nest(n)}}}}`,
+        ]) {
+          const res = await post(url, { method: 'POST', headers: { ...rpcHeaders, ...session }, body });
+          expect(res.status, body.slice(0, 50)).toBe(400);
+          const error = ((await res.json()) as { error: { code: number; message: string } }).error;
+          expect(error.code).toBe(-32600);
+          expect(error.message).toMatch(new RegExp(`^the message\\.params\\.(_meta\\.a|arguments\\.a)(\\[0\\])+ is nested deeper than ${MAX_JSON_DEPTH} levels`));
+        }
+      }
+      expect(up.requests).toBe(requests);
+      expect((await receiptsOf('agent-a')).length).toBe(before);
+      // At the limit it is an ordinary message.
+      const atLimit = await post(url, { method: 'POST', headers: { ...rpcHeaders, ...session }, body: `{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"a":${nest(MAX_JSON_DEPTH - 3)}}}}` });
+      expect(atLimit.status).toBe(200);
+      expect(await atLimit.text()).toContain('"tools"');
+      expect((await client.callTool({ name: 'echo', arguments: { text: 'ok' } })).content).toEqual([{ type: 'text', text: 'echo: {"text":"ok"}' }]);
+      await client.close();
     });
 
     it('refuses malformed JSON, oversized batches and messages, unknown methods and another agent\'s session; nothing is forwarded', async () => {

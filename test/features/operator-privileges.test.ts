@@ -162,7 +162,7 @@ describe("Deputy's own scopes and resources are never granted to an agent", () =
       const res = await adminCall('POST', '/admin/agents', newAgent(`p-${randomUUID().slice(0, 8)}`, { audiences: ['https://api.example.com', audience] }));
       expect(res.status, audience).toBe(400);
       expect(res.body.error, audience).toBe('invalid_request');
-      expect(res.body.error_description, audience).toMatch(/audiences\.1: .*Deputy's own resources/);
+      expect(res.body.error_description, audience).toMatch(/audiences\.1: .*(Deputy's own resources|without a fragment)/);
     }
   });
 
@@ -189,7 +189,7 @@ describe("Deputy's own scopes and resources are never granted to an agent", () =
     for (const audience of deputyResources()) {
       const res = await adminCall('PATCH', '/admin/agents/patchable', { audiences: [audience] });
       expect(res.status, audience).toBe(400);
-      expect(res.body.error_description, audience).toMatch(/audiences\.0: .*Deputy's own resources/);
+      expect(res.body.error_description, audience).toMatch(/audiences\.0: .*(Deputy's own resources|without a fragment)/);
     }
     const now = await adminCall('GET', '/admin/agents/patchable');
     expect(now.body).toMatchObject({ scopes: ['deputy.read'], audiences: ['https://api.example.com'] });
@@ -210,14 +210,14 @@ describe("Deputy's own scopes and resources are never granted to an agent", () =
     };
     for (const scope of DEPUTY_SCOPES) {
       const err = refusal(configWith({ scopes: ['deputy.read', scope], audiences: [] }));
-      expect(err.issues, scope).toEqual([expect.stringMatching(/^agents\.1\.scopes\.1: .*Deputy's own scopes/)]);
+      expect(err.issues, scope).toEqual([expect.stringMatching(/^agents\.1\.scopes\.1 \(agent "[^"]+"\): .*Deputy's own scopes/)]);
     }
     for (const audience of deputyResources()) {
       const err = refusal(configWith({ scopes: [], audiences: ['https://api.example.com', audience] }));
-      expect(err.issues, audience).toEqual([expect.stringMatching(/^agents\.1\.audiences\.1: .*Deputy's own resources/)]);
+      expect(err.issues, audience).toEqual([expect.stringMatching(/^agents\.1\.audiences\.1 \(agent "[^"]+"\): .*(Deputy's own resources|without a fragment)/)]);
       // Without server.issuer, the issuer is http://localhost:<port>.
       const byPort = refusal(configWith({ scopes: [], audiences: [audience] }, { port }));
-      expect(byPort.issues, audience).toEqual([expect.stringMatching(/^agents\.1\.audiences\.0: /)]);
+      expect(byPort.issues, audience).toEqual([expect.stringMatching(/^agents\.1\.audiences\.0 \(agent "[^"]+"\): /)]);
     }
     expect(() => configWith({ scopes: ['deputy.read'], audiences: [gw('echo'), HANDOFF, 'urn:deputy:agent:*'] })()).not.toThrow();
   });
@@ -235,7 +235,7 @@ describe("Deputy's own scopes and resources are never granted to an agent", () =
       const bad = { ...agentConfig('bad', keys['agent-h']!, { scopes: [], audiences: ['http://DEPUTY.test:80/access'] }), maxDelegationDepth: 3, status: 'active' as const };
       const start = startDeputy({ config: { ...base, agents: [bad] }, env: {} });
       await expect(start).rejects.toBeInstanceOf(ConfigError);
-      await expect(start).rejects.toThrow(/agents\.0\.audiences\.0: .*Deputy's own resources/);
+      await expect(start).rejects.toThrow(/agents\.0\.audiences\.0 \(agent "[^"]+"\): .*(Deputy's own resources|without a fragment)/);
     } finally {
       await database.drop();
       rmSync(dir, { recursive: true, force: true });
@@ -256,7 +256,7 @@ describe("Deputy's own scopes and resources are never granted to an agent", () =
       child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
       const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
       expect(code).toBe(2);
-      expect(stderr).toMatch(/agents\.0\.scopes\.0: .*Deputy's own scopes/);
+      expect(stderr).toMatch(/agents\.0\.scopes\.0 \(agent "[^"]+"\): .*Deputy's own scopes/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -120,6 +120,25 @@ describe('sign-in at a trusted IdP', () => {
     expect(browser.cookies('localhost').has('deputy_session')).toBe(false);
   });
 
+  it('an ID token with an over-long sub or a token-shaped identity attribute is refused (access_denied naming the claim, never quoting it): no session', async () => {
+    const jws = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4eHh4eHgifQ.c2lnbmF0dXJlc2ln';
+    const long = 'u'.repeat(256);
+    idp.oktaSignIn.setUser(long, { email: 'long@example.com' });
+    idp.oktaSignIn.setUser('00u-shaped', { email: jws, name: 'Shaped' });
+    for (const [uid, claim, max] of [[long, 'sub', 255], ['00u-shaped', 'email', 1024]] as const) {
+      const browser = signedInAtIdp(uid);
+      const res = await browser.visit(`${issuer}/signin?return_to=/signin/session`);
+      expect(res.status, claim).toBe(403);
+      const body = JSON.parse(res.body) as { error: string; error_description: string };
+      expect(body.error).toBe('access_denied');
+      expect(body.error_description).toMatch(new RegExp(`the sign-in ID token's "${claim}" claim is malformed: it must be a non-empty string of at most ${max} characters, not shaped like a token`));
+      expect(res.body).not.toContain(jws);
+      expect(res.body).not.toContain(long);
+      expect(browser.cookies('localhost').has('deputy_session')).toBe(false);
+      expect((await browser.visit(`${issuer}/signin/session`)).body).toContain('Not signed in');
+    }
+  });
+
   it('a forged or tampered session cookie is no session', async () => {
     const browser = signedInAtIdp();
     await browser.visit(`${issuer}/signin`);

@@ -12,28 +12,39 @@ import { helpText, parseOrThrow, UsageError, type BenchArgsConfig } from '../../
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const config = {
   options: {
-    n: { type: 'string', default: '100', value: 'count', description: 'requests' },
-    levels: { type: 'string', value: 'counts' },
+    n: { type: 'string', default: '100', value: 'positive integer', description: 'requests' },
+    levels: { type: 'string', value: 'positive integers' },
     cache: { type: 'string', default: 'on', value: ['on', 'off'] },
-    ratio: { type: 'string', value: 'number' },
+    ratio: { type: 'string', value: 'non-negative number' },
+    warm: { type: 'string', value: 'non-negative integer' },
+    only: { type: 'string', value: 'non-negative integers' },
     quick: { type: 'boolean', default: false },
   },
 } satisfies BenchArgsConfig;
 
 describe('bench options', () => {
   it('parse what is declared, with defaults', () => {
-    expect(parseOrThrow(config, ['--n', '5', '--levels', '1,8,32', '--quick', '--ratio=-0.5e3']).values).toMatchObject({ n: '5', levels: '1,8,32', cache: 'on', quick: true, ratio: '-0.5e3' });
+    expect(parseOrThrow(config, ['--n', '5', '--levels', '1,8,32', '--quick', '--ratio=0.5e3', '--warm=0', '--only=0,2']).values).toMatchObject({ n: '5', levels: '1,8,32', cache: 'on', quick: true, ratio: '0.5e3', warm: '0', only: '0,2' });
   });
 
   it('refuse an unknown option, a missing or malformed value, a positional argument, each with a one-line UsageError', () => {
     const bad: Array<[string[], RegExp]> = [
       [['--nope'], /Unknown option '--nope'/],
       [['--n'], /--n/],
-      [['--n', 'x'], /--n must be a whole number, not "x"/],
+      [['--n', 'x'], /--n must be a whole number ≥ 1, not "x"/],
       [['--n', '-1'], /--n/],
-      [['--levels', '8,'], /--levels must be comma-separated whole numbers/],
+      [['--n=0'], /--n must be a whole number ≥ 1, not "0"/],
+      [['--n=-3'], /--n must be a whole number ≥ 1, not "-3"/],
+      [['--n=1.5'], /--n must be a whole number ≥ 1/],
+      [['--n=1e3'], /--n must be a whole number ≥ 1/],
+      [[`--n=${'9'.repeat(400)}`], /--n must be a whole number ≥ 1/],
+      [['--levels', '8,'], /--levels must be comma-separated whole numbers ≥ 1/],
+      [['--levels', '8,0'], /--levels must be comma-separated whole numbers ≥ 1/],
       [['--cache', 'maybe'], /--cache must be one of on, off/],
-      [['--ratio', 'NaN'], /--ratio must be a number/],
+      [['--ratio', 'NaN'], /--ratio must be a number ≥ 0/],
+      [['--ratio=-1'], /--ratio must be a number ≥ 0/],
+      [['--warm=-1'], /--warm must be a whole number ≥ 0/],
+      [['--only', '0,x'], /--only must be comma-separated whole numbers ≥ 0/],
       [['extra'], /positional/i],
       [['--quick=yes'], /--quick/],
     ];
@@ -83,6 +94,28 @@ describe('bench options', () => {
     expect(help.stdout).toMatch(/--only <n,n,…>/);
     const bad = run('--n', 'abc');
     expect(bad.status).toBe(2);
-    expect(bad.stderr).toMatch(/^receipt-statement-parts\.ts: --n must be a whole number, not "abc" \(see --help\)\n$/);
+    expect(bad.stderr).toMatch(/^receipt-statement-parts\.ts: --n must be a whole number ≥ 1, not "abc" \(see --help\)\n$/);
+  });
+
+  it('every count of every bench script is a typed value: digest-micro.ts refuses --n=0, --n=-3, --n=abc, --pairs=1.5 (exit 2, one line naming the option); no script reads a number from an unchecked option', () => {
+    // --n=0 printed "Infinity µs" (issue 16, thirteenth round): a count of 0 divided by.
+    for (const [arg, option] of [['--n=0', 'n'], ['--n=-3', 'n'], ['--n=abc', 'n'], ['--pairs=1.5', 'pairs']] as const) {
+      const bad = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/digest-micro.ts', arg], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+      expect(bad.status, arg).toBe(2);
+      expect(bad.stderr).toMatch(new RegExp(`^digest-micro\\.ts: --${option} must be a whole number ≥ 1, not ".*" \\(see --help\\)\n$`));
+    }
+    // Statically, for every script: an option whose value becomes a number (`Number(values.x)`)
+    // declares a value kind, so the helper refuses what is no such number.
+    const bench = new URL('../../scripts/bench/', import.meta.url);
+    const unchecked: string[] = [];
+    for (const file of readdirSync(bench).filter((f) => f.endsWith('.ts'))) {
+      const text = readFileSync(new URL(file, bench), 'utf8');
+      for (const [, dotted, quoted] of text.matchAll(/Number\(values(?:\.(\w+)|\['([\w-]+)'\])/g)) {
+        const name = (dotted ?? quoted)!;
+        const declared = new RegExp(`(?:'${name}'|\\b${name}): \\{[^}]*\\}`).exec(text)?.[0];
+        if (!declared?.includes('value:')) unchecked.push(`${file}: --${name}`);
+      }
+    }
+    expect(unchecked).toEqual([]);
   });
 });

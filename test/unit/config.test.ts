@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, validateConfig } from '../../src/config/load.js';
+import { MAX_SCOPE_TOKEN } from '../../src/util/scope.js';
 
 let dir: string;
 let n = 0;
@@ -189,7 +190,33 @@ describe('invalid files', () => {
     const path = file(
       'agents:\n  - id: ok\n    name: OK\n    owner: a@example.com\n    jwks_uri: https://x.example/jwks\n  - id: bad\n    name: Bad\n    owner: b@example.com\n    maxDelegationDepth: 0\n    jwks_uri: https://x.example/jwks\n',
     );
-    expect(configError(() => loadConfig({ env: {}, file: path })).message).toMatch(/agents\.1\.maxDelegationDepth: /);
+    expect(configError(() => loadConfig({ env: {}, file: path })).message).toMatch(/agents\.1\.maxDelegationDepth \(agent "bad"\): /);
+  });
+
+  it("bound an agent's scopes (RFC 6749 §3.3 scope-token, at most 256 characters) and audiences (RFC 8707 §2 absolute URI without fragment, at most 2048), naming the agent and the field", () => {
+    const agent = (field: string, value: string) =>
+      file(`agents:\n  - id: wide\n    name: Wide\n    owner: a@example.com\n    jwks_uri: https://x.example/jwks\n    ${field}: [${JSON.stringify(value)}]\n`);
+    const refused: Array<[string, string, RegExp]> = [
+      ['scopes', 's'.repeat(MAX_SCOPE_TOKEN + 1), /at most 256 characters/],
+      ['scopes', 'x'.repeat(1024 * 1024), /at most 256 characters/],
+      ['scopes', 'read write', /scope token/],
+      ['scopes', 'read\u0007', /scope token/],
+      ['scopes', 'say"hi"', /scope token/],
+      ['scopes', 'läsa', /scope token/],
+      ['audiences', 'api', /absolute URI without a fragment/],
+      ['audiences', 'https://api.example.com/#frag', /absolute URI without a fragment/],
+      ['audiences', 'https://api.example.com/a b', /absolute URI without a fragment/],
+      ['audiences', 'https://api.example.com/\u0000', /absolute URI without a fragment/],
+      ['audiences', 'https://api.example.com/ä', /absolute URI without a fragment/],
+      ['audiences', `https://api.example.com/${'a'.repeat(2048)}`, /at most 2048 characters/],
+    ];
+    for (const [field, value, message] of refused) {
+      const err = configError(() => loadConfig({ env: {}, file: agent(field, value) }));
+      expect(err.message, `${field}: ${value.slice(0, 40)}`).toMatch(new RegExp(`agents\\.0\\.${field}\\.0 \\(agent "wide"\\): .*${message.source}`));
+    }
+    for (const [field, value] of [['scopes', 's'.repeat(MAX_SCOPE_TOKEN)], ['scopes', 'https://scopes.example/read!#$%'], ['audiences', 'urn:deputy:agent:*'], ['audiences', 'https://api.example.com:8443/v1/x?y=%20']] as const) {
+      expect(loadConfig({ env: {}, file: agent(field, value) }).agents[0]![field]).toEqual([value]);
+    }
   });
 
   it('refuse unknown keys, at the top level and inside sections', () => {

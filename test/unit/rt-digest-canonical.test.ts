@@ -14,6 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { canonicalJson, requestDigest, type DigestValue } from '../../src/audit/digest.js';
 import { InvalidRequest } from '../../src/errors/index.js';
 import { previousCanonicalJson } from '../support/previous-canonical-json.js';
+import { MAX_JSON_DEPTH } from '../../src/util/i-json.js';
 
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -70,6 +71,29 @@ describe('the request digest from the canonicalize library (RFC 8785)', () => {
     }
     // A well-formed surrogate pair is an ordinary astral character.
     expect(canonicalJson({ s: '\ud83d\ude00' })).toBe('{"s":"😀"}');
+  });
+
+  it('says which rule a refusal broke and where: a lone surrogate, a non-finite number, nesting past MAX_JSON_DEPTH (checked before the canonicalizer recurses)', () => {
+    const messageOf = (r: { [k: string]: DigestValue }): string => {
+      try {
+        requestDigest(r);
+      } catch (err) {
+        expect(err).toBeInstanceOf(InvalidRequest);
+        return (err as Error).message;
+      }
+      throw new Error('not refused');
+    };
+    expect(messageOf({ a: [{ b: '\ud83d' }] })).toBe('the request.a[0].b holds a lone surrogate (not I-JSON, RFC 7493 §2.1)');
+    expect(messageOf({ ['x\udc00']: 1 })).toMatch(/^the request\["x\\udc00"\]: the member name holds a lone surrogate/);
+    expect(messageOf({ n: Number.NaN })).toBe('the request.n is a non-finite number (not I-JSON, RFC 7493 §2.2)');
+    // Deeper than any engine stack: the check, not a RangeError from the library, refuses it.
+    let deep: DigestValue = 1;
+    for (let i = 0; i < 200_000; i++) deep = [deep];
+    expect(messageOf({ deep })).toMatch(new RegExp(`^the request\\.deep(\\[0\\])+ is nested deeper than ${MAX_JSON_DEPTH} levels`));
+    let atLimit: DigestValue = 1;
+    for (let i = 1; i < MAX_JSON_DEPTH; i++) atLimit = [atLimit];
+    expect(canonicalJson({ atLimit })).toMatch(/^\{"atLimit":\[+1\]+\}$/);
+    expect(messageOf({ over: [atLimit] })).toMatch(/nested deeper than/);
   });
 
   it('is what the library gives for parsed JSON (the one implementation)', () => {

@@ -26,9 +26,7 @@
  * @module
  */
 import { z } from 'zod';
-import { SCOPE_TOKEN } from '../../util/scope.js';
-
-const scopeToken = z.string().regex(SCOPE_TOKEN, 'must be a scope token (RFC 6749 §3.3)');
+import { registeredAudience, registeredScope } from '../../config/agent-limits.js';
 
 /** A redirect URI: https, or http on a loopback host (RFC 8252 §7.3); no fragment (RFC 6749 §3.1.2). */
 const redirectUri = z.string().refine(
@@ -75,9 +73,9 @@ export const authorizationCodeSchema = z
         /** Largest document accepted, bytes. */
         maxBytes: z.number().int().min(256).max(65_536).default(5120),
         /** Scopes such a client may be granted (with the user's consent); the PDP still decides each call. */
-        scopes: z.array(scopeToken).max(100).default([]),
+        scopes: z.array(registeredScope).max(100).default([]),
         /** Resources (RFC 8707; e.g. `<issuer>/gw/{connection}`) such a client may obtain tokens for. */
-        audiences: z.array(z.string().min(1).max(2048)).max(100).default([]),
+        audiences: z.array(registeredAudience).max(100).default([]),
         /**
          * Longest delegation chain such a client may appear at the end of (agents counted, itself
          * included): 1, acting directly for the user only. It cannot authenticate to exchange tokens.
@@ -88,8 +86,8 @@ export const authorizationCodeSchema = z
           .array(
             z.strictObject({
               host,
-              scopes: z.array(scopeToken).max(100).default([]),
-              audiences: z.array(z.string().min(1).max(2048)).max(100).default([]),
+              scopes: z.array(registeredScope).max(100).default([]),
+              audiences: z.array(registeredAudience).max(100).default([]),
               maxDelegationDepth: z.number().int().min(1).max(10).default(1),
             }),
           )
