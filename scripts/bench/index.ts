@@ -42,7 +42,7 @@ import { startMockIdp, type MockIdp } from '../../test/support/mock-idp.js';
 import { startMockLlm } from '../../test/support/llm-upstream.js';
 import { runLoad, type LoadOptions, type LoadResult, type RequestSpec } from './load.js';
 import type { CounterSnapshot } from './counters.js';
-import { addSnapshots, calibrate, mergeSlices, pairStatistic, pointSpeed, readCpuTimes, slicePlan, stealShare, DISTURBED_THRESHOLD, type Calibration, type CpuTimes, type PairStatistic, type PointSpeed, type SliceLoad } from './pairs.js';
+import { addSnapshots, calibrate, mergeSlices, pairStatistic, slicePlan, speedBetween, speedReading as sharedSpeedReading, DISTURBED_THRESHOLD, type PairStatistic, type PointSpeed, type SliceLoad, type SpeedReading } from './pairs.js';
 import { evaluateTargets, targetsMarkdown, type TargetRow } from './targets.js';
 import type { ScaleReport } from './scale.js';
 import { freePort } from '../../test/support/net.js';
@@ -276,25 +276,17 @@ let sliceRounds = 4;
 /** The run's first calibration (CPU ms), the reference of every point's speed factor. */
 let speedReference: number | undefined;
 
-/**
- * The VM's speed reading before or after a point: of three calibrations, the one with the median
- * CPU time (one disturbed reading moves the median by one rank, not by its size), and
- * `/proc/stat`'s cpu times.
- */
-function speedReading(): { calibration: Calibration; cpu: CpuTimes | undefined } {
-  const reading = () => [calibrate(), calibrate(), calibrate()].sort((a, b) => a.cpuMs - b.cpuMs)[1]!;
+/** The VM's speed reading before or after a point (pairs.ts); the run's first one is the reference. */
+function speedReading(): SpeedReading {
   if (speedReference === undefined) {
     calibrate(); // the first call pays the JIT's compile of the loop
-    speedReference = reading().cpuMs;
+    speedReference = sharedSpeedReading().calibration.cpuMs;
   }
-  return { calibration: reading(), cpu: readCpuTimes() };
+  return sharedSpeedReading();
 }
 
-function speedOf(before: ReturnType<typeof speedReading>, after: ReturnType<typeof speedReading>): PointSpeed {
-  return {
-    ...pointSpeed(speedReference!, before.calibration.cpuMs, after.calibration.cpuMs, stealShare(before.cpu, after.cpu)),
-    wallMs: [before.calibration.wallMs, after.calibration.wallMs],
-  };
+function speedOf(before: SpeedReading, after: SpeedReading): PointSpeed {
+  return speedBetween(speedReference!, before, after);
 }
 
 /** One side's state through a point's slices. */
@@ -747,7 +739,7 @@ async function childReport(entry: string, args: string[]): Promise<unknown> {
 
 /** The PDP part (pdp.ts); `{ error }` when its process failed. */
 async function pdpBench(opts: Options): Promise<PdpReport | { error: string }> {
-  const args = ['--duration-ms', String(opts.durationMs), '--concurrency', opts.concurrency.join(','), ...(opts.quick ? ['--quick'] : [])];
+  const args = ['--duration-ms', String(opts.durationMs), '--concurrency', opts.concurrency.join(','), '--slices', String(sliceRounds), '--speed-reference', String(speedReference), ...(opts.quick ? ['--quick'] : [])];
   return (childReport('pdp.ts', args) as Promise<PdpReport>).catch((err: Error) => ({ error: err.message }));
 }
 
@@ -853,7 +845,13 @@ function ratios(figures: Figure[]): { ratios: Record<string, number>; slices: Re
 
 interface PdpReport {
   yardstick: { cedarStatefulIsAuthorizedPerSecond: number };
-  rows: Array<{ scenario: string; decisionCache: boolean; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number }; errors: number }>;
+  rows: Array<{
+    scenario: string; decisionCache: boolean; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number }; errors: number;
+    /** The VM's speed around the point, against this run's first calibration. */
+    speed?: PointSpeed;
+    /** The point's floor interleaved with it (pdp.ts `PdpPair`). */
+    pair?: { floor: string; floorPerSecond: number; ratio: PairStatistic };
+  }>;
 }
 
 function perRequestHost(spent: HostCpu, requests: number): HostCpu {
@@ -877,15 +875,16 @@ function speedCell(speed: PointSpeed | undefined): string {
 }
 
 /** One row per point: its calibration before → after, speed factor, steal share, and why it is flagged. */
-function speedRows(figures: Figure[], pdpSpeed: PointSpeed | undefined): string[] {
+function speedRows(figures: Figure[], pdp: PdpReport | { error: string } | undefined): string[] {
   const points = new Map<string, PointSpeed>();
   for (const f of figures) if (f.point && f.speed && !points.has(f.point)) points.set(f.point, f.speed);
-  if (pdpSpeed) points.set('PDP part (pdp.ts, all of it)', pdpSpeed);
+  // The PDP part's points (pdp.ts, its own process, read against this run's first calibration).
+  if (pdp && !('error' in pdp)) for (const r of pdp.rows) if (r.speed) points.set(`PDP ${r.scenario}, cache ${r.decisionCache ? 'on' : 'off'} c${r.concurrency}`, r.speed);
   const pct = (n: number | undefined) => (n === undefined ? '—' : `${Math.round(n * 1000) / 10} %`);
   return [...points].map(([point, s]) => `| ${point} | ${s.calibrationMs[0]} → ${s.calibrationMs[1]} | ${s.wallMs ? `${s.wallMs[0]} → ${s.wallMs[1]}` : '—'} | ${s.speed} | ${pct(s.steal)} | ${s.disturbed ?? ''} |`);
 }
 
-function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; ratioSlices: Record<string, PairStatistic>; targets: TargetRow[]; speedReferenceMs?: number; pdp?: PdpReport | { error: string }; pdpSpeed?: PointSpeed }): string {
+function markdown(results: { machine: Record<string, unknown>; crypto: Record<string, number>; figures: Figure[]; ratios: Record<string, number>; ratioSlices: Record<string, PairStatistic>; targets: TargetRow[]; speedReferenceMs?: number; pdp?: PdpReport | { error: string } }): string {
   const pdp = results.pdp && 'error' in results.pdp
     ? ['', `PDP part failed: ${results.pdp.error}`]
     : results.pdp
@@ -893,9 +892,9 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
         '',
         `PDP (AuthZEN over HTTP, PGlite). Cedar floor (statefulIsAuthorized in-process): ${results.pdp.yardstick.cedarStatefulIsAuthorizedPerSecond} calls/s.`,
         '',
-        '| PDP scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | errors |',
-        '| --- | --- | --- | --- | --- | --- | --- |',
-        ...results.pdp.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.errors} |`),
+        '| PDP scenario | decision cache | concurrency | decisions/s | p50 ms | p99 ms | errors | ÷ floor interleaved: median (slice pairs min–max) | VM speed |',
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+        ...results.pdp.rows.map((r) => `| ${r.scenario} | ${r.decisionCache ? 'on' : 'off'} | ${r.concurrency} | ${r.decisionsPerSecond} | ${r.latencyMs.p50} | ${r.latencyMs.p99} | ${r.errors} | ${r.pair ? `÷ ${r.pair.floor} (${r.pair.floorPerSecond}/s): ${r.pair.ratio.median} (${r.pair.ratio.min}–${r.pair.ratio.max})` : '—'} | ${speedCell(r.speed)} |`),
       ]
     : [];
   const rows = results.figures.map((f) =>
@@ -919,7 +918,7 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '',
     '| point | calibration CPU ms before → after | its wall ms | speed | steal | disturbed |',
     '| --- | --- | --- | --- | --- | --- |',
-    ...speedRows(results.figures, results.pdpSpeed),
+    ...speedRows(results.figures, results.pdp),
     '',
     '| scenario | store | c | server CPU ms / request | load generator / PostgreSQL backends / PG background CPU ms / request | statements / request | WebCrypto ops / request | heap KiB / request (young) · scavenges / 1,000 · GC ms / request | RSS idle → under load (MiB) |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
@@ -998,10 +997,10 @@ async function main(): Promise<void> {
     await stopProcess(mcpUpstream.child);
     await provider.close();
     await stopProcess(upstream.child);
-    const pdpBefore = opts.skipPdp ? undefined : speedReading();
+    // The PDP part runs in its own process, after everything else; each of its points reads the
+    // VM's speed against this run's first calibration, passed to it.
+    if (speedReference === undefined) speedReading();
     const pdp = opts.skipPdp ? undefined : await pdpBench(opts);
-    // The PDP part runs in its own process, after everything else: one speed reading around all of it.
-    const pdpSpeed = pdpBefore ? speedOf(pdpBefore, speedReading()) : undefined;
     const scaleRun = opts.scale ? await scaleBench(opts) : undefined;
     const scale = scaleRun && 'curves' in scaleRun ? scaleRun : undefined;
     const pairs = ratios(figures);
@@ -1018,7 +1017,6 @@ async function main(): Promise<void> {
       targets: evaluateTargets({ ratios: pairs.ratios, spreads: pairs.slices, ...(pdp && !('error' in pdp) ? { pdp } : {}), ...(httpFloorC8 ? { httpFloorC8 } : {}) }),
       speedReferenceMs: speedReference,
       ...(pdp ? { pdp } : {}),
-      ...(pdpSpeed ? { pdpSpeed } : {}),
       ...(scale ? { scale: scale.curves, scaleFailures: scale.failures, scaleV8Flags: scale.v8Flags, scaleSeconds: scale.seconds } : {}),
       ...(scaleRun && 'error' in scaleRun ? { scaleError: scaleRun.error } : {}),
       elapsedMs: Date.now() - startedAt,

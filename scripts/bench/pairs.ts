@@ -237,3 +237,27 @@ export function pointSpeed(reference: number, before: number, after: number, ste
   if (Math.abs(speed - 1) > threshold) reasons.push(`speed ${speed} of the run's first reading`);
   return { calibrationMs: [before, after], speed, ...(steal === undefined ? {} : { steal }), ...(reasons.length ? { disturbed: reasons.join('; ') } : {}) };
 }
+
+/** One speed reading before or after a point: a calibration and `/proc/stat`'s cpu times. */
+export interface SpeedReading {
+  calibration: Calibration;
+  cpu: CpuTimes | undefined;
+}
+
+/**
+ * The VM's speed reading before or after a point: of three calibrations, the one with the median
+ * CPU time (one disturbed reading moves the median by one rank, not by its size), and
+ * `/proc/stat`'s cpu times. Shared by index.ts and pdp.ts (its own process: the reference, the
+ * run's first reading, is passed to it), so every point's speed is read the same way.
+ */
+export function speedReading(): SpeedReading {
+  return { calibration: [calibrate(), calibrate(), calibrate()].sort((a, b) => a.cpuMs - b.cpuMs)[1]!, cpu: readCpuTimes() };
+}
+
+/** The point's {@link PointSpeed} from its two readings against the run's first calibration (`reference`, CPU ms). */
+export function speedBetween(reference: number, before: SpeedReading, after: SpeedReading): PointSpeed {
+  return {
+    ...pointSpeed(reference, before.calibration.cpuMs, after.calibration.cpuMs, stealShare(before.cpu, after.cpu)),
+    wallMs: [before.calibration.wallMs, after.calibration.wallMs],
+  };
+}

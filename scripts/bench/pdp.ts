@@ -14,6 +14,13 @@
  * cached decisions cost the server about what one request costs the load generator, so the
  * ratio to the HTTP floor measures both (issue 16, ninth round). Loopback only.
  *
+ * Issue 16's two PDP ratios are measured as interleaved pairs (fourteenth round; pairs.ts): the
+ * cached one-link point at c8 runs in slices alternating (A B B A …) with the GET HTTP floor
+ * (floor-process.ts, up beside Deputy), the uncached one-link points at c1 and c8 with slices of
+ * in-process Cedar floor calls; each such row carries `pair` (the median of the per-slice-pair
+ * ratios, min–max). Every point carries the VM's speed (`--speed-reference`: index.ts's first
+ * calibration). The other points run one window each, as before.
+ *
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -25,12 +32,14 @@ import { parseArgs } from './options.js';
 import { createLogger } from '../../src/log.js';
 import { PolicyStore } from '../../src/pdp/policy-store.js';
 import { checkedFloorCall } from './cedar-floor.js';
+import type { Cedar, StatefulAuthorizationCall } from '../../src/pdp/cedar.js';
 import { agentConfig, exchange, testAgent } from '../../test/support/agents.js';
 import { clientCredentialsToken, clientKeys, oauthClient } from '../../test/support/clients.js';
 import { startMockIdp } from '../../test/support/mock-idp.js';
-import { runLoad, type LoadResult } from './load.js';
+import { runLoad, type LoadResult, type RequestSpec } from './load.js';
+import { addSnapshots, calibrate, median, mergeSlices, pairStatistic, slicePlan, speedBetween, speedReading, type PairStatistic, type PointSpeed, type SliceLoad } from './pairs.js';
 import type { CounterSnapshot } from './counters.js';
-import { productNodeFlags } from './process.js';
+import { productNodeFlags, startProcess } from './process.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '../..');
@@ -43,12 +52,17 @@ const { values } = parseArgs(import.meta.url, {
     out: { type: 'string', default: 'bench-results/pdp.json', description: 'where the JSON results go' },
     'duration-ms': { type: 'string', value: 'positive integer', description: 'measured time per point, ms (default 4000; 1500 with --quick)' },
     concurrency: { type: 'string', value: 'positive integers', description: 'concurrency levels (default 1,8,32; 8 with --quick)' },
+    slices: { type: 'string', value: 'positive integer', description: 'slices per side in a point paired with its floor (default 4; 2 with --quick)' },
+    'speed-reference': { type: 'string', value: 'non-negative number', description: "the run's first calibration, CPU ms (index.ts passes its own; default: this process's first)" },
   },
   usage: 'The PDP benchmark: AuthZEN evaluations over HTTP, decision cache on and off (env BENCH_PDP_ONLY, BENCH_PDP_CACHE narrow it).',
 });
 const quick = values.quick ?? false;
 const durationMs = values['duration-ms'] ? Number(values['duration-ms']) : quick ? 1500 : 4000;
 const concurrency = values.concurrency ? values.concurrency.split(',').map(Number) : quick ? [8] : [1, 8, 32];
+const sliceRounds = Math.max(1, values.slices ? Number(values.slices) : quick ? 2 : 4);
+/** The reference of every point's speed factor: index.ts's first calibration, so the PDP's points read on the run's scale. */
+let speedReference = values['speed-reference'] ? Number(values['speed-reference']) : undefined;
 /** BENCH_PDP_ONLY=<substring>[,<substring>…]: run only the scenarios whose name contains one of them (profiling). */
 const only = process.env.BENCH_PDP_ONLY?.split(',');
 /** BENCH_PDP_CACHE=on|off: run only that half (profiling one path); default both. */
@@ -73,16 +87,48 @@ async function startDeputy(config: object): Promise<{ child: ChildProcess; url: 
   return { child, url: url!, issuer: issuer!, counters: counters! };
 }
 
-/** The policy engine's floor: raw pre-parsed Cedar calls in this process, on the default policy set. */
-async function cedarFloor(): Promise<number> {
+/** The policy engine's floor call: raw pre-parsed Cedar, in this process, on the default policy set. */
+interface CedarFloor {
+  cedar: Cedar;
+  call: StatefulAuthorizationCall;
+}
+
+async function cedarFloorCall(): Promise<CedarFloor> {
   const store = new PolicyStore({ dir: join(REPO, 'config/policies'), logger: createLogger('silent') });
-  const s = await store.load();
-  const { cedar, call } = checkedFloorCall(s); // as src/pdp/engine.ts calls it: the set's own instance
+  return checkedFloorCall(await store.load()); // as src/pdp/engine.ts calls it: the set's own instance
+}
+
+/** The floor's one-off rate (the report's yardstick line): calls/s over a fixed count after a warm-up. */
+function cedarFloorRate({ cedar, call }: CedarFloor): number {
   const n = quick ? 3000 : 20000;
   for (let i = 0; i < 1000; i++) cedar.statefulIsAuthorized(call);
   const t0 = performance.now();
   for (let i = 0; i < n; i++) cedar.statefulIsAuthorized(call);
   return Math.round(n / ((performance.now() - t0) / 1000));
+}
+
+/** One Cedar floor slice: calls for `ms` of wall time (checked every 64 calls), calls/s. */
+function cedarFloorSlice({ cedar, call }: CedarFloor, ms: number): number {
+  let n = 0;
+  const t0 = performance.now();
+  let elapsed = 0;
+  while (elapsed < ms) {
+    for (let i = 0; i < 64; i++) cedar.statefulIsAuthorized(call);
+    n += 64;
+    elapsed = performance.now() - t0;
+  }
+  return Math.round(n / (elapsed / 1000));
+}
+
+/** The VM's speed reading before or after a point; the first one in this process sets the reference when index.ts passed none. */
+let calibrated = false;
+function readSpeed(): ReturnType<typeof speedReading> {
+  if (!calibrated) {
+    calibrate(); // this process's first call pays the JIT's compile of the loop, reference or not
+    calibrated = true;
+  }
+  speedReference ??= speedReading().calibration.cpuMs;
+  return speedReading();
 }
 
 interface Row {
@@ -97,6 +143,29 @@ interface Row {
    * (counters.ts); the load generator's CPU ms (this process, the same window).
    */
   perRequest: { statements: number; crypto: Record<string, number>; cpuMs: number; loadGeneratorCpuMs: number; heap?: { allocatedKiB: number; youngKiB: number; gcMs: number } };
+  /** The VM's speed around the point (pairs.ts). */
+  speed: PointSpeed;
+  /** The point's floor, interleaved with it (issue 16's PDP ratios): see {@link PdpPair}. */
+  pair?: PdpPair;
+}
+
+/**
+ * A PDP point measured in slices alternating with its floor's (pairs.ts `slicePlan`: A B B A …):
+ * `floor` names it (the GET HTTP floor, its own process; or the Cedar floor ÷ 2 principals, in
+ * this process), `floorPerSecond` is the median of its slices' rates (÷ 2 for Cedar), and `ratio`
+ * the median with min–max of the per-slice-pair decisions/s ÷ that floor slice's rate.
+ */
+interface PdpPair {
+  floor: 'GET HTTP floor' | 'Cedar floor ÷ 2 principals';
+  floorPerSecond: number;
+  ratio: PairStatistic;
+}
+
+/** What a point is paired with: issue 16's two PDP ratios, at the concurrencies the issue names. */
+function floorOf(scenario: string, cache: boolean, c: number): PdpPair['floor'] | undefined {
+  if (scenario !== 'single one-link') return undefined;
+  if (cache) return c === 8 ? 'GET HTTP floor' : undefined;
+  return c === 1 || c === 8 ? 'Cedar floor ÷ 2 principals' : undefined;
 }
 
 async function counters(url: string, reset: boolean): Promise<CounterSnapshot> {
@@ -110,6 +179,13 @@ function cpuSince(from: NodeJS.CpuUsage): number {
 }
 
 /** {@link Row.perRequest} from the server's counters over the window and the load generator's CPU µs in it. */
+/** The pair of a PDP point and its floor from their slices (in slice order): Cedar's rate per principal is half its calls/s. */
+function pdpPair(floor: PdpPair['floor'], decisions: number[], floorRates: number[]): PdpPair | undefined {
+  const per = floor === 'GET HTTP floor' ? 1 : 2;
+  const ratio = pairStatistic(decisions, floorRates, (d, f) => d / (f / per));
+  return ratio ? { floor, floorPerSecond: Math.round(median(floorRates) / per), ratio } : undefined;
+}
+
 function perRequestOf(after: CounterSnapshot, loadCpuUs: number, requests: number): Row['perRequest'] {
   const per = (n: number, digits = 2) => Math.round((n / requests) * 10 ** digits) / 10 ** digits;
   return {
@@ -127,7 +203,11 @@ async function main(): Promise<void> {
   const pepKeys = await clientKeys();
   const keys = { a: await clientKeys(), b: await clientKeys(), c: await clientKeys() };
   const rows: Row[] = [];
-  const floor = await cedarFloor();
+  const cedarCall = await cedarFloorCall();
+  const floor = cedarFloorRate(cedarCall);
+  // The GET HTTP floor (floor-process.ts) up beside each Deputy, so the cached path's ratio to it is interleaved.
+  const httpFloor = await startProcess('floor-process.ts', {});
+  const httpFloorUrl = httpFloor.ready[0]!;
   try {
     for (const cache of cacheModes) {
       const config = {
@@ -183,24 +263,47 @@ async function main(): Promise<void> {
               ? { method: 'POST' as const, path: '/access/v1/evaluation', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, resource: resource() }) }
               : { method: 'POST' as const, path: '/access/v1/evaluations', headers, body: JSON.stringify({ subject: subjects[subject], action: { name: 'read' }, evaluations: Array.from({ length: batch }, () => ({ resource: resource() })) }) });
           let sent = 0;
+          const next = (): RequestSpec => cycle[sent++ % cycle.length]!;
           for (const c of concurrency) {
-            let loadCpu = process.cpuUsage();
-            const result = await runLoad({
-              onMeasure: async () => {
-                await counters(deputy.counters, true);
-                loadCpu = process.cpuUsage();
-              },
-              origin: deputy.url,
-              concurrency: c,
-              durationMs,
-              warmupMs: Math.min(1000, durationMs / 3),
-              next: () => cycle[sent++ % cycle.length]!,
-            });
-            const loadCpuUs = cpuSince(loadCpu);
-            const after = await counters(deputy.counters, false);
-            const perRequest = perRequestOf(after, loadCpuUs, Math.max(1, result.requests));
-            rows.push({ scenario: `${name}, ${subject} subject`, cache, batch, result, decisionsPerSecond: result.rps * batch, perRequest });
-            process.stderr.write(`${cache ? 'cache' : 'no cache'} | ${name} ${subject} c=${c}: ${result.rps * batch} decisions/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms${result.errors ? `, ${result.errors} errors ${JSON.stringify(result.unexpected)}` : ''}\n`);
+            const floor = floorOf(`${name} ${subject}`, cache, c);
+            const rounds = floor ? sliceRounds : 1;
+            const sliceMs = Math.max(1, Math.round(durationMs / rounds));
+            const warmupMs = Math.min(1000, durationMs / 3);
+            const settleMs = Math.max(50, Math.round(warmupMs / 8));
+            const loads: SliceLoad[] = [];
+            const floorRates: number[] = [];
+            let served: CounterSnapshot | undefined;
+            let loadCpuUs = 0;
+            const before = readSpeed();
+            for (const side of slicePlan(floor ? 2 : 1, rounds)) {
+              if (side === 0) {
+                let loadCpu = process.cpuUsage();
+                const result = await runLoad({
+                  onMeasure: async () => {
+                    await counters(deputy.counters, true);
+                    loadCpu = process.cpuUsage();
+                  },
+                  origin: deputy.url, concurrency: c, durationMs: sliceMs, warmupMs: loads.length === 0 ? warmupMs : settleMs, keepLatencies: true, next,
+                });
+                loadCpuUs += cpuSince(loadCpu);
+                const after = await counters(deputy.counters, false);
+                served = served ? addSnapshots(served, after) : after;
+                loads.push(result as SliceLoad);
+              } else if (floor === 'GET HTTP floor') {
+                const first = floorRates.length === 0;
+                const result = await runLoad({ origin: httpFloorUrl, concurrency: c, durationMs: sliceMs, warmupMs: first ? warmupMs : settleMs, next: () => ({ method: 'GET', path: '/' }) });
+                floorRates.push(result.rps);
+              } else {
+                if (floorRates.length === 0) cedarFloorSlice(cedarCall, Math.min(200, warmupMs)); // untimed: the call's JIT
+                floorRates.push(cedarFloorSlice(cedarCall, sliceMs));
+              }
+            }
+            const speed = speedBetween(speedReference!, before, readSpeed());
+            const result = mergeSlices(loads);
+            const perRequest = perRequestOf(served!, loadCpuUs, Math.max(1, result.requests));
+            const pair = floor ? pdpPair(floor, loads.map((l) => l.rps * batch), floorRates) : undefined;
+            rows.push({ scenario: `${name}, ${subject} subject`, cache, batch, result, decisionsPerSecond: result.rps * batch, perRequest, speed, ...(pair ? { pair } : {}) });
+            process.stderr.write(`${cache ? 'cache' : 'no cache'} | ${name} ${subject} c=${c}: ${result.rps * batch} decisions/s, p50 ${result.latencyMs.p50} ms, p99 ${result.latencyMs.p99} ms${pair ? `, ÷ ${pair.floor} ${pair.ratio.median} (${pair.ratio.min}–${pair.ratio.max})` : ''}, speed ${speed.speed}${result.errors ? `, ${result.errors} errors ${JSON.stringify(result.unexpected)}` : ''}\n`);
           }
         }
       } finally {
@@ -208,6 +311,7 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    httpFloor.child.kill('SIGTERM');
     await idp.close();
     rmSync(dataDir, { recursive: true, force: true });
   }
@@ -216,7 +320,8 @@ async function main(): Promise<void> {
     machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
     durationMs,
     yardstick: { cedarStatefulIsAuthorizedPerSecond: floor },
-    rows: rows.map((r) => ({ scenario: r.scenario, decisionCache: r.cache, batch: r.batch, concurrency: r.result.concurrency, decisionsPerSecond: r.decisionsPerSecond, requestsPerSecond: r.result.rps, latencyMs: r.result.latencyMs, errors: r.result.errors, perRequest: r.perRequest })),
+    rows: rows.map((r) => ({ scenario: r.scenario, decisionCache: r.cache, batch: r.batch, concurrency: r.result.concurrency, decisionsPerSecond: r.decisionsPerSecond, requestsPerSecond: r.result.rps, latencyMs: r.result.latencyMs, errors: r.result.errors, perRequest: r.perRequest, speed: r.speed, ...(r.pair ? { pair: r.pair } : {}) })),
+    speedReferenceMs: speedReference,
   };
   mkdirSync(dirname(values.out!), { recursive: true });
   writeFileSync(values.out!, `${JSON.stringify(report, null, 2)}\n`);

@@ -15,7 +15,15 @@
 /** The PDP part's rows as pdp.ts writes them (only the fields read here). */
 export interface PdpRows {
   yardstick: { cedarStatefulIsAuthorizedPerSecond: number };
-  rows: Array<{ scenario: string; decisionCache: boolean; batch?: number; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number } }>;
+  rows: Array<{
+    scenario: string; decisionCache: boolean; batch?: number; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number };
+    /**
+     * The point's floor interleaved with it in slices (pdp.ts, issue 16 fourteenth round): the
+     * median of the per-slice-pair decisions/s ÷ the floor's rate (per principal for Cedar), with
+     * min–max. When present, the PDP ratio rows are this; otherwise the floor measured apart.
+     */
+    pair?: { floor: string; ratio: { median: number; min: number; max: number } };
+  }>;
 }
 
 /** One measured value of a target row: where (store and concurrency), the value, whether it meets the target. */
@@ -77,6 +85,17 @@ function pdpRow(pdp: PdpRows | undefined, scenario: string, cache: boolean, conc
   return pdp?.rows.find((r) => r.scenario === scenario && r.decisionCache === cache && (r.batch ?? 1) === 1 && r.concurrency === concurrency);
 }
 
+/**
+ * A PDP row's ratio to its floor: the interleaved pair's median with min–max when the PDP part
+ * measured one (the floor in the same point), else the decisions/s ÷ `apart` (a floor measured at
+ * another time), judged against `atLeast`.
+ */
+function pdpRatio(at: string, r: PdpRows['rows'][number], apart: number, atLeast: number): TargetValue {
+  if (r.pair) return { at, value: r.pair.ratio.median, met: r.pair.ratio.median >= atLeast, spread: [r.pair.ratio.min, r.pair.ratio.max] };
+  const value = round2(r.decisionsPerSecond / apart);
+  return { at, value, met: value >= atLeast };
+}
+
 function row(figure: string, kind: TargetRow['kind'], target: string, values: TargetValue[]): TargetRow {
   return { figure, kind, target, values, status: status(values) };
 }
@@ -91,9 +110,9 @@ export function evaluateTargets(input: TargetInput): TargetRow[] {
   const uncached = [1, 8].flatMap((c) => {
     const r = pdpRow(pdp, oneLink, false, c);
     if (!r || !cedarPerPrincipal) return [];
-    const v = round2(r.decisionsPerSecond / cedarPerPrincipal);
-    return [{ at: `pglite c${c}`, value: v, met: v >= 0.5 }];
+    return [pdpRatio(`pglite c${c}`, r, cedarPerPrincipal, 0.5)];
   });
+  const cachedVsFloor = cachedC8 && (cachedC8.pair || input.httpFloorC8) ? [pdpRatio('pglite c8', cachedC8, input.httpFloorC8 ?? 0, 0.5)] : [];
   const threeLink = pdpRow(pdp, 'single, three-link subject', false, 1);
   return [
     row('gateway: added p50 over the upstream direct, c1 (ms)', 'absolute', '≤ 1 ms', fromRatios(input, 'gateway_added_p50_ms', (v) => v <= 1, [1])),
@@ -103,7 +122,7 @@ export function evaluateTargets(input: TargetInput): TargetRow[] {
     row("Deputy's client_credentials ÷ bare oidc-provider", 'ratio', '≥ 0.8', fromRatios(input, 'client_credentials_vs_bare_oidc_provider', (v) => v >= 0.8)),
     row('PDP single, one-link, cache on: p99 at c1 (ms)', 'absolute', '< 2 ms', cachedC1 ? [{ at: 'pglite c1', value: cachedC1.latencyMs.p99, met: cachedC1.latencyMs.p99 < 2 }] : []),
     row('PDP single, one-link, cache on, c8 ÷ GET HTTP floor c8', 'ratio', '≥ 0.5',
-      cachedC8 && input.httpFloorC8 ? [{ at: 'pglite c8', value: round2(cachedC8.decisionsPerSecond / input.httpFloorC8), met: cachedC8.decisionsPerSecond / input.httpFloorC8 >= 0.5 }] : []),
+      cachedVsFloor),
     row('PDP single, one-link, cache off ÷ (Cedar floor ÷ 2 principals)', 'ratio', '≥ 0.5', uncached),
     row('PDP three-link, cache off, c1 (decisions/s)', 'absolute', '≥ 1,000/s', threeLink ? [{ at: 'pglite c1', value: threeLink.decisionsPerSecond, met: threeLink.decisionsPerSecond >= 1000 }] : []),
     row('receipts on ÷ off, gateway', 'ratio', '≥ 0.9 at every point', fromRatios(input, 'gateway_call_receipts_on_vs_off', (v) => v >= 0.9)),

@@ -28,7 +28,10 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
       ratios: Record<string, number>;
       ratioSlices: Record<string, { median: number; min: number; max: number; pairs: number }>;
       targets: Array<{ figure: string; kind: string; status: string; values: Array<{ at: string; value: number; met: boolean }> }>;
-      pdp: { yardstick: { cedarStatefulIsAuthorizedPerSecond: number }; rows: Array<{ decisionsPerSecond: number; errors: number }> };
+      pdp: {
+        yardstick: { cedarStatefulIsAuthorizedPerSecond: number };
+        rows: Array<{ scenario: string; decisionCache: boolean; concurrency: number; decisionsPerSecond: number; errors: number; speed?: { speed: number; calibrationMs: number[] }; pair?: { floor: string; floorPerSecond: number; ratio: { median: number; min: number; max: number; pairs: number } } }>;
+      };
     };
     expect(results.machine.cpus).toBeGreaterThan(0);
     expect(Object.values(results.crypto).every((v) => v > 0)).toBe(true);
@@ -67,7 +70,23 @@ describe('npm run bench -- --quick', { timeout: 600_000 }, () => {
     expect(results.targets).toHaveLength(10);
     expect(results.targets.find((t) => t.figure.startsWith('token exchange ÷'))!.values.map((v) => v.at)).toContain('pglite c8');
     expect(results.targets.find((t) => t.figure.startsWith('PDP single, one-link, cache off'))!.values.length).toBeGreaterThan(0);
+    // The PDP's ratios to its floors interleaved (fourteenth round): the cached one-link c8 beside the
+    // GET HTTP floor, the uncached one-link c8 beside the Cedar floor, two slice pairs each (quick),
+    // and the target rows read from those pairs (with their min–max); every PDP point has its speed.
+    const pdpRow = (cache: boolean) => results.pdp.rows.find((r) => r.scenario === 'single, one-link subject' && r.decisionCache === cache && r.concurrency === 8)!;
+    expect(pdpRow(true).pair).toMatchObject({ floor: 'GET HTTP floor', ratio: { pairs: 2 } });
+    expect(pdpRow(false).pair).toMatchObject({ floor: 'Cedar floor ÷ 2 principals', ratio: { pairs: 2 } });
+    for (const r of [pdpRow(true), pdpRow(false)]) {
+      expect(r.pair!.floorPerSecond).toBeGreaterThan(0);
+      expect(r.pair!.ratio.min).toBeLessThanOrEqual(r.pair!.ratio.median);
+      expect(r.pair!.ratio.max).toBeGreaterThanOrEqual(r.pair!.ratio.median);
+    }
+    expect(results.pdp.rows.filter((r) => r.pair)).toHaveLength(2);
+    expect(results.pdp.rows.every((r) => r.speed && r.speed.speed > 0 && r.speed.calibrationMs.every((ms) => ms > 0))).toBe(true);
+    const cachedTarget = results.targets.find((t) => t.figure.startsWith('PDP single, one-link, cache on, c8'))!.values as Array<{ value: number; spread?: number[] }>;
+    expect(cachedTarget[0]).toMatchObject({ value: pdpRow(true).pair!.ratio.median, spread: [pdpRow(true).pair!.ratio.min, pdpRow(true).pair!.ratio.max] });
     const summary = readFileSync(md, 'utf8');
+    expect(summary).toMatch(/\| PDP single, one-link subject, cache off c8 \|/);
     expect(summary).toMatch(/\| token exchange \| pglite \|/);
     expect(summary).toMatch(/\| figure \(issue 16\) \| kind \|/);
     expect(summary).toMatch(/\| point \| calibration CPU ms before → after \| its wall ms \| speed \| steal \| disturbed \|/);

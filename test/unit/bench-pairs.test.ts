@@ -6,7 +6,7 @@
  * per store and concurrency.
  */
 import { describe, expect, it } from 'vitest';
-import { addSnapshots, mergeSlices, median, pairStatistic, parseProcStat, pointSpeed, slicePlan, stealShare, type SliceLoad } from '../../scripts/bench/pairs.js';
+import { addSnapshots, mergeSlices, median, pairStatistic, parseProcStat, pointSpeed, slicePlan, speedBetween, stealShare, type SliceLoad } from '../../scripts/bench/pairs.js';
 import { evaluateTargets, targetsMarkdown, type PdpRows } from '../../scripts/bench/targets.js';
 import type { CounterSnapshot } from '../../scripts/bench/counters.js';
 
@@ -144,6 +144,15 @@ const pdp: PdpRows = {
   ],
 };
 
+describe('speed between two readings (index.ts and pdp.ts alike)', () => {
+  it('takes the speed from the CPU times against the reference, the steal from /proc/stat, the wall times beside them', () => {
+    const before = { calibration: { wallMs: 40, cpuMs: 30 }, cpu: { total: 100, steal: 0 } };
+    const after = { calibration: { wallMs: 41, cpuMs: 31 }, cpu: { total: 200, steal: 10 } };
+    expect(speedBetween(30, before, after)).toEqual({ calibrationMs: [30, 31], speed: 0.98, steal: 0.1, wallMs: [40, 41] });
+    expect(speedBetween(15, before, { ...after, cpu: undefined }).disturbed).toMatch(/speed 0\.49/);
+  });
+});
+
 describe("issue 16's targets", () => {
   const rows = evaluateTargets({
     ratios: {
@@ -185,6 +194,21 @@ describe("issue 16's targets", () => {
     const md = targetsMarkdown(rows);
     expect(md).toMatch(/\| token exchange ÷ client_credentials, c1 and c8 \| ratio \(robust to the VM\) \| postgres c1 \*\*0\.79\*\* \(0\.7–0\.9\), postgres c8 0\.85, pglite c8 0\.72 \|/);
     expect(md).toMatch(/\| receipts on ÷ off, exchange \| .* \| — \| ≥ 0\.9 at every point \| not measured \|/);
+  });
+
+  it('takes the PDP ratio rows from the interleaved pairs when the PDP part measured them, with their min–max, over a floor measured apart', () => {
+    const paired: PdpRows = {
+      ...pdp,
+      rows: pdp.rows.map((r) => r.scenario === 'single, one-link subject' && (r.concurrency === 8 || !r.decisionCache)
+        ? { ...r, pair: { floor: r.decisionCache ? 'GET HTTP floor' : 'Cedar floor ÷ 2 principals', ratio: r.decisionCache ? { median: 0.41, min: 0.38, max: 0.5 } : { median: 0.55, min: 0.5, max: 0.6 } } }
+        : r),
+    };
+    // httpFloorC8 and the yardstick would give 0.67 and 0.45 / 0.6: the pairs win.
+    const pairedRows = evaluateTargets({ ratios: {}, pdp: paired, httpFloorC8: 30_000 });
+    const get = (prefix: string) => pairedRows.find((r) => r.figure.startsWith(prefix))!;
+    expect(get('PDP single, one-link, cache on, c8').values).toEqual([{ at: 'pglite c8', value: 0.41, met: false, spread: [0.38, 0.5] }]);
+    expect(get('PDP single, one-link, cache off').values).toEqual([{ at: 'pglite c1', value: 0.55, met: true, spread: [0.5, 0.6] }, { at: 'pglite c8', value: 0.55, met: true, spread: [0.5, 0.6] }]);
+    expect(targetsMarkdown(pairedRows)).toMatch(/pglite c8 \*\*0\.41\*\* \(0\.38–0\.5\)/);
   });
 
   it('marks every row not measured with no input', () => {
