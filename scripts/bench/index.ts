@@ -796,9 +796,11 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
  * `f` of the two whole figures, min = max = that value.
  */
 function pairValue(a: Figure, b: Figure, f: (x: number, y: number) => number, key: 'rps' | 'p50' | 'p99', digits: number): PairStatistic | undefined {
-  if (a.slices && b.slices && a.point === b.point) return pairStatistic(a.slices[key], b.slices[key], f, digits);
   const whole = (x: Figure) => ({ rps: [x.result.rps], p50: [x.result.latencyMs.p50], p99: [x.result.latencyMs.p99] });
-  return pairStatistic(whole(a)[key], whole(b)[key], f, digits);
+  const stat = a.slices && b.slices && a.point === b.point ? pairStatistic(a.slices[key], b.slices[key], f, digits) : pairStatistic(whole(a)[key], whole(b)[key], f, digits);
+  // Errors on either side travel with the ratio (a failing yardstick would otherwise flatter Deputy).
+  const errors = a.result.errors + b.result.errors;
+  return stat && errors > 0 ? { ...stat, errors } : stat;
 }
 
 /**

@@ -36,6 +36,12 @@ export interface PairStatistic {
   min: number;
   max: number;
   pairs: number;
+  /**
+   * Failed requests on both sides of the ratio together (set by the caller, index.ts `pairValue`):
+   * only successes count in a rate, so a failing yardstick would raise the ratio; targets.ts fails a
+   * value that has any.
+   */
+  errors?: number;
 }
 
 /** The median of `values` (mean of the middle two when even); NaN when empty. */

@@ -25,6 +25,8 @@ export interface TargetValue {
   met: boolean;
   /** The slice pairs' min–max, for an interleaved ratio. */
   spread?: [number, number];
+  /** Failed requests on either side of the ratio in this point: any fails the value (only successes count in a rate, so a failing yardstick would flatter Deputy). */
+  errors?: number;
 }
 
 /** One row of the issue's table. */
@@ -37,10 +39,10 @@ export interface TargetRow {
   status: 'met' | 'not met' | 'partly met' | 'not measured';
 }
 
-/** What the evaluation reads. `spreads`: min–max of a ratio's slice pairs, by the ratio's key. */
+/** What the evaluation reads. `spreads`: min–max of a ratio's slice pairs and its sides' errors, by the ratio's key. */
 export interface TargetInput {
   ratios: Record<string, number>;
-  spreads?: Record<string, { min: number; max: number }>;
+  spreads?: Record<string, { min: number; max: number; errors?: number }>;
   pdp?: PdpRows;
   /** The GET HTTP floor's req/s at concurrency 8 (the PDP's cached-path yardstick in the issue). */
   httpFloorC8?: number;
@@ -67,7 +69,12 @@ function fromRatios(input: TargetInput, prefix: string, meets: (v: number, store
     for (const [key, c] of keys) {
       const value = input.ratios[key]!;
       const spread = input.spreads?.[key];
-      values.push({ at: `${store} c${c}`, value, met: meets(value, store), ...(spread ? { spread: [spread.min, spread.max] as [number, number] } : {}) });
+      const errors = spread?.errors ?? 0;
+      values.push({
+        at: `${store} c${c}`, value, met: errors === 0 && meets(value, store),
+        ...(spread ? { spread: [spread.min, spread.max] as [number, number] } : {}),
+        ...(errors > 0 ? { errors } : {}),
+      });
     }
   }
   return values;
@@ -111,9 +118,9 @@ export function evaluateTargets(input: TargetInput): TargetRow[] {
   ];
 }
 
-/** The rows as a Markdown table: values as `store cN value` (with the slice pairs' min–max), unmet values in bold. */
+/** The rows as a Markdown table: values as `store cN value` (with the slice pairs' min–max and the sides' errors), unmet values in bold. */
 export function targetsMarkdown(rows: readonly TargetRow[]): string {
-  const cell = (v: TargetValue) => `${v.at} ${v.met ? v.value : `**${v.value}**`}${v.spread ? ` (${v.spread[0]}–${v.spread[1]})` : ''}`;
+  const cell = (v: TargetValue) => `${v.at} ${v.met ? v.value : `**${v.value}**`}${v.spread ? ` (${v.spread[0]}–${v.spread[1]})` : ''}${v.errors ? ` ${v.errors} errors` : ''}`;
   return [
     '| figure (issue 16) | kind | this run (unmet in bold; slice pairs min–max) | target | status |',
     '| --- | --- | --- | --- | --- |',

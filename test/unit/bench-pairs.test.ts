@@ -191,3 +191,21 @@ describe("issue 16's targets", () => {
     expect(evaluateTargets({ ratios: {} }).every((r) => r.status === 'not measured')).toBe(true);
   });
 });
+
+describe("issue 16's targets: a ratio whose sides had errors (red team, fourteenth round)", () => {
+  // A yardstick slice that fails requests lowers the yardstick's rate (only successes count) and so
+  // raises Deputy's ratio: errors must fail the value, not flatter it, and show in the table.
+  const rows = evaluateTargets({
+    ratios: { 'exchange_vs_client_credentials.postgres.c1': 1.4, 'exchange_vs_client_credentials.postgres.c8': 0.9 },
+    spreads: { 'exchange_vs_client_credentials.postgres.c1': { min: 1.1, max: 2.0, errors: 37 } },
+  });
+  const exchange = rows.find((r) => r.figure.startsWith('token exchange'))!;
+  it('is not met, whatever its value, and carries the errors', () => {
+    expect(exchange.values[0]).toMatchObject({ at: 'postgres c1', met: false, errors: 37 });
+    expect(exchange.values[1]).toMatchObject({ at: 'postgres c8', met: true });
+    expect(exchange.status).toBe('partly met');
+  });
+  it('names the errors in the Markdown', () => {
+    expect(targetsMarkdown(rows)).toContain('postgres c1 **1.4** (1.1–2) 37 errors');
+  });
+});
