@@ -1007,7 +1007,8 @@ async function main(): Promise<void> {
     const scaleRun = opts.scale ? await scaleBench(opts) : undefined;
     const scale = scaleRun && 'curves' in scaleRun ? scaleRun : undefined;
     const pairs = ratios(figures);
-    const httpFloorC8 = figures.find((f) => f.name === 'HTTP floor (bare Koa)' && f.result.concurrency === 8)?.result.rps;
+    const httpFloorC8Figure = figures.find((f) => f.name === 'HTTP floor (bare Koa)' && f.result.concurrency === 8);
+    const httpFloorC8 = httpFloorC8Figure?.result.rps;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -1017,7 +1018,7 @@ async function main(): Promise<void> {
       figures,
       ratios: pairs.ratios,
       ratioSlices: pairs.slices,
-      targets: evaluateTargets({ ratios: pairs.ratios, spreads: pairs.slices, ...(pdp && !('error' in pdp) ? { pdp } : {}), ...(httpFloorC8 ? { httpFloorC8 } : {}) }),
+      targets: evaluateTargets({ ratios: pairs.ratios, spreads: pairs.slices, ...(pdp && !('error' in pdp) ? { pdp } : {}), ...(httpFloorC8 ? { httpFloorC8, httpFloorC8Errors: httpFloorC8Figure!.result.errors } : {}) }),
       speedReferenceMs: speedReference,
       ...(pdp ? { pdp } : {}),
       ...(pdpSpeed ? { pdpSpeed } : {}),

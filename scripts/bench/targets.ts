@@ -15,7 +15,7 @@
 /** The PDP part's rows as pdp.ts writes them (only the fields read here). */
 export interface PdpRows {
   yardstick: { cedarStatefulIsAuthorizedPerSecond: number };
-  rows: Array<{ scenario: string; decisionCache: boolean; batch?: number; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number } }>;
+  rows: Array<{ scenario: string; decisionCache: boolean; batch?: number; concurrency: number; decisionsPerSecond: number; latencyMs: { p50: number; p99: number }; errors?: number }>;
 }
 
 /** One measured value of a target row: where (store and concurrency), the value, whether it meets the target. */
@@ -46,6 +46,8 @@ export interface TargetInput {
   pdp?: PdpRows;
   /** The GET HTTP floor's req/s at concurrency 8 (the PDP's cached-path yardstick in the issue). */
   httpFloorC8?: number;
+  /** Failed requests of that floor's point: a failing floor would raise the PDP's ratio to it. */
+  httpFloorC8Errors?: number;
 }
 
 const STORES = ['postgres', 'pglite'] as const;
@@ -55,6 +57,16 @@ function status(values: TargetValue[]): TargetRow['status'] {
   if (values.length === 0) return 'not measured';
   const met = values.filter((v) => v.met).length;
   return met === values.length ? 'met' : met === 0 ? 'not met' : 'partly met';
+}
+
+/**
+ * One measured value, judged in one place: a value whose measurement had failed requests (either
+ * side of a ratio, the PDP row, the floor it divides by) is **not met** whatever it reads — only
+ * successes count in a rate or a percentile, so errors on a yardstick would flatter Deputy and
+ * errors on Deputy's side would hide behind its successes' speed — and carries the count.
+ */
+function measured(at: string, value: number, meets: boolean, errors = 0, spread?: [number, number]): TargetValue {
+  return { at, value, met: errors === 0 && meets, ...(spread ? { spread } : {}), ...(errors > 0 ? { errors } : {}) };
 }
 
 /** The values of `ratios` under `prefix.<store>.c<n>` (only concurrencies in `only`, when given), each judged by `meets(value, store)`. */
@@ -69,12 +81,7 @@ function fromRatios(input: TargetInput, prefix: string, meets: (v: number, store
     for (const [key, c] of keys) {
       const value = input.ratios[key]!;
       const spread = input.spreads?.[key];
-      const errors = spread?.errors ?? 0;
-      values.push({
-        at: `${store} c${c}`, value, met: errors === 0 && meets(value, store),
-        ...(spread ? { spread: [spread.min, spread.max] as [number, number] } : {}),
-        ...(errors > 0 ? { errors } : {}),
-      });
+      values.push(measured(`${store} c${c}`, value, meets(value, store), spread?.errors, spread ? [spread.min, spread.max] : undefined));
     }
   }
   return values;
@@ -99,7 +106,7 @@ export function evaluateTargets(input: TargetInput): TargetRow[] {
     const r = pdpRow(pdp, oneLink, false, c);
     if (!r || !cedarPerPrincipal) return [];
     const v = round2(r.decisionsPerSecond / cedarPerPrincipal);
-    return [{ at: `pglite c${c}`, value: v, met: v >= 0.5 }];
+    return [measured(`pglite c${c}`, v, v >= 0.5, r.errors)];
   });
   const threeLink = pdpRow(pdp, 'single, three-link subject', false, 1);
   return [
@@ -108,11 +115,13 @@ export function evaluateTargets(input: TargetInput): TargetRow[] {
     row('token exchange ÷ client_credentials, c1 and c8', 'ratio', '≥ 0.8 PostgreSQL, ≥ 0.7 PGlite',
       fromRatios(input, 'exchange_vs_client_credentials', (v, store) => v >= (store === 'postgres' ? 0.8 : 0.7), [1, 8])),
     row("Deputy's client_credentials ÷ bare oidc-provider", 'ratio', '≥ 0.8', fromRatios(input, 'client_credentials_vs_bare_oidc_provider', (v) => v >= 0.8)),
-    row('PDP single, one-link, cache on: p99 at c1 (ms)', 'absolute', '< 2 ms', cachedC1 ? [{ at: 'pglite c1', value: cachedC1.latencyMs.p99, met: cachedC1.latencyMs.p99 < 2 }] : []),
+    row('PDP single, one-link, cache on: p99 at c1 (ms)', 'absolute', '< 2 ms', cachedC1 ? [measured('pglite c1', cachedC1.latencyMs.p99, cachedC1.latencyMs.p99 < 2, cachedC1.errors)] : []),
     row('PDP single, one-link, cache on, c8 ÷ GET HTTP floor c8', 'ratio', '≥ 0.5',
-      cachedC8 && input.httpFloorC8 ? [{ at: 'pglite c8', value: round2(cachedC8.decisionsPerSecond / input.httpFloorC8), met: cachedC8.decisionsPerSecond / input.httpFloorC8 >= 0.5 }] : []),
+      cachedC8 && input.httpFloorC8
+        ? [measured('pglite c8', round2(cachedC8.decisionsPerSecond / input.httpFloorC8), cachedC8.decisionsPerSecond / input.httpFloorC8 >= 0.5, (cachedC8.errors ?? 0) + (input.httpFloorC8Errors ?? 0))]
+        : []),
     row('PDP single, one-link, cache off ÷ (Cedar floor ÷ 2 principals)', 'ratio', '≥ 0.5', uncached),
-    row('PDP three-link, cache off, c1 (decisions/s)', 'absolute', '≥ 1,000/s', threeLink ? [{ at: 'pglite c1', value: threeLink.decisionsPerSecond, met: threeLink.decisionsPerSecond >= 1000 }] : []),
+    row('PDP three-link, cache off, c1 (decisions/s)', 'absolute', '≥ 1,000/s', threeLink ? [measured('pglite c1', threeLink.decisionsPerSecond, threeLink.decisionsPerSecond >= 1000, threeLink.errors)] : []),
     row('receipts on ÷ off, gateway', 'ratio', '≥ 0.9 at every point', fromRatios(input, 'gateway_call_receipts_on_vs_off', (v) => v >= 0.9)),
     row('receipts on ÷ off, exchange', 'ratio', '≥ 0.9 at every point', fromRatios(input, 'token_exchange_receipts_on_vs_off', (v) => v >= 0.9)),
   ];

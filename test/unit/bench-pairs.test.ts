@@ -209,3 +209,19 @@ describe("issue 16's targets: a ratio whose sides had errors (red team, fourteen
     expect(targetsMarkdown(rows)).toContain('postgres c1 **1.4** (1.1–2) 37 errors');
   });
 });
+
+describe("issue 16's targets: the PDP rows fail on errors too (red team, fourteenth round)", () => {
+  // The same class for the PDP rows: a failing PDP row's successes can still read fast, and a
+  // failing HTTP floor (the cached path's yardstick) raises the PDP's ratio to it.
+  const failing: PdpRows = { ...pdp, rows: pdp.rows.map((r) => ({ ...r, errors: r.concurrency === 1 ? 12 : 0 })) };
+  const rows = evaluateTargets({ ratios: {}, pdp: failing, httpFloorC8: 30_000, httpFloorC8Errors: 5 });
+  const by = (prefix: string) => rows.find((r) => r.figure.startsWith(prefix))!;
+  it('fails a PDP value whose row had errors and names them', () => {
+    expect(by('PDP single, one-link, cache on: p99').values).toEqual([{ at: 'pglite c1', value: 0.4, met: false, errors: 12 }]);
+    expect(by('PDP single, one-link, cache off').values[0]).toEqual({ at: 'pglite c1', value: 0.45, met: false, errors: 12 });
+    expect(by('PDP three-link').values[0]).toMatchObject({ met: false, errors: 12 });
+  });
+  it('fails the cached ratio when the HTTP floor it divides by had errors', () => {
+    expect(by('PDP single, one-link, cache on, c8').values).toEqual([{ at: 'pglite c8', value: 0.67, met: false, errors: 5 }]);
+  });
+});
