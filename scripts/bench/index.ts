@@ -904,7 +904,7 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     `| ${f.name} | ${f.store ?? (f.pairedStore ? `— (beside ${f.pairedStore})` : '—')} | ${f.result.concurrency} | ${f.result.rps} | ${f.result.latencyMs.p50} | ${f.result.latencyMs.p90} | ${f.result.latencyMs.p99} | ${f.result.errors} | ${speedCell(f.speed)} |`);
   const spread = (key: string) => {
     const st = results.ratioSlices[key];
-    return st ? `${st.min}–${st.max} | ${st.pairs}` : '— | —';
+    return st ? `${st.min}–${st.max} | ${st.pairs} | ${st.errors ?? 0}` : '— | — | —';
   };
   return [
     `Machine: ${results.machine.cpus} × ${results.machine.cpuModel}, ${results.machine.memoryGiB} GiB, Node ${results.machine.node}. Run: ${results.machine.date}.`,
@@ -939,8 +939,8 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- |',
     ...Object.entries(results.crypto).map(([k, v]) => `| ${k} | ${v} |`),
     '',
-    '| ratio (A ÷ B) or added ms (A − B) | value: median of slice pairs | slice pairs min–max | pairs |',
-    '| --- | --- | --- | --- |',
+    '| ratio (A ÷ B) or added ms (A − B) | value: median of slice pairs | slice pairs min–max | pairs | errors (A + B) |',
+    '| --- | --- | --- | --- | --- |',
     ...Object.entries(results.ratios).map(([k, v]) => `| ${k} | ${v} | ${spread(k)} |`),
     ...pdp,
     '',
