@@ -92,7 +92,7 @@ function options(): Options {
       scale: { type: 'boolean', default: false, description: 'also run the scale curves' },
       'exchange-only': { type: 'boolean', default: false, description: 'run the token exchange scenarios only' },
       'exchange-agents': { type: 'string', default: '0', value: 'non-negative integer', description: 'registered agents beside the bench ones (registry size)' },
-      slices: { type: 'string', value: 'positive integer', description: 'slices per side when a point interleaves a ratio\'s sides (default 4; 2 with --quick)' },
+      slices: { type: 'string', value: 'positive even integer', description: 'slices per side when a point interleaves a ratio\'s sides, even: a drift cancels over whole A B B A rounds (default 4; 2 with --quick)' },
     },
     usage: 'Deputy\'s benchmark: token exchange, gateway, PDP and receipts over HTTP against a Deputy process (see BENCHMARKS.md).',
   });
