@@ -122,6 +122,15 @@ describe('VM speed per point', () => {
     expect(pointSpeed(30, 30, 31, 0.02).steal).toBe(0.02);
   });
 
+  it('flags a point whose CPU time moved past 15 % against the first reading, as documented, whichever way (red team, fourteenth round)', () => {
+    // 16 % more CPU time than the first reading is speed 0.86: the check on |speed − 1| let it pass,
+    // while a point 16 % faster (speed 1.19) was flagged — one threshold, two rules.
+    expect(pointSpeed(20, 23.2, 23.2).disturbed).toMatch(/calibration moved 16 % against the run's first reading \(speed 0\.86\)/);
+    expect(pointSpeed(20, 17.2, 17.2).disturbed).toMatch(/calibration moved 16 % against the run's first reading/);
+    expect(pointSpeed(20, 22.8, 22.8).disturbed).toBeUndefined(); // 14 %
+    expect(pointSpeed(20, 0, 0).disturbed).toMatch(/read no CPU time/); // a clock that read nothing is no speed
+  });
+
   it('reads steal as the 8th value of /proc/stat\'s cpu line, as a share of all time between two readings', () => {
     const before = parseProcStat('cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8\n');
     const after = parseProcStat('cpu  200 0 100 1540 20 0 0 140 0 0\n');
