@@ -124,7 +124,7 @@ describe('VM speed per point', () => {
 
   it('flags a point whose CPU time moved past 15 % against the first reading, as documented, whichever way (red team, fourteenth round)', () => {
     // 16 % more CPU time than the first reading is speed 0.86: the check on |speed − 1| let it pass,
-    // while a point 16 % faster (speed 1.19) was flagged — one threshold, two rules.
+    // while a point 16 % faster (speed 1.16) was flagged — one threshold, two rules.
     expect(pointSpeed(20, 23.2, 23.2).disturbed).toMatch(/calibration moved 16 % against the run's first reading \(speed 0\.86\)/);
     expect(pointSpeed(20, 17.2, 17.2).disturbed).toMatch(/calibration moved 16 % against the run's first reading/);
     expect(pointSpeed(20, 22.8, 22.8).disturbed).toBeUndefined(); // 14 %
