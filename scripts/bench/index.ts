@@ -92,7 +92,7 @@ function options(): Options {
       scale: { type: 'boolean', default: false, description: 'also run the scale curves' },
       'exchange-only': { type: 'boolean', default: false, description: 'run the token exchange scenarios only' },
       'exchange-agents': { type: 'string', default: '0', value: 'non-negative integer', description: 'registered agents beside the bench ones (registry size)' },
-      slices: { type: 'string', value: 'positive integer', description: 'slices per side when a point interleaves a ratio\'s sides (default 4; 2 with --quick)' },
+      slices: { type: 'string', value: 'positive even integer', description: 'slices per side when a point interleaves a ratio\'s sides, even: a drift cancels over whole A B B A rounds (default 4; 2 with --quick)' },
     },
     usage: 'Deputy\'s benchmark: token exchange, gateway, PDP and receipts over HTTP against a Deputy process (see BENCHMARKS.md).',
   });
@@ -788,9 +788,11 @@ async function httpFloor(opts: Options): Promise<Figure[]> {
  * `f` of the two whole figures, min = max = that value.
  */
 function pairValue(a: Figure, b: Figure, f: (x: number, y: number) => number, key: 'rps' | 'p50' | 'p99', digits: number): PairStatistic | undefined {
-  if (a.slices && b.slices && a.point === b.point) return pairStatistic(a.slices[key], b.slices[key], f, digits);
   const whole = (x: Figure) => ({ rps: [x.result.rps], p50: [x.result.latencyMs.p50], p99: [x.result.latencyMs.p99] });
-  return pairStatistic(whole(a)[key], whole(b)[key], f, digits);
+  const stat = a.slices && b.slices && a.point === b.point ? pairStatistic(a.slices[key], b.slices[key], f, digits) : pairStatistic(whole(a)[key], whole(b)[key], f, digits);
+  // Errors on either side travel with the ratio (a failing yardstick would otherwise flatter Deputy).
+  const errors = a.result.errors + b.result.errors;
+  return stat && errors > 0 ? { ...stat, errors } : stat;
 }
 
 /**
@@ -901,7 +903,7 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     `| ${f.name} | ${f.store ?? (f.pairedStore ? `— (beside ${f.pairedStore})` : '—')} | ${f.result.concurrency} | ${f.result.rps} | ${f.result.latencyMs.p50} | ${f.result.latencyMs.p90} | ${f.result.latencyMs.p99} | ${f.result.errors} | ${speedCell(f.speed)} |`);
   const spread = (key: string) => {
     const st = results.ratioSlices[key];
-    return st ? `${st.min}–${st.max} | ${st.pairs}` : '— | —';
+    return st ? `${st.min}–${st.max} | ${st.pairs} | ${st.errors ?? 0}` : '— | — | —';
   };
   return [
     `Machine: ${results.machine.cpus} × ${results.machine.cpuModel}, ${results.machine.memoryGiB} GiB, Node ${results.machine.node}. Run: ${results.machine.date}.`,
@@ -936,8 +938,8 @@ function markdown(results: { machine: Record<string, unknown>; crypto: Record<st
     '| --- | --- |',
     ...Object.entries(results.crypto).map(([k, v]) => `| ${k} | ${v} |`),
     '',
-    '| ratio (A ÷ B) or added ms (A − B) | value: median of slice pairs | slice pairs min–max | pairs |',
-    '| --- | --- | --- | --- |',
+    '| ratio (A ÷ B) or added ms (A − B) | value: median of slice pairs | slice pairs min–max | pairs | errors (A + B) |',
+    '| --- | --- | --- | --- | --- |',
     ...Object.entries(results.ratios).map(([k, v]) => `| ${k} | ${v} | ${spread(k)} |`),
     ...pdp,
     '',
@@ -1004,7 +1006,8 @@ async function main(): Promise<void> {
     const scaleRun = opts.scale ? await scaleBench(opts) : undefined;
     const scale = scaleRun && 'curves' in scaleRun ? scaleRun : undefined;
     const pairs = ratios(figures);
-    const httpFloorC8 = figures.find((f) => f.name === 'HTTP floor (bare Koa)' && f.result.concurrency === 8)?.result.rps;
+    const httpFloorC8Figure = figures.find((f) => f.name === 'HTTP floor (bare Koa)' && f.result.concurrency === 8);
+    const httpFloorC8 = httpFloorC8Figure?.result.rps;
     const results = {
       machine: {
         cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(totalmem() / 2 ** 30),
@@ -1014,7 +1017,7 @@ async function main(): Promise<void> {
       figures,
       ratios: pairs.ratios,
       ratioSlices: pairs.slices,
-      targets: evaluateTargets({ ratios: pairs.ratios, spreads: pairs.slices, ...(pdp && !('error' in pdp) ? { pdp } : {}), ...(httpFloorC8 ? { httpFloorC8 } : {}) }),
+      targets: evaluateTargets({ ratios: pairs.ratios, spreads: pairs.slices, ...(pdp && !('error' in pdp) ? { pdp } : {}), ...(httpFloorC8 ? { httpFloorC8, httpFloorC8Errors: httpFloorC8Figure!.result.errors } : {}) }),
       speedReferenceMs: speedReference,
       ...(pdp ? { pdp } : {}),
       ...(scale ? { scale: scale.curves, scaleFailures: scale.failures, scaleV8Flags: scale.v8Flags, scaleSeconds: scale.seconds } : {}),

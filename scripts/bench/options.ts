@@ -8,7 +8,8 @@
  * A script passes its options as to `parseArgs`, each with an optional `description` (shown by
  * `--help`) and `value` check, one of {@link VALUE_KINDS} — `positive integer` for every count
  * (calls, rounds, pairs, clients: `--n=0` printed `Infinity µs`, issue 16 thirteenth round),
- * `non-negative integer` where 0 means "none" (warm-up seconds, extra agents), `non-negative
+ * `non-negative integer` where 0 means "none" (warm-up seconds, extra agents), `positive even
+ * integer` where only whole A B B A rounds are sound (the bench's slices a side), `non-negative
  * number`, comma-separated lists of either integer kind — or the list of accepted values. Integers
  * are safe integers (`--n=1e400` is no count).
  *
@@ -20,6 +21,8 @@ import { parseArgs as nodeParseArgs, type ParseArgsConfig } from 'node:util';
 /** The typed value kinds, each with its test and how a usage error names it. */
 const VALUE_KINDS = {
   'positive integer': { test: (v: string) => isInteger(v, 1), what: 'a whole number ≥ 1' },
+  // Slices a side (index.ts --slices): the order A B B A … cancels a linear drift over whole round pairs only.
+  'positive even integer': { test: (v: string) => isInteger(v, 2) && Number(v) % 2 === 0, what: 'an even whole number ≥ 2' },
   'non-negative integer': { test: (v: string) => isInteger(v, 0), what: 'a whole number ≥ 0' },
   'non-negative number': { test: (v: string) => /^\d+(\.\d+)?(e-?\d+)?$/i.test(v) && Number.isFinite(Number(v)), what: 'a number ≥ 0' },
   'positive integers': { test: (v: string) => v.split(',').every((x) => isInteger(x, 1)), what: 'comma-separated whole numbers ≥ 1' },

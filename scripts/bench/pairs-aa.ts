@@ -20,7 +20,7 @@ const { values } = parseArgs(import.meta.url, {
   options: {
     rounds: { type: 'string', default: '6', value: 'positive integer', description: 'rounds (each: one sequential pair, one interleaved pair)' },
     ms: { type: 'string', default: '2000', value: 'positive integer', description: 'measured ms per side per pair' },
-    slices: { type: 'string', default: '4', value: 'positive integer', description: 'slices per side in the interleaved pair' },
+    slices: { type: 'string', default: '4', value: 'positive even integer', description: 'slices per side in the interleaved pair, even (whole A B B A rounds)' },
     concurrency: { type: 'string', default: '1', value: 'positive integer', description: 'connections' },
   },
   usage: 'The pair method against itself: sequential windows vs interleaved slices of the same scenario (see BENCHMARKS.md).',

@@ -36,6 +36,12 @@ export interface PairStatistic {
   min: number;
   max: number;
   pairs: number;
+  /**
+   * Failed requests on both sides of the ratio together (set by the caller, index.ts `pairValue`):
+   * only successes count in a rate, so a failing yardstick would raise the ratio; targets.ts fails a
+   * value that has any.
+   */
+  errors?: number;
 }
 
 /** The median of `values` (mean of the middle two when even); NaN when empty. */
@@ -216,7 +222,7 @@ export interface PointSpeed {
   calibrationMs: [number, number];
   /** The same calibrations' wall-clock milliseconds: with other processes on the cores, more than the CPU time. */
   wallMs?: [number, number];
-  /** The run's first calibration ÷ the mean of this point's two: 1 = as fast as at the start, 0.5 = half as fast. */
+  /** The run's first calibration ÷ the mean of this point's two: 1 = as fast as at the start, 0.5 = half as fast; NaN (null in the JSON, flagged) when a calibration read no CPU time. */
   speed: number;
   /** Share of all CPU time stolen by the hypervisor during the point (`/proc/stat`), when readable. */
   steal?: number;
@@ -230,12 +236,27 @@ export interface PointSpeed {
  */
 export function pointSpeed(reference: number, before: number, after: number, steal?: number, threshold = DISTURBED_THRESHOLD): PointSpeed {
   const mean = (before + after) / 2;
+  const optional = steal === undefined ? {} : { steal };
+  if (!(reference > 0 && before > 0 && after > 0)) {
+    // A calibration that read no CPU time gives no speed: flagged, never a speed of Infinity or 0.
+    return { calibrationMs: [before, after], speed: Number.NaN, ...optional, disturbed: 'a calibration read no CPU time' };
+  }
   const speed = Math.round((reference / mean) * 100) / 100;
-  const within = Math.abs(after - before) / Math.min(before, after);
+  const within = moved(before, after);
+  const against = moved(reference, mean);
   const reasons: string[] = [];
   if (within > threshold) reasons.push(`calibration moved ${Math.round(within * 100)} % within the point`);
-  if (Math.abs(speed - 1) > threshold) reasons.push(`speed ${speed} of the run's first reading`);
-  return { calibrationMs: [before, after], speed, ...(steal === undefined ? {} : { steal }), ...(reasons.length ? { disturbed: reasons.join('; ') } : {}) };
+  if (against > threshold) reasons.push(`calibration moved ${Math.round(against * 100)} % against the run's first reading (speed ${speed})`);
+  return { calibrationMs: [before, after], speed, ...optional, ...(reasons.length ? { disturbed: reasons.join('; ') } : {}) };
+}
+
+/**
+ * How far two calibrations' CPU times are apart, as a share of the smaller: the one measure the
+ * {@link DISTURBED_THRESHOLD} applies to, within a point and against the run's first reading alike
+ * (a check on |speed − 1| let a point 16 % slower pass while one 16 % faster was flagged).
+ */
+function moved(a: number, b: number): number {
+  return Math.abs(a - b) / Math.min(a, b);
 }
 
 /** One speed reading before or after a point: a calibration and `/proc/stat`'s cpu times. */

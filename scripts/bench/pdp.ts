@@ -52,7 +52,7 @@ const { values } = parseArgs(import.meta.url, {
     out: { type: 'string', default: 'bench-results/pdp.json', description: 'where the JSON results go' },
     'duration-ms': { type: 'string', value: 'positive integer', description: 'measured time per point, ms (default 4000; 1500 with --quick)' },
     concurrency: { type: 'string', value: 'positive integers', description: 'concurrency levels (default 1,8,32; 8 with --quick)' },
-    slices: { type: 'string', value: 'positive integer', description: 'slices per side in a point paired with its floor (default 4; 2 with --quick)' },
+    slices: { type: 'string', value: 'positive even integer', description: 'slices per side in a point paired with its floor, even: a drift cancels over whole A B B A rounds (default 4; 2 with --quick)' },
     'speed-reference': { type: 'string', value: 'non-negative number', description: "the run's first calibration, CPU ms (index.ts passes its own; default: this process's first)" },
   },
   usage: 'The PDP benchmark: AuthZEN evaluations over HTTP, decision cache on and off (env BENCH_PDP_ONLY, BENCH_PDP_CACHE narrow it).',

@@ -23,6 +23,8 @@ export interface PdpRows {
      * min–max. When present, the PDP ratio rows are this; otherwise the floor measured apart.
      */
     pair?: { floor: string; ratio: { median: number; min: number; max: number } };
+    /** Requests of the point that failed (a failed request fails its value: fail closed). */
+    errors?: number;
   }>;
 }
 
@@ -33,6 +35,8 @@ export interface TargetValue {
   met: boolean;
   /** The slice pairs' min–max, for an interleaved ratio. */
   spread?: [number, number];
+  /** Failed requests on either side of the ratio in this point: any fails the value (only successes count in a rate, so a failing yardstick would flatter Deputy). */
+  errors?: number;
 }
 
 /** One row of the issue's table. */
@@ -45,13 +49,15 @@ export interface TargetRow {
   status: 'met' | 'not met' | 'partly met' | 'not measured';
 }
 
-/** What the evaluation reads. `spreads`: min–max of a ratio's slice pairs, by the ratio's key. */
+/** What the evaluation reads. `spreads`: min–max of a ratio's slice pairs and its sides' errors, by the ratio's key. */
 export interface TargetInput {
   ratios: Record<string, number>;
-  spreads?: Record<string, { min: number; max: number }>;
+  spreads?: Record<string, { min: number; max: number; errors?: number }>;
   pdp?: PdpRows;
   /** The GET HTTP floor's req/s at concurrency 8 (the PDP's cached-path yardstick in the issue). */
   httpFloorC8?: number;
+  /** Failed requests of that floor's point: a failing floor would raise the PDP's ratio to it. */
+  httpFloorC8Errors?: number;
 }
 
 const STORES = ['postgres', 'pglite'] as const;
@@ -61,6 +67,16 @@ function status(values: TargetValue[]): TargetRow['status'] {
   if (values.length === 0) return 'not measured';
   const met = values.filter((v) => v.met).length;
   return met === values.length ? 'met' : met === 0 ? 'not met' : 'partly met';
+}
+
+/**
+ * One measured value, judged in one place: a value whose measurement had failed requests (either
+ * side of a ratio, the PDP row, the floor it divides by) is **not met** whatever it reads — only
+ * successes count in a rate or a percentile, so errors on a yardstick would flatter Deputy and
+ * errors on Deputy's side would hide behind its successes' speed — and carries the count.
+ */
+function measured(at: string, value: number, meets: boolean, errors = 0, spread?: [number, number]): TargetValue {
+  return { at, value, met: errors === 0 && meets, ...(spread ? { spread } : {}), ...(errors > 0 ? { errors } : {}) };
 }
 
 /** The values of `ratios` under `prefix.<store>.c<n>` (only concurrencies in `only`, when given), each judged by `meets(value, store)`. */
@@ -75,7 +91,7 @@ function fromRatios(input: TargetInput, prefix: string, meets: (v: number, store
     for (const [key, c] of keys) {
       const value = input.ratios[key]!;
       const spread = input.spreads?.[key];
-      values.push({ at: `${store} c${c}`, value, met: meets(value, store), ...(spread ? { spread: [spread.min, spread.max] as [number, number] } : {}) });
+      values.push(measured(`${store} c${c}`, value, meets(value, store), spread?.errors, spread ? [spread.min, spread.max] : undefined));
     }
   }
   return values;
@@ -90,10 +106,10 @@ function pdpRow(pdp: PdpRows | undefined, scenario: string, cache: boolean, conc
  * measured one (the floor in the same point), else the decisions/s ÷ `apart` (a floor measured at
  * another time), judged against `atLeast`.
  */
-function pdpRatio(at: string, r: PdpRows['rows'][number], apart: number, atLeast: number): TargetValue {
-  if (r.pair) return { at, value: r.pair.ratio.median, met: r.pair.ratio.median >= atLeast, spread: [r.pair.ratio.min, r.pair.ratio.max] };
+function pdpRatio(at: string, r: PdpRows['rows'][number], apart: number, atLeast: number, apartErrors = 0): TargetValue {
+  if (r.pair) return measured(at, r.pair.ratio.median, r.pair.ratio.median >= atLeast, r.errors ?? 0, [r.pair.ratio.min, r.pair.ratio.max]);
   const value = round2(r.decisionsPerSecond / apart);
-  return { at, value, met: value >= atLeast };
+  return measured(at, value, value >= atLeast, (r.errors ?? 0) + apartErrors);
 }
 
 function row(figure: string, kind: TargetRow['kind'], target: string, values: TargetValue[]): TargetRow {
@@ -112,7 +128,7 @@ export function evaluateTargets(input: TargetInput): TargetRow[] {
     if (!r || !cedarPerPrincipal) return [];
     return [pdpRatio(`pglite c${c}`, r, cedarPerPrincipal, 0.5)];
   });
-  const cachedVsFloor = cachedC8 && (cachedC8.pair || input.httpFloorC8) ? [pdpRatio('pglite c8', cachedC8, input.httpFloorC8 ?? 0, 0.5)] : [];
+  const cachedVsFloor = cachedC8 && (cachedC8.pair || input.httpFloorC8) ? [pdpRatio('pglite c8', cachedC8, input.httpFloorC8 ?? 0, 0.5, input.httpFloorC8Errors ?? 0)] : [];
   const threeLink = pdpRow(pdp, 'single, three-link subject', false, 1);
   return [
     row('gateway: added p50 over the upstream direct, c1 (ms)', 'absolute', '≤ 1 ms', fromRatios(input, 'gateway_added_p50_ms', (v) => v <= 1, [1])),
@@ -120,19 +136,19 @@ export function evaluateTargets(input: TargetInput): TargetRow[] {
     row('token exchange ÷ client_credentials, c1 and c8', 'ratio', '≥ 0.8 PostgreSQL, ≥ 0.7 PGlite',
       fromRatios(input, 'exchange_vs_client_credentials', (v, store) => v >= (store === 'postgres' ? 0.8 : 0.7), [1, 8])),
     row("Deputy's client_credentials ÷ bare oidc-provider", 'ratio', '≥ 0.8', fromRatios(input, 'client_credentials_vs_bare_oidc_provider', (v) => v >= 0.8)),
-    row('PDP single, one-link, cache on: p99 at c1 (ms)', 'absolute', '< 2 ms', cachedC1 ? [{ at: 'pglite c1', value: cachedC1.latencyMs.p99, met: cachedC1.latencyMs.p99 < 2 }] : []),
+    row('PDP single, one-link, cache on: p99 at c1 (ms)', 'absolute', '< 2 ms', cachedC1 ? [measured('pglite c1', cachedC1.latencyMs.p99, cachedC1.latencyMs.p99 < 2, cachedC1.errors)] : []),
     row('PDP single, one-link, cache on, c8 ÷ GET HTTP floor c8', 'ratio', '≥ 0.5',
       cachedVsFloor),
     row('PDP single, one-link, cache off ÷ (Cedar floor ÷ 2 principals)', 'ratio', '≥ 0.5', uncached),
-    row('PDP three-link, cache off, c1 (decisions/s)', 'absolute', '≥ 1,000/s', threeLink ? [{ at: 'pglite c1', value: threeLink.decisionsPerSecond, met: threeLink.decisionsPerSecond >= 1000 }] : []),
+    row('PDP three-link, cache off, c1 (decisions/s)', 'absolute', '≥ 1,000/s', threeLink ? [measured('pglite c1', threeLink.decisionsPerSecond, threeLink.decisionsPerSecond >= 1000, threeLink.errors)] : []),
     row('receipts on ÷ off, gateway', 'ratio', '≥ 0.9 at every point', fromRatios(input, 'gateway_call_receipts_on_vs_off', (v) => v >= 0.9)),
     row('receipts on ÷ off, exchange', 'ratio', '≥ 0.9 at every point', fromRatios(input, 'token_exchange_receipts_on_vs_off', (v) => v >= 0.9)),
   ];
 }
 
-/** The rows as a Markdown table: values as `store cN value` (with the slice pairs' min–max), unmet values in bold. */
+/** The rows as a Markdown table: values as `store cN value` (with the slice pairs' min–max and the sides' errors), unmet values in bold. */
 export function targetsMarkdown(rows: readonly TargetRow[]): string {
-  const cell = (v: TargetValue) => `${v.at} ${v.met ? v.value : `**${v.value}**`}${v.spread ? ` (${v.spread[0]}–${v.spread[1]})` : ''}`;
+  const cell = (v: TargetValue) => `${v.at} ${v.met ? v.value : `**${v.value}**`}${v.spread ? ` (${v.spread[0]}–${v.spread[1]})` : ''}${v.errors ? ` ${v.errors} errors` : ''}`;
   return [
     '| figure (issue 16) | kind | this run (unmet in bold; slice pairs min–max) | target | status |',
     '| --- | --- | --- | --- | --- |',

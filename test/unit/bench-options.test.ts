@@ -82,6 +82,19 @@ describe('bench options', () => {
     }
   });
 
+  it('npm run bench -- --slices refuses an odd count (exit 2): A B B A … cancels a linear drift over whole round pairs only (red team, fourteenth round)', () => {
+    // --slices 1 was A's window then B's (the sequential method the pairs replaced); --slices 3 left
+    // A at mean position 2.33 and B at 2.67 — a drift no longer cancels, yet the report said it did.
+    expect(() => parseOrThrow({ options: { slices: { type: 'string', value: 'positive even integer' } } }, ['--slices', '3'])).toThrow(UsageError);
+    expect(parseOrThrow({ options: { slices: { type: 'string', value: 'positive even integer' } } }, ['--slices', '6']).values.slices).toBe('6');
+    const run = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', 'scripts/bench/index.ts', ...args], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+    for (const n of ['1', '3']) {
+      const bad = run('--slices', n);
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toMatch(/^index\.ts: --slices must be an even whole number ≥ 2, not "\d"/);
+    }
+  });
+
   it('every bench script takes its options through the helper: receipt-statement-parts.ts --help exits 0, a malformed option is one line and exit 2', () => {
     // A script added alongside the helper (issue 16, thirteenth round) kept node:util's parseArgs:
     // --help was a stack trace and --n abc benched NaN statements.

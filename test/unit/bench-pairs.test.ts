@@ -122,6 +122,15 @@ describe('VM speed per point', () => {
     expect(pointSpeed(30, 30, 31, 0.02).steal).toBe(0.02);
   });
 
+  it('flags a point whose CPU time moved past 15 % against the first reading, as documented, whichever way (red team, fourteenth round)', () => {
+    // 16 % more CPU time than the first reading is speed 0.86: the check on |speed − 1| let it pass,
+    // while a point 16 % faster (speed 1.16) was flagged — one threshold, two rules.
+    expect(pointSpeed(20, 23.2, 23.2).disturbed).toMatch(/calibration moved 16 % against the run's first reading \(speed 0\.86\)/);
+    expect(pointSpeed(20, 17.2, 17.2).disturbed).toMatch(/calibration moved 16 % against the run's first reading/);
+    expect(pointSpeed(20, 22.8, 22.8).disturbed).toBeUndefined(); // 14 %
+    expect(pointSpeed(20, 0, 0).disturbed).toMatch(/read no CPU time/); // a clock that read nothing is no speed
+  });
+
   it('reads steal as the 8th value of /proc/stat\'s cpu line, as a share of all time between two readings', () => {
     const before = parseProcStat('cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8\n');
     const after = parseProcStat('cpu  200 0 100 1540 20 0 0 140 0 0\n');
@@ -213,5 +222,39 @@ describe("issue 16's targets", () => {
 
   it('marks every row not measured with no input', () => {
     expect(evaluateTargets({ ratios: {} }).every((r) => r.status === 'not measured')).toBe(true);
+  });
+});
+
+describe("issue 16's targets: a ratio whose sides had errors (red team, fourteenth round)", () => {
+  // A yardstick slice that fails requests lowers the yardstick's rate (only successes count) and so
+  // raises Deputy's ratio: errors must fail the value, not flatter it, and show in the table.
+  const rows = evaluateTargets({
+    ratios: { 'exchange_vs_client_credentials.postgres.c1': 1.4, 'exchange_vs_client_credentials.postgres.c8': 0.9 },
+    spreads: { 'exchange_vs_client_credentials.postgres.c1': { min: 1.1, max: 2.0, errors: 37 } },
+  });
+  const exchange = rows.find((r) => r.figure.startsWith('token exchange'))!;
+  it('is not met, whatever its value, and carries the errors', () => {
+    expect(exchange.values[0]).toMatchObject({ at: 'postgres c1', met: false, errors: 37 });
+    expect(exchange.values[1]).toMatchObject({ at: 'postgres c8', met: true });
+    expect(exchange.status).toBe('partly met');
+  });
+  it('names the errors in the Markdown', () => {
+    expect(targetsMarkdown(rows)).toContain('postgres c1 **1.4** (1.1–2) 37 errors');
+  });
+});
+
+describe("issue 16's targets: the PDP rows fail on errors too (red team, fourteenth round)", () => {
+  // The same class for the PDP rows: a failing PDP row's successes can still read fast, and a
+  // failing HTTP floor (the cached path's yardstick) raises the PDP's ratio to it.
+  const failing: PdpRows = { ...pdp, rows: pdp.rows.map((r) => ({ ...r, errors: r.concurrency === 1 ? 12 : 0 })) };
+  const rows = evaluateTargets({ ratios: {}, pdp: failing, httpFloorC8: 30_000, httpFloorC8Errors: 5 });
+  const by = (prefix: string) => rows.find((r) => r.figure.startsWith(prefix))!;
+  it('fails a PDP value whose row had errors and names them', () => {
+    expect(by('PDP single, one-link, cache on: p99').values).toEqual([{ at: 'pglite c1', value: 0.4, met: false, errors: 12 }]);
+    expect(by('PDP single, one-link, cache off').values[0]).toEqual({ at: 'pglite c1', value: 0.45, met: false, errors: 12 });
+    expect(by('PDP three-link').values[0]).toMatchObject({ met: false, errors: 12 });
+  });
+  it('fails the cached ratio when the HTTP floor it divides by had errors', () => {
+    expect(by('PDP single, one-link, cache on, c8').values).toEqual([{ at: 'pglite c8', value: 0.67, met: false, errors: 5 }]);
   });
 });
