@@ -154,32 +154,49 @@ export function addSnapshots(a: CounterSnapshot, b: CounterSnapshot): CounterSna
   };
 }
 
-/** One calibration: its wall-clock and this process's CPU milliseconds. */
+/** One calibration: its wall-clock and CPU milliseconds, and whose CPU clock it read ({@link cpuClock}). */
 export interface Calibration {
   wallMs: number;
   cpuMs: number;
+  clock?: 'thread' | 'process';
 }
 
 /**
  * The fixed CPU-bound calibration: `digests` SHA-256 digests of a 1 KiB buffer, chained, run in
  * this process (~25 ms on the bench VM at 12,000, once its JIT has compiled the loop: discard a
- * first reading). Both clocks: the **CPU** time (`process.cpuUsage`) is the VM's speed — it rises
+ * first reading). Both clocks: the **CPU** time of this thread alone is the VM's speed — it rises
  * when the host runs this vCPU slower (a busy neighbour, a slower core), as the 06:40 run's load
  * generator's CPU per request did — while the wall time also counts the time other processes on
  * the same cores held them (local contention, which the load average shows anyway).
+ *
+ * This thread's, not the process's (`process.threadCpuUsage`: Node 22.23 has it, 20 does not): right after a point,
+ * V8's concurrent GC threads are still marking and sweeping the load's garbage, and the process's
+ * clock booked their work to the calibration — the 08:04 full run read 1.1–2.4× the CPU after a
+ * point as before it, once more CPU than wall time (78.7 vs 44.0 ms), and flagged nearly every
+ * point. Where Node has no per-thread clock (20), the process's is used and says so (`clock`).
  */
 export function calibrate(digests = 12_000): Calibration {
   const data = Buffer.alloc(1024, 7);
-  const cpu = process.cpuUsage();
+  const clock = cpuClock();
+  const cpu = clock.read();
   const start = performance.now();
   for (let i = 0; i < digests; i++) {
     const d = createHash('sha256').update(data).digest();
     d.copy(data, i % 992);
   }
   const wallMs = performance.now() - start;
-  const used = process.cpuUsage(cpu);
+  const usedUs = clock.read() - cpu;
   const r = (n: number) => Math.round(n * 100) / 100;
-  return { wallMs: r(wallMs), cpuMs: r((used.user + used.system) / 1000) };
+  return { wallMs: r(wallMs), cpuMs: r(usedUs / 1000), clock: clock.kind };
+}
+
+/** The CPU clock {@link calibrate} reads: this thread's where Node has one, else the whole process's. */
+export function cpuClock(): { kind: 'thread' | 'process'; read: () => number } {
+  const threadCpuUsage = (process as { threadCpuUsage?: () => NodeJS.CpuUsage }).threadCpuUsage;
+  if (typeof threadCpuUsage === 'function') {
+    return { kind: 'thread', read: () => { const u = threadCpuUsage.call(process); return u.user + u.system; } };
+  }
+  return { kind: 'process', read: () => { const u = process.cpuUsage(); return u.user + u.system; } };
 }
 
 /** The aggregate `cpu` line of `/proc/stat`: total jiffies and steal jiffies (the 8th value). */

@@ -5,8 +5,9 @@
  * factor flags a disturbed point, and issue 16's targets (scripts/bench/targets.ts) are judged
  * per store and concurrency.
  */
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { addSnapshots, mergeSlices, median, pairStatistic, parseProcStat, pointSpeed, slicePlan, speedBetween, stealShare, type SliceLoad } from '../../scripts/bench/pairs.js';
+import { addSnapshots, calibrate, mergeSlices, median, pairStatistic, parseProcStat, pointSpeed, slicePlan, speedBetween, stealShare, type SliceLoad } from '../../scripts/bench/pairs.js';
 import { evaluateTargets, targetsMarkdown, type PdpRows } from '../../scripts/bench/targets.js';
 import type { CounterSnapshot } from '../../scripts/bench/counters.js';
 
@@ -256,5 +257,23 @@ describe("issue 16's targets: the PDP rows fail on errors too (red team, fourtee
   });
   it('fails the cached ratio when the HTTP floor it divides by had errors', () => {
     expect(by('PDP single, one-link, cache on, c8').values).toEqual([{ at: 'pglite c8', value: 0.67, met: false, errors: 5 }]);
+  });
+});
+
+describe('calibrate (the VM speed reading)', () => {
+  const hasThreadClock = typeof (process as { threadCpuUsage?: unknown }).threadCpuUsage === 'function';
+  // Another thread of the process busy meanwhile (as V8's GC threads are right after a point) must
+  // not be booked to the calibration: the process's clock read more CPU than wall time then.
+  it.skipIf(!hasThreadClock)("reads this thread's CPU only, not another thread's busy at the same time", async () => {
+    const spinner = new Worker('const end = Date.now() + 3000; while (Date.now() < end) {}', { eval: true });
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      const c = calibrate(20_000);
+      expect(c.clock).toBe('thread');
+      expect(c.cpuMs).toBeGreaterThan(0);
+      expect(c.cpuMs).toBeLessThanOrEqual(c.wallMs * 1.1 + 1);
+    } finally {
+      await spinner.terminate();
+    }
   });
 });
