@@ -53,8 +53,9 @@ const agentFields = {
   /** Scopes the agent may ever hold; an exchange can only narrow them. Never Deputy's own (`deputy:*`, `authzen:*`). */
   scopes: z.array(agentScope).max(100),
   /**
-   * Audiences (RFC 8707 §2 resource indicators: absolute URIs without a fragment, at most 2048
-   * characters) the agent may obtain tokens for.
+   * Audiences the agent may obtain tokens for: RFC 8707 §2 resource indicators (absolute URIs
+   * without a fragment, at most 2048 characters) or RFC 8693 §2.1 logical names (at most 256;
+   * `isRegisteredAudience` in ./agent-limits.ts).
    * Never Deputy's own resources (a URL under the issuer other than `<issuer>/gw/{connection}`);
    * that check needs the issuer, so it runs where the issuer is known (load.ts, main.ts, the admin API).
    */
